@@ -1,0 +1,90 @@
+// Package runtime defines the contract between the sandbox manager and the
+// programs that actually isolate a sandbox (OCI runtimes such as crun, runc
+// and runsc). Each implementation lives in a sub-package and runs the shared
+// conformance suite in runtimetest.
+package runtime
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned when the runtime knows no sandbox with the given ID.
+var ErrNotFound = errors.New("runtime: sandbox not found")
+
+// Mount is an extra bind mount into the sandbox.
+type Mount struct {
+	Source   string // host path
+	Target   string // path inside the sandbox
+	ReadOnly bool
+}
+
+// Resources are the cgroup limits of one sandbox.
+type Resources struct {
+	CPUs     float64 // vCPUs (quota/period); 0 = unlimited
+	MemoryMB int     // memory limit (and memory+swap limit); 0 = unlimited
+	PidsMax  int     // max tasks; 0 = unlimited
+	DiskMB   int     // size of the writable layer; 0 = driver default
+}
+
+// Spec describes one sandbox to start.
+type Spec struct {
+	ID        string   // [a-z0-9]+, validated by the caller and again by the driver
+	Lower     []string // read-only root filesystem layers, topmost first
+	Hostname  string
+	Args      []string // the init process (argv), run as root
+	Env       []string // KEY=VALUE for the init process
+	Cwd       string
+	Mounts    []Mount
+	Resources Resources
+	// NetNS is the path of an existing network namespace to join.
+	// Empty means a fresh namespace with loopback only (no outside network).
+	NetNS string
+}
+
+// Status is what a runtime reports about a sandbox.
+type Status string
+
+const (
+	StatusRunning Status = "running"
+	StatusPaused  Status = "paused"
+	StatusStopped Status = "stopped"
+)
+
+// Stats are cgroup counters of one sandbox.
+type Stats struct {
+	CPUUsage    time.Duration // total CPU time consumed
+	MemoryBytes uint64        // current memory usage
+	MemoryLimit uint64
+	Pids        uint64
+	DiskBytes   uint64 // bytes used in the writable layer
+}
+
+// Driver starts, inspects and destroys sandboxes. All methods are safe for
+// concurrent use with different IDs.
+type Driver interface {
+	// Name is the runtime's name ("crun", "runc", "runsc").
+	Name() string
+	// Start prepares the root filesystem (overlay of Spec.Lower plus a fresh
+	// writable layer), creates and starts the sandbox, and returns once its
+	// init process is running.
+	Start(ctx context.Context, spec Spec) error
+	// Delete kills every process of the sandbox, removes it from the runtime,
+	// unmounts and removes its writable layer. Deleting an unknown sandbox
+	// returns ErrNotFound.
+	Delete(ctx context.Context, id string) error
+	// State reports the sandbox's status, or ErrNotFound.
+	State(ctx context.Context, id string) (Status, error)
+	// List returns the IDs of every sandbox this driver knows, including ones
+	// started by an earlier process of the server (used to reattach on restart).
+	List(ctx context.Context) ([]string, error)
+	// Stats reads the sandbox's cgroup counters.
+	Stats(ctx context.Context, id string) (Stats, error)
+}
+
+// Pauser is implemented by drivers that can freeze a sandbox in place.
+type Pauser interface {
+	Pause(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
+}
