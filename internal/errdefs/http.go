@@ -1,0 +1,78 @@
+package errdefs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+)
+
+// HTTPStatus maps an error's category to an HTTP status code. This is the
+// only place in sbx where that mapping is decided.
+func HTTPStatus(err error) int {
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrInvalidArgument):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrAlreadyExists), errors.Is(err, ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, ErrFailedPrecondition):
+		return http.StatusPreconditionFailed
+	case errors.Is(err, ErrUnauthenticated):
+		return http.StatusUnauthorized
+	case errors.Is(err, ErrPermissionDenied):
+		return http.StatusForbidden
+	case errors.Is(err, ErrResourceExhausted):
+		return http.StatusTooManyRequests
+	case errors.Is(err, ErrUnavailable):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrDeadlineExceeded):
+		return http.StatusGatewayTimeout
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// Message is the client-safe text of err: the Message of the outermost
+// *Error, or a generic text for uncategorised (internal) errors.
+func Message(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	if HTTPStatus(err) == http.StatusInternalServerError {
+		return "internal error; see the sbx server log for details"
+	}
+	return err.Error()
+}
+
+// Body is the JSON error body E2B clients read: {"code": <status>, "message": ...}.
+type Body struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// WriteHTTP writes err as an E2B-style JSON error response. Internal detail is
+// logged (when log is not nil), never sent to the client.
+func WriteHTTP(w http.ResponseWriter, log *slog.Logger, err error) {
+	status := HTTPStatus(err)
+	if log != nil {
+		level := slog.LevelDebug
+		if status >= 500 {
+			level = slog.LevelError
+		}
+		log.Log(context.Background(), level, "request failed", "status", status, "err", err)
+	}
+	WriteStatus(w, status, Message(err))
+}
+
+// WriteStatus writes a JSON error body with an explicit status.
+func WriteStatus(w http.ResponseWriter, status int, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(Body{Code: status, Message: message})
+}
