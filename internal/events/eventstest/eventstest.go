@@ -1,0 +1,57 @@
+// Package eventstest has helpers for tests of packages built on the event
+// log: a real SQLite database in a temporary directory and a stand-in for
+// the API key middleware.
+package eventstest
+
+import (
+	"database/sql"
+	"net/http"
+	"path/filepath"
+	"testing"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/sbxdev/sbx/internal/auth"
+	"github.com/sbxdev/sbx/internal/events"
+)
+
+// DSN returns the connection string sbx uses for a database file.
+func DSN(path string) string {
+	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+}
+
+// OpenDB opens (creating if needed) the SQLite file at path with the events
+// table migrated, and closes it when the test ends.
+func OpenDB(t testing.TB, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", DSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := events.Migrate(t.Context(), db); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// TempDB is OpenDB on a fresh file in t.TempDir; it returns the path too.
+func TempDB(t testing.TB) (*sql.DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sbx.db")
+	return OpenDB(t, path), path
+}
+
+// TeamHeader is the header AsTeam reads the team ID from.
+const TeamHeader = "X-Test-Team"
+
+// AsTeam stands in for the API key middleware: it puts the team named by
+// the X-Test-Team header into the request context (none when absent).
+func AsTeam(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id := r.Header.Get(TeamHeader); id != "" {
+			r = r.WithContext(auth.WithTeam(r.Context(), auth.Team{ID: id, Name: id}))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
