@@ -1,0 +1,474 @@
+package rootfs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+)
+
+// DefaultCacheDir is the machine-wide cache of built trees, shared by every
+// data dir (architecture.md). CacheDirEnv overrides it.
+const (
+	DefaultCacheDir = "/var/cache/sbx/rootfs"
+	CacheDirEnv     = "SBX_ROOTFS_CACHE"
+)
+
+// completeMarker marks a finished tree. It is written before the build
+// directory is renamed into place, so a visible directory is complete.
+const completeMarker = ".complete"
+
+// Builder builds recipes into the cache and hands out their trees.
+// Safe for concurrent use, also across processes (flock per recipe).
+type Builder struct {
+	cacheDir string
+	log      *slog.Logger
+	lookup   func(name string) (Recipe, bool) // Lookup; tests add recipes
+	mirror   func() (string, error)           // HostMirror(Suite)
+}
+
+// NewBuilder returns a Builder caching under cacheDir; "" means $SBX_ROOTFS_CACHE,
+// else DefaultCacheDir.
+func NewBuilder(cacheDir string, log *slog.Logger) *Builder {
+	if cacheDir == "" {
+		cacheDir = os.Getenv(CacheDirEnv)
+	}
+	if cacheDir == "" {
+		cacheDir = DefaultCacheDir
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Builder{
+		cacheDir: cacheDir,
+		log:      log,
+		lookup:   Lookup,
+		mirror:   func() (string, error) { return HostMirror(Suite) },
+	}
+}
+
+// CacheDir returns the directory the builder caches trees in.
+func (b *Builder) CacheDir() string { return b.cacheDir }
+
+// step is one recipe of a chain with its cache key.
+type step struct {
+	Recipe
+	hash string
+}
+
+func (s step) dirName() string { return s.Name + "-" + s.hash[:12] }
+
+// resolve returns the chain of recipes name depends on, root first.
+func (b *Builder) resolve(name string) ([]step, error) {
+	var rev []Recipe
+	seen := map[string]bool{}
+	for n := name; n != ""; {
+		if seen[n] {
+			return nil, errdefs.Invalid("rootfs recipe %q: parent cycle through %q", name, n)
+		}
+		seen[n] = true
+		r, ok := b.lookup(n)
+		if !ok {
+			if n == name {
+				return nil, errdefs.NotFound("rootfs recipe %q not found; built-in recipes: %s", name, builtinNames())
+			}
+			return nil, errdefs.NotFound("rootfs recipe %q: parent %q not found", name, n)
+		}
+		if !validName(r.Name) {
+			return nil, errdefs.Invalid("rootfs recipe name %q: use lowercase letters, digits and dashes", r.Name)
+		}
+		rev = append(rev, r)
+		n = r.Parent
+	}
+	chain := make([]step, 0, len(rev))
+	parentHash := ""
+	for i := len(rev) - 1; i >= 0; i-- {
+		h := Hash(rev[i], parentHash)
+		chain = append(chain, step{Recipe: rev[i], hash: h})
+		parentHash = h
+	}
+	return chain, nil
+}
+
+func builtinNames() string {
+	var names []string
+	for _, r := range Builtins() {
+		names = append(names, r.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// Path returns where the tree of recipe name lives once built, and whether
+// it is complete, without building anything.
+func (b *Builder) Path(name string) (rootfsDir string, complete bool, err error) {
+	chain, err := b.resolve(name)
+	if err != nil {
+		return "", false, err
+	}
+	dir := filepath.Join(b.cacheDir, chain[len(chain)-1].dirName())
+	return filepath.Join(dir, "rootfs"), isComplete(dir), nil
+}
+
+// Ensure returns the root filesystem of recipe name, building it (and its
+// parents) first when the cache has no complete tree for its current hash.
+// progress, if not nil, receives human-readable build lines.
+func (b *Builder) Ensure(ctx context.Context, name string, progress func(line string)) (string, error) {
+	if progress == nil {
+		progress = func(string) {}
+	}
+	chain, err := b.resolve(name)
+	if err != nil {
+		return "", err
+	}
+	parentRoot := ""
+	for _, s := range chain {
+		root, err := b.ensureStep(ctx, s, parentRoot, progress)
+		if err != nil {
+			return "", err
+		}
+		parentRoot = root
+	}
+	return parentRoot, nil
+}
+
+func isComplete(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, completeMarker))
+	return err == nil
+}
+
+func (b *Builder) ensureStep(ctx context.Context, s step, parentRoot string, progress func(string)) (string, error) {
+	final := filepath.Join(b.cacheDir, s.dirName())
+	if isComplete(final) {
+		return filepath.Join(final, "rootfs"), nil
+	}
+	if err := b.preflight(s); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(b.cacheDir, 0o755); err != nil {
+		return "", fmt.Errorf("create rootfs cache %s: %w", b.cacheDir, err)
+	}
+	unlock, err := b.lock(ctx, s.Name, progress)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	// Another process may have built it while we waited for the lock.
+	if isComplete(final) {
+		return filepath.Join(final, "rootfs"), nil
+	}
+	if err := b.build(ctx, s, parentRoot, final, progress); err != nil {
+		return "", fmt.Errorf("build rootfs %q: %w", s.Name, err)
+	}
+	b.prune(s)
+	return filepath.Join(final, "rootfs"), nil
+}
+
+// preflight says clearly what is missing before a build starts.
+func (b *Builder) preflight(s step) error {
+	if os.Geteuid() != 0 {
+		return errdefs.Precondition("building rootfs %q needs root (chroot, mounts): run sbx as root or use a machine where %s is already built", s.Name, b.cacheDir)
+	}
+	if s.Parent == "" {
+		if _, err := debootstrapPath(); err != nil {
+			return errdefs.Precondition("building rootfs %q needs debootstrap, which is not installed: run `make deps` or `apt-get install debootstrap`", s.Name)
+		}
+	}
+	return nil
+}
+
+func debootstrapPath() (string, error) {
+	if p, err := exec.LookPath("debootstrap"); err == nil {
+		return p, nil
+	}
+	// Non-login root shells and test runners often lack /usr/sbin in PATH.
+	const p = "/usr/sbin/debootstrap"
+	if _, err := os.Stat(p); err != nil {
+		return "", err
+	}
+	return p, nil
+}
+
+// lock takes the machine-wide lock of one recipe, waiting (cancellably)
+// while another process builds it. The lock dies with the process.
+func (b *Builder) lock(ctx context.Context, name string, progress func(string)) (func(), error) {
+	return flockWait(ctx, filepath.Join(b.cacheDir, name+".lock"), func() {
+		b.logPhase(name, progress, "waiting for another process building %s", name)
+	})
+}
+
+func flockWait(ctx context.Context, path string, onWait func()) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	waited := false
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // close releases the flock
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if !waited && onWait != nil {
+			onWait()
+		}
+		waited = true
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("wait for lock %s: %w", path, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// buildInfo is the content of the completion marker, for humans.
+type buildInfo struct {
+	Recipe  string    `json:"recipe"`
+	Hash    string    `json:"hash"`
+	Parent  string    `json:"parent,omitempty"`
+	Suite   string    `json:"suite"`
+	Mirror  string    `json:"mirror,omitempty"`
+	Built   time.Time `json:"built"`
+	Seconds float64   `json:"seconds"`
+}
+
+// build creates the tree in a scratch directory, marks it complete and
+// renames it to final. Called with the recipe lock held.
+func (b *Builder) build(ctx context.Context, s step, parentRoot, final string, progress func(string)) error {
+	start := time.Now()
+	scratch := filepath.Join(b.cacheDir, ".build-"+s.dirName())
+	// Leftovers of a crashed build, or a final dir missing its marker.
+	for _, dir := range []string{scratch, final} {
+		if err := removeTree(dir); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", scratch, err)
+	}
+	root := filepath.Join(scratch, "rootfs")
+	info := buildInfo{Recipe: s.Name, Hash: s.hash, Parent: s.Parent, Suite: Suite}
+
+	if s.Parent == "" {
+		mirror, err := b.mirror()
+		if err != nil {
+			return err
+		}
+		info.Mirror = mirror
+		if err := b.debootstrap(ctx, s, root, mirror, progress); err != nil {
+			return err
+		}
+	} else {
+		b.logPhase(s.Name, progress, "copying %s from %s", s.Name, s.Parent)
+		if err := b.isolated(ctx, s.Name, progress, "cp", "-a", "--reflink=auto", parentRoot, root); err != nil {
+			return fmt.Errorf("copy parent %s: %w", s.Parent, err)
+		}
+	}
+	if err := b.install(ctx, s, root, progress); err != nil {
+		return err
+	}
+	if strings.TrimSpace(s.Script) != "" {
+		b.logPhase(s.Name, progress, "running the %s recipe script", s.Name)
+		if err := b.inChroot(ctx, s.Name, root, s.Script, false, progress); err != nil {
+			return fmt.Errorf("recipe script: %w", err)
+		}
+	}
+	b.logPhase(s.Name, progress, "cleaning apt caches and docs")
+	if err := b.inChroot(ctx, s.Name, root, cleanupScript, false, progress); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+
+	info.Built = time.Now().UTC()
+	info.Seconds = time.Since(start).Seconds()
+	if err := writeMarker(scratch, info); err != nil {
+		return err
+	}
+	if err := os.Rename(scratch, final); err != nil {
+		return fmt.Errorf("move built tree into place: %w", err)
+	}
+	b.logPhase(s.Name, progress, "built %s in %s", s.Name, time.Since(start).Round(time.Second))
+	return nil
+}
+
+func (b *Builder) debootstrap(ctx context.Context, s step, root, mirror string, progress func(string)) error {
+	bin, err := debootstrapPath()
+	if err != nil {
+		return err
+	}
+	cache := filepath.Join(b.cacheDir, ".debootstrap-cache")
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", cache, err)
+	}
+	b.logPhase(s.Name, progress, "debootstrap --variant=minbase %s from %s", Suite, mirror)
+	// debootstrap mounts /proc and /sys in the target itself; the private
+	// mount namespace of isolated makes sure none of it outlives the run.
+	err = b.isolated(ctx, s.Name, progress, "/bin/sh", "-c", `mount --make-rprivate / && exec "$@"`, "sbx-debootstrap",
+		bin, "--variant=minbase", "--cache-dir="+cache, Suite, root, mirror)
+	if err != nil {
+		return fmt.Errorf("debootstrap: %w", err)
+	}
+	return nil
+}
+
+// install runs apt-get in the chroot with the shared download caches bound
+// in, so the second recipe (and every rebuild) downloads little.
+func (b *Builder) install(ctx context.Context, s step, root string, progress func(string)) error {
+	if len(s.Packages) == 0 {
+		return nil
+	}
+	for _, p := range s.Packages {
+		if !validPackage(p) {
+			return errdefs.Invalid("rootfs recipe %q: %q is not a Debian package name", s.Name, p)
+		}
+	}
+	for _, dir := range []string{b.aptArchivesDir(), filepath.Join(b.aptArchivesDir(), "partial"), filepath.Join(b.aptListsDir(), "partial")} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	// The caches are shared by every recipe; apt's own lock there fails
+	// instead of waiting, so serialise on ours.
+	unlock, err := flockWait(ctx, filepath.Join(b.cacheDir, ".apt.lock"), func() {
+		b.logPhase(s.Name, progress, "waiting for another build using the apt cache")
+	})
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	b.logPhase(s.Name, progress, "installing %d packages: %s", len(s.Packages), strings.Join(s.Packages, " "))
+	script := installScript + " " + strings.Join(s.Packages, " ")
+	if err := b.inChroot(ctx, s.Name, root, script, true, progress); err != nil {
+		return fmt.Errorf("install packages: %w", err)
+	}
+	return nil
+}
+
+func validPackage(p string) bool {
+	if p == "" || len(p) > 100 {
+		return false
+	}
+	for i, c := range p {
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && strings.ContainsRune("+-.", c)
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// installScript sets up dpkg to skip docs (as Debian's slim images do) and
+// installs the packages appended to it, without recommends.
+const installScript = `set -eu
+cat > /etc/dpkg/dpkg.cfg.d/90sbx-nodoc <<'EOF'
+path-exclude=/usr/share/doc/*
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/lintian/*
+EOF
+apt-get -q update
+apt-get -q -y --no-install-recommends -o Dpkg::Progress-Fancy=0 -o Dpkg::Use-Pty=0 install`
+
+// cleanupScript runs without the cache binds, so it only empties the tree.
+const cleanupScript = `set -eu
+apt-get clean
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old \
+	/var/lib/dpkg/*-old /var/log/apt/* /var/log/dpkg.log /var/log/alternatives.log \
+	/usr/share/doc/* /usr/share/man/* /usr/share/info/* /tmp/* /var/tmp/* \
+	/root/.npm /root/.cache/pip
+mkdir -p /var/lib/apt/lists/partial
+`
+
+func writeMarker(dir string, info buildInfo) error {
+	data, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(dir, completeMarker)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	_, err = f.Write(append(data, '\n'))
+	if err == nil {
+		// The tree's files must be on disk before a marker says so.
+		err = unix.Syncfs(int(f.Fd()))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return nil
+}
+
+func (b *Builder) aptArchivesDir() string { return filepath.Join(b.cacheDir, ".apt-archives") }
+func (b *Builder) aptListsDir() string    { return filepath.Join(b.cacheDir, ".apt-lists") }
+
+// prune removes trees of older hashes of s.Name that nothing has mounted.
+// Best effort: a failure only costs disk space.
+func (b *Builder) prune(s step) {
+	entries, err := os.ReadDir(b.cacheDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		n := strings.TrimPrefix(e.Name(), ".build-")
+		rest, ok := strings.CutPrefix(n, s.Name+"-")
+		if !ok || !isHex12(rest) || n == s.dirName() {
+			continue
+		}
+		dir := filepath.Join(b.cacheDir, e.Name())
+		if err := removeTree(dir); err != nil {
+			b.log.Warn("keep old rootfs", "rootfs.recipe", s.Name, "dir", dir, "reason", err)
+			continue
+		}
+		b.log.Info("removed old rootfs", "rootfs.recipe", s.Name, "dir", dir)
+	}
+}
+
+func isHex12(s string) bool {
+	if len(s) != 12 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// removeTree deletes dir unless something is mounted in it or uses it as
+// an overlay layer: deleting through a bind mount of /dev would empty the
+// host's /dev, and deleting a sandbox's lower layer would break it.
+func removeTree(dir string) error {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("read mountinfo: %w", err)
+	}
+	if strings.Contains(string(mi), dir+"/") || strings.Contains(string(mi), dir+" ") {
+		return errdefs.Precondition("%s is in use (mounted, or an overlay layer of a running sandbox); stop what uses it and retry", dir)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	return nil
+}

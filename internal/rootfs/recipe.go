@@ -1,0 +1,164 @@
+// Package rootfs builds and caches the root filesystems of the built-in
+// templates from Debian packages.
+//
+// A Recipe names a Debian package set plus a shell script run as root in a
+// chroot. Recipes stack: a child starts from a copy of its parent's tree.
+// Built trees live in one machine-wide cache (DefaultCacheDir) keyed by a hash
+// of the recipe chain, so tests, CI and `make run` build each recipe once per
+// machine.
+package rootfs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+)
+
+// Suite is the Debian release every recipe is built from.
+const Suite = "bookworm"
+
+// builderVersion is folded into every hash. Bump it when the way a tree is
+// built changes (mounts, cleanup, debootstrap flags) so old caches are not
+// reused for a differently built tree.
+const builderVersion = "1"
+
+// Recipe describes one root filesystem.
+type Recipe struct {
+	Name     string   // [a-z0-9-]+, also the cache directory prefix
+	Parent   string   // recipe this one starts from; "" = debootstrap a fresh tree
+	Packages []string // Debian packages installed with apt-get (no recommends)
+	Script   string   // POSIX shell run as root in a chroot after the packages
+}
+
+// Hash returns the cache key of r given the hash of its parent ("" when r
+// has no parent). It covers everything that changes the resulting tree: the
+// name, the parent, the package list as written (a reorder costs one
+// rebuild, which is cheaper than reasoning about apt's resolver), the script,
+// the Debian suite and the builder version.
+func Hash(r Recipe, parentHash string) string {
+	h := sha256.New()
+	// Length-prefixed fields, so "a"+"bc" never hashes like "ab"+"c".
+	field := func(s string) { fmt.Fprintf(h, "%d:%s;", len(s), s) }
+	field("sbx-rootfs/" + builderVersion)
+	field(Suite)
+	field(r.Name)
+	field(r.Parent)
+	field(parentHash)
+	field(fmt.Sprint(len(r.Packages)))
+	for _, p := range r.Packages {
+		field(p)
+	}
+	field(r.Script)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// validName reports whether name is safe to use in a cache path.
+func validName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return !strings.HasPrefix(name, "-")
+}
+
+// Builtins returns the recipes sbx ships, parents before children.
+func Builtins() []Recipe {
+	return []Recipe{baseRecipe(), codeInterpreterRecipe()}
+}
+
+// Lookup returns the built-in recipe called name.
+func Lookup(name string) (Recipe, bool) {
+	for _, r := range Builtins() {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Recipe{}, false
+}
+
+func baseRecipe() Recipe {
+	return Recipe{
+		Name: "base",
+		// Kept tight: every fresh machine (CI, `make run`) builds this first.
+		// No recommends are installed, so everything needed is listed.
+		Packages: []string{
+			"bash", "coreutils", "procps", "sudo", "less", "vim-tiny",
+			"ca-certificates", "curl", "git", "iproute2", "iputils-ping",
+			"netcat-openbsd", "unzip", "xz-utils",
+			"python3", "python3-pip", "python3-venv",
+			"nodejs", "npm",
+		},
+		Script: baseScript,
+	}
+}
+
+// baseScript makes the tree look like an E2B sandbox: user "user" with
+// passwordless sudo, apt usable without SETUID/SETGID (runtime notes), and
+// the mountpoints the runtime driver binds into.
+const baseScript = `set -eu
+useradd --create-home --uid 1000 --user-group --shell /bin/bash user
+echo 'user ALL=(ALL:ALL) NOPASSWD: ALL' > /etc/sudoers.d/user
+chmod 0440 /etc/sudoers.d/user
+visudo -cf /etc/sudoers.d/user >/dev/null
+
+# apt drops privileges to _apt with setuid, which a sandbox without
+# SETUID/SETGID cannot do.
+echo 'APT::Sandbox::User "root";' > /etc/apt/apt.conf.d/90sbx-sandbox-user
+
+# The runtime sets the hostname; a file here would contradict it.
+rm -f /etc/hostname
+
+# C.UTF-8 ships with libc6; no locales package needed.
+echo 'LANG=C.UTF-8' > /etc/default/locale
+
+# Mountpoints for the agent binaries and its socket directory.
+mkdir -p /.sbx/bin /.sbx/run
+chmod 0755 /.sbx /.sbx/bin /.sbx/run
+
+# A regular file the runtime can bind over or rewrite in the upper layer.
+if [ -L /etc/resolv.conf ] || [ ! -e /etc/resolv.conf ]; then
+	rm -f /etc/resolv.conf
+	: > /etc/resolv.conf
+fi
+`
+
+func codeInterpreterRecipe() Recipe {
+	return Recipe{
+		Name:   "code-interpreter",
+		Parent: "base",
+		Packages: []string{
+			"python3-ipykernel", "python3-numpy", "python3-pandas",
+			"python3-matplotlib", "python3-scipy", "python3-seaborn",
+			"python3-requests", "python3-bs4",
+		},
+		Script: codeInterpreterScript,
+	}
+}
+
+// codeInterpreterScript bakes the matplotlib font cache (3.4 s on first
+// import otherwise, runtime notes) and checks the kernelspec the code
+// interpreter agent starts.
+const codeInterpreterScript = `set -eu
+warm='import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot; import matplotlib.font_manager'
+runuser -u user -- env HOME=/home/user python3 -c "$warm"
+HOME=/root python3 -c "$warm"
+ls /home/user/.cache/matplotlib/fontlist-*.json >/dev/null
+
+k=/usr/share/jupyter/kernels/python3
+if [ ! -f "$k/kernel.json" ]; then
+	mkdir -p "$k"
+	cat > "$k/kernel.json" <<'EOF'
+{
+ "argv": ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+ "display_name": "Python 3 (ipykernel)",
+ "language": "python",
+ "metadata": {"debugger": true}
+}
+EOF
+fi
+`
