@@ -1,0 +1,43 @@
+# sbx — build, run and test. `make run` and `make test` are the two commands a
+# fresh Debian 12 machine needs; both install missing packages first.
+
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X github.com/sbxdev/sbx/internal/cli.Version=$(VERSION)
+LISTEN   ?= 127.0.0.1:3000
+DATA_DIR ?= /var/lib/sbx
+GOTEST_FLAGS ?= -count=1 -timeout 20m
+
+.PHONY: all build deps run test test-go test-js bench clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sbx ./cmd/sbx
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/envd ./cmd/envd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/codeinterp ./cmd/codeinterp
+
+# Install the host packages sbx needs (crun, runc, debootstrap, ...). Idempotent.
+deps:
+	bash scripts/install-deps.sh
+
+# Install what is missing, build, start `sbx serve` and print the `sbx env` lines.
+run: deps build
+	bash scripts/run.sh $(LISTEN) $(DATA_DIR)
+
+# The whole test suite: Go unit + integration tests, then the official E2B
+# JavaScript SDKs against a real server.
+test: deps build test-go test-js
+
+test-go:
+	$(GO) vet ./...
+	$(GO) test $(GOTEST_FLAGS) ./...
+
+test-js:
+	cd tests/e2b-js && npm ci --no-audit --no-fund && npm test
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/... 
+
+clean:
+	rm -rf bin

@@ -1,0 +1,297 @@
+package api
+
+import (
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store"
+)
+
+// newSandbox is E2B's NewSandbox body (unknown fields are ignored).
+type newSandbox struct {
+	TemplateID          string            `json:"templateID"`
+	Timeout             *int64            `json:"timeout"`
+	AutoPause           bool              `json:"autoPause"`
+	Secure              *bool             `json:"secure"`
+	AllowInternetAccess *bool             `json:"allow_internet_access"`
+	Metadata            map[string]string `json:"metadata"`
+	EnvVars             map[string]string `json:"envVars"`
+}
+
+// sandboxJSON is E2B's Sandbox (create/connect response).
+type sandboxJSON struct {
+	TemplateID         string  `json:"templateID"`
+	SandboxID          string  `json:"sandboxID"`
+	Alias              string  `json:"alias,omitempty"`
+	ClientID           string  `json:"clientID"`
+	EnvdVersion        string  `json:"envdVersion"`
+	EnvdAccessToken    string  `json:"envdAccessToken,omitempty"`
+	TrafficAccessToken *string `json:"trafficAccessToken"`
+	Domain             *string `json:"domain"`
+}
+
+// detailJSON is E2B's SandboxDetail / ListedSandbox.
+type detailJSON struct {
+	TemplateID          string            `json:"templateID"`
+	Alias               string            `json:"alias,omitempty"`
+	SandboxID           string            `json:"sandboxID"`
+	ClientID            string            `json:"clientID"`
+	StartedAt           time.Time         `json:"startedAt"`
+	EndAt               time.Time         `json:"endAt"`
+	EnvdVersion         string            `json:"envdVersion"`
+	EnvdAccessToken     string            `json:"envdAccessToken,omitempty"`
+	AllowInternetAccess *bool             `json:"allowInternetAccess,omitempty"`
+	Domain              *string           `json:"domain"`
+	CPUCount            int               `json:"cpuCount"`
+	MemoryMB            int               `json:"memoryMB"`
+	DiskSizeMB          int               `json:"diskSizeMB"`
+	Metadata            map[string]string `json:"metadata"`
+	State               string            `json:"state"`
+	Lifecycle           *lifecycleJSON    `json:"lifecycle,omitempty"`
+}
+
+type lifecycleJSON struct {
+	AutoResume bool   `json:"autoResume"`
+	OnTimeout  string `json:"onTimeout"`
+}
+
+const clientID = "sbx"
+
+func toSandboxJSON(sb store.Sandbox) sandboxJSON {
+	return sandboxJSON{TemplateID: sb.TemplateID, SandboxID: sb.ID, Alias: sb.Alias, ClientID: clientID,
+		EnvdVersion: sandbox.EnvdVersion, EnvdAccessToken: sb.AccessToken}
+}
+
+func toDetail(sb store.Sandbox, full bool) detailJSON {
+	d := detailJSON{TemplateID: sb.TemplateID, Alias: sb.Alias, SandboxID: sb.ID, ClientID: clientID,
+		StartedAt: sb.StartedAt, EndAt: sb.EndAt, EnvdVersion: sandbox.EnvdVersion,
+		CPUCount: sb.CPUCount, MemoryMB: sb.MemoryMB, DiskSizeMB: sb.DiskMB,
+		Metadata: sb.Metadata, State: string(sb.State)}
+	if d.Metadata == nil {
+		d.Metadata = map[string]string{}
+	}
+	if full {
+		allow := sb.AllowInternet
+		d.AllowInternetAccess = &allow
+		d.EnvdAccessToken = sb.AccessToken
+		onTimeout := "kill"
+		if sb.AutoPause {
+			onTimeout = "pause"
+		}
+		d.Lifecycle = &lifecycleJSON{OnTimeout: onTimeout}
+	}
+	return d
+}
+
+func (s *Server) createV1(w http.ResponseWriter, r *http.Request) { s.create(w, r, false) }
+func (s *Server) createV2(w http.ResponseWriter, r *http.Request) { s.create(w, r, true) }
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
+	var body newSandbox
+	if err := decode(r, &body); err != nil {
+		s.fail(w, err)
+		return
+	}
+	req := sandbox.CreateRequest{TeamID: team(r).ID, Template: body.TemplateID,
+		Metadata: body.Metadata, EnvVars: body.EnvVars, AllowInternet: true, AutoPause: body.AutoPause,
+		Secure: v2}
+	if body.Timeout != nil {
+		if *body.Timeout < 0 {
+			s.fail(w, errdefs.Invalid("timeout must be ≥ 0 seconds, got %d", *body.Timeout))
+			return
+		}
+		req.Timeout = time.Duration(*body.Timeout) * time.Second
+	}
+	if body.Secure != nil {
+		req.Secure = *body.Secure
+	}
+	if body.AllowInternetAccess != nil {
+		req.AllowInternet = *body.AllowInternetAccess
+	}
+	sb, err := s.sandboxes.Create(r.Context(), req)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, toSandboxJSON(sb))
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.sandboxes.Get(r.Context(), team(r).ID, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if sb.State == store.StateKilled {
+		s.fail(w, errdefs.NotFound("sandbox %s not found (it was killed)", sb.ID))
+		return
+	}
+	writeJSON(w, http.StatusOK, toDetail(sb, true))
+}
+
+func (s *Server) kill(w http.ResponseWriter, r *http.Request) {
+	if err := s.sandboxes.Kill(r.Context(), team(r).ID, r.PathValue("id")); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Timeout *int64 `json:"timeout"`
+	}
+	if err := decode(r, &body); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if body.Timeout == nil || *body.Timeout < 0 {
+		s.fail(w, errdefs.Invalid(`body must be {"timeout": <seconds ≥ 0>}`))
+		return
+	}
+	err := s.sandboxes.SetTimeout(r.Context(), team(r).ID, r.PathValue("id"), time.Duration(*body.Timeout)*time.Second)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Timeout *int64 `json:"timeout"`
+	}
+	if err := decode(r, &body); err != nil {
+		s.fail(w, err)
+		return
+	}
+	var timeout time.Duration
+	if body.Timeout != nil {
+		if *body.Timeout < 0 {
+			s.fail(w, errdefs.Invalid("timeout must be ≥ 0 seconds"))
+			return
+		}
+		timeout = time.Duration(*body.Timeout) * time.Second
+	}
+	sb, resumed, err := s.sandboxes.Connect(r.Context(), team(r).ID, r.PathValue("id"), timeout)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	status := http.StatusOK
+	if resumed {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, toSandboxJSON(sb))
+}
+
+func (s *Server) listV1(w http.ResponseWriter, r *http.Request) {
+	f, err := listFilter(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	f.Limit = 0
+	s.list(w, r, f, false)
+}
+
+func (s *Server) listV2(w http.ResponseWriter, r *http.Request) {
+	f, err := listFilter(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.list(w, r, f, true)
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request, f store.ListFilter, paged bool) {
+	sbs, err := s.sandboxes.List(r.Context(), f)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	out := make([]detailJSON, 0, len(sbs))
+	for _, sb := range sbs {
+		out = append(out, toDetail(sb, false))
+	}
+	if paged && f.Limit > 0 && len(sbs) == f.Limit {
+		w.Header().Set("X-Next-Token", base64.RawURLEncoding.EncodeToString([]byte(sbs[len(sbs)-1].ID)))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// listFilter parses E2B's list query: metadata (k=v&k2=v2, URL-encoded),
+// state (comma separated), limit, nextToken.
+func listFilter(r *http.Request) (store.ListFilter, error) {
+	q := r.URL.Query()
+	f := store.ListFilter{TeamID: team(r).ID, Limit: 100}
+	if m := q.Get("metadata"); m != "" {
+		parsed, err := url.ParseQuery(m)
+		if err != nil {
+			return f, errdefs.Invalid("invalid metadata filter %q: use key=value&key2=value2", m)
+		}
+		f.Metadata = map[string]string{}
+		for k, v := range parsed {
+			f.Metadata[k] = v[len(v)-1]
+		}
+	}
+	for _, st := range q["state"] {
+		for _, one := range strings.Split(st, ",") {
+			switch one {
+			case "running", "paused":
+				f.States = append(f.States, store.SandboxState(one))
+			case "":
+			default:
+				return f, errdefs.Invalid("invalid state %q: use running or paused", one)
+			}
+		}
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 100 {
+			return f, errdefs.Invalid("limit must be between 1 and 100, got %q", l)
+		}
+		f.Limit = n
+	}
+	if tok := q.Get("nextToken"); tok != "" {
+		id, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil {
+			return f, errdefs.Invalid("invalid nextToken")
+		}
+		f.After = string(id)
+	}
+	return f, nil
+}
+
+type metricJSON struct {
+	Timestamp     time.Time `json:"timestamp"`
+	TimestampUnix int64     `json:"timestampUnix"`
+	CPUCount      int       `json:"cpuCount"`
+	CPUUsedPct    float64   `json:"cpuUsedPct"`
+	MemUsed       uint64    `json:"memUsed"`
+	MemTotal      uint64    `json:"memTotal"`
+	MemCache      uint64    `json:"memCache"`
+	DiskUsed      uint64    `json:"diskUsed"`
+	DiskTotal     uint64    `json:"diskTotal"`
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
+	ms, err := s.sandboxes.Metrics(r.Context(), team(r).ID, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	out := make([]metricJSON, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, metricJSON{Timestamp: m.Timestamp, TimestampUnix: m.Timestamp.Unix(),
+			CPUCount: m.CPUCount, CPUUsedPct: m.CPUUsedPct, MemUsed: m.MemUsed, MemTotal: m.MemTotal,
+			DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal})
+	}
+	writeJSON(w, http.StatusOK, out)
+}

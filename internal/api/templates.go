@@ -1,0 +1,61 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/template"
+)
+
+type templateJSON struct {
+	TemplateID    string     `json:"templateID"`
+	BuildID       string     `json:"buildID"`
+	CPUCount      int        `json:"cpuCount"`
+	MemoryMB      int        `json:"memoryMB"`
+	DiskSizeMB    int        `json:"diskSizeMB"`
+	Public        bool       `json:"public"`
+	Aliases       []string   `json:"aliases"`
+	Names         []string   `json:"names"`
+	CreatedAt     time.Time  `json:"createdAt"`
+	UpdatedAt     time.Time  `json:"updatedAt"`
+	CreatedBy     *struct{}  `json:"createdBy"`
+	LastSpawnedAt *time.Time `json:"lastSpawnedAt"`
+	SpawnCount    int        `json:"spawnCount"`
+	BuildCount    int        `json:"buildCount"`
+	EnvdVersion   string     `json:"envdVersion"`
+	BuildStatus   string     `json:"buildStatus"`
+}
+
+func toTemplateJSON(t template.Template) templateJSON {
+	names := t.Names
+	if names == nil {
+		names = []string{}
+	}
+	return templateJSON{TemplateID: t.ID, BuildID: t.BuildID, CPUCount: t.CPUCount, MemoryMB: t.MemoryMB,
+		DiskSizeMB: t.DiskMB, Public: t.Public, Aliases: names, Names: names, CreatedAt: t.CreatedAt,
+		UpdatedAt: t.UpdatedAt, BuildCount: 1, EnvdVersion: sandbox.EnvdVersion, BuildStatus: t.Status}
+}
+
+func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
+	ts := s.templates.List(team(r).ID)
+	out := make([]templateJSON, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, toTemplateJSON(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) templateAlias(w http.ResponseWriter, r *http.Request) {
+	t, ok := s.templates.Get(r.PathValue("alias"))
+	if !ok {
+		s.fail(w, errdefs.NotFound("template alias %q does not exist", r.PathValue("alias")))
+		return
+	}
+	if t.TeamID != "" && t.TeamID != team(r).ID {
+		errdefs.WriteStatus(w, http.StatusForbidden, "template alias exists but belongs to another team")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"templateID": t.ID, "public": t.Public})
+}

@@ -1,0 +1,76 @@
+// Package app wires sbx's components together for `sbx serve`. Wiring is
+// by hand, in one place; closers run in reverse order at shutdown.
+package app
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Config is the server configuration, parsed once in the CLI and validated
+// at start-up.
+type Config struct {
+	Listen      string // host:port of the API, proxy and dashboard
+	DataDir     string // state: SQLite, API key, sandboxes
+	Runtime     string // crun, runc or runsc
+	Domain      string // optional: host routing <port>-<id>.<domain>
+	AgentDir    string // where envd and codeinterp binaries are found ("" = next to sbx)
+	RootfsCache string // root filesystem cache shared by data dirs ("" = default)
+	Webhooks    WebhookConfig
+}
+
+// WebhookConfig is the webhook delivery part of the configuration.
+type WebhookConfig struct {
+	AllowPrivate bool     // allow deliveries to private/loopback addresses (local development)
+	AllowCIDRs   []string // extra destinations allowed despite being private
+}
+
+// Defaults.
+const (
+	DefaultListen  = "127.0.0.1:3000"
+	DefaultDataDir = "/var/lib/sbx"
+	DefaultRuntime = "crun"
+)
+
+// Validate checks the configuration and fills derived defaults.
+func (c *Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("--listen %q: want host:port, e.g. 127.0.0.1:3000: %w", c.Listen, err)
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("--data-dir must not be empty")
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fmt.Errorf("--data-dir %q: %w", c.DataDir, err)
+	}
+	c.DataDir = abs
+	switch c.Runtime {
+	case "crun", "runc", "runsc":
+	default:
+		return fmt.Errorf("--runtime %q: use crun, runc or runsc", c.Runtime)
+	}
+	c.Domain = strings.Trim(c.Domain, ".")
+	if c.AgentDir == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("locate the sbx binary: %w", err)
+		}
+		c.AgentDir = filepath.Dir(exe)
+	}
+	for _, cidr := range c.Webhooks.AllowCIDRs {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			return fmt.Errorf("--webhook-allow-cidr %q: %w", cidr, err)
+		}
+	}
+	return nil
+}
+
+// APIKeyFile is where the first team's API key is kept (mode 0600).
+func APIKeyFile(dataDir string) string { return filepath.Join(dataDir, "api-key") }
+
+// DBFile is the SQLite database of a data dir.
+func DBFile(dataDir string) string { return filepath.Join(dataDir, "sbx.db") }

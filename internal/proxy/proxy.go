@@ -1,0 +1,136 @@
+// Package proxy routes sandbox traffic that arrives on the control-plane
+// listener to the right sandbox, as E2B's client-proxy does: by the
+// E2b-Sandbox-Id / E2b-Sandbox-Port headers, or by a host of the form
+// <port>-<sandboxID>.<domain>.
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// EnvdPort is the port of the in-sandbox agent.
+const EnvdPort = 49983
+
+var sandboxID = regexp.MustCompile(`^[a-z0-9]+$`)
+
+// Router finds the transport to a running sandbox's agent.
+type Router interface {
+	Route(id string) (http.RoundTripper, bool)
+}
+
+// Proxy forwards requests to sandboxes.
+type Proxy struct {
+	router Router
+	domain string
+	log    *slog.Logger
+}
+
+// New returns a proxy. domain enables host routing when not empty.
+func New(router Router, domain string, log *slog.Logger) *Proxy {
+	return &Proxy{router: router, domain: strings.TrimPrefix(domain, "."), log: log}
+}
+
+// Target is where a request should go.
+type Target struct {
+	SandboxID string
+	Port      int
+}
+
+// Match tells whether r is sandbox traffic and where it goes.
+func (p *Proxy) Match(r *http.Request) (Target, bool, error) {
+	id, port := r.Header.Get("E2b-Sandbox-Id"), r.Header.Get("E2b-Sandbox-Port")
+	if id != "" || port != "" {
+		if id == "" || port == "" {
+			return Target{}, true, errors.New("both E2b-Sandbox-Id and E2b-Sandbox-Port headers are required")
+		}
+		return parseTarget(id, port)
+	}
+	if p.domain == "" {
+		return Target{}, false, nil
+	}
+	host := r.Host
+	if h, _, ok := strings.Cut(host, ":"); ok {
+		host = h
+	}
+	suffix := "." + p.domain
+	if !strings.HasSuffix(host, suffix) {
+		return Target{}, false, nil
+	}
+	label := strings.TrimSuffix(host, suffix)
+	portStr, id, ok := strings.Cut(label, "-")
+	if !ok || strings.Contains(label, ".") {
+		return Target{}, false, nil
+	}
+	return parseTarget(id, portStr)
+}
+
+func parseTarget(id, port string) (Target, bool, error) {
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return Target{}, true, errors.New("invalid sandbox port " + strconv.Quote(port))
+	}
+	if !sandboxID.MatchString(id) {
+		return Target{}, true, errors.New("invalid sandbox ID")
+	}
+	return Target{SandboxID: id, Port: int(n)}, true, nil
+}
+
+// Serve forwards r to t.
+func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
+	tr, ok := p.router.Route(t.SandboxID)
+	if !ok {
+		notFound(w, t.SandboxID)
+		return
+	}
+	if t.Port == EnvdPort && r.URL.Path == "/init" {
+		// Internal agent endpoints are never reachable from outside.
+		http.NotFound(w, r)
+		return
+	}
+	rp := &httputil.ReverseProxy{
+		Transport:     tr,
+		FlushInterval: -1,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(&url.URL{Scheme: "http", Host: "sandbox"})
+			pr.Out.Host = r.Host
+			pr.Out.Header.Del("X-Sbx-Port")
+			if t.Port != EnvdPort {
+				pr.Out.Header.Set("X-Sbx-Port", strconv.Itoa(t.Port))
+			}
+			pr.Out.Header.Del("X-Forwarded-For")
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the client went away
+			}
+			p.log.Debug("proxy to sandbox failed", "sandbox.id", t.SandboxID, "port", t.Port, "err", err)
+			notFound(w, t.SandboxID)
+		},
+	}
+	rp.ServeHTTP(w, r)
+}
+
+// notFound answers like E2B's proxy for a sandbox that does not exist (any
+// more): SDKs read 502 as "the sandbox was killed or timed out".
+func notFound(w http.ResponseWriter, id string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadGateway)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"sandboxId": id, "message": "The sandbox was not found", "code": http.StatusBadGateway,
+	})
+}
+
+// BadRequest answers a malformed sandbox-routing request.
+func BadRequest(w http.ResponseWriter, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	_ = json.NewEncoder(w).Encode(map[string]any{"code": http.StatusBadRequest, "message": err.Error()})
+}

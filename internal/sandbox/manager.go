@@ -1,0 +1,349 @@
+// Package sandbox owns the lifecycle of sandboxes: create from a template,
+// run until their end time, kill, and reattach after a server restart. It
+// ties together the template registry, the runtime driver, the network and
+// the store; the REST API and the proxy are thin layers above it.
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/runtime"
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/template"
+)
+
+// EnvdVersion is the envd protocol version sbx reports to SDKs.
+const EnvdVersion = "0.6.13"
+
+// Kill reasons carried in killed events.
+const (
+	ReasonRequest  = "request"
+	ReasonTimeout  = "timeout"
+	ReasonOrphaned = "orphaned"
+	ReasonFailed   = "start_failed"
+)
+
+// Event types the manager records.
+const (
+	EventCreated = "sandbox.lifecycle.created"
+	EventKilled  = "sandbox.lifecycle.killed"
+	EventUpdated = "sandbox.lifecycle.updated"
+	EventPaused  = "sandbox.lifecycle.paused"
+	EventResumed = "sandbox.lifecycle.resumed"
+)
+
+// Limits applied to sandbox requests.
+const (
+	DefaultTimeout = 300 * time.Second
+	MaxTimeout     = 24 * time.Hour
+	DefaultPidsMax = 1024
+	startTimeout   = 60 * time.Second
+)
+
+var idPattern = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
+
+// Network gives each sandbox its own network namespace.
+type Network interface {
+	Setup(ctx context.Context, id string, allowInternet bool) (nsPath string, err error)
+	Teardown(ctx context.Context, id string) error
+}
+
+// Templates resolves template references, waiting for ones being prepared.
+type Templates interface {
+	Resolve(ctx context.Context, ref string) (template.Template, error)
+}
+
+// Config is the manager's part of the server configuration.
+type Config struct {
+	DataDir  string // sandboxes/<id>/run lives here
+	AgentDir string // host dir mounted at /.sbx/bin (envd, codeinterp)
+}
+
+// Manager creates, tracks and destroys sandboxes.
+type Manager struct {
+	cfg       Config
+	log       *slog.Logger
+	store     store.Store
+	driver    runtime.Driver
+	network   Network
+	templates Templates
+	now       func() time.Time
+
+	mu   sync.Mutex
+	live map[string]*live
+}
+
+// live is the in-memory side of a running sandbox.
+type live struct {
+	mu    sync.Mutex
+	sb    store.Sandbox
+	agent *agent
+	timer *time.Timer
+	cpu   cpuSample
+}
+
+type cpuSample struct {
+	at    time.Time
+	usage time.Duration
+}
+
+// New returns a manager. Call Recover before serving requests.
+func New(cfg Config, log *slog.Logger, st store.Store, drv runtime.Driver, netw Network, tpl Templates) *Manager {
+	return &Manager{cfg: cfg, log: log, store: st, driver: drv, network: netw, templates: tpl,
+		now: time.Now, live: map[string]*live{}}
+}
+
+// CreateRequest is what a client asks for.
+type CreateRequest struct {
+	TeamID        string
+	Template      string
+	Timeout       time.Duration // 0 = DefaultTimeout
+	Metadata      map[string]string
+	EnvVars       map[string]string
+	AllowInternet bool
+	AutoPause     bool
+	Secure        bool
+}
+
+// Validate checks a create request before any work is done.
+func (r *CreateRequest) Validate() error {
+	if r.Template == "" {
+		return errdefs.Invalid("templateID is required (for example \"base\")")
+	}
+	if r.Timeout < 0 {
+		return errdefs.Invalid("timeout must be ≥ 0 seconds")
+	}
+	if r.Timeout > MaxTimeout {
+		return errdefs.Invalid("timeout %s exceeds the maximum of %s", r.Timeout, MaxTimeout)
+	}
+	for k := range r.EnvVars {
+		if k == "" || containsAny(k, "=\x00") {
+			return errdefs.Invalid("invalid environment variable name %q", k)
+		}
+	}
+	return nil
+}
+
+func containsAny(s, chars string) bool {
+	for _, c := range chars {
+		for _, d := range s {
+			if c == d {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Create starts a sandbox and returns once its agent answered /init (and
+// the template's start command is ready).
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (store.Sandbox, error) {
+	if err := req.Validate(); err != nil {
+		return store.Sandbox{}, err
+	}
+	if req.Timeout == 0 {
+		req.Timeout = DefaultTimeout
+	}
+	tpl, err := m.templates.Resolve(ctx, req.Template)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	id, err := newID()
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	token := ""
+	if req.Secure {
+		token = randomHex(32)
+	}
+	now := m.now().UTC()
+	sb := store.Sandbox{
+		ID: id, TeamID: req.TeamID, TemplateID: tpl.ID, BuildID: tpl.BuildID, Alias: firstName(tpl),
+		State: store.StateRunning, Metadata: req.Metadata, EnvVars: req.EnvVars,
+		CPUCount: tpl.CPUCount, MemoryMB: tpl.MemoryMB, DiskMB: tpl.DiskMB,
+		StartedAt: now, EndAt: now.Add(req.Timeout), AccessToken: token,
+		AllowInternet: req.AllowInternet, AutoPause: req.AutoPause,
+		ExecutionID: uuid.NewString(), Runtime: m.driver.Name(),
+	}
+	l, err := m.start(ctx, &sb, tpl)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	change := &store.Change{Type: EventCreated, Sandbox: sb, Data: map[string]any{"sandbox_metadata": nonNil(sb.Metadata)}}
+	if err := m.store.InsertSandbox(ctx, sb, change); err != nil {
+		m.destroy(context.WithoutCancel(ctx), sb.ID)
+		return store.Sandbox{}, err
+	}
+	m.track(l)
+	m.log.Info("sandbox created", "sandbox.id", sb.ID, "template.id", sb.TemplateID, "team.id", sb.TeamID,
+		"elapsed", m.now().Sub(now).Round(time.Microsecond))
+	return sb, nil
+}
+
+func firstName(t template.Template) string {
+	if len(t.Names) > 0 {
+		return t.Names[0]
+	}
+	return t.ID
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// start brings a sandbox up: network, container, agent init, start command.
+// On failure everything it made is torn down.
+func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Template) (l *live, err error) {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	defer func() {
+		if err != nil {
+			m.destroy(context.WithoutCancel(ctx), sb.ID)
+		}
+	}()
+	runDir := m.runDir(sb.ID)
+	if err := os.MkdirAll(runDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create run dir: %w", err)
+	}
+	nsPath, err := m.network.Setup(ctx, sb.ID, sb.AllowInternet)
+	if err != nil {
+		return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
+	}
+	sb.NetNS = nsPath
+	spec := runtime.Spec{
+		ID: sb.ID, Lower: []string{tpl.Rootfs}, Hostname: "sbx-" + sb.ID[:min(8, len(sb.ID))],
+		Args: []string{"/.sbx/bin/envd", "--init", "--socket", "/.sbx/run/envd.sock", "--port", "49983"},
+		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			"E2B_SANDBOX=true", "E2B_SANDBOX_ID=" + sb.ID, "E2B_TEMPLATE_ID=" + sb.TemplateID},
+		Cwd: "/",
+		Mounts: []runtime.Mount{
+			{Source: m.cfg.AgentDir, Target: "/.sbx/bin", ReadOnly: true},
+			{Source: runDir, Target: "/.sbx/run"},
+		},
+		Resources: runtime.Resources{CPUs: float64(sb.CPUCount), MemoryMB: sb.MemoryMB, PidsMax: DefaultPidsMax, DiskMB: sb.DiskMB},
+		NetNS:     nsPath,
+	}
+	if err := m.driver.Start(ctx, spec); err != nil {
+		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
+	}
+	a := newAgent(filepath.Join(runDir, "envd.sock"))
+	l = &live{sb: *sb, agent: a}
+	if err := a.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	err = a.init(ctx, initRequest{EnvVars: sb.EnvVars, AccessToken: sb.AccessToken,
+		DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir})
+	if err != nil {
+		return nil, err
+	}
+	if tpl.StartCmd != "" {
+		if err := a.start(ctx, sb.AccessToken, tpl.User, tpl.Workdir, tpl.StartCmd); err != nil {
+			return nil, err
+		}
+		if tpl.ReadyPort > 0 {
+			if err := a.waitPort(ctx, sb.AccessToken, tpl.ReadyPort); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return l, nil
+}
+
+func (m *Manager) runDir(id string) string {
+	return filepath.Join(m.cfg.DataDir, "run", id)
+}
+
+// track makes a started sandbox reachable and arms its timeout.
+func (m *Manager) track(l *live) {
+	m.mu.Lock()
+	m.live[l.sb.ID] = l
+	m.mu.Unlock()
+	m.arm(l)
+}
+
+// arm (re)schedules the sandbox's end-of-life timer.
+func (m *Manager) arm(l *live) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	id := l.sb.ID
+	l.timer = time.AfterFunc(time.Until(l.sb.EndAt), func() { m.expire(id) })
+}
+
+func (m *Manager) expire(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l := m.lookup(id)
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	endAt := l.sb.EndAt
+	l.mu.Unlock()
+	if m.now().Before(endAt) { // moved by SetTimeout after the timer fired
+		m.arm(l)
+		return
+	}
+	if err := m.kill(ctx, id, ReasonTimeout); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		m.log.Error("kill expired sandbox", "sandbox.id", id, "err", err)
+	}
+}
+
+func (m *Manager) lookup(id string) *live {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.live[id]
+}
+
+// destroy removes the container, network and run dir of a sandbox. It is
+// idempotent and logs instead of failing: it runs on error paths.
+func (m *Manager) destroy(ctx context.Context, id string) {
+	if err := m.driver.Delete(ctx, id); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		m.log.Warn("delete sandbox container", "sandbox.id", id, "err", err)
+	}
+	if err := m.network.Teardown(ctx, id); err != nil {
+		m.log.Warn("tear down sandbox network", "sandbox.id", id, "err", err)
+	}
+	if err := os.RemoveAll(m.runDir(id)); err != nil {
+		m.log.Warn("remove sandbox run dir", "sandbox.id", id, "err", err)
+	}
+}
+
+func newID() (string, error) {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 20)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate sandbox id: %w", err)
+	}
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b), nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }

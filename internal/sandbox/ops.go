@@ -1,0 +1,263 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/runtime"
+	"github.com/sbxdev/sbx/internal/store"
+)
+
+// Get returns a sandbox of the team. Sandboxes of other teams are reported
+// as not found, so a team cannot learn another team's IDs.
+func (m *Manager) Get(ctx context.Context, teamID, id string) (store.Sandbox, error) {
+	if !idPattern.MatchString(id) {
+		return store.Sandbox{}, errdefs.NotFound("sandbox %q not found", id)
+	}
+	if l := m.lookup(id); l != nil {
+		l.mu.Lock()
+		sb := l.sb
+		l.mu.Unlock()
+		if sb.TeamID == teamID {
+			return sb, nil
+		}
+		return store.Sandbox{}, errdefs.NotFound("sandbox %s not found", id)
+	}
+	sb, err := m.store.Sandbox(ctx, id)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	if sb.TeamID != teamID {
+		return store.Sandbox{}, errdefs.NotFound("sandbox %s not found", id)
+	}
+	return sb, nil
+}
+
+// List lists a team's sandboxes.
+func (m *Manager) List(ctx context.Context, f store.ListFilter) ([]store.Sandbox, error) {
+	return m.store.ListSandboxes(ctx, f)
+}
+
+// Kill kills a team's sandbox at the client's request.
+func (m *Manager) Kill(ctx context.Context, teamID, id string) error {
+	sb, err := m.Get(ctx, teamID, id)
+	if err != nil {
+		return err
+	}
+	if sb.State == store.StateKilled {
+		return errdefs.NotFound("sandbox %s not found (it was already killed)", id)
+	}
+	return m.kill(ctx, id, ReasonRequest)
+}
+
+// KillWithReason kills any sandbox (server-side policies: runaway, budget).
+func (m *Manager) KillWithReason(ctx context.Context, id, reason string) error {
+	return m.kill(ctx, id, reason)
+}
+
+func (m *Manager) kill(ctx context.Context, id, reason string) error {
+	m.mu.Lock()
+	l := m.live[id]
+	delete(m.live, id) // unreachable from now on: the proxy answers 502
+	m.mu.Unlock()
+	if l == nil {
+		return errdefs.NotFound("sandbox %s not found", id)
+	}
+	l.mu.Lock()
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	sb := l.sb
+	l.mu.Unlock()
+	m.destroy(ctx, id)
+	l.agent.close()
+	now := m.now().UTC()
+	sb.State, sb.KilledAt, sb.KillReason = store.StateKilled, now, reason
+	change := &store.Change{Type: EventKilled, Sandbox: sb, Data: map[string]any{
+		"sandbox_metadata": nonNil(sb.Metadata),
+		"kill_reason":      reason,
+		"execution":        execution(sb, now),
+	}}
+	if err := m.store.UpdateSandbox(context.WithoutCancel(ctx), sb, change); err != nil {
+		return fmt.Errorf("record kill of sandbox %s: %w", id, err)
+	}
+	m.log.Info("sandbox killed", "sandbox.id", id, "reason", reason)
+	return nil
+}
+
+func execution(sb store.Sandbox, now time.Time) map[string]any {
+	return map[string]any{
+		"started_at":     sb.StartedAt.Format(time.RFC3339),
+		"vcpu_count":     sb.CPUCount,
+		"memory_mb":      sb.MemoryMB,
+		"execution_time": now.Sub(sb.StartedAt).Milliseconds(),
+	}
+}
+
+// SetTimeout moves a sandbox's end time to now + timeout (it may shorten it).
+func (m *Manager) SetTimeout(ctx context.Context, teamID, id string, timeout time.Duration) error {
+	if timeout < 0 || timeout > MaxTimeout {
+		return errdefs.Invalid("timeout must be between 0 and %d seconds", int(MaxTimeout.Seconds()))
+	}
+	if _, err := m.Get(ctx, teamID, id); err != nil {
+		return err
+	}
+	l := m.lookup(id)
+	if l == nil {
+		return errdefs.NotFound("sandbox %s not found (it is not running)", id)
+	}
+	return m.extend(ctx, l, timeout, false)
+}
+
+// extend sets the end time; with onlyLonger it never shortens it (connect).
+func (m *Manager) extend(ctx context.Context, l *live, timeout time.Duration, onlyLonger bool) error {
+	l.mu.Lock()
+	end := m.now().UTC().Add(timeout)
+	if onlyLonger && end.Before(l.sb.EndAt) {
+		l.mu.Unlock()
+		return nil
+	}
+	sb := l.sb
+	sb.EndAt = end
+	l.mu.Unlock()
+	change := &store.Change{Type: EventUpdated, Sandbox: sb, Data: map[string]any{
+		"sandbox_metadata": nonNil(sb.Metadata),
+		"set_timeout":      end.Format(time.RFC3339),
+	}}
+	if err := m.store.UpdateSandbox(ctx, sb, change); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.sb.EndAt = end
+	l.mu.Unlock()
+	m.arm(l)
+	return nil
+}
+
+// Connect returns a running sandbox and extends its timeout (never shortens).
+// resumed reports whether the sandbox had to be resumed.
+func (m *Manager) Connect(ctx context.Context, teamID, id string, timeout time.Duration) (sb store.Sandbox, resumed bool, err error) {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	if timeout > MaxTimeout {
+		return sb, false, errdefs.Invalid("timeout %s exceeds the maximum of %s", timeout, MaxTimeout)
+	}
+	sb, err = m.Get(ctx, teamID, id)
+	if err != nil {
+		return sb, false, err
+	}
+	l := m.lookup(id)
+	if l == nil || sb.State == store.StateKilled {
+		return sb, false, errdefs.NotFound("sandbox %s not found (it was killed or reached its end of life)", id)
+	}
+	if err := m.extend(ctx, l, timeout, true); err != nil {
+		return sb, false, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sb, false, nil
+}
+
+// Metric is one sample of a sandbox's resource use.
+type Metric struct {
+	Timestamp  time.Time
+	CPUCount   int
+	CPUUsedPct float64
+	MemUsed    uint64
+	MemTotal   uint64
+	DiskUsed   uint64
+	DiskTotal  uint64
+}
+
+// Metrics samples a running sandbox's cgroup counters.
+func (m *Manager) Metrics(ctx context.Context, teamID, id string) ([]Metric, error) {
+	sb, err := m.Get(ctx, teamID, id)
+	if err != nil {
+		return nil, err
+	}
+	l := m.lookup(id)
+	if l == nil {
+		return []Metric{}, nil // killed: no live metrics
+	}
+	st, err := m.driver.Stats(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("read metrics of sandbox %s: %w", id, err)
+	}
+	now := m.now()
+	l.mu.Lock()
+	prev := l.cpu
+	if prev.at.IsZero() {
+		prev = cpuSample{at: sb.StartedAt}
+	}
+	l.cpu = cpuSample{at: now, usage: st.CPUUsage}
+	l.mu.Unlock()
+	pct := 0.0
+	if wall := now.Sub(prev.at); wall > 0 && sb.CPUCount > 0 {
+		pct = 100 * float64(st.CPUUsage-prev.usage) / float64(wall) / float64(sb.CPUCount)
+	}
+	memTotal := uint64(sb.MemoryMB) << 20
+	return []Metric{{Timestamp: now.UTC(), CPUCount: sb.CPUCount, CPUUsedPct: max(pct, 0),
+		MemUsed: st.MemoryBytes, MemTotal: memTotal, DiskUsed: st.DiskBytes, DiskTotal: uint64(sb.DiskMB) << 20}}, nil
+}
+
+// Route returns the transport to a running sandbox's agent, for the proxy.
+func (m *Manager) Route(id string) (http.RoundTripper, bool) {
+	l := m.lookup(id)
+	if l == nil {
+		return nil, false
+	}
+	return l.agent.transport, true
+}
+
+// Running reports the number of live sandboxes.
+func (m *Manager) Running() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.live)
+}
+
+// Recover reconciles the store with the runtime after a (re)start: running
+// sandboxes are reattached, ones whose container is gone are recorded as
+// killed, and containers nobody knows are removed.
+func (m *Manager) Recover(ctx context.Context) error {
+	sbs, err := m.store.LiveSandboxes(ctx)
+	if err != nil {
+		return fmt.Errorf("recover sandboxes: %w", err)
+	}
+	known := map[string]bool{}
+	for _, sb := range sbs {
+		known[sb.ID] = true
+		st, err := m.driver.State(ctx, sb.ID)
+		if err != nil || st != runtime.StatusRunning && st != runtime.StatusPaused {
+			m.log.Warn("sandbox lost while the server was down; recording it as killed", "sandbox.id", sb.ID, "err", err)
+			m.destroy(ctx, sb.ID)
+			m.track(&live{sb: sb, agent: newAgent(m.runDir(sb.ID) + "/envd.sock"), timer: nil})
+			if err := m.kill(ctx, sb.ID, ReasonOrphaned); err != nil {
+				m.log.Error("record lost sandbox", "sandbox.id", sb.ID, "err", err)
+			}
+			continue
+		}
+		l := &live{sb: sb, agent: newAgent(m.runDir(sb.ID) + "/envd.sock")}
+		m.track(l) // an end time in the past fires the timer at once
+		m.log.Info("reattached sandbox", "sandbox.id", sb.ID, "end_at", sb.EndAt)
+	}
+	ids, err := m.driver.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list runtime sandboxes: %w", err)
+	}
+	for _, id := range ids {
+		if !known[id] {
+			m.log.Warn("removing orphaned sandbox container", "sandbox.id", id)
+			m.destroy(ctx, id)
+		}
+	}
+	return nil
+}
+
+// ErrShuttingDown is returned by Create while the server stops.
+var ErrShuttingDown = errors.New("server is shutting down")

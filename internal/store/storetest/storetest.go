@@ -1,0 +1,165 @@
+// Package storetest is the conformance suite every store.Store
+// implementation runs: storetest.Run(t, newStore).
+package storetest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/store"
+)
+
+// Factory returns a fresh, empty store wired to rec (which may be nil).
+type Factory func(t *testing.T, rec store.Recorder) store.Store
+
+// Recorder captures changes, for asserting that they commit with the row.
+type Recorder struct {
+	mu       sync.Mutex
+	Changes  []store.Change
+	Committs int
+	FailNext bool
+}
+
+func (r *Recorder) RecordTx(_ context.Context, _ any, c store.Change) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.FailNext {
+		r.FailNext = false
+		return errors.New("recorder failure")
+	}
+	r.Changes = append(r.Changes, c)
+	return nil
+}
+
+func (r *Recorder) Committed() {
+	r.mu.Lock()
+	r.Committs++
+	r.mu.Unlock()
+}
+
+// Run runs the suite.
+func Run(t *testing.T, newStore Factory) {
+	t.Run("Teams", func(t *testing.T) { testTeams(t, newStore(t, nil)) })
+	t.Run("Sandboxes", func(t *testing.T) { testSandboxes(t, newStore) })
+	t.Run("ChangeRollsBackWithRow", func(t *testing.T) { testAtomic(t, newStore) })
+}
+
+func testTeams(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	a, err := s.CreateTeam(ctx, "alpha", "e2b_aaaa")
+	if err != nil {
+		t.Fatalf("CreateTeam: %v", err)
+	}
+	if _, err := s.CreateTeam(ctx, "alpha", "e2b_bbbb"); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("duplicate team name: got %v, want ErrAlreadyExists", err)
+	}
+	got, err := s.TeamByAPIKey(ctx, "e2b_aaaa")
+	if err != nil || got.ID != a.ID {
+		t.Fatalf("TeamByAPIKey = %+v, %v; want team %s", got, err, a.ID)
+	}
+	if _, err := s.TeamByAPIKey(ctx, "e2b_nope"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("unknown key: got %v, want ErrNotFound", err)
+	}
+	if got, err := s.TeamByName(ctx, "alpha"); err != nil || got.ID != a.ID {
+		t.Fatalf("TeamByName = %+v, %v", got, err)
+	}
+	teams, err := s.Teams(ctx)
+	if err != nil || len(teams) != 1 {
+		t.Fatalf("Teams = %v, %v; want 1 team", teams, err)
+	}
+}
+
+func sample(id, team string, started time.Time, meta map[string]string) store.Sandbox {
+	return store.Sandbox{ID: id, TeamID: team, TemplateID: "base", State: store.StateRunning,
+		Metadata: meta, EnvVars: map[string]string{"A": "1"}, CPUCount: 2, MemoryMB: 512, DiskMB: 1024,
+		StartedAt: started, EndAt: started.Add(time.Minute), AccessToken: "tok", AllowInternet: true}
+}
+
+func testSandboxes(t *testing.T, newStore Factory) {
+	rec := &Recorder{}
+	s := newStore(t, rec)
+	ctx := t.Context()
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i, id := range []string{"aaa", "bbb", "ccc"} {
+		team := "t1"
+		if id == "ccc" {
+			team = "t2"
+		}
+		sb := sample(id, team, base.Add(time.Duration(i)*time.Second), map[string]string{"n": id})
+		if err := s.InsertSandbox(ctx, sb, &store.Change{Type: "created", Sandbox: sb}); err != nil {
+			t.Fatalf("InsertSandbox %s: %v", id, err)
+		}
+	}
+	if err := s.InsertSandbox(ctx, sample("aaa", "t1", base, nil), nil); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("duplicate insert: got %v", err)
+	}
+	got, err := s.Sandbox(ctx, "aaa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Metadata["n"] != "aaa" || got.EnvVars["A"] != "1" || !got.StartedAt.Equal(base) || !got.AllowInternet {
+		t.Fatalf("round trip mismatch: %+v", got)
+	}
+	tests := []struct {
+		name string
+		f    store.ListFilter
+		want []string
+	}{
+		{"team t1 newest first", store.ListFilter{TeamID: "t1"}, []string{"bbb", "aaa"}},
+		{"team t2", store.ListFilter{TeamID: "t2"}, []string{"ccc"}},
+		{"metadata", store.ListFilter{TeamID: "t1", Metadata: map[string]string{"n": "aaa"}}, []string{"aaa"}},
+		{"limit", store.ListFilter{TeamID: "t1", Limit: 1}, []string{"bbb"}},
+		{"after cursor", store.ListFilter{TeamID: "t1", After: "bbb"}, []string{"aaa"}},
+		{"paused only", store.ListFilter{TeamID: "t1", States: []store.SandboxState{store.StatePaused}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			list, err := s.ListSandboxes(ctx, tt.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, sb := range list {
+				ids = append(ids, sb.ID)
+			}
+			if len(ids) != len(tt.want) {
+				t.Fatalf("got %v, want %v", ids, tt.want)
+			}
+			for i := range ids {
+				if ids[i] != tt.want[i] {
+					t.Fatalf("got %v, want %v", ids, tt.want)
+				}
+			}
+		})
+	}
+	got.State, got.KillReason = store.StateKilled, "request"
+	if err := s.UpdateSandbox(ctx, got, &store.Change{Type: "killed", Sandbox: got}); err != nil {
+		t.Fatal(err)
+	}
+	live, err := s.LiveSandboxes(ctx)
+	if err != nil || len(live) != 2 {
+		t.Fatalf("LiveSandboxes = %d, %v; want 2", len(live), err)
+	}
+	if err := s.UpdateSandbox(ctx, sample("zzz", "t1", base, nil), nil); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("update unknown: got %v", err)
+	}
+	if len(rec.Changes) != 4 || rec.Committs != 4 {
+		t.Fatalf("recorded %d changes, %d commits; want 4 and 4", len(rec.Changes), rec.Committs)
+	}
+}
+
+func testAtomic(t *testing.T, newStore Factory) {
+	rec := &Recorder{FailNext: true}
+	s := newStore(t, rec)
+	sb := sample("abc", "t1", time.Now().UTC(), nil)
+	if err := s.InsertSandbox(t.Context(), sb, &store.Change{Type: "created", Sandbox: sb}); err == nil {
+		t.Fatal("insert succeeded although recording its change failed")
+	}
+	if _, err := s.Sandbox(t.Context(), "abc"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("row committed without its change: %v", err)
+	}
+}

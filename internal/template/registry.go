@@ -1,0 +1,208 @@
+// Package template keeps the templates sandboxes start from: their root
+// filesystems, resources, default user and start command, and whether they
+// are ready. Built-in templates are prepared from Debian packages in the
+// background while the server already answers requests.
+package template
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+)
+
+// Build status values, as E2B reports them.
+const (
+	StatusBuilding = "building"
+	StatusWaiting  = "waiting"
+	StatusReady    = "ready"
+	StatusError    = "error"
+)
+
+// Template is one template and its current build.
+type Template struct {
+	ID        string
+	BuildID   string
+	Names     []string // names and aliases it is reachable by (first = canonical)
+	Public    bool
+	TeamID    string // "" for built-in templates
+	Status    string
+	Error     string
+	Rootfs    string // read-only root filesystem of the ready build
+	CPUCount  int
+	MemoryMB  int
+	DiskMB    int
+	User      string // default user for commands
+	Workdir   string // default working directory
+	StartCmd  string // started after /init; "" = none
+	ReadyPort int    // when > 0, ready once GET /health on this port answers 200
+	Env       map[string]string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+
+	ready chan struct{} // closed when Status leaves building
+}
+
+// Registry holds templates by ID and name.
+type Registry struct {
+	log  *slog.Logger
+	mu   sync.RWMutex
+	byID map[string]*Template
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(log *slog.Logger) *Registry {
+	return &Registry{log: log, byID: map[string]*Template{}}
+}
+
+// Add registers a template in the building state and returns a function
+// that marks it ready (rootfs set) or failed (err != nil).
+func (r *Registry) Add(t Template) (finish func(rootfs string, err error)) {
+	now := time.Now().UTC()
+	t.Status, t.CreatedAt, t.UpdatedAt = StatusBuilding, now, now
+	t.ready = make(chan struct{})
+	r.mu.Lock()
+	r.byID[t.ID] = &t
+	r.mu.Unlock()
+	var once sync.Once
+	return func(rootfs string, err error) {
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			t := r.byID[t.ID]
+			t.UpdatedAt = time.Now().UTC()
+			if err != nil {
+				t.Status, t.Error = StatusError, err.Error()
+			} else {
+				t.Status, t.Rootfs = StatusReady, rootfs
+			}
+			close(t.ready)
+		})
+	}
+}
+
+func (r *Registry) find(ref string) *Template {
+	name := strings.TrimSuffix(ref, ":latest")
+	if i := strings.LastIndex(name, "/"); i >= 0 && !strings.HasPrefix(name, "e2bdev/") {
+		name = name[i+1:]
+	}
+	if t, ok := r.byID[name]; ok {
+		return t
+	}
+	for _, t := range r.byID {
+		for _, n := range t.Names {
+			if n == name || n == ref {
+				return t
+			}
+		}
+	}
+	return nil
+}
+
+// Resolve finds a template by ID, name or alias and waits until it is ready,
+// bounded by ctx. A template still being prepared makes the caller wait.
+func (r *Registry) Resolve(ctx context.Context, ref string) (Template, error) {
+	r.mu.RLock()
+	t := r.find(ref)
+	r.mu.RUnlock()
+	if t == nil {
+		return Template{}, errdefs.NotFound("template %q not found; list templates with `sbx template list` or GET /templates", ref)
+	}
+	select {
+	case <-t.ready:
+	case <-ctx.Done():
+		return Template{}, errdefs.Wrap(errdefs.ErrUnavailable, ctx.Err(),
+			"template %q is still being prepared; retry in a moment (progress is in the sbx serve log)", ref)
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if t.Status != StatusReady {
+		return Template{}, errdefs.Precondition("template %q failed to build: %s", ref, t.Error)
+	}
+	return *t, nil
+}
+
+// Get returns a template by ID or name without waiting.
+func (r *Registry) Get(ref string) (Template, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	t := r.find(ref)
+	if t == nil {
+		return Template{}, false
+	}
+	return *t, true
+}
+
+// List returns the templates visible to a team (built-in ones and its own).
+func (r *Registry) List(teamID string) []Template {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []Template
+	for _, t := range r.byID {
+		if t.TeamID == "" || t.TeamID == teamID {
+			out = append(out, *t)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].CreatedAt.Before(out[j].CreatedAt) || (out[i].CreatedAt.Equal(out[j].CreatedAt) && out[i].ID < out[j].ID)
+	})
+	return out
+}
+
+// Builder prepares a built-in root filesystem by recipe name.
+type Builder interface {
+	Ensure(ctx context.Context, name string, progress func(line string)) (string, error)
+}
+
+// Builtin describes a built-in template and the rootfs recipe it comes from.
+type Builtin struct {
+	Template
+	Recipe string
+}
+
+// Builtins are the templates every sbx server offers.
+func Builtins() []Builtin {
+	return []Builtin{
+		{Recipe: "base", Template: Template{ID: "base", BuildID: "base", Names: []string{"base", "e2bdev/base"},
+			Public: true, CPUCount: 2, MemoryMB: 512, DiskMB: 2048, User: "user", Workdir: "/home/user"}},
+		{Recipe: "code-interpreter", Template: Template{ID: "code-interpreter", BuildID: "code-interpreter",
+			Names: []string{"code-interpreter", "code-interpreter-v1", "e2bdev/code-interpreter"}, Public: true,
+			CPUCount: 2, MemoryMB: 1024, DiskMB: 2048, User: "user", Workdir: "/home/user",
+			StartCmd: "/.sbx/bin/codeinterp --port 49999", ReadyPort: 49999}},
+	}
+}
+
+// PrepareBuiltins registers the built-in templates and builds their root
+// filesystems one after another in the background. It returns at once.
+func (r *Registry) PrepareBuiltins(ctx context.Context, b Builder) {
+	type job struct {
+		recipe string
+		id     string
+		finish func(string, error)
+	}
+	var jobs []job
+	for _, bi := range Builtins() {
+		jobs = append(jobs, job{bi.Recipe, bi.ID, r.Add(bi.Template)})
+	}
+	go func() {
+		for _, j := range jobs {
+			start := time.Now()
+			r.log.Info("preparing built-in template", "template.id", j.id)
+			dir, err := b.Ensure(ctx, j.recipe, func(line string) {
+				r.log.Info("template build", "template.id", j.id, "line", line)
+			})
+			if err != nil {
+				err = fmt.Errorf("prepare template %s: %w", j.id, err)
+				r.log.Error("built-in template failed", "template.id", j.id, "err", err)
+			} else {
+				r.log.Info("template ready", "template.id", j.id, "rootfs", dir, "elapsed", time.Since(start).Round(time.Millisecond))
+			}
+			j.finish(dir, err)
+		}
+	}()
+}
