@@ -1,0 +1,92 @@
+// Host -> sandbox traffic through the sandbox proxy: a server started inside a
+// sandbox is reachable with plain fetch on E2B_SANDBOX_URL plus the
+// E2b-Sandbox-Id / E2b-Sandbox-Port headers; closed ports and unknown or
+// killed sandboxes get the 502 JSON bodies of docs/architecture.md.
+
+import assert from 'node:assert/strict'
+import { after, before, it } from 'node:test'
+
+import { Sandbox } from 'e2b'
+
+import { integration, killAll, pollUntil, sandboxFetch, setup, uniqueTag } from './harness.mjs'
+
+const env = await setup()
+
+integration(env, 'sandbox proxy', () => {
+  let a
+  let b
+  const token = uniqueTag('served')
+  before(async () => {
+    ;[a, b] = await Promise.all([Sandbox.create(), Sandbox.create()])
+  })
+  after(() => killAll([a, b]))
+
+  it('reaches envd /health through the proxy', async () => {
+    const r = await sandboxFetch(a.sandboxId, 49983, '/health')
+    assert.ok(r.status >= 200 && r.status < 300, `GET /health via proxy: ${r.status} ${r.text}`)
+  })
+
+  it('reaches a server started inside the sandbox', async () => {
+    await a.files.write('/home/user/site/hello.txt', token)
+    await a.commands.run('python3 -m http.server 8000', { background: true, cwd: '/home/user/site', timeoutMs: 0 })
+
+    const r = await pollUntil(
+      'python http.server on port 8000 to answer through the proxy',
+      async () => {
+        const res = await sandboxFetch(a.sandboxId, 8000, '/hello.txt')
+        return res.status === 200 ? res : undefined
+      },
+      { tries: 100, intervalMs: 200 },
+    )
+    assert.equal(r.text, token)
+
+    // Status codes of the inner server pass through unchanged.
+    const missing = await sandboxFetch(a.sandboxId, 8000, '/no-such-file')
+    assert.equal(missing.status, 404)
+    assert.match(missing.text, /File not found/)
+  })
+
+  it('routes by sandbox: the other sandbox has nothing on that port', async () => {
+    const r = await sandboxFetch(b.sandboxId, 8000, '/hello.txt')
+    assert.equal(r.status, 502, `want 502 from ${b.sandboxId}:8000, got ${r.status} ${r.text}`)
+    assert.deepEqual(r.json, {
+      sandboxId: b.sandboxId,
+      message: 'The sandbox is running but port is not open',
+      port: 8000,
+      code: 502,
+    })
+  })
+
+  it('answers 502 "port is not open" for a closed port', async () => {
+    const r = await sandboxFetch(a.sandboxId, 8001, '/')
+    assert.equal(r.status, 502)
+    assert.deepEqual(r.json, {
+      sandboxId: a.sandboxId,
+      message: 'The sandbox is running but port is not open',
+      port: 8001,
+      code: 502,
+    })
+  })
+
+  it('answers 502 "not found" for an unknown sandbox', async () => {
+    const id = 'nosuchsandbox0000000'
+    const r = await sandboxFetch(id, 49983, '/health')
+    assert.equal(r.status, 502)
+    assert.deepEqual(r.json, { sandboxId: id, message: 'The sandbox was not found', code: 502 })
+  })
+
+  it('answers 502 "not found" once the sandbox is killed', async () => {
+    const c = await Sandbox.create()
+    try {
+      await c.commands.run('python3 -m http.server 8000', { background: true, timeoutMs: 0 })
+      await pollUntil('server in the short-lived sandbox', async () => (await sandboxFetch(c.sandboxId, 8000, '/')).status === 200)
+    } finally {
+      await c.kill()
+    }
+    for (const port of [49983, 8000]) {
+      const r = await sandboxFetch(c.sandboxId, port, '/')
+      assert.equal(r.status, 502, `port ${port} after kill: ${r.status} ${r.text}`)
+      assert.deepEqual(r.json, { sandboxId: c.sandboxId, message: 'The sandbox was not found', code: 502 })
+    }
+  })
+})
