@@ -300,6 +300,23 @@ export async function pollUntil(what, fn, { tries = 100, intervalMs = 200 } = {}
   throw new Error(`gave up waiting for ${what} after ${tries} attempts${lastErr ? `: ${lastErr.message}` : ''}`)
 }
 
+/**
+ * Creates another team with `sbx team create NAME --json` and returns its API
+ * key. Only possible when the harness started the server (it needs the data
+ * dir); returns undefined for an external server.
+ */
+export function createTeam(env, name) {
+  if (env.external || !env.dataDir) return undefined
+  const r = spawnSync(sbxBin, ['team', 'create', name, '--json', '--data-dir', env.dataDir], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  })
+  if (r.status !== 0) throw new Error(`sbx team create ${name} failed (status ${r.status}): ${r.stderr || r.error}`)
+  const key = JSON.parse(r.stdout).apiKey
+  if (!/^e2b_[0-9a-f]{40}$/.test(key ?? '')) throw new Error(`sbx team create printed an unexpected key: ${r.stdout}`)
+  return key
+}
+
 /** A short random tag, unique per call, for metadata filters. */
 export function uniqueTag(prefix = 't') {
   return `${prefix}${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`
