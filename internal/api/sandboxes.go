@@ -295,3 +295,41 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, out)
 }
+
+func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
+	if err := s.sandboxes.Pause(r.Context(), team(r).ID, r.PathValue("id")); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// resume is the legacy endpoint: it always answers 201 with the sandbox.
+func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Timeout *int64 `json:"timeout"`
+	}
+	if err := decode(r, &body); err != nil {
+		s.fail(w, err)
+		return
+	}
+	timeout := 15 * time.Second // the legacy endpoint's documented default
+	if body.Timeout != nil && *body.Timeout > 0 {
+		timeout = time.Duration(*body.Timeout) * time.Second
+	}
+	sb, err := s.sandboxes.Get(r.Context(), team(r).ID, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if sb.State != store.StatePaused {
+		s.fail(w, errdefs.Conflict("sandbox %s is not paused", sb.ID))
+		return
+	}
+	sb, _, err = s.sandboxes.Connect(r.Context(), team(r).ID, sb.ID, timeout)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, toSandboxJSON(sb))
+}

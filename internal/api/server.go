@@ -35,6 +35,7 @@ type Sandboxes interface {
 	SetTimeout(ctx context.Context, teamID, id string, timeout time.Duration) error
 	Connect(ctx context.Context, teamID, id string, timeout time.Duration) (store.Sandbox, bool, error)
 	Metrics(ctx context.Context, teamID, id string) ([]sandbox.Metric, error)
+	Pause(ctx context.Context, teamID, id string) error
 }
 
 // Templates lists templates for a team.
@@ -96,6 +97,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /sandboxes/{id}/connect", s.connect)
 	m.HandleFunc("POST /v2/sandboxes/{id}/connect", s.connect)
 	m.HandleFunc("GET /sandboxes/{id}/metrics", s.metrics)
+	m.HandleFunc("POST /sandboxes/{id}/pause", s.pause)
+	m.HandleFunc("POST /sandboxes/{id}/resume", s.resume)
 	m.HandleFunc("GET /templates", s.listTemplates)
 	m.HandleFunc("GET /v2/templates", s.listTemplates)
 	m.HandleFunc("GET /templates/aliases/{alias}", s.templateAlias)

@@ -297,10 +297,19 @@ func (m *Manager) expire(id string) {
 		return
 	}
 	l.mu.Lock()
-	endAt := l.sb.EndAt
+	endAt, autoPause, paused := l.sb.EndAt, l.sb.AutoPause, l.sb.State == store.StatePaused
 	l.mu.Unlock()
+	if paused {
+		return
+	}
 	if m.now().Before(endAt) { // moved by SetTimeout after the timer fired
 		m.arm(l)
+		return
+	}
+	if autoPause {
+		if err := m.pause(ctx, id); err != nil {
+			m.log.Error("auto-pause expired sandbox", "sandbox.id", id, "err", err)
+		}
 		return
 	}
 	if err := m.kill(ctx, id, ReasonTimeout); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
@@ -347,3 +356,10 @@ func randomHex(n int) string {
 }
 
 func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func durationSeconds(s int64) time.Duration {
+	if s <= 0 {
+		return DefaultTimeout
+	}
+	return time.Duration(s) * time.Second
+}

@@ -73,6 +73,10 @@ func (m *Manager) kill(ctx context.Context, id, reason string) error {
 	}
 	sb := l.sb
 	l.mu.Unlock()
+	if p, ok := m.driver.(runtime.Pauser); ok && sb.State == store.StatePaused {
+		// A frozen cgroup holds its signals until thawed: thaw, then kill.
+		_ = p.Resume(ctx, id)
+	}
 	m.destroy(ctx, id)
 	l.agent.close()
 	now := m.now().UTC()
@@ -155,6 +159,14 @@ func (m *Manager) Connect(ctx context.Context, teamID, id string, timeout time.D
 	if l == nil || sb.State == store.StateKilled {
 		return sb, false, errdefs.NotFound("sandbox %s not found (it was killed or reached its end of life)", id)
 	}
+	if sb.State == store.StatePaused {
+		if err := m.resume(ctx, l, int64(timeout/time.Second)); err != nil {
+			return sb, false, err
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.sb, true, nil
+	}
 	if err := m.extend(ctx, l, timeout, true); err != nil {
 		return sb, false, err
 	}
@@ -209,6 +221,12 @@ func (m *Manager) Metrics(ctx context.Context, teamID, id string) ([]Metric, err
 func (m *Manager) Route(id string) (http.RoundTripper, bool) {
 	l := m.lookup(id)
 	if l == nil {
+		return nil, false
+	}
+	l.mu.Lock()
+	paused := l.sb.State == store.StatePaused
+	l.mu.Unlock()
+	if paused {
 		return nil, false
 	}
 	return l.agent.transport, true

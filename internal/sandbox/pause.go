@@ -1,0 +1,86 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/runtime"
+	"github.com/sbxdev/sbx/internal/store"
+)
+
+// Pause freezes a running sandbox in place (cgroup freezer: memory kept, no
+// CPU). While paused its end-of-life timer is stopped and the proxy answers
+// 502, as E2B's does.
+func (m *Manager) Pause(ctx context.Context, teamID, id string) error {
+	if _, err := m.Get(ctx, teamID, id); err != nil {
+		return err
+	}
+	return m.pause(ctx, id)
+}
+
+func (m *Manager) pause(ctx context.Context, id string) error {
+	p, ok := m.driver.(runtime.Pauser)
+	if !ok {
+		return errdefs.Precondition("the %s runtime cannot pause sandboxes", m.driver.Name())
+	}
+	l := m.lookup(id)
+	if l == nil {
+		return errdefs.NotFound("sandbox %s not found", id)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sb.State == store.StatePaused {
+		return errdefs.Conflict("sandbox %s is already paused", id)
+	}
+	if err := p.Pause(ctx, id); err != nil {
+		return fmt.Errorf("pause sandbox %s: %w", id, err)
+	}
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	sb := l.sb
+	sb.State = store.StatePaused
+	change := &store.Change{Type: EventPaused, Sandbox: sb, Data: map[string]any{
+		"sandbox_metadata": nonNil(sb.Metadata), "execution": execution(sb, m.now().UTC())}}
+	if err := m.store.UpdateSandbox(ctx, sb, change); err != nil {
+		_ = p.Resume(context.WithoutCancel(ctx), id)
+		return err
+	}
+	l.sb = sb
+	l.agent.close()
+	m.log.Info("sandbox paused", "sandbox.id", id)
+	return nil
+}
+
+// resume thaws a paused sandbox and gives it a fresh end time.
+func (m *Manager) resume(ctx context.Context, l *live, timeout int64) error {
+	p, ok := m.driver.(runtime.Pauser)
+	if !ok {
+		return errdefs.Precondition("the %s runtime cannot resume sandboxes", m.driver.Name())
+	}
+	l.mu.Lock()
+	if l.sb.State != store.StatePaused {
+		l.mu.Unlock()
+		return nil
+	}
+	id := l.sb.ID
+	if err := p.Resume(ctx, id); err != nil {
+		l.mu.Unlock()
+		return fmt.Errorf("resume sandbox %s: %w", id, err)
+	}
+	sb := l.sb
+	sb.State = store.StateRunning
+	sb.EndAt = m.now().UTC().Add(durationSeconds(timeout))
+	change := &store.Change{Type: EventResumed, Sandbox: sb, Data: map[string]any{"sandbox_metadata": nonNil(sb.Metadata)}}
+	if err := m.store.UpdateSandbox(ctx, sb, change); err != nil {
+		_ = p.Pause(context.WithoutCancel(ctx), id)
+		l.mu.Unlock()
+		return err
+	}
+	l.sb = sb
+	l.mu.Unlock()
+	m.arm(l)
+	m.log.Info("sandbox resumed", "sandbox.id", id)
+	return nil
+}
