@@ -148,26 +148,30 @@ func (c *Commands) start(openCtx, streamCtx context.Context, cmd string, opts Ru
 // attach waits for the start event and then reads the rest of the stream in
 // a goroutine.
 func (c *Commands) attach(st *serverStream, cancel context.CancelFunc, opts RunOptions) (*CommandHandle, error) {
+	fail := func(err error) (*CommandHandle, error) {
+		st.Close()
+		cancel()
+		return nil, err
+	}
 	msg, err := st.next()
-	if err == nil {
-		var ev processEvent
-		if err = json.Unmarshal(msg, &ev); err == nil && ev.Event.Start == nil {
-			err = fmt.Errorf("expected a start event first, got %s", msg)
-		}
-		if err == nil {
-			h := &CommandHandle{PID: ev.Event.Start.PID, cmds: c, cancel: cancel, done: make(chan struct{})}
-			go h.read(st, opts.OnStdout, opts.OnStderr)
-			return h, nil
-		}
+	switch {
+	case errors.Is(err, io.EOF):
+		return fail(errors.New("stream ended before the process started"))
+	case isRPCError(err):
+		return fail(err)
+	case err != nil:
+		return fail(c.sbx.streamBroken(err))
 	}
-	if errors.Is(err, io.EOF) {
-		err = errors.New("stream ended before the process started")
-	} else if !isRPCError(err) {
-		err = c.sbx.streamBroken(err)
+	var ev processEvent
+	if err := json.Unmarshal(msg, &ev); err != nil {
+		return fail(fmt.Errorf("decode process event %s: %w", msg, err))
 	}
-	st.Close()
-	cancel()
-	return nil, err
+	if ev.Event.Start == nil {
+		return fail(fmt.Errorf("expected a start event first, got %s", msg))
+	}
+	h := &CommandHandle{PID: ev.Event.Start.PID, cmds: c, cancel: cancel, done: make(chan struct{})}
+	go h.read(st, opts.OnStdout, opts.OnStderr)
+	return h, nil
 }
 
 func isRPCError(err error) bool {

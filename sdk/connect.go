@@ -202,7 +202,7 @@ func (s *Sandbox) unary(ctx context.Context, procedure string, in, out any, o ca
 type serverStream struct {
 	procedure string
 	body      io.ReadCloser
-	r         *bufio.Reader
+	r         io.Reader // buffered body
 	done      bool
 }
 

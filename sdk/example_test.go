@@ -1,0 +1,113 @@
+package sdk_test
+
+// These examples need a running server (`sbx serve` and `eval "$(sbx env)"`),
+// so they have no Output comments: `go test` compiles them but does not run them.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/sbxdev/sbx/sdk"
+)
+
+func Example() {
+	ctx := context.Background()
+	client, err := sdk.NewClient(sdk.ConfigFromEnv())
+	if err != nil {
+		log.Fatal(err)
+	}
+	sbx, err := client.Create(ctx, sdk.CreateOptions{Template: "base", Timeout: 5 * time.Minute})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sbx.Kill(context.WithoutCancel(ctx))
+
+	res, err := sbx.Commands.Run(ctx, "echo hello from $(hostname)", sdk.RunOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(res.Stdout)
+}
+
+func ExampleCommands_Run_exitCode() {
+	ctx := context.Background()
+	client, _ := sdk.NewClient(sdk.ConfigFromEnv())
+	sbx, _ := client.Create(ctx, sdk.CreateOptions{})
+	defer sbx.Kill(ctx)
+
+	res, err := sbx.Commands.Run(ctx, "ls /nonexistent", sdk.RunOptions{
+		OnStderr: func(chunk string) { fmt.Fprint(os.Stderr, chunk) },
+	})
+	var exitErr *sdk.CommandExitError
+	switch {
+	case errors.As(err, &exitErr):
+		fmt.Println("exit code", exitErr.ExitCode) // res is complete too
+	case err != nil:
+		log.Fatal(err) // the command could not run at all
+	default:
+		fmt.Print(res.Stdout)
+	}
+}
+
+func ExampleCommands_Start() {
+	ctx := context.Background()
+	client, _ := sdk.NewClient(sdk.ConfigFromEnv())
+	sbx, _ := client.Create(ctx, sdk.CreateOptions{})
+	defer sbx.Kill(ctx)
+
+	h, err := sbx.Commands.Start(ctx, "cat", sdk.RunOptions{Stdin: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = h.SendStdin(ctx, "hello\n")
+	_ = h.CloseStdin(ctx)
+	res, err := h.Wait(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(res.Stdout) // hello
+}
+
+func ExampleFiles() {
+	ctx := context.Background()
+	client, _ := sdk.NewClient(sdk.ConfigFromEnv())
+	sbx, _ := client.Create(ctx, sdk.CreateOptions{})
+	defer sbx.Kill(ctx)
+
+	if _, err := sbx.Files.Write(ctx, "notes/todo.txt", []byte("write tests\n")); err != nil {
+		log.Fatal(err)
+	}
+	entries, _ := sbx.Files.List(ctx, "notes", 1)
+	for _, e := range entries {
+		fmt.Println(e.Path, e.Size)
+	}
+	data, _ := sbx.Files.As("root").Read(ctx, "/home/user/notes/todo.txt")
+	fmt.Print(string(data))
+}
+
+func ExampleClient_List() {
+	ctx := context.Background()
+	client, _ := sdk.NewClient(sdk.ConfigFromEnv())
+	running, err := client.List(ctx, sdk.ListOptions{
+		Metadata: map[string]string{"owner": "alice"},
+		State:    []string{sdk.StateRunning},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, s := range running {
+		fmt.Println(s.SandboxID, s.TemplateID, s.EndAt)
+	}
+}
+
+func ExampleIsNotFound() {
+	ctx := context.Background()
+	client, _ := sdk.NewClient(sdk.ConfigFromEnv())
+	if err := client.Kill(ctx, "doesnotexist"); sdk.IsNotFound(err) {
+		fmt.Println("already gone")
+	}
+}
