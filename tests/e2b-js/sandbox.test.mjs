@@ -96,6 +96,26 @@ integration(env, 'sandbox lifecycle', () => {
     assert.equal(await again.isRunning(), true)
   })
 
+  it('getMetrics reports cgroup usage', async () => {
+    const sbx = await create()
+    // Allocate and hold some memory so usage is visibly non-zero.
+    await sbx.commands.run('python3 -c "import time; b = bytearray(32 << 20); time.sleep(600)"', {
+      background: true,
+      timeoutMs: 0,
+    })
+    const metrics = await pollUntil('a metrics sample', async () => {
+      const m = await sbx.getMetrics()
+      return m.length > 0 ? m : undefined
+    }, { tries: 60, intervalMs: 500 })
+    const last = metrics.at(-1)
+    assert.ok(last.timestamp instanceof Date && !isNaN(last.timestamp), `timestamp ${last.timestamp}`)
+    assert.ok(last.cpuCount >= 1, `cpuCount ${last.cpuCount}`)
+    assert.ok(last.memTotal > 0, `memTotal ${last.memTotal}`)
+    assert.ok(last.memUsed > 0 && last.memUsed <= last.memTotal, `memUsed ${last.memUsed} of ${last.memTotal}`)
+    assert.ok(last.cpuUsedPct >= 0, `cpuUsedPct ${last.cpuUsedPct}`)
+    await assert.rejects(Sandbox.getMetrics('nosuchsandbox0000000'), SandboxNotFoundError)
+  })
+
   it('kill removes the sandbox; a second kill returns false', async () => {
     const tag = uniqueTag('kill')
     const sbx = await create({ metadata: { run: tag } })
