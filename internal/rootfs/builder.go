@@ -235,6 +235,13 @@ func flockWait(ctx context.Context, path string, onWait func()) (func(), error) 
 	}
 }
 
+// elapsedPrefix prefixes every line with the time since start ("[1m05s]").
+func elapsedPrefix(start time.Time, progress func(string)) func(string) {
+	return func(line string) {
+		progress(fmt.Sprintf("[%s] %s", time.Since(start).Round(time.Second), line))
+	}
+}
+
 // buildInfo is the content of the completion marker, for humans.
 type buildInfo struct {
 	Recipe  string    `json:"recipe"`
@@ -250,6 +257,8 @@ type buildInfo struct {
 // renames it to final. Called with the recipe lock held.
 func (b *Builder) build(ctx context.Context, s step, parentRoot, final string, progress func(string)) error {
 	start := time.Now()
+	// Phase lines carry the elapsed time, so a slow step stands out in logs.
+	progress = elapsedPrefix(start, progress)
 	scratch := filepath.Join(b.cacheDir, ".build-"+s.dirName())
 	// Leftovers of a crashed build, or a final dir missing its marker.
 	for _, dir := range []string{scratch, final} {
@@ -290,6 +299,11 @@ func (b *Builder) build(ctx context.Context, s step, parentRoot, final string, p
 	b.logPhase(s.Name, progress, "cleaning apt caches and docs")
 	if err := b.inChroot(ctx, s.Name, root, cleanupScript, false, progress); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
+	}
+
+	// Done here, not in the chroot: there the host's file is bound over it.
+	if err := normaliseResolvConf(root); err != nil {
+		return err
 	}
 
 	info.Built = time.Now().UTC()
@@ -412,6 +426,21 @@ func writeMarker(dir string, info buildInfo) error {
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return nil
+}
+
+// normaliseResolvConf leaves /etc/resolv.conf a world-readable regular
+// file (debootstrap copies the host's, mode and all) for the runtime to
+// bind over or rewrite.
+func normaliseResolvConf(root string) error {
+	p := filepath.Join(root, "etc/resolv.conf")
+	fi, err := os.Lstat(p)
+	if err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s: want a regular file (got %v)", p, err)
+	}
+	if err := os.Chmod(p, 0o644); err != nil {
+		return fmt.Errorf("chmod %s: %w", p, err)
 	}
 	return nil
 }

@@ -107,9 +107,19 @@ func TestEnsureBase(t *testing.T) {
 	if fi, err := os.Lstat(filepath.Join(root, "etc/resolv.conf")); err != nil || !fi.Mode().IsRegular() {
 		t.Errorf("/etc/resolv.conf: want a regular file, got %v", err)
 	}
-	if entries, _ := os.ReadDir(filepath.Join(root, "var/cache/apt/archives")); len(entries) > 1 {
-		t.Errorf("apt archives not cleaned: %d entries", len(entries))
+	if fi, err := os.Lstat(filepath.Join(root, "etc/resolv.conf")); err == nil && fi.Mode().Perm() != 0o644 {
+		t.Errorf("/etc/resolv.conf mode %v, want 0644", fi.Mode().Perm())
 	}
+	if debs, _ := filepath.Glob(filepath.Join(root, "var/cache/apt/archives/*.deb")); len(debs) > 0 {
+		t.Errorf("apt archives not cleaned: %d .deb files", len(debs))
+	}
+	if lists, _ := filepath.Glob(filepath.Join(root, "var/lib/apt/lists/*_Packages*")); len(lists) > 0 {
+		t.Errorf("apt lists not cleaned: %v", lists)
+	}
+	if docs, _ := os.ReadDir(filepath.Join(root, "usr/share/doc")); len(docs) > 0 {
+		t.Errorf("/usr/share/doc not cleaned: %d entries", len(docs))
+	}
+	chrootOut(t, root, "runuser", "-u", "user", "--", "sudo", "-n", "true")
 	assertNoMountsUnder(t, b.CacheDir())
 
 	// Second Ensure: from the cache, no build output at all.
@@ -132,7 +142,7 @@ func TestEnsureCodeInterpreter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chrootOut(t, root, "python3", "-c", "import numpy, pandas, matplotlib, ipykernel, scipy, seaborn, requests, bs4")
+	chrootOut(t, root, "python3", "-c", "import numpy, pandas, matplotlib, ipykernel, scipy, seaborn, requests, bs4, matplotlib_inline.backend_inline")
 	if _, err := os.Stat(filepath.Join(root, "usr/share/jupyter/kernels/python3/kernel.json")); err != nil {
 		t.Errorf("python3 kernelspec: %v", err)
 	}

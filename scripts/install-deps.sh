@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Install the Debian 12 host packages sbx needs, and only those missing.
+# Idempotent: when everything is present it changes nothing and touches no
+# network (no apt-get update).
+#
+#   scripts/install-deps.sh                 # runtime, rootfs building, test tools
+#   scripts/install-deps.sh --with-browser  # also chromium (dashboard tests)
+set -euo pipefail
+
+with_browser=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-browser) with_browser=1 ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install-deps: unknown option $arg (known: --with-browser)" >&2; exit 2 ;;
+  esac
+done
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: run as root (or install sudo)" >&2; exit 1; }
+  sudo=sudo
+fi
+
+# package  why
+wanted=(
+  crun             # default OCI runtime
+  runc             # second OCI runtime (checkpoint/restore path)
+  debootstrap      # builds the template root filesystems (internal/rootfs)
+  util-linux       # mount, chroot helpers, unshare
+  iptables         # sandbox NAT and isolation rules
+  iproute2         # ip, for network namespaces and veths
+  busybox-static   # tiny static tools for runtime tests
+  ca-certificates  # HTTPS to the Debian mirror and npm
+  curl             # scripts/run.sh health check
+  python3
+  python3-ipykernel  # host-side Jupyter kernel for code interpreter tests
+  nodejs           # E2B JavaScript SDK tests
+  npm
+)
+[ "$with_browser" = 1 ] && wanted+=(chromium)
+
+installed() {
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  case "$pkg" in
+    # A node from another repository (NodeSource) ships npm itself and
+    # conflicts with Debian's npm: accept whatever provides the command.
+    nodejs) command -v node >/dev/null && continue ;;
+    npm) command -v npm >/dev/null && continue ;;
+  esac
+  installed "$pkg" || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all host packages present (${#wanted[@]} checked)"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+$sudo apt-get update -q
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "install-deps: done"
