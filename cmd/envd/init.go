@@ -1,0 +1,61 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+)
+
+// runInit is PID 1 duty: start envd itself (without --init) as the server
+// child, reap every process that gets re-parented to us, forward SIGTERM
+// and SIGINT to the server, and exit with its status. It returns the exit
+// code.
+func runInit(log *slog.Logger, args []string) int {
+	// Subscribe before starting the child so no SIGCHLD is lost.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
+
+	self, err := os.Executable()
+	if err != nil {
+		self = "/proc/self/exe"
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		log.Error("start envd server", "err", err)
+		return 1
+	}
+	child := cmd.Process.Pid
+	for sig := range sigs {
+		if sig != syscall.SIGCHLD {
+			_ = syscall.Kill(child, sig.(syscall.Signal))
+			continue
+		}
+		// One SIGCHLD may stand for many exits: reap until none is left.
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+			if pid == child {
+				return exitCode(ws)
+			}
+		}
+	}
+	return 1
+}
+
+// exitCode maps a wait status to a shell-style exit code.
+func exitCode(ws syscall.WaitStatus) int {
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus()
+	case ws.Signaled():
+		return 128 + int(ws.Signal())
+	default:
+		return 1
+	}
+}

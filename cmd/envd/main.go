@@ -1,0 +1,87 @@
+// Command envd is the sbx in-sandbox agent. It runs as PID 1 of every
+// sandbox (`envd --init --socket /.sbx/run/envd.sock --port 49983`) and
+// serves E2B's envd protocol to the host over the unix socket and to the
+// sandbox's own network on the TCP port.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sbxdev/sbx/internal/envd"
+)
+
+type config struct {
+	init    bool
+	socket  string
+	port    int
+	version bool
+	debug   bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("envd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&c.init, "init", false, "run as PID 1: start the server as a child, reap orphans, forward SIGTERM/SIGINT")
+	fs.StringVar(&c.socket, "socket", "", "also listen on this unix socket (the host's channel; honours X-Sbx-Port forwarding)")
+	fs.IntVar(&c.port, "port", 49983, "TCP port on 0.0.0.0; 0 disables")
+	fs.BoolVar(&c.version, "version", false, "print the envd protocol version and exit")
+	fs.BoolVar(&c.debug, "debug", false, "log at debug level")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q; envd takes only flags", fs.Args())
+	}
+	if c.port < 0 || c.port > 65535 {
+		return c, fmt.Errorf("--port %d is not a TCP port (0-65535)", c.port)
+	}
+	if !c.version && c.socket == "" && c.port == 0 {
+		return c, fmt.Errorf("nothing to serve: give --socket PATH, --port N, or both")
+	}
+	return c, nil
+}
+
+func main() {
+	c, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "envd:", err)
+		os.Exit(2)
+	}
+	if c.version {
+		fmt.Println(envd.Version)
+		return
+	}
+	level := slog.LevelInfo
+	if c.debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if c.init {
+		os.Exit(runInit(log, withoutInit(os.Args[1:])))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv := envd.New(log, envd.Options{RunDir: "/run/e2b"})
+	if err := srv.Serve(ctx, envd.Listen{Socket: c.socket, Port: c.port}); err != nil {
+		log.Error("envd stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func withoutInit(args []string) []string {
+	out := make([]string, 0, len(args))
+	for _, a := range args {
+		if a != "--init" && a != "-init" && a != "--init=true" && a != "-init=true" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
