@@ -1,0 +1,171 @@
+package oci
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+const cgroupRoot = "/sys/fs/cgroup"
+
+// cgroupLayout says where the sandbox cgroups live on this host.
+type cgroupLayout struct {
+	unified bool // pure cgroup v2 at /sys/fs/cgroup
+	memsw   bool // v1 memory.memsw.* exists (swap accounting enabled)
+}
+
+// PrepareHost fixes the host state the OCI runtimes depend on and reports, in
+// one error, everything that is missing. It is idempotent and cheap; New
+// calls it.
+//
+// The fix: on a cgroup v1 "hybrid" host, cgroup2 (mounted at
+// /sys/fs/cgroup/unified) owns the hugetlb controller, and crun 1.8 refuses
+// to start anything ("cgroups in hybrid mode not supported"). Mounting
+// hugetlb as a v1 hierarchy moves the controller back to v1.
+func PrepareHost(log *slog.Logger) error {
+	var problems []string
+	if os.Geteuid() != 0 {
+		problems = append(problems, "sbx must run as root to create sandboxes (run it with sudo or as a root service)")
+	}
+	if !hasFilesystem("overlay") {
+		problems = append(problems, "the kernel has no overlay filesystem (load the overlay module or use a kernel with CONFIG_OVERLAY_FS)")
+	}
+	layout, err := detectCgroups()
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	if err == nil && !layout.unified && os.Geteuid() == 0 {
+		if err := mountHugetlbV1(log); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("host is not ready for sandboxes:\n  - %s", strings.Join(problems, "\n  - "))
+	}
+	return nil
+}
+
+// nofileLimit returns the RLIMIT_NOFILE sandboxes get: 1048576, or less if
+// this process cannot raise its own hard limit that far. crun applies the
+// config's rlimits after dropping CAP_SYS_RESOURCE, so it cannot go above
+// the hard limit it inherits from us (and some hosts, like containers
+// without CAP_SYS_RESOURCE, do not let us raise it).
+func nofileLimit(log *slog.Logger) uint64 {
+	var cur unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &cur); err != nil {
+		return 1024
+	}
+	if cur.Max < maxNofile {
+		want := unix.Rlimit{Cur: maxNofile, Max: maxNofile}
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &want); err != nil {
+			log.Warn("cannot raise RLIMIT_NOFILE; sandboxes get the lower limit",
+				"limit", cur.Max, "wanted", maxNofile, "err", err)
+			return cur.Max
+		}
+		return maxNofile
+	}
+	return maxNofile
+}
+
+func hasFilesystem(name string) bool {
+	data, err := os.ReadFile("/proc/filesystems")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[len(f)-1] == name {
+			return true
+		}
+	}
+	return false
+}
+
+func detectCgroups() (cgroupLayout, error) {
+	if _, err := os.Stat(cgroupRoot + "/cgroup.controllers"); err == nil {
+		return cgroupLayout{unified: true}, nil
+	}
+	var missing []string
+	for _, ctl := range []string{"memory", "pids", "cpu", "cpuacct", "freezer"} {
+		if _, err := os.Stat(cgroupRoot + "/" + ctl); err != nil {
+			missing = append(missing, ctl)
+		}
+	}
+	if len(missing) > 0 {
+		return cgroupLayout{}, fmt.Errorf("cgroup v1 controllers %s are not mounted under %s (mount them or boot with cgroup v2)",
+			strings.Join(missing, ", "), cgroupRoot)
+	}
+	_, err := os.Stat(cgroupRoot + "/memory/memory.memsw.limit_in_bytes")
+	return cgroupLayout{memsw: err == nil}, nil
+}
+
+func mountHugetlbV1(log *slog.Logger) error {
+	dir := cgroupRoot + "/hugetlb"
+	if isMountpoint(dir) {
+		return nil
+	}
+	if !strings.Contains(readString(cgroupRoot+"/unified/cgroup.controllers"), "hugetlb") {
+		return nil // nothing on cgroup2 to move back
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s for the hugetlb cgroup: %w", dir, err)
+	}
+	if err := unix.Mount("cgroup", dir, "cgroup", 0, "hugetlb"); err != nil {
+		return fmt.Errorf("mount hugetlb as cgroup v1 at %s (crun refuses hybrid cgroups without it): %w", dir, err)
+	}
+	log.Info("mounted hugetlb cgroup v1 so crun accepts this hybrid cgroup host", "path", dir)
+	return nil
+}
+
+// isMountpoint compares device numbers with the parent: enough for the
+// cgroup and tmpfs mounts we check, which never bind-mount their parent.
+func isMountpoint(p string) bool {
+	var st, parent unix.Stat_t
+	if unix.Lstat(p, &st) != nil || unix.Lstat(p+"/..", &parent) != nil {
+		return false
+	}
+	return st.Dev != parent.Dev
+}
+
+func readString(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
+
+// resolvConf returns the resolv.conf given to sandboxes: the host's, minus
+// loopback nameservers (a stub resolver on the host's 127.0.0.53 is not
+// reachable from a sandbox's own network namespace). If no nameserver is
+// left, it returns nil and the template's own /etc/resolv.conf stays.
+func resolvConf(hostConf []byte) []byte {
+	var out bytes.Buffer
+	servers := 0
+	sc := bufio.NewScanner(bytes.NewReader(hostConf))
+	for sc.Scan() {
+		line := sc.Text()
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			addr, err := netip.ParseAddr(f[1])
+			if err != nil || addr.IsLoopback() {
+				continue
+			}
+			servers++
+		}
+		out.WriteString(line)
+		out.WriteByte('\n')
+	}
+	if servers == 0 {
+		return nil
+	}
+	return out.Bytes()
+}
+
+// hostsFile is the sandbox's /etc/hosts.
+func hostsFile(hostname string) []byte {
+	return []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" +
+		hostname + "\n")
+}

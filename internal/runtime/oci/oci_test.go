@@ -1,0 +1,52 @@
+package oci
+
+import (
+	"log/slog"
+	"os"
+	"os/exec"
+	"testing"
+
+	"github.com/sbxdev/sbx/internal/runtime"
+	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
+)
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// requireRuntime skips when the runtime binary is missing; crun is the
+// default runtime, so with SBX_REQUIRE_INTEGRATION=1 its absence fails.
+func requireRuntime(t *testing.T, name string) {
+	t.Helper()
+	runtimetest.RequireRoot(t)
+	if _, err := exec.LookPath(name); err != nil {
+		if name == "crun" {
+			runtimetest.Skip(t, "crun not on PATH: apt-get install -y crun")
+		}
+		t.Skipf("%s not on PATH; skipping its conformance run", name)
+	}
+}
+
+func newTestDriver(t *testing.T, name string) *Driver {
+	t.Helper()
+	base := t.TempDir()
+	d, err := New(Config{Runtime: name, StateDir: base + "/state", SandboxDir: base + "/sandboxes"}, testLogger(t))
+	if err != nil {
+		t.Fatalf("New(%s): %v", name, err)
+	}
+	return d
+}
+
+func TestConformance(t *testing.T) {
+	for _, name := range []string{"crun", "runc", "runsc"} {
+		t.Run(name, func(t *testing.T) {
+			requireRuntime(t, name)
+			rootfs := runtimetest.BusyboxRootfs(t)
+			runtimetest.Run(t, func(t *testing.T) runtime.Driver { return newTestDriver(t, name) }, rootfs)
+		})
+	}
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(m.Run())
+}
