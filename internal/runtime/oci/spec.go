@@ -34,7 +34,7 @@ var readonlyPaths = []string{
 const specVersion = "1.0.2"
 
 const (
-	cpuPeriod    = 100000 // µs, the kernel default
+	cpuPeriod    = 100000  // µs, the kernel default
 	maxNofile    = 1048576 // RLIMIT_NOFILE when the host allows it
 	defaultPath  = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	shmSizeBytes = "size=67108864"
