@@ -1,0 +1,333 @@
+package codeinterp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// bashRunner keeps one bash process per context, so variables, functions
+// and the working directory persist between runs like in a kernel. Debian
+// has no bash_kernel package, and a shell needs no protocol: each run
+// sources a file with the code and then prints a random end marker (with
+// the exit status) on stdout and stderr.
+type bashRunner struct {
+	cwd string
+	env []string
+
+	mu         sync.Mutex // guards the fields below
+	proc       *bashProc
+	count      int
+	restarting bool
+}
+
+type bashProc struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	chunks chan bashChunk
+	dead   chan struct{}
+	dir    string // private dir for cell files
+}
+
+type bashChunk struct {
+	stderr bool
+	data   []byte
+}
+
+func startBashRunner(cwd string, env []string) (*bashRunner, error) {
+	r := &bashRunner{cwd: cwd, env: env}
+	p, err := r.start()
+	if err != nil {
+		return nil, err
+	}
+	r.proc = p
+	return r, nil
+}
+
+func (r *bashRunner) start() (*bashProc, error) {
+	dir, err := os.MkdirTemp("", "sbx-bash-")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("bash", "--noprofile", "--norc")
+	cmd.Dir = r.cwd
+	cmd.Env = r.env
+	// Own process group so an interrupt reaches the running command; the
+	// trap keeps the shell itself (and its state) alive through SIGINT.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start bash: %w", err)
+	}
+	p := &bashProc{cmd: cmd, stdin: stdin, chunks: make(chan bashChunk, 64), dead: make(chan struct{}), dir: dir}
+	var wg sync.WaitGroup
+	pump := func(rd io.Reader, isErr bool) {
+		defer wg.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := rd.Read(buf)
+			if n > 0 {
+				p.chunks <- bashChunk{stderr: isErr, data: append([]byte(nil), buf[:n]...)}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go pump(stdout, false)
+	go pump(stderr, true)
+	go func() {
+		wg.Wait() // all output read before we report the death
+		_ = cmd.Wait()
+		close(p.dead)
+	}()
+	if _, err := io.WriteString(stdin, "trap : INT\n"); err != nil {
+		return nil, fmt.Errorf("start bash: %w", err)
+	}
+	return p, nil
+}
+
+var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]string, out emitter) error {
+	r.mu.Lock()
+	select {
+	case <-r.proc.dead:
+		os.RemoveAll(r.proc.dir)
+		p, err := r.start()
+		if err != nil {
+			r.mu.Unlock()
+			out.emit(errorLine("KernelStartError", err.Error(), nil))
+			return err
+		}
+		r.proc = p
+	default:
+	}
+	p := r.proc
+	r.count++
+	count := r.count
+	r.mu.Unlock()
+
+	out.emit(lineExecutionCount{Type: "number_of_executions", ExecutionCount: count})
+	var nonce [12]byte
+	_, _ = rand.Read(nonce[:])
+	marker := "\x1eSBX" + hex.EncodeToString(nonce[:]) + ":"
+	cell := filepath.Join(p.dir, "cell.sh")
+	if err := os.WriteFile(cell, []byte(code), 0o600); err != nil {
+		out.emit(errorLine("ExecutionError", err.Error(), nil))
+		return err
+	}
+	var script strings.Builder
+	set, restore, err := bashEnv(env)
+	if err != nil {
+		out.emit(errorLine("EnvVarsError", err.Error(), nil))
+		return nil
+	}
+	script.WriteString(set)
+	// stdin from /dev/null: user commands must not eat our command stream.
+	fmt.Fprintf(&script, ". %s </dev/null; __sbx_rc=$?; %s", shellQuote(cell), restore)
+	fmt.Fprintf(&script, "printf '%%s%%d\\036' %s \"$__sbx_rc\"; printf '%%s0\\036' %s >&2\n", shellQuote(marker), shellQuote(marker))
+	if _, err := io.WriteString(p.stdin, script.String()); err != nil {
+		return r.died(out)
+	}
+
+	var bufs [2]bytes.Buffer
+	done := [2]bool{}
+	rc := 0
+	ctxDone := ctx.Done()
+	for !done[0] || !done[1] {
+		select {
+		case c := <-p.chunks:
+			i := 0
+			if c.stderr {
+				i = 1
+			}
+			bufs[i].Write(c.data)
+			text, status, finished := scanMarker(&bufs[i], marker)
+			if text != "" {
+				typ := "stdout"
+				if c.stderr {
+					typ = "stderr"
+				}
+				out.emit(lineStream{Type: typ, Text: text, Timestamp: timestamp("")})
+			}
+			if finished {
+				done[i] = true
+				if i == 0 {
+					rc = status
+				}
+			}
+		case <-p.dead:
+			// Drain what the pumps delivered, then report.
+			for {
+				select {
+				case c := <-p.chunks:
+					typ := "stdout"
+					if c.stderr {
+						typ = "stderr"
+					}
+					out.emit(lineStream{Type: typ, Text: string(c.data), Timestamp: timestamp("")})
+					continue
+				default:
+				}
+				break
+			}
+			return r.died(out)
+		case <-ctxDone:
+			ctxDone = nil
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGINT)
+			go func() {
+				// A command that ignores SIGINT gets the whole shell killed.
+				select {
+				case <-time.After(5 * time.Second):
+					_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+				case <-p.dead:
+				}
+			}()
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if rc != 0 {
+		// bash_kernel's convention: empty name, exit status as the value.
+		out.emit(errorLine("", strconv.Itoa(rc), nil))
+	}
+	return nil
+}
+
+func (r *bashRunner) died(out emitter) error {
+	r.mu.Lock()
+	restarting := r.restarting
+	r.mu.Unlock()
+	if restarting {
+		out.emit(errorLine("ContextRestarting", "Context was restarted during execution", nil))
+	} else {
+		out.emit(errorLine("UnexpectedEndOfExecution", "The bash process exited during execution; its state is lost and it restarts on the next run", nil))
+	}
+	return nil
+}
+
+// scanMarker removes and returns the text in buf that is certainly output,
+// holding back a possible partial marker. finished reports that the marker
+// and its status were found (anything after them is discarded).
+func scanMarker(buf *bytes.Buffer, marker string) (text string, status int, finished bool) {
+	b := buf.Bytes()
+	if i := bytes.Index(b, []byte(marker)); i >= 0 {
+		rest := b[i+len(marker):]
+		j := bytes.IndexByte(rest, 0x1e)
+		if j < 0 {
+			text = string(b[:i])
+			remaining := append([]byte(nil), b[i:]...)
+			buf.Reset()
+			buf.Write(remaining)
+			return text, 0, false
+		}
+		status, _ = strconv.Atoi(string(rest[:j]))
+		text = string(b[:i])
+		buf.Reset()
+		return text, status, true
+	}
+	// Hold back the longest suffix that is a prefix of the marker.
+	keep := 0
+	for n := min(len(marker)-1, len(b)); n > 0; n-- {
+		if bytes.HasSuffix(b, []byte(marker[:n])) {
+			keep = n
+			break
+		}
+	}
+	text = string(b[:len(b)-keep])
+	remaining := append([]byte(nil), b[len(b)-keep:]...)
+	buf.Reset()
+	buf.Write(remaining)
+	return text, 0, false
+}
+
+// bashEnv returns commands exporting env for one run and restoring the
+// previous values (or unsetting) afterwards.
+func bashEnv(env map[string]string) (set, restore string, err error) {
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		if !envNameRe.MatchString(k) {
+			return "", "", fmt.Errorf("env var name %q is not a valid shell identifier (use letters, digits and '_', not starting with a digit)", k)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var s, rs strings.Builder
+	for i, k := range keys {
+		fmt.Fprintf(&s, "if [ -n \"${%[1]s+x}\" ]; then __sbx_had_%[2]d=1; __sbx_old_%[2]d=\"$%[1]s\"; else __sbx_had_%[2]d=0; fi; export %[1]s=%[3]s; ", k, i, shellQuote(env[k]))
+		fmt.Fprintf(&rs, "if [ \"$__sbx_had_%[2]d\" = 1 ]; then export %[1]s=\"$__sbx_old_%[2]d\"; else unset %[1]s; fi; unset __sbx_had_%[2]d __sbx_old_%[2]d; ", k, i)
+	}
+	return s.String(), rs.String(), nil
+}
+
+func (r *bashRunner) Restart(ctx context.Context) error {
+	r.mu.Lock()
+	old := r.proc
+	r.restarting = true
+	r.mu.Unlock()
+	r.kill(old)
+	p, err := r.start()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.restarting = false
+	if err != nil {
+		return err
+	}
+	r.proc, r.count = p, 0
+	return nil
+}
+
+func (r *bashRunner) kill(p *bashProc) {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	// Drain output so the pumps can finish and the process is reaped.
+	for {
+		select {
+		case <-p.chunks:
+			continue
+		case <-p.dead:
+		}
+		break
+	}
+	os.RemoveAll(p.dir)
+}
+
+func (r *bashRunner) Close(ctx context.Context) error {
+	r.mu.Lock()
+	p := r.proc
+	r.mu.Unlock()
+	r.kill(p)
+	return nil
+}
+
+var errUnsupportedLanguage = errors.New("unsupported language")

@@ -1,0 +1,103 @@
+package codeinterp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+)
+
+// The sandbox's global env vars (set at create time) live in envd. They
+// are fetched once: at start with the configured token, or, if that failed
+// (no token configured yet), on the first /execute with the token the SDK
+// sends. Kernels started after the fetch get them in their process
+// environment; kernels started before get them per execution instead.
+
+func (s *Server) loadGlobalEnv(ctx context.Context, token string) {
+	if s.cfg.EnvdURL == "" {
+		return
+	}
+	s.envOnce.Lock()
+	defer s.envOnce.Unlock()
+	if s.envLoaded {
+		return
+	}
+	env, err := fetchEnvs(ctx, s.cfg.EnvdURL, token)
+	if err != nil {
+		s.log.Info("global env vars not loaded from envd", "err", err)
+		return
+	}
+	s.globalEnv, s.envLoaded = env, true
+	s.mu.Lock()
+	s.lateEnv = len(s.contexts) > 0
+	s.mu.Unlock()
+}
+
+func fetchEnvs(ctx context.Context, base, token string) (map[string]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/envs", nil)
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("X-Access-Token", token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s/envs: %s", base, resp.Status)
+	}
+	var env map[string]string
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+		return nil, fmt.Errorf("GET %s/envs: %w", base, err)
+	}
+	return env, nil
+}
+
+// kernelEnv is the process environment of a new kernel or shell.
+func (s *Server) kernelEnv() []string {
+	env := os.Environ()
+	s.envOnce.Lock()
+	defer s.envOnce.Unlock()
+	for k, v := range s.globalEnv {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// runEnv is the env vars applied to one execution only.
+func (s *Server) runEnv(r *http.Request, req map[string]string) map[string]string {
+	s.loadGlobalEnv(r.Context(), r.Header.Get("X-Access-Token"))
+	s.envOnce.Lock()
+	late := s.lateEnv
+	global := s.globalEnv
+	s.envOnce.Unlock()
+	if !late || len(global) == 0 {
+		return req
+	}
+	out := make(map[string]string, len(global)+len(req))
+	for k, v := range global {
+		out[k] = v
+	}
+	for k, v := range req {
+		out[k] = v
+	}
+	return out
+}
+
+func jupyterID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}

@@ -1,0 +1,190 @@
+package codeinterp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/codeinterp/jupyter"
+)
+
+// runner executes code for one context. Execute calls are serialized by
+// the context; Restart and Close may be called while Execute runs.
+type runner interface {
+	Execute(ctx context.Context, code string, env map[string]string, out emitter) error
+	Restart(ctx context.Context) error
+	Close(ctx context.Context) error
+}
+
+// kernelRunner runs code in a Jupyter kernel, restarting it on demand
+// after it died.
+type kernelRunner struct {
+	spec   *jupyter.KernelSpec
+	opts   jupyter.Options
+	log    *slog.Logger
+	envSet envSnippets // nil: the kernel's language cannot take env_vars
+
+	mu         sync.Mutex
+	k          *jupyter.Kernel
+	restarting bool
+}
+
+// envSnippets builds the code that sets env vars before an execution and
+// restores them afterwards, in the kernel's language.
+type envSnippets func(env map[string]string) (set, restore string)
+
+func startKernelRunner(ctx context.Context, spec *jupyter.KernelSpec, opts jupyter.Options, log *slog.Logger) (*kernelRunner, error) {
+	r := &kernelRunner{spec: spec, opts: opts, log: log}
+	if spec.Language == "python" {
+		r.envSet = pythonEnv
+	}
+	k, err := jupyter.Start(ctx, spec, opts)
+	if err != nil {
+		return nil, err
+	}
+	r.k = k
+	return r, nil
+}
+
+// kernel returns the live kernel, starting a new one if the last one died.
+func (r *kernelRunner) kernel(ctx context.Context) (*jupyter.Kernel, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.k.Dead():
+		r.log.Warn("kernel had died, starting a new one", "kernel", r.spec.Name)
+		_ = r.k.Shutdown(ctx)
+		k, err := jupyter.Start(ctx, r.spec, r.opts)
+		if err != nil {
+			return nil, err
+		}
+		r.k = k
+	default:
+	}
+	return r.k, nil
+}
+
+func (r *kernelRunner) Execute(ctx context.Context, code string, env map[string]string, out emitter) error {
+	k, err := r.kernel(ctx)
+	if err != nil {
+		out.emit(errorLine("KernelStartError", err.Error(), nil))
+		return err
+	}
+	if len(env) > 0 && r.envSet != nil {
+		set, restore := r.envSet(env)
+		if err := r.silent(ctx, k, set); err != nil {
+			out.emit(errorLine("EnvVarsError", err.Error(), nil))
+			return err
+		}
+		// Restore even if the client went away, or the next run would see
+		// this run's variables.
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if err := r.silent(rctx, k, restore); err != nil {
+				r.log.Warn("restore env vars", "err", err)
+			}
+		}()
+	}
+	t := &translator{out: out}
+	reply, err := k.Execute(ctx, jupyter.ExecuteRequest{Code: code, StoreHistory: true}, t.onIOPub)
+	switch {
+	case errors.Is(err, jupyter.ErrKernelDied):
+		r.mu.Lock()
+		restarting := r.restarting
+		r.mu.Unlock()
+		if restarting {
+			out.emit(errorLine("ContextRestarting", "Context was restarted during execution", nil))
+		} else {
+			out.emit(errorLine("UnexpectedEndOfExecution", "The kernel died during execution ("+err.Error()+"); its state is lost and it restarts on the next run", nil))
+		}
+		return nil
+	case errors.Is(err, jupyter.ErrInterrupted):
+		return err // the client is gone; nobody reads an error line
+	case err != nil:
+		out.emit(errorLine("ExecutionError", err.Error(), nil))
+		return err
+	}
+	if !t.sawError {
+		switch reply.Status {
+		case "error":
+			out.emit(errorLine(reply.EName, reply.EValue, reply.Traceback))
+		case "aborted":
+			out.emit(errorLine("ExecutionAborted", "Execution was aborted", nil))
+		}
+	}
+	return nil
+}
+
+// silent runs setup code without touching history or execution count.
+func (r *kernelRunner) silent(ctx context.Context, k *jupyter.Kernel, code string) error {
+	reply, err := k.Execute(ctx, jupyter.ExecuteRequest{Code: code, Silent: true}, nil)
+	if err != nil {
+		return err
+	}
+	if reply.Status != "ok" {
+		return fmt.Errorf("%s: %s", reply.EName, reply.EValue)
+	}
+	return nil
+}
+
+func (r *kernelRunner) Restart(ctx context.Context) error {
+	r.mu.Lock()
+	old := r.k
+	r.restarting = true
+	r.mu.Unlock()
+	_ = old.Shutdown(ctx)
+	k, err := jupyter.Start(ctx, r.spec, r.opts)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.restarting = false
+	if err != nil {
+		return fmt.Errorf("restart kernel %s: %w", r.spec.Name, err)
+	}
+	r.k = k
+	return nil
+}
+
+func (r *kernelRunner) Close(ctx context.Context) error {
+	r.mu.Lock()
+	k := r.k
+	r.mu.Unlock()
+	return k.Shutdown(ctx)
+}
+
+// pythonEnv sets os.environ for one execution and restores it afterwards.
+// The values travel as JSON, which is valid Python literal syntax for a
+// dict of strings, so no user value can break out of the snippet.
+func pythonEnv(env map[string]string) (set, restore string) {
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	kj, _ := json.Marshal(keys)
+	ej, _ := json.Marshal(env)
+	set = fmt.Sprintf("import os as __sbx_os\n__sbx_saved_env = {k: __sbx_os.environ.get(k) for k in %s}\n__sbx_os.environ.update(%s)\n", kj, ej)
+	restore = "for __sbx_k, __sbx_v in __sbx_saved_env.items():\n" +
+		"    if __sbx_v is None: __sbx_os.environ.pop(__sbx_k, None)\n" +
+		"    else: __sbx_os.environ[__sbx_k] = __sbx_v\n" +
+		"del __sbx_saved_env, __sbx_k, __sbx_v\n"
+	return set, restore
+}
+
+// kernelOutput adapts the kernel process's own output to the logger.
+type kernelOutput struct {
+	log *slog.Logger
+}
+
+var _ io.Writer = kernelOutput{}
+
+func (w kernelOutput) Write(p []byte) (int, error) {
+	w.log.Debug("kernel output", "text", string(p))
+	return len(p), nil
+}

@@ -1,0 +1,399 @@
+// Package codeinterp is the in-sandbox code interpreter: the HTTP server
+// on port 49999 that E2B's code-interpreter SDKs talk to (protocol doc §4),
+// running each context's code in a Jupyter kernel or a persistent bash.
+package codeinterp
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/codeinterp/jupyter"
+)
+
+// Config configures a Server. Zero values get the defaults in withDefaults.
+type Config struct {
+	// KernelDirs are searched for kernelspecs (default jupyter.DefaultKernelDirs).
+	KernelDirs []string
+	// DefaultCwd is the working directory of contexts created without one
+	// (default /home/user, else the current user's home).
+	DefaultCwd string
+	// AccessToken, if set, must be sent as X-Access-Token on /execute.
+	AccessToken string
+	// EnvdURL is where the sandbox's global env vars are fetched from
+	// (GET <EnvdURL>/envs); empty disables fetching.
+	EnvdURL string
+	// StartTimeout bounds a kernel start.
+	StartTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if len(c.KernelDirs) == 0 {
+		c.KernelDirs = jupyter.DefaultKernelDirs
+	}
+	if c.DefaultCwd == "" {
+		c.DefaultCwd = "/home/user"
+		if _, err := os.Stat(c.DefaultCwd); err != nil {
+			if h, err := os.UserHomeDir(); err == nil {
+				c.DefaultCwd = h
+			}
+		}
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 60 * time.Second
+	}
+	return c
+}
+
+// Context is one execution context as the API shows it.
+type Context struct {
+	ID       string `json:"id"`
+	Language string `json:"language"`
+	Cwd      string `json:"cwd"`
+}
+
+type execContext struct {
+	Context
+	run  runner
+	lock chan struct{} // one execution at a time; a channel so waiting honours ctx
+}
+
+// Server serves the code interpreter API.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	contexts map[string]*execContext
+	defaults map[string]string // language → context id used when none is given
+	starting map[string]chan struct{}
+
+	envOnce   sync.Mutex
+	globalEnv map[string]string
+	envLoaded bool
+	lateEnv   bool // loaded after some kernels had started
+}
+
+// New returns a server; call Start to launch the default Python context.
+func New(cfg Config, log *slog.Logger) *Server {
+	return &Server{
+		cfg:      cfg.withDefaults(),
+		log:      log,
+		contexts: map[string]*execContext{},
+		defaults: map[string]string{},
+		starting: map[string]chan struct{}{},
+	}
+}
+
+// Start fetches global env vars and starts the default python context, so
+// the first run_code does not pay for a kernel start.
+func (s *Server) Start(ctx context.Context) error {
+	s.loadGlobalEnv(ctx, s.cfg.AccessToken)
+	if _, err := s.defaultContext(ctx, "python"); err != nil {
+		return fmt.Errorf("start default python context: %w", err)
+	}
+	return nil
+}
+
+// Close shuts down every context.
+func (s *Server) Close(ctx context.Context) {
+	s.mu.Lock()
+	cs := make([]*execContext, 0, len(s.contexts))
+	for _, c := range s.contexts {
+		cs = append(cs, c)
+	}
+	s.contexts = map[string]*execContext{}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = c.run.Close(ctx) }()
+	}
+	wg.Wait()
+}
+
+// Handler returns the HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, "OK") })
+	mux.HandleFunc("POST /execute", s.handleExecute)
+	mux.HandleFunc("POST /contexts", s.handleCreateContext)
+	mux.HandleFunc("GET /contexts", s.handleListContexts)
+	mux.HandleFunc("POST /contexts/{id}/restart", s.handleRestartContext)
+	mux.HandleFunc("DELETE /contexts/{id}", s.handleDeleteContext)
+	return mux
+}
+
+// normalizeLanguage maps the SDKs' language names to a runner kind.
+func normalizeLanguage(lang string) string {
+	switch l := strings.ToLower(strings.TrimSpace(lang)); l {
+	case "", "python", "python3":
+		return "python"
+	case "js", "javascript", "typescript", "ts":
+		return "javascript"
+	case "sh", "shell":
+		return "bash"
+	default:
+		return l
+	}
+}
+
+// kernelName picks the kernelspec for a language.
+func (s *Server) kernelName(lang string) string {
+	if lang == "python" {
+		return "python3"
+	}
+	return lang
+}
+
+func (s *Server) newContext(ctx context.Context, lang, cwd string) (*execContext, error) {
+	lang = normalizeLanguage(lang)
+	if cwd == "" {
+		cwd = s.cfg.DefaultCwd
+	}
+	if st, err := os.Stat(cwd); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("cwd %q is not an existing directory: %w", cwd, errInvalid)
+	}
+	env := s.kernelEnv()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
+	defer cancel()
+	var run runner
+	if lang == "bash" {
+		if _, err := jupyter.LoadSpec(s.cfg.KernelDirs, "bash"); err != nil {
+			r, err := startBashRunner(cwd, env)
+			if err != nil {
+				return nil, err
+			}
+			run = r
+		}
+	}
+	if run == nil {
+		spec, err := jupyter.LoadSpec(s.cfg.KernelDirs, s.kernelName(lang))
+		if err != nil {
+			avail := append([]string{"bash"}, jupyter.ListSpecs(s.cfg.KernelDirs)...)
+			return nil, fmt.Errorf("language %q: %w; available: %s: %w", lang, errUnsupportedLanguage, strings.Join(avail, ", "), errInvalid)
+		}
+		log := s.log.With("language", lang)
+		r, err := startKernelRunner(ctx, spec, jupyter.Options{Dir: cwd, Env: env, Output: kernelOutput{log}, Logger: log}, log)
+		if err != nil {
+			return nil, err
+		}
+		run = r
+	}
+	c := &execContext{Context: Context{ID: newContextID(), Language: lang, Cwd: cwd}, run: run, lock: make(chan struct{}, 1)}
+	s.mu.Lock()
+	s.contexts[c.ID] = c
+	s.mu.Unlock()
+	s.log.Info("context started", "context.id", c.ID, "language", lang, "cwd", cwd)
+	return c, nil
+}
+
+// defaultContext returns the shared context of a language, starting it
+// once even when many requests ask at the same time.
+func (s *Server) defaultContext(ctx context.Context, lang string) (*execContext, error) {
+	lang = normalizeLanguage(lang)
+	for {
+		s.mu.Lock()
+		if id, ok := s.defaults[lang]; ok {
+			if c, ok := s.contexts[id]; ok {
+				s.mu.Unlock()
+				return c, nil
+			}
+			delete(s.defaults, lang) // it was deleted by the user
+		}
+		if wait, ok := s.starting[lang]; ok {
+			s.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		done := make(chan struct{})
+		s.starting[lang] = done
+		s.mu.Unlock()
+
+		c, err := s.newContext(ctx, lang, "")
+		s.mu.Lock()
+		delete(s.starting, lang)
+		if err == nil {
+			s.defaults[lang] = c.ID
+		}
+		s.mu.Unlock()
+		close(done)
+		return c, err
+	}
+}
+
+func (s *Server) lookup(id string) (*execContext, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.contexts[id]
+	return c, ok
+}
+
+// executeRequest is the body of POST /execute.
+type executeRequest struct {
+	Code      string            `json:"code"`
+	ContextID *string           `json:"context_id"`
+	Language  *string           `json:"language"`
+	EnvVars   map[string]string `json:"env_vars"`
+}
+
+var errInvalid = errors.New("invalid request")
+
+func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.AccessToken != "" {
+		got := r.Header.Get("X-Access-Token")
+		if subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AccessToken)) != 1 {
+			writeText(w, http.StatusUnauthorized, "Missing or invalid X-Access-Token header")
+			return
+		}
+	}
+	var req executeRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeText(w, http.StatusBadRequest, "Request body must be JSON {\"code\": ..., \"context_id\"?: ..., \"language\"?: ..., \"env_vars\"?: {...}}: "+err.Error())
+		return
+	}
+	if req.ContextID != nil && *req.ContextID != "" && req.Language != nil && *req.Language != "" {
+		writeText(w, http.StatusBadRequest, "Only one of context_id or language can be provided, not both")
+		return
+	}
+	var (
+		c   *execContext
+		err error
+	)
+	if req.ContextID != nil && *req.ContextID != "" {
+		var ok bool
+		if c, ok = s.lookup(*req.ContextID); !ok {
+			writeText(w, http.StatusNotFound, fmt.Sprintf("Context %s not found", *req.ContextID))
+			return
+		}
+	} else {
+		lang := ""
+		if req.Language != nil {
+			lang = *req.Language
+		}
+		if c, err = s.defaultContext(r.Context(), lang); err != nil {
+			s.writeError(w, err)
+			return
+		}
+	}
+	env := s.runEnv(r, req.EnvVars)
+
+	select {
+	case c.lock <- struct{}{}:
+	case <-r.Context().Done():
+		return
+	}
+	defer func() { <-c.lock }()
+
+	out := newNDJSON(w)
+	defer out.close()
+	if err := c.run.Execute(r.Context(), req.Code, env, out); err != nil && r.Context().Err() == nil {
+		s.log.Warn("execution failed", "context.id", c.ID, "err", err)
+	}
+}
+
+type createContextRequest struct {
+	Language string `json:"language"`
+	Cwd      string `json:"cwd"`
+}
+
+func (s *Server) handleCreateContext(w http.ResponseWriter, r *http.Request) {
+	var req createContextRequest
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeText(w, http.StatusBadRequest, "Request body must be JSON {\"language\"?: ..., \"cwd\"?: ...}: "+err.Error())
+			return
+		}
+	}
+	c, err := s.newContext(r.Context(), req.Language, req.Cwd)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c.Context)
+}
+
+func (s *Server) handleListContexts(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	out := make([]Context, 0, len(s.contexts))
+	for _, c := range s.contexts {
+		out = append(out, c.Context)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleRestartContext(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	c, ok := s.lookup(id)
+	if !ok {
+		writeText(w, http.StatusNotFound, fmt.Sprintf("Context %s not found", id))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StartTimeout)
+	defer cancel()
+	if err := c.run.Restart(ctx); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nil)
+}
+
+func (s *Server) handleDeleteContext(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	s.mu.Lock()
+	c, ok := s.contexts[id]
+	delete(s.contexts, id)
+	s.mu.Unlock()
+	if !ok {
+		writeText(w, http.StatusNotFound, fmt.Sprintf("Context %s not found", id))
+		return
+	}
+	if err := c.run.Close(r.Context()); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nil)
+}
+
+// writeError is the one place errors become HTTP responses. Like E2B's
+// server, error bodies are plain text (the SDKs show them verbatim).
+func (s *Server) writeError(w http.ResponseWriter, err error) {
+	if errors.Is(err, errInvalid) {
+		writeText(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.log.Error("request failed", "err", err)
+	writeText(w, http.StatusInternalServerError, err.Error())
+}
+
+func writeText(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(msg))
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func newContextID() string {
+	// Same shape as a Jupyter kernel id, which is what E2B returns.
+	return jupyterID()
+}

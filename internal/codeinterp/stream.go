@@ -1,0 +1,238 @@
+package codeinterp
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/codeinterp/jupyter"
+)
+
+// KeepaliveInterval is how long a stream may stay silent before a
+// keepalive line is sent (E2B's server uses 5 s), so proxies and clients
+// with idle timeouts keep the connection open during long computations.
+const KeepaliveInterval = 5 * time.Second
+
+// Output lines of the /execute NDJSON stream (protocol doc §4.2).
+type (
+	lineExecutionCount struct {
+		Type           string `json:"type"` // number_of_executions
+		ExecutionCount int    `json:"execution_count"`
+	}
+	lineStream struct {
+		Type      string `json:"type"` // stdout, stderr
+		Text      string `json:"text"`
+		Timestamp string `json:"timestamp"`
+	}
+	lineError struct {
+		Type      string `json:"type"` // error
+		Name      string `json:"name"`
+		Value     string `json:"value"`
+		Traceback string `json:"traceback"`
+	}
+	lineType struct {
+		Type string `json:"type"` // keepalive, end_of_execution
+	}
+)
+
+// emitter receives the lines of one execution, in order.
+type emitter interface {
+	emit(line any)
+}
+
+// ndjson writes lines to an HTTP response, flushing each one immediately
+// (no buffering: a print must reach the client while the code runs), and
+// sends keepalives during silences.
+type ndjson struct {
+	mu      sync.Mutex
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	last    time.Time
+	enc     *json.Encoder
+	failed  bool
+	stopped chan struct{}
+}
+
+func newNDJSON(w http.ResponseWriter) *ndjson {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	n := &ndjson{w: w, rc: http.NewResponseController(w), last: time.Now(), enc: json.NewEncoder(w), stopped: make(chan struct{})}
+	n.enc.SetEscapeHTML(false)
+	go n.keepalive()
+	return n
+}
+
+func (n *ndjson) emit(line any) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.failed {
+		return
+	}
+	// Encoder.Encode appends the newline that delimits NDJSON records.
+	if err := n.enc.Encode(line); err != nil {
+		n.failed = true
+		return
+	}
+	if err := n.rc.Flush(); err != nil {
+		n.failed = true
+	}
+	n.last = time.Now()
+}
+
+func (n *ndjson) keepalive() {
+	t := time.NewTicker(KeepaliveInterval / 5)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stopped:
+			return
+		case <-t.C:
+			n.mu.Lock()
+			silent := time.Since(n.last) >= KeepaliveInterval
+			n.mu.Unlock()
+			if silent {
+				n.emit(lineType{Type: "keepalive"})
+			}
+		}
+	}
+}
+
+// close writes end_of_execution, which is always the last line.
+func (n *ndjson) close() {
+	close(n.stopped)
+	n.emit(lineType{Type: "end_of_execution"})
+}
+
+// mimeFields maps Jupyter MIME types to E2B result fields
+// (code-interpreter template/server/api/models/result.py).
+var mimeFields = map[string]string{
+	"text/plain":             "text",
+	"text/html":              "html",
+	"text/markdown":          "markdown",
+	"image/svg+xml":          "svg",
+	"image/png":              "png",
+	"image/jpeg":             "jpeg",
+	"application/pdf":        "pdf",
+	"text/latex":             "latex",
+	"application/json":       "json",
+	"application/javascript": "javascript",
+	"e2b/data":               "data",
+	"e2b/chart":              "chart",
+}
+
+// resultLine converts the data bundle of an execute_result or display_data
+// message into a `result` line. Known MIME types become fields, the rest go
+// to `extra`; text/plain loses surrounding quotes as E2B does ('y' → y).
+func resultLine(data map[string]json.RawMessage, isMain bool) map[string]any {
+	out := map[string]any{"type": "result", "is_main_result": isMain}
+	extra := map[string]json.RawMessage{}
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, mime := range keys {
+		raw := data[mime]
+		field, known := mimeFields[mime]
+		if !known {
+			extra[mime] = raw
+			continue
+		}
+		switch field {
+		case "json", "data", "chart":
+			out[field] = raw
+		default:
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				// Some kernels send multi-line text as a list of strings.
+				var parts []string
+				if json.Unmarshal(raw, &parts) != nil {
+					extra[mime] = raw
+					continue
+				}
+				for _, p := range parts {
+					s += p
+				}
+			}
+			if field == "text" {
+				s = stripQuotes(s)
+			}
+			out[field] = s
+		}
+	}
+	if len(extra) > 0 {
+		out["extra"] = extra
+	}
+	return out
+}
+
+func stripQuotes(s string) string {
+	if len(s) >= 2 && (s[0] == '\'' || s[0] == '"') && s[len(s)-1] == s[0] {
+		return s[1 : len(s)-1]
+	}
+	return s
+}
+
+// translator turns one execution's iopub messages into stream lines.
+type translator struct {
+	out       emitter
+	sawError  bool
+	execCount int
+}
+
+func (t *translator) onIOPub(m *jupyter.Message) {
+	switch m.Header.MsgType {
+	case "execute_input":
+		var c struct {
+			ExecutionCount int `json:"execution_count"`
+		}
+		_ = json.Unmarshal(m.Content, &c)
+		t.execCount = c.ExecutionCount
+		t.out.emit(lineExecutionCount{Type: "number_of_executions", ExecutionCount: c.ExecutionCount})
+	case "stream":
+		var c struct{ Name, Text string }
+		_ = json.Unmarshal(m.Content, &c)
+		typ := "stdout"
+		if c.Name == "stderr" {
+			typ = "stderr"
+		}
+		t.out.emit(lineStream{Type: typ, Text: c.Text, Timestamp: timestamp(m.Header.Date)})
+	case "execute_result", "display_data", "update_display_data":
+		var c struct {
+			Data map[string]json.RawMessage `json:"data"`
+		}
+		_ = json.Unmarshal(m.Content, &c)
+		t.out.emit(resultLine(c.Data, m.Header.MsgType == "execute_result"))
+	case "error":
+		var c struct {
+			EName     string   `json:"ename"`
+			EValue    string   `json:"evalue"`
+			Traceback []string `json:"traceback"`
+		}
+		_ = json.Unmarshal(m.Content, &c)
+		t.sawError = true
+		t.out.emit(errorLine(c.EName, c.EValue, c.Traceback))
+	}
+}
+
+func errorLine(name, value string, traceback []string) lineError {
+	tb := ""
+	for i, l := range traceback {
+		if i > 0 {
+			tb += "\n"
+		}
+		tb += l
+	}
+	return lineError{Type: "error", Name: name, Value: value, Traceback: tb}
+}
+
+func timestamp(date string) string {
+	if date != "" {
+		return date
+	}
+	return time.Now().UTC().Format(time.RFC3339Nano)
+}
