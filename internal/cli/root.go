@@ -28,6 +28,8 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newServeCmd(),
 		newEnvCmd(),
 		newTeamCmd(),
+		newSandboxCmd(),
+		newBenchCmd(),
 	)
 	return root
 }

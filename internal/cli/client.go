@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sbxdev/sbx/sdk"
+)
+
+// clientOptions are the flags of every command that talks to a server. They
+// override the E2B_* environment variables that `sbx env` prints.
+type clientOptions struct {
+	apiURL string
+	apiKey string
+}
+
+// register adds --api-url and --api-key to cmd and all its subcommands.
+func (o *clientOptions) register(cmd *cobra.Command) {
+	f := cmd.PersistentFlags()
+	f.StringVar(&o.apiURL, "api-url", "", "server URL (default $E2B_API_URL, else "+sdk.DefaultURL+")")
+	f.StringVar(&o.apiKey, "api-key", "", "API key (default $E2B_API_KEY)")
+}
+
+// client builds an SDK client from the environment and the flags. An
+// --api-url also becomes the sandbox URL: `sbx serve` serves both on one
+// listener, and a user who points the CLI elsewhere means all of it.
+func (o *clientOptions) client() (*sdk.Client, error) {
+	cfg := sdk.ConfigFromEnv()
+	if o.apiURL != "" {
+		cfg.APIURL = o.apiURL
+		cfg.SandboxURL = o.apiURL
+	}
+	if o.apiKey != "" {
+		cfg.APIKey = o.apiKey
+	}
+	c, err := sdk.NewClient(cfg)
+	if errors.Is(err, sdk.ErrNoAPIKey) {
+		return nil, errors.New(`no API key: run 'eval "$(sbx env)"' to use the local server's key, or pass --api-key`)
+	}
+	return c, err
+}
+
+// parsePairs turns repeated K=V flag values into a map.
+func parsePairs(flag string, values []string) (map[string]string, error) {
+	if len(values) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(values))
+	for _, v := range values {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("invalid --%s %q: want KEY=VALUE", flag, v)
+		}
+		m[k] = val
+	}
+	return m, nil
+}
+
+// parseTimeout accepts whole seconds ("300", as the E2B API counts) or a Go
+// duration ("5m", "1h30m").
+func parseTimeout(s string) (time.Duration, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("invalid timeout %q: must not be negative", s)
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("invalid timeout %q: want seconds (300) or a duration (5m, 1h)", s)
+	}
+	return d, nil
+}

@@ -1,0 +1,362 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sbxdev/sbx/sdk"
+)
+
+func newSandboxCmd() *cobra.Command {
+	var opts clientOptions
+	cmd := &cobra.Command{
+		Use:     "sandbox",
+		Aliases: []string{"sb"},
+		Short:   "Create, inspect and drive sandboxes on an sbx server",
+		Long: `Manage sandboxes through the server's E2B-compatible API.
+
+The server and key come from E2B_API_URL and E2B_API_KEY (set them with
+'eval "$(sbx env)"'); --api-url and --api-key override them.`,
+		Example: `  eval "$(sbx env)"
+  id=$(sbx sandbox create --template base --metadata owner=alice)
+  sbx sandbox exec $id -- python3 -c 'print(6*7)'
+  sbx sandbox list --metadata owner=alice
+  sbx sandbox kill $id`,
+	}
+	opts.register(cmd)
+	cmd.AddCommand(
+		newSandboxCreateCmd(&opts),
+		newSandboxListCmd(&opts),
+		newSandboxInfoCmd(&opts),
+		newSandboxKillCmd(&opts),
+		newSandboxExecCmd(&opts, os.Exit),
+		newSandboxTimeoutCmd(&opts),
+	)
+	return cmd
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
+	var (
+		template, timeout  string
+		metadata, envs     []string
+		noInternet, asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Create a sandbox and print its ID",
+		Example: `  sbx sandbox create
+  sbx sandbox create --template base --timeout 300 --metadata owner=alice --env DEBUG=1
+  sbx sandbox create --timeout 1h --no-internet --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := parseTimeout(timeout)
+			if err != nil {
+				return err
+			}
+			md, err := parsePairs("metadata", metadata)
+			if err != nil {
+				return err
+			}
+			ev, err := parsePairs("env", envs)
+			if err != nil {
+				return err
+			}
+			c, err := opts.client()
+			if err != nil {
+				return err
+			}
+			create := sdk.CreateOptions{Template: template, Timeout: d, Metadata: md, EnvVars: ev}
+			if noInternet {
+				create.AllowInternetAccess = new(false)
+			}
+			s, err := c.Create(cmd.Context(), create)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), map[string]string{
+					"sandboxID": s.ID, "templateID": s.TemplateID, "envdVersion": s.EnvdVersion,
+					"envdAccessToken": s.EnvdAccessToken,
+				})
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), s.ID)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&template, "template", "t", sdk.DefaultTemplate, "template ID or name")
+	f.StringVar(&timeout, "timeout", "300", "lifetime in seconds or as a duration (5m); the sandbox is killed after it")
+	f.StringArrayVar(&metadata, "metadata", nil, "metadata KEY=VALUE (repeatable)")
+	f.StringArrayVar(&envs, "env", nil, "environment variable KEY=VALUE for every process (repeatable)")
+	f.BoolVar(&noInternet, "no-internet", false, "deny outbound network access")
+	f.BoolVar(&asJSON, "json", false, "print the sandbox as JSON")
+	return cmd
+}
+
+func newSandboxListCmd(opts *clientOptions) *cobra.Command {
+	var (
+		metadata []string
+		state    string
+		limit    int
+		asJSON   bool
+	)
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the team's sandboxes",
+		Example: `  sbx sandbox list
+  sbx sandbox list --metadata owner=alice --state running
+  sbx sandbox list --json | jq -r '.[].sandboxID'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			md, err := parsePairs("metadata", metadata)
+			if err != nil {
+				return err
+			}
+			var states []string
+			for s := range strings.SplitSeq(state, ",") {
+				switch s = strings.TrimSpace(s); s {
+				case "":
+				case sdk.StateRunning, sdk.StatePaused:
+					states = append(states, s)
+				default:
+					return fmt.Errorf("invalid --state %q: want running, paused or both (running,paused)", s)
+				}
+			}
+			if limit < 0 {
+				return fmt.Errorf("invalid --limit %d: must not be negative", limit)
+			}
+			c, err := opts.client()
+			if err != nil {
+				return err
+			}
+			list, err := c.List(cmd.Context(), sdk.ListOptions{Metadata: md, State: states, Limit: limit})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if list == nil {
+					list = []sdk.SandboxInfo{}
+				}
+				return writeJSON(cmd.OutOrStdout(), list)
+			}
+			return printSandboxTable(cmd.OutOrStdout(), list)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&metadata, "metadata", nil, "only sandboxes with this metadata KEY=VALUE (repeatable, all must match)")
+	f.StringVar(&state, "state", "", "only sandboxes in these states: running, paused (comma-separated)")
+	f.IntVar(&limit, "limit", 0, "at most this many sandboxes (0: all)")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printSandboxTable(w io.Writer, list []sdk.SandboxInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTEMPLATE\tSTATE\tSTARTED\tENDS\tMETADATA")
+	for _, s := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.SandboxID, s.TemplateID, s.State,
+			s.StartedAt.Local().Format(time.DateTime), s.EndAt.Local().Format(time.DateTime), formatPairs(s.Metadata))
+	}
+	return tw.Flush()
+}
+
+func formatPairs(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func newSandboxInfoCmd(opts *clientOptions) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "info ID",
+		Short:   "Show one sandbox",
+		Example: `  sbx sandbox info 0a1b2c3d4e5f --json`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := opts.client()
+			if err != nil {
+				return err
+			}
+			s, err := c.Get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), s)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "ID\t%s\nTemplate\t%s\nState\t%s\nStarted\t%s\nEnds\t%s\n",
+				s.SandboxID, s.TemplateID, s.State, s.StartedAt.Local().Format(time.RFC3339), s.EndAt.Local().Format(time.RFC3339))
+			fmt.Fprintf(tw, "CPUs\t%d\nMemory\t%d MiB\nDisk\t%d MiB\nenvd\t%s\nMetadata\t%s\n",
+				s.CPUCount, s.MemoryMB, s.DiskSizeMB, s.EnvdVersion, formatPairs(s.Metadata))
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newSandboxKillCmd(opts *clientOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "kill ID...",
+		Short: "Kill sandboxes",
+		Example: `  sbx sandbox kill 0a1b2c3d4e5f
+  sbx sandbox list --json | jq -r '.[].sandboxID' | xargs sbx sandbox kill`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := opts.client()
+			if err != nil {
+				return err
+			}
+			var errs []error
+			for _, id := range args {
+				if err := c.Kill(cmd.Context(), id); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "killed", id)
+			}
+			return errors.Join(errs...)
+		},
+	}
+}
+
+func newSandboxTimeoutCmd(opts *clientOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "timeout ID DURATION",
+		Short: "Set how long from now a sandbox lives",
+		Long:  "Set the sandbox's end to now + DURATION (seconds, or a duration like 10m). This may shorten its life.",
+		Example: `  sbx sandbox timeout 0a1b2c3d4e5f 600
+  sbx sandbox timeout 0a1b2c3d4e5f 2h`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := parseTimeout(args[1])
+			if err != nil {
+				return err
+			}
+			c, err := opts.client()
+			if err != nil {
+				return err
+			}
+			return c.SetTimeout(cmd.Context(), args[0], d)
+		},
+	}
+}
+
+// newSandboxExecCmd runs a command and exits with its exit code through
+// exit (os.Exit outside tests): cobra has no way to return a status.
+func newSandboxExecCmd(opts *clientOptions, exit func(int)) *cobra.Command {
+	var (
+		cwd, user, timeout string
+		envs               []string
+	)
+	cmd := &cobra.Command{
+		Use:   "exec ID -- COMMAND [ARG...]",
+		Short: "Run a command in a sandbox, streaming its output",
+		Long: `Run a command with bash in the sandbox, stream its stdout and stderr here, and
+exit with its exit code. A single COMMAND argument is a shell command line; several
+arguments are quoted and joined. Interrupting (Ctrl-C) kills the command.`,
+		Example: `  sbx sandbox exec 0a1b2c3d4e5f -- uname -a
+  sbx sandbox exec 0a1b2c3d4e5f -- 'cd /tmp && ls | wc -l'
+  sbx sandbox exec --user root --cwd /etc --env LANG=C 0a1b2c3d4e5f -- cat hostname`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d := time.Duration(0)
+			if timeout != "" {
+				var err error
+				if d, err = parseTimeout(timeout); err != nil {
+					return err
+				}
+			}
+			ev, err := parsePairs("env", envs)
+			if err != nil {
+				return err
+			}
+			c, err := opts.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			s, err := c.Connect(ctx, args[0], 0)
+			if err != nil {
+				return err
+			}
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			h, err := s.Commands.Start(ctx, shellJoin(args[1:]), sdk.RunOptions{
+				Envs: ev, Cwd: cwd, User: user, Timeout: d,
+				OnStdout: func(chunk string) { io.WriteString(stdout, chunk) },
+				OnStderr: func(chunk string) { io.WriteString(stderr, chunk) },
+			})
+			if err != nil {
+				return err
+			}
+			_, err = h.Wait(ctx)
+			var exitErr *sdk.CommandExitError
+			switch {
+			case err == nil:
+				return nil
+			case errors.As(err, &exitErr):
+				exit(exitErr.ExitCode)
+				return nil
+			case ctx.Err() != nil:
+				kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				_ = h.Kill(kctx)
+				exit(130)
+				return nil
+			default:
+				return err
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cwd, "cwd", "", "working directory (default the user's home)")
+	f.StringVarP(&user, "user", "u", "", "Linux user (default user)")
+	f.StringArrayVarP(&envs, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
+	f.StringVar(&timeout, "timeout", "", "kill the command after this long (seconds or a duration; default no limit)")
+	return cmd
+}
+
+// shellJoin makes one bash command line from arguments: a single argument
+// is taken as a command line, several are single-quoted where needed.
+func shellJoin(args []string) string {
+	if len(args) == 1 {
+		return args[0]
+	}
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
+		}) < 0 {
+			quoted[i] = a
+			continue
+		}
+		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(quoted, " ")
+}
