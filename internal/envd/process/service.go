@@ -226,4 +226,3 @@ func (s *Service) streamInput(w http.ResponseWriter, r *http.Request) {
 	})
 	h.ServeHTTP(w, r)
 }
-
