@@ -1,0 +1,513 @@
+package codeinterp
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/codeinterp/jupyter"
+)
+
+// requireKernel skips (fails under SBX_REQUIRE_INTEGRATION=1) without a
+// python3 kernel on the host.
+func requireKernel(t testing.TB) {
+	t.Helper()
+	spec, err := jupyter.LoadSpec(jupyter.DefaultKernelDirs, "python3")
+	if err == nil {
+		_, err = exec.LookPath(spec.Argv[0])
+	}
+	if err != nil {
+		msg := "python3 Jupyter kernel not available (apt-get install python3-ipykernel python3-matplotlib python3-pandas): " + err.Error()
+		if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+}
+
+func newTestServer(t testing.TB, cfg Config) (*Server, *httptest.Server) {
+	t.Helper()
+	requireKernel(t)
+	if cfg.DefaultCwd == "" {
+		cfg.DefaultCwd = t.TempDir()
+	}
+	s := New(cfg, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(func() {
+		ts.Close()
+		s.Close(context.Background())
+	})
+	return s, ts
+}
+
+type line map[string]any
+
+func (l line) str(k string) string { s, _ := l[k].(string); return s }
+
+// execute posts to /execute and returns the decoded lines.
+func execute(t testing.TB, base string, body any, hdr ...string) []line {
+	t.Helper()
+	resp := post(t, base+"/execute", body, hdr...)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("/execute: %s %s", resp.Status, b)
+	}
+	var out []line
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var l line
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("bad NDJSON line %q: %v", sc.Text(), err)
+		}
+		out = append(out, l)
+	}
+	if len(out) == 0 || out[len(out)-1].str("type") != "end_of_execution" {
+		t.Fatalf("stream does not end with end_of_execution: %v", out)
+	}
+	return out
+}
+
+func post(t testing.TB, url string, body any, hdr ...string) *http.Response {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func ofType(lines []line, typ string) []line {
+	var out []line
+	for _, l := range lines {
+		if l.str("type") == typ {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func stdout(lines []line) string {
+	var b strings.Builder
+	for _, l := range ofType(lines, "stdout") {
+		b.WriteString(l.str("text"))
+	}
+	return b.String()
+}
+
+func TestExecutePython(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	execute(t, ts.URL, map[string]any{"code": "x = 1"})
+
+	tests := []struct {
+		name  string
+		code  string
+		check func(t *testing.T, lines []line)
+	}{
+		{"state persists", "x + 1", func(t *testing.T, lines []line) {
+			r := ofType(lines, "result")
+			if len(r) != 1 || r[0].str("text") != "2" || r[0]["is_main_result"] != true {
+				t.Fatalf("results %v", r)
+			}
+		}},
+		{"quotes stripped", "'y'", func(t *testing.T, lines []line) {
+			if r := ofType(lines, "result"); len(r) != 1 || r[0].str("text") != "y" {
+				t.Fatalf("results %v", r)
+			}
+		}},
+		{"stdout and stderr in order", "import sys\nprint('a')\nprint('b', file=sys.stderr)\nprint('c')", func(t *testing.T, lines []line) {
+			if got := stdout(lines); got != "a\nc\n" {
+				t.Fatalf("stdout %q", got)
+			}
+			if e := ofType(lines, "stderr"); len(e) != 1 || e[0].str("text") != "b\n" || e[0].str("timestamp") == "" {
+				t.Fatalf("stderr %v", e)
+			}
+		}},
+		{"error", "1/0", func(t *testing.T, lines []line) {
+			e := ofType(lines, "error")
+			if len(e) != 1 || e[0].str("name") != "ZeroDivisionError" || e[0].str("value") != "division by zero" || !strings.Contains(e[0].str("traceback"), "ZeroDivisionError") {
+				t.Fatalf("errors %v", e)
+			}
+		}},
+		{"execution count", "None", func(t *testing.T, lines []line) {
+			n := ofType(lines, "number_of_executions")
+			if len(n) != 1 || n[0]["execution_count"].(float64) < 2 {
+				t.Fatalf("number_of_executions %v", n)
+			}
+			if len(ofType(lines, "result")) != 0 {
+				t.Fatal("None produced a result")
+			}
+		}},
+		{"rich display and extra mime", "from IPython.display import display\n" +
+			"class R:\n  def _repr_mimebundle_(self, **kw): return {'text/plain': 'r', 'text/html': '<i>r</i>', 'application/json': {'a': 1}, 'application/x-custom': 'c'}\n" +
+			"display(R())", func(t *testing.T, lines []line) {
+			r := ofType(lines, "result")
+			if len(r) != 1 || r[0]["is_main_result"] != false || r[0].str("html") != "<i>r</i>" {
+				t.Fatalf("results %v", r)
+			}
+			if js, _ := r[0]["json"].(map[string]any); js["a"] != 1.0 {
+				t.Fatalf("json %v", r[0]["json"])
+			}
+			if ex, _ := r[0]["extra"].(map[string]any); ex["application/x-custom"] != "c" {
+				t.Fatalf("extra %v", r[0]["extra"])
+			}
+		}},
+		{"matplotlib png", "import matplotlib.pyplot as plt\nplt.plot([1,2,3])\nplt.show()", func(t *testing.T, lines []line) {
+			r := ofType(lines, "result")
+			if len(r) != 1 {
+				t.Fatalf("results %v", lines)
+			}
+			png, err := base64.StdEncoding.DecodeString(r[0].str("png"))
+			if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) {
+				t.Fatalf("png not a PNG (err %v)", err)
+			}
+		}},
+		{"pandas html", "import pandas as pd\npd.DataFrame({'a': [1, 2]})", func(t *testing.T, lines []line) {
+			r := ofType(lines, "result")
+			if len(r) != 1 || !strings.Contains(r[0].str("html"), "<table") {
+				t.Fatalf("results %v", r)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.check(t, execute(t, ts.URL, map[string]any{"code": tt.code})) })
+	}
+}
+
+func TestExecuteEnvVarsOneRunOnly(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	for _, lang := range []string{"python", "bash"} {
+		t.Run(lang, func(t *testing.T) {
+			read := map[string]string{
+				"python": "import os; print(os.environ.get('SBX_T', 'unset'))",
+				"bash":   "echo ${SBX_T-unset}",
+			}[lang]
+			val := `it's "quoted" $HOME`
+			got := stdout(execute(t, ts.URL, map[string]any{"code": read, "language": lang, "env_vars": map[string]string{"SBX_T": val}}))
+			if got != val+"\n" {
+				t.Fatalf("with env_vars: %q", got)
+			}
+			if got := stdout(execute(t, ts.URL, map[string]any{"code": read, "language": lang})); got != "unset\n" {
+				t.Fatalf("env leaked into next run: %q", got)
+			}
+		})
+	}
+}
+
+func TestBash(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	run := func(code string) []line {
+		return execute(t, ts.URL, map[string]any{"code": code, "language": "bash"})
+	}
+	run("V=persist; cd /")
+	if got := stdout(run("echo $V; pwd")); got != "persist\n/\n" {
+		t.Fatalf("bash state: %q", got)
+	}
+	lines := run("echo out; echo err >&2; exit_code() { return 3; }; exit_code")
+	if stdout(lines) != "out\n" || len(ofType(lines, "stderr")) != 1 {
+		t.Fatalf("bash output %v", lines)
+	}
+	if e := ofType(lines, "error"); len(e) != 1 || e[0].str("value") != "3" {
+		t.Fatalf("bash error %v", e)
+	}
+	// Output without a trailing newline and a marker-like string survive.
+	if got := stdout(run("printf 'no newline \\036SBX'")); got != "no newline \x1eSBX" {
+		t.Fatalf("partial output %q", got)
+	}
+	// `exit` kills the shell: an error line, then a fresh shell next time.
+	if e := ofType(run("exit 1"), "error"); len(e) != 1 || e[0].str("name") != "UnexpectedEndOfExecution" {
+		t.Fatalf("exit: %v", e)
+	}
+	if got := stdout(run("echo again")); got != "again\n" {
+		t.Fatalf("after exit %q", got)
+	}
+}
+
+func TestContexts(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	create := func(body string) Context {
+		resp, err := http.Post(ts.URL+"/contexts", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var c Context
+		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&c) != nil || c.ID == "" {
+			t.Fatalf("create context: %s", resp.Status)
+		}
+		return c
+	}
+	a, b := create(`{"language":"python"}`), create(`{"cwd":"/"}`)
+	if b.Cwd != "/" || b.Language != "python" {
+		t.Fatalf("context b = %+v", b)
+	}
+	execute(t, ts.URL, map[string]any{"code": "secret = 42", "context_id": a.ID})
+	if e := ofType(execute(t, ts.URL, map[string]any{"code": "secret", "context_id": b.ID}), "error"); len(e) != 1 || e[0].str("name") != "NameError" {
+		t.Fatalf("contexts share state: %v", e)
+	}
+	if got := stdout(execute(t, ts.URL, map[string]any{"code": "import os; print(os.getcwd())", "context_id": b.ID})); got != "/\n" {
+		t.Fatalf("cwd %q", got)
+	}
+
+	resp := post(t, ts.URL+"/contexts/"+a.ID+"/restart", nil)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("restart: %s", resp.Status)
+	}
+	if e := ofType(execute(t, ts.URL, map[string]any{"code": "secret", "context_id": a.ID}), "error"); len(e) != 1 || e[0].str("name") != "NameError" {
+		t.Fatalf("restart kept state: %v", e)
+	}
+
+	list := func() []string {
+		resp, err := http.Get(ts.URL + "/contexts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var cs []Context
+		_ = json.NewDecoder(resp.Body).Decode(&cs)
+		var ids []string
+		for _, c := range cs {
+			ids = append(ids, c.ID)
+		}
+		sort.Strings(ids)
+		return ids
+	}
+	if ids := list(); len(ids) != 3 { // default python + a + b
+		t.Fatalf("contexts %v", ids)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, ts.URL+"/contexts/"+a.ID, nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("delete: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if ids := list(); len(ids) != 2 {
+		t.Fatalf("after delete %v", ids)
+	}
+
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+	}{
+		{"unknown context", "POST", "/execute", `{"code":"1","context_id":"nope"}`, 404},
+		{"deleted context", "POST", "/execute", `{"code":"1","context_id":"` + a.ID + `"}`, 404},
+		{"both context and language", "POST", "/execute", `{"code":"1","context_id":"` + b.ID + `","language":"python"}`, 400},
+		{"bad json", "POST", "/execute", `{`, 400},
+		{"unknown language", "POST", "/execute", `{"code":"1","language":"cobol"}`, 400},
+		{"bad cwd", "POST", "/contexts", `{"cwd":"/does/not/exist"}`, 400},
+		{"restart unknown", "POST", "/contexts/nope/restart", ``, 404},
+		{"delete unknown", "DELETE", "/contexts/nope", ``, 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, ts.URL+tt.path, strings.NewReader(tt.body))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status || len(msg) == 0 {
+				t.Fatalf("%s %s: %d %q, want %d with a message", tt.method, tt.path, resp.StatusCode, msg, tt.status)
+			}
+		})
+	}
+}
+
+func TestAccessToken(t *testing.T) {
+	_, ts := newTestServer(t, Config{AccessToken: "s3cret"})
+	for _, tc := range []struct {
+		token  string
+		status int
+	}{{"", 401}, {"wrong", 401}, {"s3cret", 200}} {
+		resp := post(t, ts.URL+"/execute", map[string]any{"code": "1"}, "X-Access-Token", tc.token)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("token %q: %d, want %d", tc.token, resp.StatusCode, tc.status)
+		}
+	}
+	// Only /execute is protected, as the SDK sends the token nowhere else.
+	resp, err := http.Get(ts.URL + "/contexts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/contexts without token: %s", resp.Status)
+	}
+}
+
+// A client that goes away interrupts its execution; the context stays
+// usable and keeps its state.
+func TestClientDisconnectInterrupts(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	execute(t, ts.URL, map[string]any{"code": "kept = 'yes'"})
+	ctx, cancel := context.WithCancel(t.Context())
+	b, _ := json.Marshal(map[string]any{"code": "import time\nprint('loop', flush=True)\nwhile True: time.sleep(0.05)"})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/execute", bytes.NewReader(b))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && !strings.Contains(sc.Text(), "loop") {
+	}
+	cancel()
+	resp.Body.Close()
+	// The next run waits for the interrupted one to finish, then works.
+	lines := execute(t, ts.URL, map[string]any{"code": "kept"})
+	if r := ofType(lines, "result"); len(r) != 1 || r[0].str("text") != "yes" {
+		t.Fatalf("after disconnect: %v", lines)
+	}
+}
+
+func TestKernelDeathEndsStream(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	lines := execute(t, ts.URL, map[string]any{"code": "import os\nprint('bye', flush=True)\nos._exit(1)"})
+	if e := ofType(lines, "error"); len(e) != 1 || e[0].str("name") != "UnexpectedEndOfExecution" {
+		t.Fatalf("lines %v", lines)
+	}
+	// The context comes back with a fresh kernel.
+	if got := stdout(execute(t, ts.URL, map[string]any{"code": "print('back')"})); got != "back\n" {
+		t.Fatalf("after death %q", got)
+	}
+}
+
+func TestConcurrentContexts(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 5; j++ {
+				want := strings.Repeat("x", i+1)
+				if got := stdout(execute(t, ts.URL, map[string]any{"code": "print('" + want + "')"})); got != want+"\n" {
+					t.Errorf("got %q want %q", got, want)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestResultLine(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		data string
+		want string
+	}{
+		{"double quotes", `{"text/plain":"\"hi\""}`, `{"is_main_result":true,"text":"hi","type":"result"}`},
+		{"single char quote kept", `{"text/plain":"'"}`, `{"is_main_result":true,"text":"'","type":"result"}`},
+		{"mismatched quotes kept", `{"text/plain":"'a\""}`, `{"is_main_result":true,"text":"'a\"","type":"result"}`},
+		{"list text", `{"text/plain":["a","b"]}`, `{"is_main_result":true,"text":"ab","type":"result"}`},
+		{"all known", `{"text/markdown":"m","image/svg+xml":"<svg/>","image/jpeg":"j","application/pdf":"p","text/latex":"l","application/javascript":"js","e2b/chart":{"type":"line"}}`,
+			`{"chart":{"type":"line"},"is_main_result":true,"javascript":"js","jpeg":"j","latex":"l","markdown":"m","pdf":"p","svg":"<svg/>","type":"result"}`},
+		{"extra", `{"application/vnd.custom+json":{"x":1}}`, `{"extra":{"application/vnd.custom+json":{"x":1}},"is_main_result":true,"type":"result"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var data map[string]json.RawMessage
+			if err := json.Unmarshal([]byte(tt.data), &data); err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false) // as the server writes it
+			_ = enc.Encode(resultLine(data, true))
+			if got := strings.TrimSpace(buf.String()); got != tt.want {
+				t.Fatalf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestScanMarker(t *testing.T) {
+	t.Parallel()
+	const m = "\x1eSBXab:"
+	tests := []struct {
+		name     string
+		chunks   []string
+		text     string
+		status   int
+		finished bool
+	}{
+		{"whole", []string{"out" + m + "7\x1e"}, "out", 7, true},
+		{"split marker", []string{"out\x1eSB", "Xab:0\x1e"}, "out", 0, true},
+		{"split status", []string{"o" + m + "1", "2\x1e"}, "o", 12, true},
+		{"lookalike", []string{"a\x1eSBXzz", "b"}, "a\x1eSBXzzb", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var buf bytes.Buffer
+			var text string
+			var status int
+			var finished bool
+			for _, c := range tt.chunks {
+				buf.WriteString(c)
+				var s string
+				s, status, finished = scanMarker(&buf, m)
+				text += s
+			}
+			if text != tt.text || status != tt.status || finished != tt.finished {
+				t.Fatalf("got %q %d %v", text, status, finished)
+			}
+		})
+	}
+}
+
+// BenchmarkExecute measures the /execute round trip of "1+1" against a
+// warm kernel over loopback HTTP, as the SDK sees it.
+func BenchmarkExecute(b *testing.B) {
+	_, ts := newTestServer(b, Config{})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	body := []byte(`{"code":"1+1"}`)
+	durs := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		resp, err := client.Post(ts.URL+"/execute", "application/json", bytes.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		durs = append(durs, time.Since(start))
+		if !bytes.Contains(out, []byte(`"text":"2"`)) {
+			b.Fatalf("unexpected output %s", out)
+		}
+	}
+	b.StopTimer()
+	sort.Slice(durs, func(i, j int) bool { return durs[i] < durs[j] })
+	b.ReportMetric(float64(durs[len(durs)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(durs[len(durs)*95/100].Microseconds())/1000, "p95-ms")
+}
