@@ -35,7 +35,8 @@ func (s *Server) forwarding(next http.Handler, sandboxID string) http.Handler {
 		Transport:     transport,
 		FlushInterval: -1, // stream every write: SSE, NDJSON, long polls
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			port, _ := strconv.Atoi(r.Header.Get(PortHeader))
+			// r is the outgoing request: the port is in its URL now.
+			port, _ := strconv.Atoi(r.URL.Port())
 			if r.Context().Err() != nil {
 				return // the client went away; nobody reads an answer
 			}
