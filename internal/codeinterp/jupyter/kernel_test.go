@@ -212,3 +212,14 @@ func TestLoadSpecErrors(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkExecute measures a bare execute_request round trip ("1+1").
+func BenchmarkExecute(b *testing.B) {
+	k := startKernel(b)
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := k.Execute(ctx, ExecuteRequest{Code: "1+1", StoreHistory: true}, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
