@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // runInit is PID 1 duty: start envd itself (without --init) as the server
@@ -14,6 +16,9 @@ import (
 // code.
 func runInit(log *slog.Logger, args []string) int {
 	// Subscribe before starting the child so no SIGCHLD is lost.
+	// As PID 1 orphans come to us anyway; the subreaper flag gives the same
+	// duty when envd --init runs under another init (tests, debugging).
+	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
 
