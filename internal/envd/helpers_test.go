@@ -21,7 +21,7 @@ import (
 
 // requireRoot skips a test that needs root, or fails it under
 // SBX_REQUIRE_INTEGRATION=1 so CI cannot pass by skipping.
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		return
@@ -41,7 +41,7 @@ type env struct {
 	now    time.Time
 }
 
-func newEnv(t *testing.T, getenv map[string]string) *env {
+func newEnv(t testing.TB, getenv map[string]string) *env {
 	t.Helper()
 	e := &env{now: time.Unix(1_800_000_000, 0)}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -77,7 +77,7 @@ func newEnv(t *testing.T, getenv map[string]string) *env {
 }
 
 // call makes a unary RPC; it returns the status and decodes the body into out.
-func (e *env) call(t *testing.T, method string, req any, out any, hdr ...string) int {
+func (e *env) call(t testing.TB, method string, req any, out any, hdr ...string) int {
 	t.Helper()
 	b, _ := json.Marshal(req)
 	r, _ := http.NewRequest("POST", e.url+"/"+method, bytes.NewReader(b))
@@ -109,11 +109,11 @@ func basic(user string) string {
 
 // stream is an open server stream.
 type stream struct {
-	t    *testing.T
+	t    testing.TB
 	body io.ReadCloser
 }
 
-func (e *env) stream(t *testing.T, method string, req any, hdr ...string) *stream {
+func (e *env) stream(t testing.TB, method string, req any, hdr ...string) *stream {
 	t.Helper()
 	b, _ := json.Marshal(req)
 	var env []byte
@@ -224,7 +224,7 @@ func (s *stream) collect() result {
 }
 
 // run starts cmd with /bin/sh -c and collects the whole stream.
-func (e *env) run(t *testing.T, script string, extra map[string]any, hdr ...string) result {
+func (e *env) run(t testing.TB, script string, extra map[string]any, hdr ...string) result {
 	t.Helper()
 	proc := map[string]any{"cmd": "/bin/sh", "args": []string{"-c", script}}
 	req := map[string]any{"process": proc, "stdin": false}
@@ -243,7 +243,7 @@ func (e *env) run(t *testing.T, script string, extra map[string]any, hdr ...stri
 }
 
 // waitFor retries cond until it holds or the test's patience runs out.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -255,7 +255,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // addUser creates a throwaway account and removes it after the test.
-func addUser(t *testing.T, name string) {
+func addUser(t testing.TB, name string) {
 	t.Helper()
 	requireRoot(t)
 	if _, err := exec.LookPath("useradd"); err != nil {
@@ -274,7 +274,7 @@ func addUser(t *testing.T, name string) {
 func has(s, sub string) bool { return strings.Contains(s, sub) }
 
 // do sends a plain HTTP request to the TCP listener.
-func (e *env) do(t *testing.T, method, path string, body io.Reader, hdr ...string) (*http.Response, []byte) {
+func (e *env) do(t testing.TB, method, path string, body io.Reader, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
 	r, _ := http.NewRequest(method, e.url+path, body)
 	setHeaders(r, hdr)
@@ -288,7 +288,7 @@ func (e *env) do(t *testing.T, method, path string, body io.Reader, hdr ...strin
 }
 
 // post sends JSON to path over the host socket and returns the status.
-func (e *env) post(t *testing.T, path, body string, hdr ...string) int {
+func (e *env) post(t testing.TB, path, body string, hdr ...string) int {
 	t.Helper()
 	r, _ := http.NewRequest("POST", "http://envd"+path, strings.NewReader(body))
 	r.Header.Set("Content-Type", "application/json")
