@@ -1,0 +1,115 @@
+package webhook
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+)
+
+// DefaultRetrySchedule is the wait before each retry: the first within
+// 10 s, then roughly exponential, 27.7 h in total (at least 24.9 h with the
+// default ±10 % jitter), 11 retries after the first attempt.
+var DefaultRetrySchedule = []time.Duration{
+	5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute,
+	time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour, 12 * time.Hour,
+}
+
+// Config is the webhook engine's configuration; the zero value plus
+// Validate gives the production defaults.
+type Config struct {
+	// AllowPrivate lets webhooks reach private, loopback and link-local
+	// addresses (sbx serve --webhook-allow-private; local development).
+	AllowPrivate bool
+	// AllowCIDRs are networks allowed even though they are private
+	// (sbx serve --webhook-allow-cidr).
+	AllowCIDRs []string
+	// Workers is the number of concurrent deliveries (default 16).
+	Workers int
+	// Timeout bounds one delivery attempt, connect to last byte (default 10 s).
+	Timeout time.Duration
+	// RetrySchedule is the wait before retry n (default DefaultRetrySchedule);
+	// its length is the number of retries.
+	RetrySchedule []time.Duration
+	// Jitter spreads each retry wait by ±Jitter of its length (default 0.1;
+	// negative disables it).
+	Jitter float64
+	// DisableAfter and DisableAfterFailures: a webhook whose attempts have
+	// all failed for at least DisableAfter (default 48 h) and at least
+	// DisableAfterFailures times in a row (default 20) is disabled, and a
+	// webhook.disabled event is emitted.
+	DisableAfter         time.Duration
+	DisableAfterFailures int
+	// MaxResponseBody is how much of a receiver's response body the
+	// attempt log keeps (default 4 KiB).
+	MaxResponseBody int
+	// Now and Rand are the clock and the jitter source (tests).
+	Now  func() time.Time
+	Rand func() float64
+
+	allow []netip.Prefix
+}
+
+// Validate checks the configuration and fills in defaults.
+func (c *Config) Validate() error {
+	if c.Workers < 0 || c.Timeout < 0 || c.DisableAfter < 0 || c.DisableAfterFailures < 0 || c.MaxResponseBody < 0 {
+		return fmt.Errorf("webhook config: workers, timeout, disable thresholds and max response body must not be negative")
+	}
+	if c.Workers == 0 {
+		c.Workers = 16
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.RetrySchedule == nil {
+		c.RetrySchedule = DefaultRetrySchedule
+	}
+	for i, d := range c.RetrySchedule {
+		if d < 0 {
+			return fmt.Errorf("webhook config: retry %d waits %s; waits must not be negative", i+1, d)
+		}
+	}
+	if c.Jitter == 0 {
+		c.Jitter = 0.1
+	}
+	if c.Jitter >= 1 {
+		return fmt.Errorf("webhook config: jitter %.2f must be below 1", c.Jitter)
+	}
+	if c.DisableAfter == 0 {
+		c.DisableAfter = 48 * time.Hour
+	}
+	if c.DisableAfterFailures == 0 {
+		c.DisableAfterFailures = 20
+	}
+	if c.MaxResponseBody == 0 {
+		c.MaxResponseBody = 4 << 10
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Float64
+	}
+	c.allow = c.allow[:0]
+	for _, s := range c.AllowCIDRs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("webhook config: allowed CIDR %q: %w (want e.g. 10.0.0.0/8)", s, err)
+		}
+		c.allow = append(c.allow, p.Masked())
+	}
+	return nil
+}
+
+// retryDelay returns the wait after failed attempt n (1-based) and whether
+// another attempt is due at all.
+func (c *Config) retryDelay(n int) (time.Duration, bool) {
+	if n < 1 || n > len(c.RetrySchedule) {
+		return 0, false
+	}
+	d := c.RetrySchedule[n-1]
+	if c.Jitter > 0 {
+		d = time.Duration(float64(d) * (1 + c.Jitter*(2*c.Rand()-1)))
+	}
+	return d, true
+}

@@ -1,0 +1,447 @@
+// Package webhook delivers sbx events to users' HTTP endpoints: a durable
+// outbox in SQLite, concurrent workers, signatures in E2B's and Standard
+// Webhooks' schemes, retries with backoff over more than a day, a
+// per-attempt log, auto-disable, and an SSRF check at dial time.
+//
+// How it works: a fan-out loop reads the event log after a durable cursor
+// and, in one transaction, inserts one delivery row per (event, subscribed
+// webhook) and advances the cursor. Deliveries are then sent from memory
+// and their outcome is written back in batches. A crash (kill -9) at any
+// point leaves either the events before the cursor, whose deliveries are
+// committed, or the events after it, which are fanned out again: every
+// event is delivered at least once, possibly twice (receivers dedupe on
+// webhook-id).
+//
+// Wiring (in the app package, after events.Migrate):
+//
+//	cfg := webhook.Config{AllowPrivate: flags.webhookAllowPrivate, AllowCIDRs: flags.webhookAllowCIDRs}
+//	eng, err := webhook.NewEngine(db, evlog, cfg, logger.With("component", "webhook"))
+//	go eng.Run(ctx)                          // returns when ctx ends, after flushing results
+//	webhook.NewHandler(eng, logger).Register(mux)
+package webhook
+
+import (
+	"container/heap"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sbxdev/sbx/internal/events"
+)
+
+// Engine fans events out to webhooks and delivers them.
+type Engine struct {
+	db     *sql.DB
+	events *events.Log
+	cfg    Config
+	log    *slog.Logger
+	client *http.Client
+
+	fanMu  sync.Mutex // serialises fan-out batches with webhook creation (StartSeq)
+	cursor int64      // guarded by fanMu
+
+	mu      sync.Mutex
+	hooks   map[string]*Webhook // every webhook of every team
+	lanes   map[string]*lane
+	waiting waitHeap
+	known   map[string]*item
+	waiters map[string]chan *Attempt
+	running bool
+
+	wake    chan struct{}
+	work    chan *item
+	results chan *result
+}
+
+// NewEngine prepares the engine: it validates cfg, creates the webhook
+// tables and loads the webhooks. Run starts delivering.
+func NewEngine(db *sql.DB, evlog *events.Log, cfg Config, log *slog.Logger) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	if err := Migrate(ctx, db); err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		db: db, events: evlog, cfg: cfg, log: log,
+		hooks: map[string]*Webhook{}, lanes: map[string]*lane{}, known: map[string]*item{},
+		waiters: map[string]chan *Attempt{},
+		wake:    make(chan struct{}, 1),
+		work:    make(chan *item, cfg.Workers),
+		results: make(chan *result, 4096),
+	}
+	e.client = &http.Client{
+		Transport: &http.Transport{
+			Proxy:               nil, // a proxy would connect on our behalf and bypass the dial check
+			DialContext:         cfg.dialer().DialContext,
+			MaxIdleConnsPerHost: cfg.Workers,
+			IdleConnTimeout:     90 * time.Second,
+			TLSHandshakeTimeout: cfg.Timeout,
+		},
+		// A redirect is an answer other than 2xx; following it could also
+		// lead to an address the dial check would have to judge again.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	hooks, err := loadHooks(ctx, db, "")
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range hooks {
+		e.hooks[h.ID] = h
+	}
+	err = db.QueryRowContext(ctx, `SELECT seq FROM webhook_cursor WHERE id = 1`).Scan(&e.cursor)
+	if errors.Is(err, sql.ErrNoRows) {
+		// First start: no webhook can exist yet, so nothing before now is owed.
+		if e.cursor, err = evlog.LastSeq(ctx); err == nil {
+			_, err = db.ExecContext(ctx, `INSERT INTO webhook_cursor (id, seq) VALUES (1, ?) ON CONFLICT DO NOTHING`, e.cursor)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("webhook cursor: %w", err)
+	}
+	return e, nil
+}
+
+// Run delivers until ctx ends. On return every finished attempt is recorded;
+// attempts cut short are retried by the next Run.
+func (e *Engine) Run(ctx context.Context) error {
+	if err := e.loadPending(ctx, ""); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	if e.running {
+		e.mu.Unlock()
+		return errors.New("webhook engine: already running")
+	}
+	e.running = true
+	e.mu.Unlock()
+
+	var workers, writer sync.WaitGroup
+	writer.Go(e.writeResults)
+	for range e.cfg.Workers {
+		workers.Go(func() { e.worker(ctx) })
+	}
+	workers.Go(func() { e.fanoutLoop(ctx) })
+	e.schedule(ctx)
+	workers.Wait()
+	close(e.results)
+	writer.Wait()
+	e.mu.Lock()
+	e.running = false
+	// Forget in-memory state so a later Run reloads it from the database.
+	e.lanes, e.known, e.waiting = map[string]*lane{}, map[string]*item{}, nil
+	e.mu.Unlock()
+	return ctx.Err()
+}
+
+func (e *Engine) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loadPending puts the pending deliveries of one webhook (or all, for "")
+// that are not already in memory into the queues.
+func (e *Engine) loadPending(ctx context.Context, webhookID string) error {
+	q := `SELECT id, webhook_id, event_seq, attempts, max_attempts, next_attempt_at FROM webhook_deliveries WHERE state = 'pending'`
+	var args []any
+	if webhookID != "" {
+		q += ` AND webhook_id = ?`
+		args = append(args, webhookID)
+	}
+	rows, err := e.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("load pending deliveries: %w", err)
+	}
+	defer rows.Close()
+	var items []*item
+	for rows.Next() {
+		it := &item{}
+		var due int64
+		if err := rows.Scan(&it.id, &it.webhookID, &it.seq, &it.attempts, &it.maxAttempts, &due); err != nil {
+			return fmt.Errorf("load pending deliveries: %w", err)
+		}
+		it.due = time.Unix(0, due)
+		items = append(items, it)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("load pending deliveries: %w", err)
+	}
+	e.enqueue(items)
+	return nil
+}
+
+// enqueue adds new items (already stored as pending) to the queues.
+func (e *Engine) enqueue(items []*item) {
+	if len(items) == 0 {
+		return
+	}
+	e.mu.Lock()
+	for _, it := range items {
+		if _, dup := e.known[it.id]; dup {
+			continue
+		}
+		if h := e.hooks[it.webhookID]; h == nil || !h.Enabled && !it.force {
+			continue // parked in the database until the webhook is enabled again
+		}
+		e.known[it.id] = it
+		e.waiting.put(it)
+	}
+	e.mu.Unlock()
+	e.signal()
+}
+
+func (e *Engine) laneOf(id string) *lane {
+	ln := e.lanes[id]
+	if ln == nil {
+		ln = &lane{}
+		e.lanes[id] = ln
+	}
+	return ln
+}
+
+// schedule moves due deliveries to their webhook's lane and hands each idle
+// lane's oldest delivery to a worker, until ctx ends.
+func (e *Engine) schedule(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		next := e.dispatch()
+		timer.Reset(next)
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+func (e *Engine) dispatch() (next time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.cfg.Now()
+	for len(e.waiting) > 0 && !e.waiting[0].due.After(now) {
+		it := heap.Pop(&e.waiting).(*item)
+		e.laneOf(it.webhookID).ready.put(it)
+	}
+	for id, ln := range e.lanes {
+		for !ln.busy && len(ln.ready) > 0 {
+			it := ln.ready.peek()
+			if h := e.hooks[id]; h == nil || !h.Enabled && !it.force {
+				ln.ready.take() // deleted or disabled: the row stays pending in the database
+				delete(e.known, it.id)
+				continue
+			}
+			select {
+			case e.work <- it:
+				ln.ready.take()
+				it.where = inFlight
+				ln.busy = true
+			default:
+				return 50 * time.Millisecond // all workers busy; a finishing one wakes us
+			}
+		}
+		if !ln.busy && len(ln.ready) == 0 {
+			delete(e.lanes, id)
+		}
+	}
+	if len(e.waiting) > 0 {
+		return max(e.waiting[0].due.Sub(now), time.Millisecond)
+	}
+	return time.Hour
+}
+
+func (e *Engine) worker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case it := <-e.work:
+			e.mu.Lock()
+			h := e.hooks[it.webhookID]
+			var hook Webhook
+			if h != nil {
+				hook = *h
+			}
+			e.mu.Unlock()
+			var res *result
+			if h == nil {
+				res = &result{class: classCanceled}
+			} else {
+				res = e.attempt(ctx, &hook, it)
+			}
+			e.complete(it, res)
+		}
+	}
+}
+
+// complete applies an attempt's outcome in memory and queues it for the
+// database.
+func (e *Engine) complete(it *item, r *result) {
+	e.mu.Lock()
+	if ln := e.lanes[it.webhookID]; ln != nil {
+		ln.busy = false
+	}
+	if r.class == classCanceled {
+		// Cut short by shutdown or deletion: not an attempt; the row stays
+		// pending and the next Run sends it again.
+		delete(e.known, it.id)
+		e.mu.Unlock()
+		e.signal()
+		return
+	}
+	now := e.cfg.Now()
+	it.attempts++
+	r.attempt, r.deliveryID, r.webhookID, r.force = it.attempts, it.id, it.webhookID, it.force
+	h := e.hooks[it.webhookID]
+	if r.ok {
+		r.state = stateSuccess
+		delete(e.known, it.id)
+		if h != nil && !it.force {
+			h.ConsecutiveFailures, h.FailingSince = 0, time.Time{}
+		}
+	} else {
+		gone := r.respStatus == http.StatusGone
+		if h != nil && !it.force {
+			h.ConsecutiveFailures++
+			if h.FailingSince.IsZero() {
+				h.FailingSince = now
+			}
+			reason := ""
+			switch {
+			case gone:
+				reason = "the endpoint answered 410 Gone"
+			case h.ConsecutiveFailures >= e.cfg.DisableAfterFailures && now.Sub(h.FailingSince) >= e.cfg.DisableAfter:
+				reason = fmt.Sprintf("%d consecutive failed attempts since %s", h.ConsecutiveFailures, h.FailingSince.Format(time.RFC3339))
+			}
+			if reason != "" && h.Enabled {
+				h.Enabled, h.DisabledReason, h.UpdatedAt = false, reason, now
+				r.disabled = true
+				r.disabledReason = reason
+				e.log.Warn("webhook disabled", "webhook.id", h.ID, "team.id", h.TeamID, "reason", reason)
+			}
+		}
+		delay, more := e.cfg.retryDelay(it.attempts)
+		if more && !gone && it.attempts < it.maxAttempts {
+			r.state = statePending
+			it.due = now.Add(delay)
+			r.nextAttemptAt = it.due
+			e.waiting.put(it)
+		} else {
+			r.state = stateFailed
+			delete(e.known, it.id)
+		}
+	}
+	if h != nil {
+		r.hook = *h
+		r.hookKnown = true
+	}
+	if ch := e.waiters[it.id]; ch != nil {
+		delete(e.waiters, it.id)
+		r.waiter = ch // answered once the attempt is in the log
+	}
+	e.mu.Unlock()
+	e.signal()
+	e.results <- r
+}
+
+// fanoutLoop turns new events into deliveries.
+func (e *Engine) fanoutLoop(ctx context.Context) {
+	// The event log wakes us on every commit; the slow tick only covers a
+	// writer that forgot to call Notify.
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		ch := e.events.Changed()
+		n, err := e.fanout(ctx)
+		if err != nil && ctx.Err() == nil {
+			e.log.Error("webhook fan-out failed; retrying", "err", err)
+		}
+		if err == nil && n == fanoutBatch {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		case <-tick.C:
+		}
+	}
+}
+
+const fanoutBatch = 1000
+
+func (e *Engine) fanout(ctx context.Context) (int, error) {
+	e.fanMu.Lock()
+	defer e.fanMu.Unlock()
+	evs, err := e.events.After(ctx, e.cursor, fanoutBatch, events.Filter{})
+	if err != nil || len(evs) == 0 {
+		return 0, err
+	}
+	byTeam := map[string][]*Webhook{}
+	e.mu.Lock()
+	for _, h := range e.hooks {
+		if h.Enabled {
+			c := *h
+			byTeam[h.TeamID] = append(byTeam[h.TeamID], &c)
+		}
+	}
+	e.mu.Unlock()
+
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("fan-out: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO webhook_deliveries
+		(id, webhook_id, team_id, event_id, event_seq, event_type, sandbox_id, body, state, attempts, max_attempts, next_attempt_at, created_at, updated_at)
+		VALUES (?,?,?,?,?,?,?,?,'pending',0,?,?,?,?)`)
+	if err != nil {
+		return 0, fmt.Errorf("fan-out: prepare: %w", err)
+	}
+	defer ins.Close()
+	now := e.cfg.Now()
+	maxAttempts := 1 + len(e.cfg.RetrySchedule)
+	var items []*item
+	for i := range evs {
+		ev := &evs[i]
+		var body []byte
+		for _, h := range byTeam[ev.TeamID] {
+			if ev.Seq <= h.StartSeq || !h.wants(ev.Type) {
+				continue
+			}
+			if body == nil {
+				if body, err = json.Marshal(ev.ToJSON()); err != nil {
+					return 0, fmt.Errorf("fan-out: encode event %s: %w", ev.ID, err)
+				}
+			}
+			it := &item{id: uuid.NewString(), webhookID: h.ID, seq: ev.Seq, maxAttempts: maxAttempts, due: now, body: body}
+			if _, err := ins.ExecContext(ctx, it.id, h.ID, h.TeamID, ev.ID, ev.Seq, ev.Type, ev.SandboxID, body,
+				maxAttempts, now.UnixNano(), now.UnixNano(), now.UnixNano()); err != nil {
+				return 0, fmt.Errorf("fan-out: insert delivery: %w", err)
+			}
+			items = append(items, it)
+		}
+	}
+	last := evs[len(evs)-1].Seq
+	if _, err := tx.ExecContext(ctx, `UPDATE webhook_cursor SET seq = ? WHERE id = 1`, last); err != nil {
+		return 0, fmt.Errorf("fan-out: advance cursor: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("fan-out: commit: %w", err)
+	}
+	e.cursor = last
+	e.enqueue(items)
+	return len(evs), nil
+}

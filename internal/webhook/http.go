@@ -1,0 +1,251 @@
+package webhook
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/auth"
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/events"
+)
+
+// Handler serves the webhook registration API (protocol doc §1.7).
+type Handler struct {
+	engine *Engine
+	logger *slog.Logger
+}
+
+// NewHandler returns the webhook API over engine.
+func NewHandler(engine *Engine, logger *slog.Logger) *Handler {
+	return &Handler{engine: engine, logger: logger}
+}
+
+// Register adds the webhook routes to mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /events/webhooks", h.create)
+	mux.HandleFunc("GET /events/webhooks", h.list)
+	mux.HandleFunc("GET /events/webhooks/{id}", h.get)
+	mux.HandleFunc("PATCH /events/webhooks/{id}", h.update)
+	mux.HandleFunc("DELETE /events/webhooks/{id}", h.delete)
+	mux.HandleFunc("GET /events/webhooks/{id}/deliveries", h.deliveries)
+	mux.HandleFunc("GET /events/webhooks/{id}/stats", h.stats)
+	mux.HandleFunc("POST /events/webhooks/{id}/test", h.test)
+	mux.HandleFunc("POST /events/webhooks/{id}/deliveries/{deliveryId}/redeliver", h.redeliver)
+}
+
+// Detail is a webhook as the API shows it: never with its secret.
+type Detail struct {
+	ID             string    `json:"id"`
+	TeamID         string    `json:"teamId"`
+	Name           string    `json:"name"`
+	CreatedAt      time.Time `json:"createdAt"`
+	URL            string    `json:"url"`
+	Enabled        bool      `json:"enabled"`
+	Events         []string  `json:"events"`
+	DisabledReason string    `json:"disabledReason,omitempty"`
+}
+
+func detail(w *Webhook) Detail {
+	return Detail{ID: w.ID, TeamID: w.TeamID, Name: w.Name, CreatedAt: w.CreatedAt, URL: w.URL,
+		Enabled: w.Enabled, Events: w.Events, DisabledReason: w.DisabledReason}
+}
+
+// handle runs fn with the caller's team and writes its result or error.
+func (h *Handler) handle(w http.ResponseWriter, r *http.Request, status int, fn func(team string) (any, error)) {
+	t, ok := auth.TeamFrom(r.Context())
+	if !ok || t.ID == "" {
+		errdefs.WriteHTTP(w, h.logger, errdefs.Unauthenticated("missing API key: set the X-API-Key header"))
+		return
+	}
+	v, err := fn(t.ID)
+	if err != nil {
+		errdefs.WriteHTTP(w, h.logger, err)
+		return
+	}
+	if v == nil {
+		w.WriteHeader(status)
+		return
+	}
+	events.WriteJSON(w, status, v)
+}
+
+func decode(r *http.Request, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10+1))
+	if err != nil {
+		return errdefs.Invalid("read request body: %v", err)
+	}
+	if len(body) > 64<<10 {
+		return errdefs.Invalid("request body is larger than 64 KiB")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return errdefs.Invalid("field %q must be a JSON %s", te.Field, te.Type.String())
+		}
+		return errdefs.Invalid("request body is not valid JSON: %v", err)
+	}
+	return nil
+}
+
+func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
+	h.handle(w, r, http.StatusCreated, func(team string) (any, error) {
+		var in Input
+		if err := decode(r, &in); err != nil {
+			return nil, err
+		}
+		wh, err := h.engine.Create(r.Context(), team, in)
+		if err != nil {
+			return nil, err
+		}
+		return detail(wh), nil
+	})
+}
+
+func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
+	h.handle(w, r, http.StatusOK, func(team string) (any, error) {
+		hooks, err := h.engine.List(r.Context(), team)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Detail, 0, len(hooks))
+		for _, wh := range hooks {
+			out = append(out, detail(wh))
+		}
+		return out, nil
+	})
+}
+
+func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
+	h.handle(w, r, http.StatusOK, func(team string) (any, error) {
+		wh, err := h.engine.Get(r.Context(), team, r.PathValue("id"))
+		if err != nil {
+			return nil, err
+		}
+		return detail(wh), nil
+	})
+}
+
+func (h *Handler) update(w http.ResponseWriter, r *http.Request) {
+	h.handle(w, r, http.StatusOK, func(team string) (any, error) {
+		var in Input
+		if err := decode(r, &in); err != nil {
+			return nil, err
+		}
+		wh, err := h.engine.Update(r.Context(), team, r.PathValue("id"), in)
+		if err != nil {
+			return nil, err
+		}
+		return detail(wh), nil
+	})
+}
+
+func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
+	h.handle(w, r, http.StatusOK, func(team string) (any, error) {
+		return nil, h.engine.Delete(r.Context(), team, r.PathValue("id"))
+	})
+}
+
+func (h *Handler) test(w http.ResponseWriter, r *http.Request) {
+	h.handle(w, r, http.StatusOK, func(team string) (any, error) {
+		return h.engine.Test(r.Context(), team, r.PathValue("id"))
+	})
+}
+
+func (h *Handler) redeliver(w http.ResponseWriter, r *http.Request) {
+	h.handle(w, r, http.StatusAccepted, func(team string) (any, error) {
+		id, err := h.engine.Redeliver(r.Context(), team, r.PathValue("id"), r.PathValue("deliveryId"))
+		if err != nil {
+			return nil, err
+		}
+		return map[string]string{"deliveryId": id, "status": statePending}, nil
+	})
+}
+
+func parseTime(q map[string][]string, name string) (time.Time, error) {
+	v := ""
+	if vs := q[name]; len(vs) > 0 {
+		v = vs[0]
+	}
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return t, errdefs.Invalid("%s must be an RFC 3339 date-time such as 2026-01-02T15:04:05Z, got %q", name, v)
+	}
+	return t, nil
+}
+
+func splitList(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func (h *Handler) deliveries(w http.ResponseWriter, r *http.Request) {
+	h.handle(w, r, http.StatusOK, func(team string) (any, error) {
+		q := r.URL.Query()
+		dq := DeliveryQuery{Cursor: q.Get("cursor"), Limit: 25}
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 100 {
+				return nil, errdefs.Invalid("limit must be an integer from 1 to 100, got %q", v)
+			}
+			dq.Limit = n
+		}
+		if v := q.Get("orderAsc"); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return nil, errdefs.Invalid("orderAsc must be true or false, got %q", v)
+			}
+			dq.OrderAsc = b
+		}
+		var err error
+		if dq.Start, err = parseTime(q, "start"); err != nil {
+			return nil, err
+		}
+		if dq.End, err = parseTime(q, "end"); err != nil {
+			return nil, err
+		}
+		for _, s := range splitList(q["deliveryStatus"]) {
+			if s != stateSuccess && s != stateFailed && s != statePending {
+				return nil, errdefs.Invalid("deliveryStatus %q is not one of success, failed, pending", s)
+			}
+			dq.Statuses = append(dq.Statuses, s)
+		}
+		if dq.EventTypes, err = events.ParseTypes(q["eventType"], "eventType"); err != nil {
+			return nil, err
+		}
+		return h.engine.Deliveries(r.Context(), team, r.PathValue("id"), dq)
+	})
+}
+
+func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
+	h.handle(w, r, http.StatusOK, func(team string) (any, error) {
+		q := r.URL.Query()
+		start, err := parseTime(q, "start")
+		if err != nil {
+			return nil, err
+		}
+		end, err := parseTime(q, "end")
+		if err != nil {
+			return nil, err
+		}
+		if !start.IsZero() && !end.IsZero() && !end.After(start) {
+			return nil, errdefs.Invalid("end must be after start")
+		}
+		return h.engine.Stats(r.Context(), team, r.PathValue("id"), start, end)
+	})
+}

@@ -1,0 +1,273 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sbxdev/sbx/internal/events"
+	sig "github.com/sbxdev/sbx/sdk/webhook"
+)
+
+// userAgent identifies sbx deliveries to receivers.
+const userAgent = "sbx-webhooks/1"
+
+// result is one finished attempt, applied in memory by complete and then
+// written to the database by writeResults.
+type result struct {
+	id          string // the attempt, sent as e2b-delivery-id
+	deliveryID  string
+	webhookID   string
+	attempt     int
+	ok          bool
+	durationMs  float64
+	url         string
+	reqHeaders  string
+	respStatus  int
+	respHeaders string
+	respBody    string
+	class       string
+	message     string
+	at          time.Time
+	force       bool
+
+	state          string
+	nextAttemptAt  time.Time
+	hook           Webhook // failure counters after this attempt
+	hookKnown      bool
+	disabled       bool
+	disabledReason string
+	waiter         chan *Attempt // a Test call waiting for this attempt
+}
+
+// attempt sends one delivery and classifies the outcome.
+func (e *Engine) attempt(ctx context.Context, h *Webhook, it *item) *result {
+	r := &result{id: uuid.NewString(), url: h.URL, at: e.cfg.Now()}
+	body := it.body
+	if body == nil {
+		if err := e.db.QueryRowContext(ctx, `SELECT body FROM webhook_deliveries WHERE id = ?`, it.id).Scan(&body); err != nil {
+			if ctx.Err() != nil || errors.Is(err, sql.ErrNoRows) {
+				r.class = classCanceled // shutting down, or the webhook was deleted
+				return r
+			}
+			r.class, r.message = classRequest, "load delivery body: "+err.Error()
+			return r
+		}
+	}
+	std, err := sig.SignStandard(string(h.Secret), it.id, r.at, body)
+	if err != nil {
+		r.class, r.message = "signature_error", err.Error()
+		return r
+	}
+	actx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, h.URL, bytes.NewReader(body))
+	if err != nil {
+		r.class, r.message = classRequest, err.Error()
+		return r
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", userAgent)
+	req.Header.Set(sig.HeaderE2BWebhookID, h.ID)
+	req.Header.Set(sig.HeaderE2BDeliveryID, r.id)
+	req.Header.Set(sig.HeaderE2BSignatureVersion, "v1")
+	req.Header.Set(sig.HeaderE2BSignature, sig.SignE2B(string(h.Secret), body))
+	req.Header.Set(sig.HeaderID, it.id)
+	req.Header.Set(sig.HeaderTimestamp, strconv.FormatInt(r.at.Unix(), 10))
+	req.Header.Set(sig.HeaderSignature, std)
+	r.reqHeaders = headersJSON(req.Header, true)
+
+	start := time.Now()
+	resp, err := e.client.Do(req)
+	if err != nil {
+		r.durationMs = ms(time.Since(start))
+		r.class, r.message = classify(ctx, err)
+		return r
+	}
+	limited := io.LimitReader(resp.Body, int64(e.cfg.MaxResponseBody))
+	rb, _ := io.ReadAll(limited)
+	// Drain a little more so the connection can be reused; past that, close it.
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	resp.Body.Close()
+	r.durationMs = ms(time.Since(start))
+	r.respStatus, r.respBody, r.respHeaders = resp.StatusCode, string(rb), headersJSON(resp.Header, false)
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		r.ok = true
+		return r
+	}
+	r.class, r.message = classHTTP, fmt.Sprintf("the endpoint answered %s; only 2xx counts as delivered", resp.Status)
+	return r
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func classify(ctx context.Context, err error) (class, msg string) {
+	var de *DestinationError
+	var dns *net.DNSError
+	var ne net.Error
+	switch {
+	case ctx.Err() != nil:
+		return classCanceled, "sbx is shutting down"
+	case errors.As(err, &de):
+		return classRequest, de.Error()
+	case errors.As(err, &dns):
+		return classDNS, dns.Error()
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return classTimeout, "no complete answer within the delivery timeout: " + err.Error()
+	default:
+		return classTransport, err.Error()
+	}
+}
+
+// headersJSON encodes headers for the attempt log, hiding signatures.
+func headersJSON(h http.Header, redact bool) string {
+	m := make(map[string]string, len(h))
+	for k, v := range h {
+		lk := strings.ToLower(k)
+		val := strings.Join(v, ", ")
+		if redact && (lk == sig.HeaderE2BSignature || lk == sig.HeaderSignature) {
+			val = "[redacted]"
+		}
+		m[lk] = val
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
+// writeResults records finished attempts in batches (one transaction per
+// batch), until the results channel is closed.
+func (e *Engine) writeResults() {
+	batch := make([]*result, 0, 512)
+	for r := range e.results {
+		batch = append(batch[:0], r)
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case r, ok := <-e.results:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		// Retry a failed batch: losing the log of a delivered attempt would
+		// resend it after a restart, which is allowed but avoidable.
+		for try := 0; ; try++ {
+			err := e.writeBatch(batch)
+			if err == nil {
+				break
+			}
+			e.log.Error("record webhook attempts failed", "err", err, "attempts", len(batch), "try", try)
+			if try == 4 {
+				break
+			}
+			time.Sleep(time.Duration(try+1) * 200 * time.Millisecond)
+		}
+		for _, r := range batch {
+			if r.waiter != nil {
+				r.waiter <- r.toAttempt(&r.hook)
+			}
+		}
+	}
+}
+
+func (e *Engine) writeBatch(batch []*result) error {
+	ctx := context.Background() // results must be recorded even while shutting down
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	att, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO webhook_attempts
+		(id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers,
+		 response_status, response_headers, response_body, error_class, error_message, ts)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
+	if err != nil {
+		return err
+	}
+	defer att.Close()
+	upd, err := tx.PrepareContext(ctx, `UPDATE webhook_deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?`)
+	if err != nil {
+		return err
+	}
+	defer upd.Close()
+	hooks := map[string]*result{} // last result per webhook carries its counters
+	var appended bool
+	for _, r := range batch {
+		status := stateSuccess
+		if !r.ok {
+			status = stateFailed
+		}
+		if _, err := att.ExecContext(ctx, r.id, r.deliveryID, r.webhookID, r.attempt, status, r.durationMs, r.url, r.reqHeaders,
+			nullInt(r.respStatus), nullStr(r.respHeaders), nullStr(r.respBody), nullStr(r.class), nullStr(r.message), r.at.UnixNano()); err != nil {
+			return fmt.Errorf("insert attempt: %w", err)
+		}
+		var next int64
+		if !r.nextAttemptAt.IsZero() {
+			next = r.nextAttemptAt.UnixNano()
+		}
+		if _, err := upd.ExecContext(ctx, r.state, r.attempt, next, r.at.UnixNano(), r.deliveryID); err != nil {
+			return fmt.Errorf("update delivery: %w", err)
+		}
+		if r.hookKnown && !r.force {
+			hooks[r.webhookID] = r
+		}
+		if r.disabled {
+			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ?`,
+				r.disabledReason, r.at.UnixNano(), r.webhookID); err != nil {
+				return fmt.Errorf("disable webhook: %w", err)
+			}
+			ev := &events.Event{Type: events.WebhookDisabled, TeamID: r.hook.TeamID, EventData: map[string]any{
+				"webhook_id": r.webhookID, "webhook_name": r.hook.Name, "url": r.hook.URL, "reason": r.disabledReason,
+			}}
+			if err := e.events.AppendTx(ctx, tx, ev); err != nil {
+				return err
+			}
+			appended = true
+		}
+	}
+	for id, r := range hooks {
+		var since int64
+		if !r.hook.FailingSince.IsZero() {
+			since = r.hook.FailingSince.UnixNano()
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET consecutive_failures = ?, failing_since = ? WHERE id = ?`,
+			r.hook.ConsecutiveFailures, since, id); err != nil {
+			return fmt.Errorf("update webhook counters: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if appended {
+		e.events.Notify()
+	}
+	return nil
+}
+
+func nullInt(n int) any {
+	if n == 0 {
+		return nil
+	}
+	return n
+}
+
+func nullStr(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
