@@ -282,12 +282,14 @@ func testFiles(t *testing.T, c *sdk.Client) {
 	if _, err := s.Files.Stat(ctx, "nope"); !sdk.IsNotFound(err) {
 		t.Errorf("Stat(nope) = %v, want not found", err)
 	}
-	// root can write where user cannot.
-	if _, err := s.Files.Write(ctx, "/etc/sbx-test", []byte("x")); err == nil {
-		t.Errorf("user wrote /etc/sbx-test")
-	}
+	// Files are owned by the user they were written as. (envd writes as
+	// root and chowns, like E2B's; "user" has passwordless sudo, so file
+	// permissions inside a sandbox are not a security boundary.)
 	if _, err := s.Files.As("root").Write(ctx, "/etc/sbx-test", []byte("x")); err != nil {
 		t.Errorf("root write /etc/sbx-test: %v", err)
+	}
+	if res := run(t, s, "stat -c %U /etc/sbx-test", sdk.RunOptions{}); res.Stdout != "root\n" {
+		t.Errorf("owner of a file written as root = %q", res.Stdout)
 	}
 }
 

@@ -238,16 +238,20 @@ func testIsolation(t *testing.T, srv *Server) {
 		if strings.Contains(res.Stdout, srv.DataDir) {
 			t.Errorf("the sandbox sees the sbx serve process:\n%s", res.Stdout)
 		}
+		if !strings.Contains(res.Stdout, "/.sbx/bin/envd") {
+			t.Errorf("the sandbox's own process list lacks its init (envd), so the check proves nothing:\n%s", res.Stdout)
+		}
 	})
 	t.Run("other sandboxes are invisible", func(t *testing.T) {
 		token := randHex(t, 6)
-		h, err := a.Commands.Start(opCtx(t), "echo "+token+" > /tmp/a-only; exec -a sleeper-"+token+" sleep 600", sdk.RunOptions{})
+		run(t, a, "echo "+token+" > /tmp/a-only", sdk.RunOptions{})
+		h, err := a.Commands.Start(opCtx(t), "exec -a sleeper-"+token+" sleep 600", sdk.RunOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer h.Kill(context.WithoutCancel(t.Context()))
-		if res := run(t, a, "cat /tmp/a-only", sdk.RunOptions{}); strings.TrimSpace(res.Stdout) != token {
-			t.Fatalf("marker not written in A: %+v", res)
+		if res := run(t, a, "cat /tmp/a-only; ps -eo args", sdk.RunOptions{}); strings.Count(res.Stdout, token) != 2 {
+			t.Fatalf("marker file or process missing in A itself: %+v", res)
 		}
 		res, _ := b.Commands.Run(opCtx(t), "cat /tmp/a-only; ps -eo args", sdk.RunOptions{User: "root"})
 		if res == nil || strings.Contains(res.Stdout, token) {
@@ -256,11 +260,8 @@ func testIsolation(t *testing.T, srv *Server) {
 	})
 	t.Run("fork bomb and memory hog stay contained", func(t *testing.T) {
 		bad := create(t, c, sdk.CreateOptions{})
-		bomb, err := bad.Commands.Start(opCtx(t), "f(){ f | f & }; f; sleep 600", sdk.RunOptions{Timeout: 3 * time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer bomb.Disconnect()
+		// The hog first: once the bomb runs, the sandbox's pids limit
+		// (rightly) stops envd from starting anything else in it.
 		hog, err := bad.Commands.Start(opCtx(t),
 			`python3 -c 'a=[]
 while True: a.append(bytearray(64<<20))'`, sdk.RunOptions{Timeout: 3 * time.Minute})
@@ -268,6 +269,11 @@ while True: a.append(bytearray(64<<20))'`, sdk.RunOptions{Timeout: 3 * time.Minu
 			t.Fatal(err)
 		}
 		defer hog.Disconnect()
+		bomb, err := bad.Commands.Start(opCtx(t), "f(){ f | f & }; f; sleep 600", sdk.RunOptions{Timeout: 3 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bomb.Disconnect()
 		// While both run: the other sandbox, the API and new sandboxes work.
 		for i := range 3 {
 			if res := run(t, b, "echo ok", sdk.RunOptions{}); res.Stdout != "ok\n" {
