@@ -30,6 +30,7 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newTeamCmd(),
 		newSandboxCmd(),
 		newBenchCmd(),
+		newRunCodeCmd(),
 	)
 	return root
 }
