@@ -29,6 +29,10 @@ var ErrUnknown = errors.New("invalid username")
 func Lookup(name string) (*User, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
+		if name == "root" {
+			// A minimal root filesystem may lack /etc/passwd; root still exists.
+			return &User{Name: "root", Home: "/root", Groups: []uint32{0}}, nil
+		}
 		var unknown user.UnknownUserError
 		if errors.As(err, &unknown) {
 			return nil, fmt.Errorf("%w: %q", ErrUnknown, name)
@@ -73,6 +77,11 @@ func (u *User) Credential() *syscall.Credential {
 // every file it creates already belongs to envd's own user.
 func (u *User) Chown(path string) error {
 	if os.Geteuid() != 0 {
+		return nil
+	}
+	// Skipping a no-op chown spares directory watchers a CHMOD event.
+	var st syscall.Stat_t
+	if err := syscall.Lstat(path, &st); err == nil && st.Uid == u.UID && st.Gid == u.GID {
 		return nil
 	}
 	if err := os.Lchown(path, int(u.UID), int(u.GID)); err != nil {
