@@ -44,7 +44,7 @@ type env struct {
 }
 
 // newEnv makes a database, an event log and an engine (not running).
-func newEnv(t *testing.T, cfg Config) *env {
+func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	db, path := eventstest.TempDB(t)
 	evlog := events.NewLog(db, testLogger(t))
@@ -56,7 +56,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 }
 
 // run starts the engine until the test ends (or stop is called).
-func run(t *testing.T, eng *Engine) (stop func()) {
+func run(t testing.TB, eng *Engine) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

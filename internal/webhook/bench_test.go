@@ -1,0 +1,105 @@
+package webhook
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/events"
+)
+
+// countingReceiver answers 200 at once and counts deliveries.
+func countingReceiver(b *testing.B) (*httptest.Server, *atomic.Int64, chan time.Time) {
+	var n atomic.Int64
+	arrivals := make(chan time.Time, 1<<16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		select {
+		case arrivals <- time.Now():
+		default:
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	b.Cleanup(srv.Close)
+	return srv, &n, arrivals
+}
+
+// BenchmarkEventToDelivered measures one event at a time: Append returns,
+// then the receiver gets it. Reports the p50 and p99 latency.
+func BenchmarkEventToDelivered(b *testing.B) {
+	e := newEnv(b, Config{AllowPrivate: true})
+	srv, _, arrivals := countingReceiver(b)
+	createHook(b, e.eng, "t", srv.URL)
+	run(b, e.eng)
+	lat := make([]time.Duration, 0, b.N)
+	ctx := context.Background()
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if err := e.log.Append(ctx, &events.Event{Type: events.SandboxCreated, TeamID: "t", SandboxID: "sb"}); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case at := <-arrivals:
+			lat = append(lat, at.Sub(start))
+		case <-time.After(10 * time.Second):
+			b.Fatal("event not delivered within 10s")
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkSustained appends b.N events as fast as the log takes them
+// (in transactions of 100) and waits until every one is delivered to each
+// of the webhooks; it reports deliveries per second over the whole run.
+func BenchmarkSustained(b *testing.B) {
+	for _, hooks := range []int{1, 4} {
+		b.Run("webhooks="+itoa(hooks), func(b *testing.B) {
+			e := newEnv(b, Config{AllowPrivate: true})
+			srv, n, _ := countingReceiver(b)
+			for range hooks {
+				createHook(b, e.eng, "t", srv.URL)
+			}
+			run(b, e.eng)
+			ctx := context.Background()
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i += 100 {
+				tx, err := e.db.BeginTx(ctx, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for j := i; j < min(i+100, b.N); j++ {
+					if err := e.log.AppendTx(ctx, tx, &events.Event{Type: events.SandboxCreated, TeamID: "t", SandboxID: "sb"}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := tx.Commit(); err != nil {
+					b.Fatal(err)
+				}
+				e.log.Notify()
+			}
+			want := int64(b.N * hooks)
+			deadline := time.Now().Add(5 * time.Minute)
+			for n.Load() < want {
+				if time.Now().After(deadline) {
+					b.Fatalf("delivered %d of %d", n.Load(), want)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			if n.Load() != want {
+				b.Fatalf("delivered %d, want exactly %d", n.Load(), want)
+			}
+			b.ReportMetric(float64(want)/elapsed.Seconds(), "deliveries/s")
+		})
+	}
+}
