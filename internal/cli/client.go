@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +41,12 @@ func (o *clientOptions) client() (*sdk.Client, error) {
 	if o.apiKey != "" {
 		cfg.APIKey = o.apiKey
 	}
+	cfg.HTTPClient = &http.Client{Transport: &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         dialWithHint,
+		MaxIdleConnsPerHost: 128,
+		IdleConnTimeout:     90 * time.Second,
+	}}
 	c, err := sdk.NewClient(cfg)
 	if errors.Is(err, sdk.ErrNoAPIKey) {
 		return nil, errors.New(`no API key: run 'eval "$(sbx env)"' to use the local server's key, or pass --api-key`)
@@ -75,4 +84,14 @@ func parseTimeout(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("invalid timeout %q: want seconds (300) or a duration (5m, 1h)", s)
 	}
 	return d, nil
+}
+
+// dialWithHint explains the most common first-run failure: no server.
+func dialWithHint(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil && ctx.Err() == nil {
+		return nil, fmt.Errorf("%w (is `sbx serve` running at %s? set E2B_API_URL or --api-url to its address)", err, addr)
+	}
+	return conn, err
 }
