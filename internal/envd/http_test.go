@@ -194,6 +194,13 @@ func TestFilesUploadDownload(t *testing.T) {
 	if fi, err := os.Stat(target); err != nil || fi.Size() != 100000 {
 		t.Fatalf("uploaded size: %v %v", fi, err)
 	}
+	var st struct {
+		Entry struct{ Metadata map[string]string }
+	}
+	e.call(t, "filesystem.Filesystem/Stat", map[string]any{"path": target}, &st)
+	if st.Entry.Metadata["owner"] != "me" {
+		t.Errorf("metadata after upload: %v", st.Entry.Metadata)
+	}
 
 	// Download plain, gzip and a range.
 	resp, body = e.do(t, "GET", "/files?path="+url.QueryEscape(filepath.Join(dir, "a/one.txt")), nil)

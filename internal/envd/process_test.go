@@ -4,7 +4,9 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -262,4 +264,52 @@ func TestStartAsOtherUser(t *testing.T) {
 	if r.stdout != "sbxenvdtest\n/tmp\n" {
 		t.Errorf("default user: %q", r.stdout)
 	}
+}
+
+func TestLargeOutputIsComplete(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	// 4 MiB through the pipe and the stream; nothing may be lost when the
+	// process exits while output is still buffered.
+	r := e.run(t, "head -c 4194304 /dev/zero | tr '\\0' 'x'", nil)
+	if len(r.stdout) != 4<<20 || strings.Trim(r.stdout, "x") != "" {
+		t.Errorf("got %d bytes of stdout, want %d", len(r.stdout), 4<<20)
+	}
+}
+
+func TestBackgroundChildDoesNotHoldStream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	// The sleep inherits stdout; the stream must still end when sh exits.
+	r := e.run(t, "sleep 5 & echo $!", nil)
+	child, err := strconv.Atoi(strings.TrimSpace(r.stdout))
+	if err != nil || r.end["status"] != "exit status 0" {
+		t.Fatalf("got %q %v", r.stdout, r.end)
+	}
+	// Only this test's own orphan is killed.
+	_ = syscall.Kill(child, syscall.SIGKILL)
+}
+
+func TestStreamInput(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	s := e.stream(t, "process.Process/Start", map[string]any{"process": map[string]any{"cmd": "/bin/cat"}, "stdin": true})
+	pid := s.start()
+	var body []byte
+	for _, m := range []string{
+		fmt.Sprintf(`{"start":{"process":{"pid":%d}}}`, pid),
+		`{"data":{"input":{"stdin":"` + base64.StdEncoding.EncodeToString([]byte("streamed\n")) + `"}}}`,
+	} {
+		body = append(body, 0, 0, 0, 0, byte(len(m)))
+		body = append(body, m...)
+	}
+	resp, _ := e.do(t, "POST", "/process.Process/StreamInput", strings.NewReader(string(body)), "Content-Type", "application/connect+json")
+	if resp.StatusCode != 200 {
+		t.Fatalf("StreamInput %d", resp.StatusCode)
+	}
+	if kind, v := event(s.next()); kind != "data" || b64(v["stdout"]) != "streamed\n" {
+		t.Errorf("got %s %v", kind, v)
+	}
+	e.call(t, "process.Process/CloseStdin", map[string]any{"process": map[string]any{"pid": pid}}, nil)
+	s.collect()
 }

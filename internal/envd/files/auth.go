@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -42,7 +43,8 @@ func authorize(r *http.Request, token, operation string, now time.Time) *httpErr
 		return nil
 	}
 	q := r.URL.Query()
-	sig := q.Get("signature")
+	// A hand-built URL may leave the base64 '+' unescaped; it arrives as ' '.
+	sig := strings.ReplaceAll(q.Get("signature"), " ", "+")
 	if sig == "" {
 		return &httpError{http.StatusUnauthorized, "unauthorized access, please provide a valid access token or method signing if supported"}
 	}
