@@ -25,6 +25,7 @@ import (
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqlite"
 	"github.com/sbxdev/sbx/internal/template"
+	"github.com/sbxdev/sbx/internal/webhook"
 )
 
 // NewAPIKey returns a fresh key in E2B's format: e2b_ + 40 lowercase hex.
@@ -142,8 +143,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	reg.PrepareBuiltins(ctx, rootfs.NewBuilder(cfg.RootfsCache, log))
 
+	engine, err := webhook.NewEngine(st.DB(), evlog, webhook.Config{
+		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs}, log)
+	if err != nil {
+		return err
+	}
+	engineDone := make(chan struct{})
+	engineCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		defer close(engineDone)
+		if err := engine.Run(engineCtx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("webhook engine stopped", "err", err)
+		}
+	}()
+	closers.add("webhook engine", func() error { stopEngine(); <-engineDone; return nil })
+
 	px := proxy.New(mgr, cfg.Domain, log)
-	apiSrv := api.New(log, mgr, reg, st, px, events.NewHandler(evlog, log))
+	apiSrv := api.New(log, mgr, reg, st, px, events.NewHandler(evlog, log), webhook.NewHandler(engine, log))
 	handler = apiSrv
 	log.Info("sbx ready", "addr", ln.Addr().String())
 

@@ -218,6 +218,12 @@ func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Tem
 			m.destroy(context.WithoutCancel(ctx), sb.ID)
 		}
 	}()
+	t0 := time.Now()
+	var tNet, tStart, tReady time.Duration
+	defer func() {
+		m.log.Debug("sandbox start phases", "sandbox.id", sb.ID, "network", tNet, "runtime", tStart,
+			"agent_ready", tReady, "total", time.Since(t0))
+	}()
 	runDir := m.runDir(sb.ID)
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create run dir: %w", err)
@@ -227,6 +233,7 @@ func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Tem
 		return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
 	}
 	sb.NetNS = nsPath
+	tNet = time.Since(t0)
 	spec := runtime.Spec{
 		ID: sb.ID, Lower: []string{tpl.Rootfs}, Hostname: "sbx-" + sb.ID[:min(8, len(sb.ID))],
 		Args: []string{"/.sbx/bin/envd", "--init", "--socket", "/.sbx/run/envd.sock", "--port", "49983"},
@@ -243,11 +250,13 @@ func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Tem
 	if err := m.driver.Start(ctx, spec); err != nil {
 		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
 	}
+	tStart = time.Since(t0) - tNet
 	a := newAgent(filepath.Join(runDir, "envd.sock"))
 	l = &live{sb: *sb, agent: a}
 	if err := a.waitReady(ctx); err != nil {
 		return nil, err
 	}
+	tReady = time.Since(t0) - tNet - tStart
 	err = a.init(ctx, initRequest{EnvVars: sb.EnvVars, AccessToken: sb.AccessToken,
 		DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir})
 	if err != nil {
