@@ -31,6 +31,8 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newSandboxCmd(),
 		newBenchCmd(),
 		newRunCodeCmd(),
+		newWebhookCmd(),
+		newEventsCmd(),
 	)
 	return root
 }
