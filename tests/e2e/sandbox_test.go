@@ -68,6 +68,7 @@ func TestE2E(t *testing.T) {
 	t.Run("CreateRunKill", func(t *testing.T) { testCreateRunKill(t, c) })
 	t.Run("Commands", func(t *testing.T) { testCommands(t, c) })
 	t.Run("BackgroundAndStdin", func(t *testing.T) { testBackground(t, c) })
+	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, c) })
 	t.Run("Files", func(t *testing.T) { testFiles(t, c) })
 	t.Run("ListMetadataFilter", func(t *testing.T) { testList(t, c) })
 	t.Run("TimeoutExpiry", func(t *testing.T) { testTimeoutExpiry(t, c) })
