@@ -313,3 +313,17 @@ func TestStreamInput(t *testing.T) {
 	e.call(t, "process.Process/CloseStdin", map[string]any{"process": map[string]any{"pid": pid}}, nil)
 	s.collect()
 }
+
+func TestCommandSearchesProcessPath(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/sbx-hello", []byte("#!/bin/sh\necho from-path\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := e.stream(t, "process.Process/Start", map[string]any{"process": map[string]any{"cmd": "sbx-hello", "envs": map[string]string{"PATH": dir + ":/usr/bin:/bin"}}, "stdin": false})
+	s.start()
+	if r := s.collect(); r.stdout != "from-path\n" {
+		t.Errorf("stdout %q end %v", r.stdout, r.end)
+	}
+}

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -54,6 +56,14 @@ func NewManager(log *slog.Logger) *Manager {
 // can be produced, so the first subscriber never misses bytes.
 func (m *Manager) start(spec Spec) (*proc, *subscriber, error) {
 	cmd := exec.Command(spec.Config.Cmd, spec.Config.Args...)
+	if !strings.Contains(spec.Config.Cmd, "/") {
+		// Search the process's PATH, not envd's own.
+		path, err := lookPath(spec.Config.Cmd, spec.Env)
+		if err != nil {
+			return nil, nil, startError(spec, err)
+		}
+		cmd.Path, cmd.Err = path, nil
+	}
 	cmd.Env = spec.Env
 	cmd.Dir = spec.Dir
 	attr := &syscall.SysProcAttr{Credential: spec.User.Credential()}
@@ -130,6 +140,26 @@ func (m *Manager) start(spec Spec) (*proc, *subscriber, error) {
 	go p.wait(&wg, func() { m.exitedProc(p) })
 	m.log.Debug("process started", "pid", p.pid, "cmd", spec.Config.Cmd, "user", spec.User.Name)
 	return p, sub, nil
+}
+
+// lookPath finds an executable named file in the PATH of env.
+func lookPath(file string, env []string) (string, error) {
+	path := defaultPath
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, file)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("executable %q not found in PATH %s", file, path)
 }
 
 func startError(spec Spec, err error) error {
