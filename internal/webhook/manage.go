@@ -313,12 +313,6 @@ func (e *Engine) Test(ctx context.Context, teamID, id string) (*Attempt, error) 
 	if err != nil {
 		return nil, err
 	}
-	e.mu.Lock()
-	running := e.running
-	e.mu.Unlock()
-	if !running {
-		return nil, errdefs.Unavailable("the webhook engine is not running; try again in a moment")
-	}
 	now := e.cfg.Now().UTC()
 	evID := uuid.NewString()
 	body, _ := json.Marshal(events.JSON{
