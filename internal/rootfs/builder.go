@@ -88,6 +88,11 @@ func (b *Builder) resolve(name string) ([]step, error) {
 		if !validName(r.Name) {
 			return nil, errdefs.Invalid("rootfs recipe name %q: use lowercase letters, digits and dashes", r.Name)
 		}
+		for _, p := range r.Packages {
+			if !validPackage(p) {
+				return nil, errdefs.Invalid("rootfs recipe %q: %q is not a Debian package name (lowercase letters, digits, '+', '-', '.')", r.Name, p)
+			}
+		}
 		rev = append(rev, r)
 		n = r.Parent
 	}
@@ -168,6 +173,11 @@ func (b *Builder) ensureStep(ctx context.Context, s step, parentRoot string, pro
 		return filepath.Join(final, "rootfs"), nil
 	}
 	if err := b.build(ctx, s, parentRoot, final, progress); err != nil {
+		// Free the space now; a crash instead leaves the scratch tree for
+		// the next build of this recipe to remove.
+		if rerr := removeTree(b.scratchDir(s)); rerr != nil {
+			b.log.Warn("keep failed rootfs build", "rootfs.recipe", s.Name, "reason", rerr)
+		}
 		return "", fmt.Errorf("build rootfs %q: %w", s.Name, err)
 	}
 	b.prune(s)
@@ -242,6 +252,11 @@ func elapsedPrefix(start time.Time, progress func(string)) func(string) {
 	}
 }
 
+// scratchDir is where s is built before it is renamed into place.
+func (b *Builder) scratchDir(s step) string {
+	return filepath.Join(b.cacheDir, ".build-"+s.dirName())
+}
+
 // buildInfo is the content of the completion marker, for humans.
 type buildInfo struct {
 	Recipe  string    `json:"recipe"`
@@ -259,7 +274,7 @@ func (b *Builder) build(ctx context.Context, s step, parentRoot, final string, p
 	start := time.Now()
 	// Phase lines carry the elapsed time, so a slow step stands out in logs.
 	progress = elapsedPrefix(start, progress)
-	scratch := filepath.Join(b.cacheDir, ".build-"+s.dirName())
+	scratch := b.scratchDir(s)
 	// Leftovers of a crashed build, or a final dir missing its marker.
 	for _, dir := range []string{scratch, final} {
 		if err := removeTree(dir); err != nil {
@@ -343,11 +358,6 @@ func (b *Builder) debootstrap(ctx context.Context, s step, root, mirror string, 
 func (b *Builder) install(ctx context.Context, s step, root string, progress func(string)) error {
 	if len(s.Packages) == 0 {
 		return nil
-	}
-	for _, p := range s.Packages {
-		if !validPackage(p) {
-			return errdefs.Invalid("rootfs recipe %q: %q is not a Debian package name", s.Name, p)
-		}
 	}
 	for _, dir := range []string{b.aptArchivesDir(), filepath.Join(b.aptArchivesDir(), "partial"), filepath.Join(b.aptListsDir(), "partial")} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -113,6 +113,7 @@ func TestResolveErrors(t *testing.T) {
 		"loop-b":   {Name: "loop-b", Parent: "loop-a"},
 		"orphan":   {Name: "orphan", Parent: "missing"},
 		"Bad_Name": {Name: "Bad_Name"},
+		"badpkg":   {Name: "badpkg", Packages: []string{"ok", "$(reboot)"}},
 	}
 	b := NewBuilder(t.TempDir(), nil)
 	b.lookup = func(n string) (Recipe, bool) { r, ok := recipes[n]; return r, ok }
@@ -124,6 +125,7 @@ func TestResolveErrors(t *testing.T) {
 		{"orphan", `parent "missing" not found`, errdefs.ErrNotFound},
 		{"loop-a", "cycle", errdefs.ErrInvalidArgument},
 		{"Bad_Name", "lowercase", errdefs.ErrInvalidArgument},
+		{"badpkg", `"$(reboot)" is not a Debian package name`, errdefs.ErrInvalidArgument},
 	}
 	for _, tt := range tests {
 		_, err := b.Ensure(t.Context(), tt.name, nil)
