@@ -1,0 +1,90 @@
+package network
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+)
+
+// ipam hands out sandbox addresses from the subnet. The first usable
+// address belongs to the bridge (the sandboxes' gateway). It is not safe
+// for concurrent use; the Manager holds its lock around it.
+type ipam struct {
+	prefix  netip.Prefix
+	gateway netip.Addr
+	last    netip.Addr // broadcast address, never handed out
+	next    netip.Addr // where the search for a free address starts
+	byID    map[string]netip.Addr
+	used    map[netip.Addr]string
+}
+
+func newIPAM(subnet string) (*ipam, error) {
+	p, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		return nil, errdefs.Invalid("network subnet %q is not a CIDR like 10.88.0.0/16: %v", subnet, err)
+	}
+	p = p.Masked()
+	if !p.Addr().Is4() || p.Bits() > 29 || p.Bits() < 8 {
+		return nil, errdefs.Invalid("network subnet %q: use an IPv4 prefix between /8 and /29", subnet)
+	}
+	gw := p.Addr().Next()
+	return &ipam{
+		prefix: p, gateway: gw, last: lastAddr(p), next: gw.Next(),
+		byID: map[string]netip.Addr{}, used: map[netip.Addr]string{},
+	}, nil
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// reserve records an address found in an existing namespace (restart).
+func (m *ipam) reserve(id string, a netip.Addr) error {
+	if !m.prefix.Contains(a) || a == m.gateway || a == m.last {
+		return fmt.Errorf("address %s of sandbox %s is outside the usable range of %s", a, id, m.prefix)
+	}
+	if owner, ok := m.used[a]; ok && owner != id {
+		return fmt.Errorf("address %s is used by both %s and %s", a, owner, id)
+	}
+	m.used[a], m.byID[id] = id, a
+	return nil
+}
+
+// allocate returns a free address, searching round-robin from the last one
+// handed out so that a just-released address is not reused at once (a
+// stale conntrack entry or ARP cache would otherwise hit the new owner).
+func (m *ipam) allocate(id string) (netip.Addr, error) {
+	if a, ok := m.byID[id]; ok {
+		return a, nil
+	}
+	start := m.next
+	for a := start; ; {
+		if _, taken := m.used[a]; !taken {
+			m.used[a], m.byID[id] = id, a
+			m.next = m.step(a)
+			return a, nil
+		}
+		if a = m.step(a); a == start {
+			break
+		}
+	}
+	return netip.Addr{}, errdefs.Exhausted("no free address left in %s for sandbox %s: use a larger subnet", m.prefix, id)
+}
+
+func (m *ipam) step(a netip.Addr) netip.Addr {
+	if a = a.Next(); a == m.last || !m.prefix.Contains(a) {
+		return m.gateway.Next()
+	}
+	return a
+}
+
+func (m *ipam) release(id string) {
+	if a, ok := m.byID[id]; ok {
+		delete(m.used, a)
+		delete(m.byID, id)
+	}
+}

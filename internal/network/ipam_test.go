@@ -1,0 +1,104 @@
+package network
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+)
+
+func TestIPAMAllocatesRoundRobinAndExhausts(t *testing.T) {
+	m, err := newIPAM("10.9.0.0/29") // .1 gateway, .2-.6 usable, .7 broadcast
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.gateway != netip.MustParseAddr("10.9.0.1") {
+		t.Errorf("gateway = %s; want 10.9.0.1", m.gateway)
+	}
+	var got []string
+	for _, id := range []string{"a", "b", "c", "d", "e"} {
+		a, err := m.allocate(id)
+		if err != nil {
+			t.Fatalf("allocate(%s): %v", id, err)
+		}
+		got = append(got, a.String())
+	}
+	want := []string{"10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("allocation %d = %s; want %s", i, got[i], want[i])
+		}
+	}
+	if again, _ := m.allocate("c"); again.String() != "10.9.0.4" {
+		t.Errorf("allocate of an existing id = %s; want its address 10.9.0.4", again)
+	}
+	if _, err := m.allocate("f"); !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Errorf("allocate in a full subnet = %v; want resource exhausted", err)
+	}
+	m.release("b")
+	m.release("b") // twice is fine
+	if a, err := m.allocate("f"); err != nil || a.String() != "10.9.0.3" {
+		t.Errorf("allocate after release = %s, %v; want the freed 10.9.0.3", a, err)
+	}
+}
+
+func TestIPAMDoesNotReuseAtOnce(t *testing.T) {
+	m, _ := newIPAM("10.9.0.0/24")
+	a1, _ := m.allocate("a")
+	m.release("a")
+	a2, _ := m.allocate("b")
+	if a1 == a2 {
+		t.Errorf("a released address %s was handed out again at once", a1)
+	}
+}
+
+func TestIPAMReserve(t *testing.T) {
+	m, _ := newIPAM("10.9.0.0/24")
+	tests := []struct {
+		id, addr string
+		ok       bool
+	}{
+		{"a", "10.9.0.2", true},
+		{"a", "10.9.0.2", true}, // same owner again
+		{"b", "10.9.0.2", false},
+		{"c", "10.9.0.1", false},   // gateway
+		{"d", "10.9.0.255", false}, // broadcast
+		{"e", "10.10.0.5", false},  // outside
+	}
+	for _, tc := range tests {
+		err := m.reserve(tc.id, netip.MustParseAddr(tc.addr))
+		if (err == nil) != tc.ok {
+			t.Errorf("reserve(%s, %s) = %v; want ok=%v", tc.id, tc.addr, err, tc.ok)
+		}
+	}
+	if a, _ := m.allocate("z"); a.String() == "10.9.0.2" {
+		t.Errorf("reserved address handed out again")
+	}
+}
+
+func TestIPAMRejectsBadSubnets(t *testing.T) {
+	for _, s := range []string{"", "10.0.0.0", "fd00::/64", "10.0.0.0/30", "10.0.0.0/4"} {
+		if _, err := newIPAM(s); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("newIPAM(%q) = %v; want invalid argument", s, err)
+		}
+	}
+}
+
+func TestVethNameFitsIFNAMSIZ(t *testing.T) {
+	ids := []string{"a", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		n := vethName(id)
+		if len(n) > 15 {
+			t.Errorf("vethName(%s) = %q is longer than 15 bytes", id, n)
+		}
+		if vethName(id) != n {
+			t.Errorf("vethName is not deterministic")
+		}
+		seen[n] = true
+	}
+	if len(seen) != len(ids) {
+		t.Errorf("different ids got the same veth name")
+	}
+}
