@@ -195,7 +195,6 @@ type polled struct {
 	mu     sync.Mutex
 	events []Event
 	err    error
-	done   chan struct{}
 }
 
 type watcherTable struct {
@@ -226,7 +225,7 @@ func (s *Service) createWatcher(ctx context.Context, r *http.Request, req *watch
 	var raw [12]byte
 	_, _ = rand.Read(raw[:])
 	id := hex.EncodeToString(raw[:])
-	pw := &polled{w: w, done: make(chan struct{})}
+	pw := &polled{w: w}
 	s.watchers.mu.Lock()
 	s.watchers.m[id] = pw
 	s.watchers.mu.Unlock()
