@@ -274,8 +274,10 @@ func (s *Service) getWatcherEvents(ctx context.Context, r *http.Request, req *wa
 	}
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
-	if pw.err != nil {
-		return nil, connect.Errorf(connect.Internal, "watcher %s failed: %v", req.WatcherID, pw.err)
+	if err := pw.err; err != nil {
+		// Reported once (e.g. a queue overflow); the watcher keeps going.
+		pw.err = nil
+		return nil, connect.Errorf(connect.Internal, "watcher %s lost events: %v", req.WatcherID, err)
 	}
 	evs := pw.events
 	pw.events = nil
