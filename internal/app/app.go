@@ -142,6 +142,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	reg.PrepareBuiltins(ctx, rootfs.NewBuilder(cfg.RootfsCache, log))
+	sizes, _ := cfg.PoolSizes() // validated above
+	poolCtx, stopPools := context.WithCancel(context.WithoutCancel(ctx))
+	mgr.StartPools(poolCtx, sizes)
+	closers.add("warm pools", func() error {
+		stopPools()
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		mgr.Close(cctx)
+		return nil
+	})
 
 	engine, err := webhook.NewEngine(st.DB(), evlog, webhook.Config{
 		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs}, log)

@@ -7,7 +7,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+
+	"github.com/sbxdev/sbx/internal/sandbox"
 )
 
 // Config is the server configuration, parsed once in the CLI and validated
@@ -20,6 +23,34 @@ type Config struct {
 	AgentDir    string // where envd and codeinterp binaries are found ("" = next to sbx)
 	RootfsCache string // root filesystem cache shared by data dirs ("" = default)
 	Webhooks    WebhookConfig
+	// Pools maps a template to its warm pool size as "min" or "min:max";
+	// a min of 0 with no max disables the pool.
+	Pools map[string]string
+}
+
+// DefaultPools keeps two ready sandboxes of each built-in template.
+func DefaultPools() map[string]string {
+	return map[string]string{"base": "2:8", "code-interpreter": "2:4"}
+}
+
+// PoolSizes parses Pools.
+func (c *Config) PoolSizes() (map[string]sandbox.PoolSize, error) {
+	out := map[string]sandbox.PoolSize{}
+	for tpl, spec := range c.Pools {
+		minS, maxS, hasMax := strings.Cut(spec, ":")
+		lo, err := strconv.Atoi(minS)
+		if err != nil || lo < 0 {
+			return nil, fmt.Errorf("--pool %s=%s: want min or min:max, e.g. base=2:8", tpl, spec)
+		}
+		hi := lo
+		if hasMax {
+			if hi, err = strconv.Atoi(maxS); err != nil || hi < lo {
+				return nil, fmt.Errorf("--pool %s=%s: max must be a number ≥ min", tpl, spec)
+			}
+		}
+		out[tpl] = sandbox.PoolSize{Min: lo, Max: hi}
+	}
+	return out, nil
 }
 
 // WebhookConfig is the webhook delivery part of the configuration.
@@ -60,6 +91,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("locate the sbx binary: %w", err)
 		}
 		c.AgentDir = filepath.Dir(exe)
+	}
+	if _, err := c.PoolSizes(); err != nil {
+		return err
 	}
 	for _, cidr := range c.Webhooks.AllowCIDRs {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {

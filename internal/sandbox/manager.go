@@ -83,8 +83,10 @@ type Manager struct {
 	templates Templates
 	now       func() time.Time
 
-	mu   sync.Mutex
-	live map[string]*live
+	mu     sync.Mutex
+	live   map[string]*live
+	pools  map[string]*pool // by template ID (and the ref it was configured by)
+	poolWG sync.WaitGroup
 }
 
 // live is the in-memory side of a running sandbox.
@@ -162,26 +164,28 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (store.Sandbox,
 	if err != nil {
 		return store.Sandbox{}, err
 	}
-	id, err := newID()
-	if err != nil {
-		return store.Sandbox{}, err
-	}
 	token := ""
 	if req.Secure {
 		token = randomHex(32)
 	}
 	now := m.now().UTC()
 	sb := store.Sandbox{
-		ID: id, TeamID: req.TeamID, TemplateID: tpl.ID, BuildID: tpl.BuildID, Alias: firstName(tpl),
+		TeamID: req.TeamID, TemplateID: tpl.ID, BuildID: tpl.BuildID, Alias: firstName(tpl),
 		State: store.StateRunning, Metadata: req.Metadata, EnvVars: req.EnvVars,
 		CPUCount: tpl.CPUCount, MemoryMB: tpl.MemoryMB, DiskMB: tpl.DiskMB,
 		StartedAt: now, EndAt: now.Add(req.Timeout), AccessToken: token,
 		AllowInternet: req.AllowInternet, AutoPause: req.AutoPause,
 		ExecutionID: uuid.NewString(), Runtime: m.driver.Name(),
 	}
-	l, err := m.start(ctx, &sb, tpl)
-	if err != nil {
-		return store.Sandbox{}, err
+	l := m.claim(ctx, tpl, &sb)
+	pooled := l != nil
+	if l == nil {
+		if sb.ID, err = newID(); err != nil {
+			return store.Sandbox{}, err
+		}
+		if l, err = m.start(ctx, &sb, tpl); err != nil {
+			return store.Sandbox{}, err
+		}
 	}
 	change := &store.Change{Type: EventCreated, Sandbox: sb, Data: map[string]any{"sandbox_metadata": nonNil(sb.Metadata)}}
 	if err := m.store.InsertSandbox(ctx, sb, change); err != nil {
@@ -190,7 +194,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (store.Sandbox,
 	}
 	m.track(l)
 	m.log.Info("sandbox created", "sandbox.id", sb.ID, "template.id", sb.TemplateID, "team.id", sb.TeamID,
-		"elapsed", m.now().Sub(now).Round(time.Microsecond))
+		"pooled", pooled, "elapsed", m.now().Sub(now).Round(time.Microsecond))
 	return sb, nil
 }
 
@@ -257,6 +261,9 @@ func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Tem
 		return nil, err
 	}
 	tReady = time.Since(t0) - tNet - tStart
+	if err := m.writeToken(sb.ID, sb.AccessToken); err != nil {
+		return nil, fmt.Errorf("write access token: %w", err)
+	}
 	err = a.init(ctx, initRequest{EnvVars: sb.EnvVars, AccessToken: sb.AccessToken,
 		DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir})
 	if err != nil {

@@ -1,0 +1,214 @@
+package sandbox
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/template"
+)
+
+// Warm pools: each pooled template keeps sandboxes started ahead of time
+// (container running, agent ready, start command running) so a create only
+// has to claim one and send /init with the caller's env vars and token.
+// A pooled sandbox belongs to no team and is not in the store until claimed,
+// so lists, events and budgets see it only from then; it is never reused
+// after a kill. Pooled sandboxes left by a crash are removed by Recover as
+// orphans (they are not in the store).
+
+// PoolSize bounds the warm pool of one template.
+type PoolSize struct {
+	Min int // always kept ready
+	Max int // upper bound when demand is high
+}
+
+// demandWindow is how far back claims count towards the pool's target.
+const demandWindow = 30 * time.Second
+
+type pool struct {
+	size    PoolSize
+	ready   chan *live
+	wake    chan struct{}
+	mu      sync.Mutex
+	buildID string
+	claims  []time.Time
+}
+
+func newPool(size PoolSize) *pool {
+	if size.Max < size.Min {
+		size.Max = size.Min
+	}
+	return &pool{size: size, ready: make(chan *live, size.Max), wake: make(chan struct{}, 1)}
+}
+
+// target is the number of ready sandboxes wanted now: the minimum, raised
+// by the number of claims in the recent window, capped by the maximum.
+func (p *pool) target(now time.Time) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cut := 0
+	for cut < len(p.claims) && now.Sub(p.claims[cut]) > demandWindow {
+		cut++
+	}
+	p.claims = p.claims[cut:]
+	return max(p.size.Min, min(p.size.Max, len(p.claims)))
+}
+
+func (p *pool) noteClaim(now time.Time) {
+	p.mu.Lock()
+	p.claims = append(p.claims, now)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// StartPools keeps warm pools for the given templates until ctx ends. Each
+// pool waits for its template to be ready first.
+func (m *Manager) StartPools(ctx context.Context, sizes map[string]PoolSize) {
+	m.mu.Lock()
+	if m.pools == nil {
+		m.pools = map[string]*pool{}
+	}
+	for ref, size := range sizes {
+		if size.Max <= 0 {
+			continue
+		}
+		p := newPool(size)
+		m.pools[ref] = p
+		m.poolWG.Add(1)
+		go func() {
+			defer m.poolWG.Done()
+			m.fillLoop(ctx, ref, p)
+		}()
+	}
+	m.mu.Unlock()
+}
+
+func (m *Manager) fillLoop(ctx context.Context, ref string, p *pool) {
+	tpl, err := m.templates.Resolve(ctx, ref)
+	if err != nil {
+		m.log.Warn("no warm pool: template unavailable", "template.id", ref, "err", err)
+		return
+	}
+	p.mu.Lock()
+	p.buildID = tpl.BuildID
+	p.mu.Unlock()
+	m.mu.Lock()
+	m.pools[tpl.ID] = p // claims look pools up by template ID
+	m.mu.Unlock()
+	backoff := time.Second
+	for {
+		if len(p.ready) < p.target(m.now()) {
+			l, err := m.prestart(ctx, tpl)
+			if err == nil {
+				p.ready <- l
+				backoff = time.Second
+				continue
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			m.log.Warn("warm pool refill failed; retrying", "template.id", tpl.ID, "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Minute)
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		case <-time.After(5 * time.Second): // demand decays: re-evaluate the target
+		}
+	}
+}
+
+// prestart starts a sandbox for the pool: no team, no token, no env vars yet.
+func (m *Manager) prestart(ctx context.Context, tpl template.Template) (*live, error) {
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	sb := store.Sandbox{ID: id, TemplateID: tpl.ID, BuildID: tpl.BuildID, Alias: firstName(tpl),
+		State: store.StateRunning, CPUCount: tpl.CPUCount, MemoryMB: tpl.MemoryMB, DiskMB: tpl.DiskMB,
+		AllowInternet: true, Runtime: m.driver.Name()}
+	return m.start(ctx, &sb, tpl)
+}
+
+// claim hands out a pooled sandbox for sb (filled in by Create), or nil when
+// none is ready. It sends /init with the caller's env vars and token.
+func (m *Manager) claim(ctx context.Context, tpl template.Template, sb *store.Sandbox) *live {
+	if !sb.AllowInternet {
+		return nil // pooled sandboxes have outbound access; a restricted one starts cold
+	}
+	m.mu.Lock()
+	p := m.pools[tpl.ID]
+	m.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	current := p.buildID == tpl.BuildID
+	p.mu.Unlock()
+	p.noteClaim(m.now())
+	for current {
+		var l *live
+		select {
+		case l = <-p.ready:
+		default:
+			return nil
+		}
+		sb.ID, sb.NetNS = l.sb.ID, l.sb.NetNS
+		if err := m.writeToken(sb.ID, sb.AccessToken); err == nil {
+			err = l.agent.init(ctx, initRequest{EnvVars: sb.EnvVars, AccessToken: sb.AccessToken,
+				DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir})
+			if err == nil {
+				l.sb = *sb
+				return l
+			}
+		}
+		m.log.Warn("pooled sandbox unusable; discarding it", "sandbox.id", l.sb.ID)
+		m.destroy(context.WithoutCancel(ctx), l.sb.ID)
+	}
+	return nil
+}
+
+// writeToken leaves the access token where in-sandbox services that start
+// before the claim (the code interpreter) can read it: /.sbx/run/access-token.
+func (m *Manager) writeToken(id, token string) error {
+	return os.WriteFile(filepath.Join(m.runDir(id), "access-token"), []byte(token), 0o644)
+}
+
+// Close stops the pools and removes the pooled sandboxes (they belong to
+// nobody). Running sandboxes keep running for the next server to reattach.
+func (m *Manager) Close(ctx context.Context) {
+	m.poolWG.Wait()
+	m.mu.Lock()
+	pools := m.pools
+	m.pools = nil
+	m.mu.Unlock()
+	seen := map[*pool]bool{}
+	for _, p := range pools {
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		for {
+			select {
+			case l := <-p.ready:
+				m.destroy(ctx, l.sb.ID)
+				continue
+			default:
+			}
+			break
+		}
+	}
+}
