@@ -258,6 +258,15 @@ func TestStartAsOtherUser(t *testing.T) {
 	if r.stdout != want {
 		t.Errorf("stdout %q stderr %q, want %q", r.stdout, r.stderr, want)
 	}
+	// A PTY belongs to the user it runs as.
+	s := e.stream(t, "process.Process/Start", map[string]any{
+		"process": map[string]any{"cmd": "/bin/sh", "args": []string{"-c", "stat -c %U $(tty)"}},
+		"pty":     map[string]any{"size": map[string]any{"cols": 80, "rows": 24}},
+	}, "Authorization", basic("sbxenvdtest"))
+	s.start()
+	if out := s.collect().pty; strings.TrimSpace(out) != "sbxenvdtest" {
+		t.Errorf("pty owner %q", out)
+	}
 	// The default user from /init applies without a header.
 	e.post(t, "/init", `{"defaultUser":"sbxenvdtest","defaultWorkdir":"/tmp"}`)
 	r = e.run(t, `id -un; pwd`, nil)

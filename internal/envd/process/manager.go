@@ -79,9 +79,25 @@ func (m *Manager) start(spec Spec) (*proc, *subscriber, error) {
 	}
 	var wrappers []func([]byte) *DataEvent
 	if spec.PTY != nil {
-		attr.Setsid, attr.Setctty = true, true
-		master, err := pty.StartWithAttrs(cmd, &pty.Winsize{Cols: uint16(spec.PTY.Cols), Rows: uint16(spec.PTY.Rows)}, attr)
+		master, tty, err := pty.Open()
 		if err != nil {
+			return nil, nil, fmt.Errorf("open pty: %w", err)
+		}
+		// The terminal belongs to its user, as after a login: tools such
+		// as mesg, script or sudo check that.
+		if c := spec.User.Credential(); c != nil {
+			_ = tty.Chown(int(c.Uid), int(c.Gid))
+		}
+		if err := pty.Setsize(master, &pty.Winsize{Cols: uint16(spec.PTY.Cols), Rows: uint16(spec.PTY.Rows)}); err != nil {
+			closeAll([]*os.File{master, tty})
+			return nil, nil, fmt.Errorf("size pty: %w", err)
+		}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+		attr.Setsid, attr.Setctty = true, true // controlling terminal = fd 0
+		err = cmd.Start()
+		_ = tty.Close()
+		if err != nil {
+			_ = master.Close()
 			return nil, nil, startError(spec, err)
 		}
 		p.pty = master
