@@ -114,7 +114,11 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request, u *users.User
 	}
 	w.Header().Set("Vary", "Accept-Encoding")
 	w.Header().Set("Content-Disposition", mime.FormatMediaType("inline", map[string]string{"filename": fi.Name()}))
-	if acceptsGzip(r) && r.Header.Get("Range") == "" {
+	gzipOK := acceptsGzip(r)
+	if !gzipOK && refusesIdentity(r) {
+		return &httpError{http.StatusNotAcceptable, "Accept-Encoding allows neither gzip nor identity; envd can send only those"}
+	}
+	if gzipOK && r.Header.Get("Range") == "" {
 		if ct := mime.TypeByExtension(filepath.Ext(p)); ct != "" {
 			w.Header().Set("Content-Type", ct)
 		} else {
@@ -159,6 +163,22 @@ func acceptsGzip(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// refusesIdentity reports an Accept-Encoding that forbids unencoded bodies
+// ("identity;q=0", or "*;q=0" without an identity entry).
+func refusesIdentity(r *http.Request) bool {
+	star, identity := "", ""
+	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "identity":
+			identity = strings.ReplaceAll(params, " ", "") + "+"
+		case "*":
+			star = strings.ReplaceAll(params, " ", "") + "+"
+		}
+	}
+	return identity == "q=0+" || (identity == "" && star == "q=0+")
 }
 
 // fileError maps an OS error to the HTTP status envd uses.

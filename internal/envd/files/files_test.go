@@ -75,6 +75,17 @@ func TestAcceptsGzip(t *testing.T) {
 	}
 }
 
+func TestRefusesIdentity(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[string]bool{"": false, "gzip": false, "identity;q=0": true, "*;q=0": true, "*;q=0, identity": false, "br": false} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Accept-Encoding", v)
+		if got := refusesIdentity(r); got != want {
+			t.Errorf("refusesIdentity(%q) = %v", v, got)
+		}
+	}
+}
+
 func TestMetadataHeaders(t *testing.T) {
 	t.Parallel()
 	big := make([]byte, 4100)

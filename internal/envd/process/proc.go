@@ -116,12 +116,10 @@ func (p *proc) wait(wg *sync.WaitGroup, onExit func()) {
 
 	st := p.cmd.ProcessState
 	end := &EndEvent{ExitCode: int32(st.ExitCode()), Exited: st.Exited(), Status: st.String()}
-	var exitErr *exec.ExitError
-	if err != nil && !errors.As(err, &exitErr) {
+	if err != nil {
+		// As envd: a non-zero exit reports its status as the error too,
+		// which the SDKs show as the CommandExitError message.
 		msg := err.Error()
-		end.Error = &msg
-	} else if err != nil {
-		msg := exitErr.Error()
 		end.Error = &msg
 	}
 	p.mu.Lock()
