@@ -66,6 +66,10 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 	if cfg.StateDir == "" || cfg.SandboxDir == "" {
 		return nil, errdefs.Invalid("oci driver: StateDir and SandboxDir must both be set")
 	}
+	if strings.ContainsAny(cfg.SandboxDir, ",:") {
+		// The overlay mount options are a comma-separated list.
+		return nil, errdefs.Invalid("oci driver: SandboxDir %q must not contain ',' or ':'", cfg.SandboxDir)
+	}
 	bin := cfg.Binary
 	if bin == "" {
 		bin = cfg.Runtime
@@ -110,7 +114,8 @@ func globalFlags(cfg Config) []string {
 	case "runc":
 		g = append(g, "--systemd-cgroup=false")
 	case "runsc":
-		g = append(g, "--systemd-cgroup=false")
+		// Without --oci-seccomp runsc ignores the config's seccomp profile.
+		g = append(g, "--systemd-cgroup=false", "--oci-seccomp")
 		if !slices.ContainsFunc(cfg.ExtraArgs, func(a string) bool { return strings.HasPrefix(a, "--platform") }) {
 			// The KVM platform hangs on PVM hosts; systrap works everywhere.
 			g = append(g, "--platform=systrap")

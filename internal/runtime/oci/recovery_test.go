@@ -1,0 +1,174 @@
+package oci
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/network"
+	"github.com/sbxdev/sbx/internal/runtime"
+	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
+)
+
+// startIdle starts a sandbox whose init sleeps, and waits until it runs.
+func startIdle(t *testing.T, d *Driver, rootfs string, edit func(*runtime.Spec)) (id, out string) {
+	t.Helper()
+	id, out = runtimetest.NewID(t), t.TempDir()
+	spec := runtime.Spec{
+		ID: id, Lower: []string{rootfs},
+		Args:   []string{"/bin/sh", "-c", "cat /proc/net/dev > /out/netdev; touch /out/ready; exec sleep 1000"},
+		Mounts: []runtime.Mount{{Source: out, Target: "/out"}},
+	}
+	if edit != nil {
+		edit(&spec)
+	}
+	if err := d.Start(t.Context(), spec); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { _ = d.Delete(context.Background(), id) })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(out, "ready")); err == nil {
+			return id, out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sandbox %s never became ready", id)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRestartReattaches(t *testing.T) {
+	requireRuntime(t, "crun")
+	rootfs := runtimetest.BusyboxRootfs(t)
+	base := t.TempDir()
+	cfg := Config{Runtime: "crun", StateDir: base + "/state", SandboxDir: base + "/sandboxes"}
+	d1, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := startIdle(t, d1, rootfs, nil)
+
+	d2, err := New(cfg, testLogger(t)) // a restarted server
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := d2.List(t.Context())
+	if err != nil || !slices.Contains(ids, id) {
+		t.Fatalf("List after restart = %v, %v; want %s", ids, err, id)
+	}
+	if st, err := d2.State(t.Context(), id); err != nil || st != runtime.StatusRunning {
+		t.Fatalf("State after restart = %q, %v; want running", st, err)
+	}
+	if err := d2.Pause(t.Context(), id); err != nil {
+		t.Fatalf("Pause after restart: %v", err)
+	}
+	if st, _ := d1.State(t.Context(), id); st != runtime.StatusPaused {
+		t.Errorf("first driver sees %q; want paused (state lives on disk, not in memory)", st)
+	}
+	if err := d2.Delete(t.Context(), id); err != nil {
+		t.Fatalf("Delete after restart: %v", err)
+	}
+	// A driver for another runtime sharing SandboxDir must not claim it.
+	if _, err := exec.LookPath("runc"); err == nil {
+		id2, _ := startIdle(t, d1, rootfs, nil)
+		rc, err := New(Config{Runtime: "runc", StateDir: base + "/runc", SandboxDir: cfg.SandboxDir}, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids, _ := rc.List(t.Context()); slices.Contains(ids, id2) {
+			t.Errorf("runc driver lists crun's sandbox %s", id2)
+		}
+	}
+}
+
+// The runtime can lose a container (its --root wiped, a crash between
+// delete and cleanup); Delete must still clean up whatever is left.
+func TestDeleteCleansUpLostContainers(t *testing.T) {
+	requireRuntime(t, "crun")
+	rootfs := runtimetest.BusyboxRootfs(t)
+	tests := []struct {
+		name string
+		lose func(t *testing.T, d *Driver, id string)
+	}{
+		{"deleted behind our back", func(t *testing.T, d *Driver, id string) {
+			if out, err := d.command(t.Context(), "delete", "--force", id); err != nil {
+				t.Fatalf("crun delete: %v: %s", err, out)
+			}
+		}},
+		{"state dir wiped while running", func(t *testing.T, d *Driver, id string) {
+			if err := os.RemoveAll(filepath.Join(d.cfg.StateDir, id)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"paused and state dir wiped", func(t *testing.T, d *Driver, id string) {
+			if err := d.Pause(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(filepath.Join(d.cfg.StateDir, id)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newTestDriver(t, "crun")
+			id, _ := startIdle(t, d, rootfs, nil)
+			h, err := readHandle(d.paths(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.lose(t, d, id)
+			if err := d.Delete(t.Context(), id); err != nil {
+				t.Fatalf("Delete: %v", err)
+			}
+			if _, err := os.Stat(d.paths(id).dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("sandbox dir still exists: %v", err)
+			}
+			if _, err := procStartTime(h.Pid); err == nil {
+				t.Errorf("init process %d still alive", h.Pid)
+			}
+			if _, err := os.Stat(d.cgroupDir("pids", id)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("cgroup %s still exists", d.cgroupDir("pids", id))
+			}
+			if mounts, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mounts), d.paths(id).dir) {
+				t.Errorf("mounts under %s remain", d.paths(id).dir)
+			}
+			if err := d.Delete(t.Context(), id); !errors.Is(err, runtime.ErrNotFound) {
+				t.Errorf("second Delete = %v; want ErrNotFound", err)
+			}
+		})
+	}
+}
+
+func TestJoinsNetworkNamespace(t *testing.T) {
+	requireRuntime(t, "crun")
+	rootfs := runtimetest.BusyboxRootfs(t)
+	nm, err := network.New(network.Config{NetnsDir: t.TempDir(), Bridge: "sbtoci0", Subnet: "10.249.77.0/24"}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nm.RemoveBridge(context.Background()); nm.Close() })
+	nsID := runtimetest.NewID(t)
+	nsPath, err := nm.Setup(t.Context(), nsID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nm.Teardown(context.Background(), nsID) })
+
+	d := newTestDriver(t, "crun")
+	_, out := startIdle(t, d, rootfs, func(s *runtime.Spec) { s.NetNS = nsPath })
+	netdev, err := os.ReadFile(filepath.Join(out, "netdev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(netdev), "eth0:") {
+		t.Errorf("sandbox in namespace %s has no eth0:\n%s", nsPath, netdev)
+	}
+}

@@ -1,0 +1,177 @@
+package oci
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"slices"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sbxdev/sbx/internal/runtime"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+func testSpec() runtime.Spec {
+	return runtime.Spec{
+		ID:       "abc123",
+		Lower:    []string{"/var/cache/sbx/rootfs/base/rootfs"},
+		Hostname: "sbx-abc123",
+		Args:     []string{"/.sbx/bin/envd", "--init"},
+		Env:      []string{"E2B_SANDBOX=true"},
+		Cwd:      "/home/user",
+		Mounts: []runtime.Mount{
+			{Source: "/var/lib/sbx/agent", Target: "/.sbx/bin", ReadOnly: true},
+			{Source: "/var/lib/sbx/sandboxes/abc123/run", Target: "/.sbx/run/"},
+		},
+		Resources: runtime.Resources{CPUs: 1.5, MemoryMB: 512, PidsMax: 256, DiskMB: 1024},
+		NetNS:     "/var/lib/sbx/netns/abc123",
+	}
+}
+
+func testPaths() bundlePaths {
+	return bundlePaths{
+		rootfs:     "/var/lib/sbx/sandboxes/abc123/rootfs",
+		resolvConf: "/var/lib/sbx/sandboxes/abc123/etc/resolv.conf",
+		hosts:      "/var/lib/sbx/sandboxes/abc123/etc/hosts",
+	}
+}
+
+// TestBuildSpecGolden pins the whole config.json; review the diff when it
+// changes (go test ./internal/runtime/oci -run Golden -update).
+func TestBuildSpecGolden(t *testing.T) {
+	if goruntime.GOARCH != "amd64" {
+		t.Skip("golden config.json is recorded on amd64 (seccomp architectures differ)")
+	}
+	got, err := json.MarshalIndent(buildSpec(testSpec(), testPaths(), hostLimits{memsw: true, nofile: maxNofile}), "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "config.golden.json")
+	if *update {
+		if err := os.WriteFile(golden, append(got, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(bytes.TrimSpace(want), got) {
+		t.Errorf("config.json differs from %s; rerun with -update and review the diff", golden)
+	}
+}
+
+func TestBuildSpecVariants(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*runtime.Spec)
+		lim   hostLimits
+		check func(t *testing.T, s *specs.Spec)
+	}{
+		{"no limits", func(s *runtime.Spec) { s.Resources = runtime.Resources{} }, hostLimits{nofile: 100},
+			func(t *testing.T, s *specs.Spec) {
+				r := s.Linux.Resources
+				if r.CPU != nil || r.Memory != nil || r.Pids != nil {
+					t.Errorf("unlimited sandbox got limits: %+v", r)
+				}
+				if s.Process.Rlimits[0].Hard != 100 {
+					t.Errorf("nofile = %d; want the host's 100", s.Process.Rlimits[0].Hard)
+				}
+			}},
+		{"no memsw", nil, hostLimits{memsw: false, nofile: 1},
+			func(t *testing.T, s *specs.Spec) {
+				if s.Linux.Resources.Memory.Swap != nil {
+					t.Errorf("memory+swap limit set on a host without swap accounting")
+				}
+			}},
+		{"fresh netns, defaults", func(s *runtime.Spec) { s.NetNS, s.Hostname, s.Cwd, s.Env = "", "", "", nil }, hostLimits{nofile: 1},
+			func(t *testing.T, s *specs.Spec) {
+				i := slices.IndexFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.NetworkNamespace })
+				if i < 0 || s.Linux.Namespaces[i].Path != "" {
+					t.Errorf("want a new network namespace, got %+v", s.Linux.Namespaces)
+				}
+				if s.Hostname != "abc123" || s.Process.Cwd != "/" || !slices.Contains(s.Process.Env, defaultPath) {
+					t.Errorf("defaults: hostname %q cwd %q env %v", s.Hostname, s.Process.Cwd, s.Process.Env)
+				}
+			}},
+		{"PATH kept", func(s *runtime.Spec) { s.Env = []string{"PATH=/x"} }, hostLimits{nofile: 1},
+			func(t *testing.T, s *specs.Spec) {
+				if !slices.Equal(s.Process.Env, []string{"PATH=/x"}) {
+					t.Errorf("env = %v; want the caller's PATH only", s.Process.Env)
+				}
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := testSpec()
+			if tc.edit != nil {
+				tc.edit(&s)
+			}
+			tc.check(t, buildSpec(s, testPaths(), tc.lim))
+		})
+	}
+	p := testPaths()
+	p.resolvConf = ""
+	for _, m := range buildSpec(testSpec(), p, hostLimits{}).Mounts {
+		if m.Destination == "/etc/resolv.conf" {
+			t.Errorf("resolv.conf bind-mounted although there is none to give")
+		}
+	}
+}
+
+func TestResolvConf(t *testing.T) {
+	tests := []struct {
+		name, host, want string
+	}{
+		{"plain", "nameserver 10.0.0.53\nsearch example.com\n", "nameserver 10.0.0.53\nsearch example.com\n"},
+		{"stub resolver dropped", "nameserver 127.0.0.53\noptions edns0\nnameserver 192.0.2.1\n", "options edns0\nnameserver 192.0.2.1\n"},
+		{"only loopback", "nameserver 127.0.0.1\nnameserver ::1\n", ""},
+		{"empty", "", ""},
+		{"garbage server", "nameserver bogus\n", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := string(resolvConf([]byte(tc.host))); got != tc.want {
+				t.Errorf("resolvConf(%q) = %q; want %q", tc.host, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestGlobalFlags(t *testing.T) {
+	tests := []struct {
+		cfg  Config
+		want []string
+	}{
+		{Config{Runtime: "crun", StateDir: "/s"}, []string{"--root", "/s", "--cgroup-manager=cgroupfs"}},
+		{Config{Runtime: "runc", StateDir: "/s"}, []string{"--root", "/s", "--systemd-cgroup=false"}},
+		{Config{Runtime: "runsc", StateDir: "/s"}, []string{"--root", "/s", "--systemd-cgroup=false", "--oci-seccomp", "--platform=systrap"}},
+		{Config{Runtime: "runsc", StateDir: "/s", ExtraArgs: []string{"--platform=ptrace"}},
+			[]string{"--root", "/s", "--systemd-cgroup=false", "--oci-seccomp", "--platform=ptrace"}},
+	}
+	for _, tc := range tests {
+		if got := globalFlags(tc.cfg); !slices.Equal(got, tc.want) {
+			t.Errorf("globalFlags(%+v) = %v; want %v", tc.cfg, got, tc.want)
+		}
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	tests := []Config{
+		{Runtime: "docker", StateDir: "/s", SandboxDir: "/d"},
+		{Runtime: "crun", SandboxDir: "/d"},
+		{Runtime: "crun", StateDir: "/s", SandboxDir: "/d,x"},
+		{Runtime: "crun", StateDir: "/s", SandboxDir: "/d", Binary: "/nonexistent/crun"},
+	}
+	for _, cfg := range tests {
+		if _, err := New(cfg, nil); err == nil {
+			t.Errorf("New(%+v) succeeded; want an error", cfg)
+		}
+	}
+}
