@@ -43,6 +43,9 @@ type Config struct {
 	// MaxResponseBody is how much of a receiver's response body the
 	// attempt log keeps (default 4 KiB).
 	MaxResponseBody int
+	// Retention is how long finished deliveries and their attempt logs are
+	// kept (default 7 days, as E2B keeps its delivery log).
+	Retention time.Duration
 	// Now and Rand are the clock and the jitter source (tests).
 	Now  func() time.Time
 	Rand func() float64
@@ -80,6 +83,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DisableAfterFailures == 0 {
 		c.DisableAfterFailures = 20
+	}
+	if c.Retention < 0 {
+		return fmt.Errorf("webhook config: retention %s must not be negative", c.Retention)
+	}
+	if c.Retention == 0 {
+		c.Retention = 7 * 24 * time.Hour
 	}
 	if c.MaxResponseBody == 0 {
 		c.MaxResponseBody = 4 << 10

@@ -131,6 +131,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		workers.Go(func() { e.worker(ctx) })
 	}
 	workers.Go(func() { e.fanoutLoop(ctx) })
+	workers.Go(func() { e.sweepLoop(ctx) })
 	e.schedule(ctx)
 	workers.Wait()
 	close(e.results)
@@ -444,4 +445,44 @@ func (e *Engine) fanout(ctx context.Context) (int, error) {
 	e.cursor = last
 	e.enqueue(items)
 	return len(evs), nil
+}
+
+// sweepLoop deletes finished deliveries older than the retention period,
+// with their attempts, once at start and then hourly.
+func (e *Engine) sweepLoop(ctx context.Context) {
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
+	for {
+		if n, err := e.Sweep(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("webhook log sweep failed", "err", err)
+		} else if n > 0 {
+			e.log.Info("webhook log swept", "deliveries", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Sweep deletes finished deliveries last updated before now − Retention,
+// and their attempts, and returns how many deliveries went.
+func (e *Engine) Sweep(ctx context.Context) (int64, error) {
+	cutoff := e.cfg.Now().Add(-e.cfg.Retention).UnixNano()
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("sweep: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	if _, err := tx.ExecContext(ctx, `DELETE FROM webhook_attempts WHERE delivery_id IN
+		(SELECT id FROM webhook_deliveries WHERE state != 'pending' AND updated_at < ?)`, cutoff); err != nil {
+		return 0, fmt.Errorf("sweep attempts: %w", err)
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE state != 'pending' AND updated_at < ?`, cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("sweep deliveries: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, tx.Commit()
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -380,3 +381,43 @@ func TestTestPingAndRedeliver(t *testing.T) {
 func itoa(i int) string { return strconvItoa(i) }
 
 var _ = context.Background
+
+func TestSweepKeepsPendingAndRecent(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	now := time.Now()
+	cfg := fastConfig()
+	cfg.RetrySchedule = []time.Duration{time.Hour} // the failing delivery stays pending
+	cfg.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e := newEnv(t, cfg)
+	ok := newReceiver(t, nil)
+	bad := newReceiver(t, func(int) int { return 500 })
+	good := createHook(t, e.eng, "t", ok.srv.URL)
+	failing := createHook(t, e.eng, "t", bad.srv.URL)
+	run(t, e.eng)
+	_ = e.log.Append(t.Context(), &events.Event{Type: events.SandboxCreated, TeamID: "t"})
+	count := func(id string) int {
+		p, err := e.eng.Deliveries(t.Context(), "t", id, DeliveryQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, g := range p.Data {
+			n += len(g.Attempts)
+		}
+		return n
+	}
+	waitFor(t, "both attempted", func() bool { return count(good.ID) == 1 && count(failing.ID) == 1 })
+	if n, err := e.eng.Sweep(t.Context()); err != nil || n != 0 {
+		t.Fatalf("sweep of fresh deliveries: %d %v", n, err)
+	}
+	mu.Lock()
+	now = now.Add(8 * 24 * time.Hour)
+	mu.Unlock()
+	if n, err := e.eng.Sweep(t.Context()); err != nil || n != 1 {
+		t.Fatalf("sweep after 8 days: %d %v, want 1", n, err)
+	}
+	if count(good.ID) != 0 || count(failing.ID) != 1 {
+		t.Fatalf("after sweep: good %d attempts, failing %d", count(good.ID), count(failing.ID))
+	}
+}

@@ -194,7 +194,7 @@ func (e *Engine) writeBatch(batch []*result) error {
 	att, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO webhook_attempts
 		(id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers,
 		 response_status, response_headers, response_body, error_class, error_message, ts)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
+		SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = ?)`) // not for a deleted webhook
 	if err != nil {
 		return err
 	}
@@ -212,7 +212,7 @@ func (e *Engine) writeBatch(batch []*result) error {
 			status = stateFailed
 		}
 		if _, err := att.ExecContext(ctx, r.id, r.deliveryID, r.webhookID, r.attempt, status, r.durationMs, r.url, r.reqHeaders,
-			nullInt(r.respStatus), nullStr(r.respHeaders), nullStr(r.respBody), nullStr(r.class), nullStr(r.message), r.at.UnixNano()); err != nil {
+			nullInt(r.respStatus), nullStr(r.respHeaders), nullStr(r.respBody), nullStr(r.class), nullStr(r.message), r.at.UnixNano(), r.deliveryID); err != nil {
 			return fmt.Errorf("insert attempt: %w", err)
 		}
 		var next int64

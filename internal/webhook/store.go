@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
 );
 CREATE INDEX IF NOT EXISTS webhook_deliveries_pending ON webhook_deliveries(state, webhook_id);
 CREATE INDEX IF NOT EXISTS webhook_deliveries_webhook ON webhook_deliveries(webhook_id, rid);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_updated ON webhook_deliveries(updated_at);
 CREATE TABLE IF NOT EXISTS webhook_attempts (
 	id               TEXT PRIMARY KEY,
 	delivery_id      TEXT NOT NULL,
