@@ -39,7 +39,7 @@ func TestLookPath(t *testing.T) {
 		{"tool", []string{"PATH=/nonexistent:" + dir}, filepath.Join(dir, "tool"), false},
 		{"data", []string{"PATH=" + dir}, "", true},
 		{"tool", nil, "", true}, // default PATH does not contain dir
-		{"sh", nil, "", false}, // some directory of the default PATH
+		{"sh", nil, "", false},  // some directory of the default PATH
 	}
 	for _, tt := range tests {
 		got, err := lookPath(tt.file, tt.env)
