@@ -23,6 +23,7 @@ type config struct {
 	port    int
 	version bool
 	debug   bool
+	runDir  string
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -34,6 +35,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.port, "port", 49983, "TCP port on 0.0.0.0; 0 disables")
 	fs.BoolVar(&c.version, "version", false, "print the envd protocol version and exit")
 	fs.BoolVar(&c.debug, "debug", false, "log at debug level")
+	fs.StringVar(&c.runDir, "run-dir", "/run/e2b", "where to write the .E2B_SANDBOX_ID-style identity files; empty skips them")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -69,7 +71,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv := envd.New(log, envd.Options{RunDir: "/run/e2b"})
+	srv := envd.New(log, envd.Options{RunDir: c.runDir})
 	if err := srv.Serve(ctx, envd.Listen{Socket: c.socket, Port: c.port}); err != nil {
 		log.Error("envd stopped", "err", err)
 		os.Exit(1)

@@ -26,9 +26,9 @@ func TestParseFlags(t *testing.T) {
 		want config
 		err  bool
 	}{
-		{nil, config{port: 49983}, false},
-		{[]string{"--init", "--socket", "/s", "--port", "0"}, config{init: true, socket: "/s"}, false},
-		{[]string{"--version", "--port", "0"}, config{version: true}, false},
+		{nil, config{port: 49983, runDir: "/run/e2b"}, false},
+		{[]string{"--init", "--socket", "/s", "--port", "0", "--run-dir", ""}, config{init: true, socket: "/s"}, false},
+		{[]string{"--version", "--port", "0"}, config{version: true, runDir: "/run/e2b"}, false},
 		{[]string{"--port", "0"}, config{}, true},
 		{[]string{"--port", "70000"}, config{}, true},
 		{[]string{"extra"}, config{}, true},
@@ -72,7 +72,7 @@ func TestInitModeServesReapsAndStops(t *testing.T) {
 	dir, _ := os.MkdirTemp("", "envdinit")
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "run", "envd.sock")
-	cmd := exec.Command(bin, "--init", "--socket", sock, "--port", "0")
+	cmd := exec.Command(bin, "--init", "--socket", sock, "--port", "0", "--run-dir", filepath.Join(dir, "e2b"))
 	cmd.Env = []string{"E2B_SANDBOX=true", "E2B_SANDBOX_ID=sbxinit", "PATH=/usr/bin:/bin"}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -136,6 +136,10 @@ func TestInitModeServesReapsAndStops(t *testing.T) {
 			t.Fatalf("orphan %d not reaped: %s", orphan, st)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+
+	if id, err := os.ReadFile(filepath.Join(dir, "e2b", ".E2B_SANDBOX_ID")); err != nil || string(id) != "sbxinit" {
+		t.Errorf("identity file: %q %v", id, err)
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
