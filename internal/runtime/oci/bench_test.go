@@ -1,0 +1,59 @@
+package oci
+
+import (
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/runtime"
+	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
+)
+
+// BenchmarkStartDelete measures Start (overlay + bundle + `run --detach`,
+// returning once the init process runs) and Delete, one after another, and
+// reports their p50/p95:
+//
+//	go test ./internal/runtime/oci -run XXX -bench StartDelete -benchtime 200x
+func BenchmarkStartDelete(b *testing.B) {
+	for _, name := range []string{"crun", "runc", "runsc"} {
+		b.Run(name, func(b *testing.B) {
+			runtimetest.RequireRoot(b)
+			if _, err := exec.LookPath(name); err != nil {
+				b.Skipf("%s not on PATH", name)
+			}
+			rootfs := runtimetest.BusyboxRootfs(b)
+			base := b.TempDir()
+			d, err := New(Config{Runtime: name, StateDir: base + "/state", SandboxDir: base + "/sandboxes"}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var starts, deletes []time.Duration
+			for b.Loop() {
+				spec := runtime.Spec{
+					ID: runtimetest.NewID(b), Lower: []string{rootfs},
+					Args:      []string{"/bin/sleep", "1000"},
+					Resources: runtime.Resources{CPUs: 1, MemoryMB: 256, PidsMax: 128},
+				}
+				t0 := time.Now()
+				if err := d.Start(b.Context(), spec); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if err := d.Delete(b.Context(), spec.ID); err != nil {
+					b.Fatal(err)
+				}
+				starts, deletes = append(starts, t1.Sub(t0)), append(deletes, time.Since(t1))
+			}
+			report(b, "start", starts)
+			report(b, "delete", deletes)
+		})
+	}
+}
+
+func report(b *testing.B, name string, ds []time.Duration) {
+	slices.Sort(ds)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(ds[len(ds)/2]), name+"-p50-ms")
+	b.ReportMetric(ms(ds[len(ds)*95/100]), name+"-p95-ms")
+}
