@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -345,5 +346,22 @@ func TestCORS(t *testing.T) {
 	resp, _ := e.do(t, "OPTIONS", "/process.Process/Start", nil, "Origin", "https://x.example", "Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "connect-protocol-version")
 	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "*" || resp.Header.Get("Access-Control-Allow-Headers") != "connect-protocol-version" {
 		t.Errorf("preflight %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+func TestUploadWithoutSpaceIs507(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t, nil)
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a small tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+	resp, body := e.do(t, "POST", "/files?path="+url.QueryEscape(dir+"/big"), bytes.NewReader(make([]byte, 1<<20)), "Content-Type", "application/octet-stream")
+	if resp.StatusCode != 507 || !strings.Contains(string(body), `"code":507`) {
+		t.Errorf("full disk: %d %s", resp.StatusCode, body)
+	}
+	if _, err := os.Stat(dir + "/big"); !os.IsNotExist(err) {
+		t.Errorf("partial upload left behind: %v", err)
 	}
 }

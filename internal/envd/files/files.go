@@ -311,6 +311,8 @@ func writeFile(p string, src io.Reader, u *users.User, md map[string]string) (up
 		err = cerr
 	}
 	if err != nil {
+		// A half-written file is useless and, on a full disk, in the way.
+		_ = os.Remove(p)
 		return uploaded{}, fileError(p, err)
 	}
 	if err := u.Chown(p); err != nil {
