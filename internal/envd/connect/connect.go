@@ -140,8 +140,7 @@ func Unary[Req, Resp any](fn func(ctx context.Context, r *http.Request, req *Req
 			return
 		}
 		if ct := mediaType(r.Header.Get("Content-Type")); ct != "application/json" {
-			w.Header().Set("Accept-Post", "application/json")
-			writeUnaryError(w, Errorf(Unknown, "unsupported content type %q, use application/json (the Connect JSON codec)", ct))
+			unsupportedMediaType(w, ct, "application/json")
 			return
 		}
 		ctx, cancel, err := withTimeout(r)
@@ -199,6 +198,15 @@ func writeUnaryError(w http.ResponseWriter, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(ce.Code.HTTPStatus())
 	_, _ = w.Write(out)
+}
+
+// unsupportedMediaType is the Connect protocol's answer to a codec the
+// server does not speak: HTTP 415, not a Connect error.
+func unsupportedMediaType(w http.ResponseWriter, got, want string) {
+	w.Header().Set("Accept-Post", want)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusUnsupportedMediaType)
+	_, _ = io.WriteString(w, "unsupported content type "+strconv.Quote(got)+"; envd speaks the Connect JSON codec: "+want+"\n")
 }
 
 func mediaType(ct string) string {

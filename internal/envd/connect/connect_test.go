@@ -106,7 +106,7 @@ func TestUnary(t *testing.T) {
 		{"not found", "application/json", `{"text":"missing"}`, nil, 404, `{"code":"not_found","message":"no such thing"}`},
 		{"internal", "application/json", `{"text":"boom"}`, nil, 500, `{"code":"internal","message":"unexpected EOF"}`},
 		{"bad json", "application/json", `{"text":`, nil, 400, `"code":"invalid_argument"`},
-		{"wrong content type", "application/proto", `x`, nil, 500, `"code":"unknown"`},
+		{"wrong content type", "application/proto", `x`, nil, 415, `application/json`},
 		{"deadline", "application/json", `{"text":"deadline"}`, map[string]string{"Connect-Timeout-Ms": "20"}, 504, `"code":"deadline_exceeded"`},
 		{"bad timeout", "application/json", `{}`, map[string]string{"Connect-Timeout-Ms": "soon"}, 400, `Connect-Timeout-Ms`},
 	}

@@ -94,8 +94,7 @@ func ServerStream[Req any](fn func(ctx context.Context, r *http.Request, req *Re
 			return
 		}
 		if ct := mediaType(r.Header.Get("Content-Type")); ct != StreamContentType {
-			w.Header().Set("Accept-Post", StreamContentType)
-			writeUnaryError(w, Errorf(Unknown, "unsupported content type %q, streaming methods use %s", ct, StreamContentType))
+			unsupportedMediaType(w, ct, StreamContentType)
 			return
 		}
 		w.Header().Set("Content-Type", StreamContentType)
