@@ -160,8 +160,13 @@ integration(env, 'sandbox lifecycle', () => {
 
     await pollUntil('the sandbox to expire', async () => !(await sbx.isRunning()), { tries: 120, intervalMs: 500 })
     created.delete(sbx)
-    assert.deepEqual(await listIds({ metadata: { run: tag } }), [], 'expired sandbox still listed')
+    // The reaper may still be recording the kill when envd stops answering,
+    // so the listing is polled too (bounded), not read once.
+    await pollUntil('the expired sandbox to leave Sandbox.list', async () =>
+      (await listIds({ metadata: { run: tag } })).length === 0,
+    { tries: 50, intervalMs: 200 })
     assert.equal(await Sandbox.kill(sbx.sandboxId), false)
+    await assert.rejects(Sandbox.getInfo(sbx.sandboxId), SandboxNotFoundError)
   })
 
   it('setTimeout can extend the lifetime', async () => {
