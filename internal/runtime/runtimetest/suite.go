@@ -425,7 +425,9 @@ touch /out/done; sleep 1000`
 
 func testPidsLimit(t *testing.T, d runtime.Driver, rootfs string) {
 	const limit = 32
-	bomb := `b() { b | b & }; (b) 2>/dev/null & touch /out/started; while :; do sleep 1; done`
+	// Every process keeps forking copies of itself: the population doubles
+	// every 10 ms until the limit, then keeps pressing against it.
+	bomb := `b() { while :; do b & usleep 10000; done; }; (b) 2>/dev/null & touch /out/started; while :; do sleep 1; done`
 	sb := start(t, d, rootfs, bomb, func(s *runtime.Spec) { s.Resources.PidsMax = limit })
 	sb.wait(t, "started")
 	var st runtime.Stats
