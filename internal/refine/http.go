@@ -1,0 +1,255 @@
+package refine
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/auth"
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/llm"
+	"github.com/sbxdev/sbx/sdk"
+)
+
+// Bounds of the server-side API.
+const (
+	maxRequestBody = 1 << 20
+	// maxRunTime caps one server-side refinement; it runs detached from
+	// the request so GET /refinements/{id} can follow it after a disconnect.
+	maxRunTime = 30 * time.Minute
+	// keepFinished is how many finished refinements stay queryable.
+	keepFinished = 1000
+)
+
+// Handler serves POST /refinements (runs a refinement, streaming attempts
+// as NDJSON) and GET /refinements/{id}. The loop runs in the server; its
+// sandboxes are created through the server's own API with the caller's
+// API key, so they belong to the caller's team and obey its limits.
+type Handler struct {
+	apiURL string
+	log    *slog.Logger
+	// newGenerator builds the LLM client for a request; tests replace it.
+	newGenerator func(model string) (Generator, error)
+
+	mu   sync.Mutex
+	runs map[string]*run
+	done []string // finished IDs, oldest first, for eviction
+}
+
+type run struct {
+	teamID string
+	mu     sync.Mutex
+	res    *Result
+}
+
+func (r *run) snapshot() Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := *r.res
+	c.Attempts = append([]*Attempt(nil), r.res.Attempts...)
+	return c
+}
+
+// NewHandler returns the refinements API. apiURL is the server's own base
+// URL (http://listen-addr); the LLM is configured by SBX_LLM_* in the
+// server's environment, read per request so a fix needs no restart.
+func NewHandler(apiURL string, log *slog.Logger) *Handler {
+	h := &Handler{apiURL: strings.TrimRight(apiURL, "/"), log: log, runs: map[string]*run{}}
+	h.newGenerator = func(model string) (Generator, error) {
+		cfg, err := llm.ConfigFromEnv()
+		if err != nil {
+			return nil, err
+		}
+		if model != "" {
+			cfg.Model = model
+		}
+		return llm.New(cfg, log)
+	}
+	return h
+}
+
+// Register adds the routes to mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /refinements", h.create)
+	mux.HandleFunc("GET /refinements/{id}", h.get)
+}
+
+// CreateRequest is the body of POST /refinements.
+type CreateRequest struct {
+	Options
+	// RunTimeoutSeconds bounds one execution (default 60).
+	RunTimeoutSeconds int `json:"run_timeout,omitempty"`
+	// Model overrides SBX_LLM_MODEL for this refinement.
+	Model string `json:"model,omitempty"`
+}
+
+// StreamLine is one NDJSON line of POST /refinements: type "started"
+// (Refinement without attempts), "attempt", then "result" (the whole
+// Refinement) or "error".
+type StreamLine struct {
+	Type       string   `json:"type"`
+	Refinement *Result  `json:"refinement,omitempty"`
+	Attempt    *Attempt `json:"attempt,omitempty"`
+	Error      string   `json:"error,omitempty"`
+}
+
+func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
+	team, ok := auth.TeamFrom(r.Context())
+	if !ok {
+		errdefs.WriteHTTP(w, h.log, errdefs.Unauthenticated("missing API key: set the X-API-Key header"))
+		return
+	}
+	var req CreateRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		errdefs.WriteHTTP(w, h.log, errdefs.Invalid("invalid refinement request body: %v (want JSON like {\"requirement\": \"...\", \"template\": \"code-interpreter\", \"max_attempts\": 3})", err))
+		return
+	}
+	if req.RunTimeoutSeconds < 0 {
+		errdefs.WriteHTTP(w, h.log, errdefs.Invalid("run_timeout must be >= 0 seconds, got %d", req.RunTimeoutSeconds))
+		return
+	}
+	opts := req.Options
+	opts.RunTimeout = time.Duration(req.RunTimeoutSeconds) * time.Second
+	if err := opts.Validate(); err != nil {
+		errdefs.WriteHTTP(w, h.log, errdefs.Invalid("%v", err))
+		return
+	}
+	gen, err := h.newGenerator(req.Model)
+	if err != nil {
+		errdefs.WriteHTTP(w, h.log, errdefs.Precondition("the server cannot reach an LLM: %v (set SBX_LLM_BASE_URL, SBX_LLM_MODEL and SBX_LLM_API_KEY in the environment of sbx serve, or run `sbx refine` locally)", err))
+		return
+	}
+	client, err := sdk.NewClient(sdk.Config{APIURL: h.apiURL, SandboxURL: h.apiURL, APIKey: apiKey(r)})
+	if err != nil {
+		errdefs.WriteHTTP(w, h.log, err)
+		return
+	}
+	h.mu.Lock()
+	if _, dup := h.runs[opts.ID]; dup {
+		h.mu.Unlock()
+		errdefs.WriteHTTP(w, h.log, errdefs.Exists("refinement %q already exists; omit id to get a fresh one", opts.ID))
+		return
+	}
+	rn := &run{teamID: team.ID, res: &Result{ID: opts.ID, Status: StatusRunning, StartedAt: time.Now().UTC(), Attempts: []*Attempt{}}}
+	h.runs[opts.ID] = rn
+	h.mu.Unlock()
+
+	lines := make(chan StreamLine, 64)
+	obs := Observer{
+		// The refiner's Result is live; keep our own copy for GET.
+		OnStart: func(res *Result) {
+			c := *res
+			c.Attempts = []*Attempt{}
+			rn.mu.Lock()
+			rn.res = &c
+			rn.mu.Unlock()
+			c2 := c
+			send(lines, StreamLine{Type: "started", Refinement: &c2})
+		},
+		OnAttempt: func(a *Attempt) {
+			rn.mu.Lock()
+			rn.res.Attempts = append(rn.res.Attempts, a)
+			rn.res.Tokens = rn.res.Tokens.Add(a.Tokens)
+			rn.res.SandboxCostUSD += a.SandboxCostUSD
+			rn.mu.Unlock()
+			send(lines, StreamLine{Type: "attempt", Attempt: a})
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), maxRunTime)
+	go func() {
+		defer cancel()
+		defer close(lines)
+		ref := New(gen, NewExecutor(client, h.log), h.log)
+		res, err := ref.Run(ctx, opts, obs)
+		if res == nil {
+			res = &Result{ID: opts.ID, Status: StatusFailed, Attempts: []*Attempt{}, Error: err.Error()}
+		}
+		rn.mu.Lock()
+		rn.res = res
+		rn.mu.Unlock()
+		h.finished(opts.ID)
+		c := rn.snapshot()
+		if err != nil {
+			send(lines, StreamLine{Type: "error", Refinement: &c, Error: err.Error()})
+			return
+		}
+		send(lines, StreamLine{Type: "result", Refinement: &c})
+	}()
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("X-Refinement-Id", opts.ID)
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	enc := json.NewEncoder(w)
+	for line := range lines {
+		if r.Context().Err() != nil {
+			continue // client gone: drain, the run goes on
+		}
+		if err := enc.Encode(line); err != nil {
+			continue
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+}
+
+// send never blocks the loop on a slow client: lines beyond the buffer
+// are dropped from the stream (GET has the full record).
+func send(ch chan<- StreamLine, l StreamLine) {
+	if l.Type != "attempt" {
+		ch <- l // start and end lines always get through
+		return
+	}
+	select {
+	case ch <- l:
+	default:
+	}
+}
+
+func (h *Handler) finished(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.done = append(h.done, id)
+	for len(h.done) > keepFinished {
+		delete(h.runs, h.done[0])
+		h.done = h.done[1:]
+	}
+}
+
+func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
+	team, ok := auth.TeamFrom(r.Context())
+	if !ok {
+		errdefs.WriteHTTP(w, h.log, errdefs.Unauthenticated("missing API key: set the X-API-Key header"))
+		return
+	}
+	id := r.PathValue("id")
+	h.mu.Lock()
+	rn, ok := h.runs[id]
+	h.mu.Unlock()
+	if !ok || rn.teamID != team.ID {
+		errdefs.WriteHTTP(w, h.log, errdefs.NotFound("refinement %q not found (refinements are kept in memory until the server restarts)", id))
+		return
+	}
+	res := rn.snapshot()
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(res); err != nil {
+		h.log.Debug("write refinement", "err", err)
+	}
+}
+
+func apiKey(r *http.Request) string {
+	if k := r.Header.Get("X-API-Key"); k != "" {
+		return k
+	}
+	b, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return b
+}
+
