@@ -102,10 +102,16 @@ type JSON struct {
 	Timestamp          string         `json:"timestamp"`
 }
 
-// ToJSON returns the wire shape of ev.
+// ToJSON returns the wire shape of ev. eventData is always an object, never
+// null: receivers written like the seed's call event.get("eventData", {})
+// and then read keys from it.
 func (ev *Event) ToJSON() JSON {
+	data := ev.EventData
+	if data == nil {
+		data = map[string]any{}
+	}
 	return JSON{
-		ID: ev.ID, Version: ev.Version, Type: ev.Type, EventData: ev.EventData,
+		ID: ev.ID, Version: ev.Version, Type: ev.Type, EventData: data,
 		SandboxID: ev.SandboxID, SandboxTemplateID: ev.SandboxTemplateID,
 		SandboxBuildID: ev.SandboxBuildID, SandboxExecutionID: ev.SandboxExecutionID,
 		SandboxTeamID: ev.TeamID, Timestamp: ev.Timestamp.UTC().Format(time.RFC3339Nano),

@@ -185,7 +185,7 @@ func TestREST(t *testing.T) {
 	}{
 		{"sandbox newest first", "/events/sandboxes/sb1", "a", 200, []string{`"type":"sandbox.lifecycle.killed"`, `"kill_reason":"timeout"`, `"sandboxTeamId":"a"`, `"sandboxTemplateId":"base"`}, nil},
 		{"team isolation", "/events/sandboxes/sb1", "b", 200, []string{"[]"}, []string{"sb1"}},
-		{"team list", "/events/sandboxes?types=sandbox.lifecycle.created", "b", 200, []string{`"sandboxId":"sb2"`}, []string{"sb1"}},
+		{"team list", "/events/sandboxes?types=sandbox.lifecycle.created", "b", 200, []string{`"sandboxId":"sb2"`, `"eventData":{}`}, []string{"sb1"}},
 		{"bad limit", "/events/sandboxes?limit=0", "a", 400, []string{"limit must be an integer from 1 to 100"}, nil},
 		{"bad offset", "/events/sandboxes?offset=-1", "a", 400, []string{"offset must be"}, nil},
 		{"bad orderAsc", "/events/sandboxes?orderAsc=maybe", "a", 400, []string{"orderAsc must be true or false"}, nil},

@@ -229,6 +229,8 @@ func (e *Engine) Update(ctx context.Context, teamID, id string, in Input) (*Webh
 
 // Delete removes a webhook with its deliveries and attempt log.
 func (e *Engine) Delete(ctx context.Context, teamID, id string) error {
+	e.fanMu.Lock() // no fan-out batch may add deliveries for it after it is gone
+	defer e.fanMu.Unlock()
 	if _, err := loadHook(ctx, e.db, teamID, id); err != nil {
 		return err
 	}
