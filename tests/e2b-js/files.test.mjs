@@ -135,6 +135,57 @@ integration(env, 'files', () => {
     assert.equal(await sbx.files.read('/root/rel-root.txt', { user: 'root' }), 'rr')
   })
 
+  it('gzip and octet-stream uploads and gzip downloads round-trip', async () => {
+    const text = 'compress me '.repeat(1000)
+    await sbx.files.write('/tmp/gz.txt', text, { gzip: true })
+    assert.equal(await sbx.files.read('/tmp/gz.txt'), text)
+    assert.equal(await sbx.files.read('/tmp/gz.txt', { gzip: true }), text)
+
+    const bytes = randomBytes(64 * 1024)
+    await sbx.files.write('/tmp/octet.bin', new Blob([bytes]), { useOctetStream: true })
+    assert.ok(Buffer.from(await sbx.files.read('/tmp/octet.bin', { format: 'bytes', gzip: true })).equals(bytes))
+
+    const stream = new Blob([bytes]).stream()
+    await sbx.files.write('/tmp/streamed.bin', stream)
+    assert.ok(Buffer.from(await sbx.files.read('/tmp/streamed.bin', { format: 'bytes' })).equals(bytes))
+  })
+
+  it('signed download and upload URLs work with the routing headers', async () => {
+    const routing = { 'E2b-Sandbox-Id': sbx.sandboxId, 'E2b-Sandbox-Port': '49983' }
+    await sbx.files.write('/home/user/signed.txt', 'signed content')
+
+    const url = await sbx.downloadUrl('/home/user/signed.txt')
+    assert.match(url, /signature=v1_/)
+    // No X-Access-Token: the signature alone authorises the request.
+    const ok = await fetch(url, { headers: routing })
+    assert.equal(ok.status, 200)
+    assert.equal(await ok.text(), 'signed content')
+
+    const forged = await fetch(url.replace(/signature=[^&]+/, 'signature=v1_AAAA'), { headers: routing })
+    assert.equal(forged.status, 401)
+
+    const expiredUrl = await sbx.downloadUrl('/home/user/signed.txt', { useSignatureExpiration: -10 })
+    const expired = await fetch(expiredUrl, { headers: routing })
+    assert.equal(expired.status, 401)
+    assert.deepEqual(await expired.json(), { code: 401, message: 'signature is already expired' })
+
+    const up = await sbx.uploadUrl('/home/user/uploaded-signed.txt')
+    const form = new FormData()
+    form.append('file', new Blob(['via signed url']), 'uploaded-signed.txt')
+    const res = await fetch(up, { method: 'POST', body: form, headers: routing })
+    assert.equal(res.status, 200, await res.clone().text())
+    assert.equal(await sbx.files.read('/home/user/uploaded-signed.txt'), 'via signed url')
+  })
+
+  it('signed download URLs work for a third party without routing headers', {
+    todo: 'optional (protocol doc §2.5): the proxy would have to find the sandbox by its signature',
+  }, async () => {
+    await sbx.files.write('/home/user/public.txt', 'shared')
+    const res = await fetch(await sbx.downloadUrl('/home/user/public.txt'))
+    assert.equal(res.status, 200, await res.clone().text())
+    assert.equal(await res.text(), 'shared')
+  })
+
   it('watchDir reports a file written after watching started', async () => {
     const dir = '/home/user/watched'
     await sbx.files.makeDir(dir)

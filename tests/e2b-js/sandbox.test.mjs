@@ -87,6 +87,48 @@ integration(env, 'sandbox lifecycle', () => {
     assert.ok(all.includes(a.sandboxId) && all.includes(b.sandboxId), `unfiltered list lacks ours: ${all}`)
   })
 
+  it('per-command envs override the sandbox envs', async () => {
+    const sbx = await create({ envs: { LAYER: 'sandbox', KEEP: 'kept' } })
+    const r = await sbx.commands.run('echo "$LAYER $KEEP"', { envs: { LAYER: 'command' } })
+    assert.equal(r.stdout, 'command kept\n')
+    assert.equal((await sbx.commands.run('echo "$LAYER"')).stdout, 'sandbox\n')
+  })
+
+  it('Sandbox.list pages with limit and nextToken', async () => {
+    const tag = uniqueTag('page')
+    const made = await Promise.all([0, 1, 2].map((i) => create({ metadata: { run: tag, i: String(i) } })))
+    const pager = Sandbox.list({ query: { metadata: { run: tag } }, limit: 2 })
+    const first = await pager.nextItems()
+    assert.equal(first.length, 2, `first page: ${first.map((s) => s.sandboxId)}`)
+    assert.equal(pager.hasNext, true, 'X-Next-Token missing after a full page')
+    const second = await pager.nextItems()
+    assert.equal(second.length, 1, `second page: ${second.map((s) => s.sandboxId)}`)
+    assert.equal(pager.hasNext, false)
+    assert.deepEqual(
+      [...first, ...second].map((s) => s.sandboxId).sort(),
+      made.map((s) => s.sandboxId).sort(),
+    )
+  })
+
+  it('a command in flight when the sandbox is killed fails instead of hanging', async () => {
+    const sbx = await create()
+    const running = sbx.commands.run('sleep 120', { requestTimeoutMs: 30_000, timeoutMs: 90_000 })
+    const outcome = running.then(
+      (r) => ({ result: r }),
+      (e) => ({ err: e }),
+    )
+    // Kill once the command is certainly running.
+    await pollUntil('sleep to be running', async () =>
+      (await sbx.commands.run('pgrep -x sleep || true')).stdout.trim() !== '',
+    )
+    await Sandbox.kill(sbx.sandboxId)
+    created.delete(sbx)
+    const { result, err } = await outcome
+    assert.equal(result, undefined, 'the command finished normally although its sandbox was killed')
+    assert.ok(err instanceof SandboxError, `want a SandboxError subclass, got ${err?.constructor?.name}: ${err?.message}`)
+    assert.doesNotMatch(err.message, /requestTimeoutMs|timeoutMs/, 'the stream hung until a client timeout')
+  })
+
   it('connects to an existing sandbox by ID', async () => {
     const sbx = await create()
     await sbx.files.write('/tmp/marker', 'connected')
