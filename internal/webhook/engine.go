@@ -12,6 +12,18 @@
 // event is delivered at least once, possibly twice (receivers dedupe on
 // webhook-id).
 //
+// Order: each webhook has at most one delivery in flight, and due
+// deliveries go out in event order, so a healthy endpoint sees events in
+// the order they happened. A delivery waiting for a retry does not hold
+// back later ones (one bad event must not stall a webhook for a day), so
+// after failures order is not guaranteed; receivers compare timestamp.
+//
+// Signatures: every attempt carries E2B's headers (e2b-webhook-id,
+// e2b-delivery-id unique per attempt, e2b-signature-version, e2b-signature)
+// and Standard Webhooks' (webhook-id stable across retries,
+// webhook-timestamp signed afresh per attempt, webhook-signature); both
+// come from package sdk/webhook, which receivers use to verify.
+//
 // Wiring (in the app package, after events.Migrate):
 //
 //	cfg := webhook.Config{AllowPrivate: flags.webhookAllowPrivate, AllowCIDRs: flags.webhookAllowCIDRs}
