@@ -394,7 +394,8 @@ func validPackage(p string) bool {
 	return true
 }
 
-// installScript sets up dpkg to skip docs (as Debian's slim images do) and
+// installScript sets up dpkg to skip docs and translations (sandboxes run
+// with LANG=C.UTF-8), as Debian's slim images do, and
 // installs the packages appended to it, without recommends.
 const installScript = `set -eu
 cat > /etc/dpkg/dpkg.cfg.d/90sbx-nodoc <<'EOF'
@@ -402,6 +403,8 @@ path-exclude=/usr/share/doc/*
 path-exclude=/usr/share/man/*
 path-exclude=/usr/share/info/*
 path-exclude=/usr/share/lintian/*
+path-exclude=/usr/share/locale/*
+path-include=/usr/share/locale/locale.alias
 EOF
 apt-get -q update
 apt-get -q -y --no-install-recommends -o Dpkg::Progress-Fancy=0 -o Dpkg::Use-Pty=0 install`
@@ -414,6 +417,8 @@ rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old \
 	/usr/share/doc/* /usr/share/man/* /usr/share/info/* /tmp/* /var/tmp/* \
 	/root/.npm /root/.cache/pip
 mkdir -p /var/lib/apt/lists/partial
+# Translations debootstrap unpacked before dpkg was told to skip them.
+find /usr/share/locale -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
 `
 
 func writeMarker(dir string, info buildInfo) error {

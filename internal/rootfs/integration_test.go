@@ -86,6 +86,10 @@ func TestEnsureBase(t *testing.T) {
 		t.Errorf("/etc/sudoers.d/user = %q, %v; want a NOPASSWD rule", sudoers, err)
 	}
 	chrootOut(t, root, "python3", "-c", "import venv, ssl")
+	// pip must not refuse with "externally-managed-environment" (PEP 668).
+	if got := chrootOut(t, root, "pip3", "config", "list"); !strings.Contains(got, "global.break-system-packages='true'") {
+		t.Errorf("pip config = %q, want break-system-packages", got)
+	}
 	if got := chrootOut(t, root, "node", "-e", "console.log(1+1)"); strings.TrimSpace(got) != "2" {
 		t.Errorf("node printed %q, want 2", got)
 	}

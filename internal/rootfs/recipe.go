@@ -21,7 +21,7 @@ const Suite = "bookworm"
 // builderVersion is folded into every hash. Bump it when the way a tree is
 // built changes (mounts, cleanup, debootstrap flags) so old caches are not
 // reused for a differently built tree.
-const builderVersion = "2"
+const builderVersion = "3"
 
 // Recipe describes one root filesystem.
 type Recipe struct {
@@ -112,6 +112,10 @@ echo 'APT::Sandbox::User "root";' > /etc/apt/apt.conf.d/90sbx-sandbox-user
 
 # The runtime sets the hostname; a file here would contradict it.
 rm -f /etc/hostname
+
+# E2B templates let "pip install x" work; Debian 12 refuses it (PEP 668)
+# unless told otherwise. As user, pip then installs into ~/.local.
+printf '[global]\nbreak-system-packages = true\n' > /etc/pip.conf
 
 # C.UTF-8 ships with libc6; no locales package needed.
 echo 'LANG=C.UTF-8' > /etc/default/locale
