@@ -421,3 +421,35 @@ func TestSweepKeepsPendingAndRecent(t *testing.T) {
 		t.Fatalf("after sweep: good %d attempts, failing %d", count(good.ID), count(failing.ID))
 	}
 }
+
+func TestErrorClasses(t *testing.T) {
+	t.Parallel()
+	slow := newReceiver(t, func(int) int { time.Sleep(2 * time.Second); return 200 })
+	for _, tt := range []struct {
+		name, url, class string
+	}{
+		{"timeout", slow.srv.URL, classTimeout},
+		{"dns", "http://no-such-host.invalid/hook", classDNS},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := fastConfig()
+			cfg.Timeout = 200 * time.Millisecond
+			cfg.RetrySchedule = []time.Duration{}
+			e := newEnv(t, cfg)
+			hook := createHook(t, e.eng, "t", tt.url)
+			run(t, e.eng)
+			_ = e.log.Append(t.Context(), &events.Event{Type: events.SandboxCreated, TeamID: "t"})
+			var p *DeliveryPage
+			waitFor(t, "failed attempt", func() bool {
+				var err error
+				p, err = e.eng.Deliveries(t.Context(), "t", hook.ID, DeliveryQuery{})
+				return err == nil && len(p.Data) == 1 && len(p.Data[0].Attempts) == 1
+			})
+			a := p.Data[0].Attempts[0]
+			if a.ErrorClass == nil || *a.ErrorClass != tt.class || p.Data[0].Status != stateFailed {
+				t.Fatalf("attempt: class %v message %v status %s", *a.ErrorClass, *a.ErrorMessage, p.Data[0].Status)
+			}
+		})
+	}
+}
