@@ -1,0 +1,272 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/sbxdev/sbx/internal/llm"
+	"github.com/sbxdev/sbx/internal/refine"
+	"github.com/sbxdev/sbx/sdk"
+)
+
+// scriptedLLM speaks the OpenAI chat-completions protocol and answers with
+// scripted replies in order, repeating the last one; it records the user
+// message of every request.
+type scriptedLLM struct {
+	mu      sync.Mutex
+	replies []string
+	prompts []string
+}
+
+func fence(code string) string { return "Here you go:\n```python\n" + code + "\n```\n" }
+
+func (s *scriptedLLM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/v1/chat/completions" {
+		http.Error(w, `{"error":{"message":"unknown path"}}`, http.StatusNotFound)
+		return
+	}
+	var req struct {
+		Model    string `json:"model"`
+		Messages []struct {
+			Role    string `json:"role"`
+			Content string `json:"content"`
+		} `json:"messages"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, `{"error":{"message":"bad json"}}`, http.StatusBadRequest)
+		return
+	}
+	var user string
+	for _, m := range req.Messages {
+		if m.Role == "user" {
+			user = m.Content
+		}
+	}
+	s.mu.Lock()
+	i := len(s.prompts)
+	s.prompts = append(s.prompts, user)
+	reply := s.replies[min(i, len(s.replies)-1)]
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{
+		"id": fmt.Sprintf("chatcmpl-%d", i), "object": "chat.completion", "model": req.Model,
+		"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+			"message": map[string]any{"role": "assistant", "content": reply}}},
+		"usage": map[string]any{"prompt_tokens": 100 + i, "completion_tokens": 20, "total_tokens": 120 + i},
+	})
+}
+
+func (s *scriptedLLM) Prompts() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.prompts...)
+}
+
+func startLLM(t *testing.T, replies ...string) (*scriptedLLM, string) {
+	t.Helper()
+	s := &scriptedLLM{replies: replies}
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	return s, srv.URL + "/v1"
+}
+
+const (
+	buggyCode = "values = [3, 4, 5]\ntotal = sum(values)\nprint('total is', totl)"
+	fixedCode = "values = [3, 4, 5]\ntotal = sum(values)\nprint('total is', total)"
+)
+
+func newRefiner(t *testing.T, s *Server, llmURL string) *refine.Refiner {
+	t.Helper()
+	gen, err := llm.New(llm.Config{BaseURL: llmURL, Model: "scripted"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return refine.New(gen, refine.NewExecutor(s.Client(t), log), log)
+}
+
+// sandboxEvents returns the event types and the refinement_id of each
+// event of a sandbox, through GET /events/sandboxes/{id}.
+func sandboxEvents(t *testing.T, s *Server, id string) (types []string, refIDs []string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, s.URL+"/events/sandboxes/"+id+"?limit=100", nil)
+	req.Header.Set("X-API-Key", s.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET /events/sandboxes/%s: %d %s", id, resp.StatusCode, b)
+	}
+	var evs []struct {
+		Type      string `json:"type"`
+		EventData struct {
+			Metadata map[string]string `json:"sandbox_metadata"`
+		} `json:"eventData"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&evs); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		types = append(types, e.Type)
+		refIDs = append(refIDs, e.EventData.Metadata[refine.MetadataKey])
+	}
+	return types, refIDs
+}
+
+func TestRefine(t *testing.T) {
+	s := StartServer(t)
+	s.waitTemplate(t, "code-interpreter")
+
+	t.Run("error feedback then success", func(t *testing.T) {
+		fake, url := startLLM(t, fence(buggyCode), fence(fixedCode))
+		ref := newRefiner(t, s, url)
+		var seen []int
+		res, err := ref.Run(t.Context(), refine.Options{Requirement: "Print the total of 3, 4 and 5.", MaxAttempts: 3,
+			Expect: `total is 12`}, refine.Observer{OnAttempt: func(a *refine.Attempt) { seen = append(seen, a.Number) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Success || res.Status != refine.StatusSucceeded || len(res.Attempts) != 2 || len(seen) != 2 {
+			t.Fatalf("success %v status %s attempts %d observed %v, want success after 2", res.Success, res.Status, len(res.Attempts), seen)
+		}
+		first, second := res.Attempts[0], res.Attempts[1]
+		if first.Error == nil || first.Error.Name != "NameError" || first.Passed {
+			t.Fatalf("first attempt error = %+v, want a NameError from the sandbox", first.Error)
+		}
+		prompts := fake.Prompts()
+		if len(prompts) != 2 {
+			t.Fatalf("LLM saw %d requests, want 2 (the loop must stop at success)", len(prompts))
+		}
+		// The real error text from the sandbox, not something we made up.
+		if !strings.Contains(prompts[1], first.Error.Value) || !strings.Contains(prompts[1], "name 'totl' is not defined") {
+			t.Errorf("second prompt lacks the first attempt's error %q:\n%s", first.Error.Value, prompts[1])
+		}
+		if !strings.Contains(prompts[1], "print('total is', totl)") {
+			t.Errorf("second prompt lacks the previous code:\n%s", prompts[1])
+		}
+		if strings.Contains(prompts[0], "previous attempt") {
+			t.Errorf("first prompt talks about a previous attempt:\n%s", prompts[0])
+		}
+		if !strings.Contains(prompts[0], "numpy==") {
+			t.Errorf("first prompt does not list the template's installed packages:\n%.2000s", prompts[0])
+		}
+		if !second.Passed || strings.TrimSpace(second.Stdout) != "total is 12" || res.Code != second.Code {
+			t.Errorf("second attempt passed %v stdout %q", second.Passed, second.Stdout)
+		}
+		if res.Tokens.InputTokens != 201 || res.Tokens.OutputTokens != 40 {
+			t.Errorf("tokens = %+v, want the scripted usage summed (201 in, 40 out)", res.Tokens)
+		}
+		// Correlation: every attempt's sandbox carries refinement_id in its
+		// metadata and in its lifecycle events, and is gone afterwards.
+		for _, a := range res.Attempts {
+			if a.SandboxID == "" || a.SandboxCostUSD <= 0 {
+				t.Errorf("attempt %d: sandbox %q cost %v", a.Number, a.SandboxID, a.SandboxCostUSD)
+				continue
+			}
+			types, ids := sandboxEvents(t, s, a.SandboxID)
+			if !contains(types, "sandbox.lifecycle.created") || !contains(types, "sandbox.lifecycle.killed") {
+				t.Errorf("sandbox %s events %v, want created and killed", a.SandboxID, types)
+			}
+			for i, id := range ids {
+				if id != res.ID {
+					t.Errorf("sandbox %s event %s has refinement_id %q, want %q", a.SandboxID, types[i], id, res.ID)
+				}
+			}
+		}
+		running, err := s.Client(t).List(t.Context(), sdk.ListOptions{Metadata: map[string]string{refine.MetadataKey: res.ID}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(running) != 0 {
+			t.Errorf("%d sandboxes of the refinement still exist after it ended", len(running))
+		}
+		t.Logf("overhead excluding LLM per attempt: %v ms", overheads(res))
+	})
+
+	t.Run("gives up at max attempts with the last error", func(t *testing.T) {
+		fake, url := startLLM(t, fence("print(1/0)"), fence("import json\njson.loads('{broken')"))
+		res, err := newRefiner(t, s, url).Run(t.Context(), refine.Options{Requirement: "Print something.", MaxAttempts: 2}, refine.Observer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Success || res.Status != refine.StatusFailed || len(res.Attempts) != 2 || len(fake.Prompts()) != 2 {
+			t.Fatalf("success %v status %s attempts %d prompts %d; want failure after exactly 2", res.Success, res.Status, len(res.Attempts), len(fake.Prompts()))
+		}
+		if res.LastError == nil || res.LastError.Name != "JSONDecodeError" || !strings.Contains(res.Error, "JSONDecodeError") {
+			t.Errorf("last error %+v, error %q; want the second attempt's JSONDecodeError", res.LastError, res.Error)
+		}
+		if !strings.Contains(fake.Prompts()[1], "ZeroDivisionError") {
+			t.Errorf("second prompt lacks ZeroDivisionError:\n%s", fake.Prompts()[1])
+		}
+	})
+
+	t.Run("test code and images", func(t *testing.T) {
+		plot := "import matplotlib.pyplot as plt\ndef area(w, h):\n    return w * h\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()\nprint('area', area(2, 3))"
+		_, url := startLLM(t, fence("def area(w, h):\n    return w + h\nprint('ok')"), fence(plot))
+		dir := t.TempDir()
+		res, err := newRefiner(t, s, url).Run(t.Context(), refine.Options{Requirement: "Define area(w, h) and plot squares.",
+			TestCode: "assert area(2, 3) == 6, 'area(2, 3) should be 6'", ImagesDir: dir}, refine.Observer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Success || len(res.Attempts) != 2 {
+			t.Fatalf("success %v after %d attempts, want success after 2", res.Success, len(res.Attempts))
+		}
+		if v := res.Attempts[0].Validation; !strings.Contains(v, "area(2, 3) should be 6") {
+			t.Errorf("first attempt validation %q, want the test's assertion message", v)
+		}
+		var files []string
+		for _, o := range res.Attempts[1].Results {
+			files = append(files, o.Files...)
+		}
+		if len(files) != 1 || !strings.HasSuffix(files[0], ".png") {
+			t.Fatalf("saved images %v, want one PNG", files)
+		}
+		b, err := os.ReadFile(files[0])
+		if err != nil || len(b) < 8 || string(b[1:4]) != "PNG" {
+			t.Errorf("%s is not a PNG (%d bytes, %v)", files[0], len(b), err)
+		}
+	})
+
+	t.Run("bash via commands", func(t *testing.T) {
+		_, url := startLLM(t, "```bash\necho start; exit 3\n```", "```bash\necho \"sum=$((2+3))\"\n```")
+		res, err := newRefiner(t, s, url).Run(t.Context(), refine.Options{Requirement: "Print sum=5", Language: "bash",
+			Template: "base", Expect: `^sum=5\s*$`}, refine.Observer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Success || len(res.Attempts) != 2 || res.Attempts[0].Error == nil || !strings.Contains(res.Attempts[0].Error.Value, "code 3") {
+			t.Fatalf("success %v attempts %d first error %+v", res.Success, len(res.Attempts), res.Attempts[0].Error)
+		}
+	})
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func overheads(res *refine.Result) []float64 {
+	var o []float64
+	for _, a := range res.Attempts {
+		o = append(o, a.OverheadMS)
+	}
+	sort.Float64s(o)
+	return o
+}
