@@ -5,8 +5,10 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -18,6 +20,9 @@ import (
 
 // EnvdPort is the port of the in-sandbox agent.
 const EnvdPort = 49983
+
+// maxBuffered is the largest request body read into memory before forwarding.
+const maxBuffered = 1 << 20
 
 var sandboxID = regexp.MustCompile(`^[a-z0-9]+$`)
 
@@ -95,9 +100,22 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 		http.NotFound(w, r)
 		return
 	}
+	if r.ContentLength > 0 && r.ContentLength <= maxBuffered {
+		// Read small bodies (every RPC) before forwarding. Otherwise the
+		// transport's writer may still be reading the inbound body when
+		// a fast reply has already ended the handler, and the server then
+		// reads the keep-alive connection's next request from under it,
+		// which cancels a later stream on that connection at random.
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBuffered))
+		if err != nil {
+			return // the client went away
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
 	rp := &httputil.ReverseProxy{
 		Transport:     tr,
 		FlushInterval: -1,
+		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&url.URL{Scheme: "http", Host: "sandbox"})
 			pr.Out.Host = r.Host
