@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,6 +37,7 @@ type Builder struct {
 	log      *slog.Logger
 	lookup   func(name string) (Recipe, bool) // Lookup; tests add recipes
 	mirror   func() (string, error)           // HostMirror(Suite)
+	pruned   sync.Map                         // recipe name → old trees checked
 }
 
 // NewBuilder returns a Builder caching under cacheDir; "" means $SBX_ROOTFS_CACHE,
@@ -155,6 +157,7 @@ func isComplete(dir string) bool {
 func (b *Builder) ensureStep(ctx context.Context, s step, parentRoot string, progress func(string)) (string, error) {
 	final := filepath.Join(b.cacheDir, s.dirName())
 	if isComplete(final) {
+		b.pruneOnce(s)
 		return filepath.Join(final, "rootfs"), nil
 	}
 	if err := b.preflight(s); err != nil {
@@ -463,6 +466,24 @@ func normaliseResolvConf(root string) error {
 func (b *Builder) aptArchivesDir() string { return filepath.Join(b.cacheDir, ".apt-archives") }
 func (b *Builder) aptListsDir() string    { return filepath.Join(b.cacheDir, ".apt-lists") }
 
+// pruneOnce retries, once per Builder and recipe, the removal of old trees
+// a build had to keep because sandboxes still used them. It skips when
+// another process holds the recipe's lock (it may be building).
+func (b *Builder) pruneOnce(s step) {
+	if _, done := b.pruned.LoadOrStore(s.Name, true); done {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(b.cacheDir, s.Name+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		return
+	}
+	b.prune(s)
+}
+
 // prune removes trees of older hashes of s.Name that nothing has mounted.
 // Best effort: a failure only costs disk space.
 func (b *Builder) prune(s step) {
@@ -478,7 +499,7 @@ func (b *Builder) prune(s step) {
 		}
 		dir := filepath.Join(b.cacheDir, e.Name())
 		if err := removeTree(dir); err != nil {
-			b.log.Warn("keep old rootfs", "rootfs.recipe", s.Name, "dir", dir, "reason", err)
+			b.log.Info("keeping old rootfs", "rootfs.recipe", s.Name, "dir", dir, "reason", err)
 			continue
 		}
 		b.log.Info("removed old rootfs", "rootfs.recipe", s.Name, "dir", dir)

@@ -1,0 +1,204 @@
+package rootfs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+)
+
+// requireRoot skips (or fails under SBX_REQUIRE_INTEGRATION=1) without root.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
+		t.Fatal("needs root, and SBX_REQUIRE_INTEGRATION=1 forbids skipping")
+	}
+	t.Skip("needs root (mount and PID namespaces)")
+}
+
+func TestFlockWait(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "r.lock")
+	unlock, err := flockWait(t.Context(), path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A second open file description conflicts, as another process would.
+	waited := false
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := flockWait(ctx, path, func() { waited = true }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second lock while held = %v, want deadline exceeded", err)
+	}
+	if !waited {
+		t.Error("onWait not called while waiting")
+	}
+
+	// Released: a waiter gets it.
+	got := make(chan error, 1)
+	go func() {
+		u, err := flockWait(t.Context(), path, nil)
+		if err == nil {
+			u()
+		}
+		got <- err
+	}()
+	unlock()
+	if err := <-got; err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+}
+
+func TestIsolatedStreamsOutputAndReportsFailure(t *testing.T) {
+	requireRoot(t)
+	b := NewBuilder(t.TempDir(), nil)
+	var (
+		mu    sync.Mutex
+		lines []string
+	)
+	progress := func(l string) { mu.Lock(); lines = append(lines, l); mu.Unlock() }
+	err := b.isolated(t.Context(), "t", progress, "/bin/sh", "-c", "echo out; echo err >&2; echo pid=$$; exit 3")
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "err") {
+		t.Fatalf("err = %v; want exit status 3 with the output tail", err)
+	}
+	joined := strings.Join(lines, "|")
+	for _, want := range []string{"out", "err", "pid=1"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("progress %q lacks %q (pid=1: the command runs in its own PID namespace)", joined, want)
+		}
+	}
+}
+
+// Mounts made by a build step exist only in its namespace.
+func TestIsolatedMountsDoNotLeak(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	b := NewBuilder(dir, nil)
+	err := b.isolated(t.Context(), "t", func(string) {}, "/bin/sh", "-c",
+		`mount --make-rprivate / && mount -t tmpfs tmpfs "$0" && touch "$0/inside"`, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "inside")); err == nil {
+		t.Error("tmpfs mounted in the build namespace is visible on the host")
+	}
+	assertNoMountsUnder(t, dir)
+}
+
+func TestIsolatedCancelKillsEverything(t *testing.T) {
+	requireRoot(t)
+	b := NewBuilder(t.TempDir(), nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	started := make(chan struct{})
+	var once sync.Once
+	done := make(chan error, 1)
+	go func() {
+		// A background grandchild holding the output pipe must not keep
+		// isolated waiting: the PID namespace dies with its first process.
+		done <- b.isolated(ctx, "t", func(l string) {
+			if l == "ready" {
+				once.Do(func() { close(started) })
+			}
+		}, "/bin/sh", "-c", "sleep 1000 & echo ready; wait")
+	}()
+	<-started
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+}
+
+func TestRemoveTreeRefusesMounted(t *testing.T) {
+	requireRoot(t)
+	dir := filepath.Join(t.TempDir(), "tree")
+	mnt := filepath.Join(dir, "rootfs/dev")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) }) // if the test stops early
+	if err := os.WriteFile(filepath.Join(mnt, "precious"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := removeTree(dir)
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("removeTree over a mount = %v, want a failed precondition", err)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "precious")); err != nil {
+		t.Errorf("file under the mount was deleted: %v", err)
+	}
+	if err := unix.Unmount(mnt, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeTree(dir); err != nil {
+		t.Fatalf("removeTree after unmount: %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s still exists: %v", dir, err)
+	}
+}
+
+func TestPruneKeepsCurrentAndOtherRecipes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	b := NewBuilder(dir, nil)
+	s := step{Recipe: Recipe{Name: "code"}, hash: strings.Repeat("a", 64)}
+	keep := []string{"code-aaaaaaaaaaaa", "code-interpreter-0123456789ab", "code.lock", "code-0123456789abc", "other-0123456789ab"}
+	drop := []string{"code-0123456789ab", ".build-code-0123456789ab"}
+	for _, n := range append(append([]string{}, keep...), drop...) {
+		if err := os.MkdirAll(filepath.Join(dir, n, "rootfs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.prune(s)
+	for _, n := range keep {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Errorf("%s removed: %v", n, err)
+		}
+	}
+	for _, n := range drop {
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			t.Errorf("%s kept, want removed", n)
+		}
+	}
+}
+
+func TestNormaliseResolvConf(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	etc := filepath.Join(root, "etc")
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(etc, "resolv.conf")
+	if err := os.Symlink("../run/resolv.conf", p); err != nil {
+		t.Fatal(err)
+	}
+	if err := normaliseResolvConf(root); err == nil {
+		t.Error("symlinked resolv.conf accepted")
+	}
+	os.Remove(p)
+	if err := os.WriteFile(p, []byte("nameserver 192.0.2.1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := normaliseResolvConf(root); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644", fi.Mode().Perm())
+	}
+}
