@@ -19,6 +19,7 @@ import (
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/network"
 	"github.com/sbxdev/sbx/internal/proxy"
+	"github.com/sbxdev/sbx/internal/refine"
 	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/internal/runtime/oci"
 	"github.com/sbxdev/sbx/internal/sandbox"
@@ -169,7 +170,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	closers.add("webhook engine", func() error { stopEngine(); <-engineDone; return nil })
 
 	px := proxy.New(mgr, cfg.Domain, log)
-	apiSrv := api.New(log, mgr, reg, st, px, events.NewHandler(evlog, log), webhook.NewHandler(engine, log))
+	apiSrv := api.New(log, mgr, reg, st, px, events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
+		refine.NewHandler("http://"+ln.Addr().String(), log))
 	handler = apiSrv
 	log.Info("sbx ready", "addr", ln.Addr().String())
 

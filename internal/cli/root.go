@@ -31,6 +31,7 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newSandboxCmd(),
 		newBenchCmd(),
 		newRunCodeCmd(),
+		newRefineCmd(),
 		newWebhookCmd(),
 		newEventsCmd(),
 	)
