@@ -87,6 +87,8 @@ type Manager struct {
 	live   map[string]*live
 	pools  map[string]*pool // by template ID (and the ref it was configured by)
 	poolWG sync.WaitGroup
+
+	admission Admission // nil = no limits
 }
 
 // live is the in-memory side of a running sandbox.
@@ -163,6 +165,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (store.Sandbox,
 	tpl, err := m.templates.Resolve(ctx, req.Template)
 	if err != nil {
 		return store.Sandbox{}, err
+	}
+	if m.admission != nil {
+		if err := m.admission.Admit(ctx, req.TeamID, tpl.ID); err != nil {
+			return store.Sandbox{}, err
+		}
 	}
 	token := ""
 	if req.Secure {

@@ -279,3 +279,44 @@ func (m *Manager) Recover(ctx context.Context) error {
 
 // ErrShuttingDown is returned by Create while the server stops.
 var ErrShuttingDown = errors.New("server is shutting down")
+
+// Admission decides whether a team may create one more sandbox now (budgets,
+// quotas). It returns an errdefs.ErrResourceExhausted error naming the limit.
+type Admission interface {
+	Admit(ctx context.Context, teamID, templateID string) error
+}
+
+// SetAdmission installs the admission check run by Create before any work.
+// Call it before serving requests.
+func (m *Manager) SetAdmission(a Admission) { m.admission = a }
+
+// Live returns a snapshot of every running or paused sandbox (all teams).
+func (m *Manager) Live() []store.Sandbox {
+	m.mu.Lock()
+	ls := make([]*live, 0, len(m.live))
+	for _, l := range m.live {
+		ls = append(ls, l)
+	}
+	m.mu.Unlock()
+	out := make([]store.Sandbox, 0, len(ls))
+	for _, l := range ls {
+		l.mu.Lock()
+		out = append(out, l.sb)
+		l.mu.Unlock()
+	}
+	return out
+}
+
+// Stats reads a live sandbox's cgroup counters (runaway detection, metrics).
+func (m *Manager) Stats(ctx context.Context, id string) (runtime.Stats, error) {
+	if m.lookup(id) == nil {
+		return runtime.Stats{}, errdefs.NotFound("sandbox %s not found", id)
+	}
+	return m.driver.Stats(ctx, id)
+}
+
+// PauseWithReason pauses any sandbox for a server-side policy (runaway,
+// budget); the reason is recorded in the paused event as pause_reason.
+func (m *Manager) PauseWithReason(ctx context.Context, id, reason string) error {
+	return m.pauseReason(ctx, id, reason)
+}

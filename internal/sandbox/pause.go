@@ -19,7 +19,9 @@ func (m *Manager) Pause(ctx context.Context, teamID, id string) error {
 	return m.pause(ctx, id)
 }
 
-func (m *Manager) pause(ctx context.Context, id string) error {
+func (m *Manager) pause(ctx context.Context, id string) error { return m.pauseReason(ctx, id, "") }
+
+func (m *Manager) pauseReason(ctx context.Context, id, reason string) error {
 	p, ok := m.driver.(runtime.Pauser)
 	if !ok {
 		return errdefs.Precondition("the %s runtime cannot pause sandboxes", m.driver.Name())
@@ -43,6 +45,9 @@ func (m *Manager) pause(ctx context.Context, id string) error {
 	sb.State = store.StatePaused
 	change := &store.Change{Type: EventPaused, Sandbox: sb, Data: map[string]any{
 		"sandbox_metadata": nonNil(sb.Metadata), "execution": execution(sb, m.now().UTC())}}
+	if reason != "" {
+		change.Data["pause_reason"] = reason
+	}
 	if err := m.store.UpdateSandbox(ctx, sb, change); err != nil {
 		_ = p.Resume(context.WithoutCancel(ctx), id)
 		return err
