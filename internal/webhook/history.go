@@ -38,7 +38,14 @@ type DeliveryPage struct {
 // Deliveries returns a page of a webhook's deliveries, newest first unless
 // q.OrderAsc.
 func (e *Engine) Deliveries(ctx context.Context, teamID, webhookID string, q DeliveryQuery) (*DeliveryPage, error) {
-	if _, err := loadHook(ctx, e.db, teamID, webhookID); err != nil {
+	// One read transaction: deliveries and attempts from the same snapshot,
+	// so a delivery's status always matches its attempts.
+	rtx, err := e.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", err)
+	}
+	defer rtx.Rollback() //nolint:errcheck // read only
+	if _, err := loadHook(ctx, rtx, teamID, webhookID); err != nil {
 		return nil, err
 	}
 	if q.Limit == 0 {
@@ -78,7 +85,7 @@ func (e *Engine) Deliveries(ctx context.Context, teamID, webhookID string, q Del
 			args = append(args, s)
 		}
 	}
-	rows, err := e.db.QueryContext(ctx, `SELECT rid, id, event_id, event_type, sandbox_id, state, next_attempt_at, body
+	rows, err := rtx.QueryContext(ctx, `SELECT rid, id, event_id, event_type, sandbox_id, state, next_attempt_at, body
 		FROM webhook_deliveries WHERE `+strings.Join(where, " AND ")+` ORDER BY rid `+order+` LIMIT ?`, append(args, q.Limit+1)...)
 	if err != nil {
 		return nil, fmt.Errorf("list deliveries: %w", err)
@@ -121,7 +128,7 @@ func (e *Engine) Deliveries(ctx context.Context, teamID, webhookID string, q Del
 	for _, g := range page.Data {
 		ids = append(ids, g.DeliveryID)
 	}
-	arows, err := e.db.QueryContext(ctx, `SELECT id, delivery_id, attempt, status, duration_ms, request_url, request_headers,
+	arows, err := rtx.QueryContext(ctx, `SELECT id, delivery_id, attempt, status, duration_ms, request_url, request_headers,
 		response_status, response_headers, response_body, error_class, error_message, ts
 		FROM webhook_attempts WHERE delivery_id IN (?`+strings.Repeat(",?", len(ids)-1)+`) ORDER BY delivery_id, attempt`, ids...)
 	if err != nil {
