@@ -8,7 +8,7 @@ LISTEN   ?= 127.0.0.1:3000
 DATA_DIR ?= /var/lib/sbx
 GOTEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build deps run test test-go test-js bench clean
+.PHONY: all build deps run test js-deps test-go test-js bench clean
 
 all: build
 
@@ -27,14 +27,19 @@ run: deps build
 
 # The whole test suite: Go unit + integration tests, then the official E2B
 # JavaScript SDKs against a real server.
-test: deps build test-go test-js
+test: deps build js-deps test-go test-js
+
+# The official E2B SDKs (pinned in tests/e2b-js/package-lock.json); some Go
+# tests drive them too, so they are installed before the Go tests run.
+js-deps:
+	cd tests/e2b-js && npm ci --no-audit --no-fund
 
 test-go:
 	$(GO) vet ./...
 	$(GO) test $(GOTEST_FLAGS) ./...
 
-test-js:
-	cd tests/e2b-js && npm ci --no-audit --no-fund && npm test
+test-js: js-deps
+	cd tests/e2b-js && npm test
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/... 
