@@ -161,11 +161,15 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 		break
 	}
 	ctx := r.Context()
-	if after < 0 {
-		if after, err = h.log.LastSeq(ctx); err != nil {
-			errdefs.WriteHTTP(w, h.logger, err)
-			return
-		}
+	last, err := h.log.LastSeq(ctx)
+	if err != nil {
+		errdefs.WriteHTTP(w, h.logger, err)
+		return
+	}
+	// No id: start live. An id beyond the log (a client of a server whose
+	// database was reset) would otherwise wait forever.
+	if after < 0 || after > last {
+		after = last
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives the server's write timeout
