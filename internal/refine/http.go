@@ -252,4 +252,3 @@ func apiKey(r *http.Request) string {
 	b, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	return b
 }
-

@@ -246,7 +246,9 @@ type state struct {
 // feedback), as opposed to a failure of the machinery (stop).
 type attemptFailed struct{ a *Attempt }
 
-func (e *attemptFailed) Error() string { return fmt.Sprintf("attempt %d: %s", e.a.Number, e.a.summary()) }
+func (e *attemptFailed) Error() string {
+	return fmt.Sprintf("attempt %d: %s", e.a.Number, e.a.summary())
+}
 
 // Run runs a refinement to the end and returns its result. err is non-nil
 // only when the machinery failed (bad options, LLM unreachable or
