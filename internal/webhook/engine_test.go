@@ -453,3 +453,28 @@ func TestErrorClasses(t *testing.T) {
 		})
 	}
 }
+
+func TestSecretRotation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, fastConfig())
+	rc := newReceiver(t, nil)
+	hook := createHook(t, e.eng, "t", rc.srv.URL) // secret "s3cret-t"
+	run(t, e.eng)
+	if _, err := e.eng.Update(t.Context(), "t", hook.ID, Input{SignatureSecret: ptr("whsec_bmV3LXNlY3JldC1ieXRlcw==")}); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.log.Append(t.Context(), &events.Event{Type: events.SandboxCreated, TeamID: "t"})
+	waitFor(t, "delivery", func() bool { return len(rc.all()) == 1 })
+	d := rc.all()[0]
+	for _, secret := range []string{"s3cret-t", "whsec_bmV3LXNlY3JldC1ieXRlcw=="} {
+		if err := sig.VerifyStandard(secret, d.header, d.body, time.Minute); err != nil {
+			t.Errorf("during rotation, %s must verify: %v", secret, err)
+		}
+	}
+	if err := sig.VerifyE2B("whsec_bmV3LXNlY3JldC1ieXRlcw==", d.body, d.header.Get("e2b-signature")); err != nil {
+		t.Errorf("e2b-signature uses the new secret: %v", err)
+	}
+	if sig.VerifyStandard("unrelated", d.header, d.body, time.Minute) == nil {
+		t.Error("an unrelated secret verified")
+	}
+}

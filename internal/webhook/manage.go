@@ -28,6 +28,10 @@ const (
 	MaxSecretLen = 1024
 )
 
+// SecretRotationGrace is how long the previous secret keeps signing
+// webhook-signature after a change.
+const SecretRotationGrace = 24 * time.Hour
+
 func errNotFound(id string) error {
 	return errdefs.NotFound("webhook %s not found", id)
 }
@@ -198,7 +202,8 @@ func (e *Engine) Update(ctx context.Context, teamID, id string, in Input) (*Webh
 	if in.Events != nil {
 		w.Events = *in.Events
 	}
-	if in.SignatureSecret != nil {
+	if in.SignatureSecret != nil && Secret(*in.SignatureSecret) != w.Secret {
+		w.PrevSecret, w.PrevSecretUntil = w.Secret, e.cfg.Now().Add(SecretRotationGrace).UTC()
 		w.Secret = Secret(*in.SignatureSecret)
 	}
 	if in.Enabled != nil {

@@ -70,6 +70,13 @@ func (e *Engine) attempt(ctx context.Context, h *Webhook, it *item) *result {
 		r.class, r.message = "signature_error", err.Error()
 		return r
 	}
+	if h.PrevSecret != "" && r.at.Before(h.PrevSecretUntil) {
+		// During a rotation receivers may still hold the old secret; E2B's
+		// scheme has room for one signature only, so it uses the new one.
+		if old, err := sig.SignStandard(string(h.PrevSecret), it.id, r.at, body); err == nil {
+			std += " " + old
+		}
+	}
 	actx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, h.URL, bytes.NewReader(body))

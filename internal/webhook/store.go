@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -24,7 +25,9 @@ CREATE TABLE IF NOT EXISTS webhooks (
 	start_seq            INTEGER NOT NULL,
 	disabled_reason      TEXT NOT NULL DEFAULT '',
 	failing_since        INTEGER NOT NULL DEFAULT 0,
-	consecutive_failures INTEGER NOT NULL DEFAULT 0
+	consecutive_failures INTEGER NOT NULL DEFAULT 0,
+	prev_secret          TEXT NOT NULL DEFAULT '',
+	prev_secret_until    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS webhooks_team ON webhooks(team_id);
 CREATE TABLE IF NOT EXISTS webhook_cursor (
@@ -76,6 +79,22 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("migrate webhooks: %w", err)
 	}
+	// Columns added after the first version of the table.
+	for _, col := range []string{
+		"prev_secret TEXT NOT NULL DEFAULT ''",
+		"prev_secret_until INTEGER NOT NULL DEFAULT 0",
+	} {
+		name, _, _ := strings.Cut(col, " ")
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('webhooks') WHERE name = ?`, name).Scan(&n); err != nil {
+			return fmt.Errorf("migrate webhooks: %w", err)
+		}
+		if n == 0 {
+			if _, err := db.ExecContext(ctx, `ALTER TABLE webhooks ADD COLUMN `+col); err != nil {
+				return fmt.Errorf("migrate webhooks: add %s: %w", name, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -120,6 +139,11 @@ type Webhook struct {
 	DisabledReason      string
 	FailingSince        time.Time
 	ConsecutiveFailures int
+	// After a secret change the old secret also signs webhook-signature
+	// until PrevSecretUntil, so receivers can switch without dropping
+	// deliveries (Standard Webhooks allows several signatures).
+	PrevSecret      Secret
+	PrevSecretUntil time.Time
 }
 
 func (w *Webhook) wants(eventType string) bool {
@@ -131,19 +155,22 @@ func (w *Webhook) wants(eventType string) bool {
 	return false
 }
 
-const hookColumns = `id, team_id, name, url, secret, events, enabled, created_at, updated_at, start_seq, disabled_reason, failing_since, consecutive_failures`
+const hookColumns = `id, team_id, name, url, secret, events, enabled, created_at, updated_at, start_seq, disabled_reason, failing_since, consecutive_failures, prev_secret, prev_secret_until`
 
 type rowScanner interface{ Scan(dest ...any) error }
 
 func scanHook(r rowScanner) (*Webhook, error) {
 	var w Webhook
-	var secret, evs string
-	var created, updated, failing int64
+	var secret, prev, evs string
+	var created, updated, failing, prevUntil int64
 	if err := r.Scan(&w.ID, &w.TeamID, &w.Name, &w.URL, &secret, &evs, &w.Enabled, &created, &updated,
-		&w.StartSeq, &w.DisabledReason, &failing, &w.ConsecutiveFailures); err != nil {
+		&w.StartSeq, &w.DisabledReason, &failing, &w.ConsecutiveFailures, &prev, &prevUntil); err != nil {
 		return nil, err
 	}
-	w.Secret = Secret(secret)
+	w.Secret, w.PrevSecret = Secret(secret), Secret(prev)
+	if prevUntil != 0 {
+		w.PrevSecretUntil = time.Unix(0, prevUntil).UTC()
+	}
 	if err := json.Unmarshal([]byte(evs), &w.Events); err != nil {
 		return nil, fmt.Errorf("webhook %s: decode events: %w", w.ID, err)
 	}
@@ -193,17 +220,22 @@ type execer interface {
 
 func saveHook(ctx context.Context, x execer, w *Webhook) error {
 	evs, _ := json.Marshal(w.Events)
-	var failing int64
+	var failing, prevUntil int64
 	if !w.FailingSince.IsZero() {
 		failing = w.FailingSince.UnixNano()
 	}
-	_, err := x.ExecContext(ctx, `INSERT INTO webhooks (`+hookColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
+	if !w.PrevSecretUntil.IsZero() {
+		prevUntil = w.PrevSecretUntil.UnixNano()
+	}
+	_, err := x.ExecContext(ctx, `INSERT INTO webhooks (`+hookColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT(id) DO UPDATE SET name=excluded.name, url=excluded.url, secret=excluded.secret,
 		events=excluded.events, enabled=excluded.enabled, updated_at=excluded.updated_at,
 		disabled_reason=excluded.disabled_reason, failing_since=excluded.failing_since,
-		consecutive_failures=excluded.consecutive_failures`,
+		consecutive_failures=excluded.consecutive_failures, prev_secret=excluded.prev_secret,
+		prev_secret_until=excluded.prev_secret_until`,
 		w.ID, w.TeamID, w.Name, w.URL, string(w.Secret), string(evs), w.Enabled, w.CreatedAt.UnixNano(),
-		w.UpdatedAt.UnixNano(), w.StartSeq, w.DisabledReason, failing, w.ConsecutiveFailures)
+		w.UpdatedAt.UnixNano(), w.StartSeq, w.DisabledReason, failing, w.ConsecutiveFailures,
+		string(w.PrevSecret), prevUntil)
 	if err != nil {
 		return fmt.Errorf("save webhook %s: %w", w.ID, err)
 	}
