@@ -114,14 +114,29 @@ func globalFlags(cfg Config) []string {
 	case "runc":
 		g = append(g, "--systemd-cgroup=false")
 	case "runsc":
-		// Without --oci-seccomp runsc ignores the config's seccomp profile.
-		g = append(g, "--systemd-cgroup=false", "--oci-seccomp")
-		if !slices.ContainsFunc(cfg.ExtraArgs, func(a string) bool { return strings.HasPrefix(a, "--platform") }) {
-			// The KVM platform hangs on PVM hosts; systrap works everywhere.
-			g = append(g, "--platform=systrap")
+		g = append(g, "--systemd-cgroup=false")
+		for _, def := range runscDefaults {
+			flag, _, _ := strings.Cut(def, "=")
+			if !slices.ContainsFunc(cfg.ExtraArgs, func(a string) bool { return a == flag || strings.HasPrefix(a, flag+"=") }) {
+				g = append(g, def)
+			}
 		}
 	}
 	return append(g, cfg.ExtraArgs...)
+}
+
+// runscDefaults are added unless ExtraArgs sets the same flag.
+var runscDefaults = []string{
+	// Apply the config's seccomp profile inside the sandbox (ignored otherwise).
+	"--oci-seccomp",
+	// Root filesystem writes go to our overlay on the sandbox's tmpfs, so the
+	// disk limit and Stats.DiskBytes hold (runsc's default keeps them in
+	// sandbox memory).
+	"--overlay2=none",
+	// envd creates its unix socket in a bind mount for the host to dial.
+	"--host-uds=create",
+	// The KVM platform hangs on PVM hosts; systrap works everywhere.
+	"--platform=systrap",
 }
 
 func firstLine(b []byte) string {

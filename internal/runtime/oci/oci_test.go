@@ -4,7 +4,10 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
@@ -34,6 +37,9 @@ func newTestDriver(t *testing.T, name string) *Driver {
 	if err != nil {
 		t.Fatalf("New(%s): %v", name, err)
 	}
+	// runsc pins an empty network namespace for its gofers at
+	// <root>/null-netns and keeps it; unmount it so TempDir can go.
+	t.Cleanup(func() { _ = unix.Unmount(filepath.Join(base, "state", "null-netns"), unix.MNT_DETACH) })
 	return d
 }
 

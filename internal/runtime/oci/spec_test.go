@@ -151,9 +151,11 @@ func TestGlobalFlags(t *testing.T) {
 	}{
 		{Config{Runtime: "crun", StateDir: "/s"}, []string{"--root", "/s", "--cgroup-manager=cgroupfs"}},
 		{Config{Runtime: "runc", StateDir: "/s"}, []string{"--root", "/s", "--systemd-cgroup=false"}},
-		{Config{Runtime: "runsc", StateDir: "/s"}, []string{"--root", "/s", "--systemd-cgroup=false", "--oci-seccomp", "--platform=systrap"}},
-		{Config{Runtime: "runsc", StateDir: "/s", ExtraArgs: []string{"--platform=ptrace"}},
-			[]string{"--root", "/s", "--systemd-cgroup=false", "--oci-seccomp", "--platform=ptrace"}},
+		{Config{Runtime: "runsc", StateDir: "/s"}, []string{"--root", "/s", "--systemd-cgroup=false",
+			"--oci-seccomp", "--overlay2=none", "--host-uds=create", "--platform=systrap"}},
+		{Config{Runtime: "runsc", StateDir: "/s", ExtraArgs: []string{"--platform=ptrace", "--host-uds", "all"}},
+			[]string{"--root", "/s", "--systemd-cgroup=false", "--oci-seccomp", "--overlay2=none",
+				"--platform=ptrace", "--host-uds", "all"}},
 	}
 	for _, tc := range tests {
 		if got := globalFlags(tc.cfg); !slices.Equal(got, tc.want) {

@@ -337,37 +337,20 @@ func testSiblingIsolation(t *testing.T, d runtime.Driver, rootfs string) {
 	secret := NewID(t)
 	// A unique sleep duration marks A's process in every /proc listing.
 	marker := "sleep " + strconv.Itoa(100000+int(secret[1])*1000+len(t.Name()))
-	a := start(t, d, rootfs, `echo `+secret+` > /tmp/a-secret; touch /out/ready; exec `+marker, nil)
+	a := start(t, d, rootfs, `echo `+secret+` > /tmp/a-secret; `+marker+` & `+dumpCmdlines+`; touch /out/ready; wait`, nil)
 	a.wait(t, "ready")
+	if !strings.Contains(a.read(t, "cmdlines"), marker) {
+		t.Fatalf("sandbox %s does not see its own %q; the check below would prove nothing", a.id, marker)
+	}
 	b := start(t, d, rootfs, `cat /tmp/a-secret > /out/cat 2>/dev/null; echo $? > /out/rc; `+
 		dumpCmdlines+`; touch /out/done; sleep 1000`, nil)
 	b.wait(t, "done")
 	if rc := b.read(t, "rc"); rc == "0" || strings.Contains(b.read(t, "cat"), secret) {
 		t.Errorf("sandbox %s read sandbox %s's /tmp/a-secret", b.id, a.id)
 	}
-	if !hostSees(marker) {
-		t.Fatalf("the host does not see sandbox %s's %q; the check below would prove nothing", a.id, marker)
-	}
 	if cmdlines := b.read(t, "cmdlines"); strings.Contains(cmdlines, marker) {
 		t.Errorf("sandbox %s sees sandbox %s's process %q", b.id, a.id, marker)
 	}
-}
-
-// hostSees reports whether some host process has exactly this command line
-// (words separated by spaces).
-func hostSees(cmdline string) bool {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		matches, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-		for _, m := range matches {
-			b, _ := os.ReadFile(m)
-			if strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " ")) == cmdline {
-				return true
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
 }
 
 func testNoNetwork(t *testing.T, d runtime.Driver, rootfs string) {
@@ -379,9 +362,7 @@ func testNoNetwork(t *testing.T, d runtime.Driver, rootfs string) {
 			ifaces = append(ifaces, strings.TrimSpace(name))
 		}
 	}
-	if len(ifaces) == 0 {
-		t.Fatalf("no interfaces listed in /proc/net/dev: %q", sb.read(t, "dev"))
-	}
+	// No interface at all is fine too (runsc lists none for a fresh namespace).
 	for _, name := range ifaces {
 		if name != "lo" && !strings.HasPrefix(name, "sit") && !strings.HasPrefix(name, "tunl") && !strings.HasPrefix(name, "ip6tnl") {
 			t.Errorf("sandbox without NetNS has interface %q; want loopback only", name)
@@ -403,8 +384,9 @@ touch /out/done; sleep 1000`
 }
 
 func testDiskLimit(t *testing.T, d runtime.Driver, rootfs string) {
-	script := `dd if=/dev/zero of=/tmp/small bs=1M count=4 2>/dev/null; echo $? > /out/small;
-dd if=/dev/zero of=/tmp/big bs=1M count=64 2>/out/big.err; echo $? > /out/big; rm -f /tmp/big;
+	// /root, not /tmp: runsc mounts its own tmpfs on an empty /tmp.
+	script := `dd if=/dev/zero of=/root/small bs=1M count=4 2>/dev/null; echo $? > /out/small;
+dd if=/dev/zero of=/root/big bs=1M count=64 2>/out/big.err; echo $? > /out/big; rm -f /root/big;
 touch /out/done; sleep 1000`
 	sb := start(t, d, rootfs, script, func(s *runtime.Spec) { s.Resources.DiskMB = 16 })
 	sb.wait(t, "done")
