@@ -26,6 +26,7 @@ const (
 	MaxNameLen   = 128
 	MaxURLLen    = 2048
 	MaxSecretLen = 1024
+	MaxPerTeam   = 100 // webhooks per team
 )
 
 // SecretRotationGrace is how long the previous secret keeps signing
@@ -154,6 +155,13 @@ func (e *Engine) Create(ctx context.Context, teamID string, in Input) (*Webhook,
 	// means every event after StartSeq is fanned out to it, none before.
 	e.fanMu.Lock()
 	defer e.fanMu.Unlock()
+	var n int
+	if err := e.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM webhooks WHERE team_id = ?`, teamID).Scan(&n); err != nil {
+		return nil, fmt.Errorf("count webhooks: %w", err)
+	}
+	if n >= MaxPerTeam {
+		return nil, errdefs.Exhausted("a team can have at most %d webhooks; delete unused ones with DELETE /events/webhooks/{id}", MaxPerTeam)
+	}
 	seq, err := e.events.LastSeq(ctx)
 	if err != nil {
 		return nil, err
