@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -269,4 +271,117 @@ func overheads(res *refine.Result) []float64 {
 	}
 	sort.Float64s(o)
 	return o
+}
+
+// TestRefineServer drives the server-side loop (POST /refinements through
+// sdk.RefineCode, GET /refinements/{id}) and the `sbx refine` CLI. The
+// server reads SBX_LLM_* from its environment, inherited from the test.
+func TestRefineServer(t *testing.T) {
+	requireIntegration(t)
+	fake, url := startLLM(t, fence(buggyCode), fence(fixedCode))
+	t.Setenv("SBX_LLM_BASE_URL", url)
+	t.Setenv("SBX_LLM_MODEL", "scripted")
+	t.Setenv("SBX_LLM_API_KEY", "")
+	s := StartServer(t)
+	s.waitTemplate(t, "code-interpreter")
+	c := s.Client(t)
+
+	var streamed []sdk.RefineAttempt
+	ref, err := c.RefineCode(t.Context(), sdk.RefineOptions{Requirement: "Print the total of 3, 4 and 5.", MaxAttempts: 3,
+		ID: "ref-e2e-server", OnAttempt: func(a sdk.RefineAttempt) { streamed = append(streamed, a) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ref.Success || ref.Status != "succeeded" || len(ref.Attempts) != 2 || len(streamed) != 2 {
+		t.Fatalf("success %v status %s attempts %d streamed %d; want success after 2", ref.Success, ref.Status, len(ref.Attempts), len(streamed))
+	}
+	if streamed[0].Error == nil || !strings.Contains(fake.Prompts()[1], streamed[0].Error.Value) {
+		t.Errorf("second prompt lacks the streamed first error %+v", streamed[0].Error)
+	}
+	got, err := c.GetRefinement(t.Context(), "ref-e2e-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != "succeeded" || len(got.Attempts) != 2 || got.Code != ref.Code {
+		t.Errorf("GET /refinements/{id}: status %s attempts %d", got.Status, len(got.Attempts))
+	}
+	for _, a := range got.Attempts {
+		_, ids := sandboxEvents(t, s, a.SandboxID)
+		if len(ids) == 0 || ids[0] != "ref-e2e-server" {
+			t.Errorf("sandbox %s events carry refinement_id %v", a.SandboxID, ids)
+		}
+	}
+	// Another team cannot see it.
+	other := s.ClientWithKey(t, s.CreateTeam(t, "refine-other"))
+	if _, err := other.GetRefinement(t.Context(), "ref-e2e-server"); !sdk.IsNotFound(err) {
+		t.Errorf("other team's GET: err = %v, want not found", err)
+	}
+	if _, err := c.RefineCode(t.Context(), sdk.RefineOptions{Requirement: "x", Language: "cobol"}); !sdk.IsInvalidArgument(err) || !strings.Contains(err.Error(), "cobol") {
+		t.Errorf("bad language: err = %v, want 400 naming it", err)
+	}
+
+	t.Run("cli json", func(t *testing.T) {
+		for _, tc := range []struct {
+			name     string
+			replies  []string
+			wantExit int
+		}{
+			{"success", []string{fence(buggyCode), fence(fixedCode)}, 0},
+			{"failure", []string{fence("raise ValueError('never works')")}, 1},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				cliLLM, cliURL := startLLM(t, tc.replies...)
+				cmd := exec.CommandContext(t.Context(), s.Bin, "refine", "Print the total of 3, 4 and 5.", "--max-attempts", "2", "--json")
+				cmd.Env = append(os.Environ(), "E2B_API_URL="+s.URL, "E2B_SANDBOX_URL="+s.URL, "E2B_API_KEY="+s.APIKey,
+					"SBX_LLM_BASE_URL="+cliURL, "SBX_LLM_MODEL=scripted")
+				cmd.Dir = t.TempDir()
+				var stderr strings.Builder
+				cmd.Stderr = &stderr
+				out, err := cmd.Output()
+				code := 0
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					code = ee.ExitCode()
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				if code != tc.wantExit {
+					t.Fatalf("exit %d, want %d\nstderr: %s", code, tc.wantExit, stderr.String())
+				}
+				dec := json.NewDecoder(strings.NewReader(string(out)))
+				var res refine.Result
+				if err := dec.Decode(&res); err != nil {
+					t.Fatalf("stdout is not one JSON object: %v\n%s", err, out)
+				}
+				if dec.More() {
+					t.Errorf("stdout has more than one JSON value:\n%s", out)
+				}
+				if res.Success != (tc.wantExit == 0) || len(res.Attempts) != 2 || len(cliLLM.Prompts()) != 2 {
+					t.Errorf("success %v attempts %d prompts %d", res.Success, len(res.Attempts), len(cliLLM.Prompts()))
+				}
+				if !strings.Contains(stderr.String(), "Attempt 1/2") {
+					t.Errorf("progress missing from stderr: %s", stderr.String())
+				}
+			})
+		}
+	})
+}
+
+// An LLM that rejects the key stops the loop at once with a clear error
+// and no attempt is counted.
+func TestRefineLLMAuthFailure(t *testing.T) {
+	s := StartServer(t)
+	s.waitTemplate(t, "code-interpreter")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":{"message":"Incorrect API key provided: sk-bad"}}`)
+	}))
+	t.Cleanup(srv.Close)
+	res, err := newRefiner(t, s, srv.URL+"/v1").Run(t.Context(), refine.Options{Requirement: "x", MaxAttempts: 3}, refine.Observer{})
+	if !errors.Is(err, llm.ErrAuth) || !strings.Contains(err.Error(), "SBX_LLM_API_KEY") {
+		t.Fatalf("err = %v, want llm.ErrAuth naming SBX_LLM_API_KEY", err)
+	}
+	if res == nil || res.Success || len(res.Attempts) != 1 || res.Attempts[0].SandboxID != "" {
+		t.Fatalf("result %+v, want one failed attempt that never reached a sandbox", res)
+	}
 }
