@@ -3,8 +3,10 @@ package codeinterp
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -13,8 +15,7 @@ import (
 
 // The sandbox's global env vars (set at create time) live in envd. They
 // are fetched once: at start with the configured token, or, if that failed
-// (no token configured yet), on the first /execute with the token the SDK
-// sends. Kernels started after the fetch get them in their process
+// (no token configured), when the first /execute's token is checked. Kernels started after the fetch get them in their process
 // environment; kernels started before get them per execution instead.
 
 func (s *Server) loadGlobalEnv(ctx context.Context, token string) {
@@ -52,6 +53,9 @@ func fetchEnvs(ctx context.Context, base, token string) (map[string]string, erro
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return nil, fmt.Errorf("GET %s/envs: %s: %w", base, resp.Status, errBadToken)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s/envs: %s", base, resp.Status)
 	}
@@ -60,6 +64,48 @@ func fetchEnvs(ctx context.Context, base, token string) (map[string]string, erro
 		return nil, fmt.Errorf("GET %s/envs: %w", base, err)
 	}
 	return env, nil
+}
+
+var errBadToken = errors.New("access token refused")
+
+// authorize decides whether an /execute request may run code. With a
+// configured token it is compared directly. Otherwise envd is the judge,
+// as in E2B, where the server forwards the SDK's X-Access-Token to envd's
+// GET /envs: envd answers 401 to a wrong token (and 200 to anyone when the
+// sandbox has no token, in which case nothing is protected anyway). A
+// token envd accepted is remembered, so only the first run pays for the
+// check. If envd cannot be reached at all (the server runs outside a
+// sandbox) there is nobody to ask and the request is allowed.
+func (s *Server) authorize(ctx context.Context, token string) bool {
+	if s.cfg.AccessToken != "" {
+		return subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.AccessToken)) == 1
+	}
+	s.envOnce.Lock()
+	defer s.envOnce.Unlock()
+	if s.cfg.EnvdURL == "" || s.envdDown {
+		return true
+	}
+	if s.okToken != nil && subtle.ConstantTimeCompare([]byte(token), []byte(*s.okToken)) == 1 {
+		return true
+	}
+	env, err := fetchEnvs(ctx, s.cfg.EnvdURL, token)
+	switch {
+	case errors.Is(err, errBadToken):
+		return false
+	case err != nil:
+		// Not a refusal: envd is not there (outside a sandbox). Stop asking.
+		s.log.Warn("cannot verify access tokens with envd; /execute is unprotected", "err", err)
+		s.envdDown = true
+		return true
+	}
+	s.okToken = &token
+	if !s.envLoaded {
+		s.globalEnv, s.envLoaded = env, true
+		s.mu.Lock()
+		s.lateEnv = len(s.contexts) > 0
+		s.mu.Unlock()
+	}
+	return true
 }
 
 // kernelEnv is the process environment of a new kernel or shell.
@@ -74,8 +120,7 @@ func (s *Server) kernelEnv() []string {
 }
 
 // runEnv is the env vars applied to one execution only.
-func (s *Server) runEnv(r *http.Request, req map[string]string) map[string]string {
-	s.loadGlobalEnv(r.Context(), r.Header.Get("X-Access-Token"))
+func (s *Server) runEnv(req map[string]string) map[string]string {
 	s.envOnce.Lock()
 	late := s.lateEnv
 	global := s.globalEnv

@@ -5,7 +5,6 @@ package codeinterp
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,7 +26,8 @@ type Config struct {
 	// DefaultCwd is the working directory of contexts created without one
 	// (default /home/user, else the current user's home).
 	DefaultCwd string
-	// AccessToken, if set, must be sent as X-Access-Token on /execute.
+	// AccessToken, if set, must be sent as X-Access-Token on /execute;
+	// if empty, envd (EnvdURL) judges the token.
 	AccessToken string
 	// EnvdURL is where the sandbox's global env vars are fetched from
 	// (GET <EnvdURL>/envs); empty disables fetching.
@@ -80,7 +80,9 @@ type Server struct {
 	envOnce   sync.Mutex
 	globalEnv map[string]string
 	envLoaded bool
-	lateEnv   bool // loaded after some kernels had started
+	lateEnv   bool    // loaded after some kernels had started
+	okToken   *string // a token envd accepted
+	envdDown  bool    // envd unreachable: nobody to check tokens with
 }
 
 // New returns a server; call Start to launch the default Python context.
@@ -253,12 +255,9 @@ type executeRequest struct {
 var errInvalid = errors.New("invalid request")
 
 func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.AccessToken != "" {
-		got := r.Header.Get("X-Access-Token")
-		if subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AccessToken)) != 1 {
-			writeText(w, http.StatusUnauthorized, "Missing or invalid X-Access-Token header")
-			return
-		}
+	if !s.authorize(r.Context(), r.Header.Get("X-Access-Token")) {
+		writeText(w, http.StatusUnauthorized, "Missing or invalid X-Access-Token header: send the sandbox's envd access token")
+		return
 	}
 	var req executeRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
@@ -289,7 +288,7 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	env := s.runEnv(r, req.EnvVars)
+	env := s.runEnv(req.EnvVars)
 
 	select {
 	case c.lock <- struct{}{}:

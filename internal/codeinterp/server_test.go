@@ -511,3 +511,45 @@ func BenchmarkExecute(b *testing.B) {
 	b.ReportMetric(float64(durs[len(durs)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(durs[len(durs)*95/100].Microseconds())/1000, "p95-ms")
 }
+
+// Without a configured token, envd judges X-Access-Token (as in E2B, where
+// the server forwards it to envd's /envs), and the sandbox's global env
+// vars it returns reach the code.
+func TestAccessTokenCheckedByEnvd(t *testing.T) {
+	var calls int
+	var mu sync.Mutex
+	envd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		if r.URL.Path != "/envs" || r.Header.Get("X-Access-Token") != "good" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		_, _ = io.WriteString(w, `{"SBX_GLOBAL":"from-envd"}`)
+	}))
+	defer envd.Close()
+	_, ts := newTestServer(t, Config{EnvdURL: envd.URL})
+	for _, tc := range []struct {
+		token  string
+		status int
+	}{{"", 401}, {"bad", 401}, {"good", 200}, {"good", 200}} {
+		resp := post(t, ts.URL+"/execute", map[string]any{"code": "1"}, "X-Access-Token", tc.token)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("token %q: %d, want %d", tc.token, resp.StatusCode, tc.status)
+		}
+	}
+	mu.Lock()
+	// Start's fetch without a token, "", "bad", then "good" once: the
+	// accepted token is remembered.
+	if calls != 4 {
+		t.Errorf("envd asked %d times, want 4", calls)
+	}
+	mu.Unlock()
+	got := stdout(execute(t, ts.URL, map[string]any{"code": "import os; print(os.environ.get('SBX_GLOBAL'))"}, "X-Access-Token", "good"))
+	if got != "from-envd\n" {
+		t.Fatalf("global env var in code: %q", got)
+	}
+}
