@@ -23,11 +23,7 @@ func BenchmarkStartDelete(b *testing.B) {
 				b.Skipf("%s not on PATH", name)
 			}
 			rootfs := runtimetest.BusyboxRootfs(b)
-			base := b.TempDir()
-			d, err := New(Config{Runtime: name, StateDir: base + "/state", SandboxDir: base + "/sandboxes"}, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
+			d := newTestDriver(b, name)
 			var starts, deletes []time.Duration
 			for b.Loop() {
 				spec := runtime.Spec{

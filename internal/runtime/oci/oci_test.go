@@ -30,7 +30,7 @@ func requireRuntime(t *testing.T, name string) {
 	}
 }
 
-func newTestDriver(t *testing.T, name string) *Driver {
+func newTestDriver(t testing.TB, name string) *Driver {
 	t.Helper()
 	base := t.TempDir()
 	d, err := New(Config{Runtime: name, StateDir: base + "/state", SandboxDir: base + "/sandboxes"}, testLogger(t))
