@@ -36,7 +36,7 @@ func run() error {
 		host      = flag.String("host", "0.0.0.0", "address to bind")
 		kernelDir = flag.String("kernel-dir", "", "extra kernelspec directory searched before "+strings.Join(jupyter.DefaultKernelDirs, ", "))
 		cwd       = flag.String("cwd", "", "default working directory of contexts (default /home/user, else $HOME)")
-		tokenFile = flag.String("access-token-file", "", "file holding the token required as X-Access-Token on /execute (default: env E2B_ACCESS_TOKEN; none = no check)")
+		tokenFile = flag.String("access-token-file", "", "file holding the token required as X-Access-Token on /execute (default: env E2B_ACCESS_TOKEN; none = ask envd whether the sent token is valid)")
 		envdURL   = flag.String("envd-url", "http://127.0.0.1:49983", "envd base URL to fetch the sandbox's global env vars from (empty = don't)")
 		noDefault = flag.Bool("no-default-context", false, "do not start the default python context at start-up")
 		verbose   = flag.Bool("v", false, "debug logging")
