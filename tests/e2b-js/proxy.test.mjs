@@ -46,6 +46,50 @@ integration(env, 'sandbox proxy', () => {
     assert.match(missing.text, /File not found/)
   })
 
+  it('forwards POST bodies and streamed replies whole, request after request', async () => {
+    // A keep-alive client posting to a server that answers with a chunked,
+    // flushed reply: the same shape as the code interpreter's /execute. A
+    // proxy that races the inbound body against the reply cuts a few percent
+    // of these, so many round trips are made.
+    const server = [
+      'from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer',
+      'class H(BaseHTTPRequestHandler):',
+      "    protocol_version = 'HTTP/1.1'",
+      '    def log_message(self, *a): pass',
+      '    def do_POST(self):',
+      "        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))",
+      '        self.send_response(200)',
+      "        self.send_header('Transfer-Encoding', 'chunked')",
+      '        self.end_headers()',
+      '        for part in (b"echo:", body, b"\\n"):',
+      "            self.wfile.write(b'%x\\r\\n%s\\r\\n' % (len(part), part))",
+      '            self.wfile.flush()',
+      "        self.wfile.write(b'0\\r\\n\\r\\n')",
+      "ThreadingHTTPServer(('127.0.0.1', 8002), H).serve_forever()",
+    ].join('\n')
+    await a.files.write('/tmp/echo_server.py', server)
+    await a.commands.run('python3 /tmp/echo_server.py', { background: true, timeoutMs: 0 })
+    await pollUntil('echo server on port 8002', async () =>
+      (await sandboxFetch(a.sandboxId, 8002, '/', { method: 'POST', body: 'ping' })).status === 200,
+    )
+
+    const failures = []
+    for (let i = 0; i < 120; i++) {
+      const payload = JSON.stringify({ i, pad: 'x'.repeat(i * 7) })
+      try {
+        const r = await sandboxFetch(a.sandboxId, 8002, `/run/${i}`, {
+          method: 'POST',
+          body: payload,
+          headers: { 'Content-Type': 'application/json' },
+        })
+        if (r.status !== 200 || r.text !== `echo:${payload}\n`) failures.push(`#${i}: ${r.status} ${r.text.slice(0, 80)}`)
+      } catch (err) {
+        failures.push(`#${i}: ${err.cause?.message ?? err.message}`)
+      }
+    }
+    assert.deepEqual(failures, [], `${failures.length}/120 round trips through the proxy failed`)
+  })
+
   it('routes by sandbox: the other sandbox has nothing on that port', async () => {
     const r = await sandboxFetch(b.sandboxId, 8000, '/hello.txt')
     assert.equal(r.status, 502, `want 502 from ${b.sandboxId}:8000, got ${r.status} ${r.text}`)
