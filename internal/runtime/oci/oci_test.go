@@ -38,8 +38,15 @@ func newTestDriver(t testing.TB, name string) *Driver {
 		t.Fatalf("New(%s): %v", name, err)
 	}
 	// runsc pins an empty network namespace for its gofers at
-	// <root>/null-netns and keeps it; unmount it so TempDir can go.
-	t.Cleanup(func() { _ = unix.Unmount(filepath.Join(base, "state", "null-netns"), unix.MNT_DETACH) })
+	// <root>/null-netns and keeps it (concurrent starts may stack several
+	// mounts); unmount it so TempDir can go.
+	t.Cleanup(func() {
+		for range 64 {
+			if unix.Unmount(filepath.Join(base, "state", "null-netns"), unix.MNT_DETACH) != nil {
+				return
+			}
+		}
+	})
 	return d
 }
 

@@ -43,6 +43,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) runtime.Driver, rootfs strin
 	t.Run("PidsLimit", func(t *testing.T) { t.Parallel(); testPidsLimit(t, newDriver(t), rootfs) })
 	t.Run("MemoryLimit", func(t *testing.T) { t.Parallel(); testMemoryLimit(t, newDriver(t), rootfs) })
 	t.Run("PauseResume", func(t *testing.T) { t.Parallel(); testPauseResume(t, newDriver(t), rootfs) })
+	t.Run("Concurrent", func(t *testing.T) { t.Parallel(); testConcurrent(t, newDriver(t), rootfs) })
 }
 
 // NewID returns a fresh fixed-width sandbox ID (runsc matches ID prefixes).
@@ -500,5 +501,53 @@ func testPauseResume(t *testing.T, d runtime.Driver, rootfs string) {
 	}
 	if err := p.Pause(ctx, sb.id); !errors.Is(err, runtime.ErrNotFound) {
 		t.Errorf("Pause(deleted) = %v; want ErrNotFound", err)
+	}
+}
+
+// testConcurrent starts and deletes several sandboxes at once on one driver.
+func testConcurrent(t *testing.T, d runtime.Driver, rootfs string) {
+	const n = 6
+	ids := make([]string, n)
+	errs := make(chan error, n)
+	for i := range ids {
+		ids[i] = NewID(t)
+		go func(id string) {
+			errs <- d.Start(t.Context(), runtime.Spec{ID: id, Lower: []string{rootfs}, Args: []string{"/bin/sleep", "1000"}})
+		}(ids[i])
+	}
+	for range ids {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent Start: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, id := range ids {
+			_ = d.Delete(context.Background(), id)
+		}
+	})
+	listed, err := d.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if st, err := d.State(t.Context(), id); err != nil || st != runtime.StatusRunning {
+			t.Errorf("State(%s) = %q, %v; want running", id, st, err)
+		}
+		if !slices.Contains(listed, id) {
+			t.Errorf("List misses %s", id)
+		}
+	}
+	for _, id := range ids {
+		go func(id string) { errs <- d.Delete(t.Context(), id) }(id)
+	}
+	for range ids {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent Delete: %v", err)
+		}
+	}
+	for _, id := range ids {
+		if _, err := d.State(t.Context(), id); !errors.Is(err, runtime.ErrNotFound) {
+			t.Errorf("State(%s) after Delete = %v; want ErrNotFound", id, err)
+		}
 	}
 }
