@@ -85,10 +85,14 @@ type Executor struct {
 	sbx Sandboxes
 	log *slog.Logger
 
-	mu   sync.Mutex
-	envs map[string]*Environment // by template, probed once
-	res  map[string][2]int       // template -> cpu, memory MB
+	mu    sync.Mutex
+	envs  map[string]*Environment // by template, probed once
+	res   map[string][2]int       // template -> cpu, memory MB
+	kills sync.WaitGroup          // background kills of finished attempts
 }
+
+// Wait blocks until the sandboxes of finished attempts are killed.
+func (e *Executor) Wait() { e.kills.Wait() }
 
 // NewExecutor returns an executor over a sandbox service.
 func NewExecutor(sbx Sandboxes, log *slog.Logger) *Executor {
@@ -205,15 +209,20 @@ func (e *Executor) Execute(ctx context.Context, opts Options, lang Language, a *
 	a.SandboxID = sb.ID
 	a.SandboxMS = ms(time.Since(t0))
 	defer func() {
-		k0 := time.Now()
-		e.kill(ctx, sb.ID)
-		a.KillMS = ms(time.Since(k0))
+		// The kill runs off the loop's critical path (the next prompt does
+		// not need it); Wait collects it. The sandbox is priced up to the
+		// kill request, when its work ended.
 		life := time.Since(t0)
 		e.mu.Lock()
 		r := e.res[opts.Template]
 		e.mu.Unlock()
 		a.SandboxSeconds = life.Seconds()
 		a.SandboxCostUSD = Cost(life, r[0], r[1])
+		e.kills.Add(1)
+		go func() {
+			defer e.kills.Done()
+			e.kill(ctx, sb.ID)
+		}()
 	}()
 	if lang.Interpreter {
 		return e.runInterpreter(ctx, sb, opts, a)

@@ -167,7 +167,6 @@ type Attempt struct {
 	SandboxMS  float64 `json:"sandbox_create_ms"`
 	ExecMS     float64 `json:"exec_ms"`
 	ValidateMS float64 `json:"validate_ms"`
-	KillMS     float64 `json:"kill_ms"`
 	OverheadMS float64 `json:"overhead_ms"`
 }
 
@@ -264,6 +263,7 @@ func (r *Refiner) Run(ctx context.Context, opts Options, obs Observer) (*Result,
 	log := r.log.With("refinement.id", opts.ID, "template.id", opts.Template)
 	var mu sync.Mutex // guards res and serialises obs calls
 	finish := func(err error) (*Result, error) {
+		r.exec.Wait() // no sandbox of this run outlives it
 		mu.Lock()
 		defer mu.Unlock()
 		res.FinishedAt = time.Now().UTC()

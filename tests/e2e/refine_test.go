@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sbxdev/sbx/internal/llm"
 	"github.com/sbxdev/sbx/internal/refine"
@@ -384,4 +385,55 @@ func TestRefineLLMAuthFailure(t *testing.T) {
 	if res == nil || res.Success || len(res.Attempts) != 1 || res.Attempts[0].SandboxID != "" {
 		t.Fatalf("result %+v, want one failed attempt that never reached a sandbox", res)
 	}
+}
+
+// TestRefineOverhead measures the loop's own cost per attempt (sandbox
+// claim + execute + validate, everything but the LLM; kills run in the
+// background) with a warm
+// pool. The scripted LLM takes a second per reply, as a fast real one
+// would, which gives the pool time to refill. It reports; it asserts no
+// time.
+func TestRefineOverhead(t *testing.T) {
+	s := StartServer(t)
+	s.waitTemplate(t, "code-interpreter")
+	fake := &scriptedLLM{replies: []string{fence("print('attempt')")}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(time.Second):
+		case <-r.Context().Done():
+			return
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	const n = 8
+	res, err := newRefiner(t, s, srv.URL+"/v1").Run(t.Context(), refine.Options{Requirement: "never satisfied",
+		MaxAttempts: n, Expect: "^impossible$"}, refine.Observer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Attempts) != n || res.Success {
+		t.Fatalf("%d attempts success %v, want %d failed", len(res.Attempts), res.Success, n)
+	}
+	var over, create, exec, validate []float64
+	for _, a := range res.Attempts {
+		over, create = append(over, a.OverheadMS), append(create, a.SandboxMS)
+		exec, validate = append(exec, a.ExecMS), append(validate, a.ValidateMS)
+	}
+	t.Logf("per attempt over %d attempts, ms (p50 / max): overhead %.1f / %.1f; sandbox claim %.1f / %.1f; execute %.1f / %.1f; validate %.1f / %.1f",
+		n, median(over), slicesMax(over), median(create), slicesMax(create), median(exec), slicesMax(exec), median(validate), slicesMax(validate))
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+func slicesMax(xs []float64) float64 {
+	m := xs[0]
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
 }
