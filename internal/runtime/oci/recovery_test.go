@@ -148,27 +148,31 @@ func TestDeleteCleansUpLostContainers(t *testing.T) {
 }
 
 func TestJoinsNetworkNamespace(t *testing.T) {
-	requireRuntime(t, "crun")
+	runtimetest.RequireRoot(t)
 	rootfs := runtimetest.BusyboxRootfs(t)
 	nm, err := network.New(network.Config{NetnsDir: t.TempDir(), Bridge: "sbtoci0", Subnet: "10.249.77.0/24"}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = nm.RemoveBridge(context.Background()); nm.Close() })
-	nsID := runtimetest.NewID(t)
-	nsPath, err := nm.Setup(t.Context(), nsID, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nm.Teardown(context.Background(), nsID) })
-
-	d := newTestDriver(t, "crun")
-	_, out := startIdle(t, d, rootfs, func(s *runtime.Spec) { s.NetNS = nsPath })
-	netdev, err := os.ReadFile(filepath.Join(out, "netdev"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(netdev), "eth0:") {
-		t.Errorf("sandbox in namespace %s has no eth0:\n%s", nsPath, netdev)
+	for _, name := range []string{"crun", "runc", "runsc"} {
+		t.Run(name, func(t *testing.T) {
+			requireRuntime(t, name)
+			nsID := runtimetest.NewID(t)
+			nsPath, err := nm.Setup(t.Context(), nsID, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = nm.Teardown(context.Background(), nsID) })
+			d := newTestDriver(t, name)
+			_, out := startIdle(t, d, rootfs, func(s *runtime.Spec) { s.NetNS = nsPath })
+			netdev, err := os.ReadFile(filepath.Join(out, "netdev"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(netdev), "eth0:") {
+				t.Errorf("sandbox in namespace %s has no eth0:\n%s", nsPath, netdev)
+			}
+		})
 	}
 }
