@@ -40,9 +40,7 @@ func (b *Builder) isolated(ctx context.Context, recipe string, progress func(str
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,
 		Pdeathsig:  syscall.SIGKILL,
 	}
-	// Killing PID 1 of the namespace kills the rest; the wait delay only
-	// bounds how long we wait for the output pipe after that.
-	cmd.WaitDelay = 10 * time.Second
+	// Killing PID 1 of the namespace kills the rest of the build.
 
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -65,6 +63,14 @@ func (b *Builder) isolated(ctx context.Context, recipe string, progress func(str
 		b.forwardLines(pr, recipe, progress, tail)
 	}()
 	werr := cmd.Wait()
+	// Drain before closing: the last lines (often the error) may still be
+	// in the pipe. The PID namespace died with its first process, so every
+	// writer is gone and EOF comes promptly; the timeout is a safety net.
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		b.log.Warn("rootfs build output still open after exit", "rootfs.recipe", recipe)
+	}
 	pr.Close()
 	<-done
 	if werr != nil {
