@@ -1,0 +1,240 @@
+// Package budget enforces per-team spending and sandbox limits: max
+// concurrent sandboxes, max creates per UTC day, max spend per UTC day and
+// month. A create over a limit is refused with errdefs.Exhausted (HTTP 429,
+// the E2B SDK's RateLimitError) and a team.budget.exceeded event, so
+// webhooks fire; a team.budget.warning event fires once per period when
+// usage crosses the warn-at percentage. A spend breach can also pause or
+// kill the team's sandboxes (reason "budget").
+package budget
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/usage"
+)
+
+// Actions on a spend breach.
+const (
+	ActionNone  = "none"
+	ActionPause = "pause"
+	ActionKill  = "kill"
+)
+
+// Reason is the kill_reason / pause_reason recorded for budget actions.
+const Reason = "budget"
+
+// Limit names, used in messages, events and metrics.
+const (
+	LimitConcurrent    = "max_concurrent"
+	LimitDailyCreates  = "max_daily_creates"
+	LimitDailySpend    = "max_daily_spend"
+	LimitMonthlySpend  = "max_monthly_spend"
+	DefaultWarnPercent = 80
+)
+
+// Limits is one team's budget. Zero means no limit.
+type Limits struct {
+	MaxConcurrent   int     `json:"maxConcurrent"`
+	MaxDailyCreates int     `json:"maxDailyCreates"`
+	MaxDailySpend   float64 `json:"maxDailySpendUsd"`
+	MaxMonthlySpend float64 `json:"maxMonthlySpendUsd"`
+	WarnAtPercent   float64 `json:"warnAtPercent"` // 0 = no warnings
+	Action          string  `json:"action"`        // on a spend breach: none, pause, kill
+}
+
+// Validate says what is wrong with l.
+func (l Limits) Validate() error {
+	switch {
+	case l.MaxConcurrent < 0:
+		return errdefs.Invalid("maxConcurrent must be ≥ 0 (0 = no limit), got %d", l.MaxConcurrent)
+	case l.MaxDailyCreates < 0:
+		return errdefs.Invalid("maxDailyCreates must be ≥ 0 (0 = no limit), got %d", l.MaxDailyCreates)
+	case l.MaxDailySpend < 0 || math.IsNaN(l.MaxDailySpend) || math.IsInf(l.MaxDailySpend, 0):
+		return errdefs.Invalid("maxDailySpendUsd must be a number ≥ 0 (0 = no limit), got %v", l.MaxDailySpend)
+	case l.MaxMonthlySpend < 0 || math.IsNaN(l.MaxMonthlySpend) || math.IsInf(l.MaxMonthlySpend, 0):
+		return errdefs.Invalid("maxMonthlySpendUsd must be a number ≥ 0 (0 = no limit), got %v", l.MaxMonthlySpend)
+	case l.WarnAtPercent < 0 || l.WarnAtPercent > 100 || math.IsNaN(l.WarnAtPercent):
+		return errdefs.Invalid("warnAtPercent must be between 0 and 100 (0 = no warnings), got %v", l.WarnAtPercent)
+	}
+	switch l.Action {
+	case "", ActionNone, ActionPause, ActionKill:
+	default:
+		return errdefs.Invalid("action %q: use none, pause or kill", l.Action)
+	}
+	return nil
+}
+
+// Sandboxes is what budgets need from the sandbox manager.
+type Sandboxes interface {
+	Live() []store.Sandbox
+	KillWithReason(ctx context.Context, id, reason string) error
+	PauseWithReason(ctx context.Context, id, reason string) error
+}
+
+// Appender records events (*events.Log).
+type Appender interface {
+	Append(ctx context.Context, ev *events.Event) error
+}
+
+// Budgets stores limits and enforces them. Safe for concurrent use.
+type Budgets struct {
+	db    *sql.DB
+	ev    Appender
+	usage *usage.Service
+	sbx   Sandboxes
+	log   *slog.Logger
+	now   func() time.Time
+
+	// OnRefusal, if set, is called for each refused create (metrics).
+	OnRefusal func(limit string)
+	// OnAction, if set, is called for each sandbox paused or killed.
+	OnAction func(action string)
+
+	mu      sync.Mutex
+	pending map[string][]time.Time // team -> admitted creates not yet seen as created events
+}
+
+// pendingTTL bounds how long an admitted create counts as in flight before
+// its created event appears (a create that failed never produces one).
+const pendingTTL = 65 * time.Second
+
+const schema = `
+CREATE TABLE IF NOT EXISTS budgets (
+	team_id           TEXT PRIMARY KEY,
+	max_concurrent    INTEGER NOT NULL DEFAULT 0,
+	max_daily_creates INTEGER NOT NULL DEFAULT 0,
+	max_daily_spend   REAL NOT NULL DEFAULT 0,
+	max_monthly_spend REAL NOT NULL DEFAULT 0,
+	warn_at_percent   REAL NOT NULL DEFAULT 0,
+	action            TEXT NOT NULL DEFAULT 'none',
+	updated_at        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS budget_alerts (
+	team_id TEXT NOT NULL,
+	kind    TEXT NOT NULL,
+	period  TEXT NOT NULL,
+	ts      INTEGER NOT NULL,
+	PRIMARY KEY (team_id, kind, period)
+);
+`
+
+// New returns budgets over db (which also holds the events table). sbx may be
+// nil for a consumer that cannot act on sandboxes.
+func New(ctx context.Context, db *sql.DB, ev Appender, u *usage.Service, sbx Sandboxes, log *slog.Logger) (*Budgets, error) {
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		return nil, fmt.Errorf("migrate budgets: %w", err)
+	}
+	return &Budgets{db: db, ev: ev, usage: u, sbx: sbx, log: log, now: time.Now, pending: map[string][]time.Time{}}, nil
+}
+
+// SetClock replaces the clock (tests).
+func (b *Budgets) SetClock(now func() time.Time) { b.now = now }
+
+// Get returns a team's limits (zero Limits when none were set).
+func (b *Budgets) Get(ctx context.Context, teamID string) (Limits, error) {
+	var l Limits
+	err := b.db.QueryRowContext(ctx, `SELECT max_concurrent, max_daily_creates, max_daily_spend,
+		max_monthly_spend, warn_at_percent, action FROM budgets WHERE team_id = ?`, teamID).
+		Scan(&l.MaxConcurrent, &l.MaxDailyCreates, &l.MaxDailySpend, &l.MaxMonthlySpend, &l.WarnAtPercent, &l.Action)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Limits{Action: ActionNone}, nil
+	}
+	if err != nil {
+		return l, fmt.Errorf("read budget of team %s: %w", teamID, err)
+	}
+	return l, nil
+}
+
+// Set stores a team's limits.
+func (b *Budgets) Set(ctx context.Context, teamID string, l Limits) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	if l.Action == "" {
+		l.Action = ActionNone
+	}
+	_, err := b.db.ExecContext(ctx, `INSERT INTO budgets (team_id, max_concurrent, max_daily_creates,
+		max_daily_spend, max_monthly_spend, warn_at_percent, action, updated_at) VALUES (?,?,?,?,?,?,?,?)
+		ON CONFLICT(team_id) DO UPDATE SET max_concurrent=excluded.max_concurrent,
+		max_daily_creates=excluded.max_daily_creates, max_daily_spend=excluded.max_daily_spend,
+		max_monthly_spend=excluded.max_monthly_spend, warn_at_percent=excluded.warn_at_percent,
+		action=excluded.action, updated_at=excluded.updated_at`,
+		teamID, l.MaxConcurrent, l.MaxDailyCreates, l.MaxDailySpend, l.MaxMonthlySpend, l.WarnAtPercent, l.Action,
+		b.now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("store budget of team %s: %w", teamID, err)
+	}
+	return nil
+}
+
+// Status is a team's current consumption against its limits.
+type Status struct {
+	Concurrent   int     `json:"concurrent"`
+	DailyCreates int     `json:"dailyCreates"`
+	DailySpend   float64 `json:"dailySpendUsd"`
+	MonthlySpend float64 `json:"monthlySpendUsd"`
+}
+
+// Status measures a team's consumption now.
+func (b *Budgets) Status(ctx context.Context, teamID string) (Status, error) {
+	now := b.now().UTC()
+	var st Status
+	st.Concurrent = b.liveCount(teamID)
+	n, err := b.createsSince(ctx, teamID, usage.DayStart(now))
+	if err != nil {
+		return st, err
+	}
+	st.DailyCreates = n
+	if st.DailySpend, st.MonthlySpend, err = b.spend(ctx, teamID, now); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+func (b *Budgets) spend(ctx context.Context, teamID string, now time.Time) (daily, monthly float64, err error) {
+	sbs, err := b.usage.Sandboxes(ctx, teamID, usage.MonthStart(now))
+	if err != nil {
+		return 0, 0, err
+	}
+	rates := b.usage.Rates()
+	day, month := usage.DayStart(now), usage.MonthStart(now)
+	end := now.Add(time.Second)
+	for _, s := range sbs {
+		daily += rates.Price(s, day, end, now).USD
+		monthly += rates.Price(s, month, end, now).USD
+	}
+	return daily, monthly, nil
+}
+
+func (b *Budgets) liveCount(teamID string) int {
+	if b.sbx == nil {
+		return 0
+	}
+	n := 0
+	for _, s := range b.sbx.Live() {
+		if s.TeamID == teamID {
+			n++
+		}
+	}
+	return n
+}
+
+func (b *Budgets) createsSince(ctx context.Context, teamID string, since time.Time) (int, error) {
+	var n int
+	err := b.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM events WHERE team_id = ? AND type = ? AND ts >= ?`,
+		teamID, events.SandboxCreated, since.UnixNano()).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count creates of team %s: %w", teamID, err)
+	}
+	return n, nil
+}

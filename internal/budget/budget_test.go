@@ -1,0 +1,232 @@
+package budget
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/events/eventstest"
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/usage"
+)
+
+// fakeSandboxes stands in for the manager: a live list plus recorded actions.
+type fakeSandboxes struct {
+	mu      sync.Mutex
+	live    []store.Sandbox
+	actions []string
+}
+
+func (f *fakeSandboxes) Live() []store.Sandbox {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]store.Sandbox(nil), f.live...)
+}
+
+func (f *fakeSandboxes) KillWithReason(_ context.Context, id, reason string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.actions = append(f.actions, "kill "+id+" "+reason)
+	return nil
+}
+
+func (f *fakeSandboxes) PauseWithReason(_ context.Context, id, reason string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.actions = append(f.actions, "pause "+id+" "+reason)
+	return nil
+}
+
+type fixture struct {
+	b   *Budgets
+	log *events.Log
+	sbx *fakeSandboxes
+	now time.Time
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	db, _ := eventstest.TempDB(t)
+	f := &fixture{sbx: &fakeSandboxes{}, now: time.Date(2026, 5, 10, 12, 0, 0, 0, time.UTC)}
+	clock := func() time.Time { return f.now }
+	f.log = events.NewLog(db, slog.New(slog.DiscardHandler))
+	f.log.SetClock(clock)
+	u := usage.NewService(f.log, usage.Rates{VCPUSecond: 0.001, GiBSecond: 0}, f.sbx.Live)
+	u.SetClock(clock)
+	b, err := New(t.Context(), db, f.log, u, f.sbx, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.SetClock(clock)
+	f.b = b
+	return f
+}
+
+// create stands in for a successful sandbox create after admission.
+func (f *fixture) create(t *testing.T, id string) {
+	t.Helper()
+	if err := f.log.Append(t.Context(), &events.Event{Type: events.SandboxCreated, TeamID: "t1", SandboxID: id, SandboxTemplateID: "base"}); err != nil {
+		t.Fatal(err)
+	}
+	f.sbx.mu.Lock()
+	f.sbx.live = append(f.sbx.live, store.Sandbox{ID: id, TeamID: "t1", State: store.StateRunning, CPUCount: 1, MemoryMB: 512})
+	f.sbx.mu.Unlock()
+}
+
+func (f *fixture) eventsOf(t *testing.T, typ string) []events.Event {
+	t.Helper()
+	evs, err := f.log.List(t.Context(), events.Filter{TeamID: "t1", Types: []string{typ}, OrderAsc: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+func TestMaxConcurrent(t *testing.T) {
+	f := newFixture(t)
+	if err := f.b.Set(t.Context(), "t1", Limits{MaxConcurrent: 2, WarnAtPercent: 50}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if err := f.b.Admit(t.Context(), "t1", "base"); err != nil {
+			t.Fatalf("create %s refused: %v", id, err)
+		}
+		f.create(t, id)
+	}
+	err := f.b.Admit(t.Context(), "t1", "base")
+	if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), "max concurrent") {
+		t.Fatalf("third create: err = %v, want resource exhausted naming max concurrent", err)
+	}
+	ex := f.eventsOf(t, events.TeamBudgetExceeded)
+	if len(ex) != 1 || ex[0].EventData["limit"] != LimitConcurrent || ex[0].EventData["max"] != float64(2) {
+		t.Fatalf("exceeded events = %+v", ex)
+	}
+	if w := f.eventsOf(t, events.TeamBudgetWarning); len(w) != 1 {
+		t.Fatalf("want one warning (at 50%% of 2, once per hour), got %d", len(w))
+	}
+	// Another team is not limited by t1's budget.
+	if err := f.b.Admit(t.Context(), "t2", "base"); err != nil {
+		t.Fatalf("team t2: %v", err)
+	}
+}
+
+func TestConcurrentAdmissionsCountInFlight(t *testing.T) {
+	f := newFixture(t)
+	if err := f.b.Set(t.Context(), "t1", Limits{MaxConcurrent: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.b.Admit(t.Context(), "t1", "base"); err != nil {
+		t.Fatal(err)
+	}
+	// The first create has not finished: no event, not live yet.
+	if err := f.b.Admit(t.Context(), "t1", "base"); !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Fatalf("second admission while the first is in flight: %v", err)
+	}
+	// A create that never completes stops counting after pendingTTL.
+	f.now = f.now.Add(pendingTTL + time.Second)
+	if err := f.b.Admit(t.Context(), "t1", "base"); err != nil {
+		t.Fatalf("after the in-flight create expired: %v", err)
+	}
+}
+
+func TestDailyCreates(t *testing.T) {
+	f := newFixture(t)
+	if err := f.b.Set(t.Context(), "t1", Limits{MaxDailyCreates: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.b.Admit(t.Context(), "t1", "base"); err != nil {
+		t.Fatal(err)
+	}
+	f.create(t, "a")
+	if err := f.b.Admit(t.Context(), "t1", "base"); err == nil || !strings.Contains(err.Error(), "per day") {
+		t.Fatalf("second create of the day: %v", err)
+	}
+	f.now = f.now.Add(13 * time.Hour) // next UTC day
+	if err := f.b.Admit(t.Context(), "t1", "base"); err != nil {
+		t.Fatalf("next day: %v", err)
+	}
+}
+
+func TestSpendLimitTakesAction(t *testing.T) {
+	for _, action := range []string{ActionKill, ActionPause, ActionNone} {
+		t.Run(action, func(t *testing.T) {
+			f := newFixture(t)
+			// 1 vCPU at $0.001/s: $0.06 per minute.
+			if err := f.b.Set(t.Context(), "t1", Limits{MaxDailySpend: 0.1, Action: action}); err != nil {
+				t.Fatal(err)
+			}
+			f.create(t, "a")
+			f.now = f.now.Add(time.Minute)
+			if err := f.b.Check(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if len(f.sbx.actions) != 0 || len(f.eventsOf(t, events.TeamBudgetExceeded)) != 0 {
+				t.Fatalf("under budget: actions %v", f.sbx.actions)
+			}
+			f.now = f.now.Add(time.Minute) // $0.12 spent
+			for range 2 {
+				if err := f.b.Check(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ex := f.eventsOf(t, events.TeamBudgetExceeded)
+			if len(ex) != 1 || ex[0].EventData["limit"] != LimitDailySpend {
+				t.Fatalf("want one exceeded event per period, got %+v", ex)
+			}
+			want := map[string]string{ActionKill: "kill a budget", ActionPause: "pause a budget"}[action]
+			if want == "" && len(f.sbx.actions) != 0 || want != "" && (len(f.sbx.actions) == 0 || f.sbx.actions[0] != want) {
+				t.Fatalf("actions = %v, want %q", f.sbx.actions, want)
+			}
+			if err := f.b.Admit(t.Context(), "t1", "base"); err == nil || !strings.Contains(err.Error(), "max spend per day") {
+				t.Fatalf("create over spend: %v", err)
+			}
+		})
+	}
+}
+
+func TestREST(t *testing.T) {
+	f := newFixture(t)
+	mux := http.NewServeMux()
+	f.b.Register(mux)
+	srv := httptest.NewServer(eventstest.AsTeam(mux))
+	defer srv.Close()
+	do := func(method, path, body string) (int, string) {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		req.Header.Set(eventstest.TeamHeader, "t1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	tests := []struct {
+		method, path, body string
+		status             int
+		contains           string
+	}{
+		{"PUT", "/teams/me/budget", `{"maxConcurrent":3,"warnAtPercent":80}`, 200, `"maxConcurrent":3`},
+		{"PUT", "/teams/t1/budget", `{"action":"kill"}`, 200, `"action":"kill"`},
+		{"GET", "/teams/me/budget", ``, 200, `"warnAtPercent":80`},
+		{"GET", "/teams/t2/budget", ``, 404, `use your own team`},
+		{"PUT", "/teams/me/budget", `{"maxConcurrent":-1}`, 400, `maxConcurrent must be`},
+		{"PUT", "/teams/me/budget", `{"action":"explode"}`, 400, `use none, pause or kill`},
+		{"PUT", "/teams/me/budget", `{"maxConcurent":1}`, 400, `unknown field`},
+	}
+	for _, tt := range tests {
+		status, body := do(tt.method, tt.path, tt.body)
+		if status != tt.status || !strings.Contains(body, tt.contains) {
+			t.Errorf("%s %s %s: %d %s, want %d containing %q", tt.method, tt.path, tt.body, status, body, tt.status, tt.contains)
+		}
+	}
+}
