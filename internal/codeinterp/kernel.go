@@ -124,6 +124,15 @@ func (r *kernelRunner) Execute(ctx context.Context, code string, env map[string]
 	return nil
 }
 
+// silentRun runs setup code in the current kernel (see silent).
+func (r *kernelRunner) silentRun(ctx context.Context, code string) error {
+	k, err := r.kernel(ctx)
+	if err != nil {
+		return err
+	}
+	return r.silent(ctx, k, code)
+}
+
 // silent runs setup code without touching history or execution count.
 func (r *kernelRunner) silent(ctx context.Context, k *jupyter.Kernel, code string) error {
 	reply, err := k.Execute(ctx, jupyter.ExecuteRequest{Code: code, Silent: true}, nil)

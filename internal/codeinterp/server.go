@@ -34,6 +34,10 @@ type Config struct {
 	EnvdURL string
 	// StartTimeout bounds a kernel start.
 	StartTimeout time.Duration
+	// Preload are Python modules imported into the default context in the
+	// background once it is ready (e.g. numpy), so the first run using
+	// them is fast.
+	Preload []string
 }
 
 func (c Config) withDefaults() Config {
@@ -100,10 +104,40 @@ func New(cfg Config, log *slog.Logger) *Server {
 // the first run_code does not pay for a kernel start.
 func (s *Server) Start(ctx context.Context) error {
 	s.loadGlobalEnv(ctx, s.cfg.AccessToken)
-	if _, err := s.defaultContext(ctx, "python"); err != nil {
+	c, err := s.defaultContext(ctx, "python")
+	if err != nil {
 		return fmt.Errorf("start default python context: %w", err)
 	}
+	if kr, ok := c.run.(*kernelRunner); ok && len(s.cfg.Preload) > 0 {
+		// After the ready check, not before: a sandbox from a warm pool
+		// has long finished these imports when its first run arrives, and
+		// a cold one pays no more than the user's own import would cost.
+		// Holding the context's lock keeps user code from interleaving.
+		c.lock <- struct{}{}
+		go func() {
+			defer func() { <-c.lock }()
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			defer cancel()
+			start := time.Now()
+			if err := kr.silentRun(wctx, preloadCode(s.cfg.Preload)); err != nil {
+				s.log.Warn("preloading modules failed", "err", err)
+				return
+			}
+			s.log.Info("preloaded modules", "modules", s.cfg.Preload, "took", time.Since(start).Round(time.Millisecond))
+		}()
+	}
 	return nil
+}
+
+// preloadCode imports modules into the kernel's module cache without
+// touching the user's namespace; missing modules are ignored.
+func preloadCode(modules []string) string {
+	list, _ := json.Marshal(modules)
+	return "import importlib as __sbx_il\n" +
+		"for __sbx_m in " + string(list) + ":\n" +
+		"    try: __sbx_il.import_module(__sbx_m)\n" +
+		"    except Exception: pass\n" +
+		"del __sbx_il, __sbx_m\n"
 }
 
 // Close shuts down every context.

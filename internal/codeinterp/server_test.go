@@ -553,3 +553,15 @@ func TestAccessTokenCheckedByEnvd(t *testing.T) {
 		t.Fatalf("global env var in code: %q", got)
 	}
 }
+
+func TestPreload(t *testing.T) {
+	_, ts := newTestServer(t, Config{Preload: []string{"wave", "no_such_module_sbx"}})
+	lines := execute(t, ts.URL, map[string]any{"code": "import sys\nprint('wave' in sys.modules, [n for n in dir() if n.startswith('__sbx')])"})
+	if got := stdout(lines); got != "True []\n" {
+		t.Fatalf("preload: %q", got)
+	}
+	// Preloading is silent: the user's first run is execution 1.
+	if n := ofType(lines, "number_of_executions"); len(n) != 1 || n[0]["execution_count"] != 1.0 {
+		t.Fatalf("number_of_executions %v", n)
+	}
+}
