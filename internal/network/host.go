@@ -76,32 +76,25 @@ func (m *Manager) chains() (input, forward, nat string) {
 //	FORWARD -i br / -o br    → SBX-FWD: sandbox↔sandbox DROP, link-local DROP,
 //	                                    outbound ACCEPT, replies ACCEPT
 //	nat POSTROUTING          → SBX-NAT: -s subnet ! -o br MASQUERADE
+//
+// The chains are replaced with one iptables-restore transaction, so a
+// restarted server never opens a window in which the rules are flushed.
 func (m *Manager) ensureFirewall(ctx context.Context) error {
 	ipt, err := exec.LookPath("iptables")
 	if err != nil {
 		return errors.New("iptables not found: install it (apt-get install -y iptables); sandboxes with internet access need NAT")
 	}
+	restore, err := exec.LookPath("iptables-restore")
+	if err != nil {
+		return errors.New("iptables-restore not found: install iptables (apt-get install -y iptables)")
+	}
+	cmd := exec.CommandContext(ctx, restore, "-w", "--noflush")
+	cmd.Stdin = strings.NewReader(m.firewallRules())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("iptables-restore: %w: %s", err, bytes.TrimSpace(out))
+	}
 	in, fwd, nat := m.chains()
-	br, subnet := m.cfg.Bridge, m.ipam.prefix.String()
-	steps := [][]string{
-		{"-N", in}, {"-F", in},
-		{"-A", in, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
-		{"-A", in, "-j", "DROP"},
-		{"-N", fwd}, {"-F", fwd},
-		{"-A", fwd, "-i", br, "-o", br, "-j", "DROP"},
-		{"-A", fwd, "-i", br, "-d", "169.254.0.0/16", "-j", "DROP"},
-		{"-A", fwd, "-i", br, "-j", "ACCEPT"},
-		{"-A", fwd, "-o", br, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
-		{"-A", fwd, "-o", br, "-j", "DROP"},
-		{"-t", "nat", "-N", nat}, {"-t", "nat", "-F", nat},
-		{"-t", "nat", "-A", nat, "-s", subnet, "!", "-o", br, "-j", "MASQUERADE"},
-	}
-	for _, args := range steps {
-		out, err := exec.CommandContext(ctx, ipt, append([]string{"-w"}, args...)...).CombinedOutput()
-		if err != nil && !(args[0] == "-N" || (len(args) > 2 && args[2] == "-N")) {
-			return fmt.Errorf("iptables %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
-		}
-	}
+	br := m.cfg.Bridge
 	hooks := [][]string{
 		{"INPUT", "-i", br, "-j", in},
 		{"FORWARD", "-i", br, "-j", fwd},
@@ -113,6 +106,32 @@ func (m *Manager) ensureFirewall(ctx context.Context) error {
 		}
 	}
 	return ensureJump(ctx, ipt, "nat", []string{"POSTROUTING", "-j", nat})
+}
+
+// firewallRules is the iptables-restore input for our chains. With
+// --noflush, a ":CHAIN" line creates the chain or empties it, in the same
+// transaction that fills it again.
+func (m *Manager) firewallRules() string {
+	in, fwd, nat := m.chains()
+	br, subnet := m.cfg.Bridge, m.ipam.prefix.String()
+	return strings.Join([]string{
+		"*filter",
+		":" + in + " - [0:0]",
+		":" + fwd + " - [0:0]",
+		"-A " + in + " -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+		"-A " + in + " -j DROP",
+		"-A " + fwd + " -i " + br + " -o " + br + " -j DROP",
+		"-A " + fwd + " -i " + br + " -d 169.254.0.0/16 -j DROP",
+		"-A " + fwd + " -i " + br + " -j ACCEPT",
+		"-A " + fwd + " -o " + br + " -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+		"-A " + fwd + " -o " + br + " -j DROP",
+		"COMMIT",
+		"*nat",
+		":" + nat + " - [0:0]",
+		"-A " + nat + " -s " + subnet + " ! -o " + br + " -j MASQUERADE",
+		"COMMIT",
+		"",
+	}, "\n")
 }
 
 // ensureJump inserts a jump at the top of a built-in chain unless present.

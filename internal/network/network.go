@@ -218,6 +218,13 @@ func (m *Manager) Setup(ctx context.Context, id string, allowInternet bool) (nsP
 	if err := m.inNewNS(path, func(nh *netlink.Handle, ns netns.NsHandle) error {
 		return m.configure(nh, ns, id, addr)
 	}); err != nil {
+		if allowInternet {
+			// The bridge may have been removed behind our back: check the
+			// host side again on the next Setup.
+			m.mu.Lock()
+			m.hostReady = false
+			m.mu.Unlock()
+		}
 		return "", fmt.Errorf("network setup for sandbox %s: %w", id, err)
 	}
 	return path, nil
@@ -227,6 +234,13 @@ func (m *Manager) Setup(ctx context.Context, id string, allowInternet bool) (nsP
 func (m *Manager) prepareInternet(ctx context.Context, id string) (netip.Addr, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.hostReady {
+		// One netlink round trip (~30 µs) notices a bridge removed by hand.
+		if br, err := m.host.LinkByName(m.cfg.Bridge); err != nil || br.Attrs().Index != m.bridgeIndex {
+			m.log.Warn("network bridge disappeared; setting it up again", "bridge", m.cfg.Bridge)
+			m.hostReady = false
+		}
+	}
 	if !m.hostReady {
 		if err := m.ensureHost(ctx); err != nil {
 			return netip.Addr{}, err

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	goruntime "runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -355,12 +356,70 @@ func TestSandboxesCannotReachEachOther(t *testing.T) {
 func TestSandboxCannotReachHostServices(t *testing.T) {
 	m, _ := newTestManager(t)
 	_, path := setup(t, m, true)
-	ln := listen(t, "", m.Gateway().String()+":0")
-	if _, err := dial(t, "", ln.Addr().String()); err != nil {
-		t.Fatalf("host cannot reach its own listener %s: %v", ln.Addr(), err)
+	ln := listen(t, "", "0.0.0.0:0")
+	port := ln.Addr().(*net.TCPAddr).Port
+	targets := []string{m.Gateway().String()}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() && !ipn.IP.Equal(m.Gateway().AsSlice()) {
+				targets = append(targets, ipn.IP.String()) // the host's other addresses
+			}
+		}
 	}
-	if got, err := dial(t, path, ln.Addr().String()); err == nil {
-		t.Errorf("sandbox reached a host service on %s (seen as %s)", ln.Addr(), got)
+	for _, ip := range targets {
+		target := net.JoinHostPort(ip, fmt.Sprint(port))
+		if _, err := dial(t, "", target); err != nil {
+			t.Fatalf("host cannot reach its own listener at %s: %v", target, err)
+		}
+		if got, err := dial(t, path, target); err == nil {
+			t.Errorf("sandbox reached a host service at %s (seen as %s)", target, got)
+		}
+	}
+}
+
+func TestFirewallRulesConvergeAndSurviveBridgeLoss(t *testing.T) {
+	m, cfg := newTestManager(t)
+	setup(t, m, true)
+	in, fwd, nat := m.chains()
+	rules := func() string {
+		var all []string
+		for _, args := range [][]string{{"-S", in}, {"-S", fwd}, {"-t", "nat", "-S", nat}, {"-S", "INPUT"}, {"-S", "FORWARD"}, {"-t", "nat", "-S", "POSTROUTING"}} {
+			out, err := exec.Command("iptables", args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("iptables %v: %v: %s", args, err, out)
+			}
+			all = append(all, string(out))
+		}
+		return strings.Join(all, "")
+	}
+	before := rules()
+	for _, want := range []string{"-A " + in + " -j DROP", "-j MASQUERADE", "-A INPUT -i " + cfg.Bridge + " -j " + in} {
+		if !strings.Contains(before, want) {
+			t.Errorf("rules lack %q:\n%s", want, before)
+		}
+	}
+	// A restarted server converges to the same rules, without duplicates.
+	m2, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	setup(t, m2, true)
+	if after := rules(); after != before {
+		t.Errorf("rules changed after a restart:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	// The bridge removed by hand comes back at the next Setup.
+	br, err := netlink.LinkByName(cfg.Bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, netlink.LinkDel(br))
+	id, _ := setup(t, m2, true)
+	if _, err := netlink.LinkByName(cfg.Bridge); err != nil {
+		t.Errorf("bridge %s not recreated: %v", cfg.Bridge, err)
+	}
+	if _, ok := m2.Address(id); !ok {
+		t.Errorf("sandbox %s has no address", id)
 	}
 }
 
