@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { after, before, it } from 'node:test'
 
-import { CommandExitError, Sandbox } from 'e2b'
+import { CommandExitError, Sandbox, TimeoutError } from 'e2b'
 
 import { integration, killAll, pollUntil, setup } from './harness.mjs'
 
@@ -125,6 +125,29 @@ integration(env, 'commands', () => {
     const h2 = await sbx.commands.run('sleep 600', { background: true })
     assert.equal(await h2.kill(), true)
     await h2.wait().catch(() => {})
+  })
+
+  it('timeoutMs ends a command that runs too long', async () => {
+    const err = await sbx.commands.run('sleep 300 && echo never', { timeoutMs: 1_500 }).catch((e) => e)
+    assert.ok(err instanceof TimeoutError, `want TimeoutError, got ${err?.constructor?.name}: ${err?.message}`)
+    // envd kills the process when its deadline passes.
+    await pollUntil('the timed-out sleep to be gone', async () =>
+      (await sbx.commands.run('pgrep -x -f "sleep 300" || true')).stdout.trim() === '',
+    )
+  })
+
+  it('commands.list describes running commands', async () => {
+    const h = await sbx.commands.run('sleep 300', { background: true, envs: { LISTED: 'yes' }, cwd: '/tmp' })
+    try {
+      const p = (await sbx.commands.list()).find((x) => x.pid === h.pid)
+      assert.ok(p, `pid ${h.pid} not listed`)
+      assert.equal(p.cmd, '/bin/bash')
+      assert.ok(p.args.includes('sleep 300'), `args ${JSON.stringify(p.args)}`)
+      assert.equal(p.envs.LISTED, 'yes')
+      assert.equal(p.cwd, '/tmp')
+    } finally {
+      await h.kill()
+    }
   })
 
   it('commands.connect to an unknown pid fails', async () => {

@@ -26,6 +26,33 @@ integration(env, 'sandbox proxy', () => {
     assert.ok(r.status >= 200 && r.status < 300, `GET /health via proxy: ${r.status} ${r.text}`)
   })
 
+  it('envd requires the access token and hides /init', async () => {
+    const stat = (headers) =>
+      sandboxFetch(a.sandboxId, 49983, '/filesystem.Filesystem/Stat', {
+        method: 'POST',
+        body: JSON.stringify({ path: '/home/user' }),
+        headers: { 'Content-Type': 'application/json', 'Connect-Protocol-Version': '1', ...headers },
+      })
+    assert.ok(a.envdAccessToken, 'e2b 2.51 creates secured sandboxes: envdAccessToken expected')
+    const ok = await stat({ 'X-Access-Token': a.envdAccessToken })
+    assert.equal(ok.status, 200, ok.text)
+    assert.equal(ok.json?.entry?.path, '/home/user')
+    for (const token of [undefined, 'wrong-token']) {
+      const r = await stat(token ? { 'X-Access-Token': token } : {})
+      assert.equal(r.status, 401, `token ${token}: ${r.status} ${r.text}`)
+    }
+    const files = await sandboxFetch(a.sandboxId, 49983, '/files?path=/etc/hostname')
+    assert.equal(files.status, 401, `GET /files without token or signature: ${files.status} ${files.text}`)
+
+    const init = await sandboxFetch(a.sandboxId, 49983, '/init', {
+      method: 'POST',
+      body: JSON.stringify({ accessToken: 'takeover' }),
+      headers: { 'Content-Type': 'application/json' },
+    })
+    assert.equal(init.status, 404, `/init must not be reachable through the proxy: ${init.status} ${init.text}`)
+    assert.equal((await stat({ 'X-Access-Token': a.envdAccessToken })).status, 200, 'token changed through the proxy')
+  })
+
   it('reaches a server started inside the sandbox', async () => {
     await a.files.write('/home/user/site/hello.txt', token)
     await a.commands.run('python3 -m http.server 8000', { background: true, cwd: '/home/user/site', timeoutMs: 0 })

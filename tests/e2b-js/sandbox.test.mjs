@@ -129,6 +129,26 @@ integration(env, 'sandbox lifecycle', () => {
     assert.doesNotMatch(err.message, /requestTimeoutMs|timeoutMs/, 'the stream hung until a client timeout')
   })
 
+  it('connect extends the timeout but never shortens it', async () => {
+    const sbx = await create({ timeoutMs: 120_000 })
+    const start = await sbx.getInfo()
+    await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 })
+    const longer = await sbx.getInfo()
+    assert.ok(longer.endAt > start.endAt, `connect did not extend: ${start.endAt.toISOString()} -> ${longer.endAt.toISOString()}`)
+    await Sandbox.connect(sbx.sandboxId, { timeoutMs: 10_000 })
+    const after = await sbx.getInfo()
+    assert.ok(after.endAt >= longer.endAt, `connect shortened: ${longer.endAt.toISOString()} -> ${after.endAt.toISOString()}`)
+  })
+
+  it('allowInternetAccess: false leaves only loopback', async () => {
+    const [closed, open] = await Promise.all([create({ allowInternetAccess: false }), create()])
+    const ifaces = async (s) =>
+      (await s.commands.run("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")).stdout.trim().split('\n').sort()
+    assert.deepEqual(await ifaces(closed), ['lo'])
+    assert.ok((await ifaces(open)).some((i) => i !== 'lo'), 'a sandbox with internet access has no interface but lo')
+    assert.equal((await closed.getInfo()).allowInternetAccess, false)
+  })
+
   it('connects to an existing sandbox by ID', async () => {
     const sbx = await create()
     await sbx.files.write('/tmp/marker', 'connected')
