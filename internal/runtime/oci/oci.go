@@ -222,9 +222,20 @@ func validateSpec(s runtime.Spec) error {
 	if len(s.Args) == 0 {
 		return errdefs.Invalid("sandbox %s: no init process given (Spec.Args is empty)", s.ID)
 	}
+	for _, kv := range s.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return errdefs.Invalid("sandbox %s: environment entry %q is not KEY=VALUE", s.ID, kv)
+		}
+	}
+	if len(s.Hostname) > 64 {
+		return errdefs.Invalid("sandbox %s: hostname %q is longer than 64 bytes", s.ID, s.Hostname)
+	}
 	for _, m := range s.Mounts {
 		if !filepath.IsAbs(m.Source) || !filepath.IsAbs(m.Target) {
 			return errdefs.Invalid("sandbox %s: mount %q -> %q: both paths must be absolute", s.ID, m.Source, m.Target)
+		}
+		if filepath.Clean(m.Target) == "/" {
+			return errdefs.Invalid("sandbox %s: mount %q cannot replace the root filesystem", s.ID, m.Source)
 		}
 		if _, err := os.Stat(m.Source); err != nil {
 			return errdefs.Invalid("sandbox %s: mount source %q does not exist", s.ID, m.Source)

@@ -3,15 +3,18 @@ package oci
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
 )
 
@@ -175,5 +178,45 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		if _, err := New(cfg, nil); err == nil {
 			t.Errorf("New(%+v) succeeded; want an error", cfg)
 		}
+	}
+}
+
+func TestValidateSpec(t *testing.T) {
+	dir := t.TempDir()
+	ok := func() runtime.Spec {
+		return runtime.Spec{ID: "abc", Lower: []string{dir}, Args: []string{"/bin/true"}, Env: []string{"A=b", "EMPTY="}}
+	}
+	tests := []struct {
+		name string
+		edit func(*runtime.Spec)
+		ok   bool
+	}{
+		{"valid", func(*runtime.Spec) {}, true},
+		{"valid mount", func(s *runtime.Spec) { s.Mounts = []runtime.Mount{{Source: dir, Target: "/data"}} }, true},
+		{"id with dash", func(s *runtime.Spec) { s.ID = "a-b" }, false},
+		{"id too long", func(s *runtime.Spec) { s.ID = strings.Repeat("a", 65) }, false},
+		{"relative layer", func(s *runtime.Spec) { s.Lower = []string{"rootfs"} }, false},
+		{"layer with colon", func(s *runtime.Spec) { s.Lower = []string{dir + ":x"} }, false},
+		{"layer is a file", func(s *runtime.Spec) { s.Lower = []string{"/etc/hostname"} }, false},
+		{"env without =", func(s *runtime.Spec) { s.Env = []string{"NOVALUE"} }, false},
+		{"env without key", func(s *runtime.Spec) { s.Env = []string{"=x"} }, false},
+		{"long hostname", func(s *runtime.Spec) { s.Hostname = strings.Repeat("h", 65) }, false},
+		{"relative mount target", func(s *runtime.Spec) { s.Mounts = []runtime.Mount{{Source: dir, Target: "data"}} }, false},
+		{"mount over root", func(s *runtime.Spec) { s.Mounts = []runtime.Mount{{Source: dir, Target: "/x/.."}} }, false},
+		{"negative memory", func(s *runtime.Spec) { s.Resources.MemoryMB = -1 }, false},
+		{"missing netns", func(s *runtime.Spec) { s.NetNS = "/nonexistent/netns" }, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := ok()
+			tc.edit(&s)
+			err := validateSpec(s)
+			if (err == nil) != tc.ok {
+				t.Fatalf("validateSpec = %v; want ok=%v", err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Errorf("error %v is not an invalid-argument error", err)
+			}
+		})
 	}
 }
