@@ -382,9 +382,14 @@ func (r *Refiner) Run(ctx context.Context, opts Options, obs Observer) (*Result,
 	candidate := workflow.Func[state](func(ctx context.Context, s state) (state, error) {
 		out, err := workflow.Chain[state](generate, execute, validate).Run(ctx, s)
 		if out.cur != nil {
+			var af *attemptFailed
+			if err != nil && !errors.As(err, &af) && out.cur.Error == nil {
+				// Cut short by the machinery or by a sibling candidate
+				// that passed first: say so rather than record a silent failure.
+				out.cur.Error = &ExecError{Name: "Aborted", Value: err.Error()}
+			}
 			finishAttempt(out.cur)
 			record(out.cur)
-			var af *attemptFailed
 			if errors.As(err, &af) {
 				out.feedback = out.cur
 			}

@@ -243,6 +243,38 @@ func TestRefine(t *testing.T) {
 		}
 	})
 
+	t.Run("reply without a code block is fed back", func(t *testing.T) {
+		fake, url := startLLM(t, "The answer is print(12)", fence(fixedCode))
+		res, err := newRefiner(t, s, url).Run(t.Context(), refine.Options{Requirement: "Print the total."}, refine.Observer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Success || len(res.Attempts) != 2 || res.Attempts[0].Error == nil || res.Attempts[0].Error.Name != "NoCodeBlock" || res.Attempts[0].SandboxID != "" {
+			t.Fatalf("success %v attempts %d first %+v", res.Success, len(res.Attempts), res.Attempts[0])
+		}
+		if !strings.Contains(fake.Prompts()[1], "no fenced code block") {
+			t.Errorf("second prompt does not explain the missing code block:\n%s", fake.Prompts()[1])
+		}
+	})
+
+	t.Run("best of two keeps the passing candidate", func(t *testing.T) {
+		_, url := startLLM(t, fence(buggyCode), fence(fixedCode))
+		res, err := newRefiner(t, s, url).Run(t.Context(), refine.Options{Requirement: "Print the total.", MaxAttempts: 1, BestOf: 2}, refine.Observer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var passed, cands int
+		for _, a := range res.Attempts {
+			if a.Passed {
+				passed++
+			}
+			cands |= 1 << a.Candidate
+		}
+		if !res.Success || passed != 1 || cands != 3 || !strings.Contains(res.Code, "print('total is', total)") {
+			t.Fatalf("success %v passed %d candidates mask %b code %q", res.Success, passed, cands, res.Code)
+		}
+	})
+
 	t.Run("bash via commands", func(t *testing.T) {
 		_, url := startLLM(t, "```bash\necho start; exit 3\n```", "```bash\necho \"sum=$((2+3))\"\n```")
 		res, err := newRefiner(t, s, url).Run(t.Context(), refine.Options{Requirement: "Print sum=5", Language: "bash",
