@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"context"
 	"os/exec"
 	"slices"
 	"testing"
@@ -52,4 +53,34 @@ func report(b *testing.B, name string, ds []time.Duration) {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	b.ReportMetric(ms(ds[len(ds)/2]), name+"-p50-ms")
 	b.ReportMetric(ms(ds[len(ds)*95/100]), name+"-p95-ms")
+}
+
+// BenchmarkPauseResume measures freezing and thawing one running sandbox
+// through the cgroup freezer.
+func BenchmarkPauseResume(b *testing.B) {
+	runtimetest.RequireRoot(b)
+	if _, err := exec.LookPath("crun"); err != nil {
+		runtimetest.Skip(b, "crun not on PATH")
+	}
+	d := newTestDriver(b, "crun")
+	id := runtimetest.NewID(b)
+	spec := runtime.Spec{ID: id, Lower: []string{runtimetest.BusyboxRootfs(b)}, Args: []string{"/bin/sleep", "1000"}}
+	if err := d.Start(b.Context(), spec); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = d.Delete(context.Background(), id) })
+	var pauses, resumes []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if err := d.Pause(b.Context(), id); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := d.Resume(b.Context(), id); err != nil {
+			b.Fatal(err)
+		}
+		pauses, resumes = append(pauses, t1.Sub(t0)), append(resumes, time.Since(t1))
+	}
+	report(b, "pause", pauses)
+	report(b, "resume", resumes)
 }
