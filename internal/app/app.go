@@ -17,6 +17,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/api"
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/monitor"
 	"github.com/sbxdev/sbx/internal/network"
 	"github.com/sbxdev/sbx/internal/proxy"
 	"github.com/sbxdev/sbx/internal/refine"
@@ -170,8 +171,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	closers.add("webhook engine", func() error { stopEngine(); <-engineDone; return nil })
 
 	px := proxy.New(mgr, cfg.Domain, log)
-	apiSrv := api.New(log, mgr, reg, st, px, events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
-		refine.NewHandler("http://"+ln.Addr().String(), log))
+	// Monitoring (issue 7): usage and cost, budgets (admission), runaway
+	// detection, analytics, Prometheus metrics, dashboard.
+	mon, err := monitor.ForServer(ctx, cfg.Monitoring, st.DB(), evlog, mgr, st, log)
+	if err != nil {
+		return err
+	}
+	monCtx, stopMon := context.WithCancel(context.WithoutCancel(ctx))
+	monDone := mon.Start(monCtx)
+	closers.add("monitoring", func() error { stopMon(); <-monDone; return nil })
+
+	apiSrv := api.New(log, mon.Sandboxes(), reg, st, px, events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
+		refine.NewHandler("http://"+ln.Addr().String(), log), mon)
+	mon.AddPublic(apiSrv)
 	handler = apiSrv
 	log.Info("sbx ready", "addr", ln.Addr().String())
 

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sbxdev/sbx/internal/monitor"
 	"github.com/sbxdev/sbx/internal/sandbox"
 )
 
@@ -26,6 +27,8 @@ type Config struct {
 	// Pools maps a template to its warm pool size as "min" or "min:max";
 	// a min of 0 with no max disables the pool.
 	Pools map[string]string
+	// Monitoring: cost rates, runaway policies, metrics exposure (issue 7).
+	Monitoring monitor.Config
 }
 
 // DefaultPools keeps two ready sandboxes of each built-in template.
@@ -93,6 +96,9 @@ func (c *Config) Validate() error {
 		c.AgentDir = filepath.Dir(exe)
 	}
 	if _, err := c.PoolSizes(); err != nil {
+		return err
+	}
+	if err := c.Monitoring.Validate(); err != nil {
 		return err
 	}
 	for _, cidr := range c.Webhooks.AllowCIDRs {

@@ -52,6 +52,7 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.BoolVar(&cfg.Webhooks.AllowPrivate, "webhook-allow-private", false, "allow webhook deliveries to private and loopback addresses (local development)")
 	f.StringSliceVar(&cfg.Webhooks.AllowCIDRs, "webhook-allow-cidr", nil, "allow webhook deliveries to these private CIDRs")
 	f.StringToStringVar(&cfg.Pools, "pool", app.DefaultPools(), "warm pool per template as TEMPLATE=MIN[:MAX] (MIN=0 disables); sized by recent demand between MIN and MAX")
+	cfg.Monitoring.AddFlags(f) // --runaway, --price-*, --metrics-public, ... (internal/monitor)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
 	return cmd

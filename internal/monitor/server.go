@@ -1,0 +1,117 @@
+package monitor
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/sbxdev/sbx/internal/budget"
+	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/metrics"
+	"github.com/sbxdev/sbx/internal/runaway"
+	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/usage"
+)
+
+// Teams lists teams, to let runaway policies name a team.
+type Teams interface {
+	Teams(ctx context.Context) ([]store.Team, error)
+}
+
+// Server is the monitoring of `sbx serve`.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	Usage   *usage.Service
+	Budgets *budget.Budgets
+	Runaway *runaway.Detector
+	Metrics *metrics.Metrics
+	mgr     *sandbox.Manager
+	routes  []func(mux *http.ServeMux)
+}
+
+// ForServer builds the monitoring of a server: it installs the budget
+// admission check on mgr. cfg must be validated. Call Start to run the
+// periodic checks, Register (via api.New) for the REST routes and
+// AddPublic for the dashboard.
+func ForServer(ctx context.Context, cfg Config, db *sql.DB, evlog *events.Log, mgr *sandbox.Manager, teams Teams, log *slog.Logger) (*Server, error) {
+	log = log.With("component", "monitor")
+	s := &Server{cfg: cfg, log: log, mgr: mgr}
+	s.Usage = usage.NewService(evlog, cfg.Rates, mgr.Live)
+	s.Metrics = metrics.New(mgr, db, log)
+	b, err := budget.New(ctx, db, evlog, s.Usage, mgr, log)
+	if err != nil {
+		return nil, err
+	}
+	b.OnRefusal, b.OnAction = s.Metrics.OnBudgetRefusal, s.Metrics.OnBudgetAction
+	s.Budgets = b
+	mgr.SetAdmission(b)
+	s.Runaway = runaway.New(cfg.Policies(), mgr, mgr, evlog, log)
+	s.Runaway.OnAction = s.Metrics.OnRunawayAction
+	s.Runaway.TeamName = teamNamer(teams)
+	s.routes = append(s.routes, usage.NewHandler(s.Usage, mgr, log).Register, b.Register)
+	if !cfg.MetricsPublic {
+		s.routes = append(s.routes, s.Metrics.Register)
+	}
+	for _, p := range cfg.Policies() {
+		log.Info("runaway policy", "policy", p.String())
+	}
+	return s, nil
+}
+
+// Sandboxes returns the manager wrapped so creates feed the latency
+// histogram; give it to api.New instead of the bare manager.
+func (s *Server) Sandboxes() metrics.Timed { return metrics.Timed{Manager: s.mgr, M: s.Metrics} }
+
+// Register adds the authenticated routes (usage, budgets, analytics,
+// metrics unless public).
+func (s *Server) Register(mux *http.ServeMux) {
+	for _, r := range s.routes {
+		r(mux)
+	}
+}
+
+// Public is where routes without an API key go (*api.Server).
+type Public interface {
+	AddPublic(pattern string, h http.Handler)
+}
+
+// AddPublic registers the dashboard and, with --metrics-public, /metrics.
+func (s *Server) AddPublic(p Public) {
+	if s.cfg.MetricsPublic {
+		p.AddPublic("GET /metrics", s.Metrics.Handler())
+	}
+}
+
+// Start runs the budget and runaway checks until ctx ends; the returned
+// channel is closed when they have stopped.
+func (s *Server) Start(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.Budgets.Run(ctx, s.cfg.BudgetInterval) }()
+	go func() { defer wg.Done(); s.Runaway.Run(ctx, s.cfg.RunawayInterval) }()
+	go func() { wg.Wait(); close(done) }()
+	return done
+}
+
+func teamNamer(teams Teams) func(ctx context.Context, id string) string {
+	if teams == nil {
+		return nil
+	}
+	return func(ctx context.Context, id string) string {
+		ts, err := teams.Teams(ctx)
+		if err != nil {
+			return ""
+		}
+		for _, t := range ts {
+			if t.ID == id {
+				return t.Name
+			}
+		}
+		return ""
+	}
+}
