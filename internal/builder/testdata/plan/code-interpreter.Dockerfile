@@ -1,0 +1,2 @@
+FROM e2bdev/code-interpreter
+RUN pip install --no-cache-dir tabulate

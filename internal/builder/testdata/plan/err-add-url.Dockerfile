@@ -1,0 +1,2 @@
+FROM base
+ADD https://example.com/x.tgz /tmp/

@@ -1,0 +1,4 @@
+FROM base
+RUN <<EOF
+echo hi
+EOF

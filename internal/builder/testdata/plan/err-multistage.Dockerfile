@@ -1,0 +1,2 @@
+FROM base
+FROM base

@@ -1,0 +1,2 @@
+FROM base
+SHELL ["/bin/bash", "-c"]

@@ -1,0 +1,2 @@
+FROM base AS build
+RUN make

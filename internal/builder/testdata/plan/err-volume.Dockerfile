@@ -1,0 +1,3 @@
+FROM base
+RUN true
+VOLUME /data

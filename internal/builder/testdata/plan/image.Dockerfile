@@ -1,0 +1,3 @@
+FROM python:3.12-slim
+RUN pip install requests
+CMD python3 -m http.server
