@@ -7,10 +7,12 @@
 package runtimetest
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +46,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) runtime.Driver, rootfs strin
 	t.Run("MemoryLimit", func(t *testing.T) { t.Parallel(); testMemoryLimit(t, newDriver(t), rootfs) })
 	t.Run("PauseResume", func(t *testing.T) { t.Parallel(); testPauseResume(t, newDriver(t), rootfs) })
 	t.Run("Concurrent", func(t *testing.T) { t.Parallel(); testConcurrent(t, newDriver(t), rootfs) })
+	t.Run("UnixSocketToHost", func(t *testing.T) { t.Parallel(); testUnixSocketToHost(t, newDriver(t), rootfs) })
 }
 
 // NewID returns a fresh fixed-width sandbox ID (runsc matches ID prefixes).
@@ -549,5 +552,35 @@ func testConcurrent(t *testing.T, d runtime.Driver, rootfs string) {
 		if _, err := d.State(t.Context(), id); !errors.Is(err, runtime.ErrNotFound) {
 			t.Errorf("State(%s) after Delete = %v; want ErrNotFound", id, err)
 		}
+	}
+}
+
+// testUnixSocketToHost checks the host can dial a unix socket that a process
+// in the sandbox created in a bind mount: the path every host-to-envd
+// request takes.
+func testUnixSocketToHost(t *testing.T, d runtime.Driver, rootfs string) {
+	bin := buildUDSServer(t)
+	sb := start(t, d, rootfs, "", func(s *runtime.Spec) {
+		s.Args = []string{"/helper/uds-server", "/out/s.sock"}
+		s.Env = append(s.Env, "HOSTNAME=box")
+		s.Mounts = append(s.Mounts, runtime.Mount{Source: bin, Target: "/helper", ReadOnly: true})
+	})
+	sock := filepath.Join(sb.out, "s.sock")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil || line != "pong from box\n" {
+				t.Fatalf("read from the sandbox's socket: %q, %v", line, err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cannot dial the sandbox's unix socket %s: %v", sock, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
