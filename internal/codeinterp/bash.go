@@ -160,6 +160,8 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 		return r.died(out)
 	}
 
+	finished := make(chan struct{})
+	defer close(finished)
 	var bufs [2]bytes.Buffer
 	done := [2]bool{}
 	rc := 0
@@ -210,6 +212,7 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 				select {
 				case <-time.After(5 * time.Second):
 					_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+				case <-finished:
 				case <-p.dead:
 				}
 			}()

@@ -565,3 +565,32 @@ func TestPreload(t *testing.T) {
 		t.Fatalf("number_of_executions %v", n)
 	}
 }
+
+func TestBashClientDisconnectInterrupts(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	execute(t, ts.URL, map[string]any{"code": "KEPT=yes", "language": "bash"})
+	ctx, cancel := context.WithCancel(t.Context())
+	b, _ := json.Marshal(map[string]any{"code": "echo started; sleep 300; echo not-reached", "language": "bash"})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/execute", bytes.NewReader(b))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && !strings.Contains(sc.Text(), "started") {
+	}
+	cancel()
+	resp.Body.Close()
+	// The sleep is interrupted (the next run does not wait 300 s) and the
+	// shell keeps its variables.
+	done := make(chan string, 1)
+	go func() { done <- stdout(execute(t, ts.URL, map[string]any{"code": "echo $KEPT", "language": "bash"})) }()
+	select {
+	case got := <-done:
+		if got != "yes\n" {
+			t.Fatalf("after interrupt: %q", got)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the interrupted sleep kept the shell busy")
+	}
+}

@@ -117,10 +117,16 @@ func (n *ndjson) keepalive() {
 	}
 }
 
-// close writes end_of_execution, which is always the last line.
+// close writes end_of_execution, which is always the last line. It is not
+// flushed here: the handler returns right after, and net/http then sends
+// it together with the end of the chunked body in one write.
 func (n *ndjson) close() {
 	close(n.stopped)
-	n.emit(lineType{Type: "end_of_execution"})
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.failed {
+		_ = n.enc.Encode(lineType{Type: "end_of_execution"})
+	}
 }
 
 // mimeFields maps Jupyter MIME types to E2B result fields
