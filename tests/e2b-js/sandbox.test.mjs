@@ -140,6 +140,8 @@ integration(env, 'sandbox lifecycle', () => {
     assert.ok(after.endAt >= longer.endAt, `connect shortened: ${longer.endAt.toISOString()} -> ${after.endAt.toISOString()}`)
   })
 
+  // sbx's contract (docs/architecture.md, Network): without internet access a
+  // sandbox's network namespace has loopback only; with it, a veth as well.
   it('allowInternetAccess: false leaves only loopback', async () => {
     const [closed, open] = await Promise.all([create({ allowInternetAccess: false }), create()])
     const ifaces = async (s) =>
