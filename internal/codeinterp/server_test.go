@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -35,6 +36,25 @@ func requireKernel(t testing.TB) {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)
+	}
+}
+
+// requirePyModules skips (fails under SBX_REQUIRE_INTEGRATION=1) when the
+// kernel's python lacks one of modules.
+func requirePyModules(t testing.TB, modules ...string) {
+	t.Helper()
+	spec, err := jupyter.LoadSpec(jupyter.DefaultKernelDirs, "python3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range modules {
+		if err := exec.Command(spec.Argv[0], "-c", "import "+m).Run(); err != nil {
+			msg := fmt.Sprintf("python module %s not installed for the kernel (apt-get install python3-%s): %v", m, m, err)
+			if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
+		}
 	}
 }
 
@@ -125,22 +145,23 @@ func TestExecutePython(t *testing.T) {
 	execute(t, ts.URL, map[string]any{"code": "x = 1"})
 
 	tests := []struct {
-		name  string
-		code  string
-		check func(t *testing.T, lines []line)
+		name    string
+		code    string
+		modules []string
+		check   func(t *testing.T, lines []line)
 	}{
-		{"state persists", "x + 1", func(t *testing.T, lines []line) {
+		{"state persists", "x + 1", nil, func(t *testing.T, lines []line) {
 			r := ofType(lines, "result")
 			if len(r) != 1 || r[0].str("text") != "2" || r[0]["is_main_result"] != true {
 				t.Fatalf("results %v", r)
 			}
 		}},
-		{"quotes stripped", "'y'", func(t *testing.T, lines []line) {
+		{"quotes stripped", "'y'", nil, func(t *testing.T, lines []line) {
 			if r := ofType(lines, "result"); len(r) != 1 || r[0].str("text") != "y" {
 				t.Fatalf("results %v", r)
 			}
 		}},
-		{"stdout and stderr in order", "import sys\nprint('a')\nprint('b', file=sys.stderr)\nprint('c')", func(t *testing.T, lines []line) {
+		{"stdout and stderr in order", "import sys\nprint('a')\nprint('b', file=sys.stderr)\nprint('c')", nil, func(t *testing.T, lines []line) {
 			if got := stdout(lines); got != "a\nc\n" {
 				t.Fatalf("stdout %q", got)
 			}
@@ -148,13 +169,13 @@ func TestExecutePython(t *testing.T) {
 				t.Fatalf("stderr %v", e)
 			}
 		}},
-		{"error", "1/0", func(t *testing.T, lines []line) {
+		{"error", "1/0", nil, func(t *testing.T, lines []line) {
 			e := ofType(lines, "error")
 			if len(e) != 1 || e[0].str("name") != "ZeroDivisionError" || e[0].str("value") != "division by zero" || !strings.Contains(e[0].str("traceback"), "ZeroDivisionError") {
 				t.Fatalf("errors %v", e)
 			}
 		}},
-		{"execution count", "None", func(t *testing.T, lines []line) {
+		{"execution count", "None", nil, func(t *testing.T, lines []line) {
 			n := ofType(lines, "number_of_executions")
 			if len(n) != 1 || n[0]["execution_count"].(float64) < 2 {
 				t.Fatalf("number_of_executions %v", n)
@@ -165,7 +186,7 @@ func TestExecutePython(t *testing.T) {
 		}},
 		{"rich display and extra mime", "from IPython.display import display\n" +
 			"class R:\n  def _repr_mimebundle_(self, **kw): return {'text/plain': 'r', 'text/html': '<i>r</i>', 'application/json': {'a': 1}, 'application/x-custom': 'c'}\n" +
-			"display(R())", func(t *testing.T, lines []line) {
+			"display(R())", nil, func(t *testing.T, lines []line) {
 			r := ofType(lines, "result")
 			if len(r) != 1 || r[0]["is_main_result"] != false || r[0].str("html") != "<i>r</i>" {
 				t.Fatalf("results %v", r)
@@ -177,7 +198,7 @@ func TestExecutePython(t *testing.T) {
 				t.Fatalf("extra %v", r[0]["extra"])
 			}
 		}},
-		{"matplotlib png", "import matplotlib.pyplot as plt\nplt.plot([1,2,3])\nplt.show()", func(t *testing.T, lines []line) {
+		{"matplotlib png", "import matplotlib.pyplot as plt\nplt.plot([1,2,3])\nplt.show()", []string{"matplotlib"}, func(t *testing.T, lines []line) {
 			r := ofType(lines, "result")
 			if len(r) != 1 {
 				t.Fatalf("results %v", lines)
@@ -187,7 +208,7 @@ func TestExecutePython(t *testing.T) {
 				t.Fatalf("png not a PNG (err %v)", err)
 			}
 		}},
-		{"pandas html", "import pandas as pd\npd.DataFrame({'a': [1, 2]})", func(t *testing.T, lines []line) {
+		{"pandas html", "import pandas as pd\npd.DataFrame({'a': [1, 2]})", []string{"pandas"}, func(t *testing.T, lines []line) {
 			r := ofType(lines, "result")
 			if len(r) != 1 || !strings.Contains(r[0].str("html"), "<table") {
 				t.Fatalf("results %v", r)
@@ -195,7 +216,10 @@ func TestExecutePython(t *testing.T) {
 		}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { tt.check(t, execute(t, ts.URL, map[string]any{"code": tt.code})) })
+		t.Run(tt.name, func(t *testing.T) {
+			requirePyModules(t, tt.modules...)
+			tt.check(t, execute(t, ts.URL, map[string]any{"code": tt.code}))
+		})
 	}
 }
 
