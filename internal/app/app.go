@@ -182,7 +182,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	closers.add("monitoring", func() error { stopMon(); <-monDone; return nil })
 
 	apiSrv := api.New(log, mon.Sandboxes(), reg, st, px, events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
-		refine.NewHandler("http://"+ln.Addr().String(), log), mon)
+		refine.NewHandler("http://"+ln.Addr().String(), st.DB(), log), mon)
 	mon.AddPublic(apiSrv)
 	handler = apiSrv
 	log.Info("sbx ready", "addr", ln.Addr().String())

@@ -2,7 +2,9 @@ package refine
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -36,6 +38,9 @@ type Handler struct {
 	// newGenerator builds the LLM client for a request; tests replace it.
 	newGenerator func(model string) (Generator, error)
 
+	// db persists refinements; nil keeps them in memory only.
+	db *store
+
 	mu   sync.Mutex
 	runs map[string]*run
 	done []string // finished IDs, oldest first, for eviction
@@ -58,8 +63,22 @@ func (r *run) snapshot() Result {
 // NewHandler returns the refinements API. apiURL is the server's own base
 // URL (http://listen-addr); the LLM is configured by SBX_LLM_* in the
 // server's environment, read per request so a fix needs no restart.
-func NewHandler(apiURL string, log *slog.Logger) *Handler {
+// With db (the server's SQLite database) refinements are also kept in
+// their own table and survive restarts; if that table cannot be set up
+// the handler logs why and keeps them in memory only, since refinement is
+// not worth refusing to serve sandboxes for.
+func NewHandler(apiURL string, db *sql.DB, log *slog.Logger) *Handler {
 	h := &Handler{apiURL: strings.TrimRight(apiURL, "/"), log: log, runs: map[string]*run{}}
+	if db != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		st, err := openStore(ctx, db)
+		if err != nil {
+			log.Error("refinements are kept in memory only", "err", err)
+		} else {
+			h.db = st
+		}
+	}
 	h.newGenerator = func(model string) (Generator, error) {
 		cfg, err := llm.ConfigFromEnv()
 		if err != nil {
@@ -137,9 +156,22 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, h.log, errdefs.Exists("refinement %q already exists; omit id to get a fresh one", opts.ID))
 		return
 	}
-	rn := &run{teamID: team.ID, res: &Result{ID: opts.ID, Status: StatusRunning, StartedAt: time.Now().UTC(), Attempts: []*Attempt{}}}
+	rn := &run{teamID: team.ID, res: &Result{ID: opts.ID, Status: StatusRunning, Requirement: opts.Requirement,
+		Template: opts.Template, MaxAttempts: opts.MaxAttempts, StartedAt: time.Now().UTC(), Attempts: []*Attempt{}}}
 	h.runs[opts.ID] = rn
 	h.mu.Unlock()
+	if h.db != nil {
+		if err := h.db.insert(r.Context(), team.ID, rn.res); err != nil {
+			h.mu.Lock()
+			delete(h.runs, opts.ID)
+			h.mu.Unlock()
+			if errors.Is(err, errDuplicate) {
+				err = errdefs.Exists("refinement %q already exists; omit id to get a fresh one", opts.ID)
+			}
+			errdefs.WriteHTTP(w, h.log, err)
+			return
+		}
+	}
 
 	lines := make(chan StreamLine, 64)
 	obs := Observer{
@@ -174,6 +206,11 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		rn.mu.Lock()
 		rn.res = res
 		rn.mu.Unlock()
+		if h.db != nil {
+			if err := h.db.save(context.WithoutCancel(ctx), team.ID, res); err != nil {
+				h.log.Error("save refinement", "refinement.id", opts.ID, "err", err)
+			}
+		}
 		h.finished(opts.ID)
 		c := rn.snapshot()
 		if err != nil {
@@ -234,11 +271,25 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	rn, ok := h.runs[id]
 	h.mu.Unlock()
-	if !ok || rn.teamID != team.ID {
-		errdefs.WriteHTTP(w, h.log, errdefs.NotFound("refinement %q not found (refinements are kept in memory until the server restarts)", id))
+	var res Result
+	switch {
+	case ok && rn.teamID == team.ID:
+		res = rn.snapshot()
+	case !ok && h.db != nil:
+		stored, err := h.db.get(r.Context(), team.ID, id)
+		if err != nil {
+			errdefs.WriteHTTP(w, h.log, err)
+			return
+		}
+		if stored == nil {
+			errdefs.WriteHTTP(w, h.log, errdefs.NotFound("refinement %q not found", id))
+			return
+		}
+		res = *stored
+	default:
+		errdefs.WriteHTTP(w, h.log, errdefs.NotFound("refinement %q not found", id))
 		return
 	}
-	res := rn.snapshot()
 	w.Header().Set("Content-Type", "application/json")
 	if err := json.NewEncoder(w).Encode(res); err != nil {
 		h.log.Debug("write refinement", "err", err)

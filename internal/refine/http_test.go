@@ -55,7 +55,7 @@ func TestHandlerRejects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			h := NewHandler("http://127.0.0.1:1", slog.New(slog.DiscardHandler))
+			h := NewHandler("http://127.0.0.1:1", nil, slog.New(slog.DiscardHandler))
 			h.newGenerator = tt.gen
 			srv := serveAs(t, h, tt.team)
 			req, _ := http.NewRequestWithContext(t.Context(), tt.method, srv.URL+tt.path, strings.NewReader(tt.body))
@@ -80,7 +80,7 @@ func TestHandlerRejects(t *testing.T) {
 // A refinement is visible only to the team that started it.
 func TestHandlerGetIsTeamScoped(t *testing.T) {
 	t.Parallel()
-	h := NewHandler("http://127.0.0.1:1", slog.New(slog.DiscardHandler))
+	h := NewHandler("http://127.0.0.1:1", nil, slog.New(slog.DiscardHandler))
 	h.runs["ref_a"] = &run{teamID: "t1", res: &Result{ID: "ref_a", Status: StatusSucceeded, Success: true, Attempts: []*Attempt{{Number: 1, Passed: true}}}}
 	for _, tc := range []struct {
 		team   string
@@ -101,4 +101,9 @@ func TestHandlerGetIsTeamScoped(t *testing.T) {
 			t.Errorf("team %s: result %+v", tc.team, res)
 		}
 	}
+}
+
+func jsonDecode(resp *http.Response, v any) error {
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
 }
