@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/sbxdev/sbx/internal/analytics"
 	"github.com/sbxdev/sbx/internal/budget"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/metrics"
@@ -52,7 +53,8 @@ func ForServer(ctx context.Context, cfg Config, db *sql.DB, evlog *events.Log, m
 	s.Runaway = runaway.New(cfg.Policies(), mgr, mgr, evlog, log)
 	s.Runaway.OnAction = s.Metrics.OnRunawayAction
 	s.Runaway.TeamName = teamNamer(teams)
-	s.routes = append(s.routes, usage.NewHandler(s.Usage, mgr, log).Register, b.Register)
+	s.routes = append(s.routes, usage.NewHandler(s.Usage, mgr, log).Register, b.Register,
+		analytics.NewHandler(analytics.New(s.Usage), log).Register)
 	if !cfg.MetricsPublic {
 		s.routes = append(s.routes, s.Metrics.Register)
 	}
