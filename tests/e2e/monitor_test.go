@@ -1,0 +1,326 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sbxdev/sbx/sdk"
+	sdkwebhook "github.com/sbxdev/sbx/sdk/webhook"
+)
+
+// startServerArgs is StartServer with extra `sbx serve` flags (the
+// monitoring tests need webhooks to loopback and fast policy checks).
+func startServerArgs(t *testing.T, extra ...string) *Server {
+	t.Helper()
+	requireIntegration(t)
+	root := repoRoot(t)
+	bin := filepath.Join(root, "bin", "sbx")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s is missing: run `make build` first", bin)
+	}
+	dataDir, err := os.MkdirTemp("", "sbx-e2e-mon-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Bin: bin, Addr: freeAddr(t), DataDir: dataDir, t: t, log: &lockedBuffer{}}
+	s.URL = "http://" + s.Addr
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sbx serve log (%s):\n%s", s.DataDir, s.log.String())
+		}
+		s.Stop(syscall.SIGTERM)
+		cleanupDataDir(t, dataDir)
+	})
+	args := append([]string{"serve", "--listen", s.Addr, "--data-dir", s.DataDir}, extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	s.mu.Lock()
+	s.cmd, s.exited = cmd, exited
+	s.mu.Unlock()
+	deadline := time.Now().Add(healthWait)
+	for {
+		resp, err := http.Get(s.URL + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case <-exited:
+			t.Fatalf("sbx serve exited: %v\n%s", cmd.ProcessState, s.log.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sbx serve did not answer /health within %v", healthWait)
+		}
+	}
+	s.APIKey = s.readAPIKey(t)
+	s.waitTemplate(t, "base")
+	return s
+}
+
+// receiver is a webhook endpoint on 127.0.0.1 that checks E2B signatures.
+type receiver struct {
+	srv    *httptest.Server
+	secret string
+	mu     sync.Mutex
+	got    []map[string]any
+	notify chan struct{}
+}
+
+func newReceiver(t *testing.T, secret string) *receiver {
+	r := &receiver{secret: secret, notify: make(chan struct{}, 100)}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		if err := sdkwebhook.VerifyE2B(secret, body, req.Header.Get(sdkwebhook.HeaderE2BSignature)); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		var ev map[string]any
+		_ = json.Unmarshal(body, &ev)
+		r.mu.Lock()
+		r.got = append(r.got, ev)
+		r.mu.Unlock()
+		r.notify <- struct{}{}
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+// wait returns the first received event matching ok, or fails after d.
+func (r *receiver) wait(t *testing.T, d time.Duration, what string, ok func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		r.mu.Lock()
+		for _, ev := range r.got {
+			if ok(ev) {
+				r.mu.Unlock()
+				return ev
+			}
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.notify:
+		case <-deadline:
+			t.Fatalf("webhook receiver got no %s within %v; got %d events", what, d, len(r.got))
+		}
+	}
+}
+
+func data(ev map[string]any) map[string]any {
+	d, _ := ev["eventData"].(map[string]any)
+	return d
+}
+
+// apiJSON calls the sbx API with key and decodes the JSON answer.
+func apiJSON(t *testing.T, s *Server, key, method, path string, in, out any) int {
+	t.Helper()
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), method, s.URL+path, body)
+	req.Header.Set("X-API-Key", key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: %v: %s", method, path, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+func registerWebhook(t *testing.T, s *Server, key, url, secret string, types ...string) {
+	t.Helper()
+	in := map[string]any{"name": "monitor-test", "url": url, "events": types, "signatureSecret": secret}
+	if st := apiJSON(t, s, key, "POST", "/events/webhooks", in, nil); st != http.StatusCreated {
+		t.Fatalf("create webhook: status %d", st)
+	}
+}
+
+// TestMonitoring drives budgets, runaway detection, usage and metrics
+// against one real server with real sandboxes.
+func TestMonitoring(t *testing.T) {
+	s := startServerArgs(t, "--webhook-allow-private", "--pool", "base=0", "--pool", "code-interpreter=0",
+		"--budget-interval", "1s", "--runaway-interval", "1s",
+		"--runaway", "team=runaway max-lifetime=3s action=kill")
+
+	t.Run("budget max concurrent", func(t *testing.T) {
+		c := s.Client(t)
+		rcv := newReceiver(t, "budget-secret")
+		registerWebhook(t, s, s.APIKey, rcv.srv.URL, "budget-secret", "team.budget.exceeded", "team.budget.warning")
+		var b map[string]any
+		if st := apiJSON(t, s, s.APIKey, "PUT", "/teams/me/budget", map[string]any{"maxConcurrent": 2, "warnAtPercent": 100}, &b); st != 200 {
+			t.Fatalf("set budget: %d", st)
+		}
+		var sbs []*sdk.Sandbox
+		for i := range 2 {
+			sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "base", Timeout: 2 * time.Minute})
+			if err != nil {
+				t.Fatalf("create %d: %v", i+1, err)
+			}
+			sbs = append(sbs, sb)
+		}
+		_, err := c.Create(t.Context(), sdk.CreateOptions{Template: "base"})
+		if !sdk.IsRateLimited(err) || !strings.Contains(err.Error(), "max concurrent") {
+			t.Fatalf("third create: %v, want 429 naming max concurrent", err)
+		}
+		ev := rcv.wait(t, 30*time.Second, "team.budget.exceeded", func(ev map[string]any) bool {
+			return ev["type"] == "team.budget.exceeded" && data(ev)["limit"] == "max_concurrent"
+		})
+		if data(ev)["max"] != float64(2) {
+			t.Fatalf("exceeded event data %v", data(ev))
+		}
+		rcv.wait(t, 30*time.Second, "team.budget.warning", func(ev map[string]any) bool { return ev["type"] == "team.budget.warning" })
+		// Usage of a running sandbox: allocated and measured.
+		var u map[string]any
+		if st := apiJSON(t, s, s.APIKey, "GET", "/sandboxes/"+sbs[0].ID+"/usage", nil, &u); st != 200 {
+			t.Fatalf("sandbox usage: %d", st)
+		}
+		if u["state"] != "running" || u["measured"] == nil {
+			t.Fatalf("sandbox usage = %v", u)
+		}
+		for _, sb := range sbs {
+			if err := c.Kill(t.Context(), sb.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "base"})
+		if err != nil {
+			t.Fatalf("create after kills: %v", err)
+		}
+		_ = c.Kill(t.Context(), sb.ID)
+		apiJSON(t, s, s.APIKey, "PUT", "/teams/me/budget", map[string]any{"maxConcurrent": 0, "warnAtPercent": 0}, nil)
+	})
+
+	t.Run("budget spend kills", func(t *testing.T) {
+		key := s.CreateTeam(t, "spender")
+		c := s.ClientWithKey(t, key)
+		rcv := newReceiver(t, "spend-secret")
+		registerWebhook(t, s, key, rcv.srv.URL, "spend-secret", "team.budget.exceeded", "sandbox.lifecycle.killed")
+		sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "base", Timeout: 5 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A limit the running sandbox passes within a second or two.
+		if st := apiJSON(t, s, key, "PUT", "/teams/me/budget", map[string]any{"maxDailySpendUsd": 0.00001, "action": "kill"}, nil); st != 200 {
+			t.Fatalf("set budget: %d", st)
+		}
+		rcv.wait(t, 60*time.Second, "spend exceeded", func(ev map[string]any) bool {
+			return ev["type"] == "team.budget.exceeded" && data(ev)["limit"] == "max_daily_spend"
+		})
+		killed := rcv.wait(t, 60*time.Second, "killed with reason budget", func(ev map[string]any) bool {
+			return ev["type"] == "sandbox.lifecycle.killed" && ev["sandboxId"] == sb.ID
+		})
+		if r := data(killed)["kill_reason"]; r != "budget" {
+			t.Fatalf("kill_reason = %v, want budget", r)
+		}
+		if _, err := c.Create(t.Context(), sdk.CreateOptions{Template: "base"}); !sdk.IsRateLimited(err) {
+			t.Fatalf("create over the spend limit: %v, want 429", err)
+		}
+	})
+
+	t.Run("runaway max lifetime", func(t *testing.T) {
+		key := s.CreateTeam(t, "runaway")
+		c := s.ClientWithKey(t, key)
+		rcv := newReceiver(t, "runaway-secret")
+		registerWebhook(t, s, key, rcv.srv.URL, "runaway-secret", "sandbox.runaway.detected", "sandbox.lifecycle.killed")
+		sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "base", Timeout: 5 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		det := rcv.wait(t, 60*time.Second, "sandbox.runaway.detected", func(ev map[string]any) bool {
+			return ev["type"] == "sandbox.runaway.detected" && ev["sandboxId"] == sb.ID
+		})
+		if data(det)["rule"] != "max-lifetime" {
+			t.Fatalf("detection = %v", data(det))
+		}
+		killed := rcv.wait(t, 60*time.Second, "killed", func(ev map[string]any) bool {
+			return ev["type"] == "sandbox.lifecycle.killed" && ev["sandboxId"] == sb.ID
+		})
+		if r := data(killed)["kill_reason"]; r != "runaway" {
+			t.Fatalf("kill_reason = %v, want runaway", r)
+		}
+		// The first team's sandboxes are not covered by team=runaway.
+		other, err := s.Client(t).Create(t.Context(), sdk.CreateOptions{Template: "base"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Second)
+		if _, err := s.Client(t).Get(t.Context(), other.ID); err != nil {
+			t.Fatalf("sandbox of another team was killed: %v", err)
+		}
+		_ = s.Client(t).Kill(t.Context(), other.ID)
+	})
+
+	t.Run("metrics and usage", func(t *testing.T) {
+		resp, err := http.Get(s.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("/metrics without a key: %d, want 401", resp.StatusCode)
+		}
+		req, _ := http.NewRequest("GET", s.URL+"/metrics", nil)
+		req.Header.Set("X-API-Key", s.APIKey)
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{`sbx_budget_refusals_total{limit="max_concurrent"} 1`, `sbx_runaway_actions_total{action="kill"} 1`,
+			`sbx_sandbox_create_duration_seconds_count{template="base"}`, `sbx_budget_actions_total{action="kill"} 1`} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("metrics lack %q", want)
+			}
+		}
+		var rep struct {
+			Total struct {
+				VCPUSeconds float64 `json:"vcpuSeconds"`
+				USD         float64 `json:"costUsd"`
+			} `json:"total"`
+			Groups []struct{ Key string } `json:"groups"`
+		}
+		if st := apiJSON(t, s, s.APIKey, "GET", "/usage?groupBy=template", nil, &rep); st != 200 {
+			t.Fatalf("usage: %d", st)
+		}
+		if rep.Total.VCPUSeconds <= 0 || rep.Total.USD <= 0 || len(rep.Groups) != 1 || rep.Groups[0].Key != "base" {
+			t.Fatalf("usage report = %+v", rep)
+		}
+		if st := apiJSON(t, s, s.APIKey, "GET", "/usage?groupBy=color", nil, nil); st != 400 {
+			t.Fatalf("bad groupBy: %d", st)
+		}
+	})
+	_ = fmt.Sprint
+	_ = context.Background
+}
