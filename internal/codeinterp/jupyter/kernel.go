@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -69,6 +70,7 @@ type Kernel struct {
 	cmd     *exec.Cmd
 	dead    chan struct{} // closed when the process has exited
 	exitErr error
+	outTail *tailBuffer // the process's last output, for error messages
 
 	shell, control, stdin, iopub, hb *zmtpConn
 	hbMu                             sync.Mutex
@@ -80,7 +82,22 @@ type Kernel struct {
 
 // Start launches the kernel described by spec and returns once it answers
 // kernel_info and its iopub subscription is live.
+//
+// A kernel that dies while starting is started again with fresh ports (up
+// to three attempts): the ports are picked free but another process may
+// take one before the kernel binds it.
 func Start(ctx context.Context, spec *KernelSpec, opts Options) (*Kernel, error) {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var k *Kernel
+		if k, err = startOnce(ctx, spec, opts); err == nil || !errors.Is(err, ErrKernelDied) || ctx.Err() != nil {
+			return k, err
+		}
+	}
+	return nil, err
+}
+
+func startOnce(ctx context.Context, spec *KernelSpec, opts Options) (*Kernel, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -146,6 +163,8 @@ func (k *Kernel) launch(opts Options) error {
 	if out == nil {
 		out = io.Discard
 	}
+	k.outTail = &tailBuffer{max: 2048}
+	out = io.MultiWriter(out, k.outTail)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group: an interrupt or kill reaches the kernel's children
 	// (a `!sleep` or subprocess started by user code) and not us.
@@ -252,10 +271,42 @@ func (k *Kernel) waitReady(ctx context.Context) error {
 
 func (k *Kernel) deathError() error {
 	<-k.dead
+	status := "exited with status 0"
 	if k.exitErr != nil {
-		return fmt.Errorf("%w: %v", ErrKernelDied, k.exitErr)
+		status = k.exitErr.Error()
 	}
-	return fmt.Errorf("%w: exited with status 0", ErrKernelDied)
+	if tail := k.outTail.String(); tail != "" {
+		// What the kernel printed last usually says why (a missing
+		// module, a bad argument).
+		return fmt.Errorf("%w: %s; its last output: %s", ErrKernelDied, status, tail)
+	}
+	return fmt.Errorf("%w: %s", ErrKernelDied, status)
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append([]byte(nil), t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	if t == nil {
+		return ""
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.b))
 }
 
 // Dead is closed when the kernel process has exited.

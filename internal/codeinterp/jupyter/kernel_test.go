@@ -223,3 +223,15 @@ func BenchmarkExecute(b *testing.B) {
 		}
 	}
 }
+
+// A kernel that cannot start fails Start with what it printed, not a hang.
+func TestStartFailureSaysWhy(t *testing.T) {
+	python := requireIPyKernel(t).Argv[0]
+	spec := &KernelSpec{Name: "broken", Argv: []string{python, "-m", "no_such_kernel_module_sbx", "-f", "{connection_file}"}}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	_, err := Start(ctx, spec, Options{})
+	if !errors.Is(err, ErrKernelDied) || !strings.Contains(err.Error(), "No module named no_such_kernel_module_sbx") {
+		t.Fatalf("err = %v", err)
+	}
+}
