@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -398,6 +399,29 @@ func TestRefineServer(t *testing.T) {
 			})
 		}
 	})
+}
+
+// A restarted server still answers GET /refinements/{id} from its database.
+func TestRefineSurvivesRestart(t *testing.T) {
+	requireIntegration(t)
+	_, url := startLLM(t, fence(fixedCode))
+	t.Setenv("SBX_LLM_BASE_URL", url)
+	t.Setenv("SBX_LLM_MODEL", "scripted")
+	s := StartServer(t)
+	s.waitTemplate(t, "code-interpreter")
+	ref, err := s.Client(t).RefineCode(t.Context(), sdk.RefineOptions{Requirement: "Print the total."})
+	if err != nil || !ref.Success {
+		t.Fatalf("refinement: %+v, %v", ref, err)
+	}
+	s.Stop(syscall.SIGTERM)
+	s.Start(t)
+	got, err := s.Client(t).GetRefinement(t.Context(), ref.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != "succeeded" || got.Code != ref.Code || len(got.Attempts) != 1 || got.Attempts[0].SandboxID != ref.Attempts[0].SandboxID {
+		t.Errorf("after restart GET = %+v, want the finished refinement", got)
+	}
 }
 
 // An LLM that rejects the key stops the loop at once with a clear error
