@@ -1,0 +1,55 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// finalize checks the start command the way E2B does at the end of a build:
+// start it, then poll the ready command until it exits 0. sbx cannot
+// snapshot the started state with crun (runtime notes), so sandboxes from
+// the template run the start command again at start-up; the build log says
+// so. A successful check is cached by the final key plus both commands, so
+// an unchanged rebuild does not wait for the ready command again.
+func (e *Executor) finalize(ctx context.Context, req Request, res *Result, key string, force bool, logf func(Progress)) error {
+	fkey := chainKey(key, "finalize", req.StartCmd, req.ReadyCmd, res.User, res.Workdir)
+	marker := filepath.Join(e.LayersDir(), fkey)
+	if !force && layerComplete(marker) {
+		logf(Progress{Cached: true, Message: "CACHED start command check: " + req.StartCmd})
+	} else {
+		t0 := time.Now()
+		ready := req.ReadyCmd
+		if ready == "" {
+			ready = "true"
+		}
+		logf(Progress{Message: fmt.Sprintf("starting %q and waiting for ready command %q", req.StartCmd, ready)})
+		scratch, err := os.MkdirTemp(filepath.Join(e.cfg.DataDir, "build"), "final-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(scratch)
+		// The start command runs in the background as the template's user;
+		// the ready command is polled as that user too.
+		script := fmt.Sprintf(`(%s) >/tmp/.sbx-start.log 2>&1 &
+i=0; until /bin/sh -c %s; do i=$((i+1)); if [ $i -ge %d ]; then echo "ready command never exited 0"; tail -n 20 /tmp/.sbx-start.log; exit 1; fi; sleep 0.2; done
+echo "ready after ${i} polls"`, req.StartCmd, shellQuote(ready), int(e.cfg.ReadyTimeout/(200*time.Millisecond)))
+		st := state{user: res.User, workdir: res.Workdir, env: res.Env}
+		code, out, err := e.exec(ctx, "build"+randHex(6), scratch, res.Layers, st, res.User, script,
+			e.cfg.ReadyTimeout+time.Minute, func(l string) { logf(Progress{Message: l}) }, nil)
+		if err != nil || code != 0 {
+			return &StepError{What: "start command " + req.StartCmd, ExitCode: code, Output: out, Err: err}
+		}
+		if err := os.MkdirAll(marker, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(marker, "complete"), []byte(req.StartCmd+"\n"), 0o644); err != nil {
+			return err
+		}
+		logf(Progress{Message: fmt.Sprintf("start command ready in %s", time.Since(t0).Round(time.Millisecond))})
+	}
+	logf(Progress{Message: "snapshots are not available with this runtime: sandboxes from this template run the start command when they start"})
+	return nil
+}
