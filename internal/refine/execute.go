@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -238,6 +239,12 @@ func (e *Executor) runInterpreter(ctx context.Context, sb *sdk.Sandbox, opts Opt
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			a.Error = &ExecError{Name: "TimeoutError", Value: fmt.Sprintf("the code did not finish within %v", opts.RunTimeout)}
 			return nil
+		}
+		var ae *sdk.APIError
+		if errors.As(err, &ae) && ae.Status == http.StatusBadGateway && !sdk.IsSandboxNotRunning(err) {
+			return fmt.Errorf("template %q runs no code interpreter (port %d is closed): use --template code-interpreter "+
+				"or a template built from it, or a command language such as --language bash: %w",
+				opts.Template, sdk.CodeInterpreterPort, err)
 		}
 		return err
 	}

@@ -276,6 +276,14 @@ func TestRefine(t *testing.T) {
 		}
 	})
 
+	t.Run("python in a template without the interpreter", func(t *testing.T) {
+		_, url := startLLM(t, fence(fixedCode))
+		_, err := newRefiner(t, s, url).Run(t.Context(), refine.Options{Requirement: "x", Template: "base"}, refine.Observer{})
+		if err == nil || !strings.Contains(err.Error(), "runs no code interpreter") || !strings.Contains(err.Error(), "--language bash") {
+			t.Fatalf("err = %v, want one naming the missing code interpreter and the alternatives", err)
+		}
+	})
+
 	t.Run("bash via commands", func(t *testing.T) {
 		_, url := startLLM(t, "```bash\necho start; exit 3\n```", "```bash\necho \"sum=$((2+3))\"\n```")
 		res, err := newRefiner(t, s, url).Run(t.Context(), refine.Options{Requirement: "Print sum=5", Language: "bash",
