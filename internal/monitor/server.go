@@ -9,6 +9,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/analytics"
 	"github.com/sbxdev/sbx/internal/budget"
+	"github.com/sbxdev/sbx/internal/dashboard"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/metrics"
 	"github.com/sbxdev/sbx/internal/runaway"
@@ -83,6 +84,7 @@ type Public interface {
 
 // AddPublic registers the dashboard and, with --metrics-public, /metrics.
 func (s *Server) AddPublic(p Public) {
+	dashboard.Register(p)
 	if s.cfg.MetricsPublic {
 		p.AddPublic("GET /metrics", s.Metrics.Handler())
 	}
