@@ -284,6 +284,48 @@ func TestRefine(t *testing.T) {
 		}
 	})
 
+	t.Run("anthropic provider", func(t *testing.T) {
+		var mu sync.Mutex
+		var prompts []string
+		replies := []string{fence(buggyCode), fence(fixedCode)}
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				System   string `json:"system"`
+				Messages []struct {
+					Content string `json:"content"`
+				} `json:"messages"`
+			}
+			if r.URL.Path != "/v1/messages" || r.Header.Get("anthropic-version") == "" || json.NewDecoder(r.Body).Decode(&req) != nil || req.System == "" {
+				w.WriteHeader(http.StatusBadRequest)
+				io.WriteString(w, `{"type":"error","error":{"type":"invalid_request_error","message":"bad request"}}`)
+				return
+			}
+			mu.Lock()
+			i := len(prompts)
+			prompts = append(prompts, req.Messages[len(req.Messages)-1].Content)
+			mu.Unlock()
+			json.NewEncoder(w).Encode(map[string]any{"id": "msg", "type": "message", "role": "assistant", "model": "claude-scripted",
+				"content":     []any{map[string]any{"type": "text", "text": replies[min(i, 1)]}},
+				"stop_reason": "end_turn", "usage": map[string]any{"input_tokens": 50, "output_tokens": 10}})
+		}))
+		t.Cleanup(srv.Close)
+		gen, err := llm.New(llm.Config{Provider: llm.ProviderAnthropic, BaseURL: srv.URL, Model: "claude-scripted"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := refine.New(gen, refine.NewExecutor(s.Client(t), nil), nil)
+		res, err := ref.Run(t.Context(), refine.Options{Requirement: "Print the total."}, refine.Observer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Success || len(res.Attempts) != 2 || res.Attempts[1].Model != "claude-scripted" || res.Tokens.InputTokens != 100 {
+			t.Fatalf("success %v attempts %d tokens %+v", res.Success, len(res.Attempts), res.Tokens)
+		}
+		if !strings.Contains(prompts[1], "name 'totl' is not defined") {
+			t.Errorf("second Anthropic request lacks the sandbox's error:\n%s", prompts[1])
+		}
+	})
+
 	t.Run("bash via commands", func(t *testing.T) {
 		_, url := startLLM(t, "```bash\necho start; exit 3\n```", "```bash\necho \"sum=$((2+3))\"\n```")
 		res, err := newRefiner(t, s, url).Run(t.Context(), refine.Options{Requirement: "Print sum=5", Language: "bash",
