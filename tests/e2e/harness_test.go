@@ -124,7 +124,7 @@ func StartServer(t *testing.T) *Server {
 }
 
 // Start (re)starts the server process on the same address and data dir and
-// waits for /health.
+// waits for /health and, once the API key is known, for the API.
 func (s *Server) Start(t *testing.T) {
 	t.Helper()
 	cmd := exec.Command(s.Bin, "serve", "--listen", s.Addr, "--data-dir", s.DataDir)
@@ -149,7 +149,9 @@ func (s *Server) Start(t *testing.T) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNoContent {
-				return
+				if s.APIKey == "" || s.apiReady(ctx) {
+					return
+				}
 			}
 		}
 		select {
@@ -160,6 +162,20 @@ func (s *Server) Start(t *testing.T) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// apiReady reports whether the control plane serves requests: after a
+// restart it answers 503 while it reconciles sandboxes, although /health
+// is already 200.
+func (s *Server) apiReady(ctx context.Context) bool {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/v2/sandboxes?limit=1", nil)
+	req.Header.Set("X-API-Key", s.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode != http.StatusServiceUnavailable
 }
 
 // Stop stops the server: sig (SIGTERM for a graceful stop, SIGKILL for a

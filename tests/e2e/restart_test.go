@@ -26,6 +26,13 @@ func TestRestartSafety(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Everything crun runs before the crash: the sandbox and warm-pool
+	// members. After the restart each must be a listed sandbox or gone;
+	// pool members started by the new process are not our concern here.
+	before := srv.crunContainers(t)
+	if !slices.ContainsFunc(before, func(ctr string) bool { return strings.Contains(ctr, s.ID) }) {
+		t.Fatalf("crun does not list sandbox %s before the restart: %v", s.ID, before)
+	}
 	srv.Stop(syscall.SIGKILL)
 	srv.Start(t)
 
@@ -39,15 +46,16 @@ func TestRestartSafety(t *testing.T) {
 		for _, r := range running {
 			ids = append(ids, r.SandboxID)
 		}
-		orphans := slices.DeleteFunc(srv.crunContainers(t), func(ctr string) bool {
-			return slices.ContainsFunc(ids, func(id string) bool { return strings.Contains(ctr, id) })
+		now := srv.crunContainers(t)
+		orphans := slices.DeleteFunc(slices.Clone(before), func(ctr string) bool {
+			return !slices.Contains(now, ctr) || slices.ContainsFunc(ids, func(id string) bool { return strings.Contains(ctr, id) })
 		})
 		if len(orphans) == 0 {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("after restart crun still holds containers the server does not list as running: %v (running: %v)", orphans, ids)
+			t.Fatalf("after restart crun still runs containers from before it that the server does not list as running sandboxes: %v (running: %v)", orphans, ids)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +34,10 @@ func opCtx(t *testing.T) context.Context {
 	return ctx
 }
 
+// createdIDs records every sandbox the tests created, so leftover checks
+// can look for their containers after the sandboxes are gone.
+var createdIDs sync.Map
+
 // create makes a sandbox and kills it at cleanup (ignoring "already gone").
 func create(t *testing.T, c *sdk.Client, opts sdk.CreateOptions) *sdk.Sandbox {
 	t.Helper()
@@ -40,6 +45,7 @@ func create(t *testing.T, c *sdk.Client, opts sdk.CreateOptions) *sdk.Sandbox {
 	if err != nil {
 		t.Fatalf("Create(%+v): %v", opts, err)
 	}
+	createdIDs.Store(s.ID, true)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
