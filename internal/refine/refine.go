@@ -258,145 +258,23 @@ func (r *Refiner) Run(ctx context.Context, opts Options, obs Observer) (*Result,
 		return nil, err
 	}
 	lang, _ := LookupLanguage(opts.Language)
-	res := &Result{ID: opts.ID, Status: StatusRunning, Requirement: opts.Requirement, Template: opts.Template,
-		Language: lang.Name, MaxAttempts: opts.MaxAttempts, Attempts: []*Attempt{}, StartedAt: time.Now().UTC()}
-	log := r.log.With("refinement.id", opts.ID, "template.id", opts.Template)
-	var mu sync.Mutex // guards res and serialises obs calls
-	finish := func(err error) (*Result, error) {
-		r.exec.Wait() // no sandbox of this run outlives it
-		mu.Lock()
-		defer mu.Unlock()
-		res.FinishedAt = time.Now().UTC()
-		res.DurationMS = ms(res.FinishedAt.Sub(res.StartedAt))
-		res.Status = StatusFailed
-		if res.Success {
-			res.Status = StatusSucceeded
-		}
-		if err != nil && res.Error == "" {
-			res.Error = err.Error()
-		}
-		log.Info("refinement finished", "success", res.Success, "attempts", len(res.Attempts), "err", err)
-		return res, err
-	}
-
+	x := &runner{Refiner: r, opts: opts, lang: lang, obs: obs,
+		log: r.log.With("refinement.id", opts.ID, "template.id", opts.Template),
+		res: &Result{ID: opts.ID, Status: StatusRunning, Requirement: opts.Requirement, Template: opts.Template,
+			Language: lang.Name, MaxAttempts: opts.MaxAttempts, Attempts: []*Attempt{}, StartedAt: time.Now().UTC()}}
 	env, err := r.exec.Environment(ctx, opts, lang)
 	if err != nil {
-		return finish(err)
+		return x.finish(err)
 	}
-	res.Environment = env
+	x.env, x.res.Environment = env, env
 	if obs.OnStart != nil {
-		obs.OnStart(res)
+		obs.OnStart(x.res)
 	}
 
-	var number int
-	var history []*Attempt
-	record := func(a *Attempt) {
-		mu.Lock()
-		defer mu.Unlock()
-		res.Attempts = append(res.Attempts, a)
-		res.Tokens = res.Tokens.Add(a.Tokens)
-		res.SandboxCostUSD += a.SandboxCostUSD
-		res.Code, res.Output, res.LastError = a.Code, a.Stdout, a.Error
-		if a.Passed && !res.Success {
-			res.Success = true
-		}
-		if !a.Passed {
-			history = append(history, a)
-		}
-		if obs.OnAttempt != nil {
-			obs.OnAttempt(a)
-		}
-	}
-
-	generate := workflow.Func[state](func(ctx context.Context, s state) (state, error) {
-		mu.Lock()
-		number++
-		a := &Attempt{Number: number, Candidate: workflow.Candidate(ctx), StartedAt: time.Now().UTC()}
-		var earlier []*Attempt
-		for _, h := range history {
-			if s.feedback == nil || h.Number != s.feedback.Number {
-				earlier = append(earlier, h)
-			}
-		}
-		mu.Unlock()
-		s.cur = a
-		p := prompt{Requirement: opts.Requirement, Lang: lang, Env: env, TestCode: opts.TestCode,
-			Expect: opts.Expect, Previous: s.feedback, Earlier: earlier}
-		req := p.request()
-		if opts.BestOf > 1 && a.Candidate > 0 {
-			// Vary the candidates so best-of-N is not N copies of one answer.
-			t := 0.4 + 0.2*float64(a.Candidate)
-			req.Temperature = &t
-		}
-		t0 := time.Now()
-		resp, err := r.gen.Complete(ctx, req)
-		a.LLMMS = ms(time.Since(t0))
-		a.Tokens, a.Model = resp.Usage, resp.Model
-		if err != nil {
-			if errors.Is(err, llm.ErrMalformed) {
-				// A nonsense reply is the model's failure, not ours: count
-				// the attempt and ask again.
-				a.Error = &ExecError{Name: "MalformedReply", Value: err.Error()}
-				return s, &attemptFailed{a}
-			}
-			return s, fmt.Errorf("generate code (attempt %d): %w", a.Number, err)
-		}
-		code, ok := ExtractCode(resp.Text, lang)
-		if !ok {
-			a.Code = resp.Text
-			a.Error = &ExecError{Name: "NoCodeBlock",
-				Value: fmt.Sprintf("the reply had no fenced code block; reply with the program inside ```%s ... ```", lang.Aliases[0])}
-			return s, &attemptFailed{a}
-		}
-		a.Code = code
-		return s, nil
-	})
-	execute := workflow.Func[state](func(ctx context.Context, s state) (state, error) {
-		if err := r.exec.Execute(ctx, opts, lang, s.cur); err != nil {
-			return s, fmt.Errorf("execute attempt %d: %w", s.cur.Number, err)
-		}
-		if s.cur.Error != nil || s.cur.Validation != "" {
-			return s, &attemptFailed{s.cur}
-		}
-		return s, nil
-	})
-	// Validation of the output itself (error, test code) happens inside
-	// Execute while the sandbox is alive; this step checks what is left.
-	validate := workflow.Func[state](func(ctx context.Context, s state) (state, error) {
-		t0 := time.Now()
-		if opts.Expect != "" {
-			re := regexp.MustCompile(opts.Expect) // checked by Validate
-			if !re.MatchString(s.cur.Stdout) && !re.MatchString(mainText(s.cur)) {
-				s.cur.Validation = fmt.Sprintf("standard output does not match the expected pattern %q", opts.Expect)
-			}
-		}
-		s.cur.ValidateMS += ms(time.Since(t0))
-		if s.cur.Validation != "" {
-			return s, &attemptFailed{s.cur}
-		}
-		s.cur.Passed = true
-		return s, nil
-	})
-	// One candidate: generate >> execute >> validate, recorded whatever
-	// the outcome, and its failure becomes the next round's feedback.
-	candidate := workflow.Func[state](func(ctx context.Context, s state) (state, error) {
-		out, err := workflow.Chain[state](generate, execute, validate).Run(ctx, s)
-		if out.cur != nil {
-			var af *attemptFailed
-			if err != nil && !errors.As(err, &af) && out.cur.Error == nil {
-				// Cut short by the machinery or by a sibling candidate
-				// that passed first: say so rather than record a silent failure.
-				out.cur.Error = &ExecError{Name: "Aborted", Value: err.Error()}
-			}
-			finishAttempt(out.cur)
-			record(out.cur)
-			if errors.As(err, &af) {
-				out.feedback = out.cur
-			}
-		}
-		return out, err
-	})
-	loop := workflow.Retry[state](workflow.Parallel[state](opts.BestOf, candidate), workflow.RetryOptions{
+	// The seed's generator >> executor >> validator, with best-of-N
+	// candidates per round and the rounds retried with feedback.
+	candidate := workflow.Chain[state](workflow.Func[state](x.generate), workflow.Func[state](x.execute), workflow.Func[state](x.validate))
+	loop := workflow.Retry[state](workflow.Parallel[state](opts.BestOf, x.recorded(candidate)), workflow.RetryOptions{
 		Attempts:  opts.MaxAttempts,
 		Retryable: func(err error) bool { var af *attemptFailed; return errors.As(err, &af) },
 	})
@@ -404,26 +282,170 @@ func (r *Refiner) Run(ctx context.Context, opts Options, obs Observer) (*Result,
 	var af *attemptFailed
 	if errors.As(err, &af) {
 		// The code never passed: a normal outcome, not a machinery failure.
-		mu.Lock()
-		res.Error = fmt.Sprintf("no attempt passed after %d rounds; last: %s", opts.MaxAttempts, af.a.summary())
-		mu.Unlock()
-		return finish(nil)
+		x.mu.Lock()
+		x.res.Error = fmt.Sprintf("no attempt passed after %d rounds; last: %s", opts.MaxAttempts, af.a.summary())
+		x.mu.Unlock()
+		return x.finish(nil)
 	}
 	if err == nil {
-		mu.Lock()
-		for _, a := range res.Attempts {
-			if a.Passed { // the winner, even if a loser finished later
-				res.Code, res.Output, res.LastError = a.Code, a.Stdout, nil
+		x.mu.Lock()
+		for _, a := range x.res.Attempts {
+			if a.Passed { // the winner, even if a losing candidate was recorded later
+				x.res.Code, x.res.Output, x.res.LastError = a.Code, a.Stdout, nil
 			}
 		}
-		mu.Unlock()
+		x.mu.Unlock()
 	}
-	return finish(err)
+	return x.finish(err)
 }
 
-func finishAttempt(a *Attempt) {
-	a.DurationMS = ms(time.Since(a.StartedAt))
-	a.OverheadMS = a.DurationMS - a.LLMMS
+// runner is one refinement in progress; its methods are the workflow steps.
+type runner struct {
+	*Refiner
+	opts Options
+	lang Language
+	env  *Environment
+	obs  Observer
+	log  *slog.Logger
+
+	mu      sync.Mutex // guards the fields below and serialises obs calls
+	res     *Result
+	number  int        // attempts started
+	history []*Attempt // failed attempts, in order
+}
+
+// generate asks the LLM for code, with the last failure as feedback.
+func (x *runner) generate(ctx context.Context, s state) (state, error) {
+	x.mu.Lock()
+	x.number++
+	a := &Attempt{Number: x.number, Candidate: workflow.Candidate(ctx), StartedAt: time.Now().UTC()}
+	var earlier []*Attempt
+	for _, h := range x.history {
+		if s.feedback == nil || h.Number != s.feedback.Number {
+			earlier = append(earlier, h)
+		}
+	}
+	x.mu.Unlock()
+	s.cur = a
+	req := prompt{Requirement: x.opts.Requirement, Lang: x.lang, Env: x.env, TestCode: x.opts.TestCode,
+		Expect: x.opts.Expect, Previous: s.feedback, Earlier: earlier}.request()
+	if x.opts.BestOf > 1 && a.Candidate > 0 {
+		// Vary the candidates so best-of-N is not N copies of one answer.
+		t := 0.4 + 0.2*float64(a.Candidate)
+		req.Temperature = &t
+	}
+	t0 := time.Now()
+	resp, err := x.gen.Complete(ctx, req)
+	a.LLMMS = ms(time.Since(t0))
+	a.Tokens, a.Model = resp.Usage, resp.Model
+	if err != nil {
+		if errors.Is(err, llm.ErrMalformed) {
+			// A nonsense reply is the model's failure, not ours: count
+			// the attempt and ask again.
+			a.Error = &ExecError{Name: "MalformedReply", Value: err.Error()}
+			return s, &attemptFailed{a}
+		}
+		return s, fmt.Errorf("generate code (attempt %d): %w", a.Number, err)
+	}
+	code, ok := ExtractCode(resp.Text, x.lang)
+	if !ok {
+		a.Code = resp.Text
+		a.Error = &ExecError{Name: "NoCodeBlock",
+			Value: fmt.Sprintf("the reply had no fenced code block; reply with the program inside ```%s ... ```", x.lang.Aliases[0])}
+		return s, &attemptFailed{a}
+	}
+	a.Code = code
+	return s, nil
+}
+
+// execute runs the code in a fresh sandbox; the error and the test code
+// are checked there, while the sandbox is alive.
+func (x *runner) execute(ctx context.Context, s state) (state, error) {
+	if err := x.exec.Execute(ctx, x.opts, x.lang, s.cur); err != nil {
+		return s, fmt.Errorf("execute attempt %d: %w", s.cur.Number, err)
+	}
+	if s.cur.Error != nil || s.cur.Validation != "" {
+		return s, &attemptFailed{s.cur}
+	}
+	return s, nil
+}
+
+// validate checks what needs no sandbox: the expected-output pattern.
+func (x *runner) validate(_ context.Context, s state) (state, error) {
+	t0 := time.Now()
+	if x.opts.Expect != "" {
+		re := regexp.MustCompile(x.opts.Expect) // checked by Validate
+		if !re.MatchString(s.cur.Stdout) && !re.MatchString(mainText(s.cur)) {
+			s.cur.Validation = fmt.Sprintf("standard output does not match the expected pattern %q", x.opts.Expect)
+		}
+	}
+	s.cur.ValidateMS += ms(time.Since(t0))
+	if s.cur.Validation != "" {
+		return s, &attemptFailed{s.cur}
+	}
+	s.cur.Passed = true
+	return s, nil
+}
+
+// recorded wraps one candidate so its attempt is recorded whatever the
+// outcome, and a failure of the code becomes the next round's feedback.
+func (x *runner) recorded(candidate workflow.Step[state]) workflow.Step[state] {
+	return workflow.Func[state](func(ctx context.Context, s state) (state, error) {
+		out, err := candidate.Run(ctx, s)
+		if out.cur == nil {
+			return out, err
+		}
+		var af *attemptFailed
+		failed := errors.As(err, &af)
+		if err != nil && !failed && out.cur.Error == nil {
+			// Cut short by the machinery or by a sibling candidate that
+			// passed first: say so rather than record a silent failure.
+			out.cur.Error = &ExecError{Name: "Aborted", Value: err.Error()}
+		}
+		out.cur.DurationMS = ms(time.Since(out.cur.StartedAt))
+		out.cur.OverheadMS = out.cur.DurationMS - out.cur.LLMMS
+		x.record(out.cur)
+		if failed {
+			out.feedback = out.cur
+		}
+		return out, err
+	})
+}
+
+func (x *runner) record(a *Attempt) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	r := x.res
+	r.Attempts = append(r.Attempts, a)
+	r.Tokens = r.Tokens.Add(a.Tokens)
+	r.SandboxCostUSD += a.SandboxCostUSD
+	r.Code, r.Output, r.LastError = a.Code, a.Stdout, a.Error
+	if a.Passed {
+		r.Success = true
+	} else {
+		x.history = append(x.history, a)
+	}
+	if x.obs.OnAttempt != nil {
+		x.obs.OnAttempt(a)
+	}
+}
+
+func (x *runner) finish(err error) (*Result, error) {
+	x.exec.Wait() // no sandbox of this run outlives it
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	r := x.res
+	r.FinishedAt = time.Now().UTC()
+	r.DurationMS = ms(r.FinishedAt.Sub(r.StartedAt))
+	r.Status = StatusFailed
+	if r.Success {
+		r.Status = StatusSucceeded
+	}
+	if err != nil && r.Error == "" {
+		r.Error = err.Error()
+	}
+	x.log.Info("refinement finished", "success", r.Success, "attempts", len(r.Attempts), "err", err)
+	return r, err
 }
 
 func mainText(a *Attempt) string {
