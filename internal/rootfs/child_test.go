@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -138,16 +137,21 @@ func TestEnsureCancel(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
+	running := 0
 	_, err := b.Ensure(ctx, r.Name, func(line string) {
 		if strings.Contains(line, "sbx-test-sleeping") {
+			running = len(chrootedUnder(t, b.CacheDir()))
 			cancel()
 		}
 	})
+	if running == 0 {
+		t.Error("no chrooted build process seen while the script ran: the survivor check below is blind")
+	}
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Ensure after cancel = %v, want context.Canceled", err)
 	}
-	if out, _ := exec.Command("pgrep", "-f", "sleep 1000").Output(); len(out) > 0 {
-		t.Errorf("build process survived the cancel: pids %s", out)
+	if pids := chrootedUnder(t, b.CacheDir()); len(pids) > 0 {
+		t.Errorf("build processes survived the cancel: %v", pids)
 	}
 	assertNoMountsUnder(t, b.CacheDir())
 	if _, complete, _ := b.Path(r.Name); complete {
@@ -187,4 +191,22 @@ func TestEnsureCancel(t *testing.T) {
 	if leftovers, _ := filepath.Glob(filepath.Join(b.CacheDir(), ".build-"+r.Name+"-*")); len(leftovers) != 0 {
 		t.Errorf("leftover build dirs after a successful build: %v", leftovers)
 	}
+}
+
+// chrootedUnder lists processes whose root directory is inside dir: the
+// build's own, told apart from other tests' sandboxes running the same
+// commands.
+func chrootedUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []string
+	for _, p := range procs {
+		if root, err := os.Readlink(filepath.Join(p, "root")); err == nil && strings.HasPrefix(root, dir+"/") {
+			pids = append(pids, filepath.Base(p)+" ("+root+")")
+		}
+	}
+	return pids
 }
