@@ -106,8 +106,16 @@ function reasonOf(ev) {
   return d.kill_reason ? `(${d.kill_reason})` : d.pause_reason ? `(${d.pause_reason})` : d.limit ? `(${d.limit})` : d.rule ? `(${d.rule})` : "";
 }
 
+// Charts and totals follow the stream too, at most once a second.
+let refreshTimer = null;
+function scheduleRefresh() {
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(() => { refreshTimer = null; safe(loadCharts); safe(loadBudget); safe(loadDeliveries); }, 1000);
+}
+
 async function onEvent(ev) {
   addEvent(ev);
+  scheduleRefresh();
   const id = ev.sandboxId;
   switch (ev.type) {
     case "sandbox.lifecycle.created":
