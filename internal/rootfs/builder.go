@@ -200,16 +200,19 @@ func (b *Builder) preflight(s step) error {
 	return nil
 }
 
+// debootstrapFallback is where Debian installs debootstrap: non-login root
+// shells and test runners often lack /usr/sbin in PATH. A variable so tests
+// can simulate a machine without it.
+var debootstrapFallback = "/usr/sbin/debootstrap"
+
 func debootstrapPath() (string, error) {
 	if p, err := exec.LookPath("debootstrap"); err == nil {
 		return p, nil
 	}
-	// Non-login root shells and test runners often lack /usr/sbin in PATH.
-	const p = "/usr/sbin/debootstrap"
-	if _, err := os.Stat(p); err != nil {
+	if _, err := os.Stat(debootstrapFallback); err != nil {
 		return "", err
 	}
-	return p, nil
+	return debootstrapFallback, nil
 }
 
 // lock takes the machine-wide lock of one recipe, waiting (cancellably)

@@ -201,3 +201,22 @@ func TestNormaliseResolvConf(t *testing.T) {
 		t.Errorf("mode %v, want 0644", fi.Mode().Perm())
 	}
 }
+
+// Not parallel: it changes PATH and the fallback location.
+func TestEnsureWithoutDebootstrapSaysWhatToDo(t *testing.T) {
+	requireRoot(t)
+	t.Setenv("PATH", t.TempDir())
+	old := debootstrapFallback
+	debootstrapFallback = filepath.Join(t.TempDir(), "debootstrap")
+	t.Cleanup(func() { debootstrapFallback = old })
+
+	dir := t.TempDir()
+	_, err := NewBuilder(dir, nil).Ensure(t.Context(), "base", nil)
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "make deps") ||
+		!strings.Contains(err.Error(), "apt-get install debootstrap") {
+		t.Fatalf("Ensure without debootstrap = %v; want a precondition error naming `make deps`", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("cache dir touched before the check: %d entries", len(entries))
+	}
+}
