@@ -77,6 +77,7 @@ func TestE2E(t *testing.T) {
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, c) })
 	t.Run("Files", func(t *testing.T) { testFiles(t, c) })
 	t.Run("ListMetadataFilter", func(t *testing.T) { testList(t, c) })
+	t.Run("PauseResume", func(t *testing.T) { testPauseResume(t, c) })
 	t.Run("TimeoutExpiry", func(t *testing.T) { testTimeoutExpiry(t, c) })
 	t.Run("KilledSandboxFailsCleanly", func(t *testing.T) { testKilled(t, c) })
 	t.Run("Teams", func(t *testing.T) { testTeams(t, srv) })
@@ -418,5 +419,52 @@ func testKilled(t *testing.T, c *sdk.Client) {
 	}
 	if _, err := s.Files.Write(ctx, "x", []byte("x")); !sdk.IsSandboxNotRunning(err) {
 		t.Errorf("Write after kill = %v, want IsSandboxNotRunning", err)
+	}
+}
+
+func testPauseResume(t *testing.T, c *sdk.Client) {
+	s := create(t, c, sdk.CreateOptions{})
+	ctx := opCtx(t)
+	if _, err := s.Files.Write(ctx, "state.txt", []byte("before pause")); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.Commands.Start(ctx, "sleep 600", sdk.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Disconnect()
+	if err := s.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Info(ctx); err != nil || info.State != sdk.StatePaused {
+		t.Fatalf("Info after pause = %+v, %v; want state paused", info, err)
+	}
+	if running, err := s.IsRunning(ctx); err != nil || running {
+		t.Errorf("IsRunning while paused = %v, %v; want false", running, err)
+	}
+	if _, err := s.Commands.Run(ctx, "true", sdk.RunOptions{}); !sdk.IsSandboxNotRunning(err) {
+		t.Errorf("Run while paused = %v, want IsSandboxNotRunning", err)
+	}
+	if err := s.Pause(ctx); !sdk.IsConflict(err) {
+		t.Errorf("second Pause = %v, want conflict (409)", err)
+	}
+	paused, err := c.List(ctx, sdk.ListOptions{State: []string{sdk.StatePaused}})
+	if err != nil || !slices.ContainsFunc(paused, func(i sdk.SandboxInfo) bool { return i.SandboxID == s.ID }) {
+		t.Errorf("List(paused) = %d sandboxes, %v; want %s among them", len(paused), err, s.ID)
+	}
+
+	r, err := c.Resume(ctx, s.ID, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := r.Info(ctx); err != nil || info.State != sdk.StateRunning {
+		t.Errorf("Info after resume = %+v, %v", info, err)
+	}
+	if res := run(t, r, "cat state.txt", sdk.RunOptions{}); res.Stdout != "before pause" {
+		t.Errorf("file after resume = %q", res.Stdout)
+	}
+	procs, err := r.Commands.List(ctx)
+	if err != nil || !slices.ContainsFunc(procs, func(p sdk.ProcessInfo) bool { return p.PID == h.PID }) {
+		t.Errorf("process %d did not survive pause/resume: %+v, %v", h.PID, procs, err)
 	}
 }
