@@ -366,10 +366,15 @@ func TestSandboxCannotReachHostServices(t *testing.T) {
 			}
 		}
 	}
-	for _, ip := range targets {
+	for i, ip := range targets {
 		target := net.JoinHostPort(ip, fmt.Sprint(port))
 		if _, err := dial(t, "", target); err != nil {
-			t.Fatalf("host cannot reach its own listener at %s: %v", target, err)
+			if i == 0 {
+				t.Fatalf("host cannot reach its own listener at %s: %v", target, err)
+			}
+			// Other tests' and servers' bridges come and go meanwhile.
+			t.Logf("skipping %s, gone from the host: %v", target, err)
+			continue
 		}
 		if got, err := dial(t, path, target); err == nil {
 			t.Errorf("sandbox reached a host service at %s (seen as %s)", target, got)
