@@ -82,25 +82,38 @@ type RefineAttempt struct {
 	OverheadMS     float64        `json:"overhead_ms"`
 }
 
+// RefineEnvironment is what the prompt said about the template; the server
+// probes a template once per team and reuses the findings for a while.
+type RefineEnvironment struct {
+	Template       string   `json:"template"`
+	Description    string   `json:"description"`
+	System         string   `json:"system,omitempty"`
+	Packages       []string `json:"packages,omitempty"`
+	ProbeSandboxID string   `json:"probe_sandbox_id,omitempty"`
+	CPUs           int      `json:"cpus"`
+	MemoryMB       int      `json:"memory_mb"`
+}
+
 // Refinement is a whole refinement as the server reports it.
 type Refinement struct {
-	ID             string          `json:"id"`
-	Status         string          `json:"status"` // running, succeeded, failed
-	Success        bool            `json:"success"`
-	Requirement    string          `json:"requirement"`
-	Template       string          `json:"template"`
-	Language       string          `json:"language"`
-	MaxAttempts    int             `json:"max_attempts"`
-	Attempts       []RefineAttempt `json:"attempts"`
-	Code           string          `json:"code"`
-	Output         string          `json:"output"`
-	Error          string          `json:"error,omitempty"`
-	LastError      *RefineError    `json:"last_error,omitempty"`
-	Tokens         TokenUsage      `json:"tokens"`
-	SandboxCostUSD float64         `json:"sandbox_cost_usd"`
-	StartedAt      time.Time       `json:"started_at"`
-	FinishedAt     time.Time       `json:"finished_at"`
-	DurationMS     float64         `json:"duration_ms"`
+	ID             string             `json:"id"`
+	Status         string             `json:"status"` // running, succeeded, failed
+	Success        bool               `json:"success"`
+	Requirement    string             `json:"requirement"`
+	Template       string             `json:"template"`
+	Language       string             `json:"language"`
+	MaxAttempts    int                `json:"max_attempts"`
+	Environment    *RefineEnvironment `json:"environment,omitempty"`
+	Attempts       []RefineAttempt    `json:"attempts"`
+	Code           string             `json:"code"`
+	Output         string             `json:"output"`
+	Error          string             `json:"error,omitempty"`
+	LastError      *RefineError       `json:"last_error,omitempty"`
+	Tokens         TokenUsage         `json:"tokens"`
+	SandboxCostUSD float64            `json:"sandbox_cost_usd"`
+	StartedAt      time.Time          `json:"started_at"`
+	FinishedAt     time.Time          `json:"finished_at"`
+	DurationMS     float64            `json:"duration_ms"`
 }
 
 // ErrRefinementStreamEnded means the server's stream stopped before the

@@ -86,10 +86,46 @@ type Executor struct {
 	sbx Sandboxes
 	log *slog.Logger
 
-	mu    sync.Mutex
-	envs  map[string]*Environment // by template, probed once
-	res   map[string][2]int       // template -> cpu, memory MB
-	kills sync.WaitGroup          // background kills of finished attempts
+	envs  *Environments
+	kills sync.WaitGroup // background kills of finished attempts
+}
+
+// Environments caches what templates offer (the probe's findings, vCPUs
+// and memory) so only the first refinement on a template pays for the
+// probe sandbox. It is safe for concurrent use; entries expire after ttl
+// (0 = never) because templates can be rebuilt.
+type Environments struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[string]envEntry
+}
+
+type envEntry struct {
+	env *Environment
+	at  time.Time
+}
+
+// NewEnvironments returns an empty cache.
+func NewEnvironments(ttl time.Duration) *Environments {
+	return &Environments{ttl: ttl, m: map[string]envEntry{}}
+}
+
+func (c *Environments) get(tpl string) (envEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[tpl]
+	if ok && c.ttl > 0 && time.Since(e.at) > c.ttl {
+		delete(c.m, tpl)
+		return envEntry{}, false
+	}
+	return e, ok
+}
+
+func (c *Environments) put(tpl string, e envEntry) {
+	e.at = time.Now()
+	c.mu.Lock()
+	c.m[tpl] = e
+	c.mu.Unlock()
 }
 
 // Wait blocks until the sandboxes of finished attempts are killed.
@@ -100,8 +136,12 @@ func NewExecutor(sbx Sandboxes, log *slog.Logger) *Executor {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Executor{sbx: sbx, log: log, envs: map[string]*Environment{}, res: map[string][2]int{}}
+	return &Executor{sbx: sbx, log: log, envs: NewEnvironments(0)}
 }
+
+// ShareEnvironments makes e use (and fill) a cache shared with other
+// executors of the same team.
+func (e *Executor) ShareEnvironments(c *Environments) { e.envs = c }
 
 func (e *Executor) metadata(opts Options, extra map[string]string) map[string]string {
 	md := map[string]string{}
@@ -127,16 +167,14 @@ PY
 true`
 
 // Environment describes the template for the prompt, probing a sandbox of
-// it once per executor (the probe sandbox is tagged with the refinement
-// that caused it and killed at once).
+// it unless the cache knows it (the probe sandbox is tagged with the
+// refinement that caused it and killed at once).
 func (e *Executor) Environment(ctx context.Context, opts Options, lang Language) (*Environment, error) {
-	e.mu.Lock()
-	env, ok := e.envs[opts.Template]
-	e.mu.Unlock()
-	if ok {
-		return env, nil
+	if c, ok := e.envs.get(opts.Template); ok {
+		return c.env, nil
 	}
-	if err := e.loadResources(ctx, opts.Template); err != nil {
+	cpus, memMB, err := e.resources(ctx, opts.Template)
+	if err != nil {
 		return nil, err
 	}
 	sb, err := e.sbx.Create(ctx, sdk.CreateOptions{Template: opts.Template, Timeout: 2 * time.Minute,
@@ -149,7 +187,8 @@ func (e *Executor) Environment(ctx context.Context, opts Options, lang Language)
 	if err != nil {
 		return nil, fmt.Errorf("probe template %q in sandbox %s: %w", opts.Template, sb.ID, err)
 	}
-	env = &Environment{Template: opts.Template, Description: describeTemplate(opts.Template), ProbeSandboxID: sb.ID}
+	env := &Environment{Template: opts.Template, Description: describeTemplate(opts.Template), ProbeSandboxID: sb.ID,
+		CPUs: cpus, MemoryMB: memMB}
 	var sys []string
 	for _, line := range strings.Split(out.Stdout, "\n") {
 		if pk, ok := strings.CutPrefix(line, "PKGS "); ok {
@@ -159,17 +198,15 @@ func (e *Executor) Environment(ctx context.Context, opts Options, lang Language)
 		}
 	}
 	env.System = strings.Join(sys, "; ")
-	e.mu.Lock()
-	e.envs[opts.Template] = env
-	e.mu.Unlock()
+	e.envs.put(opts.Template, envEntry{env: env})
 	return env, nil
 }
 
-// loadResources learns the template's vCPUs and memory for pricing.
-func (e *Executor) loadResources(ctx context.Context, tpl string) error {
+// resources learns the template's vCPUs and memory for pricing.
+func (e *Executor) resources(ctx context.Context, tpl string) (cpus, memMB int, err error) {
 	tpls, err := e.sbx.ListTemplates(ctx)
 	if err != nil {
-		return fmt.Errorf("list templates: %w", err)
+		return 0, 0, fmt.Errorf("list templates: %w", err)
 	}
 	var names []string
 	for _, t := range tpls {
@@ -178,15 +215,12 @@ func (e *Executor) loadResources(ctx context.Context, tpl string) error {
 			hit = hit || n == tpl
 		}
 		if hit {
-			e.mu.Lock()
-			e.res[tpl] = [2]int{max(t.CPUCount, 1), t.MemoryMB}
-			e.mu.Unlock()
-			return nil
+			return max(t.CPUCount, 1), t.MemoryMB, nil
 		}
 		names = append(names, t.TemplateID)
 	}
 	sort.Strings(names)
-	return fmt.Errorf("template %q not found; available: %s", tpl, strings.Join(names, ", "))
+	return 0, 0, fmt.Errorf("template %q not found; available: %s", tpl, strings.Join(names, ", "))
 }
 
 func (e *Executor) kill(ctx context.Context, id string) {
@@ -200,7 +234,7 @@ func (e *Executor) kill(ctx context.Context, id string) {
 // Execute runs a.Code in a fresh sandbox and fills a's outcome: output,
 // error, results, test validation, sandbox ID, lifetime and cost. The
 // returned error is for machinery failures only.
-func (e *Executor) Execute(ctx context.Context, opts Options, lang Language, a *Attempt) error {
+func (e *Executor) Execute(ctx context.Context, opts Options, lang Language, env *Environment, a *Attempt) error {
 	t0 := time.Now()
 	sb, err := e.sbx.Create(ctx, sdk.CreateOptions{Template: opts.Template, Timeout: opts.RunTimeout*2 + time.Minute,
 		Metadata: e.metadata(opts, map[string]string{"refinement_attempt": strconv.Itoa(a.Number)})})
@@ -214,11 +248,8 @@ func (e *Executor) Execute(ctx context.Context, opts Options, lang Language, a *
 		// not need it); Wait collects it. The sandbox is priced up to the
 		// kill request, when its work ended.
 		life := time.Since(t0)
-		e.mu.Lock()
-		r := e.res[opts.Template]
-		e.mu.Unlock()
 		a.SandboxSeconds = life.Seconds()
-		a.SandboxCostUSD = Cost(life, r[0], r[1])
+		a.SandboxCostUSD = Cost(life, env.CPUs, env.MemoryMB)
 		e.kills.Add(1)
 		go func() {
 			defer e.kills.Done()

@@ -26,6 +26,8 @@ const (
 	maxRunTime = 30 * time.Minute
 	// keepFinished is how many finished refinements stay queryable.
 	keepFinished = 1000
+	// envTTL is how long a template probe is trusted; templates can be rebuilt.
+	envTTL = 10 * time.Minute
 )
 
 // Handler serves POST /refinements (runs a refinement, streaming attempts
@@ -40,6 +42,9 @@ type Handler struct {
 
 	// db persists refinements; nil keeps them in memory only.
 	db *store
+	// envs caches template probes per team (custom templates are a
+	// team's own), so only a team's first refinement on a template probes.
+	envs sync.Map // team ID -> *Environments
 
 	mu   sync.Mutex
 	runs map[string]*run
@@ -198,7 +203,10 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		defer cancel()
 		defer close(lines)
-		ref := New(gen, NewExecutor(client, h.log), h.log)
+		exec := NewExecutor(client, h.log)
+		envs, _ := h.envs.LoadOrStore(team.ID, NewEnvironments(envTTL))
+		exec.ShareEnvironments(envs.(*Environments))
+		ref := New(gen, exec, h.log)
 		res, err := ref.Run(ctx, opts, obs)
 		if res == nil {
 			res = &Result{ID: opts.ID, Status: StatusFailed, Attempts: []*Attempt{}, Error: err.Error()}

@@ -97,6 +97,9 @@ type Environment struct {
 	Packages    []string `json:"packages,omitempty"` // installed Python distributions, name==version
 	// ProbeSandboxID is the sandbox the environment was read from.
 	ProbeSandboxID string `json:"probe_sandbox_id,omitempty"`
+	// CPUs and MemoryMB are the template's allocation, which prices its sandboxes.
+	CPUs     int `json:"cpus"`
+	MemoryMB int `json:"memory_mb"`
 }
 
 // builtinDescriptions say what sbx's built-in templates are for.

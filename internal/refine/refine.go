@@ -361,7 +361,7 @@ func (x *runner) generate(ctx context.Context, s state) (state, error) {
 // execute runs the code in a fresh sandbox; the error and the test code
 // are checked there, while the sandbox is alive.
 func (x *runner) execute(ctx context.Context, s state) (state, error) {
-	if err := x.exec.Execute(ctx, x.opts, x.lang, s.cur); err != nil {
+	if err := x.exec.Execute(ctx, x.opts, x.lang, x.env, s.cur); err != nil {
 		return s, fmt.Errorf("execute attempt %d: %w", s.cur.Number, err)
 	}
 	if s.cur.Error != nil || s.cur.Validation != "" {

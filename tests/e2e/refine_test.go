@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -339,6 +340,15 @@ func TestRefine(t *testing.T) {
 	})
 }
 
+func pkgVersion(pkgs []string, name string) string {
+	for _, p := range pkgs {
+		if strings.HasPrefix(p, name+"==") {
+			return p
+		}
+	}
+	return "<" + name + " missing>"
+}
+
 func contains(xs []string, x string) bool {
 	for _, v := range xs {
 		if v == x {
@@ -394,6 +404,15 @@ func TestRefineServer(t *testing.T) {
 		if len(ids) == 0 || ids[0] != "ref-e2e-server" {
 			t.Errorf("sandbox %s events carry refinement_id %v", a.SandboxID, ids)
 		}
+	}
+	// The team's second refinement reuses the template probe.
+	again, err := c.RefineCode(t.Context(), sdk.RefineOptions{Requirement: "Print the total of 3, 4 and 5."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref.Environment == nil || again.Environment == nil || again.Environment.ProbeSandboxID != ref.Environment.ProbeSandboxID ||
+		!slices.Contains(ref.Environment.Packages, "numpy=="+strings.TrimPrefix(pkgVersion(ref.Environment.Packages, "numpy"), "numpy==")) {
+		t.Errorf("environments %+v then %+v: want one probe, reused, listing numpy", ref.Environment, again.Environment)
 	}
 	// Another team cannot see it.
 	other := s.ClientWithKey(t, s.CreateTeam(t, "refine-other"))
