@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/api"
+	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/monitor"
 	"github.com/sbxdev/sbx/internal/network"
@@ -144,6 +145,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	reg.PrepareBuiltins(ctx, rootfs.NewBuilder(cfg.RootfsCache, log))
+
+	// Template builds (issue 5): Dockerfile steps run in build sandboxes;
+	// built templates are re-registered from SQLite here.
+	tplStore, err := template.NewStore(ctx, st.DB())
+	if err != nil {
+		return err
+	}
+	tplExec := builder.NewExecutor(builder.Config{DataDir: cfg.DataDir,
+		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes")}, log, drv, netw)
+	tplSvc := template.NewService(template.ServiceConfig{DataDir: cfg.DataDir}, log, tplStore, reg, tplExec, evlog)
+	if err := tplSvc.Load(ctx); err != nil {
+		return err
+	}
+	closers.add("template builds", func() error { tplSvc.Close(); return nil })
+	tplHandler := template.NewHandler(tplSvc)
 	sizes, _ := cfg.PoolSizes() // validated above
 	poolCtx, stopPools := context.WithCancel(context.WithoutCancel(ctx))
 	mgr.StartPools(poolCtx, sizes)
@@ -182,8 +198,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	closers.add("monitoring", func() error { stopMon(); <-monDone; return nil })
 
 	apiSrv := api.New(log, mon.Sandboxes(), reg, st, px, events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
-		refine.NewHandler("http://"+ln.Addr().String(), st.DB(), log), mon)
+		refine.NewHandler("http://"+ln.Addr().String(), st.DB(), log), mon, tplHandler)
 	mon.AddPublic(apiSrv)
+	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
 	handler = apiSrv
 	log.Info("sbx ready", "addr", ln.Addr().String())
 

@@ -26,14 +26,19 @@ const (
 
 // Template is one template and its current build.
 type Template struct {
-	ID        string
-	BuildID   string
-	Names     []string // names and aliases it is reachable by (first = canonical)
-	Public    bool
-	TeamID    string // "" for built-in templates
-	Status    string
-	Error     string
-	Rootfs    string // read-only root filesystem of the ready build
+	ID      string
+	BuildID string
+	Names   []string // names and aliases it is reachable by (first = canonical)
+	Public  bool
+	TeamID  string // "" for built-in templates
+	Status  string
+	Error   string
+	Rootfs  string // read-only root filesystem of the ready build
+	// Layers is the read-only layer stack of a built template, topmost
+	// first, ending with its base's root filesystem. Rootfs is then a
+	// read-only overlay mount of exactly these layers.
+	Layers    []string
+	ReadyCmd  string // polled until exit 0 after StartCmd ("" = none)
 	CPUCount  int
 	MemoryMB  int
 	DiskMB    int
@@ -152,6 +157,42 @@ func (r *Registry) List(teamID string) []Template {
 		return out[i].CreatedAt.Before(out[j].CreatedAt) || (out[i].CreatedAt.Equal(out[j].CreatedAt) && out[i].ID < out[j].ID)
 	})
 	return out
+}
+
+// Put registers a ready template, replacing any template with the same ID
+// (a rebuild): sandboxes already running keep the build they started from,
+// new ones get this one.
+func (r *Registry) Put(t Template) {
+	now := time.Now().UTC()
+	if t.CreatedAt.IsZero() {
+		t.CreatedAt = now
+	}
+	if t.UpdatedAt.IsZero() {
+		t.UpdatedAt = now
+	}
+	t.Status = StatusReady
+	t.ready = make(chan struct{})
+	close(t.ready)
+	r.mu.Lock()
+	r.byID[t.ID] = &t
+	r.mu.Unlock()
+}
+
+// Remove forgets a template; it reports whether it was registered.
+func (r *Registry) Remove(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.byID[id]
+	delete(r.byID, id)
+	return ok
+}
+
+// Lower is the layer stack a sandbox from t mounts, topmost first.
+func (t Template) Lower() []string {
+	if len(t.Layers) > 0 {
+		return t.Layers
+	}
+	return []string{t.Rootfs}
 }
 
 // Builder prepares a built-in root filesystem by recipe name.

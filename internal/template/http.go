@@ -1,0 +1,162 @@
+package template
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/auth"
+	"github.com/sbxdev/sbx/internal/errdefs"
+)
+
+// Handler serves E2B's template build API (protocol doc §1.6) over a Service.
+type Handler struct {
+	svc *Service
+}
+
+// NewHandler returns the API handler; register it with api.New as an extra
+// Registrar and mount UploadPattern/Upload as a public route.
+func NewHandler(svc *Service) *Handler { return &Handler{svc: svc} }
+
+// UploadPattern is the public route the upload URLs point to; the URL's
+// signature, not an API key, authorises the PUT (the SDK sends none).
+const UploadPattern = "PUT /upload/templates/{hash}"
+
+// Register adds the authenticated routes.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v3/templates", h.request)
+	mux.HandleFunc("GET /templates/{id}/files/{hash}", h.files)
+	mux.HandleFunc("POST /v2/templates/{id}/builds/{buildID}", h.start)
+	mux.HandleFunc("GET /templates/{id}/builds/{buildID}/status", h.status)
+	mux.HandleFunc("DELETE /templates/{id}", h.delete)
+}
+
+func (h *Handler) fail(w http.ResponseWriter, err error) { errdefs.WriteHTTP(w, h.svc.log, err) }
+
+func teamID(r *http.Request) string {
+	t, _ := auth.TeamFrom(r.Context())
+	return t.ID
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func decodeJSON(r *http.Request, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20+1))
+	if err != nil {
+		return errdefs.Invalid("read request body: %v", err)
+	}
+	if len(body) > 8<<20 {
+		return errdefs.Invalid("request body larger than 8 MiB")
+	}
+	if len(body) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return errdefs.Invalid("request body is not valid JSON for this endpoint: %v", err)
+	}
+	return nil
+}
+
+func (h *Handler) request(w http.ResponseWriter, r *http.Request) {
+	var req RequestV3
+	if err := decodeJSON(r, &req); err != nil {
+		h.fail(w, err)
+		return
+	}
+	rec, buildID, err := h.svc.Request(r.Context(), teamID(r), req)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	tags := req.Tags
+	if tags == nil {
+		tags = []string{}
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"templateID": rec.ID, "buildID": buildID, "public": rec.Public,
+		"names": rec.Names, "aliases": rec.Names, "tags": tags})
+}
+
+func (h *Handler) files(w http.ResponseWriter, r *http.Request) {
+	id, hash := r.PathValue("id"), r.PathValue("hash")
+	present, err := h.svc.FileStatus(r.Context(), teamID(r), id, hash)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	out := map[string]any{"present": present}
+	if !present {
+		scheme := "http"
+		if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+			scheme = "https"
+		}
+		u := url.URL{Scheme: scheme, Host: r.Host, Path: "/upload/templates/" + hash,
+			RawQuery: h.svc.uploads.sign(hash, h.svc.now().Add(time.Hour))}
+		out["url"] = u.String()
+	}
+	writeJSON(w, http.StatusCreated, out)
+}
+
+// Upload receives the tar of one COPY step's files.
+func (h *Handler) Upload(w http.ResponseWriter, r *http.Request) {
+	hash, q := r.PathValue("hash"), r.URL.Query()
+	if err := h.svc.uploads.verify(hash, q.Get("expires"), q.Get("signature"), h.svc.now()); err != nil {
+		h.fail(w, err)
+		return
+	}
+	if r.ContentLength > h.svc.uploads.max {
+		errdefs.WriteStatus(w, http.StatusRequestEntityTooLarge, errTooLarge{h.svc.uploads.max}.Error())
+		return
+	}
+	n, err := h.svc.uploads.store(hash, r.Body)
+	if err != nil {
+		if errors.Is(err, errdefs.ErrResourceExhausted) {
+			errdefs.WriteStatus(w, http.StatusRequestEntityTooLarge, errdefs.Message(err))
+			return
+		}
+		h.fail(w, err)
+		return
+	}
+	h.svc.log.Debug("template files uploaded", "hash", hash, "entries", n)
+	w.WriteHeader(http.StatusOK)
+}
+
+func (h *Handler) start(w http.ResponseWriter, r *http.Request) {
+	var req StartRequest
+	if err := decodeJSON(r, &req); err != nil {
+		h.fail(w, err)
+		return
+	}
+	if err := h.svc.Start(r.Context(), teamID(r), r.PathValue("id"), r.PathValue("buildID"), req); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	offset, _ := strconv.Atoi(q.Get("logsOffset"))
+	limit, _ := strconv.Atoi(q.Get("limit"))
+	st, err := h.svc.BuildStatus(r.Context(), teamID(r), r.PathValue("id"), r.PathValue("buildID"), offset, limit)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
+	if err := h.svc.Delete(r.Context(), teamID(r), r.PathValue("id")); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,569 @@
+package template
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sbxdev/sbx/internal/builder"
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/events"
+)
+
+// Build event types.
+const (
+	EventBuildStarted   = "template.build.started"
+	EventBuildSucceeded = "template.build.succeeded"
+	EventBuildFailed    = "template.build.failed"
+)
+
+// Executor runs a build plan (internal/builder.Executor).
+type Executor interface {
+	Build(ctx context.Context, req builder.Request) (*builder.Result, error)
+}
+
+// Events records template build events.
+type Events interface {
+	Append(ctx context.Context, ev *events.Event) error
+}
+
+// ServiceConfig is the template service's part of the server configuration.
+type ServiceConfig struct {
+	DataDir        string // templates/<buildID>/ and uploads/ live here
+	MaxUploadBytes int64  // per COPY step, compressed and extracted; 0 = 2 GiB
+	MaxBuilds      int    // concurrent builds; 0 = 2
+}
+
+// Service builds user templates from E2B build requests, persists them and
+// registers ready builds in the registry sandboxes start from.
+type Service struct {
+	cfg     ServiceConfig
+	log     *slog.Logger
+	store   *Store
+	reg     *Registry
+	exec    Executor
+	events  Events
+	uploads *uploads
+	now     func() time.Time
+	sem     chan struct{}
+
+	mu      sync.Mutex
+	running map[string]string // template ID -> build ID in progress
+	wg      sync.WaitGroup
+	// Builds outlive the request that started them; stop cancels them at shutdown.
+	stop     context.CancelFunc
+	buildCtx context.Context
+}
+
+// NewService returns a service; call Load before serving requests.
+func NewService(cfg ServiceConfig, log *slog.Logger, st *Store, reg *Registry, ex Executor, ev Events) *Service {
+	if cfg.MaxUploadBytes == 0 {
+		cfg.MaxUploadBytes = 2 << 30
+	}
+	if cfg.MaxBuilds == 0 {
+		cfg.MaxBuilds = 2
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Service{cfg: cfg, log: log, store: st, reg: reg, exec: ex, events: ev, now: time.Now,
+		uploads: &uploads{dir: filepath.Join(cfg.DataDir, "uploads"), secret: secret, max: cfg.MaxUploadBytes},
+		sem:     make(chan struct{}, cfg.MaxBuilds), running: map[string]string{}, stop: cancel, buildCtx: ctx}
+}
+
+// Close cancels running builds and waits for them to stop.
+func (s *Service) Close() {
+	s.stop()
+	s.wg.Wait()
+}
+
+// Load marks builds interrupted by a restart as failed and registers every
+// template's current build again (re-mounting its layers).
+func (s *Service) Load(ctx context.Context) error {
+	if n, err := s.store.FailUnfinished(ctx, s.now()); err != nil {
+		return err
+	} else if n > 0 {
+		s.log.Warn("builds interrupted by a restart marked failed", "count", n)
+	}
+	recs, err := s.store.Templates(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if r.CurrentBuild == "" {
+			continue
+		}
+		b, err := s.store.Build(ctx, r.CurrentBuild)
+		if err != nil {
+			s.log.Error("template build missing", "template.id", r.ID, "build.id", r.CurrentBuild, "err", err)
+			continue
+		}
+		if err := s.register(r, b); err != nil {
+			s.log.Error("cannot register template", "template.id", r.ID, "err", err)
+		}
+	}
+	return nil
+}
+
+func (s *Service) rootfsDir(buildID string) string {
+	return filepath.Join(s.cfg.DataDir, "templates", buildID, "rootfs")
+}
+
+// register mounts a ready build's layers and puts it in the registry.
+func (s *Service) register(r Record, b BuildRecord) error {
+	if len(b.Result.Layers) == 0 {
+		return fmt.Errorf("build %s has no layers", b.ID)
+	}
+	root := b.Result.Layers[0]
+	if len(b.Result.Layers) > 1 {
+		root = s.rootfsDir(b.ID)
+		if err := mountLayers(root, b.Result.Layers); err != nil {
+			return err
+		}
+	}
+	startCmd, readyCmd, readyPort := b.Result.StartCmd, b.Result.ReadyCmd, 0
+	if startCmd == "" { // inherit the base's start command (code-interpreter's kernel server)
+		var req StartRequest
+		_ = json.Unmarshal(b.Request, &req)
+		if base, ok := s.reg.Get(req.base()); ok {
+			startCmd, readyCmd, readyPort = base.StartCmd, base.ReadyCmd, base.ReadyPort
+		}
+	}
+	s.reg.Put(Template{ID: r.ID, BuildID: b.ID, Names: r.Names, Public: r.Public, TeamID: r.TeamID,
+		Rootfs: root, Layers: b.Result.Layers, CPUCount: r.CPUCount, MemoryMB: r.MemoryMB, DiskMB: r.DiskMB,
+		User: b.Result.User, Workdir: b.Result.Workdir, Env: b.Result.Env,
+		StartCmd: startCmd, ReadyCmd: readyCmd, ReadyPort: readyPort,
+		CreatedAt: r.CreatedAt, UpdatedAt: b.FinishedAt})
+	return nil
+}
+
+// RequestV3 is E2B's TemplateBuildRequestV3.
+type RequestV3 struct {
+	Name     string   `json:"name"`
+	Alias    string   `json:"alias"` // deprecated spelling of name
+	Tags     []string `json:"tags"`
+	CPUCount int      `json:"cpuCount"`
+	MemoryMB int      `json:"memoryMB"`
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
+
+// Request registers a template (or finds the team's template of that name)
+// and creates a new build of it in the waiting state.
+func (s *Service) Request(ctx context.Context, teamID string, req RequestV3) (Record, string, error) {
+	name := req.Name
+	if name == "" {
+		name = req.Alias
+	}
+	if i := strings.LastIndex(name, "/"); i >= 0 { // namespace/name: sbx has one namespace per server
+		name = name[i+1:]
+	}
+	name, _, _ = strings.Cut(name, ":") // name:tag; tags are not versioned separately yet
+	name = strings.ToLower(name)
+	if !nameRE.MatchString(name) {
+		return Record{}, "", errdefs.Invalid("template name %q is invalid: use 1-128 characters a-z, 0-9, '.', '_' and '-', starting with a letter or digit", req.Name)
+	}
+	if req.CPUCount == 0 {
+		req.CPUCount = 2
+	}
+	if req.MemoryMB == 0 {
+		req.MemoryMB = 1024
+	}
+	if req.CPUCount < 1 || req.CPUCount > 64 {
+		return Record{}, "", errdefs.Invalid("cpuCount %d is out of range 1-64", req.CPUCount)
+	}
+	if req.MemoryMB < 128 || req.MemoryMB > 256<<10 {
+		return Record{}, "", errdefs.Invalid("memoryMB %d is out of range 128-262144", req.MemoryMB)
+	}
+	now := s.now().UTC()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rec Record
+	existing, ok := s.findByName(ctx, name)
+	switch {
+	case ok && existing.TeamID != teamID:
+		return Record{}, "", errdefs.Conflict("template name %q is taken by another team; choose another name", name)
+	case ok:
+		rec = existing
+		rec.CPUCount, rec.MemoryMB, rec.UpdatedAt = req.CPUCount, req.MemoryMB, now
+	default:
+		if t, builtin := s.reg.Get(name); builtin && t.TeamID == "" {
+			return Record{}, "", errdefs.Conflict("template name %q is a built-in template; choose another name", name)
+		}
+		rec = Record{ID: newTemplateID(), TeamID: teamID, Names: []string{name}, CPUCount: req.CPUCount,
+			MemoryMB: req.MemoryMB, DiskMB: 2048, CreatedAt: now, UpdatedAt: now}
+		if err := s.store.CreateTemplate(ctx, rec); err != nil {
+			return Record{}, "", err
+		}
+	}
+	b := BuildRecord{ID: uuid.NewString(), TemplateID: rec.ID, Status: StatusWaiting, CreatedAt: now}
+	if err := s.store.CreateBuild(ctx, b); err != nil {
+		return Record{}, "", err
+	}
+	rec.BuildCount++
+	if err := s.store.UpdateTemplate(ctx, rec); err != nil {
+		return Record{}, "", err
+	}
+	return rec, b.ID, nil
+}
+
+func (s *Service) findByName(ctx context.Context, name string) (Record, bool) {
+	recs, err := s.store.Templates(ctx)
+	if err != nil {
+		return Record{}, false
+	}
+	for _, r := range recs {
+		for _, n := range r.Names {
+			if n == name {
+				return r, true
+			}
+		}
+	}
+	return Record{}, false
+}
+
+// newTemplateID returns an E2B-style template ID: 20 characters a-z0-9.
+func newTemplateID() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 20)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// owned returns the team's template record or not-found (for other teams too,
+// so IDs of other teams' templates are not revealed).
+func (s *Service) owned(ctx context.Context, teamID, id string) (Record, error) {
+	r, err := s.store.Template(ctx, id)
+	if err == nil && r.TeamID != teamID {
+		err = errdefs.NotFound("template %q not found", id)
+	}
+	return r, err
+}
+
+// FileStatus reports whether a COPY step's files were uploaded already; if
+// not, the caller hands out an upload URL.
+func (s *Service) FileStatus(ctx context.Context, teamID, templateID, hash string) (bool, error) {
+	if _, err := s.owned(ctx, teamID, templateID); err != nil {
+		return false, err
+	}
+	if !hashRE.MatchString(hash) {
+		return false, errdefs.Invalid("files hash %q must be 64 lowercase hex characters (SHA-256)", hash)
+	}
+	return s.uploads.present(hash), nil
+}
+
+// StartRequest is E2B's TemplateBuildStartV2 (unknown fields are ignored).
+type StartRequest struct {
+	FromImage    string         `json:"fromImage,omitempty"`
+	FromTemplate string         `json:"fromTemplate,omitempty"`
+	Force        bool           `json:"force,omitempty"`
+	Steps        []builder.Step `json:"steps"`
+	StartCmd     string         `json:"startCmd,omitempty"`
+	ReadyCmd     string         `json:"readyCmd,omitempty"`
+}
+
+func (r StartRequest) base() string {
+	switch {
+	case r.FromTemplate != "":
+		return r.FromTemplate
+	case r.FromImage != "":
+		return r.FromImage
+	}
+	return "e2bdev/base"
+}
+
+// Start begins a waiting build in the background.
+func (s *Service) Start(ctx context.Context, teamID, templateID, buildID string, req StartRequest) error {
+	rec, err := s.owned(ctx, teamID, templateID)
+	if err != nil {
+		return err
+	}
+	b, err := s.store.Build(ctx, buildID)
+	if err != nil || b.TemplateID != templateID {
+		return errdefs.NotFound("build %q of template %q not found", buildID, templateID)
+	}
+	if b.Status != StatusWaiting {
+		return errdefs.Conflict("build %s was started already (status %s); request a new build with POST /v3/templates", buildID, b.Status)
+	}
+	if len(req.Steps) > 200 {
+		return errdefs.Invalid("%d steps are too many (at most 200); combine RUN steps", len(req.Steps))
+	}
+	for i, st := range req.Steps {
+		if st.Type == builder.StepCopy && !s.uploads.present(st.FilesHash) {
+			return errdefs.Invalid("files of step %d (%s) were not uploaded; upload them via GET /templates/%s/files/%s first",
+				i+1, st, templateID, st.FilesHash)
+		}
+	}
+	base, err := s.resolveBase(ctx, teamID, req)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if other, busy := s.running[templateID]; busy {
+		s.mu.Unlock()
+		return errdefs.Conflict("template %s is being built already (build %s); wait for it to finish", templateID, other)
+	}
+	s.running[templateID] = buildID
+	s.mu.Unlock()
+	b.Status, b.Request = StatusBuilding, mustJSON(req)
+	if err := s.store.UpdateBuild(ctx, b); err != nil {
+		s.done(templateID)
+		return err
+	}
+	s.event(ctx, EventBuildStarted, rec, b, nil)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.done(templateID)
+		s.run(rec, b, req, base)
+	}()
+	return nil
+}
+
+func (s *Service) done(templateID string) {
+	s.mu.Lock()
+	delete(s.running, templateID)
+	s.mu.Unlock()
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// resolveBase finds the template a build starts from.
+func (s *Service) resolveBase(ctx context.Context, teamID string, req StartRequest) (builder.Base, error) {
+	ref := req.base()
+	name := builder.TemplateBase(ref)
+	if name == "" && req.FromTemplate == "" {
+		return builder.Base{}, errdefs.Invalid("base image %q: sbx builds on templates (FROM base, FROM e2bdev/code-interpreter or one of your templates); pulling images from a registry is not supported yet", ref)
+	}
+	if name == "" {
+		name = ref
+	}
+	t, ok := s.reg.Get(name)
+	if !ok || (t.TeamID != "" && t.TeamID != teamID) {
+		return builder.Base{}, errdefs.Invalid("base template %q not found; use base, code-interpreter or a template listed by `sbx template list`", ref)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+	defer cancel()
+	t, err := s.reg.Resolve(rctx, t.ID)
+	if err != nil {
+		return builder.Base{}, err
+	}
+	return builder.Base{Key: t.ID + "@" + strings.Join(t.Lower(), ":"), Layers: t.Lower(),
+		User: t.User, Workdir: t.Workdir, Env: t.Env}, nil
+}
+
+// run executes a build and records its outcome.
+func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.Base) {
+	ctx := s.buildCtx
+	t0 := s.now()
+	logLine := func(step, level, msg string) {
+		if err := s.store.AppendLog(context.WithoutCancel(ctx), b.ID, LogEntry{Timestamp: s.now().UTC(), Level: level, Step: step, Message: msg}); err != nil {
+			s.log.Error("append build log", "build.id", b.ID, "err", err)
+		}
+	}
+	select {
+	case s.sem <- struct{}{}:
+		defer func() { <-s.sem }()
+	case <-ctx.Done():
+		s.fail(rec, b, "", ctx.Err())
+		return
+	}
+	logLine("base", "info", fmt.Sprintf("building template %s (build %s) from %s", rec.ID, b.ID, req.base()))
+	res, err := s.exec.Build(ctx, builder.Request{Base: base, Steps: req.Steps, Files: uploadFiles{s.uploads},
+		Force: req.Force, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd,
+		Progress: func(p builder.Progress) {
+			step := ""
+			if p.Step > 0 {
+				step = strconv.Itoa(p.Step)
+			}
+			logLine(step, p.Level, p.Message)
+		}})
+	if err != nil {
+		step := ""
+		var se *builder.StepError
+		if errors.As(err, &se) {
+			step = "finalize"
+			if se.Step > 0 {
+				step = strconv.Itoa(se.Step)
+			}
+		}
+		logLine(step, "error", err.Error())
+		s.fail(rec, b, step, err)
+		return
+	}
+	layers, err := s.envLayer(b.ID, res.Env)
+	if err != nil {
+		s.fail(rec, b, "finalize", err)
+		return
+	}
+	b.Result = BuildResult{Layers: append(layers, res.Layers...), User: res.User, Workdir: res.Workdir, Env: res.Env,
+		StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd}
+	b.Status, b.FinishedAt = StatusReady, s.now().UTC()
+	if err := s.register(rec, b); err != nil {
+		s.fail(rec, b, "finalize", err)
+		return
+	}
+	if err := s.store.UpdateBuild(context.WithoutCancel(ctx), b); err != nil {
+		s.log.Error("record build", "build.id", b.ID, "err", err)
+	}
+	rec.CurrentBuild, rec.UpdatedAt = b.ID, b.FinishedAt
+	if err := s.store.UpdateTemplate(context.WithoutCancel(ctx), rec); err != nil {
+		s.log.Error("record template build", "template.id", rec.ID, "err", err)
+	}
+	msg := fmt.Sprintf("build ready in %s: %d steps cached, %d built", s.now().Sub(t0).Round(time.Millisecond), res.Cached, res.Built)
+	logLine("finalize", "info", msg)
+	s.log.Info("template built", "template.id", rec.ID, "build.id", b.ID, "cached", res.Cached, "built", res.Built,
+		"elapsed", s.now().Sub(t0).Round(time.Millisecond))
+	s.event(context.WithoutCancel(ctx), EventBuildSucceeded, rec, b, map[string]any{"cached_steps": res.Cached, "built_steps": res.Built})
+}
+
+// envLayer writes the template's ENV into /etc/profile.d, which the login
+// shells that run commands and start commands read. It is a layer of its own
+// so the cached step layers stay independent of it.
+func (s *Service) envLayer(buildID string, env map[string]string) ([]string, error) {
+	if len(env) == 0 {
+		return nil, nil
+	}
+	dir := filepath.Join(s.cfg.DataDir, "templates", buildID, "env")
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var sb strings.Builder
+	sb.WriteString("# Written by sbx from the template's ENV instructions.\n")
+	for _, k := range keys {
+		if !regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`).MatchString(k) {
+			continue // not expressible in sh
+		}
+		fmt.Fprintf(&sb, "export %s='%s'\n", k, strings.ReplaceAll(env[k], "'", `'\''`))
+	}
+	p := filepath.Join(dir, "etc", "profile.d")
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(p, "zz-sbx-template-env.sh"), []byte(sb.String()), 0o644); err != nil {
+		return nil, err
+	}
+	return []string{dir}, nil
+}
+
+func (s *Service) fail(rec Record, b BuildRecord, step string, err error) {
+	ctx := context.WithoutCancel(s.buildCtx)
+	b.Status, b.Reason, b.ReasonStep, b.FinishedAt = StatusError, err.Error(), step, s.now().UTC()
+	if uerr := s.store.UpdateBuild(ctx, b); uerr != nil {
+		s.log.Error("record failed build", "build.id", b.ID, "err", uerr)
+	}
+	s.log.Warn("template build failed", "template.id", rec.ID, "build.id", b.ID, "step", step, "err", err)
+	s.event(ctx, EventBuildFailed, rec, b, map[string]any{"reason": b.Reason, "step": step})
+}
+
+func (s *Service) event(ctx context.Context, typ string, rec Record, b BuildRecord, data map[string]any) {
+	if s.events == nil {
+		return
+	}
+	if data == nil {
+		data = map[string]any{}
+	}
+	data["template_id"], data["build_id"], data["names"] = rec.ID, b.ID, rec.Names
+	if err := s.events.Append(ctx, &events.Event{Type: typ, TeamID: rec.TeamID, SandboxTemplateID: rec.ID,
+		SandboxBuildID: b.ID, EventData: data}); err != nil {
+		s.log.Error("record template event", "type", typ, "err", err)
+	}
+}
+
+type uploadFiles struct{ u *uploads }
+
+func (f uploadFiles) Dir(_ context.Context, hash string) (string, error) {
+	if !f.u.present(hash) {
+		return "", errdefs.Invalid("files %s were not uploaded", hash)
+	}
+	return f.u.filesDir(hash), nil
+}
+
+// Status is E2B's TemplateBuildInfo.
+type Status struct {
+	TemplateID string     `json:"templateID"`
+	BuildID    string     `json:"buildID"`
+	Status     string     `json:"status"`
+	Logs       []string   `json:"logs"`
+	LogEntries []LogEntry `json:"logEntries"`
+	Reason     *Reason    `json:"reason,omitempty"`
+}
+
+// Reason explains a failed build.
+type Reason struct {
+	Message string `json:"message"`
+	Step    string `json:"step,omitempty"`
+}
+
+// BuildStatus returns a build's status and its log lines from offset on.
+func (s *Service) BuildStatus(ctx context.Context, teamID, templateID, buildID string, offset, limit int) (Status, error) {
+	if _, err := s.owned(ctx, teamID, templateID); err != nil {
+		return Status{}, err
+	}
+	b, err := s.store.Build(ctx, buildID)
+	if err != nil || b.TemplateID != templateID {
+		return Status{}, errdefs.NotFound("build %q of template %q not found", buildID, templateID)
+	}
+	if limit <= 0 || limit > 100 {
+		limit = 100
+	}
+	entries, err := s.store.Logs(ctx, buildID, max(offset, 0), limit)
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{TemplateID: templateID, BuildID: buildID, Status: b.Status, Logs: []string{}, LogEntries: entries}
+	for _, e := range entries {
+		st.Logs = append(st.Logs, e.Timestamp.Format(time.RFC3339)+" "+e.Message)
+	}
+	if b.Status == StatusError {
+		st.Reason = &Reason{Message: b.Reason, Step: b.ReasonStep}
+	}
+	return st, nil
+}
+
+// Delete removes a team's template. Running sandboxes keep their layers.
+func (s *Service) Delete(ctx context.Context, teamID, id string) error {
+	if t, ok := s.reg.Get(id); ok && t.TeamID == "" && t.ID == id {
+		return errdefs.Wrap(errdefs.ErrPermissionDenied, nil, "template %q is built in and cannot be deleted", id)
+	}
+	rec, err := s.owned(ctx, teamID, id)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	_, busy := s.running[id]
+	s.mu.Unlock()
+	if busy {
+		return errdefs.Conflict("template %s is being built; delete it when the build finished", id)
+	}
+	if err := s.store.DeleteTemplate(ctx, rec.ID); err != nil {
+		return err
+	}
+	s.reg.Remove(rec.ID)
+	if rec.CurrentBuild != "" && isMountpoint(s.rootfsDir(rec.CurrentBuild)) {
+		// Detach only: sandboxes still running from it hold their own reference.
+		unmount(s.rootfsDir(rec.CurrentBuild))
+	}
+	return nil
+}
