@@ -95,3 +95,25 @@ func dialWithHint(ctx context.Context, network, addr string) (net.Conn, error) {
 	}
 	return conn, err
 }
+
+// completeIDs completes the first argument with the team's sandbox IDs.
+func (o *clientOptions) completeIDs(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	c, err := o.client()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 3*time.Second)
+	defer cancel()
+	list, err := c.List(ctx, sdk.ListOptions{})
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ids := make([]string, 0, len(list))
+	for _, s := range list {
+		ids = append(ids, s.SandboxID+"\t"+s.TemplateID+" "+s.State)
+	}
+	return ids, cobra.ShellCompDirectiveNoFileComp
+}

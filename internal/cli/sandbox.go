@@ -193,10 +193,11 @@ func formatPairs(m map[string]string) string {
 func newSandboxInfoCmd(opts *clientOptions) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "info ID",
-		Short:   "Show one sandbox",
-		Example: `  sbx sandbox info 0a1b2c3d4e5f --json`,
-		Args:    cobra.ExactArgs(1),
+		Use:               "info ID",
+		Short:             "Show one sandbox",
+		Example:           `  sbx sandbox info 0a1b2c3d4e5f --json`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: opts.completeIDs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := opts.client()
 			if err != nil {
@@ -227,7 +228,8 @@ func newSandboxKillCmd(opts *clientOptions) *cobra.Command {
 		Short: "Kill sandboxes",
 		Example: `  sbx sandbox kill 0a1b2c3d4e5f
   sbx sandbox list --json | jq -r '.[].sandboxID' | xargs sbx sandbox kill`,
-		Args: cobra.MinimumNArgs(1),
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: opts.completeIDs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := opts.client()
 			if err != nil {
@@ -253,7 +255,8 @@ func newSandboxTimeoutCmd(opts *clientOptions) *cobra.Command {
 		Long:  "Set the sandbox's end to now + DURATION (seconds, or a duration like 10m). This may shorten its life.",
 		Example: `  sbx sandbox timeout 0a1b2c3d4e5f 600
   sbx sandbox timeout 0a1b2c3d4e5f 2h`,
-		Args: cobra.ExactArgs(2),
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: opts.completeIDs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := parseTimeout(args[1])
 			if err != nil {
@@ -274,6 +277,7 @@ func newSandboxExecCmd(opts *clientOptions, exit func(int)) *cobra.Command {
 	var (
 		cwd, user, timeout string
 		envs               []string
+		stdin              bool
 	)
 	cmd := &cobra.Command{
 		Use:   "exec ID -- COMMAND [ARG...]",
@@ -283,8 +287,10 @@ exit with its exit code. A single COMMAND argument is a shell command line; seve
 arguments are quoted and joined. Interrupting (Ctrl-C) kills the command.`,
 		Example: `  sbx sandbox exec 0a1b2c3d4e5f -- uname -a
   sbx sandbox exec 0a1b2c3d4e5f -- 'cd /tmp && ls | wc -l'
-  sbx sandbox exec --user root --cwd /etc --env LANG=C 0a1b2c3d4e5f -- cat hostname`,
-		Args: cobra.MinimumNArgs(2),
+  sbx sandbox exec --user root --cwd /etc --env LANG=C 0a1b2c3d4e5f -- cat hostname
+  tar c src | sbx sandbox exec --stdin 0a1b2c3d4e5f -- tar x -C /tmp`,
+		Args:              cobra.MinimumNArgs(2),
+		ValidArgsFunction: opts.completeIDs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d := time.Duration(0)
 			if timeout != "" {
@@ -308,12 +314,15 @@ arguments are quoted and joined. Interrupting (Ctrl-C) kills the command.`,
 			}
 			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			h, err := s.Commands.Start(ctx, shellJoin(args[1:]), sdk.RunOptions{
-				Envs: ev, Cwd: cwd, User: user, Timeout: d,
+				Envs: ev, Cwd: cwd, User: user, Timeout: d, Stdin: stdin,
 				OnStdout: func(chunk string) { io.WriteString(stdout, chunk) },
 				OnStderr: func(chunk string) { io.WriteString(stderr, chunk) },
 			})
 			if err != nil {
 				return err
+			}
+			if stdin {
+				go forwardStdin(ctx, cmd.InOrStdin(), h, cmd.ErrOrStderr())
 			}
 			_, err = h.Wait(ctx)
 			var exitErr *sdk.CommandExitError
@@ -339,7 +348,28 @@ arguments are quoted and joined. Interrupting (Ctrl-C) kills the command.`,
 	f.StringVarP(&user, "user", "u", "", "Linux user (default user)")
 	f.StringArrayVarP(&envs, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	f.StringVar(&timeout, "timeout", "", "kill the command after this long (seconds or a duration; default no limit)")
+	f.BoolVarP(&stdin, "stdin", "i", false, "forward this terminal's standard input to the command")
 	return cmd
+}
+
+// forwardStdin copies r to the command's stdin and closes it at EOF.
+func forwardStdin(ctx context.Context, r io.Reader, h *sdk.CommandHandle, errOut io.Writer) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if serr := h.SendStdin(ctx, string(buf[:n])); serr != nil {
+				fmt.Fprintln(errOut, "sbx: stdin:", serr)
+				return
+			}
+		}
+		if err != nil {
+			if cerr := h.CloseStdin(ctx); cerr != nil && ctx.Err() == nil {
+				fmt.Fprintln(errOut, "sbx: close stdin:", cerr)
+			}
+			return
+		}
+	}
 }
 
 // shellJoin makes one bash command line from arguments: a single argument
