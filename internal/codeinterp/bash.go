@@ -154,7 +154,10 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 	}
 	script.WriteString(set)
 	// stdin from /dev/null: user commands must not eat our command stream.
-	fmt.Fprintf(&script, ". %s </dev/null; __sbx_rc=$?; %s", shellQuote(cell), restore)
+	// While the cell runs, SIGINT makes `.` return, which aborts the rest of
+	// the cell like Ctrl-C at a prompt; the shell itself survives. Outside
+	// cells the trap is a no-op.
+	fmt.Fprintf(&script, "trap 'return 130 2>/dev/null' INT; . %s </dev/null; __sbx_rc=$?; trap : INT; %s", shellQuote(cell), restore)
 	fmt.Fprintf(&script, "printf '%%s%%d\\036' %s \"$__sbx_rc\"; printf '%%s0\\036' %s >&2\n", shellQuote(marker), shellQuote(marker))
 	if _, err := io.WriteString(p.stdin, script.String()); err != nil {
 		return r.died(out)
@@ -206,16 +209,7 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 			return r.died(out)
 		case <-ctxDone:
 			ctxDone = nil
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGINT)
-			go func() {
-				// A command that ignores SIGINT gets the whole shell killed.
-				select {
-				case <-time.After(5 * time.Second):
-					_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-				case <-finished:
-				case <-p.dead:
-				}
-			}()
+			go interruptBash(p, finished)
 		}
 	}
 	if ctx.Err() != nil {
@@ -226,6 +220,29 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 		out.emit(errorLine("", strconv.Itoa(rc), nil))
 	}
 	return nil
+}
+
+// interruptBash sends SIGINT to the shell's process group until the cell
+// ends: one signal can land between two commands, where it only runs the
+// trap, or return from a function rather than the cell. A cell still
+// running after 5 s (it ignores SIGINT) gets the whole shell killed.
+func interruptBash(p *bashProc, finished <-chan struct{}) {
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGINT)
+		select {
+		case <-tick.C:
+		case <-deadline:
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			return
+		case <-finished:
+			return
+		case <-p.dead:
+			return
+		}
+	}
 }
 
 func (r *bashRunner) died(out emitter) error {

@@ -594,7 +594,7 @@ func TestBashClientDisconnectInterrupts(t *testing.T) {
 	_, ts := newTestServer(t, Config{})
 	execute(t, ts.URL, map[string]any{"code": "KEPT=yes", "language": "bash"})
 	ctx, cancel := context.WithCancel(t.Context())
-	b, _ := json.Marshal(map[string]any{"code": "echo started; sleep 300; echo not-reached", "language": "bash"})
+	b, _ := json.Marshal(map[string]any{"code": "echo started; for i in 1 2 3; do sleep 100; done; REACHED=1", "language": "bash"})
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/execute", bytes.NewReader(b))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -605,13 +605,15 @@ func TestBashClientDisconnectInterrupts(t *testing.T) {
 	}
 	cancel()
 	resp.Body.Close()
-	// The sleep is interrupted (the next run does not wait 300 s) and the
-	// shell keeps its variables.
+	// The whole cell is aborted (not just one sleep: the loop and the rest
+	// never run) and the shell keeps its variables.
 	done := make(chan string, 1)
-	go func() { done <- stdout(execute(t, ts.URL, map[string]any{"code": "echo $KEPT", "language": "bash"})) }()
+	go func() {
+		done <- stdout(execute(t, ts.URL, map[string]any{"code": "echo $KEPT ${REACHED-unset}", "language": "bash"}))
+	}()
 	select {
 	case got := <-done:
-		if got != "yes\n" {
+		if got != "yes unset\n" {
 			t.Fatalf("after interrupt: %q", got)
 		}
 	case <-time.After(60 * time.Second):
