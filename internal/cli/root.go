@@ -34,6 +34,8 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newRefineCmd(),
 		newWebhookCmd(),
 		newEventsCmd(),
+		newBudgetCmd(),
+		newMonitorCmd(),
 	)
 	return root
 }
