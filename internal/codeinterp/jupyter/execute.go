@@ -27,6 +27,14 @@ type ExecuteReply struct {
 	Traceback      []string `json:"traceback"`
 }
 
+func (k *Kernel) interruptQuietly() {
+	ictx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := k.Interrupt(ictx); err != nil {
+		k.log.Warn("interrupt after cancellation failed", "err", err)
+	}
+}
+
 // ErrInterrupted is returned when ctx ended an execution and the kernel
 // did not finish within the grace period after the interrupt.
 var ErrInterrupted = errors.New("execution interrupted")
@@ -56,6 +64,7 @@ func (k *Kernel) Execute(ctx context.Context, req ExecuteRequest, onIOPub func(*
 		idle    bool
 		ctxDone = ctx.Done()
 		grace   <-chan time.Time
+		again   <-chan time.Time
 		ctxErr  error
 	)
 	for reply == nil || !idle {
@@ -94,11 +103,16 @@ func (k *Kernel) Execute(ctx context.Context, req ExecuteRequest, onIOPub func(*
 			ctxErr = ctx.Err()
 			ctxDone = nil
 			grace = time.After(InterruptGrace)
-			ictx, cancel := context.WithTimeout(context.Background(), time.Second)
-			if err := k.Interrupt(ictx); err != nil {
-				k.log.Warn("interrupt after cancellation failed", "err", err)
+			k.interruptQuietly()
+			// An interrupt that lands before the kernel entered the user's
+			// code is dropped; repeat it until the execution ends.
+			retry := time.NewTicker(time.Second)
+			defer retry.Stop()
+			again = retry.C
+		case <-again:
+			if reply == nil {
+				k.interruptQuietly()
 			}
-			cancel()
 		case <-grace:
 			return reply, fmt.Errorf("%w: %v; kernel still busy after %s", ErrInterrupted, ctxErr, InterruptGrace)
 		}

@@ -235,3 +235,21 @@ func TestStartFailureSaysWhy(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// Cancelling right after sending, before the kernel is in the user's code,
+// must still stop the run (the first SIGINT may be dropped).
+func TestKernelInterruptImmediately(t *testing.T) {
+	k := startKernel(t)
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		_, err := k.Execute(ctx, ExecuteRequest{Code: "import time\nwhile True: time.sleep(0.05)"}, nil)
+		if !errors.Is(err, ErrInterrupted) {
+			t.Fatalf("err = %v", err)
+		}
+		var c collected
+		if _, err := k.Execute(t.Context(), ExecuteRequest{Code: "print('free')"}, c.add); err != nil || c.stdout() != "free\n" {
+			t.Fatalf("kernel still busy: %v %q", err, c.stdout())
+		}
+	}
+}
