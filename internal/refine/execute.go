@@ -279,7 +279,7 @@ func (e *Executor) runInterpreter(ctx context.Context, sb *sdk.Sandbox, opts Opt
 		}
 		return err
 	}
-	a.Stdout, a.Stderr = strings.Join(x.Logs.Stdout, ""), strings.Join(x.Logs.Stderr, "")
+	a.Stdout, a.Stderr = capOutput(strings.Join(x.Logs.Stdout, "")), capOutput(strings.Join(x.Logs.Stderr, ""))
 	if x.Error != nil {
 		a.Error = &ExecError{Name: x.Error.Name, Value: x.Error.Value, Traceback: x.Error.Traceback}
 	}
@@ -317,7 +317,7 @@ func (e *Executor) runCommand(ctx context.Context, sb *sdk.Sandbox, opts Options
 	if err != nil {
 		return err
 	}
-	a.Stdout, a.Stderr = res.Stdout, res.Stderr
+	a.Stdout, a.Stderr = capOutput(res.Stdout), capOutput(res.Stderr)
 	if exitErr != nil {
 		a.Error = exitErr
 		return nil
@@ -397,4 +397,17 @@ func saveResults(dir string, attempt int, results []sdk.Result) ([]Output, error
 		out = append(out, o)
 	}
 	return out, nil
+}
+
+// MaxOutputBytes caps the stdout and stderr kept per attempt: a program
+// printing in a loop must not bloat results, streams and the database.
+const MaxOutputBytes = 1 << 20
+
+// capOutput keeps the end of s (where results and errors are), marked.
+func capOutput(s string) string {
+	if len(s) <= MaxOutputBytes {
+		return s
+	}
+	cut := len(s) - MaxOutputBytes
+	return fmt.Sprintf("[... first %d bytes omitted ...]\n", cut) + s[cut:]
 }

@@ -152,3 +152,15 @@ func TestCost(t *testing.T) {
 		t.Errorf("Cost = %g, want %g", got, want)
 	}
 }
+
+func TestCapOutput(t *testing.T) {
+	t.Parallel()
+	if got := capOutput("short"); got != "short" {
+		t.Errorf("short output changed: %q", got)
+	}
+	long := strings.Repeat("x", MaxOutputBytes) + "THE END"
+	got := capOutput(long)
+	if !strings.HasSuffix(got, "THE END") || !strings.HasPrefix(got, "[... first 7 bytes omitted ...]") || len(got) > MaxOutputBytes+64 {
+		t.Errorf("capped output: prefix %q suffix %q len %d", got[:40], got[len(got)-10:], len(got))
+	}
+}
