@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sbxdev/sbx/sdk"
 )
@@ -409,5 +410,8 @@ func capOutput(s string) string {
 		return s
 	}
 	cut := len(s) - MaxOutputBytes
+	for cut < len(s) && !utf8.RuneStart(s[cut]) {
+		cut++ // do not split a character
+	}
 	return fmt.Sprintf("[... first %d bytes omitted ...]\n", cut) + s[cut:]
 }
