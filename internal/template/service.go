@@ -351,14 +351,14 @@ func mustJSON(v any) json.RawMessage {
 func (s *Service) resolveBase(ctx context.Context, teamID string, req StartRequest) (builder.Base, error) {
 	ref := req.base()
 	name := builder.TemplateBase(ref)
-	if name == "" && req.FromTemplate == "" {
-		return builder.Base{}, errdefs.Invalid("base image %q: sbx builds on templates (FROM base, FROM e2bdev/code-interpreter or one of your templates); pulling images from a registry is not supported yet", ref)
-	}
 	if name == "" {
-		name = ref
+		name = ref // one of the team's own templates, by name or ID
 	}
 	t, ok := s.reg.Get(name)
 	if !ok || (t.TeamID != "" && t.TeamID != teamID) {
+		if req.FromTemplate == "" {
+			return builder.Base{}, errdefs.Invalid("unknown base %q: sbx builds on templates (FROM base, FROM e2bdev/code-interpreter or one of your templates from `sbx template list`); pulling images from a registry is not supported yet", ref)
+		}
 		return builder.Base{}, errdefs.Invalid("base template %q not found; use base, code-interpreter or a template listed by `sbx template list`", ref)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Minute)

@@ -1,0 +1,547 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sbxdev/sbx/internal/builder"
+	"github.com/sbxdev/sbx/sdk"
+)
+
+// configFile is the small per-directory template config `sbx template init`
+// writes and `sbx template build` reads and updates (E2B's e2b.toml keys).
+const configFile = "e2b.toml"
+
+func newTemplateCmd() *cobra.Command {
+	opts := &clientOptions{}
+	cmd := &cobra.Command{
+		Use:     "template",
+		Aliases: []string{"tpl"},
+		Short:   "Build templates from Dockerfiles and manage them",
+		Long: `Templates are root filesystems sandboxes start from. Write an e2b.Dockerfile
+(FROM base or e2bdev/code-interpreter, then RUN, COPY, ENV, WORKDIR, USER, CMD), build it
+with 'sbx template build', and start sandboxes from the printed template ID or name.
+Every RUN and COPY step is a cached layer: an unchanged rebuild takes well under a second.`,
+	}
+	opts.register(cmd)
+	cmd.AddCommand(newTemplateInitCmd(), newTemplateBuildCmd(opts), newTemplateListCmd(opts), newTemplateDeleteCmd(opts))
+	return cmd
+}
+
+const initDockerfile = `# sbx template: build with 'sbx template build'.
+# Debian packages install fastest; pip works when the build has internet access.
+FROM base
+
+RUN apt-get update && apt-get install -y --no-install-recommends python3-requests \
+    && rm -rf /var/lib/apt/lists/*
+
+# COPY files from this directory (.dockerignore is honoured):
+# COPY app/ /home/user/app/
+
+# Run as the sandbox user in its home directory:
+USER user
+WORKDIR /home/user
+
+# Optional start command, started in every sandbox from this template:
+# CMD ["python3", "-m", "http.server", "8000"]
+`
+
+func newTemplateInitCmd() *cobra.Command {
+	var dir, name string
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Write an e2b.Dockerfile and " + configFile + " to start a template",
+		Example: `  mkdir my-template && cd my-template && sbx template init --name my-template
+  sbx template build`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			df := filepath.Join(dir, "e2b.Dockerfile")
+			if _, err := os.Stat(df); err == nil {
+				return fmt.Errorf("%s exists already; edit it and run 'sbx template build'", df)
+			}
+			if name == "" {
+				name = defaultTemplateName(dir)
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(df, []byte(initDockerfile), 0o644); err != nil {
+				return err
+			}
+			cfg := templateConfig{"template_name": name, "dockerfile": "e2b.Dockerfile", "cpu_count": "2", "memory_mb": "1024"}
+			if err := cfg.write(filepath.Join(dir, configFile)); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Wrote %s and %s (template %q).\nEdit the Dockerfile, then run: sbx template build\n",
+				df, filepath.Join(dir, configFile), name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "path", ".", "directory to write into")
+	cmd.Flags().StringVar(&name, "name", "", "template name (default: the directory's name)")
+	return cmd
+}
+
+var nonName = regexp.MustCompile(`[^a-z0-9._-]+`)
+
+func defaultTemplateName(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		abs = dir
+	}
+	n := strings.Trim(nonName.ReplaceAllString(strings.ToLower(filepath.Base(abs)), "-"), "-._")
+	if n == "" {
+		n = "my-template"
+	}
+	return n
+}
+
+// templateConfig is a flat key = "value" file (a TOML subset).
+type templateConfig map[string]string
+
+func readTemplateConfig(path string) (templateConfig, error) {
+	cfg := templateConfig{}
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return cfg, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, "[") {
+			continue
+		}
+		k, v, ok := strings.Cut(l, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s line %d: want key = \"value\"", path, n)
+		}
+		v = strings.TrimSpace(v)
+		if uq, err := strconv.Unquote(v); err == nil {
+			v = uq
+		}
+		cfg[strings.TrimSpace(k)] = v
+	}
+	return cfg, sc.Err()
+}
+
+func (c templateConfig) write(path string) error {
+	var b strings.Builder
+	b.WriteString("# sbx / E2B template config\n")
+	for _, k := range []string{"template_id", "template_name", "dockerfile", "start_cmd", "ready_cmd", "cpu_count", "memory_mb"} {
+		if v, ok := c[k]; ok && v != "" {
+			if k == "cpu_count" || k == "memory_mb" {
+				fmt.Fprintf(&b, "%s = %s\n", k, v)
+			} else {
+				fmt.Fprintf(&b, "%s = %s\n", k, strconv.Quote(v))
+			}
+		}
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+type buildFlags struct {
+	dir, dockerfile, name, startCmd, readyCmd string
+	cpu, memoryMB                             int
+	force, noCache                            bool
+	buildArgs                                 []string
+}
+
+func newTemplateBuildCmd(opts *clientOptions) *cobra.Command {
+	f := &buildFlags{}
+	cmd := &cobra.Command{
+		Use:   "build",
+		Short: "Build a template from e2b.Dockerfile (or Dockerfile) in the current directory",
+		Long: `Build reads e2b.Dockerfile, else Dockerfile, from --path (default: the current
+directory), uploads the files its COPY steps need, and builds the template on the server.
+It prints every step (cached or not) with the elapsed time and ends with the template ID.
+Building again with the same name makes a new build of the same template; sandboxes that
+are running keep the build they started from.`,
+		Example: `  sbx template build --name my-app
+  sbx template build -c "python3 -m http.server 8000" --ready-cmd "curl -sf localhost:8000"
+  sbx template build --path ./templates/data-science --cpu 4 --memory 4096`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runTemplateBuild(cmd.Context(), cmd.OutOrStdout(), opts, f, cmd.Flags().Changed)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.dir, "path", ".", "build context directory")
+	fl.StringVarP(&f.dockerfile, "dockerfile", "f", "", "Dockerfile (default: e2b.Dockerfile, else Dockerfile, in --path)")
+	fl.StringVarP(&f.name, "name", "n", "", "template name (default: "+configFile+"'s template_name, else the directory's name)")
+	fl.StringVarP(&f.startCmd, "start-cmd", "c", "", "command started in every sandbox (default: the Dockerfile's CMD/ENTRYPOINT)")
+	fl.StringVar(&f.readyCmd, "ready-cmd", "", "command polled until it exits 0 after the start command")
+	fl.IntVar(&f.cpu, "cpu", 2, "vCPUs of sandboxes from this template")
+	fl.IntVar(&f.memoryMB, "memory", 1024, "memory (MiB) of sandboxes from this template")
+	fl.BoolVar(&f.noCache, "no-cache", false, "rebuild every step")
+	fl.StringArrayVar(&f.buildArgs, "build-arg", nil, "ARG value, KEY=VALUE (repeatable)")
+	return cmd
+}
+
+// apiCall is a control-plane request with the CLI's key.
+func apiCall(ctx context.Context, c *http.Client, cfg sdk.Config, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(cfg.APIURL, "/")+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-API-Key", cfg.APIKey)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Message != "" {
+			return fmt.Errorf("%s (HTTP %d)", e.Message, resp.StatusCode)
+		}
+		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	if out != nil && len(b) > 0 {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+func (o *clientOptions) rawConfig() (sdk.Config, *http.Client, error) {
+	cfg := sdk.ConfigFromEnv()
+	if o.apiURL != "" {
+		cfg.APIURL = o.apiURL
+	}
+	if o.apiKey != "" {
+		cfg.APIKey = o.apiKey
+	}
+	if cfg.APIURL == "" {
+		cfg.APIURL = sdk.DefaultURL
+	}
+	if cfg.APIKey == "" {
+		return cfg, nil, errors.New(`no API key: run 'eval "$(sbx env)"' to use the local server's key, or pass --api-key`)
+	}
+	return cfg, &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, DialContext: dialWithHint}}, nil
+}
+
+func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *buildFlags, changed func(string) bool) error {
+	t0 := time.Now()
+	cfg, hc, err := opts.rawConfig()
+	if err != nil {
+		return err
+	}
+	tc, err := readTemplateConfig(filepath.Join(f.dir, configFile))
+	if err != nil {
+		return err
+	}
+	df := f.dockerfile
+	if df == "" && tc["dockerfile"] != "" {
+		df = filepath.Join(f.dir, tc["dockerfile"])
+	}
+	if df == "" {
+		df = filepath.Join(f.dir, "e2b.Dockerfile")
+		if _, err := os.Stat(df); err != nil {
+			df = filepath.Join(f.dir, "Dockerfile")
+		}
+	}
+	src, err := os.ReadFile(df)
+	if err != nil {
+		return fmt.Errorf("no Dockerfile: %w (write one with 'sbx template init' or pass --dockerfile)", err)
+	}
+	args, err := parsePairs("build-arg", f.buildArgs)
+	if err != nil {
+		return err
+	}
+	plan, err := builder.Parse(bytes.NewReader(src), builder.ParseOptions{BuildArgs: args})
+	if err != nil {
+		return fmt.Errorf("%s: %w", df, err)
+	}
+	for _, n := range plan.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	name := f.name
+	if name == "" {
+		name = tc["template_name"]
+	}
+	if name == "" {
+		name = defaultTemplateName(f.dir)
+	}
+	cpu, mem := f.cpu, f.memoryMB
+	if !changed("cpu") && tc["cpu_count"] != "" {
+		cpu, _ = strconv.Atoi(tc["cpu_count"])
+	}
+	if !changed("memory") && tc["memory_mb"] != "" {
+		mem, _ = strconv.Atoi(tc["memory_mb"])
+	}
+	startCmd, readyCmd := plan.StartCmd, f.readyCmd
+	if f.startCmd != "" {
+		startCmd = f.startCmd
+	} else if tc["start_cmd"] != "" && startCmd == "" {
+		startCmd = tc["start_cmd"]
+	}
+	if readyCmd == "" {
+		readyCmd = tc["ready_cmd"]
+	}
+
+	// Hash every COPY step's files before talking to the server, so a
+	// missing path fails here with the Dockerfile line.
+	ig, err := builder.LoadIgnore(f.dir)
+	if err != nil {
+		return err
+	}
+	type upload struct {
+		files []builder.ContextFile
+		hash  string
+	}
+	uploads := map[int]upload{}
+	for i, s := range plan.Steps {
+		if s.Type != builder.StepCopy {
+			continue
+		}
+		files, err := builder.CopyFiles(f.dir, s.Args[0], ig)
+		if err != nil {
+			return fmt.Errorf("%s line %d: %w", df, s.Line, err)
+		}
+		h, err := builder.FilesHash(f.dir, s, files)
+		if err != nil {
+			return err
+		}
+		plan.Steps[i].FilesHash = h
+		uploads[i] = upload{files, h}
+	}
+
+	var reg struct {
+		TemplateID string `json:"templateID"`
+		BuildID    string `json:"buildID"`
+	}
+	if err := apiCall(ctx, hc, cfg, http.MethodPost, "/v3/templates",
+		map[string]any{"name": name, "cpuCount": cpu, "memoryMB": mem}, &reg); err != nil {
+		return fmt.Errorf("register template %q: %w", name, err)
+	}
+	fmt.Fprintf(w, "Building template %s (%s), build %s\n", name, reg.TemplateID, reg.BuildID)
+	for i, u := range uploads {
+		if err := uploadFiles(ctx, hc, cfg, reg.TemplateID, f.dir, u.hash, u.files); err != nil {
+			return fmt.Errorf("upload files of %s: %w", plan.Steps[i], err)
+		}
+	}
+	start := map[string]any{"steps": plan.Steps, "startCmd": startCmd, "readyCmd": readyCmd, "force": f.noCache}
+	if plan.FromImage {
+		start["fromImage"] = plan.From
+	} else {
+		start["fromTemplate"] = builder.TemplateBase(plan.From)
+	}
+	if err := apiCall(ctx, hc, cfg, http.MethodPost, "/v2/templates/"+reg.TemplateID+"/builds/"+reg.BuildID, start, nil); err != nil {
+		return fmt.Errorf("start build: %w", err)
+	}
+	st, err := followBuild(ctx, w, hc, cfg, reg.TemplateID, reg.BuildID, t0)
+	if err != nil {
+		return err
+	}
+	if st != "ready" {
+		return fmt.Errorf("build %s ended with status %s", reg.BuildID, st)
+	}
+	tc["template_id"], tc["template_name"] = reg.TemplateID, name
+	if tc["dockerfile"] == "" {
+		tc["dockerfile"] = filepath.Base(df)
+	}
+	tc["cpu_count"], tc["memory_mb"] = strconv.Itoa(cpu), strconv.Itoa(mem)
+	if err := tc.write(filepath.Join(f.dir, configFile)); err != nil {
+		fmt.Fprintf(w, "warning: could not update %s: %v\n", configFile, err)
+	}
+	fmt.Fprintf(w, "\nTemplate %s built in %s.\nTemplate ID: %s\n", name, time.Since(t0).Round(time.Millisecond), reg.TemplateID)
+	fmt.Fprintf(w, "Start a sandbox: sbx sandbox create %s   (SDK: Sandbox.create('%s'))\n", name, name)
+	return nil
+}
+
+func uploadFiles(ctx context.Context, hc *http.Client, cfg sdk.Config, templateID, dir, hash string, files []builder.ContextFile) error {
+	var st struct {
+		Present bool   `json:"present"`
+		URL     string `json:"url"`
+	}
+	if err := apiCall(ctx, hc, cfg, http.MethodGet, "/templates/"+templateID+"/files/"+hash, nil, &st); err != nil {
+		return err
+	}
+	if st.Present {
+		return nil
+	}
+	var buf bytes.Buffer
+	if err := builder.WriteTar(&buf, dir, files); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, st.URL, bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		var e struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Message != "" {
+			return fmt.Errorf("%s (HTTP %d)", e.Message, resp.StatusCode)
+		}
+		return fmt.Errorf("upload: HTTP %d: %s", resp.StatusCode, b)
+	}
+	return nil
+}
+
+// followBuild polls the build status and prints its log with elapsed time.
+func followBuild(ctx context.Context, w io.Writer, hc *http.Client, cfg sdk.Config, templateID, buildID string, t0 time.Time) (string, error) {
+	offset := 0
+	for {
+		var st struct {
+			Status     string `json:"status"`
+			LogEntries []struct {
+				Message string `json:"message"`
+				Level   string `json:"level"`
+			} `json:"logEntries"`
+			Reason *struct {
+				Message string `json:"message"`
+				Step    string `json:"step"`
+			} `json:"reason"`
+		}
+		path := fmt.Sprintf("/templates/%s/builds/%s/status?logsOffset=%d", templateID, buildID, offset)
+		if err := apiCall(ctx, hc, cfg, http.MethodGet, path, nil, &st); err != nil {
+			return "", err
+		}
+		for _, e := range st.LogEntries {
+			fmt.Fprintf(w, "[%6.1fs] %s\n", time.Since(t0).Seconds(), e.Message)
+		}
+		offset += len(st.LogEntries)
+		switch st.Status {
+		case "ready":
+			if len(st.LogEntries) == 0 {
+				return st.Status, nil
+			}
+		case "error":
+			if len(st.LogEntries) == 0 {
+				msg := "build failed"
+				if st.Reason != nil {
+					msg = st.Reason.Message
+					if st.Reason.Step != "" {
+						msg = fmt.Sprintf("build failed at step %s: %s", st.Reason.Step, msg)
+					}
+				}
+				return st.Status, errors.New(msg)
+			}
+		}
+		if len(st.LogEntries) == 0 {
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func newTemplateListCmd(opts *clientOptions) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the templates you can start sandboxes from",
+		Example: `  sbx template list
+  sbx template list --json | jq -r '.[].templateID'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, hc, err := opts.rawConfig()
+			if err != nil {
+				return err
+			}
+			var ts []map[string]any
+			if err := apiCall(cmd.Context(), hc, cfg, http.MethodGet, "/templates", nil, &ts); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(ts)
+			}
+			tw := tabwriter.NewWriter(out, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "TEMPLATE ID\tNAMES\tSTATUS\tCPU\tMEMORY MB\tBUILD ID")
+			for _, t := range ts {
+				var names []string
+				if ns, ok := t["names"].([]any); ok {
+					for _, n := range ns {
+						names = append(names, fmt.Sprint(n))
+					}
+				}
+				fmt.Fprintf(tw, "%v\t%s\t%v\t%v\t%v\t%v\n", t["templateID"], strings.Join(names, ","), t["buildStatus"],
+					t["cpuCount"], t["memoryMB"], t["buildID"])
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newTemplateDeleteCmd(opts *clientOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete TEMPLATE...",
+		Aliases: []string{"rm"},
+		Short:   "Delete templates by ID or name (running sandboxes keep running)",
+		Example: `  sbx template delete my-app`,
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, hc, err := opts.rawConfig()
+			if err != nil {
+				return err
+			}
+			var ts []struct {
+				TemplateID string   `json:"templateID"`
+				Names      []string `json:"names"`
+			}
+			if err := apiCall(cmd.Context(), hc, cfg, http.MethodGet, "/templates", nil, &ts); err != nil {
+				return err
+			}
+			for _, ref := range args {
+				id := ref
+				for _, t := range ts {
+					for _, n := range t.Names {
+						if n == ref {
+							id = t.TemplateID
+						}
+					}
+				}
+				if err := apiCall(cmd.Context(), hc, cfg, http.MethodDelete, "/templates/"+id, nil, nil); err != nil {
+					return fmt.Errorf("delete template %s: %w", ref, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Deleted template %s\n", ref)
+			}
+			return nil
+		},
+	}
+}
