@@ -10,6 +10,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -561,4 +563,56 @@ func slicesMax(xs []float64) float64 {
 		m = max(m, x)
 	}
 	return m
+}
+
+// TestRefineExample runs examples/refinement, the seed's
+// AdvancedIterativeCodeGenerator: a server-side refinement in the
+// data-science template while the example's own webhook receiver watches
+// the generation's sandboxes come and go, matched by refinement_id.
+func TestRefineExample(t *testing.T) {
+	requireIntegration(t)
+	fake, url := startLLM(t, fence("import pandas as pd\nprint(pd.DataFrame({'a': [1, 2]}).corr(method='pearsn'))"),
+		fence("import pandas as pd\nprint(pd.DataFrame({'a': [1, 2], 'b': [2, 4]}).corr().iloc[0, 1])"))
+	t.Setenv("SBX_LLM_BASE_URL", url)
+	t.Setenv("SBX_LLM_MODEL", "scripted")
+	s := startServerArgs(t, "--webhook-allow-private")
+	s.waitTemplate(t, "code-interpreter")
+
+	bin := filepath.Join(t.TempDir(), "refinement")
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	build := exec.CommandContext(t.Context(), gobin, "build", "-o", bin, "./examples/refinement")
+	build.Dir = repoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the example: %v\n%s", err, out)
+	}
+	cmd := exec.CommandContext(t.Context(), bin, "--correlation-id", "req-789", "--requirement", "Correlate two columns with pandas.")
+	cmd.Env = append(os.Environ(), "E2B_API_URL="+s.URL, "E2B_SANDBOX_URL="+s.URL, "E2B_API_KEY="+s.APIKey)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("example failed: %v\n%s", err, out)
+	}
+	text := string(out)
+	i := strings.LastIndex(text, "\n{")
+	if i < 0 {
+		t.Fatalf("example printed no final JSON object:\n%s", text)
+	}
+	var res struct {
+		Success  bool `json:"success"`
+		Attempts int  `json:"attempts"`
+		Created  int  `json:"sandboxes_created_seen_by_webhook"`
+		Killed   int  `json:"sandboxes_killed_seen_by_webhook"`
+	}
+	if err := json.Unmarshal([]byte(text[i+1:]), &res); err != nil {
+		t.Fatalf("final object: %v\n%s", err, text)
+	}
+	if !res.Success || res.Attempts != 2 || len(fake.Prompts()) != 2 {
+		t.Fatalf("success %v attempts %d prompts %d\n%s", res.Success, res.Attempts, len(fake.Prompts()), text)
+	}
+	if res.Created < 2 || res.Killed < 2 || !strings.Contains(text, "created (attempt 1, refinement req-789)") ||
+		!strings.Contains(text, "killed (attempt 2, refinement req-789)") {
+		t.Errorf("webhook saw %d created, %d killed; want every attempt's sandbox come and go:\n%s", res.Created, res.Killed, text)
+	}
+	if !strings.Contains(fake.Prompts()[1], "'pearsn' was supplied") {
+		t.Errorf("second prompt lacks the pandas error:\n%s", fake.Prompts()[1])
+	}
 }
