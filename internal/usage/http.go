@@ -165,16 +165,10 @@ func (h *Handler) sandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	sbs, err := h.svc.Sandboxes(r.Context(), teamID, time.Time{})
+	sb, err := h.svc.Sandbox(r.Context(), teamID, id)
 	if err != nil {
 		errdefs.WriteHTTP(w, h.log, err)
 		return
-	}
-	var sb *Sandbox
-	for _, s := range sbs {
-		if s.ID == id {
-			sb = s
-		}
 	}
 	if sb == nil {
 		errdefs.WriteHTTP(w, h.log, errdefs.NotFound("sandbox %s not found (no lifecycle events for it in your team)", id))

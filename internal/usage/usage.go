@@ -64,55 +64,79 @@ var Lifecycle = []string{events.SandboxCreated, events.SandboxKilled, events.San
 // Build reconstructs sandboxes from lifecycle events in log order. Events
 // of other types are ignored.
 func Build(evs []events.Event) []*Sandbox {
-	byID := map[string]*Sandbox{}
-	var order []*Sandbox
+	b := newBuilder()
 	for i := range evs {
-		ev := &evs[i]
-		if ev.SandboxID == "" {
-			continue
+		b.apply(&evs[i])
+	}
+	return b.order
+}
+
+// builder folds events into sandboxes, incrementally.
+type builder struct {
+	byID  map[string]*Sandbox
+	order []*Sandbox
+}
+
+func newBuilder() *builder { return &builder{byID: map[string]*Sandbox{}} }
+
+func (b *builder) apply(ev *events.Event) {
+	if ev.SandboxID == "" {
+		return
+	}
+	s := b.byID[ev.SandboxID]
+	if s == nil {
+		if ev.Type != events.SandboxCreated && ev.Type != events.SandboxResumed &&
+			ev.Type != events.SandboxKilled && ev.Type != events.SandboxPaused {
+			return
 		}
-		s := byID[ev.SandboxID]
-		if s == nil {
-			if ev.Type != events.SandboxCreated && ev.Type != events.SandboxResumed &&
-				ev.Type != events.SandboxKilled && ev.Type != events.SandboxPaused {
-				continue
-			}
-			s = &Sandbox{ID: ev.SandboxID, TeamID: ev.TeamID, TemplateID: ev.SandboxTemplateID, CreatedAt: ev.Timestamp}
-			byID[ev.SandboxID] = s
-			order = append(order, s)
-			if ev.Type == events.SandboxKilled || ev.Type == events.SandboxPaused {
-				// First seen mid-life (a consumer that subscribed late):
-				// bill from the execution start it reports.
-				if st, ok := startedAt(ev); ok {
-					s.CreatedAt = st
-					s.Running = []Interval{{Start: st}}
-				}
-			}
-		}
-		readExecution(s, ev)
-		readMetadata(s, ev)
-		switch ev.Type {
-		case events.SandboxCreated:
-			if len(s.Running) == 0 {
-				s.Running = append(s.Running, Interval{Start: ev.Timestamp})
-			}
-		case events.SandboxResumed:
-			if n := len(s.Running); n == 0 || !s.Running[n-1].End.IsZero() {
-				s.Running = append(s.Running, Interval{Start: ev.Timestamp})
-			}
-			s.Paused = false
-		case events.SandboxPaused:
-			s.close(ev.Timestamp)
-			s.Paused = true
-		case events.SandboxKilled:
-			s.close(ev.Timestamp)
-			s.KilledAt = ev.Timestamp
-			if r, ok := ev.EventData["kill_reason"].(string); ok {
-				s.KillReason = r
+		s = &Sandbox{ID: ev.SandboxID, TeamID: ev.TeamID, TemplateID: ev.SandboxTemplateID, CreatedAt: ev.Timestamp}
+		b.byID[ev.SandboxID] = s
+		b.order = append(b.order, s)
+		if ev.Type == events.SandboxKilled || ev.Type == events.SandboxPaused {
+			// First seen mid-life (a consumer that subscribed late):
+			// bill from the execution start it reports.
+			if st, ok := startedAt(ev); ok {
+				s.CreatedAt = st
+				s.Running = []Interval{{Start: st}}
 			}
 		}
 	}
-	return order
+	readExecution(s, ev)
+	readMetadata(s, ev)
+	switch ev.Type {
+	case events.SandboxCreated:
+		if len(s.Running) == 0 {
+			s.Running = append(s.Running, Interval{Start: ev.Timestamp})
+		}
+	case events.SandboxResumed:
+		if n := len(s.Running); n == 0 || !s.Running[n-1].End.IsZero() {
+			s.Running = append(s.Running, Interval{Start: ev.Timestamp})
+		}
+		s.Paused = false
+	case events.SandboxPaused:
+		s.close(ev.Timestamp)
+		s.Paused = true
+	case events.SandboxKilled:
+		s.close(ev.Timestamp)
+		s.KilledAt = ev.Timestamp
+		if r, ok := ev.EventData["kill_reason"].(string); ok {
+			s.KillReason = r
+		}
+	}
+}
+
+// prune drops sandboxes killed before t.
+func (b *builder) prune(t time.Time) {
+	keep := b.order[:0]
+	for _, s := range b.order {
+		if s.Alive() || !s.KilledAt.Before(t) {
+			keep = append(keep, s)
+		} else {
+			delete(b.byID, s.ID)
+		}
+	}
+	clear(b.order[len(keep):])
+	b.order = keep
 }
 
 func (s *Sandbox) close(at time.Time) {
