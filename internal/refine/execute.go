@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/sdk"
 )
 
@@ -221,7 +222,7 @@ func (e *Executor) resources(ctx context.Context, tpl string) (cpus, memMB int, 
 		names = append(names, t.TemplateID)
 	}
 	sort.Strings(names)
-	return 0, 0, fmt.Errorf("template %q not found; available: %s", tpl, strings.Join(names, ", "))
+	return 0, 0, errdefs.NotFound("template %q not found; available: %s", tpl, strings.Join(names, ", "))
 }
 
 func (e *Executor) kill(ctx context.Context, id string) {

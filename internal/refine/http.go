@@ -155,6 +155,16 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, h.log, err)
 		return
 	}
+	// Probe the template before answering 200, so a missing template or
+	// an exhausted budget is a plain HTTP error, not a stream line.
+	exec := NewExecutor(client, h.log)
+	envs, _ := h.envs.LoadOrStore(team.ID, NewEnvironments(envTTL))
+	exec.ShareEnvironments(envs.(*Environments))
+	lang, _ := LookupLanguage(opts.Language)
+	if _, err := exec.Environment(r.Context(), opts, lang); err != nil {
+		errdefs.WriteHTTP(w, h.log, sandboxError(err))
+		return
+	}
 	h.mu.Lock()
 	if _, dup := h.runs[opts.ID]; dup {
 		h.mu.Unlock()
@@ -203,9 +213,6 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		defer cancel()
 		defer close(lines)
-		exec := NewExecutor(client, h.log)
-		envs, _ := h.envs.LoadOrStore(team.ID, NewEnvironments(envTTL))
-		exec.ShareEnvironments(envs.(*Environments))
 		ref := New(gen, exec, h.log)
 		res, err := ref.Run(ctx, opts, obs)
 		if res == nil {
@@ -310,4 +317,22 @@ func apiKey(r *http.Request) string {
 	}
 	b, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	return b
+}
+
+// sandboxError gives an error from the server's own API (reached through
+// the SDK) the category it had there, so the caller sees the same status.
+func sandboxError(err error) error {
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		return err
+	case sdk.IsNotFound(err):
+		return errdefs.Wrap(errdefs.ErrNotFound, err, "%v", err)
+	case sdk.IsUnauthorized(err):
+		return errdefs.Wrap(errdefs.ErrUnauthenticated, err, "%v", err)
+	case sdk.IsRateLimited(err):
+		return errdefs.Wrap(errdefs.ErrResourceExhausted, err, "%v", err)
+	case sdk.IsInvalidArgument(err):
+		return errdefs.Wrap(errdefs.ErrInvalidArgument, err, "%v", err)
+	}
+	return errdefs.Wrap(errdefs.ErrUnavailable, err, "%v", err)
 }

@@ -424,6 +424,9 @@ func TestRefineServer(t *testing.T) {
 	if _, err := c.RefineCode(t.Context(), sdk.RefineOptions{Requirement: "x", Language: "cobol"}); !sdk.IsInvalidArgument(err) || !strings.Contains(err.Error(), "cobol") {
 		t.Errorf("bad language: err = %v, want 400 naming it", err)
 	}
+	if _, err := c.RefineCode(t.Context(), sdk.RefineOptions{Requirement: "x", Template: "no-such-template"}); !sdk.IsNotFound(err) || !strings.Contains(err.Error(), "no-such-template") {
+		t.Errorf("unknown template: err = %v, want 404 naming it", err)
+	}
 
 	t.Run("cli json", func(t *testing.T) {
 		for _, tc := range []struct {
