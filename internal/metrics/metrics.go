@@ -90,8 +90,10 @@ func (m *Metrics) Handler() http.Handler {
 func (m *Metrics) Register(mux *http.ServeMux) { mux.Handle("GET /metrics", m.Handler()) }
 
 var (
-	runningDesc = prometheus.NewDesc("sbx_sandboxes", "Sandboxes not killed, by template and state (running, paused).",
-		[]string{"template", "state"}, nil)
+	runningDesc = prometheus.NewDesc("sbx_sandboxes_running", "Sandboxes running now, by template.",
+		[]string{"template"}, nil)
+	pausedDesc = prometheus.NewDesc("sbx_sandboxes_paused", "Sandboxes paused now, by template.",
+		[]string{"template"}, nil)
 	deliveriesDesc = prometheus.NewDesc("sbx_webhook_deliveries", "Webhook deliveries by state (pending, delivered, failed, ...).",
 		[]string{"state"}, nil)
 	attemptsDesc = prometheus.NewDesc("sbx_webhook_attempts_total", "Webhook delivery attempts by outcome.",
@@ -100,16 +102,25 @@ var (
 
 type sandboxCollector struct{ live Live }
 
-func (c *sandboxCollector) Describe(ch chan<- *prometheus.Desc) { ch <- runningDesc }
+func (c *sandboxCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- runningDesc
+	ch <- pausedDesc
+}
 
 func (c *sandboxCollector) Collect(ch chan<- prometheus.Metric) {
-	type key struct{ tpl, state string }
-	n := map[key]int{}
+	running, paused := map[string]int{}, map[string]int{}
 	for _, s := range c.live.Live() {
-		n[key{s.TemplateID, string(s.State)}]++
+		if s.State == store.StatePaused {
+			paused[s.TemplateID]++
+		} else {
+			running[s.TemplateID]++
+		}
 	}
-	for k, v := range n {
-		ch <- prometheus.MustNewConstMetric(runningDesc, prometheus.GaugeValue, float64(v), k.tpl, k.state)
+	for tpl, n := range running {
+		ch <- prometheus.MustNewConstMetric(runningDesc, prometheus.GaugeValue, float64(n), tpl)
+	}
+	for tpl, n := range paused {
+		ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, float64(n), tpl)
 	}
 }
 

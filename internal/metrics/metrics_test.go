@@ -42,8 +42,8 @@ func TestScrape(t *testing.T) {
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
 	for _, want := range []string{
-		`sbx_sandboxes{state="running",template="base"} 2`,
-		`sbx_sandboxes{state="paused",template="code-interpreter"} 1`,
+		`sbx_sandboxes_running{template="base"} 2`,
+		`sbx_sandboxes_paused{template="code-interpreter"} 1`,
 		`sbx_webhook_deliveries{state="delivered"} 2`,
 		`sbx_webhook_attempts_total{outcome="failed"} 3`,
 		`sbx_budget_refusals_total{limit="max_concurrent"} 2`,

@@ -55,9 +55,11 @@ type Detector struct {
 type track struct {
 	at    time.Time
 	cpu   time.Duration
-	hot   map[int]time.Time
-	idle  map[int]time.Time
+	hot   map[int]time.Time // per policy: start of the run of samples ≥ CPUPercent
+	idle  map[int]time.Time // per policy: start of the run of idle samples
 	acted bool
+	// paused: acted by pausing, so a resume starts the watch again.
+	paused bool
 }
 
 // New returns a detector. stats may be nil.
@@ -98,6 +100,11 @@ func (d *Detector) Check(ctx context.Context) []Detection {
 			tr = &track{hot: map[int]time.Time{}, idle: map[int]time.Time{}}
 			d.tracks[sb.ID] = tr
 		}
+		if tr.acted && tr.paused && sb.State == store.StateRunning {
+			// Resumed by its owner after a runaway pause: watch it afresh
+			// (max-lifetime still counts from creation).
+			*tr = track{hot: map[int]time.Time{}, idle: map[int]time.Time{}}
+		}
 		if tr.acted {
 			continue
 		}
@@ -110,7 +117,7 @@ func (d *Detector) Check(ctx context.Context) []Detection {
 			if det, ok := evaluate(i, p, sb, tr, now, pct, sampled); ok {
 				found = append(found, det)
 				if d.act(ctx, det) {
-					tr.acted = true
+					tr.acted, tr.paused = true, p.Action == ActionPause
 				}
 				break
 			}

@@ -92,8 +92,17 @@ func (f *fake) KillWithReason(_ context.Context, id, reason string) error {
 func (f *fake) PauseWithReason(_ context.Context, id, reason string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.remove(id, "pause "+id+" "+reason)
+	f.actions = append(f.actions, "pause "+id+" "+reason)
+	f.setState(id, store.StatePaused)
 	return nil
+}
+
+func (f *fake) setState(id string, st store.SandboxState) {
+	for i := range f.live {
+		if f.live[i].ID == id {
+			f.live[i].State = st
+		}
+	}
 }
 
 func (f *fake) Stats(_ context.Context, id string) (runtime.Stats, error) {
@@ -134,6 +143,20 @@ func TestDetector(t *testing.T) {
 		d.Check(t.Context())
 	}
 	want := []string{"pause spin runaway", "kill idle runaway", "kill old runaway"}
+	// Resumed after the runaway pause and still spinning: paused again
+	// after another cpu-for.
+	f.mu.Lock()
+	f.setState("spin", store.StateRunning)
+	f.mu.Unlock()
+	for minute := 13; minute <= 16; minute++ {
+		now = t0.Add(time.Duration(minute) * time.Minute)
+		f.mu.Lock()
+		f.cpu["spin"] += 2 * time.Minute
+		f.cpu["calm"] += time.Minute
+		f.mu.Unlock()
+		d.Check(t.Context())
+	}
+	want = append(want, "pause spin runaway")
 	if strings.Join(f.actions, ",") != strings.Join(want, ",") {
 		t.Fatalf("actions = %v, want %v", f.actions, want)
 	}
@@ -145,7 +168,7 @@ func TestDetector(t *testing.T) {
 	for _, ev := range evs {
 		rules = append(rules, ev.SandboxID+":"+ev.EventData["rule"].(string))
 	}
-	if got := strings.Join(rules, ","); got != "spin:cpu,idle:idle,old:max-lifetime" {
+	if got := strings.Join(rules, ","); got != "spin:cpu,idle:idle,old:max-lifetime,spin:cpu" {
 		t.Fatalf("detections = %s", got)
 	}
 }
