@@ -201,7 +201,7 @@ func (e *Executor) Build(ctx context.Context, req Request) (*Result, error) {
 		}{s.Type, s.Args, s.FilesHash})
 		key = chainKey(key, string(desc))
 		res.Keys = append(res.Keys, key)
-		layerStep, err := e.apply(&st, s, n)
+		layerStep, err := e.apply(&st, s, n, isPrologue(req.Steps, i))
 		if err != nil {
 			return nil, err
 		}
@@ -251,7 +251,7 @@ func (e *Executor) Build(ctx context.Context, req Request) (*Result, error) {
 
 // apply updates the build state for a step and reports whether the step
 // produces a layer (RUN, COPY, WORKDIR of a new directory).
-func (e *Executor) apply(st *state, s Step, n int) (bool, error) {
+func (e *Executor) apply(st *state, s Step, n int, prologue bool) (bool, error) {
 	bad := func(format string, a ...any) error {
 		return &StepError{Step: n, What: s.String(), Err: errdefs.Invalid(format, a...)}
 	}
@@ -271,7 +271,7 @@ func (e *Executor) apply(st *state, s Step, n int) (bool, error) {
 		if len(s.Args) < 1 || s.Args[0] == "" {
 			return false, bad("USER needs a user name")
 		}
-		st.user, st.explicitUser = s.Args[0], s.Line > 0 || st.explicitUser
+		st.user, st.explicitUser = s.Args[0], !prologue || st.explicitUser
 		return false, nil
 	case StepWorkdir:
 		if len(s.Args) < 1 || s.Args[0] == "" {
@@ -281,7 +281,7 @@ func (e *Executor) apply(st *state, s Step, n int) (bool, error) {
 		if !path.IsAbs(dir) {
 			dir = path.Join(st.workdir, dir)
 		}
-		st.workdir, st.explicitDir = path.Clean(dir), s.Line > 0 || st.explicitDir
+		st.workdir, st.explicitDir = path.Clean(dir), !prologue || st.explicitDir
 		return st.workdir != "/", nil
 	case StepRun:
 		if len(s.Args) < 1 || strings.TrimSpace(s.Args[0]) == "" {
@@ -301,6 +301,19 @@ func (e *Executor) apply(st *state, s Step, n int) (bool, error) {
 		return true, nil
 	}
 	return false, bad("unsupported step type %q; use RUN, COPY, ENV, WORKDIR or USER", s.Type)
+}
+
+// isPrologue reports whether step i is part of the "USER root, WORKDIR /"
+// pair a Dockerfile import starts with (sbx's parser and the E2B SDK's both
+// emit it). It sets Docker's build-time defaults; unlike USER and WORKDIR
+// the Dockerfile itself says, it does not change the template's default
+// user and directory, which stay the base's (user, /home/user).
+func isPrologue(steps []Step, i int) bool {
+	if len(steps) < 2 || i > 1 {
+		return false
+	}
+	return steps[0].Type == StepUser && len(steps[0].Args) > 0 && steps[0].Args[0] == "root" &&
+		steps[1].Type == StepWorkdir && len(steps[1].Args) > 0 && steps[1].Args[0] == "/"
 }
 
 func layerComplete(dir string) bool {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/auth"
@@ -107,6 +108,9 @@ func (h *Handler) files(w http.ResponseWriter, r *http.Request) {
 // Upload receives the tar of one COPY step's files.
 func (h *Handler) Upload(w http.ResponseWriter, r *http.Request) {
 	hash, q := r.PathValue("hash"), r.URL.Query()
+	if hash == "" { // dispatched via mux.Handler, which sets no path values
+		hash = strings.TrimPrefix(r.URL.Path, "/upload/templates/")
+	}
 	if err := h.svc.uploads.verify(hash, q.Get("expires"), q.Get("signature"), h.svc.now()); err != nil {
 		h.fail(w, err)
 		return
