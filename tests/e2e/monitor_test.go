@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/monitor"
 	"github.com/sbxdev/sbx/sdk"
 	sdkwebhook "github.com/sbxdev/sbx/sdk/webhook"
 )
@@ -281,6 +282,71 @@ func TestMonitoring(t *testing.T) {
 		_ = s.Client(t).Kill(t.Context(), other.ID)
 	})
 
+	// sbx monitor as a consumer of sbx serve's E2B-compatible webhooks,
+	// killing through sbx's E2B-compatible DELETE /sandboxes/{id}: the
+	// same path it takes against E2B's cloud.
+	t.Run("sbx monitor against an E2B-compatible server", func(t *testing.T) {
+		key := s.CreateTeam(t, "monitored")
+		mon, err := monitor.NewStandalone(t.Context(), monitor.StandaloneConfig{
+			Secret: "mon-secret", DBPath: filepath.Join(t.TempDir(), "mon.db"), E2BAPIKey: key, E2BAPIURL: s.URL,
+			Runaway: []string{"max-lifetime=3s action=kill"}, Interval: time.Second,
+		}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mon.Close()
+		msrv := httptest.NewServer(mon)
+		defer msrv.Close()
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go mon.Run(ctx)
+		registerWebhook(t, s, key, msrv.URL+"/webhook", "mon-secret", "sandbox.lifecycle.created", "sandbox.lifecycle.killed")
+		c := s.ClientWithKey(t, key)
+		sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "base", Timeout: 5 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			info, err := c.Get(t.Context(), sb.ID)
+			if sdk.IsNotFound(err) || err == nil && info.State == "killed" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("sbx monitor did not kill sandbox %s past max-lifetime=3s (state %v, err %v)", sb.ID, info, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		// The kill arrives back as a webhook and the monitor's view agrees.
+		var evs []struct {
+			Type      string         `json:"type"`
+			SandboxID string         `json:"sandboxId"`
+			EventData map[string]any `json:"eventData"`
+		}
+		deadline = time.Now().Add(30 * time.Second)
+		for {
+			req, _ := http.NewRequest("GET", msrv.URL+"/events/sandboxes/"+sb.ID+"?limit=100&orderAsc=true", nil)
+			req.Header.Set("X-API-Key", mon.DashKey)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&evs)
+			resp.Body.Close()
+			var types []string
+			for _, ev := range evs {
+				types = append(types, ev.Type)
+			}
+			if strings.Join(types, ",") == "sandbox.lifecycle.created,sandbox.runaway.detected,sandbox.lifecycle.killed" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("monitor events for %s: %v", sb.ID, types)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+
 	t.Run("metrics and usage", func(t *testing.T) {
 		resp, err := http.Get(s.URL + "/metrics")
 		if err != nil {
@@ -321,6 +387,4 @@ func TestMonitoring(t *testing.T) {
 			t.Fatalf("bad groupBy: %d", st)
 		}
 	})
-	_ = fmt.Sprint
-	_ = context.Background
 }
