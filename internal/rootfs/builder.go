@@ -36,7 +36,7 @@ type Builder struct {
 	cacheDir string
 	log      *slog.Logger
 	lookup   func(name string) (Recipe, bool) // Lookup; tests add recipes
-	mirror   func() (string, error)           // HostMirror(Suite)
+	sources  func() (aptSources, error)       // hostSources(Suite)
 	pruned   sync.Map                         // recipe name → old trees checked
 }
 
@@ -56,7 +56,7 @@ func NewBuilder(cacheDir string, log *slog.Logger) *Builder {
 		cacheDir: cacheDir,
 		log:      log,
 		lookup:   Lookup,
-		mirror:   func() (string, error) { return HostMirror(Suite) },
+		sources:  func() (aptSources, error) { return hostSources(Suite) },
 	}
 }
 
@@ -294,12 +294,15 @@ func (b *Builder) build(ctx context.Context, s step, parentRoot, final string, p
 	info := buildInfo{Recipe: s.Name, Hash: s.hash, Parent: s.Parent, Suite: Suite}
 
 	if s.Parent == "" {
-		mirror, err := b.mirror()
+		src, err := b.sources()
 		if err != nil {
 			return err
 		}
-		info.Mirror = mirror
-		if err := b.debootstrap(ctx, s, root, mirror, progress); err != nil {
+		info.Mirror = src.Mirror
+		if err := b.debootstrap(ctx, s, root, src.Mirror, progress); err != nil {
+			return err
+		}
+		if err := writeAptSources(root, src); err != nil {
 			return err
 		}
 	} else {
@@ -401,8 +404,10 @@ func validPackage(p string) bool {
 }
 
 // installScript sets up dpkg to skip docs and translations (sandboxes run
-// with LANG=C.UTF-8), as Debian's slim images do, and
-// installs the packages appended to it, without recommends.
+// with LANG=C.UTF-8), as Debian's slim images do, applies pending updates
+// (debootstrap installs the release as first published, and a parent may
+// be older than today's fixes) and installs the packages appended to it,
+// without recommends.
 const installScript = `set -eu
 cat > /etc/dpkg/dpkg.cfg.d/90sbx-nodoc <<'EOF'
 path-exclude=/usr/share/doc/*
@@ -413,6 +418,7 @@ path-exclude=/usr/share/locale/*
 path-include=/usr/share/locale/locale.alias
 EOF
 apt-get -q update
+apt-get -q -y -o Dpkg::Progress-Fancy=0 -o Dpkg::Use-Pty=0 upgrade
 apt-get -q -y --no-install-recommends -o Dpkg::Progress-Fancy=0 -o Dpkg::Use-Pty=0 install`
 
 // cleanupScript runs without the cache binds, so it only empties the tree.
@@ -447,6 +453,24 @@ func writeMarker(dir string, info buildInfo) error {
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return nil
+}
+
+// writeAptSources replaces debootstrap's one-line sources.list with the
+// suite, its updates and its security pocket, so packages are installed
+// with their fixes and apt inside a sandbox sees the same archives.
+func writeAptSources(root string, src aptSources) error {
+	dir := filepath.Join(root, "etc/apt/sources.list.d")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	p := filepath.Join(dir, "debian.sources")
+	if err := os.WriteFile(p, []byte(src.sourcesFile(Suite)), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := os.Remove(filepath.Join(root, "etc/apt/sources.list")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove debootstrap's sources.list: %w", err)
 	}
 	return nil
 }

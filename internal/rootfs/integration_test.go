@@ -100,6 +100,13 @@ func TestEnsureBase(t *testing.T) {
 	if err != nil || !strings.Contains(string(apt), `APT::Sandbox::User "root";`) {
 		t.Errorf("apt sandbox user config = %q, %v", apt, err)
 	}
+	if src, err := os.ReadFile(filepath.Join(root, "etc/apt/sources.list.d/debian.sources")); err != nil ||
+		!strings.Contains(string(src), "bookworm-updates") {
+		t.Errorf("apt sources = %q, %v; want bookworm and bookworm-updates", src, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "etc/apt/sources.list")); err == nil {
+		t.Errorf("debootstrap's sources.list left next to debian.sources (duplicate entries)")
+	}
 	if _, err := os.Lstat(filepath.Join(root, "etc/hostname")); err == nil {
 		t.Errorf("/etc/hostname exists; the runtime owns the hostname")
 	}

@@ -21,7 +21,7 @@ const Suite = "bookworm"
 // builderVersion is folded into every hash. Bump it when the way a tree is
 // built changes (mounts, cleanup, debootstrap flags) so old caches are not
 // reused for a differently built tree.
-const builderVersion = "3"
+const builderVersion = "4"
 
 // Recipe describes one root filesystem.
 type Recipe struct {

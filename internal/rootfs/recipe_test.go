@@ -149,40 +149,61 @@ func TestNewBuilderCacheDir(t *testing.T) {
 	}
 }
 
-func TestMirrorFrom(t *testing.T) {
+func TestSourcesFrom(t *testing.T) {
 	t.Parallel()
 	td := func(n string) string { return filepath.Join("testdata", n) }
 	missing := td("does-not-exist")
+	const debSec = "http://deb.debian.org/debian-security"
+	const exSec = "http://security.example.org/debian-security"
 	tests := []struct {
 		name, deb822, legacy, suite string
-		want, wantErr               string
+		want                        aptSources
+		wantErr                     string
 	}{
-		{"host deb822", td("debian.sources"), missing, "bookworm", "http://deb.debian.org/debian", ""},
-		{"stanza with the suite wins", td("security-first.sources"), missing, "bookworm", "http://mirror.example.org/debian", ""},
-		{"suite absent: first non-pocket", td("other-suite.sources"), missing, "bookworm", "http://mirror.example.org/debian", ""},
-		{"deb822 without deb falls back to legacy", td("only-src.sources"), td("sources.list"), "bookworm", "http://legacy.example.org/debian", ""},
-		{"legacy only", missing, td("sources.list"), "bookworm", "http://legacy.example.org/debian", ""},
-		{"legacy spaced options, suite absent", missing, td("pocket-only.list"), "bookworm", "http://legacy.example.org/debian", ""},
-		{"deb822 preferred over legacy", td("debian.sources"), td("sources.list"), "bookworm", "http://deb.debian.org/debian", ""},
-		{"nothing configured", missing, missing, "bookworm", "", "no Debian mirror configured"},
-		{"no deb anywhere", td("only-src.sources"), missing, "bookworm", "", "no deb entry"},
-		{"broken deb822", td("broken.sources"), missing, "bookworm", "", `want "Field: value"`},
-		{"broken legacy", missing, td("broken.list"), "bookworm", "", "unterminated [options]"},
+		{"host deb822", td("debian.sources"), missing, "bookworm", aptSources{"http://deb.debian.org/debian", debSec}, ""},
+		{"stanza with the suite wins", td("security-first.sources"), missing, "bookworm", aptSources{"http://mirror.example.org/debian", exSec}, ""},
+		{"suite absent: first non-pocket", td("other-suite.sources"), missing, "bookworm", aptSources{"http://mirror.example.org/debian", ""}, ""},
+		{"deb822 without deb falls back to legacy", td("only-src.sources"), td("sources.list"), "bookworm", aptSources{"http://legacy.example.org/debian", exSec}, ""},
+		{"legacy only", missing, td("sources.list"), "bookworm", aptSources{"http://legacy.example.org/debian", exSec}, ""},
+		{"legacy spaced options, suite absent", missing, td("pocket-only.list"), "bookworm", aptSources{"http://legacy.example.org/debian", ""}, ""},
+		{"deb822 preferred over legacy", td("debian.sources"), td("sources.list"), "bookworm", aptSources{"http://deb.debian.org/debian", debSec}, ""},
+		{"nothing configured", missing, missing, "bookworm", aptSources{}, "no Debian mirror configured"},
+		{"no deb anywhere", td("only-src.sources"), missing, "bookworm", aptSources{}, "no deb entry"},
+		{"broken deb822", td("broken.sources"), missing, "bookworm", aptSources{}, `want "Field: value"`},
+		{"broken legacy", missing, td("broken.list"), "bookworm", aptSources{}, "unterminated [options]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := mirrorFrom(tt.deb822, tt.legacy, tt.suite)
+			got, err := sourcesFrom(tt.deb822, tt.legacy, tt.suite)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("got %q, %v; want error containing %q", got, err, tt.wantErr)
+					t.Fatalf("got %+v, %v; want error containing %q", got, err, tt.wantErr)
 				}
 				return
 			}
 			if err != nil || got != tt.want {
-				t.Fatalf("got %q, %v; want %q", got, err, tt.want)
+				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
+	}
+}
+
+// The file written into trees parses back to what it was made from.
+func TestSourcesFileRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, src := range []aptSources{
+		{"http://mirror.example.org/debian", "http://security.example.org/debian-security"},
+		{"http://mirror.example.org/debian", ""},
+	} {
+		text := src.sourcesFile("bookworm")
+		got, err := parseDeb822Sources(strings.NewReader(text), "bookworm")
+		if err != nil || got != src {
+			t.Errorf("round trip of %+v = %+v, %v\n%s", src, got, err, text)
+		}
+		if !strings.Contains(text, "Suites: bookworm bookworm-updates\n") {
+			t.Errorf("no updates pocket in\n%s", text)
+		}
 	}
 }
 
