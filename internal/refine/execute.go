@@ -208,7 +208,7 @@ func (e *Executor) Environment(ctx context.Context, opts Options, lang Language)
 func (e *Executor) resources(ctx context.Context, tpl string) (cpus, memMB int, err error) {
 	tpls, err := e.sbx.ListTemplates(ctx)
 	if err != nil {
-		return 0, 0, fmt.Errorf("list templates: %w", err)
+		return 0, 0, err // the SDK already says "list templates"
 	}
 	var names []string
 	for _, t := range tpls {
