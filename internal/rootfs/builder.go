@@ -511,25 +511,63 @@ func (b *Builder) pruneOnce(s step) {
 	b.prune(s)
 }
 
-// prune removes trees of older hashes of s.Name that nothing has mounted.
-// Best effort: a failure only costs disk space.
+// prune moves trees of older hashes of s.Name (and scratch trees of failed
+// or crashed builds) that nothing has mounted to the trash, then empties
+// the trash in the background: the move is instant and atomic, so a
+// half-deleted tree never sits under a name that looks complete, and the
+// caller does not wait for gigabytes to be unlinked. Best effort: a
+// failure only costs disk space.
 func (b *Builder) prune(s step) {
 	entries, err := os.ReadDir(b.cacheDir)
 	if err != nil {
 		return
 	}
+	trash := false
 	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), trashPrefix) {
+			trash = true // left by a process that died while emptying it
+			continue
+		}
 		n := strings.TrimPrefix(e.Name(), ".build-")
 		rest, ok := strings.CutPrefix(n, s.Name+"-")
 		if !ok || !isHex12(rest) || n == s.dirName() {
 			continue
 		}
 		dir := filepath.Join(b.cacheDir, e.Name())
-		if err := removeTree(dir); err != nil {
+		if err := checkUnused(dir); err != nil {
 			b.log.Info("keeping old rootfs", "rootfs.recipe", s.Name, "dir", dir, "reason", err)
 			continue
 		}
-		b.log.Info("removed old rootfs", "rootfs.recipe", s.Name, "dir", dir)
+		to := filepath.Join(b.cacheDir, fmt.Sprintf("%s%s-%d", trashPrefix, strings.TrimPrefix(e.Name(), "."), time.Now().UnixNano()))
+		if err := os.Rename(dir, to); err != nil {
+			b.log.Warn("keeping old rootfs", "rootfs.recipe", s.Name, "dir", dir, "reason", err)
+			continue
+		}
+		trash = true
+		b.log.Info("removing old rootfs", "rootfs.recipe", s.Name, "dir", dir)
+	}
+	if trash {
+		go b.emptyTrash()
+	}
+}
+
+// trashPrefix names cache entries being deleted; nothing reads them.
+const trashPrefix = ".trash-"
+
+// emptyTrash deletes every trash entry. Several processes may run it at
+// once; RemoveAll tolerates entries vanishing underneath it.
+func (b *Builder) emptyTrash() {
+	entries, err := os.ReadDir(b.cacheDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), trashPrefix) {
+			continue
+		}
+		if err := removeTree(filepath.Join(b.cacheDir, e.Name())); err != nil {
+			b.log.Warn("empty rootfs trash", "dir", e.Name(), "err", err)
+		}
 	}
 }
 
@@ -545,6 +583,19 @@ func isHex12(s string) bool {
 	return true
 }
 
+// checkUnused fails when something is mounted in dir or uses a tree in it
+// as an overlay layer (mountinfo lists lowerdir= paths).
+func checkUnused(dir string) error {
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("read mountinfo: %w", err)
+	}
+	if strings.Contains(string(mi), dir+"/") || strings.Contains(string(mi), dir+" ") {
+		return errdefs.Precondition("%s is in use (mounted, or an overlay layer of a running sandbox); stop what uses it and retry", dir)
+	}
+	return nil
+}
+
 // removeTree deletes dir unless something is mounted in it or uses it as
 // an overlay layer: deleting through a bind mount of /dev would empty the
 // host's /dev, and deleting a sandbox's lower layer would break it.
@@ -552,12 +603,8 @@ func removeTree(dir string) error {
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return fmt.Errorf("read mountinfo: %w", err)
-	}
-	if strings.Contains(string(mi), dir+"/") || strings.Contains(string(mi), dir+" ") {
-		return errdefs.Precondition("%s is in use (mounted, or an overlay layer of a running sandbox); stop what uses it and retry", dir)
+	if err := checkUnused(dir); err != nil {
+		return err
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove %s: %w", dir, err)

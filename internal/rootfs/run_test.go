@@ -164,6 +164,7 @@ func TestPruneKeepsCurrentAndOtherRecipes(t *testing.T) {
 		}
 	}
 	b.prune(s)
+	b.emptyTrash() // prune started it in the background; finish it here
 	for _, n := range keep {
 		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
 			t.Errorf("%s removed: %v", n, err)
@@ -173,6 +174,9 @@ func TestPruneKeepsCurrentAndOtherRecipes(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
 			t.Errorf("%s kept, want removed", n)
 		}
+	}
+	if trash, _ := filepath.Glob(filepath.Join(dir, trashPrefix+"*")); len(trash) != 0 {
+		t.Errorf("trash not emptied: %v", trash)
 	}
 }
 
