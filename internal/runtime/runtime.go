@@ -88,3 +88,29 @@ type Pauser interface {
 	Pause(ctx context.Context, id string) error
 	Resume(ctx context.Context, id string) error
 }
+
+// StatusCheckpointed is reported for a sandbox whose processes were saved to
+// disk by Checkpointer.Checkpoint and not restored yet: nothing runs, its
+// memory is freed, and Restore brings it back.
+const StatusCheckpointed Status = "checkpointed"
+
+// Checkpointer is implemented by drivers that can save a running sandbox to
+// disk (processes, memory, open files and its writable layer) and restore
+// it later, possibly after a restart of the server. The sandbox manager uses
+// it for the disk tier of pause; a driver that implements the interface for
+// some runtimes only reports which through CanCheckpoint.
+type Checkpointer interface {
+	// CanCheckpoint reports whether this driver's runtime can checkpoint.
+	// When false, Checkpoint and Restore fail with ErrFailedPrecondition.
+	CanCheckpoint() bool
+	// Checkpoint saves the sandbox (paused or running) into dir, which must
+	// not exist yet, and stops it, freeing its memory. The sandbox's network
+	// namespace (Spec.NetNS) and bind-mount sources must stay in place until
+	// Restore. On failure the sandbox keeps running (or stays paused).
+	Checkpoint(ctx context.Context, id, dir string) error
+	// Restore starts spec.ID from the checkpoint in dir with its processes
+	// running. spec must describe the same mounts and network namespace as
+	// the checkpointed sandbox. dir is left intact, so a failed restore can
+	// be retried and the same checkpoint can be restored more than once.
+	Restore(ctx context.Context, spec Spec, dir string) error
+}

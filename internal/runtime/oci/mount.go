@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,8 +13,9 @@ import (
 
 // mountLayers mounts the sandbox's writable layer (a tmpfs, so the disk
 // limit is enforced by the kernel and deleting a sandbox frees its space at
-// once) and the overlay root on top of the template's layers.
-func mountLayers(p sandboxPaths, lower []string, diskMB int) error {
+// once) and the overlay root on top of the template's layers. A non-empty
+// upperFrom is copied in as the writable layer's content.
+func mountLayers(ctx context.Context, p sandboxPaths, lower []string, diskMB int, upperFrom string) error {
 	if diskMB == 0 {
 		diskMB = DefaultDiskMB
 	}
@@ -26,10 +28,15 @@ func mountLayers(p sandboxPaths, lower []string, diskMB int) error {
 	if err := unix.Mount("tmpfs", p.upperMount(), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		return fmt.Errorf("mount writable layer tmpfs (%s) at %s: %w", opts, p.upperMount(), err)
 	}
-	for _, dir := range []string{p.upper(), p.work()} {
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return err
+	if upperFrom != "" { // restore of a checkpoint: its saved writable layer
+		if err := copyTree(ctx, upperFrom, p.upper()); err != nil {
+			return fmt.Errorf("restore writable layer: %w", err)
 		}
+	} else if err := os.Mkdir(p.upper(), 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(p.work(), 0o755); err != nil {
+		return err
 	}
 	data := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + p.upper() + ",workdir=" + p.work()
 	if len(data) >= os.Getpagesize() {

@@ -284,7 +284,7 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 			}
 		}
 	}()
-	if err := mountLayers(p, s.Lower, s.Resources.DiskMB); err != nil {
+	if err := mountLayers(ctx, p, s.Lower, s.Resources.DiskMB, ""); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
 	bp, err := writeEtc(p, s)
@@ -430,6 +430,9 @@ func (d *Driver) State(ctx context.Context, id string) (runtime.Status, error) {
 		return "", err
 	}
 	p := d.paths(id)
+	if d.checkpointed(p) {
+		return runtime.StatusCheckpointed, nil
+	}
 	h, err := readHandle(p)
 	if err != nil {
 		if _, serr := os.Stat(p.dir); serr != nil && !d.runtimeKnows(id) {

@@ -1,0 +1,221 @@
+package oci
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/runtime"
+)
+
+// Only runsc checkpoints here: Debian's crun has no checkpoint command and
+// runc needs a CRIU that works on the host kernel (runtime notes), so the
+// driver answers CanCheckpoint() == false for them.
+var _ runtime.Checkpointer = (*Driver)(nil)
+
+// Layout of a checkpoint directory.
+const (
+	ckptImage    = "image"     // runsc --image-path
+	ckptUpper    = "upper"     // copy of the overlay's writable layer
+	ckptComplete = "complete"  // written last: the checkpoint is usable
+	ckptMarker   = "ckpt-path" // in the sandbox dir: where its checkpoint is
+)
+
+// CanCheckpoint reports whether the runtime can save sandboxes to disk.
+func (d *Driver) CanCheckpoint() bool { return d.name == "runsc" }
+
+func (d *Driver) requireCheckpoint() error {
+	if !d.CanCheckpoint() {
+		return errdefs.Precondition("the %s runtime cannot checkpoint sandboxes (only runsc can here; start the server with --runtime runsc)", d.name)
+	}
+	return nil
+}
+
+// Checkpoint saves the sandbox's processes with `runsc checkpoint` (which
+// stops it) and copies its writable layer, which lives on a tmpfs, to dir.
+// Then it removes the container and unmounts the layers, freeing the
+// memory of both. The bundle, the sandbox dir and the network namespace
+// stay, and State reports StatusCheckpointed until Restore or Delete.
+func (d *Driver) Checkpoint(ctx context.Context, id, dir string) (err error) {
+	if err := d.requireCheckpoint(); err != nil {
+		return err
+	}
+	if err := validateID(id); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(dir) {
+		return errdefs.Invalid("checkpoint dir %q must be an absolute path", dir)
+	}
+	st, err := d.State(ctx, id)
+	if err != nil {
+		return err
+	}
+	if st != runtime.StatusRunning && st != runtime.StatusPaused {
+		return errdefs.Precondition("sandbox %s is %s, not running: nothing to checkpoint", id, st)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(dir)
+		}
+	}()
+	// The sentry runs inside the sandbox's cgroup: a frozen one could not
+	// answer the checkpoint request.
+	if st == runtime.StatusPaused {
+		if err := d.Resume(ctx, id); err != nil {
+			return fmt.Errorf("checkpoint sandbox %s: thaw: %w", id, err)
+		}
+	}
+	if _, err := d.command(ctx, "checkpoint", "--image-path", filepath.Join(dir, ckptImage), id); err != nil {
+		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
+	}
+	// From here the processes are gone; losing the upper dir now would lose
+	// the sandbox's files, so the copy comes before any unmount.
+	p := d.paths(id)
+	if err := copyTree(ctx, p.upper(), filepath.Join(dir, ckptUpper)); err != nil {
+		return fmt.Errorf("checkpoint sandbox %s: save writable layer: %w", id, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ckptComplete), nil, 0o600); err != nil {
+		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
+	}
+	if err := os.WriteFile(filepath.Join(p.dir, ckptMarker), []byte(dir), 0o600); err != nil {
+		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
+	}
+	d.release(ctx, id, p)
+	return nil
+}
+
+// release frees what a stopped (checkpointed) sandbox still holds: its
+// runtime state and its mounted layers. Errors are logged: the checkpoint
+// is complete at this point and Delete cleans up what is left.
+func (d *Driver) release(ctx context.Context, id string, p sandboxPaths) {
+	if _, err := d.command(context.WithoutCancel(ctx), "delete", "--force", id); err != nil && d.runtimeKnows(id) {
+		d.log.Warn("delete checkpointed container", "sandbox.id", id, "err", err)
+	}
+	if err := d.killCgroup(id); err != nil {
+		d.log.Warn("empty cgroup of checkpointed sandbox", "sandbox.id", id, "err", err)
+	}
+	if err := unmountLayers(p); err != nil {
+		d.log.Warn("unmount layers of checkpointed sandbox", "sandbox.id", id, "err", err)
+	}
+	_ = os.Remove(p.handle())
+	_ = os.Remove(p.pidFile())
+}
+
+// Restore mounts a fresh writable layer filled from the checkpoint's copy
+// and runs `runsc restore`. On failure the sandbox is left as it was
+// before (checkpointed, or absent) and dir is untouched.
+func (d *Driver) Restore(ctx context.Context, s runtime.Spec, dir string) (err error) {
+	if err := d.requireCheckpoint(); err != nil {
+		return err
+	}
+	if err := validateSpec(s); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(dir, ckptComplete)); err != nil {
+		return errdefs.Invalid("restore sandbox %s: %s is not a complete checkpoint", s.ID, dir)
+	}
+	p := d.paths(s.ID)
+	if st, err := d.State(ctx, s.ID); err == nil && (st == runtime.StatusRunning || st == runtime.StatusPaused) {
+		return errdefs.Exists("restore sandbox %s: it is already running", s.ID)
+	}
+	if d.runtimeKnows(s.ID) { // a stopped leftover would block the ID
+		if _, err := d.command(ctx, "delete", "--force", s.ID); err != nil {
+			return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
+		}
+	}
+	if err := unmountLayers(p); err != nil { // a failed earlier restore
+		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
+	}
+	defer func() {
+		if err != nil {
+			cctx := context.WithoutCancel(ctx)
+			if _, derr := d.command(cctx, "delete", "--force", s.ID); derr != nil && d.runtimeKnows(s.ID) {
+				d.log.Debug("delete after failed restore", "sandbox.id", s.ID, "err", derr)
+			}
+			_ = d.killCgroup(s.ID)
+			if uerr := unmountLayers(p); uerr != nil {
+				d.log.Warn("clean up after failed restore", "sandbox.id", s.ID, "err", uerr)
+			}
+			_ = os.Remove(p.handle())
+		}
+	}()
+	if err := mountLayers(ctx, p, s.Lower, s.Resources.DiskMB, filepath.Join(dir, ckptUpper)); err != nil {
+		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
+	}
+	bp, err := writeEtc(p, s)
+	if err != nil {
+		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
+	}
+	if err := writeConfig(p, buildSpec(s, bp, d.limits)); err != nil {
+		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
+	}
+	if err := d.runRestore(ctx, s.ID, p, filepath.Join(dir, ckptImage)); err != nil {
+		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
+	}
+	_ = os.Remove(filepath.Join(p.dir, ckptMarker))
+	return nil
+}
+
+// runRestore is runDetached for `runsc restore`.
+func (d *Driver) runRestore(ctx context.Context, id string, p sandboxPaths, image string) error {
+	logf, err := os.OpenFile(p.initLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	args := append(slices.Clip(d.global), "restore", "--detach", "--image-path", image,
+		"--bundle", p.bundle(), "--pid-file", p.pidFile(), id)
+	cmd := exec.CommandContext(ctx, d.bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s restore: %w: %s", d.name, err, tail(p.initLog(), 2048))
+	}
+	pid, err := readPid(p.pidFile())
+	if err != nil {
+		return err
+	}
+	st, err := procStartTime(pid)
+	if err != nil {
+		return fmt.Errorf("init process %d exited right after restore: %s", pid, tail(p.initLog(), 2048))
+	}
+	h := handle{Runtime: d.name, Version: d.version, Pid: pid, StartTime: st, Created: time.Now().UTC()}
+	b, _ := json.Marshal(h)
+	return os.WriteFile(p.handle(), b, 0o600)
+}
+
+// checkpointed reports whether the sandbox was checkpointed and not
+// restored: its marker names a complete checkpoint.
+func (d *Driver) checkpointed(p sandboxPaths) bool {
+	b, err := os.ReadFile(filepath.Join(p.dir, ckptMarker))
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(filepath.Join(string(b), ckptComplete))
+	return err == nil
+}
+
+// copyTree copies a directory tree with owners, modes, timestamps and
+// extended attributes, which the overlay's whiteouts and opaque dirs need
+// (trusted.overlay.*). cp does all of that and sparse files in one exec.
+func copyTree(ctx context.Context, src, dst string) error {
+	if _, err := os.Stat(dst); err == nil {
+		return fmt.Errorf("copy %s: %s already exists", src, dst)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "cp", "-a", "--no-target-directory", src, dst).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("cp -a %s %s: %w: %s", src, dst, err, out)
+	}
+	return nil
+}
