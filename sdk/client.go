@@ -53,7 +53,8 @@ type Config struct {
 
 // ConfigFromEnv reads E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY, the same
 // variables the official E2B SDKs read (`eval "$(sbx env)"` sets them).
-// Missing URLs default to DefaultURL.
+// A missing API URL defaults to DefaultURL, a missing sandbox URL to the
+// API URL.
 func ConfigFromEnv() Config {
 	cfg := Config{
 		APIURL:     os.Getenv("E2B_API_URL"),
@@ -64,7 +65,8 @@ func ConfigFromEnv() Config {
 		cfg.APIURL = DefaultURL
 	}
 	if cfg.SandboxURL == "" {
-		cfg.SandboxURL = DefaultURL
+		// sbx serves the API and sandbox traffic on one listener.
+		cfg.SandboxURL = cfg.APIURL
 	}
 	return cfg
 }

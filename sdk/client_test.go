@@ -64,6 +64,26 @@ func TestNewClientValidates(t *testing.T) {
 	}
 }
 
+func TestConfigFromEnv(t *testing.T) {
+	tests := []struct {
+		api, sandbox         string
+		wantAPI, wantSandbox string
+	}{
+		{"", "", DefaultURL, DefaultURL},
+		{"http://h:1", "", "http://h:1", "http://h:1"},
+		{"http://h:1", "http://s:2", "http://h:1", "http://s:2"},
+	}
+	for _, tt := range tests {
+		t.Setenv("E2B_API_URL", tt.api)
+		t.Setenv("E2B_SANDBOX_URL", tt.sandbox)
+		t.Setenv("E2B_API_KEY", "k")
+		cfg := ConfigFromEnv()
+		if cfg.APIURL != tt.wantAPI || cfg.SandboxURL != tt.wantSandbox || cfg.APIKey != "k" {
+			t.Errorf("ConfigFromEnv with %q, %q = %+v", tt.api, tt.sandbox, cfg)
+		}
+	}
+}
+
 func TestCreateSendsE2BBody(t *testing.T) {
 	t.Parallel()
 	mux := http.NewServeMux()

@@ -96,7 +96,10 @@ func StartServer(t *testing.T) *Server {
 	requireIntegration(t)
 	root := repoRoot(t)
 	bin := filepath.Join(root, "bin", "sbx")
-	for _, b := range []string{bin, filepath.Join(root, "bin", "envd")} {
+	if b := os.Getenv("SBX_BIN"); b != "" {
+		bin = b // another build; envd must sit next to it, as `make build` puts it
+	}
+	for _, b := range []string{bin, filepath.Join(filepath.Dir(bin), "envd")} {
 		if _, err := os.Stat(b); err != nil {
 			t.Fatalf("%s is missing: run `make build` in %s first (the e2e tests build nothing)", b, root)
 		}

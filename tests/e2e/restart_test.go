@@ -137,8 +137,10 @@ func testCLI(t *testing.T, srv *Server) {
 	stdinCmd := exec.CommandContext(opCtx(t), srv.Bin, "sandbox", "exec", "--stdin", id, "--", "wc -c; echo done")
 	stdinCmd.Env = append(os.Environ(), "E2B_API_URL="+srv.URL, "E2B_API_KEY="+srv.APIKey)
 	stdinCmd.Stdin = strings.NewReader(strings.Repeat("z", 200_000))
+	var stdinErr bytes.Buffer
+	stdinCmd.Stderr = &stdinErr
 	if out, err := stdinCmd.Output(); err != nil || string(out) != "200000\ndone\n" {
-		t.Errorf("exec --stdin = %q, %v; want 200000 bytes counted", out, err)
+		t.Errorf("exec --stdin = %q, %v (stderr %q); want 200000 bytes counted", out, err, stdinErr.String())
 	}
 	if _, _, code = cli(t, "sandbox", "timeout", id, "600"); code != 0 {
 		t.Errorf("timeout exit %d", code)
