@@ -193,6 +193,43 @@ func TestSpendLimitTakesAction(t *testing.T) {
 	}
 }
 
+func TestSpendWarningOncePerPeriod(t *testing.T) {
+	f := newFixture(t)
+	// $0.06 per minute against $0.10 per day, warn at 50 %.
+	if err := f.b.Set(t.Context(), "t1", Limits{MaxDailySpend: 0.1, WarnAtPercent: 50}); err != nil {
+		t.Fatal(err)
+	}
+	f.create(t, "a")
+	f.now = f.now.Add(45 * time.Second) // $0.045: under 50 %
+	if err := f.b.Check(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.eventsOf(t, events.TeamBudgetWarning)); n != 0 {
+		t.Fatalf("%d warnings under the threshold", n)
+	}
+	for range 3 {
+		f.now = f.now.Add(10 * time.Second) // $0.055, $0.065, $0.075
+		if err := f.b.Check(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := f.eventsOf(t, events.TeamBudgetWarning)
+	if len(w) != 1 || w[0].EventData["limit"] != LimitDailySpend || w[0].EventData["period"] != "2026-05-10" {
+		t.Fatalf("warnings = %+v, want one for max_daily_spend on 2026-05-10", w)
+	}
+	if len(f.eventsOf(t, events.TeamBudgetExceeded)) != 0 || len(f.sbx.actions) != 0 {
+		t.Fatal("exceeded before the limit")
+	}
+	// The next UTC day warns again.
+	f.now = time.Date(2026, 5, 11, 0, 5, 0, 0, time.UTC) // 5 min today: $0.30
+	if err := f.b.Check(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if w := f.eventsOf(t, events.TeamBudgetWarning); len(w) != 2 {
+		t.Fatalf("warnings after midnight = %d, want 2", len(w))
+	}
+}
+
 func TestREST(t *testing.T) {
 	f := newFixture(t)
 	mux := http.NewServeMux()
