@@ -228,6 +228,15 @@ func TestDashboardLive(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(row))); err != nil {
 		t.Fatalf("sandbox %s did not appear live: %v", sb.ID, err)
 	}
+	// Its cost and measured use come from /sandboxes/{id}/usage.
+	if err := chromedp.Do(ctx, chromedp.Poll[chromedp.Void](fmt.Sprintf(`(document.querySelector('%s .cost')||{}).textContent.startsWith("$") && document.querySelector('%s .used').textContent.includes("CPU")`, row, row),
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("usage cells of %s not filled: %v", sb.ID, err)
+	}
+	// Totals follow the stream too.
+	if err := chromedp.Do(ctx, waitText("#stat-created", "1")); err != nil {
+		t.Fatalf("summary not refreshed after the create: %v", err)
+	}
 	shot := screenshot(t, ctx)
 
 	// Kill it from the page.

@@ -41,7 +41,10 @@ async function api(method, path, body) {
 function setStatus(s) { $("#status").textContent = s; }
 
 function fmtTime(t) { return t ? new Date(t).toLocaleTimeString() : ""; }
-function fmtUSD(x) { return "$" + (x || 0).toFixed(x < 1 ? 5 : 2); }
+function fmtUSD(x) {
+  x = x || 0;
+  return "$" + (x === 0 ? "0" : x < 0.01 ? x.toFixed(7) : x.toFixed(x < 1 ? 4 : 2));
+}
 function fmtSecs(s) { return s >= 3600 ? (s / 3600).toFixed(1) + " h" : s >= 60 ? (s / 60).toFixed(1) + " min" : Math.round(s) + " s"; }
 
 // --- sandbox table -------------------------------------------------------
@@ -58,12 +61,27 @@ function upsertRow(sb) {
   const cells = [
     el("td", { class: "id" }, id), el("td", {}, sb.alias || sb.templateID || ""), el("td", { class: "state" }, sb.state || "running"),
     el("td", {}, fmtTime(sb.startedAt)), el("td", {}, sb.cpuCount ?? ""), el("td", {}, sb.memoryMB ? sb.memoryMB + " MB" : ""),
+    el("td", { class: "used" }, tr ? tr.querySelector(".used").textContent : ""),
+    el("td", { class: "cost" }, tr ? tr.querySelector(".cost").textContent : ""),
     el("td", {}, pause, " ", kill),
   ];
   const fresh = el("tr", { "data-id": id, class: sb.state === "paused" ? "paused" : "" }, ...cells);
   if (tr) tr.replaceWith(fresh); else $("#sandboxes tbody").prepend(fresh);
   rows.set(id, fresh);
   updateEmpty();
+  if (!tr) safe(() => loadUsage(id));
+}
+
+// loadUsage fills the measured (cgroup) and cost cells of a row.
+async function loadUsage(id) {
+  const u = await api("GET", `/sandboxes/${id}/usage`);
+  const tr = rows.get(id);
+  if (!tr) return;
+  const m = u.measured;
+  tr.querySelector(".used").textContent = m
+    ? `${(100 * m.cpuUtilization).toFixed(0)}% CPU, ${(m.memoryBytes / 1048576).toFixed(0)} MB`
+    : "";
+  tr.querySelector(".cost").textContent = fmtUSD(u.allocated.costUsd);
 }
 
 function removeRow(id) {
@@ -287,5 +305,6 @@ $("#logout").onclick = () => {
   if (streamAbort) streamAbort.abort();
   location.reload();
 };
+setInterval(() => { if (apiKey && !$("#main").hidden) for (const id of rows.keys()) safe(() => loadUsage(id)); }, 10000);
 setInterval(() => { if (apiKey && !$("#main").hidden) { safe(loadCharts); safe(loadBudget); safe(loadDeliveries); } }, 30000);
 if (apiKey) { $("#key").value = apiKey; connect(); }
