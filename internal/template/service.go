@@ -301,17 +301,13 @@ func (s *Service) Start(ctx context.Context, teamID, templateID, buildID string,
 	if b.Status != StatusWaiting {
 		return errdefs.Conflict("build %s was started already (status %s); request a new build with POST /v3/templates", buildID, b.Status)
 	}
-	if len(req.Steps) > 200 {
-		return errdefs.Invalid("%d steps are too many (at most 200); combine RUN steps", len(req.Steps))
-	}
-	for i, st := range req.Steps {
-		if st.Type == builder.StepCopy && !s.uploads.present(st.FilesHash) {
-			return errdefs.Invalid("files of step %d (%s) were not uploaded; upload them via GET /templates/%s/files/%s first",
-				i+1, st, templateID, st.FilesHash)
-		}
-	}
-	base, err := s.resolveBase(ctx, teamID, req)
+	base, err := s.validateStart(ctx, teamID, templateID, req)
 	if err != nil {
+		// The build is over before it began: record why, so its status says so.
+		b.Status, b.Reason, b.ReasonStep, b.FinishedAt = StatusError, errdefs.Message(err), "base", s.now().UTC()
+		if uerr := s.store.UpdateBuild(ctx, b); uerr != nil {
+			s.log.Error("record rejected build", "build.id", b.ID, "err", uerr)
+		}
 		return err
 	}
 	s.mu.Lock()
@@ -334,6 +330,19 @@ func (s *Service) Start(ctx context.Context, teamID, templateID, buildID string,
 		s.run(rec, b, req, base)
 	}()
 	return nil
+}
+
+func (s *Service) validateStart(ctx context.Context, teamID, templateID string, req StartRequest) (builder.Base, error) {
+	if len(req.Steps) > 200 {
+		return builder.Base{}, errdefs.Invalid("%d steps are too many (at most 200); combine RUN steps", len(req.Steps))
+	}
+	for i, st := range req.Steps {
+		if st.Type == builder.StepCopy && !s.uploads.present(st.FilesHash) {
+			return builder.Base{}, errdefs.Invalid("files of step %d (%s) were not uploaded; upload them via GET /templates/%s/files/%s first",
+				i+1, st, templateID, st.FilesHash)
+		}
+	}
+	return s.resolveBase(ctx, teamID, req)
 }
 
 func (s *Service) done(templateID string) {
