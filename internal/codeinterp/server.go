@@ -34,6 +34,9 @@ type Config struct {
 	EnvdURL string
 	// StartTimeout bounds a kernel start.
 	StartTimeout time.Duration
+	// Keepalive is the silence after which a keepalive line is sent
+	// (default DefaultKeepalive).
+	Keepalive time.Duration
 	// Preload are Python modules imported into the default context in the
 	// background once it is ready (e.g. numpy), so the first run using
 	// them is fast.
@@ -51,6 +54,9 @@ func (c Config) withDefaults() Config {
 				c.DefaultCwd = h
 			}
 		}
+	}
+	if c.Keepalive <= 0 {
+		c.Keepalive = DefaultKeepalive
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 60 * time.Second
@@ -331,7 +337,7 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() { <-c.lock }()
 
-	out := newNDJSON(w)
+	out := newNDJSON(w, s.cfg.Keepalive)
 	defer out.close()
 	if err := c.run.Execute(r.Context(), req.Code, env, out); err != nil && r.Context().Err() == nil {
 		s.log.Warn("execution failed", "context.id", c.ID, "err", err)

@@ -620,3 +620,18 @@ func TestBashClientDisconnectInterrupts(t *testing.T) {
 		t.Fatal("the interrupted sleep kept the shell busy")
 	}
 }
+
+// A silent run gets keepalive lines, and they never follow end_of_execution.
+func TestKeepalive(t *testing.T) {
+	_, ts := newTestServer(t, Config{Keepalive: 100 * time.Millisecond})
+	lines := execute(t, ts.URL, map[string]any{"code": "import time\ntime.sleep(1)\n'done'"})
+	if len(ofType(lines, "keepalive")) == 0 {
+		t.Fatalf("no keepalive during a silent second: %v", lines)
+	}
+	if r := ofType(lines, "result"); len(r) != 1 || r[0].str("text") != "done" {
+		t.Fatalf("result %v", r)
+	}
+	if n := ofType(lines, "number_of_executions"); len(n) != 1 || lines[0].str("type") != "number_of_executions" {
+		t.Fatalf("number_of_executions must come first: %v", lines)
+	}
+}

@@ -10,10 +10,10 @@ import (
 	"github.com/sbxdev/sbx/internal/codeinterp/jupyter"
 )
 
-// KeepaliveInterval is how long a stream may stay silent before a
+// DefaultKeepalive is how long a stream may stay silent before a
 // keepalive line is sent (E2B's server uses 5 s), so proxies and clients
 // with idle timeouts keep the connection open during long computations.
-const KeepaliveInterval = 5 * time.Second
+const DefaultKeepalive = 5 * time.Second
 
 // Output lines of the /execute NDJSON stream (protocol doc §4.2).
 type (
@@ -56,14 +56,14 @@ type ndjson struct {
 	stopped chan struct{}
 }
 
-func newNDJSON(w http.ResponseWriter) *ndjson {
+func newNDJSON(w http.ResponseWriter, keepalive time.Duration) *ndjson {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	n := &ndjson{w: w, rc: http.NewResponseController(w), last: time.Now(), enc: json.NewEncoder(w), stopped: make(chan struct{})}
 	n.enc.SetEscapeHTML(false)
-	go n.keepalive()
+	go n.keepalive(keepalive)
 	return n
 }
 
@@ -93,8 +93,8 @@ func (n *ndjson) emit(line any) {
 	n.last = time.Now()
 }
 
-func (n *ndjson) keepalive() {
-	t := time.NewTicker(KeepaliveInterval / 5)
+func (n *ndjson) keepalive(interval time.Duration) {
+	t := time.NewTicker(interval / 5)
 	defer t.Stop()
 	for {
 		select {
@@ -102,7 +102,7 @@ func (n *ndjson) keepalive() {
 			return
 		case <-t.C:
 			n.mu.Lock()
-			silent := time.Since(n.last) >= KeepaliveInterval
+			silent := time.Since(n.last) >= interval
 			if n.pending && !n.failed {
 				if err := n.rc.Flush(); err != nil {
 					n.failed = true
