@@ -230,6 +230,38 @@ func TestSpendWarningOncePerPeriod(t *testing.T) {
 	}
 }
 
+// TestObservedCountsAlert is sbx monitor's case: sandboxes created
+// elsewhere (E2B's cloud) go over a limit; the budget can only alert.
+func TestObservedCountsAlert(t *testing.T) {
+	f := newFixture(t)
+	if err := f.b.Set(t.Context(), "t1", Limits{MaxConcurrent: 2, MaxDailyCreates: 2, WarnAtPercent: 100}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		f.create(t, id)
+		if err := f.b.Check(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.b.Check(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	limits := func(typ string) string {
+		var out []string
+		for _, ev := range f.eventsOf(t, typ) {
+			out = append(out, ev.EventData["limit"].(string))
+		}
+		return strings.Join(out, ",")
+	}
+	// Warnings at 2 of 2 (once each), exceeded at 3 of 2 (once each).
+	if got := limits(events.TeamBudgetWarning); got != "max_concurrent,max_daily_creates" {
+		t.Errorf("warnings: %s", got)
+	}
+	if got := limits(events.TeamBudgetExceeded); got != "max_concurrent,max_daily_creates" {
+		t.Errorf("exceeded: %s", got)
+	}
+}
+
 func TestREST(t *testing.T) {
 	f := newFixture(t)
 	mux := http.NewServeMux()

@@ -152,7 +152,8 @@ func (b *Budgets) once(ctx context.Context, teamID, kind, period string, ev *eve
 // exceeded events (once per period) and the configured action on the
 // team's sandboxes while the limit stays exceeded.
 func (b *Budgets) Check(ctx context.Context) error {
-	rows, err := b.db.QueryContext(ctx, `SELECT team_id FROM budgets WHERE max_daily_spend > 0 OR max_monthly_spend > 0`)
+	rows, err := b.db.QueryContext(ctx, `SELECT team_id FROM budgets
+		WHERE max_daily_spend > 0 OR max_monthly_spend > 0 OR max_concurrent > 0 OR max_daily_creates > 0`)
 	if err != nil {
 		return fmt.Errorf("list budgets: %w", err)
 	}
@@ -181,9 +182,11 @@ func (b *Budgets) checkTeam(ctx context.Context, teamID string) error {
 		return err
 	}
 	now := b.now().UTC()
-	daily, monthly, err := b.spend(ctx, teamID, now)
-	if err != nil {
-		return err
+	var daily, monthly float64
+	if l.MaxDailySpend > 0 || l.MaxMonthlySpend > 0 {
+		if daily, monthly, err = b.spend(ctx, teamID, now); err != nil {
+			return err
+		}
 	}
 	exceeded := false
 	for _, c := range []struct {
@@ -208,6 +211,37 @@ func (b *Budgets) checkTeam(ctx context.Context, teamID string) error {
 	}
 	if exceeded {
 		b.act(ctx, teamID, l.Action)
+	}
+	return b.checkCounts(ctx, teamID, l, now)
+}
+
+// checkCounts alerts on sandbox counts observed over a limit. Under `sbx
+// serve` admission keeps them at or below it; `sbx monitor` sees E2B's
+// sandboxes after the fact and can only alert.
+func (b *Budgets) checkCounts(ctx context.Context, teamID string, l Limits, now time.Time) error {
+	type count struct {
+		limit        string
+		current, max int
+		period       string
+	}
+	var counts []count
+	if l.MaxConcurrent > 0 {
+		counts = append(counts, count{LimitConcurrent, b.liveCount(teamID), l.MaxConcurrent, now.Format("2006-01-02T15")})
+	}
+	if l.MaxDailyCreates > 0 {
+		n, err := b.createsSince(ctx, teamID, usage.DayStart(now))
+		if err != nil {
+			return err
+		}
+		counts = append(counts, count{LimitDailyCreates, n, l.MaxDailyCreates, now.Format("2006-01-02")})
+	}
+	for _, c := range counts {
+		b.warnIfCrossed(ctx, teamID, l, c.limit, float64(c.current), float64(c.max), c.period)
+		if c.current > c.max {
+			b.once(ctx, teamID, "exceeded:"+c.limit, c.period, &events.Event{Type: events.TeamBudgetExceeded, TeamID: teamID,
+				EventData: map[string]any{"limit": c.limit, "current": c.current, "max": c.max, "period": c.period,
+					"message": fmt.Sprintf("team budget exceeded: %s is %d and %d were observed", c.limit, c.max, c.current)}})
+		}
 	}
 	return nil
 }
