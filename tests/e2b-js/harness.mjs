@@ -403,6 +403,7 @@ async function supervise(stateDir, owner) {
     fail(err.message)
     if (serve) await stop(serve, undefined)
   }
+  if (dataDir) teardownLeftovers(dataDir)
   cleanDataDir(dataDir)
 }
 
@@ -443,15 +444,52 @@ async function stop(serve, state) {
   console.log(`sbx serve stopped (code ${serve.exitCode}, signal ${serve.signalCode})`)
 }
 
+// sbx serve keeps running sandboxes, its warm pool included, alive across a
+// shutdown so that the next start with the same data dir reattaches them.
+// The harness's data dir is temporary and never started again, so whatever
+// still runs there after the server stopped is torn down here with the OCI
+// runtime that started it, and its mounts (overlay roots, tmpfs uppers,
+// network namespaces) are unmounted.
+function teardownLeftovers(dataDir) {
+  const runtimeRoot = path.join(dataDir, 'runtime')
+  let runtimes = []
+  try {
+    runtimes = fs.readdirSync(runtimeRoot)
+  } catch {
+    // No runtime state: nothing was started.
+  }
+  for (const rt of runtimes) {
+    if (!onPath(rt)) {
+      console.error(`cannot tear down ${rt} containers under ${runtimeRoot}: ${rt} not on PATH`)
+      continue
+    }
+    const root = path.join(runtimeRoot, rt)
+    const list = spawnSync(rt, ['--root', root, 'list', '-q'], { encoding: 'utf8', timeout: 30_000 })
+    const ids = (list.stdout || '').split('\n').map((l) => l.trim()).filter(Boolean)
+    for (const id of ids) {
+      const del = spawnSync(rt, ['--root', root, 'delete', '-f', id], { encoding: 'utf8', timeout: 30_000 })
+      console.log(`left by sbx serve: ${rt} container ${id} deleted (status ${del.status}${del.stderr ? `: ${del.stderr.trim()}` : ''})`)
+    }
+  }
+  // Deepest first, so an overlay goes before the tmpfs under it.
+  for (const m of mountsUnder(dataDir).sort((a, b) => b.length - a.length)) {
+    if (spawnSync('umount', [m]).status !== 0) spawnSync('umount', ['-l', m])
+  }
+}
+
+function mountsUnder(dir) {
+  return fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((m) => m && (m === dir || m.startsWith(dir + '/')))
+}
+
 // Removing a data dir that still has mounts under it would reach into a
 // sandbox's root filesystem, so it is left in place (and reported) then.
 function cleanDataDir(dataDir) {
   if (!dataDir) return
-  const mounts = fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((m) => m && (m === dataDir || m.startsWith(dataDir + '/')))
+  const mounts = mountsUnder(dataDir)
   if (mounts.length) {
     console.error(`leaving ${dataDir}: still mounted: ${mounts.join(', ')}`)
     return
@@ -484,7 +522,34 @@ function writeJSON(file, value) {
   fs.renameSync(`${file}.tmp`, file)
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href && process.argv[2] === 'supervise') {
-  const [, , , stateDir, owner] = process.argv
-  await supervise(stateDir, Number(owner))
+// Refuses to touch a data dir some sbx serve still uses.
+function teardownCommand(dataDir) {
+  dataDir = path.resolve(dataDir)
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let argv
+    try {
+      argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
+    } catch {
+      continue
+    }
+    const i = argv.indexOf('--data-dir')
+    if (argv.includes('serve') && i >= 0 && path.resolve(argv[i + 1] ?? '') === dataDir) {
+      console.error(`refusing: sbx serve (pid ${pid}) still uses ${dataDir}; stop it first`)
+      process.exit(1)
+    }
+  }
+  teardownLeftovers(dataDir)
+  cleanDataDir(dataDir)
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const [, , cmd, ...args] = process.argv
+  if (cmd === 'supervise') {
+    await supervise(args[0], Number(args[1]))
+  } else if (cmd === 'teardown' && args.length === 1) {
+    teardownCommand(args[0])
+  } else {
+    console.error('usage: node harness.mjs teardown DATA_DIR   (delete what a stopped sbx serve left running there)')
+    process.exit(2)
+  }
 }
