@@ -89,6 +89,7 @@ type Manager struct {
 	poolWG sync.WaitGroup
 
 	admission Admission // nil = no limits
+	disk      diskTier  // pause's disk tier (checkpoint.go)
 }
 
 // live is the in-memory side of a running sandbox.
@@ -245,19 +246,7 @@ func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Tem
 	}
 	sb.NetNS = nsPath
 	tNet = time.Since(t0)
-	spec := runtime.Spec{
-		ID: sb.ID, Lower: []string{tpl.Rootfs}, Hostname: "sbx-" + sb.ID[:min(8, len(sb.ID))],
-		Args: []string{"/.sbx/bin/envd", "--init", "--socket", "/.sbx/run/envd.sock", "--port", "49983"},
-		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-			"E2B_SANDBOX=true", "E2B_SANDBOX_ID=" + sb.ID, "E2B_TEMPLATE_ID=" + sb.TemplateID},
-		Cwd: "/",
-		Mounts: []runtime.Mount{
-			{Source: m.cfg.AgentDir, Target: "/.sbx/bin", ReadOnly: true},
-			{Source: runDir, Target: "/.sbx/run"},
-		},
-		Resources: runtime.Resources{CPUs: float64(sb.CPUCount), MemoryMB: sb.MemoryMB, PidsMax: DefaultPidsMax, DiskMB: sb.DiskMB},
-		NetNS:     nsPath,
-	}
+	spec := m.sandboxSpec(*sb, tpl.Rootfs)
 	if err := m.driver.Start(ctx, spec); err != nil {
 		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
 	}
@@ -357,6 +346,9 @@ func (m *Manager) destroy(ctx context.Context, id string) {
 	}
 	if err := os.RemoveAll(m.runDir(id)); err != nil {
 		m.log.Warn("remove sandbox run dir", "sandbox.id", id, "err", err)
+	}
+	if err := os.RemoveAll(m.checkpointDir(id)); err != nil {
+		m.log.Warn("remove sandbox checkpoint", "sandbox.id", id, "err", err)
 	}
 }
 

@@ -73,6 +73,7 @@ func (m *Manager) kill(ctx context.Context, id, reason string) error {
 	}
 	sb := l.sb
 	l.mu.Unlock()
+	m.unscheduleDisk(id)
 	if p, ok := m.driver.(runtime.Pauser); ok && sb.State == store.StatePaused {
 		// A frozen cgroup holds its signals until thawed: thaw, then kill.
 		_ = p.Resume(ctx, id)
@@ -251,7 +252,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 	for _, sb := range sbs {
 		known[sb.ID] = true
 		st, err := m.driver.State(ctx, sb.ID)
-		if err != nil || st != runtime.StatusRunning && st != runtime.StatusPaused {
+		if err != nil || st != runtime.StatusRunning && st != runtime.StatusPaused && st != runtime.StatusCheckpointed {
 			m.log.Warn("sandbox lost while the server was down; recording it as killed", "sandbox.id", sb.ID, "err", err)
 			m.destroy(ctx, sb.ID)
 			m.track(&live{sb: sb, agent: newAgent(m.runDir(sb.ID) + "/envd.sock"), timer: nil})
@@ -262,7 +263,10 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}
 		l := &live{sb: sb, agent: newAgent(m.runDir(sb.ID) + "/envd.sock")}
 		m.track(l) // an end time in the past fires the timer at once
-		m.log.Info("reattached sandbox", "sandbox.id", sb.ID, "end_at", sb.EndAt)
+		if sb.State == store.StatePaused && st == runtime.StatusPaused {
+			m.scheduleDisk(sb.ID)
+		}
+		m.log.Info("reattached sandbox", "sandbox.id", sb.ID, "end_at", sb.EndAt, "runtime_state", st)
 	}
 	ids, err := m.driver.List(ctx)
 	if err != nil {

@@ -54,7 +54,8 @@ func (m *Manager) pauseReason(ctx context.Context, id, reason string) error {
 	}
 	l.sb = sb
 	l.agent.close()
-	m.log.Info("sandbox paused", "sandbox.id", id)
+	m.log.Info("sandbox paused", "sandbox.id", id, "tier", TierMemory)
+	m.scheduleDisk(id)
 	return nil
 }
 
@@ -70,7 +71,15 @@ func (m *Manager) resume(ctx context.Context, l *live, timeout int64) error {
 		return nil
 	}
 	id := l.sb.ID
-	if err := p.Resume(ctx, id); err != nil {
+	m.unscheduleDisk(id)
+	tier := TierMemory
+	if m.onDisk(ctx, id) {
+		tier = TierDisk
+		if err := m.restore(ctx, l); err != nil {
+			l.mu.Unlock()
+			return err
+		}
+	} else if err := p.Resume(ctx, id); err != nil {
 		l.mu.Unlock()
 		return fmt.Errorf("resume sandbox %s: %w", id, err)
 	}
@@ -86,6 +95,6 @@ func (m *Manager) resume(ctx context.Context, l *live, timeout int64) error {
 	l.sb = sb
 	l.mu.Unlock()
 	m.arm(l)
-	m.log.Info("sandbox resumed", "sandbox.id", id)
+	m.log.Info("sandbox resumed", "sandbox.id", id, "tier", tier)
 	return nil
 }

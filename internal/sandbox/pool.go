@@ -190,6 +190,7 @@ func (m *Manager) writeToken(id, token string) error {
 // Close stops the pools and removes the pooled sandboxes (they belong to
 // nobody). Running sandboxes keep running for the next server to reattach.
 func (m *Manager) Close(ctx context.Context) {
+	m.checkpointPaused(ctx) // with the disk tier on: paused ones go to disk
 	m.poolWG.Wait()
 	m.mu.Lock()
 	pools := m.pools

@@ -1,0 +1,283 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/runtime"
+	"github.com/sbxdev/sbx/internal/store"
+)
+
+// Pause tiers. A paused sandbox is first frozen in memory (cgroup freezer:
+// pause and resume take well under a millisecond, memory stays resident);
+// the disk tier checkpoints it (processes, memory, open files and its
+// writable layer) and frees its memory, at the price of a ~200 ms restore.
+const (
+	TierMemory = "memory"
+	TierDisk   = "disk"
+)
+
+// diskTier holds the disk tier's policy and the per-sandbox timers that
+// move frozen sandboxes to disk after an idle period.
+type diskTier struct {
+	mu     sync.Mutex
+	after  time.Duration // 0 = never by time
+	timers map[string]*time.Timer
+}
+
+// SetPauseDiskAfter makes a sandbox that stays paused for d move from the
+// memory tier to the disk tier (0 = never by time). With d > 0, paused
+// sandboxes are also moved to disk when the server shuts down. It only
+// takes effect with a runtime that can checkpoint (runsc). Call it before
+// Recover.
+func (m *Manager) SetPauseDiskAfter(d time.Duration) {
+	m.disk.mu.Lock()
+	defer m.disk.mu.Unlock()
+	m.disk.after = max(d, 0)
+	if d > 0 && !m.canCheckpoint() {
+		m.log.Warn("paused sandboxes stay in the memory tier: the runtime cannot checkpoint (use --runtime runsc)",
+			"runtime", m.driver.Name())
+	}
+}
+
+func (m *Manager) canCheckpoint() bool {
+	c, ok := m.driver.(runtime.Checkpointer)
+	return ok && c.CanCheckpoint()
+}
+
+// checkpointDir is <data-dir>/checkpoints/<id>: spec.json (the runtime
+// spec the sandbox must be restored with) and state/ (the driver's).
+func (m *Manager) checkpointDir(id string) string {
+	return filepath.Join(m.cfg.DataDir, "checkpoints", id)
+}
+
+// onDisk reports whether the sandbox's processes live in a checkpoint.
+func (m *Manager) onDisk(ctx context.Context, id string) bool {
+	if !m.canCheckpoint() {
+		return false
+	}
+	st, err := m.driver.State(ctx, id)
+	return err == nil && st == runtime.StatusCheckpointed
+}
+
+// PauseTier reports the tier of a paused sandbox of the team ("memory" or
+// "disk"), or "" when it is not paused.
+func (m *Manager) PauseTier(ctx context.Context, teamID, id string) (string, error) {
+	sb, err := m.Get(ctx, teamID, id)
+	if err != nil || sb.State != store.StatePaused {
+		return "", err
+	}
+	if m.onDisk(ctx, id) {
+		return TierDisk, nil
+	}
+	return TierMemory, nil
+}
+
+// PauseTo pauses a sandbox into a tier: "" or "memory" freezes it (the disk
+// tier follows after the idle period set by SetPauseDiskAfter); "disk"
+// checkpoints it to disk at once, also when it is already frozen.
+func (m *Manager) PauseTo(ctx context.Context, teamID, id, tier string) error {
+	switch tier {
+	case "", TierMemory, TierDisk:
+	default:
+		return errdefs.Invalid("unknown pause tier %q: use %q or %q", tier, TierMemory, TierDisk)
+	}
+	if _, err := m.Get(ctx, teamID, id); err != nil {
+		return err
+	}
+	if tier != TierDisk {
+		return m.pause(ctx, id)
+	}
+	if !m.canCheckpoint() {
+		return errdefs.Precondition("the %s runtime cannot checkpoint sandboxes to disk; pause without tier=disk "+
+			"keeps it frozen in memory, or start the server with --runtime runsc", m.driver.Name())
+	}
+	if err := m.pause(ctx, id); err != nil && !errors.Is(err, errdefs.ErrConflict) {
+		return err
+	}
+	return m.checkpoint(ctx, id)
+}
+
+// scheduleDisk arms the move of a frozen sandbox to the disk tier.
+func (m *Manager) scheduleDisk(id string) {
+	m.disk.mu.Lock()
+	defer m.disk.mu.Unlock()
+	if m.disk.after <= 0 || !m.canCheckpoint() {
+		return
+	}
+	if t := m.disk.timers[id]; t != nil {
+		t.Stop()
+	}
+	if m.disk.timers == nil {
+		m.disk.timers = map[string]*time.Timer{}
+	}
+	m.disk.timers[id] = time.AfterFunc(m.disk.after, func() {
+		m.disk.mu.Lock()
+		delete(m.disk.timers, id)
+		m.disk.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		err := m.checkpoint(ctx, id)
+		if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrFailedPrecondition) {
+			m.log.Error("move idle paused sandbox to disk", "sandbox.id", id, "err", err)
+		}
+	})
+}
+
+func (m *Manager) unscheduleDisk(id string) {
+	m.disk.mu.Lock()
+	defer m.disk.mu.Unlock()
+	if t := m.disk.timers[id]; t != nil {
+		t.Stop()
+		delete(m.disk.timers, id)
+	}
+}
+
+// checkpoint moves a frozen sandbox to the disk tier.
+func (m *Manager) checkpoint(ctx context.Context, id string) error {
+	c, ok := m.driver.(runtime.Checkpointer)
+	if !ok || !c.CanCheckpoint() {
+		return errdefs.Precondition("the %s runtime cannot checkpoint sandboxes", m.driver.Name())
+	}
+	l := m.lookup(id)
+	if l == nil {
+		return errdefs.NotFound("sandbox %s not found", id)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sb.State != store.StatePaused {
+		return errdefs.Precondition("sandbox %s is not paused", id)
+	}
+	if m.onDisk(ctx, id) {
+		return errdefs.Conflict("sandbox %s is already paused to disk", id)
+	}
+	m.unscheduleDisk(id)
+	spec, err := m.specFor(ctx, l.sb)
+	if err != nil {
+		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
+	}
+	dir := m.checkpointDir(id)
+	if err := os.RemoveAll(dir); err != nil { // leftovers of a failed attempt
+		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
+	}
+	b, _ := json.Marshal(spec)
+	if err := os.WriteFile(filepath.Join(dir, "spec.json"), b, 0o600); err != nil {
+		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
+	}
+	t0 := time.Now()
+	if err := c.Checkpoint(ctx, id, filepath.Join(dir, "state")); err != nil {
+		_ = os.RemoveAll(dir)
+		// The driver thaws to checkpoint; a failure leaves it running.
+		if p, ok := m.driver.(runtime.Pauser); ok {
+			if perr := p.Pause(context.WithoutCancel(ctx), id); perr != nil {
+				m.log.Error("re-freeze after failed checkpoint", "sandbox.id", id, "err", perr)
+			}
+		}
+		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
+	}
+	m.log.Info("sandbox paused to disk", "sandbox.id", id, "elapsed", time.Since(t0).Round(time.Millisecond),
+		"image_bytes", dirSize(dir))
+	return nil
+}
+
+// restore brings a disk-tier sandbox back running. Called with l.mu held.
+func (m *Manager) restore(ctx context.Context, l *live) error {
+	c, ok := m.driver.(runtime.Checkpointer)
+	if !ok {
+		return errdefs.Precondition("the %s runtime cannot restore sandboxes", m.driver.Name())
+	}
+	id := l.sb.ID
+	dir := m.checkpointDir(id)
+	b, err := os.ReadFile(filepath.Join(dir, "spec.json"))
+	if err != nil {
+		return fmt.Errorf("restore sandbox %s: %w", id, err)
+	}
+	var spec runtime.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return fmt.Errorf("restore sandbox %s: parse %s/spec.json: %w", id, dir, err)
+	}
+	t0 := time.Now()
+	if err := c.Restore(ctx, spec, filepath.Join(dir, "state")); err != nil {
+		return fmt.Errorf("restore sandbox %s: %w", id, err)
+	}
+	tRestore := time.Since(t0)
+	if err := l.agent.waitReady(ctx); err != nil {
+		return fmt.Errorf("restore sandbox %s: agent: %w", id, err)
+	}
+	m.log.Info("sandbox restored from disk", "sandbox.id", id, "restore", tRestore.Round(time.Millisecond),
+		"total", time.Since(t0).Round(time.Millisecond))
+	if err := os.RemoveAll(dir); err != nil {
+		m.log.Warn("remove used checkpoint", "sandbox.id", id, "err", err)
+	}
+	return nil
+}
+
+// specFor rebuilds the runtime spec a sandbox was started with; runsc
+// restores only into the same spec.
+func (m *Manager) specFor(ctx context.Context, sb store.Sandbox) (runtime.Spec, error) {
+	tpl, err := m.templates.Resolve(ctx, sb.TemplateID)
+	if err != nil {
+		return runtime.Spec{}, fmt.Errorf("template %s: %w", sb.TemplateID, err)
+	}
+	return m.sandboxSpec(sb, tpl.Rootfs), nil
+}
+
+// sandboxSpec is the runtime spec of a sandbox (see docs/architecture.md).
+func (m *Manager) sandboxSpec(sb store.Sandbox, rootfs string) runtime.Spec {
+	return runtime.Spec{
+		ID: sb.ID, Lower: []string{rootfs}, Hostname: "sbx-" + sb.ID[:min(8, len(sb.ID))],
+		Args: []string{"/.sbx/bin/envd", "--init", "--socket", "/.sbx/run/envd.sock", "--port", "49983"},
+		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			"E2B_SANDBOX=true", "E2B_SANDBOX_ID=" + sb.ID, "E2B_TEMPLATE_ID=" + sb.TemplateID},
+		Cwd: "/",
+		Mounts: []runtime.Mount{
+			{Source: m.cfg.AgentDir, Target: "/.sbx/bin", ReadOnly: true},
+			{Source: m.runDir(sb.ID), Target: "/.sbx/run"},
+		},
+		Resources: runtime.Resources{CPUs: float64(sb.CPUCount), MemoryMB: sb.MemoryMB, PidsMax: DefaultPidsMax, DiskMB: sb.DiskMB},
+		NetNS:     sb.NetNS,
+	}
+}
+
+// checkpointPaused moves every memory-tier paused sandbox to disk (server
+// shutdown with the disk tier enabled), so their memory is freed and they
+// survive a reboot of the runtime's state.
+func (m *Manager) checkpointPaused(ctx context.Context) {
+	m.disk.mu.Lock()
+	enabled := m.disk.after > 0
+	m.disk.mu.Unlock()
+	if !enabled || !m.canCheckpoint() {
+		return
+	}
+	for _, sb := range m.Live() {
+		if sb.State != store.StatePaused || m.onDisk(ctx, sb.ID) {
+			continue
+		}
+		if err := m.checkpoint(ctx, sb.ID); err != nil {
+			m.log.Warn("move paused sandbox to disk at shutdown; it stays frozen", "sandbox.id", sb.ID, "err", err)
+		}
+	}
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, e os.DirEntry, err error) error {
+		if err == nil && !e.IsDir() {
+			if fi, err := e.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
