@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"net/http"
 	"net/url"
@@ -54,6 +55,9 @@ type detailJSON struct {
 	Metadata            map[string]string `json:"metadata"`
 	State               string            `json:"state"`
 	Lifecycle           *lifecycleJSON    `json:"lifecycle,omitempty"`
+	// PauseTier (sbx extension) says where a paused sandbox is kept:
+	// "memory" (frozen) or "disk" (checkpointed).
+	PauseTier string `json:"pauseTier,omitempty"`
 }
 
 type lifecycleJSON struct {
@@ -132,7 +136,13 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, errdefs.NotFound("sandbox %s not found (it was killed)", sb.ID))
 		return
 	}
-	writeJSON(w, http.StatusOK, toDetail(sb, true))
+	d := toDetail(sb, true)
+	if t, ok := s.sandboxes.(interface {
+		PauseTier(ctx context.Context, teamID, id string) (string, error)
+	}); ok && sb.State == store.StatePaused {
+		d.PauseTier, _ = t.PauseTier(r.Context(), team(r).ID, sb.ID)
+	}
+	writeJSON(w, http.StatusOK, d)
 }
 
 func (s *Server) kill(w http.ResponseWriter, r *http.Request) {
@@ -296,8 +306,19 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// pauserTo is the manager's pause with a tier (sbx extension: ?tier=disk
+// checkpoints to disk at once; a runtime that cannot answers 412).
+type pauserTo interface {
+	PauseTo(ctx context.Context, teamID, id, tier string) error
+}
+
 func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
-	if err := s.sandboxes.Pause(r.Context(), team(r).ID, r.PathValue("id")); err != nil {
+	pause := s.sandboxes.Pause
+	if p, ok := s.sandboxes.(pauserTo); ok {
+		tier := r.URL.Query().Get("tier")
+		pause = func(ctx context.Context, teamID, id string) error { return p.PauseTo(ctx, teamID, id, tier) }
+	}
+	if err := pause(r.Context(), team(r).ID, r.PathValue("id")); err != nil {
 		s.fail(w, err)
 		return
 	}

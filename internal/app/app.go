@@ -141,6 +141,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	reg := template.NewRegistry(log)
 	mgr := sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir}, log, st, drv, netw, reg)
+	mgr.SetPauseDiskAfter(cfg.PauseDiskAfter)
 	if err := mgr.Recover(ctx); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sbxdev/sbx/internal/monitor"
 	"github.com/sbxdev/sbx/internal/sandbox"
@@ -29,6 +30,10 @@ type Config struct {
 	Pools map[string]string
 	// Monitoring: cost rates, runaway policies, metrics exposure (issue 7).
 	Monitoring monitor.Config
+	// PauseDiskAfter moves a sandbox paused this long from memory to disk
+	// (checkpoint; runsc only); 0 = never, > 0 also checkpoints paused
+	// sandboxes at shutdown.
+	PauseDiskAfter time.Duration
 }
 
 // DefaultPools keeps two ready sandboxes of each built-in template.
