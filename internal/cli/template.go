@@ -374,7 +374,7 @@ func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *
 		fmt.Fprintf(w, "warning: could not update %s: %v\n", configFile, err)
 	}
 	fmt.Fprintf(w, "\nTemplate %s built in %s.\nTemplate ID: %s\n", name, time.Since(t0).Round(time.Millisecond), reg.TemplateID)
-	fmt.Fprintf(w, "Start a sandbox: sbx sandbox create %s   (SDK: Sandbox.create('%s'))\n", name, name)
+	fmt.Fprintf(w, "Start a sandbox: sbx sandbox create -t %s   (SDK: Sandbox.create('%s'))\n", name, name)
 	return nil
 }
 
