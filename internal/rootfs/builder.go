@@ -177,8 +177,8 @@ func (b *Builder) ensureStep(ctx context.Context, s step, parentRoot string, pro
 	}
 	if err := b.build(ctx, s, parentRoot, final, progress); err != nil {
 		// Free the space now; a crash instead leaves the scratch tree for
-		// the next build of this recipe to remove.
-		if rerr := removeTree(b.scratchDir(s)); rerr != nil {
+		// the next build of this recipe to discard.
+		if rerr := b.discard(b.scratchDir(s)); rerr != nil {
 			b.log.Warn("keep failed rootfs build", "rootfs.recipe", s.Name, "reason", rerr)
 		}
 		return "", fmt.Errorf("build rootfs %q: %w", s.Name, err)
@@ -283,7 +283,7 @@ func (b *Builder) build(ctx context.Context, s step, parentRoot, final string, p
 	scratch := b.scratchDir(s)
 	// Leftovers of a crashed build, or a final dir missing its marker.
 	for _, dir := range []string{scratch, final} {
-		if err := removeTree(dir); err != nil {
+		if err := b.discard(dir); err != nil {
 			return err
 		}
 	}
@@ -534,13 +534,8 @@ func (b *Builder) prune(s step) {
 			continue
 		}
 		dir := filepath.Join(b.cacheDir, e.Name())
-		if err := checkUnused(dir); err != nil {
+		if err := b.moveToTrash(dir); err != nil {
 			b.log.Info("keeping old rootfs", "rootfs.recipe", s.Name, "dir", dir, "reason", err)
-			continue
-		}
-		to := filepath.Join(b.cacheDir, fmt.Sprintf("%s%s-%d", trashPrefix, strings.TrimPrefix(e.Name(), "."), time.Now().UnixNano()))
-		if err := os.Rename(dir, to); err != nil {
-			b.log.Warn("keeping old rootfs", "rootfs.recipe", s.Name, "dir", dir, "reason", err)
 			continue
 		}
 		trash = true
@@ -549,6 +544,30 @@ func (b *Builder) prune(s step) {
 	if trash {
 		go b.emptyTrash()
 	}
+}
+
+// discard removes dir (if present and unused) without waiting for it.
+func (b *Builder) discard(dir string) error {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := b.moveToTrash(dir); err != nil {
+		return err
+	}
+	go b.emptyTrash()
+	return nil
+}
+
+// moveToTrash renames an unused cache entry into the trash.
+func (b *Builder) moveToTrash(dir string) error {
+	if err := checkUnused(dir); err != nil {
+		return err
+	}
+	to := filepath.Join(b.cacheDir, fmt.Sprintf("%s%s-%d", trashPrefix, strings.TrimPrefix(filepath.Base(dir), "."), time.Now().UnixNano()))
+	if err := os.Rename(dir, to); err != nil {
+		return fmt.Errorf("move %s to the trash: %w", dir, err)
+	}
+	return nil
 }
 
 // trashPrefix names cache entries being deleted; nothing reads them.
