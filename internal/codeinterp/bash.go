@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 )
 
 // bashRunner keeps one bash process per context, so variables, functions
@@ -209,7 +208,9 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 			return r.died(out)
 		case <-ctxDone:
 			ctxDone = nil
-			go interruptBash(p, finished)
+			// Repeated: one SIGINT can land between two commands, where it
+			// only runs the trap, or return from a function, not the cell.
+			go interruptUntil(p.cmd.Process.Pid, finished, p.dead)
 		}
 	}
 	if ctx.Err() != nil {
@@ -220,29 +221,6 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 		out.emit(errorLine("", strconv.Itoa(rc), nil))
 	}
 	return nil
-}
-
-// interruptBash sends SIGINT to the shell's process group until the cell
-// ends: one signal can land between two commands, where it only runs the
-// trap, or return from a function rather than the cell. A cell still
-// running after 5 s (it ignores SIGINT) gets the whole shell killed.
-func interruptBash(p *bashProc, finished <-chan struct{}) {
-	deadline := time.After(5 * time.Second)
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGINT)
-		select {
-		case <-tick.C:
-		case <-deadline:
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			return
-		case <-finished:
-			return
-		case <-p.dead:
-			return
-		}
-	}
 }
 
 func (r *bashRunner) died(out emitter) error {

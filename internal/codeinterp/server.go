@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -209,6 +210,17 @@ func (s *Server) newContext(ctx context.Context, lang, cwd string) (*execContext
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
 	defer cancel()
 	var run runner
+	if lang == "javascript" {
+		if _, err := jupyter.LoadSpec(s.cfg.KernelDirs, "javascript"); err != nil {
+			if node, lerr := exec.LookPath("node"); lerr == nil {
+				r, err := startJSRunner(node, cwd, env)
+				if err != nil {
+					return nil, err
+				}
+				run = r
+			}
+		}
+	}
 	if lang == "bash" {
 		if _, err := jupyter.LoadSpec(s.cfg.KernelDirs, "bash"); err != nil {
 			r, err := startBashRunner(cwd, env)
@@ -222,6 +234,9 @@ func (s *Server) newContext(ctx context.Context, lang, cwd string) (*execContext
 		spec, err := jupyter.LoadSpec(s.cfg.KernelDirs, s.kernelName(lang))
 		if err != nil {
 			avail := append([]string{"bash"}, jupyter.ListSpecs(s.cfg.KernelDirs)...)
+			if _, err := exec.LookPath("node"); err == nil {
+				avail = append(avail, "javascript")
+			}
 			return nil, fmt.Errorf("language %q: %w; available: %s: %w", lang, errUnsupportedLanguage, strings.Join(avail, ", "), errInvalid)
 		}
 		log := s.log.With("language", lang)

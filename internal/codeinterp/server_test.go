@@ -635,3 +635,70 @@ func TestKeepalive(t *testing.T) {
 		t.Fatalf("number_of_executions must come first: %v", lines)
 	}
 }
+
+func TestJavaScript(t *testing.T) {
+	if _, err := exec.LookPath("node"); err != nil {
+		if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
+			t.Fatal("node not installed (apt-get install nodejs)")
+		}
+		t.Skip("node not installed (apt-get install nodejs)")
+	}
+	_, ts := newTestServer(t, Config{})
+	run := func(code string, env map[string]string) []line {
+		return execute(t, ts.URL, map[string]any{"code": code, "language": "js", "env_vars": env})
+	}
+	tests := []struct {
+		name, code   string
+		env          map[string]string
+		stdout, text string
+		errName      string
+	}{
+		{"declare and print", "const x = 40; console.log('hi'); x + 2", nil, "hi\n", "42", ""},
+		{"state persists", "x * 2", nil, "", "80", ""},
+		{"string result unquoted", "'str'", nil, "", "str", ""},
+		{"object result", "({a: 1})", nil, "", "{ a: 1 }", ""},
+		{"promise awaited", "new Promise(r => setTimeout(() => r(7), 20))", nil, "", "7", ""},
+		{"error", "null.x", nil, "", "", "TypeError"},
+		{"env for one run", "process.env.SBX_JS", map[string]string{"SBX_JS": "v"}, "", "v", ""},
+		{"env restored", "String(process.env.SBX_JS)", nil, "", "undefined", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lines := run(tt.code, tt.env)
+			if got := stdout(lines); got != tt.stdout {
+				t.Errorf("stdout %q, want %q", got, tt.stdout)
+			}
+			var text string
+			if r := ofType(lines, "result"); len(r) == 1 {
+				text = r[0].str("text")
+			}
+			if text != tt.text {
+				t.Errorf("result %q, want %q (%v)", text, tt.text, lines)
+			}
+			var ename string
+			if e := ofType(lines, "error"); len(e) == 1 {
+				ename = e[0].str("name")
+			}
+			if ename != tt.errName {
+				t.Errorf("error %q, want %q", ename, tt.errName)
+			}
+		})
+	}
+
+	// A client that gives up interrupts even a busy loop; state survives.
+	ctx, cancel := context.WithCancel(t.Context())
+	b, _ := json.Marshal(map[string]any{"code": "console.log('spin'); while (true) {}", "language": "js"})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/execute", bytes.NewReader(b))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && !strings.Contains(sc.Text(), "spin") {
+	}
+	cancel()
+	resp.Body.Close()
+	if r := ofType(run("x", nil), "result"); len(r) != 1 || r[0].str("text") != "40" {
+		t.Fatalf("after interrupt: %v", r)
+	}
+}
