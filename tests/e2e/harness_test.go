@@ -79,6 +79,7 @@ type Server struct {
 	URL     string // http://Addr
 	DataDir string
 	APIKey  string // the first team's key
+	Extra   []string // extra `sbx serve` arguments
 
 	t   *testing.T
 	mu  sync.Mutex
@@ -91,7 +92,9 @@ type Server struct {
 // StartServer starts `bin/sbx serve` on a free port with a fresh data dir,
 // waits until it answers /health and template "base" is ready, and stops it
 // at cleanup. The server's log is printed if the test fails.
-func StartServer(t *testing.T) *Server {
+// Extra arguments are passed to every `sbx serve` of this server (also on
+// restart), e.g. "--webhook-allow-private".
+func StartServer(t *testing.T, extra ...string) *Server {
 	t.Helper()
 	requireIntegration(t)
 	root := repoRoot(t)
@@ -111,7 +114,7 @@ func StartServer(t *testing.T) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Bin: bin, Addr: freeAddr(t), DataDir: dataDir, t: t, log: &lockedBuffer{}}
+	s := &Server{Bin: bin, Addr: freeAddr(t), DataDir: dataDir, Extra: extra, t: t, log: &lockedBuffer{}}
 	s.URL = "http://" + s.Addr
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -130,7 +133,7 @@ func StartServer(t *testing.T) *Server {
 // waits for /health and, once the API key is known, for the API.
 func (s *Server) Start(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command(s.Bin, "serve", "--listen", s.Addr, "--data-dir", s.DataDir)
+	cmd := exec.Command(s.Bin, append([]string{"serve", "--listen", s.Addr, "--data-dir", s.DataDir}, s.Extra...)...)
 	fmt.Fprintf(s.log, "=== %s start: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(cmd.Args, " "))
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	// Own process group, so a Ctrl-C to `go test` does not race our stop.
