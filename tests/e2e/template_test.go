@@ -206,3 +206,58 @@ func TestTemplateBuildCLI(t *testing.T) {
 		t.Errorf("running sandbox broke after its template was deleted: %q", got)
 	}
 }
+
+// TestTemplateLibrary builds every template in templates/ (Debian packages:
+// minutes on a fresh data dir) and runs its check.sh in a sandbox from it.
+func TestTemplateLibrary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the template library (minutes of apt-get); skipped with -short")
+	}
+	s := StartServer(t)
+	c := s.Client(t)
+	lib := filepath.Join(repoRoot(t), "templates")
+	dirs, err := filepath.Glob(filepath.Join(lib, "*", "e2b.Dockerfile"))
+	if err != nil || len(dirs) < 4 {
+		t.Fatalf("template library: %v %v", dirs, err)
+	}
+	for _, df := range dirs {
+		name := filepath.Base(filepath.Dir(df))
+		t.Run(name, func(t *testing.T) {
+			// Build from a copy: the CLI records the template ID in e2b.toml.
+			dir := t.TempDir()
+			for _, f := range []string{"e2b.Dockerfile", "check.sh"} {
+				b, err := os.ReadFile(filepath.Join(lib, name, f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeContext(t, dir, map[string]string{f: string(b)})
+			}
+			t0 := time.Now()
+			out, err := templateCLI(t, s, dir, "build", "--name", "lib-"+name, "--memory", "2048")
+			if err != nil {
+				t.Fatalf("build %s: %v\n%s", name, err, out)
+			}
+			first := time.Since(t0)
+			t0 = time.Now()
+			if out, err := templateCLI(t, s, dir, "build", "--name", "lib-"+name, "--memory", "2048"); err != nil || !strings.Contains(out, " 0 built") {
+				t.Errorf("unchanged rebuild of %s: %v\n%s", name, err, out)
+			}
+			t.Logf("%s: first build %s, unchanged rebuild %s", name, first.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+			check, _ := os.ReadFile(filepath.Join(dir, "check.sh"))
+			sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "lib-" + name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sb.Kill(context.Background())
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			defer cancel()
+			res, err := sb.Commands.Run(ctx, string(check), sdk.RunOptions{})
+			if err != nil {
+				t.Fatalf("check.sh in %s: %v", name, err)
+			}
+			if !strings.Contains(res.Stdout, name+" ok") {
+				t.Errorf("check.sh in %s printed %q (stderr %q)", name, res.Stdout, res.Stderr)
+			}
+		})
+	}
+}
