@@ -1,6 +1,7 @@
 // The official @e2b/code-interpreter SDK against sbx's code interpreter:
 // state across runCode calls, streaming output, errors, charts, pandas
-// HTML, contexts, restart, per-run envs, bash, and client-side cancellation.
+// HTML, contexts, restart, per-run envs, bash, JavaScript, and client-side
+// cancellation.
 
 import assert from 'node:assert/strict'
 import { after, before, it } from 'node:test'
@@ -117,6 +118,15 @@ integration(env, 'code interpreter (@e2b/code-interpreter)', () => {
     assert.equal(second.logs.stdout.join(''), 'N=5 user=user\n')
     const failed = await sbx.runCode('false', { language: 'bash' })
     assert.ok(failed.error, 'a failing command reports an error')
+  })
+
+  it('runs JavaScript with persistent state', async () => {
+    const first = await sbx.runCode('const base = 40; console.log("from js"); base + 2', { language: 'js' })
+    assert.equal(first.text, '42')
+    assert.equal(first.logs.stdout.join(''), 'from js\n')
+    assert.equal((await sbx.runCode('base * 2', { language: 'javascript' })).text, '80')
+    const failed = await sbx.runCode('null.x', { language: 'js' })
+    assert.equal(failed.error?.name, 'TypeError')
   })
 
   it('stops a long run when the client gives up', async () => {
