@@ -156,6 +156,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	tplExec := builder.NewExecutor(builder.Config{DataDir: cfg.DataDir,
 		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes")}, log, drv, netw)
 	tplSvc := template.NewService(template.ServiceConfig{DataDir: cfg.DataDir}, log, tplStore, reg, tplExec, evlog)
+	tplSvc.SetImages(builder.NewImages(filepath.Join(cfg.DataDir, "images"), log))
 	if err := tplSvc.Load(ctx); err != nil {
 		return err
 	}

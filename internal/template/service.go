@@ -35,6 +35,11 @@ type Executor interface {
 	Build(ctx context.Context, req builder.Request) (*builder.Result, error)
 }
 
+// Images pulls OCI images as build bases (internal/builder.Images).
+type Images interface {
+	Pull(ctx context.Context, ref string, progress func(string)) (builder.Base, error)
+}
+
 // Events records template build events.
 type Events interface {
 	Append(ctx context.Context, ev *events.Event) error
@@ -55,6 +60,7 @@ type Service struct {
 	store   *Store
 	reg     *Registry
 	exec    Executor
+	images  Images // nil: FROM accepts templates only
 	events  Events
 	uploads *uploads
 	now     func() time.Time
@@ -83,6 +89,9 @@ func NewService(cfg ServiceConfig, log *slog.Logger, st *Store, reg *Registry, e
 		uploads: &uploads{dir: filepath.Join(cfg.DataDir, "uploads"), secret: secret, max: cfg.MaxUploadBytes},
 		sem:     make(chan struct{}, cfg.MaxBuilds), running: map[string]string{}, stop: cancel, buildCtx: ctx}
 }
+
+// SetImages lets builds start FROM OCI images pulled from registries.
+func (s *Service) SetImages(im Images) { s.images = im }
 
 // Close cancels running builds and waits for them to stop.
 func (s *Service) Close() {
@@ -365,6 +374,9 @@ func (s *Service) resolveBase(ctx context.Context, teamID string, req StartReque
 	}
 	t, ok := s.reg.Get(name)
 	if !ok || (t.TeamID != "" && t.TeamID != teamID) {
+		if req.FromTemplate == "" && s.images != nil {
+			return builder.Base{}, nil // pulled when the build runs
+		}
 		if req.FromTemplate == "" {
 			return builder.Base{}, errdefs.Invalid("unknown base %q: sbx builds on templates (FROM base, FROM e2bdev/code-interpreter or one of your templates from `sbx template list`); pulling images from a registry is not supported yet", ref)
 		}
@@ -397,6 +409,15 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 		return
 	}
 	logLine("base", "info", fmt.Sprintf("building template %s (build %s) from %s", rec.ID, b.ID, req.base()))
+	if len(base.Layers) == 0 { // an image: pull it now, not in the request
+		var err error
+		base, err = s.images.Pull(ctx, req.base(), func(l string) { logLine("base", "info", l) })
+		if err != nil {
+			logLine("base", "error", err.Error())
+			s.fail(rec, b, "base", err)
+			return
+		}
+	}
 	res, err := s.exec.Build(ctx, builder.Request{Base: base, Steps: req.Steps, Files: uploadFiles{s.uploads},
 		Force: req.Force, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd,
 		Progress: func(p builder.Progress) {
