@@ -172,7 +172,8 @@ func registerWebhook(t *testing.T, s *Server, key, url, secret string, types ...
 func TestMonitoring(t *testing.T) {
 	s := startServerArgs(t, "--webhook-allow-private", "--pool", "base=0", "--pool", "code-interpreter=0",
 		"--budget-interval", "1s", "--runaway-interval", "1s",
-		"--runaway", "team=runaway max-lifetime=3s action=kill")
+		"--runaway", "team=runaway max-lifetime=3s action=kill",
+		"--runaway", "team=spinner cpu=10% cpu-for=3s action=pause")
 
 	t.Run("budget max concurrent", func(t *testing.T) {
 		c := s.Client(t)
@@ -280,6 +281,69 @@ func TestMonitoring(t *testing.T) {
 			t.Fatalf("sandbox of another team was killed: %v", err)
 		}
 		_ = s.Client(t).Kill(t.Context(), other.ID)
+	})
+
+	t.Run("budget spend pauses", func(t *testing.T) {
+		key := s.CreateTeam(t, "pauser")
+		c := s.ClientWithKey(t, key)
+		rcv := newReceiver(t, "pause-secret")
+		registerWebhook(t, s, key, rcv.srv.URL, "pause-secret", "sandbox.lifecycle.paused")
+		sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "base", Timeout: 5 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Kill(context.WithoutCancel(t.Context()), sb.ID)
+		if st := apiJSON(t, s, key, "PUT", "/teams/me/budget", map[string]any{"maxMonthlySpendUsd": 0.00001, "action": "pause"}, nil); st != 200 {
+			t.Fatalf("set budget: %d", st)
+		}
+		paused := rcv.wait(t, 60*time.Second, "paused with reason budget", func(ev map[string]any) bool {
+			return ev["type"] == "sandbox.lifecycle.paused" && ev["sandboxId"] == sb.ID
+		})
+		if r := data(paused)["pause_reason"]; r != "budget" {
+			t.Fatalf("pause_reason = %v, want budget", r)
+		}
+		info, err := c.Get(t.Context(), sb.ID)
+		if err != nil || info.State != "paused" {
+			t.Fatalf("sandbox after the budget pause: %+v, %v", info, err)
+		}
+	})
+
+	t.Run("runaway cpu spin", func(t *testing.T) {
+		key := s.CreateTeam(t, "spinner")
+		c := s.ClientWithKey(t, key)
+		rcv := newReceiver(t, "spin-secret")
+		registerWebhook(t, s, key, rcv.srv.URL, "spin-secret", "sandbox.runaway.detected", "sandbox.lifecycle.paused")
+		// 10 % of the 2 vCPUs: two busy loops pass it even on a loaded CI
+		// host, an idle sandbox does not.
+		calm, err := c.Create(t.Context(), sdk.CreateOptions{Template: "base", Timeout: 5 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Kill(context.WithoutCancel(t.Context()), calm.ID)
+		spin, err := c.Create(t.Context(), sdk.CreateOptions{Template: "base", Timeout: 5 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Kill(context.WithoutCancel(t.Context()), spin.ID)
+		if _, err := spin.Commands.Start(t.Context(), "yes > /dev/null & yes > /dev/null & wait", sdk.RunOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		det := rcv.wait(t, 120*time.Second, "cpu runaway", func(ev map[string]any) bool {
+			return ev["type"] == "sandbox.runaway.detected" && ev["sandboxId"] == spin.ID
+		})
+		t.Logf("detected: %v", data(det)["detail"])
+		if data(det)["rule"] != "cpu" || data(det)["action"] != "pause" {
+			t.Fatalf("detection = %v", data(det))
+		}
+		paused := rcv.wait(t, 30*time.Second, "paused", func(ev map[string]any) bool {
+			return ev["type"] == "sandbox.lifecycle.paused" && ev["sandboxId"] == spin.ID
+		})
+		if r := data(paused)["pause_reason"]; r != "runaway" {
+			t.Fatalf("pause_reason = %v, want runaway", r)
+		}
+		if info, err := c.Get(t.Context(), calm.ID); err != nil || info.State != "running" {
+			t.Fatalf("the calm sandbox: %+v, %v (only the spinning one breaks the policy)", info, err)
+		}
 	})
 
 	// sbx monitor as a consumer of sbx serve's E2B-compatible webhooks,
