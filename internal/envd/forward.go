@@ -62,6 +62,10 @@ func (s *Server) forwarding(next http.Handler, sandboxID string) http.Handler {
 			_ = json.NewEncoder(w).Encode(map[string]any{"code": http.StatusBadRequest, "message": PortHeader + " must be a port number between 1 and 65535, got " + strconv.Quote(p)})
 			return
 		}
+		// Without full duplex, net/http stops reading the request body once
+		// the response has started, so a server that answers before reading
+		// all of a POST (or streams while reading) gets its request cut.
+		_ = http.NewResponseController(w).EnableFullDuplex()
 		proxy.ServeHTTP(w, r)
 	})
 }

@@ -17,6 +17,8 @@ type ipam struct {
 	next    netip.Addr // where the search for a free address starts
 	byID    map[string]netip.Addr
 	used    map[netip.Addr]string
+	leases  leases                 // machine-wide, shared with other servers
+	owner   func(id string) string // the lease owner of a sandbox (its netns path)
 }
 
 func newIPAM(subnet string) (*ipam, error) {
@@ -51,7 +53,14 @@ func (m *ipam) reserve(id string, a netip.Addr) error {
 		return fmt.Errorf("address %s is used by both %s and %s", a, owner, id)
 	}
 	m.used[a], m.byID[id] = id, a
-	return nil
+	return m.leases.put(a, m.ownerOf(id))
+}
+
+func (m *ipam) ownerOf(id string) string {
+	if m.owner == nil {
+		return id
+	}
+	return m.owner(id)
 }
 
 // allocate returns a free address, searching round-robin from the last one
@@ -64,9 +73,15 @@ func (m *ipam) allocate(id string) (netip.Addr, error) {
 	start := m.next
 	for a := start; ; {
 		if _, taken := m.used[a]; !taken {
-			m.used[a], m.byID[id] = id, a
-			m.next = m.step(a)
-			return a, nil
+			ok, err := m.leases.take(a, m.ownerOf(id))
+			if err != nil {
+				return netip.Addr{}, err
+			}
+			if ok {
+				m.used[a], m.byID[id] = id, a
+				m.next = m.step(a)
+				return a, nil
+			}
 		}
 		if a = m.step(a); a == start {
 			break
@@ -84,6 +99,7 @@ func (m *ipam) step(a netip.Addr) netip.Addr {
 
 func (m *ipam) release(id string) {
 	if a, ok := m.byID[id]; ok {
+		m.leases.drop(a, m.ownerOf(id))
 		delete(m.used, a)
 		delete(m.byID, id)
 	}

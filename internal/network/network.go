@@ -38,6 +38,7 @@ type Config struct {
 	NetnsDir string // <data-dir>/netns
 	Bridge   string // "sbx0"
 	Subnet   string // "10.88.0.0/16"; the first address is the bridge's
+	LeaseDir string // machine-wide address leases (default DefaultLeaseDir; "-" disables)
 }
 
 // Defaults for Config fields left empty.
@@ -104,6 +105,14 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 		return nil, fmt.Errorf("network: open netlink: %w", err)
 	}
 	m := &Manager{cfg: cfg, log: log, host: h, ipam: ip}
+	switch cfg.LeaseDir {
+	case "":
+		ip.leases = leases{dir: DefaultLeaseDir}
+	case "-":
+	default:
+		ip.leases = leases{dir: cfg.LeaseDir}
+	}
+	ip.owner = m.nsPath
 	if err := m.recover(); err != nil {
 		h.Close()
 		return nil, err

@@ -133,6 +133,8 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 			notFound(w, t.SandboxID)
 		},
 	}
+	// Streams may answer while the request body still flows; let both run.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	rp.ServeHTTP(w, r)
 }
 
