@@ -75,7 +75,11 @@ func (d *Driver) Checkpoint(ctx context.Context, id, dir string) (err error) {
 			return fmt.Errorf("checkpoint sandbox %s: thaw: %w", id, err)
 		}
 	}
-	if _, err := d.command(ctx, "checkpoint", "--image-path", filepath.Join(dir, ckptImage), id); err != nil {
+	args := []string{"checkpoint", "--image-path", filepath.Join(dir, ckptImage)}
+	if hook := d.checkpointHook(id); hook != "" {
+		args = append(args, "--save-restore-exec-argv", hook, "--save-restore-exec-timeout", "20s")
+	}
+	if _, err := d.command(ctx, append(args, id)...); err != nil {
 		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
 	}
 	// From here the processes are gone; losing the upper dir now would lose
@@ -191,6 +195,24 @@ func (d *Driver) runRestore(ctx context.Context, id string, p sandboxPaths, imag
 	h := handle{Runtime: d.name, Version: d.version, Pid: pid, StartTime: st, Created: time.Now().UTC()}
 	b, _ := json.Marshal(h)
 	return os.WriteFile(p.handle(), b, 0o600)
+}
+
+// annotationCheckpointHook carries Spec.CheckpointHook in config.json, so
+// that a restarted server still knows it.
+const annotationCheckpointHook = "dev.sbx.checkpoint-hook"
+
+func (d *Driver) checkpointHook(id string) string {
+	b, err := os.ReadFile(d.paths(id).config())
+	if err != nil {
+		return ""
+	}
+	var spec struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	if json.Unmarshal(b, &spec) != nil {
+		return ""
+	}
+	return spec.Annotations[annotationCheckpointHook]
 }
 
 // checkpointed reports whether the sandbox was checkpointed and not

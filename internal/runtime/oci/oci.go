@@ -222,6 +222,11 @@ func validateSpec(s runtime.Spec) error {
 	if len(s.Args) == 0 {
 		return errdefs.Invalid("sandbox %s: no init process given (Spec.Args is empty)", s.ID)
 	}
+	for _, a := range s.CheckpointHook {
+		if a == "" || strings.ContainsAny(a, " \t\n") {
+			return errdefs.Invalid("sandbox %s: checkpoint hook argument %q must be non-empty without spaces", s.ID, a)
+		}
+	}
 	for _, kv := range s.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
 			return errdefs.Invalid("sandbox %s: environment entry %q is not KEY=VALUE", s.ID, kv)

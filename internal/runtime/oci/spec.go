@@ -2,6 +2,7 @@ package oci
 
 import (
 	"path"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -69,9 +70,14 @@ func buildSpec(s runtime.Spec, p bundlePaths, h hostLimits) *specs.Spec {
 		env = append(append([]string(nil), env...), defaultPath)
 	}
 	caps := append([]string(nil), defaultCaps...)
+	var annotations map[string]string
+	if len(s.CheckpointHook) > 0 {
+		annotations = map[string]string{annotationCheckpointHook: strings.Join(s.CheckpointHook, " ")}
+	}
 
 	return &specs.Spec{
-		Version: specVersion,
+		Annotations: annotations,
+		Version:     specVersion,
 		Process: &specs.Process{
 			Args: s.Args,
 			Env:  env,
