@@ -11,8 +11,8 @@ import (
 )
 
 // runInit is PID 1 duty: start envd itself (without --init) as the server
-// child, reap every process that gets re-parented to us, forward SIGTERM
-// and SIGINT to the server, and exit with its status. It returns the exit
+// child, reap every process that gets re-parented to us, forward SIGTERM,
+// SIGINT, SIGUSR1 and SIGUSR2 to the server, and exit with its status. It returns the exit
 // code.
 func runInit(log *slog.Logger, args []string) int {
 	// Subscribe before starting the child so no SIGCHLD is lost.
@@ -20,7 +20,8 @@ func runInit(log *slog.Logger, args []string) int {
 	// duty when envd --init runs under another init (tests, debugging).
 	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
+	// SIGUSR1/SIGUSR2 close and reopen the server's host socket (checkpoint.go).
+	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
 
 	self, err := os.Executable()
 	if err != nil {

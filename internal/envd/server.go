@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -176,6 +175,9 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 type Listen struct {
 	Socket string // unix socket path, "" for none
 	Port   int    // TCP port on 0.0.0.0, 0 for none
+	// HostSocket, when given, closes the unix socket on false and listens
+	// again on true (around a checkpoint, see hostChannel).
+	HostSocket <-chan bool
 }
 
 // Serve listens as configured and serves until ctx is done; then it
@@ -186,26 +188,17 @@ func (s *Server) Serve(ctx context.Context, l Listen) error {
 	}
 	var servers []*http.Server
 	errc := make(chan error, 2)
+	var host *hostChannel
 	if l.Socket != "" {
-		if err := os.MkdirAll(filepath.Dir(l.Socket), 0o755); err != nil {
-			return fmt.Errorf("create socket directory: %w", err)
+		host = &hostChannel{path: l.Socket, handler: s.socket, log: s.log}
+		if err := host.open(); err != nil {
+			return err
 		}
-		_ = os.Remove(l.Socket) // stale socket of a previous envd
-		ln, err := net.Listen("unix", l.Socket)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", l.Socket, err)
-		}
-		srv := &http.Server{Handler: s.socket, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-		servers = append(servers, srv)
-		go func() { errc <- srv.Serve(ln) }()
-		s.log.Info("envd listening", "socket", l.Socket, "version", Version)
+		defer host.close()
 	}
 	if l.Port != 0 {
 		ln, err := net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", l.Port))
 		if err != nil {
-			for _, srv := range servers {
-				_ = srv.Close()
-			}
 			return fmt.Errorf("listen on port %d: %w", l.Port, err)
 		}
 		srv := &http.Server{Handler: s.tcp, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
@@ -214,9 +207,23 @@ func (s *Server) Serve(ctx context.Context, l Listen) error {
 		s.log.Info("envd listening", "addr", ln.Addr().String(), "version", Version)
 	}
 	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err = <-errc:
+			break loop
+		case on := <-l.HostSocket:
+			if host == nil {
+				continue
+			}
+			if !on {
+				host.close()
+			} else if oerr := host.open(); oerr != nil {
+				s.log.Error("reopen host socket", "err", oerr)
+			}
+		}
 	}
 	for _, srv := range servers {
 		_ = srv.Close() // streams never end by themselves; Shutdown would wait forever
