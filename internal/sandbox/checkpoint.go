@@ -140,8 +140,28 @@ func (m *Manager) unscheduleDisk(id string) {
 	}
 }
 
-// checkpoint moves a frozen sandbox to the disk tier.
+// ReasonCheckpointFailed is the kill reason of a sandbox that died in a
+// failed checkpoint (runsc stops the sandbox when saving fails midway).
+const ReasonCheckpointFailed = "checkpoint_failed"
+
+// checkpoint moves a frozen sandbox to the disk tier. A sandbox that did
+// not survive a failed attempt is recorded as killed, not left "paused".
 func (m *Manager) checkpoint(ctx context.Context, id string) error {
+	err := m.checkpointLocked(ctx, id)
+	if err == nil || errors.Is(err, errdefs.ErrNotFound) || errors.Is(err, errdefs.ErrFailedPrecondition) || errors.Is(err, errdefs.ErrConflict) {
+		return err
+	}
+	if st, serr := m.driver.State(ctx, id); serr == nil && (st == runtime.StatusRunning || st == runtime.StatusPaused) {
+		return err
+	}
+	m.log.Error("sandbox lost in a failed checkpoint", "sandbox.id", id, "err", err)
+	if kerr := m.kill(context.WithoutCancel(ctx), id, ReasonCheckpointFailed); kerr != nil {
+		m.log.Error("record sandbox lost in checkpoint", "sandbox.id", id, "err", kerr)
+	}
+	return fmt.Errorf("%w; the sandbox did not survive and was killed", err)
+}
+
+func (m *Manager) checkpointLocked(ctx context.Context, id string) error {
 	c, ok := m.driver.(runtime.Checkpointer)
 	if !ok || !c.CanCheckpoint() {
 		return errdefs.Precondition("the %s runtime cannot checkpoint sandboxes", m.driver.Name())
@@ -246,6 +266,8 @@ func (m *Manager) sandboxSpec(sb store.Sandbox, rootfs string) runtime.Spec {
 		},
 		Resources: runtime.Resources{CPUs: float64(sb.CPUCount), MemoryMB: sb.MemoryMB, PidsMax: DefaultPidsMax, DiskMB: sb.DiskMB},
 		NetNS:     sb.NetNS,
+		// envd lets go of its host socket around a checkpoint (cmd/envd).
+		CheckpointHook: []string{"/.sbx/bin/envd", "--checkpoint-hook", "--socket", "/.sbx/run/envd.sock"},
 	}
 }
 
