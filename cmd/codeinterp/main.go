@@ -82,9 +82,15 @@ func run() error {
 	if !*noDefault {
 		start := time.Now()
 		if err := srv.Start(ctx); err != nil {
-			return err
+			if ctx.Err() != nil {
+				return err
+			}
+			// Still serve: bash and javascript may work, and python runs
+			// retry the start and return its error to the caller.
+			log.Error("default python context failed to start", "err", err)
+		} else {
+			log.Info("default python context ready", "took", time.Since(start).Round(time.Millisecond))
 		}
-		log.Info("default python context ready", "took", time.Since(start).Round(time.Millisecond))
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second}
 	errc := make(chan error, 1)
