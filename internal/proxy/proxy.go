@@ -6,6 +6,8 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -29,6 +31,13 @@ var sandboxID = regexp.MustCompile(`^[a-z0-9]+$`)
 // Router finds the transport to a running sandbox's agent.
 type Router interface {
 	Route(id string) (http.RoundTripper, bool)
+}
+
+// SignedRouter finds the sandbox whose access token signed a file URL.
+type SignedRouter interface {
+	// SignedBy returns the ID of the running sandbox for which sign(token)
+	// equals signature.
+	SignedBy(signature string, sign func(token string) string) (string, bool)
 }
 
 // Proxy forwards requests to sandboxes.
@@ -57,6 +66,9 @@ func (p *Proxy) Match(r *http.Request) (Target, bool, error) {
 			return Target{}, true, errors.New("both E2b-Sandbox-Id and E2b-Sandbox-Port headers are required")
 		}
 		return parseTarget(id, port)
+	}
+	if t, ok := p.matchSigned(r); ok {
+		return t, true, nil
 	}
 	if p.domain == "" {
 		return Target{}, false, nil
@@ -153,4 +165,38 @@ func BadRequest(w http.ResponseWriter, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusBadRequest)
 	_ = json.NewEncoder(w).Encode(map[string]any{"code": http.StatusBadRequest, "message": err.Error()})
+}
+
+// matchSigned routes E2B's signed file URLs (uploadUrl/downloadUrl), which
+// carry neither routing headers nor a sandbox host: the sandbox is the one
+// whose access token produced the signature (protocol doc §3.6). envd checks
+// the signature and its expiry again.
+func (p *Proxy) matchSigned(r *http.Request) (Target, bool) {
+	sr, ok := p.router.(SignedRouter)
+	if !ok || r.URL.Path != "/files" {
+		return Target{}, false
+	}
+	q := r.URL.Query()
+	sig := q.Get("signature")
+	if !strings.HasPrefix(sig, "v1_") {
+		return Target{}, false
+	}
+	op := "read"
+	if r.Method == http.MethodPost || r.Method == http.MethodPut {
+		op = "write"
+	}
+	raw := q.Get("path") + ":" + op + ":" + q.Get("username") + ":"
+	exp := q.Get("signature_expiration")
+	id, ok := sr.SignedBy(sig, func(token string) string {
+		s := raw + token
+		if exp != "" {
+			s += ":" + exp
+		}
+		sum := sha256.Sum256([]byte(s))
+		return "v1_" + base64.RawStdEncoding.EncodeToString(sum[:])
+	})
+	if !ok {
+		return Target{}, false
+	}
+	return Target{SandboxID: id, Port: EnvdPort}, true
 }

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -323,4 +324,17 @@ func (m *Manager) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 // budget); the reason is recorded in the paused event as pause_reason.
 func (m *Manager) PauseWithReason(ctx context.Context, id, reason string) error {
 	return m.pauseReason(ctx, id, reason)
+}
+
+// SignedBy finds the running sandbox whose access token signed a file URL.
+// It is linear in the number of running sandboxes, which is fine for one
+// node (a hash per sandbox); signed URLs are rare next to API traffic.
+func (m *Manager) SignedBy(signature string, sign func(token string) string) (string, bool) {
+	for _, sb := range m.Live() {
+		if sb.AccessToken != "" && sb.State == store.StateRunning &&
+			subtle.ConstantTimeCompare([]byte(sign(sb.AccessToken)), []byte(signature)) == 1 {
+			return sb.ID, true
+		}
+	}
+	return "", false
 }

@@ -177,13 +177,23 @@ integration(env, 'files', () => {
     assert.equal(await sbx.files.read('/home/user/uploaded-signed.txt'), 'via signed url')
   })
 
-  it('signed download URLs work for a third party without routing headers', {
-    todo: 'optional (protocol doc §2.5): the proxy would have to find the sandbox by its signature',
-  }, async () => {
+  it('signed URLs work for a third party without routing headers', async () => {
+    // The proxy finds the sandbox whose access token made the signature.
     await sbx.files.write('/home/user/public.txt', 'shared')
     const res = await fetch(await sbx.downloadUrl('/home/user/public.txt'))
     assert.equal(res.status, 200, await res.clone().text())
     assert.equal(await res.text(), 'shared')
+
+    const up = await sbx.uploadUrl('/home/user/third-party.txt')
+    const form = new FormData()
+    form.append('file', new Blob(['from outside']), 'third-party.txt')
+    const posted = await fetch(up, { method: 'POST', body: form })
+    assert.equal(posted.status, 200, await posted.clone().text())
+    assert.equal(await sbx.files.read('/home/user/third-party.txt'), 'from outside')
+
+    // A forged signature matches no sandbox: the request is an API call without a key.
+    const forged = await fetch((await sbx.downloadUrl('/home/user/public.txt')).replace(/signature=[^&]+/, 'signature=v1_AAAA'))
+    assert.equal(forged.status, 401)
   })
 
   it('watchDir reports a file written after watching started', async () => {
