@@ -39,6 +39,9 @@ wanted=(
   curl             # scripts/run.sh health check
   python3
   python3-ipykernel  # host-side Jupyter kernel for code interpreter tests
+  python3-numpy      # ... whose tests import numpy, pandas and matplotlib
+  python3-pandas
+  python3-matplotlib
   nodejs           # E2B JavaScript SDK tests
   npm
 )
@@ -61,10 +64,23 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all host packages present (${#wanted[@]} checked)"
-  exit 0
+else
+  echo "install-deps: installing ${missing[*]}"
+  $sudo apt-get update -q
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-echo "install-deps: installing ${missing[*]}"
-$sudo apt-get update -q
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+# runsc (gVisor): Debian's build is too old for this kernel (runtime notes),
+# so a pinned current one is built from the Go module proxy (~2 min, once).
+# It runs sandboxes with --runtime runsc and is the runtime that can
+# checkpoint a sandbox to disk.
+RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
+if ! command -v runsc >/dev/null; then
+  command -v go >/dev/null || export PATH=/usr/local/go/bin:$PATH
+  echo "install-deps: building runsc $RUNSC_VERSION from the Go module proxy (about 2 minutes)"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS=-mod=mod go install "gvisor.dev/gvisor/runsc@$RUNSC_VERSION")
+  $sudo install -m 0755 "$tmp/runsc" /usr/local/bin/runsc
+  rm -rf "$tmp"
+fi
 echo "install-deps: done"
