@@ -39,7 +39,8 @@ with 'sbx template build', and start sandboxes from the printed template ID or n
 Every RUN and COPY step is a cached layer: an unchanged rebuild takes well under a second.`,
 	}
 	opts.register(cmd)
-	cmd.AddCommand(newTemplateInitCmd(), newTemplateBuildCmd(opts), newTemplateListCmd(opts), newTemplateDeleteCmd(opts))
+	cmd.AddCommand(newTemplateInitCmd(), newTemplateBuildCmd(opts), newTemplateListCmd(opts), newTemplateDeleteCmd(opts),
+		newBenchTemplatesCmd(opts))
 	return cmd
 }
 
@@ -544,4 +545,133 @@ func newTemplateDeleteCmd(opts *clientOptions) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// benchScenario is one row of the seed's "Cost & Performance Analysis"
+// table: a workload run in a sandbox from a library template versus a plain
+// base sandbox that installs the same Debian packages first.
+type benchScenario struct {
+	label, template, packages, workload string
+}
+
+var benchScenarios = []benchScenario{
+	{"ML Code Gen", "ml", "python3-sklearn python3-numpy",
+		`python3 -c "from sklearn.datasets import make_classification as m; from sklearn.linear_model import LogisticRegression as L; X,y=m(n_samples=2000,random_state=0); print('accuracy', L(max_iter=500).fit(X,y).score(X,y))"`},
+	{"Data Science", "data-science", "python3-pandas python3-numpy python3-matplotlib",
+		`python3 -c "import numpy as np, pandas as pd, matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; df=pd.DataFrame(np.random.default_rng(0).normal(size=(10000,4)),columns=list('abcd')); print(df.describe().loc['mean']); df.plot(); plt.savefig('/tmp/p.png')"`},
+	{"Web Dev", "web-dev", "python3-flask",
+		`python3 -c "import flask; app=flask.Flask('b'); app.add_url_rule('/', 'i', lambda: 'ok'); print(app.test_client().get('/').data)"`},
+}
+
+func newBenchTemplatesCmd(opts *clientOptions) *cobra.Command {
+	var only string
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Template vs no template: the seed's cost & performance table, measured here",
+		Long: `For each scenario (ML, data science, web dev) this starts a sandbox from the library
+template and runs the workload, then starts a plain base sandbox that first installs the same
+Debian packages with apt-get and runs the workload, and prints both times. Build the library
+templates first: sbx template build --path templates/<name> --name <name>.`,
+		Example: `  sbx template bench
+  sbx template bench --only data-science`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := opts.client()
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			// The base template's 512 MiB are too little for apt-get to unpack
+			// scikit-learn into the sandbox's memory-backed disk, so the
+			// "without template" side runs on base with more memory.
+			if err := ensureBenchBase(cmd.Context(), opts); err != nil {
+				return fmt.Errorf("prepare %s: %w", benchBase, err)
+			}
+			tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "SCENARIO\tWITHOUT TEMPLATE\tWITH TEMPLATE\tSAVINGS")
+			for _, sc := range benchScenarios {
+				if only != "" && only != sc.template {
+					continue
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "running %s ...\n", sc.label)
+				with, err := benchRun(cmd.Context(), c, sc.template, "", sc.workload)
+				if err != nil {
+					return fmt.Errorf("%s with template %s: %w (build it: sbx template build --path templates/%s --name %s)",
+						sc.label, sc.template, err, sc.template, sc.template)
+				}
+				install := "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends " + sc.packages + " >/dev/null"
+				without, err := benchRun(cmd.Context(), c, benchBase, install, sc.workload)
+				if err != nil {
+					return fmt.Errorf("%s without template: %w", sc.label, err)
+				}
+				fmt.Fprintf(tw, "%s\t%.1fs install + %.1fs execute = %.1fs\t%.2fs startup + %.1fs execute = %.1fs\t%.0f%% faster\n",
+					sc.label, without.install.Seconds(), without.exec.Seconds(), without.total().Seconds(),
+					with.startup.Seconds(), with.exec.Seconds(), with.total().Seconds(),
+					100*(1-with.total().Seconds()/without.total().Seconds()))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&only, "only", "", "run one scenario: ml, data-science or web-dev")
+	return cmd
+}
+
+// benchBase is the base template with 4 GiB of memory (no steps).
+const benchBase = "bench-base"
+
+func ensureBenchBase(ctx context.Context, opts *clientOptions) error {
+	cfg, hc, err := opts.rawConfig()
+	if err != nil {
+		return err
+	}
+	var reg struct {
+		TemplateID string `json:"templateID"`
+		BuildID    string `json:"buildID"`
+	}
+	if err := apiCall(ctx, hc, cfg, http.MethodPost, "/v3/templates",
+		map[string]any{"name": benchBase, "cpuCount": 2, "memoryMB": 4096}, &reg); err != nil {
+		return err
+	}
+	if err := apiCall(ctx, hc, cfg, http.MethodPost, "/v2/templates/"+reg.TemplateID+"/builds/"+reg.BuildID,
+		map[string]any{"fromTemplate": "base", "steps": []builder.Step{}}, nil); err != nil {
+		return err
+	}
+	st, err := followBuild(ctx, io.Discard, hc, cfg, reg.TemplateID, reg.BuildID, time.Now())
+	if err == nil && st != "ready" {
+		err = fmt.Errorf("build ended %s", st)
+	}
+	return err
+}
+
+type benchTimes struct{ startup, install, exec time.Duration }
+
+func (b benchTimes) total() time.Duration { return b.startup + b.install + b.exec }
+
+func benchRun(ctx context.Context, c *sdk.Client, template, install, workload string) (benchTimes, error) {
+	var bt benchTimes
+	t0 := time.Now()
+	sb, err := c.Create(ctx, sdk.CreateOptions{Template: template, Timeout: 10 * time.Minute})
+	if err != nil {
+		return bt, err
+	}
+	defer sb.Kill(context.WithoutCancel(ctx))
+	bt.startup = time.Since(t0)
+	run := func(cmd, user string) (time.Duration, error) {
+		t := time.Now()
+		res, err := sb.Commands.Run(ctx, cmd, sdk.RunOptions{User: user, Timeout: 10 * time.Minute})
+		if err != nil {
+			return 0, err
+		}
+		if res.ExitCode != 0 {
+			return 0, fmt.Errorf("%q exited %d: %s", cmd, res.ExitCode, res.Stderr)
+		}
+		return time.Since(t), nil
+	}
+	if install != "" {
+		if bt.install, err = run(install, "root"); err != nil {
+			return bt, err
+		}
+	}
+	bt.exec, err = run(workload, "")
+	return bt, err
 }
