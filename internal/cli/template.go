@@ -390,14 +390,29 @@ func uploadFiles(ctx context.Context, hc *http.Client, cfg sdk.Config, templateI
 	if st.Present {
 		return nil
 	}
-	var buf bytes.Buffer
-	if err := builder.WriteTar(&buf, dir, files); err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, st.URL, bytes.NewReader(buf.Bytes()))
+	// Spool to a temporary file: contexts can be large, and the upload
+	// needs an exact Content-Length (as presigned URLs do).
+	tmp, err := os.CreateTemp("", "sbx-context-*.tar.gz")
 	if err != nil {
 		return err
 	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if err := builder.WriteTar(tmp, dir, files); err != nil {
+		return err
+	}
+	size, err := tmp.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, st.URL, io.NopCloser(tmp))
+	if err != nil {
+		return err
+	}
+	req.ContentLength = size
 	resp, err := hc.Do(req)
 	if err != nil {
 		return err

@@ -23,6 +23,9 @@ import (
 	"github.com/sbxdev/sbx/internal/events"
 )
 
+// maxLogLines bounds the stored log of one build.
+const maxLogLines = 20000
+
 // Build event types.
 const (
 	EventBuildStarted   = "template.build.started"
@@ -396,7 +399,17 @@ func (s *Service) resolveBase(ctx context.Context, teamID string, req StartReque
 func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.Base) {
 	ctx := s.buildCtx
 	t0 := s.now()
+	lines := 0
 	logLine := func(step, level, msg string) {
+		// A step printing without end must not fill the database: keep the
+		// first maxLogLines lines and every error.
+		if lines++; lines > maxLogLines && level != "error" {
+			if lines == maxLogLines+1 {
+				msg, level = fmt.Sprintf("build log truncated after %d lines", maxLogLines), "warn"
+			} else {
+				return
+			}
+		}
 		if err := s.store.AppendLog(context.WithoutCancel(ctx), b.ID, LogEntry{Timestamp: s.now().UTC(), Level: level, Step: step, Message: msg}); err != nil {
 			s.log.Error("append build log", "build.id", b.ID, "err", err)
 		}
