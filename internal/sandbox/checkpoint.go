@@ -151,6 +151,13 @@ func (m *Manager) checkpoint(ctx context.Context, id string) error {
 	if err == nil || errors.Is(err, errdefs.ErrNotFound) || errors.Is(err, errdefs.ErrFailedPrecondition) || errors.Is(err, errdefs.ErrConflict) {
 		return err
 	}
+	// runsc may take a moment to stop a sandbox whose save failed.
+	for range 20 {
+		if st, serr := m.driver.State(ctx, id); serr != nil || st != runtime.StatusRunning && st != runtime.StatusPaused {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if st, serr := m.driver.State(ctx, id); serr == nil && (st == runtime.StatusRunning || st == runtime.StatusPaused) {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -26,6 +27,9 @@ const (
 	ckptUpper    = "upper"     // copy of the overlay's writable layer
 	ckptComplete = "complete"  // written last: the checkpoint is usable
 	ckptMarker   = "ckpt-path" // in the sandbox dir: where its checkpoint is
+	// ckptHookArmed in the sandbox dir: the running kernel was restored and
+	// already has the checkpoint hook.
+	ckptHookArmed = "ckpt-hook-armed"
 )
 
 // CanCheckpoint reports whether the runtime can save sandboxes to disk.
@@ -77,7 +81,18 @@ func (d *Driver) Checkpoint(ctx context.Context, id, dir string) (err error) {
 	}
 	args := []string{"checkpoint", "--image-path", filepath.Join(dir, ckptImage)}
 	if hook := d.checkpointHook(id); hook != "" {
-		args = append(args, "--save-restore-exec-argv", hook, "--save-restore-exec-timeout", "20s")
+		// A restored kernel keeps the hook it was saved with (and runs it
+		// after the next restore) but refuses a second one ("save/restore
+		// binary is already set") and then skips the save-side run: do that
+		// run with an exec.
+		if _, err := os.Stat(filepath.Join(d.paths(id).dir, ckptHookArmed)); err == nil {
+			execArgs := append([]string{"exec", "--env", "GVISOR_SAVE_RESTORE_AUTO_EXEC_MODE=save", id}, strings.Fields(hook)...)
+			if _, err := d.command(ctx, execArgs...); err != nil {
+				return fmt.Errorf("checkpoint sandbox %s: hook: %w", id, err)
+			}
+		} else {
+			args = append(args, "--save-restore-exec-argv", hook, "--save-restore-exec-timeout", "20s")
+		}
 	}
 	if _, err := d.command(ctx, append(args, id)...); err != nil {
 		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
@@ -153,6 +168,7 @@ func (d *Driver) Restore(ctx context.Context, s runtime.Spec, dir string) (err e
 			_ = os.Remove(p.handle())
 		}
 	}()
+	t0 := time.Now()
 	if err := mountLayers(ctx, p, s.Lower, s.Resources.DiskMB, filepath.Join(dir, ckptUpper)); err != nil {
 		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
 	}
@@ -163,10 +179,15 @@ func (d *Driver) Restore(ctx context.Context, s runtime.Spec, dir string) (err e
 	if err := writeConfig(p, buildSpec(s, bp, d.limits)); err != nil {
 		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
 	}
+	tLayers := time.Since(t0)
 	if err := d.runRestore(ctx, s.ID, p, filepath.Join(dir, ckptImage)); err != nil {
 		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
 	}
+	d.log.Debug("sandbox restored", "sandbox.id", s.ID, "layers", tLayers, "total", time.Since(t0))
 	_ = os.Remove(filepath.Join(p.dir, ckptMarker))
+	if d.checkpointHook(s.ID) != "" {
+		_ = os.WriteFile(filepath.Join(p.dir, ckptHookArmed), nil, 0o600)
+	}
 	return nil
 }
 
