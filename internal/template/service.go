@@ -426,6 +426,8 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 		var err error
 		base, err = s.images.Pull(ctx, req.base(), func(l string) { logLine("base", "info", l) })
 		if err != nil {
+			err = errdefs.Wrap(errdefs.ErrInvalidArgument, err, "unknown base %q: it is not a template (base, code-interpreter or one of yours) and pulling it as an image failed: %s",
+				req.base(), errdefs.Message(err))
 			logLine("base", "error", err.Error())
 			s.fail(rec, b, "base", err)
 			return

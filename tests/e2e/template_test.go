@@ -148,7 +148,7 @@ func TestTemplateBuildCLI(t *testing.T) {
 
 	// Bad input fails with a clear error; the template keeps its build.
 	for _, bad := range []struct{ name, dockerfile, want string }{
-		{"unknown base", "FROM no-such-template\nRUN true\n", `unknown base "no-such-template"`},
+		{"unknown base", "FROM no-such-template\nRUN true\n", `unknown base "no-such-template": it is not a template`},
 		{"failing RUN", "FROM base\nRUN echo broken-step && exit 42\n", "exit code 42"},
 		{"missing COPY", "FROM base\nCOPY nothing-here.txt /tmp/\n", `"nothing-here.txt" matches no file`},
 		{"unsupported", "FROM base\nVOLUME /data\n", "line 2: VOLUME: not supported"},
