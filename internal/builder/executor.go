@@ -70,6 +70,11 @@ func NewExecutor(cfg Config, log *slog.Logger, drv Driver, netw Network) *Execut
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 2 * time.Minute
 	}
+	// Scratch dirs of builds a previous process was running are garbage
+	// (their build sandboxes are removed by the manager's recovery).
+	if err := os.RemoveAll(filepath.Join(cfg.DataDir, "build")); err != nil {
+		log.Warn("remove stale build scratch space", "err", err)
+	}
 	return &Executor{cfg: cfg, log: log, drv: drv, net: netw}
 }
 
