@@ -27,6 +27,7 @@ func newBenchCmd() *cobra.Command {
 	}
 	opts.register(cmd)
 	cmd.AddCommand(newBenchTTICmd(&opts))
+	cmd.AddCommand(newBenchTemplatesCmd(&opts, "templates"))
 	return cmd
 }
 

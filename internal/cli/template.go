@@ -40,7 +40,7 @@ Every RUN and COPY step is a cached layer: an unchanged rebuild takes well under
 	}
 	opts.register(cmd)
 	cmd.AddCommand(newTemplateInitCmd(), newTemplateBuildCmd(opts), newTemplateListCmd(opts), newTemplateDeleteCmd(opts),
-		newBenchTemplatesCmd(opts))
+		newBenchTemplatesCmd(opts, "bench"))
 	return cmd
 }
 
@@ -578,16 +578,17 @@ var benchScenarios = []benchScenario{
 		`python3 -c "import flask; app=flask.Flask('b'); app.add_url_rule('/', 'i', lambda: 'ok'); print(app.test_client().get('/').data)"`},
 }
 
-func newBenchTemplatesCmd(opts *clientOptions) *cobra.Command {
+// newBenchTemplatesCmd is both `sbx template bench` and `sbx bench templates`.
+func newBenchTemplatesCmd(opts *clientOptions, use string) *cobra.Command {
 	var only string
 	cmd := &cobra.Command{
-		Use:   "bench",
+		Use:   use,
 		Short: "Template vs no template: the seed's cost & performance table, measured here",
 		Long: `For each scenario (ML, data science, web dev) this starts a sandbox from the library
 template and runs the workload, then starts a plain base sandbox that first installs the same
 Debian packages with apt-get and runs the workload, and prints both times. Build the library
 templates first: sbx template build --path templates/<name> --name <name>.`,
-		Example: `  sbx template bench
+		Example: `  sbx bench templates
   sbx template bench --only data-science`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
