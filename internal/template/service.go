@@ -470,6 +470,11 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 	if err := s.store.UpdateBuild(context.WithoutCancel(ctx), b); err != nil {
 		s.log.Error("record build", "build.id", b.ID, "err", err)
 	}
+	if prev := rec.CurrentBuild; prev != "" && isMountpoint(s.rootfsDir(prev)) {
+		// Sandboxes still running from the previous build hold their own
+		// reference to it; detaching only stops new users.
+		unmount(s.rootfsDir(prev))
+	}
 	rec.CurrentBuild, rec.UpdatedAt = b.ID, b.FinishedAt
 	if err := s.store.UpdateTemplate(context.WithoutCancel(ctx), rec); err != nil {
 		s.log.Error("record template build", "template.id", rec.ID, "err", err)
