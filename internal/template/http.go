@@ -34,6 +34,23 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v2/templates/{id}/builds/{buildID}", h.start)
 	mux.HandleFunc("GET /templates/{id}/builds/{buildID}/status", h.status)
 	mux.HandleFunc("DELETE /templates/{id}", h.delete)
+	mux.HandleFunc("GET /templates/{id}", h.get)
+}
+
+// get answers E2B's TemplateWithBuilds.
+func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
+	rec, builds, err := h.svc.Builds(r.Context(), teamID(r), r.PathValue("id"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	names := rec.Names
+	if names == nil {
+		names = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"templateID": rec.ID, "public": rec.Public, "aliases": names,
+		"names": names, "createdAt": rec.CreatedAt, "updatedAt": rec.UpdatedAt, "lastSpawnedAt": nil,
+		"spawnCount": 0, "builds": builds})
 }
 
 func (h *Handler) fail(w http.ResponseWriter, err error) { errdefs.WriteHTTP(w, h.svc.log, err) }

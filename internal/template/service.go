@@ -617,3 +617,47 @@ func (s *Service) Delete(ctx context.Context, teamID, id string) error {
 	}
 	return nil
 }
+
+// BuildInfo is one entry of E2B's TemplateWithBuilds.builds.
+type BuildInfo struct {
+	BuildID    string     `json:"buildID"`
+	Status     string     `json:"status"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	UpdatedAt  time.Time  `json:"updatedAt"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+	CPUCount   int        `json:"cpuCount"`
+	MemoryMB   int        `json:"memoryMB"`
+	DiskSizeMB int        `json:"diskSizeMB"`
+}
+
+// Builds returns a team's template and its builds, newest first.
+func (s *Service) Builds(ctx context.Context, teamID, id string) (Record, []BuildInfo, error) {
+	if t, ok := s.reg.Get(id); ok && t.TeamID != teamID && t.TeamID != "" {
+		return Record{}, nil, errdefs.NotFound("template %q not found", id)
+	} else if ok && t.TeamID == "" { // built-in: one build, its root filesystem
+		return Record{ID: t.ID, Names: t.Names, Public: t.Public, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt},
+			[]BuildInfo{{BuildID: t.BuildID, Status: t.Status, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt,
+				CPUCount: t.CPUCount, MemoryMB: t.MemoryMB, DiskSizeMB: t.DiskMB}}, nil
+	} else if ok {
+		id = t.ID
+	}
+	rec, err := s.owned(ctx, teamID, id)
+	if err != nil {
+		return Record{}, nil, err
+	}
+	bs, err := s.store.Builds(ctx, rec.ID)
+	if err != nil {
+		return Record{}, nil, err
+	}
+	out := make([]BuildInfo, 0, len(bs))
+	for _, b := range bs {
+		bi := BuildInfo{BuildID: b.ID, Status: b.Status, CreatedAt: b.CreatedAt, UpdatedAt: b.CreatedAt,
+			CPUCount: rec.CPUCount, MemoryMB: rec.MemoryMB, DiskSizeMB: rec.DiskMB}
+		if !b.FinishedAt.IsZero() {
+			f := b.FinishedAt
+			bi.FinishedAt, bi.UpdatedAt = &f, f
+		}
+		out = append(out, bi)
+	}
+	return rec, out, nil
+}

@@ -258,6 +258,18 @@ func TestBuildFlowAndPersistence(t *testing.T) {
 		t.Errorf("rejected build status %+v", st)
 	}
 
+	var withBuilds struct {
+		TemplateID string      `json:"templateID"`
+		Builds     []BuildInfo `json:"builds"`
+	}
+	if code := e.call(t, "team1", "GET", "/templates/my-app", nil, &withBuilds); code != http.StatusOK ||
+		withBuilds.TemplateID != r.TemplateID || len(withBuilds.Builds) != 3 {
+		t.Errorf("GET /templates/my-app: HTTP %d %+v", code, withBuilds)
+	}
+	if code := e.call(t, "team2", "GET", "/templates/"+r.TemplateID, nil, nil); code != http.StatusNotFound {
+		t.Errorf("other team GET template: HTTP %d, want 404", code)
+	}
+
 	// Events: started and succeeded for the first, failed for the second.
 	evs, err := e.evlog.List(t.Context(), events.Filter{TeamID: "team1", OrderAsc: true})
 	if err != nil {

@@ -306,3 +306,30 @@ func (s *Store) Logs(ctx context.Context, buildID string, offset, limit int) ([]
 	}
 	return out, rows.Err()
 }
+
+// Builds returns a template's builds, newest first.
+func (s *Store) Builds(ctx context.Context, templateID string) ([]BuildRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM tpl_builds WHERE template_id = ? ORDER BY created_at DESC`, templateID)
+	if err != nil {
+		return nil, fmt.Errorf("list builds: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	out := make([]BuildRecord, 0, len(ids))
+	for _, id := range ids {
+		b, err := s.Build(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
