@@ -93,6 +93,12 @@ func TestEnsureBase(t *testing.T) {
 	if got := chrootOut(t, root, "node", "-e", "console.log(1+1)"); strings.TrimSpace(got) != "2" {
 		t.Errorf("node printed %q, want 2", got)
 	}
+	if got := chrootOut(t, root, "getent", "hosts", "localhost"); !strings.Contains(got, "localhost") {
+		t.Errorf("localhost does not resolve: %q", got)
+	}
+	if got := chrootOut(t, root, "python3", "-c", "import socket; print(socket.getservbyname('https'))"); strings.TrimSpace(got) != "443" {
+		t.Errorf("/etc/services lookup of https = %q, want 443 (netbase)", got)
+	}
 	for _, bin := range []string{"bash", "sudo", "git", "curl", "ps", "ip", "ping", "nc", "less", "unzip", "xz", "npm", "pip3"} {
 		chrootOut(t, root, "sh", "-c", "command -v "+bin)
 	}

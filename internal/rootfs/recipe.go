@@ -89,7 +89,7 @@ func baseRecipe() Recipe {
 		Packages: []string{
 			"bash", "coreutils", "procps", "sudo", "less", "vim-tiny",
 			"ca-certificates", "curl", "git", "iproute2", "iputils-ping",
-			"netcat-openbsd", "unzip", "xz-utils",
+			"netcat-openbsd", "netbase", "unzip", "xz-utils",
 			"python3", "python3-pip", "python3-venv",
 			"nodejs", "npm",
 		},
@@ -123,6 +123,13 @@ echo 'LANG=C.UTF-8' > /etc/default/locale
 # Mountpoints for the agent binaries and its socket directory.
 mkdir -p /.sbx/bin /.sbx/run
 chmod 0755 /.sbx /.sbx/bin /.sbx/run
+
+# minbase has no /etc/hosts: without it "localhost" does not resolve when
+# the tree is used without the runtime's generated file (chroot, tests).
+if [ ! -e /etc/hosts ]; then
+	printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > /etc/hosts
+fi
+[ -e /etc/mtab ] || ln -s ../proc/self/mounts /etc/mtab
 
 # A regular file the runtime can bind over or rewrite in the upper layer.
 if [ -L /etc/resolv.conf ] || [ ! -e /etc/resolv.conf ]; then
