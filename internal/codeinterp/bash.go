@@ -3,8 +3,6 @@ package codeinterp
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,8 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 )
 
 // bashRunner keeps one bash process per context, so variables, functions
@@ -27,37 +23,18 @@ import (
 type bashRunner struct {
 	cwd string
 	env []string
-
-	mu         sync.Mutex // guards the fields below
-	proc       *bashProc
-	count      int
-	restarting bool
-}
-
-type bashProc struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	chunks chan bashChunk
-	dead   chan struct{}
-	dir    string // private dir for cell files
-}
-
-type bashChunk struct {
-	stderr bool
-	data   []byte
+	replSession
 }
 
 func startBashRunner(cwd string, env []string) (*bashRunner, error) {
 	r := &bashRunner{cwd: cwd, env: env}
-	p, err := r.start()
-	if err != nil {
+	if err := r.init("bash", r.start); err != nil {
 		return nil, err
 	}
-	r.proc = p
 	return r, nil
 }
 
-func (r *bashRunner) start() (*bashProc, error) {
+func (r *bashRunner) start() (*replProc, error) {
 	dir, err := os.MkdirTemp("", "sbx-bash-")
 	if err != nil {
 		return nil, err
@@ -65,49 +42,16 @@ func (r *bashRunner) start() (*bashProc, error) {
 	cmd := exec.Command("bash", "--noprofile", "--norc")
 	cmd.Dir = r.cwd
 	cmd.Env = r.env
-	// Own process group so an interrupt reaches the running command; the
-	// trap keeps the shell itself (and its state) alive through SIGINT.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdin, err := cmd.StdinPipe()
+	// Own process group (startRepl) so an interrupt reaches the running
+	// command; the trap keeps the shell itself (and its state) alive
+	// through SIGINT.
+	p, err := startRepl(cmd, "bash", nil)
 	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start bash: %w", err)
+		return nil, err
 	}
-	p := &bashProc{cmd: cmd, stdin: stdin, chunks: make(chan bashChunk, 64), dead: make(chan struct{}), dir: dir}
-	var wg sync.WaitGroup
-	pump := func(rd io.Reader, isErr bool) {
-		defer wg.Done()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := rd.Read(buf)
-			if n > 0 {
-				p.chunks <- bashChunk{stderr: isErr, data: append([]byte(nil), buf[:n]...)}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
-	wg.Add(2)
-	go pump(stdout, false)
-	go pump(stderr, true)
-	go func() {
-		wg.Wait() // all output read before we report the death
-		_ = cmd.Wait()
-		close(p.dead)
-	}()
-	if _, err := io.WriteString(stdin, "trap : INT\n"); err != nil {
+	p.dir = dir
+	if _, err := io.WriteString(p.stdin, "trap : INT\n"); err != nil {
 		return nil, fmt.Errorf("start bash: %w", err)
 	}
 	return p, nil
@@ -118,28 +62,11 @@ var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]string, out emitter) error {
-	r.mu.Lock()
-	select {
-	case <-r.proc.dead:
-		os.RemoveAll(r.proc.dir)
-		p, err := r.start()
-		if err != nil {
-			r.mu.Unlock()
-			out.emit(errorLine("KernelStartError", err.Error(), nil))
-			return err
-		}
-		r.proc = p
-	default:
+	p, err := r.begin(out)
+	if err != nil {
+		return err
 	}
-	p := r.proc
-	r.count++
-	count := r.count
-	r.mu.Unlock()
-
-	out.emit(lineExecutionCount{Type: "number_of_executions", ExecutionCount: count})
-	var nonce [12]byte
-	_, _ = rand.Read(nonce[:])
-	marker := "\x1eSBX" + hex.EncodeToString(nonce[:]) + ":"
+	_, marker := newMarker()
 	cell := filepath.Join(p.dir, "cell.sh")
 	if err := os.WriteFile(cell, []byte(code), 0o600); err != nil {
 		out.emit(errorLine("ExecutionError", err.Error(), nil))
@@ -171,19 +98,7 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 	for !done[0] || !done[1] {
 		select {
 		case c := <-p.chunks:
-			i := 0
-			if c.stderr {
-				i = 1
-			}
-			bufs[i].Write(c.data)
-			text, status, finished := scanMarker(&bufs[i], marker)
-			if text != "" {
-				typ := "stdout"
-				if c.stderr {
-					typ = "stderr"
-				}
-				out.emit(lineStream{Type: typ, Text: text, Timestamp: timestamp("")})
-			}
+			i, status, finished := streamChunk(&bufs, c, marker, out)
 			if finished {
 				done[i] = true
 				if i == 0 {
@@ -219,18 +134,6 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 	if rc != 0 {
 		// bash_kernel's convention: empty name, exit status as the value.
 		out.emit(errorLine("", strconv.Itoa(rc), nil))
-	}
-	return nil
-}
-
-func (r *bashRunner) died(out emitter) error {
-	r.mu.Lock()
-	restarting := r.restarting
-	r.mu.Unlock()
-	if restarting {
-		out.emit(errorLine("ContextRestarting", "Context was restarted during execution", nil))
-	} else {
-		out.emit(errorLine("UnexpectedEndOfExecution", "The bash process exited during execution; its state is lost and it restarts on the next run", nil))
 	}
 	return nil
 }
@@ -287,45 +190,6 @@ func bashEnv(env map[string]string) (set, restore string, err error) {
 		fmt.Fprintf(&rs, "if [ \"$__sbx_had_%[2]d\" = 1 ]; then export %[1]s=\"$__sbx_old_%[2]d\"; else unset %[1]s; fi; unset __sbx_had_%[2]d __sbx_old_%[2]d; ", k, i)
 	}
 	return s.String(), rs.String(), nil
-}
-
-func (r *bashRunner) Restart(ctx context.Context) error {
-	r.mu.Lock()
-	old := r.proc
-	r.restarting = true
-	r.mu.Unlock()
-	r.kill(old)
-	p, err := r.start()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.restarting = false
-	if err != nil {
-		return err
-	}
-	r.proc, r.count = p, 0
-	return nil
-}
-
-func (r *bashRunner) kill(p *bashProc) {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	// Drain output so the pumps can finish and the process is reaped.
-	for {
-		select {
-		case <-p.chunks:
-			continue
-		case <-p.dead:
-		}
-		break
-	}
-	os.RemoveAll(p.dir)
-}
-
-func (r *bashRunner) Close(ctx context.Context) error {
-	r.mu.Lock()
-	p := r.proc
-	r.mu.Unlock()
-	r.kill(p)
-	return nil
 }
 
 var errUnsupportedLanguage = errors.New("unsupported language")

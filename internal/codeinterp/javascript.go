@@ -1,17 +1,11 @@
 package codeinterp
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -77,19 +71,7 @@ async function run(req) {
 type jsRunner struct {
 	node, cwd string
 	env       []string
-
-	mu         sync.Mutex
-	proc       *jsProc
-	count      int
-	restarting bool
-}
-
-type jsProc struct {
-	cmd     *exec.Cmd
-	stdin   io.WriteCloser
-	chunks  chan bashChunk
-	replies chan jsReply
-	dead    chan struct{}
+	replSession
 }
 
 type jsReply struct {
@@ -107,102 +89,36 @@ type jsError struct {
 
 func startJSRunner(node, cwd string, env []string) (*jsRunner, error) {
 	r := &jsRunner{node: node, cwd: cwd, env: env}
-	p, err := r.start()
-	if err != nil {
+	if err := r.init("node", r.start); err != nil {
 		return nil, err
 	}
-	r.proc = p
 	return r, nil
 }
 
-func (r *jsRunner) start() (*jsProc, error) {
+func (r *jsRunner) start() (*replProc, error) {
 	cmd := exec.Command(r.node, "-e", jsDriver)
 	cmd.Dir, cmd.Env = r.cwd, r.env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
 	rp, wp, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	cmd.ExtraFiles = []*os.File{wp} // fd 3
-	if err := cmd.Start(); err != nil {
+	cmd.ExtraFiles = []*os.File{wp} // fd 3: the driver's replies
+	p, err := startRepl(cmd, "node", rp)
+	if err != nil {
 		rp.Close()
 		wp.Close()
-		return nil, fmt.Errorf("start node: %w", err)
+		return nil, err
 	}
 	wp.Close()
-	p := &jsProc{cmd: cmd, stdin: stdin, chunks: make(chan bashChunk, 64), replies: make(chan jsReply, 4), dead: make(chan struct{})}
-	var wg sync.WaitGroup
-	pump := func(rd io.Reader, isErr bool) {
-		defer wg.Done()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := rd.Read(buf)
-			if n > 0 {
-				p.chunks <- bashChunk{stderr: isErr, data: append([]byte(nil), buf[:n]...)}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
-	wg.Add(3)
-	go pump(stdout, false)
-	go pump(stderr, true)
-	go func() {
-		defer wg.Done()
-		defer rp.Close()
-		sc := bufio.NewScanner(rp)
-		sc.Buffer(make([]byte, 64<<10), 64<<20)
-		for sc.Scan() {
-			var rep jsReply
-			if json.Unmarshal(sc.Bytes(), &rep) == nil {
-				p.replies <- rep
-			}
-		}
-	}()
-	go func() {
-		wg.Wait()
-		_ = cmd.Wait()
-		close(p.dead)
-	}()
 	return p, nil
 }
 
 func (r *jsRunner) Execute(ctx context.Context, code string, env map[string]string, out emitter) error {
-	r.mu.Lock()
-	select {
-	case <-r.proc.dead:
-		p, err := r.start()
-		if err != nil {
-			r.mu.Unlock()
-			out.emit(errorLine("KernelStartError", err.Error(), nil))
-			return err
-		}
-		r.proc = p
-	default:
+	p, err := r.begin(out)
+	if err != nil {
+		return err
 	}
-	p := r.proc
-	r.count++
-	count := r.count
-	r.mu.Unlock()
-
-	out.emit(lineExecutionCount{Type: "number_of_executions", ExecutionCount: count})
-	var nonce [12]byte
-	_, _ = rand.Read(nonce[:])
-	id := hex.EncodeToString(nonce[:])
-	marker := "\x1eSBX" + id + ":"
+	id, marker := newMarker()
 	req, _ := json.Marshal(map[string]any{"id": id, "code": code, "env": env, "marker": marker})
 	if _, err := p.stdin.Write(append(req, '\n')); err != nil {
 		return r.died(out)
@@ -218,18 +134,11 @@ func (r *jsRunner) Execute(ctx context.Context, code string, env map[string]stri
 	for !done[0] || !done[1] || reply == nil {
 		select {
 		case c := <-p.chunks:
-			i := 0
-			if c.stderr {
-				i = 1
-			}
-			bufs[i].Write(c.data)
-			text, _, fin := scanMarker(&bufs[i], marker)
-			if text != "" {
-				out.emit(lineStream{Type: [2]string{"stdout", "stderr"}[i], Text: text, Timestamp: timestamp("")})
-			}
+			i, _, fin := streamChunk(&bufs, c, marker, out)
 			done[i] = done[i] || fin
-		case rep := <-p.replies:
-			if rep.ID == id {
+		case line := <-p.side:
+			var rep jsReply
+			if json.Unmarshal(line, &rep) == nil && rep.ID == id {
 				reply = &rep
 			}
 		case <-p.dead:
@@ -270,55 +179,4 @@ func interruptUntil(pid int, finished, dead <-chan struct{}) {
 			return
 		}
 	}
-}
-
-func (r *jsRunner) died(out emitter) error {
-	r.mu.Lock()
-	restarting := r.restarting
-	r.mu.Unlock()
-	if restarting {
-		out.emit(errorLine("ContextRestarting", "Context was restarted during execution", nil))
-	} else {
-		out.emit(errorLine("UnexpectedEndOfExecution", "The node process exited during execution; its state is lost and it restarts on the next run", nil))
-	}
-	return nil
-}
-
-func (r *jsRunner) Restart(ctx context.Context) error {
-	r.mu.Lock()
-	old := r.proc
-	r.restarting = true
-	r.mu.Unlock()
-	killJS(old)
-	p, err := r.start()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.restarting = false
-	if err != nil {
-		return err
-	}
-	r.proc, r.count = p, 0
-	return nil
-}
-
-func killJS(p *jsProc) {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	for {
-		select {
-		case <-p.chunks:
-			continue
-		case <-p.replies:
-			continue
-		case <-p.dead:
-		}
-		break
-	}
-}
-
-func (r *jsRunner) Close(ctx context.Context) error {
-	r.mu.Lock()
-	p := r.proc
-	r.mu.Unlock()
-	killJS(p)
-	return nil
 }

@@ -1,0 +1,228 @@
+package codeinterp
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+)
+
+// replProc is one long-lived interpreter process (bash, node) whose stdout
+// and stderr arrive as chunks. The bash and JavaScript runners differ only
+// in how they hand code to it and learn that a cell ended.
+type replProc struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	chunks chan outChunk
+	// side carries lines from an extra pipe (node's fd 3, one JSON reply
+	// a line); nil when the process has none, so it never selects.
+	side chan []byte
+	dead chan struct{}
+	dir  string // private dir for cell files; "" when there is none
+}
+
+type outChunk struct {
+	stderr bool
+	data   []byte
+}
+
+// startRepl starts cmd in its own process group, so an interrupt reaches
+// what the cell runs, and pumps its output into chunks. If side is
+// non-nil, lines read from it go to the side channel. what names the
+// process in errors.
+func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", what, err)
+	}
+	p := &replProc{cmd: cmd, stdin: stdin, chunks: make(chan outChunk, 64), dead: make(chan struct{})}
+	var wg sync.WaitGroup
+	pump := func(rd io.Reader, isErr bool) {
+		defer wg.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := rd.Read(buf)
+			if n > 0 {
+				p.chunks <- outChunk{stderr: isErr, data: append([]byte(nil), buf[:n]...)}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go pump(stdout, false)
+	go pump(stderr, true)
+	if side != nil {
+		p.side = make(chan []byte, 4)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer side.Close()
+			sc := bufio.NewScanner(side)
+			sc.Buffer(make([]byte, 64<<10), 64<<20)
+			for sc.Scan() {
+				p.side <- append([]byte(nil), sc.Bytes()...)
+			}
+		}()
+	}
+	go func() {
+		wg.Wait() // all output read before we report the death
+		_ = cmd.Wait()
+		close(p.dead)
+	}()
+	return p, nil
+}
+
+// kill ends the process group and drains its output so the readers can
+// finish and the process is reaped, then removes its cell files.
+func (p *replProc) kill() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	for {
+		select {
+		case <-p.chunks:
+			continue
+		case <-p.side:
+			continue
+		case <-p.dead:
+		}
+		break
+	}
+	p.release()
+}
+
+// release removes what a process that is gone left behind.
+func (p *replProc) release() {
+	if p.dir != "" {
+		os.RemoveAll(p.dir)
+	}
+}
+
+// newMarker returns a random id and the end marker built from it, which
+// the interpreter prints (followed by a status and \x1e) after each cell.
+func newMarker() (id, marker string) {
+	var nonce [12]byte
+	_, _ = rand.Read(nonce[:])
+	id = hex.EncodeToString(nonce[:])
+	return id, "\x1eSBX" + id + ":"
+}
+
+// streamChunk adds c to its stream's buffer and emits the text that is
+// certainly output. fin reports that the stream's end marker arrived, with
+// the status printed after it; i is the stream (0 stdout, 1 stderr).
+func streamChunk(bufs *[2]bytes.Buffer, c outChunk, marker string, out emitter) (i, status int, fin bool) {
+	if c.stderr {
+		i = 1
+	}
+	bufs[i].Write(c.data)
+	text, status, fin := scanMarker(&bufs[i], marker)
+	if text != "" {
+		out.emit(lineStream{Type: [2]string{"stdout", "stderr"}[i], Text: text, Timestamp: timestamp("")})
+	}
+	return i, status, fin
+}
+
+// replSession keeps one interpreter process per context, so state persists
+// between runs like in a kernel, and replaces it when it died or on
+// Restart. Embedded by the bash and JavaScript runners.
+type replSession struct {
+	what  string // "bash" or "node", names the process in messages
+	start func() (*replProc, error)
+
+	mu         sync.Mutex // guards the fields below
+	proc       *replProc
+	count      int
+	restarting bool
+}
+
+func (s *replSession) init(what string, start func() (*replProc, error)) error {
+	s.what, s.start = what, start
+	p, err := start()
+	if err != nil {
+		return err
+	}
+	s.proc = p
+	return nil
+}
+
+// begin returns the process to run the next cell in, starting a new one if
+// the last died, and the cell's execution count, which it emits.
+func (s *replSession) begin(out emitter) (*replProc, error) {
+	s.mu.Lock()
+	select {
+	case <-s.proc.dead:
+		s.proc.release()
+		p, err := s.start()
+		if err != nil {
+			s.mu.Unlock()
+			out.emit(errorLine("KernelStartError", err.Error(), nil))
+			return nil, err
+		}
+		s.proc = p
+	default:
+	}
+	p := s.proc
+	s.count++
+	count := s.count
+	s.mu.Unlock()
+	out.emit(lineExecutionCount{Type: "number_of_executions", ExecutionCount: count})
+	return p, nil
+}
+
+// died reports a process that ended during a cell, as a restart when one
+// was asked for.
+func (s *replSession) died(out emitter) error {
+	s.mu.Lock()
+	restarting := s.restarting
+	s.mu.Unlock()
+	if restarting {
+		out.emit(errorLine("ContextRestarting", "Context was restarted during execution", nil))
+	} else {
+		out.emit(errorLine("UnexpectedEndOfExecution", "The "+s.what+" process exited during execution; its state is lost and it restarts on the next run", nil))
+	}
+	return nil
+}
+
+func (s *replSession) Restart(ctx context.Context) error {
+	s.mu.Lock()
+	old := s.proc
+	s.restarting = true
+	s.mu.Unlock()
+	old.kill()
+	p, err := s.start()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.restarting = false
+	if err != nil {
+		return err
+	}
+	s.proc, s.count = p, 0
+	return nil
+}
+
+func (s *replSession) Close(ctx context.Context) error {
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	p.kill()
+	return nil
+}
