@@ -55,6 +55,16 @@ var (
 	netErr  error
 )
 
+// TestMain removes the test bridge the integration tests share.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if netMgr != nil {
+		_ = netMgr.RemoveBridge(context.Background())
+		netMgr.Close()
+	}
+	os.Exit(code)
+}
+
 type testEnv struct {
 	exec *Executor
 	base Base
