@@ -41,13 +41,12 @@ type Spec struct {
 	// NetNS is the path of an existing network namespace to join.
 	// Empty means a fresh namespace with loopback only (no outside network).
 	NetNS string
-	// CheckpointHook is an argv run inside the sandbox right before a
-	// checkpoint (env GVISOR_SAVE_RESTORE_AUTO_EXEC_MODE=save) and right
-	// after a restore (=restore), so the sandbox's agent can let go of what
-	// cannot be checkpointed (a unix socket bound on the host) and take it
-	// back. Arguments must not contain spaces. Ignored by drivers that
-	// cannot checkpoint.
-	CheckpointHook []string
+	// HostSocket is the host path of a unix socket the init process binds
+	// through a mount (runsc --host-uds=create), "" for none. gVisor cannot
+	// checkpoint a socket bound on the host, so a Checkpointer sends the
+	// init SIGUSR1 before a checkpoint and waits until the socket file is
+	// gone, and sends SIGUSR2 after a restore so init binds it again.
+	HostSocket string
 }
 
 // Status is what a runtime reports about a sandbox.

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -27,9 +26,6 @@ const (
 	ckptUpper    = "upper"     // copy of the overlay's writable layer
 	ckptComplete = "complete"  // written last: the checkpoint is usable
 	ckptMarker   = "ckpt-path" // in the sandbox dir: where its checkpoint is
-	// ckptHookArmed in the sandbox dir: the running kernel was restored and
-	// already has the checkpoint hook.
-	ckptHookArmed = "ckpt-hook-armed"
 )
 
 // CanCheckpoint reports whether the runtime can save sandboxes to disk.
@@ -79,22 +75,17 @@ func (d *Driver) Checkpoint(ctx context.Context, id, dir string) (err error) {
 			return fmt.Errorf("checkpoint sandbox %s: thaw: %w", id, err)
 		}
 	}
-	args := []string{"checkpoint", "--image-path", filepath.Join(dir, ckptImage)}
-	if hook := d.checkpointHook(id); hook != "" {
-		// A restored kernel keeps the hook it was saved with (and runs it
-		// after the next restore) but refuses a second one ("save/restore
-		// binary is already set") and then skips the save-side run: do that
-		// run with an exec.
-		if _, err := os.Stat(filepath.Join(d.paths(id).dir, ckptHookArmed)); err == nil {
-			execArgs := append([]string{"exec", "--env", "GVISOR_SAVE_RESTORE_AUTO_EXEC_MODE=save", id}, strings.Fields(hook)...)
-			if _, err := d.command(ctx, execArgs...); err != nil {
-				return fmt.Errorf("checkpoint sandbox %s: hook: %w", id, err)
-			}
-		} else {
-			args = append(args, "--save-restore-exec-argv", hook, "--save-restore-exec-timeout", "20s")
+	// A save that meets the host socket kills the sandbox, so the socket
+	// must be gone first. (runsc's --save-restore-exec-argv would do this
+	// with a process started in the sandbox, but a restored kernel skips it
+	// on its next save, and systrap sometimes crashes the sentry starting a
+	// process in a restored sandbox; a signal starts nothing.)
+	if sock := d.hostSocket(id); sock != "" {
+		if err := d.releaseHostSocket(ctx, id, sock); err != nil {
+			return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
 		}
 	}
-	if _, err := d.command(ctx, append(args, id)...); err != nil {
+	if _, err := d.command(ctx, "checkpoint", "--image-path", filepath.Join(dir, ckptImage), id); err != nil {
 		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
 	}
 	// From here the processes are gone; losing the upper dir now would lose
@@ -185,8 +176,11 @@ func (d *Driver) Restore(ctx context.Context, s runtime.Spec, dir string) (err e
 	}
 	d.log.Debug("sandbox restored", "sandbox.id", s.ID, "layers", tLayers, "total", time.Since(t0))
 	_ = os.Remove(filepath.Join(p.dir, ckptMarker))
-	if d.checkpointHook(s.ID) != "" {
-		_ = os.WriteFile(filepath.Join(p.dir, ckptHookArmed), nil, 0o600)
+	if s.HostSocket != "" {
+		// The caller waits for the socket to answer.
+		if _, err := d.command(ctx, "kill", s.ID, "USR2"); err != nil {
+			return fmt.Errorf("restore sandbox %s: ask init to bind its socket again: %w", s.ID, err)
+		}
 	}
 	return nil
 }
@@ -218,11 +212,11 @@ func (d *Driver) runRestore(ctx context.Context, id string, p sandboxPaths, imag
 	return os.WriteFile(p.handle(), b, 0o600)
 }
 
-// annotationCheckpointHook carries Spec.CheckpointHook in config.json, so
-// that a restarted server still knows it.
-const annotationCheckpointHook = "dev.sbx.checkpoint-hook"
+// annotationHostSocket carries Spec.HostSocket in config.json, so that a
+// restarted server still knows it.
+const annotationHostSocket = "dev.sbx.host-socket"
 
-func (d *Driver) checkpointHook(id string) string {
+func (d *Driver) hostSocket(id string) string {
 	b, err := os.ReadFile(d.paths(id).config())
 	if err != nil {
 		return ""
@@ -233,7 +227,30 @@ func (d *Driver) checkpointHook(id string) string {
 	if json.Unmarshal(b, &spec) != nil {
 		return ""
 	}
-	return spec.Annotations[annotationCheckpointHook]
+	return spec.Annotations[annotationHostSocket]
+}
+
+// hostSocketWait bounds the wait for init to close its host socket.
+const hostSocketWait = 10 * time.Second
+
+// releaseHostSocket asks the sandbox's init to close its host socket
+// (SIGUSR1) and waits until the socket file is gone. If it is not, the
+// request is undone (SIGUSR2) and the checkpoint must not proceed.
+func (d *Driver) releaseHostSocket(ctx context.Context, id, sock string) error {
+	if _, err := d.command(ctx, "kill", id, "USR1"); err != nil {
+		return fmt.Errorf("ask init to close its host socket: %w", err)
+	}
+	deadline := time.Now().Add(hostSocketWait)
+	for {
+		if _, err := os.Lstat(sock); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			_, _ = d.command(context.WithoutCancel(ctx), "kill", id, "USR2")
+			return fmt.Errorf("init did not close its host socket %s within %v (does it handle SIGUSR1?)", sock, hostSocketWait)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // checkpointed reports whether the sandbox was checkpointed and not

@@ -222,10 +222,8 @@ func validateSpec(s runtime.Spec) error {
 	if len(s.Args) == 0 {
 		return errdefs.Invalid("sandbox %s: no init process given (Spec.Args is empty)", s.ID)
 	}
-	for _, a := range s.CheckpointHook {
-		if a == "" || strings.ContainsAny(a, " \t\n") {
-			return errdefs.Invalid("sandbox %s: checkpoint hook argument %q must be non-empty without spaces", s.ID, a)
-		}
+	if s.HostSocket != "" && !filepath.IsAbs(s.HostSocket) {
+		return errdefs.Invalid("sandbox %s: host socket %q must be an absolute path", s.ID, s.HostSocket)
 	}
 	for _, kv := range s.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {

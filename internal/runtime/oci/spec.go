@@ -2,7 +2,6 @@ package oci
 
 import (
 	"path"
-	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -71,8 +70,8 @@ func buildSpec(s runtime.Spec, p bundlePaths, h hostLimits) *specs.Spec {
 	}
 	caps := append([]string(nil), defaultCaps...)
 	var annotations map[string]string
-	if len(s.CheckpointHook) > 0 {
-		annotations = map[string]string{annotationCheckpointHook: strings.Join(s.CheckpointHook, " ")}
+	if s.HostSocket != "" {
+		annotations = map[string]string{annotationHostSocket: s.HostSocket}
 	}
 
 	return &specs.Spec{
