@@ -24,7 +24,6 @@ type config struct {
 	version bool
 	debug   bool
 	runDir  string
-	hook    bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -37,7 +36,6 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.version, "version", false, "print the envd protocol version and exit")
 	fs.BoolVar(&c.debug, "debug", false, "log at debug level")
 	fs.StringVar(&c.runDir, "run-dir", "/run/e2b", "where to write the .E2B_SANDBOX_ID-style identity files; empty skips them")
-	fs.BoolVar(&c.hook, "checkpoint-hook", false, "run as the sandbox's checkpoint hook: make envd (PID 1) close (GVISOR_SAVE_RESTORE_AUTO_EXEC_MODE=save) or reopen (=restore) its --socket, and wait for it")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -68,9 +66,6 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if c.hook {
-		os.Exit(runCheckpointHook(log, c.socket, os.Getenv("GVISOR_SAVE_RESTORE_AUTO_EXEC_MODE")))
-	}
 	if c.init {
 		os.Exit(runInit(log, withoutInit(os.Args[1:])))
 	}
