@@ -273,8 +273,8 @@ func (m *Manager) sandboxSpec(sb store.Sandbox, rootfs string) runtime.Spec {
 		},
 		Resources: runtime.Resources{CPUs: float64(sb.CPUCount), MemoryMB: sb.MemoryMB, PidsMax: DefaultPidsMax, DiskMB: sb.DiskMB},
 		NetNS:     sb.NetNS,
-		// envd lets go of its host socket around a checkpoint (cmd/envd).
-		CheckpointHook: []string{"/.sbx/bin/envd", "--checkpoint-hook", "--socket", "/.sbx/run/envd.sock"},
+		// envd lets go of it around a checkpoint (SIGUSR1/SIGUSR2, cmd/envd).
+		HostSocket: filepath.Join(m.runDir(sb.ID), "envd.sock"),
 	}
 }
 

@@ -1,0 +1,229 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sbxdev/sbx/sdk"
+)
+
+// requireRunsc skips (or, with SBX_REQUIRE_INTEGRATION=1, fails) when runsc
+// is missing: the disk tier of pause needs a runtime that checkpoints.
+func requireRunsc(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("runsc"); err == nil {
+		return
+	}
+	msg := "the disk tier of pause needs runsc on PATH (build gvisor.dev/gvisor/runsc, see docs/runtime-notes)"
+	if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
+		t.Fatalf("%s; SBX_REQUIRE_INTEGRATION=1 turns this skip into a failure", msg)
+	}
+	t.Skip(msg + "; skipping")
+}
+
+// pauseTier reads the sbx extension field of GET /sandboxes/{id}.
+func pauseTier(t *testing.T, srv *Server, id string) (state, tier string) {
+	t.Helper()
+	r := srv.raw(t, http.MethodGet, "/sandboxes/"+id, "", map[string]string{"X-API-Key": srv.APIKey})
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET /sandboxes/%s = %d %s", id, r.Status, r.Body)
+	}
+	var body struct {
+		State     string `json:"state"`
+		PauseTier string `json:"pauseTier"`
+	}
+	if err := json.Unmarshal([]byte(r.Body), &body); err != nil {
+		t.Fatalf("GET /sandboxes/%s: %v: %s", id, err, r.Body)
+	}
+	return body.State, body.PauseTier
+}
+
+func pauseTo(t *testing.T, srv *Server, id, tier string) rawResponse {
+	t.Helper()
+	return srv.raw(t, http.MethodPost, "/sandboxes/"+id+"/pause?tier="+tier, "", map[string]string{"X-API-Key": srv.APIKey})
+}
+
+// counter reads the value a background shell loop keeps writing; the
+// loop's count lives only in the shell's memory.
+func counter(t *testing.T, s *sdk.Sandbox) int {
+	t.Helper()
+	out := strings.TrimSpace(run(t, s, "cat /tmp/count 2>/dev/null || echo 0", sdk.RunOptions{}).Stdout)
+	n, err := strconv.Atoi(out)
+	if err != nil {
+		t.Fatalf("counter file holds %q", out)
+	}
+	return n
+}
+
+// waitCounterAbove polls until the counter passes min (it keeps counting).
+func waitCounterAbove(t *testing.T, s *sdk.Sandbox, min int) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n := counter(t, s)
+		if n > min {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counter stuck at %d, want above %d: the process does not run", n, min)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+const counterLoop = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done"
+
+// TestPauseDiskTier: pause, force the disk tier, restart `sbx serve`,
+// connect: processes, memory, files and env are intact; then the same for
+// the memory tier across a restart, and a sandbox going to disk again and
+// again.
+func TestPauseDiskTier(t *testing.T) {
+	requireRunsc(t)
+	srv := StartServer(t, "--runtime", "runsc", "--pool", "base=0")
+	c := srv.Client(t)
+	s := create(t, c, sdk.CreateOptions{Timeout: 10 * time.Minute, EnvVars: map[string]string{"PAUSE_ENV": "kept-env"}})
+	ctx := opCtx(t)
+	if _, err := s.Files.Write(ctx, "state.txt", []byte("before pause")); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.Commands.Start(ctx, counterLoop, sdk.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Disconnect()
+	before := waitCounterAbove(t, s, 5)
+
+	if r := pauseTo(t, srv, s.ID, "disk"); r.Status != http.StatusNoContent {
+		t.Fatalf("pause?tier=disk = %d %s", r.Status, r.Body)
+	}
+	if st, tier := pauseTier(t, srv, s.ID); st != "paused" || tier != "disk" {
+		t.Fatalf("after pause?tier=disk: state %q tier %q; want paused, disk", st, tier)
+	}
+	if r := pauseTo(t, srv, s.ID, "disk"); r.Status != http.StatusConflict {
+		t.Errorf("second pause?tier=disk = %d %s; want 409", r.Status, r.Body)
+	}
+	// Memory freed: no process of the sandbox is left on the host.
+	if out, _ := exec.Command("pgrep", "-f", "runsc.*"+s.ID).Output(); len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("runsc processes of the disk-tier sandbox still run: %s", out)
+	}
+	if _, err := os.Stat(filepath.Join(srv.DataDir, "checkpoints", s.ID)); err != nil {
+		t.Errorf("no checkpoint on disk: %v", err)
+	}
+
+	srv.Stop(syscall.SIGTERM)
+	srv.Start(t)
+	if st, tier := pauseTier(t, srv, s.ID); st != "paused" || tier != "disk" {
+		t.Fatalf("after restart: state %q tier %q; want paused, disk", st, tier)
+	}
+	r, err := c.Connect(opCtx(t), s.ID, 5*time.Minute)
+	if err != nil {
+		t.Fatalf("Connect to the disk-tier sandbox after a restart: %v", err)
+	}
+	after := waitCounterAbove(t, r, before)
+	if after < before {
+		t.Fatalf("counter after restore %d < %d before: memory lost", after, before)
+	}
+	if res := run(t, r, "cat state.txt; echo; echo $PAUSE_ENV", sdk.RunOptions{}); res.Stdout != "before pause\nkept-env\n" {
+		t.Errorf("file and env after restore = %q", res.Stdout)
+	}
+	if _, err := os.Stat(filepath.Join(srv.DataDir, "checkpoints", s.ID)); !os.IsNotExist(err) {
+		t.Errorf("used checkpoint not removed after restore: %v", err)
+	}
+
+	// The memory tier across a restart: the frozen container is reattached.
+	if err := r.Pause(opCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, tier := pauseTier(t, srv, s.ID); tier != "memory" {
+		t.Errorf("plain pause tier = %q; want memory", tier)
+	}
+	srv.Stop(syscall.SIGTERM)
+	srv.Start(t)
+	if st, tier := pauseTier(t, srv, s.ID); st != "paused" || tier != "memory" {
+		t.Fatalf("after restart: state %q tier %q; want paused, memory", st, tier)
+	}
+	r, err = c.Connect(opCtx(t), s.ID, 5*time.Minute)
+	if err != nil {
+		t.Fatalf("Connect to the frozen sandbox after a restart: %v", err)
+	}
+	now := waitCounterAbove(t, r, after)
+
+	// Disk again and again (a restored kernel checkpoints differently).
+	for i := range 3 {
+		if r := pauseTo(t, srv, s.ID, "disk"); r.Status != http.StatusNoContent {
+			t.Fatalf("cycle %d: pause?tier=disk = %d %s", i, r.Status, r.Body)
+		}
+		if r, err = c.Connect(opCtx(t), s.ID, 5*time.Minute); err != nil {
+			t.Fatalf("cycle %d: Connect: %v", i, err)
+		}
+		now = waitCounterAbove(t, r, now)
+	}
+	if procs, err := r.Commands.List(opCtx(t)); err != nil || !slices.ContainsFunc(procs, func(p sdk.ProcessInfo) bool { return p.PID == h.PID }) {
+		t.Errorf("counter process %d not listed after the cycles: %+v, %v", h.PID, procs, err)
+	}
+}
+
+// TestPauseDiskAfterIdle: with --pause-disk-after a paused sandbox moves to
+// disk by itself, and shutdown moves the rest.
+func TestPauseDiskAfterIdle(t *testing.T) {
+	requireRunsc(t)
+	srv := StartServer(t, "--runtime", "runsc", "--pool", "base=0", "--pause-disk-after", "1s")
+	c := srv.Client(t)
+	s := create(t, c, sdk.CreateOptions{})
+	if _, err := s.Files.Write(opCtx(t), "idle.txt", []byte("idle")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Pause(opCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, tier := pauseTier(t, srv, s.ID); tier == "disk" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sandbox paused for a minute is still not on disk (--pause-disk-after 1s)")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r, err := c.Connect(opCtx(t), s.ID, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := run(t, r, "cat idle.txt", sdk.RunOptions{}); res.Stdout != "idle" {
+		t.Errorf("file after restore = %q", res.Stdout)
+	}
+}
+
+// TestPauseDiskTierUnsupported: under crun the disk tier is refused with a
+// message, and a paused sandbox says it is in the memory tier.
+func TestPauseDiskTierUnsupported(t *testing.T) {
+	srv := StartServer(t, "--pool", "base=0")
+	c := srv.Client(t)
+	s := create(t, c, sdk.CreateOptions{})
+	r := pauseTo(t, srv, s.ID, "disk")
+	if r.Status != http.StatusPreconditionFailed {
+		t.Fatalf("pause?tier=disk under crun = %d %s; want 412", r.Status, r.Body)
+	}
+	if msg := errorBody(t, r); !strings.Contains(msg, "runsc") {
+		t.Errorf("412 message %q does not say which runtime can", msg)
+	}
+	if r := pauseTo(t, srv, s.ID, "tape"); r.Status != http.StatusBadRequest {
+		t.Errorf("pause?tier=tape = %d %s; want 400", r.Status, r.Body)
+	}
+	if r := pauseTo(t, srv, s.ID, "memory"); r.Status != http.StatusNoContent {
+		t.Fatalf("pause?tier=memory = %d %s", r.Status, r.Body)
+	}
+	if st, tier := pauseTier(t, srv, s.ID); st != "paused" || tier != "memory" {
+		t.Errorf("state %q tier %q; want paused, memory", st, tier)
+	}
+}
