@@ -223,6 +223,9 @@ func (e *Executor) Build(ctx context.Context, req Request) (*Result, error) {
 		}
 		dir := filepath.Join(e.LayersDir(), key)
 		if !force && layerComplete(dir) {
+			// Mark the layer used: pruning removes only layers idle for long.
+			now := time.Now()
+			_ = os.Chtimes(filepath.Join(dir, "complete"), now, now)
 			res.Cached++
 			logf(Progress{Step: n, Cached: true, Message: fmt.Sprintf("[%d/%d] CACHED %s", n, len(req.Steps), s)})
 		} else {

@@ -18,6 +18,8 @@ func (e *Executor) finalize(ctx context.Context, req Request, res *Result, key s
 	fkey := chainKey(key, "finalize", req.StartCmd, req.ReadyCmd, res.User, res.Workdir)
 	marker := filepath.Join(e.LayersDir(), fkey)
 	if !force && layerComplete(marker) {
+		now := time.Now()
+		_ = os.Chtimes(filepath.Join(marker, "complete"), now, now)
 		logf(Progress{Cached: true, Message: "CACHED start command check: " + req.StartCmd})
 	} else {
 		t0 := time.Now()

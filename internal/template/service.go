@@ -114,6 +114,11 @@ func (s *Service) Load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.PruneLoop(s.buildCtx)
+	}()
 	for _, r := range recs {
 		if r.CurrentBuild == "" {
 			continue

@@ -1,0 +1,82 @@
+package template
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// PruneAge is how long an unreferenced cached layer or upload is kept. It
+// exceeds the longest sandbox lifetime (24 h), so no running sandbox can
+// still use a layer of a deleted or replaced build when it goes.
+const PruneAge = 48 * time.Hour
+
+// Prune removes cached layers that no recorded build uses and that no build
+// hit for PruneAge, and uploads older than PruneAge (a build that needs
+// them again has the SDK upload them again). It returns how many it removed.
+func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
+	recs, err := s.store.Templates(ctx)
+	if err != nil {
+		return 0, err
+	}
+	used := map[string]bool{}
+	for _, r := range recs {
+		bs, err := s.store.Builds(ctx, r.ID)
+		if err != nil {
+			return 0, err
+		}
+		for _, b := range bs {
+			for _, l := range b.Result.Layers {
+				used[filepath.Dir(l)] = true // <layers>/<key>/diff
+			}
+		}
+	}
+	removed := 0
+	prune := func(dir, marker string, keep func(string) bool) {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return
+		}
+		for _, e := range ents {
+			p := filepath.Join(dir, e.Name())
+			if keep(p) || strings.HasPrefix(e.Name(), ".") {
+				continue
+			}
+			fi, err := os.Stat(filepath.Join(p, marker))
+			if err == nil && now.Sub(fi.ModTime()) < PruneAge {
+				continue
+			}
+			if err != nil && !strings.Contains(e.Name(), ".tmp-") {
+				if fi, err := os.Stat(p); err != nil || now.Sub(fi.ModTime()) < PruneAge {
+					continue // an unfinished layer: maybe being written now
+				}
+			}
+			if err := os.RemoveAll(p); err != nil {
+				s.log.Warn("prune", "path", p, "err", err)
+				continue
+			}
+			removed++
+		}
+	}
+	prune(filepath.Join(s.cfg.DataDir, "layers"), "complete", func(p string) bool { return used[p] })
+	prune(filepath.Join(s.cfg.DataDir, "uploads"), "complete", func(string) bool { return false })
+	return removed, nil
+}
+
+// PruneLoop prunes once an hour until ctx ends.
+func (s *Service) PruneLoop(ctx context.Context) {
+	for {
+		if n, err := s.Prune(ctx, s.now()); err != nil {
+			s.log.Warn("prune template layers", "err", err)
+		} else if n > 0 {
+			s.log.Info("pruned unused template layers and uploads", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Hour):
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package template
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestPrune(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	e := setup(t, filepath.Join(t.TempDir(), "sbx.db"), data, 0)
+	old := time.Now().Add(-PruneAge - time.Hour)
+	mk := func(path string, age time.Time) string {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(path, "diff"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		m := filepath.Join(path, "complete")
+		if err := os.WriteFile(m, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(m, age, age); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	layers := filepath.Join(data, "layers")
+	usedOld := mk(filepath.Join(layers, "used"), old)
+	idleOld := mk(filepath.Join(layers, "idle"), old)
+	fresh := mk(filepath.Join(layers, "fresh"), time.Now())
+	oldUpload := mk(filepath.Join(data, "uploads", "u1"), old)
+	// A ready build referencing usedOld.
+	rec := Record{ID: "t1", TeamID: "team", Names: []string{"t1"}, CPUCount: 1, MemoryMB: 256, DiskMB: 1024,
+		CreatedAt: time.Now(), UpdatedAt: time.Now()}
+	if err := e.svc.store.CreateTemplate(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	b := BuildRecord{ID: "b1", TemplateID: "t1", Status: StatusReady, CreatedAt: time.Now()}
+	if err := e.svc.store.CreateBuild(t.Context(), b); err != nil {
+		t.Fatal(err)
+	}
+	b.Result = BuildResult{Layers: []string{filepath.Join(usedOld, "diff"), data}}
+	if err := e.svc.store.UpdateBuild(t.Context(), b); err != nil {
+		t.Fatal(err)
+	}
+	n, err := e.svc.Prune(t.Context(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{usedOld: true, idleOld: false, fresh: true, oldUpload: false} {
+		_, err := os.Stat(p)
+		if got := err == nil; got != want {
+			t.Errorf("%s exists=%v, want %v", p, got, want)
+		}
+	}
+	if n != 2 {
+		t.Errorf("removed %d, want 2", n)
+	}
+}
