@@ -343,6 +343,10 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	if sb.State == store.StateKilled {
+		s.fail(w, errdefs.NotFound("sandbox %s not found (it was killed; a killed sandbox cannot be resumed)", sb.ID))
+		return
+	}
 	if sb.State != store.StatePaused {
 		s.fail(w, errdefs.Conflict("sandbox %s is not paused", sb.ID))
 		return
