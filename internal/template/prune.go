@@ -65,7 +65,7 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 	return removed, nil
 }
 
-// PruneLoop prunes once an hour until ctx ends.
+// PruneLoop prunes every cfg.PruneEvery until ctx ends.
 func (s *Service) PruneLoop(ctx context.Context) {
 	for {
 		if n, err := s.Prune(ctx, s.now()); err != nil {
@@ -76,7 +76,7 @@ func (s *Service) PruneLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Hour):
+		case <-time.After(s.cfg.PruneEvery):
 		}
 	}
 }

@@ -53,6 +53,8 @@ type ServiceConfig struct {
 	DataDir        string // templates/<buildID>/ and uploads/ live here
 	MaxUploadBytes int64  // per COPY step, compressed and extracted; 0 = 2 GiB
 	MaxBuilds      int    // concurrent builds; 0 = 2
+	// PruneEvery is how often unused layers are pruned; 0 = hourly, < 0 = never.
+	PruneEvery time.Duration
 }
 
 // Service builds user templates from E2B build requests, persists them and
@@ -85,6 +87,9 @@ func NewService(cfg ServiceConfig, log *slog.Logger, st *Store, reg *Registry, e
 	if cfg.MaxBuilds == 0 {
 		cfg.MaxBuilds = 2
 	}
+	if cfg.PruneEvery == 0 {
+		cfg.PruneEvery = time.Hour
+	}
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -114,11 +119,13 @@ func (s *Service) Load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.PruneLoop(s.buildCtx)
-	}()
+	if s.cfg.PruneEvery >= 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.PruneLoop(s.buildCtx)
+		}()
+	}
 	for _, r := range recs {
 		if r.CurrentBuild == "" {
 			continue

@@ -73,7 +73,7 @@ func setup(t *testing.T, dbPath, data string, maxUpload int64) *env {
 		User: "user", Workdir: "/home/user", CPUCount: 2, MemoryMB: 512, DiskMB: 2048})
 	ex := &fakeExecutor{}
 	evlog := events.NewLog(db, log)
-	svc := NewService(ServiceConfig{DataDir: data, MaxUploadBytes: maxUpload}, log, st, reg, ex, evlog)
+	svc := NewService(ServiceConfig{DataDir: data, MaxUploadBytes: maxUpload, PruneEvery: -1}, log, st, reg, ex, evlog)
 	if err := svc.Load(t.Context()); err != nil {
 		t.Fatal(err)
 	}
