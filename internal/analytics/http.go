@@ -1,7 +1,6 @@
 package analytics
 
 import (
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"time"
@@ -45,7 +44,7 @@ func (h *Handler) summary(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, h.log, err)
 		return
 	}
-	writeJSON(w, sum)
+	errdefs.WriteJSON(w, http.StatusOK, sum)
 }
 
 // Series is the body of GET /analytics/timeseries.
@@ -84,10 +83,5 @@ func (h *Handler) timeseries(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, h.log, err)
 		return
 	}
-	writeJSON(w, Series{From: from, To: to, Step: step.Seconds(), Points: pts})
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
+	errdefs.WriteJSON(w, http.StatusOK, Series{From: from, To: to, Step: step.Seconds(), Points: pts})
 }

@@ -88,8 +88,7 @@ func (b *Budgets) write(w http.ResponseWriter, r *http.Request, teamID string) {
 		errdefs.WriteHTTP(w, b.log, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(Body{TeamID: teamID, Limits: l, Status: st})
+	errdefs.WriteJSON(w, http.StatusOK, Body{TeamID: teamID, Limits: l, Status: st})
 }
 
 func (b *Budgets) handlePut(w http.ResponseWriter, r *http.Request) {

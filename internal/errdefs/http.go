@@ -72,7 +72,14 @@ func WriteHTTP(w http.ResponseWriter, log *slog.Logger, err error) {
 
 // WriteStatus writes a JSON error body with an explicit status.
 func WriteStatus(w http.ResponseWriter, status int, message string) {
+	WriteJSON(w, status, Body{Code: status, Message: message})
+}
+
+// WriteJSON writes v as a JSON response with status. It lives here, next
+// to the error responses, so that every REST handler answers the same way
+// whether it succeeds or fails.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(Body{Code: status, Message: message})
+	_ = json.NewEncoder(w).Encode(v)
 }

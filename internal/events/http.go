@@ -119,14 +119,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, sandboxID string)
 	for i := range evs {
 		out = append(out, evs[i].ToJSON())
 	}
-	WriteJSON(w, http.StatusOK, out)
-}
-
-// WriteJSON writes v as a JSON response.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	errdefs.WriteJSON(w, http.StatusOK, out)
 }
 
 // stream serves Server-Sent Events: one `event: <type>`, `id: <seq>`,

@@ -2,7 +2,6 @@ package usage
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -131,7 +130,7 @@ func (h *Handler) totals(w http.ResponseWriter, r *http.Request) {
 	for _, g := range groups {
 		rep.Total.Add(g.Cost)
 	}
-	writeJSON(w, rep)
+	errdefs.WriteJSON(w, http.StatusOK, rep)
 }
 
 // SandboxUsage is the body of GET /sandboxes/{id}/usage.
@@ -174,7 +173,7 @@ func (h *Handler) sandbox(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, h.log, errdefs.NotFound("sandbox %s not found (no lifecycle events for it in your team)", id))
 		return
 	}
-	writeJSON(w, h.describe(r.Context(), sb))
+	errdefs.WriteJSON(w, http.StatusOK, h.describe(r.Context(), sb))
 }
 
 func (h *Handler) describe(ctx context.Context, sb *Sandbox) SandboxUsage {
@@ -202,9 +201,4 @@ func (h *Handler) describe(ctx context.Context, sb *Sandbox) SandboxUsage {
 		}
 	}
 	return out
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
 }

@@ -72,7 +72,7 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, status int, fn 
 		w.WriteHeader(status)
 		return
 	}
-	events.WriteJSON(w, status, v)
+	errdefs.WriteJSON(w, status, v)
 }
 
 func decode(r *http.Request, v any) error {
