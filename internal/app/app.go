@@ -158,6 +158,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes")}, log, drv, netw)
 	tplSvc := template.NewService(template.ServiceConfig{DataDir: cfg.DataDir}, log, tplStore, reg, tplExec, evlog)
 	tplSvc.SetImages(builder.NewImages(filepath.Join(cfg.DataDir, "images"), log))
+	tplSvc.SetLiveSandboxes(st)
 	if err := tplSvc.Load(ctx); err != nil {
 		return err
 	}

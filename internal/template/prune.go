@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/store"
 )
 
 // PruneAge is how long an unreferenced cached layer or upload is kept. It
@@ -13,24 +15,49 @@ import (
 // still use a layer of a deleted or replaced build when it goes.
 const PruneAge = 48 * time.Hour
 
-// Prune removes cached layers that no recorded build uses and that no build
-// hit for PruneAge, and uploads older than PruneAge (a build that needs
-// them again has the SDK upload them again). It returns how many it removed.
+// LiveSandboxes lists sandboxes not killed (running or paused), whose
+// builds' layers must stay (internal/store.Store).
+type LiveSandboxes interface {
+	LiveSandboxes(ctx context.Context) ([]store.Sandbox, error)
+}
+
+// SetLiveSandboxes tells pruning which builds sandboxes still use. Without
+// it every successful build's layers are kept.
+func (s *Service) SetLiveSandboxes(l LiveSandboxes) { s.live = l }
+
+// Prune removes cached layers that neither a template's current build nor a
+// live sandbox's build uses and that no build hit for PruneAge, and uploads
+// older than PruneAge (a build that needs them again has the SDK upload
+// them again). It returns how many it removed.
 func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 	recs, err := s.store.Templates(ctx)
 	if err != nil {
 		return 0, err
 	}
-	used := map[string]bool{}
+	keep := map[string]bool{} // build IDs
 	for _, r := range recs {
-		bs, err := s.store.Builds(ctx, r.ID)
+		keep[r.CurrentBuild] = true
+	}
+	if s.live != nil {
+		sbs, err := s.live.LiveSandboxes(ctx)
 		if err != nil {
 			return 0, err
 		}
-		for _, b := range bs {
-			for _, l := range b.Result.Layers {
-				used[filepath.Dir(l)] = true // <layers>/<key>/diff
-			}
+		for _, sb := range sbs {
+			keep[sb.BuildID] = true
+		}
+	}
+	builds, err := s.store.ReadyBuilds(ctx)
+	if err != nil {
+		return 0, err
+	}
+	used := map[string]bool{}
+	for _, b := range builds {
+		if !keep[b.ID] && s.live != nil {
+			continue
+		}
+		for _, l := range b.Result.Layers {
+			used[filepath.Dir(l)] = true // <layers>/<key>/diff
 		}
 	}
 	removed := 0

@@ -1,10 +1,13 @@
 package template
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/store"
 )
 
 func TestPrune(t *testing.T) {
@@ -28,6 +31,8 @@ func TestPrune(t *testing.T) {
 	}
 	layers := filepath.Join(data, "layers")
 	usedOld := mk(filepath.Join(layers, "used"), old)
+	liveOld := mk(filepath.Join(layers, "live"), old)
+	supersededOld := mk(filepath.Join(layers, "superseded"), old)
 	idleOld := mk(filepath.Join(layers, "idle"), old)
 	fresh := mk(filepath.Join(layers, "fresh"), time.Now())
 	oldUpload := mk(filepath.Join(data, "uploads", "u1"), old)
@@ -37,25 +42,37 @@ func TestPrune(t *testing.T) {
 	if err := e.svc.store.CreateTemplate(t.Context(), rec); err != nil {
 		t.Fatal(err)
 	}
-	b := BuildRecord{ID: "b1", TemplateID: "t1", Status: StatusReady, CreatedAt: time.Now()}
-	if err := e.svc.store.CreateBuild(t.Context(), b); err != nil {
+	for id, layer := range map[string]string{"b1": usedOld, "b2": liveOld, "b3": supersededOld} {
+		b := BuildRecord{ID: id, TemplateID: "t1", Status: StatusReady, CreatedAt: time.Now()}
+		if err := e.svc.store.CreateBuild(t.Context(), b); err != nil {
+			t.Fatal(err)
+		}
+		b.Result = BuildResult{Layers: []string{filepath.Join(layer, "diff"), data}}
+		if err := e.svc.store.UpdateBuild(t.Context(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.CurrentBuild = "b1"
+	if err := e.svc.store.UpdateTemplate(t.Context(), rec); err != nil {
 		t.Fatal(err)
 	}
-	b.Result = BuildResult{Layers: []string{filepath.Join(usedOld, "diff"), data}}
-	if err := e.svc.store.UpdateBuild(t.Context(), b); err != nil {
-		t.Fatal(err)
-	}
+	// A paused sandbox still uses build b2; nothing uses b3 any more.
+	e.svc.SetLiveSandboxes(liveList{{ID: "sb1", BuildID: "b2", State: store.StatePaused}})
 	n, err := e.svc.Prune(t.Context(), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for p, want := range map[string]bool{usedOld: true, idleOld: false, fresh: true, oldUpload: false} {
+	for p, want := range map[string]bool{usedOld: true, liveOld: true, supersededOld: false, idleOld: false, fresh: true, oldUpload: false} {
 		_, err := os.Stat(p)
 		if got := err == nil; got != want {
 			t.Errorf("%s exists=%v, want %v", p, got, want)
 		}
 	}
-	if n != 2 {
-		t.Errorf("removed %d, want 2", n)
+	if n != 3 {
+		t.Errorf("removed %d, want 3", n)
 	}
 }
+
+type liveList []store.Sandbox
+
+func (l liveList) LiveSandboxes(context.Context) ([]store.Sandbox, error) { return l, nil }

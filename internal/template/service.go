@@ -65,7 +65,8 @@ type Service struct {
 	store   *Store
 	reg     *Registry
 	exec    Executor
-	images  Images // nil: FROM accepts templates only
+	images  Images        // nil: FROM accepts templates only
+	live    LiveSandboxes // nil: pruning keeps every successful build's layers
 	events  Events
 	uploads *uploads
 	now     func() time.Time

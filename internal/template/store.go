@@ -141,7 +141,9 @@ func (s *Store) UpdateTemplate(ctx context.Context, r Record) error {
 	return nil
 }
 
-// DeleteTemplate removes a template, its builds and their logs.
+// DeleteTemplate removes a template and its build logs. Its build rows stay:
+// sandboxes (running or paused) may still use their layers, and pruning
+// needs to know which layers those are.
 func (s *Store) DeleteTemplate(ctx context.Context, id string) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -150,7 +152,6 @@ func (s *Store) DeleteTemplate(ctx context.Context, id string) error {
 	defer tx.Rollback()
 	for _, q := range []string{
 		`DELETE FROM tpl_build_logs WHERE build_id IN (SELECT id FROM tpl_builds WHERE template_id = ?)`,
-		`DELETE FROM tpl_builds WHERE template_id = ?`,
 		`DELETE FROM tpl_templates WHERE id = ?`,
 	} {
 		if _, err := tx.ExecContext(ctx, q, id); err != nil {
@@ -312,6 +313,33 @@ func (s *Store) Builds(ctx context.Context, templateID string) ([]BuildRecord, e
 	rows, err := s.db.QueryContext(ctx, `SELECT id FROM tpl_builds WHERE template_id = ? ORDER BY created_at DESC`, templateID)
 	if err != nil {
 		return nil, fmt.Errorf("list builds: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	out := make([]BuildRecord, 0, len(ids))
+	for _, id := range ids {
+		b, err := s.Build(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// ReadyBuilds returns every successful build, of existing and deleted templates.
+func (s *Store) ReadyBuilds(ctx context.Context) ([]BuildRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM tpl_builds WHERE status = ?`, StatusReady)
+	if err != nil {
+		return nil, fmt.Errorf("list ready builds: %w", err)
 	}
 	var ids []string
 	for rows.Next() {
