@@ -11,6 +11,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/query"
 )
 
 // Handler serves the events REST API and the SSE stream (protocol doc §1.7).
@@ -45,16 +46,10 @@ func team(r *http.Request) (string, error) {
 // ParseTypes reads the `types` query parameter, repeated (types=a&types=b)
 // or comma-separated (types=a,b), and rejects unknown types.
 func ParseTypes(q []string, param string) ([]string, error) {
-	var out []string
-	for _, v := range q {
-		for _, t := range strings.Split(v, ",") {
-			if t = strings.TrimSpace(t); t == "" {
-				continue
-			}
-			if !KnownType(t) {
-				return nil, errdefs.Invalid("unknown event type %q in %s; known types: %s", t, param, strings.Join(Types, ", "))
-			}
-			out = append(out, t)
+	out := query.List(q)
+	for _, t := range out {
+		if !KnownType(t) {
+			return nil, errdefs.Invalid("unknown event type %q in %s; known types: %s", t, param, strings.Join(Types, ", "))
 		}
 	}
 	return out, nil
@@ -70,25 +65,16 @@ func parseListFilter(r *http.Request) (Filter, error) {
 		}
 		f.Offset = n
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100 {
-			return f, errdefs.Invalid("limit must be an integer from 1 to 100, got %q", v)
-		}
-		f.Limit = n
-	}
-	if v := q.Get("orderAsc"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return f, errdefs.Invalid("orderAsc must be true or false, got %q", v)
-		}
-		f.OrderAsc = b
-	}
-	types, err := ParseTypes(q["types"], "types")
-	if err != nil {
+	var err error
+	if f.Limit, err = query.Limit(q, f.Limit, 100); err != nil {
 		return f, err
 	}
-	f.Types = types
+	if f.OrderAsc, err = query.Bool(q, "orderAsc"); err != nil {
+		return f, err
+	}
+	if f.Types, err = ParseTypes(q["types"], "types"); err != nil {
+		return f, err
+	}
 	return f, nil
 }
 

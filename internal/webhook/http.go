@@ -6,13 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/query"
 )
 
 // Handler serves the webhook registration API (protocol doc §1.7).
@@ -182,44 +181,24 @@ func parseTime(q map[string][]string, name string) (time.Time, error) {
 	return t, nil
 }
 
-func splitList(vs []string) []string {
-	var out []string
-	for _, v := range vs {
-		for _, s := range strings.Split(v, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
-}
-
 func (h *Handler) deliveries(w http.ResponseWriter, r *http.Request) {
 	h.handle(w, r, http.StatusOK, func(team string) (any, error) {
 		q := r.URL.Query()
 		dq := DeliveryQuery{Cursor: q.Get("cursor"), Limit: 25}
-		if v := q.Get("limit"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 100 {
-				return nil, errdefs.Invalid("limit must be an integer from 1 to 100, got %q", v)
-			}
-			dq.Limit = n
-		}
-		if v := q.Get("orderAsc"); v != "" {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return nil, errdefs.Invalid("orderAsc must be true or false, got %q", v)
-			}
-			dq.OrderAsc = b
-		}
 		var err error
+		if dq.Limit, err = query.Limit(q, dq.Limit, 100); err != nil {
+			return nil, err
+		}
+		if dq.OrderAsc, err = query.Bool(q, "orderAsc"); err != nil {
+			return nil, err
+		}
 		if dq.Start, err = parseTime(q, "start"); err != nil {
 			return nil, err
 		}
 		if dq.End, err = parseTime(q, "end"); err != nil {
 			return nil, err
 		}
-		for _, s := range splitList(q["deliveryStatus"]) {
+		for _, s := range query.List(q["deliveryStatus"]) {
 			if s != stateSuccess && s != stateFailed && s != statePending {
 				return nil, errdefs.Invalid("deliveryStatus %q is not one of success, failed, pending", s)
 			}
