@@ -54,6 +54,11 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 	used := map[string]bool{}
 	for _, b := range builds {
 		if !keep[b.ID] && s.live != nil {
+			// Unused now; a build finished recently may still be handed out
+			// by a create that resolved it just before a rebuild replaced it.
+			if now.Sub(b.FinishedAt) > PruneAge && isMountpoint(s.rootfsDir(b.ID)) {
+				unmount(s.rootfsDir(b.ID))
+			}
 			continue
 		}
 		for _, l := range b.Result.Layers {

@@ -127,6 +127,21 @@ func (s *Service) Load(ctx context.Context) error {
 			s.PruneLoop(s.buildCtx)
 		}()
 	}
+	// Builds that live sandboxes (running, or paused to disk) started from
+	// must be mounted again too, for resume after a host reboot.
+	if s.live != nil {
+		sbs, err := s.live.LiveSandboxes(ctx)
+		if err != nil {
+			return err
+		}
+		for _, sb := range sbs {
+			if b, err := s.store.Build(ctx, sb.BuildID); err == nil && b.Status == StatusReady && len(b.Result.Layers) > 1 {
+				if err := mountLayers(s.rootfsDir(b.ID), b.Result.Layers); err != nil {
+					s.log.Error("mount build of a live sandbox", "sandbox.id", sb.ID, "build.id", b.ID, "err", err)
+				}
+			}
+		}
+	}
 	for _, r := range recs {
 		if r.CurrentBuild == "" {
 			continue
@@ -483,11 +498,8 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 	if err := s.store.UpdateBuild(context.WithoutCancel(ctx), b); err != nil {
 		s.log.Error("record build", "build.id", b.ID, "err", err)
 	}
-	if prev := rec.CurrentBuild; prev != "" && isMountpoint(s.rootfsDir(prev)) {
-		// Sandboxes still running from the previous build hold their own
-		// reference to it; detaching only stops new users.
-		unmount(s.rootfsDir(prev))
-	}
+	// The previous build stays mounted: sandboxes paused to disk resume
+	// onto its path. Pruning unmounts builds nothing uses any more.
 	rec.CurrentBuild, rec.UpdatedAt = b.ID, b.FinishedAt
 	if err := s.store.UpdateTemplate(context.WithoutCancel(ctx), rec); err != nil {
 		s.log.Error("record template build", "template.id", rec.ID, "err", err)
@@ -624,10 +636,7 @@ func (s *Service) Delete(ctx context.Context, teamID, id string) error {
 		return err
 	}
 	s.reg.Remove(rec.ID)
-	if rec.CurrentBuild != "" && isMountpoint(s.rootfsDir(rec.CurrentBuild)) {
-		// Detach only: sandboxes still running from it hold their own reference.
-		unmount(s.rootfsDir(rec.CurrentBuild))
-	}
+	// Its builds stay mounted until pruning finds no sandbox using them.
 	return nil
 }
 
