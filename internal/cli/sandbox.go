@@ -41,6 +41,8 @@ The server and key come from E2B_API_URL and E2B_API_KEY (set them with
 		newSandboxKillCmd(&opts),
 		newSandboxExecCmd(&opts, os.Exit),
 		newSandboxTimeoutCmd(&opts),
+		newSandboxPauseCmd(&opts),
+		newSandboxResumeCmd(&opts),
 	)
 	return cmd
 }
@@ -211,8 +213,12 @@ func newSandboxInfoCmd(opts *clientOptions) *cobra.Command {
 				return writeJSON(cmd.OutOrStdout(), s)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			state := s.State
+			if s.PauseTier != "" {
+				state += " (" + s.PauseTier + ")"
+			}
 			fmt.Fprintf(tw, "ID\t%s\nTemplate\t%s\nState\t%s\nStarted\t%s\nEnds\t%s\n",
-				s.SandboxID, s.TemplateID, s.State, s.StartedAt.Local().Format(time.RFC3339), s.EndAt.Local().Format(time.RFC3339))
+				s.SandboxID, s.TemplateID, state, s.StartedAt.Local().Format(time.RFC3339), s.EndAt.Local().Format(time.RFC3339))
 			fmt.Fprintf(tw, "CPUs\t%d\nMemory\t%d MiB\nDisk\t%d MiB\nenvd\t%s\nMetadata\t%s\n",
 				s.CPUCount, s.MemoryMB, s.DiskSizeMB, s.EnvdVersion, formatPairs(s.Metadata))
 			return tw.Flush()
