@@ -296,3 +296,17 @@ func TestBuildErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestBuildReadyCommandNeverReady(t *testing.T) {
+	env := newTestEnv(t)
+	env.exec.cfg.ReadyTimeout = time.Second
+	files := &dirFiles{dir: t.TempDir()}
+	p := files.plan(t, "FROM base\nRUN true\nCMD [\"sh\", \"-c\", \"echo starting; sleep 100\"]\n")
+	_, err := env.exec.Build(t.Context(), Request{Base: env.base, Steps: p.Steps, Files: files,
+		StartCmd: p.StartCmd, ReadyCmd: "test -f /never"})
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != 0 || !strings.Contains(err.Error(), "finalize") ||
+		!strings.Contains(err.Error(), "ready command never exited 0") || !strings.Contains(err.Error(), "starting") {
+		t.Fatalf("err = %v; want a finalize StepError with the start command's output", err)
+	}
+}
