@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -122,9 +121,7 @@ func newBudgetSetCmd(opts *clientOptions) *cobra.Command {
 
 func printBudget(w io.Writer, b budget.Body, asJSON bool) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(b)
+		return writeJSON(w, b)
 	}
 	limit := func(v float64, money bool) string {
 		switch {
