@@ -29,10 +29,14 @@ func (o *clientOptions) register(cmd *cobra.Command) {
 	f.StringVar(&o.apiKey, "api-key", "", "API key (default $E2B_API_KEY)")
 }
 
-// client builds an SDK client from the environment and the flags. An
+// errNoAPIKey is what both clients say when there is no key to send.
+var errNoAPIKey = errors.New(`no API key: run 'eval "$(sbx env)"' to use the local server's key, or pass --api-key`)
+
+// config resolves the server URLs and the key from the environment and the
+// flags; it serves both the SDK client and the JSON apiClient. An
 // --api-url also becomes the sandbox URL: `sbx serve` serves both on one
 // listener, and a user who points the CLI elsewhere means all of it.
-func (o *clientOptions) client() (*sdk.Client, error) {
+func (o *clientOptions) config() (sdk.Config, error) {
 	cfg := sdk.ConfigFromEnv()
 	if o.apiURL != "" {
 		cfg.APIURL = o.apiURL
@@ -41,17 +45,25 @@ func (o *clientOptions) client() (*sdk.Client, error) {
 	if o.apiKey != "" {
 		cfg.APIKey = o.apiKey
 	}
+	if cfg.APIKey == "" {
+		return cfg, errNoAPIKey
+	}
+	return cfg, nil
+}
+
+// client builds an SDK client from the environment and the flags.
+func (o *clientOptions) client() (*sdk.Client, error) {
+	cfg, err := o.config()
+	if err != nil {
+		return nil, err
+	}
 	cfg.HTTPClient = &http.Client{Transport: &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         dialWithHint,
 		MaxIdleConnsPerHost: 128,
 		IdleConnTimeout:     90 * time.Second,
 	}}
-	c, err := sdk.NewClient(cfg)
-	if errors.Is(err, sdk.ErrNoAPIKey) {
-		return nil, errors.New(`no API key: run 'eval "$(sbx env)"' to use the local server's key, or pass --api-key`)
-	}
-	return c, err
+	return sdk.NewClient(cfg)
 }
 
 // parsePairs turns repeated K=V flag values into a map.
