@@ -28,13 +28,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 }
 
 func (h *Handler) summary(w http.ResponseWriter, r *http.Request) {
-	teamID, err := usage.TeamID(r)
-	if err != nil {
-		errdefs.WriteHTTP(w, h.log, err)
-		return
-	}
 	now := h.now()
-	from, to, err := usage.ParseRange(r, now, now.Add(-24*time.Hour))
+	teamID, from, to, err := usage.TeamRange(r, now, now.Add(-24*time.Hour))
 	if err != nil {
 		errdefs.WriteHTTP(w, h.log, err)
 		return
@@ -56,13 +51,8 @@ type Series struct {
 }
 
 func (h *Handler) timeseries(w http.ResponseWriter, r *http.Request) {
-	teamID, err := usage.TeamID(r)
-	if err != nil {
-		errdefs.WriteHTTP(w, h.log, err)
-		return
-	}
 	now := h.now()
-	from, to, err := usage.ParseRange(r, now, now.Add(-time.Hour))
+	teamID, from, to, err := usage.TeamRange(r, now, now.Add(-time.Hour))
 	if err != nil {
 		errdefs.WriteHTTP(w, h.log, err)
 		return

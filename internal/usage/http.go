@@ -75,6 +75,16 @@ func ParseRange(r *http.Request, now, defFrom time.Time) (from, to time.Time, er
 	return
 }
 
+// TeamRange reads what every usage and analytics query starts with: the
+// caller's team, then the from/to range (defaulting to [defFrom, now]).
+func TeamRange(r *http.Request, now, defFrom time.Time) (teamID string, from, to time.Time, err error) {
+	if teamID, err = TeamID(r); err != nil {
+		return "", from, to, err
+	}
+	from, to, err = ParseRange(r, now, defFrom)
+	return teamID, from, to, err
+}
+
 // Report is the body of GET /usage.
 type Report struct {
 	From    time.Time `json:"from"`
@@ -92,13 +102,8 @@ type RatesJSON struct {
 }
 
 func (h *Handler) totals(w http.ResponseWriter, r *http.Request) {
-	teamID, err := TeamID(r)
-	if err != nil {
-		errdefs.WriteHTTP(w, h.log, err)
-		return
-	}
 	now := h.svc.Now()
-	from, to, err := ParseRange(r, now, MonthStart(now))
+	teamID, from, to, err := TeamRange(r, now, MonthStart(now))
 	if err != nil {
 		errdefs.WriteHTTP(w, h.log, err)
 		return
