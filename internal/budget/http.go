@@ -6,8 +6,8 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/usage"
 )
 
 // Register adds GET/PUT /teams/{id}/budget. {id} is the caller's team ID
@@ -58,14 +58,14 @@ func (u Update) Apply(l Limits) Limits {
 }
 
 func (b *Budgets) team(r *http.Request) (string, error) {
-	t, ok := auth.TeamFrom(r.Context())
-	if !ok || t.ID == "" {
-		return "", errdefs.Unauthenticated("missing API key: set the X-API-Key header")
+	teamID, err := usage.TeamID(r)
+	if err != nil {
+		return "", err
 	}
-	if id := r.PathValue("id"); id != "me" && id != t.ID {
+	if id := r.PathValue("id"); id != "me" && id != teamID {
 		return "", errdefs.NotFound("team %s not found: use your own team ID or \"me\"", id)
 	}
-	return t.ID, nil
+	return teamID, nil
 }
 
 func (b *Budgets) handleGet(w http.ResponseWriter, r *http.Request) {
