@@ -346,6 +346,13 @@ func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *
 	}
 	fmt.Fprintf(w, "Building template %s (%s), build %s\n", name, reg.TemplateID, reg.BuildID)
 	for i, u := range uploads {
+		var size int64
+		for _, cf := range u.files {
+			if cf.Info.Mode().IsRegular() {
+				size += cf.Info.Size()
+			}
+		}
+		fmt.Fprintf(w, "[%6.1fs] files for %s: %d entries, %.1f MiB\n", time.Since(t0).Seconds(), plan.Steps[i], len(u.files), float64(size)/(1<<20))
 		if err := uploadFiles(ctx, hc, cfg, reg.TemplateID, f.dir, u.hash, u.files); err != nil {
 			return fmt.Errorf("upload files of %s: %w", plan.Steps[i], err)
 		}
