@@ -345,7 +345,11 @@ func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *
 		return fmt.Errorf("register template %q: %w", name, err)
 	}
 	fmt.Fprintf(w, "Building template %s (%s), build %s\n", name, reg.TemplateID, reg.BuildID)
-	for i, u := range uploads {
+	for i := range plan.Steps {
+		u, ok := uploads[i]
+		if !ok {
+			continue
+		}
 		var size int64
 		for _, cf := range u.files {
 			if cf.Info.Mode().IsRegular() {
