@@ -132,6 +132,16 @@ func (r *Registry) Resolve(ctx context.Context, ref string) (Template, error) {
 	return *t, nil
 }
 
+// ResolveFor is Resolve limited to the templates a team may start from:
+// built-in and public ones and its own. Another team's private template is
+// reported as not found, so its existence is not revealed.
+func (r *Registry) ResolveFor(ctx context.Context, teamID, ref string) (Template, error) {
+	if t, ok := r.Get(ref); ok && t.TeamID != "" && t.TeamID != teamID && !t.Public {
+		return Template{}, errdefs.NotFound("template %q not found; list templates with `sbx template list` or GET /templates", ref)
+	}
+	return r.Resolve(ctx, ref)
+}
+
 // Get returns a template by ID or name without waiting.
 func (r *Registry) Get(ref string) (Template, bool) {
 	r.mu.RLock()
