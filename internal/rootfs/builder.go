@@ -38,6 +38,10 @@ type Builder struct {
 	lookup   func(name string) (Recipe, bool) // Lookup; tests add recipes
 	sources  func() (aptSources, error)       // hostSources(Suite)
 	pruned   sync.Map                         // recipe name → old trees checked
+	// keepUsed spares old trees some process used this recently: during
+	// an upgrade, or with several sbx versions on one machine, each would
+	// otherwise delete the others' trees and rebuild its own.
+	keepUsed time.Duration
 }
 
 // NewBuilder returns a Builder caching under cacheDir; "" means $SBX_ROOTFS_CACHE,
@@ -57,6 +61,7 @@ func NewBuilder(cacheDir string, log *slog.Logger) *Builder {
 		log:      log,
 		lookup:   Lookup,
 		sources:  func() (aptSources, error) { return hostSources(Suite) },
+		keepUsed: time.Hour,
 	}
 }
 
@@ -157,6 +162,7 @@ func isComplete(dir string) bool {
 func (b *Builder) ensureStep(ctx context.Context, s step, parentRoot string, progress func(string)) (string, error) {
 	final := filepath.Join(b.cacheDir, s.dirName())
 	if isComplete(final) {
+		markUsed(final)
 		b.pruneOnce(s)
 		return filepath.Join(final, "rootfs"), nil
 	}
@@ -511,8 +517,10 @@ func (b *Builder) pruneOnce(s step) {
 	b.prune(s)
 }
 
-// prune moves trees of older hashes of s.Name (and scratch trees of failed
-// or crashed builds) that nothing has mounted to the trash, then empties
+// prune moves trees of older hashes of s.Name that nothing has mounted and
+// no process used within keepUsed (and scratch trees of failed or crashed
+// builds: prune runs under the recipe lock, so none is in progress) to the
+// trash, then empties
 // the trash in the background: the move is instant and atomic, so a
 // half-deleted tree never sits under a name that looks complete, and the
 // caller does not wait for gigabytes to be unlinked. Best effort: a
@@ -534,6 +542,10 @@ func (b *Builder) prune(s step) {
 			continue
 		}
 		dir := filepath.Join(b.cacheDir, e.Name())
+		if !strings.HasPrefix(e.Name(), ".build-") && usedWithin(dir, b.keepUsed) {
+			b.log.Debug("keeping recently used old rootfs", "rootfs.recipe", s.Name, "dir", dir)
+			continue
+		}
 		if err := b.moveToTrash(dir); err != nil {
 			b.log.Info("keeping old rootfs", "rootfs.recipe", s.Name, "dir", dir, "reason", err)
 			continue
@@ -544,6 +556,19 @@ func (b *Builder) prune(s step) {
 	if trash {
 		go b.emptyTrash()
 	}
+}
+
+// markUsed records that a tree was handed out (the marker's mtime), so
+// prune in another process spares it. Best effort.
+func markUsed(dir string) {
+	now := time.Now()
+	_ = os.Chtimes(filepath.Join(dir, completeMarker), now, now)
+}
+
+// usedWithin reports whether dir is a complete tree handed out less than d ago.
+func usedWithin(dir string, d time.Duration) bool {
+	fi, err := os.Stat(filepath.Join(dir, completeMarker))
+	return err == nil && time.Since(fi.ModTime()) < d
 }
 
 // discard removes dir (if present and unused) without waiting for it.

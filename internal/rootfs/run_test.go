@@ -163,6 +163,24 @@ func TestPruneKeepsCurrentAndOtherRecipes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// An old tree another process handed out recently (another sbx version)
+	// stays; the same tree idle for longer than keepUsed goes.
+	for _, n := range []string{"code-bbbbbbbbbbbb", "code-cccccccccccc"} {
+		if err := os.MkdirAll(filepath.Join(dir, n, "rootfs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeMarker(filepath.Join(dir, n), buildInfo{Recipe: "code"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	markUsed(filepath.Join(dir, "code-bbbbbbbbbbbb"))
+	idle := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "code-cccccccccccc", completeMarker), idle, idle); err != nil {
+		t.Fatal(err)
+	}
+	keep = append(keep, "code-bbbbbbbbbbbb")
+	drop = append(drop, "code-cccccccccccc")
+
 	b.prune(s)
 	b.emptyTrash() // prune started it in the background; finish it here
 	for _, n := range keep {
