@@ -138,41 +138,6 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 	return nil
 }
 
-// scanMarker removes and returns the text in buf that is certainly output,
-// holding back a possible partial marker. finished reports that the marker
-// and its status were found (anything after them is discarded).
-func scanMarker(buf *bytes.Buffer, marker string) (text string, status int, finished bool) {
-	b := buf.Bytes()
-	if i := bytes.Index(b, []byte(marker)); i >= 0 {
-		rest := b[i+len(marker):]
-		j := bytes.IndexByte(rest, 0x1e)
-		if j < 0 {
-			text = string(b[:i])
-			remaining := append([]byte(nil), b[i:]...)
-			buf.Reset()
-			buf.Write(remaining)
-			return text, 0, false
-		}
-		status, _ = strconv.Atoi(string(rest[:j]))
-		text = string(b[:i])
-		buf.Reset()
-		return text, status, true
-	}
-	// Hold back the longest suffix that is a prefix of the marker.
-	keep := 0
-	for n := min(len(marker)-1, len(b)); n > 0; n-- {
-		if bytes.HasSuffix(b, []byte(marker[:n])) {
-			keep = n
-			break
-		}
-	}
-	text = string(b[:len(b)-keep])
-	remaining := append([]byte(nil), b[len(b)-keep:]...)
-	buf.Reset()
-	buf.Write(remaining)
-	return text, 0, false
-}
-
 // bashEnv returns commands exporting env for one run and restoring the
 // previous values (or unsetting) afterwards.
 func bashEnv(env map[string]string) (set, restore string, err error) {

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"syscall"
-	"time"
 )
 
 // jsDriver runs inside one node process per context. It evaluates each
@@ -158,25 +156,4 @@ func (r *jsRunner) Execute(ctx context.Context, code string, env map[string]stri
 		out.emit(map[string]any{"type": "result", "is_main_result": true, "text": stripQuotes(*reply.Text)})
 	}
 	return nil
-}
-
-// interruptUntil sends SIGINT to a process group until finished (a signal
-// may land before the cell started), and SIGKILL after 5 s.
-func interruptUntil(pid int, finished, dead <-chan struct{}) {
-	deadline := time.After(5 * time.Second)
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		_ = syscall.Kill(-pid, syscall.SIGINT)
-		select {
-		case <-tick.C:
-		case <-deadline:
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-			return
-		case <-finished:
-			return
-		case <-dead:
-			return
-		}
-	}
 }

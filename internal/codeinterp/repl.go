@@ -10,8 +10,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // replProc is one long-lived interpreter process (bash, node) whose stdout
@@ -139,6 +141,62 @@ func streamChunk(bufs *[2]bytes.Buffer, c outChunk, marker string, out emitter) 
 		out.emit(lineStream{Type: [2]string{"stdout", "stderr"}[i], Text: text, Timestamp: timestamp("")})
 	}
 	return i, status, fin
+}
+
+// scanMarker removes and returns the text in buf that is certainly output,
+// holding back a possible partial marker. finished reports that the marker
+// and its status were found (anything after them is discarded).
+func scanMarker(buf *bytes.Buffer, marker string) (text string, status int, finished bool) {
+	b := buf.Bytes()
+	if i := bytes.Index(b, []byte(marker)); i >= 0 {
+		rest := b[i+len(marker):]
+		j := bytes.IndexByte(rest, 0x1e)
+		if j < 0 {
+			text = string(b[:i])
+			remaining := append([]byte(nil), b[i:]...)
+			buf.Reset()
+			buf.Write(remaining)
+			return text, 0, false
+		}
+		status, _ = strconv.Atoi(string(rest[:j]))
+		text = string(b[:i])
+		buf.Reset()
+		return text, status, true
+	}
+	// Hold back the longest suffix that is a prefix of the marker.
+	keep := 0
+	for n := min(len(marker)-1, len(b)); n > 0; n-- {
+		if bytes.HasSuffix(b, []byte(marker[:n])) {
+			keep = n
+			break
+		}
+	}
+	text = string(b[:len(b)-keep])
+	remaining := append([]byte(nil), b[len(b)-keep:]...)
+	buf.Reset()
+	buf.Write(remaining)
+	return text, 0, false
+}
+
+// interruptUntil sends SIGINT to a process group until finished (a signal
+// may land before the cell started), and SIGKILL after 5 s.
+func interruptUntil(pid int, finished, dead <-chan struct{}) {
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_ = syscall.Kill(-pid, syscall.SIGINT)
+		select {
+		case <-tick.C:
+		case <-deadline:
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			return
+		case <-finished:
+			return
+		case <-dead:
+			return
+		}
+	}
 }
 
 // replSession keeps one interpreter process per context, so state persists
