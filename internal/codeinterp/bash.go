@@ -1,7 +1,6 @@
 package codeinterp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -89,44 +88,23 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 		return r.died(out)
 	}
 
-	finished := make(chan struct{})
-	defer close(finished)
-	var bufs [2]bytes.Buffer
-	done := [2]bool{}
-	rc := 0
-	ctxDone := ctx.Done()
-	for !done[0] || !done[1] {
-		select {
-		case c := <-p.chunks:
-			i, status, finished := streamChunk(&bufs, c, marker, out)
-			if finished {
-				done[i] = true
-				if i == 0 {
-					rc = status
+	rc, died := p.wait(ctx, marker, out, nil)
+	if died {
+		// Emit what the pumps delivered, then report.
+		for {
+			select {
+			case c := <-p.chunks:
+				typ := "stdout"
+				if c.stderr {
+					typ = "stderr"
 				}
+				out.emit(lineStream{Type: typ, Text: string(c.data), Timestamp: timestamp("")})
+				continue
+			default:
 			}
-		case <-p.dead:
-			// Drain what the pumps delivered, then report.
-			for {
-				select {
-				case c := <-p.chunks:
-					typ := "stdout"
-					if c.stderr {
-						typ = "stderr"
-					}
-					out.emit(lineStream{Type: typ, Text: string(c.data), Timestamp: timestamp("")})
-					continue
-				default:
-				}
-				break
-			}
-			return r.died(out)
-		case <-ctxDone:
-			ctxDone = nil
-			// Repeated: one SIGINT can land between two commands, where it
-			// only runs the trap, or return from a function, not the cell.
-			go interruptUntil(p.cmd.Process.Pid, finished, p.dead)
+			break
 		}
+		return r.died(out)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -1,7 +1,6 @@
 package codeinterp
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -121,30 +120,16 @@ func (r *jsRunner) Execute(ctx context.Context, code string, env map[string]stri
 	if _, err := p.stdin.Write(append(req, '\n')); err != nil {
 		return r.died(out)
 	}
-	finished := make(chan struct{})
-	defer close(finished)
-	var (
-		bufs    [2]bytes.Buffer
-		done    [2]bool
-		reply   *jsReply
-		ctxDone = ctx.Done()
-	)
-	for !done[0] || !done[1] || reply == nil {
-		select {
-		case c := <-p.chunks:
-			i, _, fin := streamChunk(&bufs, c, marker, out)
-			done[i] = done[i] || fin
-		case line := <-p.side:
-			var rep jsReply
-			if json.Unmarshal(line, &rep) == nil && rep.ID == id {
-				reply = &rep
-			}
-		case <-p.dead:
-			return r.died(out)
-		case <-ctxDone:
-			ctxDone = nil
-			go interruptUntil(p.cmd.Process.Pid, finished, p.dead)
+	var reply *jsReply
+	_, died := p.wait(ctx, marker, out, func(line []byte) bool {
+		var rep jsReply
+		if json.Unmarshal(line, &rep) == nil && rep.ID == id {
+			reply = &rep
 		}
+		return reply != nil
+	})
+	if died {
+		return r.died(out)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -199,6 +199,46 @@ func interruptUntil(pid int, finished, dead <-chan struct{}) {
 	}
 }
 
+// wait streams a cell's output until the end marker has come on stdout
+// and stderr and, when the process has a side channel, sideDone has
+// reported true for one of its lines. It interrupts the cell when ctx ends
+// (repeatedly: one SIGINT can land between two commands, where bash only
+// runs the trap, or return from a function, not the cell). status is what
+// followed the stdout marker; died reports that the process ended first,
+// leaving whatever it wrote last in p.chunks.
+func (p *replProc) wait(ctx context.Context, marker string, out emitter, sideDone func(line []byte) bool) (status int, died bool) {
+	finished := make(chan struct{})
+	defer close(finished)
+	var (
+		bufs    [2]bytes.Buffer
+		done    [2]bool
+		side    = sideDone == nil
+		ctxDone = ctx.Done()
+	)
+	for !done[0] || !done[1] || !side {
+		select {
+		case c := <-p.chunks:
+			i, st, fin := streamChunk(&bufs, c, marker, out)
+			if fin {
+				done[i] = true
+				if i == 0 {
+					status = st
+				}
+			}
+		case line := <-p.side:
+			if sideDone(line) {
+				side = true
+			}
+		case <-p.dead:
+			return status, true
+		case <-ctxDone:
+			ctxDone = nil
+			go interruptUntil(p.cmd.Process.Pid, finished, p.dead)
+		}
+	}
+	return status, false
+}
+
 // replSession keeps one interpreter process per context, so state persists
 // between runs like in a kernel, and replaces it when it died or on
 // Restart. Embedded by the bash and JavaScript runners.
