@@ -140,7 +140,7 @@ func TestEnsureCancel(t *testing.T) {
 	running := 0
 	_, err := b.Ensure(ctx, r.Name, func(line string) {
 		if strings.Contains(line, "sbx-test-sleeping") {
-			running = len(chrootedUnder(t, b.CacheDir()))
+			running = len(chrootedUnder(t, filepath.Join(b.CacheDir(), ".build-"+r.Name+"-")))
 			cancel()
 		}
 	})
@@ -150,7 +150,7 @@ func TestEnsureCancel(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Ensure after cancel = %v, want context.Canceled", err)
 	}
-	if pids := chrootedUnder(t, b.CacheDir()); len(pids) > 0 {
+	if pids := chrootedUnder(t, filepath.Join(b.CacheDir(), ".build-"+r.Name+"-")); len(pids) > 0 {
 		t.Errorf("build processes survived the cancel: %v", pids)
 	}
 	assertNoMountsUnder(t, b.CacheDir())
@@ -193,10 +193,10 @@ func TestEnsureCancel(t *testing.T) {
 	}
 }
 
-// chrootedUnder lists processes whose root directory is inside dir: the
-// build's own, told apart from other tests' sandboxes running the same
-// commands.
-func chrootedUnder(t *testing.T, dir string) []string {
+// chrootedUnder lists processes whose root directory starts with prefix:
+// the build's own, told apart from other tests' sandboxes and from other
+// recipes' builds that share the machine-wide cache dir.
+func chrootedUnder(t *testing.T, prefix string) []string {
 	t.Helper()
 	procs, err := filepath.Glob("/proc/[0-9]*")
 	if err != nil {
@@ -204,7 +204,7 @@ func chrootedUnder(t *testing.T, dir string) []string {
 	}
 	var pids []string
 	for _, p := range procs {
-		if root, err := os.Readlink(filepath.Join(p, "root")); err == nil && strings.HasPrefix(root, dir+"/") {
+		if root, err := os.Readlink(filepath.Join(p, "root")); err == nil && strings.HasPrefix(root, prefix) {
 			pids = append(pids, filepath.Base(p)+" ("+root+")")
 		}
 	}

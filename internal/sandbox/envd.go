@@ -107,6 +107,66 @@ func (a *agent) init(ctx context.Context, r initRequest) error {
 // start runs cmd through bash in the background as user and returns once
 // envd reported the process started.
 func (a *agent) start(ctx context.Context, token, user, cwd, cmd string) error {
+	resp, err := a.startStream(ctx, token, user, cwd, cmd)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// run runs cmd to completion and returns its exit code.
+func (a *agent) run(ctx context.Context, token, user, cwd, cmd string) (int, error) {
+	resp, err := a.startStream(ctx, token, user, cwd, cmd)
+	if err != nil {
+		return -1, err
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	for {
+		var head [5]byte
+		if _, err := io.ReadFull(br, head[:]); err != nil {
+			return -1, fmt.Errorf("command %q: stream ended without a result: %w", cmd, err)
+		}
+		msg := make([]byte, binary.BigEndian.Uint32(head[1:]))
+		if _, err := io.ReadFull(br, msg); err != nil {
+			return -1, fmt.Errorf("command %q: %w", cmd, err)
+		}
+		if head[0]&0x02 != 0 {
+			return -1, fmt.Errorf("command %q: stream ended without a result: %s", cmd, msg)
+		}
+		var ev struct {
+			Event struct {
+				End *struct {
+					ExitCode int `json:"exitCode"`
+				} `json:"end"`
+			} `json:"event"`
+		}
+		if json.Unmarshal(msg, &ev) == nil && ev.Event.End != nil {
+			return ev.Event.End.ExitCode, nil
+		}
+	}
+}
+
+// waitCommand polls a ready command until it exits 0 (E2B's readyCmd).
+func (a *agent) waitCommand(ctx context.Context, token, user, cwd, cmd string) error {
+	delay := 20 * time.Millisecond
+	for {
+		code, err := a.run(ctx, token, user, cwd, cmd)
+		if err == nil && code == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ready command %q did not succeed (last exit code %d, error %v): %w", cmd, code, err, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 500*time.Millisecond)
+	}
+}
+
+// startStream starts cmd and returns the stream after its start event.
+func (a *agent) startStream(ctx context.Context, token, user, cwd, cmd string) (*http.Response, error) {
 	msg, _ := json.Marshal(map[string]any{
 		"process": map[string]any{"cmd": "/bin/bash", "args": []string{"-l", "-c", cmd}, "cwd": cwd},
 		"stdin":   false,
@@ -123,30 +183,31 @@ func (a *agent) start(ctx context.Context, token, user, cwd, cmd string) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://envd/process.Process/Start", &env)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header = hdr
 	resp, err := a.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("start command %q: %w", cmd, err)
+		return nil, fmt.Errorf("start command %q: %w", cmd, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("start command %q: %s: %s", cmd, resp.Status, b)
+		resp.Body.Close()
+		return nil, fmt.Errorf("start command %q: %s: %s", cmd, resp.Status, b)
 	}
 	// The first envelope is the start event; after it the process runs on
 	// its own and closing the stream does not stop it.
-	br := bufio.NewReader(resp.Body)
 	var head [5]byte
-	if _, err := io.ReadFull(br, head[:]); err != nil {
-		return fmt.Errorf("start command %q: no start event: %w", cmd, err)
+	if _, err := io.ReadFull(resp.Body, head[:]); err != nil {
+		resp.Body.Close()
+		return nil, fmt.Errorf("start command %q: no start event: %w", cmd, err)
 	}
-	if head[0]&0x02 != 0 {
-		b, _ := io.ReadAll(io.LimitReader(br, 4096))
-		return fmt.Errorf("start command %q failed: %s", cmd, b)
+	first := make([]byte, binary.BigEndian.Uint32(head[1:]))
+	if _, err := io.ReadFull(resp.Body, first); err != nil || head[0]&0x02 != 0 {
+		resp.Body.Close()
+		return nil, fmt.Errorf("start command %q failed: %s %v", cmd, first, err)
 	}
-	return nil
+	return resp, nil
 }
 
 // waitPort polls GET /health on a port inside the sandbox until it answers 200.

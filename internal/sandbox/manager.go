@@ -64,7 +64,10 @@ type Network interface {
 
 // Templates resolves template references, waiting for ones being prepared.
 type Templates interface {
+	// Resolve finds a template by ID or name (any team: warm pools).
 	Resolve(ctx context.Context, ref string) (template.Template, error)
+	// ResolveFor finds a template the team may use: built-in or its own.
+	ResolveFor(ctx context.Context, teamID, ref string) (template.Template, error)
 }
 
 // Config is the manager's part of the server configuration.
@@ -163,7 +166,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (store.Sandbox,
 	if req.Timeout == 0 {
 		req.Timeout = DefaultTimeout
 	}
-	tpl, err := m.templates.Resolve(ctx, req.Template)
+	tpl, err := m.templates.ResolveFor(ctx, req.TeamID, req.Template)
 	if err != nil {
 		return store.Sandbox{}, err
 	}
@@ -179,7 +182,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (store.Sandbox,
 	now := m.now().UTC()
 	sb := store.Sandbox{
 		TeamID: req.TeamID, TemplateID: tpl.ID, BuildID: tpl.BuildID, Alias: firstName(tpl),
-		State: store.StateRunning, Metadata: req.Metadata, EnvVars: req.EnvVars,
+		State: store.StateRunning, Metadata: req.Metadata, EnvVars: mergeEnv(tpl.Env, req.EnvVars),
 		CPUCount: tpl.CPUCount, MemoryMB: tpl.MemoryMB, DiskMB: tpl.DiskMB,
 		StartedAt: now, EndAt: now.Add(req.Timeout), AccessToken: token,
 		AllowInternet: req.AllowInternet, AutoPause: req.AutoPause,
@@ -271,6 +274,11 @@ func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Tem
 		}
 		if tpl.ReadyPort > 0 {
 			if err := a.waitPort(ctx, sb.AccessToken, tpl.ReadyPort); err != nil {
+				return nil, err
+			}
+		}
+		if tpl.ReadyCmd != "" {
+			if err := a.waitCommand(ctx, sb.AccessToken, tpl.User, tpl.Workdir, tpl.ReadyCmd); err != nil {
 				return nil, err
 			}
 		}
@@ -377,4 +385,19 @@ func durationSeconds(s int64) time.Duration {
 		return DefaultTimeout
 	}
 	return time.Duration(s) * time.Second
+}
+
+// mergeEnv lays the caller's env vars over the template's (ENV lines).
+func mergeEnv(tpl, req map[string]string) map[string]string {
+	if len(tpl) == 0 {
+		return req
+	}
+	out := make(map[string]string, len(tpl)+len(req))
+	for k, v := range tpl {
+		out[k] = v
+	}
+	for k, v := range req {
+		out[k] = v
+	}
+	return out
 }
