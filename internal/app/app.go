@@ -100,7 +100,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	var closers closerList
-	defer closers.run(log)
+	// A closure: `defer closers.run(log)` would evaluate the (still empty)
+	// list now and run none of the closers added below.
+	defer func() { closers.run(log) }()
 
 	st, evlog, err := OpenStore(ctx, cfg.DataDir, log)
 	if err != nil {

@@ -227,3 +227,34 @@ func TestPauseDiskTierUnsupported(t *testing.T) {
 		t.Errorf("state %q tier %q; want paused, memory", st, tier)
 	}
 }
+
+// TestPauseDiskAtShutdown: with the disk tier on, a graceful stop moves
+// frozen sandboxes to disk, and the next server restores them.
+func TestPauseDiskAtShutdown(t *testing.T) {
+	requireRunsc(t)
+	srv := StartServer(t, "--runtime", "runsc", "--pool", "base=0", "--pause-disk-after", "1h")
+	c := srv.Client(t)
+	s := create(t, c, sdk.CreateOptions{})
+	h, err := s.Commands.Start(opCtx(t), counterLoop, sdk.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Disconnect()
+	before := waitCounterAbove(t, s, 3)
+	if err := s.Pause(opCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, tier := pauseTier(t, srv, s.ID); tier != "memory" {
+		t.Fatalf("tier before shutdown = %q; want memory", tier)
+	}
+	srv.Stop(syscall.SIGTERM)
+	srv.Start(t)
+	if st, tier := pauseTier(t, srv, s.ID); st != "paused" || tier != "disk" {
+		t.Fatalf("after a graceful restart: state %q tier %q; want paused, disk", st, tier)
+	}
+	r, err := c.Connect(opCtx(t), s.ID, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCounterAbove(t, r, before)
+}
