@@ -38,7 +38,7 @@ type Config struct {
 
 // DefaultPools keeps two ready sandboxes of each built-in template.
 func DefaultPools() map[string]string {
-	return map[string]string{"base": "2:8", "code-interpreter": "2:4"}
+	return map[string]string{"base": "2:16", "code-interpreter": "2:4"}
 }
 
 // PoolSizes parses Pools.

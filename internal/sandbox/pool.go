@@ -28,6 +28,11 @@ type PoolSize struct {
 // demandWindow is how far back claims count towards the pool's target.
 const demandWindow = 30 * time.Second
 
+// refillQuiet is how long a refill waits after the last claim while the pool
+// still has a ready sandbox: starting one costs tens of milliseconds of CPU,
+// which would otherwise land on the next create of a burst.
+const refillQuiet = 40 * time.Millisecond
+
 type pool struct {
 	size    PoolSize
 	ready   chan *live
@@ -35,6 +40,7 @@ type pool struct {
 	mu      sync.Mutex
 	buildID string
 	claims  []time.Time
+	last    time.Time // last claim
 }
 
 func newPool(size PoolSize) *pool {
@@ -60,6 +66,7 @@ func (p *pool) target(now time.Time) int {
 func (p *pool) noteClaim(now time.Time) {
 	p.mu.Lock()
 	p.claims = append(p.claims, now)
+	p.last = now
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -103,7 +110,30 @@ func (m *Manager) fillLoop(ctx context.Context, ref string, p *pool) {
 	m.mu.Unlock()
 	backoff := time.Second
 	for {
-		if len(p.ready) < p.target(m.now()) {
+		target := p.target(m.now())
+		if n := len(p.ready); n > 0 && n < target {
+			p.mu.Lock()
+			wait := refillQuiet - m.now().Sub(p.last)
+			p.mu.Unlock()
+			if wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				continue
+			}
+		}
+		if len(p.ready) > target {
+			// Demand fell: give back what the last burst left ready.
+			select {
+			case l := <-p.ready:
+				m.destroy(ctx, l.sb.ID)
+			default:
+			}
+			continue
+		}
+		if len(p.ready) < target {
 			l, err := m.prestart(ctx, tpl)
 			if err == nil {
 				p.ready <- l
