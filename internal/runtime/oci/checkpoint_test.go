@@ -63,6 +63,19 @@ func TestCheckpointRestore(t *testing.T) {
 		t.Errorf("checkpoint's copy of /data = %q, %v; want \"kept\\n\"", b, err)
 	}
 	stopped := readCount(t, filepath.Join(out, "count"), 0)
+	// A restore that fails (runsc refuses another spec) leaves the sandbox
+	// checkpointed and the checkpoint usable.
+	bad := spec
+	bad.Args = []string{"/bin/sh", "-c", "exit 0"}
+	if err := d.Restore(t.Context(), bad, dir); err == nil {
+		t.Fatal("Restore with a different spec succeeded; want runsc's refusal")
+	}
+	if st, err := d.State(t.Context(), id); err != nil || st != runtime.StatusCheckpointed {
+		t.Fatalf("State after a failed restore = %q, %v; want checkpointed", st, err)
+	}
+	if isMountpoint(p.upperMount()) {
+		t.Errorf("failed restore left the writable layer mounted")
+	}
 	// Restore twice from the same image: the checkpoint dir is reusable.
 	for round := range 2 {
 		if err := d.Restore(t.Context(), spec, dir); err != nil {
