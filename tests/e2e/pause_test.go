@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -257,4 +258,53 @@ func TestPauseDiskAtShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCounterAbove(t, r, before)
+}
+
+// TestPauseLatency measures pause and resume through the API for both
+// tiers with a Python process holding 50 MB, and checks the process and
+// its memory survive every cycle. It logs p50/p90 (never asserts times);
+// opt in with SBX_MEASURE=1, since it takes a while.
+func TestPauseLatency(t *testing.T) {
+	if os.Getenv("SBX_MEASURE") != "1" {
+		t.Skip("set SBX_MEASURE=1 to measure pause/resume latency")
+	}
+	requireRunsc(t)
+	srv := StartServer(t, "--runtime", "runsc", "--pool", "base=0")
+	c := srv.Client(t)
+	s := create(t, c, sdk.CreateOptions{Timeout: 10 * time.Minute})
+	hold := `python3 -c "import time; b=bytearray(50<<20); b[::4096]=b'x'*len(b[::4096]); open('/tmp/held','w').write('ok'); time.sleep(1e6)"`
+	h, err := s.Commands.Start(opCtx(t), hold, sdk.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Disconnect()
+	for run(t, s, "cat /tmp/held 2>/dev/null || true", sdk.RunOptions{}).Stdout != "ok" {
+		time.Sleep(50 * time.Millisecond)
+	}
+	key := map[string]string{"X-API-Key": srv.APIKey}
+	timed := func(method, path, body string, want int) time.Duration {
+		t0 := time.Now()
+		r := srv.raw(t, method, path, body, key)
+		d := time.Since(t0)
+		if r.Status != want {
+			t.Fatalf("%s %s = %d %s; want %d", method, path, r.Status, r.Body, want)
+		}
+		return d
+	}
+	for _, tier := range []string{"memory", "disk"} {
+		var pauses, resumes []float64
+		for range 20 {
+			pauses = append(pauses, float64(timed(http.MethodPost, "/sandboxes/"+s.ID+"/pause?tier="+tier, "", http.StatusNoContent).Microseconds())/1000)
+			resumes = append(resumes, float64(timed(http.MethodPost, "/v2/sandboxes/"+s.ID+"/connect", `{"timeout":300}`, http.StatusCreated).Microseconds())/1000)
+		}
+		slices.Sort(pauses)
+		slices.Sort(resumes)
+		t.Logf("%s tier: pause p50 %.2f ms p90 %.2f ms; resume p50 %.2f ms p90 %.2f ms (20 cycles, 50 MB held)",
+			tier, pauses[10], pauses[18], resumes[10], resumes[18])
+	}
+	rss := run(t, s, "grep VmRSS /proc/$(pgrep -f bytearray | head -1)/status", sdk.RunOptions{}).Stdout
+	var kb int
+	if _, err := fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(rss, "VmRSS:")), "%d", &kb); err != nil || kb < 50<<10 {
+		t.Errorf("the Python process after 40 cycles: %q; want it alive holding ≥ 50 MB", rss)
+	}
 }
