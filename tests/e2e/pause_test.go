@@ -203,6 +203,22 @@ func TestPauseDiskAfterIdle(t *testing.T) {
 	if res := run(t, r, "cat idle.txt", sdk.RunOptions{}); res.Stdout != "idle" {
 		t.Errorf("file after restore = %q", res.Stdout)
 	}
+
+	// Killing a sandbox on disk removes its checkpoint.
+	if r := pauseTo(t, srv, s.ID, "disk"); r.Status != http.StatusNoContent {
+		t.Fatalf("pause?tier=disk = %d %s", r.Status, r.Body)
+	}
+	if err := c.Kill(opCtx(t), s.ID); err != nil {
+		t.Fatalf("Kill of a disk-tier sandbox: %v", err)
+	}
+	if _, err := c.Get(opCtx(t), s.ID); !sdk.IsNotFound(err) {
+		t.Errorf("Get after kill = %v; want not found", err)
+	}
+	for _, dir := range []string{filepath.Join(srv.DataDir, "checkpoints", s.ID), filepath.Join(srv.DataDir, "sandboxes", s.ID)} {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%s left after kill: %v", dir, err)
+		}
+	}
 }
 
 // TestPauseDiskTierUnsupported: under crun the disk tier is refused with a
