@@ -249,9 +249,35 @@ func (m *Manager) restore(ctx context.Context, l *live) error {
 	return nil
 }
 
-// specFor rebuilds the runtime spec a sandbox was started with; runsc
-// restores only into the same spec.
+// specPath is <data-dir>/specs/<id>.json: the runtime spec a sandbox was
+// started with, kept because runsc restores only into the same spec and
+// the template (its rootfs path) may change or go while it lives.
+func (m *Manager) specPath(id string) string {
+	return filepath.Join(m.cfg.DataDir, "specs", id+".json")
+}
+
+func (m *Manager) saveSpec(spec runtime.Spec) error {
+	if err := os.MkdirAll(filepath.Dir(m.specPath(spec.ID)), 0o700); err != nil {
+		return fmt.Errorf("save spec of sandbox %s: %w", spec.ID, err)
+	}
+	b, _ := json.Marshal(spec)
+	if err := os.WriteFile(m.specPath(spec.ID), b, 0o600); err != nil {
+		return fmt.Errorf("save spec of sandbox %s: %w", spec.ID, err)
+	}
+	return nil
+}
+
+// specFor returns the runtime spec a sandbox was started with: the saved
+// one, or for sandboxes started before specs were saved, rebuilt from its
+// template.
 func (m *Manager) specFor(ctx context.Context, sb store.Sandbox) (runtime.Spec, error) {
+	if b, err := os.ReadFile(m.specPath(sb.ID)); err == nil {
+		var spec runtime.Spec
+		if err := json.Unmarshal(b, &spec); err != nil {
+			return spec, fmt.Errorf("parse %s: %w", m.specPath(sb.ID), err)
+		}
+		return spec, nil
+	}
 	tpl, err := m.templates.Resolve(ctx, sb.TemplateID)
 	if err != nil {
 		return runtime.Spec{}, fmt.Errorf("template %s: %w", sb.TemplateID, err)

@@ -250,6 +250,9 @@ func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Tem
 	sb.NetNS = nsPath
 	tNet = time.Since(t0)
 	spec := m.sandboxSpec(*sb, tpl.Rootfs)
+	if err := m.saveSpec(spec); err != nil {
+		return nil, err
+	}
 	if err := m.driver.Start(ctx, spec); err != nil {
 		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
 	}
@@ -355,6 +358,7 @@ func (m *Manager) destroy(ctx context.Context, id string) {
 	if err := os.RemoveAll(m.runDir(id)); err != nil {
 		m.log.Warn("remove sandbox run dir", "sandbox.id", id, "err", err)
 	}
+	_ = os.Remove(m.specPath(id))
 	if err := os.RemoveAll(m.checkpointDir(id)); err != nil {
 		m.log.Warn("remove sandbox checkpoint", "sandbox.id", id, "err", err)
 	}
