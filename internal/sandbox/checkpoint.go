@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -125,7 +126,11 @@ func (m *Manager) scheduleDisk(id string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		err := m.checkpoint(ctx, id)
-		if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		switch {
+		case err == nil, errors.Is(err, errdefs.ErrNotFound):
+		case errors.Is(err, errdefs.ErrFailedPrecondition): // resumed meanwhile, or cannot
+			m.log.Info("idle paused sandbox stays in memory", "sandbox.id", id, "reason", err)
+		default:
 			m.log.Error("move idle paused sandbox to disk", "sandbox.id", id, "err", err)
 		}
 	})
@@ -256,27 +261,58 @@ func (m *Manager) specPath(id string) string {
 	return filepath.Join(m.cfg.DataDir, "specs", id+".json")
 }
 
+// savedSpec is what specPath holds. Agent stamps the files of the agent
+// dir (device:inode) at start: if sbx was upgraded since, the sandbox's
+// /.sbx/bin files were replaced under it, and gVisor cannot checkpoint a
+// sandbox with such invalidated files (the failed save would kill it).
+type savedSpec struct {
+	Spec  runtime.Spec      `json:"spec"`
+	Agent map[string]string `json:"agent,omitempty"`
+}
+
 func (m *Manager) saveSpec(spec runtime.Spec) error {
 	if err := os.MkdirAll(filepath.Dir(m.specPath(spec.ID)), 0o700); err != nil {
 		return fmt.Errorf("save spec of sandbox %s: %w", spec.ID, err)
 	}
-	b, _ := json.Marshal(spec)
+	b, _ := json.Marshal(savedSpec{Spec: spec, Agent: agentStamps(m.cfg.AgentDir)})
 	if err := os.WriteFile(m.specPath(spec.ID), b, 0o600); err != nil {
 		return fmt.Errorf("save spec of sandbox %s: %w", spec.ID, err)
 	}
 	return nil
 }
 
+func agentStamps(dir string) map[string]string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, e := range entries {
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join(dir, e.Name()), &st) == nil {
+			out[e.Name()] = fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+		}
+	}
+	return out
+}
+
 // specFor returns the runtime spec a sandbox was started with: the saved
 // one, or for sandboxes started before specs were saved, rebuilt from its
-// template.
+// template. It refuses (precondition) when the agent files changed since.
 func (m *Manager) specFor(ctx context.Context, sb store.Sandbox) (runtime.Spec, error) {
 	if b, err := os.ReadFile(m.specPath(sb.ID)); err == nil {
-		var spec runtime.Spec
-		if err := json.Unmarshal(b, &spec); err != nil {
-			return spec, fmt.Errorf("parse %s: %w", m.specPath(sb.ID), err)
+		var saved savedSpec
+		if err := json.Unmarshal(b, &saved); err != nil {
+			return saved.Spec, fmt.Errorf("parse %s: %w", m.specPath(sb.ID), err)
 		}
-		return spec, nil
+		now := agentStamps(m.cfg.AgentDir)
+		for name, stamp := range saved.Agent {
+			if now[name] != stamp {
+				return saved.Spec, errdefs.Precondition("sandbox %s cannot go to disk: the agent binary %s was replaced "+
+					"since it started (sbx upgraded), which gVisor cannot checkpoint; it stays paused in memory", sb.ID, name)
+			}
+		}
+		return saved.Spec, nil
 	}
 	tpl, err := m.templates.Resolve(ctx, sb.TemplateID)
 	if err != nil {

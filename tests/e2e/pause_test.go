@@ -324,3 +324,62 @@ func TestPauseLatency(t *testing.T) {
 		t.Errorf("the Python process after 40 cycles: %q; want it alive holding ≥ 50 MB", rss)
 	}
 }
+
+// TestPauseDiskAfterUpgrade: a server restarted with a different envd
+// replaces /.sbx/bin/envd under running sandboxes, which gVisor cannot
+// checkpoint; the disk tier must refuse (412) instead of losing the
+// sandbox, and the sandbox keeps working in the memory tier.
+func TestPauseDiskAfterUpgrade(t *testing.T) {
+	requireRunsc(t)
+	srv := StartServer(t, "--runtime", "runsc", "--pool", "base=0")
+	// Run from a private copy of the binaries so the "upgrade" touches
+	// nothing else.
+	bin := t.TempDir()
+	for _, name := range []string{"sbx", "envd", "codeinterp"} {
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(srv.Bin), name))
+		if err != nil {
+			if name == "codeinterp" {
+				continue
+			}
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bin, name), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.Stop(syscall.SIGTERM)
+	srv.Bin = filepath.Join(bin, "sbx")
+	srv.Start(t)
+	c := srv.Client(t)
+	s := create(t, c, sdk.CreateOptions{})
+	if _, err := s.Files.Write(opCtx(t), "kept.txt", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop(syscall.SIGTERM)
+	// A different envd: trailing bytes change the file, not the program.
+	f, err := os.OpenFile(filepath.Join(bin, "envd"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("upgrade")
+	f.Close()
+	srv.Start(t)
+
+	r := pauseTo(t, srv, s.ID, "disk")
+	if r.Status != http.StatusPreconditionFailed {
+		t.Fatalf("pause?tier=disk after an agent upgrade = %d %s; want 412", r.Status, r.Body)
+	}
+	if msg := errorBody(t, r); !strings.Contains(msg, "replaced") {
+		t.Errorf("412 message %q does not say why", msg)
+	}
+	if st, tier := pauseTier(t, srv, s.ID); st != "paused" || tier != "memory" {
+		t.Errorf("after the refused disk pause: state %q tier %q; want paused, memory", st, tier)
+	}
+	s2, err := c.Connect(opCtx(t), s.ID, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := run(t, s2, "cat kept.txt", sdk.RunOptions{}); res.Stdout != "kept" {
+		t.Errorf("file after resume = %q", res.Stdout)
+	}
+}
