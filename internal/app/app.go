@@ -132,7 +132,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := oci.PrepareHost(log); err != nil {
 		return fmt.Errorf("prepare host for sandboxes: %w", err)
 	}
-	drv, err := oci.New(oci.Config{Runtime: cfg.Runtime,
+	drv, err := oci.New(oci.Config{Runtime: cfg.Runtime, ExtraArgs: cfg.RuntimeArgs,
 		StateDir:   filepath.Join(cfg.DataDir, "runtime", cfg.Runtime),
 		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes")}, log)
 	if err != nil {

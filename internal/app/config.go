@@ -18,12 +18,13 @@ import (
 // Config is the server configuration, parsed once in the CLI and validated
 // at start-up.
 type Config struct {
-	Listen      string // host:port of the API, proxy and dashboard
-	DataDir     string // state: SQLite, API key, sandboxes
-	Runtime     string // crun, runc or runsc
-	Domain      string // optional: host routing <port>-<id>.<domain>
-	AgentDir    string // where envd and codeinterp binaries are found ("" = next to sbx)
-	RootfsCache string // root filesystem cache shared by data dirs ("" = default)
+	Listen      string   // host:port of the API, proxy and dashboard
+	DataDir     string   // state: SQLite, API key, sandboxes
+	Runtime     string   // crun, runc or runsc
+	RuntimeArgs []string // extra global flags for the runtime, e.g. --platform=ptrace for runsc
+	Domain      string   // optional: host routing <port>-<id>.<domain>
+	AgentDir    string   // where envd and codeinterp binaries are found ("" = next to sbx)
+	RootfsCache string   // root filesystem cache shared by data dirs ("" = default)
 	Webhooks    WebhookConfig
 	// Pools maps a template to its warm pool size as "min" or "min:max";
 	// a min of 0 with no max disables the pool.

@@ -78,7 +78,7 @@ type Server struct {
 	Addr    string // host:port it listens on
 	URL     string // http://Addr
 	DataDir string
-	APIKey  string // the first team's key
+	APIKey  string   // the first team's key
 	Extra   []string // extra `sbx serve` arguments
 
 	t   *testing.T

@@ -17,6 +17,12 @@ import (
 	"github.com/sbxdev/sbx/sdk"
 )
 
+// runscPlatform is gVisor's ptrace platform for the disk-tier tests: with the
+// default systrap platform gVisor sometimes loses a restored sandbox when it
+// is checkpointed again under load ("failed getting response from syscall
+// thread"), a gVisor bug that is not ours to hide with retries.
+const runscPlatform = "--runtime-arg=--platform=ptrace"
+
 // requireRunsc skips (or, with SBX_REQUIRE_INTEGRATION=1, fails) when runsc
 // is missing: the disk tier of pause needs a runtime that checkpoints.
 func requireRunsc(t *testing.T) {
@@ -89,7 +95,7 @@ const counterLoop = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; m
 // again.
 func TestPauseDiskTier(t *testing.T) {
 	requireRunsc(t)
-	srv := StartServer(t, "--runtime", "runsc", "--pool", "base=0")
+	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{Timeout: 10 * time.Minute, EnvVars: map[string]string{"PAUSE_ENV": "kept-env"}})
 	ctx := opCtx(t)
@@ -177,7 +183,7 @@ func TestPauseDiskTier(t *testing.T) {
 // disk by itself, and shutdown moves the rest.
 func TestPauseDiskAfterIdle(t *testing.T) {
 	requireRunsc(t)
-	srv := StartServer(t, "--runtime", "runsc", "--pool", "base=0", "--pause-disk-after", "1s")
+	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0", "--pause-disk-after", "1s")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{})
 	if _, err := s.Files.Write(opCtx(t), "idle.txt", []byte("idle")); err != nil {
@@ -249,7 +255,7 @@ func TestPauseDiskTierUnsupported(t *testing.T) {
 // frozen sandboxes to disk, and the next server restores them.
 func TestPauseDiskAtShutdown(t *testing.T) {
 	requireRunsc(t)
-	srv := StartServer(t, "--runtime", "runsc", "--pool", "base=0", "--pause-disk-after", "1h")
+	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0", "--pause-disk-after", "1h")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{})
 	h, err := s.Commands.Start(opCtx(t), counterLoop, sdk.RunOptions{})
@@ -278,14 +284,11 @@ func TestPauseDiskAtShutdown(t *testing.T) {
 
 // TestPauseLatency measures pause and resume through the API for both
 // tiers with a Python process holding 50 MB, and checks the process and
-// its memory survive every cycle. It logs p50/p90 (never asserts times);
-// opt in with SBX_MEASURE=1, since it takes a while.
+// its memory survive every cycle. It logs p50/p90 (never asserts times;
+// run with -v to see them).
 func TestPauseLatency(t *testing.T) {
-	if os.Getenv("SBX_MEASURE") != "1" {
-		t.Skip("set SBX_MEASURE=1 to measure pause/resume latency")
-	}
 	requireRunsc(t)
-	srv := StartServer(t, "--runtime", "runsc", "--pool", "base=0")
+	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{Timeout: 10 * time.Minute})
 	hold := `python3 -c "import time; b=bytearray(50<<20); b[::4096]=b'x'*len(b[::4096]); open('/tmp/held','w').write('ok'); time.sleep(1e6)"`
@@ -331,7 +334,7 @@ func TestPauseLatency(t *testing.T) {
 // sandbox, and the sandbox keeps working in the memory tier.
 func TestPauseDiskAfterUpgrade(t *testing.T) {
 	requireRunsc(t)
-	srv := StartServer(t, "--runtime", "runsc", "--pool", "base=0")
+	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0")
 	// Run from a private copy of the binaries so the "upgrade" touches
 	// nothing else.
 	bin := t.TempDir()
