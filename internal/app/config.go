@@ -37,9 +37,11 @@ type Config struct {
 	PauseDiskAfter time.Duration
 }
 
-// DefaultPools keeps two ready sandboxes of each built-in template.
+// DefaultPools keeps two ready sandboxes of each built-in template from
+// start-up, and gives any other template a pool sized by demand (0 to 4)
+// from its first sandbox on.
 func DefaultPools() map[string]string {
-	return map[string]string{"base": "2:16", "code-interpreter": "2:4"}
+	return map[string]string{"base": "2:16", "code-interpreter": "2:4", sandbox.AnyTemplate: "0:4"}
 }
 
 // PoolSizes parses Pools.

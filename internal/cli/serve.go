@@ -53,7 +53,7 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.BoolVar(&cfg.Webhooks.AllowPrivate, "webhook-allow-private", false, "allow webhook deliveries to private and loopback addresses (local development)")
 	f.StringSliceVar(&cfg.Webhooks.AllowCIDRs, "webhook-allow-cidr", nil, "allow webhook deliveries to these private CIDRs")
 	f.DurationVar(&cfg.PauseDiskAfter, "pause-disk-after", 0, "checkpoint a sandbox paused this long to disk, freeing its memory (runsc only; 0 = never; >0 also at shutdown)")
-	f.StringToStringVar(&cfg.Pools, "pool", app.DefaultPools(), "warm pool per template as TEMPLATE=MIN[:MAX] (MIN=0 disables); sized by recent demand between MIN and MAX")
+	f.StringToStringVar(&cfg.Pools, "pool", app.DefaultPools(), "warm pool per template as TEMPLATE=MIN[:MAX], sized by recent demand between MIN and MAX; TEMPLATE * applies to every other template (from its first sandbox on); MAX 0 disables")
 	cfg.Monitoring.AddFlags(f) // --runaway, --price-*, --metrics-public, ... (internal/monitor)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")

@@ -90,6 +90,10 @@ type Manager struct {
 	live   map[string]*live
 	pools  map[string]*pool // by template ID (and the ref it was configured by)
 	poolWG sync.WaitGroup
+	// poolCtx bounds every pool's fill loop; autoPool sizes the pools of
+	// templates that got none explicitly (AnyTemplate).
+	poolCtx  context.Context
+	autoPool PoolSize
 
 	admission Admission // nil = no limits
 	disk      diskTier  // pause's disk tier (checkpoint.go)

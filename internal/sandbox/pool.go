@@ -2,11 +2,13 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
 )
@@ -74,26 +76,53 @@ func (p *pool) noteClaim(now time.Time) {
 	}
 }
 
+// AnyTemplate is the key of StartPools' sizes that applies to every
+// template without a size of its own: such a template gets a pool the first
+// time a sandbox is created from it, sized by demand (a minimum of 0 lets it
+// shrink away when unused).
+const AnyTemplate = "*"
+
 // StartPools keeps warm pools for the given templates until ctx ends. Each
 // pool waits for its template to be ready first.
 func (m *Manager) StartPools(ctx context.Context, sizes map[string]PoolSize) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.pools == nil {
 		m.pools = map[string]*pool{}
 	}
+	m.poolCtx = ctx
 	for ref, size := range sizes {
-		if size.Max <= 0 {
+		if ref == AnyTemplate {
+			m.autoPool = size
 			continue
 		}
-		p := newPool(size)
-		m.pools[ref] = p
-		m.poolWG.Add(1)
-		go func() {
-			defer m.poolWG.Done()
-			m.fillLoop(ctx, ref, p)
-		}()
+		m.startPoolLocked(ref, size)
 	}
-	m.mu.Unlock()
+}
+
+func (m *Manager) startPoolLocked(ref string, size PoolSize) *pool {
+	if size.Max <= 0 {
+		return nil
+	}
+	p := newPool(size)
+	m.pools[ref] = p
+	m.poolWG.Add(1)
+	go func() {
+		defer m.poolWG.Done()
+		m.fillLoop(m.poolCtx, ref, p)
+	}()
+	return p
+}
+
+// poolFor returns the pool of a template, starting one on first use when
+// pools for any template are enabled.
+func (m *Manager) poolFor(tplID string) *pool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p := m.pools[tplID]; p != nil || m.poolCtx == nil || m.poolCtx.Err() != nil {
+		return p
+	}
+	return m.startPoolLocked(tplID, m.autoPool)
 }
 
 func (m *Manager) fillLoop(ctx context.Context, ref string, p *pool) {
@@ -134,6 +163,25 @@ func (m *Manager) fillLoop(ctx context.Context, ref string, p *pool) {
 			continue
 		}
 		if len(p.ready) < target {
+			// A rebuilt template: drop sandboxes of the old build, fill
+			// with the new one. Running sandboxes keep their build.
+			cur, err := m.templates.Resolve(ctx, ref)
+			if errors.Is(err, errdefs.ErrNotFound) {
+				m.log.Info("template deleted; removing its warm pool", "template.id", tpl.ID)
+				m.mu.Lock()
+				delete(m.pools, tpl.ID)
+				delete(m.pools, ref)
+				m.mu.Unlock()
+				m.drain(ctx, p)
+				return
+			}
+			if err == nil && cur.BuildID != tpl.BuildID {
+				tpl = cur
+				p.mu.Lock()
+				p.buildID = tpl.BuildID
+				p.mu.Unlock()
+				m.drain(ctx, p)
+			}
 			l, err := m.prestart(ctx, tpl)
 			if err == nil {
 				p.ready <- l
@@ -179,9 +227,7 @@ func (m *Manager) claim(ctx context.Context, tpl template.Template, sb *store.Sa
 	if !sb.AllowInternet {
 		return nil // pooled sandboxes have outbound access; a restricted one starts cold
 	}
-	m.mu.Lock()
-	p := m.pools[tpl.ID]
-	m.mu.Unlock()
+	p := m.poolFor(tpl.ID)
 	if p == nil {
 		return nil
 	}
@@ -232,14 +278,18 @@ func (m *Manager) Close(ctx context.Context) {
 			continue
 		}
 		seen[p] = true
-		for {
-			select {
-			case l := <-p.ready:
-				m.destroy(ctx, l.sb.ID)
-				continue
-			default:
-			}
-			break
+		m.drain(ctx, p)
+	}
+}
+
+// drain destroys every ready sandbox of a pool.
+func (m *Manager) drain(ctx context.Context, p *pool) {
+	for {
+		select {
+		case l := <-p.ready:
+			m.destroy(ctx, l.sb.ID)
+		default:
+			return
 		}
 	}
 }
