@@ -310,36 +310,22 @@ func (s *Store) Logs(ctx context.Context, buildID string, offset, limit int) ([]
 
 // Builds returns a template's builds, newest first.
 func (s *Store) Builds(ctx context.Context, templateID string) ([]BuildRecord, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id FROM tpl_builds WHERE template_id = ? ORDER BY created_at DESC`, templateID)
-	if err != nil {
-		return nil, fmt.Errorf("list builds: %w", err)
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	out := make([]BuildRecord, 0, len(ids))
-	for _, id := range ids {
-		b, err := s.Build(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-	}
-	return out, nil
+	return s.buildsWhere(ctx, "list builds",
+		`SELECT id FROM tpl_builds WHERE template_id = ? ORDER BY created_at DESC`, templateID)
 }
 
 // ReadyBuilds returns every successful build, of existing and deleted templates.
 func (s *Store) ReadyBuilds(ctx context.Context) ([]BuildRecord, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id FROM tpl_builds WHERE status = ?`, StatusReady)
+	return s.buildsWhere(ctx, "list ready builds", `SELECT id FROM tpl_builds WHERE status = ?`, StatusReady)
+}
+
+// buildsWhere loads the builds whose IDs query selects. The IDs are read
+// and the rows closed before each build is loaded, so the listing does not
+// hold a connection while the per-build reads need one.
+func (s *Store) buildsWhere(ctx context.Context, what, query string, args ...any) ([]BuildRecord, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list ready builds: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	var ids []string
 	for rows.Next() {
