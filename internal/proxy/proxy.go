@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -123,6 +124,12 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 			return // the client went away
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	if dr, ok := p.router.(DirectRouter); ok && t.Port != EnvdPort && (r.ContentLength == 0 || r.GetBody != nil) {
+		if ip, ok := dr.Address(t.SandboxID); ok {
+			tr = withFallback{addr: netip.AddrPortFrom(ip, uint16(t.Port)).String(), agent: tr, port: t.Port}
+		}
 	}
 	rp := &httputil.ReverseProxy{
 		Transport:     tr,

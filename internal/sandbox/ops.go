@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -337,4 +338,17 @@ func (m *Manager) SignedBy(signature string, sign func(token string) string) (st
 		}
 	}
 	return "", false
+}
+
+// Address returns a running sandbox's address on the host bridge, for the
+// proxy's direct path to ports other than the agent's. Sandboxes without
+// outbound network have none.
+func (m *Manager) Address(id string) (netip.Addr, bool) {
+	an, ok := m.network.(interface {
+		Address(id string) (netip.Addr, bool)
+	})
+	if !ok || m.lookup(id) == nil {
+		return netip.Addr{}, false
+	}
+	return an.Address(id)
 }

@@ -117,3 +117,45 @@ func TestPoolForAnyTemplate(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// Servers inside a sandbox are reachable through the proxy whether they
+// listen on all interfaces (reached directly on the bridge) or on loopback
+// only (reached through the agent's forwarder), and a sandbox without
+// outbound network is reached through the agent too.
+func TestProxyReachesServersOnEveryBind(t *testing.T) {
+	srv := StartServer(t, "--pool", "base=0")
+	c := srv.Client(t)
+	noNet := false
+	for _, tc := range []struct {
+		name string
+		opts sdk.CreateOptions
+		bind string
+	}{
+		{"all interfaces", sdk.CreateOptions{}, "0.0.0.0"},
+		{"loopback only", sdk.CreateOptions{}, "127.0.0.1"},
+		{"no outbound network", sdk.CreateOptions{AllowInternetAccess: &noNet}, "0.0.0.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := create(t, c, tc.opts)
+			h, err := s.Commands.Start(opCtx(t), "mkdir -p /tmp/www && echo hello-"+tc.bind+" > /tmp/www/index.html && cd /tmp/www && exec python3 -m http.server 8001 --bind "+tc.bind, sdk.RunOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Kill(opCtx(t))
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				r := srv.raw(t, "GET", "/index.html", "", map[string]string{"E2b-Sandbox-Id": s.ID, "E2b-Sandbox-Port": "8001"})
+				if r.Status == 200 {
+					if strings.TrimSpace(r.Body) != "hello-"+tc.bind {
+						t.Fatalf("body %q", r.Body)
+					}
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("server bound to %s never reachable: %d %s", tc.bind, r.Status, r.Body)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+}
