@@ -76,21 +76,25 @@ func (m *Manager) kill(ctx context.Context, id, reason string) error {
 	sb := l.sb
 	l.mu.Unlock()
 	m.unscheduleDisk(id)
+	// Record the kill first: the sandbox is already unreachable, and lists
+	// must not show it running during the tens of milliseconds teardown takes.
+	now := m.now().UTC()
+	killed := sb
+	killed.State, killed.KilledAt, killed.KillReason = store.StateKilled, now, reason
+	change := &store.Change{Type: EventKilled, Sandbox: killed, Data: map[string]any{
+		"sandbox_metadata": nonNil(sb.Metadata),
+		"kill_reason":      reason,
+		"execution":        execution(sb, now),
+	}}
+	recordErr := m.store.UpdateSandbox(context.WithoutCancel(ctx), killed, change)
 	if p, ok := m.driver.(runtime.Pauser); ok && sb.State == store.StatePaused {
 		// A frozen cgroup holds its signals until thawed: thaw, then kill.
 		_ = p.Resume(ctx, id)
 	}
 	m.destroy(ctx, id)
 	l.agent.close()
-	now := m.now().UTC()
-	sb.State, sb.KilledAt, sb.KillReason = store.StateKilled, now, reason
-	change := &store.Change{Type: EventKilled, Sandbox: sb, Data: map[string]any{
-		"sandbox_metadata": nonNil(sb.Metadata),
-		"kill_reason":      reason,
-		"execution":        execution(sb, now),
-	}}
-	if err := m.store.UpdateSandbox(context.WithoutCancel(ctx), sb, change); err != nil {
-		return fmt.Errorf("record kill of sandbox %s: %w", id, err)
+	if recordErr != nil {
+		return fmt.Errorf("record kill of sandbox %s: %w", id, recordErr)
 	}
 	m.log.Info("sandbox killed", "sandbox.id", id, "reason", reason)
 	return nil
