@@ -1,0 +1,206 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/api"
+	"github.com/sbxdev/sbx/internal/builder"
+	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/monitor"
+	"github.com/sbxdev/sbx/internal/network"
+	"github.com/sbxdev/sbx/internal/proxy"
+	"github.com/sbxdev/sbx/internal/refine"
+	"github.com/sbxdev/sbx/internal/rootfs"
+	"github.com/sbxdev/sbx/internal/runtime/oci"
+	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store/sqlite"
+	"github.com/sbxdev/sbx/internal/template"
+	"github.com/sbxdev/sbx/internal/webhook"
+)
+
+// Run starts the server and blocks until ctx is cancelled. The phases run
+// in order; each registers its closers, which run in reverse at the end.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	var closers closerList
+	// A closure: `defer closers.run(log)` would evaluate the (still empty)
+	// list now and run none of the closers added below.
+	defer func() { closers.run(log) }()
+
+	st, evlog, err := OpenStore(ctx, cfg.DataDir, log)
+	if err != nil {
+		return err
+	}
+	closers.add("store", st.Close)
+	if err := EnsureFirstTeam(ctx, st, cfg.DataDir, log); err != nil {
+		return err
+	}
+	// Listen before the slow parts so /health answers within seconds.
+	front, err := listen(cfg.Listen, log)
+	if err != nil {
+		return err
+	}
+	log.Info("sbx listening", "addr", front.addr, "data_dir", cfg.DataDir, "runtime", cfg.Runtime)
+
+	c, err := startCore(ctx, cfg, log, st, evlog, &closers)
+	if err != nil {
+		return err
+	}
+	handler, err := startServices(ctx, cfg, log, st, evlog, c, front.addr, &closers)
+	if err != nil {
+		return err
+	}
+	front.handler.Store(&handler)
+	log.Info("sbx ready", "addr", front.addr)
+
+	select {
+	case <-ctx.Done():
+	case err := <-front.errc:
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("shutting down; running sandboxes keep running and are reattached on the next start")
+	shCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = front.srv.Shutdown(shCtx)
+	return nil
+}
+
+// frontDoor is the listener, serving `starting` until the API is wired.
+type frontDoor struct {
+	addr    string
+	srv     *http.Server
+	errc    chan error
+	handler atomic.Pointer[http.Handler]
+}
+
+func listen(addr string, log *slog.Logger) (*frontDoor, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	f := &frontDoor{addr: ln.Addr().String(), errc: make(chan error, 1)}
+	var initial http.Handler = starting{}
+	f.handler.Store(&initial)
+	f.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*f.handler.Load()).ServeHTTP(w, r) })}
+	go func() { f.errc <- f.srv.Serve(ln) }()
+	return f, nil
+}
+
+// core is what runs sandboxes: the runtime, network, templates, manager.
+type core struct {
+	drv    *oci.Driver
+	netw   *network.Manager
+	reg    *template.Registry
+	mgr    *sandbox.Manager
+	tplSvc *template.Service
+}
+
+// startCore prepares the host, reattaches running sandboxes, prepares the
+// built-in templates in the background and starts the warm pools.
+func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Store, evlog *events.Log, closers *closerList) (*core, error) {
+	agentDir, err := installAgent(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := oci.PrepareHost(log); err != nil {
+		return nil, fmt.Errorf("prepare host for sandboxes: %w", err)
+	}
+	c := &core{reg: template.NewRegistry(log)}
+	c.drv, err = oci.New(oci.Config{Runtime: cfg.Runtime, ExtraArgs: cfg.RuntimeArgs,
+		StateDir:   filepath.Join(cfg.DataDir, "runtime", cfg.Runtime),
+		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes")}, log)
+	if err != nil {
+		return nil, err
+	}
+	if c.netw, err = network.New(network.Config{NetnsDir: filepath.Join(cfg.DataDir, "netns")}, log); err != nil {
+		return nil, err
+	}
+	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir}, log, st, c.drv, c.netw, c.reg)
+	c.mgr.SetPauseDiskAfter(cfg.PauseDiskAfter)
+	if err := c.mgr.Recover(ctx); err != nil {
+		return nil, err
+	}
+	c.reg.PrepareBuiltins(ctx, rootfs.NewBuilder(cfg.RootfsCache, log))
+
+	// Template builds (issue 5): Dockerfile steps run in build sandboxes;
+	// built templates are re-registered from SQLite here.
+	tplStore, err := template.NewStore(ctx, st.DB())
+	if err != nil {
+		return nil, err
+	}
+	tplExec := builder.NewExecutor(builder.Config{DataDir: cfg.DataDir,
+		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes")}, log, c.drv, c.netw)
+	c.tplSvc = template.NewService(template.ServiceConfig{DataDir: cfg.DataDir}, log, tplStore, c.reg, tplExec, evlog)
+	c.tplSvc.SetImages(builder.NewImages(filepath.Join(cfg.DataDir, "images"), log))
+	c.tplSvc.SetLiveSandboxes(st)
+	if err := c.tplSvc.Load(ctx); err != nil {
+		return nil, err
+	}
+	closers.add("template builds", func() error { c.tplSvc.Close(); return nil })
+
+	sizes, _ := cfg.PoolSizes() // validated by Config.Validate
+	poolCtx, stopPools := context.WithCancel(context.WithoutCancel(ctx))
+	c.mgr.StartPools(poolCtx, sizes)
+	closers.add("warm pools", func() error {
+		stopPools()
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c.mgr.Close(cctx)
+		return nil
+	})
+	return c, nil
+}
+
+// startServices starts the webhook engine and monitoring and returns the
+// API (with the sandbox proxy in front of it).
+func startServices(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Store, evlog *events.Log,
+	c *core, addr string, closers *closerList) (http.Handler, error) {
+	engine, err := webhook.NewEngine(st.DB(), evlog, webhook.Config{
+		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs}, log)
+	if err != nil {
+		return nil, err
+	}
+	runUntilClosed(ctx, closers, "webhook engine", log, engine.Run)
+
+	// Monitoring (issue 7): usage and cost, budgets (admission), runaway
+	// detection, analytics, Prometheus metrics, dashboard.
+	mon, err := monitor.ForServer(ctx, cfg.Monitoring, st.DB(), evlog, c.mgr, st, log)
+	if err != nil {
+		return nil, err
+	}
+	monCtx, stopMon := context.WithCancel(context.WithoutCancel(ctx))
+	monDone := mon.Start(monCtx)
+	closers.add("monitoring", func() error { stopMon(); <-monDone; return nil })
+
+	tplHandler := template.NewHandler(c.tplSvc)
+	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, cfg.Domain, log),
+		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
+		refine.NewHandler("http://"+addr, st.DB(), log), mon, tplHandler)
+	mon.AddPublic(apiSrv)
+	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
+	return apiSrv, nil
+}
+
+// runUntilClosed runs fn in the background until the closers run.
+func runUntilClosed(ctx context.Context, closers *closerList, name string, log *slog.Logger, fn func(context.Context) error) {
+	done := make(chan struct{})
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		defer close(done)
+		if err := fn(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error(name+" stopped", "err", err)
+		}
+	}()
+	closers.add(name, func() error { stop(); <-done; return nil })
+}
