@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -286,9 +285,6 @@ func (m *Manager) Recover(ctx context.Context) error {
 	}
 	return nil
 }
-
-// ErrShuttingDown is returned by Create while the server stops.
-var ErrShuttingDown = errors.New("server is shutting down")
 
 // Admission decides whether a team may create one more sandbox now (budgets,
 // quotas). It returns an errdefs.ErrResourceExhausted error naming the limit.
