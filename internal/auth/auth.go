@@ -1,7 +1,11 @@
 // Package auth carries the authenticated team of a control-plane request.
 package auth
 
-import "context"
+import (
+	"context"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+)
 
 type teamKey struct{}
 
@@ -20,4 +24,15 @@ func WithTeam(ctx context.Context, t Team) context.Context {
 func TeamFrom(ctx context.Context) (Team, bool) {
 	t, ok := ctx.Value(teamKey{}).(Team)
 	return t, ok
+}
+
+// TeamID returns the authenticated team's ID, or an unauthenticated error
+// for a request that reached a handler without one (a wiring mistake or a
+// route registered outside the API key middleware).
+func TeamID(ctx context.Context) (string, error) {
+	t, ok := TeamFrom(ctx)
+	if !ok || t.ID == "" {
+		return "", errdefs.Unauthenticated("missing API key: set the X-API-Key header")
+	}
+	return t.ID, nil
 }

@@ -123,9 +123,9 @@ type StreamLine struct {
 }
 
 func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
-	team, ok := auth.TeamFrom(r.Context())
-	if !ok {
-		errdefs.WriteHTTP(w, h.log, errdefs.Unauthenticated("missing API key: set the X-API-Key header"))
+	teamID, err := auth.TeamID(r.Context())
+	if err != nil {
+		errdefs.WriteHTTP(w, h.log, err)
 		return
 	}
 	var req CreateRequest
@@ -158,7 +158,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	// Probe the template before answering 200, so a missing template or
 	// an exhausted budget is a plain HTTP error, not a stream line.
 	exec := NewExecutor(client, h.log)
-	envs, _ := h.envs.LoadOrStore(team.ID, NewEnvironments(envTTL))
+	envs, _ := h.envs.LoadOrStore(teamID, NewEnvironments(envTTL))
 	exec.ShareEnvironments(envs.(*Environments))
 	lang, _ := LookupLanguage(opts.Language)
 	if _, err := exec.Environment(r.Context(), opts, lang); err != nil {
@@ -171,12 +171,12 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, h.log, errdefs.Exists("refinement %q already exists; omit id to get a fresh one", opts.ID))
 		return
 	}
-	rn := &run{teamID: team.ID, res: &Result{ID: opts.ID, Status: StatusRunning, Requirement: opts.Requirement,
+	rn := &run{teamID: teamID, res: &Result{ID: opts.ID, Status: StatusRunning, Requirement: opts.Requirement,
 		Template: opts.Template, MaxAttempts: opts.MaxAttempts, StartedAt: time.Now().UTC(), Attempts: []*Attempt{}}}
 	h.runs[opts.ID] = rn
 	h.mu.Unlock()
 	if h.db != nil {
-		if err := h.db.insert(r.Context(), team.ID, rn.res); err != nil {
+		if err := h.db.insert(r.Context(), teamID, rn.res); err != nil {
 			h.mu.Lock()
 			delete(h.runs, opts.ID)
 			h.mu.Unlock()
@@ -222,7 +222,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		rn.res = res
 		rn.mu.Unlock()
 		if h.db != nil {
-			if err := h.db.save(context.WithoutCancel(ctx), team.ID, res); err != nil {
+			if err := h.db.save(context.WithoutCancel(ctx), teamID, res); err != nil {
 				h.log.Error("save refinement", "refinement.id", opts.ID, "err", err)
 			}
 		}
@@ -277,9 +277,9 @@ func (h *Handler) finished(id string) {
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
-	team, ok := auth.TeamFrom(r.Context())
-	if !ok {
-		errdefs.WriteHTTP(w, h.log, errdefs.Unauthenticated("missing API key: set the X-API-Key header"))
+	teamID, err := auth.TeamID(r.Context())
+	if err != nil {
+		errdefs.WriteHTTP(w, h.log, err)
 		return
 	}
 	id := r.PathValue("id")
@@ -288,10 +288,10 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 	var res Result
 	switch {
-	case ok && rn.teamID == team.ID:
+	case ok && rn.teamID == teamID:
 		res = rn.snapshot()
 	case !ok && h.db != nil:
-		stored, err := h.db.get(r.Context(), team.ID, id)
+		stored, err := h.db.get(r.Context(), teamID, id)
 		if err != nil {
 			errdefs.WriteHTTP(w, h.log, err)
 			return

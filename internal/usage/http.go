@@ -38,11 +38,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 
 // TeamID returns the caller's team or an unauthenticated error.
 func TeamID(r *http.Request) (string, error) {
-	t, ok := auth.TeamFrom(r.Context())
-	if !ok || t.ID == "" {
-		return "", errdefs.Unauthenticated("missing API key: set the X-API-Key header")
-	}
-	return t.ID, nil
+	return auth.TeamID(r.Context())
 }
 
 // ParseTime reads a query time: RFC 3339 or unix seconds.

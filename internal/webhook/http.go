@@ -57,12 +57,12 @@ func detail(w *Webhook) Detail {
 
 // handle runs fn with the caller's team and writes its result or error.
 func (h *Handler) handle(w http.ResponseWriter, r *http.Request, status int, fn func(team string) (any, error)) {
-	t, ok := auth.TeamFrom(r.Context())
-	if !ok || t.ID == "" {
-		errdefs.WriteHTTP(w, h.logger, errdefs.Unauthenticated("missing API key: set the X-API-Key header"))
+	teamID, err := auth.TeamID(r.Context())
+	if err != nil {
+		errdefs.WriteHTTP(w, h.logger, err)
 		return
 	}
-	v, err := fn(t.ID)
+	v, err := fn(teamID)
 	if err != nil {
 		errdefs.WriteHTTP(w, h.logger, err)
 		return
