@@ -129,3 +129,20 @@ func (o *clientOptions) completeIDs(cmd *cobra.Command, args []string, _ string)
 	}
 	return ids, cobra.ShellCompDirectiveNoFileComp
 }
+
+// commandInputs parses what `sandbox exec` and `run-code` share: an
+// optional timeout ("" = none) and --env KEY=VALUE pairs.
+func commandInputs(timeout string, envs []string) (time.Duration, map[string]string, error) {
+	var d time.Duration
+	if timeout != "" {
+		var err error
+		if d, err = parseTimeout(timeout); err != nil {
+			return 0, nil, err
+		}
+	}
+	ev, err := parsePairs("env", envs)
+	if err != nil {
+		return 0, nil, err
+	}
+	return d, ev, nil
+}

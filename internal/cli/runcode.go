@@ -47,13 +47,7 @@ between calls. The exit status is 1 when the code raised an error.`,
 			if err != nil {
 				return err
 			}
-			var d time.Duration
-			if timeout != "" {
-				if d, err = parseTimeout(timeout); err != nil {
-					return err
-				}
-			}
-			ev, err := parsePairs("env", envs)
+			d, ev, err := commandInputs(timeout, envs)
 			if err != nil {
 				return err
 			}

@@ -298,14 +298,7 @@ arguments are quoted and joined. Interrupting (Ctrl-C) kills the command.`,
 		Args:              cobra.MinimumNArgs(2),
 		ValidArgsFunction: opts.completeIDs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d := time.Duration(0)
-			if timeout != "" {
-				var err error
-				if d, err = parseTimeout(timeout); err != nil {
-					return err
-				}
-			}
-			ev, err := parsePairs("env", envs)
+			d, ev, err := commandInputs(timeout, envs)
 			if err != nil {
 				return err
 			}
