@@ -1,13 +1,17 @@
 package oci
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/network"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
@@ -114,4 +118,103 @@ func TestCheckpointUnsupported(t *testing.T) {
 	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "runsc") {
 		t.Errorf("Checkpoint under crun = %v; want a precondition error naming runsc", err)
 	}
+}
+
+// TestCheckpointClones restores one checkpoint into several new sandboxes,
+// each with its own ID, hostname, mount sources and network namespace: the
+// template snapshot path. Every clone must continue from the saved memory
+// state and see its own network, not the original's.
+func TestCheckpointClones(t *testing.T) {
+	requireRuntime(t, "runsc")
+	nm, err := network.New(network.Config{NetnsDir: t.TempDir(), Bridge: "sbtclone0", Subnet: "10.249.78.0/24"}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nm.RemoveBridge(context.Background()); nm.Close() })
+	newNS := func(internet bool) string {
+		nsID := runtimetest.NewID(t)
+		p, err := nm.Setup(t.Context(), nsID, internet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nm.Teardown(context.Background(), nsID) })
+		return p
+	}
+	d := newTestDriver(t, "runsc")
+	rootfs := runtimetest.BusyboxRootfs(t)
+	var spec runtime.Spec
+	id, out := startIdle(t, d, rootfs, func(s *runtime.Spec) {
+		s.NetNS = newNS(true)
+		s.Hostname = "original"
+		s.Args = []string{"/bin/sh", "-c", "echo kept > /data; touch /out/ready; i=0; while true; do i=$((i+1)); echo $i > /out/count; hostname > /out/host; ip addr > /out/addr 2>&1; sleep 0.05; done"}
+		spec = *s
+	})
+	before := readCount(t, filepath.Join(out, "count"), 3)
+	origAddr := readAddr(t, filepath.Join(out, "addr"))
+	if !strings.Contains(origAddr, "eth0") {
+		t.Fatalf("original sandbox has no eth0: %q", origAddr)
+	}
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	if err := d.Checkpoint(t.Context(), id, dir); err != nil {
+		t.Fatalf("Checkpoint: %v", err)
+	}
+	if err := d.Delete(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		c := spec
+		c.ID = runtimetest.NewID(t)
+		c.Hostname = fmt.Sprintf("clone%d", i)
+		c.NetNS = newNS(i == 0)
+		cout := t.TempDir()
+		c.Mounts = []runtime.Mount{{Source: cout, Target: "/out"}}
+		if err := d.Restore(t.Context(), c, dir); err != nil {
+			t.Fatalf("Restore clone %d: %v", i, err)
+		}
+		t.Cleanup(func() { _ = d.Delete(context.Background(), c.ID) })
+		if got := readCount(t, filepath.Join(cout, "count"), before); got <= before {
+			t.Fatalf("clone %d counter %d, want > %d", i, got, before)
+		}
+		// The loop writes these after each tick; a fresh count means fresh files.
+		readCount(t, filepath.Join(cout, "count"), before+2)
+		host, _ := os.ReadFile(filepath.Join(cout, "host"))
+		if strings.TrimSpace(string(host)) != c.Hostname {
+			t.Errorf("clone %d hostname = %q, want %q", i, host, c.Hostname)
+		}
+		addr := readAddr(t, filepath.Join(cout, "addr"))
+		inet := inetOf(addr, "eth0")
+		switch {
+		case i == 0 && (inet == "" || inet == inetOf(origAddr, "eth0")):
+			t.Errorf("clone with a network sees eth0 address %q; want its own, not the original's %q:\n%s", inet, inetOf(origAddr, "eth0"), addr)
+		case i == 1 && strings.Contains(addr, "eth0"):
+			t.Errorf("clone without a network still has the original's eth0:\n%s", addr)
+		}
+	}
+}
+
+// readAddr waits for a complete `ip addr` listing (the loop rewrites it).
+func readAddr(t *testing.T, path string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), "inet 127.0.0.1") {
+			return string(b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no complete address listing in %s: %q", path, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// inetOf returns the IPv4 address listed for dev in `ip addr` output.
+func inetOf(listing, dev string) string {
+	for _, l := range strings.Split(listing, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "inet" && f[len(f)-1] == dev {
+			return f[1]
+		}
+	}
+	return ""
 }
