@@ -46,9 +46,12 @@ type Template struct {
 	Workdir   string // default working directory
 	StartCmd  string // started after /init; "" = none
 	ReadyPort int    // when > 0, ready once GET /health on this port answers 200
-	Env       map[string]string
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	// ContentKey identifies the build's filesystem content (the builder's
+	// last cache key); "" for built-in templates. Snapshots are keyed by it.
+	ContentKey string
+	Env        map[string]string
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 
 	ready chan struct{} // closed when Status leaves building
 }
