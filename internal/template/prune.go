@@ -25,8 +25,8 @@ type LiveSandboxes interface {
 // it every successful build's layers are kept.
 func (s *Service) SetLiveSandboxes(l LiveSandboxes) { s.live = l }
 
-// Prune removes cached layers that neither a template's current build nor a
-// live sandbox's build uses and that no build hit for PruneAge, and uploads
+// Prune removes cached layers that neither a template's current or tagged
+// builds nor a live sandbox's build uses and that no build hit for PruneAge, and uploads
 // older than PruneAge (a build that needs them again has the SDK upload
 // them again). It returns how many it removed.
 func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
@@ -37,6 +37,14 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 	keep := map[string]bool{} // build IDs
 	for _, r := range recs {
 		keep[r.CurrentBuild] = true
+	}
+	// Tagged builds stay startable (name:tag) as long as the tag exists.
+	tags, err := s.store.Tags(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	for _, tr := range tags {
+		keep[tr.BuildID] = true
 	}
 	if s.live != nil {
 		sbs, err := s.live.LiveSandboxes(ctx)

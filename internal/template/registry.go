@@ -58,9 +58,23 @@ type Template struct {
 
 // Registry holds templates by ID and name.
 type Registry struct {
-	log  *slog.Logger
-	mu   sync.RWMutex
-	byID map[string]*Template
+	log    *slog.Logger
+	mu     sync.RWMutex
+	byID   map[string]*Template
+	tagged Tagged // nil: only the current build of each template resolves
+}
+
+// Tagged finds the build a tag (or build ID) of a template designates
+// (the Service, over the builds and tags in SQLite).
+type Tagged interface {
+	TaggedBuild(ctx context.Context, t Template, tag string) (Template, error)
+}
+
+// SetTagged lets "name:tag" references resolve to tagged builds.
+func (r *Registry) SetTagged(t Tagged) {
+	r.mu.Lock()
+	r.tagged = t
+	r.mu.Unlock()
 }
 
 // NewRegistry returns an empty registry.
@@ -94,8 +108,18 @@ func (r *Registry) Add(t Template) (finish func(rootfs string, err error)) {
 	}
 }
 
+// SplitRef splits a template reference "[namespace/]name[:tag]" into the
+// part naming the template and the tag ("" when there is none).
+func SplitRef(ref string) (name, tag string) {
+	if i := strings.LastIndex(ref, ":"); i >= 0 && !strings.Contains(ref[i:], "/") {
+		return ref[:i], ref[i+1:]
+	}
+	return ref, ""
+}
+
 func (r *Registry) find(ref string) *Template {
-	name := strings.TrimSuffix(ref, ":latest")
+	full, _ := SplitRef(ref)
+	name := full
 	if i := strings.LastIndex(name, "/"); i >= 0 && !strings.HasPrefix(name, "e2bdev/") {
 		name = name[i+1:]
 	}
@@ -104,7 +128,7 @@ func (r *Registry) find(ref string) *Template {
 	}
 	for _, t := range r.byID {
 		for _, n := range t.Names {
-			if n == name || n == ref {
+			if n == name || n == full {
 				return t
 			}
 		}
@@ -114,7 +138,30 @@ func (r *Registry) find(ref string) *Template {
 
 // Resolve finds a template by ID, name or alias and waits until it is ready,
 // bounded by ctx. A template still being prepared makes the caller wait.
+// "name:tag" resolves to the build the tag designates; no tag, "default"
+// and "latest" (unless assigned as a tag) mean the current build.
 func (r *Registry) Resolve(ctx context.Context, ref string) (Template, error) {
+	t, err := r.resolveCurrent(ctx, ref)
+	if err != nil {
+		return t, err
+	}
+	_, tag := SplitRef(ref)
+	if tag == "" || tag == DefaultTag || tag == t.BuildID {
+		return t, nil
+	}
+	r.mu.RLock()
+	tagged := r.tagged
+	r.mu.RUnlock()
+	if tagged == nil {
+		if tag == "latest" {
+			return t, nil
+		}
+		return Template{}, errdefs.NotFound("template %q has no tag %q; it has only the tag %q (its latest build)", t.ID, tag, DefaultTag)
+	}
+	return tagged.TaggedBuild(ctx, t, tag)
+}
+
+func (r *Registry) resolveCurrent(ctx context.Context, ref string) (Template, error) {
 	r.mu.RLock()
 	t := r.find(ref)
 	r.mu.RUnlock()

@@ -94,9 +94,11 @@ func NewService(cfg ServiceConfig, log *slog.Logger, st *Store, reg *Registry, e
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{cfg: cfg, log: log, store: st, reg: reg, exec: ex, events: ev, now: time.Now,
+	s := &Service{cfg: cfg, log: log, store: st, reg: reg, exec: ex, events: ev, now: time.Now,
 		uploads: &uploads{dir: filepath.Join(cfg.DataDir, "uploads"), secret: secret, max: cfg.MaxUploadBytes},
 		sem:     make(chan struct{}, cfg.MaxBuilds), running: map[string]string{}, stop: cancel, buildCtx: ctx}
+	reg.SetTagged(s) // name:tag resolves through the tags this service stores
+	return s
 }
 
 // SetImages lets builds start FROM OCI images pulled from registries.
@@ -164,14 +166,25 @@ func (s *Service) rootfsDir(buildID string) string {
 
 // register mounts a ready build's layers and puts it in the registry.
 func (s *Service) register(r Record, b BuildRecord) error {
+	t, err := s.templateOf(r, b)
+	if err != nil {
+		return err
+	}
+	s.reg.Put(t)
+	return nil
+}
+
+// templateOf mounts a ready build's layers and describes the template as
+// that build: the current build (register) or a tagged one (name:tag).
+func (s *Service) templateOf(r Record, b BuildRecord) (Template, error) {
 	if len(b.Result.Layers) == 0 {
-		return fmt.Errorf("build %s has no layers", b.ID)
+		return Template{}, fmt.Errorf("build %s has no layers", b.ID)
 	}
 	root := b.Result.Layers[0]
 	if len(b.Result.Layers) > 1 {
 		root = s.rootfsDir(b.ID)
 		if err := mountLayers(root, b.Result.Layers); err != nil {
-			return err
+			return Template{}, err
 		}
 	}
 	startCmd, readyCmd, readyPort := b.Result.StartCmd, b.Result.ReadyCmd, 0
@@ -182,12 +195,11 @@ func (s *Service) register(r Record, b BuildRecord) error {
 			startCmd, readyCmd, readyPort = base.StartCmd, base.ReadyCmd, base.ReadyPort
 		}
 	}
-	s.reg.Put(Template{ID: r.ID, BuildID: b.ID, Names: r.Names, Public: r.Public, TeamID: r.TeamID,
+	return Template{ID: r.ID, BuildID: b.ID, Names: r.Names, Public: r.Public, TeamID: r.TeamID,
 		Rootfs: root, Layers: b.Result.Layers, CPUCount: r.CPUCount, MemoryMB: r.MemoryMB, DiskMB: r.DiskMB,
 		User: b.Result.User, Workdir: b.Result.Workdir, Env: b.Result.Env,
 		StartCmd: startCmd, ReadyCmd: readyCmd, ReadyPort: readyPort,
-		CreatedAt: r.CreatedAt, UpdatedAt: b.FinishedAt})
-	return nil
+		CreatedAt: r.CreatedAt, UpdatedAt: b.FinishedAt}, nil
 }
 
 // RequestV3 is E2B's TemplateBuildRequestV3.
@@ -211,10 +223,14 @@ func (s *Service) Request(ctx context.Context, teamID string, req RequestV3) (Re
 	if i := strings.LastIndex(name, "/"); i >= 0 { // namespace/name: sbx has one namespace per server
 		name = name[i+1:]
 	}
-	name, _, _ = strings.Cut(name, ":") // name:tag; tags are not versioned separately yet
+	name, tag, _ := strings.Cut(name, ":") // name:tag: one more tag of the new build
 	name = strings.ToLower(name)
 	if !nameRE.MatchString(name) {
 		return Record{}, "", errdefs.Invalid("template name %q is invalid: use 1-128 characters a-z, 0-9, '.', '_' and '-', starting with a letter or digit", req.Name)
+	}
+	tags, err := buildTags(tag, req.Tags)
+	if err != nil {
+		return Record{}, "", err
 	}
 	if req.CPUCount == 0 {
 		req.CPUCount = 2
@@ -249,7 +265,7 @@ func (s *Service) Request(ctx context.Context, teamID string, req RequestV3) (Re
 			return Record{}, "", err
 		}
 	}
-	b := BuildRecord{ID: uuid.NewString(), TemplateID: rec.ID, Status: StatusWaiting, CreatedAt: now}
+	b := BuildRecord{ID: uuid.NewString(), TemplateID: rec.ID, Status: StatusWaiting, Tags: tags, CreatedAt: now}
 	if err := s.store.CreateBuild(ctx, b); err != nil {
 		return Record{}, "", err
 	}
@@ -504,6 +520,7 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 	if err := s.store.UpdateTemplate(context.WithoutCancel(ctx), rec); err != nil {
 		s.log.Error("record template build", "template.id", rec.ID, "err", err)
 	}
+	s.tagReadyBuild(context.WithoutCancel(ctx), rec, b, logLine)
 	msg := fmt.Sprintf("build ready in %s: %d steps cached, %d built", s.now().Sub(t0).Round(time.Millisecond), res.Cached, res.Built)
 	logLine("finalize", "info", msg)
 	s.log.Info("template built", "template.id", rec.ID, "build.id", b.ID, "cached", res.Cached, "built", res.Built,

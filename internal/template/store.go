@@ -39,6 +39,14 @@ CREATE TABLE IF NOT EXISTS tpl_builds (
 	finished_at TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS tpl_builds_template ON tpl_builds(template_id);
+CREATE TABLE IF NOT EXISTS tpl_tags (
+	template_id TEXT NOT NULL,
+	tag         TEXT NOT NULL,
+	build_id    TEXT NOT NULL,
+	created_at  TEXT NOT NULL,
+	PRIMARY KEY (template_id, tag)
+);
+CREATE INDEX IF NOT EXISTS tpl_tags_build ON tpl_tags(build_id);
 CREATE TABLE IF NOT EXISTS tpl_build_logs (
 	build_id TEXT NOT NULL,
 	seq      INTEGER NOT NULL,
@@ -50,6 +58,13 @@ CREATE TABLE IF NOT EXISTS tpl_build_logs (
 );
 `
 
+// addedColumns are columns added after a table was first released: a
+// database created before them gains them at start-up.
+var addedColumns = []struct{ table, name, def string }{
+	// Tags a build gets when it becomes ready (POST /v3/templates name:tag or tags[]).
+	{"tpl_builds", "tags", "tags TEXT NOT NULL DEFAULT '[]'"},
+}
+
 // Store persists user templates and builds in SQLite.
 type Store struct{ db *sql.DB }
 
@@ -57,6 +72,17 @@ type Store struct{ db *sql.DB }
 func NewStore(ctx context.Context, db *sql.DB) (*Store, error) {
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return nil, fmt.Errorf("migrate template tables: %w", err)
+	}
+	for _, c := range addedColumns {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?`, c.table, c.name).Scan(&n); err != nil {
+			return nil, fmt.Errorf("migrate template tables: %w", err)
+		}
+		if n == 0 {
+			if _, err := db.ExecContext(ctx, `ALTER TABLE `+c.table+` ADD COLUMN `+c.def); err != nil {
+				return nil, fmt.Errorf("migrate template tables: add %s.%s: %w", c.table, c.name, err)
+			}
+		}
 	}
 	return &Store{db: db}, nil
 }
@@ -85,6 +111,7 @@ type BuildRecord struct {
 	ReasonStep string
 	Request    json.RawMessage // the start request as received
 	Result     BuildResult
+	Tags       []string // tags it gets when it becomes ready
 	CreatedAt  time.Time
 	FinishedAt time.Time
 }
@@ -152,6 +179,7 @@ func (s *Store) DeleteTemplate(ctx context.Context, id string) error {
 	defer tx.Rollback()
 	for _, q := range []string{
 		`DELETE FROM tpl_build_logs WHERE build_id IN (SELECT id FROM tpl_builds WHERE template_id = ?)`,
+		`DELETE FROM tpl_tags WHERE template_id = ?`,
 		`DELETE FROM tpl_templates WHERE id = ?`,
 	} {
 		if _, err := tx.ExecContext(ctx, q, id); err != nil {
@@ -208,8 +236,9 @@ func (s *Store) Templates(ctx context.Context) ([]Record, error) {
 
 // CreateBuild inserts a build in the waiting state.
 func (s *Store) CreateBuild(ctx context.Context, b BuildRecord) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO tpl_builds (id, template_id, status, created_at) VALUES (?, ?, ?, ?)`,
-		b.ID, b.TemplateID, b.Status, ts(b.CreatedAt))
+	tags, _ := json.Marshal(nonNilStrings(b.Tags))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO tpl_builds (id, template_id, status, tags, created_at) VALUES (?, ?, ?, ?, ?)`,
+		b.ID, b.TemplateID, b.Status, string(tags), ts(b.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("insert build %s: %w", b.ID, err)
 	}
@@ -238,10 +267,10 @@ func (s *Store) UpdateBuild(ctx context.Context, b BuildRecord) error {
 // Build returns a build by ID.
 func (s *Store) Build(ctx context.Context, id string) (BuildRecord, error) {
 	var b BuildRecord
-	var req, res, created, fin string
-	err := s.db.QueryRowContext(ctx, `SELECT id, template_id, status, reason, reason_step, request, result,
+	var req, res, tags, created, fin string
+	err := s.db.QueryRowContext(ctx, `SELECT id, template_id, status, reason, reason_step, request, result, tags,
 		created_at, finished_at FROM tpl_builds WHERE id = ?`, id).
-		Scan(&b.ID, &b.TemplateID, &b.Status, &b.Reason, &b.ReasonStep, &req, &res, &created, &fin)
+		Scan(&b.ID, &b.TemplateID, &b.Status, &b.Reason, &b.ReasonStep, &req, &res, &tags, &created, &fin)
 	if errors.Is(err, sql.ErrNoRows) {
 		return b, errdefs.NotFound("build %q not found", id)
 	}
@@ -250,6 +279,7 @@ func (s *Store) Build(ctx context.Context, id string) (BuildRecord, error) {
 	}
 	b.Request = json.RawMessage(req)
 	_ = json.Unmarshal([]byte(res), &b.Result)
+	_ = json.Unmarshal([]byte(tags), &b.Tags)
 	b.CreatedAt, b.FinishedAt = parseTS(created), parseTS(fin)
 	return b, nil
 }
