@@ -35,6 +35,13 @@ type Config struct {
 	// (checkpoint; runsc only); 0 = never, > 0 also checkpoints paused
 	// sandboxes at shutdown.
 	PauseDiskAfter time.Duration
+	// SnapshotRuntime takes and restores template snapshots (a template's
+	// start command running, saved at the end of its build): "auto" = runsc
+	// when installed, "runsc", or "none" to run start commands at sandbox
+	// start instead. SnapshotRuntimeArgs are its extra global flags when it
+	// is not the server's runtime.
+	SnapshotRuntime     string
+	SnapshotRuntimeArgs []string
 }
 
 // DefaultPools keeps two ready sandboxes of each built-in template from
@@ -75,6 +82,8 @@ const (
 	DefaultListen  = "127.0.0.1:3000"
 	DefaultDataDir = "/var/lib/sbx"
 	DefaultRuntime = "crun"
+	// DefaultSnapshotRuntime picks runsc when it is installed.
+	DefaultSnapshotRuntime = "auto"
 )
 
 // Validate checks the configuration and fills derived defaults.
@@ -94,6 +103,13 @@ func (c *Config) Validate() error {
 	case "crun", "runc", "runsc":
 	default:
 		return fmt.Errorf("--runtime %q: use crun, runc or runsc", c.Runtime)
+	}
+	switch c.SnapshotRuntime {
+	case "":
+		c.SnapshotRuntime = DefaultSnapshotRuntime
+	case "auto", "runsc", "none":
+	default:
+		return fmt.Errorf("--snapshot-runtime %q: use auto, runsc or none (only runsc can checkpoint here)", c.SnapshotRuntime)
 	}
 	c.Domain = strings.Trim(c.Domain, ".")
 	if c.AgentDir == "" {

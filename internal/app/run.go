@@ -128,6 +128,13 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Sto
 	}
 	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir}, log, st, c.drv, c.netw, c.reg)
 	c.mgr.SetPauseDiskAfter(cfg.PauseDiskAfter)
+	snapDrv, err := snapshotRuntime(cfg, c.drv, log)
+	if err != nil {
+		return nil, err
+	}
+	if snapDrv != nil {
+		c.mgr.SetSnapshotRuntime(snapDrv)
+	}
 	if err := c.mgr.Recover(ctx); err != nil {
 		return nil, err
 	}
@@ -144,6 +151,9 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Sto
 	c.tplSvc = template.NewService(template.ServiceConfig{DataDir: cfg.DataDir}, log, tplStore, c.reg, tplExec, evlog)
 	c.tplSvc.SetImages(builder.NewImages(filepath.Join(cfg.DataDir, "images"), log))
 	c.tplSvc.SetLiveSandboxes(st)
+	if snapDrv != nil {
+		c.tplSvc.SetSnapshotter(c.mgr)
+	}
 	if err := c.tplSvc.Load(ctx); err != nil {
 		return nil, err
 	}
@@ -160,6 +170,31 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Sto
 		return nil
 	})
 	return c, nil
+}
+
+// snapshotRuntime returns the driver that takes template snapshots: the
+// server's own when it is runsc, else a runsc driver of its own (state and
+// sandbox dirs apart, so each driver lists only its sandboxes), or nil
+// when snapshots are off or runsc is missing under "auto".
+func snapshotRuntime(cfg Config, main *oci.Driver, log *slog.Logger) (*oci.Driver, error) {
+	switch {
+	case cfg.SnapshotRuntime == "none":
+		return nil, nil
+	case cfg.Runtime == "runsc":
+		return main, nil
+	}
+	d, err := oci.New(oci.Config{Runtime: "runsc", ExtraArgs: cfg.SnapshotRuntimeArgs,
+		StateDir:   filepath.Join(cfg.DataDir, "runtime", "runsc"),
+		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes-runsc")}, log)
+	if err != nil {
+		if cfg.SnapshotRuntime == "auto" {
+			log.Warn("template snapshots are off: runsc is not usable; start commands run when sandboxes start",
+				"err", err, "hint", "install runsc (scripts/install-deps.sh) or pass --snapshot-runtime none to silence this")
+			return nil, nil
+		}
+		return nil, fmt.Errorf("--snapshot-runtime runsc: %w", err)
+	}
+	return d, nil
 }
 
 // startServices starts the webhook engine and monitoring and returns the

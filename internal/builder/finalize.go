@@ -9,11 +9,11 @@ import (
 )
 
 // finalize checks the start command the way E2B does at the end of a build:
-// start it, then poll the ready command until it exits 0. sbx cannot
-// snapshot the started state with crun (runtime notes), so sandboxes from
-// the template run the start command again at start-up; the build log says
-// so. A successful check is cached by the final key plus both commands, so
-// an unchanged rebuild does not wait for the ready command again.
+// start it, then poll the ready command until it exits 0, in a build
+// sandbox of the build's own runtime. The snapshot of the started state is
+// the template service's next phase (internal/template/snapshot.go). A
+// successful check is cached by the final key plus both commands, so an
+// unchanged rebuild does not wait for the ready command again.
 func (e *Executor) finalize(ctx context.Context, req Request, res *Result, key string, force bool, logf func(Progress)) error {
 	fkey := chainKey(key, "finalize", req.StartCmd, req.ReadyCmd, res.User, res.Workdir)
 	marker := filepath.Join(e.LayersDir(), fkey)
@@ -52,6 +52,5 @@ echo "ready after ${i} polls"`, req.StartCmd, shellQuote(ready), int(e.cfg.Ready
 		}
 		logf(Progress{Message: fmt.Sprintf("start command ready in %s", time.Since(t0).Round(time.Millisecond))})
 	}
-	logf(Progress{Message: "snapshots are not available with this runtime: sandboxes from this template run the start command when they start"})
 	return nil
 }

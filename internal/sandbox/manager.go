@@ -81,7 +81,8 @@ type Manager struct {
 	cfg       Config
 	log       *slog.Logger
 	store     store.Store
-	driver    runtime.Driver
+	driver    runtime.Driver // rt, as the plain driver contract
+	rt        *runtimes
 	network   Network
 	templates Templates
 	now       func() time.Time
@@ -97,6 +98,9 @@ type Manager struct {
 
 	admission Admission // nil = no limits
 	disk      diskTier  // pause's disk tier (checkpoint.go)
+
+	snapMu    sync.Mutex
+	snapLocks map[string]*sync.Mutex // one snapshot at a time per key (snapshot.go)
 }
 
 // live is the in-memory side of a running sandbox.
@@ -115,8 +119,9 @@ type cpuSample struct {
 
 // New returns a manager. Call Recover before serving requests.
 func New(cfg Config, log *slog.Logger, st store.Store, drv runtime.Driver, netw Network, tpl Templates) *Manager {
-	return &Manager{cfg: cfg, log: log, store: st, driver: drv, network: netw, templates: tpl,
-		now: time.Now, live: map[string]*live{}}
+	rt := newRuntimes(drv)
+	return &Manager{cfg: cfg, log: log, store: st, driver: rt, rt: rt, network: netw, templates: tpl,
+		now: time.Now, live: map[string]*live{}, snapLocks: map[string]*sync.Mutex{}}
 }
 
 // CreateRequest is what a client asks for.
@@ -228,8 +233,20 @@ func nonNil(m map[string]string) map[string]string {
 }
 
 // start brings a sandbox up: network, container, agent init, start command.
+// A template with a snapshot is restored from it (its start command is
+// already running there) unless the restore fails, then it starts cold.
 // On failure everything it made is torn down.
-func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Template) (l *live, err error) {
+func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Template) (*live, error) {
+	return m.startWith(ctx, sb, tpl, m.launchFor(tpl))
+}
+
+// launch says how a sandbox's processes come to life.
+type launch struct {
+	snapshot string // restore from this template snapshot dir; "" = start cold
+	snapRT   bool   // start cold under the snapshot runtime (to take a snapshot)
+}
+
+func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template.Template, how launch) (l *live, err error) {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	defer func() {
@@ -241,7 +258,7 @@ func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Tem
 	var tNet, tStart, tReady time.Duration
 	defer func() {
 		m.log.Debug("sandbox start phases", "sandbox.id", sb.ID, "network", tNet, "runtime", tStart,
-			"agent_ready", tReady, "total", time.Since(t0))
+			"agent_ready", tReady, "total", time.Since(t0), "from_snapshot", how.snapshot != "")
 	}()
 	runDir := m.runDir(sb.ID)
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
@@ -257,7 +274,23 @@ func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Tem
 	if err := m.saveSpec(spec); err != nil {
 		return nil, err
 	}
-	if err := m.driver.Start(ctx, spec); err != nil {
+	if how.snapshot != "" {
+		sb.Runtime = m.rt.snap.Name()
+		if err := m.rt.clone(ctx, spec, filepath.Join(how.snapshot, "state")); err != nil {
+			m.log.Warn("restore from template snapshot failed; starting cold", "sandbox.id", sb.ID,
+				"template.id", tpl.ID, "snapshot", how.snapshot, "err", err)
+			how.snapshot, sb.Runtime = "", m.rt.main.Name()
+		}
+	}
+	switch {
+	case how.snapshot != "":
+	case how.snapRT:
+		sb.Runtime = m.rt.snap.Name()
+		err = m.rt.startOnSnapshotRuntime(ctx, spec)
+	default:
+		err = m.driver.Start(ctx, spec)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
 	}
 	tStart = time.Since(t0) - tNet
@@ -270,27 +303,48 @@ func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Tem
 	if err := m.writeToken(sb.ID, sb.AccessToken); err != nil {
 		return nil, fmt.Errorf("write access token: %w", err)
 	}
-	err = a.init(ctx, initRequest{EnvVars: sb.EnvVars, AccessToken: sb.AccessToken,
+	err = a.init(ctx, initRequest{EnvVars: initVars(*sb), AccessToken: sb.AccessToken,
 		DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir})
 	if err != nil {
 		return nil, err
 	}
-	if tpl.StartCmd != "" {
-		if err := a.start(ctx, sb.AccessToken, tpl.User, tpl.Workdir, tpl.StartCmd); err != nil {
+	if tpl.StartCmd != "" && how.snapshot == "" {
+		if err := m.startCommand(ctx, a, sb.AccessToken, tpl); err != nil {
 			return nil, err
-		}
-		if tpl.ReadyPort > 0 {
-			if err := a.waitPort(ctx, sb.AccessToken, tpl.ReadyPort); err != nil {
-				return nil, err
-			}
-		}
-		if tpl.ReadyCmd != "" {
-			if err := a.waitCommand(ctx, sb.AccessToken, tpl.User, tpl.Workdir, tpl.ReadyCmd); err != nil {
-				return nil, err
-			}
 		}
 	}
 	return l, nil
+}
+
+// startCommand starts the template's start command and waits until it is
+// ready (port answering, ready command exiting 0).
+func (m *Manager) startCommand(ctx context.Context, a *agent, token string, tpl template.Template) error {
+	if err := a.start(ctx, token, tpl.User, tpl.Workdir, tpl.StartCmd); err != nil {
+		return err
+	}
+	if tpl.ReadyPort > 0 {
+		if err := a.waitPort(ctx, token, tpl.ReadyPort); err != nil {
+			return err
+		}
+	}
+	if tpl.ReadyCmd != "" {
+		if err := a.waitCommand(ctx, token, tpl.User, tpl.Workdir, tpl.ReadyCmd); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// initVars are the env vars /init sends: the sandbox's own plus its ID,
+// which a sandbox restored from a snapshot would otherwise inherit from the
+// sandbox the snapshot was taken in.
+func initVars(sb store.Sandbox) map[string]string {
+	vars := make(map[string]string, len(sb.EnvVars)+1)
+	for k, v := range sb.EnvVars {
+		vars[k] = v
+	}
+	vars["E2B_SANDBOX_ID"] = sb.ID
+	return vars
 }
 
 func (m *Manager) runDir(id string) string {

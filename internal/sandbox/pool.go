@@ -242,9 +242,9 @@ func (m *Manager) claim(ctx context.Context, tpl template.Template, sb *store.Sa
 		default:
 			return nil
 		}
-		sb.ID, sb.NetNS = l.sb.ID, l.sb.NetNS
+		sb.ID, sb.NetNS, sb.Runtime = l.sb.ID, l.sb.NetNS, l.sb.Runtime
 		if err := m.writeToken(sb.ID, sb.AccessToken); err == nil {
-			err = l.agent.init(ctx, initRequest{EnvVars: sb.EnvVars, AccessToken: sb.AccessToken,
+			err = l.agent.init(ctx, initRequest{EnvVars: initVars(*sb), AccessToken: sb.AccessToken,
 				DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir})
 			if err == nil {
 				l.sb = *sb

@@ -66,6 +66,7 @@ type Service struct {
 	reg     *Registry
 	exec    Executor
 	images  Images        // nil: FROM accepts templates only
+	snap    Snapshotter   // nil: start commands run when sandboxes start (snapshot.go)
 	live    LiveSandboxes // nil: pruning keeps every successful build's layers
 	events  Events
 	uploads *uploads
@@ -198,7 +199,7 @@ func (s *Service) templateOf(r Record, b BuildRecord) (Template, error) {
 	return Template{ID: r.ID, BuildID: b.ID, Names: r.Names, Public: r.Public, TeamID: r.TeamID,
 		Rootfs: root, Layers: b.Result.Layers, CPUCount: r.CPUCount, MemoryMB: r.MemoryMB, DiskMB: r.DiskMB,
 		User: b.Result.User, Workdir: b.Result.Workdir, Env: b.Result.Env,
-		StartCmd: startCmd, ReadyCmd: readyCmd, ReadyPort: readyPort,
+		StartCmd: startCmd, ReadyCmd: readyCmd, ReadyPort: readyPort, ContentKey: b.Result.ContentKey,
 		CreatedAt: r.CreatedAt, UpdatedAt: b.FinishedAt}, nil
 }
 
@@ -505,12 +506,19 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 		return
 	}
 	b.Result = BuildResult{Layers: append(layers, res.Layers...), User: res.User, Workdir: res.Workdir, Env: res.Env,
-		StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd}
+		StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, ContentKey: contentKey(base, res)}
 	b.Status, b.FinishedAt = StatusReady, s.now().UTC()
-	if err := s.register(rec, b); err != nil {
+	t, err := s.templateOf(rec, b)
+	if err != nil {
 		s.fail(rec, b, "finalize", err)
 		return
 	}
+	if err := s.snapshot(ctx, t, req.Force, logLine); err != nil {
+		logLine("finalize", "error", err.Error())
+		s.fail(rec, b, "finalize", err)
+		return
+	}
+	s.reg.Put(t)
 	if err := s.store.UpdateBuild(context.WithoutCancel(ctx), b); err != nil {
 		s.log.Error("record build", "build.id", b.ID, "err", err)
 	}

@@ -125,6 +125,8 @@ type BuildResult struct {
 	Env      map[string]string `json:"env,omitempty"`
 	StartCmd string            `json:"startCmd,omitempty"`
 	ReadyCmd string            `json:"readyCmd,omitempty"`
+	// ContentKey is the builder's cache key of the final filesystem.
+	ContentKey string `json:"contentKey,omitempty"`
 }
 
 // LogEntry is one build log line.

@@ -1,0 +1,176 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/runtime"
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/template"
+)
+
+// Template snapshots: a template with a start command is started once, at
+// the end of its build, under the snapshot runtime (runsc); when its ready
+// command passes, the sandbox is checkpointed. Every sandbox of the template
+// is then restored from that checkpoint with its own ID, hostname, network
+// and writable layer, so its start command is already running and whatever
+// it loaded is already in memory. Snapshots are keyed by everything the
+// started state depends on, so an unchanged rebuild reuses the snapshot and
+// a restarted server finds it again.
+
+// SetSnapshotRuntime installs the runtime that takes and restores template
+// snapshots; it must be able to checkpoint (runsc). Call before serving.
+func (m *Manager) SetSnapshotRuntime(d runtime.Driver) { m.rt.snap = d }
+
+// SnapshotsAvailable reports whether template snapshots can be taken and,
+// when not, why (for the build log).
+func (m *Manager) SnapshotsAvailable() (bool, string) {
+	if m.rt.snap == nil {
+		return false, "no snapshot runtime is configured (--snapshot-runtime none, or runsc is not installed)"
+	}
+	if m.rt.snapshotter() == nil {
+		return false, fmt.Sprintf("the snapshot runtime %s cannot checkpoint (only runsc can here)", m.rt.snap.Name())
+	}
+	return true, ""
+}
+
+// snapshotKey identifies a template's started state: its filesystem
+// content, how the start command runs, the agent binaries inside (their
+// code is in the snapshot's memory) and the runtime taking it. "" when the
+// template has no start command or no content key (built-in templates).
+func (m *Manager) snapshotKey(tpl template.Template) string {
+	if tpl.StartCmd == "" || tpl.ContentKey == "" || m.rt.snap == nil {
+		return ""
+	}
+	env := make([]string, 0, len(tpl.Env))
+	for k, v := range tpl.Env {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	b, _ := json.Marshal(struct {
+		V                      int
+		Content, Start, Ready  string
+		Port                   int
+		User, Workdir, Runtime string
+		Env                    []string
+		Agent                  map[string]string
+	}{1, tpl.ContentKey, tpl.StartCmd, tpl.ReadyCmd, tpl.ReadyPort, tpl.User, tpl.Workdir, m.rt.snap.Name(),
+		env, agentStamps(m.cfg.AgentDir)})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+func (m *Manager) snapshotDir(key string) string {
+	return filepath.Join(m.cfg.DataDir, "snapshots", key)
+}
+
+// snapshotComplete reports whether dir holds a usable snapshot.
+func snapshotComplete(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "state", "complete"))
+	return err == nil
+}
+
+// launchFor restores sandboxes of a template from its snapshot when one is
+// complete; otherwise they start cold and run the start command.
+func (m *Manager) launchFor(tpl template.Template) launch {
+	key := m.snapshotKey(tpl)
+	if key == "" || m.rt.snapshotter() == nil {
+		return launch{}
+	}
+	if dir := m.snapshotDir(key); snapshotComplete(dir) {
+		return launch{snapshot: dir}
+	}
+	return launch{}
+}
+
+// HasSnapshot reports whether sandboxes of tpl are restored from a snapshot.
+func (m *Manager) HasSnapshot(tpl template.Template) bool { return m.launchFor(tpl).snapshot != "" }
+
+func (m *Manager) snapLock(key string) *sync.Mutex {
+	m.snapMu.Lock()
+	defer m.snapMu.Unlock()
+	l, ok := m.snapLocks[key]
+	if !ok {
+		l = &sync.Mutex{}
+		m.snapLocks[key] = l
+	}
+	return l
+}
+
+// Snapshot takes tpl's snapshot (start command started, ready command
+// passed, sandbox checkpointed) unless an identical one exists and force is
+// false. progress receives lines for the build log. It reports whether an
+// existing snapshot was reused. A failing start or ready command is an
+// errdefs.ErrInvalidArgument error with the command's last output.
+func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force bool, progress func(string)) (cached bool, err error) {
+	if ok, why := m.SnapshotsAvailable(); !ok {
+		return false, errdefs.Precondition("template snapshots are unavailable: %s", why)
+	}
+	key := m.snapshotKey(tpl)
+	if key == "" {
+		return false, errdefs.Invalid("template %s has no start command or no content key: nothing to snapshot", tpl.ID)
+	}
+	lk := m.snapLock(key)
+	lk.Lock()
+	defer lk.Unlock()
+	dir := m.snapshotDir(key)
+	if !force && snapshotComplete(dir) {
+		now := time.Now()
+		_ = os.Chtimes(dir, now, now) // pruning keeps recently used snapshots
+		return true, nil
+	}
+	t0 := time.Now()
+	id, err := newID()
+	if err != nil {
+		return false, err
+	}
+	sb := store.Sandbox{ID: id, TemplateID: tpl.ID, BuildID: tpl.BuildID, Alias: firstName(tpl),
+		State: store.StateRunning, EnvVars: tpl.Env, CPUCount: tpl.CPUCount, MemoryMB: tpl.MemoryMB,
+		DiskMB: tpl.DiskMB, AllowInternet: true}
+	progress(fmt.Sprintf("snapshot: starting the start command under %s", m.rt.snap.Name()))
+	l, err := m.startWith(ctx, &sb, tpl, launch{snapRT: true})
+	if err != nil {
+		return false, errdefs.Wrap(errdefs.ErrInvalidArgument, err, "start command %q did not become ready under %s: %s",
+			tpl.StartCmd, m.rt.snap.Name(), errdefs.Message(err))
+	}
+	defer m.destroy(context.WithoutCancel(ctx), id)
+	tReady := time.Since(t0)
+	progress(fmt.Sprintf("snapshot: start command ready in %s; saving the started state", tReady.Round(time.Millisecond)))
+	l.agent.close() // no host connection may be open across a checkpoint
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return false, fmt.Errorf("snapshot template %s: %w", tpl.ID, err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+key+"-")
+	if err != nil {
+		return false, fmt.Errorf("snapshot template %s: %w", tpl.ID, err)
+	}
+	defer os.RemoveAll(tmp)
+	t1 := time.Now()
+	if err := m.rt.Checkpoint(ctx, id, filepath.Join(tmp, "state")); err != nil {
+		return false, fmt.Errorf("snapshot template %s: checkpoint: %w", tpl.ID, err)
+	}
+	// A forced rebuild replaces the old snapshot. Sandboxes restore from
+	// a copy of nothing it holds after their restore returned, and one
+	// restoring right now falls back to a cold start if the files go.
+	if err := os.RemoveAll(dir); err != nil {
+		return false, fmt.Errorf("snapshot template %s: replace old snapshot: %w", tpl.ID, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return false, fmt.Errorf("snapshot template %s: %w", tpl.ID, err)
+	}
+	progress(fmt.Sprintf("snapshot: saved in %s (%d MB); sandboxes start with the start command already running",
+		time.Since(t1).Round(time.Millisecond), dirSize(dir)>>20))
+	m.log.Info("template snapshot taken", "template.id", tpl.ID, "build.id", tpl.BuildID, "key", key,
+		"ready", tReady.Round(time.Millisecond), "total", time.Since(t0).Round(time.Millisecond))
+	return false, nil
+}
