@@ -330,11 +330,18 @@ func freeAddr(t *testing.T) string {
 // the directory. Leftovers are logged, not failed on: the tests that care
 // about orphans check for them explicitly.
 func cleanupDataDir(t *testing.T, dir string) {
-	root := filepath.Join(dir, "runtime", "crun")
-	if out, err := exec.Command("crun", "--root", root, "list", "-q").Output(); err == nil {
-		for _, id := range strings.Fields(string(out)) {
-			t.Logf("cleanup: container %s left in %s; deleting it", id, root)
-			_ = exec.Command("crun", "--root", root, "delete", "-f", id).Run()
+	// A graceful stop keeps sandboxes for the next server: delete what is
+	// left under each runtime (crun by default, runsc for template snapshots).
+	for _, rt := range []struct{ bin, list, force string }{{"crun", "-q", "-f"}, {"runsc", "-quiet", "-force"}} {
+		root := filepath.Join(dir, "runtime", rt.bin)
+		if _, err := os.Stat(root); err != nil {
+			continue
+		}
+		if out, err := exec.Command(rt.bin, "--root", root, "list", rt.list).Output(); err == nil {
+			for _, id := range strings.Fields(string(out)) {
+				t.Logf("cleanup: container %s left in %s; deleting it", id, root)
+				_ = exec.Command(rt.bin, "--root", root, "delete", rt.force, id).Run()
+			}
 		}
 	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")

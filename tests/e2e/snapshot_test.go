@@ -1,0 +1,147 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/sbxdev/sbx/sdk"
+)
+
+// snapshotDockerfile's start command draws a random token when it starts,
+// then takes a second to "load" before it serves the token and its PID. A
+// sandbox that started the command itself would answer with a token of its
+// own; sandboxes restored from the template's snapshot all answer with the
+// token drawn once, at build time.
+const snapshotDockerfile = `FROM base
+RUN echo built > /opt/built.txt
+CMD ["python3", "-c", "import secrets,time,os,http.server as h\ntok=secrets.token_hex(8)\ntime.sleep(1)\nclass H(h.BaseHTTPRequestHandler):\n  def do_GET(s):\n    s.send_response(200);s.end_headers();s.wfile.write(('%s %d' % (tok, os.getpid())).encode())\n  def log_message(s, *a): pass\nh.HTTPServer(('0.0.0.0',8000),H).serve_forever()"]
+`
+
+// portGet fetches / on a sandbox port through the sbx proxy (header routing).
+func portGet(t *testing.T, s *Server, id string, port int) string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, s.URL+"/", nil)
+	req.Header.Set("E2b-Sandbox-Id", id)
+	req.Header.Set("E2b-Sandbox-Port", fmt.Sprint(port))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET port %d of %s: %v", port, id, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET port %d of %s: %s: %s", port, id, resp.Status, b)
+	}
+	return string(b)
+}
+
+// TestTemplateSnapshot builds a template whose start command is snapshotted
+// at the end of the build, and checks that sandboxes are restored from it:
+// the process is already running with the state it had at build time, while
+// each sandbox has its own ID, hostname, address, files and token; an
+// unchanged rebuild reuses the snapshot; a restarted server finds it again.
+func TestTemplateSnapshot(t *testing.T) {
+	s := StartServer(t)
+	c := s.Client(t)
+	dir := t.TempDir()
+	writeContext(t, dir, map[string]string{"e2b.Dockerfile": snapshotDockerfile})
+	ready := "--ready-cmd=curl -sf http://127.0.0.1:8000"
+	out, err := templateCLI(t, s, dir, "build", "--name", "snap-app", ready)
+	if err != nil {
+		t.Fatalf("template build: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "snapshot: saved") {
+		t.Fatalf("build took no snapshot of the started state:\n%s", out)
+	}
+
+	type seen struct{ token, host, addr, env string }
+	probe := func(sb *sdk.Sandbox) seen {
+		t.Helper()
+		served := portGet(t, s, sb.ID, 8000)
+		token, _, _ := strings.Cut(served, " ")
+		got := runIn(t, sb, `hostname; ip -4 -o addr show eth0 | awk '{print $4}'; echo "$E2B_SANDBOX_ID"; cat /opt/built.txt; test -e /tmp/mine && echo foreign-file; touch /tmp/mine`)
+		lines := strings.Split(strings.TrimSpace(got), "\n")
+		if len(lines) != 4 || lines[3] != "built" {
+			t.Fatalf("sandbox %s: unexpected probe output:\n%s", sb.ID, got)
+		}
+		return seen{token: token, host: lines[0], addr: lines[1], env: lines[2]}
+	}
+	create := func() *sdk.Sandbox {
+		t.Helper()
+		sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "snap-app"})
+		if err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		t.Cleanup(func() { _ = sb.Kill(context.Background()) })
+		return sb
+	}
+	var first seen
+	hosts, addrs := map[string]bool{}, map[string]bool{}
+	for i := range 3 {
+		sb := create()
+		got := probe(sb)
+		if i == 0 {
+			first = got
+		}
+		if got.token == "" || got.token != first.token {
+			t.Errorf("sandbox %s serves token %q, first sandbox %q: the start command ran again instead of being restored", sb.ID, got.token, first.token)
+		}
+		if got.env != sb.ID {
+			t.Errorf("sandbox %s sees E2B_SANDBOX_ID=%q", sb.ID, got.env)
+		}
+		if hosts[got.host] || addrs[got.addr] || got.addr == "" {
+			t.Errorf("sandbox %s shares hostname %q or address %q with another clone", sb.ID, got.host, got.addr)
+		}
+		hosts[got.host], addrs[got.addr] = true, true
+	}
+
+	// Unchanged rebuild: the snapshot is reused, not taken again.
+	out, err = templateCLI(t, s, dir, "build", "--name", "snap-app", ready)
+	if err != nil {
+		t.Fatalf("rebuild: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "CACHED snapshot") || strings.Contains(out, "snapshot: saved") {
+		t.Errorf("unchanged rebuild did not reuse the snapshot:\n%s", out)
+	}
+
+	// After a crash and restart the snapshot on disk still serves.
+	s.Stop(syscall.SIGKILL)
+	s.Start(t)
+	if got := probe(create()); got.token != first.token {
+		t.Errorf("after a restart sandboxes serve token %q, want the snapshot's %q", got.token, first.token)
+	}
+}
+
+// TestTemplateSnapshotOff: with --snapshot-runtime none the build says that
+// sandboxes run the start command themselves, and each one does.
+func TestTemplateSnapshotOff(t *testing.T) {
+	s := StartServer(t, "--snapshot-runtime", "none")
+	c := s.Client(t)
+	dir := t.TempDir()
+	writeContext(t, dir, map[string]string{"e2b.Dockerfile": snapshotDockerfile})
+	out, err := templateCLI(t, s, dir, "build", "--name", "cold-app", "--ready-cmd=curl -sf http://127.0.0.1:8000")
+	if err != nil {
+		t.Fatalf("template build: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "run the start command when they start") {
+		t.Errorf("build log does not say start commands run at sandbox start:\n%s", out)
+	}
+	tokens := map[string]bool{}
+	for range 2 {
+		sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "cold-app"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sb.Kill(context.Background()) })
+		token, _, _ := strings.Cut(portGet(t, s, sb.ID, 8000), " ")
+		tokens[token] = true
+	}
+	if len(tokens) != 2 {
+		t.Errorf("cold sandboxes served %d distinct tokens, want 2 (each starts its own command)", len(tokens))
+	}
+}
