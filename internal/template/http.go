@@ -35,6 +35,12 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /templates/{id}/builds/{buildID}/status", h.status)
 	mux.HandleFunc("DELETE /templates/{id}", h.delete)
 	mux.HandleFunc("GET /templates/{id}", h.get)
+	mux.HandleFunc("POST /templates/tags", h.assignTags)
+	mux.HandleFunc("DELETE /templates/tags", h.removeTags)
+	// Not "GET /templates/{id}/tags": it would conflict with the API's
+	// "GET /templates/aliases/{alias}" (both match /templates/aliases/tags),
+	// which this pattern leaves more specific and so untouched.
+	mux.HandleFunc("GET /templates/{id}/{sub}", h.templateSub)
 }
 
 // get answers E2B's TemplateWithBuilds.
@@ -94,10 +100,13 @@ func (h *Handler) request(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err)
 		return
 	}
-	tags := req.Tags
-	if tags == nil {
-		tags = []string{}
+	name := req.Name
+	if name == "" {
+		name = req.Alias
 	}
+	_, tag := SplitRef(name)
+	extra, _ := buildTags(tag, req.Tags) // validated by Request
+	tags := append([]string{DefaultTag}, extra...)
 	writeJSON(w, http.StatusAccepted, map[string]any{"templateID": rec.ID, "buildID": buildID, "public": rec.Public,
 		"names": rec.Names, "aliases": rec.Names, "tags": tags})
 }
@@ -180,4 +189,59 @@ func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) assignTags(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Target string   `json:"target"`
+		Tags   []string `json:"tags"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		h.fail(w, err)
+		return
+	}
+	if req.Target == "" {
+		h.fail(w, errdefs.Invalid(`target is required: the build to tag as "name:tag" (or "name" for its latest build)`))
+		return
+	}
+	buildID, tags, err := h.svc.AssignTags(r.Context(), teamID(r), req.Target, req.Tags)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"tags": tags, "buildID": buildID})
+}
+
+func (h *Handler) removeTags(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		h.fail(w, err)
+		return
+	}
+	if req.Name == "" {
+		h.fail(w, errdefs.Invalid("name is required: the template whose tags to remove"))
+		return
+	}
+	if err := h.svc.RemoveTags(r.Context(), teamID(r), req.Name, req.Tags); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// templateSub serves GET /templates/{id}/tags.
+func (h *Handler) templateSub(w http.ResponseWriter, r *http.Request) {
+	if r.PathValue("sub") != "tags" {
+		h.fail(w, errdefs.NotFound("no such endpoint: GET %s", r.URL.Path))
+		return
+	}
+	tags, err := h.svc.Tags(r.Context(), teamID(r), r.PathValue("id"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, tags)
 }

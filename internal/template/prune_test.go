@@ -33,6 +33,7 @@ func TestPrune(t *testing.T) {
 	usedOld := mk(filepath.Join(layers, "used"), old)
 	liveOld := mk(filepath.Join(layers, "live"), old)
 	supersededOld := mk(filepath.Join(layers, "superseded"), old)
+	taggedOld := mk(filepath.Join(layers, "tagged"), old)
 	idleOld := mk(filepath.Join(layers, "idle"), old)
 	fresh := mk(filepath.Join(layers, "fresh"), time.Now())
 	oldUpload := mk(filepath.Join(data, "uploads", "u1"), old)
@@ -42,7 +43,7 @@ func TestPrune(t *testing.T) {
 	if err := e.svc.store.CreateTemplate(t.Context(), rec); err != nil {
 		t.Fatal(err)
 	}
-	for id, layer := range map[string]string{"b1": usedOld, "b2": liveOld, "b3": supersededOld} {
+	for id, layer := range map[string]string{"b1": usedOld, "b2": liveOld, "b3": supersededOld, "b4": taggedOld} {
 		b := BuildRecord{ID: id, TemplateID: "t1", Status: StatusReady, CreatedAt: time.Now()}
 		if err := e.svc.store.CreateBuild(t.Context(), b); err != nil {
 			t.Fatal(err)
@@ -56,13 +57,17 @@ func TestPrune(t *testing.T) {
 	if err := e.svc.store.UpdateTemplate(t.Context(), rec); err != nil {
 		t.Fatal(err)
 	}
+	// Build b4 is tagged: name:v1 must keep starting from it.
+	if err := e.svc.store.SetTags(t.Context(), "t1", "b4", []string{"v1"}, old); err != nil {
+		t.Fatal(err)
+	}
 	// A paused sandbox still uses build b2; nothing uses b3 any more.
 	e.svc.SetLiveSandboxes(liveList{{ID: "sb1", BuildID: "b2", State: store.StatePaused}})
 	n, err := e.svc.Prune(t.Context(), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for p, want := range map[string]bool{usedOld: true, liveOld: true, supersededOld: false, idleOld: false, fresh: true, oldUpload: false} {
+	for p, want := range map[string]bool{usedOld: true, liveOld: true, taggedOld: true, supersededOld: false, idleOld: false, fresh: true, oldUpload: false} {
 		_, err := os.Stat(p)
 		if got := err == nil; got != want {
 			t.Errorf("%s exists=%v, want %v", p, got, want)
