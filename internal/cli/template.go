@@ -40,7 +40,7 @@ Every RUN and COPY step is a cached layer: an unchanged rebuild takes well under
 	}
 	opts.register(cmd)
 	cmd.AddCommand(newTemplateInitCmd(), newTemplateBuildCmd(opts), newTemplateListCmd(opts), newTemplateDeleteCmd(opts),
-		newBenchTemplatesCmd(opts, "bench"))
+		newTemplateTagCmd(opts), newTemplateTagsCmd(opts), newTemplateUntagCmd(opts), newBenchTemplatesCmd(opts, "bench"))
 	return cmd
 }
 
@@ -163,7 +163,7 @@ type buildFlags struct {
 	dir, dockerfile, name, startCmd, readyCmd string
 	cpu, memoryMB                             int
 	force, noCache                            bool
-	buildArgs                                 []string
+	buildArgs, tags                           []string
 }
 
 func newTemplateBuildCmd(opts *clientOptions) *cobra.Command {
@@ -178,7 +178,8 @@ Building again with the same name makes a new build of the same template; sandbo
 are running keep the build they started from.`,
 		Example: `  sbx template build --name my-app
   sbx template build -c "python3 -m http.server 8000" --ready-cmd "curl -sf localhost:8000"
-  sbx template build --path ./templates/data-science --cpu 4 --memory 4096`,
+  sbx template build --path ./templates/data-science --cpu 4 --memory 4096
+  sbx template build --name my-app --tag v2 --tag staging`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runTemplateBuild(cmd.Context(), cmd.OutOrStdout(), opts, f, cmd.Flags().Changed)
@@ -194,6 +195,7 @@ are running keep the build they started from.`,
 	fl.IntVar(&f.memoryMB, "memory", 1024, "memory (MiB) of sandboxes from this template")
 	fl.BoolVar(&f.noCache, "no-cache", false, "rebuild every step")
 	fl.StringArrayVar(&f.buildArgs, "build-arg", nil, "ARG value, KEY=VALUE (repeatable)")
+	fl.StringArrayVarP(&f.tags, "tag", "t", nil, "tag the new build (repeatable); start sandboxes from it with NAME:TAG")
 	return cmd
 }
 
@@ -341,7 +343,7 @@ func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *
 		BuildID    string `json:"buildID"`
 	}
 	if err := apiCall(ctx, hc, cfg, http.MethodPost, "/v3/templates",
-		map[string]any{"name": name, "cpuCount": cpu, "memoryMB": mem}, &reg); err != nil {
+		map[string]any{"name": name, "tags": f.tags, "cpuCount": cpu, "memoryMB": mem}, &reg); err != nil {
 		return fmt.Errorf("register template %q: %w", name, err)
 	}
 	fmt.Fprintf(w, "Building template %s (%s), build %s\n", name, reg.TemplateID, reg.BuildID)
