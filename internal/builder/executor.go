@@ -296,19 +296,19 @@ func (e *Executor) apply(st *state, s Step, n int, prologue bool) (bool, error) 
 			return false, bad("RUN needs a command")
 		}
 		return true, nil
-	case StepCopy:
+	case StepCopy, StepAdd:
 		if len(s.Args) < 2 || s.Args[0] == "" || s.Args[1] == "" {
-			return false, bad("COPY needs a source and a destination")
+			return false, bad("%s needs a source and a destination", s.Type)
 		}
 		if s.FilesHash == "" {
-			return false, bad("COPY step has no filesHash; upload its files first (GET /templates/{id}/files/{hash})")
+			return false, bad("%s step has no filesHash; upload its files first (GET /templates/{id}/files/{hash})", s.Type)
 		}
 		if err := checkContextPath(s.Args[0]); err != nil {
 			return false, bad("%v", err)
 		}
 		return true, nil
 	}
-	return false, bad("unsupported step type %q; use RUN, COPY, ENV, WORKDIR or USER", s.Type)
+	return false, bad("unsupported step type %q; use RUN, COPY, ADD, ENV, WORKDIR or USER", s.Type)
 }
 
 // isPrologue reports whether step i is part of the "USER root, WORKDIR /"
@@ -363,12 +363,18 @@ func (e *Executor) runStep(ctx context.Context, n int, s Step, st state, layers 
 		user = "root"
 		cmd = `[ -d "$SBX_DIR" ] || { mkdir -p -- "$SBX_DIR" && { [ "$SBX_OWNER" = root ] || chown -- "$SBX_OWNER" "$SBX_DIR"; }; }`
 		st.env = withEnv(st.env, "SBX_DIR", st.workdir, "SBX_OWNER", ownerSpec(st.user))
-	case StepCopy:
+	case StepCopy, StepAdd:
 		src, err := files.Dir(ctx, s.FilesHash)
 		if err != nil {
 			return &StepError{Step: n, What: s.String(), Err: err}
 		}
-		single, err := stage(src, s.Args[0], filepath.Join(scratch, "stage"))
+		var lim *unpackLimits
+		if s.Type == StepAdd {
+			// Unpacked content lands in the build sandbox's writable
+			// layer, which the disk limit bounds anyway: fail early and clearly.
+			lim = &unpackLimits{maxBytes: int64(e.cfg.DiskMB) << 20, maxEntries: MaxUnpackEntries}
+		}
+		single, err := stage(src, s.Args[0], filepath.Join(scratch, "stage"), lim, line)
 		if err != nil {
 			return &StepError{Step: n, What: s.String(), Err: err}
 		}
@@ -443,7 +449,9 @@ echo "copied $n entries to $destdir"
 // from the upload dir into stageDir, the way Docker's COPY lays it out:
 // a directory's contents, or files by their base name. It returns the base
 // name when exactly one file matched (so the destination may rename it).
-func stage(root, src, stageDir string) (single string, err error) {
+// With unpack (ADD), a matched file that is a tar archive is unpacked
+// into stageDir instead.
+func stage(root, src, stageDir string, unpack *unpackLimits, note func(string)) (single string, err error) {
 	if err := os.MkdirAll(stageDir, 0o755); err != nil {
 		return "", err
 	}
@@ -470,6 +478,14 @@ func stage(root, src, stageDir string) (single string, err error) {
 		fi, err := os.Lstat(m)
 		if err != nil {
 			return "", err
+		}
+		if unpack != nil && fi.Mode().IsRegular() {
+			if done, err := unpackMatch(m, stageDir, *unpack, note); err != nil || done {
+				if err != nil {
+					return "", err
+				}
+				continue
+			}
 		}
 		from, to := m, filepath.Join(stageDir, filepath.Base(m))
 		if fi.IsDir() {

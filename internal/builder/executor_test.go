@@ -129,7 +129,7 @@ func (f *dirFiles) plan(t *testing.T, dockerfile string) *Plan {
 		f.hashes = map[string]bool{}
 	}
 	for i, s := range p.Steps {
-		if s.Type != StepCopy {
+		if !s.HasFiles() {
 			continue
 		}
 		h := sha256.New()

@@ -21,8 +21,11 @@ import (
 
 // Step types, as the E2B SDK sends them (protocol doc §1.6.1).
 const (
-	StepRun     = "RUN"
-	StepCopy    = "COPY"
+	StepRun  = "RUN"
+	StepCopy = "COPY"
+	// StepAdd is COPY that also unpacks local tar archives (Dockerfile ADD,
+	// as sbx's own Dockerfile parser emits it; the E2B SDK sends COPY).
+	StepAdd     = "ADD"
 	StepEnv     = "ENV"
 	StepWorkdir = "WORKDIR"
 	StepUser    = "USER"
@@ -32,6 +35,7 @@ const (
 //
 //	RUN     [command, user?]
 //	COPY    [src, dest, user or "", mode as octal or ""] + FilesHash
+//	ADD     as COPY; a source that is a tar archive is unpacked into dest
 //	ENV     [k1, v1, k2, v2, ...]
 //	WORKDIR [path]
 //	USER    [name]
@@ -44,6 +48,9 @@ type Step struct {
 	// importer adds, such as the leading USER root).
 	Line int `json:"line,omitempty"`
 }
+
+// HasFiles reports whether the step needs uploaded files (COPY and ADD).
+func (s Step) HasFiles() bool { return s.Type == StepCopy || s.Type == StepAdd }
 
 // String renders the step for logs and cache keys.
 func (s Step) String() string {
@@ -385,7 +392,11 @@ func (p *planner) copyInstr(n *parser.Node, name string) error {
 		if err := checkContextPath(src); err != nil {
 			return lineErr(n, "%v", err)
 		}
-		p.plan.Steps = append(p.plan.Steps, Step{Type: StepCopy, Args: []string{src, dest, chown, chmod}, Line: n.StartLine})
+		typ := StepCopy
+		if name == "add" {
+			typ = StepAdd
+		}
+		p.plan.Steps = append(p.plan.Steps, Step{Type: typ, Args: []string{src, dest, chown, chmod}, Line: n.StartLine})
 	}
 	return nil
 }

@@ -323,7 +323,7 @@ func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *
 	}
 	uploads := map[int]upload{}
 	for i, s := range plan.Steps {
-		if s.Type != builder.StepCopy {
+		if !s.HasFiles() {
 			continue
 		}
 		files, err := builder.CopyFiles(f.dir, s.Args[0], ig)

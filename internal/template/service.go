@@ -394,7 +394,7 @@ func (s *Service) validateStart(ctx context.Context, teamID, templateID string, 
 		return builder.Base{}, errdefs.Invalid("%d steps are too many (at most 200); combine RUN steps", len(req.Steps))
 	}
 	for i, st := range req.Steps {
-		if st.Type == builder.StepCopy && !s.uploads.present(st.FilesHash) {
+		if st.HasFiles() && !s.uploads.present(st.FilesHash) {
 			return builder.Base{}, errdefs.Invalid("files of step %d (%s) were not uploaded; upload them via GET /templates/%s/files/%s first",
 				i+1, st, templateID, st.FilesHash)
 		}

@@ -40,7 +40,7 @@ func (f *fakeExecutor) Build(ctx context.Context, req builder.Request) (*builder
 		if s.Type == builder.StepRun && strings.Contains(s.Args[0], "fail") {
 			return nil, &builder.StepError{Step: i + 1, What: s.String(), ExitCode: 3, Output: "it failed"}
 		}
-		if s.Type == builder.StepCopy {
+		if s.HasFiles() {
 			if _, err := req.Files.Dir(ctx, s.FilesHash); err != nil {
 				return nil, err
 			}
