@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
+
+var mountMu sync.Mutex
 
 // mountLayers mounts a read-only overlay of layers (topmost first) at dir,
 // unless something is mounted there already (a server restart keeps the
@@ -17,6 +20,10 @@ func mountLayers(dir string, layers []string) error {
 	if len(layers) == 1 {
 		return fmt.Errorf("a single layer needs no overlay")
 	}
+	// Creates from a tag mount older builds on demand, possibly several at
+	// once: without the lock two of them could stack two mounts on dir.
+	mountMu.Lock()
+	defer mountMu.Unlock()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
