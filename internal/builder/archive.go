@@ -156,7 +156,7 @@ func unpack(src, dir string, lim unpackLimits, note func(string)) (entries int, 
 					name, lim.maxBytes>>20, hdr.Name)
 			}
 			if err := replace(target); err != nil {
-				return entries, err
+				return entries, bad("entry %q: %v", hdr.Name, err)
 			}
 			out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 			if err != nil {
@@ -182,7 +182,7 @@ func unpack(src, dir string, lim unpackLimits, note func(string)) (entries int, 
 			// Any target is allowed: it is resolved inside the sandbox's
 			// root filesystem, never on the host (nothing here follows it).
 			if err := replace(target); err != nil {
-				return entries, err
+				return entries, bad("entry %q: %v", hdr.Name, err)
 			}
 			if err := os.Symlink(hdr.Linkname, target); err != nil {
 				return entries, err
@@ -200,7 +200,7 @@ func unpack(src, dir string, lim unpackLimits, note func(string)) (entries int, 
 				return entries, bad("hard link %q points to %q, which is not a file earlier in the archive", hdr.Name, hdr.Linkname)
 			}
 			if err := replace(target); err != nil {
-				return entries, err
+				return entries, bad("entry %q: %v", hdr.Name, err)
 			}
 			if err := os.Link(old, target); err != nil {
 				return entries, err

@@ -186,6 +186,8 @@ func TestUnpack(t *testing.T) {
 		}, err: `more than 1 MiB (the build's disk limit) at entry "z2"`, kind: errdefs.ErrResourceExhausted},
 		{name: "too many entries", entries: []entry{file("1", ""), file("2", ""), file("3", "")},
 			lim: &unpackLimits{maxBytes: 1 << 20, maxEntries: 2}, err: "more than 2 entries", kind: errdefs.ErrInvalidArgument},
+		{name: "file over a directory", entries: []entry{{name: "d/", typ: tar.TypeDir}, file("d/x", "x"), file("d", "x")},
+			err: `entry "d": d is a directory`, kind: errdefs.ErrInvalidArgument},
 		{name: "truncated", entries: []entry{{name: "short", typ: tar.TypeReg, body: "abc", size: 1000}},
 			err: `entry "short"`, kind: errdefs.ErrInvalidArgument},
 	} {
