@@ -1,0 +1,33 @@
+package api
+
+import (
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/sbxdev/sbx/internal/template"
+)
+
+// TestTemplateRoutes: the template API's routes register beside the
+// server's own on one mux (http.ServeMux panics on conflicting patterns)
+// and each request reaches the route meant for it.
+func TestTemplateRoutes(t *testing.T) {
+	t.Parallel()
+	s := New(slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil, nil, nil, template.NewHandler(nil))
+	for _, tc := range []struct{ method, path, pattern string }{
+		{"GET", "/templates/aliases/tags", "GET /templates/aliases/{alias}"},
+		{"GET", "/templates/aliases/my-app", "GET /templates/aliases/{alias}"},
+		{"GET", "/templates/abc/tags", "GET /templates/{id}/{sub}"},
+		{"POST", "/templates/tags", "POST /templates/tags"},
+		{"DELETE", "/templates/tags", "DELETE /templates/tags"},
+		{"DELETE", "/templates/abc", "DELETE /templates/{id}"},
+		{"GET", "/templates/abc", "GET /templates/{id}"},
+		{"GET", "/templates", "GET /templates"},
+		{"GET", "/templates/abc/files/" + "0123", "GET /templates/{id}/files/{hash}"},
+	} {
+		if _, got := s.mux.Handler(httptest.NewRequest(tc.method, tc.path, nil)); got != tc.pattern {
+			t.Errorf("%s %s routed to %q, want %q", tc.method, tc.path, got, tc.pattern)
+		}
+	}
+}
