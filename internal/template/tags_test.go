@@ -287,3 +287,28 @@ func TestStoreAddsTagsColumn(t *testing.T) {
 		t.Fatalf("new build %+v %v", b, err)
 	}
 }
+
+// TestTagPrunedBuild: a build whose layers are gone can be neither tagged
+// nor started from, and both say so.
+func TestTagPrunedBuild(t *testing.T) {
+	t.Parallel()
+	e := setup(t, filepath.Join(t.TempDir(), "sbx.db"), t.TempDir(), 0)
+	r := e.build(t, "team1", map[string]any{"name": "old"})
+	gone := BuildRecord{ID: "gone-build", TemplateID: r.TemplateID, Status: StatusReady, CreatedAt: time.Now()}
+	if err := e.svc.store.CreateBuild(t.Context(), gone); err != nil {
+		t.Fatal(err)
+	}
+	gone.Result = BuildResult{Layers: []string{filepath.Join(e.data, "layers", "pruned", "diff"), e.data}}
+	if err := e.svc.store.UpdateBuild(t.Context(), gone); err != nil {
+		t.Fatal(err)
+	}
+	var body struct{ Message string }
+	if code := e.call(t, "team1", "POST", "/templates/tags", map[string]any{"target": "old:gone-build", "tags": []string{"x"}}, &body); code != http.StatusPreconditionFailed ||
+		!strings.Contains(body.Message, "cannot be tagged") || !strings.Contains(body.Message, "rebuild it") {
+		t.Errorf("tag a pruned build: HTTP %d %q", code, body.Message)
+	}
+	if _, err := e.reg.ResolveFor(t.Context(), "team1", "old:gone-build"); !errors.Is(err, errdefs.ErrFailedPrecondition) ||
+		!strings.Contains(errdefs.Message(err), "cannot be started") {
+		t.Errorf("start from a pruned build: %v", err)
+	}
+}
