@@ -40,10 +40,12 @@ var deniedSyscalls = []string{
 }
 
 // seccompProfile builds the default profile for this machine's architecture.
-func seccompProfile() *specs.LinuxSeccomp {
+// sentry is true under runsc, where gVisor's sentry serves the syscalls and
+// enforces the profile itself.
+func seccompProfile(sentry bool) *specs.LinuxSeccomp {
 	eperm := uint(unix.EPERM)
 	enosys := uint(unix.ENOSYS)
-	return &specs.LinuxSeccomp{
+	p := &specs.LinuxSeccomp{
 		DefaultAction: specs.ActAllow,
 		Architectures: seccompArches(),
 		Syscalls: []specs.LinuxSyscall{
@@ -59,11 +61,17 @@ func seccompProfile() *specs.LinuxSeccomp {
 					Op: specs.OpMaskedEqual,
 				}},
 			},
-			// clone3 passes its flags in memory, which seccomp cannot inspect.
-			// ENOSYS (not EPERM) makes glibc fall back to clone, filtered above.
-			{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &enosys},
 		},
 	}
+	if !sentry {
+		// clone3 passes its flags in memory, which seccomp cannot inspect.
+		// ENOSYS (not EPERM) makes glibc fall back to clone, filtered above.
+		// Under gVisor this rule makes every glibc pthread_create fail
+		// ("can't start new thread" in Python), and a user namespace made
+		// there is one of gVisor's, not the host kernel's: runsc skips it.
+		p.Syscalls = append(p.Syscalls, specs.LinuxSyscall{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &enosys})
+	}
+	return p
 }
 
 // seccompArches lists the native architecture and its compat modes, so the

@@ -44,6 +44,7 @@ const (
 type hostLimits struct {
 	memsw  bool   // memory+swap limit available (cgroup v1 swap accounting)
 	nofile uint64 // RLIMIT_NOFILE for the init process
+	sentry bool   // runsc: gVisor's sentry serves the sandbox's syscalls
 }
 
 // bundlePaths are the host files a sandbox's config.json points at.
@@ -98,7 +99,7 @@ func buildSpec(s runtime.Spec, p bundlePaths, h hostLimits) *specs.Spec {
 			CgroupsPath: cgroupPath(s.ID),
 			Namespaces:  buildNamespaces(s.NetNS),
 			Resources:   buildResources(s.Resources, h.memsw),
-			Seccomp:     seccompProfile(),
+			Seccomp:     seccompProfile(h.sentry),
 			MaskedPaths: maskedPaths, ReadonlyPaths: readonlyPaths,
 		},
 	}
