@@ -63,10 +63,18 @@ func (m *Manager) snapshotKey(tpl template.Template) string {
 		User, Workdir, Runtime string
 		Env                    []string
 		Agent                  map[string]string
-	}{1, tpl.ContentKey, tpl.StartCmd, tpl.ReadyCmd, tpl.ReadyPort, tpl.User, tpl.Workdir, m.rt.snap.Name(),
+	}{1, tpl.ContentKey, tpl.StartCmd, tpl.ReadyCmd, tpl.ReadyPort, tpl.User, tpl.Workdir, runtimeIdentity(m.rt.snap),
 		env, agentStamps(m.cfg.AgentDir)})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
+}
+
+// runtimeIdentity is the runtime's build and flags when it tells them.
+func runtimeIdentity(d runtime.Driver) string {
+	if i, ok := d.(interface{ Identity() string }); ok {
+		return i.Identity()
+	}
+	return d.Name()
 }
 
 func (m *Manager) snapshotDir(key string) string {
@@ -139,8 +147,8 @@ func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force boo
 	progress(fmt.Sprintf("snapshot: starting the start command under %s", m.rt.snap.Name()))
 	l, err := m.startWith(ctx, &sb, tpl, launch{snapRT: true})
 	if err != nil {
-		return false, errdefs.Wrap(errdefs.ErrInvalidArgument, err, "start command %q did not become ready under %s: %s",
-			tpl.StartCmd, m.rt.snap.Name(), errdefs.Message(err))
+		return false, errdefs.Wrap(errdefs.ErrInvalidArgument, err, "start command %q did not become ready under %s: %v",
+			tpl.StartCmd, m.rt.snap.Name(), err)
 	}
 	defer m.destroy(context.WithoutCancel(ctx), id)
 	tReady := time.Since(t0)

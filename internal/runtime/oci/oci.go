@@ -98,7 +98,7 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 		version: firstLine(out),
 		cfg:     cfg,
 		cg:      cg,
-		limits:  hostLimits{memsw: cg.memsw, nofile: nofileLimit(log)},
+		limits:  hostLimits{memsw: cg.memsw, nofile: nofileLimit(log), sentry: cfg.Runtime == "runsc"},
 		log:     log.With("runtime", cfg.Runtime),
 	}
 	d.global = globalFlags(cfg)
@@ -146,6 +146,12 @@ func firstLine(b []byte) string {
 
 // Name is the runtime's name.
 func (d *Driver) Name() string { return d.name }
+
+// Identity names the runtime build and flags: a checkpoint restores only
+// under the runtime that took it, so snapshots are keyed by it.
+func (d *Driver) Identity() string {
+	return d.name + " " + d.version + " " + strings.Join(d.global[2:], " ") // without --root DIR
+}
 
 var idRE = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
 
