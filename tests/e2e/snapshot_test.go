@@ -16,10 +16,11 @@ import (
 // then takes a second to "load" before it serves the token and its PID. A
 // sandbox that started the command itself would answer with a token of its
 // own; sandboxes restored from the template's snapshot all answer with the
-// token drawn once, at build time.
+// token drawn once, at build time. The server starts a thread per request:
+// glibc's thread creation must work under the snapshot runtime.
 const snapshotDockerfile = `FROM base
 RUN echo built > /opt/built.txt
-CMD ["python3", "-c", "import secrets,time,os,http.server as h\ntok=secrets.token_hex(8)\ntime.sleep(1)\nclass H(h.BaseHTTPRequestHandler):\n  def do_GET(s):\n    s.send_response(200);s.end_headers();s.wfile.write(('%s %d' % (tok, os.getpid())).encode())\n  def log_message(s, *a): pass\nh.HTTPServer(('0.0.0.0',8000),H).serve_forever()"]
+CMD ["python3", "-c", "import secrets,time,os,http.server as h\ntok=secrets.token_hex(8)\ntime.sleep(1)\nclass H(h.BaseHTTPRequestHandler):\n  def do_GET(s):\n    s.send_response(200);s.end_headers();s.wfile.write(('%s %d' % (tok, os.getpid())).encode())\n  def log_message(s, *a): pass\nh.ThreadingHTTPServer(('0.0.0.0',8000),H).serve_forever()"]
 `
 
 // portGet fetches / on a sandbox port through the sbx proxy (header routing).

@@ -89,7 +89,7 @@ func TestTemplateBuildCLI(t *testing.T) {
 		t.Fatalf("no template ID in output:\n%s", out)
 	}
 	id := m[1]
-	for _, want := range []string{"[3/9] ENV APP_MODE production", "[4/9] RUN apt-get --version", "snapshots are not available"} {
+	for _, want := range []string{"[3/9] ENV APP_MODE production", "[4/9] RUN apt-get --version", "snapshot: saved"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("build output lacks %q:\n%s", want, out)
 		}
