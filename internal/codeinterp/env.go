@@ -8,15 +8,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"time"
 )
 
 // The sandbox's global env vars (set at create time) live in envd. They
-// are fetched once: at start with the configured token, or, if that failed
-// (no token configured), when the first /execute's token is checked. Kernels started after the fetch get them in their process
-// environment; kernels started before get them per execution instead.
+// are fetched at start with the configured token, and again whenever envd
+// accepts a new /execute token (the first run after the sandbox was
+// claimed from a pool or restored from a snapshot). Kernels started after
+// the fetch get them in their process environment; kernels started before
+// get them per execution instead.
 
 func (s *Server) loadGlobalEnv(ctx context.Context, token string) {
 	if s.cfg.EnvdURL == "" {
@@ -99,7 +102,11 @@ func (s *Server) authorize(ctx context.Context, token string) bool {
 		return true
 	}
 	s.okToken = &token
-	if !s.envLoaded {
+	// A token envd newly accepted means the sandbox was (re)initialised
+	// since the last load: a pooled sandbox claimed, or one restored from
+	// a template snapshot, both started before /init carried the
+	// sandbox's env vars (and ID). Take envd's current ones.
+	if !s.envLoaded || !maps.Equal(s.globalEnv, env) {
 		s.globalEnv, s.envLoaded = env, true
 		s.mu.Lock()
 		s.lateEnv = len(s.contexts) > 0

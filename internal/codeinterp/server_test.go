@@ -578,6 +578,41 @@ func TestAccessTokenCheckedByEnvd(t *testing.T) {
 	}
 }
 
+// A pooled or snapshot-restored sandbox starts the code interpreter before
+// /init gives the sandbox its token and env vars: envd first answers
+// without a token with the pre-claim env, later only to the sandbox's token
+// with the claimed env. The first run after the claim must see the new env,
+// also in the default kernel that started before it.
+func TestEnvRefreshedAfterClaim(t *testing.T) {
+	var mu sync.Mutex
+	token, env := "", `{"E2B_SANDBOX_ID":"snapshot","ONLY_BEFORE":"x"}`
+	envd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if token != "" && r.Header.Get("X-Access-Token") != token {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		_, _ = io.WriteString(w, env)
+	}))
+	defer envd.Close()
+	_, ts := newTestServer(t, Config{EnvdURL: envd.URL})
+	code := map[string]any{"code": "import os; print(os.environ.get('E2B_SANDBOX_ID'), os.environ.get('FOO'))"}
+	if got := stdout(execute(t, ts.URL, code)); got != "snapshot None\n" {
+		t.Fatalf("before the claim: %q", got)
+	}
+	mu.Lock()
+	token, env = "claimed-token", `{"E2B_SANDBOX_ID":"clone1","FOO":"bar"}`
+	mu.Unlock()
+	if got := stdout(execute(t, ts.URL, code, "X-Access-Token", "claimed-token")); got != "clone1 bar\n" {
+		t.Fatalf("first run after the claim sees %q, want the claimed sandbox's env", got)
+	}
+	bash := map[string]any{"code": "echo $E2B_SANDBOX_ID $FOO", "language": "bash"}
+	if got := stdout(execute(t, ts.URL, bash, "X-Access-Token", "claimed-token")); got != "clone1 bar\n" {
+		t.Fatalf("bash after the claim sees %q", got)
+	}
+}
+
 func TestPreload(t *testing.T) {
 	_, ts := newTestServer(t, Config{Preload: []string{"wave", "no_such_module_sbx"}})
 	lines := execute(t, ts.URL, map[string]any{"code": "import sys\nprint('wave' in sys.modules, [n for n in dir() if n.startswith('__sbx')])"})
