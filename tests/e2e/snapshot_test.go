@@ -146,3 +146,34 @@ func TestTemplateSnapshotOff(t *testing.T) {
 		t.Errorf("cold sandboxes served %d distinct tokens, want 2 (each starts its own command)", len(tokens))
 	}
 }
+
+// TestCodeInterpreterTemplateSnapshot: a template built FROM code-interpreter
+// inherits its kernel server as start command, so the kernel (numpy
+// preloaded) is in the snapshot. Each sandbox restored from it must still
+// see its own create-time env vars and ID in the kernel, which started long
+// before them.
+func TestCodeInterpreterTemplateSnapshot(t *testing.T) {
+	s := StartServer(t)
+	c := s.Client(t)
+	dir := t.TempDir()
+	writeContext(t, dir, map[string]string{"e2b.Dockerfile": "FROM code-interpreter\nRUN echo ci > /opt/ci.txt\n"})
+	out, err := templateCLI(t, s, dir, "build", "--name", "ci-snap")
+	if err != nil || !strings.Contains(out, "snapshot: saved") {
+		t.Fatalf("template build (want a snapshot): %v\n%s", err, out)
+	}
+	for i := range 2 {
+		sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "ci-snap", EnvVars: map[string]string{"WHO": fmt.Sprint("sandbox", i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sb.Kill(context.Background()) })
+		ex, err := sb.RunCode(t.Context(), `import os, sys; print(os.environ.get("WHO"), os.environ.get("E2B_SANDBOX_ID"), "numpy" in sys.modules, open("/opt/ci.txt").read().strip())`, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("sandbox%d %s True ci\n", i, sb.ID)
+		if got := strings.Join(ex.Logs.Stdout, ""); got != want || ex.Error != nil {
+			t.Errorf("sandbox %d: kernel printed %q (error %v), want %q", i, got, ex.Error, want)
+		}
+	}
+}
