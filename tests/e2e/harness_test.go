@@ -33,7 +33,7 @@ const (
 
 // requireIntegration skips the test when the machine cannot run sandboxes,
 // or fails it when SBX_REQUIRE_INTEGRATION=1 says it must.
-func requireIntegration(t *testing.T) {
+func requireIntegration(t testing.TB) {
 	t.Helper()
 	var missing string
 	switch {
@@ -54,7 +54,7 @@ func requireIntegration(t *testing.T) {
 }
 
 // repoRoot finds the module root from the test's working directory.
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
@@ -81,7 +81,7 @@ type Server struct {
 	APIKey  string   // the first team's key
 	Extra   []string // extra `sbx serve` arguments
 
-	t   *testing.T
+	t   testing.TB
 	mu  sync.Mutex
 	cmd *exec.Cmd
 	log *lockedBuffer
@@ -93,8 +93,9 @@ type Server struct {
 // waits until it answers /health and template "base" is ready, and stops it
 // at cleanup. The server's log is printed if the test fails.
 // Extra arguments are passed to every `sbx serve` of this server (also on
-// restart), e.g. "--webhook-allow-private".
-func StartServer(t *testing.T, extra ...string) *Server {
+// restart), e.g. "--webhook-allow-private". t may be a *testing.B: the
+// benchmarks in this package start their servers the same way.
+func StartServer(t testing.TB, extra ...string) *Server {
 	t.Helper()
 	requireIntegration(t)
 	root := repoRoot(t)
@@ -131,7 +132,7 @@ func StartServer(t *testing.T, extra ...string) *Server {
 
 // Start (re)starts the server process on the same address and data dir and
 // waits for /health and, once the API key is known, for the API.
-func (s *Server) Start(t *testing.T) {
+func (s *Server) Start(t testing.TB) {
 	t.Helper()
 	cmd := exec.Command(s.Bin, append([]string{"serve", "--listen", s.Addr, "--data-dir", s.DataDir}, s.Extra...)...)
 	fmt.Fprintf(s.log, "=== %s start: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(cmd.Args, " "))
@@ -210,10 +211,10 @@ func (s *Server) Stop(sig syscall.Signal) {
 }
 
 // Client returns an SDK client for the first team.
-func (s *Server) Client(t *testing.T) *sdk.Client { return s.ClientWithKey(t, s.APIKey) }
+func (s *Server) Client(t testing.TB) *sdk.Client { return s.ClientWithKey(t, s.APIKey) }
 
 // ClientWithKey returns an SDK client using the given API key.
-func (s *Server) ClientWithKey(t *testing.T, key string) *sdk.Client {
+func (s *Server) ClientWithKey(t testing.TB, key string) *sdk.Client {
 	t.Helper()
 	c, err := sdk.NewClient(sdk.Config{APIURL: s.URL, SandboxURL: s.URL, APIKey: key})
 	if err != nil {
@@ -223,7 +224,7 @@ func (s *Server) ClientWithKey(t *testing.T, key string) *sdk.Client {
 }
 
 // run runs bin/sbx with args and returns its stdout.
-func (s *Server) run(t *testing.T, args ...string) []byte {
+func (s *Server) run(t testing.TB, args ...string) []byte {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), s.Bin, args...)
 	var stderr bytes.Buffer
@@ -237,7 +238,7 @@ func (s *Server) run(t *testing.T, args ...string) []byte {
 
 var apiKeyRE = regexp.MustCompile(`^e2b_[0-9a-f]{40}$`)
 
-func (s *Server) readAPIKey(t *testing.T) string {
+func (s *Server) readAPIKey(t testing.TB) string {
 	t.Helper()
 	out := s.run(t, "env", "--data-dir", s.DataDir, "--listen", s.Addr)
 	sc := bufio.NewScanner(bytes.NewReader(out))
@@ -273,7 +274,7 @@ func (s *Server) CreateTeam(t *testing.T, name string) string {
 }
 
 // waitTemplate waits until GET /templates reports the template ready.
-func (s *Server) waitTemplate(t *testing.T, name string) {
+func (s *Server) waitTemplate(t testing.TB, name string) {
 	t.Helper()
 	c := s.Client(t)
 	ctx, cancel := context.WithTimeout(t.Context(), templateWait)
@@ -315,7 +316,7 @@ func (s *Server) crunContainers(t *testing.T) []string {
 	return strings.Fields(string(out))
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -329,7 +330,7 @@ func freeAddr(t *testing.T) string {
 // its crun state dir and mounts under the data dir (deepest first), then
 // the directory. Leftovers are logged, not failed on: the tests that care
 // about orphans check for them explicitly.
-func cleanupDataDir(t *testing.T, dir string) {
+func cleanupDataDir(t testing.TB, dir string) {
 	// A graceful stop keeps sandboxes for the next server: delete what is
 	// left under each runtime (crun by default, runsc for template snapshots).
 	for _, rt := range []struct{ bin, list, force string }{{"crun", "-q", "-f"}, {"runsc", "-quiet", "-force"}} {
