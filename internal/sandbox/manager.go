@@ -280,6 +280,9 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 			m.log.Warn("restore from template snapshot failed; starting cold", "sandbox.id", sb.ID,
 				"template.id", tpl.ID, "snapshot", how.snapshot, "err", err)
 			how.snapshot, sb.Runtime = "", m.rt.main.Name()
+		} else {
+			now := time.Now()
+			_ = os.Chtimes(how.snapshot, now, now) // used: pruning keeps it
 		}
 	}
 	switch {

@@ -5,10 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -132,9 +135,7 @@ func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force boo
 	defer lk.Unlock()
 	dir := m.snapshotDir(key)
 	if !force && snapshotComplete(dir) {
-		now := time.Now()
-		_ = os.Chtimes(dir, now, now) // pruning keeps recently used snapshots
-		return true, nil
+		return true, noteSnapshotUse(dir, tpl.BuildID)
 	}
 	t0 := time.Now()
 	id, err := newID()
@@ -176,9 +177,74 @@ func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force boo
 	if err := os.Rename(tmp, dir); err != nil {
 		return false, fmt.Errorf("snapshot template %s: %w", tpl.ID, err)
 	}
+	if err := noteSnapshotUse(dir, tpl.BuildID); err != nil {
+		return false, fmt.Errorf("snapshot template %s: %w", tpl.ID, err)
+	}
 	progress(fmt.Sprintf("snapshot: saved in %s (%d MB); sandboxes start with the start command already running",
 		time.Since(t1).Round(time.Millisecond), dirSize(dir)>>20))
 	m.log.Info("template snapshot taken", "template.id", tpl.ID, "build.id", tpl.BuildID, "key", key,
 		"ready", tReady.Round(time.Millisecond), "total", time.Since(t0).Round(time.Millisecond))
 	return false, nil
+}
+
+// snapshotBuilds is the file in a snapshot dir listing the template builds
+// it serves, one ID per line: pruning keeps a snapshot while one of them
+// is kept (current, tagged or in use).
+const snapshotBuilds = "builds"
+
+// noteSnapshotUse records that buildID uses the snapshot in dir and marks
+// it used now (its mtime).
+func noteSnapshotUse(dir, buildID string) error {
+	p := filepath.Join(dir, snapshotBuilds)
+	b, _ := os.ReadFile(p)
+	if !slices.Contains(strings.Fields(string(b)), buildID) {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(f, buildID)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	now := time.Now()
+	return os.Chtimes(dir, now, now)
+}
+
+// PruneSnapshots removes the snapshots that serve none of keepBuilds and
+// were last used before the given time. A snapshot that is still being
+// restored from has been used just now, so it stays.
+func (m *Manager) PruneSnapshots(keepBuilds map[string]bool, before time.Time) (int, error) {
+	root := filepath.Join(m.cfg.DataDir, "snapshots")
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	} else if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		dir := filepath.Join(root, e.Name())
+		fi, err := os.Stat(dir)
+		if err != nil || !fi.ModTime().Before(before) {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, snapshotBuilds))
+		if slices.ContainsFunc(strings.Fields(string(b)), func(id string) bool { return keepBuilds[id] }) {
+			continue
+		}
+		lk := m.snapLock(e.Name())
+		lk.Lock()
+		err = os.RemoveAll(dir)
+		lk.Unlock()
+		if err != nil {
+			return n, err
+		}
+		m.log.Info("pruned template snapshot", "key", e.Name(), "builds", strings.Fields(string(b)))
+		n++
+	}
+	return n, nil
 }

@@ -102,7 +102,20 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 	}
 	prune(filepath.Join(s.cfg.DataDir, "layers"), "complete", func(p string) bool { return used[p] })
 	prune(filepath.Join(s.cfg.DataDir, "uploads"), "complete", func(string) bool { return false })
+	if sp, ok := s.snap.(snapshotPruner); ok {
+		n, err := sp.PruneSnapshots(keep, now.Add(-PruneAge))
+		if err != nil {
+			s.log.Warn("prune template snapshots", "err", err)
+		}
+		removed += n
+	}
 	return removed, nil
+}
+
+// snapshotPruner removes snapshots that serve none of the kept builds and
+// were not used since before (the sandbox manager).
+type snapshotPruner interface {
+	PruneSnapshots(keepBuilds map[string]bool, before time.Time) (int, error)
 }
 
 // PruneLoop prunes every cfg.PruneEvery until ctx ends.
