@@ -1,0 +1,325 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sbxdev/sbx/sdk"
+)
+
+// BenchmarkTemplateSnapshot measures what template snapshots buy: the time
+// from a create request to the first useful answer of the sandbox's start
+// command, for sandboxes restored from the template's snapshot and for
+// sandboxes that run the start command cold, on two servers in the same run
+// (same machine, same load, samples interleaved so drift hits both alike):
+//
+//	snapshot: default server, --pool '*=0:0' (every create restores)
+//	cold:     --snapshot-runtime none --pool '*=0:0' (every create runs the start command)
+//	pool:     default server, default pools (what a user sees: pooled
+//	          sandboxes are refilled from the snapshot); measured after the
+//	          two others, on its own, so its refills load no other sample.
+//
+// Run it with `make bench-snapshot`. It reports p50/p95 per server and the
+// ratio cold/snapshot of the p50s; it asserts no time.
+func BenchmarkTemplateSnapshot(b *testing.B) {
+	snap := StartServer(b, "--pool", "*=0:0")
+	cold := StartServer(b, "--snapshot-runtime", "none", "--pool", "*=0:0")
+	for _, sc := range benchScenarios {
+		b.Run(sc.name, func(b *testing.B) { benchScenario(b, sc, snap, cold) })
+	}
+}
+
+// benchSamples is the number of timed creates per server and b.N: enough
+// for a p95 that is not the maximum of a handful. SBX_BENCH_SAMPLES
+// overrides it (a quick look, or a longer run).
+func benchSamples(b *testing.B) int {
+	v := os.Getenv("SBX_BENCH_SAMPLES")
+	if v == "" {
+		return 20
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("SBX_BENCH_SAMPLES=%q: want a whole number of samples >= 1, e.g. 20", v)
+	}
+	return n
+}
+
+// poolThink is the pause before each create on the pooled server, outside
+// the timed part: a user's think time, in which the pool refills.
+const poolThink = 2 * time.Second
+
+// sampleWait bounds one sample (create + first answer); it only turns a
+// hang into a clear failure.
+const sampleWait = 3 * time.Minute
+
+type snapScenario struct {
+	name       string
+	dockerfile string
+	buildArgs  []string
+	// first waits for the start command's first useful answer in sb and
+	// checks it is the right one.
+	first func(ctx context.Context, s *Server, sb *sdk.Sandbox) error
+}
+
+// benchHTTPStart does real start-up work before serving: imports, then a
+// second of building a table, then an HTTP server on 8000 that answers with
+// the table's size. A restored sandbox has all of it done already.
+const benchHTTPStart = `import time, json, hashlib, decimal, sqlite3, email.parser, xml.etree.ElementTree, http.server as h
+t = time.time(); table = {}; i = 0
+while time.time() - t < 1:
+    table[i] = hashlib.sha256(str(i).encode()).hexdigest(); i += 1
+body = json.dumps({"entries": len(table)}).encode()
+class H(h.BaseHTTPRequestHandler):
+    def do_GET(s):
+        s.send_response(200); s.end_headers(); s.wfile.write(body)
+    def log_message(s, *a): pass
+h.ThreadingHTTPServer(("0.0.0.0", 8000), H).serve_forever()
+`
+
+var benchScenarios = []snapScenario{
+	{
+		name:       "code-interpreter",
+		dockerfile: "FROM code-interpreter\nRUN echo bench > /opt/bench.txt\n",
+		first: func(ctx context.Context, _ *Server, sb *sdk.Sandbox) error {
+			ex, err := sb.RunCode(ctx, "import numpy; numpy.arange(3).sum()", nil)
+			if err != nil {
+				return err
+			}
+			if ex.Error != nil {
+				return fmt.Errorf("kernel raised %s: %s", ex.Error.Name, ex.Error.Value)
+			}
+			if len(ex.Results) == 0 || strings.TrimSpace(ex.Results[0].Text) != "3" {
+				return fmt.Errorf("numpy.arange(3).sum() gave results %+v, want text 3", ex.Results)
+			}
+			return nil
+		},
+	},
+	{
+		name:       "http-start",
+		dockerfile: "FROM base\nRUN echo bench > /opt/bench.txt\nCMD " + mustJSON([]string{"python3", "-c", benchHTTPStart}) + "\n",
+		buildArgs:  []string{"--ready-cmd", "curl -sf localhost:8000"},
+		first: func(ctx context.Context, s *Server, sb *sdk.Sandbox) error {
+			body, err := firstPortResponse(ctx, s, sb.ID, 8000)
+			if err != nil {
+				return err
+			}
+			var got struct{ Entries int }
+			if err := json.Unmarshal(body, &got); err != nil || got.Entries == 0 {
+				return fmt.Errorf("port 8000 answered %q, want {\"entries\": N>0} (err %v)", body, err)
+			}
+			return nil
+		},
+	},
+}
+
+// mustJSON is v as a Dockerfile exec-form array: plain JSON, < and > as is.
+func mustJSON(v any) string {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		panic(err)
+	}
+	return strings.TrimSpace(buf.String())
+}
+
+// benchScenario builds sc's template on every server, then times creates.
+func benchScenario(b *testing.B, sc snapScenario, snap, cold *Server) {
+	tpl := "bench-" + sc.name
+	buildBenchTemplate(b, snap, sc, tpl, "snapshot: saved")
+	buildBenchTemplate(b, cold, sc, tpl, "run the start command when they start")
+
+	// One untimed create each: the first restore reads the snapshot from
+	// disk, later ones find it in the page cache, as on a server in use.
+	firstSnap := benchSample(b, snap, sc, tpl)
+	firstCold := benchSample(b, cold, sc, tpl)
+
+	n := benchSamples(b) * b.N
+	var snapS, coldS []sample
+	b.ResetTimer()
+	for i := range n {
+		// Alternate which server goes first so neither always runs
+		// right after the other's kill.
+		if i%2 == 0 {
+			snapS = append(snapS, benchSample(b, snap, sc, tpl))
+			coldS = append(coldS, benchSample(b, cold, sc, tpl))
+		} else {
+			coldS = append(coldS, benchSample(b, cold, sc, tpl))
+			snapS = append(snapS, benchSample(b, snap, sc, tpl))
+		}
+	}
+	b.StopTimer()
+
+	// The pooled server runs alone: its default pools and refills would
+	// otherwise load the two servers above.
+	pooled := StartServer(b)
+	buildBenchTemplate(b, pooled, sc, tpl, "snapshot: saved")
+	firstPool := benchSample(b, pooled, sc, tpl) // starts the template's pool (demand-sized)
+	var poolS []sample
+	for range n {
+		time.Sleep(poolThink)
+		poolS = append(poolS, benchSample(b, pooled, sc, tpl))
+	}
+	pooled.Stop(syscall.SIGTERM) // free its pools before the next scenario
+
+	rows := []struct {
+		name    string
+		first   sample
+		samples []sample
+	}{
+		{"snapshot", firstSnap, snapS},
+		{"cold", firstCold, coldS},
+		{"pool", firstPool, poolS},
+	}
+	var tbl strings.Builder
+	fmt.Fprintf(&tbl, "%s: ms from create request to first answer (create: until Create returned), %d samples per server\n", sc.name, n)
+	fmt.Fprintf(&tbl, "%-9s %7s %7s %7s %7s %7s %11s %7s\n", "server", "first", "p50", "p95", "min", "max", "create-p50", "pooled")
+	p50 := map[string]float64{}
+	for _, r := range rows {
+		total, create := field(r.samples, func(s sample) float64 { return s.ms }), field(r.samples, func(s sample) float64 { return s.createMS })
+		pooledN := 0
+		for _, s := range r.samples {
+			if s.pooled {
+				pooledN++
+			}
+		}
+		p50[r.name] = percentile(total, 50)
+		b.ReportMetric(p50[r.name], r.name+"-p50-ms")
+		b.ReportMetric(percentile(total, 95), r.name+"-p95-ms")
+		fmt.Fprintf(&tbl, "%-9s %7.0f %7.0f %7.0f %7.0f %7.0f %11.0f %4d/%-2d\n", r.name, r.first.ms, p50[r.name], percentile(total, 95),
+			slices.Min(total), slices.Max(total), percentile(create, 50), pooledN, len(r.samples))
+	}
+	b.ReportMetric(p50["cold"]/p50["snapshot"], "cold/snapshot-p50")
+	b.ReportMetric(p50["cold"]/p50["pool"], "cold/pool-p50")
+	fmt.Fprintf(&tbl, "cold/snapshot p50 = %.2fx, cold/pool p50 = %.2fx (pool: %s between creates, untimed)",
+		p50["cold"]/p50["snapshot"], p50["cold"]/p50["pool"], poolThink)
+	b.Logf("%s", tbl.String())
+}
+
+type sample struct {
+	ms       float64 // create request to first answer
+	createMS float64 // create request to Create returning
+	pooled   bool    // the server handed out a pooled sandbox
+}
+
+func field(ss []sample, f func(sample) float64) []float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = f(s)
+	}
+	return out
+}
+
+// benchSample times one create up to the start command's first useful
+// answer; the kill afterwards is not timed.
+func benchSample(b *testing.B, s *Server, sc snapScenario, tpl string) sample {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(b.Context(), sampleWait)
+	defer cancel()
+	c := s.Client(b)
+	t0 := time.Now()
+	sb, err := c.Create(ctx, sdk.CreateOptions{Template: tpl})
+	created := time.Since(t0)
+	if err != nil {
+		b.Fatalf("%s: create from %s on %s: %v", sc.name, tpl, strings.Join(s.Extra, " "), err)
+	}
+	err = sc.first(ctx, s, sb)
+	elapsed := time.Since(t0)
+	if kerr := sb.Kill(context.WithoutCancel(ctx)); kerr != nil {
+		b.Errorf("kill %s: %v", sb.ID, kerr)
+	}
+	if err != nil {
+		b.Fatalf("%s: sandbox %s on server %s: first answer: %v", sc.name, sb.ID, strings.Join(s.Extra, " "), err)
+	}
+	return sample{ms: float64(elapsed) / float64(time.Millisecond), createMS: float64(created) / float64(time.Millisecond),
+		pooled: createdPooled(s, sb.ID)}
+}
+
+// createdPooled reads the server's log (slog text lines) for whether it
+// handed out a pooled sandbox for id.
+func createdPooled(s *Server, id string) bool {
+	for line := range strings.Lines(s.log.String()) {
+		if !strings.Contains(line, `msg="sandbox created"`) {
+			continue
+		}
+		f := strings.Fields(line)
+		if slices.Contains(f, "sandbox.id="+id) {
+			return slices.Contains(f, "pooled=true")
+		}
+	}
+	return false
+}
+
+// buildBenchTemplate builds sc's template on s with `sbx template build`
+// and checks the build log says what the server does with the start
+// command (want), so no server measures something other than it claims.
+func buildBenchTemplate(b *testing.B, s *Server, sc snapScenario, tpl, want string) {
+	b.Helper()
+	dir := b.TempDir()
+	if err := os.WriteFile(dir+"/e2b.Dockerfile", []byte(sc.dockerfile), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	args := append([]string{"template", "build", "--name", tpl}, sc.buildArgs...)
+	cmd := exec.CommandContext(b.Context(), s.Bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "E2B_API_URL="+s.URL, "E2B_API_KEY="+s.APIKey, "E2B_SANDBOX_URL="+s.URL)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("sbx template build %s on %s: %v\n%s", tpl, strings.Join(s.Extra, " "), err, out)
+	}
+	if !strings.Contains(string(out), want) && !strings.Contains(string(out), "CACHED snapshot") {
+		b.Fatalf("build of %s on server %q does not say %q:\n%s", tpl, strings.Join(s.Extra, " "), want, out)
+	}
+}
+
+// firstPortResponse polls port of sandbox id through the sbx proxy until
+// it answers 200 and returns the body. Create returns after the ready
+// command passed, so the first try normally succeeds; polling keeps a slow
+// proxy path from being reported as an error.
+func firstPortResponse(ctx context.Context, s *Server, id string, port int) ([]byte, error) {
+	var last string
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/", nil)
+		req.Header.Set("E2b-Sandbox-Id", id)
+		req.Header.Set("E2b-Sandbox-Port", fmt.Sprint(port))
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			body, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && rerr == nil {
+				return body, nil
+			}
+			last = fmt.Sprintf("%s: %s", resp.Status, body)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("port %d of %s never answered 200 (last: %s): %w", port, id, last, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// percentile is the nearest-rank p-th percentile of xs.
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Sorted(slices.Values(xs))
+	rank := int(math.Ceil(p / 100 * float64(len(s))))
+	return s[max(rank, 1)-1]
+}
