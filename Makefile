@@ -8,7 +8,7 @@ LISTEN   ?= 127.0.0.1:3000
 DATA_DIR ?= /var/lib/sbx
 GOTEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build deps run test js-deps test-go test-js bench clean
+.PHONY: all build deps run test js-deps test-go test-js bench bench-snapshot clean
 
 all: build
 
@@ -43,6 +43,11 @@ test-js: js-deps
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/... 
+
+# Template snapshots against cold starts, measured side by side in one run
+# (needs root, crun and runsc; see README "Template snapshots").
+bench-snapshot: build
+	$(GO) test ./tests/e2e -run '^$$' -bench BenchmarkTemplateSnapshot -benchtime 1x -v
 
 clean:
 	rm -rf bin
