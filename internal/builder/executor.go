@@ -98,7 +98,10 @@ type Request struct {
 	Force    bool // rebuild every step (E2B's force / skipCache)
 	StartCmd string
 	ReadyCmd string
-	Progress func(Progress) // may be nil
+	// SkipStartCheck leaves the start and ready commands to the caller,
+	// which checks them itself (the template snapshot starts them anyway).
+	SkipStartCheck bool
+	Progress       func(Progress) // may be nil
 }
 
 // Progress is one log line of a build.
@@ -249,7 +252,7 @@ func (e *Executor) Build(ctx context.Context, req Request) (*Result, error) {
 	if !st.explicitDir {
 		res.Workdir = req.Base.Workdir
 	}
-	if req.StartCmd != "" {
+	if req.StartCmd != "" && !req.SkipStartCheck {
 		if err := e.finalize(ctx, req, res, key, force, logf); err != nil {
 			return nil, err
 		}

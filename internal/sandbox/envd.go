@@ -104,17 +104,6 @@ func (a *agent) init(ctx context.Context, r initRequest) error {
 	return nil
 }
 
-// start runs cmd through bash in the background as user and returns once
-// envd reported the process started.
-func (a *agent) start(ctx context.Context, token, user, cwd, cmd string) error {
-	resp, err := a.startStream(ctx, token, user, cwd, cmd)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	return nil
-}
-
 // run runs cmd to completion and returns its exit code.
 func (a *agent) run(ctx context.Context, token, user, cwd, cmd string) (int, error) {
 	resp, err := a.startStream(ctx, token, user, cwd, cmd)
@@ -208,6 +197,62 @@ func (a *agent) startStream(ctx context.Context, token, user, cwd, cmd string) (
 		return nil, fmt.Errorf("start command %q failed: %s %v", cmd, first, err)
 	}
 	return resp, nil
+}
+
+// startEnd is how a start command's stream ended: its exit code and the
+// last of its output, or the error that ended the stream.
+type startEnd struct {
+	code int
+	tail string
+	err  error
+}
+
+// watchEnd reads a started command's stream until its end event and sends
+// the result once. Closing resp.Body stops it; the process keeps running.
+func watchEnd(resp *http.Response) <-chan startEnd {
+	ch := make(chan startEnd, 1)
+	go func() {
+		br := bufio.NewReader(resp.Body)
+		var tail []byte
+		for {
+			var head [5]byte
+			if _, err := io.ReadFull(br, head[:]); err != nil {
+				ch <- startEnd{code: -1, tail: string(tail), err: err}
+				return
+			}
+			msg := make([]byte, binary.BigEndian.Uint32(head[1:]))
+			if _, err := io.ReadFull(br, msg); err != nil {
+				ch <- startEnd{code: -1, tail: string(tail), err: err}
+				return
+			}
+			var ev struct {
+				Event struct {
+					Data *struct {
+						Stdout []byte `json:"stdout"`
+						Stderr []byte `json:"stderr"`
+					} `json:"data"`
+					End *struct {
+						ExitCode int `json:"exitCode"`
+					} `json:"end"`
+				} `json:"event"`
+			}
+			if json.Unmarshal(msg, &ev) != nil {
+				continue
+			}
+			if d := ev.Event.Data; d != nil {
+				tail = append(tail, d.Stdout...)
+				tail = append(tail, d.Stderr...)
+				if len(tail) > 2048 {
+					tail = tail[len(tail)-2048:]
+				}
+			}
+			if ev.Event.End != nil {
+				ch <- startEnd{code: ev.Event.End.ExitCode, tail: string(tail)}
+				return
+			}
+		}
+	}()
+	return ch
 }
 
 // waitPort polls GET /health on a port inside the sandbox until it answers 200.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -320,19 +321,42 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 }
 
 // startCommand starts the template's start command and waits until it is
-// ready (port answering, ready command exiting 0).
+// ready (port answering, ready command exiting 0). A start command that
+// fails (exits non-zero) before it is ready ends the wait at once with its
+// exit code and last output; one that exits 0 may have started a daemon,
+// so the ready check goes on.
 func (m *Manager) startCommand(ctx context.Context, a *agent, token string, tpl template.Template) error {
-	if err := a.start(ctx, token, tpl.User, tpl.Workdir, tpl.StartCmd); err != nil {
+	resp, err := a.startStream(ctx, token, tpl.User, tpl.Workdir, tpl.StartCmd)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close() // after ready: the command keeps running
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case end := <-watchEnd(resp):
+			if end.err == nil && end.code != 0 {
+				cancel(errdefs.Invalid("start command %q exited with code %d before it was ready; its last output:\n%s",
+					tpl.StartCmd, end.code, strings.TrimSpace(end.tail)))
+			}
+		case <-rctx.Done():
+		}
+	}()
+	failed := func(err error) error {
+		if cause := context.Cause(rctx); cause != nil && ctx.Err() == nil && !errors.Is(cause, context.Canceled) {
+			return cause
+		}
 		return err
 	}
 	if tpl.ReadyPort > 0 {
-		if err := a.waitPort(ctx, token, tpl.ReadyPort); err != nil {
-			return err
+		if err := a.waitPort(rctx, token, tpl.ReadyPort); err != nil {
+			return failed(err)
 		}
 	}
 	if tpl.ReadyCmd != "" {
-		if err := a.waitCommand(ctx, token, tpl.User, tpl.Workdir, tpl.ReadyCmd); err != nil {
-			return err
+		if err := a.waitCommand(rctx, token, tpl.User, tpl.Workdir, tpl.ReadyCmd); err != nil {
+			return failed(err)
 		}
 	}
 	return nil

@@ -479,7 +479,7 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 		}
 	}
 	res, err := s.exec.Build(ctx, builder.Request{Base: base, Steps: req.Steps, Files: uploadFiles{s.uploads},
-		Force: req.Force, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd,
+		Force: req.Force, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, SkipStartCheck: s.snapshotsOn(),
 		Progress: func(p builder.Progress) {
 			step := ""
 			if p.Step > 0 {

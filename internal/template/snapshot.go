@@ -20,6 +20,17 @@ type Snapshotter interface {
 // SetSnapshotter turns on template snapshots. Call before serving.
 func (s *Service) SetSnapshotter(sn Snapshotter) { s.snap = sn }
 
+// snapshotsOn reports whether builds end with a snapshot, which starts
+// the start command and waits for the ready command itself: the builder's
+// own check of both would only double the wait.
+func (s *Service) snapshotsOn() bool {
+	if s.snap == nil {
+		return false
+	}
+	ok, _ := s.snap.SnapshotsAvailable()
+	return ok
+}
+
 // snapshot is the last phase of a build with a start command. A start or
 // ready command that fails fails the build (E2B's finalize step); any other
 // failure leaves the template usable without a snapshot, and the log says

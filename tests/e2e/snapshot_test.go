@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sbxdev/sbx/sdk"
 )
@@ -175,5 +176,38 @@ func TestCodeInterpreterTemplateSnapshot(t *testing.T) {
 		if got := strings.Join(ex.Logs.Stdout, ""); got != want || ex.Error != nil {
 			t.Errorf("sandbox %d: kernel printed %q (error %v), want %q", i, got, ex.Error, want)
 		}
+	}
+}
+
+// TestTemplateStartCommandFails: a start command that dies before it is
+// ready fails the build at once, with its exit code and output, and the
+// template keeps its previous build.
+func TestTemplateStartCommandFails(t *testing.T) {
+	s := StartServer(t)
+	c := s.Client(t)
+	dir := t.TempDir()
+	writeContext(t, dir, map[string]string{"e2b.Dockerfile": snapshotDockerfile})
+	if out, err := templateCLI(t, s, dir, "build", "--name", "fails-later", "--ready-cmd=curl -sf http://127.0.0.1:8000"); err != nil {
+		t.Fatalf("first build: %v\n%s", err, out)
+	}
+	writeContext(t, dir, map[string]string{"e2b.Dockerfile": "FROM base\nRUN echo v2 > /opt/v2.txt\nCMD [\"sh\", \"-c\", \"echo cannot load the model >&2; exit 3\"]\n"})
+	t0 := time.Now()
+	out, err := templateCLI(t, s, dir, "build", "--name", "fails-later", "--ready-cmd=curl -sf http://127.0.0.1:8000")
+	if err == nil {
+		t.Fatalf("build with a failing start command succeeded:\n%s", out)
+	}
+	for _, want := range []string{"exited with code 3", "cannot load the model"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("build output lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("failed after %s (the ready check would have waited a minute)", time.Since(t0).Round(time.Millisecond))
+	sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "fails-later"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sb.Kill(context.Background()) })
+	if got := runIn(t, sb, "test -e /opt/v2.txt && echo v2 || cat /opt/built.txt"); got != "built\n" {
+		t.Errorf("after the failed build the template serves %q, want the previous build", got)
 	}
 }
