@@ -102,15 +102,17 @@ type Manager struct {
 
 	snapMu    sync.Mutex
 	snapLocks map[string]*sync.Mutex // one snapshot at a time per key (snapshot.go)
+	snapRetry map[string]time.Time   // next background attempt per key
 }
 
 // live is the in-memory side of a running sandbox.
 type live struct {
-	mu    sync.Mutex
-	sb    store.Sandbox
-	agent *agent
-	timer *time.Timer
-	cpu   cpuSample
+	mu       sync.Mutex
+	snapshot string // the template snapshot it was restored from, "" if started cold
+	sb       store.Sandbox
+	agent    *agent
+	timer    *time.Timer
+	cpu      cpuSample
 }
 
 type cpuSample struct {
@@ -122,7 +124,7 @@ type cpuSample struct {
 func New(cfg Config, log *slog.Logger, st store.Store, drv runtime.Driver, netw Network, tpl Templates) *Manager {
 	rt := newRuntimes(drv)
 	return &Manager{cfg: cfg, log: log, store: st, driver: rt, rt: rt, network: netw, templates: tpl,
-		now: time.Now, live: map[string]*live{}, snapLocks: map[string]*sync.Mutex{}}
+		now: time.Now, live: map[string]*live{}, snapLocks: map[string]*sync.Mutex{}, snapRetry: map[string]time.Time{}}
 }
 
 // CreateRequest is what a client asks for.
@@ -299,7 +301,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	}
 	tStart = time.Since(t0) - tNet
 	a := newAgent(filepath.Join(runDir, "envd.sock"))
-	l = &live{sb: *sb, agent: a}
+	l = &live{sb: *sb, agent: a, snapshot: how.snapshot}
 	if err := a.waitReady(ctx); err != nil {
 		return nil, err
 	}

@@ -70,6 +70,11 @@ func (p *pool) noteClaim(now time.Time) {
 	p.claims = append(p.claims, now)
 	p.last = now
 	p.mu.Unlock()
+	p.kick()
+}
+
+// kick makes the fill loop look at the pool now.
+func (p *pool) kick() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
@@ -241,6 +246,13 @@ func (m *Manager) claim(ctx context.Context, tpl template.Template, sb *store.Sa
 		case l = <-p.ready:
 		default:
 			return nil
+		}
+		if l.snapshot != m.launchFor(tpl).snapshot {
+			// Pooled before the template's snapshot existed (or after it
+			// went): every sandbox of a build must start the same way.
+			m.log.Debug("pooled sandbox started otherwise than the template now starts; discarding it", "sandbox.id", l.sb.ID)
+			m.destroy(context.WithoutCancel(ctx), l.sb.ID)
+			continue
 		}
 		sb.ID, sb.NetNS, sb.Runtime = l.sb.ID, l.sb.NetNS, l.sb.Runtime
 		if err := m.writeToken(sb.ID, sb.AccessToken); err == nil {

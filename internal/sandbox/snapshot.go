@@ -100,7 +100,55 @@ func (m *Manager) launchFor(tpl template.Template) launch {
 	if dir := m.snapshotDir(key); snapshotComplete(dir) {
 		return launch{snapshot: dir}
 	}
+	m.resnapshot(tpl, key)
 	return launch{}
+}
+
+// resnapshotRetry spaces background attempts at one snapshot key.
+const resnapshotRetry = 10 * time.Minute
+
+// resnapshot takes a template's missing snapshot in the background: its
+// key changed under a built template (sbx upgraded its agent binaries, the
+// snapshot runtime's flags changed, snapshots were turned on, or pruning
+// removed it). Sandboxes start cold until it is there.
+func (m *Manager) resnapshot(tpl template.Template, key string) {
+	m.mu.Lock()
+	ctx := m.poolCtx
+	m.mu.Unlock()
+	if ctx == nil || ctx.Err() != nil {
+		return // not serving (tests, shutdown)
+	}
+	now := time.Now()
+	m.snapMu.Lock()
+	if m.snapRetry[key].After(now) {
+		m.snapMu.Unlock()
+		return
+	}
+	m.snapRetry[key] = now.Add(resnapshotRetry)
+	m.snapMu.Unlock()
+	m.poolWG.Add(1)
+	go func() {
+		defer m.poolWG.Done()
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer cancel()
+		m.log.Info("taking the template's missing snapshot; its sandboxes start cold meanwhile",
+			"template.id", tpl.ID, "build.id", tpl.BuildID, "key", key)
+		_, err := m.Snapshot(ctx, tpl, false, func(l string) { m.log.Debug(l, "template.id", tpl.ID) })
+		if err != nil {
+			m.log.Warn("template snapshot failed; its sandboxes run the start command when they start",
+				"template.id", tpl.ID, "err", err, "retry_in", resnapshotRetry)
+			return
+		}
+		// Sandboxes pooled meanwhile started cold: replace them with
+		// restored ones, so every sandbox of the build shares one state.
+		m.mu.Lock()
+		p := m.pools[tpl.ID]
+		m.mu.Unlock()
+		if p != nil {
+			m.drain(ctx, p)
+			p.kick()
+		}
+	}()
 }
 
 // HasSnapshot reports whether sandboxes of tpl are restored from a snapshot.

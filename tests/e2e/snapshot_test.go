@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -116,6 +118,33 @@ func TestTemplateSnapshot(t *testing.T) {
 	s.Start(t)
 	if got := probe(create()); got.token != first.token {
 		t.Errorf("after a restart sandboxes serve token %q, want the snapshot's %q", got.token, first.token)
+	}
+
+	// A snapshot gone under a built template (an upgrade changed its key,
+	// pruning removed it) is taken again in the background on first use.
+	s.Stop(syscall.SIGTERM)
+	snaps := filepath.Join(s.DataDir, "snapshots")
+	if err := os.RemoveAll(snaps); err != nil {
+		t.Fatal(err)
+	}
+	s.Start(t)
+	if got := probe(create()); got.token == first.token {
+		t.Errorf("with its snapshot deleted a sandbox still serves the old snapshot's token")
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		m, _ := filepath.Glob(filepath.Join(snaps, "*", "state", "complete"))
+		if len(m) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the missing snapshot was not taken again within 2 minutes")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	a, b := probe(create()), probe(create())
+	if a.token != b.token || a.token == first.token {
+		t.Errorf("after the snapshot was taken again sandboxes serve %q and %q; want one new token", a.token, b.token)
 	}
 }
 
