@@ -6,8 +6,9 @@
 //
 // Scenarios:
 //   tti        Sandbox.create() → first commands.run() result, sequential
-//   tti20      the same, 20 at once
-//   tti50      the same, 50 at once
+//   tti20      the same, 20 at once (3 waves)
+//   tti50      the same, 50 at once (3 waves; start sbx with --pool base=50:60 to
+//              measure warm starts)
 //   runcode    runCode("1+1") round trip on a ready code-interpreter sandbox
 //   ci-first   Sandbox.create() (code-interpreter) → first runCode with numpy imported
 import { Sandbox } from 'e2b'
@@ -20,17 +21,35 @@ const pct = (xs, p) => {
 const report = (name, xs) =>
   console.log(`${name.padEnd(12)} n=${String(xs.length).padStart(3)}  p50 ${pct(xs, 0.5).toFixed(1).padStart(7)} ms  p95 ${pct(xs, 0.95).toFixed(1).padStart(7)} ms  min ${Math.min(...xs).toFixed(1)}  max ${Math.max(...xs).toFixed(1)}`)
 
-async function tti() {
+// timedCreate measures Sandbox.create() → first commands.run() result and
+// returns the duration with the sandbox, which the caller kills outside
+// the timed path.
+async function timedCreate() {
   const t0 = performance.now()
   const sbx = await Sandbox.create()
   await sbx.commands.run('echo ok')
-  const d = performance.now() - t0
+  return { d: performance.now() - t0, sbx }
+}
+
+async function tti() {
+  const { d, sbx } = await timedCreate()
   await sbx.kill()
   return d
 }
 
-async function concurrent(n) {
-  return Promise.all(Array.from({ length: n }, () => tti()))
+// concurrent runs `waves` waves of n creates started together; each wave's
+// sandboxes are killed after the whole wave finished (as `sbx bench tti`
+// does), so kills never compete with a timed create. The pool refills
+// between waves.
+async function concurrent(n, waves = 3) {
+  const xs = []
+  for (let w = 0; w < waves; w++) {
+    const rs = await Promise.all(Array.from({ length: n }, () => timedCreate()))
+    xs.push(...rs.map((r) => r.d))
+    await Promise.all(rs.map((r) => r.sbx.kill()))
+    await new Promise((res) => setTimeout(res, 3000))
+  }
+  return xs
 }
 
 const scenarios = {
