@@ -256,7 +256,25 @@ func (m *Manager) prepareInternet(ctx context.Context, id string) (netip.Addr, e
 		}
 		m.hostReady = true
 	}
-	return m.ipam.allocate(id)
+	addr, err := m.ipam.allocate(id)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	m.forgetNeighbor(addr)
+	return addr, nil
+}
+
+// forgetNeighbor drops the host's neighbour (ARP) entry for an address
+// handed to a new sandbox. Addresses are reused (after a kill, by other
+// servers on the bridge, after restarts), and an entry left by the
+// previous holder names its MAC: the host then sends the new sandbox's
+// traffic to a MAC nobody has until the entry ages out, and the first
+// connections to the sandbox stall for seconds.
+func (m *Manager) forgetNeighbor(addr netip.Addr) {
+	err := m.host.NeighDel(&netlink.Neigh{LinkIndex: m.bridgeIndex, Family: netlink.FAMILY_V4, IP: addr.AsSlice()})
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		m.log.Debug("forget neighbour entry of a reused address", "addr", addr, "err", err)
+	}
 }
 
 // inNewNS creates a network namespace on a locked OS thread, pins it with a

@@ -557,3 +557,39 @@ func reportPercentiles(b *testing.B, name string, ds []time.Duration) {
 	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, name+"-p50-ms")
 	b.ReportMetric(float64(ds[len(ds)*95/100].Microseconds())/1000, name+"-p95-ms")
 }
+
+// A new sandbox must be reachable at once even if its address's previous
+// holder left a neighbour entry on the host naming its MAC (addresses are
+// reused after kills, across servers and restarts).
+func TestReusedAddressHasNoStaleNeighbour(t *testing.T) {
+	m, _ := newTestManager(t)
+	setup(t, m, true) // brings up the bridge
+	// Every address of the test subnet gets a stale entry for a MAC that
+	// no sandbox has, as a killed sandbox leaves behind.
+	stale, _ := net.ParseMAC("02:00:5e:00:53:01")
+	for a := m.ipam.gateway.Next(); m.ipam.prefix.Contains(a); a = a.Next() {
+		if err := m.host.NeighSet(&netlink.Neigh{LinkIndex: m.bridgeIndex, Family: netlink.FAMILY_V4,
+			State: netlink.NUD_STALE, IP: a.AsSlice(), HardwareAddr: stale}); err != nil {
+			t.Fatalf("seed neighbour entry for %s: %v", a, err)
+		}
+	}
+	id, path := setup(t, m, true)
+	addr, ok := m.Address(id)
+	if !ok {
+		t.Fatalf("no address for sandbox %s", id)
+	}
+	neighs, err := m.host.NeighList(m.bridgeIndex, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range neighs {
+		if n.IP.Equal(addr.AsSlice()) && n.HardwareAddr.String() == stale.String() {
+			t.Fatalf("the host still maps the new sandbox's address %s to the previous holder's MAC %s", addr, stale)
+		}
+	}
+	ln := listen(t, path, "0.0.0.0:0")
+	target := netip.AddrPortFrom(addr, uint16(ln.Addr().(*net.TCPAddr).Port)).String()
+	if _, err := dial(t, "", target); err != nil {
+		t.Fatalf("host cannot reach the new sandbox at %s: %v", target, err)
+	}
+}
