@@ -159,21 +159,9 @@ func benchScenario(b *testing.B, sc snapScenario, snap, cold *Server) {
 	buildBenchTemplate(b, snap, sc, tpl, "snapshot: saved")
 	buildBenchTemplate(b, cold, sc, tpl, "run the start command when they start")
 
-	// Each sandbox is killed (untimed) only after the other server's next
-	// create: both servers hand out addresses from the same subnet on the
-	// same bridge, each from its own cursor, so a kill right away would
-	// give the other server's next sandbox the address just freed, and the
-	// host's neighbour entry for it still names the dead sandbox's MAC.
-	// The proxy's direct dial to such a sandbox times out (2 s) before it
-	// falls back to the agent, which would be timed as start-up work (see
-	// the README). A live sandbox's lease makes the next create skip it.
-	var pending *sdk.Sandbox
 	measure := func(s *Server) sample {
 		smp, sb := benchSample(b, s, sc, tpl)
-		if pending != nil {
-			killBench(b, pending)
-		}
-		pending = sb
+		killBench(b, sb) // untimed
 		return smp
 	}
 	// One untimed create each: the first restore reads the snapshot from
@@ -183,27 +171,28 @@ func benchScenario(b *testing.B, sc snapScenario, snap, cold *Server) {
 	n := benchSamples(b) * b.N
 	var snapS, coldS []sample
 	b.ResetTimer()
-	for range n {
-		snapS = append(snapS, measure(snap))
-		coldS = append(coldS, measure(cold))
+	for i := range n {
+		// Alternate which server goes first so neither always runs
+		// right after the other's kill.
+		if i%2 == 0 {
+			snapS = append(snapS, measure(snap))
+			coldS = append(coldS, measure(cold))
+		} else {
+			coldS = append(coldS, measure(cold))
+			snapS = append(snapS, measure(snap))
+		}
 	}
 	b.StopTimer()
-	killBench(b, pending)
 
 	// The pooled server runs alone: its default pools and refills would
 	// otherwise load the two servers above.
 	pooled := StartServer(b)
 	buildBenchTemplate(b, pooled, sc, tpl, "snapshot: saved")
-	onPool := func() sample {
-		smp, sb := benchSample(b, pooled, sc, tpl)
-		killBench(b, sb)
-		return smp
-	}
-	firstPool := onPool() // starts the template's pool (demand-sized)
+	firstPool := measure(pooled) // starts the template's pool (demand-sized)
 	var poolS []sample
 	for range n {
 		time.Sleep(poolThink)
-		poolS = append(poolS, onPool())
+		poolS = append(poolS, measure(pooled))
 	}
 	pooled.Stop(syscall.SIGTERM) // free its pools before the next scenario
 
@@ -246,10 +235,10 @@ func benchScenario(b *testing.B, sc snapScenario, snap, cold *Server) {
 	b.ReportMetric(p50["cold"]/p50["pool"], "cold/pool-p50")
 	fmt.Fprintf(&tbl, "cold/snapshot p50 = %.2fx, cold/pool p50 = %.2fx (pool: %s between creates, untimed)\n",
 		p50["cold"]/p50["snapshot"], p50["cold"]/p50["pool"], poolThink)
-	fmt.Fprintf(&tbl, "slowdial: first answer >= %.0f ms after Create returned, the proxy's direct-dial timeout: the host's neighbour entry\n"+
-		"for the sandbox's address still named an earlier sandbox's MAC (addresses are reused across servers and runs);\n"+
-		"p50* is the p50 of the other samples (NaN when none): what start-up costs without that bug;\n"+
-		"2nd-p50: the same request sent again right after (not in p50): what each later request costs", slowDialMS)
+	fmt.Fprintf(&tbl, "slowdial: first answer >= %.0f ms after Create returned: the proxy's dial to the sandbox's address timed out\n"+
+		"(it did while the host kept a reused address's neighbour entry naming a dead sandbox's MAC, fixed in b8e04d9);\n"+
+		"p50* is the p50 of the other samples (NaN when none); 2nd-p50: the same request sent again right after\n"+
+		"(not in p50): what each later request costs", slowDialMS)
 	b.Logf("%s", tbl.String())
 }
 
