@@ -159,6 +159,7 @@ func benchScenario(b *testing.B, sc snapScenario, snap, cold *Server) {
 	buildBenchTemplate(b, snap, sc, tpl, "snapshot: saved")
 	buildBenchTemplate(b, cold, sc, tpl, "run the start command when they start")
 
+	snapFellBack := len(restoreFellBack(snap)) // the server is shared by the scenarios
 	measure := func(s *Server) sample {
 		smp, sb := benchSample(b, s, sc, tpl)
 		killBench(b, sb) // untimed
@@ -194,6 +195,9 @@ func benchScenario(b *testing.B, sc snapScenario, snap, cold *Server) {
 		time.Sleep(poolThink)
 		poolS = append(poolS, measure(pooled))
 	}
+	// Before the stop: a refill cut short by it is logged as a failed
+	// restore too, but no sample used it.
+	poolFellBack := restoreFellBack(pooled)
 	pooled.Stop(syscall.SIGTERM) // free its pools before the next scenario
 
 	rows := []struct {
@@ -239,6 +243,12 @@ func benchScenario(b *testing.B, sc snapScenario, snap, cold *Server) {
 		"(it did while the host kept a reused address's neighbour entry naming a dead sandbox's MAC, fixed in b8e04d9);\n"+
 		"p50* is the p50 of the other samples (NaN when none); 2nd-p50: the same request sent again right after\n"+
 		"(not in p50): what each later request costs", slowDialMS)
+	for srv, lines := range map[string][]string{"snapshot": restoreFellBack(snap)[snapFellBack:], "pool": poolFellBack} {
+		if len(lines) > 0 {
+			fmt.Fprintf(&tbl, "\nWARNING: on the %s server %d restores from the snapshot failed and started cold instead:\n%s",
+				srv, len(lines), strings.Join(lines, "\n"))
+		}
+	}
 	b.Logf("%s", tbl.String())
 }
 
@@ -306,16 +316,35 @@ func killBench(b *testing.B, sb *sdk.Sandbox) {
 // createdPooled reads the server's log (slog text lines) for whether it
 // handed out a pooled sandbox for id.
 func createdPooled(s *Server, id string) bool {
+	f := logRecord(s, "sandbox created", id)
+	return slices.Contains(f, "pooled=true")
+}
+
+// restoreFellBack returns the server's log lines so far about sandboxes
+// that were to be restored from a snapshot but started cold: a sample on
+// such a sandbox timed a cold start.
+func restoreFellBack(s *Server) []string {
+	var out []string
 	for line := range strings.Lines(s.log.String()) {
-		if !strings.Contains(line, `msg="sandbox created"`) {
-			continue
-		}
-		f := strings.Fields(line)
-		if slices.Contains(f, "sandbox.id="+id) {
-			return slices.Contains(f, "pooled=true")
+		if strings.Contains(line, `msg="restore from template snapshot failed; starting cold"`) {
+			out = append(out, strings.TrimSpace(line))
 		}
 	}
-	return false
+	return out
+}
+
+// logRecord returns the fields of the server's log line with message msg
+// about sandbox id, nil when there is none.
+func logRecord(s *Server, msg, id string) []string {
+	for line := range strings.Lines(s.log.String()) {
+		if !strings.Contains(line, `msg="`+msg+`"`) {
+			continue
+		}
+		if f := strings.Fields(line); slices.Contains(f, "sandbox.id="+id) {
+			return f
+		}
+	}
+	return nil
 }
 
 // buildBenchTemplate builds sc's template on s with `sbx template build`
