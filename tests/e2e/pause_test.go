@@ -24,13 +24,14 @@ import (
 const runscPlatform = "--runtime-arg=--platform=ptrace"
 
 // requireRunsc skips (or, with SBX_REQUIRE_INTEGRATION=1, fails) when runsc
-// is missing: the disk tier of pause needs a runtime that checkpoints.
-func requireRunsc(t *testing.T) {
+// is missing; what names the feature that needs it (the only runtime here
+// that checkpoints: the disk tier of pause, template snapshots).
+func requireRunsc(t testing.TB, what string) {
 	t.Helper()
 	if _, err := exec.LookPath("runsc"); err == nil {
 		return
 	}
-	msg := "the disk tier of pause needs runsc on PATH (build gvisor.dev/gvisor/runsc, see docs/runtime-notes)"
+	msg := what + " needs gVisor's runsc on PATH (scripts/install-deps.sh builds it from the Go module proxy)"
 	if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
 		t.Fatalf("%s; SBX_REQUIRE_INTEGRATION=1 turns this skip into a failure", msg)
 	}
@@ -94,7 +95,7 @@ const counterLoop = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; m
 // the memory tier across a restart, and a sandbox going to disk again and
 // again.
 func TestPauseDiskTier(t *testing.T) {
-	requireRunsc(t)
+	requireRunsc(t, "the disk tier of pause")
 	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{Timeout: 10 * time.Minute, EnvVars: map[string]string{"PAUSE_ENV": "kept-env"}})
@@ -182,7 +183,7 @@ func TestPauseDiskTier(t *testing.T) {
 // TestPauseDiskAfterIdle: with --pause-disk-after a paused sandbox moves to
 // disk by itself, and shutdown moves the rest.
 func TestPauseDiskAfterIdle(t *testing.T) {
-	requireRunsc(t)
+	requireRunsc(t, "the disk tier of pause")
 	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0", "--pause-disk-after", "1s")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{})
@@ -254,7 +255,7 @@ func TestPauseDiskTierUnsupported(t *testing.T) {
 // TestPauseDiskAtShutdown: with the disk tier on, a graceful stop moves
 // frozen sandboxes to disk, and the next server restores them.
 func TestPauseDiskAtShutdown(t *testing.T) {
-	requireRunsc(t)
+	requireRunsc(t, "the disk tier of pause")
 	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0", "--pause-disk-after", "1h")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{})
@@ -287,7 +288,7 @@ func TestPauseDiskAtShutdown(t *testing.T) {
 // its memory survive every cycle. It logs p50/p90 (never asserts times;
 // run with -v to see them).
 func TestPauseLatency(t *testing.T) {
-	requireRunsc(t)
+	requireRunsc(t, "the disk tier of pause")
 	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{Timeout: 10 * time.Minute})
@@ -333,7 +334,7 @@ func TestPauseLatency(t *testing.T) {
 // checkpoint; the disk tier must refuse (412) instead of losing the
 // sandbox, and the sandbox keeps working in the memory tier.
 func TestPauseDiskAfterUpgrade(t *testing.T) {
-	requireRunsc(t)
+	requireRunsc(t, "the disk tier of pause")
 	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0")
 	// Run from a private copy of the binaries so the "upgrade" touches
 	// nothing else.

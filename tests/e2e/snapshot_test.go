@@ -50,6 +50,7 @@ func portGet(t *testing.T, s *Server, id string, port int) string {
 // each sandbox has its own ID, hostname, address, files and token; an
 // unchanged rebuild reuses the snapshot; a restarted server finds it again.
 func TestTemplateSnapshot(t *testing.T) {
+	requireRunsc(t, "template snapshots")
 	s := StartServer(t)
 	c := s.Client(t)
 	dir := t.TempDir()
@@ -183,6 +184,7 @@ func TestTemplateSnapshotOff(t *testing.T) {
 // see its own create-time env vars and ID in the kernel, which started long
 // before them.
 func TestCodeInterpreterTemplateSnapshot(t *testing.T) {
+	requireRunsc(t, "template snapshots")
 	s := StartServer(t)
 	c := s.Client(t)
 	dir := t.TempDir()
