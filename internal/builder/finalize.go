@@ -40,8 +40,17 @@ func (e *Executor) finalize(ctx context.Context, req Request, res *Result, key s
 		defer os.RemoveAll(scratch)
 		// The start command runs in the background as the template's user;
 		// the ready command is polled as that user too.
+		// A start command that exits non-zero before it is ready fails at
+		// once with its output (one that exits 0 may have started a daemon).
 		script := fmt.Sprintf(`(%s) >/tmp/.sbx-start.log 2>&1 &
-i=0; until /bin/sh -c %s; do i=$((i+1)); if [ $i -ge %d ]; then echo "ready command never exited 0"; tail -n 20 /tmp/.sbx-start.log; exit 1; fi; sleep 0.2; done
+pid=$!; live=1
+i=0; until /bin/sh -c %s; do
+  if [ $live = 1 ] && ! kill -0 $pid 2>/dev/null; then
+    live=0; wait $pid; code=$?
+    if [ $code -ne 0 ]; then echo "start command exited with code $code before it was ready; its last output:"; tail -n 20 /tmp/.sbx-start.log; exit 1; fi
+  fi
+  i=$((i+1)); if [ $i -ge %d ]; then echo "ready command never exited 0"; tail -n 20 /tmp/.sbx-start.log; exit 1; fi; sleep 0.2
+done
 echo "ready after ${i} polls"`, req.StartCmd, shellQuote(ready), int(e.cfg.ReadyTimeout/(200*time.Millisecond)))
 		st := state{user: res.User, workdir: res.Workdir, env: res.Env}
 		code, out, err := e.exec(ctx, "build"+randHex(6), scratch, res.Layers, st, res.User, script,
