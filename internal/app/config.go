@@ -4,9 +4,11 @@ package app
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +51,17 @@ type Config struct {
 // from its first sandbox on.
 func DefaultPools() map[string]string {
 	return map[string]string{"base": "2:16", "code-interpreter": "2:4", sandbox.AnyTemplate: "0:4"}
+}
+
+// DefaultPoolsText lists DefaultPools for help texts.
+func DefaultPoolsText() string {
+	d := DefaultPools()
+	keys := slices.Sorted(maps.Keys(d))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + d[k]
+	}
+	return strings.Join(parts, ",")
 }
 
 // PoolSizes parses Pools.
@@ -119,6 +132,11 @@ func (c *Config) Validate() error {
 		}
 		c.AgentDir = filepath.Dir(exe)
 	}
+	// --pool overrides the defaults template by template: asking for a
+	// bigger base pool must not drop the code interpreter's.
+	pools := DefaultPools()
+	maps.Copy(pools, c.Pools)
+	c.Pools = pools
 	if _, err := c.PoolSizes(); err != nil {
 		return err
 	}

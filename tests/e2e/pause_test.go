@@ -96,7 +96,7 @@ const counterLoop = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; m
 // again.
 func TestPauseDiskTier(t *testing.T) {
 	requireRunsc(t, "the disk tier of pause")
-	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0")
+	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0", "--pool", "code-interpreter=0")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{Timeout: 10 * time.Minute, EnvVars: map[string]string{"PAUSE_ENV": "kept-env"}})
 	ctx := opCtx(t)
@@ -184,7 +184,7 @@ func TestPauseDiskTier(t *testing.T) {
 // disk by itself, and shutdown moves the rest.
 func TestPauseDiskAfterIdle(t *testing.T) {
 	requireRunsc(t, "the disk tier of pause")
-	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0", "--pause-disk-after", "1s")
+	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0", "--pool", "code-interpreter=0", "--pause-disk-after", "1s")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{})
 	if _, err := s.Files.Write(opCtx(t), "idle.txt", []byte("idle")); err != nil {
@@ -231,7 +231,7 @@ func TestPauseDiskAfterIdle(t *testing.T) {
 // TestPauseDiskTierUnsupported: under crun the disk tier is refused with a
 // message, and a paused sandbox says it is in the memory tier.
 func TestPauseDiskTierUnsupported(t *testing.T) {
-	srv := StartServer(t, "--pool", "base=0")
+	srv := StartServer(t, "--pool", "base=0", "--pool", "code-interpreter=0")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{})
 	r := pauseTo(t, srv, s.ID, "disk")
@@ -256,7 +256,7 @@ func TestPauseDiskTierUnsupported(t *testing.T) {
 // frozen sandboxes to disk, and the next server restores them.
 func TestPauseDiskAtShutdown(t *testing.T) {
 	requireRunsc(t, "the disk tier of pause")
-	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0", "--pause-disk-after", "1h")
+	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0", "--pool", "code-interpreter=0", "--pause-disk-after", "1h")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{})
 	h, err := s.Commands.Start(opCtx(t), counterLoop, sdk.RunOptions{})
@@ -289,7 +289,7 @@ func TestPauseDiskAtShutdown(t *testing.T) {
 // run with -v to see them).
 func TestPauseLatency(t *testing.T) {
 	requireRunsc(t, "the disk tier of pause")
-	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0")
+	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0", "--pool", "code-interpreter=0")
 	c := srv.Client(t)
 	s := create(t, c, sdk.CreateOptions{Timeout: 10 * time.Minute})
 	hold := `python3 -c "import time; b=bytearray(50<<20); b[::4096]=b'x'*len(b[::4096]); open('/tmp/held','w').write('ok'); time.sleep(1e6)"`
@@ -335,7 +335,7 @@ func TestPauseLatency(t *testing.T) {
 // sandbox, and the sandbox keeps working in the memory tier.
 func TestPauseDiskAfterUpgrade(t *testing.T) {
 	requireRunsc(t, "the disk tier of pause")
-	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0")
+	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0", "--pool", "code-interpreter=0")
 	// Run from a private copy of the binaries so the "upgrade" touches
 	// nothing else.
 	bin := t.TempDir()

@@ -14,7 +14,7 @@ import (
 // A pooled sandbox is handed out once: nothing one user left behind (files,
 // processes, env) is ever visible to the next, and IDs never repeat.
 func TestPoolNeverHandsOutTwice(t *testing.T) {
-	srv := StartServer(t, "--pool", "base=2:4")
+	srv := StartServer(t, "--pool", "base=2:4", "--pool", "code-interpreter=0")
 	c := srv.Client(t)
 	seen := map[string]bool{}
 	for i := range 8 {
@@ -41,7 +41,7 @@ func TestPoolNeverHandsOutTwice(t *testing.T) {
 // recorded, no container outlives its sandbox except ready pool members,
 // and the pool keeps serving.
 func TestPoolKillDuringRefill(t *testing.T) {
-	srv := StartServer(t, "--pool", "base=2:4")
+	srv := StartServer(t, "--pool", "base=2:4", "--pool", "code-interpreter=0")
 	c := srv.Client(t)
 	for round := range 3 {
 		var wg sync.WaitGroup
@@ -96,7 +96,7 @@ func TestPoolKillDuringRefill(t *testing.T) {
 // Templates without a pool of their own get one from their first sandbox on
 // (--pool '*=MIN:MAX'), so the next create is served from it.
 func TestPoolForAnyTemplate(t *testing.T) {
-	srv := StartServer(t, "--pool", "base=0", "--pool", "*=0:2")
+	srv := StartServer(t, "--pool", "base=0", "--pool", "code-interpreter=0", "--pool", "*=0:2")
 	c := srv.Client(t)
 	first := create(t, c, sdk.CreateOptions{})
 	if err := first.Kill(opCtx(t)); err != nil {
@@ -123,7 +123,7 @@ func TestPoolForAnyTemplate(t *testing.T) {
 // only (reached through the agent's forwarder), and a sandbox without
 // outbound network is reached through the agent too.
 func TestProxyReachesServersOnEveryBind(t *testing.T) {
-	srv := StartServer(t, "--pool", "base=0")
+	srv := StartServer(t, "--pool", "base=0", "--pool", "code-interpreter=0")
 	c := srv.Client(t)
 	noNet := false
 	for _, tc := range []struct {

@@ -1,0 +1,66 @@
+package app
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sbxdev/sbx/internal/sandbox"
+)
+
+// --pool overrides the default pools per template and keeps the others.
+func TestPoolsOverrideDefaultsPerTemplate(t *testing.T) {
+	tests := []struct {
+		name  string
+		pools map[string]string
+		want  map[string]sandbox.PoolSize
+	}{
+		{"defaults", nil, map[string]sandbox.PoolSize{
+			"base": {Min: 2, Max: 16}, "code-interpreter": {Min: 2, Max: 4}, sandbox.AnyTemplate: {Min: 0, Max: 4}}},
+		{"bigger base keeps the code interpreter's", map[string]string{"base": "50:60"}, map[string]sandbox.PoolSize{
+			"base": {Min: 50, Max: 60}, "code-interpreter": {Min: 2, Max: 4}, sandbox.AnyTemplate: {Min: 0, Max: 4}}},
+		{"one disabled", map[string]string{"code-interpreter": "0", "mine": "1:3"}, map[string]sandbox.PoolSize{
+			"base": {Min: 2, Max: 16}, "code-interpreter": {Min: 0, Max: 0}, sandbox.AnyTemplate: {Min: 0, Max: 4}, "mine": {Min: 1, Max: 3}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{Listen: DefaultListen, DataDir: t.TempDir(), Runtime: DefaultRuntime, AgentDir: t.TempDir(), Pools: tt.pools}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := cfg.PoolSizes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("pools = %v, want %v", got, tt.want)
+			}
+			for k, v := range tt.want {
+				if got[k] != v {
+					t.Errorf("pool %q = %+v, want %+v", k, got[k], v)
+				}
+			}
+		})
+	}
+}
+
+func TestInvalidConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"bad pool", func(c *Config) { c.Pools = map[string]string{"base": "x"} }, "--pool base=x"},
+		{"bad snapshot runtime", func(c *Config) { c.SnapshotRuntime = "crun" }, "--snapshot-runtime"},
+		{"bad runtime", func(c *Config) { c.Runtime = "docker" }, "--runtime"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{Listen: DefaultListen, DataDir: t.TempDir(), Runtime: DefaultRuntime, AgentDir: t.TempDir()}
+			tt.edit(&cfg)
+			err := cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate() = %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
