@@ -36,6 +36,7 @@ func (s *Server) loadGlobalEnv(ctx context.Context, token string) {
 		return
 	}
 	s.globalEnv, s.envLoaded = env, true
+	s.envGen++
 	s.mu.Lock()
 	s.lateEnv = len(s.contexts) > 0
 	s.mu.Unlock()
@@ -108,6 +109,7 @@ func (s *Server) authorize(ctx context.Context, token string) bool {
 	// sandbox's env vars (and ID). Take envd's current ones.
 	if !s.envLoaded || !maps.Equal(s.globalEnv, env) {
 		s.globalEnv, s.envLoaded = env, true
+		s.envGen++
 		s.mu.Lock()
 		s.lateEnv = len(s.contexts) > 0
 		s.mu.Unlock()
@@ -126,14 +128,32 @@ func (s *Server) kernelEnv() []string {
 	return env
 }
 
-// runEnv is the env vars applied to one execution only.
-func (s *Server) runEnv(req map[string]string) map[string]string {
+// envSetter is a runner that can take the sandbox's env vars for good
+// (the Python kernel), instead of around every execution.
+type envSetter interface {
+	SetEnv(ctx context.Context, env map[string]string) error
+}
+
+// execEnv is the env vars applied to one execution only. A context whose
+// kernel started before the sandbox's env was (re)loaded needs that env
+// too: a Python kernel gets it set once, for good (setting and restoring
+// it around every run would cost two more kernel round trips each time);
+// other runners get it merged into every run. Called with c.lock held.
+func (s *Server) execEnv(ctx context.Context, c *execContext, req map[string]string) (map[string]string, error) {
 	s.envOnce.Lock()
-	late := s.lateEnv
-	global := s.globalEnv
+	late, global, gen := s.lateEnv, s.globalEnv, s.envGen
 	s.envOnce.Unlock()
 	if !late || len(global) == 0 {
-		return req
+		return req, nil
+	}
+	if es, ok := c.run.(envSetter); ok {
+		if c.envGen != gen {
+			if err := es.SetEnv(ctx, global); err != nil {
+				return nil, err
+			}
+			c.envGen = gen
+		}
+		return req, nil
 	}
 	out := make(map[string]string, len(global)+len(req))
 	for k, v := range global {
@@ -142,7 +162,7 @@ func (s *Server) runEnv(req map[string]string) map[string]string {
 	for k, v := range req {
 		out[k] = v
 	}
-	return out
+	return out, nil
 }
 
 func jupyterID() string {

@@ -124,6 +124,21 @@ func (r *kernelRunner) Execute(ctx context.Context, code string, env map[string]
 	return nil
 }
 
+// SetEnv sets env vars in the kernel for good (the sandbox's own env, which
+// arrived after the kernel started), leaving no name behind. Kernels other
+// than Python's (no envSet) ignore it, as they ignore per-run env vars.
+func (r *kernelRunner) SetEnv(ctx context.Context, env map[string]string) error {
+	if r.envSet == nil {
+		return nil
+	}
+	k, err := r.kernel(ctx)
+	if err != nil {
+		return err
+	}
+	ej, _ := json.Marshal(env)
+	return r.silent(ctx, k, fmt.Sprintf("import os as __sbx_os\n__sbx_os.environ.update(%s)\ndel __sbx_os\n", ej))
+}
+
 // silentRun runs setup code in the current kernel (see silent).
 func (r *kernelRunner) silentRun(ctx context.Context, code string) error {
 	k, err := r.kernel(ctx)

@@ -74,8 +74,9 @@ type Context struct {
 
 type execContext struct {
 	Context
-	run  runner
-	lock chan struct{} // one execution at a time; a channel so waiting honours ctx
+	run    runner
+	lock   chan struct{} // one execution at a time; a channel so waiting honours ctx
+	envGen int           // the sandbox env generation set in run for good (under lock)
 }
 
 // Server serves the code interpreter API.
@@ -92,6 +93,7 @@ type Server struct {
 	globalEnv map[string]string
 	envLoaded bool
 	lateEnv   bool    // loaded after some kernels had started
+	envGen    int     // counts loads of globalEnv
 	okToken   *string // a token envd accepted
 	envdDown  bool    // envd unreachable: nobody to check tokens with
 }
@@ -343,8 +345,6 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	env := s.runEnv(req.EnvVars)
-
 	select {
 	case c.lock <- struct{}{}:
 	case <-r.Context().Done():
@@ -354,6 +354,11 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 
 	out := newNDJSON(w, s.cfg.Keepalive)
 	defer out.close()
+	env, err := s.execEnv(r.Context(), c, req.EnvVars)
+	if err != nil {
+		out.emit(errorLine("EnvVarsError", err.Error(), nil))
+		return
+	}
 	if err := c.run.Execute(r.Context(), req.Code, env, out); err != nil && r.Context().Err() == nil {
 		s.log.Warn("execution failed", "context.id", c.ID, "err", err)
 	}

@@ -607,6 +607,19 @@ func TestEnvRefreshedAfterClaim(t *testing.T) {
 	if got := stdout(execute(t, ts.URL, code, "X-Access-Token", "claimed-token")); got != "clone1 bar\n" {
 		t.Fatalf("first run after the claim sees %q, want the claimed sandbox's env", got)
 	}
+	// Set for good, once: no helper names left in the user's namespace, and a
+	// run's own env_vars still override it for that run only.
+	left := map[string]any{"code": "print(sorted(n for n in dir() if n.startswith('__sbx')))"}
+	if got := stdout(execute(t, ts.URL, left, "X-Access-Token", "claimed-token")); got != "[]\n" {
+		t.Errorf("names left in the kernel: %q", got)
+	}
+	perRun := map[string]any{"code": code["code"], "env_vars": map[string]string{"FOO": "per-run"}}
+	if got := stdout(execute(t, ts.URL, perRun, "X-Access-Token", "claimed-token")); got != "clone1 per-run\n" {
+		t.Errorf("run with its own FOO: %q", got)
+	}
+	if got := stdout(execute(t, ts.URL, code, "X-Access-Token", "claimed-token")); got != "clone1 bar\n" {
+		t.Errorf("after a run with its own FOO: %q, want the sandbox's back", got)
+	}
 	bash := map[string]any{"code": "echo $E2B_SANDBOX_ID $FOO", "language": "bash"}
 	if got := stdout(execute(t, ts.URL, bash, "X-Access-Token", "claimed-token")); got != "clone1 bar\n" {
 		t.Fatalf("bash after the claim sees %q", got)
