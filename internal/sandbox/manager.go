@@ -280,6 +280,9 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	if how.snapshot != "" {
 		sb.Runtime = m.rt.snap.Name()
 		if err := m.rt.clone(ctx, spec, filepath.Join(how.snapshot, "state")); err != nil {
+			if ctx.Err() != nil { // shutting down or the caller left: nothing to fall back for
+				return nil, fmt.Errorf("restore sandbox %s from template snapshot: %w", sb.ID, err)
+			}
 			m.log.Warn("restore from template snapshot failed; starting cold", "sandbox.id", sb.ID,
 				"template.id", tpl.ID, "snapshot", how.snapshot, "err", err)
 			how.snapshot, sb.Runtime = "", m.rt.main.Name()
