@@ -49,9 +49,10 @@ func (m *Manager) SnapshotsAvailable() (bool, string) {
 // snapshotKey identifies a template's started state: its filesystem
 // content, how the start command runs, the agent binaries inside (their
 // code is in the snapshot's memory) and the runtime taking it. "" when the
-// template has no start command or no content key (built-in templates).
+// template has no start command, no content key (built-in templates) or
+// keeps its start command out of snapshots (NoSnapshot).
 func (m *Manager) snapshotKey(tpl template.Template) string {
-	if tpl.StartCmd == "" || tpl.ContentKey == "" || m.rt.snap == nil {
+	if tpl.StartCmd == "" || tpl.ContentKey == "" || tpl.NoSnapshot || m.rt.snap == nil {
 		return ""
 	}
 	env := make([]string, 0, len(tpl.Env))

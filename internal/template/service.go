@@ -188,18 +188,18 @@ func (s *Service) templateOf(r Record, b BuildRecord) (Template, error) {
 			return Template{}, err
 		}
 	}
-	startCmd, readyCmd, readyPort := b.Result.StartCmd, b.Result.ReadyCmd, 0
+	startCmd, readyCmd, readyPort, noSnapshot := b.Result.StartCmd, b.Result.ReadyCmd, 0, false
 	if startCmd == "" { // inherit the base's start command (code-interpreter's kernel server)
 		var req StartRequest
 		_ = json.Unmarshal(b.Request, &req)
 		if base, ok := s.reg.Get(req.base()); ok {
-			startCmd, readyCmd, readyPort = base.StartCmd, base.ReadyCmd, base.ReadyPort
+			startCmd, readyCmd, readyPort, noSnapshot = base.StartCmd, base.ReadyCmd, base.ReadyPort, base.NoSnapshot
 		}
 	}
 	return Template{ID: r.ID, BuildID: b.ID, Names: r.Names, Public: r.Public, TeamID: r.TeamID,
 		Rootfs: root, Layers: b.Result.Layers, CPUCount: r.CPUCount, MemoryMB: r.MemoryMB, DiskMB: r.DiskMB,
 		User: b.Result.User, Workdir: b.Result.Workdir, Env: b.Result.Env,
-		StartCmd: startCmd, ReadyCmd: readyCmd, ReadyPort: readyPort, ContentKey: b.Result.ContentKey,
+		StartCmd: startCmd, ReadyCmd: readyCmd, ReadyPort: readyPort, ContentKey: b.Result.ContentKey, NoSnapshot: noSnapshot,
 		CreatedAt: r.CreatedAt, UpdatedAt: b.FinishedAt}, nil
 }
 

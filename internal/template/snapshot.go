@@ -40,6 +40,11 @@ func (s *Service) snapshot(ctx context.Context, t Template, force bool, logLine 
 		return nil
 	}
 	fallback := "sandboxes from this template run the start command when they start"
+	if t.NoSnapshot {
+		logLine("finalize", "info", "the start command comes from the base template and is not snapshotted: "+fallback+
+			" (it is ready in under a second, and answers faster outside a restored runsc sandbox); warm pools keep sandboxes ready")
+		return nil
+	}
 	if s.snap == nil {
 		logLine("finalize", "info", "snapshots are off on this server: "+fallback)
 		return nil
