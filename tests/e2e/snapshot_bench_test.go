@@ -36,27 +36,12 @@ import (
 // ratio cold/snapshot of the p50s; it asserts no time.
 func BenchmarkTemplateSnapshot(b *testing.B) {
 	requireIntegration(b)
-	requireSnapshotRuntime(b)
+	requireRunsc(b, "the snapshot benchmark (no server takes snapshots without it)")
 	snap := StartServer(b, "--pool", "*=0:0")
 	cold := StartServer(b, "--snapshot-runtime", "none", "--pool", "*=0:0")
 	for _, sc := range benchScenarios {
 		b.Run(sc.name, func(b *testing.B) { benchScenario(b, sc, snap, cold) })
 	}
-}
-
-// requireSnapshotRuntime skips (or, with SBX_REQUIRE_INTEGRATION=1, fails)
-// when runsc is missing: without it no server takes snapshots and there
-// would be nothing to compare cold starts with.
-func requireSnapshotRuntime(b *testing.B) {
-	b.Helper()
-	if _, err := exec.LookPath("runsc"); err == nil {
-		return
-	}
-	msg := "template snapshots need gVisor's runsc on PATH (install it, or build gvisor.dev/gvisor/runsc)"
-	if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-		b.Fatalf("%s; SBX_REQUIRE_INTEGRATION=1 turns this skip into a failure", msg)
-	}
-	b.Skip(msg + "; skipping the snapshot benchmark")
 }
 
 // benchSamples is the number of timed creates per server and b.N: enough
