@@ -58,6 +58,10 @@ type detailJSON struct {
 	// PauseTier (sbx extension) says where a paused sandbox is kept:
 	// "memory" (frozen) or "disk" (checkpointed).
 	PauseTier string `json:"pauseTier,omitempty"`
+	// Runtime (sbx extension) is the OCI runtime that runs the sandbox:
+	// the server's (crun by default), or runsc for one restored from a
+	// template snapshot.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 type lifecycleJSON struct {
@@ -89,6 +93,7 @@ func toDetail(sb store.Sandbox, full bool) detailJSON {
 			onTimeout = "pause"
 		}
 		d.Lifecycle = &lifecycleJSON{OnTimeout: onTimeout}
+		d.Runtime = sb.Runtime
 	}
 	return d
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -42,6 +43,23 @@ func portGet(t *testing.T, s *Server, id string, port int) string {
 		t.Fatalf("GET port %d of %s: %s: %s", port, id, resp.Status, b)
 	}
 	return string(b)
+}
+
+// sandboxRuntime reads the sbx extension field runtime of GET /sandboxes/{id}.
+func sandboxRuntime(t *testing.T, s *Server, id string) string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, s.URL+"/sandboxes/"+id, nil)
+	req.Header.Set("X-API-Key", s.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var d struct{ Runtime string }
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		t.Fatalf("GET /sandboxes/%s: %v", id, err)
+	}
+	return d.Runtime
 }
 
 // TestTemplateSnapshot builds a template whose start command is snapshotted
@@ -95,6 +113,9 @@ func TestTemplateSnapshot(t *testing.T) {
 		}
 		if got.token == "" || got.token != first.token {
 			t.Errorf("sandbox %s serves token %q, first sandbox %q: the start command ran again instead of being restored", sb.ID, got.token, first.token)
+		}
+		if rt := sandboxRuntime(t, s, sb.ID); rt != "runsc" {
+			t.Errorf("sandbox %s restored from a snapshot reports runtime %q, want runsc", sb.ID, rt)
 		}
 		if got.env != sb.ID {
 			t.Errorf("sandbox %s sees E2B_SANDBOX_ID=%q", sb.ID, got.env)
@@ -203,6 +224,9 @@ func TestCodeInterpreterTemplateEnv(t *testing.T) {
 		ex, err := sb.RunCode(t.Context(), `import os, sys; print(os.environ.get("WHO"), os.environ.get("E2B_SANDBOX_ID"), "numpy" in sys.modules, open("/opt/ci.txt").read().strip())`, nil)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if rt := sandboxRuntime(t, s, sb.ID); rt != "crun" {
+			t.Errorf("code-interpreter sandbox %s runs under %q, want the server's crun", sb.ID, rt)
 		}
 		want := fmt.Sprintf("sandbox%d %s True ci\n", i, sb.ID)
 		if got := strings.Join(ex.Logs.Stdout, ""); got != want || ex.Error != nil {
