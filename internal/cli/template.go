@@ -162,7 +162,7 @@ func (c templateConfig) write(path string) error {
 type buildFlags struct {
 	dir, dockerfile, name, startCmd, readyCmd string
 	cpu, memoryMB                             int
-	force, noCache                            bool
+	force, noCache, noSnapshot                bool
 	buildArgs, tags                           []string
 }
 
@@ -194,6 +194,7 @@ are running keep the build they started from.`,
 	fl.IntVar(&f.cpu, "cpu", 2, "vCPUs of sandboxes from this template")
 	fl.IntVar(&f.memoryMB, "memory", 1024, "memory (MiB) of sandboxes from this template")
 	fl.BoolVar(&f.noCache, "no-cache", false, "rebuild every step")
+	fl.BoolVar(&f.noSnapshot, "no-snapshot", false, "run the start command when each sandbox starts, under the server's runtime, instead of restoring sandboxes from a snapshot taken under runsc (cheaper commands, slower start)")
 	fl.StringArrayVar(&f.buildArgs, "build-arg", nil, "ARG value, KEY=VALUE (repeatable)")
 	fl.StringArrayVarP(&f.tags, "tag", "t", nil, "tag the new build (repeatable); start sandboxes from it with NAME:TAG")
 	return cmd
@@ -364,6 +365,9 @@ func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *
 		}
 	}
 	start := map[string]any{"steps": plan.Steps, "startCmd": startCmd, "readyCmd": readyCmd, "force": f.noCache}
+	if f.noSnapshot {
+		start["noSnapshot"] = true // sbx extension of E2B's build request
+	}
 	if plan.FromImage {
 		start["fromImage"] = plan.From
 	} else {

@@ -188,12 +188,13 @@ func (s *Service) templateOf(r Record, b BuildRecord) (Template, error) {
 			return Template{}, err
 		}
 	}
-	startCmd, readyCmd, readyPort, noSnapshot := b.Result.StartCmd, b.Result.ReadyCmd, 0, false
+	var req StartRequest
+	_ = json.Unmarshal(b.Request, &req)
+	startCmd, readyCmd, readyPort, noSnapshot := b.Result.StartCmd, b.Result.ReadyCmd, 0, req.NoSnapshot
 	if startCmd == "" { // inherit the base's start command (code-interpreter's kernel server)
-		var req StartRequest
-		_ = json.Unmarshal(b.Request, &req)
 		if base, ok := s.reg.Get(req.base()); ok {
-			startCmd, readyCmd, readyPort, noSnapshot = base.StartCmd, base.ReadyCmd, base.ReadyPort, base.NoSnapshot
+			startCmd, readyCmd, readyPort = base.StartCmd, base.ReadyCmd, base.ReadyPort
+			noSnapshot = noSnapshot || base.NoSnapshot
 		}
 	}
 	return Template{ID: r.ID, BuildID: b.ID, Names: r.Names, Public: r.Public, TeamID: r.TeamID,
@@ -333,6 +334,11 @@ type StartRequest struct {
 	Steps        []builder.Step `json:"steps"`
 	StartCmd     string         `json:"startCmd,omitempty"`
 	ReadyCmd     string         `json:"readyCmd,omitempty"`
+	// NoSnapshot (sbx extension) keeps the start command out of a
+	// snapshot: it runs when each sandbox starts, under the server's
+	// runtime (crun), where commands and requests are cheaper than in a
+	// sandbox restored under runsc.
+	NoSnapshot bool `json:"noSnapshot,omitempty"`
 }
 
 func (r StartRequest) base() string {
@@ -479,7 +485,7 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 		}
 	}
 	res, err := s.exec.Build(ctx, builder.Request{Base: base, Steps: req.Steps, Files: uploadFiles{s.uploads},
-		Force: req.Force, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, SkipStartCheck: s.snapshotsOn(),
+		Force: req.Force, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, SkipStartCheck: s.snapshotsOn() && !req.NoSnapshot,
 		Progress: func(p builder.Progress) {
 			step := ""
 			if p.Step > 0 {
@@ -513,7 +519,7 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 		s.fail(rec, b, "finalize", err)
 		return
 	}
-	if err := s.snapshot(ctx, t, req.Force, logLine); err != nil {
+	if err := s.snapshot(ctx, t, req, logLine); err != nil {
 		logLine("finalize", "error", err.Error())
 		s.fail(rec, b, "finalize", err)
 		return

@@ -35,12 +35,16 @@ func (s *Service) snapshotsOn() bool {
 // ready command that fails fails the build (E2B's finalize step); any other
 // failure leaves the template usable without a snapshot, and the log says
 // that sandboxes run the start command when they start.
-func (s *Service) snapshot(ctx context.Context, t Template, force bool, logLine func(step, level, msg string)) error {
+func (s *Service) snapshot(ctx context.Context, t Template, req StartRequest, logLine func(step, level, msg string)) error {
 	if t.StartCmd == "" {
 		return nil
 	}
 	fallback := "sandboxes from this template run the start command when they start"
-	if t.NoSnapshot {
+	switch {
+	case req.NoSnapshot:
+		logLine("finalize", "info", "snapshots are off for this template (noSnapshot): "+fallback+", under the server's runtime")
+		return nil
+	case t.NoSnapshot:
 		logLine("finalize", "info", "the start command comes from the base template and is not snapshotted: "+fallback+
 			" (it is ready in under a second, and answers faster outside a restored runsc sandbox); warm pools keep sandboxes ready")
 		return nil
@@ -54,7 +58,7 @@ func (s *Service) snapshot(ctx context.Context, t Template, force bool, logLine 
 		return nil
 	}
 	progress := func(l string) { logLine("finalize", "info", l) }
-	cached, err := s.snap.Snapshot(ctx, t, force, progress)
+	cached, err := s.snap.Snapshot(ctx, t, req.Force, progress)
 	switch {
 	case err == nil && cached:
 		logLine("finalize", "info", "CACHED snapshot of the started state: sandboxes start with the start command already running")

@@ -171,32 +171,49 @@ func TestTemplateSnapshot(t *testing.T) {
 	}
 }
 
-// TestTemplateSnapshotOff: with --snapshot-runtime none the build says that
-// sandboxes run the start command themselves, and each one does.
+// TestTemplateSnapshotOff: with snapshots off for the server
+// (--snapshot-runtime none) or for one template (--no-snapshot), the build
+// says that sandboxes run the start command themselves, and each one does,
+// under the server's runtime.
 func TestTemplateSnapshotOff(t *testing.T) {
-	s := StartServer(t, "--snapshot-runtime", "none")
-	c := s.Client(t)
-	dir := t.TempDir()
-	writeContext(t, dir, map[string]string{"e2b.Dockerfile": snapshotDockerfile})
-	out, err := templateCLI(t, s, dir, "build", "--name", "cold-app", "--ready-cmd=curl -sf http://127.0.0.1:8000")
-	if err != nil {
-		t.Fatalf("template build: %v\n%s", err, out)
-	}
-	if !strings.Contains(out, "run the start command when they start") {
-		t.Errorf("build log does not say start commands run at sandbox start:\n%s", out)
-	}
-	tokens := map[string]bool{}
-	for range 2 {
-		sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "cold-app"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = sb.Kill(context.Background()) })
-		token, _, _ := strings.Cut(portGet(t, s, sb.ID, 8000), " ")
-		tokens[token] = true
-	}
-	if len(tokens) != 2 {
-		t.Errorf("cold sandboxes served %d distinct tokens, want 2 (each starts its own command)", len(tokens))
+	for _, tc := range []struct {
+		name          string
+		server, build []string
+		wantLog       string
+	}{
+		{"server", []string{"--snapshot-runtime", "none"}, nil, "snapshots are off on this server"},
+		{"template", nil, []string{"--no-snapshot"}, "snapshots are off for this template"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := StartServer(t, tc.server...)
+			c := s.Client(t)
+			dir := t.TempDir()
+			writeContext(t, dir, map[string]string{"e2b.Dockerfile": snapshotDockerfile})
+			args := append([]string{"build", "--name", "cold-app", "--ready-cmd=curl -sf http://127.0.0.1:8000"}, tc.build...)
+			out, err := templateCLI(t, s, dir, args...)
+			if err != nil {
+				t.Fatalf("template build: %v\n%s", err, out)
+			}
+			if !strings.Contains(out, tc.wantLog) || !strings.Contains(out, "run the start command when they start") {
+				t.Errorf("build log does not say %q and that start commands run at sandbox start:\n%s", tc.wantLog, out)
+			}
+			tokens := map[string]bool{}
+			for range 2 {
+				sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "cold-app"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = sb.Kill(context.Background()) })
+				token, _, _ := strings.Cut(portGet(t, s, sb.ID, 8000), " ")
+				tokens[token] = true
+				if rt := sandboxRuntime(t, s, sb.ID); rt != "crun" {
+					t.Errorf("sandbox %s runs under %q, want the server's crun", sb.ID, rt)
+				}
+			}
+			if len(tokens) != 2 {
+				t.Errorf("cold sandboxes served %d distinct tokens, want 2 (each starts its own command)", len(tokens))
+			}
+		})
 	}
 }
 
