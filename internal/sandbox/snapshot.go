@@ -152,8 +152,6 @@ func (m *Manager) resnapshot(tpl template.Template, key string) {
 	}()
 }
 
-// HasSnapshot reports whether sandboxes of tpl are restored from a snapshot.
-func (m *Manager) HasSnapshot(tpl template.Template) bool { return m.launchFor(tpl).snapshot != "" }
 
 func (m *Manager) snapLock(key string) *sync.Mutex {
 	m.snapMu.Lock()
@@ -217,9 +215,9 @@ func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force boo
 	if err := m.rt.Checkpoint(ctx, id, filepath.Join(tmp, "state")); err != nil {
 		return false, fmt.Errorf("snapshot template %s: checkpoint: %w", tpl.ID, err)
 	}
-	// A forced rebuild replaces the old snapshot. Sandboxes restore from
-	// a copy of nothing it holds after their restore returned, and one
-	// restoring right now falls back to a cold start if the files go.
+	// A forced rebuild replaces the old snapshot. A restored sandbox no
+	// longer needs the files it came from; one being restored right now
+	// falls back to a cold start if they go.
 	if err := os.RemoveAll(dir); err != nil {
 		return false, fmt.Errorf("snapshot template %s: replace old snapshot: %w", tpl.ID, err)
 	}
