@@ -50,6 +50,9 @@ type Config struct {
 	Now  func() time.Time
 	Rand func() float64
 
+	// hostAddrs overrides the host's interface addresses (tests).
+	hostAddrs func() []netip.Addr
+
 	allow []netip.Prefix
 }
 

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/netguard"
+
 	"github.com/google/uuid"
 
 	"github.com/sbxdev/sbx/internal/events"
@@ -120,7 +122,7 @@ func (e *Engine) attempt(ctx context.Context, h *Webhook, it *item) *result {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func classify(ctx context.Context, err error) (class, msg string) {
-	var de *DestinationError
+	var de *netguard.DestinationError
 	var dns *net.DNSError
 	var ne net.Error
 	switch {

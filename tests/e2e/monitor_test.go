@@ -8,12 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,61 +21,7 @@ import (
 
 // startServerArgs is StartServer with extra `sbx serve` flags (the
 // monitoring tests need webhooks to loopback and fast policy checks).
-func startServerArgs(t *testing.T, extra ...string) *Server {
-	t.Helper()
-	requireIntegration(t)
-	root := repoRoot(t)
-	bin := filepath.Join(root, "bin", "sbx")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("%s is missing: run `make build` first", bin)
-	}
-	dataDir, err := os.MkdirTemp("", "sbx-e2e-mon-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Bin: bin, Addr: freeAddr(t), DataDir: dataDir, t: t, log: &lockedBuffer{}}
-	s.URL = "http://" + s.Addr
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("sbx serve log (%s):\n%s", s.DataDir, s.log.String())
-		}
-		s.Stop(syscall.SIGTERM)
-		cleanupDataDir(t, dataDir)
-	})
-	args := append([]string{"serve", "--listen", s.Addr, "--data-dir", s.DataDir}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	s.mu.Lock()
-	s.cmd, s.exited = cmd, exited
-	s.mu.Unlock()
-	deadline := time.Now().Add(healthWait)
-	for {
-		resp, err := http.Get(s.URL + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		select {
-		case <-exited:
-			t.Fatalf("sbx serve exited: %v\n%s", cmd.ProcessState, s.log.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sbx serve did not answer /health within %v", healthWait)
-		}
-	}
-	s.APIKey = s.readAPIKey(t)
-	s.waitTemplate(t, "base")
-	return s
-}
+func startServerArgs(t *testing.T, extra ...string) *Server { return StartServer(t, extra...) }
 
 // receiver is a webhook endpoint on 127.0.0.1 that checks E2B signatures.
 type receiver struct {

@@ -32,7 +32,7 @@ func TestPoolNeverHandsOutTwice(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !strings.Contains(srv.log.String(), "pooled=true") {
+	if !strings.Contains(srv.Log(), "pooled=true") {
 		t.Fatal("no create was served from the warm pool: the test proves nothing")
 	}
 }
@@ -78,7 +78,7 @@ func TestPoolKillDuringRefill(t *testing.T) {
 	}
 	// Whatever crun still runs must be ready pool members (never a killed
 	// sandbox), and there are at most the pool's maximum of them.
-	ctrs := srv.crunContainers(t)
+	ctrs := srv.CrunContainers(t)
 	for _, ctr := range ctrs {
 		if _, killed := createdIDs.Load(ctr); killed {
 			t.Errorf("container of killed sandbox %s still runs", ctr)
@@ -108,7 +108,7 @@ func TestPoolForAnyTemplate(t *testing.T) {
 		if err := s.Kill(opCtx(t)); err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(srv.log.String(), "pooled=true") {
+		if strings.Contains(srv.Log(), "pooled=true") {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -144,7 +144,7 @@ func TestProxyReachesServersOnEveryBind(t *testing.T) {
 			defer h.Kill(opCtx(t))
 			deadline := time.Now().Add(30 * time.Second)
 			for {
-				r := srv.raw(t, "GET", "/index.html", "", map[string]string{"E2b-Sandbox-Id": s.ID, "E2b-Sandbox-Port": "8001"})
+				r := srv.Raw(t, "GET", "/index.html", "", map[string]string{"E2b-Sandbox-Id": s.ID, "E2b-Sandbox-Port": "8001"})
 				if r.Status == 200 {
 					if strings.TrimSpace(r.Body) != "hello-"+tc.bind {
 						t.Fatalf("body %q", r.Body)

@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/testenv"
+	"github.com/sbxdev/sbx/tests/harness"
+
 	"github.com/sbxdev/sbx/internal/llm"
 	"github.com/sbxdev/sbx/internal/refine"
 	"github.com/sbxdev/sbx/sdk"
@@ -134,7 +137,7 @@ func sandboxEvents(t *testing.T, s *Server, id string) (types []string, refIDs [
 
 func TestRefine(t *testing.T) {
 	s := StartServer(t)
-	s.waitTemplate(t, "code-interpreter")
+	s.WaitTemplate(t, "code-interpreter")
 
 	t.Run("error feedback then success", func(t *testing.T) {
 		fake, url := startLLM(t, fence(buggyCode), fence(fixedCode))
@@ -373,13 +376,13 @@ func overheads(res *refine.Result) []float64 {
 // sdk.RefineCode, GET /refinements/{id}) and the `sbx refine` CLI. The
 // server reads SBX_LLM_* from its environment, inherited from the test.
 func TestRefineServer(t *testing.T) {
-	requireIntegration(t)
+	testenv.Require(t, testenv.Integration...)
 	fake, url := startLLM(t, fence(buggyCode), fence(fixedCode))
 	t.Setenv("SBX_LLM_BASE_URL", url)
 	t.Setenv("SBX_LLM_MODEL", "scripted")
 	t.Setenv("SBX_LLM_API_KEY", "")
 	s := StartServer(t)
-	s.waitTemplate(t, "code-interpreter")
+	s.WaitTemplate(t, "code-interpreter")
 	c := s.Client(t)
 
 	var streamed []sdk.RefineAttempt
@@ -477,12 +480,12 @@ func TestRefineServer(t *testing.T) {
 
 // A restarted server still answers GET /refinements/{id} from its database.
 func TestRefineSurvivesRestart(t *testing.T) {
-	requireIntegration(t)
+	testenv.Require(t, testenv.Integration...)
 	_, url := startLLM(t, fence(fixedCode))
 	t.Setenv("SBX_LLM_BASE_URL", url)
 	t.Setenv("SBX_LLM_MODEL", "scripted")
 	s := StartServer(t)
-	s.waitTemplate(t, "code-interpreter")
+	s.WaitTemplate(t, "code-interpreter")
 	ref, err := s.Client(t).RefineCode(t.Context(), sdk.RefineOptions{Requirement: "Print the total."})
 	if err != nil || !ref.Success {
 		t.Fatalf("refinement: %+v, %v", ref, err)
@@ -502,7 +505,7 @@ func TestRefineSurvivesRestart(t *testing.T) {
 // and no attempt is counted.
 func TestRefineLLMAuthFailure(t *testing.T) {
 	s := StartServer(t)
-	s.waitTemplate(t, "code-interpreter")
+	s.WaitTemplate(t, "code-interpreter")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		io.WriteString(w, `{"error":{"message":"Incorrect API key provided: sk-bad"}}`)
@@ -525,7 +528,7 @@ func TestRefineLLMAuthFailure(t *testing.T) {
 // time.
 func TestRefineOverhead(t *testing.T) {
 	s := StartServer(t)
-	s.waitTemplate(t, "code-interpreter")
+	s.WaitTemplate(t, "code-interpreter")
 	fake := &scriptedLLM{replies: []string{fence("print('attempt')")}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -573,18 +576,18 @@ func slicesMax(xs []float64) float64 {
 // data-science template while the example's own webhook receiver watches
 // the generation's sandboxes come and go, matched by refinement_id.
 func TestRefineExample(t *testing.T) {
-	requireIntegration(t)
+	testenv.Require(t, testenv.Integration...)
 	fake, url := startLLM(t, fence("import pandas as pd\nprint(pd.DataFrame({'a': [1, 2]}).corr(method='pearsn'))"),
 		fence("import pandas as pd\nprint(pd.DataFrame({'a': [1, 2], 'b': [2, 4]}).corr().iloc[0, 1])"))
 	t.Setenv("SBX_LLM_BASE_URL", url)
 	t.Setenv("SBX_LLM_MODEL", "scripted")
 	s := startServerArgs(t, "--webhook-allow-private")
-	s.waitTemplate(t, "code-interpreter")
+	s.WaitTemplate(t, "code-interpreter")
 
 	bin := filepath.Join(t.TempDir(), "refinement")
 	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	build := exec.CommandContext(t.Context(), gobin, "build", "-o", bin, "./examples/refinement")
-	build.Dir = repoRoot(t)
+	build.Dir = harness.RepoRoot(t)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the example: %v\n%s", err, out)
 	}

@@ -29,7 +29,7 @@ func TestRestartSafety(t *testing.T) {
 	// Everything crun runs before the crash: the sandbox and warm-pool
 	// members. After the restart each must be a listed sandbox or gone;
 	// pool members started by the new process are not our concern here.
-	before := srv.crunContainers(t)
+	before := srv.CrunContainers(t)
 	if !slices.ContainsFunc(before, func(ctr string) bool { return strings.Contains(ctr, s.ID) }) {
 		t.Fatalf("crun does not list sandbox %s before the restart: %v", s.ID, before)
 	}
@@ -46,7 +46,7 @@ func TestRestartSafety(t *testing.T) {
 		for _, r := range running {
 			ids = append(ids, r.SandboxID)
 		}
-		now := srv.crunContainers(t)
+		now := srv.CrunContainers(t)
 		orphans := slices.DeleteFunc(slices.Clone(before), func(ctr string) bool {
 			return !slices.Contains(now, ctr) || slices.ContainsFunc(ids, func(id string) bool { return strings.Contains(ctr, id) })
 		})

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,38 +13,6 @@ import (
 
 	"github.com/sbxdev/sbx/sdk"
 )
-
-// rawResponse is an HTTP answer read completely.
-type rawResponse struct {
-	Status int
-	Body   string
-}
-
-// raw sends a request without the SDK, for inputs the SDK would refuse.
-func (s *Server) raw(t *testing.T, method, path, body string, headers map[string]string) rawResponse {
-	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(opCtx(t), method, s.URL+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return rawResponse{resp.StatusCode, string(b)}
-}
 
 // errorBody checks an error answer is E2B's {"code": status, "message": ...}.
 func errorBody(t *testing.T, r rawResponse) string {
@@ -131,7 +98,7 @@ func testBadInput(t *testing.T, srv *Server) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := srv.raw(t, tt.method, tt.path, tt.body, tt.headers)
+			r := srv.Raw(t, tt.method, tt.path, tt.body, tt.headers)
 			if !slices.Contains(tt.status, r.Status) {
 				t.Fatalf("%s %s %s = %d %s, want one of %v", tt.method, tt.path, tt.body, r.Status, r.Body, tt.status)
 			}
@@ -150,23 +117,23 @@ func testBadInput(t *testing.T, srv *Server) {
 	}
 
 	t.Run("data plane", func(t *testing.T) {
-		r := srv.raw(t, "GET", "/health", "", map[string]string{"E2b-Sandbox-Id": "doesnotexist0", "E2b-Sandbox-Port": "49983"})
+		r := srv.Raw(t, "GET", "/health", "", map[string]string{"E2b-Sandbox-Id": "doesnotexist0", "E2b-Sandbox-Port": "49983"})
 		if r.Status != http.StatusBadGateway || !strings.Contains(r.Body, "The sandbox was not found") {
 			t.Errorf("unknown sandbox through the proxy = %d %s, want 502 not found", r.Status, r.Body)
 		}
 		s := create(t, c, sdk.CreateOptions{})
 		route := map[string]string{"E2b-Sandbox-Id": s.ID, "E2b-Sandbox-Port": "49983", "Content-Type": "application/json"}
-		r = srv.raw(t, "POST", "/process.Process/List", "{}", route)
+		r = srv.Raw(t, "POST", "/process.Process/List", "{}", route)
 		if r.Status != http.StatusUnauthorized {
 			t.Errorf("envd RPC without access token = %d %s, want 401", r.Status, r.Body)
 		}
 		route["X-Access-Token"] = "wrong" + s.EnvdAccessToken
-		r = srv.raw(t, "GET", "/files?path=/etc/hostname", "", route)
+		r = srv.Raw(t, "GET", "/files?path=/etc/hostname", "", route)
 		if r.Status != http.StatusUnauthorized {
 			t.Errorf("/files with a wrong access token = %d %s, want 401", r.Status, r.Body)
 		}
 		route["X-Access-Token"] = s.EnvdAccessToken
-		r = srv.raw(t, "POST", "/filesystem.Filesystem/Stat", `{"path":`, route)
+		r = srv.Raw(t, "POST", "/filesystem.Filesystem/Stat", `{"path":`, route)
 		if r.Status == http.StatusOK {
 			t.Errorf("malformed RPC JSON = 200 %s", r.Body)
 		}
@@ -279,7 +246,7 @@ while True: a.append(bytearray(64<<20))'`, sdk.RunOptions{Timeout: 3 * time.Minu
 			if res := run(t, b, "echo ok", sdk.RunOptions{}); res.Stdout != "ok\n" {
 				t.Fatalf("round %d: sandbox B = %+v", i, res)
 			}
-			if r := srv.raw(t, "GET", "/health", "", nil); r.Status != http.StatusOK && r.Status != http.StatusNoContent {
+			if r := srv.Raw(t, "GET", "/health", "", nil); r.Status != http.StatusOK && r.Status != http.StatusNoContent {
 				t.Fatalf("round %d: server /health = %d", i, r.Status)
 			}
 			if _, err := c.List(opCtx(t), sdk.ListOptions{}); err != nil {
@@ -318,7 +285,7 @@ func testNoLeftovers(t *testing.T, srv *Server) {
 	ctx := opCtx(t)
 	for {
 		var left []string
-		for _, ctr := range srv.crunContainers(t) {
+		for _, ctr := range srv.CrunContainers(t) {
 			createdIDs.Range(func(id, _ any) bool {
 				if strings.Contains(ctr, id.(string)) {
 					left = append(left, ctr)

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/testenv"
+
 	"github.com/sbxdev/sbx/sdk"
 )
 
@@ -35,7 +37,7 @@ import (
 // Run it with `make bench-snapshot`. It reports p50/p95 per server and the
 // ratio cold/snapshot of the p50s; it asserts no time.
 func BenchmarkTemplateSnapshot(b *testing.B) {
-	requireIntegration(b)
+	testenv.Require(b, testenv.Integration...)
 	requireRunsc(b, "the snapshot benchmark (no server takes snapshots without it)")
 	snap := StartServer(b, "--pool", "*=0:0")
 	cold := StartServer(b, "--snapshot-runtime", "none", "--pool", "*=0:0")
@@ -326,7 +328,7 @@ func createdPooled(s *Server, id string) bool {
 // such a sandbox timed a cold start.
 func restoreFellBack(s *Server) []string {
 	var out []string
-	for line := range strings.Lines(s.log.String()) {
+	for line := range strings.Lines(s.Log()) {
 		if strings.Contains(line, `msg="restore from template snapshot failed; starting cold"`) {
 			out = append(out, strings.TrimSpace(line))
 		}
@@ -337,7 +339,7 @@ func restoreFellBack(s *Server) []string {
 // logRecord returns the fields of the server's log line with message msg
 // about sandbox id, nil when there is none.
 func logRecord(s *Server, msg, id string) []string {
-	for line := range strings.Lines(s.log.String()) {
+	for line := range strings.Lines(s.Log()) {
 		if !strings.Contains(line, `msg="`+msg+`"`) {
 			continue
 		}

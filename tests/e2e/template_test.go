@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbxdev/sbx/tests/harness"
+
 	"github.com/sbxdev/sbx/sdk"
 )
 
@@ -221,7 +223,7 @@ func TestTemplateLibrary(t *testing.T) {
 	}
 	s := StartServer(t)
 	c := s.Client(t)
-	lib := filepath.Join(repoRoot(t), "templates")
+	lib := filepath.Join(harness.RepoRoot(t), "templates")
 	dirs, err := filepath.Glob(filepath.Join(lib, "*", "e2b.Dockerfile"))
 	if err != nil || len(dirs) < 4 {
 		t.Fatalf("template library: %v %v", dirs, err)

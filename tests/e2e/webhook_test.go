@@ -94,7 +94,7 @@ func (r *signedReceiver) waitFor(t *testing.T, sandboxID string, types ...string
 func registerLifecycleWebhook(t *testing.T, srv *Server, url, secret string) string {
 	t.Helper()
 	body := fmt.Sprintf(`{"name":"e2e","url":%q,"events":["sandbox.lifecycle.created","sandbox.lifecycle.killed"],"signatureSecret":%q}`, url, secret)
-	resp := srv.raw(t, "POST", "/events/webhooks", body, map[string]string{"X-API-Key": srv.APIKey})
+	resp := srv.Raw(t, "POST", "/events/webhooks", body, map[string]string{"X-API-Key": srv.APIKey})
 	if resp.Status != http.StatusCreated {
 		t.Fatalf("POST /events/webhooks: %d %s", resp.Status, resp.Body)
 	}
@@ -156,7 +156,7 @@ func TestWebhookSurvivesServerCrash(t *testing.T) {
 	// Wait until the first attempt failed, so the retry is pending.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp := srv.raw(t, "GET", "/events/webhooks/"+id+"/deliveries", "", map[string]string{"X-API-Key": srv.APIKey})
+		resp := srv.Raw(t, "GET", "/events/webhooks/"+id+"/deliveries", "", map[string]string{"X-API-Key": srv.APIKey})
 		if resp.Status == 200 && countAttempts(t, resp.Body) >= 2 {
 			break
 		}
@@ -170,7 +170,7 @@ func TestWebhookSurvivesServerCrash(t *testing.T) {
 	srv.Start(t)
 
 	rcv.waitFor(t, s.ID, "sandbox.lifecycle.created", "sandbox.lifecycle.killed")
-	resp := srv.raw(t, "GET", "/events/webhooks/"+id+"/deliveries", "", map[string]string{"X-API-Key": srv.APIKey})
+	resp := srv.Raw(t, "GET", "/events/webhooks/"+id+"/deliveries", "", map[string]string{"X-API-Key": srv.APIKey})
 	if n := countAttempts(t, resp.Body); n < 4 {
 		t.Fatalf("deliveries log shows %d attempts, want ≥ 4 (2 failed + 2 delivered): %s", n, resp.Body)
 	}

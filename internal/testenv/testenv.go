@@ -1,0 +1,68 @@
+// Package testenv decides, in one place, whether a test that needs the
+// machine (root, an OCI runtime, a Jupyter kernel, ...) runs, skips, or
+// fails: tests skip with a message where a need is missing, and fail instead
+// when SBX_REQUIRE_INTEGRATION=1 (set by .ci/run), so CI never passes by
+// skipping.
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// Need is one thing a test needs from the machine.
+type Need struct {
+	what string // said in the skip message: "root", "crun on PATH (...)"
+	ok   func() bool
+}
+
+// Root needs the test process to run as root.
+var Root = Need{what: "root", ok: func() bool { return os.Geteuid() == 0 }}
+
+// Binary needs a program on PATH; hint says how to get it.
+func Binary(name, hint string) Need {
+	return Need{what: fmt.Sprintf("%s on PATH (%s)", name, hint), ok: func() bool {
+		_, err := exec.LookPath(name)
+		return err == nil
+	}}
+}
+
+// Crun needs crun, the default OCI runtime.
+var Crun = Binary("crun", "apt-get install crun")
+
+// Runsc needs gVisor's runsc (scripts/install-deps.sh builds it).
+var Runsc = Binary("runsc", "scripts/install-deps.sh builds it from the Go module proxy")
+
+// Integration is what end-to-end tests of a real `sbx serve` need.
+var Integration = []Need{Root, Crun}
+
+// Strict reports whether skips turn into failures (SBX_REQUIRE_INTEGRATION=1).
+func Strict() bool { return os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" }
+
+// Require skips t unless every need is met, or fails it under
+// SBX_REQUIRE_INTEGRATION=1.
+func Require(t testing.TB, needs ...Need) {
+	t.Helper()
+	var missing []string
+	for _, n := range needs {
+		if !n.ok() {
+			missing = append(missing, n.what)
+		}
+	}
+	if len(missing) > 0 {
+		Skip(t, "needs %s", strings.Join(missing, " and "))
+	}
+}
+
+// Skip skips t with the reason, or fails it under SBX_REQUIRE_INTEGRATION=1.
+func Skip(t testing.TB, format string, args ...any) {
+	t.Helper()
+	reason := fmt.Sprintf(format, args...)
+	if Strict() {
+		t.Fatalf("%s (SBX_REQUIRE_INTEGRATION=1 turns this skip into a failure)", reason)
+	}
+	t.Skipf("%s; skipping", reason)
+}
