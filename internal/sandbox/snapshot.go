@@ -152,7 +152,6 @@ func (m *Manager) resnapshot(tpl template.Template, key string) {
 	}()
 }
 
-
 func (m *Manager) snapLock(key string) *sync.Mutex {
 	m.snapMu.Lock()
 	defer m.snapMu.Unlock()

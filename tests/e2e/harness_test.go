@@ -14,5 +14,3 @@ type (
 
 // StartServer starts a fresh `bin/sbx serve`; see harness.StartServer.
 func StartServer(t testing.TB, extra ...string) *Server { return harness.StartServer(t, extra...) }
-
-
