@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Compare sbx builds side by side through the official E2B SDK, in one run:
+# each build gets a fresh server (default flags, its own data dir and port),
+# and tests/e2b-js/compare.mjs interleaves samples between them.
+#
+#   scripts/bench-compare.sh old=/var/tmp/sbx-baseline new=bin [-- tti runcode --n 40]
+#
+# Each NAME=DIR names a directory holding sbx, envd and codeinterp (as
+# `make build` leaves them in bin/). Needs root, crun, node and `make js-deps`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+builds=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do builds+=("$1"); shift; done
+[ "${1:-}" = "--" ] && shift
+[ ${#builds[@]} -ge 1 ] || { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+scenario_args=("$@")
+needs_ci=0
+for a in "${scenario_args[@]}"; do [ "$a" = runcode ] && needs_ci=1; done
+
+pids=(); dirs=(); compare=""
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for d in "${dirs[@]}"; do
+    # A graceful stop keeps sandboxes for the next server: remove them.
+    for rt in crun runsc; do
+      [ -d "$d/runtime/$rt" ] || continue
+      for id in $($rt --root "$d/runtime/$rt" list -q 2>/dev/null || true); do
+        $rt --root "$d/runtime/$rt" delete -f "$id" >/dev/null 2>&1 || true
+      done
+    done
+    awk -v d="$d" '$5 == d || index($5, d "/") == 1 {print $5}' /proc/self/mountinfo | sort -r |
+      while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf "$d"
+  done
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+for b in "${builds[@]}"; do
+  name=${b%%=*}; dir=${b#*=}
+  [ -x "$dir/sbx" ] || { echo "bench-compare: $dir/sbx is missing" >&2; exit 1; }
+  data=$(mktemp -d /tmp/sbx-compare-"$name"-XXXX); dirs+=("$data")
+  addr=127.0.0.1:$(free_port)
+  "$dir/sbx" serve --listen "$addr" --data-dir "$data" >"$data.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 600); do
+    curl -fsS "http://$addr/health" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  key=$("$dir/sbx" env --data-dir "$data" --listen "$addr" | sed -n "s/^export E2B_API_KEY=['\"]\{0,1\}\([^'\"]*\).*/\1/p")
+  want='"base"'; [ $needs_ci = 1 ] && want='"code-interpreter"'
+  for _ in $(seq 1 1200); do
+    curl -fsS -H "X-API-Key: $key" "http://$addr/templates" 2>/dev/null |
+      python3 -c "import sys,json; t=[x for x in json.load(sys.stdin) if $want in [x.get('templateID')]+x.get('aliases',[])+x.get('names',[])]; sys.exit(0 if t and t[0].get('buildStatus')=='ready' else 1)" 2>/dev/null && break
+    sleep 0.5
+  done
+  echo "bench-compare: $name ($dir, $("$dir/sbx" --version 2>/dev/null | head -1)) on $addr, data dir $data"
+  compare="$compare$name=http://$addr,$key;"
+done
+sleep 5 # let the warm pools fill
+echo "bench-compare: load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
+cd "$root/tests/e2b-js"
+SBX_COMPARE="$compare" node compare.mjs "${scenario_args[@]}"
