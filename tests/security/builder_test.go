@@ -164,10 +164,11 @@ func TestRegistryAllowPrivate(t *testing.T) {
 }
 
 // A registry the operator allowed must not send the server on to a token
-// realm in a range it did not allow (item 5).
+// realm in a range it did not allow (item 5): here the host's own address,
+// which go-containerregistry's own check of private IP literals lets by.
 func TestRegistryRealmGuarded(t *testing.T) {
 	marker := "realm-body-" + randHex(t, 8)
-	realm := bldServe(t, "127.0.0.2:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	realm := bldServe(t, net.JoinHostPort(bldHostAddr(t), "0"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, marker, http.StatusUnauthorized)
 	}))
 	reg := bldServe(t, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -182,7 +183,7 @@ func TestRegistryRealmGuarded(t *testing.T) {
 		t.Errorf("the allowed registry was never asked (status %s):\n%s", st, bldAround(said, "error"))
 	}
 	if n := realm.hits.Load(); n > 0 {
-		t.Errorf("the server followed the registry's realm to 127.0.0.2 (%d requests)", n)
+		t.Errorf("the server followed the registry's realm to %s (%d requests)", realm.host(), n)
 	}
 	if st == "ready" || strings.Contains(said, marker) {
 		t.Errorf("status %s, or a body echoed:\n%s", st, bldAround(said, marker))
@@ -198,7 +199,9 @@ func TestBuildMemoryLimit(t *testing.T) {
 	tid, bid := c.requestBuild(t, "hog-"+randHex(t, 3))
 	// tail keeps a "line" without newline whole: 700 MiB of it.
 	st, said := c.build(t, tid, bid, map[string]any{"steps": []any{bldRun(`head -c 700m /dev/zero | tail -n 1 >/dev/null; echo survived-$((40+2))`)}})
-	if st != "error" || strings.Contains(said, "survived-42") {
+	// The kernel kills the biggest process (tail) and the script goes on:
+	// the build must fail anyway, its layer being whatever tail left.
+	if st != "error" {
 		t.Fatalf("a step using 700 MiB under --build-memory 256 did not fail (status %s):\n%s", st, bldAround(said, "survived-42"))
 	}
 	if !strings.Contains(said, "memory") || !strings.Contains(said, "--build-memory") {
