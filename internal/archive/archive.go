@@ -52,6 +52,9 @@ type Options struct {
 	Note func(string)
 	// Digest computes Result.Digest (a content hash of the unpacked tree).
 	Digest bool
+	// Owners gives entries the numeric owners the archive names (image
+	// layers); otherwise they belong to the extracting process.
+	Owners bool
 }
 
 // Result describes a finished extraction.
@@ -217,7 +220,7 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 	mode := fs.FileMode(hdr.Mode & 0o777)
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		err = x.dir(parent, rel, base, mode|special(hdr.Mode, true), hdr.ModTime)
+		err = x.dir(parent, rel, base, mode|special(hdr.Mode, true), hdr)
 	case tar.TypeReg, tar.TypeGNUSparse:
 		err = x.file(parent, rel, base, hdr, tr, mode|special(hdr.Mode, false))
 	case tar.TypeSymlink:
@@ -225,6 +228,9 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 		// (the sandbox resolves it inside its own root filesystem).
 		if err = x.replace(parent, rel, base); err == nil {
 			err = parent.Symlink(hdr.Linkname, base)
+		}
+		if err == nil && x.opt.Owners {
+			err = parent.Lchown(base, hdr.Uid, hdr.Gid)
 		}
 		x.record(rel, "l", 0o777, int64(len(hdr.Linkname)), hdr.Linkname)
 	case tar.TypeLink:
@@ -320,7 +326,7 @@ func (x *extractor) replace(parent *hostfs.Dir, rel, base string) error {
 	return parent.Remove(base)
 }
 
-func (x *extractor) dir(parent *hostfs.Dir, rel, base string, mode fs.FileMode, mtime time.Time) error {
+func (x *extractor) dir(parent *hostfs.Dir, rel, base string, mode fs.FileMode, hdr *tar.Header) error {
 	if st, err := parent.Lstat(base); err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		if err := parent.Remove(base); err != nil {
 			return err
@@ -330,6 +336,11 @@ func (x *extractor) dir(parent *hostfs.Dir, rel, base string, mode fs.FileMode, 
 	if err := parent.Mkdir(base, 0o700); err != nil {
 		return err
 	}
+	if x.opt.Owners { // before the mode: chown clears setgid
+		if err := parent.Lchown(base, hdr.Uid, hdr.Gid); err != nil {
+			return err
+		}
+	}
 	d, err := parent.Sub(base)
 	if err != nil {
 		return err
@@ -338,7 +349,7 @@ func (x *extractor) dir(parent *hostfs.Dir, rel, base string, mode fs.FileMode, 
 	if err := d.Chmod(mode); err != nil {
 		return err
 	}
-	x.times = append(x.times, dirTime{rel, mtime})
+	x.times = append(x.times, dirTime{rel, hdr.ModTime})
 	x.res.HasDirs = true
 	x.record(rel, "d", mode, 0, "")
 	return nil
@@ -363,6 +374,9 @@ func (x *extractor) file(parent *hostfs.Dir, rel, base string, hdr *tar.Header, 
 		w = io.MultiWriter(out, sum)
 	}
 	n, err := io.Copy(w, &archiveReader{io.LimitReader(tr, left+1)})
+	if err == nil && x.opt.Owners {
+		err = out.Chown(hdr.Uid, hdr.Gid) // before the mode: chown clears setuid
+	}
 	if err == nil {
 		err = out.Chmod(mode) // after the content: a setuid file is never writable
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -277,5 +278,49 @@ func TestDecompress(t *testing.T) {
 				t.Errorf("%s: %v", tc.name, err)
 			}
 		}
+	}
+}
+
+// TestExtractOwners: with Owners (image layers) entries get the archive's
+// numeric owners, setuid bits survive the chown, symlinks are not followed.
+func TestExtractOwners(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	dst := t.TempDir()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []*tar.Header{
+		{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o2775, Uid: 1000, Gid: 1001},
+		{Name: "d/su", Typeflag: tar.TypeReg, Mode: 0o4755, Uid: 0, Gid: 0, Size: 1},
+		{Name: "d/own", Typeflag: tar.TypeReg, Mode: 0o640, Uid: 1234, Gid: 5678, Size: 1},
+		{Name: "d/l", Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd", Uid: 42, Gid: 43},
+	} {
+		_ = tw.WriteHeader(h)
+		if h.Size > 0 {
+			_, _ = tw.Write([]byte("x"))
+		}
+	}
+	_ = tw.Close()
+	if _, err := Extract(&buf, openDir(t, dst), Options{Name: "image", MaxBytes: 1 << 20, MaxEntries: 10, Owners: true}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string][3]uint64{"d": {1000, 1001, 0o2775}, "d/su": {0, 0, 0o4755}, "d/own": {1234, 5678, 0o640}} {
+		fi, err := os.Lstat(filepath.Join(dst, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if uint64(st.Uid) != want[0] || uint64(st.Gid) != want[1] || uint64(st.Mode&0o7777) != want[2] {
+			t.Errorf("%s: %d:%d %o, want %d:%d %o", name, st.Uid, st.Gid, st.Mode&0o7777, want[0], want[1], want[2])
+		}
+	}
+	fi, _ := os.Lstat(filepath.Join(dst, "d/l"))
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 42 {
+		t.Errorf("symlink owner %d, want 42", st.Uid)
+	}
+	if fi, _ := os.Stat("/etc/passwd"); fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("/etc/passwd changed owner")
 	}
 }

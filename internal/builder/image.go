@@ -3,11 +3,11 @@ package builder
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
@@ -20,7 +20,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/sbxdev/sbx/internal/archive"
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/hostfs"
 	"github.com/sbxdev/sbx/internal/netguard"
 )
 
@@ -128,11 +130,22 @@ func (im *Images) Pull(ctx context.Context, ref string, progress func(string)) (
 	if err := os.MkdirAll(filepath.Join(tmp, "rootfs"), 0o755); err != nil {
 		return Base{}, err
 	}
-	flat := &cappedBody{rc: mutate.Extract(img), left: im.cfg.MaxBytes, what: "unpacks to"}
-	if err := untar(ctx, flat, filepath.Join(tmp, "rootfs")); err != nil {
+	if err := im.unpack(ctx, ref, img, filepath.Join(tmp, "rootfs")); err != nil {
 		os.RemoveAll(tmp)
-		if flat.over || tr.over() {
+		if ctx.Err() != nil {
+			return Base{}, errdefs.Unavailable("pull image %s: canceled", ref)
+		}
+		if tr.over() {
 			return Base{}, im.tooLarge(ref)
+		}
+		var le *archive.LimitError
+		var de *errdefs.Error
+		switch {
+		case errors.As(err, &le):
+			return Base{}, im.tooLarge(ref)
+		case errors.As(err, &de) && errors.Is(err, errdefs.ErrInvalidArgument):
+			im.log.Warn("image layers not unpacked", "image", ref, "err", err)
+			return Base{}, errdefs.Invalid("pull image %s: its layers could not be downloaded and unpacked safely (details are in the server's log)", ref)
 		}
 		return Base{}, im.pullError(ref, r, err)
 	}
@@ -159,25 +172,40 @@ func (m imageMeta) base(root string) Base {
 	return Base{Key: "image:" + m.Digest, Layers: []string{root}, User: user, Workdir: dir, Env: m.Env}
 }
 
-// untar unpacks a flattened image with GNU tar, which keeps owners, modes,
-// hard links and device nodes exactly, and never writes through a symlink
-// an archive made with an absolute or ".." target (it creates those last).
-// Its messages name entries of the image, so they go to the server's log,
-// not to the tenant.
-func untar(ctx context.Context, rc io.ReadCloser, dst string) error {
+// maxImageEntries bounds the files of one image (inodes).
+const maxImageEntries = 1 << 22
+
+// unpack extracts the flattened image into dst with internal/archive, as
+// uploads and ADD are: the layers are the registry's, so no entry may
+// leave dst or go through a symlink, and device nodes are skipped (a
+// sandbox has no use for them, and an image could plant the host's disk).
+// Owners are kept.
+func (im *Images) unpack(ctx context.Context, ref string, img v1.Image, dst string) error {
+	rc := mutate.Extract(img)
 	defer rc.Close()
-	cmd := exec.CommandContext(ctx, "tar", "-x", "-p", "--numeric-owner", "-C", dst, "-f", "-")
-	cmd.Stdin = rc
-	out, err := cmd.CombinedOutput()
+	d, err := hostfs.OpenDir(dst)
 	if err != nil {
-		return &untarError{err: err, out: strings.TrimSpace(string(out))}
+		return err
 	}
-	return nil
+	defer d.Close()
+	skipped := 0
+	_, err = archive.Extract(&ctxReader{ctx: ctx, r: rc}, d, archive.Options{Name: "image " + ref, MaxBytes: im.cfg.MaxBytes,
+		MaxEntries: maxImageEntries, SkipSpecial: true, Owners: true, Note: func(string) { skipped++ }})
+	if skipped > 0 {
+		im.log.Debug("image entries skipped", "image", ref, "count", skipped)
+	}
+	return err
 }
 
-type untarError struct {
-	err error
-	out string
+// ctxReader stops a long extraction when its build is canceled.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
 }
 
-func (e *untarError) Error() string { return fmt.Sprintf("tar: %v: %s", e.err, e.out) }
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

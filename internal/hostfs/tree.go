@@ -240,6 +240,18 @@ func (d *Dir) Chtimes(name string, atime, mtime time.Time) error {
 	return nil
 }
 
+// Lchown sets the owner of name (one component) in d, a symlink itself
+// rather than its target.
+func (d *Dir) Lchown(name string, uid, gid int) error {
+	if err := singleName(name); err != nil {
+		return &os.PathError{Op: "fchownat", Path: d.path + "/" + name, Err: err}
+	}
+	if err := unix.Fchownat(d.fd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "fchownat", Path: d.path + "/" + name, Err: err}
+	}
+	return nil
+}
+
 // Chmod sets the mode of d itself (special bits included).
 func (d *Dir) Chmod(mode os.FileMode) error {
 	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
