@@ -225,15 +225,24 @@ func extract(r io.Reader, dst string, max int64) (archive.Result, error) {
 }
 
 // removeLegacyUploads drops uploads of the layout before uploads were per
-// team (<dir>/<hash>): any team's COPY could use them.
+// team (<dir>/<hash>): any team's COPY could use them; and uploads a
+// previous process left unfinished (<dir>/<team>/.upload-*).
 func removeLegacyUploads(dir string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
 	}
 	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
 		if hashRE.MatchString(e.Name()) {
-			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			if err := os.RemoveAll(p); err != nil {
+				return err
+			}
+			continue
+		}
+		partial, _ := filepath.Glob(filepath.Join(p, ".upload-*"))
+		for _, q := range partial {
+			if err := os.RemoveAll(q); err != nil {
 				return err
 			}
 		}
