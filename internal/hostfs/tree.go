@@ -100,6 +100,12 @@ func (d *Dir) MkdirAll(name string, perm os.FileMode) (*Dir, error) {
 	if name == "" || name == "." {
 		return d.dup()
 	}
+	// Usually the directory exists (an archive lists a directory's
+	// entries together): one lookup. Else walk it component by component,
+	// creating what is missing and naming what is in the way.
+	if sub, err := d.Sub(name); err == nil {
+		return sub, nil
+	}
 	cur, err := d.dup()
 	if err != nil {
 		return nil, err
