@@ -13,7 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/monitor"
+	"github.com/sbxdev/sbx/internal/netguard"
 	"github.com/sbxdev/sbx/internal/sandbox"
 )
 
@@ -28,6 +30,8 @@ type Config struct {
 	AgentDir    string   // where envd and codeinterp binaries are found ("" = next to sbx)
 	RootfsCache string   // root filesystem cache shared by data dirs ("" = default)
 	Webhooks    WebhookConfig
+	Builds      BuildConfig
+	Registry    RegistryConfig
 	// Pools maps a template to its warm pool size as "min" or "min:max";
 	// a min of 0 with no max disables the pool.
 	Pools map[string]string
@@ -90,6 +94,38 @@ type WebhookConfig struct {
 	AllowCIDRs   []string // extra destinations allowed despite being private
 }
 
+// BuildConfig bounds template builds: each build sandbox, and how many
+// builds run at once.
+type BuildConfig struct {
+	Limits             builder.Limits
+	Concurrency        int // builds running at once; the rest wait
+	ConcurrencyPerTeam int // builds of one team running at once
+}
+
+// Default build concurrency: two builds at once, one per team, so one
+// team's builds never keep another's waiting for a slot.
+const (
+	DefaultBuildConcurrency        = 2
+	DefaultBuildConcurrencyPerTeam = 1
+)
+
+// RegistryConfig guards and bounds the image pulls of templates built FROM
+// an image (fromImage).
+type RegistryConfig struct {
+	AllowPrivate bool     // allow registries on private, loopback and link-local addresses
+	AllowCIDRs   []string // allow these ranges only
+	MaxImageMB   int      // cap of one image, downloaded and unpacked
+}
+
+// Guard is the SSRF guard every connection of a pull goes through.
+func (r RegistryConfig) Guard() (*netguard.Guard, error) {
+	allow, err := netguard.ParsePrefixes("--registry-allow-cidr", r.AllowCIDRs)
+	if err != nil {
+		return nil, err
+	}
+	return &netguard.Guard{AllowAll: r.AllowPrivate, Allow: allow, Hint: builder.RegistryGuardHint}, nil
+}
+
 // Defaults.
 const (
 	DefaultListen  = "127.0.0.1:3000"
@@ -142,6 +178,18 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Monitoring.Validate(); err != nil {
 		return err
+	}
+	if err := c.Builds.Limits.Validate(); err != nil {
+		return err
+	}
+	if c.Builds.Concurrency < 0 || c.Builds.ConcurrencyPerTeam < 0 {
+		return fmt.Errorf("--build-concurrency and --build-concurrency-per-team must not be negative")
+	}
+	if _, err := c.Registry.Guard(); err != nil {
+		return err
+	}
+	if c.Registry.MaxImageMB < 0 {
+		return fmt.Errorf("--registry-max-image %d: want a size in MiB", c.Registry.MaxImageMB)
 	}
 	for _, cidr := range c.Webhooks.AllowCIDRs {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {

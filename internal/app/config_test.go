@@ -52,6 +52,10 @@ func TestInvalidConfig(t *testing.T) {
 		{"bad pool", func(c *Config) { c.Pools = map[string]string{"base": "x"} }, "--pool base=x"},
 		{"bad snapshot runtime", func(c *Config) { c.SnapshotRuntime = "crun" }, "--snapshot-runtime"},
 		{"bad runtime", func(c *Config) { c.Runtime = "docker" }, "--runtime"},
+		{"bad registry cidr", func(c *Config) { c.Registry.AllowCIDRs = []string{"10.0.0.0/33"} }, "--registry-allow-cidr"},
+		{"tiny build memory", func(c *Config) { c.Builds.Limits.MemoryMB = 8 }, "--build-memory"},
+		{"negative build cpus", func(c *Config) { c.Builds.Limits.CPUs = -1 }, "--build-cpus"},
+		{"negative build concurrency", func(c *Config) { c.Builds.Concurrency = -1 }, "--build-concurrency"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

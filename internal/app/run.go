@@ -147,9 +147,15 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Sto
 		return nil, err
 	}
 	tplExec := builder.NewExecutor(builder.Config{DataDir: cfg.DataDir,
-		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes")}, log, c.drv, c.netw)
-	c.tplSvc = template.NewService(template.ServiceConfig{DataDir: cfg.DataDir}, log, tplStore, c.reg, tplExec, evlog)
-	c.tplSvc.SetImages(builder.NewImages(filepath.Join(cfg.DataDir, "images"), log))
+		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes"), Limits: cfg.Builds.Limits}, log, c.drv, c.netw)
+	c.tplSvc = template.NewService(template.ServiceConfig{DataDir: cfg.DataDir, MaxBuilds: cfg.Builds.Concurrency,
+		MaxBuildsPerTeam: cfg.Builds.ConcurrencyPerTeam}, log, tplStore, c.reg, tplExec, evlog)
+	guard, err := cfg.Registry.Guard() // validated by Config.Validate
+	if err != nil {
+		return nil, err
+	}
+	c.tplSvc.SetImages(builder.NewImages(filepath.Join(cfg.DataDir, "images"),
+		builder.ImagesConfig{Guard: guard, MaxBytes: int64(cfg.Registry.MaxImageMB) << 20}, log))
 	c.tplSvc.SetLiveSandboxes(st)
 	if snapDrv != nil {
 		c.tplSvc.SetSnapshotter(c.mgr)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/hostfs"
 )
 
 // entry is one tar entry of a test archive.
@@ -93,7 +94,12 @@ func TestArchiveFormat(t *testing.T) {
 		{gzNotTar, "", ""}, // copied as is
 	} {
 		t.Run(filepath.Base(tc.path), func(t *testing.T) {
-			got, err := archiveFormat(tc.path)
+			f, err := os.Open(tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			got, err := archiveFormat(f, filepath.Base(tc.path))
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, errdefs.ErrInvalidArgument) {
 					t.Fatalf("err = %v, want invalid argument with %q", err, tc.err)
@@ -174,7 +180,7 @@ func TestUnpack(t *testing.T) {
 			{name: "s/sub/", typ: tar.TypeDir},
 		}, err: `goes through the symlink "s"`, kind: errdefs.ErrInvalidArgument},
 		{name: "hard link out", entries: []entry{{name: "h", typ: tar.TypeLink, link: "../../etc/passwd"}},
-			err: "outside the archive", kind: errdefs.ErrInvalidArgument},
+			err: "not a file earlier in the archive", kind: errdefs.ErrInvalidArgument},
 		{name: "hard link to a symlink", entries: []entry{
 			{name: "s", typ: tar.TypeSymlink, link: "/etc/shadow"},
 			{name: "h", typ: tar.TypeLink, link: "s"},
@@ -185,9 +191,9 @@ func TestUnpack(t *testing.T) {
 			file("z1", strings.Repeat("\x00", 600<<10)), file("z2", strings.Repeat("\x00", 600<<10)),
 		}, err: `more than 1 MiB (the build's disk limit) at entry "z2"`, kind: errdefs.ErrResourceExhausted},
 		{name: "too many entries", entries: []entry{file("1", ""), file("2", ""), file("3", "")},
-			lim: &unpackLimits{maxBytes: 1 << 20, maxEntries: 2}, err: "more than 2 entries", kind: errdefs.ErrInvalidArgument},
+			lim: &unpackLimits{maxBytes: 1 << 20, maxEntries: 2}, err: "more than 2 entries", kind: errdefs.ErrResourceExhausted},
 		{name: "file over a directory", entries: []entry{{name: "d/", typ: tar.TypeDir}, file("d/x", "x"), file("d", "x")},
-			err: `entry "d": d is a directory`, kind: errdefs.ErrInvalidArgument},
+			err: `entry "d" is a directory`, kind: errdefs.ErrInvalidArgument},
 		{name: "truncated", entries: []entry{{name: "short", typ: tar.TypeReg, body: "abc", size: 1000}},
 			err: `entry "short"`, kind: errdefs.ErrInvalidArgument},
 	} {
@@ -200,7 +206,7 @@ func TestUnpack(t *testing.T) {
 				l = *tc.lim
 			}
 			var notes []string
-			_, err := unpack(src, dir, l, func(s string) { notes = append(notes, s) })
+			_, err := unpack(openFile(t, src), "a.tar", openDir(t, dir), l, func(s string) { notes = append(notes, s) })
 			if tc.err == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -224,7 +230,7 @@ func TestUnpack(t *testing.T) {
 func TestUnpackBzip2(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	n, err := unpack("testdata/archive/hello.tar.bz2", dir, unpackLimits{maxBytes: 1 << 20, maxEntries: 10}, func(string) {})
+	n, err := unpack(openFile(t, "testdata/archive/hello.tar.bz2"), "hello.tar.bz2", openDir(t, dir), unpackLimits{maxBytes: 1 << 20, maxEntries: 10}, func(string) {})
 	if err != nil || n != 2 {
 		t.Fatalf("unpack: %d entries, %v", n, err)
 	}
@@ -251,9 +257,9 @@ func TestStageAdd(t *testing.T) {
 		{"plain.txt", "plain.txt", []string{"plain.txt"}},
 		{"dir", "", []string{"inner.tar"}},
 	} {
-		stageDir := filepath.Join(t.TempDir(), "stage")
+		stageDir := t.TempDir()
 		var notes []string
-		single, err := stage(root, tc.src, stageDir, lim, func(s string) { notes = append(notes, s) })
+		single, err := stage(openDir(t, root), tc.src, openDir(t, stageDir), lim, func(s string) { notes = append(notes, s) })
 		if err != nil || single != tc.single {
 			t.Errorf("stage %s: single %q, %v; want %q", tc.src, single, err, tc.single)
 		}
@@ -267,11 +273,83 @@ func TestStageAdd(t *testing.T) {
 		}
 	}
 	// COPY never unpacks.
-	stageDir := filepath.Join(t.TempDir(), "stage")
-	if _, err := stage(root, "vendor.tar.gz", stageDir, nil, nil); err != nil {
+	stageDir := t.TempDir()
+	if _, err := stage(openDir(t, root), "vendor.tar.gz", openDir(t, stageDir), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(stageDir, "vendor.tar.gz")); err != nil {
 		t.Errorf("COPY of an archive: %v", err)
+	}
+}
+
+func openFile(t *testing.T, p string) *os.File {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func openDir(t *testing.T, p string) *hostfs.Dir {
+	t.Helper()
+	d, err := hostfs.OpenDir(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// TestStageStaysInContext: COPY resolves the context's symlinks inside the
+// context and copies them as symlinks; no host file is ever read.
+func TestStageStaysInContext(t *testing.T) {
+	t.Parallel()
+	outside := t.TempDir()
+	_ = os.WriteFile(filepath.Join(outside, "secret"), []byte("host secret"), 0o600)
+	root := t.TempDir()
+	_ = os.Symlink(outside, filepath.Join(root, "d"))
+	_ = os.Symlink("/etc/passwd", filepath.Join(root, "passwd"))
+	_ = os.MkdirAll(filepath.Join(root, "app", "lib"), 0o755)
+	_ = os.WriteFile(filepath.Join(root, "app", "lib", "x.py"), []byte("x"), 0o644)
+	_ = os.Symlink("/app/lib", filepath.Join(root, "lib")) // absolute, meant inside the context
+	for _, tc := range []struct {
+		src  string
+		err  string
+		want map[string]string // staged name -> content, or "->target" for a symlink
+	}{
+		{src: "d/secret", err: "matches no file"},
+		{src: "d/*", err: "matches no file"},
+		{src: "d", want: map[string]string{"d": "->" + outside}},
+		{src: "passwd", want: map[string]string{"passwd": "->/etc/passwd"}},
+		{src: "lib/x.py", want: map[string]string{"x.py": "x"}},
+		{src: "[dp]*", want: map[string]string{"d": "->" + outside, "passwd": "->/etc/passwd"}},
+	} {
+		t.Run(tc.src, func(t *testing.T) {
+			stageDir := t.TempDir()
+			_, err := stage(openDir(t, root), tc.src, openDir(t, stageDir), nil, nil)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, want := range tc.want {
+				p := filepath.Join(stageDir, name)
+				if target, ok := strings.CutPrefix(want, "->"); ok {
+					if got, err := os.Readlink(p); err != nil || got != target {
+						t.Errorf("%s: link %q %v, want -> %s", name, got, err, target)
+					}
+					continue
+				}
+				if got, err := os.ReadFile(p); err != nil || string(got) != want {
+					t.Errorf("%s = %q %v, want %q", name, got, err, want)
+				}
+			}
+		})
 	}
 }

@@ -6,26 +6,30 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/hostfs"
 	"github.com/sbxdev/sbx/internal/runtime"
 )
 
-// Driver is the part of the runtime driver a build needs.
+// Driver is the part of the runtime driver a build needs: a build reads
+// the step's output from the driver (runtime.Output), never from a file in
+// a directory the step can write, and reads the cgroup counters to say
+// which limit a failed step hit.
 type Driver interface {
 	Start(ctx context.Context, spec runtime.Spec) error
 	Delete(ctx context.Context, id string) error
+	State(ctx context.Context, id string) (runtime.Status, error)
+	Stats(ctx context.Context, id string) (runtime.Stats, error)
+	runtime.Output
+	runtime.Pauser
 }
 
 // Network gives build sandboxes internet access (RUN apt-get install ...).
@@ -44,11 +48,64 @@ type Files interface {
 type Config struct {
 	DataDir    string // layers live in <DataDir>/layers, scratch space in <DataDir>/build
 	SandboxDir string // the runtime driver's sandbox dir: <SandboxDir>/<id>/upper/upper is a sandbox's writable layer
-	DiskMB     int    // writable layer size of a build sandbox; 0 = 8192
-	// StepTimeout bounds one RUN or COPY step; 0 = 30 minutes.
-	StepTimeout time.Duration
+	Limits     Limits
 	// ReadyTimeout bounds waiting for the ready command; 0 = 2 minutes.
 	ReadyTimeout time.Duration
+}
+
+// Limits bound every build sandbox, so no team's build can exhaust the
+// host. Each is a `sbx serve` flag, which a step that hits it names.
+type Limits struct {
+	// MemoryMB caps memory, the step's writable layer included (it is a
+	// tmpfs, charged to the step's memory cgroup): --build-memory.
+	MemoryMB int
+	CPUs     float64 // --build-cpus
+	PidsMax  int     // --build-pids
+	// DiskMB sizes the writable layer of one step: --build-disk.
+	DiskMB int
+	// StepTimeout bounds one RUN, COPY or ADD step: --build-step-timeout.
+	StepTimeout time.Duration
+}
+
+// DefaultLimits are the limits of a build sandbox unless configured.
+var DefaultLimits = Limits{MemoryMB: 4096, CPUs: 2, PidsMax: 4096, DiskMB: 4096, StepTimeout: 30 * time.Minute}
+
+// withDefaults fills unset limits from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.MemoryMB == 0 {
+		l.MemoryMB = d.MemoryMB
+	}
+	if l.CPUs == 0 {
+		l.CPUs = d.CPUs
+	}
+	if l.PidsMax == 0 {
+		l.PidsMax = d.PidsMax
+	}
+	if l.DiskMB == 0 {
+		l.DiskMB = d.DiskMB
+	}
+	if l.StepTimeout == 0 {
+		l.StepTimeout = d.StepTimeout
+	}
+	return l
+}
+
+// Validate checks limits given on the command line.
+func (l Limits) Validate() error {
+	switch {
+	case l.MemoryMB < 0 || (l.MemoryMB > 0 && l.MemoryMB < 64):
+		return fmt.Errorf("--build-memory %d: want at least 64 (MiB)", l.MemoryMB)
+	case l.CPUs < 0:
+		return fmt.Errorf("--build-cpus %g: want a positive number of CPUs", l.CPUs)
+	case l.PidsMax < 0 || (l.PidsMax > 0 && l.PidsMax < 32):
+		return fmt.Errorf("--build-pids %d: want at least 32", l.PidsMax)
+	case l.DiskMB < 0 || (l.DiskMB > 0 && l.DiskMB < 64):
+		return fmt.Errorf("--build-disk %d: want at least 64 (MiB)", l.DiskMB)
+	case l.StepTimeout < 0:
+		return fmt.Errorf("--build-step-timeout %v: want a positive duration", l.StepTimeout)
+	}
+	return nil
 }
 
 // Executor runs build plans.
@@ -61,12 +118,7 @@ type Executor struct {
 
 // NewExecutor returns an executor; it creates its directories lazily.
 func NewExecutor(cfg Config, log *slog.Logger, drv Driver, netw Network) *Executor {
-	if cfg.DiskMB == 0 {
-		cfg.DiskMB = 8192
-	}
-	if cfg.StepTimeout == 0 {
-		cfg.StepTimeout = 30 * time.Minute
-	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 2 * time.Minute
 	}
@@ -348,14 +400,9 @@ func stepUser(st state, s Step, idx int) string {
 // runStep executes one layer step in a build sandbox and stores its
 // writable layer as the layer directory dir.
 func (e *Executor) runStep(ctx context.Context, n int, s Step, st state, layers []string, dir string, files Files, line func(string)) error {
-	scratch, err := os.MkdirTemp(filepath.Join(e.cfg.DataDir, "build"), "step-")
+	scratch, err := e.scratchDir("step-")
 	if err != nil {
-		if err := os.MkdirAll(filepath.Join(e.cfg.DataDir, "build"), 0o755); err != nil {
-			return err
-		}
-		if scratch, err = os.MkdirTemp(filepath.Join(e.cfg.DataDir, "build"), "step-"); err != nil {
-			return err
-		}
+		return err
 	}
 	defer os.RemoveAll(scratch)
 	var user, cmd string
@@ -367,17 +414,7 @@ func (e *Executor) runStep(ctx context.Context, n int, s Step, st state, layers 
 		cmd = `[ -d "$SBX_DIR" ] || { mkdir -p -- "$SBX_DIR" && { [ "$SBX_OWNER" = root ] || chown -- "$SBX_OWNER" "$SBX_DIR"; }; }`
 		st.env = withEnv(st.env, "SBX_DIR", st.workdir, "SBX_OWNER", ownerSpec(st.user))
 	case StepCopy, StepAdd:
-		src, err := files.Dir(ctx, s.FilesHash)
-		if err != nil {
-			return &StepError{Step: n, What: s.String(), Err: err}
-		}
-		var lim *unpackLimits
-		if s.Type == StepAdd {
-			// Unpacked content lands in the build sandbox's writable
-			// layer, which the disk limit bounds anyway: fail early and clearly.
-			lim = &unpackLimits{maxBytes: int64(e.cfg.DiskMB) << 20, maxEntries: MaxUnpackEntries}
-		}
-		single, err := stage(src, s.Args[0], filepath.Join(scratch, "stage"), lim, line)
+		single, err := e.stageFiles(ctx, s, files, scratch, line)
 		if err != nil {
 			return &StepError{Step: n, What: s.String(), Err: err}
 		}
@@ -390,16 +427,55 @@ func (e *Executor) runStep(ctx context.Context, n int, s Step, st state, layers 
 			"SBX_MODE", mode, "SBX_SINGLE", single)
 	}
 	id := "build" + randHex(6)
-	code, out, err := e.exec(ctx, id, scratch, layers, st, user, cmd, e.cfg.StepTimeout, line, func() error {
-		return e.capture(id, dir, s)
+	code, out, err := e.exec(ctx, id, scratch, layers, st, user, cmd, e.cfg.Limits.StepTimeout, line, func() error {
+		return e.capture(ctx, id, dir, s)
 	})
 	if err != nil {
-		return &StepError{Step: n, What: s.String(), Err: err, Output: out}
+		return &StepError{Step: n, What: s.String(), ExitCode: code, Err: err, Output: out}
 	}
 	if code != 0 {
 		return &StepError{Step: n, What: s.String(), ExitCode: code, Output: out}
 	}
 	return nil
+}
+
+// scratchDir makes a fresh directory under <DataDir>/build, mounted
+// read-only into one build sandbox at /.sbx/build.
+func (e *Executor) scratchDir(prefix string) (string, error) {
+	base := filepath.Join(e.cfg.DataDir, "build")
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return "", err
+	}
+	return os.MkdirTemp(base, prefix)
+}
+
+// stageFiles copies a COPY or ADD step's sources from its upload into
+// <scratch>/stage (ADD unpacks archives there), all through descriptors.
+func (e *Executor) stageFiles(ctx context.Context, s Step, files Files, scratch string, line func(string)) (string, error) {
+	src, err := files.Dir(ctx, s.FilesHash)
+	if err != nil {
+		return "", err
+	}
+	root, err := hostfs.OpenDir(src)
+	if err != nil {
+		return "", fmt.Errorf("open the files of %s: %w", s.FilesHash, err)
+	}
+	defer root.Close()
+	if err := os.Mkdir(filepath.Join(scratch, "stage"), 0o755); err != nil {
+		return "", err
+	}
+	stageDir, err := hostfs.OpenDir(filepath.Join(scratch, "stage"))
+	if err != nil {
+		return "", err
+	}
+	defer stageDir.Close()
+	var lim *unpackLimits
+	if s.Type == StepAdd {
+		// Unpacked content lands in the build sandbox's writable
+		// layer, which the disk limit bounds anyway: fail early and clearly.
+		lim = &unpackLimits{maxBytes: int64(e.cfg.Limits.DiskMB) << 20, maxEntries: MaxUnpackEntries}
+	}
+	return stage(root, s.Args[0], stageDir, lim, line)
 }
 
 func withEnv(env map[string]string, kv ...string) map[string]string {
@@ -428,204 +504,35 @@ func ownerSpec(u string) string {
 // copyScript merges the staged files into the destination inside the build
 // sandbox, where user and group names resolve against the image's own
 // /etc/passwd and symlinked directories (/bin -> usr/bin) behave as they do
-// at run time.
+// at run time. The stage is a read-only mount: owners and modes are set
+// while copying (tar --owner/--group/--mode), never on the stage.
 const copyScript = `set -e
 stage=/.sbx/build/stage
 dest="$SBX_DEST"
+u="${SBX_OWNER%%:*}"; g=""; case "$SBX_OWNER" in *:*) g="${SBX_OWNER#*:}" ;; esac
+if [ -z "$g" ]; then if [ "$u" = root ]; then g=root; else g=$(id -g -- "$u"); fi; fi
+rename=
 case "$dest" in */) destdir="$dest" ;; *)
   if [ -n "$SBX_SINGLE" ] && [ ! -d "$dest" ]; then
-    destdir=$(dirname -- "$dest"); name=$(basename -- "$dest")
-    if [ "$SBX_SINGLE" != "$name" ]; then mv -- "$stage/$SBX_SINGLE" "$stage/$name"; fi
+    destdir=$(dirname -- "$dest"); rename=$(basename -- "$dest")
   else destdir="$dest"; fi ;;
 esac
 created=
 [ -d "$destdir" ] || { mkdir -p -- "$destdir"; created=1; }
-chown -R -h -- "$SBX_OWNER" "$stage"
-if [ -n "$created" ] && [ "$SBX_OWNER" != root ]; then chown -- "$SBX_OWNER" "$destdir"; fi
-if [ -n "$SBX_MODE" ]; then find "$stage" -mindepth 1 ! -type l -exec chmod "$SBX_MODE" {} +; fi
-tar -C "$stage" -cf - . | tar -C "$destdir" -xpf - --no-overwrite-dir
-n=$(find "$stage" -mindepth 1 | wc -l)
+if [ -n "$created" ] && [ "$u" != root ]; then chown -- "$u:$g" "$destdir"; fi
+if [ -n "$rename" ]; then
+  target="$destdir/$rename"
+  rm -f -- "$target"
+  cp -P --preserve=mode,timestamps -- "$stage/$SBX_SINGLE" "$target"
+  chown -h -- "$u:$g" "$target"
+  if [ -n "$SBX_MODE" ] && [ ! -L "$target" ]; then chmod -- "$SBX_MODE" "$target"; fi
+  n=1
+else
+  tar -C "$stage" -cf - --owner="$u" --group="$g" ${SBX_MODE:+--mode="$SBX_MODE"} . | tar -C "$destdir" -xpf - --no-overwrite-dir
+  n=$(find "$stage" -mindepth 1 | wc -l)
+fi
 echo "copied $n entries to $destdir"
 `
-
-// stage copies what src (a path or glob relative to the context) matches
-// from the upload dir into stageDir, the way Docker's COPY lays it out:
-// a directory's contents, or files by their base name. It returns the base
-// name when exactly one file matched (so the destination may rename it).
-// With unpack (ADD), a matched file that is a tar archive is unpacked
-// into stageDir instead.
-func stage(root, src, stageDir string, unpack *unpackLimits, note func(string)) (single string, err error) {
-	if err := os.MkdirAll(stageDir, 0o755); err != nil {
-		return "", err
-	}
-	rel := strings.TrimPrefix(path.Clean("/"+src), "/")
-	pattern := filepath.Join(root, filepath.FromSlash(rel))
-	matches, err := filepath.Glob(pattern)
-	if err != nil {
-		return "", errdefs.Invalid("bad source pattern %q: %v", src, err)
-	}
-	if rel == "" {
-		matches = []string{root}
-	}
-	if len(matches) == 0 {
-		return "", errdefs.Invalid("COPY source %q matches no file in the build context (check the path and .dockerignore)", src)
-	}
-	realRoot, err := filepath.EvalSymlinks(root)
-	if err != nil {
-		return "", err
-	}
-	for _, m := range matches {
-		if r, err := filepath.EvalSymlinks(filepath.Dir(m)); err != nil || !within(realRoot, r) {
-			return "", errdefs.Invalid("COPY source %q leaves the build context through a symlink", src)
-		}
-		fi, err := os.Lstat(m)
-		if err != nil {
-			return "", err
-		}
-		if unpack != nil && fi.Mode().IsRegular() {
-			if done, err := unpackMatch(m, stageDir, *unpack, note); err != nil || done {
-				if err != nil {
-					return "", err
-				}
-				continue
-			}
-		}
-		from, to := m, filepath.Join(stageDir, filepath.Base(m))
-		if fi.IsDir() {
-			from, to = m+"/.", stageDir
-		} else if len(matches) == 1 {
-			single = filepath.Base(m)
-		}
-		if out, err := exec.Command("cp", "-a", "--", from, to).CombinedOutput(); err != nil {
-			return "", fmt.Errorf("stage %s: %w: %s", m, err, out)
-		}
-	}
-	return single, nil
-}
-
-func within(root, p string) bool {
-	return p == root || strings.HasPrefix(p, root+string(filepath.Separator))
-}
-
-// runScript is the init process of a build sandbox: it runs one command as
-// a user in a directory, writes the exit code to /.sbx/build/exit, and then
-// stays alive until the executor captured the writable layer and deletes
-// the sandbox (an init that exits at once could race the runtime's start).
-const runScript = `exec </dev/null >>/.sbx/build/log 2>&1
-finish() { echo "$1" >/.sbx/build/exit.tmp && mv /.sbx/build/exit.tmp /.sbx/build/exit; while :; do sleep 3600; done; }
-u="${SBX_USER%%:*}"; g=""; case "$SBX_USER" in *:*) g="${SBX_USER#*:}" ;; esac
-[ -d "$SBX_WORKDIR" ] || mkdir -p -- "$SBX_WORKDIR"
-cd -- "$SBX_WORKDIR" || { echo "sbx: cannot enter WORKDIR $SBX_WORKDIR"; finish 125; }
-unset SBX_USER SBX_WORKDIR
-if [ -z "$u" ] || [ "$u" = root ] || [ "$u" = 0 ]; then /bin/sh -c "$SBX_CMD"; finish $?; fi
-command -v setpriv >/dev/null || { echo "sbx: running as $u needs setpriv (util-linux) in the image"; finish 126; }
-pw=$(getent passwd "$u") || { echo "sbx: user $u does not exist in the image; add it first, e.g. RUN useradd -m $u"; finish 126; }
-home=$(echo "$pw" | cut -d: -f6); [ -n "$g" ] || g=$(echo "$pw" | cut -d: -f4)
-export HOME="$home" USER="$u" LOGNAME="$u"
-setpriv --reuid="$u" --regid="$g" --init-groups /bin/sh -c "$SBX_CMD"
-finish $?
-`
-
-// exec starts a build sandbox over layers, runs cmd, streams its output,
-// and calls capture (if the command succeeded) before deleting the sandbox.
-func (e *Executor) exec(ctx context.Context, id, scratch string, layers []string, st state, user, cmd string,
-	timeout time.Duration, line func(string), capture func() error) (code int, out string, err error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	nsPath, err := e.net.Setup(ctx, id, true)
-	if err != nil {
-		return 0, "", fmt.Errorf("set up build network: %w", err)
-	}
-	defer func() {
-		if terr := e.net.Teardown(context.WithoutCancel(ctx), id); terr != nil {
-			e.log.Warn("tear down build network", "sandbox.id", id, "err", terr)
-		}
-	}()
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
-	keys := make([]string, 0, len(st.env))
-	for k := range st.env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		env = append(env, k+"="+st.env[k])
-	}
-	env = append(env, "SBX_USER="+user, "SBX_WORKDIR="+st.workdir, "SBX_CMD="+cmd, "DEBIAN_FRONTEND=noninteractive")
-	spec := runtime.Spec{
-		ID: id, Lower: layers, Hostname: "sbx-build",
-		Args: []string{"/bin/sh", "-c", runScript}, Env: env, Cwd: "/",
-		Mounts:    []runtime.Mount{{Source: scratch, Target: "/.sbx/build"}},
-		Resources: runtime.Resources{PidsMax: 4096, DiskMB: e.cfg.DiskMB},
-		NetNS:     nsPath,
-	}
-	if err := e.drv.Start(ctx, spec); err != nil {
-		return 0, "", fmt.Errorf("start build sandbox: %w", err)
-	}
-	defer func() {
-		if derr := e.drv.Delete(context.WithoutCancel(ctx), id); derr != nil {
-			e.log.Warn("delete build sandbox", "sandbox.id", id, "err", derr)
-		}
-	}()
-	tail := &tailer{path: filepath.Join(scratch, "log"), line: line}
-	exitFile := filepath.Join(scratch, "exit")
-	delay := 5 * time.Millisecond
-	for {
-		tail.poll()
-		if b, err := os.ReadFile(exitFile); err == nil {
-			tail.poll()
-			tail.flush()
-			code, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-			break
-		}
-		select {
-		case <-ctx.Done():
-			tail.flush()
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return 0, tail.last(), fmt.Errorf("timed out after %s", timeout)
-			}
-			return 0, tail.last(), ctx.Err()
-		case <-time.After(delay):
-		}
-		if delay < 100*time.Millisecond {
-			delay *= 2
-		}
-	}
-	if code == 0 && capture != nil {
-		if err := capture(); err != nil {
-			return 0, tail.last(), fmt.Errorf("store layer: %w", err)
-		}
-	}
-	return code, tail.last(), nil
-}
-
-// capture copies the build sandbox's writable layer (overlay upper dir,
-// whiteouts and opaque-dir xattrs included) into the layer directory.
-func (e *Executor) capture(id, dir string, s Step) error {
-	upper := filepath.Join(e.cfg.SandboxDir, id, "upper", "upper")
-	tmp := dir + ".tmp-" + randHex(4)
-	if err := os.MkdirAll(filepath.Join(tmp, "diff"), 0o755); err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	// cp -a keeps owners, modes, hard links, device nodes (whiteouts are
-	// 0/0 character devices) and trusted.* xattrs (opaque directories).
-	if out, err := exec.Command("cp", "-a", "--", upper+"/.", filepath.Join(tmp, "diff")).CombinedOutput(); err != nil {
-		return fmt.Errorf("copy %s: %w: %s", upper, err, out)
-	}
-	// Mount points the runtime created for the build are not content.
-	if err := os.RemoveAll(filepath.Join(tmp, "diff", ".sbx")); err != nil {
-		return err
-	}
-	meta, _ := json.Marshal(map[string]any{"step": s.String(), "created": time.Now().UTC()})
-	if err := os.WriteFile(filepath.Join(tmp, "complete"), append(meta, '\n'), 0o644); err != nil {
-		return err
-	}
-	if layerComplete(dir) { // another build made the same layer meanwhile
-		return nil
-	}
-	_ = os.RemoveAll(dir) // leftovers of an interrupted capture
-	return os.Rename(tmp, dir)
-}
 
 func randHex(n int) string {
 	b := make([]byte, n)

@@ -66,10 +66,10 @@ func TestBuildAddArchive(t *testing.T) {
 			writeArchive(t, filepath.Join(dir, "evil.tar.gz"), true, tc.entries...)
 			files := &dirFiles{dir: dir}
 			p := files.plan(t, "FROM base\nADD evil.tar.gz /opt/evil/\n")
-			disk := env.exec.cfg.DiskMB
+			disk := env.exec.cfg.Limits.DiskMB
 			if tc.disk > 0 {
-				env.exec.cfg.DiskMB = tc.disk
-				defer func() { env.exec.cfg.DiskMB = disk }()
+				env.exec.cfg.Limits.DiskMB = tc.disk
+				defer func() { env.exec.cfg.Limits.DiskMB = disk }()
 			}
 			_, err := env.exec.Build(t.Context(), Request{Base: env.base, Steps: p.Steps, Files: files})
 			var se *StepError

@@ -99,7 +99,7 @@ func newTestEnv(t *testing.T) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex := NewExecutor(Config{DataDir: data, SandboxDir: filepath.Join(data, "sandboxes"), DiskMB: 1024}, log, drv, netMgr)
+	ex := NewExecutor(Config{DataDir: data, SandboxDir: filepath.Join(data, "sandboxes"), Limits: Limits{DiskMB: 1024, MemoryMB: 1024}}, log, drv, netMgr)
 	return &testEnv{exec: ex, data: data,
 		base: Base{Key: "base:" + root, Layers: []string{root}, User: "user", Workdir: "/home/user"}}
 }
@@ -154,15 +154,16 @@ func (env *testEnv) inspect(t *testing.T, res *Result, cmd string) string {
 	t.Helper()
 	scratch := t.TempDir()
 	st := state{user: res.User, workdir: res.Workdir, env: res.Env}
-	code, _, err := env.exec.exec(t.Context(), "inspect"+randHex(4), scratch, res.Layers, st, res.User, cmd, time.Minute, nil, nil)
+	var out strings.Builder
+	code, _, err := env.exec.exec(t.Context(), "inspect"+randHex(4), scratch, res.Layers, st, res.User, cmd, time.Minute,
+		func(l string) { out.WriteString(l + "\n") }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, _ := os.ReadFile(filepath.Join(scratch, "log"))
 	if code != 0 {
-		t.Fatalf("inspect %q exited %d:\n%s", cmd, code, out)
+		t.Fatalf("inspect %q exited %d:\n%s", cmd, code, out.String())
 	}
-	return string(out)
+	return out.String()
 }
 
 func writeFiles(t *testing.T, dir string, files map[string]string) {
@@ -308,5 +309,46 @@ func TestBuildReadyCommandNeverReady(t *testing.T) {
 	if !errors.As(err, &se) || se.Step != 0 || !strings.Contains(err.Error(), "finalize") ||
 		!strings.Contains(err.Error(), "ready command never exited 0") || !strings.Contains(err.Error(), "starting") {
 		t.Fatalf("err = %v; want a finalize StepError with the start command's output", err)
+	}
+}
+
+// TestBuildLimits: a step over a build limit fails with an error naming the
+// limit and its flag, whatever its own exit code.
+func TestBuildLimits(t *testing.T) {
+	env := newTestEnv(t)
+	for _, tc := range []struct {
+		name string
+		lim  Limits
+		run  string
+		want string
+	}{
+		{"memory", Limits{MemoryMB: 128}, `head -c 400m /dev/zero | tail -n 1 >/dev/null; echo survived`, "--build-memory"},
+		{"pids", Limits{PidsMax: 32}, `for i in $(seq 64); do sleep 3 & done; wait; echo survived`, "--build-pids"},
+		{"disk", Limits{DiskMB: 64}, `head -c 100m /dev/zero > /big; echo survived`, "--build-disk"},
+		{"timeout", Limits{StepTimeout: 2 * time.Second}, `sleep 30`, "--build-step-timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lim := env.exec.cfg.Limits
+			if tc.lim.MemoryMB != 0 {
+				lim.MemoryMB = tc.lim.MemoryMB
+			}
+			if tc.lim.PidsMax != 0 {
+				lim.PidsMax = tc.lim.PidsMax
+			}
+			if tc.lim.DiskMB != 0 {
+				lim.DiskMB = tc.lim.DiskMB
+			}
+			if tc.lim.StepTimeout != 0 {
+				lim.StepTimeout = tc.lim.StepTimeout
+			}
+			ex := NewExecutor(Config{DataDir: env.data, SandboxDir: env.exec.cfg.SandboxDir, Limits: lim}, env.exec.log, env.exec.drv, env.exec.net)
+			steps := []Step{{Type: StepUser, Args: []string{"root"}}, {Type: StepRun, Args: []string{tc.run}}}
+			_, err := ex.Build(t.Context(), Request{Base: env.base, Steps: steps, Force: true})
+			var se *StepError
+			if !errors.As(err, &se) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v; want a step error naming %s", err, tc.want)
+			}
+			t.Logf("%s: %v", tc.name, se.Err)
+		})
 	}
 }

@@ -28,12 +28,7 @@ func (e *Executor) finalize(ctx context.Context, req Request, res *Result, key s
 			ready = "true"
 		}
 		logf(Progress{Message: fmt.Sprintf("starting %q and waiting for ready command %q", req.StartCmd, ready)})
-		// A server restart empties the scratch space; an all-cached build
-		// reaches this point before any step recreated it.
-		if err := os.MkdirAll(filepath.Join(e.cfg.DataDir, "build"), 0o755); err != nil {
-			return err
-		}
-		scratch, err := os.MkdirTemp(filepath.Join(e.cfg.DataDir, "build"), "final-")
+		scratch, err := e.scratchDir("final-")
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/sbxdev/sbx/internal/netguard"
 	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
 )
 
@@ -75,7 +77,7 @@ func TestBuildFromRegistryImage(t *testing.T) {
 	if !p.FromImage || p.From != ref {
 		t.Fatalf("plan from %q image=%v", p.From, p.FromImage)
 	}
-	im := NewImages(filepath.Join(env.data, "images"), testLogger(t))
+	im := NewImages(filepath.Join(env.data, "images"), ImagesConfig{Guard: loopbackOK()}, testLogger(t))
 	var lines []string
 	base, err := im.Pull(t.Context(), ref, func(l string) { lines = append(lines, l) })
 	if err != nil {
@@ -106,5 +108,11 @@ func TestBuildFromRegistryImage(t *testing.T) {
 }
 
 func goarch() string { return goruntime.GOARCH }
+
+// loopbackOK is a guard that lets pulls reach the test registries on
+// 127.0.0.1 (and nothing else private).
+func loopbackOK() *netguard.Guard {
+	return &netguard.Guard{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Hint: RegistryGuardHint}
+}
 
 func nilLogger() *log.Logger { return log.New(io.Discard, "", 0) }

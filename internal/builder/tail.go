@@ -3,52 +3,103 @@ package builder
 import (
 	"bytes"
 	"io"
-	"os"
+	"strconv"
 	"strings"
 )
 
-// tailer follows a build step's log file and hands out complete lines,
-// keeping the last few for error messages.
+// tailer follows a build sandbox's output (the init's stdout and stderr,
+// an open file the sandbox cannot replace) and hands out complete lines,
+// keeping the last few for error messages. The init script ends the step
+// with a line "<mark> <exit code>", the mark being a secret of this step.
 type tailer struct {
-	path    string
-	line    func(string)
-	off     int64
+	r    io.Reader
+	line func(string)
+	mark []byte
+
 	partial []byte
+	cut     bool // the current line was too long: drop the rest of it
+	blank   bool // an empty line held back: the end mark follows one
 	recent  []string
+	done    bool
+	code    int
 }
 
-const keepLines = 40
+const (
+	keepLines = 40
+	// maxLine caps one log line; the rest of a longer one is dropped.
+	maxLine = 4 << 10
+	// maxPoll caps what one poll reads, so a step printing without end
+	// cannot hold the executor.
+	maxPoll = 4 << 20
+)
 
 func (t *tailer) poll() {
-	f, err := os.Open(t.path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	if _, err := f.Seek(t.off, io.SeekStart); err != nil {
-		return
-	}
-	b, _ := io.ReadAll(io.LimitReader(f, 4<<20))
-	t.off += int64(len(b))
-	t.partial = append(t.partial, b...)
-	for {
-		i := bytes.IndexByte(t.partial, '\n')
-		if i < 0 {
-			break
+	buf := make([]byte, 64<<10)
+	for read := 0; read < maxPoll && !t.done; {
+		n, err := t.r.Read(buf)
+		read += n
+		t.feed(buf[:n])
+		if err != nil || n == 0 {
+			return
 		}
-		t.emit(string(t.partial[:i]))
-		t.partial = t.partial[i+1:]
-	}
-	if len(t.partial) > 64<<10 { // an endless line: cut it
-		t.emit(string(t.partial))
-		t.partial = nil
 	}
 }
 
+func (t *tailer) feed(b []byte) {
+	for len(b) > 0 && !t.done {
+		i := bytes.IndexByte(b, '\n')
+		chunk := b
+		if i >= 0 {
+			chunk, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if !t.cut {
+			room := maxLine - len(t.partial)
+			if len(chunk) > room {
+				chunk, t.cut = chunk[:room], true
+			}
+			t.partial = append(t.partial, chunk...)
+		}
+		if i >= 0 {
+			t.endLine()
+		}
+	}
+}
+
+func (t *tailer) endLine() {
+	line, cut := t.partial, t.cut
+	t.partial, t.cut = t.partial[:0], false
+	if !cut && len(t.mark) > 0 && bytes.HasPrefix(line, t.mark) && len(line) > len(t.mark) && line[len(t.mark)] == ' ' {
+		if code, err := strconv.Atoi(string(line[len(t.mark)+1:])); err == nil {
+			t.done, t.code, t.blank = true, code, false
+			return
+		}
+	}
+	if t.blank {
+		t.blank = false
+		t.emit("")
+	}
+	if len(line) == 0 {
+		t.blank = true
+		return
+	}
+	s := string(line)
+	if cut {
+		s += " [line cut at 4 KiB]"
+	}
+	t.emit(s)
+}
+
+// flush hands out what is left of an unterminated last line.
 func (t *tailer) flush() {
+	if t.blank {
+		t.blank = false
+		t.emit("")
+	}
 	if len(t.partial) > 0 {
 		t.emit(string(t.partial))
-		t.partial = nil
+		t.partial = t.partial[:0]
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sbxdev/sbx/internal/app"
+	"github.com/sbxdev/sbx/internal/builder"
 )
 
 func newServeCmd() *cobra.Command {
@@ -52,6 +53,17 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.StringVar(&cfg.RootfsCache, "rootfs-cache", "", "root filesystem cache shared by data dirs (default /var/cache/sbx/rootfs or $SBX_ROOTFS_CACHE)")
 	f.BoolVar(&cfg.Webhooks.AllowPrivate, "webhook-allow-private", false, "allow webhook deliveries to private and loopback addresses (local development)")
 	f.StringSliceVar(&cfg.Webhooks.AllowCIDRs, "webhook-allow-cidr", nil, "allow webhook deliveries to these private CIDRs")
+	lim := builder.DefaultLimits
+	f.IntVar(&cfg.Builds.Limits.MemoryMB, "build-memory", lim.MemoryMB, "memory of one template build step in MiB, the files it writes included")
+	f.Float64Var(&cfg.Builds.Limits.CPUs, "build-cpus", lim.CPUs, "CPUs of one template build step")
+	f.IntVar(&cfg.Builds.Limits.PidsMax, "build-pids", lim.PidsMax, "processes of one template build step")
+	f.IntVar(&cfg.Builds.Limits.DiskMB, "build-disk", lim.DiskMB, "writable layer of one template build step in MiB")
+	f.DurationVar(&cfg.Builds.Limits.StepTimeout, "build-step-timeout", lim.StepTimeout, "time one template build step (RUN, COPY, ADD) may take")
+	f.IntVar(&cfg.Builds.Concurrency, "build-concurrency", app.DefaultBuildConcurrency, "template builds running at once; more wait, and say so in their log")
+	f.IntVar(&cfg.Builds.ConcurrencyPerTeam, "build-concurrency-per-team", app.DefaultBuildConcurrencyPerTeam, "template builds of one team running at once")
+	f.BoolVar(&cfg.Registry.AllowPrivate, "registry-allow-private", false, "allow template images (fromImage) from registries on private, loopback and link-local addresses (a local registry)")
+	f.StringSliceVar(&cfg.Registry.AllowCIDRs, "registry-allow-cidr", nil, "allow template images from registries in these private CIDRs (the registry, its token service and its blob storage)")
+	f.IntVar(&cfg.Registry.MaxImageMB, "registry-max-image", builder.DefaultImageMaxMB, "largest template image (fromImage) in MiB, downloaded and unpacked")
 	f.DurationVar(&cfg.PauseDiskAfter, "pause-disk-after", 0, "checkpoint a sandbox paused this long to disk, freeing its memory (runsc only; 0 = never; >0 also at shutdown)")
 	f.StringVar(&cfg.SnapshotRuntime, "snapshot-runtime", app.DefaultSnapshotRuntime, "runtime that snapshots templates with a start command so sandboxes start with it running: auto (runsc when installed), runsc, or none (run start commands at sandbox start)")
 	f.StringArrayVar(&cfg.SnapshotRuntimeArgs, "snapshot-runtime-arg", nil, "extra global flag for the snapshot runtime when it is not --runtime, repeatable (e.g. --snapshot-runtime-arg=--platform=ptrace)")

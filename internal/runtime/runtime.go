@@ -7,6 +7,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 )
 
@@ -65,6 +66,10 @@ type Stats struct {
 	MemoryLimit uint64
 	Pids        uint64
 	DiskBytes   uint64 // bytes used in the writable layer
+	// OOMKills counts processes the kernel killed for going over the
+	// memory limit; PidsLimitHits counts forks refused at the pids limit.
+	OOMKills      uint64
+	PidsLimitHits uint64
 }
 
 // Driver starts, inspects and destroys sandboxes. All methods are safe for
@@ -87,6 +92,17 @@ type Driver interface {
 	List(ctx context.Context) ([]string, error)
 	// Stats reads the sandbox's cgroup counters.
 	Stats(ctx context.Context, id string) (Stats, error)
+}
+
+// Output is implemented by drivers that keep what a sandbox's init process
+// writes to its stdout and stderr in a host file the sandbox cannot reach
+// (it is in neither its root filesystem nor a mount), bounded by the
+// sandbox's disk limit. The host reads it without resolving any path a
+// sandbox could have changed.
+type Output interface {
+	// OpenOutput opens that file for reading, from its start. It fails
+	// with ErrNotFound for an unknown sandbox.
+	OpenOutput(id string) (*os.File, error)
 }
 
 // Pauser is implemented by drivers that can freeze a sandbox in place.

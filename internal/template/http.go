@@ -125,7 +125,7 @@ func (h *Handler) files(w http.ResponseWriter, r *http.Request) {
 			scheme = "https"
 		}
 		u := url.URL{Scheme: scheme, Host: r.Host, Path: "/upload/templates/" + hash,
-			RawQuery: h.svc.uploads.sign(hash, h.svc.now().Add(time.Hour))}
+			RawQuery: h.svc.uploads.sign(teamID(r), hash, h.svc.now().Add(time.Hour))}
 		out["url"] = u.String()
 	}
 	writeJSON(w, http.StatusCreated, out)
@@ -137,7 +137,8 @@ func (h *Handler) Upload(w http.ResponseWriter, r *http.Request) {
 	if hash == "" { // dispatched via mux.Handler, which sets no path values
 		hash = strings.TrimPrefix(r.URL.Path, "/upload/templates/")
 	}
-	if err := h.svc.uploads.verify(hash, q.Get("expires"), q.Get("signature"), h.svc.now()); err != nil {
+	team := q.Get("team")
+	if err := h.svc.uploads.verify(team, hash, q.Get("expires"), q.Get("signature"), h.svc.now()); err != nil {
 		h.fail(w, err)
 		return
 	}
@@ -145,7 +146,7 @@ func (h *Handler) Upload(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteStatus(w, http.StatusRequestEntityTooLarge, errTooLarge{h.svc.uploads.max}.Error())
 		return
 	}
-	n, err := h.svc.uploads.store(hash, r.Body)
+	n, err := h.svc.uploads.store(team, hash, r.Body)
 	if err != nil {
 		if errors.Is(err, errdefs.ErrResourceExhausted) {
 			errdefs.WriteStatus(w, http.StatusRequestEntityTooLarge, errdefs.Message(err))
@@ -154,7 +155,7 @@ func (h *Handler) Upload(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err)
 		return
 	}
-	h.svc.log.Debug("template files uploaded", "hash", hash, "entries", n)
+	h.svc.log.Debug("template files uploaded", "team.id", team, "hash", hash, "entries", n)
 	w.WriteHeader(http.StatusOK)
 }
 

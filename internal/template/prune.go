@@ -101,7 +101,14 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 		}
 	}
 	prune(filepath.Join(s.cfg.DataDir, "layers"), "complete", func(p string) bool { return used[p] })
-	prune(filepath.Join(s.cfg.DataDir, "uploads"), "complete", func(string) bool { return false })
+	uploadsDir := filepath.Join(s.cfg.DataDir, "uploads")
+	if teams, err := os.ReadDir(uploadsDir); err == nil {
+		for _, team := range teams {
+			if team.IsDir() && !strings.HasPrefix(team.Name(), ".") {
+				prune(filepath.Join(uploadsDir, team.Name()), "complete", func(string) bool { return false })
+			}
+		}
+	}
 	if sp, ok := s.snap.(snapshotPruner); ok {
 		n, err := sp.PruneSnapshots(keep, now.Add(-PruneAge))
 		if err != nil {

@@ -36,7 +36,7 @@ func TestPrune(t *testing.T) {
 	taggedOld := mk(filepath.Join(layers, "tagged"), old)
 	idleOld := mk(filepath.Join(layers, "idle"), old)
 	fresh := mk(filepath.Join(layers, "fresh"), time.Now())
-	oldUpload := mk(filepath.Join(data, "uploads", "u1"), old)
+	oldUpload := mk(filepath.Join(data, "uploads", "team", "u1"), old)
 	// A ready build referencing usedOld.
 	rec := Record{ID: "t1", TeamID: "team", Names: []string{"t1"}, CPUCount: 1, MemoryMB: 256, DiskMB: 1024,
 		CreatedAt: time.Now(), UpdatedAt: time.Now()}

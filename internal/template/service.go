@@ -53,6 +53,8 @@ type ServiceConfig struct {
 	DataDir        string // templates/<buildID>/ and uploads/ live here
 	MaxUploadBytes int64  // per COPY step, compressed and extracted; 0 = 2 GiB
 	MaxBuilds      int    // concurrent builds; 0 = 2
+	// MaxBuildsPerTeam caps one team's concurrent builds; 0 = MaxBuilds.
+	MaxBuildsPerTeam int
 	// PruneEvery is how often unused layers are pruned; 0 = hourly, < 0 = never.
 	PruneEvery time.Duration
 }
@@ -71,7 +73,7 @@ type Service struct {
 	events  Events
 	uploads *uploads
 	now     func() time.Time
-	sem     chan struct{}
+	slots   *buildSlots
 
 	mu      sync.Mutex
 	running map[string]string // template ID -> build ID in progress
@@ -97,8 +99,11 @@ func NewService(cfg ServiceConfig, log *slog.Logger, st *Store, reg *Registry, e
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{cfg: cfg, log: log, store: st, reg: reg, exec: ex, events: ev, now: time.Now,
 		uploads: &uploads{dir: filepath.Join(cfg.DataDir, "uploads"), secret: secret, max: cfg.MaxUploadBytes},
-		sem:     make(chan struct{}, cfg.MaxBuilds), running: map[string]string{}, stop: cancel, buildCtx: ctx}
+		slots:   newBuildSlots(cfg.MaxBuilds, cfg.MaxBuildsPerTeam), running: map[string]string{}, stop: cancel, buildCtx: ctx}
 	reg.SetTagged(s) // name:tag resolves through the tags this service stores
+	if err := removeLegacyUploads(s.uploads.dir); err != nil {
+		log.Warn("remove uploads shared by all teams (the layout before uploads were per team)", "err", err)
+	}
 	return s
 }
 
@@ -323,7 +328,7 @@ func (s *Service) FileStatus(ctx context.Context, teamID, templateID, hash strin
 	if !hashRE.MatchString(hash) {
 		return false, errdefs.Invalid("files hash %q must be 64 lowercase hex characters (SHA-256)", hash)
 	}
-	return s.uploads.present(hash), nil
+	return s.uploads.present(teamID, hash), nil
 }
 
 // StartRequest is E2B's TemplateBuildStartV2 (unknown fields are ignored).
@@ -400,7 +405,7 @@ func (s *Service) validateStart(ctx context.Context, teamID, templateID string, 
 		return builder.Base{}, errdefs.Invalid("%d steps are too many (at most 200); combine RUN steps", len(req.Steps))
 	}
 	for i, st := range req.Steps {
-		if st.HasFiles() && !s.uploads.present(st.FilesHash) {
+		if st.HasFiles() && !s.uploads.present(teamID, st.FilesHash) {
 			return builder.Base{}, errdefs.Invalid("files of step %d (%s) were not uploaded; upload them via GET /templates/%s/files/%s first",
 				i+1, st, templateID, st.FilesHash)
 		}
@@ -465,26 +470,27 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 			s.log.Error("append build log", "build.id", b.ID, "err", err)
 		}
 	}
-	select {
-	case s.sem <- struct{}{}:
-		defer func() { <-s.sem }()
-	case <-ctx.Done():
-		s.fail(rec, b, "", ctx.Err())
+	release, err := s.slots.acquire(ctx, rec.TeamID, func(why string) { logLine("base", "info", why) })
+	if err != nil {
+		s.fail(rec, b, "", err)
 		return
 	}
+	defer release()
 	logLine("base", "info", fmt.Sprintf("building template %s (build %s) from %s", rec.ID, b.ID, req.base()))
 	if len(base.Layers) == 0 { // an image: pull it now, not in the request
 		var err error
 		base, err = s.images.Pull(ctx, req.base(), func(l string) { logLine("base", "info", l) })
 		if err != nil {
-			err = errdefs.Wrap(errdefs.ErrInvalidArgument, err, "unknown base %q: it is not a template (base, code-interpreter or one of yours) and pulling it as an image failed: %s",
+			// The message only: what a registry answered stays out of the
+			// build log and status (Pull logs it for the operator).
+			err = errdefs.Invalid("unknown base %q: it is not a template (base, code-interpreter or one of yours) and pulling it as an image failed: %s",
 				req.base(), errdefs.Message(err))
 			logLine("base", "error", err.Error())
 			s.fail(rec, b, "base", err)
 			return
 		}
 	}
-	res, err := s.exec.Build(ctx, builder.Request{Base: base, Steps: req.Steps, Files: uploadFiles{s.uploads},
+	res, err := s.exec.Build(ctx, builder.Request{Base: base, Steps: req.Steps, Files: uploadFiles{s.uploads, rec.TeamID},
 		Force: req.Force, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, SkipStartCheck: s.snapshotsOn() && !req.NoSnapshot,
 		Progress: func(p builder.Progress) {
 			step := ""
@@ -597,13 +603,17 @@ func (s *Service) event(ctx context.Context, typ string, rec Record, b BuildReco
 	}
 }
 
-type uploadFiles struct{ u *uploads }
+// uploadFiles are one team's uploads: a build sees only its team's.
+type uploadFiles struct {
+	u    *uploads
+	team string
+}
 
 func (f uploadFiles) Dir(_ context.Context, hash string) (string, error) {
-	if !f.u.present(hash) {
+	if !f.u.present(f.team, hash) {
 		return "", errdefs.Invalid("files %s were not uploaded", hash)
 	}
-	return f.u.filesDir(hash), nil
+	return f.u.filesDir(f.team, hash), nil
 }
 
 // Status is E2B's TemplateBuildInfo.

@@ -204,7 +204,7 @@ func TestBuildFlowAndPersistence(t *testing.T) {
 	if code := e.upload(t, "team1", r.TemplateID, hashA, nil); code != http.StatusOK { // present now: no PUT
 		t.Fatalf("second upload check: HTTP %d", code)
 	}
-	if b, err := os.ReadFile(filepath.Join(e.data, "uploads", hashA, "files", "app", "main.py")); err != nil || string(b) != "x" {
+	if b, err := os.ReadFile(filepath.Join(e.data, "uploads", "team1", hashA, "files", "app", "main.py")); err != nil || string(b) != "x" {
 		t.Fatalf("uploaded file: %q, %v", b, err)
 	}
 	steps := []builder.Step{{Type: "RUN", Args: []string{"echo hi"}}, {Type: "COPY", Args: []string{"app", "/app", "", ""}, FilesHash: hashA}}
@@ -350,4 +350,73 @@ func mustReq(t *testing.T, method, url string) *http.Request {
 		t.Fatal(err)
 	}
 	return req
+}
+
+// put PUTs body to an upload URL.
+func put(t *testing.T, url string, body []byte) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPut, url, bytes.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// Uploads are a team's own, bound to their team in the signed URL and to
+// their first content.
+func TestUploadsPerTeamAndBound(t *testing.T) {
+	t.Parallel()
+	e := setup(t, filepath.Join(t.TempDir(), "sbx.db"), t.TempDir(), 0)
+	var a, b registered
+	e.call(t, "team1", "POST", "/v3/templates", map[string]any{"name": "a"}, &a)
+	e.call(t, "team2", "POST", "/v3/templates", map[string]any{"name": "b"}, &b)
+	link := func(team, tid string) (bool, string) {
+		t.Helper()
+		var fs struct {
+			Present bool   `json:"present"`
+			URL     string `json:"url"`
+		}
+		if code := e.call(t, team, "GET", "/templates/"+tid+"/files/"+hashA, nil, &fs); code != http.StatusCreated {
+			t.Fatalf("files: HTTP %d", code)
+		}
+		return fs.Present, fs.URL
+	}
+	_, u2 := link("team2", b.TemplateID)
+	_, u1 := link("team1", a.TemplateID)
+	if !strings.Contains(u2, "team=team2") {
+		t.Fatalf("upload URL %s does not name its team", u2)
+	}
+	if code := put(t, u2, tarOf(t, map[string]string{"f": "team2"})); code != http.StatusOK {
+		t.Fatalf("team2 upload: HTTP %d", code)
+	}
+	if present, _ := link("team1", a.TemplateID); present {
+		t.Error("team1 is told team2's upload is present")
+	}
+	if code := put(t, strings.Replace(u1, "team=team1", "team=team2", 1), tarOf(t, map[string]string{"f": "forged"})); code != http.StatusForbidden {
+		t.Errorf("team1's URL rewritten to team2: HTTP %d, want 403", code)
+	}
+	if code := put(t, u1, tarOf(t, map[string]string{"f": "team1"})); code != http.StatusOK {
+		t.Fatalf("team1 upload: HTTP %d", code)
+	}
+	// The same files again (other times, other tar) are fine; other files are not.
+	if code := put(t, u2, tarOf(t, map[string]string{"f": "team2"})); code != http.StatusOK {
+		t.Errorf("same content again: HTTP %d, want 200", code)
+	}
+	if code := put(t, u2, tarOf(t, map[string]string{"f": "swapped"})); code != http.StatusConflict {
+		t.Errorf("other content for an uploaded hash: HTTP %d, want 409", code)
+	}
+	for team, want := range map[string]string{"team1": "team1", "team2": "team2"} {
+		dir, err := uploadFiles{e.svc.uploads, team}.Dir(t.Context(), hashA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(filepath.Join(dir, "f")); string(got) != want {
+			t.Errorf("%s's files: f = %q, want %q", team, got, want)
+		}
+	}
+	if _, err := (uploadFiles{e.svc.uploads, "team3"}).Dir(t.Context(), hashA); err == nil {
+		t.Error("a team without an upload got one")
+	}
 }

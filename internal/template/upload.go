@@ -1,58 +1,115 @@
 package template
 
 import (
-	"archive/tar"
 	"bufio"
-	"compress/gzip"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
+	"sync"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/archive"
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/hostfs"
 )
 
 var hashRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-// uploads keeps the files of COPY steps, one directory per files hash:
-// <dir>/<hash>/files holds them at their paths relative to the build context.
+// teamRE is what a team ID must look like to name its upload directory
+// (store.Team IDs are UUIDs).
+var teamRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
+
+// uploads keeps the files of COPY steps, per team and files hash:
+// <dir>/<team>/<hash>/files holds them at their paths relative to the
+// build context, <dir>/<team>/<hash>/complete the digest of their content.
+//
+// A files hash is the client's (the E2B SDKs' calculateFilesHash, or
+// `sbx template build`): SHA-256 of "COPY <src> <dest>", then per matched
+// path its relative name, st_mode, st_size and content (a symlink's
+// target). The server cannot recompute it from an upload: the tar carries
+// no st_size for directories (it varies with the client's filesystem),
+// and a step's src/dest arrive only when the build starts. So an upload is
+// bound instead: to its team (one team's COPY never sees another's files,
+// and the signed URL names the team), and to its first content: a second
+// upload for the same (team, hash) must unpack to the same digest (paths,
+// types, modes, sizes, contents; times and owners aside), else it is
+// refused, so whoever holds an upload URL cannot swap files under a hash a
+// build already uses.
 type uploads struct {
 	dir    string
 	secret []byte
 	max    int64 // bytes, compressed and extracted alike
+
+	mu sync.Mutex // orders the compare-and-rename of uploads of one hash
 }
 
-func (u *uploads) filesDir(hash string) string { return filepath.Join(u.dir, hash, "files") }
-
-func (u *uploads) present(hash string) bool {
-	_, err := os.Stat(filepath.Join(u.dir, hash, "complete"))
-	return err == nil
+// uploadMeta is the "complete" marker of an upload.
+type uploadMeta struct {
+	Digest   string    `json:"digest"`
+	Entries  int       `json:"entries"`
+	Uploaded time.Time `json:"uploaded"`
 }
 
-// sign returns the query string that authorises one PUT of hash until exp.
-func (u *uploads) sign(hash string, exp time.Time) string {
+func checkUploadKey(team, hash string) error {
+	if !hashRE.MatchString(hash) {
+		return errdefs.Invalid("files hash %q must be 64 lowercase hex characters", hash)
+	}
+	if !teamRE.MatchString(team) {
+		return errdefs.Invalid("team %q cannot own uploads", team)
+	}
+	return nil
+}
+
+func (u *uploads) hashDir(team, hash string) string { return filepath.Join(u.dir, team, hash) }
+
+func (u *uploads) filesDir(team, hash string) string {
+	return filepath.Join(u.hashDir(team, hash), "files")
+}
+
+func (u *uploads) meta(team, hash string) (uploadMeta, bool) {
+	var m uploadMeta
+	if checkUploadKey(team, hash) != nil {
+		return m, false
+	}
+	b, err := os.ReadFile(filepath.Join(u.hashDir(team, hash), "complete"))
+	if err != nil {
+		return m, false
+	}
+	_ = json.Unmarshal(b, &m) // an older marker (plain time): present, digest unknown
+	return m, true
+}
+
+func (u *uploads) present(team, hash string) bool {
+	_, ok := u.meta(team, hash)
+	return ok
+}
+
+// sign returns the query string that authorises one team's PUT of hash
+// until exp.
+func (u *uploads) sign(team, hash string, exp time.Time) string {
 	e := strconv.FormatInt(exp.Unix(), 10)
-	return "expires=" + e + "&signature=" + u.mac(hash, e)
+	q := url.Values{"team": {team}, "expires": {e}, "signature": {u.mac(team, hash, e)}}
+	return q.Encode()
 }
 
-func (u *uploads) mac(hash, exp string) string {
+func (u *uploads) mac(team, hash, exp string) string {
 	m := hmac.New(sha256.New, u.secret)
-	m.Write([]byte(hash + "\x00" + exp))
+	m.Write([]byte(team + "\x00" + hash + "\x00" + exp))
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-func (u *uploads) verify(hash, exp, sig string, now time.Time) error {
+func (u *uploads) verify(team, hash, exp, sig string, now time.Time) error {
 	e, err := strconv.ParseInt(exp, 10, 64)
-	if err != nil || !hmac.Equal([]byte(sig), []byte(u.mac(hash, exp))) {
+	if err != nil || !hmac.Equal([]byte(sig), []byte(u.mac(team, hash, exp))) {
 		return errdefs.Wrap(errdefs.ErrPermissionDenied, nil, "upload URL signature is invalid; ask GET /templates/{id}/files/{hash} for a new URL")
 	}
 	if now.Unix() > e {
@@ -68,40 +125,51 @@ func (e errTooLarge) Error() string {
 	return fmt.Sprintf("build context too large: more than %d MiB; leave big files out with .dockerignore or download them in a RUN step", e.max>>20)
 }
 
-// store extracts a tar (optionally gzip-compressed) into the hash's
-// directory. Entries must stay inside it; devices are refused.
-func (u *uploads) store(hash string, body io.Reader) (int, error) {
-	if !hashRE.MatchString(hash) {
-		return 0, errdefs.Invalid("files hash %q must be 64 lowercase hex characters", hash)
-	}
-	if err := os.MkdirAll(u.dir, 0o700); err != nil {
+// maxUploadEntries bounds the entries of one upload (inodes).
+const maxUploadEntries = 1 << 20
+
+// store extracts a tar (optionally gzip- or bzip2-compressed) into the
+// team's directory for hash, through internal/archive: entries must stay
+// inside it and never go through a symlink; devices are refused.
+func (u *uploads) store(team, hash string, body io.Reader) (int, error) {
+	if err := checkUploadKey(team, hash); err != nil {
 		return 0, err
 	}
-	tmp, err := os.MkdirTemp(u.dir, ".upload-")
+	teamDir := filepath.Join(u.dir, team)
+	if err := os.MkdirAll(teamDir, 0o700); err != nil {
+		return 0, err
+	}
+	tmp, err := os.MkdirTemp(teamDir, ".upload-")
 	if err != nil {
 		return 0, err
 	}
 	defer os.RemoveAll(tmp)
 	lim := &limitReader{r: body, n: u.max}
-	n, err := extract(lim, filepath.Join(tmp, "files"), u.max)
+	res, err := extract(lim, filepath.Join(tmp, "files"), u.max)
 	if lim.over {
 		return 0, errdefs.Exhausted("%v", errTooLarge{u.max})
 	}
 	if err != nil {
 		return 0, err
 	}
-	if err := os.WriteFile(filepath.Join(tmp, "complete"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
+	meta, _ := json.Marshal(uploadMeta{Digest: res.Digest, Entries: res.Entries, Uploaded: time.Now().UTC()})
+	if err := os.WriteFile(filepath.Join(tmp, "complete"), append(meta, '\n'), 0o600); err != nil {
 		return 0, err
 	}
-	final := filepath.Join(u.dir, hash)
-	if u.present(hash) { // uploaded twice: keep the first
-		return n, nil
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if old, ok := u.meta(team, hash); ok {
+		if old.Digest != "" && old.Digest != res.Digest {
+			return 0, errdefs.Conflict("files for hash %s were uploaded already with other content; a files hash names one content: compute it from the files (the E2B SDKs and sbx template build do)", hash)
+		}
+		return res.Entries, nil // the same files again
 	}
-	_ = os.RemoveAll(final)
+	final := u.hashDir(team, hash)
+	_ = os.RemoveAll(final) // leftovers of an interrupted upload
 	if err := os.Rename(tmp, final); err != nil {
 		return 0, err
 	}
-	return n, nil
+	return res.Entries, nil
 }
 
 type limitReader struct {
@@ -131,96 +199,53 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func extract(r io.Reader, dst string, max int64) (int, error) {
-	br := bufio.NewReader(r)
-	var src io.Reader = br
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		gz, err := gzip.NewReader(br)
-		if err != nil {
-			return 0, errdefs.Invalid("upload is not a valid gzip stream: %v", err)
-		}
-		src = gz
+// extract unpacks an upload into dst (created here).
+func extract(r io.Reader, dst string, max int64) (archive.Result, error) {
+	_, tr, err := archive.Decompress(bufio.NewReader(r))
+	if err != nil {
+		return archive.Result{}, errdefs.Invalid("upload: %s", errdefs.Message(err))
 	}
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return 0, err
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		return archive.Result{}, err
 	}
-	tr := tar.NewReader(src)
-	var total int64
-	n := 0
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return n, nil
-		}
-		if err != nil {
-			return n, errdefs.Invalid("upload is not a valid tar archive: %v", err)
-		}
-		name := path.Clean("/" + strings.TrimPrefix(h.Name, "./"))
-		if strings.Contains(h.Name, "..") && hasDotDot(h.Name) {
-			return n, errdefs.Invalid("tar entry %q leaves the build context", h.Name)
-		}
-		if name == "/" {
-			continue
-		}
-		target := filepath.Join(dst, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-			return n, err
-		}
-		mode := os.FileMode(h.Mode).Perm()
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return n, err
-			}
-			_ = os.Chmod(target, mode|0o700)
-		case tar.TypeReg:
-			total += h.Size
-			if total > max {
-				return n, errdefs.Exhausted("%v", errTooLarge{max})
-			}
-			f, err := os.OpenFile(target, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-			if err != nil {
-				return n, err
-			}
-			if _, err := io.Copy(f, tr); err != nil {
-				f.Close()
-				return n, fmt.Errorf("extract %s: %w", h.Name, err)
-			}
-			if err := f.Close(); err != nil {
-				return n, err
-			}
-			_ = os.Chmod(target, mode)
-		case tar.TypeSymlink:
-			// Kept as a link; the builder refuses sources that resolve outside.
-			_ = os.Remove(target)
-			if err := os.Symlink(h.Linkname, target); err != nil {
-				return n, err
-			}
-		case tar.TypeLink:
-			old := filepath.Join(dst, filepath.FromSlash(path.Clean("/"+h.Linkname)))
-			if hasDotDot(h.Linkname) {
-				return n, errdefs.Invalid("tar hard link %q leaves the build context", h.Name)
-			}
-			_ = os.Remove(target)
-			if err := os.Link(old, target); err != nil {
-				return n, fmt.Errorf("extract hard link %s: %w", h.Name, err)
-			}
-		default:
-			return n, errdefs.Invalid("tar entry %q has an unsupported type (%c); only files, directories and links can be copied", h.Name, h.Typeflag)
-		}
-		_ = os.Lchown(target, 0, 0)
-		if !h.ModTime.IsZero() && h.Typeflag != tar.TypeSymlink {
-			_ = os.Chtimes(target, h.ModTime, h.ModTime)
-		}
-		n++
+	d, err := hostfs.OpenDir(dst)
+	if err != nil {
+		return archive.Result{}, err
 	}
+	defer d.Close()
+	res, err := archive.Extract(tr, d, archive.Options{Name: "upload", MaxBytes: max, MaxEntries: maxUploadEntries, Digest: true})
+	var le *archive.LimitError
+	switch {
+	case errors.As(err, &le) && le.What == "entries":
+		return res, errdefs.Exhausted("upload: more than %d files; leave some out with .dockerignore", le.Max)
+	case errors.As(err, &le):
+		return res, errdefs.Exhausted("%v", errTooLarge{max})
+	}
+	return res, err
 }
 
-func hasDotDot(p string) bool {
-	for _, part := range strings.Split(filepath.ToSlash(p), "/") {
-		if part == ".." {
-			return true
+// removeLegacyUploads drops uploads of the layout before uploads were per
+// team (<dir>/<hash>): any team's COPY could use them; and uploads a
+// previous process left unfinished (<dir>/<team>/.upload-*).
+func removeLegacyUploads(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if hashRE.MatchString(e.Name()) {
+			if err := os.RemoveAll(p); err != nil {
+				return err
+			}
+			continue
+		}
+		partial, _ := filepath.Glob(filepath.Join(p, ".upload-*"))
+		for _, q := range partial {
+			if err := os.RemoveAll(q); err != nil {
+				return err
+			}
 		}
 	}
-	return false
+	return nil
 }

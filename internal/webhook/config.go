@@ -40,9 +40,6 @@ type Config struct {
 	// webhook.disabled event is emitted.
 	DisableAfter         time.Duration
 	DisableAfterFailures int
-	// MaxResponseBody is how much of a receiver's response body the
-	// attempt log keeps (default 4 KiB).
-	MaxResponseBody int
 	// Retention is how long finished deliveries and their attempt logs are
 	// kept (default 7 days, as E2B keeps its delivery log).
 	Retention time.Duration
@@ -58,7 +55,7 @@ type Config struct {
 
 // Validate checks the configuration and fills in defaults.
 func (c *Config) Validate() error {
-	if c.Workers < 0 || c.Timeout < 0 || c.DisableAfter < 0 || c.DisableAfterFailures < 0 || c.MaxResponseBody < 0 {
+	if c.Workers < 0 || c.Timeout < 0 || c.DisableAfter < 0 || c.DisableAfterFailures < 0 {
 		return fmt.Errorf("webhook config: workers, timeout, disable thresholds and max response body must not be negative")
 	}
 	if c.Workers == 0 {
@@ -92,9 +89,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention == 0 {
 		c.Retention = 7 * 24 * time.Hour
-	}
-	if c.MaxResponseBody == 0 {
-		c.MaxResponseBody = 4 << 10
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -273,19 +273,22 @@ func (e *Engine) Delete(ctx context.Context, teamID, id string) error {
 
 // Attempt is one delivery attempt in the API (§1.7 WebhookDelivery).
 type Attempt struct {
-	ID                     string          `json:"id"`
-	DeliveryID             string          `json:"deliveryId"`
-	Attempt                int             `json:"attempt"`
-	TeamID                 string          `json:"teamId"`
-	WebhookID              string          `json:"webhookId"`
-	EventID                string          `json:"eventId"`
-	SandboxID              string          `json:"sandboxId"`
-	EventType              string          `json:"eventType"`
-	Status                 string          `json:"status"`
-	DurationMs             float64         `json:"durationMs"`
-	RequestBody            string          `json:"requestBody"`
-	RequestHeaders         json.RawMessage `json:"requestHeaders"`
-	RequestURL             string          `json:"requestUrl"`
+	ID             string          `json:"id"`
+	DeliveryID     string          `json:"deliveryId"`
+	Attempt        int             `json:"attempt"`
+	TeamID         string          `json:"teamId"`
+	WebhookID      string          `json:"webhookId"`
+	EventID        string          `json:"eventId"`
+	SandboxID      string          `json:"sandboxId"`
+	EventType      string          `json:"eventType"`
+	Status         string          `json:"status"`
+	DurationMs     float64         `json:"durationMs"`
+	RequestBody    string          `json:"requestBody"`
+	RequestHeaders json.RawMessage `json:"requestHeaders"`
+	RequestURL     string          `json:"requestUrl"`
+	// ResponseBody and ResponseHeaders are always null: what a receiver
+	// answers is not kept (see attempt in send.go). The fields stay for
+	// clients of E2B's shape.
 	ResponseBody           *string         `json:"responseBody"`
 	ResponseHeaders        json.RawMessage `json:"responseHeaders"`
 	ResponseHTTPStatusCode *int            `json:"responseHttpStatusCode"`
@@ -298,14 +301,13 @@ func (r *result) toAttempt(h *Webhook) *Attempt {
 	a := &Attempt{
 		ID: r.id, DeliveryID: r.deliveryID, Attempt: r.attempt, TeamID: h.TeamID, WebhookID: r.webhookID,
 		Status: stateFailed, DurationMs: r.durationMs, RequestURL: r.url, RequestHeaders: rawOrNull(r.reqHeaders),
-		ResponseHeaders: rawOrNull(r.respHeaders), Timestamp: r.at.UTC(),
+		ResponseHeaders: rawOrNull(""), Timestamp: r.at.UTC(),
 	}
 	if r.ok {
 		a.Status = stateSuccess
 	}
 	if r.respStatus != 0 {
 		a.ResponseHTTPStatusCode = &r.respStatus
-		a.ResponseBody = &r.respBody
 	}
 	if r.class != "" {
 		a.ErrorClass, a.ErrorMessage = &r.class, &r.message

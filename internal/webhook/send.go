@@ -28,21 +28,19 @@ const userAgent = "sbx-webhooks/1"
 // result is one finished attempt, applied in memory by complete and then
 // written to the database by writeResults.
 type result struct {
-	id          string // the attempt, sent as e2b-delivery-id
-	deliveryID  string
-	webhookID   string
-	attempt     int
-	ok          bool
-	durationMs  float64
-	url         string
-	reqHeaders  string
-	respStatus  int
-	respHeaders string
-	respBody    string
-	class       string
-	message     string
-	at          time.Time
-	force       bool
+	id         string // the attempt, sent as e2b-delivery-id
+	deliveryID string
+	webhookID  string
+	attempt    int
+	ok         bool
+	durationMs float64
+	url        string
+	reqHeaders string
+	respStatus int
+	class      string
+	message    string
+	at         time.Time
+	force      bool
 
 	state          string
 	nextAttemptAt  time.Time
@@ -104,13 +102,15 @@ func (e *Engine) attempt(ctx context.Context, h *Webhook, it *item) *result {
 		r.class, r.message = classify(ctx, err)
 		return r
 	}
-	limited := io.LimitReader(resp.Body, int64(e.cfg.MaxResponseBody))
-	rb, _ := io.ReadAll(limited)
-	// Drain a little more so the connection can be reused; past that, close it.
+	// The receiver's answer is not kept: a webhook URL is a tenant's
+	// choice, and whatever answers there (an internal service the operator
+	// allowed, say) must not be read back through the delivery log. Its
+	// status code is all that counts. Drain a little so the connection can
+	// be reused; past that, close it.
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 	resp.Body.Close()
 	r.durationMs = ms(time.Since(start))
-	r.respStatus, r.respBody, r.respHeaders = resp.StatusCode, string(rb), headersJSON(resp.Header, false)
+	r.respStatus = resp.StatusCode
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		r.ok = true
 		return r
@@ -139,7 +139,8 @@ func classify(ctx context.Context, err error) (class, msg string) {
 	}
 }
 
-// headersJSON encodes headers for the attempt log, hiding signatures.
+// headersJSON encodes the request's headers for the attempt log, hiding
+// signatures.
 func headersJSON(h http.Header, redact bool) string {
 	m := make(map[string]string, len(h))
 	for k, v := range h {
@@ -221,7 +222,7 @@ func (e *Engine) writeBatch(batch []*result) error {
 			status = stateFailed
 		}
 		if _, err := att.ExecContext(ctx, r.id, r.deliveryID, r.webhookID, r.attempt, status, r.durationMs, r.url, r.reqHeaders,
-			nullInt(r.respStatus), nullStr(r.respHeaders), nullStr(r.respBody), nullStr(r.class), nullStr(r.message), r.at.UnixNano(), r.deliveryID); err != nil {
+			nullInt(r.respStatus), nil, nil, nullStr(r.class), nullStr(r.message), r.at.UnixNano(), r.deliveryID); err != nil {
 			return fmt.Errorf("insert attempt: %w", err)
 		}
 		var next int64

@@ -95,6 +95,12 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 			}
 		}
 	}
+	// Receivers' answers are no longer kept; drop those an earlier version
+	// stored (the columns stay, NULL, for older readers of the database).
+	if _, err := db.ExecContext(ctx, `UPDATE webhook_attempts SET response_body = NULL, response_headers = NULL
+		WHERE response_body IS NOT NULL OR response_headers IS NOT NULL`); err != nil {
+		return fmt.Errorf("migrate webhooks: drop stored responses: %w", err)
+	}
 	return nil
 }
 

@@ -110,6 +110,8 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 			min(statField(readString(filepath.Join(dir, "memory.stat")), "inactive_file"), readUint(filepath.Join(dir, "memory.current")))
 		st.MemoryLimit = readUint(filepath.Join(dir, "memory.max")) // "max" reads as 0
 		st.Pids = readUint(filepath.Join(dir, "pids.current"))
+		st.OOMKills = statField(readString(filepath.Join(dir, "memory.events")), "oom_kill")
+		st.PidsLimitHits = statField(readString(filepath.Join(dir, "pids.events")), "max")
 	} else {
 		st.CPUUsage = time.Duration(readUint(filepath.Join(d.cgroupDir("cpuacct", id), "cpuacct.usage")))
 		mem := d.cgroupDir("memory", id)
@@ -121,6 +123,8 @@ func (d *Driver) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 			st.MemoryLimit = lim
 		}
 		st.Pids = readUint(filepath.Join(d.cgroupDir("pids", id), "pids.current"))
+		st.OOMKills = statField(readString(filepath.Join(mem, "memory.oom_control")), "oom_kill")
+		st.PidsLimitHits = statField(readString(filepath.Join(d.cgroupDir("pids", id), "pids.events")), "max")
 	}
 	var fs unix.Statfs_t
 	if err := unix.Statfs(p.upperMount(), &fs); err == nil && isMountpoint(p.upperMount()) {

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
 )
@@ -369,6 +371,22 @@ func (d *Driver) runDetached(ctx context.Context, id string, p sandboxPaths) err
 	b, _ := json.Marshal(h)
 	return os.WriteFile(p.handle(), b, 0o600)
 }
+
+// OpenOutput opens the init's stdout and stderr (runDetached's log): a file
+// on the sandbox's tmpfs beside, not in, its writable layer, so nothing in
+// the sandbox can replace it.
+func (d *Driver) OpenOutput(id string) (*os.File, error) {
+	if err := validateID(id); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(d.paths(id).initLog(), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, notFound(id)
+	}
+	return f, err
+}
+
+var _ runtime.Output = (*Driver)(nil)
 
 func tail(path string, n int64) string {
 	b, err := os.ReadFile(path)

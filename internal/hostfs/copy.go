@@ -1,0 +1,159 @@
+package hostfs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// CopyEntry copies name (one component) of src to dstName in dst: a
+// directory with everything beneath it, a regular file, or a symlink as a
+// symlink (never followed). Modes, special bits and modification times are
+// kept; owners are the caller's. What exists at dstName is replaced, except
+// a directory, into which a directory is merged. Device nodes, FIFOs and
+// sockets are skipped (skip reports each, may be nil).
+func CopyEntry(src *Dir, name string, dst *Dir, dstName string, skip func(string)) error {
+	st, err := src.Lstat(name)
+	if err != nil {
+		return err
+	}
+	return copyOne(src, name, st, dst, dstName, skip)
+}
+
+// CopyTree merges the contents of src into dst (as CopyEntry for each).
+func CopyTree(src, dst *Dir, skip func(string)) error {
+	ents, err := src.ReadDir()
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		st, err := src.Lstat(e.Name)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := copyOne(src, e.Name, st, dst, e.Name, skip); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyOne(src *Dir, name string, st unix.Stat_t, dst *Dir, dstName string, skip func(string)) error {
+	mtime := timeOf(st.Mtim)
+	perm := permOf(st.Mode)
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		if err := replaceNonDir(dst, dstName); err != nil {
+			return err
+		}
+		if err := dst.Mkdir(dstName, 0o700); err != nil {
+			return err
+		}
+		from, err := src.Sub(name)
+		if err != nil {
+			return err
+		}
+		defer from.Close()
+		to, err := dst.Sub(dstName)
+		if err != nil {
+			return err
+		}
+		defer to.Close()
+		if err := CopyTree(from, to, skip); err != nil {
+			return err
+		}
+		if err := to.Chmod(perm); err != nil {
+			return err
+		}
+	case unix.S_IFREG:
+		if err := replace(dst, dstName); err != nil {
+			return err
+		}
+		in, err := src.Open(name)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := dst.Create(dstName, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(out, in)
+		if err == nil {
+			err = out.Chmod(perm) // fchmod; after the write, so no setuid file is ever writable
+		}
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", src.path+"/"+name, err)
+		}
+	case unix.S_IFLNK:
+		target, err := src.Readlink(name)
+		if err != nil {
+			return err
+		}
+		if err := replace(dst, dstName); err != nil {
+			return err
+		}
+		if err := dst.Symlink(target, dstName); err != nil {
+			return err
+		}
+	default:
+		if skip != nil {
+			skip(src.path + "/" + name)
+		}
+		return nil
+	}
+	return dst.Chtimes(dstName, mtime, mtime)
+}
+
+// replace removes what dst holds at name unless it is a directory, which
+// cannot be replaced by a file.
+func replace(dst *Dir, name string) error {
+	st, err := dst.Lstat(name)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return &os.PathError{Op: "replace", Path: dst.path + "/" + name, Err: errors.New("is a directory and cannot be replaced by a file")}
+	}
+	return dst.Remove(name)
+}
+
+// replaceNonDir removes what dst holds at name unless it is a directory.
+func replaceNonDir(dst *Dir, name string) error {
+	st, err := dst.Lstat(name)
+	if errors.Is(err, unix.ENOENT) || (err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return dst.Remove(name)
+}
+
+// permOf converts st_mode's permission and special bits to an fs.FileMode.
+func permOf(mode uint32) fs.FileMode {
+	out := fs.FileMode(mode & 0o777)
+	if mode&unix.S_ISUID != 0 {
+		out |= fs.ModeSetuid
+	}
+	if mode&unix.S_ISGID != 0 {
+		out |= fs.ModeSetgid
+	}
+	if mode&unix.S_ISVTX != 0 {
+		out |= fs.ModeSticky
+	}
+	return out
+}

@@ -1,0 +1,109 @@
+package hostfs
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestMkdirAllAndLinkRefuseSymlinks(t *testing.T) {
+	t.Parallel()
+	dir, host := plant(t)
+	d, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, name := range []string{"dir-link/new", "sub/../dir-link/new", "abs-link/x"} {
+		if sub, err := d.MkdirAll(name, 0o755); err == nil {
+			sub.Close()
+			t.Errorf("MkdirAll(%q) went through a symlink", name)
+		}
+	}
+	if _, err := d.MkdirAll("dir-link/new", 0o755); !errors.Is(err, ErrSymlink) {
+		t.Errorf("MkdirAll through dir-link: %v, want ErrSymlink", err)
+	} else if pe := (*os.PathError)(nil); errors.As(err, &pe) && pe.Path != "dir-link" {
+		t.Errorf("MkdirAll names %q, want dir-link", pe.Path)
+	}
+	if _, err := d.MkdirAll("ok/x", 0o755); !errors.Is(err, ErrNotDir) {
+		t.Errorf("MkdirAll through a file: %v, want ErrNotDir", err)
+	}
+	sub, err := d.MkdirAll("a/b/c", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.Close()
+	if err := d.Link(d, "abs-link", "h"); err == nil {
+		t.Error("Link to a symlink succeeded")
+	}
+	if err := d.Link(d, "ok", "h"); err != nil {
+		t.Errorf("Link to a file: %v", err)
+	}
+	if ents, _ := os.ReadDir(host); len(ents) != 1 {
+		t.Errorf("the host dir changed: %v", ents)
+	}
+}
+
+func TestSubInRootStaysInside(t *testing.T) {
+	t.Parallel()
+	dir, _ := plant(t)
+	if err := os.Symlink("/", filepath.Join(dir, "root-link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("sub", filepath.Join(dir, "sub-link")); err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	in, err := d.SubInRoot("sub-link")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := in.ReadFile("ok", 100); err != nil || string(b) != "nested" {
+		t.Errorf("sub-link/ok = %q, %v", b, err)
+	}
+	in.Close()
+	// "/" inside the context is the context itself: the host's root is out of reach.
+	r, err := d.SubInRoot("root-link")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if b, err := r.ReadFile("ok", 100); err != nil || string(b) != "fine" {
+		t.Errorf("root-link/ok = %q, %v (want the context's own file)", b, err)
+	}
+	if _, err := d.SubInRoot("dir-link"); err == nil {
+		t.Error("dir-link (to a host directory) resolved")
+	}
+}
+
+func TestCopyTreeCopiesLinksAsLinks(t *testing.T) {
+	t.Parallel()
+	dir, _ := plant(t)
+	_ = os.Remove(filepath.Join(dir, "fifo"))
+	dst := t.TempDir()
+	src, _ := OpenDir(dir)
+	defer src.Close()
+	to, _ := OpenDir(dst)
+	defer to.Close()
+	var skipped []string
+	if err := CopyTree(src, to, func(p string) { skipped = append(skipped, p) }); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []string{"abs-link", "rel-link", "dir-link", "magic"} {
+		fi, err := os.Lstat(filepath.Join(dst, l))
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			t.Errorf("%s: %v %v, want a symlink", l, fi, err)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "sub", "ok")); err != nil || string(b) != "nested" {
+		t.Errorf("sub/ok = %q, %v", b, err)
+	}
+	if len(skipped) != 0 {
+		t.Errorf("skipped %v", skipped)
+	}
+}
