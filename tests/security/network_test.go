@@ -27,7 +27,7 @@ import http.server
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         with open("/tmp/seen", "a") as f:
-            f.write(self.headers.get("X-Secret", "") + "\n")
+            f.write(self.headers.get("X-Secret", "") + " " + self.client_address[0] + "\n")
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"victim")
@@ -233,6 +233,11 @@ func TestPeerSandboxCannotCaptureProxiedTraffic(t *testing.T) {
 		if !strings.Contains(seen, secret) {
 			t.Errorf("team A's server never got request %s", secret)
 		}
+	}
+	// The proxy reached A over the network (from the gateway), not through
+	// A's agent (from 127.0.0.1): that path is the one under attack here.
+	if !strings.Contains(seen, secrets[0]+" "+gw) {
+		t.Errorf("the proxy did not send A's requests over the sandbox network (from %s); A saw:\n%s", gw, seen)
 	}
 }
 
