@@ -32,7 +32,7 @@ wanted=(
   runc             # second OCI runtime (checkpoint/restore path)
   debootstrap      # builds the template root filesystems (internal/rootfs)
   util-linux       # mount, chroot helpers, unshare
-  iptables         # sandbox NAT and isolation rules
+  iptables         # only to let sandbox traffic past a FORWARD policy of DROP (Docker, ufw); the sandbox firewall itself is nftables, built into the kernel
   iproute2         # ip, for network namespaces and veths
   busybox-static   # tiny static tools for runtime tests
   ca-certificates  # HTTPS to the Debian mirror and npm

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -48,6 +49,10 @@ type Config struct {
 	// is not the server's runtime.
 	SnapshotRuntime     string
 	SnapshotRuntimeArgs []string
+	// SandboxAllowCIDRs opens IPv4 ranges (or single addresses) to sandbox
+	// egress, which by default stops at private and reserved ranges and
+	// at this host's own addresses (sbx serve --sandbox-allow-cidr).
+	SandboxAllowCIDRs []string
 }
 
 // DefaultPools keeps two ready sandboxes of each built-in template from
@@ -196,7 +201,24 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--webhook-allow-cidr %q: %w", cidr, err)
 		}
 	}
+	if _, err := c.SandboxAllow(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// SandboxAllow parses SandboxAllowCIDRs.
+func (c *Config) SandboxAllow() ([]netip.Prefix, error) {
+	ps, err := netguard.ParsePrefixes("--sandbox-allow-cidr", c.SandboxAllowCIDRs)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ps {
+		if !p.Addr().Is4() {
+			return nil, fmt.Errorf("--sandbox-allow-cidr %s: sandboxes have IPv4 only; give an IPv4 range such as 10.1.0.0/16", p)
+		}
+	}
+	return ps, nil
 }
 
 // APIKeyFile is where the first team's API key is kept (mode 0600).

@@ -1,6 +1,8 @@
 package app
 
 import (
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -56,6 +58,8 @@ func TestInvalidConfig(t *testing.T) {
 		{"tiny build memory", func(c *Config) { c.Builds.Limits.MemoryMB = 8 }, "--build-memory"},
 		{"negative build cpus", func(c *Config) { c.Builds.Limits.CPUs = -1 }, "--build-cpus"},
 		{"negative build concurrency", func(c *Config) { c.Builds.Concurrency = -1 }, "--build-concurrency"},
+		{"bad sandbox allow", func(c *Config) { c.SandboxAllowCIDRs = []string{"10.0.0.0/33"} }, "--sandbox-allow-cidr"},
+		{"IPv6 sandbox allow", func(c *Config) { c.SandboxAllowCIDRs = []string{"fd00::/8"} }, "IPv4 only"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,5 +70,18 @@ func TestInvalidConfig(t *testing.T) {
 				t.Fatalf("Validate() = %v, want an error mentioning %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestSandboxAllow(t *testing.T) {
+	cfg := Config{Listen: DefaultListen, DataDir: t.TempDir(), Runtime: DefaultRuntime, AgentDir: t.TempDir(),
+		SandboxAllowCIDRs: []string{"10.1.2.3/16", "192.0.2.7"}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := cfg.SandboxAllow()
+	want := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.7/32")}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("SandboxAllow() = %v, %v; want %v", got, err, want)
 	}
 }

@@ -123,7 +123,8 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Sto
 	if err != nil {
 		return nil, err
 	}
-	if c.netw, err = network.New(network.Config{NetnsDir: filepath.Join(cfg.DataDir, "netns")}, log); err != nil {
+	allow, _ := cfg.SandboxAllow() // validated by Config.Validate
+	if c.netw, err = network.New(network.Config{NetnsDir: filepath.Join(cfg.DataDir, "netns"), AllowCIDRs: allow}, log); err != nil {
 		return nil, err
 	}
 	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir}, log, st, c.drv, c.netw, c.reg)

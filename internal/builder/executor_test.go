@@ -59,7 +59,7 @@ var (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if netMgr != nil {
-		_ = netMgr.RemoveBridge(context.Background())
+		_ = netMgr.Uninstall(context.Background())
 		netMgr.Close()
 	}
 	os.Exit(code)
@@ -88,7 +88,7 @@ func newTestEnv(t *testing.T) *testEnv {
 	}
 	netOnce.Do(func() {
 		netMgr, netErr = network.New(network.Config{NetnsDir: filepath.Join(os.TempDir(), "sbx-builder-test-netns"),
-			Bridge: "sbtbld0", Subnet: "10.249.78.0/24"}, log)
+			Subnet: "10.249.78.0/24"}, log)
 	})
 	if netErr != nil {
 		t.Fatal(netErr)

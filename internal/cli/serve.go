@@ -64,6 +64,7 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.BoolVar(&cfg.Registry.AllowPrivate, "registry-allow-private", false, "allow template images (fromImage) from registries on private, loopback and link-local addresses (a local registry)")
 	f.StringSliceVar(&cfg.Registry.AllowCIDRs, "registry-allow-cidr", nil, "allow template images from registries in these private CIDRs (the registry, its token service and its blob storage)")
 	f.IntVar(&cfg.Registry.MaxImageMB, "registry-max-image", builder.DefaultImageMaxMB, "largest template image (fromImage) in MiB, downloaded and unpacked")
+	f.StringArrayVar(&cfg.SandboxAllowCIDRs, "sandbox-allow-cidr", nil, "let sandboxes reach this IPv4 range or address, repeatable; by default their traffic stops at private, reserved and link-local ranges and at this host's own addresses (DNS to the host's resolvers stays open)")
 	f.DurationVar(&cfg.PauseDiskAfter, "pause-disk-after", 0, "checkpoint a sandbox paused this long to disk, freeing its memory (runsc only; 0 = never; >0 also at shutdown)")
 	f.StringVar(&cfg.SnapshotRuntime, "snapshot-runtime", app.DefaultSnapshotRuntime, "runtime that snapshots templates with a start command so sandboxes start with it running: auto (runsc when installed), runsc, or none (run start commands at sandbox start)")
 	f.StringArrayVar(&cfg.SnapshotRuntimeArgs, "snapshot-runtime-arg", nil, "extra global flag for the snapshot runtime when it is not --runtime, repeatable (e.g. --snapshot-runtime-arg=--platform=ptrace)")

@@ -3,168 +3,152 @@ package network
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"time"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+	"github.com/sbxdev/sbx/internal/netguard"
+	"github.com/sbxdev/sbx/internal/resolvconf"
 )
 
-// ensureHost creates the bridge with the gateway address, turns on IPv4
-// forwarding and installs the firewall rules. It is idempotent: every run
-// converges to the same state, so it is safe after a restart or when
-// someone flushed the rules by hand.
+// ensureHost turns on IPv4 forwarding and installs the firewall. It is
+// idempotent: every run converges to the same state, so it is safe after a
+// restart or when someone flushed the ruleset by hand. The caller holds mu.
 func (m *Manager) ensureHost(ctx context.Context) error {
-	br, err := m.ensureBridge()
-	if err != nil {
-		return err
-	}
-	m.bridgeIndex = br.Attrs().Index
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
 		return fmt.Errorf("enable IPv4 forwarding (net.ipv4.ip_forward=1): %w", err)
 	}
-	return m.ensureFirewall(ctx)
-}
-
-func (m *Manager) ensureBridge() (netlink.Link, error) {
-	name := m.cfg.Bridge
-	br, err := m.host.LinkByName(name)
-	if err != nil {
-		if !errors.As(err, new(netlink.LinkNotFoundError)) {
-			return nil, fmt.Errorf("look up bridge %s: %w", name, err)
-		}
-		if err := m.host.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil && !errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("create bridge %s: %w", name, err)
-		}
-		if br, err = m.host.LinkByName(name); err != nil {
-			return nil, fmt.Errorf("look up bridge %s: %w", name, err)
-		}
+	if err := m.fw.checkOwner(m.nft); err != nil {
+		return err
 	}
-	if br.Type() != "bridge" {
-		return nil, fmt.Errorf("network interface %s exists but is a %s, not a bridge: pick another bridge name", name, br.Type())
+	m.fw.resolvers = m.resolvers()
+	if err := m.fw.install(m.nft); err != nil {
+		return fmt.Errorf("%w (sandboxes with internet access need nftables in the kernel)", err)
 	}
-	// No IPv6 on the bridge: a link-local address there would let sandboxes
-	// reach host services over IPv6, past the IPv4 INPUT rule below.
-	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", []byte("1"), 0)
-	gw := &netlink.Addr{IPNet: &net.IPNet{
-		IP: m.ipam.gateway.AsSlice(), Mask: net.CIDRMask(m.ipam.prefix.Bits(), 32),
-	}}
-	if err := m.host.AddrReplace(br, gw); err != nil {
-		return nil, fmt.Errorf("set address %s on bridge %s: %w", gw.IPNet, name, err)
+	if removed := removeStale(m.nft, m.fw.table); len(removed) > 0 {
+		m.log.Info("removed sandbox firewall tables of sbx servers whose data dir is gone", "tables", removed)
 	}
-	if err := m.host.LinkSetUp(br); err != nil {
-		return nil, fmt.Errorf("bring up bridge %s: %w", name, err)
-	}
-	return br, nil
-}
-
-// chains returns our three chains (one per hook) named after the bridge,
-// so that managers with different bridges (tests, several data dirs) do
-// not fight over the same rules.
-func (m *Manager) chains() (input, forward, nat string) {
-	b := strings.ToUpper(m.cfg.Bridge)
-	return "SBX-IN-" + b, "SBX-FWD-" + b, "SBX-NAT-" + b
-}
-
-// ensureFirewall (re)writes our chains and hooks them in:
-//
-//	INPUT  -i br             → SBX-IN:  established ACCEPT, else DROP (no host services)
-//	FORWARD -i br / -o br    → SBX-FWD: sandbox↔sandbox DROP, link-local DROP,
-//	                                    outbound ACCEPT, replies ACCEPT
-//	nat POSTROUTING          → SBX-NAT: -s subnet ! -o br MASQUERADE
-//
-// The chains are replaced with one iptables-restore transaction, so a
-// restarted server never opens a window in which the rules are flushed.
-func (m *Manager) ensureFirewall(ctx context.Context) error {
-	ipt, err := exec.LookPath("iptables")
-	if err != nil {
-		return errors.New("iptables not found: install it (apt-get install -y iptables); sandboxes with internet access need NAT")
-	}
-	restore, err := exec.LookPath("iptables-restore")
-	if err != nil {
-		return errors.New("iptables-restore not found: install iptables (apt-get install -y iptables)")
-	}
-	cmd := exec.CommandContext(ctx, restore, "-w", "--noflush")
-	cmd.Stdin = strings.NewReader(m.firewallRules())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("iptables-restore: %w: %s", err, bytes.TrimSpace(out))
-	}
-	in, fwd, nat := m.chains()
-	br := m.cfg.Bridge
-	hooks := [][]string{
-		{"INPUT", "-i", br, "-j", in},
-		{"FORWARD", "-i", br, "-j", fwd},
-		{"FORWARD", "-o", br, "-j", fwd},
-	}
-	for _, h := range hooks {
-		if err := ensureJump(ctx, ipt, "filter", h); err != nil {
-			return err
-		}
-	}
-	return ensureJump(ctx, ipt, "nat", []string{"POSTROUTING", "-j", nat})
-}
-
-// firewallRules is the iptables-restore input for our chains. With
-// --noflush, a ":CHAIN" line creates the chain or empties it, in the same
-// transaction that fills it again.
-func (m *Manager) firewallRules() string {
-	in, fwd, nat := m.chains()
-	br, subnet := m.cfg.Bridge, m.ipam.prefix.String()
-	return strings.Join([]string{
-		"*filter",
-		":" + in + " - [0:0]",
-		":" + fwd + " - [0:0]",
-		"-A " + in + " -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-		"-A " + in + " -j DROP",
-		"-A " + fwd + " -i " + br + " -o " + br + " -j DROP",
-		"-A " + fwd + " -i " + br + " -d 169.254.0.0/16 -j DROP",
-		"-A " + fwd + " -i " + br + " -j ACCEPT",
-		"-A " + fwd + " -o " + br + " -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-		"-A " + fwd + " -o " + br + " -j DROP",
-		"COMMIT",
-		"*nat",
-		":" + nat + " - [0:0]",
-		"-A " + nat + " -s " + subnet + " ! -o " + br + " -j MASQUERADE",
-		"COMMIT",
-		"",
-	}, "\n")
-}
-
-// ensureJump inserts a jump at the top of a built-in chain unless present.
-func ensureJump(ctx context.Context, ipt, table string, rule []string) error {
-	check := append([]string{"-w", "-t", table, "-C"}, rule...)
-	if exec.CommandContext(ctx, ipt, check...).Run() == nil {
-		return nil
-	}
-	ins := append([]string{"-w", "-t", table, "-I", rule[0], "1"}, rule[1:]...)
-	if out, err := exec.CommandContext(ctx, ipt, ins...).CombinedOutput(); err != nil {
-		return fmt.Errorf("iptables %s: %w: %s", strings.Join(ins, " "), err, bytes.TrimSpace(out))
-	}
+	m.allowForwardPastDropPolicy(ctx)
+	m.startWatch()
 	return nil
 }
 
-// removeFirewall deletes our hooks and chains (used by tests and by
-// Manager.Close when asked to clean the host).
-func (m *Manager) removeFirewall(ctx context.Context) {
-	ipt, err := exec.LookPath("iptables")
-	if err != nil {
+// resolvers returns the IPv4 DNS servers sandboxes are given.
+func (m *Manager) resolvers() []netip.Addr {
+	var all []netip.Addr
+	if m.cfg.Resolvers != nil {
+		all = m.cfg.Resolvers()
+	} else {
+		_, all = resolvconf.Load()
+	}
+	var v4 []netip.Addr
+	for _, a := range all {
+		if a.Is4() && !slices.Contains(v4, a) {
+			v4 = append(v4, a)
+		}
+	}
+	return v4
+}
+
+// watchInterval is how often the firewall is checked and the resolver list
+// re-read: `nft flush ruleset` (e.g. a restart of Debian's nftables
+// service) drops every table, ours included, and sandboxes that are
+// running need their rules back, not only the next one created.
+const watchInterval = 2 * time.Second
+
+func (m *Manager) startWatch() {
+	if m.stopWatch != nil {
 		return
 	}
-	in, fwd, nat := m.chains()
-	br := m.cfg.Bridge
-	run := func(args ...string) { _ = exec.CommandContext(ctx, ipt, append([]string{"-w"}, args...)...).Run() }
-	run("-D", "INPUT", "-i", br, "-j", in)
-	run("-D", "FORWARD", "-i", br, "-j", fwd)
-	run("-D", "FORWARD", "-o", br, "-j", fwd)
-	run("-t", "nat", "-D", "POSTROUTING", "-j", nat)
-	for _, c := range []string{in, fwd} {
-		run("-F", c)
-		run("-X", c)
+	stop, done := make(chan struct{}), make(chan struct{})
+	m.stopWatch, m.watchDone = stop, done
+	go func() {
+		defer close(done)
+		t := time.NewTicker(watchInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				m.recheck()
+			}
+		}
+	}()
+}
+
+// recheck reinstalls the table when it is gone or the resolvers changed.
+func (m *Manager) recheck() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.hostReady {
+		return
 	}
-	run("-t", "nat", "-F", nat)
-	run("-t", "nat", "-X", nat)
+	res := m.resolvers()
+	ok, err := m.fw.exists(m.nft)
+	if err != nil {
+		m.log.Warn("check the sandbox firewall", "err", err)
+		return
+	}
+	if ok && slices.Equal(res, m.fw.resolvers) {
+		return
+	}
+	if !ok {
+		m.log.Warn("the sandbox firewall table disappeared (nft flush ruleset?); installing it again", "table", m.fw.table)
+	} else {
+		m.log.Info("the host's DNS resolvers changed; updating the sandbox firewall", "resolvers", res)
+	}
+	m.fw.resolvers = res
+	if err := m.fw.install(m.nft); err != nil {
+		m.log.Error("reinstall the sandbox firewall", "err", err)
+	}
+}
+
+// allowForwardPastDropPolicy keeps sandbox egress working on hosts whose
+// iptables FORWARD policy is DROP (Docker and ufw set it): a drop in that
+// chain is as final as ours. Two generic rules accept what crosses any sbx
+// veth; our own table still decides. They are shared by every sbx server
+// on the machine and left in place.
+func (m *Manager) allowForwardPastDropPolicy(ctx context.Context) {
+	ipt, err := exec.LookPath("iptables")
+	if err != nil {
+		return // no iptables: no iptables policy either
+	}
+	out, err := exec.CommandContext(ctx, ipt, "-w", "-S", "FORWARD").Output()
+	if err != nil || !bytes.Contains(out, []byte("-P FORWARD DROP")) {
+		return
+	}
+	for _, rule := range [][]string{
+		{"-i", vethPrefix + "+", "-j", "ACCEPT"},
+		{"-o", vethPrefix + "+", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+	} {
+		check := append([]string{"-w", "-C", "FORWARD"}, rule...)
+		if exec.CommandContext(ctx, ipt, check...).Run() == nil {
+			continue
+		}
+		ins := append([]string{"-w", "-I", "FORWARD", "1"}, rule...)
+		if out, err := exec.CommandContext(ctx, ipt, ins...).CombinedOutput(); err != nil {
+			m.log.Warn("iptables FORWARD policy is DROP and sandbox traffic could not be let through; sandboxes may have no internet",
+				"cmd", "iptables "+strings.Join(ins, " "), "err", err, "out", string(bytes.TrimSpace(out)))
+		}
+	}
+}
+
+// allowedHostAddrs returns the host's own addresses inside allowed ranges,
+// to warn the operator that sandboxes reach services listening there.
+func allowedHostAddrs(allow []netip.Prefix) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range netguard.LocalAddrs() {
+		for _, p := range allow {
+			if p.Contains(a) && !a.IsLoopback() {
+				out = append(out, a)
+				break
+			}
+		}
+	}
+	return out
 }

@@ -3,6 +3,9 @@ package network
 import (
 	"errors"
 	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -85,20 +88,31 @@ func TestIPAMRejectsBadSubnets(t *testing.T) {
 	}
 }
 
-func TestVethNameFitsIFNAMSIZ(t *testing.T) {
-	ids := []string{"a", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
-	seen := map[string]bool{}
-	for _, id := range ids {
-		n := vethName(id)
-		if len(n) > 15 {
-			t.Errorf("vethName(%s) = %q is longer than 15 bytes", id, n)
+// Host veth names carry the manager's tag and the address, fit the 15
+// bytes of an interface name, never look like an older build's
+// "sbx" + 12 hex digits, and differ for every address of any subnet.
+func TestVethNames(t *testing.T) {
+	t.Parallel()
+	old := regexp.MustCompile(`^sbx[0-9a-f]{12}$`)
+	seen := map[string]string{}
+	for _, dir := range []string{"/var/lib/sbx/netns", "/tmp/x/netns", "/tmp/x/netns/"} {
+		m := &Manager{fw: &firewall{ifPrefix: vethPrefix + tagFor(dir)}}
+		if tagFor(dir) != tagFor(filepath.Clean(dir)) || len(tagFor(dir)) != 5 {
+			t.Errorf("tagFor(%q) = %q", dir, tagFor(dir))
 		}
-		if vethName(id) != n {
-			t.Errorf("vethName is not deterministic")
+		for _, a := range []string{"10.0.0.2", "10.255.255.254", "10.88.0.2", "10.88.1.2", "192.168.7.9"} {
+			n := m.vethName(netip.MustParseAddr(a))
+			if len(n) > 15 || old.MatchString(n) || !strings.HasPrefix(n, m.fw.ifPrefix) {
+				t.Errorf("vethName(%s) = %q", a, n)
+			}
+			key := filepath.Clean(dir) + " " + a
+			if prev, ok := seen[n]; ok && prev != key {
+				t.Errorf("%q names both %s and %s", n, prev, key)
+			}
+			seen[n] = key
 		}
-		seen[n] = true
 	}
-	if len(seen) != len(ids) {
-		t.Errorf("different ids got the same veth name")
+	if tagFor("/var/lib/sbx/netns") == tagFor("/tmp/x/netns") {
+		t.Errorf("two data dirs got the same tag")
 	}
 }

@@ -2,19 +2,36 @@
 // sbx and bind-mounted at <NetnsDir>/<id> so that the OCI runtime can join
 // it by path (runtime.Spec.NetNS) and a restarted server can find it again.
 //
-// Without internet access a namespace has loopback only. With it, a veth
-// pair connects the namespace to the bridge: eth0 inside gets an address
-// from the subnet and a default route via the bridge; the host masquerades
-// outbound traffic. Bridge port isolation and a FORWARD rule stop sandboxes
-// from reaching each other, and an INPUT rule stops them from reaching
-// services on the host.
+// Without internet access a namespace has loopback only. With it, the
+// sandbox gets a point-to-point veth to the host and nothing else: eth0
+// inside holds the sandbox's address as a /32 and routes everything via
+// the gateway address, which sits on the host end; the host routes the
+// sandbox's /32 to that veth. There is no shared layer 2 segment, so the
+// host is every sandbox's only neighbour: a sandbox cannot see, answer for
+// or claim another's traffic, and a packet it sends with any source but
+// its own is dropped on entry (firewall.go). Neighbour entries are static
+// on both ends and the host answers no ARP on these links, so a sandbox
+// cannot fill the host's neighbour table either.
+//
+// The firewall (firewall.go) stops sandboxes from reaching each other, the
+// host, and private or reserved ranges (netguard.Blocked) unless the
+// operator opened them (Config.AllowCIDRs); DNS to the host's resolvers
+// stays open; everything else is masqueraded out.
+//
+// Host objects are named after a tag derived from NetnsDir ("sbx-<tag>"
+// for the nftables table and the prefix of every host veth), so several
+// servers on one machine (tests, CI, a developer's) each own theirs, and
+// none touches the bridge sbx0 and iptables chains SBX-*-SBX0 of older
+// builds, whose sandboxes keep working until they are gone.
 package network
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -23,9 +40,11 @@ import (
 	"regexp"
 	goruntime "runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -33,19 +52,31 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 )
 
-// Config says where namespaces live and which bridge and subnet to use.
+// Config says where namespaces live, which subnet to use and what sandbox
+// egress may reach.
 type Config struct {
-	NetnsDir string // <data-dir>/netns
-	Bridge   string // "sbx0"
-	Subnet   string // "10.88.0.0/16"; the first address is the bridge's
+	NetnsDir string // <data-dir>/netns; also names this server's host objects
+	Subnet   string // "10.88.0.0/16"; the first address is the gateway
 	LeaseDir string // machine-wide address leases (default DefaultLeaseDir; "-" disables)
+	// AllowCIDRs are IPv4 ranges sandboxes may reach although they are
+	// blocked by default (netguard.Blocked: private, reserved, ...; and
+	// the host's own addresses): sbx serve --sandbox-allow-cidr. The
+	// sandbox subnet and the gateway stay closed whatever is allowed.
+	AllowCIDRs []netip.Prefix
+	// Resolvers returns the DNS servers sandboxes are given; port 53 on
+	// them stays open. nil means the host's (resolvconf.Load), which is
+	// what the runtime writes into sandboxes.
+	Resolvers func() []netip.Addr
 }
 
 // Defaults for Config fields left empty.
 const (
-	DefaultBridge = "sbx0"
 	DefaultSubnet = "10.88.0.0/16"
 	sandboxIf     = "eth0"
+	// vethPrefix starts every host veth of this design ("sbx-<tag><addr>").
+	// Older builds named theirs "sbx" + 12 hex digits and enslaved them
+	// to the bridge sbx0; the dash keeps the two apart.
+	vethPrefix = "sbx-"
 )
 
 // Manager creates and removes sandbox network namespaces. It is safe for
@@ -54,11 +85,16 @@ type Manager struct {
 	cfg  Config
 	log  *slog.Logger
 	host *netlink.Handle // netlink socket in the host namespace
+	nft  *nftables.Conn  // nftables socket in the host namespace
+	fw   *firewall       // guarded by mu
+	tag  string          // 5 hex digits derived from NetnsDir
 
-	mu          sync.Mutex
-	ipam        *ipam
-	hostReady   bool // bridge, forwarding and firewall are in place
-	bridgeIndex int
+	mu        sync.Mutex
+	ipam      *ipam
+	hostReady bool              // forwarding and firewall are in place
+	ifaces    map[string]string // sandbox ID → host veth, for sandboxes routed by this design
+	stopWatch chan struct{}
+	watchDone chan struct{}
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
@@ -70,16 +106,20 @@ func validateID(id string) error {
 	return nil
 }
 
+// tagFor names the host objects of the server whose namespaces live in
+// dir: 20 bits, so "sbx-" + tag + 6 hex digits of an address fit the
+// 15 bytes of an interface name.
+func tagFor(dir string) string {
+	sum := sha256.Sum256([]byte(filepath.Clean(dir)))
+	return hex.EncodeToString(sum[:3])[:5]
+}
+
 // New checks the config and reserves the addresses of namespaces left by
 // an earlier process, so that a restart never hands out an address twice.
-// The bridge and firewall are set up on the first Setup with internet
-// access.
+// The firewall is set up on the first Setup with internet access.
 func New(cfg Config, log *slog.Logger) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Bridge == "" {
-		cfg.Bridge = DefaultBridge
 	}
 	if cfg.Subnet == "" {
 		cfg.Subnet = DefaultSubnet
@@ -87,8 +127,15 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 	if cfg.NetnsDir == "" {
 		return nil, errdefs.Invalid("network: NetnsDir must be set (e.g. /var/lib/sbx/netns)")
 	}
-	if len(cfg.Bridge) > 15 || !regexp.MustCompile(`^[a-zA-Z0-9_-]+$`).MatchString(cfg.Bridge) {
-		return nil, errdefs.Invalid("network bridge name %q: use at most 15 letters, digits, '-' or '_'", cfg.Bridge)
+	abs, err := filepath.Abs(cfg.NetnsDir)
+	if err != nil {
+		return nil, fmt.Errorf("network: %s: %w", cfg.NetnsDir, err)
+	}
+	cfg.NetnsDir = abs
+	for _, p := range cfg.AllowCIDRs {
+		if !p.Addr().Is4() {
+			return nil, errdefs.Invalid("sandbox allow CIDR %s: sandboxes have IPv4 only; give an IPv4 range such as 10.1.0.0/16", p)
+		}
 	}
 	ip, err := newIPAM(cfg.Subnet)
 	if err != nil {
@@ -104,7 +151,15 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network: open netlink: %w", err)
 	}
-	m := &Manager{cfg: cfg, log: log, host: h, ipam: ip}
+	nft, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("network: open nftables netlink: %w", err)
+	}
+	tag := tagFor(cfg.NetnsDir)
+	m := &Manager{cfg: cfg, log: log, host: h, nft: nft, ipam: ip, tag: tag, ifaces: map[string]string{},
+		fw: &firewall{table: tablePrefix + tag, ifPrefix: vethPrefix + tag, subnet: ip.prefix,
+			gateway: ip.gateway, allow: cfg.AllowCIDRs, owner: cfg.NetnsDir}}
 	switch cfg.LeaseDir {
 	case "":
 		ip.leases = leases{dir: DefaultLeaseDir}
@@ -113,77 +168,114 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 		ip.leases = leases{dir: cfg.LeaseDir}
 	}
 	ip.owner = m.nsPath
+	if hostAddrs := allowedHostAddrs(cfg.AllowCIDRs); len(hostAddrs) > 0 {
+		log.Warn("allowed sandbox ranges include this host's own addresses: sandboxes reach services listening there",
+			"addrs", hostAddrs)
+	}
 	if err := m.recover(); err != nil {
-		h.Close()
+		m.Close()
 		return nil, err
 	}
 	return m, nil
 }
 
-// recover reads eth0's address in every namespace under NetnsDir.
+// recover finds the address (and, for sandboxes routed by this manager,
+// the host veth) of every namespace under NetnsDir.
 func (m *Manager) recover() error {
 	ids, err := m.List()
 	if err != nil {
 		return err
 	}
 	for _, id := range ids {
-		addr, err := nsAddress(m.nsPath(id))
+		addr, hostIf, err := m.nsState(m.nsPath(id))
 		if err != nil {
 			m.log.Warn("cannot read a sandbox namespace's address", "sandbox.id", id, "err", err)
 			continue
 		}
-		if addr.IsValid() {
-			if err := m.ipam.reserve(id, addr); err != nil {
-				m.log.Warn("sandbox namespace has an address outside the subnet", "sandbox.id", id, "err", err)
-			}
+		if !addr.IsValid() {
+			continue
+		}
+		if err := m.ipam.reserve(id, addr); err != nil {
+			m.log.Warn("sandbox namespace has an address outside the subnet", "sandbox.id", id, "err", err)
+			continue
+		}
+		if hostIf != "" {
+			m.ifaces[id] = hostIf
+		} else {
+			// Bridged by an older build: its traffic is not sealed, so
+			// the proxy must not send anything over it (see DirectPath).
+			m.log.Info("sandbox on the old shared bridge: reached through its agent only until it ends", "sandbox.id", id)
 		}
 	}
 	return nil
 }
 
-// nsAddress returns the IPv4 address of eth0 in the namespace at path, or
-// the zero Addr when it has none (no internet access).
-func nsAddress(path string) (netip.Addr, error) {
+// nsState returns the address of the sandbox in the namespace at path
+// (zero without internet access) and its host veth when this manager's
+// design routes it. The host end is read first: gVisor moves the address
+// off eth0 into its own network stack.
+func (m *Manager) nsState(path string) (netip.Addr, string, error) {
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
-		return netip.Addr{}, err
+		return netip.Addr{}, "", err
 	}
 	defer ns.Close()
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
-		return netip.Addr{}, err
+		return netip.Addr{}, "", err
 	}
 	defer h.Close()
 	link, err := h.LinkByName(sandboxIf)
 	if err != nil {
-		return netip.Addr{}, nil
+		return netip.Addr{}, "", nil
+	}
+	if peer, err := m.host.LinkByIndex(link.Attrs().ParentIndex); err == nil &&
+		strings.HasPrefix(peer.Attrs().Name, m.fw.ifPrefix) {
+		addrs, err := m.host.AddrList(peer, unix.AF_INET)
+		if err != nil {
+			return netip.Addr{}, "", err
+		}
+		for _, a := range addrs {
+			if a.Peer != nil {
+				ip, _ := netip.AddrFromSlice(a.Peer.IP.To4())
+				return ip, peer.Attrs().Name, nil
+			}
+		}
 	}
 	addrs, err := h.AddrList(link, unix.AF_INET)
 	if err != nil || len(addrs) == 0 {
-		return netip.Addr{}, err
+		return netip.Addr{}, "", err
 	}
 	a, _ := netip.AddrFromSlice(addrs[0].IP.To4())
-	return a, nil
+	return a, "", nil
 }
 
-// Close releases the netlink socket. Namespaces stay.
+// Close stops watching the firewall and releases the netlink sockets.
+// Namespaces and the firewall stay.
 func (m *Manager) Close() error {
+	m.mu.Lock()
+	stop, done := m.stopWatch, m.watchDone
+	m.stopWatch = nil
+	m.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
 	m.host.Close()
-	return nil
+	return m.nft.CloseLasting()
 }
 
 func (m *Manager) nsPath(id string) string { return filepath.Join(m.cfg.NetnsDir, id) }
 
-// vethName is the host side of a sandbox's veth pair, derived from the ID
-// so that Teardown finds it after a restart (interface names are limited
-// to 15 bytes, IDs are not).
-func vethName(id string) string {
-	h := fnv.New64a()
-	h.Write([]byte(id))
-	return fmt.Sprintf("sbx%012x", h.Sum64()&0xffffffffffff)
+// vethName is the host end of the veth of the sandbox holding addr. Being
+// derived from the address (unique on the machine, see lease.go) rather
+// than the ID, two live sandboxes can never get the same name.
+func (m *Manager) vethName(addr netip.Addr) string {
+	a := addr.As4()
+	return fmt.Sprintf("%s%02x%02x%02x", m.fw.ifPrefix, a[1], a[2], a[3])
 }
 
-// Gateway is the bridge address, the sandboxes' default route.
+// Gateway is the sandboxes' default route: the host end of every veth.
 func (m *Manager) Gateway() netip.Addr { return m.ipam.gateway }
 
 // Address returns the sandbox's address, if it has internet access.
@@ -192,6 +284,21 @@ func (m *Manager) Address(id string) (netip.Addr, bool) {
 	defer m.mu.Unlock()
 	a, ok := m.ipam.byID[id]
 	return a, ok
+}
+
+// DirectPath returns the sandbox's address and the host interface that
+// leads to it and to nothing else, so the host can talk to the sandbox in
+// plaintext: nobody but the sandbox is on that link. Connections must be
+// bound to the interface (SO_BINDTODEVICE), not left to routing, which
+// could send a packet elsewhere (e.g. onto an older build's bridge) when
+// the sandbox is gone. Sandboxes without internet access, and those an
+// older build left on its shared bridge, have none.
+func (m *Manager) DirectPath(id string) (netip.Addr, string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, ok := m.ipam.byID[id]
+	ifname, routed := m.ifaces[id]
+	return a, ifname, ok && routed
 }
 
 // Setup creates the sandbox's network namespace and returns its path.
@@ -218,23 +325,39 @@ func (m *Manager) Setup(ctx context.Context, id string, allowInternet bool) (nsP
 			}
 		}
 	}()
-	var addr netip.Addr
+	var v *veth
 	if allowInternet {
-		if addr, err = m.prepareInternet(ctx, id); err != nil {
+		addr, err := m.prepareInternet(ctx, id)
+		if err != nil {
+			return "", fmt.Errorf("network setup for sandbox %s: %w", id, err)
+		}
+		if v, err = m.newVeth(addr); err != nil {
 			return "", fmt.Errorf("network setup for sandbox %s: %w", id, err)
 		}
 	}
-	if err := m.inNewNS(path, func(nh *netlink.Handle, ns netns.NsHandle) error {
-		return m.configure(nh, ns, id, addr)
-	}); err != nil {
+	nh, err := m.inNewNS(path, func(nh *netlink.Handle, ns netns.NsHandle) error {
+		return m.configure(nh, ns, v)
+	})
+	if err == nil && v != nil {
+		err = m.finishHostSide(nh, v)
+	}
+	if nh != nil {
+		nh.Close()
+	}
+	if err != nil {
 		if allowInternet {
-			// The bridge may have been removed behind our back: check the
-			// host side again on the next Setup.
+			// The firewall may have been removed behind our back: check
+			// the host side again on the next Setup.
 			m.mu.Lock()
 			m.hostReady = false
 			m.mu.Unlock()
 		}
 		return "", fmt.Errorf("network setup for sandbox %s: %w", id, err)
+	}
+	if v != nil {
+		m.mu.Lock()
+		m.ifaces[id] = v.name
+		m.mu.Unlock()
 	}
 	return path, nil
 }
@@ -244,9 +367,11 @@ func (m *Manager) prepareInternet(ctx context.Context, id string) (netip.Addr, e
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.hostReady {
-		// One netlink round trip (~30 µs) notices a bridge removed by hand.
-		if br, err := m.host.LinkByName(m.cfg.Bridge); err != nil || br.Attrs().Index != m.bridgeIndex {
-			m.log.Warn("network bridge disappeared; setting it up again", "bridge", m.cfg.Bridge)
+		// One netlink round trip notices a table removed by hand before
+		// a sandbox starts without it (the watcher catches it for the
+		// running ones).
+		if ok, err := m.fw.exists(m.nft); err != nil || !ok {
+			m.log.Warn("the sandbox firewall table is missing; installing it again", "table", m.fw.table, "err", err)
 			m.hostReady = false
 		}
 	}
@@ -256,75 +381,109 @@ func (m *Manager) prepareInternet(ctx context.Context, id string) (netip.Addr, e
 		}
 		m.hostReady = true
 	}
-	addr, err := m.ipam.allocate(id)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	m.forgetNeighbor(addr)
-	return addr, nil
+	return m.ipam.allocate(id)
 }
 
-// forgetNeighbor drops the host's neighbour (ARP) entry for an address
-// handed to a new sandbox. Addresses are reused (after a kill, by other
-// servers on the bridge, after restarts), and an entry left by the
-// previous holder names its MAC: the host then sends the new sandbox's
-// traffic to a MAC nobody has until the entry ages out, and the first
-// connections to the sandbox stall for seconds.
-func (m *Manager) forgetNeighbor(addr netip.Addr) {
-	err := m.host.NeighDel(&netlink.Neigh{LinkIndex: m.bridgeIndex, Family: netlink.FAMILY_V4, IP: addr.AsSlice()})
-	if err != nil && !errors.Is(err, unix.ENOENT) {
-		m.log.Debug("forget neighbour entry of a reused address", "addr", addr, "err", err)
+// veth is one sandbox's link to the host.
+type veth struct {
+	name       string // host end
+	addr       netip.Addr
+	hostMAC    net.HardwareAddr
+	sandboxMAC net.HardwareAddr
+	hostIndex  int
+}
+
+func (m *Manager) newVeth(addr netip.Addr) (*veth, error) {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
 	}
+	for _, i := range []int{0, 6} {
+		b[i] = b[i]&0xfe | 0x02 // unicast, locally administered
+	}
+	return &veth{name: m.vethName(addr), addr: addr, hostMAC: b[:6], sandboxMAC: b[6:]}, nil
 }
 
 // inNewNS creates a network namespace on a locked OS thread, pins it with a
 // bind mount at path, runs fn with a netlink handle inside it, and moves
-// the thread back. If the thread cannot return to the host namespace it is
-// left locked, so the Go runtime discards it instead of reusing it.
-func (m *Manager) inNewNS(path string, fn func(*netlink.Handle, netns.NsHandle) error) error {
-	errc := make(chan error, 1)
+// the thread back. It returns that handle (the caller closes it), which
+// keeps working in the namespace from any thread. If the thread cannot
+// return to the host namespace it is left locked, so the Go runtime
+// discards it instead of reusing it.
+func (m *Manager) inNewNS(path string, fn func(*netlink.Handle, netns.NsHandle) error) (*netlink.Handle, error) {
+	type result struct {
+		nh  *netlink.Handle
+		err error
+	}
+	resc := make(chan result, 1)
 	go func() {
 		goruntime.LockOSThread()
 		orig, err := netns.Get()
 		if err != nil {
 			goruntime.UnlockOSThread()
-			errc <- fmt.Errorf("open current network namespace: %w", err)
+			resc <- result{err: fmt.Errorf("open current network namespace: %w", err)}
 			return
 		}
 		defer orig.Close()
 		ns, err := netns.New()
 		if err != nil {
 			goruntime.UnlockOSThread()
-			errc <- fmt.Errorf("create network namespace: %w", err)
+			resc <- result{err: fmt.Errorf("create network namespace: %w", err)}
 			return
 		}
 		defer ns.Close()
-		err = m.pinAndConfigure(path, ns, fn)
+		nh, err := m.pinAndConfigure(path, ns, fn)
 		if serr := netns.Set(orig); serr != nil {
-			errc <- errors.Join(err, fmt.Errorf("return to the host network namespace: %w", serr))
+			if nh != nil {
+				nh.Close()
+			}
+			resc <- result{err: errors.Join(err, fmt.Errorf("return to the host network namespace: %w", serr))}
 			return // thread stays locked and dies with this goroutine
 		}
 		goruntime.UnlockOSThread()
-		errc <- err
+		resc <- result{nh, err}
 	}()
-	return <-errc
+	r := <-resc
+	return r.nh, r.err
 }
 
-func (m *Manager) pinAndConfigure(path string, ns netns.NsHandle, fn func(*netlink.Handle, netns.NsHandle) error) error {
+func (m *Manager) pinAndConfigure(path string, ns netns.NsHandle, fn func(*netlink.Handle, netns.NsHandle) error) (*netlink.Handle, error) {
 	src := "/proc/self/task/" + strconv.Itoa(unix.Gettid()) + "/ns/net"
 	if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind-mount network namespace at %s: %w", path, err)
+		return nil, fmt.Errorf("bind-mount network namespace at %s: %w", path, err)
 	}
 	nh, err := netlink.NewHandle(unix.NETLINK_ROUTE) // created in the new namespace
 	if err != nil {
-		return fmt.Errorf("open netlink in the new namespace: %w", err)
+		return nil, fmt.Errorf("open netlink in the new namespace: %w", err)
 	}
-	defer nh.Close()
-	return fn(nh, ns)
+	if err := fn(nh, ns); err != nil {
+		nh.Close()
+		return nil, err
+	}
+	return nh, nil
 }
 
-// configure brings up loopback and, when addr is set, the veth pair.
-func (m *Manager) configure(nh *netlink.Handle, ns netns.NsHandle, id string, addr netip.Addr) error {
+// sandboxSysctls are set in every sandbox namespace. The runtime drops
+// CAP_NET_RAW and maps sandbox root to an unprivileged user, who does not
+// own this namespace: ping then needs ICMP datagram sockets for every
+// group, and servers need ports below 1024 without a capability. New
+// interfaces (eth0) get no IPv6: sandboxes have IPv4 only, and loopback
+// keeps ::1.
+var sandboxSysctls = []struct{ path, value string }{
+	{"/proc/sys/net/ipv4/ping_group_range", "0 2147483647"},
+	{"/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"},
+	{"/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"},
+}
+
+// configure runs on a thread inside the new namespace: sysctls, loopback
+// and, when v is set, the veth pair with the sandbox's end configured.
+func (m *Manager) configure(nh *netlink.Handle, ns netns.NsHandle, v *veth) error {
+	for _, s := range sandboxSysctls {
+		// /proc/sys/net belongs to the namespace of the calling thread.
+		if err := writeSysctl(s.path, s.value); err != nil {
+			return fmt.Errorf("in the sandbox namespace: %w", err)
+		}
+	}
 	lo, err := nh.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("find loopback: %w", err)
@@ -332,51 +491,114 @@ func (m *Manager) configure(nh *netlink.Handle, ns netns.NsHandle, id string, ad
 	if err := nh.LinkSetUp(lo); err != nil {
 		return fmt.Errorf("bring up loopback: %w", err)
 	}
-	if !addr.IsValid() {
+	if v == nil {
 		return nil
 	}
-	name := vethName(id)
-	if stale, err := m.host.LinkByName(name); err == nil {
-		_ = m.host.LinkDel(stale) // left by a namespace still being destroyed
+	link := &netlink.Veth{
+		LinkAttrs:        netlink.LinkAttrs{Name: v.name, MTU: 1500, HardwareAddr: v.hostMAC},
+		PeerName:         sandboxIf,
+		PeerHardwareAddr: v.sandboxMAC,
+		PeerNamespace:    netlink.NsFd(int(ns)),
 	}
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: name, MasterIndex: m.bridgeIndex, MTU: 1500},
-		PeerName:      sandboxIf,
-		PeerNamespace: netlink.NsFd(int(ns)),
+	err = m.host.LinkAdd(link)
+	if errors.Is(err, unix.EEXIST) {
+		// Left by the namespace of this address's previous holder, still
+		// being destroyed (Teardown does not wait for it): the address is
+		// ours now (leases), so its old link is stale.
+		if stale, lerr := m.host.LinkByName(v.name); lerr == nil {
+			_ = m.host.LinkDel(stale)
+		}
+		link.Index = 0
+		err = m.host.LinkAdd(link)
 	}
-	if err := m.host.LinkAdd(veth); err != nil {
-		return fmt.Errorf("create veth %s: %w", name, err)
-	}
-	hostSide, err := m.host.LinkByName(name)
 	if err != nil {
-		return fmt.Errorf("find veth %s: %w", name, err)
+		return fmt.Errorf("create veth %s: %w", v.name, err)
 	}
-	if err := m.host.LinkSetIsolated(hostSide, true); err != nil {
-		return fmt.Errorf("isolate bridge port %s: %w", name, err)
-	}
-	if err := m.host.LinkSetUp(hostSide); err != nil {
-		return fmt.Errorf("bring up veth %s: %w", name, err)
-	}
+	v.hostIndex = link.Attrs().Index
+	gw := m.ipam.gateway
 	eth, err := nh.LinkByName(sandboxIf)
 	if err != nil {
 		return fmt.Errorf("find %s in the namespace: %w", sandboxIf, err)
 	}
-	ipnet := &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(m.ipam.prefix.Bits(), 32)}
-	if err := nh.AddrAdd(eth, &netlink.Addr{IPNet: ipnet}); err != nil {
-		return fmt.Errorf("set address %s: %w", ipnet, err)
+	ethIdx := eth.Attrs().Index
+	if err := nh.AddrAdd(eth, &netlink.Addr{IPNet: hostNet(v.addr)}); err != nil {
+		return fmt.Errorf("set address %s: %w", v.addr, err)
 	}
 	if err := nh.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("bring up %s: %w", sandboxIf, err)
 	}
-	route := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: m.ipam.gateway.AsSlice()}
-	if err := nh.RouteAdd(route); err != nil {
-		return fmt.Errorf("add default route via %s: %w", m.ipam.gateway, err)
+	// The gateway is on-link through eth0; everything else goes to it.
+	if err := nh.RouteAdd(&netlink.Route{LinkIndex: ethIdx, Dst: hostNet(gw), Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("add route to the gateway %s: %w", gw, err)
+	}
+	if err := nh.RouteAdd(&netlink.Route{LinkIndex: ethIdx, Gw: gw.AsSlice()}); err != nil {
+		return fmt.Errorf("add default route via %s: %w", gw, err)
+	}
+	// Static neighbours on both ends: the host answers no ARP on sandbox
+	// links (arp_ignore, finishHostSide), so it learns nothing a sandbox
+	// says there. gVisor copies permanent entries into its own stack.
+	if err := nh.NeighAdd(&netlink.Neigh{LinkIndex: ethIdx, Family: netlink.FAMILY_V4,
+		State: netlink.NUD_PERMANENT, IP: gw.AsSlice(), HardwareAddr: v.hostMAC}); err != nil {
+		return fmt.Errorf("add neighbour entry for the gateway: %w", err)
+	}
+	// The host end: the gateway address with the sandbox as its peer,
+	// which also routes the sandbox's /32 to this veth.
+	if err := m.host.AddrAdd(link, &netlink.Addr{IPNet: hostNet(gw), Peer: hostNet(v.addr)}); err != nil {
+		return fmt.Errorf("set address %s peer %s on %s: %w", gw, v.addr, v.name, err)
+	}
+	if err := m.host.NeighAdd(&netlink.Neigh{LinkIndex: v.hostIndex, Family: netlink.FAMILY_V4,
+		State: netlink.NUD_PERMANENT, IP: v.addr.AsSlice(), HardwareAddr: v.sandboxMAC}); err != nil {
+		return fmt.Errorf("add neighbour entry for %s: %w", v.addr, err)
+	}
+	return nil
+}
+
+// writeSysctl writes a /proc/sys file with plain system calls: it is on
+// the create path, and os.WriteFile's extra work doubles its cost here.
+func writeSysctl(path, value string) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("set %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, []byte(value)); err != nil {
+		return fmt.Errorf("set %s to %q: %w", path, value, err)
+	}
+	return nil
+}
+
+func hostNet(a netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}
+}
+
+// finishHostSide runs in the host namespace (its /proc/sys/net is the
+// host's): the host end up, with no IPv6 and no ARP answers.
+func (m *Manager) finishHostSide(nh *netlink.Handle, v *veth) error {
+	if err := m.host.LinkSetUp(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: v.name, Index: v.hostIndex}}); err != nil {
+		return fmt.Errorf("bring up veth %s: %w", v.name, err)
+	}
+	// Written after the link is up, while the carrier comes up (these
+	// writes cost ~0.1 ms each on a busy host): nothing runs in the
+	// sandbox before Setup returns, so the link-local address the host end
+	// briefly gets is gone before anyone could use it.
+	for _, s := range []struct{ path, value string }{
+		// No IPv6 at all on the host end: nothing reaches host services
+		// over IPv6 even while the firewall table is missing.
+		{"/proc/sys/net/ipv6/conf/" + v.name + "/disable_ipv6", "1"},
+		// 8: answer no ARP request on this link (the sandbox has a static
+		// entry for the gateway), so the host creates no neighbour entry
+		// from what a sandbox sends.
+		{"/proc/sys/net/ipv4/conf/" + v.name + "/arp_ignore", "8"},
+	} {
+		if err := writeSysctl(s.path, s.value); err != nil {
+			return err
+		}
 	}
 	// Until the kernel's link watcher has seen the carrier come up, a veth
 	// end has no queue and silently drops what it sends; the first packet
-	// (an ARP request) is lost and retried only a second later. Wait for
-	// both ends to be operational so the sandbox's first connection is fast.
-	if err := waitOperUp(m.host, name); err != nil {
+	// is lost and retried only a second later. Wait for both ends to be
+	// operational so the sandbox's first connection is fast.
+	if err := waitOperUp(m.host, v.name); err != nil {
 		return err
 	}
 	return waitOperUp(nh, sandboxIf)
@@ -409,9 +631,10 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 	}
 	// The veth pair is not deleted here: deleting it synchronously costs
 	// ~30 ms (an RCU grace period per device), while destroying the
-	// namespace below makes the kernel remove both ends in a batched,
-	// asynchronous cleanup. A veth still present at the next Setup of the
-	// same ID is deleted there.
+	// namespace below makes the kernel remove both ends (and the routes
+	// and neighbour entries on them) in a batched, asynchronous cleanup.
+	// A veth still present when its address is handed out again is
+	// deleted by that Setup.
 	var errs []error
 	path := m.nsPath(id)
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
@@ -425,6 +648,7 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 	}
 	m.mu.Lock()
 	m.ipam.release(id)
+	delete(m.ifaces, id)
 	m.mu.Unlock()
 	return nil
 }
@@ -445,19 +669,21 @@ func (m *Manager) List() ([]string, error) {
 	return ids, nil
 }
 
-// RemoveBridge deletes the bridge and the firewall rules. Sandboxes must
-// be torn down first. Used when uninstalling and by tests.
-func (m *Manager) RemoveBridge(ctx context.Context) error {
+// Uninstall removes this manager's firewall table and stops watching it.
+// Sandboxes must be torn down first. Used when uninstalling and by tests.
+// It leaves what is shared with other servers: forwarding, leases, and
+// the iptables rules for hosts whose FORWARD policy is DROP.
+func (m *Manager) Uninstall(ctx context.Context) error {
+	m.mu.Lock()
+	stop, done := m.stopWatch, m.watchDone
+	m.stopWatch = nil
+	m.hostReady = false
+	m.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.removeFirewall(ctx)
-	m.hostReady = false
-	link, err := m.host.LinkByName(m.cfg.Bridge)
-	if err != nil {
-		return nil
-	}
-	if err := m.host.LinkDel(link); err != nil {
-		return fmt.Errorf("delete bridge %s: %w", m.cfg.Bridge, err)
-	}
-	return nil
+	return m.fw.remove(m.nft)
 }

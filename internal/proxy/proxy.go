@@ -127,8 +127,9 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
 	if dr, ok := p.router.(DirectRouter); ok && t.Port != EnvdPort && (r.ContentLength == 0 || r.GetBody != nil) {
-		if ip, ok := dr.Address(t.SandboxID); ok {
-			tr = withFallback{addr: netip.AddrPortFrom(ip, uint16(t.Port)).String(), agent: tr, port: t.Port}
+		if ip, iface, ok := dr.DirectPath(t.SandboxID); ok {
+			tr = withFallback{id: t.SandboxID, agent: tr, port: t.Port,
+				target: directTarget{addr: netip.AddrPortFrom(ip, uint16(t.Port)), iface: iface}}
 		}
 	}
 	rp := &httputil.ReverseProxy{

@@ -340,15 +340,15 @@ func (m *Manager) SignedBy(signature string, sign func(token string) string) (st
 	return "", false
 }
 
-// Address returns a running sandbox's address on the host bridge, for the
-// proxy's direct path to ports other than the agent's. Sandboxes without
-// outbound network have none.
-func (m *Manager) Address(id string) (netip.Addr, bool) {
-	an, ok := m.network.(interface {
-		Address(id string) (netip.Addr, bool)
+// DirectPath returns a running sandbox's address and the host interface
+// that leads only to it, for the proxy's direct path to ports other than
+// the agent's. Sandboxes without outbound network have none.
+func (m *Manager) DirectPath(id string) (netip.Addr, string, bool) {
+	dp, ok := m.network.(interface {
+		DirectPath(id string) (netip.Addr, string, bool)
 	})
 	if !ok || m.lookup(id) == nil {
-		return netip.Addr{}, false
+		return netip.Addr{}, "", false
 	}
-	return an.Address(id)
+	return dp.DirectPath(id)
 }

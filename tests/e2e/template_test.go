@@ -221,7 +221,7 @@ func TestTemplateLibrary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the template library (minutes of apt-get); skipped with -short")
 	}
-	s := StartServer(t)
+	s := StartServer(t, harness.MirrorAllowFlags(t)...) // apt-get in build sandboxes
 	c := s.Client(t)
 	lib := filepath.Join(harness.RepoRoot(t), "templates")
 	dirs, err := filepath.Glob(filepath.Join(lib, "*", "e2b.Dockerfile"))

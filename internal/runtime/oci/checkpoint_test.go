@@ -126,11 +126,11 @@ func TestCheckpointUnsupported(t *testing.T) {
 // state and see its own network, not the original's.
 func TestCheckpointClones(t *testing.T) {
 	requireRuntime(t, "runsc")
-	nm, err := network.New(network.Config{NetnsDir: t.TempDir(), Bridge: "sbtclone0", Subnet: "10.249.78.0/24"}, testLogger(t))
+	nm, err := network.New(network.Config{NetnsDir: t.TempDir(), Subnet: "10.249.78.0/24"}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = nm.RemoveBridge(context.Background()); nm.Close() })
+	t.Cleanup(func() { _ = nm.Uninstall(context.Background()); nm.Close() })
 	newNS := func(internet bool) string {
 		nsID := runtimetest.NewID(t)
 		p, err := nm.Setup(t.Context(), nsID, internet)

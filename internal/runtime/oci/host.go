@@ -1,11 +1,8 @@
 package oci
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"strings"
 
@@ -135,33 +132,6 @@ func isMountpoint(p string) bool {
 func readString(p string) string {
 	b, _ := os.ReadFile(p)
 	return string(b)
-}
-
-// resolvConf returns the resolv.conf given to sandboxes: the host's, minus
-// loopback nameservers (a stub resolver on the host's 127.0.0.53 is not
-// reachable from a sandbox's own network namespace). If no nameserver is
-// left, it returns nil and the template's own /etc/resolv.conf stays.
-func resolvConf(hostConf []byte) []byte {
-	var out bytes.Buffer
-	servers := 0
-	sc := bufio.NewScanner(bytes.NewReader(hostConf))
-	for sc.Scan() {
-		line := sc.Text()
-		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "nameserver" {
-			addr, err := netip.ParseAddr(f[1])
-			if err != nil || addr.IsLoopback() {
-				continue
-			}
-			servers++
-		}
-		out.WriteString(line)
-		out.WriteByte('\n')
-	}
-	if servers == 0 {
-		return nil
-	}
-	return out.Bytes()
 }
 
 // hostsFile is the sandbox's /etc/hosts.

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/resolvconf"
 	"github.com/sbxdev/sbx/internal/runtime"
 )
 
@@ -323,8 +324,8 @@ func writeEtc(p sandboxPaths, s runtime.Spec) (bundlePaths, error) {
 	if err := os.WriteFile(bp.hosts, hostsFile(hostname), 0o644); err != nil {
 		return bp, err
 	}
-	host, _ := os.ReadFile("/etc/resolv.conf")
-	if rc := resolvConf(host); rc != nil {
+	// The sandbox firewall opens DNS to exactly these servers (internal/network).
+	if rc, _ := resolvconf.Load(); rc != nil {
 		bp.resolvConf = filepath.Join(p.etc(), "resolv.conf")
 		if err := os.WriteFile(bp.resolvConf, rc, 0o644); err != nil {
 			return bp, err

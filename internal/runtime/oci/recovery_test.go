@@ -150,11 +150,11 @@ func TestDeleteCleansUpLostContainers(t *testing.T) {
 func TestJoinsNetworkNamespace(t *testing.T) {
 	runtimetest.RequireRoot(t)
 	rootfs := runtimetest.BusyboxRootfs(t)
-	nm, err := network.New(network.Config{NetnsDir: t.TempDir(), Bridge: "sbtoci0", Subnet: "10.249.77.0/24"}, testLogger(t))
+	nm, err := network.New(network.Config{NetnsDir: t.TempDir(), Subnet: "10.249.77.0/24"}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = nm.RemoveBridge(context.Background()); nm.Close() })
+	t.Cleanup(func() { _ = nm.Uninstall(context.Background()); nm.Close() })
 	for _, name := range []string{"crun", "runc", "runsc"} {
 		t.Run(name, func(t *testing.T) {
 			requireRuntime(t, name)

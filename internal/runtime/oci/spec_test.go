@@ -128,25 +128,6 @@ func TestBuildSpecVariants(t *testing.T) {
 	}
 }
 
-func TestResolvConf(t *testing.T) {
-	tests := []struct {
-		name, host, want string
-	}{
-		{"plain", "nameserver 10.0.0.53\nsearch example.com\n", "nameserver 10.0.0.53\nsearch example.com\n"},
-		{"stub resolver dropped", "nameserver 127.0.0.53\noptions edns0\nnameserver 192.0.2.1\n", "options edns0\nnameserver 192.0.2.1\n"},
-		{"only loopback", "nameserver 127.0.0.1\nnameserver ::1\n", ""},
-		{"empty", "", ""},
-		{"garbage server", "nameserver bogus\n", ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := string(resolvConf([]byte(tc.host))); got != tc.want {
-				t.Errorf("resolvConf(%q) = %q; want %q", tc.host, got, tc.want)
-			}
-		})
-	}
-}
-
 func TestGlobalFlags(t *testing.T) {
 	tests := []struct {
 		cfg  Config
