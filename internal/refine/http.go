@@ -13,8 +13,8 @@ import (
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/errdefs"
-	"github.com/sbxdev/sbx/internal/request"
 	"github.com/sbxdev/sbx/internal/llm"
+	"github.com/sbxdev/sbx/internal/request"
 	"github.com/sbxdev/sbx/sdk"
 )
 
