@@ -105,6 +105,11 @@ func NewStandalone(ctx context.Context, cfg StandaloneConfig, logger *slog.Logge
 	if err != nil {
 		return nil, err
 	}
+	// Created 0600 before SQLite makes it 0644 (its -wal and -shm files
+	// take its mode): it holds every team's events and webhook payloads.
+	if f, err := os.OpenFile(cfg.DBPath, os.O_RDONLY|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	}
 	db, err := sql.Open("sqlite", DSN(cfg.DBPath))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", cfg.DBPath, err)
