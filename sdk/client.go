@@ -49,6 +49,9 @@ type Config struct {
 	// connection pool sized for many parallel sandboxes and no overall
 	// timeout (command streams can run for a long time; use contexts).
 	HTTPClient *http.Client
+	// TeamID, sent as X-Team-ID, makes an sbx admin key act on that team
+	// (its sandboxes, keys, budget). A team's own key needs none.
+	TeamID string
 }
 
 // ConfigFromEnv reads E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY, the same
@@ -80,6 +83,7 @@ type Client struct {
 	apiURL     *url.URL
 	sandboxURL *url.URL
 	apiKey     string
+	teamID     string
 	http       *http.Client
 }
 
@@ -106,7 +110,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if hc == nil {
 		hc = defaultHTTPClient()
 	}
-	return &Client{apiURL: apiURL, sandboxURL: sandboxURL, apiKey: cfg.APIKey, http: hc}, nil
+	return &Client{apiURL: apiURL, sandboxURL: sandboxURL, apiKey: cfg.APIKey, teamID: cfg.TeamID, http: hc}, nil
 }
 
 func parseBaseURL(what, raw string) (*url.URL, error) {
@@ -154,6 +158,9 @@ func (c *Client) apiDo(ctx context.Context, method, path string, query url.Value
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	req.Header.Set("X-API-Key", c.apiKey)
+	if c.teamID != "" {
+		req.Header.Set("X-Team-ID", c.teamID)
+	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

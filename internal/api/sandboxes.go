@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -10,11 +11,15 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/request"
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
 )
 
-// newSandbox is E2B's NewSandbox body (unknown fields are ignored).
+// newSandbox is E2B's NewSandbox (and NewSandboxV2) body. The fields sbx
+// does not implement are accepted as the E2B SDKs send them and ignored;
+// any other field is refused with a 400 naming it, so a typo is not
+// silently dropped.
 type newSandbox struct {
 	TemplateID          string            `json:"templateID"`
 	Timeout             *int64            `json:"timeout"`
@@ -23,6 +28,30 @@ type newSandbox struct {
 	AllowInternetAccess *bool             `json:"allow_internet_access"`
 	Metadata            map[string]string `json:"metadata"`
 	EnvVars             map[string]string `json:"envVars"`
+
+	// Accepted, not implemented.
+	AutoPauseMemory *bool           `json:"autoPauseMemory"`
+	AutoResume      json.RawMessage `json:"autoResume"`
+	MCP             json.RawMessage `json:"mcp"`
+	Network         json.RawMessage `json:"network"`
+	IAM             json.RawMessage `json:"iam"`
+	VolumeMounts    json.RawMessage `json:"volumeMounts"`
+}
+
+// timeoutBody is the body of set-timeout, connect and resume: E2B's
+// {timeout} plus the fields its SDKs send that sbx ignores.
+type timeoutBody struct {
+	Timeout   *int64 `json:"timeout"`
+	Memory    *bool  `json:"memory"`    // connect/resume: restore memory (sbx always does)
+	AutoPause *bool  `json:"autoPause"` // legacy resume
+}
+
+// seconds converts the body's timeout (nil: def) without overflow.
+func (b timeoutBody) seconds(def time.Duration) (time.Duration, error) {
+	if b.Timeout == nil {
+		return def, nil
+	}
+	return request.Seconds("timeout", *b.Timeout, sandbox.MaxTimeout)
 }
 
 // sandboxJSON is E2B's Sandbox (create/connect response).
@@ -103,19 +132,21 @@ func (s *Server) createV2(w http.ResponseWriter, r *http.Request) { s.create(w, 
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 	var body newSandbox
-	if err := decode(r, &body); err != nil {
+	if err := decode(r, &body, request.MaxBody); err != nil {
 		s.fail(w, err)
 		return
 	}
 	req := sandbox.CreateRequest{TeamID: team(r).ID, Template: body.TemplateID,
 		Metadata: body.Metadata, EnvVars: body.EnvVars, AllowInternet: true, AutoPause: body.AutoPause,
 		Secure: v2}
-	if body.Timeout != nil {
-		if *body.Timeout < 0 {
-			s.fail(w, errdefs.Invalid("timeout must be ≥ 0 seconds, got %d", *body.Timeout))
-			return
-		}
-		req.Timeout = time.Duration(*body.Timeout) * time.Second
+	var err error
+	if req.Timeout, err = (timeoutBody{Timeout: body.Timeout}).seconds(0); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if err := req.Validate(); err != nil { // before any work, also in front of wrappers
+		s.fail(w, err)
+		return
 	}
 	if body.Secure != nil {
 		req.Secure = *body.Secure
@@ -159,19 +190,21 @@ func (s *Server) kill(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Timeout *int64 `json:"timeout"`
-	}
-	if err := decode(r, &body); err != nil {
+	var body timeoutBody
+	if err := decode(r, &body, request.SmallBody); err != nil {
 		s.fail(w, err)
 		return
 	}
-	if body.Timeout == nil || *body.Timeout < 0 {
-		s.fail(w, errdefs.Invalid(`body must be {"timeout": <seconds ≥ 0>}`))
+	if body.Timeout == nil {
+		s.fail(w, errdefs.Invalid(`body must be {"timeout": <seconds, 0 to %d>}`, int64(sandbox.MaxTimeout/time.Second)))
 		return
 	}
-	err := s.sandboxes.SetTimeout(r.Context(), team(r).ID, r.PathValue("id"), time.Duration(*body.Timeout)*time.Second)
+	timeout, err := body.seconds(0)
 	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if err := s.sandboxes.SetTimeout(r.Context(), team(r).ID, r.PathValue("id"), timeout); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -179,20 +212,15 @@ func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Timeout *int64 `json:"timeout"`
-	}
-	if err := decode(r, &body); err != nil {
+	var body timeoutBody
+	if err := decode(r, &body, request.SmallBody); err != nil {
 		s.fail(w, err)
 		return
 	}
-	var timeout time.Duration
-	if body.Timeout != nil {
-		if *body.Timeout < 0 {
-			s.fail(w, errdefs.Invalid("timeout must be ≥ 0 seconds"))
-			return
-		}
-		timeout = time.Duration(*body.Timeout) * time.Second
+	timeout, err := body.seconds(0) // 0: the manager's default
+	if err != nil {
+		s.fail(w, err)
+		return
 	}
 	sb, resumed, err := s.sandboxes.Connect(r.Context(), team(r).ID, r.PathValue("id"), timeout)
 	if err != nil {
@@ -332,16 +360,18 @@ func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
 
 // resume is the legacy endpoint: it always answers 201 with the sandbox.
 func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Timeout *int64 `json:"timeout"`
-	}
-	if err := decode(r, &body); err != nil {
+	var body timeoutBody
+	if err := decode(r, &body, request.SmallBody); err != nil {
 		s.fail(w, err)
 		return
 	}
-	timeout := 15 * time.Second // the legacy endpoint's documented default
-	if body.Timeout != nil && *body.Timeout > 0 {
-		timeout = time.Duration(*body.Timeout) * time.Second
+	timeout, err := body.seconds(15 * time.Second) // the legacy endpoint's documented default
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if timeout == 0 {
+		timeout = 15 * time.Second
 	}
 	sb, err := s.sandboxes.Get(r.Context(), team(r).ID, r.PathValue("id"))
 	if err != nil {

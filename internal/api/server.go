@@ -6,25 +6,20 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/proxy"
+	"github.com/sbxdev/sbx/internal/request"
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
 )
-
-// maxBody bounds control-plane request bodies.
-const maxBody = 1 << 20
 
 // Sandboxes is the sandbox manager as the API uses it.
 type Sandboxes interface {
@@ -44,9 +39,25 @@ type Templates interface {
 	Get(ref string) (template.Template, bool)
 }
 
-// Keys resolves API keys to teams.
+// Keys resolves API keys to their owner (a team or the admin).
 type Keys interface {
-	TeamByAPIKey(ctx context.Context, apiKey string) (store.Team, error)
+	ResolveAPIKey(ctx context.Context, apiKey string) (key store.APIKey, team store.Team, admin bool, err error)
+	TouchAPIKey(ctx context.Context, id string, t time.Time) error
+	Team(ctx context.Context, id string) (store.Team, error)
+}
+
+// Accounts is Keys plus the management of teams and keys (the store).
+type Accounts interface {
+	Keys
+	CreateTeam(ctx context.Context, name, apiKey string) (store.Team, error)
+	Teams(ctx context.Context) ([]store.Team, error)
+	SetTeamMaxSandboxes(ctx context.Context, teamID string, max *int) error
+	DeleteTeam(ctx context.Context, teamID string) error
+	CreateAPIKey(ctx context.Context, teamID, name, apiKey string) (store.APIKey, error)
+	APIKeys(ctx context.Context, teamID string) ([]store.APIKey, error)
+	APIKey(ctx context.Context, id string) (store.APIKey, error)
+	RenameAPIKey(ctx context.Context, id, name string) error
+	DeleteAPIKey(ctx context.Context, id string, force bool) error
 }
 
 // Registrar adds more authenticated routes (events, webhooks, ...).
@@ -54,30 +65,56 @@ type Registrar interface {
 	Register(mux *http.ServeMux)
 }
 
+// AdminRoutes is implemented by registrars with routes the admin key may
+// call without naming a team (X-Team-ID): cluster-wide views and settings.
+// Every other route needs a team and answers the bare admin key 403.
+type AdminRoutes interface {
+	AdminPatterns() []string
+}
+
+// AnonymousRoutes is implemented by registrars with routes that also serve
+// requests without any API key (their handlers then see no caller in the
+// context). A request that sends a key is authenticated as usual.
+type AnonymousRoutes interface {
+	AnonymousPatterns() []string
+}
+
 // Server serves the REST API and dispatches sandbox traffic.
 type Server struct {
 	log       *slog.Logger
 	sandboxes Sandboxes
 	templates Templates
-	keys      Keys
+	accounts  Accounts
 	proxy     *proxy.Proxy
 	mux       *http.ServeMux
 	public    *http.ServeMux
-
-	teamCache sync.Map // key hash -> auth.Team
+	keys      *keyCache
+	admin     map[string]bool // patterns the admin key may call without a team
+	anonymous map[string]bool // patterns served without a key too
 }
 
 // New builds the API server. extra registrars add authenticated routes.
-func New(log *slog.Logger, sb Sandboxes, tpl Templates, keys Keys, px *proxy.Proxy, extra ...Registrar) *Server {
-	s := &Server{log: log, sandboxes: sb, templates: tpl, keys: keys, proxy: px,
-		mux: http.NewServeMux(), public: http.NewServeMux()}
+func New(log *slog.Logger, sb Sandboxes, tpl Templates, accounts Accounts, px *proxy.Proxy, extra ...Registrar) *Server {
+	s := &Server{log: log, sandboxes: sb, templates: tpl, accounts: accounts, proxy: px,
+		mux: http.NewServeMux(), public: http.NewServeMux(), keys: newKeyCache(accounts, log), admin: map[string]bool{}, anonymous: map[string]bool{}}
 	s.public.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "Health check successful\n")
 	})
 	s.routes()
+	s.accountRoutes()
 	for _, r := range extra {
 		r.Register(s.mux)
+		if a, ok := r.(AdminRoutes); ok {
+			for _, p := range a.AdminPatterns() {
+				s.admin[p] = true
+			}
+		}
+		if a, ok := r.(AnonymousRoutes); ok {
+			for _, p := range a.AnonymousPatterns() {
+				s.anonymous[p] = true
+			}
+		}
 	}
 	return s
 }
@@ -118,42 +155,79 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		return
 	}
+	if apiKey(r) == "" {
+		if _, pattern := s.mux.Handler(r); s.anonymous[pattern] {
+			s.mux.ServeHTTP(w, r)
+			return
+		}
+	}
 	team, err := s.authenticate(r)
 	if err != nil {
 		errdefs.WriteHTTP(w, s.log, err)
 		return
 	}
 	r = r.WithContext(auth.WithTeam(r.Context(), team))
-	if _, pattern := s.mux.Handler(r); pattern == "" {
+	_, pattern := s.mux.Handler(r)
+	if pattern == "" {
 		errdefs.WriteHTTP(w, nil, errdefs.NotFound("no such endpoint: %s %s", r.Method, r.URL.Path))
+		return
+	}
+	// The admin key is nobody's team: without X-Team-ID it reaches only the
+	// cluster-wide routes, never a handler that would read its empty team
+	// ID as "no team" (built-in templates have no team either).
+	if team.Admin && team.ID == "" && !s.admin[pattern] {
+		errdefs.WriteHTTP(w, nil, auth.ErrAdminNeedsTeam)
 		return
 	}
 	s.mux.ServeHTTP(w, r)
 }
 
+// authenticate resolves the request's API key (X-API-Key, or a Bearer
+// e2b_/sbx_admin_ token) and its X-Team-ID, which only the admin key may
+// set to another team than its own.
 func (s *Server) authenticate(r *http.Request) (auth.Team, error) {
-	key := r.Header.Get("X-API-Key")
-	if key == "" {
-		if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && strings.HasPrefix(b, "e2b_") {
-			key = b
-		}
-	}
+	key := apiKey(r)
 	if key == "" {
 		return auth.Team{}, errdefs.Unauthenticated("missing API key: send it in the X-API-Key header (see `sbx env`)")
 	}
-	if t, ok := s.teamCache.Load(key); ok {
-		return t.(auth.Team), nil
-	}
-	t, err := s.keys.TeamByAPIKey(r.Context(), key)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return auth.Team{}, errdefs.Unauthenticated("invalid API key: check E2B_API_KEY (print the right one with `sbx env`)")
-	}
+	t, err := s.keys.resolve(r.Context(), key)
 	if err != nil {
 		return auth.Team{}, err
 	}
-	at := auth.Team{ID: t.ID, Name: t.Name}
-	s.teamCache.Store(key, at)
-	return at, nil
+	want := r.Header.Get("X-Team-ID")
+	switch {
+	case want == "" || want == t.ID:
+		return t, nil
+	case !t.Admin:
+		return auth.Team{}, errdefs.Denied("X-Team-ID %q is not your team: a team's API key acts only on its own team", truncate(want, 64))
+	}
+	other, err := s.accounts.Team(r.Context(), want)
+	if err != nil {
+		return auth.Team{}, err
+	}
+	t.ID, t.Name = other.ID, other.Name
+	return t, nil
+}
+
+// apiKey is the key a request sends: X-API-Key, or a Bearer token of a
+// team (e2b_, as E2B's legacy clients send it) or the admin (sbx_admin_,
+// as Prometheus sends a bearer token).
+func apiKey(r *http.Request) string {
+	if key := r.Header.Get("X-API-Key"); key != "" {
+		return key
+	}
+	if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok &&
+		(strings.HasPrefix(b, "e2b_") || strings.HasPrefix(b, auth.AdminKeyPrefix)) {
+		return b
+	}
+	return ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 func team(r *http.Request) auth.Team {
@@ -161,35 +235,8 @@ func team(r *http.Request) auth.Team {
 	return t
 }
 
-// decode reads a JSON body into v; an empty body leaves v unchanged.
-func decode(r *http.Request, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-	if err != nil {
-		return errdefs.Invalid("read request body: %v", err)
-	}
-	if len(body) > maxBody {
-		return errdefs.Invalid("request body is larger than %d bytes", maxBody)
-	}
-	if len(strings.TrimSpace(string(body))) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return errdefs.Invalid("malformed JSON body: %v", jsonError(err))
-	}
-	return nil
-}
-
-func jsonError(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("syntax error at byte %d: %v", se.Offset, se)
-	case errors.As(err, &te):
-		return fmt.Sprintf("field %q must be %s, got %s", te.Field, te.Type, te.Value)
-	}
-	return err.Error()
-}
+// decode reads a JSON body of at most limit bytes into v (request.Decode).
+func decode(r *http.Request, v any, limit int64) error { return request.Decode(r, v, limit) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -48,13 +48,12 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) templateAlias(w http.ResponseWriter, r *http.Request) {
-	t, ok := s.templates.Get(r.PathValue("alias"))
-	if !ok {
-		s.fail(w, errdefs.NotFound("template alias %q does not exist", r.PathValue("alias")))
-		return
-	}
-	if t.TeamID != "" && t.TeamID != team(r).ID {
-		errdefs.WriteStatus(w, http.StatusForbidden, "template alias exists but belongs to another team")
+	alias := r.PathValue("alias")
+	t, ok := s.templates.Get(alias)
+	// Another team's private template answers exactly as a missing one:
+	// a 403 would tell a tenant which names other teams use.
+	if !ok || (t.TeamID != "" && t.TeamID != team(r).ID && !t.Public) {
+		s.fail(w, errdefs.NotFound("template alias %q does not exist", alias))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"templateID": t.ID, "public": t.Public})

@@ -3,33 +3,31 @@ package app
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/sbxdev/sbx/internal/auth"
+	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqlite"
 )
 
-// NewAPIKey returns a fresh key in E2B's format: e2b_ + 40 lowercase hex.
-func NewAPIKey() string {
-	b := make([]byte, 20)
-	_, _ = rand.Read(b)
-	return "e2b_" + hex.EncodeToString(b)
-}
-
-// OpenStore opens the data dir's database with the events recorder wired in.
+// OpenStore opens the data dir's database with the events recorder wired
+// in, after creating the data dir or tightening its modes (datadir.Prepare):
+// every command that opens a data dir leaves it with safe modes.
 func OpenStore(ctx context.Context, dataDir string, log *slog.Logger) (*sqlite.Store, *events.Log, error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("create data dir: %w", err)
+	if err := datadir.Prepare(dataDir, log); err != nil {
+		return nil, nil, err
 	}
 	st, err := sqlite.Open(ctx, DBFile(dataDir), nil)
 	if err != nil {
@@ -61,24 +59,106 @@ func (r recorder) RecordTx(ctx context.Context, tx any, c store.Change) error {
 
 func (r recorder) Committed() { r.log.Notify() }
 
-// EnsureFirstTeam creates the first team and its key file on first start.
-func EnsureFirstTeam(ctx context.Context, st store.Store, dataDir string, log *slog.Logger) error {
+// EnsureKeys creates the first team and its key file on first start, and
+// makes the admin key file and the database agree at every start: the file
+// is the truth (an operator may delete it to have a new key made, or put
+// back a key from a backup).
+func EnsureKeys(ctx context.Context, st store.Store, dataDir string, log *slog.Logger) error {
 	teams, err := st.Teams(ctx)
 	if err != nil {
 		return err
 	}
-	if len(teams) > 0 {
-		return nil
+	if len(teams) == 0 {
+		key := auth.NewAPIKey()
+		if _, err := st.CreateTeam(ctx, "default", key); err != nil {
+			return err
+		}
+		if err := writeSecret(APIKeyFile(dataDir), key); err != nil {
+			return fmt.Errorf("write API key file: %w", err)
+		}
+		log.Info("created team \"default\" and its API key", "file", APIKeyFile(dataDir))
 	}
-	key := NewAPIKey()
-	if _, err := st.CreateTeam(ctx, "default", key); err != nil {
+	path := AdminKeyFile(dataDir)
+	key, err := ReadKeyFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		key = auth.NewAdminKey()
+		if err := writeSecret(path, key); err != nil {
+			return fmt.Errorf("write admin key file: %w", err)
+		}
+		log.Info("created the admin key (teams, keys, budgets, cluster metrics)", "file", path, "print", "sbx env --admin")
+	case err != nil:
+		return err
+	case !strings.HasPrefix(key, auth.AdminKeyPrefix) || len(key) < len(auth.AdminKeyPrefix)+32:
+		return fmt.Errorf("%s does not hold an admin key (%s + 40 hex digits): delete it to have a new one made at the next start", path, auth.AdminKeyPrefix)
+	}
+	if _, err := st.SetAdminKey(ctx, key); err != nil {
 		return err
 	}
-	if err := os.WriteFile(APIKeyFile(dataDir), []byte(key+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write API key file: %w", err)
-	}
-	log.Info("created team \"default\" and its API key", "file", APIKeyFile(dataDir))
 	return nil
+}
+
+// ReadKeyFile reads a key file of the data dir (api-key, admin-key).
+func ReadKeyFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// RotateAdminKey makes a new admin key, in the database and its file
+// (sbx key rotate --admin, on the server's host): the old key stops
+// working within a second, also for a running server.
+func RotateAdminKey(ctx context.Context, st store.Store, dataDir string) (string, error) {
+	key := auth.NewAdminKey()
+	if _, err := st.SetAdminKey(ctx, key); err != nil {
+		return "", err
+	}
+	if err := writeSecret(AdminKeyFile(dataDir), key); err != nil {
+		return "", fmt.Errorf("write admin key file (the database already has the new key; `sbx env --admin` cannot print it until %s is fixed): %w", AdminKeyFile(dataDir), err)
+	}
+	return key, nil
+}
+
+// writeSecret replaces path with a 0600 file holding value, atomically:
+// a reader sees the old key or the new one, never a partial file.
+func writeSecret(path, value string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename: nothing to remove
+	if err := tmp.Chmod(datadir.SecretFile); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.WriteString(value + "\n"); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// WriteServerURL records where the server listens, for the CLI's commands
+// run on the same host (sbx env, sbx team ...). An unspecified host
+// (0.0.0.0, ::) is reached on loopback.
+func WriteServerURL(dataDir, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		} else {
+			host = "127.0.0.1"
+		}
+	}
+	return writeSecret(ServerURLFile(dataDir), "http://"+net.JoinHostPort(host, port))
 }
 
 // starting answers while the server wires itself: health is fine, the rest waits.

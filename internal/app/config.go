@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/builder"
+	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/monitor"
 	"github.com/sbxdev/sbx/internal/netguard"
 	"github.com/sbxdev/sbx/internal/sandbox"
@@ -53,6 +54,9 @@ type Config struct {
 	// egress, which by default stops at private and reserved ranges and
 	// at this host's own addresses (sbx serve --sandbox-allow-cidr).
 	SandboxAllowCIDRs []string
+	// TeamMaxSandboxes caps each team's running and paused sandboxes
+	// (0 = no cap); the admin sets a team's own cap (sbx team update).
+	TeamMaxSandboxes int
 }
 
 // DefaultPools keeps two ready sandboxes of each built-in template from
@@ -181,6 +185,9 @@ func (c *Config) Validate() error {
 	if _, err := c.PoolSizes(); err != nil {
 		return err
 	}
+	if c.TeamMaxSandboxes < 0 {
+		return fmt.Errorf("--team-max-sandboxes %d: want 0 (no cap) or more", c.TeamMaxSandboxes)
+	}
 	if err := c.Monitoring.Validate(); err != nil {
 		return err
 	}
@@ -222,7 +229,13 @@ func (c *Config) SandboxAllow() ([]netip.Prefix, error) {
 }
 
 // APIKeyFile is where the first team's API key is kept (mode 0600).
-func APIKeyFile(dataDir string) string { return filepath.Join(dataDir, "api-key") }
+func APIKeyFile(dataDir string) string { return datadir.Layout{Root: dataDir}.APIKey() }
+
+// AdminKeyFile is where the admin key is kept (mode 0600).
+func AdminKeyFile(dataDir string) string { return datadir.Layout{Root: dataDir}.AdminKey() }
+
+// ServerURLFile records the URL of the server last started on the data dir.
+func ServerURLFile(dataDir string) string { return datadir.Layout{Root: dataDir}.ServerURL() }
 
 // DBFile is the SQLite database of a data dir.
-func DBFile(dataDir string) string { return filepath.Join(dataDir, "sbx.db") }
+func DBFile(dataDir string) string { return datadir.Layout{Root: dataDir}.DB() }

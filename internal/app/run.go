@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/api"
@@ -18,6 +19,7 @@ import (
 	"github.com/sbxdev/sbx/internal/network"
 	"github.com/sbxdev/sbx/internal/proxy"
 	"github.com/sbxdev/sbx/internal/refine"
+	"github.com/sbxdev/sbx/internal/request"
 	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/internal/runtime/oci"
 	"github.com/sbxdev/sbx/internal/sandbox"
@@ -32,6 +34,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	// Nothing sbx creates is group- or world-writable, whatever umask it
+	// was started with. Not 0077: children inherit it (crun, runsc and the
+	// processes of every sandbox, debootstrap and tar building root
+	// filesystems), and sandbox-visible files must stay readable; secrets
+	// are created 0600 and 0700 explicitly instead (internal/datadir).
+	syscall.Umask(0o022)
 	var closers closerList
 	// A closure: `defer closers.run(log)` would evaluate the (still empty)
 	// list now and run none of the closers added below.
@@ -42,13 +50,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	closers.add("store", st.Close)
-	if err := EnsureFirstTeam(ctx, st, cfg.DataDir, log); err != nil {
+	if err := EnsureKeys(ctx, st, cfg.DataDir, log); err != nil {
 		return err
 	}
 	// Listen before the slow parts so /health answers within seconds.
 	front, err := listen(cfg.Listen, log)
 	if err != nil {
 		return err
+	}
+	if err := WriteServerURL(cfg.DataDir, front.addr); err != nil {
+		return fmt.Errorf("record the server's address in the data dir: %w", err)
 	}
 	log.Info("sbx listening", "addr", front.addr, "data_dir", cfg.DataDir, "runtime", cfg.Runtime)
 
@@ -91,8 +102,21 @@ func listen(addr string, log *slog.Logger) (*frontDoor, error) {
 	f := &frontDoor{addr: ln.Addr().String(), errc: make(chan error, 1)}
 	var initial http.Handler = starting{}
 	f.handler.Store(&initial)
-	f.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*f.handler.Load()).ServeHTTP(w, r) })}
+	// No ReadTimeout or WriteTimeout: they bound whole requests and
+	// responses, and the event stream, command streams and WebSockets
+	// through the proxy live for hours. Slow clients are bounded instead
+	// by: ReadHeaderTimeout for headers, request.BodyDeadline for bodies
+	// (10 s grace, then 1 KiB/s on average and no pause over 30 s),
+	// IdleTimeout for keep-alive connections between requests, and
+	// MaxHeaderBytes (64 KiB: E2B's headers are small; browsers reaching
+	// sandbox web apps through the proxy send cookies well under that).
+	f.srv = &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		Handler: request.BodyDeadline(request.DefaultDeadlines,
+			http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*f.handler.Load()).ServeHTTP(w, r) })),
+	}
 	go func() { f.errc <- f.srv.Serve(ln) }()
 	return f, nil
 }
@@ -129,6 +153,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Sto
 	}
 	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir}, log, st, c.drv, c.netw, c.reg)
 	c.mgr.SetPauseDiskAfter(cfg.PauseDiskAfter)
+	c.mgr.SetTeamCap(cfg.TeamMaxSandboxes, st)
 	snapDrv, err := snapshotRuntime(cfg, c.drv, log)
 	if err != nil {
 		return nil, err

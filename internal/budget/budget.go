@@ -96,9 +96,12 @@ type Budgets struct {
 	now   func() time.Time
 
 	// OnRefusal, if set, is called for each refused create (metrics).
-	OnRefusal func(limit string)
+	OnRefusal func(teamID, limit string)
 	// OnAction, if set, is called for each sandbox paused or killed.
-	OnAction func(action string)
+	OnAction func(teamID, action string)
+	// TeamExists, if set, checks a team ID the admin names (an
+	// errdefs.ErrNotFound error for a missing team).
+	TeamExists func(ctx context.Context, teamID string) error
 
 	mu      sync.Mutex
 	pending map[string][]time.Time // team -> admitted creates not yet seen as created events

@@ -268,9 +268,17 @@ func TestREST(t *testing.T) {
 	f.b.Register(mux)
 	srv := httptest.NewServer(eventstest.AsTeam(mux))
 	defer srv.Close()
-	do := func(method, path, body string) (int, string) {
+	do := func(as, method, path, body string) (int, string) {
 		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
-		req.Header.Set(eventstest.TeamHeader, "t1")
+		switch as {
+		case "team":
+			req.Header.Set(eventstest.TeamHeader, "t1")
+		case "admin for t1":
+			req.Header.Set(eventstest.TeamHeader, "t1")
+			req.Header.Set(eventstest.AdminHeader, "1")
+		case "admin":
+			req.Header.Set(eventstest.AdminHeader, "1")
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -280,22 +288,28 @@ func TestREST(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	tests := []struct {
-		method, path, body string
-		status             int
-		contains           string
+		as, method, path, body string
+		status                 int
+		contains               string
 	}{
-		{"PUT", "/teams/me/budget", `{"maxConcurrent":3,"warnAtPercent":80}`, 200, `"maxConcurrent":3`},
-		{"PUT", "/teams/t1/budget", `{"action":"kill"}`, 200, `"action":"kill"`},
-		{"GET", "/teams/me/budget", ``, 200, `"warnAtPercent":80`},
-		{"GET", "/teams/t2/budget", ``, 404, `use your own team`},
-		{"PUT", "/teams/me/budget", `{"maxConcurrent":-1}`, 400, `maxConcurrent must be`},
-		{"PUT", "/teams/me/budget", `{"action":"explode"}`, 400, `use none, pause or kill`},
-		{"PUT", "/teams/me/budget", `{"maxConcurent":1}`, 400, `unknown field`},
+		{"team", "PUT", "/teams/me/budget", `{"maxConcurrent":3}`, 403, `needs the admin key`},
+		{"team", "PUT", "/teams/t1/budget", `{"maxConcurrent":3}`, 403, `needs the admin key`},
+		{"admin for t1", "PUT", "/teams/me/budget", `{"maxConcurrent":3,"warnAtPercent":80}`, 200, `"maxConcurrent":3`},
+		{"admin", "PUT", "/teams/t1/budget", `{"action":"kill"}`, 200, `"action":"kill"`},
+		{"admin", "PUT", "/teams/me/budget", `{"action":"kill"}`, 403, `X-Team-ID`},
+		{"team", "GET", "/teams/me/budget", ``, 200, `"warnAtPercent":80`},
+		{"team", "GET", "/teams/t1/budget", ``, 200, `"action":"kill"`},
+		{"team", "GET", "/teams/t2/budget", ``, 404, `use your own team`},
+		{"admin", "GET", "/teams/t2/budget", ``, 200, `"teamId":"t2"`},
+		{"admin", "PUT", "/teams/t1/budget", `{"maxConcurrent":-1}`, 400, `maxConcurrent must be`},
+		{"admin", "PUT", "/teams/t1/budget", `{"action":"explode"}`, 400, `use none, pause or kill`},
+		{"admin", "PUT", "/teams/t1/budget", `{"maxConcurent":1}`, 400, `unknown field \"maxConcurent\" in the request body; the fields are action, maxConcurrent`},
+		{"team", "GET", "/teams/me/budget", ``, 200, `"maxConcurrent":3`},
 	}
 	for _, tt := range tests {
-		status, body := do(tt.method, tt.path, tt.body)
+		status, body := do(tt.as, tt.method, tt.path, tt.body)
 		if status != tt.status || !strings.Contains(body, tt.contains) {
-			t.Errorf("%s %s %s: %d %s, want %d containing %q", tt.method, tt.path, tt.body, status, body, tt.status, tt.contains)
+			t.Errorf("as %s, %s %s %s: %d %s, want %d containing %q", tt.as, tt.method, tt.path, tt.body, status, body, tt.status, tt.contains)
 		}
 	}
 }

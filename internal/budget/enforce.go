@@ -109,7 +109,7 @@ func (b *Budgets) pendingCount(ctx context.Context, teamID string, now time.Time
 
 func (b *Budgets) refuse(ctx context.Context, teamID, templateID, limit string, current, max float64, msg string) error {
 	if b.OnRefusal != nil {
-		b.OnRefusal(limit)
+		b.OnRefusal(teamID, limit)
 	}
 	err := b.ev.Append(ctx, &events.Event{Type: events.TeamBudgetExceeded, TeamID: teamID, SandboxTemplateID: templateID,
 		EventData: map[string]any{"limit": limit, "current": current, "max": max, "message": msg, "refused": "create"}})
@@ -270,7 +270,7 @@ func (b *Budgets) act(ctx context.Context, teamID, action string) {
 		}
 		b.log.Info("budget action", "action", action, "sandbox.id", s.ID, "team.id", teamID)
 		if b.OnAction != nil {
-			b.OnAction(action)
+			b.OnAction(teamID, action)
 		}
 	}
 }

@@ -1,20 +1,25 @@
 package budget
 
 import (
-	"bytes"
-	"encoding/json"
-	"io"
 	"net/http"
 
+	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/errdefs"
-	"github.com/sbxdev/sbx/internal/usage"
+	"github.com/sbxdev/sbx/internal/request"
 )
 
-// Register adds GET/PUT /teams/{id}/budget. {id} is the caller's team ID
-// or "me"; another team's budget is not found (no data across teams).
+// Register adds GET/PUT /teams/{id}/budget. {id} is a team ID or "me".
+// A team reads its own budget (another team's is not found: no data
+// across teams); only the admin key changes budgets, of any team: a
+// budget is a limit set on a team, which the team must not lift itself.
 func (b *Budgets) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /teams/{id}/budget", b.handleGet)
 	mux.HandleFunc("PUT /teams/{id}/budget", b.handlePut)
+}
+
+// AdminPatterns are the routes the admin key may call for any team.
+func (b *Budgets) AdminPatterns() []string {
+	return []string{"GET /teams/{id}/budget", "PUT /teams/{id}/budget"}
 }
 
 // Body is the JSON of GET/PUT /teams/{id}/budget responses.
@@ -58,11 +63,23 @@ func (u Update) Apply(l Limits) Limits {
 }
 
 func (b *Budgets) team(r *http.Request) (string, error) {
-	teamID, err := usage.TeamID(r)
+	id := r.PathValue("id")
+	if id == "me" {
+		return auth.TeamID(r.Context())
+	}
+	if caller, _ := auth.TeamFrom(r.Context()); caller.Admin {
+		if b.TeamExists != nil {
+			if err := b.TeamExists(r.Context(), id); err != nil {
+				return "", err
+			}
+		}
+		return id, nil
+	}
+	teamID, err := auth.TeamID(r.Context())
 	if err != nil {
 		return "", err
 	}
-	if id := r.PathValue("id"); id != "me" && id != teamID {
+	if id != teamID {
 		return "", errdefs.NotFound("team %s not found: use your own team ID or \"me\"", id)
 	}
 	return teamID, nil
@@ -92,21 +109,18 @@ func (b *Budgets) write(w http.ResponseWriter, r *http.Request, teamID string) {
 }
 
 func (b *Budgets) handlePut(w http.ResponseWriter, r *http.Request) {
+	if err := auth.RequireAdmin(r.Context(), "changing a budget"); err != nil {
+		errdefs.WriteHTTP(w, b.log, err)
+		return
+	}
 	teamID, err := b.team(r)
 	if err != nil {
 		errdefs.WriteHTTP(w, b.log, err)
 		return
 	}
-	raw, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-	if err != nil {
-		errdefs.WriteHTTP(w, b.log, errdefs.Invalid("read request body: %v", err))
-		return
-	}
 	var u Update
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&u); err != nil {
-		errdefs.WriteHTTP(w, b.log, errdefs.Invalid("budget body: %v; fields: maxConcurrent, maxDailyCreates, maxDailySpendUsd, maxMonthlySpendUsd, warnAtPercent, action", err))
+	if err := request.Decode(r, &u, request.SmallBody); err != nil {
+		errdefs.WriteHTTP(w, b.log, err)
 		return
 	}
 	cur, err := b.Get(r.Context(), teamID)
@@ -118,5 +132,6 @@ func (b *Budgets) handlePut(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, b.log, err)
 		return
 	}
+	b.log.Info("budget changed", "team.id", teamID)
 	b.write(w, r, teamID)
 }

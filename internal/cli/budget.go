@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -11,11 +13,14 @@ import (
 )
 
 func newBudgetCmd() *cobra.Command {
-	var opts clientOptions
+	var opts accountOptions
+	var team string
 	cmd := &cobra.Command{
 		Use:   "budget",
-		Short: "Show or set the team's budget (concurrency, daily creates, daily and monthly spend)",
-		Long: `A budget limits the API key's team. A create over a limit is refused with HTTP 429
+		Short: "Show a team's budget, or set it with the admin key (concurrency, daily creates, daily and monthly spend)",
+		Long: `A budget limits a team. A team reads its own ('sbx budget get' with its key); only the
+admin key sets budgets ('sudo sbx budget set --team TEAM ...'), as a team must not lift
+its own limits. A create over a limit is refused with HTTP 429
 (the E2B SDKs raise RateLimitError) and a team.budget.exceeded event, which webhooks
 receive; team.budget.warning fires once per period when usage reaches --warn-at percent.
 When spend passes a limit, --action pause or kill stops the team's running sandboxes
@@ -26,24 +31,44 @@ billed) at the server's --price-vcpu-second and --price-gib-second; days and mon
 are UTC.`,
 	}
 	opts.register(cmd)
-	cmd.AddCommand(newBudgetGetCmd(&opts), newBudgetSetCmd(&opts))
+	cmd.PersistentFlags().StringVar(&team, "team", "", "the team (ID or name), with the admin key; get without it shows your own team's")
+	cmd.AddCommand(newBudgetGetCmd(&opts, &team), newBudgetSetCmd(&opts, &team))
 	return cmd
 }
 
-func newBudgetGetCmd(opts *clientOptions) *cobra.Command {
+// budgetPath is the budget route of --team (admin key) or of the caller's
+// own team.
+func budgetPath(ctx context.Context, opts *accountOptions, team string) (*apiClient, string, error) {
+	if team == "" {
+		c, err := opts.rawTeam()
+		return c, "/teams/me/budget", err
+	}
+	sc, err := opts.admin("")
+	if err != nil {
+		return nil, "", err
+	}
+	t, err := findTeam(ctx, sc, team)
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := opts.rawAdmin()
+	return c, "/teams/" + url.PathEscape(t.TeamID) + "/budget", err
+}
+
+func newBudgetGetCmd(opts *accountOptions, team *string) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:     "get",
 		Short:   "Show the team's limits and what it uses now",
-		Example: "  sbx budget get\n  sbx budget get --json",
+		Example: "  sbx budget get\n  sbx budget get --json\n  sudo sbx budget get --team research",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := opts.api()
+			c, path, err := budgetPath(cmd.Context(), opts, *team)
 			if err != nil {
 				return err
 			}
 			var b budget.Body
-			if err := c.do(cmd.Context(), "GET", "/teams/me/budget", nil, &b); err != nil {
+			if err := c.do(cmd.Context(), "GET", path, nil, &b); err != nil {
 				return err
 			}
 			return printBudget(cmd.OutOrStdout(), b, asJSON)
@@ -53,18 +78,18 @@ func newBudgetGetCmd(opts *clientOptions) *cobra.Command {
 	return cmd
 }
 
-func newBudgetSetCmd(opts *clientOptions) *cobra.Command {
+func newBudgetSetCmd(opts *accountOptions, team *string) *cobra.Command {
 	var u budget.Update
 	var concurrent, creates int
 	var daily, monthly, warn float64
 	var action string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "set [--max-concurrent N] [--max-daily-creates N] [--max-daily-spend USD] [--max-monthly-spend USD] [--warn-at PERCENT] [--action none|pause|kill]",
-		Short: "Change the team's limits (flags left out keep their value; 0 = no limit)",
-		Example: `  sbx budget set --max-concurrent 10 --max-daily-spend 5 --warn-at 80
-  sbx budget set --max-monthly-spend 100 --action pause
-  sbx budget set --max-concurrent 0   # remove the concurrency limit`,
+		Use:   "set --team TEAM [--max-concurrent N] [--max-daily-creates N] [--max-daily-spend USD] [--max-monthly-spend USD] [--warn-at PERCENT] [--action none|pause|kill]",
+		Short: "Change a team's limits with the admin key (flags left out keep their value; 0 = no limit)",
+		Example: `  sudo sbx budget set --team research --max-concurrent 10 --max-daily-spend 5 --warn-at 80
+  sudo sbx budget set --team research --max-monthly-spend 100 --action pause
+  sudo sbx budget set --team research --max-concurrent 0   # remove the concurrency limit`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f := cmd.Flags()
@@ -97,12 +122,15 @@ func newBudgetSetCmd(opts *clientOptions) *cobra.Command {
 			if err := u.Apply(budget.Limits{}).Validate(); err != nil {
 				return err
 			}
-			c, err := opts.api()
+			if *team == "" {
+				return fmt.Errorf("budgets are set by the server's admin: pass --team TEAM (and the admin key: run as root on the server's host, or --admin-key)")
+			}
+			c, path, err := budgetPath(cmd.Context(), opts, *team)
 			if err != nil {
 				return err
 			}
 			var b budget.Body
-			if err := c.do(cmd.Context(), "PUT", "/teams/me/budget", u, &b); err != nil {
+			if err := c.do(cmd.Context(), "PUT", path, u, &b); err != nil {
 				return err
 			}
 			return printBudget(cmd.OutOrStdout(), b, asJSON)

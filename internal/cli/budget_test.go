@@ -15,7 +15,8 @@ import (
 	"github.com/sbxdev/sbx/internal/usage"
 )
 
-// budgetServer serves the real budget API over SQLite; key "key-a" is team "team-a".
+// budgetServer serves the real budget API over SQLite; key "key-a" is team
+// "team-a" (named "alpha"), key "admin" the admin.
 func budgetServer(t *testing.T) string {
 	t.Helper()
 	db, _ := eventstest.TempDB(t)
@@ -27,9 +28,15 @@ func budgetServer(t *testing.T) string {
 	}
 	mux := http.NewServeMux()
 	b.Register(mux)
+	mux.HandleFunc("GET /teams", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`[{"teamID": "team-a", "name": "alpha"}]`))
+	})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("X-API-Key") == "key-a" {
+		switch r.Header.Get("X-API-Key") {
+		case "key-a":
 			r = r.WithContext(auth.WithTeam(r.Context(), auth.Team{ID: "team-a"}))
+		case "admin":
+			r = r.WithContext(auth.WithTeam(r.Context(), auth.Team{Admin: true}))
 		}
 		mux.ServeHTTP(w, r)
 	}))
@@ -39,10 +46,16 @@ func budgetServer(t *testing.T) string {
 
 func TestBudgetCLI(t *testing.T) {
 	api := budgetServer(t)
-	flags := []string{"--api-url", api, "--api-key", "key-a"}
+	flags := []string{"--api-url", api, "--api-key", "key-a", "--admin-key", "admin"}
 	run := func(args ...string) (string, error) { return sbx(t, t.Context(), append(args, flags...)...) }
 
-	out, err := run("budget", "set", "--max-concurrent", "2", "--max-daily-spend", "1.5", "--warn-at", "80", "--action", "pause")
+	if out, err := run("budget", "set", "--max-concurrent", "2"); err == nil || !strings.Contains(err.Error(), "pass --team") {
+		t.Errorf("set without --team: %v\n%s", err, out)
+	}
+	if out, err := sbx(t, t.Context(), "budget", "set", "--team", "alpha", "--max-concurrent", "2", "--api-url", api, "--admin-key", "key-a"); err == nil || !strings.Contains(err.Error(), "403") && !strings.Contains(err.Error(), "admin") {
+		t.Errorf("set with a team key as the admin key: %v\n%s", err, out)
+	}
+	out, err := run("budget", "set", "--team", "alpha", "--max-concurrent", "2", "--max-daily-spend", "1.5", "--warn-at", "80", "--action", "pause")
 	if err != nil {
 		t.Fatalf("set: %v\n%s", err, out)
 	}
@@ -52,7 +65,7 @@ func TestBudgetCLI(t *testing.T) {
 		}
 	}
 	// Flags left out keep their value; 0 removes a limit.
-	if out, err = run("budget", "set", "--max-concurrent", "0", "--json"); err != nil {
+	if out, err = run("budget", "set", "--team", "team-a", "--max-concurrent", "0", "--json"); err != nil {
 		t.Fatalf("set: %v\n%s", err, out)
 	}
 	var b budget.Body
@@ -70,10 +83,11 @@ func TestBudgetCLI(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"budget", "set"}, "nothing to set"},
-		{[]string{"budget", "set", "--max-concurrent", "-3"}, "maxConcurrent must be ≥ 0"},
-		{[]string{"budget", "set", "--action", "nuke"}, "use none, pause or kill"},
-		{[]string{"budget", "set", "--warn-at", "120"}, "between 0 and 100"},
+		{[]string{"budget", "set", "--team", "alpha"}, "nothing to set"},
+		{[]string{"budget", "set", "--team", "alpha", "--max-concurrent", "-3"}, "maxConcurrent must be ≥ 0"},
+		{[]string{"budget", "set", "--team", "alpha", "--action", "nuke"}, "use none, pause or kill"},
+		{[]string{"budget", "set", "--team", "alpha", "--warn-at", "120"}, "between 0 and 100"},
+		{[]string{"budget", "set", "--team", "nobody", "--warn-at", "20"}, `no team "nobody"`},
 	} {
 		if _, err := run(tt.args...); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: err = %v, want %q", tt.args, err, tt.want)

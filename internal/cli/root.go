@@ -28,6 +28,7 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newServeCmd(),
 		newEnvCmd(),
 		newTeamCmd(),
+		newKeyCmd(),
 		newSandboxCmd(),
 		newBenchCmd(),
 		newRunCodeCmd(),

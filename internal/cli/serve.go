@@ -1,16 +1,15 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sbxdev/sbx/internal/app"
 	"github.com/sbxdev/sbx/internal/builder"
+	"github.com/sbxdev/sbx/internal/sandbox"
 )
 
 func newServeCmd() *cobra.Command {
@@ -23,7 +22,8 @@ func newServeCmd() *cobra.Command {
 		Long: `Run the sbx server in the foreground.
 
 On first start it creates the data dir, a team called "default" and its API key
-(printed by 'sbx env'), and prepares the built-in templates (base, code-interpreter)
+(printed by 'sbx env'), the admin key (printed by 'sbx env --admin': teams, keys,
+budgets, cluster-wide metrics), and prepares the built-in templates (base, code-interpreter)
 from Debian packages in the background; progress is in this log. GET /health answers
 at once; creating a sandbox from a template still being prepared waits for it.
 
@@ -69,6 +69,7 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.StringVar(&cfg.SnapshotRuntime, "snapshot-runtime", app.DefaultSnapshotRuntime, "runtime that snapshots templates with a start command so sandboxes start with it running: auto (runsc when installed), runsc, or none (run start commands at sandbox start)")
 	f.StringArrayVar(&cfg.SnapshotRuntimeArgs, "snapshot-runtime-arg", nil, "extra global flag for the snapshot runtime when it is not --runtime, repeatable (e.g. --snapshot-runtime-arg=--platform=ptrace)")
 	f.StringToStringVar(&cfg.Pools, "pool", nil, "warm pool per template as TEMPLATE=MIN[:MAX], sized by recent demand between MIN and MAX; TEMPLATE * applies to every other template (from its first sandbox on); MAX 0 disables; overrides the defaults per template: "+app.DefaultPoolsText())
+	f.IntVar(&cfg.TeamMaxSandboxes, "team-max-sandboxes", sandbox.DefaultTeamMaxSandboxes, "cap on each team's running and paused sandboxes (creates over it answer 429; 0 = no cap); the admin sets a team's own with sbx team update TEAM --max-sandboxes N")
 	cfg.Monitoring.AddFlags(f) // --runaway, --price-*, --metrics-public, ... (internal/monitor)
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
@@ -89,70 +90,48 @@ func newLogger(level string, asJSON bool) (*slog.Logger, error) {
 
 func newEnvCmd() *cobra.Command {
 	var dataDir, listen string
+	var admin bool
 	cmd := &cobra.Command{
 		Use:   "env",
 		Short: "Print the E2B_* environment for a local sbx server",
 		Long: `Print export lines that point the E2B SDKs and this CLI at a local sbx server:
 E2B_API_URL, E2B_SANDBOX_URL (the same address: sandbox traffic is routed by header)
-and E2B_API_KEY (the first team's key, read from the data dir).`,
-		Example: `  eval "$(sbx env)"
-  eval "$(sbx env --data-dir /tmp/sbx --listen 127.0.0.1:3100)"`,
+and E2B_API_KEY (the first team's key, read from the data dir). The address is the one
+the server last started on this data dir listens on, unless --listen says otherwise.
+
+With --admin it also prints SBX_ADMIN_KEY, the admin key (teams, every team's keys,
+budgets, cluster-wide metrics). Both keys are readable by root only.`,
+		Example: `  eval "$(sudo sbx env)"
+  eval "$(sudo sbx env --data-dir /tmp/sbx --listen 127.0.0.1:3100)"
+  eval "$(sudo sbx env --admin)"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			b, err := os.ReadFile(app.APIKeyFile(dataDir))
+			key, err := app.ReadKeyFile(app.APIKeyFile(dataDir))
 			if err != nil {
 				return fmt.Errorf("read the API key: %w (start the server once with 'sbx serve --data-dir %s', and run this as the same user, usually root)", err, dataDir)
 			}
 			url := "http://" + listen
+			if !cmd.Flags().Changed("listen") {
+				if u, err := app.ReadKeyFile(app.ServerURLFile(dataDir)); err == nil && u != "" {
+					url = u
+				}
+			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "export E2B_API_URL=%s\n", url)
 			fmt.Fprintf(out, "export E2B_SANDBOX_URL=%s\n", url)
-			fmt.Fprintf(out, "export E2B_API_KEY=%s\n", strings.TrimSpace(string(b)))
+			fmt.Fprintf(out, "export E2B_API_KEY=%s\n", key)
+			if admin {
+				ak, err := app.ReadKeyFile(app.AdminKeyFile(dataDir))
+				if err != nil {
+					return fmt.Errorf("read the admin key: %w (it is made when 'sbx serve' starts; run this as root)", err)
+				}
+				fmt.Fprintf(out, "export SBX_ADMIN_KEY=%s\n", ak)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", app.DefaultDataDir, "the server's data dir")
-	cmd.Flags().StringVar(&listen, "listen", app.DefaultListen, "the server's --listen address")
-	return cmd
-}
-
-func newTeamCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "team", Short: "Manage teams (each has its own API key and sandboxes)"}
-	var dataDir string
-	var asJSON bool
-	create := &cobra.Command{
-		Use:   "create NAME",
-		Short: "Create a team and print its API key",
-		Long: `Create a team with its own API key. A team sees only its own sandboxes, events and
-webhooks. The key is printed once; keep it. Works while the server runs.`,
-		Example: `  sbx team create research
-  sbx team create ci --json`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name := args[0]
-			if len(name) > 64 || strings.TrimSpace(name) == "" {
-				return fmt.Errorf("team name must be 1–64 characters")
-			}
-			log := slog.New(slog.DiscardHandler)
-			st, _, err := app.OpenStore(cmd.Context(), dataDir, log)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			key := app.NewAPIKey()
-			t, err := st.CreateTeam(cmd.Context(), name, key)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]string{"id": t.ID, "name": t.Name, "apiKey": key})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "team %s (%s)\nexport E2B_API_KEY=%s\n", t.Name, t.ID, key)
-			return nil
-		},
-	}
-	create.Flags().StringVar(&dataDir, "data-dir", app.DefaultDataDir, "the server's data dir")
-	create.Flags().BoolVar(&asJSON, "json", false, "print {id, name, apiKey} as JSON")
-	cmd.AddCommand(create)
+	cmd.Flags().StringVar(&listen, "listen", app.DefaultListen, "the server's --listen address (default: where the server last started on --data-dir listens)")
+	cmd.Flags().BoolVar(&admin, "admin", false, "also print SBX_ADMIN_KEY, the admin key")
 	return cmd
 }

@@ -73,6 +73,9 @@ func Unauthenticated(format string, args ...any) error {
 	return newf(ErrUnauthenticated, format, args...)
 }
 
+// Denied returns a permission error: the caller is known but may not do this.
+func Denied(format string, args ...any) error { return newf(ErrPermissionDenied, format, args...) }
+
 // Exhausted returns a resource-exhausted error (limits, budgets: HTTP 429).
 func Exhausted(format string, args ...any) error { return newf(ErrResourceExhausted, format, args...) }
 

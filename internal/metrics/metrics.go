@@ -5,8 +5,12 @@
 // happen (budget refusals, runaway actions, create latency) are fed by the
 // packages that do them through the On*/Observe* methods.
 //
-// /metrics needs the API key unless the server runs with --metrics-public.
-// Its numbers cover every team (an operator's view).
+// Every series about a team's sandboxes, budgets, runaways or webhooks
+// carries a "team" label (the team ID), and /metrics answers each caller
+// with its own view (scope.go): the admin key gets every series, a team's
+// key only the series of its team, and an anonymous scrape (allowed with
+// --metrics-public) only the series without a team label: the process
+// and the cluster totals, which name no team and no template.
 package metrics
 
 import (
@@ -44,18 +48,18 @@ type Metrics struct {
 func New(live Live, db *sql.DB, log *slog.Logger) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry(), log: log}
 	m.create = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "sbx_sandbox_create_duration_seconds", Help: "Time to create a sandbox (API call to ready), by template.",
+		Name: "sbx_sandbox_create_duration_seconds", Help: "Time to create a sandbox (API call to ready), by team and template.",
 		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60},
-	}, []string{"template"})
+	}, []string{TeamLabel, "template"})
 	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sbx_budget_refusals_total", Help: "Sandbox creates refused by a team budget, by limit.",
-	}, []string{"limit"})
+		Name: "sbx_budget_refusals_total", Help: "Sandbox creates refused by a team budget, by team and limit.",
+	}, []string{TeamLabel, "limit"})
 	m.budget = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbx_budget_actions_total", Help: "Sandboxes paused or killed because a team exceeded its spend budget.",
-	}, []string{"action"})
+	}, []string{TeamLabel, "action"})
 	m.runaway = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sbx_runaway_actions_total", Help: "Runaway sandboxes killed or paused, by action.",
-	}, []string{"action"})
+		Name: "sbx_runaway_actions_total", Help: "Runaway sandboxes killed or paused, by team and action.",
+	}, []string{TeamLabel, "action"})
 	m.reg.MustRegister(m.create, m.refusals, m.budget, m.runaway,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if live != nil {
@@ -68,36 +72,48 @@ func New(live Live, db *sql.DB, log *slog.Logger) *Metrics {
 }
 
 // ObserveCreate records one sandbox create's duration.
-func (m *Metrics) ObserveCreate(template string, d time.Duration) {
-	m.create.WithLabelValues(template).Observe(d.Seconds())
+func (m *Metrics) ObserveCreate(teamID, template string, d time.Duration) {
+	m.create.WithLabelValues(teamID, template).Observe(d.Seconds())
 }
 
 // OnBudgetRefusal counts a create refused by a budget limit.
-func (m *Metrics) OnBudgetRefusal(limit string) { m.refusals.WithLabelValues(limit).Inc() }
-
-// OnBudgetAction counts a sandbox paused or killed by a spend budget.
-func (m *Metrics) OnBudgetAction(action string) { m.budget.WithLabelValues(action).Inc() }
-
-// OnRunawayAction counts a runaway sandbox killed or paused.
-func (m *Metrics) OnRunawayAction(action string) { m.runaway.WithLabelValues(action).Inc() }
-
-// Handler serves the Prometheus text format.
-func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)})
+func (m *Metrics) OnBudgetRefusal(teamID, limit string) {
+	m.refusals.WithLabelValues(teamID, limit).Inc()
 }
 
-// Register adds GET /metrics to an authenticated mux.
+// OnBudgetAction counts a sandbox paused or killed by a spend budget.
+func (m *Metrics) OnBudgetAction(teamID, action string) {
+	m.budget.WithLabelValues(teamID, action).Inc()
+}
+
+// OnRunawayAction counts a runaway sandbox killed or paused.
+func (m *Metrics) OnRunawayAction(teamID, action string) {
+	m.runaway.WithLabelValues(teamID, action).Inc()
+}
+
+// Handler serves the Prometheus text format, scoped to the caller.
+func (m *Metrics) Handler() http.Handler {
+	opts := promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		promhttp.HandlerFor(scoped{m.reg, scopeOf(r.Context())}, opts).ServeHTTP(w, r)
+	})
+}
+
+// Register adds GET /metrics to the API's mux, behind the API key unless
+// AnonymousPatterns lets it through (--metrics-public).
 func (m *Metrics) Register(mux *http.ServeMux) { mux.Handle("GET /metrics", m.Handler()) }
 
 var (
-	runningDesc = prometheus.NewDesc("sbx_sandboxes_running", "Sandboxes running now, by template.",
-		[]string{"template"}, nil)
-	pausedDesc = prometheus.NewDesc("sbx_sandboxes_paused", "Sandboxes paused now, by template.",
-		[]string{"template"}, nil)
-	deliveriesDesc = prometheus.NewDesc("sbx_webhook_deliveries", "Webhook deliveries by state (pending, delivered, failed, ...).",
+	runningDesc = prometheus.NewDesc("sbx_sandboxes_running", "Sandboxes running now, by team and template.",
+		[]string{TeamLabel, "template"}, nil)
+	pausedDesc = prometheus.NewDesc("sbx_sandboxes_paused", "Sandboxes paused now, by team and template.",
+		[]string{TeamLabel, "template"}, nil)
+	clusterDesc = prometheus.NewDesc("sbx_cluster_sandboxes", "Sandboxes of all teams on this server now, by state (running, paused).",
 		[]string{"state"}, nil)
-	attemptsDesc = prometheus.NewDesc("sbx_webhook_attempts_total", "Webhook delivery attempts by outcome.",
-		[]string{"outcome"}, nil)
+	deliveriesDesc = prometheus.NewDesc("sbx_webhook_deliveries", "Webhook deliveries by team and state (pending, delivered, failed, ...).",
+		[]string{TeamLabel, "state"}, nil)
+	attemptsDesc = prometheus.NewDesc("sbx_webhook_attempts_total", "Webhook delivery attempts by team and outcome.",
+		[]string{TeamLabel, "outcome"}, nil)
 )
 
 type sandboxCollector struct{ live Live }
@@ -105,23 +121,31 @@ type sandboxCollector struct{ live Live }
 func (c *sandboxCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- runningDesc
 	ch <- pausedDesc
+	ch <- clusterDesc
 }
 
 func (c *sandboxCollector) Collect(ch chan<- prometheus.Metric) {
-	running, paused := map[string]int{}, map[string]int{}
+	type key struct{ team, template string }
+	running, paused := map[key]int{}, map[key]int{}
+	var nRunning, nPaused int
 	for _, s := range c.live.Live() {
+		k := key{s.TeamID, s.TemplateID}
 		if s.State == store.StatePaused {
-			paused[s.TemplateID]++
+			paused[k]++
+			nPaused++
 		} else {
-			running[s.TemplateID]++
+			running[k]++
+			nRunning++
 		}
 	}
-	for tpl, n := range running {
-		ch <- prometheus.MustNewConstMetric(runningDesc, prometheus.GaugeValue, float64(n), tpl)
+	for k, n := range running {
+		ch <- prometheus.MustNewConstMetric(runningDesc, prometheus.GaugeValue, float64(n), k.team, k.template)
 	}
-	for tpl, n := range paused {
-		ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, float64(n), tpl)
+	for k, n := range paused {
+		ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, float64(n), k.team, k.template)
 	}
+	ch <- prometheus.MustNewConstMetric(clusterDesc, prometheus.GaugeValue, float64(nRunning), "running")
+	ch <- prometheus.MustNewConstMetric(clusterDesc, prometheus.GaugeValue, float64(nPaused), "paused")
 }
 
 type webhookCollector struct {
@@ -137,8 +161,13 @@ func (c *webhookCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *webhookCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c.count(ctx, ch, deliveriesDesc, prometheus.GaugeValue, `SELECT state, COUNT(*) FROM webhook_deliveries GROUP BY state`)
-	c.count(ctx, ch, attemptsDesc, prometheus.CounterValue, `SELECT status, COUNT(*) FROM webhook_attempts GROUP BY status`)
+	c.count(ctx, ch, deliveriesDesc, prometheus.GaugeValue,
+		`SELECT team_id, state, COUNT(*) FROM webhook_deliveries GROUP BY team_id, state`)
+	// Attempts name their webhook, whose team owns them; those of a
+	// deleted webhook count under team "" (the admin's view only).
+	c.count(ctx, ch, attemptsDesc, prometheus.CounterValue,
+		`SELECT COALESCE(w.team_id, ''), a.status, COUNT(*) FROM webhook_attempts a
+		 LEFT JOIN webhooks w ON w.id = a.webhook_id GROUP BY 1, 2`)
 }
 
 func (c *webhookCollector) count(ctx context.Context, ch chan<- prometheus.Metric, d *prometheus.Desc, vt prometheus.ValueType, q string) {
@@ -149,10 +178,10 @@ func (c *webhookCollector) count(ctx context.Context, ch chan<- prometheus.Metri
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var label string
+		var team, label string
 		var n float64
-		if rows.Scan(&label, &n) == nil {
-			ch <- prometheus.MustNewConstMetric(d, vt, n, label)
+		if rows.Scan(&team, &label, &n) == nil {
+			ch <- prometheus.MustNewConstMetric(d, vt, n, team, label)
 		}
 	}
 }
@@ -169,7 +198,7 @@ func (t Timed) Create(ctx context.Context, req sandbox.CreateRequest) (store.San
 	start := time.Now()
 	sb, err := t.Manager.Create(ctx, req)
 	if err == nil {
-		t.M.ObserveCreate(sb.TemplateID, time.Since(start))
+		t.M.ObserveCreate(sb.TeamID, sb.TemplateID, time.Since(start))
 	}
 	return sb, err
 }

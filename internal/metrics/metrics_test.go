@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/events/eventstest"
 	"github.com/sbxdev/sbx/internal/store"
 )
@@ -16,44 +18,87 @@ type liveList []store.Sandbox
 
 func (l liveList) Live() []store.Sandbox { return l }
 
-func TestScrape(t *testing.T) {
+func newTestMetrics(t *testing.T) *Metrics {
+	t.Helper()
 	db, _ := eventstest.TempDB(t)
 	for _, q := range []string{
-		`CREATE TABLE webhook_deliveries (state TEXT)`,
-		`CREATE TABLE webhook_attempts (status TEXT)`,
-		`INSERT INTO webhook_deliveries VALUES ('delivered'),('delivered'),('failed')`,
-		`INSERT INTO webhook_attempts VALUES ('success'),('success'),('failed'),('failed'),('failed')`,
+		`CREATE TABLE webhooks (id TEXT, team_id TEXT)`,
+		`CREATE TABLE webhook_deliveries (team_id TEXT, state TEXT)`,
+		`CREATE TABLE webhook_attempts (webhook_id TEXT, status TEXT)`,
+		`INSERT INTO webhooks VALUES ('w1', 't1'), ('w2', 't2')`,
+		`INSERT INTO webhook_deliveries VALUES ('t1', 'delivered'),('t1', 'delivered'),('t2', 'failed')`,
+		`INSERT INTO webhook_attempts VALUES ('w1', 'success'),('w1', 'success'),('w2', 'failed'),('w2', 'failed'),('w2', 'failed')`,
 	} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatal(err)
 		}
 	}
 	live := liveList{
-		{ID: "a", TemplateID: "base", State: store.StateRunning},
-		{ID: "b", TemplateID: "base", State: store.StateRunning},
-		{ID: "c", TemplateID: "code-interpreter", State: store.StatePaused},
+		{ID: "a", TeamID: "t1", TemplateID: "base", State: store.StateRunning},
+		{ID: "b", TeamID: "t1", TemplateID: "base", State: store.StateRunning},
+		{ID: "c", TeamID: "t2", TemplateID: "secrettpl", State: store.StatePaused},
 	}
 	m := New(live, db, slog.New(slog.DiscardHandler))
-	m.ObserveCreate("base", 300*time.Millisecond)
-	m.OnBudgetRefusal("max_concurrent")
-	m.OnBudgetRefusal("max_concurrent")
-	m.OnRunawayAction("kill")
+	m.ObserveCreate("t1", "base", 300*time.Millisecond)
+	m.OnBudgetRefusal("t2", "max_concurrent")
+	m.OnBudgetRefusal("t2", "max_concurrent")
+	m.OnRunawayAction("t1", "kill")
+	return m
+}
+
+func scrape(t *testing.T, m *Metrics, ctx context.Context) string {
+	t.Helper()
 	rec := httptest.NewRecorder()
-	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil).WithContext(ctx))
 	body, _ := io.ReadAll(rec.Body)
-	for _, want := range []string{
-		`sbx_sandboxes_running{template="base"} 2`,
-		`sbx_sandboxes_paused{template="code-interpreter"} 1`,
-		`sbx_webhook_deliveries{state="delivered"} 2`,
-		`sbx_webhook_attempts_total{outcome="failed"} 3`,
-		`sbx_budget_refusals_total{limit="max_concurrent"} 2`,
-		`sbx_runaway_actions_total{action="kill"} 1`,
-		`sbx_sandbox_create_duration_seconds_bucket{template="base",le="0.5"} 1`,
-		`sbx_sandbox_create_duration_seconds_bucket{template="base",le="0.25"} 0`,
-	} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("missing %q in:\n%s", want, grepSbx(string(body)))
-		}
+	return string(body)
+}
+
+func TestScrapeScopes(t *testing.T) {
+	t.Parallel()
+	m := newTestMetrics(t)
+	admin := auth.WithTeam(context.Background(), auth.Team{Admin: true})
+	team1 := auth.WithTeam(context.Background(), auth.Team{ID: "t1"})
+	adminAsTeam1 := auth.WithTeam(context.Background(), auth.Team{ID: "t1", Admin: true})
+	all := []string{
+		`sbx_sandboxes_running{team="t1",template="base"} 2`,
+		`sbx_sandboxes_paused{team="t2",template="secrettpl"} 1`,
+		`sbx_cluster_sandboxes{state="running"} 2`,
+		`sbx_webhook_deliveries{state="delivered",team="t1"} 2`,
+		`sbx_webhook_attempts_total{outcome="failed",team="t2"} 3`,
+		`sbx_budget_refusals_total{limit="max_concurrent",team="t2"} 2`,
+		`sbx_runaway_actions_total{action="kill",team="t1"} 1`,
+		`sbx_sandbox_create_duration_seconds_bucket{team="t1",template="base",le="0.5"} 1`,
+		`go_goroutines`,
+	}
+	tests := []struct {
+		name      string
+		ctx       context.Context
+		want, not []string
+	}{
+		{"admin sees everything", admin, all, nil},
+		{"a team sees its own series only", team1,
+			[]string{all[0], all[3], all[6], all[7]},
+			[]string{"t2", "secrettpl", "sbx_cluster_sandboxes", "go_goroutines", "sbx_budget_refusals_total"}},
+		{"the admin acting as a team sees that team's", adminAsTeam1, []string{all[0]}, []string{"t2", "secrettpl"}},
+		{"anonymous sees no team", context.Background(),
+			[]string{`sbx_cluster_sandboxes{state="paused"} 1`, "go_goroutines"},
+			[]string{"t1", "t2", "secrettpl", "base"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := scrape(t, m, tt.ctx)
+			for _, w := range tt.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("missing %q in:\n%s", w, grepSbx(body))
+				}
+			}
+			for _, n := range tt.not {
+				if strings.Contains(body, n) {
+					t.Errorf("%q must not appear in:\n%s", n, grepSbx(body))
+				}
+			}
+		})
 	}
 }
 

@@ -41,7 +41,7 @@ func (c *Config) AddFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&c.Runaway, "runaway", nil, "runaway policy, repeatable, e.g. 'max-lifetime=10m action=kill' or 'template=base cpu=95% cpu-for=5m action=pause' (keys: max-lifetime, cpu, cpu-for, idle, idle-cpu, team, template, action)")
 	f.DurationVar(&c.RunawayInterval, "runaway-interval", DefaultRunawayInterval, "how often runaway policies are checked")
 	f.DurationVar(&c.BudgetInterval, "budget-interval", DefaultBudgetInterval, "how often spend budgets are checked against running sandboxes")
-	f.BoolVar(&c.MetricsPublic, "metrics-public", false, "serve Prometheus /metrics without an API key (it covers every team)")
+	f.BoolVar(&c.MetricsPublic, "metrics-public", false, "serve Prometheus /metrics without an API key too; an anonymous scrape sees only the series that name no team (process, cluster totals); the admin key sees all, a team key its own")
 }
 
 // Validate parses the runaway policies and fills defaults.

@@ -18,9 +18,11 @@ import (
 	"github.com/sbxdev/sbx/internal/usage"
 )
 
-// Teams lists teams, to let runaway policies name a team.
+// Teams lists teams, to let runaway policies name a team, and finds one,
+// to check a team the admin names.
 type Teams interface {
 	Teams(ctx context.Context) ([]store.Team, error)
+	Team(ctx context.Context, id string) (store.Team, error)
 }
 
 // Server is the monitoring of `sbx serve`.
@@ -49,16 +51,16 @@ func ForServer(ctx context.Context, cfg Config, db *sql.DB, evlog *events.Log, m
 		return nil, err
 	}
 	b.OnRefusal, b.OnAction = s.Metrics.OnBudgetRefusal, s.Metrics.OnBudgetAction
+	if teams != nil {
+		b.TeamExists = func(ctx context.Context, id string) error { _, err := teams.Team(ctx, id); return err }
+	}
 	s.Budgets = b
 	mgr.SetAdmission(b)
 	s.Runaway = runaway.New(cfg.Policies(), mgr, mgr, evlog, log)
 	s.Runaway.OnAction = s.Metrics.OnRunawayAction
 	s.Runaway.TeamName = teamNamer(teams)
 	s.routes = append(s.routes, usage.NewHandler(s.Usage, mgr, log).Register, b.Register,
-		analytics.NewHandler(analytics.New(s.Usage), log).Register)
-	if !cfg.MetricsPublic {
-		s.routes = append(s.routes, s.Metrics.Register)
-	}
+		analytics.NewHandler(analytics.New(s.Usage), log).Register, s.Metrics.Register)
 	for _, p := range cfg.Policies() {
 		log.Info("runaway policy", "policy", p.String())
 	}
@@ -70,11 +72,27 @@ func ForServer(ctx context.Context, cfg Config, db *sql.DB, evlog *events.Log, m
 func (s *Server) Sandboxes() metrics.Timed { return metrics.Timed{Manager: s.mgr, M: s.Metrics} }
 
 // Register adds the authenticated routes (usage, budgets, analytics,
-// metrics unless public).
+// metrics).
 func (s *Server) Register(mux *http.ServeMux) {
 	for _, r := range s.routes {
 		r(mux)
 	}
+}
+
+// AdminPatterns are the routes the admin key calls for the whole server
+// (api.AdminRoutes): every team's budget and metrics.
+func (s *Server) AdminPatterns() []string {
+	return append(s.Budgets.AdminPatterns(), "GET /metrics")
+}
+
+// AnonymousPatterns are the routes served without an API key
+// (api.AnonymousRoutes): /metrics with --metrics-public, where an
+// anonymous scrape sees only the series that name no team.
+func (s *Server) AnonymousPatterns() []string {
+	if s.cfg.MetricsPublic {
+		return []string{"GET /metrics"}
+	}
+	return nil
 }
 
 // Public is where routes without an API key go (*api.Server).
@@ -82,12 +100,9 @@ type Public interface {
 	AddPublic(pattern string, h http.Handler)
 }
 
-// AddPublic registers the dashboard and, with --metrics-public, /metrics.
+// AddPublic registers the dashboard.
 func (s *Server) AddPublic(p Public) {
 	dashboard.Register(p)
-	if s.cfg.MetricsPublic {
-		p.AddPublic("GET /metrics", s.Metrics.Handler())
-	}
 }
 
 // Start runs the budget and runaway checks until ctx ends; the returned

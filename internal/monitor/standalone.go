@@ -105,6 +105,11 @@ func NewStandalone(ctx context.Context, cfg StandaloneConfig, logger *slog.Logge
 	if err != nil {
 		return nil, err
 	}
+	// Created 0600 before SQLite makes it 0644 (its -wal and -shm files
+	// take its mode): it holds every team's events and webhook payloads.
+	if f, err := os.OpenFile(cfg.DBPath, os.O_RDONLY|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	}
 	db, err := sql.Open("sqlite", DSN(cfg.DBPath))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", cfg.DBPath, err)
@@ -179,7 +184,9 @@ func (s *Standalone) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if team == "" {
 		team = s.latestTeam(r.Context())
 	}
-	r = r.WithContext(auth.WithTeam(r.Context(), auth.Team{ID: team, Name: team}))
+	// The dashboard key's holder runs this monitor: the admin of its one
+	// team (it sets the budgets its kills enforce).
+	r = r.WithContext(auth.WithTeam(r.Context(), auth.Team{ID: team, Name: team, Admin: true}))
 	if _, pattern := s.mux.Handler(r); pattern == "" {
 		errdefs.WriteHTTP(w, nil, errdefs.NotFound("no such endpoint on sbx monitor: %s %s", r.Method, r.URL.Path))
 		return

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/llm"
+	"github.com/sbxdev/sbx/internal/request"
 	"github.com/sbxdev/sbx/sdk"
 )
 
@@ -129,10 +129,8 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req CreateRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		errdefs.WriteHTTP(w, h.log, errdefs.Invalid("invalid refinement request body: %v (want JSON like {\"requirement\": \"...\", \"template\": \"code-interpreter\", \"max_attempts\": 3})", err))
+	if err := request.Decode(r, &req, maxRequestBody); err != nil {
+		errdefs.WriteHTTP(w, h.log, err)
 		return
 	}
 	if req.RunTimeoutSeconds < 0 {

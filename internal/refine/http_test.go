@@ -44,8 +44,8 @@ func TestHandlerRejects(t *testing.T) {
 		message string
 	}{
 		{"no team", "", "POST", "/refinements", `{"requirement":"x"}`, noLLM, 401, "API key"},
-		{"not JSON", "t1", "POST", "/refinements", `requirement=x`, noLLM, 400, "invalid refinement request body"},
-		{"unknown field", "t1", "POST", "/refinements", `{"requirement":"x","attempts":3}`, noLLM, 400, "unknown field"},
+		{"not JSON", "t1", "POST", "/refinements", `requirement=x`, noLLM, 400, "request body is not valid JSON"},
+		{"unknown field", "t1", "POST", "/refinements", `{"requirement":"x","attempts":3}`, noLLM, 400, `unknown field "attempts" in the request body; the fields are`},
 		{"empty requirement", "t1", "POST", "/refinements", `{"requirement":""}`, noLLM, 400, "empty requirement"},
 		{"bad regex", "t1", "POST", "/refinements", `{"requirement":"x","expect":"("}`, noLLM, 400, "expected-output pattern"},
 		{"negative timeout", "t1", "POST", "/refinements", `{"requirement":"x","run_timeout":-1}`, noLLM, 400, "run_timeout"},

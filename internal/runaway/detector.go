@@ -46,7 +46,7 @@ type Detector struct {
 	// either way. Optional.
 	TeamName func(ctx context.Context, teamID string) string
 	// OnAction is called after each action taken (metrics). Optional.
-	OnAction func(action string)
+	OnAction func(teamID, action string)
 
 	mu     sync.Mutex
 	tracks map[string]*track
@@ -241,7 +241,7 @@ func (d *Detector) act(ctx context.Context, det Detection) bool {
 		return false
 	}
 	if err == nil && d.OnAction != nil {
-		d.OnAction(action)
+		d.OnAction(sb.TeamID, action)
 	}
 	return true
 }

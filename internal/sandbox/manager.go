@@ -98,6 +98,7 @@ type Manager struct {
 	autoPool PoolSize
 
 	admission Admission // nil = no limits
+	quota     quota     // per-team cap on live sandboxes (quota.go)
 	disk      diskTier  // pause's disk tier (checkpoint.go)
 
 	snapMu    sync.Mutex
@@ -139,34 +140,13 @@ type CreateRequest struct {
 	Secure        bool
 }
 
-// Validate checks a create request before any work is done.
+// Validate checks a create request before any work is done (bounds in
+// validate.go).
 func (r *CreateRequest) Validate() error {
-	if r.Template == "" {
-		return errdefs.Invalid("templateID is required (for example \"base\")")
+	if r.Timeout < 0 || r.Timeout > MaxTimeout {
+		return errdefs.Invalid("timeout must be between 0 and %d seconds (%s)", int64(MaxTimeout/time.Second), MaxTimeout)
 	}
-	if r.Timeout < 0 {
-		return errdefs.Invalid("timeout must be ≥ 0 seconds")
-	}
-	if r.Timeout > MaxTimeout {
-		return errdefs.Invalid("timeout %s exceeds the maximum of %s", r.Timeout, MaxTimeout)
-	}
-	for k := range r.EnvVars {
-		if k == "" || containsAny(k, "=\x00") {
-			return errdefs.Invalid("invalid environment variable name %q", k)
-		}
-	}
-	return nil
-}
-
-func containsAny(s, chars string) bool {
-	for _, c := range chars {
-		for _, d := range s {
-			if c == d {
-				return true
-			}
-		}
-	}
-	return false
+	return r.validateInputs()
 }
 
 // Create starts a sandbox and returns once its agent answered /init (and
@@ -182,6 +162,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (store.Sandbox,
 	if err != nil {
 		return store.Sandbox{}, err
 	}
+	slot, err := m.quota.reserve(ctx, req.TeamID)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	defer slot.release() // after track: the sandbox holds the slot from then on
 	if m.admission != nil {
 		if err := m.admission.Admit(ctx, req.TeamID, tpl.ID); err != nil {
 			return store.Sandbox{}, err
@@ -388,6 +373,7 @@ func (m *Manager) track(l *live) {
 	m.mu.Lock()
 	m.live[l.sb.ID] = l
 	m.mu.Unlock()
+	m.quota.tracked(l.sb.TeamID)
 	m.arm(l)
 }
 

@@ -74,6 +74,7 @@ func (m *Manager) kill(ctx context.Context, id, reason string) error {
 	}
 	sb := l.sb
 	l.mu.Unlock()
+	m.quota.untracked(sb.TeamID)
 	m.unscheduleDisk(id)
 	// Record the kill first: the sandbox is already unreachable, and lists
 	// must not show it running during the tens of milliseconds teardown takes.

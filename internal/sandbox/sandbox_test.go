@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +20,19 @@ func TestCreateRequestValidate(t *testing.T) {
 		{"default timeout", CreateRequest{Template: "base"}, ""},
 		{"no template", CreateRequest{}, "templateID is required"},
 		{"negative timeout", CreateRequest{Template: "base", Timeout: -time.Second}, "timeout must be"},
-		{"timeout too long", CreateRequest{Template: "base", Timeout: 25 * time.Hour}, "exceeds the maximum"},
-		{"bad env name", CreateRequest{Template: "base", EnvVars: map[string]string{"A=B": "x"}}, "invalid environment variable"},
-		{"empty env name", CreateRequest{Template: "base", EnvVars: map[string]string{"": "x"}}, "invalid environment variable"},
+		{"timeout too long", CreateRequest{Template: "base", Timeout: 25 * time.Hour}, "between 0 and 86400 seconds"},
+		{"bad env name", CreateRequest{Template: "base", EnvVars: map[string]string{"A=B": "x"}}, "envVars: invalid variable name"},
+		{"empty env name", CreateRequest{Template: "base", EnvVars: map[string]string{"": "x"}}, "envVars: invalid variable name"},
+		{"NUL in env value", CreateRequest{Template: "base", EnvVars: map[string]string{"A": "x\x00y"}}, "NUL"},
+		{"long env name", CreateRequest{Template: "base", EnvVars: map[string]string{strings.Repeat("A", MaxEnvNameLen+1): "x"}}, "limit of 256"},
+		{"long env value", CreateRequest{Template: "base", EnvVars: map[string]string{"A": strings.Repeat("x", MaxEnvValueLen+1)}}, "limit of 32768"},
+		{"env total", CreateRequest{Template: "base", EnvVars: bigEnv(10, MaxEnvValueLen)}, "envVars total"},
+		{"too many env vars", CreateRequest{Template: "base", EnvVars: bigEnv(MaxEnvVars+1, 1)}, "more than the limit of 512"},
+		{"env at the limits", CreateRequest{Template: "base", EnvVars: bigEnv(7, MaxEnvValueLen)}, ""},
+		{"too much metadata", CreateRequest{Template: "base", Metadata: bigEnv(MaxMetadata+1, 1)}, "metadata has 101 entries"},
+		{"NUL in metadata", CreateRequest{Template: "base", Metadata: map[string]string{"k\x00": "v"}}, "metadata: invalid key"},
+		{"long metadata value", CreateRequest{Template: "base", Metadata: map[string]string{"k": strings.Repeat("v", MaxMetadataValueLen+1)}}, "metadata: the value"},
+		{"template traversal", CreateRequest{Template: "../../etc"}, "templateID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,6 +48,14 @@ func TestCreateRequestValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+func bigEnv(n, size int) map[string]string {
+	m := make(map[string]string, n)
+	for i := range n {
+		m[fmt.Sprintf("V%d", i)] = strings.Repeat("x", size)
+	}
+	return m
 }
 
 func TestMergeEnv(t *testing.T) {

@@ -13,6 +13,30 @@ type Team struct {
 	ID        string
 	Name      string
 	CreatedAt time.Time
+	// MaxSandboxes overrides the server's per-team cap on running and
+	// paused sandboxes (sbx serve --team-max-sandboxes): nil = the
+	// server's default, 0 = no cap. Only the admin sets it.
+	MaxSandboxes *int
+}
+
+// APIKey is an API key as it is listed: its value is stored only as a hash
+// and never shown again after creation; Mask identifies it to people.
+type APIKey struct {
+	ID        string // stable identifier (UUID), for revocation
+	TeamID    string // "" for the admin key
+	Name      string
+	Mask      KeyMask
+	CreatedAt time.Time
+	LastUsed  time.Time // zero: never used (updated at most once a minute)
+}
+
+// KeyMask is E2B's IdentifierMaskingDetails: enough of a key to tell keys
+// apart (prefix, length, first and last characters), never enough to use it.
+type KeyMask struct {
+	Prefix       string // the key type, e.g. "e2b_"
+	ValueLength  int    // length of the key after the prefix
+	MaskedPrefix string // first characters after the prefix
+	MaskedSuffix string // last characters
 }
 
 // SandboxState is the lifecycle state persisted for a sandbox.
@@ -80,12 +104,38 @@ type ListFilter struct {
 type Store interface {
 	// CreateTeam creates a team with its first API key (stored hashed).
 	CreateTeam(ctx context.Context, name, apiKey string) (Team, error)
-	// TeamByAPIKey resolves an API key.
+	// TeamByAPIKey resolves a team's API key (not the admin key).
 	TeamByAPIKey(ctx context.Context, apiKey string) (Team, error)
 	// TeamByName finds a team by its unique name.
 	TeamByName(ctx context.Context, name string) (Team, error)
-	// Teams lists all teams.
+	// Team finds a team by ID (ErrNotFound if it does not exist).
+	Team(ctx context.Context, id string) (Team, error)
+	// Teams lists all teams, oldest first.
 	Teams(ctx context.Context) ([]Team, error)
+	// SetTeamMaxSandboxes sets a team's cap override (nil = server default).
+	SetTeamMaxSandboxes(ctx context.Context, teamID string, max *int) error
+	// DeleteTeam deletes a team and all its API keys. Its sandboxes, events
+	// and templates are left to their owners (the caller kills sandboxes).
+	DeleteTeam(ctx context.Context, teamID string) error
+
+	// CreateAPIKey adds a key to a team; apiKey is stored hashed.
+	CreateAPIKey(ctx context.Context, teamID, name, apiKey string) (APIKey, error)
+	// APIKeys lists a team's keys ("" = every team's), oldest first.
+	APIKeys(ctx context.Context, teamID string) ([]APIKey, error)
+	// APIKey returns one key by ID (ErrNotFound if it does not exist).
+	APIKey(ctx context.Context, id string) (APIKey, error)
+	// RenameAPIKey changes a key's name.
+	RenameAPIKey(ctx context.Context, id, name string) error
+	// DeleteAPIKey revokes a key. Unless force, it refuses (ErrConflict) to
+	// delete a team's last key, which would lock the team out.
+	DeleteAPIKey(ctx context.Context, id string, force bool) error
+	// ResolveAPIKey finds whose key apiKey is: a team's (Team set) or the
+	// admin's (admin true, Team zero). ErrNotFound for any other value.
+	ResolveAPIKey(ctx context.Context, apiKey string) (key APIKey, team Team, admin bool, err error)
+	// TouchAPIKey records that a key was used at t.
+	TouchAPIKey(ctx context.Context, id string, t time.Time) error
+	// SetAdminKey makes apiKey the only admin key (first start, rotation).
+	SetAdminKey(ctx context.Context, apiKey string) (APIKey, error)
 
 	// InsertSandbox stores a new sandbox and records change (created/resumed).
 	InsertSandbox(ctx context.Context, sb Sandbox, change *Change) error

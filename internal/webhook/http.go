@@ -1,9 +1,6 @@
 package webhook
 
 import (
-	"encoding/json"
-	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -12,6 +9,7 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/query"
+	"github.com/sbxdev/sbx/internal/request"
 )
 
 // Handler serves the webhook registration API (protocol doc §1.7).
@@ -74,23 +72,8 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, status int, fn 
 	errdefs.WriteJSON(w, status, v)
 }
 
-func decode(r *http.Request, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10+1))
-	if err != nil {
-		return errdefs.Invalid("read request body: %v", err)
-	}
-	if len(body) > 64<<10 {
-		return errdefs.Invalid("request body is larger than 64 KiB")
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return errdefs.Invalid("field %q must be a JSON %s", te.Field, te.Type.String())
-		}
-		return errdefs.Invalid("request body is not valid JSON: %v", err)
-	}
-	return nil
-}
+// decode reads a webhook body (request.Decode: strict, 64 KiB at most).
+func decode(r *http.Request, v any) error { return request.Decode(r, v, 64<<10) }
 
 func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	h.handle(w, r, http.StatusCreated, func(team string) (any, error) {

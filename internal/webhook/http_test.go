@@ -49,7 +49,8 @@ func TestRESTValidation(t *testing.T) {
 		name, body, want string
 	}{
 		{"not json", `{`, "not valid JSON"},
-		{"wrong type", `{"name":1}`, `field "name" must be a JSON string`},
+		{"wrong type", `{"name":1}`, `field "name" must be a string`},
+		{"unknown field", `{"name":"x","bogus":1}`, `unknown field "bogus"`},
 		{"missing fields", `{"name":"x"}`, "missing required field(s): url, events, signatureSecret"},
 		{"invalid url", `{"name":"x","url":"not a url","events":["sandbox.lifecycle.created"],"signatureSecret":"s"}`, "is not valid: want an absolute http:// or https:// URL"},
 		{"ftp url", `{"name":"x","url":"ftp://example.com/x","events":["sandbox.lifecycle.created"],"signatureSecret":"s"}`, "is not valid"},

@@ -102,6 +102,18 @@ func apiJSON(t *testing.T, s *Server, key, method, path string, in, out any) int
 	return resp.StatusCode
 }
 
+// setBudget sets the budget of the team of key, as only the admin may.
+func setBudget(t *testing.T, s *Server, key string, limits map[string]any) int {
+	t.Helper()
+	var b struct {
+		TeamID string `json:"teamId"`
+	}
+	if st := apiJSON(t, s, key, "GET", "/teams/me/budget", nil, &b); st != 200 || b.TeamID == "" {
+		t.Fatalf("read the team's budget: %d", st)
+	}
+	return apiJSON(t, s, s.AdminKey(t), "PUT", "/teams/"+b.TeamID+"/budget", limits, nil)
+}
+
 func registerWebhook(t *testing.T, s *Server, key, url, secret string, types ...string) {
 	t.Helper()
 	in := map[string]any{"name": "monitor-test", "url": url, "events": types, "signatureSecret": secret}
@@ -122,8 +134,7 @@ func TestMonitoring(t *testing.T) {
 		c := s.Client(t)
 		rcv := newReceiver(t, "budget-secret")
 		registerWebhook(t, s, s.APIKey, rcv.srv.URL, "budget-secret", "team.budget.exceeded", "team.budget.warning")
-		var b map[string]any
-		if st := apiJSON(t, s, s.APIKey, "PUT", "/teams/me/budget", map[string]any{"maxConcurrent": 2, "warnAtPercent": 100}, &b); st != 200 {
+		if st := setBudget(t, s, s.APIKey, map[string]any{"maxConcurrent": 2, "warnAtPercent": 100}); st != 200 {
 			t.Fatalf("set budget: %d", st)
 		}
 		var sbs []*sdk.Sandbox
@@ -163,7 +174,7 @@ func TestMonitoring(t *testing.T) {
 			t.Fatalf("create after kills: %v", err)
 		}
 		_ = c.Kill(t.Context(), sb.ID)
-		apiJSON(t, s, s.APIKey, "PUT", "/teams/me/budget", map[string]any{"maxConcurrent": 0, "warnAtPercent": 0}, nil)
+		setBudget(t, s, s.APIKey, map[string]any{"maxConcurrent": 0, "warnAtPercent": 0})
 	})
 
 	t.Run("budget spend kills", func(t *testing.T) {
@@ -176,7 +187,7 @@ func TestMonitoring(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A limit the running sandbox passes within a second or two.
-		if st := apiJSON(t, s, key, "PUT", "/teams/me/budget", map[string]any{"maxDailySpendUsd": 0.00001, "action": "kill"}, nil); st != 200 {
+		if st := setBudget(t, s, key, map[string]any{"maxDailySpendUsd": 0.00001, "action": "kill"}); st != 200 {
 			t.Fatalf("set budget: %d", st)
 		}
 		rcv.wait(t, 60*time.Second, "spend exceeded", func(ev map[string]any) bool {
@@ -236,7 +247,7 @@ func TestMonitoring(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Kill(context.WithoutCancel(t.Context()), sb.ID)
-		if st := apiJSON(t, s, key, "PUT", "/teams/me/budget", map[string]any{"maxMonthlySpendUsd": 0.00001, "action": "pause"}, nil); st != 200 {
+		if st := setBudget(t, s, key, map[string]any{"maxMonthlySpendUsd": 0.00001, "action": "pause"}); st != 200 {
 			t.Fatalf("set budget: %d", st)
 		}
 		paused := rcv.wait(t, 60*time.Second, "paused with reason budget", func(ev map[string]any) bool {
@@ -363,18 +374,34 @@ func TestMonitoring(t *testing.T) {
 		if resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("/metrics without a key: %d, want 401", resp.StatusCode)
 		}
-		req, _ := http.NewRequest("GET", s.URL+"/metrics", nil)
-		req.Header.Set("X-API-Key", s.APIKey)
-		resp, err = http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		scrape := func(key string) string {
+			req, _ := http.NewRequest("GET", s.URL+"/metrics", nil)
+			req.Header.Set("X-API-Key", key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return string(body)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		for _, want := range []string{`sbx_budget_refusals_total{limit="max_concurrent"} 1`, `sbx_runaway_actions_total{action="kill"} 1`,
-			`sbx_sandbox_create_duration_seconds_count{template="base"}`, `sbx_budget_actions_total{action="kill"} 1`} {
-			if !strings.Contains(string(body), want) {
-				t.Errorf("metrics lack %q", want)
+		// The admin sees every team's series; each carries its team.
+		all := scrape(s.AdminKey(t))
+		for _, want := range []string{`sbx_budget_refusals_total{limit="max_concurrent",team="`, `sbx_runaway_actions_total{action="kill",team="`,
+			`sbx_sandbox_create_duration_seconds_count{team="`, `sbx_budget_actions_total{action="kill",team="`, `sbx_cluster_sandboxes{state="running"}`} {
+			if !strings.Contains(all, want) {
+				t.Errorf("the admin's metrics lack %q", want)
+			}
+		}
+		// A team sees its own: the default team's budget refusal, not the
+		// other teams' runaway and budget kills.
+		own := scrape(s.APIKey)
+		if !strings.Contains(own, `sbx_budget_refusals_total{limit="max_concurrent",team="`) {
+			t.Errorf("the team's metrics lack its own budget refusal")
+		}
+		for _, not := range []string{"sbx_runaway_actions_total", "sbx_budget_actions_total", "sbx_cluster_sandboxes", "go_goroutines"} {
+			if strings.Contains(own, not) {
+				t.Errorf("a team's metrics show %s, which is not its own", not)
 			}
 		}
 		var rep struct {

@@ -404,3 +404,14 @@ func (s *Server) Raw(t testing.TB, method, path, body string, headers map[string
 	b, _ := io.ReadAll(resp.Body)
 	return RawResponse{resp.StatusCode, resp.Header, string(b)}
 }
+
+// AdminKey returns the admin key the server keeps in its data dir (teams,
+// every team's keys and budgets, cluster-wide metrics).
+func (s *Server) AdminKey(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.DataDir, "admin-key"))
+	if err != nil {
+		t.Fatalf("read the admin key: %v", err)
+	}
+	return strings.TrimSpace(string(b))
+}

@@ -42,15 +42,21 @@ func TempDB(t testing.TB) (*sql.DB, string) {
 	return OpenDB(t, path), path
 }
 
-// TeamHeader is the header AsTeam reads the team ID from.
-const TeamHeader = "X-Test-Team"
+// TeamHeader is the header AsTeam reads the team ID from; AdminHeader
+// (any value) makes the caller the admin.
+const (
+	TeamHeader  = "X-Test-Team"
+	AdminHeader = "X-Test-Admin"
+)
 
 // AsTeam stands in for the API key middleware: it puts the team named by
-// the X-Test-Team header into the request context (none when absent).
+// the X-Test-Team header into the request context (none when absent), as
+// the admin with X-Test-Admin.
 func AsTeam(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id := r.Header.Get(TeamHeader); id != "" {
-			r = r.WithContext(auth.WithTeam(r.Context(), auth.Team{ID: id, Name: id}))
+		id, admin := r.Header.Get(TeamHeader), r.Header.Get(AdminHeader) != ""
+		if id != "" || admin {
+			r = r.WithContext(auth.WithTeam(r.Context(), auth.Team{ID: id, Name: id, Admin: admin}))
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -5,18 +5,15 @@ package sqlite
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
-	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
-	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/store"
 )
 
@@ -33,6 +30,14 @@ type Store struct {
 // recorder may be nil; it receives every sandbox state change inside the
 // transaction that makes it.
 func Open(ctx context.Context, path string, recorder store.Recorder) (*Store, error) {
+	// SQLite creates the database 0644 and its -wal and -shm files with the
+	// database's mode: create it 0600 first, so all three hold secrets
+	// (key hashes, sandbox env vars and access tokens) from the start.
+	if f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600); err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	} else {
+		f.Close()
+	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
@@ -60,13 +65,24 @@ const schema = `
 CREATE TABLE IF NOT EXISTS teams (
 	id TEXT PRIMARY KEY,
 	name TEXT NOT NULL UNIQUE,
-	created_at INTEGER NOT NULL
+	created_at INTEGER NOT NULL,
+	max_sandboxes INTEGER
 );
 CREATE TABLE IF NOT EXISTS api_keys (
 	hash TEXT PRIMARY KEY,
 	team_id TEXT NOT NULL REFERENCES teams(id),
 	mask TEXT NOT NULL,
-	created_at INTEGER NOT NULL
+	created_at INTEGER NOT NULL,
+	id TEXT NOT NULL DEFAULT '',
+	name TEXT NOT NULL DEFAULT '',
+	last_used INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS admin_keys (
+	id TEXT PRIMARY KEY,
+	hash TEXT NOT NULL UNIQUE,
+	mask TEXT NOT NULL,
+	created_at INTEGER NOT NULL,
+	last_used INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS sandboxes (
 	id TEXT PRIMARY KEY,
@@ -98,88 +114,64 @@ func (s *Store) migrate(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("migrate sqlite schema: %w", err)
 	}
+	// Columns added after the first version of a table (issue 12: keys
+	// are listed and revoked by ID, teams have a sandbox cap override).
+	for _, c := range []struct{ table, def string }{
+		{"teams", "max_sandboxes INTEGER"},
+		{"api_keys", "id TEXT NOT NULL DEFAULT ''"},
+		{"api_keys", "name TEXT NOT NULL DEFAULT ''"},
+		{"api_keys", "last_used INTEGER NOT NULL DEFAULT 0"},
+	} {
+		if err := addColumn(ctx, s.db, c.table, c.def); err != nil {
+			return err
+		}
+	}
+	if err := s.backfillKeyIDs(ctx); err != nil {
+		return err
+	}
+	if _, err := s.db.ExecContext(ctx, `CREATE UNIQUE INDEX IF NOT EXISTS api_keys_id ON api_keys(id)`); err != nil {
+		return fmt.Errorf("migrate sqlite schema: %w", err)
+	}
 	return nil
 }
 
-// HashKey is how API keys are stored: never in clear.
-func HashKey(apiKey string) string {
-	sum := sha256.Sum256([]byte(apiKey))
-	return hex.EncodeToString(sum[:])
-}
-
-func mask(apiKey string) string {
-	if len(apiKey) < 10 {
-		return "***"
+func addColumn(ctx context.Context, db *sql.DB, table, def string) error {
+	name, _, _ := strings.Cut(def, " ")
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?`, table, name).Scan(&n); err != nil {
+		return fmt.Errorf("migrate %s: %w", table, err)
 	}
-	return apiKey[:6] + "..." + apiKey[len(apiKey)-4:]
+	if n > 0 {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, `ALTER TABLE `+table+` ADD COLUMN `+def); err != nil {
+		return fmt.Errorf("migrate %s: add %s: %w", table, name, err)
+	}
+	return nil
 }
 
-// CreateTeam creates a team and its first API key.
-func (s *Store) CreateTeam(ctx context.Context, name, apiKey string) (store.Team, error) {
-	t := store.Team{ID: uuid.NewString(), Name: name, CreatedAt: s.now().UTC()}
-	tx, err := s.db.BeginTx(ctx, nil)
+// backfillKeyIDs gives keys created before keys had IDs one each.
+func (s *Store) backfillKeyIDs(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT hash FROM api_keys WHERE id = ''`)
 	if err != nil {
-		return store.Team{}, fmt.Errorf("create team: %w", err)
+		return fmt.Errorf("migrate api_keys: %w", err)
 	}
-	defer tx.Rollback()
-	_, err = tx.ExecContext(ctx, `INSERT INTO teams(id, name, created_at) VALUES(?,?,?)`,
-		t.ID, t.Name, t.CreatedAt.UnixNano())
-	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE") {
-			return store.Team{}, errdefs.Exists("team %q already exists; pick another name", name)
-		}
-		return store.Team{}, fmt.Errorf("create team %s: %w", name, err)
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO api_keys(hash, team_id, mask, created_at) VALUES(?,?,?,?)`,
-		HashKey(apiKey), t.ID, mask(apiKey), t.CreatedAt.UnixNano())
-	if err != nil {
-		return store.Team{}, fmt.Errorf("create api key for team %s: %w", name, err)
-	}
-	return t, tx.Commit()
-}
-
-// TeamByAPIKey resolves an API key to its team.
-func (s *Store) TeamByAPIKey(ctx context.Context, apiKey string) (store.Team, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT t.id, t.name, t.created_at FROM api_keys k
-		JOIN teams t ON t.id = k.team_id WHERE k.hash = ?`, HashKey(apiKey))
-	return scanTeam(row, "API key")
-}
-
-// TeamByName finds a team by name.
-func (s *Store) TeamByName(ctx context.Context, name string) (store.Team, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT id, name, created_at FROM teams WHERE name = ?`, name)
-	return scanTeam(row, "team "+name)
-}
-
-// Teams lists every team, oldest first.
-func (s *Store) Teams(ctx context.Context) ([]store.Team, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created_at FROM teams ORDER BY created_at`)
-	if err != nil {
-		return nil, fmt.Errorf("list teams: %w", err)
-	}
-	defer rows.Close()
-	var out []store.Team
+	var hashes []string
 	for rows.Next() {
-		t, err := scanTeam(rows, "team")
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			rows.Close()
+			return fmt.Errorf("migrate api_keys: %w", err)
+		}
+		hashes = append(hashes, h)
+	}
+	rows.Close()
+	for _, h := range hashes {
+		_, err := s.db.ExecContext(ctx, `UPDATE api_keys SET id = ?, name = CASE name WHEN '' THEN 'default' ELSE name END WHERE hash = ?`,
+			uuid.NewString(), h)
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("migrate api_keys: %w", err)
 		}
-		out = append(out, t)
 	}
-	return out, rows.Err()
-}
-
-type scanner interface{ Scan(...any) error }
-
-func scanTeam(row scanner, what string) (store.Team, error) {
-	var t store.Team
-	var created int64
-	if err := row.Scan(&t.ID, &t.Name, &created); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.Team{}, errdefs.NotFound("%s not found", what)
-		}
-		return store.Team{}, fmt.Errorf("read %s: %w", what, err)
-	}
-	t.CreatedAt = time.Unix(0, created).UTC()
-	return t, nil
+	return nil
 }

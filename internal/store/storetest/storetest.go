@@ -44,6 +44,9 @@ func (r *Recorder) Committed() {
 // Run runs the suite.
 func Run(t *testing.T, newStore Factory) {
 	t.Run("Teams", func(t *testing.T) { testTeams(t, newStore(t, nil)) })
+	t.Run("APIKeys", func(t *testing.T) { testKeys(t, newStore(t, nil)) })
+	t.Run("AdminKey", func(t *testing.T) { testAdminKey(t, newStore(t, nil)) })
+	t.Run("DeleteTeam", func(t *testing.T) { testDeleteTeam(t, newStore(t, nil)) })
 	t.Run("Sandboxes", func(t *testing.T) { testSandboxes(t, newStore) })
 	t.Run("ChangeRollsBackWithRow", func(t *testing.T) { testAtomic(t, newStore) })
 }
@@ -70,6 +73,141 @@ func testTeams(t *testing.T, s store.Store) {
 	teams, err := s.Teams(ctx)
 	if err != nil || len(teams) != 1 {
 		t.Fatalf("Teams = %v, %v; want 1 team", teams, err)
+	}
+}
+
+func testKeys(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const first, second = "e2b_0123456789abcdef0123456789abcdef01234567", "e2b_fedcba9876543210fedcba9876543210fedcba98"
+	a, err := s.CreateTeam(ctx, "alpha", first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateTeam(ctx, "beta", "e2b_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := s.APIKeys(ctx, a.ID)
+	if err != nil || len(keys) != 1 || keys[0].TeamID != a.ID || keys[0].ID == "" {
+		t.Fatalf("APIKeys(alpha) = %+v, %v; want its first key", keys, err)
+	}
+	if m := keys[0].Mask; m != (store.KeyMask{Prefix: "e2b_", ValueLength: 40, MaskedPrefix: "01", MaskedSuffix: "4567"}) {
+		t.Errorf("mask = %+v", m)
+	}
+	k2, err := s.CreateAPIKey(ctx, a.ID, "ci", second)
+	if err != nil || k2.Name != "ci" || k2.TeamID != a.ID {
+		t.Fatalf("CreateAPIKey = %+v, %v", k2, err)
+	}
+	if _, err := s.CreateAPIKey(ctx, "no-such-team", "x", "e2b_cccccccccccccccccccccccccccccccccccccccc"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("CreateAPIKey for a missing team: %v, want ErrNotFound", err)
+	}
+	k, team, admin, err := s.ResolveAPIKey(ctx, second)
+	if err != nil || admin || team.ID != a.ID || k.ID != k2.ID {
+		t.Fatalf("ResolveAPIKey(second) = %+v, %+v, %v, %v", k, team, admin, err)
+	}
+	if _, _, _, err := s.ResolveAPIKey(ctx, "e2b_nope"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("ResolveAPIKey(unknown) = %v, want ErrNotFound", err)
+	}
+	if err := s.RenameAPIKey(ctx, k2.ID, "deploy"); err != nil {
+		t.Fatal(err)
+	}
+	used := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	if err := s.TouchAPIKey(ctx, k2.ID, used); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.APIKey(ctx, k2.ID)
+	if err != nil || got.Name != "deploy" || !got.LastUsed.Equal(used) {
+		t.Fatalf("APIKey after rename and touch = %+v, %v", got, err)
+	}
+	all, err := s.APIKeys(ctx, "")
+	if err != nil || len(all) != 3 {
+		t.Fatalf("APIKeys(all) = %d keys, %v; want 3", len(all), err)
+	}
+	if err := s.DeleteAPIKey(ctx, k2.ID, false); err != nil {
+		t.Fatalf("delete a team's second key: %v", err)
+	}
+	if _, _, _, err := s.ResolveAPIKey(ctx, second); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("a deleted key still resolves: %v", err)
+	}
+	if err := s.DeleteAPIKey(ctx, keys[0].ID, false); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("deleting the last key without force: %v, want ErrConflict", err)
+	}
+	if err := s.DeleteAPIKey(ctx, "no-such-key", true); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("deleting a missing key: %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteAPIKey(ctx, keys[0].ID, true); err != nil {
+		t.Errorf("deleting the last key with force: %v", err)
+	}
+	if keys, _ := s.APIKeys(ctx, b.ID); len(keys) != 1 {
+		t.Errorf("another team's keys changed: %+v", keys)
+	}
+}
+
+func testAdminKey(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const k1, k2 = "sbx_admin_1111111111111111111111111111111111111111", "sbx_admin_2222222222222222222222222222222222222222"
+	first, err := s.SetAdminKey(ctx, k1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s.SetAdminKey(ctx, k1); err != nil || again.ID != first.ID {
+		t.Errorf("SetAdminKey with the same key = %+v, %v; want the same ID %s", again, err, first.ID)
+	}
+	k, team, admin, err := s.ResolveAPIKey(ctx, k1)
+	if err != nil || !admin || team.ID != "" || k.ID != first.ID {
+		t.Fatalf("ResolveAPIKey(admin) = %+v, %+v, %v, %v", k, team, admin, err)
+	}
+	if err := s.TouchAPIKey(ctx, k.ID, time.Now()); err != nil {
+		t.Errorf("TouchAPIKey(admin): %v", err)
+	}
+	if _, err := s.SetAdminKey(ctx, k2); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := s.ResolveAPIKey(ctx, k1); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("the replaced admin key still resolves: %v", err)
+	}
+	if _, _, admin, err := s.ResolveAPIKey(ctx, k2); err != nil || !admin {
+		t.Errorf("the new admin key: admin %v, %v", admin, err)
+	}
+	if keys, _ := s.APIKeys(ctx, ""); len(keys) != 0 {
+		t.Errorf("the admin key is listed with team keys: %+v", keys)
+	}
+}
+
+func testDeleteTeam(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const key = "e2b_dddddddddddddddddddddddddddddddddddddddd"
+	a, err := s.CreateTeam(ctx, "doomed", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	five := 5
+	if err := s.SetTeamMaxSandboxes(ctx, a.ID, &five); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Team(ctx, a.ID); err != nil || got.MaxSandboxes == nil || *got.MaxSandboxes != 5 {
+		t.Fatalf("Team after SetTeamMaxSandboxes(5) = %+v, %v", got, err)
+	}
+	if err := s.SetTeamMaxSandboxes(ctx, a.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Team(ctx, a.ID); got.MaxSandboxes != nil {
+		t.Errorf("MaxSandboxes after clearing = %v, want nil", *got.MaxSandboxes)
+	}
+	if err := s.DeleteTeam(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Team(ctx, a.ID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("deleted team: %v, want ErrNotFound", err)
+	}
+	if _, _, _, err := s.ResolveAPIKey(ctx, key); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("a deleted team's key resolves: %v", err)
+	}
+	if err := s.DeleteTeam(ctx, a.ID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("deleting it again: %v, want ErrNotFound", err)
+	}
+	if _, err := s.CreateTeam(ctx, "doomed", "e2b_eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"); err != nil {
+		t.Errorf("a deleted team's name cannot be reused: %v", err)
 	}
 }
 

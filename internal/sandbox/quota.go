@@ -1,0 +1,113 @@
+package sandbox
+
+import (
+	"context"
+	"sync"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/store"
+)
+
+// DefaultTeamMaxSandboxes is the default cap on a team's running and
+// paused sandboxes (sbx serve --team-max-sandboxes): E2B's Pro tier
+// concurrency. Lower it on a small host; the admin sets a team's own cap.
+const DefaultTeamMaxSandboxes = 100
+
+// TeamCaps finds a team's own cap (the store: Team.MaxSandboxes).
+type TeamCaps interface {
+	Team(ctx context.Context, id string) (store.Team, error)
+}
+
+// quota caps the sandboxes each team holds: running and paused ones (a
+// paused sandbox keeps its memory or disk and resumes at any moment),
+// plus the creates in flight, which reserve their slot before any work so
+// that concurrent creates cannot together pass the cap. A sandbox claimed
+// from a warm pool counts from its claim, as any other create; pooled
+// sandboxes belong to no team before that.
+type quota struct {
+	def   int // 0 = no cap
+	teams TeamCaps
+
+	mu       sync.Mutex
+	live     map[string]int // team -> tracked sandboxes
+	inflight map[string]int // team -> creates holding a reservation
+}
+
+// SetTeamCap sets the default per-team cap (0 = none) and where a team's
+// own cap is found (nil = the default for every team). Call it before
+// serving requests.
+func (m *Manager) SetTeamCap(def int, teams TeamCaps) {
+	m.quota.mu.Lock()
+	defer m.quota.mu.Unlock()
+	m.quota.def, m.quota.teams = def, teams
+}
+
+// reservation is a create's slot; release gives it back (once).
+type reservation struct {
+	q    *quota
+	team string
+	once sync.Once
+}
+
+func (r *reservation) release() {
+	if r == nil {
+		return
+	}
+	r.once.Do(func() {
+		r.q.mu.Lock()
+		r.q.inflight[r.team]--
+		if r.q.inflight[r.team] <= 0 {
+			delete(r.q.inflight, r.team)
+		}
+		r.q.mu.Unlock()
+	})
+}
+
+// reserve takes a slot for one more sandbox of team, or answers 429.
+func (q *quota) reserve(ctx context.Context, team string) (*reservation, error) {
+	q.mu.Lock()
+	def, teams := q.def, q.teams
+	q.mu.Unlock()
+	limit, source := def, "the server's default"
+	if teams != nil {
+		t, err := teams.Team(ctx, team)
+		if err != nil {
+			return nil, err
+		}
+		if t.MaxSandboxes != nil {
+			limit, source = *t.MaxSandboxes, "the team's own limit"
+		}
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.init()
+	if n := q.live[team] + q.inflight[team]; limit > 0 && n >= limit {
+		return nil, errdefs.Exhausted("team sandbox limit reached: the team has %d running or paused sandboxes (creates in flight included) and may have %d (%s); kill some (paused ones count too), or ask the server's admin to raise it: sbx team update TEAM --max-sandboxes N for this team, sbx serve --team-max-sandboxes N for every team",
+			n, limit, source)
+	}
+	q.inflight[team]++
+	return &reservation{q: q, team: team}, nil
+}
+
+func (q *quota) init() {
+	if q.live == nil {
+		q.live, q.inflight = map[string]int{}, map[string]int{}
+	}
+}
+
+// tracked and untracked follow the manager's live map (track, kill).
+func (q *quota) tracked(team string) {
+	q.mu.Lock()
+	q.init()
+	q.live[team]++
+	q.mu.Unlock()
+}
+
+func (q *quota) untracked(team string) {
+	q.mu.Lock()
+	q.init()
+	if q.live[team]--; q.live[team] <= 0 {
+		delete(q.live, team)
+	}
+	q.mu.Unlock()
+}
