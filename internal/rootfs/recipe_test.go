@@ -33,6 +33,9 @@ func TestHashChangesWithEveryInput(t *testing.T) {
 		{"boundary shift", func(r *Recipe) string { r.Packages = []string{"a", "b;1:t"}; r.Script = "rue"; return "parenthash" }},
 		{"script", func(r *Recipe) string { r.Script = "false"; return "parenthash" }},
 		{"script whitespace", func(r *Recipe) string { r.Script = "true\n"; return "parenthash" }},
+		{"omit added", func(r *Recipe) string { r.Omit = []string{"c"}; return "parenthash" }},
+		{"omit two", func(r *Recipe) string { r.Omit = []string{"c", "d"}; return "parenthash" }},
+		{"package moved to omit", func(r *Recipe) string { r.Packages = []string{"a"}; r.Omit = []string{"b"}; return "parenthash" }},
 	}
 	seen := map[string]string{ref: "reference"}
 	for _, tt := range tests {
