@@ -259,7 +259,7 @@ func rEnv(env map[string]string) (set, restore string) {
 		names[i] = string(kj)
 		pairs[i] = string(kj) + " = " + string(vj)
 	}
-	set = fmt.Sprintf(".sbx_saved_env <- Sys.getenv(c(%s), unset = NA)\n", strings.Join(names, ", "))
+	set = fmt.Sprintf(".sbx_saved_env <- Sys.getenv(c(%s), unset = NA, names = TRUE)\n", strings.Join(names, ", "))
 	if len(pairs) > 0 {
 		set += fmt.Sprintf("do.call(Sys.setenv, as.list(c(%s)))\n", strings.Join(pairs, ", "))
 	}

@@ -215,8 +215,15 @@ function resolvePackage(spec) {
   throw notFound(spec)
 }
 
+// Deno's `npm:name@version/sub` specifiers (E2B's JavaScript kernel is
+// Deno) name a package installed here; the version is not checked.
+function fromNpmSpecifier(spec) {
+  const m = /^npm:\/?((?:@[^/@]+\/)?[^/@]+)(?:@[^/]*)?(\/.*)?$/.exec(spec)
+  return m ? m[1] + (m[2] || '') : spec
+}
+
 function importModule(spec) {
-  spec = String(spec)
+  spec = fromNpmSpecifier(String(spec))
   if (isBuiltin(spec)) return import(spec.startsWith('node:') ? spec : `node:${spec}`)
   if (/^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(spec)) return import(spec)
   if (spec === '.' || spec === '..' || spec.startsWith('./') || spec.startsWith('../') || spec.startsWith('/')) {
