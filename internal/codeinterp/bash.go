@@ -102,20 +102,7 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 
 	rc, died := p.wait(ctx, marker, out, nil)
 	if died {
-		// Emit what the pumps delivered, then report.
-		for {
-			select {
-			case c := <-p.chunks:
-				typ := "stdout"
-				if c.stderr {
-					typ = "stderr"
-				}
-				out.emit(lineStream{Type: typ, Text: string(c.data), Timestamp: timestamp("")})
-				continue
-			default:
-			}
-			break
-		}
+		p.flush(out)
 		return r.died(out)
 	}
 	if ctx.Err() != nil {

@@ -83,6 +83,7 @@ func (r *jsRunner) Execute(ctx context.Context, code string, env map[string]stri
 		return reply != nil
 	})
 	if died {
+		p.flush(out)
 		return r.died(out)
 	}
 	if ctx.Err() != nil {

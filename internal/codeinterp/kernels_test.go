@@ -103,8 +103,19 @@ func TestJavaScriptModulesAndAwait(t *testing.T) {
 		{name: "syntax error", code: "const = 1", errName: "SyntaxError", errValue: "Unexpected token"},
 	})
 
+	// A cell that ends the process: its last words, then the error; the
+	// next run gets a fresh process.
+	lines := execute(t, ts.URL, map[string]any{"code": "console.error('bye'); process.exit(3)", "language": "js"})
+	if e := ofType(lines, "error"); len(e) != 1 || e[0].str("name") != "UnexpectedEndOfExecution" {
+		t.Fatalf("exit: %v", lines)
+	}
+	if s := ofType(lines, "stderr"); len(s) == 0 || !strings.Contains(s[0].str("text"), "bye") {
+		t.Errorf("exit lost the process's last output: %v", lines)
+	}
+	runCells(t, ts.URL, "javascript", []cell{{name: "after exit", code: "typeof sq", text: "undefined"}})
+
 	// A runtime error's traceback points into the cell, not into the driver.
-	lines := execute(t, ts.URL, map[string]any{"code": "function boom() { null.x }\nboom()", "language": "js"})
+	lines = execute(t, ts.URL, map[string]any{"code": "function boom() { null.x }\nboom()", "language": "js"})
 	e := ofType(lines, "error")
 	if len(e) != 1 || e[0].str("name") != "TypeError" || !strings.Contains(e[0].str("traceback"), "at boom (<cell") || strings.Contains(e[0].str("traceback"), "node_kernel.js") {
 		t.Fatalf("error %v", e)

@@ -116,6 +116,24 @@ func (p *replProc) kill() {
 	p.release()
 }
 
+// flush emits what the pumps delivered after the process died (its last
+// words: a crash's message), so the error that follows can be understood.
+func (p *replProc) flush(out emitter) {
+	for {
+		select {
+		case c := <-p.chunks:
+			typ := "stdout"
+			if c.stderr {
+				typ = "stderr"
+			}
+			out.emit(lineStream{Type: typ, Text: string(c.data), Timestamp: timestamp("")})
+			continue
+		default:
+		}
+		return
+	}
+}
+
 // release removes what a process that is gone left behind.
 func (p *replProc) release() {
 	if p.dir != "" {
