@@ -42,6 +42,11 @@ wanted=(
   python3-numpy      # ... whose tests import numpy, pandas and matplotlib
   python3-pandas
   python3-matplotlib
+  python3-pil        # ... and PIL (images shown on save)
+  node-acorn         # ... whose JavaScript kernel parses cells with acorn
+  node-babel7        # ... and strips TypeScript with Babel
+  r-base-core        # ... and whose R contexts run IRkernel
+  r-cran-irkernel
   nodejs           # E2B JavaScript SDK tests
   npm
 )

@@ -249,6 +249,7 @@ type CodeContext struct {
 type CodeContextOptions struct {
 	Language string // default python
 	Cwd      string // default /home/user
+	User     string // user the kernel runs as; default root, as in E2B
 }
 
 // CreateCodeContext starts a new context; pass its ID in
@@ -261,6 +262,9 @@ func (s *Sandbox) CreateCodeContext(ctx context.Context, opts *CodeContextOption
 		}
 		if opts.Cwd != "" {
 			body["cwd"] = opts.Cwd
+		}
+		if opts.User != "" {
+			body["user"] = opts.User
 		}
 	}
 	var c CodeContext

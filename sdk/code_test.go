@@ -111,7 +111,7 @@ func TestCodeContexts(t *testing.T) {
 	mux.HandleFunc("POST /contexts", func(w http.ResponseWriter, r *http.Request) {
 		var b map[string]string
 		_ = json.NewDecoder(r.Body).Decode(&b)
-		calls = append(calls, "create:"+b["language"]+":"+b["cwd"])
+		calls = append(calls, "create:"+b["language"]+":"+b["cwd"]+":"+b["user"])
 		io.WriteString(w, `{"id":"c1","language":"bash","cwd":"/tmp"}`)
 	})
 	mux.HandleFunc("GET /contexts", func(w http.ResponseWriter, r *http.Request) {
@@ -127,7 +127,7 @@ func TestCodeContexts(t *testing.T) {
 	})
 	sbx := testSandbox(newTestClient(t, mux))
 	ctx := context.Background()
-	c, err := sbx.CreateCodeContext(ctx, &CodeContextOptions{Language: "bash", Cwd: "/tmp"})
+	c, err := sbx.CreateCodeContext(ctx, &CodeContextOptions{Language: "bash", Cwd: "/tmp", User: "user"})
 	if err != nil || c.ID != "c1" || c.Cwd != "/tmp" {
 		t.Fatalf("create: %+v %v", c, err)
 	}
@@ -144,7 +144,7 @@ func TestCodeContexts(t *testing.T) {
 	if err := sbx.RemoveCodeContext(ctx, "x?y"); err == nil {
 		t.Fatal("id with '?' accepted")
 	}
-	if strings.Join(calls, ",") != "create:bash:/tmp,restart:c1,delete:c1" {
+	if strings.Join(calls, ",") != "create:bash:/tmp:user,restart:c1,delete:c1" {
 		t.Fatalf("calls %v", calls)
 	}
 }

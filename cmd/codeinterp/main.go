@@ -39,7 +39,7 @@ func run() error {
 		tokenFile = flag.String("access-token-file", "", "file holding the token required as X-Access-Token on /execute (default: env E2B_ACCESS_TOKEN; none = ask envd whether the sent token is valid)")
 		envdURL   = flag.String("envd-url", "http://127.0.0.1:49983", "envd base URL to fetch the sandbox's global env vars from (empty = don't)")
 		preload   = flag.String("preload", "numpy", "comma-separated Python modules to import into the default context in the background after start-up (empty = none)")
-		noDefault = flag.Bool("no-default-context", false, "do not start the default python context at start-up")
+		noDefault = flag.Bool("no-default-context", false, "do not start the default python and javascript contexts at start-up")
 		verbose   = flag.Bool("v", false, "debug logging")
 	)
 	flag.Parse()
@@ -74,7 +74,7 @@ func run() error {
 	defer stop()
 	srv := codeinterp.New(cfg, log)
 	// Listen first so the port is taken, but answer /health only once the
-	// default kernel is up: the host's ready check means "run_code is fast".
+	// default kernels are up: the host's ready check means "run_code is fast".
 	ln, err := net.Listen("tcp", net.JoinHostPort(*host, strconv.Itoa(*port)))
 	if err != nil {
 		return err
@@ -89,7 +89,7 @@ func run() error {
 			// retry the start and return its error to the caller.
 			log.Error("default python context failed to start", "err", err)
 		} else {
-			log.Info("default python context ready", "took", time.Since(start).Round(time.Millisecond))
+			log.Info("default contexts ready", "took", time.Since(start).Round(time.Millisecond))
 		}
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second}

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // bashRunner keeps one bash process per context, so variables, functions
@@ -20,13 +21,14 @@ import (
 // sources a file with the code and then prints a random end marker (with
 // the exit status) on stdout and stderr.
 type bashRunner struct {
-	cwd string
-	env []string
+	cwd  string
+	env  []string
+	user *kernelUser
 	replSession
 }
 
-func startBashRunner(cwd string, env []string) (*bashRunner, error) {
-	r := &bashRunner{cwd: cwd, env: env}
+func startBashRunner(cwd string, env []string, user *kernelUser) (*bashRunner, error) {
+	r := &bashRunner{cwd: cwd, env: env, user: user}
 	if err := r.init("bash", r.start); err != nil {
 		return nil, err
 	}
@@ -38,9 +40,19 @@ func (r *bashRunner) start() (*replProc, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A shell running as another user reads its cells from dir, which
+	// stays ours, so that user cannot turn cell.sh into a link we write
+	// through.
+	if r.user.cred != nil {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	cmd := exec.Command("bash", "--noprofile", "--norc")
 	cmd.Dir = r.cwd
 	cmd.Env = r.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.user.cred}
 	// Own process group (startRepl) so an interrupt reaches the running
 	// command; the trap keeps the shell itself (and its state) alive
 	// through SIGINT.
@@ -67,7 +79,7 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 	}
 	_, marker := newMarker()
 	cell := filepath.Join(p.dir, "cell.sh")
-	if err := os.WriteFile(cell, []byte(code), 0o600); err != nil {
+	if err := os.WriteFile(cell, []byte(code), 0o644); err != nil {
 		out.emit(errorLine("ExecutionError", err.Error(), nil))
 		return err
 	}
@@ -90,20 +102,7 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 
 	rc, died := p.wait(ctx, marker, out, nil)
 	if died {
-		// Emit what the pumps delivered, then report.
-		for {
-			select {
-			case c := <-p.chunks:
-				typ := "stdout"
-				if c.stderr {
-					typ = "stderr"
-				}
-				out.emit(lineStream{Type: typ, Text: string(c.data), Timestamp: timestamp("")})
-				continue
-			default:
-			}
-			break
-		}
+		p.flush(out)
 		return r.died(out)
 	}
 	if ctx.Err() != nil {

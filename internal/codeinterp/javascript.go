@@ -5,69 +5,18 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"syscall"
 )
 
-// jsDriver runs inside one node process per context. It evaluates each
-// cell in a persistent vm context (so declarations survive between runs),
-// awaits a promise result, and reports the value or error as one JSON line
-// on fd 3, then an end marker on stdout and stderr so the Go side knows it
-// has all of the cell's output. SIGINT interrupts the cell, not the
-// process: breakOnSigint for synchronous code, a rejected race for awaits.
-// Debian has no JavaScript kernel for Jupyter; this plays its part.
-const jsDriver = `
-const vm = require('vm'), fs = require('fs'), util = require('util'), readline = require('readline');
-const sandbox = { require, console, process, Buffer, URL, URLSearchParams, TextEncoder, TextDecoder,
-  setTimeout, setInterval, setImmediate, clearTimeout, clearInterval, clearImmediate, queueMicrotask,
-  fetch: globalThis.fetch, structuredClone, module: { exports: {} }, __dirname: process.cwd() };
-sandbox.global = sandbox; sandbox.globalThis = sandbox; sandbox.exports = sandbox.module.exports;
-const context = vm.createContext(sandbox);
-let onInterrupt = null;
-process.on('SIGINT', () => { if (onInterrupt) onInterrupt(); });
-const reply = (m) => fs.writeSync(3, JSON.stringify(m) + '\n');
-const rl = readline.createInterface({ input: process.stdin });
-const queue = [];
-let busy = false;
-rl.on('line', (line) => { queue.push(JSON.parse(line)); pump(); });
-async function pump() {
-  if (busy) return;
-  busy = true;
-  while (queue.length) await run(queue.shift());
-  busy = false;
-}
-async function run(req) {
-  const saved = {};
-  for (const [k, v] of Object.entries(req.env || {})) { saved[k] = process.env[k]; process.env[k] = v; }
-  let out;
-  try {
-    let value = vm.runInContext(req.code, context, { filename: 'cell', breakOnSigint: true });
-    if (value && typeof value.then === 'function') {
-      value = await Promise.race([value, new Promise((_, rej) => {
-        onInterrupt = () => rej(Object.assign(new Error('Execution interrupted'), { name: 'KeyboardInterrupt' }));
-      })]);
-    }
-    out = { id: req.id };
-    if (value !== undefined) out.text = typeof value === 'string' ? value : util.inspect(value);
-  } catch (e) {
-    // Errors thrown in the vm context come from its own realm, so they
-    // fail instanceof Error: duck-type them.
-    const err = e && typeof e === 'object' && 'message' in e ? e : { name: 'Error', message: String(e), stack: String(e) };
-    let name = err.name, value = err.message;
-    if (/Script execution (was )?interrupted/.test(err.message)) { name = 'KeyboardInterrupt'; value = 'Execution interrupted'; }
-    out = { id: req.id, error: { name, value, traceback: err.stack || String(e) } };
-  } finally {
-    onInterrupt = null;
-    for (const [k, v] of Object.entries(saved)) { if (v === undefined) delete process.env[k]; else process.env[k] = v; }
-  }
-  reply(out);
-  process.stdout.write(req.marker + '0\x1e');
-  process.stderr.write(req.marker + '0\x1e');
-}
-`
-
-// jsRunner keeps one node process per JavaScript context.
+// jsRunner keeps one node process per JavaScript or TypeScript context,
+// running driver/node_kernel.js: Debian has no JavaScript kernel for
+// Jupyter, so that driver plays its part (ES modules, top-level await,
+// TypeScript, state across cells; see the file).
 type jsRunner struct {
-	node, cwd string
-	env       []string
+	node, driver, cwd string
+	env               []string
+	user              *kernelUser
+	typescript        bool
 	replSession
 }
 
@@ -84,8 +33,8 @@ type jsError struct {
 	Traceback string `json:"traceback"`
 }
 
-func startJSRunner(node, cwd string, env []string) (*jsRunner, error) {
-	r := &jsRunner{node: node, cwd: cwd, env: env}
+func startJSRunner(node, driver, cwd string, env []string, user *kernelUser, typescript bool) (*jsRunner, error) {
+	r := &jsRunner{node: node, driver: driver, cwd: cwd, env: env, user: user, typescript: typescript}
 	if err := r.init("node", r.start); err != nil {
 		return nil, err
 	}
@@ -93,8 +42,13 @@ func startJSRunner(node, cwd string, env []string) (*jsRunner, error) {
 }
 
 func (r *jsRunner) start() (*replProc, error) {
-	cmd := exec.Command(r.node, "-e", jsDriver)
+	args := []string{r.driver}
+	if r.typescript {
+		args = append(args, "--typescript")
+	}
+	cmd := exec.Command(r.node, args...)
 	cmd.Dir, cmd.Env = r.cwd, r.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.user.cred}
 	rp, wp, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -129,6 +83,7 @@ func (r *jsRunner) Execute(ctx context.Context, code string, env map[string]stri
 		return reply != nil
 	})
 	if died {
+		p.flush(out)
 		return r.died(out)
 	}
 	if ctx.Err() != nil {

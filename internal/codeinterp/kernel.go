@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,10 +26,11 @@ type runner interface {
 // kernelRunner runs code in a Jupyter kernel, restarting it on demand
 // after it died.
 type kernelRunner struct {
-	spec   *jupyter.KernelSpec
-	opts   jupyter.Options
-	log    *slog.Logger
-	envSet envSnippets // nil: the kernel's language cannot take env_vars
+	spec    *jupyter.KernelSpec
+	opts    jupyter.Options
+	log     *slog.Logger
+	envSet  envSnippets // nil: the kernel's language cannot take env_vars
+	envKeep envKeep
 
 	mu         sync.Mutex
 	k          *jupyter.Kernel
@@ -39,12 +41,20 @@ type kernelRunner struct {
 // restores them afterwards, in the kernel's language.
 type envSnippets func(env map[string]string) (set, restore string)
 
-func startKernelRunner(ctx context.Context, spec *jupyter.KernelSpec, opts jupyter.Options, log *slog.Logger) (*kernelRunner, error) {
+// envKeep builds the code that sets env vars for good.
+type envKeep func(env map[string]string) string
+
+// startKernelRunner starts a kernel of spec; an IPython kernel runs
+// startup (driver/ipython_startup.py) first.
+func startKernelRunner(ctx context.Context, spec *jupyter.KernelSpec, startup string, opts jupyter.Options, log *slog.Logger) (*kernelRunner, error) {
 	r := &kernelRunner{spec: spec, opts: opts, log: log}
-	if spec.Language == "python" {
-		r.envSet = pythonEnv
-		spec = withMemoryHistory(spec)
+	switch strings.ToLower(spec.Language) {
+	case "python":
+		r.envSet, r.envKeep = pythonEnv, pythonKeepEnv
+		spec = ipykernelArgs(spec, startup)
 		r.spec = spec
+	case "r":
+		r.envSet, r.envKeep = rEnv, rKeepEnv
 	}
 	k, err := jupyter.Start(ctx, spec, opts)
 	if err != nil {
@@ -125,8 +135,8 @@ func (r *kernelRunner) Execute(ctx context.Context, code string, env map[string]
 }
 
 // SetEnv sets env vars in the kernel for good (the sandbox's own env, which
-// arrived after the kernel started), leaving no name behind. Kernels other
-// than Python's (no envSet) ignore it, as they ignore per-run env vars.
+// arrived after the kernel started), leaving no name behind. Kernels of
+// other languages (no envSet) ignore it, as they ignore per-run env vars.
 func (r *kernelRunner) SetEnv(ctx context.Context, env map[string]string) error {
 	if r.envSet == nil {
 		return nil
@@ -135,8 +145,7 @@ func (r *kernelRunner) SetEnv(ctx context.Context, env map[string]string) error 
 	if err != nil {
 		return err
 	}
-	ej, _ := json.Marshal(env)
-	return r.silent(ctx, k, fmt.Sprintf("import os as __sbx_os\n__sbx_os.environ.update(%s)\ndel __sbx_os\n", ej))
+	return r.silent(ctx, k, r.envKeep(env))
 }
 
 // silentRun runs setup code in the current kernel (see silent).
@@ -203,11 +212,19 @@ func pythonEnv(env map[string]string) (set, restore string) {
 	return set, restore
 }
 
-// withMemoryHistory keeps IPython's input history in memory: by default
-// every cell is committed to ~/.ipython/.../history.sqlite, which costs
-// ~1.7 ms of the ~5 ms a trivial run takes and writes to the sandbox disk.
-// In, Out and %history still work within the session.
-func withMemoryHistory(spec *jupyter.KernelSpec) *jupyter.KernelSpec {
+func pythonKeepEnv(env map[string]string) string {
+	ej, _ := json.Marshal(env)
+	return fmt.Sprintf("import os as __sbx_os\n__sbx_os.environ.update(%s)\ndel __sbx_os\n", ej)
+}
+
+// ipykernelArgs adds to an IPython kernel's command line:
+//   - the start-up file (charts, DataFrame data, PIL images as results);
+//   - input history kept in memory: by default every cell is committed to
+//     ~/.ipython/.../history.sqlite, which costs ~1.7 ms of the ~5 ms a
+//     trivial run takes and writes to the sandbox disk (In, Out and
+//     %history still work within the session);
+//   - tracebacks without ANSI colours, as E2B's kernels send them.
+func ipykernelArgs(spec *jupyter.KernelSpec, startup string) *jupyter.KernelSpec {
 	isIPyKernel := false
 	for _, a := range spec.Argv {
 		if a == "ipykernel_launcher" || a == "ipykernel" {
@@ -218,8 +235,45 @@ func withMemoryHistory(spec *jupyter.KernelSpec) *jupyter.KernelSpec {
 		return spec
 	}
 	s := *spec
-	s.Argv = append(append([]string(nil), spec.Argv...), "--HistoryManager.hist_file=:memory:")
+	s.Argv = append(append([]string(nil), spec.Argv...), "--HistoryManager.hist_file=:memory:", "--InteractiveShell.colors=NoColor")
+	if startup != "" {
+		s.Argv = append(s.Argv, "--IPKernelApp.exec_files="+startup)
+	}
 	return &s
+}
+
+// rEnv sets Sys.setenv for one execution and restores the previous values
+// afterwards. JSON strings are valid R string literals (Go's encoder
+// escapes only with \", \\, \n, \r, \t and \uXXXX, all of which R reads).
+func rEnv(env map[string]string) (set, restore string) {
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	names := make([]string, len(keys))
+	pairs := make([]string, len(keys))
+	for i, k := range keys {
+		kj, _ := json.Marshal(k)
+		vj, _ := json.Marshal(env[k])
+		names[i] = string(kj)
+		pairs[i] = string(kj) + " = " + string(vj)
+	}
+	set = fmt.Sprintf(".sbx_saved_env <- Sys.getenv(c(%s), unset = NA, names = TRUE)\n", strings.Join(names, ", "))
+	if len(pairs) > 0 {
+		set += fmt.Sprintf("do.call(Sys.setenv, as.list(c(%s)))\n", strings.Join(pairs, ", "))
+	}
+	restore = "local({\n" +
+		"  s <- .sbx_saved_env\n" +
+		"  for (k in names(s)) if (is.na(s[[k]])) Sys.unsetenv(k) else do.call(Sys.setenv, setNames(list(s[[k]]), k))\n" +
+		"})\n" +
+		"rm(.sbx_saved_env)\n"
+	return set, restore
+}
+
+func rKeepEnv(env map[string]string) string {
+	set, _ := rEnv(env)
+	return set + "rm(.sbx_saved_env)\n"
 }
 
 // kernelOutput adapts the kernel process's own output to the logger.

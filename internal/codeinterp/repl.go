@@ -36,11 +36,15 @@ type outChunk struct {
 }
 
 // startRepl starts cmd in its own process group, so an interrupt reaches
-// what the cell runs, and pumps its output into chunks. If side is
+// what the cell runs, and pumps its output into chunks (cmd.SysProcAttr
+// may carry the user to run as). If side is
 // non-nil, lines read from it go to the side channel. what names the
 // process in errors.
 func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -110,6 +114,24 @@ func (p *replProc) kill() {
 		break
 	}
 	p.release()
+}
+
+// flush emits what the pumps delivered after the process died (its last
+// words: a crash's message), so the error that follows can be understood.
+func (p *replProc) flush(out emitter) {
+	for {
+		select {
+		case c := <-p.chunks:
+			typ := "stdout"
+			if c.stderr {
+				typ = "stderr"
+			}
+			out.emit(lineStream{Type: typ, Text: string(c.data), Timestamp: timestamp("")})
+			continue
+		default:
+		}
+		return
+	}
 }
 
 // release removes what a process that is gone left behind.

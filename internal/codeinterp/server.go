@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -42,6 +43,10 @@ type Config struct {
 	// background once it is ready (e.g. numpy), so the first run using
 	// them is fast.
 	Preload []string
+	// DefaultLanguages get their default context at start, as E2B starts
+	// Python and JavaScript (default: python, javascript; nil after
+	// withDefaults only when set to an empty non-nil slice).
+	DefaultLanguages []string
 }
 
 func (c Config) withDefaults() Config {
@@ -62,6 +67,9 @@ func (c Config) withDefaults() Config {
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 60 * time.Second
 	}
+	if c.DefaultLanguages == nil {
+		c.DefaultLanguages = []string{"python", "javascript"}
+	}
 	return c
 }
 
@@ -74,6 +82,8 @@ type Context struct {
 
 type execContext struct {
 	Context
+	seq    uint64 // creation order, which GET /contexts lists in
+	user   string
 	run    runner
 	lock   chan struct{} // one execution at a time; a channel so waiting honours ctx
 	envGen int           // the sandbox env generation set in run for good (under lock)
@@ -88,6 +98,10 @@ type Server struct {
 	contexts map[string]*execContext
 	defaults map[string]string // language → context id used when none is given
 	starting map[string]chan struct{}
+	seq      uint64 // last creation sequence number handed out
+
+	driversMu sync.Mutex
+	drivers   *drivers // kernel-side code, written on first use
 
 	envOnce   sync.Mutex
 	globalEnv map[string]string
@@ -109,33 +123,71 @@ func New(cfg Config, log *slog.Logger) *Server {
 	}
 }
 
-// Start fetches global env vars and starts the default python context, so
-// the first run_code does not pay for a kernel start.
+// Start fetches global env vars and starts the default contexts (Python
+// and JavaScript), so the first run does not pay for a kernel start. Only
+// the Python context's failure is returned; others are logged.
 func (s *Server) Start(ctx context.Context) error {
 	s.loadGlobalEnv(ctx, s.cfg.AccessToken)
-	c, err := s.defaultContext(ctx, "python")
-	if err != nil {
-		return fmt.Errorf("start default python context: %w", err)
+	type started struct {
+		lang string
+		c    *execContext
+		err  error
 	}
-	if kr, ok := c.run.(*kernelRunner); ok && len(s.cfg.Preload) > 0 {
-		// After the ready check, not before: a sandbox from a warm pool
-		// has long finished these imports when its first run arrives, and
-		// a cold one pays no more than the user's own import would cost.
-		// Holding the context's lock keeps user code from interleaving.
-		c.lock <- struct{}{}
+	// Sequence numbers are taken here so the listing order does not depend
+	// on which kernel is ready first.
+	results := make(chan started, len(s.cfg.DefaultLanguages))
+	for _, lang := range s.cfg.DefaultLanguages {
+		lang, seq := normalizeLanguage(lang), s.nextSeq()
 		go func() {
-			defer func() { <-c.lock }()
-			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-			defer cancel()
-			start := time.Now()
-			if err := kr.silentRun(wctx, preloadCode(s.cfg.Preload)); err != nil {
-				s.log.Warn("preloading modules failed", "err", err)
-				return
-			}
-			s.log.Info("preloaded modules", "modules", s.cfg.Preload, "took", time.Since(start).Round(time.Millisecond))
+			c, err := s.defaultContextSeq(ctx, lang, seq)
+			results <- started{lang, c, err}
 		}()
 	}
-	return nil
+	var pyErr error
+	for range s.cfg.DefaultLanguages {
+		r := <-results
+		switch {
+		case r.err != nil && r.lang == "python":
+			pyErr = fmt.Errorf("start default python context: %w", r.err)
+		case r.err != nil:
+			s.log.Warn("default context failed to start", "language", r.lang, "err", r.err)
+		case r.lang == "python":
+			s.preload(ctx, r.c)
+		}
+	}
+	return pyErr
+}
+
+// preload imports cfg.Preload into the default Python context in the
+// background.
+func (s *Server) preload(ctx context.Context, c *execContext) {
+	kr, ok := c.run.(*kernelRunner)
+	if !ok || len(s.cfg.Preload) == 0 {
+		return
+	}
+	// After the ready check, not before: a sandbox from a warm pool
+	// has long finished these imports when its first run arrives, and
+	// a cold one pays no more than the user's own import would cost.
+	// Holding the context's lock keeps user code from interleaving.
+	c.lock <- struct{}{}
+	go func() {
+		defer func() { <-c.lock }()
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		start := time.Now()
+		if err := kr.silentRun(wctx, preloadCode(s.cfg.Preload)); err != nil {
+			s.log.Warn("preloading modules failed", "err", err)
+			return
+		}
+		s.log.Info("preloaded modules", "modules", s.cfg.Preload, "took", time.Since(start).Round(time.Millisecond))
+	}()
+}
+
+func (s *Server) nextSeq() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	return s.seq
 }
 
 // preloadCode imports modules into the kernel's module cache without
@@ -164,6 +216,26 @@ func (s *Server) Close(ctx context.Context) {
 		go func() { defer wg.Done(); _ = c.run.Close(ctx) }()
 	}
 	wg.Wait()
+	s.driversMu.Lock()
+	if s.drivers != nil {
+		os.RemoveAll(s.drivers.dir)
+		s.drivers = nil
+	}
+	s.driversMu.Unlock()
+}
+
+// kernelDrivers returns the kernel-side code files, writing them once.
+func (s *Server) kernelDrivers() (*drivers, error) {
+	s.driversMu.Lock()
+	defer s.driversMu.Unlock()
+	if s.drivers == nil {
+		d, err := writeDrivers()
+		if err != nil {
+			return nil, err
+		}
+		s.drivers = d
+	}
+	return s.drivers, nil
 }
 
 // Handler returns the HTTP API.
@@ -183,8 +255,10 @@ func normalizeLanguage(lang string) string {
 	switch l := strings.ToLower(strings.TrimSpace(lang)); l {
 	case "", "python", "python3":
 		return "python"
-	case "js", "javascript", "typescript", "ts":
+	case "js", "javascript", "node":
 		return "javascript"
+	case "ts", "typescript":
+		return "typescript"
 	case "sh", "shell":
 		return "bash"
 	default:
@@ -192,73 +266,120 @@ func normalizeLanguage(lang string) string {
 	}
 }
 
-// kernelName picks the kernelspec for a language.
-func (s *Server) kernelName(lang string) string {
-	if lang == "python" {
+// kernelName picks the kernelspec for a language: other languages run in
+// the kernelspec of their own name (install one to add a language).
+func kernelName(lang string) string {
+	switch lang {
+	case "python":
 		return "python3"
+	case "r":
+		return "ir" // Debian's r-cran-irkernel
 	}
 	return lang
 }
 
-func (s *Server) newContext(ctx context.Context, lang, cwd string) (*execContext, error) {
-	lang = normalizeLanguage(lang)
+// languages lists what contexts can run here, for error messages.
+func (s *Server) languages() []string {
+	specs := jupyter.ListSpecs(s.cfg.KernelDirs)
+	has := func(name string) bool { return slices.Contains(specs, name) }
+	var out []string
+	if has("python3") {
+		out = append(out, "python")
+	}
+	if _, err := exec.LookPath("node"); err == nil || has("javascript") {
+		out = append(out, "javascript", "typescript")
+	}
+	if has("ir") {
+		out = append(out, "r")
+	}
+	out = append(out, "bash")
+	for _, n := range specs {
+		if !slices.Contains([]string{"python3", "ir", "javascript", "typescript", "bash"}, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// contextRequest describes a context to create.
+type contextRequest struct {
+	Language string
+	Cwd      string
+	User     string // "" = the server's own user (root in a sandbox)
+}
+
+func (s *Server) newContext(ctx context.Context, req contextRequest, seq uint64) (*execContext, error) {
+	lang := normalizeLanguage(req.Language)
+	cwd := req.Cwd
 	if cwd == "" {
 		cwd = s.cfg.DefaultCwd
 	}
 	if st, err := os.Stat(cwd); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("cwd %q is not an existing directory: %w", cwd, errInvalid)
 	}
-	env := s.kernelEnv()
+	user, err := lookupKernelUser(req.User)
+	if err != nil {
+		return nil, err
+	}
+	env := user.env(s.kernelEnv())
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
 	defer cancel()
-	var run runner
-	if lang == "javascript" {
-		if _, err := jupyter.LoadSpec(s.cfg.KernelDirs, "javascript"); err != nil {
-			if node, lerr := exec.LookPath("node"); lerr == nil {
-				r, err := startJSRunner(node, cwd, env)
-				if err != nil {
-					return nil, err
-				}
-				run = r
-			}
-		}
+	run, err := s.startRunner(ctx, lang, cwd, env, user)
+	if err != nil {
+		return nil, err
 	}
-	if lang == "bash" {
-		if _, err := jupyter.LoadSpec(s.cfg.KernelDirs, "bash"); err != nil {
-			r, err := startBashRunner(cwd, env)
-			if err != nil {
-				return nil, err
-			}
-			run = r
-		}
+	if seq == 0 {
+		seq = s.nextSeq()
 	}
-	if run == nil {
-		spec, err := jupyter.LoadSpec(s.cfg.KernelDirs, s.kernelName(lang))
-		if err != nil {
-			avail := append([]string{"bash"}, jupyter.ListSpecs(s.cfg.KernelDirs)...)
-			if _, err := exec.LookPath("node"); err == nil {
-				avail = append(avail, "javascript")
-			}
-			return nil, fmt.Errorf("language %q: %w; available: %s: %w", lang, errUnsupportedLanguage, strings.Join(avail, ", "), errInvalid)
-		}
-		log := s.log.With("language", lang)
-		r, err := startKernelRunner(ctx, spec, jupyter.Options{Dir: cwd, Env: env, Output: kernelOutput{log}, Logger: log}, log)
-		if err != nil {
-			return nil, err
-		}
-		run = r
-	}
-	c := &execContext{Context: Context{ID: newContextID(), Language: lang, Cwd: cwd}, run: run, lock: make(chan struct{}, 1)}
+	c := &execContext{Context: Context{ID: newContextID(), Language: lang, Cwd: cwd}, seq: seq, user: user.name, run: run, lock: make(chan struct{}, 1)}
 	s.mu.Lock()
 	s.contexts[c.ID] = c
 	s.mu.Unlock()
-	s.log.Info("context started", "context.id", c.ID, "language", lang, "cwd", cwd)
+	s.log.Info("context started", "context.id", c.ID, "language", lang, "cwd", cwd, "user", user.name)
 	return c, nil
+}
+
+// startRunner starts what runs a language's code: our own node driver for
+// JavaScript and TypeScript and a persistent shell for bash (unless a
+// kernelspec of that name is installed), a Jupyter kernel otherwise.
+func (s *Server) startRunner(ctx context.Context, lang, cwd string, env []string, user *kernelUser) (runner, error) {
+	_, specErr := jupyter.LoadSpec(s.cfg.KernelDirs, kernelName(lang))
+	switch {
+	case (lang == "javascript" || lang == "typescript") && specErr != nil:
+		if node, err := exec.LookPath("node"); err == nil {
+			d, err := s.kernelDrivers()
+			if err != nil {
+				return nil, err
+			}
+			return startJSRunner(node, d.nodeKernel, cwd, env, user, lang == "typescript")
+		}
+	case lang == "bash" && specErr != nil:
+		return startBashRunner(cwd, env, user)
+	}
+	spec, err := jupyter.LoadSpec(s.cfg.KernelDirs, kernelName(lang))
+	if err != nil {
+		return nil, fmt.Errorf("language %q is not available in this sandbox (available: %s; installing a Jupyter kernelspec named %q adds it): %w",
+			lang, strings.Join(s.languages(), ", "), kernelName(lang), errInvalid)
+	}
+	startup := ""
+	if d, err := s.kernelDrivers(); err == nil {
+		startup = d.ipythonStartup
+	} else {
+		s.log.Warn("kernels start without the rich-result start-up file", "err", err)
+	}
+	log := s.log.With("language", lang)
+	return startKernelRunner(ctx, spec, startup, jupyter.Options{Dir: cwd, Env: env, Output: kernelOutput{log}, Logger: log, Credential: user.cred}, log)
 }
 
 // defaultContext returns the shared context of a language, starting it
 // once even when many requests ask at the same time.
 func (s *Server) defaultContext(ctx context.Context, lang string) (*execContext, error) {
+	return s.defaultContextSeq(ctx, lang, 0)
+}
+
+// defaultContextSeq is defaultContext listing a context it starts at
+// position seq (0 = next).
+func (s *Server) defaultContextSeq(ctx context.Context, lang string, seq uint64) (*execContext, error) {
 	lang = normalizeLanguage(lang)
 	for {
 		s.mu.Lock()
@@ -282,7 +403,7 @@ func (s *Server) defaultContext(ctx context.Context, lang string) (*execContext,
 		s.starting[lang] = done
 		s.mu.Unlock()
 
-		c, err := s.newContext(ctx, lang, "")
+		c, err := s.newContext(ctx, contextRequest{Language: lang}, seq)
 		s.mu.Lock()
 		delete(s.starting, lang)
 		if err == nil {
@@ -367,17 +488,18 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 type createContextRequest struct {
 	Language string `json:"language"`
 	Cwd      string `json:"cwd"`
+	User     string `json:"user"` // E2B's server takes it; default root
 }
 
 func (s *Server) handleCreateContext(w http.ResponseWriter, r *http.Request) {
 	var req createContextRequest
 	if r.ContentLength != 0 {
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			writeText(w, http.StatusBadRequest, "Request body must be JSON {\"language\"?: ..., \"cwd\"?: ...}: "+err.Error())
+			writeText(w, http.StatusBadRequest, "Request body must be JSON {\"language\"?: ..., \"cwd\"?: ..., \"user\"?: ...}: "+err.Error())
 			return
 		}
 	}
-	c, err := s.newContext(r.Context(), req.Language, req.Cwd)
+	c, err := s.newContext(r.Context(), contextRequest(req), 0)
 	if err != nil {
 		s.writeError(w, err)
 		return
@@ -387,12 +509,17 @@ func (s *Server) handleCreateContext(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleListContexts(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	out := make([]Context, 0, len(s.contexts))
+	cs := make([]*execContext, 0, len(s.contexts))
 	for _, c := range s.contexts {
-		out = append(out, c.Context)
+		cs = append(cs, c)
 	}
 	s.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	// In creation order, as E2B lists them.
+	sort.Slice(cs, func(i, j int) bool { return cs[i].seq < cs[j].seq })
+	out := make([]Context, len(cs))
+	for i, c := range cs {
+		out[i] = c.Context
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -317,13 +317,14 @@ func TestContexts(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&cs)
 		var ids []string
 		for _, c := range cs {
-			ids = append(ids, c.ID)
+			ids = append(ids, c.Language+":"+c.ID)
 		}
-		sort.Strings(ids)
 		return ids
 	}
-	if ids := list(); len(ids) != 3 { // default python + a + b
-		t.Fatalf("contexts %v", ids)
+	// The default contexts, then a and b, in creation order.
+	if ids, want := list(), []string{"python:", "javascript:", "python:" + a.ID, "python:" + b.ID}; len(ids) != len(want) ||
+		!strings.HasPrefix(ids[0], want[0]) || !strings.HasPrefix(ids[1], want[1]) || ids[2] != want[2] || ids[3] != want[3] {
+		t.Fatalf("contexts %v, want %v", ids, want)
 	}
 	req, _ := http.NewRequest(http.MethodDelete, ts.URL+"/contexts/"+a.ID, nil)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
@@ -331,7 +332,7 @@ func TestContexts(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
-	if ids := list(); len(ids) != 2 {
+	if ids := list(); len(ids) != 3 {
 		t.Fatalf("after delete %v", ids)
 	}
 

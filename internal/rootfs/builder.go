@@ -95,7 +95,7 @@ func (b *Builder) resolve(name string) ([]step, error) {
 		if !validName(r.Name) {
 			return nil, errdefs.Invalid("rootfs recipe name %q: use lowercase letters, digits and dashes", r.Name)
 		}
-		for _, p := range r.Packages {
+		for _, p := range append(append([]string(nil), r.Packages...), r.Omit...) {
 			if !validPackage(p) {
 				return nil, errdefs.Invalid("rootfs recipe %q: %q is not a Debian package name (lowercase letters, digits, '+', '-', '.')", r.Name, p)
 			}
@@ -390,6 +390,10 @@ func (b *Builder) install(ctx context.Context, s step, root string, progress fun
 	defer unlock()
 	b.logPhase(s.Name, progress, "installing %d packages: %s", len(s.Packages), strings.Join(s.Packages, " "))
 	script := installScript + " " + strings.Join(s.Packages, " ")
+	if len(s.Omit) > 0 {
+		b.logPhase(s.Name, progress, "leaving out %s (a placeholder package provides them)", strings.Join(s.Omit, " "))
+		script = omitScript(s.Name, s.Omit) + script
+	}
 	if err := b.inChroot(ctx, s.Name, root, script, true, progress); err != nil {
 		return fmt.Errorf("install packages: %w", err)
 	}
@@ -426,6 +430,34 @@ EOF
 apt-get -q update
 apt-get -q -y -o Dpkg::Progress-Fancy=0 -o Dpkg::Use-Pty=0 upgrade
 apt-get -q -y --no-install-recommends -o Dpkg::Progress-Fancy=0 -o Dpkg::Use-Pty=0 install`
+
+// omitScript installs an empty package that provides omitted, so apt
+// treats dependencies on them as met and installs neither them nor their
+// own dependencies, while dpkg's database stays consistent: later
+// `apt-get install` runs in a sandbox work as usual, and installing one of
+// the omitted packages for real still works. Names were checked by
+// validPackage, so they need no quoting.
+func omitScript(recipe string, omitted []string) string {
+	return fmt.Sprintf(`set -eu
+d=$(mktemp -d)
+mkdir "$d/DEBIAN"
+cat > "$d/DEBIAN/control" <<'EOF'
+Package: sbx-omitted
+Version: 1
+Architecture: all
+Maintainer: sbx
+Priority: optional
+Section: misc
+Provides: %s
+Description: placeholder for packages the sbx %s template leaves out
+ sbx installs this empty package so that packages depending on the ones
+ it provides can be installed without them.
+EOF
+dpkg-deb --root-owner-group --build "$d" /tmp/sbx-omitted.deb >/dev/null
+dpkg -i /tmp/sbx-omitted.deb >/dev/null
+rm -rf "$d" /tmp/sbx-omitted.deb
+`, strings.Join(omitted, ", "), recipe)
+}
 
 // cleanupScript runs without the cache binds, so it only empties the tree.
 const cleanupScript = `set -eu

@@ -28,14 +28,19 @@ type Recipe struct {
 	Name     string   // [a-z0-9-]+, also the cache directory prefix
 	Parent   string   // recipe this one starts from; "" = debootstrap a fresh tree
 	Packages []string // Debian packages installed with apt-get (no recommends)
-	Script   string   // POSIX shell run as root in a chroot after the packages
+	// Omit are packages that others depend on but the tree does without:
+	// a placeholder package provides them, so apt installs neither them nor
+	// what they pull in (python3-scipy hard-depends on pythran, a compiler
+	// used only to build scipy, which brings gcc, g++ and boost: ~500 MB).
+	Omit   []string
+	Script string // POSIX shell run as root in a chroot after the packages
 }
 
 // Hash returns the cache key of r given the hash of its parent ("" when r
 // has no parent). It covers everything that changes the resulting tree: the
 // name, the parent, the package list as written (a reorder costs one
 // rebuild, which is cheaper than reasoning about apt's resolver), the script,
-// the Debian suite and the builder version.
+// the omitted packages, the Debian suite and the builder version.
 func Hash(r Recipe, parentHash string) string {
 	h := sha256.New()
 	// Length-prefixed fields, so "a"+"bc" never hashes like "ab"+"c".
@@ -50,6 +55,15 @@ func Hash(r Recipe, parentHash string) string {
 		field(p)
 	}
 	field(r.Script)
+	// Only when set, so the hashes (cache keys) of recipes without it stay
+	// what they were.
+	if len(r.Omit) > 0 {
+		field("omit")
+		field(fmt.Sprint(len(r.Omit)))
+		for _, p := range r.Omit {
+			field(p)
+		}
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -145,20 +159,36 @@ func codeInterpreterRecipe() Recipe {
 		Packages: []string{
 			"python3-ipykernel", "python3-numpy", "python3-pandas",
 			"python3-matplotlib", "python3-scipy", "python3-seaborn",
-			"python3-requests", "python3-bs4",
+			"python3-requests", "python3-bs4", "python3-pil",
+			// The optimised BLAS numpy and scipy use; it used to arrive
+			// through pythran's build dependencies (libopenblas-dev).
+			"libopenblas0",
+			// The R kernel (language "r"): ~60 MB with its dependencies.
+			"r-base-core", "r-cran-irkernel",
+			// The JavaScript/TypeScript kernel's parser and TypeScript
+			// transform (codeinterp's node driver loads them from
+			// /usr/share/nodejs). npm already pulls both in; listed because
+			// the kernel needs them, not only npm.
+			"node-acorn", "node-babel7",
 		},
+		// Kernels never compile C++ or attach a debugger: pythran (a
+		// build-time compiler scipy hard-depends on) brings gcc, g++, boost
+		// and openblas headers (~500 MB), debugpy's gdb another 25 MB.
+		Omit:   []string{"python3-pythran", "gdb"},
 		Script: codeInterpreterScript,
 	}
 }
 
 // codeInterpreterScript bakes the matplotlib font cache (3.4 s on first
-// import otherwise, runtime notes) and checks the kernelspec the code
-// interpreter agent starts.
+// import otherwise, runtime notes) for both users kernels run as, and checks
+// the kernelspecs the code interpreter starts and the libraries its
+// JavaScript kernel loads.
 const codeInterpreterScript = `set -eu
 warm='import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot; import matplotlib.font_manager'
 runuser -u user -- env HOME=/home/user python3 -c "$warm"
 HOME=/root python3 -c "$warm"
 ls /home/user/.cache/matplotlib/fontlist-*.json >/dev/null
+python3 -c 'import scipy.optimize, scipy.stats, scipy.signal, PIL.Image'
 
 k=/usr/share/jupyter/kernels/python3
 if [ ! -f "$k/kernel.json" ]; then
@@ -171,5 +201,12 @@ if [ ! -f "$k/kernel.json" ]; then
  "metadata": {"debugger": true}
 }
 EOF
+fi
+test -f /usr/share/jupyter/kernels/ir/kernel.json
+R --slave -e 'library(IRkernel)' >/dev/null
+node -e 'require("/usr/share/nodejs/acorn"); require("/usr/share/nodejs/@babel/core")'
+if command -v g++ >/dev/null || [ -d /usr/include/boost ]; then
+	echo "a C++ toolchain was installed although the recipe omits it" >&2
+	exit 1
 fi
 `

@@ -33,6 +33,9 @@ func TestHashChangesWithEveryInput(t *testing.T) {
 		{"boundary shift", func(r *Recipe) string { r.Packages = []string{"a", "b;1:t"}; r.Script = "rue"; return "parenthash" }},
 		{"script", func(r *Recipe) string { r.Script = "false"; return "parenthash" }},
 		{"script whitespace", func(r *Recipe) string { r.Script = "true\n"; return "parenthash" }},
+		{"omit added", func(r *Recipe) string { r.Omit = []string{"c"}; return "parenthash" }},
+		{"omit two", func(r *Recipe) string { r.Omit = []string{"c", "d"}; return "parenthash" }},
+		{"package moved to omit", func(r *Recipe) string { r.Packages = []string{"a"}; r.Omit = []string{"b"}; return "parenthash" }},
 	}
 	seen := map[string]string{ref: "reference"}
 	for _, tt := range tests {
@@ -114,6 +117,7 @@ func TestResolveErrors(t *testing.T) {
 		"orphan":   {Name: "orphan", Parent: "missing"},
 		"Bad_Name": {Name: "Bad_Name"},
 		"badpkg":   {Name: "badpkg", Packages: []string{"ok", "$(reboot)"}},
+		"badomit":  {Name: "badomit", Packages: []string{"ok"}, Omit: []string{"gdb\nProvides: x"}},
 	}
 	b := NewBuilder(t.TempDir(), nil)
 	b.lookup = func(n string) (Recipe, bool) { r, ok := recipes[n]; return r, ok }
@@ -126,6 +130,7 @@ func TestResolveErrors(t *testing.T) {
 		{"loop-a", "cycle", errdefs.ErrInvalidArgument},
 		{"Bad_Name", "lowercase", errdefs.ErrInvalidArgument},
 		{"badpkg", `"$(reboot)" is not a Debian package name`, errdefs.ErrInvalidArgument},
+		{"badomit", `"gdb\nProvides: x" is not a Debian package name`, errdefs.ErrInvalidArgument},
 	}
 	for _, tt := range tests {
 		_, err := b.Ensure(t.Context(), tt.name, nil)
@@ -215,6 +220,18 @@ func TestValidPackage(t *testing.T) {
 	} {
 		if got := validPackage(p); got != want {
 			t.Errorf("validPackage(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
+
+// The placeholder for omitted packages provides exactly them, so apt
+// treats dependencies on them as met.
+func TestOmitScript(t *testing.T) {
+	t.Parallel()
+	s := omitScript("ci", []string{"python3-pythran", "gdb"})
+	for _, want := range []string{"Package: sbx-omitted\n", "Provides: python3-pythran, gdb\n", "dpkg -i "} {
+		if !strings.Contains(s, want) {
+			t.Errorf("omit script lacks %q:\n%s", want, s)
 		}
 	}
 }

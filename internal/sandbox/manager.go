@@ -316,7 +316,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 // exit code and last output; one that exits 0 may have started a daemon,
 // so the ready check goes on.
 func (m *Manager) startCommand(ctx context.Context, a *agent, token string, tpl template.Template) error {
-	resp, err := a.startStream(ctx, token, tpl.User, tpl.Workdir, tpl.StartCmd)
+	resp, err := a.startStream(ctx, token, tpl.StartAs(), tpl.Workdir, tpl.StartCmd)
 	if err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func (m *Manager) snapshotKey(tpl template.Template) string {
 		User, Workdir, Runtime string
 		Env                    []string
 		Agent                  map[string]string
-	}{1, tpl.ContentKey, tpl.StartCmd, tpl.ReadyCmd, tpl.ReadyPort, tpl.User, tpl.Workdir, runtimeIdentity(m.rt.snap),
+	}{1, tpl.ContentKey, tpl.StartCmd, tpl.ReadyCmd, tpl.ReadyPort, tpl.StartAs(), tpl.Workdir, runtimeIdentity(m.rt.snap),
 		env, agentStamps(m.cfg.AgentDir)})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])

@@ -37,15 +37,19 @@ type Template struct {
 	// Layers is the read-only layer stack of a built template, topmost
 	// first, ending with its base's root filesystem. Rootfs is then a
 	// read-only overlay mount of exactly these layers.
-	Layers    []string
-	ReadyCmd  string // polled until exit 0 after StartCmd ("" = none)
-	CPUCount  int
-	MemoryMB  int
-	DiskMB    int
-	User      string // default user for commands
-	Workdir   string // default working directory
-	StartCmd  string // started after /init; "" = none
-	ReadyPort int    // when > 0, ready once GET /health on this port answers 200
+	Layers   []string
+	ReadyCmd string // polled until exit 0 after StartCmd ("" = none)
+	CPUCount int
+	MemoryMB int
+	DiskMB   int
+	User     string // default user for commands
+	Workdir  string // default working directory
+	StartCmd string // started after /init; "" = none
+	// StartUser runs StartCmd ("" = User). The code interpreter's server
+	// runs as root, as E2B's does, so its kernels run as root by default
+	// and as any user a context asks for.
+	StartUser string
+	ReadyPort int // when > 0, ready once GET /health on this port answers 200
 	// ContentKey identifies the build's filesystem content (the builder's
 	// last cache key); "" for built-in templates. Snapshots are keyed by it.
 	ContentKey string
@@ -262,6 +266,14 @@ func (t Template) Lower() []string {
 	return []string{t.Rootfs}
 }
 
+// StartAs is the user the start command runs as.
+func (t Template) StartAs() string {
+	if t.StartUser != "" {
+		return t.StartUser
+	}
+	return t.User
+}
+
 // Builder prepares a built-in root filesystem by recipe name.
 type Builder interface {
 	Ensure(ctx context.Context, name string, progress func(line string)) (string, error)
@@ -281,7 +293,7 @@ func Builtins() []Builtin {
 		{Recipe: "code-interpreter", Template: Template{ID: "code-interpreter", BuildID: "code-interpreter",
 			Names: []string{"code-interpreter", "code-interpreter-v1", "e2bdev/code-interpreter"}, Public: true,
 			CPUCount: 2, MemoryMB: 1024, DiskMB: 2048, User: "user", Workdir: "/home/user",
-			StartCmd: "/.sbx/bin/codeinterp --port 49999", ReadyPort: 49999, NoSnapshot: true}},
+			StartCmd: "/.sbx/bin/codeinterp --port 49999", StartUser: "root", ReadyPort: 49999, NoSnapshot: true}},
 	}
 }
 

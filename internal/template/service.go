@@ -196,16 +196,17 @@ func (s *Service) templateOf(r Record, b BuildRecord) (Template, error) {
 	var req StartRequest
 	_ = json.Unmarshal(b.Request, &req)
 	startCmd, readyCmd, readyPort, noSnapshot := b.Result.StartCmd, b.Result.ReadyCmd, 0, req.NoSnapshot
+	startUser := ""
 	if startCmd == "" { // inherit the base's start command (code-interpreter's kernel server)
 		if base, ok := s.reg.Get(req.base()); ok {
-			startCmd, readyCmd, readyPort = base.StartCmd, base.ReadyCmd, base.ReadyPort
+			startCmd, readyCmd, readyPort, startUser = base.StartCmd, base.ReadyCmd, base.ReadyPort, base.StartUser
 			noSnapshot = noSnapshot || base.NoSnapshot
 		}
 	}
 	return Template{ID: r.ID, BuildID: b.ID, Names: r.Names, Public: r.Public, TeamID: r.TeamID,
 		Rootfs: root, Layers: b.Result.Layers, CPUCount: r.CPUCount, MemoryMB: r.MemoryMB, DiskMB: r.DiskMB,
 		User: b.Result.User, Workdir: b.Result.Workdir, Env: b.Result.Env,
-		StartCmd: startCmd, ReadyCmd: readyCmd, ReadyPort: readyPort, ContentKey: b.Result.ContentKey, NoSnapshot: noSnapshot,
+		StartCmd: startCmd, StartUser: startUser, ReadyCmd: readyCmd, ReadyPort: readyPort, ContentKey: b.Result.ContentKey, NoSnapshot: noSnapshot,
 		CreatedAt: r.CreatedAt, UpdatedAt: b.FinishedAt}, nil
 }
 

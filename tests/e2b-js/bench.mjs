@@ -11,6 +11,8 @@
 //              measure warm starts)
 //   runcode    runCode("1+1") round trip on a ready code-interpreter sandbox
 //   ci-first   Sandbox.create() (code-interpreter) → first runCode with numpy imported
+//              (SBX_BENCH_REFILL_MS, default 500: pause between creates for the
+//              warm pool to refill; on a busy machine a pool takes seconds)
 import { Sandbox } from 'e2b'
 import { Sandbox as CodeSandbox } from '@e2b/code-interpreter'
 
@@ -84,7 +86,7 @@ const scenarios = {
       xs.push(performance.now() - t0)
       if (r.text !== '3') throw new Error(`runCode gave ${r.text}`)
       await sbx.kill()
-      await new Promise((res) => setTimeout(res, 500)) // let the pool refill
+      await new Promise((res) => setTimeout(res, Number(process.env.SBX_BENCH_REFILL_MS || 500))) // let the pool refill
     }
     report('ci-first', xs)
   },

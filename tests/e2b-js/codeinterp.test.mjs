@@ -115,7 +115,7 @@ integration(env, 'code interpreter (@e2b/code-interpreter)', () => {
     assert.equal(first.logs.stdout.join(''), '10\n')
     assert.equal(first.logs.stderr.join(''), 'warn\n')
     const second = await sbx.runCode('echo "N=$N user=$(whoami)"', { language: 'bash' })
-    assert.equal(second.logs.stdout.join(''), 'N=5 user=user\n')
+    assert.equal(second.logs.stdout.join(''), 'N=5 user=root\n') // kernels run as root, as in E2B
     const failed = await sbx.runCode('false', { language: 'bash' })
     assert.ok(failed.error, 'a failing command reports an error')
   })

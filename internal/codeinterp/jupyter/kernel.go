@@ -55,6 +55,9 @@ type Options struct {
 	// (not the user code's output, which travels over iopub).
 	Output io.Writer
 	Logger *slog.Logger
+	// Credential runs the kernel as another user (nil = ours); that user
+	// gets the connection file.
+	Credential *syscall.Credential
 }
 
 // Kernel is one running kernel process with its five channels connected.
@@ -148,6 +151,18 @@ func (k *Kernel) launch(opts Options) error {
 	if err := os.WriteFile(connFile, b, 0o600); err != nil {
 		return fmt.Errorf("write connection file: %w", err)
 	}
+	if c := opts.Credential; c != nil {
+		// The kernel's user gets the file and may pass through the dir,
+		// which stays ours: nothing in it can be replaced by a link.
+		err := os.Chmod(dir, 0o711)
+		if err == nil {
+			err = os.Chown(connFile, int(c.Uid), int(c.Gid))
+		}
+		if err != nil {
+			os.RemoveAll(dir)
+			return fmt.Errorf("give the connection file to uid %d: %w", c.Uid, err)
+		}
+	}
 	argv := k.spec.argv(connFile)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = opts.Dir
@@ -168,7 +183,7 @@ func (k *Kernel) launch(opts Options) error {
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group: an interrupt or kill reaches the kernel's children
 	// (a `!sleep` or subprocess started by user code) and not us.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: opts.Credential}
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return fmt.Errorf("start kernel %s (%s): %w", k.spec.Name, argv[0], err)

@@ -1,0 +1,46 @@
+package codeinterp
+
+import (
+	_ "embed"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// The code the code interpreter runs inside its kernels, shipped in its
+// binary so that it always matches the server (and needs no template
+// rebuild when it changes).
+var (
+	//go:embed driver/ipython_startup.py
+	ipythonStartup []byte
+	//go:embed driver/node_kernel.js
+	nodeKernel []byte
+)
+
+// drivers are the files above written to a directory every kernel user
+// can read but only we can write.
+type drivers struct {
+	dir            string
+	ipythonStartup string
+	nodeKernel     string
+}
+
+func writeDrivers() (*drivers, error) {
+	dir, err := os.MkdirTemp("", "sbx-codeinterp-")
+	if err != nil {
+		return nil, fmt.Errorf("kernel driver dir: %w", err)
+	}
+	d := &drivers{dir: dir, ipythonStartup: filepath.Join(dir, "ipython_startup.py"), nodeKernel: filepath.Join(dir, "node_kernel.js")}
+	err = os.Chmod(dir, 0o755)
+	if err == nil {
+		err = os.WriteFile(d.ipythonStartup, ipythonStartup, 0o644)
+	}
+	if err == nil {
+		err = os.WriteFile(d.nodeKernel, nodeKernel, 0o644)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("write kernel drivers: %w", err)
+	}
+	return d, nil
+}
