@@ -404,3 +404,13 @@ func (s *Server) Raw(t testing.TB, method, path, body string, headers map[string
 	b, _ := io.ReadAll(resp.Body)
 	return RawResponse{resp.StatusCode, resp.Header, string(b)}
 }
+
+// Pid is the process ID of the running server (0 when it is not running).
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
