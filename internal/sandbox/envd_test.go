@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/envd"
+	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/sdk"
 )
 
@@ -178,5 +180,23 @@ func TestAgentHugeFrame(t *testing.T) {
 	}
 	if _, err := a.start(t.Context(), "", "", "", "sleep 1"); !errors.Is(err, sdk.ErrMessageTooLarge) {
 		t.Errorf("start against a 4 GiB frame: %v", err)
+	}
+}
+
+func TestAgentBrokeIsAClientError(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("init: %w", ErrAgentUnproven), true},
+		{fmt.Errorf("ready: %w", sdk.ErrMessageTooLarge), true},
+		{errors.New("envd did not start listening"), false},
+	} {
+		m := &Manager{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		err := m.agentBroke("sbxa", tt.err)
+		if got := errors.Is(err, errdefs.ErrFailedPrecondition); got != tt.want || !errors.Is(err, tt.err) {
+			t.Errorf("agentBroke(%v) = %v", tt.err, err)
+		}
 	}
 }

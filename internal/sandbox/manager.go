@@ -326,14 +326,27 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		err = a.init(ctx, req)
 	}
 	if err != nil {
-		return nil, err
+		return nil, m.agentBroke(sb.ID, err)
 	}
 	if tpl.StartCmd != "" && how.snapshot == "" {
 		if err := m.startCommand(ctx, a, sb.AccessToken, tpl); err != nil {
-			return nil, err
+			return nil, m.agentBroke(sb.ID, err)
 		}
 	}
 	return l, nil
+}
+
+// agentBroke gives the errors which mean that what answers on the
+// sandbox's socket is not the envd sbx started (no proof of the key, a
+// message over the host's limit) a message the client can act on; the
+// detail goes to the log. Other errors pass unchanged.
+func (m *Manager) agentBroke(id string, err error) error {
+	if errors.Is(err, ErrAgentUnproven) || errors.Is(err, sdk.ErrMessageTooLarge) {
+		m.log.Warn("the sandbox's agent broke the protocol; removing the sandbox", "sandbox.id", id, "err", err)
+		return errdefs.Wrap(errdefs.ErrFailedPrecondition, err, "sandbox %s was removed: its agent broke the protocol "+
+			"with the host (did something in it, such as the start command, replace /.sbx/run/envd.sock?)", id)
+	}
+	return err
 }
 
 // startCommand starts the template's start command and waits until it is

@@ -288,6 +288,8 @@ func TestAgentHostileFrameLength(t *testing.T) {
 	if err == nil {
 		_ = s.Kill(context.Background())
 		t.Errorf("create from a template whose agent sends a 4 GiB frame succeeded")
+	} else if !strings.Contains(err.Error(), "broke the protocol") {
+		t.Errorf("the create failed without saying why: %v", err)
 	}
 	took := time.Since(t0)
 	grew := serverHWM(t, srv) - hwm0
