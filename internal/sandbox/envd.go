@@ -233,6 +233,8 @@ func (a *agent) start(ctx context.Context, token, user, cwd, cmd string) (*start
 			s.tail = append(s.tail[:0], s.tail[len(s.tail)-outputTail:]...)
 		}
 	}
+	// The callbacks keep the interleaved tail; the handle itself keeps
+	// next to nothing of a command that may print for as long as it runs.
 	s.h, err = sb.Commands.Start(ctx, cmd, sdk.RunOptions{User: user, Cwd: cwd, OutputLimit: 1, OnStdout: add, OnStderr: add})
 	if err != nil {
 		return nil, fmt.Errorf("start command %q: %w", cmd, err)
