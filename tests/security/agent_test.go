@@ -29,11 +29,21 @@ import (
 // claim, where the host used to write the token through the first link and
 // send /init through the second (into B's envd, which took it: B's token
 // replaced by A's, A's commands running in B).
+//
+// Under "runsc-snapshot" the template is snapshotted under runsc while its
+// start command sleeps, so the pooled sandbox is a clone restored from the
+// snapshot that plants the links after its restore.
 func TestAgentPlantedRunDirLinks(t *testing.T) {
-	for _, rt := range agentRuntimes(t) {
+	variants := agentRuntimes(t)
+	for i := range variants {
+		variants[i].flags = append(variants[i].flags, "--snapshot-runtime", "none")
+	}
+	if len(variants) > 1 {
+		variants = append(variants, agentRuntime{name: "runsc-snapshot", snapshot: true})
+	}
+	for _, rt := range variants {
 		t.Run(rt.name, func(t *testing.T) {
-			srv := startServer(t, append(rt.flags, "--snapshot-runtime", "none",
-				"--pool", "base=0", "--pool", "code-interpreter=0", "--pool", "*=1:1")...)
+			srv := startServer(t, append(rt.flags, "--pool", "base=0", "--pool", "code-interpreter=0", "--pool", "*=1:1")...)
 			victim := srv.ClientWithKey(t, srv.CreateTeam(t, "victim"))
 			b := create(t, victim, sdk.CreateOptions{})
 			if b.EnvdAccessToken == "" {
@@ -49,9 +59,17 @@ func TestAgentPlantedRunDirLinks(t *testing.T) {
 			// host's kept-alive connections), as before a checkpoint; the links
 			// then replace the socket and the token file.
 			// The template's user is root (sudo does not work under runsc).
-			plant := fmt.Sprintf(`sleep 1; kill -USR1 1; sleep 1; ln -sfn %s /.sbx/run/access-token; ln -sfn %s /.sbx/run/envd.sock`,
-				hostFile, bSock)
-			agentBuildTemplate(t, srv, "planter", "FROM base\nUSER root\n", "--no-snapshot", "-c", plant)
+			delay, build := 1, []string{"--no-snapshot"}
+			if rt.snapshot {
+				// Long enough for the snapshot to be taken first.
+				delay, build = 8, []string{"--ready-cmd", "true"}
+			}
+			plant := fmt.Sprintf(`sleep %d; kill -USR1 1; sleep 1; ln -sfn %s /.sbx/run/access-token; ln -sfn %s /.sbx/run/envd.sock`,
+				delay, hostFile, bSock)
+			agentBuildTemplate(t, srv, "planter", "FROM base\nUSER root\n", append(build, "-c", plant)...)
+			if rt.snapshot && !strings.Contains(srv.Log(), "template snapshot taken") {
+				t.Fatal("the template was not snapshotted: the test proves nothing for clones")
+			}
 
 			a := srv.Client(t)
 			a1 := create(t, a, sdk.CreateOptions{Template: "planter"}) // starts the template's pool
@@ -310,8 +328,9 @@ func TestAgentHostileFrameLength(t *testing.T) {
 }
 
 type agentRuntime struct {
-	name  string
-	flags []string
+	name     string
+	flags    []string
+	snapshot bool // sandboxes of the attacking template are snapshot clones
 }
 
 // agentRuntimes are the runtimes the agent attacks run under: crun always,
