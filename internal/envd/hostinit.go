@@ -1,14 +1,12 @@
 package envd
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -125,8 +123,10 @@ func refuseInit(next http.Handler) http.Handler {
 // writeTokenFile leaves the access token where in-sandbox services
 // started before a warm-pool claim can read it (the code interpreter's
 // --access-token-file): readable by the default user only, the user such
-// services run as. It is replaced, never written through, so a link
-// planted there is dropped; an empty token removes it.
+// services run as. It is written in place, with no more syscalls than
+// needed (they are most of a claim's /init), but never through a link or
+// into anything but a regular file: a link, FIFO or device planted there
+// is removed and the file made anew. An empty token removes it.
 func (s *Server) writeTokenFile() error {
 	if s.tokenFile == "" {
 		return nil
@@ -138,33 +138,52 @@ func (s *Server) writeTokenFile() error {
 		}
 		return nil
 	}
-	uid, gid := 0, 0
-	if u, err := s.sess.LookupUser(""); err == nil {
-		uid, gid = int(u.UID), int(u.GID)
-	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(filepath.Dir(s.tokenFile), ".access-token-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o400)
+	uid, gid := s.sess.defaultUserIDs()
+	f, st, err := openRegular(s.tokenFile)
 	if err != nil {
 		return err
 	}
-	_, err = f.WriteString(token)
-	if err == nil {
+	// Overwrite and trim rather than truncate to zero first: ext4 flushes
+	// a file truncated to zero and rewritten at close (auto_da_alloc),
+	// which costs more than the rest of the /init.
+	_, err = f.WriteAt([]byte(token), 0)
+	if err == nil && st.Size != int64(len(token)) {
+		err = f.Truncate(int64(len(token)))
+	}
+	if err == nil && (int(st.Uid) != uid || int(st.Gid) != gid) {
 		err = f.Chown(uid, gid)
 	}
-	if err == nil {
+	if err == nil && st.Mode&0o7777 != 0o400 {
 		err = f.Chmod(0o400)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp, s.tokenFile)
-	}
 	if err != nil {
-		_ = os.Remove(tmp)
 		return fmt.Errorf("token file for uid %d: %w", uid, err)
 	}
 	return nil
+}
+
+// openRegular opens path for writing, creating it 0400; a link
+// is not followed and a FIFO does not block. Anything but a regular file
+// found there is removed once and the file created anew.
+func openRegular(path string) (*os.File, *syscall.Stat_t, error) {
+	const flags = os.O_WRONLY | os.O_CREATE | syscall.O_NOFOLLOW | syscall.O_NONBLOCK
+	for attempt := 0; ; attempt++ {
+		f, err := os.OpenFile(path, flags, 0o400)
+		if err == nil {
+			var st syscall.Stat_t
+			if err = syscall.Fstat(int(f.Fd()), &st); err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
+				return f, &st, nil
+			}
+			f.Close()
+		}
+		if attempt > 0 {
+			return nil, nil, fmt.Errorf("%s is not a regular file: %w", path, err)
+		}
+		if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return nil, nil, rerr
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/sbxdev/sbx/internal/agentauth"
@@ -192,6 +193,30 @@ func TestTokenFile(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(file); string(b) != "tok1" {
 		t.Errorf("token file holds %q", b)
+	}
+	e.post(t, "/init", `{"accessToken":"t2"}`) // shorter: no tail of the old one stays
+	if b, _ := os.ReadFile(file); string(b) != "t2" {
+		t.Errorf("token file holds %q after a shorter token", b)
+	}
+	// A FIFO planted in its place neither blocks envd nor gets the token.
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(file, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	e.post(t, "/init", `{"accessToken":"tok3"}`)
+	if fi, err := os.Lstat(file); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("the planted FIFO stayed: %v %v", fi, err)
+	} else if b, _ := os.ReadFile(file); string(b) != "tok3" {
+		t.Errorf("token file holds %q", b)
+	}
+	if os.Geteuid() == 0 { // only root can give the file to the default user
+		e.post(t, "/init", `{"accessToken":"tok4","defaultUser":"nobody"}`)
+		var st syscall.Stat_t
+		if err := syscall.Stat(file, &st); err != nil || st.Uid != 65534 || st.Mode&0o777 != 0o400 {
+			t.Errorf("token file for default user nobody: uid %d mode %o (%v), want 65534 0400", st.Uid, st.Mode&0o777, err)
+		}
 	}
 	e.post(t, "/init", `{"accessToken":""}`)
 	if _, err := os.Lstat(file); !os.IsNotExist(err) {
