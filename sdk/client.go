@@ -52,6 +52,11 @@ type Config struct {
 	// TeamID, sent as X-Team-ID, makes an sbx admin key act on that team
 	// (its sandboxes, keys, budget). A team's own key needs none.
 	TeamID string
+	// MaxMessageBytes bounds one message read from envd or the code
+	// interpreter (a stream envelope, a JSON response); a longer one
+	// fails the call with ErrMessageTooLarge. 0 means
+	// DefaultMaxMessageBytes. File contents (Files.Read) are not bounded.
+	MaxMessageBytes int
 }
 
 // ConfigFromEnv reads E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY, the same
@@ -80,11 +85,12 @@ var ErrNoAPIKey = errors.New("no API key: set E2B_API_KEY or Config.APIKey")
 // Client talks to one sbx (or E2B-compatible) server. It is safe for
 // concurrent use.
 type Client struct {
-	apiURL     *url.URL
+	apiURL     *url.URL // nil for a client of one envd (NewEnvd)
 	sandboxURL *url.URL
 	apiKey     string
 	teamID     string
 	http       *http.Client
+	maxMessage int
 }
 
 // NewClient checks cfg and returns a client. It does not contact the server.
@@ -110,8 +116,55 @@ func NewClient(cfg Config) (*Client, error) {
 	if hc == nil {
 		hc = defaultHTTPClient()
 	}
-	return &Client{apiURL: apiURL, sandboxURL: sandboxURL, apiKey: cfg.APIKey, teamID: cfg.TeamID, http: hc}, nil
+	return &Client{apiURL: apiURL, sandboxURL: sandboxURL, apiKey: cfg.APIKey, teamID: cfg.TeamID, http: hc,
+		maxMessage: maxMessage(cfg.MaxMessageBytes)}, nil
 }
+
+func maxMessage(n int) int {
+	if n <= 0 {
+		return DefaultMaxMessageBytes
+	}
+	return n
+}
+
+// EnvdConfig reaches one sandbox's envd directly, without the control
+// plane: a host that runs sandboxes itself (sbx does, over envd's unix
+// socket), or a test.
+type EnvdConfig struct {
+	// URL is envd's base URL, e.g. "http://envd" with an HTTPClient whose
+	// transport dials envd's socket.
+	URL string
+	// HTTPClient is used for every request; nil means a default client.
+	HTTPClient *http.Client
+	// SandboxID and AccessToken identify the sandbox to envd (the token
+	// its /init set; "" for none).
+	SandboxID   string
+	AccessToken string
+	// MaxMessageBytes is as in Config.
+	MaxMessageBytes int
+}
+
+// NewEnvd returns a sandbox handle whose Commands and Files talk to envd
+// at cfg.URL. It has no control plane: Kill, SetTimeout, Info, Metrics and
+// Pause return an error.
+func NewEnvd(cfg EnvdConfig) (*Sandbox, error) {
+	if cfg.SandboxID == "" {
+		return nil, errors.New("sdk.NewEnvd: SandboxID is required")
+	}
+	u, err := parseBaseURL("envd URL", cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = defaultHTTPClient()
+	}
+	c := &Client{sandboxURL: u, http: hc, maxMessage: maxMessage(cfg.MaxMessageBytes)}
+	return c.newSandbox(sandboxJSON{SandboxID: cfg.SandboxID, EnvdAccessToken: cfg.AccessToken, EnvdVersion: "unknown"})
+}
+
+// errNoControlPlane is returned by control-plane calls of a NewEnvd handle.
+var errNoControlPlane = errors.New("this handle talks to envd only (sdk.NewEnvd); use a Client from NewClient for control-plane calls")
 
 func parseBaseURL(what, raw string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimRight(raw, "/"))
@@ -142,6 +195,9 @@ func defaultHTTPClient() *http.Client {
 // decodes a JSON response into out (nil to discard). Non-2xx answers become
 // *APIError. The response headers are returned for pagination.
 func (c *Client) apiDo(ctx context.Context, method, path string, query url.Values, body, out any) (http.Header, error) {
+	if c.apiURL == nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, errNoControlPlane)
+	}
 	u := *c.apiURL
 	u.Path = strings.TrimRight(u.Path, "/") + path
 	u.RawQuery = query.Encode()

@@ -3,6 +3,7 @@ package sdk
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -417,5 +418,49 @@ func TestFiles(t *testing.T) {
 	}
 	if created, err := f.MakeDir(ctx, "/d"); created || err != nil {
 		t.Errorf("MakeDir existing = %v, %v", created, err)
+	}
+}
+
+// NewEnvd talks to one envd directly: commands work with the limits of
+// its config, the control plane is refused.
+func TestNewEnvd(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("x", 4096)
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /process.Process/Start", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Access-Token") != "tok" {
+			t.Errorf("access token %q", r.Header.Get("X-Access-Token"))
+		}
+		w.Header().Set("Content-Type", "application/connect+json")
+		data := base64.StdEncoding.EncodeToString([]byte(big))
+		w.Write(append(envelopes(`{"event":{"start":{"pid":7}}}`, `{"event":{"data":{"stdout":"`+data+`"}}}`,
+			`{"event":{"data":{"stdout":"dGFpbA=="}}}`, `{"event":{"end":{"exited":true}}}`),
+			encodeEnvelope(envelopeEndStream, []byte(`{}`))...))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	s, err := NewEnvd(EnvdConfig{URL: srv.URL, SandboxID: "abc123", AccessToken: "tok", MaxMessageBytes: 8 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Commands.Run(t.Context(), "x", RunOptions{OutputLimit: 6})
+	if err != nil || res.Stdout != "xxtail" {
+		t.Errorf("Run = %+v, %v; want the last 6 bytes", res, err)
+	}
+	small, err := NewEnvd(EnvdConfig{URL: srv.URL, SandboxID: "abc123", AccessToken: "tok", MaxMessageBytes: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := small.Commands.Run(t.Context(), "x", RunOptions{}); !errors.Is(err, ErrMessageTooLarge) {
+		t.Errorf("a 5 KiB envelope over a 1 KiB limit: %v", err)
+	}
+	if err := s.Kill(t.Context()); err == nil || !strings.Contains(err.Error(), "envd only") {
+		t.Errorf("Kill on an envd handle: %v", err)
+	}
+	if _, err := NewEnvd(EnvdConfig{URL: "unix:///x", SandboxID: "abc123"}); err == nil {
+		t.Error("a non-http URL is accepted")
+	}
+	if _, err := NewEnvd(EnvdConfig{URL: srv.URL}); err == nil {
+		t.Error("a handle without a sandbox ID is accepted")
 	}
 }

@@ -335,7 +335,7 @@ func (s *Sandbox) codeJSON(ctx context.Context, method, path string, body, out a
 		return err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	data, err := readLimited(resp.Body, s.client.maxMessage)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,11 @@ type RunOptions struct {
 	OnStderr func(chunk string)
 	// Tag names the process so it can be found in List.
 	Tag string
+	// OutputLimit, when > 0, keeps only the last OutputLimit bytes of
+	// stdout and of stderr in the handle and the result (OnStdout and
+	// OnStderr still see everything); 0 keeps all of it. A command that
+	// prints without end needs a limit.
+	OutputLimit int
 }
 
 // CommandResult is the outcome of a finished command.
@@ -169,7 +174,7 @@ func (c *Commands) attach(st *serverStream, cancel context.CancelFunc, opts RunO
 	if ev.Event.Start == nil {
 		return fail(fmt.Errorf("expected a start event first, got %s", msg))
 	}
-	h := &CommandHandle{PID: ev.Event.Start.PID, cmds: c, cancel: cancel, done: make(chan struct{})}
+	h := &CommandHandle{PID: ev.Event.Start.PID, cmds: c, cancel: cancel, done: make(chan struct{}), limit: opts.OutputLimit}
 	go h.read(st, opts.OnStdout, opts.OnStderr)
 	return h, nil
 }
@@ -188,10 +193,24 @@ type CommandHandle struct {
 	done   chan struct{}
 
 	mu     sync.Mutex
-	stdout strings.Builder
-	stderr strings.Builder
+	limit  int // RunOptions.OutputLimit
+	stdout []byte
+	stderr []byte
 	result *CommandResult
 	err    error
+}
+
+// keep appends data to buf and, with a limit, drops what is older than
+// the last limit bytes.
+func keep(buf, data []byte, limit int) []byte {
+	buf = append(buf, data...)
+	if limit > 0 && len(buf) > limit {
+		// Copy down rather than reslice, or buf's array would keep all of
+		// the output it ever held.
+		n := copy(buf, buf[len(buf)-limit:])
+		buf = buf[:n]
+	}
+	return buf
 }
 
 func (h *CommandHandle) read(st *serverStream, onStdout, onStderr func(string)) {
@@ -212,8 +231,8 @@ func (h *CommandHandle) read(st *serverStream, onStdout, onStderr func(string)) 
 		switch e := ev.Event; {
 		case e.Data != nil:
 			h.mu.Lock()
-			h.stdout.Write(e.Data.Stdout)
-			h.stderr.Write(e.Data.Stderr)
+			h.stdout = keep(h.stdout, e.Data.Stdout, h.limit)
+			h.stderr = keep(h.stderr, e.Data.Stderr, h.limit)
 			h.mu.Unlock()
 			if len(e.Data.Stdout) > 0 && onStdout != nil {
 				onStdout(string(e.Data.Stdout))
@@ -223,7 +242,7 @@ func (h *CommandHandle) read(st *serverStream, onStdout, onStderr func(string)) 
 			}
 		case e.End != nil:
 			h.mu.Lock()
-			res := &CommandResult{Stdout: h.stdout.String(), Stderr: h.stderr.String(), ExitCode: e.End.ExitCode, Error: e.End.Error}
+			res := &CommandResult{Stdout: string(h.stdout), Stderr: string(h.stderr), ExitCode: e.End.ExitCode, Error: e.End.Error}
 			h.mu.Unlock()
 			// Drain to the end-of-stream envelope so a trailing error
 			// is not lost; the result stands either way.
@@ -275,14 +294,14 @@ func (h *CommandHandle) Wait(ctx context.Context) (*CommandResult, error) {
 func (h *CommandHandle) Stdout() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.stdout.String()
+	return string(h.stdout)
 }
 
 // Stderr returns the error output received so far.
 func (h *CommandHandle) Stderr() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.stderr.String()
+	return string(h.stderr)
 }
 
 // Kill sends SIGKILL to the process.

@@ -32,10 +32,18 @@ const (
 	envelopeCompressed = 0x01
 	envelopeEndStream  = 0x02
 
-	// maxEnvelope bounds one message so a broken peer cannot make us
-	// allocate gigabytes; envd's output chunks are small.
-	maxEnvelope = 64 << 20
+	// DefaultMaxMessageBytes bounds one message read from envd (a stream
+	// envelope or a unary response) unless Config.MaxMessageBytes says
+	// otherwise, so a broken or hostile peer cannot make the client
+	// allocate what it announces. envd's messages are small: process
+	// output comes in chunks of 32 KiB; a deep ListDir is the largest.
+	DefaultMaxMessageBytes = 32 << 20
 )
+
+// ErrMessageTooLarge is wrapped by the error of a read that met a message
+// over the client's limit (Config.MaxMessageBytes). The peer broke the
+// protocol or is hostile: retrying does not help.
+var ErrMessageTooLarge = errors.New("message from envd exceeds the size limit")
 
 // encodeEnvelope frames one message for a streaming request or response.
 func encodeEnvelope(flags byte, msg []byte) []byte {
@@ -46,17 +54,18 @@ func encodeEnvelope(flags byte, msg []byte) []byte {
 	return b
 }
 
-// readEnvelope reads one envelope. It returns io.EOF only at a clean
+// readEnvelope reads one envelope of at most max bytes; the length is
+// checked before anything is allocated. It returns io.EOF only at a clean
 // boundary before any byte of a new envelope; a truncated envelope is
 // io.ErrUnexpectedEOF.
-func readEnvelope(r io.Reader) (flags byte, msg []byte, err error) {
+func readEnvelope(r io.Reader, max int) (flags byte, msg []byte, err error) {
 	var hdr [5]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return 0, nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[1:5])
-	if n > maxEnvelope {
-		return 0, nil, fmt.Errorf("connect envelope of %d bytes exceeds the %d byte limit", n, maxEnvelope)
+	if uint64(n) > uint64(max) {
+		return 0, nil, fmt.Errorf("%w: a Connect envelope announces %d bytes, the limit is %d", ErrMessageTooLarge, n, max)
 	}
 	msg = make([]byte, n)
 	if _, err := io.ReadFull(r, msg); err != nil {
@@ -185,7 +194,7 @@ func (s *Sandbox) unary(ctx context.Context, procedure string, in, out any, o ca
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: %w", procedure, rpcErrorFrom(resp))
 	}
-	data, err := io.ReadAll(resp.Body)
+	data, err := readLimited(resp.Body, s.client.maxMessage)
 	if err != nil {
 		return fmt.Errorf("%s: read response: %w", procedure, err)
 	}
@@ -198,11 +207,24 @@ func (s *Sandbox) unary(ctx context.Context, procedure string, in, out any, o ca
 	return nil
 }
 
+// readLimited reads a whole response body of at most max bytes.
+func readLimited(r io.Reader, max int) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, int64(max)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > max {
+		return nil, fmt.Errorf("%w: the response is longer than %d bytes", ErrMessageTooLarge, max)
+	}
+	return data, nil
+}
+
 // serverStream is the response side of a server-streaming RPC.
 type serverStream struct {
 	procedure string
 	body      io.ReadCloser
 	r         io.Reader // buffered body
+	max       int       // bytes per envelope
 	done      bool
 }
 
@@ -221,7 +243,7 @@ func (s *Sandbox) openStream(ctx context.Context, procedure string, in any, o ca
 		defer resp.Body.Close()
 		return nil, fmt.Errorf("%s: %w", procedure, rpcErrorFrom(resp))
 	}
-	return &serverStream{procedure: procedure, body: resp.Body, r: bufio.NewReader(resp.Body)}, nil
+	return &serverStream{procedure: procedure, body: resp.Body, r: bufio.NewReader(resp.Body), max: s.client.maxMessage}, nil
 }
 
 // next returns the next message. At the end of the stream it returns
@@ -232,7 +254,7 @@ func (st *serverStream) next() (json.RawMessage, error) {
 	if st.done {
 		return nil, io.EOF
 	}
-	flags, msg, err := readEnvelope(st.r)
+	flags, msg, err := readEnvelope(st.r, st.max)
 	if err != nil {
 		st.done = true
 		if errors.Is(err, io.EOF) {
@@ -279,7 +301,7 @@ func (s *Sandbox) IsRunning(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("health of sandbox %s: %w", s.ID, err)
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // /health has no body to speak of
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		return true, nil

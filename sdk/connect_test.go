@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -57,7 +58,7 @@ func TestEncodeEnvelope(t *testing.T) {
 
 func TestGoldenStartResponse(t *testing.T) {
 	t.Parallel()
-	st := &serverStream{procedure: "test", body: io.NopCloser(nil), r: bufioReader(goldenStartResponse)}
+	st := &serverStream{procedure: "test", body: io.NopCloser(nil), r: bufioReader(goldenStartResponse), max: DefaultMaxMessageBytes}
 	var msgs []string
 	for {
 		msg, err := st.next()
@@ -87,6 +88,7 @@ func TestStreamErrors(t *testing.T) {
 	tests := []struct {
 		name    string
 		stream  []byte
+		max     int
 		check   func(error) bool
 		wantMsg string
 	}{
@@ -113,7 +115,20 @@ func TestStreamErrors(t *testing.T) {
 		{
 			name:    "oversized envelope",
 			stream:  mustHex("00ffffffff"),
-			wantMsg: "exceeds",
+			check:   func(err error) bool { return errors.Is(err, ErrMessageTooLarge) },
+			wantMsg: "announces 4294967295 bytes",
+		},
+		{
+			name:   "envelope over a client's own limit",
+			stream: encodeEnvelope(0, []byte(`{"event":{"data":{"stdout":"aGkK"}}}`)),
+			max:    16,
+			check:  func(err error) bool { return errors.Is(err, ErrMessageTooLarge) },
+		},
+		{
+			name:   "envelope at the limit",
+			stream: encodeEnvelope(envelopeEndStream, []byte(`{"error":{"code":"not_found"}}`)),
+			max:    len(`{"error":{"code":"not_found"}}`),
+			check:  IsNotFound,
 		},
 		{
 			name:    "malformed end of stream",
@@ -124,7 +139,11 @@ func TestStreamErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			st := &serverStream{procedure: "test", body: io.NopCloser(nil), r: bufioReader(tt.stream)}
+			max := tt.max
+			if max == 0 {
+				max = DefaultMaxMessageBytes
+			}
+			st := &serverStream{procedure: "test", body: io.NopCloser(nil), r: bufioReader(tt.stream), max: max}
 			var err error
 			for err == nil {
 				_, err = st.next()
@@ -143,3 +162,44 @@ func TestStreamErrors(t *testing.T) {
 }
 
 func bufioReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// The announced length is checked before anything is allocated: a 4 GiB
+// announcement costs nothing but the error.
+func TestReadEnvelopeAllocatesNothingForAnOversizedFrame(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range 10 {
+		if _, _, err := readEnvelope(bytes.NewReader(mustHex("00ffffffff")), DefaultMaxMessageBytes); !errors.Is(err, ErrMessageTooLarge) {
+			t.Fatalf("readEnvelope = %v", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Errorf("ten oversized frames allocated %d bytes", grew)
+	}
+}
+
+func TestReadLimited(t *testing.T) {
+	t.Parallel()
+	if b, err := readLimited(strings.NewReader("12345"), 5); err != nil || string(b) != "12345" {
+		t.Errorf("at the limit: %q %v", b, err)
+	}
+	if _, err := readLimited(strings.NewReader("123456"), 5); !errors.Is(err, ErrMessageTooLarge) {
+		t.Errorf("over the limit: %v", err)
+	}
+}
+
+func TestKeepTail(t *testing.T) {
+	t.Parallel()
+	var buf []byte
+	for _, chunk := range []string{"abc", "defg", "h"} {
+		buf = keep(buf, []byte(chunk), 4)
+	}
+	if string(buf) != "efgh" {
+		t.Errorf("tail = %q, want efgh", buf)
+	}
+	if got := keep(nil, []byte("all of it"), 0); string(got) != "all of it" {
+		t.Errorf("no limit: %q", got)
+	}
+}

@@ -194,7 +194,7 @@ func (f *Files) WriteFrom(ctx context.Context, path string, r io.Reader) (*Write
 		return nil, fmt.Errorf("write %s: %w", path, dataPlaneError(resp))
 	}
 	var out []WriteInfo
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, int64(f.sbx.client.maxMessage))).Decode(&out); err != nil {
 		return nil, fmt.Errorf("write %s: decode response: %w", path, err)
 	}
 	if len(out) == 0 {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -15,6 +16,17 @@ import (
 // SIGINT, SIGUSR1 and SIGUSR2 to the server, and exit with its status. It returns the exit
 // code.
 func runInit(log *slog.Logger, args []string) int {
+	// Scrub the agent key from the environment, then turn non-dumpable
+	// (in this order: a non-dumpable process's /proc/self/mem belongs to
+	// root). No other process of the sandbox exists yet (agentkey.go).
+	key, haveKey, err := takeKeyFromEnv()
+	if err == nil {
+		err = nonDumpable()
+	}
+	if err != nil {
+		log.Error("envd init", "err", err)
+		return 1
+	}
 	// Subscribe before starting the child so no SIGCHLD is lost.
 	// As PID 1 orphans come to us anyway; the subreaper flag gives the same
 	// duty when envd --init runs under another init (tests, debugging).
@@ -29,9 +41,31 @@ func runInit(log *slog.Logger, args []string) int {
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
+	var keyPipe *os.File
+	if haveKey {
+		r, w, err := os.Pipe()
+		if err != nil {
+			log.Error("start envd server: agent key pipe", "err", err)
+			return 1
+		}
+		cmd.ExtraFiles = []*os.File{r} // keyFD in the child
+		cmd.Args = append(cmd.Args, "--agent-key-fd", strconv.Itoa(keyFD))
+		defer r.Close()
+		keyPipe = w
+	}
 	if err := cmd.Start(); err != nil {
 		log.Error("start envd server", "err", err)
 		return 1
+	}
+	if keyPipe != nil {
+		_, err := keyPipe.Write(key[:])
+		keyPipe.Close()
+		clear(key[:])
+		if err != nil {
+			log.Error("hand the agent key to the envd server", "err", err)
+			_ = cmd.Process.Kill()
+			return 1
+		}
 	}
 	child := cmd.Process.Pid
 	for sig := range sigs {

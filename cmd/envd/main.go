@@ -12,18 +12,22 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
+	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/envd"
 )
 
 type config struct {
-	init    bool
-	socket  string
-	port    int
-	version bool
-	debug   bool
-	runDir  string
+	init      bool
+	socket    string
+	port      int
+	version   bool
+	debug     bool
+	runDir    string
+	keyFD     int
+	tokenFile string
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -36,11 +40,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.version, "version", false, "print the envd protocol version and exit")
 	fs.BoolVar(&c.debug, "debug", false, "log at debug level")
 	fs.StringVar(&c.runDir, "run-dir", "/run/e2b", "where to write the .E2B_SANDBOX_ID-style identity files; empty skips them")
+	fs.IntVar(&c.keyFD, "agent-key-fd", 0, "read the sandbox's agent key from this descriptor (set by --init; otherwise the key is read from $"+agentauth.EnvVar+")")
+	fs.StringVar(&c.tokenFile, "token-file", "", "where to leave the access token set by /init for in-sandbox services (default: access-token next to --socket)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q; envd takes only flags", fs.Args())
+	}
+	if c.keyFD < 0 || c.keyFD > 0 && c.keyFD < 3 {
+		return c, fmt.Errorf("--agent-key-fd %d: want a descriptor ≥ 3", c.keyFD)
 	}
 	if c.port < 0 || c.port > 65535 {
 		return c, fmt.Errorf("--port %d is not a TCP port (0-65535)", c.port)
@@ -69,13 +78,38 @@ func main() {
 	if c.init {
 		os.Exit(runInit(log, withoutInit(os.Args[1:])))
 	}
+	key, err := serverKey(c)
+	if err != nil {
+		log.Error("envd", "err", err)
+		os.Exit(1)
+	}
+	if c.tokenFile == "" && c.socket != "" {
+		c.tokenFile = filepath.Join(filepath.Dir(c.socket), "access-token")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv := envd.New(log, envd.Options{RunDir: c.runDir})
+	srv := envd.New(log, envd.Options{RunDir: c.runDir, AgentKey: key, TokenFile: c.tokenFile})
 	if err := srv.Serve(ctx, envd.Listen{Socket: c.socket, Port: c.port, HostSocket: hostSocketSignals()}); err != nil {
 		log.Error("envd stopped", "err", err)
 		os.Exit(1)
 	}
+}
+
+// serverKey makes the server non-dumpable and takes the agent key from
+// init's pipe, or from the environment when envd runs without --init.
+// Without either, envd refuses every /init.
+func serverKey(c config) (agentauth.Key, error) {
+	if c.keyFD > 0 {
+		if err := nonDumpable(); err != nil {
+			return agentauth.Key{}, err
+		}
+		return readKeyFrom(c.keyFD)
+	}
+	k, _, err := takeKeyFromEnv() // scrubs /proc/self/environ, which needs dumpable
+	if err == nil {
+		err = nonDumpable()
+	}
+	return k, err
 }
 
 func withoutInit(args []string) []string {

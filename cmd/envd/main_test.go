@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/agentauth"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -33,6 +36,8 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"--port", "70000"}, config{}, true},
 		{[]string{"extra"}, config{}, true},
 		{[]string{"--bogus"}, config{}, true},
+		{[]string{"--agent-key-fd", "2"}, config{}, true},
+		{[]string{"--agent-key-fd", "3", "--token-file", "/t"}, config{port: 49983, runDir: "/run/e2b", keyFD: 3, tokenFile: "/t"}, false},
 	}
 	for _, tt := range tests {
 		got, err := parseFlags(tt.args, io.Discard)
@@ -148,5 +153,115 @@ func TestInitModeServesReapsAndStops(t *testing.T) {
 	err = cmd.Wait()
 	if err != nil {
 		t.Errorf("envd --init exit after SIGTERM: %v\n%s", err, stderr.String())
+	}
+}
+
+// The agent key reaches the server through init's pipe; neither process
+// shows it in its environment, and a process of the same user (as root in
+// a sandbox is to envd, without CAP_SYS_PTRACE) cannot open their environ,
+// memory or descriptors. /init then needs a proof made with that key.
+func TestAgentKeyHandOff(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run envd and a reader as another user")
+	}
+	bin := buildEnvd(t)
+	key, err := agentauth.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := os.MkdirTemp("", "envdkey")
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "envd.sock")
+	// The test's temp dirs are root's alone: run a copy nobody can reach.
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(dir, "envd")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd := exec.Command(bin, "--init", "--socket", sock, "--port", "0", "--run-dir", "")
+	cmd.Env = []string{"E2B_SANDBOX_ID=sbxkey", agentauth.EnvVar + "=" + key.Hex(), "PATH=/usr/bin:/bin"}
+	cmd.SysProcAttr = nobody
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	initWith := func(k agentauth.Key) *http.Response {
+		t.Helper()
+		body := []byte(`{"accessToken":"tok"}`)
+		nonce, _ := agentauth.NewNonce()
+		req, _ := http.NewRequest("POST", "http://envd/init", bytes.NewReader(body))
+		req.Header.Set(agentauth.HeaderID, "sbxkey")
+		req.Header.Set(agentauth.HeaderNonce, hex.EncodeToString(nonce))
+		req.Header.Set(agentauth.HeaderProof, hex.EncodeToString(agentauth.InitProof(k, "sbxkey", nonce, body, nil)))
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 204 {
+			if err := agentauth.Verify(resp.Header.Get(agentauth.HeaderProof), agentauth.ReplyProof(k, "sbxkey", nonce)); err != nil {
+				t.Errorf("envd's answer does not prove the key: %v", err)
+			}
+		}
+		return resp
+	}
+	other, _ := agentauth.NewKey()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if resp := initWith(other); resp != nil {
+			if resp.StatusCode != 401 {
+				t.Fatalf("/init proven with another key: %d, want 401", resp.StatusCode)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("envd did not listen: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if resp := initWith(key); resp == nil || resp.StatusCode != 204 {
+		t.Fatalf("/init proven with the key did not succeed: %v\n%s", resp, stderr.String())
+	}
+
+	initPid := cmd.Process.Pid
+	// Go forks from any of its threads: look at every task's children.
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", initPid))
+	var kids []byte
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		kids = append(kids, b...)
+	}
+	serverPid, _ := strconv.Atoi(strings.Fields(string(kids) + " 0")[0])
+	if serverPid == 0 {
+		t.Fatal("envd init has no server child")
+	}
+	for _, pid := range []int{initPid, serverPid} {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(env, []byte(key.Hex())) {
+			t.Errorf("pid %d shows the agent key in its environ", pid)
+		}
+		for _, f := range []string{"environ", "mem", "maps", "fd/0"} {
+			p := fmt.Sprintf("/proc/%d/%s", pid, f)
+			peek := exec.Command("/bin/sh", "-c", `exec 3<"$0" && echo OPENED`, p)
+			peek.SysProcAttr = nobody
+			if out, _ := peek.CombinedOutput(); strings.Contains(string(out), "OPENED") {
+				t.Errorf("a process of envd's own user opens %s: envd is dumpable", p)
+			}
+		}
 	}
 }

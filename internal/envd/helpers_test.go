@@ -3,8 +3,10 @@ package envd
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -17,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/agentauth"
 )
 
 // requireRoot skips a test that needs root, or fails it under
@@ -39,16 +43,28 @@ type env struct {
 	socket string // unix socket listener
 	sock   *http.Client
 	now    time.Time
+	id     string        // the sandbox ID envd answers for
+	key    agentauth.Key // its agent key, which the host's /init proves
 }
 
 func newEnv(t testing.TB, getenv map[string]string) *env {
 	t.Helper()
-	e := &env{now: time.Unix(1_800_000_000, 0)}
+	return newEnvOpts(t, getenv, Options{})
+}
+
+// newEnvOpts is newEnv with more options; Getenv, Now and AgentKey are
+// the env's own.
+func newEnvOpts(t testing.TB, getenv map[string]string, opts Options) *env {
+	t.Helper()
+	e := &env{now: time.Unix(1_800_000_000, 0), id: getenv["E2B_SANDBOX_ID"]}
+	if _, err := rand.Read(e.key[:]); err != nil {
+		t.Fatal(err)
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e.srv = New(log, Options{
-		Getenv: func(k string) string { return getenv[k] },
-		Now:    func() time.Time { return e.now },
-	})
+	opts.Getenv = func(k string) string { return getenv[k] }
+	opts.Now = func() time.Time { return e.now }
+	opts.AgentKey = e.key
+	e.srv = New(log, opts)
 	t.Cleanup(e.srv.Close)
 	ts := httptest.NewServer(e.srv.Handler())
 	t.Cleanup(ts.Close)
@@ -292,6 +308,9 @@ func (e *env) post(t testing.TB, path, body string, hdr ...string) int {
 	t.Helper()
 	r, _ := http.NewRequest("POST", "http://envd"+path, strings.NewReader(body))
 	r.Header.Set("Content-Type", "application/json")
+	if path == "/init" {
+		e.sign(t, r, body)
+	}
 	setHeaders(r, hdr)
 	resp, err := e.sock.Do(r)
 	if err != nil {
@@ -299,4 +318,17 @@ func (e *env) post(t testing.TB, path, body string, hdr ...string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// sign adds the host's agent proof to an /init request, as the host does.
+func (e *env) sign(t testing.TB, r *http.Request, body string) []byte {
+	t.Helper()
+	nonce := make([]byte, agentauth.NonceSize)
+	if _, err := rand.Read(nonce); err != nil {
+		t.Fatal(err)
+	}
+	r.Header.Set(agentauth.HeaderID, e.id)
+	r.Header.Set(agentauth.HeaderNonce, hex.EncodeToString(nonce))
+	r.Header.Set(agentauth.HeaderProof, hex.EncodeToString(agentauth.InitProof(e.key, e.id, nonce, []byte(body), nil)))
+	return nonce
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/envd/files"
 )
 
@@ -27,7 +28,9 @@ func TestHealthInitEnvsMetrics(t *testing.T) {
 	if resp, _ := e.do(t, "GET", "/health", nil); resp.StatusCode != 204 {
 		t.Errorf("/health %d", resp.StatusCode)
 	}
-	r, _ := http.NewRequest("POST", "http://envd/init", strings.NewReader(`{"envVars":{"A":"1"},"accessToken":"tok","timestamp":"2026-01-01T00:00:00Z"}`))
+	initBody := `{"envVars":{"A":"1"},"accessToken":"tok","timestamp":"2026-01-01T00:00:00Z"}`
+	r, _ := http.NewRequest("POST", "http://envd/init", strings.NewReader(initBody))
+	nonce := e.sign(t, r, initBody)
 	resp, err := e.sock.Do(r)
 	if err != nil {
 		t.Fatal(err)
@@ -35,6 +38,9 @@ func TestHealthInitEnvsMetrics(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 204 || resp.Header.Get("X-Envd-Version") != Version {
 		t.Fatalf("/init %d version %q", resp.StatusCode, resp.Header.Get("X-Envd-Version"))
+	}
+	if err := agentauth.Verify(resp.Header.Get(agentauth.HeaderProof), agentauth.ReplyProof(e.key, "sbxa", nonce)); err != nil {
+		t.Errorf("/init answer does not prove envd's key: %v", err)
 	}
 	// A stale /init (older timestamp) changes nothing.
 	e.post(t, "/init", `{"envVars":{"B":"2"},"accessToken":"old","timestamp":"2025-01-01T00:00:00Z"}`)
@@ -71,7 +77,8 @@ func TestAccessToken(t *testing.T) {
 		{"GET", "/metrics", "", 401},
 		{"POST", "/process.Process/List", "", 401},
 		{"POST", "/process.Process/List", "secret", 200},
-		{"POST", "/init", "", 401}, // on TCP, code in the sandbox cannot replace the token
+		{"POST", "/init", "", 403},       // on TCP, code in the sandbox cannot replace the token
+		{"POST", "/init", "secret", 403}, // not even with it
 		{"GET", "/files?path=/etc/hostname", "", 401},
 		{"GET", "/files?path=/etc/hostname", "wrong", 401},
 		{"GET", "/files?path=/etc/hostname", "secret", 200},
@@ -85,11 +92,11 @@ func TestAccessToken(t *testing.T) {
 		if resp.StatusCode != tt.status {
 			t.Errorf("%s %s token %q: %d %s, want %d", tt.method, tt.path, tt.token, resp.StatusCode, body, tt.status)
 		}
-		if tt.status == 401 && !strings.Contains(string(body), `"code"`) {
+		if tt.status >= 400 && !strings.Contains(string(body), `"code"`) {
 			t.Errorf("401 body %s is not a JSON error", body)
 		}
 	}
-	// The host may re-init over its socket without the token.
+	// The host may re-init over its socket without the token (with its proof).
 	if st := e.post(t, "/init", `{"accessToken":"rotated"}`); st != 204 {
 		t.Errorf("socket /init: %d", st)
 	}

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/envd/connect"
 	"github.com/sbxdev/sbx/internal/envd/files"
 	"github.com/sbxdev/sbx/internal/envd/filesystem"
@@ -36,6 +36,12 @@ type Options struct {
 	Now func() time.Time
 	// RunDir receives the .E2B_* identity files; "" skips writing them.
 	RunDir string
+	// AgentKey is the sandbox's agent key (agentauth), which POST /init
+	// on the host's socket must prove; zero refuses every /init.
+	AgentKey agentauth.Key
+	// TokenFile is where the access token set by /init is left for
+	// in-sandbox services; "" leaves it nowhere.
+	TokenFile string
 }
 
 // Server is one envd instance.
@@ -47,6 +53,9 @@ type Server struct {
 	metrics *metrics
 	tcp     http.Handler
 	socket  http.Handler
+
+	ident     identity
+	tokenFile string
 }
 
 // New builds a server; it starts nothing until Serve.
@@ -62,6 +71,9 @@ func New(log *slog.Logger, opts Options) *Server {
 		sess:    newSession(opts.Getenv),
 		procs:   process.NewManager(log),
 		metrics: newMetrics(),
+		ident:   identity{id: opts.Getenv("E2B_SANDBOX_ID"), key: opts.AgentKey},
+
+		tokenFile: opts.TokenFile,
 	}
 	if opts.RunDir != "" {
 		s.sess.writeRunFiles(opts.RunDir)
@@ -73,12 +85,11 @@ func New(log *slog.Logger, opts Options) *Server {
 	s.fs.Register(mux)
 	mux.Handle("/files", files.NewHandler(s.sess, log, opts.Now))
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
-	mux.HandleFunc("POST /init", s.handleInit)
 	mux.HandleFunc("GET /envs", s.handleEnvs)
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
 
-	s.tcp = cors(s.requireToken(mux, false))
-	s.socket = s.forwarding(cors(s.requireToken(mux, true)), opts.Getenv("E2B_SANDBOX_ID"))
+	s.tcp = cors(refuseInit(s.requireToken(mux)))
+	s.socket = s.forwarding(cors(s.hostInit(s.requireToken(mux))), opts.Getenv("E2B_SANDBOX_ID"))
 	return s
 }
 
@@ -98,14 +109,14 @@ func (s *Server) Close() {
 const unauthorizedMessage = "unauthorized access, please provide a valid access token or method signing if supported"
 
 // requireToken enforces the /init access token. /health is always open;
-// /files checks the token or a signature itself. /init is open on the
-// host's socket (the host sets and rotates the token), but on the TCP
-// listener a set token is required, so code in the sandbox cannot replace it.
-func (s *Server) requireToken(next http.Handler, socket bool) http.Handler {
+// /files checks the token or a signature itself. /init never gets here:
+// the host's socket checks the host's proof instead (hostInit), the TCP
+// listener refuses it (refuseInit).
+func (s *Server) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token := s.sess.AccessToken()
 		open := token == "" || r.URL.Path == "/health" || r.URL.Path == "/files" ||
-			(socket && r.URL.Path == "/init") || r.Method == http.MethodOptions
+			r.Method == http.MethodOptions
 		if !open && subtle.ConstantTimeCompare([]byte(r.Header.Get("X-Access-Token")), []byte(token)) != 1 {
 			if strings.HasPrefix(r.URL.Path, "/process.") || strings.HasPrefix(r.URL.Path, "/filesystem.") {
 				w.Header().Set("Content-Type", "application/json")
@@ -139,20 +150,6 @@ func cors(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-func (s *Server) handleInit(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		files.WriteError(w, http.StatusBadRequest, "read body: "+err.Error())
-		return
-	}
-	if err := s.sess.apply(body); err != nil {
-		files.WriteError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	w.Header().Set("X-Envd-Version", Version)
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) handleEnvs(w http.ResponseWriter, r *http.Request) {

@@ -30,6 +30,7 @@ type session struct {
 	vars        map[string]string // base + /init envVars
 	token       string
 	user        string
+	userIDs     [2]int // uid and gid of user as /init resolved it (root: 0, 0)
 	workdir     string
 	initialised time.Time // timestamp of the last applied /init
 }
@@ -73,10 +74,13 @@ func (s *session) apply(body []byte) error {
 			return fmt.Errorf("body must be JSON {envVars, accessToken, timestamp, defaultUser, defaultWorkdir}: %w", err)
 		}
 	}
+	var ids [2]int
 	if req.DefaultUser != nil && *req.DefaultUser != "" {
-		if _, err := users.Lookup(*req.DefaultUser); err != nil {
+		u, err := users.Lookup(*req.DefaultUser)
+		if err != nil {
 			return fmt.Errorf("defaultUser: %w", err)
 		}
+		ids = [2]int{int(u.UID), int(u.GID)}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -97,7 +101,7 @@ func (s *session) apply(body []byte) error {
 		s.token = *req.AccessToken
 	}
 	if req.DefaultUser != nil {
-		s.user = *req.DefaultUser
+		s.user, s.userIDs = *req.DefaultUser, ids
 	}
 	if req.DefaultWorkdir != nil {
 		s.workdir = *req.DefaultWorkdir
@@ -116,6 +120,14 @@ func (s *session) Workdir() string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.workdir
+}
+
+// defaultUserIDs are the uid and gid of the default user as the last
+// /init that named one resolved it (root's until then).
+func (s *session) defaultUserIDs() (uid, gid int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.userIDs[0], s.userIDs[1]
 }
 
 func (s *session) AccessToken() string {

@@ -1,56 +1,81 @@
 package sandbox
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
+	"sync"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/agentauth"
+	"github.com/sbxdev/sbx/internal/hostfs"
+	"github.com/sbxdev/sbx/sdk"
 )
 
-// agent talks to one sandbox's envd over its unix socket. Its transport is
-// also what the proxy uses, so keep-alive connections are shared.
+// agentSocket is envd's unix socket in the sandbox's run dir.
+const agentSocket = "envd.sock"
+
+// maxAgentMessage bounds one message the host reads from envd (a Connect
+// envelope or a response body): the host only reads process events, whose
+// output chunks are 32 KiB. A larger one fails the call at once, before
+// anything is allocated (sdk.ErrMessageTooLarge).
+const maxAgentMessage = 1 << 20
+
+// agent is the host's side of one sandbox's envd. Its socket lives in the
+// sandbox's run dir, which code in the sandbox can write: it is dialled
+// through hostfs, which follows no link and connects only to a socket, and
+// envd proves with the sandbox's agent key that it is the agent sbx
+// started (agentauth). Its transport is also what the proxy uses, so
+// keep-alive connections are shared.
 type agent struct {
-	socket    string
+	id        string
+	runDir    string
 	transport *http.Transport
 	client    *http.Client
+
+	mu  sync.Mutex
+	key agentauth.Key // the key envd holds now; zero for sandboxes from before keys
 }
 
-func newAgent(socket string) *agent {
+func newAgent(id, runDir string, key agentauth.Key) *agent {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return hostfs.DialUnix(ctx, runDir, agentSocket)
 		},
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
+		MaxIdleConnsPerHost:    64,
+		IdleConnTimeout:        90 * time.Second,
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: 1 << 20,
 	}
-	return &agent{socket: socket, transport: tr, client: &http.Client{Transport: tr}}
+	return &agent{id: id, runDir: runDir, key: key, transport: tr, client: &http.Client{Transport: tr}}
 }
 
 func (a *agent) close() { a.transport.CloseIdleConnections() }
+
+func (a *agent) currentKey() agentauth.Key {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.key
+}
 
 // waitReady polls until envd accepts connections on its socket.
 func (a *agent) waitReady(ctx context.Context) error {
 	delay := 500 * time.Microsecond
 	for {
-		if _, err := os.Stat(a.socket); err == nil {
-			c, err := net.Dial("unix", a.socket)
-			if err == nil {
-				c.Close()
-				return nil
-			}
+		c, err := hostfs.DialUnix(ctx, a.runDir, agentSocket)
+		if err == nil {
+			c.Close()
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("envd did not start listening on %s: %w", a.socket, ctx.Err())
+			return fmt.Errorf("envd did not start listening on %s/%s (last error: %v): %w", a.runDir, agentSocket, err, ctx.Err())
 		case <-time.After(delay):
 		}
 		if delay < 10*time.Millisecond {
@@ -67,32 +92,53 @@ type initRequest struct {
 	DefaultWorkdir string            `json:"defaultWorkdir,omitempty"`
 }
 
-func (a *agent) do(ctx context.Context, method, path string, body any, hdr http.Header) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://envd"+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	if body != nil && req.Header.Get("Content-Type") == "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	return a.client.Do(req)
+// ErrAgentUnproven is wrapped by the error of an /init whose answer does
+// not prove the sandbox's agent key: whatever answered on the sandbox's
+// socket is not the envd sbx started there.
+var ErrAgentUnproven = errors.New("the sandbox's agent did not prove its key")
+
+// init configures envd (env vars, access token, default user and
+// workdir), proving the host's key and checking envd's proof in return.
+func (a *agent) init(ctx context.Context, r initRequest) error {
+	key := a.currentKey()
+	return a.post(ctx, r, key, nil)
 }
 
-// init configures envd: env vars, access token, default user and workdir.
-func (a *agent) init(ctx context.Context, r initRequest) error {
+// rekey is the first /init of a sandbox restored from a template
+// snapshot: its envd still holds the snapshot sandbox's key, which proves
+// this request, and receives the sandbox's own key (the agent's), wrapped
+// so that only a holder of the snapshot's key can read it.
+func (a *agent) rekey(ctx context.Context, r initRequest, snapKey agentauth.Key) error {
+	next := a.currentKey()
+	return a.post(ctx, r, snapKey, &next)
+}
+
+func (a *agent) post(ctx context.Context, r initRequest, key agentauth.Key, next *agentauth.Key) error {
 	r.Timestamp = time.Now().UTC().Format(time.RFC3339Nano)
-	resp, err := a.do(ctx, http.MethodPost, "/init", r, nil)
+	body, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("envd /init: %w", err)
+	}
+	nonce, err := agentauth.NewNonce()
+	if err != nil {
+		return fmt.Errorf("envd /init: %w", err)
+	}
+	var rekey []byte
+	if next != nil {
+		rekey = agentauth.Wrap(key, a.id, nonce, *next)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://envd/init", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("envd /init: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(agentauth.HeaderID, a.id)
+	req.Header.Set(agentauth.HeaderNonce, hex.EncodeToString(nonce))
+	req.Header.Set(agentauth.HeaderProof, hex.EncodeToString(agentauth.InitProof(key, a.id, nonce, body, rekey)))
+	if rekey != nil {
+		req.Header.Set(agentauth.HeaderRekey, hex.EncodeToString(rekey))
+	}
+	resp, err := a.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("envd /init: %w", err)
 	}
@@ -101,49 +147,51 @@ func (a *agent) init(ctx context.Context, r initRequest) error {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("envd /init: %s: %s", resp.Status, b)
 	}
+	if err := agentauth.Verify(resp.Header.Get(agentauth.HeaderProof), agentauth.ReplyProof(key, a.id, nonce)); err != nil {
+		return fmt.Errorf("envd /init of sandbox %s: %w: whatever answers on its socket is not the agent sbx started there", a.id, ErrAgentUnproven)
+	}
 	return nil
 }
 
+// envd is the SDK's Connect client of this sandbox's envd, over its
+// socket, with the host's message cap: the one client the host speaks
+// envd's protocol with.
+func (a *agent) envd(token string) (*sdk.Sandbox, error) {
+	return sdk.NewEnvd(sdk.EnvdConfig{URL: "http://envd", HTTPClient: a.client, SandboxID: a.id,
+		AccessToken: token, MaxMessageBytes: maxAgentMessage})
+}
+
+// outputTail bounds what the host keeps of a command's output.
+const outputTail = 2048
+
 // run runs cmd to completion and returns its exit code.
 func (a *agent) run(ctx context.Context, token, user, cwd, cmd string) (int, error) {
-	resp, err := a.startStream(ctx, token, user, cwd, cmd)
+	sb, err := a.envd(token)
 	if err != nil {
 		return -1, err
 	}
-	defer resp.Body.Close()
-	br := bufio.NewReader(resp.Body)
-	for {
-		var head [5]byte
-		if _, err := io.ReadFull(br, head[:]); err != nil {
-			return -1, fmt.Errorf("command %q: stream ended without a result: %w", cmd, err)
-		}
-		msg := make([]byte, binary.BigEndian.Uint32(head[1:]))
-		if _, err := io.ReadFull(br, msg); err != nil {
-			return -1, fmt.Errorf("command %q: %w", cmd, err)
-		}
-		if head[0]&0x02 != 0 {
-			return -1, fmt.Errorf("command %q: stream ended without a result: %s", cmd, msg)
-		}
-		var ev struct {
-			Event struct {
-				End *struct {
-					ExitCode int `json:"exitCode"`
-				} `json:"end"`
-			} `json:"event"`
-		}
-		if json.Unmarshal(msg, &ev) == nil && ev.Event.End != nil {
-			return ev.Event.End.ExitCode, nil
-		}
+	res, err := sb.Commands.Run(ctx, cmd, sdk.RunOptions{User: user, Cwd: cwd, OutputLimit: outputTail})
+	var exit *sdk.CommandExitError
+	switch {
+	case errors.As(err, &exit):
+		return exit.ExitCode, nil
+	case err != nil:
+		return -1, fmt.Errorf("command %q: %w", cmd, err)
 	}
+	return res.ExitCode, nil
 }
 
-// waitCommand polls a ready command until it exits 0 (E2B's readyCmd).
+// waitCommand polls a ready command until it exits 0 (E2B's readyCmd). An
+// agent that breaks the protocol ends the wait at once.
 func (a *agent) waitCommand(ctx context.Context, token, user, cwd, cmd string) error {
 	delay := 20 * time.Millisecond
 	for {
 		code, err := a.run(ctx, token, user, cwd, cmd)
 		if err == nil && code == 0 {
 			return nil
+		}
+		if errors.Is(err, sdk.ErrMessageTooLarge) {
+			return fmt.Errorf("ready command %q: %w", cmd, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -154,51 +202,6 @@ func (a *agent) waitCommand(ctx context.Context, token, user, cwd, cmd string) e
 	}
 }
 
-// startStream starts cmd and returns the stream after its start event.
-func (a *agent) startStream(ctx context.Context, token, user, cwd, cmd string) (*http.Response, error) {
-	msg, _ := json.Marshal(map[string]any{
-		"process": map[string]any{"cmd": "/bin/bash", "args": []string{"-l", "-c", cmd}, "cwd": cwd},
-		"stdin":   false,
-	})
-	var env bytes.Buffer
-	env.WriteByte(0)
-	_ = binary.Write(&env, binary.BigEndian, uint32(len(msg)))
-	env.Write(msg)
-	hdr := http.Header{
-		"Content-Type":             {"application/connect+json"},
-		"Connect-Protocol-Version": {"1"},
-		"X-Access-Token":           {token},
-		"Authorization":            {basicUser(user)},
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://envd/process.Process/Start", &env)
-	if err != nil {
-		return nil, err
-	}
-	req.Header = hdr
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("start command %q: %w", cmd, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
-		return nil, fmt.Errorf("start command %q: %s: %s", cmd, resp.Status, b)
-	}
-	// The first envelope is the start event; after it the process runs on
-	// its own and closing the stream does not stop it.
-	var head [5]byte
-	if _, err := io.ReadFull(resp.Body, head[:]); err != nil {
-		resp.Body.Close()
-		return nil, fmt.Errorf("start command %q: no start event: %w", cmd, err)
-	}
-	first := make([]byte, binary.BigEndian.Uint32(head[1:]))
-	if _, err := io.ReadFull(resp.Body, first); err != nil || head[0]&0x02 != 0 {
-		resp.Body.Close()
-		return nil, fmt.Errorf("start command %q failed: %s %v", cmd, first, err)
-	}
-	return resp, nil
-}
-
 // startEnd is how a start command's stream ended: its exit code and the
 // last of its output, or the error that ended the stream.
 type startEnd struct {
@@ -207,62 +210,70 @@ type startEnd struct {
 	err  error
 }
 
-// watchEnd reads a started command's stream until its end event and sends
-// the result once. Closing resp.Body stops it; the process keeps running.
-func watchEnd(resp *http.Response) <-chan startEnd {
-	ch := make(chan startEnd, 1)
-	go func() {
-		br := bufio.NewReader(resp.Body)
-		var tail []byte
-		for {
-			var head [5]byte
-			if _, err := io.ReadFull(br, head[:]); err != nil {
-				ch <- startEnd{code: -1, tail: string(tail), err: err}
-				return
-			}
-			msg := make([]byte, binary.BigEndian.Uint32(head[1:]))
-			if _, err := io.ReadFull(br, msg); err != nil {
-				ch <- startEnd{code: -1, tail: string(tail), err: err}
-				return
-			}
-			var ev struct {
-				Event struct {
-					Data *struct {
-						Stdout []byte `json:"stdout"`
-						Stderr []byte `json:"stderr"`
-					} `json:"data"`
-					End *struct {
-						ExitCode int `json:"exitCode"`
-					} `json:"end"`
-				} `json:"event"`
-			}
-			if json.Unmarshal(msg, &ev) != nil {
-				continue
-			}
-			if d := ev.Event.Data; d != nil {
-				tail = append(tail, d.Stdout...)
-				tail = append(tail, d.Stderr...)
-				if len(tail) > 2048 {
-					tail = tail[len(tail)-2048:]
-				}
-			}
-			if ev.Event.End != nil {
-				ch <- startEnd{code: ev.Event.End.ExitCode, tail: string(tail)}
-				return
-			}
-		}
-	}()
-	return ch
+// started is a start command running in the background.
+type started struct {
+	h    *sdk.CommandHandle
+	mu   sync.Mutex
+	tail []byte // the last outputTail bytes of stdout and stderr, interleaved
 }
+
+// start starts cmd and returns once envd reported it started; the
+// process runs on its own after that, and disconnect does not stop it.
+func (a *agent) start(ctx context.Context, token, user, cwd, cmd string) (*started, error) {
+	sb, err := a.envd(token)
+	if err != nil {
+		return nil, err
+	}
+	s := &started{}
+	add := func(chunk string) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.tail = append(s.tail, chunk...)
+		if len(s.tail) > outputTail {
+			s.tail = append(s.tail[:0], s.tail[len(s.tail)-outputTail:]...)
+		}
+	}
+	// The callbacks keep the interleaved tail; the handle itself keeps
+	// next to nothing of a command that may print for as long as it runs.
+	s.h, err = sb.Commands.Start(ctx, cmd, sdk.RunOptions{User: user, Cwd: cwd, OutputLimit: 1, OnStdout: add, OnStderr: add})
+	if err != nil {
+		return nil, fmt.Errorf("start command %q: %w", cmd, err)
+	}
+	return s, nil
+}
+
+// end waits until the command's stream ends (or ctx does).
+func (s *started) end(ctx context.Context) startEnd {
+	res, err := s.h.Wait(ctx)
+	s.mu.Lock()
+	tail := string(s.tail)
+	s.mu.Unlock()
+	var exit *sdk.CommandExitError
+	switch {
+	case errors.As(err, &exit):
+		return startEnd{code: exit.ExitCode, tail: tail}
+	case err != nil:
+		return startEnd{code: -1, tail: tail, err: err}
+	}
+	return startEnd{code: res.ExitCode, tail: tail}
+}
+
+// disconnect stops reading the command's stream; the process keeps running.
+func (s *started) disconnect() { s.h.Disconnect() }
 
 // waitPort polls GET /health on a port inside the sandbox until it answers 200.
 func (a *agent) waitPort(ctx context.Context, token string, port int) error {
 	delay := 2 * time.Millisecond
 	for {
-		resp, err := a.do(ctx, http.MethodGet, "/health", nil, http.Header{
-			"X-Sbx-Port": {fmt.Sprint(port)}, "X-Access-Token": {token}})
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://envd/health", nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("X-Sbx-Port", fmt.Sprint(port))
+		req.Header.Set("X-Access-Token", token)
+		resp, err := a.client.Do(req)
 		if err == nil {
-			io.Copy(io.Discard, resp.Body)
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
@@ -277,8 +288,4 @@ func (a *agent) waitPort(ctx context.Context, token string, port int) error {
 			delay *= 2
 		}
 	}
-}
-
-func basicUser(user string) string {
-	return "Basic " + base64Std(user+":")
 }

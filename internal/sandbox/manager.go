@@ -7,7 +7,6 @@ package sandbox
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -21,10 +20,12 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
+	"github.com/sbxdev/sbx/sdk"
 )
 
 // EnvdVersion is the envd protocol version sbx reports to SDKs.
@@ -252,19 +253,28 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create run dir: %w", err)
 	}
+	key, err := m.newAgentKey(sb.ID)
+	if err != nil {
+		return nil, err
+	}
 	nsPath, err := m.network.Setup(ctx, sb.ID, sb.AllowInternet)
 	if err != nil {
 		return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
 	}
 	sb.NetNS = nsPath
 	tNet = time.Since(t0)
-	spec := m.sandboxSpec(*sb, tpl.Rootfs)
+	spec := m.sandboxSpec(*sb, tpl.Rootfs, key)
 	if err := m.saveSpec(spec); err != nil {
 		return nil, err
 	}
+	var snapKey agentauth.Key // what a clone's envd holds until its first /init
 	if how.snapshot != "" {
 		sb.Runtime = m.rt.snap.Name()
-		if err := m.rt.clone(ctx, spec, filepath.Join(how.snapshot, "state")); err != nil {
+		snapKey, err = readKey(filepath.Join(how.snapshot, agentKeyFile))
+		if err == nil {
+			err = m.rt.clone(ctx, spec, filepath.Join(how.snapshot, "state"))
+		}
+		if err != nil {
 			if ctx.Err() != nil { // shutting down or the caller left: nothing to fall back for
 				return nil, fmt.Errorf("restore sandbox %s from template snapshot: %w", sb.ID, err)
 			}
@@ -288,26 +298,40 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
 	}
 	tStart = time.Since(t0) - tNet
-	a := newAgent(filepath.Join(runDir, "envd.sock"))
+	a := newAgent(sb.ID, runDir, key)
 	l = &live{sb: *sb, agent: a, snapshot: how.snapshot}
 	if err := a.waitReady(ctx); err != nil {
 		return nil, err
 	}
 	tReady = time.Since(t0) - tNet - tStart
-	if err := m.writeToken(sb.ID, sb.AccessToken); err != nil {
-		return nil, fmt.Errorf("write access token: %w", err)
+	req := initRequest{EnvVars: initVars(*sb), AccessToken: sb.AccessToken, DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir}
+	if how.snapshot != "" {
+		err = a.rekey(ctx, req, snapKey)
+	} else {
+		err = a.init(ctx, req)
 	}
-	err = a.init(ctx, initRequest{EnvVars: initVars(*sb), AccessToken: sb.AccessToken,
-		DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir})
 	if err != nil {
-		return nil, err
+		return nil, m.agentBroke(sb.ID, err)
 	}
 	if tpl.StartCmd != "" && how.snapshot == "" {
 		if err := m.startCommand(ctx, a, sb.AccessToken, tpl); err != nil {
-			return nil, err
+			return nil, m.agentBroke(sb.ID, err)
 		}
 	}
 	return l, nil
+}
+
+// agentBroke gives the errors which mean that what answers on the
+// sandbox's socket is not the envd sbx started (no proof of the key, a
+// message over the host's limit) a message the client can act on; the
+// detail goes to the log. Other errors pass unchanged.
+func (m *Manager) agentBroke(id string, err error) error {
+	if errors.Is(err, ErrAgentUnproven) || errors.Is(err, sdk.ErrMessageTooLarge) {
+		m.log.Warn("the sandbox's agent broke the protocol; removing the sandbox", "sandbox.id", id, "err", err)
+		return errdefs.Wrap(errdefs.ErrFailedPrecondition, err, "sandbox %s was removed: its agent broke the protocol "+
+			"with the host (did something in it, such as the start command, replace /.sbx/run/envd.sock?)", id)
+	}
+	return err
 }
 
 // startCommand starts the template's start command and waits until it is
@@ -316,21 +340,21 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 // exit code and last output; one that exits 0 may have started a daemon,
 // so the ready check goes on.
 func (m *Manager) startCommand(ctx context.Context, a *agent, token string, tpl template.Template) error {
-	resp, err := a.startStream(ctx, token, tpl.StartAs(), tpl.Workdir, tpl.StartCmd)
+	cmd, err := a.start(ctx, token, tpl.StartAs(), tpl.Workdir, tpl.StartCmd)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close() // after ready: the command keeps running
+	defer cmd.disconnect() // after ready: the command keeps running
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go func() {
-		select {
-		case end := <-watchEnd(resp):
-			if end.err == nil && end.code != 0 {
-				cancel(errdefs.Invalid("start command %q exited with code %d before it was ready; its last output:\n%s",
-					tpl.StartCmd, end.code, strings.TrimSpace(end.tail)))
-			}
-		case <-rctx.Done():
+		end := cmd.end(rctx)
+		switch {
+		case end.err == nil && end.code != 0:
+			cancel(errdefs.Invalid("start command %q exited with code %d before it was ready; its last output:\n%s",
+				tpl.StartCmd, end.code, strings.TrimSpace(end.tail)))
+		case errors.Is(end.err, sdk.ErrMessageTooLarge):
+			cancel(fmt.Errorf("start command %q: %w", tpl.StartCmd, end.err))
 		}
 	}()
 	failed := func(err error) error {
@@ -434,6 +458,9 @@ func (m *Manager) destroy(ctx context.Context, id string) {
 	if err := os.RemoveAll(m.runDir(id)); err != nil {
 		m.log.Warn("remove sandbox run dir", "sandbox.id", id, "err", err)
 	}
+	if err := os.Remove(m.agentKeyPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		m.log.Warn("remove sandbox agent key", "sandbox.id", id, "err", err)
+	}
 	_ = os.Remove(m.specPath(id))
 	if err := os.RemoveAll(m.checkpointDir(id)); err != nil {
 		m.log.Warn("remove sandbox checkpoint", "sandbox.id", id, "err", err)
@@ -457,8 +484,6 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
-func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func durationSeconds(s int64) time.Duration {
 	if s <= 0 {

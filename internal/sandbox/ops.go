@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
@@ -261,13 +262,13 @@ func (m *Manager) Recover(ctx context.Context) error {
 		if err != nil || st != runtime.StatusRunning && st != runtime.StatusPaused && st != runtime.StatusCheckpointed {
 			m.log.Warn("sandbox lost while the server was down; recording it as killed", "sandbox.id", sb.ID, "err", err)
 			m.destroy(ctx, sb.ID)
-			m.track(&live{sb: sb, agent: newAgent(m.runDir(sb.ID) + "/envd.sock"), timer: nil})
+			m.track(&live{sb: sb, agent: newAgent(sb.ID, m.runDir(sb.ID), agentauth.Key{}), timer: nil})
 			if err := m.kill(ctx, sb.ID, ReasonOrphaned); err != nil {
 				m.log.Error("record lost sandbox", "sandbox.id", sb.ID, "err", err)
 			}
 			continue
 		}
-		l := &live{sb: sb, agent: newAgent(m.runDir(sb.ID) + "/envd.sock")}
+		l := &live{sb: sb, agent: newAgent(sb.ID, m.runDir(sb.ID), m.agentKey(sb.ID))}
 		m.track(l) // an end time in the past fires the timer at once
 		if sb.State == store.StatePaused && st == runtime.StatusPaused {
 			m.scheduleDisk(sb.ID)

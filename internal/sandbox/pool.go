@@ -3,8 +3,6 @@ package sandbox
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -255,24 +253,18 @@ func (m *Manager) claim(ctx context.Context, tpl template.Template, sb *store.Sa
 			continue
 		}
 		sb.ID, sb.NetNS, sb.Runtime = l.sb.ID, l.sb.NetNS, l.sb.Runtime
-		if err := m.writeToken(sb.ID, sb.AccessToken); err == nil {
-			err = l.agent.init(ctx, initRequest{EnvVars: initVars(*sb), AccessToken: sb.AccessToken,
-				DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir})
-			if err == nil {
-				l.sb = *sb
-				return l
-			}
+		// The sandbox keeps the agent key it was created with; envd
+		// writes the token file for in-sandbox services itself.
+		err := l.agent.init(ctx, initRequest{EnvVars: initVars(*sb), AccessToken: sb.AccessToken,
+			DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir})
+		if err == nil {
+			l.sb = *sb
+			return l
 		}
-		m.log.Warn("pooled sandbox unusable; discarding it", "sandbox.id", l.sb.ID)
+		m.log.Warn("pooled sandbox unusable; discarding it", "sandbox.id", l.sb.ID, "err", err)
 		m.destroy(context.WithoutCancel(ctx), l.sb.ID)
 	}
 	return nil
-}
-
-// writeToken leaves the access token where in-sandbox services that start
-// before the claim (the code interpreter) can read it: /.sbx/run/access-token.
-func (m *Manager) writeToken(id, token string) error {
-	return os.WriteFile(filepath.Join(m.runDir(id), "access-token"), []byte(token), 0o644)
 }
 
 // Close stops the pools and removes the pooled sandboxes (they belong to

@@ -85,9 +85,14 @@ func (m *Manager) snapshotDir(key string) string {
 	return filepath.Join(m.cfg.DataDir, "snapshots", key)
 }
 
-// snapshotComplete reports whether dir holds a usable snapshot.
+// snapshotComplete reports whether dir holds a usable snapshot: a
+// complete checkpoint and the agent key its envd holds (without which its
+// clones could not be initialised).
 func snapshotComplete(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, "state", "complete"))
+	if _, err := os.Stat(filepath.Join(dir, "state", "complete")); err != nil {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(dir, agentKeyFile))
 	return err == nil
 }
 
@@ -213,6 +218,11 @@ func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force boo
 	t1 := time.Now()
 	if err := m.rt.Checkpoint(ctx, id, filepath.Join(tmp, "state")); err != nil {
 		return false, fmt.Errorf("snapshot template %s: checkpoint: %w", tpl.ID, err)
+	}
+	// Its envd's key is in the checkpoint's memory: clones prove their
+	// first /init with it (host-only, like the checkpoint).
+	if err := writeKey(filepath.Join(tmp, agentKeyFile), l.agent.currentKey()); err != nil {
+		return false, fmt.Errorf("snapshot template %s: save agent key: %w", tpl.ID, err)
 	}
 	// A forced rebuild replaces the old snapshot. A restored sandbox no
 	// longer needs the files it came from; one being restored right now

@@ -415,3 +415,13 @@ func (s *Server) AdminKey(t testing.TB) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// Pid is the process ID of the running server (0 when it is not running).
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}

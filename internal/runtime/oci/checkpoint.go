@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/hostfs"
 	"github.com/sbxdev/sbx/internal/runtime"
 )
 
@@ -237,12 +238,19 @@ const hostSocketWait = 10 * time.Second
 // (SIGUSR1) and waits until the socket file is gone. If it is not, the
 // request is undone (SIGUSR2) and the checkpoint must not proceed.
 func (d *Driver) releaseHostSocket(ctx context.Context, id, sock string) error {
+	// The socket's directory is the sandbox's to write: look at the name
+	// only through hostfs, which follows nothing planted there.
+	dir, err := hostfs.OpenDir(filepath.Dir(sock))
+	if err != nil {
+		return fmt.Errorf("host socket directory: %w", err)
+	}
+	defer dir.Close()
 	if _, err := d.command(ctx, "kill", id, "USR1"); err != nil {
 		return fmt.Errorf("ask init to close its host socket: %w", err)
 	}
 	deadline := time.Now().Add(hostSocketWait)
 	for {
-		if _, err := os.Lstat(sock); errors.Is(err, os.ErrNotExist) {
+		if _, err := dir.Stat(filepath.Base(sock)); errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
