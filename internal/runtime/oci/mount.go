@@ -5,17 +5,36 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
+// layers says how to build a sandbox's root filesystem.
+type layers struct {
+	lower     []string // read-only layers, topmost first
+	diskMB    int      // size of the writable layer; 0 = DefaultDiskMB
+	upperFrom string   // copied in as the writable layer's content ("" = empty)
+	// ids and userns are set for a sandbox in a user namespace: the lower
+	// layers are mounted idmapped through userns and the writable layer
+	// belongs to the sandbox's root.
+	ids    *idRange
+	userns *os.File
+}
+
 // mountLayers mounts the sandbox's writable layer (a tmpfs, so the disk
 // limit is enforced by the kernel and deleting a sandbox frees its space at
-// once) and the overlay root on top of the template's layers. A non-empty
-// upperFrom is copied in as the writable layer's content.
-func mountLayers(ctx context.Context, p sandboxPaths, lower []string, diskMB int, upperFrom string) error {
+// once) and the overlay root on top of the template's layers.
+//
+// The tmpfs is charged to the memory cgroup of whoever writes it, so a
+// sandbox filling its disk uses its own memory limit, not the host's: with
+// a disk limit above the memory limit it ends in the OOM killer inside its
+// cgroup (reported as an exit with reason oom), never in host memory
+// pressure. The memory+swap limit (spec.go) keeps it from swapping out.
+func mountLayers(ctx context.Context, p sandboxPaths, l layers) error {
+	diskMB := l.diskMB
 	if diskMB == 0 {
 		diskMB = DefaultDiskMB
 	}
@@ -28,8 +47,8 @@ func mountLayers(ctx context.Context, p sandboxPaths, lower []string, diskMB int
 	if err := unix.Mount("tmpfs", p.upperMount(), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		return fmt.Errorf("mount writable layer tmpfs (%s) at %s: %w", opts, p.upperMount(), err)
 	}
-	if upperFrom != "" { // restore of a checkpoint: its saved writable layer
-		if err := copyTree(ctx, upperFrom, p.upper()); err != nil {
+	if l.upperFrom != "" { // restore of a checkpoint: its saved writable layer
+		if err := copyTree(ctx, l.upperFrom, p.upper()); err != nil {
 			return fmt.Errorf("restore writable layer: %w", err)
 		}
 	} else if err := os.Mkdir(p.upper(), 0o755); err != nil {
@@ -37,6 +56,22 @@ func mountLayers(ctx context.Context, p sandboxPaths, lower []string, diskMB int
 	}
 	if err := os.Mkdir(p.work(), 0o755); err != nil {
 		return err
+	}
+	lower := l.lower
+	if l.ids != nil {
+		for _, dir := range []string{p.upper(), p.work()} {
+			if err := os.Lchown(dir, int(l.ids.UID), int(l.ids.GID)); err != nil {
+				return fmt.Errorf("give the writable layer to the sandbox's root: %w", err)
+			}
+		}
+		var err error
+		if lower, err = idmapLayers(p, l.lower, l.userns); err != nil {
+			return err
+		}
+		// The overlay holds private clones of its layers' mounts (idmap
+		// included), so the mount points can go at once: nothing else sees
+		// the idmapped layers, and cleanup has less to do.
+		defer detachLowers(p)
 	}
 	data := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + p.upper() + ",workdir=" + p.work()
 	if len(data) >= os.Getpagesize() {
@@ -48,25 +83,66 @@ func mountLayers(ctx context.Context, p sandboxPaths, lower []string, diskMB int
 	return nil
 }
 
-// unmountLayers detaches the overlay and then the tmpfs. It tolerates
-// either being absent so that cleanup can be repeated; it refuses to report
-// success while something is still mounted, because the caller removes the
-// directory tree next.
+// idmapLayers mounts each layer idmapped at <sandbox>/lower/<i> and returns
+// those mount points.
+func idmapLayers(p sandboxPaths, lower []string, userns *os.File) ([]string, error) {
+	out := make([]string, len(lower))
+	for i, src := range lower {
+		dst := p.lower(i)
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return nil, err
+		}
+		if err := idmapMount(src, dst, userns); err != nil {
+			return nil, fmt.Errorf("root filesystem layer %d: %w", i, err)
+		}
+		out[i] = dst
+	}
+	return out, nil
+}
+
+// detachLowers unmounts whatever is mounted under <sandbox>/lower.
+func detachLowers(p sandboxPaths) error {
+	entries, err := os.ReadDir(p.lowerDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		errs = append(errs, unmountAll(filepath.Join(p.lowerDir(), e.Name())))
+	}
+	return errors.Join(errs...)
+}
+
+// unmountLayers detaches the overlay, any idmapped layers and then the
+// tmpfs. It tolerates each being absent so that cleanup can be repeated;
+// it refuses to report success while something is still mounted, because
+// the caller removes the directory tree next.
 func unmountLayers(p sandboxPaths) error {
-	for _, dir := range []string{p.rootfs(), p.upperMount()} {
-		// A failed start retried by hand may have stacked mounts; peel them.
-		for range 8 {
-			err := unix.Unmount(dir, unix.MNT_DETACH)
-			if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("unmount %s: %w", dir, err)
-			}
-			if err != nil || !isMountpoint(dir) {
-				break
-			}
+	if err := unmountAll(p.rootfs()); err != nil {
+		return err
+	}
+	if err := detachLowers(p); err != nil {
+		return err
+	}
+	return unmountAll(p.upperMount())
+}
+
+func unmountAll(dir string) error {
+	// A failed start retried by hand may have stacked mounts; peel them.
+	for range 8 {
+		err := unix.Unmount(dir, unix.MNT_DETACH)
+		if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("unmount %s: %w", dir, err)
 		}
-		if isMountpoint(dir) {
-			return fmt.Errorf("unmount %s: still mounted", dir)
+		if err != nil || !isMountpoint(dir) {
+			break
 		}
+	}
+	if isMountpoint(dir) {
+		return fmt.Errorf("unmount %s: still mounted", dir)
 	}
 	return nil
 }
