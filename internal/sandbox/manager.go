@@ -99,6 +99,7 @@ type Manager struct {
 
 	admission Admission // nil = no limits
 	disk      diskTier  // pause's disk tier (checkpoint.go)
+	exits     exitWatch // sandboxes whose init ends on its own (exits.go)
 
 	snapMu    sync.Mutex
 	snapLocks map[string]*sync.Mutex // one snapshot at a time per key (snapshot.go)
@@ -273,7 +274,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	}
 	sb.NetNS = nsPath
 	tNet = time.Since(t0)
-	spec := m.sandboxSpec(*sb, tpl.Rootfs)
+	spec := m.sandboxSpec(*sb, tpl.Lower())
 	if err := m.saveSpec(spec); err != nil {
 		return nil, err
 	}
@@ -389,6 +390,7 @@ func (m *Manager) track(l *live) {
 	m.live[l.sb.ID] = l
 	m.mu.Unlock()
 	m.arm(l)
+	m.watchExit(l)
 }
 
 // arm (re)schedules the sandbox's end-of-life timer.
