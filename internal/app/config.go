@@ -44,6 +44,9 @@ type Config struct {
 	// is not the server's runtime.
 	SnapshotRuntime     string
 	SnapshotRuntimeArgs []string
+	// UserNS runs crun and runc sandboxes in user namespaces: root inside
+	// is an unprivileged host user (DefaultUserNS; runsc is its own kernel).
+	UserNS bool
 }
 
 // DefaultPools keeps two ready sandboxes of each built-in template from
@@ -95,6 +98,7 @@ const (
 	DefaultListen  = "127.0.0.1:3000"
 	DefaultDataDir = "/var/lib/sbx"
 	DefaultRuntime = "crun"
+	DefaultUserNS  = true
 	// DefaultSnapshotRuntime picks runsc when it is installed.
 	DefaultSnapshotRuntime = "auto"
 )

@@ -22,7 +22,9 @@ import (
 	"github.com/sbxdev/sbx/internal/runtime"
 )
 
-// Driver is the part of the runtime driver a build needs.
+// Driver is the part of the runtime driver a build needs. Drivers that
+// implement runtime.LayerCapturer save step layers (required with user
+// namespaces: the sandbox wrote host ids, a layer holds the image's).
 type Driver interface {
 	Start(ctx context.Context, spec runtime.Spec) error
 	Delete(ctx context.Context, id string) error
@@ -391,7 +393,7 @@ func (e *Executor) runStep(ctx context.Context, n int, s Step, st state, layers 
 	}
 	id := "build" + randHex(6)
 	code, out, err := e.exec(ctx, id, scratch, layers, st, user, cmd, e.cfg.StepTimeout, line, func() error {
-		return e.capture(id, dir, s)
+		return e.capture(ctx, id, dir, s)
 	})
 	if err != nil {
 		return &StepError{Step: n, What: s.String(), Err: err, Output: out}
@@ -554,7 +556,9 @@ func (e *Executor) exec(ctx context.Context, id, scratch string, layers []string
 	spec := runtime.Spec{
 		ID: id, Lower: layers, Hostname: "sbx-build",
 		Args: []string{"/bin/sh", "-c", runScript}, Env: env, Cwd: "/",
-		Mounts:    []runtime.Mount{{Source: scratch, Target: "/.sbx/build"}},
+		// Owned: root in the build sandbox writes its log and exit code
+		// there, and chowns staged COPY files.
+		Mounts:    []runtime.Mount{{Source: scratch, Target: "/.sbx/build", Owned: true}},
 		Resources: runtime.Resources{PidsMax: 4096, DiskMB: e.cfg.DiskMB},
 		NetNS:     nsPath,
 	}
@@ -600,17 +604,25 @@ func (e *Executor) exec(ctx context.Context, id, scratch string, layers []string
 
 // capture copies the build sandbox's writable layer (overlay upper dir,
 // whiteouts and opaque-dir xattrs included) into the layer directory.
-func (e *Executor) capture(id, dir string, s Step) error {
-	upper := filepath.Join(e.cfg.SandboxDir, id, "upper", "upper")
+func (e *Executor) capture(ctx context.Context, id, dir string, s Step) error {
 	tmp := dir + ".tmp-" + randHex(4)
-	if err := os.MkdirAll(filepath.Join(tmp, "diff"), 0o755); err != nil {
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	// cp -a keeps owners, modes, hard links, device nodes (whiteouts are
-	// 0/0 character devices) and trusted.* xattrs (opaque directories).
-	if out, err := exec.Command("cp", "-a", "--", upper+"/.", filepath.Join(tmp, "diff")).CombinedOutput(); err != nil {
-		return fmt.Errorf("copy %s: %w: %s", upper, err, out)
+	if c, ok := e.drv.(runtime.LayerCapturer); ok {
+		// The driver copies the writable layer with the image's ids (user
+		// namespaces shift them on the host).
+		if err := c.CaptureLayer(ctx, id, filepath.Join(tmp, "diff")); err != nil {
+			return err
+		}
+	} else {
+		upper := filepath.Join(e.cfg.SandboxDir, id, "upper", "upper")
+		// cp -a keeps owners, modes, hard links, device nodes (whiteouts are
+		// 0/0 character devices) and trusted.* xattrs (opaque directories).
+		if out, err := exec.Command("cp", "-a", "--", upper, filepath.Join(tmp, "diff")).CombinedOutput(); err != nil {
+			return fmt.Errorf("copy %s: %w: %s", upper, err, out)
+		}
 	}
 	// Mount points the runtime created for the build are not content.
 	if err := os.RemoveAll(filepath.Join(tmp, "diff", ".sbx")); err != nil {
