@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/testenv"
 	"github.com/sbxdev/sbx/sdk"
 	"github.com/sbxdev/sbx/tests/harness"
 )
@@ -290,5 +291,56 @@ func hostUIDOf(t *testing.T, cmdline string) int {
 			t.Fatalf("no host process runs %q", strings.ReplaceAll(cmdline, "\x00", " "))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// What the boundary must not break: with no CAP_NET_RAW, Docker's seccomp
+// profile and (crun, runc) a user namespace, the everyday tools of a
+// sandbox keep working, as the default user and through sudo.
+func TestRuntimeToolsStillWork(t *testing.T) {
+	srv := startServer(t)
+	s := create(t, srv.Client(t), sdk.CreateOptions{})
+	checks := []struct{ name, user, cmd string }{
+		{"sudo", "", "sudo -n id -u | grep -x 0"},
+		{"sudo to another user", "", "sudo -n -u nobody id -un | grep -x nobody"},
+		{"ping (ICMP datagram sockets)", "", "ping -c1 -W5 127.0.0.1"},
+		{"python threads", "", `python3 -c 'import threading; t=[threading.Thread(target=sum, args=([1],)) for _ in range(8)]; [x.start() for x in t]; [x.join() for x in t]'`},
+		{"node worker threads", "", `node -e 'const {Worker}=require("worker_threads"); new Worker("process.exit(0)", {eval: true}).on("exit", c => process.exit(c))'`},
+		{"git", "", "cd $(mktemp -d) && git init -q && git -c user.email=a@b -c user.name=a commit -q --allow-empty -m x && git log --oneline | grep -q x"},
+		{"pip", "", "pip3 --version"},
+		{"apt-get as root", "root", "apt-get -s -o Debug::NoLocking=1 install --reinstall -y bash >/dev/null"},
+		{"dpkg owns files as root", "root", "touch /usr/local/bin/x && chown user:user /usr/local/bin/x && stat -c %U /usr/local/bin/x | grep -x user"},
+		{"a server on port 80 as root", "root", `python3 -c 'import socket; s=socket.socket(); s.bind(("0.0.0.0", 80)); s.listen()'`},
+		{"edit /etc/hosts as root", "root", "echo '127.0.0.2 sbx-test' >> /etc/hosts && getent hosts sbx-test"},
+	}
+	for _, c := range checks {
+		if res := sh(t, s, c.user, c.cmd); res.ExitCode != 0 {
+			t.Errorf("%s: %q exited %d\nstdout: %s\nstderr: %s", c.name, c.cmd, res.ExitCode, res.Stdout, res.Stderr)
+		}
+	}
+}
+
+// runsc (gVisor) sandboxes keep working under the same profile: gVisor's
+// errno action is always EPERM, so the clone3 → ENOSYS rule that sends
+// glibc to clone on the host kernel must not reach it (every pthread_create
+// would fail), and the surfaces stay closed.
+func TestRuntimeRunscKeepsWorking(t *testing.T) {
+	testenv.Require(t, testenv.Runsc)
+	srv := startServer(t, "--runtime", "runsc")
+	s := create(t, srv.Client(t), sdk.CreateOptions{})
+	mustSh(t, s, "", `python3 -c 'import threading; t=[threading.Thread(target=sum, args=([1],)) for _ in range(8)]; [x.start() for x in t]; [x.join() for x in t]'`)
+	mustSh(t, s, "", "sudo -n id -u | grep -x 0")
+	mustSh(t, s, "", "ping -c1 -W5 127.0.0.1")
+	out := mustSh(t, s, "root", `python3 -c '
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)
+print("io_uring_setup", libc.syscall(425, 8, params))
+print("personality", libc.personality(0x0040000))
+'`)
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(line); len(f) != 2 || f[1] != "-1" {
+			t.Errorf("under runsc, %q; want the call refused (-1)", line)
+		}
 	}
 }
