@@ -16,15 +16,22 @@ import (
 // reports their p50/p95:
 //
 //	go test ./internal/runtime/oci -run XXX -bench StartDelete -benchtime 200x
+//
+// crun-no-userns is crun with --userns=false: the difference to crun is the
+// cost of user namespaces (lease, idmapped layers, chowns, netns sysctls).
 func BenchmarkStartDelete(b *testing.B) {
-	for _, name := range []string{"crun", "runc", "runsc"} {
+	for _, cfg := range []Config{{Runtime: "crun", UserNS: true}, {Runtime: "crun"}, {Runtime: "runc", UserNS: true}, {Runtime: "runsc"}} {
+		name := cfg.Runtime
+		if cfg.Runtime == "crun" && !cfg.UserNS {
+			name = "crun-no-userns"
+		}
 		b.Run(name, func(b *testing.B) {
 			runtimetest.RequireRoot(b)
-			if _, err := exec.LookPath(name); err != nil {
-				b.Skipf("%s not on PATH", name)
+			if _, err := exec.LookPath(cfg.Runtime); err != nil {
+				b.Skipf("%s not on PATH", cfg.Runtime)
 			}
 			rootfs := runtimetest.BusyboxRootfs(b)
-			d := newTestDriver(b, name)
+			d := newTestDriverWith(b, cfg)
 			var starts, deletes []time.Duration
 			for b.Loop() {
 				spec := runtime.Spec{

@@ -169,7 +169,7 @@ func (d *Driver) Restore(ctx context.Context, s runtime.Spec, dir string) (err e
 	if err != nil {
 		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
 	}
-	if err := d.prepareMounts(s, p, nil); err != nil {
+	if _, err := d.prepareMounts(s, p, nil); err != nil {
 		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
 	}
 	if err := writeConfig(p, buildSpec(s, bp, d.limits, nil)); err != nil {

@@ -116,13 +116,15 @@ func detachLowers(p sandboxPaths) error {
 	return errors.Join(errs...)
 }
 
-// unmountLayers detaches the overlay, any idmapped layers and then the
-// tmpfs. It tolerates each being absent so that cleanup can be repeated;
+// unmountLayers detaches the sandbox's sysfs (prepareNetNS), the overlay,
+// any idmapped layers and then the tmpfs. It tolerates each being absent so that cleanup can be repeated;
 // it refuses to report success while something is still mounted, because
 // the caller removes the directory tree next.
 func unmountLayers(p sandboxPaths) error {
-	if err := unmountAll(p.rootfs()); err != nil {
-		return err
+	for _, dir := range []string{p.sysfs(), p.rootfs()} {
+		if err := unmountAll(dir); err != nil {
+			return err
+		}
 	}
 	if err := detachLowers(p); err != nil {
 		return err

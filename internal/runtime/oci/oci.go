@@ -217,6 +217,7 @@ func (p sandboxPaths) etc() string        { return filepath.Join(p.dir, "etc") }
 func (p sandboxPaths) handle() string     { return filepath.Join(p.dir, "handle.json") }
 func (p sandboxPaths) pidFile() string    { return filepath.Join(p.dir, "init.pid") }
 func (p sandboxPaths) lowerDir() string   { return filepath.Join(p.dir, "lower") }
+func (p sandboxPaths) sysfs() string      { return filepath.Join(p.dir, "sys") }
 func (p sandboxPaths) lower(i int) string { return filepath.Join(p.dir, "lower", strconv.Itoa(i)) }
 
 // initLog lives on the sandbox's tmpfs (outside the overlay's upper dir), so
@@ -358,7 +359,7 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 	if err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
-	if err := d.prepareMounts(s, p, l.ids); err != nil {
+	if bp.sysfs, err = d.prepareMounts(s, p, l.ids); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
 	if err := writeConfig(p, buildSpec(s, bp, d.limits, l.ids)); err != nil {
@@ -393,28 +394,32 @@ func (d *Driver) leaseIDs(p sandboxPaths) (*idRange, *os.File, error) {
 
 // prepareMounts makes the bind-mount sources usable by the sandbox's root:
 // Owned ones become its own, and in a user namespace every source must be
-// reachable by an unprivileged host user. It also opens up the network
-// namespace for a root without capabilities over it (setNetSysctls).
-func (d *Driver) prepareMounts(s runtime.Spec, p sandboxPaths, ids *idRange) error {
+// reachable by an unprivileged host user. It readies the network namespace
+// too (prepareNetNS) and returns where it mounted the sandbox's sysfs, if
+// it did.
+func (d *Driver) prepareMounts(s runtime.Spec, p sandboxPaths, ids *idRange) (sysfs string, err error) {
 	if s.NetNS != "" {
-		if err := setNetSysctls(s.NetNS); err != nil {
-			return err
+		if ids != nil {
+			sysfs = p.sysfs()
+		}
+		if err := prepareNetNS(s.NetNS, sysfs); err != nil {
+			return "", err
 		}
 	}
 	if ids == nil {
-		return nil
+		return sysfs, nil
 	}
 	for _, m := range s.Mounts {
 		if m.Owned {
 			if err := chownTree(m.Source, int(ids.UID), int(ids.GID)); err != nil {
-				return fmt.Errorf("give mount source %s to the sandbox's root: %w", m.Source, err)
+				return "", fmt.Errorf("give mount source %s to the sandbox's root: %w", m.Source, err)
 			}
 		}
 		if err := d.checkTraversable(m.Source, ids); err != nil {
-			return err
+			return "", err
 		}
 	}
-	return d.checkTraversable(p.rootfs(), ids)
+	return sysfs, d.checkTraversable(p.rootfs(), ids)
 }
 
 // writeEtc writes the sandbox's /etc/hosts and /etc/resolv.conf, bind

@@ -20,8 +20,8 @@ import (
 //   - SYS_CHROOT: chroot(1), debootstrap, some build systems.
 //   - SETPCAP: lets programs drop capabilities (capsh, setpriv, systemd
 //     units); it cannot add any beyond this set.
-//   - AUDIT_WRITE: sudo and su log through the audit netlink socket and
-//     fail without it.
+//   - AUDIT_WRITE: sudo, su and login write audit records (kept as Docker
+//     does; under a user namespace the kernel refuses those records anyway).
 //
 // Dropped from Docker's default set:
 //   - NET_RAW: raw and packet sockets forge any frame on the bridge (ARP
@@ -80,6 +80,7 @@ type bundlePaths struct {
 	rootfs     string // overlay mountpoint
 	resolvConf string // generated /etc/resolv.conf, "" to keep the template's
 	hosts      string // generated /etc/hosts
+	sysfs      string // a sysfs of the sandbox's network namespace to bind at /sys, "" to mount one
 }
 
 // buildSpec turns a runtime.Spec into an OCI config. ids, when set, puts
@@ -175,7 +176,7 @@ func buildMounts(extra []runtime.Mount, p bundlePaths) []specs.Mount {
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm",
 			Options: []string{"nosuid", "noexec", "nodev", "mode=1777", shmSizeBytes}},
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		sysMount(p.sysfs),
 		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup",
 			Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
@@ -194,6 +195,17 @@ func buildMounts(extra []runtime.Mount, p bundlePaths) []specs.Mount {
 		ms = append(ms, specs.Mount{Destination: path.Clean(m.Target), Type: "bind", Source: m.Source, Options: opts})
 	}
 	return ms
+}
+
+// sysMount is /sys: a fresh sysfs, or the one mounted for the sandbox (a
+// user namespace cannot mount the sysfs of a network namespace the host
+// owns, see prepareNetNS).
+func sysMount(bound string) specs.Mount {
+	if bound != "" {
+		return specs.Mount{Destination: "/sys", Type: "bind", Source: bound,
+			Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
+	}
+	return specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}}
 }
 
 func buildResources(r runtime.Resources, memsw bool) *specs.LinuxResources {

@@ -151,21 +151,47 @@ func lchownKeepMode(path string, e fs.DirEntry, uid, gid int) error {
 	return nil
 }
 
-// setNetSysctls writes sysctls of the network namespace at nsPath. Root in
-// a user namespace holds no capability over a network namespace the host
-// made, so two things that relied on capabilities are opened up there:
-// binding ports below 1024 (CAP_NET_BIND_SERVICE) and ping, which without
-// CAP_NET_RAW uses ICMP datagram sockets, allowed to the groups in
-// ping_group_range (host gids: sandboxes' are above 2^30).
+// prepareNetNS readies the network namespace at nsPath for a sandbox.
 //
-// The network package may set the same values when it makes the
-// namespace; writing them again is harmless.
+// Root in a user namespace holds no capability over a network namespace
+// the host made, so two things that relied on capabilities are opened up
+// there: binding ports below 1024 (CAP_NET_BIND_SERVICE) and ping, which
+// without CAP_NET_RAW uses ICMP datagram sockets, allowed to the groups in
+// ping_group_range (host gids: sandboxes' are above 2^30). The network
+// package may set the same values when it makes the namespace; writing
+// them again is harmless.
+//
+// For the same reason such a root cannot mount sysfs (the kernel wants
+// CAP_SYS_ADMIN over the network namespace): runc then fails and crun
+// falls back to the host's /sys, which lists every interface of the host.
+// With sysfsAt set, a sysfs of the sandbox's namespace is mounted there,
+// from a thread inside it, for the runtime to bind at /sys.
+func prepareNetNS(nsPath, sysfsAt string) error {
+	return inNetNS(nsPath, func() error {
+		var errs []error
+		for _, s := range netSysctls {
+			if err := os.WriteFile(s.path, []byte(s.value), 0); err != nil {
+				errs = append(errs, fmt.Errorf("set %s in %s: %w", s.path, nsPath, err))
+			}
+		}
+		if sysfsAt != "" {
+			if err := os.MkdirAll(sysfsAt, 0o755); err != nil {
+				errs = append(errs, err)
+			} else if err := unix.Mount("sysfs", sysfsAt, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+				errs = append(errs, fmt.Errorf("mount the sysfs of %s: %w", nsPath, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+}
+
 var netSysctls = []struct{ path, value string }{
 	{"/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"},
 	{"/proc/sys/net/ipv4/ping_group_range", "0 2147483647"},
 }
 
-func setNetSysctls(nsPath string) error {
+// inNetNS runs fn on a thread inside the network namespace at nsPath.
+func inNetNS(nsPath string, fn func() error) error {
 	target, err := os.Open(nsPath)
 	if err != nil {
 		return err
@@ -188,16 +214,11 @@ func setNetSysctls(nsPath string) error {
 			errc <- fmt.Errorf("enter network namespace %s: %w", nsPath, err)
 			return
 		}
-		var werr error
-		for _, s := range netSysctls {
-			if err := os.WriteFile(s.path, []byte(s.value), 0); err != nil {
-				werr = errors.Join(werr, fmt.Errorf("set %s in %s: %w", s.path, nsPath, err))
-			}
-		}
+		ferr := fn()
 		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
 			goruntime.UnlockOSThread()
 		}
-		errc <- werr
+		errc <- ferr
 	}()
 	return <-errc
 }
