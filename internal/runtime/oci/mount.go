@@ -22,6 +22,10 @@ type layers struct {
 	// belongs to the sandbox's root.
 	ids    *idRange
 	userns *os.File
+	// detached hands the idmapped layers to overlayfs as detached mounts
+	// (/proc/self/fd/N, Linux 6.15 and later); otherwise they are attached
+	// under the sandbox dir first. checkUserNS finds out which works.
+	detached bool
 }
 
 // mountLayers mounts the sandbox's writable layer (a tmpfs, so the disk
@@ -64,14 +68,27 @@ func mountLayers(ctx context.Context, p sandboxPaths, l layers) error {
 				return fmt.Errorf("give the writable layer to the sandbox's root: %w", err)
 			}
 		}
-		var err error
-		if lower, err = idmapLayers(p, l.lower, l.userns); err != nil {
+		fds, err := idmapLayers(l.lower, l.userns)
+		// The overlay holds private clones of its layers' mounts (idmap
+		// included), so ours can go as soon as it is mounted. Dropping a
+		// mount waits for an RCU grace period (milliseconds): off the
+		// start's path.
+		defer func() {
+			go func() {
+				for _, fd := range fds {
+					unix.Close(fd)
+				}
+				if !l.detached {
+					_ = detachLowers(p)
+				}
+			}()
+		}()
+		if err != nil {
 			return err
 		}
-		// The overlay holds private clones of its layers' mounts (idmap
-		// included), so the mount points can go at once: nothing else sees
-		// the idmapped layers, and cleanup has less to do.
-		defer detachLowers(p)
+		if lower, err = layerPaths(p, fds, l.detached); err != nil {
+			return err
+		}
 	}
 	data := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + p.upper() + ",workdir=" + p.work()
 	if len(data) >= os.Getpagesize() {
@@ -83,17 +100,36 @@ func mountLayers(ctx context.Context, p sandboxPaths, l layers) error {
 	return nil
 }
 
-// idmapLayers mounts each layer idmapped at <sandbox>/lower/<i> and returns
-// those mount points.
-func idmapLayers(p sandboxPaths, lower []string, userns *os.File) ([]string, error) {
-	out := make([]string, len(lower))
+// idmapLayers makes an idmapped, read-only detached mount of each layer.
+// On failure it returns the ones made so far, for the caller to close.
+func idmapLayers(lower []string, userns *os.File) ([]int, error) {
+	fds := make([]int, 0, len(lower))
 	for i, src := range lower {
+		fd, err := idmapClone(src, userns)
+		if err != nil {
+			return fds, fmt.Errorf("root filesystem layer %d: %w", i, err)
+		}
+		fds = append(fds, fd)
+	}
+	return fds, nil
+}
+
+// layerPaths returns the paths the overlay takes the idmapped layers by:
+// the detached mounts themselves, or mount points they are attached at
+// (<sandbox>/lower/<i>).
+func layerPaths(p sandboxPaths, fds []int, detached bool) ([]string, error) {
+	out := make([]string, len(fds))
+	for i, fd := range fds {
+		if detached {
+			out[i] = "/proc/self/fd/" + strconv.Itoa(fd)
+			continue
+		}
 		dst := p.lower(i)
 		if err := os.MkdirAll(dst, 0o755); err != nil {
 			return nil, err
 		}
-		if err := idmapMount(src, dst, userns); err != nil {
-			return nil, fmt.Errorf("root filesystem layer %d: %w", i, err)
+		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return nil, fmt.Errorf("attach idmapped layer %d at %s: %w", i, dst, err)
 		}
 		out[i] = dst
 	}

@@ -65,6 +65,9 @@ type Driver struct {
 	userns bool // sandboxes get user namespaces
 	ranges *idRanges
 	nsc    usernsCache
+	// detachedLayers: overlayfs takes idmapped layers as detached mounts
+	// (found out by checkUserNS).
+	detachedLayers bool
 	// traversable caches directories found searchable by others (o+x):
 	// sandbox roots in user namespaces must reach their bind-mount sources.
 	traversable sync.Map
@@ -346,7 +349,7 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 			}
 		}
 	}()
-	l := layers{lower: s.Lower, diskMB: s.Resources.DiskMB}
+	l := layers{lower: s.Lower, diskMB: s.Resources.DiskMB, detached: d.detachedLayers}
 	if d.userns {
 		if l.ids, l.userns, err = d.leaseIDs(p); err != nil {
 			return fmt.Errorf("start sandbox %s: %w", s.ID, err)

@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -99,25 +100,22 @@ func (c *usernsCache) get(r idRange) (*os.File, error) {
 	return f, nil
 }
 
-// idmapMount mounts src at dst (an existing directory) with its ids shifted
-// through userns: on-disk id n appears as host id base+n.
-func idmapMount(src, dst string, userns *os.File) error {
+// idmapClone returns a detached, read-only mount of src (open_tree) whose
+// ids are shifted through userns: on-disk id n appears as host id base+n.
+func idmapClone(src string, userns *os.File) (int, error) {
 	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
-		return fmt.Errorf("clone mount of %s: %w", src, err)
+		return -1, fmt.Errorf("clone mount of %s: %w", src, err)
 	}
-	defer unix.Close(fd)
 	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_RDONLY, Userns_fd: uint64(userns.Fd())}
 	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		unix.Close(fd)
 		if errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("idmap %s: %w (its filesystem cannot be idmapped: it must be a directory on ext4, xfs, btrfs or tmpfs, not an overlay mount; pass an overlay's layers instead)", src, err)
+			return -1, fmt.Errorf("idmap %s: %w (its filesystem cannot be idmapped: it must be a directory on ext4, xfs, btrfs or tmpfs, not an overlay mount; pass an overlay's layers instead)", src, err)
 		}
-		return fmt.Errorf("idmap %s: %w", src, err)
+		return -1, fmt.Errorf("idmap %s: %w", src, err)
 	}
-	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("attach idmapped %s at %s: %w", src, dst, err)
-	}
-	return nil
+	return fd, nil
 }
 
 // chownTree gives uid:gid every file under root, root included, without
@@ -227,7 +225,8 @@ func inNetNS(nsPath string, fn func() error) error {
 // namespace needs from this host, so that a missing piece is reported
 // clearly instead of as a failed sandbox start.
 func (d *Driver) checkUserNS() error {
-	ns, err := newUserNS(slotRange(0))
+	r := slotRange(0)
+	ns, err := newUserNS(r)
 	if err != nil {
 		return fmt.Errorf("cannot create a user namespace (%w): the kernel needs CONFIG_USER_NS and "+
 			"sysctl user.max_user_namespaces > 0", err)
@@ -242,29 +241,33 @@ func (d *Driver) checkUserNS() error {
 		return err
 	}
 	dir := func(name string) string { return filepath.Join(probe, name) }
-	for _, name := range []string{"lower", "idmapped", "upper", "work", "merged"} {
-		if err := os.Mkdir(dir(name), 0o755); err != nil {
-			return err
-		}
+	if err := os.Mkdir(dir("lower"), 0o755); err != nil {
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir("lower"), "f"), nil, 0o644); err != nil {
 		return err
 	}
-	if err := idmapMount(dir("lower"), dir("idmapped"), ns); err != nil {
-		return fmt.Errorf("%w (idmapped mounts need Linux 5.12 or later)", err)
+	// Detached layers first (Linux 6.15 and later), else attached ones.
+	var errs []error
+	for _, detached := range []bool{true, false} {
+		err := mountLayers(context.Background(), sandboxPaths{dir: dir("sandbox")},
+			layers{lower: []string{dir("lower")}, diskMB: 1, ids: &r, userns: ns, detached: detached})
+		if err == nil {
+			var st unix.Stat_t
+			err = unix.Stat(filepath.Join(dir("sandbox"), "rootfs", "f"), &st)
+			if err == nil && st.Uid != r.UID {
+				err = fmt.Errorf("an overlay on an idmapped layer shows owner %d for a file of root, want %d", st.Uid, r.UID)
+			}
+		}
+		uerr := unmountLayers(sandboxPaths{dir: dir("sandbox")})
+		_ = os.RemoveAll(dir("sandbox"))
+		if err == nil && uerr == nil {
+			d.detachedLayers = detached
+			return d.checkTraversable(dir("sandbox"), &r)
+		}
+		errs = append(errs, errors.Join(err, uerr))
 	}
-	defer unmountAll(dir("idmapped"))
-	data := "lowerdir=" + dir("idmapped") + ",upperdir=" + dir("upper") + ",workdir=" + dir("work")
-	if err := unix.Mount("overlay", dir("merged"), "overlay", 0, data); err != nil {
-		return fmt.Errorf("overlayfs refuses an idmapped lower layer (%w): Linux 5.19 or later is needed", err)
-	}
-	defer unmountAll(dir("merged"))
-	var st unix.Stat_t
-	if err := unix.Stat(filepath.Join(dir("merged"), "f"), &st); err != nil || st.Uid != idBase {
-		return fmt.Errorf("an overlay on an idmapped layer shows owner %d for a file of root, want %d (%v)", st.Uid, idBase, err)
-	}
-	r := slotRange(0)
-	return d.checkTraversable(dir("merged"), &r)
+	return fmt.Errorf("overlayfs refuses idmapped lower layers (Linux 5.19 or later is needed): %w", errors.Join(errs...))
 }
 
 // checkTraversable checks that the sandbox's root (host uid ids.UID) can

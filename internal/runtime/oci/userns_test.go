@@ -176,3 +176,40 @@ func TestUserNSSurvivesRestart(t *testing.T) {
 		t.Errorf("lease %s still there after Delete: %v", lease, err)
 	}
 }
+
+// Both ways of handing idmapped layers to overlayfs work here: detached
+// mounts (Linux 6.15 and later, what checkUserNS picks on such kernels) and
+// mounts attached under the sandbox dir first (older kernels). Either way
+// the layers' own mounts are gone soon after, and the overlay shows the
+// template's root-owned files as the sandbox's root.
+func TestIdmappedLayersBothWays(t *testing.T) {
+	requireRuntime(t, "crun")
+	t.Parallel()
+	rootfs := runtimetest.BusyboxRootfs(t)
+	d := newTestDriverWith(t, Config{Runtime: "crun", UserNS: true, IDLeaseDir: t.TempDir()})
+	for _, detached := range []bool{true, false} {
+		p := d.paths(runtimetest.NewID(t))
+		ids, ns, err := d.leaseIDs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := layers{lower: []string{rootfs, runtimetest.BusyboxRootfs(t)}, diskMB: 8, ids: ids, userns: ns, detached: detached}
+		if err := mountLayers(t.Context(), p, l); err != nil {
+			t.Fatalf("detached=%v: %v", detached, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(p.rootfs(), "bin", "busybox"), &st); err != nil || st.Uid != ids.UID {
+			t.Errorf("detached=%v: /bin/busybox owner %d (%v); want %d", detached, st.Uid, err, ids.UID)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for isMountpoint(p.lower(0)) || isMountpoint(p.lower(1)) {
+			if time.Now().After(deadline) {
+				t.Fatalf("detached=%v: idmapped layer mounts still attached", detached)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err := d.removeDir("", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
