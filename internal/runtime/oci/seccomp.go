@@ -27,6 +27,11 @@ import (
 // the Docker ecosystem (go get -u github.com/moby/profiles/seccomp), which is
 // the largest user base that finds such breakage first.
 //
+// Cost: crun compiles the profile with libseccomp at every start, ~6 ms
+// here against ~1 ms for the old short deny list (measured with crun 1.8.1).
+// Warm pools keep it off the create path; crun's run.oci.seccomp_bpf_data
+// annotation would take a filter compiled once per driver instead.
+//
 // TestSeccompProfile pins the surfaces that must stay closed, so a profile
 // update that opens one fails loudly. What sbx adds on top:
 //   - Only the native architecture: 32-bit x86 and x32 programs are killed
