@@ -127,6 +127,11 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 		userns:  cfg.UserNS && cfg.Runtime != "runsc",
 	}
 	if d.userns {
+		// Sandbox roots (unprivileged host users) must reach their sandbox
+		// dirs, whatever the umask made of it.
+		if err := os.Chmod(cfg.SandboxDir, 0o711); err != nil {
+			return nil, fmt.Errorf("oci driver: %w", err)
+		}
 		leaseDir := cfg.IDLeaseDir
 		if leaseDir == "" {
 			leaseDir = DefaultIDLeaseDir
@@ -377,7 +382,10 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 // leaseIDs leases a uid range for a new sandbox and records it in the
 // sandbox's handle before anything else is made.
 func (d *Driver) leaseIDs(p sandboxPaths) (*idRange, *os.File, error) {
-	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+	if err := os.MkdirAll(p.dir, 0o711); err != nil {
+		return nil, nil, err
+	}
+	if err := os.Chmod(p.dir, 0o711); err != nil { // whatever the umask made of it
 		return nil, nil, err
 	}
 	ids, err := d.ranges.take(p.dir)
