@@ -71,6 +71,7 @@ type Driver struct {
 	// traversable caches directories found searchable by others (o+x):
 	// sandbox roots in user namespaces must reach their bind-mount sources.
 	traversable sync.Map
+	bpf         bpfCache // crun's compiled seccomp filter (seccompcache.go)
 }
 
 // New checks the host (see PrepareHost) and the runtime binary.
@@ -370,11 +371,18 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 	if bp.sysfs, err = d.prepareMounts(s, p, l.ids); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
-	if err := writeConfig(p, buildSpec(s, bp, d.limits, l.ids)); err != nil {
+	spec := buildSpec(s, bp, d.limits, l.ids)
+	if d.name == "crun" {
+		d.bpf.annotate(spec)
+	}
+	if err := writeConfig(p, spec); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
 	if err := d.runDetached(ctx, s.ID, p, l.ids); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
+	}
+	if d.name == "crun" {
+		d.bpf.learn(filepath.Join(d.cfg.StateDir, s.ID))
 	}
 	return nil
 }

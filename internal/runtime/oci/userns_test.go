@@ -1,11 +1,15 @@
 package oci
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -211,5 +215,35 @@ func TestIdmappedLayersBothWays(t *testing.T) {
 		if err := d.removeDir("", p); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// crun compiles the seccomp profile once per driver: later starts carry the
+// filter the first one compiled (the conformance suite's SyscallSurface
+// checks such a later start still refuses what it must).
+func TestCrunReusesCompiledSeccomp(t *testing.T) {
+	requireRuntime(t, "crun")
+	t.Parallel()
+	rootfs := runtimetest.BusyboxRootfs(t)
+	d := newTestDriver(t, "crun")
+	first, _ := startIdle(t, d, rootfs, nil)
+	compiled, err := os.ReadFile(filepath.Join(d.cfg.StateDir, first, "seccomp.bpf"))
+	if err != nil || len(compiled) == 0 {
+		t.Fatalf("crun left no compiled filter for the first sandbox: %v", err)
+	}
+	if b, _ := os.ReadFile(d.paths(first).config()); strings.Contains(string(b), annotationSeccompBPF) {
+		t.Errorf("the first start already had a compiled filter to use")
+	}
+	second, _ := startIdle(t, d, rootfs, nil)
+	var cfg struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	b, err := os.ReadFile(d.paths(second).config())
+	if err != nil || json.Unmarshal(b, &cfg) != nil {
+		t.Fatalf("read config.json: %v", err)
+	}
+	got, err := base64.StdEncoding.DecodeString(cfg.Annotations[annotationSeccompBPF])
+	if err != nil || !bytes.Equal(got, compiled) {
+		t.Errorf("second start's %s = %d bytes (%v); want the %d bytes crun compiled first", annotationSeccompBPF, len(got), err, len(compiled))
 	}
 }

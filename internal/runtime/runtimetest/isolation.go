@@ -16,8 +16,12 @@ import (
 
 // testSyscallSurface runs syscalls the seccomp profile must refuse (and one
 // it must allow, so the probe proves something) as root in a sandbox.
+//
+// A first sandbox runs before: a driver may reuse what it compiled for its
+// first start (crun's seccomp filter), and later starts must hold as well.
 func testSyscallSurface(t *testing.T, d runtime.Driver, rootfs string) {
 	bin := buildProbe(t)
+	start(t, d, rootfs, idle, nil).wait(t, "ready")
 	sb := start(t, d, rootfs, `/helper/probe syscalls > /out/syscalls 2>&1; touch /out/done; sleep 1000`, func(s *runtime.Spec) {
 		s.Mounts = append(s.Mounts, runtime.Mount{Source: bin, Target: "/helper", ReadOnly: true})
 	})
