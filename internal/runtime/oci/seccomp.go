@@ -27,10 +27,9 @@ import (
 // the Docker ecosystem (go get -u github.com/moby/profiles/seccomp), which is
 // the largest user base that finds such breakage first.
 //
-// Cost: crun compiles the profile with libseccomp at every start, ~6 ms
-// here against ~1 ms for the old short deny list (measured with crun 1.8.1).
-// Warm pools keep it off the create path; crun's run.oci.seccomp_bpf_data
-// annotation would take a filter compiled once per driver instead.
+// Cost: libseccomp compiling this profile takes crun ~6 ms (crun 1.8.1,
+// against ~1 ms for the old short deny list), so crun compiles it once per
+// driver (seccompcache.go). runc compiles it at every start.
 //
 // TestSeccompProfile pins the surfaces that must stay closed, so a profile
 // update that opens one fails loudly. What sbx adds on top:
