@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -169,7 +170,9 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if sb.State == store.StateKilled {
-		s.fail(w, errdefs.NotFound("sandbox %s not found (it was killed)", sb.ID))
+		// E2B answers 404 for a killed sandbox; the reason (request,
+		// timeout, oom, exited, ...) tells the client why it is gone.
+		s.fail(w, errdefs.NotFound("sandbox %s not found (it was killed: %s)", sb.ID, cmp.Or(sb.KillReason, "unknown")))
 		return
 	}
 	d := toDetail(sb, true)

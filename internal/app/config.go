@@ -57,6 +57,9 @@ type Config struct {
 	// TeamMaxSandboxes caps each team's running and paused sandboxes
 	// (0 = no cap); the admin sets a team's own cap (sbx team update).
 	TeamMaxSandboxes int
+	// UserNS runs crun and runc sandboxes in user namespaces: root inside
+	// is an unprivileged host user (DefaultUserNS; runsc is its own kernel).
+	UserNS bool
 }
 
 // DefaultPools keeps two ready sandboxes of each built-in template from
@@ -140,6 +143,7 @@ const (
 	DefaultListen  = "127.0.0.1:3000"
 	DefaultDataDir = "/var/lib/sbx"
 	DefaultRuntime = "crun"
+	DefaultUserNS  = true
 	// DefaultSnapshotRuntime picks runsc when it is installed.
 	DefaultSnapshotRuntime = "auto"
 )

@@ -443,7 +443,14 @@ func (e *Executor) runStep(ctx context.Context, n int, s Step, st state, layers 
 // read-only into one build sandbox at /.sbx/build.
 func (e *Executor) scratchDir(prefix string) (string, error) {
 	base := filepath.Join(e.cfg.DataDir, "build")
-	if err := os.MkdirAll(base, 0o700); err != nil {
+	// Searchable, not listable: under user namespaces root in the build
+	// sandbox is an unprivileged host user that must reach its own scratch
+	// dir (which the driver gives it, Mount.Owned); the names of other
+	// builds' dirs stay unlisted.
+	if err := os.MkdirAll(base, 0o711); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(base, 0o711); err != nil { // made 0700 by an earlier version
 		return "", err
 	}
 	return os.MkdirTemp(base, prefix)

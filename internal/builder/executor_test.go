@@ -17,6 +17,7 @@ import (
 	"github.com/sbxdev/sbx/internal/network"
 	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/internal/runtime/oci"
+	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
 )
 
 // requireBuildHost skips without root and crun, or fails when CI sets
@@ -77,12 +78,13 @@ func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
 	requireBuildHost(t)
 	log := testLogger(t)
-	data := t.TempDir()
+	data := runtimetest.Dir(t) // build sandboxes' roots must reach their scratch dirs
 	if err := oci.PrepareHost(log); err != nil {
 		t.Fatal(err)
 	}
+	// As sbx serve runs it: user namespaces on.
 	drv, err := oci.New(oci.Config{Runtime: "crun", StateDir: filepath.Join(data, "runtime"),
-		SandboxDir: filepath.Join(data, "sandboxes")}, log)
+		SandboxDir: filepath.Join(data, "sandboxes"), UserNS: true}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

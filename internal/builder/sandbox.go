@@ -65,7 +65,10 @@ func (e *Executor) exec(ctx context.Context, id, scratch string, layers []string
 	spec := runtime.Spec{
 		ID: id, Lower: layers, Hostname: "sbx-build",
 		Args: []string{"/bin/sh", "-c", runScript}, Env: stepEnv(st, user, cmd, mark), Cwd: "/",
-		Mounts: []runtime.Mount{{Source: scratch, Target: "/.sbx/build", ReadOnly: true}},
+		// Read-only: the step reads its staged files there and writes
+		// nothing the host reads back. Owned: under user namespaces the
+		// sandbox's root must be able to read the (0700) scratch tree.
+		Mounts: []runtime.Mount{{Source: scratch, Target: "/.sbx/build", ReadOnly: true, Owned: true}},
 		Resources: runtime.Resources{CPUs: e.cfg.Limits.CPUs, MemoryMB: e.cfg.Limits.MemoryMB,
 			PidsMax: e.cfg.Limits.PidsMax, DiskMB: e.cfg.Limits.DiskMB},
 		NetNS: nsPath,
@@ -183,23 +186,30 @@ func (e *Executor) capture(ctx context.Context, id, dir string, s Step) error {
 	if err := e.drv.Pause(ctx, id); err != nil {
 		return fmt.Errorf("freeze build sandbox: %w", err)
 	}
-	upper := filepath.Join(e.cfg.SandboxDir, id, "upper", "upper")
 	tmp := dir + ".tmp-" + randHex(4)
-	if err := os.MkdirAll(filepath.Join(tmp, "diff"), 0o755); err != nil {
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	// cp -a keeps owners, modes, hard links, device nodes (whiteouts are
-	// 0/0 character devices) and trusted.* xattrs (opaque directories),
-	// and follows no symlink.
-	if out, err := exec.Command("cp", "-a", "--", upper+"/.", filepath.Join(tmp, "diff")).CombinedOutput(); err != nil {
-		return fmt.Errorf("copy %s: %w: %s", upper, err, out)
+	diff := filepath.Join(tmp, "diff")
+	if c, ok := e.drv.(runtime.LayerCapturer); ok {
+		// The driver copies the writable layer with the image's ids: under
+		// user namespaces the sandbox wrote host ids of its own range, and
+		// the next step's sandbox gets another range.
+		if err := c.CaptureLayer(ctx, id, diff); err != nil {
+			return fmt.Errorf("capture the step's layer: %w", err)
+		}
+	} else {
+		upper := filepath.Join(e.cfg.SandboxDir, id, "upper", "upper")
+		// cp -a keeps owners, modes, hard links, device nodes (whiteouts are
+		// 0/0 character devices) and trusted.* xattrs (opaque directories),
+		// and follows no symlink.
+		if out, err := exec.Command("cp", "-a", "--", upper, diff).CombinedOutput(); err != nil {
+			return fmt.Errorf("copy %s: %w: %s", upper, err, out)
+		}
 	}
 	// Mount points the runtime created for the build are not content.
-	if err := os.RemoveAll(filepath.Join(tmp, "diff", ".sbx")); err != nil {
-		return err
-	}
-	if err := e.unshiftLayer(ctx, id, filepath.Join(tmp, "diff")); err != nil {
+	if err := os.RemoveAll(filepath.Join(diff, ".sbx")); err != nil {
 		return err
 	}
 	meta, _ := json.Marshal(map[string]any{"step": s.String(), "created": time.Now().UTC()})
@@ -211,25 +221,4 @@ func (e *Executor) capture(ctx context.Context, id, dir string, s Step) error {
 	}
 	_ = os.RemoveAll(dir) // leftovers of an interrupted capture
 	return os.Rename(tmp, dir)
-}
-
-// layerUnshifter is what a driver running sandboxes in a user namespace
-// offers: the owners in a sandbox's writable layer are host IDs of its
-// mapped range, and a layer must hold them as the sandbox saw them (root
-// as 0), since the next step's sandbox may get another range.
-//
-// Seam for the runtime's user namespaces: the driver implements it, and
-// capture calls it on the copied layer; without user namespaces owners are
-// already the sandbox's.
-type layerUnshifter interface {
-	UnshiftLayer(ctx context.Context, id, dir string) error
-}
-
-func (e *Executor) unshiftLayer(ctx context.Context, id, dir string) error {
-	if u, ok := e.drv.(layerUnshifter); ok {
-		if err := u.UnshiftLayer(ctx, id, dir); err != nil {
-			return fmt.Errorf("shift the layer's owners back: %w", err)
-		}
-	}
-	return nil
 }

@@ -47,6 +47,7 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.StringVar(&cfg.Listen, "listen", app.DefaultListen, "address of the API, sandbox proxy and dashboard")
 	f.StringVar(&cfg.DataDir, "data-dir", app.DefaultDataDir, "directory for the database, API key and sandboxes")
 	f.StringVar(&cfg.Runtime, "runtime", app.DefaultRuntime, "OCI runtime: crun, runc or runsc")
+	f.BoolVar(&cfg.UserNS, "userns", app.DefaultUserNS, "run crun and runc sandboxes in user namespaces of their own: root inside is an unprivileged host user (false: root in a sandbox is host root)")
 	f.StringArrayVar(&cfg.RuntimeArgs, "runtime-arg", nil, "extra global flag for the OCI runtime, repeatable (e.g. --runtime-arg=--platform=ptrace with runsc)")
 	f.StringVar(&cfg.Domain, "domain", "", "enable host routing <port>-<sandboxID>.<domain>")
 	f.StringVar(&cfg.AgentDir, "agent-dir", "", "directory holding envd and codeinterp (default: next to the sbx binary)")

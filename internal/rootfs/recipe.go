@@ -134,6 +134,23 @@ printf '[global]\nbreak-system-packages = true\n' > /etc/pip.conf
 # C.UTF-8 ships with libc6; no locales package needed.
 echo 'LANG=C.UTF-8' > /etc/default/locale
 
+# Sandboxes hold no CAP_NET_RAW (raw sockets forge frames on the shared
+# bridge), and the kernel refuses to exec a binary whose file capability
+# asks for one the bounding set lacks: ping (cap_net_raw) would fail with
+# "Operation not permitted". Without it, ping uses ICMP datagram sockets,
+# which net.ipv4.ping_group_range allows in every sandbox network namespace.
+python3 - <<'EOF'
+import os
+for d in ("/usr/bin", "/usr/sbin"):
+    for name in os.listdir(d):
+        p = os.path.join(d, name)
+        if os.path.isfile(p) and not os.path.islink(p):
+            try:
+                os.removexattr(p, "security.capability")
+            except OSError:
+                pass
+EOF
+
 # Mountpoints for the agent binaries and its socket directory.
 mkdir -p /.sbx/bin /.sbx/run
 chmod 0755 /.sbx /.sbx/bin /.sbx/run

@@ -19,6 +19,14 @@ type Mount struct {
 	Source   string // host path
 	Target   string // path inside the sandbox
 	ReadOnly bool
+	// Owned gives root in the sandbox ownership of Source and everything
+	// under it, for directories the sandbox writes (its run dir, a build's
+	// scratch dir). Where root in a sandbox is an unprivileged host user
+	// (user namespaces), it could not write there otherwise. Start changes
+	// the owners without following symbolic links, before the sandbox
+	// runs; files the host adds later must be given to the sandbox's root
+	// (IDMapper) or be readable by others.
+	Owned bool
 }
 
 // Resources are the cgroup limits of one sandbox.
@@ -135,4 +143,64 @@ type Checkpointer interface {
 	// the checkpointed sandbox. dir is left intact, so a failed restore can
 	// be retried and the same checkpoint can be restored more than once.
 	Restore(ctx context.Context, spec Spec, dir string) error
+}
+
+// IDMap is the host range a sandbox's user namespace maps its user and
+// group ids 0..Size-1 to: root inside is host uid UID and gid GID.
+type IDMap struct {
+	UID, GID, Size uint32
+}
+
+// IDMapper is implemented by drivers that can run sandboxes in user
+// namespaces, where root inside is an unprivileged host user.
+type IDMapper interface {
+	// IDMap returns the sandbox's range; ok is false when the sandbox has
+	// no user namespace (root inside is host root). It fails with
+	// ErrNotFound for an unknown sandbox.
+	IDMap(ctx context.Context, id string) (m IDMap, ok bool, err error)
+}
+
+// Reasons an Exit carries.
+const (
+	// ExitOOM: the kernel's OOM killer killed a process of the sandbox
+	// (it reached its memory limit, which its writable layer counts
+	// against when that lives in memory) before its init ended.
+	ExitOOM = "oom"
+	// ExitExited: the init process ended for any other reason.
+	ExitExited = "exited"
+)
+
+// Exit says why a sandbox's init process ended.
+type Exit struct {
+	Reason string // ExitOOM or ExitExited
+	// Code is the init's exit status as a shell reports it (128+n when
+	// killed by signal n), or -1 when the kernel could not tell.
+	Code int
+}
+
+// ExitWatcher is implemented by drivers that can tell when a sandbox's
+// init process ends, including sandboxes started by an earlier process of
+// the server.
+type ExitWatcher interface {
+	// Wait blocks until the init process that the latest Start or Restore
+	// of sandbox id started has ended, and says why; it returns at once if
+	// it has already ended. It cannot tell an exit its caller caused
+	// (Delete, Checkpoint) from one it did not: callers ignore exits of
+	// sandboxes they are stopping. It fails with ErrNotFound for an unknown
+	// sandbox, with an errdefs.ErrFailedPrecondition error when no init is
+	// running (a checkpointed sandbox), and with ctx.Err() when ctx ends
+	// first. Memory and disk stay held until Delete.
+	Wait(ctx context.Context, id string) (Exit, error)
+}
+
+// LayerCapturer is implemented by drivers that can save what a sandbox
+// wrote to its root filesystem as an image layer (template builds).
+type LayerCapturer interface {
+	// CaptureLayer copies the writable layer of sandbox id into dst, which
+	// must not exist: the files the sandbox created or changed, with
+	// overlayfs whiteouts and opaque directories, owners as the image sees
+	// them (ids a user namespace moved on the host are moved back), modes,
+	// timestamps and extended attributes. The sandbox should not be writing
+	// meanwhile.
+	CaptureLayer(ctx context.Context, id, dst string) error
 }

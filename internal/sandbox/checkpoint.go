@@ -319,27 +319,30 @@ func (m *Manager) specFor(ctx context.Context, sb store.Sandbox) (runtime.Spec, 
 	if err != nil {
 		return runtime.Spec{}, fmt.Errorf("template %s: %w", sb.TemplateID, err)
 	}
-	return m.sandboxSpec(sb, tpl.Rootfs, agentauth.Key{}), nil
+	return m.sandboxSpec(sb, tpl.Lower(), agentauth.Key{}), nil
 }
 
 // sandboxSpec is the runtime spec of a sandbox (see docs/architecture.md).
-// The agent key goes to the init process alone (cmd/envd keeps it from
-// every other process); a zero key (sandboxes started before keys) is
-// left out.
-func (m *Manager) sandboxSpec(sb store.Sandbox, rootfs string, key agentauth.Key) runtime.Spec {
+// lower is the template's layer stack, not the overlay mount of it
+// (Template.Rootfs): with user namespaces each layer is mounted idmapped,
+// which overlayfs mounts cannot be. The agent key goes to the init process
+// alone (cmd/envd keeps it from every other process); a zero key
+// (sandboxes started before keys) is left out.
+func (m *Manager) sandboxSpec(sb store.Sandbox, lower []string, key agentauth.Key) runtime.Spec {
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"E2B_SANDBOX=true", "E2B_SANDBOX_ID=" + sb.ID, "E2B_TEMPLATE_ID=" + sb.TemplateID}
 	if !key.IsZero() {
 		env = append(env, agentauth.EnvVar+"="+key.Hex())
 	}
 	return runtime.Spec{
-		ID: sb.ID, Lower: []string{rootfs}, Hostname: "sbx-" + sb.ID[:min(8, len(sb.ID))],
+		ID: sb.ID, Lower: lower, Hostname: "sbx-" + sb.ID[:min(8, len(sb.ID))],
 		Args: []string{"/.sbx/bin/envd", "--init", "--socket", "/.sbx/run/envd.sock", "--port", "49983"},
 		Env:  env,
 		Cwd:  "/",
 		Mounts: []runtime.Mount{
 			{Source: m.cfg.AgentDir, Target: "/.sbx/bin", ReadOnly: true},
-			{Source: m.runDir(sb.ID), Target: "/.sbx/run"},
+			// envd (root inside) creates its socket there.
+			{Source: m.runDir(sb.ID), Target: "/.sbx/run", Owned: true},
 		},
 		Resources: runtime.Resources{CPUs: float64(sb.CPUCount), MemoryMB: sb.MemoryMB, PidsMax: DefaultPidsMax, DiskMB: sb.DiskMB},
 		NetNS:     sb.NetNS,

@@ -101,6 +101,7 @@ type Manager struct {
 	admission Admission // nil = no limits
 	quota     quota     // per-team cap on live sandboxes (quota.go)
 	disk      diskTier  // pause's disk tier (checkpoint.go)
+	exits     exitWatch // sandboxes whose init ends on its own (exits.go)
 
 	snapMu    sync.Mutex
 	snapLocks map[string]*sync.Mutex // one snapshot at a time per key (snapshot.go)
@@ -263,7 +264,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	}
 	sb.NetNS = nsPath
 	tNet = time.Since(t0)
-	spec := m.sandboxSpec(*sb, tpl.Rootfs, key)
+	spec := m.sandboxSpec(*sb, tpl.Lower(), key)
 	if err := m.saveSpec(spec); err != nil {
 		return nil, err
 	}
@@ -399,6 +400,7 @@ func (m *Manager) track(l *live) {
 	m.mu.Unlock()
 	m.quota.tracked(l.sb.TeamID)
 	m.arm(l)
+	m.watchExit(l)
 }
 
 // arm (re)schedules the sandbox's end-of-life timer.

@@ -62,6 +62,12 @@ func (m *Manager) KillWithReason(ctx context.Context, id, reason string) error {
 }
 
 func (m *Manager) kill(ctx context.Context, id, reason string) error {
+	return m.killWith(ctx, id, reason, nil)
+}
+
+// killWith kills a sandbox and records why; data is added to the killed
+// event's data (e.g. the init's exit code).
+func (m *Manager) killWith(ctx context.Context, id, reason string, data map[string]any) error {
 	m.mu.Lock()
 	l := m.live[id]
 	delete(m.live, id) // unreachable from now on: the proxy answers 502
@@ -87,6 +93,9 @@ func (m *Manager) kill(ctx context.Context, id, reason string) error {
 		"kill_reason":      reason,
 		"execution":        execution(sb, now),
 	}}
+	for k, v := range data {
+		change.Data[k] = v
+	}
 	recordErr := m.store.UpdateSandbox(context.WithoutCancel(ctx), killed, change)
 	if p, ok := m.driver.(runtime.Pauser); ok && sb.State == store.StatePaused {
 		// A frozen cgroup holds its signals until thawed: thaw, then kill.

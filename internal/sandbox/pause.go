@@ -95,6 +95,9 @@ func (m *Manager) resume(ctx context.Context, l *live, timeout int64) error {
 	l.sb = sb
 	l.mu.Unlock()
 	m.arm(l)
+	if tier == TierDisk {
+		m.watchExit(l) // the restored init is a new process
+	}
 	m.log.Info("sandbox resumed", "sandbox.id", id, "tier", tier)
 	return nil
 }

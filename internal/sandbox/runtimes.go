@@ -27,6 +27,8 @@ var (
 	_ runtime.Driver       = (*runtimes)(nil)
 	_ runtime.Pauser       = (*runtimes)(nil)
 	_ runtime.Checkpointer = (*runtimes)(nil)
+	_ runtime.ExitWatcher  = (*runtimes)(nil)
+	_ runtime.IDMapper     = (*runtimes)(nil)
 )
 
 func newRuntimes(main runtime.Driver) *runtimes {
@@ -199,4 +201,23 @@ func (r *runtimes) Restore(ctx context.Context, spec runtime.Spec, dir string) e
 		return err
 	}
 	return c.Restore(ctx, spec, dir)
+}
+
+// Wait waits for the sandbox's init through its driver.
+func (r *runtimes) Wait(ctx context.Context, id string) (runtime.Exit, error) {
+	d := r.of(ctx, id)
+	w, ok := d.(runtime.ExitWatcher)
+	if !ok {
+		return runtime.Exit{}, errdefs.Precondition("the %s runtime cannot report sandbox exits", d.Name())
+	}
+	return w.Wait(ctx, id)
+}
+
+// IDMap returns the sandbox's user namespace range, if its driver gave it one.
+func (r *runtimes) IDMap(ctx context.Context, id string) (runtime.IDMap, bool, error) {
+	m, ok := r.of(ctx, id).(runtime.IDMapper)
+	if !ok {
+		return runtime.IDMap{}, false, nil
+	}
+	return m.IDMap(ctx, id)
 }

@@ -2,10 +2,14 @@ package oci
 
 import (
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
@@ -16,15 +20,22 @@ import (
 // reports their p50/p95:
 //
 //	go test ./internal/runtime/oci -run XXX -bench StartDelete -benchtime 200x
+//
+// crun-no-userns is crun with --userns=false: the difference to crun is the
+// cost of user namespaces (lease, idmapped layers, chowns, netns sysctls).
 func BenchmarkStartDelete(b *testing.B) {
-	for _, name := range []string{"crun", "runc", "runsc"} {
+	for _, cfg := range []Config{{Runtime: "crun", UserNS: true}, {Runtime: "crun"}, {Runtime: "runc", UserNS: true}, {Runtime: "runsc"}} {
+		name := cfg.Runtime
+		if cfg.Runtime == "crun" && !cfg.UserNS {
+			name = "crun-no-userns"
+		}
 		b.Run(name, func(b *testing.B) {
 			runtimetest.RequireRoot(b)
-			if _, err := exec.LookPath(name); err != nil {
-				b.Skipf("%s not on PATH", name)
+			if _, err := exec.LookPath(cfg.Runtime); err != nil {
+				b.Skipf("%s not on PATH", cfg.Runtime)
 			}
 			rootfs := runtimetest.BusyboxRootfs(b)
-			d := newTestDriver(b, name)
+			d := newTestDriverWith(b, cfg)
 			var starts, deletes []time.Duration
 			for b.Loop() {
 				spec := runtime.Spec{
@@ -83,4 +94,87 @@ func BenchmarkPauseResume(b *testing.B) {
 	}
 	report(b, "pause", pauses)
 	report(b, "resume", resumes)
+}
+
+// BenchmarkRootfs measures what user namespaces add to a start outside the
+// OCI runtime, without its noise: the root filesystem (lease, idmapped
+// layer, chowns, overlay) and the network namespace preparation. The
+// rest of a start (crun run) is the same with and without:
+//
+//	go test ./internal/runtime/oci -run XXX -bench Rootfs -benchtime 300x
+func BenchmarkRootfs(b *testing.B) {
+	runtimetest.RequireRoot(b)
+	rootfs := runtimetest.BusyboxRootfs(b)
+	for _, userns := range []bool{false, true} {
+		name := "plain"
+		if userns {
+			name = "idmapped"
+		}
+		b.Run(name, func(b *testing.B) {
+			d := newTestDriverWith(b, Config{Runtime: "crun", UserNS: userns, IDLeaseDir: b.TempDir()})
+			var ds []time.Duration
+			for b.Loop() {
+				p := d.paths(runtimetest.NewID(b))
+				t0 := time.Now()
+				l := layers{lower: []string{rootfs}, diskMB: 64}
+				if userns {
+					var err error
+					if l.ids, l.userns, err = d.leaseIDs(p); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := mountLayers(b.Context(), p, l); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := writeEtc(p, runtime.Spec{ID: "x"}, l.ids); err != nil {
+					b.Fatal(err)
+				}
+				ds = append(ds, time.Since(t0))
+				if err := d.removeDir("", p); err != nil {
+					b.Fatal(err)
+				}
+			}
+			report(b, "prepare", ds)
+		})
+	}
+}
+
+// BenchmarkNetNS measures readying a network namespace for a sandbox
+// (sysctls, and under user namespaces its own sysfs).
+func BenchmarkNetNS(b *testing.B) {
+	runtimetest.RequireRoot(b)
+	dir := b.TempDir()
+	ns := filepath.Join(dir, "ns")
+	if err := os.WriteFile(ns, nil, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	// A network namespace pinned by a bind mount, as internal/network makes them.
+	if out, err := exec.Command("unshare", "--net="+ns, "true").CombinedOutput(); err != nil {
+		b.Skipf("unshare --net: %v: %s", err, out)
+	}
+	b.Cleanup(func() { _ = unix.Unmount(ns, unix.MNT_DETACH) })
+	for _, sysfs := range []bool{false, true} {
+		name := "sysctls"
+		if sysfs {
+			name = "sysctls+sysfs"
+		}
+		b.Run(name, func(b *testing.B) {
+			var ds []time.Duration
+			at := ""
+			if sysfs {
+				at = filepath.Join(dir, "sys")
+			}
+			for b.Loop() {
+				t0 := time.Now()
+				if err := prepareNetNS(ns, at); err != nil {
+					b.Fatal(err)
+				}
+				ds = append(ds, time.Since(t0))
+				if at != "" {
+					_ = unix.Unmount(at, unix.MNT_DETACH)
+				}
+			}
+			report(b, "prepare", ds)
+		})
+	}
 }

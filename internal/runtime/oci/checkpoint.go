@@ -161,14 +161,19 @@ func (d *Driver) Restore(ctx context.Context, s runtime.Spec, dir string) (err e
 		}
 	}()
 	t0 := time.Now()
-	if err := mountLayers(ctx, p, s.Lower, s.Resources.DiskMB, filepath.Join(dir, ckptUpper)); err != nil {
+	// No user namespace: only runsc checkpoints, and gVisor runs none on
+	// the host. The saved writable layer thus holds the image's own ids.
+	if err := mountLayers(ctx, p, layers{lower: s.Lower, diskMB: s.Resources.DiskMB, upperFrom: filepath.Join(dir, ckptUpper)}); err != nil {
 		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
 	}
-	bp, err := writeEtc(p, s)
+	bp, err := writeEtc(p, s, nil)
 	if err != nil {
 		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
 	}
-	if err := writeConfig(p, buildSpec(s, bp, d.limits)); err != nil {
+	if _, err := d.prepareMounts(s, p, nil); err != nil {
+		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
+	}
+	if err := writeConfig(p, buildSpec(s, bp, d.limits, nil)); err != nil {
 		return fmt.Errorf("restore sandbox %s: %w", s.ID, err)
 	}
 	tLayers := time.Since(t0)
@@ -208,9 +213,7 @@ func (d *Driver) runRestore(ctx context.Context, id string, p sandboxPaths, imag
 	if err != nil {
 		return fmt.Errorf("init process %d exited right after restore: %s", pid, tail(p.initLog(), 2048))
 	}
-	h := handle{Runtime: d.name, Version: d.version, Pid: pid, StartTime: st, Created: time.Now().UTC()}
-	b, _ := json.Marshal(h)
-	return os.WriteFile(p.handle(), b, 0o600)
+	return writeHandle(p, handle{Runtime: d.name, Version: d.version, Pid: pid, StartTime: st, Created: time.Now().UTC()})
 }
 
 // annotationHostSocket carries Spec.HostSocket in config.json, so that a

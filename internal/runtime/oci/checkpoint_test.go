@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -177,7 +178,12 @@ func TestCheckpointClones(t *testing.T) {
 		}
 		// The loop writes these after each tick; a fresh count means fresh files.
 		readCount(t, filepath.Join(cout, "count"), before+2)
-		host, _ := os.ReadFile(filepath.Join(cout, "host"))
+		// The loop truncates and rewrites the file: read until it is whole.
+		var host []byte
+		for deadline := time.Now().Add(5 * time.Second); len(bytes.TrimSpace(host)) == 0 && time.Now().Before(deadline); {
+			host, _ = os.ReadFile(filepath.Join(cout, "host"))
+			time.Sleep(10 * time.Millisecond)
+		}
 		if strings.TrimSpace(string(host)) != c.Hostname {
 			t.Errorf("clone %d hostname = %q, want %q", i, host, c.Hostname)
 		}

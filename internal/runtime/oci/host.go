@@ -119,9 +119,18 @@ func mountHugetlbV1(log *slog.Logger) error {
 	return nil
 }
 
-// isMountpoint compares device numbers with the parent: enough for the
-// cgroup and tmpfs mounts we check, which never bind-mount their parent.
+// isMountpoint reports whether p is the root of a mount. statx says so
+// directly (bind mounts of the same filesystem included, which a device
+// comparison with the parent misses: the idmapped layer mounts); kernels
+// before 5.8 fall back to that comparison.
 func isMountpoint(p string) bool {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &stx); err != nil {
+		return false
+	}
+	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 {
+		return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
+	}
 	var st, parent unix.Stat_t
 	if unix.Lstat(p, &st) != nil || unix.Lstat(p+"/..", &parent) != nil {
 		return false

@@ -17,7 +17,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -39,6 +41,14 @@ type Config struct {
 	StateDir   string   // the runtime's --root, e.g. <data-dir>/runtime/crun
 	SandboxDir string   // <data-dir>/sandboxes
 	ExtraArgs  []string // extra global flags, e.g. runsc --platform=systrap
+	// UserNS runs crun and runc sandboxes in user namespaces of their own:
+	// root inside is an unprivileged host user (see idrange.go). runsc
+	// ignores it: gVisor is the sandbox's kernel, and root inside is not
+	// root of the host kernel anyway.
+	UserNS bool
+	// IDLeaseDir holds the machine-wide leases of uid ranges; "" =
+	// DefaultIDLeaseDir.
+	IDLeaseDir string
 }
 
 // DefaultDiskMB is the writable layer's size when Resources.DiskMB is 0.
@@ -54,6 +64,17 @@ type Driver struct {
 	cg      cgroupLayout
 	limits  hostLimits
 	log     *slog.Logger
+
+	userns bool // sandboxes get user namespaces
+	ranges *idRanges
+	nsc    usernsCache
+	// detachedLayers: overlayfs takes idmapped layers as detached mounts
+	// (found out by checkUserNS).
+	detachedLayers bool
+	// traversable caches directories found searchable by others (o+x):
+	// sandbox roots in user namespaces must reach their bind-mount sources.
+	traversable sync.Map
+	bpf         bpfCache // crun's compiled seccomp filter (seccompcache.go)
 }
 
 // New checks the host (see PrepareHost) and the runtime binary.
@@ -95,17 +116,39 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("oci driver: %s --version: %w: %s", path, err, bytes.TrimSpace(out))
 	}
+	profile, err := seccompProfile(defaultCaps, cfg.Runtime == "runsc")
+	if err != nil {
+		return nil, err
+	}
 	d := &Driver{
 		name:    cfg.Runtime,
 		bin:     path,
 		version: firstLine(out),
 		cfg:     cfg,
 		cg:      cg,
-		limits:  hostLimits{memsw: cg.memsw, nofile: nofileLimit(log), sentry: cfg.Runtime == "runsc"},
+		limits:  hostLimits{memsw: cg.memsw, nofile: nofileLimit(log), seccomp: profile},
 		log:     log.With("runtime", cfg.Runtime),
+		userns:  cfg.UserNS && cfg.Runtime != "runsc",
+	}
+	if d.userns {
+		// Sandbox roots (unprivileged host users) must reach their sandbox
+		// dirs, whatever the umask made of it.
+		if err := os.Chmod(cfg.SandboxDir, 0o711); err != nil {
+			return nil, fmt.Errorf("oci driver: %w", err)
+		}
+		leaseDir := cfg.IDLeaseDir
+		if leaseDir == "" {
+			leaseDir = DefaultIDLeaseDir
+		}
+		d.ranges = &idRanges{dir: leaseDir}
+		if err := d.checkUserNS(); err != nil {
+			return nil, errdefs.Wrap(errdefs.ErrFailedPrecondition, err,
+				"user namespaces for %s sandboxes do not work on this host", cfg.Runtime)
+		}
 	}
 	d.global = globalFlags(cfg)
-	d.log.Debug("oci driver ready", "binary", path, "version", d.version, "memsw", cg.memsw, "cgroup2", cg.unified, "nofile", d.limits.nofile)
+	d.log.Debug("oci driver ready", "binary", path, "version", d.version, "memsw", cg.memsw, "cgroup2", cg.unified,
+		"nofile", d.limits.nofile, "userns", d.userns)
 	return d, nil
 }
 
@@ -140,6 +183,10 @@ var runscDefaults = []string{
 	"--host-uds=create",
 	// The KVM platform hangs on PVM hosts; systrap works everywhere.
 	"--platform=systrap",
+	// Honour set-user-ID bits inside (gVisor ignores them by default):
+	// sudo, su and passwd are how the default user becomes root, as in an
+	// E2B sandbox. Root inside gVisor is root of gVisor's kernel only.
+	"--allow-suid",
 }
 
 func firstLine(b []byte) string {
@@ -181,6 +228,9 @@ func (p sandboxPaths) config() string     { return filepath.Join(p.dir, "bundle"
 func (p sandboxPaths) etc() string        { return filepath.Join(p.dir, "etc") }
 func (p sandboxPaths) handle() string     { return filepath.Join(p.dir, "handle.json") }
 func (p sandboxPaths) pidFile() string    { return filepath.Join(p.dir, "init.pid") }
+func (p sandboxPaths) lowerDir() string   { return filepath.Join(p.dir, "lower") }
+func (p sandboxPaths) sysfs() string      { return filepath.Join(p.dir, "sys") }
+func (p sandboxPaths) lower(i int) string { return filepath.Join(p.dir, "lower", strconv.Itoa(i)) }
 
 // initLog lives on the sandbox's tmpfs (outside the overlay's upper dir), so
 // a sandbox writing endlessly to its init's stdout fills its own disk quota,
@@ -199,6 +249,18 @@ type handle struct {
 	Pid       int       `json:"pid"`
 	StartTime uint64    `json:"startTime"` // /proc/<pid>/stat field 22
 	Created   time.Time `json:"created"`
+	// IDs is the sandbox's user namespace range (nil: none). It is written
+	// before anything else of the sandbox, so cleanup after a crash or a
+	// restart releases the range.
+	IDs *idRange `json:"ids,omitempty"`
+}
+
+func writeHandle(p sandboxPaths, h handle) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(p.handle(), b, 0o600)
 }
 
 func readHandle(p sandboxPaths) (handle, error) {
@@ -296,24 +358,97 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 			}
 		}
 	}()
-	if err := mountLayers(ctx, p, s.Lower, s.Resources.DiskMB, ""); err != nil {
+	l := layers{lower: s.Lower, diskMB: s.Resources.DiskMB, detached: d.detachedLayers}
+	if d.userns {
+		if l.ids, l.userns, err = d.leaseIDs(p); err != nil {
+			return fmt.Errorf("start sandbox %s: %w", s.ID, err)
+		}
+	}
+	if err := mountLayers(ctx, p, l); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
-	bp, err := writeEtc(p, s)
+	bp, err := writeEtc(p, s, l.ids)
 	if err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
-	if err := writeConfig(p, buildSpec(s, bp, d.limits)); err != nil {
+	if bp.sysfs, err = d.prepareMounts(s, p, l.ids); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
-	if err := d.runDetached(ctx, s.ID, p); err != nil {
+	spec := buildSpec(s, bp, d.limits, l.ids)
+	if d.name == "crun" {
+		d.bpf.annotate(spec)
+	}
+	if err := writeConfig(p, spec); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
+	}
+	if err := d.runDetached(ctx, s.ID, p, l.ids); err != nil {
+		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
+	}
+	if d.name == "crun" {
+		d.bpf.learn(filepath.Join(d.cfg.StateDir, s.ID))
 	}
 	return nil
 }
 
-func writeEtc(p sandboxPaths, s runtime.Spec) (bundlePaths, error) {
-	bp := bundlePaths{rootfs: p.rootfs(), hosts: filepath.Join(p.etc(), "hosts")}
+// leaseIDs leases a uid range for a new sandbox and records it in the
+// sandbox's handle before anything else is made.
+func (d *Driver) leaseIDs(p sandboxPaths) (*idRange, *os.File, error) {
+	if err := os.MkdirAll(p.dir, 0o711); err != nil {
+		return nil, nil, err
+	}
+	if err := os.Chmod(p.dir, 0o711); err != nil { // whatever the umask made of it
+		return nil, nil, err
+	}
+	ids, err := d.ranges.take(p.dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := writeHandle(p, handle{Runtime: d.name, Version: d.version, IDs: &ids}); err != nil {
+		d.ranges.release(ids.Slot, p.dir)
+		return nil, nil, err
+	}
+	ns, err := d.nsc.get(ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &ids, ns, nil
+}
+
+// prepareMounts makes the bind-mount sources usable by the sandbox's root:
+// Owned ones become its own, and in a user namespace every source must be
+// reachable by an unprivileged host user. It readies the network namespace
+// too (prepareNetNS) and returns where it mounted the sandbox's sysfs, if
+// it did.
+func (d *Driver) prepareMounts(s runtime.Spec, p sandboxPaths, ids *idRange) (sysfs string, err error) {
+	if s.NetNS != "" {
+		if ids != nil {
+			sysfs = p.sysfs()
+		}
+		if err := prepareNetNS(s.NetNS, sysfs); err != nil {
+			return "", err
+		}
+	}
+	if ids == nil {
+		return sysfs, nil
+	}
+	for _, m := range s.Mounts {
+		if m.Owned {
+			if err := chownTree(m.Source, int(ids.UID), int(ids.GID)); err != nil {
+				return "", fmt.Errorf("give mount source %s to the sandbox's root: %w", m.Source, err)
+			}
+		}
+		if err := d.checkTraversable(m.Source, ids); err != nil {
+			return "", err
+		}
+	}
+	return sysfs, d.checkTraversable(p.rootfs(), ids)
+}
+
+// writeEtc writes the sandbox's /etc/hosts and /etc/resolv.conf, bind
+// mounted over the template's. They belong to the sandbox's root, which may
+// edit them as it could in a VM.
+func writeEtc(p sandboxPaths, s runtime.Spec, ids *idRange) (bp bundlePaths, err error) {
+	bp = bundlePaths{rootfs: p.rootfs(), hosts: filepath.Join(p.etc(), "hosts")}
 	if err := os.MkdirAll(p.etc(), 0o755); err != nil {
 		return bp, err
 	}
@@ -330,6 +465,9 @@ func writeEtc(p sandboxPaths, s runtime.Spec) (bundlePaths, error) {
 		if err := os.WriteFile(bp.resolvConf, rc, 0o644); err != nil {
 			return bp, err
 		}
+	}
+	if ids != nil {
+		return bp, chownTree(p.etc(), int(ids.UID), int(ids.GID))
 	}
 	return bp, nil
 }
@@ -348,7 +486,7 @@ func writeConfig(p sandboxPaths, spec any) error {
 // runDetached runs `<runtime> run --detach`: one exec instead of create +
 // start. The runtime's (and then the init's) stdio goes to a file: with
 // pipes the caller would block until the sandbox exits.
-func (d *Driver) runDetached(ctx context.Context, id string, p sandboxPaths) error {
+func (d *Driver) runDetached(ctx context.Context, id string, p sandboxPaths, ids *idRange) error {
 	logf, err := os.OpenFile(p.initLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -368,9 +506,7 @@ func (d *Driver) runDetached(ctx context.Context, id string, p sandboxPaths) err
 	if err != nil {
 		return fmt.Errorf("init process %d exited right after start: %s", pid, tail(p.initLog(), 2048))
 	}
-	h := handle{Runtime: d.name, Version: d.version, Pid: pid, StartTime: st, Created: time.Now().UTC()}
-	b, _ := json.Marshal(h)
-	return os.WriteFile(p.handle(), b, 0o600)
+	return writeHandle(p, handle{Runtime: d.name, Version: d.version, Pid: pid, StartTime: st, Created: time.Now().UTC(), IDs: ids})
 }
 
 // OpenOutput opens the init's stdout and stderr (runDetached's log): a file
@@ -442,11 +578,15 @@ func (d *Driver) runtimeKnows(id string) bool {
 }
 
 func (d *Driver) removeDir(id string, p sandboxPaths) error {
+	h, _ := readHandle(p)
 	if err := unmountLayers(p); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(p.dir); err != nil {
 		return fmt.Errorf("remove %s: %w", p.dir, err)
+	}
+	if h.IDs != nil && d.ranges != nil {
+		d.ranges.release(h.IDs.Slot, p.dir)
 	}
 	return nil
 }

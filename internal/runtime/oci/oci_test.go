@@ -28,10 +28,19 @@ func requireRuntime(t *testing.T, name string) {
 	}
 }
 
+// newTestDriver makes a driver as `sbx serve` does: crun and runc with user
+// namespaces (leased machine-wide, like every server's).
 func newTestDriver(t testing.TB, name string) *Driver {
 	t.Helper()
-	base := t.TempDir()
-	d, err := New(Config{Runtime: name, StateDir: base + "/state", SandboxDir: base + "/sandboxes"}, testLogger(t))
+	return newTestDriverWith(t, Config{Runtime: name, UserNS: true})
+}
+
+func newTestDriverWith(t testing.TB, cfg Config) *Driver {
+	t.Helper()
+	name := cfg.Runtime
+	base := runtimetest.Dir(t) // sandbox roots must reach their files
+	cfg.StateDir, cfg.SandboxDir = base+"/state", base+"/sandboxes"
+	d, err := New(cfg, testLogger(t))
 	if err != nil {
 		t.Fatalf("New(%s): %v", name, err)
 	}
@@ -56,6 +65,14 @@ func TestConformance(t *testing.T) {
 			runtimetest.Run(t, func(t *testing.T) runtime.Driver { return newTestDriver(t, name) }, rootfs)
 		})
 	}
+	// --userns=false: everything but the user namespace must still hold.
+	t.Run("crun-no-userns", func(t *testing.T) {
+		requireRuntime(t, "crun")
+		rootfs := runtimetest.BusyboxRootfs(t)
+		runtimetest.Run(t, func(t *testing.T) runtime.Driver {
+			return newTestDriverWith(t, Config{Runtime: "crun"})
+		}, rootfs)
+	})
 }
 
 func TestMain(m *testing.M) {

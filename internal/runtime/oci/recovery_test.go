@@ -19,11 +19,11 @@ import (
 // startIdle starts a sandbox whose init sleeps, and waits until it runs.
 func startIdle(t *testing.T, d *Driver, rootfs string, edit func(*runtime.Spec)) (id, out string) {
 	t.Helper()
-	id, out = runtimetest.NewID(t), t.TempDir()
+	id, out = runtimetest.NewID(t), runtimetest.Dir(t)
 	spec := runtime.Spec{
 		ID: id, Lower: []string{rootfs},
-		Args:   []string{"/bin/sh", "-c", "cat /proc/net/dev > /out/netdev; touch /out/ready; exec sleep 1000"},
-		Mounts: []runtime.Mount{{Source: out, Target: "/out"}},
+		Args:   []string{"/bin/sh", "-c", "cat /proc/net/dev > /out/netdev; ls /sys/class/net > /out/sysnet; touch /out/ready; exec sleep 1000"},
+		Mounts: []runtime.Mount{{Source: out, Target: "/out", Owned: true}},
 	}
 	if edit != nil {
 		edit(&spec)
@@ -172,6 +172,12 @@ func TestJoinsNetworkNamespace(t *testing.T) {
 			}
 			if !strings.Contains(string(netdev), "eth0:") {
 				t.Errorf("sandbox in namespace %s has no eth0:\n%s", nsPath, netdev)
+			}
+			// /sys is the sandbox namespace's, not the host's (a user
+			// namespace cannot mount it itself, see prepareNetNS).
+			sysnet, _ := os.ReadFile(filepath.Join(out, "sysnet"))
+			if name != "runsc" && (!strings.Contains(string(sysnet), "eth0") || strings.Contains(string(sysnet), "sbtoci0")) {
+				t.Errorf("/sys/class/net in the sandbox = %q; want its own eth0 and not the host's bridge sbtoci0", sysnet)
 			}
 		})
 	}

@@ -8,12 +8,38 @@ import (
 	"github.com/sbxdev/sbx/internal/runtime"
 )
 
-// defaultCaps is Docker's default capability set: enough for package managers
-// and sudo inside, without CAP_SYS_ADMIN and friends.
+// defaultCaps is what root in a sandbox holds: what sudo, apt, dpkg, pip,
+// npm, git and friends need, and nothing that reaches past the sandbox.
+//
+//   - CHOWN, DAC_OVERRIDE, FOWNER, FSETID: root manages files of any user
+//     (apt and dpkg unpack as root, then chown; cp -a; tar -p).
+//   - SETUID, SETGID: sudo, su, runuser, apt's _apt sandbox user.
+//   - KILL: root signals processes of other users (sudo kill, supervisors).
+//   - NET_BIND_SERVICE: servers on ports below 1024 (under a user namespace
+//     the netns sysctl ip_unprivileged_port_start=0 does this instead).
+//   - SYS_CHROOT: chroot(1), debootstrap, some build systems.
+//   - SETPCAP: lets programs drop capabilities (capsh, setpriv, systemd
+//     units); it cannot add any beyond this set.
+//   - AUDIT_WRITE: sudo, su and login write audit records (kept as Docker
+//     does; under a user namespace the kernel refuses those records anyway).
+//
+// Dropped from Docker's default set:
+//   - NET_RAW: raw and packet sockets forge any frame on the bridge (ARP
+//     spoofing of other sandboxes, issue 12). ping uses ICMP datagram
+//     sockets instead (net.ipv4.ping_group_range, set in every sandbox's
+//     network namespace); the built-in templates ship ping without its
+//     cap_net_raw file capability, which the kernel would refuse to exec
+//     without NET_RAW in the bounding set.
+//   - MKNOD: the device cgroup allows only the nodes the runtime creates,
+//     and under a user namespace the kernel refuses device nodes anyway.
+//   - SETFCAP: file capabilities only matter for capabilities this set
+//     lacks, and a binary given one (e.g. by a package's postinst, which
+//     falls back to set-user-ID root when setcap fails) would then fail to
+//     run at all.
 var defaultCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+	"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID",
+	"CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID",
+	"CAP_SYS_CHROOT",
 }
 
 // maskedPaths and readonlyPaths follow Docker's defaults: host information
@@ -44,7 +70,9 @@ const (
 type hostLimits struct {
 	memsw  bool   // memory+swap limit available (cgroup v1 swap accounting)
 	nofile uint64 // RLIMIT_NOFILE for the init process
-	sentry bool   // runsc: gVisor's sentry serves the sandbox's syscalls
+	// seccomp is the rendered profile (seccomp.go), the same for every
+	// sandbox of a driver.
+	seccomp *specs.LinuxSeccomp
 }
 
 // bundlePaths are the host files a sandbox's config.json points at.
@@ -52,11 +80,14 @@ type bundlePaths struct {
 	rootfs     string // overlay mountpoint
 	resolvConf string // generated /etc/resolv.conf, "" to keep the template's
 	hosts      string // generated /etc/hosts
+	sysfs      string // a sysfs of the sandbox's network namespace to bind at /sys, "" to mount one
 }
 
-// buildSpec turns a runtime.Spec into an OCI config. It has no side effects,
-// so it is tested against golden expectations without root.
-func buildSpec(s runtime.Spec, p bundlePaths, h hostLimits) *specs.Spec {
+// buildSpec turns a runtime.Spec into an OCI config. ids, when set, puts
+// the sandbox in a user namespace mapping its ids 0..Size-1 to that host
+// range. It has no side effects, so it is tested against golden
+// expectations without root.
+func buildSpec(s runtime.Spec, p bundlePaths, h hostLimits, ids *idRange) *specs.Spec {
 	hostname := s.Hostname
 	if hostname == "" {
 		hostname = s.ID
@@ -75,7 +106,7 @@ func buildSpec(s runtime.Spec, p bundlePaths, h hostLimits) *specs.Spec {
 		annotations = map[string]string{annotationHostSocket: s.HostSocket}
 	}
 
-	return &specs.Spec{
+	spec := &specs.Spec{
 		Annotations: annotations,
 		Version:     specVersion,
 		Process: &specs.Process{
@@ -99,10 +130,16 @@ func buildSpec(s runtime.Spec, p bundlePaths, h hostLimits) *specs.Spec {
 			CgroupsPath: cgroupPath(s.ID),
 			Namespaces:  buildNamespaces(s.NetNS),
 			Resources:   buildResources(s.Resources, h.memsw),
-			Seccomp:     seccompProfile(h.sentry),
+			Seccomp:     h.seccomp,
 			MaskedPaths: maskedPaths, ReadonlyPaths: readonlyPaths,
 		},
 	}
+	if ids != nil {
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: ids.UID, Size: ids.Size}}
+		spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: ids.GID, Size: ids.Size}}
+	}
+	return spec
 }
 
 // cgroupPath is absolute so that every runtime resolves it to the same
@@ -139,7 +176,7 @@ func buildMounts(extra []runtime.Mount, p bundlePaths) []specs.Mount {
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm",
 			Options: []string{"nosuid", "noexec", "nodev", "mode=1777", shmSizeBytes}},
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		sysMount(p.sysfs),
 		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup",
 			Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 		{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}},
@@ -158,6 +195,17 @@ func buildMounts(extra []runtime.Mount, p bundlePaths) []specs.Mount {
 		ms = append(ms, specs.Mount{Destination: path.Clean(m.Target), Type: "bind", Source: m.Source, Options: opts})
 	}
 	return ms
+}
+
+// sysMount is /sys: a fresh sysfs, or the one mounted for the sandbox (a
+// user namespace cannot mount the sysfs of a network namespace the host
+// owns, see prepareNetNS).
+func sysMount(bound string) specs.Mount {
+	if bound != "" {
+		return specs.Mount{Destination: "/sys", Type: "bind", Source: bound,
+			Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
+	}
+	return specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}}
 }
 
 func buildResources(r runtime.Resources, memsw bool) *specs.LinuxResources {

@@ -51,7 +51,12 @@ func TestBuildSpecGolden(t *testing.T) {
 	if goruntime.GOARCH != "amd64" {
 		t.Skip("golden config.json is recorded on amd64 (seccomp architectures differ)")
 	}
-	got, err := json.MarshalIndent(buildSpec(testSpec(), testPaths(), hostLimits{memsw: true, nofile: maxNofile}), "", "  ")
+	profile, err := seccompProfile(defaultCaps, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := slotRange(3)
+	got, err := json.MarshalIndent(buildSpec(testSpec(), testPaths(), hostLimits{memsw: true, nofile: maxNofile, seccomp: profile}, &ids), "", "  ")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +108,13 @@ func TestBuildSpecVariants(t *testing.T) {
 					t.Errorf("defaults: hostname %q cwd %q env %v", s.Hostname, s.Process.Cwd, s.Process.Env)
 				}
 			}},
+		{"no user namespace", nil, hostLimits{nofile: 1},
+			func(t *testing.T, s *specs.Spec) {
+				if slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UserNamespace }) ||
+					s.Linux.UIDMappings != nil || s.Linux.GIDMappings != nil {
+					t.Errorf("a sandbox without ids got a user namespace: %+v", s.Linux)
+				}
+			}},
 		{"PATH kept", func(s *runtime.Spec) { s.Env = []string{"PATH=/x"} }, hostLimits{nofile: 1},
 			func(t *testing.T, s *specs.Spec) {
 				if !slices.Equal(s.Process.Env, []string{"PATH=/x"}) {
@@ -116,12 +128,12 @@ func TestBuildSpecVariants(t *testing.T) {
 			if tc.edit != nil {
 				tc.edit(&s)
 			}
-			tc.check(t, buildSpec(s, testPaths(), tc.lim))
+			tc.check(t, buildSpec(s, testPaths(), tc.lim, nil))
 		})
 	}
 	p := testPaths()
 	p.resolvConf = ""
-	for _, m := range buildSpec(testSpec(), p, hostLimits{}).Mounts {
+	for _, m := range buildSpec(testSpec(), p, hostLimits{}, nil).Mounts {
 		if m.Destination == "/etc/resolv.conf" {
 			t.Errorf("resolv.conf bind-mounted although there is none to give")
 		}
@@ -136,9 +148,9 @@ func TestGlobalFlags(t *testing.T) {
 		{Config{Runtime: "crun", StateDir: "/s"}, []string{"--root", "/s", "--cgroup-manager=cgroupfs"}},
 		{Config{Runtime: "runc", StateDir: "/s"}, []string{"--root", "/s", "--systemd-cgroup=false"}},
 		{Config{Runtime: "runsc", StateDir: "/s"}, []string{"--root", "/s", "--systemd-cgroup=false",
-			"--oci-seccomp", "--overlay2=none", "--host-uds=create", "--platform=systrap"}},
+			"--oci-seccomp", "--overlay2=none", "--host-uds=create", "--platform=systrap", "--allow-suid"}},
 		{Config{Runtime: "runsc", StateDir: "/s", ExtraArgs: []string{"--platform=ptrace", "--host-uds", "all"}},
-			[]string{"--root", "/s", "--systemd-cgroup=false", "--oci-seccomp", "--overlay2=none",
+			[]string{"--root", "/s", "--systemd-cgroup=false", "--oci-seccomp", "--overlay2=none", "--allow-suid",
 				"--platform=ptrace", "--host-uds", "all"}},
 	}
 	for _, tc := range tests {

@@ -47,6 +47,11 @@ func Run(t *testing.T, newDriver func(t *testing.T) runtime.Driver, rootfs strin
 	t.Run("PauseResume", func(t *testing.T) { t.Parallel(); testPauseResume(t, newDriver(t), rootfs) })
 	t.Run("Concurrent", func(t *testing.T) { t.Parallel(); testConcurrent(t, newDriver(t), rootfs) })
 	t.Run("UnixSocketToHost", func(t *testing.T) { t.Parallel(); testUnixSocketToHost(t, newDriver(t), rootfs) })
+	t.Run("SyscallSurface", func(t *testing.T) { t.Parallel(); testSyscallSurface(t, newDriver(t), rootfs) })
+	t.Run("Capabilities", func(t *testing.T) { t.Parallel(); testCapabilities(t, newDriver(t), rootfs) })
+	t.Run("UserNamespace", func(t *testing.T) { t.Parallel(); testUserNamespace(t, newDriver(t), rootfs) })
+	t.Run("ExitReported", func(t *testing.T) { t.Parallel(); testExitReported(t, newDriver(t), rootfs) })
+	t.Run("ExitOOM", func(t *testing.T) { t.Parallel(); testExitOOM(t, newDriver(t), rootfs) })
 }
 
 // NewID returns a fresh fixed-width sandbox ID (runsc matches ID prefixes).
@@ -69,13 +74,13 @@ type sandbox struct {
 // bind-mounted; edit may change the spec before the start.
 func start(t *testing.T, d runtime.Driver, rootfs, script string, edit func(*runtime.Spec)) sandbox {
 	t.Helper()
-	sb := sandbox{id: NewID(t), out: t.TempDir()}
+	sb := sandbox{id: NewID(t), out: Dir(t)}
 	spec := runtime.Spec{
 		ID:     sb.id,
 		Lower:  []string{rootfs},
 		Args:   []string{"/bin/sh", "-c", script},
 		Env:    []string{"PATH=/bin:/sbin:/usr/bin:/usr/sbin", "HOME=/root"},
-		Mounts: []runtime.Mount{{Source: sb.out, Target: "/out"}},
+		Mounts: []runtime.Mount{{Source: sb.out, Target: "/out", Owned: true}},
 	}
 	if edit != nil {
 		edit(&spec)
@@ -265,7 +270,7 @@ id -u > /out/uid; ulimit -n > /out/nofile; touch /out/done; sleep 1000`
 }
 
 func testMounts(t *testing.T, d runtime.Driver, rootfs string) {
-	ro := t.TempDir()
+	ro := Dir(t)
 	if err := os.WriteFile(filepath.Join(ro, "in"), []byte("from host"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -585,9 +590,9 @@ func testConcurrent(t *testing.T, d runtime.Driver, rootfs string) {
 // in the sandbox created in a bind mount: the path every host-to-envd
 // request takes.
 func testUnixSocketToHost(t *testing.T, d runtime.Driver, rootfs string) {
-	bin := buildUDSServer(t)
+	bin := buildProbe(t)
 	sb := start(t, d, rootfs, "", func(s *runtime.Spec) {
-		s.Args = []string{"/helper/uds-server", "/out/s.sock"}
+		s.Args = []string{"/helper/probe", "uds-server", "/out/s.sock"}
 		s.Env = append(s.Env, "HOSTNAME=box")
 		s.Mounts = append(s.Mounts, runtime.Mount{Source: bin, Target: "/helper", ReadOnly: true})
 	})
