@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -141,11 +140,6 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Sto
 	}
 	if err := oci.PrepareHost(log); err != nil {
 		return nil, fmt.Errorf("prepare host for sandboxes: %w", err)
-	}
-	if cfg.UserNS {
-		if err := searchableByOthers(cfg.DataDir, log); err != nil {
-			return nil, err
-		}
 	}
 	c := &core{reg: template.NewRegistry(log)}
 	c.drv, err = oci.New(oci.Config{Runtime: cfg.Runtime, ExtraArgs: cfg.RuntimeArgs, UserNS: cfg.UserNS,
@@ -284,23 +278,4 @@ func runUntilClosed(ctx context.Context, closers *closerList, name string, log *
 		}
 	}()
 	closers.add(name, func() error { stop(); <-done; return nil })
-}
-
-// searchableByOthers lets other users search (not list or read) the data
-// dir: with user namespaces, root in a sandbox is an unprivileged host user
-// that must reach its bind mounts below it (run dir, agent binaries); the
-// files in it keep their own modes.
-func searchableByOthers(dir string, log *slog.Logger) error {
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return err
-	}
-	if mode := fi.Mode().Perm(); mode&0o001 == 0 {
-		if err := os.Chmod(dir, mode|0o011); err != nil {
-			return fmt.Errorf("let sandboxes reach their files under %s: %w", dir, err)
-		}
-		log.Info("data dir made searchable (not readable) by other users: sandbox roots are unprivileged host users (user namespaces)",
-			"dir", dir, "mode", fmt.Sprintf("%o", mode|0o011))
-	}
-	return nil
 }
