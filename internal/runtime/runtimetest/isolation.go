@@ -204,8 +204,10 @@ func testExitOOM(t *testing.T, d runtime.Driver, rootfs string) {
 	// /root, not /tmp: runsc mounts its own tmpfs on an empty /tmp.
 	hog := `touch /out/ready; dd if=/dev/zero of=/root/fill bs=1M count=96 2>/dev/null; x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done`
 	sb := start(t, d, rootfs, hog, func(s *runtime.Spec) {
-		s.Resources.MemoryMB = 48
-		s.Resources.DiskMB = 128
+		// Room for runsc's Sentry and gofer to start (they share the
+		// cgroup): at 48 MiB they sometimes died before the init ran.
+		s.Resources.MemoryMB = 128
+		s.Resources.DiskMB = 256
 	})
 	sb.wait(t, "ready")
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
