@@ -168,6 +168,11 @@ func TestCheckpointClones(t *testing.T) {
 		c.Hostname = fmt.Sprintf("clone%d", i)
 		c.NetNS = newNS(i == 0)
 		cout := t.TempDir()
+		// gVisor reopens, by path, the files the checkpointed processes had
+		// open; the loop may have had one of /out's open at that moment, so
+		// each clone's /out starts with the original's files (as a clone's
+		// run dir in sbx holds what the snapshot sandbox's did).
+		copyFiles(t, out, cout)
 		c.Mounts = []runtime.Mount{{Source: cout, Target: "/out"}}
 		if err := d.Restore(t.Context(), c, dir); err != nil {
 			t.Fatalf("Restore clone %d: %v", i, err)
@@ -223,4 +228,25 @@ func inetOf(listing, dev string) string {
 		}
 	}
 	return ""
+}
+
+// copyFiles copies the regular files of src (one level) into dst.
+func copyFiles(t *testing.T, src, dst string) {
+	t.Helper()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
