@@ -649,6 +649,14 @@ func (s *Service) BuildStatus(ctx context.Context, teamID, templateID, buildID s
 	if err != nil {
 		return Status{}, err
 	}
+	// A build is over for its callers only once its template is free for the
+	// next build and its tags are set: until the background run has finished
+	// that bookkeeping, the build still reports building.
+	s.mu.Lock()
+	if s.running[templateID] == buildID && b.Status != StatusWaiting {
+		b.Status = StatusBuilding
+	}
+	s.mu.Unlock()
 	st := Status{TemplateID: templateID, BuildID: buildID, Status: b.Status, Logs: []string{}, LogEntries: entries}
 	for _, e := range entries {
 		st.Logs = append(st.Logs, e.Timestamp.Format(time.RFC3339)+" "+e.Message)
