@@ -2,8 +2,16 @@
 # fresh Debian 12 machine needs; both install missing packages first.
 
 GO       ?= go
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X github.com/sbxdev/sbx/internal/cli.Version=$(VERSION)
+# The release version lives in VERSION. A build from anything but the commit
+# tagged v$(VERSION) carries the commit as semver build metadata
+# (0.17.0+git.1a2b3c4[.dirty]), which Debian also orders after 0.17.0.
+BASE_VERSION := $(shell cat VERSION)
+VERSION  ?= $(shell v=$(BASE_VERSION); \
+	if git describe --exact-match --tags --match "v$$v" >/dev/null 2>&1 && git diff --quiet HEAD 2>/dev/null; then echo $$v; \
+	elif c=$$(git rev-parse --short=7 HEAD 2>/dev/null); then git diff --quiet HEAD 2>/dev/null && echo "$$v+git.$$c" || echo "$$v+git.$$c.dirty"; \
+	else echo $$v; fi)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -s -w -X github.com/sbxdev/sbx/internal/cli.Version=$(VERSION) -X github.com/sbxdev/sbx/internal/cli.Commit=$(COMMIT)
 LISTEN   ?= 127.0.0.1:3000
 DATA_DIR ?= /var/lib/sbx
 GOTEST_FLAGS ?= -count=1 -timeout 20m

@@ -6,8 +6,9 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// Version is the sbx version, set at build time with -ldflags.
-var Version = "0.1.0-dev"
+// Version is the sbx version, set at build time with -ldflags from the
+// VERSION file (see the Makefile); "0.0.0-dev" marks a plain `go build`.
+var Version = "0.0.0-dev"
 
 // NewRoot returns the root `sbx` command with every subcommand attached.
 func NewRoot() *cobra.Command {
@@ -38,6 +39,7 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newBudgetCmd(),
 		newMonitorCmd(),
 		newTemplateCmd(),
+		newVersionCmd(),
 	)
 	return root
 }
