@@ -143,10 +143,14 @@ func writeSecret(path, value string) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// WriteServerURL records where the server listens, for the CLI's commands
-// run on the same host (sbx env, sbx team ...). An unspecified host
-// (0.0.0.0, ::) is reached on loopback.
-func WriteServerURL(dataDir, addr string) error {
+// WriteServerURL records where the server listens (http://host:port or
+// https://...), for the CLI's commands run on the same host (sbx env, sbx
+// team ...). An unspecified host (0.0.0.0, ::) is reached on loopback.
+func WriteServerURL(dataDir, baseURL string) error {
+	scheme, addr, ok := strings.Cut(baseURL, "://")
+	if !ok {
+		scheme, addr = "http", baseURL
+	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return err
@@ -158,7 +162,7 @@ func WriteServerURL(dataDir, addr string) error {
 			host = "127.0.0.1"
 		}
 	}
-	return writeSecret(ServerURLFile(dataDir), "http://"+net.JoinHostPort(host, port))
+	return writeSecret(ServerURLFile(dataDir), scheme+"://"+net.JoinHostPort(host, port))
 }
 
 // starting answers while the server wires itself: health is fine, the rest waits.

@@ -24,7 +24,8 @@ import (
 // Config is the server configuration, parsed once in the CLI and validated
 // at start-up.
 type Config struct {
-	Listen      string   // host:port of the API, proxy and dashboard
+	Listen      string // host:port of the API, proxy and dashboard
+	TLS         TLSConfig
 	DataDir     string   // state: SQLite, API key, sandboxes
 	Runtime     string   // crun, runc or runsc
 	RuntimeArgs []string // extra global flags for the runtime, e.g. --platform=ptrace for runsc
@@ -152,6 +153,9 @@ const (
 func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("--listen %q: want host:port, e.g. 127.0.0.1:3000: %w", c.Listen, err)
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return err
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("--data-dir must not be empty")

@@ -54,21 +54,28 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := EnsureKeys(ctx, st, cfg.DataDir, log); err != nil {
 		return err
 	}
+	var certs *certReloader
+	if cfg.TLS.Enabled() {
+		if certs, err = newCertReloader(cfg.TLS, cfg.DataDir, log); err != nil {
+			return err
+		}
+		certs.watchSIGHUP(ctx)
+	}
 	// Listen before the slow parts so /health answers within seconds.
-	front, err := listen(cfg.Listen, log)
+	front, err := listen(cfg.Listen, certs, log)
 	if err != nil {
 		return err
 	}
-	if err := WriteServerURL(cfg.DataDir, front.addr); err != nil {
+	if err := WriteServerURL(cfg.DataDir, front.url()); err != nil {
 		return fmt.Errorf("record the server's address in the data dir: %w", err)
 	}
-	log.Info("sbx listening", "addr", front.addr, "data_dir", cfg.DataDir, "runtime", cfg.Runtime)
+	log.Info("sbx listening", "url", front.url(), "data_dir", cfg.DataDir, "runtime", cfg.Runtime)
 
 	c, err := startCore(ctx, cfg, log, st, evlog, &closers)
 	if err != nil {
 		return err
 	}
-	handler, err := startServices(ctx, cfg, log, st, evlog, c, front.addr, &closers)
+	handler, err := startServices(ctx, cfg, log, st, evlog, c, front, &closers)
 	if err != nil {
 		return err
 	}
@@ -90,17 +97,36 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // frontDoor is the listener, serving `starting` until the API is wired.
 type frontDoor struct {
 	addr    string
+	certs   *certReloader // nil: plain HTTP
 	srv     *http.Server
 	errc    chan error
 	handler atomic.Pointer[http.Handler]
 }
 
-func listen(addr string, log *slog.Logger) (*frontDoor, error) {
+// url is the server's base URL as reached from this host.
+func (f *frontDoor) url() string {
+	scheme := "http"
+	if f.certs != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + f.addr
+}
+
+// selfClient reaches the server's own API (refinements loop back through
+// it): over TLS it trusts exactly the certificate being served.
+func (f *frontDoor) selfClient() *http.Client {
+	if f.certs == nil {
+		return nil
+	}
+	return f.certs.selfClient()
+}
+
+func listen(addr string, certs *certReloader, log *slog.Logger) (*frontDoor, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	f := &frontDoor{addr: ln.Addr().String(), errc: make(chan error, 1)}
+	f := &frontDoor{addr: ln.Addr().String(), certs: certs, errc: make(chan error, 1)}
 	var initial http.Handler = starting{}
 	f.handler.Store(&initial)
 	// No ReadTimeout or WriteTimeout: they bound whole requests and
@@ -117,6 +143,13 @@ func listen(addr string, log *slog.Logger) (*frontDoor, error) {
 		MaxHeaderBytes:    64 << 10,
 		Handler: request.BodyDeadline(request.DefaultDeadlines,
 			http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*f.handler.Load()).ServeHTTP(w, r) })),
+	}
+	if certs != nil {
+		// One listener, so the API, the sandbox proxy and the dashboard
+		// all speak TLS; ServeTLS adds HTTP/2 to what is offered.
+		f.srv.TLSConfig = certs.tlsConfig()
+		go func() { f.errc <- f.srv.ServeTLS(ln, "", "") }()
+		return f, nil
 	}
 	go func() { f.errc <- f.srv.Serve(ln) }()
 	return f, nil
@@ -240,7 +273,7 @@ func snapshotRuntime(cfg Config, main *oci.Driver, log *slog.Logger) (*oci.Drive
 // startServices starts the webhook engine and monitoring and returns the
 // API (with the sandbox proxy in front of it).
 func startServices(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Store, evlog *events.Log,
-	c *core, addr string, closers *closerList) (http.Handler, error) {
+	c *core, front *frontDoor, closers *closerList) (http.Handler, error) {
 	engine, err := webhook.NewEngine(st.DB(), evlog, webhook.Config{
 		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs}, log)
 	if err != nil {
@@ -259,9 +292,11 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite
 	closers.add("monitoring", func() error { stopMon(); <-monDone; return nil })
 
 	tplHandler := template.NewHandler(c.tplSvc)
+	refiner := refine.NewHandler(front.url(), st.DB(), log)
+	refiner.SetHTTPClient(front.selfClient())
 	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, cfg.Domain, log),
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
-		refine.NewHandler("http://"+addr, st.DB(), log), mon, tplHandler)
+		refiner, mon, tplHandler)
 	mon.AddPublic(apiSrv)
 	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
 	return apiSrv, nil

@@ -30,6 +30,7 @@ at once; creating a sandbox from a template still being prepared waits for it.
 Running sandboxes survive a restart of the server: they are reattached on start.`,
 		Example: `  sudo sbx serve
   sudo sbx serve --listen 127.0.0.1:3000 --data-dir /var/lib/sbx --runtime crun
+  sudo sbx serve --listen 0.0.0.0:3443 --tls-cert /etc/sbx/tls.crt --tls-key /etc/sbx/tls.key
   eval "$(sbx env)"   # in another shell: point SDKs and the CLI at the server`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -46,6 +47,9 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", app.DefaultListen, "address of the API, sandbox proxy and dashboard")
 	f.StringVar(&cfg.DataDir, "data-dir", app.DefaultDataDir, "directory for the database, API key and sandboxes")
+	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "serve the API, sandbox proxy and dashboard over HTTPS with this PEM certificate chain (reloaded on SIGHUP and when the file changes)")
+	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&cfg.TLS.CAFile, "tls-ca", "", "PEM CA certificate clients should trust when --tls-cert comes from a private CA (printed by 'sbx env'; default: --tls-cert's last certificate when it is self-signed)")
 	f.StringVar(&cfg.Runtime, "runtime", app.DefaultRuntime, "OCI runtime: crun, runc or runsc")
 	f.BoolVar(&cfg.UserNS, "userns", app.DefaultUserNS, "run crun and runc sandboxes in user namespaces of their own: root inside is an unprivileged host user (false: root in a sandbox is host root)")
 	f.StringArrayVar(&cfg.RuntimeArgs, "runtime-arg", nil, "extra global flag for the OCI runtime, repeatable (e.g. --runtime-arg=--platform=ptrace with runsc)")
@@ -87,52 +91,4 @@ func newLogger(level string, asJSON bool) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-}
-
-func newEnvCmd() *cobra.Command {
-	var dataDir, listen string
-	var admin bool
-	cmd := &cobra.Command{
-		Use:   "env",
-		Short: "Print the E2B_* environment for a local sbx server",
-		Long: `Print export lines that point the E2B SDKs and this CLI at a local sbx server:
-E2B_API_URL, E2B_SANDBOX_URL (the same address: sandbox traffic is routed by header)
-and E2B_API_KEY (the first team's key, read from the data dir). The address is the one
-the server last started on this data dir listens on, unless --listen says otherwise.
-
-With --admin it also prints SBX_ADMIN_KEY, the admin key (teams, every team's keys,
-budgets, cluster-wide metrics). Both keys are readable by root only.`,
-		Example: `  eval "$(sudo sbx env)"
-  eval "$(sudo sbx env --data-dir /tmp/sbx --listen 127.0.0.1:3100)"
-  eval "$(sudo sbx env --admin)"`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, err := app.ReadKeyFile(app.APIKeyFile(dataDir))
-			if err != nil {
-				return fmt.Errorf("read the API key: %w (start the server once with 'sbx serve --data-dir %s', and run this as the same user, usually root)", err, dataDir)
-			}
-			url := "http://" + listen
-			if !cmd.Flags().Changed("listen") {
-				if u, err := app.ReadKeyFile(app.ServerURLFile(dataDir)); err == nil && u != "" {
-					url = u
-				}
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "export E2B_API_URL=%s\n", url)
-			fmt.Fprintf(out, "export E2B_SANDBOX_URL=%s\n", url)
-			fmt.Fprintf(out, "export E2B_API_KEY=%s\n", key)
-			if admin {
-				ak, err := app.ReadKeyFile(app.AdminKeyFile(dataDir))
-				if err != nil {
-					return fmt.Errorf("read the admin key: %w (it is made when 'sbx serve' starts; run this as root)", err)
-				}
-				fmt.Fprintf(out, "export SBX_ADMIN_KEY=%s\n", ak)
-			}
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", app.DefaultDataDir, "the server's data dir")
-	cmd.Flags().StringVar(&listen, "listen", app.DefaultListen, "the server's --listen address (default: where the server last started on --data-dir listens)")
-	cmd.Flags().BoolVar(&admin, "admin", false, "also print SBX_ADMIN_KEY, the admin key")
-	return cmd
 }

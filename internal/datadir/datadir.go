@@ -37,6 +37,15 @@ func (l Layout) AdminKey() string { return l.path("admin-key") }
 // listens, for the CLI's admin commands run on the same host.
 func (l Layout) ServerURL() string { return l.path("api-url") }
 
+// TLSTrust is what clients of a server started with --tls-cert should
+// trust when its certificate is not from a public CA: the CA certificate
+// (or the self-signed certificate) in PEM, printed by `sbx env` as
+// NODE_EXTRA_CA_CERTS. TLSBundle is the system's roots plus it, for
+// SSL_CERT_FILE (Go, Python, curl), which replaces the roots rather than
+// adding to them. Neither is secret.
+func (l Layout) TLSTrust() string  { return l.path("tls-ca.pem") }
+func (l Layout) TLSBundle() string { return l.path("tls-bundle.pem") }
+
 // Modes. The data dir itself is 0711, not 0700: sandboxes in user
 // namespaces run as unprivileged host uids, and the runtime resolves
 // their root filesystem and bind mounts (sandboxes/<id>/rootfs, run/<id>,

@@ -37,6 +37,9 @@ const (
 type Handler struct {
 	apiURL string
 	log    *slog.Logger
+	// hc reaches the server's own API (nil = the SDK's default); over TLS
+	// it must trust the server's certificate (SetHTTPClient).
+	hc *http.Client
 	// newGenerator builds the LLM client for a request; tests replace it.
 	newGenerator func(model string) (Generator, error)
 
@@ -148,7 +151,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, h.log, errdefs.Precondition("the server cannot reach an LLM: %v (set SBX_LLM_BASE_URL, SBX_LLM_MODEL and SBX_LLM_API_KEY in the environment of sbx serve, or run `sbx refine` locally)", err))
 		return
 	}
-	client, err := sdk.NewClient(sdk.Config{APIURL: h.apiURL, SandboxURL: h.apiURL, APIKey: apiKey(r)})
+	client, err := sdk.NewClient(sdk.Config{APIURL: h.apiURL, SandboxURL: h.apiURL, APIKey: apiKey(r), HTTPClient: h.hc})
 	if err != nil {
 		errdefs.WriteHTTP(w, h.log, err)
 		return
@@ -334,3 +337,7 @@ func sandboxError(err error) error {
 	}
 	return errdefs.Wrap(errdefs.ErrUnavailable, err, "%v", err)
 }
+
+// SetHTTPClient sets the client used to reach the server's own API: over
+// TLS, one that trusts the certificate the server serves.
+func (h *Handler) SetHTTPClient(hc *http.Client) { h.hc = hc }

@@ -8,6 +8,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,9 +60,12 @@ func RepoRoot(t testing.TB) string {
 
 // Server is a `bin/sbx serve` subprocess with its own data dir.
 type Server struct {
-	Bin     string // path of bin/sbx
-	Addr    string // host:port it listens on
-	URL     string // http://Addr
+	Bin  string // path of bin/sbx
+	Addr string // host:port it listens on
+	URL  string // http://Addr, or https://Addr when Extra has --tls-cert
+	// HTTP is the client for URL: http.DefaultClient, or over TLS one
+	// trusting --tls-ca (else --tls-cert) of Extra.
+	HTTP    *http.Client
 	DataDir string
 	APIKey  string   // the first team's key
 	Extra   []string // extra `sbx serve` arguments
@@ -100,7 +105,10 @@ func StartServer(t testing.TB, extra ...string) *Server {
 		t.Fatal(err)
 	}
 	s := &Server{Bin: bin, Addr: FreeAddr(t), DataDir: dataDir, Extra: extra, t: t, log: &lockedBuffer{}}
-	s.URL = "http://" + s.Addr
+	s.URL, s.HTTP = "http://"+s.Addr, http.DefaultClient
+	if hc := tlsClient(t, extra); hc != nil {
+		s.URL, s.HTTP = "https://"+s.Addr, hc
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("sbx serve log (%s):\n%s", s.DataDir, s.log.String())
@@ -136,7 +144,7 @@ func (s *Server) Start(t testing.TB) {
 	defer cancel()
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/health", nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := s.httpClient().Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNoContent {
@@ -161,7 +169,7 @@ func (s *Server) Start(t testing.TB) {
 func (s *Server) apiReady(ctx context.Context) bool {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/v2/sandboxes?limit=1", nil)
 	req.Header.Set("X-API-Key", s.APIKey)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.httpClient().Do(req)
 	if err != nil {
 		return false
 	}
@@ -200,7 +208,11 @@ func (s *Server) Client(t testing.TB) *sdk.Client { return s.ClientWithKey(t, s.
 // ClientWithKey returns an SDK client using the given API key.
 func (s *Server) ClientWithKey(t testing.TB, key string) *sdk.Client {
 	t.Helper()
-	c, err := sdk.NewClient(sdk.Config{APIURL: s.URL, SandboxURL: s.URL, APIKey: key})
+	var hc *http.Client // the SDK's own default unless TLS needs a trust
+	if s.HTTP != nil && s.HTTP != http.DefaultClient {
+		hc = s.HTTP
+	}
+	c, err := sdk.NewClient(sdk.Config{APIURL: s.URL, SandboxURL: s.URL, APIKey: key, HTTPClient: hc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +408,7 @@ func (s *Server) Raw(t testing.TB, method, path, body string, headers map[string
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.httpClient().Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -424,4 +436,46 @@ func (s *Server) Pid() int {
 		return 0
 	}
 	return s.cmd.Process.Pid
+}
+
+func (s *Server) httpClient() *http.Client {
+	if s.HTTP == nil {
+		return http.DefaultClient
+	}
+	return s.HTTP
+}
+
+// tlsClient returns a client trusting the server's certificate when the
+// `sbx serve` arguments turn TLS on, else nil.
+func tlsClient(t testing.TB, args []string) *http.Client {
+	t.Helper()
+	flag := func(name string) string {
+		for i, a := range args {
+			if v, ok := strings.CutPrefix(a, name+"="); ok {
+				return v
+			}
+			if a == name && i+1 < len(args) {
+				return args[i+1]
+			}
+		}
+		return ""
+	}
+	trust := flag("--tls-ca")
+	if trust == "" {
+		trust = flag("--tls-cert")
+	}
+	if trust == "" {
+		return nil
+	}
+	pemBytes, err := os.ReadFile(trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		t.Fatalf("%s holds no PEM certificate", trust)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	return &http.Client{Transport: tr}
 }
