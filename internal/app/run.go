@@ -59,8 +59,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if certs, err = newCertReloader(cfg.TLS, cfg.DataDir, log); err != nil {
 			return err
 		}
-		certs.watchSIGHUP(ctx)
 	}
+	// Caught even without TLS: `systemctl reload` sends SIGHUP, whose
+	// default action would otherwise stop the server.
+	watchSIGHUP(ctx, certs, log)
 	// Listen before the slow parts so /health answers within seconds.
 	front, err := listen(cfg.Listen, certs, log)
 	if err != nil {

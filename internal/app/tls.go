@@ -135,8 +135,9 @@ func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 	return cert, nil
 }
 
-// watchSIGHUP reloads on SIGHUP until ctx ends.
-func (r *certReloader) watchSIGHUP(ctx context.Context) {
+// watchSIGHUP reloads the certificate (r, nil without TLS) on SIGHUP
+// until ctx ends.
+func watchSIGHUP(ctx context.Context, r *certReloader, log *slog.Logger) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGHUP)
 	go func() {
@@ -146,8 +147,12 @@ func (r *certReloader) watchSIGHUP(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-sig:
+				if r == nil {
+					log.Info("SIGHUP: nothing to reload (no --tls-cert)")
+					continue
+				}
 				if err := r.reload(); err != nil {
-					r.log.Error("SIGHUP: TLS certificate not reloaded; still serving the previous one", "err", err)
+					log.Error("SIGHUP: TLS certificate not reloaded; still serving the previous one", "err", err)
 				}
 			}
 		}
