@@ -16,7 +16,23 @@ LISTEN   ?= 127.0.0.1:3000
 DATA_DIR ?= /var/lib/sbx
 GOTEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build deps run test js-deps test-go test-js bench bench-snapshot clean
+# `make install` layout (DESTDIR for staging, as packagers expect). envd
+# and codeinterp go to $(LIBDIR): they are copied into sandboxes, not run
+# on the host, and sbx finds them in ../lib/sbx from its own binary.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib/sbx
+DOCDIR     ?= $(PREFIX)/share/doc/sbx
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,/etc/systemd/system)
+
+# Packaging tools, run from the Go module proxy at pinned versions (built
+# once into the Go build cache).
+NFPM     ?= github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+DEB_ARCH ?= $(shell $(GO) env GOARCH)
+IMAGE    ?= dist/sbx-image.tar
+
+.PHONY: all build deps run test js-deps test-go test-js bench bench-snapshot clean install uninstall deb image
 
 all: build
 
@@ -24,6 +40,35 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sbx ./cmd/sbx
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/envd ./cmd/envd
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/codeinterp ./cmd/codeinterp
+
+# Install sbx, its agents, the systemd unit, its options file (kept when it
+# exists: it is the operator's) and the operations guide.
+install: build
+	install -D -m 0755 bin/sbx $(DESTDIR)$(BINDIR)/sbx
+	install -D -m 0755 bin/envd $(DESTDIR)$(LIBDIR)/envd
+	install -D -m 0755 bin/codeinterp $(DESTDIR)$(LIBDIR)/codeinterp
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' packaging/sbx.service.in > $(DESTDIR)$(UNITDIR)/sbx.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/sbx.service
+	[ -e $(DESTDIR)$(SYSCONFDIR)/default/sbx ] || install -D -m 0644 packaging/default $(DESTDIR)$(SYSCONFDIR)/default/sbx
+	install -D -m 0644 docs/operations.md $(DESTDIR)$(DOCDIR)/operations.md
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; \
+		echo "installed; start with: systemctl enable --now sbx"; fi
+
+# Remove what `make install` put in place; the options file, the data dir
+# (/var/lib/sbx) and the rootfs cache stay.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/sbx $(DESTDIR)$(LIBDIR)/envd $(DESTDIR)$(LIBDIR)/codeinterp \
+		$(DESTDIR)$(UNITDIR)/sbx.service $(DESTDIR)$(DOCDIR)/operations.md
+	-rmdir $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null
+
+# The Debian package, dist/sbx_<version>_<arch>.deb (packaging/nfpm.yaml).
+deb: build
+	rm -rf dist/deb-root
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/dist/deb-root PREFIX=/usr
+	rm -f dist/sbx_*.deb
+	VERSION='$(VERSION)' DEB_ARCH='$(DEB_ARCH)' $(GO) run $(NFPM) package --config packaging/nfpm.yaml --packager deb --target dist/
+	@ls dist/sbx_*.deb
 
 # Install the host packages sbx needs (crun, runc, debootstrap, ...). Idempotent.
 deps:
@@ -58,4 +103,4 @@ bench-snapshot: build
 	$(GO) test ./tests/e2e -run '^$$' -bench BenchmarkTemplateSnapshot -benchtime 1x -v
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

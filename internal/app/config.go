@@ -63,6 +63,22 @@ type Config struct {
 	UserNS bool
 }
 
+// defaultAgentDir finds envd for the sbx binary at exe: beside it (a
+// build tree's bin/), else in ../lib/sbx (what `make install` and the
+// Debian package lay out: /usr/bin/sbx, /usr/lib/sbx/envd, since envd is
+// not a command users run on the host).
+func defaultAgentDir(exe string) string {
+	dir := filepath.Dir(exe)
+	if _, err := os.Stat(filepath.Join(dir, "envd")); err == nil {
+		return dir
+	}
+	lib := filepath.Join(filepath.Dir(dir), "lib", "sbx")
+	if _, err := os.Stat(filepath.Join(lib, "envd")); err == nil {
+		return lib
+	}
+	return dir // the error then names where envd was expected first
+}
+
 // DefaultPools keeps two ready sandboxes of each built-in template from
 // start-up, and gives any other template a pool sized by demand (0 to 4)
 // from its first sandbox on.
@@ -183,7 +199,7 @@ func (c *Config) Validate() error {
 		if err != nil {
 			return fmt.Errorf("locate the sbx binary: %w", err)
 		}
-		c.AgentDir = filepath.Dir(exe)
+		c.AgentDir = defaultAgentDir(exe)
 	}
 	// --pool overrides the defaults template by template: asking for a
 	// bigger base pool must not drop the code interpreter's.

@@ -54,7 +54,7 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.BoolVar(&cfg.UserNS, "userns", app.DefaultUserNS, "run crun and runc sandboxes in user namespaces of their own: root inside is an unprivileged host user (false: root in a sandbox is host root)")
 	f.StringArrayVar(&cfg.RuntimeArgs, "runtime-arg", nil, "extra global flag for the OCI runtime, repeatable (e.g. --runtime-arg=--platform=ptrace with runsc)")
 	f.StringVar(&cfg.Domain, "domain", "", "enable host routing <port>-<sandboxID>.<domain>")
-	f.StringVar(&cfg.AgentDir, "agent-dir", "", "directory holding envd and codeinterp (default: next to the sbx binary)")
+	f.StringVar(&cfg.AgentDir, "agent-dir", "", "directory holding envd and codeinterp (default: next to the sbx binary, else ../lib/sbx from it)")
 	f.StringVar(&cfg.RootfsCache, "rootfs-cache", "", "root filesystem cache shared by data dirs (default /var/cache/sbx/rootfs or $SBX_ROOTFS_CACHE)")
 	f.BoolVar(&cfg.Webhooks.AllowPrivate, "webhook-allow-private", false, "allow webhook deliveries to private and loopback addresses (local development)")
 	f.StringSliceVar(&cfg.Webhooks.AllowCIDRs, "webhook-allow-cidr", nil, "allow webhook deliveries to these private CIDRs")

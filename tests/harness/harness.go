@@ -92,7 +92,13 @@ func StartServer(t testing.TB, extra ...string) *Server {
 	if b := os.Getenv("SBX_BIN"); b != "" {
 		bin = b // another build; envd must sit next to it, as `make build` puts it
 	}
-	for _, b := range []string{bin, filepath.Join(filepath.Dir(bin), "envd")} {
+	envd := filepath.Join(filepath.Dir(bin), "envd")
+	if _, err := os.Stat(envd); err != nil {
+		// An installed layout (make install, the Debian package):
+		// bin/sbx and lib/sbx/envd, which sbx serve finds by itself.
+		envd = filepath.Join(filepath.Dir(filepath.Dir(bin)), "lib", "sbx", "envd")
+	}
+	for _, b := range []string{bin, envd} {
 		if _, err := os.Stat(b); err != nil {
 			t.Fatalf("%s is missing: run `make build` in %s first (the e2e tests build nothing)", b, root)
 		}
