@@ -70,6 +70,13 @@ deb: build
 	VERSION='$(VERSION)' DEB_ARCH='$(DEB_ARCH)' $(GO) run $(NFPM) package --config packaging/nfpm.yaml --packager deb --target dist/
 	@ls dist/sbx_*.deb
 
+# The server image, $(IMAGE): a Debian root filesystem with crun, built by
+# sbx's own rootfs builder (debootstrap, cached like the templates; needs
+# root), plus the binaries; entrypoint `tini -- sbx serve`. No container
+# engine needed: `podman load -i $(IMAGE)` or `docker load -i $(IMAGE)`.
+image: build
+	$(GO) run ./tools/mkimage -out $(IMAGE) -tag sbx:$(subst +,-,$(VERSION)) -version '$(VERSION)' -bin bin
+
 # Install the host packages sbx needs (crun, runc, debootstrap, ...). Idempotent.
 deps:
 	bash scripts/install-deps.sh

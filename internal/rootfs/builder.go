@@ -687,3 +687,20 @@ func removeTree(dir string) error {
 	}
 	return nil
 }
+
+// AddRecipes makes b know rs besides the built-in recipes: trees sbx
+// builds for itself rather than as templates (the server image's root
+// filesystem, `make image`). Call it before b is used.
+func (b *Builder) AddRecipes(rs ...Recipe) {
+	prev := b.lookup
+	extra := map[string]Recipe{}
+	for _, r := range rs {
+		extra[r.Name] = r
+	}
+	b.lookup = func(name string) (Recipe, bool) {
+		if r, ok := extra[name]; ok {
+			return r, true
+		}
+		return prev(name)
+	}
+}
