@@ -32,7 +32,7 @@ NFPM     ?= github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 DEB_ARCH ?= $(shell $(GO) env GOARCH)
 IMAGE    ?= dist/sbx-image.tar
 
-.PHONY: all build deps run test js-deps test-go test-js bench bench-snapshot clean install uninstall deb image
+.PHONY: all build deps deps-run run test js-deps test-go test-js bench bench-snapshot clean install uninstall deb image
 
 all: build
 
@@ -77,13 +77,21 @@ deb: build
 image: build
 	$(GO) run ./tools/mkimage -out $(IMAGE) -tag sbx:$(subst +,-,$(VERSION)) -version '$(VERSION)' -bin bin
 
-# Install the host packages sbx needs (crun, runc, debootstrap, ...). Idempotent.
+# Install the host packages sbx and its tests need (crun, runc, debootstrap,
+# ..., the SDKs' and kernels' test tools, chromium). Idempotent.
 deps:
 	bash scripts/install-deps.sh
 
-# Install what is missing, build, start `sbx serve` and print the `sbx env` lines.
-run: deps build
-	bash scripts/run.sh $(LISTEN) $(DATA_DIR)
+# Only what `sbx serve` needs.
+deps-run:
+	bash scripts/install-deps.sh --run
+
+# Install what running needs, build, start `sbx serve` in the foreground,
+# wait for the base template and print the `sbx env` lines. Extra flags
+# for sbx serve: make run SBX_FLAGS="--tls-cert c.pem --tls-key k.pem".
+SBX_FLAGS ?=
+run: deps-run build
+	bash scripts/run.sh $(LISTEN) $(DATA_DIR) $(SBX_FLAGS)
 
 # The whole test suite: Go unit + integration tests, then the official E2B
 # JavaScript SDKs against a real server.

@@ -3,20 +3,23 @@
 # Idempotent: when everything is present it changes nothing and touches no
 # network (no apt-get update).
 #
-#   scripts/install-deps.sh               # runtime, rootfs building, test tools, chromium
-#   scripts/install-deps.sh --no-browser  # without chromium (only the dashboard test needs it)
+#   scripts/install-deps.sh --run         # what `sbx serve` needs (make run)
+#   scripts/install-deps.sh               # that, plus the test tools and chromium (make test)
+#   scripts/install-deps.sh --no-browser  # the test tools without chromium
 set -euo pipefail
 
 # chromium is wanted by default: `make test` (and CI) runs the dashboard's
 # headless-browser test, which fails rather than skips under
 # SBX_REQUIRE_INTEGRATION=1. --with-browser is kept for old callers.
 with_browser=1
+with_tests=1
 for arg in "$@"; do
   case "$arg" in
+    --run) with_tests=0; with_browser=0 ;;
     --with-browser) with_browser=1 ;;
     --no-browser) with_browser=0 ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "install-deps: unknown option $arg (known: --no-browser, --with-browser)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install-deps: unknown option $arg (known: --run, --no-browser, --with-browser)" >&2; exit 2 ;;
   esac
 done
 
@@ -26,7 +29,7 @@ if [ "$(id -u)" != 0 ]; then
   sudo=sudo
 fi
 
-# package  why
+# package  why: what `sbx serve` runs with
 wanted=(
   crun             # default OCI runtime
   runc             # second OCI runtime (checkpoint/restore path)
@@ -34,9 +37,13 @@ wanted=(
   util-linux       # mount, chroot helpers, unshare
   iptables         # only to let sandbox traffic past a FORWARD policy of DROP (Docker, ufw); the sandbox firewall itself is nftables, built into the kernel
   iproute2         # ip, for network namespaces and veths
-  busybox-static   # tiny static tools for runtime tests
-  ca-certificates  # HTTPS to the Debian mirror and npm
+  ca-certificates  # HTTPS to the Debian mirror (template builds)
   curl             # scripts/run.sh health check
+)
+# package  why: what only the tests use
+tests=(
+  busybox-static   # tiny static tools for runtime tests; /bin/sh of the package test's throwaway root
+  systemd          # systemd-analyze verify of the unit (tests/ops)
   python3
   python3-ipykernel  # host-side Jupyter kernel for code interpreter tests
   python3-numpy      # ... whose tests import numpy, pandas and matplotlib
@@ -50,6 +57,7 @@ wanted=(
   nodejs           # E2B JavaScript SDK tests
   npm
 )
+[ "$with_tests" = 1 ] && wanted+=("${tests[@]}")
 [ "$with_browser" = 1 ] && wanted+=(chromium)
 
 installed() {
