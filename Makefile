@@ -30,23 +30,27 @@ UNITDIR    ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,/etc/systemd/sys
 # once into the Go build cache).
 NFPM     ?= github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 DEB_ARCH ?= $(shell $(GO) env GOARCH)
-IMAGE    ?= dist/sbx-image.tar
+# Where builds and packages go; tests point them at temporary directories
+# so they never replace the bin/sbx other tests are running.
+BIN      ?= bin
+DIST     ?= dist
+IMAGE    ?= $(DIST)/sbx-image.tar
 
 .PHONY: all build deps deps-run run test js-deps test-go test-js bench bench-snapshot clean install uninstall deb image
 
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sbx ./cmd/sbx
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/envd ./cmd/envd
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/codeinterp ./cmd/codeinterp
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sbx ./cmd/sbx
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/envd ./cmd/envd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/codeinterp ./cmd/codeinterp
 
 # Install sbx, its agents, the systemd unit, its options file (kept when it
 # exists: it is the operator's) and the operations guide.
 install: build
-	install -D -m 0755 bin/sbx $(DESTDIR)$(BINDIR)/sbx
-	install -D -m 0755 bin/envd $(DESTDIR)$(LIBDIR)/envd
-	install -D -m 0755 bin/codeinterp $(DESTDIR)$(LIBDIR)/codeinterp
+	install -D -m 0755 $(BIN)/sbx $(DESTDIR)$(BINDIR)/sbx
+	install -D -m 0755 $(BIN)/envd $(DESTDIR)$(LIBDIR)/envd
+	install -D -m 0755 $(BIN)/codeinterp $(DESTDIR)$(LIBDIR)/codeinterp
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' packaging/sbx.service.in > $(DESTDIR)$(UNITDIR)/sbx.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/sbx.service
@@ -62,20 +66,22 @@ uninstall:
 		$(DESTDIR)$(UNITDIR)/sbx.service $(DESTDIR)$(DOCDIR)/operations.md
 	-rmdir $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null
 
-# The Debian package, dist/sbx_<version>_<arch>.deb (packaging/nfpm.yaml).
+# The Debian package, $(DIST)/sbx_<version>_<arch>.deb (packaging/nfpm.yaml).
 deb: build
-	rm -rf dist/deb-root
-	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/dist/deb-root PREFIX=/usr
-	rm -f dist/sbx_*.deb
-	VERSION='$(VERSION)' DEB_ARCH='$(DEB_ARCH)' $(GO) run $(NFPM) package --config packaging/nfpm.yaml --packager deb --target dist/
-	@ls dist/sbx_*.deb
+	rm -rf $(DIST)/deb-root
+	$(MAKE) --no-print-directory install BIN=$(BIN) DESTDIR=$(abspath $(DIST))/deb-root PREFIX=/usr SYSCONFDIR=/etc UNITDIR=/lib/systemd/system
+	rm -f $(DIST)/sbx_*.deb
+	sed 's|@DEB_ROOT@|$(abspath $(DIST))/deb-root|' packaging/nfpm.yaml > $(DIST)/nfpm.yaml
+	VERSION='$(VERSION)' DEB_ARCH='$(DEB_ARCH)' \
+		$(GO) run $(NFPM) package --config $(DIST)/nfpm.yaml --packager deb --target $(DIST)/
+	@ls $(DIST)/sbx_*.deb
 
 # The server image, $(IMAGE): a Debian root filesystem with crun, built by
 # sbx's own rootfs builder (debootstrap, cached like the templates; needs
 # root), plus the binaries; entrypoint `tini -- sbx serve`. No container
 # engine needed: `podman load -i $(IMAGE)` or `docker load -i $(IMAGE)`.
 image: build
-	$(GO) run ./tools/mkimage -out $(IMAGE) -tag sbx:$(subst +,-,$(VERSION)) -version '$(VERSION)' -bin bin
+	$(GO) run ./tools/mkimage -out $(IMAGE) -tag sbx:$(subst +,-,$(VERSION)) -version '$(VERSION)' -bin $(BIN)
 
 # Install the host packages sbx and its tests need (crun, runc, debootstrap,
 # ..., the SDKs' and kernels' test tools, chromium). Idempotent.
@@ -91,7 +97,7 @@ deps-run:
 # for sbx serve: make run SBX_FLAGS="--tls-cert c.pem --tls-key k.pem".
 SBX_FLAGS ?=
 run: deps-run build
-	bash scripts/run.sh $(LISTEN) $(DATA_DIR) $(SBX_FLAGS)
+	SBX_BIN_DIR=$(BIN) bash scripts/run.sh $(LISTEN) $(DATA_DIR) $(SBX_FLAGS)
 
 # The whole test suite: Go unit + integration tests, then the official E2B
 # JavaScript SDKs against a real server.
@@ -118,4 +124,4 @@ bench-snapshot: build
 	$(GO) test ./tests/e2e -run '^$$' -bench BenchmarkTemplateSnapshot -benchtime 1x -v
 
 clean:
-	rm -rf bin dist
+	rm -rf $(BIN) $(DIST)

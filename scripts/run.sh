@@ -4,16 +4,19 @@
 # print the lines that point the E2B SDKs and the sbx CLI at it.
 #
 #   scripts/run.sh [LISTEN [DATA_DIR [sbx serve flags...]]]
+#
+# SBX_BIN_DIR names the directory of the sbx build (default bin).
 set -euo pipefail
 listen=${1:-127.0.0.1:3000}
 data_dir=${2:-/var/lib/sbx}
 shift $(( $# < 2 ? $# : 2 ))
 cd "$(dirname "$0")/.."
+sbx=${SBX_BIN_DIR:-bin}/sbx
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 scheme=http
 for f in "$@"; do case "$f" in --tls-cert|--tls-cert=*) scheme=https ;; esac; done
 
-$sudo bin/sbx serve --listen "$listen" --data-dir "$data_dir" "$@" &
+$sudo "$sbx" serve --listen "$listen" --data-dir "$data_dir" "$@" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' INT TERM EXIT
 
@@ -28,7 +31,7 @@ for _ in $(seq 1 300); do
 done
 curl -fsSk "$scheme://$listen/health" >/dev/null 2>&1 || { echo "sbx serve does not answer on $scheme://$listen/health" >&2; exit 1; }
 
-env_lines=$($sudo bin/sbx env --data-dir "$data_dir" --listen "$listen")
+env_lines=$($sudo "$sbx" env --data-dir "$data_dir" --listen "$listen")
 eval "$env_lines"
 
 # The base template: "ready", or still being built (its progress is in the
@@ -36,7 +39,7 @@ eval "$env_lines"
 started=$(date +%s)
 last=0
 while :; do
-  status=$(bin/sbx template list 2>/dev/null | awk 'NR > 1 && ($1 == "base" || $2 ~ /(^|,)base(,|$)/) { print $3; exit }') || true
+  status=$("$sbx" template list 2>/dev/null | awk 'NR > 1 && ($1 == "base" || $2 ~ /(^|,)base(,|$)/) { print $3; exit }') || true
   [ "$status" = ready ] && break
   alive
   now=$(date +%s)
@@ -52,5 +55,5 @@ echo "sbx is up ($scheme://$listen; base template ready). In another shell run:"
 echo
 sed 's/^/    /' <<<"$env_lines"
 echo
-echo "(or: eval \"\$(sudo bin/sbx env --data-dir $data_dir --listen $listen)\")"
+echo "(or: eval \"\$(sudo $sbx env --data-dir $data_dir --listen $listen)\")"
 wait $pid

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,21 +22,17 @@ import (
 // data, contents, conffile and maintainer scripts; `apt-get install
 // --simulate ./sbx_*.deb` resolving its dependencies on this Debian host;
 // a real `dpkg -i` into a throwaway root (maintainer scripts run chrooted
-// there), reinstalled to take the upgrade path; then the unit's own
-// ExecStart line, with the installed options file, run from that root,
-// serving the Go SDK a sandbox that runs a command.
+// there); the unit's own ExecStart line, with the installed options file,
+// run from that root, serving the Go SDK a sandbox. Then an upgrade: a
+// package of a newer version installed over it with dpkg (the operator's
+// edited options file kept), the server restarted from the new binary, and
+// the sandbox from before still running commands with its files.
 func TestDebianPackage(t *testing.T) {
 	testenv.Require(t, append(testenv.Integration,
 		testenv.Binary("dpkg-deb", "part of dpkg"), testenv.Binary("apt-get", "part of apt"),
 		testenv.Binary("busybox", "apt-get install busybox-static"))...)
 	root := harness.RepoRoot(t)
-	run(t, root, "make", "--no-print-directory", "deb")
-	debs, _ := filepath.Glob(filepath.Join(root, "dist", "sbx_*.deb"))
-	if len(debs) != 1 {
-		t.Fatalf("make deb left %v in dist/, want one sbx_*.deb", debs)
-	}
-	deb := debs[0]
-	version := sbxVersion(t, filepath.Join(root, "bin", "sbx")).Version
+	deb, version := makeDeb(t, root)
 	arch := strings.TrimSpace(run(t, "", "dpkg", "--print-architecture"))
 	if want := "sbx_" + version + "_" + arch + ".deb"; filepath.Base(deb) != want {
 		t.Errorf("package file %s, want %s", filepath.Base(deb), want)
@@ -99,25 +96,68 @@ func TestDebianPackage(t *testing.T) {
 	}
 
 	inst := dpkgInstall(t, deb)
-	// Reinstalling is dpkg's upgrade path (postinst configure <old version>);
-	// an edited conffile survives it.
+	if st := dpkg(t, inst, "-s", "sbx"); !strings.Contains(st, "Status: install ok installed") || !strings.Contains(st, "Version: "+version) {
+		t.Errorf("dpkg -s sbx in the throwaway root:\n%s", st)
+	}
+	unit, _ := os.ReadFile(filepath.Join(inst, "lib", "systemd", "system", "sbx.service"))
+	checkUnit(t, string(unit), "/usr/bin/sbx", "/etc")
+	s, sb := serveAsTheUnitDoes(t, inst, string(unit))
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if _, err := sb.Files.Write(ctx, "before-upgrade.txt", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+
+	// The upgrade. The operator edited the options file meanwhile.
 	opts := filepath.Join(inst, "etc", "default", "sbx")
 	edited, _ := os.ReadFile(opts)
 	edited = append(edited, "# edited by the operator\n"...)
 	if err := os.WriteFile(opts, edited, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dpkg(t, inst, "--force-confold", "-i", deb)
+	next := version + "+upgrade"
+	if strings.Contains(version, "+") {
+		next = version + ".upgrade" // still sorts after version for dpkg
+	}
+	newDeb, _ := makeDeb(t, root, "VERSION="+next)
+	dpkg(t, inst, "--force-confold", "-i", newDeb)
 	if b, _ := os.ReadFile(opts); !strings.Contains(string(b), "# edited by the operator") {
-		t.Errorf("upgrade replaced the edited %s", opts)
+		t.Errorf("the upgrade replaced the edited %s", opts)
 	}
-	if st := dpkg(t, inst, "-s", "sbx"); !strings.Contains(st, "Status: install ok installed") || !strings.Contains(st, "Version: "+version) {
-		t.Errorf("dpkg -s sbx in the throwaway root:\n%s", st)
+	if st := dpkg(t, inst, "-s", "sbx"); !strings.Contains(st, "Version: "+next) {
+		t.Errorf("dpkg -s sbx after the upgrade:\n%s", st)
 	}
+	// What `systemctl restart sbx` (postinst's try-restart) does to the
+	// server: SIGTERM to it alone (KillMode=process), then ExecStart again.
+	s.Stop(syscall.SIGTERM)
+	s.Start(t)
+	if v := sbxVersion(t, s.Bin).Version; v != next {
+		t.Errorf("installed sbx reports %s after the upgrade, want %s", v, next)
+	}
+	again, err := s.Client(t).Connect(ctx, sb.ID, 0)
+	if err != nil {
+		t.Fatalf("the sandbox did not survive the upgrade: %v\n%s", err, s.Log())
+	}
+	if b, err := again.Files.Read(ctx, "before-upgrade.txt"); err != nil || string(b) != "kept" {
+		t.Errorf("file written before the upgrade: %q, %v", b, err)
+	}
+	res, err := again.Commands.Run(ctx, "echo after-upgrade", sdk.RunOptions{})
+	if err != nil || strings.TrimSpace(res.Stdout) != "after-upgrade" {
+		t.Errorf("command after the upgrade: %+v, %v", res, err)
+	}
+}
 
-	unit, _ := os.ReadFile(filepath.Join(inst, "lib", "systemd", "system", "sbx.service"))
-	checkUnit(t, string(unit), "/usr/bin/sbx", "/etc")
-	serveAsTheUnitDoes(t, inst, string(unit))
+// makeDeb runs `make deb` with builds and output in directories of the
+// test's own, and returns the package and its version.
+func makeDeb(t *testing.T, root string, vars ...string) (string, string) {
+	t.Helper()
+	binDir, dist := t.TempDir(), t.TempDir()
+	run(t, root, "make", append([]string{"--no-print-directory", "deb", "BIN=" + binDir, "DIST=" + dist}, vars...)...)
+	debs, _ := filepath.Glob(filepath.Join(dist, "sbx_*.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("make deb left %v in %s, want one sbx_*.deb", debs, dist)
+	}
+	return debs[0], sbxVersion(t, filepath.Join(binDir, "sbx")).Version
 }
 
 // dpkgInstall installs deb with dpkg into a new throwaway root holding only
@@ -159,7 +199,7 @@ func dpkg(t *testing.T, inst string, args ...string) string {
 // point into the throwaway root and the harness picks the data dir and a
 // free port (the unit's --data-dir and the options' --listen are dropped,
 // and nothing else), then drives it with the Go SDK.
-func serveAsTheUnitDoes(t *testing.T, inst, unit string) {
+func serveAsTheUnitDoes(t *testing.T, inst, unit string) (*harness.Server, *sdk.Sandbox) {
 	t.Helper()
 	var execStart string
 	for _, l := range strings.Split(unit, "\n") {
@@ -184,11 +224,11 @@ func serveAsTheUnitDoes(t *testing.T, inst, unit string) {
 	s := harness.StartServer(t, extra...)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	sb, err := s.Client(t).Create(ctx, sdk.CreateOptions{})
+	sb, err := s.Client(t).Create(ctx, sdk.CreateOptions{Timeout: 10 * time.Minute})
 	if err != nil {
 		t.Fatalf("create a sandbox on the packaged sbx: %v\n%s", err, s.Log())
 	}
-	defer sb.Kill(ctx)
+	t.Cleanup(func() { s.Client(t).Kill(context.Background(), sb.ID) })
 	res, err := sb.Commands.Run(ctx, "cat /etc/os-release | head -1", sdk.RunOptions{})
 	if err != nil || !strings.Contains(res.Stdout, "Debian") {
 		t.Fatalf("command in the packaged sbx's sandbox: %+v, %v", res, err)
@@ -199,6 +239,7 @@ func serveAsTheUnitDoes(t *testing.T, inst, unit string) {
 	if len(pkgEnvd) == 0 || !slices.Equal(pkgEnvd, used) {
 		t.Errorf("the data dir's envd is not the package's /usr/lib/sbx/envd")
 	}
+	return s, sb
 }
 
 // envFileValue reads KEY="value" from a systemd EnvironmentFile.

@@ -26,8 +26,9 @@ func TestImage(t *testing.T) {
 	testenv.Require(t, testenv.Root, testenv.Binary("debootstrap", "apt-get install debootstrap"))
 	root := harness.RepoRoot(t)
 	archive := filepath.Join(t.TempDir(), "sbx-image.tar")
-	run(t, root, "make", "--no-print-directory", "image", "IMAGE="+archive)
-	version := sbxVersion(t, filepath.Join(root, "bin", "sbx")).Version
+	binDir := t.TempDir()
+	run(t, root, "make", "--no-print-directory", "image", "BIN="+binDir, "IMAGE="+archive)
+	version := sbxVersion(t, filepath.Join(binDir, "sbx")).Version
 
 	img, err := tarball.ImageFromPath(archive, nil)
 	if err != nil {

@@ -28,6 +28,16 @@ func run(t *testing.T, dir, name string, args ...string) string {
 	return string(out)
 }
 
+// build runs `make build` into a directory of its own, so the bin/sbx
+// other test packages run (go test runs packages in parallel) is never
+// replaced under them, and returns that directory.
+func build(t *testing.T, root string, vars ...string) string {
+	t.Helper()
+	bin := t.TempDir()
+	run(t, root, "make", append([]string{"--no-print-directory", "build", "BIN=" + bin}, vars...)...)
+	return bin
+}
+
 // semver is Semantic Versioning 2.0's grammar, simplified to what the
 // Makefile makes: MAJOR.MINOR.PATCH[-pre][+build].
 var semver = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
@@ -52,12 +62,12 @@ func sbxVersion(t *testing.T, bin string) versionJSON {
 // plain form saying the same.
 func TestVersion(t *testing.T) {
 	root := harness.RepoRoot(t)
-	run(t, root, "make", "--no-print-directory", "build")
+	binDir := build(t, root)
 	base, err := os.ReadFile(filepath.Join(root, "VERSION"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(root, "bin", "sbx")
+	bin := filepath.Join(binDir, "sbx")
 	v := sbxVersion(t, bin)
 	if !semver.MatchString(v.Version) || !strings.HasPrefix(v.Version, strings.TrimSpace(string(base))) {
 		t.Errorf("version %q: want a semantic version starting with VERSION's %q", v.Version, strings.TrimSpace(string(base)))
@@ -83,7 +93,9 @@ func TestMakeInstall(t *testing.T) {
 	prefix := t.TempDir()
 	etc := filepath.Join(prefix, "etc")
 	units := filepath.Join(prefix, "units")
-	run(t, root, "make", "--no-print-directory", "install", "PREFIX="+prefix, "SYSCONFDIR="+etc, "UNITDIR="+units)
+	binDir := t.TempDir()
+	install := []string{"--no-print-directory", "install", "BIN=" + binDir, "PREFIX=" + prefix, "SYSCONFDIR=" + etc, "UNITDIR=" + units}
+	run(t, root, "make", install...)
 	for _, f := range []string{"bin/sbx", "lib/sbx/envd", "lib/sbx/codeinterp", "etc/default/sbx", "units/sbx.service", "share/doc/sbx/operations.md"} {
 		if _, err := os.Stat(filepath.Join(prefix, f)); err != nil {
 			t.Errorf("make install left no %s: %v", f, err)
@@ -100,11 +112,12 @@ func TestMakeInstall(t *testing.T) {
 	if err := os.WriteFile(opts, []byte("SBX_OPTS=\"--listen 0.0.0.0:3000\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, root, "make", "--no-print-directory", "install", "PREFIX="+prefix, "SYSCONFDIR="+etc, "UNITDIR="+units)
+	run(t, root, "make", install...)
 	if b, _ := os.ReadFile(opts); !strings.Contains(string(b), "0.0.0.0:3000") {
 		t.Errorf("a second make install replaced %s: %s", opts, b)
 	}
-	run(t, root, "make", "--no-print-directory", "uninstall", "PREFIX="+prefix, "SYSCONFDIR="+etc, "UNITDIR="+units)
+	install[1] = "uninstall"
+	run(t, root, "make", install...)
 	if _, err := os.Stat(filepath.Join(prefix, "bin", "sbx")); err == nil {
 		t.Error("make uninstall left bin/sbx")
 	}

@@ -29,7 +29,8 @@ func TestMakeRun(t *testing.T) {
 	certFile, keyFile := filepath.Join(t.TempDir(), "tls.crt"), filepath.Join(t.TempDir(), "tls.key")
 	writeSelfSigned(t, certFile, keyFile)
 
-	cmd := exec.Command("make", "--no-print-directory", "run", "LISTEN="+addr, "DATA_DIR="+dataDir,
+	binDir := t.TempDir()
+	cmd := exec.Command("make", "--no-print-directory", "run", "BIN="+binDir, "LISTEN="+addr, "DATA_DIR="+dataDir,
 		"SBX_FLAGS=--tls-cert "+certFile+" --tls-key "+keyFile+" --pool base=0 --pool code-interpreter=0")
 	cmd.Dir = root
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -75,8 +76,8 @@ func TestMakeRun(t *testing.T) {
 			if strings.HasPrefix(l, "sbx is up (https://"+addr+"; base template ready)") {
 				up = true
 				// By then the base template must really be ready.
-				env := runEnv(t, root, dataDir)
-				status := exec.Command(filepath.Join(root, "bin", "sbx"), "template", "list")
+				env := runEnv(t, binDir, dataDir)
+				status := exec.Command(filepath.Join(binDir, "sbx"), "template", "list")
 				status.Env = append(os.Environ(), env...)
 				b, err := status.CombinedOutput()
 				if err != nil || !strings.Contains(string(b), "ready") {
@@ -100,10 +101,10 @@ func TestMakeRun(t *testing.T) {
 }
 
 // runEnv is `sbx env` as KEY=VALUE pairs.
-func runEnv(t *testing.T, root, dataDir string) []string {
+func runEnv(t *testing.T, binDir, dataDir string) []string {
 	t.Helper()
 	var env []string
-	for _, l := range strings.Split(run(t, "", filepath.Join(root, "bin", "sbx"), "env", "--data-dir", dataDir), "\n") {
+	for _, l := range strings.Split(run(t, "", filepath.Join(binDir, "sbx"), "env", "--data-dir", dataDir), "\n") {
 		if kv, ok := strings.CutPrefix(l, "export "); ok {
 			env = append(env, kv)
 		}
