@@ -4,11 +4,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"log/slog"
 	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,5 +123,40 @@ func TestTLSConfigValidate(t *testing.T) {
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("Validate(%+v) = %v, want %q", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+// TestSelfClientPinsTheServedCertificate: the loopback client accepts the
+// certificate the server serves (names and CAs aside) and nothing else.
+func TestSelfClientPinsTheServedCertificate(t *testing.T) {
+	dir := t.TempDir()
+	serve := func(certFile, keyFile string) (*certReloader, string) {
+		r, err := newCertReloader(TLSConfig{CertFile: certFile, KeyFile: keyFile}, dir, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", r.tlsConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		return r, "https://" + ln.Addr().String()
+	}
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	writeSelfSigned(t, 1, a+".crt", a+".key")
+	writeSelfSigned(t, 2, b+".crt", b+".key")
+	ra, urlA := serve(a+".crt", a+".key")
+	_, urlB := serve(b+".crt", b+".key")
+
+	resp, err := ra.selfClient().Get(urlA)
+	if err != nil {
+		t.Fatalf("self client to its own server: %v", err)
+	}
+	resp.Body.Close()
+	if resp, err := ra.selfClient().Get(urlB); err == nil {
+		resp.Body.Close()
+		t.Fatal("self client accepted another server's certificate")
 	}
 }
