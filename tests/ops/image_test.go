@@ -20,10 +20,11 @@ import (
 // filesystem comes from the machine-wide rootfs cache after the first
 // build), checks its config (entrypoint, command, port, volumes, labels),
 // unpacks it the way a container runtime does and runs the image's own
-// sbx and crun from that tree (chroot): the binaries work inside it and
-// the runtime sbx serve needs is there.
+// sbx and crun from that tree (chroot). Then it runs the image with crun,
+// privileged like `podman run --privileged`, and creates a sandbox through
+// the sbx serve inside it.
 func TestImage(t *testing.T) {
-	testenv.Require(t, testenv.Root, testenv.Binary("debootstrap", "apt-get install debootstrap"))
+	testenv.Require(t, append(testenv.Integration, testenv.Binary("debootstrap", "apt-get install debootstrap"), testenv.Binary("nsenter", "part of util-linux"))...)
 	root := harness.RepoRoot(t)
 	archive := filepath.Join(t.TempDir(), "sbx-image.tar")
 	binDir := t.TempDir()
@@ -61,7 +62,10 @@ func TestImage(t *testing.T) {
 	}
 
 	// Unpack the flattened filesystem, as a runtime would.
-	tree := t.TempDir()
+	tree := filepath.Join(t.TempDir(), "rootfs")
+	if err := os.Mkdir(tree, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	rc := mutate.Extract(img)
 	defer rc.Close()
 	untar := exec.CommandContext(t.Context(), "tar", "-x", "-C", tree, "--numeric-owner")
@@ -89,4 +93,6 @@ func TestImage(t *testing.T) {
 	if out, err := crun.CombinedOutput(); err != nil || !strings.Contains(string(out), "crun version") {
 		t.Errorf("crun in the image: %v\n%s", err, out)
 	}
+
+	runImageUnderCrun(t, tree, cf, filepath.Join(binDir, "sbx"))
 }
