@@ -71,7 +71,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := WriteServerURL(cfg.DataDir, front.url()); err != nil {
 		return fmt.Errorf("record the server's address in the data dir: %w", err)
 	}
-	log.Info("sbx listening", "url", front.url(), "data_dir", cfg.DataDir, "runtime", cfg.Runtime)
+	log.Info("sbx listening", "version", cfg.Version, "url", front.url(), "data_dir", cfg.DataDir, "runtime", cfg.Runtime)
 
 	c, err := startCore(ctx, cfg, log, st, evlog, &closers)
 	if err != nil {

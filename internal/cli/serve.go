@@ -41,6 +41,7 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("sbx serve needs root (namespaces, cgroups, overlay mounts); run it with sudo")
 			}
+			cfg.Version = Version
 			return app.Run(cmd.Context(), cfg, log)
 		},
 	}
