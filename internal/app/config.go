@@ -26,7 +26,7 @@ import (
 type Config struct {
 	Listen      string // host:port of the API, proxy and dashboard
 	TLS         TLSConfig
-	Version     string // of this binary, for the log (sbx version)
+	Version     string   // of this binary, for the log (sbx version)
 	DataDir     string   // state: SQLite, API key, sandboxes
 	Runtime     string   // crun, runc or runsc
 	RuntimeArgs []string // extra global flags for the runtime, e.g. --platform=ptrace for runsc
