@@ -180,7 +180,7 @@ func runImageUnderCrun(t *testing.T, tree string, cf *v1.ConfigFile, hostSbx str
 		}
 		return string(out), nil
 	}
-	deadline = time.Now().Add(5 * time.Minute)
+	deadline = time.Now().Add(20 * time.Minute) // as the harness: base may still be building
 	for {
 		if _, err := os.Stat(filepath.Join(dataDir, "api-url")); err == nil {
 			if out, err := cli("template", "list"); err == nil && strings.Contains(out, "ready") {
@@ -193,7 +193,7 @@ func runImageUnderCrun(t *testing.T, tree string, cf *v1.ConfigFile, hostSbx str
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the containerised sbx serve has no ready template after 5 minutes\n%s", serveLog())
+			t.Fatalf("the containerised sbx serve has no ready template after 20 minutes\n%s", serveLog())
 		}
 		time.Sleep(time.Second)
 	}

@@ -65,7 +65,9 @@ func TestMakeRun(t *testing.T) {
 	}()
 	var seen []string
 	up := false
-	deadline := time.After(5 * time.Minute)
+	// As long as the harness waits for a template: on a fresh machine the
+	// first start builds the base root filesystem.
+	deadline := time.After(20 * time.Minute)
 	for !up || !strings.Contains(strings.Join(seen, "\n"), "SSL_CERT_FILE=") {
 		select {
 		case l, ok := <-lines:
@@ -85,7 +87,7 @@ func TestMakeRun(t *testing.T) {
 				}
 			}
 		case <-deadline:
-			t.Fatalf("make run not up within 5 minutes:\n%s", strings.Join(seen, "\n"))
+			t.Fatalf("make run not up within 20 minutes:\n%s", strings.Join(seen, "\n"))
 		}
 	}
 	all := strings.Join(seen, "\n")
