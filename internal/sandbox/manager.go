@@ -274,7 +274,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	t0 := time.Now()
 	var tNet, tStart, tReady time.Duration
 	defer func() {
-		m.log.Debug("sandbox start phases", "sandbox.id", sb.ID, "network", tNet, "runtime", tStart,
+		m.log.DebugContext(ctx, "sandbox start phases", "sandbox.id", sb.ID, "network", tNet, "runtime", tStart,
 			"agent_ready", tReady, "total", time.Since(t0), "from_snapshot", how.snapshot != "")
 	}()
 	runDir := m.runDir(sb.ID)
@@ -310,7 +310,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 			if ctx.Err() != nil { // shutting down or the caller left: nothing to fall back for
 				return nil, fmt.Errorf("restore sandbox %s from template snapshot: %w", sb.ID, err)
 			}
-			m.log.Warn("restore from template snapshot failed; starting cold", "sandbox.id", sb.ID,
+			m.log.WarnContext(ctx, "restore from template snapshot failed; starting cold", "sandbox.id", sb.ID,
 				"template.id", tpl.ID, "snapshot", how.snapshot, "err", err)
 			how.snapshot, sb.Runtime = "", m.rt.main.Name()
 		} else {

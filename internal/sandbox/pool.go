@@ -263,7 +263,7 @@ func (m *Manager) claimFrom(ctx context.Context, p *pool, tpl template.Template,
 		if l.snapshot != m.launchFor(tpl).snapshot {
 			// Pooled before the template's snapshot existed (or after it
 			// went): every sandbox of a build must start the same way.
-			m.log.Debug("pooled sandbox started otherwise than the template now starts; discarding it", "sandbox.id", l.sb.ID)
+			m.log.DebugContext(ctx, "pooled sandbox started otherwise than the template now starts; discarding it", "sandbox.id", l.sb.ID)
 			m.destroy(context.WithoutCancel(ctx), l.sb.ID)
 			continue
 		}
@@ -276,7 +276,7 @@ func (m *Manager) claimFrom(ctx context.Context, p *pool, tpl template.Template,
 			l.sb = *sb
 			return l
 		}
-		m.log.Warn("pooled sandbox unusable; discarding it", "sandbox.id", l.sb.ID, "err", err)
+		m.log.WarnContext(ctx, "pooled sandbox unusable; discarding it", "sandbox.id", l.sb.ID, "err", err)
 		m.destroy(context.WithoutCancel(ctx), l.sb.ID)
 	}
 	return nil
