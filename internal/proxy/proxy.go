@@ -109,6 +109,7 @@ func parseTarget(id, port string) (Target, bool, error) {
 func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 	tr, ok := p.router.Route(t.SandboxID)
 	if !ok {
+		telemetry.SetError(r.Context(), errNoSandbox)
 		notFound(w, t.SandboxID)
 		return
 	}
@@ -165,6 +166,10 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 	defer span.End()
 	rp.ServeHTTP(w, r.WithContext(ctx))
 }
+
+// errNoSandbox is what the access log says of traffic to a sandbox that
+// is not running here.
+var errNoSandbox = errors.New("no such sandbox running")
 
 // notFound answers like E2B's proxy for a sandbox that does not exist (any
 // more): SDKs read 502 as "the sandbox was killed or timed out".

@@ -166,6 +166,10 @@ func TestObservability(t *testing.T) {
 		"X-Request-Id": "obs-proxy-1"}); r.Header.Get("X-Request-Id") != "obs-proxy-1" {
 		t.Errorf("proxied request: X-Request-Id %q", r.Header.Get("X-Request-Id"))
 	}
+	if r := srv.Raw(t, "GET", "/health", "", map[string]string{"E2b-Sandbox-Id": "nosuchsandbox0", "E2b-Sandbox-Port": "49983",
+		"X-Request-Id": "obs-proxy-gone"}); r.Status != http.StatusBadGateway {
+		t.Errorf("proxied request to a missing sandbox: %d", r.Status)
+	}
 	if _, err := c.Create(opCtx(t), sdk.CreateOptions{Template: "nosuchtemplate"}); err == nil {
 		t.Fatal("create from a missing template succeeded")
 	}
@@ -176,6 +180,7 @@ func TestObservability(t *testing.T) {
 			regexp.MustCompile(`msg="http request".*route="GET /sandboxes" .*status=200.*request\.id=obs-list-1`),
 			regexp.MustCompile(`msg="http request".*route="GET /sandboxes/\{id\}".*status=404.*err=.*request\.id=obs-err-1 trace\.id=` + clientTrace),
 			regexp.MustCompile(`msg="http request".*route=proxy .*status=204.*request\.id=obs-proxy-1`),
+			regexp.MustCompile(`msg="http request".*route=proxy .*status=502.*err="no such sandbox running".*request\.id=obs-proxy-gone`),
 			regexp.MustCompile(`msg="sandbox created".*sandbox\.id=` + cold.ID + `.*request\.id=\S+ trace\.id=`),
 		} {
 			if !want.MatchString(log) {
