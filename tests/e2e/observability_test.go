@@ -255,12 +255,13 @@ func TestObservability(t *testing.T) {
 		// One create could use the pool (the cold one may not): exactly one
 		// hit or miss, from series that existed at 0 since the pool started.
 		claims := 0
-		for _, m := range regexp.MustCompile(`sbx_pool_claims_total\{result="(?:hit|miss)",team="",template="base"\} (\d+)`).FindAllStringSubmatch(body, -1) {
+		series := regexp.MustCompile(`sbx_pool_claims_total\{result="(?:hit|miss)",team="",template="base"\} (\d+)`).FindAllStringSubmatch(body, -1)
+		for _, m := range series {
 			n, _ := strconv.Atoi(m[1])
 			claims += n
 		}
-		if claims != 1 {
-			t.Errorf("pool claims of base: %d, want 1 (hits + misses)\n%s", claims, grepLines(body, "sbx_pool_claims_total"))
+		if claims != 1 || len(series) != 2 {
+			t.Errorf("pool claims of base: %d in %d series, want 1 (hits + misses) in 2 (hit and miss, one still at 0)\n%s", claims, len(series), grepLines(body, "sbx_pool_claims_total"))
 		}
 	})
 }
