@@ -237,3 +237,40 @@ func TestTracingOff(t *testing.T) {
 		t.Errorf("an endpoint without a scheme: %v", err)
 	}
 }
+
+// TestTracingFromEnvironment: the standard OTEL_EXPORTER_OTLP_ENDPOINT
+// turns tracing on without the flag; the server span of a request and a
+// child started with Start reach the collector by Shutdown.
+func TestTracingFromEnvironment(t *testing.T) {
+	var mu sync.Mutex
+	posts := 0
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/traces" {
+			mu.Lock()
+			posts++
+			mu.Unlock()
+		}
+	}))
+	defer collector.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	tr, err := Setup(t.Context(), Config{}, slog.New(slog.DiscardHandler))
+	if err != nil || !tr.Enabled() {
+		t.Fatalf("Setup with OTEL_EXPORTER_OTLP_ENDPOINT: %v, enabled %v", err, tr.Enabled())
+	}
+	var child bool
+	h := (&Middleware{Log: slog.New(slog.DiscardHandler), Tracing: tr}).Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, span := Start(r.Context(), "step")
+		child = span.IsRecording()
+		span.End()
+	}))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil))
+	if err := tr.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !child || posts == 0 {
+		t.Errorf("child span recording %v, %d exports", child, posts)
+	}
+}
