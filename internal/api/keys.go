@@ -129,7 +129,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	s.log.Info("API key created", "team.id", teamID, "key.id", k.ID, "by", team(r).KeyID)
+	s.log.InfoContext(r.Context(), "API key created", "team.id", teamID, "key.id", k.ID, "by", team(r).KeyID)
 	writeJSON(w, http.StatusCreated, createdKeyJSON{apiKeyJSON: toKeyJSON(k, team(r)), Key: value})
 }
 
@@ -179,7 +179,7 @@ func (s *Server) deleteKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.keys.flush()
-	s.log.Info("API key revoked", "team.id", k.TeamID, "key.id", k.ID, "by", team(r).KeyID)
+	s.log.InfoContext(r.Context(), "API key revoked", "team.id", k.TeamID, "key.id", k.ID, "by", team(r).KeyID)
 	w.WriteHeader(http.StatusNoContent)
 }
 

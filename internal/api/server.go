@@ -18,6 +18,7 @@ import (
 	"github.com/sbxdev/sbx/internal/request"
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/telemetry"
 	"github.com/sbxdev/sbx/internal/template"
 )
 
@@ -141,9 +142,13 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /templates/aliases/{alias}", s.templateAlias)
 }
 
-// ServeHTTP routes sandbox traffic to the proxy and everything else to the API.
+// ServeHTTP routes sandbox traffic to the proxy and everything else to the
+// API. Each branch names its route for the access log, metrics and traces
+// (telemetry.SetRoute): a pattern or a fixed word, never a path.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
 	if t, ok, err := s.proxy.Match(r); ok {
+		telemetry.SetRoute(ctx, "proxy")
 		if err != nil {
 			proxy.BadRequest(w, err)
 			return
@@ -152,22 +157,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h, pattern := s.public.Handler(r); pattern != "" {
+		telemetry.SetRoute(ctx, pattern)
 		h.ServeHTTP(w, r)
 		return
 	}
-	if apiKey(r) == "" {
-		if _, pattern := s.mux.Handler(r); s.anonymous[pattern] {
-			s.mux.ServeHTTP(w, r)
-			return
-		}
+	_, pattern := s.mux.Handler(r)
+	telemetry.SetRoute(ctx, pattern)
+	if apiKey(r) == "" && s.anonymous[pattern] {
+		s.mux.ServeHTTP(w, r)
+		return
 	}
 	team, err := s.authenticate(r)
 	if err != nil {
 		errdefs.WriteHTTP(w, s.log, err)
 		return
 	}
-	r = r.WithContext(auth.WithTeam(r.Context(), team))
-	_, pattern := s.mux.Handler(r)
+	r = r.WithContext(auth.WithTeam(ctx, team))
 	if pattern == "" {
 		errdefs.WriteHTTP(w, nil, errdefs.NotFound("no such endpoint: %s %s", r.Method, r.URL.Path))
 		return

@@ -111,7 +111,7 @@ func (s *Server) createTeam(w http.ResponseWriter, r *http.Request) {
 		}
 		t.MaxSandboxes = body.MaxSandboxes
 	}
-	s.log.Info("team created", "team.id", t.ID, "team.name", t.Name)
+	s.log.InfoContext(r.Context(), "team created", "team.id", t.ID, "team.name", t.Name)
 	writeJSON(w, http.StatusCreated, createdTeamJSON{teamJSON: toTeamJSON(t), APIKey: key})
 }
 
@@ -174,7 +174,7 @@ func (s *Server) updateTeam(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		t.MaxSandboxes = max
-		s.log.Info("team cap changed", "team.id", t.ID, "max_sandboxes", max)
+		s.log.InfoContext(r.Context(), "team cap changed", "team.id", t.ID, "max_sandboxes", max)
 	}
 	writeJSON(w, http.StatusOK, toTeamJSON(t))
 }
@@ -205,9 +205,9 @@ func (s *Server) deleteTeam(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, sb := range live {
 		if err := s.sandboxes.Kill(r.Context(), t.ID, sb.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-			s.log.Warn("kill sandbox of deleted team", "team.id", t.ID, "sandbox.id", sb.ID, "err", err)
+			s.log.WarnContext(r.Context(), "kill sandbox of deleted team", "team.id", t.ID, "sandbox.id", sb.ID, "err", err)
 		}
 	}
-	s.log.Info("team deleted", "team.id", t.ID, "team.name", t.Name, "sandboxes_killed", len(live))
+	s.log.InfoContext(r.Context(), "team deleted", "team.id", t.ID, "team.name", t.Name, "sandboxes_killed", len(live))
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/sbxdev/sbx/internal/monitor"
 	"github.com/sbxdev/sbx/internal/netguard"
 	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/telemetry"
 )
 
 // Config is the server configuration, parsed once in the CLI and validated
@@ -62,6 +63,8 @@ type Config struct {
 	// UserNS runs crun and runc sandboxes in user namespaces: root inside
 	// is an unprivileged host user (DefaultUserNS; runsc is its own kernel).
 	UserNS bool
+	// Telemetry says where traces go (--otlp-endpoint).
+	Telemetry telemetry.Config
 }
 
 // defaultAgentDir finds envd for the sbx binary at exe: beside it (a
@@ -176,6 +179,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("--data-dir must not be empty")
+	}
+	if err := c.Telemetry.Validate(); err != nil {
+		return err
 	}
 	abs, err := filepath.Abs(c.DataDir)
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/sbxdev/sbx/internal/runtime/oci"
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store/sqlite"
+	"github.com/sbxdev/sbx/internal/telemetry"
 	"github.com/sbxdev/sbx/internal/template"
 	"github.com/sbxdev/sbx/internal/webhook"
 )
@@ -35,6 +36,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	// Every line logged with a request's context carries its ID (and its
+	// trace's, when tracing is on).
+	log = slog.New(telemetry.LogHandler(log.Handler()))
 	// Nothing sbx creates is group- or world-writable, whatever umask it
 	// was started with. Not 0077: children inherit it (crun, runsc and the
 	// processes of every sandbox, debootstrap and tar building root
@@ -45,6 +49,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// A closure: `defer closers.run(log)` would evaluate the (still empty)
 	// list now and run none of the closers added below.
 	defer func() { closers.run(log) }()
+
+	tracing, err := telemetry.Setup(ctx, cfg.Telemetry, log)
+	if err != nil {
+		return err
+	}
+	closers.add("tracing", func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return tracing.Shutdown(sctx)
+	})
 
 	st, evlog, err := OpenStore(ctx, cfg.DataDir, log)
 	if err != nil {
@@ -77,7 +91,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	handler, err := startServices(ctx, cfg, log, st, evlog, c, front, &closers)
+	handler, err := startServices(ctx, cfg, log, st, evlog, c, front, tracing, &closers)
 	if err != nil {
 		return err
 	}
@@ -275,7 +289,7 @@ func snapshotRuntime(cfg Config, main *oci.Driver, log *slog.Logger) (*oci.Drive
 // startServices starts the webhook engine and monitoring and returns the
 // API (with the sandbox proxy in front of it).
 func startServices(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Store, evlog *events.Log,
-	c *core, front *frontDoor, closers *closerList) (http.Handler, error) {
+	c *core, front *frontDoor, tracing *telemetry.Tracing, closers *closerList) (http.Handler, error) {
 	engine, err := webhook.NewEngine(st.DB(), evlog, webhook.Config{
 		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs}, log)
 	if err != nil {
@@ -289,6 +303,9 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite
 	if err != nil {
 		return nil, err
 	}
+	c.mgr.SetObserver(mon.Metrics)
+	c.tplSvc.SetBuildObserver(mon.Metrics)
+	mon.Metrics.SetWebhookQueue(engine)
 	monCtx, stopMon := context.WithCancel(context.WithoutCancel(ctx))
 	monDone := mon.Start(monCtx)
 	closers.add("monitoring", func() error { stopMon(); <-monDone; return nil })
@@ -301,7 +318,10 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite
 		refiner, mon, tplHandler)
 	mon.AddPublic(apiSrv)
 	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
-	return apiSrv, nil
+	// The access log, request IDs, HTTP metrics and server spans.
+	mw := &telemetry.Middleware{Log: log.With("component", "http"), Tracing: tracing, Observer: mon.Metrics,
+		Quiet: map[string]bool{"GET /health": true, "GET /metrics": true}}
+	return mw.Wrap(apiSrv), nil
 }
 
 // runUntilClosed runs fn in the background until the closers run.

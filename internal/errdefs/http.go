@@ -58,16 +58,29 @@ type Body struct {
 
 // WriteHTTP writes err as an E2B-style JSON error response. Internal detail is
 // logged (when log is not nil), never sent to the client.
+// Behind the access-log middleware (internal/telemetry), the error also
+// goes into the request's access log line, and the log line written here
+// carries the request's ID.
 func WriteHTTP(w http.ResponseWriter, log *slog.Logger, err error) {
 	status := HTTPStatus(err)
+	ctx := context.Background()
+	if f, ok := w.(failedRequest); ok {
+		ctx = f.RequestFailed(err)
+	}
 	if log != nil {
 		level := slog.LevelDebug
 		if status >= 500 {
 			level = slog.LevelError
 		}
-		log.Log(context.Background(), level, "request failed", "status", status, "err", err)
+		log.Log(ctx, level, "request failed", "status", status, "err", err)
 	}
 	WriteStatus(w, status, Message(err))
+}
+
+// failedRequest is a ResponseWriter that notes the error its request was
+// answered with and returns the request's context, for logging.
+type failedRequest interface {
+	RequestFailed(err error) context.Context
 }
 
 // WriteStatus writes a JSON error body with an explicit status.

@@ -40,15 +40,17 @@ type Metrics struct {
 	refusals *prometheus.CounterVec
 	runaway  *prometheus.CounterVec
 	budget   *prometheus.CounterVec
+	ops      *ops
+	webhooks *webhookCollector // nil without a database
 	log      *slog.Logger
 }
 
 // New registers sbx's metrics. live and db may be nil (then the gauges they
 // feed are absent); db is the database holding webhook_deliveries.
 func New(live Live, db *sql.DB, log *slog.Logger) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), log: log}
+	m := &Metrics{reg: prometheus.NewRegistry(), ops: newOps(), log: log}
 	m.create = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "sbx_sandbox_create_duration_seconds", Help: "Time to create a sandbox (API call to ready), by team and template.",
+		Name: "sbx_sandbox_create_duration_seconds", Help: "Time to create a sandbox (API call to ready), by team and template name.",
 		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60},
 	}, []string{TeamLabel, "template"})
 	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -62,18 +64,21 @@ func New(live Live, db *sql.DB, log *slog.Logger) *Metrics {
 	}, []string{TeamLabel, "action"})
 	m.reg.MustRegister(m.create, m.refusals, m.budget, m.runaway,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.ops.collectors()...)
 	if live != nil {
 		m.reg.MustRegister(&sandboxCollector{live: live})
 	}
 	if db != nil {
-		m.reg.MustRegister(&webhookCollector{db: db, log: log})
+		m.webhooks = &webhookCollector{db: db, log: log, ttl: webhookCountsTTL}
+		m.reg.MustRegister(m.webhooks)
 	}
 	return m
 }
 
-// ObserveCreate records one sandbox create's duration.
+// ObserveCreate records one sandbox create's duration; template is the
+// template's name.
 func (m *Metrics) ObserveCreate(teamID, template string, d time.Duration) {
-	m.create.WithLabelValues(teamID, template).Observe(d.Seconds())
+	m.create.WithLabelValues(teamID, m.ops.templates.label(template)).Observe(d.Seconds())
 }
 
 // OnBudgetRefusal counts a create refused by a budget limit.
@@ -110,9 +115,13 @@ var (
 		[]string{TeamLabel, "template"}, nil)
 	clusterDesc = prometheus.NewDesc("sbx_cluster_sandboxes", "Sandboxes of all teams on this server now, by state (running, paused).",
 		[]string{"state"}, nil)
-	deliveriesDesc = prometheus.NewDesc("sbx_webhook_deliveries", "Webhook deliveries by team and state (pending, delivered, failed, ...).",
+	clusterQueueDesc = prometheus.NewDesc("sbx_cluster_webhook_queue_depth", "Webhook deliveries of all teams queued now (pending, waiting for a retry or in flight).",
+		nil, nil)
+	queueDesc = prometheus.NewDesc("sbx_webhook_queue_depth", "Webhook deliveries queued now (pending, waiting for a retry or in flight), by team; 0 for every team with a webhook.",
+		[]string{TeamLabel}, nil)
+	deliveriesDesc = prometheus.NewDesc("sbx_webhook_deliveries", "Webhook deliveries kept by team and state (pending, delivered, failed, ...; counted in the database at most every 30 s).",
 		[]string{TeamLabel, "state"}, nil)
-	attemptsDesc = prometheus.NewDesc("sbx_webhook_attempts_total", "Webhook delivery attempts by team and outcome.",
+	attemptsDesc = prometheus.NewDesc("sbx_webhook_attempts_total", "Webhook delivery attempts by team and outcome (counted in the database at most every 30 s).",
 		[]string{TeamLabel, "outcome"}, nil)
 )
 
@@ -148,46 +157,9 @@ func (c *sandboxCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(clusterDesc, prometheus.GaugeValue, float64(nPaused), "paused")
 }
 
-type webhookCollector struct {
-	db  *sql.DB
-	log *slog.Logger
-}
-
-func (c *webhookCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- deliveriesDesc
-	ch <- attemptsDesc
-}
-
-func (c *webhookCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c.count(ctx, ch, deliveriesDesc, prometheus.GaugeValue,
-		`SELECT team_id, state, COUNT(*) FROM webhook_deliveries GROUP BY team_id, state`)
-	// Attempts name their webhook, whose team owns them; those of a
-	// deleted webhook count under team "" (the admin's view only).
-	c.count(ctx, ch, attemptsDesc, prometheus.CounterValue,
-		`SELECT COALESCE(w.team_id, ''), a.status, COUNT(*) FROM webhook_attempts a
-		 LEFT JOIN webhooks w ON w.id = a.webhook_id GROUP BY 1, 2`)
-}
-
-func (c *webhookCollector) count(ctx context.Context, ch chan<- prometheus.Metric, d *prometheus.Desc, vt prometheus.ValueType, q string) {
-	rows, err := c.db.QueryContext(ctx, q)
-	if err != nil {
-		c.log.Debug("metrics: webhook tables not readable", "err", err)
-		return
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var team, label string
-		var n float64
-		if rows.Scan(&team, &label, &n) == nil {
-			ch <- prometheus.MustNewConstMetric(d, vt, n, team, label)
-		}
-	}
-}
-
 // Timed wraps the sandbox manager so every Create feeds the create latency
-// histogram; everything else is the manager's own method.
+// histogram or the failures counter; everything else is the manager's own
+// method.
 type Timed struct {
 	*sandbox.Manager
 	M *Metrics
@@ -197,8 +169,10 @@ type Timed struct {
 func (t Timed) Create(ctx context.Context, req sandbox.CreateRequest) (store.Sandbox, error) {
 	start := time.Now()
 	sb, err := t.Manager.Create(ctx, req)
-	if err == nil {
-		t.M.ObserveCreate(sb.TeamID, sb.TemplateID, time.Since(start))
+	if err != nil {
+		t.M.createFailed(err)
+	} else {
+		t.M.ObserveCreate(sb.TeamID, sb.Alias, time.Since(start))
 	}
 	return sb, err
 }

@@ -58,10 +58,12 @@ func (f scoped) Gather() ([]*dto.MetricFamily, error) {
 	return out, err
 }
 
+// teamOf is the team a series is about. An empty team label (a pool of a
+// built-in template) names no team, as in Prometheus itself.
 func teamOf(m *dto.Metric) (string, bool) {
 	for _, l := range m.GetLabel() {
 		if l.GetName() == TeamLabel {
-			return l.GetValue(), true
+			return l.GetValue(), l.GetValue() != ""
 		}
 	}
 	return "", false

@@ -19,6 +19,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/sbxdev/sbx/internal/telemetry"
 )
 
 // EnvdPort is the port of the in-sandbox agent.
@@ -105,6 +109,7 @@ func parseTarget(id, port string) (Target, bool, error) {
 func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 	tr, ok := p.router.Route(t.SandboxID)
 	if !ok {
+		telemetry.SetError(r.Context(), errNoSandbox)
 		notFound(w, t.SandboxID)
 		return
 	}
@@ -149,14 +154,22 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 			if r.Context().Err() != nil {
 				return // the client went away
 			}
-			p.log.Debug("proxy to sandbox failed", "sandbox.id", t.SandboxID, "port", t.Port, "err", err)
+			telemetry.SetError(r.Context(), err)
+			p.log.DebugContext(r.Context(), "proxy to sandbox failed", "sandbox.id", t.SandboxID, "port", t.Port, "err", err)
 			notFound(w, t.SandboxID)
 		},
 	}
 	// Streams may answer while the request body still flows; let both run.
 	_ = http.NewResponseController(w).EnableFullDuplex()
-	rp.ServeHTTP(w, r)
+	ctx, span := telemetry.Start(r.Context(), "proxy.forward", attribute.String("sandbox.id", t.SandboxID),
+		attribute.Int("sandbox.port", t.Port))
+	defer span.End()
+	rp.ServeHTTP(w, r.WithContext(ctx))
 }
+
+// errNoSandbox is what the access log says of traffic to a sandbox that
+// is not running here.
+var errNoSandbox = errors.New("no such sandbox running")
 
 // notFound answers like E2B's proxy for a sandbox that does not exist (any
 // more): SDKs read 502 as "the sandbox was killed or timed out".

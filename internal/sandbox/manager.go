@@ -16,14 +16,17 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/telemetry"
 	"github.com/sbxdev/sbx/internal/template"
 	"github.com/sbxdev/sbx/sdk"
 )
@@ -99,9 +102,13 @@ type Manager struct {
 	autoPool PoolSize
 
 	admission Admission // nil = no limits
-	quota     quota     // per-team cap on live sandboxes (quota.go)
-	disk      diskTier  // pause's disk tier (checkpoint.go)
-	exits     exitWatch // sandboxes whose init ends on its own (exits.go)
+	// observer hears of pool hits and misses; poolTemplates are the
+	// templates whose pools started, guarded by mu (observe.go).
+	observer      atomic.Pointer[observerBox]
+	poolTemplates []template.Template
+	quota         quota     // per-team cap on live sandboxes (quota.go)
+	disk          diskTier  // pause's disk tier (checkpoint.go)
+	exits         exitWatch // sandboxes whose init ends on its own (exits.go)
 
 	snapMu    sync.Mutex
 	snapLocks map[string]*sync.Mutex // one snapshot at a time per key (snapshot.go)
@@ -153,27 +160,25 @@ func (r *CreateRequest) Validate() error {
 
 // Create starts a sandbox and returns once its agent answered /init (and
 // the template's start command is ready).
-func (m *Manager) Create(ctx context.Context, req CreateRequest) (store.Sandbox, error) {
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbox, err error) {
 	if err := req.Validate(); err != nil {
 		return store.Sandbox{}, err
 	}
 	if req.Timeout == 0 {
 		req.Timeout = DefaultTimeout
 	}
+	ctx, span := telemetry.Start(ctx, "sandbox.create", attribute.String("team.id", req.TeamID))
+	defer func() { telemetry.End(span, err) }()
 	tpl, err := m.templates.ResolveFor(ctx, req.TeamID, req.Template)
 	if err != nil {
 		return store.Sandbox{}, err
 	}
-	slot, err := m.quota.reserve(ctx, req.TeamID)
+	span.SetAttributes(attribute.String("template.id", tpl.ID), attribute.String("template.name", firstName(tpl)))
+	slot, err := m.admit(ctx, req.TeamID, tpl.ID)
 	if err != nil {
 		return store.Sandbox{}, err
 	}
 	defer slot.release() // after track: the sandbox holds the slot from then on
-	if m.admission != nil {
-		if err := m.admission.Admit(ctx, req.TeamID, tpl.ID); err != nil {
-			return store.Sandbox{}, err
-		}
-	}
 	token := ""
 	if req.Secure {
 		token = randomHex(32)
@@ -197,15 +202,37 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (store.Sandbox,
 			return store.Sandbox{}, err
 		}
 	}
+	span.SetAttributes(attribute.String("sandbox.id", sb.ID), attribute.Bool("sandbox.pooled", pooled))
 	change := &store.Change{Type: EventCreated, Sandbox: sb, Data: map[string]any{"sandbox_metadata": nonNil(sb.Metadata)}}
-	if err := m.store.InsertSandbox(ctx, sb, change); err != nil {
+	sctx, sspan := telemetry.Start(ctx, "sandbox.store")
+	err = m.store.InsertSandbox(sctx, sb, change)
+	telemetry.End(sspan, err)
+	if err != nil {
 		m.destroy(context.WithoutCancel(ctx), sb.ID)
 		return store.Sandbox{}, err
 	}
 	m.track(l)
-	m.log.Info("sandbox created", "sandbox.id", sb.ID, "template.id", sb.TemplateID, "team.id", sb.TeamID,
+	m.log.InfoContext(ctx, "sandbox created", "sandbox.id", sb.ID, "template.id", sb.TemplateID, "team.id", sb.TeamID,
 		"pooled", pooled, "elapsed", m.now().Sub(now).Round(time.Microsecond))
 	return sb, nil
+}
+
+// admit takes a slot of the team's sandbox cap and asks the admission
+// (budgets) whether the team may start one more.
+func (m *Manager) admit(ctx context.Context, teamID, tplID string) (_ *reservation, err error) {
+	ctx, span := telemetry.Start(ctx, "sandbox.admission")
+	defer func() { telemetry.End(span, err) }()
+	s, err := m.quota.reserve(ctx, teamID)
+	if err != nil {
+		return nil, err
+	}
+	if m.admission != nil {
+		if err := m.admission.Admit(ctx, teamID, tplID); err != nil {
+			s.release()
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 func firstName(t template.Template) string {
@@ -247,7 +274,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	t0 := time.Now()
 	var tNet, tStart, tReady time.Duration
 	defer func() {
-		m.log.Debug("sandbox start phases", "sandbox.id", sb.ID, "network", tNet, "runtime", tStart,
+		m.log.DebugContext(ctx, "sandbox start phases", "sandbox.id", sb.ID, "network", tNet, "runtime", tStart,
 			"agent_ready", tReady, "total", time.Since(t0), "from_snapshot", how.snapshot != "")
 	}()
 	runDir := m.runDir(sb.ID)
@@ -258,7 +285,9 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	if err != nil {
 		return nil, err
 	}
-	nsPath, err := m.network.Setup(ctx, sb.ID, sb.AllowInternet)
+	nctx, span := telemetry.Start(ctx, "sandbox.network")
+	nsPath, err := m.network.Setup(nctx, sb.ID, sb.AllowInternet)
+	telemetry.End(span, err)
 	if err != nil {
 		return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
 	}
@@ -269,17 +298,19 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		return nil, err
 	}
 	var snapKey agentauth.Key // what a clone's envd holds until its first /init
+	rctx, span := telemetry.Start(ctx, "sandbox.runtime", attribute.String("runtime", m.driver.Name()),
+		attribute.Bool("from_snapshot", how.snapshot != ""))
 	if how.snapshot != "" {
 		sb.Runtime = m.rt.snap.Name()
 		snapKey, err = readKey(filepath.Join(how.snapshot, agentKeyFile))
 		if err == nil {
-			err = m.rt.clone(ctx, spec, filepath.Join(how.snapshot, "state"))
+			err = m.rt.clone(rctx, spec, filepath.Join(how.snapshot, "state"))
 		}
 		if err != nil {
 			if ctx.Err() != nil { // shutting down or the caller left: nothing to fall back for
 				return nil, fmt.Errorf("restore sandbox %s from template snapshot: %w", sb.ID, err)
 			}
-			m.log.Warn("restore from template snapshot failed; starting cold", "sandbox.id", sb.ID,
+			m.log.WarnContext(ctx, "restore from template snapshot failed; starting cold", "sandbox.id", sb.ID,
 				"template.id", tpl.ID, "snapshot", how.snapshot, "err", err)
 			how.snapshot, sb.Runtime = "", m.rt.main.Name()
 		} else {
@@ -291,31 +322,34 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	case how.snapshot != "":
 	case how.snapRT:
 		sb.Runtime = m.rt.snap.Name()
-		err = m.rt.startOnSnapshotRuntime(ctx, spec)
+		err = m.rt.startOnSnapshotRuntime(rctx, spec)
 	default:
-		err = m.driver.Start(ctx, spec)
+		err = m.driver.Start(rctx, spec)
 	}
+	telemetry.End(span, err)
 	if err != nil {
 		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
 	}
 	tStart = time.Since(t0) - tNet
 	a := newAgent(sb.ID, runDir, key)
 	l = &live{sb: *sb, agent: a, snapshot: how.snapshot}
-	if err := a.waitReady(ctx); err != nil {
+	ectx, span := telemetry.Start(ctx, "sandbox.envd")
+	defer func() { telemetry.End(span, err) }() // ready, /init and the start command
+	if err := a.waitReady(ectx); err != nil {
 		return nil, err
 	}
 	tReady = time.Since(t0) - tNet - tStart
 	req := initRequest{EnvVars: initVars(*sb), AccessToken: sb.AccessToken, DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir}
 	if how.snapshot != "" {
-		err = a.rekey(ctx, req, snapKey)
+		err = a.rekey(ectx, req, snapKey)
 	} else {
-		err = a.init(ctx, req)
+		err = a.init(ectx, req)
 	}
 	if err != nil {
 		return nil, m.agentBroke(sb.ID, err)
 	}
 	if tpl.StartCmd != "" && how.snapshot == "" {
-		if err := m.startCommand(ctx, a, sb.AccessToken, tpl); err != nil {
+		if err := m.startCommand(ectx, a, sb.AccessToken, tpl); err != nil {
 			return nil, m.agentBroke(sb.ID, err)
 		}
 	}

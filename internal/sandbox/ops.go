@@ -106,7 +106,7 @@ func (m *Manager) killWith(ctx context.Context, id, reason string, data map[stri
 	if recordErr != nil {
 		return fmt.Errorf("record kill of sandbox %s: %w", id, recordErr)
 	}
-	m.log.Info("sandbox killed", "sandbox.id", id, "reason", reason)
+	m.log.InfoContext(ctx, "sandbox killed", "sandbox.id", id, "reason", reason)
 	return nil
 }
 

@@ -54,7 +54,7 @@ func (m *Manager) pauseReason(ctx context.Context, id, reason string) error {
 	}
 	l.sb = sb
 	l.agent.close()
-	m.log.Info("sandbox paused", "sandbox.id", id, "tier", TierMemory)
+	m.log.InfoContext(ctx, "sandbox paused", "sandbox.id", id, "tier", TierMemory)
 	m.scheduleDisk(id)
 	return nil
 }
@@ -98,6 +98,6 @@ func (m *Manager) resume(ctx context.Context, l *live, timeout int64) error {
 	if tier == TierDisk {
 		m.watchExit(l) // the restored init is a new process
 	}
-	m.log.Info("sandbox resumed", "sandbox.id", id, "tier", tier)
+	m.log.InfoContext(ctx, "sandbox resumed", "sandbox.id", id, "tier", tier)
 	return nil
 }

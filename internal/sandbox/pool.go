@@ -6,8 +6,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/telemetry"
 	"github.com/sbxdev/sbx/internal/template"
 )
 
@@ -140,6 +143,7 @@ func (m *Manager) fillLoop(ctx context.Context, ref string, p *pool) {
 	m.mu.Lock()
 	m.pools[tpl.ID] = p // claims look pools up by template ID
 	m.mu.Unlock()
+	m.poolStarted(tpl)
 	backoff := time.Second
 	for {
 		target := p.target(m.now())
@@ -238,6 +242,17 @@ func (m *Manager) claim(ctx context.Context, tpl template.Template, sb *store.Sa
 	current := p.buildID == tpl.BuildID
 	p.mu.Unlock()
 	p.noteClaim(m.now())
+	ctx, span := telemetry.Start(ctx, "sandbox.pool_claim")
+	l := m.claimFrom(ctx, p, tpl, sb, current)
+	span.SetAttributes(attribute.Bool("pool.hit", l != nil))
+	span.End()
+	m.obs().PoolClaim(tpl, l != nil)
+	return l
+}
+
+// claimFrom takes a ready sandbox of tpl from p and hands it to sb, or
+// returns nil when p has none (of the template's current build).
+func (m *Manager) claimFrom(ctx context.Context, p *pool, tpl template.Template, sb *store.Sandbox, current bool) *live {
 	for current {
 		var l *live
 		select {
@@ -248,7 +263,7 @@ func (m *Manager) claim(ctx context.Context, tpl template.Template, sb *store.Sa
 		if l.snapshot != m.launchFor(tpl).snapshot {
 			// Pooled before the template's snapshot existed (or after it
 			// went): every sandbox of a build must start the same way.
-			m.log.Debug("pooled sandbox started otherwise than the template now starts; discarding it", "sandbox.id", l.sb.ID)
+			m.log.DebugContext(ctx, "pooled sandbox started otherwise than the template now starts; discarding it", "sandbox.id", l.sb.ID)
 			m.destroy(context.WithoutCancel(ctx), l.sb.ID)
 			continue
 		}
@@ -261,7 +276,7 @@ func (m *Manager) claim(ctx context.Context, tpl template.Template, sb *store.Sa
 			l.sb = *sb
 			return l
 		}
-		m.log.Warn("pooled sandbox unusable; discarding it", "sandbox.id", l.sb.ID, "err", err)
+		m.log.WarnContext(ctx, "pooled sandbox unusable; discarding it", "sandbox.id", l.sb.ID, "err", err)
 		m.destroy(context.WithoutCancel(ctx), l.sb.ID)
 	}
 	return nil

@@ -155,7 +155,7 @@ func (h *Handler) Upload(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err)
 		return
 	}
-	h.svc.log.Debug("template files uploaded", "team.id", team, "hash", hash, "entries", n)
+	h.svc.log.DebugContext(r.Context(), "template files uploaded", "team.id", team, "hash", hash, "entries", n)
 	w.WriteHeader(http.StatusOK)
 }
 

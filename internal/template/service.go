@@ -74,6 +74,8 @@ type Service struct {
 	uploads *uploads
 	now     func() time.Time
 	slots   *buildSlots
+	// observer feeds build metrics from the build events (observe.go).
+	observer buildObserver
 
 	mu      sync.Mutex
 	running map[string]string // template ID -> build ID in progress
@@ -591,6 +593,7 @@ func (s *Service) fail(rec Record, b BuildRecord, step string, err error) {
 }
 
 func (s *Service) event(ctx context.Context, typ string, rec Record, b BuildRecord, data map[string]any) {
+	s.observer.event(typ, rec, b, s.now())
 	if s.events == nil {
 		return
 	}

@@ -272,8 +272,8 @@ func TestControlScoping(t *testing.T) {
 		if r.Status != http.StatusOK {
 			t.Fatalf("GET /metrics with a team key = %d %s", r.Status, r.Body)
 		}
-		if strings.Contains(r.Body, tplID) {
-			t.Errorf("team B's /metrics names team A's private template %s", tplID)
+		if strings.Contains(r.Body, tplID) || strings.Contains(r.Body, name) {
+			t.Errorf("team B's /metrics names team A's private template %s (%s)", tplID, name)
 		}
 		for _, line := range strings.Split(r.Body, "\n") {
 			if strings.HasPrefix(line, "sbx_sandboxes_running{") || strings.HasPrefix(line, "sbx_sandbox_create_duration_seconds_count{") {
@@ -281,8 +281,8 @@ func TestControlScoping(t *testing.T) {
 			}
 		}
 		r = s.Raw(t, "GET", "/metrics", "", keyHeader(adminKey(t, s)))
-		if r.Status != http.StatusOK || !strings.Contains(r.Body, tplID) {
-			t.Errorf("the admin's /metrics = %d and lacks template %s", r.Status, tplID)
+		if r.Status != http.StatusOK || !strings.Contains(r.Body, tplID) || !strings.Contains(r.Body, `template="`+name+`"`) {
+			t.Errorf("the admin's /metrics = %d and lacks template %s (%s)", r.Status, tplID, name)
 		}
 		if r := s.Raw(t, "GET", "/metrics", "", nil); r.Status != http.StatusUnauthorized {
 			t.Errorf("GET /metrics without a key = %d, want 401", r.Status)

@@ -15,6 +15,9 @@ import (
 // pipe open forever; waiting for their EOF would hang the caller.
 const drainGrace = 50 * time.Millisecond
 
+// drainReads bounds the reads of output left in a pipe after drainGrace.
+const drainReads = 64
+
 // readBufs recycles the read buffers of output pumps.
 var readBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
@@ -92,9 +95,17 @@ func (p *proc) pump(f *os.File, wrap func([]byte) *DataEvent, wg *sync.WaitGroup
 		if n > 0 {
 			p.broadcast(wrap(append([]byte(nil), buf[:n]...)))
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The drain deadline can pass while this goroutine waits for
+			// a CPU (a loaded host), with output already in the pipe: a
+			// deadline check comes before the read, so take what is
+			// there without waiting before giving up.
+			p.drainNow(f, buf, wrap)
+			return
+		}
 		if err != nil {
-			// EOF, EIO from a PTY whose slave side closed, or the drain
-			// deadline: all mean the stream is over.
+			// EOF, or EIO from a PTY whose slave side closed: the stream
+			// is over.
 			return
 		}
 	}
@@ -163,4 +174,24 @@ func (p *proc) signal(sig syscall.Signal) error {
 
 func (p *proc) info() Info {
 	return Info{Config: p.config, PID: p.pid, Tag: p.tag}
+}
+
+// drainNow broadcasts what f holds now, reading without waiting; at most
+// drainReads reads, as a child left running may keep writing.
+func (p *proc) drainNow(f *os.File, buf []byte, wrap func([]byte) *DataEvent) {
+	rc, err := f.SyscallConn()
+	// No deadline: the poller checks it before calling the read function.
+	if err != nil || f.SetReadDeadline(time.Time{}) != nil {
+		return
+	}
+	for range drainReads {
+		n := 0
+		if rc.Read(func(fd uintptr) bool {
+			n, _ = syscall.Read(int(fd), buf)
+			return true // never wait: EAGAIN ends the drain
+		}) != nil || n <= 0 {
+			return
+		}
+		p.broadcast(wrap(append([]byte(nil), buf[:n]...)))
+	}
 }
