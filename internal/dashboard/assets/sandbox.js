@@ -1,0 +1,205 @@
+// sbx dashboard: the per-sandbox page (details, metrics, log, files and a
+// terminal). The agent's RPCs (envd's Connect protocol, JSON codec) go to
+// /dashboard/envd/<id>/<RPC>; the server adds the sandbox's access token
+// after checking the session's key owns the sandbox.
+"use strict";
+
+function envd(id, path, body, headers) {
+  return request("POST", `/dashboard/envd/${id}/${path}`, body, { "Connect-Protocol-Version": "1", ...(headers || {}) });
+}
+
+// rpc makes a unary Connect call and returns the decoded reply.
+async function rpc(id, method, msg) {
+  const resp = await envd(id, method, msg);
+  const data = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error(data.message || `${method}: HTTP ${resp.status}`);
+  return data;
+}
+
+// Connect streaming frames: one flag byte, a big-endian uint32 length, the
+// JSON message. Flag 2 marks the end-of-stream message (with any error).
+function envelope(msg) {
+  const json = new TextEncoder().encode(JSON.stringify(msg));
+  const out = new Uint8Array(5 + json.length);
+  new DataView(out.buffer).setUint32(1, json.length);
+  out.set(json, 5);
+  return out;
+}
+
+async function* frames(body) {
+  const reader = body.getReader();
+  let buf = new Uint8Array(0);
+  for (;;) {
+    while (buf.length >= 5) {
+      const n = new DataView(buf.buffer, buf.byteOffset).getUint32(1);
+      if (buf.length < 5 + n) break;
+      const flags = buf[0];
+      const msg = JSON.parse(new TextDecoder().decode(buf.subarray(5, 5 + n)) || "{}");
+      buf = buf.slice(5 + n);
+      yield { end: (flags & 2) !== 0, msg };
+    }
+    const { value, done } = await reader.read();
+    if (done) return;
+    const next = new Uint8Array(buf.length + value.length);
+    next.set(buf);
+    next.set(value, buf.length);
+    buf = next;
+  }
+}
+
+const b64 = {
+  enc(bytes) { let s = ""; for (const b of bytes) s += String.fromCharCode(b); return btoa(s); },
+  dec(s) { return Uint8Array.from(atob(s), (c) => c.charCodeAt(0)); },
+};
+
+// showSandbox renders #/sandbox/<id> and returns its cleanup.
+function showSandbox(id) {
+  let closed = false;
+  const samples = [];
+  $("#sb-id").textContent = id;
+  $("#sb-state").textContent = "";
+  for (const s of ["#sb-details tbody", "#sb-metadata tbody", "#files tbody", "#sb-log"]) $(s).replaceChildren();
+  $("#sb-chart-cpu").replaceChildren();
+  $("#sb-chart-mem").replaceChildren();
+
+  const kv = (k, v) => el("tr", {}, el("th", {}, k), el("td", {}, v));
+  async function loadDetails() {
+    const sb = await api("GET", `/sandboxes/${id}`);
+    $("#sb-state").textContent = sb.state || "";
+    $("#sb-details tbody").replaceChildren(
+      kv("Template", sb.alias ? `${sb.alias} (${sb.templateID})` : sb.templateID),
+      kv("State", sb.state || ""), kv("Runtime", sb.runtime || ""),
+      kv("Started", fmtDateTime(sb.startedAt)), kv("Ends", fmtDateTime(sb.endAt)),
+      kv("On timeout", sb.lifecycle ? sb.lifecycle.onTimeout : ""),
+      kv("vCPU", String(sb.cpuCount)), kv("Memory", `${sb.memoryMB} MB`), kv("Disk", `${sb.diskSizeMB} MB`),
+      kv("Internet", sb.allowInternetAccess === false ? "blocked" : "allowed"), kv("envd", sb.envdVersion || ""));
+    const meta = Object.entries(sb.metadata || {});
+    $("#sb-metadata tbody").replaceChildren(...(meta.length ? meta.map(([k, v]) => kv(k, v)) : [el("tr", {}, el("td", { class: "muted" }, "none"))]));
+  }
+
+  // The API gives a sandbox's current counters; the history is what this
+  // page has sampled since it opened (the last 10 minutes of it).
+  async function sample() {
+    const ms = await api("GET", `/sandboxes/${id}/metrics`);
+    if (closed || !ms || !ms.length) return;
+    samples.push(ms[ms.length - 1]);
+    while (samples.length > 300) samples.shift();
+    chart($("#sb-chart-cpu"), samples, "cpuUsedPct", (v) => v.toFixed(1) + " %");
+    chart($("#sb-chart-mem"), samples, "memUsed", fmtBytes);
+  }
+
+  async function loadLog() {
+    const evs = await api("GET", `/events/sandboxes/${id}?limit=100`);
+    $("#sb-log").replaceChildren(...(evs || []).map(eventItem));
+  }
+  const onEv = (ev) => {
+    if (ev.sandboxId !== id) return;
+    $("#sb-log").prepend(eventItem(ev));
+    safe(loadDetails);
+  };
+  eventListeners.add(onEv);
+
+  // --- files ---
+  let cwd = "";
+  async function listDir(path) {
+    const r = await rpc(id, "filesystem.Filesystem/ListDir", { path, depth: 1 });
+    cwd = path;
+    $("#files-path").textContent = path;
+    const entries = (r.entries || []).sort((a, b) => (a.type === b.type ? a.name.localeCompare(b.name) : a.type === "FILE_TYPE_DIRECTORY" ? -1 : 1));
+    $("#files tbody").replaceChildren(...entries.map((e) => {
+      const dir = e.type === "FILE_TYPE_DIRECTORY";
+      const link = dir
+        ? el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); safe(() => listDir(e.path)); } }, e.name + "/")
+        : el("a", { href: `/dashboard/envd/${id}/files?path=${encodeURIComponent(e.path)}`, download: e.name }, e.name);
+      return el("tr", { "data-path": e.path }, el("td", {}, link), el("td", {}, dir ? "dir" : e.type === "FILE_TYPE_SYMLINK" ? "link" : "file"),
+        el("td", {}, dir ? "" : fmtBytes(Number(e.size || 0))), el("td", {}, fmtDateTime(e.modifiedTime)));
+    }));
+  }
+  $("#files-up").onclick = () => { if (cwd && cwd !== "/") safe(() => listDir(cwd.replace(/\/[^/]*\/?$/, "") || "/")); };
+  $("#files-refresh").onclick = () => safe(() => listDir(cwd || "/"));
+  async function openHome() {
+    let home = "/";
+    try { home = (await rpc(id, "filesystem.Filesystem/Stat", { path: "~" })).entry.path || "/"; } catch { /* not running */ }
+    await listDir(home);
+  }
+
+  // --- terminal ---
+  let term = null, pid = 0, ptyAbort = null, inbox = [], flushing = false;
+  async function flushInput() {
+    if (flushing || !pid) return;
+    flushing = true;
+    try {
+      while (inbox.length && pid) {
+        const bytes = new TextEncoder().encode(inbox.splice(0).join(""));
+        await rpc(id, "process.Process/SendInput", { process: { pid }, input: { pty: b64.enc(bytes) } });
+      }
+    } catch (e) { $("#term-status").textContent = "input failed: " + e.message; }
+    finally { flushing = false; }
+  }
+  async function startTerminal() {
+    if (term) return;
+    $("#terminal").replaceChildren();
+    term = new Terminal({ cols: 100, rows: 24, fontSize: 13, convertEol: false, cursorBlink: true });
+    term.open($("#terminal"));
+    term.onData((d) => { inbox.push(d); flushInput(); });
+    $("#term-start").hidden = true;
+    $("#term-stop").hidden = false;
+    $("#term-status").textContent = "connecting…";
+    ptyAbort = new AbortController();
+    try {
+      const resp = await fetch(`/dashboard/envd/${id}/process.Process/Start`, {
+        method: "POST", credentials: "same-origin", signal: ptyAbort.signal,
+        headers: { "Content-Type": "application/connect+json", "Connect-Protocol-Version": "1", "X-CSRF-Token": csrf },
+        body: envelope({ process: { cmd: "/bin/bash", args: ["-i", "-l"], envs: { TERM: "xterm-256color" } },
+          pty: { size: { cols: term.cols, rows: term.rows } } }),
+      });
+      if (!resp.ok || !resp.body) {
+        const data = await resp.json().catch(() => ({}));
+        throw new Error(data.message || `HTTP ${resp.status}`);
+      }
+      for await (const f of frames(resp.body)) {
+        if (f.end) {
+          if (f.msg.error) throw new Error(f.msg.error.message || f.msg.error.code);
+          break;
+        }
+        const ev = f.msg.event || {};
+        if (ev.start) {
+          pid = ev.start.pid;
+          $("#term-status").textContent = `live (pid ${pid})`;
+          term.focus();
+          flushInput();
+        } else if (ev.data && ev.data.pty) {
+          term.write(b64.dec(ev.data.pty));
+        } else if (ev.end) {
+          $("#term-status").textContent = `exited (${ev.end.status || ev.end.exitCode || 0})`;
+        }
+      }
+    } catch (e) {
+      if (!ptyAbort.signal.aborted) $("#term-status").textContent = "terminal failed: " + e.message;
+    }
+    pid = 0;
+  }
+  function stopTerminal() {
+    if (pid) rpc(id, "process.Process/SendSignal", { process: { pid }, signal: "SIGNAL_SIGKILL" }).catch(() => {});
+    if (ptyAbort) ptyAbort.abort();
+    if (term) term.dispose();
+    term = null; pid = 0; inbox = [];
+    $("#term-start").hidden = false;
+    $("#term-stop").hidden = true;
+    $("#term-status").textContent = "closed";
+  }
+  $("#term-start").onclick = () => startTerminal();
+  $("#term-stop").onclick = () => stopTerminal();
+  $("#term-status").textContent = "not started";
+  $("#term-start").hidden = false;
+  $("#term-stop").hidden = true;
+
+  safe(loadDetails); safe(loadLog); safe(sample); safe(openHome);
+  const timer = setInterval(() => safe(sample), 2000);
+  return () => {
+    closed = true;
+    clearInterval(timer);
+    eventListeners.delete(onEv);
+    stopTerminal();
+  };
+}
