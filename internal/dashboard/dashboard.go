@@ -64,7 +64,11 @@ func New(backend http.Handler, ttl time.Duration, now func() time.Time, log *slo
 func Register(p Public, backend http.Handler, log *slog.Logger) {
 	d := New(backend, 0, nil, log)
 	p.AddPublic("GET /dashboard", d)
-	p.AddPublic("/dashboard/", d)
+	// One pattern per method: a method-less "/dashboard/" would conflict
+	// with a "POST /" catch-all (sbx monitor's webhook intake).
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		p.AddPublic(m+" /dashboard/", d)
+	}
 }
 
 // csp: scripts only from here. Styles allow 'unsafe-inline' because
