@@ -120,6 +120,13 @@ func TestDashboard(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#filter-clear")),
 		chromedp.WaitVisible(chromedp.CSS(row(bob))))
 
+	// Usage history beyond the last hour.
+	b.do(t, "usage history range",
+		chromedp.SetValue(chromedp.CSS("#range"), "168h"),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector("#range").dispatchEvent(new Event("change"))`),
+		until(`document.querySelector("#chart-concurrency text").textContent.endsWith("· 168 points")`),
+		waitText(".range-label", "(last 7 days)"))
+
 	// A template build, whose events name the template.
 	var tpl struct{ TemplateID, BuildID string }
 	if r := s.Raw(t, "POST", "/v3/templates", `{"name":"dash-tpl"}`, key); r.Status != http.StatusAccepted || json.Unmarshal([]byte(r.Body), &tpl) != nil {
@@ -167,6 +174,10 @@ func TestDashboard(t *testing.T) {
 		chromedp.Evaluate[chromedp.Void](`(async () => { const r = await rpc(location.hash.split("/")[2], "filesystem.Filesystem/ListDir", {path: "/tmp", depth: 1}); window.__tmp = r.entries.map(e => e.name).join(","); })()`),
 		until(`(window.__tmp||"").split(",").includes("term.txt")`))
 	b.shot(t, "sandbox-terminal")
+	// Everything the page loaded, xterm.js included, came from sbx itself.
+	if ext := eval[string](t, b, `performance.getEntriesByType("resource").map(e => e.name).filter(u => !u.startsWith(location.origin)).join(" ")`); ext != "" {
+		t.Fatalf("the dashboard loaded resources from elsewhere: %s", ext)
+	}
 
 	// Templates: the build with its log, its tag, sandbox counts.
 	b.do(t, "templates page",
