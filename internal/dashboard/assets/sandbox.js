@@ -64,8 +64,20 @@ function showSandbox(id) {
 
   const kv = (k, v) => el("tr", {}, el("th", {}, k), el("td", {}, v));
   async function loadDetails() {
-    const sb = await api("GET", `/sandboxes/${id}`);
+    let sb;
+    try {
+      sb = await api("GET", `/sandboxes/${id}`);
+    } catch (e) {
+      $("#sb-state").textContent = "gone (" + e.message + ")";
+      $("#sb-actions").replaceChildren();
+      return;
+    }
     $("#sb-state").textContent = sb.state || "";
+    const paused = sb.state === "paused";
+    const pause = el("button", { class: "pause", textContent: paused ? "Resume" : "Pause" });
+    pause.onclick = () => act("POST", `/sandboxes/${id}/${paused ? "resume" : "pause"}`, pause, paused ? {} : undefined);
+    const kill = confirmButton("Kill", "Confirm kill", "kill", id, (b) => act("DELETE", `/sandboxes/${id}`, b));
+    $("#sb-actions").replaceChildren(pause, " ", kill);
     $("#sb-details tbody").replaceChildren(
       kv("Template", sb.alias ? `${sb.alias} (${sb.templateID})` : sb.templateID),
       kv("State", sb.state || ""), kv("Runtime", sb.runtime || ""),
@@ -136,10 +148,28 @@ function showSandbox(id) {
     } catch (e) { $("#term-status").textContent = "input failed: " + e.message; }
     finally { flushing = false; }
   }
+  // fitSize is the terminal size that fills #terminal's width, measured
+  // with the terminal's font (xterm.js's fit addon is not vendored).
+  function fitSize() {
+    const probe = el("span", { class: "xterm-probe" }, "M".repeat(50));
+    $("#terminal").append(probe);
+    const cw = probe.getBoundingClientRect().width / 50;
+    probe.remove();
+    const cols = Math.max(20, Math.min(300, Math.floor(($("#terminal").clientWidth - 24) / (cw || 8))));
+    return { cols, rows: 24 };
+  }
+  function onResize() {
+    if (!term) return;
+    const { cols, rows } = fitSize();
+    if (cols === term.cols && rows === term.rows) return;
+    term.resize(cols, rows);
+    if (pid) rpc(id, "process.Process/Update", { process: { pid }, pty: { size: { cols, rows } } }).catch((e) => console.warn(e));
+  }
+  window.addEventListener("resize", onResize);
   async function startTerminal() {
     if (term) return;
     $("#terminal").replaceChildren();
-    term = new Terminal({ cols: 100, rows: 24, fontSize: 13, convertEol: false, cursorBlink: true });
+    term = new Terminal({ ...fitSize(), fontSize: 13, fontFamily: "ui-monospace, monospace", convertEol: false, cursorBlink: true });
     term.open($("#terminal"));
     term.onData((d) => { inbox.push(d); flushInput(); });
     $("#term-start").hidden = true;
@@ -199,6 +229,7 @@ function showSandbox(id) {
   return () => {
     closed = true;
     clearInterval(timer);
+    window.removeEventListener("resize", onResize);
     eventListeners.delete(onEv);
     stopTerminal();
   };
