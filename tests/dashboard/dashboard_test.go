@@ -77,6 +77,14 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("create webhook: %d %s", r.Status, r.Body)
 	}
 
+	// And one whose receiver is down: its attempts fail and are retried.
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close()
+	if r := s.Raw(t, "POST", "/events/webhooks", fmt.Sprintf(`{"name":"dead-hook","url":%q,"signatureSecret":"dash-secret-0123456789","events":["sandbox.lifecycle.created"]}`, deadURL), key); r.Status != http.StatusCreated {
+		t.Fatalf("create webhook: %d %s", r.Status, r.Body)
+	}
+
 	// Without a session the page loads and its data calls do not.
 	if r := s.Raw(t, "GET", "/dashboard/api/v2/sandboxes", "", nil); r.Status != http.StatusUnauthorized {
 		t.Fatalf("data call without a session: %d", r.Status)
@@ -146,6 +154,8 @@ func TestDashboard(t *testing.T) {
 	b.do(t, "webhook deliveries",
 		chromedp.Evaluate[chromedp.Void](`loadDeliveries()`),
 		until(`[...document.querySelectorAll("#deliveries tbody tr")].some(tr => tr.textContent.includes("sandbox.lifecycle.created") && tr.querySelector(".status-success") && tr.querySelector(".http").textContent === "204" && tr.querySelector(".attempts").textContent === "1")`))
+	b.do(t, "failed deliveries show the attempt's error",
+		until(`[...document.querySelectorAll("#deliveries tbody tr")].some(tr => tr.textContent.includes("dead-hook") && tr.querySelector(".status-pending, .status-failed") && tr.querySelector(".http").textContent === "" && tr.querySelector(".error").textContent.length > 0)`))
 	if !rc.got("sandbox.lifecycle.created") {
 		t.Fatal("the page shows a delivery the receiver never got")
 	}

@@ -385,7 +385,7 @@ async function loadDeliveries() {
     el("td", { class: "attempts" }, String((d.attempts || []).length)),
     el("td", { class: "http" }, d.last && d.last.responseHttpStatusCode != null ? String(d.last.responseHttpStatusCode) : ""),
     el("td", {}, d.last ? `${Math.round(d.last.durationMs)} ms` : ""),
-    el("td", {}, (d.last && d.last.errorMessage) || ""))));
+    el("td", { class: "error" }, d.last && d.last.errorMessage ? `${d.last.errorClass || "error"}: ${d.last.errorMessage}` : ""))));
 }
 
 function safe(fn) { return fn().catch((e) => console.warn(e)); }
