@@ -182,19 +182,55 @@ func (d *Dashboard) check(r *http.Request, key string) int {
 	return rec.status
 }
 
-// authed returns the session of a data call, or writes the refusal.
-func (d *Dashboard) authed(w http.ResponseWriter, r *http.Request) (*session, bool) {
-	_, se, ok := d.sessions.get(r)
+// authed returns the session of a data call (and its ID), or writes the
+// refusal.
+func (d *Dashboard) authed(w http.ResponseWriter, r *http.Request) (string, *session, bool) {
+	id, se, ok := d.sessions.get(r)
 	if !ok {
 		errdefs.WriteHTTP(w, d.log, errdefs.Unauthenticated("not signed in (or the session expired): sign in again"))
-		return nil, false
+		return "", nil, false
 	}
 	if !csrfOK(r, se) {
 		errdefs.WriteHTTP(w, d.log, errdefs.Denied("missing or wrong %s header", csrfHeader))
-		return nil, false
+		return "", nil, false
 	}
-	return se, true
+	return id, se, true
 }
+
+// serve hands in to the API; a 401 means the session's key was revoked
+// (or its team deleted), which ends the session at once.
+func (d *Dashboard) serve(w http.ResponseWriter, in *http.Request, sessionID string) {
+	sw := &statusWriter{ResponseWriter: w}
+	d.backend.ServeHTTP(sw, in)
+	if sw.status == http.StatusUnauthorized {
+		d.sessions.delete(sessionID)
+	}
+}
+
+// statusWriter notes the status of a forwarded answer. Flush and Unwrap
+// keep streams (events, PTY output) flowing through it.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *statusWriter) Flush() { _ = http.NewResponseController(s.ResponseWriter).Flush() }
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // passHeaders are the request headers a data call may carry to the API;
 // everything else (cookies, routing headers such as E2b-Sandbox-Id,
@@ -218,20 +254,20 @@ func inner(r *http.Request, path string) *http.Request {
 // forwardAPI serves /dashboard/api/<path> as the API's /<path> with the
 // session's key.
 func (d *Dashboard) forwardAPI(w http.ResponseWriter, r *http.Request) {
-	se, ok := d.authed(w, r)
+	sid, se, ok := d.authed(w, r)
 	if !ok {
 		return
 	}
 	in := inner(r, "/"+strings.TrimPrefix(r.URL.Path, "/dashboard/api/"))
 	in.Header.Set("X-API-Key", se.key)
-	d.backend.ServeHTTP(w, in)
+	d.serve(w, in, sid)
 }
 
 // forwardEnvd serves /dashboard/envd/<id>/<path> as <path> on sandbox
 // <id>'s agent: the session's key must see the sandbox (GET
 // /sandboxes/<id> through the API), whose access token is then added here.
 func (d *Dashboard) forwardEnvd(w http.ResponseWriter, r *http.Request) {
-	se, ok := d.authed(w, r)
+	sid, se, ok := d.authed(w, r)
 	if !ok {
 		return
 	}
@@ -246,6 +282,9 @@ func (d *Dashboard) forwardEnvd(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{header: http.Header{}, keep: true}
 	d.backend.ServeHTTP(rec, get)
 	if rec.status != 0 && rec.status != http.StatusOK {
+		if rec.status == http.StatusUnauthorized {
+			d.sessions.delete(sid)
+		}
 		for k, v := range rec.header {
 			w.Header()[k] = v
 		}
@@ -267,6 +306,8 @@ func (d *Dashboard) forwardEnvd(w http.ResponseWriter, r *http.Request) {
 	if sb.EnvdAccessToken != "" {
 		in.Header.Set("X-Access-Token", sb.EnvdAccessToken)
 	}
+	// Not d.serve: a 401 here comes from the sandbox's agent, which code
+	// in the sandbox can answer for; it must not sign the user out.
 	d.backend.ServeHTTP(w, in)
 }
 

@@ -20,8 +20,9 @@ func (m mux) AddPublic(p string, h http.Handler) { m.Handle(p, h) }
 // api stands in for the API behind the dashboard: it accepts one key and
 // records what reached it.
 type api struct {
-	mu   sync.Mutex
-	seen []*http.Request
+	mu      sync.Mutex
+	seen    []*http.Request
+	revoked bool
 }
 
 const goodKey = "e2b_good"
@@ -34,7 +35,10 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"agent":true}`)
 		return
 	}
-	if r.Header.Get("X-API-Key") != goodKey {
+	a.mu.Lock()
+	revoked := a.revoked
+	a.mu.Unlock()
+	if r.Header.Get("X-API-Key") != goodKey || revoked {
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = io.WriteString(w, `{"code":401,"message":"bad key"}`)
 		return
@@ -222,6 +226,24 @@ func TestSession(t *testing.T) {
 	clock.Unlock()
 	if resp, _ := c.do(t, "GET", "/dashboard/api/v2/sandboxes", ""); resp.StatusCode != 401 {
 		t.Fatalf("data call after expiry: %d, want 401", resp.StatusCode)
+	}
+
+	// A key revoked while signed in ends the session at its next call.
+	c4 := newClient(t, srv.URL)
+	if resp, body := c4.do(t, "POST", "/dashboard/session", `{"apiKey":"`+goodKey+`"}`); resp.StatusCode != 200 {
+		t.Fatalf("sign-in: %d %s", resp.StatusCode, body)
+	}
+	backend.mu.Lock()
+	backend.revoked = true
+	backend.mu.Unlock()
+	if resp, _ := c4.do(t, "GET", "/dashboard/api/v2/sandboxes", ""); resp.StatusCode != 401 {
+		t.Fatalf("data call with a revoked key: %d, want 401", resp.StatusCode)
+	}
+	backend.mu.Lock()
+	backend.revoked = false
+	backend.mu.Unlock()
+	if resp, _ := c4.do(t, "GET", "/dashboard/session", ""); resp.StatusCode != 401 {
+		t.Fatalf("the session of a revoked key lives on: GET session %d, want 401", resp.StatusCode)
 	}
 
 	// Sign out ends the session on the server, not just in the browser.

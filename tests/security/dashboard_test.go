@@ -129,6 +129,31 @@ func TestDashboardSession(t *testing.T) {
 		}
 	})
 
+	t.Run("a revoked key's session ends", func(t *testing.T) {
+		r := s.Raw(t, "POST", "/api-keys", `{"name":"dash-revoke"}`, keyHeader(s.APIKey))
+		var k struct{ ID, Key string }
+		if r.Status != http.StatusCreated || json.Unmarshal([]byte(r.Body), &k) != nil || k.Key == "" {
+			t.Fatalf("create key: %d %s", r.Status, r.Body)
+		}
+		jar, _ := cookiejar.New(nil)
+		rc := &dashClient{http: &http.Client{Jar: jar}, base: s.URL}
+		if st, body, _ := rc.do(t, "POST", "/dashboard/session", `{"apiKey":"`+k.Key+`"}`, nil); st != http.StatusOK {
+			t.Fatalf("sign in with the new key: %d %s", st, body)
+		}
+		if st, _, _ := rc.do(t, "GET", "/dashboard/api/v2/sandboxes", "", nil); st != http.StatusOK {
+			t.Fatalf("data call before revocation: %d", st)
+		}
+		if r := s.Raw(t, "DELETE", "/api-keys/"+k.ID, "", keyHeader(s.APIKey)); r.Status >= 300 {
+			t.Fatalf("revoke: %d %s", r.Status, r.Body)
+		}
+		if st, _, _ := rc.do(t, "GET", "/dashboard/api/v2/sandboxes", "", nil); st != http.StatusUnauthorized {
+			t.Errorf("data call after the key was revoked: %d, want 401", st)
+		}
+		if st, _, _ := rc.do(t, "GET", "/dashboard/session", "", nil); st != http.StatusUnauthorized {
+			t.Errorf("the revoked key's session lives on: GET /dashboard/session %d, want 401", st)
+		}
+	})
+
 	t.Run("sign-out ends the session", func(t *testing.T) {
 		u, _ := url.Parse(s.URL + "/dashboard/")
 		cookies := jar.Cookies(u)
