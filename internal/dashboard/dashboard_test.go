@@ -265,3 +265,20 @@ func TestSession(t *testing.T) {
 		t.Fatalf("replayed cookie after sign-out: %d, want 401", resp.StatusCode)
 	}
 }
+
+// Over TLS the session cookie is Secure, so the browser never sends it in
+// the clear.
+func TestSessionCookieSecureOverTLS(t *testing.T) {
+	m := mux{http.NewServeMux()}
+	Register(m, &api{}, slog.New(slog.DiscardHandler))
+	srv := httptest.NewTLSServer(m)
+	defer srv.Close()
+	resp, err := srv.Client().Post(srv.URL+"/dashboard/session", "application/json", strings.NewReader(`{"apiKey":"`+goodKey+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if c := resp.Header.Get("Set-Cookie"); resp.StatusCode != 200 || !strings.Contains(c, "; Secure") {
+		t.Fatalf("sign-in over TLS: %d, Set-Cookie %q: want Secure", resp.StatusCode, c)
+	}
+}
