@@ -171,19 +171,6 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 	rp.ServeHTTP(w, r)
 }
 
-// hostRouted tells whether r came to a sandbox's own host name
-// (<port>-<id>.<domain>), a different origin from the control plane's.
-func (p *Proxy) hostRouted(r *http.Request) bool {
-	if p.domain == "" {
-		return false
-	}
-	host := r.Host
-	if h, _, ok := strings.Cut(host, ":"); ok {
-		host = h
-	}
-	return strings.HasSuffix(host, "."+p.domain)
-}
-
 // notFound answers like E2B's proxy for a sandbox that does not exist (any
 // more): SDKs read 502 as "the sandbox was killed or timed out".
 func notFound(w http.ResponseWriter, id string) {
@@ -233,4 +220,17 @@ func (p *Proxy) matchSigned(r *http.Request) (Target, bool) {
 		return Target{}, false
 	}
 	return Target{SandboxID: id, Port: EnvdPort}, true
+}
+
+// hostRouted tells whether r came to a sandbox's own host name
+// (<port>-<id>.<domain>), a different origin from the control plane's.
+func (p *Proxy) hostRouted(r *http.Request) bool {
+	if p.domain == "" {
+		return false
+	}
+	host := r.Host
+	if h, _, ok := strings.Cut(host, ":"); ok {
+		host = h
+	}
+	return strings.HasSuffix(host, "."+p.domain)
 }
