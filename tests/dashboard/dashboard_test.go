@@ -178,6 +178,9 @@ func TestDashboard(t *testing.T) {
 		typeText("echo sbx-$((6*7))-ok > /tmp/term.txt; cat /tmp/term.txt"),
 		chromedp.KeyEvent("\r"),
 		until(`document.querySelector("#terminal .xterm-rows").textContent.includes("sbx-42-ok")`),
+		// The terminal's shell is one of the sandbox's processes.
+		until(`[...document.querySelectorAll("#sb-procs tbody tr")].some(tr => tr.textContent.includes("/bin/bash -i -l"))`),
+		until(`[...document.querySelectorAll("#sb-details tr")].some(tr => tr.textContent.startsWith("Cost so far$"))`),
 	)
 	// The command ran in the sandbox: the agent lists its file.
 	b.do(t, "the agent sees what the terminal wrote",

@@ -58,7 +58,7 @@ function showSandbox(id) {
   const samples = [];
   $("#sb-id").textContent = id;
   $("#sb-state").textContent = "";
-  for (const s of ["#sb-details tbody", "#sb-metadata tbody", "#files tbody", "#sb-log"]) $(s).replaceChildren();
+  for (const s of ["#sb-details tbody", "#sb-metadata tbody", "#sb-procs tbody", "#files tbody", "#sb-log"]) $(s).replaceChildren();
   $("#sb-chart-cpu").replaceChildren();
   $("#sb-chart-mem").replaceChildren();
 
@@ -85,6 +85,11 @@ function showSandbox(id) {
       kv("On timeout", sb.lifecycle ? sb.lifecycle.onTimeout : ""),
       kv("vCPU", String(sb.cpuCount)), kv("Memory", `${sb.memoryMB} MB`), kv("Disk", `${sb.diskSizeMB} MB`),
       kv("Internet", sb.allowInternetAccess === false ? "blocked" : "allowed"), kv("envd", sb.envdVersion || ""));
+    api("GET", `/sandboxes/${id}/usage`).then((u) => {
+      const m = u.measured;
+      $("#sb-details tbody").append(kv("Cost so far", fmtUSD(u.allocated.costUsd)),
+        kv("Used (measured)", m ? `${(100 * m.cpuUtilization).toFixed(0)}% CPU, ${fmtBytes(m.memoryBytes)}` : ""));
+    }).catch((e) => console.warn(e));
     const meta = Object.entries(sb.metadata || {});
     $("#sb-metadata tbody").replaceChildren(...(meta.length ? meta.map(([k, v]) => kv(k, v)) : [el("tr", {}, el("td", { class: "muted" }, "none"))]));
   }
@@ -98,6 +103,16 @@ function showSandbox(id) {
     while (samples.length > 300) samples.shift();
     chart($("#sb-chart-cpu"), samples, "cpuUsedPct", (v) => v.toFixed(1) + " %");
     chart($("#sb-chart-mem"), samples, "memUsed", fmtBytes);
+  }
+
+  // The processes envd runs in the sandbox (the terminal's shell among them).
+  async function loadProcs() {
+    const r = await rpc(id, "process.Process/List", {});
+    if (closed) return;
+    const ps = (r.processes || []).sort((a, b) => a.pid - b.pid);
+    $("#sb-procs tbody").replaceChildren(...(ps.length ? ps.map((p) => el("tr", { "data-pid": String(p.pid) },
+      el("td", {}, String(p.pid)), el("td", { class: "mono" }, [p.config.cmd, ...(p.config.args || [])].join(" ")), el("td", {}, p.tag || "")))
+      : [el("tr", {}, el("td", { colSpan: 3, class: "muted" }, "none started through envd"))]));
   }
 
   async function loadLog() {
@@ -224,8 +239,9 @@ function showSandbox(id) {
   $("#term-start").hidden = false;
   $("#term-stop").hidden = true;
 
-  safe(loadDetails); safe(loadLog); safe(sample); safe(openHome);
-  const timer = setInterval(() => safe(sample), 2000);
+  safe(loadDetails); safe(loadLog); safe(sample); safe(openHome); safe(loadProcs);
+  let ticks = 0;
+  const timer = setInterval(() => { safe(sample); if (++ticks % 3 === 0) safe(loadProcs); }, 2000);
   return () => {
     closed = true;
     clearInterval(timer);
