@@ -95,14 +95,16 @@ func (s *Server) AnonymousPatterns() []string {
 	return nil
 }
 
-// Public is where routes without an API key go (*api.Server).
+// Public is where routes without an API key go (*api.Server), and the
+// API the dashboard forwards its signed-in calls to.
 type Public interface {
 	AddPublic(pattern string, h http.Handler)
+	http.Handler
 }
 
 // AddPublic registers the dashboard.
 func (s *Server) AddPublic(p Public) {
-	dashboard.Register(p)
+	dashboard.Register(p, p, s.log)
 }
 
 // Start runs the budget and runaway checks until ctx ends; the returned

@@ -135,7 +135,7 @@ func NewStandalone(ctx context.Context, cfg StandaloneConfig, logger *slog.Logge
 	s.public.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.public.Handle("POST /webhook", s.Ingest)
 	s.public.Handle("POST /", s.Ingest) // a webhook URL without a path
-	dashboard.Register(publicMux{s.public})
+	dashboard.Register(publicMux{s.public}, s, logger)
 	events.NewHandler(s.evlog, logger).Register(s.mux)
 	usage.NewHandler(s.Usage, nil, logger).Register(s.mux)
 	analytics.NewHandler(analytics.New(s.Usage), logger).Register(s.mux)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -134,6 +135,25 @@ func TestStandalone(t *testing.T) {
 	}
 	if st := get(t, srv.URL+"/v2/sandboxes", "wrong", nil); st != 401 {
 		t.Fatalf("GET /v2/sandboxes with a wrong key: %d", st)
+	}
+	// The page signs in with the dashboard key and reads through its
+	// session.
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	resp, err := browser.Post(srv.URL+"/dashboard/session", "application/json", strings.NewReader(`{"apiKey":"`+mon.DashKey+`"}`))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("sign in to the dashboard: %v %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+	resp, err = browser.Get(srv.URL + "/dashboard/api/v2/sandboxes")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /dashboard/api/v2/sandboxes with the session: %v %v", resp.StatusCode, err)
+	}
+	var viaSession []listed
+	_ = json.NewDecoder(resp.Body).Decode(&viaSession)
+	resp.Body.Close()
+	if len(viaSession) != 2 {
+		t.Fatalf("the session sees %d sandboxes, want 2", len(viaSession))
 	}
 	var list []listed
 	if st := get(t, srv.URL+"/v2/sandboxes", mon.DashKey, &list); st != 200 || len(list) != 2 {

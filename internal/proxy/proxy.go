@@ -150,6 +150,19 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 			}
 			pr.Out.Header.Del("X-Forwarded-For")
 		},
+		ModifyResponse: func(resp *http.Response) error {
+			if !p.hostRouted(r) {
+				// Answered on the control plane's own origin (routed
+				// by header or by a signed file URL), which also serves
+				// the dashboard: a sandbox's file opened in a browser
+				// (an .html download is served inline) must not run
+				// as that origin and ride the dashboard's session. A
+				// sandboxed CSP gives it an opaque origin of its own.
+				resp.Header.Set("Content-Security-Policy", "sandbox")
+				resp.Header.Set("X-Content-Type-Options", "nosniff")
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				return // the client went away
@@ -220,4 +233,17 @@ func (p *Proxy) matchSigned(r *http.Request) (Target, bool) {
 		return Target{}, false
 	}
 	return Target{SandboxID: id, Port: EnvdPort}, true
+}
+
+// hostRouted tells whether r came to a sandbox's own host name
+// (<port>-<id>.<domain>), a different origin from the control plane's.
+func (p *Proxy) hostRouted(r *http.Request) bool {
+	if p.domain == "" {
+		return false
+	}
+	host := r.Host
+	if h, _, ok := strings.Cut(host, ":"); ok {
+		host = h
+	}
+	return strings.HasSuffix(host, "."+p.domain)
 }

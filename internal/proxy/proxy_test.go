@@ -104,3 +104,27 @@ func (rt *rewriteTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r2.URL = &u
 	return http.DefaultTransport.RoundTrip(r2)
 }
+
+// A sandbox's answer on the control plane's origin (which serves the
+// dashboard) is sandboxed by CSP, so an HTML file from a sandbox cannot
+// act as that origin; on a sandbox's own host name it is left alone (web
+// apps in sandboxes run there).
+func TestServeSandboxesAnswersOnTheAPIOrigin(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		io.WriteString(w, "<script>fetch('/dashboard/session')</script>")
+	}))
+	defer backend.Close()
+	p := New(routes{"abc": &rewriteTransport{target: backend.URL}}, "sbx.example", slog.New(slog.DiscardHandler))
+	for _, tt := range []struct {
+		host, csp string
+	}{{"api.example:3000", "sandbox"}, {"127.0.0.1:3000", "sandbox"}, {"49983-abc.sbx.example", ""}} {
+		req := httptest.NewRequest("GET", "/files?path=/x.html", nil)
+		req.Host = tt.host
+		rec := httptest.NewRecorder()
+		p.Serve(rec, req, Target{SandboxID: "abc", Port: EnvdPort})
+		if rec.Code != 200 || rec.Header().Get("Content-Security-Policy") != tt.csp {
+			t.Errorf("host %s: status %d, CSP %q, want %q", tt.host, rec.Code, rec.Header().Get("Content-Security-Policy"), tt.csp)
+		}
+	}
+}

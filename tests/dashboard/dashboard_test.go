@@ -1,281 +1,232 @@
-// Package dashboard_test drives the live dashboard in headless Chromium
-// (Debian's chromium, through chromedp) against a real `bin/sbx serve`:
-// load /dashboard, enter the key, see a sandbox created through the API
-// appear without a reload, click Kill, see it go. A screenshot is saved in
-// tests/dashboard/artifacts/ (gitignored).
+// Package dashboard_test clicks through the dashboard in headless Chromium
+// against a real `bin/sbx serve` with real sandboxes, a real template build
+// and a real webhook receiver: sign in (no key kept in the browser), the
+// live sandbox table with a metadata filter and a two-click kill, webhook
+// deliveries as the receiver got them, a sandbox's page with a terminal
+// that runs a typed command, its files and log, and the templates page
+// with a build's log and tags. Screenshots of each page are saved (the
+// test prints where).
 package dashboard_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"net/http/httptest"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/sbxdev/sbx/sdk"
+	"github.com/sbxdev/sbx/tests/harness"
 )
 
-// require skips without root, crun or chromium, or fails under
-// SBX_REQUIRE_INTEGRATION=1.
-func require(t *testing.T) string {
-	t.Helper()
-	var missing string
-	chromium, err := exec.LookPath("chromium")
-	switch {
-	case os.Geteuid() != 0:
-		missing = "root"
-	case func() bool { _, err := exec.LookPath("crun"); return err != nil }():
-		missing = "crun on PATH (apt-get install crun)"
-	case err != nil:
-		missing = "chromium on PATH (apt-get install chromium; scripts/install-deps.sh does)"
-	}
-	if missing == "" {
-		return chromium
-	}
-	if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-		t.Fatalf("the dashboard test needs %s (SBX_REQUIRE_INTEGRATION=1 turns this skip into a failure)", missing)
-	}
-	t.Skipf("the dashboard test needs %s; skipping", missing)
-	return ""
+// receiver is a webhook endpoint that records the event types it got.
+type receiver struct {
+	mu    sync.Mutex
+	types []string
 }
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = filepath.Dir(dir)
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var ev struct {
+		Type string `json:"type"`
 	}
+	b, _ := io.ReadAll(r.Body)
+	_ = json.Unmarshal(b, &ev)
+	rc.mu.Lock()
+	rc.types = append(rc.types, ev.Type)
+	rc.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+func (rc *receiver) got(typ string) bool {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, t := range rc.types {
+		if t == typ {
+			return true
+		}
+	}
+	return false
 }
 
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-// server starts bin/sbx serve and returns its URL and API key.
-func server(t *testing.T) (string, string) {
-	t.Helper()
-	root := repoRoot(t)
-	bin := filepath.Join(root, "bin", "sbx")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("%s is missing: run `make build` first", bin)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dataDir, err := os.MkdirTemp("", "sbx-dashboard-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuf{}
-	cmd := exec.Command(bin, "serve", "--listen", addr, "--data-dir", dataDir, "--pool", "base=0", "--pool", "code-interpreter=0")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	url := "http://" + addr
-	var key string
-	t.Cleanup(func() {
-		// Sandboxes outlive a server stop (they are reattached on start):
-		// kill what is left first.
-		if key != "" {
-			if c, err := sdk.NewClient(sdk.Config{APIURL: url, SandboxURL: url, APIKey: key}); err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				list, _ := c.List(ctx, sdk.ListOptions{})
-				for _, sb := range list {
-					_ = c.Kill(ctx, sb.SandboxID)
-				}
-				cancel()
-			}
+func TestDashboard(t *testing.T) {
+	b := newBrowser(t) // skips (or fails under CI) before a server starts
+	s := harness.StartServer(t, "--webhook-allow-private")
+	c := s.Client(t)
+	t.Cleanup(func() { // sandboxes outlive a server stop: kill ours first
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		list, _ := c.List(ctx, sdk.ListOptions{})
+		for _, sb := range list {
+			_ = c.Kill(ctx, sb.SandboxID)
 		}
-		if t.Failed() {
-			t.Logf("sbx serve log:\n%s", logs.String())
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		_ = os.RemoveAll(dataDir)
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if b, err := os.ReadFile(filepath.Join(dataDir, "api-key")); err == nil && len(b) > 0 {
-			if resp, err := http.Get(url + "/health"); err == nil {
-				resp.Body.Close()
-				key = strings.TrimSpace(string(b))
-				break
-			}
-		}
-		select {
-		case <-exited:
-			t.Fatalf("sbx serve exited: %s", logs.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("sbx serve did not start within 60s")
-		}
-	}
-	// Wait for the API (503 while starting) and template "base".
-	deadline = time.Now().Add(20 * time.Minute)
-	for {
-		req, _ := http.NewRequest("GET", url+"/templates", nil)
-		req.Header.Set("X-API-Key", key)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			var tpls []struct {
-				TemplateID  string `json:"templateID"`
-				BuildStatus string `json:"buildStatus"`
-			}
-			_ = json.NewDecoder(resp.Body).Decode(&tpls)
-			resp.Body.Close()
-			for _, tp := range tpls {
-				if tp.TemplateID == "base" && tp.BuildStatus == "ready" {
-					return url, key
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("template base not ready")
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-}
+	key := map[string]string{"X-API-Key": s.APIKey}
 
-func TestDashboardLive(t *testing.T) {
-	chromium := require(t)
-	url, key := server(t)
-
-	// Without a key the page loads; data calls do not.
-	resp, err := http.Get(url + "/dashboard")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
-		t.Fatalf("GET /dashboard: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
-	}
-	if resp, err := http.Get(url + "/analytics/summary"); err != nil || resp.StatusCode != 401 {
-		t.Fatalf("GET /analytics/summary without a key: %v %v", resp.StatusCode, err)
+	// A real receiver, registered before anything happens.
+	rc := &receiver{}
+	recv := httptest.NewServer(rc)
+	defer recv.Close()
+	if r := s.Raw(t, "POST", "/events/webhooks", fmt.Sprintf(`{"name":"dash-hook","url":%q,"signatureSecret":"dash-secret-0123456789","events":["sandbox.lifecycle.created","sandbox.lifecycle.killed"]}`, recv.URL), key); r.Status != http.StatusCreated {
+		t.Fatalf("create webhook: %d %s", r.Status, r.Body)
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.NoFirstRun, chromedp.WindowSize(1280, 1000))
-	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
-	defer cancelAlloc()
-	var consoleMu sync.Mutex
-	var console []string
-	ctx, cancel := chromedp.NewContext(actx, chromedp.WithLogf(func(f string, a ...any) {
-		consoleMu.Lock()
-		console = append(console, fmt.Sprintf(f, a...))
-		consoleMu.Unlock()
-	}))
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancelT()
+	// And one whose receiver is down: its attempts fail and are retried.
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close()
+	if r := s.Raw(t, "POST", "/events/webhooks", fmt.Sprintf(`{"name":"dead-hook","url":%q,"signatureSecret":"dash-secret-0123456789","events":["sandbox.lifecycle.created"]}`, deadURL), key); r.Status != http.StatusCreated {
+		t.Fatalf("create webhook: %d %s", r.Status, r.Body)
+	}
 
-	err = chromedp.Do(ctx,
-		chromedp.Navigate(url+"/dashboard"),
+	// Without a session the page loads and its data calls do not.
+	if r := s.Raw(t, "GET", "/dashboard/api/v2/sandboxes", "", nil); r.Status != http.StatusUnauthorized {
+		t.Fatalf("data call without a session: %d", r.Status)
+	}
+
+	b.do(t, "sign in",
+		chromedp.Navigate(s.URL+"/dashboard"),
 		chromedp.WaitVisible(chromedp.CSS("#key")),
-		chromedp.SendKeys(chromedp.CSS("#key"), key),
+		chromedp.SendKeys(chromedp.CSS("#key"), s.APIKey),
 		chromedp.Click(chromedp.CSS("#connect")),
 		chromedp.WaitVisible(chromedp.CSS("#main")),
 		waitText("#status", "connected (live)"),
 	)
-	if err != nil {
-		t.Fatalf("log in: %v", err)
+	// The key is nowhere the page's scripts could leak it from.
+	if stored := eval[string](t, b, `JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie + document.body.innerText`); strings.Contains(stored, s.APIKey) {
+		t.Fatalf("the API key is readable in the page after sign-in: %s", stored)
 	}
 
-	// Create a sandbox through the API: the page must show it without a reload.
-	c, err := sdk.NewClient(sdk.Config{APIURL: url, SandboxURL: url, APIKey: key})
-	if err != nil {
-		t.Fatal(err)
+	// Two sandboxes created through the API appear live; the metadata
+	// filter keeps one.
+	mk := func(owner string) string {
+		sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "base", Timeout: 5 * time.Minute, Metadata: map[string]string{"owner": owner}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sb.ID
 	}
-	sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "base", Timeout: 5 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	row := fmt.Sprintf(`#sandboxes tr[data-id="%s"]`, sb.ID)
-	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(row))); err != nil {
-		t.Fatalf("sandbox %s did not appear live: %v", sb.ID, err)
-	}
-	// Its cost and measured use come from /sandboxes/{id}/usage.
-	if err := chromedp.Do(ctx, chromedp.Poll[chromedp.Void](fmt.Sprintf(`(document.querySelector('%s .cost')||{}).textContent.startsWith("$") && document.querySelector('%s .used').textContent.includes("CPU")`, row, row),
-		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
-		t.Fatalf("usage cells of %s not filled: %v", sb.ID, err)
-	}
-	// Totals follow the stream too.
-	if err := chromedp.Do(ctx, waitText("#stat-created", "1")); err != nil {
-		t.Fatalf("summary not refreshed after the create: %v", err)
-	}
-	shot := screenshot(t, ctx)
+	alice, bob := mk("alice"), mk("bob")
+	row := func(id string) string { return fmt.Sprintf(`#sandboxes tr[data-id="%s"]`, id) }
+	b.do(t, "sandboxes appear live",
+		chromedp.WaitVisible(chromedp.CSS(row(alice))), chromedp.WaitVisible(chromedp.CSS(row(bob))),
+		until(fmt.Sprintf(`(document.querySelector('%s .cost')||{}).textContent.startsWith("$")`, row(alice))),
+		until(fmt.Sprintf(`document.querySelector('%s .meta').textContent === "owner=alice"`, row(alice))),
+		waitText("#stat-created", "2"))
+	b.do(t, "metadata filter",
+		chromedp.SendKeys(chromedp.CSS("#filter-metadata"), "owner=alice"),
+		chromedp.Click(chromedp.CSS("#filter-apply")),
+		chromedp.WaitNotPresent(chromedp.CSS(row(bob))),
+		chromedp.WaitVisible(chromedp.CSS(row(alice))),
+		waitText("#filter-note", "1 matching"),
+		chromedp.Click(chromedp.CSS("#filter-clear")),
+		chromedp.WaitVisible(chromedp.CSS(row(bob))))
 
-	// Kill it from the page.
-	err = chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(fmt.Sprintf(`button.kill[data-id="%s"]`, sb.ID))),
-		chromedp.WaitNotPresent(chromedp.CSS(row)),
+	// Usage history beyond the last hour.
+	b.do(t, "usage history range",
+		chromedp.SetValue(chromedp.CSS("#range"), "168h"),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector("#range").dispatchEvent(new Event("change"))`),
+		until(`document.querySelector("#chart-concurrency text").textContent.endsWith("· 168 points")`),
+		waitText(".range-label", "(last 7 days)"))
+
+	// A template build, whose events name the template.
+	var tpl struct{ TemplateID, BuildID string }
+	if r := s.Raw(t, "POST", "/v3/templates", `{"name":"dash-tpl"}`, key); r.Status != http.StatusAccepted || json.Unmarshal([]byte(r.Body), &tpl) != nil {
+		t.Fatalf("request build: %d %s", r.Status, r.Body)
+	}
+	if r := s.Raw(t, "POST", "/v2/templates/"+tpl.TemplateID+"/builds/"+tpl.BuildID,
+		`{"fromTemplate":"base","noSnapshot":true,"steps":[{"type":"RUN","args":["echo built-for-the-dashboard"]}]}`, key); r.Status >= 300 {
+		t.Fatalf("start build: %d %s", r.Status, r.Body)
+	}
+	b.do(t, "build events name their template",
+		until(`[...document.querySelectorAll("#events li")].some(li => li.textContent.includes("template.build.succeeded") && li.textContent.includes("template dash-tpl"))`))
+	if r := s.Raw(t, "POST", "/templates/tags", `{"target":"dash-tpl","tags":["stable"]}`, key); r.Status >= 300 {
+		t.Fatalf("tag the build: %d %s", r.Status, r.Body)
+	}
+
+	// Deliveries: what the receiver got, with the attempt's HTTP status.
+	b.do(t, "webhook deliveries",
+		chromedp.Evaluate[chromedp.Void](`loadDeliveries()`),
+		until(`[...document.querySelectorAll("#deliveries tbody tr")].some(tr => tr.textContent.includes("sandbox.lifecycle.created") && tr.querySelector(".status-success") && tr.querySelector(".http").textContent === "204" && tr.querySelector(".attempts").textContent === "1")`))
+	b.do(t, "failed deliveries show the attempt's error",
+		until(`[...document.querySelectorAll("#deliveries tbody tr")].some(tr => tr.textContent.includes("dead-hook") && tr.querySelector(".status-pending, .status-failed") && tr.querySelector(".http").textContent === "" && tr.querySelector(".error").textContent.length > 0)`))
+	if !rc.got("sandbox.lifecycle.created") {
+		t.Fatal("the page shows a delivery the receiver never got")
+	}
+	b.shot(t, "overview-deliveries")
+
+	// The sandbox page: details, metrics, files, log, and a live terminal.
+	b.do(t, "sandbox page",
+		chromedp.Click(chromedp.CSS(row(alice)+" a")),
+		chromedp.WaitVisible(chromedp.CSS("#view-sandbox")),
+		until(`[...document.querySelectorAll("#sb-metadata tr")].some(tr => tr.textContent === "owneralice")`),
+		until(`document.querySelectorAll("#files tbody tr").length > 0`),
+		until(`[...document.querySelectorAll("#sb-log li")].some(li => li.textContent.includes("sandbox.lifecycle.created"))`),
+		// A few samples of memory in use (the shell and envd use some).
+		until(`/^max [1-9].* · ([3-9]|\d\d+) points$/.test((document.querySelector("#sb-chart-mem text")||{}).textContent)`),
+		chromedp.Click(chromedp.CSS("#term-start")),
+		until(`document.querySelector("#term-status").textContent.startsWith("live")`),
+		// Typed into xterm's input: the shell computes it, so the answer
+		// on screen can only come from the sandbox.
+		chromedp.Focus(chromedp.CSS("#terminal .xterm-helper-textarea")),
+		typeText("echo sbx-$((6*7))-ok > /tmp/term.txt; cat /tmp/term.txt"),
+		chromedp.KeyEvent("\r"),
+		until(`document.querySelector("#terminal .xterm-rows").textContent.includes("sbx-42-ok")`),
+		// The terminal's shell is one of the sandbox's processes.
+		until(`[...document.querySelectorAll("#sb-procs tbody tr")].some(tr => tr.textContent.includes("/bin/bash -i -l"))`),
+		until(`[...document.querySelectorAll("#sb-details tr")].some(tr => tr.textContent.startsWith("Cost so far$"))`),
 	)
-	var gone bool
-	if err == nil {
-		gone, err = chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector('#sandboxes tr[data-id="%s"]') === null`, sb.ID)))
+	// The command ran in the sandbox: the agent lists its file.
+	b.do(t, "the agent sees what the terminal wrote",
+		chromedp.Evaluate[chromedp.Void](`(async () => { const r = await rpc(location.hash.split("/")[2], "filesystem.Filesystem/ListDir", {path: "/tmp", depth: 1}); window.__tmp = r.entries.map(e => e.name).join(","); })()`),
+		until(`(window.__tmp||"").split(",").includes("term.txt")`))
+	b.shot(t, "sandbox-terminal")
+	// Everything the page loaded, xterm.js included, came from sbx itself.
+	if ext := eval[string](t, b, `performance.getEntriesByType("resource").map(e => e.name).filter(u => !u.startsWith(location.origin)).join(" ")`); ext != "" {
+		t.Fatalf("the dashboard loaded resources from elsewhere: %s", ext)
 	}
-	if err != nil || !gone {
-		t.Fatalf("kill from the page: %v (gone=%v)", err, gone)
-	}
-	info, err := c.Get(t.Context(), sb.ID)
-	if err == nil && info.State != "killed" {
-		t.Fatalf("after Kill in the page the API still has the sandbox: %+v", info)
-	}
-	t.Logf("screenshot: %s", shot)
-}
 
-// waitText waits until the element's text equals want.
-func waitText(sel, want string) chromedp.Action[chromedp.Void] {
-	return chromedp.Poll[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).textContent === %q`, sel, want), chromedp.WithPollingTimeout(30*time.Second))
-}
+	// Templates: the build with its log, its tag, sandbox counts.
+	b.do(t, "templates page",
+		chromedp.Click(chromedp.CSS("#nav-templates")),
+		chromedp.WaitVisible(chromedp.CSS("#view-templates")),
+		until(`document.querySelector('#templates tr[data-id="base"] .spawns') && document.querySelector('#templates tr[data-id="base"] .spawns').textContent === "2"`),
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`#templates a.tpl[data-id="%s"]`, tpl.TemplateID))),
+		until(fmt.Sprintf(`document.querySelector('#builds tr[data-build="%s"] .status-ready') !== null`, tpl.BuildID)),
+		until(`document.querySelector("#build-log").textContent.includes("built-for-the-dashboard")`),
+		until(`[...document.querySelectorAll("#tags tr")].some(tr => tr.textContent.includes("stable"))`),
+	)
+	b.shot(t, "templates")
 
-func screenshot(t *testing.T, ctx context.Context) string {
-	t.Helper()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100 = PNG
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
+	// Kill asks first: one click arms, the second kills.
+	b.do(t, "kill needs a confirmation",
+		chromedp.Click(chromedp.CSS("#nav-overview")),
+		chromedp.WaitVisible(chromedp.CSS(row(bob))),
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`button.kill[data-id="%s"]`, bob))),
+		waitText(fmt.Sprintf(`button.kill[data-id="%s"]`, bob), "Confirm kill"))
+	if info, err := c.Get(t.Context(), bob); err != nil || info.State == "killed" {
+		t.Fatalf("one click on Kill killed the sandbox: %+v %v", info, err)
 	}
-	dir := filepath.Join(repoRoot(t), "tests", "dashboard", "artifacts")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
+	b.do(t, "kill",
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`button.kill[data-id="%s"]`, bob))),
+		chromedp.WaitNotPresent(chromedp.CSS(row(bob))))
+	if info, err := c.Get(t.Context(), bob); err == nil && info.State != "killed" {
+		t.Fatalf("after the confirmed kill the API still has the sandbox: %+v", info)
 	}
-	path := filepath.Join(dir, "dashboard-live.png")
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		t.Fatal(err)
+
+	// Sign out ends the session on the server.
+	b.do(t, "sign out",
+		chromedp.Click(chromedp.CSS("#logout")),
+		waitText("#status", "signed out"),
+		chromedp.Navigate(s.URL+"/dashboard"),
+		chromedp.WaitVisible(chromedp.CSS("#key")))
+	if n := eval[int](t, b, `document.querySelectorAll("#sandboxes tbody tr").length`); n != 0 {
+		t.Fatalf("after sign-out and reload the page still shows %d sandboxes", n)
 	}
-	return path
 }
