@@ -285,6 +285,9 @@ func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *
 	if err != nil {
 		return fmt.Errorf("%s: %w", df, err)
 	}
+	for _, n := range plan.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", n)
+	}
 	for _, n := range plan.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
@@ -451,6 +454,7 @@ func uploadFiles(ctx context.Context, hc *http.Client, cfg sdk.Config, templateI
 // followBuild polls the build status and prints its log with elapsed time.
 func followBuild(ctx context.Context, w io.Writer, hc *http.Client, cfg sdk.Config, templateID, buildID string, t0 time.Time) (string, error) {
 	offset := 0
+	logged := false // the log showed the error: the final one only points at it
 	for {
 		var st struct {
 			Status     string `json:"status"`
@@ -469,6 +473,9 @@ func followBuild(ctx context.Context, w io.Writer, hc *http.Client, cfg sdk.Conf
 		}
 		for _, e := range st.LogEntries {
 			fmt.Fprintf(w, "[%6.1fs] %s\n", time.Since(t0).Seconds(), e.Message)
+			if e.Level == "error" {
+				logged = true
+			}
 		}
 		offset += len(st.LogEntries)
 		switch st.Status {
@@ -478,6 +485,9 @@ func followBuild(ctx context.Context, w io.Writer, hc *http.Client, cfg sdk.Conf
 			}
 		case "error":
 			if len(st.LogEntries) == 0 {
+				if logged {
+					return st.Status, fmt.Errorf("build %s failed (the error is above)", buildID)
+				}
 				msg := "build failed"
 				if st.Reason != nil {
 					msg = st.Reason.Message

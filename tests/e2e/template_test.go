@@ -97,7 +97,7 @@ func TestTemplateBuildCLI(t *testing.T) {
 	if _, err := exec.LookPath("runsc"); err != nil {
 		started = "run the start command when they start"
 	}
-	for _, want := range []string{"[3/9] ENV APP_MODE production", "[4/9] RUN apt-get --version", started} {
+	for _, want := range []string{"[line 2] ENV APP_MODE production", "[line 3] RUN apt-get --version", started} {
 		if !strings.Contains(out, want) {
 			t.Errorf("build output lacks %q:\n%s", want, out)
 		}
