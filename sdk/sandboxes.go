@@ -154,8 +154,27 @@ type SandboxInfo struct {
 	// "disk" (checkpointed). Only Get reports it (sbx extension).
 	PauseTier string `json:"pauseTier,omitempty"`
 	// Only Get reports these.
-	EnvdAccessToken     string `json:"envdAccessToken,omitempty"`
-	AllowInternetAccess *bool  `json:"allowInternetAccess,omitempty"`
+	EnvdAccessToken     string     `json:"envdAccessToken,omitempty"`
+	AllowInternetAccess *bool      `json:"allowInternetAccess,omitempty"`
+	Lifecycle           *Lifecycle `json:"lifecycle,omitempty"`
+	// Runtime is the OCI runtime the sandbox runs under (crun, runsc, ...;
+	// sbx extension).
+	Runtime string `json:"runtime,omitempty"`
+}
+
+// Lifecycle is what happens to a sandbox at its timeout.
+type Lifecycle struct {
+	OnTimeout  string `json:"onTimeout"`  // "kill" or "pause"
+	AutoResume bool   `json:"autoResume"` // a paused sandbox resumes when its URL is used
+}
+
+// TemplateName is the name the sandbox's template was started by (its
+// alias), else its ID.
+func (i *SandboxInfo) TemplateName() string {
+	if i.Alias != "" {
+		return i.Alias
+	}
+	return i.TemplateID
 }
 
 // Sandbox states used by SandboxInfo.State and ListOptions.State.

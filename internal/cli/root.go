@@ -39,5 +39,6 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newMonitorCmd(),
 		newTemplateCmd(),
 	)
+	markUsageErrors(root)
 	return root
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -116,6 +117,31 @@ func newWebhookCreateCmd(opts *clientOptions) *cobra.Command {
 	return cmd
 }
 
+// webhookID resolves a webhook given by ID or by name (names need not be
+// unique: an ambiguous one is an error listing the IDs to choose from).
+func (c *apiClient) webhookID(ctx context.Context, ref string) (string, error) {
+	var list []webhook.Detail
+	if err := c.do(ctx, "GET", "/events/webhooks", nil, &list); err != nil {
+		return "", err
+	}
+	var ids []string
+	for _, d := range list {
+		if d.ID == ref {
+			return d.ID, nil
+		}
+		if d.Name == ref {
+			ids = append(ids, d.ID)
+		}
+	}
+	switch len(ids) {
+	case 0:
+		return "", fmt.Errorf("no webhook has the ID or name %q (see 'sbx webhook list')", ref)
+	case 1:
+		return ids[0], nil
+	}
+	return "", fmt.Errorf("%d webhooks are named %q: pass one of their IDs: %s", len(ids), ref, strings.Join(ids, ", "))
+}
+
 func newWebhookListCmd(opts *clientOptions) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -145,7 +171,7 @@ func newWebhookListCmd(opts *clientOptions) *cobra.Command {
 func newWebhookGetCmd(opts *clientOptions) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "get ID",
+		Use:     "get ID|NAME",
 		Short:   "Show one webhook (never its secret)",
 		Example: `  sbx webhook get 3f1c... --json`,
 		Args:    cobra.ExactArgs(1),
@@ -154,8 +180,12 @@ func newWebhookGetCmd(opts *clientOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			id, err := c.webhookID(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
 			var d webhook.Detail
-			if err := c.do(cmd.Context(), "GET", "/events/webhooks/"+url.PathEscape(args[0]), nil, &d); err != nil {
+			if err := c.do(cmd.Context(), "GET", "/events/webhooks/"+url.PathEscape(id), nil, &d); err != nil {
 				return err
 			}
 			if asJSON {
@@ -173,16 +203,20 @@ func newWebhookUpdateCmd(opts *clientOptions) *cobra.Command {
 	var types []string
 	var enable, disable, asJSON bool
 	cmd := &cobra.Command{
-		Use:   "update ID [--name N] [--url U] [--event T]... [--secret S] [--enable|--disable]",
+		Use:   "update ID|NAME [--name N] [--url U] [--event T]... [--secret S] [--enable|--disable]",
 		Short: "Change a webhook; only the given flags change",
 		Example: `  sbx webhook update 3f1c... --enable      # resume after an auto-disable
   sbx webhook update 3f1c... --event sandbox.lifecycle.killed`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if enable && disable {
-				return errors.New("--enable and --disable exclude each other")
+				return usageErrorf("--enable and --disable exclude each other")
 			}
 			c, err := opts.api()
+			if err != nil {
+				return err
+			}
+			id, err := c.webhookID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -204,7 +238,7 @@ func newWebhookUpdateCmd(opts *clientOptions) *cobra.Command {
 				in.Enabled = &enable
 			}
 			var d webhook.Detail
-			if err := c.do(cmd.Context(), "PATCH", "/events/webhooks/"+url.PathEscape(args[0]), in, &d); err != nil {
+			if err := c.do(cmd.Context(), "PATCH", "/events/webhooks/"+url.PathEscape(id), in, &d); err != nil {
 				return err
 			}
 			if asJSON {
@@ -226,7 +260,7 @@ func newWebhookUpdateCmd(opts *clientOptions) *cobra.Command {
 
 func newWebhookDeleteCmd(opts *clientOptions) *cobra.Command {
 	return &cobra.Command{
-		Use:     "delete ID...",
+		Use:     "delete ID|NAME...",
 		Short:   "Delete webhooks with their delivery log",
 		Example: `  sbx webhook delete 3f1c...`,
 		Args:    cobra.MinimumNArgs(1),
@@ -235,7 +269,11 @@ func newWebhookDeleteCmd(opts *clientOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for _, id := range args {
+			for _, ref := range args {
+				id, err := c.webhookID(cmd.Context(), ref)
+				if err != nil {
+					return err
+				}
 				if err := c.do(cmd.Context(), "DELETE", "/events/webhooks/"+url.PathEscape(id), nil, nil); err != nil {
 					return err
 				}
@@ -260,7 +298,7 @@ func describeAttempt(a *webhook.Attempt) string {
 func newWebhookTestCmd(opts *clientOptions) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "test ID",
+		Use:     "test ID|NAME",
 		Short:   "Send a signed test event (type webhook.test) and show the result",
 		Example: `  sbx webhook test 3f1c...`,
 		Args:    cobra.ExactArgs(1),
@@ -269,8 +307,12 @@ func newWebhookTestCmd(opts *clientOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			id, err := c.webhookID(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
 			var a webhook.Attempt
-			if err := c.do(cmd.Context(), "POST", "/events/webhooks/"+url.PathEscape(args[0])+"/test", nil, &a); err != nil {
+			if err := c.do(cmd.Context(), "POST", "/events/webhooks/"+url.PathEscape(id)+"/test", nil, &a); err != nil {
 				return err
 			}
 			if asJSON {
@@ -293,13 +335,17 @@ func newWebhookDeliveriesCmd(opts *clientOptions) *cobra.Command {
 	var cursor string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "deliveries ID",
+		Use:   "deliveries ID|NAME",
 		Short: "Show a webhook's deliveries with every attempt, newest first",
-		Example: `  sbx webhook deliveries 3f1c... --status failed
+		Example: `  sbx webhook deliveries my-hook --status failed
   sbx webhook deliveries 3f1c... --json | jq '.data[].attempts[-1].errorMessage'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := opts.api()
+			if err != nil {
+				return err
+			}
+			id, err := c.webhookID(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -311,7 +357,7 @@ func newWebhookDeliveriesCmd(opts *clientOptions) *cobra.Command {
 				q.Set("cursor", cursor)
 			}
 			var page webhook.DeliveryPage
-			if err := c.do(cmd.Context(), "GET", "/events/webhooks/"+url.PathEscape(args[0])+"/deliveries?"+q.Encode(), nil, &page); err != nil {
+			if err := c.do(cmd.Context(), "GET", "/events/webhooks/"+url.PathEscape(id)+"/deliveries?"+q.Encode(), nil, &page); err != nil {
 				return err
 			}
 			if asJSON {
@@ -343,7 +389,7 @@ func newWebhookDeliveriesCmd(opts *clientOptions) *cobra.Command {
 
 func newWebhookRedeliverCmd(opts *clientOptions) *cobra.Command {
 	return &cobra.Command{
-		Use:     "redeliver WEBHOOK_ID DELIVERY_ID",
+		Use:     "redeliver WEBHOOK DELIVERY_ID",
 		Short:   "Send a delivery once more (DELIVERY_ID: webhook-id or e2b-delivery-id header value)",
 		Example: `  sbx webhook redeliver 3f1c... 9b2e...`,
 		Args:    cobra.ExactArgs(2),
@@ -352,8 +398,12 @@ func newWebhookRedeliverCmd(opts *clientOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			id, err := c.webhookID(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
 			var out map[string]string
-			path := "/events/webhooks/" + url.PathEscape(args[0]) + "/deliveries/" + url.PathEscape(args[1]) + "/redeliver"
+			path := "/events/webhooks/" + url.PathEscape(id) + "/deliveries/" + url.PathEscape(args[1]) + "/redeliver"
 			if err := c.do(cmd.Context(), "POST", path, nil, &out); err != nil {
 				return err
 			}
