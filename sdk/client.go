@@ -57,6 +57,9 @@ type Config struct {
 	// fails the call with ErrMessageTooLarge. 0 means
 	// DefaultMaxMessageBytes. File contents (Files.Read) are not bounded.
 	MaxMessageBytes int
+	// Domain is the sandbox domain for Sandbox.Host when the server does
+	// not name one (E2B_DOMAIN).
+	Domain string
 }
 
 // ConfigFromEnv reads E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY, the same
@@ -68,6 +71,7 @@ func ConfigFromEnv() Config {
 		APIURL:     os.Getenv("E2B_API_URL"),
 		SandboxURL: os.Getenv("E2B_SANDBOX_URL"),
 		APIKey:     os.Getenv("E2B_API_KEY"),
+		Domain:     os.Getenv("E2B_DOMAIN"),
 	}
 	if cfg.APIURL == "" {
 		cfg.APIURL = DefaultURL
@@ -89,6 +93,7 @@ type Client struct {
 	sandboxURL *url.URL
 	apiKey     string
 	teamID     string
+	domain     string
 	http       *http.Client
 	maxMessage int
 }
@@ -116,7 +121,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if hc == nil {
 		hc = defaultHTTPClient()
 	}
-	return &Client{apiURL: apiURL, sandboxURL: sandboxURL, apiKey: cfg.APIKey, teamID: cfg.TeamID, http: hc,
+	return &Client{apiURL: apiURL, sandboxURL: sandboxURL, apiKey: cfg.APIKey, teamID: cfg.TeamID, domain: cfg.Domain, http: hc,
 		maxMessage: maxMessage(cfg.MaxMessageBytes)}, nil
 }
 

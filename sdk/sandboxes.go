@@ -41,11 +41,17 @@ type Sandbox struct {
 	Alias           string
 	EnvdVersion     string
 	EnvdAccessToken string
+	// Domain is the sandbox domain for host routing (Host): the one the
+	// server answered, else Config.Domain ($E2B_DOMAIN). Empty when the
+	// server routes by headers only.
+	Domain string
 
 	// Commands starts and controls processes in the sandbox.
 	Commands *Commands
 	// Files reads and writes the sandbox's filesystem.
 	Files *Files
+	// Pty runs interactive terminals.
+	Pty *Pty
 
 	client *Client
 }
@@ -75,6 +81,11 @@ func (c *Client) newSandbox(j sandboxJSON) (*Sandbox, error) {
 	}
 	s.Commands = &Commands{sbx: s}
 	s.Files = &Files{sbx: s}
+	s.Pty = &Pty{sbx: s}
+	s.Domain = j.Domain
+	if s.Domain == "" {
+		s.Domain = c.domain
+	}
 	return s, nil
 }
 
