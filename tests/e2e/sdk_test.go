@@ -205,7 +205,7 @@ func TestGoSDK(t *testing.T) {
 	t.Run("TemplateBuild", func(t *testing.T) {
 		var logs []string
 		b, err := c.BuildTemplate(opCtx(t), sdk.TemplateBuildOptions{Name: "sdk-built",
-			Steps:  []sdk.TemplateStep{{Type: "RUN", Args: []string{"echo from-sdk > /opt/sdk.txt", "root"}}},
+			Steps: []sdk.TemplateStep{{Type: "RUN", Args: []string{"echo from-sdk > /opt/sdk.txt", "root"}}},
 			OnLog: func(e sdk.BuildLogEntry) { logs = append(logs, e.Message) }})
 		if err != nil {
 			t.Fatalf("BuildTemplate: %v\n%s", err, strings.Join(logs, "\n"))
