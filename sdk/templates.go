@@ -23,6 +23,9 @@ type TemplateStep struct {
 	Args      []string `json:"args"`
 	FilesHash string   `json:"filesHash,omitempty"`
 	Force     bool     `json:"force,omitempty"`
+	// Line is the Dockerfile line the step came from (sbx extension): when
+	// every step has one, sbx names steps by line in the build log.
+	Line int `json:"line,omitempty"`
 }
 
 // TemplateBuildOptions describes a template build.
@@ -117,9 +120,10 @@ func (c *Client) RegisterTemplateBuild(ctx context.Context, opts TemplateBuildOp
 }
 
 // UploadTemplateFiles uploads the gzip-compressed tar archive of a COPY
-// step's files (hash is the step's FilesHash) unless the server has it.
-// size is the archive's exact length.
-func (c *Client) UploadTemplateFiles(ctx context.Context, templateID, hash string, archive io.Reader, size int64) error {
+// step's files (hash is the step's FilesHash) unless the server has them
+// already. open is called only then, and returns the archive and its exact
+// length (presigned upload URLs need one).
+func (c *Client) UploadTemplateFiles(ctx context.Context, templateID, hash string, open func() (io.ReadCloser, int64, error)) error {
 	var st struct {
 		Present bool   `json:"present"`
 		URL     string `json:"url"`
@@ -131,11 +135,16 @@ func (c *Client) UploadTemplateFiles(ctx context.Context, templateID, hash strin
 	if st.Present {
 		return nil
 	}
+	archive, size, err := open()
+	if err != nil {
+		return fmt.Errorf("upload files %s: %w", hash, err)
+	}
+	defer archive.Close()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, st.URL, io.NopCloser(archive))
 	if err != nil {
 		return fmt.Errorf("upload files %s: %w", hash, err)
 	}
-	req.ContentLength = size // presigned URLs need an exact length
+	req.ContentLength = size
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("upload files %s: %w", hash, err)
