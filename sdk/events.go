@@ -84,7 +84,7 @@ type WebhookOptions struct {
 	URL     *string
 	Events  []string // nil: all lifecycle events on create, unchanged on update
 	Enabled *bool
-	// Secret signs deliveries (Standard Webhooks); at least 32 characters.
+	// Secret signs deliveries (E2B and Standard Webhooks signatures).
 	Secret *string
 }
 

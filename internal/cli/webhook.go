@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -22,7 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sbxdev/sbx/internal/events"
-	"github.com/sbxdev/sbx/internal/webhook"
+	"github.com/sbxdev/sbx/sdk"
 	whsig "github.com/sbxdev/sbx/sdk/webhook"
 )
 
@@ -57,7 +56,7 @@ func newSecret() string {
 	return "whsec_" + base64.StdEncoding.EncodeToString(b)
 }
 
-func printWebhooks(w io.Writer, list []webhook.Detail) error {
+func printWebhooks(w io.Writer, list []sdk.Webhook) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tENABLED\tURL\tEVENTS")
 	for _, h := range list {
@@ -81,7 +80,7 @@ func newWebhookCreateCmd(opts *clientOptions) *cobra.Command {
   sbx webhook create --name all --url https://example.com/h --event sandbox.lifecycle.created --event template.build.failed`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
@@ -90,9 +89,8 @@ func newWebhookCreateCmd(opts *clientOptions) *cobra.Command {
 				secret = newSecret()
 			}
 			enabled := !disabled
-			in := webhook.Input{Name: &name, URL: &target, Events: &types, Enabled: &enabled, SignatureSecret: &secret}
-			var d webhook.Detail
-			if err := c.do(cmd.Context(), "POST", "/events/webhooks", in, &d); err != nil {
+			d, err := c.CreateWebhook(cmd.Context(), sdk.WebhookOptions{Name: &name, URL: &target, Events: types, Enabled: &enabled, Secret: &secret})
+			if err != nil {
 				return err
 			}
 			if asJSON {
@@ -119,9 +117,9 @@ func newWebhookCreateCmd(opts *clientOptions) *cobra.Command {
 
 // webhookID resolves a webhook given by ID or by name (names need not be
 // unique: an ambiguous one is an error listing the IDs to choose from).
-func (c *apiClient) webhookID(ctx context.Context, ref string) (string, error) {
-	var list []webhook.Detail
-	if err := c.do(ctx, "GET", "/events/webhooks", nil, &list); err != nil {
+func webhookID(ctx context.Context, c *sdk.Client, ref string) (string, error) {
+	list, err := c.ListWebhooks(ctx)
+	if err != nil {
 		return "", err
 	}
 	var ids []string
@@ -150,12 +148,12 @@ func newWebhookListCmd(opts *clientOptions) *cobra.Command {
 		Example: `  sbx webhook list --json | jq -r '.[].id'`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			var list []webhook.Detail
-			if err := c.do(cmd.Context(), "GET", "/events/webhooks", nil, &list); err != nil {
+			list, err := c.ListWebhooks(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if asJSON {
@@ -176,22 +174,22 @@ func newWebhookGetCmd(opts *clientOptions) *cobra.Command {
 		Example: `  sbx webhook get 3f1c... --json`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			id, err := c.webhookID(cmd.Context(), args[0])
+			id, err := webhookID(cmd.Context(), c, args[0])
 			if err != nil {
 				return err
 			}
-			var d webhook.Detail
-			if err := c.do(cmd.Context(), "GET", "/events/webhooks/"+url.PathEscape(id), nil, &d); err != nil {
+			d, err := c.GetWebhook(cmd.Context(), id)
+			if err != nil {
 				return err
 			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), d)
 			}
-			return printWebhooks(cmd.OutOrStdout(), []webhook.Detail{d})
+			return printWebhooks(cmd.OutOrStdout(), []sdk.Webhook{*d})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -212,15 +210,15 @@ func newWebhookUpdateCmd(opts *clientOptions) *cobra.Command {
 			if enable && disable {
 				return usageErrorf("--enable and --disable exclude each other")
 			}
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			id, err := c.webhookID(cmd.Context(), args[0])
+			id, err := webhookID(cmd.Context(), c, args[0])
 			if err != nil {
 				return err
 			}
-			var in webhook.Input
+			var in sdk.WebhookOptions
 			f := cmd.Flags()
 			if f.Changed("name") {
 				in.Name = &name
@@ -229,22 +227,22 @@ func newWebhookUpdateCmd(opts *clientOptions) *cobra.Command {
 				in.URL = &target
 			}
 			if f.Changed("event") {
-				in.Events = &types
+				in.Events = types
 			}
 			if f.Changed("secret") {
-				in.SignatureSecret = &secret
+				in.Secret = &secret
 			}
 			if enable || disable {
 				in.Enabled = &enable
 			}
-			var d webhook.Detail
-			if err := c.do(cmd.Context(), "PATCH", "/events/webhooks/"+url.PathEscape(id), in, &d); err != nil {
+			d, err := c.UpdateWebhook(cmd.Context(), id, in)
+			if err != nil {
 				return err
 			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), d)
 			}
-			return printWebhooks(cmd.OutOrStdout(), []webhook.Detail{d})
+			return printWebhooks(cmd.OutOrStdout(), []sdk.Webhook{*d})
 		},
 	}
 	f := cmd.Flags()
@@ -265,16 +263,16 @@ func newWebhookDeleteCmd(opts *clientOptions) *cobra.Command {
 		Example: `  sbx webhook delete 3f1c...`,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
 			for _, ref := range args {
-				id, err := c.webhookID(cmd.Context(), ref)
+				id, err := webhookID(cmd.Context(), c, ref)
 				if err != nil {
 					return err
 				}
-				if err := c.do(cmd.Context(), "DELETE", "/events/webhooks/"+url.PathEscape(id), nil, nil); err != nil {
+				if err := c.DeleteWebhook(cmd.Context(), id); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "Deleted %s\n", id)
@@ -284,7 +282,7 @@ func newWebhookDeleteCmd(opts *clientOptions) *cobra.Command {
 	}
 }
 
-func describeAttempt(a *webhook.Attempt) string {
+func describeAttempt(a *sdk.WebhookAttempt) string {
 	s := fmt.Sprintf("attempt %d %s in %.1f ms", a.Attempt, a.Status, a.DurationMs)
 	if a.ResponseHTTPStatusCode != nil {
 		s += fmt.Sprintf(", HTTP %d", *a.ResponseHTTPStatusCode)
@@ -303,22 +301,22 @@ func newWebhookTestCmd(opts *clientOptions) *cobra.Command {
 		Example: `  sbx webhook test 3f1c...`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			id, err := c.webhookID(cmd.Context(), args[0])
+			id, err := webhookID(cmd.Context(), c, args[0])
 			if err != nil {
 				return err
 			}
-			var a webhook.Attempt
-			if err := c.do(cmd.Context(), "POST", "/events/webhooks/"+url.PathEscape(id)+"/test", nil, &a); err != nil {
+			a, err := c.TestWebhook(cmd.Context(), id)
+			if err != nil {
 				return err
 			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), a)
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), describeAttempt(&a))
+			fmt.Fprintln(cmd.OutOrStdout(), describeAttempt(a))
 			if a.Status != "success" {
 				return errors.New("the test delivery failed")
 			}
@@ -341,30 +339,27 @@ func newWebhookDeliveriesCmd(opts *clientOptions) *cobra.Command {
   sbx webhook deliveries 3f1c... --json | jq '.data[].attempts[-1].errorMessage'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			id, err := c.webhookID(cmd.Context(), args[0])
+			id, err := webhookID(cmd.Context(), c, args[0])
 			if err != nil {
 				return err
 			}
-			q := url.Values{"limit": {strconv.Itoa(limit)}}
-			if len(status) > 0 {
-				q.Set("deliveryStatus", strings.Join(status, ","))
-			}
-			if cursor != "" {
-				q.Set("cursor", cursor)
-			}
-			var page webhook.DeliveryPage
-			if err := c.do(cmd.Context(), "GET", "/events/webhooks/"+url.PathEscape(id)+"/deliveries?"+q.Encode(), nil, &page); err != nil {
+			data, next, err := c.WebhookDeliveries(cmd.Context(), id, sdk.DeliveriesOptions{Limit: limit, Status: status, Cursor: cursor})
+			if err != nil {
 				return err
 			}
 			if asJSON {
+				page := map[string]any{"data": data, "nextCursor": nil}
+				if next != "" {
+					page["nextCursor"] = next
+				}
 				return writeJSON(cmd.OutOrStdout(), page)
 			}
 			out := cmd.OutOrStdout()
-			for _, g := range page.Data {
+			for _, g := range data {
 				fmt.Fprintf(out, "%s  %-26s %-8s sandbox=%s event=%s\n", g.DeliveryID, g.EventType, g.Status, g.SandboxID, g.EventID)
 				for _, a := range g.Attempts {
 					fmt.Fprintf(out, "    %s  %s\n", a.Timestamp.Local().Format(time.DateTime), describeAttempt(a))
@@ -373,8 +368,8 @@ func newWebhookDeliveriesCmd(opts *clientOptions) *cobra.Command {
 					fmt.Fprintf(out, "    next attempt at %s\n", g.NextAttemptAt.Local().Format(time.DateTime))
 				}
 			}
-			if page.NextCursor != nil {
-				fmt.Fprintf(out, "more: --cursor %s\n", *page.NextCursor)
+			if next != "" {
+				fmt.Fprintf(out, "more: --cursor %s\n", next)
 			}
 			return nil
 		},
@@ -394,20 +389,19 @@ func newWebhookRedeliverCmd(opts *clientOptions) *cobra.Command {
 		Example: `  sbx webhook redeliver 3f1c... 9b2e...`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			id, err := c.webhookID(cmd.Context(), args[0])
+			id, err := webhookID(cmd.Context(), c, args[0])
 			if err != nil {
 				return err
 			}
-			var out map[string]string
-			path := "/events/webhooks/" + url.PathEscape(id) + "/deliveries/" + url.PathEscape(args[1]) + "/redeliver"
-			if err := c.do(cmd.Context(), "POST", path, nil, &out); err != nil {
+			delivery, err := c.RedeliverWebhook(cmd.Context(), id, args[1])
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Queued delivery %s; see 'sbx webhook deliveries %s'\n", out["deliveryId"], args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "Queued delivery %s; see 'sbx webhook deliveries %s'\n", delivery, args[0])
 			return nil
 		},
 	}
