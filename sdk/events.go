@@ -1,9 +1,12 @@
 package sdk
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -238,4 +241,81 @@ func (c *Client) RedeliverWebhook(ctx context.Context, id, deliveryID string) (s
 		return "", fmt.Errorf("redeliver %s of webhook %s: %w", deliveryID, id, err)
 	}
 	return out.DeliveryID, nil
+}
+
+// StreamEventsOptions filters StreamEvents.
+type StreamEventsOptions struct {
+	Types     []string
+	SandboxID string
+	// After replays the events after this stream ID (an ID StreamEvents
+	// passed to onEvent; "0" = from the start) before following live
+	// ones; empty means only new events.
+	After string
+}
+
+// StreamEvents follows the team's events live (sbx's server-sent events
+// stream) and calls onEvent with each event and its stream ID, until ctx
+// ends or the stream breaks; then it returns why. To resume without gaps,
+// call it again with After set to the last ID seen.
+func (c *Client) StreamEvents(ctx context.Context, opts StreamEventsOptions, onEvent func(ev Event, id string)) error {
+	if c.apiURL == nil {
+		return errNoControlPlane
+	}
+	q := url.Values{}
+	for _, t := range opts.Types {
+		q.Add("types", t)
+	}
+	if opts.SandboxID != "" {
+		q.Set("sandboxId", opts.SandboxID)
+	}
+	if opts.After != "" {
+		q.Set("lastEventId", opts.After)
+	}
+	u := *c.apiURL
+	u.Path = strings.TrimRight(u.Path, "/") + "/events/stream"
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return fmt.Errorf("stream events: %w", err)
+	}
+	req.Header.Set("X-API-Key", c.apiKey)
+	if c.teamID != "" {
+		req.Header.Set("X-Team-ID", c.teamID)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("stream events: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("stream events: %w", apiErrorFrom(resp))
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), c.maxMessage)
+	var id, data string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if data != "" {
+				var ev Event
+				if err := json.Unmarshal([]byte(data), &ev); err == nil {
+					onEvent(ev, id)
+				}
+			}
+			id, data = "", ""
+		case strings.HasPrefix(line, "id:"):
+			id = strings.TrimSpace(line[3:])
+		case strings.HasPrefix(line, "data:"):
+			data += strings.TrimSpace(line[5:])
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("stream events: %w", err)
+	}
+	return fmt.Errorf("stream events: %w", io.ErrUnexpectedEOF)
 }

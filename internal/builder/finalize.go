@@ -15,7 +15,9 @@ import (
 // successful check is cached by the final key plus both commands, so an
 // unchanged rebuild does not wait for the ready command again.
 func (e *Executor) finalize(ctx context.Context, req Request, res *Result, key string, force bool, logf func(Progress)) error {
-	fkey := chainKey(key, "finalize", req.StartCmd, req.ReadyCmd, res.User, res.Workdir)
+	// "grace": checks cached before the start command had to survive its
+	// start passed commands that exit at once; they are checked again.
+	fkey := chainKey(key, "finalize", "grace", req.StartCmd, req.ReadyCmd, res.User, res.Workdir)
 	marker := filepath.Join(e.LayersDir(), fkey)
 	if !force && layerComplete(marker) {
 		now := time.Now()
