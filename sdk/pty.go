@@ -61,6 +61,32 @@ func (p *Pty) Create(ctx context.Context, opts PtyOptions) (*CommandHandle, erro
 	return h, nil
 }
 
+// Connect attaches to a running terminal (started by any client, e.g.
+// before a reconnect) and sends its further output to onData.
+func (p *Pty) Connect(ctx context.Context, pid uint32, onData func(data []byte)) (*CommandHandle, error) {
+	if onData == nil {
+		return nil, errors.New("connect to terminal: onData is required")
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	req := struct {
+		Process processSelector `json:"process"`
+	}{processSelector{pid}}
+	cmds := &Commands{sbx: p.sbx}
+	st, err := p.sbx.openStream(sctx, "process.Process/Connect", req, callOptions{})
+	if err != nil {
+		stop()
+		cancel()
+		return nil, fmt.Errorf("connect to terminal %d: %w", pid, err)
+	}
+	h, err := cmds.attachWith(st, cancel, RunOptions{}, onData)
+	stop()
+	if err != nil {
+		return nil, fmt.Errorf("connect to terminal %d: %w", pid, err)
+	}
+	return h, nil
+}
+
 // SendInput writes data (keystrokes) to a terminal.
 func (p *Pty) SendInput(ctx context.Context, pid uint32, data []byte) error {
 	req := struct {

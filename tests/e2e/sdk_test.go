@@ -55,9 +55,28 @@ func TestGoSDK(t *testing.T) {
 		if err := sb.Pty.Resize(opCtx(t), h.PID, 123, 45); err != nil {
 			t.Fatal(err)
 		}
+		// A second client attaches to the same terminal and sees its output.
+		var mu2 sync.Mutex
+		var out2 bytes.Buffer
+		h2, err := sb.Pty.Connect(opCtx(t), h.PID, func(b []byte) {
+			mu2.Lock()
+			out2.Write(b)
+			mu2.Unlock()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := sb.Pty.SendInput(opCtx(t), h.PID, []byte("echo sum=$((6*7)); stty size; tty; exit 3\n")); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := h2.Wait(opCtx(t)); err == nil {
+			t.Error("the attached handle saw exit 0, want 3")
+		}
+		mu2.Lock()
+		if !strings.Contains(out2.String(), "sum=42") {
+			t.Errorf("attached client's output lacks sum=42: %q", out2.String())
+		}
+		mu2.Unlock()
 		res, err := h.Wait(opCtx(t))
 		var exit *sdk.CommandExitError
 		if !errors.As(err, &exit) || res.ExitCode != 3 {
