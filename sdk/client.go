@@ -12,6 +12,13 @@
 //	defer sbx.Kill(context.WithoutCancel(ctx))
 //	res, err := sbx.Commands.Run(ctx, "echo hello", sdk.RunOptions{})
 //	fmt.Print(res.Stdout)
+//
+// Beyond commands and files, as in E2B's JS SDK: Sandbox.Pty (terminals),
+// Files.Watch, Sandbox.Host and NewPortRequest, signed Files.DownloadURL and
+// UploadURL, the code interpreter (RunCode), template builds
+// (BuildTemplate), events (ListEvents, StreamEvents) and webhooks. Every
+// error from the server matches a sentinel with errors.Is: ErrNotFound,
+// ErrUnauthorized, ErrTimeout, ErrInvalidArgument, ...
 package sdk
 
 import (
