@@ -12,6 +12,13 @@
 //	defer sbx.Kill(context.WithoutCancel(ctx))
 //	res, err := sbx.Commands.Run(ctx, "echo hello", sdk.RunOptions{})
 //	fmt.Print(res.Stdout)
+//
+// Beyond commands and files, as in E2B's JS SDK: Sandbox.Pty (terminals),
+// Files.Watch, Sandbox.Host and NewPortRequest, signed Files.DownloadURL and
+// UploadURL, the code interpreter (RunCode), template builds
+// (BuildTemplate), events (ListEvents, StreamEvents) and webhooks. Every
+// error from the server matches a sentinel with errors.Is: ErrNotFound,
+// ErrUnauthorized, ErrTimeout, ErrInvalidArgument, ...
 package sdk
 
 import (
@@ -57,6 +64,9 @@ type Config struct {
 	// fails the call with ErrMessageTooLarge. 0 means
 	// DefaultMaxMessageBytes. File contents (Files.Read) are not bounded.
 	MaxMessageBytes int
+	// Domain is the sandbox domain for Sandbox.Host when the server does
+	// not name one (E2B_DOMAIN).
+	Domain string
 }
 
 // ConfigFromEnv reads E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY, the same
@@ -68,6 +78,7 @@ func ConfigFromEnv() Config {
 		APIURL:     os.Getenv("E2B_API_URL"),
 		SandboxURL: os.Getenv("E2B_SANDBOX_URL"),
 		APIKey:     os.Getenv("E2B_API_KEY"),
+		Domain:     os.Getenv("E2B_DOMAIN"),
 	}
 	if cfg.APIURL == "" {
 		cfg.APIURL = DefaultURL
@@ -89,6 +100,7 @@ type Client struct {
 	sandboxURL *url.URL
 	apiKey     string
 	teamID     string
+	domain     string
 	http       *http.Client
 	maxMessage int
 }
@@ -116,7 +128,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if hc == nil {
 		hc = defaultHTTPClient()
 	}
-	return &Client{apiURL: apiURL, sandboxURL: sandboxURL, apiKey: cfg.APIKey, teamID: cfg.TeamID, http: hc,
+	return &Client{apiURL: apiURL, sandboxURL: sandboxURL, apiKey: cfg.APIKey, teamID: cfg.TeamID, domain: cfg.Domain, http: hc,
 		maxMessage: maxMessage(cfg.MaxMessageBytes)}, nil
 }
 

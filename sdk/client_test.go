@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -462,5 +463,30 @@ func TestNewEnvd(t *testing.T) {
 	}
 	if _, err := NewEnvd(EnvdConfig{URL: srv.URL}); err == nil {
 		t.Error("a handle without a sandbox ID is accepted")
+	}
+}
+
+func TestSentinelErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		want error
+	}{
+		{&APIError{Status: 404, Code: 404}, ErrNotFound},
+		{&APIError{Status: 401, Code: 401}, ErrUnauthorized},
+		{&APIError{Status: 429, Code: 429}, ErrRateLimited},
+		{&APIError{Status: 504, Code: 504}, ErrTimeout},
+		{&RPCError{Code: "not_found"}, ErrNotFound},
+		{&RPCError{Code: "deadline_exceeded"}, ErrTimeout},
+		{&RPCError{Code: "failed_precondition"}, ErrPrecondition},
+		{fmt.Errorf("wrapped: %w", &RPCError{Code: "already_exists"}), ErrConflict},
+		{&BuildError{Message: "step failed"}, ErrInvalidArgument},
+	} {
+		if !errors.Is(tc.err, tc.want) {
+			t.Errorf("errors.Is(%v, %v) = false", tc.err, tc.want)
+		}
+	}
+	if errors.Is(&APIError{Status: 404, Code: 404}, ErrUnauthorized) {
+		t.Error("a 404 matches ErrUnauthorized")
 	}
 }

@@ -172,6 +172,9 @@ func (s *Sandbox) RunCode(ctx context.Context, code string, opts *RunCodeOptions
 		}
 	}
 	err = sc.Err()
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return exec, fmt.Errorf("run code in sandbox %s: %w (%w)", s.ID, ErrTimeout, ctx.Err())
+	}
 	if ctx.Err() != nil {
 		return exec, fmt.Errorf("run code in sandbox %s: %w", s.ID, ctx.Err())
 	}

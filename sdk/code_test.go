@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // executeStream is what sbx's code interpreter answers for
@@ -83,6 +84,10 @@ func TestRunCodeFailures(t *testing.T) {
 			io.WriteString(w, `{"type":"stdout","text":"partial","timestamp":""}`+"\n")
 		case "garbage":
 			io.WriteString(w, "not json\n")
+		case "slow":
+			io.WriteString(w, `{"type":"stdout","text":"started","timestamp":""}`+"\n")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
 		}
 	})
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
@@ -98,6 +103,9 @@ func TestRunCodeFailures(t *testing.T) {
 	}
 	if _, err := sbx.RunCode(ctx, "garbage", nil); err == nil || !strings.Contains(err.Error(), "bad output line") {
 		t.Fatalf("garbage: %v", err)
+	}
+	if _, err := sbx.RunCode(ctx, "slow", &RunCodeOptions{Timeout: 100 * time.Millisecond}); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("run past its Timeout: %v; want ErrTimeout", err)
 	}
 	if _, err := sbx.RunCode(ctx, "x", &RunCodeOptions{ContextID: "a", Language: "python"}); err == nil {
 		t.Fatal("Language and ContextID together accepted")

@@ -123,15 +123,37 @@ type processEvent struct {
 // start opens the Start stream with openCtx and keeps reading it under
 // streamCtx, which for background commands outlives the caller's context.
 func (c *Commands) start(openCtx, streamCtx context.Context, cmd string, opts RunOptions) (*CommandHandle, error) {
-	req := struct {
-		Process processConfig `json:"process"`
-		Tag     string        `json:"tag,omitempty"`
-		Stdin   bool          `json:"stdin"`
-	}{
+	req := startRequest{
 		Process: processConfig{Cmd: "/bin/bash", Args: []string{"-l", "-c", cmd}, Envs: opts.Envs, Cwd: opts.Cwd},
 		Tag:     opts.Tag,
 		Stdin:   opts.Stdin,
 	}
+	h, err := c.startWith(openCtx, streamCtx, req, opts, nil)
+	if err != nil {
+		return nil, fmt.Errorf("run %q: %w", cmd, err)
+	}
+	return h, nil
+}
+
+// startRequest is envd's StartRequest; PTY set starts a terminal.
+type startRequest struct {
+	Process processConfig `json:"process"`
+	PTY     *ptyConfig    `json:"pty,omitempty"`
+	Tag     string        `json:"tag,omitempty"`
+	Stdin   bool          `json:"stdin"`
+}
+
+type ptyConfig struct {
+	Size ptySize `json:"size"`
+}
+
+type ptySize struct {
+	Cols uint32 `json:"cols"`
+	Rows uint32 `json:"rows"`
+}
+
+// startWith opens the Start stream; onPty receives a terminal's output.
+func (c *Commands) startWith(openCtx, streamCtx context.Context, req startRequest, opts RunOptions, onPty func([]byte)) (*CommandHandle, error) {
 	sctx, cancel := context.WithCancel(streamCtx)
 	// The stream must not die with openCtx once started, but opening it
 	// must still honour openCtx's cancellation.
@@ -140,19 +162,20 @@ func (c *Commands) start(openCtx, streamCtx context.Context, cmd string, opts Ru
 	if err != nil {
 		stop()
 		cancel()
-		return nil, fmt.Errorf("run %q: %w", cmd, err)
+		return nil, err
 	}
-	h, err := c.attach(st, cancel, opts)
+	h, err := c.attachWith(st, cancel, opts, onPty)
 	stop()
-	if err != nil {
-		return nil, fmt.Errorf("run %q: %w", cmd, err)
-	}
-	return h, nil
+	return h, err
 }
 
 // attach waits for the start event and then reads the rest of the stream in
 // a goroutine.
 func (c *Commands) attach(st *serverStream, cancel context.CancelFunc, opts RunOptions) (*CommandHandle, error) {
+	return c.attachWith(st, cancel, opts, nil)
+}
+
+func (c *Commands) attachWith(st *serverStream, cancel context.CancelFunc, opts RunOptions, onPty func([]byte)) (*CommandHandle, error) {
 	fail := func(err error) (*CommandHandle, error) {
 		st.Close()
 		cancel()
@@ -175,6 +198,7 @@ func (c *Commands) attach(st *serverStream, cancel context.CancelFunc, opts RunO
 		return fail(fmt.Errorf("expected a start event first, got %s", msg))
 	}
 	h := &CommandHandle{PID: ev.Event.Start.PID, cmds: c, cancel: cancel, done: make(chan struct{}), limit: opts.OutputLimit}
+	h.onPty = onPty
 	go h.read(st, opts.OnStdout, opts.OnStderr)
 	return h, nil
 }
@@ -191,6 +215,7 @@ type CommandHandle struct {
 	cmds   *Commands
 	cancel context.CancelFunc
 	done   chan struct{}
+	onPty  func([]byte) // a terminal's output (Pty.Create)
 
 	mu     sync.Mutex
 	limit  int // RunOptions.OutputLimit
@@ -239,6 +264,9 @@ func (h *CommandHandle) read(st *serverStream, onStdout, onStderr func(string)) 
 			}
 			if len(e.Data.Stderr) > 0 && onStderr != nil {
 				onStderr(string(e.Data.Stderr))
+			}
+			if len(e.Data.PTY) > 0 && h.onPty != nil {
+				h.onPty(e.Data.PTY)
 			}
 		case e.End != nil:
 			h.mu.Lock()

@@ -25,6 +25,47 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
 }
 
+// Sentinel errors: every *APIError and *RPCError matches the one for its
+// HTTP status or Connect code with errors.Is, so callers need not know
+// which protocol answered:
+//
+//	if errors.Is(err, sdk.ErrNotFound) { ... }
+var (
+	ErrNotFound        = errors.New("not found")                         // 404, not_found
+	ErrUnauthorized    = errors.New("unauthorized")                      // 401, unauthenticated
+	ErrForbidden       = errors.New("forbidden")                         // 403, permission_denied
+	ErrConflict        = errors.New("conflict")                          // 409, already_exists
+	ErrInvalidArgument = errors.New("invalid argument")                  // 400, invalid_argument
+	ErrRateLimited     = errors.New("rate limited or over a limit")      // 429, resource_exhausted
+	ErrUnavailable     = errors.New("unavailable; retry later")          // 503, unavailable
+	ErrTimeout         = errors.New("timed out")                         // 504, deadline_exceeded, and the SDK's own timeouts
+	ErrPrecondition    = errors.New("not possible in the current state") // 412, failed_precondition
+)
+
+// sentinels maps HTTP statuses and Connect codes to the sentinel errors.
+var (
+	statusSentinels = map[int]error{
+		http.StatusNotFound: ErrNotFound, http.StatusUnauthorized: ErrUnauthorized,
+		http.StatusForbidden: ErrForbidden, http.StatusConflict: ErrConflict,
+		http.StatusBadRequest: ErrInvalidArgument, http.StatusTooManyRequests: ErrRateLimited,
+		http.StatusServiceUnavailable: ErrUnavailable, http.StatusGatewayTimeout: ErrTimeout,
+		http.StatusRequestTimeout: ErrTimeout, http.StatusPreconditionFailed: ErrPrecondition,
+	}
+	codeSentinels = map[string]error{
+		"not_found": ErrNotFound, "unauthenticated": ErrUnauthorized, "permission_denied": ErrForbidden,
+		"already_exists": ErrConflict, "invalid_argument": ErrInvalidArgument, "resource_exhausted": ErrRateLimited,
+		"unavailable": ErrUnavailable, "deadline_exceeded": ErrTimeout, "failed_precondition": ErrPrecondition,
+	}
+)
+
+// Is makes errors.Is(err, ErrNotFound) (and the other sentinels) work.
+func (e *APIError) Is(target error) bool {
+	return statusSentinels[e.Status] == target || (e.Code != e.Status && statusSentinels[e.Code] == target)
+}
+
+// Is makes errors.Is(err, ErrNotFound) (and the other sentinels) work.
+func (e *RPCError) Is(target error) bool { return codeSentinels[e.Code] == target }
+
 // RPCError is an error from a Connect RPC to envd, e.g. Code "not_found".
 type RPCError struct {
 	Code    string // Connect code name: not_found, invalid_argument, ...

@@ -111,3 +111,73 @@ func ExampleIsNotFound() {
 		fmt.Println("already gone")
 	}
 }
+
+func ExamplePty_Create() {
+	ctx := context.Background()
+	client, _ := sdk.NewClient(sdk.ConfigFromEnv())
+	sbx, _ := client.Create(ctx, sdk.CreateOptions{})
+	defer sbx.Kill(ctx)
+
+	term, err := sbx.Pty.Create(ctx, sdk.PtyOptions{Cols: 120, Rows: 40, OnData: func(b []byte) { os.Stdout.Write(b) }})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = sbx.Pty.SendInput(ctx, term.PID, []byte("ls -la; exit\n"))
+	_, _ = term.Wait(ctx)
+}
+
+func ExampleFiles_Watch() {
+	ctx := context.Background()
+	client, _ := sdk.NewClient(sdk.ConfigFromEnv())
+	sbx, _ := client.Create(ctx, sdk.CreateOptions{})
+	defer sbx.Kill(ctx)
+
+	w, err := sbx.Files.Watch(ctx, "/home/user", func(e sdk.FilesystemEvent) {
+		fmt.Println(e.Type, e.Name)
+	}, sdk.WatchOptions{Recursive: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Stop()
+	_, _ = sbx.Files.Write(ctx, "/home/user/hello.txt", []byte("hi"))
+}
+
+func ExampleFiles_DownloadURL() {
+	ctx := context.Background()
+	client, _ := sdk.NewClient(sdk.ConfigFromEnv())
+	sbx, _ := client.Create(ctx, sdk.CreateOptions{})
+	// Anyone with the URL can download the file for an hour; no key needed.
+	u, err := sbx.Files.DownloadURL("/home/user/report.csv", sdk.FileURLOptions{Expires: time.Hour})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(u)
+}
+
+func ExampleClient_BuildTemplate() {
+	ctx := context.Background()
+	client, _ := sdk.NewClient(sdk.ConfigFromEnv())
+	_, err := client.BuildTemplate(ctx, sdk.TemplateBuildOptions{
+		Name:     "with-curl",
+		Steps:    []sdk.TemplateStep{{Type: "RUN", Args: []string{"apt-get install -y curl", "root"}}},
+		StartCmd: "python3 -m http.server 8000",
+		ReadyCmd: "curl -sf localhost:8000",
+		OnLog:    func(e sdk.BuildLogEntry) { fmt.Println(e.Message) },
+	})
+	var be *sdk.BuildError
+	if errors.As(err, &be) {
+		log.Fatalf("step %s failed: %s", be.Step, be.Message)
+	}
+}
+
+func Example_sentinelErrors() {
+	ctx := context.Background()
+	client, _ := sdk.NewClient(sdk.ConfigFromEnv())
+	_, err := client.Get(ctx, "0a1b2c3d4e5f")
+	switch {
+	case errors.Is(err, sdk.ErrNotFound):
+		fmt.Println("no such sandbox")
+	case errors.Is(err, sdk.ErrUnauthorized):
+		fmt.Println("check E2B_API_KEY")
+	}
+}

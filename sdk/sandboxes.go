@@ -41,11 +41,17 @@ type Sandbox struct {
 	Alias           string
 	EnvdVersion     string
 	EnvdAccessToken string
+	// Domain is the sandbox domain for host routing (Host): the one the
+	// server answered, else Config.Domain ($E2B_DOMAIN). Empty when the
+	// server routes by headers only.
+	Domain string
 
 	// Commands starts and controls processes in the sandbox.
 	Commands *Commands
 	// Files reads and writes the sandbox's filesystem.
 	Files *Files
+	// Pty runs interactive terminals.
+	Pty *Pty
 
 	client *Client
 }
@@ -75,6 +81,11 @@ func (c *Client) newSandbox(j sandboxJSON) (*Sandbox, error) {
 	}
 	s.Commands = &Commands{sbx: s}
 	s.Files = &Files{sbx: s}
+	s.Pty = &Pty{sbx: s}
+	s.Domain = j.Domain
+	if s.Domain == "" {
+		s.Domain = c.domain
+	}
 	return s, nil
 }
 
@@ -154,8 +165,27 @@ type SandboxInfo struct {
 	// "disk" (checkpointed). Only Get reports it (sbx extension).
 	PauseTier string `json:"pauseTier,omitempty"`
 	// Only Get reports these.
-	EnvdAccessToken     string `json:"envdAccessToken,omitempty"`
-	AllowInternetAccess *bool  `json:"allowInternetAccess,omitempty"`
+	EnvdAccessToken     string     `json:"envdAccessToken,omitempty"`
+	AllowInternetAccess *bool      `json:"allowInternetAccess,omitempty"`
+	Lifecycle           *Lifecycle `json:"lifecycle,omitempty"`
+	// Runtime is the OCI runtime the sandbox runs under (crun, runsc, ...;
+	// sbx extension).
+	Runtime string `json:"runtime,omitempty"`
+}
+
+// Lifecycle is what happens to a sandbox at its timeout.
+type Lifecycle struct {
+	OnTimeout  string `json:"onTimeout"`  // "kill" or "pause"
+	AutoResume bool   `json:"autoResume"` // a paused sandbox resumes when its URL is used
+}
+
+// TemplateName is the name the sandbox's template was started by (its
+// alias), else its ID.
+func (i *SandboxInfo) TemplateName() string {
+	if i.Alias != "" {
+		return i.Alias
+	}
+	return i.TemplateID
 }
 
 // Sandbox states used by SandboxInfo.State and ListOptions.State.

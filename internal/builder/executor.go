@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -51,7 +52,15 @@ type Config struct {
 	Limits     Limits
 	// ReadyTimeout bounds waiting for the ready command; 0 = 2 minutes.
 	ReadyTimeout time.Duration
+	// StartGrace is how long a start command must keep running after it
+	// started for the build to pass; 0 = DefaultStartGrace.
+	StartGrace time.Duration
 }
+
+// DefaultStartGrace is the default Config.StartGrace: long enough for a
+// missing program, a bad flag or a crash at import time to show, short
+// enough not to slow every build down.
+const DefaultStartGrace = 2 * time.Second
 
 // Limits bound every build sandbox, so no team's build can exhaust the
 // host. Each is a `sbx serve` flag, which a step that hits it names.
@@ -122,6 +131,9 @@ func NewExecutor(cfg Config, log *slog.Logger, drv Driver, netw Network) *Execut
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 2 * time.Minute
 	}
+	if cfg.StartGrace == 0 {
+		cfg.StartGrace = DefaultStartGrace
+	}
 	// Scratch dirs of builds a previous process was running are garbage
 	// (their build sandboxes are removed by the manager's recovery).
 	if err := os.RemoveAll(filepath.Join(cfg.DataDir, "build")); err != nil {
@@ -176,9 +188,18 @@ type Result struct {
 	Built   int      // steps executed
 }
 
+// Summary is the error without the step's output, for a log that showed
+// the output as it came.
+func (e *StepError) Summary() string {
+	c := *e
+	c.Output = ""
+	return c.Error()
+}
+
 // StepError is a failed build step; Step is 1-based, 0 for finalize.
 type StepError struct {
 	Step     int
+	Line     int // the step's Dockerfile line when the build names steps by line
 	What     string
 	ExitCode int
 	Output   string // last lines of the step's output
@@ -187,7 +208,10 @@ type StepError struct {
 
 func (e *StepError) Error() string {
 	where := "finalize"
-	if e.Step > 0 {
+	switch {
+	case e.Line > 0:
+		where = fmt.Sprintf("Dockerfile line %d", e.Line)
+	case e.Step > 0:
 		where = fmt.Sprintf("step %d", e.Step)
 	}
 	msg := fmt.Sprintf("%s (%s) failed", where, e.What)
@@ -251,9 +275,23 @@ func (e *Executor) Build(ctx context.Context, req Request) (*Result, error) {
 	layers := append([]string(nil), req.Base.Layers...)
 	key := chainKey("base", req.Base.Key)
 	force := req.Force
+	byLine := stepsHaveLines(req.Steps)
+	label := func(n int, s Step) string {
+		if byLine {
+			return fmt.Sprintf("[line %d]", s.Line)
+		}
+		return fmt.Sprintf("[%d/%d]", n, len(req.Steps))
+	}
 	for i, s := range req.Steps {
 		n := i + 1
 		t0 := time.Now()
+		onLine := func(err error) error {
+			var se *StepError
+			if byLine && errors.As(err, &se) && se.Step == n {
+				se.Line = s.Line
+			}
+			return err
+		}
 		desc, _ := json.Marshal(struct {
 			T string   `json:"t"`
 			A []string `json:"a"`
@@ -261,12 +299,17 @@ func (e *Executor) Build(ctx context.Context, req Request) (*Result, error) {
 		}{s.Type, s.Args, s.FilesHash})
 		key = chainKey(key, string(desc))
 		res.Keys = append(res.Keys, key)
-		layerStep, err := e.apply(&st, s, n, isPrologue(req.Steps, i))
+		prologue := isPrologue(req.Steps, i)
+		layerStep, err := e.apply(&st, s, n, prologue)
 		if err != nil {
-			return nil, err
+			return nil, onLine(err)
 		}
 		if !layerStep {
-			logf(Progress{Step: n, Message: fmt.Sprintf("[%d/%d] %s", n, len(req.Steps), s)})
+			// A Dockerfile's FROM implies the prologue (USER root, WORKDIR
+			// /): the user did not write it, so it is not listed.
+			if !byLine || !prologue {
+				logf(Progress{Step: n, Message: label(n, s) + " " + s.String()})
+			}
 			continue
 		}
 		force = force || s.Force
@@ -282,16 +325,16 @@ func (e *Executor) Build(ctx context.Context, req Request) (*Result, error) {
 			now := time.Now()
 			_ = os.Chtimes(filepath.Join(dir, "complete"), now, now)
 			res.Cached++
-			logf(Progress{Step: n, Cached: true, Message: fmt.Sprintf("[%d/%d] CACHED %s", n, len(req.Steps), s)})
+			logf(Progress{Step: n, Cached: true, Message: label(n, s) + " CACHED " + s.String()})
 		} else {
-			logf(Progress{Step: n, Message: fmt.Sprintf("[%d/%d] %s", n, len(req.Steps), s)})
+			logf(Progress{Step: n, Message: label(n, s) + " " + s.String()})
 			if err := e.runStep(ctx, n, s, st, layers, dir, req.Files, func(line string) {
 				logf(Progress{Step: n, Message: line})
 			}); err != nil {
-				return nil, err
+				return nil, onLine(err)
 			}
 			res.Built++
-			logf(Progress{Step: n, Message: fmt.Sprintf("[%d/%d] done in %s", n, len(req.Steps), time.Since(t0).Round(time.Millisecond))})
+			logf(Progress{Step: n, Message: fmt.Sprintf("%s done in %s", label(n, s), time.Since(t0).Round(time.Millisecond))})
 		}
 		if !layerEmpty(dir) {
 			layers = append([]string{filepath.Join(dir, "diff")}, layers...)
@@ -371,6 +414,17 @@ func (e *Executor) apply(st *state, s Step, n int, prologue bool) (bool, error) 
 // emit it). It sets Docker's build-time defaults; unlike USER and WORKDIR
 // the Dockerfile itself says, it does not change the template's default
 // user and directory, which stay the base's (user, /home/user).
+// stepsHaveLines reports whether every step names its Dockerfile line,
+// as the steps of sbx's own Dockerfile import do.
+func stepsHaveLines(steps []Step) bool {
+	for _, s := range steps {
+		if s.Line <= 0 {
+			return false
+		}
+	}
+	return len(steps) > 0
+}
+
 func isPrologue(steps []Step, i int) bool {
 	if len(steps) < 2 || i > 1 {
 		return false

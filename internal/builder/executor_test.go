@@ -276,8 +276,8 @@ func TestBuildErrors(t *testing.T) {
 		want             []string
 		exit             int
 	}{
-		{"failing RUN", "FROM base\nRUN echo before-failing && exit 3\n", []string{"step 3", "exit code 3", "before-failing"}, 3},
-		{"missing COPY source", "FROM base\nCOPY missing.txt /tmp/\n", []string{"step 3", `"missing.txt" matches no file`}, 0},
+		{"failing RUN", "FROM base\nRUN echo before-failing && exit 3\n", []string{"Dockerfile line 2 (RUN", "exit code 3", "before-failing"}, 3},
+		{"missing COPY source", "FROM base\n\n# comment\nCOPY missing.txt /tmp/\n", []string{"Dockerfile line 4 (COPY", `"missing.txt" matches no file`}, 0},
 		{"unknown user", "FROM base\nUSER nobody-here\nRUN true\n", []string{"user nobody-here does not exist"}, 126},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -311,6 +311,28 @@ func TestBuildReadyCommandNeverReady(t *testing.T) {
 	if !errors.As(err, &se) || se.Step != 0 || !strings.Contains(err.Error(), "finalize") ||
 		!strings.Contains(err.Error(), "ready command never exited 0") || !strings.Contains(err.Error(), "starting") {
 		t.Fatalf("err = %v; want a finalize StepError with the start command's output", err)
+	}
+}
+
+// TestBuildStartCommandExits: a start command that exits within the grace
+// period fails the build even without a ready command: with its exit code
+// (a typo: 127), or, exiting 0, because nothing would run in sandboxes.
+func TestBuildStartCommandExits(t *testing.T) {
+	env := newTestEnv(t)
+	env.exec.cfg.StartGrace = time.Second
+	files := &dirFiles{dir: t.TempDir()}
+	for _, tc := range []struct{ start, want string }{
+		{"nosuchcommand", "exited with code 127"},
+		{"echo started-and-gone", "nothing would run"},
+	} {
+		t.Run(tc.start, func(t *testing.T) {
+			p := files.plan(t, "FROM base\nRUN true\n")
+			_, err := env.exec.Build(t.Context(), Request{Base: env.base, Steps: p.Steps, Files: files, StartCmd: tc.start})
+			var se *StepError
+			if !errors.As(err, &se) || se.Step != 0 || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v; want a finalize StepError saying %q", err, tc.want)
+			}
+		})
 	}
 }
 

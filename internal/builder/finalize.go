@@ -15,7 +15,9 @@ import (
 // successful check is cached by the final key plus both commands, so an
 // unchanged rebuild does not wait for the ready command again.
 func (e *Executor) finalize(ctx context.Context, req Request, res *Result, key string, force bool, logf func(Progress)) error {
-	fkey := chainKey(key, "finalize", req.StartCmd, req.ReadyCmd, res.User, res.Workdir)
+	// "grace": checks cached before the start command had to survive its
+	// start passed commands that exit at once; they are checked again.
+	fkey := chainKey(key, "finalize", "grace", req.StartCmd, req.ReadyCmd, res.User, res.Workdir)
 	marker := filepath.Join(e.LayersDir(), fkey)
 	if !force && layerComplete(marker) {
 		now := time.Now()
@@ -27,26 +29,41 @@ func (e *Executor) finalize(ctx context.Context, req Request, res *Result, key s
 		if ready == "" {
 			ready = "true"
 		}
-		logf(Progress{Message: fmt.Sprintf("starting %q and waiting for ready command %q", req.StartCmd, ready)})
+		if req.ReadyCmd == "" {
+			logf(Progress{Message: fmt.Sprintf("starting %q and checking that it keeps running for %s", req.StartCmd, e.cfg.StartGrace)})
+		} else {
+			logf(Progress{Message: fmt.Sprintf("starting %q and waiting for ready command %q", req.StartCmd, ready)})
+		}
 		scratch, err := e.scratchDir("final-")
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(scratch)
 		// The start command runs in the background as the template's user;
-		// the ready command is polled as that user too.
-		// A start command that exits non-zero before it is ready fails at
-		// once with its output (one that exits 0 may have started a daemon).
+		// the ready command is polled as that user too. A start command
+		// that exits non-zero (or is killed) before it is ready, or within
+		// StartGrace of starting, fails at once with its output: otherwise
+		// a typo such as "nosuchcommand" would build a template whose
+		// sandboxes run nothing. One that exits 0 may have started a
+		// daemon, which only a ready command can vouch for.
+		hasReady := "1"
+		if req.ReadyCmd == "" {
+			hasReady = ""
+		}
 		script := fmt.Sprintf(`(%s) >/tmp/.sbx-start.log 2>&1 &
-pid=$!; live=1
+pid=$!; live=1; code=0
+check() { if [ $live = 1 ] && ! kill -0 $pid 2>/dev/null; then live=0; wait $pid; code=$?; fi; }
+failed() { echo "start command exited with code $code $1; its last output:"; tail -n 20 /tmp/.sbx-start.log; exit 1; }
 i=0; until /bin/sh -c %s; do
-  if [ $live = 1 ] && ! kill -0 $pid 2>/dev/null; then
-    live=0; wait $pid; code=$?
-    if [ $code -ne 0 ]; then echo "start command exited with code $code before it was ready; its last output:"; tail -n 20 /tmp/.sbx-start.log; exit 1; fi
-  fi
+  check; if [ $live = 0 ] && [ $code -ne 0 ]; then failed "before it was ready"; fi
   i=$((i+1)); if [ $i -ge %d ]; then echo "ready command never exited 0"; tail -n 20 /tmp/.sbx-start.log; exit 1; fi; sleep 0.2
 done
-echo "ready after ${i} polls"`, req.StartCmd, shellQuote(ready), int(e.cfg.ReadyTimeout/(200*time.Millisecond)))
+echo "ready after ${i} polls"
+while [ $live = 1 ] && [ $i -lt %d ]; do sleep 0.2; i=$((i+1)); check; done
+check
+if [ $live = 0 ] && [ $code -ne 0 ]; then failed "right after it started"; fi
+if [ $live = 0 ] && [ -z "%s" ]; then failed "right after it started, so nothing would run in the template's sandboxes (if it starts a daemon, pass a ready command that checks it)"; fi`,
+			req.StartCmd, shellQuote(ready), int(e.cfg.ReadyTimeout/(200*time.Millisecond)), int(e.cfg.StartGrace/(200*time.Millisecond)), hasReady)
 		st := state{user: res.User, workdir: res.Workdir, env: res.Env}
 		code, out, err := e.exec(ctx, "build"+randHex(6), scratch, res.Layers, st, res.User, script,
 			e.cfg.ReadyTimeout+time.Minute, func(l string) { logf(Progress{Message: l}) }, nil)

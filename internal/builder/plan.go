@@ -44,8 +44,10 @@ type Step struct {
 	Args      []string `json:"args"`
 	FilesHash string   `json:"filesHash,omitempty"`
 	Force     bool     `json:"force,omitempty"`
-	// Line is the Dockerfile line the step came from (0 for steps the
-	// importer adds, such as the leading USER root).
+	// Line is the Dockerfile line the step came from (the leading USER root
+	// and WORKDIR / have FROM's). Builds whose steps all have one (sbx's own
+	// Dockerfile import) name steps by line, as the user sees the file;
+	// others (the E2B SDKs') by their index in the request.
 	Line int `json:"line,omitempty"`
 }
 
@@ -70,6 +72,9 @@ type Plan struct {
 	// Notes lists instructions that were accepted but have no effect in a
 	// sandbox (EXPOSE, LABEL, ...), so nothing is ignored silently.
 	Notes []string `json:"notes,omitempty"`
+	// Warnings lists instructions that were accepted but behave otherwise
+	// than under Docker (VOLUME), which a user should read.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ParseOptions tune Parse.
@@ -178,11 +183,17 @@ func nodeArgs(n *parser.Node) []string {
 
 // unsupported maps instructions sbx rejects to a hint on what to do instead.
 var unsupported = map[string]string{
-	"volume":      "sandboxes have one writable root filesystem; create the directory with RUN mkdir -p instead",
 	"shell":       "RUN uses /bin/sh -c; call another shell explicitly, e.g. RUN bash -c '...'",
 	"onbuild":     "triggers are not supported; put the instructions in the Dockerfile that needs them",
 	"healthcheck": "use a ready command instead (sbx template build --ready-cmd '...')",
 	"stopsignal":  "sandboxes are stopped by killing them; remove STOPSIGNAL",
+}
+
+// warnings are accepted and listed in Plan.Warnings: they do not do what
+// Docker does, and a user relying on that should hear it.
+var warnings = map[string]string{
+	"volume": "sandboxes have one writable root filesystem, so nothing is mounted there and its files are part of the template; " +
+		"create the directory with RUN mkdir -p if the start command needs it",
 }
 
 // noops are accepted and listed in Plan.Notes.
@@ -202,6 +213,11 @@ func (p *planner) instruction(n *parser.Node) error {
 	}
 	if hint, ok := unsupported[name]; ok {
 		return lineErr(n, "not supported by sbx: %s", hint)
+	}
+	if why, ok := warnings[name]; ok {
+		p.plan.Warnings = append(p.plan.Warnings, fmt.Sprintf("line %d: %s has no effect (%s)",
+			n.StartLine, strings.TrimSpace(n.Original), why))
+		return nil
 	}
 	if why, ok := noops[name]; ok {
 		p.plan.Notes = append(p.plan.Notes, fmt.Sprintf("line %d: %s has no effect (%s)", n.StartLine, strings.ToUpper(name), why))
@@ -254,8 +270,10 @@ func (p *planner) from(n *parser.Node) error {
 		p.plan.FromImage = true
 	}
 	// As the E2B SDK's Dockerfile import does: Docker semantics start as
-	// root in /, whatever the base template's defaults are.
-	p.plan.Steps = append(p.plan.Steps, Step{Type: StepUser, Args: []string{"root"}}, Step{Type: StepWorkdir, Args: []string{"/"}})
+	// root in /, whatever the base template's defaults are. Both steps
+	// belong to the FROM line, so every step names a line of the file.
+	p.plan.Steps = append(p.plan.Steps, Step{Type: StepUser, Args: []string{"root"}, Line: n.StartLine},
+		Step{Type: StepWorkdir, Args: []string{"/"}, Line: n.StartLine})
 	return nil
 }
 
@@ -310,6 +328,40 @@ func (p *planner) envInstr(n *parser.Node) error {
 	return nil
 }
 
+// badJSONForm reports an instruction written in the exec (JSON) form that is
+// not valid JSON, such as CMD [ "sleep" or CMD ['app']. Docker silently runs
+// such text as a shell command line (here: the test command "["), which
+// fails only when a sandbox starts. A RUN may legitimately start with the
+// test command ([ -f x ] && ...), so for RUN only text that cannot be one
+// (a quote right after the bracket) counts.
+func badJSONForm(n *parser.Node, name string) error {
+	if n.Attributes["json"] {
+		return nil
+	}
+	text := strings.TrimSpace(n.Original)
+	if i := strings.IndexAny(text, " \t"); i >= 0 {
+		text = strings.TrimSpace(text[i:])
+	} else {
+		return nil
+	}
+	for _, f := range n.Flags { // RUN --flag [...] (flags are rejected later anyway)
+		text = strings.TrimSpace(strings.TrimPrefix(text, f))
+	}
+	if !strings.HasPrefix(text, "[") {
+		return nil
+	}
+	if name == "run" && !strings.HasPrefix(text, `["`) && !strings.HasPrefix(text, "['") {
+		return nil
+	}
+	why := "it is not a JSON array of strings"
+	var arr []string
+	if err := json.Unmarshal([]byte(text), &arr); err != nil {
+		why = err.Error()
+	}
+	return lineErr(n, "%s looks like the exec form but is not valid JSON (%s); write it as %s [\"prog\", \"arg\"] "+
+		"with double quotes and commas, or as a shell command line without brackets", text, why, strings.ToUpper(name))
+}
+
 // shellCommand turns RUN/CMD/ENTRYPOINT arguments (shell or JSON form) into
 // one command line for /bin/sh -c.
 func shellCommand(n *parser.Node) string {
@@ -335,6 +387,9 @@ func shellQuote(s string) string {
 func (p *planner) run(n *parser.Node) error {
 	for _, f := range n.Flags {
 		return lineErr(n, "flag %s is not supported; RUN steps always have network access and no mounts", f)
+	}
+	if err := badJSONForm(n, "run"); err != nil {
+		return err
 	}
 	cmd := strings.TrimSpace(shellCommand(n))
 	if cmd == "" {
@@ -439,6 +494,9 @@ func (p *planner) user(n *parser.Node) error {
 }
 
 func (p *planner) startCmd(n *parser.Node, name string) error {
+	if err := badJSONForm(n, name); err != nil {
+		return err
+	}
 	cmd := strings.TrimSpace(shellCommand(n))
 	if name == "entrypoint" {
 		p.entry = cmd

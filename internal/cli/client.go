@@ -75,7 +75,7 @@ func parsePairs(flag string, values []string) (map[string]string, error) {
 	for _, v := range values {
 		k, val, ok := strings.Cut(v, "=")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("invalid --%s %q: want KEY=VALUE", flag, v)
+			return nil, usageErrorf("invalid --%s %q: want KEY=VALUE", flag, v)
 		}
 		m[k] = val
 	}
@@ -87,13 +87,13 @@ func parsePairs(flag string, values []string) (map[string]string, error) {
 func parseTimeout(s string) (time.Duration, error) {
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		if n < 0 {
-			return 0, fmt.Errorf("invalid timeout %q: must not be negative", s)
+			return 0, usageErrorf("invalid timeout %q: must not be negative", s)
 		}
 		return time.Duration(n) * time.Second, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
-		return 0, fmt.Errorf("invalid timeout %q: want seconds (300) or a duration (5m, 1h)", s)
+		return 0, usageErrorf("invalid timeout %q: want seconds (300) or a duration (5m, 1h)", s)
 	}
 	return d, nil
 }

@@ -1,23 +1,17 @@
 package cli
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/sbxdev/sbx/sdk"
 	"github.com/spf13/cobra"
-
-	"github.com/sbxdev/sbx/internal/events"
 )
 
 func newEventsCmd() *cobra.Command {
@@ -31,7 +25,7 @@ func newEventsCmd() *cobra.Command {
 	return cmd
 }
 
-func printEvent(w io.Writer, ev *events.JSON, asJSON bool) {
+func printEvent(w io.Writer, ev *sdk.Event, asJSON bool) {
 	if asJSON {
 		b, _ := json.Marshal(ev)
 		fmt.Fprintln(w, string(b))
@@ -64,20 +58,13 @@ func newEventsListCmd(opts *clientOptions) *cobra.Command {
   sbx events list --type sandbox.lifecycle.killed --limit 100 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			q := url.Values{"limit": {strconv.Itoa(limit)}, "offset": {strconv.Itoa(offset)}, "orderAsc": {strconv.FormatBool(asc)}}
-			for _, t := range types {
-				q.Add("types", t)
-			}
-			path := "/events/sandboxes"
-			if sandbox != "" {
-				path += "/" + url.PathEscape(sandbox)
-			}
-			var list []events.JSON
-			if err := c.do(cmd.Context(), "GET", path+"?"+q.Encode(), nil, &list); err != nil {
+			list, err := c.ListEvents(cmd.Context(), sdk.EventsOptions{SandboxID: sandbox, Types: types,
+				Limit: limit, Offset: offset, Ascending: asc})
+			if err != nil {
 				return err
 			}
 			for i := range list {
@@ -108,26 +95,25 @@ func newEventsTailCmd(opts *clientOptions) *cobra.Command {
   sbx events tail --since 0    # replay everything, then follow`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			q := url.Values{}
-			for _, t := range types {
-				q.Add("types", t)
-			}
-			if sandbox != "" {
-				q.Set("sandboxId", sandbox)
-			}
-			last := since
+			so := sdk.StreamEventsOptions{Types: types, SandboxID: sandbox, After: since}
 			for backoff := time.Second; ; {
-				err := c.tail(ctx, q, &last, func(ev *events.JSON) { printEvent(cmd.OutOrStdout(), ev, asJSON) })
+				err := c.StreamEvents(ctx, so, func(ev sdk.Event, id string) {
+					printEvent(cmd.OutOrStdout(), &ev, asJSON)
+					if id != "" {
+						so.After = id // a reconnect resumes after it
+					}
+				})
 				if ctx.Err() != nil {
 					return nil
 				}
-				if err != nil && strings.Contains(err.Error(), "HTTP 4") {
+				var ae *sdk.APIError
+				if errors.As(err, &ae) && ae.Status/100 == 4 {
 					return err // bad flags or key: reconnecting will not help
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "stream interrupted (%v); reconnecting in %s\n", err, backoff)
@@ -146,48 +132,4 @@ func newEventsTailCmd(opts *clientOptions) *cobra.Command {
 	f.StringVar(&since, "since", "", "replay events after this sequence number (the SSE id) before following")
 	f.BoolVar(&asJSON, "json", false, "one JSON object per line")
 	return cmd
-}
-
-// tail reads the SSE stream until it ends, updating *last with each
-// event's id so a reconnect resumes with Last-Event-ID.
-func (c *apiClient) tail(ctx context.Context, q url.Values, last *string, emit func(*events.JSON)) error {
-	q2 := url.Values{}
-	for k, v := range q {
-		q2[k] = v
-	}
-	if *last != "" {
-		q2.Set("lastEventId", *last)
-	}
-	resp, err := c.request(ctx, "GET", "/events/stream?"+q2.Encode(), nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	var id, data string
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if data != "" {
-				var ev events.JSON
-				if err := json.Unmarshal([]byte(data), &ev); err == nil {
-					emit(&ev)
-				}
-				if id != "" {
-					*last = id
-				}
-			}
-			id, data = "", ""
-		case strings.HasPrefix(line, "id:"):
-			id = strings.TrimSpace(line[3:])
-		case strings.HasPrefix(line, "data:"):
-			data += strings.TrimSpace(line[5:])
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return err
-	}
-	return errors.New("server closed the stream")
 }

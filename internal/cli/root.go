@@ -41,5 +41,6 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newTemplateCmd(),
 		newVersionCmd(),
 	)
+	markUsageErrors(root)
 	return root
 }

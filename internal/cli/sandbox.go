@@ -217,8 +217,13 @@ func newSandboxInfoCmd(opts *clientOptions) *cobra.Command {
 			if s.PauseTier != "" {
 				state += " (" + s.PauseTier + ")"
 			}
+			tpl := s.TemplateName()
+			if tpl != s.TemplateID {
+				tpl += " (" + s.TemplateID + ")"
+			}
 			fmt.Fprintf(tw, "ID\t%s\nTemplate\t%s\nState\t%s\nStarted\t%s\nEnds\t%s\n",
-				s.SandboxID, s.TemplateID, state, s.StartedAt.Local().Format(time.RFC3339), s.EndAt.Local().Format(time.RFC3339))
+				s.SandboxID, tpl, state, s.StartedAt.Local().Format(time.RFC3339), s.EndAt.Local().Format(time.RFC3339))
+			fmt.Fprintf(tw, "At timeout\t%s\nRuntime\t%s\nInternet\t%s\n", lifecycleText(s.Lifecycle), orDash(s.Runtime), internetText(s.AllowInternetAccess))
 			fmt.Fprintf(tw, "CPUs\t%d\nMemory\t%d MiB\nDisk\t%d MiB\nenvd\t%s\nMetadata\t%s\n",
 				s.CPUCount, s.MemoryMB, s.DiskSizeMB, s.EnvdVersion, formatPairs(s.Metadata))
 			return tw.Flush()
@@ -226,6 +231,26 @@ func newSandboxInfoCmd(opts *clientOptions) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// lifecycleText says what happens at the sandbox's timeout.
+func lifecycleText(l *sdk.Lifecycle) string {
+	switch {
+	case l == nil:
+		return "-"
+	case l.OnTimeout == "pause" && l.AutoResume:
+		return "pause (resumes when used)"
+	case l.OnTimeout == "":
+		return "kill"
+	}
+	return l.OnTimeout
+}
+
+func internetText(allow *bool) string {
+	if allow != nil && !*allow {
+		return "blocked"
+	}
+	return "allowed"
 }
 
 func newSandboxKillCmd(opts *clientOptions) *cobra.Command {

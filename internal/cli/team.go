@@ -111,13 +111,13 @@ Spending limits are budgets: sbx budget set --team TEAM.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("max-sandboxes") {
-				return fmt.Errorf("nothing to change: pass --max-sandboxes N (or default)")
+				return usageErrorf("nothing to change: pass --max-sandboxes N (or default)")
 			}
 			var maxp *int
 			if max != "default" {
 				n, err := strconv.Atoi(max)
 				if err != nil || n < 0 {
-					return fmt.Errorf("--max-sandboxes %q: want a number ≥ 0 (0 = no cap) or default", max)
+					return usageErrorf("--max-sandboxes %q: want a number ≥ 0 (0 = no cap) or default", max)
 				}
 				maxp = &n
 			}
@@ -154,7 +154,7 @@ paused sandboxes are killed; its events and usage history stay, and so do its te
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !yes {
-				return fmt.Errorf("deleting team %s kills its sandboxes and revokes its keys: pass --yes to confirm", args[0])
+				return usageErrorf("deleting team %s kills its sandboxes and revokes its keys: pass --yes to confirm", args[0])
 			}
 			c, err := opts.admin("")
 			if err != nil {

@@ -255,7 +255,7 @@ func (o *clientOptions) rawConfig() (sdk.Config, *http.Client, error) {
 
 func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *buildFlags, changed func(string) bool) error {
 	t0 := time.Now()
-	cfg, hc, err := opts.rawConfig()
+	c, err := opts.client()
 	if err != nil {
 		return err
 	}
@@ -284,6 +284,9 @@ func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *
 	plan, err := builder.Parse(bytes.NewReader(src), builder.ParseOptions{BuildArgs: args})
 	if err != nil {
 		return fmt.Errorf("%s: %w", df, err)
+	}
+	for _, n := range plan.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", n)
 	}
 	for _, n := range plan.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
@@ -339,13 +342,19 @@ func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *
 		uploads[i] = upload{files, h}
 	}
 
-	var reg struct {
-		TemplateID string `json:"templateID"`
-		BuildID    string `json:"buildID"`
+	bo := sdk.TemplateBuildOptions{Name: name, Tags: f.tags, CPUCount: cpu, MemoryMB: mem,
+		StartCmd: startCmd, ReadyCmd: readyCmd, Force: f.noCache, NoSnapshot: f.noSnapshot}
+	if plan.FromImage {
+		bo.FromImage = plan.From
+	} else {
+		bo.FromTemplate = builder.TemplateBase(plan.From)
 	}
-	if err := apiCall(ctx, hc, cfg, http.MethodPost, "/v3/templates",
-		map[string]any{"name": name, "tags": f.tags, "cpuCount": cpu, "memoryMB": mem}, &reg); err != nil {
-		return fmt.Errorf("register template %q: %w", name, err)
+	for _, s := range plan.Steps {
+		bo.Steps = append(bo.Steps, sdk.TemplateStep{Type: s.Type, Args: s.Args, FilesHash: s.FilesHash, Force: s.Force, Line: s.Line})
+	}
+	reg, err := c.RegisterTemplateBuild(ctx, bo)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(w, "Building template %s (%s), build %s\n", name, reg.TemplateID, reg.BuildID)
 	for i := range plan.Steps {
@@ -360,28 +369,15 @@ func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *
 			}
 		}
 		fmt.Fprintf(w, "[%6.1fs] files for %s: %d entries, %.1f MiB\n", time.Since(t0).Seconds(), plan.Steps[i], len(u.files), float64(size)/(1<<20))
-		if err := uploadFiles(ctx, hc, cfg, reg.TemplateID, f.dir, u.hash, u.files); err != nil {
+		if err := c.UploadTemplateFiles(ctx, reg.TemplateID, u.hash, contextArchive(f.dir, u.files)); err != nil {
 			return fmt.Errorf("upload files of %s: %w", plan.Steps[i], err)
 		}
 	}
-	start := map[string]any{"steps": plan.Steps, "startCmd": startCmd, "readyCmd": readyCmd, "force": f.noCache}
-	if f.noSnapshot {
-		start["noSnapshot"] = true // sbx extension of E2B's build request
-	}
-	if plan.FromImage {
-		start["fromImage"] = plan.From
-	} else {
-		start["fromTemplate"] = builder.TemplateBase(plan.From)
-	}
-	if err := apiCall(ctx, hc, cfg, http.MethodPost, "/v2/templates/"+reg.TemplateID+"/builds/"+reg.BuildID, start, nil); err != nil {
-		return fmt.Errorf("start build: %w", err)
-	}
-	st, err := followBuild(ctx, w, hc, cfg, reg.TemplateID, reg.BuildID, t0)
-	if err != nil {
+	if err := c.StartTemplateBuild(ctx, *reg, bo); err != nil {
 		return err
 	}
-	if st != "ready" {
-		return fmt.Errorf("build %s ended with status %s", reg.BuildID, st)
+	if err := followBuild(ctx, w, c, *reg, t0); err != nil {
+		return err
 	}
 	tc["template_id"], tc["template_name"] = reg.TemplateID, name
 	if tc["dockerfile"] == "" {
@@ -396,106 +392,46 @@ func runTemplateBuild(ctx context.Context, w io.Writer, opts *clientOptions, f *
 	return nil
 }
 
-func uploadFiles(ctx context.Context, hc *http.Client, cfg sdk.Config, templateID, dir, hash string, files []builder.ContextFile) error {
-	var st struct {
-		Present bool   `json:"present"`
-		URL     string `json:"url"`
-	}
-	if err := apiCall(ctx, hc, cfg, http.MethodGet, "/templates/"+templateID+"/files/"+hash, nil, &st); err != nil {
-		return err
-	}
-	if st.Present {
-		return nil
-	}
-	// Spool to a temporary file: contexts can be large, and the upload
-	// needs an exact Content-Length (as presigned URLs do).
-	tmp, err := os.CreateTemp("", "sbx-context-*.tar.gz")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	if err := builder.WriteTar(tmp, dir, files); err != nil {
-		return err
-	}
-	size, err := tmp.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, st.URL, io.NopCloser(tmp))
-	if err != nil {
-		return err
-	}
-	req.ContentLength = size
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		var e struct {
-			Message string `json:"message"`
+// contextArchive spools files of the context to a temporary gzip tar for
+// an upload: contexts can be large, and the upload needs an exact length.
+func contextArchive(dir string, files []builder.ContextFile) func() (io.ReadCloser, int64, error) {
+	return func() (io.ReadCloser, int64, error) {
+		tmp, err := os.CreateTemp("", "sbx-context-*.tar.gz")
+		if err != nil {
+			return nil, 0, err
 		}
-		if json.Unmarshal(b, &e) == nil && e.Message != "" {
-			return fmt.Errorf("%s (HTTP %d)", e.Message, resp.StatusCode)
+		// Unlinked at once: the open file is all the upload needs.
+		os.Remove(tmp.Name())
+		if err := builder.WriteTar(tmp, dir, files); err != nil {
+			tmp.Close()
+			return nil, 0, err
 		}
-		return fmt.Errorf("upload: HTTP %d: %s", resp.StatusCode, b)
+		size, err := tmp.Seek(0, io.SeekCurrent)
+		if err == nil {
+			_, err = tmp.Seek(0, io.SeekStart)
+		}
+		if err != nil {
+			tmp.Close()
+			return nil, 0, err
+		}
+		return tmp, size, nil
 	}
-	return nil
 }
 
-// followBuild polls the build status and prints its log with elapsed time.
-func followBuild(ctx context.Context, w io.Writer, hc *http.Client, cfg sdk.Config, templateID, buildID string, t0 time.Time) (string, error) {
-	offset := 0
-	for {
-		var st struct {
-			Status     string `json:"status"`
-			LogEntries []struct {
-				Message string `json:"message"`
-				Level   string `json:"level"`
-			} `json:"logEntries"`
-			Reason *struct {
-				Message string `json:"message"`
-				Step    string `json:"step"`
-			} `json:"reason"`
-		}
-		path := fmt.Sprintf("/templates/%s/builds/%s/status?logsOffset=%d", templateID, buildID, offset)
-		if err := apiCall(ctx, hc, cfg, http.MethodGet, path, nil, &st); err != nil {
-			return "", err
-		}
-		for _, e := range st.LogEntries {
-			fmt.Fprintf(w, "[%6.1fs] %s\n", time.Since(t0).Seconds(), e.Message)
-		}
-		offset += len(st.LogEntries)
-		switch st.Status {
-		case "ready":
-			if len(st.LogEntries) == 0 {
-				return st.Status, nil
-			}
-		case "error":
-			if len(st.LogEntries) == 0 {
-				msg := "build failed"
-				if st.Reason != nil {
-					msg = st.Reason.Message
-					if st.Reason.Step != "" {
-						msg = fmt.Sprintf("build failed at step %s: %s", st.Reason.Step, msg)
-					}
-				}
-				return st.Status, errors.New(msg)
-			}
-		}
-		if len(st.LogEntries) == 0 {
-			select {
-			case <-ctx.Done():
-				return "", ctx.Err()
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
+// followBuild waits for a build and prints its log with elapsed time. A
+// failed build's error is in the log already: the returned error only
+// points at it, so it is printed once.
+func followBuild(ctx context.Context, w io.Writer, c *sdk.Client, b sdk.TemplateBuild, t0 time.Time) error {
+	logged := false
+	err := c.WaitTemplateBuild(ctx, b, func(e sdk.BuildLogEntry) {
+		fmt.Fprintf(w, "[%6.1fs] %s\n", time.Since(t0).Seconds(), e.Message)
+		logged = logged || e.Level == "error"
+	})
+	var be *sdk.BuildError
+	if errors.As(err, &be) && logged {
+		return fmt.Errorf("build %s failed (the error is above)", b.BuildID)
 	}
+	return err
 }
 
 func newTemplateListCmd(opts *clientOptions) *cobra.Command {
@@ -653,26 +589,11 @@ templates first: sbx template build --path templates/<name> --name <name>.`,
 const benchBase = "bench-base"
 
 func ensureBenchBase(ctx context.Context, opts *clientOptions) error {
-	cfg, hc, err := opts.rawConfig()
+	c, err := opts.client()
 	if err != nil {
 		return err
 	}
-	var reg struct {
-		TemplateID string `json:"templateID"`
-		BuildID    string `json:"buildID"`
-	}
-	if err := apiCall(ctx, hc, cfg, http.MethodPost, "/v3/templates",
-		map[string]any{"name": benchBase, "cpuCount": 2, "memoryMB": 4096}, &reg); err != nil {
-		return err
-	}
-	if err := apiCall(ctx, hc, cfg, http.MethodPost, "/v2/templates/"+reg.TemplateID+"/builds/"+reg.BuildID,
-		map[string]any{"fromTemplate": "base", "steps": []builder.Step{}}, nil); err != nil {
-		return err
-	}
-	st, err := followBuild(ctx, io.Discard, hc, cfg, reg.TemplateID, reg.BuildID, time.Now())
-	if err == nil && st != "ready" {
-		err = fmt.Errorf("build ended %s", st)
-	}
+	_, err = c.BuildTemplate(ctx, sdk.TemplateBuildOptions{Name: benchBase, CPUCount: 2, MemoryMB: 4096, FromTemplate: "base"})
 	return err
 }
 

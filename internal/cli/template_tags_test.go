@@ -11,12 +11,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/events/eventstest"
 	"github.com/sbxdev/sbx/internal/template"
+	"github.com/sbxdev/sbx/sdk"
 )
 
 // instantExecutor "builds" by returning the base's layers: these tests are
@@ -52,21 +52,14 @@ func tagServer(t *testing.T) (string, string, string) {
 	t.Cleanup(srv.Close)
 	var builds []string
 	for _, name := range []string{"app:v1", "app"} {
-		ctx := t.Context()
-		hc, cfg := srv.Client(), clientOptions{apiURL: srv.URL, apiKey: "e2b_00"}
-		c, _, err := cfg.rawConfig()
+		cfg := clientOptions{apiURL: srv.URL, apiKey: "e2b_00"}
+		c, err := cfg.client()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var reg struct{ TemplateID, BuildID string }
-		if err := apiCall(ctx, hc, c, "POST", "/v3/templates", map[string]any{"name": name}, &reg); err != nil {
-			t.Fatal(err)
-		}
-		if err := apiCall(ctx, hc, c, "POST", "/v2/templates/"+reg.TemplateID+"/builds/"+reg.BuildID,
-			map[string]any{"fromTemplate": "base", "steps": []builder.Step{{Type: "RUN", Args: []string{"true"}}}}, nil); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := followBuild(ctx, io.Discard, hc, c, reg.TemplateID, reg.BuildID, time.Now()); err != nil {
+		reg, err := c.BuildTemplate(t.Context(), sdk.TemplateBuildOptions{Name: name, FromTemplate: "base",
+			Steps: []sdk.TemplateStep{{Type: "RUN", Args: []string{"true"}}}})
+		if err != nil {
 			t.Fatal(err)
 		}
 		builds = append(builds, reg.BuildID)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -9,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -21,7 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sbxdev/sbx/internal/events"
-	"github.com/sbxdev/sbx/internal/webhook"
+	"github.com/sbxdev/sbx/sdk"
 	whsig "github.com/sbxdev/sbx/sdk/webhook"
 )
 
@@ -56,7 +56,7 @@ func newSecret() string {
 	return "whsec_" + base64.StdEncoding.EncodeToString(b)
 }
 
-func printWebhooks(w io.Writer, list []webhook.Detail) error {
+func printWebhooks(w io.Writer, list []sdk.Webhook) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tENABLED\tURL\tEVENTS")
 	for _, h := range list {
@@ -80,7 +80,7 @@ func newWebhookCreateCmd(opts *clientOptions) *cobra.Command {
   sbx webhook create --name all --url https://example.com/h --event sandbox.lifecycle.created --event template.build.failed`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
@@ -89,9 +89,8 @@ func newWebhookCreateCmd(opts *clientOptions) *cobra.Command {
 				secret = newSecret()
 			}
 			enabled := !disabled
-			in := webhook.Input{Name: &name, URL: &target, Events: &types, Enabled: &enabled, SignatureSecret: &secret}
-			var d webhook.Detail
-			if err := c.do(cmd.Context(), "POST", "/events/webhooks", in, &d); err != nil {
+			d, err := c.CreateWebhook(cmd.Context(), sdk.WebhookOptions{Name: &name, URL: &target, Events: types, Enabled: &enabled, Secret: &secret})
+			if err != nil {
 				return err
 			}
 			if asJSON {
@@ -116,6 +115,31 @@ func newWebhookCreateCmd(opts *clientOptions) *cobra.Command {
 	return cmd
 }
 
+// webhookID resolves a webhook given by ID or by name (names need not be
+// unique: an ambiguous one is an error listing the IDs to choose from).
+func webhookID(ctx context.Context, c *sdk.Client, ref string) (string, error) {
+	list, err := c.ListWebhooks(ctx)
+	if err != nil {
+		return "", err
+	}
+	var ids []string
+	for _, d := range list {
+		if d.ID == ref {
+			return d.ID, nil
+		}
+		if d.Name == ref {
+			ids = append(ids, d.ID)
+		}
+	}
+	switch len(ids) {
+	case 0:
+		return "", fmt.Errorf("no webhook has the ID or name %q (see 'sbx webhook list')", ref)
+	case 1:
+		return ids[0], nil
+	}
+	return "", fmt.Errorf("%d webhooks are named %q: pass one of their IDs: %s", len(ids), ref, strings.Join(ids, ", "))
+}
+
 func newWebhookListCmd(opts *clientOptions) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -124,12 +148,12 @@ func newWebhookListCmd(opts *clientOptions) *cobra.Command {
 		Example: `  sbx webhook list --json | jq -r '.[].id'`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			var list []webhook.Detail
-			if err := c.do(cmd.Context(), "GET", "/events/webhooks", nil, &list); err != nil {
+			list, err := c.ListWebhooks(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if asJSON {
@@ -145,23 +169,27 @@ func newWebhookListCmd(opts *clientOptions) *cobra.Command {
 func newWebhookGetCmd(opts *clientOptions) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "get ID",
+		Use:     "get ID|NAME",
 		Short:   "Show one webhook (never its secret)",
 		Example: `  sbx webhook get 3f1c... --json`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			var d webhook.Detail
-			if err := c.do(cmd.Context(), "GET", "/events/webhooks/"+url.PathEscape(args[0]), nil, &d); err != nil {
+			id, err := webhookID(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			d, err := c.GetWebhook(cmd.Context(), id)
+			if err != nil {
 				return err
 			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), d)
 			}
-			return printWebhooks(cmd.OutOrStdout(), []webhook.Detail{d})
+			return printWebhooks(cmd.OutOrStdout(), []sdk.Webhook{*d})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -173,20 +201,24 @@ func newWebhookUpdateCmd(opts *clientOptions) *cobra.Command {
 	var types []string
 	var enable, disable, asJSON bool
 	cmd := &cobra.Command{
-		Use:   "update ID [--name N] [--url U] [--event T]... [--secret S] [--enable|--disable]",
+		Use:   "update ID|NAME [--name N] [--url U] [--event T]... [--secret S] [--enable|--disable]",
 		Short: "Change a webhook; only the given flags change",
 		Example: `  sbx webhook update 3f1c... --enable      # resume after an auto-disable
   sbx webhook update 3f1c... --event sandbox.lifecycle.killed`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if enable && disable {
-				return errors.New("--enable and --disable exclude each other")
+				return usageErrorf("--enable and --disable exclude each other")
 			}
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			var in webhook.Input
+			id, err := webhookID(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			var in sdk.WebhookOptions
 			f := cmd.Flags()
 			if f.Changed("name") {
 				in.Name = &name
@@ -195,22 +227,22 @@ func newWebhookUpdateCmd(opts *clientOptions) *cobra.Command {
 				in.URL = &target
 			}
 			if f.Changed("event") {
-				in.Events = &types
+				in.Events = types
 			}
 			if f.Changed("secret") {
-				in.SignatureSecret = &secret
+				in.Secret = &secret
 			}
 			if enable || disable {
 				in.Enabled = &enable
 			}
-			var d webhook.Detail
-			if err := c.do(cmd.Context(), "PATCH", "/events/webhooks/"+url.PathEscape(args[0]), in, &d); err != nil {
+			d, err := c.UpdateWebhook(cmd.Context(), id, in)
+			if err != nil {
 				return err
 			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), d)
 			}
-			return printWebhooks(cmd.OutOrStdout(), []webhook.Detail{d})
+			return printWebhooks(cmd.OutOrStdout(), []sdk.Webhook{*d})
 		},
 	}
 	f := cmd.Flags()
@@ -226,17 +258,21 @@ func newWebhookUpdateCmd(opts *clientOptions) *cobra.Command {
 
 func newWebhookDeleteCmd(opts *clientOptions) *cobra.Command {
 	return &cobra.Command{
-		Use:     "delete ID...",
+		Use:     "delete ID|NAME...",
 		Short:   "Delete webhooks with their delivery log",
 		Example: `  sbx webhook delete 3f1c...`,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			for _, id := range args {
-				if err := c.do(cmd.Context(), "DELETE", "/events/webhooks/"+url.PathEscape(id), nil, nil); err != nil {
+			for _, ref := range args {
+				id, err := webhookID(cmd.Context(), c, ref)
+				if err != nil {
+					return err
+				}
+				if err := c.DeleteWebhook(cmd.Context(), id); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "Deleted %s\n", id)
@@ -246,7 +282,7 @@ func newWebhookDeleteCmd(opts *clientOptions) *cobra.Command {
 	}
 }
 
-func describeAttempt(a *webhook.Attempt) string {
+func describeAttempt(a *sdk.WebhookAttempt) string {
 	s := fmt.Sprintf("attempt %d %s in %.1f ms", a.Attempt, a.Status, a.DurationMs)
 	if a.ResponseHTTPStatusCode != nil {
 		s += fmt.Sprintf(", HTTP %d", *a.ResponseHTTPStatusCode)
@@ -260,23 +296,27 @@ func describeAttempt(a *webhook.Attempt) string {
 func newWebhookTestCmd(opts *clientOptions) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "test ID",
+		Use:     "test ID|NAME",
 		Short:   "Send a signed test event (type webhook.test) and show the result",
 		Example: `  sbx webhook test 3f1c...`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			var a webhook.Attempt
-			if err := c.do(cmd.Context(), "POST", "/events/webhooks/"+url.PathEscape(args[0])+"/test", nil, &a); err != nil {
+			id, err := webhookID(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			a, err := c.TestWebhook(cmd.Context(), id)
+			if err != nil {
 				return err
 			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), a)
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), describeAttempt(&a))
+			fmt.Fprintln(cmd.OutOrStdout(), describeAttempt(a))
 			if a.Status != "success" {
 				return errors.New("the test delivery failed")
 			}
@@ -293,32 +333,33 @@ func newWebhookDeliveriesCmd(opts *clientOptions) *cobra.Command {
 	var cursor string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "deliveries ID",
+		Use:   "deliveries ID|NAME",
 		Short: "Show a webhook's deliveries with every attempt, newest first",
-		Example: `  sbx webhook deliveries 3f1c... --status failed
+		Example: `  sbx webhook deliveries my-hook --status failed
   sbx webhook deliveries 3f1c... --json | jq '.data[].attempts[-1].errorMessage'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			q := url.Values{"limit": {strconv.Itoa(limit)}}
-			if len(status) > 0 {
-				q.Set("deliveryStatus", strings.Join(status, ","))
+			id, err := webhookID(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
 			}
-			if cursor != "" {
-				q.Set("cursor", cursor)
-			}
-			var page webhook.DeliveryPage
-			if err := c.do(cmd.Context(), "GET", "/events/webhooks/"+url.PathEscape(args[0])+"/deliveries?"+q.Encode(), nil, &page); err != nil {
+			data, next, err := c.WebhookDeliveries(cmd.Context(), id, sdk.DeliveriesOptions{Limit: limit, Status: status, Cursor: cursor})
+			if err != nil {
 				return err
 			}
 			if asJSON {
+				page := map[string]any{"data": data, "nextCursor": nil}
+				if next != "" {
+					page["nextCursor"] = next
+				}
 				return writeJSON(cmd.OutOrStdout(), page)
 			}
 			out := cmd.OutOrStdout()
-			for _, g := range page.Data {
+			for _, g := range data {
 				fmt.Fprintf(out, "%s  %-26s %-8s sandbox=%s event=%s\n", g.DeliveryID, g.EventType, g.Status, g.SandboxID, g.EventID)
 				for _, a := range g.Attempts {
 					fmt.Fprintf(out, "    %s  %s\n", a.Timestamp.Local().Format(time.DateTime), describeAttempt(a))
@@ -327,8 +368,8 @@ func newWebhookDeliveriesCmd(opts *clientOptions) *cobra.Command {
 					fmt.Fprintf(out, "    next attempt at %s\n", g.NextAttemptAt.Local().Format(time.DateTime))
 				}
 			}
-			if page.NextCursor != nil {
-				fmt.Fprintf(out, "more: --cursor %s\n", *page.NextCursor)
+			if next != "" {
+				fmt.Fprintf(out, "more: --cursor %s\n", next)
 			}
 			return nil
 		},
@@ -343,21 +384,24 @@ func newWebhookDeliveriesCmd(opts *clientOptions) *cobra.Command {
 
 func newWebhookRedeliverCmd(opts *clientOptions) *cobra.Command {
 	return &cobra.Command{
-		Use:     "redeliver WEBHOOK_ID DELIVERY_ID",
+		Use:     "redeliver WEBHOOK DELIVERY_ID",
 		Short:   "Send a delivery once more (DELIVERY_ID: webhook-id or e2b-delivery-id header value)",
 		Example: `  sbx webhook redeliver 3f1c... 9b2e...`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := opts.api()
+			c, err := opts.client()
 			if err != nil {
 				return err
 			}
-			var out map[string]string
-			path := "/events/webhooks/" + url.PathEscape(args[0]) + "/deliveries/" + url.PathEscape(args[1]) + "/redeliver"
-			if err := c.do(cmd.Context(), "POST", path, nil, &out); err != nil {
+			id, err := webhookID(cmd.Context(), c, args[0])
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Queued delivery %s; see 'sbx webhook deliveries %s'\n", out["deliveryId"], args[0])
+			delivery, err := c.RedeliverWebhook(cmd.Context(), id, args[1])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Queued delivery %s; see 'sbx webhook deliveries %s'\n", delivery, args[0])
 			return nil
 		},
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/events/eventstest"
 	"github.com/sbxdev/sbx/internal/webhook"
+	"github.com/sbxdev/sbx/sdk"
 )
 
 type syncBuf struct {
@@ -88,7 +89,7 @@ func TestWebhookCLI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create: %v\n%s", err, out)
 	}
-	var d webhook.Detail
+	var d sdk.Webhook
 	if err := json.Unmarshal([]byte(out), &d); err != nil || d.ID == "" {
 		t.Fatalf("create --json: %v %s", err, out)
 	}
@@ -119,6 +120,10 @@ func TestWebhookCLI(t *testing.T) {
 	}
 	if !strings.Contains(deliveries, "success") || !strings.Contains(deliveries, "HTTP 204") {
 		t.Fatalf("deliveries:\n%s", deliveries)
+	}
+	// By name, as by ID.
+	if byName, err := sbx(t, ctx, append([]string{"webhook", "deliveries", "local"}, flags...)...); err != nil || byName != deliveries {
+		t.Errorf("deliveries by name = %v\n%s\nwant the same as by ID:\n%s", err, byName, deliveries)
 	}
 	if out, err := sbx(t, ctx, append([]string{"webhook", "update", d.ID, "--disable"}, flags...)...); err != nil || !strings.Contains(out, "false") {
 		t.Fatalf("update: %v %s", err, out)

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/sbxdev/sbx/internal/agentauth"
+	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
@@ -349,7 +350,11 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		return nil, m.agentBroke(sb.ID, err)
 	}
 	if tpl.StartCmd != "" && how.snapshot == "" {
-		if err := m.startCommand(ectx, a, sb.AccessToken, tpl); err != nil {
+		var grace time.Duration
+		if how.snapRT { // a build's check, not a user waiting for a sandbox
+			grace = builder.DefaultStartGrace
+		}
+		if err := m.startCommand(ectx, a, sb.AccessToken, tpl, grace); err != nil {
 			return nil, m.agentBroke(sb.ID, err)
 		}
 	}
@@ -373,8 +378,13 @@ func (m *Manager) agentBroke(id string, err error) error {
 // ready (port answering, ready command exiting 0). A start command that
 // fails (exits non-zero) before it is ready ends the wait at once with its
 // exit code and last output; one that exits 0 may have started a daemon,
-// so the ready check goes on.
-func (m *Manager) startCommand(ctx context.Context, a *agent, token string, tpl template.Template) error {
+// so the ready check goes on. With grace > 0 (a template build taking its
+// snapshot), the command must also keep running until grace after its
+// start, or have exited 0 with a ready check vouching for what it started:
+// otherwise a typo such as "nosuchcommand" would snapshot a template whose
+// sandboxes run nothing.
+func (m *Manager) startCommand(ctx context.Context, a *agent, token string, tpl template.Template, grace time.Duration) error {
+	t0 := time.Now()
 	cmd, err := a.start(ctx, token, tpl.StartAs(), tpl.Workdir, tpl.StartCmd)
 	if err != nil {
 		return err
@@ -382,6 +392,7 @@ func (m *Manager) startCommand(ctx context.Context, a *agent, token string, tpl 
 	defer cmd.disconnect() // after ready: the command keeps running
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	ended := make(chan startEnd, 1)
 	go func() {
 		end := cmd.end(rctx)
 		switch {
@@ -391,6 +402,7 @@ func (m *Manager) startCommand(ctx context.Context, a *agent, token string, tpl 
 		case errors.Is(end.err, sdk.ErrMessageTooLarge):
 			cancel(fmt.Errorf("start command %q: %w", tpl.StartCmd, end.err))
 		}
+		ended <- end
 	}()
 	failed := func(err error) error {
 		if cause := context.Cause(rctx); cause != nil && ctx.Err() == nil && !errors.Is(cause, context.Canceled) {
@@ -408,7 +420,30 @@ func (m *Manager) startCommand(ctx context.Context, a *agent, token string, tpl 
 			return failed(err)
 		}
 	}
-	return nil
+	if grace <= 0 {
+		return nil
+	}
+	timer := time.NewTimer(time.Until(t0.Add(grace)))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-rctx.Done():
+		return failed(rctx.Err())
+	case end := <-ended:
+		switch {
+		case end.err != nil || end.code != 0:
+			return failed(fmt.Errorf("start command %q: %w", tpl.StartCmd, end.err))
+		case tpl.ReadyCmd == "" && tpl.ReadyPort == 0:
+			msg := fmt.Sprintf("start command %q exited (code 0) right after it started, so nothing would run in "+
+				"the template's sandboxes; if it starts a daemon, pass a ready command that checks it", tpl.StartCmd)
+			if out := strings.TrimSpace(end.tail); out != "" {
+				msg += "; its last output:\n" + out
+			}
+			return errdefs.Invalid("%s", msg)
+		}
+		return nil
+	}
 }
 
 // initVars are the env vars /init sends: the sandbox's own plus its ID,

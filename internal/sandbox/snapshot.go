@@ -198,8 +198,13 @@ func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force boo
 		DiskMB: tpl.DiskMB, AllowInternet: true}
 	progress(fmt.Sprintf("snapshot: starting the start command under %s", m.rt.snap.Name()))
 	l, err := m.startWith(ctx, &sb, tpl, launch{snapRT: true})
-	if err != nil {
-		return false, errdefs.Wrap(errdefs.ErrInvalidArgument, err, "start command %q did not become ready under %s: %v",
+	switch {
+	case errors.Is(err, errdefs.ErrInvalidArgument):
+		// The start command's own failure: its message says it all, once
+		// (the progress line before it named the runtime).
+		return false, errdefs.Invalid("%s", errdefs.Message(err))
+	case err != nil:
+		return false, errdefs.Invalid("start command %q did not become ready under %s: %v",
 			tpl.StartCmd, m.rt.snap.Name(), err)
 	}
 	defer m.destroy(context.WithoutCancel(ctx), id)

@@ -503,15 +503,21 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 			logLine(step, p.Level, p.Message)
 		}})
 	if err != nil {
-		step := ""
+		step, msg := "", err.Error()
 		var se *builder.StepError
 		if errors.As(err, &se) {
 			step = "finalize"
 			if se.Step > 0 {
 				step = strconv.Itoa(se.Step)
 			}
+			// The log showed the step's output as it came (unless it was
+			// truncated): repeating it would print it twice. The status's
+			// reason keeps it.
+			if lines < maxLogLines {
+				msg = se.Summary()
+			}
 		}
-		logLine(step, "error", err.Error())
+		logLine(step, "error", msg)
 		s.fail(rec, b, step, err)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -127,6 +128,10 @@ func testCLI(t *testing.T, srv *Server) {
 	if out, _, code = cli(t, "sandbox", "info", id, "--json"); code != 0 || !strings.Contains(out, tag) {
 		t.Errorf("info --json = exit %d %q", code, out)
 	}
+	if out, _, code = cli(t, "sandbox", "info", id); code != 0 || !strings.Contains(out, "Template    base") ||
+		!strings.Contains(out, "At timeout  kill") || !regexp.MustCompile(`Runtime +(crun|runc|runsc)`).MatchString(out) {
+		t.Errorf("info = exit %d %q; want the template name, lifecycle and runtime", code, out)
+	}
 	out, errOut, code = cli(t, "sandbox", "exec", id, "--", "echo $FOO; echo to-stderr >&2; exit 7")
 	if code != 7 || out != "bar\n" || !strings.Contains(errOut, "to-stderr") {
 		t.Errorf("exec = exit %d stdout %q stderr %q; want 7, bar, to-stderr", code, out, errOut)
@@ -141,6 +146,58 @@ func testCLI(t *testing.T, srv *Server) {
 	stdinCmd.Stderr = &stdinErr
 	if out, err := stdinCmd.Output(); err != nil || string(out) != "200000\ndone\n" {
 		t.Errorf("exec --stdin = %q, %v (stderr %q); want 200000 bytes counted", out, err, stdinErr.String())
+	}
+	// Exit statuses: 124 for a timeout (as timeout(1)), 2 for a wrong
+	// command line, before anything reaches the server.
+	if _, errOut, code = cli(t, "sandbox", "exec", "--timeout", "1", id, "--", "sleep 30"); code != 124 {
+		t.Errorf("exec past its --timeout = exit %d %q; want 124", code, errOut)
+	}
+	for _, args := range [][]string{
+		{"sandbox", "nosuch"}, {"nosuch"}, {"sandbox", "kill"}, {"sandbox", "list", "--bogus"},
+		{"sandbox", "create", "--timeout", "soon"}, {"sandbox", "exec", id, "--env", "NOEQUALS", "--", "true"},
+		{"webhook", "update", "x", "--enable", "--disable"},
+	} {
+		if _, errOut, code = cli(t, args...); code != 2 || !strings.Contains(errOut, "--help' for usage") {
+			t.Errorf("sbx %v = exit %d %q; want 2 and a pointer to --help", args, code, errOut)
+		}
+	}
+	if _, _, code = cli(t, "sandbox", "info", "nosuchsandbox0000000"); code != 1 {
+		t.Errorf("info of a missing sandbox = exit %d, want 1", code)
+	}
+	// Webhooks are named by ID or name; an ambiguous name lists the IDs.
+	hook := "hook-" + tag
+	var hookIDs []string
+	for range 2 {
+		out, errOut, code := cli(t, "webhook", "create", "--name", hook, "--url", "http://example.com/"+tag)
+		m := regexp.MustCompile(`Created webhook (\S+)`).FindStringSubmatch(out)
+		if code != 0 || m == nil {
+			t.Fatalf("webhook create = exit %d %q %q", code, out, errOut)
+		}
+		hookIDs = append(hookIDs, m[1])
+		if len(hookIDs) == 1 {
+			if out, errOut, code := cli(t, "webhook", "deliveries", hook, "--json"); code != 0 || !strings.Contains(out, `"data"`) {
+				t.Errorf("webhook deliveries NAME = exit %d %q %q", code, out, errOut)
+			}
+		}
+	}
+	if _, errOut, code := cli(t, "webhook", "deliveries", hook); code != 1 || !strings.Contains(errOut, hookIDs[0]) || !strings.Contains(errOut, hookIDs[1]) {
+		t.Errorf("deliveries of an ambiguous name = exit %d %q; want both IDs", code, errOut)
+	}
+	for _, h := range hookIDs {
+		if _, errOut, code := cli(t, "webhook", "delete", h); code != 0 {
+			t.Errorf("webhook delete = exit %d %q", code, errOut)
+		}
+	}
+	// Teams go through the server in E2B_API_URL with the admin key; no
+	// data dir is read or created without --data-dir.
+	_, statErr := os.Stat("/var/lib/sbx")
+	teamCmd := exec.CommandContext(opCtx(t), srv.Bin, "team", "list", "--json")
+	teamCmd.Env = append(os.Environ(), "E2B_API_URL="+srv.URL, "SBX_ADMIN_KEY="+srv.AdminKey(t))
+	if out, err := teamCmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"default"`) {
+		t.Errorf("team list with E2B_API_URL and SBX_ADMIN_KEY = %v %q", err, out)
+	}
+	if _, err := os.Stat("/var/lib/sbx"); errors.Is(statErr, os.ErrNotExist) && err == nil {
+		t.Errorf("sbx team list created /var/lib/sbx")
 	}
 	if _, _, code = cli(t, "sandbox", "timeout", id, "600"); code != 0 {
 		t.Errorf("timeout exit %d", code)

@@ -269,12 +269,23 @@ func TestTemplateStartCommandFails(t *testing.T) {
 	if err == nil {
 		t.Fatalf("build with a failing start command succeeded:\n%s", out)
 	}
-	for _, want := range []string{"exited with code 3", "cannot load the model"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("build output lacks %q:\n%s", want, out)
+	for _, want := range []string{"exited with code 3", "\ncannot load the model"} {
+		if n := strings.Count(out, want); n != 1 {
+			t.Errorf("build output has %q %d times, want once:\n%s", want, n, out)
 		}
 	}
 	t.Logf("failed after %s (the ready check would have waited a minute)", time.Since(t0).Round(time.Millisecond))
+	// Without a ready command, a start command that is not there (or that
+	// exits at once) fails the build too, instead of snapshotting nothing.
+	for _, tc := range []struct{ start, want string }{
+		{"nosuchcommand", "exited with code 127"},
+		{"echo daemonized", "nothing would run"},
+	} {
+		out, err := templateCLI(t, s, dir, "build", "--name", "fails-later", "-c", tc.start)
+		if err == nil || strings.Count(out, tc.want) != 1 {
+			t.Errorf("build with start command %q: err %v; want a failure saying %q once:\n%s", tc.start, err, tc.want, out)
+		}
+	}
 	sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "fails-later"})
 	if err != nil {
 		t.Fatal(err)

@@ -97,7 +97,7 @@ func TestTemplateBuildCLI(t *testing.T) {
 	if _, err := exec.LookPath("runsc"); err != nil {
 		started = "run the start command when they start"
 	}
-	for _, want := range []string{"[3/9] ENV APP_MODE production", "[4/9] RUN apt-get --version", started} {
+	for _, want := range []string{"[line 2] ENV APP_MODE production", "[line 3] RUN apt-get --version", started} {
 		if !strings.Contains(out, want) {
 			t.Errorf("build output lacks %q:\n%s", want, out)
 		}
@@ -159,7 +159,8 @@ func TestTemplateBuildCLI(t *testing.T) {
 		{"unknown base", "FROM no-such-template\nRUN true\n", `unknown base "no-such-template": it is not a template`},
 		{"failing RUN", "FROM base\nRUN echo broken-step && exit 42\n", "exit code 42"},
 		{"missing COPY", "FROM base\nCOPY nothing-here.txt /tmp/\n", `"nothing-here.txt" matches no file`},
-		{"unsupported", "FROM base\nVOLUME /data\n", "line 2: VOLUME: not supported"},
+		{"unsupported", "FROM base\nSHELL [\"/bin/bash\", \"-c\"]\n", "line 2: SHELL: not supported"},
+		{"exec form that is not JSON", "FROM base\nCMD [ \"sleep\", \"1000\"\n", "line 2: CMD: [ \"sleep\", \"1000\" looks like the exec form but is not valid JSON"},
 	} {
 		writeContext(t, dir, map[string]string{"e2b.Dockerfile": bad.dockerfile})
 		out, err := templateCLI(t, s, dir, "build", "--name", "e2e-app")

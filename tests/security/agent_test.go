@@ -64,7 +64,11 @@ func TestAgentPlantedRunDirLinks(t *testing.T) {
 				// Long enough for the snapshot to be taken first.
 				delay, build = 8, []string{"--ready-cmd", "true"}
 			}
-			plant := fmt.Sprintf(`sleep %d; kill -USR1 1; sleep 1; ln -sfn %s /.sbx/run/access-token; ln -sfn %s /.sbx/run/envd.sock`,
+			// The build's own check of the start command (a build sandbox,
+			// hostname sbx-build) must see it keep running, so the planter
+			// only waits there, as an attacker's would; afterwards it stays
+			// up as a start command must.
+			plant := fmt.Sprintf(`[ "$(hostname)" = sbx-build ] && exec sleep 3600; sleep %d; kill -USR1 1; sleep 1; ln -sfn %s /.sbx/run/access-token; ln -sfn %s /.sbx/run/envd.sock; exec sleep 3600`,
 				delay, hostFile, bSock)
 			agentBuildTemplate(t, srv, "planter", "FROM base\nUSER root\n", append(build, "-c", plant)...)
 			if rt.snapshot && !strings.Contains(srv.Log(), "template snapshot taken") {

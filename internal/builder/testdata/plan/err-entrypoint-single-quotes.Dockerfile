@@ -1,0 +1,2 @@
+FROM base
+ENTRYPOINT ['node', 'server.js']

@@ -1,0 +1,2 @@
+FROM base
+RUN ["apt-get", "install"

@@ -1,0 +1,3 @@
+FROM base
+RUN [ -f /etc/hostname ] && echo has-hostname
+CMD ["sleep", "infinity"]
