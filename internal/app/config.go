@@ -24,8 +24,15 @@ import (
 // Config is the server configuration, parsed once in the CLI and validated
 // at start-up.
 type Config struct {
-	Listen      string   // host:port of the API, proxy and dashboard
-	DataDir     string   // state: SQLite, API key, sandboxes
+	Listen  string // host:port of the API, proxy and dashboard
+	DataDir string // state: SQLite, API key, sandboxes
+	// Database is a postgres:// URL of a database several servers share;
+	// "" = the SQLite file of the data dir.
+	Database string
+	// NodeName names this server among those sharing a database: the
+	// sandboxes it runs are its own, and only those does its start-up
+	// recovery touch. "" = the hostname and listen port.
+	NodeName    string
 	Runtime     string   // crun, runc or runsc
 	RuntimeArgs []string // extra global flags for the runtime, e.g. --platform=ptrace for runsc
 	Domain      string   // optional: host routing <port>-<id>.<domain>

@@ -24,7 +24,6 @@ import (
 	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/internal/runtime/oci"
 	"github.com/sbxdev/sbx/internal/sandbox"
-	"github.com/sbxdev/sbx/internal/store/sqlite"
 	"github.com/sbxdev/sbx/internal/template"
 	"github.com/sbxdev/sbx/internal/webhook"
 )
@@ -46,11 +45,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// list now and run none of the closers added below.
 	defer func() { closers.run(log) }()
 
-	st, evlog, err := OpenStore(ctx, cfg.DataDir, log)
+	data, err := OpenData(ctx, cfg.DataDir, cfg.Database, log)
 	if err != nil {
 		return err
 	}
-	closers.add("store", st.Close)
+	closers.add("database", data.Close)
+	st := data.Store
 	if err := EnsureKeys(ctx, st, cfg.DataDir, log); err != nil {
 		return err
 	}
@@ -64,11 +64,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	log.Info("sbx listening", "addr", front.addr, "data_dir", cfg.DataDir, "runtime", cfg.Runtime)
 
-	c, err := startCore(ctx, cfg, log, st, evlog, &closers)
+	c, err := startCore(ctx, cfg, log, data, &closers)
 	if err != nil {
 		return err
 	}
-	handler, err := startServices(ctx, cfg, log, st, evlog, c, front.addr, &closers)
+	handler, err := startServices(ctx, cfg, log, data, c, front.addr, &closers)
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,8 @@ type core struct {
 
 // startCore prepares the host, reattaches running sandboxes, prepares the
 // built-in templates in the background and starts the warm pools.
-func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Store, evlog *events.Log, closers *closerList) (*core, error) {
+func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, closers *closerList) (*core, error) {
+	st, evlog := data.Store, data.Events
 	agentDir, err := installAgent(cfg)
 	if err != nil {
 		return nil, err
@@ -175,11 +176,8 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Sto
 	c.reg.PrepareBuiltins(ctx, rootfs.NewBuilder(cfg.RootfsCache, log))
 
 	// Template builds (issue 5): Dockerfile steps run in build sandboxes;
-	// built templates are re-registered from SQLite here.
-	tplStore, err := template.NewStore(ctx, st.DB())
-	if err != nil {
-		return nil, err
-	}
+	// built templates are re-registered from the database here.
+	tplStore := template.NewStore(data.DB)
 	tplExec := builder.NewExecutor(builder.Config{DataDir: cfg.DataDir,
 		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes"), Limits: cfg.Builds.Limits}, log, c.drv, c.netw)
 	c.tplSvc = template.NewService(template.ServiceConfig{DataDir: cfg.DataDir, MaxBuilds: cfg.Builds.Concurrency,
@@ -239,9 +237,10 @@ func snapshotRuntime(cfg Config, main *oci.Driver, log *slog.Logger) (*oci.Drive
 
 // startServices starts the webhook engine and monitoring and returns the
 // API (with the sandbox proxy in front of it).
-func startServices(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Store, evlog *events.Log,
+func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	c *core, addr string, closers *closerList) (http.Handler, error) {
-	engine, err := webhook.NewEngine(st.DB(), evlog, webhook.Config{
+	st, evlog := data.Store, data.Events
+	engine, err := webhook.NewEngine(data.DB, evlog, webhook.Config{
 		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs}, log)
 	if err != nil {
 		return nil, err
@@ -250,7 +249,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite
 
 	// Monitoring (issue 7): usage and cost, budgets (admission), runaway
 	// detection, analytics, Prometheus metrics, dashboard.
-	mon, err := monitor.ForServer(ctx, cfg.Monitoring, st.DB(), evlog, c.mgr, st, log)
+	mon, err := monitor.ForServer(ctx, cfg.Monitoring, data.DB, evlog, c.mgr, st, log)
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +260,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite
 	tplHandler := template.NewHandler(c.tplSvc)
 	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, cfg.Domain, log),
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
-		refine.NewHandler("http://"+addr, st.DB(), log), mon, tplHandler)
+		refine.NewHandler("http://"+addr, data.DB, log), mon, tplHandler)
 	mon.AddPublic(apiSrv)
 	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
 	return apiSrv, nil

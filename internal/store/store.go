@@ -1,11 +1,14 @@
 // Package store defines the durable state of the control plane: teams, API
-// keys and sandboxes. The contract is Store; implementations live in
-// sub-packages (sqlite) and run the shared conformance suite in storetest.
+// keys and sandboxes. The contract is Store; its implementation (sqlstore,
+// on SQLite or PostgreSQL through sqldb) runs the conformance suite in
+// storetest against both databases.
 package store
 
 import (
 	"context"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 // Team owns sandboxes, API keys and webhooks.
@@ -82,10 +85,10 @@ type Change struct {
 	Data    map[string]any
 }
 
-// Recorder writes a Change inside the store's transaction. The store passes
-// its implementation-specific transaction handle (for sqlite a *sql.Tx).
+// Recorder writes a Change inside the store's transaction, so the change's
+// event commits exactly when the row does.
 type Recorder interface {
-	RecordTx(ctx context.Context, tx any, c Change) error
+	RecordTx(ctx context.Context, tx *sqldb.Tx, c Change) error
 	// Committed is called after the transaction carrying changes committed.
 	Committed()
 }

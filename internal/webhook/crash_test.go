@@ -92,12 +92,12 @@ func TestCrashDurability(t *testing.T) {
 	}
 	waitFor(t, "every delivery recorded as success", func() bool {
 		var pending int
-		_ = e.db.QueryRow(`SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = ? AND state != 'success'`, hook.ID).Scan(&pending)
+		_ = e.db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = ? AND state != 'success'`, hook.ID).Scan(&pending)
 		return pending == 0
 	})
 	var deliveries, attempts int
-	_ = e.db.QueryRow(`SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = ?`, hook.ID).Scan(&deliveries)
-	_ = e.db.QueryRow(`SELECT COUNT(*) FROM webhook_attempts WHERE webhook_id = ?`, hook.ID).Scan(&attempts)
+	_ = e.db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = ?`, hook.ID).Scan(&deliveries)
+	_ = e.db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM webhook_attempts WHERE webhook_id = ?`, hook.ID).Scan(&attempts)
 	if deliveries != before+during || attempts < deliveries {
 		t.Fatalf("deliveries %d (want %d), attempts %d", deliveries, before+during, attempts)
 	}

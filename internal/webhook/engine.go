@@ -24,7 +24,7 @@
 // webhook-timestamp signed afresh per attempt, webhook-signature); both
 // come from package sdk/webhook, which receivers use to verify.
 //
-// Wiring (in the app package, after events.Migrate):
+// Wiring (in the app package; db is sqldb.Open's, so its tables exist):
 //
 //	cfg := webhook.Config{AllowPrivate: flags.webhookAllowPrivate, AllowCIDRs: flags.webhookAllowCIDRs}
 //	eng, err := webhook.NewEngine(db, evlog, cfg, logger.With("component", "webhook"))
@@ -47,11 +47,12 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 // Engine fans events out to webhooks and delivers them.
 type Engine struct {
-	db     *sql.DB
+	db     *sqldb.DB
 	events *events.Log
 	cfg    Config
 	log    *slog.Logger
@@ -73,16 +74,12 @@ type Engine struct {
 	results chan *result
 }
 
-// NewEngine prepares the engine: it validates cfg, creates the webhook
-// tables and loads the webhooks. Run starts delivering.
-func NewEngine(db *sql.DB, evlog *events.Log, cfg Config, log *slog.Logger) (*Engine, error) {
+// NewEngine prepares the engine: it validates cfg and loads the webhooks. Run starts delivering.
+func NewEngine(db *sqldb.DB, evlog *events.Log, cfg Config, log *slog.Logger) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	ctx := context.Background()
-	if err := Migrate(ctx, db); err != nil {
-		return nil, err
-	}
 	e := &Engine{
 		db: db, events: evlog, cfg: cfg, log: log,
 		hooks: map[string]*Webhook{}, lanes: map[string]*lane{}, known: map[string]*item{},

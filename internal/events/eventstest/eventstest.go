@@ -4,39 +4,28 @@
 package eventstest
 
 import (
-	"database/sql"
 	"net/http"
 	"path/filepath"
 	"testing"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
-
 	"github.com/sbxdev/sbx/internal/auth"
-	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
-// DSN returns the connection string sbx uses for a database file.
-func DSN(path string) string {
-	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-}
-
-// OpenDB opens (creating if needed) the SQLite file at path with the events
-// table migrated, and closes it when the test ends.
-func OpenDB(t testing.TB, path string) *sql.DB {
+// OpenDB opens (creating if needed) the database file at path, migrated
+// like the server's, and closes it when the test ends.
+func OpenDB(t testing.TB, path string) *sqldb.DB {
 	t.Helper()
-	db, err := sql.Open("sqlite", DSN(path))
+	db, err := sqldb.Open(t.Context(), path, sqldb.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := events.Migrate(t.Context(), db); err != nil {
-		t.Fatal(err)
-	}
 	return db
 }
 
 // TempDB is OpenDB on a fresh file in t.TempDir; it returns the path too.
-func TempDB(t testing.TB) (*sql.DB, string) {
+func TempDB(t testing.TB) (*sqldb.DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sbx.db")
 	return OpenDB(t, path), path

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 // Factory returns a fresh, empty store wired to rec (which may be nil).
@@ -24,7 +25,7 @@ type Recorder struct {
 	FailNext bool
 }
 
-func (r *Recorder) RecordTx(_ context.Context, _ any, c store.Change) error {
+func (r *Recorder) RecordTx(_ context.Context, _ *sqldb.Tx, c store.Change) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.FailNext {

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 const sandboxColumns = `id, team_id, template_id, build_id, alias, state, metadata, env_vars,
@@ -60,9 +61,9 @@ func (s *Store) InsertSandbox(ctx context.Context, sb store.Sandbox, change *sto
 		return err
 	}
 	q := `INSERT INTO sandboxes(` + sandboxColumns + `) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
-	return s.write(ctx, change, func(tx *sql.Tx) error {
+	return s.write(ctx, change, func(tx *sqldb.Tx) error {
 		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			if strings.Contains(err.Error(), "UNIQUE") {
+			if sqldb.IsUniqueViolation(err) {
 				return errdefs.Exists("sandbox %s already exists", sb.ID)
 			}
 			return fmt.Errorf("insert sandbox %s: %w", sb.ID, err)
@@ -81,7 +82,7 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox, change *sto
 		metadata=?7, env_vars=?8, cpu_count=?9, memory_mb=?10, disk_mb=?11, started_at=?12,
 		end_at=?13, killed_at=?14, kill_reason=?15, access_token=?16, allow_internet=?17,
 		auto_pause=?18, execution_id=?19, runtime=?20, netns=?21 WHERE id=?1`
-	return s.write(ctx, change, func(tx *sql.Tx) error {
+	return s.write(ctx, change, func(tx *sqldb.Tx) error {
 		res, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("update sandbox %s: %w", sb.ID, err)
@@ -94,7 +95,7 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox, change *sto
 }
 
 // write runs fn and the change's recorder in one transaction.
-func (s *Store) write(ctx context.Context, change *store.Change, fn func(*sql.Tx) error) error {
+func (s *Store) write(ctx context.Context, change *store.Change, fn func(*sqldb.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
