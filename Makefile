@@ -34,9 +34,12 @@ test: deps build js-deps test-go test-js
 js-deps:
 	cd tests/e2b-js && npm ci --no-audit --no-fund
 
+# The Go tests run against a throwaway PostgreSQL too (the data layer's
+# conformance suite, two servers on one database): with-postgres.sh starts
+# it on a loopback port and removes it at the end.
 test-go:
 	$(GO) vet ./...
-	$(GO) test $(GOTEST_FLAGS) ./...
+	bash scripts/with-postgres.sh $(GO) test $(GOTEST_FLAGS) ./...
 
 test-js: js-deps
 	cd tests/e2b-js && npm test

@@ -7,18 +7,18 @@ import (
 	"testing"
 
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqldb/sqldbtest"
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/store/storetest"
 )
 
+// TestConformance runs the store suite on SQLite and on a real PostgreSQL.
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T, rec store.Recorder) store.Store {
-		s, err := sqlstore.Open(t.Context(), filepath.Join(t.TempDir(), "sbx.db"), rec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
+	sqldbtest.Run(t, func(t *testing.T, dialect sqldb.Dialect) {
+		storetest.Run(t, func(t *testing.T, rec store.Recorder) store.Store {
+			return sqlstore.New(sqldbtest.Open(t, dialect), rec)
+		})
 	})
 }
 
