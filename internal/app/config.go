@@ -19,6 +19,7 @@ import (
 	"github.com/sbxdev/sbx/internal/monitor"
 	"github.com/sbxdev/sbx/internal/netguard"
 	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 // Config is the server configuration, parsed once in the CLI and validated
@@ -168,6 +169,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--data-dir %q: %w", c.DataDir, err)
 	}
 	c.DataDir = abs
+	if c.Database != "" && !sqldb.IsPostgres(c.Database) {
+		return fmt.Errorf("--database %q: want a postgres:// URL (e.g. postgres://sbx:secret@db.internal/sbx); leave it out to use SQLite in the data dir", c.Database)
+	}
+	if len(c.NodeName) > 128 || strings.ContainsAny(c.NodeName, " \t\n") {
+		return fmt.Errorf("--node-name %q: use up to 128 characters without spaces (e.g. host-a:3000)", c.NodeName)
+	}
 	switch c.Runtime {
 	case "crun", "runc", "runsc":
 	default:

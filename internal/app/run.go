@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -62,7 +63,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := WriteServerURL(cfg.DataDir, front.addr); err != nil {
 		return fmt.Errorf("record the server's address in the data dir: %w", err)
 	}
-	log.Info("sbx listening", "addr", front.addr, "data_dir", cfg.DataDir, "runtime", cfg.Runtime)
+	if cfg.NodeName == "" {
+		cfg.NodeName = defaultNodeName(front.addr)
+	}
+	log.Info("sbx listening", "addr", front.addr, "data_dir", cfg.DataDir, "runtime", cfg.Runtime,
+		"database", data.DB.Dialect(), "node", cfg.NodeName)
 
 	c, err := startCore(ctx, cfg, log, data, &closers)
 	if err != nil {
@@ -85,6 +90,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer cancel()
 	_ = front.srv.Shutdown(shCtx)
 	return nil
+}
+
+// defaultNodeName names a server by its host and listen port: unique among
+// servers sharing a database, and the same across restarts, so a restarted
+// server recovers the sandboxes it ran.
+func defaultNodeName(addr string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	return host + ":" + port
 }
 
 // frontDoor is the listener, serving `starting` until the API is wired.
@@ -160,7 +177,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	if c.netw, err = network.New(network.Config{NetnsDir: filepath.Join(cfg.DataDir, "netns"), AllowCIDRs: allow}, log); err != nil {
 		return nil, err
 	}
-	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir}, log, st, c.drv, c.netw, c.reg)
+	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir, NodeID: cfg.NodeName}, log, st, c.drv, c.netw, c.reg)
 	c.mgr.SetPauseDiskAfter(cfg.PauseDiskAfter)
 	c.mgr.SetTeamCap(cfg.TeamMaxSandboxes, st)
 	snapDrv, err := snapshotRuntime(cfg, c.drv, log)

@@ -30,6 +30,8 @@ at once; creating a sandbox from a template still being prepared waits for it.
 Running sandboxes survive a restart of the server: they are reattached on start.`,
 		Example: `  sudo sbx serve
   sudo sbx serve --listen 127.0.0.1:3000 --data-dir /var/lib/sbx --runtime crun
+  # two servers sharing one PostgreSQL database, each with its own data dir:
+  sudo sbx serve --database postgres://sbx:secret@db.internal/sbx --node-name host-a
   eval "$(sbx env)"   # in another shell: point SDKs and the CLI at the server`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -46,6 +48,8 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", app.DefaultListen, "address of the API, sandbox proxy and dashboard")
 	f.StringVar(&cfg.DataDir, "data-dir", app.DefaultDataDir, "directory for the database, API key and sandboxes")
+	f.StringVar(&cfg.Database, "database", "", "postgres://user:pass@host/db of a database several sbx servers share (default: SQLite in the data dir)")
+	f.StringVar(&cfg.NodeName, "node-name", "", "this server's name among servers sharing a database; its sandboxes are its own (default: hostname:port)")
 	f.StringVar(&cfg.Runtime, "runtime", app.DefaultRuntime, "OCI runtime: crun, runc or runsc")
 	f.BoolVar(&cfg.UserNS, "userns", app.DefaultUserNS, "run crun and runc sandboxes in user namespaces of their own: root inside is an unprivileged host user (false: root in a sandbox is host root)")
 	f.StringArrayVar(&cfg.RuntimeArgs, "runtime-arg", nil, "extra global flag for the OCI runtime, repeatable (e.g. --runtime-arg=--platform=ptrace with runsc)")

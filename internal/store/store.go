@@ -75,6 +75,10 @@ type Sandbox struct {
 	ExecutionID   string
 	Runtime       string // driver name that runs it
 	NetNS         string // network namespace path ("" = none)
+	// NodeID names the server that runs the sandbox, among servers sharing
+	// a database ("" in rows from before nodes: adopted by the first
+	// server that recovers them).
+	NodeID string
 }
 
 // Change is a state change recorded in the same transaction as the row
@@ -148,8 +152,12 @@ type Store interface {
 	Sandbox(ctx context.Context, id string) (Sandbox, error)
 	// ListSandboxes lists a team's sandboxes ordered by start time, newest first.
 	ListSandboxes(ctx context.Context, f ListFilter) ([]Sandbox, error)
-	// LiveSandboxes lists every sandbox not killed, of all teams (restart recovery).
+	// LiveSandboxes lists every sandbox not killed, of all teams and nodes.
 	LiveSandboxes(ctx context.Context) ([]Sandbox, error)
+	// NodeSandboxes lists the sandboxes not killed that node runs, and
+	// those of no node (rows from before nodes), for its restart recovery:
+	// a server never touches another's sandboxes.
+	NodeSandboxes(ctx context.Context, node string) ([]Sandbox, error)
 
 	Close() error
 }
