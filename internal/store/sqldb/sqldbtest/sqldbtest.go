@@ -74,4 +74,3 @@ func Run(t *testing.T, fn func(t *testing.T, dialect sqldb.Dialect)) {
 		t.Run(string(d), func(t *testing.T) { fn(t, d) })
 	}
 }
-
