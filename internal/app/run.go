@@ -52,6 +52,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	closers.add("database", data.Close)
 	st := data.Store
+	// Events appended by other servers sharing a PostgreSQL database wake
+	// this one's SSE streams and webhook engine (LISTEN/NOTIFY).
+	runUntilClosed(ctx, &closers, "event notifications", log, data.Events.Follow)
 	if err := EnsureKeys(ctx, st, cfg.DataDir, log); err != nil {
 		return err
 	}

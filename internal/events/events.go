@@ -161,6 +161,22 @@ func (l *Log) AppendTx(ctx context.Context, tx *sqldb.Tx, ev *Event) error {
 		}
 		data = string(b)
 	}
+	if tx.Dialect() == sqldb.Postgres {
+		// Readers follow the log by seq (SSE Last-Event-ID, the webhook
+		// cursor), so seq order must be commit order. A sequence alone does
+		// not give that: a transaction that drew seq 10 can commit after one
+		// that drew 11, and a reader already past 11 would skip 10 for good.
+		// This lock, held to commit, makes event-writing transactions draw
+		// and commit one after the other from their first append (appends
+		// come last in their transactions, so the section is short). On
+		// SQLite the database lock already does this.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, appendLock); err != nil {
+			return fmt.Errorf("append event %s: lock: %w", ev.Type, err)
+		}
+		if err := tx.Notify(ctx, NotifyChannel); err != nil {
+			return fmt.Errorf("append event %s: notify: %w", ev.Type, err)
+		}
+	}
 	err := tx.QueryRowContext(ctx, `INSERT INTO events
 		(id, version, type, team_id, sandbox_id, template_id, build_id, execution_id, event_data, ts)
 		VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING seq`,
@@ -187,6 +203,21 @@ func (l *Log) Append(ctx context.Context, ev *Event) error {
 	}
 	l.Notify()
 	return nil
+}
+
+// appendLock is the advisory lock key that serializes appends on
+// PostgreSQL ("sbxevent" in ASCII).
+const appendLock int64 = 0x7362786576656e74
+
+// NotifyChannel is the PostgreSQL channel on which appends announce
+// themselves to every server sharing the database.
+const NotifyChannel = "sbx_events"
+
+// Follow wakes this log's subscribers (SSE streams, the webhook engine)
+// when another server sharing the database appends events, until ctx ends.
+// On SQLite, where one server owns the database, it returns at once.
+func (l *Log) Follow(ctx context.Context) error {
+	return l.db.Listen(ctx, NotifyChannel, l.Notify)
 }
 
 // Notify wakes every subscriber waiting on Changed. Call it after the

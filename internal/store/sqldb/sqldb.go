@@ -35,6 +35,7 @@ type DB struct {
 	db      *sql.DB
 	dialect Dialect
 	path    string // SQLite: the database file
+	dsn     string // PostgreSQL: for the listening connection
 	log     *slog.Logger
 }
 
@@ -123,7 +124,7 @@ func openPostgres(ctx context.Context, dsn string, log *slog.Logger) (*DB, error
 		db.Close()
 		return nil, fmt.Errorf("connect to postgres %s: %w", redact(dsn), err)
 	}
-	return &DB{db: db, dialect: Postgres, log: log}, nil
+	return &DB{db: db, dialect: Postgres, dsn: dsn, log: log}, nil
 }
 
 // redact drops the password from a URL for messages and logs.
