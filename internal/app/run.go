@@ -25,6 +25,7 @@ import (
 	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/internal/runtime/oci"
 	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
 	"github.com/sbxdev/sbx/internal/webhook"
 )
@@ -282,6 +283,11 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
 		refine.NewHandler("http://"+addr, data.DB, log), mon, tplHandler)
 	mon.AddPublic(apiSrv)
+	// Keys revoked through another server sharing the database stop
+	// working here at once, not only when their cache entry expires.
+	runUntilClosed(ctx, closers, "key revocations", log, func(ctx context.Context) error {
+		return data.DB.Listen(ctx, store.KeysChannel, apiSrv.KeysRevoked)
+	})
 	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
 	return apiSrv, nil
 }

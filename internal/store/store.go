@@ -106,6 +106,12 @@ type ListFilter struct {
 	Limit    int
 }
 
+// KeysChannel is the notification channel on which a store sharing its
+// database with other servers announces that API keys were revoked (a key
+// deleted, a team deleted, the admin key replaced): each server drops the
+// keys it has cached (see sqldb.DB.Listen).
+const KeysChannel = "sbx_keys"
+
 // Store is the control plane's durable state. Methods return errors
 // wrapping errdefs categories (ErrNotFound, ErrAlreadyExists, ...).
 type Store interface {

@@ -157,6 +157,9 @@ func (s *Store) DeleteAPIKey(ctx context.Context, id string, force bool) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM api_keys WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("delete api key %s: %w", id, err)
 	}
+	if err := tx.Notify(ctx, store.KeysChannel); err != nil {
+		return fmt.Errorf("delete api key %s: %w", id, err)
+	}
 	return tx.Commit()
 }
 
@@ -229,6 +232,9 @@ func (s *Store) SetAdminKey(ctx context.Context, apiKey string) (store.APIKey, e
 		return store.APIKey{}, fmt.Errorf("set admin key: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM admin_keys`); err != nil {
+		return store.APIKey{}, fmt.Errorf("set admin key: %w", err)
+	}
+	if err := tx.Notify(ctx, store.KeysChannel); err != nil {
 		return store.APIKey{}, fmt.Errorf("set admin key: %w", err)
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO admin_keys(id, hash, mask, created_at) VALUES(?,?,?,?)`,

@@ -105,6 +105,9 @@ func (s *Store) DeleteTeam(ctx context.Context, teamID string) error {
 	if err := oneRow(res, "team "+teamID); err != nil {
 		return err
 	}
+	if err := tx.Notify(ctx, store.KeysChannel); err != nil {
+		return fmt.Errorf("delete team %s: %w", teamID, err)
+	}
 	return tx.Commit()
 }
 
