@@ -5,18 +5,38 @@ package eventstest
 
 import (
 	"net/http"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqldb/sqldbtest"
 )
 
+// pgByPath maps database file paths to PostgreSQL databases under
+// SBX_TEST_DATABASE=postgres.
+var pgByPath sync.Map
+
 // OpenDB opens (creating if needed) the database file at path, migrated
-// like the server's, and closes it when the test ends.
+// like the server's, and closes it when the test ends. With
+// SBX_TEST_DATABASE=postgres it opens a fresh PostgreSQL database instead
+// (on the server of SBX_TEST_POSTGRES), so the tests of every package that
+// keeps state in the database run on both dialects.
 func OpenDB(t testing.TB, path string) *sqldb.DB {
 	t.Helper()
-	db, err := sqldb.Open(t.Context(), path, sqldb.Options{})
+	dsn := path
+	if os.Getenv("SBX_TEST_DATABASE") == "postgres" {
+		// The same tests on PostgreSQL: one database per path, so a test
+		// that reopens its file reopens its database.
+		v, ok := pgByPath.Load(path)
+		if !ok {
+			v, _ = pgByPath.LoadOrStore(path, sqldbtest.DSN(t, sqldb.Postgres))
+		}
+		dsn = v.(string)
+	}
+	db, err := sqldb.Open(t.Context(), dsn, sqldb.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,8 @@ package sqldb
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -59,4 +61,65 @@ func (d *DB) listenOnce(ctx context.Context, channel string, fn, connected func(
 		}
 		fn()
 	}
+}
+
+// Notify sends a notification on channel outside a transaction (see
+// Tx.Notify). A no-op on SQLite.
+func (d *DB) Notify(ctx context.Context, channel string) error {
+	if d.dialect != Postgres {
+		return nil
+	}
+	_, err := d.db.ExecContext(ctx, `SELECT pg_notify($1, '')`, channel)
+	return err
+}
+
+// Lock is a lock held by one server among those sharing a database, for
+// work exactly one of them must do at a time.
+type Lock struct {
+	conn *sql.Conn // PostgreSQL: the session holding the advisory lock
+}
+
+// TryLock takes the lock named key if no server holds it. On PostgreSQL
+// it is a session advisory lock on a connection of its own: it is released
+// when the holder releases it or dies (its connection closes), and another
+// server's TryLock then succeeds. On SQLite, which one server owns, it
+// always succeeds.
+func (d *DB) TryLock(ctx context.Context, key int64) (*Lock, bool, error) {
+	if d.dialect != Postgres {
+		return &Lock{}, true, nil
+	}
+	conn, err := d.db.Conn(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	var ok bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil || !ok {
+		conn.Close()
+		return nil, false, err
+	}
+	return &Lock{conn: conn}, true, nil
+}
+
+// Held reports whether the lock is still held: false once its session is
+// gone (the database restarted, the connection broke).
+func (l *Lock) Held(ctx context.Context) bool {
+	if l.conn == nil {
+		return true
+	}
+	return l.conn.PingContext(ctx) == nil
+}
+
+// Release gives the lock up.
+func (l *Lock) Release() {
+	if l.conn == nil {
+		return
+	}
+	// Closing returns the connection to the pool with the lock still held:
+	// unlock first, and discard the connection if that fails.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := l.conn.ExecContext(ctx, `SELECT pg_advisory_unlock_all()`); err != nil {
+		l.conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	l.conn.Close()
 }
