@@ -18,9 +18,9 @@ var migrationFS embed.FS
 
 // Migration is one applied migration, as sbx migrate reports it.
 type Migration struct {
-	Version  int64
-	Name     string
-	Duration time.Duration
+	Version  int64         `json:"version"`
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"durationNs"`
 }
 
 func (d *DB) provider() (*goose.Provider, error) {
