@@ -462,6 +462,11 @@ func (e *Engine) lead(ctx context.Context) (*sqldb.Lock, error) {
 // reloadHooks replaces the webhooks in memory with the database's: another
 // server sharing it created, changed or deleted some.
 func (e *Engine) reloadHooks(ctx context.Context) {
+	// fanMu before reading: a Create, Update or Delete of this server holds
+	// it from its read to its write of the memory, so the rows read here
+	// are never older than what it leaves in memory.
+	e.fanMu.Lock()
+	defer e.fanMu.Unlock()
 	hooks, err := loadHooks(ctx, e.db, "")
 	if err != nil {
 		if ctx.Err() == nil {
@@ -469,14 +474,12 @@ func (e *Engine) reloadHooks(ctx context.Context) {
 		}
 		return
 	}
-	e.fanMu.Lock()
 	e.mu.Lock()
 	clear(e.hooks)
 	for _, h := range hooks {
 		e.hooks[h.ID] = h
 	}
 	e.mu.Unlock()
-	e.fanMu.Unlock()
 	e.signal()
 }
 

@@ -164,8 +164,16 @@ func (d *DB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Ro
 }
 
 // BeginTx starts a transaction. On SQLite it takes the write lock at once
-// (BEGIN IMMEDIATE) unless opts is read-only.
+// (BEGIN IMMEDIATE) unless opts is read-only. A read-only transaction reads
+// one snapshot on both dialects (on PostgreSQL it runs REPEATABLE READ: its
+// default, READ COMMITTED, takes a new snapshot per statement, so two
+// queries could see a writer's commit between them).
 func (d *DB) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) {
+	if d.dialect == Postgres && opts != nil && opts.ReadOnly && opts.Isolation == sql.LevelDefault {
+		o := *opts
+		o.Isolation = sql.LevelRepeatableRead
+		opts = &o
+	}
 	tx, err := d.db.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, err
