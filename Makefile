@@ -108,9 +108,16 @@ test: deps build js-deps test-go test-js
 js-deps:
 	cd tests/e2b-js && npm ci --no-audit --no-fund
 
+# The Go tests run against a throwaway PostgreSQL too (the data layer's
+# conformance suite, two servers on one database): with-postgres.sh starts
+# it on a loopback port and removes it at the end. The packages that keep
+# state in the database then run their own tests once more on PostgreSQL.
+PG_PACKAGES := ./internal/events/... ./internal/webhook ./internal/template ./internal/budget \
+	./internal/refine ./internal/monitor ./internal/metrics ./internal/usage
 test-go:
 	$(GO) vet ./...
-	$(GO) test $(GOTEST_FLAGS) ./...
+	bash scripts/with-postgres.sh bash -c '$(GO) test $(GOTEST_FLAGS) ./... && \
+		SBX_TEST_DATABASE=postgres $(GO) test $(GOTEST_FLAGS) $(PG_PACKAGES)'
 
 test-js: js-deps
 	cd tests/e2b-js && npm test

@@ -55,6 +55,7 @@ tests=(
   r-base-core        # ... and whose R contexts run IRkernel
   r-cran-irkernel
   nodejs           # E2B JavaScript SDK tests
+  postgresql       # the data layer's PostgreSQL tests: a throwaway server per `make test` (scripts/with-postgres.sh)
   npm
 )
 [ "$with_tests" = 1 ] && wanted+=("${tests[@]}")

@@ -16,7 +16,7 @@ import (
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/proxy"
 	"github.com/sbxdev/sbx/internal/store"
-	"github.com/sbxdev/sbx/internal/store/sqlite"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 )
 
 // fakeSandboxes records kills; the account routes need nothing else.
@@ -50,7 +50,7 @@ type accountsEnv struct {
 	t      *testing.T
 	srv    *httptest.Server
 	api    *Server
-	st     *sqlite.Store
+	st     *sqlstore.Store
 	sbx    *fakeSandboxes
 	admin  string
 	keyA   string
@@ -63,7 +63,7 @@ type accountsEnv struct {
 
 func newAccountsEnv(t *testing.T) *accountsEnv {
 	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "sbx.db"), nil)
+	st, err := sqlstore.Open(t.Context(), filepath.Join(t.TempDir(), "sbx.db"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

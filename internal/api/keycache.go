@@ -85,6 +85,10 @@ func (c *keyCache) forget(apiKey string) {
 	c.mu.Unlock()
 }
 
+// KeysRevoked drops every cached key: another server sharing the database
+// revoked keys (the app calls it on store.KeysChannel notifications).
+func (s *Server) KeysRevoked() { s.keys.flush() }
+
 // flush drops every cached key: after a revocation or a team's deletion,
 // the next request of each key reads the store again.
 func (c *keyCache) flush() {

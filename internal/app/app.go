@@ -3,7 +3,6 @@ package app
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -19,38 +18,56 @@ import (
 	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/store"
-	"github.com/sbxdev/sbx/internal/store/sqlite"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 )
 
-// OpenStore opens the data dir's database with the events recorder wired
-// in, after creating the data dir or tightening its modes (datadir.Prepare):
-// every command that opens a data dir leaves it with safe modes.
-func OpenStore(ctx context.Context, dataDir string, log *slog.Logger) (*sqlite.Store, *events.Log, error) {
+// Data is the server's one database and the stores over it. Closing it
+// closes the database.
+type Data struct {
+	DB     *sqldb.DB
+	Store  *sqlstore.Store
+	Events *events.Log
+}
+
+// Close closes the database.
+func (d *Data) Close() error { return d.DB.Close() }
+
+// OpenData opens the server's database, migrated, with the events recorder
+// wired in: database is a postgres:// URL, or "" for the SQLite file of the
+// data dir. The data dir is created or its modes tightened first
+// (datadir.Prepare): every command that opens a data dir leaves it safe.
+func OpenData(ctx context.Context, dataDir, database string, log *slog.Logger) (*Data, error) {
 	if err := datadir.Prepare(dataDir, log); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	st, err := sqlite.Open(ctx, DBFile(dataDir), nil)
+	if database == "" {
+		database = DBFile(dataDir)
+	}
+	db, err := sqldb.Open(ctx, database, sqldb.Options{Log: log})
+	if err != nil {
+		return nil, err
+	}
+	d := &Data{DB: db, Events: events.NewLog(db, log)}
+	d.Store = sqlstore.New(db, recorder{d.Events})
+	return d, nil
+}
+
+// OpenStore is OpenData on the data dir's SQLite file, for the commands
+// that work on a local server's data dir.
+func OpenStore(ctx context.Context, dataDir string, log *slog.Logger) (*sqlstore.Store, *events.Log, error) {
+	d, err := OpenData(ctx, dataDir, "", log)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := events.Migrate(ctx, st.DB()); err != nil {
-		st.Close()
-		return nil, nil, err
-	}
-	evlog := events.NewLog(st.DB(), log)
-	st.SetRecorder(recorder{evlog})
-	return st, evlog, nil
+	return d.Store, d.Events, nil
 }
 
 // recorder turns store changes into events in the same transaction.
 type recorder struct{ log *events.Log }
 
-func (r recorder) RecordTx(ctx context.Context, tx any, c store.Change) error {
-	t, ok := tx.(*sql.Tx)
-	if !ok {
-		return fmt.Errorf("events recorder needs a *sql.Tx, got %T", tx)
-	}
-	return r.log.AppendTx(ctx, t, &events.Event{
+func (r recorder) RecordTx(ctx context.Context, tx *sqldb.Tx, c store.Change) error {
+	return r.log.AppendTx(ctx, tx, &events.Event{
 		Type: c.Type, TeamID: c.Sandbox.TeamID, SandboxID: c.Sandbox.ID,
 		SandboxTemplateID: c.Sandbox.TemplateID, SandboxBuildID: c.Sandbox.BuildID,
 		SandboxExecutionID: c.Sandbox.ExecutionID, EventData: c.Data,

@@ -19,16 +19,24 @@ import (
 	"github.com/sbxdev/sbx/internal/monitor"
 	"github.com/sbxdev/sbx/internal/netguard"
 	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/internal/telemetry"
 )
 
 // Config is the server configuration, parsed once in the CLI and validated
 // at start-up.
 type Config struct {
-	Listen      string // host:port of the API, proxy and dashboard
-	TLS         TLSConfig
-	Version     string   // of this binary, for the log (sbx version)
-	DataDir     string   // state: SQLite, API key, sandboxes
+	Listen  string // host:port of the API, proxy and dashboard
+	TLS     TLSConfig
+	Version string // of this binary, for the log (sbx version)
+	DataDir string // state: SQLite, API key, sandboxes
+	// Database is a postgres:// URL of a database several servers share;
+	// "" = the SQLite file of the data dir.
+	Database string
+	// NodeName names this server among those sharing a database: the
+	// sandboxes it runs are its own, and only those does its start-up
+	// recovery touch. "" = the hostname and listen port.
+	NodeName    string
 	Runtime     string   // crun, runc or runsc
 	RuntimeArgs []string // extra global flags for the runtime, e.g. --platform=ptrace for runsc
 	Domain      string   // optional: host routing <port>-<id>.<domain>
@@ -188,6 +196,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--data-dir %q: %w", c.DataDir, err)
 	}
 	c.DataDir = abs
+	if c.Database != "" && !sqldb.IsPostgres(c.Database) {
+		return fmt.Errorf("--database %q: want a postgres:// URL (e.g. postgres://sbx:secret@db.internal/sbx); leave it out to use SQLite in the data dir", c.Database)
+	}
+	if len(c.NodeName) > 128 || strings.ContainsAny(c.NodeName, " \t\n") {
+		return fmt.Errorf("--node-name %q: use up to 128 characters without spaces (e.g. host-a:3000)", c.NodeName)
+	}
 	switch c.Runtime {
 	case "crun", "runc", "runsc":
 	default:

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -24,7 +25,7 @@ import (
 	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/internal/runtime/oci"
 	"github.com/sbxdev/sbx/internal/sandbox"
-	"github.com/sbxdev/sbx/internal/store/sqlite"
+	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/telemetry"
 	"github.com/sbxdev/sbx/internal/template"
 	"github.com/sbxdev/sbx/internal/webhook"
@@ -60,11 +61,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return tracing.Shutdown(sctx)
 	})
 
-	st, evlog, err := OpenStore(ctx, cfg.DataDir, log)
+	data, err := OpenData(ctx, cfg.DataDir, cfg.Database, log)
 	if err != nil {
 		return err
 	}
-	closers.add("store", st.Close)
+	closers.add("database", data.Close)
+	st := data.Store
+	// Events appended by other servers sharing a PostgreSQL database wake
+	// this one's SSE streams and webhook engine (LISTEN/NOTIFY).
+	runUntilClosed(ctx, &closers, "event notifications", log, data.Events.Follow)
 	if err := EnsureKeys(ctx, st, cfg.DataDir, log); err != nil {
 		return err
 	}
@@ -85,13 +90,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := WriteServerURL(cfg.DataDir, front.url()); err != nil {
 		return fmt.Errorf("record the server's address in the data dir: %w", err)
 	}
-	log.Info("sbx listening", "version", cfg.Version, "url", front.url(), "data_dir", cfg.DataDir, "runtime", cfg.Runtime)
+	if cfg.NodeName == "" {
+		cfg.NodeName = defaultNodeName(front.addr)
+	}
+	log.Info("sbx listening", "version", cfg.Version, "url", front.url(), "data_dir", cfg.DataDir, "runtime", cfg.Runtime,
+		"database", data.DB.Dialect(), "node", cfg.NodeName)
 
-	c, err := startCore(ctx, cfg, log, st, evlog, &closers)
+	c, err := startCore(ctx, cfg, log, data, &closers)
 	if err != nil {
 		return err
 	}
-	handler, err := startServices(ctx, cfg, log, st, evlog, c, front, tracing, &closers)
+	handler, err := startServices(ctx, cfg, log, data, c, front, tracing, &closers)
 	if err != nil {
 		return err
 	}
@@ -108,6 +117,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer cancel()
 	_ = front.srv.Shutdown(shCtx)
 	return nil
+}
+
+// defaultNodeName names a server by its host and listen port: unique among
+// servers sharing a database, and the same across restarts, so a restarted
+// server recovers the sandboxes it ran.
+func defaultNodeName(addr string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	return host + ":" + port
 }
 
 // frontDoor is the listener, serving `starting` until the API is wired.
@@ -182,7 +203,8 @@ type core struct {
 
 // startCore prepares the host, reattaches running sandboxes, prepares the
 // built-in templates in the background and starts the warm pools.
-func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Store, evlog *events.Log, closers *closerList) (*core, error) {
+func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, closers *closerList) (*core, error) {
+	st, evlog := data.Store, data.Events
 	agentDir, err := installAgent(cfg)
 	if err != nil {
 		return nil, err
@@ -208,7 +230,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Sto
 	if c.netw, err = network.New(network.Config{NetnsDir: filepath.Join(cfg.DataDir, "netns"), AllowCIDRs: allow}, log); err != nil {
 		return nil, err
 	}
-	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir}, log, st, c.drv, c.netw, c.reg)
+	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir, NodeID: cfg.NodeName}, log, st, c.drv, c.netw, c.reg)
 	c.mgr.SetPauseDiskAfter(cfg.PauseDiskAfter)
 	c.mgr.SetTeamCap(cfg.TeamMaxSandboxes, st)
 	snapDrv, err := snapshotRuntime(cfg, c.drv, log)
@@ -224,11 +246,8 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Sto
 	c.reg.PrepareBuiltins(ctx, rootfs.NewBuilder(cfg.RootfsCache, log))
 
 	// Template builds (issue 5): Dockerfile steps run in build sandboxes;
-	// built templates are re-registered from SQLite here.
-	tplStore, err := template.NewStore(ctx, st.DB())
-	if err != nil {
-		return nil, err
-	}
+	// built templates are re-registered from the database here.
+	tplStore := template.NewStore(data.DB)
 	tplExec := builder.NewExecutor(builder.Config{DataDir: cfg.DataDir,
 		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes"), Limits: cfg.Builds.Limits}, log, c.drv, c.netw)
 	c.tplSvc = template.NewService(template.ServiceConfig{DataDir: cfg.DataDir, MaxBuilds: cfg.Builds.Concurrency,
@@ -288,9 +307,10 @@ func snapshotRuntime(cfg Config, main *oci.Driver, log *slog.Logger) (*oci.Drive
 
 // startServices starts the webhook engine and monitoring and returns the
 // API (with the sandbox proxy in front of it).
-func startServices(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite.Store, evlog *events.Log,
+func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	c *core, front *frontDoor, tracing *telemetry.Tracing, closers *closerList) (http.Handler, error) {
-	engine, err := webhook.NewEngine(st.DB(), evlog, webhook.Config{
+	st, evlog := data.Store, data.Events
+	engine, err := webhook.NewEngine(data.DB, evlog, webhook.Config{
 		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs}, log)
 	if err != nil {
 		return nil, err
@@ -299,7 +319,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite
 
 	// Monitoring (issue 7): usage and cost, budgets (admission), runaway
 	// detection, analytics, Prometheus metrics, dashboard.
-	mon, err := monitor.ForServer(ctx, cfg.Monitoring, st.DB(), evlog, c.mgr, st, log)
+	mon, err := monitor.ForServer(ctx, cfg.Monitoring, data.DB, evlog, c.mgr, st, log)
 	if err != nil {
 		return nil, err
 	}
@@ -311,12 +331,17 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, st *sqlite
 	closers.add("monitoring", func() error { stopMon(); <-monDone; return nil })
 
 	tplHandler := template.NewHandler(c.tplSvc)
-	refiner := refine.NewHandler(front.url(), st.DB(), log)
+	refiner := refine.NewHandler(front.url(), data.DB, log)
 	refiner.SetHTTPClient(front.selfClient())
 	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, cfg.Domain, log),
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
 		refiner, mon, tplHandler)
 	mon.AddPublic(apiSrv)
+	// Keys revoked through another server sharing the database stop
+	// working here at once, not only when their cache entry expires.
+	runUntilClosed(ctx, closers, "key revocations", log, func(ctx context.Context) error {
+		return data.DB.Listen(ctx, store.KeysChannel, apiSrv.KeysRevoked)
+	})
 	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
 	// The access log, request IDs, HTTP metrics and server spans.
 	mw := &telemetry.Middleware{Log: log.With("component", "http"), Tracing: tracing, Observer: mon.Metrics,

@@ -20,6 +20,7 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/internal/usage"
 )
 
@@ -88,7 +89,7 @@ type Appender interface {
 
 // Budgets stores limits and enforces them. Safe for concurrent use.
 type Budgets struct {
-	db    *sql.DB
+	db    *sqldb.DB
 	ev    Appender
 	usage *usage.Service
 	sbx   Sandboxes
@@ -111,32 +112,9 @@ type Budgets struct {
 // its created event appears (a create that failed never produces one).
 const pendingTTL = 65 * time.Second
 
-const schema = `
-CREATE TABLE IF NOT EXISTS budgets (
-	team_id           TEXT PRIMARY KEY,
-	max_concurrent    INTEGER NOT NULL DEFAULT 0,
-	max_daily_creates INTEGER NOT NULL DEFAULT 0,
-	max_daily_spend   REAL NOT NULL DEFAULT 0,
-	max_monthly_spend REAL NOT NULL DEFAULT 0,
-	warn_at_percent   REAL NOT NULL DEFAULT 0,
-	action            TEXT NOT NULL DEFAULT 'none',
-	updated_at        INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS budget_alerts (
-	team_id TEXT NOT NULL,
-	kind    TEXT NOT NULL,
-	period  TEXT NOT NULL,
-	ts      INTEGER NOT NULL,
-	PRIMARY KEY (team_id, kind, period)
-);
-`
-
 // New returns budgets over db (which also holds the events table). sbx may be
 // nil for a consumer that cannot act on sandboxes.
-func New(ctx context.Context, db *sql.DB, ev Appender, u *usage.Service, sbx Sandboxes, log *slog.Logger) (*Budgets, error) {
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		return nil, fmt.Errorf("migrate budgets: %w", err)
-	}
+func New(ctx context.Context, db *sqldb.DB, ev Appender, u *usage.Service, sbx Sandboxes, log *slog.Logger) (*Budgets, error) {
 	return &Budgets{db: db, ev: ev, usage: u, sbx: sbx, log: log, now: time.Now, pending: map[string][]time.Time{}}, nil
 }
 

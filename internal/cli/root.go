@@ -27,6 +27,8 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 	root.AddCommand(
 		// One line per command group; keep this list sorted by group.
 		newServeCmd(),
+		newMigrateCmd(),
+		newBackupCmd(),
 		newEnvCmd(),
 		newTeamCmd(),
 		newKeyCmd(),

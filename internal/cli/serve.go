@@ -31,6 +31,8 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 		Example: `  sudo sbx serve
   sudo sbx serve --listen 127.0.0.1:3000 --data-dir /var/lib/sbx --runtime crun
   sudo sbx serve --listen 0.0.0.0:3443 --tls-cert /etc/sbx/tls.crt --tls-key /etc/sbx/tls.key
+  # two servers sharing one PostgreSQL database, each with its own data dir:
+  sudo sbx serve --database postgres://sbx:secret@db.internal/sbx --node-name host-a
   eval "$(sbx env)"   # in another shell: point SDKs and the CLI at the server`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -51,6 +53,8 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "serve the API, sandbox proxy and dashboard over HTTPS with this PEM certificate chain (reloaded on SIGHUP and when the file changes)")
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&cfg.TLS.CAFile, "tls-ca", "", "PEM CA certificate clients should trust when --tls-cert comes from a private CA (printed by 'sbx env'; default: --tls-cert's last certificate when it is self-signed)")
+	f.StringVar(&cfg.Database, "database", "", "postgres://user:pass@host/db of a database several sbx servers share (default: SQLite in the data dir)")
+	f.StringVar(&cfg.NodeName, "node-name", "", "this server's name among servers sharing a database; its sandboxes are its own (default: hostname:port)")
 	f.StringVar(&cfg.Runtime, "runtime", app.DefaultRuntime, "OCI runtime: crun, runc or runsc")
 	f.BoolVar(&cfg.UserNS, "userns", app.DefaultUserNS, "run crun and runc sandboxes in user namespaces of their own: root inside is an unprivileged host user (false: root in a sandbox is host root)")
 	f.StringArrayVar(&cfg.RuntimeArgs, "runtime-arg", nil, "extra global flag for the OCI runtime, repeatable (e.g. --runtime-arg=--platform=ptrace with runsc)")

@@ -33,10 +33,7 @@ func tagServer(t *testing.T) (string, string, string) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	db := eventstest.OpenDB(t, filepath.Join(t.TempDir(), "sbx.db"))
-	st, err := template.NewStore(t.Context(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := template.NewStore(db)
 	reg := template.NewRegistry(log)
 	reg.Put(template.Template{ID: "base", BuildID: "base", Names: []string{"base"}, Rootfs: t.TempDir()})
 	svc := template.NewService(template.ServiceConfig{DataDir: t.TempDir(), PruneEvery: -1}, log, st, reg, instantExecutor{}, nil)

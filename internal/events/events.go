@@ -5,7 +5,7 @@
 //
 // Wiring (in the app package):
 //
-//	if err := events.Migrate(ctx, db); err != nil { ... }
+//	db, err := sqldb.Open(ctx, dsn, sqldb.Options{}) // migrated: the events table exists
 //	evlog := events.NewLog(db, logger.With("component", "events"))
 //	// state change + event in one transaction:
 //	tx, _ := db.BeginTx(ctx, nil)
@@ -15,9 +15,6 @@
 //	tx.Commit(); evlog.Notify()
 //	// REST + SSE:
 //	events.NewHandler(evlog, logger).Register(mux)
-//
-// The database should be opened in WAL mode with a busy timeout, e.g.
-// "file:sbx.db?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_txlock=immediate".
 package events
 
 import (
@@ -31,6 +28,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 // Event types. The sandbox lifecycle types match E2B's names.
@@ -118,35 +116,9 @@ func (ev *Event) ToJSON() JSON {
 	}
 }
 
-const schema = `
-CREATE TABLE IF NOT EXISTS events (
-	seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-	id           TEXT NOT NULL UNIQUE,
-	version      TEXT NOT NULL,
-	type         TEXT NOT NULL,
-	team_id      TEXT NOT NULL,
-	sandbox_id   TEXT NOT NULL DEFAULT '',
-	template_id  TEXT NOT NULL DEFAULT '',
-	build_id     TEXT NOT NULL DEFAULT '',
-	execution_id TEXT NOT NULL DEFAULT '',
-	event_data   TEXT,
-	ts           INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_team_seq ON events(team_id, seq);
-CREATE INDEX IF NOT EXISTS events_sandbox_seq ON events(sandbox_id, seq);
-`
-
-// Migrate creates the events table if it does not exist.
-func Migrate(ctx context.Context, db *sql.DB) error {
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("migrate events: %w", err)
-	}
-	return nil
-}
-
 // Log appends and reads events. It is safe for concurrent use.
 type Log struct {
-	db  *sql.DB
+	db  *sqldb.DB
 	log *slog.Logger
 	now func() time.Time
 
@@ -154,8 +126,8 @@ type Log struct {
 	changed chan struct{} // closed and replaced by Notify
 }
 
-// NewLog returns a log over db (already migrated).
-func NewLog(db *sql.DB, log *slog.Logger) *Log {
+// NewLog returns a log over db (opened, so migrated, by sqldb.Open).
+func NewLog(db *sqldb.DB, log *slog.Logger) *Log {
 	return &Log{db: db, log: log, now: time.Now, changed: make(chan struct{})}
 }
 
@@ -164,11 +136,11 @@ func (l *Log) SetClock(now func() time.Time) { l.now = now }
 
 // DB returns the database the log writes to, for packages that keep their
 // own tables next to it (the webhook engine).
-func (l *Log) DB() *sql.DB { return l.db }
+func (l *Log) DB() *sqldb.DB { return l.db }
 
 // AppendTx inserts ev inside the caller's transaction, filling ID, Version,
 // Timestamp and Seq. The caller commits, then calls Notify.
-func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, ev *Event) error {
+func (l *Log) AppendTx(ctx context.Context, tx *sqldb.Tx, ev *Event) error {
 	if ev.Type == "" {
 		return fmt.Errorf("append event: empty type")
 	}
@@ -188,6 +160,22 @@ func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, ev *Event) error {
 			return fmt.Errorf("append event %s: encode eventData: %w", ev.Type, err)
 		}
 		data = string(b)
+	}
+	if tx.Dialect() == sqldb.Postgres {
+		// Readers follow the log by seq (SSE Last-Event-ID, the webhook
+		// cursor), so seq order must be commit order. A sequence alone does
+		// not give that: a transaction that drew seq 10 can commit after one
+		// that drew 11, and a reader already past 11 would skip 10 for good.
+		// This lock, held to commit, makes event-writing transactions draw
+		// and commit one after the other from their first append (appends
+		// come last in their transactions, so the section is short). On
+		// SQLite the database lock already does this.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, appendLock); err != nil {
+			return fmt.Errorf("append event %s: lock: %w", ev.Type, err)
+		}
+		if err := tx.Notify(ctx, NotifyChannel); err != nil {
+			return fmt.Errorf("append event %s: notify: %w", ev.Type, err)
+		}
 	}
 	err := tx.QueryRowContext(ctx, `INSERT INTO events
 		(id, version, type, team_id, sandbox_id, template_id, build_id, execution_id, event_data, ts)
@@ -215,6 +203,21 @@ func (l *Log) Append(ctx context.Context, ev *Event) error {
 	}
 	l.Notify()
 	return nil
+}
+
+// appendLock is the advisory lock key that serializes appends on
+// PostgreSQL ("sbxevent" in ASCII).
+const appendLock int64 = 0x7362786576656e74
+
+// NotifyChannel is the PostgreSQL channel on which appends announce
+// themselves to every server sharing the database.
+const NotifyChannel = "sbx_events"
+
+// Follow wakes this log's subscribers (SSE streams, the webhook engine)
+// when another server sharing the database appends events, until ctx ends.
+// On SQLite, where one server owns the database, it returns at once.
+func (l *Log) Follow(ctx context.Context) error {
+	return l.db.Listen(ctx, NotifyChannel, l.Notify)
 }
 
 // Notify wakes every subscriber waiting on Changed. Call it after the
@@ -325,7 +328,7 @@ func (l *Log) Wait(ctx context.Context, after int64, limit int, f Filter) ([]Eve
 	}
 }
 
-// Queryer is *sql.DB or *sql.Tx.
+// Queryer is *sqldb.DB or *sqldb.Tx.
 type Queryer interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }

@@ -15,7 +15,6 @@ package metrics
 
 import (
 	"context"
-	"database/sql"
 	"log/slog"
 	"net/http"
 	"time"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 // Live lists running and paused sandboxes (the sandbox manager).
@@ -47,7 +47,7 @@ type Metrics struct {
 
 // New registers sbx's metrics. live and db may be nil (then the gauges they
 // feed are absent); db is the database holding webhook_deliveries.
-func New(live Live, db *sql.DB, log *slog.Logger) *Metrics {
+func New(live Live, db *sqldb.DB, log *slog.Logger) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry(), ops: newOps(), log: log}
 	m.create = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "sbx_sandbox_create_duration_seconds", Help: "Time to create a sandbox (API call to ready), by team and template name.",

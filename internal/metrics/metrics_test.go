@@ -22,14 +22,16 @@ func newTestMetrics(t *testing.T) *Metrics {
 	t.Helper()
 	db, _ := eventstest.TempDB(t)
 	for _, q := range []string{
-		`CREATE TABLE webhooks (id TEXT, team_id TEXT)`,
-		`CREATE TABLE webhook_deliveries (team_id TEXT, state TEXT)`,
-		`CREATE TABLE webhook_attempts (webhook_id TEXT, status TEXT)`,
-		`INSERT INTO webhooks VALUES ('w1', 't1'), ('w2', 't2')`,
-		`INSERT INTO webhook_deliveries VALUES ('t1', 'delivered'),('t1', 'delivered'),('t2', 'failed')`,
-		`INSERT INTO webhook_attempts VALUES ('w1', 'success'),('w1', 'success'),('w2', 'failed'),('w2', 'failed'),('w2', 'failed')`,
+		`INSERT INTO webhooks (id, team_id, name, url, secret, events, enabled, created_at, updated_at, start_seq)
+		 VALUES ('w1', 't1', 'a', 'http://x/', 's', '[]', 1, 0, 0, 0), ('w2', 't2', 'b', 'http://x/', 's', '[]', 1, 0, 0, 0)`,
+		`INSERT INTO webhook_deliveries (id, webhook_id, team_id, event_id, event_seq, event_type, sandbox_id, body, state, max_attempts, next_attempt_at, created_at, updated_at)
+		 VALUES ('d1', 'w1', 't1', 'e1', 1, 'x', '', '', 'delivered', 1, 0, 0, 0), ('d2', 'w1', 't1', 'e2', 2, 'x', '', '', 'delivered', 1, 0, 0, 0),
+		        ('d3', 'w2', 't2', 'e3', 3, 'x', '', '', 'failed', 1, 0, 0, 0)`,
+		`INSERT INTO webhook_attempts (id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers, ts)
+		 VALUES ('a1', 'd1', 'w1', 1, 'success', 1, 'u', '{}', 0), ('a2', 'd2', 'w1', 1, 'success', 1, 'u', '{}', 0),
+		        ('a3', 'd3', 'w2', 1, 'failed', 1, 'u', '{}', 0), ('a4', 'd3', 'w2', 2, 'failed', 1, 'u', '{}', 0), ('a5', 'd3', 'w2', 3, 'failed', 1, 'u', '{}', 0)`,
 	} {
-		if _, err := db.Exec(q); err != nil {
+		if _, err := db.ExecContext(t.Context(), q); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,7 +2,7 @@ package metrics
 
 import (
 	"context"
-	"database/sql"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"log/slog"
 	"sync"
 	"time"
@@ -33,7 +33,7 @@ const webhookCountsTTL = 30 * time.Second
 // webhookCollector reports the queue depth live from the engine's memory
 // and the delivery and attempt counts from a cache of the database's.
 type webhookCollector struct {
-	db  *sql.DB
+	db  *sqldb.DB
 	log *slog.Logger
 	ttl time.Duration
 

@@ -2,7 +2,6 @@ package monitor
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 	whsig "github.com/sbxdev/sbx/sdk/webhook"
 )
 
@@ -79,13 +79,13 @@ func (d *delivery) toEvent() (*events.Event, error) {
 // Ingest receives E2B webhooks, checks their e2b-signature and stores them.
 type Ingest struct {
 	secret string
-	db     *sql.DB
+	db     *sqldb.DB
 	log    *events.Log
 	logger *slog.Logger
 }
 
 // NewIngest returns the webhook receiver.
-func NewIngest(secret string, db *sql.DB, log *events.Log, logger *slog.Logger) *Ingest {
+func NewIngest(secret string, db *sqldb.DB, log *events.Log, logger *slog.Logger) *Ingest {
 	return &Ingest{secret: secret, db: db, log: log, logger: logger}
 }
 

@@ -2,7 +2,6 @@ package monitor
 
 import (
 	"context"
-	"database/sql"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/sbxdev/sbx/internal/runaway"
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/internal/usage"
 )
 
@@ -41,7 +41,7 @@ type Server struct {
 // admission check on mgr. cfg must be validated. Call Start to run the
 // periodic checks, Register (via api.New) for the REST routes and
 // AddPublic for the dashboard.
-func ForServer(ctx context.Context, cfg Config, db *sql.DB, evlog *events.Log, mgr *sandbox.Manager, teams Teams, log *slog.Logger) (*Server, error) {
+func ForServer(ctx context.Context, cfg Config, db *sqldb.DB, evlog *events.Log, mgr *sandbox.Manager, teams Teams, log *slog.Logger) (*Server, error) {
 	log = log.With("component", "monitor")
 	s := &Server{cfg: cfg, log: log, mgr: mgr}
 	s.Usage = usage.NewService(evlog, cfg.Rates, mgr.Live)

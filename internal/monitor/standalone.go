@@ -25,6 +25,7 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/runaway"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/internal/usage"
 )
 
@@ -52,7 +53,7 @@ type StandaloneConfig struct {
 // budget alerts and runaway detection.
 type Standalone struct {
 	cfg     StandaloneConfig
-	db      *sql.DB
+	db      *sqldb.DB
 	evlog   *events.Log
 	logger  *slog.Logger
 	Usage   *usage.Service
@@ -63,11 +64,6 @@ type Standalone struct {
 	mux     *http.ServeMux // authenticated
 	public  *http.ServeMux
 	DashKey string
-}
-
-// DSN is the SQLite connection string used for the monitor's database.
-func DSN(path string) string {
-	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate"
 }
 
 // NewStandalone opens the database and assembles the consumer.
@@ -105,18 +101,11 @@ func NewStandalone(ctx context.Context, cfg StandaloneConfig, logger *slog.Logge
 	if err != nil {
 		return nil, err
 	}
-	// Created 0600 before SQLite makes it 0644 (its -wal and -shm files
-	// take its mode): it holds every team's events and webhook payloads.
-	if f, err := os.OpenFile(cfg.DBPath, os.O_RDONLY|os.O_CREATE, 0o600); err == nil {
-		f.Close()
-	}
-	db, err := sql.Open("sqlite", DSN(cfg.DBPath))
+	// sqldb creates the file 0600: it holds every team's events and
+	// webhook payloads.
+	db, err := sqldb.Open(ctx, cfg.DBPath, sqldb.Options{Log: logger})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", cfg.DBPath, err)
-	}
-	if err := events.Migrate(ctx, db); err != nil {
-		db.Close()
-		return nil, err
 	}
 	s := &Standalone{cfg: cfg, db: db, logger: logger, DashKey: key, mux: http.NewServeMux(), public: http.NewServeMux()}
 	s.evlog = events.NewLog(db, logger)

@@ -2,7 +2,6 @@ package refine
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/llm"
 	"github.com/sbxdev/sbx/internal/request"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/sdk"
 )
 
@@ -75,7 +75,7 @@ func (r *run) snapshot() Result {
 // their own table and survive restarts; if that table cannot be set up
 // the handler logs why and keeps them in memory only, since refinement is
 // not worth refusing to serve sandboxes for.
-func NewHandler(apiURL string, db *sql.DB, log *slog.Logger) *Handler {
+func NewHandler(apiURL string, db *sqldb.DB, log *slog.Logger) *Handler {
 	h := &Handler{apiURL: strings.TrimRight(apiURL, "/"), log: log, runs: map[string]*run{}}
 	if db != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -7,29 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
-// store keeps refinements in SQLite (its own table in the server's
-// database) so GET /refinements/{id} answers across restarts. Results are
+// store keeps refinements in the server's database (table refinements) so GET /refinements/{id} answers across restarts. Results are
 // stored whole as JSON: they are written twice (start, end) and read by ID,
 // never queried by field.
-type store struct{ db *sql.DB }
-
-const schema = `CREATE TABLE IF NOT EXISTS refinements (
-	id         TEXT PRIMARY KEY,
-	team_id    TEXT NOT NULL,
-	status     TEXT NOT NULL,
-	started_at TEXT NOT NULL,
-	result     TEXT NOT NULL
-)`
+type store struct{ db *sqldb.DB }
 
 // errDuplicate is returned by insert when the ID is taken.
 var errDuplicate = errors.New("refinement ID already used")
 
-func openStore(ctx context.Context, db *sql.DB) (*store, error) {
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		return nil, fmt.Errorf("migrate refinements: %w", err)
-	}
+func openStore(ctx context.Context, db *sqldb.DB) (*store, error) {
 	s := &store{db: db}
 	// A refinement that was running when the server stopped will never
 	// finish: its loop lived in the old process.

@@ -11,7 +11,8 @@ import (
 	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
-	"github.com/sbxdev/sbx/internal/store/sqlite"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 )
 
 // exitDriver is a runtime driver whose sandboxes' inits end when the test
@@ -108,7 +109,7 @@ type changes struct {
 	all []store.Change
 }
 
-func (c *changes) RecordTx(_ context.Context, _ any, ch store.Change) error {
+func (c *changes) RecordTx(_ context.Context, _ *sqldb.Tx, ch store.Change) error {
 	c.mu.Lock()
 	c.all = append(c.all, ch)
 	c.mu.Unlock()
@@ -131,7 +132,7 @@ func (c *changes) killed(id string) []store.Change {
 func newExitManager(t *testing.T) (*Manager, *exitDriver, *changes) {
 	t.Helper()
 	rec := &changes{}
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "sbx.db"), rec)
+	st, err := sqlstore.Open(t.Context(), filepath.Join(t.TempDir(), "sbx.db"), rec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,6 +80,9 @@ type Templates interface {
 type Config struct {
 	DataDir  string // sandboxes/<id>/run lives here
 	AgentDir string // host dir mounted at /.sbx/bin (envd, codeinterp)
+	// NodeID names this server among servers sharing a database: its
+	// sandboxes carry it, and Recover touches only those.
+	NodeID string
 }
 
 // Manager creates, tracks and destroys sandboxes.
@@ -191,7 +194,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 		CPUCount: tpl.CPUCount, MemoryMB: tpl.MemoryMB, DiskMB: tpl.DiskMB,
 		StartedAt: now, EndAt: now.Add(req.Timeout), AccessToken: token,
 		AllowInternet: req.AllowInternet, AutoPause: req.AutoPause,
-		ExecutionID: uuid.NewString(), Runtime: m.driver.Name(),
+		ExecutionID: uuid.NewString(), Runtime: m.driver.Name(), NodeID: m.cfg.NodeID,
 	}
 	l := m.claim(ctx, tpl, &sb)
 	pooled := l != nil

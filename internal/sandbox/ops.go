@@ -260,13 +260,16 @@ func (m *Manager) Running() int {
 // sandboxes are reattached, ones whose container is gone are recorded as
 // killed, and containers nobody knows are removed.
 func (m *Manager) Recover(ctx context.Context) error {
-	sbs, err := m.store.LiveSandboxes(ctx)
+	// Only this node's sandboxes: another server sharing the database runs
+	// the others, alive although this host has no container for them.
+	sbs, err := m.store.NodeSandboxes(ctx, m.cfg.NodeID)
 	if err != nil {
 		return fmt.Errorf("recover sandboxes: %w", err)
 	}
 	known := map[string]bool{}
 	for _, sb := range sbs {
 		known[sb.ID] = true
+		sb.NodeID = m.cfg.NodeID // a row of no node becomes this one's
 		st, err := m.driver.State(ctx, sb.ID)
 		if err != nil || st != runtime.StatusRunning && st != runtime.StatusPaused && st != runtime.StatusCheckpointed {
 			m.log.Warn("sandbox lost while the server was down; recording it as killed", "sandbox.id", sb.ID, "err", err)

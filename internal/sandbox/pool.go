@@ -224,7 +224,7 @@ func (m *Manager) prestart(ctx context.Context, tpl template.Template) (*live, e
 	}
 	sb := store.Sandbox{ID: id, TemplateID: tpl.ID, BuildID: tpl.BuildID, Alias: firstName(tpl),
 		State: store.StateRunning, CPUCount: tpl.CPUCount, MemoryMB: tpl.MemoryMB, DiskMB: tpl.DiskMB,
-		AllowInternet: true, Runtime: m.driver.Name()}
+		AllowInternet: true, Runtime: m.driver.Name(), NodeID: m.cfg.NodeID}
 	return m.start(ctx, &sb, tpl)
 }
 

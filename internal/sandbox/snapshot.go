@@ -195,7 +195,7 @@ func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force boo
 	}
 	sb := store.Sandbox{ID: id, TemplateID: tpl.ID, BuildID: tpl.BuildID, Alias: firstName(tpl),
 		State: store.StateRunning, EnvVars: tpl.Env, CPUCount: tpl.CPUCount, MemoryMB: tpl.MemoryMB,
-		DiskMB: tpl.DiskMB, AllowInternet: true}
+		DiskMB: tpl.DiskMB, AllowInternet: true, NodeID: m.cfg.NodeID}
 	progress(fmt.Sprintf("snapshot: starting the start command under %s", m.rt.snap.Name()))
 	l, err := m.startWith(ctx, &sb, tpl, launch{snapRT: true})
 	switch {

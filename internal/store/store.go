@@ -1,11 +1,14 @@
 // Package store defines the durable state of the control plane: teams, API
-// keys and sandboxes. The contract is Store; implementations live in
-// sub-packages (sqlite) and run the shared conformance suite in storetest.
+// keys and sandboxes. The contract is Store; its implementation (sqlstore,
+// on SQLite or PostgreSQL through sqldb) runs the conformance suite in
+// storetest against both databases.
 package store
 
 import (
 	"context"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 // Team owns sandboxes, API keys and webhooks.
@@ -72,6 +75,10 @@ type Sandbox struct {
 	ExecutionID   string
 	Runtime       string // driver name that runs it
 	NetNS         string // network namespace path ("" = none)
+	// NodeID names the server that runs the sandbox, among servers sharing
+	// a database ("" in rows from before nodes: adopted by the first
+	// server that recovers them).
+	NodeID string
 }
 
 // Change is a state change recorded in the same transaction as the row
@@ -82,10 +89,10 @@ type Change struct {
 	Data    map[string]any
 }
 
-// Recorder writes a Change inside the store's transaction. The store passes
-// its implementation-specific transaction handle (for sqlite a *sql.Tx).
+// Recorder writes a Change inside the store's transaction, so the change's
+// event commits exactly when the row does.
 type Recorder interface {
-	RecordTx(ctx context.Context, tx any, c Change) error
+	RecordTx(ctx context.Context, tx *sqldb.Tx, c Change) error
 	// Committed is called after the transaction carrying changes committed.
 	Committed()
 }
@@ -98,6 +105,12 @@ type ListFilter struct {
 	After    string // cursor: list sandboxes ordered after this one
 	Limit    int
 }
+
+// KeysChannel is the notification channel on which a store sharing its
+// database with other servers announces that API keys were revoked (a key
+// deleted, a team deleted, the admin key replaced): each server drops the
+// keys it has cached (see sqldb.DB.Listen).
+const KeysChannel = "sbx_keys"
 
 // Store is the control plane's durable state. Methods return errors
 // wrapping errdefs categories (ErrNotFound, ErrAlreadyExists, ...).
@@ -145,8 +158,12 @@ type Store interface {
 	Sandbox(ctx context.Context, id string) (Sandbox, error)
 	// ListSandboxes lists a team's sandboxes ordered by start time, newest first.
 	ListSandboxes(ctx context.Context, f ListFilter) ([]Sandbox, error)
-	// LiveSandboxes lists every sandbox not killed, of all teams (restart recovery).
+	// LiveSandboxes lists every sandbox not killed, of all teams and nodes.
 	LiveSandboxes(ctx context.Context) ([]Sandbox, error)
+	// NodeSandboxes lists the sandboxes not killed that node runs, and
+	// those of no node (rows from before nodes), for its restart recovery:
+	// a server never touches another's sandboxes.
+	NodeSandboxes(ctx context.Context, node string) ([]Sandbox, error)
 
 	Close() error
 }

@@ -64,10 +64,7 @@ func setup(t *testing.T, dbPath, data string, maxUpload int64) *env {
 	t.Helper()
 	db := eventstest.OpenDB(t, dbPath)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := NewStore(t.Context(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := NewStore(db)
 	reg := NewRegistry(log)
 	reg.Put(Template{ID: "base", BuildID: "base", Names: []string{"base", "e2bdev/base"}, Rootfs: data,
 		User: "user", Workdir: "/home/user", CPUCount: 2, MemoryMB: 512, DiskMB: 2048})

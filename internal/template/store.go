@@ -9,83 +9,14 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
-// schema holds user templates, their builds and build logs. The tables are
-// this package's own (prefixed tpl_) and only ever gain columns.
-const schema = `
-CREATE TABLE IF NOT EXISTS tpl_templates (
-	id            TEXT PRIMARY KEY,
-	team_id       TEXT NOT NULL,
-	names         TEXT NOT NULL DEFAULT '[]',
-	public        INTEGER NOT NULL DEFAULT 0,
-	cpu_count     INTEGER NOT NULL,
-	memory_mb     INTEGER NOT NULL,
-	disk_mb       INTEGER NOT NULL,
-	current_build TEXT NOT NULL DEFAULT '',
-	build_count   INTEGER NOT NULL DEFAULT 0,
-	created_at    TEXT NOT NULL,
-	updated_at    TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tpl_builds (
-	id          TEXT PRIMARY KEY,
-	template_id TEXT NOT NULL,
-	status      TEXT NOT NULL,
-	reason      TEXT NOT NULL DEFAULT '',
-	reason_step TEXT NOT NULL DEFAULT '',
-	request     TEXT NOT NULL DEFAULT '{}',
-	result      TEXT NOT NULL DEFAULT '{}',
-	created_at  TEXT NOT NULL,
-	finished_at TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS tpl_builds_template ON tpl_builds(template_id);
-CREATE TABLE IF NOT EXISTS tpl_tags (
-	template_id TEXT NOT NULL,
-	tag         TEXT NOT NULL,
-	build_id    TEXT NOT NULL,
-	created_at  TEXT NOT NULL,
-	PRIMARY KEY (template_id, tag)
-);
-CREATE INDEX IF NOT EXISTS tpl_tags_build ON tpl_tags(build_id);
-CREATE TABLE IF NOT EXISTS tpl_build_logs (
-	build_id TEXT NOT NULL,
-	seq      INTEGER NOT NULL,
-	ts       TEXT NOT NULL,
-	level    TEXT NOT NULL,
-	step     TEXT NOT NULL DEFAULT '',
-	message  TEXT NOT NULL,
-	PRIMARY KEY (build_id, seq)
-);
-`
+// Store persists user templates and builds (tables tpl_*).
+type Store struct{ db *sqldb.DB }
 
-// addedColumns are columns added after a table was first released: a
-// database created before them gains them at start-up.
-var addedColumns = []struct{ table, name, def string }{
-	// Tags a build gets when it becomes ready (POST /v3/templates name:tag or tags[]).
-	{"tpl_builds", "tags", "tags TEXT NOT NULL DEFAULT '[]'"},
-}
-
-// Store persists user templates and builds in SQLite.
-type Store struct{ db *sql.DB }
-
-// NewStore migrates the template tables in db and returns a store over them.
-func NewStore(ctx context.Context, db *sql.DB) (*Store, error) {
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		return nil, fmt.Errorf("migrate template tables: %w", err)
-	}
-	for _, c := range addedColumns {
-		var n int
-		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?`, c.table, c.name).Scan(&n); err != nil {
-			return nil, fmt.Errorf("migrate template tables: %w", err)
-		}
-		if n == 0 {
-			if _, err := db.ExecContext(ctx, `ALTER TABLE `+c.table+` ADD COLUMN `+c.def); err != nil {
-				return nil, fmt.Errorf("migrate template tables: add %s.%s: %w", c.table, c.name, err)
-			}
-		}
-	}
-	return &Store{db: db}, nil
-}
+// NewStore returns a store over db (opened, so migrated, by sqldb.Open).
+func NewStore(db *sqldb.DB) *Store { return &Store{db: db} }
 
 // Record is a user template row.
 type Record struct {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/errdefs"
-	"github.com/sbxdev/sbx/internal/events/eventstest"
 )
 
 // build registers and runs one build of name as team and waits for it.
@@ -256,35 +255,6 @@ func TestTagRoutesBesideAliases(t *testing.T) {
 	_, pattern = mux.Handler(mustReq(t, "GET", "http://x/templates/abc/tags"))
 	if pattern != "GET /templates/{id}/{sub}" {
 		t.Errorf("abc/tags routed to %q", pattern)
-	}
-}
-
-// TestStoreAddsTagsColumn: a database from before tags gains the column.
-func TestStoreAddsTagsColumn(t *testing.T) {
-	t.Parallel()
-	db := eventstest.OpenDB(t, filepath.Join(t.TempDir(), "old.db"))
-	if _, err := db.Exec(`CREATE TABLE tpl_builds (id TEXT PRIMARY KEY, template_id TEXT NOT NULL, status TEXT NOT NULL,
-		reason TEXT NOT NULL DEFAULT '', reason_step TEXT NOT NULL DEFAULT '', request TEXT NOT NULL DEFAULT '{}',
-		result TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL, finished_at TEXT NOT NULL DEFAULT '');
-		INSERT INTO tpl_builds (id, template_id, status, created_at) VALUES ('old', 't', 'ready', '2026-01-01T00:00:00Z')`); err != nil {
-		t.Fatal(err)
-	}
-	st, err := NewStore(t.Context(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := NewStore(t.Context(), db); err != nil { // idempotent
-		t.Fatal(err)
-	}
-	b, err := st.Build(t.Context(), "old")
-	if err != nil || len(b.Tags) != 0 {
-		t.Fatalf("old build %+v %v", b, err)
-	}
-	if err := st.CreateBuild(t.Context(), BuildRecord{ID: "new", TemplateID: "t", Status: StatusWaiting, Tags: []string{"v1"}, CreatedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := st.Build(t.Context(), "new"); err != nil || strings.Join(b.Tags, ",") != "v1" {
-		t.Fatalf("new build %+v %v", b, err)
 	}
 }
 

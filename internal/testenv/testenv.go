@@ -36,6 +36,11 @@ var Crun = Binary("crun", "apt-get install crun")
 // Runsc needs gVisor's runsc (scripts/install-deps.sh builds it).
 var Runsc = Binary("runsc", "scripts/install-deps.sh builds it from the Go module proxy")
 
+// Postgres needs a throwaway PostgreSQL server named by SBX_TEST_POSTGRES,
+// which `make test` starts (scripts/with-postgres.sh).
+var Postgres = Need{what: "a PostgreSQL server in SBX_TEST_POSTGRES (run the tests through scripts/with-postgres.sh, as make test does)",
+	ok: func() bool { return os.Getenv("SBX_TEST_POSTGRES") != "" }}
+
 // Integration is what end-to-end tests of a real `sbx serve` need.
 var Integration = []Need{Root, Crun}
 

@@ -18,7 +18,7 @@ func BenchmarkSpend(b *testing.B) {
 			db, _ := eventstest.TempDB(b)
 			log := events.NewLog(db, slog.New(slog.DiscardHandler))
 			t0 := time.Now().Add(-time.Hour)
-			tx, err := db.Begin()
+			tx, err := db.BeginTx(b.Context(), nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -24,7 +24,7 @@
 // webhook-timestamp signed afresh per attempt, webhook-signature); both
 // come from package sdk/webhook, which receivers use to verify.
 //
-// Wiring (in the app package, after events.Migrate):
+// Wiring (in the app package; db is sqldb.Open's, so its tables exist):
 //
 //	cfg := webhook.Config{AllowPrivate: flags.webhookAllowPrivate, AllowCIDRs: flags.webhookAllowCIDRs}
 //	eng, err := webhook.NewEngine(db, evlog, cfg, logger.With("component", "webhook"))
@@ -47,11 +47,12 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 // Engine fans events out to webhooks and delivers them.
 type Engine struct {
-	db     *sql.DB
+	db     *sqldb.DB
 	events *events.Log
 	cfg    Config
 	log    *slog.Logger
@@ -73,16 +74,12 @@ type Engine struct {
 	results chan *result
 }
 
-// NewEngine prepares the engine: it validates cfg, creates the webhook
-// tables and loads the webhooks. Run starts delivering.
-func NewEngine(db *sql.DB, evlog *events.Log, cfg Config, log *slog.Logger) (*Engine, error) {
+// NewEngine prepares the engine: it validates cfg and loads the webhooks. Run starts delivering.
+func NewEngine(db *sqldb.DB, evlog *events.Log, cfg Config, log *slog.Logger) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	ctx := context.Background()
-	if err := Migrate(ctx, db); err != nil {
-		return nil, err
-	}
 	e := &Engine{
 		db: db, events: evlog, cfg: cfg, log: log,
 		hooks: map[string]*Webhook{}, lanes: map[string]*lane{}, known: map[string]*item{},
@@ -126,8 +123,12 @@ func NewEngine(db *sql.DB, evlog *events.Log, cfg Config, log *slog.Logger) (*En
 // Run delivers until ctx ends. On return every finished attempt is recorded;
 // attempts cut short are retried by the next Run.
 func (e *Engine) Run(ctx context.Context) error {
-	if err := e.loadPending(ctx, ""); err != nil {
-		return err
+	// On PostgreSQL the server that becomes the fan-out leader loads them
+	// (see fanoutLoop); another server's in-flight deliveries are not ours.
+	if e.db.Dialect() != sqldb.Postgres {
+		if err := e.loadPending(ctx, ""); err != nil {
+			return err
+		}
 	}
 	e.mu.Lock()
 	if e.running {
@@ -144,6 +145,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	workers.Go(func() { e.fanoutLoop(ctx) })
 	workers.Go(func() { e.sweepLoop(ctx) })
+	workers.Go(func() { e.db.Listen(ctx, HooksChannel, func() { e.reloadHooks(ctx) }) })
 	e.schedule(ctx)
 	workers.Wait()
 	close(e.results)
@@ -369,15 +371,51 @@ func (e *Engine) complete(it *item, r *result) {
 	e.results <- r
 }
 
-// fanoutLoop turns new events into deliveries.
+// HooksChannel is the notification channel on which a server announces
+// webhook changes to the others sharing its database.
+const HooksChannel = "sbx_webhooks"
+
+// leaderLock names the lock held by the one server that fans events out to
+// webhooks and sends their deliveries ("sbxwhook" in ASCII).
+const leaderLock int64 = 0x73627877686f6f6b
+
+// fanoutLoop turns new events into deliveries. With several servers on one
+// PostgreSQL database only the holder of leaderLock does it, and sends
+// them, so each (webhook, event) delivery is created once and a webhook's
+// deliveries go out in order from one place. When the leader dies its lock
+// goes with its session; the next server to take it reloads the webhooks,
+// the cursor and the pending deliveries (retries included) and carries on.
+// The others still send what they are asked for directly (test pings,
+// redeliveries).
 func (e *Engine) fanoutLoop(ctx context.Context) {
 	// The event log wakes us on every commit; the slow tick only covers a
-	// writer that forgot to call Notify.
+	// writer that forgot to call Notify, and a leader's death.
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
+	var lead *sqldb.Lock
+	defer func() {
+		if lead != nil {
+			lead.Release()
+		}
+	}()
 	for {
 		ch := e.events.Changed()
-		n, err := e.fanout(ctx)
+		if lead != nil && !lead.Held(ctx) && ctx.Err() == nil {
+			e.log.Warn("lost the webhook leader lock (database connection broken); another server may take over")
+			lead.Release()
+			lead = nil
+		}
+		if lead == nil && ctx.Err() == nil {
+			var err error
+			if lead, err = e.lead(ctx); err != nil {
+				e.log.Error("webhook leadership", "err", err)
+			}
+		}
+		var n int
+		var err error
+		if lead != nil {
+			n, err = e.fanout(ctx)
+		}
 		if err != nil && ctx.Err() == nil {
 			e.log.Error("webhook fan-out failed; retrying", "err", err)
 		}
@@ -394,6 +432,56 @@ func (e *Engine) fanoutLoop(ctx context.Context) {
 }
 
 const fanoutBatch = 1000
+
+// lead takes the leader lock if it is free and then loads what the previous
+// leader left: the webhooks, the cursor, the pending deliveries. nil: not
+// the leader (yet).
+func (e *Engine) lead(ctx context.Context) (*sqldb.Lock, error) {
+	lock, ok, err := e.db.TryLock(ctx, leaderLock)
+	if err != nil || !ok {
+		return nil, err
+	}
+	if e.db.Dialect() != sqldb.Postgres {
+		return lock, nil // the only server: NewEngine and Run loaded everything
+	}
+	e.reloadHooks(ctx)
+	e.fanMu.Lock()
+	err = e.db.QueryRowContext(ctx, `SELECT seq FROM webhook_cursor WHERE id = 1`).Scan(&e.cursor)
+	e.fanMu.Unlock()
+	if err == nil {
+		err = e.loadPending(ctx, "")
+	}
+	if err != nil {
+		lock.Release()
+		return nil, fmt.Errorf("take over webhook deliveries: %w", err)
+	}
+	e.log.Info("this server now fans events out to webhooks and sends their deliveries")
+	return lock, nil
+}
+
+// reloadHooks replaces the webhooks in memory with the database's: another
+// server sharing it created, changed or deleted some.
+func (e *Engine) reloadHooks(ctx context.Context) {
+	// fanMu before reading: a Create, Update or Delete of this server holds
+	// it from its read to its write of the memory, so the rows read here
+	// are never older than what it leaves in memory.
+	e.fanMu.Lock()
+	defer e.fanMu.Unlock()
+	hooks, err := loadHooks(ctx, e.db, "")
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Warn("reload webhooks", "err", err)
+		}
+		return
+	}
+	e.mu.Lock()
+	clear(e.hooks)
+	for _, h := range hooks {
+		e.hooks[h.ID] = h
+	}
+	e.mu.Unlock()
+	e.signal()
+}
 
 func (e *Engine) fanout(ctx context.Context) (int, error) {
 	e.fanMu.Lock()

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"database/sql"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/events/eventstest"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -37,7 +37,7 @@ func fastConfig() Config {
 }
 
 type env struct {
-	db   *sql.DB
+	db   *sqldb.DB
 	path string
 	log  *events.Log
 	eng  *Engine

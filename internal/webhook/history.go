@@ -204,7 +204,7 @@ func (e *Engine) Stats(ctx context.Context, teamID, webhookID string, start, end
 	for i := range st.Buckets {
 		st.Buckets[i].Timestamp = start.Add(time.Duration(int64(i) * width)).UTC()
 	}
-	rows, err := e.db.QueryContext(ctx, `SELECT (ts - ?) / ?, COUNT(*), SUM(status = 'failed'), AVG(duration_ms)
+	rows, err := e.db.QueryContext(ctx, `SELECT (ts - ?) / ?, COUNT(*), COUNT(CASE WHEN status = 'failed' THEN 1 END), AVG(duration_ms)
 		FROM webhook_attempts WHERE webhook_id = ? AND ts >= ? AND ts < ? GROUP BY 1`,
 		start.UnixNano(), width, webhookID, start.UnixNano(), end.UnixNano())
 	if err != nil {
@@ -227,7 +227,7 @@ func (e *Engine) Stats(ctx context.Context, teamID, webhookID string, start, end
 	}
 	var mn, avg, mx sql.NullFloat64
 	var failed sql.NullInt64
-	if err := e.db.QueryRowContext(ctx, `SELECT COUNT(*), SUM(status = 'failed'), MIN(duration_ms), AVG(duration_ms), MAX(duration_ms)
+	if err := e.db.QueryRowContext(ctx, `SELECT COUNT(*), COUNT(CASE WHEN status = 'failed' THEN 1 END), MIN(duration_ms), AVG(duration_ms), MAX(duration_ms)
 		FROM webhook_attempts WHERE webhook_id = ? AND ts >= ? AND ts < ?`, webhookID, start.UnixNano(), end.UnixNano()).
 		Scan(&st.Total, &failed, &mn, &avg, &mx); err != nil {
 		return nil, fmt.Errorf("webhook stats: %w", err)

@@ -174,6 +174,7 @@ func (e *Engine) Create(ctx context.Context, teamID string, in Input) (*Webhook,
 	c := *w
 	e.hooks[w.ID] = &c
 	e.mu.Unlock()
+	e.announce(ctx)
 	e.log.Info("webhook created", "webhook.id", w.ID, "team.id", teamID, "url", w.URL)
 	return w, nil
 }
@@ -231,6 +232,7 @@ func (e *Engine) Update(ctx context.Context, teamID, id string, in Input) (*Webh
 	c := *w
 	e.hooks[w.ID] = &c
 	e.mu.Unlock()
+	e.announce(ctx)
 	if w.Enabled && !wasEnabled {
 		if err := e.loadPending(ctx, w.ID); err != nil {
 			return nil, err
@@ -267,6 +269,7 @@ func (e *Engine) Delete(ctx context.Context, teamID, id string) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("delete webhook %s: %w", id, err)
 	}
+	e.announce(ctx)
 	e.signal()
 	return nil
 }
@@ -380,7 +383,7 @@ func (e *Engine) Redeliver(ctx context.Context, teamID, webhookID, id string) (s
 		return "", fmt.Errorf("redeliver %s: %w", id, err)
 	}
 	now := e.cfg.Now()
-	if _, err := e.db.ExecContext(ctx, `UPDATE webhook_deliveries SET state = 'pending', max_attempts = MAX(max_attempts, attempts + 1),
+	if _, err := e.db.ExecContext(ctx, `UPDATE webhook_deliveries SET state = 'pending', max_attempts = CASE WHEN max_attempts > attempts THEN max_attempts ELSE attempts + 1 END,
 		next_attempt_at = ?, updated_at = ? WHERE id = ?`, now.UnixNano(), now.UnixNano(), did); err != nil {
 		return "", fmt.Errorf("redeliver %s: %w", id, err)
 	}
@@ -412,4 +415,12 @@ func decodeCursor(s string) (int64, error) {
 		}
 	}
 	return 0, errdefs.Invalid("cursor %q is not valid; pass the nextCursor of the previous page", s)
+}
+
+// announce tells the other servers sharing the database that webhooks
+// changed, so the one sending deliveries uses the change at once.
+func (e *Engine) announce(ctx context.Context) {
+	if err := e.db.Notify(context.WithoutCancel(ctx), HooksChannel); err != nil {
+		e.log.Warn("announce webhook change to other servers", "err", err)
+	}
 }

@@ -201,10 +201,11 @@ func (e *Engine) writeBatch(batch []*result) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	att, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO webhook_attempts
+	att, err := tx.PrepareContext(ctx, `INSERT INTO webhook_attempts
 		(id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers,
 		 response_status, response_headers, response_body, error_class, error_message, ts)
-		SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = ?)`) // not for a deleted webhook
+		SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = ?)
+		ON CONFLICT DO NOTHING`) // not for a deleted webhook
 	if err != nil {
 		return err
 	}

@@ -86,6 +86,14 @@ type Server struct {
 // benchmarks in this package start their servers the same way.
 func StartServer(t testing.TB, extra ...string) *Server {
 	t.Helper()
+	return StartServerPrepared(t, nil, extra...)
+}
+
+// StartServerPrepared is StartServer with prepare run on the fresh data dir
+// before the server starts (e.g. to give it another server's key files when
+// both share one database).
+func StartServerPrepared(t testing.TB, prepare func(dataDir string), extra ...string) *Server {
+	t.Helper()
 	testenv.Require(t, testenv.Integration...)
 	root := RepoRoot(t)
 	bin := filepath.Join(root, "bin", "sbx")
@@ -122,6 +130,9 @@ func StartServer(t testing.TB, extra ...string) *Server {
 		s.Stop(syscall.SIGTERM)
 		CleanupDataDir(t, dataDir)
 	})
+	if prepare != nil {
+		prepare(dataDir)
+	}
 	s.Start(t)
 	s.APIKey = s.readAPIKey(t)
 	s.WaitTemplate(t, "base")

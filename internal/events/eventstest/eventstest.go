@@ -4,39 +4,48 @@
 package eventstest
 
 import (
-	"database/sql"
 	"net/http"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
-
 	"github.com/sbxdev/sbx/internal/auth"
-	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqldb/sqldbtest"
 )
 
-// DSN returns the connection string sbx uses for a database file.
-func DSN(path string) string {
-	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-}
+// pgByPath maps database file paths to PostgreSQL databases under
+// SBX_TEST_DATABASE=postgres.
+var pgByPath sync.Map
 
-// OpenDB opens (creating if needed) the SQLite file at path with the events
-// table migrated, and closes it when the test ends.
-func OpenDB(t testing.TB, path string) *sql.DB {
+// OpenDB opens (creating if needed) the database file at path, migrated
+// like the server's, and closes it when the test ends. With
+// SBX_TEST_DATABASE=postgres it opens a fresh PostgreSQL database instead
+// (on the server of SBX_TEST_POSTGRES), so the tests of every package that
+// keeps state in the database run on both dialects.
+func OpenDB(t testing.TB, path string) *sqldb.DB {
 	t.Helper()
-	db, err := sql.Open("sqlite", DSN(path))
+	dsn := path
+	if os.Getenv("SBX_TEST_DATABASE") == "postgres" {
+		// The same tests on PostgreSQL: one database per path, so a test
+		// that reopens its file reopens its database.
+		v, ok := pgByPath.Load(path)
+		if !ok {
+			v, _ = pgByPath.LoadOrStore(path, sqldbtest.DSN(t, sqldb.Postgres))
+		}
+		dsn = v.(string)
+	}
+	db, err := sqldb.Open(t.Context(), dsn, sqldb.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := events.Migrate(t.Context(), db); err != nil {
-		t.Fatal(err)
-	}
 	return db
 }
 
 // TempDB is OpenDB on a fresh file in t.TempDir; it returns the path too.
-func TempDB(t testing.TB) (*sql.DB, string) {
+func TempDB(t testing.TB) (*sqldb.DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sbx.db")
 	return OpenDB(t, path), path

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 // Factory returns a fresh, empty store wired to rec (which may be nil).
@@ -24,7 +25,7 @@ type Recorder struct {
 	FailNext bool
 }
 
-func (r *Recorder) RecordTx(_ context.Context, _ any, c store.Change) error {
+func (r *Recorder) RecordTx(_ context.Context, _ *sqldb.Tx, c store.Change) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.FailNext {
@@ -49,6 +50,48 @@ func Run(t *testing.T, newStore Factory) {
 	t.Run("DeleteTeam", func(t *testing.T) { testDeleteTeam(t, newStore(t, nil)) })
 	t.Run("Sandboxes", func(t *testing.T) { testSandboxes(t, newStore) })
 	t.Run("ChangeRollsBackWithRow", func(t *testing.T) { testAtomic(t, newStore) })
+	t.Run("NodeSandboxes", func(t *testing.T) { testNodes(t, newStore(t, nil)) })
+}
+
+// testNodes: a node's recovery sees its own live sandboxes and those of
+// no node, never another node's or killed ones.
+func testNodes(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := time.Now().UTC()
+	for _, c := range []struct {
+		id, node string
+		state    store.SandboxState
+	}{
+		{"a1", "node-a", store.StateRunning}, {"a2", "node-a", store.StatePaused}, {"a3", "node-a", store.StateKilled},
+		{"b1", "node-b", store.StateRunning}, {"legacy", "", store.StateRunning},
+	} {
+		sb := sample(c.id, "t1", now, nil)
+		sb.NodeID, sb.State = c.node, c.state
+		if err := s.InsertSandbox(ctx, sb, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.NodeSandboxes(ctx, "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]string{}
+	for _, sb := range got {
+		ids[sb.ID] = sb.NodeID
+	}
+	want := map[string]string{"a1": "node-a", "a2": "node-a", "legacy": ""}
+	if len(ids) != len(want) {
+		t.Fatalf("NodeSandboxes(node-a) = %v, want %v", ids, want)
+	}
+	for id, node := range want {
+		if n, ok := ids[id]; !ok || n != node {
+			t.Fatalf("NodeSandboxes(node-a) = %v, want %v", ids, want)
+		}
+	}
+	all, err := s.LiveSandboxes(ctx)
+	if err != nil || len(all) != 4 {
+		t.Fatalf("LiveSandboxes = %d, %v; want 4", len(all), err)
+	}
 }
 
 func testTeams(t *testing.T, s store.Store) {

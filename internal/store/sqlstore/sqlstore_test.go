@@ -1,4 +1,4 @@
-package sqlite_test
+package sqlstore_test
 
 import (
 	"database/sql"
@@ -7,18 +7,18 @@ import (
 	"testing"
 
 	"github.com/sbxdev/sbx/internal/store"
-	"github.com/sbxdev/sbx/internal/store/sqlite"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqldb/sqldbtest"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/store/storetest"
 )
 
+// TestConformance runs the store suite on SQLite and on a real PostgreSQL.
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T, rec store.Recorder) store.Store {
-		s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "sbx.db"), rec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
+	sqldbtest.Run(t, func(t *testing.T, dialect sqldb.Dialect) {
+		storetest.Run(t, func(t *testing.T, rec store.Recorder) store.Store {
+			return sqlstore.New(sqldbtest.Open(t, dialect), rec)
+		})
 	})
 }
 
@@ -35,14 +35,14 @@ func TestMigrateLegacyKeys(t *testing.T) {
 		`CREATE TABLE teams (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL)`,
 		`CREATE TABLE api_keys (hash TEXT PRIMARY KEY, team_id TEXT NOT NULL REFERENCES teams(id), mask TEXT NOT NULL, created_at INTEGER NOT NULL)`,
 		`INSERT INTO teams VALUES ('t1', 'default', 1)`,
-		`INSERT INTO api_keys VALUES ('` + sqlite.HashKey(key) + `', 't1', 'e2b_01...4567', 1)`,
+		`INSERT INTO api_keys VALUES ('` + sqlstore.HashKey(key) + `', 't1', 'e2b_01...4567', 1)`,
 	} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatal(err)
 		}
 	}
 	db.Close()
-	s, err := sqlite.Open(t.Context(), path, nil)
+	s, err := sqlstore.Open(t.Context(), path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestMigrateLegacyKeys(t *testing.T) {
 
 func TestDatabaseIsPrivate(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sbx.db")
-	s, err := sqlite.Open(t.Context(), path, nil)
+	s, err := sqlstore.Open(t.Context(), path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,17 +1,17 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 const teamColumns = `id, name, created_at, max_sandboxes`
@@ -27,7 +27,7 @@ func (s *Store) CreateTeam(ctx context.Context, name, apiKey string) (store.Team
 	_, err = tx.ExecContext(ctx, `INSERT INTO teams(id, name, created_at) VALUES(?,?,?)`,
 		t.ID, t.Name, t.CreatedAt.UnixNano())
 	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE") {
+		if sqldb.IsUniqueViolation(err) {
 			return store.Team{}, errdefs.Exists("team %q already exists; pick another name", name)
 		}
 		return store.Team{}, fmt.Errorf("create team %s: %w", name, err)
@@ -104,6 +104,9 @@ func (s *Store) DeleteTeam(ctx context.Context, teamID string) error {
 	}
 	if err := oneRow(res, "team "+teamID); err != nil {
 		return err
+	}
+	if err := tx.Notify(ctx, store.KeysChannel); err != nil {
+		return fmt.Errorf("delete team %s: %w", teamID, err)
 	}
 	return tx.Commit()
 }

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 // HashKey is how API keys are stored: never in clear. The keys are 160
@@ -62,15 +63,15 @@ func decodeMask(s string) store.KeyMask {
 
 const keyColumns = `id, team_id, name, mask, created_at, last_used`
 
-func insertKey(ctx context.Context, tx *sql.Tx, teamID, name, apiKey string, now time.Time) (store.APIKey, error) {
+func insertKey(ctx context.Context, tx *sqldb.Tx, teamID, name, apiKey string, now time.Time) (store.APIKey, error) {
 	k := store.APIKey{ID: uuid.NewString(), TeamID: teamID, Name: name, Mask: Mask(apiKey), CreatedAt: now}
 	_, err := tx.ExecContext(ctx, `INSERT INTO api_keys(hash, team_id, mask, created_at, id, name) VALUES(?,?,?,?,?,?)`,
 		HashKey(apiKey), teamID, encodeMask(k.Mask), now.UnixNano(), k.ID, name)
 	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE") {
+		if sqldb.IsUniqueViolation(err) {
 			return store.APIKey{}, errdefs.Exists("this API key already exists")
 		}
-		if strings.Contains(err.Error(), "FOREIGN KEY") {
+		if sqldb.IsForeignKeyViolation(err) {
 			return store.APIKey{}, errdefs.NotFound("team %s not found", teamID)
 		}
 		return store.APIKey{}, err
@@ -156,6 +157,9 @@ func (s *Store) DeleteAPIKey(ctx context.Context, id string, force bool) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM api_keys WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("delete api key %s: %w", id, err)
 	}
+	if err := tx.Notify(ctx, store.KeysChannel); err != nil {
+		return fmt.Errorf("delete api key %s: %w", id, err)
+	}
 	return tx.Commit()
 }
 
@@ -228,6 +232,9 @@ func (s *Store) SetAdminKey(ctx context.Context, apiKey string) (store.APIKey, e
 		return store.APIKey{}, fmt.Errorf("set admin key: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM admin_keys`); err != nil {
+		return store.APIKey{}, fmt.Errorf("set admin key: %w", err)
+	}
+	if err := tx.Notify(ctx, store.KeysChannel); err != nil {
 		return store.APIKey{}, fmt.Errorf("set admin key: %w", err)
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO admin_keys(id, hash, mask, created_at) VALUES(?,?,?,?)`,

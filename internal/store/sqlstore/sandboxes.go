@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -11,11 +11,12 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 const sandboxColumns = `id, team_id, template_id, build_id, alias, state, metadata, env_vars,
 	cpu_count, memory_mb, disk_mb, started_at, end_at, killed_at, kill_reason, access_token,
-	allow_internet, auto_pause, execution_id, runtime, netns`
+	allow_internet, auto_pause, execution_id, runtime, netns, node_id`
 
 func sandboxArgs(sb store.Sandbox) ([]any, error) {
 	meta, err := json.Marshal(nonNil(sb.Metadata))
@@ -29,7 +30,7 @@ func sandboxArgs(sb store.Sandbox) ([]any, error) {
 	return []any{sb.ID, sb.TeamID, sb.TemplateID, sb.BuildID, sb.Alias, string(sb.State),
 		string(meta), string(envs), sb.CPUCount, sb.MemoryMB, sb.DiskMB,
 		unixNano(sb.StartedAt), unixNano(sb.EndAt), unixNano(sb.KilledAt), sb.KillReason,
-		sb.AccessToken, sb.AllowInternet, sb.AutoPause, sb.ExecutionID, sb.Runtime, sb.NetNS}, nil
+		sb.AccessToken, sb.AllowInternet, sb.AutoPause, sb.ExecutionID, sb.Runtime, sb.NetNS, sb.NodeID}, nil
 }
 
 func nonNil(m map[string]string) map[string]string {
@@ -59,10 +60,10 @@ func (s *Store) InsertSandbox(ctx context.Context, sb store.Sandbox, change *sto
 	if err != nil {
 		return err
 	}
-	q := `INSERT INTO sandboxes(` + sandboxColumns + `) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
-	return s.write(ctx, change, func(tx *sql.Tx) error {
+	q := `INSERT INTO sandboxes(` + sandboxColumns + `) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
+	return s.write(ctx, change, func(tx *sqldb.Tx) error {
 		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			if strings.Contains(err.Error(), "UNIQUE") {
+			if sqldb.IsUniqueViolation(err) {
 				return errdefs.Exists("sandbox %s already exists", sb.ID)
 			}
 			return fmt.Errorf("insert sandbox %s: %w", sb.ID, err)
@@ -80,8 +81,8 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox, change *sto
 	q := `UPDATE sandboxes SET team_id=?2, template_id=?3, build_id=?4, alias=?5, state=?6,
 		metadata=?7, env_vars=?8, cpu_count=?9, memory_mb=?10, disk_mb=?11, started_at=?12,
 		end_at=?13, killed_at=?14, kill_reason=?15, access_token=?16, allow_internet=?17,
-		auto_pause=?18, execution_id=?19, runtime=?20, netns=?21 WHERE id=?1`
-	return s.write(ctx, change, func(tx *sql.Tx) error {
+		auto_pause=?18, execution_id=?19, runtime=?20, netns=?21, node_id=?22 WHERE id=?1`
+	return s.write(ctx, change, func(tx *sqldb.Tx) error {
 		res, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("update sandbox %s: %w", sb.ID, err)
@@ -94,7 +95,7 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox, change *sto
 }
 
 // write runs fn and the change's recorder in one transaction.
-func (s *Store) write(ctx context.Context, change *store.Change, fn func(*sql.Tx) error) error {
+func (s *Store) write(ctx context.Context, change *store.Change, fn func(*sqldb.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
@@ -179,10 +180,20 @@ func matches(have, want map[string]string) bool {
 	return true
 }
 
-// LiveSandboxes lists sandboxes of every team that are not killed.
+// LiveSandboxes lists sandboxes of every team and node that are not killed.
 func (s *Store) LiveSandboxes(ctx context.Context) ([]store.Sandbox, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE state != ?`,
+	return s.liveSandboxes(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE state != ?`,
 		string(store.StateKilled))
+}
+
+// NodeSandboxes lists the sandboxes not killed of node and of no node.
+func (s *Store) NodeSandboxes(ctx context.Context, node string) ([]store.Sandbox, error) {
+	return s.liveSandboxes(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE state != ? AND node_id IN (?, '')`,
+		string(store.StateKilled), node)
+}
+
+func (s *Store) liveSandboxes(ctx context.Context, q string, args ...any) ([]store.Sandbox, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list live sandboxes: %w", err)
 	}
@@ -204,7 +215,7 @@ func scanSandbox(row scanner) (store.Sandbox, error) {
 	var started, end, killed int64
 	err := row.Scan(&sb.ID, &sb.TeamID, &sb.TemplateID, &sb.BuildID, &sb.Alias, &state, &meta, &envs,
 		&sb.CPUCount, &sb.MemoryMB, &sb.DiskMB, &started, &end, &killed, &sb.KillReason,
-		&sb.AccessToken, &sb.AllowInternet, &sb.AutoPause, &sb.ExecutionID, &sb.Runtime, &sb.NetNS)
+		&sb.AccessToken, &sb.AllowInternet, &sb.AutoPause, &sb.ExecutionID, &sb.Runtime, &sb.NetNS, &sb.NodeID)
 	if err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return sb, err
