@@ -101,13 +101,19 @@ func (c *Client) ListTeams(ctx context.Context) ([]Team, error) {
 	return out, err
 }
 
-// CreateTeam creates a team (admin key); maxSandboxes nil keeps the
-// server's default cap.
-func (c *Client) CreateTeam(ctx context.Context, name string, maxSandboxes *int) (*CreatedTeam, error) {
+// TeamOptions are the options of CreateTeam and UpdateTeam.
+type TeamOptions struct {
+	// MaxSandboxes caps the team's running and paused sandboxes: nil
+	// keeps the server's default (--team-max-sandboxes), 0 removes the cap.
+	MaxSandboxes *int
+}
+
+// CreateTeam creates a team (admin key).
+func (c *Client) CreateTeam(ctx context.Context, name string, opts TeamOptions) (*CreatedTeam, error) {
 	var out CreatedTeam
 	body := map[string]any{"name": name}
-	if maxSandboxes != nil {
-		body["maxSandboxes"] = *maxSandboxes
+	if opts.MaxSandboxes != nil {
+		body["maxSandboxes"] = *opts.MaxSandboxes
 	}
 	if _, err := c.apiDo(ctx, http.MethodPost, "/teams", nil, body, &out); err != nil {
 		return nil, err
@@ -115,11 +121,11 @@ func (c *Client) CreateTeam(ctx context.Context, name string, maxSandboxes *int)
 	return &out, nil
 }
 
-// SetTeamMaxSandboxes sets a team's cap (admin key): nil returns it to the
-// server's default, 0 removes it.
-func (c *Client) SetTeamMaxSandboxes(ctx context.Context, teamID string, max *int) (*Team, error) {
+// UpdateTeam changes a team (admin key). Its cap is always set: a nil
+// MaxSandboxes returns it to the server's default.
+func (c *Client) UpdateTeam(ctx context.Context, teamID string, opts TeamOptions) (*Team, error) {
 	var out Team
-	body := map[string]any{"maxSandboxes": max}
+	body := map[string]any{"maxSandboxes": opts.MaxSandboxes}
 	if _, err := c.apiDo(ctx, http.MethodPatch, "/teams/"+url.PathEscape(teamID), nil, body, &out); err != nil {
 		return nil, err
 	}

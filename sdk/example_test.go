@@ -81,7 +81,7 @@ func ExampleFiles() {
 	if _, err := sbx.Files.Write(ctx, "notes/todo.txt", []byte("write tests\n")); err != nil {
 		log.Fatal(err)
 	}
-	entries, _ := sbx.Files.List(ctx, "notes", 1)
+	entries, _ := sbx.Files.List(ctx, "notes", sdk.ListDirOptions{Depth: 1})
 	for _, e := range entries {
 		fmt.Println(e.Path, e.Size)
 	}

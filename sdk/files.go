@@ -203,9 +203,16 @@ func (f *Files) WriteFrom(ctx context.Context, path string, r io.Reader) (*Write
 	return &out[0], nil
 }
 
-// List lists a directory. depth 1 (or 0) lists its direct entries; larger
-// depths descend into subdirectories.
-func (f *Files) List(ctx context.Context, path string, depth int) ([]EntryInfo, error) {
+// ListDirOptions are the options of Files.List.
+type ListDirOptions struct {
+	// Depth 1 (or 0) lists the directory's direct entries; larger depths
+	// descend into subdirectories.
+	Depth int
+}
+
+// List lists a directory.
+func (f *Files) List(ctx context.Context, path string, opts ListDirOptions) ([]EntryInfo, error) {
+	depth := opts.Depth
 	if depth < 0 {
 		return nil, fmt.Errorf("list %s: depth must be at least 1, got %d", path, depth)
 	}

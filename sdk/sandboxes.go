@@ -124,16 +124,23 @@ func (c *Client) Create(ctx context.Context, opts CreateOptions) (*Sandbox, erro
 	return c.newSandbox(out)
 }
 
+// ConnectOptions are the options of Connect and Resume (the JS SDK's
+// SandboxConnectOpts).
+type ConnectOptions struct {
+	// Timeout, when positive, extends the sandbox's life to at least now +
+	// Timeout; it is never shortened. Zero keeps the sandbox's end time.
+	Timeout time.Duration
+}
+
 // Connect returns a handle to an existing sandbox, resuming it if it is
-// paused. A positive timeout extends the sandbox's life to at least now +
-// timeout (it is never shortened).
-func (c *Client) Connect(ctx context.Context, id string, timeout time.Duration) (*Sandbox, error) {
+// paused.
+func (c *Client) Connect(ctx context.Context, id string, opts ConnectOptions) (*Sandbox, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
 	body := struct {
 		Timeout int64 `json:"timeout,omitempty"`
-	}{seconds(timeout)}
+	}{seconds(opts.Timeout)}
 	var out sandboxJSON
 	if _, err := c.apiDo(ctx, http.MethodPost, "/v2/sandboxes/"+id+"/connect", nil, body, &out); err != nil {
 		return nil, fmt.Errorf("connect to sandbox %s: %w", id, err)
@@ -143,8 +150,8 @@ func (c *Client) Connect(ctx context.Context, id string, timeout time.Duration) 
 
 // Resume resumes a paused sandbox. It is Connect under another name: the
 // current E2B API resumes through connect.
-func (c *Client) Resume(ctx context.Context, id string, timeout time.Duration) (*Sandbox, error) {
-	return c.Connect(ctx, id, timeout)
+func (c *Client) Resume(ctx context.Context, id string, opts ConnectOptions) (*Sandbox, error) {
+	return c.Connect(ctx, id, opts)
 }
 
 // SandboxInfo describes a sandbox as Get and List report it.

@@ -77,7 +77,7 @@ they are paused in. A running sandbox only gets its timeout extended.`,
 			}
 			var errs []error
 			for _, id := range args {
-				if _, err := c.Resume(cmd.Context(), id, d); err != nil {
+				if _, err := c.Resume(cmd.Context(), id, sdk.ConnectOptions{Timeout: d}); err != nil {
 					errs = append(errs, err)
 					continue
 				}

@@ -60,7 +60,7 @@ between calls. The exit status is 1 when the code raised an error.`,
 
 			var s *sdk.Sandbox
 			if sandboxID != "" {
-				if s, err = c.Connect(ctx, sandboxID, 0); err != nil {
+				if s, err = c.Connect(ctx, sandboxID, sdk.ConnectOptions{}); err != nil {
 					return err
 				}
 			} else {

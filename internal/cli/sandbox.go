@@ -332,7 +332,7 @@ arguments are quoted and joined. Interrupting (Ctrl-C) kills the command.`,
 				return err
 			}
 			ctx := cmd.Context()
-			s, err := c.Connect(ctx, args[0], 0)
+			s, err := c.Connect(ctx, args[0], sdk.ConnectOptions{})
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sbxdev/sbx/sdk"
 	"github.com/spf13/cobra"
 )
 
@@ -49,7 +50,7 @@ create more with 'sbx key create').`,
 			if cmd.Flags().Changed("max-sandboxes") {
 				maxp = &max
 			}
-			t, err := c.CreateTeam(cmd.Context(), args[0], maxp)
+			t, err := c.CreateTeam(cmd.Context(), args[0], sdk.TeamOptions{MaxSandboxes: maxp})
 			if err != nil {
 				return err
 			}
@@ -129,7 +130,7 @@ Spending limits are budgets: sbx budget set --team TEAM.`,
 			if err != nil {
 				return err
 			}
-			u, err := c.SetTeamMaxSandboxes(cmd.Context(), t.TeamID, maxp)
+			u, err := c.UpdateTeam(cmd.Context(), t.TeamID, sdk.TeamOptions{MaxSandboxes: maxp})
 			if err != nil {
 				return err
 			}

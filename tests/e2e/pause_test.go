@@ -129,7 +129,7 @@ func TestPauseDiskTier(t *testing.T) {
 	if st, tier := pauseTier(t, srv, s.ID); st != "paused" || tier != "disk" {
 		t.Fatalf("after restart: state %q tier %q; want paused, disk", st, tier)
 	}
-	r, err := c.Connect(opCtx(t), s.ID, 5*time.Minute)
+	r, err := c.Connect(opCtx(t), s.ID, sdk.ConnectOptions{Timeout: 5 * time.Minute})
 	if err != nil {
 		t.Fatalf("Connect to the disk-tier sandbox after a restart: %v", err)
 	}
@@ -156,7 +156,7 @@ func TestPauseDiskTier(t *testing.T) {
 	if st, tier := pauseTier(t, srv, s.ID); st != "paused" || tier != "memory" {
 		t.Fatalf("after restart: state %q tier %q; want paused, memory", st, tier)
 	}
-	r, err = c.Connect(opCtx(t), s.ID, 5*time.Minute)
+	r, err = c.Connect(opCtx(t), s.ID, sdk.ConnectOptions{Timeout: 5 * time.Minute})
 	if err != nil {
 		t.Fatalf("Connect to the frozen sandbox after a restart: %v", err)
 	}
@@ -167,7 +167,7 @@ func TestPauseDiskTier(t *testing.T) {
 		if r := pauseTo(t, srv, s.ID, "disk"); r.Status != http.StatusNoContent {
 			t.Fatalf("cycle %d: pause?tier=disk = %d %s", i, r.Status, r.Body)
 		}
-		if r, err = c.Connect(opCtx(t), s.ID, 5*time.Minute); err != nil {
+		if r, err = c.Connect(opCtx(t), s.ID, sdk.ConnectOptions{Timeout: 5 * time.Minute}); err != nil {
 			t.Fatalf("cycle %d: Connect: %v", i, err)
 		}
 		now = waitCounterAbove(t, r, now)
@@ -200,7 +200,7 @@ func TestPauseDiskAfterIdle(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	r, err := c.Connect(opCtx(t), s.ID, time.Minute)
+	r, err := c.Connect(opCtx(t), s.ID, sdk.ConnectOptions{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestPauseDiskAtShutdown(t *testing.T) {
 	if st, tier := pauseTier(t, srv, s.ID); st != "paused" || tier != "disk" {
 		t.Fatalf("after a graceful restart: state %q tier %q; want paused, disk", st, tier)
 	}
-	r, err := c.Connect(opCtx(t), s.ID, time.Minute)
+	r, err := c.Connect(opCtx(t), s.ID, sdk.ConnectOptions{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +376,7 @@ func TestPauseDiskAfterUpgrade(t *testing.T) {
 	if st, tier := pauseTier(t, srv, s.ID); st != "paused" || tier != "memory" {
 		t.Errorf("after the refused disk pause: state %q tier %q; want paused, memory", st, tier)
 	}
-	s2, err := c.Connect(opCtx(t), s.ID, time.Minute)
+	s2, err := c.Connect(opCtx(t), s.ID, sdk.ConnectOptions{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

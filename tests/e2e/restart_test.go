@@ -72,7 +72,7 @@ func TestRestartSafety(t *testing.T) {
 		t.Fatalf("Get after restart: %v", err)
 	case info.State == sdk.StateRunning:
 		t.Logf("sandbox %s was reattached at restart", s.ID)
-		s2, err := c.Connect(opCtx(t), s.ID, time.Minute)
+		s2, err := c.Connect(opCtx(t), s.ID, sdk.ConnectOptions{Timeout: time.Minute})
 		if err != nil {
 			t.Fatalf("Connect to the reattached sandbox: %v", err)
 		}

@@ -110,7 +110,7 @@ func testCreateRunKill(t *testing.T, c *sdk.Client) {
 		t.Errorf("Metrics: %v", err)
 	}
 	// Connect gives a working handle to the same sandbox.
-	s2, err := c.Connect(opCtx(t), s.ID, time.Minute)
+	s2, err := c.Connect(opCtx(t), s.ID, sdk.ConnectOptions{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func testFiles(t *testing.T, c *sdk.Client) {
 	if created, err := s.Files.MakeDir(ctx, "dir/empty"); err != nil || created {
 		t.Errorf("MakeDir again = %v, %v; want false, nil", created, err)
 	}
-	entries, err := s.Files.List(ctx, "dir", 1)
+	entries, err := s.Files.List(ctx, "dir", sdk.ListDirOptions{Depth: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func testFiles(t *testing.T, c *sdk.Client) {
 	if strings.Join(names, ",") != "empty:dir,sub:dir" {
 		t.Errorf("List(dir, 1) = %v", names)
 	}
-	if deep, err := s.Files.List(ctx, "dir", 2); err != nil || len(deep) != 3 {
+	if deep, err := s.Files.List(ctx, "dir", sdk.ListDirOptions{Depth: 2}); err != nil || len(deep) != 3 {
 		t.Errorf("List(dir, 2) = %d entries, %v; want 3", len(deep), err)
 	}
 	if _, err := s.Files.Rename(ctx, "dir/sub/data.bin", "dir/moved.bin"); err != nil {
@@ -453,7 +453,7 @@ func testPauseResume(t *testing.T, c *sdk.Client) {
 		t.Errorf("List(paused) = %d sandboxes, %v; want %s among them", len(paused), err, s.ID)
 	}
 
-	r, err := c.Resume(ctx, s.ID, time.Minute)
+	r, err := c.Resume(ctx, s.ID, sdk.ConnectOptions{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

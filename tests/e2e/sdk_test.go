@@ -126,7 +126,7 @@ func TestGoSDK(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s2, err := dc.Connect(opCtx(t), sb.ID, 0)
+		s2, err := dc.Connect(opCtx(t), sb.ID, sdk.ConnectOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

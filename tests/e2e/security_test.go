@@ -48,7 +48,7 @@ func testTeams(t *testing.T, srv *Server) {
 	if _, err := b.Get(ctx, sa.ID); !sdk.IsNotFound(err) {
 		t.Errorf("team B Get(A's sandbox) = %v, want not found", err)
 	}
-	if _, err := b.Connect(ctx, sa.ID, time.Minute); !sdk.IsNotFound(err) {
+	if _, err := b.Connect(ctx, sa.ID, sdk.ConnectOptions{Timeout: time.Minute}); !sdk.IsNotFound(err) {
 		t.Errorf("team B Connect(A's sandbox) = %v, want not found", err)
 	}
 	if err := b.SetTimeout(ctx, sa.ID, time.Second); !sdk.IsNotFound(err) {

@@ -134,7 +134,7 @@ func TestDebianPackage(t *testing.T) {
 	if v := sbxVersion(t, s.Bin).Version; v != next {
 		t.Errorf("installed sbx reports %s after the upgrade, want %s", v, next)
 	}
-	again, err := s.Client(t).Connect(ctx, sb.ID, 0)
+	again, err := s.Client(t).Connect(ctx, sb.ID, sdk.ConnectOptions{})
 	if err != nil {
 		t.Fatalf("the sandbox did not survive the upgrade: %v\n%s", err, s.Log())
 	}
