@@ -104,6 +104,9 @@ type Manager struct {
 	// templates that got none explicitly (AnyTemplate).
 	poolCtx  context.Context
 	autoPool PoolSize
+	// poolOff holds the templates (by ID or name) configured with a
+	// maximum of 0: neither a pool of their own nor the auto pool.
+	poolOff map[string]bool
 
 	admission Admission // nil = no limits
 	// observer hears of pool hits and misses; poolTemplates are the

@@ -98,11 +98,19 @@ func (m *Manager) StartPools(ctx context.Context, sizes map[string]PoolSize) {
 	}
 	m.poolCtx = ctx
 	for ref, size := range sizes {
-		if ref == AnyTemplate {
+		switch {
+		case ref == AnyTemplate:
 			m.autoPool = size
-			continue
+		case size.Max <= 0 && size.Min <= 0:
+			// "base=0:0" turns the pool off; without this the auto pool
+			// would start one at the first create.
+			if m.poolOff == nil {
+				m.poolOff = map[string]bool{}
+			}
+			m.poolOff[ref] = true
+		default:
+			m.startPoolLocked(ref, size)
 		}
-		m.startPoolLocked(ref, size)
 	}
 }
 
@@ -121,14 +129,22 @@ func (m *Manager) startPoolLocked(ref string, size PoolSize) *pool {
 }
 
 // poolFor returns the pool of a template, starting one on first use when
-// pools for any template are enabled.
-func (m *Manager) poolFor(tplID string) *pool {
+// pools for any template are enabled and this one's is not turned off.
+func (m *Manager) poolFor(tpl template.Template) *pool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if p := m.pools[tplID]; p != nil || m.poolCtx == nil || m.poolCtx.Err() != nil {
+	if p := m.pools[tpl.ID]; p != nil || m.poolCtx == nil || m.poolCtx.Err() != nil {
 		return p
 	}
-	return m.startPoolLocked(tplID, m.autoPool)
+	if m.poolOff[tpl.ID] {
+		return nil
+	}
+	for _, name := range tpl.Names {
+		if m.poolOff[name] {
+			return nil
+		}
+	}
+	return m.startPoolLocked(tpl.ID, m.autoPool)
 }
 
 func (m *Manager) fillLoop(ctx context.Context, ref string, p *pool) {
@@ -234,7 +250,7 @@ func (m *Manager) claim(ctx context.Context, tpl template.Template, sb *store.Sa
 	if !sb.AllowInternet {
 		return nil // pooled sandboxes have outbound access; a restricted one starts cold
 	}
-	p := m.poolFor(tpl.ID)
+	p := m.poolFor(tpl)
 	if p == nil {
 		return nil
 	}

@@ -94,28 +94,43 @@ func TestPoolKillDuringRefill(t *testing.T) {
 }
 
 // Templates without a pool of their own get one from their first sandbox on
-// (--pool '*=MIN:MAX'), so the next create is served from it.
+// (--pool '*=MIN:MAX'), so the next create is served from it; a template
+// whose pool is turned off (base=0:0) never gets one, auto pool or not.
 func TestPoolForAnyTemplate(t *testing.T) {
-	srv := StartServer(t, "--pool", "base=0", "--pool", "code-interpreter=0", "--pool", "*=0:2")
+	srv := StartServer(t, "--pool", "base=0:0", "--pool", "code-interpreter=0", "--pool", "*=0:2")
 	c := srv.Client(t)
-	first := create(t, c, sdk.CreateOptions{})
-	if err := first.Kill(opCtx(t)); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		s := create(t, c, sdk.CreateOptions{})
+	churn := func(t *testing.T, template string) bool {
+		before := strings.Count(srv.Log(), "pooled=true")
+		s := create(t, c, sdk.CreateOptions{Template: template})
 		if err := s.Kill(opCtx(t)); err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(srv.Log(), "pooled=true") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no create was served from the on-demand pool within a minute")
-		}
-		time.Sleep(200 * time.Millisecond)
+		return strings.Count(srv.Log(), "pooled=true") > before
 	}
+	t.Run("turned off", func(t *testing.T) {
+		// Before the fix the auto pool took base over at its first create
+		// and served the second one already.
+		for i := 0; i < 6; i++ {
+			if churn(t, "base") {
+				t.Fatalf("create %d from base was served from a pool; --pool base=0:0 must turn it off", i+1)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	})
+	t.Run("any other template", func(t *testing.T) {
+		if _, err := c.BuildTemplate(opCtx(t), sdk.TemplateBuildOptions{Name: "any-pool",
+			Steps: []sdk.TemplateStep{{Type: "RUN", Args: []string{"echo pooled > /opt/any.txt", "root"}}}}); err != nil {
+			t.Fatal(err)
+		}
+		churn(t, "any-pool")
+		deadline := time.Now().Add(time.Minute)
+		for !churn(t, "any-pool") {
+			if time.Now().After(deadline) {
+				t.Fatal("no create was served from the on-demand pool within a minute")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
 }
 
 // Servers inside a sandbox are reachable through the proxy whether they
