@@ -14,7 +14,7 @@ COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X github.com/sbxdev/sbx/internal/cli.Version=$(VERSION) -X github.com/sbxdev/sbx/internal/cli.Commit=$(COMMIT)
 LISTEN   ?= 127.0.0.1:3000
 DATA_DIR ?= /var/lib/sbx
-GOTEST_FLAGS ?= -count=1 -timeout 20m
+GOTEST_FLAGS ?= -count=1 -timeout 40m
 
 # `make install` layout (DESTDIR for staging, as packagers expect). envd
 # and codeinterp go to $(LIBDIR): they are copied into sandboxes, not run
