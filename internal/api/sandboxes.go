@@ -348,33 +348,6 @@ func listFilter(r *http.Request) (store.ListFilter, error) {
 	return f, nil
 }
 
-type metricJSON struct {
-	Timestamp     time.Time `json:"timestamp"`
-	TimestampUnix int64     `json:"timestampUnix"`
-	CPUCount      int       `json:"cpuCount"`
-	CPUUsedPct    float64   `json:"cpuUsedPct"`
-	MemUsed       uint64    `json:"memUsed"`
-	MemTotal      uint64    `json:"memTotal"`
-	MemCache      uint64    `json:"memCache"`
-	DiskUsed      uint64    `json:"diskUsed"`
-	DiskTotal     uint64    `json:"diskTotal"`
-}
-
-func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
-	ms, err := s.sandboxes.Metrics(r.Context(), team(r).ID, r.PathValue("id"))
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	out := make([]metricJSON, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, metricJSON{Timestamp: m.Timestamp, TimestampUnix: m.Timestamp.Unix(),
-			CPUCount: m.CPUCount, CPUUsedPct: m.CPUUsedPct, MemUsed: m.MemUsed, MemTotal: m.MemTotal,
-			DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal})
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
 // pauserTo is the manager's pause with a tier (sbx extension: ?tier=disk
 // checkpoints to disk at once; a runtime that cannot answers 412).
 type pauserTo interface {

@@ -30,7 +30,6 @@ type Sandboxes interface {
 	Kill(ctx context.Context, teamID, id string) error
 	SetTimeout(ctx context.Context, teamID, id string, timeout time.Duration) error
 	Connect(ctx context.Context, teamID, id string, timeout time.Duration) (store.Sandbox, bool, error)
-	Metrics(ctx context.Context, teamID, id string) ([]sandbox.Metric, error)
 	Pause(ctx context.Context, teamID, id string) error
 }
 
@@ -134,7 +133,6 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /sandboxes/{id}/timeout", s.setTimeout)
 	m.HandleFunc("POST /sandboxes/{id}/connect", s.connect)
 	m.HandleFunc("POST /v2/sandboxes/{id}/connect", s.connect)
-	m.HandleFunc("GET /sandboxes/{id}/metrics", s.metrics)
 	m.HandleFunc("POST /sandboxes/{id}/pause", s.pause)
 	m.HandleFunc("POST /sandboxes/{id}/resume", s.resume)
 	m.HandleFunc("GET /templates", s.listTemplates)
