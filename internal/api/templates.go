@@ -1,11 +1,13 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
 )
 
@@ -22,10 +24,15 @@ type templateJSON struct {
 	UpdatedAt     time.Time  `json:"updatedAt"`
 	CreatedBy     *struct{}  `json:"createdBy"`
 	LastSpawnedAt *time.Time `json:"lastSpawnedAt"`
-	SpawnCount    int        `json:"spawnCount"`
+	SpawnCount    int64      `json:"spawnCount"`
 	BuildCount    int        `json:"buildCount"`
 	EnvdVersion   string     `json:"envdVersion"`
 	BuildStatus   string     `json:"buildStatus"`
+}
+
+// spawnCounter reads how often each template was used (the store).
+type spawnCounter interface {
+	TemplateSpawns(ctx context.Context) (map[string]store.TemplateSpawns, error)
 }
 
 func toTemplateJSON(t template.Template) templateJSON {
@@ -40,9 +47,23 @@ func toTemplateJSON(t template.Template) templateJSON {
 
 func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 	ts := s.templates.List(team(r).ID)
+	var spawns map[string]store.TemplateSpawns
+	if c, ok := s.accounts.(spawnCounter); ok {
+		var err error
+		if spawns, err = c.TemplateSpawns(r.Context()); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
 	out := make([]templateJSON, 0, len(ts))
 	for _, t := range ts {
-		out = append(out, toTemplateJSON(t))
+		j := toTemplateJSON(t)
+		if sp, ok := spawns[t.ID]; ok {
+			j.SpawnCount = sp.Count
+			last := sp.Last
+			j.LastSpawnedAt = &last
+		}
+		out = append(out, j)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

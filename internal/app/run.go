@@ -331,6 +331,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	closers.add("monitoring", func() error { stopMon(); <-monDone; return nil })
 
 	tplHandler := template.NewHandler(c.tplSvc)
+	tplHandler.SetSpawns(st)
 	refiner := refine.NewHandler(front.url(), data.DB, log)
 	refiner.SetHTTPClient(front.selfClient())
 	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, cfg.Domain, log),

@@ -216,6 +216,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 		return store.Sandbox{}, err
 	}
 	m.track(l)
+	m.recordSpawn(ctx, sb)
 	m.log.InfoContext(ctx, "sandbox created", "sandbox.id", sb.ID, "template.id", sb.TemplateID, "team.id", sb.TeamID,
 		"pooled", pooled, "elapsed", m.now().Sub(now).Round(time.Microsecond))
 	return sb, nil

@@ -16,7 +16,8 @@ import (
 
 // Handler serves E2B's template build API (protocol doc §1.6) over a Service.
 type Handler struct {
-	svc *Service
+	svc    *Service
+	spawns SpawnCounter // nil: spawnCount 0
 }
 
 // NewHandler returns the API handler; register it with api.New as an extra
@@ -35,6 +36,9 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /templates/{id}/builds/{buildID}/status", h.status)
 	mux.HandleFunc("DELETE /templates/{id}", h.delete)
 	mux.HandleFunc("GET /templates/{id}", h.get)
+	mux.HandleFunc("PATCH /templates/{id}", h.update)
+	mux.HandleFunc("PATCH /v2/templates/{id}", h.update)
+	mux.HandleFunc("GET /templates/{id}/builds/{buildID}/logs", h.buildLogs)
 	mux.HandleFunc("POST /templates/tags", h.assignTags)
 	mux.HandleFunc("DELETE /templates/tags", h.removeTags)
 	// Not "GET /templates/{id}/tags": it would conflict with the API's
@@ -54,9 +58,21 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 	if names == nil {
 		names = []string{}
 	}
+	var spawnCount int64
+	var lastSpawned *time.Time
+	if h.spawns != nil {
+		sp, err := h.spawns.TemplateSpawns(r.Context())
+		if err != nil {
+			h.fail(w, err)
+			return
+		}
+		if n, ok := sp[rec.ID]; ok {
+			spawnCount, lastSpawned = n.Count, &n.Last
+		}
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"templateID": rec.ID, "public": rec.Public, "aliases": names,
-		"names": names, "createdAt": rec.CreatedAt, "updatedAt": rec.UpdatedAt, "lastSpawnedAt": nil,
-		"spawnCount": 0, "builds": builds})
+		"names": names, "createdAt": rec.CreatedAt, "updatedAt": rec.UpdatedAt, "lastSpawnedAt": lastSpawned,
+		"spawnCount": spawnCount, "builds": builds})
 }
 
 func (h *Handler) fail(w http.ResponseWriter, err error) { errdefs.WriteHTTP(w, h.svc.log, err) }

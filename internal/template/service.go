@@ -678,8 +678,10 @@ func (s *Service) BuildStatus(ctx context.Context, teamID, templateID, buildID s
 
 // Delete removes a team's template. Running sandboxes keep their layers.
 func (s *Service) Delete(ctx context.Context, teamID, id string) error {
-	if t, ok := s.reg.Get(id); ok && t.TeamID == "" && t.ID == id {
-		return errdefs.Wrap(errdefs.ErrPermissionDenied, nil, "template %q is built in and cannot be deleted", id)
+	// By ID or by name (E2B deletes by either).
+	id, err := s.idOf(teamID, id)
+	if err != nil {
+		return err
 	}
 	rec, err := s.owned(ctx, teamID, id)
 	if err != nil {
