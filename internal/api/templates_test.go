@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/template"
 )
 
@@ -29,5 +30,14 @@ func TestTemplateRoutes(t *testing.T) {
 		if _, got := s.mux.Handler(httptest.NewRequest(tc.method, tc.path, nil)); got != tc.pattern {
 			t.Errorf("%s %s routed to %q, want %q", tc.method, tc.path, got, tc.pattern)
 		}
+	}
+}
+
+// TestEnvdVersionsAgree: the template package repeats the envd version
+// (it cannot import sandbox); the legacy template answers must not drift.
+func TestEnvdVersionsAgree(t *testing.T) {
+	t.Parallel()
+	if template.EnvdVersion != sandbox.EnvdVersion {
+		t.Errorf("template.EnvdVersion %q != sandbox.EnvdVersion %q", template.EnvdVersion, sandbox.EnvdVersion)
 	}
 }

@@ -9,7 +9,7 @@ import { after, before, it } from 'node:test'
 
 import { Sandbox, Template } from 'e2b'
 
-import { api, createTeam, integration, killAll, setup, uniqueTag } from './harness.mjs'
+import { api, createTeam, integration, killAll, pollUntil, setup, uniqueTag } from './harness.mjs'
 
 const env = await setup()
 
@@ -95,5 +95,37 @@ integration(env, 'template management', () => {
     const gone = await api('GET', `/templates/${info.templateId}`)
     assert.equal(gone.status, 404)
     await assert.rejects(Sandbox.create(name), /not found/i)
+  })
+
+  it('the legacy forms: POST /templates with a Dockerfile, POST /v2/templates', async () => {
+    const legacyName = uniqueTag('legacytpl')
+    const res = await api('POST', '/templates', {
+      body: { alias: legacyName, dockerfile: 'FROM e2bdev/base\nRUN echo legacy-build > /tmp/legacy.txt\n', cpuCount: 1, memoryMB: 512 },
+    })
+    assert.equal(res.status, 202, res.text)
+    for (const k of ['templateID', 'buildID', 'cpuCount', 'memoryMB', 'diskSizeMB', 'public', 'aliases', 'createdAt',
+      'updatedAt', 'createdBy', 'lastSpawnedAt', 'spawnCount', 'buildCount', 'envdVersion']) assert.ok(k in res.json, k)
+    const { templateID, buildID } = res.json
+    // The legacy start call is accepted (the build already runs).
+    assert.equal((await api('POST', `/templates/${templateID}/builds/${buildID}`)).status, 202)
+    await pollUntil('the legacy build', async () => {
+      const st = await api('GET', `/templates/${templateID}/builds/${buildID}/status`)
+      if (st.json.status === 'error') throw new Error(st.text)
+      return st.json.status === 'ready'
+    }, { tries: 300, intervalMs: 500 })
+    const sbx = await Sandbox.create(legacyName)
+    sbs.push(sbx)
+    assert.equal((await sbx.files.read('/tmp/legacy.txt')).trim(), 'legacy-build')
+
+    const copy = await api('POST', '/templates', { body: { alias: uniqueTag('legacycopy'), dockerfile: 'FROM base\nCOPY . /app\n' } })
+    assert.equal(copy.status, 400, copy.text)
+    assert.match(copy.json.message, /COPY/)
+
+    const v2 = await api('POST', '/v2/templates', { body: { alias: uniqueTag('v2tpl'), cpuCount: 1, memoryMB: 512 } })
+    assert.equal(v2.status, 202, v2.text)
+    assert.ok(v2.json.buildID && v2.json.templateID)
+    const st = await api('GET', `/templates/${v2.json.templateID}/builds/${v2.json.buildID}/status`)
+    assert.equal(st.json.status, 'waiting')
+    assert.equal((await api('DELETE', `/templates/${v2.json.templateID}`)).status, 204)
   })
 })
