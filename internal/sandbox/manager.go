@@ -92,6 +92,7 @@ type Manager struct {
 	store     store.Store
 	driver    runtime.Driver // rt, as the plain driver contract
 	rt        *runtimes
+	logs      sandboxLogs // start command output, per sandbox
 	network   Network
 	templates Templates
 	now       func() time.Time
@@ -358,9 +359,11 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		if how.snapRT { // a build's check, not a user waiting for a sandbox
 			grace = builder.DefaultStartGrace
 		}
-		if err := m.startCommand(ectx, a, sb.AccessToken, tpl, grace); err != nil {
+		if err := m.startCommand(ectx, a, sb.ID, sb.AccessToken, tpl, grace); err != nil {
+			m.logs.sandbox(sb.ID).system(m.now(), "error", "start command failed: "+errdefs.Message(err))
 			return nil, m.agentBroke(sb.ID, err)
 		}
+		m.logs.sandbox(sb.ID).system(m.now(), "info", "start command ready")
 	}
 	return l, nil
 }
@@ -387,9 +390,11 @@ func (m *Manager) agentBroke(id string, err error) error {
 // start, or have exited 0 with a ready check vouching for what it started:
 // otherwise a typo such as "nosuchcommand" would snapshot a template whose
 // sandboxes run nothing.
-func (m *Manager) startCommand(ctx context.Context, a *agent, token string, tpl template.Template, grace time.Duration) error {
+func (m *Manager) startCommand(ctx context.Context, a *agent, id, token string, tpl template.Template, grace time.Duration) error {
 	t0 := time.Now()
-	cmd, err := a.start(ctx, token, tpl.StartAs(), tpl.Workdir, tpl.StartCmd)
+	out := m.logs.sandbox(id)
+	out.system(m.now(), "info", "start command started: "+tpl.StartCmd)
+	cmd, err := a.start(ctx, token, tpl.StartAs(), tpl.Workdir, tpl.StartCmd, func(stream, chunk string) { out.output(m.now(), stream, chunk) })
 	if err != nil {
 		return err
 	}
@@ -524,6 +529,7 @@ func (m *Manager) lookup(id string) *live {
 // destroy removes the container, network and run dir of a sandbox. It is
 // idempotent and logs instead of failing: it runs on error paths.
 func (m *Manager) destroy(ctx context.Context, id string) {
+	m.logs.forget(id)
 	if err := m.driver.Delete(ctx, id); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		m.log.Warn("delete sandbox container", "sandbox.id", id, "err", err)
 	}
