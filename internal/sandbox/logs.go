@@ -22,7 +22,7 @@ import (
 // without end costs the host a fixed amount of memory.
 const (
 	maxLogEntries  = 1000
-	maxLogLine     = 4096    // longer lines are cut
+	maxLogLine     = 4096      // longer lines are cut
 	maxInitLogRead = 256 << 10 // the newest bytes of envd's log that are read
 	// logKeep is how long the start command's output stays after a kill,
 	// for a client reading why its sandbox died.
