@@ -137,6 +137,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 		s.fail(w, err)
 		return
 	}
+	if err := body.unsupported(); err != nil {
+		s.fail(w, err)
+		return
+	}
 	req := sandbox.CreateRequest{TeamID: team(r).ID, Template: body.TemplateID,
 		Metadata: body.Metadata, EnvVars: body.EnvVars, AllowInternet: true, AutoPause: body.AutoPause,
 		Secure: v2}

@@ -3,7 +3,6 @@ package template
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/request"
 )
 
 // Handler serves E2B's template build API (protocol doc §1.6) over a Service.
@@ -92,22 +92,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func decodeJSON(r *http.Request, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20+1))
-	if err != nil {
-		return errdefs.Invalid("read request body: %v", err)
-	}
-	if len(body) > 8<<20 {
-		return errdefs.Invalid("request body larger than 8 MiB")
-	}
-	if len(body) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return errdefs.Invalid("request body is not valid JSON for this endpoint: %v", err)
-	}
-	return nil
-}
+// decodeJSON reads a JSON body of at most 8 MiB strictly: a field the
+// endpoint does not know is refused with a 400 naming it, so an option an
+// SDK relies on is never dropped in silence.
+func decodeJSON(r *http.Request, v any) error { return request.Decode(r, v, 8<<20) }
 
 func (h *Handler) request(w http.ResponseWriter, r *http.Request) {
 	var req RequestV3
