@@ -161,9 +161,11 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 	}
 	sb, err := s.sandboxes.Create(r.Context(), req)
 	if err != nil {
+		s.creates.failed.Add(1)
 		s.fail(w, err)
 		return
 	}
+	s.creates.ok.Add(1)
 	writeJSON(w, http.StatusCreated, toSandboxJSON(sb))
 }
 

@@ -93,6 +93,7 @@ type Manager struct {
 	driver    runtime.Driver // rt, as the plain driver contract
 	rt        *runtimes
 	logs      sandboxLogs // start command output, per sandbox
+	draining  atomic.Bool // refuse new sandboxes (admin: POST /nodes/{id})
 	network   Network
 	templates Templates
 	now       func() time.Time
@@ -228,6 +229,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 func (m *Manager) admit(ctx context.Context, teamID, tplID string) (_ *reservation, err error) {
 	ctx, span := telemetry.Start(ctx, "sandbox.admission")
 	defer func() { telemetry.End(span, err) }()
+	if m.draining.Load() {
+		return nil, errdefs.Unavailable("this node (%s) is draining and starts no new sandboxes; the admin sets it ready with POST /nodes/{id}", m.cfg.NodeID)
+	}
 	s, err := m.quota.reserve(ctx, teamID)
 	if err != nil {
 		return nil, err
