@@ -340,4 +340,3 @@ func buildVersion() (version, commit string) {
 	}
 	return version, commit
 }
-
