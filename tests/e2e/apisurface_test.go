@@ -30,8 +30,9 @@ func TestAPISurface(t *testing.T) {
 	teamID := teams[0].TeamID
 
 	t.Run("SpecCoverage", func(t *testing.T) { testSpecCoverage(t, srv, teamKey, admin, teamID) })
-	t.Run("NodesAndAdmin", func(t *testing.T) { testNodesAndAdmin(t, srv, c, admin, teamID) })
+	t.Run("SDKAndCLI", func(t *testing.T) { testSurfaceSDKAndCLI(t, srv, c, admin, teamID) })
 	t.Run("AccessTokens", func(t *testing.T) { testAccessTokens(t, srv, teamKey) })
+	t.Run("NodesAndAdmin", func(t *testing.T) { testNodesAndAdmin(t, srv, c, admin, teamID) })
 }
 
 // operation is one line of testdata/e2b-operations.txt.
@@ -241,5 +242,71 @@ func testAccessTokens(t *testing.T, srv *Server, teamKey string) {
 	}
 	if r := srv.Raw(t, "DELETE", "/access-tokens/"+tok.ID, "", map[string]string{"X-API-Key": teamKey}); r.Status != http.StatusNotFound {
 		t.Errorf("second delete: %d, want 404", r.Status)
+	}
+}
+
+// testSurfaceSDKAndCLI drives the same operations through the Go SDK and
+// the sbx CLI.
+func testSurfaceSDKAndCLI(t *testing.T, srv *Server, c *sdk.Client, admin, teamID string) {
+	ctx := opCtx(t)
+	sb := create(t, c, sdk.CreateOptions{Template: "base", Metadata: map[string]string{"surface": "cli"}})
+	t0 := time.Now().Add(-time.Minute)
+	ms, err := c.MetricsRange(ctx, sb.ID, t0, time.Time{})
+	if err != nil || len(ms) == 0 || ms[0].MemTotal == 0 {
+		t.Fatalf("MetricsRange: %v %+v", err, ms)
+	}
+	if old, err := c.MetricsRange(ctx, sb.ID, t0.Add(-time.Hour), t0.Add(-50*time.Minute)); err != nil || len(old) != 0 {
+		t.Errorf("MetricsRange an hour ago: %v %+v, want none", err, old)
+	}
+	latest, err := c.LatestMetrics(ctx, []string{sb.ID})
+	if err != nil || latest[sb.ID].MemTotal == 0 {
+		t.Errorf("LatestMetrics: %v %+v", err, latest)
+	}
+	if _, err := c.TeamMetrics(ctx, teamID, t0, time.Time{}); err != nil {
+		t.Errorf("TeamMetrics: %v", err)
+	}
+	if _, err := c.TeamMetricMax(ctx, teamID, "concurrent_sandboxes", t0, time.Time{}); err != nil {
+		t.Errorf("TeamMetricMax: %v", err)
+	}
+	if _, err := c.SandboxLogs(ctx, sb.ID, sdk.LogsOptions{Limit: 10}); err != nil {
+		t.Errorf("SandboxLogs: %v", err)
+	}
+	if err := c.Refresh(ctx, sb.ID, 30*time.Minute); err != nil {
+		t.Errorf("Refresh: %v", err)
+	}
+	if info, err := c.Get(ctx, sb.ID); err != nil || time.Until(info.EndAt) < 25*time.Minute {
+		t.Errorf("after Refresh(30m): %v, ends in %v", err, time.Until(info.EndAt))
+	}
+	list, err := c.List(ctx, sdk.ListOptions{Metadata: map[string]string{"surface": "cli"}, Template: "base", Ascending: true})
+	if err != nil || len(list) != 1 {
+		t.Errorf("List by template: %v %+v", err, list)
+	}
+
+	flags := []string{"--api-url", srv.URL, "--api-key", srv.APIKey}
+	out := string(srv.Run(t, append([]string{"sandbox", "metrics", sb.ID}, flags...)...))
+	if !strings.Contains(out, "MEMORY") || strings.Count(out, "\n") < 2 {
+		t.Errorf("sbx sandbox metrics:\n%s", out)
+	}
+	var logs []sdk.LogEntry
+	if err := json.Unmarshal(srv.Run(t, append([]string{"sandbox", "logs", sb.ID, "--json"}, flags...)...), &logs); err != nil {
+		t.Errorf("sbx sandbox logs --json: %v", err)
+	}
+	out = string(srv.Run(t, append([]string{"sandbox", "list", "--template", "base", "--oldest-first"}, flags...)...))
+	if !strings.Contains(out, sb.ID) {
+		t.Errorf("sbx sandbox list --template base:\n%s", out)
+	}
+	out = string(srv.Run(t, "node", "list", "--api-url", srv.URL, "--admin-key", admin))
+	if !strings.Contains(out, "ready") {
+		t.Errorf("sbx node list:\n%s", out)
+	}
+	var tok sdk.CreatedAccessToken
+	if err := json.Unmarshal(srv.Run(t, append([]string{"key", "token", "create", "cli", "--json"}, flags...)...), &tok); err != nil ||
+		!strings.HasPrefix(tok.Token, "sk_e2b_") {
+		t.Fatalf("sbx key token create: %v %+v", err, tok)
+	}
+	srv.Run(t, append([]string{"key", "token", "revoke", tok.ID}, flags...)...)
+	// Built-in templates cannot be published or withdrawn.
+	if err := c.SetTemplatePublic(ctx, "base", false); err == nil {
+		t.Error("SetTemplatePublic(base) succeeded")
 	}
 }
