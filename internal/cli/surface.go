@@ -310,4 +310,3 @@ func newNodeCmd() *cobra.Command {
 		status("ready", "ready", "Start new sandboxes on a node again"))
 	return cmd
 }
-
