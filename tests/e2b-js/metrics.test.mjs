@@ -25,10 +25,11 @@ integration(env, 'metrics', () => {
   after(() => killAll([a, b]))
 
   it('getMetrics returns the samples of a time range from the history', async () => {
-    // Wait until the history holds several samples (the sampler's).
-    const all = await pollUntil('several samples', async () => {
+    // Wait until the history holds samples over a few seconds (the
+    // sampler's; each read adds a live one too).
+    const all = await pollUntil('samples over 2.5 s', async () => {
       const ms = await a.getMetrics()
-      return ms.length >= 3 ? ms : undefined
+      return ms.length >= 3 && ms.at(-1).timestamp - ms[0].timestamp >= 2500 ? ms : undefined
     }, { tries: 60, intervalMs: 500 })
     for (let i = 1; i < all.length; i++) {
       assert.ok(all[i].timestamp > all[i - 1].timestamp, 'samples are not in time order')
