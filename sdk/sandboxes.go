@@ -222,6 +222,13 @@ type ListOptions struct {
 	State []string
 	// Limit caps the number of sandboxes returned; 0 means no cap.
 	Limit int
+	// Ascending lists oldest first (default: newest first).
+	Ascending bool
+	// StartedAfter and StartedBefore bound the start time (zero: open;
+	// StartedBefore is an sbx extension).
+	StartedAfter, StartedBefore time.Time
+	// Template keeps sandboxes of one template, by ID or name.
+	Template string
 }
 
 const maxPageSize = 100
@@ -261,6 +268,18 @@ func (c *Client) ListPage(ctx context.Context, opts ListOptions, nextToken strin
 		size = opts.Limit
 	}
 	q.Set("limit", strconv.Itoa(size))
+	if opts.Ascending {
+		q.Set("order", "asc")
+	}
+	if !opts.StartedAfter.IsZero() {
+		q.Set("startedAfter", opts.StartedAfter.UTC().Format(time.RFC3339Nano))
+	}
+	if !opts.StartedBefore.IsZero() {
+		q.Set("startedBefore", opts.StartedBefore.UTC().Format(time.RFC3339Nano))
+	}
+	if opts.Template != "" {
+		q.Set("template", opts.Template)
+	}
 	if nextToken != "" {
 		q.Set("nextToken", nextToken)
 	}

@@ -137,6 +137,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 		s.fail(w, err)
 		return
 	}
+	if err := body.unsupported(); err != nil {
+		s.fail(w, err)
+		return
+	}
 	req := sandbox.CreateRequest{TeamID: team(r).ID, Template: body.TemplateID,
 		Metadata: body.Metadata, EnvVars: body.EnvVars, AllowInternet: true, AutoPause: body.AutoPause,
 		Secure: v2}
@@ -157,9 +161,11 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 	}
 	sb, err := s.sandboxes.Create(r.Context(), req)
 	if err != nil {
+		s.creates.failed.Add(1)
 		s.fail(w, err)
 		return
 	}
+	s.creates.ok.Add(1)
 	writeJSON(w, http.StatusCreated, toSandboxJSON(sb))
 }
 
@@ -257,23 +263,34 @@ func (s *Server) listV2(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request, f store.ListFilter, paged bool) {
+	limit := f.Limit
+	if paged && limit > 0 {
+		// One more than the page: a next token is sent only when another
+		// page exists, so the SDK's paginator stops after a full last page.
+		f.Limit = limit + 1
+	}
 	sbs, err := s.sandboxes.List(r.Context(), f)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
+	more := paged && limit > 0 && len(sbs) > limit
+	if more {
+		sbs = sbs[:limit]
+	}
 	out := make([]detailJSON, 0, len(sbs))
 	for _, sb := range sbs {
 		out = append(out, toDetail(sb, false))
 	}
-	if paged && f.Limit > 0 && len(sbs) == f.Limit {
+	if more {
 		w.Header().Set("X-Next-Token", base64.RawURLEncoding.EncodeToString([]byte(sbs[len(sbs)-1].ID)))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
 // listFilter parses E2B's list query: metadata (k=v&k2=v2, URL-encoded),
-// state (comma separated), limit, nextToken.
+// state (comma separated), order (asc/desc by start time), startedAfter,
+// startedBefore (sbx extension), template (ID or alias), limit, nextToken.
 func listFilter(r *http.Request) (store.ListFilter, error) {
 	q := r.URL.Query()
 	f := store.ListFilter{TeamID: team(r).ID, Limit: 100}
@@ -305,6 +322,28 @@ func listFilter(r *http.Request) (store.ListFilter, error) {
 		}
 		f.Limit = n
 	}
+	switch o := q.Get("order"); o {
+	case "", "desc":
+	case "asc":
+		f.Ascending = true
+	default:
+		return f, errdefs.Invalid("invalid order %q: use asc or desc (by start time)", o)
+	}
+	for _, b := range []struct {
+		name string
+		to   *time.Time
+	}{{"startedAfter", &f.StartedAfter}, {"startedBefore", &f.StartedBefore}} {
+		v := q.Get(b.name)
+		if v == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return f, errdefs.Invalid("invalid %s %q: use an RFC 3339 time such as 2026-01-02T15:04:05Z", b.name, truncate(v, 64))
+		}
+		*b.to = t
+	}
+	f.Template = q.Get("template")
 	if tok := q.Get("nextToken"); tok != "" {
 		id, err := base64.RawURLEncoding.DecodeString(tok)
 		if err != nil {
@@ -313,33 +352,6 @@ func listFilter(r *http.Request) (store.ListFilter, error) {
 		f.After = string(id)
 	}
 	return f, nil
-}
-
-type metricJSON struct {
-	Timestamp     time.Time `json:"timestamp"`
-	TimestampUnix int64     `json:"timestampUnix"`
-	CPUCount      int       `json:"cpuCount"`
-	CPUUsedPct    float64   `json:"cpuUsedPct"`
-	MemUsed       uint64    `json:"memUsed"`
-	MemTotal      uint64    `json:"memTotal"`
-	MemCache      uint64    `json:"memCache"`
-	DiskUsed      uint64    `json:"diskUsed"`
-	DiskTotal     uint64    `json:"diskTotal"`
-}
-
-func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
-	ms, err := s.sandboxes.Metrics(r.Context(), team(r).ID, r.PathValue("id"))
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	out := make([]metricJSON, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, metricJSON{Timestamp: m.Timestamp, TimestampUnix: m.Timestamp.Unix(),
-			CPUCount: m.CPUCount, CPUUsedPct: m.CPUUsedPct, MemUsed: m.MemUsed, MemTotal: m.MemTotal,
-			DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal})
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 // pauserTo is the manager's pause with a tier (sbx extension: ?tier=disk

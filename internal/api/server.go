@@ -30,7 +30,6 @@ type Sandboxes interface {
 	Kill(ctx context.Context, teamID, id string) error
 	SetTimeout(ctx context.Context, teamID, id string, timeout time.Duration) error
 	Connect(ctx context.Context, teamID, id string, timeout time.Duration) (store.Sandbox, bool, error)
-	Metrics(ctx context.Context, teamID, id string) ([]sandbox.Metric, error)
 	Pause(ctx context.Context, teamID, id string) error
 }
 
@@ -92,6 +91,8 @@ type Server struct {
 	keys      *keyCache
 	admin     map[string]bool // patterns the admin key may call without a team
 	anonymous map[string]bool // patterns served without a key too
+	creates   createCounts    // sandbox creates through this API (nodes.go)
+	builds    buildCanceller  // the template service, for the admin (nodes.go)
 }
 
 // New builds the API server. extra registrars add authenticated routes.
@@ -104,6 +105,8 @@ func New(log *slog.Logger, sb Sandboxes, tpl Templates, accounts Accounts, px *p
 	})
 	s.routes()
 	s.accountRoutes()
+	s.nodeRoutes()
+	s.accessTokenRoutes()
 	for _, r := range extra {
 		r.Register(s.mux)
 		if a, ok := r.(AdminRoutes); ok {
@@ -134,7 +137,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /sandboxes/{id}/timeout", s.setTimeout)
 	m.HandleFunc("POST /sandboxes/{id}/connect", s.connect)
 	m.HandleFunc("POST /v2/sandboxes/{id}/connect", s.connect)
-	m.HandleFunc("GET /sandboxes/{id}/metrics", s.metrics)
+	m.HandleFunc("GET /sandboxes/{id}/logs", s.logsV1)
+	m.HandleFunc("GET /v2/sandboxes/{id}/logs", s.logsV2)
+	m.HandleFunc("POST /sandboxes/{id}/refreshes", s.refresh)
 	m.HandleFunc("POST /sandboxes/{id}/pause", s.pause)
 	m.HandleFunc("POST /sandboxes/{id}/resume", s.resume)
 	m.HandleFunc("GET /templates", s.listTemplates)
@@ -215,14 +220,14 @@ func (s *Server) authenticate(r *http.Request) (auth.Team, error) {
 }
 
 // apiKey is the key a request sends: X-API-Key, or a Bearer token of a
-// team (e2b_, as E2B's legacy clients send it) or the admin (sbx_admin_,
-// as Prometheus sends a bearer token).
+// team (e2b_, or an access token sk_e2b_, as E2B's legacy clients send
+// them) or the admin (sbx_admin_, as Prometheus sends a bearer token).
 func apiKey(r *http.Request) string {
 	if key := r.Header.Get("X-API-Key"); key != "" {
 		return key
 	}
 	if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok &&
-		(strings.HasPrefix(b, "e2b_") || strings.HasPrefix(b, auth.AdminKeyPrefix)) {
+		(strings.HasPrefix(b, "e2b_") || strings.HasPrefix(b, auth.AccessTokenPrefix) || strings.HasPrefix(b, auth.AdminKeyPrefix)) {
 		return b
 	}
 	return ""

@@ -1,11 +1,16 @@
 package api
 
 import (
+	"context"
+	"encoding/base64"
 	"net/http"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
 )
 
@@ -22,10 +27,15 @@ type templateJSON struct {
 	UpdatedAt     time.Time  `json:"updatedAt"`
 	CreatedBy     *struct{}  `json:"createdBy"`
 	LastSpawnedAt *time.Time `json:"lastSpawnedAt"`
-	SpawnCount    int        `json:"spawnCount"`
+	SpawnCount    int64      `json:"spawnCount"`
 	BuildCount    int        `json:"buildCount"`
 	EnvdVersion   string     `json:"envdVersion"`
 	BuildStatus   string     `json:"buildStatus"`
+}
+
+// spawnCounter reads how often each template was used (the store).
+type spawnCounter interface {
+	TemplateSpawns(ctx context.Context) (map[string]store.TemplateSpawns, error)
 }
 
 func toTemplateJSON(t template.Template) templateJSON {
@@ -40,9 +50,34 @@ func toTemplateJSON(t template.Template) templateJSON {
 
 func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 	ts := s.templates.List(team(r).ID)
+	var spawns map[string]store.TemplateSpawns
+	if c, ok := s.accounts.(spawnCounter); ok {
+		var err error
+		if spawns, err = c.TemplateSpawns(r.Context()); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
+	if r.URL.Path == "/v2/templates" {
+		var next string
+		var err error
+		if ts, next, err = templatePage(r, ts); err != nil {
+			s.fail(w, err)
+			return
+		}
+		if next != "" {
+			w.Header().Set("X-Next-Token", next)
+		}
+	}
 	out := make([]templateJSON, 0, len(ts))
 	for _, t := range ts {
-		out = append(out, toTemplateJSON(t))
+		j := toTemplateJSON(t)
+		if sp, ok := spawns[t.ID]; ok {
+			j.SpawnCount = sp.Count
+			last := sp.Last
+			j.LastSpawnedAt = &last
+		}
+		out = append(out, j)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -57,4 +92,32 @@ func (s *Server) templateAlias(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"templateID": t.ID, "public": t.Public})
+}
+
+// templatePage cuts GET /v2/templates' page out of ts (oldest first):
+// limit (1-100, default 100) templates after nextToken, and the token of
+// the next page ("" after the last).
+func templatePage(r *http.Request, ts []template.Template) ([]template.Template, string, error) {
+	q := r.URL.Query()
+	limit := 100
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 100 {
+			return nil, "", errdefs.Invalid("limit must be between 1 and 100, got %q", truncate(l, 32))
+		}
+		limit = n
+	}
+	if tok := q.Get("nextToken"); tok != "" {
+		id, err := base64.RawURLEncoding.DecodeString(tok)
+		i := slices.IndexFunc(ts, func(t template.Template) bool { return t.ID == string(id) })
+		if err != nil || i < 0 {
+			return nil, "", errdefs.Invalid("invalid nextToken: it names no template of this list")
+		}
+		ts = ts[i+1:]
+	}
+	if len(ts) <= limit {
+		return ts, "", nil
+	}
+	ts = ts[:limit]
+	return ts, base64.RawURLEncoding.EncodeToString([]byte(ts[limit-1].ID)), nil
 }

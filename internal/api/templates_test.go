@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/template"
 )
 
@@ -28,6 +29,41 @@ func TestTemplateRoutes(t *testing.T) {
 	} {
 		if _, got := s.mux.Handler(httptest.NewRequest(tc.method, tc.path, nil)); got != tc.pattern {
 			t.Errorf("%s %s routed to %q, want %q", tc.method, tc.path, got, tc.pattern)
+		}
+	}
+}
+
+// TestEnvdVersionsAgree: the template package repeats the envd version
+// (it cannot import sandbox); the legacy template answers must not drift.
+func TestEnvdVersionsAgree(t *testing.T) {
+	t.Parallel()
+	if template.EnvdVersion != sandbox.EnvdVersion {
+		t.Errorf("template.EnvdVersion %q != sandbox.EnvdVersion %q", template.EnvdVersion, sandbox.EnvdVersion)
+	}
+}
+
+// TestTemplatePage: GET /v2/templates pages by limit and nextToken, with
+// no token after the last page.
+func TestTemplatePage(t *testing.T) {
+	t.Parallel()
+	ts := []template.Template{{ID: "a"}, {ID: "b"}, {ID: "c"}}
+	get := func(q string) ([]template.Template, string, error) {
+		return templatePage(httptest.NewRequest("GET", "/v2/templates?"+q, nil), ts)
+	}
+	page, next, err := get("limit=2")
+	if err != nil || len(page) != 2 || next == "" {
+		t.Fatalf("first page: %v %q %v", page, next, err)
+	}
+	page, next, err = get("limit=2&nextToken=" + next)
+	if err != nil || len(page) != 1 || page[0].ID != "c" || next != "" {
+		t.Fatalf("last page: %v %q %v", page, next, err)
+	}
+	if page, next, _ := get("limit=3"); len(page) != 3 || next != "" {
+		t.Errorf("a full last page: %d templates, token %q; want 3 and none", len(page), next)
+	}
+	for _, q := range []string{"limit=0", "limit=101", "nextToken=bm9uZQ"} {
+		if _, _, err := get(q); err == nil {
+			t.Errorf("%s: no error", q)
 		}
 	}
 }

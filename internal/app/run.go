@@ -331,11 +331,13 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	closers.add("monitoring", func() error { stopMon(); <-monDone; return nil })
 
 	tplHandler := template.NewHandler(c.tplSvc)
+	tplHandler.SetSpawns(st)
 	refiner := refine.NewHandler(front.url(), data.DB, log)
 	refiner.SetHTTPClient(front.selfClient())
 	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, cfg.Domain, log),
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
 		refiner, mon, tplHandler)
+	apiSrv.SetBuildCanceller(c.tplSvc)
 	mon.AddPublic(apiSrv)
 	// Keys revoked through another server sharing the database stop
 	// working here at once, not only when their cache entry expires.

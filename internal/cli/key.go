@@ -48,7 +48,7 @@ working within a second. A team's last key is only revoked with --force.`,
 		return opts.admin(t.TeamID)
 	}
 	cmd.AddCommand(newKeyListCmd(client), newKeyCreateCmd(client), newKeyRevokeCmd(client),
-		newKeyRenameCmd(client), newKeyRotateCmd(client, &opts))
+		newKeyRenameCmd(client), newKeyRotateCmd(client, &opts), newKeyTokenCmd(client))
 	return cmd
 }
 

@@ -40,6 +40,7 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newEventsCmd(),
 		newBudgetCmd(),
 		newMonitorCmd(),
+		newNodeCmd(),
 		newTemplateCmd(),
 		newVersionCmd(),
 	)

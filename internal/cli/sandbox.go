@@ -43,6 +43,8 @@ The server and key come from E2B_API_URL and E2B_API_KEY (set them with
 		newSandboxTimeoutCmd(&opts),
 		newSandboxPauseCmd(&opts),
 		newSandboxResumeCmd(&opts),
+		newSandboxLogsCmd(&opts),
+		newSandboxMetricsCmd(&opts),
 	)
 	return cmd
 }
@@ -113,10 +115,12 @@ func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
 
 func newSandboxListCmd(opts *clientOptions) *cobra.Command {
 	var (
-		metadata []string
-		state    string
-		limit    int
-		asJSON   bool
+		metadata    []string
+		state       string
+		limit       int
+		asJSON      bool
+		template    string
+		oldestFirst bool
 	)
 	cmd := &cobra.Command{
 		Use:     "list",
@@ -148,7 +152,8 @@ func newSandboxListCmd(opts *clientOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, err := c.List(cmd.Context(), sdk.ListOptions{Metadata: md, State: states, Limit: limit})
+			list, err := c.List(cmd.Context(), sdk.ListOptions{Metadata: md, State: states, Limit: limit,
+				Template: template, Ascending: oldestFirst})
 			if err != nil {
 				return err
 			}
@@ -165,6 +170,8 @@ func newSandboxListCmd(opts *clientOptions) *cobra.Command {
 	f.StringArrayVar(&metadata, "metadata", nil, "only sandboxes with this metadata KEY=VALUE (repeatable, all must match)")
 	f.StringVar(&state, "state", "", "only sandboxes in these states: running, paused (comma-separated)")
 	f.IntVar(&limit, "limit", 0, "at most this many sandboxes (0: all)")
+	f.StringVar(&template, "template", "", "only sandboxes of this template (ID or name)")
+	f.BoolVar(&oldestFirst, "oldest-first", false, "list the oldest sandboxes first (default: newest first)")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

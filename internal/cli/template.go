@@ -40,7 +40,8 @@ Every RUN and COPY step is a cached layer: an unchanged rebuild takes well under
 	}
 	opts.register(cmd)
 	cmd.AddCommand(newTemplateInitCmd(), newTemplateBuildCmd(opts), newTemplateListCmd(opts), newTemplateDeleteCmd(opts),
-		newTemplateTagCmd(opts), newTemplateTagsCmd(opts), newTemplateUntagCmd(opts), newBenchTemplatesCmd(opts, "bench"))
+		newTemplateTagCmd(opts), newTemplateTagsCmd(opts), newTemplateUntagCmd(opts), newBenchTemplatesCmd(opts, "bench"),
+		newTemplatePublishCmd(opts, true), newTemplatePublishCmd(opts, false), newTemplateBuildLogsCmd(opts))
 	return cmd
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/sbxdev/sbx/internal/history"
 	"github.com/sbxdev/sbx/internal/runaway"
 	"github.com/sbxdev/sbx/internal/usage"
 )
@@ -23,6 +24,11 @@ type Config struct {
 	RunawayInterval time.Duration
 	BudgetInterval  time.Duration
 	MetricsPublic   bool
+	// MetricsInterval and MetricsRetention: how often sandbox metrics are
+	// sampled into the history GET /sandboxes/{id}/metrics reads, and how
+	// long samples are kept.
+	MetricsInterval  time.Duration
+	MetricsRetention time.Duration
 
 	policies []runaway.Policy
 }
@@ -41,6 +47,8 @@ func (c *Config) AddFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&c.Runaway, "runaway", nil, "runaway policy, repeatable, e.g. 'max-lifetime=10m action=kill' or 'template=base cpu=95% cpu-for=5m action=pause' (keys: max-lifetime, cpu, cpu-for, idle, idle-cpu, team, template, action)")
 	f.DurationVar(&c.RunawayInterval, "runaway-interval", DefaultRunawayInterval, "how often runaway policies are checked")
 	f.DurationVar(&c.BudgetInterval, "budget-interval", DefaultBudgetInterval, "how often spend budgets are checked against running sandboxes")
+	f.DurationVar(&c.MetricsInterval, "metrics-interval", history.DefaultInterval, "how often each running sandbox's CPU, memory and disk use is sampled into its metrics history (GET /sandboxes/{id}/metrics?start=&end=) and team activity counted")
+	f.DurationVar(&c.MetricsRetention, "metrics-retention", history.DefaultRetention, "how long sandbox metric samples are kept in memory (team activity: 24h)")
 	f.BoolVar(&c.MetricsPublic, "metrics-public", false, "serve Prometheus /metrics without an API key too; an anonymous scrape sees only the series that name no team (process, cluster totals); the admin key sees all, a team key its own")
 }
 
@@ -54,6 +62,15 @@ func (c *Config) Validate() error {
 	}
 	if c.RunawayInterval <= 0 {
 		c.RunawayInterval = DefaultRunawayInterval
+	}
+	if c.MetricsInterval <= 0 {
+		c.MetricsInterval = history.DefaultInterval
+	}
+	if c.MetricsRetention <= 0 {
+		c.MetricsRetention = history.DefaultRetention
+	}
+	if c.MetricsRetention < c.MetricsInterval {
+		return fmt.Errorf("--metrics-retention (%s) must be at least --metrics-interval (%s)", c.MetricsRetention, c.MetricsInterval)
 	}
 	if c.BudgetInterval <= 0 {
 		c.BudgetInterval = DefaultBudgetInterval

@@ -10,6 +10,7 @@ import (
 	"github.com/sbxdev/sbx/internal/budget"
 	"github.com/sbxdev/sbx/internal/dashboard"
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/history"
 	"github.com/sbxdev/sbx/internal/metrics"
 	"github.com/sbxdev/sbx/internal/runaway"
 	"github.com/sbxdev/sbx/internal/sandbox"
@@ -33,8 +34,11 @@ type Server struct {
 	Budgets *budget.Budgets
 	Runaway *runaway.Detector
 	Metrics *metrics.Metrics
+	History *history.History
 	mgr     *sandbox.Manager
 	routes  []func(mux *http.ServeMux)
+
+	historyHandler *history.Handler
 }
 
 // ForServer builds the monitoring of a server: it installs the budget
@@ -59,7 +63,9 @@ func ForServer(ctx context.Context, cfg Config, db *sqldb.DB, evlog *events.Log,
 	s.Runaway = runaway.New(cfg.Policies(), mgr, mgr, evlog, log)
 	s.Runaway.OnAction = s.Metrics.OnRunawayAction
 	s.Runaway.TeamName = teamNamer(teams)
-	s.routes = append(s.routes, usage.NewHandler(s.Usage, mgr, log).Register, b.Register,
+	s.History = history.New(mgr, cfg.MetricsInterval, cfg.MetricsRetention, log)
+	s.historyHandler = history.NewHandler(s.History, mgr, log)
+	s.routes = append(s.routes, s.historyHandler.Register, usage.NewHandler(s.Usage, mgr, log).Register, b.Register,
 		analytics.NewHandler(analytics.New(s.Usage), log).Register, s.Metrics.Register)
 	for _, p := range cfg.Policies() {
 		log.Info("runaway policy", "policy", p.String())
@@ -82,7 +88,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 // AdminPatterns are the routes the admin key calls for the whole server
 // (api.AdminRoutes): every team's budget and metrics.
 func (s *Server) AdminPatterns() []string {
-	return append(s.Budgets.AdminPatterns(), "GET /metrics")
+	return append(append(s.Budgets.AdminPatterns(), s.historyHandler.AdminPatterns()...), "GET /metrics")
 }
 
 // AnonymousPatterns are the routes served without an API key
@@ -112,8 +118,9 @@ func (s *Server) AddPublic(p Public) {
 func (s *Server) Start(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.Budgets.Run(ctx, s.cfg.BudgetInterval) }()
+	go func() { defer wg.Done(); s.History.Run(ctx) }()
 	go func() { defer wg.Done(); s.Runaway.Run(ctx, s.cfg.RunawayInterval) }()
 	go func() { wg.Wait(); close(done) }()
 	return done

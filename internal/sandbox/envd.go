@@ -219,7 +219,10 @@ type started struct {
 
 // start starts cmd and returns once envd reported it started; the
 // process runs on its own after that, and disconnect does not stop it.
-func (a *agent) start(ctx context.Context, token, user, cwd, cmd string) (*started, error) {
+//
+// sink, when set, also gets each chunk of output as it arrives, by stream
+// (stdout, stderr), until disconnect.
+func (a *agent) start(ctx context.Context, token, user, cwd, cmd string, sink func(stream, chunk string)) (*started, error) {
 	sb, err := a.envd(token)
 	if err != nil {
 		return nil, err
@@ -235,7 +238,11 @@ func (a *agent) start(ctx context.Context, token, user, cwd, cmd string) (*start
 	}
 	// The callbacks keep the interleaved tail; the handle itself keeps
 	// next to nothing of a command that may print for as long as it runs.
-	s.h, err = sb.Commands.Start(ctx, cmd, sdk.RunOptions{User: user, Cwd: cwd, OutputLimit: 1, OnStdout: add, OnStderr: add})
+	if sink == nil {
+		sink = func(string, string) {}
+	}
+	s.h, err = sb.Commands.Start(ctx, cmd, sdk.RunOptions{User: user, Cwd: cwd, OutputLimit: 1,
+		OnStdout: func(c string) { add(c); sink("stdout", c) }, OnStderr: func(c string) { add(c); sink("stderr", c) }})
 	if err != nil {
 		return nil, fmt.Errorf("start command %q: %w", cmd, err)
 	}

@@ -178,7 +178,7 @@ func TestAgentHugeFrame(t *testing.T) {
 	if time.Since(t0) > 5*time.Second || hits.Load()-before > 2 {
 		t.Errorf("waitCommand retried a protocol violation: %d requests in %v", hits.Load()-before, time.Since(t0))
 	}
-	if _, err := a.start(t.Context(), "", "", "", "sleep 1"); !errors.Is(err, sdk.ErrMessageTooLarge) {
+	if _, err := a.start(t.Context(), "", "", "", "sleep 1", nil); !errors.Is(err, sdk.ErrMessageTooLarge) {
 		t.Errorf("start against a 4 GiB frame: %v", err)
 	}
 }

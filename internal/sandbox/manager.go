@@ -92,6 +92,8 @@ type Manager struct {
 	store     store.Store
 	driver    runtime.Driver // rt, as the plain driver contract
 	rt        *runtimes
+	logs      sandboxLogs // start command output, per sandbox
+	draining  atomic.Bool // refuse new sandboxes (admin: POST /nodes/{id})
 	network   Network
 	templates Templates
 	now       func() time.Time
@@ -219,6 +221,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 		return store.Sandbox{}, err
 	}
 	m.track(l)
+	m.recordSpawn(ctx, sb)
 	m.log.InfoContext(ctx, "sandbox created", "sandbox.id", sb.ID, "template.id", sb.TemplateID, "team.id", sb.TeamID,
 		"pooled", pooled, "elapsed", m.now().Sub(now).Round(time.Microsecond))
 	return sb, nil
@@ -229,6 +232,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 func (m *Manager) admit(ctx context.Context, teamID, tplID string) (_ *reservation, err error) {
 	ctx, span := telemetry.Start(ctx, "sandbox.admission")
 	defer func() { telemetry.End(span, err) }()
+	if m.draining.Load() {
+		return nil, errdefs.Unavailable("this node (%s) is draining and starts no new sandboxes; the admin sets it ready with POST /nodes/{id}", m.cfg.NodeID)
+	}
 	s, err := m.quota.reserve(ctx, teamID)
 	if err != nil {
 		return nil, err
@@ -360,9 +366,11 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		if how.snapRT { // a build's check, not a user waiting for a sandbox
 			grace = builder.DefaultStartGrace
 		}
-		if err := m.startCommand(ectx, a, sb.AccessToken, tpl, grace); err != nil {
+		if err := m.startCommand(ectx, a, sb.ID, sb.AccessToken, tpl, grace); err != nil {
+			m.logs.sandbox(sb.ID).system(m.now(), "error", "start command failed: "+errdefs.Message(err))
 			return nil, m.agentBroke(sb.ID, err)
 		}
+		m.logs.sandbox(sb.ID).system(m.now(), "info", "start command ready")
 	}
 	return l, nil
 }
@@ -389,9 +397,11 @@ func (m *Manager) agentBroke(id string, err error) error {
 // start, or have exited 0 with a ready check vouching for what it started:
 // otherwise a typo such as "nosuchcommand" would snapshot a template whose
 // sandboxes run nothing.
-func (m *Manager) startCommand(ctx context.Context, a *agent, token string, tpl template.Template, grace time.Duration) error {
+func (m *Manager) startCommand(ctx context.Context, a *agent, id, token string, tpl template.Template, grace time.Duration) error {
 	t0 := time.Now()
-	cmd, err := a.start(ctx, token, tpl.StartAs(), tpl.Workdir, tpl.StartCmd)
+	out := m.logs.sandbox(id)
+	out.system(m.now(), "info", "start command started: "+tpl.StartCmd)
+	cmd, err := a.start(ctx, token, tpl.StartAs(), tpl.Workdir, tpl.StartCmd, func(stream, chunk string) { out.output(m.now(), stream, chunk) })
 	if err != nil {
 		return err
 	}
@@ -526,6 +536,7 @@ func (m *Manager) lookup(id string) *live {
 // destroy removes the container, network and run dir of a sandbox. It is
 // idempotent and logs instead of failing: it runs on error paths.
 func (m *Manager) destroy(ctx context.Context, id string) {
+	m.logs.forget(id)
 	if err := m.driver.Delete(ctx, id); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		m.log.Warn("delete sandbox container", "sandbox.id", id, "err", err)
 	}

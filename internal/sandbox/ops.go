@@ -71,6 +71,7 @@ func (m *Manager) killWith(ctx context.Context, id, reason string, data map[stri
 	m.mu.Lock()
 	l := m.live[id]
 	delete(m.live, id) // unreachable from now on: the proxy answers 502
+	m.logs.forget(id)
 	m.mu.Unlock()
 	if l == nil {
 		return errdefs.NotFound("sandbox %s not found", id)

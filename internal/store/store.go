@@ -104,6 +104,13 @@ type ListFilter struct {
 	Metadata map[string]string
 	After    string // cursor: list sandboxes ordered after this one
 	Limit    int
+	// Ascending lists oldest first (E2B's order=asc); the default is
+	// newest first.
+	Ascending bool
+	// StartedAfter and StartedBefore bound the start time (zero = open).
+	StartedAfter, StartedBefore time.Time
+	// Template keeps the sandboxes of one template, named by ID or alias.
+	Template string
 }
 
 // KeysChannel is the notification channel on which a store sharing its

@@ -3,7 +3,6 @@ package template
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -12,11 +11,13 @@ import (
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/request"
 )
 
 // Handler serves E2B's template build API (protocol doc §1.6) over a Service.
 type Handler struct {
-	svc *Service
+	svc    *Service
+	spawns SpawnCounter // nil: spawnCount 0
 }
 
 // NewHandler returns the API handler; register it with api.New as an extra
@@ -35,6 +36,13 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /templates/{id}/builds/{buildID}/status", h.status)
 	mux.HandleFunc("DELETE /templates/{id}", h.delete)
 	mux.HandleFunc("GET /templates/{id}", h.get)
+	mux.HandleFunc("POST /templates", h.createLegacy)
+	mux.HandleFunc("POST /templates/{id}", h.rebuildLegacy)
+	mux.HandleFunc("POST /v2/templates", h.requestV2)
+	mux.HandleFunc("POST /templates/{id}/builds/{buildID}", h.startLegacy)
+	mux.HandleFunc("PATCH /templates/{id}", h.update)
+	mux.HandleFunc("PATCH /v2/templates/{id}", h.update)
+	mux.HandleFunc("GET /templates/{id}/builds/{buildID}/logs", h.buildLogs)
 	mux.HandleFunc("POST /templates/tags", h.assignTags)
 	mux.HandleFunc("DELETE /templates/tags", h.removeTags)
 	// Not "GET /templates/{id}/tags": it would conflict with the API's
@@ -54,9 +62,21 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 	if names == nil {
 		names = []string{}
 	}
+	var spawnCount int64
+	var lastSpawned *time.Time
+	if h.spawns != nil {
+		sp, err := h.spawns.TemplateSpawns(r.Context())
+		if err != nil {
+			h.fail(w, err)
+			return
+		}
+		if n, ok := sp[rec.ID]; ok {
+			spawnCount, lastSpawned = n.Count, &n.Last
+		}
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"templateID": rec.ID, "public": rec.Public, "aliases": names,
-		"names": names, "createdAt": rec.CreatedAt, "updatedAt": rec.UpdatedAt, "lastSpawnedAt": nil,
-		"spawnCount": 0, "builds": builds})
+		"names": names, "createdAt": rec.CreatedAt, "updatedAt": rec.UpdatedAt, "lastSpawnedAt": lastSpawned,
+		"spawnCount": spawnCount, "builds": builds})
 }
 
 func (h *Handler) fail(w http.ResponseWriter, err error) { errdefs.WriteHTTP(w, h.svc.log, err) }
@@ -72,22 +92,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func decodeJSON(r *http.Request, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20+1))
-	if err != nil {
-		return errdefs.Invalid("read request body: %v", err)
-	}
-	if len(body) > 8<<20 {
-		return errdefs.Invalid("request body larger than 8 MiB")
-	}
-	if len(body) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return errdefs.Invalid("request body is not valid JSON for this endpoint: %v", err)
-	}
-	return nil
-}
+// decodeJSON reads a JSON body of at most 8 MiB strictly: a field the
+// endpoint does not know is refused with a 400 naming it, so an option an
+// SDK relies on is never dropped in silence.
+func decodeJSON(r *http.Request, v any) error { return request.Decode(r, v, 8<<20) }
 
 func (h *Handler) request(w http.ResponseWriter, r *http.Request) {
 	var req RequestV3

@@ -219,6 +219,11 @@ type RequestV3 struct {
 	Tags     []string `json:"tags"`
 	CPUCount int      `json:"cpuCount"`
 	MemoryMB int      `json:"memoryMB"`
+	// MinFreeDiskMb is the free disk the template's sandboxes need: their
+	// writable layer gets at least that much (DiskMB).
+	MinFreeDiskMb int `json:"minFreeDiskMb"`
+	// TeamID may name the caller's own team (E2B's SDKs send it).
+	TeamID string `json:"teamID"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
@@ -254,6 +259,12 @@ func (s *Service) Request(ctx context.Context, teamID string, req RequestV3) (Re
 	if req.MemoryMB < 128 || req.MemoryMB > 256<<10 {
 		return Record{}, "", errdefs.Invalid("memoryMB %d is out of range 128-262144", req.MemoryMB)
 	}
+	if req.TeamID != "" && req.TeamID != teamID {
+		return Record{}, "", errdefs.Denied("teamID %q is not your team: a team's key builds only its own templates", req.TeamID)
+	}
+	if req.MinFreeDiskMb < 0 || req.MinFreeDiskMb > maxDiskMB {
+		return Record{}, "", errdefs.Invalid("minFreeDiskMb %d is out of range 0-%d", req.MinFreeDiskMb, maxDiskMB)
+	}
 	now := s.now().UTC()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -265,12 +276,13 @@ func (s *Service) Request(ctx context.Context, teamID string, req RequestV3) (Re
 	case ok:
 		rec = existing
 		rec.CPUCount, rec.MemoryMB, rec.UpdatedAt = req.CPUCount, req.MemoryMB, now
+		rec.DiskMB = max(defaultDiskMB, req.MinFreeDiskMb)
 	default:
 		if t, builtin := s.reg.Get(name); builtin && t.TeamID == "" {
 			return Record{}, "", errdefs.Conflict("template name %q is a built-in template; choose another name", name)
 		}
 		rec = Record{ID: newTemplateID(), TeamID: teamID, Names: []string{name}, CPUCount: req.CPUCount,
-			MemoryMB: req.MemoryMB, DiskMB: 2048, CreatedAt: now, UpdatedAt: now}
+			MemoryMB: req.MemoryMB, DiskMB: max(defaultDiskMB, req.MinFreeDiskMb), CreatedAt: now, UpdatedAt: now}
 		if err := s.store.CreateTemplate(ctx, rec); err != nil {
 			return Record{}, "", err
 		}
@@ -347,7 +359,26 @@ type StartRequest struct {
 	// runtime (crun), where commands and requests are cheaper than in a
 	// sandbox restored under runsc.
 	NoSnapshot bool `json:"noSnapshot,omitempty"`
+	// FromImageRegistry carries credentials for a private registry; sbx
+	// pulls public images only and refuses it (Validate) rather than
+	// failing later on a pull without them.
+	FromImageRegistry json.RawMessage `json:"fromImageRegistry,omitempty"`
 }
+
+// Validate refuses the options sbx does not implement, naming them.
+func (r StartRequest) Validate() error {
+	if len(r.FromImageRegistry) > 0 && string(r.FromImageRegistry) != "null" {
+		return errdefs.Invalid("fromImageRegistry (private registry credentials) is not supported: sbx pulls public images only; " +
+			"pull the image elsewhere and base the template on a public copy, or build it from a Dockerfile")
+	}
+	return nil
+}
+
+// Disk sizes of a template's sandboxes (their writable layer), in MiB.
+const (
+	defaultDiskMB = 2048
+	maxDiskMB     = 1 << 20
+)
 
 func (r StartRequest) base() string {
 	switch {
@@ -678,8 +709,10 @@ func (s *Service) BuildStatus(ctx context.Context, teamID, templateID, buildID s
 
 // Delete removes a team's template. Running sandboxes keep their layers.
 func (s *Service) Delete(ctx context.Context, teamID, id string) error {
-	if t, ok := s.reg.Get(id); ok && t.TeamID == "" && t.ID == id {
-		return errdefs.Wrap(errdefs.ErrPermissionDenied, nil, "template %q is built in and cannot be deleted", id)
+	// By ID or by name (E2B deletes by either).
+	id, err := s.idOf(teamID, id)
+	if err != nil {
+		return err
 	}
 	rec, err := s.owned(ctx, teamID, id)
 	if err != nil {

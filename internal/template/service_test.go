@@ -205,8 +205,22 @@ func TestBuildFlowAndPersistence(t *testing.T) {
 		t.Fatalf("uploaded file: %q, %v", b, err)
 	}
 	steps := []builder.Step{{Type: "RUN", Args: []string{"echo hi"}}, {Type: "COPY", Args: []string{"app", "/app", "", ""}, FilesHash: hashA}}
+	// An option sbx does not know is refused, naming it, not dropped.
+	var refused struct {
+		Message string `json:"message"`
+	}
 	if code := e.call(t, "team1", "POST", "/v2/templates/"+r.TemplateID+"/builds/"+r.BuildID,
-		map[string]any{"fromTemplate": "base", "steps": steps, "startCmd": "sleep 1", "unknownField": true}, nil); code != http.StatusAccepted {
+		map[string]any{"fromTemplate": "base", "steps": steps, "unknownField": true}, &refused); code != http.StatusBadRequest ||
+		!strings.Contains(refused.Message, "unknownField") {
+		t.Fatalf("start with an unknown option: HTTP %d %q, want 400 naming it", code, refused.Message)
+	}
+	if code := e.call(t, "team1", "POST", "/v2/templates/"+r.TemplateID+"/builds/"+r.BuildID,
+		map[string]any{"fromTemplate": "base", "steps": steps, "fromImageRegistry": map[string]string{"type": "registry"}}, &refused); code != http.StatusBadRequest ||
+		!strings.Contains(refused.Message, "fromImageRegistry") {
+		t.Fatalf("start with registry credentials: HTTP %d %q, want 400 naming them", code, refused.Message)
+	}
+	if code := e.call(t, "team1", "POST", "/v2/templates/"+r.TemplateID+"/builds/"+r.BuildID,
+		map[string]any{"fromTemplate": "base", "steps": steps, "startCmd": "sleep 1"}, nil); code != http.StatusAccepted {
 		t.Fatalf("start: HTTP %d", code)
 	}
 	st, logs := e.waitBuild(t, "team1", r)

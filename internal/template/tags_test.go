@@ -149,7 +149,7 @@ func TestTags(t *testing.T) {
 		{"bad tag", "team1", "POST", "/templates/tags", map[string]any{"target": "app:v1", "tags": []string{"no spaces"}}, 400, "invalid"},
 		{"unknown source tag", "team1", "POST", "/templates/tags", map[string]any{"target": "app:v9", "tags": []string{"x"}}, 404, `no tag "v9"`},
 		{"no target", "team1", "POST", "/templates/tags", map[string]any{"tags": []string{"x"}}, 400, "target is required"},
-		{"wrong JSON type", "team1", "POST", "/templates/tags", map[string]any{"target": 5}, 400, "not valid JSON"},
+		{"wrong JSON type", "team1", "POST", "/templates/tags", map[string]any{"target": 5}, 400, "must be a string"},
 		{"remove unknown", "team1", "DELETE", "/templates/tags", map[string]any{"name": "app", "tags": []string{"prod", "nope"}}, 404, "nothing removed"},
 		{"remove default", "team1", "DELETE", "/templates/tags", map[string]any{"name": "app", "tags": []string{"default"}}, 400, "cannot be removed"},
 		{"other team removes", "team2", "DELETE", "/templates/tags", map[string]any{"name": "app", "tags": []string{"v1"}}, 404, "not found"},

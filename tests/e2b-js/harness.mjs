@@ -353,7 +353,7 @@ async function supervise(stateDir, owner) {
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sbx-e2b-js-data-'))
     const listen = `127.0.0.1:${await freePort()}`
     const log = fs.openSync(logFile, 'a')
-    serve = spawn(sbxBin, ['serve', '--listen', listen, '--data-dir', dataDir], {
+    serve = spawn(sbxBin, ['serve', '--listen', listen, '--data-dir', dataDir, '--metrics-interval', '1s'], {
       stdio: ['ignore', log, log],
     })
     fs.closeSync(log)

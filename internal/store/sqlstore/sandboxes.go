@@ -140,15 +140,31 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.ListFilter) ([]store.
 	for _, st := range states {
 		args = append(args, string(st))
 	}
+	cmp, order := "<", "DESC"
+	if f.Ascending {
+		cmp, order = ">", "ASC"
+	}
 	if f.After != "" {
 		after, err := s.Sandbox(ctx, f.After)
-		if err != nil {
-			return nil, errdefs.Invalid("invalid nextToken: %v", errdefs.Message(err))
+		if err != nil || after.TeamID != f.TeamID {
+			return nil, errdefs.Invalid("invalid nextToken: it names no sandbox of this team")
 		}
-		q += ` AND (started_at < ? OR (started_at = ? AND id < ?))`
+		q += ` AND (started_at ` + cmp + ` ? OR (started_at = ? AND id ` + cmp + ` ?))`
 		args = append(args, unixNano(after.StartedAt), unixNano(after.StartedAt), after.ID)
 	}
-	q += ` ORDER BY started_at DESC, id DESC`
+	if !f.StartedAfter.IsZero() {
+		q += ` AND started_at >= ?`
+		args = append(args, unixNano(f.StartedAfter))
+	}
+	if !f.StartedBefore.IsZero() {
+		q += ` AND started_at < ?`
+		args = append(args, unixNano(f.StartedBefore))
+	}
+	if f.Template != "" {
+		q += ` AND (template_id = ? OR alias = ?)`
+		args = append(args, f.Template, f.Template)
+	}
+	q += ` ORDER BY started_at ` + order + `, id ` + order
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list sandboxes: %w", err)

@@ -296,6 +296,12 @@ func testSandboxes(t *testing.T, newStore Factory) {
 		{"limit", store.ListFilter{TeamID: "t1", Limit: 1}, []string{"bbb"}},
 		{"after cursor", store.ListFilter{TeamID: "t1", After: "bbb"}, []string{"aaa"}},
 		{"paused only", store.ListFilter{TeamID: "t1", States: []store.SandboxState{store.StatePaused}}, nil},
+		{"oldest first", store.ListFilter{TeamID: "t1", Ascending: true}, []string{"aaa", "bbb"}},
+		{"oldest first after cursor", store.ListFilter{TeamID: "t1", Ascending: true, After: "aaa"}, []string{"bbb"}},
+		{"started after", store.ListFilter{TeamID: "t1", StartedAfter: base.Add(time.Second)}, []string{"bbb"}},
+		{"started before", store.ListFilter{TeamID: "t1", StartedBefore: base.Add(time.Second)}, []string{"aaa"}},
+		{"template by ID", store.ListFilter{TeamID: "t1", Template: "base"}, []string{"bbb", "aaa"}},
+		{"other template", store.ListFilter{TeamID: "t1", Template: "other"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

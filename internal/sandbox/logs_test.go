@@ -1,0 +1,47 @@
+package sandbox
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseLogfmt(t *testing.T) {
+	t.Parallel()
+	e := parseLogfmt(`time=2026-01-02T03:04:05.5Z level=WARN msg="port \"x\" busy" port=49999 path=/a`)
+	if !e.Timestamp.Equal(time.Date(2026, 1, 2, 3, 4, 5, 5e8, time.UTC)) || e.Level != "warn" ||
+		e.Message != `port "x" busy` || e.Fields["port"] != "49999" || e.Fields["path"] != "/a" {
+		t.Errorf("parsed %+v", e)
+	}
+	// Not slog's format (a process wrote to envd's output): kept whole.
+	raw := `Traceback (most recent call last): x=1`
+	if e := parseLogfmt(raw); e.Message != raw || e.Level != "info" || !e.Timestamp.IsZero() {
+		t.Errorf("raw line parsed as %+v", e)
+	}
+}
+
+func TestLogRingSplitsLinesAndBounds(t *testing.T) {
+	t.Parallel()
+	r := &logRing{partial: map[string]string{}}
+	now := time.Now()
+	r.output(now, "stdout", "one\ntw")
+	r.output(now, "stderr", "oops\n")
+	r.output(now, "stdout", "o\n")
+	got := r.entries()
+	if len(got) != 3 || got[0].Message != "one" || got[1].Message != "oops" || got[1].Level != "error" || got[2].Message != "two" {
+		t.Fatalf("entries %+v", got)
+	}
+	r.output(now, "stdout", strings.Repeat("x", 3*maxLogLine)) // no newline: flushed, cut
+	for i := 0; i < maxLogEntries+10; i++ {
+		r.output(now, "stdout", "line\n")
+	}
+	got = r.entries()
+	if len(got) != maxLogEntries {
+		t.Fatalf("%d entries kept, want the bound %d", len(got), maxLogEntries)
+	}
+	for _, e := range got {
+		if len(e.Message) > maxLogLine+len("…") {
+			t.Fatalf("a line of %d bytes was kept", len(e.Message))
+		}
+	}
+}
