@@ -200,7 +200,7 @@ func testNodesAndAdmin(t *testing.T, srv *Server, c *sdk.Client, admin, teamID s
 	if err := json.Unmarshal([]byte(r.Body), &kill); err != nil || r.Status != http.StatusOK || kill.Killed < 2 || kill.Failed != 0 {
 		t.Fatalf("admin kill: %d %s", r.Status, r.Body)
 	}
-	if _, err := c.Connect(opCtx(t), sb.ID, time.Minute); !sdk.IsNotFound(err) {
+	if _, err := c.Connect(opCtx(t), sb.ID, sdk.ConnectOptions{Timeout: time.Minute}); !sdk.IsNotFound(err) {
 		t.Errorf("sandbox %s after the admin's kill: %v, want not found", sb.ID, err)
 	}
 	r = srv.Raw(t, "POST", "/admin/teams/"+teamID+"/builds/cancel", "", adminH)
