@@ -29,21 +29,26 @@ type newSandbox struct {
 	AllowInternetAccess *bool             `json:"allow_internet_access"`
 	Metadata            map[string]string `json:"metadata"`
 	EnvVars             map[string]string `json:"envVars"`
+	AutoPauseMemory     *bool             `json:"autoPauseMemory"`
+	AutoResume          *autoResumeJSON   `json:"autoResume"`
 
 	// Accepted, not implemented.
-	AutoPauseMemory *bool           `json:"autoPauseMemory"`
-	AutoResume      json.RawMessage `json:"autoResume"`
-	MCP             json.RawMessage `json:"mcp"`
-	Network         json.RawMessage `json:"network"`
-	IAM             json.RawMessage `json:"iam"`
-	VolumeMounts    json.RawMessage `json:"volumeMounts"`
+	MCP          json.RawMessage `json:"mcp"`
+	Network      json.RawMessage `json:"network"`
+	IAM          json.RawMessage `json:"iam"`
+	VolumeMounts json.RawMessage `json:"volumeMounts"`
+}
+
+// autoResumeJSON is E2B's SandboxAutoResumeConfig.
+type autoResumeJSON struct {
+	Enabled bool `json:"enabled"`
 }
 
 // timeoutBody is the body of set-timeout, connect and resume: E2B's
 // {timeout} plus the fields its SDKs send that sbx ignores.
 type timeoutBody struct {
 	Timeout   *int64 `json:"timeout"`
-	Memory    *bool  `json:"memory"`    // connect/resume: restore memory (sbx always does)
+	Memory    *bool  `json:"memory"`    // connect/resume: false = boot again from the filesystem
 	AutoPause *bool  `json:"autoPause"` // legacy resume
 }
 
@@ -155,6 +160,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 	if body.AllowInternetAccess != nil {
 		req.AllowInternet = *body.AllowInternetAccess
 	}
+	req.AutoPauseMemory = body.AutoPauseMemory
+	if body.AutoResume != nil {
+		req.AutoResume = body.AutoResume.Enabled
+	}
 	sb, err := s.sandboxes.Create(r.Context(), req)
 	if err != nil {
 		s.fail(w, err)
@@ -176,6 +185,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := toDetail(sb, true)
+	if lc, ok := s.sandboxes.(interface {
+		LifecycleOf(id string) sandbox.Lifecycle
+	}); ok {
+		d.Lifecycle.AutoResume = lc.LifecycleOf(sb.ID).AutoResume
+	}
 	if t, ok := s.sandboxes.(interface {
 		PauseTier(ctx context.Context, teamID, id string) (string, error)
 	}); ok && sb.State == store.StatePaused {
@@ -225,7 +239,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	sb, resumed, err := s.sandboxes.Connect(r.Context(), team(r).ID, r.PathValue("id"), timeout)
+	sb, resumed, err := s.connectMemory(r, r.PathValue("id"), timeout, body.Memory)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -342,6 +356,26 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// connectMemory connects, booting a paused sandbox again from its
+// filesystem when memory is false (E2B's onResume "reboot").
+func (s *Server) connectMemory(r *http.Request, id string, timeout time.Duration, memory *bool) (store.Sandbox, bool, error) {
+	if memory != nil && !*memory {
+		c, ok := s.sandboxes.(interface {
+			ConnectMemory(ctx context.Context, teamID, id string, timeout time.Duration, memory bool) (store.Sandbox, bool, error)
+		})
+		if !ok {
+			return store.Sandbox{}, false, errdefs.Precondition("resuming without memory is not supported by this server")
+		}
+		return c.ConnectMemory(r.Context(), team(r).ID, id, timeout, false)
+	}
+	return s.sandboxes.Connect(r.Context(), team(r).ID, id, timeout)
+}
+
+// pauseBody is E2B's SandboxPauseRequest.
+type pauseBody struct {
+	Memory *bool `json:"memory"` // false: keep only the filesystem
+}
+
 // pauserTo is the manager's pause with a tier (sbx extension: ?tier=disk
 // checkpoints to disk at once; a runtime that cannot answers 412).
 type pauserTo interface {
@@ -349,10 +383,29 @@ type pauserTo interface {
 }
 
 func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
+	var body pauseBody
+	if err := decode(r, &body, request.SmallBody); err != nil {
+		s.fail(w, err)
+		return
+	}
 	pause := s.sandboxes.Pause
+	tier := r.URL.Query().Get("tier")
 	if p, ok := s.sandboxes.(pauserTo); ok {
-		tier := r.URL.Query().Get("tier")
 		pause = func(ctx context.Context, teamID, id string) error { return p.PauseTo(ctx, teamID, id, tier) }
+	}
+	if body.Memory != nil && !*body.Memory {
+		p, ok := s.sandboxes.(interface {
+			PauseMemory(ctx context.Context, teamID, id string, keepMemory bool) error
+		})
+		if !ok {
+			s.fail(w, errdefs.Precondition("pausing without memory is not supported by this server"))
+			return
+		}
+		if tier != "" {
+			s.fail(w, errdefs.Invalid(`tier and {"memory": false} exclude each other: without memory only the filesystem is kept`))
+			return
+		}
+		pause = func(ctx context.Context, teamID, id string) error { return p.PauseMemory(ctx, teamID, id, false) }
 	}
 	if err := pause(r.Context(), team(r).ID, r.PathValue("id")); err != nil {
 		s.fail(w, err)
@@ -389,7 +442,7 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, errdefs.Conflict("sandbox %s is not paused", sb.ID))
 		return
 	}
-	sb, _, err = s.sandboxes.Connect(r.Context(), team(r).ID, sb.ID, timeout)
+	sb, _, err = s.connectMemory(r, sb.ID, timeout, body.Memory)
 	if err != nil {
 		s.fail(w, err)
 		return

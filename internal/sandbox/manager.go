@@ -114,6 +114,8 @@ type Manager struct {
 	disk          diskTier  // pause's disk tier (checkpoint.go)
 	exits         exitWatch // sandboxes whose init ends on its own (exits.go)
 
+	wakes wakes // auto-resumes in flight (lifecycle.go)
+
 	snapMu    sync.Mutex
 	snapLocks map[string]*sync.Mutex // one snapshot at a time per key (snapshot.go)
 	snapRetry map[string]time.Time   // next background attempt per key
@@ -127,6 +129,8 @@ type live struct {
 	agent    *agent
 	timer    *time.Timer
 	cpu      cpuSample
+	// lifecycle: auto-pause without memory, auto-resume (lifecycle.go).
+	lifecycle Lifecycle
 }
 
 type cpuSample struct {
@@ -151,6 +155,11 @@ type CreateRequest struct {
 	AllowInternet bool
 	AutoPause     bool
 	Secure        bool
+	// AutoPauseMemory false: an auto-pause keeps only the filesystem.
+	// nil = true (E2B's default).
+	AutoPauseMemory *bool
+	// AutoResume: traffic through the proxy resumes the paused sandbox.
+	AutoResume bool
 }
 
 // Validate checks a create request before any work is done (bounds in
@@ -158,6 +167,10 @@ type CreateRequest struct {
 func (r *CreateRequest) Validate() error {
 	if r.Timeout < 0 || r.Timeout > MaxTimeout {
 		return errdefs.Invalid("timeout must be between 0 and %d seconds (%s)", int64(MaxTimeout/time.Second), MaxTimeout)
+	}
+	if r.AutoResume && r.AutoPauseMemory != nil && !*r.AutoPauseMemory {
+		return errdefs.Invalid("autoResume cannot be combined with autoPauseMemory false: a sandbox paused without " +
+			"its memory must be resumed explicitly (connect)")
 	}
 	return r.validateInputs()
 }
@@ -214,6 +227,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 	if err != nil {
 		m.destroy(context.WithoutCancel(ctx), sb.ID)
 		return store.Sandbox{}, err
+	}
+	l.lifecycle = Lifecycle{DropMemory: req.AutoPauseMemory != nil && !*req.AutoPauseMemory, AutoResume: req.AutoResume}
+	if l.lifecycle != (Lifecycle{}) {
+		l.lifecycle.Timeout = req.Timeout
+		if err := m.saveLifecycle(sb.ID, l.lifecycle); err != nil {
+			m.log.WarnContext(ctx, "save sandbox lifecycle; it is lost at a restart", "sandbox.id", sb.ID, "err", err)
+		}
 	}
 	m.track(l)
 	m.log.InfoContext(ctx, "sandbox created", "sandbox.id", sb.ID, "template.id", sb.TemplateID, "team.id", sb.TeamID,
@@ -297,6 +317,14 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	}
 	sb.NetNS = nsPath
 	tNet = time.Since(t0)
+	if how.snapshot != "" || how.snapRT {
+		sb.Runtime = m.rt.snap.Name()
+	} else {
+		sb.Runtime = m.rt.main.Name()
+	}
+	if err := m.newBootID(sb.ID); err != nil {
+		return nil, err
+	}
 	spec := m.sandboxSpec(*sb, tpl.Lower(), key)
 	if err := m.saveSpec(spec); err != nil {
 		return nil, err
@@ -317,6 +345,10 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 			m.log.WarnContext(ctx, "restore from template snapshot failed; starting cold", "sandbox.id", sb.ID,
 				"template.id", tpl.ID, "snapshot", how.snapshot, "err", err)
 			how.snapshot, sb.Runtime = "", m.rt.main.Name()
+			spec = m.sandboxSpec(*sb, tpl.Lower(), key) // with the boot ID runsc does not need
+			if err := m.saveSpec(spec); err != nil {
+				return nil, err
+			}
 		} else {
 			now := time.Now()
 			_ = os.Chtimes(how.snapshot, now, now) // used: pruning keeps it
@@ -495,6 +527,7 @@ func (m *Manager) expire(id string) {
 	}
 	l.mu.Lock()
 	endAt, autoPause, paused := l.sb.EndAt, l.sb.AutoPause, l.sb.State == store.StatePaused
+	dropMemory := l.lifecycle.DropMemory
 	l.mu.Unlock()
 	if paused {
 		return
@@ -504,7 +537,7 @@ func (m *Manager) expire(id string) {
 		return
 	}
 	if autoPause {
-		if err := m.pause(ctx, id); err != nil {
+		if err := m.pauseWith(ctx, id, "", !dropMemory); err != nil {
 			m.log.Error("auto-pause expired sandbox", "sandbox.id", id, "err", err)
 		}
 		return
