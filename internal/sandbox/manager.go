@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/builder"
@@ -114,7 +115,8 @@ type Manager struct {
 	disk          diskTier  // pause's disk tier (checkpoint.go)
 	exits         exitWatch // sandboxes whose init ends on its own (exits.go)
 
-	wakes wakes // auto-resumes in flight (lifecycle.go)
+	wakes wakes     // auto-resumes in flight (lifecycle.go)
+	snaps snapshots // sandbox snapshots (sandboxsnap.go)
 
 	snapMu    sync.Mutex
 	snapLocks map[string]*sync.Mutex // one snapshot at a time per key (snapshot.go)
@@ -190,6 +192,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 	if err != nil {
 		return store.Sandbox{}, err
 	}
+	return m.createWith(ctx, req, tpl, true)
+}
+
+// createWith creates a sandbox of a resolved template; usePool false keeps
+// warm pools out (a fork's template carries the source's layers).
+func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl template.Template, usePool bool) (_ store.Sandbox, err error) {
+	span := trace.SpanFromContext(ctx)
 	span.SetAttributes(attribute.String("template.id", tpl.ID), attribute.String("template.name", firstName(tpl)))
 	slot, err := m.admit(ctx, req.TeamID, tpl.ID)
 	if err != nil {
@@ -209,13 +218,17 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 		AllowInternet: req.AllowInternet, AutoPause: req.AutoPause,
 		ExecutionID: uuid.NewString(), Runtime: m.driver.Name(), NodeID: m.cfg.NodeID,
 	}
-	l := m.claim(ctx, tpl, &sb)
+	var l *live
+	if usePool {
+		l = m.claim(ctx, tpl, &sb)
+	}
 	pooled := l != nil
 	if l == nil {
 		if sb.ID, err = newID(); err != nil {
 			return store.Sandbox{}, err
 		}
 		if l, err = m.start(ctx, &sb, tpl); err != nil {
+			m.forgetFiles(sb.ID)
 			return store.Sandbox{}, err
 		}
 	}
@@ -226,6 +239,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 	telemetry.End(sspan, err)
 	if err != nil {
 		m.destroy(context.WithoutCancel(ctx), sb.ID)
+		m.forgetFiles(sb.ID)
 		return store.Sandbox{}, err
 	}
 	l.lifecycle = Lifecycle{DropMemory: req.AutoPauseMemory != nil && !*req.AutoPauseMemory, AutoResume: req.AutoResume}
@@ -325,6 +339,11 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	if err := m.newBootID(sb.ID); err != nil {
 		return nil, err
 	}
+	lower, err := m.adoptLayers(ctx, sb.ID, tpl.Lower())
+	if err != nil {
+		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
+	}
+	tpl.Layers = lower
 	spec := m.sandboxSpec(*sb, tpl.Lower(), key)
 	if err := m.saveSpec(spec); err != nil {
 		return nil, err

@@ -62,18 +62,21 @@ type ServiceConfig struct {
 // Service builds user templates from E2B build requests, persists them and
 // registers ready builds in the registry sandboxes start from.
 type Service struct {
-	cfg     ServiceConfig
-	log     *slog.Logger
-	store   *Store
-	reg     *Registry
-	exec    Executor
-	images  Images        // nil: FROM accepts templates only
-	snap    Snapshotter   // nil: start commands run when sandboxes start (snapshot.go)
-	live    LiveSandboxes // nil: pruning keeps every successful build's layers
-	events  Events
-	uploads *uploads
-	now     func() time.Time
-	slots   *buildSlots
+	cfg    ServiceConfig
+	log    *slog.Logger
+	store  *Store
+	reg    *Registry
+	exec   Executor
+	images Images        // nil: FROM accepts templates only
+	snap   Snapshotter   // nil: start commands run when sandboxes start (snapshot.go)
+	live   LiveSandboxes // nil: pruning keeps every successful build's layers
+	// snapshots are sandbox snapshots, which E2B's SDK deletes as
+	// templates (DELETE /templates/{id}); nil: none.
+	snapshots SnapshotDeleter
+	events    Events
+	uploads   *uploads
+	now       func() time.Time
+	slots     *buildSlots
 	// observer feeds build metrics from the build events (observe.go).
 	observer buildObserver
 
@@ -678,6 +681,11 @@ func (s *Service) BuildStatus(ctx context.Context, teamID, templateID, buildID s
 
 // Delete removes a team's template. Running sandboxes keep their layers.
 func (s *Service) Delete(ctx context.Context, teamID, id string) error {
+	if s.snapshots != nil {
+		if handled, err := s.snapshots.DeleteSnapshot(ctx, teamID, id); handled {
+			return err
+		}
+	}
 	if t, ok := s.reg.Get(id); ok && t.TeamID == "" && t.ID == id {
 		return errdefs.Wrap(errdefs.ErrPermissionDenied, nil, "template %q is built in and cannot be deleted", id)
 	}
@@ -698,6 +706,16 @@ func (s *Service) Delete(ctx context.Context, teamID, id string) error {
 	// Its builds stay mounted until pruning finds no sandbox using them.
 	return nil
 }
+
+// SnapshotDeleter deletes a team's sandbox snapshot by reference
+// (sandbox.Manager); handled is false when the reference names none.
+type SnapshotDeleter interface {
+	DeleteSnapshot(ctx context.Context, teamID, ref string) (handled bool, err error)
+}
+
+// SetSnapshots makes Delete delete sandbox snapshots too. Call before
+// serving requests.
+func (s *Service) SetSnapshots(d SnapshotDeleter) { s.snapshots = d }
 
 // BuildInfo is one entry of E2B's TemplateWithBuilds.builds.
 type BuildInfo struct {
