@@ -62,23 +62,23 @@ type ServiceConfig struct {
 // Service builds user templates from E2B build requests, persists them and
 // registers ready builds in the registry sandboxes start from.
 type Service struct {
-	cfg    ServiceConfig
-	log    *slog.Logger
-	store  *Store
-	reg    *Registry
-	exec   Executor
-	images Images        // nil: FROM accepts templates only
-	snap   Snapshotter   // nil: start commands run when sandboxes start (snapshot.go)
-	live   LiveSandboxes // nil: pruning keeps every successful build's layers
+	cfg     ServiceConfig
+	log     *slog.Logger
+	store   *Store
+	reg     *Registry
+	exec    Executor
+	images  Images        // nil: FROM accepts templates only
+	snap    Snapshotter   // nil: start commands run when sandboxes start (snapshot.go)
+	live    LiveSandboxes // nil: pruning keeps every successful build's layers
+	events  Events
+	uploads *uploads
+	now     func() time.Time
+	slots   *buildSlots
+	// observer feeds build metrics from the build events (observe.go).
+	observer buildObserver
 	// snapshots are sandbox snapshots, which E2B's SDK deletes as
 	// templates (DELETE /templates/{id}); nil: none.
 	snapshots SnapshotDeleter
-	events    Events
-	uploads   *uploads
-	now       func() time.Time
-	slots     *buildSlots
-	// observer feeds build metrics from the build events (observe.go).
-	observer buildObserver
 
 	mu      sync.Mutex
 	running map[string]string // template ID -> build ID in progress
