@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/sbxdev/sbx/sdk"
+)
+
+// TestLifecycleStartCommand (issue 13): a sandbox of a template with a
+// start command, paused without memory, boots again from its files: the
+// start command runs again (a new token, drawn when it starts) while the
+// files stay; the state survives a restart of the server. With runsc
+// installed the sandbox is restored from the template's snapshot under
+// runsc first, so this also covers saving a runsc sandbox's files and
+// booting them under the server's runtime. Snapshots and forks of it run
+// the start command too. Driven through the Go SDK and the CLI.
+func TestLifecycleStartCommand(t *testing.T) {
+	s := StartServer(t)
+	c := s.Client(t)
+	dir := t.TempDir()
+	writeContext(t, dir, map[string]string{"e2b.Dockerfile": snapshotDockerfile})
+	if out, err := templateCLI(t, s, dir, "build", "--name", "life-app", "--ready-cmd=curl -sf http://127.0.0.1:8000"); err != nil {
+		t.Fatalf("template build: %v\n%s", err, out)
+	}
+	sb, err := c.Create(t.Context(), sdk.CreateOptions{Template: "life-app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Kill(context.Background(), sb.ID) })
+	token := func(id string) string {
+		tok, _, _ := strings.Cut(portGet(t, s, id, 8000), " ")
+		return tok
+	}
+	first := token(sb.ID)
+	runIn(t, sb, "echo kept > /home/user/kept.txt")
+
+	if err := c.PauseWithoutMemory(t.Context(), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, tier := pauseTier(t, s, sb.ID); tier != "filesystem" {
+		t.Errorf("pauseTier = %q, want filesystem", tier)
+	}
+	// A restart keeps it paused without memory.
+	s.Stop(syscall.SIGTERM)
+	s.Start(t)
+	if state, tier := pauseTier(t, s, sb.ID); state != "paused" || tier != "filesystem" {
+		t.Fatalf("after a restart: state %q tier %q, want paused/filesystem", state, tier)
+	}
+	again, err := c.Connect(t.Context(), sb.ID, 0)
+	if err != nil {
+		t.Fatalf("connect after a restart: %v\n%s", err, s.Log())
+	}
+	second := token(sb.ID)
+	if second == "" || second == first {
+		t.Errorf("token after the reboot %q, before %q: the start command did not run again", second, first)
+	}
+	if got := strings.TrimSpace(runIn(t, again, "cat /home/user/kept.txt /opt/built.txt")); got != "kept\nbuilt" {
+		t.Errorf("files after the reboot: %q", got)
+	}
+
+	// CLI: snapshot, list, fork, delete.
+	env := []string{"--api-url", s.URL, "--api-key", s.APIKey}
+	snapID := strings.TrimSpace(string(s.Run(t, append([]string{"snapshot", "create", sb.ID, "--name", "life-snap"}, env...)...)))
+	if snapID != "life-snap:default" {
+		t.Errorf("sbx snapshot create printed %q", snapID)
+	}
+	var listed []sdk.SnapshotInfo
+	if err := json.Unmarshal(s.Run(t, append([]string{"snapshot", "list", "--sandbox", sb.ID, "--json"}, env...)...), &listed); err != nil ||
+		len(listed) != 1 || listed[0].ID != snapID || listed[0].Memory {
+		t.Errorf("sbx snapshot list --json = %+v, %v", listed, err)
+	}
+	var clones []struct {
+		SandboxID string `json:"sandboxID"`
+		Memory    bool   `json:"memory"`
+	}
+	if err := json.Unmarshal(s.Run(t, append([]string{"sandbox", "fork", sb.ID, "--count", "2", "--json"}, env...)...), &clones); err != nil || len(clones) != 2 {
+		t.Fatalf("sbx sandbox fork --json = %+v, %v", clones, err)
+	}
+	from, err := c.Create(t.Context(), sdk.CreateOptions{Template: snapID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{from.ID}
+	for _, cl := range clones {
+		ids = append(ids, cl.SandboxID)
+	}
+	for _, id := range ids {
+		t.Cleanup(func() { _ = c.Kill(context.Background(), id) })
+		if tok := token(id); tok == "" || tok == second || tok == first {
+			t.Errorf("sandbox %s serves token %q: its start command did not run (source: %q)", id, tok, second)
+		}
+		h, err := c.Connect(t.Context(), id, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(runIn(t, h, "cat /home/user/kept.txt")); got != "kept" {
+			t.Errorf("sandbox %s lacks the source's files: %q", id, got)
+		}
+	}
+	if out := string(s.Run(t, append([]string{"snapshot", "delete", snapID}, env...)...)); !strings.Contains(out, "deleted") {
+		t.Errorf("sbx snapshot delete printed %q", out)
+	}
+}
