@@ -23,14 +23,18 @@ async function create(opts) {
 
 const bootId = async (sbx) => (await sbx.files.read('/proc/sys/kernel/random/boot_id')).trim()
 
-// A process whose only trace is in memory: the pid of a sleep started now.
+// A process whose only trace is in memory: a sleep with a duration of its
+// own, found again by its command line (pids repeat across boots, and
+// gVisor numbers them the same way in every boot).
+let sleeps = 0
 async function startSleeper(sbx) {
-  const h = await sbx.commands.run('sleep 3600', { background: true })
-  return h.pid
+  const cmd = `sleep ${3600 + ++sleeps}`
+  await sbx.commands.run(cmd, { background: true })
+  return cmd
 }
 
-async function alive(sbx, pid) {
-  const r = await sbx.commands.run(`kill -0 ${pid} 2>/dev/null && echo yes || echo no`)
+async function alive(sbx, cmd) {
+  const r = await sbx.commands.run(`pgrep -fx '${cmd}' >/dev/null && echo yes || echo no`)
   return r.stdout.trim() === 'yes'
 }
 

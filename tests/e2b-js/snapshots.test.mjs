@@ -38,8 +38,8 @@ async function listAll(opts) {
   return { items, pages }
 }
 
-async function alive(sbx, pid) {
-  const r = await sbx.commands.run(`kill -0 ${pid} 2>/dev/null && echo yes || echo no`)
+async function alive(sbx, cmd) {
+  const r = await sbx.commands.run(`pgrep -fx '${cmd}' >/dev/null && echo yes || echo no`)
   return r.stdout.trim() === 'yes'
 }
 
@@ -53,7 +53,8 @@ integration(env, 'snapshots and fork', () => {
     const src = await create(undefined, { metadata: { run: uniqueTag('snap') } })
     await src.files.write('/home/user/data.txt', 'snapshotted')
     await src.commands.run('rm -f /etc/motd && mkdir -p /srv/x && echo y > /srv/x/y', { user: 'root' })
-    const pid = (await src.commands.run('sleep 3600', { background: true })).pid
+    const pid = 'sleep 3700'
+    await src.commands.run(pid, { background: true })
 
     const s1 = await snapshot(src.sandboxId)
     assert.match(s1.snapshotId, /^[a-z0-9]+:default$/)
@@ -117,7 +118,8 @@ integration(env, 'snapshots and fork', () => {
     const tag = uniqueTag('fork')
     const src = await create(undefined, { metadata: { run: tag }, envs: { FORK_ENV: 'yes' } })
     await src.files.write('/home/user/f.txt', 'forked')
-    const pid = (await src.commands.run('sleep 3600', { background: true })).pid
+    const pid = 'sleep 3701'
+    await src.commands.run(pid, { background: true })
     const bootSrc = (await src.files.read('/proc/sys/kernel/random/boot_id')).trim()
 
     const clones = await src.fork({ count: 2, timeoutMs: 120_000 })
