@@ -33,8 +33,9 @@ func (s *Server) lifecycleRoutes() {
 	s.mux.HandleFunc("POST /sandboxes/{id}/fork", s.fork)
 }
 
-// snapshotJSON is E2B's SnapshotInfo, plus whether memory and processes are
-// in it (sbx extension: false, a filesystem snapshot).
+// snapshotJSON is E2B's SnapshotInfo, plus whether processes and memory are
+// in it (sbx extension: true for a sandbox under runsc, which can be
+// checkpointed; false for a filesystem snapshot).
 type snapshotJSON struct {
 	SnapshotID string   `json:"snapshotID"`
 	Names      []string `json:"names"`
@@ -43,7 +44,7 @@ type snapshotJSON struct {
 }
 
 func toSnapshotJSON(i sandbox.SnapshotInfo) snapshotJSON {
-	out := snapshotJSON{SnapshotID: i.ID + ":" + template.DefaultTag, Names: []string{}, SandboxID: i.SandboxID}
+	out := snapshotJSON{SnapshotID: i.ID + ":" + template.DefaultTag, Names: []string{}, SandboxID: i.SandboxID, Memory: i.Memory}
 	if i.Name != "" {
 		out.SnapshotID = i.Name + ":" + template.DefaultTag
 		out.Names = []string{out.SnapshotID}
@@ -120,7 +121,8 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 }
 
 // forkResultJSON is E2B's SandboxForkResult, plus whether the clone got the
-// source's memory and processes (sbx extension: false, a filesystem clone).
+// source's memory and processes (sbx extension; false: booted from a copy
+// of the source's files).
 type forkResultJSON struct {
 	Sandbox *sandboxJSON `json:"sandbox,omitempty"`
 	Error   *errorJSON   `json:"error,omitempty"`
@@ -156,7 +158,7 @@ func (s *Server) fork(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	results, memory, err := f.Fork(r.Context(), team(r).ID, r.PathValue("id"), count, timeout)
+	results, _, err := f.Fork(r.Context(), team(r).ID, r.PathValue("id"), count, timeout)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -169,7 +171,7 @@ func (s *Server) fork(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		sb := toSandboxJSON(res.Sandbox)
-		out = append(out, forkResultJSON{Sandbox: &sb, Memory: memory})
+		out = append(out, forkResultJSON{Sandbox: &sb, Memory: res.Memory})
 	}
 	writeJSON(w, http.StatusCreated, out)
 }

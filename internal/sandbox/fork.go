@@ -18,6 +18,10 @@ const MaxForks = 20
 type ForkResult struct {
 	Sandbox store.Sandbox
 	Err     error
+	// Memory: the clone was restored with the source's processes and
+	// memory (false: booted from its files; also when a restore failed and
+	// it started cold).
+	Memory bool
 }
 
 // Fork clones a team's running sandbox count times (E2B's POST
@@ -26,9 +30,9 @@ type ForkResult struct {
 // boots from that filesystem with its own ID, network, agent key and
 // access token (a new one when the source has one), the source's
 // metadata, env vars and settings, and timeout; its template's start
-// command runs again. Memory and processes are not carried over (memory
-// reports false): the oci runtimes here checkpoint only under runsc, whose
-// clones of a live sandbox this does not take yet.
+// command runs again. A sandbox under the snapshot runtime (runsc) is
+// checkpointed instead and its clones restored with its processes and
+// memory (memsnap.go; memory reports true).
 func (m *Manager) Fork(ctx context.Context, teamID, id string, count int, timeout time.Duration) (results []ForkResult, memory bool, err error) {
 	if count < 1 || count > MaxForks {
 		return nil, false, errdefs.Invalid("count must be between 1 and %d, got %d", MaxForks, count)
@@ -54,7 +58,7 @@ func (m *Manager) Fork(ctx context.Context, teamID, id string, count int, timeou
 		return nil, false, fmt.Errorf("fork sandbox %s: %w", id, err)
 	}
 	defer os.RemoveAll(tmp) // each clone holds its own links by then
-	stack, err := m.captureStack(ctx, id, tmp)
+	stack, memory, err := m.captureStack(ctx, id, tmp, true)
 	if err != nil {
 		return nil, false, err
 	}
@@ -63,6 +67,9 @@ func (m *Manager) Fork(ctx context.Context, teamID, id string, count int, timeou
 	tpl.Env = nil // the source's env vars already hold its template's
 	req := CreateRequest{TeamID: teamID, Template: sb.TemplateID, Timeout: timeout, Metadata: sb.Metadata,
 		EnvVars: sb.EnvVars, AllowInternet: sb.AllowInternet, AutoPause: sb.AutoPause, Secure: sb.AccessToken != ""}
+	if memory {
+		req.restoreFrom = tmp
+	}
 	if lc := m.LifecycleOf(id); lc.DropMemory {
 		keep := false
 		req.AutoPauseMemory = &keep
@@ -71,8 +78,12 @@ func (m *Manager) Fork(ctx context.Context, teamID, id string, count int, timeou
 	}
 	for range count {
 		clone, err := m.createWith(ctx, req, tpl, false)
-		results = append(results, ForkResult{Sandbox: clone, Err: err})
+		r := ForkResult{Sandbox: clone, Err: err}
+		if err == nil {
+			r.Memory = m.restored(clone.ID)
+		}
+		results = append(results, r)
 	}
-	m.log.InfoContext(ctx, "sandbox forked", "sandbox.id", id, "count", count)
-	return results, false, nil
+	m.log.InfoContext(ctx, "sandbox forked", "sandbox.id", id, "count", count, "memory", memory)
+	return results, memory, nil
 }

@@ -162,6 +162,9 @@ type CreateRequest struct {
 	AutoPauseMemory *bool
 	// AutoResume: traffic through the proxy resumes the paused sandbox.
 	AutoResume bool
+	// restoreFrom is a memory image (memsnap.go) to restore the sandbox
+	// from instead of booting it.
+	restoreFrom string
 }
 
 // Validate checks a create request before any work is done (bounds in
@@ -218,8 +221,13 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 		AllowInternet: req.AllowInternet, AutoPause: req.AutoPause,
 		ExecutionID: uuid.NewString(), Runtime: m.driver.Name(), NodeID: m.cfg.NodeID,
 	}
+	if req.restoreFrom == "" {
+		if dir := m.snapshotDirOf(tpl.ID); dir != "" {
+			req.restoreFrom = memoryImage(dir)
+		}
+	}
 	var l *live
-	if usePool {
+	if usePool && req.restoreFrom == "" {
 		l = m.claim(ctx, tpl, &sb)
 	}
 	pooled := l != nil
@@ -227,7 +235,11 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 		if sb.ID, err = newID(); err != nil {
 			return store.Sandbox{}, err
 		}
-		if l, err = m.start(ctx, &sb, tpl); err != nil {
+		how := m.launchFor(tpl)
+		if req.restoreFrom != "" {
+			how = launch{snapshot: req.restoreFrom}
+		}
+		if l, err = m.startWith(ctx, &sb, tpl, how); err != nil {
 			m.forgetFiles(sb.ID)
 			return store.Sandbox{}, err
 		}

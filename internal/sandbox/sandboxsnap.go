@@ -22,12 +22,12 @@ import (
 
 // Sandbox snapshots (E2B's POST /sandboxes/{id}/snapshots): a team's
 // persistent image of a sandbox, usable as a template by that team alone
-// (Sandbox.create("<id>:default")). Here a snapshot is the sandbox's
+// (Sandbox.create("<id>:default")). A sandbox under runsc is checkpointed
+// with its processes (memsnap.go); any other's snapshot is its
 // filesystem: its writable layer, captured while it is frozen
 // (runtime.LayerCapturer), over the layers of its earlier boots and its
-// template's. Sandboxes created from it boot from that filesystem (their
-// template's start command runs again); processes and memory are not
-// carried over. Each lives in <data-dir>/sandbox-snapshots/<id>/
+// template's, and sandboxes created from it boot from that filesystem
+// (their template's start command runs again). Each lives in <data-dir>/sandbox-snapshots/<id>/
 // (meta.json, layer-N/), is registered in the template registry as a
 // private template of its team, and is found again at start.
 //
@@ -85,6 +85,9 @@ type SnapshotInfo struct {
 	SandboxID string    `json:"sandboxId"` // the sandbox it was taken from
 	BuildID   string    `json:"buildId"`   // the template build under its layers
 	CreatedAt time.Time `json:"createdAt"`
+	// Memory: the snapshot holds the sandbox's processes and memory too
+	// (memsnap.go); sandboxes start from it restored, not booted.
+	Memory bool `json:"memory,omitempty"`
 }
 
 type snapshotMeta struct {
@@ -154,7 +157,7 @@ func (m *Manager) CreateSnapshot(ctx context.Context, teamID, id, name string) (
 		return SnapshotInfo{}, fmt.Errorf("snapshot sandbox %s: %w", id, err)
 	}
 	defer os.RemoveAll(tmp) // after the rename: nothing
-	stack, err := m.captureStack(ctx, sb.ID, tmp)
+	stack, memory, err := m.captureStack(ctx, sb.ID, tmp, true)
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
@@ -170,7 +173,7 @@ func (m *Manager) CreateSnapshot(ctx context.Context, teamID, id, name string) (
 		tpl.Layers[i] = strings.Replace(l, tmp, final, 1)
 	}
 	meta := &snapshotMeta{SnapshotInfo: SnapshotInfo{ID: snapID, Name: name, TeamID: teamID, SandboxID: sb.ID,
-		BuildID: tpl.BuildID, CreatedAt: m.now().UTC()}, Template: tpl}
+		BuildID: tpl.BuildID, CreatedAt: m.now().UTC(), Memory: memory}, Template: tpl}
 	b, _ := json.Marshal(meta)
 	if err := os.WriteFile(filepath.Join(tmp, "meta.json"), b, 0o600); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot sandbox %s: %w", id, err)
@@ -216,14 +219,29 @@ func (m *Manager) templateOf(ctx context.Context, sb store.Sandbox) template.Tem
 // captureStack copies a sandbox's filesystem into dir: its writable layer
 // (frozen meanwhile when running) and hard-linked copies of its own layers
 // (earlier boots, or what it was created from), and returns the layer
-// stack, topmost first, whose lower part is its template's.
-func (m *Manager) captureStack(ctx context.Context, id, dir string) ([]string, error) {
+// stack, topmost first, whose lower part is its template's. With
+// withMemory, a sandbox that can be checkpointed is saved with its
+// processes instead (memory true; the writable layer is in the image).
+func (m *Manager) captureStack(ctx context.Context, id, dir string, withMemory bool) (_ []string, memory bool, _ error) {
 	l := m.lookup(id)
 	if l == nil {
-		return nil, errdefs.NotFound("sandbox %s not found (it is not running)", id)
+		return nil, false, errdefs.NotFound("sandbox %s not found (it is not running)", id)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if withMemory {
+		lower, ok, err := m.memorySnapshot(ctx, l, dir)
+		if err != nil || ok {
+			return lower, ok, err
+		}
+	}
+	stack, err := m.captureFiles(ctx, l, dir)
+	return stack, false, err
+}
+
+// captureFiles is captureStack without memory. Called with l.mu held.
+func (m *Manager) captureFiles(ctx context.Context, l *live, dir string) ([]string, error) {
+	id := l.sb.ID
 	var base []string
 	var top string
 	if st, fsOnly := m.fsPausedState(id); fsOnly {

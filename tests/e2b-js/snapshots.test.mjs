@@ -2,7 +2,10 @@
 // of a running sandbox (which keeps running), listSnapshots with paging
 // and filters, Sandbox.create from a snapshot, deleteSnapshot, named
 // snapshots, fork with a count, and that another team reaches none of it.
-// On sbx a snapshot and a fork carry the filesystem, not processes.
+// A sandbox under runsc (restored from a template snapshot, or on a
+// server started with --runtime runsc) is checkpointed: its snapshots and
+// clones carry its processes and memory ("memory": true); any other
+// carries its filesystem, and processes start afresh.
 
 import assert from 'node:assert/strict'
 import { after, it } from 'node:test'
@@ -38,6 +41,13 @@ async function listAll(opts) {
   return { items, pages }
 }
 
+// Whether snapshots and forks of the sandbox carry memory: it runs under
+// the runtime that can checkpoint.
+async function withMemory(id) {
+  const r = await api('GET', `/sandboxes/${id}`)
+  return r.json.runtime === 'runsc'
+}
+
 async function alive(sbx, cmd) {
   const r = await sbx.commands.run(`pgrep -fx '${cmd}' >/dev/null && echo yes || echo no`)
   return r.stdout.trim() === 'yes'
@@ -56,8 +66,11 @@ integration(env, 'snapshots and fork', () => {
     const pid = 'sleep 3700'
     await src.commands.run(pid, { background: true })
 
+    const memory = await withMemory(src.sandboxId)
     const s1 = await snapshot(src.sandboxId)
     assert.match(s1.snapshotId, /^[a-z0-9]+:default$/)
+    const raw = await api('GET', `/snapshots?sandboxID=${src.sandboxId}`)
+    assert.equal(raw.json[0].memory, memory, raw.text)
     assert.deepEqual(s1.names, [])
     assert.equal(await alive(src, pid), true, 'the source keeps running through a snapshot')
     assert.equal((await Sandbox.getInfo(src.sandboxId)).state, 'running')
@@ -72,7 +85,7 @@ integration(env, 'snapshots and fork', () => {
     assert.equal(await fromS1.files.read('/home/user/data.txt'), 'snapshotted')
     assert.equal((await fromS1.files.read('/srv/x/y')).trim(), 'y')
     assert.equal(await fromS1.files.exists('/etc/motd'), false)
-    assert.equal(await alive(fromS1, pid), false, 'a filesystem snapshot carries no processes')
+    assert.equal(await alive(fromS1, pid), memory, 'processes are in a snapshot exactly when it has memory')
     const fromS2 = await create(s2.snapshotId)
     assert.equal(await fromS2.files.read('/home/user/data.txt'), 'changed after')
     // A snapshot of a sandbox made from a snapshot carries both layers.
@@ -121,6 +134,7 @@ integration(env, 'snapshots and fork', () => {
     const pid = 'sleep 3701'
     await src.commands.run(pid, { background: true })
     const bootSrc = (await src.files.read('/proc/sys/kernel/random/boot_id')).trim()
+    const memory = await withMemory(src.sandboxId)
 
     const clones = await src.fork({ count: 2, timeoutMs: 120_000 })
     assert.equal(clones.length, 2)
@@ -134,7 +148,8 @@ integration(env, 'snapshots and fork', () => {
     for (const c of clones) {
       assert.equal(await c.files.read('/home/user/f.txt'), 'forked')
       assert.equal((await c.commands.run('echo $FORK_ENV')).stdout.trim(), 'yes')
-      assert.notEqual((await c.files.read('/proc/sys/kernel/random/boot_id')).trim(), bootSrc)
+      assert.equal(await alive(c, pid), memory, 'a clone runs the source processes exactly when it has memory')
+      if (!memory) assert.notEqual((await c.files.read('/proc/sys/kernel/random/boot_id')).trim(), bootSrc)
       const info = await Sandbox.getInfo(c.sandboxId)
       assert.equal(info.metadata.run, tag)
       assert.equal(info.state, 'running')

@@ -16,8 +16,10 @@ import (
 // files stay; the state survives a restart of the server. With runsc
 // installed the sandbox is restored from the template's snapshot under
 // runsc first, so this also covers saving a runsc sandbox's files and
-// booting them under the server's runtime. Snapshots and forks of it run
-// the start command too. Driven through the Go SDK and the CLI.
+// booting them under the server's runtime. Snapshots and forks of the
+// rebooted sandbox (now under crun) run the start command too; a fork of a
+// sandbox still under runsc carries its processes (the same token) and
+// says so. Driven through the Go SDK and the CLI.
 func TestLifecycleStartCommand(t *testing.T) {
 	s := StartServer(t)
 	c := s.Client(t)
@@ -103,5 +105,35 @@ func TestLifecycleStartCommand(t *testing.T) {
 	}
 	if out := string(s.Run(t, append([]string{"snapshot", "delete", snapID}, env...)...)); !strings.Contains(out, "deleted") {
 		t.Errorf("sbx snapshot delete printed %q", out)
+	}
+
+	// A sandbox restored from the template snapshot runs under runsc,
+	// which can checkpoint: its fork carries its memory.
+	if sandboxRuntime(t, s, sb.ID) == "runsc" {
+		t.Fatalf("sandbox %s still reports runtime runsc after a reboot", sb.ID)
+	}
+	live, err := c.Create(t.Context(), sdk.CreateOptions{Template: "life-app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Kill(context.Background(), live.ID) })
+	if sandboxRuntime(t, s, live.ID) != "runsc" {
+		t.Logf("no template snapshot (runsc missing?): memory forks not exercised")
+		return
+	}
+	liveTok := token(live.ID)
+	res, err := c.Fork(t.Context(), live.ID, 1, 0)
+	if err != nil || len(res) != 1 || res[0].Err != nil {
+		t.Fatalf("fork of a runsc sandbox = %+v, %v", res, err)
+	}
+	t.Cleanup(func() { _ = c.Kill(context.Background(), res[0].Sandbox.ID) })
+	if !res[0].Memory {
+		t.Errorf("fork of a runsc sandbox reports memory false")
+	}
+	if got := token(res[0].Sandbox.ID); got != liveTok {
+		t.Errorf("memory clone serves token %q, source %q: its processes were not carried over", got, liveTok)
+	}
+	if got := token(live.ID); got != liveTok {
+		t.Errorf("the source serves %q after the fork, %q before: it was not restored as it was", got, liveTok)
 	}
 }
