@@ -57,8 +57,9 @@ type SnapshotInfo struct {
 	// ID is "<name>:default" for a named snapshot, else "<id>:default".
 	ID    string   `json:"snapshotID"`
 	Names []string `json:"names"`
-	// Memory says whether processes and memory are in it (sbx: false, the
-	// filesystem only).
+	// Memory says whether processes and memory are in it: true for a
+	// sandbox under runsc (checkpointed), false for the filesystem only
+	// (sandboxes started from it run the template's start command again).
 	Memory bool `json:"memory"`
 	// SandboxID is the sandbox it was taken from (sbx extension).
 	SandboxID string `json:"sandboxID,omitempty"`
@@ -147,7 +148,8 @@ type ForkResult struct {
 	Sandbox *Sandbox
 	Err     error
 	// Memory says whether the clone got the source's processes and memory
-	// (sbx: false, it boots from a copy of the source's filesystem).
+	// (true for a source under runsc); false: it booted from a copy of the
+	// source's files.
 	Memory bool
 }
 

@@ -20,8 +20,10 @@ func newSnapshotCmd() *cobra.Command {
 		Short:   "Snapshot sandboxes and start new ones from the snapshots",
 		Long: `A snapshot is a sandbox's filesystem, kept after the sandbox is gone: start
 sandboxes from it as from a template ('sbx sandbox create --template <snapshot ID>').
-On sbx it holds files, not running processes: the template's start command runs again
-in every sandbox started from it. Snapshots belong to your team alone.`,
+A snapshot of a sandbox under runsc also holds its running processes and memory; any
+other holds its files, and the template's start command runs again in every sandbox
+started from it ('sbx snapshot list --json' says which: "memory"). Snapshots belong to
+your team alone.`,
 		Example: `  id=$(sbx sandbox create)
   snap=$(sbx snapshot create $id --name my-state)
   sbx sandbox create --template $snap
@@ -145,8 +147,9 @@ func newSandboxForkCmd(opts *clientOptions) *cobra.Command {
 		Short: "Clone a running sandbox and print the clones' IDs",
 		Long: `Clone a running sandbox COUNT times. The source is frozen while its files are
 copied once, then keeps running. Each clone has its own ID, network and access token, the
-source's metadata and env vars, and a copy of its files; on sbx it does not get its
-running processes (the template's start command runs again in each clone).`,
+source's metadata and env vars, and a copy of its files. A source under runsc is
+checkpointed, so its clones also get its running processes and memory; otherwise the
+template's start command runs again in each clone (--json says which: "memory").`,
 		Example: `  sbx sandbox fork 0a1b2c3d4e5f
   sbx sandbox fork 0a1b2c3d4e5f --count 3 --timeout 10m --json`,
 		Args:              cobra.ExactArgs(1),

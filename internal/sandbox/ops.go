@@ -220,6 +220,9 @@ func (m *Manager) Metrics(ctx context.Context, teamID, id string) ([]Metric, err
 	if l == nil {
 		return []Metric{}, nil // killed: no live metrics
 	}
+	if _, fsOnly := m.fsPausedState(id); fsOnly {
+		return []Metric{}, nil // paused without memory: nothing runs
+	}
 	st, err := m.driver.Stats(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("read metrics of sandbox %s: %w", id, err)
@@ -345,6 +348,9 @@ func (m *Manager) Live() []store.Sandbox {
 func (m *Manager) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	if m.lookup(id) == nil {
 		return runtime.Stats{}, errdefs.NotFound("sandbox %s not found", id)
+	}
+	if _, fsOnly := m.fsPausedState(id); fsOnly {
+		return runtime.Stats{}, nil // paused without memory: nothing runs, nothing held
 	}
 	return m.driver.Stats(ctx, id)
 }
