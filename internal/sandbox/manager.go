@@ -195,6 +195,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 	if err != nil {
 		return store.Sandbox{}, err
 	}
+	if dir := m.snapshotDirOf(tpl.ID); dir != "" { // a memory snapshot is restored, not booted
+		req.restoreFrom = memoryImage(dir)
+	}
 	return m.createWith(ctx, req, tpl, true)
 }
 
@@ -220,11 +223,6 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 		StartedAt: now, EndAt: now.Add(req.Timeout), AccessToken: token,
 		AllowInternet: req.AllowInternet, AutoPause: req.AutoPause,
 		ExecutionID: uuid.NewString(), Runtime: m.driver.Name(), NodeID: m.cfg.NodeID,
-	}
-	if req.restoreFrom == "" {
-		if dir := m.snapshotDirOf(tpl.ID); dir != "" {
-			req.restoreFrom = memoryImage(dir)
-		}
 	}
 	var l *live
 	if usePool && req.restoreFrom == "" {

@@ -109,6 +109,15 @@ integration(env, 'lifecycle', () => {
     assert.equal(await alive(again, pid), false)
   })
 
+  it('a sandbox paused without memory can be killed, and its files go with it', async () => {
+    const sbx = await create()
+    await sbx.files.write('/home/user/gone.txt', 'x')
+    assert.equal(await sbx.pause({ keepMemory: false }), true)
+    await sbx.kill()
+    await assert.rejects(Sandbox.getInfo(sbx.sandboxId))
+    await assert.rejects(Sandbox.connect(sbx.sandboxId))
+  })
+
   it('an auto-pause with keepMemory:false keeps only the filesystem', async () => {
     const sbx = await create({ timeoutMs: 3_000, lifecycle: { onTimeout: { action: 'pause', keepMemory: false } } })
     await sbx.files.write('/home/user/auto.txt', 'auto')

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,6 +65,9 @@ func TestLifecycleStartCommand(t *testing.T) {
 	if got := strings.TrimSpace(runIn(t, again, "cat /home/user/kept.txt /opt/built.txt")); got != "kept\nbuilt" {
 		t.Errorf("files after the reboot: %q", got)
 	}
+	if rt := sandboxRuntime(t, s, sb.ID); rt != "crun" {
+		t.Errorf("a rebooted sandbox runs under %q, want the server's runtime crun", rt)
+	}
 
 	// CLI: snapshot, list, fork, delete.
 	env := []string{"--api-url", s.URL, "--api-key", s.APIKey}
@@ -106,12 +111,27 @@ func TestLifecycleStartCommand(t *testing.T) {
 	if out := string(s.Run(t, append([]string{"snapshot", "delete", snapID}, env...)...)); !strings.Contains(out, "deleted") {
 		t.Errorf("sbx snapshot delete printed %q", out)
 	}
+	if _, err := os.Stat(filepath.Join(s.DataDir, "sandbox-snapshots", "life-snap")); err == nil {
+		t.Errorf("a deleted snapshot's dir is still there")
+	}
+	// A sandbox started from the deleted snapshot still runs on its own
+	// links to its layers; a killed one leaves none of its files behind.
+	if got := strings.TrimSpace(runIn(t, from, "cat /home/user/kept.txt")); got != "kept" {
+		t.Errorf("sandbox %s from a deleted snapshot: %q", from.ID, got)
+	}
+	for _, id := range []string{from.ID, sb.ID} {
+		if err := c.Kill(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{filepath.Join("sandbox-layers", id), filepath.Join("boot-ids", id)} {
+			if _, err := os.Stat(filepath.Join(s.DataDir, p)); !os.IsNotExist(err) {
+				t.Errorf("%s of a killed sandbox: %v, want gone", p, err)
+			}
+		}
+	}
 
 	// A sandbox restored from the template snapshot runs under runsc,
 	// which can checkpoint: its fork carries its memory.
-	if sandboxRuntime(t, s, sb.ID) == "runsc" {
-		t.Fatalf("sandbox %s still reports runtime runsc after a reboot", sb.ID)
-	}
 	live, err := c.Create(t.Context(), sdk.CreateOptions{Template: "life-app"})
 	if err != nil {
 		t.Fatal(err)
