@@ -10,6 +10,7 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/request"
 	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
 )
 
@@ -174,4 +175,29 @@ func (s *Server) fork(w http.ResponseWriter, r *http.Request) {
 		out = append(out, forkResultJSON{Sandbox: &sb, Memory: res.Memory})
 	}
 	writeJSON(w, http.StatusCreated, out)
+}
+
+// autoResumeJSON is E2B's SandboxAutoResumeConfig.
+type autoResumeJSON struct {
+	Enabled bool `json:"enabled"`
+}
+
+// connectMemory connects, booting a paused sandbox again from its
+// filesystem when memory is false (E2B's onResume "reboot").
+func (s *Server) connectMemory(r *http.Request, id string, timeout time.Duration, memory *bool) (store.Sandbox, bool, error) {
+	if memory != nil && !*memory {
+		c, ok := s.sandboxes.(interface {
+			ConnectMemory(ctx context.Context, teamID, id string, timeout time.Duration, memory bool) (store.Sandbox, bool, error)
+		})
+		if !ok {
+			return store.Sandbox{}, false, errdefs.Precondition("resuming without memory is not supported by this server")
+		}
+		return c.ConnectMemory(r.Context(), team(r).ID, id, timeout, false)
+	}
+	return s.sandboxes.Connect(r.Context(), team(r).ID, id, timeout)
+}
+
+// pauseBody is E2B's SandboxPauseRequest.
+type pauseBody struct {
+	Memory *bool `json:"memory"` // false: keep only the filesystem
 }

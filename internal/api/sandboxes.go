@@ -39,11 +39,6 @@ type newSandbox struct {
 	VolumeMounts json.RawMessage `json:"volumeMounts"`
 }
 
-// autoResumeJSON is E2B's SandboxAutoResumeConfig.
-type autoResumeJSON struct {
-	Enabled bool `json:"enabled"`
-}
-
 // timeoutBody is the body of set-timeout, connect and resume: E2B's
 // {timeout} plus the fields its SDKs send that sbx ignores.
 type timeoutBody struct {
@@ -354,26 +349,6 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 			DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal})
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// connectMemory connects, booting a paused sandbox again from its
-// filesystem when memory is false (E2B's onResume "reboot").
-func (s *Server) connectMemory(r *http.Request, id string, timeout time.Duration, memory *bool) (store.Sandbox, bool, error) {
-	if memory != nil && !*memory {
-		c, ok := s.sandboxes.(interface {
-			ConnectMemory(ctx context.Context, teamID, id string, timeout time.Duration, memory bool) (store.Sandbox, bool, error)
-		})
-		if !ok {
-			return store.Sandbox{}, false, errdefs.Precondition("resuming without memory is not supported by this server")
-		}
-		return c.ConnectMemory(r.Context(), team(r).ID, id, timeout, false)
-	}
-	return s.sandboxes.Connect(r.Context(), team(r).ID, id, timeout)
-}
-
-// pauseBody is E2B's SandboxPauseRequest.
-type pauseBody struct {
-	Memory *bool `json:"memory"` // false: keep only the filesystem
 }
 
 // pauserTo is the manager's pause with a tier (sbx extension: ?tier=disk

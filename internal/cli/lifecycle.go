@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -220,4 +221,22 @@ func setOnTimeout(o *sdk.CreateOptions, onTimeout string, autoResume bool) error
 		o.AutoResume = true
 	}
 	return nil
+}
+
+// rebootSandboxes is 'sbx sandbox resume --reboot': each sandbox boots
+// again from its files, whatever memory its pause kept.
+func rebootSandboxes(cmd *cobra.Command, opts *clientOptions, ids []string, timeout time.Duration) error {
+	c, err := opts.client()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		if _, err := c.Reboot(cmd.Context(), id, timeout); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), "rebooted", id)
+	}
+	return errors.Join(errs...)
 }

@@ -86,17 +86,16 @@ they are paused in. A running sandbox only gets its timeout extended.`,
 					return err
 				}
 			}
+			if reboot {
+				return rebootSandboxes(cmd, opts, args, d)
+			}
 			c, err := opts.client()
 			if err != nil {
 				return err
 			}
 			var errs []error
 			for _, id := range args {
-				resume := c.Resume
-				if reboot {
-					resume = c.Reboot
-				}
-				if _, err := resume(cmd.Context(), id, d); err != nil {
+				if _, err := c.Resume(cmd.Context(), id, d); err != nil {
 					errs = append(errs, err)
 					continue
 				}

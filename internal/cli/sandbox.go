@@ -39,11 +39,11 @@ The server and key come from E2B_API_URL and E2B_API_KEY (set them with
 		newSandboxListCmd(&opts),
 		newSandboxInfoCmd(&opts),
 		newSandboxKillCmd(&opts),
+		newSandboxForkCmd(&opts),
 		newSandboxExecCmd(&opts, os.Exit),
 		newSandboxTimeoutCmd(&opts),
 		newSandboxPauseCmd(&opts),
 		newSandboxResumeCmd(&opts),
-		newSandboxForkCmd(&opts),
 	)
 	return cmd
 }

@@ -681,11 +681,6 @@ func (s *Service) BuildStatus(ctx context.Context, teamID, templateID, buildID s
 
 // Delete removes a team's template. Running sandboxes keep their layers.
 func (s *Service) Delete(ctx context.Context, teamID, id string) error {
-	if s.snapshots != nil {
-		if handled, err := s.snapshots.DeleteSnapshot(ctx, teamID, id); handled {
-			return err
-		}
-	}
 	if t, ok := s.reg.Get(id); ok && t.TeamID == "" && t.ID == id {
 		return errdefs.Wrap(errdefs.ErrPermissionDenied, nil, "template %q is built in and cannot be deleted", id)
 	}
@@ -706,16 +701,6 @@ func (s *Service) Delete(ctx context.Context, teamID, id string) error {
 	// Its builds stay mounted until pruning finds no sandbox using them.
 	return nil
 }
-
-// SnapshotDeleter deletes a team's sandbox snapshot by reference
-// (sandbox.Manager); handled is false when the reference names none.
-type SnapshotDeleter interface {
-	DeleteSnapshot(ctx context.Context, teamID, ref string) (handled bool, err error)
-}
-
-// SetSnapshots makes Delete delete sandbox snapshots too. Call before
-// serving requests.
-func (s *Service) SetSnapshots(d SnapshotDeleter) { s.snapshots = d }
 
 // BuildInfo is one entry of E2B's TemplateWithBuilds.builds.
 type BuildInfo struct {
