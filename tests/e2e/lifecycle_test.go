@@ -54,10 +54,11 @@ func TestLifecycleStartCommand(t *testing.T) {
 	if state, tier := pauseTier(t, s, sb.ID); state != "paused" || tier != "filesystem" {
 		t.Fatalf("after a restart: state %q tier %q, want paused/filesystem", state, tier)
 	}
-	again, err := c.Connect(t.Context(), sb.ID, 0)
-	if err != nil {
-		t.Fatalf("connect after a restart: %v\n%s", err, s.Log())
+	// E2B's plain connect resumes it (201: resumed).
+	if r := s.Raw(t, "POST", "/v2/sandboxes/"+sb.ID+"/connect", "{}", map[string]string{"X-API-Key": s.APIKey}); r.Status != 201 {
+		t.Fatalf("connect after a restart = %d %s\n%s", r.Status, r.Body, s.Log())
 	}
+	again := handle(t, c, sb.ID)
 	second := token(sb.ID)
 	if second == "" || second == first {
 		t.Errorf("token after the reboot %q, before %q: the start command did not run again", second, first)
@@ -100,10 +101,7 @@ func TestLifecycleStartCommand(t *testing.T) {
 		if tok := token(id); tok == "" || tok == second || tok == first {
 			t.Errorf("sandbox %s serves token %q: its start command did not run (source: %q)", id, tok, second)
 		}
-		h, err := c.Connect(t.Context(), id, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		h := handle(t, c, id)
 		if got := strings.TrimSpace(runIn(t, h, "cat /home/user/kept.txt")); got != "kept" {
 			t.Errorf("sandbox %s lacks the source's files: %q", id, got)
 		}
@@ -156,4 +154,16 @@ func TestLifecycleStartCommand(t *testing.T) {
 	if got := token(live.ID); got != liveTok {
 		t.Errorf("the source serves %q after the fork, %q before: it was not restored as it was", got, liveTok)
 	}
+}
+
+// handle returns an SDK handle to a running sandbox: Reboot of a running
+// sandbox only connects to it (its signature does not change with the
+// SDK's Connect options).
+func handle(t *testing.T, c *sdk.Client, id string) *sdk.Sandbox {
+	t.Helper()
+	h, err := c.Reboot(t.Context(), id, 0)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", id, err)
+	}
+	return h
 }
