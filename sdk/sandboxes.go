@@ -31,6 +31,12 @@ type CreateOptions struct {
 	AllowInternetAccess *bool
 	// AutoPause pauses instead of killing the sandbox at its timeout.
 	AutoPause bool
+	// AutoPauseDropMemory makes that auto-pause keep only the filesystem
+	// (E2B's autoPauseMemory false): resuming boots the sandbox again.
+	AutoPauseDropMemory bool
+	// AutoResume resumes the paused sandbox when traffic reaches it
+	// (E2B's autoResume); not with AutoPauseDropMemory.
+	AutoResume bool
 }
 
 // Sandbox is a running sandbox: its identity plus the credentials needed to
@@ -106,6 +112,8 @@ func (c *Client) Create(ctx context.Context, opts CreateOptions) (*Sandbox, erro
 		EnvVars             map[string]string `json:"envVars,omitempty"`
 		AllowInternetAccess *bool             `json:"allow_internet_access,omitempty"`
 		AutoPause           bool              `json:"autoPause,omitempty"`
+		AutoPauseMemory     *bool             `json:"autoPauseMemory,omitempty"`
+		AutoResume          *autoResumeJSON   `json:"autoResume,omitempty"`
 	}{
 		TemplateID:          opts.Template,
 		Timeout:             seconds(opts.Timeout),
@@ -116,6 +124,13 @@ func (c *Client) Create(ctx context.Context, opts CreateOptions) (*Sandbox, erro
 	}
 	if body.TemplateID == "" {
 		body.TemplateID = DefaultTemplate
+	}
+	if opts.AutoPauseDropMemory {
+		keep := false
+		body.AutoPauseMemory = &keep
+	}
+	if opts.AutoResume {
+		body.AutoResume = &autoResumeJSON{Enabled: true}
 	}
 	var out sandboxJSON
 	if _, err := c.apiDo(ctx, http.MethodPost, "/v2/sandboxes", nil, body, &out); err != nil {

@@ -29,21 +29,21 @@ type newSandbox struct {
 	AllowInternetAccess *bool             `json:"allow_internet_access"`
 	Metadata            map[string]string `json:"metadata"`
 	EnvVars             map[string]string `json:"envVars"`
+	AutoPauseMemory     *bool             `json:"autoPauseMemory"`
+	AutoResume          *autoResumeJSON   `json:"autoResume"`
 
 	// Accepted, not implemented.
-	AutoPauseMemory *bool           `json:"autoPauseMemory"`
-	AutoResume      json.RawMessage `json:"autoResume"`
-	MCP             json.RawMessage `json:"mcp"`
-	Network         json.RawMessage `json:"network"`
-	IAM             json.RawMessage `json:"iam"`
-	VolumeMounts    json.RawMessage `json:"volumeMounts"`
+	MCP          json.RawMessage `json:"mcp"`
+	Network      json.RawMessage `json:"network"`
+	IAM          json.RawMessage `json:"iam"`
+	VolumeMounts json.RawMessage `json:"volumeMounts"`
 }
 
 // timeoutBody is the body of set-timeout, connect and resume: E2B's
 // {timeout} plus the fields its SDKs send that sbx ignores.
 type timeoutBody struct {
 	Timeout   *int64 `json:"timeout"`
-	Memory    *bool  `json:"memory"`    // connect/resume: restore memory (sbx always does)
+	Memory    *bool  `json:"memory"`    // connect/resume: false = boot again from the filesystem
 	AutoPause *bool  `json:"autoPause"` // legacy resume
 }
 
@@ -159,6 +159,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 	if body.AllowInternetAccess != nil {
 		req.AllowInternet = *body.AllowInternetAccess
 	}
+	req.AutoPauseMemory = body.AutoPauseMemory
+	if body.AutoResume != nil {
+		req.AutoResume = body.AutoResume.Enabled
+	}
 	sb, err := s.sandboxes.Create(r.Context(), req)
 	if err != nil {
 		s.creates.failed.Add(1)
@@ -182,6 +186,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := toDetail(sb, true)
+	if lc, ok := s.sandboxes.(interface {
+		LifecycleOf(id string) sandbox.Lifecycle
+	}); ok {
+		d.Lifecycle.AutoResume = lc.LifecycleOf(sb.ID).AutoResume
+	}
 	if t, ok := s.sandboxes.(interface {
 		PauseTier(ctx context.Context, teamID, id string) (string, error)
 	}); ok && sb.State == store.StatePaused {
@@ -231,7 +240,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	sb, resumed, err := s.sandboxes.Connect(r.Context(), team(r).ID, r.PathValue("id"), timeout)
+	sb, resumed, err := s.connectMemory(r, r.PathValue("id"), timeout, body.Memory)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -361,10 +370,29 @@ type pauserTo interface {
 }
 
 func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
+	var body pauseBody
+	if err := decode(r, &body, request.SmallBody); err != nil {
+		s.fail(w, err)
+		return
+	}
 	pause := s.sandboxes.Pause
+	tier := r.URL.Query().Get("tier")
 	if p, ok := s.sandboxes.(pauserTo); ok {
-		tier := r.URL.Query().Get("tier")
 		pause = func(ctx context.Context, teamID, id string) error { return p.PauseTo(ctx, teamID, id, tier) }
+	}
+	if body.Memory != nil && !*body.Memory {
+		p, ok := s.sandboxes.(interface {
+			PauseMemory(ctx context.Context, teamID, id string, keepMemory bool) error
+		})
+		if !ok {
+			s.fail(w, errdefs.Precondition("pausing without memory is not supported by this server"))
+			return
+		}
+		if tier != "" {
+			s.fail(w, errdefs.Invalid(`tier and {"memory": false} exclude each other: without memory only the filesystem is kept`))
+			return
+		}
+		pause = func(ctx context.Context, teamID, id string) error { return p.PauseMemory(ctx, teamID, id, false) }
 	}
 	if err := pause(r.Context(), team(r).ID, r.PathValue("id")); err != nil {
 		s.fail(w, err)
@@ -401,7 +429,7 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, errdefs.Conflict("sandbox %s is not paused", sb.ID))
 		return
 	}
-	sb, _, err = s.sandboxes.Connect(r.Context(), team(r).ID, sb.ID, timeout)
+	sb, _, err = s.connectMemory(r, sb.ID, timeout, body.Memory)
 	if err != nil {
 		s.fail(w, err)
 		return

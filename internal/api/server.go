@@ -145,6 +145,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /templates", s.listTemplates)
 	m.HandleFunc("GET /v2/templates", s.listTemplates)
 	m.HandleFunc("GET /templates/aliases/{alias}", s.templateAlias)
+	s.lifecycleRoutes() // snapshots, fork (lifecycle.go)
 }
 
 // ServeHTTP routes sandbox traffic to the proxy and everything else to the

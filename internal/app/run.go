@@ -258,7 +258,11 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	}
 	c.tplSvc.SetImages(builder.NewImages(filepath.Join(cfg.DataDir, "images"),
 		builder.ImagesConfig{Guard: guard, MaxBytes: int64(cfg.Registry.MaxImageMB) << 20}, log))
-	c.tplSvc.SetLiveSandboxes(st)
+	c.tplSvc.SetLiveSandboxes(liveWithSnapshots{st, c.mgr})
+	if err := c.mgr.SetSnapshotRegistry(c.reg); err != nil {
+		return nil, err
+	}
+	c.tplSvc.SetSnapshots(c.mgr)
 	if snapDrv != nil {
 		c.tplSvc.SetSnapshotter(c.mgr)
 	}
@@ -362,4 +366,22 @@ func runUntilClosed(ctx context.Context, closers *closerList, name string, log *
 		}
 	}()
 	closers.add(name, func() error { stop(); <-done; return nil })
+}
+
+// liveWithSnapshots is what template pruning must keep: the builds of
+// live sandboxes and those under sandbox snapshots' layers.
+type liveWithSnapshots struct {
+	store.Store
+	mgr *sandbox.Manager
+}
+
+func (l liveWithSnapshots) LiveSandboxes(ctx context.Context) ([]store.Sandbox, error) {
+	sbs, err := l.Store.LiveSandboxes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range l.mgr.SnapshotBuilds() {
+		sbs = append(sbs, store.Sandbox{BuildID: b})
+	}
+	return sbs, nil
 }

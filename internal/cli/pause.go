@@ -11,7 +11,7 @@ import (
 )
 
 func newSandboxPauseCmd(opts *clientOptions) *cobra.Command {
-	var disk bool
+	var disk, noMemory bool
 	cmd := &cobra.Command{
 		Use:   "pause ID...",
 		Short: "Pause sandboxes, keeping their memory and files",
@@ -20,12 +20,20 @@ func newSandboxPauseCmd(opts *clientOptions) *cobra.Command {
 
 A paused sandbox is frozen in memory; with --disk (runsc only) it is
 checkpointed to disk at once and its memory freed. 'sbx serve
---pause-disk-after' moves idle paused sandboxes to disk by itself.`,
+--pause-disk-after' moves idle paused sandboxes to disk by itself.
+
+With --no-memory only the filesystem is kept: processes end, memory is freed
+at once, and resume boots the sandbox again from its files (the template's
+start command runs again), on every runtime.`,
 		Example: `  sbx sandbox pause 0a1b2c3d4e5f
-  sbx sandbox pause --disk 0a1b2c3d4e5f`,
+  sbx sandbox pause --disk 0a1b2c3d4e5f
+  sbx sandbox pause --no-memory 0a1b2c3d4e5f`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: opts.completeIDs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if disk && noMemory {
+				return usageErrorf("--disk and --no-memory exclude each other")
+			}
 			c, err := opts.client()
 			if err != nil {
 				return err
@@ -35,6 +43,9 @@ checkpointed to disk at once and its memory freed. 'sbx serve
 				pause, where := c.Pause, "paused"
 				if disk {
 					pause, where = c.PauseToDisk, "paused to disk"
+				}
+				if noMemory {
+					pause, where = c.PauseWithoutMemory, "paused (filesystem only)"
 				}
 				if err := pause(cmd.Context(), id); err != nil {
 					if sdk.IsConflict(err) {
@@ -49,11 +60,15 @@ checkpointed to disk at once and its memory freed. 'sbx serve
 		},
 	}
 	cmd.Flags().BoolVar(&disk, "disk", false, "checkpoint to disk and free the memory now (runsc only)")
+	cmd.Flags().BoolVar(&noMemory, "no-memory", false, "keep only the filesystem; resume boots the sandbox again")
 	return cmd
 }
 
 func newSandboxResumeCmd(opts *clientOptions) *cobra.Command {
-	var timeout string
+	var (
+		timeout string
+		reboot  bool
+	)
 	cmd := &cobra.Command{
 		Use:   "resume ID...",
 		Short: "Resume paused sandboxes (from memory or disk)",
@@ -71,6 +86,9 @@ they are paused in. A running sandbox only gets its timeout extended.`,
 					return err
 				}
 			}
+			if reboot {
+				return rebootSandboxes(cmd, opts, args, d)
+			}
 			c, err := opts.client()
 			if err != nil {
 				return err
@@ -87,5 +105,6 @@ they are paused in. A running sandbox only gets its timeout extended.`,
 		},
 	}
 	cmd.Flags().StringVar(&timeout, "timeout", "", "new timeout from now (seconds, or a duration like 10m; default 5m)")
+	cmd.Flags().BoolVar(&reboot, "reboot", false, "boot the sandbox again from its files, dropping the memory its pause kept")
 	return cmd
 }

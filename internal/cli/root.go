@@ -33,6 +33,7 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newTeamCmd(),
 		newKeyCmd(),
 		newSandboxCmd(),
+		newSnapshotCmd(),
 		newBenchCmd(),
 		newRunCodeCmd(),
 		newRefineCmd(),

@@ -39,6 +39,7 @@ The server and key come from E2B_API_URL and E2B_API_KEY (set them with
 		newSandboxListCmd(&opts),
 		newSandboxInfoCmd(&opts),
 		newSandboxKillCmd(&opts),
+		newSandboxForkCmd(&opts),
 		newSandboxExecCmd(&opts, os.Exit),
 		newSandboxTimeoutCmd(&opts),
 		newSandboxPauseCmd(&opts),
@@ -60,6 +61,8 @@ func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
 		template, timeout  string
 		metadata, envs     []string
 		noInternet, asJSON bool
+		onTimeout          string
+		autoResume         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -89,6 +92,9 @@ func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
 			if noInternet {
 				create.AllowInternetAccess = new(false)
 			}
+			if err := setOnTimeout(&create, onTimeout, autoResume); err != nil {
+				return err
+			}
 			s, err := c.Create(cmd.Context(), create)
 			if err != nil {
 				return err
@@ -110,6 +116,8 @@ func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
 	f.StringArrayVar(&envs, "env", nil, "environment variable KEY=VALUE for every process (repeatable)")
 	f.BoolVar(&noInternet, "no-internet", false, "deny outbound network access")
 	f.BoolVar(&asJSON, "json", false, "print the sandbox as JSON")
+	f.StringVar(&onTimeout, "on-timeout", "kill", "at the timeout: kill, pause (keeps memory) or pause-files (keeps only the filesystem)")
+	f.BoolVar(&autoResume, "auto-resume", false, "resume the paused sandbox when traffic reaches it (with --on-timeout pause)")
 	return cmd
 }
 

@@ -67,8 +67,10 @@ var secretFiles = []string{"sbx.db", "sbx.db-wal", "sbx.db-shm", "sbx.db-journal
 // secretDirs hold secrets throughout and are never entered by a sandbox:
 // saved runtime specs with env vars (specs), memory images and specs of
 // paused and snapshotted sandboxes (checkpoints, snapshots), tenants'
-// uploaded build contexts (uploads).
-var secretDirs = []string{"specs", "checkpoints", "snapshots", "uploads"}
+// uploaded build contexts (uploads), the filesystems of sandboxes paused
+// without memory (sandbox-layers) and of sandbox snapshots
+// (sandbox-snapshots).
+var secretDirs = []string{"specs", "checkpoints", "snapshots", "uploads", "sandbox-layers", "sandbox-snapshots"}
 
 // shared are entries sandboxes read through bind mounts as their own
 // unprivileged uid: their modes are the owner's (agent/ must stay 0755

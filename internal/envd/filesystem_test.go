@@ -53,7 +53,8 @@ func TestFilesystemUnary(t *testing.T) {
 		{"ListDir", map[string]any{"path": filepath.Join(dir, "a/moved.txt")}, 400, "invalid_argument"},
 		{"ListDir", map[string]any{"path": filepath.Join(dir, "nope")}, 404, "not_found"},
 		{"Remove", map[string]any{"path": filepath.Join(dir, "link")}, 200, ""},
-		{"Remove", map[string]any{"path": filepath.Join(dir, "link")}, 404, "not_found"},
+		{"Remove", map[string]any{"path": filepath.Join(dir, "link")}, 200, ""}, // RemoveAll: gone is fine
+		{"Remove", map[string]any{"path": filepath.Join(dir, "never/was/here")}, 200, ""},
 	}
 	for _, tt := range tests {
 		errBody = nil

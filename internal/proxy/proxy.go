@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -36,6 +37,14 @@ var sandboxID = regexp.MustCompile(`^[a-z0-9]+$`)
 // Router finds the transport to a running sandbox's agent.
 type Router interface {
 	Route(id string) (http.RoundTripper, bool)
+}
+
+// Waker is implemented by routers that can resume a paused sandbox for
+// the traffic that found it paused (E2B's autoResume). Wake blocks until
+// the sandbox runs (true) or will not (false: not found, not paused with
+// autoResume, the resume failed, or ctx ended).
+type Waker interface {
+	Wake(ctx context.Context, id string) bool
 }
 
 // SignedRouter finds the sandbox whose access token signed a file URL.
@@ -108,6 +117,9 @@ func parseTarget(id, port string) (Target, bool, error) {
 // Serve forwards r to t.
 func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 	tr, ok := p.router.Route(t.SandboxID)
+	if w, canWake := p.router.(Waker); !ok && canWake && w.Wake(r.Context(), t.SandboxID) {
+		tr, ok = p.router.Route(t.SandboxID)
+	}
 	if !ok {
 		telemetry.SetError(r.Context(), errNoSandbox)
 		notFound(w, t.SandboxID)

@@ -76,6 +76,9 @@ func (m *Manager) PauseTier(ctx context.Context, teamID, id string) (string, err
 	if err != nil || sb.State != store.StatePaused {
 		return "", err
 	}
+	if _, fsOnly := m.fsPausedState(id); fsOnly {
+		return TierFilesystem, nil
+	}
 	if m.onDisk(ctx, id) {
 		return TierDisk, nil
 	}
@@ -336,19 +339,27 @@ func (m *Manager) sandboxSpec(sb store.Sandbox, lower []string, key agentauth.Ke
 	}
 	return runtime.Spec{
 		ID: sb.ID, Lower: lower, Hostname: "sbx-" + sb.ID[:min(8, len(sb.ID))],
-		Args: []string{"/.sbx/bin/envd", "--init", "--socket", "/.sbx/run/envd.sock", "--port", "49983"},
-		Env:  env,
-		Cwd:  "/",
-		Mounts: []runtime.Mount{
-			{Source: m.cfg.AgentDir, Target: "/.sbx/bin", ReadOnly: true},
-			// envd (root inside) creates its socket there.
-			{Source: m.runDir(sb.ID), Target: "/.sbx/run", Owned: true},
-		},
+		Args:      []string{"/.sbx/bin/envd", "--init", "--socket", "/.sbx/run/envd.sock", "--port", "49983"},
+		Env:       env,
+		Cwd:       "/",
+		Mounts:    m.sandboxMounts(sb),
 		Resources: runtime.Resources{CPUs: float64(sb.CPUCount), MemoryMB: sb.MemoryMB, PidsMax: DefaultPidsMax, DiskMB: sb.DiskMB},
 		NetNS:     sb.NetNS,
 		// envd lets go of it around a checkpoint (SIGUSR1/SIGUSR2, cmd/envd).
 		HostSocket: filepath.Join(m.runDir(sb.ID), agentSocket),
 	}
+}
+
+func (m *Manager) sandboxMounts(sb store.Sandbox) []runtime.Mount {
+	ms := []runtime.Mount{
+		{Source: m.cfg.AgentDir, Target: "/.sbx/bin", ReadOnly: true},
+		// envd (root inside) creates its socket there.
+		{Source: m.runDir(sb.ID), Target: "/.sbx/run", Owned: true},
+	}
+	if bm, ok := m.bootIDMount(sb.ID, sb.Runtime); ok {
+		ms = append(ms, bm)
+	}
+	return ms
 }
 
 // checkpointPaused moves every memory-tier paused sandbox to disk (server

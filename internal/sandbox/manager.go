@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/builder"
@@ -119,6 +120,9 @@ type Manager struct {
 	disk          diskTier  // pause's disk tier (checkpoint.go)
 	exits         exitWatch // sandboxes whose init ends on its own (exits.go)
 
+	wakes wakes     // auto-resumes in flight (lifecycle.go)
+	snaps snapshots // sandbox snapshots (sandboxsnap.go)
+
 	snapMu    sync.Mutex
 	snapLocks map[string]*sync.Mutex // one snapshot at a time per key (snapshot.go)
 	snapRetry map[string]time.Time   // next background attempt per key
@@ -132,6 +136,8 @@ type live struct {
 	agent    *agent
 	timer    *time.Timer
 	cpu      cpuSample
+	// lifecycle: auto-pause without memory, auto-resume (lifecycle.go).
+	lifecycle Lifecycle
 }
 
 type cpuSample struct {
@@ -156,6 +162,14 @@ type CreateRequest struct {
 	AllowInternet bool
 	AutoPause     bool
 	Secure        bool
+	// AutoPauseMemory false: an auto-pause keeps only the filesystem.
+	// nil = true (E2B's default).
+	AutoPauseMemory *bool
+	// AutoResume: traffic through the proxy resumes the paused sandbox.
+	AutoResume bool
+	// restoreFrom is a memory image (memsnap.go) to restore the sandbox
+	// from instead of booting it.
+	restoreFrom string
 }
 
 // Validate checks a create request before any work is done (bounds in
@@ -163,6 +177,10 @@ type CreateRequest struct {
 func (r *CreateRequest) Validate() error {
 	if r.Timeout < 0 || r.Timeout > MaxTimeout {
 		return errdefs.Invalid("timeout must be between 0 and %d seconds (%s)", int64(MaxTimeout/time.Second), MaxTimeout)
+	}
+	if r.AutoResume && r.AutoPauseMemory != nil && !*r.AutoPauseMemory {
+		return errdefs.Invalid("autoResume cannot be combined with autoPauseMemory false: a sandbox paused without " +
+			"its memory must be resumed explicitly (connect)")
 	}
 	return r.validateInputs()
 }
@@ -182,6 +200,16 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 	if err != nil {
 		return store.Sandbox{}, err
 	}
+	if dir := m.snapshotDirOf(tpl.ID); dir != "" { // a memory snapshot is restored, not booted
+		req.restoreFrom = memoryImage(dir)
+	}
+	return m.createWith(ctx, req, tpl, true)
+}
+
+// createWith creates a sandbox of a resolved template; usePool false keeps
+// warm pools out (a fork's template carries the source's layers).
+func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl template.Template, usePool bool) (_ store.Sandbox, err error) {
+	span := trace.SpanFromContext(ctx)
 	span.SetAttributes(attribute.String("template.id", tpl.ID), attribute.String("template.name", firstName(tpl)))
 	slot, err := m.admit(ctx, req.TeamID, tpl.ID)
 	if err != nil {
@@ -201,13 +229,21 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 		AllowInternet: req.AllowInternet, AutoPause: req.AutoPause,
 		ExecutionID: uuid.NewString(), Runtime: m.driver.Name(), NodeID: m.cfg.NodeID,
 	}
-	l := m.claim(ctx, tpl, &sb)
+	var l *live
+	if usePool && req.restoreFrom == "" {
+		l = m.claim(ctx, tpl, &sb)
+	}
 	pooled := l != nil
 	if l == nil {
 		if sb.ID, err = newID(); err != nil {
 			return store.Sandbox{}, err
 		}
-		if l, err = m.start(ctx, &sb, tpl); err != nil {
+		how := m.launchFor(tpl)
+		if req.restoreFrom != "" {
+			how = launch{snapshot: req.restoreFrom}
+		}
+		if l, err = m.startWith(ctx, &sb, tpl, how); err != nil {
+			m.forgetFiles(sb.ID)
 			return store.Sandbox{}, err
 		}
 	}
@@ -218,7 +254,15 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 	telemetry.End(sspan, err)
 	if err != nil {
 		m.destroy(context.WithoutCancel(ctx), sb.ID)
+		m.forgetFiles(sb.ID)
 		return store.Sandbox{}, err
+	}
+	l.lifecycle = Lifecycle{DropMemory: req.AutoPauseMemory != nil && !*req.AutoPauseMemory, AutoResume: req.AutoResume}
+	if l.lifecycle != (Lifecycle{}) {
+		l.lifecycle.Timeout = req.Timeout
+		if err := m.saveLifecycle(sb.ID, l.lifecycle); err != nil {
+			m.log.WarnContext(ctx, "save sandbox lifecycle; it is lost at a restart", "sandbox.id", sb.ID, "err", err)
+		}
 	}
 	m.track(l)
 	m.recordSpawn(ctx, sb)
@@ -306,6 +350,19 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	}
 	sb.NetNS = nsPath
 	tNet = time.Since(t0)
+	if how.snapshot != "" || how.snapRT {
+		sb.Runtime = m.rt.snap.Name()
+	} else {
+		sb.Runtime = m.rt.main.Name()
+	}
+	if err := m.newBootID(sb.ID); err != nil {
+		return nil, err
+	}
+	lower, err := m.adoptLayers(ctx, sb.ID, tpl.Lower())
+	if err != nil {
+		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
+	}
+	tpl.Layers = lower
 	spec := m.sandboxSpec(*sb, tpl.Lower(), key)
 	if err := m.saveSpec(spec); err != nil {
 		return nil, err
@@ -326,6 +383,10 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 			m.log.WarnContext(ctx, "restore from template snapshot failed; starting cold", "sandbox.id", sb.ID,
 				"template.id", tpl.ID, "snapshot", how.snapshot, "err", err)
 			how.snapshot, sb.Runtime = "", m.rt.main.Name()
+			spec = m.sandboxSpec(*sb, tpl.Lower(), key) // with the boot ID runsc does not need
+			if err := m.saveSpec(spec); err != nil {
+				return nil, err
+			}
 		} else {
 			now := time.Now()
 			_ = os.Chtimes(how.snapshot, now, now) // used: pruning keeps it
@@ -508,6 +569,7 @@ func (m *Manager) expire(id string) {
 	}
 	l.mu.Lock()
 	endAt, autoPause, paused := l.sb.EndAt, l.sb.AutoPause, l.sb.State == store.StatePaused
+	dropMemory := l.lifecycle.DropMemory
 	l.mu.Unlock()
 	if paused {
 		return
@@ -517,7 +579,7 @@ func (m *Manager) expire(id string) {
 		return
 	}
 	if autoPause {
-		if err := m.pause(ctx, id); err != nil {
+		if err := m.pauseWith(ctx, id, "", !dropMemory); err != nil {
 			m.log.Error("auto-pause expired sandbox", "sandbox.id", id, "err", err)
 		}
 		return

@@ -103,6 +103,7 @@ func (m *Manager) killWith(ctx context.Context, id, reason string, data map[stri
 		_ = p.Resume(ctx, id)
 	}
 	m.destroy(ctx, id)
+	m.forgetFiles(id)
 	l.agent.close()
 	if recordErr != nil {
 		return fmt.Errorf("record kill of sandbox %s: %w", id, recordErr)
@@ -163,6 +164,12 @@ func (m *Manager) extend(ctx context.Context, l *live, timeout time.Duration, on
 // Connect returns a running sandbox and extends its timeout (never shortens).
 // resumed reports whether the sandbox had to be resumed.
 func (m *Manager) Connect(ctx context.Context, teamID, id string, timeout time.Duration) (sb store.Sandbox, resumed bool, err error) {
+	return m.ConnectMemory(ctx, teamID, id, timeout, true)
+}
+
+// ConnectMemory is Connect; memory false resumes a paused sandbox from its
+// filesystem alone (E2B's connect {"memory": false}: a cold boot).
+func (m *Manager) ConnectMemory(ctx context.Context, teamID, id string, timeout time.Duration, memory bool) (sb store.Sandbox, resumed bool, err error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
@@ -178,7 +185,7 @@ func (m *Manager) Connect(ctx context.Context, teamID, id string, timeout time.D
 		return sb, false, errdefs.NotFound("sandbox %s not found (it was killed or reached its end of life)", id)
 	}
 	if sb.State == store.StatePaused {
-		if err := m.resume(ctx, l, int64(timeout/time.Second)); err != nil {
+		if err := m.resume(ctx, l, int64(timeout/time.Second), memory); err != nil {
 			return sb, false, err
 		}
 		l.mu.Lock()
@@ -213,6 +220,9 @@ func (m *Manager) Metrics(ctx context.Context, teamID, id string) ([]Metric, err
 	l := m.lookup(id)
 	if l == nil {
 		return []Metric{}, nil // killed: no live metrics
+	}
+	if _, fsOnly := m.fsPausedState(id); fsOnly {
+		return []Metric{}, nil // paused without memory: nothing runs
 	}
 	st, err := m.driver.Stats(ctx, id)
 	if err != nil {
@@ -271,6 +281,12 @@ func (m *Manager) Recover(ctx context.Context) error {
 	for _, sb := range sbs {
 		known[sb.ID] = true
 		sb.NodeID = m.cfg.NodeID // a row of no node becomes this one's
+		if _, fsOnly := m.fsPausedState(sb.ID); fsOnly && sb.State == store.StatePaused {
+			// Paused without memory: no container, its filesystem waits.
+			m.track(&live{sb: sb, agent: newAgent(sb.ID, m.runDir(sb.ID), agentauth.Key{}), lifecycle: m.loadLifecycle(sb.ID)})
+			m.log.Info("reattached sandbox paused without memory", "sandbox.id", sb.ID)
+			continue
+		}
 		st, err := m.driver.State(ctx, sb.ID)
 		if err != nil || st != runtime.StatusRunning && st != runtime.StatusPaused && st != runtime.StatusCheckpointed {
 			m.log.Warn("sandbox lost while the server was down; recording it as killed", "sandbox.id", sb.ID, "err", err)
@@ -281,7 +297,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 			}
 			continue
 		}
-		l := &live{sb: sb, agent: newAgent(sb.ID, m.runDir(sb.ID), m.agentKey(sb.ID))}
+		l := &live{sb: sb, agent: newAgent(sb.ID, m.runDir(sb.ID), m.agentKey(sb.ID)), lifecycle: m.loadLifecycle(sb.ID)}
 		m.track(l) // an end time in the past fires the timer at once
 		if sb.State == store.StatePaused && st == runtime.StatusPaused {
 			m.scheduleDisk(sb.ID)
@@ -296,6 +312,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		if !known[id] {
 			m.log.Warn("removing orphaned sandbox container", "sandbox.id", id)
 			m.destroy(ctx, id)
+			m.forgetFiles(id)
 		}
 	}
 	return nil
@@ -332,6 +349,9 @@ func (m *Manager) Live() []store.Sandbox {
 func (m *Manager) Stats(ctx context.Context, id string) (runtime.Stats, error) {
 	if m.lookup(id) == nil {
 		return runtime.Stats{}, errdefs.NotFound("sandbox %s not found", id)
+	}
+	if _, fsOnly := m.fsPausedState(id); fsOnly {
+		return runtime.Stats{}, nil // paused without memory: nothing runs, nothing held
 	}
 	return m.driver.Stats(ctx, id)
 }

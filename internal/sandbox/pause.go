@@ -19,9 +19,23 @@ func (m *Manager) Pause(ctx context.Context, teamID, id string) error {
 	return m.pause(ctx, id)
 }
 
-func (m *Manager) pause(ctx context.Context, id string) error { return m.pauseReason(ctx, id, "") }
+// PauseMemory pauses a team's sandbox with its memory (keepMemory true:
+// frozen, as Pause) or without it (false: processes end, the filesystem
+// is kept, and resuming boots the sandbox again from it).
+func (m *Manager) PauseMemory(ctx context.Context, teamID, id string, keepMemory bool) error {
+	if _, err := m.Get(ctx, teamID, id); err != nil {
+		return err
+	}
+	return m.pauseWith(ctx, id, "", keepMemory)
+}
+
+func (m *Manager) pause(ctx context.Context, id string) error { return m.pauseWith(ctx, id, "", true) }
 
 func (m *Manager) pauseReason(ctx context.Context, id, reason string) error {
+	return m.pauseWith(ctx, id, reason, true)
+}
+
+func (m *Manager) pauseWith(ctx context.Context, id, reason string, keepMemory bool) error {
 	p, ok := m.driver.(runtime.Pauser)
 	if !ok {
 		return errdefs.Precondition("the %s runtime cannot pause sandboxes", m.driver.Name())
@@ -34,6 +48,9 @@ func (m *Manager) pauseReason(ctx context.Context, id, reason string) error {
 	defer l.mu.Unlock()
 	if l.sb.State == store.StatePaused {
 		return errdefs.Conflict("sandbox %s is already paused", id)
+	}
+	if !keepMemory {
+		return m.pauseFS(ctx, l, reason)
 	}
 	if err := p.Pause(ctx, id); err != nil {
 		return fmt.Errorf("pause sandbox %s: %w", id, err)
@@ -59,8 +76,10 @@ func (m *Manager) pauseReason(ctx context.Context, id, reason string) error {
 	return nil
 }
 
-// resume thaws a paused sandbox and gives it a fresh end time.
-func (m *Manager) resume(ctx context.Context, l *live, timeout int64) error {
+// resume thaws a paused sandbox and gives it a fresh end time. Without
+// memory, or when it was paused without, it boots again from its
+// filesystem.
+func (m *Manager) resume(ctx context.Context, l *live, timeout int64, memory bool) error {
 	p, ok := m.driver.(runtime.Pauser)
 	if !ok {
 		return errdefs.Precondition("the %s runtime cannot resume sandboxes", m.driver.Name())
@@ -73,7 +92,26 @@ func (m *Manager) resume(ctx context.Context, l *live, timeout int64) error {
 	id := l.sb.ID
 	m.unscheduleDisk(id)
 	tier := TierMemory
-	if m.onDisk(ctx, id) {
+	if !memory {
+		if _, fsOnly := m.fsPausedState(id); !fsOnly {
+			if m.onDisk(ctx, id) {
+				l.mu.Unlock()
+				return errdefs.Precondition("sandbox %s is paused to disk with its memory; resuming it without memory "+
+					"is not supported here: resume it with its memory", id)
+			}
+			if err := m.dropMemory(ctx, l); err != nil {
+				l.mu.Unlock()
+				return err
+			}
+		}
+	}
+	if st, fsOnly := m.fsPausedState(id); fsOnly {
+		tier = TierFilesystem
+		if err := m.reboot(ctx, l, st); err != nil {
+			l.mu.Unlock()
+			return err
+		}
+	} else if m.onDisk(ctx, id) {
 		tier = TierDisk
 		if err := m.restore(ctx, l); err != nil {
 			l.mu.Unlock()
@@ -87,6 +125,9 @@ func (m *Manager) resume(ctx context.Context, l *live, timeout int64) error {
 	sb.State = store.StateRunning
 	sb.EndAt = m.now().UTC().Add(durationSeconds(timeout))
 	change := &store.Change{Type: EventResumed, Sandbox: sb, Data: map[string]any{"sandbox_metadata": nonNil(sb.Metadata)}}
+	if tier == TierFilesystem {
+		change.Data["memory"] = false
+	}
 	if err := m.store.UpdateSandbox(ctx, sb, change); err != nil {
 		_ = p.Pause(context.WithoutCancel(ctx), id)
 		l.mu.Unlock()
@@ -95,8 +136,8 @@ func (m *Manager) resume(ctx context.Context, l *live, timeout int64) error {
 	l.sb = sb
 	l.mu.Unlock()
 	m.arm(l)
-	if tier == TierDisk {
-		m.watchExit(l) // the restored init is a new process
+	if tier != TierMemory {
+		m.watchExit(l) // the restored or rebooted init is a new process
 	}
 	m.log.InfoContext(ctx, "sandbox resumed", "sandbox.id", id, "tier", tier)
 	return nil

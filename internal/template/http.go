@@ -193,7 +193,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
-	if err := h.svc.Delete(r.Context(), teamID(r), r.PathValue("id")); err != nil {
+	if err := h.svc.deleteTemplateOrSnapshot(r.Context(), teamID(r), r.PathValue("id")); err != nil {
 		h.fail(w, err)
 		return
 	}

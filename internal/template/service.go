@@ -76,6 +76,9 @@ type Service struct {
 	slots   *buildSlots
 	// observer feeds build metrics from the build events (observe.go).
 	observer buildObserver
+	// snapshots are sandbox snapshots, which E2B's SDK deletes as
+	// templates (DELETE /templates/{id}); nil: none.
+	snapshots SnapshotDeleter
 
 	mu      sync.Mutex
 	running map[string]string // template ID -> build ID in progress

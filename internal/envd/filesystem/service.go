@@ -160,9 +160,8 @@ func (s *Service) remove(ctx context.Context, r *http.Request, req *pathRequest)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Lstat(p); err != nil {
-		return nil, pathError(p, err)
-	}
+	// RemoveAll semantics, as E2B's envd: removing what is not there
+	// succeeds, so a cleanup can be retried or run twice.
 	if err := os.RemoveAll(p); err != nil {
 		return nil, pathError(p, err)
 	}

@@ -1,0 +1,203 @@
+package api
+
+import (
+	"context"
+	"encoding/base64"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/request"
+	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/template"
+)
+
+// Snapshots and forks (issue 13). The manager's methods are optional
+// capabilities of the Sandboxes it is given (found by type assertion), so
+// wrappers and fakes need not implement them; without them these routes
+// answer 412.
+
+type snapshotter interface {
+	CreateSnapshot(ctx context.Context, teamID, id, name string) (sandbox.SnapshotInfo, error)
+	ListSnapshots(teamID, sandboxID, ref string) []sandbox.SnapshotInfo
+}
+
+type forker interface {
+	Fork(ctx context.Context, teamID, id string, count int, timeout time.Duration) ([]sandbox.ForkResult, bool, error)
+}
+
+func (s *Server) lifecycleRoutes() {
+	s.mux.HandleFunc("POST /sandboxes/{id}/snapshots", s.createSnapshot)
+	s.mux.HandleFunc("GET /snapshots", s.listSnapshots)
+	s.mux.HandleFunc("POST /sandboxes/{id}/fork", s.fork)
+}
+
+// snapshotJSON is E2B's SnapshotInfo, plus whether processes and memory are
+// in it (sbx extension: true for a sandbox under runsc, which can be
+// checkpointed; false for a filesystem snapshot).
+type snapshotJSON struct {
+	SnapshotID string   `json:"snapshotID"`
+	Names      []string `json:"names"`
+	Memory     bool     `json:"memory"`
+	SandboxID  string   `json:"sandboxID,omitempty"` // sbx extension: the source
+}
+
+func toSnapshotJSON(i sandbox.SnapshotInfo) snapshotJSON {
+	out := snapshotJSON{SnapshotID: i.ID + ":" + template.DefaultTag, Names: []string{}, SandboxID: i.SandboxID, Memory: i.Memory}
+	if i.Name != "" {
+		out.SnapshotID = i.Name + ":" + template.DefaultTag
+		out.Names = []string{out.SnapshotID}
+	}
+	return out
+}
+
+func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Name string `json:"name"`
+	}
+	if err := decode(r, &body, request.SmallBody); err != nil {
+		s.fail(w, err)
+		return
+	}
+	sn, ok := s.sandboxes.(snapshotter)
+	if !ok {
+		s.fail(w, errdefs.Precondition("sandbox snapshots are not supported by this server"))
+		return
+	}
+	info, err := sn.CreateSnapshot(r.Context(), team(r).ID, r.PathValue("id"), body.Name)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, toSnapshotJSON(info))
+}
+
+// listSnapshots is E2B's GET /snapshots: the team's snapshots, newest
+// first, limit (1-100, default 100) per page, X-Next-Token on every page
+// but the last.
+func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
+	sn, ok := s.sandboxes.(snapshotter)
+	if !ok {
+		s.fail(w, errdefs.Precondition("sandbox snapshots are not supported by this server"))
+		return
+	}
+	q := r.URL.Query()
+	limit := 100
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 100 {
+			s.fail(w, errdefs.Invalid("limit must be between 1 and 100, got %q", l))
+			return
+		}
+		limit = n
+	}
+	all := sn.ListSnapshots(team(r).ID, q.Get("sandboxID"), q.Get("name"))
+	start := 0
+	if tok := q.Get("nextToken"); tok != "" {
+		after, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil {
+			s.fail(w, errdefs.Invalid("invalid nextToken: pass the X-Next-Token of the previous page"))
+			return
+		}
+		start = len(all)
+		for i, sn := range all {
+			if sn.ID == string(after) {
+				start = i + 1
+				break
+			}
+		}
+	}
+	page := all[start:]
+	if len(page) > limit {
+		page = page[:limit]
+		w.Header().Set("X-Next-Token", base64.RawURLEncoding.EncodeToString([]byte(page[len(page)-1].ID)))
+	}
+	out := make([]snapshotJSON, 0, len(page))
+	for _, i := range page {
+		out = append(out, toSnapshotJSON(i))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// forkResultJSON is E2B's SandboxForkResult, plus whether the clone got the
+// source's memory and processes (sbx extension; false: booted from a copy
+// of the source's files).
+type forkResultJSON struct {
+	Sandbox *sandboxJSON `json:"sandbox,omitempty"`
+	Error   *errorJSON   `json:"error,omitempty"`
+	Memory  bool         `json:"memory"`
+}
+
+type errorJSON struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+func (s *Server) fork(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Count   *int   `json:"count"`
+		Timeout *int64 `json:"timeout"`
+	}
+	if err := decode(r, &body, request.SmallBody); err != nil {
+		s.fail(w, err)
+		return
+	}
+	f, ok := s.sandboxes.(forker)
+	if !ok {
+		s.fail(w, errdefs.Precondition("forking sandboxes is not supported by this server"))
+		return
+	}
+	count := 1
+	if body.Count != nil {
+		count = *body.Count
+	}
+	// The spec's default timeout of a fork is 15 s.
+	timeout, err := (timeoutBody{Timeout: body.Timeout}).seconds(15 * time.Second)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	results, _, err := f.Fork(r.Context(), team(r).ID, r.PathValue("id"), count, timeout)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	out := make([]forkResultJSON, 0, len(results))
+	for _, res := range results {
+		if res.Err != nil {
+			s.log.WarnContext(r.Context(), "fork clone failed", "sandbox.id", r.PathValue("id"), "err", res.Err)
+			out = append(out, forkResultJSON{Error: &errorJSON{Code: errdefs.HTTPStatus(res.Err), Message: errdefs.Message(res.Err)}})
+			continue
+		}
+		sb := toSandboxJSON(res.Sandbox)
+		out = append(out, forkResultJSON{Sandbox: &sb, Memory: res.Memory})
+	}
+	writeJSON(w, http.StatusCreated, out)
+}
+
+// autoResumeJSON is E2B's SandboxAutoResumeConfig.
+type autoResumeJSON struct {
+	Enabled bool `json:"enabled"`
+}
+
+// connectMemory connects, booting a paused sandbox again from its
+// filesystem when memory is false (E2B's onResume "reboot").
+func (s *Server) connectMemory(r *http.Request, id string, timeout time.Duration, memory *bool) (store.Sandbox, bool, error) {
+	if memory != nil && !*memory {
+		c, ok := s.sandboxes.(interface {
+			ConnectMemory(ctx context.Context, teamID, id string, timeout time.Duration, memory bool) (store.Sandbox, bool, error)
+		})
+		if !ok {
+			return store.Sandbox{}, false, errdefs.Precondition("resuming without memory is not supported by this server")
+		}
+		return c.ConnectMemory(r.Context(), team(r).ID, id, timeout, false)
+	}
+	return s.sandboxes.Connect(r.Context(), team(r).ID, id, timeout)
+}
+
+// pauseBody is E2B's SandboxPauseRequest.
+type pauseBody struct {
+	Memory *bool `json:"memory"` // false: keep only the filesystem
+}
