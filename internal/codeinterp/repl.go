@@ -207,6 +207,16 @@ func interruptUntil(pid int, finished, dead <-chan struct{}) {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
+		// A tick and finished can be ready together, and select picks
+		// either: check finished first, or a SIGINT meant for this cell
+		// lands on the next one.
+		select {
+		case <-finished:
+			return
+		case <-dead:
+			return
+		default:
+		}
 		_ = syscall.Kill(-pid, syscall.SIGINT)
 		select {
 		case <-tick.C:
