@@ -240,7 +240,13 @@ func interruptUntil(pid int, finished, dead <-chan struct{}) {
 // leaving whatever it wrote last in p.chunks.
 func (p *replProc) wait(ctx context.Context, marker string, out emitter, sideDone func(line []byte) bool) (status int, died bool) {
 	finished := make(chan struct{})
-	defer close(finished)
+	var interrupter chan struct{} // closed when the interrupt loop is over
+	defer func() {
+		close(finished)
+		if interrupter != nil {
+			<-interrupter // no SIGINT of this cell may reach the next one
+		}
+	}()
 	var (
 		bufs    [2]bytes.Buffer
 		done    [2]bool
@@ -265,7 +271,11 @@ func (p *replProc) wait(ctx context.Context, marker string, out emitter, sideDon
 			return status, true
 		case <-ctxDone:
 			ctxDone = nil
-			go interruptUntil(p.cmd.Process.Pid, finished, p.dead)
+			interrupter = make(chan struct{})
+			go func() {
+				defer close(interrupter)
+				interruptUntil(p.cmd.Process.Pid, finished, p.dead)
+			}()
 		}
 	}
 	return status, false

@@ -747,7 +747,7 @@ func TestJavaScript(t *testing.T) {
 	}
 	cancel()
 	resp.Body.Close()
-	if r := ofType(run("x", nil), "result"); len(r) != 1 || r[0].str("text") != "40" {
-		t.Fatalf("after interrupt: %v", r)
+	if lines := run("x", nil); len(ofType(lines, "result")) != 1 || ofType(lines, "result")[0].str("text") != "40" {
+		t.Fatalf("after interrupt, x gave %v", lines)
 	}
 }
