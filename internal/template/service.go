@@ -281,6 +281,16 @@ func (s *Service) Request(ctx context.Context, teamID string, req RequestV3) (Re
 		if t, builtin := s.reg.Get(name); builtin && t.TeamID == "" {
 			return Record{}, "", errdefs.Conflict("template name %q is a built-in template; choose another name", name)
 		}
+		// A name equal to another template's ID would shadow that ID
+		// wherever the template is not registered (its first build still
+		// running, or deleted): the owner's creates by ID would start this
+		// template, with the owner's env vars and secrets. IDs are random,
+		// so refusing one reveals nothing a caller could not guess.
+		if _, err := s.store.Template(ctx, name); err == nil {
+			return Record{}, "", errdefs.Conflict("template name %q is the ID of an existing template; choose another name", name)
+		} else if !errors.Is(err, errdefs.ErrNotFound) {
+			return Record{}, "", err
+		}
 		rec = Record{ID: newTemplateID(), TeamID: teamID, Names: []string{name}, CPUCount: req.CPUCount,
 			MemoryMB: req.MemoryMB, DiskMB: max(defaultDiskMB, req.MinFreeDiskMb), CreatedAt: now, UpdatedAt: now}
 		if err := s.store.CreateTemplate(ctx, rec); err != nil {

@@ -1,0 +1,67 @@
+package security
+
+// Attacks on E2B's wider API surface (issue 13): template names, sandbox
+// logs, build logs. Each runs against a real `sbx serve`.
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+)
+
+// TestTemplateNameCannotShadowAnID: team B names its template after team
+// A's template ID. Where A's template is not registered (its first build
+// still running, or deleted), lookups by that ID found B's template by
+// name: A's creates by its own ID started B's (published) template, with
+// A's env vars, and A could no longer read or delete its own template.
+func TestTemplateNameCannotShadowAnID(t *testing.T) {
+	s := startServer(t)
+	alice := bldTenant{s, s.APIKey}
+	bob := bldTenant{s, s.CreateTeam(t, "shadow-b-"+randHex(t, 3))}
+	victimID, _ := alice.requestBuild(t, "victim-"+randHex(t, 3)) // waiting: not registered yet
+
+	for _, try := range []struct{ path, body string }{
+		{"/v3/templates", `{"name":"` + victimID + `"}`},
+		{"/v2/templates", `{"alias":"` + victimID + `"}`},
+		{"/templates", `{"alias":"` + victimID + `","dockerfile":"FROM base\nRUN echo bob > /bob\n"}`},
+	} {
+		r := s.Raw(t, "POST", try.path, try.body, keyHeader(bob.key))
+		if r.Status == http.StatusConflict {
+			continue
+		}
+		if r.Status != http.StatusAccepted {
+			t.Fatalf("POST %s naming a template after another team's ID = %d %s, want 409", try.path, r.Status, r.Body)
+		}
+		// Accepted: finish the attack to show what it does.
+		var out struct{ TemplateID, BuildID string }
+		decodeJSON(t, r, &out)
+		var st, said string
+		if try.path != "/templates" {
+			st, said = bob.build(t, out.TemplateID, out.BuildID, map[string]any{"steps": []any{bldRun("echo bob > /tmp/bob")}})
+		} else {
+			st, said = bob.waitBuild(t, out.TemplateID, out.BuildID)
+		}
+		if st != "ready" {
+			t.Fatalf("POST %s accepted a template named after another team's ID; its build: %s %s", try.path, st, bldAround(said, "error"))
+		}
+		if r := bob.call(t, "PATCH", "/templates/"+out.TemplateID, map[string]any{"public": true}); r.Status != http.StatusOK {
+			t.Fatalf("bob publishing his template = %d %s", r.Status, r.Body)
+		}
+		got := alice.call(t, "POST", "/sandboxes", map[string]any{"templateID": victimID, "envVars": map[string]string{"SECRET": "alice"}})
+		if got.Status == http.StatusCreated {
+			var sb struct{ SandboxID, TemplateID string }
+			_ = json.Unmarshal([]byte(got.Body), &sb)
+			alice.call(t, "DELETE", "/sandboxes/"+sb.SandboxID, nil)
+		}
+		own := alice.call(t, "GET", "/templates/"+victimID, nil)
+		t.Fatalf("POST %s let team B name a template %s, team A's template ID: A creating a sandbox from its own ID = %d %s; "+
+			"A reading its own template = %d %s", try.path, victimID, got.Status, got.Body, own.Status, own.Body)
+	}
+	if r := alice.call(t, "GET", "/templates/"+victimID, nil); r.Status != http.StatusOK {
+		t.Errorf("team A reading its own template %s = %d %s", victimID, r.Status, r.Body)
+	}
+	// The owner may still use a name that merely looks like an ID.
+	if r := s.Raw(t, "POST", "/v3/templates", `{"name":"z`+randHex(t, 8)+`abc"}`, keyHeader(bob.key)); r.Status != http.StatusAccepted {
+		t.Errorf("a fresh ID-shaped name = %d %s, want 202", r.Status, r.Body)
+	}
+}
