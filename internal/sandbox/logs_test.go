@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -43,5 +44,37 @@ func TestLogRingSplitsLinesAndBounds(t *testing.T) {
 		if len(e.Message) > maxLogLine+len("…") {
 			t.Fatalf("a line of %d bytes was kept", len(e.Message))
 		}
+	}
+}
+
+func TestLogRingBoundsBytes(t *testing.T) {
+	t.Parallel()
+	r := &logRing{partial: map[string]string{}}
+	line := strings.Repeat("x", maxLogLine) + "\n"
+	for i := 0; i < maxLogEntries; i++ {
+		r.output(time.Now(), "stdout", line)
+	}
+	got, n := r.entries(), 0
+	for _, e := range got {
+		n += len(e.Message)
+	}
+	if n > maxLogBytes || n != r.bytes || len(got) < maxLogBytes/(maxLogLine+1) {
+		t.Fatalf("kept %d lines, %d bytes (counted %d); want at most %d bytes, the newest lines", len(got), n, r.bytes, maxLogBytes)
+	}
+}
+
+func TestDeadLogsAreBounded(t *testing.T) {
+	t.Parallel()
+	var s sandboxLogs
+	for i := 0; i < maxDeadLogs+10; i++ {
+		id := "sb" + strconv.Itoa(i)
+		s.sandbox(id).system(time.Now(), "info", "hello")
+		s.forget(id)
+		s.forget(id) // kill, then destroy
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.by) != maxDeadLogs || len(s.dead) != maxDeadLogs {
+		t.Fatalf("%d logs and %d dead kept, want %d", len(s.by), len(s.dead), maxDeadLogs)
 	}
 }

@@ -65,3 +65,51 @@ func TestTemplateNameCannotShadowAnID(t *testing.T) {
 		t.Errorf("a fresh ID-shaped name = %d %s, want 202", r.Status, r.Body)
 	}
 }
+
+// TestStartCommandLogIsBoundedInBytes: a template's start command prints
+// 2000 lines of 4 KiB before it is ready. The host keeps a start
+// command's output in memory for the logs API, for every live sandbox and
+// for 10 minutes after each kill: a tenant creating and killing such
+// sandboxes in a loop must not hold megabytes of host memory per sandbox.
+func TestStartCommandLogIsBoundedInBytes(t *testing.T) {
+	s := startServer(t)
+	c := bldTenant{s, s.APIKey}
+	tid, bid := c.requestBuild(t, "floodlog-"+randHex(t, 3))
+	flood := `yes "$(printf '%04000d' 7)" | head -n 2000; touch /tmp/flooded; exec sleep infinity`
+	st, said := c.build(t, tid, bid, map[string]any{"steps": []any{}, "startCmd": flood, "readyCmd": "test -f /tmp/flooded", "noSnapshot": true})
+	if st != "ready" {
+		t.Fatalf("build with a flooding start command: %s %s", st, bldAround(said, "error"))
+	}
+	r := c.call(t, "POST", "/sandboxes", map[string]any{"templateID": tid})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	var sb struct{ SandboxID string }
+	decodeJSON(t, r, &sb)
+
+	r = c.call(t, "GET", "/v2/sandboxes/"+sb.SandboxID+"/logs?limit=1000", nil)
+	var logs struct {
+		Logs []struct {
+			Message string            `json:"message"`
+			Fields  map[string]string `json:"fields"`
+		} `json:"logs"`
+	}
+	decodeJSON(t, r, &logs)
+	kept, lines := 0, 0
+	for _, e := range logs.Logs {
+		if e.Fields["source"] == "start-command" {
+			kept += len(e.Message)
+			lines++
+		}
+	}
+	if lines == 0 {
+		t.Fatalf("the start command's output is not in the log: %.500s", r.Body)
+	}
+	if kept > startLogBudget {
+		t.Errorf("the host keeps %d bytes (%d lines) of one sandbox's start-command output; want at most %d", kept, lines, startLogBudget)
+	}
+}
+
+// startLogBudget is what one sandbox's start-command log may hold in the
+// host's memory (internal/sandbox maxLogBytes).
+const startLogBudget = 256 << 10
