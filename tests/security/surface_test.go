@@ -5,7 +5,12 @@ package security
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -113,3 +118,60 @@ func TestStartCommandLogIsBoundedInBytes(t *testing.T) {
 // startLogBudget is what one sandbox's start-command log may hold in the
 // host's memory (internal/sandbox maxLogBytes).
 const startLogBudget = 256 << 10
+
+// TestBuildLogQueriesAreBoundedInMemory: a build's RUN step prints 20,000
+// lines of 4 KiB (the most a build keeps: 80 MB in the database). Each
+// query of its logs answers at most 100 lines; it must not load all of
+// them into the server's memory, or a few concurrent queries cost the
+// host gigabytes.
+func TestBuildLogQueriesAreBoundedInMemory(t *testing.T) {
+	s := startServer(t)
+	c := bldTenant{s, s.APIKey}
+	tid, bid := c.requestBuild(t, "floodbuild-"+randHex(t, 3))
+	st, said := c.build(t, tid, bid, map[string]any{"steps": []any{bldRun(`yes "$(printf '%04000d' 7)" | head -n 20000`)}})
+	if st != "ready" {
+		t.Fatalf("build: %s %s", st, bldAround(said, "error"))
+	}
+	pid := s.Pid()
+	// Reset the server's peak resident size, then query concurrently.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		t.Fatalf("reset the server's peak RSS: %v", err)
+	}
+	base := peakRSS(t, pid)
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dir := []string{"forward", "backward"}[i%2]
+			r := c.call(t, "GET", "/templates/"+tid+"/builds/"+bid+"/logs?level=error&direction="+dir, nil)
+			if r.Status != http.StatusOK {
+				t.Errorf("build logs: %d %.300s", r.Status, r.Body)
+			}
+		}()
+	}
+	wg.Wait()
+	if grew := peakRSS(t, pid) - base; grew > 200<<20 {
+		t.Errorf("8 concurrent queries of one build's logs raised the server's peak memory by %d MiB; want under 200", grew>>20)
+	}
+}
+
+// peakRSS reads a process's peak resident size (VmHWM) in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatalf("VmHWM %q: %v", v, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
+}
