@@ -175,3 +175,31 @@ func peakRSS(t *testing.T, pid int) int64 {
 	t.Fatalf("no VmHWM in /proc/%d/status", pid)
 	return 0
 }
+
+// TestListFiltersAtTheEdgesOfTime: startedAfter/startedBefore beyond what
+// a Unix nanosecond count holds wrapped around in the store and selected
+// the opposite (a sandbox "started after 9999" was listed).
+func TestListFiltersAtTheEdgesOfTime(t *testing.T) {
+	s := startServer(t)
+	c := bldTenant{s, s.APIKey}
+	r := c.call(t, "POST", "/sandboxes", map[string]any{"templateID": "base"})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	for _, q := range []struct {
+		query string
+		want  int
+	}{
+		{"startedAfter=9999-12-31T23:59:59Z", 0},
+		{"startedBefore=0001-01-01T00:00:00Z", 0},
+		{"startedBefore=9999-12-31T23:59:59Z", 1},
+		{"startedAfter=0001-01-01T00:00:00Z", 1},
+	} {
+		r := c.call(t, "GET", "/v2/sandboxes?"+q.query, nil)
+		var got []map[string]any
+		decodeJSON(t, r, &got)
+		if r.Status != http.StatusOK || len(got) != q.want {
+			t.Errorf("GET /v2/sandboxes?%s = %d with %d sandboxes, want %d", q.query, r.Status, len(got), q.want)
+		}
+	}
+}
