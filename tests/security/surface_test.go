@@ -203,3 +203,34 @@ func TestListFiltersAtTheEdgesOfTime(t *testing.T) {
 		}
 	}
 }
+
+// TestBuiltinSpawnsAreNotShared: a built-in template's spawnCount and
+// lastSpawnedAt counted every team's sandboxes, so one team could watch
+// when another created sandboxes.
+func TestBuiltinSpawnsAreNotShared(t *testing.T) {
+	s := startServer(t)
+	bob := bldTenant{s, s.CreateTeam(t, "spawnwatch-"+randHex(t, 3))}
+	alice := bldTenant{s, s.APIKey}
+	if r := alice.call(t, "POST", "/sandboxes", map[string]any{"templateID": "base"}); r.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	var list []struct {
+		TemplateID    string  `json:"templateID"`
+		SpawnCount    int     `json:"spawnCount"`
+		LastSpawnedAt *string `json:"lastSpawnedAt"`
+	}
+	decodeJSON(t, bob.call(t, "GET", "/templates", nil), &list)
+	var one struct {
+		SpawnCount    int     `json:"spawnCount"`
+		LastSpawnedAt *string `json:"lastSpawnedAt"`
+	}
+	decodeJSON(t, bob.call(t, "GET", "/templates/base", nil), &one)
+	for _, tpl := range list {
+		if tpl.TemplateID == "base" && (tpl.SpawnCount != 0 || tpl.LastSpawnedAt != nil) {
+			t.Errorf("GET /templates shows team B another team's use of base: spawnCount %d, lastSpawnedAt set: %v", tpl.SpawnCount, tpl.LastSpawnedAt != nil)
+		}
+	}
+	if one.SpawnCount != 0 || one.LastSpawnedAt != nil {
+		t.Errorf("GET /templates/base shows team B another team's use: spawnCount %d, lastSpawnedAt set: %v", one.SpawnCount, one.LastSpawnedAt != nil)
+	}
+}
