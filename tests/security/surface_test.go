@@ -234,3 +234,28 @@ func TestBuiltinSpawnsAreNotShared(t *testing.T) {
 		t.Errorf("GET /templates/base shows team B another team's use: spawnCount %d, lastSpawnedAt set: %v", one.SpawnCount, one.LastSpawnedAt != nil)
 	}
 }
+
+// TestTeamKeysAreBounded: POST /access-tokens (and /api-keys) in a loop
+// added database rows without end, each listed whole by GET /api-keys.
+func TestTeamKeysAreBounded(t *testing.T) {
+	s := startServer(t)
+	c := bldTenant{s, s.CreateTeam(t, "keyflood-"+randHex(t, 3))}
+	const bound = 500 // internal/api maxTeamKeys
+	created := 1      // the team's first key
+	for ; created <= bound; created++ {
+		path := "/access-tokens"
+		if created%2 == 0 {
+			path = "/api-keys"
+		}
+		r := c.call(t, "POST", path, map[string]any{"name": "k"})
+		if r.Status == http.StatusTooManyRequests {
+			break
+		}
+		if r.Status != http.StatusCreated {
+			t.Fatalf("POST %s #%d = %d %s", path, created, r.Status, r.Body)
+		}
+	}
+	if created != bound {
+		t.Errorf("a team made %d keys; want the bound %d, then 429", created, bound)
+	}
+}
