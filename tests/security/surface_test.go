@@ -259,3 +259,30 @@ func TestTeamKeysAreBounded(t *testing.T) {
 		t.Errorf("a team made %d keys; want the bound %d, then 429", created, bound)
 	}
 }
+
+// TestSDKDefaultTemplateNamesAreReserved: E2B's SDK creates MCP sandboxes
+// from the template named mcp-gateway and runs `mcp-gateway --config
+// <the MCP servers' keys>` in it. A team that named and published its own
+// template mcp-gateway received every other team's MCP sandboxes.
+func TestSDKDefaultTemplateNamesAreReserved(t *testing.T) {
+	s := startServer(t)
+	alice := bldTenant{s, s.APIKey}
+	bob := bldTenant{s, s.CreateTeam(t, "squat-b-"+randHex(t, 3))}
+	for _, name := range []string{"mcp-gateway", "desktop"} {
+		r := bob.call(t, "POST", "/v3/templates", map[string]any{"name": name})
+		if r.Status == http.StatusConflict {
+			continue
+		}
+		if r.Status != http.StatusAccepted {
+			t.Fatalf("POST /v3/templates name %s = %d %s, want 409", name, r.Status, r.Body)
+		}
+		var out struct{ TemplateID, BuildID string }
+		decodeJSON(t, r, &out)
+		if st, said := bob.build(t, out.TemplateID, out.BuildID, map[string]any{"steps": []any{bldRun("echo squat > /tmp/squat")}}); st != "ready" {
+			t.Fatalf("team B took the name %s; its build: %s %s", name, st, bldAround(said, "error"))
+		}
+		bob.call(t, "PATCH", "/templates/"+out.TemplateID, map[string]any{"public": true})
+		got := alice.call(t, "POST", "/sandboxes", map[string]any{"templateID": name})
+		t.Fatalf("team B took and published the SDK default template name %s: team A creating from it = %d %s", name, got.Status, got.Body)
+	}
+}
