@@ -219,6 +219,12 @@ func envdLog(f *os.File, now time.Time) []LogEntry {
 		}
 		e.Fields["source"] = "envd"
 		out = append(out, e)
+		if len(out) > 2*maxLogEntries { // keep the newest: 256 KiB of short lines are many entries
+			out = append(out[:0], out[len(out)-maxLogEntries:]...)
+		}
+	}
+	if len(out) > maxLogEntries {
+		out = out[len(out)-maxLogEntries:]
 	}
 	return out
 }
@@ -255,7 +261,10 @@ func parseLogfmt(line string) LogEntry {
 		case "msg":
 			e.Message = v
 		default:
-			if len(e.Fields) < 32 {
+			if len(e.Fields) < 32 && len(k) <= 64 {
+				if len(v) > maxLogLine {
+					v = v[:maxLogLine] + "…"
+				}
 				e.Fields[k] = v
 			}
 		}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -76,5 +77,35 @@ func TestDeadLogsAreBounded(t *testing.T) {
 	defer s.mu.Unlock()
 	if len(s.by) != maxDeadLogs || len(s.dead) != maxDeadLogs {
 		t.Fatalf("%d logs and %d dead kept, want %d", len(s.by), len(s.dead), maxDeadLogs)
+	}
+}
+
+func TestEnvdLogBounds(t *testing.T) {
+	t.Parallel()
+	f, err := os.CreateTemp(t.TempDir(), "init.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString(`time=2026-01-02T03:04:05Z level=INFO msg=big v="` + strings.Repeat("y", 3*maxLogLine) + "\"\n")
+	for b.Len() < maxInitLogRead-1024 {
+		b.WriteString("x\n")
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	got := envdLog(f, time.Now())
+	if len(got) != maxLogEntries || got[len(got)-1].Message != "x" {
+		t.Fatalf("%d entries, want the newest %d", len(got), maxLogEntries)
+	}
+	f.Seek(0, 0)
+	f.Truncate(0)
+	f.WriteString(`time=2026-01-02T03:04:05Z level=INFO msg=big v="` + strings.Repeat("y", 3*maxLogLine) + "\"\n")
+	f.Seek(0, 0)
+	if got := envdLog(f, time.Now()); len(got) != 1 || len(got[0].Fields["v"]) > maxLogLine+len("…") {
+		t.Fatalf("a field of %d bytes was kept", len(got[0].Fields["v"]))
 	}
 }
