@@ -40,6 +40,10 @@ func (s *Server) createAccessToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	if err := s.roomForKey(r.Context(), teamID); err != nil {
+		s.fail(w, err)
+		return
+	}
 	value := auth.NewAccessToken()
 	k, err := s.accounts.CreateAPIKey(r.Context(), teamID, body.Name, value)
 	if err != nil {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"time"
@@ -123,6 +124,10 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	if err := s.roomForKey(r.Context(), teamID); err != nil {
+		s.fail(w, err)
+		return
+	}
 	value := auth.NewAPIKey()
 	k, err := s.accounts.CreateAPIKey(r.Context(), teamID, body.Name, value)
 	if err != nil {
@@ -131,6 +136,26 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.InfoContext(r.Context(), "API key created", "team.id", teamID, "key.id", k.ID, "by", team(r).KeyID)
 	writeJSON(w, http.StatusCreated, createdKeyJSON{apiKeyJSON: toKeyJSON(k, team(r)), Key: value})
+}
+
+// maxTeamKeys bounds a team's API keys and access tokens together: every
+// key is a database row, listed whole by GET /api-keys, and a team
+// creating them in a loop must not grow either without end.
+const maxTeamKeys = 500
+
+// roomForKey refuses a new key to a team that has maxTeamKeys already.
+// Concurrent creates may pass the count together; the bound is still
+// there, a few keys higher.
+func (s *Server) roomForKey(ctx context.Context, teamID string) error {
+	keys, err := s.accounts.APIKeys(ctx, teamID)
+	if err != nil {
+		return err
+	}
+	if len(keys) >= maxTeamKeys {
+		return errdefs.Exhausted("the team has %d API keys and access tokens, the most it may have: revoke unused ones "+
+			"(DELETE /api-keys/{id}, DELETE /access-tokens/{id}, `sbx key revoke`)", len(keys))
+	}
+	return nil
 }
 
 // ownKey finds a key the caller may manage: its own team's, or any for the

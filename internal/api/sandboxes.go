@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -297,6 +298,9 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, f store.ListFilter
 	writeJSON(w, http.StatusOK, out)
 }
 
+// The times a Unix nanosecond count can hold.
+var minNanoTime, maxNanoTime = time.Unix(0, math.MinInt64+1).UTC(), time.Unix(0, math.MaxInt64).UTC()
+
 // listFilter parses E2B's list query: metadata (k=v&k2=v2, URL-encoded),
 // state (comma separated), order (asc/desc by start time), startedAfter,
 // startedBefore (sbx extension), template (ID or alias), limit, nextToken.
@@ -349,6 +353,15 @@ func listFilter(r *http.Request) (store.ListFilter, error) {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
 			return f, errdefs.Invalid("invalid %s %q: use an RFC 3339 time such as 2026-01-02T15:04:05Z", b.name, truncate(v, 64))
+		}
+		// Sandboxes' start times are kept as Unix nanoseconds (years
+		// 1678-2262): a bound beyond them would wrap around and select the
+		// opposite, so it is clamped (nothing started before or after).
+		switch {
+		case t.Before(minNanoTime):
+			t = minNanoTime
+		case t.After(maxNanoTime):
+			t = maxNanoTime
 		}
 		*b.to = t
 	}

@@ -72,7 +72,10 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 	out := make([]templateJSON, 0, len(ts))
 	for _, t := range ts {
 		j := toTemplateJSON(t)
-		if sp, ok := spawns[t.ID]; ok {
+		// Only the team's own templates: a built-in template's count is
+		// every team's, and its lastSpawnedAt would tell one team when
+		// another created a sandbox.
+		if sp, ok := spawns[t.ID]; ok && t.TeamID != "" {
 			j.SpawnCount = sp.Count
 			last := sp.Last
 			j.LastSpawnedAt = &last

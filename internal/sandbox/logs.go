@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,8 +22,13 @@ import (
 // runtime's log file at query time). Both are bounded: a sandbox printing
 // without end costs the host a fixed amount of memory.
 const (
-	maxLogEntries  = 1000
-	maxLogLine     = 4096      // longer lines are cut
+	maxLogEntries = 1000
+	maxLogLine    = 4096      // longer lines are cut
+	maxLogBytes   = 256 << 10 // one sandbox's kept messages: oldest dropped first
+	// maxDeadLogs bounds how many killed sandboxes' logs wait out logKeep:
+	// a tenant creating and killing sandboxes in a loop must not hold
+	// (rate × logKeep) logs; the oldest go first.
+	maxDeadLogs    = 256
 	maxInitLogRead = 256 << 10 // the newest bytes of envd's log that are read
 	// logKeep is how long the start command's output stays after a kill,
 	// for a client reading why its sandbox died.
@@ -39,8 +45,9 @@ type LogEntry struct {
 
 // sandboxLogs holds each sandbox's start-command log.
 type sandboxLogs struct {
-	mu sync.Mutex
-	by map[string]*logRing
+	mu   sync.Mutex
+	by   map[string]*logRing
+	dead []string // killed sandboxes whose logs are kept, oldest first
 }
 
 func (s *sandboxLogs) sandbox(id string) *logRing {
@@ -67,28 +74,51 @@ func (s *sandboxLogs) get(id string) []LogEntry {
 	return r.entries()
 }
 
-// forget drops a killed sandbox's log after logKeep.
+// forget drops a killed sandbox's log after logKeep, or sooner when more
+// than maxDeadLogs killed sandboxes' logs are kept.
 func (s *sandboxLogs) forget(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.by[id]; !ok || slices.Contains(s.dead, id) {
+		return // no log, or forgotten already (kill, then destroy)
+	}
+	s.dead = append(s.dead, id)
+	if len(s.dead) > maxDeadLogs {
+		delete(s.by, s.dead[0])
+		s.dead = slices.Delete(s.dead, 0, 1)
+	}
 	time.AfterFunc(logKeep, func() {
 		s.mu.Lock()
+		defer s.mu.Unlock()
 		delete(s.by, id)
-		s.mu.Unlock()
+		if i := slices.Index(s.dead, id); i >= 0 {
+			s.dead = slices.Delete(s.dead, i, i+1)
+		}
 	})
 }
 
 type logRing struct {
 	mu      sync.Mutex
 	list    []LogEntry
+	bytes   int               // of the kept messages
 	partial map[string]string // by stream: output after the last newline
 }
 
+// add keeps e, dropping the oldest entries beyond maxLogEntries lines or
+// maxLogBytes bytes: 1000 lines of 4 KiB would be 4 MiB per sandbox.
 func (r *logRing) add(e LogEntry) {
 	if len(e.Message) > maxLogLine {
 		e.Message = e.Message[:maxLogLine] + "…"
 	}
 	r.list = append(r.list, e)
-	if len(r.list) > maxLogEntries {
-		r.list = append(r.list[:0], r.list[len(r.list)-maxLogEntries:]...)
+	r.bytes += len(e.Message)
+	drop := 0
+	for len(r.list)-drop > maxLogEntries || (r.bytes > maxLogBytes && drop < len(r.list)-1) {
+		r.bytes -= len(r.list[drop].Message)
+		drop++
+	}
+	if drop > 0 {
+		r.list = append(r.list[:0], r.list[drop:]...)
 	}
 }
 
@@ -189,6 +219,12 @@ func envdLog(f *os.File, now time.Time) []LogEntry {
 		}
 		e.Fields["source"] = "envd"
 		out = append(out, e)
+		if len(out) > 2*maxLogEntries { // keep the newest: 256 KiB of short lines are many entries
+			out = append(out[:0], out[len(out)-maxLogEntries:]...)
+		}
+	}
+	if len(out) > maxLogEntries {
+		out = out[len(out)-maxLogEntries:]
 	}
 	return out
 }
@@ -225,7 +261,10 @@ func parseLogfmt(line string) LogEntry {
 		case "msg":
 			e.Message = v
 		default:
-			if len(e.Fields) < 32 {
+			if len(e.Fields) < 32 && len(k) <= 64 {
+				if len(v) > maxLogLine {
+					v = v[:maxLogLine] + "…"
+				}
 				e.Fields[k] = v
 			}
 		}

@@ -10,9 +10,11 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 )
 
-// maxBuildLogLines bounds how many lines of one build are read to answer
-// a logs query (a build logs far fewer; the builder caps its output).
-const maxBuildLogLines = 100_000
+// buildLogPage is how many lines of a build's log are read from the store
+// at a time to answer a logs query: a build keeps up to maxLogLines lines
+// of 4 KiB (80 MB), and a query answers at most 100 of them, so it reads
+// page by page and keeps only what it answers.
+const buildLogPage = 500
 
 // LogQuery is E2B's build-logs query: cursor (a timestamp in ms: lines
 // from it on going forward, before it going backward), limit (≤100),
@@ -40,25 +42,40 @@ func (s *Service) BuildLogs(ctx context.Context, teamID, templateID, buildID str
 	if err != nil || b.TemplateID != id {
 		return nil, errdefs.NotFound("build %q of template %q not found", buildID, templateID)
 	}
-	all, err := s.store.Logs(ctx, buildID, 0, maxBuildLogLines)
-	if err != nil {
-		return nil, err
-	}
-	if q.Backward {
-		slices.Reverse(all)
-	}
-	out := []LogEntry{}
-	for _, e := range all {
+	match := func(e LogEntry) bool {
 		if q.Level != "" && levelRank[e.Level] < levelRank[q.Level] {
-			continue
+			return false
 		}
-		if !q.Cursor.IsZero() && ((!q.Backward && e.Timestamp.Before(q.Cursor)) || (q.Backward && e.Timestamp.After(q.Cursor))) {
-			continue
+		return q.Cursor.IsZero() || (!q.Backward && !e.Timestamp.Before(q.Cursor)) || (q.Backward && !e.Timestamp.After(q.Cursor))
+	}
+	// Forward: the first q.Limit matches. Backward: the last q.Limit
+	// matches, newest first, kept in a window while reading forward.
+	out := []LogEntry{}
+	for offset := 0; ; {
+		page, err := s.store.Logs(ctx, buildID, offset, buildLogPage)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, e)
-		if len(out) == q.Limit {
+		for _, e := range page {
+			if !match(e) {
+				continue
+			}
+			out = append(out, e)
+			if len(out) > q.Limit {
+				out = out[1:] // backward only: forward stops at the limit
+			}
+			if !q.Backward && len(out) == q.Limit {
+				return out, nil
+			}
+		}
+		if len(page) < buildLogPage {
 			break
 		}
+		offset += len(page)
+	}
+	if q.Backward {
+		out = slices.Clone(out)
+		slices.Reverse(out)
 	}
 	return out, nil
 }

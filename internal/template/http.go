@@ -64,7 +64,7 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 	}
 	var spawnCount int64
 	var lastSpawned *time.Time
-	if h.spawns != nil {
+	if h.spawns != nil && rec.TeamID != "" { // not a built-in's: every team's (api listTemplates)
 		sp, err := h.spawns.TemplateSpawns(r.Context())
 		if err != nil {
 			h.fail(w, err)

@@ -229,6 +229,14 @@ type RequestV3 struct {
 	TeamID string `json:"teamID"`
 }
 
+// reservedNames are template names E2B's SDKs use by default that sbx
+// does not ship: Sandbox.create({mcp}) starts "mcp-gateway" and runs its
+// mcp-gateway binary with the MCP servers' keys; the desktop SDK starts
+// "desktop". Names are one namespace across teams and a published template
+// is usable by all, so whichever team took such a name would receive every
+// other team's sandboxes (and secrets) created that way.
+var reservedNames = map[string]bool{"mcp-gateway": true, "desktop": true, "code-interpreter-beta": true}
+
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
 
 // Request registers a template (or finds the team's template of that name)
@@ -283,6 +291,20 @@ func (s *Service) Request(ctx context.Context, teamID string, req RequestV3) (Re
 	default:
 		if t, builtin := s.reg.Get(name); builtin && t.TeamID == "" {
 			return Record{}, "", errdefs.Conflict("template name %q is a built-in template; choose another name", name)
+		}
+		if reservedNames[name] {
+			return Record{}, "", errdefs.Conflict("template name %q is reserved: E2B's SDKs create sandboxes from it by default, "+
+				"so another team's template of that name would receive their configuration and secrets; choose another name", name)
+		}
+		// A name equal to another template's ID would shadow that ID
+		// wherever the template is not registered (its first build still
+		// running, or deleted): the owner's creates by ID would start this
+		// template, with the owner's env vars and secrets. IDs are random,
+		// so refusing one reveals nothing a caller could not guess.
+		if _, err := s.store.Template(ctx, name); err == nil {
+			return Record{}, "", errdefs.Conflict("template name %q is the ID of an existing template; choose another name", name)
+		} else if !errors.Is(err, errdefs.ErrNotFound) {
+			return Record{}, "", err
 		}
 		rec = Record{ID: newTemplateID(), TeamID: teamID, Names: []string{name}, CPUCount: req.CPUCount,
 			MemoryMB: req.MemoryMB, DiskMB: max(defaultDiskMB, req.MinFreeDiskMb), CreatedAt: now, UpdatedAt: now}
