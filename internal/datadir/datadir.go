@@ -37,6 +37,10 @@ func (l Layout) AdminKey() string { return l.path("admin-key") }
 // listens, for the CLI's admin commands run on the same host.
 func (l Layout) ServerURL() string { return l.path("api-url") }
 
+// SandboxDomain records the sandbox domain the server last started on this
+// data dir gives clients (E2B_DOMAIN), for `sbx env`.
+func (l Layout) SandboxDomain() string { return l.path("sandbox-domain") }
+
 // TLSTrust is what clients of a server started with --tls-cert should
 // trust when its certificate is not from a public CA: the CA certificate
 // (or the self-signed certificate) in PEM, printed by `sbx env` as

@@ -1,0 +1,43 @@
+package app
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+)
+
+// SandboxDomain returns the domain the proxy routes sandbox host names
+// (<port>-<id>.<domain>) on, and the one clients are told to build them
+// from (E2B's `domain`, E2B_DOMAIN), which may carry a port.
+//
+// Without --domain a server listening on loopback (or every address) uses
+// "localhost:<port>": <port>-<id>.localhost resolves to the loopback
+// addresses wherever libnss-myhostname is in nsswitch.conf (the sbx
+// package and scripts/install-deps.sh install it; systemd hosts have it),
+// in curl and in browsers, so sandbox.getHost(port) reaches the server
+// out of the box on the same machine. A server listening on one other
+// address has no such name: it needs --domain with wildcard DNS.
+func (c Config) SandboxDomain() (routing, advertised string) {
+	if c.Domain != "" {
+		host := c.Domain
+		if h, _, err := net.SplitHostPort(c.Domain); err == nil {
+			host = h
+		}
+		return host, c.Domain
+	}
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return "", ""
+	}
+	local := host == "" || host == "localhost"
+	if a, err := netip.ParseAddr(host); err == nil {
+		local = a.IsLoopback() || a.IsUnspecified()
+	}
+	if !local {
+		return "", ""
+	}
+	if (port == "80" && !c.TLS.Enabled()) || (port == "443" && c.TLS.Enabled()) {
+		return "localhost", "localhost"
+	}
+	return "localhost", "localhost:" + strings.TrimSpace(port)
+}
