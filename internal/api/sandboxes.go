@@ -29,12 +29,12 @@ type newSandbox struct {
 	AllowInternetAccess *bool             `json:"allow_internet_access"`
 	Metadata            map[string]string `json:"metadata"`
 	EnvVars             map[string]string `json:"envVars"`
+	Network             *networkJSON      `json:"network"`
 
 	// Accepted, not implemented.
 	AutoPauseMemory *bool           `json:"autoPauseMemory"`
 	AutoResume      json.RawMessage `json:"autoResume"`
 	MCP             json.RawMessage `json:"mcp"`
-	Network         json.RawMessage `json:"network"`
 	IAM             json.RawMessage `json:"iam"`
 	VolumeMounts    json.RawMessage `json:"volumeMounts"`
 }
@@ -85,6 +85,7 @@ type detailJSON struct {
 	Metadata            map[string]string `json:"metadata"`
 	State               string            `json:"state"`
 	Lifecycle           *lifecycleJSON    `json:"lifecycle,omitempty"`
+	Network             *networkJSON      `json:"network,omitempty"`
 	// PauseTier (sbx extension) says where a paused sandbox is kept:
 	// "memory" (frozen) or "disk" (checkpointed).
 	PauseTier string `json:"pauseTier,omitempty"`
@@ -152,15 +153,33 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 	if body.Secure != nil {
 		req.Secure = *body.Secure
 	}
-	if body.AllowInternetAccess != nil {
-		req.AllowInternet = *body.AllowInternetAccess
+	n := s.net
+	if n == nil {
+		n = &networking{}
 	}
+	policy, netCfg, traffic, internet, err := n.plan(body.Network, body.AllowInternetAccess)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	req.AllowInternet = internet
 	sb, err := s.sandboxes.Create(r.Context(), req)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, toSandboxJSON(sb))
+	if err := n.apply(r.Context(), sb.ID, policy, netCfg, traffic); err != nil {
+		// Never hand out a sandbox whose policy is not in force.
+		_ = s.sandboxes.Kill(context.WithoutCancel(r.Context()), sb.TeamID, sb.ID)
+		s.fail(w, err)
+		return
+	}
+	out := toSandboxJSON(sb)
+	out.Domain = s.domain()
+	if traffic != "" {
+		out.TrafficAccessToken = &traffic
+	}
+	writeJSON(w, http.StatusCreated, out)
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
@@ -176,6 +195,13 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := toDetail(sb, true)
+	d.Domain = s.domain()
+	if s.net != nil {
+		if d.Network, _, err = s.net.settings(r.Context(), sb.ID); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
 	if t, ok := s.sandboxes.(interface {
 		PauseTier(ctx context.Context, teamID, id string) (string, error)
 	}); ok && sb.State == store.StatePaused {
@@ -234,7 +260,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 	if resumed {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, toSandboxJSON(sb))
+	writeJSON(w, status, s.connected(r.Context(), sb))
 }
 
 func (s *Server) listV1(w http.ResponseWriter, r *http.Request) {
@@ -394,5 +420,5 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, toSandboxJSON(sb))
+	writeJSON(w, http.StatusCreated, s.connected(r.Context(), sb))
 }

@@ -92,6 +92,7 @@ type Server struct {
 	keys      *keyCache
 	admin     map[string]bool // patterns the admin key may call without a team
 	anonymous map[string]bool // patterns served without a key too
+	net       *networking     // nil until SetNetworking
 }
 
 // New builds the API server. extra registrars add authenticated routes.
@@ -140,6 +141,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /templates", s.listTemplates)
 	m.HandleFunc("GET /v2/templates", s.listTemplates)
 	m.HandleFunc("GET /templates/aliases/{alias}", s.templateAlias)
+	m.HandleFunc("PUT /sandboxes/{id}/network", s.updateNetwork)
 }
 
 // ServeHTTP routes sandbox traffic to the proxy and everything else to the
@@ -151,6 +153,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		telemetry.SetRoute(ctx, "proxy")
 		if err != nil {
 			proxy.BadRequest(w, err)
+			return
+		}
+		if !s.gate(w, r, t) {
 			return
 		}
 		s.proxy.Serve(w, r, t)

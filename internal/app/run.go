@@ -15,6 +15,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/api"
 	"github.com/sbxdev/sbx/internal/builder"
+	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/monitor"
@@ -26,6 +27,7 @@ import (
 	"github.com/sbxdev/sbx/internal/runtime/oci"
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/telemetry"
 	"github.com/sbxdev/sbx/internal/template"
 	"github.com/sbxdev/sbx/internal/webhook"
@@ -333,10 +335,15 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	tplHandler := template.NewHandler(c.tplSvc)
 	refiner := refine.NewHandler(front.url(), data.DB, log)
 	refiner.SetHTTPClient(front.selfClient())
-	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, cfg.Domain, log),
+	routing, advertised := cfg.SandboxDomain()
+	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, routing, log),
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
 		refiner, mon, tplHandler)
 	mon.AddPublic(apiSrv)
+	apiSrv.SetNetworking(c.netw, sqlstore.NewNetworks(data.DB), advertised)
+	if err := writeSecret(datadir.Layout{Root: cfg.DataDir}.SandboxDomain(), advertised); err != nil {
+		log.Warn("record the sandbox domain for sbx env", "err", err)
+	}
 	// Keys revoked through another server sharing the database stop
 	// working here at once, not only when their cache entry expires.
 	runUntilClosed(ctx, closers, "key revocations", log, func(ctx context.Context) error {
