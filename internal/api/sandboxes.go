@@ -150,6 +150,12 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 		s.fail(w, err)
 		return
 	}
+	if s.secrets != nil {
+		if req.EnvVars, err = s.secrets.Resolve(r.Context(), req.TeamID, req.EnvVars); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
 	if body.Secure != nil {
 		req.Secure = *body.Secure
 	}

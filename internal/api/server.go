@@ -93,6 +93,7 @@ type Server struct {
 	admin     map[string]bool // patterns the admin key may call without a team
 	anonymous map[string]bool // patterns served without a key too
 	net       *networking     // nil until SetNetworking
+	secrets   Secrets         // nil until SetSecrets
 }
 
 // New builds the API server. extra registrars add authenticated routes.

@@ -26,6 +26,7 @@ import (
 	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/internal/runtime/oci"
 	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/secret"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/telemetry"
@@ -341,6 +342,11 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		refiner, mon, tplHandler)
 	mon.AddPublic(apiSrv)
 	apiSrv.SetNetworking(c.netw, sqlstore.NewNetworks(data.DB), advertised)
+	secrets, err := secret.New(sqlstore.NewSecrets(data.DB), datadir.Layout{Root: cfg.DataDir}.SecretsKey())
+	if err != nil {
+		return nil, err
+	}
+	apiSrv.SetSecrets(secrets)
 	if err := writeSecret(datadir.Layout{Root: cfg.DataDir}.SandboxDomain(), advertised); err != nil {
 		log.Warn("record the sandbox domain for sbx env", "err", err)
 	}
