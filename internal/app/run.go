@@ -81,6 +81,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if certs, err = newCertReloader(cfg.TLS, cfg.DataDir, log); err != nil {
 			return err
 		}
+		if routing, _ := cfg.SandboxDomain(); routing == hostCAName {
+			if err := certs.withHostCA(); err != nil {
+				return fmt.Errorf("sandbox host names over HTTPS: %w", err)
+			}
+		}
 	}
 	// Caught even without TLS: `systemctl reload` sends SIGHUP, whose
 	// default action would otherwise stop the server.

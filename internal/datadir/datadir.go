@@ -46,6 +46,12 @@ func (l Layout) SandboxDomain() string { return l.path("sandbox-domain") }
 // the database so that a copy of the database alone reveals none.
 func (l Layout) SecretsKey() string { return l.path("secrets.key") }
 
+// SandboxCA and SandboxCAKey are the CA that issues certificates for
+// sandbox host names under localhost when the server serves HTTPS (its
+// certificate is public; its key is 0600).
+func (l Layout) SandboxCA() string    { return l.path("sandbox-ca.pem") }
+func (l Layout) SandboxCAKey() string { return l.path("sandbox-ca.key") }
+
 // TLSTrust is what clients of a server started with --tls-cert should
 // trust when its certificate is not from a public CA: the CA certificate
 // (or the self-signed certificate) in PEM, printed by `sbx env` as
@@ -71,7 +77,7 @@ const (
 // secretFiles are files (directly in the data dir) only root may read:
 // API key hashes, every sandbox's env vars and access token (sbx.db),
 // the keys themselves.
-var secretFiles = []string{"sbx.db", "sbx.db-wal", "sbx.db-shm", "sbx.db-journal", "api-key", "admin-key", "api-url", "secrets.key"}
+var secretFiles = []string{"sbx.db", "sbx.db-wal", "sbx.db-shm", "sbx.db-journal", "api-key", "admin-key", "api-url", "secrets.key", "sandbox-ca.key"}
 
 // secretDirs hold secrets throughout and are never entered by a sandbox:
 // saved runtime specs with env vars (specs), memory images and specs of
