@@ -30,13 +30,13 @@ type newSandbox struct {
 	Metadata            map[string]string `json:"metadata"`
 	EnvVars             map[string]string `json:"envVars"`
 	Network             *networkJSON      `json:"network"`
+	VolumeMounts        []volumeMount     `json:"volumeMounts"`
 
 	// Accepted, not implemented.
 	AutoPauseMemory *bool           `json:"autoPauseMemory"`
 	AutoResume      json.RawMessage `json:"autoResume"`
 	MCP             json.RawMessage `json:"mcp"`
 	IAM             json.RawMessage `json:"iam"`
-	VolumeMounts    json.RawMessage `json:"volumeMounts"`
 }
 
 // timeoutBody is the body of set-timeout, connect and resume: E2B's
@@ -169,6 +169,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 		return
 	}
 	req.AllowInternet = internet
+	if req.Mounts, err = s.mountsFor(r.Context(), req.TeamID, body.VolumeMounts); err != nil {
+		s.fail(w, err)
+		return
+	}
 	sb, err := s.sandboxes.Create(r.Context(), req)
 	if err != nil {
 		s.fail(w, err)

@@ -94,6 +94,7 @@ type Server struct {
 	anonymous map[string]bool // patterns served without a key too
 	net       *networking     // nil until SetNetworking
 	secrets   Secrets         // nil until SetSecrets
+	volumes   Volumes         // nil until SetVolumes
 }
 
 // New builds the API server. extra registrars add authenticated routes.
@@ -162,9 +163,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.proxy.Serve(w, r, t)
 		return
 	}
-	if h, pattern := s.public.Handler(r); pattern != "" {
+	if _, pattern := s.public.Handler(r); pattern != "" {
 		telemetry.SetRoute(ctx, pattern)
-		h.ServeHTTP(w, r)
+		s.public.ServeHTTP(w, r) // through the mux: it sets the path values
 		return
 	}
 	_, pattern := s.mux.Handler(r)

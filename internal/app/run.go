@@ -31,6 +31,7 @@ import (
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/telemetry"
 	"github.com/sbxdev/sbx/internal/template"
+	"github.com/sbxdev/sbx/internal/volume"
 	"github.com/sbxdev/sbx/internal/webhook"
 )
 
@@ -352,6 +353,11 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		return nil, err
 	}
 	apiSrv.SetSecrets(secrets)
+	vols, err := volume.New(volume.Config{Dir: filepath.Join(cfg.DataDir, "volumes")}, sqlstore.NewVolumes(data.DB), log)
+	if err != nil {
+		return nil, err
+	}
+	apiSrv.SetVolumes(vols, volume.NewContentHandler(vols, log))
 	if err := writeSecret(datadir.Layout{Root: cfg.DataDir}.SandboxDomain(), advertised); err != nil {
 		log.Warn("record the sandbox domain for sbx env", "err", err)
 	}

@@ -55,6 +55,9 @@ budgets, cluster-wide metrics). Both keys are readable by root only.`,
 			fmt.Fprintf(out, "export E2B_API_URL=%s\n", url)
 			fmt.Fprintf(out, "export E2B_SANDBOX_URL=%s\n", url)
 			fmt.Fprintf(out, "export E2B_API_KEY=%s\n", key)
+			// The SDK's Volume class reaches the content API at
+			// https://api.<domain> unless told otherwise.
+			fmt.Fprintf(out, "export E2B_VOLUME_API_URL=%s\n", url)
 			if d := sandboxDomain(dataDir, url, cmd.Flags().Changed("listen")); d != "" {
 				fmt.Fprintf(out, "export E2B_DOMAIN=%s\n", d)
 			}

@@ -87,6 +87,7 @@ type Config struct {
 
 // Manager creates, tracks and destroys sandboxes.
 type Manager struct {
+	volumes   volumeMounts // extra mounts per sandbox (mounts.go)
 	cfg       Config
 	log       *slog.Logger
 	store     store.Store
@@ -151,6 +152,10 @@ type CreateRequest struct {
 	AllowInternet bool
 	AutoPause     bool
 	Secure        bool
+	// Mounts are volumes bound into the sandbox (runtime.Mount.IDMapped).
+	// A sandbox with mounts never comes from a warm pool: those started
+	// without them.
+	Mounts []runtime.Mount
 }
 
 // Validate checks a create request before any work is done (bounds in
@@ -196,12 +201,16 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 		AllowInternet: req.AllowInternet, AutoPause: req.AutoPause,
 		ExecutionID: uuid.NewString(), Runtime: m.driver.Name(), NodeID: m.cfg.NodeID,
 	}
-	l := m.claim(ctx, tpl, &sb)
+	var l *live
+	if len(req.Mounts) == 0 {
+		l = m.claim(ctx, tpl, &sb)
+	}
 	pooled := l != nil
 	if l == nil {
 		if sb.ID, err = newID(); err != nil {
 			return store.Sandbox{}, err
 		}
+		m.setMounts(sb.ID, req.Mounts)
 		if l, err = m.start(ctx, &sb, tpl); err != nil {
 			return store.Sandbox{}, err
 		}
@@ -536,6 +545,7 @@ func (m *Manager) destroy(ctx context.Context, id string) {
 		m.log.Warn("remove sandbox agent key", "sandbox.id", id, "err", err)
 	}
 	_ = os.Remove(m.specPath(id))
+	m.setMounts(id, nil)
 	if err := os.RemoveAll(m.checkpointDir(id)); err != nil {
 		m.log.Warn("remove sandbox checkpoint", "sandbox.id", id, "err", err)
 	}
