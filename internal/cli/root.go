@@ -33,6 +33,8 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newTeamCmd(),
 		newKeyCmd(),
 		newSandboxCmd(),
+		newSecretCmd(),
+		newVolumeCmd(),
 		newBenchCmd(),
 		newRunCodeCmd(),
 		newRefineCmd(),

@@ -43,6 +43,7 @@ The server and key come from E2B_API_URL and E2B_API_KEY (set them with
 		newSandboxTimeoutCmd(&opts),
 		newSandboxPauseCmd(&opts),
 		newSandboxResumeCmd(&opts),
+		newSandboxNetworkCmd(&opts),
 	)
 	return cmd
 }
@@ -58,6 +59,7 @@ func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
 		template, timeout  string
 		metadata, envs     []string
 		noInternet, asJSON bool
+		net                networkFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -87,6 +89,9 @@ func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
 			if noInternet {
 				create.AllowInternetAccess = new(false)
 			}
+			if err := net.apply(&create); err != nil {
+				return err
+			}
 			s, err := c.Create(cmd.Context(), create)
 			if err != nil {
 				return err
@@ -94,7 +99,7 @@ func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), map[string]string{
 					"sandboxID": s.ID, "templateID": s.TemplateID, "envdVersion": s.EnvdVersion,
-					"envdAccessToken": s.EnvdAccessToken,
+					"envdAccessToken": s.EnvdAccessToken, "trafficAccessToken": s.TrafficAccessToken, "domain": s.Domain,
 				})
 			}
 			_, err = fmt.Fprintln(cmd.OutOrStdout(), s.ID)
@@ -107,6 +112,7 @@ func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
 	f.StringArrayVar(&metadata, "metadata", nil, "metadata KEY=VALUE (repeatable)")
 	f.StringArrayVar(&envs, "env", nil, "environment variable KEY=VALUE for every process (repeatable)")
 	f.BoolVar(&noInternet, "no-internet", false, "deny outbound network access")
+	net.register(cmd)
 	f.BoolVar(&asJSON, "json", false, "print the sandbox as JSON")
 	return cmd
 }
