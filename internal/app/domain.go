@@ -41,3 +41,23 @@ func (c Config) SandboxDomain() (routing, advertised string) {
 	}
 	return "localhost", "localhost:" + strings.TrimSpace(port)
 }
+
+// localhostResolves tells whether glibc on this host resolves names under
+// localhost: nsswitch.conf's hosts line names myhostname (libnss-myhostname)
+// or resolve (systemd-resolved), which both answer *.localhost with
+// loopback. The server's own Go resolver is not what clients use, so the
+// configuration is read rather than a lookup made.
+func localhostResolves(nsswitch []byte) bool {
+	for _, line := range strings.Split(string(nsswitch), "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "hosts:")
+		if !ok {
+			continue
+		}
+		for _, f := range strings.Fields(rest) {
+			if f == "myhostname" || f == "resolve" {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -343,6 +343,10 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	refiner := refine.NewHandler(front.url(), data.DB, log)
 	refiner.SetHTTPClient(front.selfClient())
 	routing, advertised := cfg.SandboxDomain()
+	if ns, err := os.ReadFile("/etc/nsswitch.conf"); routing == hostCAName && err == nil && !localhostResolves(ns) {
+		log.Warn("sandbox host names (<port>-<id>.localhost, sandbox.getHost) do not resolve on this host: " +
+			"install libnss-myhostname (apt-get install libnss-myhostname), or give --domain with wildcard DNS")
+	}
 	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, routing, log),
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
 		refiner, mon, tplHandler)

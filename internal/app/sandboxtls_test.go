@@ -50,3 +50,16 @@ func TestHostCAIsLimitedToLocalhost(t *testing.T) {
 		t.Errorf("the CA is not kept across starts: %v", err)
 	}
 }
+
+func TestLocalhostResolves(t *testing.T) {
+	for in, want := range map[string]bool{
+		"hosts:          files dns\n":                                     false,
+		"hosts:          files myhostname dns\n":                          true,
+		"# hosts: myhostname\nhosts: files resolve [!UNAVAIL=return] dns": true,
+		"": false,
+	} {
+		if got := localhostResolves([]byte(in)); got != want {
+			t.Errorf("localhostResolves(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
