@@ -39,6 +39,8 @@ wanted=(
   iproute2         # ip, for network namespaces and veths
   ca-certificates  # HTTPS to the Debian mirror (template builds)
   curl             # scripts/run.sh health check
+  e2fsprogs        # mkfs.ext4: each team volume is an ext4 image (internal/volume)
+  libnss-myhostname  # resolves <port>-<id>.localhost, the default sandbox host names (sandbox.getHost), to loopback
 )
 # package  why: what only the tests use
 tests=(

@@ -37,6 +37,10 @@ type CreateOptions struct {
 	// AutoResume resumes the paused sandbox when traffic reaches it
 	// (E2B's autoResume); not with AutoPauseDropMemory.
 	AutoResume bool
+	// Network sets the egress policy and public traffic (network.go).
+	Network *NetworkOptions
+	// VolumeMounts mounts volumes (by name or ID) at paths in the sandbox.
+	VolumeMounts map[string]string
 }
 
 // Sandbox is a running sandbox: its identity plus the credentials needed to
@@ -47,6 +51,9 @@ type Sandbox struct {
 	Alias           string
 	EnvdVersion     string
 	EnvdAccessToken string
+	// TrafficAccessToken is what the sandbox's ports require in the
+	// e2b-traffic-access-token header when its public traffic is off.
+	TrafficAccessToken string
 	// Domain is the sandbox domain for host routing (Host): the one the
 	// server answered, else Config.Domain ($E2B_DOMAIN). Empty when the
 	// server routes by headers only.
@@ -71,6 +78,7 @@ type sandboxJSON struct {
 	EnvdVersion     string `json:"envdVersion"`
 	EnvdAccessToken string `json:"envdAccessToken,omitempty"`
 	Domain          string `json:"domain,omitempty"`
+	TrafficToken    string `json:"trafficAccessToken,omitempty"`
 }
 
 func (c *Client) newSandbox(j sandboxJSON) (*Sandbox, error) {
@@ -78,12 +86,13 @@ func (c *Client) newSandbox(j sandboxJSON) (*Sandbox, error) {
 		return nil, fmt.Errorf("server answered without a sandboxID")
 	}
 	s := &Sandbox{
-		ID:              j.SandboxID,
-		TemplateID:      j.TemplateID,
-		Alias:           j.Alias,
-		EnvdVersion:     j.EnvdVersion,
-		EnvdAccessToken: j.EnvdAccessToken,
-		client:          c,
+		ID:                 j.SandboxID,
+		TemplateID:         j.TemplateID,
+		Alias:              j.Alias,
+		EnvdVersion:        j.EnvdVersion,
+		EnvdAccessToken:    j.EnvdAccessToken,
+		client:             c,
+		TrafficAccessToken: j.TrafficToken,
 	}
 	s.Commands = &Commands{sbx: s}
 	s.Files = &Files{sbx: s}
@@ -114,6 +123,8 @@ func (c *Client) Create(ctx context.Context, opts CreateOptions) (*Sandbox, erro
 		AutoPause           bool              `json:"autoPause,omitempty"`
 		AutoPauseMemory     *bool             `json:"autoPauseMemory,omitempty"`
 		AutoResume          *autoResumeJSON   `json:"autoResume,omitempty"`
+		Network             *NetworkOptions   `json:"network,omitempty"`
+		VolumeMounts        []volumeMount     `json:"volumeMounts,omitempty"`
 	}{
 		TemplateID:          opts.Template,
 		Timeout:             seconds(opts.Timeout),
@@ -121,6 +132,8 @@ func (c *Client) Create(ctx context.Context, opts CreateOptions) (*Sandbox, erro
 		EnvVars:             opts.EnvVars,
 		AllowInternetAccess: opts.AllowInternetAccess,
 		AutoPause:           opts.AutoPause,
+		Network:             opts.Network,
+		VolumeMounts:        volumeMounts(opts.VolumeMounts),
 	}
 	if body.TemplateID == "" {
 		body.TemplateID = DefaultTemplate

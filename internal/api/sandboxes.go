@@ -32,12 +32,12 @@ type newSandbox struct {
 	EnvVars             map[string]string `json:"envVars"`
 	AutoPauseMemory     *bool             `json:"autoPauseMemory"`
 	AutoResume          *autoResumeJSON   `json:"autoResume"`
+	Network             *networkJSON      `json:"network"`
+	VolumeMounts        []volumeMount     `json:"volumeMounts"`
 
-	// Accepted, not implemented.
-	MCP          json.RawMessage `json:"mcp"`
-	Network      json.RawMessage `json:"network"`
-	IAM          json.RawMessage `json:"iam"`
-	VolumeMounts json.RawMessage `json:"volumeMounts"`
+	// mcp is accepted (the SDK starts the gateway itself); iam is refused (options.go).
+	MCP json.RawMessage `json:"mcp"`
+	IAM json.RawMessage `json:"iam"`
 }
 
 // timeoutBody is the body of set-timeout, connect and resume: E2B's
@@ -86,6 +86,7 @@ type detailJSON struct {
 	Metadata            map[string]string `json:"metadata"`
 	State               string            `json:"state"`
 	Lifecycle           *lifecycleJSON    `json:"lifecycle,omitempty"`
+	Network             *networkJSON      `json:"network,omitempty"`
 	// PauseTier (sbx extension) says where a paused sandbox is kept:
 	// "memory" (frozen) or "disk" (checkpointed).
 	PauseTier string `json:"pauseTier,omitempty"`
@@ -154,11 +155,28 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 		s.fail(w, err)
 		return
 	}
+	if s.secrets != nil {
+		if req.EnvVars, err = s.secrets.Resolve(r.Context(), req.TeamID, req.EnvVars); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
 	if body.Secure != nil {
 		req.Secure = *body.Secure
 	}
-	if body.AllowInternetAccess != nil {
-		req.AllowInternet = *body.AllowInternetAccess
+	n := s.net
+	if n == nil {
+		n = &networking{}
+	}
+	policy, netCfg, traffic, internet, err := n.plan(body.Network, body.AllowInternetAccess)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	req.AllowInternet = internet
+	if req.Mounts, err = s.mountsFor(r.Context(), req.TeamID, body.VolumeMounts); err != nil {
+		s.fail(w, err)
+		return
 	}
 	req.AutoPauseMemory = body.AutoPauseMemory
 	if body.AutoResume != nil {
@@ -170,8 +188,20 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 		s.fail(w, err)
 		return
 	}
+	if err := n.apply(r.Context(), sb.ID, policy, netCfg, traffic); err != nil {
+		// Never hand out a sandbox whose policy is not in force.
+		_ = s.sandboxes.Kill(context.WithoutCancel(r.Context()), sb.TeamID, sb.ID)
+		s.creates.failed.Add(1)
+		s.fail(w, err)
+		return
+	}
 	s.creates.ok.Add(1)
-	writeJSON(w, http.StatusCreated, toSandboxJSON(sb))
+	out := toSandboxJSON(sb)
+	out.Domain = s.domain()
+	if traffic != "" {
+		out.TrafficAccessToken = &traffic
+	}
+	writeJSON(w, http.StatusCreated, out)
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
@@ -191,6 +221,13 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		LifecycleOf(id string) sandbox.Lifecycle
 	}); ok {
 		d.Lifecycle.AutoResume = lc.LifecycleOf(sb.ID).AutoResume
+	}
+	d.Domain = s.domain()
+	if s.net != nil {
+		if d.Network, _, err = s.net.settings(r.Context(), sb.ID); err != nil {
+			s.fail(w, err)
+			return
+		}
 	}
 	if t, ok := s.sandboxes.(interface {
 		PauseTier(ctx context.Context, teamID, id string) (string, error)
@@ -250,7 +287,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 	if resumed {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, toSandboxJSON(sb))
+	writeJSON(w, status, s.connected(r.Context(), sb))
 }
 
 func (s *Server) listV1(w http.ResponseWriter, r *http.Request) {
@@ -447,5 +484,5 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, toSandboxJSON(sb))
+	writeJSON(w, http.StatusCreated, s.connected(r.Context(), sb))
 }

@@ -93,6 +93,9 @@ type Server struct {
 	anonymous map[string]bool // patterns served without a key too
 	creates   createCounts    // sandbox creates through this API (nodes.go)
 	builds    buildCanceller  // the template service, for the admin (nodes.go)
+	net       *networking     // nil until SetNetworking
+	secrets   Secrets         // nil until SetSecrets
+	volumes   Volumes         // nil until SetVolumes
 }
 
 // New builds the API server. extra registrars add authenticated routes.
@@ -146,6 +149,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v2/templates", s.listTemplates)
 	m.HandleFunc("GET /templates/aliases/{alias}", s.templateAlias)
 	s.lifecycleRoutes() // snapshots, fork (lifecycle.go)
+	m.HandleFunc("PUT /sandboxes/{id}/network", s.updateNetwork)
 }
 
 // ServeHTTP routes sandbox traffic to the proxy and everything else to the
@@ -159,12 +163,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			proxy.BadRequest(w, err)
 			return
 		}
+		if !s.gate(w, r, t) {
+			return
+		}
 		s.proxy.Serve(w, r, t)
 		return
 	}
-	if h, pattern := s.public.Handler(r); pattern != "" {
+	if _, pattern := s.public.Handler(r); pattern != "" {
 		telemetry.SetRoute(ctx, pattern)
-		h.ServeHTTP(w, r)
+		s.public.ServeHTTP(w, r) // through the mux: it sets the path values
 		return
 	}
 	_, pattern := s.mux.Handler(r)

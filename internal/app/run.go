@@ -15,6 +15,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/api"
 	"github.com/sbxdev/sbx/internal/builder"
+	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/monitor"
@@ -25,9 +26,12 @@ import (
 	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/internal/runtime/oci"
 	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/secret"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/telemetry"
 	"github.com/sbxdev/sbx/internal/template"
+	"github.com/sbxdev/sbx/internal/volume"
 	"github.com/sbxdev/sbx/internal/webhook"
 )
 
@@ -77,6 +81,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.TLS.Enabled() {
 		if certs, err = newCertReloader(cfg.TLS, cfg.DataDir, log); err != nil {
 			return err
+		}
+		if routing, _ := cfg.SandboxDomain(); routing == hostCAName {
+			if err := certs.withHostCA(); err != nil {
+				return fmt.Errorf("sandbox host names over HTTPS: %w", err)
+			}
 		}
 	}
 	// Caught even without TLS: `systemctl reload` sends SIGHUP, whose
@@ -338,11 +347,30 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	tplHandler.SetSpawns(st)
 	refiner := refine.NewHandler(front.url(), data.DB, log)
 	refiner.SetHTTPClient(front.selfClient())
-	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, cfg.Domain, log),
+	routing, advertised := cfg.SandboxDomain()
+	if ns, err := os.ReadFile("/etc/nsswitch.conf"); routing == hostCAName && err == nil && !localhostResolves(ns) {
+		log.Warn("sandbox host names (<port>-<id>.localhost, sandbox.getHost) do not resolve on this host: " +
+			"install libnss-myhostname (apt-get install libnss-myhostname), or give --domain with wildcard DNS")
+	}
+	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, routing, log),
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
 		refiner, mon, tplHandler)
 	apiSrv.SetBuildCanceller(c.tplSvc)
 	mon.AddPublic(apiSrv)
+	apiSrv.SetNetworking(c.netw, sqlstore.NewNetworks(data.DB), advertised)
+	secrets, err := secret.New(sqlstore.NewSecrets(data.DB), datadir.Layout{Root: cfg.DataDir}.SecretsKey())
+	if err != nil {
+		return nil, err
+	}
+	apiSrv.SetSecrets(secrets)
+	vols, err := volume.New(volume.Config{Dir: filepath.Join(cfg.DataDir, "volumes")}, sqlstore.NewVolumes(data.DB), log)
+	if err != nil {
+		return nil, err
+	}
+	apiSrv.SetVolumes(vols, volume.NewContentHandler(vols, log))
+	if err := writeSecret(datadir.Layout{Root: cfg.DataDir}.SandboxDomain(), advertised); err != nil {
+		log.Warn("record the sandbox domain for sbx env", "err", err)
+	}
 	// Keys revoked through another server sharing the database stop
 	// working here at once, not only when their cache entry expires.
 	runUntilClosed(ctx, closers, "key revocations", log, func(ctx context.Context) error {

@@ -67,6 +67,7 @@ type certReloader struct {
 	cfg     TLSConfig
 	dataDir string
 	log     *slog.Logger
+	local   *hostCA // issues sandbox host names under localhost; nil = none
 
 	mu      sync.Mutex
 	cert    *tls.Certificate
@@ -101,7 +102,7 @@ func (r *certReloader) reload() error {
 	if err != nil {
 		return fmt.Errorf("load TLS certificate %s and key %s: %w", r.cfg.CertFile, r.cfg.KeyFile, err)
 	}
-	if err := writeTrust(r.dataDir, r.cfg, cert); err != nil {
+	if err := writeTrust(r.dataDir, r.cfg, cert, r.local); err != nil {
 		return fmt.Errorf("record the TLS trust anchor for sbx env: %w", err)
 	}
 	r.mu.Lock()
@@ -114,8 +115,28 @@ func (r *certReloader) reload() error {
 	return nil
 }
 
+// withHostCA makes the reloader answer sandbox host names under localhost
+// that the operator's certificate does not cover with the data dir's
+// sandbox CA (sandboxtls.go), and tells clients to trust it.
+func (r *certReloader) withHostCA() error {
+	ca, err := loadHostCA(r.dataDir)
+	if err != nil {
+		return err
+	}
+	r.local = ca
+	return r.reload()
+}
+
 // GetCertificate is tls.Config.GetCertificate.
-func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+func (r *certReloader) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if r.local != nil && hello != nil && r.local.covers(hello.ServerName) {
+		r.mu.Lock()
+		cur := r.cert
+		r.mu.Unlock()
+		if leaf, err := x509.ParseCertificate(cur.Certificate[0]); err != nil || leaf.VerifyHostname(hello.ServerName) != nil {
+			return r.local.leaf(hello.ServerName)
+		}
+	}
 	r.mu.Lock()
 	due := time.Since(r.checked) >= reloadCheck
 	if due {
@@ -168,7 +189,7 @@ func (r *certReloader) tlsConfig() *tls.Config {
 // self-signed leaf). A chain ending at a certificate some other CA signed
 // records nothing: either the system trusts that CA already, or the
 // operator must say which with --tls-ca.
-func writeTrust(dataDir string, cfg TLSConfig, cert tls.Certificate) error {
+func writeTrust(dataDir string, cfg TLSConfig, cert tls.Certificate, local *hostCA) error {
 	l := datadir.Layout{Root: dataDir}
 	var anchors []*x509.Certificate
 	if cfg.CAFile != "" {
@@ -179,6 +200,9 @@ func writeTrust(dataDir string, cfg TLSConfig, cert tls.Certificate) error {
 		anchors = cs
 	} else if last, err := x509.ParseCertificate(cert.Certificate[len(cert.Certificate)-1]); err == nil && selfSigned(last) {
 		anchors = []*x509.Certificate{last}
+	}
+	if local != nil {
+		anchors = append(anchors, local.cert)
 	}
 	if len(anchors) == 0 {
 		for _, f := range []string{l.TLSTrust(), l.TLSBundle()} {

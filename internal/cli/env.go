@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strings"
 
@@ -18,7 +19,9 @@ func newEnvCmd() *cobra.Command {
 		Use:   "env",
 		Short: "Print the E2B_* environment for a local sbx server",
 		Long: `Print export lines that point the E2B SDKs and this CLI at a local sbx server:
-E2B_API_URL, E2B_SANDBOX_URL (the same address: sandbox traffic is routed by header)
+E2B_API_URL, E2B_SANDBOX_URL (the same address: sandbox traffic is routed by header),
+E2B_DOMAIN (the sandbox domain: sandbox.getHost(port) is <port>-<id>.<domain>, by default
+<port>-<id>.localhost:<server port>, which reaches the server on this machine)
 and E2B_API_KEY (the first team's key, read from the data dir). The address is the one
 the server last started on this data dir listens on, unless --listen says otherwise.
 
@@ -52,6 +55,12 @@ budgets, cluster-wide metrics). Both keys are readable by root only.`,
 			fmt.Fprintf(out, "export E2B_API_URL=%s\n", url)
 			fmt.Fprintf(out, "export E2B_SANDBOX_URL=%s\n", url)
 			fmt.Fprintf(out, "export E2B_API_KEY=%s\n", key)
+			// The SDK's Volume class reaches the content API at
+			// https://api.<domain> unless told otherwise.
+			fmt.Fprintf(out, "export E2B_VOLUME_API_URL=%s\n", url)
+			if d := sandboxDomain(dataDir, url, cmd.Flags().Changed("listen")); d != "" {
+				fmt.Fprintf(out, "export E2B_DOMAIN=%s\n", d)
+			}
 			if strings.HasPrefix(url, "https://") {
 				l := datadir.Layout{Root: dataDir}
 				if _, err := os.Stat(l.TLSTrust()); err == nil {
@@ -73,4 +82,26 @@ budgets, cluster-wide metrics). Both keys are readable by root only.`,
 	cmd.Flags().StringVar(&listen, "listen", app.DefaultListen, "the server's --listen address (default: where the server last started on --data-dir listens)")
 	cmd.Flags().BoolVar(&admin, "admin", false, "also print SBX_ADMIN_KEY, the admin key")
 	return cmd
+}
+
+// sandboxDomain is the domain the server recorded at start, or, for an
+// address given with --listen, localhost:<port> when that address is local.
+func sandboxDomain(dataDir, url string, listenGiven bool) string {
+	if !listenGiven {
+		if d, err := app.ReadKeyFile(datadir.Layout{Root: dataDir}.SandboxDomain()); err == nil && d != "" {
+			return d
+		}
+	}
+	scheme, addr, _ := strings.Cut(url, "://")
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !(ip.IsLoopback() || ip.IsUnspecified())) {
+		return ""
+	}
+	if (scheme == "http" && port == "80") || (scheme == "https" && port == "443") {
+		return "localhost"
+	}
+	return "localhost:" + port
 }

@@ -34,6 +34,8 @@ Start a server with 'sbx serve', then 'eval "$(sbx env)"' to point SDKs and this
 		newKeyCmd(),
 		newSandboxCmd(),
 		newSnapshotCmd(),
+		newSecretCmd(),
+		newVolumeCmd(),
 		newBenchCmd(),
 		newRunCodeCmd(),
 		newRefineCmd(),

@@ -46,6 +46,7 @@ The server and key come from E2B_API_URL and E2B_API_KEY (set them with
 		newSandboxResumeCmd(&opts),
 		newSandboxLogsCmd(&opts),
 		newSandboxMetricsCmd(&opts),
+		newSandboxNetworkCmd(&opts),
 	)
 	return cmd
 }
@@ -63,6 +64,7 @@ func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
 		noInternet, asJSON bool
 		onTimeout          string
 		autoResume         bool
+		net                networkFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -95,6 +97,9 @@ func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
 			if err := setOnTimeout(&create, onTimeout, autoResume); err != nil {
 				return err
 			}
+			if err := net.apply(&create); err != nil {
+				return err
+			}
 			s, err := c.Create(cmd.Context(), create)
 			if err != nil {
 				return err
@@ -102,7 +107,7 @@ func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), map[string]string{
 					"sandboxID": s.ID, "templateID": s.TemplateID, "envdVersion": s.EnvdVersion,
-					"envdAccessToken": s.EnvdAccessToken,
+					"envdAccessToken": s.EnvdAccessToken, "trafficAccessToken": s.TrafficAccessToken, "domain": s.Domain,
 				})
 			}
 			_, err = fmt.Fprintln(cmd.OutOrStdout(), s.ID)
@@ -115,6 +120,7 @@ func newSandboxCreateCmd(opts *clientOptions) *cobra.Command {
 	f.StringArrayVar(&metadata, "metadata", nil, "metadata KEY=VALUE (repeatable)")
 	f.StringArrayVar(&envs, "env", nil, "environment variable KEY=VALUE for every process (repeatable)")
 	f.BoolVar(&noInternet, "no-internet", false, "deny outbound network access")
+	net.register(cmd)
 	f.BoolVar(&asJSON, "json", false, "print the sandbox as JSON")
 	f.StringVar(&onTimeout, "on-timeout", "kill", "at the timeout: kill, pause (keeps memory) or pause-files (keeps only the filesystem)")
 	f.BoolVar(&autoResume, "auto-resume", false, "resume the paused sandbox when traffic reaches it (with --on-timeout pause)")

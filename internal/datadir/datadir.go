@@ -37,6 +37,21 @@ func (l Layout) AdminKey() string { return l.path("admin-key") }
 // listens, for the CLI's admin commands run on the same host.
 func (l Layout) ServerURL() string { return l.path("api-url") }
 
+// SandboxDomain records the sandbox domain the server last started on this
+// data dir gives clients (E2B_DOMAIN), for `sbx env`.
+func (l Layout) SandboxDomain() string { return l.path("sandbox-domain") }
+
+// SecretsKey is the AES-256 key that encrypts team secrets in the
+// database (hex, 0600). Losing it loses every stored secret; it is not in
+// the database so that a copy of the database alone reveals none.
+func (l Layout) SecretsKey() string { return l.path("secrets.key") }
+
+// SandboxCA and SandboxCAKey are the CA that issues certificates for
+// sandbox host names under localhost when the server serves HTTPS (its
+// certificate is public; its key is 0600).
+func (l Layout) SandboxCA() string    { return l.path("sandbox-ca.pem") }
+func (l Layout) SandboxCAKey() string { return l.path("sandbox-ca.key") }
+
 // TLSTrust is what clients of a server started with --tls-cert should
 // trust when its certificate is not from a public CA: the CA certificate
 // (or the self-signed certificate) in PEM, printed by `sbx env` as
@@ -62,7 +77,7 @@ const (
 // secretFiles are files (directly in the data dir) only root may read:
 // API key hashes, every sandbox's env vars and access token (sbx.db),
 // the keys themselves.
-var secretFiles = []string{"sbx.db", "sbx.db-wal", "sbx.db-shm", "sbx.db-journal", "api-key", "admin-key", "api-url"}
+var secretFiles = []string{"sbx.db", "sbx.db-wal", "sbx.db-shm", "sbx.db-journal", "api-key", "admin-key", "api-url", "secrets.key", "sandbox-ca.key"}
 
 // secretDirs hold secrets throughout and are never entered by a sandbox:
 // saved runtime specs with env vars (specs), memory images and specs of

@@ -44,7 +44,9 @@ import (
 //	    connections except from the host itself, i.e. the proxy)
 //	  from a sandbox                           → chain egress:
 //	    established/related → accept; DNS to the resolvers → accept;
-//	    the sandbox subnet → drop; --sandbox-allow-cidr → accept;
+//	    the sandbox subnet → drop; the sandbox's own policy, if any
+//	    (chain policy → p-<veth>: may drop, never accepts; policy.go);
+//	    --sandbox-allow-cidr → accept;
 //	    netguard.Blocked (private, reserved, ...) → drop; else accept
 //	postrouting (nat): from the subnet, out of a non-sandbox interface → masquerade
 
@@ -68,6 +70,10 @@ type firewall struct {
 	allow     []netip.Prefix
 	resolvers []netip.Addr // IPv4 only
 	owner     string       // NetnsDir
+	// policies and ifaces are the manager's maps (sandbox ID → policy,
+	// → host veth), read under its mu: per-sandbox chains (policy.go).
+	policies map[string]*applied
+	ifaces   map[string]string
 }
 
 func (f *firewall) tableRef() *nftables.Table {
@@ -96,6 +102,7 @@ func (f *firewall) install(c *nftables.Conn) error {
 	toHost := chain("to-host", nil, nil, "")
 	ingress := chain("ingress", nil, nil, "")
 	egress := chain("egress", nil, nil, "")
+	policy := chain("policy", nil, nil, "")
 	add := func(ch *nftables.Chain, exprs ...[]expr.Any) *nftables.Rule {
 		var all []expr.Any
 		for _, e := range exprs {
@@ -131,6 +138,8 @@ func (f *firewall) install(c *nftables.Conn) error {
 	add(egress, nfprotoNot(unix.NFPROTO_IPV4), verdict(expr.VerdictDrop))
 	f.addDNS(add, egress)
 	add(egress, daddr(f.subnet), verdict(expr.VerdictDrop))
+	add(egress, jump(policy.Name))
+	f.addPolicies(c, t, policy, add)
 	for _, p := range f.allow {
 		add(egress, daddr(p), verdict(expr.VerdictAccept))
 	}

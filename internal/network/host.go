@@ -70,12 +70,15 @@ func (m *Manager) startWatch() {
 		defer close(done)
 		t := time.NewTicker(watchInterval)
 		defer t.Stop()
-		for {
+		for n := 1; ; n++ {
 			select {
 			case <-stop:
 				return
 			case <-t.C:
 				m.recheck()
+				if n%int(domainRefresh/watchInterval) == 0 {
+					m.refreshDomains()
+				}
 			}
 		}
 	}()

@@ -91,8 +91,10 @@ type Manager struct {
 
 	mu        sync.Mutex
 	ipam      *ipam
-	hostReady bool              // forwarding and firewall are in place
-	ifaces    map[string]string // sandbox ID → host veth, for sandboxes routed by this design
+	hostReady bool                // forwarding and firewall are in place
+	ifaces    map[string]string   // sandbox ID → host veth, for sandboxes routed by this design
+	policies  map[string]*applied // sandbox ID → egress policy (policy.go)
+	lookup    func(context.Context, string) ([]netip.Addr, error)
 	stopWatch chan struct{}
 	watchDone chan struct{}
 }
@@ -158,8 +160,10 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 	}
 	tag := tagFor(cfg.NetnsDir)
 	m := &Manager{cfg: cfg, log: log, host: h, nft: nft, ipam: ip, tag: tag, ifaces: map[string]string{},
+		policies: map[string]*applied{}, lookup: defaultLookup,
 		fw: &firewall{table: tablePrefix + tag, ifPrefix: vethPrefix + tag, subnet: ip.prefix,
 			gateway: ip.gateway, allow: cfg.AllowCIDRs, owner: cfg.NetnsDir}}
+	m.fw.policies, m.fw.ifaces = m.policies, m.ifaces
 	switch cfg.LeaseDir {
 	case "":
 		ip.leases = leases{dir: DefaultLeaseDir}
@@ -207,6 +211,7 @@ func (m *Manager) recover() error {
 			m.log.Info("sandbox on the old shared bridge: reached through its agent only until it ends", "sandbox.id", id)
 		}
 	}
+	m.loadPolicies(ids)
 	return nil
 }
 
@@ -649,6 +654,7 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 	m.mu.Lock()
 	m.ipam.release(id)
 	delete(m.ifaces, id)
+	m.dropPolicyLocked(id)
 	m.mu.Unlock()
 	return nil
 }

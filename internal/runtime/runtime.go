@@ -27,6 +27,11 @@ type Mount struct {
 	// runs; files the host adds later must be given to the sandbox's root
 	// (IDMapper) or be readable by others.
 	Owned bool
+	// IDMapped binds Source (a directory whose files carry the ids the
+	// sandbox sees: 0 is its root) through an idmapped mount where the
+	// sandbox runs in a user namespace, writable, nosuid and nodev: a
+	// volume shared by sandboxes of different id ranges.
+	IDMapped bool
 }
 
 // Resources are the cgroup limits of one sandbox.

@@ -337,12 +337,13 @@ func (m *Manager) sandboxSpec(sb store.Sandbox, lower []string, key agentauth.Ke
 	if !key.IsZero() {
 		env = append(env, agentauth.EnvVar+"="+key.Hex())
 	}
+	mounts := append(m.sandboxMounts(sb), m.mountsOf(sb.ID)...)
 	return runtime.Spec{
 		ID: sb.ID, Lower: lower, Hostname: "sbx-" + sb.ID[:min(8, len(sb.ID))],
 		Args:      []string{"/.sbx/bin/envd", "--init", "--socket", "/.sbx/run/envd.sock", "--port", "49983"},
 		Env:       env,
 		Cwd:       "/",
-		Mounts:    m.sandboxMounts(sb),
+		Mounts:    mounts,
 		Resources: runtime.Resources{CPUs: float64(sb.CPUCount), MemoryMB: sb.MemoryMB, PidsMax: DefaultPidsMax, DiskMB: sb.DiskMB},
 		NetNS:     sb.NetNS,
 		// envd lets go of it around a checkpoint (SIGUSR1/SIGUSR2, cmd/envd).

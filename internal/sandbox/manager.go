@@ -88,6 +88,7 @@ type Config struct {
 
 // Manager creates, tracks and destroys sandboxes.
 type Manager struct {
+	volumes   volumeMounts // extra mounts per sandbox (mounts.go)
 	cfg       Config
 	log       *slog.Logger
 	store     store.Store
@@ -170,6 +171,10 @@ type CreateRequest struct {
 	// restoreFrom is a memory image (memsnap.go) to restore the sandbox
 	// from instead of booting it.
 	restoreFrom string
+	// Mounts are volumes bound into the sandbox (runtime.Mount.IDMapped).
+	// A sandbox with mounts never comes from a warm pool: those started
+	// without them.
+	Mounts []runtime.Mount
 }
 
 // Validate checks a create request before any work is done (bounds in
@@ -230,7 +235,7 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 		ExecutionID: uuid.NewString(), Runtime: m.driver.Name(), NodeID: m.cfg.NodeID,
 	}
 	var l *live
-	if usePool && req.restoreFrom == "" {
+	if usePool && req.restoreFrom == "" && len(req.Mounts) == 0 {
 		l = m.claim(ctx, tpl, &sb)
 	}
 	pooled := l != nil
@@ -242,7 +247,9 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 		if req.restoreFrom != "" {
 			how = launch{snapshot: req.restoreFrom}
 		}
+		m.setMounts(sb.ID, req.Mounts)
 		if l, err = m.startWith(ctx, &sb, tpl, how); err != nil {
+			m.setMounts(sb.ID, nil)
 			m.forgetFiles(sb.ID)
 			return store.Sandbox{}, err
 		}
@@ -612,6 +619,7 @@ func (m *Manager) destroy(ctx context.Context, id string) {
 		m.log.Warn("remove sandbox agent key", "sandbox.id", id, "err", err)
 	}
 	_ = os.Remove(m.specPath(id))
+	m.setMounts(id, nil)
 	if err := os.RemoveAll(m.checkpointDir(id)); err != nil {
 		m.log.Warn("remove sandbox checkpoint", "sandbox.id", id, "err", err)
 	}

@@ -199,7 +199,18 @@ const { Sandbox } = await import(process.argv[1])
 const sbx = await Sandbox.create('base')
 try {
   const r = await sbx.commands.run('echo js-over-tls')
-  console.log(JSON.stringify({ id: sbx.sandboxId, stdout: r.stdout.trim() }))
+  // A server in the sandbox at https://<port>-<id>.localhost:<port>, its
+  // certificate from the data dir's sandbox CA that sbx env points at.
+  await sbx.commands.run('mkdir -p /tmp/w && echo host-over-tls > /tmp/w/i.txt')
+  await sbx.commands.run('python3 -m http.server 8000', { background: true, cwd: '/tmp/w', timeoutMs: 0 })
+  let host = ''
+  for (let i = 0; i < 50 && !host; i++) {
+    const res = await fetch('https://' + sbx.getHost(8000) + '/i.txt').catch((e) => ({ err: String(e.cause ?? e) }))
+    if (res.status === 200) host = (await res.text()).trim()
+    else if (i === 49) host = 'failed: ' + (res.err ?? res.status)
+    else await new Promise((ok) => setTimeout(ok, 200))
+  }
+  console.log(JSON.stringify({ id: sbx.sandboxId, stdout: r.stdout.trim(), host }))
 } finally { await sbx.kill() }
 `
 	cmd := exec.CommandContext(opCtx(t), "node", "--input-type=module", "-e", script, "file://"+module)
@@ -208,5 +219,8 @@ try {
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"stdout":"js-over-tls"`) {
 		t.Fatalf("E2B JS SDK over TLS: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), `"host":"host-over-tls"`) {
+		t.Errorf("fetch(https://${sandbox.getHost(8000)}) over TLS: %s", out)
 	}
 }

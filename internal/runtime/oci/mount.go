@@ -157,6 +157,9 @@ func detachLowers(p sandboxPaths) error {
 // it refuses to report success while something is still mounted, because
 // the caller removes the directory tree next.
 func unmountLayers(p sandboxPaths) error {
+	if err := detachVolumes(p); err != nil {
+		return err
+	}
 	for _, dir := range []string{p.sysfs(), p.rootfs()} {
 		if err := unmountAll(dir); err != nil {
 			return err

@@ -371,6 +371,9 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 	if err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
+	if s.Mounts, err = attachIDMapped(s.Mounts, p, l.userns); err != nil {
+		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
+	}
 	if bp.sysfs, err = d.prepareMounts(s, p, l.ids); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}

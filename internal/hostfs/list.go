@@ -1,0 +1,63 @@
+package hostfs
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// OpenFile opens the regular file name (one component) in d for writing,
+// creating it with perm or truncating it; a symlink or anything but a
+// regular file there is refused.
+func (d *Dir) OpenFile(name string, perm os.FileMode) (*os.File, error) {
+	if err := singleName(name); err != nil {
+		return nil, err
+	}
+	fd, err := d.openat(name, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_NONBLOCK, uint32(perm.Perm()))
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), d.path+"/"+name)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		f.Close()
+		return nil, ErrNotRegular
+	}
+	return f, nil
+}
+
+// ChmodName sets the permission bits of name (one component) in d; a
+// symlink is refused (its mode means nothing and chmod would follow it).
+func (d *Dir) ChmodName(name string, mode os.FileMode) error {
+	if err := singleName(name); err != nil {
+		return err
+	}
+	fd, err := d.openat(name, unix.O_PATH|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return ErrNotRegular
+	}
+	// chmod through the O_PATH descriptor's magic link: the inode checked.
+	return unix.Chmod("/proc/self/fd/"+itoa(fd), uint32(mode&os.ModePerm))
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}

@@ -1,0 +1,107 @@
+package security
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/sbxdev/sbx/internal/rootfs"
+	"github.com/sbxdev/sbx/sdk"
+	"github.com/sbxdev/sbx/tests/harness"
+)
+
+// A sandbox's network policy (E2B's allowOut/denyOut, PUT .../network)
+// narrows its egress and never widens the server's: allowOut naming the
+// host or a private range leaves them closed, and another team cannot
+// change it. The Debian mirror (opened by --sandbox-allow-cidr, as the
+// operator does for a local mirror) is the reachable destination.
+func TestSandboxPolicyNarrowsButNeverOpens(t *testing.T) {
+	srv := startServer(t, harness.MirrorAllowFlags(t)...)
+	mirror, err := rootfs.HostMirror("bookworm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(mirror)
+	addrs, err := net.LookupHost(u.Hostname())
+	if err != nil || len(addrs) == 0 {
+		t.Fatalf("resolve %s: %v", u.Hostname(), err)
+	}
+	s := create(t, srv.Client(t), sdk.CreateOptions{})
+	reach := func(host, port string) bool {
+		t.Helper()
+		out := sh(t, s, "root", fmt.Sprintf(`python3 -c "import socket; socket.create_connection(('%s', %s), 3); print('open')"`, host, port))
+		return strings.Contains(out.Stdout, "open")
+	}
+	put := func(key, body string) int {
+		t.Helper()
+		return srv.Raw(t, "PUT", "/sandboxes/"+s.ID+"/network", body, map[string]string{"X-API-Key": key}).Status
+	}
+	if !reach(addrs[0], "80") {
+		t.Fatalf("sandbox cannot reach the allowed mirror %s before any policy", addrs[0])
+	}
+	// A service on the host's own address: what allowOut must not open.
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	hostPort := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+	hostAddr := hostIPv4(t)
+	if c, err := net.Dial("tcp4", net.JoinHostPort(hostAddr, hostPort)); err != nil {
+		t.Fatalf("the host service at %s:%s does not answer the host itself: %v", hostAddr, hostPort, err)
+	} else {
+		c.Close()
+	}
+	for _, tt := range []struct {
+		name, body   string
+		mirror, host bool
+	}{
+		{"deny the mirror", fmt.Sprintf(`{"denyOut":["%s"]}`, addrs[0]), false, false},
+		{"deny all, allow the mirror by name", fmt.Sprintf(`{"allowOut":["%s"],"denyOut":["0.0.0.0/0"]}`, u.Hostname()), true, false},
+		{"allow everything incl. the host", fmt.Sprintf(`{"allowOut":["0.0.0.0/0","%s","127.0.0.1","10.0.0.0/8"]}`, hostAddr), true, false},
+		{"internet off", `{"allow_internet_access":false}`, false, false},
+	} {
+		if st := put(srv.APIKey, tt.body); st != 204 {
+			t.Fatalf("%s: PUT network answered %d", tt.name, st)
+		}
+		if got := reach(addrs[0], "80"); got != tt.mirror {
+			t.Errorf("%s: mirror reachable = %v, want %v", tt.name, got, tt.mirror)
+		}
+		if got := reach(hostAddr, hostPort); got != tt.host {
+			t.Errorf("%s: a host service at %s:%s reachable = %v, want %v", tt.name, hostAddr, hostPort, got, tt.host)
+		}
+	}
+	other := srv.CreateTeam(t, "netpolicy-other")
+	if st := put(other, `{}`); st != 404 {
+		t.Errorf("another team's PUT network answered %d, want 404", st)
+	}
+	if reach(addrs[0], "80") {
+		t.Error("another team's request changed the policy")
+	}
+}
+
+// hostIPv4 is a non-loopback IPv4 address of this host.
+func hostIPv4(t *testing.T) string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			return n.IP.String()
+		}
+	}
+	t.Skip("no non-loopback IPv4 address")
+	return ""
+}
