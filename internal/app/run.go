@@ -311,7 +311,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	c *core, front *frontDoor, tracing *telemetry.Tracing, closers *closerList) (http.Handler, error) {
 	st, evlog := data.Store, data.Events
 	engine, err := webhook.NewEngine(data.DB, evlog, webhook.Config{
-		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs}, log)
+		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs, Node: cfg.NodeName}, log)
 	if err != nil {
 		return nil, err
 	}
