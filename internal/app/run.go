@@ -233,6 +233,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir, NodeID: cfg.NodeName}, log, st, c.drv, c.netw, c.reg)
 	c.mgr.SetPauseDiskAfter(cfg.PauseDiskAfter)
 	c.mgr.SetTeamCap(cfg.TeamMaxSandboxes, st)
+	c.mgr.SetSlotStore(st) // the cap counts every server's sandboxes (several may share a PostgreSQL)
 	snapDrv, err := snapshotRuntime(cfg, c.drv, log)
 	if err != nil {
 		return nil, err
