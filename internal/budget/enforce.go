@@ -81,6 +81,25 @@ func (b *Budgets) Admit(ctx context.Context, teamID, templateID string) error {
 	return nil
 }
 
+// MaxConcurrent implements sandbox.ConcurrencyLimiter: the sandbox manager
+// enforces the budget's max-concurrent with its slot reservation, which
+// counts every server's sandboxes under a per-team lock.
+func (b *Budgets) MaxConcurrent(ctx context.Context, teamID string) (int, error) {
+	l, err := b.Get(ctx, teamID)
+	if err != nil {
+		return 0, err
+	}
+	return l.MaxConcurrent, nil
+}
+
+// RefuseConcurrent implements sandbox.ConcurrencyLimiter: it records the
+// refusal as Admit would and returns the error.
+func (b *Budgets) RefuseConcurrent(ctx context.Context, teamID, templateID string, held, max int) error {
+	return b.refuse(context.WithoutCancel(ctx), teamID, templateID, LimitConcurrent, float64(held), float64(max),
+		fmt.Sprintf("team budget exceeded: max concurrent sandboxes is %d and %d are running; kill one or raise the limit (sbx budget set --max-concurrent N)",
+			max, held))
+}
+
 // pendingCount returns admitted creates whose created event has not been
 // written yet.
 func (b *Budgets) pendingCount(ctx context.Context, teamID string, now time.Time) (int, error) {

@@ -226,7 +226,19 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbo
 func (m *Manager) admit(ctx context.Context, teamID, tplID string) (_ *reservation, err error) {
 	ctx, span := telemetry.Start(ctx, "sandbox.admission")
 	defer func() { telemetry.End(span, err) }()
-	s, err := m.quota.reserve(ctx, teamID)
+	var cl ConcurrencyLimiter
+	var budgetMax int
+	if c, ok := m.admission.(ConcurrencyLimiter); ok {
+		if budgetMax, err = c.MaxConcurrent(ctx, teamID); err != nil {
+			return nil, err
+		}
+		cl = c
+	}
+	s, err := m.quota.reserve(ctx, teamID, budgetMax)
+	var full *capReached
+	if errors.As(err, &full) && full.budget {
+		return nil, cl.RefuseConcurrent(ctx, teamID, tplID, full.held, budgetMax)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -99,8 +99,22 @@ func (r *reservation) release() {
 	})
 }
 
+// capReached is reserve's refusal: the team holds held sandboxes; budget
+// says whether the budget's max-concurrent, not the team cap, was the
+// limit reached.
+type capReached struct {
+	held   int
+	budget bool
+	err    error
+}
+
+func (c *capReached) Error() string { return c.err.Error() }
+func (c *capReached) Unwrap() error { return c.err }
+
 // reserve takes a slot for one more sandbox of team, or answers 429.
-func (q *quota) reserve(ctx context.Context, team string) (*reservation, error) {
+// budgetMax (0 = none) is a second cap, enforced in the same reservation
+// when slots are kept in the database.
+func (q *quota) reserve(ctx context.Context, team string, budgetMax int) (*reservation, error) {
 	q.mu.Lock()
 	def, teams := q.def, q.teams
 	q.mu.Unlock()
@@ -115,15 +129,19 @@ func (q *quota) reserve(ctx context.Context, team string) (*reservation, error) 
 		}
 	}
 	if q.slots != nil {
-		if limit <= 0 {
+		eff := limit
+		if budgetMax > 0 && (eff <= 0 || budgetMax < eff) {
+			eff = budgetMax
+		}
+		if eff <= 0 {
 			return &reservation{q: q, team: team}, nil
 		}
-		id, held, ok, err := q.slots.ReserveSlot(ctx, team, q.node, limit, slotTTL)
+		id, held, ok, err := q.slots.ReserveSlot(ctx, team, q.node, eff, slotTTL)
 		if err != nil {
 			return nil, err
 		}
 		if !ok {
-			return nil, exhausted(held, limit, source)
+			return nil, &capReached{held: held, budget: eff == budgetMax && (limit <= 0 || budgetMax < limit), err: exhausted(held, limit, source)}
 		}
 		return &reservation{q: q, team: team, slot: id}, nil
 	}
