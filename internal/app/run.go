@@ -332,7 +332,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	closers.add("monitoring", func() error { stopMon(); <-monDone; return nil })
 
 	tplHandler := template.NewHandler(c.tplSvc)
-	refiner := refine.NewHandler(front.url(), data.DB, log)
+	refiner := refine.NewHandler(front.url(), data.Store, log)
 	refiner.SetHTTPClient(front.selfClient())
 	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, cfg.Domain, log),
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),

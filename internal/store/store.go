@@ -112,6 +112,16 @@ type ListFilter struct {
 // keys it has cached (see sqldb.DB.Listen).
 const KeysChannel = "sbx_keys"
 
+// Refinement is a stored refinement: package refine's result as a JSON
+// document, with the fields it is found by.
+type Refinement struct {
+	ID        string
+	TeamID    string
+	Status    string
+	StartedAt time.Time
+	Result    []byte // JSON
+}
+
 // Store is the control plane's durable state. Methods return errors
 // wrapping errdefs categories (ErrNotFound, ErrAlreadyExists, ...).
 type Store interface {
