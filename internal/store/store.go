@@ -112,6 +112,16 @@ type ListFilter struct {
 // keys it has cached (see sqldb.DB.Listen).
 const KeysChannel = "sbx_keys"
 
+// BudgetLimits is a team's stored budget (package budget's Limits).
+type BudgetLimits struct {
+	MaxConcurrent   int
+	MaxDailyCreates int
+	MaxDailySpend   float64
+	MaxMonthlySpend float64
+	WarnAtPercent   float64
+	Action          string
+}
+
 // Refinement is a stored refinement: package refine's result as a JSON
 // document, with the fields it is found by.
 type Refinement struct {
