@@ -1,16 +1,21 @@
 // Package webhook delivers sbx events to users' HTTP endpoints: a durable
-// outbox in SQLite, concurrent workers, signatures in E2B's and Standard
-// Webhooks' schemes, retries with backoff over more than a day, a
-// per-attempt log, auto-disable, and an SSRF check at dial time.
+// outbox in the database (SQLite, or PostgreSQL shared by several
+// servers), concurrent workers, signatures in E2B's and Standard Webhooks'
+// schemes, retries with backoff over more than a day, a per-attempt log,
+// auto-disable, and an SSRF check at dial time.
 //
-// How it works: a fan-out loop reads the event log after a durable cursor
-// and, in one transaction, inserts one delivery row per (event, subscribed
-// webhook) and advances the cursor. Deliveries are then sent from memory
-// and their outcome is written back in batches. A crash (kill -9) at any
-// point leaves either the events before the cursor, whose deliveries are
-// committed, or the events after it, which are fanned out again: every
-// event is delivered at least once, possibly twice (receivers dedupe on
-// webhook-id).
+// How it works: a fan-out loop (on any server; one at a time holds the
+// cursor row) reads the event log after a durable cursor and, in one
+// transaction, inserts one delivery row per (event, subscribed webhook) —
+// unique, so never twice — and advances the cursor. Each webhook's
+// deliveries form a queue leased by one server at a time (claim.go), which
+// sends them from memory and writes their outcomes back in batches. A
+// crash (kill -9) at any point leaves either the events before the cursor,
+// whose deliveries are committed, or the events after it, which are
+// fanned out again; the crashed server's queues go to the next holder with
+// every pending delivery. A webhook's next delivery waits until the
+// previous outcome is committed, so the only delivery sent twice is the
+// one in flight at the crash (receivers dedupe on webhook-id).
 //
 // Order: each webhook has at most one delivery in flight, and due
 // deliveries go out in event order, so a healthy endpoint sees events in
