@@ -122,6 +122,14 @@ type BudgetLimits struct {
 	Action          string
 }
 
+// Count is one row of a grouped count: a team, a label (state, status)
+// and how many.
+type Count struct {
+	Team  string
+	Label string
+	N     float64
+}
+
 // Refinement is a stored refinement: package refine's result as a JSON
 // document, with the fields it is found by.
 type Refinement struct {
