@@ -13,9 +13,10 @@
 // crash (kill -9) at any point leaves either the events before the cursor,
 // whose deliveries are committed, or the events after it, which are
 // fanned out again; the crashed server's queues go to the next holder with
-// every pending delivery. A webhook's next delivery waits until the
-// previous outcome is committed, so the only delivery sent twice is the
-// one in flight at the crash (receivers dedupe on webhook-id).
+// every pending delivery. A webhook's next delivery waits until all but
+// the last outcome are committed (recordLag), so the only deliveries sent
+// twice are the one in flight and the one being recorded at the crash
+// (receivers dedupe on webhook-id).
 //
 // Order: each webhook has at most one delivery in flight, and due
 // deliveries go out in event order, so a healthy endpoint sees events in
@@ -293,7 +294,7 @@ func (e *Engine) dispatch() (next time.Duration) {
 		if e.loading[id] {
 			continue
 		}
-		for !ln.busy && len(ln.ready) > 0 {
+		for ln.idle() && len(ln.ready) > 0 {
 			it := ln.ready.peek()
 			if it.seq > 0 && it.seq > e.loadedSeq {
 				// Deliveries of earlier events may still be on their way
@@ -317,12 +318,12 @@ func (e *Engine) dispatch() (next time.Duration) {
 			case e.work <- it:
 				ln.ready.take()
 				it.where = inFlight
-				ln.busy = true
+				ln.sending = true
 			default:
 				return 50 * time.Millisecond // all workers busy; a finishing one wakes us
 			}
 		}
-		if !ln.busy && len(ln.ready) == 0 {
+		if ln.gone() {
 			delete(e.lanes, id)
 		}
 	}
@@ -360,16 +361,20 @@ func (e *Engine) worker(ctx context.Context) {
 // database.
 func (e *Engine) complete(it *item, r *result) {
 	e.mu.Lock()
+	ln := e.lanes[it.webhookID]
+	if ln != nil {
+		ln.sending = false
+	}
 	if r.class == classCanceled {
-		if ln := e.lanes[it.webhookID]; ln != nil {
-			ln.busy = false
-		}
 		// Cut short by shutdown or deletion: not an attempt; the row stays
 		// pending and the next Run sends it again.
 		delete(e.known, it.id)
 		e.mu.Unlock()
 		e.signal()
 		return
+	}
+	if ln != nil {
+		ln.unrecorded++ // until writeResults commits it
 	}
 	now := e.cfg.Now()
 	it.attempts++

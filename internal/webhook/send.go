@@ -189,14 +189,14 @@ func (e *Engine) writeResults() {
 			}
 			time.Sleep(time.Duration(try+1) * 200 * time.Millisecond)
 		}
-		// Only now may a webhook's next delivery go: were this server
-		// killed, at most the one delivery per webhook in flight would be
-		// sent again by the next holder of its queue, not every attempt
+		// A webhook's attempts wait for the records of earlier ones (at
+		// most recordLag behind): were this server killed, the next holder
+		// of its queue would send again only those few, not every attempt
 		// still waiting to be recorded.
 		e.mu.Lock()
 		for _, r := range batch {
-			if ln := e.lanes[r.webhookID]; ln != nil {
-				ln.busy = false
+			if ln := e.lanes[r.webhookID]; ln != nil && ln.unrecorded > 0 {
+				ln.unrecorded--
 			}
 		}
 		e.mu.Unlock()
