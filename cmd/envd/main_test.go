@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/agentauth"
+	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -161,9 +162,7 @@ func TestInitModeServesReapsAndStops(t *testing.T) {
 // a sandbox is to envd, without CAP_SYS_PTRACE) cannot open their environ,
 // memory or descriptors. /init then needs a proof made with that key.
 func TestAgentKeyHandOff(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run envd and a reader as another user")
-	}
+	testenv.Require(t, testenv.Root) // envd and a reader run as another user
 	bin := buildEnvd(t)
 	key, err := agentauth.NewKey()
 	if err != nil {

@@ -242,6 +242,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir, NodeID: cfg.NodeName}, log, st, c.drv, c.netw, c.reg)
 	c.mgr.SetPauseDiskAfter(cfg.PauseDiskAfter)
 	c.mgr.SetTeamCap(cfg.TeamMaxSandboxes, st)
+	c.mgr.SetSlotStore(st) // the cap counts every server's sandboxes (several may share a PostgreSQL)
 	snapDrv, err := snapshotRuntime(cfg, c.drv, log)
 	if err != nil {
 		return nil, err
@@ -324,7 +325,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	c *core, front *frontDoor, tracing *telemetry.Tracing, closers *closerList) (http.Handler, error) {
 	st, evlog := data.Store, data.Events
 	engine, err := webhook.NewEngine(data.DB, evlog, webhook.Config{
-		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs}, log)
+		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs, Node: cfg.NodeName}, log)
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +346,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 
 	tplHandler := template.NewHandler(c.tplSvc)
 	tplHandler.SetSpawns(st)
-	refiner := refine.NewHandler(front.url(), data.DB, log)
+	refiner := refine.NewHandler(front.url(), data.Store, log)
 	refiner.SetHTTPClient(front.selfClient())
 	routing, advertised := cfg.SandboxDomain()
 	if ns, err := os.ReadFile("/etc/nsswitch.conf"); routing == hostCAName && err == nil && !localhostResolves(ns) {

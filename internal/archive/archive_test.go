@@ -15,6 +15,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/hostfs"
+	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 type ent struct {
@@ -285,9 +286,7 @@ func TestDecompress(t *testing.T) {
 // numeric owners, setuid bits survive the chown, symlinks are not followed.
 func TestExtractOwners(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("chown needs root")
-	}
+	testenv.Require(t, testenv.Root) // chown
 	dst := t.TempDir()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)

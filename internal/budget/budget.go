@@ -9,9 +9,6 @@ package budget
 
 import (
 	"context"
-	"database/sql"
-	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"sync"
@@ -21,6 +18,7 @@ import (
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/usage"
 )
 
@@ -87,9 +85,24 @@ type Appender interface {
 	Append(ctx context.Context, ev *events.Event) error
 }
 
+// Repository keeps budgets (sqlstore.Store implements it).
+type Repository interface {
+	// Budget returns a team's limits; found is false when none were set.
+	Budget(ctx context.Context, teamID string) (l store.BudgetLimits, found bool, err error)
+	// SetBudget stores a team's limits.
+	SetBudget(ctx context.Context, teamID string, l store.BudgetLimits, at time.Time) error
+	// TeamsWithBudgets lists the teams with at least one limit set.
+	TeamsWithBudgets(ctx context.Context) ([]string, error)
+	// RecordBudgetAlert notes an alert of kind for the team in period;
+	// false when one was already noted.
+	RecordBudgetAlert(ctx context.Context, teamID, kind, period string, at time.Time) (bool, error)
+	// EventsSince counts the team's events of a type since a time.
+	EventsSince(ctx context.Context, teamID, eventType string, since time.Time) (int, error)
+}
+
 // Budgets stores limits and enforces them. Safe for concurrent use.
 type Budgets struct {
-	db    *sqldb.DB
+	db    Repository
 	ev    Appender
 	usage *usage.Service
 	sbx   Sandboxes
@@ -115,7 +128,14 @@ const pendingTTL = 65 * time.Second
 // New returns budgets over db (which also holds the events table). sbx may be
 // nil for a consumer that cannot act on sandboxes.
 func New(ctx context.Context, db *sqldb.DB, ev Appender, u *usage.Service, sbx Sandboxes, log *slog.Logger) (*Budgets, error) {
-	return &Budgets{db: db, ev: ev, usage: u, sbx: sbx, log: log, now: time.Now, pending: map[string][]time.Time{}}, nil
+	// The callers (monitoring, on a server or standalone) hold the
+	// database; the SQL is the store's.
+	return NewWithRepository(ctx, sqlstore.New(db, nil), ev, u, sbx, log)
+}
+
+// NewWithRepository returns budgets over repo.
+func NewWithRepository(_ context.Context, repo Repository, ev Appender, u *usage.Service, sbx Sandboxes, log *slog.Logger) (*Budgets, error) {
+	return &Budgets{db: repo, ev: ev, usage: u, sbx: sbx, log: log, now: time.Now, pending: map[string][]time.Time{}}, nil
 }
 
 // SetClock replaces the clock (tests).
@@ -123,17 +143,14 @@ func (b *Budgets) SetClock(now func() time.Time) { b.now = now }
 
 // Get returns a team's limits (zero Limits when none were set).
 func (b *Budgets) Get(ctx context.Context, teamID string) (Limits, error) {
-	var l Limits
-	err := b.db.QueryRowContext(ctx, `SELECT max_concurrent, max_daily_creates, max_daily_spend,
-		max_monthly_spend, warn_at_percent, action FROM budgets WHERE team_id = ?`, teamID).
-		Scan(&l.MaxConcurrent, &l.MaxDailyCreates, &l.MaxDailySpend, &l.MaxMonthlySpend, &l.WarnAtPercent, &l.Action)
-	if errors.Is(err, sql.ErrNoRows) {
+	r, found, err := b.db.Budget(ctx, teamID)
+	if err != nil {
+		return Limits{}, err
+	}
+	if !found {
 		return Limits{Action: ActionNone}, nil
 	}
-	if err != nil {
-		return l, fmt.Errorf("read budget of team %s: %w", teamID, err)
-	}
-	return l, nil
+	return Limits(r), nil
 }
 
 // Set stores a team's limits.
@@ -144,18 +161,7 @@ func (b *Budgets) Set(ctx context.Context, teamID string, l Limits) error {
 	if l.Action == "" {
 		l.Action = ActionNone
 	}
-	_, err := b.db.ExecContext(ctx, `INSERT INTO budgets (team_id, max_concurrent, max_daily_creates,
-		max_daily_spend, max_monthly_spend, warn_at_percent, action, updated_at) VALUES (?,?,?,?,?,?,?,?)
-		ON CONFLICT(team_id) DO UPDATE SET max_concurrent=excluded.max_concurrent,
-		max_daily_creates=excluded.max_daily_creates, max_daily_spend=excluded.max_daily_spend,
-		max_monthly_spend=excluded.max_monthly_spend, warn_at_percent=excluded.warn_at_percent,
-		action=excluded.action, updated_at=excluded.updated_at`,
-		teamID, l.MaxConcurrent, l.MaxDailyCreates, l.MaxDailySpend, l.MaxMonthlySpend, l.WarnAtPercent, l.Action,
-		b.now().UnixNano())
-	if err != nil {
-		return fmt.Errorf("store budget of team %s: %w", teamID, err)
-	}
-	return nil
+	return b.db.SetBudget(ctx, teamID, store.BudgetLimits(l), b.now())
 }
 
 // Status is a team's current consumption against its limits.
@@ -211,11 +217,5 @@ func (b *Budgets) liveCount(teamID string) int {
 }
 
 func (b *Budgets) createsSince(ctx context.Context, teamID string, since time.Time) (int, error) {
-	var n int
-	err := b.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM events WHERE team_id = ? AND type = ? AND ts >= ?`,
-		teamID, events.SandboxCreated, since.UnixNano()).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("count creates of team %s: %w", teamID, err)
-	}
-	return n, nil
+	return b.db.EventsSince(ctx, teamID, events.SandboxCreated, since)
 }

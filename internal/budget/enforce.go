@@ -81,6 +81,25 @@ func (b *Budgets) Admit(ctx context.Context, teamID, templateID string) error {
 	return nil
 }
 
+// MaxConcurrent implements sandbox.ConcurrencyLimiter: the sandbox manager
+// enforces the budget's max-concurrent with its slot reservation, which
+// counts every server's sandboxes under a per-team lock.
+func (b *Budgets) MaxConcurrent(ctx context.Context, teamID string) (int, error) {
+	l, err := b.Get(ctx, teamID)
+	if err != nil {
+		return 0, err
+	}
+	return l.MaxConcurrent, nil
+}
+
+// RefuseConcurrent implements sandbox.ConcurrencyLimiter: it records the
+// refusal as Admit would and returns the error.
+func (b *Budgets) RefuseConcurrent(ctx context.Context, teamID, templateID string, held, max int) error {
+	return b.refuse(context.WithoutCancel(ctx), teamID, templateID, LimitConcurrent, float64(held), float64(max),
+		fmt.Sprintf("team budget exceeded: max concurrent sandboxes is %d and %d are running; kill one or raise the limit (sbx budget set --max-concurrent N)",
+			max, held))
+}
+
 // pendingCount returns admitted creates whose created event has not been
 // written yet.
 func (b *Budgets) pendingCount(ctx context.Context, teamID string, now time.Time) (int, error) {
@@ -133,13 +152,12 @@ func (b *Budgets) warnIfCrossed(ctx context.Context, teamID string, l Limits, li
 
 // once appends ev unless an alert of kind was already sent in period.
 func (b *Budgets) once(ctx context.Context, teamID, kind, period string, ev *events.Event) bool {
-	res, err := b.db.ExecContext(ctx, `INSERT INTO budget_alerts (team_id, kind, period, ts) VALUES (?,?,?,?)
-		ON CONFLICT DO NOTHING`, teamID, kind, period, b.now().UnixNano())
+	first, err := b.db.RecordBudgetAlert(ctx, teamID, kind, period, b.now())
 	if err != nil {
 		b.log.Error("record budget alert", "team.id", teamID, "err", err)
 		return false
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if !first {
 		return false
 	}
 	if err := b.ev.Append(ctx, ev); err != nil {
@@ -152,21 +170,10 @@ func (b *Budgets) once(ctx context.Context, teamID, kind, period string, ev *eve
 // exceeded events (once per period) and the configured action on the
 // team's sandboxes while the limit stays exceeded.
 func (b *Budgets) Check(ctx context.Context) error {
-	rows, err := b.db.QueryContext(ctx, `SELECT team_id FROM budgets
-		WHERE max_daily_spend > 0 OR max_monthly_spend > 0 OR max_concurrent > 0 OR max_daily_creates > 0`)
+	teams, err := b.db.TeamsWithBudgets(ctx)
 	if err != nil {
-		return fmt.Errorf("list budgets: %w", err)
+		return err
 	}
-	var teams []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return fmt.Errorf("list budgets: %w", err)
-		}
-		teams = append(teams, id)
-	}
-	rows.Close()
 	var errs []error
 	for _, t := range teams {
 		if err := b.checkTeam(ctx, t); err != nil {

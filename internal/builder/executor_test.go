@@ -7,7 +7,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,25 +17,14 @@ import (
 	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/internal/runtime/oci"
 	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
+	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 // requireBuildHost skips without root and crun, or fails when CI sets
 // SBX_REQUIRE_INTEGRATION=1.
 func requireBuildHost(t *testing.T) {
 	t.Helper()
-	missing := ""
-	if os.Geteuid() != 0 {
-		missing = "root"
-	} else if _, err := exec.LookPath("crun"); err != nil {
-		missing = "crun (apt-get install -y crun)"
-	}
-	if missing == "" {
-		return
-	}
-	if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-		t.Fatalf("needs %s, and SBX_REQUIRE_INTEGRATION=1 forbids skipping", missing)
-	}
-	t.Skipf("needs %s", missing)
+	testenv.Require(t, testenv.Root, testenv.Crun)
 }
 
 type testWriter struct{ t testing.TB }

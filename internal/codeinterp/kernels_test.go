@@ -199,7 +199,7 @@ func TestUnavailableLanguage(t *testing.T) {
 
 // Kernels run as the server's user unless a context names another one.
 func TestContextUser(t *testing.T) {
-	need(t, os.Geteuid() == 0, "root (kernels run as other users only under a root server)")
+	testenv.Require(t, testenv.Root) // kernels run as other users only under a root server
 	_, ts := newTestServer(t, Config{})
 	create := func(body map[string]any) (Context, int, string) {
 		resp := post(t, ts.URL+"/contexts", body)

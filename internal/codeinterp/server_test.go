@@ -6,12 +6,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -20,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/codeinterp/jupyter"
+	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 // requireKernel skips (fails under SBX_REQUIRE_INTEGRATION=1) without a
@@ -31,11 +30,7 @@ func requireKernel(t testing.TB) {
 		_, err = exec.LookPath(spec.Argv[0])
 	}
 	if err != nil {
-		msg := "python3 Jupyter kernel not available (apt-get install python3-ipykernel python3-matplotlib python3-pandas): " + err.Error()
-		if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Skip(t, "python3 Jupyter kernel not available (apt-get install python3-ipykernel python3-matplotlib python3-pandas): %v", err)
 	}
 }
 
@@ -49,11 +44,7 @@ func requirePyModules(t testing.TB, modules ...string) {
 	}
 	for _, m := range modules {
 		if err := exec.Command(spec.Argv[0], "-c", "import "+m).Run(); err != nil {
-			msg := fmt.Sprintf("python module %s not installed for the kernel (apt-get install python3-%s): %v", m, m, err)
-			if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
+			testenv.Skip(t, "python module %s not installed for the kernel (apt-get install python3-%s): %v", m, m, err)
 		}
 	}
 }
@@ -687,10 +678,7 @@ func TestKeepalive(t *testing.T) {
 
 func TestJavaScript(t *testing.T) {
 	if _, err := exec.LookPath("node"); err != nil {
-		if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-			t.Fatal("node not installed (apt-get install nodejs)")
-		}
-		t.Skip("node not installed (apt-get install nodejs)")
+		testenv.Skip(t, "node not installed (apt-get install nodejs)")
 	}
 	_, ts := newTestServer(t, Config{})
 	run := func(code string, env map[string]string) []line {

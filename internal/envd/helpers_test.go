@@ -21,19 +21,14 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/agentauth"
+	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 // requireRoot skips a test that needs root, or fails it under
 // SBX_REQUIRE_INTEGRATION=1 so CI cannot pass by skipping.
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-		t.Fatal("this test needs root (SBX_REQUIRE_INTEGRATION=1 forbids skipping)")
-	}
-	t.Skip("needs root to run processes as another user")
+	testenv.Require(t, testenv.Root) // to run processes as another user
 }
 
 // env is a running envd: its TCP handler and its host socket.
@@ -274,12 +269,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 func addUser(t testing.TB, name string) {
 	t.Helper()
 	requireRoot(t)
-	if _, err := exec.LookPath("useradd"); err != nil {
-		if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-			t.Fatal("useradd is missing")
-		}
-		t.Skip("useradd is missing")
-	}
+	testenv.Require(t, testenv.Binary("useradd", "apt-get install passwd"))
 	_ = exec.Command("userdel", "-r", name).Run()
 	if out, err := exec.Command("useradd", "-m", "-s", "/bin/sh", name).CombinedOutput(); err != nil {
 		t.Fatalf("useradd: %v: %s", err, out)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 // TestOfficialJSSDK runs the E2B JS SDK (tests/e2b-js/node_modules) against
@@ -15,10 +17,7 @@ func TestOfficialJSSDK(t *testing.T) {
 	node, err := exec.LookPath("node")
 	module, _ := filepath.Abs("../../tests/e2b-js/node_modules/e2b/dist/index.mjs")
 	if _, serr := os.Stat(module); err != nil || serr != nil {
-		if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-			t.Fatalf("needs node and the SDK (cd tests/e2b-js && npm ci): node %v, sdk %v", err, serr)
-		}
-		t.Skip("needs node and the E2B SDK: cd tests/e2b-js && npm ci")
+		testenv.Skip(t, "needs node and the E2B SDK (cd tests/e2b-js && npm ci): node %v, sdk %v", err, serr)
 	}
 	t.Parallel()
 	e := newEnv(t, nil)

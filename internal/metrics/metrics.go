@@ -26,6 +26,7 @@ import (
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 )
 
 // Live lists running and paused sandboxes (the sandbox manager).
@@ -69,7 +70,7 @@ func New(live Live, db *sqldb.DB, log *slog.Logger) *Metrics {
 		m.reg.MustRegister(&sandboxCollector{live: live})
 	}
 	if db != nil {
-		m.webhooks = &webhookCollector{db: db, log: log, ttl: webhookCountsTTL}
+		m.webhooks = &webhookCollector{db: sqlstore.New(db, nil), log: log, ttl: webhookCountsTTL}
 		m.reg.MustRegister(m.webhooks)
 	}
 	return m

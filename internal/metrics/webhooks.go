@@ -2,12 +2,12 @@ package metrics
 
 import (
 	"context"
-	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sbxdev/sbx/internal/store"
 )
 
 // WebhookQueue is the webhook engine's in-memory queue (webhook.Engine).
@@ -32,8 +32,14 @@ const webhookCountsTTL = 30 * time.Second
 
 // webhookCollector reports the queue depth live from the engine's memory
 // and the delivery and attempt counts from a cache of the database's.
+// WebhookCounts counts webhook deliveries and attempts (sqlstore.Store).
+type WebhookCounts interface {
+	WebhookDeliveryCounts(ctx context.Context) ([]store.Count, error)
+	WebhookAttemptCounts(ctx context.Context) ([]store.Count, error)
+}
+
 type webhookCollector struct {
-	db  *sqldb.DB
+	db  WebhookCounts
 	log *slog.Logger
 	ttl time.Duration
 
@@ -84,31 +90,22 @@ func (c *webhookCollector) refresh() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var out []prometheus.Metric
-	out = c.count(ctx, out, deliveriesDesc, prometheus.GaugeValue,
-		`SELECT team_id, state, COUNT(*) FROM webhook_deliveries GROUP BY team_id, state`)
-	// Attempts name their webhook, whose team owns them; those of a
-	// deleted webhook count under team "" (the admin's view only).
-	out = c.count(ctx, out, attemptsDesc, prometheus.CounterValue,
-		`SELECT COALESCE(w.team_id, ''), a.status, COUNT(*) FROM webhook_attempts a
-		 LEFT JOIN webhooks w ON w.id = a.webhook_id GROUP BY 1, 2`)
+	out = c.count(ctx, out, deliveriesDesc, prometheus.GaugeValue, c.db.WebhookDeliveryCounts)
+	out = c.count(ctx, out, attemptsDesc, prometheus.CounterValue, c.db.WebhookAttemptCounts)
 	c.mu.Lock()
 	c.counted, c.countedAt, c.refreshing = out, time.Now(), false
 	c.mu.Unlock()
 }
 
-func (c *webhookCollector) count(ctx context.Context, out []prometheus.Metric, d *prometheus.Desc, vt prometheus.ValueType, q string) []prometheus.Metric {
-	rows, err := c.db.QueryContext(ctx, q)
+func (c *webhookCollector) count(ctx context.Context, out []prometheus.Metric, d *prometheus.Desc, vt prometheus.ValueType,
+	counts func(context.Context) ([]store.Count, error)) []prometheus.Metric {
+	rows, err := counts(ctx)
 	if err != nil {
 		c.log.Debug("metrics: webhook tables not readable", "err", err)
 		return out
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var team, label string
-		var n float64
-		if rows.Scan(&team, &label, &n) == nil {
-			out = append(out, prometheus.MustNewConstMetric(d, vt, n, team, label))
-		}
+	for _, r := range rows {
+		out = append(out, prometheus.MustNewConstMetric(d, vt, r.N, r.Team, r.Label))
 	}
 	return out
 }

@@ -26,18 +26,13 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 // requireRoot skips without root, or fails when SBX_REQUIRE_INTEGRATION=1.
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-		t.Fatal("SBX_REQUIRE_INTEGRATION=1 but the network tests need root")
-	}
-	t.Skip("needs root to create network namespaces")
+	testenv.Require(t, testenv.Root) // to create network namespaces
 }
 
 func randHex(t testing.TB, n int) string {

@@ -14,7 +14,6 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/llm"
 	"github.com/sbxdev/sbx/internal/request"
-	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/sdk"
 )
 
@@ -71,16 +70,16 @@ func (r *run) snapshot() Result {
 // NewHandler returns the refinements API. apiURL is the server's own base
 // URL (http://listen-addr); the LLM is configured by SBX_LLM_* in the
 // server's environment, read per request so a fix needs no restart.
-// With db (the server's SQLite database) refinements are also kept in
-// their own table and survive restarts; if that table cannot be set up
+// With repo (the server's database) refinements are also kept and
+// survive restarts; if they cannot be read
 // the handler logs why and keeps them in memory only, since refinement is
 // not worth refusing to serve sandboxes for.
-func NewHandler(apiURL string, db *sqldb.DB, log *slog.Logger) *Handler {
+func NewHandler(apiURL string, repo Repository, log *slog.Logger) *Handler {
 	h := &Handler{apiURL: strings.TrimRight(apiURL, "/"), log: log, runs: map[string]*run{}}
-	if db != nil {
+	if repo != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		st, err := openStore(ctx, db)
+		st, err := openStore(ctx, repo)
 		if err != nil {
 			log.Error("refinements are kept in memory only", "err", err)
 		} else {

@@ -2,101 +2,102 @@ package refine
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/errdefs"
+	sbxstore "github.com/sbxdev/sbx/internal/store"
 )
 
-// store keeps refinements in the server's database (table refinements) so GET /refinements/{id} answers across restarts. Results are
-// stored whole as JSON: they are written twice (start, end) and read by ID,
-// never queried by field.
-type store struct{ db *sqldb.DB }
+// Repository keeps refinements in the server's database so GET
+// /refinements/{id} answers across restarts (sqlstore.Store implements
+// it). Results are stored whole as JSON: they are written twice (start,
+// end) and read by ID, never queried by field.
+type Repository interface {
+	// InsertRefinement stores a new refinement; false when its ID is taken.
+	InsertRefinement(ctx context.Context, r sbxstore.Refinement) (bool, error)
+	// UpdateRefinement replaces the team's refinement r.ID.
+	UpdateRefinement(ctx context.Context, r sbxstore.Refinement) error
+	// Refinement returns the team's refinement (errdefs.ErrNotFound if none).
+	Refinement(ctx context.Context, teamID, id string) (sbxstore.Refinement, error)
+	// RefinementsWithStatus lists every team's refinements in status.
+	RefinementsWithStatus(ctx context.Context, status string) ([]sbxstore.Refinement, error)
+}
+
+// store adapts the repository to Result.
+type store struct{ repo Repository }
 
 // errDuplicate is returned by insert when the ID is taken.
 var errDuplicate = errors.New("refinement ID already used")
 
-func openStore(ctx context.Context, db *sqldb.DB) (*store, error) {
-	s := &store{db: db}
+func openStore(ctx context.Context, repo Repository) (*store, error) {
+	s := &store{repo: repo}
 	// A refinement that was running when the server stopped will never
 	// finish: its loop lived in the old process.
-	rows, err := db.QueryContext(ctx, `SELECT team_id, result FROM refinements WHERE status = ?`, StatusRunning)
+	running, err := repo.RefinementsWithStatus(ctx, StatusRunning)
 	if err != nil {
 		return nil, fmt.Errorf("read unfinished refinements: %w", err)
 	}
-	type orphan struct {
-		team string
-		res  Result
-	}
-	var orphans []orphan
-	for rows.Next() {
-		var o orphan
-		var raw string
-		if err := rows.Scan(&o.team, &raw); err != nil {
-			rows.Close()
-			return nil, err
+	for _, o := range running {
+		var res Result
+		if json.Unmarshal(o.Result, &res) != nil {
+			continue
 		}
-		if json.Unmarshal([]byte(raw), &o.res) == nil {
-			orphans = append(orphans, o)
+		res.Status, res.Error = StatusFailed, "interrupted: the server stopped while this refinement was running"
+		if res.FinishedAt.IsZero() {
+			res.FinishedAt = time.Now().UTC()
 		}
-	}
-	rows.Close()
-	for _, o := range orphans {
-		o.res.Status, o.res.Error = StatusFailed, "interrupted: the server stopped while this refinement was running"
-		if o.res.FinishedAt.IsZero() {
-			o.res.FinishedAt = time.Now().UTC()
-		}
-		if err := s.save(ctx, o.team, &o.res); err != nil {
+		if err := s.save(ctx, o.TeamID, &res); err != nil {
 			return nil, err
 		}
 	}
 	return s, nil
 }
 
-func (s *store) insert(ctx context.Context, teamID string, r *Result) error {
+func record(teamID string, r *Result) (sbxstore.Refinement, error) {
 	raw, err := json.Marshal(r)
+	if err != nil {
+		return sbxstore.Refinement{}, err
+	}
+	return sbxstore.Refinement{ID: r.ID, TeamID: teamID, Status: r.Status, StartedAt: r.StartedAt, Result: raw}, nil
+}
+
+func (s *store) insert(ctx context.Context, teamID string, r *Result) error {
+	rec, err := record(teamID, r)
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO refinements (id, team_id, status, started_at, result)
-		VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-		r.ID, teamID, r.Status, r.StartedAt.Format(time.RFC3339Nano), string(raw))
+	ok, err := s.repo.InsertRefinement(ctx, rec)
 	if err != nil {
-		return fmt.Errorf("save refinement %s: %w", r.ID, err)
+		return err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if !ok {
 		return errDuplicate
 	}
 	return nil
 }
 
 func (s *store) save(ctx context.Context, teamID string, r *Result) error {
-	raw, err := json.Marshal(r)
+	rec, err := record(teamID, r)
 	if err != nil {
 		return err
 	}
-	if _, err := s.db.ExecContext(ctx, `UPDATE refinements SET status = ?, result = ? WHERE id = ? AND team_id = ?`,
-		r.Status, string(raw), r.ID, teamID); err != nil {
-		return fmt.Errorf("save refinement %s: %w", r.ID, err)
-	}
-	return nil
+	return s.repo.UpdateRefinement(ctx, rec)
 }
 
 // get returns nil, nil when the team has no refinement with that ID.
 func (s *store) get(ctx context.Context, teamID, id string) (*Result, error) {
-	var raw string
-	err := s.db.QueryRowContext(ctx, `SELECT result FROM refinements WHERE id = ? AND team_id = ?`, id, teamID).Scan(&raw)
-	if errors.Is(err, sql.ErrNoRows) {
+	rec, err := s.repo.Refinement(ctx, teamID, id)
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read refinement %s: %w", id, err)
+		return nil, err
 	}
 	var r Result
-	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+	if err := json.Unmarshal(rec.Result, &r); err != nil {
 		return nil, fmt.Errorf("decode refinement %s: %w", id, err)
 	}
 	return &r, nil

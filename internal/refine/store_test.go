@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/events/eventstest"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 )
 
 func TestStorePersistsAcrossHandlers(t *testing.T) {
 	t.Parallel()
 	db, _ := eventstest.TempDB(t)
-	h1 := NewHandler("http://127.0.0.1:1", db, slog.New(slog.DiscardHandler))
+	h1 := NewHandler("http://127.0.0.1:1", sqlstore.New(db, nil), slog.New(slog.DiscardHandler))
 	if h1.db == nil {
 		t.Fatal("handler did not set up its table")
 	}
@@ -35,7 +36,7 @@ func TestStorePersistsAcrossHandlers(t *testing.T) {
 	}
 
 	// A new handler on the same database: a restarted server.
-	h2 := NewHandler("http://127.0.0.1:1", db, slog.New(slog.DiscardHandler))
+	h2 := NewHandler("http://127.0.0.1:1", sqlstore.New(db, nil), slog.New(slog.DiscardHandler))
 	tests := []struct {
 		team, id   string
 		status     int

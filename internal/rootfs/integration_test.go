@@ -8,28 +8,18 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 // requireBuildHost skips (or, in CI with SBX_REQUIRE_INTEGRATION=1, fails)
 // when this machine cannot build root filesystems.
 func requireBuildHost(t *testing.T) {
 	t.Helper()
-	missing := ""
-	switch {
-	case os.Geteuid() != 0:
-		missing = "root"
-	default:
-		if _, err := debootstrapPath(); err != nil {
-			missing = "debootstrap (run `make deps`)"
-		}
+	testenv.Require(t, testenv.Root)
+	if _, err := debootstrapPath(); err != nil {
+		testenv.Skip(t, "needs debootstrap (run `make deps`)")
 	}
-	if missing == "" {
-		return
-	}
-	if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-		t.Fatalf("needs %s, and SBX_REQUIRE_INTEGRATION=1 forbids skipping", missing)
-	}
-	t.Skipf("needs %s", missing)
 }
 
 // integrationBuilder uses the real machine-wide cache: building base takes

@@ -13,18 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 // requireRoot skips (or fails under SBX_REQUIRE_INTEGRATION=1) without root.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-		t.Fatal("needs root, and SBX_REQUIRE_INTEGRATION=1 forbids skipping")
-	}
-	t.Skip("needs root (mount and PID namespaces)")
+	testenv.Require(t, testenv.Root) // mount and PID namespaces
 }
 
 func TestFlockWait(t *testing.T) {

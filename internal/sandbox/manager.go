@@ -286,7 +286,19 @@ func (m *Manager) admit(ctx context.Context, teamID, tplID string) (_ *reservati
 	if m.draining.Load() {
 		return nil, errdefs.Unavailable("this node (%s) is draining and starts no new sandboxes; the admin sets it ready with POST /nodes/{id}", m.cfg.NodeID)
 	}
-	s, err := m.quota.reserve(ctx, teamID)
+	var cl ConcurrencyLimiter
+	var budgetMax int
+	if c, ok := m.admission.(ConcurrencyLimiter); ok {
+		if budgetMax, err = c.MaxConcurrent(ctx, teamID); err != nil {
+			return nil, err
+		}
+		cl = c
+	}
+	s, err := m.quota.reserve(ctx, teamID, budgetMax)
+	var full *capReached
+	if errors.As(err, &full) && full.budget {
+		return nil, cl.RefuseConcurrent(ctx, teamID, tplID, full.held, budgetMax)
+	}
 	if err != nil {
 		return nil, err
 	}

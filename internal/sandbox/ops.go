@@ -324,6 +324,18 @@ type Admission interface {
 	Admit(ctx context.Context, teamID, templateID string) error
 }
 
+// ConcurrencyLimiter is an Admission that also caps a team's concurrent
+// sandboxes (a budget's max-concurrent). The cap is enforced with the team
+// cap's slot reservation (SlotStore), so it holds across every server
+// sharing the database, not only on the one that admits.
+type ConcurrencyLimiter interface {
+	// MaxConcurrent returns the team's cap (0 = none).
+	MaxConcurrent(ctx context.Context, teamID string) (int, error)
+	// RefuseConcurrent records that a create was refused at held of max and
+	// returns the error to answer with.
+	RefuseConcurrent(ctx context.Context, teamID, templateID string, held, max int) error
+}
+
 // SetAdmission installs the admission check run by Create before any work.
 // Call it before serving requests.
 func (m *Manager) SetAdmission(a Admission) { m.admission = a }

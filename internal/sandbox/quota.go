@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/store"
@@ -27,10 +28,33 @@ type TeamCaps interface {
 type quota struct {
 	def   int // 0 = no cap
 	teams TeamCaps
+	slots SlotStore // nil: count this server's sandboxes in memory
+	node  string
 
 	mu       sync.Mutex
 	live     map[string]int // team -> tracked sandboxes
 	inflight map[string]int // team -> creates holding a reservation
+}
+
+// SlotStore keeps the sandbox slots of every server sharing the database
+// (sqlstore.Store): ReserveSlot counts the team's sandboxes and creates in
+// flight on all of them and takes a slot under a per-team lock, so two
+// servers never both take a team's last slot.
+type SlotStore interface {
+	ReserveSlot(ctx context.Context, teamID, node string, limit int, ttl time.Duration) (id string, held int, ok bool, err error)
+	ReleaseSlot(ctx context.Context, id string) error
+}
+
+// slotTTL bounds a reservation whose server died before releasing it; a
+// create taking longer stops holding its slot.
+const slotTTL = 15 * time.Minute
+
+// SetSlotStore makes the team cap count every server's sandboxes, through
+// the shared database. Call it before serving requests.
+func (m *Manager) SetSlotStore(s SlotStore) {
+	m.quota.mu.Lock()
+	defer m.quota.mu.Unlock()
+	m.quota.slots, m.quota.node = s, m.cfg.NodeID
 }
 
 // SetTeamCap sets the default per-team cap (0 = none) and where a team's
@@ -46,11 +70,23 @@ func (m *Manager) SetTeamCap(def int, teams TeamCaps) {
 type reservation struct {
 	q    *quota
 	team string
+	slot string // the database reservation (SlotStore), if any
 	once sync.Once
 }
 
 func (r *reservation) release() {
 	if r == nil {
+		return
+	}
+	if r.q.slots != nil {
+		r.once.Do(func() {
+			if r.slot == "" {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = r.q.slots.ReleaseSlot(ctx, r.slot) // on failure it expires (slotTTL)
+		})
 		return
 	}
 	r.once.Do(func() {
@@ -63,8 +99,22 @@ func (r *reservation) release() {
 	})
 }
 
+// capReached is reserve's refusal: the team holds held sandboxes; budget
+// says whether the budget's max-concurrent, not the team cap, was the
+// limit reached.
+type capReached struct {
+	held   int
+	budget bool
+	err    error
+}
+
+func (c *capReached) Error() string { return c.err.Error() }
+func (c *capReached) Unwrap() error { return c.err }
+
 // reserve takes a slot for one more sandbox of team, or answers 429.
-func (q *quota) reserve(ctx context.Context, team string) (*reservation, error) {
+// budgetMax (0 = none) is a second cap, enforced in the same reservation
+// when slots are kept in the database.
+func (q *quota) reserve(ctx context.Context, team string, budgetMax int) (*reservation, error) {
 	q.mu.Lock()
 	def, teams := q.def, q.teams
 	q.mu.Unlock()
@@ -78,15 +128,36 @@ func (q *quota) reserve(ctx context.Context, team string) (*reservation, error) 
 			limit, source = *t.MaxSandboxes, "the team's own limit"
 		}
 	}
+	if q.slots != nil {
+		eff := limit
+		if budgetMax > 0 && (eff <= 0 || budgetMax < eff) {
+			eff = budgetMax
+		}
+		if eff <= 0 {
+			return &reservation{q: q, team: team}, nil
+		}
+		id, held, ok, err := q.slots.ReserveSlot(ctx, team, q.node, eff, slotTTL)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, &capReached{held: held, budget: eff == budgetMax && (limit <= 0 || budgetMax < limit), err: exhausted(held, limit, source)}
+		}
+		return &reservation{q: q, team: team, slot: id}, nil
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.init()
 	if n := q.live[team] + q.inflight[team]; limit > 0 && n >= limit {
-		return nil, errdefs.Exhausted("team sandbox limit reached: the team has %d running or paused sandboxes (creates in flight included) and may have %d (%s); kill some (paused ones count too), or ask the server's admin to raise it: sbx team update TEAM --max-sandboxes N for this team, sbx serve --team-max-sandboxes N for every team",
-			n, limit, source)
+		return nil, exhausted(n, limit, source)
 	}
 	q.inflight[team]++
 	return &reservation{q: q, team: team}, nil
+}
+
+func exhausted(n, limit int, source string) error {
+	return errdefs.Exhausted("team sandbox limit reached: the team has %d running or paused sandboxes (creates in flight included) and may have %d (%s); kill some (paused ones count too), or ask the server's admin to raise it: sbx team update TEAM --max-sandboxes N for this team, sbx serve --team-max-sandboxes N for every team",
+		n, limit, source)
 }
 
 func (q *quota) init() {

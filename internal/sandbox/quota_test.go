@@ -31,7 +31,7 @@ func TestQuotaConcurrentReservations(t *testing.T) {
 	var held []*reservation
 	for range 50 {
 		wg.Go(func() {
-			r, err := q.reserve(t.Context(), "a")
+			r, err := q.reserve(t.Context(), "a", 0)
 			if err != nil {
 				if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), "may have 5") {
 					t.Errorf("refusal %v: want resource exhausted naming the limit", err)
@@ -58,15 +58,15 @@ func TestQuotaConcurrentReservations(t *testing.T) {
 		r.release() // idempotent
 	}
 	for range 3 {
-		if _, err := q.reserve(t.Context(), "a"); err != nil {
+		if _, err := q.reserve(t.Context(), "a", 0); err != nil {
 			t.Fatalf("reserve with 2 of 5 live: %v", err)
 		}
 	}
-	if _, err := q.reserve(t.Context(), "a"); err == nil {
+	if _, err := q.reserve(t.Context(), "a", 0); err == nil {
 		t.Fatal("a sixth slot was granted")
 	}
 	q.untracked("a")
-	if _, err := q.reserve(t.Context(), "a"); err != nil {
+	if _, err := q.reserve(t.Context(), "a", 0); err != nil {
 		t.Fatalf("reserve after a kill: %v", err)
 	}
 }
@@ -78,7 +78,7 @@ func TestQuotaPerTeam(t *testing.T) {
 	for team, want := range map[string]int{"small": 1, "free": 100, "default": 2} {
 		got := 0
 		for range 100 {
-			if _, err := q.reserve(t.Context(), team); err != nil {
+			if _, err := q.reserve(t.Context(), team, 0); err != nil {
 				break
 			}
 			got++
@@ -87,12 +87,12 @@ func TestQuotaPerTeam(t *testing.T) {
 			t.Errorf("team %s got %d slots, want %d", team, got, want)
 		}
 	}
-	if _, err := q.reserve(t.Context(), "missing"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := q.reserve(t.Context(), "missing", 0); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("a team that does not exist: %v", err)
 	}
 	unlimited := &quota{}
 	for range 1000 {
-		if _, err := unlimited.reserve(t.Context(), "x"); err != nil {
+		if _, err := unlimited.reserve(t.Context(), "x", 0); err != nil {
 			t.Fatalf("no cap: %v", err)
 		}
 	}

@@ -119,6 +119,34 @@ type ListFilter struct {
 // keys it has cached (see sqldb.DB.Listen).
 const KeysChannel = "sbx_keys"
 
+// BudgetLimits is a team's stored budget (package budget's Limits).
+type BudgetLimits struct {
+	MaxConcurrent   int
+	MaxDailyCreates int
+	MaxDailySpend   float64
+	MaxMonthlySpend float64
+	WarnAtPercent   float64
+	Action          string
+}
+
+// Count is one row of a grouped count: a team, a label (state, status)
+// and how many.
+type Count struct {
+	Team  string
+	Label string
+	N     float64
+}
+
+// Refinement is a stored refinement: package refine's result as a JSON
+// document, with the fields it is found by.
+type Refinement struct {
+	ID        string
+	TeamID    string
+	Status    string
+	StartedAt time.Time
+	Result    []byte // JSON
+}
+
 // Store is the control plane's durable state. Methods return errors
 // wrapping errdefs categories (ErrNotFound, ErrAlreadyExists, ...).
 type Store interface {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"time"
 )
 
@@ -43,6 +44,15 @@ type Config struct {
 	// Retention is how long finished deliveries and their attempt logs are
 	// kept (default 7 days, as E2B keeps its delivery log).
 	Retention time.Duration
+	// Node names this server among those sharing the database (sbx serve
+	// --node-name; default the host name). Webhook queue leases are held
+	// by node: a restarted server takes its own back at once.
+	Node string
+	// Lease is how long a server holds a webhook's queue without renewing
+	// it (renewed every second; default 3 × Timeout, at least 30 s): after a
+	// server dies, its queues wait this long before another server sends
+	// them. Servers' clocks must agree to well within it.
+	Lease time.Duration
 	// Now and Rand are the clock and the jitter source (tests).
 	Now  func() time.Time
 	Rand func() float64
@@ -90,6 +100,15 @@ func (c *Config) Validate() error {
 	if c.Retention == 0 {
 		c.Retention = 7 * 24 * time.Hour
 	}
+	if c.Node == "" {
+		c.Node, _ = os.Hostname()
+	}
+	if c.Lease == 0 {
+		c.Lease = max(3*c.Timeout, 30*time.Second)
+	}
+	if c.Lease < c.Timeout+3*c.renewEvery() {
+		return fmt.Errorf("webhook config: lease %s must exceed the delivery timeout %s by at least %s", c.Lease, c.Timeout, 3*c.renewEvery())
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -105,6 +124,11 @@ func (c *Config) Validate() error {
 		c.allow = append(c.allow, p.Masked())
 	}
 	return nil
+}
+
+// renewEvery is how often leases are renewed and free queues claimed.
+func (c *Config) renewEvery() time.Duration {
+	return min(time.Second, c.Lease/10)
 }
 
 // retryDelay returns the wait after failed attempt n (1-based) and whether

@@ -1,16 +1,22 @@
 // Package webhook delivers sbx events to users' HTTP endpoints: a durable
-// outbox in SQLite, concurrent workers, signatures in E2B's and Standard
-// Webhooks' schemes, retries with backoff over more than a day, a
-// per-attempt log, auto-disable, and an SSRF check at dial time.
+// outbox in the database (SQLite, or PostgreSQL shared by several
+// servers), concurrent workers, signatures in E2B's and Standard Webhooks'
+// schemes, retries with backoff over more than a day, a per-attempt log,
+// auto-disable, and an SSRF check at dial time.
 //
-// How it works: a fan-out loop reads the event log after a durable cursor
-// and, in one transaction, inserts one delivery row per (event, subscribed
-// webhook) and advances the cursor. Deliveries are then sent from memory
-// and their outcome is written back in batches. A crash (kill -9) at any
-// point leaves either the events before the cursor, whose deliveries are
-// committed, or the events after it, which are fanned out again: every
-// event is delivered at least once, possibly twice (receivers dedupe on
-// webhook-id).
+// How it works: a fan-out loop (on any server; one at a time holds the
+// cursor row) reads the event log after a durable cursor and, in one
+// transaction, inserts one delivery row per (event, subscribed webhook) —
+// unique, so never twice — and advances the cursor. Each webhook's
+// deliveries form a queue leased by one server at a time (claim.go), which
+// sends them from memory and writes their outcomes back in batches. A
+// crash (kill -9) at any point leaves either the events before the cursor,
+// whose deliveries are committed, or the events after it, which are
+// fanned out again; the crashed server's queues go to the next holder with
+// every pending delivery. A webhook's next delivery waits until all but
+// the last outcome are committed (recordLag), so the only deliveries sent
+// twice are the one in flight and the one being recorded at the crash
+// (receivers dedupe on webhook-id).
 //
 // Order: each webhook has at most one delivery in flight, and due
 // deliveries go out in event order, so a healthy endpoint sees events in
@@ -42,6 +48,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -58,8 +65,9 @@ type Engine struct {
 	log    *slog.Logger
 	client *http.Client
 
-	fanMu  sync.Mutex // serialises fan-out batches with webhook creation (StartSeq)
-	cursor int64      // guarded by fanMu
+	boot string // this process among the node's lives: a restart takes its own leases back
+
+	fanMu sync.Mutex // orders this server's webhook changes with reloadHooks
 
 	mu      sync.Mutex
 	hooks   map[string]*Webhook // every webhook of every team
@@ -68,10 +76,23 @@ type Engine struct {
 	known   map[string]*item
 	waiters map[string]chan *Attempt
 	running bool
+	// owned holds the queues (webhook ids) this server has leased, and
+	// until when; loadedSeq is the fan-out cursor up to which their
+	// deliveries are in memory (-1: none loaded yet).
+	owned     map[string]time.Time
+	loadedSeq int64
+	loading   map[string]bool // queues being loaded afresh: they wait, or order could break
+	// done remembers deliveries finished here until their outcome is
+	// surely in the database, so a load from an older snapshot does not
+	// queue them again.
+	done      map[string]struct{}
+	doneOrder []doneEntry
 
-	wake    chan struct{}
-	work    chan *item
-	results chan *result
+	wake      chan struct{}
+	claimWake chan struct{}
+	fullLoad  atomic.Bool
+	work      chan *item
+	results   chan *result
 }
 
 // NewEngine prepares the engine: it validates cfg and loads the webhooks. Run starts delivering.
@@ -84,9 +105,12 @@ func NewEngine(db *sqldb.DB, evlog *events.Log, cfg Config, log *slog.Logger) (*
 		db: db, events: evlog, cfg: cfg, log: log,
 		hooks: map[string]*Webhook{}, lanes: map[string]*lane{}, known: map[string]*item{},
 		waiters: map[string]chan *Attempt{},
-		wake:    make(chan struct{}, 1),
-		work:    make(chan *item, cfg.Workers),
-		results: make(chan *result, 4096),
+		boot:    uuid.NewString(),
+		owned:   map[string]time.Time{}, loadedSeq: -1, done: map[string]struct{}{}, loading: map[string]bool{},
+		wake:      make(chan struct{}, 1),
+		claimWake: make(chan struct{}, 1),
+		work:      make(chan *item, cfg.Workers),
+		results:   make(chan *result, 4096),
 	}
 	e.client = &http.Client{
 		Transport: &http.Transport{
@@ -107,11 +131,12 @@ func NewEngine(db *sqldb.DB, evlog *events.Log, cfg Config, log *slog.Logger) (*
 	for _, h := range hooks {
 		e.hooks[h.ID] = h
 	}
-	err = db.QueryRowContext(ctx, `SELECT seq FROM webhook_cursor WHERE id = 1`).Scan(&e.cursor)
+	var cursor int64
+	err = db.QueryRowContext(ctx, `SELECT seq FROM webhook_cursor WHERE id = 1`).Scan(&cursor)
 	if errors.Is(err, sql.ErrNoRows) {
 		// First start: no webhook can exist yet, so nothing before now is owed.
-		if e.cursor, err = evlog.LastSeq(ctx); err == nil {
-			_, err = db.ExecContext(ctx, `INSERT INTO webhook_cursor (id, seq) VALUES (1, ?) ON CONFLICT DO NOTHING`, e.cursor)
+		if cursor, err = evlog.LastSeq(ctx); err == nil {
+			_, err = db.ExecContext(ctx, `INSERT INTO webhook_cursor (id, seq) VALUES (1, ?) ON CONFLICT DO NOTHING`, cursor)
 		}
 	}
 	if err != nil {
@@ -123,13 +148,6 @@ func NewEngine(db *sqldb.DB, evlog *events.Log, cfg Config, log *slog.Logger) (*
 // Run delivers until ctx ends. On return every finished attempt is recorded;
 // attempts cut short are retried by the next Run.
 func (e *Engine) Run(ctx context.Context) error {
-	// On PostgreSQL the server that becomes the fan-out leader loads them
-	// (see fanoutLoop); another server's in-flight deliveries are not ours.
-	if e.db.Dialect() != sqldb.Postgres {
-		if err := e.loadPending(ctx, ""); err != nil {
-			return err
-		}
-	}
 	e.mu.Lock()
 	if e.running {
 		e.mu.Unlock()
@@ -144,16 +162,32 @@ func (e *Engine) Run(ctx context.Context) error {
 		workers.Go(func() { e.worker(ctx) })
 	}
 	workers.Go(func() { e.fanoutLoop(ctx) })
+	workers.Go(func() { e.claimLoop(ctx) })
 	workers.Go(func() { e.sweepLoop(ctx) })
-	workers.Go(func() { e.db.Listen(ctx, HooksChannel, func() { e.reloadHooks(ctx) }) })
+	workers.Go(func() {
+		e.db.Listen(ctx, HooksChannel, func() {
+			e.reloadHooks(ctx)
+			e.wakeClaim(true) // a redelivery or a re-enabled webhook: rows already held changed
+		})
+	})
+	workers.Go(func() { e.db.Listen(ctx, DeliveriesChannel, func() { e.wakeClaim(false) }) })
 	e.schedule(ctx)
 	workers.Wait()
 	close(e.results)
 	writer.Wait()
+	// Outcomes are recorded: hand the queues over at once rather than
+	// when the leases run out.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if _, err := e.db.ExecContext(rctx, `UPDATE webhooks SET lease_until = 0 WHERE lease_node = ? AND lease_boot = ?`,
+		e.cfg.Node, e.boot); err != nil {
+		e.log.Warn("release webhook queues", "err", err)
+	}
+	cancel()
 	e.mu.Lock()
 	e.running = false
 	// Forget in-memory state so a later Run reloads it from the database.
 	e.lanes, e.known, e.waiting = map[string]*lane{}, map[string]*item{}, nil
+	e.owned, e.loadedSeq = map[string]time.Time{}, -1
 	e.mu.Unlock()
 	return ctx.Err()
 }
@@ -165,45 +199,24 @@ func (e *Engine) signal() {
 	}
 }
 
-// loadPending puts the pending deliveries of one webhook (or all, for "")
-// that are not already in memory into the queues.
-func (e *Engine) loadPending(ctx context.Context, webhookID string) error {
-	q := `SELECT id, webhook_id, event_seq, attempts, max_attempts, next_attempt_at FROM webhook_deliveries WHERE state = 'pending'`
-	var args []any
-	if webhookID != "" {
-		q += ` AND webhook_id = ?`
-		args = append(args, webhookID)
-	}
-	rows, err := e.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return fmt.Errorf("load pending deliveries: %w", err)
-	}
-	defer rows.Close()
-	var items []*item
-	for rows.Next() {
-		it := &item{}
-		var due int64
-		if err := rows.Scan(&it.id, &it.webhookID, &it.seq, &it.attempts, &it.maxAttempts, &due); err != nil {
-			return fmt.Errorf("load pending deliveries: %w", err)
-		}
-		it.due = time.Unix(0, due)
-		items = append(items, it)
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("load pending deliveries: %w", err)
-	}
-	e.enqueue(items)
-	return nil
-}
-
-// enqueue adds new items (already stored as pending) to the queues.
-func (e *Engine) enqueue(items []*item) {
+// enqueue adds new items (already stored as pending) to the queues, except
+// those of queues this server does not hold (skipped reports whether there
+// were any: the caller should have them claimed).
+func (e *Engine) enqueue(items []*item) (skipped bool) {
 	if len(items) == 0 {
-		return
+		return false
 	}
 	e.mu.Lock()
+	e.forgetDone()
 	for _, it := range items {
 		if _, dup := e.known[it.id]; dup {
+			continue
+		}
+		if _, dup := e.done[it.id]; dup {
+			continue
+		}
+		if _, ok := e.owned[it.webhookID]; !ok && it.seq > 0 {
+			skipped = true
 			continue
 		}
 		if h := e.hooks[it.webhookID]; h == nil || !h.Enabled && !it.force {
@@ -214,6 +227,33 @@ func (e *Engine) enqueue(items []*item) {
 	}
 	e.mu.Unlock()
 	e.signal()
+	return skipped
+}
+
+type doneEntry struct {
+	id string
+	at time.Time
+}
+
+// finished records that delivery id is done here (e.mu held).
+func (e *Engine) finished(id string) {
+	delete(e.known, id)
+	e.done[id] = struct{}{}
+	e.doneOrder = append(e.doneOrder, doneEntry{id, time.Now()})
+}
+
+// forgetDone drops done entries old enough that their outcome is written
+// and any load started before it has finished (e.mu held).
+func (e *Engine) forgetDone() {
+	cut := time.Now().Add(-time.Minute)
+	i := 0
+	for i < len(e.doneOrder) && e.doneOrder[i].at.Before(cut) {
+		delete(e.done, e.doneOrder[i].id)
+		i++
+	}
+	if i > 0 {
+		e.doneOrder = append(e.doneOrder[:0], e.doneOrder[i:]...)
+	}
 }
 
 func (e *Engine) laneOf(id string) *lane {
@@ -251,23 +291,39 @@ func (e *Engine) dispatch() (next time.Duration) {
 		e.laneOf(it.webhookID).ready.put(it)
 	}
 	for id, ln := range e.lanes {
-		for !ln.busy && len(ln.ready) > 0 {
+		if e.loading[id] {
+			continue
+		}
+		for ln.idle() && len(ln.ready) > 0 {
 			it := ln.ready.peek()
-			if h := e.hooks[id]; h == nil || !h.Enabled && !it.force {
-				ln.ready.take() // deleted or disabled: the row stays pending in the database
+			if it.seq > 0 && it.seq > e.loadedSeq {
+				// Deliveries of earlier events may still be on their way
+				// from the database (fanned out by another server): a
+				// queue's deliveries go out in event order.
+				break
+			}
+			if h := e.hooks[id]; h == nil || !h.Enabled && !it.force || !e.mayStart(it, now) {
+				// Deleted or disabled, or the queue's lease is gone or
+				// nearly: the row stays pending in the database, for
+				// whoever holds the queue next (this server too: then it
+				// loads the queue afresh).
+				ln.ready.take()
 				delete(e.known, it.id)
+				if it.seq > 0 {
+					delete(e.owned, id)
+				}
 				continue
 			}
 			select {
 			case e.work <- it:
 				ln.ready.take()
 				it.where = inFlight
-				ln.busy = true
+				ln.sending = true
 			default:
 				return 50 * time.Millisecond // all workers busy; a finishing one wakes us
 			}
 		}
-		if !ln.busy && len(ln.ready) == 0 {
+		if ln.gone() {
 			delete(e.lanes, id)
 		}
 	}
@@ -305,8 +361,9 @@ func (e *Engine) worker(ctx context.Context) {
 // database.
 func (e *Engine) complete(it *item, r *result) {
 	e.mu.Lock()
-	if ln := e.lanes[it.webhookID]; ln != nil {
-		ln.busy = false
+	ln := e.lanes[it.webhookID]
+	if ln != nil {
+		ln.sending = false
 	}
 	if r.class == classCanceled {
 		// Cut short by shutdown or deletion: not an attempt; the row stays
@@ -316,20 +373,25 @@ func (e *Engine) complete(it *item, r *result) {
 		e.signal()
 		return
 	}
+	if ln != nil {
+		ln.unrecorded++ // until writeResults commits it
+	}
 	now := e.cfg.Now()
 	it.attempts++
 	r.attempt, r.deliveryID, r.webhookID, r.force = it.attempts, it.id, it.webhookID, it.force
 	h := e.hooks[it.webhookID]
 	if r.ok {
 		r.state = stateSuccess
-		delete(e.known, it.id)
-		if h != nil && !it.force {
+		e.finished(it.id)
+		if h != nil && !it.force && (h.ConsecutiveFailures != 0 || !h.FailingSince.IsZero()) {
 			h.ConsecutiveFailures, h.FailingSince = 0, time.Time{}
+			r.countersChanged = true
 		}
 	} else {
 		gone := r.respStatus == http.StatusGone
 		if h != nil && !it.force {
 			h.ConsecutiveFailures++
+			r.countersChanged = true
 			if h.FailingSince.IsZero() {
 				h.FailingSince = now
 			}
@@ -355,7 +417,7 @@ func (e *Engine) complete(it *item, r *result) {
 			e.waiting.put(it)
 		} else {
 			r.state = stateFailed
-			delete(e.known, it.id)
+			e.finished(it.id)
 		}
 	}
 	if h != nil {
@@ -375,47 +437,19 @@ func (e *Engine) complete(it *item, r *result) {
 // webhook changes to the others sharing its database.
 const HooksChannel = "sbx_webhooks"
 
-// leaderLock names the lock held by the one server that fans events out to
-// webhooks and sends their deliveries ("sbxwhook" in ASCII).
-const leaderLock int64 = 0x73627877686f6f6b
-
-// fanoutLoop turns new events into deliveries. With several servers on one
-// PostgreSQL database only the holder of leaderLock does it, and sends
-// them, so each (webhook, event) delivery is created once and a webhook's
-// deliveries go out in order from one place. When the leader dies its lock
-// goes with its session; the next server to take it reloads the webhooks,
-// the cursor and the pending deliveries (retries included) and carries on.
-// The others still send what they are asked for directly (test pings,
-// redeliveries).
+// fanoutLoop turns new events into deliveries. Any server may: the fan-out
+// transaction holds the cursor row (FOR UPDATE SKIP LOCKED on PostgreSQL,
+// the write lock on SQLite), so one fan-out runs at a time, and each
+// (webhook, event) delivery has a unique key besides.
 func (e *Engine) fanoutLoop(ctx context.Context) {
 	// The event log wakes us on every commit; the slow tick only covers a
-	// writer that forgot to call Notify, and a leader's death.
+	// writer that forgot to call Notify, and events another server was
+	// fanning out when we looked.
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
-	var lead *sqldb.Lock
-	defer func() {
-		if lead != nil {
-			lead.Release()
-		}
-	}()
 	for {
 		ch := e.events.Changed()
-		if lead != nil && !lead.Held(ctx) && ctx.Err() == nil {
-			e.log.Warn("lost the webhook leader lock (database connection broken); another server may take over")
-			lead.Release()
-			lead = nil
-		}
-		if lead == nil && ctx.Err() == nil {
-			var err error
-			if lead, err = e.lead(ctx); err != nil {
-				e.log.Error("webhook leadership", "err", err)
-			}
-		}
-		var n int
-		var err error
-		if lead != nil {
-			n, err = e.fanout(ctx)
-		}
+		n, err := e.fanout(ctx)
 		if err != nil && ctx.Err() == nil {
 			e.log.Error("webhook fan-out failed; retrying", "err", err)
 		}
@@ -432,32 +466,6 @@ func (e *Engine) fanoutLoop(ctx context.Context) {
 }
 
 const fanoutBatch = 1000
-
-// lead takes the leader lock if it is free and then loads what the previous
-// leader left: the webhooks, the cursor, the pending deliveries. nil: not
-// the leader (yet).
-func (e *Engine) lead(ctx context.Context) (*sqldb.Lock, error) {
-	lock, ok, err := e.db.TryLock(ctx, leaderLock)
-	if err != nil || !ok {
-		return nil, err
-	}
-	if e.db.Dialect() != sqldb.Postgres {
-		return lock, nil // the only server: NewEngine and Run loaded everything
-	}
-	e.reloadHooks(ctx)
-	e.fanMu.Lock()
-	err = e.db.QueryRowContext(ctx, `SELECT seq FROM webhook_cursor WHERE id = 1`).Scan(&e.cursor)
-	e.fanMu.Unlock()
-	if err == nil {
-		err = e.loadPending(ctx, "")
-	}
-	if err != nil {
-		lock.Release()
-		return nil, fmt.Errorf("take over webhook deliveries: %w", err)
-	}
-	e.log.Info("this server now fans events out to webhooks and sends their deliveries")
-	return lock, nil
-}
 
 // reloadHooks replaces the webhooks in memory with the database's: another
 // server sharing it created, changed or deleted some.
@@ -483,38 +491,61 @@ func (e *Engine) reloadHooks(ctx context.Context) {
 	e.signal()
 }
 
-func (e *Engine) fanout(ctx context.Context) (int, error) {
-	e.fanMu.Lock()
-	defer e.fanMu.Unlock()
-	evs, err := e.events.After(ctx, e.cursor, fanoutBatch, events.Filter{})
-	if err != nil || len(evs) == 0 {
-		return 0, err
-	}
-	byTeam := map[string][]*Webhook{}
-	e.mu.Lock()
-	for _, h := range e.hooks {
-		if h.Enabled {
-			c := *h
-			byTeam[h.TeamID] = append(byTeam[h.TeamID], &c)
+// lockCursor holds the fan-out cursor until tx ends, so no fan-out runs
+// meanwhile (webhook creation, changes and deletion take it too: a fan-out
+// sees a webhook whole or not at all). skip: on PostgreSQL, return ok=false
+// at once if another transaction holds it. On SQLite the transaction's
+// write lock already excludes every other writer.
+func lockCursor(ctx context.Context, tx *sqldb.Tx, skip bool) (seq int64, ok bool, err error) {
+	q := `SELECT seq FROM webhook_cursor WHERE id = 1`
+	if tx.Dialect() == sqldb.Postgres {
+		q += " FOR UPDATE"
+		if skip {
+			q += " SKIP LOCKED"
 		}
 	}
-	e.mu.Unlock()
+	err = tx.QueryRowContext(ctx, q).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) && skip {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("lock webhook cursor: %w", err)
+	}
+	return seq, true, nil
+}
 
+// deliveryCols are the columns fan-out writes.
+var deliveryCols = []col{{"id"}, {"webhook_id"}, {"team_id"}, {"event_id"}, {"event_seq"}, {"event_type"},
+	{"sandbox_id"}, {"body"}, {"state"}, {"attempts"}, {"max_attempts"}, {"next_attempt_at"}, {"created_at"}, {"updated_at"}}
+
+func (e *Engine) fanout(ctx context.Context) (int, error) {
 	tx, err := e.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("fan-out: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO webhook_deliveries
-		(id, webhook_id, team_id, event_id, event_seq, event_type, sandbox_id, body, state, attempts, max_attempts, next_attempt_at, created_at, updated_at)
-		VALUES (?,?,?,?,?,?,?,?,'pending',0,?,?,?,?)`)
-	if err != nil {
-		return 0, fmt.Errorf("fan-out: prepare: %w", err)
+	cursor, ok, err := lockCursor(ctx, tx, true)
+	if err != nil || !ok {
+		return 0, err // !ok: another server is fanning out; it announces what it adds
 	}
-	defer ins.Close()
+	evs, err := e.events.AfterIn(ctx, tx, cursor, fanoutBatch, events.Filter{})
+	if err != nil || len(evs) == 0 {
+		return 0, err
+	}
+	// The webhooks as of this transaction, not this server's memory:
+	// another server may have created one a moment ago.
+	hooks, err := loadHooks(ctx, tx, `WHERE enabled = 1`)
+	if err != nil {
+		return 0, fmt.Errorf("fan-out: %w", err)
+	}
+	byTeam := map[string][]*Webhook{}
+	for _, h := range hooks {
+		byTeam[h.TeamID] = append(byTeam[h.TeamID], h)
+	}
 	now := e.cfg.Now()
 	maxAttempts := 1 + len(e.cfg.RetrySchedule)
 	var items []*item
+	var rows [][]any
 	for i := range evs {
 		ev := &evs[i]
 		var body []byte
@@ -528,22 +559,42 @@ func (e *Engine) fanout(ctx context.Context) (int, error) {
 				}
 			}
 			it := &item{id: uuid.NewString(), webhookID: h.ID, seq: ev.Seq, maxAttempts: maxAttempts, due: now, body: body}
-			if _, err := ins.ExecContext(ctx, it.id, h.ID, h.TeamID, ev.ID, ev.Seq, ev.Type, ev.SandboxID, body,
-				maxAttempts, now.UnixNano(), now.UnixNano(), now.UnixNano()); err != nil {
-				return 0, fmt.Errorf("fan-out: insert delivery: %w", err)
-			}
+			rows = append(rows, []any{it.id, h.ID, h.TeamID, ev.ID, ev.Seq, ev.Type, ev.SandboxID, body, statePending,
+				0, maxAttempts, now.UnixNano(), now.UnixNano(), now.UnixNano()})
 			items = append(items, it)
+		}
+	}
+	for chunk := range chunks(rows, 400) {
+		// ON CONFLICT DO NOTHING: the unique (webhook_id, event_seq) key
+		// makes a second fan-out of an event a no-op whatever happens.
+		q, args := insertValues("webhook_deliveries", deliveryCols, chunk, e.db.Dialect())
+		if _, err := tx.ExecContext(ctx, q+` ON CONFLICT DO NOTHING`, args...); err != nil {
+			return 0, fmt.Errorf("fan-out: insert deliveries: %w", err)
 		}
 	}
 	last := evs[len(evs)-1].Seq
 	if _, err := tx.ExecContext(ctx, `UPDATE webhook_cursor SET seq = ? WHERE id = 1`, last); err != nil {
 		return 0, fmt.Errorf("fan-out: advance cursor: %w", err)
 	}
+	if len(items) > 0 {
+		if err := tx.Notify(ctx, DeliveriesChannel); err != nil {
+			return 0, fmt.Errorf("fan-out: notify: %w", err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("fan-out: commit: %w", err)
 	}
-	e.cursor = last
-	e.enqueue(items)
+	// Queue at once what goes to queues this server holds; the others are
+	// claimed (here or elsewhere) and loaded from the database.
+	e.mu.Lock()
+	contiguous := e.loadedSeq == cursor
+	if contiguous {
+		e.loadedSeq = last
+	}
+	e.mu.Unlock()
+	if skipped := e.enqueue(items); skipped || !contiguous {
+		e.wakeClaim(false) // claim those queues, or load what came between
+	}
 	return len(evs), nil
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 	sig "github.com/sbxdev/sbx/sdk/webhook"
 )
 
@@ -151,23 +152,30 @@ func (e *Engine) Create(ctx context.Context, teamID string, in Input) (*Webhook,
 		ID: uuid.NewString(), TeamID: teamID, Name: *in.Name, URL: *in.URL, Secret: Secret(*in.SignatureSecret),
 		Events: *in.Events, Enabled: in.Enabled == nil || *in.Enabled, CreatedAt: now, UpdatedAt: now,
 	}
-	// Holding fanMu while StartSeq is read and the webhook becomes visible
-	// means every event after StartSeq is fanned out to it, none before.
+	// Holding the fan-out cursor (every server's fan-out takes it) while
+	// StartSeq is read and the webhook is written means every event after
+	// StartSeq is fanned out to it, none before.
 	e.fanMu.Lock()
 	defer e.fanMu.Unlock()
-	var n int
-	if err := e.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM webhooks WHERE team_id = ?`, teamID).Scan(&n); err != nil {
-		return nil, fmt.Errorf("count webhooks: %w", err)
-	}
-	if n >= MaxPerTeam {
-		return nil, errdefs.Exhausted("a team can have at most %d webhooks; delete unused ones with DELETE /events/webhooks/{id}", MaxPerTeam)
-	}
-	seq, err := e.events.LastSeq(ctx)
+	err := e.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		if _, _, err := lockCursor(ctx, tx, false); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM webhooks WHERE team_id = ?`, teamID).Scan(&n); err != nil {
+			return fmt.Errorf("count webhooks: %w", err)
+		}
+		if n >= MaxPerTeam {
+			return errdefs.Exhausted("a team can have at most %d webhooks; delete unused ones with DELETE /events/webhooks/{id}", MaxPerTeam)
+		}
+		seq, err := e.events.LastSeq(ctx)
+		if err != nil {
+			return err
+		}
+		w.StartSeq = seq
+		return saveHook(ctx, tx, w)
+	})
 	if err != nil {
-		return nil, err
-	}
-	w.StartSeq = seq
-	if err := saveHook(ctx, e.db, w); err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
@@ -195,9 +203,19 @@ func (e *Engine) Update(ctx context.Context, teamID, id string, in Input) (*Webh
 	if err := e.validate(&in, false); err != nil {
 		return nil, err
 	}
-	e.fanMu.Lock() // fan-out must see the old or the new subscription, not half of each
+	e.fanMu.Lock()
 	defer e.fanMu.Unlock()
-	w, err := loadHook(ctx, e.db, teamID, id)
+	// Under the fan-out cursor: a fan-out sees the old or the new
+	// subscription, not half of each.
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("update webhook %s: %w", id, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	if _, _, err := lockCursor(ctx, tx, false); err != nil {
+		return nil, err
+	}
+	w, err := loadHook(ctx, tx, teamID, id)
 	if err != nil {
 		return nil, err
 	}
@@ -225,8 +243,11 @@ func (e *Engine) Update(ctx context.Context, teamID, id string, in Input) (*Webh
 		w.DisabledReason = "disabled by request"
 	}
 	w.UpdatedAt = e.cfg.Now().UTC()
-	if err := saveHook(ctx, e.db, w); err != nil {
+	if err := saveHook(ctx, tx, w); err != nil {
 		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("update webhook %s: %w", id, err)
 	}
 	e.mu.Lock()
 	c := *w
@@ -234,9 +255,7 @@ func (e *Engine) Update(ctx context.Context, teamID, id string, in Input) (*Webh
 	e.mu.Unlock()
 	e.announce(ctx)
 	if w.Enabled && !wasEnabled {
-		if err := e.loadPending(ctx, w.ID); err != nil {
-			return nil, err
-		}
+		e.wakeClaim(true) // its parked deliveries go out again, from whichever server claims them
 	}
 	e.signal()
 	return w, nil
@@ -244,19 +263,23 @@ func (e *Engine) Update(ctx context.Context, teamID, id string, in Input) (*Webh
 
 // Delete removes a webhook with its deliveries and attempt log.
 func (e *Engine) Delete(ctx context.Context, teamID, id string) error {
-	e.fanMu.Lock() // no fan-out batch may add deliveries for it after it is gone
+	e.fanMu.Lock()
 	defer e.fanMu.Unlock()
-	if _, err := loadHook(ctx, e.db, teamID, id); err != nil {
-		return err
-	}
-	e.mu.Lock()
-	delete(e.hooks, id)
-	e.mu.Unlock()
 	tx, err := e.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("delete webhook %s: %w", id, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	// Under the fan-out cursor: no fan-out adds deliveries for it after it is gone.
+	if _, _, err := lockCursor(ctx, tx, false); err != nil {
+		return err
+	}
+	if _, err := loadHook(ctx, tx, teamID, id); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	delete(e.hooks, id)
+	e.mu.Unlock()
 	for _, q := range []string{
 		`DELETE FROM webhook_attempts WHERE webhook_id = ?`,
 		`DELETE FROM webhook_deliveries WHERE webhook_id = ?`,
@@ -384,7 +407,7 @@ func (e *Engine) Redeliver(ctx context.Context, teamID, webhookID, id string) (s
 	}
 	now := e.cfg.Now()
 	if _, err := e.db.ExecContext(ctx, `UPDATE webhook_deliveries SET state = 'pending', max_attempts = CASE WHEN max_attempts > attempts THEN max_attempts ELSE attempts + 1 END,
-		next_attempt_at = ?, updated_at = ? WHERE id = ?`, now.UnixNano(), now.UnixNano(), did); err != nil {
+		next_attempt_at = ?, updated_at = ?, forced = CASE WHEN event_seq > 0 THEN 1 ELSE 0 END WHERE id = ?`, now.UnixNano(), now.UnixNano(), did); err != nil {
 		return "", fmt.Errorf("redeliver %s: %w", id, err)
 	}
 	e.mu.Lock()
@@ -397,7 +420,16 @@ func (e *Engine) Redeliver(ctx context.Context, teamID, webhookID, id string) (s
 		e.signal()
 		return did, nil
 	}
+	_, held := e.owned[webhookID]
+	delete(e.done, did) // sent before, and asked for again
 	e.mu.Unlock()
+	if seq > 0 && !held {
+		// Another server may hold the webhook's queue: whoever holds it (or
+		// claims it, this one included) sends the redelivery in order.
+		e.announce(ctx)
+		e.wakeClaim(true)
+		return did, nil
+	}
 	e.enqueue([]*item{{id: did, webhookID: webhookID, seq: seq, attempts: attempts, maxAttempts: attempts + 1, due: now, force: true}})
 	return did, nil
 }

@@ -57,8 +57,22 @@ func (h *waitHeap) put(it *item)      { it.where = inWaiting; heap.Push(h, it) }
 // lane is one webhook's queue. At most one delivery per webhook is in
 // flight, which keeps deliveries in event order while the endpoint is healthy.
 type lane struct {
-	ready readyHeap
-	busy  bool
+	ready      readyHeap
+	sending    bool // an attempt is in flight
+	unrecorded int  // finished attempts whose outcome is not committed yet
 }
+
+// recordLag is how many finished attempts of a webhook may await their
+// record while its next attempt goes: 1 overlaps a send with the previous
+// record (about twice the rate of one webhook) and bounds what a kill -9
+// can make the next queue holder send again to two deliveries per webhook:
+// the one recording and the one in flight.
+const recordLag = 1
+
+// idle reports whether the lane may start its next attempt.
+func (l *lane) idle() bool { return !l.sending && l.unrecorded <= recordLag }
+
+// gone reports whether the lane holds nothing and may be forgotten.
+func (l *lane) gone() bool { return !l.sending && l.unrecorded == 0 && len(l.ready) == 0 }
 
 func heapFix(h *waitHeap, i int) { heap.Fix(h, i) }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 	sig "github.com/sbxdev/sbx/sdk/webhook"
 )
 
@@ -42,13 +44,14 @@ type result struct {
 	at         time.Time
 	force      bool
 
-	state          string
-	nextAttemptAt  time.Time
-	hook           Webhook // failure counters after this attempt
-	hookKnown      bool
-	disabled       bool
-	disabledReason string
-	waiter         chan *Attempt // a Test call waiting for this attempt
+	state           string
+	nextAttemptAt   time.Time
+	hook            Webhook // failure counters after this attempt
+	hookKnown       bool
+	countersChanged bool // hook's failure counters differ from the stored ones
+	disabled        bool
+	disabledReason  string
+	waiter          chan *Attempt // a Test call waiting for this attempt
 }
 
 // attempt sends one delivery and classifies the outcome.
@@ -186,6 +189,18 @@ func (e *Engine) writeResults() {
 			}
 			time.Sleep(time.Duration(try+1) * 200 * time.Millisecond)
 		}
+		// A webhook's attempts wait for the records of earlier ones (at
+		// most recordLag behind): were this server killed, the next holder
+		// of its queue would send again only those few, not every attempt
+		// still waiting to be recorded.
+		e.mu.Lock()
+		for _, r := range batch {
+			if ln := e.lanes[r.webhookID]; ln != nil && ln.unrecorded > 0 {
+				ln.unrecorded--
+			}
+		}
+		e.mu.Unlock()
+		e.signal()
 		for _, r := range batch {
 			if r.waiter != nil {
 				r.waiter <- r.toAttempt(&r.hook)
@@ -196,25 +211,19 @@ func (e *Engine) writeResults() {
 
 func (e *Engine) writeBatch(batch []*result) error {
 	ctx := context.Background() // results must be recorded even while shutting down
+	if e.db.Dialect() == sqldb.Postgres && !slices.ContainsFunc(batch, func(r *result) bool { return r.disabled || r.countersChanged && !r.force }) {
+		// The common case, all successes of healthy webhooks: one
+		// statement, one round trip, the same text (so prepared once)
+		// whatever the batch size.
+		return e.recordPG(ctx, e.db, batch)
+	}
 	tx, err := e.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	att, err := tx.PrepareContext(ctx, `INSERT INTO webhook_attempts
-		(id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers,
-		 response_status, response_headers, response_body, error_class, error_message, ts)
-		SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = ?)
-		ON CONFLICT DO NOTHING`) // not for a deleted webhook
-	if err != nil {
-		return err
-	}
-	defer att.Close()
-	upd, err := tx.PrepareContext(ctx, `UPDATE webhook_deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?`)
-	if err != nil {
-		return err
-	}
-	defer upd.Close()
+	attempts := make([][]any, 0, len(batch))
+	updates := make([][]any, 0, len(batch))
 	hooks := map[string]*result{} // last result per webhook carries its counters
 	var appended bool
 	for _, r := range batch {
@@ -222,18 +231,14 @@ func (e *Engine) writeBatch(batch []*result) error {
 		if !r.ok {
 			status = stateFailed
 		}
-		if _, err := att.ExecContext(ctx, r.id, r.deliveryID, r.webhookID, r.attempt, status, r.durationMs, r.url, r.reqHeaders,
-			nullInt(r.respStatus), nil, nil, nullStr(r.class), nullStr(r.message), r.at.UnixNano(), r.deliveryID); err != nil {
-			return fmt.Errorf("insert attempt: %w", err)
-		}
+		attempts = append(attempts, []any{r.id, r.deliveryID, r.webhookID, r.attempt, status, r.durationMs, r.url, r.reqHeaders,
+			nullInt(r.respStatus), nullStr(r.class), nullStr(r.message), r.at.UnixNano()})
 		var next int64
 		if !r.nextAttemptAt.IsZero() {
 			next = r.nextAttemptAt.UnixNano()
 		}
-		if _, err := upd.ExecContext(ctx, r.state, r.attempt, next, r.at.UnixNano(), r.deliveryID); err != nil {
-			return fmt.Errorf("update delivery: %w", err)
-		}
-		if r.hookKnown && !r.force {
+		updates = append(updates, []any{r.deliveryID, r.state, r.attempt, next, r.at.UnixNano()})
+		if r.hookKnown && !r.force && r.countersChanged {
 			hooks[r.webhookID] = r
 		}
 		if r.disabled {
@@ -249,6 +254,16 @@ func (e *Engine) writeBatch(batch []*result) error {
 			}
 			appended = true
 		}
+	}
+	if tx.Dialect() == sqldb.SQLite {
+		// In-process SQLite has no round trips to save, and its planner
+		// scans the table for an UPDATE ... FROM (VALUES ...): per-row
+		// prepared statements are faster there.
+		if err := e.writeRows(ctx, tx, attempts, updates); err != nil {
+			return err
+		}
+	} else if err := e.recordPG(ctx, tx, batch); err != nil {
+		return err
 	}
 	for id, r := range hooks {
 		var since int64
@@ -267,6 +282,118 @@ func (e *Engine) writeBatch(batch []*result) error {
 		e.events.Notify()
 	}
 	return nil
+}
+
+// recordPG records a batch's attempts and outcomes on PostgreSQL in one
+// statement: the values go as arrays, so its text is the same for every
+// batch size. An outcome counts only while this server still holds the
+// webhook's queue (test pings belong to no queue): a server that lost its
+// lease must not overwrite what the new holder records. Attempts are not
+// logged for deliveries that are gone (a deleted webhook).
+func (e *Engine) recordPG(ctx context.Context, x execer, batch []*result) error {
+	n := len(batch)
+	ids, dids, hids, statuses, urls, hdrs, states := make([]string, n), make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	attempt, respStatus := make([]int32, n), make([]*int32, n)
+	dur := make([]float64, n)
+	class, msg := make([]*string, n), make([]*string, n)
+	ts, next := make([]int64, n), make([]int64, n)
+	for i, r := range batch {
+		ids[i], dids[i], hids[i], urls[i], hdrs[i], states[i] = r.id, r.deliveryID, r.webhookID, r.url, r.reqHeaders, r.state
+		statuses[i] = stateFailed
+		if r.ok {
+			statuses[i] = stateSuccess
+		}
+		attempt[i], dur[i], ts[i] = int32(r.attempt), r.durationMs, r.at.UnixNano()
+		if r.respStatus != 0 {
+			v := int32(r.respStatus)
+			respStatus[i] = &v
+		}
+		if r.class != "" {
+			class[i], msg[i] = &r.class, &r.message
+		}
+		if !r.nextAttemptAt.IsZero() {
+			next[i] = r.nextAttemptAt.UnixNano()
+		}
+	}
+	_, err := x.ExecContext(ctx, `WITH v AS (
+		SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::int[], ?::text[], ?::float8[], ?::text[], ?::text[],
+			?::int[], ?::text[], ?::text[], ?::bigint[], ?::text[], ?::bigint[])
+		AS v(id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers,
+			response_status, error_class, error_message, ts, state, next_at)
+	), ins AS (
+		INSERT INTO webhook_attempts (id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers,
+			response_status, error_class, error_message, ts)
+		SELECT id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers,
+			response_status, error_class, error_message, ts
+		FROM v WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.id = v.delivery_id)
+		ON CONFLICT DO NOTHING
+	)
+	UPDATE webhook_deliveries d SET state = v.state, attempts = v.attempt, next_attempt_at = v.next_at, updated_at = v.ts, forced = 0
+	FROM v WHERE d.id = v.delivery_id AND d.state = 'pending' AND (d.event_seq = 0 OR EXISTS
+		(SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.lease_node = ? AND w.lease_boot = ?))`,
+		ids, dids, hids, attempt, statuses, dur, urls, hdrs, respStatus, class, msg, ts, states, next, e.cfg.Node, e.boot)
+	if err != nil {
+		return fmt.Errorf("record attempts: %w", err)
+	}
+	return nil
+}
+
+// writeRows records attempts and outcomes one row at a time (SQLite).
+func (e *Engine) writeRows(ctx context.Context, tx *sqldb.Tx, attempts, updates [][]any) error {
+	att, err := tx.PrepareContext(ctx, `INSERT INTO webhook_attempts
+		(id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers,
+		 response_status, error_class, error_message, ts)
+		SELECT ?,?,?,?,?,?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = ?2)
+		ON CONFLICT DO NOTHING`)
+	if err != nil {
+		return err
+	}
+	defer att.Close()
+	for _, a := range attempts {
+		if _, err := att.ExecContext(ctx, a...); err != nil {
+			return fmt.Errorf("insert attempt: %w", err)
+		}
+	}
+	upd, err := tx.PrepareContext(ctx, `UPDATE webhook_deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5, forced = 0
+		WHERE id = ?1 AND state = 'pending' AND (event_seq = 0 OR EXISTS
+			(SELECT 1 FROM webhooks w WHERE w.id = webhook_deliveries.webhook_id AND w.lease_node = ?6 AND w.lease_boot = ?7))`)
+	if err != nil {
+		return err
+	}
+	defer upd.Close()
+	for _, u := range updates {
+		if _, err := upd.ExecContext(ctx, append(u, e.cfg.Node, e.boot)...); err != nil {
+			return fmt.Errorf("update delivery: %w", err)
+		}
+	}
+	return nil
+}
+
+// col is a column of a multi-row INSERT.
+type col struct{ name string }
+
+// insertValues writes a multi-row INSERT of rows into table.
+func insertValues(table string, cols []col, rows [][]any, _ sqldb.Dialect) (string, []any) {
+	var b strings.Builder
+	b.WriteString("INSERT INTO " + table + " (")
+	for j, c := range cols {
+		if j > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(c.name)
+	}
+	b.WriteString(") VALUES ")
+	row := "(" + placeholders(len(cols)) + ")"
+	args := make([]any, 0, len(rows)*len(cols))
+	for i, r := range rows {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(row)
+		args = append(args, r...)
+	}
+	return b.String(), args
 }
 
 func nullInt(n int) any {

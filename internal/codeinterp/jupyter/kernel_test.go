@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 // requireIPyKernel returns the python3 kernelspec, or skips (fails under
@@ -23,11 +25,7 @@ func requireIPyKernel(t testing.TB) *KernelSpec {
 		}
 	}
 	if err != nil {
-		msg := "python3 Jupyter kernel not available (apt-get install python3-ipykernel): " + err.Error()
-		if os.Getenv("SBX_REQUIRE_INTEGRATION") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Skip(t, "python3 Jupyter kernel not available (apt-get install python3-ipykernel): %v", err)
 	}
 	return spec
 }

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" driver
@@ -124,6 +125,12 @@ func openPostgres(ctx context.Context, dsn string, log *slog.Logger) (*DB, error
 		db.Close()
 		return nil, fmt.Errorf("connect to postgres %s: %w", redact(dsn), err)
 	}
+	// database/sql keeps 2 idle connections by default: under concurrent
+	// requests every other query would then open a connection (a process
+	// fork on the server, milliseconds). Keep a working set instead, and
+	// let idle ones go after a while.
+	db.SetMaxIdleConns(32)
+	db.SetConnMaxIdleTime(5 * time.Minute)
 	return &DB{db: db, dialect: Postgres, dsn: dsn, log: log}, nil
 }
 
