@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -86,7 +87,7 @@ func (d *Driver) Checkpoint(ctx context.Context, id, dir string) (err error) {
 			return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
 		}
 	}
-	if _, err := d.command(ctx, "checkpoint", "--image-path", filepath.Join(dir, ckptImage), id); err != nil {
+	if err := d.saveImage(ctx, id, filepath.Join(dir, ckptImage)); err != nil {
 		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
 	}
 	// From here the processes are gone; losing the upper dir now would lose
@@ -289,4 +290,29 @@ func copyTree(ctx context.Context, src, dst string) error {
 		return fmt.Errorf("cp -a %s %s: %w: %s", src, dst, err, out)
 	}
 	return nil
+}
+
+// saveImage runs runsc checkpoint. On a loaded host runsc sometimes finds
+// the sandbox's control socket not (or no longer) accepting for a moment
+// and fails with "connection refused" before anything is saved; while the
+// sandbox still runs, that is retried a few times rather than failing the
+// pause or snapshot.
+func (d *Driver) saveImage(ctx context.Context, id, image string) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if _, err = d.command(ctx, "checkpoint", "--image-path", image, id); err == nil ||
+			!strings.Contains(err.Error(), "connection refused") {
+			return err
+		}
+		if st, serr := d.State(ctx, id); serr != nil || (st != runtime.StatusRunning && st != runtime.StatusPaused) {
+			return err
+		}
+		d.log.Warn("runsc checkpoint: control server refused the connection; retrying", "sandbox.id", id, "attempt", attempt+1)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return err
 }
