@@ -6,7 +6,6 @@ import (
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/errdefs"
-	"github.com/sbxdev/sbx/internal/request"
 )
 
 // E2B's access tokens (POST /access-tokens, DELETE
@@ -30,27 +29,10 @@ func (s *Server) accessTokenRoutes() {
 }
 
 func (s *Server) createAccessToken(w http.ResponseWriter, r *http.Request) {
-	teamID, err := auth.TeamID(r.Context())
-	if err != nil {
-		s.fail(w, err)
+	k, value, ok := s.newKey(w, r, auth.NewAccessToken, "access token")
+	if !ok {
 		return
 	}
-	var body keyName
-	if err := decode(r, &body, request.SmallBody); err != nil {
-		s.fail(w, err)
-		return
-	}
-	if err := s.roomForKey(r.Context(), teamID); err != nil {
-		s.fail(w, err)
-		return
-	}
-	value := auth.NewAccessToken()
-	k, err := s.accounts.CreateAPIKey(r.Context(), teamID, body.Name, value)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	s.log.InfoContext(r.Context(), "access token created", "team.id", teamID, "key.id", k.ID, "by", team(r).KeyID)
 	j := toKeyJSON(k, team(r))
 	writeJSON(w, http.StatusCreated, createdAccessTokenJSON{ID: k.ID, Name: k.Name, Token: value, Mask: j.Mask, CreatedAt: k.CreatedAt})
 }

@@ -114,28 +114,38 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
+	k, value, ok := s.newKey(w, r, auth.NewAPIKey, "API key")
+	if ok {
+		writeJSON(w, http.StatusCreated, createdKeyJSON{apiKeyJSON: toKeyJSON(k, team(r)), Key: value})
+	}
+}
+
+// newKey creates a key of the caller's team from a {"name"} body with a
+// value from mint (API keys and access tokens share the store and its
+// per-team bound); on failure it has answered and ok is false.
+func (s *Server) newKey(w http.ResponseWriter, r *http.Request, mint func() string, what string) (_ store.APIKey, value string, ok bool) {
 	teamID, err := auth.TeamID(r.Context())
 	if err != nil {
 		s.fail(w, err)
-		return
+		return store.APIKey{}, "", false
 	}
 	var body keyName
 	if err := decode(r, &body, request.SmallBody); err != nil {
 		s.fail(w, err)
-		return
+		return store.APIKey{}, "", false
 	}
 	if err := s.roomForKey(r.Context(), teamID); err != nil {
 		s.fail(w, err)
-		return
+		return store.APIKey{}, "", false
 	}
-	value := auth.NewAPIKey()
+	value = mint()
 	k, err := s.accounts.CreateAPIKey(r.Context(), teamID, body.Name, value)
 	if err != nil {
 		s.fail(w, err)
-		return
+		return store.APIKey{}, "", false
 	}
-	s.log.InfoContext(r.Context(), "API key created", "team.id", teamID, "key.id", k.ID, "by", team(r).KeyID)
-	writeJSON(w, http.StatusCreated, createdKeyJSON{apiKeyJSON: toKeyJSON(k, team(r)), Key: value})
+	s.log.InfoContext(r.Context(), what+" created", "team.id", teamID, "key.id", k.ID, "by", team(r).KeyID)
+	return k, value, true
 }
 
 // maxTeamKeys bounds a team's API keys and access tokens together: every

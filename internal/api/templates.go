@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/sandbox"
@@ -15,22 +14,8 @@ import (
 )
 
 type templateJSON struct {
-	TemplateID    string     `json:"templateID"`
-	BuildID       string     `json:"buildID"`
-	CPUCount      int        `json:"cpuCount"`
-	MemoryMB      int        `json:"memoryMB"`
-	DiskSizeMB    int        `json:"diskSizeMB"`
-	Public        bool       `json:"public"`
-	Aliases       []string   `json:"aliases"`
-	Names         []string   `json:"names"`
-	CreatedAt     time.Time  `json:"createdAt"`
-	UpdatedAt     time.Time  `json:"updatedAt"`
-	CreatedBy     *struct{}  `json:"createdBy"`
-	LastSpawnedAt *time.Time `json:"lastSpawnedAt"`
-	SpawnCount    int64      `json:"spawnCount"`
-	BuildCount    int        `json:"buildCount"`
-	EnvdVersion   string     `json:"envdVersion"`
-	BuildStatus   string     `json:"buildStatus"`
+	template.LegacyJSON
+	BuildStatus string `json:"buildStatus"`
 }
 
 // spawnCounter reads how often each template was used (the store).
@@ -43,9 +28,10 @@ func toTemplateJSON(t template.Template) templateJSON {
 	if names == nil {
 		names = []string{}
 	}
-	return templateJSON{TemplateID: t.ID, BuildID: t.BuildID, CPUCount: t.CPUCount, MemoryMB: t.MemoryMB,
-		DiskSizeMB: t.DiskMB, Public: t.Public, Aliases: names, Names: names, CreatedAt: t.CreatedAt,
-		UpdatedAt: t.UpdatedAt, BuildCount: 1, EnvdVersion: sandbox.EnvdVersion, BuildStatus: t.Status}
+	return templateJSON{LegacyJSON: template.LegacyJSON{TemplateID: t.ID, BuildID: t.BuildID, CPUCount: t.CPUCount,
+		MemoryMB: t.MemoryMB, DiskSizeMB: t.DiskMB, Public: t.Public, Aliases: names, Names: names,
+		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt, BuildCount: 1, EnvdVersion: sandbox.EnvdVersion},
+		BuildStatus: t.Status}
 }
 
 func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {

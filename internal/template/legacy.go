@@ -35,8 +35,9 @@ type legacyBuildRequest struct {
 	MemoryMB   int    `json:"memoryMB"`
 }
 
-// templateLegacyJSON is E2B's TemplateLegacy.
-type templateLegacyJSON struct {
+// LegacyJSON is E2B's TemplateLegacy, the shape of a template in the
+// legacy create answers and (with its build status) in template lists.
+type LegacyJSON struct {
 	TemplateID    string     `json:"templateID"`
 	BuildID       string     `json:"buildID"`
 	CPUCount      int        `json:"cpuCount"`
@@ -54,12 +55,12 @@ type templateLegacyJSON struct {
 	EnvdVersion   string     `json:"envdVersion"`
 }
 
-func toLegacyJSON(rec Record, buildID string) templateLegacyJSON {
+func toLegacyJSON(rec Record, buildID string) LegacyJSON {
 	names := rec.Names
 	if names == nil {
 		names = []string{}
 	}
-	return templateLegacyJSON{TemplateID: rec.ID, BuildID: buildID, CPUCount: rec.CPUCount, MemoryMB: rec.MemoryMB,
+	return LegacyJSON{TemplateID: rec.ID, BuildID: buildID, CPUCount: rec.CPUCount, MemoryMB: rec.MemoryMB,
 		DiskSizeMB: rec.DiskMB, Public: rec.Public, Aliases: names, Names: names, CreatedAt: rec.CreatedAt,
 		UpdatedAt: rec.UpdatedAt, BuildCount: rec.BuildCount, EnvdVersion: EnvdVersion}
 }
