@@ -185,6 +185,21 @@ func teamFor(r *http.Request) (string, error) {
 	return want, nil
 }
 
+// teamInterval is the team and the [start, end] of a team metrics request;
+// end covers the whole second it names.
+func teamInterval(r *http.Request) (teamID string, start, end time.Time, err error) {
+	if teamID, err = teamFor(r); err != nil {
+		return "", start, end, err
+	}
+	if start, end, err = interval(r); err != nil {
+		return "", start, end, err
+	}
+	if !end.IsZero() {
+		end = end.Add(time.Second - 1)
+	}
+	return teamID, start, end, nil
+}
+
 type teamMetricJSON struct {
 	Timestamp           time.Time `json:"timestamp"`
 	TimestampUnix       int64     `json:"timestampUnix"`
@@ -193,18 +208,10 @@ type teamMetricJSON struct {
 }
 
 func (hd *Handler) team(w http.ResponseWriter, r *http.Request) {
-	teamID, err := teamFor(r)
+	teamID, start, end, err := teamInterval(r)
 	if err != nil {
 		hd.fail(w, err)
 		return
-	}
-	start, end, err := interval(r)
-	if err != nil {
-		hd.fail(w, err)
-		return
-	}
-	if !end.IsZero() {
-		end = end.Add(time.Second - 1)
 	}
 	out := []teamMetricJSON{}
 	for _, s := range hd.h.Team(teamID, start, end) {
@@ -221,18 +228,10 @@ type maxJSON struct {
 }
 
 func (hd *Handler) teamMax(w http.ResponseWriter, r *http.Request) {
-	teamID, err := teamFor(r)
+	teamID, start, end, err := teamInterval(r)
 	if err != nil {
 		hd.fail(w, err)
 		return
-	}
-	start, end, err := interval(r)
-	if err != nil {
-		hd.fail(w, err)
-		return
-	}
-	if !end.IsZero() {
-		end = end.Add(time.Second - 1)
 	}
 	var value func(TeamSample) float64
 	switch m := r.URL.Query().Get("metric"); m {
