@@ -124,15 +124,9 @@ func newSnapshotDeleteCmd(opts *clientOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var errs []error
-			for _, id := range args {
-				if err := c.DeleteSnapshot(cmd.Context(), id); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), "deleted", id)
-			}
-			return errors.Join(errs...)
+			return forEachID(cmd, args, "deleted", func(id string) error {
+				return c.DeleteSnapshot(cmd.Context(), id)
+			})
 		},
 	}
 }
@@ -230,13 +224,8 @@ func rebootSandboxes(cmd *cobra.Command, opts *clientOptions, ids []string, time
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, id := range ids {
-		if _, err := c.Reboot(cmd.Context(), id, timeout); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		fmt.Fprintln(cmd.OutOrStdout(), "rebooted", id)
-	}
-	return errors.Join(errs...)
+	return forEachID(cmd, ids, "rebooted", func(id string) error {
+		_, err := c.Reboot(cmd.Context(), id, timeout)
+		return err
+	})
 }

@@ -93,15 +93,10 @@ they are paused in. A running sandbox only gets its timeout extended.`,
 			if err != nil {
 				return err
 			}
-			var errs []error
-			for _, id := range args {
-				if _, err := c.Resume(cmd.Context(), id, sdk.ConnectOptions{Timeout: d}); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), "resumed", id)
-			}
-			return errors.Join(errs...)
+			return forEachID(cmd, args, "resumed", func(id string) error {
+				_, err := c.Resume(cmd.Context(), id, sdk.ConnectOptions{Timeout: d})
+				return err
+			})
 		},
 	}
 	cmd.Flags().StringVar(&timeout, "timeout", "", "new timeout from now (seconds, or a duration like 10m; default 5m)")

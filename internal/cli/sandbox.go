@@ -287,15 +287,9 @@ func newSandboxKillCmd(opts *clientOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var errs []error
-			for _, id := range args {
-				if err := c.Kill(cmd.Context(), id); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), "killed", id)
-			}
-			return errors.Join(errs...)
+			return forEachID(cmd, args, "killed", func(id string) error {
+				return c.Kill(cmd.Context(), id)
+			})
 		},
 	}
 }
@@ -434,4 +428,18 @@ func shellJoin(args []string) string {
 		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 	}
 	return strings.Join(quoted, " ")
+}
+
+// forEachID runs op on every ID, printing "<done> ID" for each success, and
+// returns every failure: one bad ID does not stop the others.
+func forEachID(cmd *cobra.Command, ids []string, done string, op func(id string) error) error {
+	var errs []error
+	for _, id := range ids {
+		if err := op(id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), done, id)
+	}
+	return errors.Join(errs...)
 }
