@@ -57,7 +57,7 @@ func TestSandboxPolicyNarrowsButNeverOpens(t *testing.T) {
 		}
 	}()
 	hostPort := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-	hostAddr := hostIPv4(t)
+	hostAddr := bldHostAddr(t)
 	if c, err := net.Dial("tcp4", net.JoinHostPort(hostAddr, hostPort)); err != nil {
 		t.Fatalf("the host service at %s:%s does not answer the host itself: %v", hostAddr, hostPort, err)
 	} else {
@@ -89,19 +89,4 @@ func TestSandboxPolicyNarrowsButNeverOpens(t *testing.T) {
 	if reach(addrs[0], "80") {
 		t.Error("another team's request changed the policy")
 	}
-}
-
-// hostIPv4 is a non-loopback IPv4 address of this host.
-func hostIPv4(t *testing.T) string {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
-			return n.IP.String()
-		}
-	}
-	t.Skip("no non-loopback IPv4 address")
-	return ""
 }
