@@ -272,7 +272,6 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 		}
 	}
 	m.track(l)
-	m.recordSpawn(ctx, sb)
 	m.log.InfoContext(ctx, "sandbox created", "sandbox.id", sb.ID, "template.id", sb.TemplateID, "team.id", sb.TeamID,
 		"pooled", pooled, "elapsed", m.now().Sub(now).Round(time.Microsecond))
 	return sb, nil
