@@ -171,7 +171,19 @@ func (s *Server) fork(w http.ResponseWriter, r *http.Request) {
 			out = append(out, forkResultJSON{Error: &errorJSON{Code: errdefs.HTTPStatus(res.Err), Message: errdefs.Message(res.Err)}})
 			continue
 		}
+		traffic, err := s.inheritNetwork(r.Context(), r.PathValue("id"), res.Sandbox.ID)
+		if err != nil {
+			// Never hand out a clone without its source's policy.
+			_ = s.sandboxes.Kill(context.WithoutCancel(r.Context()), res.Sandbox.TeamID, res.Sandbox.ID)
+			s.log.WarnContext(r.Context(), "fork clone's network policy failed", "sandbox.id", res.Sandbox.ID, "err", err)
+			out = append(out, forkResultJSON{Error: &errorJSON{Code: errdefs.HTTPStatus(err), Message: errdefs.Message(err)}})
+			continue
+		}
 		sb := toSandboxJSON(res.Sandbox)
+		sb.Domain = s.domain()
+		if traffic != "" {
+			sb.TrafficAccessToken = &traffic
+		}
 		out = append(out, forkResultJSON{Sandbox: &sb, Memory: res.Memory})
 	}
 	writeJSON(w, http.StatusCreated, out)
@@ -200,4 +212,26 @@ func (s *Server) connectMemory(r *http.Request, id string, timeout time.Duration
 // pauseBody is E2B's SandboxPauseRequest.
 type pauseBody struct {
 	Memory *bool `json:"memory"` // false: keep only the filesystem
+}
+
+// inheritNetwork gives a fork's clone its source's network settings: the
+// same egress policy and, when the source's ports are private, a traffic
+// token of its own (returned). Without this a clone of a locked-down
+// sandbox would have open egress and public ports.
+func (s *Server) inheritNetwork(ctx context.Context, sourceID, cloneID string) (string, error) {
+	if s.net == nil {
+		return "", nil
+	}
+	cfg, _, err := s.net.settings(ctx, sourceID)
+	if err != nil || cfg == nil {
+		return "", err
+	}
+	policy, netCfg, traffic, _, err := s.net.plan(cfg, nil)
+	if err != nil {
+		return "", err
+	}
+	if err := s.net.apply(ctx, cloneID, policy, netCfg, traffic); err != nil {
+		return "", err
+	}
+	return traffic, nil
 }

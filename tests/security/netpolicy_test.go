@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/sdk"
@@ -88,5 +89,40 @@ func TestSandboxPolicyNarrowsButNeverOpens(t *testing.T) {
 	}
 	if reach(addrs[0], "80") {
 		t.Error("another team's request changed the policy")
+	}
+}
+
+// A fork's clones keep their source's network settings: a clone of a
+// sandbox whose ports need a traffic token, or whose egress is narrowed,
+// must not come out public or open (it did: fork built clones without the
+// policy, and the proxy let anyone through to the clone's ports).
+func TestForkKeepsNetworkPolicy(t *testing.T) {
+	srv := startServer(t)
+	c := srv.Client(t)
+	private := false
+	src := create(t, c, sdk.CreateOptions{Network: &sdk.NetworkOptions{
+		AllowPublicTraffic: &private, DenyOut: []string{"198.51.100.0/24"}}})
+	if src.TrafficAccessToken == "" {
+		t.Fatal("the source got no traffic access token")
+	}
+	forks, err := c.Fork(t.Context(), src.ID, 1, time.Minute)
+	if err != nil || len(forks) != 1 || forks[0].Err != nil {
+		t.Fatalf("fork: %v %+v", err, forks)
+	}
+	clone := forks[0].Sandbox
+	t.Cleanup(func() { _ = clone.Kill(t.Context()) })
+	port := map[string]string{"E2b-Sandbox-Id": clone.ID, "E2b-Sandbox-Port": "8000"}
+	if r := srv.Raw(t, "GET", "/", "", port); r.Status != 403 {
+		t.Errorf("the clone's private port without a token answered %d, want 403: %s", r.Status, r.Body)
+	}
+	port["E2b-Traffic-Access-Token"] = src.TrafficAccessToken
+	if clone.TrafficAccessToken == "" || clone.TrafficAccessToken == src.TrafficAccessToken {
+		t.Errorf("clone's traffic token %q: want one of its own", clone.TrafficAccessToken)
+	} else if r := srv.Raw(t, "GET", "/", "", port); r.Status != 403 {
+		t.Errorf("the source's token opened the clone's port: %d", r.Status)
+	}
+	d := srv.Raw(t, "GET", "/sandboxes/"+clone.ID, "", map[string]string{"X-API-Key": srv.APIKey})
+	if !strings.Contains(d.Body, "198.51.100.0/24") {
+		t.Errorf("the clone's network settings lost the source's denyOut: %s", d.Body)
 	}
 }
