@@ -61,16 +61,28 @@ func (d *Dir) Close() error { return unix.Close(d.fd) }
 // openat opens name (a path relative to d, possibly with several
 // components) strictly beneath d.
 func (d *Dir) openat(name string, flags int, mode uint32) (int, error) {
-	for {
-		fd, err := unix.Openat2(d.fd, name, &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Mode: uint64(mode), Resolve: resolve})
-		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) { // EAGAIN: a concurrent rename; retry
+	return d.openat2(name, &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Mode: uint64(mode), Resolve: resolve})
+}
+
+// maxOpenRetries bounds the retries of openat2's EAGAIN, which the kernel
+// returns when any rename or mount anywhere raced the lookup: a sandbox
+// renaming in a loop must not keep a host request spinning.
+const maxOpenRetries = 64
+
+func (d *Dir) openat2(name string, how *unix.OpenHow) (int, error) {
+	var err error
+	for range maxOpenRetries {
+		var fd int
+		fd, err = unix.Openat2(d.fd, name, how)
+		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 			continue
 		}
 		if err != nil {
-			return -1, &os.PathError{Op: "openat2", Path: d.path + "/" + name, Err: err}
+			break
 		}
 		return fd, nil
 	}
+	return -1, &os.PathError{Op: "openat2", Path: d.path + "/" + name, Err: err}
 }
 
 // Stat returns the status of name without following anything.

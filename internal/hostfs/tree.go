@@ -63,16 +63,7 @@ func (d *Dir) dup() (*Dir, error) {
 }
 
 func (d *Dir) openIn(name string, flags int, res uint64) (int, error) {
-	for {
-		fd, err := unix.Openat2(d.fd, name, &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: res})
-		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
-			continue
-		}
-		if err != nil {
-			return -1, &os.PathError{Op: "openat2", Path: d.path + "/" + name, Err: err}
-		}
-		return fd, nil
-	}
+	return d.openat2(name, &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: res})
 }
 
 // classify turns the errno of a refused lookup into ErrSymlink or
