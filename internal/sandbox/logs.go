@@ -115,11 +115,13 @@ func (r *logRing) add(e LogEntry) {
 	drop := 0
 	for len(r.list)-drop > maxLogEntries || (r.bytes > maxLogBytes && drop < len(r.list)-1) {
 		r.bytes -= len(r.list[drop].Message)
+		r.list[drop] = LogEntry{} // let go of its message now
 		drop++
 	}
-	if drop > 0 {
-		r.list = append(r.list[:0], r.list[drop:]...)
-	}
+	// Reslicing, not shifting: a start command printing empty lines would
+	// otherwise cost a copy of the whole list per line. append moves the
+	// kept entries to a new array when this one's capacity runs out.
+	r.list = r.list[drop:]
 }
 
 // system records a line of sbx's own about the sandbox.
