@@ -96,6 +96,7 @@ type Server struct {
 	net       *networking     // nil until SetNetworking
 	secrets   Secrets         // nil until SetSecrets
 	volumes   Volumes         // nil until SetVolumes
+	cleanups  []teamCleanup   // data removed with a team (OnTeamDeleted)
 }
 
 // New builds the API server. extra registrars add authenticated routes.

@@ -2,9 +2,11 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/auth"
@@ -208,6 +210,34 @@ func (s *Server) deleteTeam(w http.ResponseWriter, r *http.Request) {
 			s.log.WarnContext(r.Context(), "kill sandbox of deleted team", "team.id", t.ID, "sandbox.id", sb.ID, "err", err)
 		}
 	}
+	// The team's secrets, volumes and webhooks go with it: no key can reach
+	// them any more, and secret values must not outlive their owner.
+	var failed []string
+	var errs []error
+	for _, c := range s.cleanups {
+		if err := c.remove(r.Context(), t.ID); err != nil {
+			failed, errs = append(failed, c.what), append(errs, err)
+		}
+	}
+	if len(failed) > 0 {
+		s.fail(w, errdefs.Wrap(errdefs.ErrUnavailable, errors.Join(errs...),
+			"team %s was deleted and its keys revoked, but removing its %s failed (no key can reach them; "+
+				"the server log says why)", t.ID, strings.Join(failed, " and ")))
+		return
+	}
 	s.log.InfoContext(r.Context(), "team deleted", "team.id", t.ID, "team.name", t.Name, "sandboxes_killed", len(live))
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// teamCleanup removes one kind of a deleted team's data.
+type teamCleanup struct {
+	what   string
+	remove func(ctx context.Context, teamID string) error
+}
+
+// OnTeamDeleted registers what removes one kind of a team's data (secrets,
+// volumes, webhooks) when the team is deleted, after its sandboxes are
+// killed.
+func (s *Server) OnTeamDeleted(what string, remove func(ctx context.Context, teamID string) error) {
+	s.cleanups = append(s.cleanups, teamCleanup{what: what, remove: remove})
 }

@@ -369,6 +369,20 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		return nil, err
 	}
 	apiSrv.SetVolumes(vols, volume.NewContentHandler(vols, log))
+	apiSrv.OnTeamDeleted("secrets", secrets.DeleteTeam)
+	apiSrv.OnTeamDeleted("volumes", vols.DeleteTeam)
+	apiSrv.OnTeamDeleted("webhooks", func(ctx context.Context, teamID string) error {
+		hooks, err := engine.List(ctx, teamID)
+		if err != nil {
+			return err
+		}
+		for _, h := range hooks {
+			if err := engine.Delete(ctx, teamID, h.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
 	if err := writeSecret(datadir.Layout{Root: cfg.DataDir}.SandboxDomain(), advertised); err != nil {
 		log.Warn("record the sandbox domain for sbx env", "err", err)
 	}

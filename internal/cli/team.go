@@ -149,8 +149,10 @@ func newTeamDeleteCmd(opts *accountOptions) *cobra.Command {
 		Aliases: []string{"rm"},
 		Short:   "Delete a team: its keys stop working and its sandboxes are killed",
 		Long: `Delete a team by ID or name. Its API keys stop working at once and its running and
-paused sandboxes are killed; its events and usage history stay, and so do its templates
-(delete them first with 'sbx template delete' and the team's key to free their disk).`,
+paused sandboxes are killed; its secrets, volumes (with their content) and webhooks are
+removed. Its events and usage history stay, and so do its templates and snapshots (delete
+them first with 'sbx template delete' / 'sbx snapshot delete' and the team's key to free
+their disk).`,
 		Example: `  sudo sbx team delete research --yes`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -225,6 +225,25 @@ func (sv *Service) Delete(ctx context.Context, teamID, ref string) error {
 	return sv.repo.Delete(ctx, teamID, strings.ToLower(ref))
 }
 
+// DeleteTeam removes every secret of a team (the team is being deleted:
+// its values must not outlive it in the database).
+func (sv *Service) DeleteTeam(ctx context.Context, teamID string) error {
+	for {
+		page, err := sv.repo.List(ctx, teamID, "", 100)
+		if err != nil {
+			return fmt.Errorf("list secrets of team %s: %w", teamID, err)
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		for _, x := range page {
+			if err := sv.repo.Delete(ctx, teamID, x.ID); err != nil {
+				return fmt.Errorf("delete secret %s of team %s: %w", x.Name, teamID, err)
+			}
+		}
+	}
+}
+
 // placeholder is what the SDK's Secret.fill(name) makes.
 var placeholder = regexp.MustCompile(`\$\{e2b\.secrets\.([^}]*)\}`)
 

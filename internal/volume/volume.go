@@ -218,6 +218,22 @@ func (s *Service) Delete(ctx context.Context, teamID, ref string) error {
 	return nil
 }
 
+// DeleteTeam removes every volume of a team and its content (the team is
+// being deleted).
+func (s *Service) DeleteTeam(ctx context.Context, teamID string) error {
+	vols, err := s.repo.List(ctx, teamID)
+	if err != nil {
+		return fmt.Errorf("list volumes of team %s: %w", teamID, err)
+	}
+	for _, v := range vols {
+		if err := s.repo.Delete(ctx, teamID, v.ID); err != nil {
+			return fmt.Errorf("delete volume %s of team %s: %w", v.Name, teamID, err)
+		}
+		s.removeFiles(v.ID)
+	}
+	return nil
+}
+
 func (s *Service) removeFiles(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -531,3 +531,87 @@ func TestControlDataDirModes(t *testing.T) {
 		t.Errorf("agent/envd: %v %v, want 0755 (sandboxes execute it)", fi.Mode(), err)
 	}
 }
+
+// TestControlTeamDeleteRemovesData: deleting a team removes its secrets
+// (sealed values must not outlive their owner), its volumes (rows and disk
+// images) and its webhooks, and leaves other teams' alone.
+func TestControlTeamDeleteRemovesData(t *testing.T) {
+	s := startServer(t, "--webhook-allow-private")
+	admin := keyHeader(adminKey(t, s))
+	keys := map[string]string{}
+	for _, name := range []string{"gone", "stays"} {
+		key := s.CreateTeam(t, "ctl-del-"+name+"-"+randHex(t, 3))
+		keys[name] = key
+		for _, req := range []struct{ path, body string }{
+			{"/secrets", `{"name": "db-password", "value": "hunter2-` + name + `"}`},
+			{"/volumes", `{"name": "scratch"}`},
+			{"/events/webhooks", `{"name": "w", "url": "http://127.0.0.1:1/hook", "events": ["sandbox.lifecycle.created"], "signatureSecret": "ctl-del-secret"}`},
+		} {
+			if r := s.Raw(t, "POST", req.path, req.body, keyHeader(key)); r.Status != http.StatusCreated {
+				t.Fatalf("team %s POST %s = %d %s", name, req.path, r.Status, r.Body)
+			}
+		}
+	}
+	gone, stays := teamIDOf(t, s, keys["gone"]), teamIDOf(t, s, keys["stays"])
+	images := func(team string) []string {
+		var out []string
+		for _, id := range dbStrings(t, s, `SELECT id FROM volumes WHERE team_id = ?`, team) {
+			if _, err := os.Stat(filepath.Join(s.DataDir, "volumes", id+".img")); err == nil {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	if n := len(images(gone)); n != 1 {
+		t.Fatalf("before the delete: team has %d volume images on disk, want 1", n)
+	}
+	goneVolumes := dbStrings(t, s, `SELECT id FROM volumes WHERE team_id = ?`, gone)
+
+	if r := s.Raw(t, "DELETE", "/teams/"+gone, "", admin); r.Status != http.StatusNoContent {
+		t.Fatalf("DELETE /teams/%s = %d %s, want 204", gone, r.Status, r.Body)
+	}
+	for _, table := range []string{"secrets", "volumes", "webhooks"} {
+		q := `SELECT id FROM ` + table + ` WHERE team_id = ?`
+		if left := dbStrings(t, s, q, gone); len(left) != 0 {
+			t.Errorf("after deleting the team, %s still holds its rows %v", table, left)
+		}
+		if kept := dbStrings(t, s, q, stays); len(kept) != 1 {
+			t.Errorf("deleting another team left %d of this team's %s, want 1", len(kept), table)
+		}
+	}
+	for _, id := range goneVolumes {
+		if _, err := os.Stat(filepath.Join(s.DataDir, "volumes", id+".img")); !os.IsNotExist(err) {
+			t.Errorf("volume image %s of the deleted team is still on disk (stat: %v)", id, err)
+		}
+	}
+	if n := len(images(stays)); n != 1 {
+		t.Errorf("the other team has %d volume images on disk after the delete, want 1", n)
+	}
+}
+
+// dbStrings runs a one-column query on the server's SQLite database.
+func dbStrings(t *testing.T, s *harness.Server, q string, args ...any) []string {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.DataDir, "sbx.db")+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(t.Context(), q, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
