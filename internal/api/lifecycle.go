@@ -66,7 +66,13 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, errdefs.Precondition("sandbox snapshots are not supported by this server"))
 		return
 	}
+	unlock, err := s.snapCap.admit(team(r).ID, body.Name, sn)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	info, err := sn.CreateSnapshot(r.Context(), team(r).ID, r.PathValue("id"), body.Name)
+	unlock()
 	if err != nil {
 		s.fail(w, err)
 		return

@@ -97,6 +97,7 @@ type Server struct {
 	secrets   Secrets         // nil until SetSecrets
 	volumes   Volumes         // nil until SetVolumes
 	cleanups  []teamCleanup   // data removed with a team (OnTeamDeleted)
+	snapCap   snapshotCap     // --team-max-snapshots
 }
 
 // New builds the API server. extra registrars add authenticated routes.

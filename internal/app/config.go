@@ -68,6 +68,9 @@ type Config struct {
 	// TeamMaxSandboxes caps each team's running and paused sandboxes
 	// (0 = no cap); the admin sets a team's own cap (sbx team update).
 	TeamMaxSandboxes int
+	// TeamMaxSnapshots caps each team's sandbox snapshots (0 = no cap):
+	// each holds a copy of a sandbox's writable layer on this disk.
+	TeamMaxSnapshots int
 	// UserNS runs crun and runc sandboxes in user namespaces: root inside
 	// is an unprivileged host user (DefaultUserNS; runsc is its own kernel).
 	UserNS bool
@@ -175,6 +178,8 @@ const (
 	DefaultUserNS  = true
 	// DefaultSnapshotRuntime picks runsc when it is installed.
 	DefaultSnapshotRuntime = "auto"
+	// DefaultTeamMaxSnapshots bounds the disk one team's snapshots take.
+	DefaultTeamMaxSnapshots = 100
 )
 
 // Validate checks the configuration and fills derived defaults.
@@ -232,6 +237,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TeamMaxSandboxes < 0 {
 		return fmt.Errorf("--team-max-sandboxes %d: want 0 (no cap) or more", c.TeamMaxSandboxes)
+	}
+	if c.TeamMaxSnapshots < 0 {
+		return fmt.Errorf("--team-max-snapshots %d: want 0 (no cap) or more", c.TeamMaxSnapshots)
 	}
 	if err := c.Monitoring.Validate(); err != nil {
 		return err

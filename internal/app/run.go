@@ -357,6 +357,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
 		refiner, mon, tplHandler)
 	apiSrv.SetBuildCanceller(c.tplSvc)
+	apiSrv.SetSnapshotCap(cfg.TeamMaxSnapshots)
 	mon.AddPublic(apiSrv)
 	apiSrv.SetNetworking(c.netw, sqlstore.NewNetworks(data.DB), advertised)
 	secrets, err := secret.New(sqlstore.NewSecrets(data.DB), datadir.Layout{Root: cfg.DataDir}.SecretsKey())

@@ -80,6 +80,7 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.StringArrayVar(&cfg.SnapshotRuntimeArgs, "snapshot-runtime-arg", nil, "extra global flag for the snapshot runtime when it is not --runtime, repeatable (e.g. --snapshot-runtime-arg=--platform=ptrace)")
 	f.StringToStringVar(&cfg.Pools, "pool", nil, "warm pool per template as TEMPLATE=MIN[:MAX], sized by recent demand between MIN and MAX; TEMPLATE * applies to every other template (from its first sandbox on); MAX 0 disables; overrides the defaults per template: "+app.DefaultPoolsText())
 	f.IntVar(&cfg.TeamMaxSandboxes, "team-max-sandboxes", sandbox.DefaultTeamMaxSandboxes, "cap on each team's running and paused sandboxes (creates over it answer 429; 0 = no cap); the admin sets a team's own with sbx team update TEAM --max-sandboxes N")
+	f.IntVar(&cfg.TeamMaxSnapshots, "team-max-snapshots", app.DefaultTeamMaxSnapshots, "cap on each team's sandbox snapshots, which hold copies of sandbox disks (creating one over it answers 429; 0 = no cap)")
 	cfg.Monitoring.AddFlags(f) // --runaway, --price-*, --metrics-public, ... (internal/monitor)
 	f.StringVar(&cfg.Telemetry.OTLPEndpoint, "otlp-endpoint", "", "export traces of API calls, sandbox creates and proxied requests to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (default: the standard OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT variables; none set = no tracing)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -2,6 +2,7 @@ package security
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -137,4 +138,76 @@ func TestSnapshotsCrossTeam(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSnapshotsTeamCap: a team's key cannot fill the server's disk by
+// snapshotting in a loop: past --team-max-snapshots a snapshot answers 429
+// saying what to do, concurrent requests never go over the cap, giving an
+// existing named snapshot new content adds none, and other teams are not
+// affected.
+func TestSnapshotsTeamCap(t *testing.T) {
+	const capN = 2
+	s := startServer(t, "--team-max-snapshots", "2")
+	a := s.Client(t)
+	b := s.ClientWithKey(t, s.CreateTeam(t, "snapcap-b-"+randHex(t, 3)))
+	src := create(t, a, sdk.CreateOptions{})
+
+	// Four at once: exactly capN are taken.
+	type result struct {
+		id     string
+		status int
+		body   string
+	}
+	results := make(chan result, 4)
+	for i := 0; i < 4; i++ {
+		go func() {
+			r := s.Raw(t, "POST", "/sandboxes/"+src.ID+"/snapshots", `{}`, keyHeader(s.APIKey))
+			var out struct{ SnapshotID string }
+			_ = json.Unmarshal([]byte(r.Body), &out)
+			results <- result{out.SnapshotID, r.Status, r.Body}
+		}()
+	}
+	var taken int
+	var refusal string
+	for i := 0; i < 4; i++ {
+		r := <-results
+		switch r.status {
+		case http.StatusCreated:
+			taken++
+			t.Cleanup(func() { _ = a.DeleteSnapshot(opCtx(t), r.id) })
+		case http.StatusTooManyRequests:
+			refusal = r.body
+		default:
+			t.Errorf("snapshot = %d %s, want 201 or 429", r.status, r.body)
+		}
+	}
+	if taken != capN {
+		t.Fatalf("%d concurrent snapshots were taken with --team-max-snapshots %d", taken, capN)
+	}
+	if !strings.Contains(refusal, "--team-max-snapshots") || !strings.Contains(refusal, "delete") {
+		t.Errorf("the refusal %q does not say what to do", refusal)
+	}
+	got, err := a.ListSnapshots(opCtx(t), sdk.SnapshotListOptions{})
+	if err != nil || len(got) != capN {
+		t.Fatalf("team lists %d snapshots (%v), want %d", len(got), err, capN)
+	}
+
+	// Another team still may; and after a delete, this team may again.
+	other := create(t, b, sdk.CreateOptions{})
+	snapB, err := b.CreateSnapshot(opCtx(t), other.ID, "")
+	if err != nil {
+		t.Fatalf("another team's snapshot: %v", err)
+	}
+	t.Cleanup(func() { _ = b.DeleteSnapshot(opCtx(t), snapB.ID) })
+	if err := a.DeleteSnapshot(opCtx(t), got[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	named, err := a.CreateSnapshot(opCtx(t), src.ID, "capped-"+randHex(t, 3))
+	if err != nil {
+		t.Fatalf("snapshot after a delete: %v", err)
+	}
+	t.Cleanup(func() { _ = a.DeleteSnapshot(opCtx(t), named.ID) })
+	if _, err := a.CreateSnapshot(opCtx(t), src.ID, named.Names[0]); err != nil {
+		t.Errorf("new content for an existing named snapshot at the cap: %v", err)
+	}
 }
