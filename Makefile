@@ -116,7 +116,7 @@ PG_PACKAGES := ./internal/events/... ./internal/webhook ./internal/template ./in
 	./internal/refine ./internal/monitor ./internal/metrics ./internal/usage
 test-go:
 	$(GO) vet ./...
-	bash scripts/with-postgres.sh bash -c '$(GO) test $(GOTEST_FLAGS) ./... && \
+	KUBEBUILDER_ASSETS="$$(bash scripts/build-kube-tools.sh)" bash scripts/with-postgres.sh bash -c '$(GO) test $(GOTEST_FLAGS) ./... && \
 		SBX_TEST_DATABASE=postgres $(GO) test $(GOTEST_FLAGS) $(PG_PACKAGES)'
 
 test-js: js-deps

@@ -99,4 +99,11 @@ if ! command -v runsc >/dev/null; then
   $sudo install -m 0755 "$tmp/runsc" /usr/local/bin/runsc
   rm -rf "$tmp"
 fi
+# A real kube-apiserver and etcd for the cluster tests (envtest: Leases,
+# leader fail-over): built from the Go module proxy once per machine into
+# /var/cache/sbx/tools (about 12 minutes the first time), then reused.
+if [ "$with_tests" = 1 ]; then
+  command -v go >/dev/null || export PATH=/usr/local/go/bin:$PATH
+  bash "$(dirname "$0")/build-kube-tools.sh" >/dev/null
+fi
 echo "install-deps: done"

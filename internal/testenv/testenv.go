@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -40,6 +41,20 @@ var Runsc = Binary("runsc", "scripts/install-deps.sh builds it from the Go modul
 // which `make test` starts (scripts/with-postgres.sh).
 var Postgres = Need{what: "a PostgreSQL server in SBX_TEST_POSTGRES (run the tests through scripts/with-postgres.sh, as make test does)",
 	ok: func() bool { return os.Getenv("SBX_TEST_POSTGRES") != "" }}
+
+// KubeAPIServer needs a real kube-apiserver and etcd in the directory named
+// by KUBEBUILDER_ASSETS (envtest's variable), which `make test` sets to the
+// per-machine cache scripts/build-kube-tools.sh fills.
+var KubeAPIServer = Need{what: "kube-apiserver and etcd in KUBEBUILDER_ASSETS (scripts/build-kube-tools.sh builds them once per machine; make test sets it)",
+	ok: func() bool {
+		dir := os.Getenv("KUBEBUILDER_ASSETS")
+		for _, b := range []string{"kube-apiserver", "etcd"} {
+			if fi, err := os.Stat(filepath.Join(dir, b)); dir == "" || err != nil || fi.Mode()&0o111 == 0 {
+				return false
+			}
+		}
+		return true
+	}}
 
 // Integration is what end-to-end tests of a real `sbx serve` need.
 var Integration = []Need{Root, Crun}
