@@ -13,10 +13,10 @@
 // crash (kill -9) at any point leaves either the events before the cursor,
 // whose deliveries are committed, or the events after it, which are
 // fanned out again; the crashed server's queues go to the next holder with
-// every pending delivery. A webhook's next delivery waits until all but
-// the last outcome are committed (recordLag), so the only deliveries sent
-// twice are the one in flight and the one being recorded at the crash
-// (receivers dedupe on webhook-id).
+// every pending delivery. A webhook's next delivery waits while more than
+// RecordLag of its outcomes await their commit, so the only deliveries
+// sent twice are the one in flight and those being recorded at the crash,
+// at most RecordLag+1 per webhook (receivers dedupe on webhook-id).
 //
 // Order: each webhook has at most one delivery in flight, and due
 // deliveries go out in event order, so a healthy endpoint sees events in
@@ -304,39 +304,16 @@ func (e *Engine) dispatch() (next time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.cfg.Now()
-	for len(e.waiting) > 0 && !e.waiting[0].due.After(now) {
-		it := heap.Pop(&e.waiting).(*item)
-		e.laneOf(it.webhookID).ready.put(it)
-	}
+	e.promoteDue(now)
 	for id, ln := range e.lanes {
-		if e.loading[id] {
-			continue
-		}
-		for ln.idle() && len(ln.ready) > 0 {
-			it := ln.ready.peek()
-			if it.seq > 0 && it.seq > e.loadedSeq {
-				// Deliveries of earlier events may still be on their way
-				// from the database (fanned out by another server): a
-				// queue's deliveries go out in event order.
+		for {
+			it := e.sendable(id, ln, now)
+			if it == nil {
 				break
-			}
-			if h := e.hooks[id]; h == nil || !h.Enabled && !it.force || !e.mayStart(it, now) {
-				// Deleted or disabled, or the queue's lease is gone or
-				// nearly: the row stays pending in the database, for
-				// whoever holds the queue next (this server too: then it
-				// loads the queue afresh).
-				ln.ready.take()
-				delete(e.known, it.id)
-				if it.seq > 0 {
-					delete(e.owned, id)
-				}
-				continue
 			}
 			select {
 			case e.work <- it:
-				ln.ready.take()
-				it.where = inFlight
-				ln.sending = true
+				ln.start(it)
 			default:
 				return 50 * time.Millisecond // all workers busy; a finishing one wakes us
 			}
@@ -351,28 +328,96 @@ func (e *Engine) dispatch() (next time.Duration) {
 	return time.Hour
 }
 
+// promoteDue moves the deliveries due at now to their webhook's lane (e.mu held).
+func (e *Engine) promoteDue(now time.Time) {
+	for len(e.waiting) > 0 && !e.waiting[0].due.After(now) {
+		it := heap.Pop(&e.waiting).(*item)
+		e.laneOf(it.webhookID).ready.put(it)
+	}
+}
+
+// sendable returns the delivery lane id may start now, if any, dropping
+// those that must not go from here (e.mu held).
+func (e *Engine) sendable(id string, ln *lane, now time.Time) *item {
+	if e.loading[id] {
+		return nil
+	}
+	for ln.idle() && len(ln.ready) > 0 {
+		it := ln.ready.peek()
+		if it.seq > 0 && it.seq > e.loadedSeq {
+			// Deliveries of earlier events may still be on their way
+			// from the database (fanned out by another server): a
+			// queue's deliveries go out in event order.
+			return nil
+		}
+		if h := e.hooks[id]; h == nil || !h.Enabled && !it.force || !e.mayStart(it, now) {
+			// Deleted or disabled, or the queue's lease is gone or
+			// nearly: the row stays pending in the database, for
+			// whoever holds the queue next (this server too: then it
+			// loads the queue afresh).
+			ln.ready.take()
+			delete(e.known, it.id)
+			if it.seq > 0 {
+				delete(e.owned, id)
+			}
+			continue
+		}
+		return it
+	}
+	return nil
+}
+
+// worker sends deliveries. After each attempt it goes on with the next
+// delivery of the same webhook when it may start at once: a backlog then
+// flows over one kept-alive connection without a round through the
+// scheduler per delivery.
 func (e *Engine) worker(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case it := <-e.work:
-			e.mu.Lock()
-			h := e.hooks[it.webhookID]
-			var hook Webhook
-			if h != nil {
-				hook = *h
+			for it != nil {
+				e.complete(it, e.send(ctx, it))
+				it = e.next(ctx, it.webhookID)
 			}
-			e.mu.Unlock()
-			var res *result
-			if h == nil {
-				res = &result{class: classCanceled}
-			} else {
-				res = e.attempt(ctx, &hook, it)
-			}
-			e.complete(it, res)
 		}
 	}
+}
+
+// send makes one attempt of it with its webhook as this server knows it.
+func (e *Engine) send(ctx context.Context, it *item) *result {
+	e.mu.Lock()
+	h := e.hooks[it.webhookID]
+	var hook Webhook
+	if h != nil {
+		hook = *h
+	}
+	e.mu.Unlock()
+	if h == nil {
+		return &result{class: classCanceled}
+	}
+	return e.attempt(ctx, &hook, it)
+}
+
+// next takes the next delivery of webhook id's lane if it may start now.
+func (e *Engine) next(ctx context.Context, id string) *item {
+	if ctx.Err() != nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ln := e.lanes[id]
+	if ln == nil {
+		return nil
+	}
+	now := e.cfg.Now()
+	e.promoteDue(now)
+	it := e.sendable(id, ln, now)
+	if it != nil {
+		ln.start(it)
+	}
+	return it
 }
 
 // complete applies an attempt's outcome in memory and queues it for the

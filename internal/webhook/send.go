@@ -191,7 +191,7 @@ func (e *Engine) writeResults() {
 			time.Sleep(time.Duration(try+1) * 200 * time.Millisecond)
 		}
 		// A webhook's attempts wait for the records of earlier ones (at
-		// most recordLag behind): were this server killed, the next holder
+		// most RecordLag behind): were this server killed, the next holder
 		// of its queue would send again only those few, not every attempt
 		// still waiting to be recorded.
 		e.mu.Lock()
