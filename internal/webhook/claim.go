@@ -2,12 +2,7 @@ package webhook
 
 import (
 	"context"
-	"database/sql"
-	"fmt"
-	"strings"
 	"time"
-
-	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 // DeliveriesChannel is the notification channel on which the server that
@@ -79,42 +74,7 @@ func (e *Engine) wakeClaim(full bool) {
 func (e *Engine) claim(ctx context.Context, full bool) error {
 	now := e.cfg.Now()
 	until := now.Add(e.cfg.Lease)
-	var held []string
-	err := e.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		lock := ""
-		if tx.Dialect() == sqldb.Postgres {
-			lock = " FOR UPDATE OF w SKIP LOCKED"
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT w.id FROM webhooks w WHERE (w.lease_until < ? OR w.lease_node = ?)
-			AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.webhook_id = w.id AND d.state = 'pending'
-				AND d.event_seq > 0 AND (w.enabled = 1 OR d.forced = 1))`+lock, now.UnixNano(), e.cfg.Node)
-		if err != nil {
-			return fmt.Errorf("select queues: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			held = append(held, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for chunk := range chunks(held, 500) {
-			args := []any{e.cfg.Node, e.boot, until.UnixNano()}
-			for _, id := range chunk {
-				args = append(args, id)
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET lease_node = ?, lease_boot = ?, lease_until = ? WHERE id IN (`+
-				placeholders(len(chunk))+`)`, args...); err != nil {
-				return fmt.Errorf("take leases: %w", err)
-			}
-		}
-		return nil
-	})
+	held, err := e.repo.ClaimWebhookQueues(ctx, e.cfg.Node, e.boot, now, until)
 	if err != nil {
 		return err
 	}
@@ -158,52 +118,15 @@ func (e *Engine) claim(ctx context.Context, full bool) error {
 // and the deliveries of all held queues for events after since (what
 // fan-outs since the last load added), and queues those not in memory.
 func (e *Engine) load(ctx context.Context, fresh, all []string, since int64) error {
-	rtx, err := e.db.BeginTx(ctx, readOnly)
+	ds, cursor, err := e.repo.PendingDeliveries(ctx, fresh, all, since)
 	if err != nil {
-		return fmt.Errorf("load deliveries: %w", err)
-	}
-	defer rtx.Rollback() //nolint:errcheck // read only
-	var cursor int64
-	if err := rtx.QueryRowContext(ctx, `SELECT seq FROM webhook_cursor WHERE id = 1`).Scan(&cursor); err != nil {
-		return fmt.Errorf("load deliveries: cursor: %w", err)
-	}
-	var items []*item
-	read := func(ids []string, cond string, args ...any) error {
-		for chunk := range chunks(ids, 500) {
-			a := append([]any{}, args...)
-			for _, id := range chunk {
-				a = append(a, id)
-			}
-			rows, err := rtx.QueryContext(ctx, `SELECT id, webhook_id, event_seq, attempts, max_attempts, next_attempt_at, forced, body
-				FROM webhook_deliveries WHERE state = 'pending' AND `+cond+` AND webhook_id IN (`+placeholders(len(chunk))+`)`, a...)
-			if err != nil {
-				return fmt.Errorf("load deliveries: %w", err)
-			}
-			for rows.Next() {
-				it := &item{}
-				var due int64
-				if err := rows.Scan(&it.id, &it.webhookID, &it.seq, &it.attempts, &it.maxAttempts, &due, &it.force, &it.body); err != nil {
-					rows.Close()
-					return fmt.Errorf("load deliveries: %w", err)
-				}
-				it.due = time.Unix(0, due)
-				items = append(items, it)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return fmt.Errorf("load deliveries: %w", err)
-			}
-		}
-		return nil
-	}
-	if err := read(fresh, "event_seq > 0"); err != nil {
 		return err
 	}
-	if since >= 0 && since < cursor {
-		// "event_seq > 0" lets SQLite use the partial unique index.
-		if err := read(all, "event_seq > 0 AND event_seq > ?", since); err != nil {
-			return err
-		}
+	items := make([]*item, len(ds))
+	for i := range ds {
+		d := &ds[i]
+		items[i] = &item{id: d.ID, webhookID: d.WebhookID, seq: d.EventSeq, attempts: d.Attempts, maxAttempts: d.MaxAttempts,
+			due: d.Due, force: d.Forced, body: d.Body}
 	}
 	e.mu.Lock()
 	if e.loadedSeq == since {
@@ -224,24 +147,4 @@ func (e *Engine) mayStart(it *item, now time.Time) bool {
 	}
 	until, ok := e.owned[it.webhookID]
 	return ok && until.Sub(now) > e.cfg.Timeout
-}
-
-var readOnly = &sql.TxOptions{ReadOnly: true}
-
-func placeholders(n int) string {
-	return "?" + strings.Repeat(",?", n-1)
-}
-
-// chunks cuts s into pieces of at most n, so statements stay under the
-// databases' limits on parameters.
-func chunks[T any](s []T, n int) func(func([]T) bool) {
-	return func(yield func([]T) bool) {
-		for len(s) > 0 {
-			k := min(n, len(s))
-			if !yield(s[:k]) {
-				return
-			}
-			s = s[k:]
-		}
-	}
 }

@@ -13,10 +13,10 @@
 // crash (kill -9) at any point leaves either the events before the cursor,
 // whose deliveries are committed, or the events after it, which are
 // fanned out again; the crashed server's queues go to the next holder with
-// every pending delivery. A webhook's next delivery waits until all but
-// the last outcome are committed (recordLag), so the only deliveries sent
-// twice are the one in flight and the one being recorded at the crash
-// (receivers dedupe on webhook-id).
+// every pending delivery. A webhook's next delivery waits while more than
+// RecordLag of its outcomes await their commit, so the only deliveries
+// sent twice are the one in flight and those being recorded at the crash,
+// at most RecordLag+1 per webhook (receivers dedupe on webhook-id).
 //
 // Order: each webhook has at most one delivery in flight, and due
 // deliveries go out in event order, so a healthy endpoint sees events in
@@ -41,7 +41,6 @@ package webhook
 import (
 	"container/heap"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,12 +53,24 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 )
+
+// Bus carries change notifications between the servers sharing a database
+// (*sqldb.DB: LISTEN/NOTIFY on PostgreSQL, nothing to do on SQLite).
+type Bus interface {
+	// Listen calls fn after every notification on channel until ctx ends.
+	Listen(ctx context.Context, channel string, fn func()) error
+	// Notify sends a notification on channel.
+	Notify(ctx context.Context, channel string) error
+}
 
 // Engine fans events out to webhooks and delivers them.
 type Engine struct {
-	db     *sqldb.DB
+	repo   store.Webhooks
+	bus    Bus
 	events *events.Log
 	cfg    Config
 	log    *slog.Logger
@@ -95,14 +106,22 @@ type Engine struct {
 	results   chan *result
 }
 
-// NewEngine prepares the engine: it validates cfg and loads the webhooks. Run starts delivering.
+// NewEngine prepares the engine over db (opened by sqldb.Open, so its
+// tables exist): it validates cfg and loads the webhooks. Run starts
+// delivering.
 func NewEngine(db *sqldb.DB, evlog *events.Log, cfg Config, log *slog.Logger) (*Engine, error) {
+	return NewEngineWithRepository(sqlstore.NewWebhooks(db), db, evlog, cfg, log)
+}
+
+// NewEngineWithRepository is NewEngine over a webhooks repository and the
+// bus of the database it stores into.
+func NewEngineWithRepository(repo store.Webhooks, bus Bus, evlog *events.Log, cfg Config, log *slog.Logger) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	ctx := context.Background()
 	e := &Engine{
-		db: db, events: evlog, cfg: cfg, log: log,
+		repo: repo, bus: bus, events: evlog, cfg: cfg, log: log,
 		hooks: map[string]*Webhook{}, lanes: map[string]*lane{}, known: map[string]*item{},
 		waiters: map[string]chan *Attempt{},
 		boot:    uuid.NewString(),
@@ -124,19 +143,19 @@ func NewEngine(db *sqldb.DB, evlog *events.Log, cfg Config, log *slog.Logger) (*
 		// lead to an address the dial check would have to judge again.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	hooks, err := loadHooks(ctx, db, "")
+	hooks, err := repo.ListWebhooks(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	for _, h := range hooks {
-		e.hooks[h.ID] = h
+	for i := range hooks {
+		e.hooks[hooks[i].ID] = &hooks[i]
 	}
-	var cursor int64
-	err = db.QueryRowContext(ctx, `SELECT seq FROM webhook_cursor WHERE id = 1`).Scan(&cursor)
-	if errors.Is(err, sql.ErrNoRows) {
+	_, found, err := repo.WebhookCursor(ctx)
+	if err == nil && !found {
 		// First start: no webhook can exist yet, so nothing before now is owed.
+		var cursor int64
 		if cursor, err = evlog.LastSeq(ctx); err == nil {
-			_, err = db.ExecContext(ctx, `INSERT INTO webhook_cursor (id, seq) VALUES (1, ?) ON CONFLICT DO NOTHING`, cursor)
+			err = repo.InitWebhookCursor(ctx, cursor)
 		}
 	}
 	if err != nil {
@@ -165,12 +184,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	workers.Go(func() { e.claimLoop(ctx) })
 	workers.Go(func() { e.sweepLoop(ctx) })
 	workers.Go(func() {
-		e.db.Listen(ctx, HooksChannel, func() {
+		e.bus.Listen(ctx, HooksChannel, func() {
 			e.reloadHooks(ctx)
 			e.wakeClaim(true) // a redelivery or a re-enabled webhook: rows already held changed
 		})
 	})
-	workers.Go(func() { e.db.Listen(ctx, DeliveriesChannel, func() { e.wakeClaim(false) }) })
+	workers.Go(func() { e.bus.Listen(ctx, DeliveriesChannel, func() { e.wakeClaim(false) }) })
 	e.schedule(ctx)
 	workers.Wait()
 	close(e.results)
@@ -178,8 +197,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	// Outcomes are recorded: hand the queues over at once rather than
 	// when the leases run out.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	if _, err := e.db.ExecContext(rctx, `UPDATE webhooks SET lease_until = 0 WHERE lease_node = ? AND lease_boot = ?`,
-		e.cfg.Node, e.boot); err != nil {
+	if err := e.repo.ReleaseWebhookQueues(rctx, e.cfg.Node, e.boot); err != nil {
 		e.log.Warn("release webhook queues", "err", err)
 	}
 	cancel()
@@ -286,39 +304,16 @@ func (e *Engine) dispatch() (next time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.cfg.Now()
-	for len(e.waiting) > 0 && !e.waiting[0].due.After(now) {
-		it := heap.Pop(&e.waiting).(*item)
-		e.laneOf(it.webhookID).ready.put(it)
-	}
+	e.promoteDue(now)
 	for id, ln := range e.lanes {
-		if e.loading[id] {
-			continue
-		}
-		for ln.idle() && len(ln.ready) > 0 {
-			it := ln.ready.peek()
-			if it.seq > 0 && it.seq > e.loadedSeq {
-				// Deliveries of earlier events may still be on their way
-				// from the database (fanned out by another server): a
-				// queue's deliveries go out in event order.
+		for {
+			it := e.sendable(id, ln, now)
+			if it == nil {
 				break
-			}
-			if h := e.hooks[id]; h == nil || !h.Enabled && !it.force || !e.mayStart(it, now) {
-				// Deleted or disabled, or the queue's lease is gone or
-				// nearly: the row stays pending in the database, for
-				// whoever holds the queue next (this server too: then it
-				// loads the queue afresh).
-				ln.ready.take()
-				delete(e.known, it.id)
-				if it.seq > 0 {
-					delete(e.owned, id)
-				}
-				continue
 			}
 			select {
 			case e.work <- it:
-				ln.ready.take()
-				it.where = inFlight
-				ln.sending = true
+				ln.start(it)
 			default:
 				return 50 * time.Millisecond // all workers busy; a finishing one wakes us
 			}
@@ -333,28 +328,96 @@ func (e *Engine) dispatch() (next time.Duration) {
 	return time.Hour
 }
 
+// promoteDue moves the deliveries due at now to their webhook's lane (e.mu held).
+func (e *Engine) promoteDue(now time.Time) {
+	for len(e.waiting) > 0 && !e.waiting[0].due.After(now) {
+		it := heap.Pop(&e.waiting).(*item)
+		e.laneOf(it.webhookID).ready.put(it)
+	}
+}
+
+// sendable returns the delivery lane id may start now, if any, dropping
+// those that must not go from here (e.mu held).
+func (e *Engine) sendable(id string, ln *lane, now time.Time) *item {
+	if e.loading[id] {
+		return nil
+	}
+	for ln.idle() && len(ln.ready) > 0 {
+		it := ln.ready.peek()
+		if it.seq > 0 && it.seq > e.loadedSeq {
+			// Deliveries of earlier events may still be on their way
+			// from the database (fanned out by another server): a
+			// queue's deliveries go out in event order.
+			return nil
+		}
+		if h := e.hooks[id]; h == nil || !h.Enabled && !it.force || !e.mayStart(it, now) {
+			// Deleted or disabled, or the queue's lease is gone or
+			// nearly: the row stays pending in the database, for
+			// whoever holds the queue next (this server too: then it
+			// loads the queue afresh).
+			ln.ready.take()
+			delete(e.known, it.id)
+			if it.seq > 0 {
+				delete(e.owned, id)
+			}
+			continue
+		}
+		return it
+	}
+	return nil
+}
+
+// worker sends deliveries. After each attempt it goes on with the next
+// delivery of the same webhook when it may start at once: a backlog then
+// flows over one kept-alive connection without a round through the
+// scheduler per delivery.
 func (e *Engine) worker(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case it := <-e.work:
-			e.mu.Lock()
-			h := e.hooks[it.webhookID]
-			var hook Webhook
-			if h != nil {
-				hook = *h
+			for it != nil {
+				e.complete(it, e.send(ctx, it))
+				it = e.next(ctx, it.webhookID)
 			}
-			e.mu.Unlock()
-			var res *result
-			if h == nil {
-				res = &result{class: classCanceled}
-			} else {
-				res = e.attempt(ctx, &hook, it)
-			}
-			e.complete(it, res)
 		}
 	}
+}
+
+// send makes one attempt of it with its webhook as this server knows it.
+func (e *Engine) send(ctx context.Context, it *item) *result {
+	e.mu.Lock()
+	h := e.hooks[it.webhookID]
+	var hook Webhook
+	if h != nil {
+		hook = *h
+	}
+	e.mu.Unlock()
+	if h == nil {
+		return &result{class: classCanceled}
+	}
+	return e.attempt(ctx, &hook, it)
+}
+
+// next takes the next delivery of webhook id's lane if it may start now.
+func (e *Engine) next(ctx context.Context, id string) *item {
+	if ctx.Err() != nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ln := e.lanes[id]
+	if ln == nil {
+		return nil
+	}
+	now := e.cfg.Now()
+	e.promoteDue(now)
+	it := e.sendable(id, ln, now)
+	if it != nil {
+		ln.start(it)
+	}
+	return it
 }
 
 // complete applies an attempt's outcome in memory and queues it for the
@@ -475,7 +538,7 @@ func (e *Engine) reloadHooks(ctx context.Context) {
 	// are never older than what it leaves in memory.
 	e.fanMu.Lock()
 	defer e.fanMu.Unlock()
-	hooks, err := loadHooks(ctx, e.db, "")
+	hooks, err := e.repo.ListWebhooks(ctx, "")
 	if err != nil {
 		if ctx.Err() == nil {
 			e.log.Warn("reload webhooks", "err", err)
@@ -484,105 +547,54 @@ func (e *Engine) reloadHooks(ctx context.Context) {
 	}
 	e.mu.Lock()
 	clear(e.hooks)
-	for _, h := range hooks {
-		e.hooks[h.ID] = h
+	for i := range hooks {
+		e.hooks[hooks[i].ID] = &hooks[i]
 	}
 	e.mu.Unlock()
 	e.signal()
 }
 
-// lockCursor holds the fan-out cursor until tx ends, so no fan-out runs
-// meanwhile (webhook creation, changes and deletion take it too: a fan-out
-// sees a webhook whole or not at all). skip: on PostgreSQL, return ok=false
-// at once if another transaction holds it. On SQLite the transaction's
-// write lock already excludes every other writer.
-func lockCursor(ctx context.Context, tx *sqldb.Tx, skip bool) (seq int64, ok bool, err error) {
-	q := `SELECT seq FROM webhook_cursor WHERE id = 1`
-	if tx.Dialect() == sqldb.Postgres {
-		q += " FOR UPDATE"
-		if skip {
-			q += " SKIP LOCKED"
-		}
-	}
-	err = tx.QueryRowContext(ctx, q).Scan(&seq)
-	if errors.Is(err, sql.ErrNoRows) && skip {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("lock webhook cursor: %w", err)
-	}
-	return seq, true, nil
-}
-
-// deliveryCols are the columns fan-out writes.
-var deliveryCols = []col{{"id"}, {"webhook_id"}, {"team_id"}, {"event_id"}, {"event_seq"}, {"event_type"},
-	{"sandbox_id"}, {"body"}, {"state"}, {"attempts"}, {"max_attempts"}, {"next_attempt_at"}, {"created_at"}, {"updated_at"}}
-
 func (e *Engine) fanout(ctx context.Context) (int, error) {
-	tx, err := e.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("fan-out: begin: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	cursor, ok, err := lockCursor(ctx, tx, true)
-	if err != nil || !ok {
-		return 0, err // !ok: another server is fanning out; it announces what it adds
-	}
-	evs, err := e.events.AfterIn(ctx, tx, cursor, fanoutBatch, events.Filter{})
-	if err != nil || len(evs) == 0 {
-		return 0, err
-	}
-	// The webhooks as of this transaction, not this server's memory:
-	// another server may have created one a moment ago.
-	hooks, err := loadHooks(ctx, tx, `WHERE enabled = 1`)
-	if err != nil {
-		return 0, fmt.Errorf("fan-out: %w", err)
-	}
-	byTeam := map[string][]*Webhook{}
-	for _, h := range hooks {
-		byTeam[h.TeamID] = append(byTeam[h.TeamID], h)
-	}
-	now := e.cfg.Now()
-	maxAttempts := 1 + len(e.cfg.RetrySchedule)
 	var items []*item
-	var rows [][]any
-	for i := range evs {
-		ev := &evs[i]
-		var body []byte
-		for _, h := range byTeam[ev.TeamID] {
-			if ev.Seq <= h.StartSeq || !h.wants(ev.Type) {
-				continue
-			}
-			if body == nil {
-				if body, err = json.Marshal(ev.ToJSON()); err != nil {
-					return 0, fmt.Errorf("fan-out: encode event %s: %w", ev.ID, err)
+	var n int
+	var last int64
+	cursor, ran, err := e.repo.FanOut(ctx, DeliveriesChannel, func(ctx context.Context, tx *sqldb.Tx, cursor int64,
+		hooks []store.Webhook) ([]store.NewDelivery, int64, error) {
+		evs, err := e.events.AfterIn(ctx, tx, cursor, fanoutBatch, events.Filter{})
+		if err != nil || len(evs) == 0 {
+			return nil, cursor, err
+		}
+		n = len(evs)
+		byTeam := map[string][]*Webhook{}
+		for i := range hooks {
+			byTeam[hooks[i].TeamID] = append(byTeam[hooks[i].TeamID], &hooks[i])
+		}
+		now := e.cfg.Now()
+		maxAttempts := 1 + len(e.cfg.RetrySchedule)
+		var ds []store.NewDelivery
+		for i := range evs {
+			ev := &evs[i]
+			var body []byte
+			for _, h := range byTeam[ev.TeamID] {
+				if ev.Seq <= h.StartSeq || !wants(h, ev.Type) {
+					continue
 				}
+				if body == nil {
+					if body, err = json.Marshal(ev.ToJSON()); err != nil {
+						return nil, 0, fmt.Errorf("fan-out: encode event %s: %w", ev.ID, err)
+					}
+				}
+				d := store.NewDelivery{ID: uuid.NewString(), WebhookID: h.ID, TeamID: h.TeamID, EventID: ev.ID, EventSeq: ev.Seq,
+					EventType: ev.Type, SandboxID: ev.SandboxID, Body: body, MaxAttempts: maxAttempts, Due: now}
+				ds = append(ds, d)
+				items = append(items, &item{id: d.ID, webhookID: h.ID, seq: ev.Seq, maxAttempts: maxAttempts, due: now, body: body})
 			}
-			it := &item{id: uuid.NewString(), webhookID: h.ID, seq: ev.Seq, maxAttempts: maxAttempts, due: now, body: body}
-			rows = append(rows, []any{it.id, h.ID, h.TeamID, ev.ID, ev.Seq, ev.Type, ev.SandboxID, body, statePending,
-				0, maxAttempts, now.UnixNano(), now.UnixNano(), now.UnixNano()})
-			items = append(items, it)
 		}
-	}
-	for chunk := range chunks(rows, 400) {
-		// ON CONFLICT DO NOTHING: the unique (webhook_id, event_seq) key
-		// makes a second fan-out of an event a no-op whatever happens.
-		q, args := insertValues("webhook_deliveries", deliveryCols, chunk, e.db.Dialect())
-		if _, err := tx.ExecContext(ctx, q+` ON CONFLICT DO NOTHING`, args...); err != nil {
-			return 0, fmt.Errorf("fan-out: insert deliveries: %w", err)
-		}
-	}
-	last := evs[len(evs)-1].Seq
-	if _, err := tx.ExecContext(ctx, `UPDATE webhook_cursor SET seq = ? WHERE id = 1`, last); err != nil {
-		return 0, fmt.Errorf("fan-out: advance cursor: %w", err)
-	}
-	if len(items) > 0 {
-		if err := tx.Notify(ctx, DeliveriesChannel); err != nil {
-			return 0, fmt.Errorf("fan-out: notify: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("fan-out: commit: %w", err)
+		last = evs[len(evs)-1].Seq
+		return ds, last, nil
+	})
+	if err != nil || !ran || n == 0 {
+		return 0, err // !ran: another server is fanning out; it announces what it adds
 	}
 	// Queue at once what goes to queues this server holds; the others are
 	// claimed (here or elsewhere) and loaded from the database.
@@ -595,7 +607,7 @@ func (e *Engine) fanout(ctx context.Context) (int, error) {
 	if skipped := e.enqueue(items); skipped || !contiguous {
 		e.wakeClaim(false) // claim those queues, or load what came between
 	}
-	return len(evs), nil
+	return n, nil
 }
 
 // sweepLoop deletes finished deliveries older than the retention period,
@@ -620,20 +632,5 @@ func (e *Engine) sweepLoop(ctx context.Context) {
 // Sweep deletes finished deliveries last updated before now − Retention,
 // and their attempts, and returns how many deliveries went.
 func (e *Engine) Sweep(ctx context.Context) (int64, error) {
-	cutoff := e.cfg.Now().Add(-e.cfg.Retention).UnixNano()
-	tx, err := e.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("sweep: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	if _, err := tx.ExecContext(ctx, `DELETE FROM webhook_attempts WHERE delivery_id IN
-		(SELECT id FROM webhook_deliveries WHERE state != 'pending' AND updated_at < ?)`, cutoff); err != nil {
-		return 0, fmt.Errorf("sweep attempts: %w", err)
-	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE state != 'pending' AND updated_at < ?`, cutoff)
-	if err != nil {
-		return 0, fmt.Errorf("sweep deliveries: %w", err)
-	}
-	n, _ := res.RowsAffected()
-	return n, tx.Commit()
+	return e.repo.SweepDeliveries(ctx, e.cfg.Now().Add(-e.cfg.Retention))
 }

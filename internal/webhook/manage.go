@@ -2,10 +2,8 @@ package webhook
 
 import (
 	"context"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -18,7 +16,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
-	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store"
 	sig "github.com/sbxdev/sbx/sdk/webhook"
 )
 
@@ -157,25 +155,7 @@ func (e *Engine) Create(ctx context.Context, teamID string, in Input) (*Webhook,
 	// StartSeq is fanned out to it, none before.
 	e.fanMu.Lock()
 	defer e.fanMu.Unlock()
-	err := e.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		if _, _, err := lockCursor(ctx, tx, false); err != nil {
-			return err
-		}
-		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM webhooks WHERE team_id = ?`, teamID).Scan(&n); err != nil {
-			return fmt.Errorf("count webhooks: %w", err)
-		}
-		if n >= MaxPerTeam {
-			return errdefs.Exhausted("a team can have at most %d webhooks; delete unused ones with DELETE /events/webhooks/{id}", MaxPerTeam)
-		}
-		seq, err := e.events.LastSeq(ctx)
-		if err != nil {
-			return err
-		}
-		w.StartSeq = seq
-		return saveHook(ctx, tx, w)
-	})
-	if err != nil {
+	if err := e.repo.CreateWebhook(ctx, w, MaxPerTeam, e.events.LastSeq); err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
@@ -189,12 +169,24 @@ func (e *Engine) Create(ctx context.Context, teamID string, in Input) (*Webhook,
 
 // List returns the team's webhooks, oldest first.
 func (e *Engine) List(ctx context.Context, teamID string) ([]*Webhook, error) {
-	return loadHooks(ctx, e.db, `WHERE team_id = ? ORDER BY created_at, id`, teamID)
+	hooks, err := e.repo.ListWebhooks(ctx, teamID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Webhook, len(hooks))
+	for i := range hooks {
+		out[i] = &hooks[i]
+	}
+	return out, nil
 }
 
 // Get returns one of the team's webhooks.
 func (e *Engine) Get(ctx context.Context, teamID, id string) (*Webhook, error) {
-	return loadHook(ctx, e.db, teamID, id)
+	w, err := e.repo.Webhook(ctx, teamID, id)
+	if err != nil {
+		return nil, err
+	}
+	return &w, nil
 }
 
 // Update replaces the fields set in in. Enabling a webhook clears its
@@ -207,48 +199,38 @@ func (e *Engine) Update(ctx context.Context, teamID, id string, in Input) (*Webh
 	defer e.fanMu.Unlock()
 	// Under the fan-out cursor: a fan-out sees the old or the new
 	// subscription, not half of each.
-	tx, err := e.db.BeginTx(ctx, nil)
+	var wasEnabled bool
+	updated, err := e.repo.UpdateWebhook(ctx, teamID, id, func(w *Webhook) error {
+		wasEnabled = w.Enabled
+		if in.Name != nil {
+			w.Name = *in.Name
+		}
+		if in.URL != nil {
+			w.URL = *in.URL
+		}
+		if in.Events != nil {
+			w.Events = *in.Events
+		}
+		if in.SignatureSecret != nil && Secret(*in.SignatureSecret) != w.Secret {
+			w.PrevSecret, w.PrevSecretUntil = w.Secret, e.cfg.Now().Add(SecretRotationGrace).UTC()
+			w.Secret = Secret(*in.SignatureSecret)
+		}
+		if in.Enabled != nil {
+			w.Enabled = *in.Enabled
+		}
+		if w.Enabled && !wasEnabled {
+			w.DisabledReason, w.ConsecutiveFailures, w.FailingSince = "", 0, time.Time{}
+		}
+		if !w.Enabled && in.Enabled != nil && !*in.Enabled {
+			w.DisabledReason = "disabled by request"
+		}
+		w.UpdatedAt = e.cfg.Now().UTC()
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("update webhook %s: %w", id, err)
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	if _, _, err := lockCursor(ctx, tx, false); err != nil {
 		return nil, err
 	}
-	w, err := loadHook(ctx, tx, teamID, id)
-	if err != nil {
-		return nil, err
-	}
-	wasEnabled := w.Enabled
-	if in.Name != nil {
-		w.Name = *in.Name
-	}
-	if in.URL != nil {
-		w.URL = *in.URL
-	}
-	if in.Events != nil {
-		w.Events = *in.Events
-	}
-	if in.SignatureSecret != nil && Secret(*in.SignatureSecret) != w.Secret {
-		w.PrevSecret, w.PrevSecretUntil = w.Secret, e.cfg.Now().Add(SecretRotationGrace).UTC()
-		w.Secret = Secret(*in.SignatureSecret)
-	}
-	if in.Enabled != nil {
-		w.Enabled = *in.Enabled
-	}
-	if w.Enabled && !wasEnabled {
-		w.DisabledReason, w.ConsecutiveFailures, w.FailingSince = "", 0, time.Time{}
-	}
-	if !w.Enabled && in.Enabled != nil && !*in.Enabled {
-		w.DisabledReason = "disabled by request"
-	}
-	w.UpdatedAt = e.cfg.Now().UTC()
-	if err := saveHook(ctx, tx, w); err != nil {
-		return nil, err
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("update webhook %s: %w", id, err)
-	}
+	w := &updated
 	e.mu.Lock()
 	c := *w
 	e.hooks[w.ID] = &c
@@ -265,32 +247,13 @@ func (e *Engine) Update(ctx context.Context, teamID, id string, in Input) (*Webh
 func (e *Engine) Delete(ctx context.Context, teamID, id string) error {
 	e.fanMu.Lock()
 	defer e.fanMu.Unlock()
-	tx, err := e.db.BeginTx(ctx, nil)
+	err := e.repo.DeleteWebhook(ctx, teamID, id, func() {
+		e.mu.Lock()
+		delete(e.hooks, id)
+		e.mu.Unlock()
+	})
 	if err != nil {
-		return fmt.Errorf("delete webhook %s: %w", id, err)
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	// Under the fan-out cursor: no fan-out adds deliveries for it after it is gone.
-	if _, _, err := lockCursor(ctx, tx, false); err != nil {
 		return err
-	}
-	if _, err := loadHook(ctx, tx, teamID, id); err != nil {
-		return err
-	}
-	e.mu.Lock()
-	delete(e.hooks, id)
-	e.mu.Unlock()
-	for _, q := range []string{
-		`DELETE FROM webhook_attempts WHERE webhook_id = ?`,
-		`DELETE FROM webhook_deliveries WHERE webhook_id = ?`,
-		`DELETE FROM webhooks WHERE id = ?`,
-	} {
-		if _, err := tx.ExecContext(ctx, q, id); err != nil {
-			return fmt.Errorf("delete webhook %s: %w", id, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("delete webhook %s: %w", id, err)
 	}
 	e.announce(ctx)
 	e.signal()
@@ -352,7 +315,7 @@ func rawOrNull(s string) json.RawMessage {
 // one, and returns the attempt. Pings are not retried and do not count
 // towards auto-disable.
 func (e *Engine) Test(ctx context.Context, teamID, id string) (*Attempt, error) {
-	h, err := loadHook(ctx, e.db, teamID, id)
+	h, err := e.repo.Webhook(ctx, teamID, id)
 	if err != nil {
 		return nil, err
 	}
@@ -364,10 +327,8 @@ func (e *Engine) Test(ctx context.Context, teamID, id string) (*Attempt, error) 
 		SandboxTeamID: teamID, Timestamp: now.Format(time.RFC3339Nano),
 	})
 	it := &item{id: uuid.NewString(), webhookID: id, maxAttempts: 1, due: now, body: body, force: true}
-	if _, err := e.db.ExecContext(ctx, `INSERT INTO webhook_deliveries
-		(id, webhook_id, team_id, event_id, event_seq, event_type, sandbox_id, body, state, attempts, max_attempts, next_attempt_at, created_at, updated_at)
-		VALUES (?,?,?,?,0,'webhook.test','',?,'pending',0,1,?,?,?)`,
-		it.id, id, teamID, evID, body, now.UnixNano(), now.UnixNano(), now.UnixNano()); err != nil {
+	if err := e.repo.InsertTestDelivery(ctx, store.NewDelivery{ID: it.id, WebhookID: id, TeamID: teamID, EventID: evID,
+		EventType: "webhook.test", Body: body, MaxAttempts: 1, Due: now}); err != nil {
 		return nil, fmt.Errorf("test webhook %s: %w", id, err)
 	}
 	ch := make(chan *Attempt, 1)
@@ -391,25 +352,15 @@ func (e *Engine) Test(ctx context.Context, teamID, id string) (*Attempt, error) 
 // Redeliver makes one more attempt of a delivery, named by its id (the
 // webhook-id header) or by one of its attempts' ids (e2b-delivery-id).
 func (e *Engine) Redeliver(ctx context.Context, teamID, webhookID, id string) (string, error) {
-	if _, err := loadHook(ctx, e.db, teamID, webhookID); err != nil {
+	if _, err := e.repo.Webhook(ctx, teamID, webhookID); err != nil {
 		return "", err
 	}
-	var did string
-	var seq int64
-	var attempts int
-	err := e.db.QueryRowContext(ctx, `SELECT id, event_seq, attempts FROM webhook_deliveries WHERE webhook_id = ? AND
-		(id = ? OR id = (SELECT delivery_id FROM webhook_attempts WHERE id = ?))`, webhookID, id, id).Scan(&did, &seq, &attempts)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", errdefs.NotFound("delivery %s not found for webhook %s", id, webhookID)
-	}
-	if err != nil {
-		return "", fmt.Errorf("redeliver %s: %w", id, err)
-	}
 	now := e.cfg.Now()
-	if _, err := e.db.ExecContext(ctx, `UPDATE webhook_deliveries SET state = 'pending', max_attempts = CASE WHEN max_attempts > attempts THEN max_attempts ELSE attempts + 1 END,
-		next_attempt_at = ?, updated_at = ?, forced = CASE WHEN event_seq > 0 THEN 1 ELSE 0 END WHERE id = ?`, now.UnixNano(), now.UnixNano(), did); err != nil {
-		return "", fmt.Errorf("redeliver %s: %w", id, err)
+	d, err := e.repo.Redeliver(ctx, webhookID, id, now)
+	if err != nil {
+		return "", err
 	}
+	did, seq, attempts := d.ID, d.EventSeq, d.Attempts
 	e.mu.Lock()
 	if it := e.known[did]; it != nil {
 		if it.where == inWaiting {
@@ -452,7 +403,7 @@ func decodeCursor(s string) (int64, error) {
 // announce tells the other servers sharing the database that webhooks
 // changed, so the one sending deliveries uses the change at once.
 func (e *Engine) announce(ctx context.Context) {
-	if err := e.db.Notify(context.WithoutCancel(ctx), HooksChannel); err != nil {
+	if err := e.bus.Notify(context.WithoutCancel(ctx), HooksChannel); err != nil {
 		e.log.Warn("announce webhook change to other servers", "err", err)
 	}
 }

@@ -3,19 +3,19 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/netguard"
+	"github.com/sbxdev/sbx/internal/store"
 
 	"github.com/google/uuid"
 
@@ -59,8 +59,9 @@ func (e *Engine) attempt(ctx context.Context, h *Webhook, it *item) *result {
 	r := &result{id: uuid.NewString(), url: h.URL, at: e.cfg.Now()}
 	body := it.body
 	if body == nil {
-		if err := e.db.QueryRowContext(ctx, `SELECT body FROM webhook_deliveries WHERE id = ?`, it.id).Scan(&body); err != nil {
-			if ctx.Err() != nil || errors.Is(err, sql.ErrNoRows) {
+		var err error
+		if body, err = e.repo.DeliveryBody(ctx, it.id); err != nil {
+			if ctx.Err() != nil || errors.Is(err, errdefs.ErrNotFound) {
 				r.class = classCanceled // shutting down, or the webhook was deleted
 				return r
 			}
@@ -190,7 +191,7 @@ func (e *Engine) writeResults() {
 			time.Sleep(time.Duration(try+1) * 200 * time.Millisecond)
 		}
 		// A webhook's attempts wait for the records of earlier ones (at
-		// most recordLag behind): were this server killed, the next holder
+		// most RecordLag behind): were this server killed, the next holder
 		// of its queue would send again only those few, not every attempt
 		// still waiting to be recorded.
 		e.mu.Lock()
@@ -211,201 +212,34 @@ func (e *Engine) writeResults() {
 
 func (e *Engine) writeBatch(batch []*result) error {
 	ctx := context.Background() // results must be recorded even while shutting down
-	if e.db.Dialect() == sqldb.Postgres && !slices.ContainsFunc(batch, func(r *result) bool { return r.disabled || r.countersChanged && !r.force }) {
-		// The common case, all successes of healthy webhooks: one
-		// statement, one round trip, the same text (so prepared once)
-		// whatever the batch size.
-		return e.recordPG(ctx, e.db, batch)
-	}
-	tx, err := e.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	attempts := make([][]any, 0, len(batch))
-	updates := make([][]any, 0, len(batch))
-	hooks := map[string]*result{} // last result per webhook carries its counters
-	var appended bool
-	for _, r := range batch {
-		status := stateSuccess
-		if !r.ok {
-			status = stateFailed
+	recs := make([]store.AttemptRecord, len(batch))
+	for i, r := range batch {
+		recs[i] = store.AttemptRecord{
+			ID: r.id, DeliveryID: r.deliveryID, WebhookID: r.webhookID, Attempt: r.attempt, OK: r.ok,
+			DurationMs: r.durationMs, URL: r.url, RequestHeaders: r.reqHeaders, ResponseStatus: r.respStatus,
+			ErrorClass: r.class, ErrorMessage: r.message, At: r.at, State: r.state, NextAttemptAt: r.nextAttemptAt,
 		}
-		attempts = append(attempts, []any{r.id, r.deliveryID, r.webhookID, r.attempt, status, r.durationMs, r.url, r.reqHeaders,
-			nullInt(r.respStatus), nullStr(r.class), nullStr(r.message), r.at.UnixNano()})
-		var next int64
-		if !r.nextAttemptAt.IsZero() {
-			next = r.nextAttemptAt.UnixNano()
-		}
-		updates = append(updates, []any{r.deliveryID, r.state, r.attempt, next, r.at.UnixNano()})
 		if r.hookKnown && !r.force && r.countersChanged {
-			hooks[r.webhookID] = r
+			recs[i].Counters = &r.hook
 		}
 		if r.disabled {
-			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ?`,
-				r.disabledReason, r.at.UnixNano(), r.webhookID); err != nil {
-				return fmt.Errorf("disable webhook: %w", err)
-			}
-			ev := &events.Event{Type: events.WebhookDisabled, TeamID: r.hook.TeamID, EventData: map[string]any{
-				"webhook_id": r.webhookID, "webhook_name": r.hook.Name, "url": r.hook.URL, "reason": r.disabledReason,
-			}}
-			if err := e.events.AppendTx(ctx, tx, ev); err != nil {
-				return err
-			}
-			appended = true
+			recs[i].Disable = r.disabledReason
 		}
 	}
-	if tx.Dialect() == sqldb.SQLite {
-		// In-process SQLite has no round trips to save, and its planner
-		// scans the table for an UPDATE ... FROM (VALUES ...): per-row
-		// prepared statements are faster there.
-		if err := e.writeRows(ctx, tx, attempts, updates); err != nil {
-			return err
-		}
-	} else if err := e.recordPG(ctx, tx, batch); err != nil {
+	var appended bool
+	err := e.repo.RecordAttempts(ctx, e.cfg.Node, e.boot, recs, func(ctx context.Context, tx *sqldb.Tx, i int) error {
+		r := batch[i]
+		ev := &events.Event{Type: events.WebhookDisabled, TeamID: r.hook.TeamID, EventData: map[string]any{
+			"webhook_id": r.webhookID, "webhook_name": r.hook.Name, "url": r.hook.URL, "reason": r.disabledReason,
+		}}
+		appended = true
+		return e.events.AppendTx(ctx, tx, ev)
+	})
+	if err != nil {
 		return err
-	}
-	for id, r := range hooks {
-		var since int64
-		if !r.hook.FailingSince.IsZero() {
-			since = r.hook.FailingSince.UnixNano()
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET consecutive_failures = ?, failing_since = ? WHERE id = ?`,
-			r.hook.ConsecutiveFailures, since, id); err != nil {
-			return fmt.Errorf("update webhook counters: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
 	}
 	if appended {
 		e.events.Notify()
 	}
 	return nil
-}
-
-// recordPG records a batch's attempts and outcomes on PostgreSQL in one
-// statement: the values go as arrays, so its text is the same for every
-// batch size. An outcome counts only while this server still holds the
-// webhook's queue (test pings belong to no queue): a server that lost its
-// lease must not overwrite what the new holder records. Attempts are not
-// logged for deliveries that are gone (a deleted webhook).
-func (e *Engine) recordPG(ctx context.Context, x execer, batch []*result) error {
-	n := len(batch)
-	ids, dids, hids, statuses, urls, hdrs, states := make([]string, n), make([]string, n), make([]string, n),
-		make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	attempt, respStatus := make([]int32, n), make([]*int32, n)
-	dur := make([]float64, n)
-	class, msg := make([]*string, n), make([]*string, n)
-	ts, next := make([]int64, n), make([]int64, n)
-	for i, r := range batch {
-		ids[i], dids[i], hids[i], urls[i], hdrs[i], states[i] = r.id, r.deliveryID, r.webhookID, r.url, r.reqHeaders, r.state
-		statuses[i] = stateFailed
-		if r.ok {
-			statuses[i] = stateSuccess
-		}
-		attempt[i], dur[i], ts[i] = int32(r.attempt), r.durationMs, r.at.UnixNano()
-		if r.respStatus != 0 {
-			v := int32(r.respStatus)
-			respStatus[i] = &v
-		}
-		if r.class != "" {
-			class[i], msg[i] = &r.class, &r.message
-		}
-		if !r.nextAttemptAt.IsZero() {
-			next[i] = r.nextAttemptAt.UnixNano()
-		}
-	}
-	_, err := x.ExecContext(ctx, `WITH v AS (
-		SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::int[], ?::text[], ?::float8[], ?::text[], ?::text[],
-			?::int[], ?::text[], ?::text[], ?::bigint[], ?::text[], ?::bigint[])
-		AS v(id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers,
-			response_status, error_class, error_message, ts, state, next_at)
-	), ins AS (
-		INSERT INTO webhook_attempts (id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers,
-			response_status, error_class, error_message, ts)
-		SELECT id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers,
-			response_status, error_class, error_message, ts
-		FROM v WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.id = v.delivery_id)
-		ON CONFLICT DO NOTHING
-	)
-	UPDATE webhook_deliveries d SET state = v.state, attempts = v.attempt, next_attempt_at = v.next_at, updated_at = v.ts, forced = 0
-	FROM v WHERE d.id = v.delivery_id AND d.state = 'pending' AND (d.event_seq = 0 OR EXISTS
-		(SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.lease_node = ? AND w.lease_boot = ?))`,
-		ids, dids, hids, attempt, statuses, dur, urls, hdrs, respStatus, class, msg, ts, states, next, e.cfg.Node, e.boot)
-	if err != nil {
-		return fmt.Errorf("record attempts: %w", err)
-	}
-	return nil
-}
-
-// writeRows records attempts and outcomes one row at a time (SQLite).
-func (e *Engine) writeRows(ctx context.Context, tx *sqldb.Tx, attempts, updates [][]any) error {
-	att, err := tx.PrepareContext(ctx, `INSERT INTO webhook_attempts
-		(id, delivery_id, webhook_id, attempt, status, duration_ms, request_url, request_headers,
-		 response_status, error_class, error_message, ts)
-		SELECT ?,?,?,?,?,?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = ?2)
-		ON CONFLICT DO NOTHING`)
-	if err != nil {
-		return err
-	}
-	defer att.Close()
-	for _, a := range attempts {
-		if _, err := att.ExecContext(ctx, a...); err != nil {
-			return fmt.Errorf("insert attempt: %w", err)
-		}
-	}
-	upd, err := tx.PrepareContext(ctx, `UPDATE webhook_deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5, forced = 0
-		WHERE id = ?1 AND state = 'pending' AND (event_seq = 0 OR EXISTS
-			(SELECT 1 FROM webhooks w WHERE w.id = webhook_deliveries.webhook_id AND w.lease_node = ?6 AND w.lease_boot = ?7))`)
-	if err != nil {
-		return err
-	}
-	defer upd.Close()
-	for _, u := range updates {
-		if _, err := upd.ExecContext(ctx, append(u, e.cfg.Node, e.boot)...); err != nil {
-			return fmt.Errorf("update delivery: %w", err)
-		}
-	}
-	return nil
-}
-
-// col is a column of a multi-row INSERT.
-type col struct{ name string }
-
-// insertValues writes a multi-row INSERT of rows into table.
-func insertValues(table string, cols []col, rows [][]any, _ sqldb.Dialect) (string, []any) {
-	var b strings.Builder
-	b.WriteString("INSERT INTO " + table + " (")
-	for j, c := range cols {
-		if j > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(c.name)
-	}
-	b.WriteString(") VALUES ")
-	row := "(" + placeholders(len(cols)) + ")"
-	args := make([]any, 0, len(rows)*len(cols))
-	for i, r := range rows {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(row)
-		args = append(args, r...)
-	}
-	return b.String(), args
-}
-
-func nullInt(n int) any {
-	if n == 0 {
-		return nil
-	}
-	return n
-}
-
-func nullStr(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }
