@@ -257,7 +257,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 
 	// Template builds (issue 5): Dockerfile steps run in build sandboxes;
 	// built templates are re-registered from the database here.
-	tplStore := template.NewStore(data.DB)
+	tplStore := template.NewStore(data.Store)
 	tplExec := builder.NewExecutor(builder.Config{DataDir: cfg.DataDir,
 		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes"), Limits: cfg.Builds.Limits}, log, c.drv, c.netw)
 	c.tplSvc = template.NewService(template.ServiceConfig{DataDir: cfg.DataDir, MaxBuilds: cfg.Builds.Concurrency,

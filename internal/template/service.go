@@ -525,7 +525,7 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 				return
 			}
 		}
-		if err := s.store.AppendLog(context.WithoutCancel(ctx), b.ID, LogEntry{Timestamp: s.now().UTC(), Level: level, Step: step, Message: msg}); err != nil {
+		if err := s.store.AppendBuildLog(context.WithoutCancel(ctx), b.ID, LogEntry{Timestamp: s.now().UTC(), Level: level, Step: step, Message: msg}); err != nil {
 			s.log.Error("append build log", "build.id", b.ID, "err", err)
 		}
 	}
