@@ -65,6 +65,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return tracing.Shutdown(sctx)
 	})
 
+	// The data dir is this server's alone (see datadir.LockServer): taken
+	// before anything in it is read, so a second server started on it by
+	// mistake stops here instead of removing this one's sandboxes as
+	// orphans. Released after everything that uses the dir has closed.
+	dirLock, err := datadir.LockServer(cfg.DataDir, fmt.Sprintf("pid %d, --listen %s", os.Getpid(), cfg.Listen))
+	if err != nil {
+		return err
+	}
+	closers.add("data dir lock", dirLock.Release)
+
 	data, err := OpenData(ctx, cfg.DataDir, cfg.Database, log)
 	if err != nil {
 		return err
