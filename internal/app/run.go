@@ -271,7 +271,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	tplExec := builder.NewExecutor(builder.Config{DataDir: cfg.DataDir,
 		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes"), Limits: cfg.Builds.Limits}, log, c.drv, c.netw)
 	c.tplSvc = template.NewService(template.ServiceConfig{DataDir: cfg.DataDir, MaxBuilds: cfg.Builds.Concurrency,
-		MaxBuildsPerTeam: cfg.Builds.ConcurrencyPerTeam}, log, tplStore, c.reg, tplExec, evlog)
+		MaxBuildsPerTeam: cfg.Builds.ConcurrencyPerTeam, NodeID: cfg.NodeName}, log, tplStore, c.reg, tplExec, evlog)
 	guard, err := cfg.Registry.Guard() // validated by Config.Validate
 	if err != nil {
 		return nil, err

@@ -33,6 +33,9 @@ type BuildRecord struct {
 	Tags       []string // tags it gets when it becomes ready
 	CreatedAt  time.Time
 	FinishedAt time.Time
+	// NodeID names the server running the build ("" in rows from before
+	// nodes).
+	NodeID string
 }
 
 // BuildResult is what a finished build needs to be registered again after
@@ -83,7 +86,8 @@ type Templates interface {
 	// Templates returns every template of every team, oldest first.
 	Templates(ctx context.Context) ([]TemplateRecord, error)
 
-	// CreateBuild inserts a build with its status, tags and creation time.
+	// CreateBuild inserts a build with its status, tags, node and creation
+	// time.
 	CreateBuild(ctx context.Context, b BuildRecord) error
 	// UpdateBuild stores a build's status, reason, request, result and
 	// finish time.
@@ -95,9 +99,10 @@ type Templates interface {
 	// BuildsWithStatus returns the builds in status, of existing and
 	// deleted templates.
 	BuildsWithStatus(ctx context.Context, status string) ([]BuildRecord, error)
-	// FailBuilds moves every build in one of the statuses from to status
-	// to with reason, finished at, and returns how many it moved.
-	FailBuilds(ctx context.Context, from []string, to, reason string, at time.Time) (int64, error)
+	// FailBuilds moves every build of node (and of no node) in one of the
+	// statuses from to status to with reason, finished at, and returns
+	// how many it moved. Other nodes' builds are left alone.
+	FailBuilds(ctx context.Context, node string, from []string, to, reason string, at time.Time) (int64, error)
 
 	// AppendBuildLog adds log lines after a build's last one.
 	AppendBuildLog(ctx context.Context, buildID string, entries ...BuildLogEntry) error

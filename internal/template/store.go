@@ -35,10 +35,11 @@ type (
 	TagRecord = store.TemplateTag
 )
 
-// FailUnfinished marks builds a previous server process left running as
-// failed; their build sandboxes are gone.
-func (s *Store) FailUnfinished(ctx context.Context, now time.Time) (int64, error) {
-	return s.FailBuilds(ctx, []string{StatusBuilding, StatusWaiting}, StatusError,
+// FailUnfinished marks the builds a previous process of this node left
+// running as failed: their build sandboxes are gone. Builds other servers
+// sharing the database run are theirs.
+func (s *Store) FailUnfinished(ctx context.Context, node string, now time.Time) (int64, error) {
+	return s.FailBuilds(ctx, node, []string{StatusBuilding, StatusWaiting}, StatusError,
 		"the sbx server restarted during the build; start the build again", now)
 }
 

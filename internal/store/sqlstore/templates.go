@@ -126,8 +126,8 @@ func (s *Store) Templates(ctx context.Context) ([]store.TemplateRecord, error) {
 // CreateBuild inserts a build.
 func (s *Store) CreateBuild(ctx context.Context, b store.BuildRecord) error {
 	tags, _ := json.Marshal(nonNilStrings(b.Tags))
-	_, err := s.db.ExecContext(ctx, `INSERT INTO tpl_builds (id, template_id, status, tags, created_at) VALUES (?, ?, ?, ?, ?)`,
-		b.ID, b.TemplateID, b.Status, string(tags), tplTS(b.CreatedAt))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO tpl_builds (id, template_id, status, tags, created_at, node_id)
+		VALUES (?, ?, ?, ?, ?, ?)`, b.ID, b.TemplateID, b.Status, string(tags), tplTS(b.CreatedAt), b.NodeID)
 	if sqldb.IsUniqueViolation(err) {
 		return errdefs.Exists("build %s already exists", b.ID)
 	}
@@ -156,12 +156,12 @@ func (s *Store) UpdateBuild(ctx context.Context, b store.BuildRecord) error {
 	return nil
 }
 
-const buildCols = `id, template_id, status, reason, reason_step, request, result, tags, created_at, finished_at`
+const buildCols = `id, template_id, status, reason, reason_step, request, result, tags, created_at, finished_at, node_id`
 
 func scanBuild(sc interface{ Scan(...any) error }) (store.BuildRecord, error) {
 	var b store.BuildRecord
 	var req, res, tags, created, fin string
-	if err := sc.Scan(&b.ID, &b.TemplateID, &b.Status, &b.Reason, &b.ReasonStep, &req, &res, &tags, &created, &fin); err != nil {
+	if err := sc.Scan(&b.ID, &b.TemplateID, &b.Status, &b.Reason, &b.ReasonStep, &req, &res, &tags, &created, &fin, &b.NodeID); err != nil {
 		return b, err
 	}
 	b.Request = json.RawMessage(req)
@@ -210,17 +210,17 @@ func (s *Store) buildsWhere(ctx context.Context, what, where string, args ...any
 	return out, rows.Err()
 }
 
-// FailBuilds moves the builds in one of the statuses from to status to.
-func (s *Store) FailBuilds(ctx context.Context, from []string, to, reason string, at time.Time) (int64, error) {
+// FailBuilds moves node's builds in one of the statuses from to status to.
+func (s *Store) FailBuilds(ctx context.Context, node string, from []string, to, reason string, at time.Time) (int64, error) {
 	if len(from) == 0 {
 		return 0, nil
 	}
-	args := []any{to, reason, tplTS(at)}
+	args := []any{to, reason, tplTS(at), node}
 	for _, st := range from {
 		args = append(args, st)
 	}
 	res, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET status = ?, reason = ?, finished_at = ?
-		WHERE status IN (?`+strings.Repeat(",?", len(from)-1)+`)`, args...)
+		WHERE (node_id = ? OR node_id = '') AND status IN (?`+strings.Repeat(",?", len(from)-1)+`)`, args...)
 	if err != nil {
 		return 0, fmt.Errorf("fail unfinished builds: %w", err)
 	}

@@ -63,7 +63,7 @@ func testTemplates(t *testing.T, r store.Templates) {
 func testBuilds(t *testing.T, r store.Templates) {
 	ctx := t.Context()
 	mk := func(id string, at time.Duration) store.BuildRecord {
-		return store.BuildRecord{ID: id, TemplateID: "tpl", Status: "waiting", Tags: []string{"v1"}, CreatedAt: tplBase.Add(at)}
+		return store.BuildRecord{ID: id, TemplateID: "tpl", Status: "waiting", Tags: []string{"v1"}, CreatedAt: tplBase.Add(at), NodeID: "n1"}
 	}
 	for i, id := range []string{"b1", "b2", "b3"} {
 		if err := r.CreateBuild(ctx, mk(id, time.Duration(i)*time.Second)); err != nil {
@@ -71,12 +71,13 @@ func testBuilds(t *testing.T, r store.Templates) {
 		}
 	}
 	other := mk("o1", 0)
-	other.TemplateID, other.Tags = "other", nil
+	other.TemplateID, other.Tags, other.NodeID = "other", nil, "" // a row from before nodes
 	if err := r.CreateBuild(ctx, other); err != nil {
 		t.Fatal(err)
 	}
 	got, err := r.Build(ctx, "b1")
-	if err != nil || got.Status != "waiting" || !reflect.DeepEqual(got.Tags, []string{"v1"}) || !got.CreatedAt.Equal(tplBase) || !got.FinishedAt.IsZero() {
+	if err != nil || got.Status != "waiting" || !reflect.DeepEqual(got.Tags, []string{"v1"}) || !got.CreatedAt.Equal(tplBase) ||
+		!got.FinishedAt.IsZero() || got.NodeID != "n1" {
 		t.Fatalf("Build(b1) = %+v, %v", got, err)
 	}
 	if _, err := r.Build(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
@@ -115,9 +116,17 @@ func testBuilds(t *testing.T, r store.Templates) {
 	if err := r.CreateBuild(ctx, building); err != nil {
 		t.Fatal(err)
 	}
-	n, err := r.FailBuilds(ctx, []string{"building", "waiting"}, "error", "restarted", tplBase.Add(time.Hour))
-	if err != nil || n != 3 { // b3, o1 (waiting), b4 (building)
-		t.Fatalf("FailBuilds = %d, %v; want 3", n, err)
+	elsewhere := mk("b5", 5*time.Second)
+	elsewhere.Status, elsewhere.NodeID = "building", "n2"
+	if err := r.CreateBuild(ctx, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.FailBuilds(ctx, "n1", []string{"building", "waiting"}, "error", "restarted", tplBase.Add(time.Hour))
+	if err != nil || n != 3 { // b3 (waiting), b4 (building), o1 (waiting, no node)
+		t.Fatalf("FailBuilds(n1) = %d, %v; want 3", n, err)
+	}
+	if got, _ := r.Build(ctx, "b5"); got.Status != "building" {
+		t.Errorf("FailBuilds(n1) touched node n2's build: %+v", got)
 	}
 	for _, id := range []string{"b3", "o1", "b4"} {
 		if got, _ := r.Build(ctx, id); got.Status != "error" || got.Reason != "restarted" || !got.FinishedAt.Equal(tplBase.Add(time.Hour)) {
