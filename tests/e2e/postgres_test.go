@@ -152,17 +152,21 @@ func checkRestartStaysOnItsNode(t *testing.T, restarting, other *Server, mine, t
 	}
 	run(theirs, "before the restart")
 
-	// A second server on the same data dir stops at once, naming the holder.
-	intruder := exec.CommandContext(opCtx(t), restarting.Bin, "serve", "--listen", harness.FreeAddr(t),
+	// A second server on the same data dir stops at once, naming the
+	// holder. (Before data dirs were locked it served, and its recovery
+	// removed every container there as an orphan of its own.)
+	ictx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	intruder := exec.CommandContext(ictx, restarting.Bin, "serve", "--listen", harness.FreeAddr(t),
 		"--data-dir", restarting.DataDir, "--database", dsn, "--node-name", "node-x")
 	out, err := intruder.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "in use by another sbx server") {
-		t.Fatalf("a second server on a running server's data dir: %v\n%s\nwant it refused", err, out)
+	run(mine, "after a second server tried its server's data dir")
+	if err == nil || ictx.Err() != nil || !strings.Contains(string(out), "in use by another sbx server") {
+		t.Fatalf("a second server on a running server's data dir: %v\n%s\nwant it refused at once", err, out)
 	}
 	if strings.Contains(string(out), mine.ID) {
 		t.Errorf("the refused server looked at sandbox %s:\n%s", mine.ID, out)
 	}
-	run(mine, "after a second server tried the data dir")
 
 	restarting.Stop(syscall.SIGKILL)
 	root := filepath.Join(restarting.DataDir, "runtime", "crun")
