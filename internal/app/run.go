@@ -343,7 +343,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 
 	// Monitoring (issue 7): usage and cost, budgets (admission), runaway
 	// detection, analytics, Prometheus metrics, dashboard.
-	mon, err := monitor.ForServer(ctx, cfg.Monitoring, data.DB, evlog, c.mgr, st, log)
+	mon, err := monitor.ForServer(ctx, cfg.Monitoring, st, evlog, c.mgr, st, log)
 	if err != nil {
 		return nil, err
 	}
