@@ -1,12 +1,13 @@
 // Package events owns sbx's durable event log: sandbox lifecycle, template
-// build, budget and webhook events, stored in SQLite and read by sequence
-// number so that subscribers (the SSE stream, the webhook engine) lose
-// nothing across restarts.
+// build, budget and webhook events, stored through the store's events
+// repository (store.Events: SQLite, or PostgreSQL shared by several
+// servers) and read by sequence number so that subscribers (the SSE
+// stream, the webhook engine) lose nothing across restarts.
 //
 // Wiring (in the app package):
 //
 //	db, err := sqldb.Open(ctx, dsn, sqldb.Options{}) // migrated: the events table exists
-//	evlog := events.NewLog(db, logger.With("component", "events"))
+//	evlog := events.New(sqlstore.New(db, nil), logger.With("component", "events"))
 //	// state change + event in one transaction:
 //	tx, _ := db.BeginTx(ctx, nil)
 //	... update sandbox row ...
