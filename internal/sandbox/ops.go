@@ -314,8 +314,10 @@ func (m *Manager) Recover(ctx context.Context) error {
 			continue
 		}
 		if owner, ok := m.ownedElsewhere(ctx, id); ok {
-			// Its data dir is this server's (datadir.LockServer), so this
-			// takes a copied or moved data dir: never remove what the
+			// The data dir is this server's alone (datadir.LockServer),
+			// yet the row names another node: the server was restarted
+			// under another node name (a new --listen port changes the
+			// default) or its data dir copied. Never remove what the
 			// database says another node runs.
 			m.log.Warn("leaving alone a sandbox container the database gives to another node", "sandbox.id", id, "node", owner)
 			continue
