@@ -48,8 +48,11 @@ func OpenData(ctx context.Context, dataDir, database string, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	d := &Data{DB: db, Events: events.NewLog(db, log)}
-	d.Store = sqlstore.New(db, recorder{d.Events})
+	// One store: the events log is one of its repositories, and it
+	// records sandbox changes into that log in the same transaction.
+	st := sqlstore.New(db, nil)
+	d := &Data{DB: db, Store: st, Events: events.New(st, log)}
+	st.SetRecorder(recorder{d.Events})
 	return d, nil
 }
 

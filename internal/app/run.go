@@ -65,6 +65,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return tracing.Shutdown(sctx)
 	})
 
+	// The data dir is this server's alone (see datadir.LockServer): taken
+	// before anything in it is read, so a second server started on it by
+	// mistake stops here instead of removing this one's sandboxes as
+	// orphans. Released after everything that uses the dir has closed.
+	dirLock, err := datadir.LockServer(cfg.DataDir, fmt.Sprintf("pid %d, --listen %s", os.Getpid(), cfg.Listen))
+	if err != nil {
+		return err
+	}
+	closers.add("data dir lock", dirLock.Release)
+
 	data, err := OpenData(ctx, cfg.DataDir, cfg.Database, log)
 	if err != nil {
 		return err
@@ -257,11 +267,11 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 
 	// Template builds (issue 5): Dockerfile steps run in build sandboxes;
 	// built templates are re-registered from the database here.
-	tplStore := template.NewStore(data.DB)
+	tplStore := template.NewStore(data.Store)
 	tplExec := builder.NewExecutor(builder.Config{DataDir: cfg.DataDir,
 		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes"), Limits: cfg.Builds.Limits}, log, c.drv, c.netw)
 	c.tplSvc = template.NewService(template.ServiceConfig{DataDir: cfg.DataDir, MaxBuilds: cfg.Builds.Concurrency,
-		MaxBuildsPerTeam: cfg.Builds.ConcurrencyPerTeam}, log, tplStore, c.reg, tplExec, evlog)
+		MaxBuildsPerTeam: cfg.Builds.ConcurrencyPerTeam, NodeID: cfg.NodeName}, log, tplStore, c.reg, tplExec, evlog)
 	guard, err := cfg.Registry.Guard() // validated by Config.Validate
 	if err != nil {
 		return nil, err
@@ -333,7 +343,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 
 	// Monitoring (issue 7): usage and cost, budgets (admission), runaway
 	// detection, analytics, Prometheus metrics, dashboard.
-	mon, err := monitor.ForServer(ctx, cfg.Monitoring, data.DB, evlog, c.mgr, st, log)
+	mon, err := monitor.ForServer(ctx, cfg.Monitoring, st, evlog, c.mgr, st, log)
 	if err != nil {
 		return nil, err
 	}

@@ -17,8 +17,6 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/store"
-	"github.com/sbxdev/sbx/internal/store/sqldb"
-	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/usage"
 )
 
@@ -124,14 +122,6 @@ type Budgets struct {
 // pendingTTL bounds how long an admitted create counts as in flight before
 // its created event appears (a create that failed never produces one).
 const pendingTTL = 65 * time.Second
-
-// New returns budgets over db (which also holds the events table). sbx may be
-// nil for a consumer that cannot act on sandboxes.
-func New(ctx context.Context, db *sqldb.DB, ev Appender, u *usage.Service, sbx Sandboxes, log *slog.Logger) (*Budgets, error) {
-	// The callers (monitoring, on a server or standalone) hold the
-	// database; the SQL is the store's.
-	return NewWithRepository(ctx, sqlstore.New(db, nil), ev, u, sbx, log)
-}
 
 // NewWithRepository returns budgets over repo.
 func NewWithRepository(_ context.Context, repo Repository, ev Appender, u *usage.Service, sbx Sandboxes, log *slog.Logger) (*Budgets, error) {

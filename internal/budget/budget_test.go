@@ -16,6 +16,7 @@ import (
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/events/eventstest"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/usage"
 )
 
@@ -62,7 +63,7 @@ func newFixture(t *testing.T) *fixture {
 	f.log.SetClock(clock)
 	u := usage.NewService(f.log, usage.Rates{VCPUSecond: 0.001, GiBSecond: 0}, f.sbx.Live)
 	u.SetClock(clock)
-	b, err := New(t.Context(), db, f.log, u, f.sbx, slog.New(slog.DiscardHandler))
+	b, err := NewWithRepository(t.Context(), sqlstore.New(db, nil), f.log, u, f.sbx, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/sbxdev/sbx/internal/budget"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/events/eventstest"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/usage"
 )
 
@@ -22,7 +23,7 @@ func budgetServer(t *testing.T) string {
 	db, _ := eventstest.TempDB(t)
 	logger := slog.New(slog.DiscardHandler)
 	evlog := events.NewLog(db, logger)
-	b, err := budget.New(t.Context(), db, evlog, usage.NewService(evlog, usage.DefaultRates(), nil), nil, logger)
+	b, err := budget.NewWithRepository(t.Context(), sqlstore.New(db, nil), evlog, usage.NewService(evlog, usage.DefaultRates(), nil), nil, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

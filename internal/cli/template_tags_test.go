@@ -15,6 +15,7 @@ import (
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/events/eventstest"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/template"
 	"github.com/sbxdev/sbx/sdk"
 )
@@ -33,7 +34,7 @@ func tagServer(t *testing.T) (string, string, string) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	db := eventstest.OpenDB(t, filepath.Join(t.TempDir(), "sbx.db"))
-	st := template.NewStore(db)
+	st := template.NewStore(sqlstore.New(db, nil))
 	reg := template.NewRegistry(log)
 	reg.Put(template.Template{ID: "base", BuildID: "base", Names: []string{"base"}, Rootfs: t.TempDir()})
 	svc := template.NewService(template.ServiceConfig{DataDir: t.TempDir(), PruneEvery: -1}, log, st, reg, instantExecutor{}, nil)

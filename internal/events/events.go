@@ -1,12 +1,13 @@
 // Package events owns sbx's durable event log: sandbox lifecycle, template
-// build, budget and webhook events, stored in SQLite and read by sequence
-// number so that subscribers (the SSE stream, the webhook engine) lose
-// nothing across restarts.
+// build, budget and webhook events, stored through the store's events
+// repository (store.Events: SQLite, or PostgreSQL shared by several
+// servers) and read by sequence number so that subscribers (the SSE
+// stream, the webhook engine) lose nothing across restarts.
 //
 // Wiring (in the app package):
 //
 //	db, err := sqldb.Open(ctx, dsn, sqldb.Options{}) // migrated: the events table exists
-//	evlog := events.NewLog(db, logger.With("component", "events"))
+//	evlog := events.New(sqlstore.New(db, nil), logger.With("component", "events"))
 //	// state change + event in one transaction:
 //	tx, _ := db.BeginTx(ctx, nil)
 //	... update sandbox row ...
@@ -19,16 +20,16 @@ package events
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 )
 
 // Event types. The sandbox lifecycle types match E2B's names.
@@ -70,20 +71,9 @@ func KnownType(t string) bool {
 // CurrentVersion is the event schema version stamped on new events.
 const CurrentVersion = "v2"
 
-// Event is one entry of the log.
-type Event struct {
-	Seq                int64 // position in the log, assigned on append; strictly increasing in commit order
-	ID                 string
-	Version            string
-	Type               string
-	TeamID             string
-	SandboxID          string
-	SandboxTemplateID  string
-	SandboxBuildID     string
-	SandboxExecutionID string
-	EventData          map[string]any
-	Timestamp          time.Time
-}
+// Event is one entry of the log: the stored event (see store.Event for its
+// fields) with its wire format.
+type Event store.Event
 
 // JSON is the camelCase shape of an event shared by the REST API, the SSE
 // stream and webhook bodies (protocol doc §1.7 SandboxEvent / §5.2 variant 3).
@@ -118,29 +108,28 @@ func (ev *Event) ToJSON() JSON {
 
 // Log appends and reads events. It is safe for concurrent use.
 type Log struct {
-	db  *sqldb.DB
-	log *slog.Logger
-	now func() time.Time
+	repo store.Events
+	log  *slog.Logger
+	now  func() time.Time
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced by Notify
 }
 
-// NewLog returns a log over db (opened, so migrated, by sqldb.Open).
-func NewLog(db *sqldb.DB, log *slog.Logger) *Log {
-	return &Log{db: db, log: log, now: time.Now, changed: make(chan struct{})}
+// New returns a log over repo.
+func New(repo store.Events, log *slog.Logger) *Log {
+	return &Log{repo: repo, log: log, now: time.Now, changed: make(chan struct{})}
 }
+
+// NewLog returns a log over db (opened, so migrated, by sqldb.Open) through
+// the SQL store's events repository.
+func NewLog(db *sqldb.DB, log *slog.Logger) *Log { return New(sqlstore.New(db, nil), log) }
 
 // SetClock replaces the clock used to stamp events (tests).
 func (l *Log) SetClock(now func() time.Time) { l.now = now }
 
-// DB returns the database the log writes to, for packages that keep their
-// own tables next to it (the webhook engine).
-func (l *Log) DB() *sqldb.DB { return l.db }
-
-// AppendTx inserts ev inside the caller's transaction, filling ID, Version,
-// Timestamp and Seq. The caller commits, then calls Notify.
-func (l *Log) AppendTx(ctx context.Context, tx *sqldb.Tx, ev *Event) error {
+// fill sets the fields the log assigns on append.
+func (l *Log) fill(ev *Event) error {
 	if ev.Type == "" {
 		return fmt.Errorf("append event: empty type")
 	}
@@ -153,71 +142,42 @@ func (l *Log) AppendTx(ctx context.Context, tx *sqldb.Tx, ev *Event) error {
 	if ev.Timestamp.IsZero() {
 		ev.Timestamp = l.now().UTC()
 	}
-	var data any // NULL when empty, so eventData is JSON null
-	if len(ev.EventData) > 0 {
-		b, err := json.Marshal(ev.EventData)
-		if err != nil {
-			return fmt.Errorf("append event %s: encode eventData: %w", ev.Type, err)
-		}
-		data = string(b)
-	}
-	if tx.Dialect() == sqldb.Postgres {
-		// Readers follow the log by seq (SSE Last-Event-ID, the webhook
-		// cursor), so seq order must be commit order. A sequence alone does
-		// not give that: a transaction that drew seq 10 can commit after one
-		// that drew 11, and a reader already past 11 would skip 10 for good.
-		// This lock, held to commit, makes event-writing transactions draw
-		// and commit one after the other from their first append (appends
-		// come last in their transactions, so the section is short). On
-		// SQLite the database lock already does this.
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, appendLock); err != nil {
-			return fmt.Errorf("append event %s: lock: %w", ev.Type, err)
-		}
-		if err := tx.Notify(ctx, NotifyChannel); err != nil {
-			return fmt.Errorf("append event %s: notify: %w", ev.Type, err)
-		}
-	}
-	err := tx.QueryRowContext(ctx, `INSERT INTO events
-		(id, version, type, team_id, sandbox_id, template_id, build_id, execution_id, event_data, ts)
-		VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING seq`,
-		ev.ID, ev.Version, ev.Type, ev.TeamID, ev.SandboxID, ev.SandboxTemplateID,
-		ev.SandboxBuildID, ev.SandboxExecutionID, data, ev.Timestamp.UnixNano()).Scan(&ev.Seq)
-	if err != nil {
-		return fmt.Errorf("append event %s: %w", ev.Type, err)
-	}
 	return nil
+}
+
+// AppendTx inserts ev inside the caller's transaction, filling ID, Version,
+// Timestamp and Seq. The caller commits, then calls Notify.
+func (l *Log) AppendTx(ctx context.Context, tx *sqldb.Tx, ev *Event) error {
+	if tx == nil {
+		return fmt.Errorf("append event %s: no transaction", ev.Type)
+	}
+	if err := l.fill(ev); err != nil {
+		return err
+	}
+	return l.repo.AppendEvent(ctx, tx, (*store.Event)(ev))
 }
 
 // Append stores ev in its own transaction and wakes subscribers.
 func (l *Log) Append(ctx context.Context, ev *Event) error {
-	tx, err := l.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("append event: begin: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	if err := l.AppendTx(ctx, tx, ev); err != nil {
+	if err := l.fill(ev); err != nil {
 		return err
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("append event %s: commit: %w", ev.Type, err)
+	if err := l.repo.AppendEvent(ctx, nil, (*store.Event)(ev)); err != nil {
+		return err
 	}
 	l.Notify()
 	return nil
 }
 
-// appendLock is the advisory lock key that serializes appends on
-// PostgreSQL ("sbxevent" in ASCII).
-const appendLock int64 = 0x7362786576656e74
-
 // NotifyChannel is the PostgreSQL channel on which appends announce
 // themselves to every server sharing the database.
-const NotifyChannel = "sbx_events"
+const NotifyChannel = store.EventsChannel
 
 // Follow wakes this log's subscribers (SSE streams, the webhook engine)
 // when another server sharing the database appends events, until ctx ends.
 // On SQLite, where one server owns the database, it returns at once.
 func (l *Log) Follow(ctx context.Context) error {
-	return l.db.Listen(ctx, NotifyChannel, l.Notify)
+	return l.repo.FollowEvents(ctx, l.Notify)
 }
 
 // Notify wakes every subscriber waiting on Changed. Call it after the
@@ -238,78 +198,37 @@ func (l *Log) Changed() <-chan struct{} {
 }
 
 // Filter selects events for List and After.
-type Filter struct {
-	TeamID    string   // required for client-facing reads; empty = all teams (internal)
-	SandboxID string   // optional
-	Types     []string // optional; any of
-	Offset    int
-	Limit     int // 0 = 100
-	OrderAsc  bool
-}
-
-func (f Filter) where(args []any) (string, []any) {
-	var conds []string
-	if f.TeamID != "" {
-		conds = append(conds, "team_id = ?")
-		args = append(args, f.TeamID)
-	}
-	if f.SandboxID != "" {
-		conds = append(conds, "sandbox_id = ?")
-		args = append(args, f.SandboxID)
-	}
-	if len(f.Types) > 0 {
-		conds = append(conds, "type IN (?"+strings.Repeat(",?", len(f.Types)-1)+")")
-		for _, t := range f.Types {
-			args = append(args, t)
-		}
-	}
-	if len(conds) == 0 {
-		return "", args
-	}
-	return " AND " + strings.Join(conds, " AND "), args
-}
-
-const columns = `seq, id, version, type, team_id, sandbox_id, template_id, build_id, execution_id, event_data, ts`
+type Filter = store.EventFilter
 
 // List returns events matching f, newest first unless f.OrderAsc.
 func (l *Log) List(ctx context.Context, f Filter) ([]Event, error) {
-	where, args := f.where(nil)
-	order := "DESC"
-	if f.OrderAsc {
-		order = "ASC"
-	}
-	if f.Limit <= 0 {
-		f.Limit = 100
-	}
-	q := `SELECT ` + columns + ` FROM events WHERE 1=1` + where + ` ORDER BY seq ` + order + ` LIMIT ? OFFSET ?`
-	return l.query(ctx, q, append(args, f.Limit, f.Offset)...)
+	evs, err := l.repo.ListEvents(ctx, f)
+	return fromStore(evs), err
 }
 
 // After returns up to limit events with Seq > after, oldest first, matching
 // f's team, sandbox and types (f's paging fields are ignored).
 func (l *Log) After(ctx context.Context, after int64, limit int, f Filter) ([]Event, error) {
-	return l.AfterIn(ctx, l.db, after, limit, f)
+	return l.AfterIn(ctx, nil, after, limit, f)
 }
 
-// AfterIn is After run on q, e.g. a read transaction that also reads other
-// tables, for a consistent snapshot.
-func (l *Log) AfterIn(ctx context.Context, q Queryer, after int64, limit int, f Filter) ([]Event, error) {
-	where, args := f.where([]any{after})
-	if limit <= 0 {
-		limit = 100
-	}
-	stmt := `SELECT ` + columns + ` FROM events WHERE seq > ?` + where + ` ORDER BY seq ASC LIMIT ?`
-	return queryEvents(ctx, q, stmt, append(args, limit)...)
+// AfterIn is After run in tx, e.g. a transaction that also reads other
+// tables, for a consistent snapshot (nil: outside any transaction).
+func (l *Log) AfterIn(ctx context.Context, tx *sqldb.Tx, after int64, limit int, f Filter) ([]Event, error) {
+	evs, err := l.repo.EventsAfter(ctx, tx, after, limit, f)
+	return fromStore(evs), err
 }
 
 // LastSeq returns the highest sequence number in the log (0 when empty).
-func (l *Log) LastSeq(ctx context.Context) (int64, error) {
-	var seq sql.NullInt64
-	if err := l.db.QueryRowContext(ctx, `SELECT MAX(seq) FROM events`).Scan(&seq); err != nil {
-		return 0, fmt.Errorf("last event seq: %w", err)
-	}
-	return seq.Int64, nil
-}
+func (l *Log) LastSeq(ctx context.Context) (int64, error) { return l.repo.LastEventSeq(ctx) }
+
+// Has reports whether an event with this ID is stored (ingested webhook
+// deliveries are retried with the same event ID).
+func (l *Log) Has(ctx context.Context, id string) (bool, error) { return l.repo.HasEvent(ctx, id) }
+
+// LatestTeam returns the team of the newest event that names one ("" when
+// none does).
+func (l *Log) LatestTeam(ctx context.Context) (string, error) { return l.repo.LatestEventTeam(ctx) }
 
 // Wait blocks until an event with Seq > after and matching f exists or ctx
 // ends, and returns up to limit of them.
@@ -328,40 +247,13 @@ func (l *Log) Wait(ctx context.Context, after int64, limit int, f Filter) ([]Eve
 	}
 }
 
-// Queryer is *sqldb.DB or *sqldb.Tx.
-type Queryer interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-func (l *Log) query(ctx context.Context, q string, args ...any) ([]Event, error) {
-	return queryEvents(ctx, l.db, q, args...)
-}
-
-func queryEvents(ctx context.Context, db Queryer, q string, args ...any) ([]Event, error) {
-	rows, err := db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
+func fromStore(evs []store.Event) []Event {
+	if evs == nil {
+		return nil
 	}
-	defer rows.Close()
-	var out []Event
-	for rows.Next() {
-		var ev Event
-		var data sql.NullString
-		var ts int64
-		if err := rows.Scan(&ev.Seq, &ev.ID, &ev.Version, &ev.Type, &ev.TeamID, &ev.SandboxID,
-			&ev.SandboxTemplateID, &ev.SandboxBuildID, &ev.SandboxExecutionID, &data, &ts); err != nil {
-			return nil, fmt.Errorf("read events: %w", err)
-		}
-		if data.Valid {
-			if err := json.Unmarshal([]byte(data.String), &ev.EventData); err != nil {
-				return nil, fmt.Errorf("read event %s: decode eventData: %w", ev.ID, err)
-			}
-		}
-		ev.Timestamp = time.Unix(0, ts).UTC()
-		out = append(out, ev)
+	out := make([]Event, len(evs))
+	for i := range evs {
+		out[i] = Event(evs[i])
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
-	}
-	return out, nil
+	return out
 }

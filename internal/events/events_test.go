@@ -14,16 +14,23 @@ import (
 
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/events/eventstest"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 )
 
 func newLog(t *testing.T) *events.Log {
+	t.Helper()
+	l, _ := newLogDB(t)
+	return l
+}
+
+func newLogDB(t *testing.T) (*events.Log, *sqldb.DB) {
 	t.Helper()
 	db, _ := eventstest.TempDB(t)
 	l := events.NewLog(db, slog.New(slog.DiscardHandler))
 	base := time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)
 	n := 0
 	l.SetClock(func() time.Time { n++; return base.Add(time.Duration(n) * time.Second) })
-	return l
+	return l, db
 }
 
 func appendAll(t *testing.T, l *events.Log, evs ...events.Event) []events.Event {
@@ -98,8 +105,8 @@ func equal(a, b []int64) bool {
 
 func TestAppendTxRollbackLeavesNothing(t *testing.T) {
 	t.Parallel()
-	l := newLog(t)
-	tx, err := l.DB().BeginTx(t.Context(), nil)
+	l, db := newLogDB(t)
+	tx, err := db.BeginTx(t.Context(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

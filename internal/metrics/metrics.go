@@ -25,8 +25,6 @@ import (
 
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
-	"github.com/sbxdev/sbx/internal/store/sqldb"
-	"github.com/sbxdev/sbx/internal/store/sqlstore"
 )
 
 // Live lists running and paused sandboxes (the sandbox manager).
@@ -46,9 +44,9 @@ type Metrics struct {
 	log      *slog.Logger
 }
 
-// New registers sbx's metrics. live and db may be nil (then the gauges they
-// feed are absent); db is the database holding webhook_deliveries.
-func New(live Live, db *sqldb.DB, log *slog.Logger) *Metrics {
+// New registers sbx's metrics. live and webhooks may be nil (then the
+// gauges they feed are absent).
+func New(live Live, webhooks WebhookCounts, log *slog.Logger) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry(), ops: newOps(), log: log}
 	m.create = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "sbx_sandbox_create_duration_seconds", Help: "Time to create a sandbox (API call to ready), by team and template name.",
@@ -69,8 +67,8 @@ func New(live Live, db *sqldb.DB, log *slog.Logger) *Metrics {
 	if live != nil {
 		m.reg.MustRegister(&sandboxCollector{live: live})
 	}
-	if db != nil {
-		m.webhooks = &webhookCollector{db: sqlstore.New(db, nil), log: log, ttl: webhookCountsTTL}
+	if webhooks != nil {
+		m.webhooks = &webhookCollector{db: webhooks, log: log, ttl: webhookCountsTTL}
 		m.reg.MustRegister(m.webhooks)
 	}
 	return m

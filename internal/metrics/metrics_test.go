@@ -12,6 +12,7 @@ import (
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/events/eventstest"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 )
 
 type liveList []store.Sandbox
@@ -40,7 +41,7 @@ func newTestMetrics(t *testing.T) *Metrics {
 		{ID: "b", TeamID: "t1", TemplateID: "base", State: store.StateRunning},
 		{ID: "c", TeamID: "t2", TemplateID: "secrettpl", State: store.StatePaused},
 	}
-	m := New(live, db, slog.New(slog.DiscardHandler))
+	m := New(live, sqlstore.New(db, nil), slog.New(slog.DiscardHandler))
 	m.ObserveCreate("t1", "base", 300*time.Millisecond)
 	m.OnBudgetRefusal("t2", "max_concurrent")
 	m.OnBudgetRefusal("t2", "max_concurrent")

@@ -12,7 +12,6 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
-	"github.com/sbxdev/sbx/internal/store/sqldb"
 	whsig "github.com/sbxdev/sbx/sdk/webhook"
 )
 
@@ -79,14 +78,13 @@ func (d *delivery) toEvent() (*events.Event, error) {
 // Ingest receives E2B webhooks, checks their e2b-signature and stores them.
 type Ingest struct {
 	secret string
-	db     *sqldb.DB
 	log    *events.Log
 	logger *slog.Logger
 }
 
 // NewIngest returns the webhook receiver.
-func NewIngest(secret string, db *sqldb.DB, log *events.Log, logger *slog.Logger) *Ingest {
-	return &Ingest{secret: secret, db: db, log: log, logger: logger}
+func NewIngest(secret string, log *events.Log, logger *slog.Logger) *Ingest {
+	return &Ingest{secret: secret, log: log, logger: logger}
 }
 
 // ServeHTTP stores one delivery: 204 when stored (or already stored, as
@@ -122,11 +120,11 @@ func (in *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (in *Ingest) store(ctx context.Context, ev *events.Event) error {
-	var n int
-	if err := in.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM events WHERE id = ?`, ev.ID).Scan(&n); err != nil {
+	seen, err := in.log.Has(ctx, ev.ID)
+	if err != nil {
 		return fmt.Errorf("check event %s: %w", ev.ID, err)
 	}
-	if n > 0 {
+	if seen {
 		return nil // a retry of a delivery already stored
 	}
 	if err := in.log.Append(ctx, ev); err != nil {

@@ -15,7 +15,6 @@ import (
 	"github.com/sbxdev/sbx/internal/runaway"
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
-	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/internal/usage"
 )
 
@@ -41,16 +40,23 @@ type Server struct {
 	historyHandler *history.Handler
 }
 
+// Store is what a server's monitoring keeps in the database: budgets and
+// the webhook delivery counts it exports (sqlstore.Store).
+type Store interface {
+	budget.Repository
+	metrics.WebhookCounts
+}
+
 // ForServer builds the monitoring of a server: it installs the budget
 // admission check on mgr. cfg must be validated. Call Start to run the
 // periodic checks, Register (via api.New) for the REST routes and
 // AddPublic for the dashboard.
-func ForServer(ctx context.Context, cfg Config, db *sqldb.DB, evlog *events.Log, mgr *sandbox.Manager, teams Teams, log *slog.Logger) (*Server, error) {
+func ForServer(ctx context.Context, cfg Config, st Store, evlog *events.Log, mgr *sandbox.Manager, teams Teams, log *slog.Logger) (*Server, error) {
 	log = log.With("component", "monitor")
 	s := &Server{cfg: cfg, log: log, mgr: mgr}
 	s.Usage = usage.NewService(evlog, cfg.Rates, mgr.Live)
-	s.Metrics = metrics.New(mgr, db, log)
-	b, err := budget.New(ctx, db, evlog, s.Usage, mgr, log)
+	s.Metrics = metrics.New(mgr, st, log)
+	b, err := budget.NewWithRepository(ctx, st, evlog, s.Usage, mgr, log)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
-
 	"github.com/sbxdev/sbx/internal/analytics"
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/budget"
@@ -26,6 +23,7 @@ import (
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/runaway"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/usage"
 )
 
@@ -53,7 +51,7 @@ type StandaloneConfig struct {
 // budget alerts and runaway detection.
 type Standalone struct {
 	cfg     StandaloneConfig
-	db      *sqldb.DB
+	store   *sqlstore.Store
 	evlog   *events.Log
 	logger  *slog.Logger
 	Usage   *usage.Service
@@ -107,19 +105,20 @@ func NewStandalone(ctx context.Context, cfg StandaloneConfig, logger *slog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", cfg.DBPath, err)
 	}
-	s := &Standalone{cfg: cfg, db: db, logger: logger, DashKey: key, mux: http.NewServeMux(), public: http.NewServeMux()}
-	s.evlog = events.NewLog(db, logger)
+	st := sqlstore.New(db, nil)
+	s := &Standalone{cfg: cfg, store: st, logger: logger, DashKey: key, mux: http.NewServeMux(), public: http.NewServeMux()}
+	s.evlog = events.New(st, logger)
 	s.view = &e2bSandboxes{evlog: s.evlog, apiURL: strings.TrimRight(cfg.E2BAPIURL, "/"), apiKey: cfg.E2BAPIKey,
 		http: &http.Client{Timeout: 30 * time.Second}, log: logger}
 	s.Usage = usage.NewService(s.evlog, cfg.Rates, nil)
 	s.Usage.DefaultVCPU, s.Usage.DefaultMemoryMB = cfg.DefaultVCPU, cfg.DefaultMemoryMB
 	s.view.usage = s.Usage
-	if s.Budgets, err = budget.New(ctx, db, s.evlog, s.Usage, s.view, logger); err != nil {
-		db.Close()
+	if s.Budgets, err = budget.NewWithRepository(ctx, st, s.evlog, s.Usage, s.view, logger); err != nil {
+		st.Close()
 		return nil, err
 	}
 	s.Runaway = runaway.New(policies, s.view, nil, s.evlog, logger)
-	s.Ingest = NewIngest(cfg.Secret, db, s.evlog, logger)
+	s.Ingest = NewIngest(cfg.Secret, s.evlog, logger)
 
 	s.public.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.public.Handle("POST /webhook", s.Ingest)
@@ -156,7 +155,7 @@ func dashboardKey(cfg StandaloneConfig) (string, error) {
 }
 
 // Close closes the database.
-func (s *Standalone) Close() error { return s.db.Close() }
+func (s *Standalone) Close() error { return s.store.Close() }
 
 // ServeHTTP serves the public routes, then the key-protected ones.
 func (s *Standalone) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -185,12 +184,14 @@ func (s *Standalone) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // latestTeam is the team of the newest stored event ("-" before any).
 func (s *Standalone) latestTeam(ctx context.Context) string {
-	var team sql.NullString
-	_ = s.db.QueryRowContext(ctx, `SELECT team_id FROM events WHERE team_id != '' ORDER BY seq DESC LIMIT 1`).Scan(&team)
-	if team.String == "" {
+	team, err := s.evlog.LatestTeam(ctx)
+	if err != nil {
+		s.logger.Warn("find the team of the latest event", "err", err)
+	}
+	if team == "" {
 		return "-"
 	}
-	return team.String
+	return team
 }
 
 // Run runs the runaway and budget checks until ctx ends.

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -309,13 +310,39 @@ func (m *Manager) Recover(ctx context.Context) error {
 		return fmt.Errorf("list runtime sandboxes: %w", err)
 	}
 	for _, id := range ids {
-		if !known[id] {
-			m.log.Warn("removing orphaned sandbox container", "sandbox.id", id)
-			m.destroy(ctx, id)
-			m.forgetFiles(id)
+		if known[id] {
+			continue
 		}
+		if owner, ok := m.ownedElsewhere(ctx, id); ok {
+			// The data dir is this server's alone (datadir.LockServer),
+			// yet the row names another node: the server was restarted
+			// under another node name (a new --listen port changes the
+			// default) or its data dir copied. Never remove what the
+			// database says another node runs.
+			m.log.Warn("leaving alone a sandbox container the database gives to another node", "sandbox.id", id, "node", owner)
+			continue
+		}
+		m.log.Warn("removing orphaned sandbox container", "sandbox.id", id)
+		m.destroy(ctx, id)
+		m.forgetFiles(id)
 	}
 	return nil
+}
+
+// ownedElsewhere reports whether the database names another node as
+// running sandbox id (or cannot say: then it is left alone too).
+func (m *Manager) ownedElsewhere(ctx context.Context, id string) (string, bool) {
+	sb, err := m.store.Sandbox(ctx, id)
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		return "", false // never stored: a pooled or build sandbox, or a create cut short
+	case err != nil:
+		m.log.Error("look up a sandbox container's owner; leaving it", "sandbox.id", id, "err", err)
+		return "unknown", true
+	case sb.State != store.StateKilled && sb.NodeID != "" && sb.NodeID != m.cfg.NodeID:
+		return sb.NodeID, true
+	}
+	return "", false
 }
 
 // Admission decides whether a team may create one more sandbox now (budgets,

@@ -38,7 +38,7 @@ func (s *Service) BuildStatus(ctx context.Context, teamID, templateID, buildID s
 	if limit <= 0 || limit > 100 {
 		limit = 100
 	}
-	entries, err := s.store.Logs(ctx, buildID, max(offset, 0), limit)
+	entries, err := s.store.BuildLogs(ctx, buildID, max(offset, 0), limit)
 	if err != nil {
 		return Status{}, err
 	}

@@ -52,7 +52,7 @@ func (s *Service) BuildLogs(ctx context.Context, teamID, templateID, buildID str
 	// matches, newest first, kept in a window while reading forward.
 	out := []LogEntry{}
 	for offset := 0; ; {
-		page, err := s.store.Logs(ctx, buildID, offset, buildLogPage)
+		page, err := s.store.BuildLogs(ctx, buildID, offset, buildLogPage)
 		if err != nil {
 			return nil, err
 		}

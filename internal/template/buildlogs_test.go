@@ -26,7 +26,7 @@ func TestBuildLogsPages(t *testing.T) {
 		}
 		entries = append(entries, LogEntry{Timestamp: t0.Add(time.Duration(i) * time.Millisecond), Level: level, Message: fmt.Sprint(i)})
 	}
-	if err := e.svc.store.AppendLog(ctx, bid, entries...); err != nil {
+	if err := e.svc.store.AppendBuildLog(ctx, bid, entries...); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

@@ -39,7 +39,7 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 		keep[r.CurrentBuild] = true
 	}
 	// Tagged builds stay startable (name:tag) as long as the tag exists.
-	tags, err := s.store.Tags(ctx, "")
+	tags, err := s.store.TemplateTags(ctx, "")
 	if err != nil {
 		return 0, err
 	}

@@ -58,7 +58,7 @@ func TestPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Build b4 is tagged: name:v1 must keep starting from it.
-	if err := e.svc.store.SetTags(t.Context(), "t1", "b4", []string{"v1"}, old); err != nil {
+	if err := e.svc.store.SetTemplateTags(t.Context(), "t1", "b4", []string{"v1"}, old); err != nil {
 		t.Fatal(err)
 	}
 	// A paused sandbox still uses build b2; nothing uses b3 any more.

@@ -57,6 +57,10 @@ type ServiceConfig struct {
 	MaxBuildsPerTeam int
 	// PruneEvery is how often unused layers are pruned; 0 = hourly, < 0 = never.
 	PruneEvery time.Duration
+	// NodeID names this server among servers sharing a database: its
+	// builds are recorded as its own, and only those are failed when it
+	// restarts.
+	NodeID string
 }
 
 // Service builds user templates from E2B build requests, persists them and
@@ -124,7 +128,7 @@ func (s *Service) Close() {
 // Load marks builds interrupted by a restart as failed and registers every
 // template's current build again (re-mounting its layers).
 func (s *Service) Load(ctx context.Context) error {
-	if n, err := s.store.FailUnfinished(ctx, s.now()); err != nil {
+	if n, err := s.store.FailUnfinished(ctx, s.cfg.NodeID, s.now()); err != nil {
 		return err
 	} else if n > 0 {
 		s.log.Warn("builds interrupted by a restart marked failed", "count", n)
@@ -312,7 +316,8 @@ func (s *Service) Request(ctx context.Context, teamID string, req RequestV3) (Re
 			return Record{}, "", err
 		}
 	}
-	b := BuildRecord{ID: uuid.NewString(), TemplateID: rec.ID, Status: StatusWaiting, Tags: tags, CreatedAt: now}
+	b := BuildRecord{ID: uuid.NewString(), TemplateID: rec.ID, Status: StatusWaiting, Tags: tags, CreatedAt: now,
+		NodeID: s.cfg.NodeID}
 	if err := s.store.CreateBuild(ctx, b); err != nil {
 		return Record{}, "", err
 	}
@@ -525,7 +530,7 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 				return
 			}
 		}
-		if err := s.store.AppendLog(context.WithoutCancel(ctx), b.ID, LogEntry{Timestamp: s.now().UTC(), Level: level, Step: step, Message: msg}); err != nil {
+		if err := s.store.AppendBuildLog(context.WithoutCancel(ctx), b.ID, LogEntry{Timestamp: s.now().UTC(), Level: level, Step: step, Message: msg}); err != nil {
 			s.log.Error("append build log", "build.id", b.ID, "err", err)
 		}
 	}

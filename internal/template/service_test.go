@@ -22,6 +22,7 @@ import (
 	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/events/eventstest"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 )
 
 // fakeExecutor stands in for the crun-backed executor (tested in
@@ -64,7 +65,7 @@ func setup(t *testing.T, dbPath, data string, maxUpload int64) *env {
 	t.Helper()
 	db := eventstest.OpenDB(t, dbPath)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st := NewStore(db)
+	st := NewStore(sqlstore.New(db, nil))
 	reg := NewRegistry(log)
 	reg.Put(Template{ID: "base", BuildID: "base", Names: []string{"base", "e2bdev/base"}, Rootfs: data,
 		User: "user", Workdir: "/home/user", CPUCount: 2, MemoryMB: 512, DiskMB: 2048})

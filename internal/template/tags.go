@@ -55,7 +55,7 @@ func (s *Service) tagReadyBuild(ctx context.Context, rec Record, b BuildRecord, 
 	if len(b.Tags) == 0 {
 		return
 	}
-	if err := s.store.SetTags(ctx, rec.ID, b.ID, b.Tags, s.now().UTC()); err != nil {
+	if err := s.store.SetTemplateTags(ctx, rec.ID, b.ID, b.Tags, s.now().UTC()); err != nil {
 		s.log.Error("tag build", "template.id", rec.ID, "build.id", b.ID, "err", err)
 		logLine("finalize", "error", fmt.Sprintf("could not tag the build as %s: %v", strings.Join(b.Tags, ", "), err))
 		return
@@ -107,7 +107,7 @@ func (s *Service) buildFor(ctx context.Context, rec Record, tag string) (BuildRe
 		}
 		return s.store.Build(ctx, rec.CurrentBuild)
 	}
-	tr, err := s.store.Tag(ctx, rec.ID, tag)
+	tr, err := s.store.TemplateTag(ctx, rec.ID, tag)
 	if err == nil {
 		return s.store.Build(ctx, tr.BuildID)
 	}
@@ -126,7 +126,7 @@ func (s *Service) buildFor(ctx context.Context, rec Record, tag string) (BuildRe
 // unknownTag is the not-found error for a tag, naming the tags there are.
 func (s *Service) unknownTag(ctx context.Context, rec Record, tag string) error {
 	names := []string{DefaultTag}
-	if trs, err := s.store.Tags(ctx, rec.ID); err == nil {
+	if trs, err := s.store.TemplateTags(ctx, rec.ID); err == nil {
 		for _, tr := range trs {
 			names = append(names, tr.Tag)
 		}
@@ -195,7 +195,7 @@ func (s *Service) AssignTags(ctx context.Context, teamID, target string, tags []
 			b.ID, displayName(rec), err)
 	}
 	out := dedupe(tags)
-	if err := s.store.SetTags(ctx, rec.ID, b.ID, out, s.now().UTC()); err != nil {
+	if err := s.store.SetTemplateTags(ctx, rec.ID, b.ID, out, s.now().UTC()); err != nil {
 		return "", nil, err
 	}
 	s.log.Info("template tags assigned", "template.id", rec.ID, "build.id", b.ID, "tags", out)
@@ -220,7 +220,7 @@ func (s *Service) RemoveTags(ctx context.Context, teamID, name string, tags []st
 	if builtin != nil {
 		return errdefs.Wrap(errdefs.ErrPermissionDenied, nil, "template %q is built in and has no tags to remove", builtin.ID)
 	}
-	missing, err := s.store.RemoveTags(ctx, rec.ID, dedupe(tags))
+	missing, err := s.store.RemoveTemplateTags(ctx, rec.ID, dedupe(tags))
 	if err != nil {
 		return err
 	}
@@ -255,7 +255,7 @@ func (s *Service) Tags(ctx context.Context, teamID, ref string) ([]TagInfo, erro
 		}
 		out = append(out, TagInfo{Tag: DefaultTag, BuildID: b.ID, CreatedAt: b.FinishedAt})
 	}
-	trs, err := s.store.Tags(ctx, rec.ID)
+	trs, err := s.store.TemplateTags(ctx, rec.ID)
 	if err != nil {
 		return nil, err
 	}

@@ -199,7 +199,7 @@ func TestTags(t *testing.T) {
 	if code := e2.call(t, "team1", "DELETE", "/templates/"+r1.TemplateID, nil, nil); code != http.StatusNoContent {
 		t.Fatalf("delete: HTTP %d", code)
 	}
-	if trs, err := e2.svc.store.Tags(t.Context(), r1.TemplateID); err != nil || len(trs) != 0 {
+	if trs, err := e2.svc.store.TemplateTags(t.Context(), r1.TemplateID); err != nil || len(trs) != 0 {
 		t.Errorf("tags of a deleted template: %v %v", trs, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -63,7 +64,7 @@ func startPairDSN(t *testing.T, extra ...string) (a, b *Server, dsn string) {
 // through the other at once, and a restart of one never touches the
 // other's sandboxes.
 func TestTwoServersOnePostgres(t *testing.T) {
-	a, b := startPair(t)
+	a, b, dsn := startPairDSN(t)
 	ca, cb := a.Client(t), b.Client(t)
 
 	// An SSE client on B, live from now.
@@ -120,14 +121,96 @@ func TestTwoServersOnePostgres(t *testing.T) {
 	t.Logf("B refused the key revoked through A %v after the revocation", time.Since(revoked))
 
 	// B dies hard and restarts: A's sandbox is untouched and still works,
-	// B's own is reattached.
-	b.Stop(syscall.SIGKILL)
-	b.Start(t)
-	res, err := sa.Commands.Run(opCtx(t), "echo alive", sdk.RunOptions{})
-	if err != nil || strings.TrimSpace(res.Stdout) != "alive" {
-		t.Fatalf("A's sandbox after B restarted: %+v, %v", res, err)
+	// B's own are reattached or, if lost meanwhile, recorded as killed.
+	checkRestartStaysOnItsNode(t, b, a, sb, sa, dsn)
+}
+
+// checkRestartStaysOnItsNode: a server's start-up recovery touches only
+// its own node's sandboxes, whatever else shares the machine and the
+// database. restarting (node "node-b") runs mine, other runs theirs.
+//
+//   - A third server pointed at restarting's data dir while it runs is
+//     refused before it reads anything there: one data dir holds one
+//     server's runtime state, sandboxes and network namespaces, and a
+//     second server's recovery would take them all for its own orphans.
+//   - restarting is SIGKILLed; meanwhile one of its sandboxes loses its
+//     container (stale row), and a server started on its data dir under
+//     another node name leaves the containers the database gives to
+//     node-b alone.
+//   - restarting comes back: other's sandbox ran commands throughout and
+//     its container and network namespace are untouched; mine is
+//     reattached; the stale one is recorded as killed, as before.
+func checkRestartStaysOnItsNode(t *testing.T, restarting, other *Server, mine, theirs *sdk.Sandbox, dsn string) {
+	t.Helper()
+	cm := restarting.Client(t)
+	stale := create(t, cm, sdk.CreateOptions{Timeout: 10 * time.Minute})
+	run := func(sbx *sdk.Sandbox, what string) {
+		t.Helper()
+		res, err := sbx.Commands.Run(opCtx(t), "cat /sys/class/net/eth0/operstate", sdk.RunOptions{})
+		if err != nil || strings.TrimSpace(res.Stdout) != "up" {
+			t.Fatalf("%s: sandbox %s answers %+v, %v; want its network up", what, sbx.ID, res, err)
+		}
 	}
-	list, err := cb.List(opCtx(t), sdk.ListOptions{State: []string{sdk.StateRunning}})
+	run(theirs, "before the restart")
+
+	// A second server on the same data dir stops at once, naming the
+	// holder. (Before data dirs were locked it served, and its recovery
+	// removed every container there as an orphan of its own.)
+	ictx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	intruder := exec.CommandContext(ictx, restarting.Bin, "serve", "--listen", harness.FreeAddr(t),
+		"--data-dir", restarting.DataDir, "--database", dsn, "--node-name", "node-x")
+	out, err := intruder.CombinedOutput()
+	run(mine, "after a second server tried its server's data dir")
+	if err == nil || ictx.Err() != nil || !strings.Contains(string(out), "in use by another sbx server") {
+		t.Fatalf("a second server on a running server's data dir: %v\n%s\nwant it refused at once", err, out)
+	}
+	if strings.Contains(string(out), mine.ID) {
+		t.Errorf("the refused server looked at sandbox %s:\n%s", mine.ID, out)
+	}
+
+	restarting.Stop(syscall.SIGKILL)
+	root := filepath.Join(restarting.DataDir, "runtime", "crun")
+	if out, err := exec.Command("crun", "--root", root, "delete", "-f", stale.ID).CombinedOutput(); err != nil {
+		t.Fatalf("remove the container of %s behind its server's back: %v: %s", stale.ID, err, out)
+	}
+	// Under another node name (a changed --listen port changes the
+	// default one) the server must not take node-b's containers for
+	// orphans: the database says who runs them.
+	extra := slices.Clone(restarting.Extra)
+	i := slices.Index(restarting.Extra, "--node-name")
+	restarting.Extra[i+1] = "node-b-renamed"
+	restarting.Start(t)
+	restarting.Stop(syscall.SIGTERM)
+	restarting.Extra = extra
+	renamed := restarting.Log()
+	for line := range strings.SplitSeq(renamed, "\n") {
+		if strings.Contains(line, "removing orphaned sandbox container") && strings.Contains(line, mine.ID) {
+			t.Fatalf("a server under another node name removed node-b's sandbox %s: %s", mine.ID, line)
+		}
+	}
+	if !strings.Contains(renamed, "leaving alone a sandbox container the database gives to another node") {
+		t.Errorf("the renamed server did not say it left node-b's containers alone")
+	}
+
+	restarting.Start(t)
+	run(theirs, "after the restart, through its own server")
+	run(mine, "reattached after the restart")
+	if got, err := cm.Get(opCtx(t), stale.ID); err == nil && got.State != "killed" {
+		t.Errorf("the sandbox whose container was lost reads %+v after the restart; want it killed", got)
+	}
+	if strings.Contains(restarting.Log(), theirs.ID) {
+		t.Errorf("the restarted server's log names the other node's sandbox %s: its recovery looked at it", theirs.ID)
+	}
+	if !slices.Contains(other.CrunContainers(t), theirs.ID) {
+		t.Errorf("the other node's container %s is gone from its runtime", theirs.ID)
+	}
+	for _, p := range []string{filepath.Join(other.DataDir, "sandboxes", theirs.ID), filepath.Join(other.DataDir, "netns", theirs.ID)} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("the other node's %s: %v", p, err)
+		}
+	}
+	list, err := cm.List(opCtx(t), sdk.ListOptions{State: []string{sdk.StateRunning}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,15 +218,9 @@ func TestTwoServersOnePostgres(t *testing.T) {
 	for _, s := range list {
 		running = append(running, s.SandboxID)
 	}
-	if !slices.Contains(running, sa.ID) || !slices.Contains(running, sb.ID) {
-		t.Fatalf("after B's restart the running sandboxes are %v; want %s (A's, untouched) and %s (B's, reattached)", running, sa.ID, sb.ID)
-	}
-	if strings.Contains(b.Log(), sa.ID) {
-		t.Errorf("B's log names A's sandbox %s: its recovery looked at it", sa.ID)
-	}
-	res, err = sb.Commands.Run(opCtx(t), "echo back", sdk.RunOptions{})
-	if err != nil || strings.TrimSpace(res.Stdout) != "back" {
-		t.Fatalf("B's sandbox after its restart: %+v, %v", res, err)
+	if !slices.Contains(running, theirs.ID) || !slices.Contains(running, mine.ID) || slices.Contains(running, stale.ID) {
+		t.Fatalf("after the restart the running sandboxes are %v; want %s (untouched) and %s (reattached), not %s (lost)",
+			running, theirs.ID, mine.ID, stale.ID)
 	}
 }
 

@@ -1,0 +1,30 @@
+package sqlstore_test
+
+import (
+	"testing"
+
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqldb/sqldbtest"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
+	"github.com/sbxdev/sbx/internal/store/storetest"
+)
+
+// TestEventsConformance runs the event log's suite on SQLite and PostgreSQL.
+func TestEventsConformance(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, dialect sqldb.Dialect) {
+		storetest.RunEvents(t, func(t *testing.T) (store.Events, *sqldb.DB) {
+			db := sqldbtest.Open(t, dialect)
+			return sqlstore.New(db, nil), db
+		})
+	})
+}
+
+// TestTemplatesConformance runs the templates suite on SQLite and PostgreSQL.
+func TestTemplatesConformance(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, dialect sqldb.Dialect) {
+		storetest.RunTemplates(t, func(t *testing.T) store.Templates {
+			return sqlstore.New(sqldbtest.Open(t, dialect), nil)
+		})
+	})
+}
