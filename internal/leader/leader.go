@@ -21,7 +21,9 @@ type Lead func(ctx context.Context)
 // Timing bounds how fast a dead leader is replaced and how often
 // campaigners ask. A leader that cannot confirm its leadership within
 // RenewDeadline stops leading; a leader that died is replaced after at most
-// LeaseDuration plus RetryPeriod.
+// LeaseDuration plus RetryPeriod. LeaseDuration must exceed RetryPeriod +
+// RenewDeadline: it is how long a successor waits for a leader that lost
+// its lock to notice.
 type Timing struct {
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
@@ -35,7 +37,7 @@ var DefaultTiming = Timing{LeaseDuration: 1500 * time.Millisecond, RenewDeadline
 	RetryPeriod: 250 * time.Millisecond}
 
 func (t Timing) orDefault() Timing {
-	if t.LeaseDuration <= 0 || t.RenewDeadline <= 0 || t.RetryPeriod <= 0 {
+	if t.RenewDeadline <= 0 || t.RetryPeriod <= 0 || t.LeaseDuration <= t.RetryPeriod+t.RenewDeadline {
 		return DefaultTiming
 	}
 	return t

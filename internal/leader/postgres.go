@@ -46,11 +46,13 @@ func (p *Postgres) Campaign(ctx context.Context, name string, lead Lead) error {
 		if err != nil && ctx.Err() == nil && p.Log != nil {
 			p.Log.Warn("leader campaign: the database did not answer; trying again", "leader.name", name, "err", err)
 		}
-		if ok {
+		if ok && p.settle(ctx, t, lock) {
 			logf(p.Log, "leading", name)
 			p.hold(ctx, name, t, lock, lead)
-			lock.Release()
 			logf(p.Log, "stopped leading", name)
+		}
+		if ok {
+			lock.Release()
 		}
 		select {
 		case <-ctx.Done():
@@ -58,6 +60,30 @@ func (p *Postgres) Campaign(ctx context.Context, name string, lead Lead) error {
 		case <-time.After(t.RetryPeriod):
 		}
 	}
+}
+
+// settle waits LeaseDuration after the lock is taken, checking that it is
+// still held. The database frees a lock the moment its holder's session
+// ends, but the holder learns of it only at its next check (within
+// RetryPeriod + RenewDeadline, which LeaseDuration exceeds): a successor
+// that started at once would lead beside it (TestPostgresElectorSessionLost
+// saw a 21 ms overlap without this).
+func (p *Postgres) settle(ctx context.Context, t Timing, lock *sqldb.Lock) bool {
+	deadline := time.Now().Add(t.LeaseDuration)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(min(t.RetryPeriod, time.Until(deadline))):
+		}
+		pingCtx, cancel := context.WithTimeout(ctx, t.RenewDeadline)
+		held := lock.Held(pingCtx)
+		cancel()
+		if !held {
+			return false
+		}
+	}
+	return true
 }
 
 // hold runs lead while the lock's session answers within RenewDeadline.
