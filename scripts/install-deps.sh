@@ -99,4 +99,12 @@ if ! command -v runsc >/dev/null; then
   $sudo install -m 0755 "$tmp/runsc" /usr/local/bin/runsc
   rm -rf "$tmp"
 fi
+# SeaweedFS's weed: the real S3 server the blob store's S3 tests run
+# against (internal/blob). Built once per machine into
+# /var/cache/sbx/tools/weed/<version>/ (slow the first time, like runsc);
+# only the tests need it.
+if [ "$with_tests" = 1 ]; then
+  command -v go >/dev/null || export PATH=/usr/local/go/bin:$PATH
+  bash "$(dirname "$0")/build-weed.sh" >/dev/null
+fi
 echo "install-deps: done"
