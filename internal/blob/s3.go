@@ -94,6 +94,9 @@ func NewS3Store(ctx context.Context, cfg S3Config) (*S3Store, error) {
 	}
 	ok, err := c.BucketExists(ctx, cfg.Bucket)
 	if err != nil {
+		if err := classify(cfg.Bucket, err); errors.Is(err, errdefs.ErrPermissionDenied) {
+			return nil, err
+		}
 		return nil, errdefs.Wrap(errdefs.ErrUnavailable, err, "s3 blob store: cannot reach bucket %s at %s", cfg.Bucket, host)
 	}
 	if !ok {
@@ -166,8 +169,10 @@ func (s *S3Store) Put(ctx context.Context, r io.Reader) (Digest, int64, error) {
 	return d, n, nil
 }
 
+func (s *S3Store) classify(err error) error { return classify(s.bucket, err) }
+
 // classify maps S3 error codes onto the blob and errdefs categories.
-func (s *S3Store) classify(err error) error {
+func classify(bucket string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
@@ -175,9 +180,9 @@ func (s *S3Store) classify(err error) error {
 	case minio.NoSuchKey:
 		return ErrNotFound
 	case minio.NoSuchBucket:
-		return errdefs.Wrap(errdefs.ErrFailedPrecondition, err, "bucket %s does not exist", s.bucket)
+		return errdefs.Wrap(errdefs.ErrFailedPrecondition, err, "bucket %s does not exist", bucket)
 	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch":
-		return errdefs.Wrap(errdefs.ErrPermissionDenied, err, "access to bucket %s denied: check the blob store's credentials", s.bucket)
+		return errdefs.Wrap(errdefs.ErrPermissionDenied, err, "access to bucket %s denied: check the blob store's credentials", bucket)
 	}
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/minio/minio-go/v7"
@@ -70,8 +71,8 @@ func TestS3Store(t *testing.T) {
 		bucket := srv.Bucket(t)
 		_, err = blob.NewS3Store(t.Context(), blob.S3Config{Bucket: bucket, Endpoint: srv.Endpoint, Region: srv.Region,
 			AccessKey: srv.AccessKey, SecretKey: "wrong"})
-		if err == nil {
-			t.Error("wrong secret key accepted")
+		if !errors.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), "check the blob store's credentials") {
+			t.Errorf("wrong secret key = %v, want permission denied naming the credentials", err)
 		}
 	})
 

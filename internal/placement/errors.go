@@ -33,6 +33,11 @@ type NoFitError struct {
 	NoCPU                 int
 	LargestFreeCPUMillis  int64 // among the nodes short of CPU
 	LargestFreeCPUNode    string
+
+	// Set by Placer.Run: the attempts that failed on nodes, and, when
+	// every allowed attempt failed, how many were allowed.
+	Failures []Failure
+	Attempts int
 }
 
 func (e *NoFitError) Error() string {
@@ -40,6 +45,13 @@ func (e *NoFitError) Error() string {
 }
 
 func (e *NoFitError) reasons() []string {
+	if e.Attempts > 0 {
+		n := "the only attempt failed"
+		if e.Attempts > 1 {
+			n = fmt.Sprintf("all %d attempts failed", e.Attempts)
+		}
+		return []string{fmt.Sprintf("%s (%s)", n, e.failures())}
+	}
 	if e.Nodes == 0 {
 		return []string{"no nodes registered"}
 	}
@@ -76,9 +88,21 @@ func (e *NoFitError) reasons() []string {
 		out = append(out, count(e.Unhealthy, "node unhealthy", "nodes unhealthy"))
 	}
 	if e.Excluded > 0 {
-		out = append(out, count(e.Excluded, "excluded after failure", "excluded after failure"))
+		s := count(e.Excluded, "excluded after failure", "excluded after failure")
+		if len(e.Failures) > 0 {
+			s += " (" + e.failures() + ")"
+		}
+		out = append(out, s)
 	}
 	return out
+}
+
+func (e *NoFitError) failures() string {
+	parts := make([]string, len(e.Failures))
+	for i, f := range e.Failures {
+		parts[i] = f.String()
+	}
+	return strings.Join(parts, "; ")
 }
 
 func count(n int, one, many string) string {
@@ -93,7 +117,7 @@ func count(n int, one, many string) string {
 // helps), ErrUnavailable when no node was usable at all (nodes down,
 // draining or without the snapshot: retrying later helps).
 func (e *NoFitError) Kind() error {
-	if e.NoMemory+e.NoCPU+e.AtLimit > 0 {
+	if e.NoMemory+e.NoCPU+e.AtLimit > 0 || e.Attempts > 0 {
 		return errdefs.ErrResourceExhausted
 	}
 	return errdefs.ErrUnavailable
@@ -106,6 +130,8 @@ func (e *NoFitError) Is(target error) bool { return target == e.Kind() }
 // Hint says what the caller can do about it.
 func (e *NoFitError) Hint() string {
 	switch {
+	case e.Attempts > 0:
+		return "nodes are failing to start sandboxes: check the nodes' logs, then retry"
 	case e.Nodes == 0:
 		return "start at least one node (sbx serve --role node) and check that it reaches the database"
 	case e.NoMemory+e.NoCPU > 0:
