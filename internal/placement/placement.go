@@ -41,10 +41,13 @@ const (
 type Node struct {
 	ID    string
 	State State
-	// Observed is when the node last reported this state (its
-	// heartbeat). A decision this Placer made before Observed is already
-	// included in the node's own Reserved figures; see Reservation.Release.
-	// Zero means unknown.
+	// Observed is when the node produced these figures (its heartbeat),
+	// on a clock comparable with the Placer's Config.Now: the node's own
+	// (NTP-synced) clock, or the database's now() for both. Not when the
+	// API replica read the row: a reservation released after the node
+	// measured but before the replica read would stop counting too
+	// early. A reservation released before Observed is in the node's
+	// own figures; see Reservation.Release. Zero means unknown.
 	Observed time.Time
 
 	CPUMillis         int64 // capacity
