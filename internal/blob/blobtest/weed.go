@@ -118,7 +118,9 @@ func StartWeed(t testing.TB) *S3Server {
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	// Every port explicit: weed's defaults (9333, 8080, 8888, 8333, and
+	// Each bucket is a SeaweedFS collection with volumes of its own: room
+	// for 100 volumes of at most 64 MiB (files grow as written, nothing
+	// is preallocated). Every port explicit: weed's defaults (9333, 8080, 8888, 8333, and
 	// gRPC at +10000) would collide with other tests and other users of
 	// the machine. Iceberg and Lance endpoints are not needed.
 	p := freePorts(t, 8)
@@ -126,7 +128,7 @@ func StartWeed(t testing.TB) *S3Server {
 	args := []string{"server", "-dir=" + data, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-master.port=" + strconv.Itoa(p[0]), "-master.port.grpc=" + strconv.Itoa(p[1]),
 		"-master.volumeSizeLimitMB=64", "-master.telemetry=false",
-		"-volume.port=" + strconv.Itoa(p[2]), "-volume.port.grpc=" + strconv.Itoa(p[3]), "-volume.max=16",
+		"-volume.port=" + strconv.Itoa(p[2]), "-volume.port.grpc=" + strconv.Itoa(p[3]), "-volume.max=100",
 		"-volume.preStopSeconds=0",
 		"-filer", "-filer.port=" + strconv.Itoa(p[4]), "-filer.port.grpc=" + strconv.Itoa(p[5]),
 		"-filer.localSocket=" + filepath.Join(dir, "filer.sock"),
@@ -154,6 +156,10 @@ func StartWeed(t testing.TB) *S3Server {
 		case <-time.After(15 * time.Second):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-exited
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(srv.Log)
+			t.Logf("--- weed log (tail) ---\n%s", tail(b, 6000))
 		}
 	})
 	if err := srv.waitReady(t, exited); err != nil {
