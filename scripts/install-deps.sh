@@ -106,4 +106,12 @@ if [ "$with_tests" = 1 ]; then
   command -v go >/dev/null || export PATH=/usr/local/go/bin:$PATH
   bash "$(dirname "$0")/build-kube-tools.sh" >/dev/null
 fi
+# SeaweedFS's weed: the real S3 server the blob store's S3 tests run
+# against (internal/blob). Built once per machine into
+# /var/cache/sbx/tools/weed/<version>/ (slow the first time, like runsc);
+# only the tests need it.
+if [ "$with_tests" = 1 ]; then
+  command -v go >/dev/null || export PATH=/usr/local/go/bin:$PATH
+  bash "$(dirname "$0")/build-weed.sh" >/dev/null
+fi
 echo "install-deps: done"

@@ -1,0 +1,176 @@
+package blob
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sbxdev/sbx/internal/hostfs"
+)
+
+// FileStore keeps blobs in a directory:
+//
+//	DIR/sha256/ab/abcdef...   one file per blob, named by its digest
+//	DIR/tmp/                  uploads in progress
+//
+// Every access is relative to the directory's descriptor through hostfs
+// (no symlink followed, nothing but regular files opened), so an entry
+// planted in the directory cannot send the host elsewhere. A blob is
+// written under a random name in tmp/, synced, and renamed into place
+// only once its digest is known: a reader never sees a partial blob.
+type FileStore struct {
+	root *hostfs.Dir
+	tmp  *hostfs.Dir
+}
+
+var _ Store = (*FileStore)(nil)
+
+// NewFileStore opens (creating it, mode 0700) the store in dir, a path the
+// host controls.
+func NewFileStore(dir string) (*FileStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("blob store %s: %w", dir, err)
+	}
+	root, err := hostfs.OpenDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("blob store %s: %w", dir, err)
+	}
+	tmp, err := root.MkdirAll("tmp", 0o700)
+	if err != nil {
+		root.Close()
+		return nil, fmt.Errorf("blob store %s: %w", dir, err)
+	}
+	return &FileStore{root: root, tmp: tmp}, nil
+}
+
+// Close releases the directory descriptors.
+func (s *FileStore) Close() error {
+	return errors.Join(s.tmp.Close(), s.root.Close())
+}
+
+func shard(d Digest) string { return algorithm + "/" + d.Hex()[:2] }
+func name(d Digest) string  { return shard(d) + "/" + d.Hex() }
+
+func randomName() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "put-" + hex.EncodeToString(b[:])
+}
+
+// Put writes r to a temporary file, then publishes it under its digest.
+func (s *FileStore) Put(ctx context.Context, r io.Reader) (Digest, int64, error) {
+	tmpName := randomName()
+	f, err := s.tmp.Create(tmpName, 0o600)
+	if err != nil {
+		return "", 0, fmt.Errorf("put blob: %w", err)
+	}
+	published := false
+	defer func() {
+		if !published {
+			_ = s.tmp.Remove(tmpName)
+		}
+	}()
+	d, n, err := hashCopy(ctx, f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("put blob: %w", err)
+	}
+	dir, err := s.root.MkdirAll(shard(d), 0o700)
+	if err != nil {
+		return "", 0, fmt.Errorf("put blob %s: %w", d, err)
+	}
+	defer dir.Close()
+	// Renaming over an existing copy is fine: it holds the same bytes.
+	if err := s.tmp.Rename(tmpName, dir, d.Hex()); err != nil {
+		return "", 0, fmt.Errorf("put blob %s: %w", d, err)
+	}
+	published = true
+	if err := dir.Sync(); err != nil {
+		return "", 0, fmt.Errorf("put blob %s: %w", d, err)
+	}
+	return d, n, nil
+}
+
+// notFound turns "no such file" into ErrNotFound and keeps other errors.
+func notFound(d Digest, err error) error {
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s: %w", d, ErrNotFound)
+	}
+	return fmt.Errorf("blob %s: %w", d, err)
+}
+
+// Open opens the blob's file; a symlink or anything but a regular file in
+// its place is refused.
+func (s *FileStore) Open(ctx context.Context, d Digest) (io.ReadCloser, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, err := s.root.Open(name(d))
+	if err != nil {
+		return nil, notFound(d, err)
+	}
+	return f, nil
+}
+
+// Stat returns the blob's size.
+func (s *FileStore) Stat(ctx context.Context, d Digest) (Info, error) {
+	if err := d.Validate(); err != nil {
+		return Info{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Info{}, err
+	}
+	st, err := s.root.Stat(name(d))
+	if err != nil {
+		return Info{}, notFound(d, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return Info{}, fmt.Errorf("blob %s: %w", d, hostfs.ErrNotRegular)
+	}
+	return Info{Digest: d, Size: st.Size}, nil
+}
+
+// Exists reports whether the blob's file is there.
+func (s *FileStore) Exists(ctx context.Context, d Digest) (bool, error) {
+	_, err := s.Stat(ctx, d)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Delete removes the blob's file (whatever is at its name, unfollowed).
+func (s *FileStore) Delete(ctx context.Context, d Digest) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dir, err := s.root.Sub(shard(d))
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("delete blob %s: %w", d, err)
+	}
+	defer dir.Close()
+	if err := dir.Remove(d.Hex()); err != nil {
+		return fmt.Errorf("delete blob %s: %w", d, err)
+	}
+	return nil
+}

@@ -1,0 +1,82 @@
+package placement
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+)
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	// a is the freest, then b, then c: attempts go a, b, c.
+	nodes := []Node{node("a", 8000, 8192), node("b", 8000, 8192, reserved(1000, 1024)), node("c", 8000, 8192, reserved(2000, 2048))}
+	fails := func(on map[string]error) func(context.Context, Decision) error {
+		return func(_ context.Context, d Decision) error { return on[d.NodeID] }
+	}
+	full := errdefs.Exhausted("node disk full")
+	down := errdefs.Unavailable("node not answering")
+	tests := []struct {
+		name     string
+		attempts int
+		fail     map[string]error
+		want     string // node, or the error message
+		tried    []string
+		wantKind error
+	}{
+		{"first node succeeds", 3, nil, "a", []string{"a"}, nil},
+		{"a retryable failure moves on", 3, map[string]error{"a": full}, "b", []string{"a", "b"}, nil},
+		{"a non-retryable failure stops", 3, map[string]error{"a": errdefs.Invalid("template broken")},
+			"template broken", []string{"a"}, errdefs.ErrInvalidArgument},
+		{"out of nodes", 5, map[string]error{"a": full, "b": down, "c": full},
+			"cannot place sandbox: 3 excluded after failure (a: node disk full; b: node not answering; c: node disk full)",
+			[]string{"a", "b", "c"}, errdefs.ErrUnavailable},
+		{"out of attempts", 2, map[string]error{"a": full, "b": down},
+			"cannot place sandbox: all 2 attempts failed (a: node disk full; b: node not answering)",
+			[]string{"a", "b"}, errdefs.ErrResourceExhausted},
+		{"one attempt", 1, map[string]error{"a": down},
+			"cannot place sandbox: the only attempt failed (a: node not answering)", []string{"a"}, errdefs.ErrResourceExhausted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p, _ := placer(t, Config{K: 3}, nodes...)
+			var tried []string
+			r := req()
+			r.Exclude = make([]string, 0, 8) // room to append: Run must not write into it
+			d, err := p.Run(t.Context(), r, tt.attempts, func(ctx context.Context, d Decision) error {
+				tried = append(tried, d.NodeID)
+				return fails(tt.fail)(ctx, d)
+			})
+			if !slices.Equal(tried, tt.tried) {
+				t.Fatalf("tried %v, want %v", tried, tt.tried)
+			}
+			if len(r.Exclude) != 0 || r.Exclude[:1][0] != "" { // [:1] reaches into the spare capacity
+				t.Fatalf("Run changed the caller's Exclude: %v", r.Exclude[:cap(r.Exclude)])
+			}
+			if tt.wantKind == nil {
+				if err != nil || d.NodeID != tt.want {
+					t.Fatalf("Run = %s, %v; want %s", d.NodeID, err, tt.want)
+				}
+				return
+			}
+			if err == nil || err.Error() != tt.want || !errors.Is(err, tt.wantKind) {
+				t.Fatalf("Run error\n got: %v\nwant: %s (%v)", err, tt.want, tt.wantKind)
+			}
+		})
+	}
+}
+
+// TestRunReleases: every attempt's reservation is released when its
+// create returns, so a node with room for one takes the next request.
+func TestRunReleases(t *testing.T) {
+	t.Parallel()
+	p, _ := placer(t, Config{}, node("a", 1000, 1024))
+	for range 3 {
+		if _, err := p.Run(t.Context(), req(), 1, func(context.Context, Decision) error { return nil }); err != nil {
+			t.Fatalf("Run on a node whose earlier reservation was released: %v", err)
+		}
+	}
+}
