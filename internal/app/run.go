@@ -65,6 +65,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return tracing.Shutdown(sctx)
 	})
 
+	if cfg.Pprof != "" {
+		if err := startPprof(cfg.Pprof, &closers, log); err != nil {
+			return err
+		}
+	}
 	data, err := OpenData(ctx, cfg.DataDir, cfg.Database, log)
 	if err != nil {
 		return err
