@@ -120,6 +120,7 @@ type Manager struct {
 	quota         quota     // per-team cap on live sandboxes (quota.go)
 	disk          diskTier  // pause's disk tier (checkpoint.go)
 	exits         exitWatch // sandboxes whose init ends on its own (exits.go)
+	reclaims      reclaimer // teardowns after kills (reclaim.go)
 
 	wakes wakes     // auto-resumes in flight (lifecycle.go)
 	snaps snapshots // sandbox snapshots (sandboxsnap.go)

@@ -303,6 +303,7 @@ func (m *Manager) claimFrom(ctx context.Context, p *pool, tpl template.Template,
 func (m *Manager) Close(ctx context.Context) {
 	m.checkpointPaused(ctx) // with the disk tier on: paused ones go to disk
 	m.poolWG.Wait()
+	m.WaitReclaimed()
 	m.mu.Lock()
 	pools := m.pools
 	m.pools = nil
