@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The fill loop's decisions: refill at once below the minimum (a tight
@@ -112,5 +114,29 @@ func TestPoolTakeWaitsForInflight(t *testing.T) {
 	cancel()
 	if l := p.take(ctx); l != nil {
 		t.Fatal("take with a cancelled context returned a sandbox")
+	}
+}
+
+// A teardown's thread runs below normal priority, and processes it starts
+// inherit that; other goroutines' threads keep theirs.
+func TestPoliteThread(t *testing.T) {
+	got := make(chan int, 1)
+	go func() {
+		politeThread()
+		prio, err := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- 20 - prio // the raw syscall returns 20 - nice
+	}()
+	if nice := <-got; nice != reclaimNice {
+		t.Fatalf("teardown thread nice = %d, want %d", nice, reclaimNice)
+	}
+	prio, err := unix.Getpriority(unix.PRIO_PROCESS, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nice := 20 - prio; nice == reclaimNice {
+		t.Fatalf("the process's nice is %d: politeThread changed more than its thread", nice)
 	}
 }
