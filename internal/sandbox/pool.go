@@ -32,11 +32,13 @@ type PoolSize struct {
 // demandWindow is how far back claims count towards the pool's target.
 const demandWindow = 30 * time.Second
 
-// refillConcurrency bounds the sandboxes one pool starts at once. A start
-// spends most of its time in the kernel (namespaces, mounts) and waiting
-// for envd, so two overlap well even on two cores; a tight create/kill
-// loop drains a pool faster than one start at a time refills it.
-var refillConcurrency = min(4, max(2, goruntime.NumCPU()))
+// refillConcurrency bounds the sandboxes one pool starts at once: one CPU
+// is left to the creates and commands users wait for (measured on a busy
+// 2-core host, two refills at once slowed pooled claims and first commands
+// more than they sped up the refill), the others may each run a start.
+// Pooled sandboxes cannot start at a lower priority: their processes would
+// keep it.
+var refillConcurrency = min(4, max(1, goruntime.NumCPU()-1))
 
 // refillQuiet is how often a pool above its minimum looks again whether
 // cold creates still run: growing it then would take CPU from them (a burst

@@ -27,7 +27,7 @@ func TestPoolNext(t *testing.T) {
 		{"empty pool starts", PoolSize{Min: 2, Max: 16}, state{}, 0, stepStart},
 		{"below the minimum it refills even during cold creates", PoolSize{Min: 2, Max: 16}, state{ready: 1}, 3, stepStart},
 		{"several starts at once", PoolSize{Min: 4, Max: 16}, state{inflight: 1}, 0, stepStart},
-		{"no more than refillConcurrency", PoolSize{Min: 8, Max: 16}, state{inflight: refillConcurrency}, 0, stepIdle},
+		{"no more than refillConcurrency", PoolSize{Min: 8, Max: 16}, state{inflight: 2}, 0, stepIdle},
 		{"full at the minimum", PoolSize{Min: 2, Max: 16}, state{ready: 2}, 0, stepIdle},
 		{"in-flight starts count", PoolSize{Min: 2, Max: 16}, state{ready: 1, inflight: 1}, 0, stepIdle},
 		{"demand grows it", PoolSize{Min: 2, Max: 16}, state{ready: 2, claims: 6}, 0, stepStart},
@@ -36,6 +36,8 @@ func TestPoolNext(t *testing.T) {
 		{"back-off after a failure", PoolSize{Min: 2, Max: 16}, state{retryAt: time.Second}, 0, stepWait},
 		{"back-off over", PoolSize{Min: 2, Max: 16}, state{retryAt: -time.Second}, 0, stepStart},
 	}
+	defer func(c int) { refillConcurrency = c }(refillConcurrency)
+	refillConcurrency = 2 // whatever this machine's CPUs
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newPool(tt.size)
