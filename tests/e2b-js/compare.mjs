@@ -16,6 +16,7 @@
 //            in blocks of --block samples back to back on one server (a tight
 //            create/kill loop, as a user's script runs it: the pool must keep
 //            up with no pause between samples)
+//   burst    50 creates at once, each timed to its first command's result
 //   runcode  runCode("1+1") on a ready code-interpreter sandbox
 //
 // Cold creates (no pool): start the servers with SBX_SERVE_ARGS='--pool
@@ -77,6 +78,28 @@ const scenarios = {
     },
     async teardown() {},
   },
+  // burst: 50 creates at once (each sample one create's time to its
+  // echo); --n counts samples, so --n 100 is two bursts per server.
+  burst: {
+    block: 50,
+    async setup() {},
+    async sample(s) {
+      s.burst ??= []
+      if (s.burst.length === 0) {
+        s.burst = await Promise.all(Array.from({ length: 50 }, async () => {
+          const t0 = performance.now()
+          const sbx = await Sandbox.create(s.opts)
+          const r = await sbx.commands.run('echo ok')
+          const d = performance.now() - t0
+          if (r.stdout !== 'ok\n') throw new Error(`${s.name}: echo gave ${JSON.stringify(r.stdout)}`)
+          return { d, sbx }
+        }))
+        await Promise.all(s.burst.map((x) => x.sbx.kill()))
+      }
+      return s.burst.pop().d
+    },
+    async teardown() {},
+  },
   runcode: {
     async setup(s) {
       s.ci = await CodeSandbox.create(s.opts)
@@ -98,6 +121,7 @@ for (const name of wanted) {
   if (!sc) throw new Error(`unknown scenario ${name}; known: ${Object.keys(scenarios).join(', ')}`)
   for (const s of servers) await sc.setup(s)
   for (const s of servers) await sc.sample(s) // warm the connections
+  for (const s of servers) s.burst = [] // a burst's warm-up samples do not count
   const xs = new Map(servers.map((s) => [s.name, []]))
   // Samples go in blocks of b back to back on one server (1 = strictly
   // interleaved); the blocks alternate which server goes first, so neither
