@@ -7,12 +7,15 @@
 # tests/e2b-js/peers.mjs says what each column measures.
 #
 #   scripts/bench-peers.sh [--n 30] [--density 100]
+#   PEERS_RUNSC=0 scripts/bench-peers.sh --n 0 --density 1000   # sbx alone
 #
 # Needs root, crun, node and `make build js-deps`. Not part of `make test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 builds=("sbx=bin")
-if command -v runsc >/dev/null 2>&1; then
+if [ "${PEERS_RUNSC:-1}" = 0 ]; then
+  echo "bench-peers: PEERS_RUNSC=0: sbx under runsc left out (e.g. a density run too big for its ~21 MiB per sandbox)"
+elif command -v runsc >/dev/null 2>&1; then
   builds+=("sbx-runsc=bin:--runtime=runsc")
 else
   echo "bench-peers: runsc: not installed, sbx under runsc left out"
