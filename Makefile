@@ -36,7 +36,7 @@ BIN      ?= bin
 DIST     ?= dist
 IMAGE    ?= $(DIST)/sbx-image.tar
 
-.PHONY: all build deps deps-run run test js-deps test-go test-js bench bench-snapshot clean install uninstall deb image
+.PHONY: all build deps deps-run run test js-deps test-go test-js bench bench-peers bench-snapshot clean install uninstall deb image
 
 all: build
 
@@ -124,6 +124,14 @@ test-js: js-deps
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/... 
+
+# sbx side by side with sbx under runsc and Docker (when present) through
+# the official SDK: create -> first command, a tight create/kill loop,
+# density (rate, memory per idle sandbox). Needs root; not part of `make
+# test`. PEERS_ARGS="--n 30 --density 1000" for the README's figures.
+PEERS_ARGS ?= --n 30 --density 200
+bench-peers: build js-deps
+	bash scripts/bench-peers.sh $(PEERS_ARGS)
 
 # Template snapshots against cold starts, measured side by side in one run
 # (needs root, crun and runsc; see README "Template snapshots").

@@ -7,13 +7,16 @@
 #
 # Each NAME=DIR names a directory holding sbx, envd and codeinterp (as
 # `make build` leaves them in bin/). Needs root, crun, node and `make js-deps`.
+# SBX_SERVE_ARGS adds flags to every server (e.g. '--pool base=0:0' for
+# cold creates); NAME=DIR:FLAG,FLAG adds flags to one (sbx-runsc=bin:--runtime=runsc).
+# SBX_COMPARE_SCRIPT runs another script of tests/e2b-js (peers.mjs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 builds=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do builds+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
-[ ${#builds[@]} -ge 1 ] || { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ ${#builds[@]} -ge 1 ] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 scenario_args=("$@")
 needs_ci=0
 for a in "${scenario_args[@]}"; do [ "$a" = runcode ] && needs_ci=1; done
@@ -40,11 +43,13 @@ trap cleanup EXIT INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 for b in "${builds[@]}"; do
-  name=${b%%=*}; dir=${b#*=}
+  name=${b%%=*}; dir=${b#*=}; own=""
+  case $dir in *:*) own=${dir#*:}; own=${own//,/ }; dir=${dir%%:*} ;; esac
   [ -x "$dir/sbx" ] || { echo "bench-compare: $dir/sbx is missing" >&2; exit 1; }
   data=$(mktemp -d /tmp/sbx-compare-"$name"-XXXX); dirs+=("$data")
   addr=127.0.0.1:$(free_port)
-  "$dir/sbx" serve --listen "$addr" --data-dir "$data" >"$data.log" 2>&1 &
+  # shellcheck disable=SC2086 # SBX_SERVE_ARGS is a list of flags
+  "$dir/sbx" serve --listen "$addr" --data-dir "$data" ${SBX_SERVE_ARGS:-} $own >"$data.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 600); do
     curl -fsS "http://$addr/health" >/dev/null 2>&1 && break
@@ -63,4 +68,4 @@ done
 sleep 5 # let the warm pools fill
 echo "bench-compare: load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
 cd "$root/tests/e2b-js"
-SBX_COMPARE="$compare" node compare.mjs "${scenario_args[@]}"
+SBX_COMPARE="$compare" node "${SBX_COMPARE_SCRIPT:-compare.mjs}" "${scenario_args[@]}"

@@ -76,6 +76,8 @@ type Config struct {
 	UserNS bool
 	// Telemetry says where traces go (--otlp-endpoint).
 	Telemetry telemetry.Config
+	// Pprof serves Go's profiles on this loopback host:port ("" = off).
+	Pprof string
 }
 
 // defaultAgentDir finds envd for the sbx binary at exe: beside it (a
@@ -194,6 +196,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--data-dir must not be empty")
 	}
 	if err := c.Telemetry.Validate(); err != nil {
+		return err
+	}
+	if err := validatePprof(c.Pprof); err != nil {
 		return err
 	}
 	abs, err := filepath.Abs(c.DataDir)

@@ -75,6 +75,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	closers.add("data dir lock", dirLock.Release)
 
+	if cfg.Pprof != "" {
+		if err := startPprof(cfg.Pprof, &closers, log); err != nil {
+			return err
+		}
+	}
 	data, err := OpenData(ctx, cfg.DataDir, cfg.Database, log)
 	if err != nil {
 		return err

@@ -83,6 +83,7 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.IntVar(&cfg.TeamMaxSnapshots, "team-max-snapshots", app.DefaultTeamMaxSnapshots, "cap on each team's sandbox snapshots, which hold copies of sandbox disks (creating one over it answers 429; 0 = no cap)")
 	cfg.Monitoring.AddFlags(f) // --runaway, --price-*, --metrics-public, ... (internal/monitor)
 	f.StringVar(&cfg.Telemetry.OTLPEndpoint, "otlp-endpoint", "", "export traces of API calls, sandbox creates and proxied requests to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (default: the standard OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT variables; none set = no tracing)")
+	f.StringVar(&cfg.Pprof, "pprof", "", "serve Go's CPU, heap and goroutine profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060 (default: off)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON lines")
 	return cmd

@@ -118,6 +118,18 @@ type Output interface {
 	OpenOutput(id string) (*os.File, error)
 }
 
+// Stopper is implemented by drivers that can end every process of a
+// sandbox at once, cheaply, leaving its resources (root filesystem,
+// cgroup, runtime state) for Delete: a kill can then answer as soon as
+// nothing runs in the sandbox any more and reclaim the rest after.
+type Stopper interface {
+	// Stop sends SIGKILL to the sandbox's init; in the sandbox's own PID
+	// namespace that ends every process in it. Stopping a sandbox whose
+	// init already ended is not an error; an unknown sandbox is
+	// ErrNotFound. A paused sandbox must be resumed first.
+	Stop(ctx context.Context, id string) error
+}
+
 // Pauser is implemented by drivers that can freeze a sandbox in place.
 type Pauser interface {
 	Pause(ctx context.Context, id string) error

@@ -120,6 +120,10 @@ type Manager struct {
 	quota         quota     // per-team cap on live sandboxes (quota.go)
 	disk          diskTier  // pause's disk tier (checkpoint.go)
 	exits         exitWatch // sandboxes whose init ends on its own (exits.go)
+	reclaims      reclaimer // teardowns after kills (reclaim.go)
+	// coldStarts counts creates starting a sandbox of their own (no
+	// pooled one): pools grow above their minimum only while it is 0.
+	coldStarts atomic.Int32
 
 	wakes wakes     // auto-resumes in flight (lifecycle.go)
 	snaps snapshots // sandbox snapshots (sandboxsnap.go)
@@ -248,7 +252,10 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 			how = launch{snapshot: req.restoreFrom}
 		}
 		m.setMounts(sb.ID, req.Mounts)
-		if l, err = m.startWith(ctx, &sb, tpl, how); err != nil {
+		m.coldStarts.Add(1)
+		l, err = m.startWith(ctx, &sb, tpl, how)
+		m.coldStarts.Add(-1)
+		if err != nil {
 			m.setMounts(sb.ID, nil)
 			m.forgetFiles(sb.ID)
 			return store.Sandbox{}, err

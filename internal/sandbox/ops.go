@@ -103,7 +103,11 @@ func (m *Manager) killWith(ctx context.Context, id, reason string, data map[stri
 		// A frozen cgroup holds its signals until thawed: thaw, then kill.
 		_ = p.Resume(ctx, id)
 	}
-	m.destroy(ctx, id)
+	if !m.rt.stop(ctx, id) {
+		m.destroy(ctx, id) // nothing can end it at once: the whole teardown it is
+	} else {
+		m.reclaim(id)
+	}
 	m.forgetFiles(id)
 	l.agent.close()
 	if recordErr != nil {

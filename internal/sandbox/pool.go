@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	goruntime "runtime"
 	"sync"
 	"time"
 
@@ -31,10 +32,27 @@ type PoolSize struct {
 // demandWindow is how far back claims count towards the pool's target.
 const demandWindow = 30 * time.Second
 
-// refillQuiet is how long a refill waits after the last claim while the pool
-// still has a ready sandbox: starting one costs tens of milliseconds of CPU,
-// which would otherwise land on the next create of a burst.
-const refillQuiet = 40 * time.Millisecond
+// refillConcurrency bounds the sandboxes one pool starts at once: one CPU
+// is left to the creates and commands users wait for (measured on a busy
+// 2-core host, two refills at once slowed pooled claims and first commands
+// more than they sped up the refill), the others may each run a start.
+// Pooled sandboxes cannot start at a lower priority: their processes would
+// keep it.
+var refillConcurrency = min(4, max(1, goruntime.NumCPU()-1))
+
+// refillQuiet is how often a pool above its minimum looks again whether
+// cold creates still run: growing it then would take CPU from them (a burst
+// of concurrent creates); once they are done it grows at full speed.
+const refillQuiet = 20 * time.Millisecond
+
+// claimWait bounds how long a create that finds the pool empty waits for a
+// sandbox the pool is already starting before it starts one of its own.
+// The pool's start began earlier, so it is ready sooner than a new one, and
+// not starting a second saves that start's CPU for the refill. It is well
+// above a start's time even on a loaded host: with 250 ms, a tight loop on
+// a busy 2-core machine (starts of 150-300 ms) had a few creates wait the
+// whole 250 ms and then start cold (create p95 575 ms against 219 ms).
+const claimWait = time.Second
 
 type pool struct {
 	size    PoolSize
@@ -43,7 +61,14 @@ type pool struct {
 	mu      sync.Mutex
 	buildID string
 	claims  []time.Time
-	last    time.Time // last claim
+	// inflight counts the pool's starts in progress; waiting, the creates
+	// waiting for one of them (never more than inflight, so a burst does
+	// not queue behind two starts). retryAt holds refills off after a
+	// failed start.
+	inflight int
+	waiting  int
+	retryAt  time.Time
+	backoff  time.Duration
 }
 
 func newPool(size PoolSize) *pool {
@@ -69,7 +94,6 @@ func (p *pool) target(now time.Time) int {
 func (p *pool) noteClaim(now time.Time) {
 	p.mu.Lock()
 	p.claims = append(p.claims, now)
-	p.last = now
 	p.mu.Unlock()
 	p.kick()
 }
@@ -147,6 +171,53 @@ func (m *Manager) poolFor(tpl template.Template) *pool {
 	return m.startPoolLocked(tpl.ID, m.autoPool)
 }
 
+// refillStep is what a pool's fill loop does next (pool.next).
+type refillStep int
+
+const (
+	stepIdle   refillStep = iota // full, or starting all it may: wait for a claim or a start to end
+	stepStart                    // start one more sandbox
+	stepShrink                   // demand fell: remove a ready sandbox
+	stepWait                     // look again after the returned delay
+)
+
+// next decides a fill loop's next step. coldStarts is the number of
+// creates starting sandboxes of their own right now (not from a pool).
+// Below its minimum a pool refills at once, up to refillConcurrency
+// sandboxes at a time; above it, it grows towards demand only while no
+// cold create runs, so it never slows the creates of a burst it could not
+// serve.
+func (p *pool) next(now time.Time, coldStarts int) (refillStep, time.Duration) {
+	target := p.target(now)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ready := len(p.ready)
+	switch {
+	case ready > target:
+		return stepShrink, 0
+	case ready+p.inflight >= target, p.inflight >= refillConcurrency:
+		return stepIdle, 0
+	case now.Before(p.retryAt):
+		return stepWait, p.retryAt.Sub(now)
+	case ready+p.inflight >= p.size.Min && coldStarts > 0:
+		return stepWait, refillQuiet
+	}
+	return stepStart, 0
+}
+
+// startDone records the end of one of the pool's starts.
+func (p *pool) startDone(now time.Time, failed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inflight--
+	if !failed {
+		p.backoff = 0
+		return
+	}
+	p.backoff = min(max(2*p.backoff, time.Second), time.Minute)
+	p.retryAt = now.Add(p.backoff)
+}
+
 func (m *Manager) fillLoop(ctx context.Context, ref string, p *pool) {
 	tpl, err := m.templates.Resolve(ctx, ref)
 	if err != nil {
@@ -160,32 +231,19 @@ func (m *Manager) fillLoop(ctx context.Context, ref string, p *pool) {
 	m.pools[tpl.ID] = p // claims look pools up by template ID
 	m.mu.Unlock()
 	m.poolStarted(tpl)
-	backoff := time.Second
+	var starts sync.WaitGroup
+	defer starts.Wait()
 	for {
-		target := p.target(m.now())
-		if n := len(p.ready); n > 0 && n < target {
-			p.mu.Lock()
-			wait := refillQuiet - m.now().Sub(p.last)
-			p.mu.Unlock()
-			if wait > 0 {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(wait):
-				}
-				continue
-			}
-		}
-		if len(p.ready) > target {
-			// Demand fell: give back what the last burst left ready.
+		step, wait := p.next(m.now(), int(m.coldStarts.Load()))
+		switch step {
+		case stepShrink:
 			select {
 			case l := <-p.ready:
 				m.destroy(ctx, l.sb.ID)
 			default:
 			}
 			continue
-		}
-		if len(p.ready) < target {
+		case stepStart:
 			// A rebuilt template: drop sandboxes of the old build, fill
 			// with the new one. Running sandboxes keep their build.
 			cur, err := m.templates.Resolve(ctx, ref)
@@ -195,6 +253,7 @@ func (m *Manager) fillLoop(ctx context.Context, ref string, p *pool) {
 				delete(m.pools, tpl.ID)
 				delete(m.pools, ref)
 				m.mu.Unlock()
+				starts.Wait()
 				m.drain(ctx, p)
 				return
 			}
@@ -205,31 +264,55 @@ func (m *Manager) fillLoop(ctx context.Context, ref string, p *pool) {
 				p.mu.Unlock()
 				m.drain(ctx, p)
 			}
-			l, err := m.prestart(ctx, tpl)
-			if err == nil {
-				p.ready <- l
-				backoff = time.Second
-				continue
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			m.log.Warn("warm pool refill failed; retrying", "template.id", tpl.ID, "err", err, "retry_in", backoff)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, time.Minute)
+			p.mu.Lock()
+			p.inflight++
+			p.mu.Unlock()
+			starts.Add(1)
+			go func(tpl template.Template) {
+				defer starts.Done()
+				m.refillOne(ctx, p, tpl)
+			}(tpl)
 			continue
+		}
+		var after <-chan time.Time
+		switch step {
+		case stepWait:
+			after = time.After(wait)
+		default: // demand decays: re-evaluate the target now and then
+			after = time.After(5 * time.Second)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.wake:
-		case <-time.After(5 * time.Second): // demand decays: re-evaluate the target
+		case <-after:
 		}
 	}
+}
+
+// refillOne starts one sandbox of tpl for p and makes it ready, unless the
+// pool moved to another build or stopped meanwhile.
+func (m *Manager) refillOne(ctx context.Context, p *pool, tpl template.Template) {
+	defer p.kick()
+	l, err := m.prestart(ctx, tpl)
+	p.startDone(m.now(), err != nil)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("warm pool refill failed; retrying", "template.id", tpl.ID, "err", err)
+		}
+		return
+	}
+	p.mu.Lock()
+	current := p.buildID == tpl.BuildID
+	p.mu.Unlock()
+	if current && ctx.Err() == nil {
+		select {
+		case p.ready <- l:
+			return
+		default: // full: demand fell while it started
+		}
+	}
+	m.destroy(context.WithoutCancel(ctx), l.sb.ID)
 }
 
 // prestart starts a sandbox for the pool: no team, no token, no env vars yet.
@@ -270,10 +353,8 @@ func (m *Manager) claim(ctx context.Context, tpl template.Template, sb *store.Sa
 // returns nil when p has none (of the template's current build).
 func (m *Manager) claimFrom(ctx context.Context, p *pool, tpl template.Template, sb *store.Sandbox, current bool) *live {
 	for current {
-		var l *live
-		select {
-		case l = <-p.ready:
-		default:
+		l := p.take(ctx)
+		if l == nil {
 			return nil
 		}
 		if l.snapshot != m.launchFor(tpl).snapshot {
@@ -298,11 +379,44 @@ func (m *Manager) claimFrom(ctx context.Context, p *pool, tpl template.Template,
 	return nil
 }
 
+// take returns a ready sandbox of the pool, or nil. With none ready it
+// waits up to claimWait for one the pool is starting, when no other
+// create already waits for that one.
+func (p *pool) take(ctx context.Context) *live {
+	select {
+	case l := <-p.ready:
+		return l
+	default:
+	}
+	p.mu.Lock()
+	if p.waiting >= p.inflight {
+		p.mu.Unlock()
+		return nil
+	}
+	p.waiting++
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.waiting--
+		p.mu.Unlock()
+	}()
+	t := time.NewTimer(claimWait)
+	defer t.Stop()
+	select {
+	case l := <-p.ready:
+		return l
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
 // Close stops the pools and removes the pooled sandboxes (they belong to
 // nobody). Running sandboxes keep running for the next server to reattach.
 func (m *Manager) Close(ctx context.Context) {
 	m.checkpointPaused(ctx) // with the disk tier on: paused ones go to disk
 	m.poolWG.Wait()
+	m.WaitReclaimed()
 	m.mu.Lock()
 	pools := m.pools
 	m.pools = nil

@@ -117,6 +117,13 @@ func (r *runtimes) clone(ctx context.Context, spec runtime.Spec, dir string) err
 	return c.Restore(ctx, spec, dir)
 }
 
+// stop ends every process of the sandbox at once when its driver can
+// (runtime.Stopper), and says whether it did; Delete must still follow.
+func (r *runtimes) stop(ctx context.Context, id string) bool {
+	s, ok := r.of(ctx, id).(runtime.Stopper)
+	return ok && s.Stop(ctx, id) == nil
+}
+
 func (r *runtimes) Delete(ctx context.Context, id string) error {
 	err := r.of(ctx, id).Delete(ctx, id)
 	if err == nil || errors.Is(err, runtime.ErrNotFound) {

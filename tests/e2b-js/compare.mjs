@@ -12,7 +12,15 @@
 //   tti      Sandbox.create() → first commands.run('echo ok') result, then kill
 //            outside the timed path (default settings: the pool refills as
 //            users see it)
+//   loop     Sandbox.create() → commands.run('echo ok') → kill(), all timed,
+//            in blocks of --block samples back to back on one server (a tight
+//            create/kill loop, as a user's script runs it: the pool must keep
+//            up with no pause between samples)
+//   burst    50 creates at once, each timed to its first command's result
 //   runcode  runCode("1+1") on a ready code-interpreter sandbox
+//
+// Cold creates (no pool): start the servers with SBX_SERVE_ARGS='--pool
+// base=0:0' (scripts/bench-compare.sh passes it on) and run tti.
 import { Sandbox } from 'e2b'
 import { Sandbox as CodeSandbox } from '@e2b/code-interpreter'
 
@@ -36,6 +44,9 @@ const args = process.argv.slice(2)
 let n = 40
 const ni = args.indexOf('--n')
 if (ni >= 0) { n = Number(args[ni + 1]); args.splice(ni, 2) }
+let block = 1
+const bi = args.indexOf('--block')
+if (bi >= 0) { block = Number(args[bi + 1]); args.splice(bi, 2) }
 const wanted = args.length ? args : ['tti']
 
 const scenarios = {
@@ -50,6 +61,42 @@ const scenarios = {
       if (r.stdout !== 'ok\n') throw new Error(`${s.name}: echo gave ${JSON.stringify(r.stdout)}`)
       await sbx.kill()
       return d
+    },
+    async teardown() {},
+  },
+  loop: {
+    block: 10,
+    async setup() {},
+    async sample(s) {
+      const t0 = performance.now()
+      const sbx = await Sandbox.create(s.opts)
+      const r = await sbx.commands.run('echo ok')
+      await sbx.kill()
+      const d = performance.now() - t0
+      if (r.stdout !== 'ok\n') throw new Error(`${s.name}: echo gave ${JSON.stringify(r.stdout)}`)
+      return d
+    },
+    async teardown() {},
+  },
+  // burst: 50 creates at once (each sample one create's time to its
+  // echo); --n counts samples, so --n 100 is two bursts per server.
+  burst: {
+    block: 50,
+    async setup() {},
+    async sample(s) {
+      s.burst ??= []
+      if (s.burst.length === 0) {
+        s.burst = await Promise.all(Array.from({ length: 50 }, async () => {
+          const t0 = performance.now()
+          const sbx = await Sandbox.create(s.opts)
+          const r = await sbx.commands.run('echo ok')
+          const d = performance.now() - t0
+          if (r.stdout !== 'ok\n') throw new Error(`${s.name}: echo gave ${JSON.stringify(r.stdout)}`)
+          return { d, sbx }
+        }))
+        await Promise.all(s.burst.map((x) => x.sbx.kill()))
+      }
+      return s.burst.pop().d
     },
     async teardown() {},
   },
@@ -74,11 +121,17 @@ for (const name of wanted) {
   if (!sc) throw new Error(`unknown scenario ${name}; known: ${Object.keys(scenarios).join(', ')}`)
   for (const s of servers) await sc.setup(s)
   for (const s of servers) await sc.sample(s) // warm the connections
+  for (const s of servers) s.burst = [] // a burst's warm-up samples do not count
   const xs = new Map(servers.map((s) => [s.name, []]))
-  for (let i = 0; i < n; i++) {
-    // Alternate which server goes first, so neither always follows the other.
+  // Samples go in blocks of b back to back on one server (1 = strictly
+  // interleaved); the blocks alternate which server goes first, so neither
+  // always follows the other.
+  const b = bi >= 0 ? block : (sc.block || 1)
+  for (let i = 0; i * b < n; i++) {
     const order = i % 2 === 0 ? servers : [...servers].reverse()
-    for (const s of order) xs.get(s.name).push(await sc.sample(s))
+    for (const s of order) {
+      for (let j = 0; j < b && i * b + j < n; j++) xs.get(s.name).push(await sc.sample(s))
+    }
   }
   for (const s of servers) await sc.teardown(s)
   const base = pct(xs.get(servers[0].name), 0.5)

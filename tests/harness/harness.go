@@ -329,6 +329,32 @@ func (s *Server) CrunContainers(t testing.TB) []string {
 	return strings.Fields(string(out))
 }
 
+// CrunStates maps each container crun knows in the server's runtime root
+// to its status ("running", "stopped", ...). A killed sandbox is stopped
+// at once and removed by a background reclaim shortly after.
+func (s *Server) CrunStates(t testing.TB) map[string]string {
+	t.Helper()
+	root := filepath.Join(s.DataDir, "runtime", "crun")
+	out, err := exec.CommandContext(t.Context(), "crun", "--root", root, "list", "--format", "json").Output()
+	if err != nil {
+		t.Fatalf("crun --root %s list: %v", root, err)
+	}
+	var list []struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}
+	if len(bytes.TrimSpace(out)) > 0 {
+		if err := json.Unmarshal(out, &list); err != nil {
+			t.Fatalf("crun list --format json: %v: %s", err, out)
+		}
+	}
+	states := make(map[string]string, len(list))
+	for _, c := range list {
+		states[c.ID] = c.Status
+	}
+	return states
+}
+
 // FreeAddr returns a loopback address with a port nobody listens on.
 func FreeAddr(t testing.TB) string {
 	t.Helper()

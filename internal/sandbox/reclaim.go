@@ -1,0 +1,70 @@
+package sandbox
+
+import (
+	"context"
+	goruntime "runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A kill answers once the sandbox is recorded killed and nothing runs in it
+// any more (runtime.Stopper: one signal to its init). What is left — the
+// runtime's delete (an exec of crun, ~10-30 ms), unmounting its root
+// filesystem, its network namespace and run dir — is reclaimed in the
+// background, a few sandboxes at a time, instead of on the caller's
+// request: a create/kill loop then pays for its creates only. Until then
+// the sandbox's memory is already free (its processes are dead) and its
+// team slot released; its address and uid range are released by the
+// reclaim itself, so nothing is handed out twice. Close waits for every
+// reclaim; a server that dies first leaves orphans, which Recover removes
+// at the next start, as after any crash.
+
+// reclaimConcurrency bounds the teardowns running at once: killing a
+// thousand sandboxes must not fork a thousand crun processes together.
+const reclaimConcurrency = 4
+
+// reclaimTimeout bounds one background teardown.
+const reclaimTimeout = 2 * time.Minute
+
+type reclaimer struct {
+	once sync.Once
+	sem  chan struct{}
+	wg   sync.WaitGroup
+}
+
+// reclaim tears down a stopped sandbox in the background.
+func (m *Manager) reclaim(id string) {
+	r := &m.reclaims
+	r.once.Do(func() { r.sem = make(chan struct{}, reclaimConcurrency) })
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.sem <- struct{}{}
+		defer func() { <-r.sem }()
+		politeThread()
+		ctx, cancel := context.WithTimeout(context.Background(), reclaimTimeout)
+		defer cancel()
+		m.destroy(ctx, id)
+	}()
+}
+
+// reclaimNice is the scheduling priority of teardowns: below the creates
+// and commands users wait for, which on a busy host would otherwise share
+// the CPU with them (a teardown is an exec of crun, an unmount and a
+// namespace's removal: ~10 ms of CPU nobody waits for).
+const reclaimNice = 10
+
+// politeThread lowers the priority of the calling goroutine's OS thread,
+// which it keeps for good: Linux sets nice per thread, a process forked
+// from it (crun delete) inherits it, and the runtime ends a locked thread
+// when its goroutine returns, so no other goroutine ever runs on it.
+func politeThread() {
+	goruntime.LockOSThread()
+	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), reclaimNice)
+}
+
+// WaitReclaimed blocks until every teardown started by a kill so far has
+// finished (Close calls it; tests use it to look at what a kill left).
+func (m *Manager) WaitReclaimed() { m.reclaims.wg.Wait() }
