@@ -49,8 +49,8 @@ func (k *Kubernetes) Campaign(ctx context.Context, name string, lead Lead) error
 
 // term campaigns once and, if elected, leads until leadership is lost or
 // ctx ends. The Lease is released only after lead has returned: client-go
-// would release it as soon as ctx ends, while lead may still be running,
-// and a successor could then overlap with it.
+// would release it as soon as ctx ends or a renewal fails, while lead may
+// still be running, and a successor could then overlap with it.
 func (k *Kubernetes) term(ctx context.Context, name string, t Timing, lock resourcelock.Interface, lead Lead) error {
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
@@ -70,7 +70,7 @@ func (k *Kubernetes) term(ctx context.Context, name string, t Timing, lock resou
 		LeaseDuration:   t.LeaseDuration,
 		RenewDeadline:   t.RenewDeadline,
 		RetryPeriod:     t.RetryPeriod,
-		ReleaseOnCancel: true,
+		ReleaseOnCancel: false, // see release
 		Name:            name,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(termCtx context.Context) {
@@ -106,7 +106,29 @@ func (k *Kubernetes) term(ctx context.Context, name string, t Timing, lock resou
 	mu.Unlock()
 	led.Wait() // a lost term's lead has returned before the next campaign
 	if wasLeading {
+		k.release(name, t)
 		logf(k.Log, "stopped leading", name)
 	}
 	return nil
+}
+
+// release gives the Lease up once lead has returned, so a successor need
+// not wait for it to expire. client-go's own release (ReleaseOnCancel)
+// runs when a renewal fails, before lead is told to stop, and overwrites
+// the Lease without checking who holds it now; this one changes it only if
+// it still names this process, at the version just read.
+func (k *Kubernetes) release(name string, t Timing) {
+	ctx, cancel := context.WithTimeout(context.Background(), t.RenewDeadline)
+	defer cancel()
+	leases := k.Client.CoordinationV1().Leases(k.Namespace)
+	l, err := leases.Get(ctx, "sbx-"+name, metav1.GetOptions{})
+	if err != nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != k.Identity {
+		return
+	}
+	none, one := "", int32(1)
+	now := metav1.NowMicro()
+	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &none, &one, &now
+	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil && k.Log != nil {
+		k.Log.Info("leader: the Lease was not released; it expires instead", "leader.name", name, "err", err)
+	}
 }
