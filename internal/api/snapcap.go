@@ -1,6 +1,7 @@
 package api
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -38,6 +39,8 @@ func (c *snapshotCap) admit(teamID, name string, sn snapshotter) (unlock func(),
 	}
 	c.mu.Unlock()
 	l.Lock()
+	// As CreateSnapshot reads it: case-insensitive, ":default" optional.
+	name = strings.ToLower(strings.TrimSuffix(strings.ToLower(name), ":default"))
 	if name != "" && len(sn.ListSnapshots(teamID, "", name)) > 0 {
 		return l.Unlock, nil
 	}

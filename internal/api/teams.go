@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -181,7 +182,8 @@ func (s *Server) updateTeam(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, toTeamJSON(t))
 }
 
-// deleteTeam revokes a team's keys, deletes it and kills its sandboxes.
+// deleteTeam removes a team's data (secrets, volumes, webhooks, snapshots:
+// OnTeamDeleted), revokes its keys, deletes it and kills its sandboxes.
 // Its events, usage and templates stay (history; templates are removed
 // with sbx template delete before, if wanted).
 func (s *Server) deleteTeam(w http.ResponseWriter, r *http.Request) {
@@ -194,39 +196,49 @@ func (s *Server) deleteTeam(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	if err := s.accounts.DeleteTeam(r.Context(), t.ID); err != nil {
+	// A client that hangs up does not stop the deletion half-way.
+	ctx := context.WithoutCancel(r.Context())
+	// The data goes first, while the team exists: if removing some fails,
+	// the team stays and the same DELETE can be sent again.
+	if what, err := s.removeTeamData(ctx, t.ID); err != nil {
+		s.fail(w, errdefs.Wrap(errdefs.ErrUnavailable, err, "team %s was not deleted: removing its %s failed "+
+			"(the server log says why); send the DELETE again", t.ID, what))
+		return
+	}
+	if err := s.accounts.DeleteTeam(ctx, t.ID); err != nil {
 		s.fail(w, err)
 		return
 	}
 	s.keys.flush() // its keys stop now; then nothing new can start
-	live, err := s.sandboxes.List(r.Context(), store.ListFilter{TeamID: t.ID,
+	live, err := s.sandboxes.List(ctx, store.ListFilter{TeamID: t.ID,
 		States: []store.SandboxState{store.StateRunning, store.StatePaused}})
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
 	for _, sb := range live {
-		if err := s.sandboxes.Kill(r.Context(), t.ID, sb.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-			s.log.WarnContext(r.Context(), "kill sandbox of deleted team", "team.id", t.ID, "sandbox.id", sb.ID, "err", err)
+		if err := s.sandboxes.Kill(ctx, t.ID, sb.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			s.log.WarnContext(ctx, "kill sandbox of deleted team", "team.id", t.ID, "sandbox.id", sb.ID, "err", err)
 		}
 	}
-	// The team's secrets, volumes and webhooks go with it: no key can reach
-	// them any more, and secret values must not outlive their owner.
+	// Once more for anything its keys made while the first pass ran.
+	if what, err := s.removeTeamData(ctx, t.ID); err != nil {
+		s.log.ErrorContext(ctx, "remove data of deleted team", "team.id", t.ID, "what", what, "err", err)
+	}
+	s.log.InfoContext(ctx, "team deleted", "team.id", t.ID, "team.name", t.Name, "sandboxes_killed", len(live))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// removeTeamData runs every cleanup; what names those that failed.
+func (s *Server) removeTeamData(ctx context.Context, teamID string) (what string, err error) {
 	var failed []string
 	var errs []error
 	for _, c := range s.cleanups {
-		if err := c.remove(r.Context(), t.ID); err != nil {
-			failed, errs = append(failed, c.what), append(errs, err)
+		if err := c.remove(ctx, teamID); err != nil {
+			failed, errs = append(failed, c.what), append(errs, fmt.Errorf("%s: %w", c.what, err))
 		}
 	}
-	if len(failed) > 0 {
-		s.fail(w, errdefs.Wrap(errdefs.ErrUnavailable, errors.Join(errs...),
-			"team %s was deleted and its keys revoked, but removing its %s failed (no key can reach them; "+
-				"the server log says why)", t.ID, strings.Join(failed, " and ")))
-		return
-	}
-	s.log.InfoContext(r.Context(), "team deleted", "team.id", t.ID, "team.name", t.Name, "sandboxes_killed", len(live))
-	w.WriteHeader(http.StatusNoContent)
+	return strings.Join(failed, " and "), errors.Join(errs...)
 }
 
 // teamCleanup removes one kind of a deleted team's data.
@@ -236,8 +248,9 @@ type teamCleanup struct {
 }
 
 // OnTeamDeleted registers what removes one kind of a team's data (secrets,
-// volumes, webhooks) when the team is deleted, after its sandboxes are
-// killed.
+// volumes, webhooks, snapshots) when the team is deleted. It runs before
+// the team is deleted and once more after its sandboxes are killed, so it
+// must be idempotent.
 func (s *Server) OnTeamDeleted(what string, remove func(ctx context.Context, teamID string) error) {
 	s.cleanups = append(s.cleanups, teamCleanup{what: what, remove: remove})
 }

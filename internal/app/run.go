@@ -385,6 +385,14 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		return nil, err
 	}
 	apiSrv.SetVolumes(vols, volume.NewContentHandler(vols, log))
+	apiSrv.OnTeamDeleted("snapshots", func(ctx context.Context, teamID string) error {
+		for _, s := range c.mgr.ListSnapshots(teamID, "", "") {
+			if _, err := c.mgr.DeleteSnapshot(ctx, teamID, s.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	apiSrv.OnTeamDeleted("secrets", secrets.DeleteTeam)
 	apiSrv.OnTeamDeleted("volumes", vols.DeleteTeam)
 	apiSrv.OnTeamDeleted("webhooks", func(ctx context.Context, teamID string) error {

@@ -534,7 +534,7 @@ func TestControlDataDirModes(t *testing.T) {
 
 // TestControlTeamDeleteRemovesData: deleting a team removes its secrets
 // (sealed values must not outlive their owner), its volumes (rows and disk
-// images) and its webhooks, and leaves other teams' alone.
+// images), its webhooks and its snapshots, and leaves other teams' alone.
 func TestControlTeamDeleteRemovesData(t *testing.T) {
 	s := startServer(t, "--webhook-allow-private")
 	admin := keyHeader(adminKey(t, s))
@@ -553,6 +553,19 @@ func TestControlTeamDeleteRemovesData(t *testing.T) {
 		}
 	}
 	gone, stays := teamIDOf(t, s, keys["gone"]), teamIDOf(t, s, keys["stays"])
+	snapDirs := map[string]string{}
+	for name, key := range keys {
+		c := s.ClientWithKey(t, key)
+		sb := create(t, c, sdk.CreateOptions{})
+		snap, err := c.CreateSnapshot(opCtx(t), sb.ID, "")
+		if err != nil {
+			t.Fatalf("team %s snapshot: %v", name, err)
+		}
+		snapDirs[name] = filepath.Join(s.DataDir, "sandbox-snapshots", strings.TrimSuffix(snap.ID, ":default"))
+		if _, err := os.Stat(snapDirs[name]); err != nil {
+			t.Fatalf("team %s's snapshot is not where this test looks: %v", name, err)
+		}
+	}
 	images := func(team string) []string {
 		var out []string
 		for _, id := range dbStrings(t, s, `SELECT id FROM volumes WHERE team_id = ?`, team) {
@@ -586,6 +599,12 @@ func TestControlTeamDeleteRemovesData(t *testing.T) {
 	}
 	if n := len(images(stays)); n != 1 {
 		t.Errorf("the other team has %d volume images on disk after the delete, want 1", n)
+	}
+	if _, err := os.Stat(snapDirs["gone"]); !os.IsNotExist(err) {
+		t.Errorf("the deleted team's snapshot %s is still on disk (stat: %v)", snapDirs["gone"], err)
+	}
+	if _, err := os.Stat(snapDirs["stays"]); err != nil {
+		t.Errorf("the other team's snapshot is gone after the delete: %v", err)
 	}
 }
 

@@ -210,4 +210,8 @@ func TestSnapshotsTeamCap(t *testing.T) {
 	if _, err := a.CreateSnapshot(opCtx(t), src.ID, named.Names[0]); err != nil {
 		t.Errorf("new content for an existing named snapshot at the cap: %v", err)
 	}
+	upper := strings.ToUpper(strings.TrimSuffix(named.Names[0], ":default"))
+	if _, err := a.CreateSnapshot(opCtx(t), src.ID, upper); err != nil {
+		t.Errorf("new content for an existing named snapshot at the cap, named in capitals (%s): %v", upper, err)
+	}
 }
