@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -46,6 +47,19 @@ type Cache struct {
 	size     int64
 	inflight map[Digest]*fetch
 	stats    CacheStats
+	stall    time.Duration // a download without progress this long fails
+}
+
+// DefaultStallTimeout is how long a download may go without receiving a
+// byte before it fails: a remote store that hangs must not leave its blob
+// unavailable (every later Get waiting on the hung download) until restart.
+const DefaultStallTimeout = 2 * time.Minute
+
+// SetStallTimeout changes how long a download may go without progress.
+func (c *Cache) SetStallTimeout(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stall = d
 }
 
 type entry struct {
@@ -77,7 +91,8 @@ func NewCache(dir string, src Store, maxBytes int64, log *slog.Logger) (*Cache, 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("blob cache %s: %w", dir, err)
 	}
-	c := &Cache{src: src, dir: dir, max: maxBytes, log: log, entries: map[Digest]*entry{}, inflight: map[Digest]*fetch{}}
+	c := &Cache{src: src, dir: dir, max: maxBytes, log: log, entries: map[Digest]*entry{}, inflight: map[Digest]*fetch{},
+		stall: DefaultStallTimeout}
 	var err error
 	if c.root, err = hostfs.OpenDir(dir); err != nil {
 		return nil, fmt.Errorf("blob cache %s: %w", dir, err)
@@ -235,7 +250,7 @@ func (c *Cache) Get(ctx context.Context, d Digest) (*Handle, error) {
 			c.stats.Fetches++
 			// The download outlives the caller that started it: the
 			// others waiting for it must not fail because it left.
-			go c.fetch(context.WithoutCancel(ctx), d, f)
+			go c.fetch(context.WithoutCancel(ctx), d, f, c.stall)
 		}
 		c.mu.Unlock()
 		select {
@@ -250,8 +265,17 @@ func (c *Cache) Get(ctx context.Context, d Digest) (*Handle, error) {
 	return nil, fmt.Errorf("blob cache: %s was evicted as soon as it was fetched: the cache bound (%d bytes) is too small for the blobs in use", d, c.max)
 }
 
-func (c *Cache) fetch(ctx context.Context, d Digest, f *fetch) {
-	size, err := c.download(ctx, d)
+func (c *Cache) fetch(ctx context.Context, d Digest, f *fetch, stall time.Duration) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w := newWatchdog(stall, func() {
+		cancel(fmt.Errorf("blob cache: downloading %s stalled: nothing received for %s", d, stall))
+	})
+	size, err := c.download(ctx, d, w)
+	w.stop()
+	if cause := context.Cause(ctx); err != nil && cause != nil && cause != context.Canceled {
+		err = cause
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.inflight, d)
@@ -273,12 +297,15 @@ func (c *Cache) fetch(ctx context.Context, d Digest, f *fetch) {
 
 // download copies the blob from the store into the cache directory,
 // checking it against d before it gets its name.
-func (c *Cache) download(ctx context.Context, d Digest) (int64, error) {
+func (c *Cache) download(ctx context.Context, d Digest, w *watchdog) (int64, error) {
 	rc, err := c.src.Open(ctx, d)
 	if err != nil {
 		return 0, err
 	}
 	defer rc.Close()
+	// A read blocked on a hung connection may not watch ctx: closing the
+	// body is what unblocks it when the watchdog (or anything) cancels.
+	defer context.AfterFunc(ctx, func() { rc.Close() })()
 	tmpName := randomName()
 	out, err := c.tmp.Create(tmpName, 0o600)
 	if err != nil {
@@ -349,4 +376,44 @@ func (c *Cache) Stats() CacheStats {
 	s := c.stats
 	s.Entries, s.Bytes = len(c.entries), c.size
 	return s
+}
+
+// watchdog calls fire when kick has not been called for timeout (0 = never).
+type watchdog struct {
+	timer   *time.Timer
+	timeout time.Duration
+}
+
+func newWatchdog(timeout time.Duration, fire func()) *watchdog {
+	w := &watchdog{timeout: timeout}
+	if timeout > 0 {
+		w.timer = time.AfterFunc(timeout, fire)
+	}
+	return w
+}
+
+func (w *watchdog) kick() {
+	if w.timer != nil {
+		w.timer.Reset(w.timeout)
+	}
+}
+
+func (w *watchdog) stop() {
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+}
+
+// progressReader kicks the watchdog for every read that brings bytes.
+type progressReader struct {
+	r io.Reader
+	w *watchdog
+}
+
+func (p progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.w.kick()
+	}
+	return n, err
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sbxdev/sbx/internal/blob"
 	"github.com/sbxdev/sbx/internal/blob/blobtest"
@@ -275,5 +276,64 @@ func TestCacheIgnoresPlantedSymlinks(t *testing.T) {
 	}
 	if s, _ := os.ReadFile(secret); string(s) != "host secret" {
 		t.Fatal("the fetch wrote through the symlink")
+	}
+}
+
+// hangingOrigin serves a few bytes of a blob, then blocks until its body
+// is closed: a remote store whose connection hangs mid-download.
+type hangingOrigin struct {
+	*origin
+	hangs atomic.Int64 // how many Opens still hang
+}
+
+type hangingBody struct {
+	first  io.Reader
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (h *hangingBody) Read(p []byte) (int, error) {
+	if n, _ := h.first.Read(p); n > 0 {
+		return n, nil
+	}
+	<-h.closed
+	return 0, errors.New("connection closed")
+}
+
+func (h *hangingBody) Close() error { h.once.Do(func() { close(h.closed) }); return nil }
+
+func (o *hangingOrigin) Open(ctx context.Context, d blob.Digest) (io.ReadCloser, error) {
+	if o.hangs.Add(-1) < 0 {
+		return o.origin.Open(ctx, d)
+	}
+	return &hangingBody{first: strings.NewReader("partial"), closed: make(chan struct{})}, nil
+}
+
+// TestCacheStalledDownloadFails: a download that stops receiving fails
+// after the stall timeout, with an error that says so, and the next Get
+// downloads again instead of waiting on the hung one forever.
+func TestCacheStalledDownloadFails(t *testing.T) {
+	o := &hangingOrigin{origin: newOrigin(t)}
+	d, _, err := o.Put(t.Context(), strings.NewReader("the whole blob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.hangs.Store(1)
+	c := newCache(t, t.TempDir(), o, 1<<20)
+	c.SetStallTimeout(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, err = c.Get(ctx, d)
+	if err == nil || !strings.Contains(err.Error(), "stalled") {
+		t.Fatalf("Get of a hung download = %v, want an error saying it stalled", err)
+	}
+	h, err := c.Get(ctx, d)
+	if err != nil {
+		t.Fatalf("Get after the stalled download: %v", err)
+	}
+	defer h.Release()
+	b, err := os.ReadFile(h.Path())
+	if err != nil || string(b) != "the whole blob" {
+		t.Fatalf("cached content = %q, %v", b, err)
 	}
 }
