@@ -16,6 +16,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/datadir"
+	"github.com/sbxdev/sbx/internal/liveness"
 	"github.com/sbxdev/sbx/internal/monitor"
 	"github.com/sbxdev/sbx/internal/netguard"
 	"github.com/sbxdev/sbx/internal/sandbox"
@@ -36,7 +37,10 @@ type Config struct {
 	// NodeName names this server among those sharing a database: the
 	// sandboxes it runs are its own, and only those does its start-up
 	// recovery touch. "" = the hostname and listen port.
-	NodeName    string
+	NodeName string
+	// Liveness times the heartbeats of servers sharing a PostgreSQL
+	// database and how long a silent one is given (--node-grace).
+	Liveness    liveness.Config
 	Runtime     string   // crun, runc or runsc
 	RuntimeArgs []string // extra global flags for the runtime, e.g. --platform=ptrace for runsc
 	Domain      string   // optional: host routing <port>-<id>.<domain>
@@ -208,6 +212,12 @@ func (c *Config) Validate() error {
 	c.DataDir = abs
 	if c.Database != "" && !sqldb.IsPostgres(c.Database) {
 		return fmt.Errorf("--database %q: want a postgres:// URL (e.g. postgres://sbx:secret@db.internal/sbx); leave it out to use SQLite in the data dir", c.Database)
+	}
+	if c.Liveness == (liveness.Config{}) {
+		c.Liveness = liveness.DefaultConfig
+	}
+	if err := c.Liveness.Validate(); err != nil {
+		return fmt.Errorf("--node-grace: %w", err)
 	}
 	if len(c.NodeName) > 128 || strings.ContainsAny(c.NodeName, " \t\n") {
 		return fmt.Errorf("--node-name %q: use up to 128 characters without spaces (e.g. host-a:3000)", c.NodeName)

@@ -18,6 +18,8 @@ import (
 	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/leader"
+	"github.com/sbxdev/sbx/internal/liveness"
 	"github.com/sbxdev/sbx/internal/monitor"
 	"github.com/sbxdev/sbx/internal/network"
 	"github.com/sbxdev/sbx/internal/proxy"
@@ -28,6 +30,7 @@ import (
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/secret"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/telemetry"
 	"github.com/sbxdev/sbx/internal/template"
@@ -223,6 +226,7 @@ type core struct {
 	reg    *template.Registry
 	mgr    *sandbox.Manager
 	tplSvc *template.Service
+	beat   *liveness.Beater // nil on SQLite (one server)
 }
 
 // startCore prepares the host, reattaches running sandboxes, prepares the
@@ -264,6 +268,9 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	}
 	if snapDrv != nil {
 		c.mgr.SetSnapshotRuntime(snapDrv)
+	}
+	if err := startLiveness(ctx, cfg, log, data, c, closers); err != nil {
+		return nil, err
 	}
 	if err := c.mgr.Recover(ctx); err != nil {
 		return nil, err
@@ -451,4 +458,31 @@ func (l liveWithSnapshots) LiveSandboxes(ctx context.Context) ([]store.Sandbox, 
 		sbs = append(sbs, store.Sandbox{BuildID: b})
 	}
 	return sbs, nil
+}
+
+// startLiveness registers this server as a node of a shared PostgreSQL
+// database (before recovery, so no other node's sweep takes its sandboxes
+// for lost while it reattaches them), heartbeats, and campaigns to run the
+// sweep that records the sandboxes of silent nodes killed (node_lost). On
+// SQLite the server is alone: nobody sweeps it.
+func startLiveness(ctx context.Context, cfg Config, log *slog.Logger, data *Data, c *core, closers *closerList) error {
+	if data.DB.Dialect() != sqldb.Postgres {
+		return nil
+	}
+	c.beat = liveness.NewBeater(data.Store, cfg.NodeName, cfg.Listen, cfg.Liveness, log, func(ctx context.Context) {
+		c.mgr.SetDraining(true) // refuse new sandboxes: the others count this node as gone
+		for _, sb := range c.mgr.Live() {
+			_ = c.mgr.KillWithReason(ctx, sb.ID, liveness.ReasonNodeLost)
+		}
+	})
+	if err := c.beat.Beat(ctx); err != nil {
+		return fmt.Errorf("register node %s in the database: %w", cfg.NodeName, err)
+	}
+	runUntilClosed(ctx, closers, "node heartbeat", log, c.beat.Run)
+	sweeper := liveness.NewSweeper(data.Store, cfg.Liveness, log)
+	elector := &leader.Postgres{DB: data.DB, Log: log}
+	runUntilClosed(ctx, closers, "node sweep", log, func(ctx context.Context) error {
+		return elector.Campaign(ctx, "node-sweep", sweeper.Run)
+	})
+	return nil
 }

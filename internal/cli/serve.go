@@ -9,6 +9,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/app"
 	"github.com/sbxdev/sbx/internal/builder"
+	"github.com/sbxdev/sbx/internal/liveness"
 	"github.com/sbxdev/sbx/internal/sandbox"
 )
 
@@ -54,6 +55,8 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&cfg.TLS.CAFile, "tls-ca", "", "PEM CA certificate clients should trust when --tls-cert comes from a private CA (printed by 'sbx env'; default: --tls-cert's last certificate when it is self-signed)")
 	f.StringVar(&cfg.Database, "database", "", "postgres://user:pass@host/db of a database several sbx servers share (default: SQLite in the data dir)")
+	cfg.Liveness = liveness.DefaultConfig
+	f.DurationVar(&cfg.Liveness.Grace, "node-grace", liveness.DefaultConfig.Grace, "with a PostgreSQL --database: how long a server may go without a heartbeat before the others declare it lost and record its running sandboxes killed (node_lost)")
 	f.StringVar(&cfg.NodeName, "node-name", "", "this server's name among servers sharing a database; its sandboxes are its own (default: hostname:port)")
 	f.StringVar(&cfg.Runtime, "runtime", app.DefaultRuntime, "OCI runtime: crun, runc or runsc")
 	f.BoolVar(&cfg.UserNS, "userns", app.DefaultUserNS, "run crun and runc sandboxes in user namespaces of their own: root inside is an unprivileged host user (false: root in a sandbox is host root)")

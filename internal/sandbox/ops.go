@@ -87,14 +87,7 @@ func (m *Manager) killWith(ctx context.Context, id, reason string, data map[stri
 	m.unscheduleDisk(id)
 	// Record the kill first: the sandbox is already unreachable, and lists
 	// must not show it running during the tens of milliseconds teardown takes.
-	now := m.now().UTC()
-	killed := sb
-	killed.State, killed.KilledAt, killed.KillReason = store.StateKilled, now, reason
-	change := &store.Change{Type: EventKilled, Sandbox: killed, Data: map[string]any{
-		"sandbox_metadata": nonNil(sb.Metadata),
-		"kill_reason":      reason,
-		"execution":        execution(sb, now),
-	}}
+	killed, change := KilledChange(sb, reason, m.now().UTC())
 	for k, v := range data {
 		change.Data[k] = v
 	}
@@ -115,6 +108,18 @@ func (m *Manager) killWith(ctx context.Context, id, reason string, data map[stri
 	}
 	m.log.InfoContext(ctx, "sandbox killed", "sandbox.id", id, "reason", reason)
 	return nil
+}
+
+// KilledChange is sb recorded killed at now for reason, with the
+// sandbox.lifecycle.killed event that goes with it.
+func KilledChange(sb store.Sandbox, reason string, now time.Time) (store.Sandbox, *store.Change) {
+	killed := sb
+	killed.State, killed.KilledAt, killed.KillReason = store.StateKilled, now, reason
+	return killed, &store.Change{Type: EventKilled, Sandbox: killed, Data: map[string]any{
+		"sandbox_metadata": nonNil(sb.Metadata),
+		"kill_reason":      reason,
+		"execution":        execution(sb, now),
+	}}
 }
 
 func execution(sb store.Sandbox, now time.Time) map[string]any {

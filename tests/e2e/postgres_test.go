@@ -41,6 +41,9 @@ func startPairDSN(t *testing.T, extra ...string) (a, b *Server, dsn string) {
 	t.Helper()
 	testenv.Require(t, testenv.Postgres)
 	dsn = sqldbtest.DSN(t, sqldb.Postgres)
+	// A server these tests kill stays down for a while: not long enough
+	// to be declared lost unless a test asks (TestNodeLost).
+	extra = append([]string{"--node-grace", "10m"}, extra...)
 	a = StartServer(t, append([]string{"--database", dsn, "--node-name", "node-a"}, extra...)...)
 	b = harness.StartServerPrepared(t, func(dir string) {
 		for _, f := range []string{datadir.Layout{Root: a.DataDir}.APIKey(), datadir.Layout{Root: a.DataDir}.AdminKey()} {

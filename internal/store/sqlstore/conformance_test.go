@@ -28,3 +28,12 @@ func TestTemplatesConformance(t *testing.T) {
 		})
 	})
 }
+
+// TestNodesConformance runs the node registry's suite on SQLite and PostgreSQL.
+func TestNodesConformance(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, dialect sqldb.Dialect) {
+		storetest.RunNodes(t, func(t *testing.T) storetest.NodesStore {
+			return sqlstore.New(sqldbtest.Open(t, dialect), nil)
+		})
+	})
+}

@@ -81,7 +81,10 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox, change *sto
 	q := `UPDATE sandboxes SET team_id=?2, template_id=?3, build_id=?4, alias=?5, state=?6,
 		metadata=?7, env_vars=?8, cpu_count=?9, memory_mb=?10, disk_mb=?11, started_at=?12,
 		end_at=?13, killed_at=?14, kill_reason=?15, access_token=?16, allow_internet=?17,
-		auto_pause=?18, execution_id=?19, runtime=?20, netns=?21, node_id=?22 WHERE id=?1`
+		auto_pause=?18, execution_id=?19, runtime=?20, netns=?21, node_id=?22
+		WHERE id=?1 AND NOT (state = 'killed' AND ?6 != 'killed')`
+	// Killed is final: a node declared lost whose sandboxes were recorded
+	// killed (node_lost) cannot bring one back with a stale write.
 	return s.write(ctx, change, func(tx *sqldb.Tx) error {
 		res, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {

@@ -1,0 +1,99 @@
+package liveness
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqldb/sqldbtest"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
+	"github.com/sbxdev/sbx/internal/store/storetest"
+)
+
+// TestSweepRecordsLostNodesSandboxes: on both databases, a node silent
+// past the grace is declared lost, its running sandboxes are recorded
+// killed (node_lost, with their events), its paused ones stay, other
+// nodes' sandboxes are untouched, and the lost process is fenced once.
+func TestSweepRecordsLostNodesSandboxes(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, dialect sqldb.Dialect) {
+		rec := &storetest.Recorder{}
+		st := sqlstore.New(sqldbtest.Open(t, dialect), rec)
+		log := slog.New(slog.DiscardHandler)
+		ctx := t.Context()
+		clock := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+		now := func() time.Time { return clock }
+		cfg := Config{Interval: time.Second, Grace: 10 * time.Second}
+
+		fenced := 0
+		a := NewBeater(st, "node-a", "a:1", cfg, log, func(context.Context) { fenced++ })
+		b := NewBeater(st, "node-b", "b:1", cfg, log, nil)
+		a.now, b.now = now, now
+		for _, x := range []*Beater{a, b} {
+			if err := x.Beat(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		team, err := st.CreateTeam(ctx, "t", "e2b_1111111111111111111111111111111111111111")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mk := func(id, node string, state store.SandboxState) {
+			sb := store.Sandbox{ID: id, TeamID: team.ID, TemplateID: "base", State: state, NodeID: node,
+				StartedAt: clock, EndAt: clock.Add(time.Hour)}
+			if err := st.InsertSandbox(ctx, sb, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mk("a-run", "node-a", store.StateRunning)
+		mk("a-paused", "node-a", store.StatePaused)
+		mk("b-run", "node-b", store.StateRunning)
+
+		sw := NewSweeper(st, cfg, log)
+		sw.now = now
+		clock = clock.Add(8 * time.Second) // within the grace: nothing happens
+		if err := b.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := sw.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if sb, _ := st.Sandbox(ctx, "a-run"); sb.State != store.StateRunning {
+			t.Fatalf("a sandbox of a node silent for 8 s of a 10 s grace is %s", sb.State)
+		}
+		clock = clock.Add(5 * time.Second) // node-a silent 13 s; node-b beat 5 s ago
+		rec.Changes = nil
+		if err := sw.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]store.SandboxState{"a-run": store.StateKilled, "a-paused": store.StatePaused, "b-run": store.StateRunning}
+		for id, state := range want {
+			sb, err := st.Sandbox(ctx, id)
+			if err != nil || sb.State != state {
+				t.Errorf("%s after the sweep: %s (%v), want %s", id, sb.State, err, state)
+			}
+			if id == "a-run" && sb.KillReason != ReasonNodeLost {
+				t.Errorf("a-run kill reason %q, want %q", sb.KillReason, ReasonNodeLost)
+			}
+		}
+		if len(rec.Changes) != 1 || rec.Changes[0].Type != "sandbox.lifecycle.killed" ||
+			rec.Changes[0].Data["kill_reason"] != ReasonNodeLost || rec.Changes[0].Data["node_id"] != "node-a" {
+			t.Errorf("recorded changes %+v; want one killed event for a-run naming node-a", rec.Changes)
+		}
+		if err := sw.Sweep(ctx); err != nil || len(rec.Changes) != 1 {
+			t.Errorf("a second sweep: %v, %d changes; want nothing new", err, len(rec.Changes))
+		}
+
+		// node-a's process was only slow: it learns it was declared lost.
+		for range 2 {
+			if err := a.Beat(ctx); err == nil {
+				t.Fatal("the lost process's heartbeat was accepted")
+			}
+		}
+		if fenced != 1 {
+			t.Errorf("the fenced callback ran %d times, want once", fenced)
+		}
+	})
+}

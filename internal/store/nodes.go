@@ -1,0 +1,46 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Node states.
+const (
+	NodeReady = "ready"
+	NodeLost  = "lost"
+)
+
+// ErrFenced is what a node's heartbeat returns once the node was declared
+// lost while this same process (boot) ran: its sandboxes were recorded
+// killed, so it must destroy them rather than go on running them.
+var ErrFenced = errors.New("this node was declared lost: its sandboxes were recorded killed (node_lost)")
+
+// Node is one server sharing the database.
+type Node struct {
+	ID          string // --node-name
+	Boot        string // one process's run of the node: new at every start
+	Address     string // where it listens
+	State       string // NodeReady or NodeLost
+	StartedAt   time.Time
+	HeartbeatAt time.Time
+	LostAt      time.Time
+}
+
+// Nodes is the registry of servers sharing the database and their
+// heartbeats.
+type Nodes interface {
+	// Heartbeat records that n.Boot of node n.ID is alive at n.HeartbeatAt.
+	// A new boot (the node restarted) makes the node ready again; the boot
+	// that was running when the node was declared lost gets ErrFenced.
+	Heartbeat(ctx context.Context, n Node) error
+	// Nodes lists every node, by ID.
+	Nodes(ctx context.Context) ([]Node, error)
+	// MarkLost declares lost, at now, every ready node whose last
+	// heartbeat is before staleBefore, and returns their IDs.
+	MarkLost(ctx context.Context, staleBefore, now time.Time) ([]string, error)
+	// LostNodes lists the IDs of nodes that are lost (their running
+	// sandboxes may still need to be recorded killed).
+	LostNodes(ctx context.Context) ([]string, error)
+}
