@@ -370,19 +370,49 @@ func (e *Engine) sendable(id string, ln *lane, now time.Time) *item {
 // worker sends deliveries. After each attempt it goes on with the next
 // delivery of the same webhook when it may start at once: a backlog then
 // flows over one kept-alive connection without a round through the
-// scheduler per delivery.
+// scheduler per delivery. After RecordLag in a row it hands the lane back
+// to the dispatcher, so deliveries of other webhooks waiting for a worker
+// go in turn: one webhook's backlog must not hold up the others for as
+// long as it lasts.
 func (e *Engine) worker(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case it := <-e.work:
-			for it != nil {
+			if !e.admit(it) {
+				continue
+			}
+			for n := 1; it != nil; n++ {
 				e.complete(it, e.send(ctx, it))
+				if n >= RecordLag {
+					break
+				}
 				it = e.next(ctx, it.webhookID)
 			}
 		}
 	}
+}
+
+// admit checks again, as a worker takes it off e.work, that it may still
+// start: it may have waited there while the webhook was disabled or
+// deleted, or while the queue's lease ran out (another server may hold the
+// queue now). If not, its row stays pending for the queue's next holder.
+func (e *Engine) admit(it *item) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if h := e.hooks[it.webhookID]; h != nil && (h.Enabled || it.force) && e.mayStart(it, e.cfg.Now()) {
+		return true
+	}
+	if ln := e.lanes[it.webhookID]; ln != nil {
+		ln.sending = false
+	}
+	delete(e.known, it.id)
+	if it.seq > 0 {
+		delete(e.owned, it.webhookID)
+	}
+	e.signal()
+	return false
 }
 
 // send makes one attempt of it with its webhook as this server knows it.
