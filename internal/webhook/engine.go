@@ -466,9 +466,6 @@ func (e *Engine) complete(it *item, r *result) {
 		e.signal()
 		return
 	}
-	if ln != nil {
-		ln.unrecorded++ // until writeResults commits it
-	}
 	now := e.cfg.Now()
 	it.attempts++
 	r.attempt, r.deliveryID, r.webhookID, r.force = it.attempts, it.id, it.webhookID, it.force
@@ -516,6 +513,14 @@ func (e *Engine) complete(it *item, r *result) {
 	if h != nil {
 		r.hook = *h
 		r.hookKnown = true
+	}
+	if ln != nil {
+		// Until writeResults commits it; meanwhile a reload of the
+		// webhooks keeps what it did to the webhook (putHook).
+		ln.unrecorded++
+		if r.disabled {
+			ln.disabling++
+		}
 	}
 	if ch := e.waiters[it.id]; ch != nil {
 		delete(e.waiters, it.id)
@@ -576,12 +581,35 @@ func (e *Engine) reloadHooks(ctx context.Context) {
 		return
 	}
 	e.mu.Lock()
-	clear(e.hooks)
+	fresh := make(map[string]*Webhook, len(hooks))
 	for i := range hooks {
-		e.hooks[hooks[i].ID] = &hooks[i]
+		fresh[hooks[i].ID] = e.merged(&hooks[i])
 	}
+	e.hooks = fresh
 	e.mu.Unlock()
 	e.signal()
+}
+
+// merged returns h, a webhook as read from the database, with what this
+// server's outcomes still awaiting their record did to it: the database
+// has them soon, and memory must not go back meanwhile (a failure streak
+// restarting, sends to a webhook being disabled, a second disable). A
+// user's enabling of a webhook, which resets its streak, wins over the
+// streak; not over a disable awaiting its record, which lands after it
+// (e.mu held).
+func (e *Engine) merged(h *Webhook) *Webhook {
+	old, ln := e.hooks[h.ID], e.lanes[h.ID]
+	if old == nil || ln == nil || ln.unrecorded == 0 {
+		return h
+	}
+	switch {
+	case ln.disabling > 0:
+		h.Enabled, h.DisabledReason, h.UpdatedAt = false, old.DisabledReason, old.UpdatedAt
+		h.ConsecutiveFailures, h.FailingSince = old.ConsecutiveFailures, old.FailingSince
+	case !h.Enabled || old.Enabled:
+		h.ConsecutiveFailures, h.FailingSince = old.ConsecutiveFailures, old.FailingSince
+	}
+	return h
 }
 
 func (e *Engine) fanout(ctx context.Context) (int, error) {

@@ -233,7 +233,7 @@ func (e *Engine) Update(ctx context.Context, teamID, id string, in Input) (*Webh
 	w := &updated
 	e.mu.Lock()
 	c := *w
-	e.hooks[w.ID] = &c
+	e.hooks[w.ID] = e.merged(&c)
 	e.mu.Unlock()
 	e.announce(ctx)
 	if w.Enabled && !wasEnabled {

@@ -198,6 +198,9 @@ func (e *Engine) writeResults() {
 		for _, r := range batch {
 			if ln := e.lanes[r.webhookID]; ln != nil && ln.unrecorded > 0 {
 				ln.unrecorded--
+				if r.disabled && ln.disabling > 0 {
+					ln.disabling--
+				}
 			}
 		}
 		e.mu.Unlock()

@@ -1,0 +1,87 @@
+package webhook
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
+)
+
+// gatedRecords is the real repository whose RecordAttempts waits until
+// the gate opens: outcomes stay unrecorded for as long as a test needs.
+type gatedRecords struct {
+	store.Webhooks
+	gate chan struct{}
+}
+
+func (g *gatedRecords) RecordAttempts(ctx context.Context, node, boot string, recs []store.AttemptRecord,
+	disabled func(ctx context.Context, tx *sqldb.Tx, i int) error) error {
+	<-g.gate
+	return g.Webhooks.RecordAttempts(ctx, node, boot, recs, disabled)
+}
+
+// TestReloadKeepsUnrecordedOutcomes: a reload of the webhooks (another
+// server changed one; on PostgreSQL every sbx_webhooks notification) while
+// outcomes await their record keeps what those outcomes did in memory: the
+// failure streak and a disable. Dropping them made counters go backwards,
+// kept sending to a webhook being disabled, and could disable it twice.
+func TestReloadKeepsUnrecordedOutcomes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, fastConfig())
+	repo := &gatedRecords{Webhooks: sqlstore.NewWebhooks(e.db), gate: make(chan struct{})}
+	eng, err := NewEngineWithRepository(repo, e.db, e.log, fastConfig(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two failures, then 410 Gone: disabled with a streak of three.
+	rc := newReceiver(t, func(n int) int {
+		if n < 3 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusGone
+	})
+	hook := createHook(t, eng, "t", rc.srv.URL)
+	run(t, eng)
+	var open sync.Once
+	release := func() { open.Do(func() { close(repo.gate) }) }
+	t.Cleanup(release) // before the engine stops: its writer waits on the gate
+	for i := range 3 {
+		if err := e.log.Append(t.Context(), &events.Event{Type: events.SandboxCreated, TeamID: "t", SandboxID: "sb" + itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	memory := func() Webhook {
+		eng.mu.Lock()
+		defer eng.mu.Unlock()
+		return *eng.hooks[hook.ID]
+	}
+	waitFor(t, "disabled in memory", func() bool { return !memory().Enabled })
+	before := memory()
+	if before.ConsecutiveFailures != 3 {
+		t.Fatalf("streak %d in memory, want 3", before.ConsecutiveFailures)
+	}
+	eng.reloadHooks(t.Context())
+	if after := memory(); after.Enabled || after.ConsecutiveFailures != 3 || !after.FailingSince.Equal(before.FailingSince) ||
+		after.DisabledReason != before.DisabledReason {
+		t.Fatalf("after a reload with outcomes unrecorded: enabled=%v failures=%d reason=%q; want disabled, 3 failures, %q",
+			after.Enabled, after.ConsecutiveFailures, after.DisabledReason, before.DisabledReason)
+	}
+	release()
+	waitFor(t, "the disable recorded", func() bool {
+		w, err := repo.Webhook(t.Context(), "t", hook.ID)
+		return err == nil && !w.Enabled
+	})
+	w, _ := repo.Webhook(t.Context(), "t", hook.ID)
+	if w.ConsecutiveFailures != 3 {
+		t.Errorf("recorded streak %d, want 3", w.ConsecutiveFailures)
+	}
+	evs, _ := e.log.List(t.Context(), events.Filter{TeamID: "t", Types: []string{events.WebhookDisabled}})
+	if len(evs) != 1 {
+		t.Errorf("%d webhook.disabled events, want 1", len(evs))
+	}
+}
