@@ -338,6 +338,12 @@ func (e *Engine) Test(ctx context.Context, teamID, id string) (*Attempt, error) 
 	e.enqueue([]*item{it})
 	wait := time.NewTimer(e.cfg.Timeout + 5*time.Second)
 	defer wait.Stop()
+	defer func() {
+		// The caller gave up: the ping may still go, but nobody waits.
+		e.mu.Lock()
+		delete(e.waiters, it.id)
+		e.mu.Unlock()
+	}()
 	select {
 	case a := <-ch:
 		a.EventID, a.EventType, a.RequestBody = evID, "webhook.test", string(body)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/store"
@@ -83,5 +84,24 @@ func TestReloadKeepsUnrecordedOutcomes(t *testing.T) {
 	evs, _ := e.log.List(t.Context(), events.Filter{TeamID: "t", Types: []string{events.WebhookDisabled}})
 	if len(evs) != 1 {
 		t.Errorf("%d webhook.disabled events, want 1", len(evs))
+	}
+}
+
+// TestCancelledPingForgetsItsWaiter: a test ping whose caller gave up
+// (here: no engine runs to send it) leaves no waiter behind.
+func TestCancelledPingForgetsItsWaiter(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, fastConfig())
+	hook := createHook(t, e.eng, "t", "http://127.0.0.1:9/")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := e.eng.Test(ctx, "t", hook.ID); err == nil {
+		t.Fatal("a test ping nobody sent succeeded")
+	}
+	e.eng.mu.Lock()
+	n := len(e.eng.waiters)
+	e.eng.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d waiters left after the caller gave up, want 0", n)
 	}
 }
