@@ -103,7 +103,17 @@ type Engine struct {
 	claimWake chan struct{}
 	fullLoad  atomic.Bool
 	work      chan *item
-	results   chan *result
+
+	// Finished attempts in the order they completed, for writeResults:
+	// appended under e.mu, so a webhook's results are recorded in order
+	// and its last record carries its latest counters. written counts
+	// those handled (recorded or given up on); flushed signals its growth.
+	resultQ       []*result
+	resultWake    chan struct{}
+	resultsClosed bool
+	queued        uint64
+	written       uint64
+	flushed       *sync.Cond
 }
 
 // NewEngine prepares the engine over db (opened by sqldb.Open, so its
@@ -126,11 +136,12 @@ func NewEngineWithRepository(repo store.Webhooks, bus Bus, evlog *events.Log, cf
 		waiters: map[string]chan *Attempt{},
 		boot:    uuid.NewString(),
 		owned:   map[string]time.Time{}, loadedSeq: -1, done: map[string]struct{}{}, loading: map[string]bool{},
-		wake:      make(chan struct{}, 1),
-		claimWake: make(chan struct{}, 1),
-		work:      make(chan *item, cfg.Workers),
-		results:   make(chan *result, 4096),
+		wake:       make(chan struct{}, 1),
+		claimWake:  make(chan struct{}, 1),
+		work:       make(chan *item, cfg.Workers),
+		resultWake: make(chan struct{}, 1),
 	}
+	e.flushed = sync.NewCond(&e.mu)
 	e.client = &http.Client{
 		Transport: &http.Transport{
 			Proxy:               nil, // a proxy would connect on our behalf and bypass the dial check
@@ -173,6 +184,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return errors.New("webhook engine: already running")
 	}
 	e.running = true
+	e.resultsClosed = false
 	e.mu.Unlock()
 
 	var workers, writer sync.WaitGroup
@@ -192,7 +204,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	workers.Go(func() { e.bus.Listen(ctx, DeliveriesChannel, func() { e.wakeClaim(false) }) })
 	e.schedule(ctx)
 	workers.Wait()
-	close(e.results)
+	e.mu.Lock()
+	e.resultsClosed = true
+	e.mu.Unlock()
+	e.wakeWriter()
 	writer.Wait()
 	// Outcomes are recorded: hand the queues over at once rather than
 	// when the leases run out.
@@ -526,9 +541,11 @@ func (e *Engine) complete(it *item, r *result) {
 		delete(e.waiters, it.id)
 		r.waiter = ch // answered once the attempt is in the log
 	}
+	e.resultQ = append(e.resultQ, r)
+	e.queued++
 	e.mu.Unlock()
 	e.signal()
-	e.results <- r
+	e.wakeWriter()
 }
 
 // HooksChannel is the notification channel on which a server announces

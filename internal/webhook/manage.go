@@ -361,6 +361,10 @@ func (e *Engine) Redeliver(ctx context.Context, teamID, webhookID, id string) (s
 	if _, err := e.repo.Webhook(ctx, teamID, webhookID); err != nil {
 		return "", err
 	}
+	// An outcome of this delivery finished here may still await its
+	// record; landing after the redelivery it would mark the row finished
+	// again and drop the redelivery's own outcome.
+	e.waitRecorded()
 	now := e.cfg.Now()
 	d, err := e.repo.Redeliver(ctx, webhookID, id, now)
 	if err != nil {

@@ -105,3 +105,66 @@ func TestCancelledPingForgetsItsWaiter(t *testing.T) {
 		t.Fatalf("%d waiters left after the caller gave up, want 0", n)
 	}
 }
+
+// TestRedeliverAfterUnrecordedFinalOutcome: a redelivery asked for while
+// the delivery's final failure still awaits its record is not undone by
+// that record: it goes, and its own outcome is what the log shows.
+func TestRedeliverAfterUnrecordedFinalOutcome(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, fastConfig())
+	repo := &gatedRecords{Webhooks: sqlstore.NewWebhooks(e.db), gate: make(chan struct{})}
+	eng, err := NewEngineWithRepository(repo, e.db, e.log, fastConfig(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 410 Gone: failed at once, no retry. Then 200 for the redelivery.
+	rc := newReceiver(t, func(n int) int {
+		if n == 1 {
+			return http.StatusGone
+		}
+		return http.StatusOK
+	})
+	hook := createHook(t, eng, "t", rc.srv.URL)
+	run(t, eng)
+	var open sync.Once
+	release := func() { open.Do(func() { close(repo.gate) }) }
+	t.Cleanup(release)
+	if err := e.log.Append(t.Context(), &events.Event{Type: events.SandboxCreated, TeamID: "t", SandboxID: "sb"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first attempt", func() bool { return len(rc.all()) == 1 })
+	var did string
+	if err := e.db.QueryRowContext(t.Context(), `SELECT id FROM webhook_deliveries WHERE webhook_id = ?`, hook.ID).Scan(&did); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the failure finished in memory", func() bool {
+		eng.mu.Lock()
+		defer eng.mu.Unlock()
+		_, done := eng.done[did]
+		return done
+	})
+	redone := make(chan error, 1)
+	go func() {
+		_, err := eng.Redeliver(t.Context(), "t", hook.ID, did)
+		redone <- err
+	}()
+	// The redelivery may wait for the records queued before it; let it
+	// run ahead if it does not, so the late record comes after it.
+	select {
+	case err := <-redone:
+		redone <- err
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	if err := <-redone; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the redelivery sent", func() bool { return len(rc.all()) == 2 })
+	waitFor(t, "the redelivery recorded", func() bool {
+		var state string
+		var attempts int
+		err := e.db.QueryRowContext(t.Context(), `SELECT state, (SELECT COUNT(*) FROM webhook_attempts a WHERE a.delivery_id = d.id)
+			FROM webhook_deliveries d WHERE id = ?`, did).Scan(&state, &attempts)
+		return err == nil && state == stateSuccess && attempts == 2
+	})
+}
