@@ -212,8 +212,9 @@ type Webhooks interface {
 	// one transaction. An outcome counts only while node's process boot
 	// holds the webhook's queue (test pings belong to none); attempts of
 	// deliveries that are gone are not logged. For a record that disables
-	// its webhook, disabled(tx, i) runs in the transaction (to append an
-	// event that commits with it).
+	// its webhook (one still enabled, whose queue node's boot holds),
+	// disabled(tx, i) runs in the transaction (to append an event that
+	// commits with it).
 	RecordAttempts(ctx context.Context, node, boot string, recs []AttemptRecord,
 		disabled func(ctx context.Context, tx *sqldb.Tx, i int) error) error
 	// InsertTestDelivery stores a ping (EventSeq 0), pending.

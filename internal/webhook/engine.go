@@ -103,7 +103,17 @@ type Engine struct {
 	claimWake chan struct{}
 	fullLoad  atomic.Bool
 	work      chan *item
-	results   chan *result
+
+	// Finished attempts in the order they completed, for writeResults:
+	// appended under e.mu, so a webhook's results are recorded in order
+	// and its last record carries its latest counters. written counts
+	// those handled (recorded or given up on); flushed signals its growth.
+	resultQ       []*result
+	resultWake    chan struct{}
+	resultsClosed bool
+	queued        uint64
+	written       uint64
+	flushed       *sync.Cond
 }
 
 // NewEngine prepares the engine over db (opened by sqldb.Open, so its
@@ -126,11 +136,12 @@ func NewEngineWithRepository(repo store.Webhooks, bus Bus, evlog *events.Log, cf
 		waiters: map[string]chan *Attempt{},
 		boot:    uuid.NewString(),
 		owned:   map[string]time.Time{}, loadedSeq: -1, done: map[string]struct{}{}, loading: map[string]bool{},
-		wake:      make(chan struct{}, 1),
-		claimWake: make(chan struct{}, 1),
-		work:      make(chan *item, cfg.Workers),
-		results:   make(chan *result, 4096),
+		wake:       make(chan struct{}, 1),
+		claimWake:  make(chan struct{}, 1),
+		work:       make(chan *item, cfg.Workers),
+		resultWake: make(chan struct{}, 1),
 	}
+	e.flushed = sync.NewCond(&e.mu)
 	e.client = &http.Client{
 		Transport: &http.Transport{
 			Proxy:               nil, // a proxy would connect on our behalf and bypass the dial check
@@ -173,6 +184,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return errors.New("webhook engine: already running")
 	}
 	e.running = true
+	e.resultsClosed = false
 	e.mu.Unlock()
 
 	var workers, writer sync.WaitGroup
@@ -192,7 +204,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	workers.Go(func() { e.bus.Listen(ctx, DeliveriesChannel, func() { e.wakeClaim(false) }) })
 	e.schedule(ctx)
 	workers.Wait()
-	close(e.results)
+	e.mu.Lock()
+	e.resultsClosed = true
+	e.mu.Unlock()
+	e.wakeWriter()
 	writer.Wait()
 	// Outcomes are recorded: hand the queues over at once rather than
 	// when the leases run out.
@@ -370,19 +385,49 @@ func (e *Engine) sendable(id string, ln *lane, now time.Time) *item {
 // worker sends deliveries. After each attempt it goes on with the next
 // delivery of the same webhook when it may start at once: a backlog then
 // flows over one kept-alive connection without a round through the
-// scheduler per delivery.
+// scheduler per delivery. After RecordLag in a row it hands the lane back
+// to the dispatcher, so deliveries of other webhooks waiting for a worker
+// go in turn: one webhook's backlog must not hold up the others for as
+// long as it lasts.
 func (e *Engine) worker(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case it := <-e.work:
-			for it != nil {
+			if !e.admit(it) {
+				continue
+			}
+			for n := 1; it != nil; n++ {
 				e.complete(it, e.send(ctx, it))
+				if n >= RecordLag {
+					break
+				}
 				it = e.next(ctx, it.webhookID)
 			}
 		}
 	}
+}
+
+// admit checks again, as a worker takes it off e.work, that it may still
+// start: it may have waited there while the webhook was disabled or
+// deleted, or while the queue's lease ran out (another server may hold the
+// queue now). If not, its row stays pending for the queue's next holder.
+func (e *Engine) admit(it *item) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if h := e.hooks[it.webhookID]; h != nil && (h.Enabled || it.force) && e.mayStart(it, e.cfg.Now()) {
+		return true
+	}
+	if ln := e.lanes[it.webhookID]; ln != nil {
+		ln.sending = false
+	}
+	delete(e.known, it.id)
+	if it.seq > 0 {
+		delete(e.owned, it.webhookID)
+	}
+	e.signal()
+	return false
 }
 
 // send makes one attempt of it with its webhook as this server knows it.
@@ -436,9 +481,6 @@ func (e *Engine) complete(it *item, r *result) {
 		e.signal()
 		return
 	}
-	if ln != nil {
-		ln.unrecorded++ // until writeResults commits it
-	}
 	now := e.cfg.Now()
 	it.attempts++
 	r.attempt, r.deliveryID, r.webhookID, r.force = it.attempts, it.id, it.webhookID, it.force
@@ -487,13 +529,23 @@ func (e *Engine) complete(it *item, r *result) {
 		r.hook = *h
 		r.hookKnown = true
 	}
+	if ln != nil {
+		// Until writeResults commits it; meanwhile a reload of the
+		// webhooks keeps what it did to the webhook (putHook).
+		ln.unrecorded++
+		if r.disabled {
+			ln.disabling++
+		}
+	}
 	if ch := e.waiters[it.id]; ch != nil {
 		delete(e.waiters, it.id)
 		r.waiter = ch // answered once the attempt is in the log
 	}
+	e.resultQ = append(e.resultQ, r)
+	e.queued++
 	e.mu.Unlock()
 	e.signal()
-	e.results <- r
+	e.wakeWriter()
 }
 
 // HooksChannel is the notification channel on which a server announces
@@ -546,12 +598,35 @@ func (e *Engine) reloadHooks(ctx context.Context) {
 		return
 	}
 	e.mu.Lock()
-	clear(e.hooks)
+	fresh := make(map[string]*Webhook, len(hooks))
 	for i := range hooks {
-		e.hooks[hooks[i].ID] = &hooks[i]
+		fresh[hooks[i].ID] = e.merged(&hooks[i])
 	}
+	e.hooks = fresh
 	e.mu.Unlock()
 	e.signal()
+}
+
+// merged returns h, a webhook as read from the database, with what this
+// server's outcomes still awaiting their record did to it: the database
+// has them soon, and memory must not go back meanwhile (a failure streak
+// restarting, sends to a webhook being disabled, a second disable). A
+// user's enabling of a webhook, which resets its streak, wins over the
+// streak; not over a disable awaiting its record, which lands after it
+// (e.mu held).
+func (e *Engine) merged(h *Webhook) *Webhook {
+	old, ln := e.hooks[h.ID], e.lanes[h.ID]
+	if old == nil || ln == nil || ln.unrecorded == 0 {
+		return h
+	}
+	switch {
+	case ln.disabling > 0:
+		h.Enabled, h.DisabledReason, h.UpdatedAt = false, old.DisabledReason, old.UpdatedAt
+		h.ConsecutiveFailures, h.FailingSince = old.ConsecutiveFailures, old.FailingSince
+	case !h.Enabled || old.Enabled:
+		h.ConsecutiveFailures, h.FailingSince = old.ConsecutiveFailures, old.FailingSince
+	}
+	return h
 }
 
 func (e *Engine) fanout(ctx context.Context) (int, error) {

@@ -233,7 +233,7 @@ func (e *Engine) Update(ctx context.Context, teamID, id string, in Input) (*Webh
 	w := &updated
 	e.mu.Lock()
 	c := *w
-	e.hooks[w.ID] = &c
+	e.hooks[w.ID] = e.merged(&c)
 	e.mu.Unlock()
 	e.announce(ctx)
 	if w.Enabled && !wasEnabled {
@@ -338,6 +338,12 @@ func (e *Engine) Test(ctx context.Context, teamID, id string) (*Attempt, error) 
 	e.enqueue([]*item{it})
 	wait := time.NewTimer(e.cfg.Timeout + 5*time.Second)
 	defer wait.Stop()
+	defer func() {
+		// The caller gave up: the ping may still go, but nobody waits.
+		e.mu.Lock()
+		delete(e.waiters, it.id)
+		e.mu.Unlock()
+	}()
 	select {
 	case a := <-ch:
 		a.EventID, a.EventType, a.RequestBody = evID, "webhook.test", string(body)
@@ -355,6 +361,10 @@ func (e *Engine) Redeliver(ctx context.Context, teamID, webhookID, id string) (s
 	if _, err := e.repo.Webhook(ctx, teamID, webhookID); err != nil {
 		return "", err
 	}
+	// An outcome of this delivery finished here may still await its
+	// record; landing after the redelivery it would mark the row finished
+	// again and drop the redelivery's own outcome.
+	e.waitRecorded()
 	now := e.cfg.Now()
 	d, err := e.repo.Redeliver(ctx, webhookID, id, now)
 	if err != nil {

@@ -60,6 +60,7 @@ type lane struct {
 	ready      readyHeap
 	sending    bool // an attempt is in flight
 	unrecorded int  // finished attempts whose outcome is not committed yet
+	disabling  int  // of those, outcomes that disable the webhook
 }
 
 // RecordLag is how many finished attempts of a webhook may await their

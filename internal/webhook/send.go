@@ -160,22 +160,22 @@ func headersJSON(h http.Header, redact bool) string {
 }
 
 // writeResults records finished attempts in batches (one transaction per
-// batch), until the results channel is closed.
+// batch), in the order they completed, until Run ends and none is left.
 func (e *Engine) writeResults() {
-	batch := make([]*result, 0, 512)
-	for r := range e.results {
-		batch = append(batch[:0], r)
-	more:
-		for len(batch) < cap(batch) {
-			select {
-			case r, ok := <-e.results:
-				if !ok {
-					break more
-				}
-				batch = append(batch, r)
-			default:
-				break more
+	const most = 512
+	for {
+		e.mu.Lock()
+		n := min(len(e.resultQ), most)
+		batch := append([]*result(nil), e.resultQ[:n]...)
+		e.resultQ = append(e.resultQ[:0], e.resultQ[n:]...)
+		closed := e.resultsClosed
+		e.mu.Unlock()
+		if len(batch) == 0 {
+			if closed {
+				return
 			}
+			<-e.resultWake
+			continue
 		}
 		// Retry a failed batch: losing the log of a delivered attempt would
 		// resend it after a restart, which is allowed but avoidable.
@@ -195,9 +195,14 @@ func (e *Engine) writeResults() {
 		// of its queue would send again only those few, not every attempt
 		// still waiting to be recorded.
 		e.mu.Lock()
+		e.written += uint64(len(batch))
+		e.flushed.Broadcast()
 		for _, r := range batch {
 			if ln := e.lanes[r.webhookID]; ln != nil && ln.unrecorded > 0 {
 				ln.unrecorded--
+				if r.disabled && ln.disabling > 0 {
+					ln.disabling--
+				}
 			}
 		}
 		e.mu.Unlock()
@@ -207,6 +212,23 @@ func (e *Engine) writeResults() {
 				r.waiter <- r.toAttempt(&r.hook)
 			}
 		}
+	}
+}
+
+// waitRecorded returns once every attempt finished so far is recorded (or
+// given up on after retries: a bounded wait).
+func (e *Engine) waitRecorded() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for target := e.queued; e.written < target && e.running; {
+		e.flushed.Wait()
+	}
+}
+
+func (e *Engine) wakeWriter() {
+	select {
+	case e.resultWake <- struct{}{}:
+	default:
 	}
 }
 

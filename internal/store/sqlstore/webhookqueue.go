@@ -156,18 +156,28 @@ func (s *Webhooks) RecordAttempts(ctx context.Context, node, boot string, recs [
 		return recordPG(ctx, s.db, node, boot, recs)
 	}
 	return s.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		counters := map[string]*store.Webhook{} // the last record of a webhook carries its counters
+		// The last record of a webhook carries its counters.
+		counters := map[string]int{}
 		for i := range recs {
 			r := &recs[i]
 			if r.Counters != nil {
-				counters[r.WebhookID] = r.Counters
+				counters[r.WebhookID] = i
 			}
 			if r.Disable == "" {
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ?`,
-				r.Disable, r.At.UnixNano(), r.WebhookID); err != nil {
+			// Only while node's boot holds the queue (a server that lost it
+			// must not turn off a webhook the new holder delivers to), and
+			// only once: an already disabled webhook gets no second event.
+			res, err := tx.ExecContext(ctx, `UPDATE webhooks SET enabled = 0, disabled_reason = ?, updated_at = ?
+				WHERE id = ? AND enabled = 1 AND `+leaseHeld, r.Disable, r.At.UnixNano(), r.WebhookID, node, boot, r.DeliveryID)
+			if err != nil {
 				return fmt.Errorf("disable webhook: %w", err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return fmt.Errorf("disable webhook: %w", err)
+			} else if n == 0 {
+				continue
 			}
 			if disabled != nil {
 				if err := disabled(ctx, tx, i); err != nil {
@@ -182,15 +192,22 @@ func (s *Webhooks) RecordAttempts(ctx context.Context, node, boot string, recs [
 		} else if err := recordPG(ctx, tx, node, boot, recs); err != nil {
 			return err
 		}
-		for id, h := range counters {
-			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET consecutive_failures = ?, failing_since = ? WHERE id = ?`,
-				h.ConsecutiveFailures, nanos(h.FailingSince), id); err != nil {
+		for id, i := range counters {
+			h := recs[i].Counters
+			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET consecutive_failures = ?, failing_since = ? WHERE id = ? AND `+leaseHeld,
+				h.ConsecutiveFailures, nanos(h.FailingSince), id, node, boot, recs[i].DeliveryID); err != nil {
 				return fmt.Errorf("update webhook counters: %w", err)
 			}
 		}
 		return nil
 	})
 }
+
+// leaseHeld, in an UPDATE of webhooks, holds while node's boot (the next
+// two arguments) holds the webhook's queue, or when the record is of a
+// test ping (the third: its delivery id), which belongs to no queue.
+const leaseHeld = `(lease_node = ? AND lease_boot = ? OR EXISTS
+	(SELECT 1 FROM webhook_deliveries d WHERE d.id = ? AND d.event_seq = 0))`
 
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)

@@ -24,6 +24,7 @@ func RunWebhooks(t *testing.T, newRepos WebhooksFactory) {
 	t.Run("Leases", func(t *testing.T) { testLeases(t, newRepos) })
 	t.Run("ConcurrentClaims", func(t *testing.T) { testConcurrentClaims(t, newRepos) })
 	t.Run("Records", func(t *testing.T) { testRecords(t, newRepos) })
+	t.Run("LostLeaseRecords", func(t *testing.T) { testLostLeaseRecords(t, newRepos) })
 	t.Run("DeliveryLog", func(t *testing.T) { a, _ := newRepos(t); testDeliveryLog(t, a) })
 }
 
@@ -357,6 +358,50 @@ func testRecords(t *testing.T, newRepos WebhooksFactory) {
 	}
 	if logs, _ := a.DeliveryLogs(ctx, "t1", h, store.DeliveryFilter{}); len(logs) != 2 {
 		t.Fatalf("after the sweep %d deliveries, want the 2 pending", len(logs))
+	}
+}
+
+// testLostLeaseRecords: a server that lost a queue's lease (its records
+// arrive late) changes nothing of the webhook: neither the counters the
+// new holder keeps nor its enabled state, and no disable event is written.
+func testLostLeaseRecords(t *testing.T, newRepos WebhooksFactory) {
+	a, b := newRepos(t)
+	ctx := t.Context()
+	_ = a.InitWebhookCursor(ctx, 0)
+	h := newHook(t, a, "t1", "a", 0).ID
+	fanOut(t, a, []string{h}, 1, 2)
+	if _, err := b.ClaimWebhookQueues(ctx, "new", "b2", hookT0, hookT0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	ds := pending(t, a, h)
+	stale := store.AttemptRecord{ID: "att-old", DeliveryID: ds[0].ID, WebhookID: h, Attempt: 1, URL: "u", RequestHeaders: "{}",
+		ResponseStatus: 410, ErrorClass: "http_error", ErrorMessage: "410", At: hookT0, State: store.DeliveryFailed,
+		Counters: &store.Webhook{ConsecutiveFailures: 99, FailingSince: hookT0}, Disable: "410 from the old holder"}
+	called := false
+	if err := a.RecordAttempts(ctx, "old", "b1", []store.AttemptRecord{stale}, func(context.Context, *sqldb.Tx, int) error {
+		called = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := a.Webhook(ctx, "t1", h)
+	if !w.Enabled || w.DisabledReason != "" || w.ConsecutiveFailures != 0 || !w.FailingSince.IsZero() || called {
+		t.Fatalf("a record by a server without the lease changed the webhook: enabled=%v reason=%q failures=%d since=%v, disable callback %v",
+			w.Enabled, w.DisabledReason, w.ConsecutiveFailures, w.FailingSince, called)
+	}
+	if got := pending(t, a, h); len(got) != 2 {
+		t.Fatalf("%d deliveries pending after a lost lease's record, want 2", len(got))
+	}
+	// The holder's own record of the same outcome counts.
+	stale.ID = "att-new"
+	if err := b.RecordAttempts(ctx, "new", "b2", []store.AttemptRecord{stale}, func(context.Context, *sqldb.Tx, int) error {
+		called = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := a.Webhook(ctx, "t1", h); w.Enabled || w.ConsecutiveFailures != 99 || !called {
+		t.Fatalf("the holder's record did not count: %+v, disable callback %v", w, called)
 	}
 }
 
