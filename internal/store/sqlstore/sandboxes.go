@@ -82,9 +82,10 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox, change *sto
 		metadata=?7, env_vars=?8, cpu_count=?9, memory_mb=?10, disk_mb=?11, started_at=?12,
 		end_at=?13, killed_at=?14, kill_reason=?15, access_token=?16, allow_internet=?17,
 		auto_pause=?18, execution_id=?19, runtime=?20, netns=?21, node_id=?22
-		WHERE id=?1 AND NOT (state = 'killed' AND ?6 != 'killed')`
+		WHERE id=?1 AND state != 'killed'`
 	// Killed is final: a node declared lost whose sandboxes were recorded
-	// killed (node_lost) cannot bring one back with a stale write.
+	// killed (node_lost) can neither bring one back with a stale write nor
+	// record it killed a second time (one killed event per sandbox).
 	return s.write(ctx, change, func(tx *sqldb.Tx) error {
 		res, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {

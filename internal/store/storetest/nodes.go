@@ -80,7 +80,7 @@ func testNodesLost(t *testing.T, s NodesStore) {
 }
 
 // testKilledIsFinal: once a sandbox is recorded killed (by its node or by
-// the sweep of a lost node), no write brings it back.
+// the sweep of a lost node), no write brings it back or kills it again.
 func testKilledIsFinal(t *testing.T, s NodesStore) {
 	ctx := t.Context()
 	team, err := s.CreateTeam(ctx, "fenced", "e2b_ffffffffffffffffffffffffffffffffffffffff")
@@ -97,9 +97,9 @@ func testKilledIsFinal(t *testing.T, s NodesStore) {
 	if err := s.UpdateSandbox(ctx, killed, nil); err != nil {
 		t.Fatalf("record the kill: %v", err)
 	}
-	for _, state := range []store.SandboxState{store.StateRunning, store.StatePaused} {
+	for _, state := range []store.SandboxState{store.StateRunning, store.StatePaused, store.StateKilled} {
 		stale := sb
-		stale.State = state
+		stale.State, stale.KillReason = state, "stale"
 		if err := s.UpdateSandbox(ctx, stale, nil); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("a stale write making the killed sandbox %s = %v, want ErrNotFound", state, err)
 		}
