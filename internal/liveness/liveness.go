@@ -109,6 +109,9 @@ type Sweeper struct {
 	cfg  Config
 	log  *slog.Logger
 	now  func() time.Time
+	// reachedSince is when this sweeper's unbroken run of successful
+	// sweeps began (zero: the last one failed, or none ran yet).
+	reachedSince time.Time
 }
 
 // NewSweeper returns a sweeper over repo.
@@ -119,8 +122,30 @@ func NewSweeper(repo Repo, cfg Config, log *slog.Logger) *Sweeper {
 // Sweep runs once: nodes silent for longer than the grace become lost,
 // and every lost node's running sandboxes are recorded killed (paused ones
 // stay paused: their disk is on the node, which may come back).
+//
+// Nobody is declared lost until this sweeper has reached the database
+// without a break for a whole grace: after an outage of the database (or
+// of this leader's link to it) every node's last heartbeat is old, and
+// they all need a grace to beat again before silence means anything.
 func (s *Sweeper) Sweep(ctx context.Context) error {
+	err := s.sweep(ctx)
+	if err != nil {
+		s.reachedSince = time.Time{}
+	}
+	return err
+}
+
+func (s *Sweeper) sweep(ctx context.Context) error {
 	now := s.now().UTC()
+	if _, err := s.repo.LostNodes(ctx); err != nil {
+		return err
+	}
+	if s.reachedSince.IsZero() {
+		s.reachedSince = now
+	}
+	if now.Sub(s.reachedSince) < s.cfg.Grace {
+		return nil
+	}
 	lost, err := s.repo.MarkLost(ctx, now.Add(-s.cfg.Grace), now)
 	if err != nil {
 		return err
@@ -155,8 +180,10 @@ func (s *Sweeper) Sweep(ctx context.Context) error {
 	return nil
 }
 
-// Run sweeps until ctx ends (the lead of an election).
+// Run sweeps until ctx ends (the lead of an election). A new term waits a
+// grace before declaring anyone lost, as after an outage.
 func (s *Sweeper) Run(ctx context.Context) {
+	s.reachedSince = time.Time{}
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	for {

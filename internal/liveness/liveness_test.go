@@ -53,6 +53,9 @@ func TestSweepRecordsLostNodesSandboxes(t *testing.T) {
 
 		sw := NewSweeper(st, cfg, log)
 		sw.now = now
+		if err := sw.Sweep(ctx); err != nil { // the sweeper reaches the database from now on
+			t.Fatal(err)
+		}
 		clock = clock.Add(8 * time.Second) // within the grace: nothing happens
 		if err := b.Beat(ctx); err != nil {
 			t.Fatal(err)
@@ -96,4 +99,73 @@ func TestSweepRecordsLostNodesSandboxes(t *testing.T) {
 			t.Errorf("the fenced callback ran %d times, want once", fenced)
 		}
 	})
+}
+
+// failingRepo fails every call while down.
+type failingRepo struct {
+	Repo
+	down bool
+}
+
+func (f *failingRepo) LostNodes(ctx context.Context) ([]string, error) {
+	if f.down {
+		return nil, context.DeadlineExceeded
+	}
+	return f.Repo.LostNodes(ctx)
+}
+
+func (f *failingRepo) MarkLost(ctx context.Context, staleBefore, now time.Time) ([]string, error) {
+	if f.down {
+		return nil, context.DeadlineExceeded
+	}
+	return f.Repo.MarkLost(ctx, staleBefore, now)
+}
+
+// TestSweepAfterOutageWaitsAGrace: when the database was out of reach,
+// every node's heartbeat is old once it is back; the sweeper declares
+// nobody lost until the nodes have had a grace to beat again.
+func TestSweepAfterOutageWaitsAGrace(t *testing.T) {
+	st := sqlstore.New(sqldbtest.Open(t, sqldb.SQLite), nil)
+	log := slog.New(slog.DiscardHandler)
+	ctx := t.Context()
+	clock := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	now := func() time.Time { return clock }
+	cfg := Config{Interval: time.Second, Grace: 10 * time.Second}
+	n := NewBeater(st, "node-a", "a:1", cfg, log, nil)
+	n.now = now
+	if err := n.Beat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	repo := &failingRepo{Repo: st}
+	sw := NewSweeper(repo, cfg, log)
+	sw.now = now
+	if err := sw.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	repo.down = true // a 30 s outage: node-a cannot beat either
+	for range 30 {
+		clock = clock.Add(time.Second)
+		if err := sw.Sweep(ctx); err == nil {
+			t.Fatal("a sweep during the outage succeeded")
+		}
+	}
+	repo.down = false
+	clock = clock.Add(time.Second)
+	if err := sw.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if lost, _ := st.LostNodes(ctx); len(lost) != 0 {
+		t.Fatalf("right after the outage the sweeper declared %v lost; want none before a grace", lost)
+	}
+	clock = clock.Add(2 * time.Second)
+	if err := n.Beat(ctx); err != nil { // node-a beats again
+		t.Fatal(err)
+	}
+	clock = clock.Add(9 * time.Second)
+	if err := sw.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if lost, _ := st.LostNodes(ctx); len(lost) != 0 {
+		t.Fatalf("node-a, beating again after the outage, was declared lost: %v", lost)
+	}
 }
