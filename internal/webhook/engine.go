@@ -399,7 +399,12 @@ func (e *Engine) worker(ctx context.Context) {
 				continue
 			}
 			for n := 1; it != nil; n++ {
-				e.complete(it, e.send(ctx, it))
+				// A send in flight when the engine stops is finished (within
+				// the delivery timeout) and its outcome recorded before the
+				// queue is handed over: cut short, the receiver may already
+				// have it while its row stays pending, and the next holder
+				// would send it again, out of order.
+				e.complete(it, e.send(context.WithoutCancel(ctx), it))
 				if n >= RecordLag {
 					break
 				}
