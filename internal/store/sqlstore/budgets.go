@@ -44,21 +44,12 @@ func (s *Store) SetBudget(ctx context.Context, teamID string, l store.BudgetLimi
 
 // TeamsWithBudgets lists the teams that have at least one limit set.
 func (s *Store) TeamsWithBudgets(ctx context.Context) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT team_id FROM budgets
+	teams, err := queryStrings(ctx, s.db, `SELECT team_id FROM budgets
 		WHERE max_daily_spend > 0 OR max_monthly_spend > 0 OR max_concurrent > 0 OR max_daily_creates > 0`)
 	if err != nil {
 		return nil, fmt.Errorf("list budgets: %w", err)
 	}
-	defer rows.Close()
-	var teams []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("list budgets: %w", err)
-		}
-		teams = append(teams, id)
-	}
-	return teams, rows.Err()
+	return teams, nil
 }
 
 // RecordBudgetAlert notes that an alert of kind went out for the team in

@@ -119,18 +119,27 @@ func (s *Store) MarkLost(ctx context.Context, staleBefore, now time.Time) ([]str
 
 // LostNodes lists the IDs of lost nodes.
 func (s *Store) LostNodes(ctx context.Context) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id FROM nodes WHERE state = ? ORDER BY id`, store.NodeLost)
+	ids, err := queryStrings(ctx, s.db, `SELECT id FROM nodes WHERE state = ? ORDER BY id`, store.NodeLost)
 	if err != nil {
 		return nil, fmt.Errorf("list lost nodes: %w", err)
+	}
+	return ids, nil
+}
+
+// queryStrings runs a one-column query.
+func queryStrings(ctx context.Context, db *sqldb.DB, q string, args ...any) ([]string, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("list lost nodes: %w", err)
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
 		}
-		out = append(out, id)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }
