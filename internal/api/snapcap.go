@@ -40,7 +40,7 @@ func (c *snapshotCap) admit(teamID, name string, sn snapshotter) (unlock func(),
 	c.mu.Unlock()
 	l.Lock()
 	// As CreateSnapshot reads it: case-insensitive, ":default" optional.
-	name = strings.ToLower(strings.TrimSuffix(strings.ToLower(name), ":default"))
+	name = strings.TrimSuffix(strings.ToLower(name), ":default")
 	if name != "" && len(sn.ListSnapshots(teamID, "", name)) > 0 {
 		return l.Unlock, nil
 	}
