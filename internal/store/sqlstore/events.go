@@ -96,12 +96,8 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]store.Ev
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE 1=1`+where+
+	return queryAll(ctx, s.db, "read events", scanEvent, `SELECT `+eventCols+` FROM events WHERE 1=1`+where+
 		` ORDER BY seq `+order+` LIMIT ? OFFSET ?`, append(args, f.Limit, f.Offset)...)
-	if err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
-	}
-	return scanEvents(rows)
 }
 
 // EventsAfter returns up to limit events with Seq > after, oldest first.
@@ -112,42 +108,28 @@ func (s *Store) EventsAfter(ctx context.Context, tx *sqldb.Tx, after int64, limi
 	}
 	q := `SELECT ` + eventCols + ` FROM events WHERE seq > ?` + where + ` ORDER BY seq ASC LIMIT ?`
 	args = append(args, limit)
-	var rows *sql.Rows
-	var err error
+	var on queryer = s.db
 	if tx != nil {
-		rows, err = tx.QueryContext(ctx, q, args...)
-	} else {
-		rows, err = s.db.QueryContext(ctx, q, args...)
+		on = tx
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
-	}
-	return scanEvents(rows)
+	return queryAll(ctx, on, "read events", scanEvent, q, args...)
 }
 
-func scanEvents(rows *sql.Rows) ([]store.Event, error) {
-	defer rows.Close()
-	var out []store.Event
-	for rows.Next() {
-		var ev store.Event
-		var data sql.NullString
-		var ts int64
-		if err := rows.Scan(&ev.Seq, &ev.ID, &ev.Version, &ev.Type, &ev.TeamID, &ev.SandboxID,
-			&ev.SandboxTemplateID, &ev.SandboxBuildID, &ev.SandboxExecutionID, &data, &ts); err != nil {
-			return nil, fmt.Errorf("read events: %w", err)
-		}
-		if data.Valid {
-			if err := json.Unmarshal([]byte(data.String), &ev.EventData); err != nil {
-				return nil, fmt.Errorf("read event %s: decode eventData: %w", ev.ID, err)
-			}
-		}
-		ev.Timestamp = time.Unix(0, ts).UTC()
-		out = append(out, ev)
+func scanEvent(r scanner) (store.Event, error) {
+	var ev store.Event
+	var data sql.NullString
+	var ts int64
+	if err := r.Scan(&ev.Seq, &ev.ID, &ev.Version, &ev.Type, &ev.TeamID, &ev.SandboxID,
+		&ev.SandboxTemplateID, &ev.SandboxBuildID, &ev.SandboxExecutionID, &data, &ts); err != nil {
+		return ev, err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
+	if data.Valid {
+		if err := json.Unmarshal([]byte(data.String), &ev.EventData); err != nil {
+			return ev, fmt.Errorf("event %s: decode eventData: %w", ev.ID, err)
+		}
 	}
-	return out, nil
+	ev.Timestamp = time.Unix(0, ts).UTC()
+	return ev, nil
 }
 
 // LastEventSeq returns the highest sequence number in the log (0 when empty).

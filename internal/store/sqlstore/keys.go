@@ -99,20 +99,7 @@ func (s *Store) APIKeys(ctx context.Context, teamID string) ([]store.APIKey, err
 	if teamID != "" {
 		q, args = `SELECT `+keyColumns+` FROM api_keys WHERE team_id = ? ORDER BY created_at, id`, []any{teamID}
 	}
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list api keys: %w", err)
-	}
-	defer rows.Close()
-	out := []store.APIKey{}
-	for rows.Next() {
-		k, err := scanKey(rows, "API key")
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "list api keys", func(r scanner) (store.APIKey, error) { return scanKey(r, "API key") }, q, args...)
 }
 
 // APIKey returns one team key by ID.

@@ -57,21 +57,12 @@ func (s *Store) Refinement(ctx context.Context, teamID, id string) (store.Refine
 
 // RefinementsWithStatus lists every team's refinements in status.
 func (s *Store) RefinementsWithStatus(ctx context.Context, status string) ([]store.Refinement, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, team_id, started_at, result FROM refinements WHERE status = ?`, status)
-	if err != nil {
-		return nil, fmt.Errorf("list refinements: %w", err)
-	}
-	defer rows.Close()
-	var out []store.Refinement
-	for rows.Next() {
+	return queryAll(ctx, s.db, "list refinements", func(row scanner) (store.Refinement, error) {
 		r := store.Refinement{Status: status}
 		var doc, started string
-		if err := rows.Scan(&r.ID, &r.TeamID, &started, &doc); err != nil {
-			return nil, fmt.Errorf("list refinements: %w", err)
-		}
+		err := row.Scan(&r.ID, &r.TeamID, &started, &doc)
 		r.StartedAt, _ = time.Parse(time.RFC3339Nano, started)
 		r.Result = []byte(doc)
-		out = append(out, r)
-	}
-	return out, rows.Err()
+		return r, err
+	}, `SELECT id, team_id, started_at, result FROM refinements WHERE status = ?`, status)
 }

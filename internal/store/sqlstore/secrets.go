@@ -75,21 +75,10 @@ func (s *Secrets) Get(ctx context.Context, teamID, ref string) (secret.Sealed, e
 
 // List returns the team's secrets ordered by name, after the name after.
 func (s *Secrets) List(ctx context.Context, teamID, after string, limit int) ([]secret.Secret, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+secretColumns+` FROM secrets WHERE team_id = ? AND name > ?
-		ORDER BY name LIMIT ?`, teamID, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("list secrets: %w", err)
-	}
-	defer rows.Close()
-	out := []secret.Secret{}
-	for rows.Next() {
-		x, err := scanSecret(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, x.Secret)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "list secrets", func(r scanner) (secret.Secret, error) {
+		x, err := scanSecret(r)
+		return x.Secret, err
+	}, `SELECT `+secretColumns+` FROM secrets WHERE team_id = ? AND name > ? ORDER BY name LIMIT ?`, teamID, after, limit)
 }
 
 // Delete removes one of the team's secrets by ID or name.

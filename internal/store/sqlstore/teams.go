@@ -59,20 +59,8 @@ func (s *Store) Team(ctx context.Context, id string) (store.Team, error) {
 
 // Teams lists every team, oldest first.
 func (s *Store) Teams(ctx context.Context) ([]store.Team, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+teamColumns+` FROM teams ORDER BY created_at`)
-	if err != nil {
-		return nil, fmt.Errorf("list teams: %w", err)
-	}
-	defer rows.Close()
-	var out []store.Team
-	for rows.Next() {
-		t, err := scanTeam(rows, "team")
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "list teams", func(r scanner) (store.Team, error) { return scanTeam(r, "team") },
+		`SELECT `+teamColumns+` FROM teams ORDER BY created_at`)
 }
 
 // SetTeamMaxSandboxes sets or clears (nil) a team's cap override.

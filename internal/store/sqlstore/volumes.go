@@ -61,20 +61,7 @@ func (v *Volumes) one(ctx context.Context, q, ref string, args ...any) (volume.V
 
 // List returns the team's volumes by name.
 func (v *Volumes) List(ctx context.Context, teamID string) ([]volume.Volume, error) {
-	rows, err := v.db.QueryContext(ctx, `SELECT `+volumeColumns+` FROM volumes WHERE team_id = ? ORDER BY name`, teamID)
-	if err != nil {
-		return nil, fmt.Errorf("list volumes: %w", err)
-	}
-	defer rows.Close()
-	out := []volume.Volume{}
-	for rows.Next() {
-		x, err := scanVolume(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, x)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, v.db, "list volumes", scanVolume, `SELECT `+volumeColumns+` FROM volumes WHERE team_id = ? ORDER BY name`, teamID)
 }
 
 // Delete removes one of the team's volumes.

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/sbxdev/sbx/internal/store"
 )
@@ -22,18 +21,7 @@ func (s *Store) WebhookAttemptCounts(ctx context.Context) ([]store.Count, error)
 }
 
 func (s *Store) counts(ctx context.Context, q string) ([]store.Count, error) {
-	rows, err := s.db.QueryContext(ctx, q)
-	if err != nil {
-		return nil, fmt.Errorf("count: %w", err)
-	}
-	defer rows.Close()
-	var out []store.Count
-	for rows.Next() {
-		var c store.Count
-		if err := rows.Scan(&c.Team, &c.Label, &c.N); err != nil {
-			return nil, fmt.Errorf("count: %w", err)
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "count", func(r scanner) (c store.Count, err error) {
+		return c, r.Scan(&c.Team, &c.Label, &c.N)
+	}, q)
 }

@@ -57,25 +57,15 @@ func (s *Webhooks) DeliveryLogs(ctx context.Context, teamID, webhookID string, f
 	if limit <= 0 {
 		limit = 25
 	}
-	rows, err := rtx.QueryContext(ctx, `SELECT rid, id, event_id, event_type, sandbox_id, state, next_attempt_at, body
+	out, err := queryAll(ctx, rtx, "list deliveries", func(r scanner) (d store.DeliveryLog, err error) {
+		var next int64
+		err = r.Scan(&d.RID, &d.ID, &d.EventID, &d.EventType, &d.SandboxID, &d.State, &next, &d.Body)
+		d.NextAttemptAt = fromNanos(next)
+		return d, err
+	}, `SELECT rid, id, event_id, event_type, sandbox_id, state, next_attempt_at, body
 		FROM webhook_deliveries WHERE `+strings.Join(where, " AND ")+` ORDER BY rid `+order+` LIMIT ?`, append(args, limit)...)
 	if err != nil {
-		return nil, fmt.Errorf("list deliveries: %w", err)
-	}
-	var out []store.DeliveryLog
-	for rows.Next() {
-		var d store.DeliveryLog
-		var next int64
-		if err := rows.Scan(&d.RID, &d.ID, &d.EventID, &d.EventType, &d.SandboxID, &d.State, &next, &d.Body); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("list deliveries: %w", err)
-		}
-		d.NextAttemptAt = fromNanos(next)
-		out = append(out, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list deliveries: %w", err)
+		return nil, err
 	}
 	if len(out) == 0 {
 		return out, nil

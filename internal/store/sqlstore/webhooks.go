@@ -25,9 +25,7 @@ func NewWebhooks(db *sqldb.DB) *Webhooks { return &Webhooks{db: db} }
 
 const hookColumns = `id, team_id, name, url, secret, events, enabled, created_at, updated_at, start_seq, disabled_reason, failing_since, consecutive_failures, prev_secret, prev_secret_until`
 
-type rowScanner interface{ Scan(dest ...any) error }
-
-func scanHook(r rowScanner) (store.Webhook, error) {
+func scanHook(r scanner) (store.Webhook, error) {
 	var w store.Webhook
 	var secret, prev, evs string
 	var created, updated, failing, prevUntil int64
@@ -68,20 +66,7 @@ type queryer interface {
 }
 
 func loadHooks(ctx context.Context, q queryer, where string, args ...any) ([]store.Webhook, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+hookColumns+` FROM webhooks `+where, args...)
-	if err != nil {
-		return nil, fmt.Errorf("load webhooks: %w", err)
-	}
-	defer rows.Close()
-	var out []store.Webhook
-	for rows.Next() {
-		w, err := scanHook(rows)
-		if err != nil {
-			return nil, fmt.Errorf("load webhooks: %w", err)
-		}
-		out = append(out, w)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, q, "load webhooks", scanHook, `SELECT `+hookColumns+` FROM webhooks `+where, args...)
 }
 
 func loadHook(ctx context.Context, q queryer, teamID, id string) (store.Webhook, error) {
