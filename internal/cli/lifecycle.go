@@ -93,9 +93,6 @@ func newSnapshotListCmd(opts *clientOptions) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				if snaps == nil {
-					snaps = []sdk.SnapshotInfo{}
-				}
 				return writeJSON(cmd.OutOrStdout(), snaps)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -51,7 +52,12 @@ The server and key come from E2B_API_URL and E2B_API_KEY (set them with
 	return cmd
 }
 
+// writeJSON prints v indented; a nil slice prints as [] (scripts parse
+// an empty list, not null).
 func writeJSON(w io.Writer, v any) error {
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice && rv.IsNil() {
+		v = []struct{}{}
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
@@ -172,9 +178,6 @@ func newSandboxListCmd(opts *clientOptions) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				if list == nil {
-					list = []sdk.SandboxInfo{}
-				}
 				return writeJSON(cmd.OutOrStdout(), list)
 			}
 			return printSandboxTable(cmd.OutOrStdout(), list)

@@ -118,9 +118,6 @@ func newSecretListCmd(opts *clientOptions) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				if list == nil {
-					list = []sdk.Secret{}
-				}
 				return writeJSON(cmd.OutOrStdout(), list)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)

@@ -43,9 +43,6 @@ func newSandboxLogsCmd(opts *clientOptions) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				if logs == nil {
-					logs = []sdk.LogEntry{}
-				}
 				return writeJSON(cmd.OutOrStdout(), logs)
 			}
 			return printLogs(cmd.OutOrStdout(), logs)
@@ -99,9 +96,6 @@ func newSandboxMetricsCmd(opts *clientOptions) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				if ms == nil {
-					ms = []sdk.Metric{}
-				}
 				return writeJSON(cmd.OutOrStdout(), ms)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
@@ -180,9 +174,6 @@ func newTemplateBuildLogsCmd(opts *clientOptions) *cobra.Command {
 				o.Cursor = all[len(all)-1].Timestamp
 			}
 			if asJSON {
-				if all == nil {
-					all = []sdk.LogEntry{}
-				}
 				return writeJSON(cmd.OutOrStdout(), all)
 			}
 			return printLogs(cmd.OutOrStdout(), all)

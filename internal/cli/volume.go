@@ -128,9 +128,6 @@ func newVolumeListCmd(opts *clientOptions) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				if list == nil {
-					list = []sdk.Volume{}
-				}
 				return writeJSON(cmd.OutOrStdout(), list)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
