@@ -62,6 +62,7 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.StringVar(&cfg.Database, "database", "", "postgres://user:pass@host/db of a database several sbx servers share (default: $SBX_DATABASE, else SQLite in the data dir)")
 	cfg.Liveness = liveness.DefaultConfig
 	f.DurationVar(&cfg.Liveness.Grace, "node-grace", liveness.DefaultConfig.Grace, "with a PostgreSQL --database: how long a server may go without a heartbeat before the others declare it lost and record its running sandboxes killed (node_lost)")
+	f.StringVar(&cfg.Coordination, "coordination", app.DefaultCoordination, "with a PostgreSQL --database: how servers elect the one that sweeps lost nodes, and where nodes heartbeat: kubernetes (Leases in POD_NAMESPACE; in a Pod, its service account, else $KUBECONFIG), postgres (advisory locks, the nodes table), file (a lock on this machine), or auto (kubernetes in a Pod, else postgres)")
 	f.StringVar(&cfg.NodeName, "node-name", "", "this server's name among servers sharing a database; its sandboxes are its own (default: hostname:port)")
 	f.StringVar(&cfg.Runtime, "runtime", app.DefaultRuntime, "OCI runtime: crun, runc or runsc")
 	f.BoolVar(&cfg.UserNS, "userns", app.DefaultUserNS, "run crun and runc sandboxes in user namespaces of their own: root inside is an unprivileged host user (false: root in a sandbox is host root)")
