@@ -142,6 +142,7 @@ func TestChart(t *testing.T) {
 			objs = append(objs, r)
 		})
 	}
+	t.Run("BadValuesRefused", testBadValues)
 	if t.Failed() {
 		return
 	}
@@ -150,6 +151,32 @@ func TestChart(t *testing.T) {
 	cfg := startAPIServer(t)
 	for i, c := range cases {
 		t.Run("DryRun"+c.name, func(t *testing.T) { dryRun(t, cfg, objs[i]) })
+	}
+}
+
+// testBadValues: values.schema.json refuses, before anything renders,
+// values sbx would refuse at start (or that would run it unsafely).
+func testBadValues(t *testing.T) {
+	ch, err := loader.Load(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, vals := range []map[string]any{
+		{"coordination": "etcd"},
+		{"api": map[string]any{"replicas": 0}},
+		{"node": map[string]any{"hostNetwork": "yes"}},
+		{"node": map[string]any{"runtime": "docker"}},
+		{"node": map[string]any{"dataDir": "relative/dir"}},
+		{"domain": "https://sbx.example.com"},
+		{"database": map[string]any{"existingSecret": ""}},
+		{"blobStore": map[string]any{"url": "minio://bucket"}},
+	} {
+		_, err := chartutil.ToRenderValues(ch, vals, common.ReleaseOptions{Name: "sbx", Namespace: namespace, IsInstall: true}, nil)
+		if err == nil {
+			t.Errorf("values %v were accepted", vals)
+		} else {
+			t.Logf("%v: %v", vals, strings.ReplaceAll(err.Error(), "\n", " "))
+		}
 	}
 }
 
