@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -117,6 +118,7 @@ var nonDefault = map[string]any{
 	"blobStore": map[string]any{"url": "s3://sbx?endpoint=http://seaweed.storage:8333&region=us-east-1",
 		"existingSecret": "s3-creds"},
 	"clusterSecret":  map[string]any{"existingSecret": "cluster-shared"},
+	"keys":           map[string]any{"existingSecret": "sbx-keys"},
 	"tls":            map[string]any{"existingSecret": "sbx-pod-tls"},
 	"serviceAccount": map[string]any{"create": false, "name": "sbx-runner"},
 	"image":          map[string]any{"repository": "registry.corp.test/sbx", "tag": "0.17.1", "pullPolicy": "Always"},
@@ -279,9 +281,42 @@ func checkEssentials(t *testing.T, objs []rendered, vals map[string]any) {
 		t.Errorf("the Role does not allow Leases: %+v", role.Rules)
 	}
 
+	// Every process on the database reads one admin key and one secrets
+	// key: each would otherwise make its own at start.
+	for _, c := range []struct {
+		role string
+		spec corev1.PodSpec
+	}{{"api", api.Spec.Template.Spec}, {"node", node.Spec.Template.Spec}} {
+		keysSecret := ""
+		for _, v := range c.spec.Volumes {
+			if v.Name == "keys" && v.Secret != nil {
+				keysSecret = v.Secret.SecretName
+			}
+		}
+		if keysSecret == "" {
+			t.Errorf("%s: no keys volume from a Secret", c.role)
+		}
+		mounted := map[string]bool{}
+		for _, m := range c.spec.Containers[0].VolumeMounts {
+			if m.Name == "keys" && m.ReadOnly {
+				mounted[m.SubPath] = strings.HasPrefix(m.MountPath, "/") && strings.HasSuffix(m.MountPath, "/"+m.SubPath)
+			}
+		}
+		if !mounted["admin-key"] || !mounted["secrets.key"] {
+			t.Errorf("%s: admin-key and secrets.key are not mounted read-only into the data dir: %v", c.role, mounted)
+		}
+	}
+	if vals == nil {
+		keys := find[corev1.Secret](t, objs, "Secret", "-keys")
+		admin, sealing := string(keys.Data["admin-key"]), string(keys.Data["secrets.key"])
+		if !regexp.MustCompile(`^sbx_admin_[0-9a-f]{40}$`).MatchString(admin) || !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(sealing) {
+			t.Errorf("generated keys: admin-key %q, secrets.key %q; want sbx_admin_ + 40 hex digits and 64 hex digits", admin, sealing)
+		}
+	}
+
 	// No manifest carries a secret: the test's secret-like values are
-	// names of Secrets, so the only data allowed is the generated cluster
-	// secret of the default install.
+	// names of Secrets, so the only data allowed is in the Secrets the
+	// default install generates.
 	for _, r := range objs {
 		if r.obj.GetKind() == "Secret" {
 			if vals != nil {

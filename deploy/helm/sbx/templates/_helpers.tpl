@@ -33,6 +33,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-cluster" (include "sbx.fullname" .)) .Values.clusterSecret.existingSecret -}}
 {{- end -}}
 
+{{- define "sbx.keysSecretName" -}}
+{{- default (printf "%s-keys" (include "sbx.fullname" .)) .Values.keys.existingSecret -}}
+{{- end -}}
+
 {{- define "sbx.scheme" -}}
 {{- if .Values.tls.existingSecret }}https{{ else }}http{{ end -}}
 {{- end -}}
@@ -85,6 +89,10 @@ app.kubernetes.io/component: {{ .component }}
   secret:
     secretName: {{ include "sbx.clusterSecretName" . }}
     defaultMode: 0400
+- name: keys
+  secret:
+    secretName: {{ include "sbx.keysSecretName" . }}
+    defaultMode: 0400
 {{- with .Values.tls.existingSecret }}
 - name: tls
   secret:
@@ -97,7 +105,17 @@ app.kubernetes.io/component: {{ .component }}
 - name: cluster-secret
   mountPath: /etc/sbx/cluster
   readOnly: true
-{{- if .Values.tls.existingSecret }}
+{{- /* One admin key and one secrets key for every process on the database: each process
+would otherwise make its own at start (the data dir's file is the truth). */}}
+- name: keys
+  mountPath: {{ .dataDir }}/admin-key
+  subPath: admin-key
+  readOnly: true
+- name: keys
+  mountPath: {{ .dataDir }}/secrets.key
+  subPath: secrets.key
+  readOnly: true
+{{- if .root.Values.tls.existingSecret }}
 - name: tls
   mountPath: /etc/sbx/tls
   readOnly: true
