@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -36,6 +37,9 @@ type Leases struct {
 	// Grace is recorded as the Leases' duration, for people reading them;
 	// the sweep applies its own.
 	Grace time.Duration
+
+	mu      sync.Mutex
+	written map[string]*coordinationv1.Lease // by name: what this process last wrote
 }
 
 var _ store.Nodes = (*Leases)(nil)
@@ -75,30 +79,60 @@ var (
 func (l *Leases) Heartbeat(ctx context.Context, n store.Node) error {
 	leases := l.Client.CoordinationV1().Leases(l.Namespace)
 	name := LeaseName(n.ID)
-	// A conflict means another writer (a sweep, a second replica's beat)
-	// changed the Lease since it was read: read it again and decide anew.
+	// The Lease this process wrote last is renewed without reading it
+	// first: one request per heartbeat. If anyone changed it since (a
+	// sweep declaring the node lost), the update conflicts, and the Lease
+	// is read again and judged.
+	cur := l.lastWritten(name)
 	for range 5 {
-		cur, err := leases.Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			_, err = leases.Create(ctx, l.lease(n, &coordinationv1.Lease{}), metav1.CreateOptions{})
-			if apierrors.IsAlreadyExists(err) {
-				continue
+		if cur == nil {
+			got, err := leases.Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				created, err := leases.Create(ctx, l.lease(n, &coordinationv1.Lease{}), metav1.CreateOptions{})
+				if apierrors.IsAlreadyExists(err) {
+					continue
+				}
+				l.remember(name, created, err)
+				return l.wrap("register node "+n.ID, err)
 			}
-			return l.wrap("register node "+n.ID, err)
+			if err != nil {
+				return l.wrap("read the Lease of node "+n.ID, err)
+			}
+			if got.Annotations[annotationState] == store.NodeLost && got.Annotations[annotationBoot] == n.Boot {
+				return store.ErrFenced
+			}
+			cur = got
 		}
-		if err != nil {
-			return l.wrap("read the Lease of node "+n.ID, err)
-		}
-		if cur.Annotations[annotationState] == store.NodeLost && cur.Annotations[annotationBoot] == n.Boot {
-			return store.ErrFenced
-		}
-		_, err = leases.Update(ctx, l.lease(n, cur), metav1.UpdateOptions{})
-		if apierrors.IsConflict(err) {
+		updated, err := leases.Update(ctx, l.lease(n, cur), metav1.UpdateOptions{})
+		l.remember(name, updated, err)
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			cur = nil
 			continue
 		}
 		return l.wrap("renew the Lease of node "+n.ID, err)
 	}
 	return fmt.Errorf("renew the Lease of node %s: it kept changing under this heartbeat; trying again at the next", n.ID)
+}
+
+func (l *Leases) lastWritten(name string) *coordinationv1.Lease {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.written[name]
+}
+
+// remember keeps the Lease a write returned, or forgets it when the write
+// failed (what the API server holds is then unknown).
+func (l *Leases) remember(name string, lease *coordinationv1.Lease, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.written == nil {
+		l.written = map[string]*coordinationv1.Lease{}
+	}
+	if err != nil || lease == nil {
+		delete(l.written, name)
+		return
+	}
+	l.written[name] = lease
 }
 
 // lease returns cur (a copy) holding n's heartbeat: a new boot makes the
