@@ -38,6 +38,8 @@ type Config struct {
 	// sandboxes it runs are its own, and only those does its start-up
 	// recovery touch. "" = the hostname and listen port.
 	NodeName string
+	// Coordination: auto, kubernetes, postgres or file (coordination.go).
+	Coordination string
 	// Liveness times the heartbeats of servers sharing a PostgreSQL
 	// database and how long a silent one is given (--node-grace).
 	Liveness    liveness.Config
@@ -218,6 +220,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Liveness.Validate(); err != nil {
 		return fmt.Errorf("--node-grace: %w", err)
+	}
+	if err := c.validateCoordination(); err != nil {
+		return err
 	}
 	if len(c.NodeName) > 128 || strings.ContainsAny(c.NodeName, " \t\n") {
 		return fmt.Errorf("--node-name %q: use up to 128 characters without spaces (e.g. host-a:3000)", c.NodeName)

@@ -18,7 +18,6 @@ import (
 	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
-	"github.com/sbxdev/sbx/internal/leader"
 	"github.com/sbxdev/sbx/internal/liveness"
 	"github.com/sbxdev/sbx/internal/monitor"
 	"github.com/sbxdev/sbx/internal/network"
@@ -469,7 +468,13 @@ func startLiveness(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	if data.DB.Dialect() != sqldb.Postgres {
 		return nil
 	}
-	c.beat = liveness.NewBeater(data.Store, cfg.NodeName, cfg.Listen, cfg.Liveness, log, func(ctx context.Context) {
+	coord, err := newCoordination(cfg, data, hostPodEnv(), log)
+	if err != nil {
+		return err
+	}
+	repo := coord.livenessRepo(data.Store) // Leases in Kubernetes, else the nodes table
+	log.Info("coordination", "mode", coord.mode)
+	c.beat = liveness.NewBeater(repo, cfg.NodeName, cfg.Listen, cfg.Liveness, log, func(ctx context.Context) {
 		c.mgr.SetDraining(true) // refuse new sandboxes: the others count this node as gone
 		for _, sb := range c.mgr.Live() {
 			_ = c.mgr.KillWithReason(ctx, sb.ID, liveness.ReasonNodeLost)
@@ -479,10 +484,9 @@ func startLiveness(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		return fmt.Errorf("register node %s in the database: %w", cfg.NodeName, err)
 	}
 	runUntilClosed(ctx, closers, "node heartbeat", log, c.beat.Run)
-	sweeper := liveness.NewSweeper(data.Store, cfg.Liveness, log)
-	elector := &leader.Postgres{DB: data.DB, Log: log}
+	sweeper := liveness.NewSweeper(repo, cfg.Liveness, log)
 	runUntilClosed(ctx, closers, "node sweep", log, func(ctx context.Context) error {
-		return elector.Campaign(ctx, "node-sweep", sweeper.Run)
+		return coord.elector.Campaign(ctx, "node-sweep", sweeper.Run)
 	})
 	return nil
 }

@@ -45,6 +45,11 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 				return fmt.Errorf("sbx serve needs root (namespaces, cgroups, overlay mounts); run it with sudo")
 			}
 			cfg.Version = Version
+			if !cmd.Flags().Changed("database") {
+				// The DSN holds a password: from the environment (a Kubernetes
+				// Secret, a systemd credential) it stays out of argv and ps.
+				cfg.Database = os.Getenv("SBX_DATABASE")
+			}
 			return app.Run(cmd.Context(), cfg, log)
 		},
 	}
@@ -54,9 +59,10 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "serve the API, sandbox proxy and dashboard over HTTPS with this PEM certificate chain (reloaded on SIGHUP and when the file changes)")
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&cfg.TLS.CAFile, "tls-ca", "", "PEM CA certificate clients should trust when --tls-cert comes from a private CA (printed by 'sbx env'; default: --tls-cert's last certificate when it is self-signed)")
-	f.StringVar(&cfg.Database, "database", "", "postgres://user:pass@host/db of a database several sbx servers share (default: SQLite in the data dir)")
+	f.StringVar(&cfg.Database, "database", "", "postgres://user:pass@host/db of a database several sbx servers share (default: $SBX_DATABASE, else SQLite in the data dir)")
 	cfg.Liveness = liveness.DefaultConfig
 	f.DurationVar(&cfg.Liveness.Grace, "node-grace", liveness.DefaultConfig.Grace, "with a PostgreSQL --database: how long a server may go without a heartbeat before the others declare it lost and record its running sandboxes killed (node_lost)")
+	f.StringVar(&cfg.Coordination, "coordination", app.DefaultCoordination, "with a PostgreSQL --database: how servers elect the one that sweeps lost nodes, and where nodes heartbeat: kubernetes (Leases in POD_NAMESPACE; in a Pod, its service account, else $KUBECONFIG), postgres (advisory locks, the nodes table), file (a lock on this machine), or auto (kubernetes in a Pod, else postgres)")
 	f.StringVar(&cfg.NodeName, "node-name", "", "this server's name among servers sharing a database; its sandboxes are its own (default: hostname:port)")
 	f.StringVar(&cfg.Runtime, "runtime", app.DefaultRuntime, "OCI runtime: crun, runc or runsc")
 	f.BoolVar(&cfg.UserNS, "userns", app.DefaultUserNS, "run crun and runc sandboxes in user namespaces of their own: root inside is an unprivileged host user (false: root in a sandbox is host root)")

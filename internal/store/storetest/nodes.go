@@ -33,7 +33,7 @@ func beat(t *testing.T, s store.Nodes, id, boot string, at time.Time) error {
 	return s.Heartbeat(t.Context(), store.Node{ID: id, Boot: boot, Address: "127.0.0.1:1", StartedAt: nodeBase, HeartbeatAt: at})
 }
 
-func testNodesLost(t *testing.T, s NodesStore) {
+func testNodesLost(t *testing.T, s store.Nodes) {
 	ctx := t.Context()
 	for _, n := range []struct {
 		id, boot string
