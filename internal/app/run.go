@@ -227,6 +227,7 @@ type core struct {
 	mgr    *sandbox.Manager
 	tplSvc *template.Service
 	beat   *liveness.Beater // nil on SQLite (one server)
+	blobs  *Blobs
 }
 
 // startCore prepares the host, reattaches running sandboxes, prepares the
@@ -241,6 +242,9 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 		return nil, fmt.Errorf("prepare host for sandboxes: %w", err)
 	}
 	c := &core{reg: template.NewRegistry(log)}
+	if c.blobs, err = openBlobs(ctx, cfg, log, closers); err != nil {
+		return nil, err
+	}
 	c.drv, err = oci.New(oci.Config{Runtime: cfg.Runtime, ExtraArgs: cfg.RuntimeArgs, UserNS: cfg.UserNS,
 		StateDir:   filepath.Join(cfg.DataDir, "runtime", cfg.Runtime),
 		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes")}, log)
