@@ -10,6 +10,9 @@ import (
 	"strings"
 
 	"github.com/sbxdev/sbx/internal/blob"
+	"github.com/sbxdev/sbx/internal/blob/layer"
+	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/template"
 )
 
 // BlobConfig is the blob store templates' layers and paused sandboxes'
@@ -91,8 +94,17 @@ func (b BlobConfig) options(dataDir string) (blob.Options, error) {
 
 // Blobs is the blob store and this node's cache of it.
 type Blobs struct {
-	Store blob.Store
-	Cache *blob.Cache
+	Store  blob.Store
+	Cache  *blob.Cache
+	puller *layer.Puller // one per node: a layer is unpacked once
+}
+
+// wire makes template builds publish their layers and lets templates
+// built by other servers start here.
+func (b *Blobs) wire(c *core, data *Data) {
+	b.puller = &layer.Puller{Cache: b.Cache}
+	c.tplSvc.SetBlobs(&template.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store})
+	c.mgr.SetBlobs(&sandbox.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store})
 }
 
 // openBlobs opens the store (reaching an S3 one, so a wrong endpoint,

@@ -295,6 +295,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	c.tplSvc.SetImages(builder.NewImages(filepath.Join(cfg.DataDir, "images"),
 		builder.ImagesConfig{Guard: guard, MaxBytes: int64(cfg.Registry.MaxImageMB) << 20}, log))
 	c.tplSvc.SetLiveSandboxes(liveWithSnapshots{st, c.mgr})
+	c.blobs.wire(c, data)
 	if err := c.mgr.SetSnapshotRegistry(c.reg); err != nil {
 		return nil, err
 	}

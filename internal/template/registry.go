@@ -73,6 +73,16 @@ type Registry struct {
 	mu     sync.RWMutex
 	byID   map[string]*Template
 	tagged Tagged // nil: only the current build of each template resolves
+	// loader finds a template the registry does not hold (built by
+	// another server sharing the database); nil: none.
+	loader func(ctx context.Context, ref string) (Template, bool, error)
+}
+
+// SetLoader makes Resolve ask load for templates it does not hold.
+func (r *Registry) SetLoader(load func(ctx context.Context, ref string) (Template, bool, error)) {
+	r.mu.Lock()
+	r.loader = load
+	r.mu.Unlock()
 }
 
 // Tagged finds the build a tag (or build ID) of a template designates
@@ -174,8 +184,17 @@ func (r *Registry) Resolve(ctx context.Context, ref string) (Template, error) {
 
 func (r *Registry) resolveCurrent(ctx context.Context, ref string) (Template, error) {
 	r.mu.RLock()
-	t := r.find(ref)
+	t, load := r.find(ref), r.loader
 	r.mu.RUnlock()
+	if t == nil && load != nil {
+		lt, ok, err := load(ctx, ref)
+		if err != nil {
+			return Template{}, err
+		}
+		if ok {
+			return lt, nil
+		}
+	}
 	if t == nil {
 		return Template{}, errdefs.NotFound("template %q not found; list templates with `sbx template list` or GET /templates", ref)
 	}
@@ -200,7 +219,11 @@ func (r *Registry) ResolveFor(ctx context.Context, teamID, ref string) (Template
 	if t, ok := r.Get(ref); ok && t.TeamID != "" && t.TeamID != teamID && !t.Public {
 		return Template{}, errdefs.NotFound("template %q not found; list templates with `sbx template list` or GET /templates", ref)
 	}
-	return r.Resolve(ctx, ref)
+	t, err := r.Resolve(ctx, ref)
+	if err == nil && t.TeamID != "" && t.TeamID != teamID && !t.Public { // loaded just now (another server's build)
+		return Template{}, errdefs.NotFound("template %q not found; list templates with `sbx template list` or GET /templates", ref)
+	}
+	return t, err
 }
 
 // Get returns a template by ID or name without waiting.

@@ -23,6 +23,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -249,4 +251,39 @@ func (p *Puller) Ensure(ctx context.Context, d blob.Digest, dst, what string) er
 		return err
 	}
 	return Pull(ctx, p.Cache, d, dst, what)
+}
+
+// memoPath is where the digest of a published layer directory is kept
+// beside it (layers are immutable once made), so a layer published again
+// (a base's, by each build FROM it; a sandbox's older boots, at each
+// pause) is not packed again.
+func memoPath(dir string) string {
+	return filepath.Join(filepath.Dir(dir), "blob-"+filepath.Base(dir))
+}
+
+// WriteMemo records that dir is the layer d of n bytes (a layer just
+// pulled), so PublishMemo needs no packing.
+func WriteMemo(dir string, d blob.Digest, n int64) {
+	_ = os.WriteFile(memoPath(dir), []byte(fmt.Sprintf("%s %d\n", d, n)), 0o600)
+}
+
+// PublishMemo is Publish, skipped when dir was published (or pulled)
+// before and the store still holds its blob.
+func PublishMemo(ctx context.Context, st blob.Store, dir string) (blob.Digest, int64, error) {
+	if raw, err := os.ReadFile(memoPath(dir)); err == nil {
+		ds, ns, _ := strings.Cut(strings.TrimSpace(string(raw)), " ")
+		if d, err := blob.ParseDigest(ds); err == nil {
+			if n, err := strconv.ParseInt(ns, 10, 64); err == nil {
+				if ok, err := st.Exists(ctx, d); err == nil && ok {
+					return d, n, nil
+				}
+			}
+		}
+	}
+	d, n, err := Publish(ctx, st, dir)
+	if err != nil {
+		return "", 0, err
+	}
+	WriteMemo(dir, d, n)
+	return d, n, nil
 }
