@@ -98,10 +98,11 @@ type Manager struct {
 	draining  atomic.Bool // refuse new sandboxes (admin: POST /nodes/{id})
 	network   Network
 	templates Templates
+	now       func() time.Time
+
 	// blobs publishes pauses without memory and takes over other nodes'
 	// (blobs.go); nil: paused sandboxes resume on this server only.
 	blobs *Blobs
-	now       func() time.Time
 
 	mu     sync.Mutex
 	live   map[string]*live
