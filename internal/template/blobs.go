@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/blob"
@@ -137,6 +138,13 @@ func (s *Service) loadFromStore(ctx context.Context, ref string) (Template, bool
 	if i := strings.LastIndex(name, "/"); i >= 0 {
 		name = name[i+1:]
 	}
+	// One load per template however many creates ask at once: the others
+	// find it registered.
+	unlock := s.loads.lock(name)
+	defer unlock()
+	if t, ok := s.reg.Get(name); ok {
+		return t, true, nil
+	}
 	rec, err := s.store.Template(ctx, name)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		var ok bool
@@ -195,5 +203,39 @@ func (s *Service) refreshLoop(ctx context.Context) {
 				s.log.Info("template rebuilt elsewhere; loading its new build on next use", "template.id", r.ID, "build.id", r.CurrentBuild)
 			}
 		}
+	}
+}
+
+// keyedMutex serializes work per key.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedLock
+}
+
+type keyedLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyedLock{}
+	}
+	l := k.locks[key]
+	if l == nil {
+		l = &keyedLock{}
+		k.locks[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		k.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
 	}
 }

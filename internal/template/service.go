@@ -86,6 +86,7 @@ type Service struct {
 	// blobs publishes builds' layers and pulls other servers' (blobs.go);
 	// nil: layers stay local.
 	blobs *Blobs
+	loads keyedMutex // one load from the database per template at a time
 
 	mu      sync.Mutex
 	running map[string]string // template ID -> build ID in progress

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,7 +64,32 @@ func testBlobPair(t *testing.T, url string, opts blob.Options, flags ...string) 
 	if !strings.Contains(out, "layers published to the blob store") {
 		t.Errorf("build log does not say the layers were published:\n%s", out)
 	}
-	sbB := create(t, cb, sdk.CreateOptions{Template: "blob-tpl", Timeout: 10 * time.Minute})
+	// Three creates at once on B: one load and pull, three sandboxes.
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	made := make([]*sdk.Sandbox, 3)
+	for i := range made {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := cb.Create(opCtx(t), sdk.CreateOptions{Template: "blob-tpl", Timeout: 10 * time.Minute})
+			if err != nil {
+				t.Errorf("create on B from A's template: %v", err)
+				return
+			}
+			made[i] = s
+			t.Cleanup(func() { _ = s.Kill(context.Background()) })
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Logf("3 concurrent creates on B from A's template (first use: load and pull) took %v", time.Since(t0))
+	if n := strings.Count(b.Log(), "template registered from the database"); n != 1 {
+		t.Errorf("B loaded the template %d times for 3 concurrent creates, want once", n)
+	}
+	sbB := made[0]
 	got := runIn(t, sbB, `cat /opt/built.txt; test -e /etc/issue && echo issue-present; test -d /opt/empty && echo empty-dir; echo "env=$BLOB_TEST"`)
 	for _, want := range []string{"built-on-a", "empty-dir", "env=1"} {
 		if !strings.Contains(got, want) {
@@ -83,7 +110,9 @@ func testBlobPair(t *testing.T, url string, opts blob.Options, flags ...string) 
 		t.Fatalf("rm /etc/issue.net as root: %+v", res)
 	}
 	pauseFS(t, a, sa.ID)
+	t0 = time.Now()
 	moved, err := cb.Connect(opCtx(t), sa.ID, sdk.ConnectOptions{Timeout: 10 * time.Minute})
+	t.Logf("resume on B of the sandbox paused on A (pull, take-over, boot) took %v", time.Since(t0))
 	if err != nil {
 		t.Fatalf("resume on B of the sandbox paused on A: %v\nB's log:\n%s", err, tail(b.Log()))
 	}
@@ -150,6 +179,39 @@ func testBlobPair(t *testing.T, url string, opts blob.Options, flags ...string) 
 	}
 	if got := runIn(t, again, "cat /home/user/keep.txt"); !strings.Contains(got, "keep-me") {
 		t.Fatalf("resumed on A: %q; want keep-me", got)
+	}
+
+	// A template whose layer is gone from the store: a create on B says
+	// which template and what to do; A, which built it, still starts it.
+	dir2 := t.TempDir()
+	writeContext(t, dir2, map[string]string{"e2b.Dockerfile": "FROM e2bdev/base:latest\nRUN echo second > /opt/second.txt\n"})
+	if out, err := templateCLI(t, a, dir2, "build", "--name", "blob-tpl-lost"); err != nil {
+		t.Fatalf("second template build through A: %v\n%s", err, out)
+	}
+	recs, err := db.Templates(opCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var build string
+	for _, r := range recs {
+		if slices.Contains(r.Names, "blob-tpl-lost") {
+			build = r.CurrentBuild
+		}
+	}
+	trefs, err := db.Layers(opCtx(t), store.LayerOwnerBuild, build)
+	if err != nil || len(trefs) == 0 || trefs[0].Digest == "" {
+		t.Fatalf("published layers of build %s: %+v, %v", build, trefs, err)
+	}
+	if err := st.Delete(opCtx(t), blob.Digest(trefs[0].Digest)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cb.Create(opCtx(t), sdk.CreateOptions{Template: "blob-tpl-lost"})
+	if err == nil || !strings.Contains(err.Error(), "blob-tpl-lost") || !strings.Contains(err.Error(), "missing from the blob store") {
+		t.Fatalf("create on B with the template's layer gone: %v; want an error naming the template and the missing blob", err)
+	}
+	onA := create(t, ca, sdk.CreateOptions{Template: "blob-tpl-lost"})
+	if got := runIn(t, onA, "cat /opt/second.txt"); !strings.Contains(got, "second") {
+		t.Fatalf("template on A after its blob went: %q", got)
 	}
 }
 
