@@ -99,12 +99,17 @@ type Blobs struct {
 	puller *layer.Puller // one per node: a layer is unpacked once
 }
 
-// wire makes template builds publish their layers and lets templates
-// built by other servers start here.
-func (b *Blobs) wire(c *core, data *Data) {
+// wireSandboxes makes pauses without memory publish the sandbox's
+// filesystem and lets sandboxes other servers paused so resume here.
+func (b *Blobs) wireSandboxes(mgr *sandbox.Manager, data *Data) {
 	b.puller = &layer.Puller{Cache: b.Cache}
-	c.tplSvc.SetBlobs(&template.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store})
-	c.mgr.SetBlobs(&sandbox.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store})
+	mgr.SetBlobs(&sandbox.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store})
+}
+
+// wireTemplates makes template builds publish their layers and lets
+// templates built by other servers start here.
+func (b *Blobs) wireTemplates(svc *template.Service, data *Data) {
+	svc.SetBlobs(&template.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store})
 }
 
 // openBlobs opens the store (reaching an S3 one, so a wrong endpoint,

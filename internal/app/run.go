@@ -263,6 +263,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 		return nil, err
 	}
 	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir, NodeID: cfg.NodeName}, log, st, c.drv, c.netw, c.reg)
+	c.blobs.wireSandboxes(c.mgr, data) // before Recover, which sweeps sandboxes other nodes took over
 	c.mgr.SetPauseDiskAfter(cfg.PauseDiskAfter)
 	c.mgr.SetTeamCap(cfg.TeamMaxSandboxes, st)
 	c.mgr.SetSlotStore(st) // the cap counts every server's sandboxes (several may share a PostgreSQL)
@@ -295,7 +296,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	c.tplSvc.SetImages(builder.NewImages(filepath.Join(cfg.DataDir, "images"),
 		builder.ImagesConfig{Guard: guard, MaxBytes: int64(cfg.Registry.MaxImageMB) << 20}, log))
 	c.tplSvc.SetLiveSandboxes(liveWithSnapshots{st, c.mgr})
-	c.blobs.wire(c, data)
+	c.blobs.wireTemplates(c.tplSvc, data)
 	if err := c.mgr.SetSnapshotRegistry(c.reg); err != nil {
 		return nil, err
 	}

@@ -256,3 +256,32 @@ func refsAt(refs []store.LayerRef, paths []string) []store.LayerRef {
 	}
 	return out
 }
+
+// sweepMoved removes, at start-up, this node's local copies of sandboxes
+// it paused that another node took over while it was down: their rows
+// name that node, so they are not among this node's (known).
+func (m *Manager) sweepMoved(ctx context.Context, known map[string]bool) {
+	if m.blobs == nil {
+		return
+	}
+	entries, err := os.ReadDir(filepath.Join(m.cfg.DataDir, "sandbox-layers"))
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		id := e.Name()
+		if known[id] || !idPattern.MatchString(id) {
+			continue
+		}
+		row, err := m.store.Sandbox(ctx, id)
+		if err != nil || row.NodeID == "" || row.NodeID == m.cfg.NodeID {
+			continue
+		}
+		if err := os.RemoveAll(m.layersDir(id)); err != nil {
+			m.log.Warn("remove local copy of a sandbox resumed on another node", "sandbox.id", id, "err", err)
+			continue
+		}
+		_ = os.Remove(m.bootIDPath(id))
+		m.log.Info("removed local copy of a sandbox another node took over", "sandbox.id", id, "node", row.NodeID)
+	}
+}

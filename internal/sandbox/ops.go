@@ -329,6 +329,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}
 		m.log.Info("reattached sandbox", "sandbox.id", sb.ID, "end_at", sb.EndAt, "runtime_state", st)
 	}
+	m.sweepMoved(ctx, known)
 	ids, err := m.driver.List(ctx)
 	if err != nil {
 		return fmt.Errorf("list runtime sandboxes: %w", err)

@@ -522,6 +522,12 @@ func (s *Service) resolveBase(ctx context.Context, teamID string, req StartReque
 		name = ref // one of the team's own templates, by name or ID
 	}
 	t, ok := s.reg.Get(name)
+	if !ok && s.blobs != nil { // built by another server sharing the database
+		var err error
+		if t, ok, err = s.loadFromStore(ctx, name); err != nil {
+			return builder.Base{}, err
+		}
+	}
 	if !ok || (t.TeamID != "" && t.TeamID != teamID) {
 		if req.FromTemplate == "" && s.images != nil {
 			return builder.Base{}, nil // pulled when the build runs

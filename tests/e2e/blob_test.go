@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,6 +102,18 @@ func testBlobPair(t *testing.T, url string, opts blob.Options, flags ...string) 
 	}
 	if ents, err := os.ReadDir(filepath.Join(b.DataDir, "layer-blobs")); err != nil || len(ents) == 0 {
 		t.Errorf("B holds no pulled layers (%v): it did not pull the template from the blob store", err)
+	}
+
+	// A template built through B FROM A's template starts on A, which
+	// pulls the new layer and has the base's.
+	dirChild := t.TempDir()
+	writeContext(t, dirChild, map[string]string{"e2b.Dockerfile": "FROM blob-tpl\nRUN cat /opt/built.txt > /opt/child.txt\n"})
+	if out, err := templateCLI(t, b, dirChild, "build", "--name", "blob-tpl-child"); err != nil {
+		t.Fatalf("build through B FROM A's template: %v\n%s", err, out)
+	}
+	child := create(t, ca, sdk.CreateOptions{Template: "blob-tpl-child"})
+	if got := runIn(t, child, "cat /opt/child.txt; test -e /etc/issue && echo issue-present; true"); !strings.Contains(got, "built-on-a") || strings.Contains(got, "issue-present") {
+		t.Fatalf("sandbox on A from B's template FROM A's: %q; want built-on-a and no /etc/issue", got)
 	}
 
 	// A sandbox paused without memory on A resumes on B with its files.
@@ -212,6 +225,23 @@ func testBlobPair(t *testing.T, url string, opts blob.Options, flags ...string) 
 	onA := create(t, ca, sdk.CreateOptions{Template: "blob-tpl-lost"})
 	if got := runIn(t, onA, "cat /opt/second.txt"); !strings.Contains(got, "second") {
 		t.Fatalf("template on A after its blob went: %q", got)
+	}
+
+	// A taken over while it is down removes its stale copy at its restart.
+	gone := create(t, ca, sdk.CreateOptions{Timeout: 10 * time.Minute})
+	runIn(t, gone, "echo x > /home/user/x.txt")
+	pauseFS(t, a, gone.ID)
+	a.Stop(syscall.SIGTERM)
+	if _, err := cb.Connect(opCtx(t), gone.ID, sdk.ConnectOptions{Timeout: 10 * time.Minute}); err != nil {
+		t.Fatalf("resume on B while A is down: %v", err)
+	}
+	stale := filepath.Join(a.DataDir, "sandbox-layers", gone.ID)
+	if _, err := os.Stat(stale); err != nil {
+		t.Fatalf("A's copy of the paused sandbox before its restart: %v", err)
+	}
+	a.Start(t)
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("A kept its copy of sandbox %s, which B took over while it was down (stat: %v)", gone.ID, err)
 	}
 }
 
