@@ -144,6 +144,12 @@ func (m *Manager) resume(ctx context.Context, l *live, timeout int64, memory boo
 	}
 	l.sb = sb
 	l.mu.Unlock()
+	if tier == TierFilesystem {
+		// What was published is its filesystem before this boot: another
+		// node must not resume that once it runs (or is paused with its
+		// memory) here. The next pause without memory publishes again.
+		m.forgetPublished(context.WithoutCancel(ctx), id)
+	}
 	m.arm(l)
 	if tier != TierMemory {
 		m.watchExit(l) // the restored or rebooted init is a new process

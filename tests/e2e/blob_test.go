@@ -227,6 +227,29 @@ func testBlobPair(t *testing.T, url string, opts blob.Options, flags ...string) 
 		t.Fatalf("template on A after its blob went: %q", got)
 	}
 
+	// Resumed where it was paused, then paused with its memory: what was
+	// published is stale, so B refuses to resume it and names A.
+	local := create(t, ca, sdk.CreateOptions{Timeout: 10 * time.Minute})
+	pauseFS(t, a, local.ID)
+	local, err = ca.Connect(opCtx(t), local.ID, sdk.ConnectOptions{Timeout: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runIn(t, local, "echo after-resume > /home/user/late.txt")
+	if err := local.Pause(opCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cb.Connect(opCtx(t), local.ID, sdk.ConnectOptions{})
+	if err == nil || !strings.Contains(err.Error(), "with its memory") || !strings.Contains(err.Error(), "node-a") {
+		t.Fatalf("resume on B of a sandbox paused in memory on A: %v; want a refusal naming node-a", err)
+	}
+	if local, err = ca.Connect(opCtx(t), local.ID, sdk.ConnectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := runIn(t, local, "cat /home/user/late.txt"); !strings.Contains(got, "after-resume") {
+		t.Fatalf("resumed on A: %q", got)
+	}
+
 	// A taken over while it is down removes its stale copy at its restart.
 	gone := create(t, ca, sdk.CreateOptions{Timeout: 10 * time.Minute})
 	runIn(t, gone, "echo x > /home/user/x.txt")
