@@ -182,30 +182,105 @@ func TestPullMissingBlob(t *testing.T) {
 	}
 }
 
-// A blob whose tar climbs out of the layer is refused by the extraction.
+// A blob whose tar would reach outside the layer (an absolute name, a
+// write through a symlink it planted, a hard link to a host file, a device
+// node other than a whiteout) is refused, and nothing of it is left.
 func TestPullRefusesEscapes(t *testing.T) {
+	testenv.Require(t, testenv.Root)
 	ctx := context.Background()
 	st, err := blob.NewFileStore(filepath.Join(t.TempDir(), "blobs"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	var tarball bytes.Buffer
-	tw := tar.NewWriter(&tarball)
-	_ = tw.WriteHeader(&tar.Header{Name: "/etc/cron.d/x", Typeflag: tar.TypeReg, Mode: 0o644, Size: 2})
-	_, _ = tw.Write([]byte("x\n"))
-	_ = tw.Close()
-	d, _, err := st.Put(ctx, &tarball)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cache, err := blob.NewCache(filepath.Join(t.TempDir(), "cache"), st, 1<<30, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cache.Close()
-	err = Pull(ctx, cache, d, filepath.Join(t.TempDir(), "l"), "template t")
-	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "absolute") {
-		t.Fatalf("err = %v; want the absolute entry refused", err)
+	outside := t.TempDir()
+	cases := []struct {
+		name    string
+		entries []*tar.Header
+		want    string
+	}{
+		{"absolute", []*tar.Header{{Name: "/etc/cron.d/x", Typeflag: tar.TypeReg, Mode: 0o644, Size: 2}}, "absolute"},
+		{"dotdot", []*tar.Header{{Name: "a/../../x", Typeflag: tar.TypeReg, Mode: 0o644, Size: 2}}, ".."},
+		{"through symlink", []*tar.Header{{Name: "out", Typeflag: tar.TypeSymlink, Linkname: outside},
+			{Name: "out/x", Typeflag: tar.TypeReg, Mode: 0o644, Size: 2}}, "symlink"},
+		{"hard link to host file", []*tar.Header{{Name: "shadow", Typeflag: tar.TypeLink, Linkname: "/etc/shadow"}}, "hard link"},
+		{"device", []*tar.Header{{Name: "sda", Typeflag: tar.TypeBlock, Devmajor: 8, Mode: 0o600}}, "device"},
+		{"char device not a whiteout", []*tar.Header{{Name: "mem", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 1, Mode: 0o600}}, "device"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			tw := tar.NewWriter(&buf)
+			for _, h := range tc.entries {
+				if err := tw.WriteHeader(h); err != nil {
+					t.Fatal(err)
+				}
+				if h.Size > 0 {
+					_, _ = tw.Write([]byte("x\n"))
+				}
+			}
+			_ = tw.Close()
+			d, _, err := st.Put(ctx, &buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parent := t.TempDir()
+			err = Pull(ctx, cache, d, filepath.Join(parent, "l"), "template t")
+			if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v; want it refused (%q)", err, tc.want)
+			}
+			if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+				t.Errorf("a refused pull left %v", ents)
+			}
+			if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+				t.Errorf("a refused pull wrote outside the layer: %v", ents)
+			}
+		})
+	}
+}
+
+// Of the extended attributes a tar carries, only archive.LayerXattrs reach
+// the host: an overlay redirect or any other trusted attribute is dropped.
+func TestPullKeepsOnlyLayerXattrs(t *testing.T) {
+	testenv.Require(t, testenv.Root)
+	ctx := context.Background()
+	st, err := blob.NewFileStore(filepath.Join(t.TempDir(), "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cache, err := blob.NewCache(filepath.Join(t.TempDir(), "cache"), st, 1<<30, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755, Format: tar.FormatPAX, PAXRecords: map[string]string{
+		"SCHILY.xattr.trusted.overlay.opaque":   "y",
+		"SCHILY.xattr.trusted.overlay.redirect": "/etc",
+		"SCHILY.xattr.trusted.other":            "z",
+	}})
+	_ = tw.Close()
+	d, _, err := st.Put(ctx, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "l")
+	if err := Pull(ctx, cache, d, dst, "template t"); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := lgetxattr(filepath.Join(dst, "d"), "trusted.overlay.opaque"); !ok || string(v) != "y" {
+		t.Errorf("opaque mark = %q, %v; want y", v, ok)
+	}
+	for _, name := range []string{"trusted.overlay.redirect", "trusted.other"} {
+		if v, ok := lgetxattr(filepath.Join(dst, "d"), name); ok {
+			t.Errorf("%s = %q reached the host; only archive.LayerXattrs may", name, v)
+		}
 	}
 }
