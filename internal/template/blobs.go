@@ -133,7 +133,7 @@ func (s *Service) localLayers(ctx context.Context, rec Record, b BuildRecord, pu
 // loadFromStore registers a template the registry does not know: one
 // another server sharing the database built (or rebuilt) after this one
 // started. Its layers are pulled on this first use.
-func (s *Service) loadFromStore(ctx context.Context, ref string) (Template, bool, error) {
+func (s *Service) loadFromStore(ctx context.Context, teamID, ref string) (Template, bool, error) {
 	name, _ := SplitRef(ref)
 	if i := strings.LastIndex(name, "/"); i >= 0 {
 		name = name[i+1:]
@@ -154,7 +154,7 @@ func (s *Service) loadFromStore(ctx context.Context, ref string) (Template, bool
 	} else if err != nil {
 		return Template{}, false, err
 	}
-	if rec.CurrentBuild == "" {
+	if rec.CurrentBuild == "" || teamID != "" && rec.TeamID != teamID && !rec.Public {
 		return Template{}, false, nil
 	}
 	b, err := s.store.Build(ctx, rec.CurrentBuild)

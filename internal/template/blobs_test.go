@@ -114,6 +114,10 @@ func TestBuildStartsOnAnotherServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := setup(t, dbPath, t.TempDir(), 0, withBlobs(t, dbPath, st))
+	// Another team learns nothing, not even that loading failed.
+	if _, err := c.reg.ResolveFor(t.Context(), "team2", "shared-app"); !errors.Is(err, errdefs.ErrNotFound) || strings.Contains(err.Error(), "blob") {
+		t.Errorf("another team resolving the private template on C: %v, want a plain not found", err)
+	}
 	_, err = c.reg.ResolveFor(t.Context(), "team1", "shared-app")
 	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), `template "shared-app"`) ||
 		!strings.Contains(err.Error(), "missing from the blob store") {

@@ -524,7 +524,7 @@ func (s *Service) resolveBase(ctx context.Context, teamID string, req StartReque
 	t, ok := s.reg.Get(name)
 	if !ok && s.blobs != nil { // built by another server sharing the database
 		var err error
-		if t, ok, err = s.loadFromStore(ctx, name); err != nil {
+		if t, ok, err = s.loadFromStore(ctx, teamID, name); err != nil {
 			return builder.Base{}, err
 		}
 	}
