@@ -84,6 +84,9 @@ type Config struct {
 	Telemetry telemetry.Config
 	// Pprof serves Go's profiles on this loopback host:port ("" = off).
 	Pprof string
+	// Blob is the blob store templates and paused sandboxes are published
+	// to (--blob-store; blob.go).
+	Blob BlobConfig
 }
 
 // defaultAgentDir finds envd for the sbx binary at exe: beside it (a
@@ -282,6 +285,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if _, err := c.SandboxAllow(); err != nil {
+		return err
+	}
+	if err := c.Blob.Validate(c.DataDir); err != nil {
 		return err
 	}
 	return nil

@@ -226,6 +226,7 @@ type core struct {
 	mgr    *sandbox.Manager
 	tplSvc *template.Service
 	beat   *liveness.Beater // nil on SQLite (one server)
+	blobs  *Blobs
 }
 
 // startCore prepares the host, reattaches running sandboxes, prepares the
@@ -240,6 +241,9 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 		return nil, fmt.Errorf("prepare host for sandboxes: %w", err)
 	}
 	c := &core{reg: template.NewRegistry(log)}
+	if c.blobs, err = openBlobs(ctx, cfg, log, closers); err != nil {
+		return nil, err
+	}
 	c.drv, err = oci.New(oci.Config{Runtime: cfg.Runtime, ExtraArgs: cfg.RuntimeArgs, UserNS: cfg.UserNS,
 		StateDir:   filepath.Join(cfg.DataDir, "runtime", cfg.Runtime),
 		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes")}, log)
@@ -258,6 +262,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 		return nil, err
 	}
 	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir, NodeID: cfg.NodeName}, log, st, c.drv, c.netw, c.reg)
+	c.blobs.wireSandboxes(c.mgr, data) // before Recover, which sweeps sandboxes other nodes took over
 	c.mgr.SetPauseDiskAfter(cfg.PauseDiskAfter)
 	c.mgr.SetTeamCap(cfg.TeamMaxSandboxes, st)
 	c.mgr.SetSlotStore(st) // the cap counts every server's sandboxes (several may share a PostgreSQL)
@@ -290,6 +295,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	c.tplSvc.SetImages(builder.NewImages(filepath.Join(cfg.DataDir, "images"),
 		builder.ImagesConfig{Guard: guard, MaxBytes: int64(cfg.Registry.MaxImageMB) << 20}, log))
 	c.tplSvc.SetLiveSandboxes(liveWithSnapshots{st, c.mgr})
+	c.blobs.wireTemplates(c.tplSvc, data)
 	if err := c.mgr.SetSnapshotRegistry(c.reg); err != nil {
 		return nil, err
 	}

@@ -55,6 +55,34 @@ type Options struct {
 	// Owners gives entries the numeric owners the archive names (image
 	// layers); otherwise they belong to the extracting process.
 	Owners bool
+	// Layer unpacks an overlay layer the server published itself
+	// (internal/blob/layer): character devices 0/0 become whiteouts, and
+	// the extended attributes in LayerXattrs are restored from the
+	// entries' PAX records. Other device nodes are still refused.
+	Layer bool
+}
+
+// LayerXattrs are the extended attributes a layer keeps: the overlay's
+// opaque-directory mark and file capabilities (ping, and what an image
+// grants). No other attribute of a tenant's files reaches the host.
+var LayerXattrs = []string{"trusted.overlay.opaque", "security.capability"}
+
+// xattrPAX prefixes an extended attribute in a PAX record (GNU tar's and
+// Go's spelling).
+const xattrPAX = "SCHILY.xattr."
+
+// layerXattrs returns the allowed extended attributes of an entry.
+func layerXattrs(hdr *tar.Header) map[string][]byte {
+	var out map[string][]byte
+	for _, name := range LayerXattrs {
+		if v, ok := hdr.PAXRecords[xattrPAX+name]; ok {
+			if out == nil {
+				out = map[string][]byte{}
+			}
+			out[name] = []byte(v)
+		}
+	}
+	return out
 }
 
 // Result describes a finished extraction.
@@ -199,16 +227,24 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 	if err != nil {
 		return x.bad("entry %q %v", hdr.Name, err)
 	}
+	if rel == "" && x.opt.Layer && hdr.Typeflag == tar.TypeDir {
+		// A layer's root is the root directory of the sandboxes above it:
+		// its owner and mode are content.
+		return x.root(hdr)
+	}
 	if hdr.Typeflag == tar.TypeXGlobalHeader || rel == "" {
 		return nil
 	}
 	if x.seen++; x.seen > x.opt.MaxEntries {
 		return &LimitError{Name: x.opt.Name, What: "entries", Max: int64(x.opt.MaxEntries), Entry: hdr.Name}
 	}
-	switch hdr.Typeflag {
-	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	whiteout := x.opt.Layer && hdr.Typeflag == tar.TypeChar && hdr.Devmajor == 0 && hdr.Devminor == 0
+	switch {
+	case whiteout:
+	case hdr.Typeflag == tar.TypeChar, hdr.Typeflag == tar.TypeBlock, hdr.Typeflag == tar.TypeFifo:
 		return x.special(hdr, "device nodes and FIFOs are not unpacked (create them with RUN mknod if needed)")
-	case tar.TypeDir, tar.TypeReg, tar.TypeSymlink, tar.TypeLink, tar.TypeGNUSparse:
+	case hdr.Typeflag == tar.TypeDir, hdr.Typeflag == tar.TypeReg, hdr.Typeflag == tar.TypeSymlink,
+		hdr.Typeflag == tar.TypeLink, hdr.Typeflag == tar.TypeGNUSparse:
 	default:
 		return x.special(hdr, fmt.Sprintf("unsupported entry type %q; only files, directories and links are unpacked", hdr.Typeflag))
 	}
@@ -219,6 +255,14 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 	}
 	mode := fs.FileMode(hdr.Mode & 0o777)
 	switch hdr.Typeflag {
+	case tar.TypeChar: // a whiteout (checked above)
+		if err = x.replace(parent, rel, base); err == nil {
+			err = parent.MknodWhiteout(base)
+		}
+		if err == nil && x.opt.Owners {
+			err = parent.Lchown(base, hdr.Uid, hdr.Gid)
+		}
+		x.record(rel, "w", 0, 0, "")
 	case tar.TypeDir:
 		err = x.dir(parent, rel, base, mode|special(hdr.Mode, true), hdr)
 	case tar.TypeReg, tar.TypeGNUSparse:
@@ -240,6 +284,25 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 		return x.pathError(hdr.Name, err)
 	}
 	x.res.Entries++
+	return nil
+}
+
+// root gives the destination itself a layer's root directory's owner, mode
+// and extended attributes.
+func (x *extractor) root(hdr *tar.Header) error {
+	if x.opt.Owners {
+		if err := x.dst.ChownSelf(hdr.Uid, hdr.Gid); err != nil {
+			return err
+		}
+	}
+	if err := x.dst.Chmod(fs.FileMode(hdr.Mode&0o777) | special(hdr.Mode, true)); err != nil {
+		return err
+	}
+	for k, v := range layerXattrs(hdr) {
+		if err := x.dst.Setxattr(k, v); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -349,6 +412,13 @@ func (x *extractor) dir(parent *hostfs.Dir, rel, base string, mode fs.FileMode, 
 	if err := d.Chmod(mode); err != nil {
 		return err
 	}
+	if x.opt.Layer {
+		for k, v := range layerXattrs(hdr) {
+			if err := d.Setxattr(k, v); err != nil {
+				return err
+			}
+		}
+	}
 	x.times = append(x.times, dirTime{rel, hdr.ModTime})
 	x.res.HasDirs = true
 	x.record(rel, "d", mode, 0, "")
@@ -379,6 +449,13 @@ func (x *extractor) file(parent *hostfs.Dir, rel, base string, hdr *tar.Header, 
 	}
 	if err == nil {
 		err = out.Chmod(mode) // after the content: a setuid file is never writable
+	}
+	if err == nil && x.opt.Layer { // after chown, which drops capabilities
+		for k, v := range layerXattrs(hdr) {
+			if err = unix.Fsetxattr(int(out.Fd()), k, v, 0); err != nil {
+				break
+			}
+		}
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr

@@ -34,6 +34,9 @@ Running sandboxes survive a restart of the server: they are reattached on start.
   sudo sbx serve --listen 0.0.0.0:3443 --tls-cert /etc/sbx/tls.crt --tls-key /etc/sbx/tls.key
   # two servers sharing one PostgreSQL database, each with its own data dir:
   sudo sbx serve --database postgres://sbx:secret@db.internal/sbx --node-name host-a
+  # ... sharing templates and paused sandboxes through an S3 bucket too:
+  sudo AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... sbx serve --database postgres://... \
+    --blob-store 's3://sbx-blobs?endpoint=http://s3.internal:8333&region=us-east-1'
   eval "$(sbx env)"   # in another shell: point SDKs and the CLI at the server`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -63,6 +66,10 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	cfg.Liveness = liveness.DefaultConfig
 	f.DurationVar(&cfg.Liveness.Grace, "node-grace", liveness.DefaultConfig.Grace, "with a PostgreSQL --database: how long a server may go without a heartbeat before the others declare it lost and record its running sandboxes killed (node_lost)")
 	f.StringVar(&cfg.Coordination, "coordination", app.DefaultCoordination, "with a PostgreSQL --database: how servers elect the one that sweeps lost nodes, and where nodes heartbeat: kubernetes (Leases in POD_NAMESPACE; in a Pod, its service account, else $KUBECONFIG), postgres (advisory locks, the nodes table), file (a lock on this machine), or auto (kubernetes in a Pod, else postgres)")
+	f.StringVar(&cfg.Blob.URL, "blob-store", "", "where template layers and paused sandboxes are published, so servers sharing --database start and resume each other's: file:///DIR or s3://BUCKET?endpoint=http://HOST:PORT&region=R&prefix=P (default file://<data-dir>/blobs)")
+	f.StringVar(&cfg.Blob.S3AccessKey, "blob-s3-access-key", "", "access key of an s3:// --blob-store (default: $AWS_ACCESS_KEY_ID or $MINIO_ACCESS_KEY)")
+	f.StringVar(&cfg.Blob.S3SecretKeyFile, "blob-s3-secret-key-file", "", "file holding the secret key of --blob-s3-access-key (default: $AWS_SECRET_ACCESS_KEY or $MINIO_SECRET_KEY)")
+	f.IntVar(&cfg.Blob.CacheMB, "blob-cache-size", app.DefaultBlobCacheMB, "MiB of blobs pulled from --blob-store kept in the data dir's cache")
 	f.StringVar(&cfg.NodeName, "node-name", "", "this server's name among servers sharing a database; its sandboxes are its own (default: hostname:port)")
 	f.StringVar(&cfg.Runtime, "runtime", app.DefaultRuntime, "OCI runtime: crun, runc or runsc")
 	f.BoolVar(&cfg.UserNS, "userns", app.DefaultUserNS, "run crun and runc sandboxes in user namespaces of their own: root inside is an unprivileged host user (false: root in a sandbox is host root)")

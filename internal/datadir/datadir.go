@@ -85,7 +85,8 @@ var secretFiles = []string{"sbx.db", "sbx.db-wal", "sbx.db-shm", "sbx.db-journal
 // uploaded build contexts (uploads), the filesystems of sandboxes paused
 // without memory (sandbox-layers) and of sandbox snapshots
 // (sandbox-snapshots).
-var secretDirs = []string{"specs", "checkpoints", "snapshots", "uploads", "sandbox-layers", "sandbox-snapshots"}
+var secretDirs = []string{"specs", "checkpoints", "snapshots", "uploads", "sandbox-layers", "sandbox-snapshots",
+	"blobs", "blob-cache", "blob-spool"} // blobs: the layers above, published (internal/blob)
 
 // shared are entries sandboxes read through bind mounts as their own
 // unprivileged uid: their modes are the owner's (agent/ must stay 0755

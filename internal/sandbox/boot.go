@@ -191,6 +191,7 @@ func (m *Manager) dropMemory(ctx context.Context, l *live) error {
 	m.unscheduleDisk(id)
 	l.agent.close()
 	m.destroy(context.WithoutCancel(ctx), id)
+	m.publishPaused(ctx, l.sb, append([]string{layer}, spec.Lower...))
 	return nil
 }
 

@@ -100,6 +100,10 @@ type Manager struct {
 	templates Templates
 	now       func() time.Time
 
+	// blobs publishes pauses without memory and takes over other nodes'
+	// (blobs.go); nil: paused sandboxes resume on this server only.
+	blobs *Blobs
+
 	mu     sync.Mutex
 	live   map[string]*live
 	pools  map[string]*pool // by template ID (and the ref it was configured by)

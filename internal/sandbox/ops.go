@@ -102,6 +102,9 @@ func (m *Manager) killWith(ctx context.Context, id, reason string, data map[stri
 		m.reclaim(id)
 	}
 	m.forgetFiles(id)
+	if recordErr == nil {
+		m.forgetPublished(context.WithoutCancel(ctx), id)
+	}
 	l.agent.close()
 	if recordErr != nil {
 		return fmt.Errorf("record kill of sandbox %s: %w", id, recordErr)
@@ -191,6 +194,18 @@ func (m *Manager) ConnectMemory(ctx context.Context, teamID, id string, timeout 
 		return sb, false, err
 	}
 	l := m.lookup(id)
+	if l != nil && m.movedAway(ctx, l) { // resumed on another node since
+		l = nil
+	}
+	if l == nil && sb.State != store.StateKilled && m.blobs != nil {
+		// Paused to the blob store by another node: resume it here.
+		if l, err = m.adopt(ctx, teamID, id); err != nil {
+			return sb, false, err
+		}
+		l.mu.Lock()
+		sb = l.sb
+		l.mu.Unlock()
+	}
 	if l == nil || sb.State == store.StateKilled {
 		return sb, false, errdefs.NotFound("sandbox %s not found (it was killed or reached its end of life)", id)
 	}
@@ -314,6 +329,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}
 		m.log.Info("reattached sandbox", "sandbox.id", sb.ID, "end_at", sb.EndAt, "runtime_state", st)
 	}
+	m.sweepMoved(ctx, known)
 	ids, err := m.driver.List(ctx)
 	if err != nil {
 		return fmt.Errorf("list runtime sandboxes: %w", err)

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -129,12 +130,26 @@ func (m *Manager) resume(ctx context.Context, l *live, timeout int64, memory boo
 		change.Data["memory"] = false
 	}
 	if err := m.store.UpdateSandbox(ctx, sb, change); err != nil {
+		if errors.Is(err, store.ErrMoved) && tier == TierFilesystem {
+			// Another node took it over meanwhile: what booted here is
+			// not the sandbox any more.
+			m.destroy(context.WithoutCancel(ctx), id)
+			l.mu.Unlock()
+			m.dropMoved(l, "")
+			return err
+		}
 		_ = p.Pause(context.WithoutCancel(ctx), id)
 		l.mu.Unlock()
 		return err
 	}
 	l.sb = sb
 	l.mu.Unlock()
+	if tier == TierFilesystem {
+		// What was published is its filesystem before this boot: another
+		// node must not resume that once it runs (or is paused with its
+		// memory) here. The next pause without memory publishes again.
+		m.forgetPublished(context.WithoutCancel(ctx), id)
+	}
 	m.arm(l)
 	if tier != TierMemory {
 		m.watchExit(l) // the restored or rebooted init is a new process

@@ -73,6 +73,22 @@ type Registry struct {
 	mu     sync.RWMutex
 	byID   map[string]*Template
 	tagged Tagged // nil: only the current build of each template resolves
+	// loader finds a template the registry does not hold (built by
+	// another server sharing the database); nil: none.
+	loader Loader
+}
+
+// Loader finds a template the registry does not hold. teamID, when not
+// "", is the team asking: another team's private template is not loaded
+// for it (ok false), so neither its existence nor a failure to load it is
+// revealed.
+type Loader func(ctx context.Context, teamID, ref string) (t Template, ok bool, err error)
+
+// SetLoader makes Resolve ask load for templates it does not hold.
+func (r *Registry) SetLoader(load Loader) {
+	r.mu.Lock()
+	r.loader = load
+	r.mu.Unlock()
 }
 
 // Tagged finds the build a tag (or build ID) of a template designates
@@ -152,7 +168,11 @@ func (r *Registry) find(ref string) *Template {
 // "name:tag" resolves to the build the tag designates; no tag, "default"
 // and "latest" (unless assigned as a tag) mean the current build.
 func (r *Registry) Resolve(ctx context.Context, ref string) (Template, error) {
-	t, err := r.resolveCurrent(ctx, ref)
+	return r.resolve(ctx, "", ref)
+}
+
+func (r *Registry) resolve(ctx context.Context, teamID, ref string) (Template, error) {
+	t, err := r.resolveCurrent(ctx, teamID, ref)
 	if err != nil {
 		return t, err
 	}
@@ -172,10 +192,19 @@ func (r *Registry) Resolve(ctx context.Context, ref string) (Template, error) {
 	return tagged.TaggedBuild(ctx, t, tag)
 }
 
-func (r *Registry) resolveCurrent(ctx context.Context, ref string) (Template, error) {
+func (r *Registry) resolveCurrent(ctx context.Context, teamID, ref string) (Template, error) {
 	r.mu.RLock()
-	t := r.find(ref)
+	t, load := r.find(ref), r.loader
 	r.mu.RUnlock()
+	if t == nil && load != nil {
+		lt, ok, err := load(ctx, teamID, ref)
+		if err != nil {
+			return Template{}, err
+		}
+		if ok {
+			return lt, nil
+		}
+	}
 	if t == nil {
 		return Template{}, errdefs.NotFound("template %q not found; list templates with `sbx template list` or GET /templates", ref)
 	}
@@ -200,7 +229,11 @@ func (r *Registry) ResolveFor(ctx context.Context, teamID, ref string) (Template
 	if t, ok := r.Get(ref); ok && t.TeamID != "" && t.TeamID != teamID && !t.Public {
 		return Template{}, errdefs.NotFound("template %q not found; list templates with `sbx template list` or GET /templates", ref)
 	}
-	return r.Resolve(ctx, ref)
+	t, err := r.resolve(ctx, teamID, ref)
+	if err == nil && t.TeamID != "" && t.TeamID != teamID && !t.Public { // loaded by a concurrent Resolve
+		return Template{}, errdefs.NotFound("template %q not found; list templates with `sbx template list` or GET /templates", ref)
+	}
+	return t, err
 }
 
 // Get returns a template by ID or name without waiting.

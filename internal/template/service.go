@@ -83,6 +83,10 @@ type Service struct {
 	// snapshots are sandbox snapshots, which E2B's SDK deletes as
 	// templates (DELETE /templates/{id}); nil: none.
 	snapshots SnapshotDeleter
+	// blobs publishes builds' layers and pulls other servers' (blobs.go);
+	// nil: layers stay local.
+	blobs *Blobs
+	loads keyedMutex // one load from the database per template at a time
 
 	mu      sync.Mutex
 	running map[string]string // template ID -> build ID in progress
@@ -144,6 +148,13 @@ func (s *Service) Load(ctx context.Context) error {
 			s.PruneLoop(s.buildCtx)
 		}()
 	}
+	if s.blobs != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.refreshLoop(s.buildCtx)
+		}()
+	}
 	// Builds that live sandboxes (running, or paused to disk) started from
 	// must be mounted again too, for resume after a host reboot.
 	if s.live != nil {
@@ -153,7 +164,14 @@ func (s *Service) Load(ctx context.Context) error {
 		}
 		for _, sb := range sbs {
 			if b, err := s.store.Build(ctx, sb.BuildID); err == nil && b.Status == StatusReady && len(b.Result.Layers) > 1 {
-				if err := mountLayers(s.rootfsDir(b.ID), b.Result.Layers); err != nil {
+				layers, err := s.localLayers(ctx, Record{ID: b.TemplateID}, b, false)
+				if errors.Is(err, errNotLocal) {
+					continue // another node's sandbox: its node mounts it
+				}
+				if err == nil {
+					err = mountLayers(s.rootfsDir(b.ID), layers)
+				}
+				if err != nil {
 					s.log.Error("mount build of a live sandbox", "sandbox.id", sb.ID, "build.id", b.ID, "err", err)
 				}
 			}
@@ -168,7 +186,9 @@ func (s *Service) Load(ctx context.Context) error {
 			s.log.Error("template build missing", "template.id", r.ID, "build.id", r.CurrentBuild, "err", err)
 			continue
 		}
-		if err := s.register(r, b); err != nil {
+		if err := s.register(ctx, r, b); errors.Is(err, errNotLocal) {
+			s.log.Info("template built elsewhere; its layers are pulled from the blob store on first use", "template.id", r.ID, "build.id", b.ID)
+		} else if err != nil {
 			s.log.Error("cannot register template", "template.id", r.ID, "err", err)
 		}
 	}
@@ -180,8 +200,8 @@ func (s *Service) rootfsDir(buildID string) string {
 }
 
 // register mounts a ready build's layers and puts it in the registry.
-func (s *Service) register(r Record, b BuildRecord) error {
-	t, err := s.templateOf(r, b)
+func (s *Service) register(ctx context.Context, r Record, b BuildRecord) error {
+	t, err := s.templateOf(ctx, r, b, false)
 	if err != nil {
 		return err
 	}
@@ -191,14 +211,20 @@ func (s *Service) register(r Record, b BuildRecord) error {
 
 // templateOf mounts a ready build's layers and describes the template as
 // that build: the current build (register) or a tagged one (name:tag).
-func (s *Service) templateOf(r Record, b BuildRecord) (Template, error) {
+// Layers this server lacks are pulled from the blob store first, unless
+// pull is false (errNotLocal).
+func (s *Service) templateOf(ctx context.Context, r Record, b BuildRecord, pull bool) (Template, error) {
 	if len(b.Result.Layers) == 0 {
 		return Template{}, fmt.Errorf("build %s has no layers", b.ID)
 	}
-	root := b.Result.Layers[0]
-	if len(b.Result.Layers) > 1 {
+	layers, err := s.localLayers(ctx, r, b, pull)
+	if err != nil {
+		return Template{}, err
+	}
+	root := layers[0]
+	if len(layers) > 1 {
 		root = s.rootfsDir(b.ID)
-		if err := mountLayers(root, b.Result.Layers); err != nil {
+		if err := mountLayers(root, layers); err != nil {
 			return Template{}, err
 		}
 	}
@@ -213,7 +239,7 @@ func (s *Service) templateOf(r Record, b BuildRecord) (Template, error) {
 		}
 	}
 	return Template{ID: r.ID, BuildID: b.ID, Names: r.Names, Public: r.Public, TeamID: r.TeamID,
-		Rootfs: root, Layers: b.Result.Layers, CPUCount: r.CPUCount, MemoryMB: r.MemoryMB, DiskMB: r.DiskMB,
+		Rootfs: root, Layers: layers, CPUCount: r.CPUCount, MemoryMB: r.MemoryMB, DiskMB: r.DiskMB,
 		User: b.Result.User, Workdir: b.Result.Workdir, Env: b.Result.Env,
 		StartCmd: startCmd, StartUser: startUser, ReadyCmd: readyCmd, ReadyPort: readyPort, ContentKey: b.Result.ContentKey, NoSnapshot: noSnapshot,
 		CreatedAt: r.CreatedAt, UpdatedAt: b.FinishedAt}, nil
@@ -496,6 +522,12 @@ func (s *Service) resolveBase(ctx context.Context, teamID string, req StartReque
 		name = ref // one of the team's own templates, by name or ID
 	}
 	t, ok := s.reg.Get(name)
+	if !ok && s.blobs != nil { // built by another server sharing the database
+		var err error
+		if t, ok, err = s.loadFromStore(ctx, teamID, name); err != nil {
+			return builder.Base{}, err
+		}
+	}
 	if !ok || (t.TeamID != "" && t.TeamID != teamID) {
 		if req.FromTemplate == "" && s.images != nil {
 			return builder.Base{}, nil // pulled when the build runs
@@ -590,7 +622,12 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 	b.Result = BuildResult{Layers: append(layers, res.Layers...), User: res.User, Workdir: res.Workdir, Env: res.Env,
 		StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, ContentKey: contentKey(base, res)}
 	b.Status, b.FinishedAt = StatusReady, s.now().UTC()
-	t, err := s.templateOf(rec, b)
+	if err := s.publish(ctx, b, logLine); err != nil {
+		logLine("finalize", "error", errdefs.Message(err))
+		s.fail(rec, b, "finalize", err)
+		return
+	}
+	t, err := s.templateOf(ctx, rec, b, true)
 	if err != nil {
 		s.fail(rec, b, "finalize", err)
 		return

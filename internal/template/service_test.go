@@ -61,7 +61,7 @@ type env struct {
 	data  string
 }
 
-func setup(t *testing.T, dbPath, data string, maxUpload int64) *env {
+func setup(t *testing.T, dbPath, data string, maxUpload int64, beforeLoad ...func(*Service)) *env {
 	t.Helper()
 	db := eventstest.OpenDB(t, dbPath)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -72,6 +72,9 @@ func setup(t *testing.T, dbPath, data string, maxUpload int64) *env {
 	ex := &fakeExecutor{}
 	evlog := events.NewLog(db, log)
 	svc := NewService(ServiceConfig{DataDir: data, MaxUploadBytes: maxUpload, PruneEvery: -1}, log, st, reg, ex, evlog)
+	for _, f := range beforeLoad {
+		f(svc)
+	}
 	if err := svc.Load(t.Context()); err != nil {
 		t.Fatal(err)
 	}

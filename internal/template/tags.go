@@ -155,7 +155,7 @@ func (s *Service) TaggedBuild(ctx context.Context, t Template, tag string) (Temp
 	if b.ID == t.BuildID {
 		return t, nil
 	}
-	out, err := s.templateOf(rec, b)
+	out, err := s.templateOf(ctx, rec, b, true)
 	if err != nil {
 		return Template{}, errdefs.Precondition("build %s (tag %q of template %q) cannot be started: %v; rebuild it",
 			b.ID, tag, displayName(rec), err)
@@ -190,7 +190,7 @@ func (s *Service) AssignTags(ctx context.Context, teamID, target string, tags []
 		return "", nil, err
 	}
 	// A build whose layers were pruned cannot start sandboxes: refuse to tag it.
-	if _, err := s.templateOf(rec, b); err != nil {
+	if _, err := s.templateOf(ctx, rec, b, true); err != nil {
 		return "", nil, errdefs.Precondition("build %s of template %q cannot be tagged: %v; rebuild it",
 			b.ID, displayName(rec), err)
 	}

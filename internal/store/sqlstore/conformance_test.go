@@ -37,3 +37,12 @@ func TestNodesConformance(t *testing.T) {
 		})
 	})
 }
+
+// TestLayersConformance runs the published layers' suite on SQLite and PostgreSQL.
+func TestLayersConformance(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, dialect sqldb.Dialect) {
+		storetest.RunLayers(t, func(t *testing.T) storetest.LayersStore {
+			return sqlstore.New(sqldbtest.Open(t, dialect), nil)
+		})
+	})
+}

@@ -82,16 +82,23 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox, change *sto
 		metadata=?7, env_vars=?8, cpu_count=?9, memory_mb=?10, disk_mb=?11, started_at=?12,
 		end_at=?13, killed_at=?14, kill_reason=?15, access_token=?16, allow_internet=?17,
 		auto_pause=?18, execution_id=?19, runtime=?20, netns=?21, node_id=?22
-		WHERE id=?1 AND state != 'killed'`
+		WHERE id=?1 AND state != 'killed' AND (node_id = ?22 OR node_id = '' OR ?22 = '')`
 	// Killed is final: a node declared lost whose sandboxes were recorded
 	// killed (node_lost) can neither bring one back with a stale write nor
 	// record it killed a second time (one killed event per sandbox).
+	// A sandbox another node took over (MoveSandbox: resumed there from
+	// the blob store) is that node's: the first node's writes are refused.
 	return s.write(ctx, change, func(tx *sqldb.Tx) error {
 		res, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("update sandbox %s: %w", sb.ID, err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
+			var node string
+			if tx.QueryRowContext(ctx, `SELECT node_id FROM sandboxes WHERE id = ? AND state != 'killed'`, sb.ID).Scan(&node) == nil &&
+				node != sb.NodeID {
+				return errdefs.Wrap(errdefs.ErrNotFound, store.ErrMoved, "sandbox %s runs on node %q now, not on %q", sb.ID, node, sb.NodeID)
+			}
 			return errdefs.NotFound("sandbox %s not found", sb.ID)
 		}
 		return nil
