@@ -59,7 +59,9 @@ func TestVerify(t *testing.T) {
 			return r
 		}, t0, "", "invalid X-Sbx-Cluster-Auth"},
 		{"an old signature (replayed later)", func() *http.Request { return signed(t, testSecret, t0, "GET", "/sandboxes", "team1") }, t0.Add(61 * time.Second), "", "away from this node's clock"},
-		{"a signature from the future", func() *http.Request { return signed(t, testSecret, t0.Add(2*time.Minute), "GET", "/sandboxes", "team1") }, t0, "", "away from this node's clock"},
+		{"a signature from the future", func() *http.Request {
+			return signed(t, testSecret, t0.Add(2*time.Minute), "GET", "/sandboxes", "team1")
+		}, t0, "", "away from this node's clock"},
 		{"a signature for another team", func() *http.Request {
 			r := signed(t, testSecret, t0, "GET", "/sandboxes", "team1")
 			r.Header.Set(Header, strings.Replace(r.Header.Get(Header), "team=team1", "team=team2", 1))
