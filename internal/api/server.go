@@ -98,6 +98,7 @@ type Server struct {
 	volumes   Volumes         // nil until SetVolumes
 	cleanups  []teamCleanup   // data removed with a team (OnTeamDeleted)
 	snapCap   snapshotCap     // --team-max-snapshots
+	cluster   ClusterVerifier // set on a --role node: only api replicas are served (cluster.go)
 }
 
 // New builds the API server. extra registrars add authenticated routes.
@@ -158,6 +159,10 @@ func (s *Server) routes() {
 // API. Each branch names its route for the access log, metrics and traces
 // (telemetry.SetRoute): a pattern or a fixed word, never a path.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.cluster != nil {
+		s.serveNode(w, r)
+		return
+	}
 	ctx := r.Context()
 	if t, ok, err := s.proxy.Match(r); ok {
 		telemetry.SetRoute(ctx, "proxy")

@@ -117,14 +117,17 @@ func NewSigner(s Secret) *Signer { return &Signer{secret: s, now: time.Now} }
 // Sign sets r's cluster signature for team ("" for sandbox traffic, which
 // the sandbox's own tokens authorize). r.URL must be final: the node
 // checks the request URI it receives.
-func (g *Signer) Sign(r *http.Request, team string) error {
+func (g *Signer) Sign(r *http.Request, team string) error { return g.SignAt(r, team, g.now()) }
+
+// SignAt is Sign with the signature's time given (tests of the window).
+func (g *Signer) SignAt(r *http.Request, team string, at time.Time) error {
 	if !teamPattern.MatchString(team) {
 		return fmt.Errorf("cluster signature: team ID %q has characters a signature cannot carry", team)
 	}
 	var n [16]byte
 	_, _ = rand.Read(n[:])
 	nonce := hex.EncodeToString(n[:])
-	ts := g.now().Unix()
+	ts := at.Unix()
 	sig := g.secret.mac(ts, nonce, r.Method, r.URL.RequestURI(), team)
 	r.Header.Set(Header, fmt.Sprintf("v1;t=%d;n=%s;team=%s;sig=%s", ts, nonce, team, hex.EncodeToString(sig)))
 	return nil

@@ -1,0 +1,247 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/cluster"
+	"github.com/sbxdev/sbx/internal/datadir"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
+	"github.com/sbxdev/sbx/internal/store/sqldb/sqldbtest"
+	"github.com/sbxdev/sbx/internal/testenv"
+	"github.com/sbxdev/sbx/sdk"
+	"github.com/sbxdev/sbx/tests/harness"
+)
+
+// testCluster is one PostgreSQL, one api replica and two nodes.
+type testCluster struct {
+	api    *Server
+	nodes  []*Server
+	secret string
+}
+
+// startCluster starts `sbx serve --role api` and two `--role node` on one
+// fresh PostgreSQL database and one cluster secret. The nodes get the api
+// replica's key files, as an operator copies them; no warm pools (two
+// nodes on two shared cores), no snapshot runtime.
+func startCluster(t *testing.T) *testCluster {
+	t.Helper()
+	testenv.Require(t, testenv.Postgres)
+	dsn := sqldbtest.DSN(t, sqldb.Postgres)
+	c := &testCluster{secret: "e2e-cluster-secret-0123456789abcdef0123456789"}
+	secretFile := filepath.Join(t.TempDir(), "cluster-secret")
+	if err := os.WriteFile(secretFile, []byte(c.secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"--database", dsn, "--cluster-secret-file", secretFile, "--node-grace", "10m"}
+	c.api = StartServer(t, append([]string{"--role", "api", "--node-name", "api-1"}, common...)...)
+	for _, name := range []string{"node-1", "node-2"} {
+		n := harness.StartNodeServer(t, func(dir string) {
+			for _, f := range []string{datadir.Layout{Root: c.api.DataDir}.APIKey(), datadir.Layout{Root: c.api.DataDir}.AdminKey()} {
+				v, err := os.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), v, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, append([]string{"--role", "node", "--node-name", name, "--snapshot-runtime", "none",
+			"--pool", "base=0,code-interpreter=0,*=0"}, common...)...)
+		c.nodes = append(c.nodes, n)
+	}
+	return c
+}
+
+// nodeOf tells which node runs sandbox id (its container's runtime root).
+func (c *testCluster) nodeOf(t *testing.T, id string) int {
+	t.Helper()
+	for i, n := range c.nodes {
+		if _, ok := n.CrunStates(t)[id]; ok {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestClusterRoles (cluster issue): through one api replica, sandboxes
+// are placed on both nodes and every call and sandbox stream reaches the
+// node that runs them; the nodes refuse API keys and forged or replayed
+// cluster signatures.
+func TestClusterRoles(t *testing.T) {
+	c := startCluster(t)
+	client := c.api.Client(t)
+
+	// The nodes register with their first heartbeat; the api replica
+	// reads them within a second.
+	var sbs []*sdk.Sandbox
+	deadline := time.Now().Add(60 * time.Second)
+	for len(sbs) < 6 {
+		s, err := client.Create(opCtx(t), sdk.CreateOptions{Timeout: 10 * time.Minute})
+		if err != nil {
+			if time.Now().Before(deadline) && strings.Contains(err.Error(), "node") {
+				time.Sleep(500 * time.Millisecond)
+				continue
+			}
+			t.Fatalf("create %d through the api replica: %v\napi log:\n%s", len(sbs), err, c.api.Log())
+		}
+		createdIDs.Store(s.ID, true)
+		t.Cleanup(func() { // before the servers stop (cleanups run last first)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := s.Kill(ctx); err != nil && !sdk.IsNotFound(err) {
+				t.Errorf("cleanup: kill %s through the api replica: %v", s.ID, err)
+			}
+		})
+		sbs = append(sbs, s)
+	}
+	on := map[int][]string{}
+	for _, s := range sbs {
+		i := c.nodeOf(t, s.ID)
+		if i < 0 {
+			t.Fatalf("sandbox %s runs on no node", s.ID)
+		}
+		on[i] = append(on[i], s.ID)
+	}
+	t.Logf("placement: node-1 %d sandboxes, node-2 %d", len(on[0]), len(on[1]))
+	if len(on[0]) == 0 || len(on[1]) == 0 {
+		t.Errorf("6 sandboxes all went to one node: %v", on)
+	}
+
+	// Commands (a stream) and files (an upload and a download) on a
+	// sandbox of each node, through the api replica's proxy.
+	for i := range c.nodes {
+		if len(on[i]) == 0 {
+			continue
+		}
+		var s *sdk.Sandbox
+		for _, sb := range sbs {
+			if sb.ID == on[i][0] {
+				s = sb
+			}
+		}
+		res, err := s.Commands.Run(opCtx(t), "echo hello from $(hostname)", sdk.RunOptions{})
+		if err != nil || !strings.HasPrefix(res.Stdout, "hello from") {
+			t.Fatalf("command in %s on node-%d: %+v, %v", s.ID, i+1, res, err)
+		}
+		payload := bytes.Repeat([]byte("sbx cluster "), 200_000) // 2.4 MB: streamed, not buffered
+		if _, err := s.Files.Write(opCtx(t), "/tmp/routed.txt", payload); err != nil {
+			t.Fatalf("write a file in %s on node-%d: %v", s.ID, i+1, err)
+		}
+		got, err := s.Files.Read(opCtx(t), "/tmp/routed.txt")
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Fatalf("read the file back from %s: %d bytes, %v; want %d", s.ID, len(got), err, len(payload))
+		}
+	}
+
+	// Reads (the database), set-timeout and kill (the owning node).
+	victim := sbs[0]
+	if err := victim.SetTimeout(opCtx(t), 20*time.Minute); err != nil {
+		t.Fatalf("set timeout through the api replica: %v", err)
+	}
+	list, err := client.List(opCtx(t), sdk.ListOptions{})
+	if err != nil || len(list) < len(sbs) {
+		t.Fatalf("list through the api replica: %d sandboxes, %v; want %d", len(list), err, len(sbs))
+	}
+	if err := victim.Kill(opCtx(t)); err != nil {
+		t.Fatalf("kill through the api replica: %v", err)
+	}
+	if _, err := client.Get(opCtx(t), victim.ID); !sdk.IsNotFound(err) {
+		t.Errorf("get a killed sandbox = %v; want not found", err)
+	}
+	if st, ok := c.nodes[c.nodeOfKilled(t, victim.ID, on)].CrunStates(t)[victim.ID]; ok && st == "running" {
+		t.Errorf("the killed sandbox's container still runs")
+	}
+
+	checkNodeRefusals(t, c, sbs[1])
+}
+
+// nodeOfKilled is the node a sandbox was on before it was killed.
+func (c *testCluster) nodeOfKilled(t *testing.T, id string, on map[int][]string) int {
+	for i, ids := range on {
+		for _, x := range ids {
+			if x == id {
+				return i
+			}
+		}
+	}
+	t.Fatalf("sandbox %s was on no node", id)
+	return 0
+}
+
+// checkNodeRefusals: a node serves requests signed with the cluster
+// secret for a team, and nothing else.
+func checkNodeRefusals(t *testing.T, c *testCluster, live *sdk.Sandbox) {
+	teams, err := c.api.Client(t).ListTeams(opCtx(t))
+	if err != nil || len(teams) != 1 {
+		t.Fatalf("the team: %+v, %v", teams, err)
+	}
+	team := teams[0].TeamID
+	node := c.nodes[c.nodeOf(t, live.ID)]
+	path := "/sandboxes/" + live.ID
+	secret, err := cluster.NewSecret(c.secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := func(at time.Time, team string) http.Header {
+		r, _ := http.NewRequest(http.MethodGet, node.URL+path, nil)
+		if err := cluster.NewSigner(secret).SignAt(r, team, at); err != nil {
+			t.Fatal(err)
+		}
+		return r.Header
+	}
+	send := func(h http.Header) harness.RawResponse {
+		m := map[string]string{}
+		for k := range h {
+			m[k] = h.Get(k)
+		}
+		return node.Raw(t, http.MethodGet, path, "", m)
+	}
+
+	good := signed(time.Now(), team)
+	if r := send(good); r.Status != http.StatusOK || !strings.Contains(r.Body, live.ID) {
+		t.Fatalf("a signed request to the node = %d %s; want 200 with the sandbox", r.Status, r.Body)
+	}
+	forged := signed(time.Now(), team)
+	forged.Set(cluster.Header, strings.Replace(forged.Get(cluster.Header), "sig=", "sig=00", 1)[:len(forged.Get(cluster.Header))])
+	other, _ := cluster.NewSecret("another-cluster-0123456789abcdef0123456789")
+	wrongKey, _ := http.NewRequest(http.MethodGet, node.URL+path, nil)
+	_ = cluster.NewSigner(other).Sign(wrongKey, team)
+	otherTeam := signed(time.Now(), team)
+	otherTeam.Set(cluster.Header, strings.Replace(otherTeam.Get(cluster.Header), "team="+team, "team=someone-else", 1))
+
+	for _, tc := range []struct {
+		name    string
+		headers http.Header
+		want    string
+	}{
+		{"the tenant's API key", http.Header{"X-Api-Key": {c.api.APIKey}}, "refuses API keys"},
+		{"no credentials", http.Header{}, "must come from an api replica"},
+		{"a replay of a used signature", good, "already used"},
+		{"an old signature", signed(time.Now().Add(-2*time.Minute), team), "away from this node's clock"},
+		{"a forged signature", forged, "does not match"},
+		{"another cluster's secret", wrongKey.Header, "does not match"},
+		{"a signature moved to another team", otherTeam, "does not match"},
+	} {
+		r := send(tc.headers)
+		if r.Status != http.StatusUnauthorized || !strings.Contains(r.Body, tc.want) {
+			t.Errorf("%s straight to a node = %d %s; want 401 saying %q", tc.name, r.Status, r.Body, tc.want)
+		}
+	}
+	// Sandbox traffic straight to a node with the sandbox's own token is
+	// refused too: only api replicas reach a node's proxy.
+	r := node.Raw(t, http.MethodGet, "/files?path=/etc/hostname", "", map[string]string{"E2b-Sandbox-Id": live.ID, "E2b-Sandbox-Port": "49983",
+		"X-Access-Token": live.EnvdAccessToken})
+	if r.Status != http.StatusUnauthorized {
+		t.Errorf("sandbox traffic straight to a node = %d %s; want 401", r.Status, r.Body)
+	}
+	if r := node.Raw(t, http.MethodGet, "/health", "", nil); r.Status != http.StatusOK {
+		t.Errorf("GET /health on a node = %d; want 200 (probes)", r.Status)
+	}
+}
