@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"regexp"
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/cluster"
@@ -81,4 +82,34 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mux.ServeHTTP(w, r.WithContext(auth.WithTeam(ctx, auth.Team{ID: team.ID, Name: team.Name})))
+}
+
+// SandboxForwarder sends an API request about one sandbox to the node
+// that runs it (an api replica: internal/cluster.Forwarder).
+type SandboxForwarder interface {
+	ForwardSandbox(w http.ResponseWriter, r *http.Request, teamID, id string)
+}
+
+// SetSandboxForwarder makes an api replica forward the sandbox routes it
+// holds no state for to the sandbox's node (nodeSideRoute).
+func (s *Server) SetSandboxForwarder(f SandboxForwarder) { s.forwarder = f }
+
+// nodeSideRoute matches the per-sandbox routes a node answers from its
+// manager: logs, metrics, refreshes, snapshots, fork, network. The others
+// (get, kill, timeout, connect, pause, resume) go through Sandboxes.
+var nodeSideRoute = regexp.MustCompile(`^/(?:v2/)?sandboxes/([a-z0-9]+)/(?:logs|metrics|refreshes|snapshots|fork|network)$`)
+
+// forwardToNode forwards r when it is a node-side route of a team's
+// sandbox on an api replica; false when it is not one.
+func (s *Server) forwardToNode(w http.ResponseWriter, r *http.Request, t auth.Team) bool {
+	if s.forwarder == nil || t.ID == "" {
+		return false
+	}
+	m := nodeSideRoute.FindStringSubmatch(r.URL.Path)
+	if m == nil {
+		return false
+	}
+	telemetry.SetRoute(r.Context(), "forward to node")
+	s.forwarder.ForwardSandbox(w, r, t.ID, m[1])
+	return true
 }

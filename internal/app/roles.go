@@ -176,6 +176,7 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	// Traffic tokens and the sandbox domain; egress policies are the
 	// nodes' (creates asking for one are refused here for now).
 	apiSrv.SetNetworking(nil, sqlstore.NewNetworks(data.DB), advertised)
+	apiSrv.SetSandboxForwarder(cluster.NewForwarder(sbs, signer, log))
 	runUntilClosed(ctx, closers, "key revocations", log, func(ctx context.Context) error {
 		return data.DB.Listen(ctx, store.KeysChannel, apiSrv.KeysRevoked)
 	})

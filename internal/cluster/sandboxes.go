@@ -203,3 +203,32 @@ func (s *Sandboxes) PauseTo(ctx context.Context, teamID, id, tier string) error 
 	_, err := s.forward(ctx, teamID, id, http.MethodPost, path, struct{}{}, nil)
 	return err
 }
+
+// ConnectMemory is Connect with E2B's memory flag (false: boot the paused
+// sandbox again from its filesystem).
+func (s *Sandboxes) ConnectMemory(ctx context.Context, teamID, id string, timeout time.Duration, memory bool) (store.Sandbox, bool, error) {
+	body := struct {
+		Timeout *int64 `json:"timeout,omitempty"`
+		Memory  bool   `json:"memory"`
+	}{Memory: memory}
+	if timeout > 0 {
+		secs := int64(timeout / time.Second)
+		body.Timeout = &secs
+	}
+	status, err := s.forward(ctx, teamID, id, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/connect", body, nil)
+	if err != nil {
+		return store.Sandbox{}, false, err
+	}
+	sb, err := s.Get(ctx, teamID, id)
+	return sb, status == http.StatusCreated, err
+}
+
+// PauseMemory is Pause with E2B's memory flag (false: keep only the
+// filesystem).
+func (s *Sandboxes) PauseMemory(ctx context.Context, teamID, id string, keepMemory bool) error {
+	body := struct {
+		Memory bool `json:"memory"`
+	}{keepMemory}
+	_, err := s.forward(ctx, teamID, id, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/pause", body, nil)
+	return err
+}

@@ -3,10 +3,12 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +20,9 @@ import (
 	"github.com/sbxdev/sbx/sdk"
 	"github.com/sbxdev/sbx/tests/harness"
 )
+
+// clusterDomain routes sandbox host names (<port>-<id>.<domain>).
+const clusterDomain = "sbx.test"
 
 // testCluster is one PostgreSQL, one api replica and two nodes.
 type testCluster struct {
@@ -39,7 +44,7 @@ func startCluster(t *testing.T) *testCluster {
 	if err := os.WriteFile(secretFile, []byte(c.secret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	common := []string{"--database", dsn, "--cluster-secret-file", secretFile, "--node-grace", "10m"}
+	common := []string{"--database", dsn, "--cluster-secret-file", secretFile, "--node-grace", "10m", "--domain", clusterDomain}
 	c.api = StartServer(t, append([]string{"--role", "api", "--node-name", "api-1"}, common...)...)
 	for _, name := range []string{"node-1", "node-2"} {
 		n := harness.StartNodeServer(t, func(dir string) {
@@ -137,6 +142,9 @@ func TestClusterRoles(t *testing.T) {
 		got, err := s.Files.Read(opCtx(t), "/tmp/routed.txt")
 		if err != nil || !bytes.Equal(got, payload) {
 			t.Fatalf("read the file back from %s: %d bytes, %v; want %d", s.ID, len(got), err, len(payload))
+		}
+		if i == 0 {
+			checkRoutedStreams(t, c, s, payload)
 		}
 	}
 
@@ -243,5 +251,72 @@ func checkNodeRefusals(t *testing.T, c *testCluster, live *sdk.Sandbox) {
 	}
 	if r := node.Raw(t, http.MethodGet, "/health", "", nil); r.Status != http.StatusOK {
 		t.Errorf("GET /health on a node = %d; want 200 (probes)", r.Status)
+	}
+}
+
+// checkRoutedStreams: a terminal, a signed download URL (which names no
+// sandbox), host-routed port traffic and the node-side API routes (logs,
+// metrics) of a sandbox, all through the api replica.
+func checkRoutedStreams(t *testing.T, c *testCluster, s *sdk.Sandbox, file []byte) {
+	var mu sync.Mutex
+	var out bytes.Buffer
+	term, err := s.Pty.Create(opCtx(t), sdk.PtyOptions{OnData: func(b []byte) { mu.Lock(); out.Write(b); mu.Unlock() }})
+	if err != nil {
+		t.Fatalf("open a terminal through the api replica: %v", err)
+	}
+	if err := s.Pty.SendInput(opCtx(t), term.PID, []byte("echo pty-$((6*7))\n")); err != nil {
+		t.Fatalf("terminal input: %v", err)
+	}
+	waitFor(t, "the terminal's output", func() bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(out.String(), "pty-42") })
+	_ = s.Pty.Kill(opCtx(t), term.PID)
+
+	u, err := s.Files.DownloadURL("/tmp/routed.txt", sdk.FileURLOptions{Expires: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(u, c.api.URL+"/files?") {
+		t.Fatalf("download URL %s is not on the api replica %s", u, c.api.URL)
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, file) {
+		t.Fatalf("GET the signed download URL = %d, %d bytes; want 200 and the %d bytes written", resp.StatusCode, len(got), len(file))
+	}
+
+	if _, err := s.Commands.Start(opCtx(t), "mkdir -p /tmp/www && echo served-by-sandbox > /tmp/www/index.html && "+
+		"cd /tmp/www && exec python3 -m http.server 8001", sdk.RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "host-routed port 8001", func() bool {
+		req, _ := http.NewRequestWithContext(opCtx(t), http.MethodGet, c.api.URL+"/index.html", nil)
+		req.Host = "8001-" + s.ID + "." + clusterDomain
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK && strings.Contains(string(b), "served-by-sandbox")
+	})
+
+	for _, path := range []string{"/v2/sandboxes/" + s.ID + "/logs", "/sandboxes/" + s.ID + "/metrics"} {
+		if r := c.api.Raw(t, http.MethodGet, path, "", map[string]string{"X-API-Key": c.api.APIKey}); r.Status != http.StatusOK {
+			t.Errorf("GET %s through the api replica = %d %s; want 200 (answered by the node)", path, r.Status, r.Body)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 30 s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
