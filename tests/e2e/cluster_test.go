@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -318,5 +319,35 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("%s: not within 30 s", what)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestClusterNodeDown: creates through the api replica keep succeeding
+// right after a node dies, before its heartbeat goes stale: a create sent
+// to the dead node fails to connect and is placed again on the other.
+func TestClusterNodeDown(t *testing.T) {
+	c := startCluster(t)
+	client := c.api.Client(t)
+	waitFor(t, "both nodes in the api replica's view", func() bool {
+		r := c.api.Raw(t, http.MethodPost, "/sandboxes", `{"templateID":"base","timeout":1}`, map[string]string{"X-API-Key": c.api.APIKey})
+		return r.Status == http.StatusCreated
+	})
+	c.nodes[1].Stop(syscall.SIGKILL)
+	for i := range 4 {
+		s, err := client.Create(opCtx(t), sdk.CreateOptions{Timeout: 5 * time.Minute})
+		if err != nil {
+			t.Fatalf("create %d after node-2 died: %v\napi log:\n%s", i, err, c.api.Log())
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_ = s.Kill(ctx)
+		})
+		if n := c.nodeOf(t, s.ID); n != 0 {
+			t.Errorf("sandbox %s is on node %d; want node-1, the one alive", s.ID, n+1)
+		}
+	}
+	if strings.Contains(c.api.Log(), "trying another") {
+		t.Logf("a create went to the dead node and was placed again on node-1")
 	}
 }
