@@ -60,7 +60,9 @@ func (n *node) requests() []seen {
 	return append([]seen(nil), n.got...)
 }
 
-func newStore(t *testing.T) *sqlstore.Store { return sqlstore.New(sqldbtest.Open(t, sqldb.SQLite), nil) }
+func newStore(t *testing.T) *sqlstore.Store {
+	return sqlstore.New(sqldbtest.Open(t, sqldb.SQLite), nil)
+}
 
 func register(t *testing.T, st *sqlstore.Store, id, url string, cpu int64, beat time.Time) {
 	t.Helper()
