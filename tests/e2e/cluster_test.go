@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -158,9 +159,22 @@ func TestClusterRoles(t *testing.T) {
 	if err != nil || len(list) < len(sbs) {
 		t.Fatalf("list through the api replica: %d sandboxes, %v; want %d", len(list), err, len(sbs))
 	}
+	seen := streamEvents(t, c.api) // written by the node, streamed by the api replica
 	if err := victim.Kill(opCtx(t)); err != nil {
 		t.Fatalf("kill through the api replica: %v", err)
 	}
+	waitFor(t, "the killed event on the api replica's stream", func() bool {
+		for {
+			select {
+			case ev := <-seen:
+				if ev.SandboxID == victim.ID && ev.Type == "sandbox.lifecycle.killed" {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
 	if _, err := client.Get(opCtx(t), victim.ID); !sdk.IsNotFound(err) {
 		t.Errorf("get a killed sandbox = %v; want not found", err)
 	}
@@ -169,6 +183,34 @@ func TestClusterRoles(t *testing.T) {
 	}
 
 	checkNodeRefusals(t, c, sbs[1])
+	runJSThroughAPIReplica(t, c)
+}
+
+// runJSThroughAPIReplica: the official E2B JavaScript SDK, pointed at the
+// api replica only, creates a sandbox, runs a command and writes and
+// reads a file.
+func runJSThroughAPIReplica(t *testing.T, c *testCluster) {
+	t.Helper()
+	module := filepath.Join(harness.RepoRoot(t), "tests", "e2b-js", "node_modules", "e2b", "dist", "index.mjs")
+	if _, err := os.Stat(module); err != nil {
+		t.Fatalf("the E2B JS SDK is missing (%v): run `make js-deps`", err)
+	}
+	script := `
+const { Sandbox } = await import(process.argv[1])
+const sbx = await Sandbox.create('base')
+try {
+  const r = await sbx.commands.run('echo js-through-api')
+  await sbx.files.write('/tmp/js.txt', 'written by js')
+  const back = await sbx.files.read('/tmp/js.txt')
+  console.log(JSON.stringify({ id: sbx.sandboxId, stdout: r.stdout.trim(), file: back }))
+} finally { await sbx.kill() }
+`
+	cmd := exec.CommandContext(opCtx(t), "node", "--input-type=module", "-e", script, "file://"+module)
+	cmd.Env = append(os.Environ(), "E2B_API_URL="+c.api.URL, "E2B_SANDBOX_URL="+c.api.URL, "E2B_API_KEY="+c.api.APIKey)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"stdout":"js-through-api"`) || !strings.Contains(string(out), `"file":"written by js"`) {
+		t.Fatalf("E2B JS SDK through the api replica: %v\n%s", err, out)
+	}
 }
 
 // nodeOfKilled is the node a sandbox was on before it was killed.
