@@ -46,8 +46,19 @@ func NewNodes(repo NodeLister, stale time.Duration, log *slog.Logger) *Nodes {
 	return n
 }
 
-// Nodes is the placement.NodeSource.
-func (n *Nodes) Nodes(ctx context.Context) ([]placement.Node, error) { return n.cache.Nodes(ctx) }
+// Nodes is the placement.NodeSource. An empty view is read again first
+// (at most every 100 ms): the first nodes of a cluster that just started
+// take creates at once, not a refresh later.
+func (n *Nodes) Nodes(ctx context.Context) ([]placement.Node, error) {
+	nodes, err := n.cache.Nodes(ctx)
+	if len(nodes) == 0 && time.Duration(n.now().UnixNano()-n.lastAt.Load()) > 100*time.Millisecond {
+		if err := n.Refresh(ctx); err != nil {
+			return nil, err
+		}
+		return n.cache.Nodes(ctx)
+	}
+	return nodes, err
+}
 
 // Refresh reads the rows once.
 func (n *Nodes) Refresh(ctx context.Context) error {

@@ -37,7 +37,7 @@ type testCluster struct {
 // fresh PostgreSQL database and one cluster secret. The nodes get the api
 // replica's key files, as an operator copies them; no warm pools (two
 // nodes on two shared cores), no snapshot runtime.
-func startCluster(t *testing.T) *testCluster {
+func startCluster(t testing.TB) *testCluster {
 	t.Helper()
 	testenv.Require(t, testenv.Postgres)
 	dsn := sqldbtest.DSN(t, sqldb.Postgres)
@@ -67,7 +67,7 @@ func startCluster(t *testing.T) *testCluster {
 }
 
 // nodeOf tells which node runs sandbox id (its container's runtime root).
-func (c *testCluster) nodeOf(t *testing.T, id string) int {
+func (c *testCluster) nodeOf(t testing.TB, id string) int {
 	t.Helper()
 	for i, n := range c.nodes {
 		if _, ok := n.CrunStates(t)[id]; ok {
