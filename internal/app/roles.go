@@ -11,10 +11,13 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/sbxdev/sbx/internal/api"
 	"github.com/sbxdev/sbx/internal/cluster"
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/leader"
+	"github.com/sbxdev/sbx/internal/liveness"
 	"github.com/sbxdev/sbx/internal/placement"
 	"github.com/sbxdev/sbx/internal/proxy"
 	"github.com/sbxdev/sbx/internal/sandbox"
@@ -105,9 +108,16 @@ const DefaultCPUOvercommit = 32
 // cores times the overcommit. Memory: what the host uses (MemTotal -
 // MemAvailable) against MemTotal: limits are ceilings too, and the memory
 // sandboxes really take is what runs a host out.
-func nodeLoad(advertise string, overcommit float64, mgr *sandbox.Manager) func() store.NodeLoad {
+//
+// Until ready is set (the API serves), the heartbeat carries no load: the
+// node is registered (nobody sweeps it while it reattaches its sandboxes)
+// but api replicas do not place on it yet.
+func nodeLoad(advertise string, overcommit float64, mgr *sandbox.Manager, ready *atomic.Bool) func() store.NodeLoad {
 	cpu := int64(float64(goruntime.NumCPU()) * 1000 * overcommit)
 	return func() store.NodeLoad {
+		if !ready.Load() {
+			return store.NodeLoad{}
+		}
 		total, avail := hostMemoryMiB()
 		l := store.NodeLoad{AdvertiseURL: advertise, CPUMillis: cpu, MemoryMiB: total, ReservedMemoryMiB: max(total-avail, 0)}
 		for _, sb := range mgr.Live() {
@@ -179,6 +189,13 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	apiSrv.SetSandboxForwarder(cluster.NewForwarder(sbs, signer, log))
 	runUntilClosed(ctx, closers, "key revocations", log, func(ctx context.Context) error {
 		return data.DB.Listen(ctx, store.KeysChannel, apiSrv.KeysRevoked)
+	})
+	// The sweep of silent nodes: api replicas campaign for it with the
+	// nodes (one leads), so it runs while any process of the cluster does.
+	sweeper := liveness.NewSweeper(st, cfg.Liveness, log)
+	elector := &leader.Postgres{DB: data.DB, Log: log}
+	runUntilClosed(ctx, closers, "node sweep", log, func(ctx context.Context) error {
+		return elector.Campaign(ctx, "node-sweep", sweeper.Run)
 	})
 	mw := &telemetry.Middleware{Log: log.With("component", "http"), Tracing: tracing,
 		Quiet: map[string]bool{"GET /health": true}}

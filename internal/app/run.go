@@ -128,10 +128,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		"database", data.DB.Dialect(), "node", cfg.NodeName, "role", cfg.Role, "advertise_url", cfg.AdvertiseURL)
 
 	var handler http.Handler
+	var c *core
 	if cfg.Role == RoleAPI {
 		handler, err = startAPIRole(ctx, cfg, log, data, tracing, &closers)
 	} else {
-		var c *core
 		if c, err = startCore(ctx, cfg, log, data, &closers); err != nil {
 			return err
 		}
@@ -141,6 +141,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	front.handler.Store(&handler)
+	if c != nil {
+		c.serving.Store(true)
+	}
 	log.Info("sbx ready", "addr", front.addr)
 
 	select {
@@ -236,6 +239,9 @@ type core struct {
 	mgr    *sandbox.Manager
 	tplSvc *template.Service
 	beat   *liveness.Beater // nil on SQLite (one server)
+	// serving is set once the API serves: a node's heartbeat offers it
+	// to api replicas from then on (roles.go).
+	serving atomic.Bool
 }
 
 // startCore prepares the host, reattaches running sandboxes, prepares the
@@ -487,7 +493,7 @@ func startLiveness(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 			_ = c.mgr.KillWithReason(ctx, sb.ID, liveness.ReasonNodeLost)
 		}
 	})
-	c.beat.SetLoad(nodeLoad(cfg.AdvertiseURL, cfg.CPUOvercommit, c.mgr))
+	c.beat.SetLoad(nodeLoad(cfg.AdvertiseURL, cfg.CPUOvercommit, c.mgr, &c.serving))
 	if err := c.beat.Beat(ctx); err != nil {
 		return fmt.Errorf("register node %s in the database: %w", cfg.NodeName, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,7 +38,7 @@ type testCluster struct {
 // fresh PostgreSQL database and one cluster secret. The nodes get the api
 // replica's key files, as an operator copies them; no warm pools (two
 // nodes on two shared cores), no snapshot runtime.
-func startCluster(t testing.TB) *testCluster {
+func startCluster(t testing.TB, extra ...string) *testCluster {
 	t.Helper()
 	testenv.Require(t, testenv.Postgres)
 	dsn := sqldbtest.DSN(t, sqldb.Postgres)
@@ -47,6 +48,7 @@ func startCluster(t testing.TB) *testCluster {
 		t.Fatal(err)
 	}
 	common := []string{"--database", dsn, "--cluster-secret-file", secretFile, "--node-grace", "10m", "--domain", clusterDomain}
+	common = append(common, extra...) // later flags win
 	c.api = StartServer(t, append([]string{"--role", "api", "--node-name", "api-1"}, common...)...)
 	for _, name := range []string{"node-1", "node-2"} {
 		n := harness.StartNodeServer(t, func(dir string) {
@@ -63,6 +65,28 @@ func startCluster(t testing.TB) *testCluster {
 			"--pool", "base=0,code-interpreter=0,*=0"}, common...)...)
 		c.nodes = append(c.nodes, n)
 	}
+	// Both nodes offer themselves once their API serves; the api
+	// replica reads them within a refresh.
+	db, err := sqldb.Open(context.Background(), dsn, sqldb.Options{NoMigrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var n int
+		if err := db.QueryRowContext(context.Background(), `SELECT COUNT(*) FROM nodes WHERE advertise_url <> ''`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == len(c.nodes) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d nodes offer themselves after 60 s", n, len(c.nodes))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(cluster.RefreshEvery + 200*time.Millisecond)
 	return c
 }
 
@@ -85,17 +109,10 @@ func TestClusterRoles(t *testing.T) {
 	c := startCluster(t)
 	client := c.api.Client(t)
 
-	// The nodes register with their first heartbeat; the api replica
-	// reads them within a second.
 	var sbs []*sdk.Sandbox
-	deadline := time.Now().Add(60 * time.Second)
 	for len(sbs) < 6 {
 		s, err := client.Create(opCtx(t), sdk.CreateOptions{Timeout: 10 * time.Minute})
 		if err != nil {
-			if time.Now().Before(deadline) && strings.Contains(err.Error(), "node") {
-				time.Sleep(500 * time.Millisecond)
-				continue
-			}
 			t.Fatalf("create %d through the api replica: %v\napi log:\n%s", len(sbs), err, c.api.Log())
 		}
 		createdIDs.Store(s.ID, true)
@@ -370,10 +387,6 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 func TestClusterNodeDown(t *testing.T) {
 	c := startCluster(t)
 	client := c.api.Client(t)
-	waitFor(t, "both nodes in the api replica's view", func() bool {
-		r := c.api.Raw(t, http.MethodPost, "/sandboxes", `{"templateID":"base","timeout":1}`, map[string]string{"X-API-Key": c.api.APIKey})
-		return r.Status == http.StatusCreated
-	})
 	c.nodes[1].Stop(syscall.SIGKILL)
 	for i := range 4 {
 		s, err := client.Create(opCtx(t), sdk.CreateOptions{Timeout: 5 * time.Minute})
@@ -391,5 +404,43 @@ func TestClusterNodeDown(t *testing.T) {
 	}
 	if strings.Contains(c.api.Log(), "trying another") {
 		t.Logf("a create went to the dead node and was placed again on node-1")
+	}
+}
+
+// TestClusterNodesLost: when every node dies, the api replica (which
+// campaigns for the sweep with the nodes) records their running
+// sandboxes killed with reason node_lost and streams the events.
+func TestClusterNodesLost(t *testing.T) {
+	c := startCluster(t, "--node-grace", "3s")
+	client := c.api.Client(t)
+	var ids []string
+	for len(ids) < 2 {
+		s, err := client.Create(opCtx(t), sdk.CreateOptions{Timeout: 10 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+	}
+	seen := streamEvents(t, c.api)
+	for _, n := range c.nodes {
+		n.Stop(syscall.SIGKILL)
+	}
+	killed := map[string]bool{}
+	deadline := time.After(60 * time.Second)
+	for len(killed) < len(ids) {
+		select {
+		case ev := <-seen:
+			if ev.Type == "sandbox.lifecycle.killed" && slices.Contains(ids, ev.SandboxID) {
+				killed[ev.SandboxID] = true
+			}
+		case <-deadline:
+			t.Fatalf("sandboxes reported killed after both nodes died: %v of %v\napi log:\n%s", killed, ids, c.api.Log())
+		}
+	}
+	for _, id := range ids {
+		r := c.api.Raw(t, "GET", "/events/sandboxes/"+id, "", map[string]string{"X-API-Key": c.api.APIKey})
+		if !strings.Contains(r.Body, `"node_lost"`) {
+			t.Errorf("events of %s: %s; want a kill with reason node_lost", id, r.Body)
+		}
 	}
 }
