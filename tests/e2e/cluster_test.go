@@ -199,6 +199,14 @@ func TestClusterRoles(t *testing.T) {
 		t.Errorf("the killed sandbox's container still runs")
 	}
 
+	if r := c.api.Raw(t, http.MethodPost, "/v3/templates", `{"name":"x"}`, map[string]string{"X-API-Key": c.api.APIKey}); r.Status != http.StatusPreconditionFailed ||
+		!strings.Contains(r.Body, "--role all") {
+		t.Errorf("a template build through the api replica = %d %s; want 412 saying where builds run", r.Status, r.Body)
+	}
+	if r := c.api.Raw(t, http.MethodGet, "/templates", "", map[string]string{"X-API-Key": c.api.APIKey}); r.Status != http.StatusOK ||
+		!strings.Contains(r.Body, `"code-interpreter"`) {
+		t.Errorf("GET /templates through the api replica = %d %s; want the built-in templates", r.Status, r.Body)
+	}
 	checkNodeRefusals(t, c, sbs[1])
 	runJSThroughAPIReplica(t, c)
 }
