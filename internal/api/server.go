@@ -89,15 +89,17 @@ type Server struct {
 	mux       *http.ServeMux
 	public    *http.ServeMux
 	keys      *keyCache
-	admin     map[string]bool // patterns the admin key may call without a team
-	anonymous map[string]bool // patterns served without a key too
-	creates   createCounts    // sandbox creates through this API (nodes.go)
-	builds    buildCanceller  // the template service, for the admin (nodes.go)
-	net       *networking     // nil until SetNetworking
-	secrets   Secrets         // nil until SetSecrets
-	volumes   Volumes         // nil until SetVolumes
-	cleanups  []teamCleanup   // data removed with a team (OnTeamDeleted)
-	snapCap   snapshotCap     // --team-max-snapshots
+	admin     map[string]bool  // patterns the admin key may call without a team
+	anonymous map[string]bool  // patterns served without a key too
+	creates   createCounts     // sandbox creates through this API (nodes.go)
+	builds    buildCanceller   // the template service, for the admin (nodes.go)
+	net       *networking      // nil until SetNetworking
+	secrets   Secrets          // nil until SetSecrets
+	volumes   Volumes          // nil until SetVolumes
+	cleanups  []teamCleanup    // data removed with a team (OnTeamDeleted)
+	snapCap   snapshotCap      // --team-max-snapshots
+	cluster   ClusterVerifier  // set on a --role node: only api replicas are served (cluster.go)
+	forwarder SandboxForwarder // set on a --role api: node-side sandbox routes go to the node (cluster.go)
 }
 
 // New builds the API server. extra registrars add authenticated routes.
@@ -158,6 +160,10 @@ func (s *Server) routes() {
 // API. Each branch names its route for the access log, metrics and traces
 // (telemetry.SetRoute): a pattern or a fixed word, never a path.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.cluster != nil {
+		s.serveNode(w, r)
+		return
+	}
 	ctx := r.Context()
 	if t, ok, err := s.proxy.Match(r); ok {
 		telemetry.SetRoute(ctx, "proxy")
@@ -188,6 +194,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r = r.WithContext(auth.WithTeam(ctx, team))
+	if s.forwardToNode(w, r, team) {
+		return
+	}
 	if pattern == "" {
 		errdefs.WriteHTTP(w, nil, errdefs.NotFound("no such endpoint: %s %s", r.Method, r.URL.Path))
 		return

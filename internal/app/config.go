@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/builder"
+	"github.com/sbxdev/sbx/internal/cluster"
 	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/liveness"
 	"github.com/sbxdev/sbx/internal/monitor"
@@ -87,6 +88,20 @@ type Config struct {
 	// Blob is the blob store templates and paused sandboxes are published
 	// to (--blob-store; blob.go).
 	Blob BlobConfig
+	// Role is what this process runs in a cluster (roles.go): RoleAll
+	// (one box), RoleAPI or RoleNode.
+	Role string
+	// ClusterSecretFile holds the secret api replicas and nodes sign
+	// their requests with ("" = $SBX_CLUSTER_SECRET); --role api/node.
+	ClusterSecretFile string
+	// AdvertiseURL is where api replicas reach this node ("" = its
+	// listen URL); --role node.
+	AdvertiseURL string
+	// CPUOvercommit is how many millicores of sandbox CPU limits a node
+	// takes per millicore of the host, for placement (roles.go).
+	CPUOvercommit float64
+	// clusterSecret is loaded from ClusterSecretFile by Validate.
+	clusterSecret cluster.Secret
 }
 
 // defaultAgentDir finds envd for the sbx binary at exe: beside it (a
@@ -290,7 +305,7 @@ func (c *Config) Validate() error {
 	if err := c.Blob.Validate(c.DataDir); err != nil {
 		return err
 	}
-	return nil
+	return c.validateRole()
 }
 
 // SandboxAllow parses SandboxAllowCIDRs.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/api"
 	"github.com/sbxdev/sbx/internal/builder"
+	"github.com/sbxdev/sbx/internal/cluster"
 	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
@@ -119,18 +120,29 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.NodeName == "" {
 		cfg.NodeName = defaultNodeName(front.addr)
 	}
-	log.Info("sbx listening", "version", cfg.Version, "url", front.url(), "data_dir", cfg.DataDir, "runtime", cfg.Runtime,
-		"database", data.DB.Dialect(), "node", cfg.NodeName)
-
-	c, err := startCore(ctx, cfg, log, data, &closers)
-	if err != nil {
-		return err
+	if cfg.Role == RoleNode {
+		cfg.AdvertiseURL = advertiseURL(cfg, front)
 	}
-	handler, err := startServices(ctx, cfg, log, data, c, front, tracing, &closers)
+	log.Info("sbx listening", "version", cfg.Version, "url", front.url(), "data_dir", cfg.DataDir, "runtime", cfg.Runtime,
+		"database", data.DB.Dialect(), "node", cfg.NodeName, "role", cfg.Role, "advertise_url", cfg.AdvertiseURL)
+
+	var handler http.Handler
+	var c *core
+	if cfg.Role == RoleAPI {
+		handler, err = startAPIRole(ctx, cfg, log, data, tracing, &closers)
+	} else {
+		if c, err = startCore(ctx, cfg, log, data, &closers); err != nil {
+			return err
+		}
+		handler, err = startServices(ctx, cfg, log, data, c, front, tracing, &closers)
+	}
 	if err != nil {
 		return err
 	}
 	front.handler.Store(&handler)
+	if c != nil {
+		c.serving.Store(true)
+	}
 	log.Info("sbx ready", "addr", front.addr)
 
 	select {
@@ -227,6 +239,9 @@ type core struct {
 	tplSvc *template.Service
 	beat   *liveness.Beater // nil on SQLite (one server)
 	blobs  *Blobs
+	// serving is set once the API serves: a node's heartbeat offers it
+	// to api replicas from then on (roles.go).
+	serving atomic.Bool
 }
 
 // startCore prepares the host, reattaches running sandboxes, prepares the
@@ -383,6 +398,9 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, routing, log),
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
 		refiner, mon, tplHandler)
+	if cfg.Role == RoleNode {
+		apiSrv.SetClusterVerifier(cluster.NewVerifier(cfg.clusterSecret))
+	}
 	apiSrv.SetBuildCanceller(c.tplSvc)
 	apiSrv.SetSnapshotCap(cfg.TeamMaxSnapshots)
 	mon.AddPublic(apiSrv)
@@ -486,6 +504,7 @@ func startLiveness(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 			_ = c.mgr.KillWithReason(ctx, sb.ID, liveness.ReasonNodeLost)
 		}
 	})
+	c.beat.SetLoad(nodeLoad(cfg.AdvertiseURL, cfg.CPUOvercommit, c.mgr, &c.serving))
 	if err := c.beat.Beat(ctx); err != nil {
 		return fmt.Errorf("register node %s in the database: %w", cfg.NodeName, err)
 	}

@@ -28,7 +28,16 @@ budgets, cluster-wide metrics), and prepares the built-in templates (base, code-
 from Debian packages in the background; progress is in this log. GET /health answers
 at once; creating a sandbox from a template still being prepared waits for it.
 
-Running sandboxes survive a restart of the server: they are reattached on start.`,
+Running sandboxes survive a restart of the server: they are reattached on start.
+
+Roles (--role; docs/cluster.md, "Roles and routing"):
+  all   one box: the API, the sandbox proxy and the runtime in one process (default)
+  api   an api replica of a cluster: API keys, placement, events, webhooks; it
+        forwards sandbox calls and sandbox traffic to the node that runs the sandbox
+  node  runs sandboxes for the api replicas only: it refuses API keys and serves
+        requests signed with the cluster secret (GET /health stays open)
+api and node need the cluster's PostgreSQL (--database) and the same cluster secret
+(--cluster-secret-file, or SBX_CLUSTER_SECRET).`,
 		Example: `  sudo sbx serve
   sudo sbx serve --listen 127.0.0.1:3000 --data-dir /var/lib/sbx --runtime crun
   sudo sbx serve --listen 0.0.0.0:3443 --tls-cert /etc/sbx/tls.crt --tls-key /etc/sbx/tls.key
@@ -37,14 +46,19 @@ Running sandboxes survive a restart of the server: they are reattached on start.
   # ... sharing templates and paused sandboxes through an S3 bucket too:
   sudo AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... sbx serve --database postgres://... \
     --blob-store 's3://sbx-blobs?endpoint=http://s3.internal:8333&region=us-east-1'
-  eval "$(sbx env)"   # in another shell: point SDKs and the CLI at the server`,
+  eval "$(sbx env)"   # in another shell: point SDKs and the CLI at the server
+  # a cluster: api replicas in front, nodes behind, one database and secret
+  openssl rand -hex 32 > /etc/sbx/cluster-secret
+  sudo sbx serve --role node --database postgres://... --cluster-secret-file /etc/sbx/cluster-secret \
+    --node-name node-a --listen 0.0.0.0:3100 --advertise-url http://10.0.0.5:3100
+  sbx serve --role api --database postgres://... --cluster-secret-file /etc/sbx/cluster-secret --listen 0.0.0.0:3000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logLevel, logJSON)
 			if err != nil {
 				return err
 			}
-			if os.Geteuid() != 0 {
+			if os.Geteuid() != 0 && cfg.Role != app.RoleAPI { // an api replica runs no sandboxes
 				return fmt.Errorf("sbx serve needs root (namespaces, cgroups, overlay mounts); run it with sudo")
 			}
 			cfg.Version = Version
@@ -70,6 +84,10 @@ Running sandboxes survive a restart of the server: they are reattached on start.
 	f.StringVar(&cfg.Blob.S3AccessKey, "blob-s3-access-key", "", "access key of an s3:// --blob-store (default: $AWS_ACCESS_KEY_ID or $MINIO_ACCESS_KEY)")
 	f.StringVar(&cfg.Blob.S3SecretKeyFile, "blob-s3-secret-key-file", "", "file holding the secret key of --blob-s3-access-key (default: $AWS_SECRET_ACCESS_KEY or $MINIO_SECRET_KEY)")
 	f.IntVar(&cfg.Blob.CacheMB, "blob-cache-size", app.DefaultBlobCacheMB, "MiB of blobs pulled from --blob-store kept in the data dir's cache")
+	f.StringVar(&cfg.Role, "role", app.RoleAll, "all (one box), api (api replica of a cluster: places and forwards to nodes) or node (runs sandboxes for api replicas only); api and node need a PostgreSQL --database and the cluster secret")
+	f.StringVar(&cfg.ClusterSecretFile, "cluster-secret-file", "", "with --role api or node: file holding the secret (at least 32 bytes, the same on every api replica and node) that signs requests from api replicas to nodes (default: $SBX_CLUSTER_SECRET)")
+	f.StringVar(&cfg.AdvertiseURL, "advertise-url", "", "with --role node: the base URL api replicas reach this node at, recorded in its heartbeat (default: its --listen URL)")
+	f.Float64Var(&cfg.CPUOvercommit, "cpu-overcommit", app.DefaultCPUOvercommit, "with --role node: sandbox CPU limits placed on this node per host CPU (a sandbox's CPUs are a ceiling, and idle sandboxes use next to none); 1 reserves them")
 	f.StringVar(&cfg.NodeName, "node-name", "", "this server's name among servers sharing a database; its sandboxes are its own (default: hostname:port)")
 	f.StringVar(&cfg.Runtime, "runtime", app.DefaultRuntime, "OCI runtime: crun, runc or runsc")
 	f.BoolVar(&cfg.UserNS, "userns", app.DefaultUserNS, "run crun and runc sandboxes in user namespaces of their own: root inside is an unprivileged host user (false: root in a sandbox is host root)")

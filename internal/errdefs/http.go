@@ -47,8 +47,17 @@ func Message(err error) string {
 	if HTTPStatus(err) == http.StatusInternalServerError {
 		return "internal error; see the sbx server log for details"
 	}
+	var h hinter
+	if errors.As(err, &h) && h.Hint() != "" {
+		// A categorised error that says what to do about it (a
+		// placement's NoFitError: "start at least one node ...").
+		return err.Error() + ": " + h.Hint()
+	}
 	return err.Error()
 }
+
+// hinter is an error that says what the caller can do about it.
+type hinter interface{ Hint() string }
 
 // Body is the JSON error body E2B clients read: {"code": <status>, "message": ...}.
 type Body struct {

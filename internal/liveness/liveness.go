@@ -56,6 +56,7 @@ type Beater struct {
 	now     func() time.Time
 	fenced  func(ctx context.Context) // destroys what the node no longer owns
 	isFence bool
+	load    func() store.NodeLoad // nil: the heartbeat carries no load (load.go)
 }
 
 // NewBeater returns the heartbeat of node (its ID and address), with a
@@ -73,6 +74,9 @@ func NewBeater(repo Repo, id, address string, cfg Config, log *slog.Logger, fenc
 func (b *Beater) Beat(ctx context.Context) error {
 	n := b.node
 	n.HeartbeatAt = b.now().UTC()
+	if b.load != nil {
+		n.NodeLoad = b.load()
+	}
 	err := b.repo.Heartbeat(ctx, n)
 	if errors.Is(err, store.ErrFenced) && !b.isFence {
 		b.isFence = true

@@ -59,12 +59,20 @@ type Proxy struct {
 	router Router
 	domain string
 	log    *slog.Logger
+	// behindAPI: the traffic comes from an api replica (a cluster node),
+	// which decides the response's origin policy itself.
+	behindAPI bool
 }
 
 // New returns a proxy. domain enables host routing when not empty.
 func New(router Router, domain string, log *slog.Logger) *Proxy {
 	return &Proxy{router: router, domain: strings.TrimPrefix(domain, "."), log: log}
 }
+
+// SetBehindAPI says the proxy serves a cluster node, whose sandbox traffic
+// comes through api replicas: the replica's own proxy, which saw how the
+// client routed the request, sets the origin headers of the response.
+func (p *Proxy) SetBehindAPI() { p.behindAPI = true }
 
 // Target is where a request should go.
 type Target struct {
@@ -163,7 +171,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 			pr.Out.Header.Del("X-Forwarded-For")
 		},
 		ModifyResponse: func(resp *http.Response) error {
-			if !p.hostRouted(r) {
+			if !p.behindAPI && !p.hostRouted(r) {
 				// Answered on the control plane's own origin (routed
 				// by header or by a signed file URL), which also serves
 				// the dashboard: a sandbox's file opened in a browser

@@ -26,6 +26,20 @@ type Node struct {
 	StartedAt   time.Time
 	HeartbeatAt time.Time
 	LostAt      time.Time
+	// NodeLoad is what api replicas place sandboxes by (cluster roles).
+	NodeLoad
+}
+
+// NodeLoad is a node's address for api replicas and how full it is, as of
+// its last heartbeat. CPU in millicores, memory in MiB; reserved is what
+// its sandboxes hold. Zero capacity means the node did not say.
+type NodeLoad struct {
+	AdvertiseURL      string // where api replicas reach it (sbx serve --advertise-url)
+	CPUMillis         int64
+	MemoryMiB         int64
+	ReservedCPUMillis int64
+	ReservedMemoryMiB int64
+	Sandboxes         int
 }
 
 // Nodes is the registry of servers sharing the database and their

@@ -94,6 +94,22 @@ func StartServer(t testing.TB, extra ...string) *Server {
 // both share one database).
 func StartServerPrepared(t testing.TB, prepare func(dataDir string), extra ...string) *Server {
 	t.Helper()
+	s := startServer(t, prepare, extra...)
+	s.WaitTemplate(t, "base")
+	return s
+}
+
+// StartNodeServer is StartServerPrepared for a cluster node (sbx serve
+// --role node), which refuses API keys: it waits for /health only, not
+// for the API or a template (creates through an api replica wait for the
+// node's templates themselves).
+func StartNodeServer(t testing.TB, prepare func(dataDir string), extra ...string) *Server {
+	t.Helper()
+	return startServer(t, prepare, extra...)
+}
+
+func startServer(t testing.TB, prepare func(dataDir string), extra ...string) *Server {
+	t.Helper()
 	testenv.Require(t, testenv.Integration...)
 	root := RepoRoot(t)
 	bin := filepath.Join(root, "bin", "sbx")
@@ -135,7 +151,6 @@ func StartServerPrepared(t testing.TB, prepare func(dataDir string), extra ...st
 	}
 	s.Start(t)
 	s.APIKey = s.readAPIKey(t)
-	s.WaitTemplate(t, "base")
 	return s
 }
 

@@ -33,8 +33,11 @@ func (s *Store) Heartbeat(ctx context.Context, n store.Node) error {
 		err := tx.QueryRowContext(ctx, `SELECT boot, state FROM nodes WHERE id = ?`+forUpdate(tx), n.ID).Scan(&boot, &state)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			_, err = tx.ExecContext(ctx, `INSERT INTO nodes (id, boot, address, state, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)`,
-				n.ID, n.Boot, n.Address, store.NodeReady, ms(n.StartedAt), ms(n.HeartbeatAt))
+			_, err = tx.ExecContext(ctx, `INSERT INTO nodes (id, boot, address, state, started_at, heartbeat_at,
+				advertise_url, cpu_millis, memory_mib, reserved_cpu_millis, reserved_memory_mib, sandboxes)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				n.ID, n.Boot, n.Address, store.NodeReady, ms(n.StartedAt), ms(n.HeartbeatAt),
+				n.AdvertiseURL, n.CPUMillis, n.MemoryMiB, n.ReservedCPUMillis, n.ReservedMemoryMiB, n.Sandboxes)
 			if err != nil {
 				return fmt.Errorf("register node %s: %w", n.ID, err)
 			}
@@ -44,8 +47,10 @@ func (s *Store) Heartbeat(ctx context.Context, n store.Node) error {
 		case state == store.NodeLost && boot == n.Boot:
 			return store.ErrFenced
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE nodes SET boot = ?, address = ?, state = ?, started_at = ?, heartbeat_at = ?, lost_at = 0 WHERE id = ?`,
-			n.Boot, n.Address, store.NodeReady, ms(n.StartedAt), ms(n.HeartbeatAt), n.ID)
+		_, err = tx.ExecContext(ctx, `UPDATE nodes SET boot = ?, address = ?, state = ?, started_at = ?, heartbeat_at = ?, lost_at = 0,
+			advertise_url = ?, cpu_millis = ?, memory_mib = ?, reserved_cpu_millis = ?, reserved_memory_mib = ?, sandboxes = ? WHERE id = ?`,
+			n.Boot, n.Address, store.NodeReady, ms(n.StartedAt), ms(n.HeartbeatAt),
+			n.AdvertiseURL, n.CPUMillis, n.MemoryMiB, n.ReservedCPUMillis, n.ReservedMemoryMiB, n.Sandboxes, n.ID)
 		if err != nil {
 			return fmt.Errorf("heartbeat of node %s: %w", n.ID, err)
 		}
@@ -64,7 +69,8 @@ func forUpdate(tx *sqldb.Tx) string {
 
 // Nodes lists every node, by ID.
 func (s *Store) Nodes(ctx context.Context) ([]store.Node, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, boot, address, state, started_at, heartbeat_at, lost_at FROM nodes ORDER BY id`)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, boot, address, state, started_at, heartbeat_at, lost_at,
+		advertise_url, cpu_millis, memory_mib, reserved_cpu_millis, reserved_memory_mib, sandboxes FROM nodes ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -73,7 +79,8 @@ func (s *Store) Nodes(ctx context.Context) ([]store.Node, error) {
 	for rows.Next() {
 		var n store.Node
 		var started, beat, lost int64
-		if err := rows.Scan(&n.ID, &n.Boot, &n.Address, &n.State, &started, &beat, &lost); err != nil {
+		if err := rows.Scan(&n.ID, &n.Boot, &n.Address, &n.State, &started, &beat, &lost,
+			&n.AdvertiseURL, &n.CPUMillis, &n.MemoryMiB, &n.ReservedCPUMillis, &n.ReservedMemoryMiB, &n.Sandboxes); err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
 		}
 		n.StartedAt, n.HeartbeatAt, n.LostAt = fromMS(started), fromMS(beat), fromMS(lost)

@@ -24,6 +24,7 @@ type NodesFactory func(t *testing.T) NodesStore
 func RunNodes(t *testing.T, newStore NodesFactory) {
 	t.Run("HeartbeatAndLost", func(t *testing.T) { testNodesLost(t, newStore(t)) })
 	t.Run("KilledIsFinal", func(t *testing.T) { testKilledIsFinal(t, newStore(t)) })
+	t.Run("Load", func(t *testing.T) { testNodeLoad(t, newStore(t)) })
 }
 
 var nodeBase = time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)

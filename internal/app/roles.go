@@ -1,0 +1,225 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/sbxdev/sbx/internal/api"
+	"github.com/sbxdev/sbx/internal/cluster"
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/leader"
+	"github.com/sbxdev/sbx/internal/liveness"
+	"github.com/sbxdev/sbx/internal/placement"
+	"github.com/sbxdev/sbx/internal/proxy"
+	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
+	"github.com/sbxdev/sbx/internal/telemetry"
+	"github.com/sbxdev/sbx/internal/template"
+	"github.com/sbxdev/sbx/internal/webhook"
+)
+
+// Roles of `sbx serve --role` (docs/cluster.md, "Roles and routing").
+const (
+	// RoleAll is one box: API, proxy and runtime in one process.
+	RoleAll = "all"
+	// RoleAPI is a stateless api replica: auth, placement, events,
+	// webhooks; sandbox calls and traffic go to the nodes.
+	RoleAPI = "api"
+	// RoleNode runs sandboxes for api replicas, never for tenants.
+	RoleNode = "node"
+)
+
+// validateRole checks the cluster flags and loads the cluster secret.
+func (c *Config) validateRole() error {
+	switch c.Role {
+	case "":
+		c.Role = RoleAll
+	case RoleAll, RoleAPI, RoleNode:
+	default:
+		return fmt.Errorf("--role %q: use all (one box), api (api replica of a cluster) or node (runs sandboxes for api replicas)", c.Role)
+	}
+	if c.CPUOvercommit == 0 {
+		c.CPUOvercommit = DefaultCPUOvercommit
+	}
+	if c.CPUOvercommit < 1 || c.CPUOvercommit > 10_000 {
+		return fmt.Errorf("--cpu-overcommit %g: want 1 (a sandbox's CPUs are reserved) to 10000", c.CPUOvercommit)
+	}
+	if c.Role == RoleAll {
+		if c.AdvertiseURL != "" {
+			return fmt.Errorf("--advertise-url is for --role node (where api replicas reach the node)")
+		}
+		return nil
+	}
+	if c.Database == "" {
+		return fmt.Errorf("--role %s needs the cluster's shared PostgreSQL database: give --database postgres://...", c.Role)
+	}
+	if c.AdvertiseURL != "" {
+		if c.Role != RoleNode {
+			return fmt.Errorf("--advertise-url is for --role node (where api replicas reach the node)")
+		}
+		u, err := url.Parse(c.AdvertiseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("--advertise-url %q: want the node's base URL as api replicas reach it, e.g. http://10.0.0.5:3000", c.AdvertiseURL)
+		}
+		c.AdvertiseURL = strings.TrimSuffix(c.AdvertiseURL, "/")
+	}
+	s, err := cluster.LoadSecret(c.ClusterSecretFile)
+	if err != nil {
+		return err
+	}
+	c.clusterSecret = s
+	return nil
+}
+
+// advertiseURL is where api replicas reach this node: --advertise-url, or
+// the URL it listens on (a wildcard host replaced by the host name).
+func advertiseURL(cfg Config, front *frontDoor) string {
+	if cfg.AdvertiseURL != "" {
+		return cfg.AdvertiseURL
+	}
+	u, _ := url.Parse(front.url())
+	host, port, _ := net.SplitHostPort(u.Host)
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			u.Host = net.JoinHostPort(h, port)
+		}
+	}
+	return u.String()
+}
+
+// DefaultCPUOvercommit is how many millicores of sandbox CPU limits a
+// node takes per millicore it has (--cpu-overcommit). A sandbox's CPU
+// count is a ceiling (a cgroup quota), not a reservation: idle sandboxes,
+// the common case, use next to nothing, and one box holds hundreds.
+const DefaultCPUOvercommit = 32
+
+// nodeLoad reports this node's address and how full it is in each
+// heartbeat. CPU: the sum of its live sandboxes' CPU limits against its
+// cores times the overcommit. Memory: what the host uses (MemTotal -
+// MemAvailable) against MemTotal: limits are ceilings too, and the memory
+// sandboxes really take is what runs a host out.
+//
+// Until ready is set (the API serves), the heartbeat carries no load: the
+// node is registered (nobody sweeps it while it reattaches its sandboxes)
+// but api replicas do not place on it yet.
+func nodeLoad(advertise string, overcommit float64, mgr *sandbox.Manager, ready *atomic.Bool) func() store.NodeLoad {
+	cpu := int64(float64(goruntime.NumCPU()) * 1000 * overcommit)
+	return func() store.NodeLoad {
+		if !ready.Load() {
+			return store.NodeLoad{}
+		}
+		total, avail := hostMemoryMiB()
+		l := store.NodeLoad{AdvertiseURL: advertise, CPUMillis: cpu, MemoryMiB: total, ReservedMemoryMiB: max(total-avail, 0)}
+		for _, sb := range mgr.Live() {
+			l.Sandboxes++
+			if sb.State == store.StateRunning {
+				l.ReservedCPUMillis += int64(sb.CPUCount) * 1000
+			}
+		}
+		return l
+	}
+}
+
+// hostMemoryMiB is MemTotal and MemAvailable of /proc/meminfo in MiB
+// (zeros if unreadable).
+func hostMemoryMiB() (total, avail int64) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		switch k {
+		case "MemTotal":
+			total = kb / 1024
+		case "MemAvailable":
+			avail = kb / 1024
+		}
+	}
+	return total, avail
+}
+
+// startAPIRole wires an api replica: no runtime, manager, pools or
+// network; accounts, events, webhooks and the templates list as on one
+// box; sandbox calls placed on and forwarded to nodes; sandbox traffic
+// forwarded to the owning node's proxy.
+func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data, tracing *telemetry.Tracing,
+	closers *closerList) (http.Handler, error) {
+	st, evlog := data.Store, data.Events
+	engine, err := webhook.NewEngine(data.DB, evlog, webhook.Config{
+		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs, Node: cfg.NodeName}, log)
+	if err != nil {
+		return nil, err
+	}
+	runUntilClosed(ctx, closers, "webhook engine", log, engine.Run)
+
+	// The built-in templates, for listing and sizing placements: the
+	// nodes prepare and hold their root filesystems.
+	reg := template.NewRegistry(log)
+	for _, bi := range template.Builtins() {
+		reg.Add(bi.Template)("", nil)
+	}
+	nodes := cluster.NewNodes(st, 3*cfg.Liveness.Interval+cfg.Liveness.Interval/2, log)
+	if err := nodes.Refresh(ctx); err != nil {
+		return nil, fmt.Errorf("read the cluster's nodes: %w", err)
+	}
+	runUntilClosed(ctx, closers, "node view", log, nodes.Run)
+	signer := cluster.NewSigner(cfg.clusterSecret)
+	sbs := cluster.NewSandboxes(st, nodes, placement.New(nodes, placement.Config{}), cluster.NewClient(signer), reg, log)
+	routing, advertised := cfg.SandboxDomain()
+	apiSrv := api.New(log, sbs, reg, st, proxy.New(cluster.NewRouter(st, nodes, signer, log), routing, log),
+		events.NewHandler(evlog, log), webhook.NewHandler(engine, log), notOnAPIReplica{})
+	// Traffic tokens and the sandbox domain; egress policies are the
+	// nodes' (creates asking for one are refused here for now).
+	apiSrv.SetNetworking(nil, sqlstore.NewNetworks(data.DB), advertised)
+	apiSrv.SetSandboxForwarder(cluster.NewForwarder(sbs, signer, log))
+	runUntilClosed(ctx, closers, "key revocations", log, func(ctx context.Context) error {
+		return data.DB.Listen(ctx, store.KeysChannel, apiSrv.KeysRevoked)
+	})
+	// The sweep of silent nodes: api replicas campaign for it with the
+	// nodes (one leads), so it runs while any process of the cluster does.
+	sweeper := liveness.NewSweeper(st, cfg.Liveness, log)
+	elector := &leader.Postgres{DB: data.DB, Log: log}
+	runUntilClosed(ctx, closers, "node sweep", log, func(ctx context.Context) error {
+		return elector.Campaign(ctx, "node-sweep", sweeper.Run)
+	})
+	mw := &telemetry.Middleware{Log: log.With("component", "http"), Tracing: tracing,
+		Quiet: map[string]bool{"GET /health": true}}
+	return mw.Wrap(apiSrv), nil
+}
+
+// notOnAPIReplica answers the routes an api replica does not serve yet
+// with what to do instead of a bare 404.
+type notOnAPIReplica struct{}
+
+// templateRoutes are template.Handler's, but for the alias lookup and the
+// list, which the api replica answers from its registry.
+var templateRoutes = []string{"POST /v3/templates", "GET /templates/{id}/files/{hash}", "POST /v2/templates/{id}/builds/{buildID}",
+	"GET /templates/{id}/builds/{buildID}/status", "DELETE /templates/{id}", "GET /templates/{id}", "POST /templates",
+	"POST /templates/{id}", "POST /v2/templates", "POST /templates/{id}/builds/{buildID}", "PATCH /templates/{id}",
+	"PATCH /v2/templates/{id}", "GET /templates/{id}/builds/{buildID}/logs", "POST /templates/tags", "DELETE /templates/tags",
+	"GET /templates/{id}/tags", "GET /templates/{id}/{sub}"}
+
+func (notOnAPIReplica) Register(mux *http.ServeMux) {
+	for _, p := range templateRoutes {
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			errdefs.WriteHTTP(w, nil, errdefs.Precondition("template builds and template management are not served by an api replica "+
+				"(sbx serve --role api) yet: run them on a --role all server that shares the database"))
+		})
+	}
+}

@@ -1,0 +1,234 @@
+package cluster
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/placement"
+	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/template"
+)
+
+// SandboxStore is what an api replica reads of sandboxes: the shared
+// database, where nodes record theirs.
+type SandboxStore interface {
+	Sandbox(ctx context.Context, id string) (store.Sandbox, error)
+	ListSandboxes(ctx context.Context, f store.ListFilter) ([]store.Sandbox, error)
+	LiveSandboxes(ctx context.Context) ([]store.Sandbox, error)
+}
+
+// Templates gives a template's size for placement.
+type Templates interface {
+	Get(ref string) (template.Template, bool)
+}
+
+// CreateAttempts is how many nodes a create tries before giving up.
+const CreateAttempts = 3
+
+// Default size of a sandbox whose template the api replica does not know
+// (a team's built template: nodes hold those).
+const (
+	defaultCPUMillis = 2000
+	defaultMemoryMiB = 512
+)
+
+// Sandboxes is api.Sandboxes for an api replica: creates are placed on a
+// node and sent there; reads come from the database; every other call
+// goes to the node that runs the sandbox.
+type Sandboxes struct {
+	st     SandboxStore
+	nodes  *Nodes
+	placer *placement.Placer
+	client *Client
+	tpl    Templates
+	log    *slog.Logger
+}
+
+// NewSandboxes returns the api replica's sandboxes.
+func NewSandboxes(st SandboxStore, nodes *Nodes, placer *placement.Placer, client *Client, tpl Templates, log *slog.Logger) *Sandboxes {
+	return &Sandboxes{st: st, nodes: nodes, placer: placer, client: client, tpl: tpl, log: log}
+}
+
+// createBody is the node's POST /sandboxes body (E2B's NewSandbox).
+type createBody struct {
+	TemplateID          string            `json:"templateID,omitempty"`
+	Timeout             *int64            `json:"timeout,omitempty"`
+	AutoPause           bool              `json:"autoPause"`
+	Secure              bool              `json:"secure"`
+	AllowInternetAccess bool              `json:"allow_internet_access"`
+	Metadata            map[string]string `json:"metadata,omitempty"`
+	EnvVars             map[string]string `json:"envVars,omitempty"`
+	AutoPauseMemory     *bool             `json:"autoPauseMemory,omitempty"`
+	AutoResume          *struct {
+		Enabled bool `json:"enabled"`
+	} `json:"autoResume,omitempty"`
+}
+
+// Create places the sandbox on a node (another one when a node is
+// unreachable or full) and creates it there.
+func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (store.Sandbox, error) {
+	if len(req.Mounts) > 0 {
+		return store.Sandbox{}, errdefs.Precondition("volume mounts are not supported through an api replica yet (sbx serve --role api)")
+	}
+	tplID := cmp.Or(req.Template, "base")
+	preq := placement.Request{Team: req.TeamID, TemplateID: tplID, CPUMillis: defaultCPUMillis, MemoryMiB: defaultMemoryMiB}
+	if t, ok := s.tpl.Get(tplID); ok {
+		preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
+	}
+	body := createBody{TemplateID: req.Template, AutoPause: req.AutoPause, Secure: req.Secure,
+		AllowInternetAccess: req.AllowInternet, Metadata: req.Metadata, EnvVars: req.EnvVars,
+		AutoPauseMemory: req.AutoPauseMemory}
+	if req.Timeout > 0 {
+		secs := int64(req.Timeout / time.Second)
+		body.Timeout = &secs
+	}
+	if req.AutoResume {
+		body.AutoResume = &struct {
+			Enabled bool `json:"enabled"`
+		}{true}
+	}
+	var created struct {
+		SandboxID string `json:"sandboxID"`
+	}
+	d, err := s.placer.Run(ctx, preq, CreateAttempts, func(ctx context.Context, d placement.Decision) error {
+		base, err := s.nodes.URL(ctx, d.NodeID)
+		if err != nil {
+			return err
+		}
+		_, err = s.client.Do(ctx, base, req.TeamID, http.MethodPost, "/sandboxes", body, &created)
+		if err != nil && placement.Retryable(err) {
+			s.log.WarnContext(ctx, "create failed on a node; trying another", "node", d.NodeID, "err", err)
+		}
+		return err
+	})
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	sb, err := s.st.Sandbox(ctx, created.SandboxID)
+	if err != nil {
+		return store.Sandbox{}, fmt.Errorf("read sandbox %s created on node %s: %w", created.SandboxID, d.NodeID, err)
+	}
+	return sb, nil
+}
+
+// Get reads the sandbox's row.
+func (s *Sandboxes) Get(ctx context.Context, teamID, id string) (store.Sandbox, error) {
+	sb, err := s.st.Sandbox(ctx, id)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	if sb.TeamID != teamID {
+		return store.Sandbox{}, errdefs.NotFound("sandbox %s not found", id)
+	}
+	return sb, nil
+}
+
+// List reads the team's rows.
+func (s *Sandboxes) List(ctx context.Context, f store.ListFilter) ([]store.Sandbox, error) {
+	return s.st.ListSandboxes(ctx, f)
+}
+
+// owner returns the sandbox (the team's) and where its node is reached.
+func (s *Sandboxes) owner(ctx context.Context, teamID, id string) (store.Sandbox, string, error) {
+	sb, err := s.Get(ctx, teamID, id)
+	if err != nil {
+		return sb, "", err
+	}
+	base, err := s.nodes.URL(ctx, sb.NodeID)
+	return sb, base, err
+}
+
+// forward sends a call about sandbox id to its node.
+func (s *Sandboxes) forward(ctx context.Context, teamID, id, method, path string, body, out any) (int, error) {
+	sb, base, err := s.owner(ctx, teamID, id)
+	if err != nil {
+		if sb.State == store.StateKilled {
+			return 0, errdefs.NotFound("sandbox %s not found", id)
+		}
+		return 0, err
+	}
+	return s.client.Do(ctx, base, teamID, method, path, body, out)
+}
+
+// Kill asks the sandbox's node to kill it.
+func (s *Sandboxes) Kill(ctx context.Context, teamID, id string) error {
+	_, err := s.forward(ctx, teamID, id, http.MethodDelete, "/sandboxes/"+url.PathEscape(id), nil, nil)
+	return err
+}
+
+type timeoutJSON struct {
+	Timeout int64 `json:"timeout"`
+}
+
+// SetTimeout asks the sandbox's node to change its timeout.
+func (s *Sandboxes) SetTimeout(ctx context.Context, teamID, id string, timeout time.Duration) error {
+	_, err := s.forward(ctx, teamID, id, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/timeout",
+		timeoutJSON{Timeout: int64(timeout / time.Second)}, nil)
+	return err
+}
+
+// Connect asks the sandbox's node to connect (resuming a paused sandbox
+// there); true when it was resumed.
+func (s *Sandboxes) Connect(ctx context.Context, teamID, id string, timeout time.Duration) (store.Sandbox, bool, error) {
+	var body any = struct{}{}
+	if timeout > 0 {
+		body = timeoutJSON{Timeout: int64(timeout / time.Second)}
+	}
+	status, err := s.forward(ctx, teamID, id, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/connect", body, nil)
+	if err != nil {
+		return store.Sandbox{}, false, err
+	}
+	sb, err := s.Get(ctx, teamID, id)
+	return sb, status == http.StatusCreated, err
+}
+
+// Pause asks the sandbox's node to pause it.
+func (s *Sandboxes) Pause(ctx context.Context, teamID, id string) error {
+	return s.PauseTo(ctx, teamID, id, "")
+}
+
+// PauseTo is Pause to a tier (memory or disk; "" = the node's choice).
+func (s *Sandboxes) PauseTo(ctx context.Context, teamID, id, tier string) error {
+	path := "/sandboxes/" + url.PathEscape(id) + "/pause"
+	if tier != "" {
+		path += "?tier=" + url.QueryEscape(tier)
+	}
+	_, err := s.forward(ctx, teamID, id, http.MethodPost, path, struct{}{}, nil)
+	return err
+}
+
+// ConnectMemory is Connect with E2B's memory flag (false: boot the paused
+// sandbox again from its filesystem).
+func (s *Sandboxes) ConnectMemory(ctx context.Context, teamID, id string, timeout time.Duration, memory bool) (store.Sandbox, bool, error) {
+	body := struct {
+		Timeout *int64 `json:"timeout,omitempty"`
+		Memory  bool   `json:"memory"`
+	}{Memory: memory}
+	if timeout > 0 {
+		secs := int64(timeout / time.Second)
+		body.Timeout = &secs
+	}
+	status, err := s.forward(ctx, teamID, id, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/connect", body, nil)
+	if err != nil {
+		return store.Sandbox{}, false, err
+	}
+	sb, err := s.Get(ctx, teamID, id)
+	return sb, status == http.StatusCreated, err
+}
+
+// PauseMemory is Pause with E2B's memory flag (false: keep only the
+// filesystem).
+func (s *Sandboxes) PauseMemory(ctx context.Context, teamID, id string, keepMemory bool) error {
+	body := struct {
+		Memory bool `json:"memory"`
+	}{keepMemory}
+	_, err := s.forward(ctx, teamID, id, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/pause", body, nil)
+	return err
+}
