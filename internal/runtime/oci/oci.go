@@ -75,6 +75,9 @@ type Driver struct {
 	// sandbox roots in user namespaces must reach their bind-mount sources.
 	traversable sync.Map
 	bpf         bpfCache // crun's compiled seccomp filter (seccompcache.go)
+	// sealed holds crun's binary in a sealed memfd that bin runs it from
+	// (sealedbin.go); nil when bin is the file.
+	sealed *os.File
 }
 
 // New checks the host (see PrepareHost) and the runtime binary.
@@ -146,8 +149,15 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 				"user namespaces for %s sandboxes do not work on this host", cfg.Runtime)
 		}
 	}
+	if d.name == "crun" {
+		if f, exe, err := sealedBinary(path, out); err == nil {
+			d.bin, d.sealed = exe, f
+		} else {
+			d.log.Info("crun runs from its file: every crun command copies itself first", "err", err)
+		}
+	}
 	d.global = globalFlags(cfg)
-	d.log.Debug("oci driver ready", "binary", path, "version", d.version, "memsw", cg.memsw, "cgroup2", cg.unified,
+	d.log.Debug("oci driver ready", "binary", path, "sealed_copy", d.sealed != nil, "version", d.version, "memsw", cg.memsw, "cgroup2", cg.unified,
 		"nofile", d.limits.nofile, "userns", d.userns)
 	return d, nil
 }

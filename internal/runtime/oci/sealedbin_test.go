@@ -1,0 +1,60 @@
+package oci
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// The crun driver runs crun from a sealed copy of its binary: no command
+// can write to it, and crun, finding itself sealed, does not copy itself
+// again (sealedbin.go).
+func TestCrunRunsFromSealedCopy(t *testing.T) {
+	requireRuntime(t, "crun")
+	d := newTestDriver(t, "crun")
+	if d.sealed == nil {
+		t.Fatalf("crun driver runs from %s, not from a sealed memfd", d.bin)
+	}
+	if !strings.HasPrefix(d.bin, "/proc/self/fd/") {
+		t.Fatalf("bin = %q, want /proc/self/fd/N", d.bin)
+	}
+	seals, err := unix.FcntlInt(d.sealed.Fd(), unix.F_GET_SEALS, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seals != sealsCrunChecks {
+		t.Fatalf("seals = %#x, want %#x (crun copies itself again unless it finds exactly these)", seals, sealsCrunChecks)
+	}
+	if _, err := d.sealed.WriteAt([]byte("x"), 0); err == nil {
+		t.Fatal("writing to the sealed crun succeeded")
+	}
+	path, _ := exec.LookPath("crun")
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want)+1)
+	n, _ := d.sealed.ReadAt(got, 0)
+	if !bytes.Equal(got[:n], want) {
+		t.Fatalf("sealed copy differs from %s (%d bytes, want %d)", path, n, len(want))
+	}
+	// Through the driver's own command path, crun answers from the copy.
+	out, err := d.command(context.Background(), "--version")
+	if err != nil || !bytes.HasPrefix(out, []byte("crun version")) {
+		t.Fatalf("crun --version from the sealed copy: %v: %s", err, out)
+	}
+}
+
+// Only crun gets the copy: runc and runsc keep their own protections.
+func TestRuncRunsFromFile(t *testing.T) {
+	requireRuntime(t, "runc")
+	d := newTestDriver(t, "runc")
+	if d.sealed != nil || strings.HasPrefix(d.bin, "/proc/") {
+		t.Fatalf("runc driver runs from %s", d.bin)
+	}
+}
