@@ -5,10 +5,13 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
 )
 
 // The crun driver runs crun from a sealed copy of its binary: no command
@@ -56,5 +59,45 @@ func TestRuncRunsFromFile(t *testing.T) {
 	d := newTestDriver(t, "runc")
 	if d.sealed != nil || strings.HasPrefix(d.bin, "/proc/") {
 		t.Fatalf("runc driver runs from %s", d.bin)
+	}
+}
+
+// Delete removes a crun sandbox without running crun (forgetCrun): its
+// processes die, and crun's state, its cgroups and its directory go, so
+// crun no longer lists it and its ID can be used again.
+func TestCrunDeleteWithoutExec(t *testing.T) {
+	requireRuntime(t, "crun")
+	d := newTestDriver(t, "crun")
+	rootfs := runtimetest.BusyboxRootfs(t)
+	id, _ := startIdle(t, d, rootfs, nil)
+	pid, err := readPid(d.paths(id).pidFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A failed start or delete would run crun: make that impossible.
+	d.bin = "/nonexistent/crun"
+	if err := d.Delete(t.Context(), id); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if err := unix.Kill(pid, 0); err == nil {
+		if st, err := procStartTime(pid); err == nil && st != 0 {
+			t.Errorf("init %d still runs after Delete", pid)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(d.cfg.StateDir, id)); !os.IsNotExist(err) {
+		t.Errorf("crun state dir of %s still there: %v", id, err)
+	}
+	for _, ctl := range []string{"pids", "memory", "freezer"} {
+		if _, err := os.Stat(d.cgroupDir(ctl, id)); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s of %s still there: %v", ctl, id, err)
+		}
+	}
+	if _, err := os.Stat(d.paths(id).dir); !os.IsNotExist(err) {
+		t.Errorf("sandbox dir of %s still there: %v", id, err)
+	}
+	path, _ := exec.LookPath("crun")
+	out, err := exec.Command(path, "--root", d.cfg.StateDir, "list", "-q").CombinedOutput()
+	if err != nil || strings.Contains(string(out), id) {
+		t.Errorf("crun list after Delete: %v: %s", err, out)
 	}
 }
