@@ -101,3 +101,52 @@ func TestCrunDeleteWithoutExec(t *testing.T) {
 		t.Errorf("crun list after Delete: %v: %s", err, out)
 	}
 }
+
+// Both ways of making a user namespace give one that maps the range: a
+// file of uid/gid 0 seen through an idmapped clone belongs to the range's
+// first host ids. The stopped child leaves no process behind.
+func TestUserNSMapsRange(t *testing.T) {
+	runtimetest.RequireRoot(t)
+	dir := runtimetest.Dir(t)
+	if err := os.WriteFile(filepath.Join(dir, "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := slotRange(idSlots - 1) // far from the ranges sandboxes take first
+	for name, make := range map[string]func(idRange) (*os.File, error){"stopped": stoppedUserNS, "held": heldUserNS} {
+		t.Run(name, func(t *testing.T) {
+			before := childCount(t)
+			ns, err := make(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ns.Close()
+			fd, err := idmapClone(dir, ns)
+			if err != nil {
+				t.Fatalf("idmapped clone: %v", err)
+			}
+			defer unix.Close(fd)
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, "f", &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				t.Fatal(err)
+			}
+			if st.Uid != r.UID || st.Gid != r.GID {
+				t.Errorf("file of 0:0 shows as %d:%d through the namespace, want %d:%d", st.Uid, st.Gid, r.UID, r.GID)
+			}
+			if after := childCount(t); after > before {
+				t.Errorf("%d child processes left behind", after-before)
+			}
+		})
+	}
+}
+
+// childCount counts this process's children, zombies included.
+func childCount(t *testing.T) int {
+	t.Helper()
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	n := 0
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		n += len(strings.Fields(string(b)))
+	}
+	return n
+}
