@@ -75,6 +75,9 @@ type Driver struct {
 	// sandbox roots in user namespaces must reach their bind-mount sources.
 	traversable sync.Map
 	bpf         bpfCache // crun's compiled seccomp filter (seccompcache.go)
+	// sealed holds crun's binary in a sealed memfd that bin runs it from
+	// (sealedbin.go); nil when bin is the file.
+	sealed *os.File
 }
 
 // New checks the host (see PrepareHost) and the runtime binary.
@@ -146,8 +149,15 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 				"user namespaces for %s sandboxes do not work on this host", cfg.Runtime)
 		}
 	}
+	if d.name == "crun" {
+		if f, exe, err := sealedBinary(path, out); err == nil {
+			d.bin, d.sealed = exe, f
+		} else {
+			d.log.Info("crun runs from its file: every crun command copies itself first", "err", err)
+		}
+	}
 	d.global = globalFlags(cfg)
-	d.log.Debug("oci driver ready", "binary", path, "version", d.version, "memsw", cg.memsw, "cgroup2", cg.unified,
+	d.log.Debug("oci driver ready", "binary", path, "sealed_copy", d.sealed != nil, "version", d.version, "memsw", cg.memsw, "cgroup2", cg.unified,
 		"nofile", d.limits.nofile, "userns", d.userns)
 	return d, nil
 }
@@ -327,9 +337,19 @@ func validateSpec(s runtime.Spec) error {
 	return nil
 }
 
+// exec prepares a runtime command. From the sealed copy, argv[0] is
+// still the runtime's name (what ps shows and crun's messages say).
+func (d *Driver) exec(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, d.bin, args...)
+	if d.sealed != nil {
+		cmd.Args[0] = d.name
+	}
+	return cmd
+}
+
 // command runs one short runtime command and returns its combined output.
 func (d *Driver) command(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, d.bin, append(slices.Clip(d.global), args...)...)
+	cmd := d.exec(ctx, append(slices.Clip(d.global), args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return out, fmt.Errorf("%s %s: %w: %s", d.name, args[0], err, bytes.TrimSpace(out))
@@ -496,7 +516,7 @@ func (d *Driver) runDetached(ctx context.Context, id string, p sandboxPaths, ids
 	}
 	defer logf.Close()
 	args := append(slices.Clip(d.global), "run", "--detach", "--bundle", p.bundle(), "--pid-file", p.pidFile(), id)
-	cmd := exec.CommandContext(ctx, d.bin, args...)
+	cmd := d.exec(ctx, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("%s run: %w: %s", d.name, err, tail(p.initLog(), 2048))
@@ -554,7 +574,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	}
 	// Frozen tasks cannot die; thaw first (a no-op when not paused).
 	_ = d.writeFreezer(id, "THAWED")
-	if known {
+	if known && !d.forgetCrun(id) {
 		if _, err := d.command(ctx, "delete", "--force", id); err != nil && d.runtimeKnows(id) {
 			return fmt.Errorf("delete sandbox %s: %w", id, err)
 		}
@@ -566,6 +586,28 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("delete sandbox %s: %w", id, err)
 	}
 	return nil
+}
+
+// forgetCrun does what `crun delete --force` does for our containers,
+// without the exec (crun linking itself and its libraries, on every
+// teardown): kill whatever is left in the sandbox's cgroups, remove them,
+// and remove crun's state dir (<root>/<id>: status, config.json,
+// seccomp.bpf), which is all crun keeps of a container. Our specs have
+// no hooks to run. It reports false, leaving the rest to crun, for other
+// runtimes or when a step fails.
+func (d *Driver) forgetCrun(id string) bool {
+	if d.name != "crun" {
+		return false
+	}
+	if err := d.killCgroup(id); err != nil {
+		d.log.Debug("delete without crun: cgroups", "sandbox.id", id, "err", err)
+		return false
+	}
+	if err := os.RemoveAll(filepath.Join(d.cfg.StateDir, id)); err != nil {
+		d.log.Debug("delete without crun: state dir", "sandbox.id", id, "err", err)
+		return false
+	}
+	return true
 }
 
 // runtimeKnows reports whether the runtime has state for id. crun and runc
