@@ -16,6 +16,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/datadir"
+	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
@@ -90,13 +91,20 @@ func EnsureKeys(ctx context.Context, st store.Store, dataDir string, log *slog.L
 	}
 	if len(teams) == 0 {
 		key := auth.NewAPIKey()
-		if _, err := st.CreateTeam(ctx, "default", key); err != nil {
+		_, err := st.CreateTeam(ctx, "default", key)
+		switch {
+		case errors.Is(err, errdefs.ErrAlreadyExists):
+			// Another server on the database (an api replica starting
+			// with this one) made it first: its data dir has the key.
+			log.Info("team \"default\" was created by another server sharing the database; its API key is in that server's data dir")
+		case err != nil:
 			return err
+		default:
+			if err := writeSecret(APIKeyFile(dataDir), key); err != nil {
+				return fmt.Errorf("write API key file: %w", err)
+			}
+			log.Info("created team \"default\" and its API key", "file", APIKeyFile(dataDir))
 		}
-		if err := writeSecret(APIKeyFile(dataDir), key); err != nil {
-			return fmt.Errorf("write API key file: %w", err)
-		}
-		log.Info("created team \"default\" and its API key", "file", APIKeyFile(dataDir))
 	}
 	path := AdminKeyFile(dataDir)
 	key, err := ReadKeyFile(path)

@@ -1,7 +1,9 @@
 package app
 
 import (
+	"context"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/store"
 )
 
 func TestEnsureKeys(t *testing.T) {
@@ -75,5 +78,39 @@ func TestWriteServerURL(t *testing.T) {
 		if got, _ := ReadKeyFile(ServerURLFile(dir)); got != want {
 			t.Errorf("WriteServerURL(%s) wrote %q, want %q", addr, got, want)
 		}
+	}
+}
+
+// noTeamsYet is a store read by a server before another server sharing
+// the database created the first team: its list is empty, its insert
+// finds "default" taken.
+type noTeamsYet struct{ store.Store }
+
+func (noTeamsYet) Teams(context.Context) ([]store.Team, error) { return nil, nil }
+
+// TestEnsureKeysRace: two servers starting together on an empty shared
+// database both see no team; the one that loses the insert of "default"
+// starts anyway, with no API key file of its own (the winner has it).
+func TestEnsureKeysRace(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.DiscardHandler)
+	first := filepath.Join(t.TempDir(), "first")
+	st, _, err := OpenStore(t.Context(), first, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := EnsureKeys(t.Context(), st, first, log); err != nil {
+		t.Fatal(err)
+	}
+	second := t.TempDir()
+	if err := EnsureKeys(t.Context(), noTeamsYet{st}, second, log); err != nil {
+		t.Fatalf("the server that lost the race to create team default: %v", err)
+	}
+	if _, err := os.Stat(APIKeyFile(second)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the loser wrote an API key file (%v); the key that works is the winner's", err)
+	}
+	if teams, _ := st.Teams(t.Context()); len(teams) != 1 {
+		t.Errorf("teams after the race: %+v, want one default", teams)
 	}
 }
