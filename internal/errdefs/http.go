@@ -47,6 +47,10 @@ func Message(err error) string {
 	if HTTPStatus(err) == http.StatusInternalServerError {
 		return "internal error; see the sbx server log for details"
 	}
+	var p publicMessager
+	if errors.As(err, &p) {
+		return p.PublicMessage()
+	}
 	var h hinter
 	if errors.As(err, &h) && h.Hint() != "" {
 		// A categorised error that says what to do about it (a
@@ -55,6 +59,10 @@ func Message(err error) string {
 	}
 	return err.Error()
 }
+
+// publicMessager is an error whose text holds operator detail (node
+// names, addresses) and that says what a client may see instead.
+type publicMessager interface{ PublicMessage() string }
 
 // hinter is an error that says what the caller can do about it.
 type hinter interface{ Hint() string }

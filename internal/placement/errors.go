@@ -13,9 +13,9 @@ import (
 // sandbox limit, short of memory and/or CPU (a node short of both counts
 // under both).
 //
-// Its message names nodes (the largest free capacity and where): operator
-// detail. The API layer decides what a tenant sees; Kind and Hint are
-// meant for that mapping.
+// Its message names nodes and their failures (operator detail, for the
+// log); PublicMessage, what a tenant is answered, gives the same reasons
+// without node names, addresses or node errors.
 type NoFitError struct {
 	Request Request
 	Nodes   int // nodes in the snapshot
@@ -41,14 +41,29 @@ type NoFitError struct {
 }
 
 func (e *NoFitError) Error() string {
-	return "cannot place sandbox: " + strings.Join(e.reasons(), "; ")
+	return "cannot place sandbox: " + strings.Join(e.reasons(false), "; ")
 }
 
-func (e *NoFitError) reasons() []string {
+// PublicMessage is Error without what only operators should see: which
+// node, at what address, failed how.
+func (e *NoFitError) PublicMessage() string {
+	return "cannot place sandbox: " + strings.Join(e.reasons(true), "; ") + ": " + e.Hint()
+}
+
+func (e *NoFitError) reasons(public bool) []string {
+	on := func(node string) string {
+		if public {
+			return ""
+		}
+		return " on " + node
+	}
 	if e.Attempts > 0 {
 		n := "the only attempt failed"
 		if e.Attempts > 1 {
 			n = fmt.Sprintf("all %d attempts failed", e.Attempts)
+		}
+		if public {
+			return []string{n}
 		}
 		return []string{fmt.Sprintf("%s (%s)", n, e.failures())}
 	}
@@ -58,20 +73,20 @@ func (e *NoFitError) reasons() []string {
 	var out []string
 	if e.NoMemory > 0 {
 		if e.NoMemory == e.Schedulable {
-			out = append(out, fmt.Sprintf("no node has %d MiB memory free (largest free: %d MiB on %s)",
-				e.Request.MemoryMiB, e.LargestFreeMemoryMiB, e.LargestFreeMemoryNode))
+			out = append(out, fmt.Sprintf("no node has %d MiB memory free (largest free: %d MiB%s)",
+				e.Request.MemoryMiB, e.LargestFreeMemoryMiB, on(e.LargestFreeMemoryNode)))
 		} else {
-			out = append(out, fmt.Sprintf("%s %d MiB memory free (largest free among them: %d MiB on %s)",
-				count(e.NoMemory, "node lacks", "nodes lack"), e.Request.MemoryMiB, e.LargestFreeMemoryMiB, e.LargestFreeMemoryNode))
+			out = append(out, fmt.Sprintf("%s %d MiB memory free (largest free among them: %d MiB%s)",
+				count(e.NoMemory, "node lacks", "nodes lack"), e.Request.MemoryMiB, e.LargestFreeMemoryMiB, on(e.LargestFreeMemoryNode)))
 		}
 	}
 	if e.NoCPU > 0 {
 		if e.NoCPU == e.Schedulable {
-			out = append(out, fmt.Sprintf("no node has %d millicores CPU free (largest free: %d millicores on %s)",
-				e.Request.CPUMillis, e.LargestFreeCPUMillis, e.LargestFreeCPUNode))
+			out = append(out, fmt.Sprintf("no node has %d millicores CPU free (largest free: %d millicores%s)",
+				e.Request.CPUMillis, e.LargestFreeCPUMillis, on(e.LargestFreeCPUNode)))
 		} else {
-			out = append(out, fmt.Sprintf("%s %d millicores CPU free (largest free among them: %d millicores on %s)",
-				count(e.NoCPU, "node lacks", "nodes lack"), e.Request.CPUMillis, e.LargestFreeCPUMillis, e.LargestFreeCPUNode))
+			out = append(out, fmt.Sprintf("%s %d millicores CPU free (largest free among them: %d millicores%s)",
+				count(e.NoCPU, "node lacks", "nodes lack"), e.Request.CPUMillis, e.LargestFreeCPUMillis, on(e.LargestFreeCPUNode)))
 		}
 	}
 	if e.AtLimit > 0 {
@@ -89,7 +104,7 @@ func (e *NoFitError) reasons() []string {
 	}
 	if e.Excluded > 0 {
 		s := count(e.Excluded, "excluded after failure", "excluded after failure")
-		if len(e.Failures) > 0 {
+		if len(e.Failures) > 0 && !public {
 			s += " (" + e.failures() + ")"
 		}
 		out = append(out, s)

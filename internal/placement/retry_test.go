@@ -3,7 +3,9 @@ package placement
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -78,5 +80,47 @@ func TestRunReleases(t *testing.T) {
 		if _, err := p.Run(t.Context(), req(), 1, func(context.Context, Decision) error { return nil }); err != nil {
 			t.Fatalf("Run on a node whose earlier reservation was released: %v", err)
 		}
+	}
+}
+
+// TestNoFitPublicMessage: what a tenant is answered (errdefs.Message)
+// keeps the reasons and the hint but names no node, address or node
+// error; the error itself, for the log, keeps them.
+func TestNoFitPublicMessage(t *testing.T) {
+	t.Parallel()
+	dial := Failure{NodeID: "node-7.internal", Err: errors.New("dial tcp 10.0.0.7:3100: connection refused")}
+	tests := []struct {
+		name string
+		err  *NoFitError
+		want string
+	}{
+		{"attempts", &NoFitError{Attempts: 2, Failures: []Failure{dial, dial}},
+			"cannot place sandbox: all 2 attempts failed: nodes are failing to start sandboxes"},
+		{"excluded", &NoFitError{Nodes: 1, Excluded: 1, Failures: []Failure{dial}},
+			"cannot place sandbox: 1 excluded after failure: no node is taking sandboxes"},
+		{"memory", &NoFitError{Nodes: 1, Schedulable: 1, NoMemory: 1, Request: Request{MemoryMiB: 4096},
+			LargestFreeMemoryMiB: 512, LargestFreeMemoryNode: "node-7.internal"},
+			"cannot place sandbox: no node has 4096 MiB memory free (largest free: 512 MiB): ask for less"},
+		{"cpu", &NoFitError{Nodes: 2, Schedulable: 2, NoCPU: 1, NoMemory: 1, Request: Request{CPUMillis: 2000},
+			LargestFreeCPUMillis: 500, LargestFreeCPUNode: "node-7.internal", LargestFreeMemoryNode: "node-7.internal"},
+			"1 node lacks 2000 millicores CPU free (largest free among them: 500 millicores): ask for less"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := fmt.Errorf("create sandbox: %w", tt.err)
+			pub := errdefs.Message(err)
+			if !strings.Contains(pub, tt.want) {
+				t.Errorf("public message %q does not contain %q", pub, tt.want)
+			}
+			for _, secret := range []string{"node-7", "10.0.0.7", "refused"} {
+				if strings.Contains(pub, secret) {
+					t.Errorf("public message %q names %q", pub, secret)
+				}
+			}
+			if !strings.Contains(err.Error(), "node-7.internal") {
+				t.Errorf("the logged error %q lost the node's name", err)
+			}
+		})
 	}
 }
