@@ -32,6 +32,7 @@ type testCluster struct {
 	api    *Server
 	nodes  []*Server
 	secret string
+	dsn    string // the cluster's PostgreSQL
 }
 
 // startCluster starts `sbx serve --role api` and two `--role node` on one
@@ -42,7 +43,7 @@ func startCluster(t testing.TB, extra ...string) *testCluster {
 	t.Helper()
 	testenv.Require(t, testenv.Postgres)
 	dsn := sqldbtest.DSN(t, sqldb.Postgres)
-	c := &testCluster{secret: "e2e-cluster-secret-0123456789abcdef0123456789"}
+	c := &testCluster{secret: "e2e-cluster-secret-0123456789abcdef0123456789", dsn: dsn}
 	secretFile := filepath.Join(t.TempDir(), "cluster-secret")
 	if err := os.WriteFile(secretFile, []byte(c.secret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -67,17 +68,13 @@ func startCluster(t testing.TB, extra ...string) *testCluster {
 	}
 	// Both nodes offer themselves once their API serves; the api
 	// replica reads them within a refresh.
-	db, err := sqldb.Open(context.Background(), dsn, sqldb.Options{NoMigrate: true})
-	if err != nil {
-		t.Fatal(err)
+	offering := tableOffers(t, dsn)
+	if slices.Contains(extra, "kubernetes") { // --coordination kubernetes: nodes heartbeat to Leases
+		offering = leaseOffers(t)
 	}
-	defer db.Close()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var n int
-		if err := db.QueryRowContext(context.Background(), `SELECT COUNT(*) FROM nodes WHERE advertise_url <> ''`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
+		n := offering()
 		if n == len(c.nodes) {
 			break
 		}
@@ -88,6 +85,22 @@ func startCluster(t testing.TB, extra ...string) *testCluster {
 	}
 	time.Sleep(cluster.RefreshEvery + 200*time.Millisecond)
 	return c
+}
+
+// tableOffers counts the nodes that offer themselves in the nodes table.
+func tableOffers(t testing.TB, dsn string) func() int {
+	db, err := sqldb.Open(context.Background(), dsn, sqldb.Options{NoMigrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return func() int {
+		var n int
+		if err := db.QueryRowContext(context.Background(), `SELECT COUNT(*) FROM nodes WHERE advertise_url <> ''`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
 }
 
 // nodeOf tells which node runs sandbox id (its container's runtime root).
