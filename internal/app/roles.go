@@ -17,7 +17,6 @@ import (
 	"github.com/sbxdev/sbx/internal/cluster"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
-	"github.com/sbxdev/sbx/internal/leader"
 	"github.com/sbxdev/sbx/internal/liveness"
 	"github.com/sbxdev/sbx/internal/placement"
 	"github.com/sbxdev/sbx/internal/proxy"
@@ -174,7 +173,15 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	for _, bi := range template.Builtins() {
 		reg.Add(bi.Template)("", nil)
 	}
-	nodes := cluster.NewNodes(st, 3*cfg.Liveness.Interval+cfg.Liveness.Interval/2, log)
+	// Nodes, their addresses and load come from where they heartbeat:
+	// the nodes table, or their Leases in Kubernetes (--coordination).
+	coord, err := newCoordination(cfg, data, hostPodEnv(), log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("coordination", "mode", coord.mode)
+	repo := coord.livenessRepo(st)
+	nodes := cluster.NewNodes(repo, 3*cfg.Liveness.Interval+cfg.Liveness.Interval/2, log)
 	if err := nodes.Refresh(ctx); err != nil {
 		return nil, fmt.Errorf("read the cluster's nodes: %w", err)
 	}
@@ -193,10 +200,9 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	})
 	// The sweep of silent nodes: api replicas campaign for it with the
 	// nodes (one leads), so it runs while any process of the cluster does.
-	sweeper := liveness.NewSweeper(st, cfg.Liveness, log)
-	elector := &leader.Postgres{DB: data.DB, Log: log}
+	sweeper := liveness.NewSweeper(repo, cfg.Liveness, log)
 	runUntilClosed(ctx, closers, "node sweep", log, func(ctx context.Context) error {
-		return elector.Campaign(ctx, "node-sweep", sweeper.Run)
+		return coord.elector.Campaign(ctx, "node-sweep", sweeper.Run)
 	})
 	mw := &telemetry.Middleware{Log: log.With("component", "http"), Tracing: tracing,
 		Quiet: map[string]bool{"GET /health": true}}
@@ -213,7 +219,7 @@ var templateRoutes = []string{"POST /v3/templates", "GET /templates/{id}/files/{
 	"GET /templates/{id}/builds/{buildID}/status", "DELETE /templates/{id}", "GET /templates/{id}", "POST /templates",
 	"POST /templates/{id}", "POST /v2/templates", "POST /templates/{id}/builds/{buildID}", "PATCH /templates/{id}",
 	"PATCH /v2/templates/{id}", "GET /templates/{id}/builds/{buildID}/logs", "POST /templates/tags", "DELETE /templates/tags",
-	"GET /templates/{id}/tags", "GET /templates/{id}/{sub}"}
+	"GET /templates/{id}/{sub}"} // {sub} covers tags: a /tags route would clash with /templates/aliases/{alias}
 
 func (notOnAPIReplica) Register(mux *http.ServeMux) {
 	for _, p := range templateRoutes {

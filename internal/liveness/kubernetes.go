@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -52,6 +53,9 @@ const (
 	annotationAddr   = "sbx.dev/address"
 	annotationState  = "sbx.dev/state"
 	annotationLostAt = "sbx.dev/lost-at"
+	// annotationLoad holds the node's store.NodeLoad as JSON: where api
+	// replicas reach it and how full it is, for placement.
+	annotationLoad = "sbx.dev/load"
 )
 
 // LeaseName is the Lease of node id: sbx-node-<id> when that is a valid
@@ -151,6 +155,11 @@ func (l *Leases) lease(n store.Node, cur *coordinationv1.Lease) *coordinationv1.
 	a := lease.Annotations
 	a[annotationNodeID], a[annotationBoot], a[annotationAddr], a[annotationState] = n.ID, n.Boot, n.Address, store.NodeReady
 	delete(a, annotationLostAt)
+	delete(a, annotationLoad)
+	if n.NodeLoad != (store.NodeLoad{}) {
+		b, _ := json.Marshal(n.NodeLoad) // plain strings and integers: cannot fail
+		a[annotationLoad] = string(b)
+	}
 	holder, secs := n.ID, int32(max(l.Grace/time.Second, 1))
 	started, renewed := metav1.NewMicroTime(n.StartedAt), metav1.NewMicroTime(n.HeartbeatAt)
 	lease.Spec.HolderIdentity, lease.Spec.LeaseDurationSeconds = &holder, &secs
@@ -182,6 +191,15 @@ func leaseNode(lease coordinationv1.Lease) store.Node {
 	}
 	if t, err := time.Parse(time.RFC3339Nano, a[annotationLostAt]); err == nil {
 		n.LostAt = t
+	}
+	if v := a[annotationLoad]; v != "" {
+		// A Lease anyone with write access to the namespace edited may
+		// hold anything: a load that does not parse is no load (the node
+		// is not placed on until its next heartbeat rewrites it).
+		var load store.NodeLoad
+		if json.Unmarshal([]byte(v), &load) == nil {
+			n.NodeLoad = load
+		}
 	}
 	return n
 }

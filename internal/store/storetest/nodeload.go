@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,7 +11,7 @@ import (
 
 // testNodeLoad: each heartbeat replaces the node's advertised URL and load
 // (api replicas place sandboxes from them), a restart included.
-func testNodeLoad(t *testing.T, s NodesStore) {
+func testNodeLoad(t *testing.T, s store.Nodes) {
 	ctx := t.Context()
 	first := store.NodeLoad{AdvertiseURL: "http://10.0.0.1:3000", CPUMillis: 8000, MemoryMiB: 16384,
 		ReservedCPUMillis: 1000, ReservedMemoryMiB: 512, Sandboxes: 2}
@@ -21,6 +23,7 @@ func testNodeLoad(t *testing.T, s NodesStore) {
 		t.Fatal(err)
 	}
 	nodes, err := s.Nodes(ctx)
+	slices.SortFunc(nodes, func(a, b store.Node) int { return strings.Compare(a.ID, b.ID) })
 	if err != nil || len(nodes) != 2 || nodes[0].NodeLoad != first || nodes[1].NodeLoad != (store.NodeLoad{}) {
 		t.Fatalf("Nodes = %+v, %v; want node-a with %+v and node-b without load", nodes, err, first)
 	}
@@ -35,6 +38,7 @@ func testNodeLoad(t *testing.T, s NodesStore) {
 		t.Fatal(err)
 	}
 	nodes, _ = s.Nodes(ctx)
+	slices.SortFunc(nodes, func(a, b store.Node) int { return strings.Compare(a.ID, b.ID) })
 	want := later
 	want.Sandboxes = 0
 	if nodes[0].NodeLoad != want {

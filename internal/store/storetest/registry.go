@@ -11,4 +11,5 @@ import (
 // internal/liveness), which must behave as the database's does.
 func RunNodeRegistry(t *testing.T, newRegistry func(t *testing.T) store.Nodes) {
 	t.Run("HeartbeatAndLost", func(t *testing.T) { testNodesLost(t, newRegistry(t)) })
+	t.Run("Load", func(t *testing.T) { testNodeLoad(t, newRegistry(t)) })
 }
