@@ -11,14 +11,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/sbxdev/sbx/internal/kubetest"
 	"github.com/sbxdev/sbx/internal/leader"
 	"github.com/sbxdev/sbx/internal/liveness"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/internal/store/sqldb/sqldbtest"
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
-	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 func TestResolveCoordination(t *testing.T) {
@@ -117,26 +116,7 @@ func TestCoordinationWiring(t *testing.T) {
 		}
 	})
 	t.Run("Kubernetes", func(t *testing.T) {
-		testenv.Require(t, testenv.KubeAPIServer)
-		env := &envtest.Environment{BinaryAssetsDirectory: os.Getenv("KUBEBUILDER_ASSETS")}
-		cfg, err := env.Start()
-		if err != nil {
-			t.Fatalf("start kube-apiserver and etcd: %v", err)
-		}
-		t.Cleanup(func() { env.Stop() })
-		user, err := env.ControlPlane.AddUser(envtest.User{Name: "sbx-node", Groups: []string{"system:masters"}}, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kc, err := user.KubeConfig()
-		if err != nil {
-			t.Fatal(err)
-		}
-		kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-		if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		t.Setenv("KUBECONFIG", kubeconfig)
+		t.Setenv("KUBECONFIG", kubetest.Start(t).Kubeconfig)
 		t.Setenv("POD_NAMESPACE", "sbx-system")
 		t.Setenv("POD_NAME", "sbx-node-x7k2p")
 

@@ -6,53 +6,17 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/sbxdev/sbx/internal/kubetest"
 	"github.com/sbxdev/sbx/internal/leader"
 	"github.com/sbxdev/sbx/internal/leader/leadertest"
-	"github.com/sbxdev/sbx/internal/testenv"
 )
-
-// kubeAPI starts a real kube-apiserver and etcd (envtest) and returns a
-// kubeconfig file for an admin user and a namespace of the test's own.
-func kubeAPI(t *testing.T) (kubeconfig, namespace string) {
-	t.Helper()
-	testenv.Require(t, testenv.KubeAPIServer)
-	env := &envtest.Environment{BinaryAssetsDirectory: os.Getenv("KUBEBUILDER_ASSETS")}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start kube-apiserver and etcd: %v", err)
-	}
-	t.Cleanup(func() { env.Stop() })
-	user, err := env.ControlPlane.AddUser(envtest.User{Name: "sbx-test", Groups: []string{"system:masters"}}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig = filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	client := clientFor(t, kubeconfig)
-	namespace = "sbx-leader-test"
-	_, err = client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create namespace: %v", err)
-	}
-	return kubeconfig, namespace
-}
 
 func clientFor(t testing.TB, kubeconfig string) kubernetes.Interface {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
@@ -70,7 +34,8 @@ func clientFor(t testing.TB, kubeconfig string) kubernetes.Interface {
 // kube-apiserver, then kills a leader with SIGKILL (no release) and logs
 // how long its successor took: the cluster issue asks for 2 s.
 func TestKubernetesElector(t *testing.T) {
-	kubeconfig, ns := kubeAPI(t)
+	api := kubetest.Start(t)
+	kubeconfig, ns := api.Kubeconfig, api.Namespace(t, "sbx-leader-test")
 	leadertest.Run(t, func(t *testing.T, id string) leadertest.Campaigner {
 		return &leader.Kubernetes{Client: clientFor(t, kubeconfig), Namespace: ns, Identity: id}
 	})

@@ -4,45 +4,28 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-
+	"github.com/sbxdev/sbx/internal/kubetest"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/internal/store/sqldb/sqldbtest"
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/store/storetest"
-	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 // TestLeases runs the node registry on Kubernetes Leases against a real
 // kube-apiserver and etcd (envtest), started once for all its cases.
 func TestLeases(t *testing.T) {
-	testenv.Require(t, testenv.KubeAPIServer)
-	env := &envtest.Environment{BinaryAssetsDirectory: os.Getenv("KUBEBUILDER_ASSETS")}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start kube-apiserver and etcd: %v", err)
-	}
-	t.Cleanup(func() { env.Stop() })
-	client := kubernetes.NewForConfigOrDie(cfg)
+	api := kubetest.Start(t)
 	var namespaces atomic.Int32
 	// Each case gets a namespace of its own: its Leases are its nodes.
 	newLeases := func(t *testing.T, grace time.Duration) *Leases {
-		ns := fmt.Sprintf("sbx-liveness-%d", namespaces.Add(1))
-		_, err := client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatalf("create namespace: %v", err)
-		}
-		return &Leases{Client: client, Namespace: ns, Grace: grace}
+		ns := api.Namespace(t, fmt.Sprintf("sbx-liveness-%d", namespaces.Add(1)))
+		return &Leases{Client: api.Client, Namespace: ns, Grace: grace}
 	}
 
 	t.Run("Conformance", func(t *testing.T) {

@@ -3,20 +3,17 @@ package e2e
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/sbxdev/sbx/internal/testenv"
+	"github.com/sbxdev/sbx/internal/kubetest"
 	"github.com/sbxdev/sbx/sdk"
 )
 
@@ -28,33 +25,13 @@ const clusterNamespace = "sbx-e2e"
 // cluster outside Pods is: KUBECONFIG and POD_NAMESPACE.
 func startKubeAPI(t *testing.T) {
 	t.Helper()
-	testenv.Require(t, testenv.KubeAPIServer)
-	env := &envtest.Environment{BinaryAssetsDirectory: os.Getenv("KUBEBUILDER_ASSETS")}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start kube-apiserver and etcd: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	user, err := env.ControlPlane.AddUser(envtest.User{Name: "sbx", Groups: []string{"system:masters"}}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(path, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("KUBECONFIG", path)
+	api := kubetest.Start(t)
+	api.Namespace(t, clusterNamespace)
+	t.Setenv("KUBECONFIG", api.Kubeconfig)
 	t.Setenv("POD_NAMESPACE", clusterNamespace)
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: clusterNamespace}}
-	if _, err := kubeClient(t).CoreV1().Namespaces().Create(t.Context(), ns, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 }
 
+// kubeClient reaches the API server startKubeAPI started.
 func kubeClient(t testing.TB) kubernetes.Interface {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
