@@ -97,11 +97,7 @@ func TestPublishPullRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	src := filepath.Join(t.TempDir(), "layer")
 	makeLayer(t, src)
-	st, err := blob.NewFileStore(filepath.Join(t.TempDir(), "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, cache := storeAndCache(t)
 	d1, n, err := Publish(ctx, st, src)
 	if err != nil {
 		t.Fatal(err)
@@ -110,11 +106,6 @@ func TestPublishPullRoundTrip(t *testing.T) {
 	if err != nil || d1 != d2 || n == 0 {
 		t.Fatalf("publishing one tree twice: %s then %s (%v); want one digest", d1, d2, err)
 	}
-	cache, err := blob.NewCache(filepath.Join(t.TempDir(), "cache"), st, 1<<30, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
 	p := &Puller{Cache: cache}
 	dst := filepath.Join(t.TempDir(), "pulled", "diff")
 	var wg sync.WaitGroup
@@ -158,22 +149,30 @@ func TestPublishPullRoundTrip(t *testing.T) {
 	}
 }
 
-// A layer the store lost fails with a message naming its owner and what
-// to do, and leaves nothing behind.
-func TestPullMissingBlob(t *testing.T) {
-	ctx := context.Background()
+// storeAndCache is a directory blob store and a node's pull cache of it,
+// both closed at the test's end.
+func storeAndCache(t *testing.T) (*blob.FileStore, *blob.Cache) {
+	t.Helper()
 	st, err := blob.NewFileStore(filepath.Join(t.TempDir(), "blobs"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	cache, err := blob.NewCache(filepath.Join(t.TempDir(), "cache"), st, 1<<30, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cache.Close()
+	t.Cleanup(func() { cache.Close() })
+	return st, cache
+}
+
+// A layer the store lost fails with a message naming its owner and what
+// to do, and leaves nothing behind.
+func TestPullMissingBlob(t *testing.T) {
+	ctx := context.Background()
+	_, cache := storeAndCache(t)
 	parent := t.TempDir()
-	err = Pull(ctx, cache, blob.FromBytes([]byte("never stored")), filepath.Join(parent, "l"), "sandbox x")
+	err := Pull(ctx, cache, blob.FromBytes([]byte("never stored")), filepath.Join(parent, "l"), "sandbox x")
 	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "sandbox x") || !strings.Contains(err.Error(), "--blob-store") {
 		t.Fatalf("err = %v; want a precondition error naming the sandbox and the flag", err)
 	}
@@ -188,16 +187,7 @@ func TestPullMissingBlob(t *testing.T) {
 func TestPullRefusesEscapes(t *testing.T) {
 	testenv.Require(t, testenv.Root)
 	ctx := context.Background()
-	st, err := blob.NewFileStore(filepath.Join(t.TempDir(), "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	cache, err := blob.NewCache(filepath.Join(t.TempDir(), "cache"), st, 1<<30, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
+	st, cache := storeAndCache(t)
 	outside := t.TempDir()
 	cases := []struct {
 		name    string
@@ -249,16 +239,7 @@ func TestPullRefusesEscapes(t *testing.T) {
 func TestPullKeepsOnlyLayerXattrs(t *testing.T) {
 	testenv.Require(t, testenv.Root)
 	ctx := context.Background()
-	st, err := blob.NewFileStore(filepath.Join(t.TempDir(), "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	cache, err := blob.NewCache(filepath.Join(t.TempDir(), "cache"), st, 1<<30, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cache.Close()
+	st, cache := storeAndCache(t)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	_ = tw.WriteHeader(&tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755, Format: tar.FormatPAX, PAXRecords: map[string]string{
