@@ -264,7 +264,7 @@ func (m *Manager) sweepMoved(ctx context.Context, known map[string]bool) {
 	if m.blobs == nil {
 		return
 	}
-	entries, err := os.ReadDir(filepath.Join(m.cfg.DataDir, "sandbox-layers"))
+	entries, err := os.ReadDir(m.cfg.Data.SandboxLayers())
 	if err != nil {
 		return
 	}

@@ -57,7 +57,7 @@ func (m *Manager) canCheckpoint() bool {
 // checkpointDir is <data-dir>/checkpoints/<id>: spec.json (the runtime
 // spec the sandbox must be restored with) and state/ (the driver's).
 func (m *Manager) checkpointDir(id string) string {
-	return filepath.Join(m.cfg.DataDir, "checkpoints", id)
+	return m.cfg.Data.Checkpoint(id)
 }
 
 // onDisk reports whether the sandbox's processes live in a checkpoint.
@@ -262,7 +262,7 @@ func (m *Manager) restore(ctx context.Context, l *live) error {
 // started with, kept because runsc restores only into the same spec and
 // the template (its rootfs path) may change or go while it lives.
 func (m *Manager) specPath(id string) string {
-	return filepath.Join(m.cfg.DataDir, "specs", id+".json")
+	return m.cfg.Data.Spec(id)
 }
 
 // savedSpec is what specPath holds. Agent stamps the files of the agent

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/agentauth"
+	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
@@ -138,7 +139,7 @@ func newExitManager(t *testing.T) (*Manager, *exitDriver, *changes) {
 	}
 	t.Cleanup(func() { st.Close() })
 	drv := newExitDriver()
-	m := New(Config{DataDir: t.TempDir(), AgentDir: t.TempDir()}, slog.New(slog.DiscardHandler), st, drv, nopNetwork{}, nil)
+	m := New(Config{Data: datadir.Layout{Root: t.TempDir()}, AgentDir: t.TempDir()}, slog.New(slog.DiscardHandler), st, drv, nopNetwork{}, nil)
 	return m, drv, rec
 }
 

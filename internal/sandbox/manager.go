@@ -25,6 +25,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/builder"
+	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
@@ -79,7 +80,8 @@ type Templates interface {
 
 // Config is the manager's part of the server configuration.
 type Config struct {
-	DataDir  string // sandboxes/<id>/run lives here
+	// Data names every file the manager keeps in the data dir.
+	Data     datadir.Layout
 	AgentDir string // host dir mounted at /.sbx/bin (envd, codeinterp)
 	// NodeID names this server among servers sharing a database: its
 	// sandboxes carry it, and Recover touches only those.
@@ -565,7 +567,7 @@ func initVars(sb store.Sandbox) map[string]string {
 }
 
 func (m *Manager) runDir(id string) string {
-	return filepath.Join(m.cfg.DataDir, "run", id)
+	return m.cfg.Data.SandboxRun(id)
 }
 
 // track makes a started sandbox reachable and arms its timeout.

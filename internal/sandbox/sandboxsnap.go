@@ -108,7 +108,7 @@ type snapshots struct {
 }
 
 func (m *Manager) sandboxSnapshotsDir() string {
-	return filepath.Join(m.cfg.DataDir, "sandbox-snapshots")
+	return m.cfg.Data.SandboxSnapshots()
 }
 
 var snapshotNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)

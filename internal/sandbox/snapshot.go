@@ -82,7 +82,7 @@ func runtimeIdentity(d runtime.Driver) string {
 }
 
 func (m *Manager) snapshotDir(key string) string {
-	return filepath.Join(m.cfg.DataDir, "snapshots", key)
+	return m.cfg.Data.TemplateSnapshot(key)
 }
 
 // snapshotComplete reports whether dir holds a usable snapshot: a
@@ -279,7 +279,7 @@ func noteSnapshotUse(dir, buildID string) error {
 // were last used before the given time. A snapshot that is still being
 // restored from has been used just now, so it stays.
 func (m *Manager) PruneSnapshots(keepBuilds map[string]bool, before time.Time) (int, error) {
-	root := filepath.Join(m.cfg.DataDir, "snapshots")
+	root := m.cfg.Data.TemplateSnapshots()
 	entries, err := os.ReadDir(root)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
