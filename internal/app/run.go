@@ -238,6 +238,9 @@ type core struct {
 	tplSvc *template.Service
 	beat   *liveness.Beater // nil on SQLite (one server)
 	blobs  *Blobs
+	// mon is the monitoring: its budgets admit the manager's creates and
+	// its metrics observe them, so it is built first.
+	mon *monitor.Server
 	// serving is set once the API serves: a node's heartbeat offers it
 	// to api replicas from then on (roles.go).
 	serving atomic.Bool
@@ -276,18 +279,28 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	if c.netw, err = network.New(network.Config{NetnsDir: lay.Netns(), AllowCIDRs: allow}, log); err != nil {
 		return nil, err
 	}
-	c.mgr = sandbox.New(sandbox.Config{Data: lay, AgentDir: agentDir, NodeID: cfg.NodeName}, log, st, c.drv, c.netw, c.reg)
-	c.blobs.wireSandboxes(c.mgr, data) // before Recover, which sweeps sandboxes other nodes took over
-	c.mgr.SetPauseDiskAfter(cfg.PauseDiskAfter)
-	c.mgr.SetTeamCap(cfg.TeamMaxSandboxes, st)
-	c.mgr.SetSlotStore(st) // the cap counts every server's sandboxes (several may share a PostgreSQL)
+	// Monitoring (issue 7): usage and cost, budgets (admission), runaway
+	// detection, analytics, Prometheus metrics, dashboard.
+	if c.mon, err = monitor.ForServer(ctx, cfg.Monitoring, st, evlog, st, log); err != nil {
+		return nil, err
+	}
 	snapDrv, err := snapshotRuntime(cfg, c.drv, log)
 	if err != nil {
 		return nil, err
 	}
-	if snapDrv != nil {
-		c.mgr.SetSnapshotRuntime(snapDrv)
+	opts := []sandbox.Option{
+		sandbox.WithAdmission(c.mon.Budgets), sandbox.WithObserver(c.mon.Metrics),
+		sandbox.WithPauseDiskAfter(cfg.PauseDiskAfter),
+		sandbox.WithTeamCap(cfg.TeamMaxSandboxes, st),
+		sandbox.WithSlotStore(st), // the cap counts every server's sandboxes (several may share a PostgreSQL)
+		// before Recover, which sweeps sandboxes other nodes took over
+		sandbox.WithBlobs(c.blobs.forSandboxes(data)),
 	}
+	if snapDrv != nil {
+		opts = append(opts, sandbox.WithSnapshotRuntime(snapDrv))
+	}
+	c.mgr = sandbox.New(sandbox.Config{Data: lay, AgentDir: agentDir, NodeID: cfg.NodeName}, log, st, c.drv, c.netw, c.reg, opts...)
+	c.mon.Attach(c.mgr)
 	if err := startLiveness(ctx, cfg, log, data, c, closers); err != nil {
 		return nil, err
 	}
@@ -373,13 +386,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	}
 	runUntilClosed(ctx, closers, "webhook engine", log, engine.Run)
 
-	// Monitoring (issue 7): usage and cost, budgets (admission), runaway
-	// detection, analytics, Prometheus metrics, dashboard.
-	mon, err := monitor.ForServer(ctx, cfg.Monitoring, st, evlog, c.mgr, st, log)
-	if err != nil {
-		return nil, err
-	}
-	c.mgr.SetObserver(mon.Metrics)
+	mon := c.mon
 	c.tplSvc.SetBuildObserver(mon.Metrics)
 	mon.Metrics.SetWebhookQueue(engine)
 	monCtx, stopMon := context.WithCancel(context.WithoutCancel(ctx))
@@ -395,7 +402,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		log.Warn("sandbox host names (<port>-<id>.localhost, sandbox.getHost) do not resolve on this host: " +
 			"install libnss-myhostname (apt-get install libnss-myhostname), or give --domain with wildcard DNS")
 	}
-	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, routing, log),
+	apiSrv := api.New(log, c.mgr, c.reg, st, proxy.New(c.mgr, routing, log),
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
 		refiner, mon, tplHandler)
 	if cfg.Role == RoleNode {

@@ -40,10 +40,6 @@ type Blobs struct {
 // lifecycleOwner records the blob of a paused sandbox's lifecycle options.
 const lifecycleOwner = "sandbox-lifecycle"
 
-// SetBlobs makes pauses without memory publish the sandbox's filesystem,
-// and lets this server resume sandboxes other servers paused so.
-func (m *Manager) SetBlobs(b *Blobs) { m.blobs = b }
-
 // adoptMu serializes adoptions on this node: two connects of one moved
 // sandbox must pull and claim it once.
 var adoptMu sync.Mutex

@@ -34,21 +34,6 @@ type diskTier struct {
 	timers map[string]*time.Timer
 }
 
-// SetPauseDiskAfter makes a sandbox that stays paused for d move from the
-// memory tier to the disk tier (0 = never by time). With d > 0, paused
-// sandboxes are also moved to disk when the server shuts down. It only
-// takes effect with a runtime that can checkpoint (runsc). Call it before
-// Recover.
-func (m *Manager) SetPauseDiskAfter(d time.Duration) {
-	m.disk.mu.Lock()
-	defer m.disk.mu.Unlock()
-	m.disk.after = max(d, 0)
-	if d > 0 && !m.canCheckpoint() {
-		m.log.Warn("paused sandboxes stay in the memory tier: the runtime cannot checkpoint (use --runtime runsc)",
-			"runtime", m.driver.Name())
-	}
-}
-
 func (m *Manager) canCheckpoint() bool {
 	c, ok := m.driver.(runtime.Checkpointer)
 	return ok && c.CanCheckpoint()

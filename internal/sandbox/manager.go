@@ -119,14 +119,11 @@ type Manager struct {
 	poolOff map[string]bool
 
 	admission Admission // nil = no limits
-	// observer hears of pool hits and misses; poolTemplates are the
-	// templates whose pools started, guarded by mu (observe.go).
-	observer      atomic.Pointer[observerBox]
-	poolTemplates []template.Template
-	quota         quota     // per-team cap on live sandboxes (quota.go)
-	disk          diskTier  // pause's disk tier (checkpoint.go)
-	exits         exitWatch // sandboxes whose init ends on its own (exits.go)
-	reclaims      reclaimer // teardowns after kills (reclaim.go)
+	observer  Observer  // creates, pool hits and misses (observe.go)
+	quota     quota     // per-team cap on live sandboxes (quota.go)
+	disk      diskTier  // pause's disk tier (checkpoint.go)
+	exits     exitWatch // sandboxes whose init ends on its own (exits.go)
+	reclaims  reclaimer // teardowns after kills (reclaim.go)
 	// coldStarts counts creates starting a sandbox of their own (no
 	// pooled one): pools grow above their minimum only while it is 0.
 	coldStarts atomic.Int32
@@ -156,11 +153,21 @@ type cpuSample struct {
 	usage time.Duration
 }
 
-// New returns a manager. Call Recover before serving requests.
-func New(cfg Config, log *slog.Logger, st store.Store, drv runtime.Driver, netw Network, tpl Templates) *Manager {
+// New returns a manager configured by opts. Call Recover before serving
+// requests.
+func New(cfg Config, log *slog.Logger, st store.Store, drv runtime.Driver, netw Network, tpl Templates, opts ...Option) *Manager {
 	rt := newRuntimes(drv)
-	return &Manager{cfg: cfg, log: log, store: st, driver: rt, rt: rt, network: netw, templates: tpl,
+	m := &Manager{cfg: cfg, log: log, store: st, driver: rt, rt: rt, network: netw, templates: tpl, observer: noObserver{},
 		now: time.Now, live: map[string]*live{}, snapLocks: map[string]*sync.Mutex{}, snapRetry: map[string]time.Time{}}
+	m.quota.node = cfg.NodeID
+	for _, o := range opts {
+		o(m)
+	}
+	if m.disk.after > 0 && !m.canCheckpoint() {
+		m.log.Warn("paused sandboxes stay in the memory tier: the runtime cannot checkpoint (use --runtime runsc)",
+			"runtime", m.driver.Name())
+	}
+	return m
 }
 
 // CreateRequest is what a client asks for.
@@ -202,7 +209,9 @@ func (r *CreateRequest) Validate() error {
 
 // Create starts a sandbox and returns once its agent answered /init (and
 // the template's start command is ready).
-func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbox, err error) {
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (sb store.Sandbox, err error) {
+	t0 := time.Now()
+	defer func() { m.obs().CreateDone(sb, time.Since(t0), err) }()
 	if err := req.Validate(); err != nil {
 		return store.Sandbox{}, err
 	}

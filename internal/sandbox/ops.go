@@ -388,10 +388,6 @@ type ConcurrencyLimiter interface {
 	RefuseConcurrent(ctx context.Context, teamID, templateID string, held, max int) error
 }
 
-// SetAdmission installs the admission check run by Create before any work.
-// Call it before serving requests.
-func (m *Manager) SetAdmission(a Admission) { m.admission = a }
-
 // Live returns a snapshot of every running or paused sandbox (all teams).
 func (m *Manager) Live() []store.Sandbox {
 	m.mu.Lock()

@@ -30,10 +30,6 @@ import (
 // started state depends on, so an unchanged rebuild reuses the snapshot and
 // a restarted server finds it again.
 
-// SetSnapshotRuntime installs the runtime that takes and restores template
-// snapshots; it must be able to checkpoint (runsc). Call before serving.
-func (m *Manager) SetSnapshotRuntime(d runtime.Driver) { m.rt.snap = d }
-
 // SnapshotsAvailable reports whether template snapshots can be taken and,
 // when not, why (for the build log).
 func (m *Manager) SnapshotsAvailable() (bool, string) {
