@@ -237,7 +237,7 @@ func (m *Manager) adopt(ctx context.Context, teamID, id string) (*live, error) {
 		m.log.WarnContext(ctx, "record the paths of a taken-over sandbox's layers", "sandbox.id", id, "err", err)
 	}
 	row.NodeID = m.cfg.NodeID
-	l := &live{sb: row, agent: newAgent(id, m.runDir(id), agentauth.Key{}), lifecycle: m.loadLifecycle(id)}
+	l := &live{sb: row, agent: m.dial(id, m.runDir(id), agentauth.Key{}), lifecycle: m.loadLifecycle(id)}
 	m.track(l)
 	m.log.InfoContext(ctx, "took over a sandbox paused on another node", "sandbox.id", id, "from", node, "layers", len(refs))
 	return l, nil

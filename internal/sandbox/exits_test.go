@@ -50,9 +50,12 @@ func (d *exitDriver) end(id string, st runtime.Status, ex runtime.Exit) {
 	ch <- ex
 }
 
-func (d *exitDriver) Name() string                              { return "fake" }
-func (d *exitDriver) Start(context.Context, runtime.Spec) error { return nil }
-func (d *exitDriver) List(context.Context) ([]string, error)    { return nil, nil }
+func (d *exitDriver) Name() string { return "fake" }
+func (d *exitDriver) Start(_ context.Context, s runtime.Spec) error {
+	d.add(s.ID) // its init runs until deleted or ended
+	return nil
+}
+func (d *exitDriver) List(context.Context) ([]string, error) { return nil, nil }
 func (d *exitDriver) Stats(context.Context, string) (runtime.Stats, error) {
 	return runtime.Stats{}, nil
 }

@@ -100,6 +100,7 @@ type Manager struct {
 	draining  atomic.Bool // refuse new sandboxes (admin: POST /nodes/{id})
 	network   Network
 	templates Templates
+	dial      agentDialer // dialAgent; a fake in tests
 	now       func() time.Time
 
 	// blobs publishes pauses without memory and takes over other nodes'
@@ -141,7 +142,7 @@ type live struct {
 	mu       sync.Mutex
 	snapshot string // the template snapshot it was restored from, "" if started cold
 	sb       store.Sandbox
-	agent    *agent
+	agent    agentConn
 	timer    *time.Timer
 	cpu      cpuSample
 	// lifecycle: auto-pause without memory, auto-resume (lifecycle.go).
@@ -157,7 +158,7 @@ type cpuSample struct {
 // requests.
 func New(cfg Config, log *slog.Logger, st store.Store, drv runtime.Driver, netw Network, tpl Templates, opts ...Option) *Manager {
 	rt := newRuntimes(drv)
-	m := &Manager{cfg: cfg, log: log, store: st, driver: rt, rt: rt, network: netw, templates: tpl, observer: noObserver{},
+	m := &Manager{cfg: cfg, log: log, store: st, driver: rt, rt: rt, network: netw, templates: tpl, observer: noObserver{}, dial: dialAgent,
 		now: time.Now, live: map[string]*live{}, snapLocks: map[string]*sync.Mutex{}, snapRetry: map[string]time.Time{}}
 	m.quota.node = cfg.NodeID
 	for _, o := range opts {
@@ -445,7 +446,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
 	}
 	tStart = time.Since(t0) - tNet
-	a := newAgent(sb.ID, runDir, key)
+	a := m.dial(sb.ID, runDir, key)
 	l = &live{sb: *sb, agent: a, snapshot: how.snapshot}
 	ectx, span := telemetry.Start(ctx, "sandbox.envd")
 	defer func() { telemetry.End(span, err) }() // ready, /init and the start command
@@ -498,7 +499,7 @@ func (m *Manager) agentBroke(id string, err error) error {
 // start, or have exited 0 with a ready check vouching for what it started:
 // otherwise a typo such as "nosuchcommand" would snapshot a template whose
 // sandboxes run nothing.
-func (m *Manager) startCommand(ctx context.Context, a *agent, id, token string, tpl template.Template, grace time.Duration) error {
+func (m *Manager) startCommand(ctx context.Context, a agentConn, id, token string, tpl template.Template, grace time.Duration) error {
 	t0 := time.Now()
 	out := m.logs.sandbox(id)
 	out.system(m.now(), "info", "start command started: "+tpl.StartCmd)

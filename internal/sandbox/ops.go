@@ -282,7 +282,7 @@ func (m *Manager) Route(id string) (http.RoundTripper, bool) {
 	if paused {
 		return nil, false
 	}
-	return l.agent.transport, true
+	return l.agent.roundTripper(), true
 }
 
 // Running reports the number of live sandboxes.
@@ -308,7 +308,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		sb.NodeID = m.cfg.NodeID // a row of no node becomes this one's
 		if _, fsOnly := m.fsPausedState(sb.ID); fsOnly && sb.State == store.StatePaused {
 			// Paused without memory: no container, its filesystem waits.
-			m.track(&live{sb: sb, agent: newAgent(sb.ID, m.runDir(sb.ID), agentauth.Key{}), lifecycle: m.loadLifecycle(sb.ID)})
+			m.track(&live{sb: sb, agent: m.dial(sb.ID, m.runDir(sb.ID), agentauth.Key{}), lifecycle: m.loadLifecycle(sb.ID)})
 			m.log.Info("reattached sandbox paused without memory", "sandbox.id", sb.ID)
 			continue
 		}
@@ -316,13 +316,13 @@ func (m *Manager) Recover(ctx context.Context) error {
 		if err != nil || st != runtime.StatusRunning && st != runtime.StatusPaused && st != runtime.StatusCheckpointed {
 			m.log.Warn("sandbox lost while the server was down; recording it as killed", "sandbox.id", sb.ID, "err", err)
 			m.destroy(ctx, sb.ID)
-			m.track(&live{sb: sb, agent: newAgent(sb.ID, m.runDir(sb.ID), agentauth.Key{}), timer: nil})
+			m.track(&live{sb: sb, agent: m.dial(sb.ID, m.runDir(sb.ID), agentauth.Key{}), timer: nil})
 			if err := m.kill(ctx, sb.ID, ReasonOrphaned); err != nil {
 				m.log.Error("record lost sandbox", "sandbox.id", sb.ID, "err", err)
 			}
 			continue
 		}
-		l := &live{sb: sb, agent: newAgent(sb.ID, m.runDir(sb.ID), m.agentKey(sb.ID)), lifecycle: m.loadLifecycle(sb.ID)}
+		l := &live{sb: sb, agent: m.dial(sb.ID, m.runDir(sb.ID), m.agentKey(sb.ID)), lifecycle: m.loadLifecycle(sb.ID)}
 		m.track(l) // an end time in the past fires the timer at once
 		if sb.State == store.StatePaused && st == runtime.StatusPaused {
 			m.scheduleDisk(sb.ID)
