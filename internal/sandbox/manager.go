@@ -107,17 +107,14 @@ type Manager struct {
 	// (blobs.go); nil: paused sandboxes resume on this server only.
 	blobs *Blobs
 
-	mu     sync.Mutex
-	live   map[string]*live
-	pools  map[string]*pool // by template ID (and the ref it was configured by)
-	poolWG sync.WaitGroup
-	// poolCtx bounds every pool's fill loop; autoPool sizes the pools of
-	// templates that got none explicitly (AnyTemplate).
-	poolCtx  context.Context
-	autoPool PoolSize
-	// poolOff holds the templates (by ID or name) configured with a
-	// maximum of 0: neither a pool of their own nor the auto pool.
-	poolOff map[string]bool
+	mu   sync.Mutex
+	live map[string]*live
+	// serving bounds background work (template snapshots retaken), set
+	// by StartPools; bgWG waits for that work at Close.
+	serving context.Context
+	bgWG    sync.WaitGroup
+
+	pools warmPools // warm pools (pools.go)
 
 	admission Admission // nil = no limits
 	observer  Observer  // creates, pool hits and misses (observe.go)
@@ -125,9 +122,6 @@ type Manager struct {
 	disk      diskTier  // pause's disk tier (checkpoint.go)
 	exits     exitWatch // sandboxes whose init ends on its own (exits.go)
 	reclaims  reclaimer // teardowns after kills (reclaim.go)
-	// coldStarts counts creates starting a sandbox of their own (no
-	// pooled one): pools grow above their minimum only while it is 0.
-	coldStarts atomic.Int32
 
 	wakes wakes     // auto-resumes in flight (lifecycle.go)
 	snaps snapshots // sandbox snapshots (sandboxsnap.go)
@@ -164,6 +158,7 @@ func New(cfg Config, log *slog.Logger, st store.Store, drv runtime.Driver, netw 
 	for _, o := range opts {
 		o(m)
 	}
+	m.pools = newPools(m, tpl, log, m.obs(), m.now)
 	if m.disk.after > 0 && !m.canCheckpoint() {
 		m.log.Warn("paused sandboxes stay in the memory tier: the runtime cannot checkpoint (use --runtime runsc)",
 			"runtime", m.driver.Name())
@@ -256,7 +251,7 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 	}
 	var l *live
 	if usePool && req.restoreFrom == "" && len(req.Mounts) == 0 {
-		l = m.claim(ctx, tpl, &sb)
+		l = m.pools.claim(ctx, tpl, &sb)
 	}
 	pooled := l != nil
 	if l == nil {
@@ -268,9 +263,9 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 			how = launch{snapshot: req.restoreFrom}
 		}
 		m.setMounts(sb.ID, req.Mounts)
-		m.coldStarts.Add(1)
+		done := m.pools.coldStart()
 		l, err = m.startWith(ctx, &sb, tpl, how)
-		m.coldStarts.Add(-1)
+		done()
 		if err != nil {
 			m.setMounts(sb.ID, nil)
 			m.forgetFiles(sb.ID)

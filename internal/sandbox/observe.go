@@ -30,9 +30,6 @@ func (m *Manager) obs() Observer {
 	return m.observer
 }
 
-// poolStarted says that tpl's pool is filling.
-func (m *Manager) poolStarted(tpl template.Template) { m.obs().PoolStarted(tpl) }
-
 type noObserver struct{}
 
 func (noObserver) CreateDone(store.Sandbox, time.Duration, error) {}

@@ -29,8 +29,9 @@ func TestObserverFromConstruction(t *testing.T) {
 	var calls observed
 	m := New(Config{Data: datadir.Layout{Root: t.TempDir()}}, slog.New(slog.DiscardHandler), nil, newExitDriver(), nopNetwork{}, nil,
 		WithObserver(&calls))
-	m.poolStarted(template.Template{ID: "base"})
-	m.obs().PoolClaim(template.Template{ID: "base"}, true)
+	ps := m.pools.(*Pools)
+	ps.observer.PoolStarted(template.Template{ID: "base"})
+	ps.observer.PoolClaim(template.Template{ID: "base"}, true)
 	if _, err := m.Create(t.Context(), CreateRequest{}); err == nil {
 		t.Fatal("Create without a template succeeded")
 	}

@@ -115,7 +115,7 @@ const resnapshotRetry = 10 * time.Minute
 // removed it). Sandboxes start cold until it is there.
 func (m *Manager) resnapshot(tpl template.Template, key string) {
 	m.mu.Lock()
-	ctx := m.poolCtx
+	ctx := m.serving
 	m.mu.Unlock()
 	if ctx == nil || ctx.Err() != nil {
 		return // not serving (tests, shutdown)
@@ -128,9 +128,9 @@ func (m *Manager) resnapshot(tpl template.Template, key string) {
 	}
 	m.snapRetry[key] = now.Add(resnapshotRetry)
 	m.snapMu.Unlock()
-	m.poolWG.Add(1)
+	m.bgWG.Add(1)
 	go func() {
-		defer m.poolWG.Done()
+		defer m.bgWG.Done()
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
 		m.log.Info("taking the template's missing snapshot; its sandboxes start cold meanwhile",
@@ -143,13 +143,7 @@ func (m *Manager) resnapshot(tpl template.Template, key string) {
 		}
 		// Sandboxes pooled meanwhile started cold: replace them with
 		// restored ones, so every sandbox of the build shares one state.
-		m.mu.Lock()
-		p := m.pools[tpl.ID]
-		m.mu.Unlock()
-		if p != nil {
-			m.drain(ctx, p)
-			p.kick()
-		}
+		m.pools.refresh(ctx, tpl.ID)
 	}()
 }
 
