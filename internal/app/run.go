@@ -329,7 +329,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	}
 	c.tplSvc.SetSnapshots(c.mgr)
 	if snapDrv != nil {
-		c.tplSvc.SetSnapshotter(c.mgr)
+		c.tplSvc.SetSnapshotter(c.mgr.TemplateSnapshots())
 	}
 	if err := c.tplSvc.Load(ctx); err != nil {
 		return nil, err

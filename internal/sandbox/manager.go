@@ -107,14 +107,10 @@ type Manager struct {
 	// (blobs.go); nil: paused sandboxes resume on this server only.
 	blobs *Blobs
 
-	mu   sync.Mutex
-	live map[string]*live
-	// serving bounds background work (template snapshots retaken), set
-	// by StartPools; bgWG waits for that work at Close.
-	serving context.Context
-	bgWG    sync.WaitGroup
-
-	pools warmPools // warm pools (pools.go)
+	mu       sync.Mutex
+	live     map[string]*live
+	pools    warmPools          // warm pools (pools.go)
+	tplSnaps *TemplateSnapshots // template snapshots (snapshot.go)
 
 	admission Admission // nil = no limits
 	observer  Observer  // creates, pool hits and misses (observe.go)
@@ -125,10 +121,6 @@ type Manager struct {
 
 	wakes wakes     // auto-resumes in flight (lifecycle.go)
 	snaps snapshots // sandbox snapshots (sandboxsnap.go)
-
-	snapMu    sync.Mutex
-	snapLocks map[string]*sync.Mutex // one snapshot at a time per key (snapshot.go)
-	snapRetry map[string]time.Time   // next background attempt per key
 }
 
 // live is the in-memory side of a running sandbox.
@@ -153,12 +145,13 @@ type cpuSample struct {
 func New(cfg Config, log *slog.Logger, st store.Store, drv runtime.Driver, netw Network, tpl Templates, opts ...Option) *Manager {
 	rt := newRuntimes(drv)
 	m := &Manager{cfg: cfg, log: log, store: st, driver: rt, rt: rt, network: netw, templates: tpl, observer: noObserver{}, dial: dialAgent,
-		now: time.Now, live: map[string]*live{}, snapLocks: map[string]*sync.Mutex{}, snapRetry: map[string]time.Time{}}
+		now: time.Now, live: map[string]*live{}}
 	m.quota.node = cfg.NodeID
 	for _, o := range opts {
 		o(m)
 	}
 	m.pools = newPools(m, tpl, log, m.obs(), m.now)
+	m.tplSnaps = newTemplateSnapshots(m)
 	if m.disk.after > 0 && !m.canCheckpoint() {
 		m.log.Warn("paused sandboxes stay in the memory tier: the runtime cannot checkpoint (use --runtime runsc)",
 			"runtime", m.driver.Name())

@@ -329,9 +329,7 @@ func (ps *Pools) drain(ctx context.Context, p *pool) {
 // pool waits for its template to be ready first. ctx also bounds the
 // manager's background work (template snapshots it retakes).
 func (m *Manager) StartPools(ctx context.Context, sizes map[string]PoolSize) {
-	m.mu.Lock()
-	m.serving = ctx
-	m.mu.Unlock()
+	m.tplSnaps.serve(ctx)
 	m.pools.start(ctx, sizes)
 }
 
@@ -353,7 +351,7 @@ func (m *Manager) prestart(ctx context.Context, tpl template.Template) (*live, e
 func (m *Manager) Close(ctx context.Context) {
 	m.checkpointPaused(ctx) // with the disk tier on: paused ones go to disk
 	m.pools.stop()
-	m.bgWG.Wait()
+	m.tplSnaps.wg.Wait()
 	m.WaitReclaimed()
 	m.pools.drainAll(ctx)
 }

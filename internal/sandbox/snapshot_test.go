@@ -43,7 +43,7 @@ func TestPruneSnapshots(t *testing.T) {
 		}
 		dirs[tt.name] = dir
 	}
-	n, err := m.PruneSnapshots(map[string]bool{"b-kept": true}, now.Add(-48*time.Hour))
+	n, err := m.TemplateSnapshots().PruneSnapshots(map[string]bool{"b-kept": true}, now.Add(-48*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
