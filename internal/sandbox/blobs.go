@@ -136,7 +136,7 @@ func (m *Manager) dropMoved(l *live, node string) {
 	delete(m.live, id)
 	m.mu.Unlock()
 	m.quota.untracked(team)
-	m.unscheduleDisk(id)
+	m.disk.unschedule(id)
 	l.agent.close()
 	if err := os.RemoveAll(m.layersDir(id)); err != nil {
 		m.log.Warn("remove local copy of a sandbox resumed on another node", "sandbox.id", id, "err", err)

@@ -188,7 +188,7 @@ func (m *Manager) dropMemory(ctx context.Context, l *live) error {
 		_ = os.RemoveAll(layer)
 		return fmt.Errorf("save filesystem of sandbox %s: %w", id, err)
 	}
-	m.unscheduleDisk(id)
+	m.disk.unschedule(id)
 	l.agent.close()
 	m.destroy(context.WithoutCancel(ctx), id)
 	m.publishPaused(ctx, l.sb, append([]string{layer}, spec.Lower...))

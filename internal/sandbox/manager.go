@@ -115,7 +115,7 @@ type Manager struct {
 	admission Admission // nil = no limits
 	observer  Observer  // creates, pool hits and misses (observe.go)
 	quota     quota     // per-team cap on live sandboxes (quota.go)
-	disk      diskTier  // pause's disk tier (checkpoint.go)
+	disk      *diskTier // pause's disk tier (disk.go)
 	exits     exitWatch // sandboxes whose init ends on its own (exits.go)
 	reclaims  reclaimer // teardowns after kills (reclaim.go)
 
@@ -147,12 +147,13 @@ func New(cfg Config, log *slog.Logger, st store.Store, drv runtime.Driver, netw 
 	m := &Manager{cfg: cfg, log: log, store: st, driver: rt, rt: rt, network: netw, templates: tpl, observer: noObserver{}, dial: dialAgent,
 		now: time.Now, live: map[string]*live{}}
 	m.quota.node = cfg.NodeID
+	m.disk = &diskTier{host: m, driver: rt, data: cfg.Data, log: log}
 	for _, o := range opts {
 		o(m)
 	}
 	m.pools = newPools(m, tpl, log, m.obs(), m.now)
 	m.tplSnaps = newTemplateSnapshots(m)
-	if m.disk.after > 0 && !m.canCheckpoint() {
+	if m.disk.after > 0 && !m.disk.canCheckpoint() {
 		m.log.Warn("paused sandboxes stay in the memory tier: the runtime cannot checkpoint (use --runtime runsc)",
 			"runtime", m.driver.Name())
 	}
@@ -642,7 +643,7 @@ func (m *Manager) destroy(ctx context.Context, id string) {
 	}
 	_ = os.Remove(m.specPath(id))
 	m.setMounts(id, nil)
-	if err := os.RemoveAll(m.checkpointDir(id)); err != nil {
+	if err := os.RemoveAll(m.disk.dir(id)); err != nil {
 		m.log.Warn("remove sandbox checkpoint", "sandbox.id", id, "err", err)
 	}
 }

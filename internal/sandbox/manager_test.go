@@ -15,6 +15,7 @@ import (
 	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/template"
@@ -103,7 +104,7 @@ func (o oneTemplate) ResolveFor(_ context.Context, _, ref string) (template.Temp
 
 type lifecycleEnv struct {
 	m      *Manager
-	drv    *exitDriver
+	drv    lifecycleDriver
 	agents *fakeAgents
 	rec    *changes
 	data   datadir.Layout
@@ -111,13 +112,24 @@ type lifecycleEnv struct {
 
 func newLifecycle(t *testing.T, initErr error, opts ...Option) *lifecycleEnv {
 	t.Helper()
+	return newLifecycleWith(t, newExitDriver(), initErr, opts...)
+}
+
+// lifecycleDriver is a fake runtime driver the test can inspect.
+type lifecycleDriver interface {
+	runtime.Driver
+	deleted(id string) int
+}
+
+func newLifecycleWith(t *testing.T, drv lifecycleDriver, initErr error, opts ...Option) *lifecycleEnv {
+	t.Helper()
 	rec := &changes{}
 	st, err := sqlstore.Open(t.Context(), filepath.Join(t.TempDir(), "sbx.db"), rec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e := &lifecycleEnv{drv: newExitDriver(), agents: &fakeAgents{byID: map[string]*fakeAgent{}, initErr: initErr},
+	e := &lifecycleEnv{drv: drv, agents: &fakeAgents{byID: map[string]*fakeAgent{}, initErr: initErr},
 		rec: rec, data: datadir.Layout{Root: t.TempDir()}}
 	tpl := template.Template{ID: "base", Names: []string{"base"}, Rootfs: "/nonexistent", CPUCount: 1, MemoryMB: 256,
 		Env: map[string]string{"FROM_TPL": "1"}, StartCmd: "serve"}

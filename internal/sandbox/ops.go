@@ -84,7 +84,7 @@ func (m *Manager) killWith(ctx context.Context, id, reason string, data map[stri
 	sb := l.sb
 	l.mu.Unlock()
 	m.quota.untracked(sb.TeamID)
-	m.unscheduleDisk(id)
+	m.disk.unschedule(id)
 	// Record the kill first: the sandbox is already unreachable, and lists
 	// must not show it running during the tens of milliseconds teardown takes.
 	killed, change := KilledChange(sb, reason, m.now().UTC())
@@ -325,7 +325,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		l := &live{sb: sb, agent: m.dial(sb.ID, m.runDir(sb.ID), m.agentKey(sb.ID)), lifecycle: m.loadLifecycle(sb.ID)}
 		m.track(l) // an end time in the past fires the timer at once
 		if sb.State == store.StatePaused && st == runtime.StatusPaused {
-			m.scheduleDisk(sb.ID)
+			m.disk.schedule(sb.ID)
 		}
 		m.log.Info("reattached sandbox", "sandbox.id", sb.ID, "end_at", sb.EndAt, "runtime_state", st)
 	}

@@ -349,7 +349,7 @@ func (m *Manager) prestart(ctx context.Context, tpl template.Template) (*live, e
 // nobody). Running sandboxes keep running for the next server to reattach.
 // Call it after the ctx given to StartPools ended.
 func (m *Manager) Close(ctx context.Context) {
-	m.checkpointPaused(ctx) // with the disk tier on: paused ones go to disk
+	m.disk.checkpointPaused(ctx) // with the disk tier on: paused ones go to disk
 	m.pools.stop()
 	m.tplSnaps.wg.Wait()
 	m.WaitReclaimed()
