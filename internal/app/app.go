@@ -211,7 +211,7 @@ func (starting) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // bind-mounted read-only into every sandbox. Copying (instead of mounting
 // the build output) means rebuilding bin/ never changes running sandboxes.
 func installAgent(cfg Config) (string, error) {
-	dst := filepath.Join(cfg.DataDir, "agent")
+	dst := datadir.Layout{Root: cfg.DataDir}.Agent()
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return "", fmt.Errorf("create agent dir: %w", err)
 	}

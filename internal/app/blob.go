@@ -99,11 +99,13 @@ type Blobs struct {
 	puller *layer.Puller // one per node: a layer is unpacked once
 }
 
-// wireSandboxes makes pauses without memory publish the sandbox's
-// filesystem and lets sandboxes other servers paused so resume here.
-func (b *Blobs) wireSandboxes(mgr *sandbox.Manager, data *Data) {
+// forSandboxes is the sandbox manager's view of the store: pauses without
+// memory publish the sandbox's filesystem and sandboxes other servers
+// paused so resume here. It makes the node's one puller, which
+// wireTemplates shares.
+func (b *Blobs) forSandboxes(data *Data) *sandbox.Blobs {
 	b.puller = &layer.Puller{Cache: b.Cache}
-	mgr.SetBlobs(&sandbox.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store})
+	return &sandbox.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store}
 }
 
 // wireTemplates makes template builds publish their layers and lets

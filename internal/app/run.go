@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -239,6 +238,9 @@ type core struct {
 	tplSvc *template.Service
 	beat   *liveness.Beater // nil on SQLite (one server)
 	blobs  *Blobs
+	// mon is the monitoring: its budgets admit the manager's creates and
+	// its metrics observe them, so it is built first.
+	mon *monitor.Server
 	// serving is set once the API serves: a node's heartbeat offers it
 	// to api replicas from then on (roles.go).
 	serving atomic.Bool
@@ -256,12 +258,13 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 		return nil, fmt.Errorf("prepare host for sandboxes: %w", err)
 	}
 	c := &core{reg: template.NewRegistry(log)}
+	lay := datadir.Layout{Root: cfg.DataDir}
 	if c.blobs, err = openBlobs(ctx, cfg, log, closers); err != nil {
 		return nil, err
 	}
 	c.drv, err = oci.New(oci.Config{Runtime: cfg.Runtime, ExtraArgs: cfg.RuntimeArgs, UserNS: cfg.UserNS,
-		StateDir:   filepath.Join(cfg.DataDir, "runtime", cfg.Runtime),
-		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes")}, log)
+		StateDir:   lay.RuntimeState(cfg.Runtime),
+		SandboxDir: lay.Sandboxes()}, log)
 	if err != nil {
 		if cfg.UserNS && errors.Is(err, errdefs.ErrFailedPrecondition) {
 			return nil, fmt.Errorf("%w\nFix the host as said, or start sbx with --userns=false to run sandboxes "+
@@ -273,21 +276,31 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 		log.Warn("user namespaces are off (--userns=false): root in a sandbox is root on the host")
 	}
 	allow, _ := cfg.SandboxAllow() // validated by Config.Validate
-	if c.netw, err = network.New(network.Config{NetnsDir: filepath.Join(cfg.DataDir, "netns"), AllowCIDRs: allow}, log); err != nil {
+	if c.netw, err = network.New(network.Config{NetnsDir: lay.Netns(), AllowCIDRs: allow}, log); err != nil {
 		return nil, err
 	}
-	c.mgr = sandbox.New(sandbox.Config{DataDir: cfg.DataDir, AgentDir: agentDir, NodeID: cfg.NodeName}, log, st, c.drv, c.netw, c.reg)
-	c.blobs.wireSandboxes(c.mgr, data) // before Recover, which sweeps sandboxes other nodes took over
-	c.mgr.SetPauseDiskAfter(cfg.PauseDiskAfter)
-	c.mgr.SetTeamCap(cfg.TeamMaxSandboxes, st)
-	c.mgr.SetSlotStore(st) // the cap counts every server's sandboxes (several may share a PostgreSQL)
+	// Monitoring (issue 7): usage and cost, budgets (admission), runaway
+	// detection, analytics, Prometheus metrics, dashboard.
+	if c.mon, err = monitor.ForServer(ctx, cfg.Monitoring, st, evlog, st, log); err != nil {
+		return nil, err
+	}
 	snapDrv, err := snapshotRuntime(cfg, c.drv, log)
 	if err != nil {
 		return nil, err
 	}
-	if snapDrv != nil {
-		c.mgr.SetSnapshotRuntime(snapDrv)
+	opts := []sandbox.Option{
+		sandbox.WithAdmission(c.mon.Budgets), sandbox.WithObserver(c.mon.Metrics),
+		sandbox.WithPauseDiskAfter(cfg.PauseDiskAfter),
+		sandbox.WithTeamCap(cfg.TeamMaxSandboxes, st),
+		sandbox.WithSlotStore(st), // the cap counts every server's sandboxes (several may share a PostgreSQL)
+		// before Recover, which sweeps sandboxes other nodes took over
+		sandbox.WithBlobs(c.blobs.forSandboxes(data)),
 	}
+	if snapDrv != nil {
+		opts = append(opts, sandbox.WithSnapshotRuntime(snapDrv))
+	}
+	c.mgr = sandbox.New(sandbox.Config{Data: lay, AgentDir: agentDir, NodeID: cfg.NodeName}, log, st, c.drv, c.netw, c.reg, opts...)
+	c.mon.Attach(c.mgr)
 	if err := startLiveness(ctx, cfg, log, data, c, closers); err != nil {
 		return nil, err
 	}
@@ -300,14 +313,14 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	// built templates are re-registered from the database here.
 	tplStore := template.NewStore(data.Store)
 	tplExec := builder.NewExecutor(builder.Config{DataDir: cfg.DataDir,
-		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes"), Limits: cfg.Builds.Limits}, log, c.drv, c.netw)
+		SandboxDir: lay.Sandboxes(), Limits: cfg.Builds.Limits}, log, c.drv, c.netw)
 	c.tplSvc = template.NewService(template.ServiceConfig{DataDir: cfg.DataDir, MaxBuilds: cfg.Builds.Concurrency,
 		MaxBuildsPerTeam: cfg.Builds.ConcurrencyPerTeam, NodeID: cfg.NodeName}, log, tplStore, c.reg, tplExec, evlog)
 	guard, err := cfg.Registry.Guard() // validated by Config.Validate
 	if err != nil {
 		return nil, err
 	}
-	c.tplSvc.SetImages(builder.NewImages(filepath.Join(cfg.DataDir, "images"),
+	c.tplSvc.SetImages(builder.NewImages(lay.Images(),
 		builder.ImagesConfig{Guard: guard, MaxBytes: int64(cfg.Registry.MaxImageMB) << 20}, log))
 	c.tplSvc.SetLiveSandboxes(liveWithSnapshots{st, c.mgr})
 	c.blobs.wireTemplates(c.tplSvc, data)
@@ -316,7 +329,7 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	}
 	c.tplSvc.SetSnapshots(c.mgr)
 	if snapDrv != nil {
-		c.tplSvc.SetSnapshotter(c.mgr)
+		c.tplSvc.SetSnapshotter(c.mgr.TemplateSnapshots())
 	}
 	if err := c.tplSvc.Load(ctx); err != nil {
 		return nil, err
@@ -348,8 +361,8 @@ func snapshotRuntime(cfg Config, main *oci.Driver, log *slog.Logger) (*oci.Drive
 		return main, nil
 	}
 	d, err := oci.New(oci.Config{Runtime: "runsc", ExtraArgs: cfg.SnapshotRuntimeArgs,
-		StateDir:   filepath.Join(cfg.DataDir, "runtime", "runsc"),
-		SandboxDir: filepath.Join(cfg.DataDir, "sandboxes-runsc")}, log)
+		StateDir:   datadir.Layout{Root: cfg.DataDir}.RuntimeState("runsc"),
+		SandboxDir: datadir.Layout{Root: cfg.DataDir}.SandboxesOf("runsc")}, log)
 	if err != nil {
 		if cfg.SnapshotRuntime == "auto" {
 			log.Warn("template snapshots are off: runsc is not usable; start commands run when sandboxes start",
@@ -373,13 +386,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	}
 	runUntilClosed(ctx, closers, "webhook engine", log, engine.Run)
 
-	// Monitoring (issue 7): usage and cost, budgets (admission), runaway
-	// detection, analytics, Prometheus metrics, dashboard.
-	mon, err := monitor.ForServer(ctx, cfg.Monitoring, st, evlog, c.mgr, st, log)
-	if err != nil {
-		return nil, err
-	}
-	c.mgr.SetObserver(mon.Metrics)
+	mon := c.mon
 	c.tplSvc.SetBuildObserver(mon.Metrics)
 	mon.Metrics.SetWebhookQueue(engine)
 	monCtx, stopMon := context.WithCancel(context.WithoutCancel(ctx))
@@ -395,7 +402,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		log.Warn("sandbox host names (<port>-<id>.localhost, sandbox.getHost) do not resolve on this host: " +
 			"install libnss-myhostname (apt-get install libnss-myhostname), or give --domain with wildcard DNS")
 	}
-	apiSrv := api.New(log, mon.Sandboxes(), c.reg, st, proxy.New(c.mgr, routing, log),
+	apiSrv := api.New(log, c.mgr, c.reg, st, proxy.New(c.mgr, routing, log),
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
 		refiner, mon, tplHandler)
 	if cfg.Role == RoleNode {
@@ -410,7 +417,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		return nil, err
 	}
 	apiSrv.SetSecrets(secrets)
-	vols, err := volume.New(volume.Config{Dir: filepath.Join(cfg.DataDir, "volumes")}, sqlstore.NewVolumes(data.DB), log)
+	vols, err := volume.New(volume.Config{Dir: datadir.Layout{Root: cfg.DataDir}.Volumes()}, sqlstore.NewVolumes(data.DB), log)
 	if err != nil {
 		return nil, err
 	}

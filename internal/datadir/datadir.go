@@ -4,9 +4,11 @@
 // so a data dir created by an older sbx, restored from a backup or
 // loosened by hand is tightened before anything reads it.
 //
-// The paths of the control plane's own files are built here too; the
-// runtime, sandbox and template packages still build theirs (docs/
-// architecture.md lists the whole layout).
+// The paths of the data dir's files are built here too (Layout): the
+// control plane's, and the node side's (node.go: the sandbox manager's and
+// the dirs the wiring gives the runtime driver and the network). The
+// runtime and template packages still build the paths below the dirs they
+// are given (docs/architecture.md lists the whole layout).
 package datadir
 
 import (

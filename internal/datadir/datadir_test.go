@@ -105,3 +105,31 @@ func TestPrepareRoot(t *testing.T) {
 		t.Errorf("a new data dir has mode %04o, want %04o", fi.Mode().Perm(), RootMode)
 	}
 }
+
+// The node side's paths are what sandboxes created by earlier versions
+// left in data dirs: a path that moved would orphan them.
+func TestLayoutNodePaths(t *testing.T) {
+	t.Parallel()
+	l := Layout{Root: "/d"}
+	for got, want := range map[string]string{
+		l.SandboxRun("x"):       "/d/run/x",
+		l.AgentKey("x"):         "/d/agent-keys/x",
+		l.BootID("x"):           "/d/boot-ids/x",
+		l.SandboxLayersOf("x"):  "/d/sandbox-layers/x",
+		l.Checkpoint("x"):       "/d/checkpoints/x",
+		l.Spec("x"):             "/d/specs/x.json",
+		l.TemplateSnapshot("k"): "/d/snapshots/k",
+		l.SandboxSnapshots():    "/d/sandbox-snapshots",
+		l.RuntimeState("runsc"): "/d/runtime/runsc",
+		l.Sandboxes():           "/d/sandboxes",
+		l.SandboxesOf("runsc"):  "/d/sandboxes-runsc",
+		l.Agent():               "/d/agent",
+		l.Netns():               "/d/netns",
+		l.Images():              "/d/images",
+		l.Volumes():             "/d/volumes",
+	} {
+		if got != want {
+			t.Errorf("got %s, want %s", got, want)
+		}
+	}
+}

@@ -14,7 +14,6 @@
 package metrics
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 	"time"
@@ -23,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
 )
 
@@ -156,22 +154,12 @@ func (c *sandboxCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(clusterDesc, prometheus.GaugeValue, float64(nPaused), "paused")
 }
 
-// Timed wraps the sandbox manager so every Create feeds the create latency
-// histogram or the failures counter; everything else is the manager's own
-// method.
-type Timed struct {
-	*sandbox.Manager
-	M *Metrics
-}
-
-// Create times the manager's Create.
-func (t Timed) Create(ctx context.Context, req sandbox.CreateRequest) (store.Sandbox, error) {
-	start := time.Now()
-	sb, err := t.Manager.Create(ctx, req)
+// CreateDone feeds the create latency histogram, or the failures counter
+// by the category of err (sandbox.Observer: the manager times its Create).
+func (m *Metrics) CreateDone(sb store.Sandbox, d time.Duration, err error) {
 	if err != nil {
-		t.M.createFailed(err)
-	} else {
-		t.M.ObserveCreate(sb.TeamID, sb.Alias, time.Since(start))
+		m.createFailed(err)
+		return
 	}
-	return sb, err
+	m.ObserveCreate(sb.TeamID, sb.Alias, d)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
 )
 
@@ -36,7 +37,8 @@ func TestOpsSeries(t *testing.T) {
 	m.BuildStarted("t1", "mine")
 	m.BuildFinished("t1", "mine", false, 3*time.Second)
 	m.ObserveHTTP("POST /sandboxes", 201, 20*time.Millisecond)
-	m.createFailed(errdefs.Exhausted("over budget"))
+	m.CreateDone(store.Sandbox{}, time.Millisecond, errdefs.Exhausted("over budget")) // the manager's observer
+	m.CreateDone(store.Sandbox{TeamID: "t1", Alias: "mine"}, 20*time.Millisecond, nil)
 
 	admin := scrape(t, m, auth.WithTeam(context.Background(), auth.Team{Admin: true}))
 	for _, w := range []string{
@@ -50,6 +52,7 @@ func TestOpsSeries(t *testing.T) {
 		`sbx_http_request_duration_seconds_bucket{code="201",route="POST /sandboxes",le="0.025"} 1`,
 		`sbx_sandbox_create_failures_total{reason="resource_exhausted"} 1`,
 		`sbx_sandbox_create_failures_total{reason="internal"} 0`,
+		`sbx_sandbox_create_duration_seconds_bucket{team="t1",template="mine",le="0.05"} 1`,
 		`sbx_webhook_queue_depth{team="t1"} 3`,
 		`sbx_webhook_queue_depth{team="t2"} 0`,
 		`sbx_cluster_webhook_queue_depth 3`,

@@ -5,10 +5,12 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sbxdev/sbx/internal/analytics"
 	"github.com/sbxdev/sbx/internal/budget"
 	"github.com/sbxdev/sbx/internal/dashboard"
+	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/history"
 	"github.com/sbxdev/sbx/internal/metrics"
@@ -34,7 +36,9 @@ type Server struct {
 	Runaway *runaway.Detector
 	Metrics *metrics.Metrics
 	History *history.History
-	mgr     *sandbox.Manager
+	sbx     attached // the manager, once attached
+	evlog   *events.Log
+	teams   Teams
 	routes  []func(mux *http.ServeMux)
 
 	historyHandler *history.Handler
@@ -47,16 +51,17 @@ type Store interface {
 	metrics.WebhookCounts
 }
 
-// ForServer builds the monitoring of a server: it installs the budget
-// admission check on mgr. cfg must be validated. Call Start to run the
-// periodic checks, Register (via api.New) for the REST routes and
-// AddPublic for the dashboard.
-func ForServer(ctx context.Context, cfg Config, st Store, evlog *events.Log, mgr *sandbox.Manager, teams Teams, log *slog.Logger) (*Server, error) {
+// ForServer builds the monitoring of a server, before its sandbox manager:
+// the wiring passes Budgets (the manager's admission) and Metrics (its
+// observer) to sandbox.New, then gives the manager to Attach. cfg must be
+// validated. Call Start to run the periodic checks, Register (via api.New)
+// for the REST routes and AddPublic for the dashboard.
+func ForServer(ctx context.Context, cfg Config, st Store, evlog *events.Log, teams Teams, log *slog.Logger) (*Server, error) {
 	log = log.With("component", "monitor")
-	s := &Server{cfg: cfg, log: log, mgr: mgr}
-	s.Usage = usage.NewService(evlog, cfg.Rates, mgr.Live)
-	s.Metrics = metrics.New(mgr, st, log)
-	b, err := budget.NewWithRepository(ctx, st, evlog, s.Usage, mgr, log)
+	s := &Server{cfg: cfg, log: log, evlog: evlog, teams: teams}
+	s.Usage = usage.NewService(evlog, cfg.Rates, s.sbx.Live)
+	s.Metrics = metrics.New(&s.sbx, st, log)
+	b, err := budget.NewWithRepository(ctx, st, evlog, s.Usage, &s.sbx, log)
 	if err != nil {
 		return nil, err
 	}
@@ -65,23 +70,58 @@ func ForServer(ctx context.Context, cfg Config, st Store, evlog *events.Log, mgr
 		b.TeamExists = func(ctx context.Context, id string) error { _, err := teams.Team(ctx, id); return err }
 	}
 	s.Budgets = b
-	mgr.SetAdmission(b)
-	s.Runaway = runaway.New(cfg.Policies(), mgr, mgr, evlog, log)
-	s.Runaway.OnAction = s.Metrics.OnRunawayAction
-	s.Runaway.TeamName = teamNamer(teams)
-	s.History = history.New(mgr, cfg.MetricsInterval, cfg.MetricsRetention, log)
-	s.historyHandler = history.NewHandler(s.History, mgr, log)
-	s.routes = append(s.routes, s.historyHandler.Register, usage.NewHandler(s.Usage, mgr, log).Register, b.Register,
-		analytics.NewHandler(analytics.New(s.Usage), log).Register, s.Metrics.Register)
-	for _, p := range cfg.Policies() {
-		log.Info("runaway policy", "policy", p.String())
-	}
 	return s, nil
 }
 
-// Sandboxes returns the manager wrapped so creates feed the latency
-// histogram; give it to api.New instead of the bare manager.
-func (s *Server) Sandboxes() metrics.Timed { return metrics.Timed{Manager: s.mgr, M: s.Metrics} }
+// Attach gives the monitoring the sandbox manager it watches, before
+// Start and Register: runaway detection, history and the per-sandbox
+// routes work on it.
+func (s *Server) Attach(mgr *sandbox.Manager) {
+	s.sbx.p.Store(mgr)
+	s.Runaway = runaway.New(s.cfg.Policies(), mgr, mgr, s.evlog, s.log)
+	s.Runaway.OnAction = s.Metrics.OnRunawayAction
+	s.Runaway.TeamName = teamNamer(s.teams)
+	s.History = history.New(mgr, s.cfg.MetricsInterval, s.cfg.MetricsRetention, s.log)
+	s.historyHandler = history.NewHandler(s.History, mgr, s.log)
+	s.routes = append(s.routes, s.historyHandler.Register, usage.NewHandler(s.Usage, mgr, s.log).Register, s.Budgets.Register,
+		analytics.NewHandler(analytics.New(s.Usage), s.log).Register, s.Metrics.Register)
+	for _, p := range s.cfg.Policies() {
+		s.log.Info("runaway policy", "policy", p.String())
+	}
+}
+
+// attached is the sandbox manager as the parts built before it (usage,
+// metrics, budgets) reach it: empty until Attach, when nothing creates
+// sandboxes yet (the API is not serving).
+type attached struct {
+	p atomic.Pointer[sandbox.Manager]
+}
+
+// Live lists the manager's sandboxes (none before Attach).
+func (a *attached) Live() []store.Sandbox {
+	if m := a.p.Load(); m != nil {
+		return m.Live()
+	}
+	return nil
+}
+
+// KillWithReason kills through the manager.
+func (a *attached) KillWithReason(ctx context.Context, id, reason string) error {
+	m := a.p.Load()
+	if m == nil {
+		return errdefs.Unavailable("the sandbox manager is not running yet")
+	}
+	return m.KillWithReason(ctx, id, reason)
+}
+
+// PauseWithReason pauses through the manager.
+func (a *attached) PauseWithReason(ctx context.Context, id, reason string) error {
+	m := a.p.Load()
+	if m == nil {
+		return errdefs.Unavailable("the sandbox manager is not running yet")
+	}
+	return m.PauseWithReason(ctx, id, reason)
+}
 
 // Register adds the authenticated routes (usage, budgets, analytics,
 // metrics).

@@ -22,7 +22,7 @@ import (
 const agentKeyFile = "agent-key"
 
 func (m *Manager) agentKeyPath(id string) string {
-	return filepath.Join(m.cfg.DataDir, "agent-keys", id)
+	return m.cfg.Data.AgentKey(id)
 }
 
 // newAgentKey makes a sandbox's key and persists it before the container

@@ -40,10 +40,6 @@ type Blobs struct {
 // lifecycleOwner records the blob of a paused sandbox's lifecycle options.
 const lifecycleOwner = "sandbox-lifecycle"
 
-// SetBlobs makes pauses without memory publish the sandbox's filesystem,
-// and lets this server resume sandboxes other servers paused so.
-func (m *Manager) SetBlobs(b *Blobs) { m.blobs = b }
-
 // adoptMu serializes adoptions on this node: two connects of one moved
 // sandbox must pull and claim it once.
 var adoptMu sync.Mutex
@@ -140,7 +136,7 @@ func (m *Manager) dropMoved(l *live, node string) {
 	delete(m.live, id)
 	m.mu.Unlock()
 	m.quota.untracked(team)
-	m.unscheduleDisk(id)
+	m.disk.unschedule(id)
 	l.agent.close()
 	if err := os.RemoveAll(m.layersDir(id)); err != nil {
 		m.log.Warn("remove local copy of a sandbox resumed on another node", "sandbox.id", id, "err", err)
@@ -241,7 +237,7 @@ func (m *Manager) adopt(ctx context.Context, teamID, id string) (*live, error) {
 		m.log.WarnContext(ctx, "record the paths of a taken-over sandbox's layers", "sandbox.id", id, "err", err)
 	}
 	row.NodeID = m.cfg.NodeID
-	l := &live{sb: row, agent: newAgent(id, m.runDir(id), agentauth.Key{}), lifecycle: m.loadLifecycle(id)}
+	l := &live{sb: row, agent: m.dial(id, m.runDir(id), agentauth.Key{}), lifecycle: m.loadLifecycle(id)}
 	m.track(l)
 	m.log.InfoContext(ctx, "took over a sandbox paused on another node", "sandbox.id", id, "from", node, "layers", len(refs))
 	return l, nil
@@ -264,7 +260,7 @@ func (m *Manager) sweepMoved(ctx context.Context, known map[string]bool) {
 	if m.blobs == nil {
 		return
 	}
-	entries, err := os.ReadDir(filepath.Join(m.cfg.DataDir, "sandbox-layers"))
+	entries, err := os.ReadDir(m.cfg.Data.SandboxLayers())
 	if err != nil {
 		return
 	}

@@ -35,14 +35,14 @@ import (
 const bootIDTarget = "/proc/sys/kernel/random/boot_id"
 
 func (m *Manager) bootIDPath(id string) string {
-	return filepath.Join(m.cfg.DataDir, "boot-ids", id)
+	return m.cfg.Data.BootID(id)
 }
 
 // layersDir holds the filesystems of a sandbox's earlier boots (secret:
 // they are the tenant's files) and, while it is paused without memory,
 // fsPausedFile.
 func (m *Manager) layersDir(id string) string {
-	return filepath.Join(m.cfg.DataDir, "sandbox-layers", id)
+	return m.cfg.Data.SandboxLayersOf(id)
 }
 
 // fsPausedFile marks a sandbox paused without memory; it holds the layer
@@ -188,7 +188,7 @@ func (m *Manager) dropMemory(ctx context.Context, l *live) error {
 		_ = os.RemoveAll(layer)
 		return fmt.Errorf("save filesystem of sandbox %s: %w", id, err)
 	}
-	m.unscheduleDisk(id)
+	m.disk.unschedule(id)
 	l.agent.close()
 	m.destroy(context.WithoutCancel(ctx), id)
 	m.publishPaused(ctx, l.sb, append([]string{layer}, spec.Lower...))

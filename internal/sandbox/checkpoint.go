@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -26,49 +24,6 @@ const (
 	TierDisk   = "disk"
 )
 
-// diskTier holds the disk tier's policy and the per-sandbox timers that
-// move frozen sandboxes to disk after an idle period.
-type diskTier struct {
-	mu     sync.Mutex
-	after  time.Duration // 0 = never by time
-	timers map[string]*time.Timer
-}
-
-// SetPauseDiskAfter makes a sandbox that stays paused for d move from the
-// memory tier to the disk tier (0 = never by time). With d > 0, paused
-// sandboxes are also moved to disk when the server shuts down. It only
-// takes effect with a runtime that can checkpoint (runsc). Call it before
-// Recover.
-func (m *Manager) SetPauseDiskAfter(d time.Duration) {
-	m.disk.mu.Lock()
-	defer m.disk.mu.Unlock()
-	m.disk.after = max(d, 0)
-	if d > 0 && !m.canCheckpoint() {
-		m.log.Warn("paused sandboxes stay in the memory tier: the runtime cannot checkpoint (use --runtime runsc)",
-			"runtime", m.driver.Name())
-	}
-}
-
-func (m *Manager) canCheckpoint() bool {
-	c, ok := m.driver.(runtime.Checkpointer)
-	return ok && c.CanCheckpoint()
-}
-
-// checkpointDir is <data-dir>/checkpoints/<id>: spec.json (the runtime
-// spec the sandbox must be restored with) and state/ (the driver's).
-func (m *Manager) checkpointDir(id string) string {
-	return filepath.Join(m.cfg.DataDir, "checkpoints", id)
-}
-
-// onDisk reports whether the sandbox's processes live in a checkpoint.
-func (m *Manager) onDisk(ctx context.Context, id string) bool {
-	if !m.canCheckpoint() {
-		return false
-	}
-	st, err := m.driver.State(ctx, id)
-	return err == nil && st == runtime.StatusCheckpointed
-}
-
 // PauseTier reports the tier of a paused sandbox of the team ("memory" or
 // "disk"), or "" when it is not paused.
 func (m *Manager) PauseTier(ctx context.Context, teamID, id string) (string, error) {
@@ -79,14 +34,14 @@ func (m *Manager) PauseTier(ctx context.Context, teamID, id string) (string, err
 	if _, fsOnly := m.fsPausedState(id); fsOnly {
 		return TierFilesystem, nil
 	}
-	if m.onDisk(ctx, id) {
+	if m.disk.onDisk(ctx, id) {
 		return TierDisk, nil
 	}
 	return TierMemory, nil
 }
 
 // PauseTo pauses a sandbox into a tier: "" or "memory" freezes it (the disk
-// tier follows after the idle period set by SetPauseDiskAfter); "disk"
+// tier follows after the idle period set by WithPauseDiskAfter); "disk"
 // checkpoints it to disk at once, also when it is already frozen.
 func (m *Manager) PauseTo(ctx context.Context, teamID, id, tier string) error {
 	switch tier {
@@ -100,169 +55,25 @@ func (m *Manager) PauseTo(ctx context.Context, teamID, id, tier string) error {
 	if tier != TierDisk {
 		return m.pause(ctx, id)
 	}
-	if !m.canCheckpoint() {
+	if !m.disk.canCheckpoint() {
 		return errdefs.Precondition("the %s runtime cannot checkpoint sandboxes to disk; pause without tier=disk "+
 			"keeps it frozen in memory, or start the server with --runtime runsc", m.driver.Name())
 	}
 	if err := m.pause(ctx, id); err != nil && !errors.Is(err, errdefs.ErrConflict) {
 		return err
 	}
-	return m.checkpoint(ctx, id)
-}
-
-// scheduleDisk arms the move of a frozen sandbox to the disk tier.
-func (m *Manager) scheduleDisk(id string) {
-	m.disk.mu.Lock()
-	defer m.disk.mu.Unlock()
-	if m.disk.after <= 0 || !m.canCheckpoint() {
-		return
-	}
-	if t := m.disk.timers[id]; t != nil {
-		t.Stop()
-	}
-	if m.disk.timers == nil {
-		m.disk.timers = map[string]*time.Timer{}
-	}
-	m.disk.timers[id] = time.AfterFunc(m.disk.after, func() {
-		m.disk.mu.Lock()
-		delete(m.disk.timers, id)
-		m.disk.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		err := m.checkpoint(ctx, id)
-		switch {
-		case err == nil, errors.Is(err, errdefs.ErrNotFound):
-		case errors.Is(err, errdefs.ErrFailedPrecondition): // resumed meanwhile, or cannot
-			m.log.Info("idle paused sandbox stays in memory", "sandbox.id", id, "reason", err)
-		default:
-			m.log.Error("move idle paused sandbox to disk", "sandbox.id", id, "err", err)
-		}
-	})
-}
-
-func (m *Manager) unscheduleDisk(id string) {
-	m.disk.mu.Lock()
-	defer m.disk.mu.Unlock()
-	if t := m.disk.timers[id]; t != nil {
-		t.Stop()
-		delete(m.disk.timers, id)
-	}
+	return m.disk.checkpoint(ctx, id)
 }
 
 // ReasonCheckpointFailed is the kill reason of a sandbox that died in a
 // failed checkpoint (runsc stops the sandbox when saving fails midway).
 const ReasonCheckpointFailed = "checkpoint_failed"
 
-// checkpoint moves a frozen sandbox to the disk tier. A sandbox that did
-// not survive a failed attempt is recorded as killed, not left "paused".
-func (m *Manager) checkpoint(ctx context.Context, id string) error {
-	err := m.checkpointLocked(ctx, id)
-	if err == nil || errors.Is(err, errdefs.ErrNotFound) || errors.Is(err, errdefs.ErrFailedPrecondition) || errors.Is(err, errdefs.ErrConflict) {
-		return err
-	}
-	// runsc may take a moment to stop a sandbox whose save failed.
-	for range 20 {
-		if st, serr := m.driver.State(ctx, id); serr != nil || st != runtime.StatusRunning && st != runtime.StatusPaused {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if st, serr := m.driver.State(ctx, id); serr == nil && (st == runtime.StatusRunning || st == runtime.StatusPaused) {
-		return err
-	}
-	m.log.Error("sandbox lost in a failed checkpoint", "sandbox.id", id, "err", err)
-	if kerr := m.kill(context.WithoutCancel(ctx), id, ReasonCheckpointFailed); kerr != nil {
-		m.log.Error("record sandbox lost in checkpoint", "sandbox.id", id, "err", kerr)
-	}
-	return fmt.Errorf("%w; the sandbox did not survive and was killed", err)
-}
-
-func (m *Manager) checkpointLocked(ctx context.Context, id string) error {
-	c, ok := m.driver.(runtime.Checkpointer)
-	if !ok || !c.CanCheckpoint() {
-		return errdefs.Precondition("the %s runtime cannot checkpoint sandboxes", m.driver.Name())
-	}
-	l := m.lookup(id)
-	if l == nil {
-		return errdefs.NotFound("sandbox %s not found", id)
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.sb.State != store.StatePaused {
-		return errdefs.Precondition("sandbox %s is not paused", id)
-	}
-	if m.onDisk(ctx, id) {
-		return errdefs.Conflict("sandbox %s is already paused to disk", id)
-	}
-	m.unscheduleDisk(id)
-	spec, err := m.specFor(ctx, l.sb)
-	if err != nil {
-		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
-	}
-	dir := m.checkpointDir(id)
-	if err := os.RemoveAll(dir); err != nil { // leftovers of a failed attempt
-		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
-	}
-	b, _ := json.Marshal(spec)
-	if err := os.WriteFile(filepath.Join(dir, "spec.json"), b, 0o600); err != nil {
-		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
-	}
-	t0 := time.Now()
-	if err := c.Checkpoint(ctx, id, filepath.Join(dir, "state")); err != nil {
-		_ = os.RemoveAll(dir)
-		// The driver thaws to checkpoint; a failure leaves it running.
-		if p, ok := m.driver.(runtime.Pauser); ok {
-			if perr := p.Pause(context.WithoutCancel(ctx), id); perr != nil {
-				m.log.Error("re-freeze after failed checkpoint", "sandbox.id", id, "err", perr)
-			}
-		}
-		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
-	}
-	m.log.Info("sandbox paused to disk", "sandbox.id", id, "elapsed", time.Since(t0).Round(time.Millisecond),
-		"image_bytes", dirSize(dir))
-	return nil
-}
-
-// restore brings a disk-tier sandbox back running. Called with l.mu held.
-func (m *Manager) restore(ctx context.Context, l *live) error {
-	c, ok := m.driver.(runtime.Checkpointer)
-	if !ok {
-		return errdefs.Precondition("the %s runtime cannot restore sandboxes", m.driver.Name())
-	}
-	id := l.sb.ID
-	dir := m.checkpointDir(id)
-	b, err := os.ReadFile(filepath.Join(dir, "spec.json"))
-	if err != nil {
-		return fmt.Errorf("restore sandbox %s: %w", id, err)
-	}
-	var spec runtime.Spec
-	if err := json.Unmarshal(b, &spec); err != nil {
-		return fmt.Errorf("restore sandbox %s: parse %s/spec.json: %w", id, dir, err)
-	}
-	t0 := time.Now()
-	if err := c.Restore(ctx, spec, filepath.Join(dir, "state")); err != nil {
-		return fmt.Errorf("restore sandbox %s: %w", id, err)
-	}
-	tRestore := time.Since(t0)
-	if err := l.agent.waitReady(ctx); err != nil {
-		return fmt.Errorf("restore sandbox %s: agent: %w", id, err)
-	}
-	m.log.Info("sandbox restored from disk", "sandbox.id", id, "restore", tRestore.Round(time.Millisecond),
-		"total", time.Since(t0).Round(time.Millisecond))
-	if err := os.RemoveAll(dir); err != nil {
-		m.log.Warn("remove used checkpoint", "sandbox.id", id, "err", err)
-	}
-	return nil
-}
-
 // specPath is <data-dir>/specs/<id>.json: the runtime spec a sandbox was
 // started with, kept because runsc restores only into the same spec and
 // the template (its rootfs path) may change or go while it lives.
 func (m *Manager) specPath(id string) string {
-	return filepath.Join(m.cfg.DataDir, "specs", id+".json")
+	return m.cfg.Data.Spec(id)
 }
 
 // savedSpec is what specPath holds. Agent stamps the files of the agent
@@ -361,26 +172,6 @@ func (m *Manager) sandboxMounts(sb store.Sandbox) []runtime.Mount {
 		ms = append(ms, bm)
 	}
 	return ms
-}
-
-// checkpointPaused moves every memory-tier paused sandbox to disk (server
-// shutdown with the disk tier enabled), so their memory is freed and they
-// survive a reboot of the runtime's state.
-func (m *Manager) checkpointPaused(ctx context.Context) {
-	m.disk.mu.Lock()
-	enabled := m.disk.after > 0
-	m.disk.mu.Unlock()
-	if !enabled || !m.canCheckpoint() {
-		return
-	}
-	for _, sb := range m.Live() {
-		if sb.State != store.StatePaused || m.onDisk(ctx, sb.ID) {
-			continue
-		}
-		if err := m.checkpoint(ctx, sb.ID); err != nil {
-			m.log.Warn("move paused sandbox to disk at shutdown; it stays frozen", "sandbox.id", sb.ID, "err", err)
-		}
-	}
 }
 
 func dirSize(dir string) int64 {

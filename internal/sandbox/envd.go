@@ -60,6 +60,8 @@ func newAgent(id, runDir string, key agentauth.Key) *agent {
 
 func (a *agent) close() { a.transport.CloseIdleConnections() }
 
+func (a *agent) roundTripper() http.RoundTripper { return a.transport }
+
 func (a *agent) currentKey() agentauth.Key {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -247,7 +249,7 @@ type started struct {
 //
 // sink, when set, also gets each chunk of output as it arrives, by stream
 // (stdout, stderr), until disconnect.
-func (a *agent) start(ctx context.Context, token, user, cwd, cmd string, sink func(stream, chunk string)) (*started, error) {
+func (a *agent) start(ctx context.Context, token, user, cwd, cmd string, sink func(stream, chunk string)) (startedCmd, error) {
 	sb, err := a.envd(token)
 	if err != nil {
 		return nil, err

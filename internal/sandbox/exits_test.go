@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/agentauth"
+	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
@@ -49,9 +50,12 @@ func (d *exitDriver) end(id string, st runtime.Status, ex runtime.Exit) {
 	ch <- ex
 }
 
-func (d *exitDriver) Name() string                              { return "fake" }
-func (d *exitDriver) Start(context.Context, runtime.Spec) error { return nil }
-func (d *exitDriver) List(context.Context) ([]string, error)    { return nil, nil }
+func (d *exitDriver) Name() string { return "fake" }
+func (d *exitDriver) Start(_ context.Context, s runtime.Spec) error {
+	d.add(s.ID) // its init runs until deleted or ended
+	return nil
+}
+func (d *exitDriver) List(context.Context) ([]string, error) { return nil, nil }
 func (d *exitDriver) Stats(context.Context, string) (runtime.Stats, error) {
 	return runtime.Stats{}, nil
 }
@@ -138,7 +142,7 @@ func newExitManager(t *testing.T) (*Manager, *exitDriver, *changes) {
 	}
 	t.Cleanup(func() { st.Close() })
 	drv := newExitDriver()
-	m := New(Config{DataDir: t.TempDir(), AgentDir: t.TempDir()}, slog.New(slog.DiscardHandler), st, drv, nopNetwork{}, nil)
+	m := New(Config{Data: datadir.Layout{Root: t.TempDir()}, AgentDir: t.TempDir()}, slog.New(slog.DiscardHandler), st, drv, nopNetwork{}, nil)
 	return m, drv, rec
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
@@ -48,7 +49,7 @@ func newPauseManager(t *testing.T) (*Manager, *pauseDriver) {
 	}
 	t.Cleanup(func() { st.Close() })
 	drv := &pauseDriver{exitDriver: newExitDriver()}
-	m := New(Config{DataDir: t.TempDir(), AgentDir: t.TempDir()}, slog.New(slog.DiscardHandler), st, drv, nopNetwork{}, nil)
+	m := New(Config{Data: datadir.Layout{Root: t.TempDir()}, AgentDir: t.TempDir()}, slog.New(slog.DiscardHandler), st, drv, nopNetwork{}, nil)
 	return m, drv
 }
 

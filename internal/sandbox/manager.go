@@ -25,6 +25,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/builder"
+	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
@@ -79,7 +80,8 @@ type Templates interface {
 
 // Config is the manager's part of the server configuration.
 type Config struct {
-	DataDir  string // sandboxes/<id>/run lives here
+	// Data names every file the manager keeps in the data dir.
+	Data     datadir.Layout
 	AgentDir string // host dir mounted at /.sbx/bin (envd, codeinterp)
 	// NodeID names this server among servers sharing a database: its
 	// sandboxes carry it, and Recover touches only those.
@@ -98,43 +100,27 @@ type Manager struct {
 	draining  atomic.Bool // refuse new sandboxes (admin: POST /nodes/{id})
 	network   Network
 	templates Templates
+	dial      agentDialer // dialAgent; a fake in tests
 	now       func() time.Time
 
 	// blobs publishes pauses without memory and takes over other nodes'
 	// (blobs.go); nil: paused sandboxes resume on this server only.
 	blobs *Blobs
 
-	mu     sync.Mutex
-	live   map[string]*live
-	pools  map[string]*pool // by template ID (and the ref it was configured by)
-	poolWG sync.WaitGroup
-	// poolCtx bounds every pool's fill loop; autoPool sizes the pools of
-	// templates that got none explicitly (AnyTemplate).
-	poolCtx  context.Context
-	autoPool PoolSize
-	// poolOff holds the templates (by ID or name) configured with a
-	// maximum of 0: neither a pool of their own nor the auto pool.
-	poolOff map[string]bool
+	mu       sync.Mutex
+	live     map[string]*live
+	pools    warmPools          // warm pools (pools.go)
+	tplSnaps *TemplateSnapshots // template snapshots (snapshot.go)
 
 	admission Admission // nil = no limits
-	// observer hears of pool hits and misses; poolTemplates are the
-	// templates whose pools started, guarded by mu (observe.go).
-	observer      atomic.Pointer[observerBox]
-	poolTemplates []template.Template
-	quota         quota     // per-team cap on live sandboxes (quota.go)
-	disk          diskTier  // pause's disk tier (checkpoint.go)
-	exits         exitWatch // sandboxes whose init ends on its own (exits.go)
-	reclaims      reclaimer // teardowns after kills (reclaim.go)
-	// coldStarts counts creates starting a sandbox of their own (no
-	// pooled one): pools grow above their minimum only while it is 0.
-	coldStarts atomic.Int32
+	observer  Observer  // creates, pool hits and misses (observe.go)
+	quota     quota     // per-team cap on live sandboxes (quota.go)
+	disk      *diskTier // pause's disk tier (disk.go)
+	exits     exitWatch // sandboxes whose init ends on its own (exits.go)
+	reclaims  reclaimer // teardowns after kills (reclaim.go)
 
 	wakes wakes     // auto-resumes in flight (lifecycle.go)
 	snaps snapshots // sandbox snapshots (sandboxsnap.go)
-
-	snapMu    sync.Mutex
-	snapLocks map[string]*sync.Mutex // one snapshot at a time per key (snapshot.go)
-	snapRetry map[string]time.Time   // next background attempt per key
 }
 
 // live is the in-memory side of a running sandbox.
@@ -142,7 +128,7 @@ type live struct {
 	mu       sync.Mutex
 	snapshot string // the template snapshot it was restored from, "" if started cold
 	sb       store.Sandbox
-	agent    *agent
+	agent    agentConn
 	timer    *time.Timer
 	cpu      cpuSample
 	// lifecycle: auto-pause without memory, auto-resume (lifecycle.go).
@@ -154,11 +140,24 @@ type cpuSample struct {
 	usage time.Duration
 }
 
-// New returns a manager. Call Recover before serving requests.
-func New(cfg Config, log *slog.Logger, st store.Store, drv runtime.Driver, netw Network, tpl Templates) *Manager {
+// New returns a manager configured by opts. Call Recover before serving
+// requests.
+func New(cfg Config, log *slog.Logger, st store.Store, drv runtime.Driver, netw Network, tpl Templates, opts ...Option) *Manager {
 	rt := newRuntimes(drv)
-	return &Manager{cfg: cfg, log: log, store: st, driver: rt, rt: rt, network: netw, templates: tpl,
-		now: time.Now, live: map[string]*live{}, snapLocks: map[string]*sync.Mutex{}, snapRetry: map[string]time.Time{}}
+	m := &Manager{cfg: cfg, log: log, store: st, driver: rt, rt: rt, network: netw, templates: tpl, observer: noObserver{}, dial: dialAgent,
+		now: time.Now, live: map[string]*live{}}
+	m.quota.node = cfg.NodeID
+	m.disk = &diskTier{host: m, driver: rt, data: cfg.Data, log: log}
+	for _, o := range opts {
+		o(m)
+	}
+	m.pools = newPools(m, tpl, log, m.obs(), m.now)
+	m.tplSnaps = newTemplateSnapshots(m)
+	if m.disk.after > 0 && !m.disk.canCheckpoint() {
+		m.log.Warn("paused sandboxes stay in the memory tier: the runtime cannot checkpoint (use --runtime runsc)",
+			"runtime", m.driver.Name())
+	}
+	return m
 }
 
 // CreateRequest is what a client asks for.
@@ -200,7 +199,9 @@ func (r *CreateRequest) Validate() error {
 
 // Create starts a sandbox and returns once its agent answered /init (and
 // the template's start command is ready).
-func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ store.Sandbox, err error) {
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (sb store.Sandbox, err error) {
+	t0 := time.Now()
+	defer func() { m.obs().CreateDone(sb, time.Since(t0), err) }()
 	if err := req.Validate(); err != nil {
 		return store.Sandbox{}, err
 	}
@@ -244,7 +245,7 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 	}
 	var l *live
 	if usePool && req.restoreFrom == "" && len(req.Mounts) == 0 {
-		l = m.claim(ctx, tpl, &sb)
+		l = m.pools.claim(ctx, tpl, &sb)
 	}
 	pooled := l != nil
 	if l == nil {
@@ -256,9 +257,9 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 			how = launch{snapshot: req.restoreFrom}
 		}
 		m.setMounts(sb.ID, req.Mounts)
-		m.coldStarts.Add(1)
+		done := m.pools.coldStart()
 		l, err = m.startWith(ctx, &sb, tpl, how)
-		m.coldStarts.Add(-1)
+		done()
 		if err != nil {
 			m.setMounts(sb.ID, nil)
 			m.forgetFiles(sb.ID)
@@ -434,7 +435,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
 	}
 	tStart = time.Since(t0) - tNet
-	a := newAgent(sb.ID, runDir, key)
+	a := m.dial(sb.ID, runDir, key)
 	l = &live{sb: *sb, agent: a, snapshot: how.snapshot}
 	ectx, span := telemetry.Start(ctx, "sandbox.envd")
 	defer func() { telemetry.End(span, err) }() // ready, /init and the start command
@@ -487,7 +488,7 @@ func (m *Manager) agentBroke(id string, err error) error {
 // start, or have exited 0 with a ready check vouching for what it started:
 // otherwise a typo such as "nosuchcommand" would snapshot a template whose
 // sandboxes run nothing.
-func (m *Manager) startCommand(ctx context.Context, a *agent, id, token string, tpl template.Template, grace time.Duration) error {
+func (m *Manager) startCommand(ctx context.Context, a agentConn, id, token string, tpl template.Template, grace time.Duration) error {
 	t0 := time.Now()
 	out := m.logs.sandbox(id)
 	out.system(m.now(), "info", "start command started: "+tpl.StartCmd)
@@ -565,7 +566,7 @@ func initVars(sb store.Sandbox) map[string]string {
 }
 
 func (m *Manager) runDir(id string) string {
-	return filepath.Join(m.cfg.DataDir, "run", id)
+	return m.cfg.Data.SandboxRun(id)
 }
 
 // track makes a started sandbox reachable and arms its timeout.
@@ -642,7 +643,7 @@ func (m *Manager) destroy(ctx context.Context, id string) {
 	}
 	_ = os.Remove(m.specPath(id))
 	m.setMounts(id, nil)
-	if err := os.RemoveAll(m.checkpointDir(id)); err != nil {
+	if err := os.RemoveAll(m.disk.dir(id)); err != nil {
 		m.log.Warn("remove sandbox checkpoint", "sandbox.id", id, "err", err)
 	}
 }

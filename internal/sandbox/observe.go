@@ -1,14 +1,20 @@
 package sandbox
 
 import (
-	"slices"
+	"time"
 
+	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
 )
 
-// Observer is told about the warm pools, for metrics (internal/metrics).
-// Its methods must be quick: they run on the create path.
+// Observer is told about creates and the warm pools, for metrics
+// (internal/metrics). Its methods must be quick: they run on the create
+// path. It is passed to New (WithObserver) so it hears of every pool from
+// the first.
 type Observer interface {
+	// CreateDone: a Create returned sb after elapsed (err nil), or failed
+	// with err.
+	CreateDone(sb store.Sandbox, elapsed time.Duration, err error)
 	// PoolStarted: tpl has a warm pool from now on.
 	PoolStarted(tpl template.Template)
 	// PoolClaim: a create of tpl, which has a pool, found a ready sandbox
@@ -16,37 +22,16 @@ type Observer interface {
 	PoolClaim(tpl template.Template, hit bool)
 }
 
-// SetObserver installs o, and tells it about the pools started so far:
-// the metrics are wired after the pools start.
-func (m *Manager) SetObserver(o Observer) {
-	m.mu.Lock()
-	m.observer.Store(&observerBox{o})
-	started := slices.Clone(m.poolTemplates)
-	m.mu.Unlock()
-	for _, t := range started {
-		o.PoolStarted(t)
-	}
-}
-
+// obs returns the observer; a Manager built as a literal (tests) has none.
 func (m *Manager) obs() Observer {
-	if b := m.observer.Load(); b != nil {
-		return b.Observer
+	if m.observer == nil {
+		return noObserver{}
 	}
-	return noObserver{}
+	return m.observer
 }
-
-// poolStarted records that tpl's pool is filling, and says so.
-func (m *Manager) poolStarted(tpl template.Template) {
-	m.mu.Lock()
-	m.poolTemplates = append(m.poolTemplates, tpl)
-	o := m.obs()
-	m.mu.Unlock()
-	o.PoolStarted(tpl)
-}
-
-type observerBox struct{ Observer }
 
 type noObserver struct{}
 
-func (noObserver) PoolStarted(template.Template)     {}
-func (noObserver) PoolClaim(template.Template, bool) {}
+func (noObserver) CreateDone(store.Sandbox, time.Duration, error) {}
+func (noObserver) PoolStarted(template.Template)                  {}
+func (noObserver) PoolClaim(template.Template, bool)              {}

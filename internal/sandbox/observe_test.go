@@ -2,30 +2,40 @@ package sandbox
 
 import (
 	"fmt"
+	"log/slog"
 	"testing"
+	"time"
 
+	"github.com/sbxdev/sbx/internal/datadir"
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
 )
 
-type poolCalls []string
+type observed []string
 
-func (p *poolCalls) PoolStarted(t template.Template) { *p = append(*p, "started "+t.ID) }
-func (p *poolCalls) PoolClaim(t template.Template, hit bool) {
+func (p *observed) PoolStarted(t template.Template) { *p = append(*p, "started "+t.ID) }
+func (p *observed) PoolClaim(t template.Template, hit bool) {
 	*p = append(*p, fmt.Sprintf("claim %s %v", t.ID, hit))
 }
+func (p *observed) CreateDone(sb store.Sandbox, _ time.Duration, err error) {
+	*p = append(*p, fmt.Sprintf("create %q %v", sb.ID, errdefs.Message(err)))
+}
 
-// TestObserverHearsEarlierPools: the metrics are wired after the pools
-// start, so SetObserver tells the observer of the pools started before it.
-func TestObserverHearsEarlierPools(t *testing.T) {
+// TestObserverFromConstruction: the observer passed to New hears of the
+// pools and of every Create, failed ones included (the failures counter).
+func TestObserverFromConstruction(t *testing.T) {
 	t.Parallel()
-	m := &Manager{}
-	m.poolStarted(template.Template{ID: "base"})
-	m.obs().PoolClaim(template.Template{ID: "base"}, true) // nobody listens yet
-	var calls poolCalls
-	m.SetObserver(&calls)
-	m.poolStarted(template.Template{ID: "web"})
-	m.obs().PoolClaim(template.Template{ID: "web"}, false)
-	want := []string{"started base", "started web", "claim web false"}
+	var calls observed
+	m := New(Config{Data: datadir.Layout{Root: t.TempDir()}}, slog.New(slog.DiscardHandler), nil, newExitDriver(), nopNetwork{}, nil,
+		WithObserver(&calls))
+	ps := m.pools.(*Pools)
+	ps.observer.PoolStarted(template.Template{ID: "base"})
+	ps.observer.PoolClaim(template.Template{ID: "base"}, true)
+	if _, err := m.Create(t.Context(), CreateRequest{}); err == nil {
+		t.Fatal("Create without a template succeeded")
+	}
+	want := []string{"started base", "claim base true", `create "" templateID is required (for example "base")`}
 	if fmt.Sprint(calls) != fmt.Sprint(want) {
 		t.Errorf("observer heard %v, want %v", calls, want)
 	}

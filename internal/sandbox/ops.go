@@ -84,7 +84,7 @@ func (m *Manager) killWith(ctx context.Context, id, reason string, data map[stri
 	sb := l.sb
 	l.mu.Unlock()
 	m.quota.untracked(sb.TeamID)
-	m.unscheduleDisk(id)
+	m.disk.unschedule(id)
 	// Record the kill first: the sandbox is already unreachable, and lists
 	// must not show it running during the tens of milliseconds teardown takes.
 	killed, change := KilledChange(sb, reason, m.now().UTC())
@@ -282,7 +282,7 @@ func (m *Manager) Route(id string) (http.RoundTripper, bool) {
 	if paused {
 		return nil, false
 	}
-	return l.agent.transport, true
+	return l.agent.roundTripper(), true
 }
 
 // Running reports the number of live sandboxes.
@@ -308,7 +308,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		sb.NodeID = m.cfg.NodeID // a row of no node becomes this one's
 		if _, fsOnly := m.fsPausedState(sb.ID); fsOnly && sb.State == store.StatePaused {
 			// Paused without memory: no container, its filesystem waits.
-			m.track(&live{sb: sb, agent: newAgent(sb.ID, m.runDir(sb.ID), agentauth.Key{}), lifecycle: m.loadLifecycle(sb.ID)})
+			m.track(&live{sb: sb, agent: m.dial(sb.ID, m.runDir(sb.ID), agentauth.Key{}), lifecycle: m.loadLifecycle(sb.ID)})
 			m.log.Info("reattached sandbox paused without memory", "sandbox.id", sb.ID)
 			continue
 		}
@@ -316,16 +316,16 @@ func (m *Manager) Recover(ctx context.Context) error {
 		if err != nil || st != runtime.StatusRunning && st != runtime.StatusPaused && st != runtime.StatusCheckpointed {
 			m.log.Warn("sandbox lost while the server was down; recording it as killed", "sandbox.id", sb.ID, "err", err)
 			m.destroy(ctx, sb.ID)
-			m.track(&live{sb: sb, agent: newAgent(sb.ID, m.runDir(sb.ID), agentauth.Key{}), timer: nil})
+			m.track(&live{sb: sb, agent: m.dial(sb.ID, m.runDir(sb.ID), agentauth.Key{}), timer: nil})
 			if err := m.kill(ctx, sb.ID, ReasonOrphaned); err != nil {
 				m.log.Error("record lost sandbox", "sandbox.id", sb.ID, "err", err)
 			}
 			continue
 		}
-		l := &live{sb: sb, agent: newAgent(sb.ID, m.runDir(sb.ID), m.agentKey(sb.ID)), lifecycle: m.loadLifecycle(sb.ID)}
+		l := &live{sb: sb, agent: m.dial(sb.ID, m.runDir(sb.ID), m.agentKey(sb.ID)), lifecycle: m.loadLifecycle(sb.ID)}
 		m.track(l) // an end time in the past fires the timer at once
 		if sb.State == store.StatePaused && st == runtime.StatusPaused {
-			m.scheduleDisk(sb.ID)
+			m.disk.schedule(sb.ID)
 		}
 		m.log.Info("reattached sandbox", "sandbox.id", sb.ID, "end_at", sb.EndAt, "runtime_state", st)
 	}
@@ -387,10 +387,6 @@ type ConcurrencyLimiter interface {
 	// returns the error to answer with.
 	RefuseConcurrent(ctx context.Context, teamID, templateID string, held, max int) error
 }
-
-// SetAdmission installs the admission check run by Create before any work.
-// Call it before serving requests.
-func (m *Manager) SetAdmission(a Admission) { m.admission = a }
 
 // Live returns a snapshot of every running or paused sandbox (all teams).
 func (m *Manager) Live() []store.Sandbox {

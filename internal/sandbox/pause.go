@@ -73,7 +73,7 @@ func (m *Manager) pauseWith(ctx context.Context, id, reason string, keepMemory b
 	l.sb = sb
 	l.agent.close()
 	m.log.InfoContext(ctx, "sandbox paused", "sandbox.id", id, "tier", TierMemory)
-	m.scheduleDisk(id)
+	m.disk.schedule(id)
 	return nil
 }
 
@@ -91,11 +91,11 @@ func (m *Manager) resume(ctx context.Context, l *live, timeout int64, memory boo
 		return nil
 	}
 	id := l.sb.ID
-	m.unscheduleDisk(id)
+	m.disk.unschedule(id)
 	tier := TierMemory
 	if !memory {
 		if _, fsOnly := m.fsPausedState(id); !fsOnly {
-			if m.onDisk(ctx, id) {
+			if m.disk.onDisk(ctx, id) {
 				l.mu.Unlock()
 				return errdefs.Precondition("sandbox %s is paused to disk with its memory; resuming it without memory "+
 					"is not supported here: resume it with its memory", id)
@@ -112,9 +112,9 @@ func (m *Manager) resume(ctx context.Context, l *live, timeout int64, memory boo
 			l.mu.Unlock()
 			return err
 		}
-	} else if m.onDisk(ctx, id) {
+	} else if m.disk.onDisk(ctx, id) {
 		tier = TierDisk
-		if err := m.restore(ctx, l); err != nil {
+		if err := m.disk.restore(ctx, l); err != nil {
 			l.mu.Unlock()
 			return err
 		}

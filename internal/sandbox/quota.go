@@ -49,23 +49,6 @@ type SlotStore interface {
 // create taking longer stops holding its slot.
 const slotTTL = 15 * time.Minute
 
-// SetSlotStore makes the team cap count every server's sandboxes, through
-// the shared database. Call it before serving requests.
-func (m *Manager) SetSlotStore(s SlotStore) {
-	m.quota.mu.Lock()
-	defer m.quota.mu.Unlock()
-	m.quota.slots, m.quota.node = s, m.cfg.NodeID
-}
-
-// SetTeamCap sets the default per-team cap (0 = none) and where a team's
-// own cap is found (nil = the default for every team). Call it before
-// serving requests.
-func (m *Manager) SetTeamCap(def int, teams TeamCaps) {
-	m.quota.mu.Lock()
-	defer m.quota.mu.Unlock()
-	m.quota.def, m.quota.teams = def, teams
-}
-
 // reservation is a create's slot; release gives it back (once).
 type reservation struct {
 	q    *quota

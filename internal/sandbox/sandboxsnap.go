@@ -108,7 +108,7 @@ type snapshots struct {
 }
 
 func (m *Manager) sandboxSnapshotsDir() string {
-	return filepath.Join(m.cfg.DataDir, "sandbox-snapshots")
+	return m.cfg.Data.SandboxSnapshots()
 }
 
 var snapshotNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
@@ -247,7 +247,7 @@ func (m *Manager) captureFiles(ctx context.Context, l *live, dir string) ([]stri
 	if st, fsOnly := m.fsPausedState(id); fsOnly {
 		base = st.Lower
 	} else {
-		if m.onDisk(ctx, id) {
+		if m.disk.onDisk(ctx, id) {
 			return nil, errdefs.Precondition("sandbox %s is paused to disk; resume it to take a snapshot", id)
 		}
 		spec, err := m.specFor(ctx, l.sb)

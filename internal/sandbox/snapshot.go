@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
@@ -30,18 +32,65 @@ import (
 // started state depends on, so an unchanged rebuild reuses the snapshot and
 // a restarted server finds it again.
 
-// SetSnapshotRuntime installs the runtime that takes and restores template
-// snapshots; it must be able to checkpoint (runsc). Call before serving.
-func (m *Manager) SetSnapshotRuntime(d runtime.Driver) { m.rt.snap = d }
+// TemplateSnapshots takes, finds and prunes the node's template snapshots.
+// It starts the sandbox to checkpoint and removes it through the manager
+// (snapshotHost), and has the warm pools replace sandboxes pooled without
+// the snapshot once it exists.
+type TemplateSnapshots struct {
+	host  snapshotHost
+	pools interface {
+		refresh(ctx context.Context, tplID string)
+	}
+	rt       *runtimes
+	data     datadir.Layout
+	agentDir string
+	nodeID   string
+	log      *slog.Logger
+
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex // one snapshot at a time per key
+	retry map[string]time.Time   // next background attempt per key
+	// serving bounds snapshots retaken in the background (nil: not
+	// serving, none is); wg waits for them.
+	serving context.Context
+	wg      sync.WaitGroup
+}
+
+// snapshotHost is what template snapshots need of the manager: a sandbox
+// started as launched (under the snapshot runtime), and its teardown.
+type snapshotHost interface {
+	startWith(ctx context.Context, sb *store.Sandbox, tpl template.Template, how launch) (*live, error)
+	destroy(ctx context.Context, id string)
+}
+
+func newTemplateSnapshots(m *Manager) *TemplateSnapshots {
+	return &TemplateSnapshots{host: m, pools: m.pools, rt: m.rt, data: m.cfg.Data, agentDir: m.cfg.AgentDir,
+		nodeID: m.cfg.NodeID, log: m.log, locks: map[string]*sync.Mutex{}, retry: map[string]time.Time{}}
+}
+
+// TemplateSnapshots are the manager's template snapshots (the template
+// service's Snapshotter and snapshot pruner).
+func (m *Manager) TemplateSnapshots() *TemplateSnapshots { return m.tplSnaps }
+
+// launchFor restores sandboxes of a template from its snapshot when one is
+// complete; otherwise they start cold and run the start command.
+func (m *Manager) launchFor(tpl template.Template) launch { return m.tplSnaps.launchFor(tpl) }
+
+// serve lets snapshots be retaken in the background until ctx ends.
+func (s *TemplateSnapshots) serve(ctx context.Context) {
+	s.mu.Lock()
+	s.serving = ctx
+	s.mu.Unlock()
+}
 
 // SnapshotsAvailable reports whether template snapshots can be taken and,
 // when not, why (for the build log).
-func (m *Manager) SnapshotsAvailable() (bool, string) {
-	if m.rt.snap == nil {
+func (s *TemplateSnapshots) SnapshotsAvailable() (bool, string) {
+	if s.rt.snap == nil {
 		return false, "no snapshot runtime is configured (--snapshot-runtime none, or runsc is not installed)"
 	}
-	if m.rt.snapshotter() == nil {
-		return false, fmt.Sprintf("the snapshot runtime %s cannot checkpoint (only runsc can here)", m.rt.snap.Name())
+	if s.rt.snapshotter() == nil {
+		return false, fmt.Sprintf("the snapshot runtime %s cannot checkpoint (only runsc can here)", s.rt.snap.Name())
 	}
 	return true, ""
 }
@@ -51,8 +100,8 @@ func (m *Manager) SnapshotsAvailable() (bool, string) {
 // code is in the snapshot's memory) and the runtime taking it. "" when the
 // template has no start command, no content key (built-in templates) or
 // keeps its start command out of snapshots (NoSnapshot).
-func (m *Manager) snapshotKey(tpl template.Template) string {
-	if tpl.StartCmd == "" || tpl.ContentKey == "" || tpl.NoSnapshot || m.rt.snap == nil {
+func (s *TemplateSnapshots) key(tpl template.Template) string {
+	if tpl.StartCmd == "" || tpl.ContentKey == "" || tpl.NoSnapshot || s.rt.snap == nil {
 		return ""
 	}
 	env := make([]string, 0, len(tpl.Env))
@@ -67,8 +116,8 @@ func (m *Manager) snapshotKey(tpl template.Template) string {
 		User, Workdir, Runtime string
 		Env                    []string
 		Agent                  map[string]string
-	}{1, tpl.ContentKey, tpl.StartCmd, tpl.ReadyCmd, tpl.ReadyPort, tpl.StartAs(), tpl.Workdir, runtimeIdentity(m.rt.snap),
-		env, agentStamps(m.cfg.AgentDir)})
+	}{1, tpl.ContentKey, tpl.StartCmd, tpl.ReadyCmd, tpl.ReadyPort, tpl.StartAs(), tpl.Workdir, runtimeIdentity(s.rt.snap),
+		env, agentStamps(s.agentDir)})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
 }
@@ -81,8 +130,8 @@ func runtimeIdentity(d runtime.Driver) string {
 	return d.Name()
 }
 
-func (m *Manager) snapshotDir(key string) string {
-	return filepath.Join(m.cfg.DataDir, "snapshots", key)
+func (s *TemplateSnapshots) dir(key string) string {
+	return s.data.TemplateSnapshot(key)
 }
 
 // snapshotComplete reports whether dir holds a usable snapshot: a
@@ -98,15 +147,15 @@ func snapshotComplete(dir string) bool {
 
 // launchFor restores sandboxes of a template from its snapshot when one is
 // complete; otherwise they start cold and run the start command.
-func (m *Manager) launchFor(tpl template.Template) launch {
-	key := m.snapshotKey(tpl)
-	if key == "" || m.rt.snapshotter() == nil {
+func (s *TemplateSnapshots) launchFor(tpl template.Template) launch {
+	key := s.key(tpl)
+	if key == "" || s.rt.snapshotter() == nil {
 		return launch{}
 	}
-	if dir := m.snapshotDir(key); snapshotComplete(dir) {
+	if dir := s.dir(key); snapshotComplete(dir) {
 		return launch{snapshot: dir}
 	}
-	m.resnapshot(tpl, key)
+	s.resnapshot(tpl, key)
 	return launch{}
 }
 
@@ -117,53 +166,47 @@ const resnapshotRetry = 10 * time.Minute
 // key changed under a built template (sbx upgraded its agent binaries, the
 // snapshot runtime's flags changed, snapshots were turned on, or pruning
 // removed it). Sandboxes start cold until it is there.
-func (m *Manager) resnapshot(tpl template.Template, key string) {
-	m.mu.Lock()
-	ctx := m.poolCtx
-	m.mu.Unlock()
+func (s *TemplateSnapshots) resnapshot(tpl template.Template, key string) {
+	s.mu.Lock()
+	ctx := s.serving
+	s.mu.Unlock()
 	if ctx == nil || ctx.Err() != nil {
 		return // not serving (tests, shutdown)
 	}
 	now := time.Now()
-	m.snapMu.Lock()
-	if m.snapRetry[key].After(now) {
-		m.snapMu.Unlock()
+	s.mu.Lock()
+	if s.retry[key].After(now) {
+		s.mu.Unlock()
 		return
 	}
-	m.snapRetry[key] = now.Add(resnapshotRetry)
-	m.snapMu.Unlock()
-	m.poolWG.Add(1)
+	s.retry[key] = now.Add(resnapshotRetry)
+	s.mu.Unlock()
+	s.wg.Add(1)
 	go func() {
-		defer m.poolWG.Done()
+		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
-		m.log.Info("taking the template's missing snapshot; its sandboxes start cold meanwhile",
+		s.log.Info("taking the template's missing snapshot; its sandboxes start cold meanwhile",
 			"template.id", tpl.ID, "build.id", tpl.BuildID, "key", key)
-		_, err := m.Snapshot(ctx, tpl, false, func(l string) { m.log.Debug(l, "template.id", tpl.ID) })
+		_, err := s.Snapshot(ctx, tpl, false, func(l string) { s.log.Debug(l, "template.id", tpl.ID) })
 		if err != nil {
-			m.log.Warn("template snapshot failed; its sandboxes run the start command when they start",
+			s.log.Warn("template snapshot failed; its sandboxes run the start command when they start",
 				"template.id", tpl.ID, "err", err, "retry_in", resnapshotRetry)
 			return
 		}
 		// Sandboxes pooled meanwhile started cold: replace them with
 		// restored ones, so every sandbox of the build shares one state.
-		m.mu.Lock()
-		p := m.pools[tpl.ID]
-		m.mu.Unlock()
-		if p != nil {
-			m.drain(ctx, p)
-			p.kick()
-		}
+		s.pools.refresh(ctx, tpl.ID)
 	}()
 }
 
-func (m *Manager) snapLock(key string) *sync.Mutex {
-	m.snapMu.Lock()
-	defer m.snapMu.Unlock()
-	l, ok := m.snapLocks[key]
+func (s *TemplateSnapshots) lock(key string) *sync.Mutex {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.locks[key]
 	if !ok {
 		l = &sync.Mutex{}
-		m.snapLocks[key] = l
+		s.locks[key] = l
 	}
 	return l
 }
@@ -173,18 +216,18 @@ func (m *Manager) snapLock(key string) *sync.Mutex {
 // false. progress receives lines for the build log. It reports whether an
 // existing snapshot was reused. A failing start or ready command is an
 // errdefs.ErrInvalidArgument error with the command's last output.
-func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force bool, progress func(string)) (cached bool, err error) {
-	if ok, why := m.SnapshotsAvailable(); !ok {
+func (s *TemplateSnapshots) Snapshot(ctx context.Context, tpl template.Template, force bool, progress func(string)) (cached bool, err error) {
+	if ok, why := s.SnapshotsAvailable(); !ok {
 		return false, errdefs.Precondition("template snapshots are unavailable: %s", why)
 	}
-	key := m.snapshotKey(tpl)
+	key := s.key(tpl)
 	if key == "" {
 		return false, errdefs.Invalid("template %s has no start command or no content key: nothing to snapshot", tpl.ID)
 	}
-	lk := m.snapLock(key)
+	lk := s.lock(key)
 	lk.Lock()
 	defer lk.Unlock()
-	dir := m.snapshotDir(key)
+	dir := s.dir(key)
 	if !force && snapshotComplete(dir) {
 		return true, noteSnapshotUse(dir, tpl.BuildID)
 	}
@@ -195,9 +238,9 @@ func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force boo
 	}
 	sb := store.Sandbox{ID: id, TemplateID: tpl.ID, BuildID: tpl.BuildID, Alias: firstName(tpl),
 		State: store.StateRunning, EnvVars: tpl.Env, CPUCount: tpl.CPUCount, MemoryMB: tpl.MemoryMB,
-		DiskMB: tpl.DiskMB, AllowInternet: true, NodeID: m.cfg.NodeID}
-	progress(fmt.Sprintf("snapshot: starting the start command under %s", m.rt.snap.Name()))
-	l, err := m.startWith(ctx, &sb, tpl, launch{snapRT: true})
+		DiskMB: tpl.DiskMB, AllowInternet: true, NodeID: s.nodeID}
+	progress(fmt.Sprintf("snapshot: starting the start command under %s", s.rt.snap.Name()))
+	l, err := s.host.startWith(ctx, &sb, tpl, launch{snapRT: true})
 	switch {
 	case errors.Is(err, errdefs.ErrInvalidArgument):
 		// The start command's own failure: its message says it all, once
@@ -205,9 +248,9 @@ func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force boo
 		return false, errdefs.Invalid("%s", errdefs.Message(err))
 	case err != nil:
 		return false, errdefs.Invalid("start command %q did not become ready under %s: %v",
-			tpl.StartCmd, m.rt.snap.Name(), err)
+			tpl.StartCmd, s.rt.snap.Name(), err)
 	}
-	defer m.destroy(context.WithoutCancel(ctx), id)
+	defer s.host.destroy(context.WithoutCancel(ctx), id)
 	tReady := time.Since(t0)
 	progress(fmt.Sprintf("snapshot: start command ready in %s; saving the started state", tReady.Round(time.Millisecond)))
 	l.agent.close() // no host connection may be open across a checkpoint
@@ -221,7 +264,7 @@ func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force boo
 	}
 	defer os.RemoveAll(tmp)
 	t1 := time.Now()
-	if err := m.rt.Checkpoint(ctx, id, filepath.Join(tmp, "state")); err != nil {
+	if err := s.rt.Checkpoint(ctx, id, filepath.Join(tmp, "state")); err != nil {
 		return false, fmt.Errorf("snapshot template %s: checkpoint: %w", tpl.ID, err)
 	}
 	// Its envd's key is in the checkpoint's memory: clones prove their
@@ -243,7 +286,7 @@ func (m *Manager) Snapshot(ctx context.Context, tpl template.Template, force boo
 	}
 	progress(fmt.Sprintf("snapshot: saved in %s (%d MB); sandboxes start with the start command already running",
 		time.Since(t1).Round(time.Millisecond), dirSize(dir)>>20))
-	m.log.Info("template snapshot taken", "template.id", tpl.ID, "build.id", tpl.BuildID, "key", key,
+	s.log.Info("template snapshot taken", "template.id", tpl.ID, "build.id", tpl.BuildID, "key", key,
 		"ready", tReady.Round(time.Millisecond), "total", time.Since(t0).Round(time.Millisecond))
 	return false, nil
 }
@@ -278,8 +321,8 @@ func noteSnapshotUse(dir, buildID string) error {
 // PruneSnapshots removes the snapshots that serve none of keepBuilds and
 // were last used before the given time. A snapshot that is still being
 // restored from has been used just now, so it stays.
-func (m *Manager) PruneSnapshots(keepBuilds map[string]bool, before time.Time) (int, error) {
-	root := filepath.Join(m.cfg.DataDir, "snapshots")
+func (s *TemplateSnapshots) PruneSnapshots(keepBuilds map[string]bool, before time.Time) (int, error) {
+	root := s.data.TemplateSnapshots()
 	entries, err := os.ReadDir(root)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -297,14 +340,14 @@ func (m *Manager) PruneSnapshots(keepBuilds map[string]bool, before time.Time) (
 		if slices.ContainsFunc(strings.Fields(string(b)), func(id string) bool { return keepBuilds[id] }) {
 			continue
 		}
-		lk := m.snapLock(e.Name())
+		lk := s.lock(e.Name())
 		lk.Lock()
 		err = os.RemoveAll(dir)
 		lk.Unlock()
 		if err != nil {
 			return n, err
 		}
-		m.log.Info("pruned template snapshot", "key", e.Name(), "builds", strings.Fields(string(b)))
+		s.log.Info("pruned template snapshot", "key", e.Name(), "builds", strings.Fields(string(b)))
 		n++
 	}
 	return n, nil

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sbxdev/sbx/internal/datadir"
 )
 
 func TestPruneSnapshots(t *testing.T) {
@@ -24,7 +26,7 @@ func TestPruneSnapshots(t *testing.T) {
 		{"unfinished, being written", nil, now, false},
 	}
 	data := t.TempDir()
-	m := New(Config{DataDir: data}, slog.New(slog.DiscardHandler), nil, nil, nil, nil)
+	m := New(Config{Data: datadir.Layout{Root: data}}, slog.New(slog.DiscardHandler), nil, nil, nil, nil)
 	dirs := map[string]string{}
 	for _, tt := range tests {
 		dir := filepath.Join(data, "snapshots", tt.name)
@@ -41,7 +43,7 @@ func TestPruneSnapshots(t *testing.T) {
 		}
 		dirs[tt.name] = dir
 	}
-	n, err := m.PruneSnapshots(map[string]bool{"b-kept": true}, now.Add(-48*time.Hour))
+	n, err := m.TemplateSnapshots().PruneSnapshots(map[string]bool{"b-kept": true}, now.Add(-48*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
