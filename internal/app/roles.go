@@ -15,7 +15,6 @@ import (
 
 	"github.com/sbxdev/sbx/internal/api"
 	"github.com/sbxdev/sbx/internal/cluster"
-	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/leader"
 	"github.com/sbxdev/sbx/internal/liveness"
@@ -182,8 +181,21 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	signer := cluster.NewSigner(cfg.clusterSecret)
 	sbs := cluster.NewSandboxes(st, nodes, placement.New(nodes, placement.Config{}), cluster.NewClient(signer), reg, log)
 	routing, advertised := cfg.SandboxDomain()
+	// Template builds: queued here as jobs a node claims; uploads to the
+	// blob store; status, logs and management from the database.
+	blobs, err := openBlobs(ctx, cfg, log, closers)
+	if err != nil {
+		return nil, err
+	}
+	tplSvc := template.NewService(template.ServiceConfig{DataDir: cfg.DataDir, NodeID: cfg.NodeName}, log,
+		template.NewStore(st), reg, nil, evlog)
+	wireBuildJobs(cfg, tplSvc, blobs, st, "")
+	tplHandler := template.NewHandler(tplSvc)
+	tplHandler.SetSpawns(st)
 	apiSrv := api.New(log, sbs, reg, st, proxy.New(cluster.NewRouter(st, nodes, signer, log), routing, log),
-		events.NewHandler(evlog, log), webhook.NewHandler(engine, log), notOnAPIReplica{})
+		events.NewHandler(evlog, log), webhook.NewHandler(engine, log), tplHandler)
+	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
+	apiSrv.SetBuildCanceller(tplSvc)
 	// Traffic tokens and the sandbox domain; egress policies are the
 	// nodes' (creates asking for one are refused here for now).
 	apiSrv.SetNetworking(nil, sqlstore.NewNetworks(data.DB), advertised)
@@ -203,23 +215,11 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	return mw.Wrap(apiSrv), nil
 }
 
-// notOnAPIReplica answers the routes an api replica does not serve yet
-// with what to do instead of a bare 404.
-type notOnAPIReplica struct{}
-
-// templateRoutes are template.Handler's, but for the alias lookup and the
-// list, which the api replica answers from its registry.
-var templateRoutes = []string{"POST /v3/templates", "GET /templates/{id}/files/{hash}", "POST /v2/templates/{id}/builds/{buildID}",
-	"GET /templates/{id}/builds/{buildID}/status", "DELETE /templates/{id}", "GET /templates/{id}", "POST /templates",
-	"POST /templates/{id}", "POST /v2/templates", "POST /templates/{id}/builds/{buildID}", "PATCH /templates/{id}",
-	"PATCH /v2/templates/{id}", "GET /templates/{id}/builds/{buildID}/logs", "POST /templates/tags", "DELETE /templates/tags",
-	"GET /templates/{id}/tags", "GET /templates/{id}/{sub}"}
-
-func (notOnAPIReplica) Register(mux *http.ServeMux) {
-	for _, p := range templateRoutes {
-		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
-			errdefs.WriteHTTP(w, nil, errdefs.Precondition("template builds and template management are not served by an api replica "+
-				"(sbx serve --role api) yet: run them on a --role all server that shares the database"))
-		})
-	}
+// wireBuildJobs makes template builds cluster jobs (api replicas queue
+// them, nodes claim them: node is the claimer's name, "" on an api
+// replica) and keeps build uploads in the shared blob store.
+func wireBuildJobs(cfg Config, svc *template.Service, b *Blobs, st *sqlstore.Store, node string) {
+	svc.SetJobs(&template.Jobs{Queue: st, Node: node})
+	svc.SetSharedUploads(&template.SharedUploads{Store: b.Store, Puller: b.puller, Repo: st,
+		URLKey: cfg.clusterSecret.Derive("template upload URLs")})
 }

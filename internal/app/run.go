@@ -311,6 +311,9 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 		builder.ImagesConfig{Guard: guard, MaxBytes: int64(cfg.Registry.MaxImageMB) << 20}, log))
 	c.tplSvc.SetLiveSandboxes(liveWithSnapshots{st, c.mgr})
 	c.blobs.wireTemplates(c.tplSvc, data)
+	if cfg.Role == RoleNode {
+		wireBuildJobs(cfg, c.tplSvc, c.blobs, data.Store, cfg.NodeName)
+	}
 	if err := c.mgr.SetSnapshotRegistry(c.reg); err != nil {
 		return nil, err
 	}

@@ -423,7 +423,7 @@ func TestUploadsPerTeamAndBound(t *testing.T) {
 		t.Errorf("other content for an uploaded hash: HTTP %d, want 409", code)
 	}
 	for team, want := range map[string]string{"team1": "team1", "team2": "team2"} {
-		dir, err := uploadFiles{e.svc.uploads, team}.Dir(t.Context(), hashA)
+		dir, err := uploadFiles{e.svc, team}.Dir(t.Context(), hashA)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -431,7 +431,7 @@ func TestUploadsPerTeamAndBound(t *testing.T) {
 			t.Errorf("%s's files: f = %q, want %q", team, got, want)
 		}
 	}
-	if _, err := (uploadFiles{e.svc.uploads, "team3"}).Dir(t.Context(), hashA); err == nil {
+	if _, err := (uploadFiles{e.svc, "team3"}).Dir(t.Context(), hashA); err == nil {
 		t.Error("a team without an upload got one")
 	}
 }
