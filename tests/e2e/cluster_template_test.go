@@ -1,0 +1,125 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sbxdev/sbx/sdk"
+)
+
+// TestClusterTemplateBuild (cluster issue, "builds are jobs that one node
+// claims"): `sbx template build` pointed at the api replica only uploads
+// its build context to the shared blob store and starts a build that one
+// node claims and runs; status and logs come from the database through
+// the replica; a sandbox of the template starts on every node (the other
+// node pulls the layers). Another team can read neither the build's
+// status nor build FROM the private template, and a tampered upload URL is
+// refused.
+func TestClusterTemplateBuild(t *testing.T) {
+	c := startCluster(t)
+	dir := t.TempDir()
+	writeContext(t, dir, map[string]string{
+		"e2b.Dockerfile": "FROM e2bdev/base:latest\nCOPY hello.txt /opt/hello.txt\nRUN cp /opt/hello.txt /opt/copied.txt\n",
+		"hello.txt":      "built through an api replica\n",
+	})
+	out, err := templateCLI(t, c.api, dir, "build", "--name", "cluster-tpl")
+	if err != nil {
+		t.Fatalf("template build through the api replica: %v\n%s", err, out)
+	}
+	m := templateIDRE.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no template ID in output:\n%s", out)
+	}
+	id := m[1]
+	if !strings.Contains(out, "claimed by node node-") {
+		t.Errorf("the build log does not say which node claimed the build:\n%s", out)
+	}
+	// The context went to the blob store, not the replica's data dir.
+	if ents, _ := filepath.Glob(filepath.Join(c.api.DataDir, "uploads", "*", "*", "complete")); len(ents) > 0 {
+		t.Errorf("uploads kept in the api replica's data dir: %v", ents)
+	}
+
+	owner := map[string]string{"X-API-Key": c.api.APIKey}
+	r := c.api.Raw(t, http.MethodGet, "/templates/"+id, "", owner)
+	var info struct {
+		Builds []struct {
+			BuildID string `json:"buildID"`
+			Status  string `json:"status"`
+		} `json:"builds"`
+	}
+	if err := json.Unmarshal([]byte(r.Body), &info); r.Status != http.StatusOK || err != nil || len(info.Builds) == 0 || info.Builds[0].Status != "ready" {
+		t.Fatalf("GET /templates/%s through the api replica = %d %s", id, r.Status, r.Body)
+	}
+	buildID := info.Builds[0].BuildID
+	statusPath := "/templates/" + id + "/builds/" + buildID + "/status"
+	if r := c.api.Raw(t, http.MethodGet, statusPath, "", owner); r.Status != http.StatusOK || !strings.Contains(r.Body, `"ready"`) {
+		t.Errorf("build status through the api replica = %d %s", r.Status, r.Body)
+	}
+
+	client := c.api.Client(t)
+	on := map[int]bool{}
+	for i := 0; i < 16 && len(on) < len(c.nodes); i++ {
+		sb, err := client.Create(t.Context(), sdk.CreateOptions{Template: "cluster-tpl"})
+		if err != nil {
+			t.Fatalf("create from the template built through the api replica: %v", err)
+		}
+		t.Cleanup(func() { _ = sb.Kill(context.Background()) })
+		n := c.nodeOf(t, sb.ID)
+		if on[n] {
+			continue
+		}
+		on[n] = true
+		if got := runIn(t, sb, "cat /opt/copied.txt"); got != "built through an api replica\n" {
+			t.Errorf("sandbox on node %d: /opt/copied.txt = %q", n+1, got)
+		}
+	}
+	if len(on) != len(c.nodes) || on[-1] {
+		t.Errorf("sandboxes of the template ran on nodes %v; want every node", on)
+	}
+
+	// Another team: the build is not there for it.
+	other := map[string]string{"X-API-Key": c.api.CreateTeam(t, "other")}
+	if r := c.api.Raw(t, http.MethodGet, statusPath, "", other); r.Status != http.StatusNotFound || strings.Contains(r.Body, "ready") {
+		t.Errorf("another team's read of the build status = %d %s; want 404", r.Status, r.Body)
+	}
+	if r := c.api.Raw(t, http.MethodGet, "/templates/"+id+"/builds/"+buildID+"/logs", "", other); r.Status != http.StatusNotFound {
+		t.Errorf("another team's read of the build logs = %d %s; want 404", r.Status, r.Body)
+	}
+	r = c.api.Raw(t, http.MethodPost, "/v3/templates", `{"name":"thief"}`, other)
+	var req struct {
+		TemplateID string `json:"templateID"`
+		BuildID    string `json:"buildID"`
+	}
+	if err := json.Unmarshal([]byte(r.Body), &req); r.Status != http.StatusAccepted || err != nil {
+		t.Fatalf("another team's build request = %d %s", r.Status, r.Body)
+	}
+	if r := c.api.Raw(t, http.MethodPost, "/v2/templates/"+req.TemplateID+"/builds/"+req.BuildID, `{"fromTemplate":"cluster-tpl","steps":[]}`, other); r.Status != http.StatusBadRequest ||
+		!strings.Contains(r.Body, "not found") {
+		t.Errorf("another team's build FROM the private template = %d %s; want 400 base not found", r.Status, r.Body)
+	}
+
+	// An upload URL whose signature was changed is refused, on the
+	// replica that signed it as on any other process of the cluster.
+	hash := strings.Repeat("ab", 32)
+	r = c.api.Raw(t, http.MethodGet, "/templates/"+id+"/files/"+hash, "", owner)
+	var files struct {
+		URL string `json:"url"`
+	}
+	if err := json.Unmarshal([]byte(r.Body), &files); r.Status != http.StatusCreated || err != nil || files.URL == "" {
+		t.Fatalf("files of a new hash = %d %s; want an upload URL", r.Status, r.Body)
+	}
+	forged := strings.Replace(files.URL, "signature=", "signature=0", 1)
+	preq, _ := http.NewRequestWithContext(t.Context(), http.MethodPut, forged, strings.NewReader("x"))
+	resp, err := http.DefaultClient.Do(preq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("PUT with a forged upload signature = %d; want 403", resp.StatusCode)
+	}
+}
