@@ -107,19 +107,21 @@ const DefaultCPUOvercommit = 32
 // heartbeat. CPU: the sum of its live sandboxes' CPU limits against its
 // cores times the overcommit. Memory: what the host uses (MemTotal -
 // MemAvailable) against MemTotal: limits are ceilings too, and the memory
-// sandboxes really take is what runs a host out.
+// sandboxes really take is what runs a host out. Builds: the team
+// templates' builds whose layers it holds (placement prefers it for them).
 //
 // Until ready is set (the API serves), the heartbeat carries no load: the
 // node is registered (nobody sweeps it while it reattaches its sandboxes)
 // but api replicas do not place on it yet.
-func nodeLoad(advertise string, overcommit float64, mgr *sandbox.Manager, ready *atomic.Bool) func() store.NodeLoad {
+func nodeLoad(advertise string, overcommit float64, mgr *sandbox.Manager, reg *template.Registry, ready *atomic.Bool) func() store.NodeLoad {
 	cpu := int64(float64(goruntime.NumCPU()) * 1000 * overcommit)
 	return func() store.NodeLoad {
 		if !ready.Load() {
 			return store.NodeLoad{}
 		}
 		total, avail := hostMemoryMiB()
-		l := store.NodeLoad{AdvertiseURL: advertise, CPUMillis: cpu, MemoryMiB: total, ReservedMemoryMiB: max(total-avail, 0)}
+		l := store.NodeLoad{AdvertiseURL: advertise, CPUMillis: cpu, MemoryMiB: total, ReservedMemoryMiB: max(total-avail, 0),
+			Builds: reg.HeldBuilds(store.MaxNodeBuilds)}
 		for _, sb := range mgr.Live() {
 			l.Sandboxes++
 			if sb.State == store.StateRunning {
@@ -190,6 +192,7 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	tplSvc := template.NewService(template.ServiceConfig{DataDir: cfg.DataDir, NodeID: cfg.NodeName}, log,
 		template.NewStore(st), reg, nil, evlog)
 	wireBuildJobs(cfg, tplSvc, blobs, st, "")
+	sbs.SetBuilds(tplSvc)
 	tplHandler := template.NewHandler(tplSvc)
 	tplHandler.SetSpawns(st)
 	apiSrv := api.New(log, sbs, reg, st, proxy.New(cluster.NewRouter(st, nodes, signer, log), routing, log),

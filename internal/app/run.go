@@ -507,7 +507,7 @@ func startLiveness(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 			_ = c.mgr.KillWithReason(ctx, sb.ID, liveness.ReasonNodeLost)
 		}
 	})
-	c.beat.SetLoad(nodeLoad(cfg.AdvertiseURL, cfg.CPUOvercommit, c.mgr, &c.serving))
+	c.beat.SetLoad(nodeLoad(cfg.AdvertiseURL, cfg.CPUOvercommit, c.mgr, c.reg, &c.serving))
 	if err := c.beat.Beat(ctx); err != nil {
 		return fmt.Errorf("register node %s in the database: %w", cfg.NodeName, err)
 	}

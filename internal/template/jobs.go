@@ -265,3 +265,30 @@ func (s *Service) holdsClaim(ctx context.Context, buildID string) bool {
 	err := s.jobs.Queue.RenewBuildClaim(ctx, buildID, s.jobs.Node, s.now().Add(s.jobs.Lease))
 	return err == nil
 }
+
+// CurrentBuild describes a team template's current build for placement
+// (an api replica sizes the sandbox by it and prefers nodes holding its
+// layers): ok is false for a template the team may not start, one not
+// built yet, or a tag other than the default.
+func (s *Service) CurrentBuild(ctx context.Context, teamID, ref string) (Template, bool, error) {
+	name, tag := SplitRef(ref)
+	if tag != "" && tag != DefaultTag {
+		return Template{}, false, nil
+	}
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		name = name[i+1:]
+	}
+	rec, err := s.store.Template(ctx, name)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		var ok bool
+		if rec, ok = s.findByName(ctx, strings.ToLower(name)); !ok {
+			return Template{}, false, nil
+		}
+	} else if err != nil {
+		return Template{}, false, err
+	}
+	if rec.CurrentBuild == "" || (rec.TeamID != teamID && !rec.Public) {
+		return Template{}, false, nil
+	}
+	return Template{ID: rec.ID, BuildID: rec.CurrentBuild, TeamID: rec.TeamID, CPUCount: rec.CPUCount, MemoryMB: rec.MemoryMB}, true, nil
+}

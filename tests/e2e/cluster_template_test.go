@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sbxdev/sbx/sdk"
 )
@@ -16,7 +20,8 @@ import (
 // its build context to the shared blob store and starts a build that one
 // node claims and runs; status and logs come from the database through
 // the replica; a sandbox of the template starts on every node (the other
-// node pulls the layers). Another team can read neither the build's
+// node pulls the layers). Placement prefers the node holding the layers
+// while it lives. Another team can read neither the build's
 // status nor build FROM the private template, and a tampered upload URL is
 // refused.
 func TestClusterTemplateBuild(t *testing.T) {
@@ -60,25 +65,39 @@ func TestClusterTemplateBuild(t *testing.T) {
 		t.Errorf("build status through the api replica = %d %s", r.Status, r.Body)
 	}
 
+	// Placement prefers the node that holds the build's layers: the one
+	// that built it, once its heartbeat said so (a beat and a refresh).
+	builder := regexp.MustCompile(`claimed by node node-(\d)`).FindStringSubmatch(out)
+	if builder == nil {
+		t.Fatalf("the build log names no claiming node:\n%s", out)
+	}
+	built, _ := strconv.Atoi(builder[1])
+	built--
+	time.Sleep(3 * time.Second)
 	client := c.api.Client(t)
-	on := map[int]bool{}
-	for i := 0; i < 16 && len(on) < len(c.nodes); i++ {
-		sb, err := client.Create(t.Context(), sdk.CreateOptions{Template: "cluster-tpl"})
+	create := func() (*sdk.Sandbox, int) {
+		t.Helper()
+		sb, err := client.Create(opCtx(t), sdk.CreateOptions{Template: "cluster-tpl"})
 		if err != nil {
-			t.Fatalf("create from the template built through the api replica: %v", err)
+			t.Fatalf("create from the template built through the api replica: %v\napi log:\n%s", err, c.api.Log())
 		}
 		t.Cleanup(func() { _ = sb.Kill(context.Background()) })
 		n := c.nodeOf(t, sb.ID)
-		if on[n] {
-			continue
-		}
-		on[n] = true
 		if got := runIn(t, sb, "cat /opt/copied.txt"); got != "built through an api replica\n" {
 			t.Errorf("sandbox on node %d: /opt/copied.txt = %q", n+1, got)
 		}
+		return sb, n
 	}
-	if len(on) != len(c.nodes) || on[-1] {
-		t.Errorf("sandboxes of the template ran on nodes %v; want every node", on)
+	for range 3 {
+		if _, n := create(); n != built {
+			t.Errorf("a sandbox of the template ran on node-%d; want node-%d, which holds its layers", n+1, built+1)
+		}
+	}
+	// The other node starts it too, pulling the layers from the blob
+	// store: with the builder gone, creates go there.
+	c.nodes[built].Stop(syscall.SIGKILL)
+	if _, n := create(); n != 1-built {
+		t.Errorf("with node-%d dead, the sandbox ran on node %d", built+1, n+1)
 	}
 
 	// Another team: the build is not there for it.
