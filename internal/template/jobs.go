@@ -292,3 +292,18 @@ func (s *Service) CurrentBuild(ctx context.Context, teamID, ref string) (Templat
 	}
 	return Template{ID: rec.ID, BuildID: rec.CurrentBuild, TeamID: rec.TeamID, CPUCount: rec.CPUCount, MemoryMB: rec.MemoryMB}, true, nil
 }
+
+// releaseOnShutdown puts a job this node is stopping with (the service is
+// closing: the process shuts down) back in the queue instead of failing
+// it: another node, or this one restarted, builds it.
+func (s *Service) releaseOnShutdown(ctx context.Context, b BuildRecord) bool {
+	if s.jobs == nil || s.jobs.Node == "" || s.buildCtx.Err() == nil {
+		return false
+	}
+	if _, err := s.jobs.Queue.ReleaseBuilds(ctx, s.jobs.Node); err != nil {
+		s.log.Error("put the builds of a node shutting down back in the queue", "err", err)
+		return false
+	}
+	s.log.Info("build stopped by the shutdown; put back in the queue", "build.id", b.ID)
+	return true
+}

@@ -100,3 +100,56 @@ func TestBuildJobs(t *testing.T) {
 		t.Errorf("upload URL of the replica sent to the node: HTTP %d, want 200", code)
 	}
 }
+
+// TestBuildJobReclaimed: a node shutting down mid-build puts the build
+// back in the queue (it records no failure); another node claims it and
+// builds it from the start.
+func TestBuildJobReclaimed(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "sbx.db")
+	jobs := func(node string) func(*Service) {
+		return func(s *Service) {
+			s.SetJobs(&Jobs{Queue: s.store.templatesRepo.(store.BuildJobs), Node: node, Poll: 20 * time.Millisecond})
+		}
+	}
+	api := setup(t, dbPath, t.TempDir(), 0, jobs(""))
+	first := setup(t, dbPath, t.TempDir(), 0, jobs("node-1"))
+	first.exec.block = true
+	var r registered
+	if code := api.call(t, "team1", "POST", "/v3/templates", map[string]any{"name": "reclaimed"}, &r); code != http.StatusAccepted {
+		t.Fatalf("POST /v3/templates: HTTP %d", code)
+	}
+	steps := []builder.Step{{Type: "RUN", Args: []string{"block until stopped"}}}
+	if code := api.call(t, "team1", "POST", "/v2/templates/"+r.TemplateID+"/builds/"+r.BuildID,
+		map[string]any{"fromTemplate": "base", "steps": steps}, nil); code != http.StatusAccepted {
+		t.Fatalf("start: HTTP %d", code)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		first.exec.mu.Lock()
+		n := len(first.exec.reqs)
+		first.exec.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node-1 did not claim the build")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	first.svc.Close() // node-1 shuts down mid-build
+	if b, err := api.svc.store.Build(t.Context(), r.BuildID); err != nil || b.Status != StatusBuilding || b.NodeID != "" {
+		t.Fatalf("build after node-1 stopped = %+v, %v; want building, queued for any node", b, err)
+	}
+	second := setup(t, dbPath, t.TempDir(), 0, jobs("node-2"))
+	st, msgs := api.waitBuild(t, "team1", r)
+	if st.Status != StatusReady || len(second.exec.reqs) != 1 {
+		t.Fatalf("build after node-2 claimed it: %s (%+v), node-2 ran %d builds", st.Status, st.Reason, len(second.exec.reqs))
+	}
+	found := false
+	for _, m := range msgs {
+		found = found || strings.Contains(m, "node node-2 builds again from the start") && strings.Contains(m, "attempt 2")
+	}
+	if !found {
+		t.Errorf("build log %q does not show node-2 claiming it again", msgs)
+	}
+}

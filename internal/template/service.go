@@ -720,6 +720,9 @@ func (s *Service) envLayer(buildID string, env map[string]string) ([]string, err
 
 func (s *Service) fail(rec Record, b BuildRecord, step string, err error) {
 	ctx := context.WithoutCancel(s.buildCtx)
+	if s.releaseOnShutdown(ctx, b) {
+		return
+	}
 	b.Status, b.Reason, b.ReasonStep, b.FinishedAt = StatusError, err.Error(), step, s.now().UTC()
 	if uerr := s.record(ctx, b); uerr != nil {
 		s.log.Error("record failed build", "build.id", b.ID, "err", uerr)

@@ -30,6 +30,8 @@ import (
 type fakeExecutor struct {
 	mu   sync.Mutex
 	reqs []builder.Request
+	// block: RUN steps containing "block" wait until the build is stopped.
+	block bool
 }
 
 func (f *fakeExecutor) Build(ctx context.Context, req builder.Request) (*builder.Result, error) {
@@ -38,6 +40,10 @@ func (f *fakeExecutor) Build(ctx context.Context, req builder.Request) (*builder
 	f.mu.Unlock()
 	for i, s := range req.Steps {
 		req.Progress(builder.Progress{Step: i + 1, Total: len(req.Steps), Message: s.String()})
+		if f.block && s.Type == builder.StepRun && strings.Contains(s.Args[0], "block") {
+			<-ctx.Done() // until the build is stopped
+			return nil, ctx.Err()
+		}
 		if s.Type == builder.StepRun && strings.Contains(s.Args[0], "fail") {
 			return nil, &builder.StepError{Step: i + 1, What: s.String(), ExitCode: 3, Output: "it failed"}
 		}
