@@ -31,7 +31,9 @@ func TestClusterTemplateBuild(t *testing.T) {
 		"e2b.Dockerfile": "FROM e2bdev/base:latest\nCOPY hello.txt /opt/hello.txt\nRUN cp /opt/hello.txt /opt/copied.txt\n",
 		"hello.txt":      "built through an api replica\n",
 	})
+	t0 := time.Now()
 	out, err := templateCLI(t, c.api, dir, "build", "--name", "cluster-tpl")
+	t.Logf("template build through the api replica: %s", time.Since(t0).Round(time.Millisecond))
 	if err != nil {
 		t.Fatalf("template build through the api replica: %v\n%s", err, out)
 	}
@@ -96,9 +98,11 @@ func TestClusterTemplateBuild(t *testing.T) {
 	// The other node starts it too, pulling the layers from the blob
 	// store: with the builder gone, creates go there.
 	c.nodes[built].Stop(syscall.SIGKILL)
+	t0 = time.Now()
 	if _, n := create(); n != 1-built {
 		t.Errorf("with node-%d dead, the sandbox ran on node %d", built+1, n+1)
 	}
+	t.Logf("create + first command on the node without the layers (pull included), the builder just killed: %s", time.Since(t0).Round(time.Millisecond))
 
 	// Another team: the build is not there for it.
 	other := map[string]string{"X-API-Key": c.api.CreateTeam(t, "other")}
