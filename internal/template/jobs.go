@@ -97,7 +97,9 @@ func (s *Service) checkQueued(ctx context.Context, teamID, templateID string, re
 	if name == "" {
 		name = ref
 	}
-	if t, ok := s.reg.Get(name); ok && (t.TeamID == "" || t.TeamID == teamID || t.Public) {
+	// As resolveBase: built-in templates and the team's own (not another
+	// team's, public or not).
+	if t, ok := s.reg.Get(name); ok && (t.TeamID == "" || t.TeamID == teamID) {
 		return nil
 	}
 	rec, err := s.store.Template(ctx, name)
@@ -106,7 +108,7 @@ func (s *Service) checkQueued(ctx context.Context, teamID, templateID string, re
 	} else if err != nil {
 		return err
 	}
-	if rec.ID != "" && rec.CurrentBuild != "" && (rec.TeamID == teamID || rec.Public) {
+	if rec.ID != "" && rec.CurrentBuild != "" && rec.TeamID == teamID {
 		return nil
 	}
 	if req.FromTemplate != "" {
