@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/sdk"
+	"github.com/sbxdev/sbx/tests/harness"
 )
 
 // TestClusterTemplateBuild (cluster issue, "builds are jobs that one node
@@ -65,6 +68,40 @@ func TestClusterTemplateBuild(t *testing.T) {
 	statusPath := "/templates/" + id + "/builds/" + buildID + "/status"
 	if r := c.api.Raw(t, http.MethodGet, statusPath, "", owner); r.Status != http.StatusOK || !strings.Contains(r.Body, `"ready"`) {
 		t.Errorf("build status through the api replica = %d %s", r.Status, r.Body)
+	}
+
+	// A second api replica, started after the build, answers its status
+	// and log, and takes an upload whose URL the first one signed.
+	api2 := harness.StartNodeServer(t, c.copyKeys(t), append([]string{"--role", "api", "--node-name", "api-2"}, c.common...)...)
+	if r := api2.Raw(t, http.MethodGet, statusPath, "", owner); r.Status != http.StatusOK || !strings.Contains(r.Body, `"ready"`) ||
+		!strings.Contains(r.Body, "claimed by node") {
+		t.Errorf("build status through the second api replica = %d %s", r.Status, r.Body)
+	}
+	upHash := strings.Repeat("cd", 32)
+	r = c.api.Raw(t, http.MethodGet, "/templates/"+id+"/files/"+upHash, "", owner)
+	var up struct {
+		URL string `json:"url"`
+	}
+	if err := json.Unmarshal([]byte(r.Body), &up); r.Status != http.StatusCreated || err != nil || up.URL == "" {
+		t.Fatalf("files of a new hash = %d %s; want an upload URL", r.Status, r.Body)
+	}
+	var tarball bytes.Buffer
+	tw := tar.NewWriter(&tarball)
+	_ = tw.WriteHeader(&tar.Header{Name: "a.txt", Mode: 0o644, Size: 2, Typeflag: tar.TypeReg})
+	_, _ = tw.Write([]byte("a\n"))
+	_ = tw.Close()
+	onAPI2 := api2.URL + up.URL[strings.Index(up.URL, "/upload/"):]
+	preq, _ := http.NewRequestWithContext(t.Context(), http.MethodPut, onAPI2, bytes.NewReader(tarball.Bytes()))
+	resp, err := http.DefaultClient.Do(preq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("PUT to the second replica of an upload URL the first signed = %d; want 200", resp.StatusCode)
+	}
+	if r := c.api.Raw(t, http.MethodGet, "/templates/"+id+"/files/"+upHash, "", owner); !strings.Contains(r.Body, `"present":true`) {
+		t.Errorf("the first replica does not see the upload the second took: %d %s", r.Status, r.Body)
 	}
 
 	// Placement prefers the node that holds the build's layers: the one
@@ -136,8 +173,8 @@ func TestClusterTemplateBuild(t *testing.T) {
 		t.Fatalf("files of a new hash = %d %s; want an upload URL", r.Status, r.Body)
 	}
 	forged := strings.Replace(files.URL, "signature=", "signature=0", 1)
-	preq, _ := http.NewRequestWithContext(t.Context(), http.MethodPut, forged, strings.NewReader("x"))
-	resp, err := http.DefaultClient.Do(preq)
+	preq, _ = http.NewRequestWithContext(t.Context(), http.MethodPut, forged, strings.NewReader("x"))
+	resp, err = http.DefaultClient.Do(preq)
 	if err != nil {
 		t.Fatal(err)
 	}

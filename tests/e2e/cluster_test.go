@@ -32,6 +32,7 @@ type testCluster struct {
 	api    *Server
 	nodes  []*Server
 	secret string
+	common []string // flags every process gets
 }
 
 // startCluster starts `sbx serve --role api` and two `--role node` on one
@@ -52,19 +53,10 @@ func startCluster(t testing.TB, extra ...string) *testCluster {
 	common := []string{"--database", dsn, "--cluster-secret-file", secretFile, "--node-grace", "10m", "--domain", clusterDomain,
 		"--blob-store", "file://" + filepath.Join(t.TempDir(), "blobs")}
 	common = append(common, extra...) // later flags win
+	c.common = common
 	c.api = StartServer(t, append([]string{"--role", "api", "--node-name", "api-1"}, common...)...)
 	for _, name := range []string{"node-1", "node-2"} {
-		n := harness.StartNodeServer(t, func(dir string) {
-			for _, f := range []string{datadir.Layout{Root: c.api.DataDir}.APIKey(), datadir.Layout{Root: c.api.DataDir}.AdminKey()} {
-				v, err := os.ReadFile(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), v, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}, append([]string{"--role", "node", "--node-name", name, "--snapshot-runtime", "none",
+		n := harness.StartNodeServer(t, c.copyKeys(t), append([]string{"--role", "node", "--node-name", name, "--snapshot-runtime", "none",
 			"--pool", "base=0,code-interpreter=0,*=0"}, common...)...)
 		c.nodes = append(c.nodes, n)
 	}
@@ -91,6 +83,22 @@ func startCluster(t testing.TB, extra ...string) *testCluster {
 	}
 	time.Sleep(cluster.RefreshEvery + 200*time.Millisecond)
 	return c
+}
+
+// copyKeys gives another process of the cluster the first api replica's
+// key files, as an operator copies them.
+func (c *testCluster) copyKeys(t testing.TB) func(dir string) {
+	return func(dir string) {
+		for _, f := range []string{datadir.Layout{Root: c.api.DataDir}.APIKey(), datadir.Layout{Root: c.api.DataDir}.AdminKey()} {
+			v, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), v, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 }
 
 // nodeOf tells which node runs sandbox id (its container's runtime root).
