@@ -15,7 +15,6 @@ import (
 
 	"github.com/sbxdev/sbx/internal/api"
 	"github.com/sbxdev/sbx/internal/cluster"
-	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/liveness"
 	"github.com/sbxdev/sbx/internal/placement"
@@ -107,19 +106,21 @@ const DefaultCPUOvercommit = 32
 // heartbeat. CPU: the sum of its live sandboxes' CPU limits against its
 // cores times the overcommit. Memory: what the host uses (MemTotal -
 // MemAvailable) against MemTotal: limits are ceilings too, and the memory
-// sandboxes really take is what runs a host out.
+// sandboxes really take is what runs a host out. Builds: the team
+// templates' builds whose layers it holds (placement prefers it for them).
 //
 // Until ready is set (the API serves), the heartbeat carries no load: the
 // node is registered (nobody sweeps it while it reattaches its sandboxes)
 // but api replicas do not place on it yet.
-func nodeLoad(advertise string, overcommit float64, mgr *sandbox.Manager, ready *atomic.Bool) func() store.NodeLoad {
+func nodeLoad(advertise string, overcommit float64, mgr *sandbox.Manager, reg *template.Registry, ready *atomic.Bool) func() store.NodeLoad {
 	cpu := int64(float64(goruntime.NumCPU()) * 1000 * overcommit)
 	return func() store.NodeLoad {
 		if !ready.Load() {
 			return store.NodeLoad{}
 		}
 		total, avail := hostMemoryMiB()
-		l := store.NodeLoad{AdvertiseURL: advertise, CPUMillis: cpu, MemoryMiB: total, ReservedMemoryMiB: max(total-avail, 0)}
+		l := store.NodeLoad{AdvertiseURL: advertise, CPUMillis: cpu, MemoryMiB: total, ReservedMemoryMiB: max(total-avail, 0),
+			Builds: reg.HeldBuilds(store.MaxNodeBuilds)}
 		for _, sb := range mgr.Live() {
 			l.Sandboxes++
 			if sb.State == store.StateRunning {
@@ -189,8 +190,22 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	signer := cluster.NewSigner(cfg.clusterSecret)
 	sbs := cluster.NewSandboxes(st, nodes, placement.New(nodes, placement.Config{}), cluster.NewClient(signer), reg, log)
 	routing, advertised := cfg.SandboxDomain()
+	// Template builds: queued here as jobs a node claims; uploads to the
+	// blob store; status, logs and management from the database.
+	blobs, err := openBlobs(ctx, cfg, log, closers)
+	if err != nil {
+		return nil, err
+	}
+	tplSvc := template.NewService(template.ServiceConfig{DataDir: cfg.DataDir, NodeID: cfg.NodeName}, log,
+		template.NewStore(st), reg, nil, evlog)
+	wireBuildJobs(cfg, tplSvc, blobs, st, "")
+	sbs.SetBuilds(tplSvc)
+	tplHandler := template.NewHandler(tplSvc)
+	tplHandler.SetSpawns(st)
 	apiSrv := api.New(log, sbs, reg, st, proxy.New(cluster.NewRouter(st, nodes, signer, log), routing, log),
-		events.NewHandler(evlog, log), webhook.NewHandler(engine, log), notOnAPIReplica{})
+		events.NewHandler(evlog, log), webhook.NewHandler(engine, log), tplHandler)
+	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
+	apiSrv.SetBuildCanceller(tplSvc)
 	// Traffic tokens and the sandbox domain; egress policies are the
 	// nodes' (creates asking for one are refused here for now).
 	apiSrv.SetNetworking(nil, sqlstore.NewNetworks(data.DB), advertised)
@@ -209,23 +224,11 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	return mw.Wrap(apiSrv), nil
 }
 
-// notOnAPIReplica answers the routes an api replica does not serve yet
-// with what to do instead of a bare 404.
-type notOnAPIReplica struct{}
-
-// templateRoutes are template.Handler's, but for the alias lookup and the
-// list, which the api replica answers from its registry.
-var templateRoutes = []string{"POST /v3/templates", "GET /templates/{id}/files/{hash}", "POST /v2/templates/{id}/builds/{buildID}",
-	"GET /templates/{id}/builds/{buildID}/status", "DELETE /templates/{id}", "GET /templates/{id}", "POST /templates",
-	"POST /templates/{id}", "POST /v2/templates", "POST /templates/{id}/builds/{buildID}", "PATCH /templates/{id}",
-	"PATCH /v2/templates/{id}", "GET /templates/{id}/builds/{buildID}/logs", "POST /templates/tags", "DELETE /templates/tags",
-	"GET /templates/{id}/{sub}"} // {sub} covers tags: a /tags route would clash with /templates/aliases/{alias}
-
-func (notOnAPIReplica) Register(mux *http.ServeMux) {
-	for _, p := range templateRoutes {
-		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
-			errdefs.WriteHTTP(w, nil, errdefs.Precondition("template builds and template management are not served by an api replica "+
-				"(sbx serve --role api) yet: run them on a --role all server that shares the database"))
-		})
-	}
+// wireBuildJobs makes template builds cluster jobs (api replicas queue
+// them, nodes claim them: node is the claimer's name, "" on an api
+// replica) and keeps build uploads in the shared blob store.
+func wireBuildJobs(cfg Config, svc *template.Service, b *Blobs, st *sqlstore.Store, node string) {
+	svc.SetJobs(&template.Jobs{Queue: st, Node: node})
+	svc.SetSharedUploads(&template.SharedUploads{Store: b.Store, Puller: b.puller, Repo: st,
+		URLKey: cfg.clusterSecret.Derive("template upload URLs")})
 }

@@ -324,6 +324,9 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 		builder.ImagesConfig{Guard: guard, MaxBytes: int64(cfg.Registry.MaxImageMB) << 20}, log))
 	c.tplSvc.SetLiveSandboxes(liveWithSnapshots{st, c.mgr})
 	c.blobs.wireTemplates(c.tplSvc, data)
+	if cfg.Role == RoleNode {
+		wireBuildJobs(cfg, c.tplSvc, c.blobs, data.Store, cfg.NodeName)
+	}
 	if err := c.mgr.SetSnapshotRegistry(c.reg); err != nil {
 		return nil, err
 	}
@@ -511,7 +514,7 @@ func startLiveness(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 			_ = c.mgr.KillWithReason(ctx, sb.ID, liveness.ReasonNodeLost)
 		}
 	})
-	c.beat.SetLoad(nodeLoad(cfg.AdvertiseURL, cfg.CPUOvercommit, c.mgr, &c.serving))
+	c.beat.SetLoad(nodeLoad(cfg.AdvertiseURL, cfg.CPUOvercommit, c.mgr, c.reg, &c.serving))
 	if err := c.beat.Beat(ctx); err != nil {
 		return fmt.Errorf("register node %s in the database: %w", cfg.NodeName, err)
 	}

@@ -88,6 +88,15 @@ func LoadSecret(file string) (Secret, error) {
 // IsZero tells whether the secret is unset.
 func (s Secret) IsZero() bool { return len(s.b) == 0 }
 
+// Derive returns a key for one purpose of its own (an HMAC of the purpose
+// under the secret), so keys derived for other uses cannot forge the
+// cluster's signatures or each other's.
+func (s Secret) Derive(purpose string) []byte {
+	h := hmac.New(sha256.New, s.b)
+	h.Write([]byte("sbx-cluster-derive\n" + purpose))
+	return h.Sum(nil)
+}
+
 // LogValue keeps the secret out of logs.
 func (s Secret) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,9 +81,17 @@ func (n *Nodes) Refresh(ctx context.Context) error {
 		if r.State != store.NodeReady || now.Sub(r.HeartbeatAt) > n.stale {
 			st = placement.Unhealthy
 		}
+		var layers map[string]struct{}
+		if r.Builds != "" {
+			ids := strings.Fields(r.Builds)
+			layers = make(map[string]struct{}, len(ids))
+			for _, id := range ids {
+				layers[id] = struct{}{} // keyed by build: Sandboxes.Create asks by the template's current build
+			}
+		}
 		nodes = append(nodes, placement.Node{ID: r.ID, State: st, Observed: r.HeartbeatAt,
 			CPUMillis: r.CPUMillis, MemoryMiB: r.MemoryMiB, ReservedCPUMillis: r.ReservedCPUMillis,
-			ReservedMemoryMiB: r.ReservedMemoryMiB, Sandboxes: r.Sandboxes})
+			ReservedMemoryMiB: r.ReservedMemoryMiB, Sandboxes: r.Sandboxes, Layers: layers})
 	}
 	n.cache.Set(nodes)
 	n.urls.Store(&urls)

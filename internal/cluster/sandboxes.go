@@ -48,6 +48,7 @@ type Sandboxes struct {
 	placer *placement.Placer
 	client *Client
 	tpl    Templates
+	builds *buildCache // nil: team templates placed by capacity only
 	log    *slog.Logger
 }
 
@@ -81,6 +82,11 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 	preq := placement.Request{Team: req.TeamID, TemplateID: tplID, CPUMillis: defaultCPUMillis, MemoryMiB: defaultMemoryMiB}
 	if t, ok := s.tpl.Get(tplID); ok {
 		preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
+	} else if s.builds != nil {
+		if t, ok := s.builds.get(ctx, req.TeamID, tplID); ok {
+			preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
+			preq.BuildDigest = t.BuildID // nodes report the builds they hold (Nodes.Refresh)
+		}
 	}
 	body := createBody{TemplateID: req.Template, AutoPause: req.AutoPause, Secure: req.Secure,
 		AllowInternetAccess: req.AllowInternet, Metadata: req.Metadata, EnvVars: req.EnvVars,

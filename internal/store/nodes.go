@@ -40,7 +40,16 @@ type NodeLoad struct {
 	ReservedCPUMillis int64
 	ReservedMemoryMiB int64
 	Sandboxes         int
+	// Builds names the template builds whose layers the node holds,
+	// space-separated (a string keeps NodeLoad comparable), at most
+	// MaxNodeBuilds of them.
+	Builds string
 }
+
+// MaxNodeBuilds bounds the builds a heartbeat names: placement prefers
+// nodes holding a template's layers, and a node holding more than this
+// many templates lists the most recently built.
+const MaxNodeBuilds = 256
 
 // Nodes is the registry of servers sharing the database and their
 // heartbeats.

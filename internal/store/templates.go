@@ -101,7 +101,8 @@ type Templates interface {
 	BuildsWithStatus(ctx context.Context, status string) ([]BuildRecord, error)
 	// FailBuilds moves every build of node (and of no node) in one of the
 	// statuses from to status to with reason, finished at, and returns
-	// how many it moved. Other nodes' builds are left alone.
+	// how many it moved. Other nodes' builds are left alone, and so are
+	// builds that are jobs (BuildJobs): a restarting node releases those.
 	FailBuilds(ctx context.Context, node string, from []string, to, reason string, at time.Time) (int64, error)
 
 	// AppendBuildLog adds log lines after a build's last one.

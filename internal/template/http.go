@@ -154,7 +154,7 @@ func (h *Handler) Upload(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteStatus(w, http.StatusRequestEntityTooLarge, errTooLarge{h.svc.uploads.max}.Error())
 		return
 	}
-	n, err := h.svc.uploads.store(team, hash, r.Body)
+	n, err := h.svc.uploads.store(r.Context(), team, hash, r.Body)
 	if err != nil {
 		if errors.Is(err, errdefs.ErrResourceExhausted) {
 			errdefs.WriteStatus(w, http.StatusRequestEntityTooLarge, errdefs.Message(err))

@@ -359,3 +359,23 @@ func (r *Registry) PrepareBuiltins(ctx context.Context, b Builder) {
 		}
 	}()
 }
+
+// HeldBuilds names the builds of the team templates registered here, whose
+// layers this server holds: the most recently updated max of them,
+// space-separated (a node's heartbeat, store.NodeLoad.Builds).
+func (r *Registry) HeldBuilds(max int) string {
+	r.mu.RLock()
+	held := make([]*Template, 0, len(r.byID))
+	for _, t := range r.byID {
+		if t.TeamID != "" && t.BuildID != "" {
+			held = append(held, t)
+		}
+	}
+	sort.Slice(held, func(i, j int) bool { return held[i].UpdatedAt.After(held[j].UpdatedAt) })
+	ids := make([]string, 0, min(len(held), max))
+	for _, t := range held[:min(len(held), max)] {
+		ids = append(ids, t.BuildID)
+	}
+	r.mu.RUnlock()
+	return strings.Join(ids, " ")
+}

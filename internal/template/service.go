@@ -21,6 +21,7 @@ import (
 	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/store"
 )
 
 // maxLogLines bounds the stored log of one build.
@@ -87,6 +88,9 @@ type Service struct {
 	// nil: layers stay local.
 	blobs *Blobs
 	loads keyedMutex // one load from the database per template at a time
+	// jobs queues builds for the nodes of a cluster (jobs.go); nil: builds
+	// run here.
+	jobs *Jobs
 
 	mu      sync.Mutex
 	running map[string]string // template ID -> build ID in progress
@@ -153,6 +157,13 @@ func (s *Service) Load(ctx context.Context) error {
 		go func() {
 			defer s.wg.Done()
 			s.refreshLoop(s.buildCtx)
+		}()
+	}
+	if s.jobs != nil && s.jobs.Node != "" {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.runJobs(s.buildCtx)
 		}()
 	}
 	// Builds that live sandboxes (running, or paused to disk) started from
@@ -399,7 +410,7 @@ func (s *Service) FileStatus(ctx context.Context, teamID, templateID, hash strin
 	if !hashRE.MatchString(hash) {
 		return false, errdefs.Invalid("files hash %q must be 64 lowercase hex characters (SHA-256)", hash)
 	}
-	return s.uploads.present(teamID, hash), nil
+	return s.uploadPresent(ctx, teamID, hash)
 }
 
 // StartRequest is E2B's TemplateBuildStartV2 (unknown fields are ignored).
@@ -459,6 +470,9 @@ func (s *Service) Start(ctx context.Context, teamID, templateID, buildID string,
 	if b.Status != StatusWaiting {
 		return errdefs.Conflict("build %s was started already (status %s); request a new build with POST /v3/templates", buildID, b.Status)
 	}
+	if s.jobs != nil { // a node of the cluster claims it
+		return s.queue(ctx, teamID, rec, b, req)
+	}
 	base, err := s.validateStart(ctx, teamID, templateID, req)
 	if err != nil {
 		// The build is over before it began: record why, so its status says so.
@@ -485,7 +499,7 @@ func (s *Service) Start(ctx context.Context, teamID, templateID, buildID string,
 	go func() {
 		defer s.wg.Done()
 		defer s.done(templateID)
-		s.run(rec, b, req, base)
+		s.run(s.buildCtx, rec, b, req, base)
 	}()
 	return nil
 }
@@ -548,8 +562,7 @@ func (s *Service) resolveBase(ctx context.Context, teamID string, req StartReque
 }
 
 // run executes a build and records its outcome.
-func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.Base) {
-	ctx := s.buildCtx
+func (s *Service) run(ctx context.Context, rec Record, b BuildRecord, req StartRequest, base builder.Base) {
 	t0 := s.now()
 	lines := 0
 	logLine := func(step, level, msg string) {
@@ -586,7 +599,7 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 			return
 		}
 	}
-	res, err := s.exec.Build(ctx, builder.Request{Base: base, Steps: req.Steps, Files: uploadFiles{s.uploads, rec.TeamID},
+	res, err := s.exec.Build(ctx, builder.Request{Base: base, Steps: req.Steps, Files: uploadFiles{s, rec.TeamID},
 		Force: req.Force, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, SkipStartCheck: s.snapshotsOn() && !req.NoSnapshot,
 		Progress: func(p builder.Progress) {
 			step := ""
@@ -638,21 +651,40 @@ func (s *Service) run(rec Record, b BuildRecord, req StartRequest, base builder.
 		return
 	}
 	s.reg.Put(t)
-	if err := s.store.UpdateBuild(context.WithoutCancel(ctx), b); err != nil {
-		s.log.Error("record build", "build.id", b.ID, "err", err)
+	if s.jobs != nil {
+		// A job's status is read by other replicas: it says ready only
+		// once the template names the build, so a create right after
+		// starts this build; and only while this node holds the claim.
+		if !s.holdsClaim(ctx, b.ID) {
+			s.log.Warn("build claimed by another node before it finished here; dropping this run", "build.id", b.ID)
+			return
+		}
+		s.setCurrent(ctx, rec, b, logLine)
+		if err := s.record(context.WithoutCancel(ctx), b); err != nil {
+			s.log.Error("record build", "build.id", b.ID, "err", err)
+		}
+	} else {
+		if err := s.store.UpdateBuild(context.WithoutCancel(ctx), b); err != nil {
+			s.log.Error("record build", "build.id", b.ID, "err", err)
+		}
+		s.setCurrent(ctx, rec, b, logLine)
 	}
-	// The previous build stays mounted: sandboxes paused to disk resume
-	// onto its path. Pruning unmounts builds nothing uses any more.
-	rec.CurrentBuild, rec.UpdatedAt = b.ID, b.FinishedAt
-	if err := s.store.UpdateTemplate(context.WithoutCancel(ctx), rec); err != nil {
-		s.log.Error("record template build", "template.id", rec.ID, "err", err)
-	}
-	s.tagReadyBuild(context.WithoutCancel(ctx), rec, b, logLine)
 	msg := fmt.Sprintf("build ready in %s: %d steps cached, %d built", s.now().Sub(t0).Round(time.Millisecond), res.Cached, res.Built)
 	logLine("finalize", "info", msg)
 	s.log.Info("template built", "template.id", rec.ID, "build.id", b.ID, "cached", res.Cached, "built", res.Built,
 		"elapsed", s.now().Sub(t0).Round(time.Millisecond))
 	s.event(context.WithoutCancel(ctx), EventBuildSucceeded, rec, b, map[string]any{"cached_steps": res.Cached, "built_steps": res.Built})
+}
+
+// setCurrent makes b the template's current build and gives it its tags.
+// The previous build stays mounted: sandboxes paused to disk resume onto
+// its path. Pruning unmounts builds nothing uses any more.
+func (s *Service) setCurrent(ctx context.Context, rec Record, b BuildRecord, logLine func(step, level, msg string)) {
+	rec.CurrentBuild, rec.UpdatedAt = b.ID, b.FinishedAt
+	if err := s.store.UpdateTemplate(context.WithoutCancel(ctx), rec); err != nil {
+		s.log.Error("record template build", "template.id", rec.ID, "err", err)
+	}
+	s.tagReadyBuild(context.WithoutCancel(ctx), rec, b, logLine)
 }
 
 // envLayer writes the template's ENV into /etc/profile.d, which the login
@@ -688,9 +720,15 @@ func (s *Service) envLayer(buildID string, env map[string]string) ([]string, err
 
 func (s *Service) fail(rec Record, b BuildRecord, step string, err error) {
 	ctx := context.WithoutCancel(s.buildCtx)
+	if s.releaseOnShutdown(ctx, b) {
+		return
+	}
 	b.Status, b.Reason, b.ReasonStep, b.FinishedAt = StatusError, err.Error(), step, s.now().UTC()
-	if uerr := s.store.UpdateBuild(ctx, b); uerr != nil {
+	if uerr := s.record(ctx, b); uerr != nil {
 		s.log.Error("record failed build", "build.id", b.ID, "err", uerr)
+		if errors.Is(uerr, store.ErrClaimLost) {
+			return // another node builds it now; its outcome counts
+		}
 	}
 	s.log.Warn("template build failed", "template.id", rec.ID, "build.id", b.ID, "step", step, "err", err)
 	s.event(ctx, EventBuildFailed, rec, b, map[string]any{"reason": b.Reason, "step": step})
@@ -713,15 +751,12 @@ func (s *Service) event(ctx context.Context, typ string, rec Record, b BuildReco
 
 // uploadFiles are one team's uploads: a build sees only its team's.
 type uploadFiles struct {
-	u    *uploads
+	s    *Service
 	team string
 }
 
-func (f uploadFiles) Dir(_ context.Context, hash string) (string, error) {
-	if !f.u.present(f.team, hash) {
-		return "", errdefs.Invalid("files %s were not uploaded", hash)
-	}
-	return f.u.filesDir(f.team, hash), nil
+func (f uploadFiles) Dir(ctx context.Context, hash string) (string, error) {
+	return f.s.uploadDir(ctx, f.team, hash)
 }
 
 // Delete removes a team's template. Running sandboxes keep their layers.
@@ -738,6 +773,9 @@ func (s *Service) Delete(ctx context.Context, teamID, id string) error {
 	s.mu.Lock()
 	_, busy := s.running[id]
 	s.mu.Unlock()
+	if !busy && s.jobs != nil {
+		busy = s.templateBusy(ctx, id, "") != nil
+	}
 	if busy {
 		return errdefs.Conflict("template %s is being built; delete it when the build finished", id)
 	}

@@ -30,6 +30,8 @@ import (
 type fakeExecutor struct {
 	mu   sync.Mutex
 	reqs []builder.Request
+	// block: RUN steps containing "block" wait until the build is stopped.
+	block bool
 }
 
 func (f *fakeExecutor) Build(ctx context.Context, req builder.Request) (*builder.Result, error) {
@@ -38,6 +40,10 @@ func (f *fakeExecutor) Build(ctx context.Context, req builder.Request) (*builder
 	f.mu.Unlock()
 	for i, s := range req.Steps {
 		req.Progress(builder.Progress{Step: i + 1, Total: len(req.Steps), Message: s.String()})
+		if f.block && s.Type == builder.StepRun && strings.Contains(s.Args[0], "block") {
+			<-ctx.Done() // until the build is stopped
+			return nil, ctx.Err()
+		}
 		if s.Type == builder.StepRun && strings.Contains(s.Args[0], "fail") {
 			return nil, &builder.StepError{Step: i + 1, What: s.String(), ExitCode: 3, Output: "it failed"}
 		}
@@ -423,7 +429,7 @@ func TestUploadsPerTeamAndBound(t *testing.T) {
 		t.Errorf("other content for an uploaded hash: HTTP %d, want 409", code)
 	}
 	for team, want := range map[string]string{"team1": "team1", "team2": "team2"} {
-		dir, err := uploadFiles{e.svc.uploads, team}.Dir(t.Context(), hashA)
+		dir, err := uploadFiles{e.svc, team}.Dir(t.Context(), hashA)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -431,7 +437,7 @@ func TestUploadsPerTeamAndBound(t *testing.T) {
 			t.Errorf("%s's files: f = %q, want %q", team, got, want)
 		}
 	}
-	if _, err := (uploadFiles{e.svc.uploads, "team3"}).Dir(t.Context(), hashA); err == nil {
+	if _, err := (uploadFiles{e.svc, "team3"}).Dir(t.Context(), hashA); err == nil {
 		t.Error("a team without an upload got one")
 	}
 }

@@ -2,6 +2,7 @@ package template
 
 import (
 	"bufio"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -50,6 +51,8 @@ type uploads struct {
 	max    int64 // bytes, compressed and extracted alike
 
 	mu sync.Mutex // orders the compare-and-rename of uploads of one hash
+	// shared: uploads go to the blob store (uploadblobs.go); nil: here.
+	shared *SharedUploads
 }
 
 // uploadMeta is the "complete" marker of an upload.
@@ -131,7 +134,7 @@ const maxUploadEntries = 1 << 20
 // store extracts a tar (optionally gzip- or bzip2-compressed) into the
 // team's directory for hash, through internal/archive: entries must stay
 // inside it and never go through a symlink; devices are refused.
-func (u *uploads) store(team, hash string, body io.Reader) (int, error) {
+func (u *uploads) store(ctx context.Context, team, hash string, body io.Reader) (int, error) {
 	if err := checkUploadKey(team, hash); err != nil {
 		return 0, err
 	}
@@ -151,6 +154,9 @@ func (u *uploads) store(team, hash string, body io.Reader) (int, error) {
 	}
 	if err != nil {
 		return 0, err
+	}
+	if u.shared != nil {
+		return u.publish(ctx, team, hash, filepath.Join(tmp, "files"), res)
 	}
 	meta, _ := json.Marshal(uploadMeta{Digest: res.Digest, Entries: res.Entries, Uploaded: time.Now().UTC()})
 	if err := os.WriteFile(filepath.Join(tmp, "complete"), append(meta, '\n'), 0o600); err != nil {

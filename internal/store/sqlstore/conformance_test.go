@@ -46,3 +46,12 @@ func TestLayersConformance(t *testing.T) {
 		})
 	})
 }
+
+// TestBuildJobsConformance runs the build queue's suite on SQLite and PostgreSQL.
+func TestBuildJobsConformance(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, dialect sqldb.Dialect) {
+		storetest.RunBuildJobs(t, func(t *testing.T) storetest.BuildJobsStore {
+			return sqlstore.New(sqldbtest.Open(t, dialect), nil)
+		})
+	})
+}

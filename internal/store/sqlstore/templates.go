@@ -220,7 +220,7 @@ func (s *Store) FailBuilds(ctx context.Context, node string, from []string, to, 
 		args = append(args, st)
 	}
 	res, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET status = ?, reason = ?, finished_at = ?
-		WHERE (node_id = ? OR node_id = '') AND status IN (?`+strings.Repeat(",?", len(from)-1)+`)`, args...)
+		WHERE (node_id = ? OR node_id = '') AND job_state = '' AND status IN (?`+strings.Repeat(",?", len(from)-1)+`)`, args...)
 	if err != nil {
 		return 0, fmt.Errorf("fail unfinished builds: %w", err)
 	}

@@ -1,0 +1,79 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Job states of a template build (tpl_builds.job_state, migration 00120).
+const (
+	// JobNone: the build runs where it was accepted (one box).
+	JobNone = ""
+	// JobQueued: an api replica accepted it; no node holds it.
+	JobQueued = "queued"
+	// JobClaimed: a node builds it while its claim lasts.
+	JobClaimed = "claimed"
+	// JobDone: the claiming node recorded its outcome.
+	JobDone = "done"
+)
+
+// BuildJob is a template build some node claimed.
+type BuildJob struct {
+	Build BuildRecord
+	// Claims is how many times it was claimed, this claim included: more
+	// than one means nodes holding it died (or stopped renewing).
+	Claims     int
+	ClaimUntil time.Time
+}
+
+// Upload is a team's files of one COPY step, kept in the blob store.
+type Upload struct {
+	TeamID    string
+	FilesHash string // the client's hash of the step (64 hex)
+	// BlobDigest names the files as a layer tar in the blob store.
+	BlobDigest string
+	// ContentDigest is the digest of what they unpack to; another upload
+	// of the hash must match it.
+	ContentDigest string
+	Entries       int
+	CreatedAt     time.Time
+}
+
+// ErrClaimLost is wrapped when a node renews or finishes a build it no
+// longer holds: its claim ran out and another node claimed the build. The
+// node must drop what it built.
+var ErrClaimLost = errors.New("the build's claim passed to another node")
+
+// BuildJobs is the queue of template builds that api replicas accept and
+// nodes run (cluster roles), and the uploads those builds read. Every
+// transition is one conditional update, so of several nodes claiming at
+// once exactly one gets a build.
+type BuildJobs interface {
+	// QueueBuild moves build id from waiting to building as a queued job
+	// no node holds, with its start request. It fails with
+	// errdefs.ErrConflict unless the build is waiting (started once only).
+	QueueBuild(ctx context.Context, id string, request json.RawMessage) error
+	// ClaimBuild gives node the oldest queued build, or the oldest whose
+	// claim ran out before now, held until until; ok is false when there
+	// is none. The build's NodeID becomes node and its Claims grows by one.
+	ClaimBuild(ctx context.Context, node string, now, until time.Time) (job BuildJob, ok bool, err error)
+	// RenewBuildClaim holds node's claim of build id until until; it wraps
+	// ErrClaimLost when node no longer holds it.
+	RenewBuildClaim(ctx context.Context, id, node string, until time.Time) error
+	// FinishBuild stores a claimed build's status, reason, result and
+	// finish time (as UpdateBuild) and ends the job, if node still holds
+	// the claim; else it changes nothing and wraps ErrClaimLost.
+	FinishBuild(ctx context.Context, b BuildRecord, node string) error
+	// ReleaseBuilds puts the builds node holds back in the queue (a node
+	// restarting: another node, or it, claims them again) and returns how
+	// many.
+	ReleaseBuilds(ctx context.Context, node string) (int64, error)
+
+	// PutUpload records u unless (team, hash) has an upload already, and
+	// returns the one stored: u, or the earlier one.
+	PutUpload(ctx context.Context, u Upload) (Upload, error)
+	// Upload returns a team's upload of a files hash (errdefs.ErrNotFound).
+	Upload(ctx context.Context, teamID, filesHash string) (Upload, error)
+}

@@ -1,0 +1,139 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"time"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/store/sqldb"
+)
+
+var _ store.BuildJobs = (*Store)(nil)
+
+// QueueBuild moves a waiting build to a queued job.
+func (s *Store) QueueBuild(ctx context.Context, id string, request json.RawMessage) error {
+	req := string(request)
+	if req == "" {
+		req = "{}"
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET status = 'building', request = ?, job_state = ?, node_id = '',
+		claim_until = 0 WHERE id = ? AND status = 'waiting'`, req, store.JobQueued, id)
+	if err != nil {
+		return fmt.Errorf("queue build %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errdefs.Conflict("build %s was started already; request a new build with POST /v3/templates", id)
+	}
+	return nil
+}
+
+// ClaimBuild takes the oldest claimable build with a compare-and-swap on
+// its claim: a candidate another node took between the read and the
+// update is skipped and the next one tried. The same statements on SQLite
+// and PostgreSQL; on PostgreSQL FOR UPDATE SKIP LOCKED would save the
+// losing node a retry, not change who wins.
+func (s *Store) ClaimBuild(ctx context.Context, node string, now, until time.Time) (store.BuildJob, bool, error) {
+	for range 8 {
+		var id, prevNode string
+		var prevUntil int64
+		var claims int
+		err := s.db.QueryRowContext(ctx, `SELECT id, node_id, claim_until, claims FROM tpl_builds
+			WHERE status = 'building' AND (job_state = ? OR (job_state = ? AND claim_until < ?))
+			ORDER BY created_at, id LIMIT 1`, store.JobQueued, store.JobClaimed, ms(now)).Scan(&id, &prevNode, &prevUntil, &claims)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.BuildJob{}, false, nil
+		}
+		if err != nil {
+			return store.BuildJob{}, false, fmt.Errorf("find a build to claim: %w", err)
+		}
+		res, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET job_state = ?, node_id = ?, claim_until = ?, claims = claims + 1
+			WHERE id = ? AND status = 'building' AND job_state IN (?, ?) AND node_id = ? AND claim_until = ? AND claims = ?`,
+			store.JobClaimed, node, ms(until), id, store.JobQueued, store.JobClaimed, prevNode, prevUntil, claims)
+		if err != nil {
+			return store.BuildJob{}, false, fmt.Errorf("claim build %s: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			continue // another node was quicker
+		}
+		b, err := s.Build(ctx, id)
+		if err != nil {
+			return store.BuildJob{}, false, err
+		}
+		return store.BuildJob{Build: b, Claims: claims + 1, ClaimUntil: fromMS(ms(until))}, true, nil
+	}
+	return store.BuildJob{}, false, nil // contended: try again at the next poll
+}
+
+// RenewBuildClaim extends node's claim.
+func (s *Store) RenewBuildClaim(ctx context.Context, id, node string, until time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET claim_until = ? WHERE id = ? AND job_state = ? AND node_id = ?`,
+		ms(until), id, store.JobClaimed, node)
+	if err != nil {
+		return fmt.Errorf("renew the claim of build %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("build %s: %w", id, store.ErrClaimLost)
+	}
+	return nil
+}
+
+// FinishBuild records a claimed build's outcome if node holds it.
+func (s *Store) FinishBuild(ctx context.Context, b store.BuildRecord, node string) error {
+	res, _ := json.Marshal(b.Result)
+	fin := ""
+	if !b.FinishedAt.IsZero() {
+		fin = tplTS(b.FinishedAt)
+	}
+	r, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET status = ?, reason = ?, reason_step = ?, result = ?, finished_at = ?,
+		job_state = ? WHERE id = ? AND job_state = ? AND node_id = ?`,
+		b.Status, b.Reason, b.ReasonStep, string(res), fin, store.JobDone, b.ID, store.JobClaimed, node)
+	if err != nil {
+		return fmt.Errorf("finish build %s: %w", b.ID, err)
+	}
+	if n, _ := r.RowsAffected(); n == 0 {
+		return fmt.Errorf("build %s: %w", b.ID, store.ErrClaimLost)
+	}
+	return nil
+}
+
+// ReleaseBuilds queues node's claimed builds again.
+func (s *Store) ReleaseBuilds(ctx context.Context, node string) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET job_state = ?, node_id = '', claim_until = 0
+		WHERE job_state = ? AND node_id = ? AND status = 'building'`, store.JobQueued, store.JobClaimed, node)
+	if err != nil {
+		return 0, fmt.Errorf("release the builds of node %s: %w", node, err)
+	}
+	return res.RowsAffected()
+}
+
+// PutUpload inserts an upload unless one exists, and returns the stored one.
+func (s *Store) PutUpload(ctx context.Context, u store.Upload) (store.Upload, error) {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO tpl_uploads (team_id, files_hash, blob_digest, content_digest, entries, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`, u.TeamID, u.FilesHash, u.BlobDigest, u.ContentDigest, u.Entries, ms(u.CreatedAt))
+	if err != nil && !sqldb.IsUniqueViolation(err) {
+		return store.Upload{}, fmt.Errorf("record upload %s: %w", u.FilesHash, err)
+	}
+	return s.Upload(ctx, u.TeamID, u.FilesHash)
+}
+
+// Upload returns a team's upload of a files hash.
+func (s *Store) Upload(ctx context.Context, teamID, filesHash string) (store.Upload, error) {
+	u := store.Upload{TeamID: teamID, FilesHash: filesHash}
+	var created int64
+	err := s.db.QueryRowContext(ctx, `SELECT blob_digest, content_digest, entries, created_at FROM tpl_uploads
+		WHERE team_id = ? AND files_hash = ?`, teamID, filesHash).Scan(&u.BlobDigest, &u.ContentDigest, &u.Entries, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return u, errdefs.NotFound("files %s were not uploaded", filesHash)
+	}
+	if err != nil {
+		return u, fmt.Errorf("read upload %s: %w", filesHash, err)
+	}
+	u.CreatedAt = fromMS(created)
+	return u, nil
+}
