@@ -217,11 +217,16 @@ func checkEssentials(t *testing.T, objs []rendered, vals map[string]any) {
 		ctr  corev1.Container
 	}{{"api", ac}, {"node", nc}} {
 		args := strings.Join(c.ctr.Args, " ")
-		for _, want := range []string{"serve", "--role=" + c.role, "--cluster-secret-file=/etc/sbx/cluster/", "--advertise-url=",
+		for _, want := range []string{"serve", "--role=" + c.role, "--cluster-secret-file=/etc/sbx/cluster/",
 			"--node-name=$(", "--coordination="} {
 			if !strings.Contains(args, want) {
 				t.Errorf("%s args %q lack %q", c.role, args, want)
 			}
+		}
+		// Where api replicas reach a node; sbx serve refuses it on an
+		// api replica (nothing dials those).
+		if got := strings.Contains(args, "--advertise-url="); got != (c.role == "node") {
+			t.Errorf("%s args %q: --advertise-url given = %v, want it on nodes only", c.role, args, got)
 		}
 		for _, p := range []*corev1.Probe{c.ctr.ReadinessProbe, c.ctr.LivenessProbe} {
 			if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/health" {
