@@ -213,7 +213,7 @@ var templateRoutes = []string{"POST /v3/templates", "GET /templates/{id}/files/{
 	"GET /templates/{id}/builds/{buildID}/status", "DELETE /templates/{id}", "GET /templates/{id}", "POST /templates",
 	"POST /templates/{id}", "POST /v2/templates", "POST /templates/{id}/builds/{buildID}", "PATCH /templates/{id}",
 	"PATCH /v2/templates/{id}", "GET /templates/{id}/builds/{buildID}/logs", "POST /templates/tags", "DELETE /templates/tags",
-	"GET /templates/{id}/tags", "GET /templates/{id}/{sub}"}
+	"GET /templates/{id}/{sub}"} // {sub} covers .../tags; a tags pattern of its own conflicts with /templates/aliases/{alias}
 
 func (notOnAPIReplica) Register(mux *http.ServeMux) {
 	for _, p := range templateRoutes {
