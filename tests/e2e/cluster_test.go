@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -27,11 +28,22 @@ import (
 // clusterDomain routes sandbox host names (<port>-<id>.<domain>).
 const clusterDomain = "sbx.test"
 
-// testCluster is one PostgreSQL, one api replica and two nodes.
+// testCluster is one PostgreSQL, api replicas and nodes.
 type testCluster struct {
-	api    *Server
+	api    *Server   // the first api replica
+	apis   []*Server // every api replica
 	nodes  []*Server
 	secret string
+	dsn    string
+}
+
+// clusterSpec says what startClusterSpec starts. Later flags win: common
+// first, then the role's own.
+type clusterSpec struct {
+	apis, nodes int
+	common      []string // every process
+	apiFlags    []string // --role api only
+	nodeFlags   []string // --role node only
 }
 
 // startCluster starts `sbx serve --role api` and two `--role node` on one
@@ -40,33 +52,52 @@ type testCluster struct {
 // nodes on two shared cores), no snapshot runtime.
 func startCluster(t testing.TB, extra ...string) *testCluster {
 	t.Helper()
+	return startClusterSpec(t, clusterSpec{apis: 1, nodes: 2, common: extra})
+}
+
+// startClusterSpec is startCluster with any number of api replicas and
+// nodes (named api-N and node-N).
+func startClusterSpec(t testing.TB, spec clusterSpec) *testCluster {
+	t.Helper()
 	testenv.Require(t, testenv.Postgres)
 	dsn := sqldbtest.DSN(t, sqldb.Postgres)
-	c := &testCluster{secret: "e2e-cluster-secret-0123456789abcdef0123456789"}
+	c := &testCluster{secret: "e2e-cluster-secret-0123456789abcdef0123456789", dsn: dsn}
 	secretFile := filepath.Join(t.TempDir(), "cluster-secret")
 	if err := os.WriteFile(secretFile, []byte(c.secret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	common := []string{"--database", dsn, "--cluster-secret-file", secretFile, "--node-grace", "10m", "--domain", clusterDomain}
-	common = append(common, extra...) // later flags win
-	c.api = StartServer(t, append([]string{"--role", "api", "--node-name", "api-1"}, common...)...)
-	for _, name := range []string{"node-1", "node-2"} {
-		n := harness.StartNodeServer(t, func(dir string) {
-			for _, f := range []string{datadir.Layout{Root: c.api.DataDir}.APIKey(), datadir.Layout{Root: c.api.DataDir}.AdminKey()} {
-				v, err := os.ReadFile(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), v, 0o600); err != nil {
-					t.Fatal(err)
-				}
+	common = append(common, spec.common...) // later flags win
+	// Every process after the first gets its key files, as an operator
+	// copies them: one team, one API key, one admin key.
+	copyKeys := func(dir string) {
+		for _, f := range []string{datadir.Layout{Root: c.api.DataDir}.APIKey(), datadir.Layout{Root: c.api.DataDir}.AdminKey()} {
+			v, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}, append([]string{"--role", "node", "--node-name", name, "--snapshot-runtime", "none",
-			"--pool", "base=0,code-interpreter=0,*=0"}, common...)...)
+			if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), v, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range spec.apis {
+		args := append(append([]string{"--role", "api", "--node-name", fmt.Sprintf("api-%d", i+1)}, common...), spec.apiFlags...)
+		if i == 0 {
+			c.api = StartServer(t, args...)
+		} else {
+			c.apis = append(c.apis, harness.StartServerPrepared(t, copyKeys, args...))
+			continue
+		}
+		c.apis = append(c.apis, c.api)
+	}
+	for i := range spec.nodes {
+		n := harness.StartNodeServer(t, copyKeys, append(append([]string{"--role", "node", "--node-name", fmt.Sprintf("node-%d", i+1),
+			"--snapshot-runtime", "none", "--pool", "base=0,code-interpreter=0,*=0"}, common...), spec.nodeFlags...)...)
 		c.nodes = append(c.nodes, n)
 	}
-	// Both nodes offer themselves once their API serves; the api
-	// replica reads them within a refresh.
+	// The nodes offer themselves once their API serves; the api
+	// replicas read them within a refresh.
 	db, err := sqldb.Open(context.Background(), dsn, sqldb.Options{NoMigrate: true})
 	if err != nil {
 		t.Fatal(err)
