@@ -3,7 +3,8 @@
 // alternating between the api replicas in API_URLS, and in each runs a
 // command and writes and reads a file; every PTY_EVERY-th also opens a
 // terminal. One JSON line per sandbox on stdout:
-// {"i","id","api","createMs","firstCmdMs","error"}.
+// {"i","id","api","createMs","firstCmdMs","doneMs","pty","error"}; doneMs is
+// since the script started.
 //
 //   node cluster_dod.mjs <e2b index.mjs> (env: API_URLS, E2B_API_KEY, COUNT, CONCURRENCY, PTY_EVERY)
 const { Sandbox } = await import(process.argv[2])
@@ -12,6 +13,7 @@ const apis = process.env.API_URLS.split(',')
 const count = Number(process.env.COUNT)
 const concurrency = Number(process.env.CONCURRENCY || 8)
 const ptyEvery = Number(process.env.PTY_EVERY || 10)
+const start = performance.now()
 
 async function one(i) {
   const api = apis[i % apis.length]
@@ -51,6 +53,7 @@ async function one(i) {
     out.error = String(e && e.stack || e)
     delete out.resolvePty
   }
+  out.doneMs = performance.now() - start
   return out
 }
 
@@ -62,3 +65,6 @@ async function worker() {
   }
 }
 await Promise.all(Array.from({ length: concurrency }, worker))
+// Streams the SDK keeps open (a terminal's, until its own timeout) would
+// hold the process; every result is out.
+process.exit(0)
