@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -161,7 +164,10 @@ func (c *testCluster) leaks(t *testing.T, db *sqldb.DB, live []int) []string {
 				want[id] = true
 			}
 		}
-		crun := c.nodes[i].CrunStates(t)
+		crun, err := crunIDs(t, c.nodes[i].DataDir)
+		if err != nil { // a container being deleted meanwhile: look again
+			return []string{fmt.Sprintf("%s: %v", name, err)}
+		}
 		for id, st := range crun {
 			if !want[id] {
 				diff = append(diff, fmt.Sprintf("%s: container %s (%s) without a running row (%s %s)", name, id, st, rows[id].state, rows[id].reason))
@@ -208,4 +214,33 @@ func leaseOwners(t *testing.T) map[string]string {
 		}
 	}
 	return out
+}
+
+// crunIDs lists the containers in a node's crun state dir with their
+// status; unlike Server.CrunStates it returns crun's error (crun list
+// fails while a container it lists is being deleted).
+func crunIDs(t *testing.T, dataDir string) (map[string]string, error) {
+	root := filepath.Join(dataDir, "runtime", "crun")
+	out, err := exec.CommandContext(t.Context(), "crun", "--root", root, "list", "--format", "json").Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
+		}
+		return nil, fmt.Errorf("crun --root %s list: %w", root, err)
+	}
+	var list []struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}
+	if len(bytes.TrimSpace(out)) > 0 {
+		if err := json.Unmarshal(out, &list); err != nil {
+			return nil, fmt.Errorf("crun list --format json: %v: %s", err, out)
+		}
+	}
+	states := make(map[string]string, len(list))
+	for _, c := range list {
+		states[c.ID] = c.Status
+	}
+	return states, nil
 }
