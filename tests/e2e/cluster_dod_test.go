@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/blob/blobtest"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/sdk"
 	"github.com/sbxdev/sbx/tests/harness"
@@ -47,8 +48,8 @@ type loadResult struct {
 }
 
 // TestClusterDefinitionOfDone is issue 16's definition of done on one
-// machine: PostgreSQL, a shared blob store (a directory: SeaweedFS is not
-// built on every machine), 2 `--role api` and 3 `--role node` processes.
+// machine: PostgreSQL, a shared blob store (SeaweedFS's S3 when weed is
+// built here, else a directory), 2 `--role api` and 3 `--role node` processes.
 // Through both api replicas the official E2B JS SDK creates many
 // sandboxes spread over every node and runs commands, files and terminals
 // in them; port traffic is host-routed through both replicas. Then:
@@ -64,8 +65,7 @@ type loadResult struct {
 func TestClusterDefinitionOfDone(t *testing.T) {
 	count := dodEnvInt(t, "SBX_DOD_SANDBOXES", dodDefaultSandboxes)
 	c := startClusterSpec(t, clusterSpec{apis: 2, nodes: 3,
-		common: []string{"--blob-store", "file://" + filepath.Join(t.TempDir(), "blobs"), "--node-grace", "10s",
-			"--webhook-allow-private"},
+		common: append(dodBlobStore(t), "--node-grace", "10s", "--webhook-allow-private"),
 		// Placement counts a sandbox's CPU limit (2 for base) against
 		// cores × overcommit; idle sandboxes use next to none. One team
 		// makes them all: no per-team cap.
@@ -170,6 +170,24 @@ func TestClusterDefinitionOfDone(t *testing.T) {
 
 	// kill -9 of api-2 during a burst of creates through it.
 	c.burstAndKillAPI(t, db, 1)
+}
+
+// dodBlobStore is a real S3 server (SeaweedFS) when weed is built here
+// (scripts/build-weed.sh; required under SBX_REQUIRE_INTEGRATION=1), else
+// a directory every process shares.
+func dodBlobStore(t *testing.T) []string {
+	if _, err := blobtest.WeedBinary(); err != nil && os.Getenv("SBX_REQUIRE_INTEGRATION") != "1" {
+		t.Logf("no SeaweedFS (%v): the blob store is a shared directory (file://)", err)
+		return []string{"--blob-store", "file://" + filepath.Join(t.TempDir(), "blobs")}
+	}
+	weed := blobtest.StartWeed(t)
+	keyFile := filepath.Join(t.TempDir(), "s3-secret")
+	if err := os.WriteFile(keyFile, []byte(weed.SecretKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("blob store: SeaweedFS S3 at %s", weed.Endpoint)
+	return []string{"--blob-store", fmt.Sprintf("s3://%s?endpoint=%s&region=%s", weed.Bucket(t), weed.Endpoint, weed.Region),
+		"--blob-s3-access-key", weed.AccessKey, "--blob-s3-secret-key-file", keyFile}
 }
 
 // runDoDLoad runs testdata/cluster_dod.mjs against every api replica.
