@@ -150,7 +150,8 @@ func (c *testCluster) liveNodes() []int {
 
 // leaks compares, on each live node, its containers (crun), network
 // namespaces (<data dir>/netns) and the machine's address leases naming
-// them against the node's running rows, both ways.
+// them against the node's running rows, both ways, and looks for cgroups
+// left by the sandboxes it recorded killed.
 func (c *testCluster) leaks(t *testing.T, db *sqldb.DB, live []int) []string {
 	t.Helper()
 	rows := c.rows(t, db)
@@ -190,6 +191,18 @@ func (c *testCluster) leaks(t *testing.T, db *sqldb.DB, live []int) []string {
 				if _, err := os.Stat(owner); err == nil { // a lease whose namespace is gone is free (network/lease.go)
 					diff = append(diff, fmt.Sprintf("%s: address %s leased to %s, which has no running row", name, addr, id))
 				}
+			}
+		}
+	}
+	// Cgroups are machine-wide (/sbx/<id> under each hierarchy): none may
+	// remain of a sandbox a live node recorded killed.
+	for id, r := range rows {
+		if r.state != "killed" || !slices.ContainsFunc(live, func(i int) bool { return r.node == fmt.Sprintf("node-%d", i+1) }) {
+			continue
+		}
+		for _, h := range []string{"", "memory", "pids", "unified"} {
+			if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", h, "sbx", id)); err == nil {
+				diff = append(diff, fmt.Sprintf("%s: cgroup %s of killed sandbox %s (%s)", r.node, filepath.Join(h, "sbx", id), id, r.reason))
 			}
 		}
 	}
