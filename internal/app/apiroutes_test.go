@@ -12,7 +12,7 @@ import (
 
 // TestAPIReplicaRoutes: the api replica's refusals register beside the
 // API's own routes (net/http panics on conflicting patterns, which made
-// every --role api process die at start) and answer 412.
+// every --role api process die at start).
 func TestAPIReplicaRoutes(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	srv := api.New(log, nil, nil, nil, proxy.New(nil, "", log), notOnAPIReplica{})
