@@ -195,6 +195,18 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 		s.fail(w, err)
 		return
 	}
+	if r.Context().Err() != nil {
+		// The caller left before it could learn the sandbox's ID (the
+		// client gave up, or the api replica that forwarded the create
+		// died): nobody would use it, and it would hold its resources
+		// until its timeout. An answer lost after this point is not
+		// seen here; such a sandbox is listed (its metadata says whose
+		// it is) and ends at its timeout.
+		s.abandon(context.WithoutCancel(r.Context()), sb)
+		s.creates.failed.Add(1)
+		s.fail(w, r.Context().Err())
+		return
+	}
 	s.creates.ok.Add(1)
 	out := toSandboxJSON(sb)
 	out.Domain = s.domain()
@@ -485,4 +497,26 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, s.connected(r.Context(), sb))
+}
+
+// reasonAbandoned is the kill reason of a sandbox whose create answer had
+// nobody to go to.
+const reasonAbandoned = "create_abandoned"
+
+// abandon kills a sandbox whose creator left, with reasonAbandoned where
+// the sandboxes can say why (a node's manager), else as a kill.
+func (s *Server) abandon(ctx context.Context, sb store.Sandbox) {
+	var err error
+	if k, ok := s.sandboxes.(interface {
+		KillWithReason(ctx context.Context, id, reason string) error
+	}); ok {
+		err = k.KillWithReason(ctx, sb.ID, reasonAbandoned)
+	} else {
+		err = s.sandboxes.Kill(ctx, sb.TeamID, sb.ID)
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "kill a sandbox whose creator left; it runs until its timeout", "sandbox.id", sb.ID, "err", err)
+		return
+	}
+	s.log.InfoContext(ctx, "sandbox killed: its creator left before the create answered", "sandbox.id", sb.ID)
 }

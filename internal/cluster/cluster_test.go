@@ -264,3 +264,78 @@ func TestSignedBy(t *testing.T) {
 		t.Errorf("a signature of no live sandbox matched")
 	}
 }
+
+// TestConnectWhenTheOwnerIsGone: connect goes to the sandbox's node; when
+// that node is silent or does not answer and the sandbox is paused,
+// another node is asked to resume it (from the blob store); a running
+// sandbox of a gone node is not moved.
+func TestConnectWhenTheOwnerIsGone(t *testing.T) {
+	resumed := func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusCreated) }
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close() // nothing listens there any more
+	tests := []struct {
+		name     string
+		ownerURL string
+		silent   bool
+		state    store.SandboxState
+		wantErr  error // nil: resumed
+		wantOnB  int   // connects node b (not the owner) saw
+	}{
+		{"paused on a silent node: resumed on another", deadURL, true, store.StatePaused, nil, 1},
+		{"paused on a node that refuses connections: resumed on another", deadURL, false, store.StatePaused, nil, 1},
+		{"running on a node that refuses connections: not moved", deadURL, false, store.StateRunning, errdefs.ErrUnavailable, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sbs, st, na, nb := cluster2(t, failing(http.StatusTooManyRequests, "full"), resumed)
+			beat := time.Now().UTC()
+			if tt.silent {
+				beat = beat.Add(-time.Hour)
+			}
+			register(t, st, "gone", tt.ownerURL, 8000, beat)
+			if err := sbs.nodes.Refresh(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now().UTC()
+			if err := st.InsertSandbox(t.Context(), store.Sandbox{ID: "sb", TeamID: "team1", TemplateID: "base", State: tt.state,
+				CPUCount: 2, MemoryMB: 512, StartedAt: now, EndAt: now.Add(time.Hour), NodeID: "gone"}, nil); err != nil {
+				t.Fatal(err)
+			}
+			_, wasResumed, err := sbs.ConnectMemory(t.Context(), "team1", "sb", time.Minute, false)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Connect = %v; want %v", err, tt.wantErr)
+				}
+			} else if err != nil || !wasResumed {
+				t.Fatalf("Connect = resumed %v, %v; want resumed", wasResumed, err)
+			}
+			rb := nb.requests()
+			if len(rb) != tt.wantOnB {
+				t.Fatalf("node b saw %+v; want %d connects", rb, tt.wantOnB)
+			}
+			if len(rb) > 0 && (rb[0].uri != "/sandboxes/sb/connect" || rb[0].team != "team1") {
+				t.Errorf("node b saw %+v; want a connect of sb for team1", rb[0])
+			}
+			for _, r := range na.requests() { // a is full: placement may try it first
+				if r.uri != "/sandboxes/sb/connect" {
+					t.Errorf("node a saw %+v", r)
+				}
+			}
+		})
+	}
+	t.Run("paused on a ready node: connected there only", func(t *testing.T) {
+		sbs, st, na, nb := cluster2(t, failing(500, "not me"), resumed)
+		now := time.Now().UTC()
+		if err := st.InsertSandbox(t.Context(), store.Sandbox{ID: "sb", TeamID: "team1", TemplateID: "base", State: store.StatePaused,
+			CPUCount: 2, MemoryMB: 512, StartedAt: now, EndAt: now.Add(time.Hour), NodeID: "b"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := sbs.Connect(t.Context(), "team1", "sb", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if len(na.requests()) != 0 || len(nb.requests()) != 1 {
+			t.Errorf("a saw %d, b %d requests; want the connect on b only", len(na.requests()), len(nb.requests()))
+		}
+	})
+}

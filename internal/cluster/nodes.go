@@ -134,3 +134,15 @@ func (n *Nodes) URL(ctx context.Context, id string) (string, error) {
 	}
 	return "", errdefs.Unavailable("node %s, which runs the sandbox, is not a known --role node (no advertise URL in its heartbeat)", id)
 }
+
+// Ready reports whether node id heartbeats and takes work, as of the last
+// refresh.
+func (n *Nodes) Ready(id string) bool {
+	nodes, _ := n.cache.Nodes(context.Background())
+	for _, x := range nodes {
+		if x.ID == id {
+			return x.State == placement.Ready
+		}
+	}
+	return false
+}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -187,7 +188,7 @@ func (s *Sandboxes) Connect(ctx context.Context, teamID, id string, timeout time
 	if timeout > 0 {
 		body = timeoutJSON{Timeout: int64(timeout / time.Second)}
 	}
-	status, err := s.forward(ctx, teamID, id, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/connect", body, nil)
+	status, err := s.connect(ctx, teamID, id, body)
 	if err != nil {
 		return store.Sandbox{}, false, err
 	}
@@ -221,7 +222,7 @@ func (s *Sandboxes) ConnectMemory(ctx context.Context, teamID, id string, timeou
 		secs := int64(timeout / time.Second)
 		body.Timeout = &secs
 	}
-	status, err := s.forward(ctx, teamID, id, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/connect", body, nil)
+	status, err := s.connect(ctx, teamID, id, body)
 	if err != nil {
 		return store.Sandbox{}, false, err
 	}
@@ -237,4 +238,45 @@ func (s *Sandboxes) PauseMemory(ctx context.Context, teamID, id string, keepMemo
 	}{keepMemory}
 	_, err := s.forward(ctx, teamID, id, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/pause", body, nil)
 	return err
+}
+
+// connect sends a connect to the sandbox's node. When that node is gone
+// (declared lost, silent, or not answering) and the sandbox is paused,
+// another node is placed and asked instead: it resumes the sandbox from
+// the blob store and takes its row over (sandbox.Manager.adopt; a
+// sandbox paused with its memory stays on its node and the other node
+// says so). A running sandbox of a dead node is the node-lost sweep's.
+func (s *Sandboxes) connect(ctx context.Context, teamID, id string, body any) (int, error) {
+	sb, err := s.Get(ctx, teamID, id)
+	if err != nil {
+		return 0, err
+	}
+	if sb.State == store.StateKilled {
+		return 0, errdefs.NotFound("sandbox %s not found (it was killed: %s)", id, cmp.Or(sb.KillReason, "unknown"))
+	}
+	path := "/sandboxes/" + url.PathEscape(id) + "/connect"
+	if sb.State != store.StatePaused || s.nodes.Ready(sb.NodeID) {
+		base, err := s.nodes.URL(ctx, sb.NodeID)
+		if err != nil {
+			return 0, err
+		}
+		status, err := s.client.Do(ctx, base, teamID, http.MethodPost, path, body, nil)
+		if sb.State != store.StatePaused || !errors.Is(err, errdefs.ErrUnavailable) {
+			return status, err
+		}
+		s.log.WarnContext(ctx, "the node of a paused sandbox is unavailable; resuming it on another node",
+			"sandbox.id", id, "node", sb.NodeID, "err", err)
+	}
+	preq := placement.Request{Team: teamID, TemplateID: sb.TemplateID, SnapshotID: id, SnapshotInBlobStore: true,
+		CPUMillis: int64(max(sb.CPUCount, 1)) * 1000, MemoryMiB: int64(max(sb.MemoryMB, 1)), Exclude: []string{sb.NodeID}}
+	var status int
+	_, err = s.placer.Run(ctx, preq, CreateAttempts, func(ctx context.Context, d placement.Decision) error {
+		base, err := s.nodes.URL(ctx, d.NodeID)
+		if err != nil {
+			return err
+		}
+		status, err = s.client.Do(ctx, base, teamID, http.MethodPost, path, body, nil)
+		return err
+	})
+	return status, err
 }

@@ -268,7 +268,10 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 	}
 	span.SetAttributes(attribute.String("sandbox.id", sb.ID), attribute.Bool("sandbox.pooled", pooled))
 	change := &store.Change{Type: EventCreated, Sandbox: sb, Data: map[string]any{"sandbox_metadata": nonNil(sb.Metadata)}}
-	sctx, sspan := telemetry.Start(ctx, "sandbox.store")
+	// Not cancelled with the caller: a commit cut off midway may have
+	// landed, and destroying the container then leaves a row without one.
+	// A caller that left is noticed after Create (the API kills it).
+	sctx, sspan := telemetry.Start(context.WithoutCancel(ctx), "sandbox.store")
 	err = m.store.InsertSandbox(sctx, sb, change)
 	telemetry.End(sspan, err)
 	if err != nil {

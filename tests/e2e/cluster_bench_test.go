@@ -2,7 +2,12 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,4 +53,99 @@ func BenchmarkClusterCreateFirstCommand(b *testing.B) {
 			b.ReportMetric(float64(d[len(d)*95/100].Microseconds())/1000, name+"-p95-ms")
 		}
 	}
+}
+
+// BenchmarkClusterScale gives the closing figures in one run on
+// one PostgreSQL: create → first command through an api replica in front
+// of three nodes against a --role all server (samples interleaved), and
+// creates per second through the api replica with three nodes, then with
+// two of them SIGKILLed (one node left), and on the --role all server.
+// SBX_BENCH_CREATES (default 30) creates per rate, 6 at a time.
+//
+//	scripts/with-postgres.sh go test ./tests/e2e -run '^$' -bench BenchmarkClusterScale -benchtime 1x
+func BenchmarkClusterScale(b *testing.B) {
+	noPools := []string{"--pool", "base=0,code-interpreter=0,*=0", "--snapshot-runtime", "none"}
+	one := StartServer(b, append([]string{"--database", sqldbtest.DSN(b, sqldb.Postgres)}, noPools...)...)
+	c := startClusterSpec(b, clusterSpec{apis: 1, nodes: 3, nodeFlags: []string{"--cpu-overcommit", "1000"}})
+	clients := map[string]*sdk.Client{"all": one.Client(b), "api": c.api.Client(b)}
+	creates := 30
+	if v, err := strconv.Atoi(os.Getenv("SBX_BENCH_CREATES")); err == nil && v > 0 {
+		creates = v
+	}
+	for range b.N {
+		samples := map[string][]time.Duration{}
+		for range 20 {
+			for _, name := range []string{"all", "api"} {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				start := time.Now()
+				s, err := clients[name].Create(ctx, sdk.CreateOptions{Timeout: time.Minute})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := s.Commands.Run(ctx, "true", sdk.RunOptions{}); err != nil {
+					b.Fatal(err)
+				}
+				samples[name] = append(samples[name], time.Since(start))
+				s.Kill(ctx)
+				cancel()
+			}
+		}
+		for name, d := range samples {
+			slices.Sort(d)
+			b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, name+"-first-cmd-p50-ms")
+			b.ReportMetric(float64(d[len(d)*95/100].Microseconds())/1000, name+"-first-cmd-p95-ms")
+		}
+		b.ReportMetric(createRate(b, clients["api"], creates), "api-3-nodes-creates/s")
+		b.ReportMetric(createRate(b, clients["all"], creates), "all-creates/s")
+		c.nodes[1].Stop(syscall.SIGKILL)
+		c.nodes[2].Stop(syscall.SIGKILL)
+		time.Sleep(6 * time.Second) // past 3.5 heartbeats: the api replica places on node-1 only
+		b.ReportMetric(createRate(b, clients["api"], creates), "api-1-node-creates/s")
+		b.Logf("load average at the end: %s", loadAvgB())
+	}
+}
+
+// createRate creates n sandboxes, 6 at a time, and returns how many per
+// second; they are killed afterwards (not timed).
+func createRate(b *testing.B, client *sdk.Client, n int) float64 {
+	var mu sync.Mutex
+	var made []*sdk.Sandbox
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				s, err := client.Create(ctx, sdk.CreateOptions{Timeout: 5 * time.Minute})
+				cancel()
+				if err != nil {
+					b.Error(err)
+					continue
+				}
+				mu.Lock()
+				made = append(made, s)
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	rate := float64(len(made)) / time.Since(start).Seconds()
+	for _, s := range made {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_ = s.Kill(ctx)
+		cancel()
+	}
+	return rate
+}
+
+func loadAvgB() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
 }

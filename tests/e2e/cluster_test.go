@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -27,20 +28,37 @@ import (
 // clusterDomain routes sandbox host names (<port>-<id>.<domain>).
 const clusterDomain = "sbx.test"
 
-// testCluster is one PostgreSQL, one api replica and two nodes.
+// testCluster is one PostgreSQL, api replicas and nodes.
 type testCluster struct {
-	api    *Server
+	api    *Server   // the first api replica
+	apis   []*Server // every api replica
 	nodes  []*Server
 	secret string
 	dsn    string   // the cluster's PostgreSQL
 	common []string // flags every process gets
 }
 
+// clusterSpec says what startClusterSpec starts. Later flags win: common
+// first, then the role's own.
+type clusterSpec struct {
+	apis, nodes int
+	common      []string // every process
+	apiFlags    []string // --role api only
+	nodeFlags   []string // --role node only
+}
+
 // startCluster starts `sbx serve --role api` and two `--role node` on one
-// fresh PostgreSQL database and one cluster secret. The nodes get the api
-// replica's key files, as an operator copies them; no warm pools (two
-// nodes on two shared cores), no snapshot runtime.
+// fresh PostgreSQL database, one blob store and one cluster secret. The
+// nodes get the api replica's key files, as an operator copies them; no
+// warm pools (two nodes on two shared cores), no snapshot runtime.
 func startCluster(t testing.TB, extra ...string) *testCluster {
+	t.Helper()
+	return startClusterSpec(t, clusterSpec{apis: 1, nodes: 2, common: extra})
+}
+
+// startClusterSpec is startCluster with any number of api replicas and
+// nodes (named api-N and node-N).
+func startClusterSpec(t testing.TB, spec clusterSpec) *testCluster {
 	t.Helper()
 	testenv.Require(t, testenv.Postgres)
 	dsn := sqldbtest.DSN(t, sqldb.Postgres)
@@ -49,22 +67,31 @@ func startCluster(t testing.TB, extra ...string) *testCluster {
 	if err := os.WriteFile(secretFile, []byte(c.secret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// One blob store for every process, as a cluster has: template layers
-	// and build uploads go there.
+	// One blob store for every process, as a cluster has: template layers,
+	// build uploads and paused sandboxes go there.
 	common := []string{"--database", dsn, "--cluster-secret-file", secretFile, "--node-grace", "10m", "--domain", clusterDomain,
 		"--blob-store", "file://" + filepath.Join(t.TempDir(), "blobs")}
-	common = append(common, extra...) // later flags win
+	common = append(common, spec.common...) // later flags win
 	c.common = common
-	c.api = StartServer(t, append([]string{"--role", "api", "--node-name", "api-1"}, common...)...)
-	for _, name := range []string{"node-1", "node-2"} {
-		n := harness.StartNodeServer(t, c.copyKeys(t), append([]string{"--role", "node", "--node-name", name, "--snapshot-runtime", "none",
-			"--pool", "base=0,code-interpreter=0,*=0"}, common...)...)
+	for i := range spec.apis {
+		args := append(append([]string{"--role", "api", "--node-name", fmt.Sprintf("api-%d", i+1)}, common...), spec.apiFlags...)
+		if i == 0 {
+			c.api = StartServer(t, args...)
+		} else {
+			c.apis = append(c.apis, harness.StartServerPrepared(t, c.copyKeys(t), args...))
+			continue
+		}
+		c.apis = append(c.apis, c.api)
+	}
+	for i := range spec.nodes {
+		n := harness.StartNodeServer(t, c.copyKeys(t), append(append([]string{"--role", "node", "--node-name", fmt.Sprintf("node-%d", i+1),
+			"--snapshot-runtime", "none", "--pool", "base=0,code-interpreter=0,*=0"}, common...), spec.nodeFlags...)...)
 		c.nodes = append(c.nodes, n)
 	}
-	// Both nodes offer themselves once their API serves; the api
-	// replica reads them within a refresh.
+	// The nodes offer themselves once their API serves; the api
+	// replicas read them within a refresh.
 	offering := tableOffers(t, dsn)
-	if slices.Contains(extra, "kubernetes") { // --coordination kubernetes: nodes heartbeat to Leases
+	if slices.Contains(common, "kubernetes") { // --coordination kubernetes: nodes heartbeat to Leases
 		offering = leaseOffers(t)
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -99,7 +126,8 @@ func tableOffers(t testing.TB, dsn string) func() int {
 }
 
 // copyKeys gives another process of the cluster the first api replica's
-// key files, as an operator copies them.
+// key files, as an operator copies them: one team, one API key, one admin
+// key.
 func (c *testCluster) copyKeys(t testing.TB) func(dir string) {
 	return func(dir string) {
 		for _, f := range []string{datadir.Layout{Root: c.api.DataDir}.APIKey(), datadir.Layout{Root: c.api.DataDir}.AdminKey()} {
