@@ -8,12 +8,15 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/go-logr/logr"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/sbxdev/sbx/internal/testenv"
 )
@@ -33,6 +36,9 @@ type API struct {
 func Start(t testing.TB) *API {
 	t.Helper()
 	testenv.Require(t, testenv.KubeAPIServer)
+	// envtest logs through controller-runtime's logger, which prints a
+	// warning with a stack trace into the test's output when none is set.
+	ctrllog.SetLogger(logr.Discard())
 	env := &envtest.Environment{BinaryAssetsDirectory: os.Getenv("KUBEBUILDER_ASSETS")}
 	cfg, err := env.Start()
 	if err != nil {
