@@ -457,7 +457,10 @@ func testPidsLimit(t *testing.T, d runtime.Driver, rootfs string) {
 
 func testMemoryLimit(t *testing.T, d runtime.Driver, rootfs string) {
 	other := start(t, d, rootfs, idle, func(s *runtime.Spec) { s.Resources.MemoryMB = 64 })
-	hog := `(x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done); echo $? > /out/hog; touch /out/done; sleep 1000`
+	// The hog waits for /out/go: under runsc an OOM takes the whole
+	// sandbox, and a hog that ran at once could kill it before Start had
+	// seen its init running.
+	hog := `while [ ! -e /out/go ]; do sleep 0.02; done; (x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done); echo $? > /out/hog; touch /out/done; sleep 1000`
 	sb := start(t, d, rootfs, hog, func(s *runtime.Spec) { s.Resources.MemoryMB = 64 })
 	st, err := d.Stats(t.Context(), sb.id)
 	if err != nil {
@@ -465,6 +468,9 @@ func testMemoryLimit(t *testing.T, d runtime.Driver, rootfs string) {
 	}
 	if st.MemoryLimit != 64<<20 {
 		t.Errorf("Stats.MemoryLimit = %d; want %d", st.MemoryLimit, 64<<20)
+	}
+	if err := os.WriteFile(filepath.Join(sb.out, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	// Contained means: the OOM killer kills the hog inside the sandbox (the
 	// init survives), or, where the whole sandbox is one host process
