@@ -67,5 +67,25 @@ for b in "${builds[@]}"; do
 done
 sleep 5 # let the warm pools fill
 echo "bench-compare: load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
+# The CPU behind the samples: wall-clock on a shared machine moves with
+# whoever else runs, CPU per create much less. Each server's own time plus
+# that of the processes it waited for (crun, ...), and the sandboxes' cgroups
+# (all servers' together: they share /sbx), over the scenarios' run.
+server_ms() { awk -v t="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); split($0, f, " "); print int((f[12]+f[13]+f[14]+f[15])*1000/t)}' "/proc/$1/stat"; }
+sandboxes_ms() {
+  if [ -r /sys/fs/cgroup/cpuacct/sbx/cpuacct.usage ]; then echo $(($(cat /sys/fs/cgroup/cpuacct/sbx/cpuacct.usage) / 1000000))
+  elif [ -r /sys/fs/cgroup/sbx/cpu.stat ]; then awk '$1 == "usage_usec" {print int($2 / 1000)}' /sys/fs/cgroup/sbx/cpu.stat
+  else echo 0; fi
+}
+creates() { grep -c 'msg="sandbox created"' "$1.log" || true; }
+cpu0=(); made0=(); for i in "${!pids[@]}"; do cpu0+=("$(server_ms "${pids[$i]}")"); made0+=("$(creates "${dirs[$i]}")"); done
+sbx0=$(sandboxes_ms)
 cd "$root/tests/e2b-js"
 SBX_COMPARE="$compare" node "${SBX_COMPARE_SCRIPT:-compare.mjs}" "${scenario_args[@]}"
+all=0
+for i in "${!pids[@]}"; do
+  b=${builds[$i]}; ms=$(($(server_ms "${pids[$i]}") - cpu0[i])); made=$(($(creates "${dirs[$i]}") - made0[i])); all=$((all + made))
+  echo "cpu: ${b%%=*}: server + runtime ${ms} ms for ${made} creates ($(awk -v a="$ms" -v n="$made" 'BEGIN {printf "%.1f", n ? a / n : 0}') ms each, pool refills included)"
+done
+ms=$(($(sandboxes_ms) - sbx0))
+echo "cpu: sandboxes (all servers): ${ms} ms for ${all} creates ($(awk -v a="$ms" -v n="$all" 'BEGIN {printf "%.1f", n ? a / n : 0}') ms each)"

@@ -410,7 +410,22 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 	if d.name == "crun" {
 		d.bpf.learn(filepath.Join(d.cfg.StateDir, s.ID))
 	}
+	if bp.sysfs != "" {
+		go dropHostSysfs(d.log, s.ID, bp.sysfs)
+	}
 	return nil
+}
+
+// dropHostSysfs unmounts the host's copy of a started sandbox's sysfs:
+// the sandbox holds its own bind of it from then on. Every mount left in
+// the host's table is copied into each new sandbox's mount namespace and
+// read by crun at each start (at 250-380 sandboxes, 30% of crun's CPU
+// grew with the number of host mounts, four per sandbox before this).
+// Dropping a mount waits for an RCU grace period: off the start's path.
+func dropHostSysfs(log *slog.Logger, id, dir string) {
+	if err := unmountAll(dir); err != nil {
+		log.Debug("unmount the host's copy of a sandbox's sysfs", "sandbox.id", id, "err", err)
+	}
 }
 
 // leaseIDs leases a uid range for a new sandbox and records it in the

@@ -165,7 +165,7 @@ func TestJoinsNetworkNamespace(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = nm.Teardown(context.Background(), nsID) })
 			d := newTestDriver(t, name)
-			_, out := startIdle(t, d, rootfs, func(s *runtime.Spec) { s.NetNS = nsPath })
+			id, out := startIdle(t, d, rootfs, func(s *runtime.Spec) { s.NetNS = nsPath })
 			netdev, err := os.ReadFile(filepath.Join(out, "netdev"))
 			if err != nil {
 				t.Fatal(err)
@@ -178,6 +178,26 @@ func TestJoinsNetworkNamespace(t *testing.T) {
 			sysnet, _ := os.ReadFile(filepath.Join(out, "sysnet"))
 			if name != "runsc" && (!strings.Contains(string(sysnet), "eth0") || strings.Contains(string(sysnet), "sbtoci0")) {
 				t.Errorf("/sys/class/net in the sandbox = %q; want its own eth0 and not the host's bridge sbtoci0", sysnet)
+			}
+			// The host's copy of that sysfs goes once the sandbox runs:
+			// each host mount costs every later start (dropHostSysfs).
+			sysfs := " " + d.paths(id).sysfs() + " "
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				mounts, _ := os.ReadFile("/proc/self/mountinfo")
+				if !strings.Contains(string(mounts), sysfs) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s is still mounted on the host 5s after the start", d.paths(id).sysfs())
+				}
+			}
+			if name == "crun" {
+				again, err := exec.Command("crun", "--root", d.cfg.StateDir, "exec", id, "ls", "/sys/class/net").CombinedOutput()
+				if err != nil {
+					t.Logf("crun exec (to list /sys/class/net again): %v: %s", err, again)
+				} else if !strings.Contains(string(again), "eth0") {
+					t.Errorf("/sys/class/net in the sandbox after the host's copy went = %q; want its eth0", again)
+				}
 			}
 		})
 	}
