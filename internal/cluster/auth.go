@@ -30,10 +30,12 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/proxy"
 )
 
 // Header carries the signature of a request from an api replica to a node.
-const Header = "X-Sbx-Cluster-Auth"
+// The node's proxy drops it before sandbox traffic reaches the sandbox.
+const Header = proxy.ClusterAuthHeader
 
 // MaxSkew is how far a signature's time may be from the node's clock. It
 // also bounds how long a node remembers nonces (twice this).

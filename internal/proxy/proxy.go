@@ -74,6 +74,11 @@ func New(router Router, domain string, log *slog.Logger) *Proxy {
 // client routed the request, sets the origin headers of the response.
 func (p *Proxy) SetBehindAPI() { p.behindAPI = true }
 
+// ClusterAuthHeader carries an api replica's signature on the requests it
+// sends a node (internal/cluster.Header, defined here because cluster
+// imports this package). Serve never forwards it to a sandbox.
+const ClusterAuthHeader = "X-Sbx-Cluster-Auth"
+
 // Target is where a request should go.
 type Target struct {
 	SandboxID string
@@ -169,6 +174,10 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 				pr.Out.Header.Set("X-Sbx-Port", strconv.Itoa(t.Port))
 			}
 			pr.Out.Header.Del("X-Forwarded-For")
+			// A node's traffic comes signed by an api replica; code in the
+			// sandbox must never see that signature (it could replay it to
+			// another node, whose nonces are its own).
+			pr.Out.Header.Del(ClusterAuthHeader)
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			if !p.behindAPI && !p.hostRouted(r) {
