@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,28 +29,7 @@ func BenchmarkClusterCreateFirstCommand(b *testing.B) {
 	c := startCluster(b)
 	clients := map[string]*sdk.Client{"all": one.Client(b), "api": c.api.Client(b)}
 	for range b.N {
-		samples := map[string][]time.Duration{}
-		for range 30 {
-			for _, name := range []string{"all", "api"} {
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-				start := time.Now()
-				s, err := clients[name].Create(ctx, sdk.CreateOptions{Timeout: time.Minute})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := s.Commands.Run(ctx, "true", sdk.RunOptions{}); err != nil {
-					b.Fatal(err)
-				}
-				samples[name] = append(samples[name], time.Since(start))
-				s.Kill(ctx)
-				cancel()
-			}
-		}
-		for name, d := range samples {
-			slices.Sort(d)
-			b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, name+"-p50-ms")
-			b.ReportMetric(float64(d[len(d)*95/100].Microseconds())/1000, name+"-p95-ms")
-		}
+		firstCommands(b, clients, []string{"all", "api"}, 30, "")
 	}
 }
 
@@ -73,28 +51,7 @@ func BenchmarkClusterScale(b *testing.B) {
 		creates = v
 	}
 	for range b.N {
-		samples := map[string][]time.Duration{}
-		for range 20 {
-			for _, name := range []string{"all", "api"} {
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-				start := time.Now()
-				s, err := clients[name].Create(ctx, sdk.CreateOptions{Timeout: time.Minute})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := s.Commands.Run(ctx, "true", sdk.RunOptions{}); err != nil {
-					b.Fatal(err)
-				}
-				samples[name] = append(samples[name], time.Since(start))
-				s.Kill(ctx)
-				cancel()
-			}
-		}
-		for name, d := range samples {
-			slices.Sort(d)
-			b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, name+"-first-cmd-p50-ms")
-			b.ReportMetric(float64(d[len(d)*95/100].Microseconds())/1000, name+"-first-cmd-p95-ms")
-		}
+		firstCommands(b, clients, []string{"all", "api"}, 20, "-first-cmd")
 		b.ReportMetric(createRate(b, clients["api"], creates), "api-3-nodes-creates/s")
 		b.ReportMetric(createRate(b, clients["all"], creates), "all-creates/s")
 		c.nodes[1].Stop(syscall.SIGKILL)
