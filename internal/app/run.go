@@ -409,7 +409,7 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log),
 		refiner, mon, tplHandler)
 	if cfg.Role == RoleNode {
-		apiSrv.SetClusterVerifier(cluster.NewVerifier(cfg.clusterSecret))
+		apiSrv.SetClusterVerifier(cluster.NewVerifier(cfg.clusterSecret, cfg.NodeName))
 	}
 	apiSrv.SetBuildCanceller(c.tplSvc)
 	apiSrv.SetSnapshotCap(cfg.TeamMaxSnapshots)

@@ -5,12 +5,19 @@
 //
 // The scheme (docs/cluster.md, "Roles and routing"): every request from an
 // api replica to a node carries X-Sbx-Cluster-Auth, an HMAC-SHA256 keyed by
-// the cluster secret over a timestamp, a random nonce, the method, the
-// request URI and the team the replica acts for. A node refuses a
-// signature older or newer than MaxSkew, one whose nonce it has already
-// seen (a replay), and one made for another request or team; it then acts
-// for the signed team without any API key lookup. Tenants never talk to
-// nodes: their API keys are refused there.
+// the cluster secret over a timestamp, a random nonce, the name of the
+// node it is sent to (--node-name), the method, the request URI, the team
+// the replica acts for and the sandbox routing headers (E2b-Sandbox-Id,
+// E2b-Sandbox-Port). A node refuses a signature older or newer than
+// MaxSkew, one whose nonce it has already seen (a replay), and one made
+// for another node, request, team or sandbox; it then acts for the signed
+// team without any API key lookup. Nonces are remembered per node, so the
+// node name is what keeps a signature used at one node from being
+// replayed at another. Tenants never talk to nodes: their API keys are
+// refused there.
+//
+// The format is versioned (Version); a node refuses any other version, so
+// every api replica and node of a cluster must run the same sbx release.
 package cluster
 
 import (
@@ -109,10 +116,34 @@ func (s Secret) String() string { return "[redacted]" }
 // between separators.
 var teamPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{0,128}$`)
 
-// mac is the signature of one request.
-func (s Secret) mac(ts int64, nonce, method, uri, team string) []byte {
+// Version is the signature format. v1 (before 2026-12-03) was not bound
+// to a node or a sandbox and is refused.
+const Version = "v2"
+
+// Routing headers of sandbox traffic: which sandbox and port a node's
+// proxy sends the request to. They are signed, so a signature cannot be
+// moved to another sandbox.
+const (
+	SandboxIDHeader   = "E2b-Sandbox-Id"
+	SandboxPortHeader = "E2b-Sandbox-Port"
+)
+
+// signedFields is what a signature covers.
+type signedFields struct {
+	ts                int64
+	nonce, node       string
+	method, uri, team string
+	sandbox, port     string
+}
+
+// mac is the signature of one request. Each field is length-prefixed:
+// node names and URIs cannot make two requests encode alike.
+func (s Secret) mac(f signedFields) []byte {
 	h := hmac.New(sha256.New, s.b)
-	fmt.Fprintf(h, "sbx-cluster-v1\n%d\n%s\n%s\n%s\n%s", ts, nonce, method, uri, team)
+	h.Write([]byte("sbx-cluster-" + Version))
+	for _, v := range []string{strconv.FormatInt(f.ts, 10), f.nonce, f.node, f.method, f.uri, f.team, f.sandbox, f.port} {
+		fmt.Fprintf(h, "\n%d:%s", len(v), v)
+	}
 	return h.Sum(nil)
 }
 
@@ -125,28 +156,34 @@ type Signer struct {
 // NewSigner returns a signer with the cluster secret.
 func NewSigner(s Secret) *Signer { return &Signer{secret: s, now: time.Now} }
 
-// Sign sets r's cluster signature for team ("" for sandbox traffic, which
-// the sandbox's own tokens authorize). r.URL must be final: the node
-// checks the request URI it receives.
-func (g *Signer) Sign(r *http.Request, team string) error { return g.SignAt(r, team, g.now()) }
+// Sign sets r's cluster signature for node (its --node-name, as in the
+// nodes' heartbeats) and team ("" for sandbox traffic, which the
+// sandbox's own tokens authorize). r.URL and the sandbox routing headers
+// must be final: the node checks the request URI and headers it receives.
+func (g *Signer) Sign(r *http.Request, node, team string) error {
+	return g.SignAt(r, node, team, g.now())
+}
 
 // SignAt is Sign with the signature's time given (tests of the window).
-func (g *Signer) SignAt(r *http.Request, team string, at time.Time) error {
+func (g *Signer) SignAt(r *http.Request, node, team string, at time.Time) error {
 	if !teamPattern.MatchString(team) {
 		return fmt.Errorf("cluster signature: team ID %q has characters a signature cannot carry", team)
 	}
+	if node == "" {
+		return errors.New("cluster signature: no node name to sign for")
+	}
 	var n [16]byte
 	_, _ = rand.Read(n[:])
-	nonce := hex.EncodeToString(n[:])
-	ts := at.Unix()
-	sig := g.secret.mac(ts, nonce, r.Method, r.URL.RequestURI(), team)
-	r.Header.Set(Header, fmt.Sprintf("v1;t=%d;n=%s;team=%s;sig=%s", ts, nonce, team, hex.EncodeToString(sig)))
+	f := signedFields{ts: at.Unix(), nonce: hex.EncodeToString(n[:]), node: node, method: r.Method, uri: r.URL.RequestURI(),
+		team: team, sandbox: r.Header.Get(SandboxIDHeader), port: r.Header.Get(SandboxPortHeader)}
+	r.Header.Set(Header, fmt.Sprintf("%s;t=%d;n=%s;team=%s;sig=%s", Version, f.ts, f.nonce, team, hex.EncodeToString(g.secret.mac(f))))
 	return nil
 }
 
 // Verifier checks the signatures a node receives.
 type Verifier struct {
 	secret Secret
+	node   string // this node's name: signatures for others are refused
 	now    func() time.Time
 
 	mu     sync.Mutex
@@ -154,9 +191,10 @@ type Verifier struct {
 	sweeps time.Time
 }
 
-// NewVerifier returns a verifier with the cluster secret.
-func NewVerifier(s Secret) *Verifier {
-	return &Verifier{secret: s, now: time.Now, seen: map[string]time.Time{}}
+// NewVerifier returns the verifier of node (its --node-name) with the
+// cluster secret.
+func NewVerifier(s Secret, node string) *Verifier {
+	return &Verifier{secret: s, node: node, now: time.Now, seen: map[string]time.Time{}}
 }
 
 // ErrNoSignature is returned for a request without the cluster header.
@@ -179,10 +217,11 @@ func (v *Verifier) Verify(r *http.Request) (team string, err error) {
 		return "", errdefs.Unauthenticated("%s is %s away from this node's clock (at most %s): a replayed request, "+
 			"or clocks out of sync (run NTP on every api replica and node)", Header, d.Round(time.Second).Abs(), MaxSkew)
 	}
-	want := v.secret.mac(ts, nonce, r.Method, r.RequestURI, team)
+	want := v.secret.mac(signedFields{ts: ts, nonce: nonce, node: v.node, method: r.Method, uri: r.RequestURI, team: team,
+		sandbox: r.Header.Get(SandboxIDHeader), port: r.Header.Get(SandboxPortHeader)})
 	if !hmac.Equal(sig, want) {
-		return "", errdefs.Unauthenticated("%s does not match this request: signed for another request or team, "+
-			"or the api replica and this node have different cluster secrets", Header)
+		return "", errdefs.Unauthenticated("%s does not match this request: signed for another node (this is node %q), "+
+			"request, team or sandbox, or the api replica and this node have different cluster secrets", Header, v.node)
 	}
 	if !v.remember(nonce, now) {
 		return "", errdefs.Unauthenticated("%s was already used: a replayed request", Header)
@@ -213,8 +252,12 @@ func (v *Verifier) remember(nonce string, now time.Time) bool {
 
 func parse(raw string) (ts int64, nonce, team string, sig []byte, err error) {
 	parts := strings.Split(raw, ";")
-	if len(parts) != 5 || parts[0] != "v1" {
-		return 0, "", "", nil, errors.New("want v1;t=<unix seconds>;n=<nonce>;team=<team ID>;sig=<hex>")
+	if parts[0] != Version && strings.HasPrefix(parts[0], "v") && len(parts[0]) <= 4 {
+		return 0, "", "", nil, fmt.Errorf("signature format %q, this node takes only %s: every api replica and node "+
+			"of a cluster must run the same sbx release", truncate(parts[0]), Version)
+	}
+	if len(parts) != 5 || parts[0] != Version {
+		return 0, "", "", nil, errors.New("want " + Version + ";t=<unix seconds>;n=<nonce>;team=<team ID>;sig=<hex>")
 	}
 	vals := map[string]string{}
 	for _, p := range parts[1:] {

@@ -25,18 +25,35 @@ func mustSecret(s string) Secret {
 	return sec
 }
 
-// signed returns a request as the node receives it, signed at when.
+// signed returns a request as node "node-a" receives it, signed for it
+// at when.
 func signed(t *testing.T, sec Secret, when time.Time, method, uri, team string) *http.Request {
 	t.Helper()
+	return signedFor(t, sec, "node-a", when, method, uri, team, nil)
+}
+
+// signedFor returns a request as a node receives it, signed for node at
+// when, with the routing headers h.
+func signedFor(t *testing.T, sec Secret, node string, when time.Time, method, uri, team string, h http.Header) *http.Request {
+	t.Helper()
 	out := httptest.NewRequest(method, "http://node.internal:3000"+uri, nil)
+	for k, v := range h {
+		out.Header[k] = v
+	}
 	g := NewSigner(sec)
 	g.now = func() time.Time { return when }
-	if err := g.Sign(out, team); err != nil {
+	if err := g.Sign(out, node, team); err != nil {
 		t.Fatal(err)
 	}
 	in := httptest.NewRequest(method, uri, nil) // RequestURI as a server sees it
 	in.Header = out.Header.Clone()
 	return in
+}
+
+// sandboxTraffic is what an api replica's router sets to send sandbox
+// traffic to port 8001 of sandbox abc123.
+func sandboxTraffic() http.Header {
+	return http.Header{SandboxIDHeader: {"abc123"}, SandboxPortHeader: {"8001"}}
 }
 
 func TestVerify(t *testing.T) {
@@ -80,10 +97,49 @@ func TestVerify(t *testing.T) {
 			return in
 		}, t0, "", "does not match"},
 		{"another cluster's secret", func() *http.Request { return signed(t, otherSecret, t0, "GET", "/sandboxes", "team1") }, t0, "", "does not match"},
+		{"a signature for another node", func() *http.Request {
+			return signedFor(t, testSecret, "node-b", t0, "GET", "/sandboxes", "team1", nil)
+		}, t0, "", `another node (this is node "node-a")`},
+		{"a node name that is a prefix of this one's", func() *http.Request {
+			return signedFor(t, testSecret, "node-", t0, "GET", "/sandboxes", "team1", nil)
+		}, t0, "", "does not match"},
+		{"valid sandbox traffic", func() *http.Request {
+			return signedFor(t, testSecret, "node-a", t0, "GET", "/page", "", sandboxTraffic())
+		}, t0, "", ""},
+		{"sandbox traffic for another node", func() *http.Request {
+			return signedFor(t, testSecret, "node-b", t0, "GET", "/page", "", sandboxTraffic())
+		}, t0, "", "does not match"},
+		{"sandbox traffic moved to another sandbox", func() *http.Request {
+			r := signedFor(t, testSecret, "node-a", t0, "GET", "/page", "", sandboxTraffic())
+			r.Header.Set(SandboxIDHeader, "def456")
+			return r
+		}, t0, "", "does not match"},
+		{"sandbox traffic moved to another port", func() *http.Request {
+			r := signedFor(t, testSecret, "node-a", t0, "GET", "/page", "", sandboxTraffic())
+			r.Header.Set(SandboxPortHeader, "49983")
+			return r
+		}, t0, "", "does not match"},
+		{"routing headers added to an API request's signature", func() *http.Request {
+			r := signed(t, testSecret, t0, "GET", "/page", "")
+			r.Header.Set(SandboxIDHeader, "abc123")
+			r.Header.Set(SandboxPortHeader, "8001")
+			return r
+		}, t0, "", "does not match"},
+		{"routing headers removed (host routing instead)", func() *http.Request {
+			r := signedFor(t, testSecret, "node-a", t0, "GET", "/page", "", sandboxTraffic())
+			r.Header.Del(SandboxIDHeader)
+			r.Header.Del(SandboxPortHeader)
+			return r
+		}, t0, "", "does not match"},
+		{"the old v1 format", func() *http.Request {
+			r := signed(t, testSecret, t0, "GET", "/sandboxes", "team1")
+			r.Header.Set(Header, "v1"+strings.TrimPrefix(r.Header.Get(Header), Version))
+			return r
+		}, t0, "", "takes only v2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := NewVerifier(testSecret)
+			v := NewVerifier(testSecret, "node-a")
 			v.now = func() time.Time { return tt.at }
 			team, err := v.Verify(tt.req())
 			if tt.wantErr == "" {
@@ -101,7 +157,7 @@ func TestVerify(t *testing.T) {
 		})
 	}
 	t.Run("a fresh replay of the same signature", func(t *testing.T) {
-		v := NewVerifier(testSecret)
+		v := NewVerifier(testSecret, "node-a")
 		v.now = func() time.Time { return t0.Add(time.Second) }
 		if _, err := v.Verify(replayed); err != nil {
 			t.Fatalf("first use: %v", err)
@@ -110,8 +166,28 @@ func TestVerify(t *testing.T) {
 			t.Fatalf("second use = %v; want refused as a replay", err)
 		}
 	})
+	t.Run("a replay at another node, used or not at its own", func(t *testing.T) {
+		a, b := NewVerifier(testSecret, "node-a"), NewVerifier(testSecret, "node-b")
+		a.now = func() time.Time { return t0 }
+		b.now = a.now
+		for _, h := range []http.Header{nil, sandboxTraffic()} {
+			r := signedFor(t, testSecret, "node-a", t0, "GET", "/page", "", h)
+			if _, err := b.Verify(r); err == nil || !strings.Contains(err.Error(), "does not match") {
+				t.Fatalf("node B before node A = %v; want refused as signed for another node", err)
+			}
+			if _, err := a.Verify(r); err != nil {
+				t.Fatalf("node A: %v", err)
+			}
+			if _, err := b.Verify(r); err == nil || !strings.Contains(err.Error(), "does not match") {
+				t.Fatalf("node B after node A = %v; want refused as signed for another node", err)
+			}
+			if _, err := a.Verify(r); err == nil || !strings.Contains(err.Error(), "already used") {
+				t.Fatalf("node A again = %v; want refused as a replay", err)
+			}
+		}
+	})
 	t.Run("nonces are forgotten after the window", func(t *testing.T) {
-		v := NewVerifier(testSecret)
+		v := NewVerifier(testSecret, "node-a")
 		now := t0
 		v.now = func() time.Time { return now }
 		for i := range 100 {
@@ -141,7 +217,10 @@ func TestSecret(t *testing.T) {
 	if s.String() != "[redacted]" || s.LogValue().String() != "[redacted]" {
 		t.Errorf("the secret prints itself")
 	}
-	if err := NewSigner(s).Sign(httptest.NewRequest("GET", "/", nil), "a;team=b"); err == nil {
+	if err := NewSigner(s).Sign(httptest.NewRequest("GET", "/", nil), "node-a", "a;team=b"); err == nil {
 		t.Errorf("a team ID with separators was signed")
+	}
+	if err := NewSigner(s).Sign(httptest.NewRequest("GET", "/", nil), "", "team1"); err == nil {
+		t.Errorf("a signature for no node was made")
 	}
 }

@@ -23,7 +23,7 @@ func (f fakeBuilds) CurrentBuild(_ context.Context, teamID, ref string) (templat
 // another node is freer; a template no node holds goes by free capacity.
 func TestCreatePrefersLayers(t *testing.T) {
 	st := newStore(t)
-	na, nb := newNode(t, created("sb")), newNode(t, created("sb"))
+	na, nb := newNode(t, "a", created("sb")), newNode(t, "b", created("sb"))
 	now := time.Now().UTC()
 	register(t, st, "a", na.srv.URL, 64000, now) // the freer
 	if err := st.Heartbeat(t.Context(), store.Node{ID: "b", Boot: "b", StartedAt: now, HeartbeatAt: now,

@@ -44,12 +44,12 @@ func NodeTransport() *http.Transport {
 // maxErrorBody caps what is read of a node's error answer.
 const maxErrorBody = 64 << 10
 
-// Do sends method path (with body as JSON when not nil) to the node at
-// base, signed for team, and decodes a 2xx answer into out (when not
+// Do sends method path (with body as JSON when not nil) to node (its
+// name) at base, signed for that node and team, and decodes a 2xx answer into out (when not
 // nil). A node's error answer becomes the errdefs category of its status
 // with the node's message; a node that cannot be reached is
 // errdefs.ErrUnavailable (nothing was sent: another node may be tried).
-func (c *Client) Do(ctx context.Context, base, team, method, path string, body, out any) (int, error) {
+func (c *Client) Do(ctx context.Context, node, base, team, method, path string, body, out any) (int, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -65,7 +65,7 @@ func (c *Client) Do(ctx context.Context, base, team, method, path string, body, 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if err := c.signer.Sign(req, team); err != nil {
+	if err := c.signer.Sign(req, node, team); err != nil {
 		return 0, err
 	}
 	resp, err := c.http.Do(req)

@@ -36,9 +36,9 @@ type seen struct {
 	header                  http.Header
 }
 
-func newNode(t *testing.T, answer func(w http.ResponseWriter, r *http.Request)) *node {
+func newNode(t *testing.T, name string, answer func(w http.ResponseWriter, r *http.Request)) *node {
 	n := &node{answer: answer}
-	v := NewVerifier(testSecret)
+	v := NewVerifier(testSecret, name)
 	n.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		team, err := v.Verify(r)
 		if err != nil {
@@ -112,7 +112,7 @@ func TestNodesView(t *testing.T) {
 // cluster builds an api replica's Sandboxes over two fake nodes.
 func cluster2(t *testing.T, a, b func(w http.ResponseWriter, r *http.Request)) (*Sandboxes, *sqlstore.Store, *node, *node) {
 	st := newStore(t)
-	na, nb := newNode(t, a), newNode(t, b)
+	na, nb := newNode(t, "a", a), newNode(t, "b", b)
 	now := time.Now().UTC()
 	register(t, st, "a", na.srv.URL, 64000, now) // the freer: placed on first
 	register(t, st, "b", nb.srv.URL, 8000, now)
@@ -205,7 +205,7 @@ func TestCallsGoToTheOwner(t *testing.T) {
 func TestRouter(t *testing.T) {
 	st := newStore(t)
 	status := http.StatusOK
-	n := newNode(t, func(w http.ResponseWriter, r *http.Request) {
+	n := newNode(t, "n1", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(status)
 		io.WriteString(w, "from the sandbox")
 	})

@@ -27,7 +27,7 @@ func NewForwarder(sbs *Sandboxes, signer *Signer, log *slog.Logger) *Forwarder {
 
 // ForwardSandbox forwards r, about sandbox id of team teamID, to its node.
 func (f *Forwarder) ForwardSandbox(w http.ResponseWriter, r *http.Request, teamID, id string) {
-	_, base, err := f.sbs.owner(r.Context(), teamID, id)
+	sb, base, err := f.sbs.owner(r.Context(), teamID, id)
 	if err != nil {
 		errdefs.WriteHTTP(w, f.log, err)
 		return
@@ -43,10 +43,12 @@ func (f *Forwarder) ForwardSandbox(w http.ResponseWriter, r *http.Request, teamI
 		ErrorLog:      slog.NewLogLogger(f.log.Handler(), slog.LevelDebug),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.Host = target.Scheme, target.Host, target.Host
-			for _, h := range []string{"X-API-Key", "Authorization", "X-Team-ID", Header} {
-				pr.Out.Header.Del(h) // the node acts for the signed team, never on a key
+			// The node acts for the signed team, never on a key; routing
+			// headers would make it sandbox traffic, which is not this.
+			for _, h := range []string{"X-API-Key", "Authorization", "X-Team-ID", Header, SandboxIDHeader, SandboxPortHeader} {
+				pr.Out.Header.Del(h)
 			}
-			if err := f.signer.Sign(pr.Out, teamID); err != nil {
+			if err := f.signer.Sign(pr.Out, sb.NodeID, teamID); err != nil {
 				f.log.Error("sign a forwarded request", "err", err)
 			}
 		},

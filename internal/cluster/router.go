@@ -42,8 +42,8 @@ type Router struct {
 }
 
 type route struct {
-	base, team string
-	until      time.Time
+	base, node, team string
+	until            time.Time
 }
 
 // NewRouter returns the api replica's sandbox-traffic router.
@@ -76,7 +76,7 @@ func (rt *Router) Route(id string) (http.RoundTripper, bool) {
 			rt.log.Debug("sandbox traffic: no node to route to", "sandbox.id", id, "node", sb.NodeID, "err", err)
 			return nil, false
 		}
-		r = route{base: base, team: sb.TeamID, until: now.Add(RouteTTL)}
+		r = route{base: base, node: sb.NodeID, team: sb.TeamID, until: now.Add(RouteTTL)}
 		rt.mu.Lock()
 		if len(rt.routes) > 100_000 {
 			clear(rt.routes) // gone sandboxes' entries: start over
@@ -116,10 +116,11 @@ func (f forwarder) RoundTrip(in *http.Request) (*http.Response, error) {
 		port = strconv.Itoa(proxy.EnvdPort)
 	}
 	out.Header.Del("X-Sbx-Port")
-	out.Header.Set("E2b-Sandbox-Id", f.id)
-	out.Header.Set("E2b-Sandbox-Port", port)
+	out.Header.Set(SandboxIDHeader, f.id)
+	out.Header.Set(SandboxPortHeader, port)
 	out.Header.Del(Header)
-	if err := f.rt.signer.Sign(out, ""); err != nil {
+	// Signed for this node and this sandbox and port (the headers above).
+	if err := f.rt.signer.Sign(out, f.r.node, ""); err != nil {
 		return nil, err
 	}
 	resp, err := f.rt.tr.RoundTrip(out)

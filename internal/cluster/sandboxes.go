@@ -109,7 +109,7 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 		if err != nil {
 			return err
 		}
-		_, err = s.client.Do(ctx, base, req.TeamID, http.MethodPost, "/sandboxes", body, &created)
+		_, err = s.client.Do(ctx, d.NodeID, base, req.TeamID, http.MethodPost, "/sandboxes", body, &created)
 		if err != nil && placement.Retryable(err) {
 			s.log.WarnContext(ctx, "create failed on a node; trying another", "node", d.NodeID, "err", err)
 		}
@@ -161,7 +161,7 @@ func (s *Sandboxes) forward(ctx context.Context, teamID, id, method, path string
 		}
 		return 0, err
 	}
-	return s.client.Do(ctx, base, teamID, method, path, body, out)
+	return s.client.Do(ctx, sb.NodeID, base, teamID, method, path, body, out)
 }
 
 // Kill asks the sandbox's node to kill it.
@@ -260,7 +260,7 @@ func (s *Sandboxes) connect(ctx context.Context, teamID, id string, body any) (i
 		if err != nil {
 			return 0, err
 		}
-		status, err := s.client.Do(ctx, base, teamID, http.MethodPost, path, body, nil)
+		status, err := s.client.Do(ctx, sb.NodeID, base, teamID, http.MethodPost, path, body, nil)
 		if sb.State != store.StatePaused || !errors.Is(err, errdefs.ErrUnavailable) {
 			return status, err
 		}
@@ -275,7 +275,7 @@ func (s *Sandboxes) connect(ctx context.Context, teamID, id string, body any) (i
 		if err != nil {
 			return err
 		}
-		status, err = s.client.Do(ctx, base, teamID, http.MethodPost, path, body, nil)
+		status, err = s.client.Do(ctx, d.NodeID, base, teamID, http.MethodPost, path, body, nil)
 		return err
 	})
 	return status, err

@@ -27,10 +27,10 @@ h.HTTPServer(("0.0.0.0", 8001), H).serve_forever()
 
 // TestClusterSandboxSeesNoClusterSignature: traffic an api replica
 // forwards to a node is signed with the cluster secret; the node must not
-// hand that signature on to the sandbox. Code in a sandbox that saw it
-// could replay it within the skew window to any other node (each node
-// remembers only its own nonces, and the routing headers are not signed)
-// and reach that node's proxy as if it were an api replica.
+// hand that signature on to the sandbox. And were one to leak, it must be
+// worthless: each node remembers only its own nonces, so a signature
+// names the node, sandbox and port it was made for, and any other node
+// (or another sandbox) refuses it by its signature check (401).
 func TestClusterSandboxSeesNoClusterSignature(t *testing.T) {
 	c := startCluster(t)
 	s, err := c.api.Client(t).Create(opCtx(t), sdk.CreateOptions{Timeout: 10 * time.Minute})
@@ -70,14 +70,36 @@ func TestClusterSandboxSeesNoClusterSignature(t *testing.T) {
 			sig = strings.TrimSpace(v)
 		}
 	}
-	if sig == "" {
-		return
+	i := c.nodeOf(t, s.ID)
+	owner, other := c.nodes[i], c.nodes[(i+1)%len(c.nodes)]
+	if sig != "" {
+		// Show what the sandbox can do with it.
+		r := other.Raw(t, http.MethodGet, "/echo", "", map[string]string{cluster.Header: sig,
+			"E2b-Sandbox-Id": s.ID, "E2b-Sandbox-Port": "8001"})
+		t.Fatalf("the sandbox received the api replica's cluster signature (%s: %s); replayed to another node it got %d %s "+
+			"(401 would mean refused)", cluster.Header, sig, r.Status, strings.TrimSpace(r.Body))
 	}
-	// Show what the sandbox can do with it: the node that ran the request
-	// refuses it again (its nonce is spent), any other node takes it.
-	other := c.nodes[(c.nodeOf(t, s.ID)+1)%len(c.nodes)]
-	r := other.Raw(t, http.MethodGet, "/echo", "", map[string]string{cluster.Header: sig,
-		"E2b-Sandbox-Id": s.ID, "E2b-Sandbox-Port": "8001"})
-	t.Fatalf("the sandbox received the api replica's cluster signature (%s: %s); replayed to another node it got %d %s "+
-		"(401 would mean refused)", cluster.Header, sig, r.Status, strings.TrimSpace(r.Body))
+
+	// Had one leaked: sign as the api replica does for the sandbox's
+	// node, use it there, then replay it to the other node, whose nonces
+	// never saw it.
+	secret, err := cluster.NewSecret(c.secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, owner.URL+"/echo", nil)
+	req.Header.Set("E2b-Sandbox-Id", s.ID)
+	req.Header.Set("E2b-Sandbox-Port", "8001")
+	if err := cluster.NewSigner(secret).Sign(req, nodeName(i), ""); err != nil {
+		t.Fatal(err)
+	}
+	headers := map[string]string{cluster.Header: req.Header.Get(cluster.Header), "E2b-Sandbox-Id": s.ID, "E2b-Sandbox-Port": "8001"}
+	if r := owner.Raw(t, http.MethodGet, "/echo", "", headers); r.Status != http.StatusOK {
+		t.Fatalf("signed sandbox traffic at the sandbox's node = %d %s; want 200", r.Status, r.Body)
+	}
+	if r := other.Raw(t, http.MethodGet, "/echo", "", headers); r.Status != http.StatusUnauthorized ||
+		!strings.Contains(r.Body, "signed for another node") {
+		t.Fatalf("a signature for the sandbox's node replayed to another node = %d %s; want 401, signed for another node",
+			r.Status, strings.TrimSpace(r.Body))
+	}
 }

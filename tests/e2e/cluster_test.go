@@ -84,7 +84,7 @@ func startClusterSpec(t testing.TB, spec clusterSpec) *testCluster {
 		c.apis = append(c.apis, c.api)
 	}
 	for i := range spec.nodes {
-		n := harness.StartNodeServer(t, c.copyKeys(t), append(append([]string{"--role", "node", "--node-name", fmt.Sprintf("node-%d", i+1),
+		n := harness.StartNodeServer(t, c.copyKeys(t), append(append([]string{"--role", "node", "--node-name", nodeName(i),
 			"--snapshot-runtime", "none", "--pool", "base=0,code-interpreter=0,*=0"}, common...), spec.nodeFlags...)...)
 		c.nodes = append(c.nodes, n)
 	}
@@ -141,6 +141,9 @@ func (c *testCluster) copyKeys(t testing.TB) func(dir string) {
 		}
 	}
 }
+
+// nodeName is the --node-name of c.nodes[i].
+func nodeName(i int) string { return fmt.Sprintf("node-%d", i+1) }
 
 // nodeOf tells which node runs sandbox id (its container's runtime root).
 func (c *testCluster) nodeOf(t testing.TB, id string) int {
@@ -310,19 +313,22 @@ func checkNodeRefusals(t *testing.T, c *testCluster, live *sdk.Sandbox) {
 		t.Fatalf("the team: %+v, %v", teams, err)
 	}
 	team := teams[0].TeamID
-	node := c.nodes[c.nodeOf(t, live.ID)]
+	i := c.nodeOf(t, live.ID)
+	node, name := c.nodes[i], nodeName(i)
+	otherName := nodeName((i + 1) % len(c.nodes))
 	path := "/sandboxes/" + live.ID
 	secret, err := cluster.NewSecret(c.secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed := func(at time.Time, team string) http.Header {
+	signedFor := func(to string, at time.Time, team string) http.Header {
 		r, _ := http.NewRequest(http.MethodGet, node.URL+path, nil)
-		if err := cluster.NewSigner(secret).SignAt(r, team, at); err != nil {
+		if err := cluster.NewSigner(secret).SignAt(r, to, team, at); err != nil {
 			t.Fatal(err)
 		}
 		return r.Header
 	}
+	signed := func(at time.Time, team string) http.Header { return signedFor(name, at, team) }
 	send := func(h http.Header) harness.RawResponse {
 		m := map[string]string{}
 		for k := range h {
@@ -339,7 +345,7 @@ func checkNodeRefusals(t *testing.T, c *testCluster, live *sdk.Sandbox) {
 	forged.Set(cluster.Header, strings.Replace(forged.Get(cluster.Header), "sig=", "sig=00", 1)[:len(forged.Get(cluster.Header))])
 	other, _ := cluster.NewSecret("another-cluster-0123456789abcdef0123456789")
 	wrongKey, _ := http.NewRequest(http.MethodGet, node.URL+path, nil)
-	_ = cluster.NewSigner(other).Sign(wrongKey, team)
+	_ = cluster.NewSigner(other).Sign(wrongKey, name, team)
 	otherTeam := signed(time.Now(), team)
 	otherTeam.Set(cluster.Header, strings.Replace(otherTeam.Get(cluster.Header), "team="+team, "team=someone-else", 1))
 
@@ -355,6 +361,7 @@ func checkNodeRefusals(t *testing.T, c *testCluster, live *sdk.Sandbox) {
 		{"a forged signature", forged, "does not match"},
 		{"another cluster's secret", wrongKey.Header, "does not match"},
 		{"a signature moved to another team", otherTeam, "does not match"},
+		{"a signature for another node", signedFor(otherName, time.Now(), team), "signed for another node"},
 	} {
 		r := send(tc.headers)
 		if r.Status != http.StatusUnauthorized || !strings.Contains(r.Body, tc.want) {
