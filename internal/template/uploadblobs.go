@@ -58,11 +58,27 @@ func (s *Service) uploadPresent(ctx context.Context, team, hash string) (bool, e
 	if checkUploadKey(team, hash) != nil {
 		return false, nil
 	}
-	_, err := sh.Repo.Upload(ctx, team, hash)
+	u, err := sh.Repo.Upload(ctx, team, hash)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return false, nil
 	}
-	return err == nil, err
+	if err != nil {
+		return false, err
+	}
+	// A pruner may have deleted the blob in the instant another process
+	// recorded the same content again (pruneShared): forget the row so the
+	// client uploads the files again, rather than a build failing on them.
+	d, err := blob.ParseDigest(u.BlobDigest)
+	if err != nil {
+		return false, err
+	}
+	if ok, err := sh.Store.Exists(ctx, d); err != nil || ok {
+		return ok, err
+	}
+	if _, _, err := sh.Repo.DeleteUpload(ctx, u); err != nil {
+		return false, err
+	}
+	return false, nil
 }
 
 // uploadDir returns the directory holding the team's files of hash on

@@ -93,6 +93,28 @@ func TestUploadCapPerTeam(t *testing.T) {
 	if code := e.upload(t, "team1", r.TemplateID, hash("3"), bomb("3")); code != http.StatusOK {
 		t.Errorf("upload after pruning: HTTP %d", code)
 	}
+	// An upload whose blob went (a pruner racing a new upload of the same
+	// content) is reported absent, and uploading it again restores it.
+	u, err := repo.Upload(t.Context(), "team1", hash("3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bs.Delete(t.Context(), blob.Digest(u.BlobDigest)); err != nil {
+		t.Fatal(err)
+	}
+	if present, err := e.svc.FileStatus(t.Context(), "team1", r.TemplateID, hash("3")); err != nil || present {
+		t.Fatalf("upload without its blob present = %v, %v; want false", present, err)
+	}
+	if code := e.upload(t, "team1", r.TemplateID, hash("3"), bomb("3")); code != http.StatusOK {
+		t.Fatalf("upload again after its blob went: HTTP %d", code)
+	}
+	u, err = repo.Upload(t.Context(), "team1", hash("3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := bs.Exists(t.Context(), blob.Digest(u.BlobDigest)); err != nil || !ok {
+		t.Errorf("blob of the upload made again: %v, %v", ok, err)
+	}
 }
 
 // uploadMsg is upload returning the status and the error message.
