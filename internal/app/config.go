@@ -170,6 +170,9 @@ type BuildConfig struct {
 	Limits             builder.Limits
 	Concurrency        int // builds running at once; the rest wait
 	ConcurrencyPerTeam int // builds of one team running at once
+	// TeamMaxUploadMB caps the build-context uploads one team holds in the
+	// shared blob store (cluster roles), in MiB; 0: no cap.
+	TeamMaxUploadMB int64
 }
 
 // Default build concurrency: two builds at once, one per team, so one
@@ -177,6 +180,9 @@ type BuildConfig struct {
 const (
 	DefaultBuildConcurrency        = 2
 	DefaultBuildConcurrencyPerTeam = 1
+	// DefaultTeamMaxUploadMB: 10 GiB of build context per team, kept 48 h;
+	// a normal team's uploads are far below (each step's is at most 2 GiB).
+	DefaultTeamMaxUploadMB = 10 << 10
 )
 
 // RegistryConfig guards and bounds the image pulls of templates built FROM
@@ -287,6 +293,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Builds.Concurrency < 0 || c.Builds.ConcurrencyPerTeam < 0 {
 		return fmt.Errorf("--build-concurrency and --build-concurrency-per-team must not be negative")
+	}
+	if c.Builds.TeamMaxUploadMB < 0 {
+		return fmt.Errorf("--team-max-upload-mb %d: want a size in MiB, or 0 for no cap", c.Builds.TeamMaxUploadMB)
 	}
 	if _, err := c.Registry.Guard(); err != nil {
 		return err

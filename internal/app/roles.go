@@ -230,5 +230,5 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 func wireBuildJobs(cfg Config, svc *template.Service, b *Blobs, st *sqlstore.Store, node string) {
 	svc.SetJobs(&template.Jobs{Queue: st, Node: node})
 	svc.SetSharedUploads(&template.SharedUploads{Store: b.Store, Puller: b.puller, Repo: st,
-		URLKey: cfg.clusterSecret.Derive("template upload URLs")})
+		URLKey: cfg.clusterSecret.Derive("template upload URLs"), MaxTeamBytes: cfg.Builds.TeamMaxUploadMB << 20})
 }

@@ -105,6 +105,7 @@ api and node need the cluster's PostgreSQL (--database) and the same cluster sec
 	f.DurationVar(&cfg.Builds.Limits.StepTimeout, "build-step-timeout", lim.StepTimeout, "time one template build step (RUN, COPY, ADD) may take")
 	f.IntVar(&cfg.Builds.Concurrency, "build-concurrency", app.DefaultBuildConcurrency, "template builds running at once; more wait, and say so in their log")
 	f.IntVar(&cfg.Builds.ConcurrencyPerTeam, "build-concurrency-per-team", app.DefaultBuildConcurrencyPerTeam, "template builds of one team running at once")
+	f.Int64Var(&cfg.Builds.TeamMaxUploadMB, "team-max-upload-mb", app.DefaultTeamMaxUploadMB, "build-context uploads one team may hold in the shared blob store (cluster roles; kept 48 h), in MiB unpacked; 0 = no cap")
 	f.BoolVar(&cfg.Registry.AllowPrivate, "registry-allow-private", false, "allow template images (fromImage) from registries on private, loopback and link-local addresses (a local registry)")
 	f.StringSliceVar(&cfg.Registry.AllowCIDRs, "registry-allow-cidr", nil, "allow template images from registries in these private CIDRs (the registry, its token service and its blob storage)")
 	f.IntVar(&cfg.Registry.MaxImageMB, "registry-max-image", builder.DefaultImageMaxMB, "largest template image (fromImage) in MiB, downloaded and unpacked")

@@ -38,7 +38,10 @@ type Upload struct {
 	// of the hash must match it.
 	ContentDigest string
 	Entries       int
-	CreatedAt     time.Time
+	// Bytes is what they unpacked to (regular file content), counted
+	// against the team's cap on the upload bytes it holds.
+	Bytes     int64
+	CreatedAt time.Time
 }
 
 // ErrClaimLost is wrapped when a node renews or finishes a build it no
@@ -76,4 +79,15 @@ type BuildJobs interface {
 	PutUpload(ctx context.Context, u Upload) (Upload, error)
 	// Upload returns a team's upload of a files hash (errdefs.ErrNotFound).
 	Upload(ctx context.Context, teamID, filesHash string) (Upload, error)
+	// UploadBytes sums the Bytes of a team's uploads.
+	UploadBytes(ctx context.Context, teamID string) (int64, error)
+	// UploadsBefore returns up to limit uploads created before t, oldest
+	// first.
+	UploadsBefore(ctx context.Context, t time.Time, limit int) ([]Upload, error)
+	// DeleteUpload deletes u's row if it is still the one recorded (same
+	// team, hash and creation time). deleted reports whether this call
+	// removed it, so of several processes pruning at once one acts on it;
+	// orphan whether, once it is gone, no upload and no layer stack
+	// (layer_blobs) names its blob any more, which may then be deleted.
+	DeleteUpload(ctx context.Context, u Upload) (deleted, orphan bool, err error)
 }

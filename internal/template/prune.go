@@ -27,8 +27,8 @@ func (s *Service) SetLiveSandboxes(l LiveSandboxes) { s.live = l }
 
 // Prune removes cached layers that neither a template's current or tagged
 // builds nor a live sandbox's build uses and that no build hit for PruneAge, and uploads
-// older than PruneAge (a build that needs them again has the SDK upload
-// them again). It returns how many it removed.
+// older than PruneAge, local or in the blob store (a build that needs them
+// again has the SDK upload them again). It returns how many it removed.
 func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 	recs, err := s.store.Templates(ctx)
 	if err != nil {
@@ -108,6 +108,13 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 				prune(filepath.Join(uploadsDir, team.Name()), "complete", func(string) bool { return false })
 			}
 		}
+	}
+	if sh := s.uploads.shared; sh != nil {
+		n, err := sh.pruneShared(ctx, s.log, now)
+		if err != nil {
+			s.log.Warn("prune uploads in the blob store", "err", err)
+		}
+		removed += n
 	}
 	if sp, ok := s.snap.(snapshotPruner); ok {
 		n, err := sp.PruneSnapshots(keep, now.Add(-PruneAge))

@@ -3,6 +3,7 @@ package template
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"time"
 
@@ -28,7 +29,16 @@ type SharedUploads struct {
 	// cluster secret), so a URL one replica hands out is accepted by every
 	// other; nil: a random key of this process.
 	URLKey []byte
+	// MaxTeamBytes caps the unpacked bytes of the uploads one team holds
+	// (they are kept PruneAge); 0: no cap. Without it a team could fill
+	// the store every team shares, each small gzip unpacking to the
+	// per-step limit.
+	MaxTeamBytes int64
 }
+
+// TeamUploadsFlag is the sbx serve flag that sets MaxTeamBytes (MiB),
+// named in the error a team over it gets.
+const TeamUploadsFlag = "--team-max-upload-mb"
 
 // SetSharedUploads makes uploads go to the blob store. Call before
 // serving requests.
@@ -48,11 +58,27 @@ func (s *Service) uploadPresent(ctx context.Context, team, hash string) (bool, e
 	if checkUploadKey(team, hash) != nil {
 		return false, nil
 	}
-	_, err := sh.Repo.Upload(ctx, team, hash)
+	u, err := sh.Repo.Upload(ctx, team, hash)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return false, nil
 	}
-	return err == nil, err
+	if err != nil {
+		return false, err
+	}
+	// A pruner may have deleted the blob in the instant another process
+	// recorded the same content again (pruneShared): forget the row so the
+	// client uploads the files again, rather than a build failing on them.
+	d, err := blob.ParseDigest(u.BlobDigest)
+	if err != nil {
+		return false, err
+	}
+	if ok, err := sh.Store.Exists(ctx, d); err != nil || ok {
+		return ok, err
+	}
+	if _, _, err := sh.Repo.DeleteUpload(ctx, u); err != nil {
+		return false, err
+	}
+	return false, nil
 }
 
 // uploadDir returns the directory holding the team's files of hash on
@@ -101,12 +127,15 @@ func (u *uploads) publish(ctx context.Context, team, hash, dir string, res archi
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
 		return 0, err
 	}
+	if err := sh.checkCap(ctx, team, res.Bytes); err != nil {
+		return 0, err // before publishing: a refused upload leaves no blob
+	}
 	d, _, err := layer.Publish(ctx, sh.Store, dir)
 	if err != nil {
 		return 0, err
 	}
 	got, err := sh.Repo.PutUpload(ctx, store.Upload{TeamID: team, FilesHash: hash, BlobDigest: string(d),
-		ContentDigest: res.Digest, Entries: res.Entries, CreatedAt: time.Now().UTC()})
+		ContentDigest: res.Digest, Entries: res.Entries, Bytes: res.Bytes, CreatedAt: time.Now().UTC()})
 	if err != nil {
 		return 0, err
 	}
@@ -114,4 +143,64 @@ func (u *uploads) publish(ctx context.Context, team, hash, dir string, res archi
 		return 0, conflict // another replica recorded other files first
 	}
 	return res.Entries, nil
+}
+
+// checkCap refuses an upload of n bytes that would take the team's
+// uploads over MaxTeamBytes. Concurrent uploads of one team may each pass
+// and overshoot it by what they carry (at most the per-step limit each);
+// the cap bounds a team's share of the store, it is not an exact quota.
+func (sh *SharedUploads) checkCap(ctx context.Context, team string, n int64) error {
+	if sh.MaxTeamBytes <= 0 {
+		return nil
+	}
+	held, err := sh.Repo.UploadBytes(ctx, team)
+	if err != nil {
+		return err
+	}
+	if held+n <= sh.MaxTeamBytes {
+		return nil
+	}
+	return errdefs.Exhausted("build context upload refused: this team's uploads would hold %d MiB, over the cap of %d MiB per team; "+
+		"uploads are deleted %d h after they were made, so wait for older ones to expire, leave big files out with .dockerignore, "+
+		"or ask the operator to raise the cap (sbx serve %s)", (held+n+(1<<20)-1)>>20, sh.MaxTeamBytes>>20, int(PruneAge.Hours()), TeamUploadsFlag)
+}
+
+// pruneShared deletes the uploads recorded longer than PruneAge ago and
+// the blobs no other upload or layer stack names, so a team's budget
+// frees up. Every process sharing the database may run it at once: each
+// row is deleted by one of them (DeleteUpload), and deleting a blob twice
+// is not an error.
+func (sh *SharedUploads) pruneShared(ctx context.Context, log *slog.Logger, now time.Time) (int, error) {
+	const batch = 100
+	removed := 0
+	for {
+		old, err := sh.Repo.UploadsBefore(ctx, now.Add(-PruneAge), batch)
+		if err != nil {
+			return removed, err
+		}
+		progress := removed
+		for _, u := range old {
+			deleted, orphan, err := sh.Repo.DeleteUpload(ctx, u)
+			if err != nil {
+				return removed, err
+			}
+			if !deleted {
+				continue // another process pruned it, or it was uploaded again
+			}
+			removed++
+			if !orphan {
+				continue
+			}
+			d, err := blob.ParseDigest(u.BlobDigest)
+			if err == nil {
+				err = sh.Store.Delete(ctx, d)
+			}
+			if err != nil {
+				log.Warn("delete the blob of an expired upload", "team.id", u.TeamID, "digest", u.BlobDigest, "err", err)
+			}
+		}
+		if len(old) < batch || progress == removed {
+			return removed, nil
+		}
+	}
 }

@@ -114,8 +114,8 @@ func (s *Store) ReleaseBuilds(ctx context.Context, node string) (int64, error) {
 
 // PutUpload inserts an upload unless one exists, and returns the stored one.
 func (s *Store) PutUpload(ctx context.Context, u store.Upload) (store.Upload, error) {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO tpl_uploads (team_id, files_hash, blob_digest, content_digest, entries, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)`, u.TeamID, u.FilesHash, u.BlobDigest, u.ContentDigest, u.Entries, ms(u.CreatedAt))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO tpl_uploads (team_id, files_hash, blob_digest, content_digest, entries, bytes, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, u.TeamID, u.FilesHash, u.BlobDigest, u.ContentDigest, u.Entries, u.Bytes, ms(u.CreatedAt))
 	if err != nil && !sqldb.IsUniqueViolation(err) {
 		return store.Upload{}, fmt.Errorf("record upload %s: %w", u.FilesHash, err)
 	}
@@ -126,8 +126,8 @@ func (s *Store) PutUpload(ctx context.Context, u store.Upload) (store.Upload, er
 func (s *Store) Upload(ctx context.Context, teamID, filesHash string) (store.Upload, error) {
 	u := store.Upload{TeamID: teamID, FilesHash: filesHash}
 	var created int64
-	err := s.db.QueryRowContext(ctx, `SELECT blob_digest, content_digest, entries, created_at FROM tpl_uploads
-		WHERE team_id = ? AND files_hash = ?`, teamID, filesHash).Scan(&u.BlobDigest, &u.ContentDigest, &u.Entries, &created)
+	err := s.db.QueryRowContext(ctx, `SELECT blob_digest, content_digest, entries, bytes, created_at FROM tpl_uploads
+		WHERE team_id = ? AND files_hash = ?`, teamID, filesHash).Scan(&u.BlobDigest, &u.ContentDigest, &u.Entries, &u.Bytes, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, errdefs.NotFound("files %s were not uploaded", filesHash)
 	}
@@ -136,4 +136,61 @@ func (s *Store) Upload(ctx context.Context, teamID, filesHash string) (store.Upl
 	}
 	u.CreatedAt = fromMS(created)
 	return u, nil
+}
+
+// UploadBytes sums the unpacked bytes of a team's uploads.
+func (s *Store) UploadBytes(ctx context.Context, teamID string) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(bytes), 0) FROM tpl_uploads WHERE team_id = ?`, teamID).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("sum the uploads of team %s: %w", teamID, err)
+	}
+	return n, nil
+}
+
+// UploadsBefore returns up to limit uploads created before t, oldest first.
+func (s *Store) UploadsBefore(ctx context.Context, t time.Time, limit int) ([]store.Upload, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT team_id, files_hash, blob_digest, content_digest, entries, bytes, created_at
+		FROM tpl_uploads WHERE created_at < ? ORDER BY created_at, team_id, files_hash LIMIT ?`, ms(t), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list old uploads: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Upload
+	for rows.Next() {
+		var u store.Upload
+		var created int64
+		if err := rows.Scan(&u.TeamID, &u.FilesHash, &u.BlobDigest, &u.ContentDigest, &u.Entries, &u.Bytes, &created); err != nil {
+			return nil, fmt.Errorf("list old uploads: %w", err)
+		}
+		u.CreatedAt = fromMS(created)
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// DeleteUpload deletes u's row if it is still the one recorded, and
+// reports whether its blob is then named by no upload and no layer stack.
+func (s *Store) DeleteUpload(ctx context.Context, u store.Upload) (deleted, orphan bool, err error) {
+	err = s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM tpl_uploads WHERE team_id = ? AND files_hash = ? AND created_at = ?`,
+			u.TeamID, u.FilesHash, ms(u.CreatedAt))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil || n == 0 {
+			return err
+		}
+		deleted = true
+		var refs int64
+		err = tx.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM tpl_uploads WHERE blob_digest = ?)
+			+ (SELECT COUNT(*) FROM layer_blobs WHERE digest = ?)`, u.BlobDigest, u.BlobDigest).Scan(&refs)
+		orphan = refs == 0
+		return err
+	})
+	if err != nil {
+		return false, false, fmt.Errorf("delete upload %s of team %s: %w", u.FilesHash, u.TeamID, err)
+	}
+	return deleted, orphan, nil
 }

@@ -17,6 +17,7 @@ import (
 type BuildJobsStore interface {
 	store.Templates
 	store.BuildJobs
+	store.Layers // an upload's blob a layer stack names is not an orphan
 }
 
 // RunBuildJobs runs the build queue's conformance suite.
@@ -25,6 +26,7 @@ func RunBuildJobs(t *testing.T, newStore func(t *testing.T) BuildJobsStore) {
 	t.Run("ExpiredClaim", func(t *testing.T) { testExpiredClaim(t, newStore(t)) })
 	t.Run("Release", func(t *testing.T) { testReleaseBuilds(t, newStore(t)) })
 	t.Run("Uploads", func(t *testing.T) { testUploads(t, newStore(t)) })
+	t.Run("UploadBytesAndExpiry", func(t *testing.T) { testUploadExpiry(t, newStore(t)) })
 }
 
 // queuedBuild creates a waiting build of a fresh template and queues it.
@@ -183,5 +185,86 @@ func testUploads(t *testing.T, s BuildJobsStore) {
 	}
 	if _, err := s.Upload(ctx, "team-2", h); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("another team's upload of the hash: %v, want ErrNotFound", err)
+	}
+}
+
+// testUploadExpiry: the per-team sum the upload cap reads, the listing of
+// uploads past retention, and their deletion, which exactly one of several
+// pruners performs and which says when the blob is no longer named.
+func testUploadExpiry(t *testing.T, s BuildJobsStore) {
+	ctx := t.Context()
+	if n, err := s.UploadBytes(ctx, "team-1"); err != nil || n != 0 {
+		t.Fatalf("UploadBytes(no uploads) = %d, %v; want 0", n, err)
+	}
+	base := tplBase.Truncate(time.Millisecond)
+	up := func(team string, hash, blob byte, bytes int64, age time.Duration) store.Upload {
+		u := store.Upload{TeamID: team, FilesHash: hex64(hash), BlobDigest: "sha256:" + hex64(blob),
+			ContentDigest: "sha256:" + hex64(blob), Entries: 1, Bytes: bytes, CreatedAt: base.Add(-age)}
+		if got, err := s.PutUpload(ctx, u); err != nil || got != u {
+			t.Fatalf("PutUpload = %+v, %v; want %+v", got, err, u)
+		}
+		return u
+	}
+	old1 := up("team-1", 'a', '1', 100, 3*time.Hour)
+	old2 := up("team-1", 'b', '2', 20, 2*time.Hour) // its blob is also a build's layer
+	shared := up("team-2", 'a', '1', 5, time.Hour)  // the same content as old1
+	fresh := up("team-1", 'c', '3', 3, 0)
+	if err := s.SetLayers(ctx, "build", "b1", []store.LayerRef{{Digest: old2.BlobDigest, Size: 1}}, base); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.UploadBytes(ctx, "team-1"); err != nil || n != 123 {
+		t.Fatalf("UploadBytes(team-1) = %d, %v; want 123", n, err)
+	}
+	got, err := s.UploadsBefore(ctx, base.Add(-time.Minute), 10)
+	if err != nil || len(got) != 3 || got[0] != old1 || got[1] != old2 || got[2] != shared {
+		t.Fatalf("UploadsBefore = %+v, %v; want the three old ones, oldest first", got, err)
+	}
+	if got, err := s.UploadsBefore(ctx, base.Add(-time.Minute), 1); err != nil || len(got) != 1 || got[0] != old1 {
+		t.Fatalf("UploadsBefore(limit 1) = %+v, %v", got, err)
+	}
+	// Two pruners race to delete old1: one deletes it; its blob is still
+	// team-2's upload.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	deletions := 0
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			deleted, orphan, err := s.DeleteUpload(ctx, old1)
+			if err != nil {
+				t.Error(err)
+			}
+			if deleted {
+				mu.Lock()
+				deletions++
+				mu.Unlock()
+			}
+			if orphan {
+				t.Error("old1's blob is team-2's upload too, not an orphan")
+			}
+		}()
+	}
+	wg.Wait()
+	if deletions != 1 {
+		t.Fatalf("%d pruners deleted the upload, want 1", deletions)
+	}
+	if _, err := s.Upload(ctx, "team-1", old1.FilesHash); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("deleted upload: %v, want ErrNotFound", err)
+	}
+	if deleted, orphan, err := s.DeleteUpload(ctx, old2); err != nil || !deleted || orphan {
+		t.Fatalf("DeleteUpload(old2) = %v, %v, %v; want deleted, its blob still a layer", deleted, orphan, err)
+	}
+	if deleted, orphan, err := s.DeleteUpload(ctx, shared); err != nil || !deleted || !orphan {
+		t.Fatalf("DeleteUpload(shared) = %v, %v, %v; want deleted and its blob an orphan", deleted, orphan, err)
+	}
+	// A row uploaded again since it was listed is not the one listed.
+	stale := fresh
+	stale.CreatedAt = fresh.CreatedAt.Add(-time.Hour)
+	if deleted, _, err := s.DeleteUpload(ctx, stale); err != nil || deleted {
+		t.Fatalf("DeleteUpload(a newer row of the hash) = %v, %v; want left alone", deleted, err)
+	}
+	if n, err := s.UploadBytes(ctx, "team-1"); err != nil || n != 3 {
+		t.Fatalf("UploadBytes(team-1) after expiry = %d, %v; want 3", n, err)
 	}
 }
