@@ -202,7 +202,9 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	sbs.SetBuilds(tplSvc)
 	tplHandler := template.NewHandler(tplSvc)
 	tplHandler.SetSpawns(st)
-	apiSrv := api.New(log, sbs, reg, st, proxy.New(cluster.NewRouter(st, nodes, signer, log), routing, log),
+	// Team templates are built and registered on the nodes: list them
+	// from the database.
+	apiSrv := api.New(log, sbs, tplSvc.Catalog(), st, proxy.New(cluster.NewRouter(st, nodes, signer, log), routing, log),
 		events.NewHandler(evlog, log), webhook.NewHandler(engine, log), tplHandler)
 	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
 	apiSrv.SetBuildCanceller(tplSvc)

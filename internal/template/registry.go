@@ -257,10 +257,16 @@ func (r *Registry) List(teamID string) []Template {
 			out = append(out, *t)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		return out[i].CreatedAt.Before(out[j].CreatedAt) || (out[i].CreatedAt.Equal(out[j].CreatedAt) && out[i].ID < out[j].ID)
-	})
+	sortTemplates(out)
 	return out
+}
+
+// sortTemplates orders ts oldest first (ID breaks ties): the order of
+// GET /v2/templates' pages.
+func sortTemplates(ts []Template) {
+	sort.Slice(ts, func(i, j int) bool {
+		return ts[i].CreatedAt.Before(ts[j].CreatedAt) || (ts[i].CreatedAt.Equal(ts[j].CreatedAt) && ts[i].ID < ts[j].ID)
+	})
 }
 
 // Put registers a ready template, replacing any template with the same ID

@@ -65,6 +65,14 @@ func TestClusterTemplateBuild(t *testing.T) {
 		t.Fatalf("GET /templates/%s through the api replica = %d %s", id, r.Status, r.Body)
 	}
 	buildID := info.Builds[0].BuildID
+	// The replica lists it and resolves its name, though a node built it.
+	if r := c.api.Raw(t, http.MethodGet, "/templates", "", owner); r.Status != http.StatusOK || !strings.Contains(r.Body, `"templateID":"`+id+`"`) ||
+		!strings.Contains(r.Body, `"code-interpreter"`) {
+		t.Errorf("GET /templates through the api replica = %d %s; want the built template and the built-in ones", r.Status, r.Body)
+	}
+	if r := c.api.Raw(t, http.MethodGet, "/templates/aliases/cluster-tpl", "", owner); r.Status != http.StatusOK || !strings.Contains(r.Body, id) {
+		t.Errorf("GET /templates/aliases/cluster-tpl through the api replica = %d %s; want %s", r.Status, r.Body, id)
+	}
 	statusPath := "/templates/" + id + "/builds/" + buildID + "/status"
 	if r := c.api.Raw(t, http.MethodGet, statusPath, "", owner); r.Status != http.StatusOK || !strings.Contains(r.Body, `"ready"`) {
 		t.Errorf("build status through the api replica = %d %s", r.Status, r.Body)
@@ -145,6 +153,12 @@ func TestClusterTemplateBuild(t *testing.T) {
 	other := map[string]string{"X-API-Key": c.api.CreateTeam(t, "other")}
 	if r := c.api.Raw(t, http.MethodGet, statusPath, "", other); r.Status != http.StatusNotFound || strings.Contains(r.Body, "ready") {
 		t.Errorf("another team's read of the build status = %d %s; want 404", r.Status, r.Body)
+	}
+	if r := c.api.Raw(t, http.MethodGet, "/templates", "", other); strings.Contains(r.Body, id) {
+		t.Errorf("another team's template list names the private template: %s", r.Body)
+	}
+	if r := c.api.Raw(t, http.MethodGet, "/templates/aliases/cluster-tpl", "", other); r.Status != http.StatusNotFound {
+		t.Errorf("another team's alias lookup of the private template = %d %s; want 404", r.Status, r.Body)
 	}
 	if r := c.api.Raw(t, http.MethodGet, "/templates/"+id+"/builds/"+buildID+"/logs", "", other); r.Status != http.StatusNotFound {
 		t.Errorf("another team's read of the build logs = %d %s; want 404", r.Status, r.Body)
