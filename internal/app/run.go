@@ -515,6 +515,7 @@ func startLiveness(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		}
 	})
 	c.beat.SetLoad(nodeLoad(cfg.AdvertiseURL, cfg.CPUOvercommit, c.mgr, c.reg, &c.serving))
+	c.beat.SetDraining(c.mgr.Draining) // api replicas stop placing on a draining node
 	if err := c.beat.Beat(ctx); err != nil {
 		return fmt.Errorf("register node %s in the database: %w", cfg.NodeName, err)
 	}

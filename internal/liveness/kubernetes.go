@@ -153,7 +153,7 @@ func (l *Leases) lease(n store.Node, cur *coordinationv1.Lease) *coordinationv1.
 		lease.Annotations = map[string]string{}
 	}
 	a := lease.Annotations
-	a[annotationNodeID], a[annotationBoot], a[annotationAddr], a[annotationState] = n.ID, n.Boot, n.Address, store.NodeReady
+	a[annotationNodeID], a[annotationBoot], a[annotationAddr], a[annotationState] = n.ID, n.Boot, n.Address, store.BeatState(n)
 	delete(a, annotationLostAt)
 	delete(a, annotationLoad)
 	if n.NodeLoad != (store.NodeLoad{}) {
@@ -204,7 +204,7 @@ func leaseNode(lease coordinationv1.Lease) store.Node {
 	return n
 }
 
-// MarkLost declares lost, at now, every ready node whose Lease was last
+// MarkLost declares lost, at now, every ready or draining node whose Lease was last
 // renewed before staleBefore, and returns their IDs. A node that renews
 // between the list and the update keeps its Lease: the update conflicts
 // and the node is not declared lost.
@@ -216,7 +216,7 @@ func (l *Leases) MarkLost(ctx context.Context, staleBefore, now time.Time) ([]st
 	var lost []string
 	for _, lease := range list {
 		n := leaseNode(lease)
-		if n.State != store.NodeReady || !n.HeartbeatAt.Before(staleBefore) {
+		if n.State == store.NodeLost || !n.HeartbeatAt.Before(staleBefore) {
 			continue
 		}
 		marked := lease.DeepCopy()

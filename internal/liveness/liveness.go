@@ -57,6 +57,9 @@ type Beater struct {
 	fenced  func(ctx context.Context) // destroys what the node no longer owns
 	isFence bool
 	load    func() store.NodeLoad // nil: the heartbeat carries no load (load.go)
+	// draining tells whether the node takes no new sandboxes (nil: it
+	// always takes them).
+	draining func() bool
 }
 
 // NewBeater returns the heartbeat of node (its ID and address), with a
@@ -76,6 +79,9 @@ func (b *Beater) Beat(ctx context.Context) error {
 	n.HeartbeatAt = b.now().UTC()
 	if b.load != nil {
 		n.NodeLoad = b.load()
+	}
+	if b.draining != nil && b.draining() {
+		n.State = store.NodeDraining
 	}
 	err := b.repo.Heartbeat(ctx, n)
 	if errors.Is(err, store.ErrFenced) && !b.isFence {

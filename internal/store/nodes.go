@@ -9,7 +9,12 @@ import (
 // Node states.
 const (
 	NodeReady = "ready"
-	NodeLost  = "lost"
+	// NodeDraining is a node that heartbeats but takes no new sandboxes
+	// (the admin's POST /nodes/{id} {"status": "draining"}): it keeps
+	// running what it has, and is declared lost like a ready one when it
+	// goes silent.
+	NodeDraining = "draining"
+	NodeLost     = "lost"
 )
 
 // ErrFenced is what a node's heartbeat returns once the node was declared
@@ -22,7 +27,7 @@ type Node struct {
 	ID          string // --node-name
 	Boot        string // one process's run of the node: new at every start
 	Address     string // where it listens
-	State       string // NodeReady or NodeLost
+	State       string // NodeReady, NodeDraining or NodeLost; a heartbeat sends ready or draining
 	StartedAt   time.Time
 	HeartbeatAt time.Time
 	LostAt      time.Time
@@ -54,16 +59,26 @@ const MaxNodeBuilds = 256
 // Nodes is the registry of servers sharing the database and their
 // heartbeats.
 type Nodes interface {
-	// Heartbeat records that n.Boot of node n.ID is alive at n.HeartbeatAt.
+	// Heartbeat records that n.Boot of node n.ID is alive at n.HeartbeatAt,
+	// in state n.State when that is NodeDraining (ready otherwise).
 	// A new boot (the node restarted) makes the node ready again; the boot
 	// that was running when the node was declared lost gets ErrFenced.
 	Heartbeat(ctx context.Context, n Node) error
 	// Nodes lists every node, by ID.
 	Nodes(ctx context.Context) ([]Node, error)
-	// MarkLost declares lost, at now, every ready node whose last
+	// MarkLost declares lost, at now, every ready or draining node whose last
 	// heartbeat is before staleBefore, and returns their IDs.
 	MarkLost(ctx context.Context, staleBefore, now time.Time) ([]string, error)
 	// LostNodes lists the IDs of nodes that are lost (their running
 	// sandboxes may still need to be recorded killed).
 	LostNodes(ctx context.Context) ([]string, error)
+}
+
+// BeatState is the state a heartbeat of n records: draining when the node
+// says so, ready otherwise (a heartbeat never declares itself lost).
+func BeatState(n Node) string {
+	if n.State == NodeDraining {
+		return NodeDraining
+	}
+	return NodeReady
 }

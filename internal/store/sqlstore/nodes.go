@@ -36,7 +36,7 @@ func (s *Store) Heartbeat(ctx context.Context, n store.Node) error {
 			_, err = tx.ExecContext(ctx, `INSERT INTO nodes (id, boot, address, state, started_at, heartbeat_at,
 				advertise_url, cpu_millis, memory_mib, reserved_cpu_millis, reserved_memory_mib, sandboxes, builds)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				n.ID, n.Boot, n.Address, store.NodeReady, ms(n.StartedAt), ms(n.HeartbeatAt),
+				n.ID, n.Boot, n.Address, store.BeatState(n), ms(n.StartedAt), ms(n.HeartbeatAt),
 				n.AdvertiseURL, n.CPUMillis, n.MemoryMiB, n.ReservedCPUMillis, n.ReservedMemoryMiB, n.Sandboxes, n.Builds)
 			if err != nil {
 				return fmt.Errorf("register node %s: %w", n.ID, err)
@@ -49,7 +49,7 @@ func (s *Store) Heartbeat(ctx context.Context, n store.Node) error {
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE nodes SET boot = ?, address = ?, state = ?, started_at = ?, heartbeat_at = ?, lost_at = 0,
 			advertise_url = ?, cpu_millis = ?, memory_mib = ?, reserved_cpu_millis = ?, reserved_memory_mib = ?, sandboxes = ?, builds = ? WHERE id = ?`,
-			n.Boot, n.Address, store.NodeReady, ms(n.StartedAt), ms(n.HeartbeatAt),
+			n.Boot, n.Address, store.BeatState(n), ms(n.StartedAt), ms(n.HeartbeatAt),
 			n.AdvertiseURL, n.CPUMillis, n.MemoryMiB, n.ReservedCPUMillis, n.ReservedMemoryMiB, n.Sandboxes, n.Builds, n.ID)
 		if err != nil {
 			return fmt.Errorf("heartbeat of node %s: %w", n.ID, err)
@@ -89,13 +89,13 @@ func (s *Store) Nodes(ctx context.Context) ([]store.Node, error) {
 	return out, rows.Err()
 }
 
-// MarkLost declares lost the ready nodes whose heartbeat is too old.
+// MarkLost declares lost the ready and draining nodes whose heartbeat is too old.
 func (s *Store) MarkLost(ctx context.Context, staleBefore, now time.Time) ([]string, error) {
 	var lost []string
 	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		lost = nil
-		rows, err := tx.QueryContext(ctx, `SELECT id FROM nodes WHERE state = ? AND heartbeat_at < ?`+forUpdate(tx),
-			store.NodeReady, ms(staleBefore))
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM nodes WHERE state IN (?, ?) AND heartbeat_at < ?`+forUpdate(tx),
+			store.NodeReady, store.NodeDraining, ms(staleBefore))
 		if err != nil {
 			return err
 		}

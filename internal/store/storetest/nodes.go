@@ -25,6 +25,7 @@ func RunNodes(t *testing.T, newStore NodesFactory) {
 	t.Run("HeartbeatAndLost", func(t *testing.T) { testNodesLost(t, newStore(t)) })
 	t.Run("KilledIsFinal", func(t *testing.T) { testKilledIsFinal(t, newStore(t)) })
 	t.Run("Load", func(t *testing.T) { testNodeLoad(t, newStore(t)) })
+	t.Run("Draining", func(t *testing.T) { testNodeDraining(t, newStore(t)) })
 }
 
 var nodeBase = time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
@@ -108,5 +109,44 @@ func testKilledIsFinal(t *testing.T, s NodesStore) {
 	got, err := s.Sandbox(ctx, sb.ID)
 	if err != nil || got.State != store.StateKilled || got.KillReason != "node_lost" {
 		t.Errorf("the sandbox after stale writes: %+v, %v; want killed (node_lost)", got, err)
+	}
+}
+
+// testNodeDraining: a heartbeat records the node draining or ready again,
+// never lost; a draining node that goes silent is declared lost.
+func testNodeDraining(t *testing.T, s store.Nodes) {
+	ctx := t.Context()
+	n := store.Node{ID: "node-a", Boot: "a1", StartedAt: nodeBase, HeartbeatAt: nodeBase, State: store.NodeDraining}
+	state := func() string {
+		t.Helper()
+		nodes, err := s.Nodes(ctx)
+		if err != nil || len(nodes) != 1 {
+			t.Fatalf("Nodes = %+v, %v; want node-a", nodes, err)
+		}
+		return nodes[0].State
+	}
+	for i, want := range []string{store.NodeDraining, store.NodeReady, store.NodeDraining, store.NodeReady} {
+		n.HeartbeatAt = nodeBase.Add(time.Duration(i) * time.Second)
+		n.State = want
+		if i == 3 {
+			n.State = store.NodeLost // a heartbeat never declares its node lost
+		}
+		if err := s.Heartbeat(ctx, n); err != nil {
+			t.Fatalf("heartbeat %d: %v", i, err)
+		}
+		if got := state(); got != want {
+			t.Fatalf("after heartbeat %d (state %q) the node is %q, want %q", i, n.State, got, want)
+		}
+	}
+	n.State, n.HeartbeatAt = store.NodeDraining, nodeBase.Add(5*time.Second)
+	if err := s.Heartbeat(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	lost, err := s.MarkLost(ctx, nodeBase.Add(10*time.Second), nodeBase.Add(20*time.Second))
+	if err != nil || !slices.Equal(lost, []string{"node-a"}) {
+		t.Fatalf("MarkLost of a silent draining node = %v, %v; want [node-a]", lost, err)
+	}
+	if got := state(); got != store.NodeLost {
+		t.Errorf("silent draining node is %q, want lost", got)
 	}
 }

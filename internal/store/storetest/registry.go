@@ -12,4 +12,5 @@ import (
 func RunNodeRegistry(t *testing.T, newRegistry func(t *testing.T) store.Nodes) {
 	t.Run("HeartbeatAndLost", func(t *testing.T) { testNodesLost(t, newRegistry(t)) })
 	t.Run("Load", func(t *testing.T) { testNodeLoad(t, newRegistry(t)) })
+	t.Run("Draining", func(t *testing.T) { testNodeDraining(t, newRegistry(t)) })
 }
