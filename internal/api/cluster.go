@@ -76,6 +76,16 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 		errdefs.WriteHTTP(w, s.log, errdefs.Unauthenticated("a cluster request to a node's API must be signed for a team"))
 		return
 	}
+	if teamID == cluster.AdminTeam {
+		// The admin's node calls an api replica forwards (its /nodes
+		// views and drains): those routes only, never a team's.
+		if pattern != "GET /nodes/{nodeID}" && pattern != "POST /nodes/{nodeID}" {
+			errdefs.WriteHTTP(w, s.log, errdefs.Denied("a request signed for the cluster admin reaches only GET and POST /nodes/{nodeID}"))
+			return
+		}
+		s.mux.ServeHTTP(w, r.WithContext(auth.WithTeam(ctx, auth.Team{Admin: true})))
+		return
+	}
 	team, err := s.accounts.Team(ctx, teamID)
 	if err != nil {
 		errdefs.WriteHTTP(w, s.log, err)

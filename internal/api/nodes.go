@@ -129,6 +129,14 @@ func (s *Server) describeNode(n node) nodeJSON {
 }
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
+	if s.clusterNodes != nil {
+		if err := requireAdmin(r); err != nil {
+			s.fail(w, err)
+			return
+		}
+		s.listClusterNodes(w, r)
+		return
+	}
 	n, err := s.asNode(r)
 	if err != nil {
 		s.fail(w, err)
@@ -150,6 +158,14 @@ func (s *Server) thisNode(r *http.Request) (node, error) {
 }
 
 func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
+	if s.clusterNodes != nil {
+		if err := requireAdmin(r); err != nil {
+			s.fail(w, err)
+			return
+		}
+		s.getClusterNode(w, r)
+		return
+	}
 	n, err := s.thisNode(r)
 	if err != nil {
 		s.fail(w, err)
@@ -180,8 +196,7 @@ func (s *Server) setNodeStatus(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	n, err := s.thisNode(r)
-	if err != nil {
+	if err := requireAdmin(r); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -191,7 +206,6 @@ func (s *Server) setNodeStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	switch body.Status {
 	case "ready", "draining":
-		n.SetDraining(body.Status == "draining")
 	case "connecting", "unhealthy":
 		s.fail(w, errdefs.Invalid("status %s is reported by the node, not set: set ready or draining", body.Status))
 		return
@@ -199,6 +213,16 @@ func (s *Server) setNodeStatus(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, errdefs.Invalid("status must be ready or draining, got %q", truncate(body.Status, 32)))
 		return
 	}
+	if s.clusterNodes != nil {
+		s.setClusterNodeStatus(w, r, body.Status)
+		return
+	}
+	n, err := s.thisNode(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	n.SetDraining(body.Status == "draining")
 	s.log.InfoContext(r.Context(), "node status set", "node.id", nodeID(n), "status", body.Status, "by", team(r).KeyID)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -81,25 +81,26 @@ type AnonymousRoutes interface {
 
 // Server serves the REST API and dispatches sandbox traffic.
 type Server struct {
-	log       *slog.Logger
-	sandboxes Sandboxes
-	templates Templates
-	accounts  Accounts
-	proxy     *proxy.Proxy
-	mux       *http.ServeMux
-	public    *http.ServeMux
-	keys      *keyCache
-	admin     map[string]bool  // patterns the admin key may call without a team
-	anonymous map[string]bool  // patterns served without a key too
-	creates   createCounts     // sandbox creates through this API (nodes.go)
-	builds    buildCanceller   // the template service, for the admin (nodes.go)
-	net       *networking      // nil until SetNetworking
-	secrets   Secrets          // nil until SetSecrets
-	volumes   Volumes          // nil until SetVolumes
-	cleanups  []teamCleanup    // data removed with a team (OnTeamDeleted)
-	snapCap   snapshotCap      // --team-max-snapshots
-	cluster   ClusterVerifier  // set on a --role node: only api replicas are served (cluster.go)
-	forwarder SandboxForwarder // set on a --role api: node-side sandbox routes go to the node (cluster.go)
+	log          *slog.Logger
+	sandboxes    Sandboxes
+	templates    Templates
+	accounts     Accounts
+	proxy        *proxy.Proxy
+	mux          *http.ServeMux
+	public       *http.ServeMux
+	keys         *keyCache
+	admin        map[string]bool  // patterns the admin key may call without a team
+	anonymous    map[string]bool  // patterns served without a key too
+	creates      createCounts     // sandbox creates through this API (nodes.go)
+	builds       buildCanceller   // the template service, for the admin (nodes.go)
+	net          *networking      // nil until SetNetworking
+	secrets      Secrets          // nil until SetSecrets
+	volumes      Volumes          // nil until SetVolumes
+	cleanups     []teamCleanup    // data removed with a team (OnTeamDeleted)
+	snapCap      snapshotCap      // --team-max-snapshots
+	cluster      ClusterVerifier  // set on a --role node: only api replicas are served (cluster.go)
+	forwarder    SandboxForwarder // set on a --role api: node-side sandbox routes go to the node (cluster.go)
+	clusterNodes ClusterNodes     // set on a --role api: /nodes lists the cluster's nodes (clusternodes.go)
 }
 
 // New builds the API server. extra registrars add authenticated routes.

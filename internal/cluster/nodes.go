@@ -29,6 +29,7 @@ type Nodes struct {
 
 	cache   placement.Cached
 	urls    atomic.Pointer[map[string]string] // node ID → advertise URL
+	rows    atomic.Pointer[[]store.Node]      // as last read, for the admin's views
 	refresh sync.Mutex
 	lastAt  atomic.Int64 // Unix ns of the last successful refresh
 }
@@ -44,6 +45,7 @@ func NewNodes(repo NodeLister, stale time.Duration, log *slog.Logger) *Nodes {
 	n := &Nodes{repo: repo, stale: stale, log: log, now: time.Now}
 	empty := map[string]string{}
 	n.urls.Store(&empty)
+	n.rows.Store(&[]store.Node{})
 	return n
 }
 
@@ -73,12 +75,17 @@ func (n *Nodes) Refresh(ctx context.Context) error {
 	nodes := make([]placement.Node, 0, len(rows))
 	urls := make(map[string]string, len(rows))
 	for _, r := range rows {
-		if r.AdvertiseURL == "" || r.CPUMillis <= 0 || r.MemoryMiB <= 0 {
+		if !offered(r) || r.CPUMillis <= 0 || r.MemoryMiB <= 0 {
 			continue // not a --role node (a --role all server, or an old one): not reachable with a signature
 		}
 		urls[r.ID] = r.AdvertiseURL
 		st := placement.Ready
-		if r.State != store.NodeReady || now.Sub(r.HeartbeatAt) > n.stale {
+		switch {
+		case r.State == store.NodeLost || now.Sub(r.HeartbeatAt) > n.stale:
+			st = placement.Unhealthy
+		case r.State == store.NodeDraining:
+			st = placement.Draining // the admin drains it: nothing new goes there
+		case r.State != store.NodeReady:
 			st = placement.Unhealthy
 		}
 		var layers map[string]struct{}
@@ -95,8 +102,15 @@ func (n *Nodes) Refresh(ctx context.Context) error {
 	}
 	n.cache.Set(nodes)
 	n.urls.Store(&urls)
+	n.rows.Store(&rows)
 	n.lastAt.Store(now.UnixNano())
 	return nil
+}
+
+// offered tells whether node r takes sandboxes from api replicas: a --role
+// node whose API serves (it then heartbeats its address and capacity).
+func offered(r store.Node) bool {
+	return r.AdvertiseURL != "" && r.CPUMillis > 0 && r.MemoryMiB > 0
 }
 
 // Run refreshes until ctx ends.
