@@ -19,12 +19,16 @@ import (
 type Client struct {
 	signer *Signer
 	http   *http.Client
+	stats  *Metrics // nil: failures not counted
 }
 
 // NewClient returns a client signing with signer.
 func NewClient(signer *Signer) *Client {
 	return &Client{signer: signer, http: &http.Client{Transport: NodeTransport()}}
 }
+
+// SetMetrics makes failed calls to nodes counted.
+func (c *Client) SetMetrics(m *Metrics) { c.stats = m }
 
 // NodeTransport is the connection pool to nodes: kept-alive connections
 // (every SDK call and proxied request goes through one), no transparent
@@ -70,6 +74,7 @@ func (c *Client) Do(ctx context.Context, node, base, team, method, path string, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		c.stats.forwardError(node)
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
 			return 0, errdefs.Unavailable("node %s is not reachable: %v", base, op.Err)
@@ -79,6 +84,9 @@ func (c *Client) Do(ctx context.Context, node, base, team, method, path string, 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode >= 500 {
+			c.stats.forwardError(node)
+		}
 		return resp.StatusCode, nodeError(base, resp)
 	}
 	if out != nil {

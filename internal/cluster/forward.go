@@ -18,7 +18,11 @@ type Forwarder struct {
 	signer *Signer
 	tr     http.RoundTripper
 	log    *slog.Logger
+	stats  *Metrics // nil: failures not counted
 }
+
+// SetMetrics makes forwards that fail at a node counted.
+func (f *Forwarder) SetMetrics(m *Metrics) { f.stats = m }
 
 // NewForwarder returns the forwarder of an api replica.
 func NewForwarder(sbs *Sandboxes, signer *Signer, log *slog.Logger) *Forwarder {
@@ -52,10 +56,17 @@ func (f *Forwarder) ForwardSandbox(w http.ResponseWriter, r *http.Request, teamI
 				f.log.Error("sign a forwarded request", "err", err)
 			}
 		},
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode >= 500 {
+				f.stats.forwardError(sb.NodeID)
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				return
 			}
+			f.stats.forwardError(sb.NodeID)
 			errdefs.WriteHTTP(w, f.log, errdefs.Unavailable("the node of sandbox %s did not answer: %v", id, err))
 		},
 	}

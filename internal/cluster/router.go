@@ -32,6 +32,7 @@ type Router struct {
 	tr     http.RoundTripper
 	log    *slog.Logger
 	now    func() time.Time
+	stats  *Metrics // nil: failures not counted
 
 	mu     sync.Mutex
 	routes map[string]route // sandbox ID → its node
@@ -87,6 +88,9 @@ func (rt *Router) Route(id string) (http.RoundTripper, bool) {
 	return forwarder{rt: rt, id: id, r: r}, true
 }
 
+// SetMetrics makes sandbox traffic that fails at a node counted.
+func (rt *Router) SetMetrics(m *Metrics) { rt.stats = m }
+
 // forget drops the route of id (its node said it does not have it, or
 // could not be reached).
 func (rt *Router) forget(id string) {
@@ -125,8 +129,12 @@ func (f forwarder) RoundTrip(in *http.Request) (*http.Response, error) {
 	}
 	resp, err := f.rt.tr.RoundTrip(out)
 	if err != nil {
+		f.rt.stats.forwardError(f.r.node)
 		f.rt.forget(f.id)
 		return nil, err
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		f.rt.stats.forwardError(f.r.node) // not 502: the sandbox's own servers answer that too
 	}
 	if resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusUnauthorized {
 		// The node does not run it (any more), or refused us: look again.

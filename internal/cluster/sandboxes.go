@@ -51,6 +51,14 @@ type Sandboxes struct {
 	tpl    Templates
 	builds *buildCache // nil: team templates placed by capacity only
 	log    *slog.Logger
+	stats  *Metrics // nil: not counted
+}
+
+// SetMetrics makes creates count their placements (and, through the
+// client, failed calls to nodes).
+func (s *Sandboxes) SetMetrics(m *Metrics) {
+	s.stats = m
+	s.client.SetMetrics(m)
 }
 
 // NewSandboxes returns the api replica's sandboxes.
@@ -104,7 +112,10 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 	var created struct {
 		SandboxID string `json:"sandboxID"`
 	}
+	start, creating := time.Now(), time.Duration(0) // choosing = all of Run but the creates on nodes
 	d, err := s.placer.Run(ctx, preq, CreateAttempts, func(ctx context.Context, d placement.Decision) error {
+		at := time.Now()
+		defer func() { creating += time.Since(at) }()
 		base, err := s.nodes.URL(ctx, d.NodeID)
 		if err != nil {
 			return err
@@ -115,6 +126,7 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 		}
 		return err
 	})
+	s.stats.placed(err, time.Since(start)-creating)
 	if err != nil {
 		return store.Sandbox{}, err
 	}

@@ -105,6 +105,33 @@ func (m *Metrics) Handler() http.Handler {
 // AnonymousPatterns lets it through (--metrics-public).
 func (m *Metrics) Register(mux *http.ServeMux) { mux.Handle("GET /metrics", m.Handler()) }
 
+// MustRegister adds series of other packages (an api replica's cluster
+// series) to the registry.
+func (m *Metrics) MustRegister(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
+
+// Endpoint is GET /metrics as an API registrar (api.New's extra) where no
+// monitoring server serves it (an api replica): with the admin key every
+// series, a team key its own, and anonymously with Public
+// (--metrics-public) the series that name no team, as on one box.
+type Endpoint struct {
+	M      *Metrics
+	Public bool
+}
+
+// Register adds GET /metrics.
+func (e Endpoint) Register(mux *http.ServeMux) { e.M.Register(mux) }
+
+// AdminPatterns: the admin sees every team's series.
+func (e Endpoint) AdminPatterns() []string { return []string{"GET /metrics"} }
+
+// AnonymousPatterns: /metrics without a key with --metrics-public.
+func (e Endpoint) AnonymousPatterns() []string {
+	if e.Public {
+		return []string{"GET /metrics"}
+	}
+	return nil
+}
+
 var (
 	runningDesc = prometheus.NewDesc("sbx_sandboxes_running", "Sandboxes running now, by team and template.",
 		[]string{TeamLabel, "template"}, nil)
