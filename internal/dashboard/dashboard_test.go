@@ -25,7 +25,11 @@ type api struct {
 	revoked bool
 }
 
-const goodKey = "e2b_good"
+const (
+	goodKey   = "e2b_good"
+	adminKey  = "sbx_admin_good"  // lists no sandboxes (no team), lists the nodes
+	teamlessK = "sbx_admin_other" // 403 everywhere
+)
 
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
@@ -38,6 +42,15 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	revoked := a.revoked
 	a.mu.Unlock()
+	switch key := r.Header.Get("X-API-Key"); {
+	case key == adminKey && r.URL.Path == "/nodes":
+		_, _ = io.WriteString(w, `[{"nodeID":"node-1","status":"ready"}]`)
+		return
+	case key == adminKey || key == teamlessK:
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(w, `{"code":403,"message":"for a team key"}`)
+		return
+	}
 	if r.Header.Get("X-API-Key") != goodKey || revoked {
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = io.WriteString(w, `{"code":401,"message":"bad key"}`)
@@ -75,6 +88,7 @@ func TestAssets(t *testing.T) {
 		{"/dashboard/app.js", "javascript", `"X-CSRF-Token"`, 200},
 		{"/dashboard/sandbox.js", "javascript", `process.Process/Start`, 200},
 		{"/dashboard/templates.js", "javascript", `/tags`, 200},
+		{"/dashboard/nodes.js", "javascript", `/nodes/`, 200},
 		{"/dashboard/vendor/xterm/xterm.js", "javascript", `Terminal`, 200},
 		{"/dashboard/vendor/xterm/xterm.css", "text/css", `.xterm`, 200},
 		{"/dashboard/style.css", "text/css", "table", 200},
@@ -94,7 +108,7 @@ func TestAssets(t *testing.T) {
 			t.Errorf("%s: no CSP (assets are embedded; nothing loads from elsewhere)", tt.path)
 		}
 	}
-	for _, f := range []string{"assets/app.js", "assets/sandbox.js", "assets/templates.js"} {
+	for _, f := range []string{"assets/app.js", "assets/sandbox.js", "assets/templates.js", "assets/nodes.js"} {
 		js, _ := assets.ReadFile(f)
 		// The page never builds HTML from data (sandbox metadata, file
 		// names and build logs are user input).
@@ -137,6 +151,36 @@ func (c *client) do(t *testing.T, method, path, body string, hdr ...string) (*ht
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	return resp, string(b)
+}
+
+// TestAdminSignIn: the admin key, which lists no team's sandboxes, signs
+// in when it may list the nodes (its page is the nodes page); a key
+// refused both ways does not.
+func TestAdminSignIn(t *testing.T) {
+	m := mux{http.NewServeMux()}
+	Register(m, &api{}, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	for _, tt := range []struct {
+		key    string
+		status int
+	}{{adminKey, 200}, {teamlessK, 401}, {goodKey, 200}} {
+		c := newClient(t, srv.URL)
+		resp, body := c.do(t, "POST", "/dashboard/session", `{"apiKey":"`+tt.key+`"}`)
+		if resp.StatusCode != tt.status {
+			t.Errorf("sign-in with %s: %d %s; want %d", tt.key, resp.StatusCode, body, tt.status)
+			continue
+		}
+		if tt.key != adminKey {
+			continue
+		}
+		var s sessionJSON
+		_ = json.Unmarshal([]byte(body), &s)
+		c.csrf = s.CSRFToken
+		if resp, body := c.do(t, "GET", "/dashboard/api/nodes", "", "X-CSRF-Token", c.csrf); resp.StatusCode != 200 || !strings.Contains(body, "node-1") {
+			t.Errorf("the admin's nodes through the dashboard: %d %s", resp.StatusCode, body)
+		}
+	}
 }
 
 func TestSession(t *testing.T) {

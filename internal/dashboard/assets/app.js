@@ -13,6 +13,7 @@ let streamAbort = null;
 const rows = new Map(); // sandboxId -> <tr>
 let metadataFilter = "";
 let rangeHours = 1;
+let adminSession = false; // signed in with the admin key (nodes.js)
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -63,7 +64,7 @@ function fmtMetadata(m) { return Object.entries(m || {}).map(([k, v]) => `${k}=$
 
 // --- routing -------------------------------------------------------------
 
-const views = { overview: "#view-overview", sandbox: "#view-sandbox", templates: "#view-templates" };
+const views = { overview: "#view-overview", sandbox: "#view-sandbox", templates: "#view-templates", nodes: "#view-nodes" };
 let leaveView = null; // cleanup of the current page (timers, terminal)
 
 function route() {
@@ -74,9 +75,12 @@ function route() {
   let m;
   if ((m = h.match(/^\/sandbox\/([a-z0-9]+)$/))) name = "sandbox";
   else if (h === "/templates") name = "templates";
+  else if (h === "/nodes") name = "nodes";
+  if (adminSession) name = "nodes"; // the admin key has no team: the cluster's nodes are its view
   for (const [k, sel] of Object.entries(views)) $(sel).hidden = k !== name;
   if (name === "sandbox") leaveView = showSandbox(m[1]);
   else if (name === "templates") leaveView = showTemplates();
+  else if (name === "nodes") leaveView = showNodes();
 }
 window.addEventListener("hashchange", route);
 
@@ -406,14 +410,18 @@ function signedOut(msg) {
 async function connect() {
   try {
     await loadSandboxes();
+    adminSession = false;
   } catch (e) {
-    setStatus("cannot connect: " + e.message);
-    return;
+    // The admin key lists no team's sandboxes but sees the nodes.
+    try { await api("GET", "/nodes"); adminSession = true; } catch { setStatus("cannot connect: " + e.message); return; }
   }
   $("#main").hidden = false;
   $("#nav").hidden = false;
   $("#logout").hidden = false;
   $("#login").hidden = true;
+  $("#nav-overview").hidden = $("#nav-templates").hidden = adminSession;
+  $("#nav-nodes").hidden = !adminSession;
+  if (adminSession) { setStatus("signed in with the admin key"); route(); return; }
   const evs = await api("GET", "/events/sandboxes?limit=50").catch(() => []);
   for (const ev of (evs || []).reverse()) addEvent(ev);
   stream();
