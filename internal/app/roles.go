@@ -15,8 +15,10 @@ import (
 
 	"github.com/sbxdev/sbx/internal/api"
 	"github.com/sbxdev/sbx/internal/cluster"
+	"github.com/sbxdev/sbx/internal/dashboard"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/liveness"
+	"github.com/sbxdev/sbx/internal/metrics"
 	"github.com/sbxdev/sbx/internal/placement"
 	"github.com/sbxdev/sbx/internal/proxy"
 	"github.com/sbxdev/sbx/internal/sandbox"
@@ -189,6 +191,13 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	runUntilClosed(ctx, closers, "node view", log, nodes.Run)
 	signer := cluster.NewSigner(cfg.clusterSecret)
 	sbs := cluster.NewSandboxes(st, nodes, placement.New(nodes, placement.Config{}), cluster.NewClient(signer), reg, log)
+	// Its own Prometheus series: HTTP, placement, forward errors, and the
+	// cluster's nodes, sandboxes and queued builds (docs/observability.md).
+	mets := metrics.New(nil, st, log)
+	mets.SetWebhookQueue(engine)
+	clusterMets := cluster.NewMetrics(nodes, st, log)
+	mets.MustRegister(clusterMets.Collectors()...)
+	sbs.SetMetrics(clusterMets)
 	routing, advertised := cfg.SandboxDomain()
 	// Template builds: queued here as jobs a node claims; uploads to the
 	// blob store; status, logs and management from the database.
@@ -204,14 +213,27 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	tplHandler.SetSpawns(st)
 	// Team templates are built and registered on the nodes: list them
 	// from the database.
-	apiSrv := api.New(log, sbs, tplSvc.Catalog(), st, proxy.New(cluster.NewRouter(st, nodes, signer, log), routing, log),
-		events.NewHandler(evlog, log), webhook.NewHandler(engine, log), tplHandler)
+	router := cluster.NewRouter(st, nodes, signer, log)
+	router.SetMetrics(clusterMets)
+	apiSrv := api.New(log, sbs, tplSvc.Catalog(), st, proxy.New(router, routing, log),
+		events.NewHandler(evlog, log), webhook.NewHandler(engine, log), tplHandler,
+		metrics.Endpoint{M: mets, Public: cfg.Monitoring.MetricsPublic})
 	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
 	apiSrv.SetBuildCanceller(tplSvc)
 	// Traffic tokens and the sandbox domain; egress policies are the
 	// nodes' (creates asking for one are refused here for now).
 	apiSrv.SetNetworking(nil, sqlstore.NewNetworks(data.DB), advertised)
-	apiSrv.SetSandboxForwarder(cluster.NewForwarder(sbs, signer, log))
+	fwd := cluster.NewForwarder(sbs, signer, log)
+	fwd.SetMetrics(clusterMets)
+	apiSrv.SetSandboxForwarder(fwd)
+	// The admin's /nodes: every node of the registry, drains sent to the
+	// node signed.
+	admin := cluster.NewClient(signer)
+	admin.SetMetrics(clusterMets)
+	apiSrv.SetClusterNodes(cluster.NewAdmin(nodes, st, admin))
+	// The dashboard: sandboxes from the database across nodes, live from
+	// the events table, and the nodes for the admin key.
+	dashboard.Register(apiSrv, apiSrv, log)
 	runUntilClosed(ctx, closers, "key revocations", log, func(ctx context.Context) error {
 		return data.DB.Listen(ctx, store.KeysChannel, apiSrv.KeysRevoked)
 	})
@@ -221,8 +243,8 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	runUntilClosed(ctx, closers, "node sweep", log, func(ctx context.Context) error {
 		return coord.elector.Campaign(ctx, "node-sweep", sweeper.Run)
 	})
-	mw := &telemetry.Middleware{Log: log.With("component", "http"), Tracing: tracing,
-		Quiet: map[string]bool{"GET /health": true}}
+	mw := &telemetry.Middleware{Log: log.With("component", "http"), Tracing: tracing, Observer: mets,
+		Quiet: map[string]bool{"GET /health": true, "GET /metrics": true}}
 	return mw.Wrap(apiSrv), nil
 }
 
