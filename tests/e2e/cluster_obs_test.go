@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -139,9 +140,11 @@ func TestClusterObservability(t *testing.T) {
 	if r := c.api.Raw(t, http.MethodPost, "/nodes/node-1", `{"status":"draining"}`, team); r.Status != http.StatusForbidden {
 		t.Errorf("drain with a team key = %d; want 403", r.Status)
 	}
+	drainAt := time.Now()
 	if r := c.api.Raw(t, http.MethodPost, "/nodes/node-1", `{"status":"draining"}`, admin); r.Status != http.StatusNoContent {
 		t.Fatalf("drain node-1 through the api replica = %d %s", r.Status, r.Body)
 	}
+	t.Logf("drain answered (recorded in node-1's heartbeat) in %s", time.Since(drainAt).Round(time.Millisecond))
 	db, err := sqldb.Open(t.Context(), c.dsn, sqldb.Options{NoMigrate: true})
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +170,7 @@ func TestClusterObservability(t *testing.T) {
 		t.Fatalf("make node-1 ready again = %d %s", r.Status, r.Body)
 	}
 
+	logViewTimes(t, c, admin)
 	checkClusterDashboard(t, c, on)
 	checkAdminSignatureScope(t, c)
 
@@ -368,5 +372,21 @@ func checkAdminSignatureScope(t *testing.T, c *testCluster) {
 		if resp.StatusCode != tc.want {
 			t.Errorf("%s %s at a node, signed for the cluster admin = %d; want %d", tc.method, tc.path, resp.StatusCode, tc.want)
 		}
+	}
+}
+
+// logViewTimes reports how long the admin's views and a scrape take on
+// the api replica (figures for docs/observability.md; nothing asserted).
+func logViewTimes(t *testing.T, c *testCluster, admin map[string]string) {
+	for _, path := range []string{"/nodes", "/nodes/node-2", "/metrics"} {
+		var d []time.Duration
+		for range 20 {
+			at := time.Now()
+			c.api.Raw(t, http.MethodGet, path, "", admin)
+			d = append(d, time.Since(at))
+		}
+		slices.Sort(d)
+		t.Logf("GET %s on the api replica (2 nodes, load %s): p50 %s, p95 %s", path, loadAvg(),
+			d[len(d)/2].Round(10*time.Microsecond), d[len(d)*95/100].Round(10*time.Microsecond))
 	}
 }
