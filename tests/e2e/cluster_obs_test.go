@@ -131,6 +131,10 @@ func TestClusterObservability(t *testing.T) {
 			t.Errorf("%s{%s} moved by %v over 4 creates; want at least 4", m.name, m.labels, d)
 		}
 	}
+	if n := promValue(after, "sbx_placement_decision_seconds_count", ""); n > 0 {
+		t.Logf("placement decisions: %v, mean %s", n,
+			time.Duration(promValue(after, "sbx_placement_decision_seconds_sum", "")/n*float64(time.Second)).Round(time.Microsecond))
+	}
 	if promValue(after, "sbx_build_jobs_queued", "") != 0 || !strings.Contains(after, "sbx_build_jobs_queued ") {
 		t.Errorf("sbx_build_jobs_queued missing or not 0")
 	}
