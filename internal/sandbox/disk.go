@@ -115,7 +115,12 @@ func (d *diskTier) checkpoint(ctx context.Context, id string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if st, serr := d.driver.State(ctx, id); serr == nil && (st == runtime.StatusRunning || st == runtime.StatusPaused) {
-		return err
+		// It survived, frozen in memory: nothing is lost and the caller
+		// may try again, which is not an internal error.
+		d.log.Warn("checkpoint failed; the sandbox stays paused in memory", "sandbox.id", id, "err", err)
+		return errdefs.Wrap(errdefs.ErrUnavailable, err,
+			"sandbox %s could not be saved to disk just now; it stays paused in memory: try the pause to disk again, "+
+				"or resume it", id)
 	}
 	d.log.Error("sandbox lost in a failed checkpoint", "sandbox.id", id, "err", err)
 	if kerr := d.host.kill(context.WithoutCancel(ctx), id, ReasonCheckpointFailed); kerr != nil {

@@ -88,6 +88,15 @@ func (d *Driver) Checkpoint(ctx context.Context, id, dir string) (err error) {
 		}
 	}
 	if err := d.saveImage(ctx, id, filepath.Join(dir, ckptImage)); err != nil {
+		if sock := d.hostSocket(id); sock != "" {
+			// A sandbox that outlived the failed save must be reachable
+			// again once thawed: its init listens on the socket anew.
+			if st, serr := d.State(ctx, id); serr == nil && (st == runtime.StatusRunning || st == runtime.StatusPaused) {
+				if _, kerr := d.command(context.WithoutCancel(ctx), "kill", id, "USR2"); kerr != nil {
+					d.log.Warn("ask init to bind its host socket again after a failed checkpoint", "sandbox.id", id, "err", kerr)
+				}
+			}
+		}
 		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
 	}
 	// From here the processes are gone; losing the upper dir now would lose
