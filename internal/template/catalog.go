@@ -19,8 +19,9 @@ import (
 // database on each request: a listing read every template row and one
 // build row per team template before. A change written through this
 // process (a delete, a rename, a build's end) is seen at once; one written
-// by another process (a node finishing a build) within CatalogRefresh, or
-// at once by a lookup that misses.
+// by another process (a node finishing a build) within CatalogRefresh, at
+// once by a lookup that misses, and at once after this process showed a
+// client the build ready (sawReady).
 type Catalog struct{ s *Service }
 
 // Catalog returns the service's database-backed template listing.
@@ -93,6 +94,22 @@ func (v *catalogView) find(name string) (Template, bool) {
 type catalogCache struct {
 	refresh sync.Mutex
 	last    atomic.Pointer[catalogView]
+}
+
+// sawReady is told of a ready build a client was shown (its status): a
+// client that waited for it may list or look it up next, on this replica,
+// so a view read before it finished is not answered from. A node makes
+// the build its template's current one before it records it ready.
+// Builds that finished well before the view (clocks differ by node) do
+// not count: a client polling an old build costs no extra reads.
+func (cc *catalogCache) sawReady(st *Store, b BuildRecord) {
+	v := cc.last.Load()
+	if v == nil {
+		return
+	}
+	if _, ok := v.builds[b.ID]; !ok && b.FinishedAt.After(v.at.Add(-CatalogRefresh)) {
+		st.changed()
+	}
 }
 
 // view returns a view read less than maxAge ago and after the last change

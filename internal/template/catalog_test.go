@@ -181,6 +181,27 @@ func TestCatalogReadsOncePerRefresh(t *testing.T) {
 		t.Fatalf("team-a lists %v; want %v (never another team's)", got, want)
 	}
 
+	// Another process's build that a client was shown ready through this
+	// process is listed at once; polling a build already listed reads
+	// nothing more.
+	e.add(t, e.other, "team-b", "b3", StatusReady)
+	if st, err := e.cat.s.BuildStatus(t.Context(), "team-b", "b3", "b3-b1", 0, 0); err != nil || st.Status != StatusReady {
+		t.Fatalf("status of b3's build = %+v, %v; want ready", st, err)
+	}
+	if got, want := e.ids("team-b"), []string{"base", "b1", "b2", "b3"}; !slices.Equal(got, want) {
+		t.Fatalf("once b3 was shown ready, team-b lists %v; want %v", got, want)
+	}
+	e.reads()
+	for range 3 {
+		if _, err := e.cat.s.BuildStatus(t.Context(), "team-b", "b1", "b1-b1", 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		e.ids("team-b")
+	}
+	if lists, _ := e.reads(); lists != 0 {
+		t.Errorf("polling a listed build's status made %d template listings; want none", lists)
+	}
+
 	// A build that ends here is seen at once.
 	e.add(t, e.cat.s.store, "team-a", "a5", StatusBuilding)
 	e.ids("team-a")
