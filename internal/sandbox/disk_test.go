@@ -98,23 +98,27 @@ func TestDiskTierAfterIdle(t *testing.T) {
 
 // A pause to disk whose checkpoint fails answers by what became of the
 // sandbox: one that survived stays paused in memory and the client is told
-// to try again (503, never 500); one that died is recorded killed.
+// to try again (503, never 500), or why it cannot be saved (412: a
+// tenant's socket); one that died is recorded killed.
 func TestDiskTierCheckpointFails(t *testing.T) {
 	t.Parallel()
-	saveErr := errors.New("runsc checkpoint: exit status 128: Cannot save endpoint with bound host socket")
+	saveErr := errors.New("runsc checkpoint: exit status 128: checkpoint failed: encoding error: connection reset")
+	socketErr := errors.New("runsc checkpoint: exit status 128: checkpoint failed: encoding error: " + runscBoundSocket + ":\ngoroutine 390")
 	for _, tc := range []struct {
 		name       string
+		err        error
 		dies       bool
 		wantStatus int
 		wantState  store.SandboxState
 		wantTier   string
 	}{
-		{"survives", false, http.StatusServiceUnavailable, store.StatePaused, TierMemory},
-		{"dies", true, http.StatusInternalServerError, store.StateKilled, ""},
+		{"survives", saveErr, false, http.StatusServiceUnavailable, store.StatePaused, TierMemory},
+		{"tenant socket", socketErr, false, http.StatusPreconditionFailed, store.StatePaused, TierMemory},
+		{"dies", saveErr, true, http.StatusInternalServerError, store.StateKilled, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			drv := &diskDriver{pauseDriver: &pauseDriver{exitDriver: newExitDriver()}, failWith: saveErr, dies: tc.dies}
+			drv := &diskDriver{pauseDriver: &pauseDriver{exitDriver: newExitDriver()}, failWith: tc.err, dies: tc.dies}
 			e := newLifecycleWith(t, drv, nil)
 			sb, err := e.m.Create(t.Context(), CreateRequest{TeamID: "t1", Template: "base", Timeout: time.Hour})
 			if err != nil {
