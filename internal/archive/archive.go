@@ -44,6 +44,10 @@ type Options struct {
 	MaxBytes int64
 	// MaxEntries caps the number of entries.
 	MaxEntries int
+	// Reserve, when set, is asked for a regular file's size before any of
+	// its content is written: a budget several extractions share (a
+	// team's uploads). Its error stops the extraction and is returned.
+	Reserve func(n int64) error
 	// SkipSpecial skips device nodes, FIFOs and entry types this package
 	// does not know, reporting each through Note; otherwise they are
 	// refused.
@@ -429,6 +433,11 @@ func (x *extractor) file(parent *hostfs.Dir, rel, base string, hdr *tar.Header, 
 	left := x.opt.MaxBytes - x.res.Bytes
 	if hdr.Size > left {
 		return &LimitError{Name: x.opt.Name, What: "bytes", Max: x.opt.MaxBytes, Entry: hdr.Name}
+	}
+	if x.opt.Reserve != nil {
+		if err := x.opt.Reserve(hdr.Size); err != nil {
+			return err
+		}
 	}
 	if err := x.replace(parent, rel, base); err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -115,7 +116,18 @@ func (d *diskTier) checkpoint(ctx context.Context, id string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if st, serr := d.driver.State(ctx, id); serr == nil && (st == runtime.StatusRunning || st == runtime.StatusPaused) {
-		return err
+		// It survived, frozen in memory: nothing is lost and the caller
+		// may try again, which is not an internal error.
+		d.log.Warn("checkpoint failed; the sandbox stays paused in memory", "sandbox.id", id, "err", err)
+		if strings.Contains(err.Error(), runscBoundSocket) {
+			return errdefs.Wrap(errdefs.ErrFailedPrecondition, err,
+				"sandbox %s cannot be saved to disk while a process in it listens on a unix socket in its filesystem "+
+					"(gVisor cannot save those); it stays paused in memory: close the socket, or use a path under /tmp, "+
+					"before pausing to disk", id)
+		}
+		return errdefs.Wrap(errdefs.ErrUnavailable, err,
+			"sandbox %s could not be saved to disk just now; it stays paused in memory: try the pause to disk again, "+
+				"or resume it", id)
 	}
 	d.log.Error("sandbox lost in a failed checkpoint", "sandbox.id", id, "err", err)
 	if kerr := d.host.kill(context.WithoutCancel(ctx), id, ReasonCheckpointFailed); kerr != nil {
@@ -123,6 +135,10 @@ func (d *diskTier) checkpoint(ctx context.Context, id string) error {
 	}
 	return fmt.Errorf("%w; the sandbox did not survive and was killed", err)
 }
+
+// runscBoundSocket is in runsc's error when the sandbox holds a unix
+// socket bound on the host (a listener in its host-backed filesystem).
+const runscBoundSocket = "Cannot save endpoint with bound host socket"
 
 func (d *diskTier) checkpointLocked(ctx context.Context, id string) error {
 	c, ok := d.driver.(runtime.Checkpointer)

@@ -50,6 +50,9 @@ func (s *Service) BuildStatus(ctx context.Context, teamID, templateID, buildID s
 		b.Status = StatusBuilding
 	}
 	s.mu.Unlock()
+	if b.Status == StatusReady {
+		s.catalog.sawReady(s.store, b)
+	}
 	st := Status{TemplateID: templateID, BuildID: buildID, Status: b.Status, Logs: []string{}, LogEntries: entries}
 	for _, e := range entries {
 		st.Logs = append(st.Logs, e.Timestamp.Format(time.RFC3339)+" "+e.Message)

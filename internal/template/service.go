@@ -88,6 +88,8 @@ type Service struct {
 	// nil: layers stay local.
 	blobs *Blobs
 	loads keyedMutex // one load from the database per template at a time
+	// catalog is Catalog's last reading of the database (catalog.go).
+	catalog catalogCache
 	// jobs queues builds for the nodes of a cluster (jobs.go); nil: builds
 	// run here.
 	jobs *Jobs

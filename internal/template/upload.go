@@ -147,8 +147,18 @@ func (u *uploads) store(ctx context.Context, team, hash string, body io.Reader) 
 		return 0, err
 	}
 	defer os.RemoveAll(tmp)
+	var reserve func(int64) error
+	if u.shared != nil {
+		// Counted as the files arrive, not after: this disk never holds
+		// more of a team's upload than its budget has left.
+		var release func()
+		if reserve, release, err = u.shared.reserve(ctx, team, hash); err != nil {
+			return 0, err
+		}
+		defer release() // once published and recorded, or refused
+	}
 	lim := &limitReader{r: body, n: u.max}
-	res, err := extract(lim, filepath.Join(tmp, "files"), u.max)
+	res, err := extract(lim, filepath.Join(tmp, "files"), u.max, reserve)
 	if lim.over {
 		return 0, errdefs.Exhausted("%v", errTooLarge{u.max})
 	}
@@ -205,8 +215,9 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// extract unpacks an upload into dst (created here).
-func extract(r io.Reader, dst string, max int64) (archive.Result, error) {
+// extract unpacks an upload into dst (created here); reserve, when set, is
+// asked for each file's size before it is written.
+func extract(r io.Reader, dst string, max int64, reserve func(int64) error) (archive.Result, error) {
 	_, tr, err := archive.Decompress(bufio.NewReader(r))
 	if err != nil {
 		return archive.Result{}, errdefs.Invalid("upload: %s", errdefs.Message(err))
@@ -219,7 +230,8 @@ func extract(r io.Reader, dst string, max int64) (archive.Result, error) {
 		return archive.Result{}, err
 	}
 	defer d.Close()
-	res, err := archive.Extract(tr, d, archive.Options{Name: "upload", MaxBytes: max, MaxEntries: maxUploadEntries, Digest: true})
+	res, err := archive.Extract(tr, d, archive.Options{Name: "upload", MaxBytes: max, MaxEntries: maxUploadEntries, Digest: true,
+		Reserve: reserve})
 	var le *archive.LimitError
 	switch {
 	case errors.As(err, &le) && le.What == "entries":

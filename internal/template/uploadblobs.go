@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/archive"
@@ -34,6 +35,11 @@ type SharedUploads struct {
 	// the store every team shares, each small gzip unpacking to the
 	// per-step limit.
 	MaxTeamBytes int64
+
+	mu sync.Mutex
+	// unpacking is the bytes each team's uploads are unpacking here now
+	// (reserve), not yet recorded.
+	unpacking map[string]int64
 }
 
 // TeamUploadsFlag is the sbx serve flag that sets MaxTeamBytes (MiB),
@@ -145,10 +151,71 @@ func (u *uploads) publish(ctx context.Context, team, hash, dir string, res archi
 	return res.Entries, nil
 }
 
+// reserve returns the budget an upload of the team's files of hash is
+// unpacked against, as they arrive: what the team's recorded uploads and
+// its other uploads unpacking on this process leave of MaxTeamBytes. Files
+// past it stop the upload (413) before they are written. The same files
+// again (a hash already recorded) are not charged: they may unpack to the
+// recorded size, and more is other content (409). release gives back
+// what was reserved; call it once the upload is recorded or refused.
+func (sh *SharedUploads) reserve(ctx context.Context, team, hash string) (reserve func(int64) error, release func(), err error) {
+	if sh.MaxTeamBytes <= 0 {
+		return nil, func() {}, nil
+	}
+	if old, err := sh.Repo.Upload(ctx, team, hash); err == nil {
+		if old.Bytes <= 0 { // recorded before sizes were: not charged, size unknown
+			return nil, func() {}, nil
+		}
+		var n int64
+		return func(size int64) error {
+			if n += size; n > old.Bytes {
+				return errdefs.Conflict("files for hash %s were uploaded already with other content; a files hash names one "+
+					"content: compute it from the files (the E2B SDKs and sbx template build do)", hash)
+			}
+			return nil
+		}, func() {}, nil
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return nil, nil, err
+	}
+	held, err := sh.Repo.UploadBytes(ctx, team)
+	if err != nil {
+		return nil, nil, err
+	}
+	var mine int64
+	reserve = func(size int64) error {
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		others := sh.unpacking[team]
+		if held+others+size > sh.MaxTeamBytes {
+			return sh.overCap(held + others + size)
+		}
+		if sh.unpacking == nil {
+			sh.unpacking = map[string]int64{}
+		}
+		sh.unpacking[team] += size
+		mine += size
+		return nil
+	}
+	release = func() {
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		if mine == 0 {
+			return // nothing reserved (the first file was refused): the map may not exist
+		}
+		if sh.unpacking[team] -= mine; sh.unpacking[team] <= 0 {
+			delete(sh.unpacking, team)
+		}
+		mine = 0
+	}
+	return reserve, release, nil
+}
+
 // checkCap refuses an upload of n bytes that would take the team's
-// uploads over MaxTeamBytes. Concurrent uploads of one team may each pass
-// and overshoot it by what they carry (at most the per-step limit each);
-// the cap bounds a team's share of the store, it is not an exact quota.
+// uploads over MaxTeamBytes, once it is unpacked (reserve bounded it as
+// it arrived; this sees uploads other processes recorded meanwhile).
+// Concurrent uploads of one team on different replicas may each pass and
+// overshoot it by what they carry; the cap bounds a team's share of the
+// store, it is not an exact quota.
 func (sh *SharedUploads) checkCap(ctx context.Context, team string, n int64) error {
 	if sh.MaxTeamBytes <= 0 {
 		return nil
@@ -160,9 +227,15 @@ func (sh *SharedUploads) checkCap(ctx context.Context, team string, n int64) err
 	if held+n <= sh.MaxTeamBytes {
 		return nil
 	}
+	return sh.overCap(held + n)
+}
+
+// overCap is the refusal of an upload that would make the team hold total
+// bytes.
+func (sh *SharedUploads) overCap(total int64) error {
 	return errdefs.Exhausted("build context upload refused: this team's uploads would hold %d MiB, over the cap of %d MiB per team; "+
 		"uploads are deleted %d h after they were made, so wait for older ones to expire, leave big files out with .dockerignore, "+
-		"or ask the operator to raise the cap (sbx serve %s)", (held+n+(1<<20)-1)>>20, sh.MaxTeamBytes>>20, int(PruneAge.Hours()), TeamUploadsFlag)
+		"or ask the operator to raise the cap (sbx serve %s)", (total+(1<<20)-1)>>20, sh.MaxTeamBytes>>20, int(PruneAge.Hours()), TeamUploadsFlag)
 }
 
 // pruneShared deletes the uploads recorded longer than PruneAge ago and

@@ -1,13 +1,20 @@
 package template
 
 import (
+	"archive/tar"
+	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -154,4 +161,165 @@ func countBlobs(t *testing.T, dir string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestUploadCapWhileStreaming: an upload bigger than what the team's
+// budget has left is refused as its files arrive, not after it was all
+// unpacked on the replica's disk: the server stops reading at the first
+// file past the budget and answers 413 naming the cap and what to do.
+// Before, a team near its cap could still make a replica read and unpack
+// up to the per-step limit (2 GiB) per upload before being refused.
+func TestUploadCapWhileStreaming(t *testing.T) {
+	t.Parallel()
+	bs, err := blob.NewFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const capBytes = 1 << 20
+	var repo store.BuildJobs
+	e := setup(t, filepath.Join(t.TempDir(), "sbx.db"), t.TempDir(), 0, func(s *Service) {
+		repo = s.store.templatesRepo.(store.BuildJobs)
+		s.SetSharedUploads(&SharedUploads{Store: bs, Repo: repo, URLKey: []byte("key"), MaxTeamBytes: capBytes})
+	})
+	var r registered
+	if code := e.call(t, "team1", "POST", "/v3/templates", map[string]any{"name": "stream"}, &r); code != http.StatusAccepted {
+		t.Fatalf("POST /v3/templates: HTTP %d", code)
+	}
+	small := tarOf(t, map[string]string{"half": strings.Repeat("a", capBytes/2)})
+	if code, msg := e.uploadMsg(t, "team1", r.TemplateID, strings.Repeat("1", 64), small); code != http.StatusOK {
+		t.Fatalf("upload under the cap: HTTP %d %s", code, msg)
+	}
+
+	// A plain tar (no compression: what is sent is what is unpacked) of
+	// one 64 MiB file, sent over a raw connection so the answer can be
+	// read while the body is still being written.
+	const bigBytes = 64 << 20
+	var files struct {
+		URL string `json:"url"`
+	}
+	hash := strings.Repeat("2", 64)
+	if code := e.call(t, "team1", "GET", "/templates/"+r.TemplateID+"/files/"+hash, nil, &files); code != http.StatusCreated {
+		t.Fatalf("files: HTTP %d", code)
+	}
+	u, err := url.Parse(files.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var hdr bytes.Buffer
+	tw := tar.NewWriter(&hdr)
+	if err := tw.WriteHeader(&tar.Header{Name: "big", Mode: 0o644, Size: bigBytes, Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	bodyLen := int64(hdr.Len()) + bigBytes + 1024 // the content, its padding (none) and the end blocks
+	var sent atomic.Int64
+	writeDone := make(chan error, 1)
+	go func() {
+		_, err := fmt.Fprintf(conn, "PUT %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", u.RequestURI(), u.Host, bodyLen)
+		if err == nil {
+			_, err = conn.Write(hdr.Bytes())
+		}
+		zeros := make([]byte, 64<<10)
+		for left := bigBytes; err == nil && left > 0; left -= len(zeros) {
+			var n int
+			n, err = conn.Write(zeros)
+			sent.Add(int64(n))
+		}
+		if err == nil {
+			_, err = conn.Write(make([]byte, 1024))
+		}
+		writeDone <- err
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(msg), TeamUploadsFlag) ||
+		!strings.Contains(string(msg), "over the cap of 1 MiB per team") {
+		t.Fatalf("upload past the budget: HTTP %d %s; want 413 naming the cap and %s", resp.StatusCode, msg, TeamUploadsFlag)
+	}
+	conn.Close() // the writer stops, if the server has not cut it already
+	<-writeDone
+	// What the server read is at most what the connection's buffers and
+	// its drain of an unread body (256 KiB) took: far from the file.
+	if n := sent.Load(); n >= bigBytes/2 {
+		t.Errorf("the server took %d MiB of a 64 MiB file past the budget before refusing it; want it to stop at the file's header", n>>20)
+	}
+	if _, err := repo.Upload(t.Context(), "team1", hash); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("refused upload recorded: %v", err)
+	}
+	if tmp, _ := filepath.Glob(filepath.Join(e.data, "uploads", "team1", "*")); len(tmp) > 0 {
+		t.Errorf("refused upload left %v", tmp)
+	}
+}
+
+// Two uploads of one team unpacking at once share what its budget has
+// left; the same files again are not charged, and more than they held
+// is other content.
+func TestUploadReserveShared(t *testing.T) {
+	t.Parallel()
+	var repo store.BuildJobs
+	var sh *SharedUploads
+	setup(t, filepath.Join(t.TempDir(), "sbx.db"), t.TempDir(), 0, func(s *Service) {
+		repo = s.store.templatesRepo.(store.BuildJobs)
+		sh = &SharedUploads{Repo: repo, MaxTeamBytes: 1000}
+	})
+	ctx := t.Context()
+	// A first file past the budget: refused, nothing to give back.
+	res0, rel0, err := sh.reserve(ctx, "team1", strings.Repeat("0", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res0(1001); !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Fatalf("1001 of 1000: %v; want refused", err)
+	}
+	rel0()
+	resA, relA, err := sh.reserve(ctx, "team1", strings.Repeat("a", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resB, relB, err := sh.reserve(ctx, "team1", strings.Repeat("b", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resC, relC, err := sh.reserve(ctx, "team2", strings.Repeat("c", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relC()
+	if err := resA(600); err != nil {
+		t.Fatalf("A's 600 of 1000: %v", err)
+	}
+	if err := resB(600); !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Fatalf("B's 600 while A unpacks 600 of 1000: %v; want refused", err)
+	}
+	if err := resC(1000); err != nil {
+		t.Errorf("another team's 1000: %v", err)
+	}
+	relA()
+	if err := resB(600); err != nil {
+		t.Fatalf("B's 600 once A let go: %v", err)
+	}
+	relB()
+	if _, err := repo.PutUpload(ctx, store.Upload{TeamID: "team1", FilesHash: strings.Repeat("d", 64), BlobDigest: "sha256:" + strings.Repeat("0", 64),
+		ContentDigest: "x", Entries: 1, Bytes: 900, CreatedAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	again, relAgain, err := sh.reserve(ctx, "team1", strings.Repeat("d", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relAgain()
+	if err := again(900); err != nil {
+		t.Errorf("the same 900 bytes again at 900 of 1000: %v; want them not charged", err)
+	}
+	if err := again(1); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("a byte more than the recorded upload: %v; want a conflict (other content)", err)
+	}
 }

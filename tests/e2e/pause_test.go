@@ -395,3 +395,39 @@ func TestPauseDiskAfterUpgrade(t *testing.T) {
 		t.Errorf("file after resume = %q", res.Stdout)
 	}
 }
+
+// TestPauseDiskWithTenantSocket: a process in the sandbox listening on a
+// unix socket in its (host-backed) filesystem makes gVisor refuse to save
+// it ("Cannot save endpoint with bound host socket"). The pause to disk
+// must say why (not 500), and the sandbox must stay usable: it stays
+// paused in memory, and envd, which had let go of its own socket for the
+// save, listens again (before, it stayed deaf and the sandbox was lost to
+// its clients).
+func TestPauseDiskWithTenantSocket(t *testing.T) {
+	requireRunsc(t, "the disk tier of pause")
+	srv := StartServer(t, "--runtime", "runsc", runscPlatform, "--pool", "base=0", "--pool", "code-interpreter=0")
+	c := srv.Client(t)
+	s := create(t, c, sdk.CreateOptions{Timeout: 10 * time.Minute})
+	listen := `python3 -c "import socket,time; s=socket.socket(socket.AF_UNIX); s.bind('/home/user/app.sock'); s.listen(); open('/home/user/listening','w').write('ok'); time.sleep(1e6)"`
+	h, err := s.Commands.Start(opCtx(t), listen, sdk.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Disconnect()
+	for run(t, s, "cat /home/user/listening 2>/dev/null || true", sdk.RunOptions{}).Stdout != "ok" {
+		time.Sleep(50 * time.Millisecond)
+	}
+	r := pauseTo(t, srv, s.ID, "disk")
+	if r.Status != http.StatusPreconditionFailed || !strings.Contains(r.Body, "unix socket") {
+		t.Fatalf("pause?tier=disk with a tenant's listening socket = %d %s; want 412 saying why", r.Status, r.Body)
+	}
+	if st, tier := pauseTier(t, srv, s.ID); st != "paused" || tier != "memory" {
+		t.Fatalf("after the refused save: state %q tier %q; want paused, memory", st, tier)
+	}
+	if _, err := c.Connect(opCtx(t), s.ID, sdk.ConnectOptions{Timeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(t, s, "echo alive", sdk.RunOptions{}).Stdout; strings.TrimSpace(out) != "alive" {
+		t.Errorf("a command after the refused save: %q; want alive", out)
+	}
+}

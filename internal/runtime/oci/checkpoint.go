@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +63,17 @@ func (d *Driver) Checkpoint(ctx context.Context, id, dir string) (err error) {
 	if st != runtime.StatusRunning && st != runtime.StatusPaused {
 		return errdefs.Precondition("sandbox %s is %s, not running: nothing to checkpoint", id, st)
 	}
+	// A listener a process of the sandbox bound in its filesystem is a
+	// socket on the host, which gVisor cannot save: the save would fail
+	// and runsc kill the sandbox. Refuse first (the sandbox is frozen
+	// when the manager asks, so nothing binds meanwhile).
+	if sock, err := socketIn(d.paths(id).upper()); err != nil {
+		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
+	} else if sock != "" {
+		return errdefs.Precondition("sandbox %s cannot be saved to disk: it has a unix socket at /%s in its filesystem "+
+			"(a listener, or one left behind), which gVisor cannot save; remove it or put it under /tmp, "+
+			"or keep the sandbox paused in memory", id, sock)
+	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
 	}
@@ -88,6 +100,15 @@ func (d *Driver) Checkpoint(ctx context.Context, id, dir string) (err error) {
 		}
 	}
 	if err := d.saveImage(ctx, id, filepath.Join(dir, ckptImage)); err != nil {
+		if sock := d.hostSocket(id); sock != "" {
+			// A sandbox that outlived the failed save must be reachable
+			// again once thawed: its init listens on the socket anew.
+			if st, serr := d.State(ctx, id); serr == nil && (st == runtime.StatusRunning || st == runtime.StatusPaused) {
+				if _, kerr := d.command(context.WithoutCancel(ctx), "kill", id, "USR2"); kerr != nil {
+					d.log.Warn("ask init to bind its host socket again after a failed checkpoint", "sandbox.id", id, "err", kerr)
+				}
+			}
+		}
 		return fmt.Errorf("checkpoint sandbox %s: %w", id, err)
 	}
 	// From here the processes are gone; losing the upper dir now would lose
@@ -315,4 +336,25 @@ func (d *Driver) saveImage(ctx context.Context, id, image string) error {
 		}
 	}
 	return err
+}
+
+// socketIn returns the path, relative to upper, of a unix socket file in a
+// sandbox's writable layer, or "". The walk follows no symlink (the layer
+// is the sandbox's to write).
+func socketIn(upper string) (string, error) {
+	var found string
+	err := filepath.WalkDir(upper, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if e.Type()&fs.ModeSocket != 0 {
+			found, _ = filepath.Rel(upper, p)
+			return fs.SkipAll
+		}
+		return nil
+	})
+	return found, err
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -248,5 +249,36 @@ func copyFiles(t *testing.T, src, dst string) {
 		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// socketIn finds a unix socket file anywhere in a writable layer (gVisor
+// cannot save a sandbox listening on one), and nothing in a layer of
+// plain files, directories and symlinks.
+func TestSocketIn(t *testing.T) {
+	t.Parallel()
+	upper := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(upper, "home", "user"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(upper, "home", "user", "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/run", filepath.Join(upper, "home", "run")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := socketIn(upper); err != nil || got != "" {
+		t.Fatalf("socketIn without a socket = %q, %v; want none", got, err)
+	}
+	ln, err := net.Listen("unix", filepath.Join(upper, "home", "user", "app.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if got, err := socketIn(upper); err != nil || got != "home/user/app.sock" {
+		t.Fatalf("socketIn = %q, %v; want home/user/app.sock", got, err)
+	}
+	if got, err := socketIn(filepath.Join(upper, "gone")); err != nil || got != "" {
+		t.Fatalf("socketIn of a missing layer = %q, %v; want none", got, err)
 	}
 }
