@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/hostfs"
 	"github.com/sbxdev/sbx/internal/runtime"
+	"golang.org/x/sys/unix"
 )
 
 // Only runsc checkpoints here: Debian's crun has no checkpoint command and
@@ -338,23 +340,56 @@ func (d *Driver) saveImage(ctx context.Context, id, image string) error {
 	return err
 }
 
-// socketIn returns the path, relative to upper, of a unix socket file in a
-// sandbox's writable layer, or "". The walk follows no symlink (the layer
-// is the sandbox's to write).
+// socketIn finds a unix socket file in a writable layer (gVisor cannot
+// save a sandbox listening on one) and returns its path in the sandbox.
+// The layer is the sandbox's own, so it is walked by directory descriptors
+// (internal/hostfs), never by path: a directory swapped for a symlink
+// meanwhile is not followed onto the host. The walk stops after
+// maxSocketScan entries (a layer lives on a capped tmpfs; a huge tree
+// gets no verdict rather than an unbounded walk, and runsc's own check
+// then decides).
 func socketIn(upper string) (string, error) {
-	var found string
-	err := filepath.WalkDir(upper, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
+	root, err := hostfs.OpenDir(upper)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer root.Close()
+	budget := maxSocketScan
+	return socketUnder(root, "", &budget)
+}
+
+const maxSocketScan = 200_000
+
+func socketUnder(d *hostfs.Dir, rel string, budget *int) (string, error) {
+	entries, err := d.ReadDir()
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		if *budget--; *budget < 0 {
+			return "", nil
+		}
+		p := path.Join(rel, e.Name)
+		switch {
+		case e.Mode&unix.S_IFMT == unix.S_IFSOCK:
+			return p, nil
+		case e.IsDir():
+			sub, err := d.Sub(e.Name)
+			if err != nil {
+				if errors.Is(err, hostfs.ErrSymlink) || errors.Is(err, hostfs.ErrNotDir) || errors.Is(err, fs.ErrNotExist) {
+					continue // replaced meanwhile: not followed
+				}
+				return "", err
 			}
-			return err
+			found, err := socketUnder(sub, p, budget)
+			sub.Close()
+			if found != "" || err != nil {
+				return found, err
+			}
 		}
-		if e.Type()&fs.ModeSocket != 0 {
-			found, _ = filepath.Rel(upper, p)
-			return fs.SkipAll
-		}
-		return nil
-	})
-	return found, err
+	}
+	return "", nil
 }
