@@ -3,6 +3,7 @@ package cluster
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,7 @@ type Sandboxes struct {
 	client *Client
 	tpl    Templates
 	builds *buildCache // nil: team templates placed by capacity only
+	snaps  Snapshots   // nil: snapshots placed by capacity only
 	log    *slog.Logger
 }
 
@@ -83,6 +85,14 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 	preq := placement.Request{Team: req.TeamID, TemplateID: tplID, CPUMillis: defaultCPUMillis, MemoryMiB: defaultMemoryMiB}
 	if t, ok := s.tpl.Get(tplID); ok {
 		preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
+	} else if sn, ok := s.snapshotOf(ctx, req.TeamID, tplID); ok {
+		// Prefer a node holding a copy; a memory snapshot starts only on
+		// the node holding its checkpoint image.
+		preq.SnapshotID, preq.SnapshotInBlobStore, preq.BuildDigest = sn.ID, sn.MemoryNode == "", sn.BuildID
+		var t template.Template
+		if json.Unmarshal(sn.Template, &t) == nil {
+			preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
+		}
 	} else if s.builds != nil {
 		if t, ok := s.builds.get(ctx, req.TeamID, tplID); ok {
 			preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
@@ -123,6 +133,27 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 		return store.Sandbox{}, fmt.Errorf("read sandbox %s created on node %s: %w", created.SandboxID, d.NodeID, err)
 	}
 	return sb, nil
+}
+
+// Snapshots finds a team's sandbox snapshot by ID or name (the shared
+// table, sandbox.SnapshotTable).
+type Snapshots interface {
+	Find(ctx context.Context, teamID, ref string) (store.Snapshot, bool, error)
+}
+
+// SetSnapshots makes creates from a sandbox snapshot sized by it and
+// placed preferring nodes that hold a copy of it.
+func (s *Sandboxes) SetSnapshots(sn Snapshots) { s.snaps = sn }
+
+func (s *Sandboxes) snapshotOf(ctx context.Context, teamID, ref string) (store.Snapshot, bool) {
+	if s.snaps == nil {
+		return store.Snapshot{}, false
+	}
+	sn, ok, err := s.snaps.Find(ctx, teamID, ref)
+	if err != nil {
+		s.log.WarnContext(ctx, "look up a sandbox snapshot; placing without its affinity", "template.id", ref, "err", err)
+	}
+	return sn, ok && err == nil
 }
 
 // Get reads the sandbox's row.
