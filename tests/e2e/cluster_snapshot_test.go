@@ -19,7 +19,8 @@ import (
 // Another team neither lists, starts nor deletes it; deleted through one
 // replica, the copy a node holds no longer starts.
 func TestClusterSnapshot(t *testing.T) {
-	c := startClusterSpec(t, clusterSpec{apis: 2, nodes: 2})
+	// One snapshot per team: the cap counts the table, every node's.
+	c := startClusterSpec(t, clusterSpec{apis: 2, nodes: 2, nodeFlags: []string{"--team-max-snapshots", "1"}})
 	api1, api2 := c.apis[0].Client(t), c.apis[1].Client(t)
 	src, err := api1.Create(opCtx(t), sdk.CreateOptions{Template: "base"})
 	if err != nil {
@@ -85,13 +86,34 @@ func TestClusterSnapshot(t *testing.T) {
 	// With the holder dead, the other node pulls it and starts it.
 	c.nodes[holder].Stop(syscall.SIGKILL)
 	t0 = time.Now()
-	_, n := start(api2)
+	moved, n := start(api2)
 	t.Logf("create + first command from the snapshot on the node without it (pull included): %s", time.Since(t0).Round(time.Millisecond))
 	if n != 1-holder {
 		t.Fatalf("with node-%d dead, the sandbox from the snapshot ran on node %d", holder+1, n+1)
 	}
 	if !strings.Contains(c.nodes[n].Log(), "sandbox snapshot pulled from the blob store") {
 		t.Errorf("node-%d does not log the pull of the snapshot", n+1)
+	}
+	// The cap counts the snapshot node-1 took though node-2 takes this
+	// one; new content under the same name adds none and replaces the
+	// copy node-2 pulled.
+	if s, err := api2.CreateSnapshot(opCtx(t), moved.ID, ""); !sdk.IsRateLimited(err) {
+		t.Errorf("a second snapshot of a team capped at one, on the other node = %+v, %v; want 429", s, err)
+	}
+	runIn(t, moved, "echo second content > /home/user/kept.txt")
+	if _, err := api2.CreateSnapshot(opCtx(t), moved.ID, "cluster-snap"); err != nil {
+		t.Fatalf("new content for the named snapshot on node-%d: %v", n+1, err)
+	}
+	again, err := api1.Create(opCtx(t), sdk.CreateOptions{Template: "cluster-snap:default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = again.Kill(context.Background()) })
+	if got := runIn(t, again, "cat /home/user/kept.txt"); got != "second content\n" {
+		t.Errorf("sandbox from the snapshot's new content: kept.txt = %q", got)
+	}
+	if list, _ := api1.ListSnapshots(opCtx(t), sdk.SnapshotListOptions{}); len(list) != 1 || list[0].SandboxID != moved.ID {
+		t.Errorf("after new content: %+v; want cluster-snap only, of %s", list, moved.ID)
 	}
 
 	// Deleted through api-1: gone from every list, and the copy node n
