@@ -2,10 +2,12 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/placement"
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
@@ -68,8 +70,9 @@ func (f fakeSnapshots) Find(_ context.Context, teamID, ref string) (store.Snapsh
 
 // TestCreatePrefersSnapshot: a create from a sandbox snapshot goes to the
 // node whose heartbeat names a copy of it, though another node is freer;
-// a memory snapshot goes only there, and fails naming the snapshot when
-// that node is gone; another team's reference is placed as a template.
+// a memory snapshot goes only to the node its row names, even before its
+// heartbeat names it, and fails naming the snapshot when that node is
+// gone; another team's reference is placed as a template.
 func TestCreatePrefersSnapshot(t *testing.T) {
 	st := newStore(t)
 	na, nb := newNode(t, "a", created("sb")), newNode(t, "b", created("sb"))
@@ -77,7 +80,7 @@ func TestCreatePrefersSnapshot(t *testing.T) {
 	register(t, st, "a", na.srv.URL, 64000, now) // the freer
 	if err := st.Heartbeat(t.Context(), store.Node{ID: "b", Boot: "b", StartedAt: now, HeartbeatAt: now,
 		NodeLoad: store.NodeLoad{AdvertiseURL: nb.srv.URL, CPUMillis: 8000, MemoryMiB: 16384,
-			Builds: "bld-1 " + store.NodeSnapshotPrefix + "snap-fs " + store.NodeSnapshotPrefix + "snap-mem"}}); err != nil {
+			Builds: "bld-1 " + store.NodeSnapshotPrefix + "snap-fs"}}); err != nil {
 		t.Fatal(err)
 	}
 	insert(t, st, "sb", "team1", "b")
@@ -102,7 +105,7 @@ func TestCreatePrefersSnapshot(t *testing.T) {
 		t.Errorf("creates from snapshots node b holds: a %d, b %d; want all on b", a, b)
 	}
 	_, err := sbs.Create(t.Context(), sandbox.CreateRequest{TeamID: "team1", Template: "snap-lost"})
-	if err == nil || !strings.Contains(err.Error(), "snap-lost") {
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "snap-lost") {
 		t.Errorf("create from a memory snapshot no live node holds = %v; want an error naming it", err)
 	}
 	// Another team's reference: no snapshot for it (the node says so).
