@@ -331,6 +331,8 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 		return nil, err
 	}
 	c.tplSvc.SetSnapshots(c.mgr)
+	// Copies of snapshots deleted or retaken through another server.
+	runUntilClosed(ctx, closers, "snapshot copies", log, c.mgr.SweepSnapshotCopies)
 	if snapDrv != nil {
 		c.tplSvc.SetSnapshotter(c.mgr.TemplateSnapshots())
 	}

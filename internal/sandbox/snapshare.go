@@ -185,6 +185,22 @@ func (m *Manager) dropSnapshotCopy(id string) error {
 	return os.RemoveAll(filepath.Join(m.sandboxSnapshotsDir(), id))
 }
 
+// dropSnapshotCopyAt is dropSnapshotCopy unless the copy is no longer
+// the one of time at (new content taken here since the caller looked).
+func (m *Manager) dropSnapshotCopyAt(id string, at time.Time) (bool, error) {
+	m.snaps.mu.Lock()
+	defer m.snaps.mu.Unlock()
+	s := m.snaps.byID[id]
+	if s == nil || !s.CreatedAt.Truncate(time.Millisecond).Equal(at) {
+		return false, nil
+	}
+	delete(m.snaps.byID, id)
+	if m.snaps.reg != nil {
+		m.snaps.reg.Remove(id)
+	}
+	return true, os.RemoveAll(filepath.Join(m.sandboxSnapshotsDir(), id))
+}
+
 // SnapshotBuilds lists the template builds under every snapshot's layers
 // (any server's), which template pruning must keep.
 func (m *Manager) SnapshotBuilds(ctx context.Context) ([]string, error) {
@@ -218,6 +234,70 @@ func (m *Manager) HeldSnapshots(max int) []string {
 		out = append(out, s.ID)
 	}
 	return out
+}
+
+// SnapshotSweepEvery is how often a node drops its copies of snapshots
+// deleted (or taken again) through another server.
+const SnapshotSweepEvery = time.Minute
+
+// SweepSnapshotCopies drops, every SnapshotSweepEvery until ctx ends, the
+// copies this node holds of snapshots whose row is gone or names newer
+// content: their disk space, and their names in the heartbeat. A create
+// from one finds it out at once anyway (syncSnapshot).
+func (m *Manager) SweepSnapshotCopies(ctx context.Context) error {
+	t := time.NewTicker(SnapshotSweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := m.sweepSnapshotCopies(ctx); err != nil && ctx.Err() == nil {
+				m.log.WarnContext(ctx, "check snapshot copies against the table", "err", err)
+			}
+		}
+	}
+}
+
+func (m *Manager) sweepSnapshotCopies(ctx context.Context) error {
+	tab, ok := m.snapshotTable()
+	if !ok {
+		return nil
+	}
+	// Copies listed before the rows are read: one taken meanwhile has its
+	// row already (it is written before the copy is registered).
+	m.snaps.mu.Lock()
+	held := make(map[string]time.Time, len(m.snaps.byID))
+	for id, s := range m.snaps.byID {
+		if s.Recorded {
+			held[id] = s.CreatedAt.Truncate(time.Millisecond)
+		}
+	}
+	m.snaps.mu.Unlock()
+	if len(held) == 0 {
+		return nil
+	}
+	rows, err := tab.Store.ListSnapshots(ctx, "")
+	if err != nil {
+		return err
+	}
+	current := make(map[string]time.Time, len(rows))
+	for _, r := range rows {
+		current[r.ID] = r.CreatedAt
+	}
+	for id, at := range held {
+		if cur, ok := current[id]; ok && !cur.After(at) {
+			continue
+		}
+		if dropped, err := m.dropSnapshotCopyAt(id, at); err != nil || !dropped {
+			if err != nil {
+				return err
+			}
+			continue // taken again here meanwhile
+		}
+		m.log.InfoContext(ctx, "dropped the copy of a snapshot deleted or taken again through another server", "snapshot.id", id)
+	}
+	return nil
 }
 
 // snapshotIDFor is the ID a snapshot named name gets: the team's
@@ -449,6 +529,9 @@ func (m *Manager) pullSnapshot(ctx context.Context, r store.Snapshot) error {
 	}
 	m.snaps.mu.Lock()
 	defer m.snaps.mu.Unlock()
+	if cur := m.snaps.byID[r.ID]; cur != nil && cur.CreatedAt.Truncate(time.Millisecond).After(r.CreatedAt) {
+		return nil // newer content taken here meanwhile
+	}
 	if err := m.placeSnapshotDir(tmp, final); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}

@@ -241,3 +241,33 @@ func TestSnapshotTable(t *testing.T) {
 		t.Errorf("DeleteTeam of team-a touched team-b: %+v", got)
 	}
 }
+
+// The sweep drops copies of deleted and retaken snapshots, and keeps
+// current ones and those from before the table that could not be recorded.
+func TestSweepSnapshotCopies(t *testing.T) {
+	t.Parallel()
+	e := newSnapshotEnv(t)
+	ctx := t.Context()
+	now := time.Now().UTC()
+	for _, id := range []string{"keep", "gone", "newer"} {
+		e.taken(t, id, "team-a", "", now)
+		if err := e.m.syncSnapshot(ctx, "team-a", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.st.DeleteSnapshot(ctx, "team-a", "gone"); err != nil {
+		t.Fatal(err)
+	}
+	e.taken(t, "newer", "team-a", "", now.Add(time.Second))
+	if err := e.m.sweepSnapshotCopies(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if held := e.m.HeldSnapshots(10); !slices.Equal(held, []string{"keep"}) {
+		t.Errorf("held after the sweep: %v; want keep", held)
+	}
+	for _, id := range []string{"gone", "newer"} {
+		if _, err := os.Stat(e.copyOf(id)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("copy %s left by the sweep: %v", id, err)
+		}
+	}
+}
