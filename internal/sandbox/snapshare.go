@@ -358,6 +358,7 @@ func (m *Manager) snapshotRow(ctx context.Context, meta *snapshotMeta, base, dir
 		BaseTemplate: base, BuildID: meta.BuildID, Template: raw, CreatedAt: meta.CreatedAt}
 	if meta.Memory {
 		row.MemoryNode = m.cfg.NodeID
+		row.SizeBytes = dirSize(filepath.Join(dir, "state")) // the checkpoint image
 	}
 	t0 := m.now()
 	for _, l := range meta.Template.Layers {
