@@ -19,9 +19,33 @@ import (
 // wrappers and fakes need not implement them; without them these routes
 // answer 412.
 
+// The manager takes, lists and deletes snapshots; the table alone lists.
+var (
+	_ snapshotter    = (*sandbox.Manager)(nil)
+	_ snapshotLister = sandbox.SnapshotTable{}
+)
+
 type snapshotter interface {
 	CreateSnapshot(ctx context.Context, teamID, id, name string) (sandbox.SnapshotInfo, error)
-	ListSnapshots(teamID, sandboxID, ref string) []sandbox.SnapshotInfo
+	snapshotLister
+}
+
+// snapshotLister lists a team's snapshots (the shared table: any server's).
+type snapshotLister interface {
+	ListSnapshots(ctx context.Context, teamID, sandboxID, ref string) ([]sandbox.SnapshotInfo, error)
+}
+
+// SetSnapshotList makes GET /snapshots read l: an api replica's
+// Sandboxes take no snapshots but the table lists every node's.
+func (s *Server) SetSnapshotList(l snapshotLister) { s.snapList = l }
+
+// snapshotList is what GET /snapshots reads.
+func (s *Server) snapshotList() (snapshotLister, bool) {
+	if s.snapList != nil {
+		return s.snapList, true
+	}
+	sn, ok := s.sandboxes.(snapshotter)
+	return sn, ok
 }
 
 type forker interface {
@@ -66,7 +90,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, errdefs.Precondition("sandbox snapshots are not supported by this server"))
 		return
 	}
-	unlock, err := s.snapCap.admit(team(r).ID, body.Name, sn)
+	unlock, err := s.snapCap.admit(r.Context(), team(r).ID, body.Name, sn)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -84,7 +108,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
 // first, limit (1-100, default 100) per page, X-Next-Token on every page
 // but the last.
 func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
-	sn, ok := s.sandboxes.(snapshotter)
+	sn, ok := s.snapshotList()
 	if !ok {
 		s.fail(w, errdefs.Precondition("sandbox snapshots are not supported by this server"))
 		return
@@ -99,7 +123,11 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	all := sn.ListSnapshots(team(r).ID, q.Get("sandboxID"), q.Get("name"))
+	all, err := sn.ListSnapshots(r.Context(), team(r).ID, q.Get("sandboxID"), q.Get("name"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	start := 0
 	if tok := q.Get("nextToken"); tok != "" {
 		after, err := base64.RawURLEncoding.DecodeString(tok)

@@ -24,13 +24,13 @@ func (f fakeSnapshots) CreateSnapshot(context.Context, string, string, string) (
 	return sandbox.SnapshotInfo{}, nil
 }
 
-func (f fakeSnapshots) ListSnapshots(teamID, _, _ string) []sandbox.SnapshotInfo {
+func (f fakeSnapshots) ListSnapshots(_ context.Context, teamID, _, _ string) ([]sandbox.SnapshotInfo, error) {
 	var out []sandbox.SnapshotInfo
 	for i := range f.n {
 		out = append(out, sandbox.SnapshotInfo{ID: fmt.Sprintf("s%02d", i), TeamID: teamID, Name: map[bool]string{true: "named"}[i == 0],
 			CreatedAt: time.Unix(int64(100-i), 0)})
 	}
-	return out
+	return out, nil
 }
 
 // TestListSnapshotsPaging: every page but the last carries X-Next-Token

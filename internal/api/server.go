@@ -98,6 +98,7 @@ type Server struct {
 	volumes      Volumes          // nil until SetVolumes
 	cleanups     []teamCleanup    // data removed with a team (OnTeamDeleted)
 	snapCap      snapshotCap      // --team-max-snapshots
+	snapList     snapshotLister   // nil: the Sandboxes' (SetSnapshotList)
 	cluster      ClusterVerifier  // set on a --role node: only api replicas are served (cluster.go)
 	forwarder    SandboxForwarder // set on a --role api: node-side sandbox routes go to the node (cluster.go)
 	clusterNodes ClusterNodes     // set on a --role api: /nodes lists the cluster's nodes (clusternodes.go)

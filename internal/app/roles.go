@@ -109,7 +109,8 @@ const DefaultCPUOvercommit = 32
 // cores times the overcommit. Memory: what the host uses (MemTotal -
 // MemAvailable) against MemTotal: limits are ceilings too, and the memory
 // sandboxes really take is what runs a host out. Builds: the team
-// templates' builds whose layers it holds (placement prefers it for them).
+// templates' builds whose layers it holds and the sandbox snapshots it
+// holds copies of (placement prefers it for them).
 //
 // Until ready is set (the API serves), the heartbeat carries no load: the
 // node is registered (nobody sweeps it while it reattaches its sandboxes)
@@ -121,8 +122,13 @@ func nodeLoad(advertise string, overcommit float64, mgr *sandbox.Manager, reg *t
 			return store.NodeLoad{}
 		}
 		total, avail := hostMemoryMiB()
+		snaps := mgr.HeldSnapshots(store.MaxNodeBuilds / 4)
+		held := reg.HeldBuilds(store.MaxNodeBuilds - len(snaps))
+		for _, id := range snaps {
+			held = strings.TrimSpace(held + " " + store.NodeSnapshotPrefix + id)
+		}
 		l := store.NodeLoad{AdvertiseURL: advertise, CPUMillis: cpu, MemoryMiB: total, ReservedMemoryMiB: max(total-avail, 0),
-			Builds: reg.HeldBuilds(store.MaxNodeBuilds)}
+			Builds: held}
 		for _, sb := range mgr.Live() {
 			l.Sandboxes++
 			if sb.State == store.StateRunning {
@@ -209,6 +215,11 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 		template.NewStore(st), reg, nil, evlog)
 	wireBuildJobs(cfg, tplSvc, blobs, st, "")
 	sbs.SetBuilds(tplSvc)
+	// Sandbox snapshots: listed, deleted and placed from the shared
+	// table; nodes take them (POST /sandboxes/{id}/snapshots is forwarded).
+	snaps := sandbox.SnapshotTable{Store: st}
+	sbs.SetSnapshots(snaps)
+	tplSvc.SetSnapshots(snaps)
 	tplHandler := template.NewHandler(tplSvc)
 	tplHandler.SetSpawns(st)
 	// Team templates are built and registered on the nodes: list them
@@ -220,6 +231,8 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 		metrics.Endpoint{M: mets, Public: cfg.Monitoring.MetricsPublic})
 	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
 	apiSrv.SetBuildCanceller(tplSvc)
+	apiSrv.SetSnapshotList(snaps)
+	apiSrv.OnTeamDeleted("snapshots", snaps.DeleteTeam)
 	// Traffic tokens and the sandbox domain; egress policies are the
 	// nodes' (creates asking for one are refused here for now).
 	apiSrv.SetNetworking(nil, sqlstore.NewNetworks(data.DB), advertised)

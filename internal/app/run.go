@@ -327,10 +327,12 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	if cfg.Role == RoleNode {
 		wireBuildJobs(cfg, c.tplSvc, c.blobs, data.Store, cfg.NodeName)
 	}
-	if err := c.mgr.SetSnapshotRegistry(c.reg); err != nil {
+	if err := c.mgr.SetSnapshotRegistry(ctx, c.reg, data.Store); err != nil {
 		return nil, err
 	}
 	c.tplSvc.SetSnapshots(c.mgr)
+	// Copies of snapshots deleted or retaken through another server.
+	runUntilClosed(ctx, closers, "snapshot copies", log, c.mgr.SweepSnapshotCopies)
 	if snapDrv != nil {
 		c.tplSvc.SetSnapshotter(c.mgr.TemplateSnapshots())
 	}
@@ -426,7 +428,11 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	}
 	apiSrv.SetVolumes(vols, volume.NewContentHandler(vols, log))
 	apiSrv.OnTeamDeleted("snapshots", func(ctx context.Context, teamID string) error {
-		for _, s := range c.mgr.ListSnapshots(teamID, "", "") {
+		snaps, err := c.mgr.ListSnapshots(ctx, teamID, "", "")
+		if err != nil {
+			return err
+		}
+		for _, s := range snaps {
 			if _, err := c.mgr.DeleteSnapshot(ctx, teamID, s.ID); err != nil {
 				return err
 			}
@@ -487,7 +493,11 @@ func (l liveWithSnapshots) LiveSandboxes(ctx context.Context) ([]store.Sandbox, 
 	if err != nil {
 		return nil, err
 	}
-	for _, b := range l.mgr.SnapshotBuilds() {
+	builds, err := l.mgr.SnapshotBuilds(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range builds {
 		sbs = append(sbs, store.Sandbox{BuildID: b})
 	}
 	return sbs, nil

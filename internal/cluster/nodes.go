@@ -88,17 +88,24 @@ func (n *Nodes) Refresh(ctx context.Context) error {
 		case r.State != store.NodeReady:
 			st = placement.Unhealthy
 		}
-		var layers map[string]struct{}
+		var layers, snaps map[string]struct{}
 		if r.Builds != "" {
 			ids := strings.Fields(r.Builds)
 			layers = make(map[string]struct{}, len(ids))
 			for _, id := range ids {
+				if snap, ok := strings.CutPrefix(id, store.NodeSnapshotPrefix); ok {
+					if snaps == nil {
+						snaps = map[string]struct{}{}
+					}
+					snaps[snap] = struct{}{}
+					continue
+				}
 				layers[id] = struct{}{} // keyed by build: Sandboxes.Create asks by the template's current build
 			}
 		}
 		nodes = append(nodes, placement.Node{ID: r.ID, State: st, Observed: r.HeartbeatAt,
 			CPUMillis: r.CPUMillis, MemoryMiB: r.MemoryMiB, ReservedCPUMillis: r.ReservedCPUMillis,
-			ReservedMemoryMiB: r.ReservedMemoryMiB, Sandboxes: r.Sandboxes, Layers: layers})
+			ReservedMemoryMiB: r.ReservedMemoryMiB, Sandboxes: r.Sandboxes, Layers: layers, Snapshots: snaps})
 	}
 	n.cache.Set(nodes)
 	n.urls.Store(&urls)

@@ -3,6 +3,7 @@ package cluster
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,7 @@ type Sandboxes struct {
 	client *Client
 	tpl    Templates
 	builds *buildCache // nil: team templates placed by capacity only
+	snaps  Snapshots   // nil: snapshots placed by capacity only
 	log    *slog.Logger
 	stats  *Metrics // nil: not counted
 }
@@ -87,16 +89,7 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 	if len(req.Mounts) > 0 {
 		return store.Sandbox{}, errdefs.Precondition("volume mounts are not supported through an api replica yet (sbx serve --role api)")
 	}
-	tplID := cmp.Or(req.Template, "base")
-	preq := placement.Request{Team: req.TeamID, TemplateID: tplID, CPUMillis: defaultCPUMillis, MemoryMiB: defaultMemoryMiB}
-	if t, ok := s.tpl.Get(tplID); ok {
-		preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
-	} else if s.builds != nil {
-		if t, ok := s.builds.get(ctx, req.TeamID, tplID); ok {
-			preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
-			preq.BuildDigest = t.BuildID // nodes report the builds they hold (Nodes.Refresh)
-		}
-	}
+	preq, memNode := s.placementOf(ctx, req)
 	body := createBody{TemplateID: req.Template, AutoPause: req.AutoPause, Secure: req.Secure,
 		AllowInternetAccess: req.AllowInternet, Metadata: req.Metadata, EnvVars: req.EnvVars,
 		AutoPauseMemory: req.AutoPauseMemory}
@@ -112,20 +105,38 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 	var created struct {
 		SandboxID string `json:"sandboxID"`
 	}
-	start, creating := time.Now(), time.Duration(0) // choosing = all of Run but the creates on nodes
-	d, err := s.placer.Run(ctx, preq, CreateAttempts, func(ctx context.Context, d placement.Decision) error {
+	creating := time.Duration(0) // choosing = all of Run but the creates on nodes
+	send := func(ctx context.Context, node string) error {
 		at := time.Now()
 		defer func() { creating += time.Since(at) }()
-		base, err := s.nodes.URL(ctx, d.NodeID)
+		base, err := s.nodes.URL(ctx, node)
 		if err != nil {
 			return err
 		}
-		_, err = s.client.Do(ctx, d.NodeID, base, req.TeamID, http.MethodPost, "/sandboxes", body, &created)
-		if err != nil && placement.Retryable(err) {
-			s.log.WarnContext(ctx, "create failed on a node; trying another", "node", d.NodeID, "err", err)
-		}
+		_, err = s.client.Do(ctx, node, base, req.TeamID, http.MethodPost, "/sandboxes", body, &created)
 		return err
-	})
+	}
+	start := time.Now()
+	var d placement.Decision
+	var err error
+	if memNode != "" {
+		// Straight to its node, which may not have named the snapshot in
+		// a heartbeat yet (taken a moment ago).
+		if !s.nodes.Ready(memNode) {
+			return store.Sandbox{}, errdefs.Unavailable("snapshot %s holds its sandbox's processes and memory, which stay on the node "+
+				"that took it, and that node is not available: retry when it is back, or take a snapshot of a sandbox that is not "+
+				"checkpointed (filesystem only), which starts anywhere", preq.SnapshotID)
+		}
+		d.NodeID, err = memNode, send(ctx, memNode)
+	} else {
+		d, err = s.placer.Run(ctx, preq, CreateAttempts, func(ctx context.Context, d placement.Decision) error {
+			err := send(ctx, d.NodeID)
+			if err != nil && placement.Retryable(err) {
+				s.log.WarnContext(ctx, "create failed on a node; trying another", "node", d.NodeID, "err", err)
+			}
+			return err
+		})
+	}
 	s.stats.placed(err, time.Since(start)-creating)
 	if err != nil {
 		return store.Sandbox{}, err
@@ -135,6 +146,52 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 		return store.Sandbox{}, fmt.Errorf("read sandbox %s created on node %s: %w", created.SandboxID, d.NodeID, err)
 	}
 	return sb, nil
+}
+
+// placementOf sizes a create and says which layers or snapshot its node
+// should hold; memNode is the only node a memory snapshot starts on.
+func (s *Sandboxes) placementOf(ctx context.Context, req sandbox.CreateRequest) (preq placement.Request, memNode string) {
+	tplID := cmp.Or(req.Template, "base")
+	preq = placement.Request{Team: req.TeamID, TemplateID: tplID, CPUMillis: defaultCPUMillis, MemoryMiB: defaultMemoryMiB}
+	if t, ok := s.tpl.Get(tplID); ok {
+		preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
+	} else if sn, ok := s.snapshotOf(ctx, req.TeamID, tplID); ok {
+		// Prefer a node holding a copy; a memory snapshot starts only on
+		// the node holding its checkpoint image.
+		preq.SnapshotID, preq.SnapshotInBlobStore, preq.BuildDigest = sn.ID, sn.MemoryNode == "", sn.BuildID
+		memNode = sn.MemoryNode
+		var t template.Template
+		if json.Unmarshal(sn.Template, &t) == nil {
+			preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
+		}
+	} else if s.builds != nil {
+		if t, ok := s.builds.get(ctx, req.TeamID, tplID); ok {
+			preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
+			preq.BuildDigest = t.BuildID // nodes report the builds they hold (Nodes.Refresh)
+		}
+	}
+	return preq, memNode
+}
+
+// Snapshots finds a team's sandbox snapshot by ID or name (the shared
+// table, sandbox.SnapshotTable).
+type Snapshots interface {
+	Find(ctx context.Context, teamID, ref string) (store.Snapshot, bool, error)
+}
+
+// SetSnapshots makes creates from a sandbox snapshot sized by it and
+// placed preferring nodes that hold a copy of it.
+func (s *Sandboxes) SetSnapshots(sn Snapshots) { s.snaps = sn }
+
+func (s *Sandboxes) snapshotOf(ctx context.Context, teamID, ref string) (store.Snapshot, bool) {
+	if s.snaps == nil {
+		return store.Snapshot{}, false
+	}
+	sn, ok, err := s.snaps.Find(ctx, teamID, ref)
+	if err != nil {
+		s.log.WarnContext(ctx, "look up a sandbox snapshot; placing without its affinity", "template.id", ref, "err", err)
+	}
+	return sn, ok && err == nil
 }
 
 // Get reads the sandbox's row.

@@ -210,6 +210,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (sb store.Sandb
 	}
 	ctx, span := telemetry.Start(ctx, "sandbox.create", attribute.String("team.id", req.TeamID))
 	defer func() { telemetry.End(span, err) }()
+	if err := m.syncSnapshot(ctx, req.TeamID, req.Template); err != nil {
+		return store.Sandbox{}, err
+	}
 	tpl, err := m.templates.ResolveFor(ctx, req.TeamID, req.Template)
 	if err != nil {
 		return store.Sandbox{}, err

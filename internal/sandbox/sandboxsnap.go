@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -43,13 +42,16 @@ type SnapshotRegistry interface {
 	Get(ref string) (template.Template, bool)
 }
 
-// SetSnapshotRegistry publishes sandbox snapshots as templates and loads
-// the ones on disk. Call before serving requests.
-func (m *Manager) SetSnapshotRegistry(r SnapshotRegistry) error {
+// SetSnapshotRegistry publishes sandbox snapshots as templates, records
+// them in st (the table every server shares) and loads the copies this
+// node holds on disk: a copy whose row is gone (deleted through another
+// server) or names newer content is removed; one from before the table
+// is recorded there. Call before serving requests.
+func (m *Manager) SetSnapshotRegistry(ctx context.Context, r SnapshotRegistry, st store.Snapshots) error {
 	m.snaps.mu.Lock()
-	defer m.snaps.mu.Unlock()
-	m.snaps.reg = r
+	m.snaps.reg, m.snaps.st = r, st
 	m.snaps.byID = map[string]*snapshotMeta{}
+	m.snaps.mu.Unlock()
 	entries, err := os.ReadDir(m.sandboxSnapshotsDir())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -58,7 +60,7 @@ func (m *Manager) SetSnapshotRegistry(r SnapshotRegistry) error {
 	}
 	for _, e := range entries {
 		dir := filepath.Join(m.sandboxSnapshotsDir(), e.Name())
-		if strings.HasPrefix(e.Name(), ".") { // leftovers of an interrupted snapshot or fork
+		if strings.HasPrefix(e.Name(), ".") { // leftovers of an interrupted snapshot, pull or fork
 			_ = os.RemoveAll(dir)
 			continue
 		}
@@ -71,7 +73,17 @@ func (m *Manager) SetSnapshotRegistry(r SnapshotRegistry) error {
 			m.log.Warn("ignoring unreadable sandbox snapshot", "dir", dir, "err", err)
 			continue
 		}
+		keep, err := m.reconcileSnapshot(ctx, &meta, dir)
+		if err != nil {
+			return err
+		}
+		if !keep {
+			_ = os.RemoveAll(dir)
+			continue
+		}
+		m.snaps.mu.Lock()
 		m.snaps.byID[meta.ID] = &meta
+		m.snaps.mu.Unlock()
 		r.Put(meta.template())
 	}
 	return nil
@@ -93,6 +105,10 @@ type SnapshotInfo struct {
 type snapshotMeta struct {
 	SnapshotInfo
 	Template template.Template `json:"template"` // as published (Layers: own copies first)
+	// Recorded: the snapshot has a row in the shared table (a copy without
+	// one was deleted through another server); false in copies from
+	// before the table.
+	Recorded bool `json:"recorded,omitempty"`
 }
 
 func (s *snapshotMeta) template() template.Template {
@@ -104,7 +120,8 @@ func (s *snapshotMeta) template() template.Template {
 type snapshots struct {
 	mu   sync.Mutex
 	reg  SnapshotRegistry
-	byID map[string]*snapshotMeta
+	st   store.Snapshots          // the table: what exists, for every server
+	byID map[string]*snapshotMeta // the copies this node holds
 }
 
 func (m *Manager) sandboxSnapshotsDir() string {
@@ -126,31 +143,18 @@ func (m *Manager) CreateSnapshot(ctx context.Context, teamID, id, name string) (
 		}
 	}
 	m.snaps.mu.Lock()
-	reg := m.snaps.reg
+	reg, st := m.snaps.reg, m.snaps.st
 	m.snaps.mu.Unlock()
-	if reg == nil {
+	if reg == nil || st == nil {
 		return SnapshotInfo{}, errdefs.Precondition("sandbox snapshots are not enabled on this server")
 	}
 	sb, err := m.Get(ctx, teamID, id)
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
-	snapID := ""
-	if name != "" {
-		if t, ok := reg.Get(name); ok {
-			m.snaps.mu.Lock()
-			old := m.snaps.byID[t.ID]
-			m.snaps.mu.Unlock()
-			if old == nil || old.TeamID != teamID {
-				return SnapshotInfo{}, errdefs.Conflict("the name %q is taken by a template; choose another snapshot name", name)
-			}
-			snapID = old.ID
-		}
-	}
-	if snapID == "" {
-		if snapID, err = newID(); err != nil {
-			return SnapshotInfo{}, err
-		}
+	snapID, err := m.snapshotIDFor(ctx, reg, teamID, name)
+	if err != nil {
+		return SnapshotInfo{}, err
 	}
 	tmp, err := os.MkdirTemp(m.mkSnapshotsDir(), ".snap-")
 	if err != nil {
@@ -172,30 +176,49 @@ func (m *Manager) CreateSnapshot(ctx context.Context, teamID, id, name string) (
 	for i, l := range stack { // paths as they will be after the rename
 		tpl.Layers[i] = strings.Replace(l, tmp, final, 1)
 	}
+	// Milliseconds, as the table keeps it: a node's copy is current when
+	// its time equals the row's.
 	meta := &snapshotMeta{SnapshotInfo: SnapshotInfo{ID: snapID, Name: name, TeamID: teamID, SandboxID: sb.ID,
-		BuildID: tpl.BuildID, CreatedAt: m.now().UTC(), Memory: memory}, Template: tpl}
+		BuildID: tpl.BuildID, CreatedAt: m.now().UTC().Truncate(time.Millisecond), Memory: memory}, Template: tpl, Recorded: true}
+	row, err := m.snapshotRow(ctx, meta, m.baseTemplateOf(ctx, sb), tmp, final)
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot sandbox %s: %w", id, err)
+	}
 	b, _ := json.Marshal(meta)
 	if err := os.WriteFile(filepath.Join(tmp, "meta.json"), b, 0o600); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot sandbox %s: %w", id, err)
 	}
 	m.snaps.mu.Lock()
 	defer m.snaps.mu.Unlock()
-	if _, err := os.Stat(final); err == nil { // a new content for a named snapshot
-		old := final + ".old"
-		_ = os.RemoveAll(old)
-		if err := os.Rename(final, old); err != nil {
-			return SnapshotInfo{}, fmt.Errorf("snapshot sandbox %s: %w", id, err)
-		}
-		defer os.RemoveAll(old)
+	if err := st.PutSnapshot(ctx, row); errors.Is(err, errdefs.ErrAlreadyExists) {
+		return SnapshotInfo{}, errdefs.Conflict("the name %q is taken by another snapshot; choose another snapshot name", name)
+	} else if err != nil {
+		return SnapshotInfo{}, err
 	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := m.placeSnapshotDir(tmp, final); err != nil {
+		_ = st.DeleteSnapshot(context.WithoutCancel(ctx), teamID, snapID)
 		return SnapshotInfo{}, fmt.Errorf("snapshot sandbox %s: %w", id, err)
 	}
 	m.snaps.byID[snapID] = meta
 	reg.Put(meta.template())
 	m.log.InfoContext(ctx, "sandbox snapshot taken", "sandbox.id", sb.ID, "snapshot.id", snapID, "name", name,
-		"bytes", dirSize(final))
+		"bytes", row.SizeBytes, "layers", len(row.Layers), "memory", memory)
 	return meta.SnapshotInfo, nil
+}
+
+// placeSnapshotDir moves a finished snapshot dir into place, replacing
+// the older content of the same snapshot (sandboxes started from it hold
+// their own links to its layers). Called with m.snaps.mu held.
+func (m *Manager) placeSnapshotDir(tmp, final string) error {
+	if _, err := os.Stat(final); err == nil {
+		old := final + ".old"
+		_ = os.RemoveAll(old)
+		if err := os.Rename(final, old); err != nil {
+			return err
+		}
+		defer os.RemoveAll(old)
+	}
+	return os.Rename(tmp, final)
 }
 
 func (m *Manager) mkSnapshotsDir() string {
@@ -322,75 +345,4 @@ func (m *Manager) adoptLayers(ctx context.Context, id string, stack []string) ([
 		return nil, err
 	}
 	return m.linkOwnLayers(ctx, stack, m.layersDir(id), m.sandboxSnapshotsDir())
-}
-
-// ListSnapshots lists a team's snapshots, newest first, optionally only
-// those of one sandbox or of one name/ID ("name", "name:default").
-func (m *Manager) ListSnapshots(teamID, sandboxID, ref string) []SnapshotInfo {
-	ref, _ = template.SplitRef(ref)
-	if i := strings.LastIndex(ref, "/"); i >= 0 {
-		ref = ref[i+1:]
-	}
-	m.snaps.mu.Lock()
-	defer m.snaps.mu.Unlock()
-	var out []SnapshotInfo
-	for _, s := range m.snaps.byID {
-		if s.TeamID != teamID || sandboxID != "" && s.SandboxID != sandboxID || ref != "" && s.ID != ref && s.Name != ref {
-			continue
-		}
-		out = append(out, s.SnapshotInfo)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.After(out[j].CreatedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out
-}
-
-// DeleteSnapshot deletes a team's snapshot by ID or name (with or without
-// its tag). handled is false when ref names none of the team's snapshots,
-// so the caller can go on with templates.
-func (m *Manager) DeleteSnapshot(ctx context.Context, teamID, ref string) (handled bool, err error) {
-	name, tag := template.SplitRef(ref)
-	if i := strings.LastIndex(name, "/"); i >= 0 {
-		name = name[i+1:]
-	}
-	if tag != "" && tag != template.DefaultTag {
-		return false, nil
-	}
-	m.snaps.mu.Lock()
-	defer m.snaps.mu.Unlock()
-	var meta *snapshotMeta
-	for _, s := range m.snaps.byID {
-		if s.TeamID == teamID && (s.ID == name || s.Name != "" && s.Name == name) {
-			meta = s
-		}
-	}
-	if meta == nil {
-		return false, nil
-	}
-	delete(m.snaps.byID, meta.ID)
-	if m.snaps.reg != nil {
-		m.snaps.reg.Remove(meta.ID)
-	}
-	// Sandboxes started from it hold their own links to its layers.
-	if err := os.RemoveAll(filepath.Join(m.sandboxSnapshotsDir(), meta.ID)); err != nil {
-		return true, fmt.Errorf("delete snapshot %s: %w", meta.ID, err)
-	}
-	m.log.InfoContext(ctx, "sandbox snapshot deleted", "snapshot.id", meta.ID, "team.id", teamID)
-	return true, nil
-}
-
-// SnapshotBuilds lists the template builds under the snapshots' layers,
-// which template pruning must keep.
-func (m *Manager) SnapshotBuilds() []string {
-	m.snaps.mu.Lock()
-	defer m.snaps.mu.Unlock()
-	var out []string
-	for _, s := range m.snaps.byID {
-		out = append(out, s.BuildID)
-	}
-	return out
 }

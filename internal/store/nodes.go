@@ -47,9 +47,14 @@ type NodeLoad struct {
 	Sandboxes         int
 	// Builds names the template builds whose layers the node holds,
 	// space-separated (a string keeps NodeLoad comparable), at most
-	// MaxNodeBuilds of them.
+	// MaxNodeBuilds of them; entries with NodeSnapshotPrefix name the
+	// sandbox snapshots it holds a copy of.
 	Builds string
 }
+
+// NodeSnapshotPrefix marks a sandbox snapshot among NodeLoad.Builds (one
+// field, so the nodes table and the Leases carry it unchanged).
+const NodeSnapshotPrefix = "snapshot:"
 
 // MaxNodeBuilds bounds the builds a heartbeat names: placement prefers
 // nodes holding a template's layers, and a node holding more than this

@@ -154,6 +154,23 @@ func TestLifecycleStartCommand(t *testing.T) {
 	if got := token(live.ID); got != liveTok {
 		t.Errorf("the source serves %q after the fork, %q before: it was not restored as it was", got, liveTok)
 	}
+	// Its snapshot carries its memory too, recorded in the shared table
+	// as this node's, and starts here restored.
+	msnap, err := c.CreateSnapshot(t.Context(), live.ID, "")
+	if err != nil || !msnap.Memory {
+		t.Fatalf("snapshot of a runsc sandbox = %+v, %v; want memory", msnap, err)
+	}
+	if listed, err := c.ListSnapshots(t.Context(), sdk.SnapshotListOptions{SandboxID: live.ID}); err != nil || len(listed) != 1 || !listed[0].Memory {
+		t.Errorf("listed memory snapshot = %+v, %v", listed, err)
+	}
+	fromMem, err := c.Create(t.Context(), sdk.CreateOptions{Template: msnap.ID})
+	if err != nil {
+		t.Fatalf("create from a memory snapshot: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Kill(context.Background(), fromMem.ID) })
+	if got := token(fromMem.ID); got != liveTok {
+		t.Errorf("sandbox from a memory snapshot serves %q, source %q: its processes were not restored", got, liveTok)
+	}
 }
 
 // handle returns an SDK handle to a running sandbox: Reboot of a running

@@ -55,3 +55,12 @@ func TestBuildJobsConformance(t *testing.T) {
 		})
 	})
 }
+
+// TestSnapshotsConformance runs the sandbox snapshots' suite on SQLite and PostgreSQL.
+func TestSnapshotsConformance(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, dialect sqldb.Dialect) {
+		storetest.RunSnapshots(t, func(t *testing.T) storetest.SnapshotsStore {
+			return sqlstore.New(sqldbtest.Open(t, dialect), nil)
+		})
+	})
+}
