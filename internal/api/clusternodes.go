@@ -144,7 +144,11 @@ func (s *Server) getClusterNode(w http.ResponseWriter, r *http.Request) {
 	for _, sb := range sbs {
 		d.Sandboxes = append(d.Sandboxes, toDetail(sb, false))
 	}
-	d.CachedBuilds = append(d.CachedBuilds, strings.Fields(v.Builds)...)
+	for _, b := range strings.Fields(v.Builds) {
+		if !strings.HasPrefix(b, store.NodeSnapshotPrefix) { // snapshot copies are not builds
+			d.CachedBuilds = append(d.CachedBuilds, b)
+		}
+	}
 	writeJSON(w, http.StatusOK, d)
 }
 
