@@ -107,7 +107,8 @@ const DefaultCPUOvercommit = 32
 // cores times the overcommit. Memory: what the host uses (MemTotal -
 // MemAvailable) against MemTotal: limits are ceilings too, and the memory
 // sandboxes really take is what runs a host out. Builds: the team
-// templates' builds whose layers it holds (placement prefers it for them).
+// templates' builds whose layers it holds; Pooled: the templates it has
+// ready pooled sandboxes of (placement prefers it for those, pools first).
 //
 // Until ready is set (the API serves), the heartbeat carries no load: the
 // node is registered (nobody sweeps it while it reattaches its sandboxes)
@@ -120,7 +121,7 @@ func nodeLoad(advertise string, overcommit float64, mgr *sandbox.Manager, reg *t
 		}
 		total, avail := hostMemoryMiB()
 		l := store.NodeLoad{AdvertiseURL: advertise, CPUMillis: cpu, MemoryMiB: total, ReservedMemoryMiB: max(total-avail, 0),
-			Builds: reg.HeldBuilds(store.MaxNodeBuilds)}
+			Builds: reg.HeldBuilds(store.MaxNodeBuilds), Pooled: store.FormatPooled(mgr.PooledReady())}
 		for _, sb := range mgr.Live() {
 			l.Sandboxes++
 			if sb.State == store.StateRunning {

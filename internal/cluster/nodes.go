@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,17 +80,13 @@ func (n *Nodes) Refresh(ctx context.Context) error {
 		if r.State != store.NodeReady || now.Sub(r.HeartbeatAt) > n.stale {
 			st = placement.Unhealthy
 		}
-		var layers map[string]struct{}
-		if r.Builds != "" {
-			ids := strings.Fields(r.Builds)
-			layers = make(map[string]struct{}, len(ids))
-			for _, id := range ids {
-				layers[id] = struct{}{} // keyed by build: Sandboxes.Create asks by the template's current build
-			}
-		}
+		// Keyed by build: Sandboxes.Create asks by the template's current
+		// build. Both sets are bounded: a Lease annotation may hold anything.
+		layers := store.ParseBuilds(r.Builds)
 		nodes = append(nodes, placement.Node{ID: r.ID, State: st, Observed: r.HeartbeatAt,
 			CPUMillis: r.CPUMillis, MemoryMiB: r.MemoryMiB, ReservedCPUMillis: r.ReservedCPUMillis,
-			ReservedMemoryMiB: r.ReservedMemoryMiB, Sandboxes: r.Sandboxes, Layers: layers})
+			ReservedMemoryMiB: r.ReservedMemoryMiB, Sandboxes: r.Sandboxes, Layers: layers,
+			Pooled: store.ParsePooled(r.Pooled)})
 	}
 	n.cache.Set(nodes)
 	n.urls.Store(&urls)

@@ -80,11 +80,16 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 		return store.Sandbox{}, errdefs.Precondition("volume mounts are not supported through an api replica yet (sbx serve --role api)")
 	}
 	tplID := cmp.Or(req.Template, "base")
-	preq := placement.Request{Team: req.TeamID, TemplateID: tplID, CPUMillis: defaultCPUMillis, MemoryMiB: defaultMemoryMiB}
+	// Nodes report pools by template ID, not by the name or alias asked
+	// for, and a pooled sandbox is never one without internet access.
+	preq := placement.Request{Team: req.TeamID, TemplateID: tplID, NoPool: !req.AllowInternet || len(req.Mounts) > 0,
+		CPUMillis: defaultCPUMillis, MemoryMiB: defaultMemoryMiB}
 	if t, ok := s.tpl.Get(tplID); ok {
+		preq.TemplateID = t.ID
 		preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
 	} else if s.builds != nil {
 		if t, ok := s.builds.get(ctx, req.TeamID, tplID); ok {
+			preq.TemplateID = t.ID
 			preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
 			preq.BuildDigest = t.BuildID // nodes report the builds they hold (Nodes.Refresh)
 		}

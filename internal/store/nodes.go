@@ -44,6 +44,11 @@ type NodeLoad struct {
 	// space-separated (a string keeps NodeLoad comparable), at most
 	// MaxNodeBuilds of them.
 	Builds string
+	// Pooled names the templates the node has ready pooled sandboxes of,
+	// with how many: "TEMPLATE=COUNT ..." (see FormatPooled), at most
+	// MaxNodePools of them. Placement prefers these nodes for a create
+	// of the template: it claims a sandbox already started.
+	Pooled string
 }
 
 // MaxNodeBuilds bounds the builds a heartbeat names: placement prefers
