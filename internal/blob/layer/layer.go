@@ -268,13 +268,15 @@ func WriteMemo(dir string, d blob.Digest, n int64) {
 }
 
 // PublishMemo is Publish, skipped when dir was published (or pulled)
-// before and the store still holds its blob.
+// before and the store still holds its blob (which it then touches).
 func PublishMemo(ctx context.Context, st blob.Store, dir string) (blob.Digest, int64, error) {
 	if raw, err := os.ReadFile(memoPath(dir)); err == nil {
 		ds, ns, _ := strings.Cut(strings.TrimSpace(string(raw)), " ")
 		if d, err := blob.ParseDigest(ds); err == nil {
 			if n, err := strconv.ParseInt(ns, 10, 64); err == nil {
-				if ok, err := st.Exists(ctx, d); err == nil && ok {
+				// Touched, not just checked: the caller records a reference
+				// to it next, which a garbage collection must not miss.
+				if err := st.Touch(ctx, d); err == nil {
 					return d, n, nil
 				}
 			}
