@@ -222,6 +222,7 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	runUntilClosed(ctx, closers, "node sweep", log, func(ctx context.Context) error {
 		return coord.elector.Campaign(ctx, "node-sweep", sweeper.Run)
 	})
+	startBlobGC(ctx, cfg, blobs, st, coord.elector, log, closers)
 	mw := &telemetry.Middleware{Log: log.With("component", "http"), Tracing: tracing,
 		Quiet: map[string]bool{"GET /health": true}}
 	return mw.Wrap(apiSrv), nil
