@@ -14,7 +14,6 @@ import (
 	"github.com/sbxdev/sbx/internal/blob"
 	"github.com/sbxdev/sbx/internal/blob/blobgc"
 	"github.com/sbxdev/sbx/internal/blob/layer"
-	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/template"
 )
@@ -123,15 +122,15 @@ type Blobs struct {
 // memory publish the sandbox's filesystem and sandboxes other servers
 // paused so resume here. It makes the node's one puller, which
 // wireTemplates shares.
-func (b *Blobs) forSandboxes(data *Data) *sandbox.Blobs {
+func (b *Blobs) forSandboxes(data *Data) *layer.Blobs {
 	b.puller = &layer.Puller{Cache: b.Cache}
-	return &sandbox.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store}
+	return &layer.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store}
 }
 
 // wireTemplates makes template builds publish their layers and lets
 // templates built by other servers start here.
 func (b *Blobs) wireTemplates(svc *template.Service, data *Data) {
-	svc.SetBlobs(&template.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store})
+	svc.SetBlobs(&layer.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store})
 }
 
 // blobKeepSources lists what the blob store's garbage collection keeps:
@@ -139,9 +138,11 @@ func (b *Blobs) wireTemplates(svc *template.Service, data *Data) {
 // snapshots in the store) is one more Source here.
 func blobKeepSources(st *sqlstore.Store) []blobgc.Source {
 	return []blobgc.Source{
-		// Template builds, sandboxes paused to the store and their
-		// lifecycle options: every owner of store.Layers.
-		{Name: "layer stacks", Digests: st.LayerDigests},
+		// Builds still in use (current, tagged, run by a sandbox, recent),
+		// sandboxes paused to the store and their lifecycle options.
+		{Name: "layer stacks", Digests: func(ctx context.Context) ([]string, error) {
+			return st.KeptLayerDigests(ctx, time.Now().Add(-template.PruneAge))
+		}},
 		{Name: "build uploads", Digests: func(ctx context.Context) ([]string, error) {
 			us, err := st.UploadsBefore(ctx, time.Now().Add(24*time.Hour), math.MaxInt32)
 			if err != nil {

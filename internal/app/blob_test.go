@@ -58,6 +58,12 @@ func TestBlobKeepSources(t *testing.T) {
 	ctx := t.Context()
 	d := func(s string) string { return string(blob.FromBytes([]byte(s))) }
 	now := time.Now()
+	if err := st.CreateBuild(ctx, store.BuildRecord{ID: "b1", TemplateID: "t", Status: "building", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetLayers(ctx, store.LayerOwnerBuild, "b0", []store.LayerRef{{Digest: d("a deleted template's build")}}, now); err != nil {
+		t.Fatal(err)
+	}
 	if err := st.SetLayers(ctx, store.LayerOwnerBuild, "b1", []store.LayerRef{{Digest: d("build")}, {Path: "/builtin"}}, now); err != nil {
 		t.Fatal(err)
 	}
@@ -82,5 +88,8 @@ func TestBlobKeepSources(t *testing.T) {
 		if !got[d(want)] {
 			t.Errorf("the %s blob is not kept (kept %v)", want, got)
 		}
+	}
+	if got[d("a deleted template's build")] {
+		t.Error("the layers of a build no template, tag or sandbox uses are kept")
 	}
 }
