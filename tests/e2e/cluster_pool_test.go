@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,5 +56,20 @@ func TestClusterPlacesOnPool(t *testing.T) {
 		if res, err := s.Commands.Run(opCtx(t), "echo ok", sdk.RunOptions{}); err != nil || res.Stdout != "ok\n" {
 			t.Fatalf("command in the pooled sandbox: %+v, %v", res, err)
 		}
+	}
+
+	// The blob store's garbage collection runs in exactly one process of
+	// the cluster, the elected one (it collects once at once on winning).
+	collectors := func() (n int) {
+		for _, p := range append(append([]*Server{}, c.apis...), c.nodes...) {
+			if strings.Contains(p.Log(), "msg=\"blob gc\"") {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "a process to collect the blob store", func() bool { return collectors() > 0 })
+	if n := collectors(); n != 1 {
+		t.Errorf("%d processes collected the blob store; want the one elected", n)
 	}
 }
