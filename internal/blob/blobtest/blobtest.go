@@ -108,6 +108,13 @@ func testTouch(t *testing.T, s blob.Store) {
 	if !bytes.Equal(ReadAll(t, s, d), data) {
 		t.Fatal("Touch changed the content")
 	}
+	// Storing content again renews its time too: garbage collection must
+	// not take a blob a writer just stored again and is about to reference.
+	time.Sleep(1100 * time.Millisecond)
+	MustPut(t, s, data)
+	if again, err := s.Stat(ctx, d); err != nil || !again.ModTime.After(after.ModTime) {
+		t.Fatalf("Stat after a second Put = %+v, %v; want a later time than %v", again, err, after.ModTime)
+	}
 	missing := blob.FromBytes([]byte("never stored"))
 	if err := s.Touch(ctx, missing); !errors.Is(err, blob.ErrNotFound) {
 		t.Errorf("Touch of a missing blob = %v, want ErrNotFound", err)
