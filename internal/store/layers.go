@@ -39,7 +39,8 @@ type Layers interface {
 	// garbage collection of the blob store must keep).
 	LayerDigests(ctx context.Context) ([]string, error)
 	// KeptLayerDigests lists every digest a stack still in use references:
-	// every sandbox-owned stack, and the stacks of builds that are a
+	// the stacks of sandboxes not recorded killed (a sandbox killed where
+	// its node could not forget them: the node was lost), and those of builds that are a
 	// template's current build, tagged, a not-killed sandbox's build,
 	// unfinished, or finished at or after recent (a create may have
 	// resolved it just before a rebuild replaced it). The stacks of other

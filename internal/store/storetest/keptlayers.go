@@ -89,12 +89,17 @@ func testKeptLayers(t *testing.T, s LayersStore) {
 	if err := s.SetLayers(ctx, store.LayerOwnerSandbox, "sbx-paused", []store.LayerRef{{Digest: dig('9')}}, old); err != nil {
 		t.Fatal(err)
 	}
+	// A sandbox killed with its stack still recorded (its node was lost
+	// and never forgot it): garbage.
+	if err := s.SetLayers(ctx, store.LayerOwnerSandbox, "sbx-died", []store.LayerRef{{Digest: dig('a')}}, old); err != nil {
+		t.Fatal(err)
+	}
 	got, err := s.KeptLayerDigests(ctx, nodeBase.Add(-48*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{dig('0'), dig('1'), dig('2'), dig('3'), dig('4'), dig('5'), dig('9')}
 	if !slices.Equal(got, want) {
-		t.Fatalf("KeptLayerDigests = %v\nwant %v (not the replaced, deleted or killed-only builds' 6, 7, 8)", got, want)
+		t.Fatalf("KeptLayerDigests = %v\nwant %v (not the replaced, deleted or killed-only builds' 6, 7, 8, nor the killed sandbox's a)", got, want)
 	}
 }
