@@ -4,14 +4,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sbxdev/sbx/internal/blob"
+	"github.com/sbxdev/sbx/internal/blob/blobgc"
 	"github.com/sbxdev/sbx/internal/blob/layer"
-	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/template"
 )
 
@@ -30,6 +33,12 @@ type BlobConfig struct {
 	S3SecretKeyFile string
 	// CacheMB bounds the node-local cache of blobs pulled from the store.
 	CacheMB int
+	// GCGrace is how long an unreferenced blob is kept after it was
+	// stored or last reused before garbage collection deletes it
+	// (internal/blob/blobgc); negative turns collection off (a store
+	// shared with another database's cluster, whose references this one
+	// cannot see).
+	GCGrace time.Duration
 }
 
 // DefaultBlobCacheMB is the default bound of the local blob cache.
@@ -43,6 +52,13 @@ func (b *BlobConfig) Validate(dataDir string) error {
 	}
 	if b.CacheMB == 0 {
 		b.CacheMB = DefaultBlobCacheMB
+	}
+	if b.GCGrace == 0 {
+		b.GCGrace = blobgc.DefaultGrace
+	}
+	if b.GCGrace > 0 && b.GCGrace < blobgc.MinGrace {
+		return fmt.Errorf("--blob-gc-grace %s: at least %s (a build still publishing could lose a layer), or negative to turn collection off",
+			b.GCGrace, blobgc.MinGrace)
 	}
 	if b.CacheMB < 0 {
 		return fmt.Errorf("--blob-cache-size %d: want a size in MiB (default %d)", b.CacheMB, DefaultBlobCacheMB)
@@ -97,21 +113,66 @@ type Blobs struct {
 	Store  blob.Store
 	Cache  *blob.Cache
 	puller *layer.Puller // one per node: a layer is unpacked once
+	// GC collects the store when this process may lead its collection
+	// (nil otherwise, or when turned off); its Stats count what it did.
+	GC *blobgc.Collector
 }
 
 // forSandboxes is the sandbox manager's view of the store: pauses without
 // memory publish the sandbox's filesystem and sandboxes other servers
 // paused so resume here. It makes the node's one puller, which
 // wireTemplates shares.
-func (b *Blobs) forSandboxes(data *Data) *sandbox.Blobs {
+func (b *Blobs) forSandboxes(data *Data) *layer.Blobs {
 	b.puller = &layer.Puller{Cache: b.Cache}
-	return &sandbox.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store}
+	return &layer.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store}
 }
 
 // wireTemplates makes template builds publish their layers and lets
 // templates built by other servers start here.
 func (b *Blobs) wireTemplates(svc *template.Service, data *Data) {
-	svc.SetBlobs(&template.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store})
+	svc.SetBlobs(&layer.Blobs{Store: b.Store, Puller: b.puller, Layers: data.Store})
+}
+
+// blobKeepSources lists what the blob store's garbage collection keeps:
+// every kind of record that references blobs. A new kind (sandbox
+// snapshots in the store) is one more Source here.
+func blobKeepSources(st *sqlstore.Store) []blobgc.Source {
+	return []blobgc.Source{
+		// Builds still in use (current, tagged, run by a sandbox, recent),
+		// sandboxes paused to the store and their lifecycle options.
+		{Name: "layer stacks", Digests: func(ctx context.Context) ([]string, error) {
+			return st.KeptLayerDigests(ctx, time.Now().Add(-template.PruneAge))
+		}},
+		{Name: "build uploads", Digests: func(ctx context.Context) ([]string, error) {
+			us, err := st.UploadsBefore(ctx, time.Now().Add(24*time.Hour), math.MaxInt32)
+			if err != nil {
+				return nil, err
+			}
+			ds := make([]string, 0, len(us))
+			for _, u := range us {
+				ds = append(ds, u.BlobDigest)
+			}
+			return ds, nil
+		}},
+	}
+}
+
+// startBlobGC runs the blob store's garbage collection in the one process
+// el elects (nil: this process is alone on its database, and collects).
+func startBlobGC(ctx context.Context, cfg Config, b *Blobs, st *sqlstore.Store, el elector, log *slog.Logger, closers *closerList) {
+	if cfg.Blob.GCGrace < 0 {
+		log.Info("blob gc off (--blob-gc-grace is negative)")
+		return
+	}
+	col := blobgc.New(b.Store, blobKeepSources(st), blobgc.Config{Grace: cfg.Blob.GCGrace}, log.With("component", "blob-gc"))
+	b.GC = col
+	runUntilClosed(ctx, closers, "blob gc", log, func(ctx context.Context) error {
+		if el == nil {
+			col.Run(ctx)
+			return nil
+		}
+		return el.Campaign(ctx, "blob-gc", col.Run)
+	})
 }
 
 // openBlobs opens the store (reaching an S3 one, so a wrong endpoint,

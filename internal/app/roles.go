@@ -110,7 +110,8 @@ const DefaultCPUOvercommit = 32
 // MemAvailable) against MemTotal: limits are ceilings too, and the memory
 // sandboxes really take is what runs a host out. Builds: the team
 // templates' builds whose layers it holds and the sandbox snapshots it
-// holds copies of (placement prefers it for them).
+// holds copies of; Pooled: the templates it has ready pooled sandboxes of
+// (placement prefers it for those, pools first).
 //
 // Until ready is set (the API serves), the heartbeat carries no load: the
 // node is registered (nobody sweeps it while it reattaches its sandboxes)
@@ -128,7 +129,7 @@ func nodeLoad(advertise string, overcommit float64, mgr *sandbox.Manager, reg *t
 			held = strings.TrimSpace(held + " " + store.NodeSnapshotPrefix + id)
 		}
 		l := store.NodeLoad{AdvertiseURL: advertise, CPUMillis: cpu, MemoryMiB: total, ReservedMemoryMiB: max(total-avail, 0),
-			Builds: held}
+			Builds: held, Pooled: store.FormatPooled(mgr.PooledReady())}
 		for _, sb := range mgr.Live() {
 			l.Sandboxes++
 			if sb.State == store.StateRunning {
@@ -256,6 +257,7 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	runUntilClosed(ctx, closers, "node sweep", log, func(ctx context.Context) error {
 		return coord.elector.Campaign(ctx, "node-sweep", sweeper.Run)
 	})
+	startBlobGC(ctx, cfg, blobs, st, coord.elector, log, closers)
 	mw := &telemetry.Middleware{Log: log.With("component", "http"), Tracing: tracing, Observer: mets,
 		Quiet: map[string]bool{"GET /health": true, "GET /metrics": true}}
 	return mw.Wrap(apiSrv), nil

@@ -510,6 +510,7 @@ func (l liveWithSnapshots) LiveSandboxes(ctx context.Context) ([]store.Sandbox, 
 // SQLite the server is alone: nobody sweeps it.
 func startLiveness(ctx context.Context, cfg Config, log *slog.Logger, data *Data, c *core, closers *closerList) error {
 	if data.DB.Dialect() != sqldb.Postgres {
+		startBlobGC(ctx, cfg, c.blobs, data.Store, nil, log, closers) // alone on its database
 		return nil
 	}
 	coord, err := newCoordination(cfg, data, hostPodEnv(), log)
@@ -534,5 +535,6 @@ func startLiveness(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	runUntilClosed(ctx, closers, "node sweep", log, func(ctx context.Context) error {
 		return coord.elector.Campaign(ctx, "node-sweep", sweeper.Run)
 	})
+	startBlobGC(ctx, cfg, c.blobs, data.Store, coord.elector, log, closers)
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"hash"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 )
@@ -93,6 +94,9 @@ func FromBytes(b []byte) Digest {
 type Info struct {
 	Digest Digest
 	Size   int64
+	// ModTime is when the blob was last stored or touched (Touch), to
+	// the store's precision (S3: whole seconds); set by List and Stat.
+	ModTime time.Time
 }
 
 // Store holds blobs by digest. Every method validates the digest first
@@ -115,6 +119,17 @@ type Store interface {
 	// Delete removes the blob; deleting a blob the store does not hold
 	// is not an error (garbage collection may race another deleter).
 	Delete(ctx context.Context, d Digest) error
+	// List calls fn with every blob the store holds, in no set order,
+	// until fn returns an error (which List returns). Entries that are
+	// not blobs (a stray file, an object under another key) are skipped.
+	List(ctx context.Context, fn func(Info) error) error
+	// Touch marks the blob as just stored (its ModTime becomes now), or
+	// fails with ErrNotFound. A writer that reuses a blob already in the
+	// store, instead of storing it, touches it first: garbage collection
+	// spares blobs stored or touched within its grace period, so one it
+	// found unreferenced a moment before is not deleted under the writer
+	// recording its reference.
+	Touch(ctx context.Context, d Digest) error
 	// Close releases what the store holds open.
 	Close() error
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -141,7 +143,7 @@ func (s *FileStore) Stat(ctx context.Context, d Digest) (Info, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return Info{}, fmt.Errorf("blob %s: %w", d, hostfs.ErrNotRegular)
 	}
-	return Info{Digest: d, Size: st.Size}, nil
+	return Info{Digest: d, Size: st.Size, ModTime: time.Unix(st.Mtim.Unix()).UTC()}, nil
 }
 
 // Exists reports whether the blob's file is there.
@@ -173,4 +175,99 @@ func (s *FileStore) Delete(ctx context.Context, d Digest) error {
 		return fmt.Errorf("delete blob %s: %w", d, err)
 	}
 	return nil
+}
+
+// List walks DIR/sha256/*/: names that are not a digest in its right
+// shard, and anything but regular files, are skipped.
+func (s *FileStore) List(ctx context.Context, fn func(Info) error) error {
+	top, err := s.root.Sub(algorithm)
+	if errors.Is(err, unix.ENOENT) {
+		return nil // nothing stored yet
+	}
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	defer top.Close()
+	shards, err := top.ReadDirNames()
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	for _, sh := range shards {
+		if len(sh) != 2 {
+			continue
+		}
+		dir, err := top.Sub(sh)
+		if err != nil {
+			continue // not a directory (or gone): not a shard
+		}
+		names, err := dir.ReadDirNames()
+		dir.Close()
+		if err != nil {
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		for _, n := range names {
+			d := Digest(prefix + n)
+			if d.Validate() != nil || !strings.HasPrefix(n, sh) {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			info, err := s.Stat(ctx, d)
+			if errors.Is(err, ErrNotFound) || errors.Is(err, hostfs.ErrNotRegular) {
+				continue // deleted meanwhile, or not a blob
+			}
+			if err != nil {
+				return fmt.Errorf("list blobs: %w", err)
+			}
+			if err := fn(info); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Touch sets the blob file's times to now.
+func (s *FileStore) Touch(ctx context.Context, d Digest) error {
+	if _, err := s.Stat(ctx, d); err != nil {
+		return err // invalid, missing or not a regular file
+	}
+	dir, err := s.root.Sub(shard(d))
+	if err != nil {
+		return notFound(d, err)
+	}
+	defer dir.Close()
+	now := time.Now()
+	if err := dir.Chtimes(d.Hex(), now, now); err != nil {
+		return notFound(d, err)
+	}
+	return nil
+}
+
+// PruneTmp removes files a Put left in tmp/ (the process died mid-write)
+// whose last write is before before, and returns how many. A Put in
+// progress keeps writing its file, so only dead ones are that old.
+func (s *FileStore) PruneTmp(ctx context.Context, before time.Time) (int, error) {
+	names, err := s.tmp.ReadDirNames()
+	if err != nil {
+		return 0, fmt.Errorf("prune blob store tmp: %w", err)
+	}
+	removed := 0
+	for _, n := range names {
+		if err := ctx.Err(); err != nil {
+			return removed, err
+		}
+		if !strings.HasPrefix(n, "put-") {
+			continue
+		}
+		st, err := s.tmp.Lstat(n)
+		if err != nil || !time.Unix(st.Mtim.Unix()).Before(before) {
+			continue
+		}
+		if err := s.tmp.Remove(n); err == nil {
+			removed++
+		}
+	}
+	return removed, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -151,10 +152,12 @@ func (s *S3Store) Put(ctx context.Context, r io.Reader) (Digest, int64, error) {
 	if err != nil {
 		return "", 0, fmt.Errorf("put blob: %w", err)
 	}
-	if ok, err := s.Exists(ctx, d); err != nil {
-		return "", 0, err
-	} else if ok {
+	// Content already stored is touched rather than uploaded again: the
+	// caller is about to reference it (see Store.Touch).
+	if err := s.Touch(ctx, d); err == nil {
 		return d, n, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return "", 0, err
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", 0, fmt.Errorf("put blob %s: %w", d, err)
@@ -215,7 +218,7 @@ func (s *S3Store) Stat(ctx context.Context, d Digest) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("stat blob %s: %w", d, s.classify(err))
 	}
-	return Info{Digest: d, Size: oi.Size}, nil
+	return Info{Digest: d, Size: oi.Size, ModTime: oi.LastModified.UTC()}, nil
 }
 
 // Exists reports whether the bucket holds the blob.
@@ -235,6 +238,50 @@ func (s *S3Store) Delete(ctx context.Context, d Digest) error {
 	}
 	if err := s.c.RemoveObject(ctx, s.bucket, s.key(d), minio.RemoveObjectOptions{}); err != nil {
 		return fmt.Errorf("delete blob %s: %w", d, s.classify(err))
+	}
+	return nil
+}
+
+// List lists the objects under PREFIX/blobs/sha256/.
+func (s *S3Store) List(ctx context.Context, fn func(Info) error) error {
+	dir := s.prefix + "blobs/" + algorithm + "/"
+	for oi := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: dir, Recursive: true}) {
+		if oi.Err != nil {
+			return fmt.Errorf("list blobs: %w", s.classify(oi.Err))
+		}
+		d := Digest(prefix + strings.TrimPrefix(oi.Key, dir))
+		if d.Validate() != nil {
+			continue
+		}
+		if err := fn(Info{Digest: d, Size: oi.Size, ModTime: oi.LastModified.UTC()}); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// maxCopySize is the largest object one server-side copy (CopyObject)
+// may copy; larger ones are copied in parts (ComposeObject).
+const maxCopySize = 5 << 30
+
+// Touch copies the object onto itself with new metadata: S3 has no other
+// way to renew an object's LastModified. The copy is server-side: no
+// content passes through this process.
+func (s *S3Store) Touch(ctx context.Context, d Digest) error {
+	info, err := s.Stat(ctx, d)
+	if err != nil {
+		return err
+	}
+	src := minio.CopySrcOptions{Bucket: s.bucket, Object: s.key(d)}
+	dst := minio.CopyDestOptions{Bucket: s.bucket, Object: s.key(d), ReplaceMetadata: true,
+		UserMetadata: map[string]string{"Sbx-Touched": time.Now().UTC().Format(time.RFC3339Nano)}}
+	if info.Size > maxCopySize {
+		_, err = s.c.ComposeObject(ctx, dst, src)
+	} else {
+		_, err = s.c.CopyObject(ctx, dst, src)
+	}
+	if err != nil {
+		return fmt.Errorf("touch blob %s: %w", d, s.classify(err))
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sbxdev/sbx/internal/app"
+	"github.com/sbxdev/sbx/internal/blob/blobgc"
 	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/liveness"
 	"github.com/sbxdev/sbx/internal/sandbox"
@@ -83,6 +84,7 @@ api and node need the cluster's PostgreSQL (--database) and the same cluster sec
 	f.StringVar(&cfg.Blob.URL, "blob-store", "", "where template layers and paused sandboxes are published, so servers sharing --database start and resume each other's: file:///DIR or s3://BUCKET?endpoint=http://HOST:PORT&region=R&prefix=P (default file://<data-dir>/blobs)")
 	f.StringVar(&cfg.Blob.S3AccessKey, "blob-s3-access-key", "", "access key of an s3:// --blob-store (default: $AWS_ACCESS_KEY_ID or $MINIO_ACCESS_KEY)")
 	f.StringVar(&cfg.Blob.S3SecretKeyFile, "blob-s3-secret-key-file", "", "file holding the secret key of --blob-s3-access-key (default: $AWS_SECRET_ACCESS_KEY or $MINIO_SECRET_KEY)")
+	f.DurationVar(&cfg.Blob.GCGrace, "blob-gc-grace", blobgc.DefaultGrace, "keep a blob nothing references this long after it was stored or last reused before garbage collection deletes it (at least 10m; negative turns collection off, for a --blob-store shared with another database's cluster)")
 	f.IntVar(&cfg.Blob.CacheMB, "blob-cache-size", app.DefaultBlobCacheMB, "MiB of blobs pulled from --blob-store kept in the data dir's cache")
 	f.StringVar(&cfg.Role, "role", app.RoleAll, "all (one box), api (api replica of a cluster: places and forwards to nodes) or node (runs sandboxes for api replicas only); api and node need a PostgreSQL --database and the cluster secret")
 	f.StringVar(&cfg.ClusterSecretFile, "cluster-secret-file", "", "with --role api or node: file holding the secret (at least 32 bytes, the same on every api replica and node) that signs requests from api replicas to nodes (default: $SBX_CLUSTER_SECRET)")

@@ -88,24 +88,25 @@ func (n *Nodes) Refresh(ctx context.Context) error {
 		case r.State != store.NodeReady:
 			st = placement.Unhealthy
 		}
-		var layers, snaps map[string]struct{}
-		if r.Builds != "" {
-			ids := strings.Fields(r.Builds)
-			layers = make(map[string]struct{}, len(ids))
-			for _, id := range ids {
-				if snap, ok := strings.CutPrefix(id, store.NodeSnapshotPrefix); ok {
-					if snaps == nil {
-						snaps = map[string]struct{}{}
-					}
-					snaps[snap] = struct{}{}
-					continue
+		// Keyed by build: Sandboxes.Create asks by the template's current
+		// build; entries with NodeSnapshotPrefix name sandbox snapshots the
+		// node holds copies of. Both sets are bounded: a Lease annotation
+		// may hold anything.
+		layers := store.ParseBuilds(r.Builds)
+		var snaps map[string]struct{}
+		for id := range layers {
+			if snap, ok := strings.CutPrefix(id, store.NodeSnapshotPrefix); ok {
+				if snaps == nil {
+					snaps = map[string]struct{}{}
 				}
-				layers[id] = struct{}{} // keyed by build: Sandboxes.Create asks by the template's current build
+				snaps[snap] = struct{}{}
+				delete(layers, id)
 			}
 		}
 		nodes = append(nodes, placement.Node{ID: r.ID, State: st, Observed: r.HeartbeatAt,
 			CPUMillis: r.CPUMillis, MemoryMiB: r.MemoryMiB, ReservedCPUMillis: r.ReservedCPUMillis,
-			ReservedMemoryMiB: r.ReservedMemoryMiB, Sandboxes: r.Sandboxes, Layers: layers, Snapshots: snaps})
+			ReservedMemoryMiB: r.ReservedMemoryMiB, Sandboxes: r.Sandboxes, Layers: layers, Snapshots: snaps,
+			Pooled: store.ParsePooled(r.Pooled)})
 	}
 	n.cache.Set(nodes)
 	n.urls.Store(&urls)

@@ -152,8 +152,12 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 // should hold; memNode is the only node a memory snapshot starts on.
 func (s *Sandboxes) placementOf(ctx context.Context, req sandbox.CreateRequest) (preq placement.Request, memNode string) {
 	tplID := cmp.Or(req.Template, "base")
-	preq = placement.Request{Team: req.TeamID, TemplateID: tplID, CPUMillis: defaultCPUMillis, MemoryMiB: defaultMemoryMiB}
+	// Nodes report pools by template ID, not by the name or alias asked
+	// for, and a pooled sandbox is never one without internet access.
+	preq = placement.Request{Team: req.TeamID, TemplateID: tplID, NoPool: !req.AllowInternet || len(req.Mounts) > 0,
+		CPUMillis: defaultCPUMillis, MemoryMiB: defaultMemoryMiB}
 	if t, ok := s.tpl.Get(tplID); ok {
+		preq.TemplateID = t.ID
 		preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
 	} else if sn, ok := s.snapshotOf(ctx, req.TeamID, tplID); ok {
 		// Prefer a node holding a copy; a memory snapshot starts only on
@@ -166,6 +170,7 @@ func (s *Sandboxes) placementOf(ctx context.Context, req sandbox.CreateRequest) 
 		}
 	} else if s.builds != nil {
 		if t, ok := s.builds.get(ctx, req.TeamID, tplID); ok {
+			preq.TemplateID = t.ID
 			preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
 			preq.BuildDigest = t.BuildID // nodes report the builds they hold (Nodes.Refresh)
 		}

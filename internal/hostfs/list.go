@@ -61,3 +61,16 @@ func itoa(n int) string {
 	}
 	return string(b[i:])
 }
+
+// ReadDirNames lists the names in d (no "." or ".."), unsorted. d's own
+// descriptor is O_PATH, which cannot be read: "." is opened for reading
+// beside it, so nothing is looked up by path.
+func (d *Dir) ReadDirNames() ([]string, error) {
+	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: d.path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), d.path)
+	defer f.Close()
+	return f.Readdirnames(-1)
+}

@@ -82,6 +82,11 @@ type Request struct {
 	// only those can take the request.
 	SnapshotInBlobStore bool
 
+	// NoPool says the sandbox cannot be a pooled one (pooled sandboxes
+	// have outbound access; a create without it starts fresh), so pools
+	// do not attract it.
+	NoPool bool
+
 	CPUMillis int64
 	MemoryMiB int64
 

@@ -237,7 +237,7 @@ func (p *Placer) classify(n *Node, req *Request, now time.Time, why *NoFitError)
 	// A pooled sandbox is already started and counted in the node's
 	// reservations: claiming it needs no new room. It only serves fresh
 	// starts; a snapshot start restores specific state.
-	if req.SnapshotID == "" && req.TemplateID != "" && n.Pooled[req.TemplateID]-l.pooled[req.TemplateID] > 0 {
+	if req.SnapshotID == "" && !req.NoPool && req.TemplateID != "" && n.Pooled[req.TemplateID]-l.pooled[req.TemplateID] > 0 {
 		return AffinityPool, true
 	}
 	if n.MaxSandboxes > 0 && n.Sandboxes+l.sandboxes >= n.MaxSandboxes {

@@ -30,13 +30,6 @@ import (
 // the first node's writes of it are refused (store.ErrMoved), and the
 // first node drops its copy when it next touches the sandbox.
 
-// Blobs is what publishing and pulling paused sandboxes needs.
-type Blobs struct {
-	Store  blob.Store
-	Puller *layer.Puller
-	Layers store.Layers
-}
-
 // lifecycleOwner records the blob of a paused sandbox's lifecycle options.
 const lifecycleOwner = "sandbox-lifecycle"
 

@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sbxdev/sbx/internal/agentauth"
+	"github.com/sbxdev/sbx/internal/blob/layer"
 	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -105,7 +106,7 @@ type Manager struct {
 
 	// blobs publishes pauses without memory and takes over other nodes'
 	// (blobs.go); nil: paused sandboxes resume on this server only.
-	blobs *Blobs
+	blobs *layer.Blobs
 
 	mu       sync.Mutex
 	live     map[string]*live

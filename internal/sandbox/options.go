@@ -3,6 +3,7 @@ package sandbox
 import (
 	"time"
 
+	"github.com/sbxdev/sbx/internal/blob/layer"
 	"github.com/sbxdev/sbx/internal/runtime"
 )
 
@@ -47,4 +48,4 @@ func WithSnapshotRuntime(d runtime.Driver) Option { return func(m *Manager) { m.
 // WithBlobs makes pauses without memory publish the sandbox's filesystem,
 // and lets this server resume sandboxes other servers paused so. Without
 // it, paused sandboxes resume on this server only.
-func WithBlobs(b *Blobs) Option { return func(m *Manager) { m.blobs = b } }
+func WithBlobs(b *layer.Blobs) Option { return func(m *Manager) { m.blobs = b } }

@@ -51,6 +51,7 @@ type pool struct {
 	ready   chan *live
 	wake    chan struct{}
 	mu      sync.Mutex
+	tplID   string // the template it pools, once resolved
 	buildID string
 	claims  []time.Time
 	// inflight counts the pool's starts in progress; waiting, the creates

@@ -45,6 +45,9 @@ type warmPools interface {
 	// then removes every pooled sandbox.
 	stop()
 	drainAll(ctx context.Context)
+	// readyCounts returns how many pooled sandboxes are ready, per
+	// template ID (the node's heartbeat reports them for placement).
+	readyCounts() map[string]int
 }
 
 // Pools keeps a node's warm pools: per template, sandboxes started ahead
@@ -144,7 +147,7 @@ func (ps *Pools) fillLoop(ctx context.Context, ref string, p *pool) {
 		return
 	}
 	p.mu.Lock()
-	p.buildID = tpl.BuildID
+	p.tplID, p.buildID = tpl.ID, tpl.BuildID
 	p.mu.Unlock()
 	ps.mu.Lock()
 	ps.pools[tpl.ID] = p // claims look pools up by template ID
@@ -297,6 +300,32 @@ func (ps *Pools) refresh(ctx context.Context, tplID string) {
 }
 
 func (ps *Pools) stop() { ps.wg.Wait() }
+
+// readyCounts counts each pool once (a pool configured by name is also
+// keyed by its template ID). A count is a moment's: a claim or a refill
+// may change it at once, which placement allows for (a miss starts cold).
+func (ps *Pools) readyCounts() map[string]int {
+	ps.mu.Lock()
+	seen := make(map[*pool]bool, len(ps.pools))
+	for _, p := range ps.pools {
+		seen[p] = true
+	}
+	ps.mu.Unlock()
+	out := make(map[string]int, len(seen))
+	for p := range seen {
+		p.mu.Lock()
+		id := p.tplID
+		p.mu.Unlock()
+		if n := len(p.ready); id != "" && n > 0 {
+			out[id] += n
+		}
+	}
+	return out
+}
+
+// PooledReady returns how many pooled sandboxes are ready, per template
+// ID.
+func (m *Manager) PooledReady() map[string]int { return m.pools.readyCounts() }
 
 func (ps *Pools) drainAll(ctx context.Context) {
 	ps.mu.Lock()

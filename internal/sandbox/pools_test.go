@@ -50,6 +50,11 @@ func TestPoolsClaimRefillClose(t *testing.T) {
 		t.Fatalf("stored %+v; want running for t1", got)
 	}
 	waitFor(t, "the refill", func() bool { return ready() == 1 })
+	// The heartbeat reports it by template ID, once (the pool is keyed by
+	// its configured name and by ID).
+	if got := e.m.PooledReady(); len(got) != 1 || got[sb.TemplateID] != 1 {
+		t.Errorf("PooledReady = %v; want {%s: 1}", got, sb.TemplateID)
+	}
 	e.agents.mu.Lock()
 	var refill string
 	for id := range e.agents.byID {

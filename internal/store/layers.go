@@ -38,6 +38,14 @@ type Layers interface {
 	// LayerDigests lists every digest some stack references (what a
 	// garbage collection of the blob store must keep).
 	LayerDigests(ctx context.Context) ([]string, error)
+	// KeptLayerDigests lists every digest a stack still in use references:
+	// the stacks of sandboxes not recorded killed (a sandbox killed where
+	// its node could not forget them: the node was lost), and those of builds that are a
+	// template's current build, tagged, a not-killed sandbox's build,
+	// unfinished, or finished at or after recent (a create may have
+	// resolved it just before a rebuild replaced it). The stacks of other
+	// builds (deleted templates', replaced builds') are garbage.
+	KeptLayerDigests(ctx context.Context, recent time.Time) ([]string, error)
 	// MoveSandbox hands a paused sandbox from node from to node to. It
 	// fails with errdefs.ErrConflict unless the sandbox is paused and
 	// still from's: two nodes resuming it at once cannot both win.

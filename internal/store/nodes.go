@@ -50,6 +50,11 @@ type NodeLoad struct {
 	// MaxNodeBuilds of them; entries with NodeSnapshotPrefix name the
 	// sandbox snapshots it holds a copy of.
 	Builds string
+	// Pooled names the templates the node has ready pooled sandboxes of,
+	// with how many: "TEMPLATE=COUNT ..." (see FormatPooled), at most
+	// MaxNodePools of them. Placement prefers these nodes for a create
+	// of the template: it claims a sandbox already started.
+	Pooled string
 }
 
 // NodeSnapshotPrefix marks a sandbox snapshot among NodeLoad.Builds (one

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/blob"
@@ -16,19 +15,10 @@ import (
 	"github.com/sbxdev/sbx/internal/store"
 )
 
-// Blobs is what publishing and pulling template layers needs: the blob
-// store, this node's puller (through its blob.Cache) and the database's
-// record of each build's layer digests.
-type Blobs struct {
-	Store  blob.Store
-	Puller *layer.Puller
-	Layers store.Layers
-}
-
 // SetBlobs makes builds publish their layers and lets this server start
 // templates other servers sharing the database built (pulling their layers
 // on first use). Call before Load.
-func (s *Service) SetBlobs(b *Blobs) {
+func (s *Service) SetBlobs(b *layer.Blobs) {
 	s.blobs = b
 	s.reg.SetLoader(s.loadFromStore)
 }
@@ -125,6 +115,7 @@ func (s *Service) localLayers(ctx context.Context, rec Record, b BuildRecord, pu
 			// not by packing the unpacked copy again.
 			layer.WriteMemo(dst, d, ref.Size)
 		}
+		layer.MarkUsed(dst) // pruneLayerBlobs spares what was just handed out
 		out[i] = dst
 	}
 	return out, nil
@@ -140,7 +131,7 @@ func (s *Service) loadFromStore(ctx context.Context, teamID, ref string) (Templa
 	}
 	// One load per template however many creates ask at once: the others
 	// find it registered.
-	unlock := s.loads.lock(name)
+	unlock := s.loads.Lock(name)
 	defer unlock()
 	if t, ok := s.reg.Get(name); ok {
 		return t, true, nil
@@ -203,39 +194,5 @@ func (s *Service) refreshLoop(ctx context.Context) {
 				s.log.Info("template rebuilt elsewhere; loading its new build on next use", "template.id", r.ID, "build.id", r.CurrentBuild)
 			}
 		}
-	}
-}
-
-// keyedMutex serializes work per key.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*keyedLock
-}
-
-type keyedLock struct {
-	mu   sync.Mutex
-	refs int
-}
-
-func (k *keyedMutex) lock(key string) (unlock func()) {
-	k.mu.Lock()
-	if k.locks == nil {
-		k.locks = map[string]*keyedLock{}
-	}
-	l := k.locks[key]
-	if l == nil {
-		l = &keyedLock{}
-		k.locks[key] = l
-	}
-	l.refs++
-	k.mu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		k.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(k.locks, key)
-		}
-		k.mu.Unlock()
 	}
 }

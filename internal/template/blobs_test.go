@@ -45,7 +45,7 @@ func withBlobs(t *testing.T, dbPath string, st blob.Store) func(*Service) {
 	t.Cleanup(func() { cache.Close() })
 	db := sqlstore.New(eventstest.OpenDB(t, dbPath), nil)
 	return func(s *Service) {
-		s.SetBlobs(&Blobs{Store: st, Puller: &layer.Puller{Cache: cache}, Layers: db})
+		s.SetBlobs(&layer.Blobs{Store: st, Puller: &layer.Puller{Cache: cache}, Layers: db})
 		t.Cleanup(func() { // mounted layers would stop TempDir's cleanup
 			ents, _ := os.ReadDir(filepath.Join(s.cfg.DataDir, "templates"))
 			for _, e := range ents {

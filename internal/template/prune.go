@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/blob"
 	"github.com/sbxdev/sbx/internal/store"
 )
 
@@ -46,6 +47,7 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 	for _, tr := range tags {
 		keep[tr.BuildID] = true
 	}
+	liveBuilds := map[string]bool{} // of live sandboxes and sandbox snapshots
 	if s.live != nil {
 		sbs, err := s.live.LiveSandboxes(ctx)
 		if err != nil {
@@ -53,6 +55,7 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 		}
 		for _, sb := range sbs {
 			keep[sb.BuildID] = true
+			liveBuilds[sb.BuildID] = true
 		}
 	}
 	builds, err := s.store.ReadyBuilds(ctx)
@@ -109,6 +112,9 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 			}
 		}
 	}
+	if s.blobs != nil && s.live != nil {
+		s.pruneLayerBlobs(ctx, now, liveBuilds, prune)
+	}
 	if sh := s.uploads.shared; sh != nil {
 		n, err := sh.pruneShared(ctx, s.log, now)
 		if err != nil {
@@ -124,6 +130,43 @@ func (s *Service) Prune(ctx context.Context, now time.Time) (int, error) {
 		removed += n
 	}
 	return removed, nil
+}
+
+// pruneLayerBlobs removes layers pulled from the blob store
+// (layer-blobs/<hex>/) that no stack still in use references (a deleted
+// template's, a replaced build no sandbox runs, an upload's files) and
+// that were not pulled or handed out (layer.MarkUsed) for PruneAge.
+//
+// liveBuilds are the builds of live sandboxes and of this node's sandbox
+// snapshots, whose layers stay even when the database no longer counts the
+// build in use (a snapshot is a node-local file, not a row).
+func (s *Service) pruneLayerBlobs(ctx context.Context, now time.Time, liveBuilds map[string]bool,
+	prune func(dir, marker string, keep func(string) bool)) {
+	kept, err := s.blobs.Layers.KeptLayerDigests(ctx, now.Add(-PruneAge))
+	if err != nil {
+		s.log.Warn("prune layers pulled from the blob store", "err", err)
+		return
+	}
+	for b := range liveBuilds {
+		if b == "" {
+			continue
+		}
+		refs, err := s.blobs.Layers.Layers(ctx, store.LayerOwnerBuild, b)
+		if err != nil {
+			s.log.Warn("prune layers pulled from the blob store", "err", err)
+			return
+		}
+		for _, r := range refs {
+			kept = append(kept, r.Digest)
+		}
+	}
+	used := make(map[string]bool, len(kept))
+	for _, d := range kept {
+		if d, err := blob.ParseDigest(d); err == nil {
+			used[d.Hex()] = true
+		}
+	}
+	prune(PulledLayersDir(s.cfg.DataDir), ".", func(p string) bool { return used[filepath.Base(p)] })
 }
 
 // snapshotPruner removes snapshots that serve none of the kept builds and

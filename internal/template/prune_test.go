@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/blob"
+	"github.com/sbxdev/sbx/internal/blob/layer"
 	"github.com/sbxdev/sbx/internal/store"
 )
 
@@ -81,3 +83,66 @@ func TestPrune(t *testing.T) {
 type liveList []store.Sandbox
 
 func (l liveList) LiveSandboxes(context.Context) ([]store.Sandbox, error) { return l, nil }
+
+// TestPruneLayerBlobs: layers pulled from the blob store go once no stack
+// in use references them and they were not pulled or handed out for
+// PruneAge; a live sandbox's (or snapshot's) build keeps its layers even
+// when the template moved on.
+func TestPruneLayerBlobs(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	dbPath := filepath.Join(t.TempDir(), "sbx.db")
+	st, err := blob.NewFileStore(filepath.Join(t.TempDir(), "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	e := setup(t, dbPath, data, 0, withBlobs(t, dbPath, st))
+	ctx := t.Context()
+	old := time.Now().Add(-PruneAge - time.Hour)
+	digest := func(s string) blob.Digest { return blob.FromBytes([]byte(s)) }
+	pulled := func(name string, at time.Time) string {
+		t.Helper()
+		dir := filepath.Join(PulledLayersDir(data), digest(name).Hex())
+		if err := os.MkdirAll(filepath.Join(dir, "diff"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(dir, at, at); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	current, snapshot, replaced, fresh := pulled("current", old), pulled("snapshot", old), pulled("replaced", old), pulled("fresh", time.Now())
+	handedOut := pulled("handed out", old)
+	layer.MarkUsed(filepath.Join(handedOut, "diff")) // a create took it just now
+	rec := Record{ID: "t1", TeamID: "team", Names: []string{"t1"}, CPUCount: 1, MemoryMB: 256, DiskMB: 1024,
+		CreatedAt: old, UpdatedAt: old}
+	if err := e.svc.store.CreateTemplate(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	for id, l := range map[string]string{"b-current": "current", "b-snap": "snapshot", "b-replaced": "replaced", "b-handed": "handed out"} {
+		b := BuildRecord{ID: id, TemplateID: "t1", Status: StatusReady, CreatedAt: old, FinishedAt: old}
+		if err := e.svc.store.CreateBuild(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc.store.UpdateBuild(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc.blobs.Layers.SetLayers(ctx, store.LayerOwnerBuild, id, []store.LayerRef{{Digest: string(digest(l))}}, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.CurrentBuild = "b-current"
+	if err := e.svc.store.UpdateTemplate(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.SetLiveSandboxes(liveList{{BuildID: "b-snap"}}) // a sandbox snapshot's build, no row
+	if _, err := e.svc.Prune(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{current: true, snapshot: true, replaced: false, fresh: true, handedOut: true} {
+		if _, err := os.Stat(p); (err == nil) != want {
+			t.Errorf("%s exists=%v, want %v", filepath.Base(p), err == nil, want)
+		}
+	}
+}

@@ -18,9 +18,11 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/sbxdev/sbx/internal/blob/layer"
 	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/keylock"
 	"github.com/sbxdev/sbx/internal/store"
 )
 
@@ -86,8 +88,8 @@ type Service struct {
 	snapshots SnapshotDeleter
 	// blobs publishes builds' layers and pulls other servers' (blobs.go);
 	// nil: layers stay local.
-	blobs *Blobs
-	loads keyedMutex // one load from the database per template at a time
+	blobs *layer.Blobs
+	loads keylock.Locks // one load from the database per template at a time
 	// catalog is Catalog's last reading of the database (catalog.go).
 	catalog catalogCache
 	// jobs queues builds for the nodes of a cluster (jobs.go); nil: builds

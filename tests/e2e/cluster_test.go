@@ -45,6 +45,8 @@ type clusterSpec struct {
 	common      []string // every process
 	apiFlags    []string // --role api only
 	nodeFlags   []string // --role node only
+	// nodeExtra adds flags to one node (by index), after nodeFlags.
+	nodeExtra map[int][]string
 }
 
 // startCluster starts `sbx serve --role api` and two `--role node` on one
@@ -85,7 +87,7 @@ func startClusterSpec(t testing.TB, spec clusterSpec) *testCluster {
 	}
 	for i := range spec.nodes {
 		n := harness.StartNodeServer(t, c.copyKeys(t), append(append([]string{"--role", "node", "--node-name", nodeName(i),
-			"--snapshot-runtime", "none", "--pool", "base=0,code-interpreter=0,*=0"}, common...), spec.nodeFlags...)...)
+			"--snapshot-runtime", "none", "--pool", "base=0,code-interpreter=0,*=0"}, common...), append(spec.nodeFlags, spec.nodeExtra[i]...)...)...)
 		c.nodes = append(c.nodes, n)
 	}
 	// The nodes offer themselves once their API serves; the api

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/sbxdev/sbx/internal/blob"
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -37,6 +38,90 @@ func Run(t *testing.T, newStore func(t *testing.T) blob.Store) {
 	t.Run("FailedPutStoresNothing", func(t *testing.T) { testFailedPut(t, open(t)) })
 	t.Run("ConcurrentPutsOfOneBlob", func(t *testing.T) { testConcurrent(t, open(t)) })
 	t.Run("Large", func(t *testing.T) { testLarge(t, open(t)) })
+	t.Run("List", func(t *testing.T) { testList(t, open(t)) })
+	t.Run("Touch", func(t *testing.T) { testTouch(t, open(t)) })
+}
+
+// ListAll returns every blob s holds, by digest.
+func ListAll(t testing.TB, s blob.Store) map[blob.Digest]blob.Info {
+	t.Helper()
+	out := map[blob.Digest]blob.Info{}
+	if err := s.List(t.Context(), func(i blob.Info) error {
+		if _, dup := out[i.Digest]; dup {
+			t.Errorf("List gave %s twice", i.Digest)
+		}
+		out[i.Digest] = i
+		return nil
+	}); err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	return out
+}
+
+func testList(t *testing.T, s blob.Store) {
+	if got := ListAll(t, s); len(got) != 0 {
+		t.Fatalf("List of an empty store = %v", got)
+	}
+	before := time.Now().Add(-2 * time.Second) // S3 times are whole seconds
+	want := map[blob.Digest]int64{}
+	for i := range 5 {
+		b := Random(t, 100*(i+1))
+		want[MustPut(t, s, b)] = int64(len(b))
+	}
+	gone := MustPut(t, s, Random(t, 10))
+	if err := s.Delete(t.Context(), gone); err != nil {
+		t.Fatal(err)
+	}
+	got := ListAll(t, s)
+	if len(got) != len(want) {
+		t.Fatalf("List = %d blobs, want %d", len(got), len(want))
+	}
+	for d, n := range want {
+		i, ok := got[d]
+		if !ok || i.Size != n || i.ModTime.Before(before) || i.ModTime.After(time.Now().Add(time.Minute)) {
+			t.Errorf("List entry of %s = %+v (present %v), want size %d, stored just now", d, i, ok, n)
+		}
+	}
+	stop := errors.New("stop")
+	calls := 0
+	if err := s.List(t.Context(), func(blob.Info) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
+		t.Errorf("List with a failing fn = %v after %d calls, want its error after 1", err, calls)
+	}
+}
+
+func testTouch(t *testing.T, s blob.Store) {
+	ctx := t.Context()
+	data := Random(t, 100)
+	d := MustPut(t, s, data)
+	first, err := s.Stat(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // S3 times are whole seconds
+	if err := s.Touch(ctx, d); err != nil {
+		t.Fatalf("Touch: %v", err)
+	}
+	after, err := s.Stat(ctx, d)
+	if err != nil || !after.ModTime.After(first.ModTime) || after.Size != first.Size {
+		t.Fatalf("Stat after Touch = %+v, %v; want a later time than %v, same size", after, err, first.ModTime)
+	}
+	if !bytes.Equal(ReadAll(t, s, d), data) {
+		t.Fatal("Touch changed the content")
+	}
+	// Storing content again renews its time too: garbage collection must
+	// not take a blob a writer just stored again and is about to reference.
+	time.Sleep(1100 * time.Millisecond)
+	MustPut(t, s, data)
+	if again, err := s.Stat(ctx, d); err != nil || !again.ModTime.After(after.ModTime) {
+		t.Fatalf("Stat after a second Put = %+v, %v; want a later time than %v", again, err, after.ModTime)
+	}
+	missing := blob.FromBytes([]byte("never stored"))
+	if err := s.Touch(ctx, missing); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("Touch of a missing blob = %v, want ErrNotFound", err)
+	}
+	if err := s.Touch(ctx, blob.Digest("sha256:../x")); !errors.Is(err, blob.ErrInvalidDigest) {
+		t.Errorf("Touch of an invalid digest = %v, want ErrInvalidDigest", err)
+	}
 }
 
 // Random returns n random bytes.

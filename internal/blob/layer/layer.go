@@ -25,7 +25,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -34,6 +33,7 @@ import (
 	"github.com/sbxdev/sbx/internal/blob"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/hostfs"
+	"github.com/sbxdev/sbx/internal/keylock"
 )
 
 // Limits of one unpacked layer: generous (a layer is what a build step or
@@ -219,31 +219,25 @@ func randHex() string {
 }
 
 // Puller unpacks layers once however many callers ask for one at a time:
-// the first unpacks, the others wait and find it in place.
+// the first unpacks, the others wait and find it in place. The zero value
+// (with Cache set) is ready to use.
 type Puller struct {
 	Cache *blob.Cache
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	locks keylock.Locks // by destination, only while in use
 }
 
 // Ensure makes dst the unpacked layer d unless it is there already (Pull
 // renames a finished layer into place, so a dst that exists is whole).
+// Either way it marks dst's parent directory used now (its mtime), which
+// the node's pruning of pulled layers reads: a layer just handed out is
+// not removed under its user.
 func (p *Puller) Ensure(ctx context.Context, d blob.Digest, dst, what string) error {
+	defer MarkUsed(dst)
 	if _, err := os.Lstat(dst); err == nil {
 		return nil
 	}
-	p.mu.Lock()
-	if p.locks == nil {
-		p.locks = map[string]*sync.Mutex{}
-	}
-	l, ok := p.locks[dst]
-	if !ok {
-		l = &sync.Mutex{}
-		p.locks[dst] = l
-	}
-	p.mu.Unlock()
-	l.Lock()
-	defer l.Unlock()
+	unlock := p.locks.Lock(dst)
+	defer unlock()
 	if _, err := os.Lstat(dst); err == nil {
 		return nil
 	}
@@ -251,6 +245,13 @@ func (p *Puller) Ensure(ctx context.Context, d blob.Digest, dst, what string) er
 		return err
 	}
 	return Pull(ctx, p.Cache, d, dst, what)
+}
+
+// MarkUsed sets the mtime of dst's parent directory (a pulled layer's
+// own directory, <hex>/ above <hex>/diff) to now.
+func MarkUsed(dst string) {
+	now := time.Now()
+	_ = os.Chtimes(filepath.Dir(dst), now, now)
 }
 
 // memoPath is where the digest of a published layer directory is kept
@@ -268,13 +269,15 @@ func WriteMemo(dir string, d blob.Digest, n int64) {
 }
 
 // PublishMemo is Publish, skipped when dir was published (or pulled)
-// before and the store still holds its blob.
+// before and the store still holds its blob (which it then touches).
 func PublishMemo(ctx context.Context, st blob.Store, dir string) (blob.Digest, int64, error) {
 	if raw, err := os.ReadFile(memoPath(dir)); err == nil {
 		ds, ns, _ := strings.Cut(strings.TrimSpace(string(raw)), " ")
 		if d, err := blob.ParseDigest(ds); err == nil {
 			if n, err := strconv.ParseInt(ns, 10, 64); err == nil {
-				if ok, err := st.Exists(ctx, d); err == nil && ok {
+				// Touched, not just checked: the caller records a reference
+				// to it next, which a garbage collection must not miss.
+				if err := st.Touch(ctx, d); err == nil {
 					return d, n, nil
 				}
 			}

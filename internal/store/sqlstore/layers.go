@@ -62,6 +62,20 @@ func (s *Store) LayerDigests(ctx context.Context) ([]string, error) {
 	return queryStrings(ctx, s.db, `SELECT DISTINCT digest FROM layer_blobs WHERE digest != '' ORDER BY digest`)
 }
 
+// KeptLayerDigests lists the digests of stacks still in use, once each.
+// Build IDs are compared as text: tpl_builds.finished_at is RFC 3339 in
+// UTC, whose text order is time order to the second.
+func (s *Store) KeptLayerDigests(ctx context.Context, recent time.Time) ([]string, error) {
+	return queryStrings(ctx, s.db, `SELECT DISTINCT digest FROM layer_blobs WHERE digest != '' AND (
+		(owner_kind != ? AND owner_id NOT IN (SELECT id FROM sandboxes WHERE state = ?))
+		OR owner_id IN (SELECT current_build FROM tpl_templates)
+		OR owner_id IN (SELECT build_id FROM tpl_tags)
+		OR owner_id IN (SELECT build_id FROM sandboxes WHERE state != ?)
+		OR owner_id IN (SELECT build_id FROM sandbox_snapshots)
+		OR owner_id IN (SELECT id FROM tpl_builds WHERE finished_at = '' OR finished_at >= ?)
+	) ORDER BY digest`, store.LayerOwnerBuild, store.StateKilled, store.StateKilled, tplTS(recent.Truncate(time.Second)))
+}
+
 // MoveSandbox hands a paused sandbox of node from to node to, in one
 // conditional update: of two nodes claiming it, one finds it moved.
 func (s *Store) MoveSandbox(ctx context.Context, id, from, to string) error {

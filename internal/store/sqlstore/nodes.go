@@ -34,10 +34,10 @@ func (s *Store) Heartbeat(ctx context.Context, n store.Node) error {
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			_, err = tx.ExecContext(ctx, `INSERT INTO nodes (id, boot, address, state, started_at, heartbeat_at,
-				advertise_url, cpu_millis, memory_mib, reserved_cpu_millis, reserved_memory_mib, sandboxes, builds)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				advertise_url, cpu_millis, memory_mib, reserved_cpu_millis, reserved_memory_mib, sandboxes, builds, pooled)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 				n.ID, n.Boot, n.Address, store.BeatState(n), ms(n.StartedAt), ms(n.HeartbeatAt),
-				n.AdvertiseURL, n.CPUMillis, n.MemoryMiB, n.ReservedCPUMillis, n.ReservedMemoryMiB, n.Sandboxes, n.Builds)
+				n.AdvertiseURL, n.CPUMillis, n.MemoryMiB, n.ReservedCPUMillis, n.ReservedMemoryMiB, n.Sandboxes, n.Builds, n.Pooled)
 			if err != nil {
 				return fmt.Errorf("register node %s: %w", n.ID, err)
 			}
@@ -48,9 +48,9 @@ func (s *Store) Heartbeat(ctx context.Context, n store.Node) error {
 			return store.ErrFenced
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE nodes SET boot = ?, address = ?, state = ?, started_at = ?, heartbeat_at = ?, lost_at = 0,
-			advertise_url = ?, cpu_millis = ?, memory_mib = ?, reserved_cpu_millis = ?, reserved_memory_mib = ?, sandboxes = ?, builds = ? WHERE id = ?`,
+			advertise_url = ?, cpu_millis = ?, memory_mib = ?, reserved_cpu_millis = ?, reserved_memory_mib = ?, sandboxes = ?, builds = ?, pooled = ? WHERE id = ?`,
 			n.Boot, n.Address, store.BeatState(n), ms(n.StartedAt), ms(n.HeartbeatAt),
-			n.AdvertiseURL, n.CPUMillis, n.MemoryMiB, n.ReservedCPUMillis, n.ReservedMemoryMiB, n.Sandboxes, n.Builds, n.ID)
+			n.AdvertiseURL, n.CPUMillis, n.MemoryMiB, n.ReservedCPUMillis, n.ReservedMemoryMiB, n.Sandboxes, n.Builds, n.Pooled, n.ID)
 		if err != nil {
 			return fmt.Errorf("heartbeat of node %s: %w", n.ID, err)
 		}
@@ -70,7 +70,7 @@ func forUpdate(tx *sqldb.Tx) string {
 // Nodes lists every node, by ID.
 func (s *Store) Nodes(ctx context.Context) ([]store.Node, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, boot, address, state, started_at, heartbeat_at, lost_at,
-		advertise_url, cpu_millis, memory_mib, reserved_cpu_millis, reserved_memory_mib, sandboxes, builds FROM nodes ORDER BY id`)
+		advertise_url, cpu_millis, memory_mib, reserved_cpu_millis, reserved_memory_mib, sandboxes, builds, pooled FROM nodes ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -80,7 +80,7 @@ func (s *Store) Nodes(ctx context.Context) ([]store.Node, error) {
 		var n store.Node
 		var started, beat, lost int64
 		if err := rows.Scan(&n.ID, &n.Boot, &n.Address, &n.State, &started, &beat, &lost,
-			&n.AdvertiseURL, &n.CPUMillis, &n.MemoryMiB, &n.ReservedCPUMillis, &n.ReservedMemoryMiB, &n.Sandboxes, &n.Builds); err != nil {
+			&n.AdvertiseURL, &n.CPUMillis, &n.MemoryMiB, &n.ReservedCPUMillis, &n.ReservedMemoryMiB, &n.Sandboxes, &n.Builds, &n.Pooled); err != nil {
 			return nil, fmt.Errorf("list nodes: %w", err)
 		}
 		n.StartedAt, n.HeartbeatAt, n.LostAt = fromMS(started), fromMS(beat), fromMS(lost)

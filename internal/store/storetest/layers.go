@@ -20,6 +20,7 @@ type LayersStore interface {
 func RunLayers(t *testing.T, newStore func(t *testing.T) LayersStore) {
 	t.Run("Stacks", func(t *testing.T) { testLayerStacks(t, newStore(t)) })
 	t.Run("MoveSandbox", func(t *testing.T) { testMoveSandbox(t, newStore(t)) })
+	t.Run("KeptLayers", func(t *testing.T) { testKeptLayers(t, newStore(t)) })
 }
 
 func testLayerStacks(t *testing.T, s LayersStore) {

@@ -28,7 +28,7 @@ func testNodeLoad(t *testing.T, s store.Nodes) {
 		t.Fatalf("Nodes = %+v, %v; want node-a with %+v and node-b without load", nodes, err, first)
 	}
 	later := store.NodeLoad{AdvertiseURL: "http://10.0.0.1:3001", CPUMillis: 8000, MemoryMiB: 16384,
-		ReservedCPUMillis: 3500, ReservedMemoryMiB: 4096, Sandboxes: 7, Builds: "build-1 build-2"}
+		ReservedCPUMillis: 3500, ReservedMemoryMiB: 4096, Sandboxes: 7, Builds: "build-1 build-2", Pooled: "base=3 team-tpl=1"}
 	n.HeartbeatAt, n.NodeLoad = nodeBase.Add(time.Second), later
 	if err := s.Heartbeat(ctx, n); err != nil {
 		t.Fatal(err)
