@@ -8,6 +8,7 @@ import (
 	"github.com/sbxdev/sbx/internal/store/sqldb/sqldbtest"
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/store/storetest"
+	"github.com/sbxdev/sbx/internal/volume"
 )
 
 // TestEventsConformance runs the event log's suite on SQLite and PostgreSQL.
@@ -52,6 +53,15 @@ func TestBuildJobsConformance(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, dialect sqldb.Dialect) {
 		storetest.RunBuildJobs(t, func(t *testing.T) storetest.BuildJobsStore {
 			return sqlstore.New(sqldbtest.Open(t, dialect), nil)
+		})
+	})
+}
+
+// TestVolumesConformance runs the team volumes' suite on SQLite and PostgreSQL.
+func TestVolumesConformance(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, dialect sqldb.Dialect) {
+		storetest.RunVolumes(t, func(t *testing.T) volume.Repository {
+			return sqlstore.NewVolumes(sqldbtest.Open(t, dialect))
 		})
 	})
 }
