@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
+	"strings"
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/cluster"
@@ -65,6 +66,15 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 		}
 		s.proxy.Serve(w, r, t)
 		return
+	}
+	if s.volumes != nil && strings.HasPrefix(r.URL.Path, "/volumecontent/") {
+		// Forwarded by an api replica (cluster.Volumes): the volume's
+		// own token, which the request keeps, authorizes it here.
+		if _, pattern := s.public.Handler(r); pattern != "" {
+			telemetry.SetRoute(ctx, pattern)
+			s.public.ServeHTTP(w, r)
+			return
+		}
 	}
 	_, pattern := s.mux.Handler(r)
 	telemetry.SetRoute(ctx, pattern)

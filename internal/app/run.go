@@ -420,7 +420,11 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 		return nil, err
 	}
 	apiSrv.SetSecrets(secrets)
-	vols, err := volume.New(volume.Config{Dir: datadir.Layout{Root: cfg.DataDir}.Volumes()}, sqlstore.NewVolumes(data.DB), log)
+	volCfg := volume.Config{Dir: datadir.Layout{Root: cfg.DataDir}.Volumes()}
+	if cfg.Role == RoleNode {
+		volCfg.Node = cfg.NodeName // its volumes are recorded as this node's
+	}
+	vols, err := volume.New(volCfg, sqlstore.NewVolumes(data.DB), log)
 	if err != nil {
 		return nil, err
 	}

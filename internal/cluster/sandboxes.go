@@ -3,6 +3,7 @@ package cluster
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,23 +65,59 @@ type createBody struct {
 	Timeout             *int64            `json:"timeout,omitempty"`
 	AutoPause           bool              `json:"autoPause"`
 	Secure              bool              `json:"secure"`
-	AllowInternetAccess bool              `json:"allow_internet_access"`
+	AllowInternetAccess *bool             `json:"allow_internet_access,omitempty"`
 	Metadata            map[string]string `json:"metadata,omitempty"`
 	EnvVars             map[string]string `json:"envVars,omitempty"`
 	AutoPauseMemory     *bool             `json:"autoPauseMemory,omitempty"`
 	AutoResume          *struct {
 		Enabled bool `json:"enabled"`
 	} `json:"autoResume,omitempty"`
+	Network      json.RawMessage `json:"network,omitempty"`
+	VolumeMounts []VolumeMount   `json:"volumeMounts,omitempty"`
+}
+
+// VolumeMount is one of a create's volume mounts (E2B's
+// SandboxVolumeMount): Name is the volume's ID, which the node resolves
+// in the team's volumes.
+type VolumeMount struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+}
+
+// NodeCreate is what of a create body the node applies itself, as one
+// box does: the egress policy and traffic settings (checked by the api
+// replica first), the internet flag as the client sent it, and the
+// volumes, all kept on Node.
+type NodeCreate struct {
+	Network             json.RawMessage // E2B's SandboxNetworkConfig; nil: none
+	AllowInternetAccess *bool
+	VolumeMounts        []VolumeMount
+	// Node, when set, is the only node the sandbox can run on (it holds
+	// the volumes); PinnedBy names them for the error when it cannot.
+	Node     string
+	PinnedBy string
 }
 
 // Create places the sandbox on a node (another one when a node is
 // unreachable or full) and creates it there.
 func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (store.Sandbox, error) {
 	if len(req.Mounts) > 0 {
-		return store.Sandbox{}, errdefs.Precondition("volume mounts are not supported through an api replica yet (sbx serve --role api)")
+		// Host paths mean nothing on another machine: mounts go as
+		// volume IDs in NodeCreate (CreateOnNode).
+		return store.Sandbox{}, errdefs.Invalid("host mounts cannot be sent to a node; mount volumes by name")
 	}
+	internet := req.AllowInternet
+	sb, _, err := s.CreateOnNode(ctx, req, NodeCreate{AllowInternetAccess: &internet})
+	return sb, err
+}
+
+// CreateOnNode is Create with the settings the node applies; it also
+// returns the sandbox's traffic access token ("" when its ports are
+// public), which the node made.
+func (s *Sandboxes) CreateOnNode(ctx context.Context, req sandbox.CreateRequest, nc NodeCreate) (store.Sandbox, string, error) {
 	tplID := cmp.Or(req.Template, "base")
-	preq := placement.Request{Team: req.TeamID, TemplateID: tplID, CPUMillis: defaultCPUMillis, MemoryMiB: defaultMemoryMiB}
+	preq := placement.Request{Team: req.TeamID, TemplateID: tplID, CPUMillis: defaultCPUMillis, MemoryMiB: defaultMemoryMiB,
+		Node: nc.Node, PinnedBy: nc.PinnedBy}
 	if t, ok := s.tpl.Get(tplID); ok {
 		preq.CPUMillis, preq.MemoryMiB = int64(max(t.CPUCount, 1))*1000, int64(max(t.MemoryMB, 1))
 	} else if s.builds != nil {
@@ -90,8 +127,8 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 		}
 	}
 	body := createBody{TemplateID: req.Template, AutoPause: req.AutoPause, Secure: req.Secure,
-		AllowInternetAccess: req.AllowInternet, Metadata: req.Metadata, EnvVars: req.EnvVars,
-		AutoPauseMemory: req.AutoPauseMemory}
+		AllowInternetAccess: nc.AllowInternetAccess, Metadata: req.Metadata, EnvVars: req.EnvVars,
+		AutoPauseMemory: req.AutoPauseMemory, Network: nc.Network, VolumeMounts: nc.VolumeMounts}
 	if req.Timeout > 0 {
 		secs := int64(req.Timeout / time.Second)
 		body.Timeout = &secs
@@ -102,7 +139,8 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 		}{true}
 	}
 	var created struct {
-		SandboxID string `json:"sandboxID"`
+		SandboxID          string  `json:"sandboxID"`
+		TrafficAccessToken *string `json:"trafficAccessToken"`
 	}
 	d, err := s.placer.Run(ctx, preq, CreateAttempts, func(ctx context.Context, d placement.Decision) error {
 		base, err := s.nodes.URL(ctx, d.NodeID)
@@ -116,13 +154,17 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 		return err
 	})
 	if err != nil {
-		return store.Sandbox{}, err
+		return store.Sandbox{}, "", err
 	}
 	sb, err := s.st.Sandbox(ctx, created.SandboxID)
 	if err != nil {
-		return store.Sandbox{}, fmt.Errorf("read sandbox %s created on node %s: %w", created.SandboxID, d.NodeID, err)
+		return store.Sandbox{}, "", fmt.Errorf("read sandbox %s created on node %s: %w", created.SandboxID, d.NodeID, err)
 	}
-	return sb, nil
+	token := ""
+	if created.TrafficAccessToken != nil {
+		token = *created.TrafficAccessToken
+	}
+	return sb, token, nil
 }
 
 // Get reads the sandbox's row.
