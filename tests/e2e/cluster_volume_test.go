@@ -7,6 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -117,6 +120,7 @@ func TestClusterVolumesSecretsNetwork(t *testing.T) {
 		}
 	}
 
+	runJSVolumeThroughReplicas(t, c)
 	checkClusterEgress(t, c, a, b, keep)
 	checkVolumeOtherTeam(t, c, vol)
 
@@ -243,5 +247,45 @@ func checkVolumeOtherTeam(t *testing.T, c *testCluster, vol *sdk.Volume) {
 				t.Errorf("content read with %v through %s = %d %s; want 401", auth, api.URL, r.Status, r.Body)
 			}
 		}
+	}
+}
+
+// runJSVolumeThroughReplicas: the official E2B JS SDK makes a volume and
+// writes into it through api-1, then through api-2 reads it back and
+// creates a sandbox mounting it, which reads the file.
+func runJSVolumeThroughReplicas(t *testing.T, c *testCluster) {
+	t.Helper()
+	module := filepath.Join(harness.RepoRoot(t), "tests", "e2b-js", "node_modules", "e2b", "dist", "index.mjs")
+	if _, err := os.Stat(module); err != nil {
+		t.Fatalf("the E2B JS SDK is missing (%v): run `make js-deps`", err)
+	}
+	run := func(api *Server, script string, args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(opCtx(t), "node", append([]string{"--input-type=module", "-e", script, "file://" + module}, args...)...)
+		cmd.Env = append(os.Environ(), "E2B_API_URL="+api.URL, "E2B_SANDBOX_URL="+api.URL, "E2B_VOLUME_API_URL="+api.URL, "E2B_API_KEY="+api.APIKey)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("E2B JS SDK through %s: %v\n%s", api.URL, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	id := run(c.apis[0], `
+const { Volume } = await import(process.argv[1])
+const v = await Volume.create('js-vol')
+await v.writeFile('/js/hello.txt', 'from js via api-1', { force: true })
+console.log(v.volumeId)
+`)
+	out := run(c.apis[1], `
+const { Sandbox, Volume } = await import(process.argv[1])
+const v = await Volume.connect(process.argv[2])
+const back = await v.readFile('/js/hello.txt')
+const sbx = await Sandbox.create('base', { volumeMounts: { '/mnt/js': v } })
+try {
+  const r = await sbx.commands.run('cat /mnt/js/js/hello.txt')
+  console.log(JSON.stringify({ back, inSandbox: r.stdout, id: sbx.sandboxId }))
+} finally { await sbx.kill() }
+`, id)
+	if !strings.Contains(out, `"back":"from js via api-1"`) || !strings.Contains(out, `"inSandbox":"from js via api-1"`) {
+		t.Fatalf("E2B JS SDK volume through api-1 then api-2: %s", out)
 	}
 }
