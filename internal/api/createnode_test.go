@@ -1,0 +1,81 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/sbxdev/sbx/internal/cluster"
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/volume"
+)
+
+// teamVolumes stands in for the database's volume rows of team t1.
+type teamVolumes map[string]volume.Volume
+
+func (v teamVolumes) Get(_ context.Context, teamID, ref string) (volume.Volume, error) {
+	for _, x := range v {
+		if x.TeamID == teamID && (x.ID == ref || x.Name == ref) {
+			return x, nil
+		}
+	}
+	return volume.Volume{}, errdefs.NotFound("volume %q not found", ref)
+}
+func (v teamVolumes) Create(context.Context, string, string) (volume.Volume, error) {
+	return volume.Volume{}, errors.ErrUnsupported
+}
+func (v teamVolumes) List(context.Context, string) ([]volume.Volume, error) { return nil, nil }
+func (v teamVolumes) Delete(context.Context, string, string) error          { return nil }
+
+// TestVolumesOnNode: an api replica's create resolves volumeMounts in
+// the team's volumes (another team's is not found, by name or ID), sends
+// their IDs and pins the sandbox to their node; volumes of two nodes, or
+// of a single box, are refused before any placement.
+func TestVolumesOnNode(t *testing.T) {
+	s := &Server{volumes: teamVolumes{
+		"a1": {ID: "vol_a1", TeamID: "t1", Name: "a1", NodeID: "node-a"},
+		"a2": {ID: "vol_a2", TeamID: "t1", Name: "a2", NodeID: "node-a"},
+		"b1": {ID: "vol_b1", TeamID: "t1", Name: "b1", NodeID: "node-b"},
+		"s1": {ID: "vol_s1", TeamID: "t1", Name: "s1"},
+		"x1": {ID: "vol_x1", TeamID: "t2", Name: "x1", NodeID: "node-a"},
+	}}
+	tests := []struct {
+		name     string
+		vms      []volumeMount
+		wantErr  error
+		wantMsg  string
+		wantNode string
+		want     []cluster.VolumeMount
+	}{
+		{"none", nil, nil, "", "", nil},
+		{"two volumes of one node, by name and ID", []volumeMount{{"a1", "/mnt/a/"}, {"vol_a2", "/mnt/b"}}, nil, "", "node-a",
+			[]cluster.VolumeMount{{Name: "vol_a1", Path: "/mnt/a"}, {Name: "vol_a2", Path: "/mnt/b"}}},
+		{"another team's, by name", []volumeMount{{"x1", "/mnt/x"}}, errdefs.ErrNotFound, "", "", nil},
+		{"another team's, by ID", []volumeMount{{"vol_x1", "/mnt/x"}}, errdefs.ErrNotFound, "", "", nil},
+		{"volumes of two nodes", []volumeMount{{"a1", "/mnt/a"}, {"b1", "/mnt/b"}}, errdefs.ErrInvalidArgument, "different nodes", "", nil},
+		{"a single box's volume", []volumeMount{{"s1", "/mnt/s"}}, errdefs.ErrFailedPrecondition, "single server", "", nil},
+		{"a bad path", []volumeMount{{"a1", "/proc/x"}}, errdefs.ErrInvalidArgument, "volumeMounts path", "", nil},
+		{"one path twice", []volumeMount{{"a1", "/mnt/a"}, {"a2", "/mnt/a/"}}, errdefs.ErrInvalidArgument, "distinct", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var spec cluster.NodeCreate
+			err := s.volumesOnNode(t.Context(), "t1", tt.vms, &spec)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.wantMsg) {
+					t.Fatalf("err = %v; want %v containing %q", err, tt.wantErr, tt.wantMsg)
+				}
+				return
+			}
+			if err != nil || spec.Node != tt.wantNode || len(spec.VolumeMounts) != len(tt.want) {
+				t.Fatalf("spec = %+v, %v; want node %q, mounts %v", spec, err, tt.wantNode, tt.want)
+			}
+			for i := range tt.want {
+				if spec.VolumeMounts[i] != tt.want[i] {
+					t.Errorf("mount %d = %+v; want %+v", i, spec.VolumeMounts[i], tt.want[i])
+				}
+			}
+		})
+	}
+}
