@@ -69,12 +69,17 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.volumes != nil && strings.HasPrefix(r.URL.Path, "/volumecontent/") {
 		// Forwarded by an api replica (cluster.Volumes): the volume's
-		// own token, which the request keeps, authorizes it here.
-		if _, pattern := s.public.Handler(r); pattern != "" {
-			telemetry.SetRoute(ctx, pattern)
-			s.public.ServeHTTP(w, r)
+		// own token, which the request keeps, authorizes it here. Only
+		// the content routes: the signature is for the volume's team,
+		// and a token holder must not reach the team's API with it.
+		_, pattern := s.public.Handler(r)
+		if !strings.HasPrefix(pattern, r.Method+" /volumecontent/") {
+			errdefs.WriteHTTP(w, nil, errdefs.NotFound("no such endpoint on a node: %s %s", r.Method, r.URL.Path))
 			return
 		}
+		telemetry.SetRoute(ctx, pattern)
+		s.public.ServeHTTP(w, r) // through the mux: it sets the path values
+		return
 	}
 	_, pattern := s.mux.Handler(r)
 	telemetry.SetRoute(ctx, pattern)

@@ -3,11 +3,16 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/sbxdev/sbx/internal/cluster"
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/proxy"
 	"github.com/sbxdev/sbx/internal/volume"
 )
 
@@ -77,5 +82,59 @@ func TestVolumesOnNode(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// contentStub stands in for volume.ContentHandler's routes.
+type contentStub struct{}
+
+func (contentStub) Register(mux interface {
+	HandleFunc(string, func(http.ResponseWriter, *http.Request))
+}) {
+	mux.HandleFunc("GET /volumecontent/{id}/file", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "content of "+r.PathValue("id"))
+	})
+}
+
+// TestNodeServesOnlyContentRoutesForVolumes: a node serves signed
+// /volumecontent requests from the content routes alone; under that
+// prefix nothing reaches the team's API, which the signature (made for
+// the volume's team) would otherwise open to a holder of the volume's
+// token.
+func TestNodeServesOnlyContentRoutesForVolumes(t *testing.T) {
+	secret, err := cluster.NewSecret("test-cluster-secret-0123456789abcdef0123456789")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	s := New(log, nil, nil, nil, proxy.New(oneSandbox{}, "sbx.test", log))
+	s.SetClusterVerifier(cluster.NewVerifier(secret, "node-a"))
+	s.SetVolumes(teamVolumes{}, contentStub{})
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	signer := cluster.NewSigner(secret)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tt := range []struct {
+		path   string
+		status int
+	}{
+		{"/volumecontent/vol_x/file?path=/a", http.StatusOK},
+		{"/volumecontent/vol_x/..%2F..%2Fsandboxes", http.StatusNotFound},
+		{"/volumecontent/vol_x/../../volumes", http.StatusNotFound},
+		{"/volumecontent/vol_x/secrets", http.StatusNotFound},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+tt.path, nil)
+		if err := signer.Sign(req, "node-a", "t1"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Errorf("GET %s signed for the team = %d %s; want %d", tt.path, resp.StatusCode, b, tt.status)
+		}
 	}
 }

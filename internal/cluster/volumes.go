@@ -146,11 +146,19 @@ func (v *Volumes) Register(mux interface {
 	mux.HandleFunc("/volumecontent/{id}/{op}", v.forwardContent)
 }
 
+// contentOps are the last segments of the content API's routes
+// (volume.ContentHandler).
+var contentOps = map[string]bool{"dir": true, "path": true, "file": true}
+
 // forwardContent checks the volume's token here too, so strangers'
 // requests stop at the api replica, then forwards to its node signed for
 // the volume's team; the node checks the token again.
 func (v *Volumes) forwardContent(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+	id, op := r.PathValue("id"), r.PathValue("op")
+	if !contentOps[op] {
+		errdefs.WriteHTTP(w, v.log, errdefs.NotFound("no such volume content endpoint: %s", op))
+		return
+	}
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	denied := errdefs.Unauthenticated("volume %q: send its token (from GET /volumes/{id}) as Authorization: Bearer <token>", id)
 	if tok == "" || !strings.HasPrefix(id, volume.IDPrefix) {
@@ -182,6 +190,11 @@ func (v *Volumes) forwardContent(w http.ResponseWriter, r *http.Request) {
 		ErrorLog:      slog.NewLogLogger(v.log.Handler(), slog.LevelDebug),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.Host = target.Scheme, target.Host, target.Host
+			// The path is rebuilt from what was checked, never passed on
+			// as sent: the node acts for the volume's team, so a path
+			// that led anywhere else there would give a token holder the
+			// team's API.
+			pr.Out.URL.Path, pr.Out.URL.RawPath = "/volumecontent/"+url.PathEscape(vol.ID)+"/"+op, ""
 			// The volume's token stays (the node checks it); nothing
 			// else of the client's may speak for it at the node.
 			for _, h := range []string{"X-API-Key", "X-Team-ID", Header, SandboxIDHeader, SandboxPortHeader} {

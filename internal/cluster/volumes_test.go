@@ -118,8 +118,12 @@ func TestVolumeContentForward(t *testing.T) {
 	}
 	mux := http.NewServeMux()
 	vols.Register(mux)
+	var doOp func(id, op string, h map[string]string) *httptest.ResponseRecorder
 	do := func(id string, h map[string]string) *httptest.ResponseRecorder {
-		req := httptest.NewRequest(http.MethodGet, "/volumecontent/"+id+"/file?path=/x", nil)
+		return doOp(id, "file", h)
+	}
+	doOp = func(id, op string, h map[string]string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/volumecontent/"+id+"/"+op+"?path=/x", nil)
 		for k, v := range h {
 			req.Header.Set(k, v)
 		}
@@ -141,6 +145,14 @@ func TestVolumeContentForward(t *testing.T) {
 	} {
 		if w := do(tt.id, tt.h); w.Code != tt.status {
 			t.Errorf("%s: %d %s; want %d", tt.name, w.Code, w.Body, tt.status)
+		}
+	}
+	// The node acts for the volume's team: nothing but a content route
+	// may reach it, whatever the last segment says.
+	good := map[string]string{"Authorization": "Bearer vtk_right"}
+	for _, op := range []string{"sandboxes", "..%2f..%2fsandboxes", "file%2f..%2f..%2fsecrets"} {
+		if w := doOp("vol_onb", op, good); w.Code != http.StatusNotFound && w.Code != http.StatusMovedPermanently {
+			t.Errorf("op %q with the volume's token: %d %s; want 404", op, w.Code, w.Body)
 		}
 	}
 	if len(na.requests())+len(nb.requests()) != 0 {
