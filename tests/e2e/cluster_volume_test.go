@@ -231,9 +231,9 @@ func checkClusterEgress(t *testing.T, c *testCluster, a, b *sdk.Client, keep fun
 	}
 }
 
-// checkVolumeOtherTeam: another team neither sees nor mounts the volume,
-// and its content API wants the volume's own token, through either
-// replica.
+// checkVolumeOtherTeam: another team neither sees nor mounts the volume
+// nor resolves the first team's secret, and the volume's content API
+// wants the volume's own token, through either replica.
 func checkVolumeOtherTeam(t *testing.T, c *testCluster, vol *sdk.Volume) {
 	t.Helper()
 	key := c.api.CreateTeam(t, "other")
@@ -248,6 +248,14 @@ func checkVolumeOtherTeam(t *testing.T, c *testCluster, vol *sdk.Volume) {
 		} else if !sdk.IsNotFound(err) {
 			t.Errorf("another team's create mounting %s = %v; want not found", ref, err)
 		}
+	}
+	// Nor does it get the first team's secret by naming it: the node
+	// resolves references in the signed team's secrets only.
+	if s, err := other.Create(opCtx(t), sdk.CreateOptions{EnvVars: map[string]string{"TOKEN": sdk.SecretPlaceholder("cl-token")}}); err == nil {
+		_ = s.Kill(opCtx(t))
+		t.Errorf("another team's create referencing the first team's secret succeeded")
+	} else if !strings.Contains(err.Error(), "cl-token") {
+		t.Errorf("another team's create referencing the first team's secret = %v; want refused naming it", err)
 	}
 	if err := other.DeleteVolume(opCtx(t), vol.ID); !sdk.IsNotFound(err) {
 		t.Errorf("another team's delete of the volume = %v; want not found", err)
