@@ -13,6 +13,8 @@ import (
 	"github.com/sbxdev/sbx/internal/cluster"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/proxy"
+	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/volume"
 )
 
@@ -136,5 +138,53 @@ func TestNodeServesOnlyContentRoutesForVolumes(t *testing.T) {
 		if resp.StatusCode != tt.status {
 			t.Errorf("GET %s signed for the team = %d %s; want %d", tt.path, resp.StatusCode, b, tt.status)
 		}
+	}
+}
+
+// spySecrets fails the test if an api replica resolves a secret.
+type spySecrets struct {
+	Secrets
+	t *testing.T
+}
+
+func (s spySecrets) Resolve(context.Context, string, map[string]string) (map[string]string, error) {
+	s.t.Error("the api replica resolved secrets: their values would cross to the node")
+	return nil, errors.ErrUnsupported
+}
+
+type captureCreate struct {
+	req sandbox.CreateRequest
+	nc  cluster.NodeCreate
+}
+
+func (c *captureCreate) CreateOnNode(_ context.Context, req sandbox.CreateRequest, nc cluster.NodeCreate) (store.Sandbox, string, error) {
+	c.req, c.nc = req, nc
+	return store.Sandbox{ID: "sb1"}, "tt", nil
+}
+
+// TestCreateOnNodeSendsReferences: an api replica sends envVars with
+// their secret references unresolved (the node resolves them for the
+// signed team) and the network as the client sent it.
+func TestCreateOnNodeSendsReferences(t *testing.T) {
+	s := &Server{secrets: spySecrets{t: t}}
+	s.SetNetworkingOnNodes(nil, "")
+	no := false
+	body := newSandbox{EnvVars: map[string]string{"TOKEN": "${e2b.secrets.api-token}"}, AllowInternetAccess: &no,
+		Network: &networkJSON{AllowOut: []string{"10.0.0.1"}}}
+	c := &captureCreate{}
+	sb, tok, err := s.createOnNode(t.Context(), c, sandbox.CreateRequest{TeamID: "t1", EnvVars: body.EnvVars}, body)
+	if err != nil || sb.ID != "sb1" || tok != "tt" {
+		t.Fatalf("createOnNode = %+v, %q, %v", sb, tok, err)
+	}
+	if c.req.EnvVars["TOKEN"] != "${e2b.secrets.api-token}" {
+		t.Errorf("envVars sent to the node = %v; want the reference", c.req.EnvVars)
+	}
+	if string(c.nc.Network) != `{"allowOut":["10.0.0.1"]}` || c.nc.AllowInternetAccess == nil || *c.nc.AllowInternetAccess {
+		t.Errorf("network sent to the node = %s, internet %v; want the client's", c.nc.Network, c.nc.AllowInternetAccess)
+	}
+	// What one box refuses is refused before placement.
+	body.Network = &networkJSON{HTTPSPorts: []int{443}}
+	if _, _, err := s.createOnNode(t.Context(), c, sandbox.CreateRequest{TeamID: "t1"}, body); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("network.httpsPorts through an api replica = %v; want invalid", err)
 	}
 }
