@@ -137,6 +137,20 @@ func TestClusterVolumesSecretsNetwork(t *testing.T) {
 	checkClusterEgress(t, c, a, b, keep)
 	checkVolumeOtherTeam(t, c, vol)
 
+	// Paused without memory, a sandbox mounting a volume resumes on its
+	// node only: another node would boot it without the volume.
+	key := map[string]string{"X-API-Key": c.apis[0].APIKey}
+	for _, s := range mounted[1:] {
+		if r := c.apis[0].Raw(t, http.MethodPost, "/sandboxes/"+s.ID+"/pause", `{"memory":false}`, key); r.Status != http.StatusNoContent {
+			t.Fatalf("pause %s to disk through api-1 = %d %s", s.ID, r.Status, r.Body)
+		}
+	}
+	if s, err := b.Connect(opCtx(t), mounted[1].ID, sdk.ConnectOptions{}); err != nil {
+		t.Errorf("resume a sandbox paused to disk on the volume's live node: %v", err)
+	} else if res, err := s.Commands.Run(opCtx(t), "cat /mnt/data/in/hello.txt", sdk.RunOptions{}); err != nil || res.Stdout != string(payload) {
+		t.Errorf("after a pause without memory and a resume on its own node the volume's file reads %+v, %v", res, err)
+	}
+
 	// The volume's node dies: a create mounting the volume cannot go
 	// anywhere else, and says so.
 	c.nodes[home].Stop(syscall.SIGKILL)
@@ -146,6 +160,12 @@ func TestClusterVolumesSecretsNetwork(t *testing.T) {
 		t.Errorf("create mounting a volume whose node is dead = %v; want 503 naming the volume's node as the reason", err)
 	}
 	t.Logf("with the volume's node dead: %v", err)
+	if s, err := a.Connect(opCtx(t), mounted[2].ID, sdk.ConnectOptions{}); err == nil {
+		res, _ := s.Commands.Run(opCtx(t), "cat /mnt/data/in/hello.txt", sdk.RunOptions{})
+		t.Errorf("a sandbox paused to disk mounting a volume resumed on another node after its node died (volume read: %+v)", res)
+	} else {
+		t.Logf("resume of a paused sandbox mounting a volume whose node is dead: %v", err)
+	}
 	if s, err := a.Create(opCtx(t), sdk.CreateOptions{Timeout: time.Minute}); err != nil {
 		t.Errorf("a create without the volume, with one node dead: %v", err)
 	} else {
