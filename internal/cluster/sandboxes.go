@@ -87,7 +87,7 @@ type VolumeMount struct {
 // NodeCreate is what of a create body the node applies itself, as one
 // box does: the egress policy and traffic settings (checked by the api
 // replica first), the internet flag as the client sent it, and the
-// volumes, all kept on Node.
+// volumes to mount (by ID, all kept on Node).
 type NodeCreate struct {
 	Network             json.RawMessage // E2B's SandboxNetworkConfig; nil: none
 	AllowInternetAccess *bool
