@@ -216,9 +216,14 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	// Team secrets: stored here (every process of the cluster shares the
 	// data dir's secrets.key, as the chart mounts it), resolved by the
 	// node that runs the sandbox.
-	secrets, err := secret.New(sqlstore.NewSecrets(data.DB), datadir.Layout{Root: cfg.DataDir}.SecretsKey())
+	secretRepo := sqlstore.NewSecrets(data.DB)
+	secrets, err := secret.New(secretRepo, datadir.Layout{Root: cfg.DataDir}.SecretsKey())
 	if err != nil {
 		return nil, err
+	}
+	if err := secrets.CheckKey(ctx, secretRepo); err != nil {
+		// Started anyway: everything but resolving secrets works.
+		log.Error("team secrets cannot be read by this process", "err", err)
 	}
 	apiSrv.SetSecrets(secrets)
 	apiSrv.OnTeamDeleted("secrets", secrets.DeleteTeam)
