@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
+	"strings"
 
 	"github.com/sbxdev/sbx/internal/auth"
 	"github.com/sbxdev/sbx/internal/cluster"
@@ -64,6 +65,20 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.proxy.Serve(w, r, t)
+		return
+	}
+	if s.volumes != nil && strings.HasPrefix(r.URL.Path, "/volumecontent/") {
+		// Forwarded by an api replica (cluster.Volumes): the volume's
+		// own token, which the request keeps, authorizes it here. Only
+		// the content routes: the signature is for the volume's team,
+		// and a token holder must not reach the team's API with it.
+		_, pattern := s.public.Handler(r)
+		if !strings.HasPrefix(pattern, r.Method+" /volumecontent/") {
+			errdefs.WriteHTTP(w, nil, errdefs.NotFound("no such endpoint on a node: %s %s", r.Method, r.URL.Path))
+			return
+		}
+		telemetry.SetRoute(ctx, pattern)
+		s.public.ServeHTTP(w, r) // through the mux: it sets the path values
 		return
 	}
 	_, pattern := s.mux.Handler(r)

@@ -36,7 +36,8 @@ const TrafficTokenHeader = "E2b-Traffic-Access-Token"
 // networking is the API's part of sandbox networks: egress policies,
 // the traffic access token and the sandbox domain.
 type networking struct {
-	policies NetworkPolicies // nil: policies refused
+	policies NetworkPolicies // nil: policies refused, unless onNodes
+	onNodes  bool            // an api replica: the node that runs the sandbox applies its policy
 	store    NetworkStore
 	domain   string // what create/connect return as `domain`; "" = null
 
@@ -48,6 +49,14 @@ type networking struct {
 // clients build host names from (<port>-<id>.<domain>).
 func (s *Server) SetNetworking(p NetworkPolicies, st NetworkStore, domain string) {
 	s.net = &networking{policies: p, store: st, domain: domain, tokens: map[string]string{}}
+}
+
+// SetNetworkingOnNodes is SetNetworking for an api replica: creates carry
+// their network settings to the node, which applies and stores them
+// (api.Server.createOnNode); this server checks them and reads them back.
+func (s *Server) SetNetworkingOnNodes(st NetworkStore, domain string) {
+	s.SetNetworking(nil, st, domain)
+	s.net.onNodes = true
 }
 
 // networkJSON is E2B's SandboxNetworkConfig. The fields sbx cannot honour
@@ -108,7 +117,7 @@ func (n *networking) plan(raw *networkJSON, allowInternet *bool) (network.Policy
 	if err != nil {
 		return network.Policy{}, nil, "", false, err
 	}
-	if !p.Empty() && n.policies == nil {
+	if !p.Empty() && n.policies == nil && !n.onNodes {
 		return network.Policy{}, nil, "", false, errdefs.Precondition("network.allowOut/denyOut: this server applies no egress policies")
 	}
 	token := ""

@@ -155,43 +155,14 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 		s.fail(w, err)
 		return
 	}
-	if s.secrets != nil {
-		if req.EnvVars, err = s.secrets.Resolve(r.Context(), req.TeamID, req.EnvVars); err != nil {
-			s.fail(w, err)
-			return
-		}
+	var sb store.Sandbox
+	var traffic string
+	if rc, ok := s.sandboxes.(NodeCreator); ok {
+		sb, traffic, err = s.createOnNode(r.Context(), rc, req, body)
+	} else {
+		sb, traffic, err = s.createHere(r.Context(), req, body)
 	}
-	if body.Secure != nil {
-		req.Secure = *body.Secure
-	}
-	n := s.net
-	if n == nil {
-		n = &networking{}
-	}
-	policy, netCfg, traffic, internet, err := n.plan(body.Network, body.AllowInternetAccess)
 	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	req.AllowInternet = internet
-	if req.Mounts, err = s.mountsFor(r.Context(), req.TeamID, body.VolumeMounts); err != nil {
-		s.fail(w, err)
-		return
-	}
-	req.AutoPauseMemory = body.AutoPauseMemory
-	if body.AutoResume != nil {
-		req.AutoResume = body.AutoResume.Enabled
-	}
-	sb, err := s.sandboxes.Create(r.Context(), req)
-	if err != nil {
-		s.creates.failed.Add(1)
-		s.fail(w, err)
-		return
-	}
-	if err := n.apply(r.Context(), sb.ID, policy, netCfg, traffic); err != nil {
-		// Never hand out a sandbox whose policy is not in force.
-		_ = s.sandboxes.Kill(context.WithoutCancel(r.Context()), sb.TeamID, sb.ID)
-		s.creates.failed.Add(1)
 		s.fail(w, err)
 		return
 	}
@@ -214,6 +185,49 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v2 bool) {
 		out.TrafficAccessToken = &traffic
 	}
 	writeJSON(w, http.StatusCreated, out)
+}
+
+// createHere creates a sandbox on this server's manager (one box, a
+// node): secrets resolved, the network planned and applied, volumes
+// mounted from this server's images.
+func (s *Server) createHere(ctx context.Context, req sandbox.CreateRequest, body newSandbox) (store.Sandbox, string, error) {
+	var err error
+	if s.secrets != nil {
+		if req.EnvVars, err = s.secrets.Resolve(ctx, req.TeamID, req.EnvVars); err != nil {
+			return store.Sandbox{}, "", err
+		}
+	}
+	if body.Secure != nil {
+		req.Secure = *body.Secure
+	}
+	n := s.net
+	if n == nil {
+		n = &networking{}
+	}
+	policy, netCfg, traffic, internet, err := n.plan(body.Network, body.AllowInternetAccess)
+	if err != nil {
+		return store.Sandbox{}, "", err
+	}
+	req.AllowInternet = internet
+	if req.Mounts, err = s.mountsFor(ctx, req.TeamID, body.VolumeMounts); err != nil {
+		return store.Sandbox{}, "", err
+	}
+	req.AutoPauseMemory = body.AutoPauseMemory
+	if body.AutoResume != nil {
+		req.AutoResume = body.AutoResume.Enabled
+	}
+	sb, err := s.sandboxes.Create(ctx, req)
+	if err != nil {
+		s.creates.failed.Add(1)
+		return store.Sandbox{}, "", err
+	}
+	if err := n.apply(ctx, sb.ID, policy, netCfg, traffic); err != nil {
+		// Never hand out a sandbox whose policy is not in force.
+		_ = s.sandboxes.Kill(context.WithoutCancel(ctx), sb.TeamID, sb.ID)
+		s.creates.failed.Add(1)
+		return store.Sandbox{}, "", err
+	}
+	return sb, traffic, nil
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {

@@ -18,12 +18,26 @@ type Volumes interface {
 	Get(ctx context.Context, teamID, ref string) (volume.Volume, error)
 	List(ctx context.Context, teamID string) ([]volume.Volume, error)
 	Delete(ctx context.Context, teamID, ref string) error
+}
+
+// VolumeMounter gives the host directory of a volume to bind into a
+// sandbox (volume.Service, where the images are: one box, a node).
+type VolumeMounter interface {
 	MountSource(ctx context.Context, teamID, ref string) (volume.Volume, string, error)
+}
+
+// ContentRoutes registers the /volumecontent routes (volume.ContentHandler
+// where the images are; cluster.Volumes, which forwards them, on an api
+// replica).
+type ContentRoutes interface {
+	Register(mux interface {
+		HandleFunc(string, func(http.ResponseWriter, *http.Request))
+	})
 }
 
 // SetVolumes serves /volumes (API key) and /volumecontent (the volume's
 // token), and mounts volumes named in a create body's volumeMounts.
-func (s *Server) SetVolumes(v Volumes, content *volume.ContentHandler) {
+func (s *Server) SetVolumes(v Volumes, content ContentRoutes) {
 	s.volumes = v
 	s.mux.HandleFunc("GET /volumes", s.listVolumes)
 	s.mux.HandleFunc("POST /volumes", s.createVolume)
@@ -113,11 +127,33 @@ func (s *Server) mountsFor(ctx context.Context, teamID string, vms []volumeMount
 	if s.volumes == nil {
 		return nil, errdefs.Precondition("volumeMounts: this server keeps no volumes")
 	}
+	m, ok := s.volumes.(VolumeMounter)
+	if !ok {
+		return nil, errdefs.Precondition("volumeMounts: this server keeps no volume images")
+	}
+	paths, err := mountPaths(vms)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]runtime.Mount, 0, len(vms))
+	for i, vm := range vms {
+		_, src, err := m.MountSource(ctx, teamID, vm.Name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, runtime.Mount{Source: src, Target: paths[i], IDMapped: true})
+	}
+	return out, nil
+}
+
+// mountPaths checks a create body's volumeMounts paths and returns them
+// cleaned.
+func mountPaths(vms []volumeMount) ([]string, error) {
 	if len(vms) > maxVolumeMounts {
 		return nil, errdefs.Invalid("volumeMounts: at most %d", maxVolumeMounts)
 	}
 	seen := map[string]bool{}
-	out := make([]runtime.Mount, 0, len(vms))
+	out := make([]string, 0, len(vms))
 	for _, vm := range vms {
 		p := path.Clean(vm.Path)
 		if !strings.HasPrefix(vm.Path, "/") || p == "/" || len(p) > 1024 || strings.HasPrefix(p, "/.sbx") ||
@@ -125,11 +161,7 @@ func (s *Server) mountsFor(ctx context.Context, teamID string, vms []volumeMount
 			return nil, errdefs.Invalid("volumeMounts path %q: want a distinct absolute path such as /mnt/data (not /, /proc, /sys, /dev or /.sbx)", vm.Path)
 		}
 		seen[p] = true
-		_, src, err := s.volumes.MountSource(ctx, teamID, vm.Name)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, runtime.Mount{Source: src, Target: p, IDMapped: true})
+		out = append(out, p)
 	}
 	return out, nil
 }

@@ -16,12 +16,14 @@ import (
 	"github.com/sbxdev/sbx/internal/api"
 	"github.com/sbxdev/sbx/internal/cluster"
 	"github.com/sbxdev/sbx/internal/dashboard"
+	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/events"
 	"github.com/sbxdev/sbx/internal/liveness"
 	"github.com/sbxdev/sbx/internal/metrics"
 	"github.com/sbxdev/sbx/internal/placement"
 	"github.com/sbxdev/sbx/internal/proxy"
 	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/secret"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/telemetry"
@@ -234,9 +236,28 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	apiSrv.SetBuildCanceller(tplSvc)
 	apiSrv.SetSnapshotList(snaps)
 	apiSrv.OnTeamDeleted("snapshots", snaps.DeleteTeam)
-	// Traffic tokens and the sandbox domain; egress policies are the
-	// nodes' (creates asking for one are refused here for now).
-	apiSrv.SetNetworking(nil, sqlstore.NewNetworks(data.DB), advertised)
+	// Traffic tokens and the sandbox domain; egress policies travel with
+	// the create to the node, which applies them.
+	apiSrv.SetNetworkingOnNodes(sqlstore.NewNetworks(data.DB), advertised)
+	// Team secrets: stored here (every process of the cluster shares the
+	// data dir's secrets.key, as the chart mounts it), resolved by the
+	// node that runs the sandbox.
+	secretRepo := sqlstore.NewSecrets(data.DB)
+	secrets, err := secret.New(secretRepo, datadir.Layout{Root: cfg.DataDir}.SecretsKey())
+	if err != nil {
+		return nil, err
+	}
+	if err := secrets.CheckKey(ctx, secretRepo); err != nil {
+		// Started anyway: everything but resolving secrets works.
+		log.Error("team secrets cannot be read by this process", "err", err)
+	}
+	apiSrv.SetSecrets(secrets)
+	apiSrv.OnTeamDeleted("secrets", secrets.DeleteTeam)
+	// Volumes live on the node that made them: created on a placed node,
+	// their content and the sandboxes mounting them sent there.
+	vols := cluster.NewVolumes(sqlstore.NewVolumes(data.DB), sbs, signer, log)
+	apiSrv.SetVolumes(vols, vols)
+	apiSrv.OnTeamDeleted("volumes", vols.DeleteTeam)
 	fwd := cluster.NewForwarder(sbs, signer, log)
 	fwd.SetMetrics(clusterMets)
 	apiSrv.SetSandboxForwarder(fwd)

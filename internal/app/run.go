@@ -417,12 +417,21 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	apiSrv.SetSnapshotCap(cfg.TeamMaxSnapshots)
 	mon.AddPublic(apiSrv)
 	apiSrv.SetNetworking(c.netw, sqlstore.NewNetworks(data.DB), advertised)
-	secrets, err := secret.New(sqlstore.NewSecrets(data.DB), datadir.Layout{Root: cfg.DataDir}.SecretsKey())
+	secretRepo := sqlstore.NewSecrets(data.DB)
+	secrets, err := secret.New(secretRepo, datadir.Layout{Root: cfg.DataDir}.SecretsKey())
 	if err != nil {
 		return nil, err
 	}
+	if err := secrets.CheckKey(ctx, secretRepo); err != nil {
+		// Started anyway: everything but resolving secrets works.
+		log.Error("team secrets cannot be read by this process", "err", err)
+	}
 	apiSrv.SetSecrets(secrets)
-	vols, err := volume.New(volume.Config{Dir: datadir.Layout{Root: cfg.DataDir}.Volumes()}, sqlstore.NewVolumes(data.DB), log)
+	volCfg := volume.Config{Dir: datadir.Layout{Root: cfg.DataDir}.Volumes()}
+	if cfg.Role == RoleNode {
+		volCfg.Node = cfg.NodeName // its volumes are recorded as this node's
+	}
+	vols, err := volume.New(volCfg, sqlstore.NewVolumes(data.DB), log)
 	if err != nil {
 		return nil, err
 	}

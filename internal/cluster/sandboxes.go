@@ -74,25 +74,68 @@ type createBody struct {
 	Timeout             *int64            `json:"timeout,omitempty"`
 	AutoPause           bool              `json:"autoPause"`
 	Secure              bool              `json:"secure"`
-	AllowInternetAccess bool              `json:"allow_internet_access"`
+	AllowInternetAccess *bool             `json:"allow_internet_access,omitempty"`
 	Metadata            map[string]string `json:"metadata,omitempty"`
 	EnvVars             map[string]string `json:"envVars,omitempty"`
 	AutoPauseMemory     *bool             `json:"autoPauseMemory,omitempty"`
 	AutoResume          *struct {
 		Enabled bool `json:"enabled"`
 	} `json:"autoResume,omitempty"`
+	Network      json.RawMessage `json:"network,omitempty"`
+	VolumeMounts []VolumeMount   `json:"volumeMounts,omitempty"`
+}
+
+// VolumeMount is one of a create's volume mounts (E2B's
+// SandboxVolumeMount): Name is the volume's ID, which the node resolves
+// in the team's volumes.
+type VolumeMount struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+}
+
+// NodeCreate is what of a create body the node applies itself, as one
+// box does: the egress policy and traffic settings (checked by the api
+// replica first), the internet flag as the client sent it, and the
+// volumes to mount (by ID, all kept on Node).
+type NodeCreate struct {
+	Network             json.RawMessage // E2B's SandboxNetworkConfig; nil: none
+	AllowInternetAccess *bool
+	VolumeMounts        []VolumeMount
+	// Node, when set, is the only node the sandbox can run on (it holds
+	// the volumes); PinnedBy names them for the error when it cannot.
+	Node     string
+	PinnedBy string
 }
 
 // Create places the sandbox on a node (another one when a node is
 // unreachable or full) and creates it there.
 func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (store.Sandbox, error) {
 	if len(req.Mounts) > 0 {
-		return store.Sandbox{}, errdefs.Precondition("volume mounts are not supported through an api replica yet (sbx serve --role api)")
+		// Host paths mean nothing on another machine: mounts go as
+		// volume IDs in NodeCreate (CreateOnNode).
+		return store.Sandbox{}, errdefs.Invalid("host mounts cannot be sent to a node; mount volumes by name")
 	}
+	internet := req.AllowInternet
+	sb, _, err := s.CreateOnNode(ctx, req, NodeCreate{AllowInternetAccess: &internet})
+	return sb, err
+}
+
+// CreateOnNode is Create with the settings the node applies; it also
+// returns the sandbox's traffic access token ("" when its ports are
+// public), which the node made.
+func (s *Sandboxes) CreateOnNode(ctx context.Context, req sandbox.CreateRequest, nc NodeCreate) (store.Sandbox, string, error) {
 	preq, memNode := s.placementOf(ctx, req)
+	preq.Node, preq.PinnedBy = nc.Node, nc.PinnedBy
+	if len(nc.VolumeMounts) > 0 {
+		preq.NoPool = true // a pooled sandbox has no volumes
+	}
+	if memNode != "" && nc.Node != "" && memNode != nc.Node {
+		return store.Sandbox{}, "", errdefs.Precondition("snapshot %s starts only on the node holding its memory image, "+
+			"and its volumes are on another node: start it without those volumes", preq.SnapshotID)
+	}
 	body := createBody{TemplateID: req.Template, AutoPause: req.AutoPause, Secure: req.Secure,
-		AllowInternetAccess: req.AllowInternet, Metadata: req.Metadata, EnvVars: req.EnvVars,
-		AutoPauseMemory: req.AutoPauseMemory}
+		AllowInternetAccess: nc.AllowInternetAccess, Metadata: req.Metadata, EnvVars: req.EnvVars,
+		AutoPauseMemory: req.AutoPauseMemory, Network: nc.Network, VolumeMounts: nc.VolumeMounts}
 	if req.Timeout > 0 {
 		secs := int64(req.Timeout / time.Second)
 		body.Timeout = &secs
@@ -103,7 +146,8 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 		}{true}
 	}
 	var created struct {
-		SandboxID string `json:"sandboxID"`
+		SandboxID          string  `json:"sandboxID"`
+		TrafficAccessToken *string `json:"trafficAccessToken"`
 	}
 	creating := time.Duration(0) // choosing = all of Run but the creates on nodes
 	send := func(ctx context.Context, node string) error {
@@ -123,7 +167,7 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 		// Straight to its node, which may not have named the snapshot in
 		// a heartbeat yet (taken a moment ago).
 		if !s.nodes.Ready(memNode) {
-			return store.Sandbox{}, errdefs.Unavailable("snapshot %s holds its sandbox's processes and memory, which stay on the node "+
+			return store.Sandbox{}, "", errdefs.Unavailable("snapshot %s holds its sandbox's processes and memory, which stay on the node "+
 				"that took it, and that node is not available: retry when it is back, or take a snapshot of a sandbox that is not "+
 				"checkpointed (filesystem only), which starts anywhere", preq.SnapshotID)
 		}
@@ -139,13 +183,17 @@ func (s *Sandboxes) Create(ctx context.Context, req sandbox.CreateRequest) (stor
 	}
 	s.stats.placed(err, time.Since(start)-creating)
 	if err != nil {
-		return store.Sandbox{}, err
+		return store.Sandbox{}, "", err
 	}
 	sb, err := s.st.Sandbox(ctx, created.SandboxID)
 	if err != nil {
-		return store.Sandbox{}, fmt.Errorf("read sandbox %s created on node %s: %w", created.SandboxID, d.NodeID, err)
+		return store.Sandbox{}, "", fmt.Errorf("read sandbox %s created on node %s: %w", created.SandboxID, d.NodeID, err)
 	}
-	return sb, nil
+	token := ""
+	if created.TrafficAccessToken != nil {
+		token = *created.TrafficAccessToken
+	}
+	return sb, token, nil
 }
 
 // placementOf sizes a create and says which layers or snapshot its node

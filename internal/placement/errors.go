@@ -9,7 +9,7 @@ import (
 
 // NoFitError says why no node could take a request, by reason. Each node
 // is counted once, under the first reason that rules it out, in this
-// order: excluded, draining or unhealthy, missing the snapshot, at its
+// order: not the node the request is pinned to, excluded, draining or unhealthy, missing the snapshot, at its
 // sandbox limit, short of memory and/or CPU (a node short of both counts
 // under both).
 //
@@ -20,6 +20,7 @@ type NoFitError struct {
 	Request Request
 	Nodes   int // nodes in the snapshot
 
+	Elsewhere  int // not Request.Node, the one node that holds the request's data
 	Excluded   int // named in Request.Exclude after a failed attempt
 	Draining   int
 	Unhealthy  int
@@ -71,6 +72,21 @@ func (e *NoFitError) reasons(public bool) []string {
 		return []string{"no nodes registered"}
 	}
 	var out []string
+	if e.Request.Node != "" && e.Elsewhere == e.Nodes {
+		// The one node that could take it is not in the cluster.
+		pinned := "the node that holds " + e.pinnedBy()
+		if !public {
+			pinned += " (" + e.Request.Node + ")"
+		}
+		return []string{pinned + " is not in the cluster (gone, or never started)"}
+	}
+	if e.Request.Node != "" {
+		who := "only one node"
+		if !public {
+			who = "only " + e.Request.Node
+		}
+		out = append(out, who+" holds "+e.pinnedBy())
+	}
 	if e.NoMemory > 0 {
 		if e.NoMemory == e.Schedulable {
 			out = append(out, fmt.Sprintf("no node has %d MiB memory free (largest free: %d MiB%s)",
@@ -112,6 +128,13 @@ func (e *NoFitError) reasons(public bool) []string {
 	return out
 }
 
+func (e *NoFitError) pinnedBy() string {
+	if e.Request.PinnedBy != "" {
+		return e.Request.PinnedBy
+	}
+	return "the sandbox's data"
+}
+
 func (e *NoFitError) failures() string {
 	parts := make([]string, len(e.Failures))
 	for i, f := range e.Failures {
@@ -149,6 +172,12 @@ func (e *NoFitError) Hint() string {
 		return "nodes are failing to start sandboxes: check the nodes' logs, then retry"
 	case e.Nodes == 0:
 		return "start at least one node (sbx serve --role node) and check that it reaches the database"
+	case e.Request.Node != "" && e.Elsewhere == e.Nodes:
+		return "bring that node back: what it holds does not move to another node (create a new volume elsewhere otherwise)"
+	case e.Request.Node != "" && e.NoMemory+e.NoCPU+e.AtLimit > 0:
+		return "the sandbox can only run on the node that holds " + e.pinnedBy() + ", which is full: end idle sandboxes there, or ask for less CPU or memory"
+	case e.Request.Node != "":
+		return "the sandbox can only run on the node that holds " + e.pinnedBy() + ", which takes no sandboxes right now: bring it back or undrain it"
 	case e.NoMemory+e.NoCPU > 0:
 		return "ask for less CPU or memory, end idle sandboxes, or add nodes"
 	case e.AtLimit > 0:

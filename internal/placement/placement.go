@@ -92,6 +92,12 @@ type Request struct {
 
 	// Exclude names nodes an earlier attempt of this request failed on.
 	Exclude []string
+
+	// Node, when set, is the only node that can take the request: it
+	// holds data that does not move (the volumes the sandbox mounts).
+	// PinnedBy says what, for the error when that node cannot.
+	Node     string
+	PinnedBy string
 }
 
 // Validate checks what the placement depends on.

@@ -214,6 +214,10 @@ func (p *Placer) Place(ctx context.Context, req Request) (Decision, error) {
 // classify decides whether n can take req and at which affinity; when it
 // cannot, it counts the first reason in why.
 func (p *Placer) classify(n *Node, req *Request, now time.Time, why *NoFitError) (Affinity, bool) {
+	if req.Node != "" && n.ID != req.Node {
+		why.Elsewhere++
+		return 0, false
+	}
 	if slices.Contains(req.Exclude, n.ID) {
 		why.Excluded++
 		return 0, false

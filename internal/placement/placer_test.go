@@ -57,6 +57,11 @@ func req(opts ...func(*Request)) Request {
 	return r
 }
 
+// pin makes the request need node id (the node that holds its volumes).
+func pin(id string) func(*Request) {
+	return func(r *Request) { r.Node, r.PinnedBy = id, "volume data" }
+}
+
 // TestPlaceRules checks each preference with K covering every node, so
 // the choice is the rule's, not the sample's.
 func TestPlaceRules(t *testing.T) {
@@ -135,6 +140,9 @@ func TestPlaceRules(t *testing.T) {
 		{"a tie goes to fewer sandboxes",
 			[]Node{node("a", 8000, 8192, sandboxes(5, 0)), node("b", 8000, 8192, sandboxes(3, 0))},
 			req(), "b", AffinityNone},
+		{"a pinned request takes its node, not a freer one",
+			[]Node{node("a", 8000, 8192, reserved(6000, 6144)), node("b", 8000, 8192, layers("sha256:b"))},
+			req(pin("a")), "a", AffinityNone},
 		{"a full tie goes to the smaller id",
 			[]Node{node("n2", 8000, 8192), node("n1", 8000, 8192)},
 			req(), "n1", AffinityNone},
@@ -214,6 +222,21 @@ func TestPlaceErrors(t *testing.T) {
 				"no node has 1000 millicores CPU free (largest free: 0 millicores on a); " +
 				"snapshot snap-1 is not in the blob store and 1 available node lacks it",
 			errdefs.ErrResourceExhausted, "ask for less CPU or memory"},
+		{"the pinned node is gone",
+			[]Node{node("node-b", 8000, 8192), node("node-c", 8000, 8192)},
+			req(pin("node-a")),
+			"cannot place sandbox: the node that holds volume data (node-a) is not in the cluster (gone, or never started)",
+			errdefs.ErrUnavailable, "bring that node back"},
+		{"the pinned node is full",
+			[]Node{node("node-a", 8000, 8192, reserved(8000, 0)), node("node-b", 8000, 8192)},
+			req(pin("node-a")),
+			"cannot place sandbox: only node-a holds volume data; no node has 1000 millicores CPU free (largest free: 0 millicores on node-a)",
+			errdefs.ErrResourceExhausted, "which is full"},
+		{"the pinned node is draining",
+			[]Node{node("node-a", 8000, 8192, state(Draining)), node("node-b", 8000, 8192)},
+			req(pin("node-a")),
+			"cannot place sandbox: only node-a holds volume data; 1 node draining",
+			errdefs.ErrUnavailable, "takes no sandboxes right now"},
 		{"every node down or excluded",
 			[]Node{node("a", 8000, 8192, state(Unhealthy)), node("b", 8000, 8192, state(Draining)), node("c", 8000, 8192)},
 			req(func(r *Request) { r.Exclude = []string{"c"} }),

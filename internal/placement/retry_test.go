@@ -104,6 +104,10 @@ func TestNoFitPublicMessage(t *testing.T) {
 		{"cpu", &NoFitError{Nodes: 2, Schedulable: 2, NoCPU: 1, NoMemory: 1, Request: Request{CPUMillis: 2000},
 			LargestFreeCPUMillis: 500, LargestFreeCPUNode: "node-7.internal", LargestFreeMemoryNode: "node-7.internal"},
 			"1 node lacks 2000 millicores CPU free (largest free among them: 500 millicores): ask for less"},
+		{"pinned node gone", &NoFitError{Nodes: 2, Elsewhere: 2, Request: Request{Node: "node-7.internal", PinnedBy: "volume data"}},
+			"cannot place sandbox: the node that holds volume data is not in the cluster (gone, or never started): bring that node back"},
+		{"pinned node draining", &NoFitError{Nodes: 2, Elsewhere: 1, Draining: 1, Request: Request{Node: "node-7.internal", PinnedBy: "volume data"}},
+			"cannot place sandbox: only one node holds volume data; 1 node draining: the sandbox can only run on"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -190,7 +190,18 @@ func (m *Manager) dropMemory(ctx context.Context, l *live) error {
 	}
 	m.disk.unschedule(id)
 	l.agent.close()
+	// Its volumes are mounted again when it boots (destroy forgets them,
+	// as it must at a kill). A sandbox that mounts volumes stays on this
+	// node: their images are here, and another node resuming it would
+	// boot it without them.
+	mounts := m.mountsOf(id)
 	m.destroy(context.WithoutCancel(ctx), id)
+	m.setMounts(id, mounts)
+	if len(mounts) > 0 {
+		m.log.InfoContext(ctx, "paused sandbox not published to the blob store: it mounts volumes kept on this node, so it resumes here only",
+			"sandbox.id", id)
+		return nil
+	}
 	m.publishPaused(ctx, l.sb, append([]string{layer}, spec.Lower...))
 	return nil
 }

@@ -84,6 +84,31 @@ func New(repo Repository, keyPath string) (*Service, error) {
 	return &Service{repo: repo, aead: aead, now: time.Now}, nil
 }
 
+// Sampler gives the stored secret written last (sqlstore.Secrets).
+type Sampler interface {
+	Newest(ctx context.Context) (Sealed, error)
+}
+
+// CheckKey tells whether this service's key opens the secret written
+// last. Processes sharing a database (api replicas and nodes) must hold
+// the same key file: with another one, secrets stored through one
+// process cannot be resolved by another, and the creates naming them
+// fail. Nothing stored yet passes.
+func (sv *Service) CheckKey(ctx context.Context, s Sampler) error {
+	x, err := s.Newest(ctx)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := sv.open(x); err != nil {
+		return fmt.Errorf("this process's secrets.key does not open the team secrets in the database "+
+			"(give every api replica and node the same secrets.key): %w", err)
+	}
+	return nil
+}
+
 func loadKey(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {

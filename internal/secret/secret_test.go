@@ -88,3 +88,30 @@ func TestSecretNames(t *testing.T) {
 		}
 	}
 }
+
+// Processes of one database with different key files are told so at
+// start (CheckKey), not only when a create names a secret.
+func TestCheckKey(t *testing.T) {
+	sv, db, key := newService(t)
+	repo := sqlstore.NewSecrets(db)
+	if err := sv.CheckKey(t.Context(), repo); err != nil {
+		t.Fatalf("CheckKey with nothing stored = %v", err)
+	}
+	if _, err := sv.Create(t.Context(), "team-a", "token", "v", nil); err != nil {
+		t.Fatal(err)
+	}
+	same, err := secret.New(repo, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := same.CheckKey(t.Context(), repo); err != nil {
+		t.Errorf("CheckKey with the same key file = %v", err)
+	}
+	other, err := secret.New(repo, filepath.Join(t.TempDir(), "secrets.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.CheckKey(t.Context(), repo); err == nil || !strings.Contains(err.Error(), "same secrets.key") {
+		t.Errorf("CheckKey with another key file = %v; want an error saying to share the key", err)
+	}
+}

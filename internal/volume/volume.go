@@ -47,6 +47,10 @@ type Volume struct {
 	Token     string // authorizes /volumecontent/<ID>
 	SizeMB    int64
 	CreatedAt time.Time
+	// NodeID is the node whose data dir holds the image (--node-name of
+	// a --role node); "" on a single box. Volumes do not move: sandboxes
+	// mounting one are placed on its node.
+	NodeID string
 }
 
 // Repository stores volumes (sqlstore.Volumes).
@@ -65,6 +69,10 @@ type Config struct {
 	Dir        string // <data-dir>/volumes
 	SizeMB     int64  // each volume's size (default DefaultSizeMB)
 	MaxPerTeam int    // default DefaultMaxPerTeam
+	// Node is this server's name when it is a cluster node: recorded in
+	// the volumes it creates, and a volume of another node is refused
+	// (its image is not here). "" on a single box.
+	Node string
 }
 
 // Defaults.
@@ -125,7 +133,7 @@ func (s *Service) Create(ctx context.Context, teamID, name string) (Volume, erro
 		return Volume{}, errdefs.Exhausted("your team has %d volumes, the limit: delete one first", len(list))
 	}
 	v := Volume{ID: IDPrefix + randomHex(10), TeamID: teamID, Name: name, Token: "vtk_" + randomHex(24),
-		SizeMB: s.cfg.SizeMB, CreatedAt: s.now().UTC()}
+		SizeMB: s.cfg.SizeMB, CreatedAt: s.now().UTC(), NodeID: s.cfg.Node}
 	if err := s.repo.Insert(ctx, v); err != nil {
 		return Volume{}, err
 	}
@@ -211,10 +219,22 @@ func (s *Service) Delete(ctx context.Context, teamID, ref string) error {
 	if err != nil {
 		return err
 	}
+	if err := s.local(v); err != nil {
+		return err
+	}
 	if err := s.repo.Delete(ctx, teamID, v.ID); err != nil {
 		return err
 	}
 	s.removeFiles(v.ID)
+	return nil
+}
+
+// local refuses a volume another node holds: its image is in that
+// node's data dir (api replicas send its calls there).
+func (s *Service) local(v Volume) error {
+	if v.NodeID != "" && v.NodeID != s.cfg.Node {
+		return errdefs.Precondition("volume %s is kept on node %s, not on this one (%s)", v.Name, v.NodeID, s.cfg.Node)
+	}
 	return nil
 }
 
@@ -226,6 +246,9 @@ func (s *Service) DeleteTeam(ctx context.Context, teamID string) error {
 		return fmt.Errorf("list volumes of team %s: %w", teamID, err)
 	}
 	for _, v := range vols {
+		if s.local(v) != nil {
+			continue // its image is on its node, which the caller asks (cluster.Volumes.DeleteTeam)
+		}
 		if err := s.repo.Delete(ctx, teamID, v.ID); err != nil {
 			return fmt.Errorf("delete volume %s of team %s: %w", v.Name, teamID, err)
 		}
@@ -268,7 +291,7 @@ func (s *Service) Authorize(ctx context.Context, id, token string) (Volume, erro
 	if subtle.ConstantTimeCompare([]byte(v.Token), []byte(token)) != 1 {
 		return Volume{}, denied
 	}
-	return v, nil
+	return v, s.local(v)
 }
 
 // Root opens the volume's mounted file system (the host side of the
@@ -285,6 +308,9 @@ func (s *Service) Root(ctx context.Context, id string) (*hostfs.Dir, error) {
 func (s *Service) MountSource(ctx context.Context, teamID, ref string) (Volume, string, error) {
 	v, err := s.repo.Get(ctx, teamID, ref)
 	if err != nil {
+		return v, "", err
+	}
+	if err := s.local(v); err != nil {
 		return v, "", err
 	}
 	if err := s.ensureMounted(ctx, v.ID); err != nil {

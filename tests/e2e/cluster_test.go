@@ -128,11 +128,12 @@ func tableOffers(t testing.TB, dsn string) func() int {
 }
 
 // copyKeys gives another process of the cluster the first api replica's
-// key files, as an operator copies them: one team, one API key, one admin
-// key.
+// key files, as an operator copies them (the chart mounts them): one team,
+// one API key, one admin key, one key for team secrets.
 func (c *testCluster) copyKeys(t testing.TB) func(dir string) {
 	return func(dir string) {
-		for _, f := range []string{datadir.Layout{Root: c.api.DataDir}.APIKey(), datadir.Layout{Root: c.api.DataDir}.AdminKey()} {
+		l := datadir.Layout{Root: c.api.DataDir}
+		for _, f := range []string{l.APIKey(), l.AdminKey(), l.SecretsKey()} {
 			v, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)

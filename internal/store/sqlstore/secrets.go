@@ -73,6 +73,16 @@ func (s *Secrets) Get(ctx context.Context, teamID, ref string) (secret.Sealed, e
 	return x, err
 }
 
+// Newest returns the secret of any team written last
+// (secret.Service.CheckKey); errdefs.ErrNotFound when there is none.
+func (s *Secrets) Newest(ctx context.Context) (secret.Sealed, error) {
+	x, err := scanSecret(s.db.QueryRowContext(ctx, `SELECT `+secretColumns+` FROM secrets ORDER BY updated_at DESC, id LIMIT 1`))
+	if errors.Is(err, sql.ErrNoRows) {
+		return x, errdefs.NotFound("no secrets stored")
+	}
+	return x, err
+}
+
 // List returns the team's secrets ordered by name, after the name after.
 func (s *Secrets) List(ctx context.Context, teamID, after string, limit int) ([]secret.Secret, error) {
 	return queryAll(ctx, s.db, "list secrets", func(r scanner) (secret.Secret, error) {

@@ -21,12 +21,12 @@ type Volumes struct{ db *sqldb.DB }
 // NewVolumes returns the repository over db.
 func NewVolumes(db *sqldb.DB) *Volumes { return &Volumes{db: db} }
 
-const volumeColumns = `id, team_id, name, token, size_mb, created_at`
+const volumeColumns = `id, team_id, name, token, size_mb, created_at, node_id`
 
 // Insert stores a new volume; a taken name is errdefs.ErrAlreadyExists.
 func (v *Volumes) Insert(ctx context.Context, x volume.Volume) error {
-	_, err := v.db.ExecContext(ctx, `INSERT INTO volumes(`+volumeColumns+`) VALUES(?,?,?,?,?,?)`,
-		x.ID, x.TeamID, x.Name, x.Token, x.SizeMB, x.CreatedAt.UnixNano())
+	_, err := v.db.ExecContext(ctx, `INSERT INTO volumes(`+volumeColumns+`) VALUES(?,?,?,?,?,?,?)`,
+		x.ID, x.TeamID, x.Name, x.Token, x.SizeMB, x.CreatedAt.UnixNano(), x.NodeID)
 	if sqldb.IsUniqueViolation(err) {
 		return errdefs.Exists("a volume named %q already exists in your team", x.Name)
 	}
@@ -79,7 +79,7 @@ func (v *Volumes) Delete(ctx context.Context, teamID, id string) error {
 func scanVolume(row scanner) (volume.Volume, error) {
 	var x volume.Volume
 	var created int64
-	err := row.Scan(&x.ID, &x.TeamID, &x.Name, &x.Token, &x.SizeMB, &created)
+	err := row.Scan(&x.ID, &x.TeamID, &x.Name, &x.Token, &x.SizeMB, &created, &x.NodeID)
 	x.CreatedAt = time.Unix(0, created).UTC()
 	return x, err
 }
