@@ -19,20 +19,16 @@ import (
 // container that the sandbox's processes do not share. From there it must
 // never be readable by them, root included (which lacks CAP_SYS_PTRACE):
 //
-//   - init and the server make themselves non-dumpable, which closes their
+//   - envd makes itself non-dumpable, which closes its
 //     /proc/<pid>/{environ,mem,fd,maps} to every process without
-//     CAP_SYS_PTRACE: init right after scrubbing its environment (before
-//     any other process of the sandbox exists), the server before it reads
-//     the key;
-//   - init removes the key from its environment and overwrites it in the
+//     CAP_SYS_PTRACE, right after scrubbing its environment and before
+//     any other process of the sandbox exists;
+//   - it removes the key from its environment and overwrites it in the
 //     initial environment block (what /proc/1/environ shows);
-//   - init hands it to the server over a pipe (ExtraFiles), never in an
-//     environment, and the server closes the pipe after reading;
+//   - envd run by something else than the host may get the key over a
+//     descriptor instead (--agent-key-fd), never in an environment;
 //   - processes envd starts get an environment built from scratch
 //     (internal/envd/process), so none inherits it.
-
-// keyFD is the server child's descriptor for the pipe from init.
-const keyFD = 3
 
 // nonDumpable makes the calling process non-dumpable. It is reset by
 // execve, so every process that holds the key calls it itself.
@@ -118,7 +114,7 @@ func envBlock() (start, end uint64, err error) {
 	return start, end, err
 }
 
-// readKeyFrom reads the key init wrote into the pipe and closes it.
+// readKeyFrom reads the key from descriptor fd and closes it.
 func readKeyFrom(fd int) (agentauth.Key, error) {
 	var k agentauth.Key
 	f := os.NewFile(uintptr(fd), "agent-key")

@@ -34,13 +34,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("envd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.BoolVar(&c.init, "init", false, "run as PID 1: start the server as a child, reap orphans, forward SIGTERM/SIGINT")
+	fs.BoolVar(&c.init, "init", false, "run as PID 1: serve and reap orphans in one process")
 	fs.StringVar(&c.socket, "socket", "", "also listen on this unix socket (the host's channel; honours X-Sbx-Port forwarding)")
 	fs.IntVar(&c.port, "port", 49983, "TCP port on 0.0.0.0; 0 disables")
 	fs.BoolVar(&c.version, "version", false, "print the envd protocol version and exit")
 	fs.BoolVar(&c.debug, "debug", false, "log at debug level")
 	fs.StringVar(&c.runDir, "run-dir", "/run/e2b", "where to write the .E2B_SANDBOX_ID-style identity files; empty skips them")
-	fs.IntVar(&c.keyFD, "agent-key-fd", 0, "read the sandbox's agent key from this descriptor (set by --init; otherwise the key is read from $"+agentauth.EnvVar+")")
+	fs.IntVar(&c.keyFD, "agent-key-fd", 0, "read the sandbox's agent key from this descriptor (otherwise the key is read from $"+agentauth.EnvVar+")")
 	fs.StringVar(&c.tokenFile, "token-file", "", "where to leave the access token set by /init for in-sandbox services (default: access-token next to --socket)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -75,9 +75,6 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if c.init {
-		os.Exit(runInit(log, withoutInit(os.Args[1:])))
-	}
 	key, err := serverKey(c)
 	if err != nil {
 		log.Error("envd", "err", err)
@@ -89,15 +86,19 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv := envd.New(log, envd.Options{RunDir: c.runDir, AgentKey: key, TokenFile: c.tokenFile})
+	if c.init {
+		defer orphanReaper(srv.ReapOrphans)()
+	}
 	if err := srv.Serve(ctx, envd.Listen{Socket: c.socket, Port: c.port, HostSocket: hostSocketSignals()}); err != nil {
 		log.Error("envd stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-// serverKey makes the server non-dumpable and takes the agent key from
-// init's pipe, or from the environment when envd runs without --init.
-// Without either, envd refuses every /init.
+// serverKey makes envd non-dumpable and takes the agent key from the
+// descriptor given by --agent-key-fd or else from its environment (how
+// the host hands it to envd --init). Without either, envd refuses every
+// /init.
 func serverKey(c config) (agentauth.Key, error) {
 	if c.keyFD > 0 {
 		if err := nonDumpable(); err != nil {
@@ -110,14 +111,4 @@ func serverKey(c config) (agentauth.Key, error) {
 		err = nonDumpable()
 	}
 	return k, err
-}
-
-func withoutInit(args []string) []string {
-	out := make([]string, 0, len(args))
-	for _, a := range args {
-		if a != "--init" && a != "-init" && a != "--init=true" && a != "-init=true" {
-			out = append(out, a)
-		}
-	}
-	return out
 }

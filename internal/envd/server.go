@@ -100,6 +100,10 @@ func (s *Server) Handler() http.Handler { return s.tcp }
 // X-Sbx-Port forwarding.
 func (s *Server) SocketHandler() http.Handler { return s.socket }
 
+// ReapOrphans reaps the exited children of envd's process that it did not
+// start through the process service (see process.Manager.ReapOrphans).
+func (s *Server) ReapOrphans() int { return s.procs.ReapOrphans() }
+
 // Close kills the processes envd started and stops polling watchers.
 func (s *Server) Close() {
 	s.procs.Close()

@@ -587,6 +587,23 @@ func (e *Engine) fanoutLoop(ctx context.Context) {
 
 const fanoutBatch = 1000
 
+// noHooks reports that no webhook exists, so a fan-out would only move
+// the cursor: a write transaction per event (each sandbox create, kill,
+// pause...) for nothing. The cursor then stays where it is, and the
+// events after it are fanned out once a webhook exists: each is after
+// the StartSeq of no webhook yet. Under fanMu, a Create of this server
+// is either all before the check (its webhook is in memory) or all after
+// (every event already committed is at or before its StartSeq). A
+// webhook another server created is fanned out by that server meanwhile,
+// and by this one once reloadHooks has it.
+func (e *Engine) noHooks() bool {
+	e.fanMu.Lock()
+	defer e.fanMu.Unlock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.hooks) == 0
+}
+
 // reloadHooks replaces the webhooks in memory with the database's: another
 // server sharing it created, changed or deleted some.
 func (e *Engine) reloadHooks(ctx context.Context) {
@@ -635,6 +652,9 @@ func (e *Engine) merged(h *Webhook) *Webhook {
 }
 
 func (e *Engine) fanout(ctx context.Context) (int, error) {
+	if e.noHooks() {
+		return 0, nil
+	}
 	var items []*item
 	var n int
 	var last int64

@@ -45,12 +45,20 @@ type Manager struct {
 	procs   map[uint32]*proc // running and recently exited
 	exited  []uint32         // FIFO of exited pids still in procs
 	running int
+
+	children *children // the processes started here that the manager waits for
 }
 
 // NewManager returns an empty process table.
 func NewManager(log *slog.Logger) *Manager {
-	return &Manager{log: log, procs: make(map[uint32]*proc)}
+	return &Manager{log: log, procs: make(map[uint32]*proc), children: newChildren()}
 }
+
+// ReapOrphans waits for the exited children of this process that the
+// manager did not start: run on SIGCHLD when envd is the sandbox's init
+// (or a subreaper) and orphans are re-parented to it. It returns how many
+// it reaped.
+func (m *Manager) ReapOrphans() int { return m.children.reap() }
 
 // start launches spec and subscribes sub (if non-nil) before any output
 // can be produced, so the first subscriber never misses bytes.
@@ -70,6 +78,10 @@ func (m *Manager) start(spec Spec) (*proc, *subscriber, error) {
 	cmd.SysProcAttr = attr
 	p := &proc{config: spec.Config, tag: spec.Tag, cmd: cmd, subs: make(map[*subscriber]struct{}), done: make(chan struct{})}
 	sub := p.subscribe()
+
+	// No reaping between the fork and the child's record (children).
+	forked := m.children.forking()
+	defer forked()
 
 	var childEnds []*os.File
 	closeAll := func(fs []*os.File) {
@@ -138,6 +150,7 @@ func (m *Manager) start(spec Spec) (*proc, *subscriber, error) {
 		closeAll(childEnds)
 	}
 	p.pid = uint32(cmd.Process.Pid)
+	m.children.add(cmd.Process.Pid)
 
 	m.mu.Lock()
 	m.procs[p.pid] = p
@@ -153,7 +166,7 @@ func (m *Manager) start(spec Spec) (*proc, *subscriber, error) {
 		t := time.AfterFunc(spec.Timeout, func() { _ = p.signal(syscall.SIGKILL) })
 		go func() { <-p.done; t.Stop() }()
 	}
-	go p.wait(&wg, func() { m.exitedProc(p) })
+	go p.wait(&wg, func() { m.children.waited(int(p.pid)) }, func() { m.exitedProc(p) })
 	m.log.Debug("process started", "pid", p.pid, "cmd", spec.Config.Cmd, "user", spec.User.Name)
 	return p, sub, nil
 }

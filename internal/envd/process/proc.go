@@ -112,8 +112,10 @@ func (p *proc) pump(f *os.File, wrap func([]byte) *DataEvent, wg *sync.WaitGroup
 }
 
 // wait reaps the process, drains its output and publishes the end event.
-func (p *proc) wait(wg *sync.WaitGroup, onExit func()) {
+// waited runs as soon as the process is reaped.
+func (p *proc) wait(wg *sync.WaitGroup, waited, onExit func()) {
 	err := p.cmd.Wait()
+	waited()
 	p.exits.Store(true)
 	for _, f := range p.outs {
 		// Wakes a pump blocked in Read so it rechecks with the grace deadline.

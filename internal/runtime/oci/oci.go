@@ -235,7 +235,13 @@ func (p sandboxPaths) work() string       { return filepath.Join(p.dir, "upper",
 func (p sandboxPaths) rootfs() string     { return filepath.Join(p.dir, "rootfs") }
 func (p sandboxPaths) bundle() string     { return filepath.Join(p.dir, "bundle") }
 func (p sandboxPaths) config() string     { return filepath.Join(p.dir, "bundle", "config.json") }
-func (p sandboxPaths) etc() string        { return filepath.Join(p.dir, "etc") }
+
+// etc holds the /etc/hosts and /etc/resolv.conf the host writes and binds
+// into the sandbox, writable there: on the sandbox's tmpfs (outside the
+// overlay's upper dir), so what the sandbox writes into them counts
+// against its own disk limit and not the host's disk, and making them
+// costs no inode on the host's disk at each start.
+func (p sandboxPaths) etc() string        { return filepath.Join(p.dir, "upper", "etc") }
 func (p sandboxPaths) handle() string     { return filepath.Join(p.dir, "handle.json") }
 func (p sandboxPaths) pidFile() string    { return filepath.Join(p.dir, "init.pid") }
 func (p sandboxPaths) lowerDir() string   { return filepath.Join(p.dir, "lower") }

@@ -396,6 +396,7 @@ func testDiskLimit(t *testing.T, d runtime.Driver, rootfs string) {
 	// /root, not /tmp: runsc mounts its own tmpfs on an empty /tmp.
 	script := `dd if=/dev/zero of=/root/small bs=1M count=4 2>/dev/null; echo $? > /out/small;
 dd if=/dev/zero of=/root/big bs=1M count=64 2>/out/big.err; echo $? > /out/big; rm -f /root/big;
+dd if=/dev/zero of=/etc/hosts bs=1M count=64 2>/dev/null; echo $? > /out/hosts; : > /etc/hosts;
 touch /out/done; sleep 1000`
 	sb := start(t, d, rootfs, script, func(s *runtime.Spec) { s.Resources.DiskMB = 16 })
 	sb.wait(t, "done")
@@ -404,6 +405,11 @@ touch /out/done; sleep 1000`
 	}
 	if rc := sb.read(t, "big"); rc == "0" {
 		t.Errorf("writing 64 MiB into a 16 MiB sandbox succeeded; want no space left")
+	}
+	// /etc/hosts is a file the host writes and binds in: it must count
+	// against the sandbox's disk, not fill the host's.
+	if rc := sb.read(t, "hosts"); rc == "0" {
+		t.Errorf("writing 64 MiB into /etc/hosts of a 16 MiB sandbox succeeded; want no space left")
 	}
 	st, err := d.Stats(t.Context(), sb.id)
 	if err != nil {

@@ -38,6 +38,7 @@ type DB struct {
 	path    string // SQLite: the database file
 	dsn     string // PostgreSQL: for the listening connection
 	log     *slog.Logger
+	stmts   stmtCache // SQLite (stmtcache.go)
 }
 
 // Options tune Open.
@@ -150,24 +151,39 @@ func (d *DB) Dialect() Dialect { return d.dialect }
 func (d *DB) Path() string { return d.path }
 
 // Close closes the database.
-func (d *DB) Close() error { return d.db.Close() }
+func (d *DB) Close() error {
+	d.closeStmts()
+	return d.db.Close()
+}
 
 // PingContext checks that the database answers.
 func (d *DB) PingContext(ctx context.Context) error { return d.db.PingContext(ctx) }
 
 // ExecContext runs a statement written with "?" placeholders.
 func (d *DB) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return d.db.ExecContext(ctx, d.rebind(q), d.args(args)...)
+	q = d.rebind(q)
+	if s := d.stmt(ctx, q); s != nil {
+		return s.ExecContext(ctx, d.args(args)...)
+	}
+	return d.db.ExecContext(ctx, q, d.args(args)...)
 }
 
 // QueryContext runs a query written with "?" placeholders.
 func (d *DB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return d.db.QueryContext(ctx, d.rebind(q), d.args(args)...)
+	q = d.rebind(q)
+	if s := d.stmt(ctx, q); s != nil {
+		return s.QueryContext(ctx, d.args(args)...)
+	}
+	return d.db.QueryContext(ctx, q, d.args(args)...)
 }
 
 // QueryRowContext runs a one-row query written with "?" placeholders.
 func (d *DB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	return d.db.QueryRowContext(ctx, d.rebind(q), d.args(args)...)
+	q = d.rebind(q)
+	if s := d.stmt(ctx, q); s != nil {
+		return s.QueryRowContext(ctx, d.args(args)...)
+	}
+	return d.db.QueryRowContext(ctx, q, d.args(args)...)
 }
 
 // BeginTx starts a transaction. On SQLite it takes the write lock at once
@@ -216,17 +232,29 @@ func (t *Tx) Dialect() Dialect { return t.d.dialect }
 
 // ExecContext runs a statement in the transaction.
 func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(ctx, t.d.rebind(q), t.d.args(args)...)
+	q = t.d.rebind(q)
+	if s := t.d.stmt(ctx, q); s != nil {
+		return t.tx.StmtContext(ctx, s).ExecContext(ctx, t.d.args(args)...)
+	}
+	return t.tx.ExecContext(ctx, q, t.d.args(args)...)
 }
 
 // QueryContext runs a query in the transaction.
 func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return t.tx.QueryContext(ctx, t.d.rebind(q), t.d.args(args)...)
+	q = t.d.rebind(q)
+	if s := t.d.stmt(ctx, q); s != nil {
+		return t.tx.StmtContext(ctx, s).QueryContext(ctx, t.d.args(args)...)
+	}
+	return t.tx.QueryContext(ctx, q, t.d.args(args)...)
 }
 
 // QueryRowContext runs a one-row query in the transaction.
 func (t *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(ctx, t.d.rebind(q), t.d.args(args)...)
+	q = t.d.rebind(q)
+	if s := t.d.stmt(ctx, q); s != nil {
+		return t.tx.StmtContext(ctx, s).QueryRowContext(ctx, t.d.args(args)...)
+	}
+	return t.tx.QueryRowContext(ctx, q, t.d.args(args)...)
 }
 
 // PrepareContext prepares a statement for repeated use in the transaction.
