@@ -40,7 +40,7 @@ func newSnapshotEnv(t *testing.T) *snapshotEnv {
 	var layers store.Layers
 	e.lifecycleEnv = newLifecycle(t, nil, func(m *Manager) {
 		layers = m.store.(store.Layers)
-		m.blobs = &Blobs{Store: bs, Puller: &layer.Puller{Cache: cache}, Layers: layers}
+		m.blobs = &layer.Blobs{Store: bs, Puller: &layer.Puller{Cache: cache}, Layers: layers}
 	})
 	e.st = e.m.store.(store.Snapshots)
 	if err := e.m.SetSnapshotRegistry(t.Context(), e.reg, e.st); err != nil {
