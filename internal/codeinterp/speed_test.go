@@ -1,0 +1,59 @@
+package codeinterp
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// The start-up file takes ipykernel's per-run overhead out
+// (driver/ipython_startup.py, _sbx_fast). Each patch leaves itself out
+// quietly on an ipykernel of another shape, so that a kernel upgrade can
+// never break runs; this test is what says the speed-up went with it.
+func TestKernelSpeedupsApplied(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	lines := execute(t, ts.URL, map[string]any{"code": "import sys\n" +
+		"k = get_ipython().kernel\n" +
+		"print(type(k.iopub_thread).send_multipart.__name__, type(sys.stdout).flush.__name__, k._execute_sleep, k.log.level > 10)\n" +
+		"del k"})
+	if got, want := strings.TrimSpace(stdout(lines)), "direct_send_multipart flush_if_written 0.0 True"; got != want {
+		t.Fatalf("speed-ups in the kernel: got %q, want %q (has ipykernel changed? see _sbx_fast in driver/ipython_startup.py)", got, want)
+	}
+}
+
+// Status, results and display data now leave the cell's thread at once,
+// and empty flushes are skipped: prints, displays, a background thread's
+// print and the result must still come in the order they were made.
+func TestOutputOrder(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	code := strings.Join([]string{
+		"import threading",
+		"from IPython.display import display",
+		"print('a')",
+		"display('b')",
+		"print('c')",
+		"t = threading.Thread(target=lambda: print('t')); t.start(); t.join()",
+		"display('d')",
+		"'e'",
+	}, "\n")
+	want := []string{"stdout a\n", "result b", "stdout c\nt\n", "result d", "result e"}
+	for range 20 {
+		var got []string
+		for _, l := range execute(t, ts.URL, map[string]any{"code": code}) {
+			switch typ := l.str("type"); typ {
+			case "stdout":
+				// How text is cut into messages is the kernel's choice.
+				if n := len(got); n > 0 && strings.HasPrefix(got[n-1], "stdout ") {
+					got[n-1] += l.str("text")
+					continue
+				}
+				got = append(got, "stdout "+l.str("text"))
+			case "result", "stderr", "error":
+				got = append(got, typ+" "+l.str("text")+l.str("name"))
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("lines %q, want %q", got, want)
+		}
+	}
+}
