@@ -14,9 +14,10 @@ func TestKernelSpeedupsApplied(t *testing.T) {
 	_, ts := newTestServer(t, Config{})
 	lines := execute(t, ts.URL, map[string]any{"code": "import sys\n" +
 		"k = get_ipython().kernel\n" +
-		"print(type(k.iopub_thread).send_multipart.__name__, type(sys.stdout).flush.__name__, k._execute_sleep, k.log.level > 10)\n" +
-		"del k"})
-	if got, want := strings.TrimSpace(stdout(lines)), "direct_send_multipart flush_if_written 0.0 True"; got != want {
+		"import IPython.core.formatters as f\n" +
+		"print(type(k.iopub_thread).send_multipart.__name__, type(sys.stdout).flush.__name__, k._execute_sleep, k.log.level > 10, hasattr(f.BaseFormatter.__call__, '__signature__'))\n" +
+		"del k, f"})
+	if got, want := strings.TrimSpace(stdout(lines)), "direct_send_multipart flush_if_written 0.0 True False"; got != want {
 		t.Fatalf("speed-ups in the kernel: got %q, want %q (has ipykernel changed? see _sbx_fast in driver/ipython_startup.py)", got, want)
 	}
 }

@@ -574,6 +574,30 @@ def _sbx_fast():
     if accepts is not None and getattr(ipkernel, "_accepts_cell_id", None) is accepts:
         kernelbase._accepts_cell_id = ipkernel._accepts_cell_id = functools.lru_cache(maxsize=32)(accepts)
 
+    # IPython wraps each formatter's __call__ with the decorator package,
+    # which binds every call's arguments to the signature with inspect:
+    # twelve formatters per result. Each is rewrapped to call IPython's own
+    # error handler (catch_format_error's undecorated body) directly.
+    try:
+        import IPython.core.formatters as formatters
+    except ImportError:
+        formatters = None
+    handler = getattr(getattr(formatters, "catch_format_error", None), "__wrapped__", None)
+    if callable(handler):
+
+        def direct(method):
+            @functools.wraps(method)
+            def call(self, *args, **kwargs):
+                return handler(method, self, *args, **kwargs)
+
+            return call
+
+        for cls in vars(formatters).values():
+            if isinstance(cls, type) and issubclass(cls, formatters.BaseFormatter):
+                wrapped = getattr(cls.__dict__.get("__call__"), "__wrapped__", None)
+                if callable(wrapped):
+                    cls.__call__ = direct(wrapped)
+
     pub = getattr(kernel, "iopub_thread", None)
     out = getattr(iostream, "OutStream", None)
     pub_cls = getattr(iostream, "IOPubThread", None)
