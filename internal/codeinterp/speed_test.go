@@ -58,3 +58,36 @@ func TestOutputOrder(t *testing.T) {
 		}
 	}
 }
+
+// A process forked while the IOPub thread held the start-up file's send
+// lock inherits it locked, with no thread left to release it: its first
+// flush would hang forever (multiprocessing forks by default on Linux).
+// The child must get a lock of its own.
+func TestForkWhileSendLockHeld(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	code := strings.Join([]string{
+		"import os, sys, threading, time",
+		"guard = next(c.cell_contents for c in type(sys.stdout)._flush.__closure__ if c.cell_contents.__name__ == 'Guard')",
+		"held, done = threading.Event(), threading.Event()",
+		"def hold():",
+		"    with guard.lock:",
+		"        held.set(); done.wait(5)",
+		"threading.Thread(target=hold).start(); held.wait(5)",
+		"pid = os.fork()",
+		"if pid == 0:",
+		"    print('child'); sys.stdout.flush(); os._exit(0)",
+		"done.set()",
+		"for _ in range(50):",
+		"    if os.waitpid(pid, os.WNOHANG)[0]: break",
+		"    time.sleep(0.1)",
+		"else:",
+		"    os.kill(pid, 9); os.waitpid(pid, 0); print('child hung')",
+	}, "\n")
+	lines := execute(t, ts.URL, map[string]any{"code": code})
+	if out := stdout(lines); strings.Contains(out, "child hung") {
+		t.Fatalf("a forked child hung on the send lock: %q", out)
+	}
+	if e := ofType(lines, "error"); len(e) > 0 {
+		t.Fatalf("error: %v", e)
+	}
+}

@@ -541,6 +541,7 @@ def _sbx_fast():
     # against (6.x, where iopub messages go through an IOPub thread).
     import functools
     import logging
+    import os
     import threading
 
     ip = get_ipython()  # noqa: F821
@@ -618,24 +619,34 @@ def _sbx_fast():
     # held by everything that sends on the socket or queues a stream's
     # text, so the order of messages stays the order they were made in: a
     # message waits behind anything already queued.
-    lock = threading.RLock()
+    #
+    # A process forked while another thread held the lock would inherit it
+    # held, by a thread it does not have (multiprocessing forks on Linux):
+    # a child gets a new lock.
+    class Guard:
+        lock = threading.RLock()
+
+    def new_lock():
+        Guard.lock = threading.RLock()
+
+    os.register_at_fork(after_in_child=new_lock)
     main = threading.main_thread()
     handle_event, send_multipart, stream_flush, flush = pub_cls._handle_event, pub_cls.send_multipart, out._flush, out.flush
 
     def locked_handle_event(self, msg):
-        with lock:
+        with Guard.lock:
             handle_event(self, msg)
 
     def direct_send_multipart(self, *args, **kwargs):
         if threading.current_thread() is main and self.thread.is_alive() and self._is_master_process():
-            with lock:
+            with Guard.lock:
                 if not self._events:
                     self._really_send(*args, **kwargs)
                     return
         send_multipart(self, *args, **kwargs)
 
     def locked_stream_flush(self):
-        with lock:
+        with Guard.lock:
             stream_flush(self)
 
     # Every flush of stdout and stderr (six per run) waited for a round
