@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -499,33 +498,6 @@ func TestScanMarker(t *testing.T) {
 			}
 		})
 	}
-}
-
-// BenchmarkExecute measures the /execute round trip of "1+1" against a
-// warm kernel over loopback HTTP, as the SDK sees it.
-func BenchmarkExecute(b *testing.B) {
-	_, ts := newTestServer(b, Config{})
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-	body := []byte(`{"code":"1+1"}`)
-	durs := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		start := time.Now()
-		resp, err := client.Post(ts.URL+"/execute", "application/json", bytes.NewReader(body))
-		if err != nil {
-			b.Fatal(err)
-		}
-		out, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		durs = append(durs, time.Since(start))
-		if !bytes.Contains(out, []byte(`"text":"2"`)) {
-			b.Fatalf("unexpected output %s", out)
-		}
-	}
-	b.StopTimer()
-	sort.Slice(durs, func(i, j int) bool { return durs[i] < durs[j] })
-	b.ReportMetric(float64(durs[len(durs)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(durs[len(durs)*95/100].Microseconds())/1000, "p95-ms")
 }
 
 // Without a configured token, envd judges X-Access-Token (as in E2B, where

@@ -42,6 +42,10 @@ type emitter interface {
 	emit(line any)
 }
 
+// resultDelay is how long a run's main result may wait unflushed for the
+// end of the run to go with it.
+const resultDelay = 2 * time.Millisecond
+
 // ndjson writes lines to an HTTP response, flushing each one immediately
 // (no buffering: a print must reach the client while the code runs), and
 // sends keepalives during silences.
@@ -52,7 +56,9 @@ type ndjson struct {
 	last    time.Time
 	enc     *json.Encoder
 	failed  bool
+	closed  bool // the handler is returning: w is no longer ours
 	pending bool // written but not flushed
+	timer   *time.Timer
 	stopped chan struct{}
 }
 
@@ -70,7 +76,7 @@ func newNDJSON(w http.ResponseWriter, keepalive time.Duration) *ndjson {
 func (n *ndjson) emit(line any) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.failed {
+	if n.failed || n.closed {
 		return
 	}
 	// Encoder.Encode appends the newline that delimits NDJSON records.
@@ -84,6 +90,39 @@ func (n *ndjson) emit(line any) {
 	// flushes it during a long silent run.
 	if _, countOnly := line.(lineExecutionCount); countOnly {
 		n.pending = true
+		return
+	}
+	// The main result comes from the cell's last expression, when the run
+	// is all but over: it waits up to resultDelay for end_of_execution, so
+	// a short run's whole answer leaves in one write, one chunk through
+	// each hop, instead of two. A run that goes on (post-run hooks,
+	// figures shown after it) gets it at the next line or the timer.
+	if isMainResult(line) {
+		n.pending = true
+		if n.timer == nil {
+			n.timer = time.AfterFunc(resultDelay, n.flushPending)
+		} else {
+			n.timer.Reset(resultDelay)
+		}
+		return
+	}
+	if err := n.rc.Flush(); err != nil {
+		n.failed = true
+	}
+	n.pending = false
+	n.last = time.Now()
+}
+
+func isMainResult(line any) bool {
+	m, ok := line.(map[string]any)
+	return ok && m["is_main_result"] == true
+}
+
+// flushPending sends what waits unflushed, unless the handler is done.
+func (n *ndjson) flushPending() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.pending || n.failed || n.closed {
 		return
 	}
 	if err := n.rc.Flush(); err != nil {
@@ -103,7 +142,7 @@ func (n *ndjson) keepalive(interval time.Duration) {
 		case <-t.C:
 			n.mu.Lock()
 			silent := time.Since(n.last) >= interval
-			if n.pending && !n.failed {
+			if n.pending && !n.failed && !n.closed {
 				if err := n.rc.Flush(); err != nil {
 					n.failed = true
 				}
@@ -120,13 +159,20 @@ func (n *ndjson) keepalive(interval time.Duration) {
 // close writes end_of_execution, which is always the last line. It is not
 // flushed here: the handler returns right after, and net/http then sends
 // it together with the end of the chunked body in one write.
+//
+// After close the keepalive goroutine and the result timer leave w alone
+// (a timer already firing waits for the lock, then sees closed).
 func (n *ndjson) close() {
 	close(n.stopped)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.failed {
+	if n.timer != nil {
+		n.timer.Stop()
+	}
+	if !n.failed && !n.closed {
 		_ = n.enc.Encode(lineType{Type: "end_of_execution"})
 	}
+	n.closed = true
 }
 
 // mimeFields maps Jupyter MIME types to E2B result fields

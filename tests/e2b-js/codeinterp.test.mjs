@@ -49,6 +49,36 @@ integration(env, 'code interpreter (@e2b/code-interpreter)', () => {
     assert.equal(seen.at(-1), 'err:oops\n')
   })
 
+  // The kernel sends status, results and display data from the cell's
+  // thread at once and skips empty flushes (driver/ipython_startup.py):
+  // prints, displays, a background thread's print and the result must
+  // still arrive in the order they were made, run after run.
+  it('keeps prints, displays and results in order', async () => {
+    const code = [
+      'import threading',
+      'from IPython.display import display',
+      "print('a')",
+      "display('b')",
+      "print('c')",
+      "t = threading.Thread(target=lambda: print('t')); t.start(); t.join()",
+      "display('d')",
+      "'e'",
+    ].join('\n')
+    for (let i = 0; i < 5; i++) {
+      // Consecutive stdout lines are merged: how text is cut into
+      // messages is the kernel's choice, the order is not.
+      const seen = []
+      const ex = await sbx.runCode(code, {
+        onStdout: (m) => (seen.at(-1)?.[0] === 'out' ? (seen.at(-1)[1] += m.line) : seen.push(['out', m.line])),
+        onResult: (r) => seen.push(['result', r.text]),
+      })
+      assert.equal(ex.error, undefined)
+      assert.deepEqual(seen, [['out', 'a\n'], ['result', 'b'], ['out', 'c\nt\n'], ['result', 'd'], ['result', 'e']])
+      assert.equal(ex.text, 'e')
+      assert.equal(ex.logs.stdout.join(''), 'a\nc\nt\n')
+    }
+  })
+
   it('reports 1/0 as ZeroDivisionError with a traceback', async () => {
     let fromCallback
     const ex = await sbx.runCode('1/0', { onError: (e) => (fromCallback = e) })

@@ -23,6 +23,20 @@
 // base=0:0' (scripts/bench-compare.sh passes it on) and run tti.
 import { Sandbox } from 'e2b'
 import { Sandbox as CodeSandbox } from '@e2b/code-interpreter'
+import { readFileSync } from 'node:fs'
+
+// sandboxCPU returns the CPU time (ms) a sandbox's cgroup has used, or
+// undefined when it cannot be read (not root, another cgroup layout).
+function sandboxCPU(id) {
+  try {
+    return Number(readFileSync(`/sys/fs/cgroup/cpuacct/sbx/${id}/cpuacct.usage`, 'utf8')) / 1e6
+  } catch {}
+  try {
+    const m = readFileSync(`/sys/fs/cgroup/sbx/${id}/cpu.stat`, 'utf8').match(/^usage_usec (\d+)/m)
+    return m ? Number(m[1]) / 1e3 : undefined
+  } catch {}
+  return undefined
+}
 
 const pct = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b)
@@ -106,10 +120,15 @@ const scenarios = {
       for (let i = 0; i < 10; i++) await s.ci.runCode('1+1')
     },
     async sample(s) {
+      const c0 = sandboxCPU(s.ci.sandboxId)
       const t0 = performance.now()
       const r = await s.ci.runCode('1+1')
       const d = performance.now() - t0
+      const c1 = sandboxCPU(s.ci.sandboxId)
       if (r.text !== '2') throw new Error(`${s.name}: runCode gave ${r.text}`)
+      // The sandbox's own CPU per run (code interpreter server + kernel):
+      // on a shared machine it moves much less than the wall-clock time.
+      if (c0 !== undefined && c1 !== undefined) (s.cpu ??= []).push(c1 - c0)
       return d
     },
     async teardown(s) { await s.ci.kill() },
@@ -121,7 +140,7 @@ for (const name of wanted) {
   if (!sc) throw new Error(`unknown scenario ${name}; known: ${Object.keys(scenarios).join(', ')}`)
   for (const s of servers) await sc.setup(s)
   for (const s of servers) await sc.sample(s) // warm the connections
-  for (const s of servers) s.burst = [] // a burst's warm-up samples do not count
+  for (const s of servers) { s.burst = []; s.cpu = [] } // warm-up samples do not count
   const xs = new Map(servers.map((s) => [s.name, []]))
   // Samples go in blocks of b back to back on one server (1 = strictly
   // interleaved); the blocks alternate which server goes first, so neither
@@ -139,6 +158,8 @@ for (const name of wanted) {
   for (const s of servers) {
     const v = xs.get(s.name)
     const p50 = pct(v, 0.5)
-    console.log(`  ${s.name.padEnd(10)} p50 ${p50.toFixed(1).padStart(7)} ms  p95 ${pct(v, 0.95).toFixed(1).padStart(7)} ms  min ${Math.min(...v).toFixed(1)}  max ${Math.max(...v).toFixed(1)}  p50 ratio ${(p50 / base).toFixed(3)}`)
+    const cpu = s.cpu?.length ? `  sandbox CPU ${(s.cpu.reduce((a, b) => a + b, 0) / s.cpu.length).toFixed(2)} ms/run` : ''
+    console.log(`  ${s.name.padEnd(10)} p50 ${p50.toFixed(1).padStart(7)} ms  p95 ${pct(v, 0.95).toFixed(1).padStart(7)} ms  min ${Math.min(...v).toFixed(1)}  max ${Math.max(...v).toFixed(1)}  p50 ratio ${(p50 / base).toFixed(3)}${cpu}`)
+    s.cpu = []
   }
 }

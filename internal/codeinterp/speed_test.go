@@ -1,0 +1,93 @@
+package codeinterp
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// The start-up file takes ipykernel's per-run overhead out
+// (driver/ipython_startup.py, _sbx_fast). Each patch leaves itself out
+// quietly on an ipykernel of another shape, so that a kernel upgrade can
+// never break runs; this test is what says the speed-up went with it.
+func TestKernelSpeedupsApplied(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	lines := execute(t, ts.URL, map[string]any{"code": "import sys\n" +
+		"k = get_ipython().kernel\n" +
+		"import IPython.core.formatters as f\n" +
+		"print(type(k.iopub_thread).send_multipart.__name__, type(sys.stdout).flush.__name__, k._execute_sleep, k.log.level > 10, hasattr(f.BaseFormatter.__call__, '__signature__'))\n" +
+		"del k, f"})
+	if got, want := strings.TrimSpace(stdout(lines)), "direct_send_multipart flush_if_written 0.0 True False"; got != want {
+		t.Fatalf("speed-ups in the kernel: got %q, want %q (has ipykernel changed? see _sbx_fast in driver/ipython_startup.py)", got, want)
+	}
+}
+
+// Status, results and display data now leave the cell's thread at once,
+// and empty flushes are skipped: prints, displays, a background thread's
+// print and the result must still come in the order they were made.
+func TestOutputOrder(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	code := strings.Join([]string{
+		"import threading",
+		"from IPython.display import display",
+		"print('a')",
+		"display('b')",
+		"print('c')",
+		"t = threading.Thread(target=lambda: print('t')); t.start(); t.join()",
+		"display('d')",
+		"'e'",
+	}, "\n")
+	want := []string{"stdout a\n", "result b", "stdout c\nt\n", "result d", "result e"}
+	for range 20 {
+		var got []string
+		for _, l := range execute(t, ts.URL, map[string]any{"code": code}) {
+			switch typ := l.str("type"); typ {
+			case "stdout":
+				// How text is cut into messages is the kernel's choice.
+				if n := len(got); n > 0 && strings.HasPrefix(got[n-1], "stdout ") {
+					got[n-1] += l.str("text")
+					continue
+				}
+				got = append(got, "stdout "+l.str("text"))
+			case "result", "stderr", "error":
+				got = append(got, typ+" "+l.str("text")+l.str("name"))
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("lines %q, want %q", got, want)
+		}
+	}
+}
+
+// A process forked while the IOPub thread held the start-up file's send
+// lock inherits it locked, with no thread left to release it: its first
+// flush would hang forever (multiprocessing forks by default on Linux).
+// The child must get a lock of its own.
+func TestForkWhileSendLockHeld(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	code := strings.Join([]string{
+		"import os, sys, threading, time",
+		"guard = next(c.cell_contents for c in type(sys.stdout)._flush.__closure__ if c.cell_contents.__name__ == 'Guard')",
+		"held, done = threading.Event(), threading.Event()",
+		"def hold():",
+		"    with guard.lock:",
+		"        held.set(); done.wait(5)",
+		"threading.Thread(target=hold).start(); held.wait(5)",
+		"pid = os.fork()",
+		"if pid == 0:",
+		"    print('child'); sys.stdout.flush(); os._exit(0)",
+		"done.set()",
+		"for _ in range(200):",
+		"    if os.waitpid(pid, os.WNOHANG)[0]: break  # a hung child waits 20 s",
+		"    time.sleep(0.1)",
+		"else:",
+		"    os.kill(pid, 9); os.waitpid(pid, 0); print('child hung')",
+	}, "\n")
+	lines := execute(t, ts.URL, map[string]any{"code": code})
+	if out := stdout(lines); strings.Contains(out, "child hung") {
+		t.Fatalf("a forked child hung on the send lock: %q", out)
+	}
+	if e := ofType(lines, "error"); len(e) > 0 {
+		t.Fatalf("error: %v", e)
+	}
+}
