@@ -358,12 +358,25 @@ func socketIn(upper string) (string, error) {
 	}
 	defer root.Close()
 	budget := maxSocketScan
-	return socketUnder(root, "", &budget)
+	return socketUnder(root, "", 0, &budget)
 }
 
-const maxSocketScan = 200_000
+// Bounds of the scan, which walks a tree the sandbox made: at most
+// maxSocketScan entries, and maxSocketDepth directories deep. Each level
+// holds a directory fd and a path string as long as the level's, so a
+// chain of nested directories 100,000 deep (a loop of mkdir and cd in the
+// sandbox) would otherwise hold 100,000 of the server's fds and about
+// 10 GB of path strings at once. A socket beyond either bound goes
+// unseen: its save fails and runsc kills that one sandbox, nothing else.
+const (
+	maxSocketScan  = 200_000
+	maxSocketDepth = 256
+)
 
-func socketUnder(d *hostfs.Dir, rel string, budget *int) (string, error) {
+func socketUnder(d *hostfs.Dir, rel string, depth int, budget *int) (string, error) {
+	if depth >= maxSocketDepth {
+		return "", nil
+	}
 	entries, err := d.ReadDir()
 	if err != nil {
 		return "", err
@@ -384,7 +397,7 @@ func socketUnder(d *hostfs.Dir, rel string, budget *int) (string, error) {
 				}
 				return "", err
 			}
-			found, err := socketUnder(sub, p, budget)
+			found, err := socketUnder(sub, p, depth+1, budget)
 			sub.Close()
 			if found != "" || err != nil {
 				return found, err

@@ -18,6 +18,7 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
+	"golang.org/x/sys/unix"
 )
 
 // readCount waits until the sandbox's counter file holds a number above min.
@@ -280,5 +281,56 @@ func TestSocketIn(t *testing.T) {
 	}
 	if got, err := socketIn(filepath.Join(upper, "gone")); err != nil || got != "" {
 		t.Fatalf("socketIn of a missing layer = %q, %v; want none", got, err)
+	}
+}
+
+// The attack: a sandbox nests directories in its writable layer far
+// deeper than any path (a loop of mkdir and cd), then gets paused to
+// disk. The scan before the checkpoint must not follow it down holding a
+// server fd (and a path string) per level: here the server has 1,000 fds
+// to spare and the chain is 8,000 deep, so a scan that kept one per level
+// fails with EMFILE, as every other request of the server would meanwhile.
+func TestSocketInDeepChain(t *testing.T) {
+	const depth = 8000
+	upper := t.TempDir()
+	fd, err := unix.Open(upper, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < depth; i++ {
+		if err := unix.Mkdirat(fd, "d", 0o755); err != nil {
+			t.Fatalf("mkdir level %d: %v", i, err)
+		}
+		next, err := unix.Openat(fd, "d", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatalf("open level %d: %v", i, err)
+		}
+		fd = next
+	}
+	unix.Close(fd)
+
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	tight := lim
+	tight.Cur = uint64(len(open) + 1000)
+	if tight.Cur >= lim.Cur {
+		t.Skipf("RLIMIT_NOFILE %d is already below the chain's depth", lim.Cur)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &tight); err != nil {
+		t.Fatal(err)
+	}
+	got, err := socketIn(upper)
+	if rerr := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != nil || got != "" {
+		t.Fatalf("socketIn of an %d-deep chain = %q, %.200v; want none, within the server's fds", depth, got, err)
 	}
 }
