@@ -242,14 +242,9 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	// Team secrets: stored here (every process of the cluster shares the
 	// data dir's secrets.key, as the chart mounts it), resolved by the
 	// node that runs the sandbox.
-	secretRepo := sqlstore.NewSecrets(data.DB)
-	secrets, err := secret.New(secretRepo, datadir.Layout{Root: cfg.DataDir}.SecretsKey())
+	secrets, err := teamSecrets(ctx, cfg, data, log)
 	if err != nil {
 		return nil, err
-	}
-	if err := secrets.CheckKey(ctx, secretRepo); err != nil {
-		// Started anyway: everything but resolving secrets works.
-		log.Error("team secrets cannot be read by this process", "err", err)
 	}
 	apiSrv.SetSecrets(secrets)
 	apiSrv.OnTeamDeleted("secrets", secrets.DeleteTeam)
@@ -291,4 +286,20 @@ func wireBuildJobs(cfg Config, svc *template.Service, b *Blobs, st *sqlstore.Sto
 	svc.SetJobs(&template.Jobs{Queue: st, Node: node})
 	svc.SetSharedUploads(&template.SharedUploads{Store: b.Store, Puller: b.puller, Repo: st,
 		URLKey: cfg.clusterSecret.Derive("template upload URLs"), MaxTeamBytes: cfg.Builds.TeamMaxUploadMB << 20})
+}
+
+// teamSecrets opens the team secrets, sealed with the data dir's
+// secrets.key, which every api replica and node of a cluster must share
+// (the chart mounts one). A key that does not open the stored secrets is
+// logged, not fatal: everything but resolving secrets works.
+func teamSecrets(ctx context.Context, cfg Config, data *Data, log *slog.Logger) (*secret.Service, error) {
+	repo := sqlstore.NewSecrets(data.DB)
+	secrets, err := secret.New(repo, datadir.Layout{Root: cfg.DataDir}.SecretsKey())
+	if err != nil {
+		return nil, err
+	}
+	if err := secrets.CheckKey(ctx, repo); err != nil {
+		log.Error("team secrets cannot be read by this process", "err", err)
+	}
+	return secrets, nil
 }

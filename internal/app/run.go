@@ -27,7 +27,6 @@ import (
 	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/internal/runtime/oci"
 	"github.com/sbxdev/sbx/internal/sandbox"
-	"github.com/sbxdev/sbx/internal/secret"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
@@ -417,14 +416,9 @@ func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	apiSrv.SetSnapshotCap(cfg.TeamMaxSnapshots)
 	mon.AddPublic(apiSrv)
 	apiSrv.SetNetworking(c.netw, sqlstore.NewNetworks(data.DB), advertised)
-	secretRepo := sqlstore.NewSecrets(data.DB)
-	secrets, err := secret.New(secretRepo, datadir.Layout{Root: cfg.DataDir}.SecretsKey())
+	secrets, err := teamSecrets(ctx, cfg, data, log)
 	if err != nil {
 		return nil, err
-	}
-	if err := secrets.CheckKey(ctx, secretRepo); err != nil {
-		// Started anyway: everything but resolving secrets works.
-		log.Error("team secrets cannot be read by this process", "err", err)
 	}
 	apiSrv.SetSecrets(secrets)
 	volCfg := volume.Config{Dir: datadir.Layout{Root: cfg.DataDir}.Volumes()}
