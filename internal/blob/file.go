@@ -177,6 +177,52 @@ func (s *FileStore) Delete(ctx context.Context, d Digest) error {
 	return nil
 }
 
+// DeleteIfOlder deletes the blob unless it was stored or touched after
+// cutoff, and reports whether it did; a missing blob is (false, nil). The
+// blob is first renamed out of its name, so a Touch from then on fails
+// (its writer stores the blob again) and one that landed before shows in
+// the mtime looked at after the rename: no touch is lost between the
+// look and the delete, as it could be with Stat then Delete. A young blob
+// goes back (over a copy Put meanwhile: the same bytes).
+func (s *FileStore) DeleteIfOlder(ctx context.Context, d Digest, cutoff time.Time) (bool, error) {
+	if err := d.Validate(); err != nil {
+		return false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	dir, err := s.root.Sub(shard(d))
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("delete blob %s: %w", d, err)
+	}
+	defer dir.Close()
+	aside := gcPrefix + d.Hex()[:16] + "-" + strings.TrimPrefix(randomName(), "put-")
+	if err := dir.Rename(d.Hex(), s.tmp, aside); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		return false, fmt.Errorf("delete blob %s: %w", d, err)
+	}
+	st, err := s.tmp.Lstat(aside)
+	if err == nil && !time.Unix(st.Mtim.Unix()).After(cutoff) {
+		if err := s.tmp.Remove(aside); err != nil {
+			return false, fmt.Errorf("delete blob %s: %w", d, err)
+		}
+		return true, nil
+	}
+	if err := s.tmp.Rename(aside, dir, d.Hex()); err != nil {
+		return false, fmt.Errorf("put back blob %s touched during its delete: %w", d, err)
+	}
+	return false, nil
+}
+
+// gcPrefix names a blob DeleteIfOlder set aside in tmp/ (PruneTmp removes
+// one a crash left there).
+const gcPrefix = "gc-"
+
 // List walks DIR/sha256/*/: names that are not a digest in its right
 // shard, and anything but regular files, are skipped.
 func (s *FileStore) List(ctx context.Context, fn func(Info) error) error {
@@ -258,7 +304,7 @@ func (s *FileStore) PruneTmp(ctx context.Context, before time.Time) (int, error)
 		if err := ctx.Err(); err != nil {
 			return removed, err
 		}
-		if !strings.HasPrefix(n, "put-") {
+		if !strings.HasPrefix(n, "put-") && !strings.HasPrefix(n, gcPrefix) {
 			continue
 		}
 		st, err := s.tmp.Lstat(n)

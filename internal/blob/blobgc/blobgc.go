@@ -38,6 +38,13 @@ type Source struct {
 	Digests func(ctx context.Context) ([]string, error)
 }
 
+// olderDeleter is a store that deletes a blob only if it was not touched
+// since a time, atomically with the look (blob.FileStore): no touch can
+// land between the collector's last look and the delete.
+type olderDeleter interface {
+	DeleteIfOlder(ctx context.Context, d blob.Digest, cutoff time.Time) (bool, error)
+}
+
 // tmpPruner is a store that can also remove what crashed writers left
 // (blob.FileStore).
 type tmpPruner interface {
@@ -152,7 +159,15 @@ func (c *Collector) Collect(ctx context.Context) (Result, error) {
 			res.Young++ // touched since the listing: about to be referenced
 			continue
 		}
-		if err == nil {
+		if od, ok := c.store.(olderDeleter); ok && err == nil {
+			var deleted bool
+			if deleted, err = od.DeleteIfOlder(ctx, i.Digest, cutoff); err == nil && !deleted {
+				res.Young++ // touched at the last moment, or gone
+				continue
+			}
+		} else if err == nil {
+			// Another store: a touch landing between this look and the
+			// delete is lost (a window of one round trip).
 			err = c.store.Delete(ctx, i.Digest)
 		}
 		if err != nil {

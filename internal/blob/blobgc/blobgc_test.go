@@ -146,3 +146,55 @@ func TestCollectSparesTouched(t *testing.T) {
 		t.Errorf("Stats = %+v", s)
 	}
 }
+
+// touchAfterStat is a FileStore where a writer reuses a blob (touches it,
+// then records its reference) right after the collector looked at it
+// again: the last instant before the delete.
+type touchAfterStat struct {
+	*blob.FileStore
+	target blob.Digest
+}
+
+func (s touchAfterStat) Stat(ctx context.Context, d blob.Digest) (blob.Info, error) {
+	info, err := s.FileStore.Stat(ctx, d)
+	if err == nil && d == s.target {
+		if terr := s.FileStore.Touch(ctx, d); terr != nil {
+			return info, terr
+		}
+	}
+	return info, err
+}
+
+// The attack on the collector: a writer's touch lands between the
+// collector's last look at an old unreferenced blob and its delete. The
+// writer was told the blob is kept (Touch succeeded) and records a
+// reference to it; the blob must still be there.
+func TestCollectSparesTouchBeforeDelete(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "blobs")
+	fs, err := blob.NewFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	ctx := t.Context()
+	reused := blobtest.MustPut(t, fs, []byte("a base layer a new build reuses"))
+	old := time.Now().Add(-3 * time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "sha256", reused.Hex()[:2], reused.Hex()), old, old); err != nil {
+		t.Fatal(err)
+	}
+	none := blobgc.Source{Name: "layers", Digests: func(context.Context) ([]string, error) { return nil, nil }}
+	c := blobgc.New(touchAfterStat{fs, reused}, []blobgc.Source{none}, blobgc.Config{Grace: time.Hour}, slog.New(slog.DiscardHandler))
+	res, err := c.Collect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := fs.Exists(ctx, reused); !ok {
+		t.Fatalf("Collect = %+v: the blob touched just before its delete was deleted under the writer", res)
+	}
+	if res.Deleted != 0 || res.Young != 1 {
+		t.Errorf("Collect = %+v; want it counted young, nothing deleted", res)
+	}
+	if names, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(names) != 0 {
+		t.Errorf("tmp/ holds %d entries after the collection; want none", len(names))
+	}
+}
