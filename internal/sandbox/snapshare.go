@@ -10,12 +10,12 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sbxdev/sbx/internal/blob"
 	"github.com/sbxdev/sbx/internal/blob/layer"
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/keylock"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
 )
@@ -42,9 +42,10 @@ import (
 // captured writable layer; base-N: copies of earlier ones).
 var ownLayerName = regexp.MustCompile(`^(?:layer|base)-[0-9]{1,4}$`)
 
-// snapshotPullMu makes one pull of a snapshot on this node however many
-// creates ask for it at once; the others find the copy in place.
-var snapshotPullMu sync.Mutex
+// snapshotPulls makes one pull of a snapshot on this node however many
+// creates ask for it at once; the others find the copy in place. By
+// snapshot: a team's pull of a big one must not hold up other teams'.
+var snapshotPulls keylock.Locks
 
 func infoOf(r store.Snapshot) SnapshotInfo {
 	return SnapshotInfo{ID: r.ID, Name: r.Name, TeamID: r.TeamID, SandboxID: r.SandboxID, BuildID: r.BuildID,
@@ -475,8 +476,8 @@ func (m *Manager) syncSnapshot(ctx context.Context, teamID, ref string) error {
 // its own layers from the blob store, its build's through the template
 // service; nothing is registered before every layer is here.
 func (m *Manager) pullSnapshot(ctx context.Context, r store.Snapshot) error {
-	snapshotPullMu.Lock()
-	defer snapshotPullMu.Unlock()
+	unlock := snapshotPulls.Lock(r.ID)
+	defer unlock()
 	m.snaps.mu.Lock()
 	local := m.snaps.byID[r.ID]
 	m.snaps.mu.Unlock()
