@@ -100,7 +100,7 @@ type Service struct {
 	running map[string]string // template ID -> build ID in progress
 	// cancelled: build jobs the admin cancelled while this node ran them.
 	cancelled map[string]bool
-	wg      sync.WaitGroup
+	wg        sync.WaitGroup
 	// Builds outlive the request that started them; stop cancels them at shutdown.
 	stop     context.CancelFunc
 	buildCtx context.Context
