@@ -265,7 +265,7 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	// node signed.
 	admin := cluster.NewClient(signer)
 	admin.SetMetrics(clusterMets)
-	apiSrv.SetClusterNodes(cluster.NewAdmin(nodes, st, admin))
+	apiSrv.SetClusterNodes(cluster.NewAdmin(nodes, st, admin, log))
 	// The dashboard: sandboxes from the database across nodes, live from
 	// the events table, and the nodes for the admin key.
 	dashboard.Register(apiSrv, apiSrv, log)
