@@ -229,9 +229,13 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	// from the database.
 	router := cluster.NewRouter(st, nodes, signer, log)
 	router.SetMetrics(clusterMets)
+	costs, err := apiReplicaCosts(ctx, cfg, st, evlog, log)
+	if err != nil {
+		return nil, err
+	}
 	apiSrv := api.New(log, sbs, tplSvc.Catalog(), st, proxy.New(router, routing, log),
-		events.NewHandler(evlog, log), webhook.NewHandler(engine, log), tplHandler,
-		metrics.Endpoint{M: mets, Public: cfg.Monitoring.MetricsPublic})
+		append([]api.Registrar{events.NewHandler(evlog, log), webhook.NewHandler(engine, log), tplHandler,
+			metrics.Endpoint{M: mets, Public: cfg.Monitoring.MetricsPublic}}, costs...)...)
 	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
 	apiSrv.SetBuildCanceller(tplSvc)
 	apiSrv.SetSnapshotList(snaps)
