@@ -64,7 +64,11 @@ var errBudgetActionOnNode = errdefs.Precondition("budget actions run on the node
 
 // KillWithReason is not done on an api replica (budget.Sandboxes; it runs
 // no budget enforcement loop, so nothing calls it).
-func (l *LiveRows) KillWithReason(context.Context, string, string) error { return errBudgetActionOnNode }
+func (l *LiveRows) KillWithReason(context.Context, string, string) error {
+	return errBudgetActionOnNode
+}
 
 // PauseWithReason: as KillWithReason.
-func (l *LiveRows) PauseWithReason(context.Context, string, string) error { return errBudgetActionOnNode }
+func (l *LiveRows) PauseWithReason(context.Context, string, string) error {
+	return errBudgetActionOnNode
+}
