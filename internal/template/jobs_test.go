@@ -198,8 +198,11 @@ func TestBuildJobCancelled(t *testing.T) {
 	if err != nil || cancelled != 2 || failed != 0 {
 		t.Fatalf("CancelTeamBuilds = %d cancelled, %d failed, %v; want 2, 0", cancelled, failed, err)
 	}
-	for _, r := range []registered{queued, running} {
-		st, _ := api.waitBuild(t, "team1", r)
+	for i, r := range []registered{queued, running} {
+		st, msgs := api.waitBuild(t, "team1", r)
+		if i == 1 && !strings.Contains(strings.Join(msgs, "\n"), "build stopped: "+store.CancelledReason) {
+			t.Errorf("the running build's log %q does not say it was cancelled", msgs)
+		}
 		b, _ := api.svc.store.Build(t.Context(), r.BuildID)
 		if st.Status != StatusError || b.Reason != store.CancelledReason {
 			t.Errorf("build %s after the cancel: %s, reason %q; want error, %q", r.BuildID, st.Status, b.Reason, store.CancelledReason)

@@ -736,6 +736,8 @@ func (s *Service) fail(rec Record, b BuildRecord, step string, err error) {
 	b.Status, b.Reason, b.ReasonStep, b.FinishedAt = StatusError, err.Error(), step, s.now().UTC()
 	if s.takeCancelled(b.ID) {
 		b.Reason, b.ReasonStep = store.CancelledReason, ""
+		_ = s.store.AppendBuildLog(ctx, b.ID, LogEntry{Timestamp: s.now().UTC(), Level: "error", Step: "",
+			Message: "build stopped: " + store.CancelledReason})
 	}
 	if uerr := s.record(ctx, b); uerr != nil {
 		s.log.Error("record failed build", "build.id", b.ID, "err", uerr)
