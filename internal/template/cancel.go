@@ -93,3 +93,14 @@ func (s *Service) takeCancelled(id string) bool {
 	delete(s.cancelled, id)
 	return c
 }
+
+// asCancelled makes the failure of a build the admin cancelled while it
+// ran here say so (in its reason and its log), not what the interrupted
+// step said.
+func (s *Service) asCancelled(ctx context.Context, b *BuildRecord) {
+	if !s.takeCancelled(b.ID) {
+		return
+	}
+	b.Reason, b.ReasonStep = store.CancelledReason, ""
+	_ = s.store.AppendBuildLog(ctx, b.ID, LogEntry{Timestamp: s.now().UTC(), Level: "error", Message: "build stopped: " + store.CancelledReason})
+}

@@ -96,10 +96,9 @@ type Service struct {
 	// run here.
 	jobs *Jobs
 
-	mu      sync.Mutex
-	running map[string]string // template ID -> build ID in progress
-	// cancelled: build jobs the admin cancelled while this node ran them.
-	cancelled map[string]bool
+	mu        sync.Mutex
+	running   map[string]string // template ID -> build ID in progress
+	cancelled map[string]bool   // build jobs the admin cancelled while they ran here
 	wg        sync.WaitGroup
 	// Builds outlive the request that started them; stop cancels them at shutdown.
 	stop     context.CancelFunc
@@ -734,11 +733,7 @@ func (s *Service) fail(rec Record, b BuildRecord, step string, err error) {
 		return
 	}
 	b.Status, b.Reason, b.ReasonStep, b.FinishedAt = StatusError, err.Error(), step, s.now().UTC()
-	if s.takeCancelled(b.ID) {
-		b.Reason, b.ReasonStep = store.CancelledReason, ""
-		_ = s.store.AppendBuildLog(ctx, b.ID, LogEntry{Timestamp: s.now().UTC(), Level: "error", Step: "",
-			Message: "build stopped: " + store.CancelledReason})
-	}
+	s.asCancelled(ctx, &b)
 	if uerr := s.record(ctx, b); uerr != nil {
 		s.log.Error("record failed build", "build.id", b.ID, "err", uerr)
 		if errors.Is(uerr, store.ErrClaimLost) {
