@@ -94,8 +94,8 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 	if teamID == cluster.AdminTeam {
 		// The admin's node calls an api replica forwards (its /nodes
 		// views and drains): those routes only, never a team's.
-		if pattern != "GET /nodes/{nodeID}" && pattern != "POST /nodes/{nodeID}" {
-			errdefs.WriteHTTP(w, s.log, errdefs.Denied("a request signed for the cluster admin reaches only GET and POST /nodes/{nodeID}"))
+		if err := checkAdminSignatureScope(pattern); err != nil {
+			errdefs.WriteHTTP(w, s.log, err)
 			return
 		}
 		s.mux.ServeHTTP(w, r.WithContext(auth.WithTeam(ctx, auth.Team{Admin: true})))
@@ -107,6 +107,27 @@ func (s *Server) serveNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mux.ServeHTTP(w, r.WithContext(auth.WithTeam(ctx, auth.Team{ID: team.ID, Name: team.Name})))
+}
+
+// adminSignedRoutes are the node routes an api replica calls for the
+// admin, signed for cluster.AdminTeam: its /nodes views and drains
+// (cluster.Admin.Ask), and the kill of a team's sandboxes on each node
+// (cluster.Admin.KillTeam). Nothing else: a request signed for the admin
+// acts as the admin key, and a node needs no more of it than this.
+var adminSignedRoutes = map[string]bool{
+	"GET /nodes/{nodeID}":                       true,
+	"POST /nodes/{nodeID}":                      true,
+	"POST /admin/teams/{teamID}/sandboxes/kill": true,
+}
+
+// checkAdminSignatureScope refuses a route of the node's mux (its
+// pattern) that a request signed for the cluster admin may not reach.
+func checkAdminSignatureScope(pattern string) error {
+	if adminSignedRoutes[pattern] {
+		return nil
+	}
+	return errdefs.Denied("a request signed for the cluster admin reaches only GET and POST /nodes/{nodeID} " +
+		"and POST /admin/teams/{teamID}/sandboxes/kill")
 }
 
 // SandboxForwarder sends an API request about one sandbox to the node

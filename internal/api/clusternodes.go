@@ -29,6 +29,8 @@ type ClusterNodes interface {
 	Sandboxes(ctx context.Context, id string) ([]store.Sandbox, error)
 	Ask(ctx context.Context, v cluster.NodeView, method string, body, out any) error
 	WaitState(ctx context.Context, id, state string, timeout time.Duration) error
+	// KillTeam kills a team's sandboxes on every node that holds some.
+	KillTeam(ctx context.Context, teamID string) (killed, failed int, err error)
 }
 
 // SetClusterNodes makes /nodes list the cluster's nodes (an api replica).

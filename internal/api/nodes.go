@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sbxdev/sbx/internal/cluster"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/request"
 	"github.com/sbxdev/sbx/internal/store"
@@ -227,40 +228,59 @@ func (s *Server) setNodeStatus(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// adminTeam checks the admin key and that the team exists.
-func (s *Server) adminTeam(r *http.Request) (node, string, error) {
-	n, err := s.asNode(r)
-	if err != nil {
-		return nil, "", err
+// adminTeamID checks the admin key and that the team exists.
+func (s *Server) adminTeamID(r *http.Request) (string, error) {
+	if err := requireAdmin(r); err != nil {
+		return "", err
 	}
 	id := r.PathValue("teamID")
 	if _, err := s.accounts.Team(r.Context(), id); err != nil {
-		return nil, "", err
+		return "", err
 	}
-	return n, id, nil
+	return id, nil
 }
 
-// adminKillTeam serves POST /admin/teams/{teamID}/sandboxes/kill.
+// adminKillTeam serves POST /admin/teams/{teamID}/sandboxes/kill: on an
+// api replica across the cluster's nodes (cluster.Admin.KillTeam), else
+// this server's sandboxes.
 func (s *Server) adminKillTeam(w http.ResponseWriter, r *http.Request) {
-	n, teamID, err := s.adminTeam(r)
+	teamID, err := s.adminTeamID(r)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
 	var killed, failed int
+	if s.clusterNodes != nil {
+		if killed, failed, err = s.clusterNodes.KillTeam(r.Context(), teamID); err != nil {
+			s.fail(w, err)
+			return
+		}
+	} else {
+		n, err := s.asNode(r)
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		killed, failed = s.killLocal(r.Context(), n, teamID)
+	}
+	s.log.InfoContext(r.Context(), "admin killed a team's sandboxes", "team.id", teamID, "killed", killed, "failed", failed)
+	writeJSON(w, http.StatusOK, map[string]int{"killedCount": killed, "failedCount": failed})
+}
+
+// killLocal kills the team's sandboxes this server runs.
+func (s *Server) killLocal(ctx context.Context, n node, teamID string) (killed, failed int) {
 	for _, sb := range n.Live() {
 		if sb.TeamID != teamID {
 			continue
 		}
-		if err := n.KillWithReason(r.Context(), sb.ID, "admin"); err != nil {
+		if err := n.KillWithReason(ctx, sb.ID, cluster.KillReason); err != nil {
 			failed++
-			s.log.WarnContext(r.Context(), "admin kill", "sandbox.id", sb.ID, "err", err)
+			s.log.WarnContext(ctx, "admin kill", "sandbox.id", sb.ID, "err", err)
 			continue
 		}
 		killed++
 	}
-	s.log.InfoContext(r.Context(), "admin killed a team's sandboxes", "team.id", teamID, "killed", killed, "failed", failed)
-	writeJSON(w, http.StatusOK, map[string]int{"killedCount": killed, "failedCount": failed})
+	return killed, failed
 }
 
 // buildCanceller cancels a team's builds (the template service).
@@ -274,7 +294,7 @@ func (s *Server) SetBuildCanceller(c buildCanceller) { s.builds = c }
 
 // adminCancelBuilds serves POST /admin/teams/{teamID}/builds/cancel.
 func (s *Server) adminCancelBuilds(w http.ResponseWriter, r *http.Request) {
-	_, teamID, err := s.adminTeam(r)
+	teamID, err := s.adminTeamID(r)
 	if err != nil {
 		s.fail(w, err)
 		return

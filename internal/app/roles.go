@@ -229,9 +229,13 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	// from the database.
 	router := cluster.NewRouter(st, nodes, signer, log)
 	router.SetMetrics(clusterMets)
+	costs, err := apiReplicaCosts(ctx, cfg, st, evlog, log)
+	if err != nil {
+		return nil, err
+	}
 	apiSrv := api.New(log, sbs, tplSvc.Catalog(), st, proxy.New(router, routing, log),
-		events.NewHandler(evlog, log), webhook.NewHandler(engine, log), tplHandler,
-		metrics.Endpoint{M: mets, Public: cfg.Monitoring.MetricsPublic})
+		append([]api.Registrar{events.NewHandler(evlog, log), webhook.NewHandler(engine, log), tplHandler,
+			metrics.Endpoint{M: mets, Public: cfg.Monitoring.MetricsPublic}}, costs...)...)
 	apiSrv.AddPublic(template.UploadPattern, http.HandlerFunc(tplHandler.Upload))
 	apiSrv.SetBuildCanceller(tplSvc)
 	apiSrv.SetSnapshotList(snaps)
@@ -260,7 +264,7 @@ func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	// node signed.
 	admin := cluster.NewClient(signer)
 	admin.SetMetrics(clusterMets)
-	apiSrv.SetClusterNodes(cluster.NewAdmin(nodes, st, admin))
+	apiSrv.SetClusterNodes(cluster.NewAdmin(nodes, st, admin, log))
 	// The dashboard: sandboxes from the database across nodes, live from
 	// the events table, and the nodes for the admin key.
 	dashboard.Register(apiSrv, apiSrv, log)

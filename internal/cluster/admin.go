@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"log/slog"
 	"net/url"
 	"time"
 
@@ -10,9 +11,9 @@ import (
 )
 
 // AdminTeam is the team an api replica signs the admin's node calls for
-// (GET and POST /nodes/{id} at the node). Team IDs are UUIDs, so no team
-// has it; a node serves a request signed for it on those two routes only,
-// so even a team that had it would gain nothing (internal/api, serveNode).
+// (GET and POST /nodes/{id}, and POST KillTeamPath, at the node). Team
+// IDs are UUIDs, so no team has it; a node serves a request signed for it
+// on those routes only (internal/api, checkAdminSignatureScope).
 const AdminTeam = "sbx-cluster-admin"
 
 // Node statuses of the admin's views (E2B's NodeStatus, and lost).
@@ -30,10 +31,12 @@ type NodeView struct {
 	Status string
 }
 
-// NodeSandboxStore reads the sandboxes of nodes (the shared database).
+// NodeSandboxStore reads the sandboxes of nodes (the shared database) and
+// records those of lost nodes killed (KillTeam).
 type NodeSandboxStore interface {
 	LiveSandboxes(ctx context.Context) ([]store.Sandbox, error)
 	NodeSandboxes(ctx context.Context, node string) ([]store.Sandbox, error)
+	UpdateSandbox(ctx context.Context, sb store.Sandbox, change *store.Change) error
 }
 
 // Admin is what an api replica serves the admin's /nodes views from:
@@ -43,11 +46,12 @@ type Admin struct {
 	nodes  *Nodes
 	st     NodeSandboxStore
 	client *Client
+	log    *slog.Logger
 }
 
 // NewAdmin returns the admin's view of the cluster.
-func NewAdmin(nodes *Nodes, st NodeSandboxStore, client *Client) *Admin {
-	return &Admin{nodes: nodes, st: st, client: client}
+func NewAdmin(nodes *Nodes, st NodeSandboxStore, client *Client, log *slog.Logger) *Admin {
+	return &Admin{nodes: nodes, st: st, client: client, log: log}
 }
 
 // Nodes reads the registry afresh (admin calls are rare; the answer

@@ -28,7 +28,7 @@ func TestNodeStatuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodes := NewNodes(st, 3500*time.Millisecond, quiet)
-	views, err := NewAdmin(nodes, st, nil).Nodes(t.Context())
+	views, err := NewAdmin(nodes, st, nil, quiet).Nodes(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,6 +138,15 @@ func (m *Manager) dropMoved(l *live, node string) {
 	m.log.Info("sandbox was resumed on another node; dropped it here", "sandbox.id", id, "node", node)
 }
 
+// nodeGoneMessage says why sandbox id, paused on node, which is gone, cannot
+// resume on another node, and what its owner can do.
+func nodeGoneMessage(id, node string) string {
+	return fmt.Sprintf("sandbox %s cannot resume: node %q, where it is paused, is gone (not answering, or declared lost), "+
+		"and what it needs is on that node only: its memory, or the volumes it mounts (only a sandbox paused with "+
+		"{\"memory\": false} and mounting no volumes is kept in the blob store, where any node resumes it). "+
+		"Connect again once that node is back (restarted with its data dir), or kill this sandbox and create a new one", id, node)
+}
+
 // adopt takes over a sandbox of the team that another node paused to the
 // blob store: it pulls its filesystem (and its template build's), claims
 // the row and tracks it here, paused without memory, for the caller to
@@ -168,8 +177,10 @@ func (m *Manager) adopt(ctx context.Context, teamID, id string) (*live, error) {
 		return nil, err
 	}
 	if len(refs) == 0 {
-		return nil, errdefs.Precondition("sandbox %s is paused on node %q with its memory (or its filesystem was not published to the blob store): "+
-			"only that server can resume it; resume it through node %q, or pause it there with {\"memory\": false} to make it resumable anywhere", id, node, node)
+		// Only an api replica asks a node to take over another node's
+		// sandbox, and only when that node is gone: no advice to do
+		// something there.
+		return nil, errdefs.Precondition("%s", nodeGoneMessage(id, node))
 	}
 	tpl, err := m.templates.Resolve(ctx, row.TemplateID+":"+row.BuildID)
 	if err != nil {

@@ -17,6 +17,11 @@ const (
 	JobClaimed = "claimed"
 	// JobDone: the claiming node recorded its outcome.
 	JobDone = "done"
+	// JobCancelling: the admin cancelled a claimed build; the claiming
+	// node stops it at its next renewal and records it failed, or, when
+	// the claim ran out first, the next claim attempt does (no migration:
+	// job_state is free text).
+	JobCancelling = "cancelling"
 )
 
 // BuildJob is a template build some node claimed.
@@ -49,6 +54,14 @@ type Upload struct {
 // node must drop what it built.
 var ErrClaimLost = errors.New("the build's claim passed to another node")
 
+// ErrBuildCancelled is wrapped when a node renews a build the admin
+// cancelled while the node held it: the node stops it and records it
+// failed with FinishBuild, which it still may.
+var ErrBuildCancelled = errors.New("the build was cancelled by the admin")
+
+// CancelledReason is the reason recorded for a build the admin cancelled.
+const CancelledReason = "cancelled by the admin"
+
 // BuildJobs is the queue of template builds that api replicas accept and
 // nodes run (cluster roles), and the uploads those builds read. Every
 // transition is one conditional update, so of several nodes claiming at
@@ -60,10 +73,12 @@ type BuildJobs interface {
 	QueueBuild(ctx context.Context, id string, request json.RawMessage) error
 	// ClaimBuild gives node the oldest queued build, or the oldest whose
 	// claim ran out before now, held until until; ok is false when there
-	// is none. The build's NodeID becomes node and its Claims grows by one.
+	// is none. The build's NodeID becomes node and its Claims grows by
+	// one. Cancelled builds whose claim ran out end in error instead.
 	ClaimBuild(ctx context.Context, node string, now, until time.Time) (job BuildJob, ok bool, err error)
 	// RenewBuildClaim holds node's claim of build id until until; it wraps
-	// ErrClaimLost when node no longer holds it.
+	// ErrClaimLost when node no longer holds it, ErrBuildCancelled when it
+	// does but the admin cancelled the build (the claim is still renewed).
 	RenewBuildClaim(ctx context.Context, id, node string, until time.Time) error
 	// FinishBuild stores a claimed build's status, reason, result and
 	// finish time (as UpdateBuild) and ends the job, if node still holds
@@ -71,8 +86,14 @@ type BuildJobs interface {
 	FinishBuild(ctx context.Context, b BuildRecord, node string) error
 	// ReleaseBuilds puts the builds node holds back in the queue (a node
 	// restarting: another node, or it, claims them again) and returns how
-	// many.
+	// many. Those the admin cancelled meanwhile end in error instead.
 	ReleaseBuilds(ctx context.Context, node string) (int64, error)
+	// CancelBuild cancels build id if it is a job not finished: a queued
+	// one ends in error with reason at at once (ended); a claimed one
+	// becomes JobCancelling (requested), and its node, whose renewals
+	// and FinishBuild still succeed, stops it. Neither for a build that
+	// is not a running job (already finished, or not a job).
+	CancelBuild(ctx context.Context, id, reason string, at time.Time) (ended, requested bool, err error)
 
 	// PutUpload records u unless (team, hash) has an upload already, and
 	// returns the one stored: u, or the earlier one.

@@ -216,6 +216,7 @@ func (s *Service) claimOne(ctx context.Context) bool {
 	go func() {
 		defer s.wg.Done()
 		defer s.done(rec.ID)
+		defer s.takeCancelled(b.ID)
 		defer cancel()
 		go s.renew(jctx, cancel, b.ID)
 		base, err := s.resolveBase(jctx, rec.TeamID, req)
@@ -238,6 +239,12 @@ func (s *Service) renew(ctx context.Context, cancel context.CancelFunc, buildID 
 		case <-time.After(s.jobs.Lease / 3):
 		}
 		err := s.jobs.Queue.RenewBuildClaim(ctx, buildID, s.jobs.Node, s.now().Add(s.jobs.Lease))
+		if errors.Is(err, store.ErrBuildCancelled) {
+			s.log.Info("build cancelled by the admin; stopping it here", "build.id", buildID)
+			s.markCancelled(buildID)
+			cancel()
+			return
+		}
 		if errors.Is(err, store.ErrClaimLost) {
 			s.log.Warn("build claimed by another node; stopping it here", "build.id", buildID)
 			cancel()
@@ -258,14 +265,14 @@ func (s *Service) record(ctx context.Context, b BuildRecord) error {
 	return s.store.UpdateBuild(ctx, b)
 }
 
-// holdsClaim reports whether this node still holds a job's claim (always
-// true for a build that is not a job).
-func (s *Service) holdsClaim(ctx context.Context, buildID string) bool {
+// claimHeld checks that this node still holds a job's claim (always nil
+// for a build that is not a job): store.ErrClaimLost when another node
+// holds it, store.ErrBuildCancelled when the admin cancelled it.
+func (s *Service) claimHeld(ctx context.Context, buildID string) error {
 	if s.jobs == nil || s.jobs.Node == "" {
-		return true
+		return nil
 	}
-	err := s.jobs.Queue.RenewBuildClaim(ctx, buildID, s.jobs.Node, s.now().Add(s.jobs.Lease))
-	return err == nil
+	return s.jobs.Queue.RenewBuildClaim(ctx, buildID, s.jobs.Node, s.now().Add(s.jobs.Lease))
 }
 
 // CurrentBuild describes a team template's current build for placement

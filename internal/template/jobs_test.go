@@ -153,3 +153,62 @@ func TestBuildJobReclaimed(t *testing.T) {
 		t.Errorf("build log %q does not show node-2 claiming it again", msgs)
 	}
 }
+
+// TestBuildJobCancelled: the admin's cancel on an api replica ends a
+// queued build at once and stops one a node is running at the node's next
+// claim renewal; the node records it failed as cancelled, once.
+func TestBuildJobCancelled(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "sbx.db")
+	jobs := func(node string) func(*Service) {
+		return func(s *Service) {
+			s.SetJobs(&Jobs{Queue: s.store.templatesRepo.(store.BuildJobs), Node: node, Poll: 20 * time.Millisecond,
+				Lease: 300 * time.Millisecond})
+			s.cfg.MaxBuilds = 1 // node-1 runs one build at a time: the second stays queued
+		}
+	}
+	api := setup(t, dbPath, t.TempDir(), 0, jobs(""))
+	node := setup(t, dbPath, t.TempDir(), 0, jobs("node-1"))
+	node.exec.block = true
+	steps := []builder.Step{{Type: "RUN", Args: []string{"block until stopped"}}}
+	start := func(name string) registered {
+		var r registered
+		if code := api.call(t, "team1", "POST", "/v3/templates", map[string]any{"name": name}, &r); code != http.StatusAccepted {
+			t.Fatalf("POST /v3/templates: HTTP %d", code)
+		}
+		if code := api.call(t, "team1", "POST", "/v2/templates/"+r.TemplateID+"/builds/"+r.BuildID,
+			map[string]any{"fromTemplate": "base", "steps": steps}, nil); code != http.StatusAccepted {
+			t.Fatalf("start: HTTP %d", code)
+		}
+		return r
+	}
+	running := start("running")
+	deadline := time.Now().Add(10 * time.Second)
+	for b, _ := api.svc.store.Build(t.Context(), running.BuildID); b.NodeID != "node-1"; b, _ = api.svc.store.Build(t.Context(), running.BuildID) {
+		if time.Now().After(deadline) {
+			t.Fatal("node-1 did not claim the build")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	queued := start("queued")
+	var other registered
+	if code := api.call(t, "team2", "POST", "/v3/templates", map[string]any{"name": "other"}, &other); code != http.StatusAccepted {
+		t.Fatalf("POST /v3/templates: HTTP %d", code)
+	}
+	cancelled, failed, err := api.svc.CancelTeamBuilds(t.Context(), "team1")
+	if err != nil || cancelled != 2 || failed != 0 {
+		t.Fatalf("CancelTeamBuilds = %d cancelled, %d failed, %v; want 2, 0", cancelled, failed, err)
+	}
+	for i, r := range []registered{queued, running} {
+		st, msgs := api.waitBuild(t, "team1", r)
+		if i == 1 && !strings.Contains(strings.Join(msgs, "\n"), "build stopped: "+store.CancelledReason) {
+			t.Errorf("the running build's log %q does not say it was cancelled", msgs)
+		}
+		b, _ := api.svc.store.Build(t.Context(), r.BuildID)
+		if st.Status != StatusError || b.Reason != store.CancelledReason {
+			t.Errorf("build %s after the cancel: %s, reason %q; want error, %q", r.BuildID, st.Status, b.Reason, store.CancelledReason)
+		}
+	}
+	if b, _ := api.svc.store.Build(t.Context(), other.BuildID); b.Status != StatusWaiting {
+		t.Errorf("another team's build was touched: %s", b.Status)
+	}
+}

@@ -96,9 +96,10 @@ type Service struct {
 	// run here.
 	jobs *Jobs
 
-	mu      sync.Mutex
-	running map[string]string // template ID -> build ID in progress
-	wg      sync.WaitGroup
+	mu        sync.Mutex
+	running   map[string]string // template ID -> build ID in progress
+	cancelled map[string]bool   // build jobs the admin cancelled while they ran here
+	wg        sync.WaitGroup
 	// Builds outlive the request that started them; stop cancels them at shutdown.
 	stop     context.CancelFunc
 	buildCtx context.Context
@@ -659,8 +660,12 @@ func (s *Service) run(ctx context.Context, rec Record, b BuildRecord, req StartR
 		// A job's status is read by other replicas: it says ready only
 		// once the template names the build, so a create right after
 		// starts this build; and only while this node holds the claim.
-		if !s.holdsClaim(ctx, b.ID) {
-			s.log.Warn("build claimed by another node before it finished here; dropping this run", "build.id", b.ID)
+		if err := s.claimHeld(ctx, b.ID); errors.Is(err, store.ErrBuildCancelled) {
+			s.markCancelled(b.ID)
+			s.fail(rec, b, "", err)
+			return
+		} else if err != nil {
+			s.log.Warn("build claimed by another node before it finished here; dropping this run", "build.id", b.ID, "err", err)
 			return
 		}
 		s.setCurrent(ctx, rec, b, logLine)
@@ -728,6 +733,7 @@ func (s *Service) fail(rec Record, b BuildRecord, step string, err error) {
 		return
 	}
 	b.Status, b.Reason, b.ReasonStep, b.FinishedAt = StatusError, err.Error(), step, s.now().UTC()
+	s.asCancelled(ctx, &b)
 	if uerr := s.record(ctx, b); uerr != nil {
 		s.log.Error("record failed build", "build.id", b.ID, "err", uerr)
 		if errors.Is(uerr, store.ErrClaimLost) {

@@ -345,8 +345,8 @@ func (d *dashSession) get(t *testing.T, path string) []byte {
 }
 
 // checkAdminSignatureScope: a request signed for the cluster admin (as an
-// api replica signs the admin's node calls) reaches a node's /nodes
-// routes only, never a team's routes.
+// api replica signs the admin's node calls) reaches a node's /nodes/{id}
+// routes and its kill of a team's sandboxes only, never a team's routes.
 func checkAdminSignatureScope(t *testing.T, c *testCluster) {
 	t.Helper()
 	s, err := cluster.NewSecret(c.secret)
@@ -362,7 +362,8 @@ func checkAdminSignatureScope(t *testing.T, c *testCluster) {
 		{http.MethodGet, "/nodes/node-1", http.StatusOK},
 		{http.MethodGet, "/v2/sandboxes", http.StatusForbidden},
 		{http.MethodGet, "/nodes", http.StatusForbidden},
-		{http.MethodPost, "/admin/teams/x/sandboxes/kill", http.StatusForbidden},
+		{http.MethodPost, "/admin/teams/x/builds/cancel", http.StatusForbidden},
+		{http.MethodDelete, "/teams/x", http.StatusForbidden},
 	} {
 		req, _ := http.NewRequestWithContext(t.Context(), tc.method, node.URL+tc.path, nil)
 		if err := signer.Sign(req, "node-1", cluster.AdminTeam); err != nil {

@@ -39,6 +39,13 @@ func (s *Store) QueueBuild(ctx context.Context, id string, request json.RawMessa
 // and PostgreSQL; on PostgreSQL FOR UPDATE SKIP LOCKED would save the
 // losing node a retry, not change who wins.
 func (s *Store) ClaimBuild(ctx context.Context, node string, now, until time.Time) (store.BuildJob, bool, error) {
+	// A cancelled build whose node stopped renewing (it died) is nobody's
+	// to stop: end it here rather than build it again.
+	if _, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET status = 'error', reason = ?, reason_step = '', finished_at = ?,
+		job_state = ? WHERE job_state = ? AND claim_until < ?`,
+		store.CancelledReason, tplTS(now), store.JobDone, store.JobCancelling, ms(now)); err != nil {
+		return store.BuildJob{}, false, fmt.Errorf("end cancelled builds whose node stopped: %w", err)
+	}
 	for range 8 {
 		var id, prevNode string
 		var prevUntil int64
@@ -72,13 +79,17 @@ func (s *Store) ClaimBuild(ctx context.Context, node string, now, until time.Tim
 
 // RenewBuildClaim extends node's claim.
 func (s *Store) RenewBuildClaim(ctx context.Context, id, node string, until time.Time) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET claim_until = ? WHERE id = ? AND job_state = ? AND node_id = ?`,
-		ms(until), id, store.JobClaimed, node)
+	var state string
+	err := s.db.QueryRowContext(ctx, `UPDATE tpl_builds SET claim_until = ? WHERE id = ? AND job_state IN (?, ?) AND node_id = ?
+		RETURNING job_state`, ms(until), id, store.JobClaimed, store.JobCancelling, node).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("build %s: %w", id, store.ErrClaimLost)
+	}
 	if err != nil {
 		return fmt.Errorf("renew the claim of build %s: %w", id, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("build %s: %w", id, store.ErrClaimLost)
+	if state == store.JobCancelling {
+		return fmt.Errorf("build %s: %w", id, store.ErrBuildCancelled)
 	}
 	return nil
 }
@@ -91,8 +102,8 @@ func (s *Store) FinishBuild(ctx context.Context, b store.BuildRecord, node strin
 		fin = tplTS(b.FinishedAt)
 	}
 	r, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET status = ?, reason = ?, reason_step = ?, result = ?, finished_at = ?,
-		job_state = ? WHERE id = ? AND job_state = ? AND node_id = ?`,
-		b.Status, b.Reason, b.ReasonStep, string(res), fin, store.JobDone, b.ID, store.JobClaimed, node)
+		job_state = ? WHERE id = ? AND job_state IN (?, ?) AND node_id = ?`,
+		b.Status, b.Reason, b.ReasonStep, string(res), fin, store.JobDone, b.ID, store.JobClaimed, store.JobCancelling, node)
 	if err != nil {
 		return fmt.Errorf("finish build %s: %w", b.ID, err)
 	}
@@ -104,12 +115,39 @@ func (s *Store) FinishBuild(ctx context.Context, b store.BuildRecord, node strin
 
 // ReleaseBuilds queues node's claimed builds again.
 func (s *Store) ReleaseBuilds(ctx context.Context, node string) (int64, error) {
+	if _, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET status = 'error', reason = ?, reason_step = '', finished_at = ?,
+		job_state = ? WHERE job_state = ? AND node_id = ? AND status = 'building'`,
+		store.CancelledReason, tplTS(time.Now()), store.JobDone, store.JobCancelling, node); err != nil {
+		return 0, fmt.Errorf("end the cancelled builds of node %s: %w", node, err)
+	}
 	res, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET job_state = ?, node_id = '', claim_until = 0
 		WHERE job_state = ? AND node_id = ? AND status = 'building'`, store.JobQueued, store.JobClaimed, node)
 	if err != nil {
 		return 0, fmt.Errorf("release the builds of node %s: %w", node, err)
 	}
 	return res.RowsAffected()
+}
+
+// CancelBuild ends a queued build, or asks the node holding a claimed one
+// to stop it; each a conditional update, so a node claiming the build at
+// the same moment is either before it (the build is claimed: requested)
+// or after it (the build has ended: nothing to claim).
+func (s *Store) CancelBuild(ctx context.Context, id, reason string, at time.Time) (ended, requested bool, err error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE tpl_builds SET status = 'error', reason = ?, reason_step = '', finished_at = ?,
+		job_state = ? WHERE id = ? AND status = 'building' AND job_state = ?`, reason, tplTS(at), store.JobDone, id, store.JobQueued)
+	if err != nil {
+		return false, false, fmt.Errorf("cancel build %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return true, false, nil
+	}
+	res, err = s.db.ExecContext(ctx, `UPDATE tpl_builds SET job_state = ? WHERE id = ? AND status = 'building' AND job_state = ?`,
+		store.JobCancelling, id, store.JobClaimed)
+	if err != nil {
+		return false, false, fmt.Errorf("cancel build %s: %w", id, err)
+	}
+	n, _ := res.RowsAffected()
+	return false, n > 0, nil
 }
 
 // PutUpload inserts an upload unless one exists, and returns the stored one.

@@ -25,6 +25,7 @@ func RunBuildJobs(t *testing.T, newStore func(t *testing.T) BuildJobsStore) {
 	t.Run("OneClaimerWins", func(t *testing.T) { testClaimRace(t, newStore(t)) })
 	t.Run("ExpiredClaim", func(t *testing.T) { testExpiredClaim(t, newStore(t)) })
 	t.Run("Release", func(t *testing.T) { testReleaseBuilds(t, newStore(t)) })
+	t.Run("Cancel", func(t *testing.T) { testCancelBuilds(t, newStore(t)) })
 	t.Run("Uploads", func(t *testing.T) { testUploads(t, newStore(t)) })
 	t.Run("UploadBytesAndExpiry", func(t *testing.T) { testUploadExpiry(t, newStore(t)) })
 }
@@ -266,5 +267,69 @@ func testUploadExpiry(t *testing.T, s BuildJobsStore) {
 	}
 	if n, err := s.UploadBytes(ctx, "team-1"); err != nil || n != 3 {
 		t.Fatalf("UploadBytes(team-1) after expiry = %d, %v; want 3", n, err)
+	}
+}
+
+// testCancelBuilds: the admin's cancel ends a queued build at once, asks
+// the node holding a claimed one to stop it (its renewal says so, its
+// outcome is still recorded), and ends a cancelled build whose node died
+// instead of letting another node claim it.
+func testCancelBuilds(t *testing.T, s BuildJobsStore) {
+	ctx := t.Context()
+	queuedBuild(t, s, "q1", 0)
+	queuedBuild(t, s, "c1", time.Second)
+	queuedBuild(t, s, "c2", 2*time.Second)
+	at := tplBase.Add(time.Minute)
+	if ended, req, err := s.CancelBuild(ctx, "q1", store.CancelledReason, at); err != nil || !ended || req {
+		t.Fatalf("cancel a queued build = %v %v %v; want ended", ended, req, err)
+	}
+	if b, _ := s.Build(ctx, "q1"); b.Status != "error" || b.Reason != store.CancelledReason || b.FinishedAt.IsZero() {
+		t.Fatalf("cancelled queued build = %+v", b)
+	}
+	for _, node := range []string{"node-a", "node-b"} {
+		if _, ok, err := s.ClaimBuild(ctx, node, tplBase, tplBase.Add(10*time.Second)); !ok || err != nil {
+			t.Fatalf("claim by %s: %v %v", node, ok, err)
+		}
+	}
+	for _, id := range []string{"c1", "c2"} {
+		if ended, req, err := s.CancelBuild(ctx, id, store.CancelledReason, at); err != nil || ended || !req {
+			t.Fatalf("cancel claimed build %s = %v %v %v; want requested", id, ended, req, err)
+		}
+	}
+	if _, req, _ := s.CancelBuild(ctx, "q1", store.CancelledReason, at); req {
+		t.Fatal("an ended build was cancelled again")
+	}
+	// node-a (c1) renews: told to stop, and still holds the claim.
+	if err := s.RenewBuildClaim(ctx, "c1", "node-a", tplBase.Add(20*time.Second)); !errors.Is(err, store.ErrBuildCancelled) {
+		t.Fatalf("renewal of a cancelled build = %v; want ErrBuildCancelled", err)
+	}
+	if err := s.RenewBuildClaim(ctx, "c1", "node-b", tplBase.Add(20*time.Second)); !errors.Is(err, store.ErrClaimLost) {
+		t.Fatalf("renewal by a node that does not hold it = %v; want ErrClaimLost", err)
+	}
+	b, _ := s.Build(ctx, "c1")
+	b.Status, b.Reason, b.FinishedAt = "error", store.CancelledReason, at
+	if err := s.FinishBuild(ctx, b, "node-a"); err != nil {
+		t.Fatalf("the claiming node records the cancelled build: %v", err)
+	}
+	// node-b (c2) died: past its claim nobody builds c2 again; it ends.
+	if j, ok, err := s.ClaimBuild(ctx, "node-c", tplBase.Add(11*time.Second), tplBase.Add(time.Minute)); ok || err != nil {
+		t.Fatalf("a cancelled build whose node died was claimed again: %+v %v", j, err)
+	}
+	if b, _ := s.Build(ctx, "c2"); b.Status != "error" || b.Reason != store.CancelledReason {
+		t.Fatalf("cancelled build of a dead node = %+v; want error, cancelled", b)
+	}
+	// A restarting node ends the cancelled builds it held.
+	queuedBuild(t, s, "c3", 3*time.Second)
+	if _, ok, _ := s.ClaimBuild(ctx, "node-d", tplBase.Add(time.Hour), tplBase.Add(2*time.Hour)); !ok {
+		t.Fatal("claim c3")
+	}
+	if _, req, _ := s.CancelBuild(ctx, "c3", store.CancelledReason, at); !req {
+		t.Fatal("cancel c3")
+	}
+	if n, err := s.ReleaseBuilds(ctx, "node-d"); err != nil || n != 0 {
+		t.Fatalf("ReleaseBuilds queued %d cancelled builds (%v)", n, err)
+	}
+	if b, _ := s.Build(ctx, "c3"); b.Status != "error" || b.Reason != store.CancelledReason {
+		t.Fatalf("cancelled build of a restarted node = %+v", b)
 	}
 }
