@@ -44,9 +44,9 @@ func TestEnginesShareQueues(t *testing.T) {
 		}
 	}
 	waitFor(t, "every delivery", func() bool { return len(rc.all()) >= hooks*n })
-	time.Sleep(200 * time.Millisecond) // a duplicate would arrive about now
-	seen := map[string][]string{}      // webhook id → sandbox ids in arrival order
-	byDelivery := map[string]int{}     // webhook-id header → arrivals
+	time.Sleep(200 * time.Millisecond)     // a duplicate would arrive about now
+	seen := map[string][]string{}          // webhook id → sandbox ids in event order
+	byDelivery := map[string]int{}         // webhook-id header → arrivals
 	for _, d := range bySeq(t, rc.all()) { // receivers order by sbx-event-seq
 		var b events.JSON
 		_ = json.Unmarshal(d.body, &b)
