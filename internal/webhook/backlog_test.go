@@ -41,11 +41,14 @@ func testBacklogBoundedUnrecorded(t *testing.T, perWebhook int) {
 		defer inFlight.Add(-1)
 		var ev events.JSON
 		_ = json.NewDecoder(r.Body).Decode(&ev)
+		// Read the count and append under one lock: with several requests
+		// in flight, a count read before another handler appends would
+		// look like a lag that is not there.
+		mu.Lock()
 		var recorded int64
 		if err := e.db.QueryRowContext(r.Context(), `SELECT COUNT(*) FROM webhook_deliveries WHERE state = 'success'`).Scan(&recorded); err != nil {
 			t.Error(err)
 		}
-		mu.Lock()
 		if lag := int64(len(order)) - recorded; lag > worstLag.Load() {
 			worstLag.Store(lag)
 		}

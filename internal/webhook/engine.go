@@ -214,6 +214,16 @@ func (e *Engine) Run(ctx context.Context) error {
 	workers.Go(func() { e.bus.Listen(ctx, DeliveriesChannel, func() { e.wakeClaim(false) }) })
 	e.schedule(ctx)
 	workers.Wait()
+	// Deliveries handed to the worker channel but not taken stay pending
+	// in the database; left there, a later Run would send them besides
+	// loading them afresh.
+	for drained := false; !drained; {
+		select {
+		case <-e.work:
+		default:
+			drained = true
+		}
+	}
 	e.mu.Lock()
 	e.resultsClosed = true
 	e.mu.Unlock()
