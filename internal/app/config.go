@@ -3,6 +3,7 @@
 package app
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/internal/telemetry"
+	"github.com/sbxdev/sbx/internal/webhook"
 )
 
 // Config is the server configuration, parsed once in the CLI and validated
@@ -162,6 +164,26 @@ func (c *Config) PoolSizes() (map[string]sandbox.PoolSize, error) {
 type WebhookConfig struct {
 	AllowPrivate bool     // allow deliveries to private/loopback addresses (local development)
 	AllowCIDRs   []string // extra destinations allowed despite being private
+	Workers      int      // deliveries in flight over all webhooks (0: webhook.DefaultWorkers)
+	Concurrency  int      // deliveries in flight to one webhook (0: webhook.DefaultPerWebhook)
+}
+
+// engineConfig is the webhook engine's configuration on server node.
+func (w WebhookConfig) engineConfig(node string) webhook.Config {
+	return webhook.Config{AllowPrivate: w.AllowPrivate, AllowCIDRs: w.AllowCIDRs, Node: node,
+		Workers: w.Workers, PerWebhook: w.Concurrency}
+}
+
+// validate checks the delivery concurrency flags.
+func (w WebhookConfig) validate() error {
+	if w.Workers < 0 || w.Concurrency < 0 {
+		return fmt.Errorf("--webhook-workers %d, --webhook-concurrency %d: want positive numbers", w.Workers, w.Concurrency)
+	}
+	workers, per := cmp.Or(w.Workers, webhook.DefaultWorkers), cmp.Or(w.Concurrency, webhook.DefaultPerWebhook)
+	if per > workers {
+		return fmt.Errorf("--webhook-concurrency %d exceeds --webhook-workers %d: one webhook cannot have more deliveries in flight than all of them", per, workers)
+	}
+	return nil
 }
 
 // BuildConfig bounds template builds: each build sandbox, and how many
@@ -302,6 +324,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Registry.MaxImageMB < 0 {
 		return fmt.Errorf("--registry-max-image %d: want a size in MiB", c.Registry.MaxImageMB)
+	}
+	if err := c.Webhooks.validate(); err != nil {
+		return err
 	}
 	for _, cidr := range c.Webhooks.AllowCIDRs {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {

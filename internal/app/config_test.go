@@ -60,6 +60,9 @@ func TestInvalidConfig(t *testing.T) {
 		{"negative build concurrency", func(c *Config) { c.Builds.Concurrency = -1 }, "--build-concurrency"},
 		{"bad sandbox allow", func(c *Config) { c.SandboxAllowCIDRs = []string{"10.0.0.0/33"} }, "--sandbox-allow-cidr"},
 		{"IPv6 sandbox allow", func(c *Config) { c.SandboxAllowCIDRs = []string{"fd00::/8"} }, "IPv4 only"},
+		{"negative webhook workers", func(c *Config) { c.Webhooks.Workers = -1 }, "--webhook-workers"},
+		{"webhook concurrency above workers", func(c *Config) { c.Webhooks.Workers, c.Webhooks.Concurrency = 4, 8 }, "--webhook-concurrency 8 exceeds --webhook-workers 4"},
+		{"default webhook concurrency above workers", func(c *Config) { c.Webhooks.Workers = 2 }, "--webhook-concurrency 8 exceeds"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

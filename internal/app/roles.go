@@ -172,8 +172,7 @@ func hostMemoryMiB() (total, avail int64) {
 func startAPIRole(ctx context.Context, cfg Config, log *slog.Logger, data *Data, tracing *telemetry.Tracing,
 	closers *closerList) (http.Handler, error) {
 	st, evlog := data.Store, data.Events
-	engine, err := webhook.NewEngine(data.DB, evlog, webhook.Config{
-		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs, Node: cfg.NodeName}, log)
+	engine, err := webhook.NewEngine(data.DB, evlog, cfg.Webhooks.engineConfig(cfg.NodeName), log)
 	if err != nil {
 		return nil, err
 	}

@@ -383,8 +383,7 @@ func snapshotRuntime(cfg Config, main *oci.Driver, log *slog.Logger) (*oci.Drive
 func startServices(ctx context.Context, cfg Config, log *slog.Logger, data *Data,
 	c *core, front *frontDoor, tracing *telemetry.Tracing, closers *closerList) (http.Handler, error) {
 	st, evlog := data.Store, data.Events
-	engine, err := webhook.NewEngine(data.DB, evlog, webhook.Config{
-		AllowPrivate: cfg.Webhooks.AllowPrivate, AllowCIDRs: cfg.Webhooks.AllowCIDRs, Node: cfg.NodeName}, log)
+	engine, err := webhook.NewEngine(data.DB, evlog, cfg.Webhooks.engineConfig(cfg.NodeName), log)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/liveness"
 	"github.com/sbxdev/sbx/internal/sandbox"
+	"github.com/sbxdev/sbx/internal/webhook"
 )
 
 func newServeCmd() *cobra.Command {
@@ -99,6 +100,8 @@ api and node need the cluster's PostgreSQL (--database) and the same cluster sec
 	f.StringVar(&cfg.RootfsCache, "rootfs-cache", "", "root filesystem cache shared by data dirs (default /var/cache/sbx/rootfs or $SBX_ROOTFS_CACHE)")
 	f.BoolVar(&cfg.Webhooks.AllowPrivate, "webhook-allow-private", false, "allow webhook deliveries to private and loopback addresses (local development)")
 	f.StringSliceVar(&cfg.Webhooks.AllowCIDRs, "webhook-allow-cidr", nil, "allow webhook deliveries to these private CIDRs")
+	f.IntVar(&cfg.Webhooks.Workers, "webhook-workers", webhook.DefaultWorkers, "webhook deliveries in flight at once over all webhooks")
+	f.IntVar(&cfg.Webhooks.Concurrency, "webhook-concurrency", webhook.DefaultPerWebhook, "webhook deliveries in flight at once to one webhook (1: one at a time, in event order while the endpoint is healthy)")
 	lim := builder.DefaultLimits
 	f.IntVar(&cfg.Builds.Limits.MemoryMB, "build-memory", lim.MemoryMB, "memory of one template build step in MiB, the files it writes included")
 	f.Float64Var(&cfg.Builds.Limits.CPUs, "build-cpus", lim.CPUs, "CPUs of one template build step")

@@ -14,14 +14,15 @@ const DeliveriesChannel = "sbx_webhook_deliveries"
 // webhook's deliveries form one queue, and one server at a time holds a
 // lease on it (webhooks.lease_node/lease_boot/lease_until), taken with
 // FOR UPDATE SKIP LOCKED so servers claiming together never wait on each
-// other or take the same queue. The holder sends the queue's deliveries
-// one at a time in event order and renews the lease every second while
-// deliveries are pending. A delivery's outcome is recorded only while the
+// other or take the same queue. The holder sends the queue's deliveries,
+// up to its share of Config.PerWebhook at once, and renews the lease every
+// second while deliveries are pending. A delivery's outcome is recorded only while the
 // lease is still its sender's, and a sender stops starting attempts once
 // less than one delivery timeout of its lease is left: so each delivery is
 // sent by one server, and when that server dies (kill -9 included) its
 // lease runs out and another takes the queue over, retries and all. The
-// only repeat is an attempt the dead server had sent but not yet recorded.
+// only repeats are the attempts the dead server had sent (several at once)
+// but not yet recorded.
 // A restarted server (same node name) takes its own leases back at once.
 
 // claimLoop claims and renews queues, and loads their pending deliveries,

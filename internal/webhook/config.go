@@ -16,6 +16,14 @@ var DefaultRetrySchedule = []time.Duration{
 	time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour, 12 * time.Hour,
 }
 
+// Default concurrency: PerWebhook in flight to one webhook at most, Workers
+// over all of them. A worker is a goroutine and, while sending, a
+// connection; 64 keep eight slow webhooks at full concurrency at once.
+const (
+	DefaultWorkers    = 64
+	DefaultPerWebhook = 8
+)
+
 // Config is the webhook engine's configuration; the zero value plus
 // Validate gives the production defaults.
 type Config struct {
@@ -25,8 +33,15 @@ type Config struct {
 	// AllowCIDRs are networks allowed even though they are private
 	// (sbx serve --webhook-allow-cidr).
 	AllowCIDRs []string
-	// Workers is the number of concurrent deliveries (default 16).
+	// Workers is the number of concurrent deliveries over all webhooks
+	// (sbx serve --webhook-workers; default DefaultWorkers).
 	Workers int
+	// PerWebhook is the number of concurrent deliveries to one webhook
+	// (sbx serve --webhook-concurrency; default DefaultPerWebhook, or
+	// Workers if fewer). When more webhooks have deliveries due than
+	// Workers/PerWebhook, each gets an equal share of Workers (at least
+	// one), so a slow or failing webhook holds at most its share.
+	PerWebhook int
 	// Timeout bounds one delivery attempt, connect to last byte (default 10 s).
 	Timeout time.Duration
 	// RetrySchedule is the wait before retry n (default DefaultRetrySchedule);
@@ -65,11 +80,17 @@ type Config struct {
 
 // Validate checks the configuration and fills in defaults.
 func (c *Config) Validate() error {
-	if c.Workers < 0 || c.Timeout < 0 || c.DisableAfter < 0 || c.DisableAfterFailures < 0 {
-		return fmt.Errorf("webhook config: workers, timeout, disable thresholds and max response body must not be negative")
+	if c.Workers < 0 || c.PerWebhook < 0 || c.Timeout < 0 || c.DisableAfter < 0 || c.DisableAfterFailures < 0 {
+		return fmt.Errorf("webhook config: workers, per-webhook concurrency, timeout, disable thresholds and max response body must not be negative")
 	}
 	if c.Workers == 0 {
-		c.Workers = 16
+		c.Workers = DefaultWorkers
+	}
+	if c.PerWebhook == 0 {
+		c.PerWebhook = min(DefaultPerWebhook, c.Workers)
+	}
+	if c.PerWebhook > c.Workers {
+		return fmt.Errorf("webhook config: %d concurrent deliveries per webhook exceed the %d workers of all webhooks", c.PerWebhook, c.Workers)
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second
@@ -124,6 +145,29 @@ func (c *Config) Validate() error {
 		c.allow = append(c.allow, p.Masked())
 	}
 	return nil
+}
+
+// share is how many deliveries one webhook may have in flight while active
+// webhooks have deliveries due or in flight: PerWebhook, unless the
+// webhooks would then need more than Workers between them, in which case
+// each gets an equal part (at least one). Without it, Workers/PerWebhook
+// webhooks that time out would hold every worker and the healthy ones
+// would wait a timeout for each delivery.
+func (c *Config) share(active int) int {
+	if active <= 0 {
+		return c.PerWebhook
+	}
+	return max(1, min(c.PerWebhook, c.Workers/active))
+}
+
+// reserve is how many workers only the first delivery of a webhook may
+// take (one with nothing in flight), never a webhook's second or later
+// concurrent one: an eighth of them, at least one unless there is only one.
+func (c *Config) reserve() int {
+	if c.Workers <= 1 {
+		return 0
+	}
+	return max(1, c.Workers/8)
 }
 
 // renewEvery is how often leases are renewed and free queues claimed.

@@ -15,14 +15,22 @@
 // fanned out again; the crashed server's queues go to the next holder with
 // every pending delivery. A webhook's next delivery waits while more than
 // RecordLag of its outcomes await their commit, so the only deliveries
-// sent twice are the one in flight and those being recorded at the crash,
-// at most RecordLag+1 per webhook (receivers dedupe on webhook-id).
+// sent twice are those in flight and those being recorded at the crash,
+// at most RecordLag+PerWebhook per webhook (receivers dedupe on webhook-id).
 //
-// Order: each webhook has at most one delivery in flight, and due
-// deliveries go out in event order, so a healthy endpoint sees events in
-// the order they happened. A delivery waiting for a retry does not hold
-// back later ones (one bad event must not stall a webhook for a day), so
-// after failures order is not guaranteed; receivers compare timestamp.
+// Concurrency: up to Config.PerWebhook deliveries to one webhook are in
+// flight at once (8 by default), Config.Workers over all webhooks; when
+// more webhooks are busy than Workers/PerWebhook, each gets an equal share
+// of the workers, so a webhook that times out holds at most its share and
+// delays neither the others nor more than its share of its own queue.
+//
+// Order: due deliveries start in event order, but concurrent ones finish
+// in any order, and a delivery waiting for a retry does not hold back
+// later ones (one bad event must not stall a webhook for a day): nothing
+// guarantees the order of arrival. Each delivery carries its event's
+// sequence number in the log (sbx-event-seq) and the body its timestamp;
+// receivers order by the sequence (per sandbox, ignore an event older than
+// one already applied).
 //
 // Signatures: every attempt carries E2B's headers (e2b-webhook-id,
 // e2b-delivery-id unique per attempt, e2b-signature-version, e2b-signature)
@@ -83,6 +91,8 @@ type Engine struct {
 	mu      sync.Mutex
 	hooks   map[string]*Webhook // every webhook of every team
 	lanes   map[string]*lane
+	share   int // deliveries one webhook may have in flight now (Config.share)
+	busy    int // deliveries in flight (or handed to a worker) over all lanes
 	waiting waitHeap
 	known   map[string]*item
 	waiters map[string]chan *Attempt
@@ -133,9 +143,9 @@ func NewEngineWithRepository(repo store.Webhooks, bus Bus, evlog *events.Log, cf
 	e := &Engine{
 		repo: repo, bus: bus, events: evlog, cfg: cfg, log: log,
 		hooks: map[string]*Webhook{}, lanes: map[string]*lane{}, known: map[string]*item{},
-		waiters: map[string]chan *Attempt{},
-		boot:    uuid.NewString(),
-		owned:   map[string]time.Time{}, loadedSeq: -1, done: map[string]struct{}{}, loading: map[string]bool{},
+		waiters: map[string]chan *Attempt{}, share: cfg.PerWebhook,
+		boot:  uuid.NewString(),
+		owned: map[string]time.Time{}, loadedSeq: -1, done: map[string]struct{}{}, loading: map[string]bool{},
 		wake:       make(chan struct{}, 1),
 		claimWake:  make(chan struct{}, 1),
 		work:       make(chan *item, cfg.Workers),
@@ -204,6 +214,16 @@ func (e *Engine) Run(ctx context.Context) error {
 	workers.Go(func() { e.bus.Listen(ctx, DeliveriesChannel, func() { e.wakeClaim(false) }) })
 	e.schedule(ctx)
 	workers.Wait()
+	// Deliveries handed to the worker channel but not taken stay pending
+	// in the database; left there, a later Run would send them besides
+	// loading them afresh.
+	for drained := false; !drained; {
+		select {
+		case <-e.work:
+		default:
+			drained = true
+		}
+	}
 	e.mu.Lock()
 	e.resultsClosed = true
 	e.mu.Unlock()
@@ -219,7 +239,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Lock()
 	e.running = false
 	// Forget in-memory state so a later Run reloads it from the database.
-	e.lanes, e.known, e.waiting = map[string]*lane{}, map[string]*item{}, nil
+	e.lanes, e.known, e.waiting, e.share, e.busy = map[string]*lane{}, map[string]*item{}, nil, e.cfg.PerWebhook, 0
 	e.owned, e.loadedSeq = map[string]time.Time{}, -1
 	e.mu.Unlock()
 	return ctx.Err()
@@ -320,6 +340,13 @@ func (e *Engine) dispatch() (next time.Duration) {
 	defer e.mu.Unlock()
 	now := e.cfg.Now()
 	e.promoteDue(now)
+	active := 0
+	for _, ln := range e.lanes {
+		if ln.active() {
+			active++
+		}
+	}
+	e.share = e.cfg.share(active)
 	for id, ln := range e.lanes {
 		for {
 			it := e.sendable(id, ln, now)
@@ -329,6 +356,7 @@ func (e *Engine) dispatch() (next time.Duration) {
 			select {
 			case e.work <- it:
 				ln.start(it)
+				e.busy++
 			default:
 				return 50 * time.Millisecond // all workers busy; a finishing one wakes us
 			}
@@ -357,12 +385,12 @@ func (e *Engine) sendable(id string, ln *lane, now time.Time) *item {
 	if e.loading[id] {
 		return nil
 	}
-	for ln.idle() && len(ln.ready) > 0 {
+	for e.mayTake(ln) && len(ln.ready) > 0 {
 		it := ln.ready.peek()
 		if it.seq > 0 && it.seq > e.loadedSeq {
 			// Deliveries of earlier events may still be on their way
 			// from the database (fanned out by another server): a
-			// queue's deliveries go out in event order.
+			// queue's deliveries start in event order.
 			return nil
 		}
 		if h := e.hooks[id]; h == nil || !h.Enabled && !it.force || !e.mayStart(it, now) {
@@ -382,13 +410,29 @@ func (e *Engine) sendable(id string, ln *lane, now time.Time) *item {
 	return nil
 }
 
+// mayTake reports whether lane ln may start another delivery (e.mu held):
+// its first one whenever a worker is free or may be queued for one (the
+// worker channel holds up to Workers: a worker handing a backlog back
+// after RecordLag deliveries finds the other webhooks' first deliveries
+// waiting there), more up to its share while more than the reserve of
+// workers stays free. The reserve is kept for the first delivery of other
+// webhooks: a webhook that had the workers to itself and then stopped
+// answering holds them until its attempts time out, and a healthy webhook
+// arriving meanwhile must not wait for that.
+func (e *Engine) mayTake(ln *lane) bool {
+	if ln.inflight == 0 {
+		return e.busy < 2*e.cfg.Workers && ln.unrecorded <= RecordLag
+	}
+	return e.busy < e.cfg.Workers-e.cfg.reserve() && ln.free(e.share)
+}
+
 // worker sends deliveries. After each attempt it goes on with the next
-// delivery of the same webhook when it may start at once: a backlog then
-// flows over one kept-alive connection without a round through the
-// scheduler per delivery. After RecordLag in a row it hands the lane back
-// to the dispatcher, so deliveries of other webhooks waiting for a worker
-// go in turn: one webhook's backlog must not hold up the others for as
-// long as it lasts.
+// delivery of the same webhook when it may start at once (within the
+// webhook's share): a backlog then flows over kept-alive connections
+// without a round through the scheduler per delivery. After RecordLag in
+// a row it hands the lane back to the dispatcher, so deliveries of other
+// webhooks waiting for a worker go in turn: one webhook's backlog must not
+// hold up the others for as long as it lasts.
 func (e *Engine) worker(ctx context.Context) {
 	for {
 		select {
@@ -425,7 +469,9 @@ func (e *Engine) admit(it *item) bool {
 		return true
 	}
 	if ln := e.lanes[it.webhookID]; ln != nil {
-		ln.sending = false
+		if ln.stop() {
+			e.busy--
+		}
 	}
 	delete(e.known, it.id)
 	if it.seq > 0 {
@@ -466,6 +512,7 @@ func (e *Engine) next(ctx context.Context, id string) *item {
 	it := e.sendable(id, ln, now)
 	if it != nil {
 		ln.start(it)
+		e.busy++
 	}
 	return it
 }
@@ -476,7 +523,9 @@ func (e *Engine) complete(it *item, r *result) {
 	e.mu.Lock()
 	ln := e.lanes[it.webhookID]
 	if ln != nil {
-		ln.sending = false
+		if ln.stop() {
+			e.busy--
+		}
 	}
 	if r.class == classCanceled {
 		// Cut short by shutdown or deletion: not an attempt; the row stays

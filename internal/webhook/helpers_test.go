@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"github.com/sbxdev/sbx/internal/events/eventstest"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/internal/testenv"
+	sig "github.com/sbxdev/sbx/sdk/webhook"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -145,6 +148,28 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// bySeq returns the deliveries in event order, as a receiver orders them:
+// by the sbx-event-seq header (deliveries to one webhook run concurrently,
+// so they arrive in any order).
+func bySeq(t testing.TB, got []received) []received {
+	t.Helper()
+	out := append([]received(nil), got...)
+	for i := range out {
+		if n, err := strconv.ParseInt(out[i].header.Get(sig.HeaderEventSeq), 10, 64); err != nil || n <= 0 {
+			t.Fatalf("delivery without a valid %s header: %q", sig.HeaderEventSeq, out[i].header.Get(sig.HeaderEventSeq))
+		}
+	}
+	slices.SortStableFunc(out, func(a, b received) int {
+		return cmp.Compare(eventSeqOf(a), eventSeqOf(b))
+	})
+	return out
+}
+
+func eventSeqOf(r received) int64 {
+	n, _ := strconv.ParseInt(r.header.Get(sig.HeaderEventSeq), 10, 64)
+	return n
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -54,25 +54,25 @@ func (h *waitHeap) Push(x any)        { it := x.(*item); it.index = len(*h); *h 
 func (h *waitHeap) Pop() any          { old := *h; it := old[len(old)-1]; *h = old[:len(old)-1]; return it }
 func (h *waitHeap) put(it *item)      { it.where = inWaiting; heap.Push(h, it) }
 
-// lane is one webhook's queue. At most one delivery per webhook is in
-// flight, which keeps deliveries in event order while the endpoint is healthy.
+// lane is one webhook's queue. Up to a share of Config.PerWebhook of its
+// deliveries are in flight at once; they start in event order but may
+// finish in any order (receivers order by the sbx-event-seq header).
 type lane struct {
 	ready      readyHeap
-	sending    bool // an attempt is in flight
-	unrecorded int  // finished attempts whose outcome is not committed yet
-	disabling  int  // of those, outcomes that disable the webhook
+	inflight   int // attempts started and not yet completed
+	unrecorded int // finished attempts whose outcome is not committed yet
+	disabling  int // of those, outcomes that disable the webhook
 }
 
 // RecordLag is how many finished attempts of a webhook may await their
 // record while its next attempt goes. It trades throughput against what a
 // kill -9 can make the next holder of the queue send again. Each outcome
-// is a database write, and a webhook sends one delivery at a time, so
-// with a lag of 1 (a send overlapping the previous record) one webhook
-// went at one database round trip per delivery: about 1,000/s on
-// PostgreSQL. With 16 the writer records a backlog in batches (one
-// statement for up to 16 outcomes) while the sends go on, and a kill -9
-// repeats at most RecordLag+1 deliveries per webhook: those awaiting
-// their record and the one in flight. Receivers dedupe on webhook-id
+// is a database write: with a lag of 1 (a send overlapping the previous
+// record) one webhook went at one database round trip per delivery: about
+// 1,000/s on PostgreSQL. With 16 the writer records a backlog in batches
+// (one statement for up to 16 outcomes) while the sends go on, and a
+// kill -9 repeats at most RecordLag+PerWebhook deliveries per webhook:
+// those awaiting their record and those in flight. Receivers dedupe on webhook-id
 // (Standard Webhooks' at-least-once); a webhook that is not behind has
 // nothing awaiting a record, so this only counts under a backlog.
 const RecordLag = 16
@@ -81,13 +81,27 @@ const RecordLag = 16
 func (l *lane) start(it *item) {
 	l.ready.take()
 	it.where = inFlight
-	l.sending = true
+	l.inflight++
 }
 
-// idle reports whether the lane may start its next attempt.
-func (l *lane) idle() bool { return !l.sending && l.unrecorded <= RecordLag }
+// stop ends an attempt started by start; false if none was in flight.
+func (l *lane) stop() bool {
+	if l.inflight == 0 {
+		return false
+	}
+	l.inflight--
+	return true
+}
+
+// free reports whether the lane may start another attempt with share of
+// them in flight at most.
+func (l *lane) free(share int) bool { return l.inflight < share && l.unrecorded <= RecordLag }
+
+// active reports whether the lane competes for workers: it has deliveries
+// due or in flight.
+func (l *lane) active() bool { return l.inflight > 0 || len(l.ready) > 0 }
 
 // gone reports whether the lane holds nothing and may be forgotten.
-func (l *lane) gone() bool { return !l.sending && l.unrecorded == 0 && len(l.ready) == 0 }
+func (l *lane) gone() bool { return l.inflight == 0 && l.unrecorded == 0 && len(l.ready) == 0 }
 
 func heapFix(h *waitHeap, i int) { heap.Fix(h, i) }

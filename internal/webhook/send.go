@@ -97,6 +97,9 @@ func (e *Engine) attempt(ctx context.Context, h *Webhook, it *item) *result {
 	req.Header.Set(sig.HeaderID, it.id)
 	req.Header.Set(sig.HeaderTimestamp, strconv.FormatInt(r.at.Unix(), 10))
 	req.Header.Set(sig.HeaderSignature, std)
+	if it.seq > 0 {
+		req.Header.Set(sig.HeaderEventSeq, strconv.FormatInt(it.seq, 10))
+	}
 	r.reqHeaders = headersJSON(req.Header, true)
 
 	start := time.Now()

@@ -40,6 +40,15 @@ const (
 	HeaderID        = "webhook-id"        // the message, stable across retries
 	HeaderTimestamp = "webhook-timestamp" // unix seconds of this attempt
 	HeaderSignature = "webhook-signature" // space-separated "v1,<base64>" list
+
+	// HeaderEventSeq is the event's position in the server's event log (a
+	// decimal integer, increasing with the order events were recorded;
+	// absent on test pings). Deliveries to one webhook run concurrently
+	// and retries come later, so they arrive in any order: a receiver
+	// that needs order keeps, per sandbox, the highest sequence it has
+	// applied and ignores older events. It is not covered by the
+	// signatures; the body's timestamp is, at a clock's precision.
+	HeaderEventSeq = "sbx-event-seq"
 )
 
 // DefaultTolerance is how far webhook-timestamp may be from now when
