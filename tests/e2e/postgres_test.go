@@ -246,7 +246,10 @@ func streamEvents(t *testing.T, srv *Server) <-chan streamedEvent {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /events/stream: %s", resp.Status)
 	}
-	out := make(chan streamedEvent, 64)
+	// Room for every event of the biggest test (300 creates, their kills
+	// and more): an event dropped here would look like one the server
+	// never sent.
+	out := make(chan streamedEvent, 1<<14)
 	go func() {
 		defer resp.Body.Close()
 		sc := bufio.NewScanner(resp.Body)
@@ -259,7 +262,7 @@ func streamEvents(t *testing.T, srv *Server) <-chan streamedEvent {
 			if json.Unmarshal([]byte(data), &ev) == nil {
 				select {
 				case out <- ev:
-				default:
+				default: // never with this buffer; reporting here could outlive the test
 				}
 			}
 		}
