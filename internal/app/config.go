@@ -294,8 +294,15 @@ func (c *Config) Validate() error {
 		c.AgentDir = defaultAgentDir(exe)
 	}
 	// --pool overrides the defaults template by template: asking for a
-	// bigger base pool must not drop the code interpreter's.
+	// bigger base pool must not drop the code interpreter's. A * given
+	// by the operator outranks the built-in defaults of named templates
+	// too (they are guesses, the flag is a decision): --pool '*=0:0'
+	// turns every pool off, base's included, unless another --pool names
+	// a template.
 	pools := DefaultPools()
+	if _, ok := c.Pools[sandbox.AnyTemplate]; ok {
+		pools = map[string]string{}
+	}
 	maps.Copy(pools, c.Pools)
 	c.Pools = pools
 	if _, err := c.PoolSizes(); err != nil {

@@ -22,6 +22,12 @@ func TestPoolsOverrideDefaultsPerTemplate(t *testing.T) {
 			"base": {Min: 50, Max: 60}, "code-interpreter": {Min: 2, Max: 4}, sandbox.AnyTemplate: {Min: 0, Max: 4}}},
 		{"one disabled", map[string]string{"code-interpreter": "0", "mine": "1:3"}, map[string]sandbox.PoolSize{
 			"base": {Min: 2, Max: 16}, "code-interpreter": {Min: 0, Max: 0}, sandbox.AnyTemplate: {Min: 0, Max: 4}, "mine": {Min: 1, Max: 3}}},
+		// A reported bug: base's default pool outranked an explicit *, so
+		// --pool '*=0:0' still refilled base pools.
+		{"any turns the defaults off", map[string]string{sandbox.AnyTemplate: "0:0"}, map[string]sandbox.PoolSize{
+			sandbox.AnyTemplate: {Min: 0, Max: 0}}},
+		{"named templates outrank any", map[string]string{sandbox.AnyTemplate: "0:2", "base": "1:3"}, map[string]sandbox.PoolSize{
+			"base": {Min: 1, Max: 3}, sandbox.AnyTemplate: {Min: 0, Max: 2}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -298,7 +298,8 @@ func startCore(ctx context.Context, cfg Config, log *slog.Logger, data *Data, cl
 	if snapDrv != nil {
 		opts = append(opts, sandbox.WithSnapshotRuntime(snapDrv))
 	}
-	c.mgr = sandbox.New(sandbox.Config{Data: lay, AgentDir: agentDir, NodeID: cfg.NodeName}, log, st, c.drv, c.netw, c.reg, opts...)
+	c.mgr = sandbox.New(sandbox.Config{Data: lay, AgentDir: agentDir, NodeID: cfg.NodeName,
+		SoleServer: data.DB.Dialect() != sqldb.Postgres}, log, st, c.drv, c.netw, c.reg, opts...)
 	c.mon.Attach(c.mgr)
 	if err := startLiveness(ctx, cfg, log, data, c, closers); err != nil {
 		return nil, err

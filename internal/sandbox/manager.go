@@ -40,10 +40,13 @@ const EnvdVersion = "0.6.13"
 
 // Kill reasons carried in killed events.
 const (
-	ReasonRequest  = "request"
-	ReasonTimeout  = "timeout"
-	ReasonOrphaned = "orphaned"
-	ReasonFailed   = "start_failed"
+	ReasonRequest = "request"
+	ReasonTimeout = "timeout"
+	// ReasonLost: the sandbox's container was gone when the server
+	// started (a host reboot, a wiped runtime state dir, a container
+	// deleted behind the server's back).
+	ReasonLost   = "lost_on_restart"
+	ReasonFailed = "start_failed"
 )
 
 // Event types the manager records.
@@ -87,6 +90,11 @@ type Config struct {
 	// NodeID names this server among servers sharing a database: its
 	// sandboxes carry it, and Recover touches only those.
 	NodeID string
+	// SoleServer says no other server shares the database (SQLite, in
+	// this server's locked data dir): Recover then takes every row not
+	// killed as this server's, also rows written under an earlier node
+	// name (a restart on another --listen port).
+	SoleServer bool
 }
 
 // Manager creates, tracks and destroys sandboxes.

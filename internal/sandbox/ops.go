@@ -3,13 +3,11 @@ package sandbox
 import (
 	"context"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"time"
 
-	"github.com/sbxdev/sbx/internal/agentauth"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
@@ -290,84 +288,6 @@ func (m *Manager) Running() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.live)
-}
-
-// Recover reconciles the store with the runtime after a (re)start: running
-// sandboxes are reattached, ones whose container is gone are recorded as
-// killed, and containers nobody knows are removed.
-func (m *Manager) Recover(ctx context.Context) error {
-	// Only this node's sandboxes: another server sharing the database runs
-	// the others, alive although this host has no container for them.
-	sbs, err := m.store.NodeSandboxes(ctx, m.cfg.NodeID)
-	if err != nil {
-		return fmt.Errorf("recover sandboxes: %w", err)
-	}
-	known := map[string]bool{}
-	for _, sb := range sbs {
-		known[sb.ID] = true
-		sb.NodeID = m.cfg.NodeID // a row of no node becomes this one's
-		if _, fsOnly := m.fsPausedState(sb.ID); fsOnly && sb.State == store.StatePaused {
-			// Paused without memory: no container, its filesystem waits.
-			m.track(&live{sb: sb, agent: m.dial(sb.ID, m.runDir(sb.ID), agentauth.Key{}), lifecycle: m.loadLifecycle(sb.ID)})
-			m.log.Info("reattached sandbox paused without memory", "sandbox.id", sb.ID)
-			continue
-		}
-		st, err := m.driver.State(ctx, sb.ID)
-		if err != nil || st != runtime.StatusRunning && st != runtime.StatusPaused && st != runtime.StatusCheckpointed {
-			m.log.Warn("sandbox lost while the server was down; recording it as killed", "sandbox.id", sb.ID, "err", err)
-			m.destroy(ctx, sb.ID)
-			m.track(&live{sb: sb, agent: m.dial(sb.ID, m.runDir(sb.ID), agentauth.Key{}), timer: nil})
-			if err := m.kill(ctx, sb.ID, ReasonOrphaned); err != nil {
-				m.log.Error("record lost sandbox", "sandbox.id", sb.ID, "err", err)
-			}
-			continue
-		}
-		l := &live{sb: sb, agent: m.dial(sb.ID, m.runDir(sb.ID), m.agentKey(sb.ID)), lifecycle: m.loadLifecycle(sb.ID)}
-		m.track(l) // an end time in the past fires the timer at once
-		if sb.State == store.StatePaused && st == runtime.StatusPaused {
-			m.disk.schedule(sb.ID)
-		}
-		m.log.Info("reattached sandbox", "sandbox.id", sb.ID, "end_at", sb.EndAt, "runtime_state", st)
-	}
-	m.sweepMoved(ctx, known)
-	ids, err := m.driver.List(ctx)
-	if err != nil {
-		return fmt.Errorf("list runtime sandboxes: %w", err)
-	}
-	for _, id := range ids {
-		if known[id] {
-			continue
-		}
-		if owner, ok := m.ownedElsewhere(ctx, id); ok {
-			// The data dir is this server's alone (datadir.LockServer),
-			// yet the row names another node: the server was restarted
-			// under another node name (a new --listen port changes the
-			// default) or its data dir copied. Never remove what the
-			// database says another node runs.
-			m.log.Warn("leaving alone a sandbox container the database gives to another node", "sandbox.id", id, "node", owner)
-			continue
-		}
-		m.log.Warn("removing orphaned sandbox container", "sandbox.id", id)
-		m.destroy(ctx, id)
-		m.forgetFiles(id)
-	}
-	return nil
-}
-
-// ownedElsewhere reports whether the database names another node as
-// running sandbox id (or cannot say: then it is left alone too).
-func (m *Manager) ownedElsewhere(ctx context.Context, id string) (string, bool) {
-	sb, err := m.store.Sandbox(ctx, id)
-	switch {
-	case errors.Is(err, errdefs.ErrNotFound):
-		return "", false // never stored: a pooled or build sandbox, or a create cut short
-	case err != nil:
-		m.log.Error("look up a sandbox container's owner; leaving it", "sandbox.id", id, "err", err)
-		return "unknown", true
-	case sb.State != store.StateKilled && sb.NodeID != "" && sb.NodeID != m.cfg.NodeID:
-		return sb.NodeID, true
-	}
-	return "", false
 }
 
 // Admission decides whether a team may create one more sandbox now (budgets,

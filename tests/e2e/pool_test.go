@@ -191,3 +191,21 @@ func TestProxyReachesServersOnEveryBind(t *testing.T) {
 		})
 	}
 }
+
+// --pool '*=0:0' turns every pool off, base's included: before the fix
+// base's built-in default outranked the operator's *, and creates from
+// base were served from a pool it kept refilling.
+func TestPoolAnyOffTurnsEveryPoolOff(t *testing.T) {
+	srv := StartServer(t, "--pool", "*=0:0")
+	c := srv.Client(t)
+	for i := 0; i < 3; i++ {
+		s := create(t, c, sdk.CreateOptions{})
+		if err := s.Kill(opCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // a pool would refill meanwhile
+	}
+	if n := strings.Count(srv.Log(), "pooled=true"); n > 0 {
+		t.Errorf("%d creates from base were served from a pool; --pool '*=0:0' must turn every pool off", n)
+	}
+}
