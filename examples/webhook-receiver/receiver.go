@@ -109,7 +109,10 @@ func (rc *Receiver) handle(msgID string, ev *Event) {
 			rc.alerts = append(rc.alerts, msg)
 			rc.Log.Warn(msg)
 		}
-		if rc.RunawayAfter > 0 {
+		// Deliveries arrive in any order (several are in flight at once,
+		// retries come later): a sandbox whose kill came first is not
+		// watched, or it would be reported a runaway after its death.
+		if _, dead := rc.kills[ev.SandboxID]; rc.RunawayAfter > 0 && !dead {
 			id := ev.SandboxID
 			rc.timers[id] = time.AfterFunc(rc.RunawayAfter, func() { rc.runaway(id) })
 		}

@@ -135,3 +135,17 @@ func TestReceiverWithRealDeliveries(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Deliveries run concurrently, so a sandbox's kill can arrive before its
+// creation; the receiver must not then report it a runaway (it did, and
+// killed it again, once the server delivered in parallel).
+func TestReceiverKillBeforeCreate(t *testing.T) {
+	rc := NewReceiver("whsec_c2VjcmV0LWJ5dGVzLWZvci10aGUtZXhhbXBsZQ==", 0, 20*time.Millisecond, slog.New(slog.DiscardHandler))
+	rc.handle("msg-2", &Event{Type: "sandbox.lifecycle.killed", SandboxID: "sb", SandboxTeamID: "t",
+		EventData: map[string]any{"kill_reason": "request"}})
+	rc.handle("msg-1", &Event{Type: "sandbox.lifecycle.created", SandboxID: "sb", SandboxTeamID: "t", Timestamp: time.Now()})
+	time.Sleep(100 * time.Millisecond) // five times RunawayAfter: a timer would have fired
+	if s := rc.Snapshot(); len(s.Runaways) != 0 || len(s.Running) != 0 {
+		t.Fatalf("a sandbox killed before its creation arrived: runaways %v, running %v; want none", s.Runaways, s.Running)
+	}
+}
