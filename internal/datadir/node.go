@@ -14,7 +14,8 @@ func (l Layout) Agent() string { return l.path("agent") }
 // SandboxRun is run/<id>: the sandbox's envd socket dir.
 func (l Layout) SandboxRun(id string) string { return filepath.Join(l.Root, "run", id) }
 
-// AgentKey is agent-keys/<id>: the key the sandbox's envd proves it holds.
+// AgentKey is agent-keys/<id>: the key the envd of a sandbox started by an
+// earlier sbx proves it holds (sbx now keeps it in the sandbox's Spec).
 func (l Layout) AgentKey(id string) string { return filepath.Join(l.Root, "agent-keys", id) }
 
 // BootID is boot-ids/<id>: the sandbox's /proc/sys/kernel/random/boot_id.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/google/uuid"
 
@@ -53,30 +54,64 @@ type fsPaused struct {
 	Lower []string `json:"lower"`
 }
 
-// newBootID writes a fresh boot ID for the sandbox's next boot. The file
-// is replaced, not rewritten: a running boot keeps the inode it mounted.
+// newBootID writes a fresh boot ID for the sandbox's next boot. A boot ID
+// already there (a sandbox booted again after a pause without memory) is
+// replaced, not rewritten: a running boot keeps the inode it mounted. The
+// first is written in place, without a temporary file and a rename: no
+// sandbox runs before this returns, and one whose start a crash cut short
+// is removed with the file at the restarted server's recovery (it is a
+// pooled sandbox or one not recorded as started), so none boots with a
+// half-written ID.
 func (m *Manager) newBootID(id string) error {
-	dir := filepath.Dir(m.bootIDPath(id))
-	if err := os.MkdirAll(dir, 0o711); err != nil {
-		return fmt.Errorf("boot id of sandbox %s: %w", id, err)
-	}
 	u, err := uuid.NewRandomFromReader(rand.Reader)
 	if err != nil {
 		return fmt.Errorf("boot id of sandbox %s: %w", id, err)
 	}
-	tmp := m.bootIDPath(id) + ".tmp"
-	_ = os.Remove(tmp)
-	if err := os.WriteFile(tmp, []byte(u.String()+"\n"), 0o444); err != nil {
-		return fmt.Errorf("boot id of sandbox %s: %w", id, err)
+	path := m.bootIDPath(id)
+	err = writeNew(path, []byte(u.String()+"\n"), 0o444)
+	if errors.Is(err, os.ErrNotExist) { // the first sandbox of this data dir
+		if err = os.MkdirAll(filepath.Dir(path), 0o711); err == nil {
+			err = writeNew(path, []byte(u.String()+"\n"), 0o444)
+		}
 	}
-	// Readable by a sandbox's root that is an unprivileged host uid.
-	if err := os.Chmod(tmp, 0o444); err != nil {
-		return fmt.Errorf("boot id of sandbox %s: %w", id, err)
+	if errors.Is(err, os.ErrExist) {
+		err = replaceBootID(path, u.String())
 	}
-	if err := os.Rename(tmp, m.bootIDPath(id)); err != nil {
+	if err != nil {
 		return fmt.Errorf("boot id of sandbox %s: %w", id, err)
 	}
 	return nil
+}
+
+// writeNew creates path, which must not exist, with mode (whatever the
+// umask) and content b.
+func writeNew(path string, b []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
+	if err != nil {
+		return err
+	}
+	// Readable by a sandbox's root that is an unprivileged host uid.
+	err = f.Chmod(mode)
+	if err == nil {
+		_, err = f.Write(b)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(path)
+	}
+	return err
+}
+
+// replaceBootID puts a new boot ID in place of the one at path.
+func replaceBootID(path, u string) error {
+	tmp := path + ".tmp"
+	_ = os.Remove(tmp)
+	if err := writeNew(tmp, []byte(u+"\n"), 0o444); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // bootIDMount is the boot ID's mount, when the sandbox has a boot ID file.

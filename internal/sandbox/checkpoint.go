@@ -85,12 +85,22 @@ type savedSpec struct {
 	Agent map[string]string `json:"agent,omitempty"`
 }
 
+// saveSpec writes the sandbox's spec, which holds its agent key (the
+// init's env), before the sandbox starts. It is written in place, not
+// through a rename: the file is new (destroy removes it) or replaced
+// before a new container starts, and whatever a crash leaves half
+// written belongs to a sandbox that did not start with it, which the
+// restarted server removes (or, paused without memory, boots again after
+// writing it anew).
 func (m *Manager) saveSpec(spec runtime.Spec) error {
-	if err := os.MkdirAll(filepath.Dir(m.specPath(spec.ID)), 0o700); err != nil {
-		return fmt.Errorf("save spec of sandbox %s: %w", spec.ID, err)
-	}
 	b, _ := json.Marshal(savedSpec{Spec: spec, Agent: agentStamps(m.cfg.AgentDir)})
-	if err := os.WriteFile(m.specPath(spec.ID), b, 0o600); err != nil {
+	err := os.WriteFile(m.specPath(spec.ID), b, 0o600)
+	if errors.Is(err, os.ErrNotExist) { // the first sandbox of this data dir
+		if err = os.MkdirAll(filepath.Dir(m.specPath(spec.ID)), 0o700); err == nil {
+			err = os.WriteFile(m.specPath(spec.ID), b, 0o600)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("save spec of sandbox %s: %w", spec.ID, err)
 	}
 	return nil

@@ -380,7 +380,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 			"agent_ready", tReady, "total", time.Since(t0), "from_snapshot", how.snapshot != "")
 	}()
 	runDir := m.runDir(sb.ID)
-	if err := os.MkdirAll(runDir, 0o755); err != nil {
+	if err := mkdirIn(runDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create run dir: %w", err)
 	}
 	key, err := m.newAgentKey(sb.ID)
@@ -582,6 +582,19 @@ func initVars(sb store.Sandbox) map[string]string {
 
 func (m *Manager) runDir(id string) string {
 	return m.cfg.Data.SandboxRun(id)
+}
+
+// mkdirIn makes dir, or finds it made, with one mkdir once its parent
+// exists (MkdirAll stats the path and its parent first, at every start).
+func mkdirIn(dir string, mode os.FileMode) error {
+	err := os.Mkdir(dir, mode)
+	if errors.Is(err, os.ErrNotExist) {
+		return os.MkdirAll(dir, mode)
+	}
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	return err
 }
 
 // track makes a started sandbox reachable and arms its timeout.

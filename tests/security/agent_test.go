@@ -406,7 +406,7 @@ func envdStatus(t *testing.T, srv *harness.Server, id, token string) int {
 func agentKeyOf(t *testing.T, srv *harness.Server, id string) string {
 	t.Helper()
 	for _, dir := range []string{"sandboxes", "sandboxes-runsc"} {
-		b, err := os.ReadFile(filepath.Join(srv.DataDir, dir, id, "bundle", "config.json"))
+		b, err := os.ReadFile(filepath.Join(srv.DataDir, dir, id, "config.json"))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		} else if err != nil {

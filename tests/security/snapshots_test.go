@@ -3,6 +3,7 @@ package security
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -104,8 +105,8 @@ func TestSnapshotsCrossTeam(t *testing.T) {
 			if c.EnvdAccessToken == "" || c.EnvdAccessToken == src.EnvdAccessToken {
 				t.Errorf("sandbox %s has access token %q, the source %q: want its own", c.ID, c.EnvdAccessToken, src.EnvdAccessToken)
 			}
-			keyC, errC := os.ReadFile(filepath.Join(s.DataDir, "agent-keys", c.ID))
-			keySrc, errS := os.ReadFile(filepath.Join(s.DataDir, "agent-keys", src.ID))
+			keyC, errC := savedAgentKey(s.DataDir, c.ID)
+			keySrc, errS := savedAgentKey(s.DataDir, src.ID)
 			if errC != nil || errS != nil || bytes.Equal(keyC, keySrc) {
 				t.Errorf("agent keys of %s and the source: %v %v, equal=%v", c.ID, errC, errS, bytes.Equal(keyC, keySrc))
 			}
@@ -117,7 +118,7 @@ func TestSnapshotsCrossTeam(t *testing.T) {
 			}
 		}
 		// Nothing of the source's credentials is in the snapshots on disk.
-		keySrc, _ := os.ReadFile(filepath.Join(s.DataDir, "agent-keys", src.ID))
+		keySrc, _ := savedAgentKey(s.DataDir, src.ID)
 		_ = filepath.WalkDir(filepath.Join(s.DataDir, "sandbox-snapshots"), func(p string, d os.DirEntry, err error) error {
 			if err != nil || d.IsDir() || !d.Type().IsRegular() {
 				return nil
@@ -214,4 +215,19 @@ func TestSnapshotsTeamCap(t *testing.T) {
 	if _, err := a.CreateSnapshot(opCtx(t), src.ID, upper); err != nil {
 		t.Errorf("new content for an existing named snapshot at the cap, named in capitals (%s): %v", upper, err)
 	}
+}
+
+// savedAgentKey is the agent key the host keeps for a sandbox: in the init's
+// env of its saved runtime spec (<data-dir>/specs/<id>.json).
+func savedAgentKey(dataDir, id string) ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "specs", id+".json"))
+	if err != nil {
+		return nil, err
+	}
+	for _, kv := range strings.Split(string(b), `"`) {
+		if k, ok := strings.CutPrefix(kv, "SBX_AGENT_KEY="); ok {
+			return []byte(k), nil
+		}
+	}
+	return nil, fmt.Errorf("no SBX_AGENT_KEY in the saved spec of %s", id)
 }

@@ -246,6 +246,9 @@ const annotationHostSocket = "dev.sbx.host-socket"
 
 func (d *Driver) hostSocket(id string) string {
 	b, err := os.ReadFile(d.paths(id).config())
+	if errors.Is(err, os.ErrNotExist) { // started by an sbx that kept it in bundle/
+		b, err = os.ReadFile(d.paths(id).legacyConfig())
+	}
 	if err != nil {
 		return ""
 	}

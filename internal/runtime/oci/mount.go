@@ -42,8 +42,11 @@ func mountLayers(ctx context.Context, p sandboxPaths, l layers) error {
 	if diskMB == 0 {
 		diskMB = DefaultDiskMB
 	}
-	for _, dir := range []string{p.upperMount(), p.rootfs()} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+	// One mkdir each, parent first (SandboxDir exists): MkdirAll would
+	// stat each path and its parent before. A sandbox in a user namespace
+	// has its dir already (leaseIDs), a retried restore all of them.
+	for _, dir := range []string{p.dir, p.upperMount()} {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return err
 		}
 	}
@@ -58,8 +61,10 @@ func mountLayers(ctx context.Context, p sandboxPaths, l layers) error {
 	} else if err := os.Mkdir(p.upper(), 0o755); err != nil {
 		return err
 	}
-	if err := os.Mkdir(p.work(), 0o755); err != nil {
-		return err
+	for _, dir := range []string{p.work(), p.rootfs()} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return err
+		}
 	}
 	lower := l.lower
 	if l.ids != nil {
@@ -160,7 +165,7 @@ func unmountLayers(p sandboxPaths) error {
 	if err := detachVolumes(p); err != nil {
 		return err
 	}
-	for _, dir := range []string{p.sysfs(), p.rootfs()} {
+	for _, dir := range []string{p.sysfs(), p.legacySysfs(), p.rootfs(), p.legacyRootfs()} {
 		if err := unmountAll(dir); err != nil {
 			return err
 		}

@@ -232,9 +232,21 @@ type sandboxPaths struct{ dir string }
 func (p sandboxPaths) upperMount() string { return filepath.Join(p.dir, "upper") }
 func (p sandboxPaths) upper() string      { return filepath.Join(p.dir, "upper", "upper") }
 func (p sandboxPaths) work() string       { return filepath.Join(p.dir, "upper", "work") }
-func (p sandboxPaths) rootfs() string     { return filepath.Join(p.dir, "rootfs") }
-func (p sandboxPaths) bundle() string     { return filepath.Join(p.dir, "bundle") }
-func (p sandboxPaths) config() string     { return filepath.Join(p.dir, "bundle", "config.json") }
+
+// rootfs is the overlay root's mount point: on the sandbox's tmpfs (not
+// reachable from inside, see pidFile), so that making and removing it
+// costs no inode on the data dir's disk. Sandboxes started before have it
+// at legacyRootfs (unmountLayers still looks there).
+func (p sandboxPaths) rootfs() string       { return filepath.Join(p.dir, "upper", "rootfs") }
+func (p sandboxPaths) legacyRootfs() string { return filepath.Join(p.dir, "rootfs") }
+
+// The sandbox dir is the OCI bundle: config.json beside the rest, not in
+// a bundle/ dir of its own (one directory fewer to make and remove on the
+// data dir's disk at every start). Sandboxes started before kept theirs
+// in bundle/ (legacyConfig); nothing runs them from it again.
+func (p sandboxPaths) bundle() string       { return p.dir }
+func (p sandboxPaths) config() string       { return filepath.Join(p.dir, "config.json") }
+func (p sandboxPaths) legacyConfig() string { return filepath.Join(p.dir, "bundle", "config.json") }
 
 // etc holds the /etc/hosts and /etc/resolv.conf the host writes and binds
 // into the sandbox, writable there: on the sandbox's tmpfs (outside the
@@ -243,10 +255,18 @@ func (p sandboxPaths) config() string     { return filepath.Join(p.dir, "bundle"
 // costs no inode on the host's disk at each start.
 func (p sandboxPaths) etc() string        { return filepath.Join(p.dir, "upper", "etc") }
 func (p sandboxPaths) handle() string     { return filepath.Join(p.dir, "handle.json") }
-func (p sandboxPaths) pidFile() string    { return filepath.Join(p.dir, "init.pid") }
 func (p sandboxPaths) lowerDir() string   { return filepath.Join(p.dir, "lower") }
-func (p sandboxPaths) sysfs() string      { return filepath.Join(p.dir, "sys") }
 func (p sandboxPaths) lower(i int) string { return filepath.Join(p.dir, "lower", strconv.Itoa(i)) }
+
+// The runtime's pid file and the mount point of the sandbox's sysfs
+// (prepareNetNS) are on the sandbox's tmpfs too, beside its writable
+// layer, where nothing in the sandbox reaches them: no inode on the data
+// dir's disk for either. The pid is read once, right after the runtime
+// starts the sandbox, and kept in handle.json. Sandboxes started before
+// mounted their sysfs at legacySysfs (unmountLayers still looks there).
+func (p sandboxPaths) pidFile() string     { return filepath.Join(p.dir, "upper", "init.pid") }
+func (p sandboxPaths) sysfs() string       { return filepath.Join(p.dir, "upper", "sys") }
+func (p sandboxPaths) legacySysfs() string { return filepath.Join(p.dir, "sys") }
 
 // initLog lives on the sandbox's tmpfs (outside the overlay's upper dir), so
 // a sandbox writing endlessly to its init's stdout fills its own disk quota,
@@ -373,6 +393,7 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 	if _, err := os.Stat(p.config()); err == nil {
 		return errdefs.Exists("sandbox %s already exists", s.ID)
 	}
+	l := layers{lower: s.Lower, diskMB: s.Resources.DiskMB, detached: d.detachedLayers}
 	defer func() {
 		if err != nil {
 			cctx := context.WithoutCancel(ctx)
@@ -381,10 +402,12 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 			}
 			if cerr := d.removeDir(s.ID, p); cerr != nil {
 				d.log.Warn("clean up after failed start", "sandbox.id", s.ID, "err", cerr)
+			} else if l.ids != nil {
+				// Not in a handle yet (written once the sandbox runs).
+				d.ranges.release(l.ids.Slot, p.dir)
 			}
 		}
 	}()
-	l := layers{lower: s.Lower, diskMB: s.Resources.DiskMB, detached: d.detachedLayers}
 	if d.userns {
 		if l.ids, l.userns, err = d.leaseIDs(p); err != nil {
 			return fmt.Errorf("start sandbox %s: %w", s.ID, err)
@@ -434,10 +457,14 @@ func dropHostSysfs(log *slog.Logger, id, dir string) {
 	}
 }
 
-// leaseIDs leases a uid range for a new sandbox and records it in the
-// sandbox's handle before anything else is made.
+// leaseIDs makes the sandbox dir and leases a uid range for it. The range
+// is recorded in handle.json once the sandbox runs (runDetached), not
+// before: the lease file names the sandbox dir, so a range whose start a
+// crash cut short is free again once that dir is gone, which the
+// restarted server's cleanup of a sandbox it does not know (or the
+// cleanup of a failed start) makes sure of (idRanges.lease).
 func (d *Driver) leaseIDs(p sandboxPaths) (*idRange, *os.File, error) {
-	if err := os.MkdirAll(p.dir, 0o711); err != nil {
+	if err := os.Mkdir(p.dir, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, nil, err
 	}
 	if err := os.Chmod(p.dir, 0o711); err != nil { // whatever the umask made of it
@@ -445,10 +472,6 @@ func (d *Driver) leaseIDs(p sandboxPaths) (*idRange, *os.File, error) {
 	}
 	ids, err := d.ranges.take(p.dir)
 	if err != nil {
-		return nil, nil, err
-	}
-	if err := writeHandle(p, handle{Runtime: d.name, Version: d.version, IDs: &ids}); err != nil {
-		d.ranges.release(ids.Slot, p.dir)
 		return nil, nil, err
 	}
 	ns, err := d.nsc.get(ids)
@@ -520,9 +543,6 @@ func writeConfig(p sandboxPaths, spec any) error {
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return fmt.Errorf("encode config.json: %w", err)
-	}
-	if err := os.MkdirAll(p.bundle(), 0o700); err != nil {
-		return err
 	}
 	return os.WriteFile(p.config(), b, 0o600)
 }

@@ -218,7 +218,7 @@ func prepareNetNS(nsPath, sysfsAt string) error {
 			}
 		}
 		if sysfsAt != "" {
-			if err := os.MkdirAll(sysfsAt, 0o755); err != nil {
+			if err := os.Mkdir(sysfsAt, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 				errs = append(errs, err)
 			} else if err := unix.Mount("sysfs", sysfsAt, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 				errs = append(errs, fmt.Errorf("mount the sysfs of %s: %w", nsPath, err))
@@ -299,7 +299,7 @@ func (d *Driver) checkUserNS() error {
 			layers{lower: []string{dir("lower")}, diskMB: 1, ids: &r, userns: ns, detached: detached})
 		if err == nil {
 			var st unix.Stat_t
-			err = unix.Stat(filepath.Join(dir("sandbox"), "rootfs", "f"), &st)
+			err = unix.Stat(filepath.Join(sandboxPaths{dir: dir("sandbox")}.rootfs(), "f"), &st)
 			if err == nil && st.Uid != r.UID {
 				err = fmt.Errorf("an overlay on an idmapped layer shows owner %d for a file of root, want %d", st.Uid, r.UID)
 			}
