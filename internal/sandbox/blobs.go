@@ -138,13 +138,14 @@ func (m *Manager) dropMoved(l *live, node string) {
 	m.log.Info("sandbox was resumed on another node; dropped it here", "sandbox.id", id, "node", node)
 }
 
-// nodeGoneMessage says why sandbox id, paused on node, which is gone, cannot
-// resume on another node, and what its owner can do.
-func nodeGoneMessage(id, node string) string {
-	return fmt.Sprintf("sandbox %s cannot resume: node %q, where it is paused, is gone (not answering, or declared lost), "+
-		"and what it needs is on that node only: its memory, or the volumes it mounts (only a sandbox paused with "+
-		"{\"memory\": false} and mounting no volumes is kept in the blob store, where any node resumes it). "+
-		"Connect again once that node is back (restarted with its data dir), or kill this sandbox and create a new one", id, node)
+// nodeOnlyMessage says why sandbox id, paused on node, cannot resume on
+// this one, and what its owner can do. The asker may be an api replica
+// whose node is gone, or a server sharing the database with a live one.
+func nodeOnlyMessage(id, node string) string {
+	return fmt.Sprintf("sandbox %s is paused on node %q with its memory or with volumes (or its filesystem is not in the blob store), "+
+		"which only that node holds: resume it through that node; if the node is gone, connect again once it is back "+
+		"(restarted with its data dir), or kill this sandbox and create a new one. Only a sandbox paused with "+
+		"{\"memory\": false} and mounting no volumes resumes on any node", id, node)
 }
 
 // adopt takes over a sandbox of the team that another node paused to the
@@ -177,10 +178,7 @@ func (m *Manager) adopt(ctx context.Context, teamID, id string) (*live, error) {
 		return nil, err
 	}
 	if len(refs) == 0 {
-		// Only an api replica asks a node to take over another node's
-		// sandbox, and only when that node is gone: no advice to do
-		// something there.
-		return nil, errdefs.Precondition("%s", nodeGoneMessage(id, node))
+		return nil, errdefs.Precondition("%s", nodeOnlyMessage(id, node))
 	}
 	tpl, err := m.templates.Resolve(ctx, row.TemplateID+":"+row.BuildID)
 	if err != nil {
