@@ -677,8 +677,8 @@ func (d *Driver) removeDir(id string, p sandboxPaths) error {
 	return nil
 }
 
-// State reports the sandbox's status from its init PID and its freezer,
-// without an exec of the runtime.
+// State reports the sandbox's status from its init PID and its freezer
+// (runsc: its pause marker), without an exec of the runtime.
 func (d *Driver) State(ctx context.Context, id string) (runtime.Status, error) {
 	if err := validateID(id); err != nil {
 		return "", err
@@ -700,8 +700,7 @@ func (d *Driver) State(ctx context.Context, id string) (runtime.Status, error) {
 	if st, err := procStartTime(h.Pid); err != nil || st != h.StartTime {
 		return runtime.StatusStopped, nil
 	}
-	switch d.readFreezer(id) {
-	case "FROZEN", "FREEZING":
+	if d.paused(p, id) {
 		return runtime.StatusPaused, nil
 	}
 	return runtime.StatusRunning, nil
@@ -727,37 +726,4 @@ func (d *Driver) List(ctx context.Context) ([]string, error) {
 		ids = append(ids, e.Name())
 	}
 	return ids, nil
-}
-
-// Pause freezes every task of the sandbox through the cgroup freezer.
-func (d *Driver) Pause(ctx context.Context, id string) error {
-	return d.freeze(ctx, id, "FROZEN")
-}
-
-// Resume thaws a paused sandbox.
-func (d *Driver) Resume(ctx context.Context, id string) error {
-	return d.freeze(ctx, id, "THAWED")
-}
-
-func (d *Driver) freeze(ctx context.Context, id, want string) error {
-	st, err := d.State(ctx, id)
-	if err != nil {
-		return err
-	}
-	if st == runtime.StatusStopped {
-		return errdefs.Precondition("sandbox %s is not running", id)
-	}
-	if err := d.writeFreezer(id, want); err != nil {
-		return fmt.Errorf("set sandbox %s to %s: %w", id, want, err)
-	}
-	// FREEZING can take a moment while tasks reach a safe point.
-	for d.readFreezer(id) != want {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("set sandbox %s to %s: %w", id, want, ctx.Err())
-		case <-time.After(100 * time.Microsecond):
-		}
-		_ = d.writeFreezer(id, want)
-	}
-	return nil
 }
