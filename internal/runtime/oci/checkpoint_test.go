@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/sbxdev/sbx/internal/network"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/hostfs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
 	"golang.org/x/sys/unix"
@@ -333,4 +335,59 @@ func TestSocketInDeepChain(t *testing.T) {
 	if err != nil || got != "" {
 		t.Fatalf("socketIn of an %d-deep chain = %q, %.200v; want none, within the server's fds", depth, got, err)
 	}
+}
+
+// The attack: a sandbox fills one directory of its writable layer (a
+// tmpfs) with far more names than the scan's budget, then gets paused to
+// disk. The scan must stop at the budget while reading, not read every
+// name (and lstat each) first: what it allocates follows the budget, not
+// the directory. Not parallel, so the allocation count is this test's.
+func TestSocketInWideDirectory(t *testing.T) {
+	const entries, budget = 50_000, 100
+	upper := shmDir(t)
+	wide := filepath.Join(upper, "wide")
+	if err := os.Mkdir(wide, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range entries {
+		f, err := os.Create(filepath.Join(wide, strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	root, err := hostfs.OpenDir(upper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	var before, after goruntime.MemStats
+	goruntime.GC()
+	goruntime.ReadMemStats(&before)
+	left := budget
+	got, err := socketUnder(root, "", 0, &left)
+	goruntime.ReadMemStats(&after)
+	if err != nil || got != "" {
+		t.Fatalf("socketUnder = %q, %v; want none", got, err)
+	}
+	// Reading all 50,000 names with a status each allocates several MiB;
+	// a budget of 100 entries needs a few KiB and one getdents buffer.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 512<<10 {
+		t.Errorf("scan with a budget of %d allocated %d KiB in a directory of %d: it read past the budget", budget, alloc>>10, entries)
+	}
+}
+
+// shmDir is a fresh directory on a real tmpfs, as a sandbox's layer is.
+func shmDir(t *testing.T) string {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs("/dev/shm", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		runtimetest.Skip(t, "no tmpfs at /dev/shm")
+	}
+	dir, err := os.MkdirTemp("/dev/shm", "sbx-socketscan-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }

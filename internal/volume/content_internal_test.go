@@ -1,0 +1,99 @@
+package volume
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"testing"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/hostfs"
+)
+
+// shmDir is a fresh directory on a real tmpfs holding n empty files in
+// "wide"; it skips without one.
+func shmDir(t *testing.T, n int) *hostfs.Dir {
+	t.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "sbx-volume-")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	wide := filepath.Join(dir, "wide")
+	if err := os.Mkdir(wide, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		f, err := os.Create(filepath.Join(wide, strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	d, err := hostfs.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// The attack: a sandbox fills a directory of its volume with far more
+// names than a listing shows, then the tenant's SDK lists it. The listing
+// is refused as before, but after reading what it has room for, not every
+// name with a status each. Not parallel: the allocation count is its own.
+func TestListRefusesAWideDirectoryUnread(t *testing.T) {
+	const files = 150_000
+	root := shmDir(t, files)
+	d, err := root.Sub("wide")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var out []EntryStat
+	err = walk(d, "/wide", 1, &out)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Fatalf("listing %d entries: %v, want resource exhausted", files, err)
+	}
+	// All 150,000 names and statuses take tens of MiB; the listing's own
+	// 10,000 a few.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("refusing a listing of %d entries allocated %d MiB: it read them all", files, alloc>>20)
+	}
+}
+
+func TestRemoveAllInBatches(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{0, 1, 1024, 2*1024 + 3} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			wide := filepath.Join(dir, "wide")
+			if err := os.MkdirAll(filepath.Join(wide, "sub", "deeper"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for i := range n {
+				if err := os.WriteFile(filepath.Join(wide, strconv.Itoa(i)), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d, err := hostfs.OpenDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if err := removeAll(d, "wide"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Lstat(wide); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("wide still there: %v", err)
+			}
+		})
+	}
+}
