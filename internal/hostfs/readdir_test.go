@@ -3,24 +3,11 @@ package hostfs
 import (
 	"errors"
 	"io"
-	"os"
-	"path/filepath"
 	"runtime"
-	"strconv"
 	"testing"
-)
 
-// fill creates n empty files named 0..n-1 in dir.
-func fill(t *testing.T, dir string, n int) {
-	t.Helper()
-	for i := range n {
-		f, err := os.Create(filepath.Join(dir, strconv.Itoa(i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-	}
-}
+	"github.com/sbxdev/sbx/internal/testenv"
+)
 
 func TestReadDirN(t *testing.T) {
 	t.Parallel()
@@ -40,7 +27,7 @@ func TestReadDirN(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			fill(t, dir, tc.files)
+			testenv.ManyFiles(t, dir, tc.files)
 			d, err := OpenDir(dir)
 			if err != nil {
 				t.Fatal(err)
@@ -64,12 +51,8 @@ func TestReadDirN(t *testing.T) {
 // parallel, so the allocation count is this test's own.
 func TestReadDirNStopsReading(t *testing.T) {
 	const files, n = 50_000, 10
-	dir, err := os.MkdirTemp("/dev/shm", "sbx-hostfs-")
-	if err != nil {
-		t.Skipf("no /dev/shm: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	fill(t, dir, files)
+	dir := testenv.Tmpfs(t)
+	testenv.ManyFiles(t, dir, files)
 	d, err := OpenDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +75,7 @@ func TestReadDirNStopsReading(t *testing.T) {
 func TestDirReaderBatches(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	fill(t, dir, 1000)
+	testenv.ManyFiles(t, dir, 1000)
 	d, err := OpenDir(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -85,4 +87,36 @@ func Skip(t testing.TB, format string, args ...any) {
 		t.Fatalf("%s (SBX_REQUIRE_INTEGRATION=1 turns this skip into a failure)", reason)
 	}
 	t.Skipf("%s; skipping", reason)
+}
+
+// Tmpfs returns a fresh directory on a real tmpfs (/dev/shm), as a
+// sandbox's writable layer is, removed after the test; it skips (or fails
+// under SBX_REQUIRE_INTEGRATION=1) without one.
+func Tmpfs(t testing.TB) string {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs("/dev/shm", &st); err != nil || st.Type != tmpfsMagic {
+		Skip(t, "needs a tmpfs at /dev/shm")
+	}
+	dir, err := os.MkdirTemp("/dev/shm", "sbx-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+const tmpfsMagic = 0x01021994
+
+// ManyFiles creates n empty files named 0 to n-1 in dir: a directory as
+// wide as a sandbox can make one.
+func ManyFiles(t testing.TB, dir string, n int) {
+	t.Helper()
+	for i := range n {
+		f, err := os.Create(filepath.Join(dir, strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
 }

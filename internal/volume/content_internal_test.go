@@ -10,28 +10,19 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/hostfs"
+	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 // shmDir is a fresh directory on a real tmpfs holding n empty files in
-// "wide"; it skips without one.
+// "wide".
 func shmDir(t *testing.T, n int) *hostfs.Dir {
 	t.Helper()
-	dir, err := os.MkdirTemp("/dev/shm", "sbx-volume-")
-	if err != nil {
-		t.Skipf("no /dev/shm: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testenv.Tmpfs(t)
 	wide := filepath.Join(dir, "wide")
 	if err := os.Mkdir(wide, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for i := range n {
-		f, err := os.Create(filepath.Join(wide, strconv.Itoa(i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-	}
+	testenv.ManyFiles(t, wide, n)
 	d, err := hostfs.OpenDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -78,11 +69,7 @@ func TestRemoveAllInBatches(t *testing.T) {
 			if err := os.MkdirAll(filepath.Join(wide, "sub", "deeper"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			for i := range n {
-				if err := os.WriteFile(filepath.Join(wide, strconv.Itoa(i)), nil, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
+			testenv.ManyFiles(t, wide, n)
 			d, err := hostfs.OpenDir(dir)
 			if err != nil {
 				t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/sbxdev/sbx/internal/hostfs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
+	"github.com/sbxdev/sbx/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -344,18 +345,12 @@ func TestSocketInDeepChain(t *testing.T) {
 // the directory. Not parallel, so the allocation count is this test's.
 func TestSocketInWideDirectory(t *testing.T) {
 	const entries, budget = 50_000, 100
-	upper := shmDir(t)
+	upper := testenv.Tmpfs(t)
 	wide := filepath.Join(upper, "wide")
 	if err := os.Mkdir(wide, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for i := range entries {
-		f, err := os.Create(filepath.Join(wide, strconv.Itoa(i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-	}
+	testenv.ManyFiles(t, wide, entries)
 	root, err := hostfs.OpenDir(upper)
 	if err != nil {
 		t.Fatal(err)
@@ -375,19 +370,4 @@ func TestSocketInWideDirectory(t *testing.T) {
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 512<<10 {
 		t.Errorf("scan with a budget of %d allocated %d KiB in a directory of %d: it read past the budget", budget, alloc>>10, entries)
 	}
-}
-
-// shmDir is a fresh directory on a real tmpfs, as a sandbox's layer is.
-func shmDir(t *testing.T) string {
-	t.Helper()
-	var st unix.Statfs_t
-	if err := unix.Statfs("/dev/shm", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
-		runtimetest.Skip(t, "no tmpfs at /dev/shm")
-	}
-	dir, err := os.MkdirTemp("/dev/shm", "sbx-socketscan-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
