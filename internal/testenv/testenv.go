@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -119,4 +120,16 @@ func ManyFiles(t testing.TB, dir string, n int) {
 		}
 		f.Close()
 	}
+}
+
+// BytesAllocated returns what fn allocated on the heap, counted by the
+// runtime (a size, not a time, so it holds on a loaded machine). Call it
+// from a test that is not parallel, so the count is fn's alone.
+func BytesAllocated(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }
