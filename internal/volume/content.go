@@ -259,7 +259,7 @@ func walk(d *hostfs.Dir, p string, depth int, out *[]EntryStat) error {
 // removeChildren empties d a batch of names at a time, so a directory of
 // millions is never held whole. Each batch is read afresh: removing names
 // while reading on leaves the directory's offsets undefined.
-func removeChildren(d *hostfs.Dir) error {
+func removeChildren(d *hostfs.Dir, depth int) error {
 	for {
 		r, err := d.Reader()
 		if err != nil {
@@ -274,7 +274,7 @@ func removeChildren(d *hostfs.Dir) error {
 			return err
 		}
 		for _, n := range names {
-			if err := removeAll(d, n); err != nil && !errors.Is(err, unix.ENOENT) {
+			if err := removeAt(d, n, depth); err != nil && !errors.Is(err, unix.ENOENT) {
 				return err
 			}
 		}
@@ -440,18 +440,34 @@ func (h *ContentHandler) remove(w http.ResponseWriter, r *http.Request, root *ho
 }
 
 // removeAll removes name in d and, for a directory, everything under it,
-// descending only into real directories (a link is removed, not followed).
+// descending only into real directories (a link is removed, not followed)
+// and at most maxRemoveDepth deep.
 func removeAll(d *hostfs.Dir, name string) error {
+	return removeAt(d, name, 0)
+}
+
+// maxRemoveDepth bounds how deep a delete descends. Each level holds a
+// descriptor and a path as long as the level's, and a sandbox makes a
+// chain of a million nested directories in its volume with a loop of mkdir
+// and cd: followed down, it would cost the server a million fds and
+// terabytes of path strings. Deeper trees are refused (after what is
+// above the bound went); deleting the volume removes any tree.
+const maxRemoveDepth = 256
+
+func removeAt(d *hostfs.Dir, name string, depth int) error {
 	st, err := d.Lstat(name)
 	if err != nil {
 		return err
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if depth >= maxRemoveDepth {
+			return errdefs.Exhausted("directories nested more than %d deep: delete the volume, or the tree from inside a sandbox", maxRemoveDepth)
+		}
 		sub, err := d.Sub(name)
 		if err != nil {
 			return err
 		}
-		err = removeChildren(sub)
+		err = removeChildren(sub, depth+1)
 		sub.Close()
 		if err != nil {
 			return err

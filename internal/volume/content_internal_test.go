@@ -10,6 +10,7 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/hostfs"
 	"github.com/sbxdev/sbx/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // shmDir is a fresh directory on a real tmpfs holding n empty files in
@@ -78,5 +79,86 @@ func TestRemoveAllInBatches(t *testing.T) {
 				t.Fatalf("wide still there: %v", err)
 			}
 		})
+	}
+}
+
+// chain nests depth directories named d below dir, by descriptor (the
+// path would outgrow PATH_MAX).
+func chain(t *testing.T, dir string, depth int) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range depth {
+		if err := unix.Mkdirat(fd, "d", 0o755); err != nil {
+			t.Fatalf("mkdir level %d: %v", i, err)
+		}
+		next, err := unix.Openat(fd, "d", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatalf("open level %d: %v", i, err)
+		}
+		fd = next
+	}
+	unix.Close(fd)
+}
+
+// The attack: a sandbox nests directories in its volume far deeper than
+// any path (a loop of mkdir and cd), then its tenant deletes the tree.
+// The delete must not follow it down holding a server fd (and a path
+// string) per level: here the server has 1,000 fds to spare and the chain
+// is 8,000 deep, so a delete that kept one per level fails with EMFILE,
+// as every other request of the server would meanwhile. Not parallel: it
+// lowers the process's fd limit.
+func TestRemoveDeepChainIsRefused(t *testing.T) {
+	const depth = 8000
+	dir := t.TempDir()
+	chain(t, dir, depth)
+	d, err := hostfs.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	tight := lim
+	tight.Cur = uint64(len(open) + 1000)
+	if tight.Cur >= lim.Cur {
+		t.Skipf("RLIMIT_NOFILE %d is already below the chain's depth", lim.Cur)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &tight); err != nil {
+		t.Fatal(err)
+	}
+	err = removeAll(d, "d")
+	if rerr := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Fatalf("deleting an %d-deep chain: %.200v; want resource exhausted, within the server's fds", depth, err)
+	}
+}
+
+// A tree up to the bound deletes whole.
+func TestRemoveDeepTreeWithinBound(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	chain(t, dir, maxRemoveDepth)
+	d, err := hostfs.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := removeAll(d, "d"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "d")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("chain still there: %v", err)
 	}
 }
