@@ -133,3 +133,55 @@ func BytesAllocated(fn func()) uint64 {
 	runtime.ReadMemStats(&after)
 	return after.TotalAlloc - before.TotalAlloc
 }
+
+// NestedDirs nests depth directories named d below dir, by descriptor (as
+// a loop of mkdir and cd in a sandbox does; the path would outgrow
+// PATH_MAX).
+func NestedDirs(t testing.TB, dir string, depth int) {
+	t.Helper()
+	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range depth {
+		if err := syscall.Mkdirat(fd, "d", 0o755); err != nil {
+			t.Fatalf("mkdir level %d: %v", i, err)
+		}
+		next, err := syscall.Openat(fd, "d", syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+		syscall.Close(fd)
+		if err != nil {
+			t.Fatalf("open level %d: %v", i, err)
+		}
+		fd = next
+	}
+	syscall.Close(fd)
+}
+
+// WithSpareFDs runs fn with the process's descriptor limit lowered to
+// spare more than it has open, as a busy server has, and restores it. Call
+// it from a test that is not parallel: the limit is the whole process's.
+func WithSpareFDs(t testing.TB, spare int, fn func()) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		Skip(t, "needs /proc/self/fd: %v", err)
+	}
+	tight := lim
+	tight.Cur = uint64(len(open) + spare)
+	if tight.Cur >= lim.Cur {
+		t.Skipf("RLIMIT_NOFILE %d already leaves no more than %d spare", lim.Cur, spare)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &tight); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	fn()
+}

@@ -10,7 +10,6 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/hostfs"
 	"github.com/sbxdev/sbx/internal/testenv"
-	"golang.org/x/sys/unix"
 )
 
 // shmDir is a fresh directory on a real tmpfs holding n empty files in
@@ -82,28 +81,6 @@ func TestRemoveAllInBatches(t *testing.T) {
 	}
 }
 
-// chain nests depth directories named d below dir, by descriptor (the
-// path would outgrow PATH_MAX).
-func chain(t *testing.T, dir string, depth int) {
-	t.Helper()
-	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range depth {
-		if err := unix.Mkdirat(fd, "d", 0o755); err != nil {
-			t.Fatalf("mkdir level %d: %v", i, err)
-		}
-		next, err := unix.Openat(fd, "d", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-		unix.Close(fd)
-		if err != nil {
-			t.Fatalf("open level %d: %v", i, err)
-		}
-		fd = next
-	}
-	unix.Close(fd)
-}
-
 // The attack: a sandbox nests directories in its volume far deeper than
 // any path (a loop of mkdir and cd), then its tenant deletes the tree.
 // The delete must not follow it down holding a server fd (and a path
@@ -114,32 +91,13 @@ func chain(t *testing.T, dir string, depth int) {
 func TestRemoveDeepChainIsRefused(t *testing.T) {
 	const depth = 8000
 	dir := t.TempDir()
-	chain(t, dir, depth)
+	testenv.NestedDirs(t, dir, depth)
 	d, err := hostfs.OpenDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	open, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	tight := lim
-	tight.Cur = uint64(len(open) + 1000)
-	if tight.Cur >= lim.Cur {
-		t.Skipf("RLIMIT_NOFILE %d is already below the chain's depth", lim.Cur)
-	}
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &tight); err != nil {
-		t.Fatal(err)
-	}
-	err = removeAll(d, "d")
-	if rerr := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); rerr != nil {
-		t.Fatal(rerr)
-	}
+	testenv.WithSpareFDs(t, 1000, func() { err = removeAll(d, "d") })
 	if !errors.Is(err, errdefs.ErrResourceExhausted) {
 		t.Fatalf("deleting an %d-deep chain: %.200v; want resource exhausted, within the server's fds", depth, err)
 	}
@@ -149,7 +107,7 @@ func TestRemoveDeepChainIsRefused(t *testing.T) {
 func TestRemoveDeepTreeWithinBound(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	chain(t, dir, maxRemoveDepth)
+	testenv.NestedDirs(t, dir, maxRemoveDepth)
 	d, err := hostfs.OpenDir(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,6 @@ import (
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
 	"github.com/sbxdev/sbx/internal/testenv"
-	"golang.org/x/sys/unix"
 )
 
 // readCount waits until the sandbox's counter file holds a number above min.
@@ -295,43 +294,10 @@ func TestSocketIn(t *testing.T) {
 func TestSocketInDeepChain(t *testing.T) {
 	const depth = 8000
 	upper := t.TempDir()
-	fd, err := unix.Open(upper, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < depth; i++ {
-		if err := unix.Mkdirat(fd, "d", 0o755); err != nil {
-			t.Fatalf("mkdir level %d: %v", i, err)
-		}
-		next, err := unix.Openat(fd, "d", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-		unix.Close(fd)
-		if err != nil {
-			t.Fatalf("open level %d: %v", i, err)
-		}
-		fd = next
-	}
-	unix.Close(fd)
-
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	open, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	tight := lim
-	tight.Cur = uint64(len(open) + 1000)
-	if tight.Cur >= lim.Cur {
-		t.Skipf("RLIMIT_NOFILE %d is already below the chain's depth", lim.Cur)
-	}
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &tight); err != nil {
-		t.Fatal(err)
-	}
-	got, err := socketIn(upper)
-	if rerr := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); rerr != nil {
-		t.Fatal(rerr)
-	}
+	testenv.NestedDirs(t, upper, depth)
+	var got string
+	var err error
+	testenv.WithSpareFDs(t, 1000, func() { got, err = socketIn(upper) })
 	if err != nil || got != "" {
 		t.Fatalf("socketIn of an %d-deep chain = %q, %.200v; want none, within the server's fds", depth, got, err)
 	}
