@@ -8,6 +8,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/periodic"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/usage"
 )
@@ -284,16 +285,5 @@ func (b *Budgets) act(ctx context.Context, teamID, action string) {
 
 // Run calls Check every interval until ctx ends.
 func (b *Budgets) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := b.Check(ctx); err != nil && ctx.Err() == nil {
-				b.log.Warn("budget check failed", "err", err)
-			}
-		}
-	}
+	periodic.Run(ctx, interval, b.Check, b.log, "budget check failed")
 }

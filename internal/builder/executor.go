@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path"
@@ -438,9 +439,17 @@ func layerComplete(dir string) bool {
 	return err == nil
 }
 
+// layerEmpty tells whether a step's layer holds nothing. The layer is what
+// the tenant's RUN wrote, so only its first name is read: os.ReadDir would
+// read (and stat) a million of them to count to one.
 func layerEmpty(dir string) bool {
-	ents, err := os.ReadDir(filepath.Join(dir, "diff"))
-	return err == nil && len(ents) == 0
+	f, err := os.Open(filepath.Join(dir, "diff"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	_, err = f.Readdirnames(1)
+	return errors.Is(err, io.EOF)
 }
 
 // stepUser returns the user a RUN/COPY runs as: the step's own or the state's.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/periodic"
 	"github.com/sbxdev/sbx/internal/placement"
 	"github.com/sbxdev/sbx/internal/store"
 )
@@ -123,18 +124,8 @@ func offered(r store.Node) bool {
 
 // Run refreshes until ctx ends.
 func (n *Nodes) Run(ctx context.Context) error {
-	t := time.NewTicker(RefreshEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := n.Refresh(ctx); err != nil && ctx.Err() == nil {
-				n.log.WarnContext(ctx, "read the nodes from the database; placing from the last view", "err", err)
-			}
-		}
-	}
+	periodic.Run(ctx, RefreshEvery, n.Refresh, n.log, "read the nodes from the database; placing from the last view")
+	return nil
 }
 
 // URL returns where node id is reached. An unknown node is read again

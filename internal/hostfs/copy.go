@@ -24,25 +24,35 @@ func CopyEntry(src *Dir, name string, dst *Dir, dstName string, skip func(string
 	return copyOne(src, name, st, dst, dstName, skip)
 }
 
-// CopyTree merges the contents of src into dst (as CopyEntry for each).
+// CopyTree merges the contents of src into dst (as CopyEntry for each),
+// reading src a batch at a time so a wide directory is never held whole.
 func CopyTree(src, dst *Dir, skip func(string)) error {
-	ents, err := src.ReadDir()
+	r, err := src.Reader()
 	if err != nil {
 		return err
 	}
-	for _, e := range ents {
-		st, err := src.Lstat(e.Name)
-		if errors.Is(err, unix.ENOENT) {
-			continue
+	defer r.Close()
+	for {
+		names, err := r.Names(dirBatch)
+		if errors.Is(err, io.EOF) {
+			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if err := copyOne(src, e.Name, st, dst, e.Name, skip); err != nil {
-			return err
+		for _, name := range names {
+			st, err := src.Lstat(name)
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if err := copyOne(src, name, st, dst, name, skip); err != nil {
+				return err
+			}
 		}
 	}
-	return nil
 }
 
 func copyOne(src *Dir, name string, st unix.Stat_t, dst *Dir, dstName string, skip func(string)) error {

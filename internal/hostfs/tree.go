@@ -7,6 +7,7 @@ package hostfs
 
 import (
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"slices"
@@ -288,29 +289,26 @@ type DirEntry struct {
 // IsDir reports whether the entry is a directory.
 func (e DirEntry) IsDir() bool { return e.Mode&unix.S_IFMT == unix.S_IFDIR }
 
-// ReadDir lists d, sorted by name, with each entry's own status (symlinks
-// not followed).
+// ReadDir lists the whole of d, sorted by name, with each entry's own
+// status (symlinks not followed). It holds every name at once: only for a
+// directory the host owns or one whose size is capped elsewhere; a
+// directory a sandbox can write is read with ReadDirN or Reader.
 func (d *Dir) ReadDir() ([]DirEntry, error) {
-	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: d.path, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), d.path)
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
+	r, err := d.Reader()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]DirEntry, 0, len(names))
-	for _, n := range names {
-		st, err := d.Lstat(n)
-		if errors.Is(err, unix.ENOENT) {
-			continue // removed meanwhile
+	defer r.Close()
+	var out []DirEntry
+	for {
+		batch, err := r.Next(dirBatch)
+		if errors.Is(err, io.EOF) {
+			break
 		}
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, DirEntry{Name: n, Mode: st.Mode, Size: st.Size, Mtim: timeOf(st.Mtim)})
+		out = append(out, batch...)
 	}
 	slices.SortFunc(out, func(a, b DirEntry) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil

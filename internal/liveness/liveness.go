@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/periodic"
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
 )
@@ -98,18 +99,13 @@ func (b *Beater) Beat(ctx context.Context) error {
 
 // Run heartbeats until ctx ends.
 func (b *Beater) Run(ctx context.Context) error {
-	t := time.NewTicker(b.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := b.Beat(ctx); err != nil && !errors.Is(err, store.ErrFenced) && ctx.Err() == nil {
-				b.log.WarnContext(ctx, "node heartbeat failed; trying again", "node", b.node.ID, "err", err)
-			}
+	periodic.Run(ctx, b.cfg.Interval, func(ctx context.Context) error {
+		if err := b.Beat(ctx); !errors.Is(err, store.ErrFenced) {
+			return err
 		}
-	}
+		return nil // Beat has told whoever needs to know
+	}, b.log, "node heartbeat failed; trying again", "node", b.node.ID)
+	return nil
 }
 
 // Sweeper declares silent nodes lost and records their running sandboxes
@@ -194,16 +190,5 @@ func (s *Sweeper) sweep(ctx context.Context) error {
 // grace before declaring anyone lost, as after an outage.
 func (s *Sweeper) Run(ctx context.Context) {
 	s.reachedSince = time.Time{}
-	t := time.NewTicker(s.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
-				s.log.WarnContext(ctx, "node sweep failed; trying again", "err", err)
-			}
-		}
-	}
+	periodic.Run(ctx, s.cfg.Interval, s.Sweep, s.log, "node sweep failed; trying again")
 }

@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 
@@ -62,11 +63,14 @@ type Proxy struct {
 	// behindAPI: the traffic comes from an api replica (a cluster node),
 	// which decides the response's origin policy itself.
 	behindAPI bool
+	rp        *httputil.ReverseProxy // shared by every request
 }
 
 // New returns a proxy. domain enables host routing when not empty.
 func New(router Router, domain string, log *slog.Logger) *Proxy {
-	return &Proxy{router: router, domain: strings.TrimPrefix(domain, "."), log: log}
+	p := &Proxy{router: router, domain: strings.TrimPrefix(domain, "."), log: log}
+	p.rp = p.newReverseProxy()
+	return p
 }
 
 // SetBehindAPI says the proxy serves a cluster node, whose sandbox traffic
@@ -162,13 +166,73 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 				target: directTarget{addr: netip.AddrPortFrom(ip, uint16(t.Port)), iface: iface}}
 		}
 	}
-	rp := &httputil.ReverseProxy{
-		Transport:     tr,
+	// Streams may answer while the request body still flows; let both run.
+	_ = http.NewResponseController(w).EnableFullDuplex()
+	ctx, span := telemetry.Start(r.Context(), "proxy.forward", attribute.String("sandbox.id", t.SandboxID),
+		attribute.Int("sandbox.port", t.Port))
+	defer span.End()
+	f := &forward{tr: tr, t: t, sandboxed: !p.behindAPI && !p.hostRouted(r)}
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, forwardKey{}, f)))
+}
+
+// forward is what the shared ReverseProxy needs to know of one request,
+// carried in its context: the transport to its sandbox, where it goes, and
+// whether the answer is sandboxed by CSP.
+type forward struct {
+	tr        http.RoundTripper
+	t         Target
+	sandboxed bool
+}
+
+type forwardKey struct{}
+
+func forwardOf(ctx context.Context) *forward { return ctx.Value(forwardKey{}).(*forward) }
+
+// viaForward sends each request by the transport its forward names, and
+// sandboxes the answer when the forward says so. Done here rather than in
+// ModifyResponse, which sees only the response: the request a sandbox
+// transport puts in it is its own.
+type viaForward struct{}
+
+func (viaForward) RoundTrip(r *http.Request) (*http.Response, error) {
+	f := forwardOf(r.Context())
+	resp, err := f.tr.RoundTrip(r)
+	if err == nil && f.sandboxed {
+		// Answered on the control plane's own origin (routed by header or
+		// by a signed file URL), which also serves the dashboard: a
+		// sandbox's file opened in a browser (an .html download is served
+		// inline) must not run as that origin and ride the dashboard's
+		// session. A sandboxed CSP gives it an opaque origin of its own.
+		resp.Header.Set("Content-Security-Policy", "sandbox")
+		resp.Header.Set("X-Content-Type-Options", "nosniff")
+	}
+	return resp, err
+}
+
+// copyBuffers lends the ReverseProxy its 32 KiB copy buffers: otherwise
+// each forwarded request allocates one, the bulk of what a small RPC costs
+// the server in garbage.
+type copyBuffers struct{}
+
+var copyBufferPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (copyBuffers) Get() []byte { return *copyBufferPool.Get().(*[]byte) }
+
+func (copyBuffers) Put(b []byte) { copyBufferPool.Put(&b) }
+
+// newReverseProxy builds the one ReverseProxy every request goes through
+// (built per request it cost a handful of allocations and a logger each);
+// what differs per request comes from its forward.
+func (p *Proxy) newReverseProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Transport:     viaForward{},
 		FlushInterval: -1,
+		BufferPool:    copyBuffers{},
 		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			t := forwardOf(pr.In.Context()).t
 			pr.SetURL(&url.URL{Scheme: "http", Host: "sandbox"})
-			pr.Out.Host = r.Host
+			pr.Out.Host = pr.In.Host
 			pr.Out.Header.Del("X-Sbx-Port")
 			if t.Port != EnvdPort {
 				pr.Out.Header.Set("X-Sbx-Port", strconv.Itoa(t.Port))
@@ -179,34 +243,16 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, t Target) {
 			// another node, whose nonces are its own).
 			pr.Out.Header.Del(ClusterAuthHeader)
 		},
-		ModifyResponse: func(resp *http.Response) error {
-			if !p.behindAPI && !p.hostRouted(r) {
-				// Answered on the control plane's own origin (routed
-				// by header or by a signed file URL), which also serves
-				// the dashboard: a sandbox's file opened in a browser
-				// (an .html download is served inline) must not run
-				// as that origin and ride the dashboard's session. A
-				// sandboxed CSP gives it an opaque origin of its own.
-				resp.Header.Set("Content-Security-Policy", "sandbox")
-				resp.Header.Set("X-Content-Type-Options", "nosniff")
-			}
-			return nil
-		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				return // the client went away
 			}
+			t := forwardOf(r.Context()).t
 			telemetry.SetError(r.Context(), err)
 			p.log.DebugContext(r.Context(), "proxy to sandbox failed", "sandbox.id", t.SandboxID, "port", t.Port, "err", err)
 			notFound(w, t.SandboxID)
 		},
 	}
-	// Streams may answer while the request body still flows; let both run.
-	_ = http.NewResponseController(w).EnableFullDuplex()
-	ctx, span := telemetry.Start(r.Context(), "proxy.forward", attribute.String("sandbox.id", t.SandboxID),
-		attribute.Int("sandbox.port", t.Port))
-	defer span.End()
-	rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // errNoSandbox is what the access log says of traffic to a sandbox that

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/events"
+	"github.com/sbxdev/sbx/internal/periodic"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
 )
@@ -258,14 +259,6 @@ func (d *Detector) Run(ctx context.Context, interval time.Duration) {
 	if len(d.policies) == 0 {
 		return
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.Check(ctx)
-		}
-	}
+	// Check handles its failures per sandbox: the step never fails.
+	periodic.Run(ctx, interval, func(ctx context.Context) error { d.Check(ctx); return nil }, d.log, "runaway check")
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/sbxdev/sbx/internal/blob/layer"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/keylock"
+	"github.com/sbxdev/sbx/internal/periodic"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
 )
@@ -246,18 +247,8 @@ const SnapshotSweepEvery = time.Minute
 // content: their disk space, and their names in the heartbeat. A create
 // from one finds it out at once anyway (syncSnapshot).
 func (m *Manager) SweepSnapshotCopies(ctx context.Context) error {
-	t := time.NewTicker(SnapshotSweepEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := m.sweepSnapshotCopies(ctx); err != nil && ctx.Err() == nil {
-				m.log.WarnContext(ctx, "check snapshot copies against the table", "err", err)
-			}
-		}
-	}
+	periodic.Run(ctx, SnapshotSweepEvery, m.sweepSnapshotCopies, m.log, "check snapshot copies against the table")
+	return nil
 }
 
 func (m *Manager) sweepSnapshotCopies(ctx context.Context) error {

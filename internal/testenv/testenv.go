@@ -10,7 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -85,4 +88,100 @@ func Skip(t testing.TB, format string, args ...any) {
 		t.Fatalf("%s (SBX_REQUIRE_INTEGRATION=1 turns this skip into a failure)", reason)
 	}
 	t.Skipf("%s; skipping", reason)
+}
+
+// Tmpfs returns a fresh directory on a real tmpfs (/dev/shm), as a
+// sandbox's writable layer is, removed after the test; it skips (or fails
+// under SBX_REQUIRE_INTEGRATION=1) without one.
+func Tmpfs(t testing.TB) string {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs("/dev/shm", &st); err != nil || st.Type != tmpfsMagic {
+		Skip(t, "needs a tmpfs at /dev/shm")
+	}
+	dir, err := os.MkdirTemp("/dev/shm", "sbx-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+const tmpfsMagic = 0x01021994
+
+// ManyFiles creates n empty files named 0 to n-1 in dir: a directory as
+// wide as a sandbox can make one.
+func ManyFiles(t testing.TB, dir string, n int) {
+	t.Helper()
+	for i := range n {
+		f, err := os.Create(filepath.Join(dir, strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+}
+
+// BytesAllocated returns what fn allocated on the heap, counted by the
+// runtime (a size, not a time, so it holds on a loaded machine). Call it
+// from a test that is not parallel, so the count is fn's alone.
+func BytesAllocated(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// NestedDirs nests depth directories named d below dir, by descriptor (as
+// a loop of mkdir and cd in a sandbox does; the path would outgrow
+// PATH_MAX).
+func NestedDirs(t testing.TB, dir string, depth int) {
+	t.Helper()
+	fd, err := syscall.Open(dir, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range depth {
+		if err := syscall.Mkdirat(fd, "d", 0o755); err != nil {
+			t.Fatalf("mkdir level %d: %v", i, err)
+		}
+		next, err := syscall.Openat(fd, "d", syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+		syscall.Close(fd)
+		if err != nil {
+			t.Fatalf("open level %d: %v", i, err)
+		}
+		fd = next
+	}
+	syscall.Close(fd)
+}
+
+// WithSpareFDs runs fn with the process's descriptor limit lowered to
+// spare more than it has open, as a busy server has, and restores it. Call
+// it from a test that is not parallel: the limit is the whole process's.
+func WithSpareFDs(t testing.TB, spare int, fn func()) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	open, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		Skip(t, "needs /proc/self/fd: %v", err)
+	}
+	tight := lim
+	tight.Cur = uint64(len(open) + spare)
+	if tight.Cur >= lim.Cur {
+		t.Skipf("RLIMIT_NOFILE %d already leaves no more than %d spare", lim.Cur, spare)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &tight); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	fn()
 }

@@ -216,14 +216,24 @@ func (h *ContentHandler) list(w http.ResponseWriter, r *http.Request, root *host
 	return nil
 }
 
+func tooMany() error {
+	return errdefs.Exhausted("more than %d entries: list a smaller depth or a subdirectory", maxListEntries)
+}
+
 func walk(d *hostfs.Dir, p string, depth int, out *[]EntryStat) error {
-	entries, err := d.ReadDir()
+	// A sandbox can fill a directory of its volume with millions of names:
+	// read no more than the listing has room for, and refuse the rest
+	// unread.
+	entries, more, err := d.ReadDirN(maxListEntries - len(*out) + 1)
 	if err != nil {
 		return err
 	}
+	if more {
+		return tooMany()
+	}
 	for _, e := range entries {
 		if len(*out) >= maxListEntries {
-			return errdefs.Exhausted("more than %d entries: list a smaller depth or a subdirectory", maxListEntries)
+			return tooMany()
 		}
 		full := path.Join(p, e.Name)
 		st, err := statEntry(d, e.Name, full)
@@ -245,6 +255,33 @@ func walk(d *hostfs.Dir, p string, depth int, out *[]EntryStat) error {
 	}
 	return nil
 }
+
+// removeChildren empties d a batch of names at a time, so a directory of
+// millions is never held whole. Each batch is read afresh: removing names
+// while reading on leaves the directory's offsets undefined.
+func removeChildren(d *hostfs.Dir, depth int) error {
+	for {
+		r, err := d.Reader()
+		if err != nil {
+			return err
+		}
+		names, err := r.Names(removeBatch)
+		r.Close()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			if err := removeAt(d, n, depth); err != nil && !errors.Is(err, unix.ENOENT) {
+				return err
+			}
+		}
+	}
+}
+
+const removeBatch = 1024
 
 // owner reads uid, gid and mode from the query (E2B's VolumeMetadataOpts).
 func owner(r *http.Request, defMode os.FileMode) (uid, gid int, mode os.FileMode, err error) {
@@ -403,25 +440,34 @@ func (h *ContentHandler) remove(w http.ResponseWriter, r *http.Request, root *ho
 }
 
 // removeAll removes name in d and, for a directory, everything under it,
-// descending only into real directories (a link is removed, not followed).
+// descending only into real directories (a link is removed, not followed)
+// and at most maxRemoveDepth deep.
 func removeAll(d *hostfs.Dir, name string) error {
+	return removeAt(d, name, 0)
+}
+
+// maxRemoveDepth bounds how deep a delete descends. Each level holds a
+// descriptor and a path as long as the level's, and a sandbox makes a
+// chain of a million nested directories in its volume with a loop of mkdir
+// and cd: followed down, it would cost the server a million fds and
+// terabytes of path strings. Deeper trees are refused (after what is
+// above the bound went); deleting the volume removes any tree.
+const maxRemoveDepth = 256
+
+func removeAt(d *hostfs.Dir, name string, depth int) error {
 	st, err := d.Lstat(name)
 	if err != nil {
 		return err
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if depth >= maxRemoveDepth {
+			return errdefs.Exhausted("directories nested more than %d deep: delete the volume, or the tree from inside a sandbox", maxRemoveDepth)
+		}
 		sub, err := d.Sub(name)
 		if err != nil {
 			return err
 		}
-		entries, err := sub.ReadDir()
-		if err == nil {
-			for _, e := range entries {
-				if err = removeAll(sub, e.Name); err != nil {
-					break
-				}
-			}
-		}
+		err = removeChildren(sub, depth+1)
 		sub.Close()
 		if err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -366,10 +367,10 @@ func socketIn(upper string) (string, error) {
 
 // Bounds of the scan, which walks a tree the sandbox made: at most
 // maxSocketScan entries, and maxSocketDepth directories deep. Each level
-// holds a directory fd and a path string as long as the level's, so a
-// chain of nested directories 100,000 deep (a loop of mkdir and cd in the
-// sandbox) would otherwise hold 100,000 of the server's fds and about
-// 10 GB of path strings at once. A socket beyond either bound goes
+// holds two fds (the directory and its reader) and a path string as long
+// as the level's, so a chain of nested directories 100,000 deep (a loop
+// of mkdir and cd in the sandbox) would otherwise hold 200,000 of the
+// server's fds and about 10 GB of path strings at once. A socket beyond either bound goes
 // unseen: its save fails and runsc kills that one sandbox, nothing else.
 const (
 	maxSocketScan  = 200_000
@@ -380,32 +381,49 @@ func socketUnder(d *hostfs.Dir, rel string, depth int, budget *int) (string, err
 	if depth >= maxSocketDepth {
 		return "", nil
 	}
-	entries, err := d.ReadDir()
+	// Read a batch at a time, never more than the budget left: a directory
+	// of millions of names on the sandbox's tmpfs is cut after the budget,
+	// not read whole first. The reader stays open below, so a level holds
+	// two fds: 2*maxSocketDepth at the deepest.
+	r, err := d.Reader()
 	if err != nil {
 		return "", err
 	}
-	for _, e := range entries {
-		if *budget--; *budget < 0 {
+	defer r.Close()
+	for *budget > 0 {
+		entries, err := r.Next(min(*budget, socketBatch))
+		if errors.Is(err, io.EOF) {
 			return "", nil
 		}
-		p := path.Join(rel, e.Name)
-		switch {
-		case e.Mode&unix.S_IFMT == unix.S_IFSOCK:
-			return p, nil
-		case e.IsDir():
-			sub, err := d.Sub(e.Name)
-			if err != nil {
-				if errors.Is(err, hostfs.ErrSymlink) || errors.Is(err, hostfs.ErrNotDir) || errors.Is(err, fs.ErrNotExist) {
-					continue // replaced meanwhile: not followed
-				}
-				return "", err
+		if err != nil {
+			return "", err
+		}
+		for _, e := range entries {
+			if *budget--; *budget < 0 {
+				return "", nil
 			}
-			found, err := socketUnder(sub, p, depth+1, budget)
-			sub.Close()
-			if found != "" || err != nil {
-				return found, err
+			p := path.Join(rel, e.Name)
+			switch {
+			case e.Mode&unix.S_IFMT == unix.S_IFSOCK:
+				return p, nil
+			case e.IsDir():
+				sub, err := d.Sub(e.Name)
+				if err != nil {
+					if errors.Is(err, hostfs.ErrSymlink) || errors.Is(err, hostfs.ErrNotDir) || errors.Is(err, fs.ErrNotExist) {
+						continue // replaced meanwhile: not followed
+					}
+					return "", err
+				}
+				found, err := socketUnder(sub, p, depth+1, budget)
+				sub.Close()
+				if found != "" || err != nil {
+					return found, err
+				}
 			}
 		}
 	}
 	return "", nil
 }
+
+// socketBatch is how many entries of one directory the scan holds at once.
+const socketBatch = 256

@@ -16,9 +16,10 @@ import (
 	"github.com/sbxdev/sbx/internal/network"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/hostfs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/runtime/runtimetest"
-	"golang.org/x/sys/unix"
+	"github.com/sbxdev/sbx/internal/testenv"
 )
 
 // readCount waits until the sandbox's counter file holds a number above min.
@@ -293,44 +294,43 @@ func TestSocketIn(t *testing.T) {
 func TestSocketInDeepChain(t *testing.T) {
 	const depth = 8000
 	upper := t.TempDir()
-	fd, err := unix.Open(upper, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < depth; i++ {
-		if err := unix.Mkdirat(fd, "d", 0o755); err != nil {
-			t.Fatalf("mkdir level %d: %v", i, err)
-		}
-		next, err := unix.Openat(fd, "d", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-		unix.Close(fd)
-		if err != nil {
-			t.Fatalf("open level %d: %v", i, err)
-		}
-		fd = next
-	}
-	unix.Close(fd)
-
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	open, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	tight := lim
-	tight.Cur = uint64(len(open) + 1000)
-	if tight.Cur >= lim.Cur {
-		t.Skipf("RLIMIT_NOFILE %d is already below the chain's depth", lim.Cur)
-	}
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &tight); err != nil {
-		t.Fatal(err)
-	}
-	got, err := socketIn(upper)
-	if rerr := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); rerr != nil {
-		t.Fatal(rerr)
-	}
+	testenv.NestedDirs(t, upper, depth)
+	var got string
+	var err error
+	testenv.WithSpareFDs(t, 1000, func() { got, err = socketIn(upper) })
 	if err != nil || got != "" {
 		t.Fatalf("socketIn of an %d-deep chain = %q, %.200v; want none, within the server's fds", depth, got, err)
+	}
+}
+
+// The attack: a sandbox fills one directory of its writable layer (a
+// tmpfs) with far more names than the scan's budget, then gets paused to
+// disk. The scan must stop at the budget while reading, not read every
+// name (and lstat each) first: what it allocates follows the budget, not
+// the directory. Not parallel, so the allocation count is this test's.
+func TestSocketInWideDirectory(t *testing.T) {
+	const entries, budget = 50_000, 100
+	upper := testenv.Tmpfs(t)
+	wide := filepath.Join(upper, "wide")
+	if err := os.Mkdir(wide, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testenv.ManyFiles(t, wide, entries)
+	root, err := hostfs.OpenDir(upper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	left := budget
+	var got string
+	alloc := testenv.BytesAllocated(func() { got, err = socketUnder(root, "", 0, &left) })
+	if err != nil || got != "" {
+		t.Fatalf("socketUnder = %q, %v; want none", got, err)
+	}
+	// Reading all 50,000 names with a status each allocates several MiB;
+	// a budget of 100 entries needs a few KiB and one getdents buffer.
+	t.Logf("scan with a budget of %d in a directory of %d: %d KiB allocated", budget, entries, alloc>>10)
+	if alloc > 512<<10 {
+		t.Errorf("scan with a budget of %d allocated %d KiB in a directory of %d: it read past the budget", budget, alloc>>10, entries)
 	}
 }

@@ -162,8 +162,9 @@ func (d *DB) PingContext(ctx context.Context) error { return d.db.PingContext(ct
 // ExecContext runs a statement written with "?" placeholders.
 func (d *DB) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	q = d.rebind(q)
-	if s := d.stmt(ctx, q); s != nil {
-		return s.ExecContext(ctx, d.args(args)...)
+	if cs := d.stmt(ctx, q); cs != nil {
+		defer d.release(cs)
+		return cs.s.ExecContext(ctx, d.args(args)...)
 	}
 	return d.db.ExecContext(ctx, q, d.args(args)...)
 }
@@ -171,8 +172,9 @@ func (d *DB) ExecContext(ctx context.Context, q string, args ...any) (sql.Result
 // QueryContext runs a query written with "?" placeholders.
 func (d *DB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	q = d.rebind(q)
-	if s := d.stmt(ctx, q); s != nil {
-		return s.QueryContext(ctx, d.args(args)...)
+	if cs := d.stmt(ctx, q); cs != nil {
+		defer d.release(cs)
+		return cs.s.QueryContext(ctx, d.args(args)...)
 	}
 	return d.db.QueryContext(ctx, q, d.args(args)...)
 }
@@ -180,8 +182,9 @@ func (d *DB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows
 // QueryRowContext runs a one-row query written with "?" placeholders.
 func (d *DB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
 	q = d.rebind(q)
-	if s := d.stmt(ctx, q); s != nil {
-		return s.QueryRowContext(ctx, d.args(args)...)
+	if cs := d.stmt(ctx, q); cs != nil {
+		defer d.release(cs)
+		return cs.s.QueryRowContext(ctx, d.args(args)...)
 	}
 	return d.db.QueryRowContext(ctx, q, d.args(args)...)
 }
@@ -233,8 +236,9 @@ func (t *Tx) Dialect() Dialect { return t.d.dialect }
 // ExecContext runs a statement in the transaction.
 func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	q = t.d.rebind(q)
-	if s := t.d.stmt(ctx, q); s != nil {
-		return t.tx.StmtContext(ctx, s).ExecContext(ctx, t.d.args(args)...)
+	if cs := t.d.stmt(ctx, q); cs != nil {
+		defer t.d.release(cs)
+		return t.tx.StmtContext(ctx, cs.s).ExecContext(ctx, t.d.args(args)...)
 	}
 	return t.tx.ExecContext(ctx, q, t.d.args(args)...)
 }
@@ -242,8 +246,9 @@ func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result
 // QueryContext runs a query in the transaction.
 func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	q = t.d.rebind(q)
-	if s := t.d.stmt(ctx, q); s != nil {
-		return t.tx.StmtContext(ctx, s).QueryContext(ctx, t.d.args(args)...)
+	if cs := t.d.stmt(ctx, q); cs != nil {
+		defer t.d.release(cs)
+		return t.tx.StmtContext(ctx, cs.s).QueryContext(ctx, t.d.args(args)...)
 	}
 	return t.tx.QueryContext(ctx, q, t.d.args(args)...)
 }
@@ -251,8 +256,9 @@ func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows
 // QueryRowContext runs a one-row query in the transaction.
 func (t *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
 	q = t.d.rebind(q)
-	if s := t.d.stmt(ctx, q); s != nil {
-		return t.tx.StmtContext(ctx, s).QueryRowContext(ctx, t.d.args(args)...)
+	if cs := t.d.stmt(ctx, q); cs != nil {
+		defer t.d.release(cs)
+		return t.tx.StmtContext(ctx, cs.s).QueryRowContext(ctx, t.d.args(args)...)
 	}
 	return t.tx.QueryRowContext(ctx, q, t.d.args(args)...)
 }

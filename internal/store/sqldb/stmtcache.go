@@ -1,6 +1,7 @@
 package sqldb
 
 import (
+	"container/list"
 	"context"
 	"database/sql"
 	"sync"
@@ -14,39 +15,50 @@ import (
 // transactions too (Tx.StmtContext reuses the connection's). pgx keeps
 // its own cache of prepared statements for PostgreSQL.
 
-// maxStmts bounds the cache: statements built at run time (an IN list of
-// any length) beyond it run unprepared, as before.
+// maxStmts bounds the cache. Past it the least recently used statement is
+// evicted, so statements built at run time (an IN list of any length)
+// cannot keep the ones run at every request out once it has filled.
 const maxStmts = 512
 
 type stmtCache struct {
-	mu    sync.RWMutex
-	stmts map[string]*sql.Stmt
+	mu    sync.Mutex
+	max   int // 0: maxStmts
+	stmts map[string]*cachedStmt
+	lru   list.List // of *cachedStmt, most recently used at the front
 }
 
-// stmt returns the prepared statement for q (already rebound), or nil
-// when the caller should run q as it is: PostgreSQL, a full cache, or a
-// statement that does not prepare (its error then comes from running it).
-func (d *DB) stmt(ctx context.Context, q string) *sql.Stmt {
+// cachedStmt is a statement of the cache and who is running it. A caller
+// holds a reference from the lookup until its Exec or Query call returns:
+// an *sql.Stmt closed in between would fail that call ("statement is
+// closed"), so an evicted statement is closed by its last user. Rows and
+// transactions that outlive the call keep what they use open themselves
+// (database/sql counts them as the statement's dependants).
+type cachedStmt struct {
+	s       *sql.Stmt
+	q       string
+	elem    *list.Element
+	refs    int
+	evicted bool
+}
+
+// stmt returns the prepared statement for q (already rebound), referenced
+// until release, or nil when the caller should run q as it is: PostgreSQL,
+// or a statement that does not prepare (its error then comes from running
+// it).
+func (d *DB) stmt(ctx context.Context, q string) *cachedStmt {
 	if d.dialect != SQLite {
 		return nil
 	}
 	c := &d.stmts
-	c.mu.RLock()
-	s, ok := c.stmts[q]
-	c.mu.RUnlock()
-	if ok {
-		return s
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s, ok := c.stmts[q]; ok {
-		return s
+	if cs, ok := c.stmts[q]; ok {
+		c.lru.MoveToFront(cs.elem)
+		cs.refs++
+		return cs
 	}
 	if c.stmts == nil {
-		c.stmts = make(map[string]*sql.Stmt)
-	}
-	if len(c.stmts) >= maxStmts {
-		return nil
+		c.stmts = make(map[string]*cachedStmt)
 	}
 	// Prepared apart from the caller's context: the statement outlives
 	// the call that first ran it.
@@ -54,17 +66,48 @@ func (d *DB) stmt(ctx context.Context, q string) *sql.Stmt {
 	if err != nil {
 		return nil
 	}
-	c.stmts[q] = s
-	return s
+	max := c.max
+	if max <= 0 {
+		max = maxStmts
+	}
+	for c.lru.Len() >= max {
+		c.evict(c.lru.Back().Value.(*cachedStmt))
+	}
+	cs := &cachedStmt{s: s, q: q, refs: 1}
+	cs.elem = c.lru.PushFront(cs)
+	c.stmts[q] = cs
+	return cs
 }
 
-// closeStmts releases the cached statements (at Close).
+// evict drops cs from the cache, closing it now if nobody runs it, else at
+// its last release. c.mu is held.
+func (c *stmtCache) evict(cs *cachedStmt) {
+	c.lru.Remove(cs.elem)
+	delete(c.stmts, cs.q)
+	cs.evicted = true
+	if cs.refs == 0 {
+		_ = cs.s.Close()
+	}
+}
+
+// release ends a use of cs begun by DB.stmt.
+func (d *DB) release(cs *cachedStmt) {
+	c := &d.stmts
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cs.refs--; cs.refs == 0 && cs.evicted {
+		_ = cs.s.Close()
+	}
+}
+
+// closeStmts releases the cached statements (at Close, when nothing runs).
 func (d *DB) closeStmts() {
 	c := &d.stmts
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, s := range c.stmts {
-		_ = s.Close()
+	for c.lru.Len() > 0 {
+		cs := c.lru.Back().Value.(*cachedStmt)
+		cs.refs = 0
+		c.evict(cs)
 	}
-	c.stmts = nil
 }
