@@ -108,18 +108,27 @@ func (nopNetwork) Setup(context.Context, string, bool) (string, error) { return 
 func (nopNetwork) Teardown(context.Context, string) error              { return nil }
 
 // changes records every sandbox change the store commits.
+// changes records the store's changes once their transaction committed,
+// so a test that sees one also reads its row.
 type changes struct {
-	mu  sync.Mutex
-	all []store.Change
+	mu      sync.Mutex
+	pending []store.Change // recorded in a transaction not yet committed
+	all     []store.Change
 }
 
 func (c *changes) RecordTx(_ context.Context, _ *sqldb.Tx, ch store.Change) error {
 	c.mu.Lock()
-	c.all = append(c.all, ch)
+	c.pending = append(c.pending, ch)
 	c.mu.Unlock()
 	return nil
 }
-func (c *changes) Committed() {}
+
+func (c *changes) Committed() {
+	c.mu.Lock()
+	c.all = append(c.all, c.pending...)
+	c.pending = nil
+	c.mu.Unlock()
+}
 
 func (c *changes) killed(id string) []store.Change {
 	c.mu.Lock()
@@ -183,7 +192,9 @@ func TestInitEndRecordsKill(t *testing.T) {
 			m, drv, rec := newExitManager(t)
 			trackNew(t, m, drv, "sb"+reason)
 			drv.end("sb"+reason, runtime.StatusStopped, runtime.Exit{Reason: reason, Code: 137})
-			waitFor(t, "the killed event", func() bool { return len(rec.killed("sb"+reason)) > 0 })
+			waitFor(t, "the killed event and the delete", func() bool {
+				return len(rec.killed("sb"+reason)) > 0 && drv.deleted("sb"+reason) > 0
+			})
 			sb, err := m.store.Sandbox(t.Context(), "sb"+reason)
 			if err != nil || sb.State != store.StateKilled || sb.KillReason != reason {
 				t.Fatalf("stored sandbox = %+v, %v; want killed with reason %s", sb, err, reason)

@@ -293,7 +293,9 @@ func TestTimeoutKills(t *testing.T) {
 
 func (e *lifecycleEnv) waitTimeoutKill(t *testing.T, id string) {
 	t.Helper()
-	waitFor(t, "the timeout kill", func() bool { return len(e.rec.killed(id)) > 0 })
+	// The change is recorded inside the kill's transaction, before it
+	// commits; the container's delete comes after the commit.
+	waitFor(t, "the timeout kill", func() bool { return len(e.rec.killed(id)) > 0 && e.drv.deleted(id) > 0 })
 	if got := e.stored(t, id); got.KillReason != ReasonTimeout {
 		t.Errorf("kill reason %q; want %q", got.KillReason, ReasonTimeout)
 	}
