@@ -212,3 +212,50 @@ func TestSandboxOrderRestart(t *testing.T) {
 	waitFor(t, "a's killed after the restart", func() bool { return rc.has("a/killed done") })
 	requireBefore(t, rc.snapshot(), "a/created done", "a/killed")
 }
+
+// TestEnginesShareSandboxOrder: two engines (two servers) share the
+// database and one stops halfway, its queues going to the other; every
+// webhook still gets each sandbox's created before its killed.
+func TestEnginesShareSandboxOrder(t *testing.T) {
+	t.Parallel()
+	cfg := fastConfig()
+	cfg.Timeout, cfg.Lease = 300*time.Millisecond, time.Second
+	cfgA, cfgB := cfg, cfg
+	cfgA.Node, cfgB.Node = "node-a", "node-b"
+	e := newEnv(t, cfgA)
+	const hooks, sandboxes = 3, 60
+	rc := newReceiver(t, func(int) int {
+		time.Sleep(time.Millisecond) // created and killed would overlap without the order
+		return http.StatusOK
+	})
+	for range hooks {
+		createHook(t, e.eng, "t", rc.srv.URL)
+	}
+	engB, err := NewEngine(e.db, e.log, cfgB, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopA := run(t, e.eng)
+	run(t, engB)
+	for i := range sandboxes {
+		appendLifecycle(t, e, [2]string{"sb" + itoa(i), events.SandboxCreated}, [2]string{"sb" + itoa(i), events.SandboxKilled})
+		if i == sandboxes/2 {
+			stopA()
+		}
+	}
+	waitFor(t, "every delivery", func() bool { return len(rc.all()) >= hooks*2*sandboxes })
+	killed := map[string]bool{} // webhook id + sandbox → its killed has arrived
+	for _, d := range rc.all() {
+		var b events.JSON
+		_ = json.Unmarshal(d.body, &b)
+		key := d.header.Get("e2b-webhook-id") + "/" + b.SandboxID
+		switch b.Type {
+		case events.SandboxKilled:
+			killed[key] = true
+		case events.SandboxCreated:
+			if killed[key] {
+				t.Fatalf("%s: created arrived after killed", key)
+			}
+		}
+	}
+}
