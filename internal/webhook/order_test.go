@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"container/heap"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -256,6 +257,54 @@ func TestEnginesShareSandboxOrder(t *testing.T) {
 			if killed[key] {
 				t.Fatalf("%s: created arrived after killed", key)
 			}
+		}
+	}
+}
+
+// TestSandboxQueue walks one sandbox's queue through its cases: an earlier
+// delivery arriving after a later one takes the head back until the later
+// one has started; later ones wait; a recorded outcome moves the head on;
+// a head leaving memory unsent takes those behind it along.
+func TestSandboxQueue(t *testing.T) {
+	e := newEnv(t, fastConfig())
+	eng := e.eng
+	eng.mu.Lock()
+	defer eng.mu.Unlock()
+	mk := func(id string, seq int64) *item {
+		it := &item{id: id, webhookID: "w", sandbox: "sb", seq: seq, maxAttempts: 1}
+		eng.known[id] = it
+		return it
+	}
+	head := func() string { return eng.lanes["w"].sandboxes["sb"].head.id }
+	steps := []struct {
+		name    string
+		do      func() bool // reports whether the step's delivery may be scheduled
+		want    bool
+		head    string
+		waiting int
+	}{
+		{"first goes", func() bool { return eng.admitOrdered(mk("e10", 10)) }, true, "e10", 0},
+		{"queue it", func() bool { eng.waiting.put(eng.known["e10"]); return true }, true, "e10", 1},
+		{"an earlier one takes the head back", func() bool { return eng.admitOrdered(mk("e5", 5)) }, true, "e5", 0},
+		{"queue it", func() bool { eng.waiting.put(eng.known["e5"]); return true }, true, "e5", 1},
+		{"a later one waits", func() bool { return eng.admitOrdered(mk("e20", 20)) }, false, "e5", 1},
+		{"in flight", func() bool { heap.Remove(&eng.waiting, 0); eng.known["e5"].where = inFlight; return true }, true, "e5", 0},
+		{"an earlier one waits behind one in flight", func() bool { return eng.admitOrdered(mk("e3", 3)) }, false, "e5", 0},
+		{"recorded: the next, in event order", func() bool { eng.advance("w", "sb", "e5"); return true }, true, "e3", 1},
+		{"unrelated record changes nothing", func() bool { eng.advance("w", "sb", "e10"); return true }, true, "e3", 1},
+	}
+	for _, s := range steps {
+		if got := s.do(); got != s.want || head() != s.head || len(eng.waiting) != s.waiting {
+			t.Fatalf("%s: got %v, head %s, %d waiting; want %v, %s, %d", s.name, got, head(), len(eng.waiting), s.want, s.head, s.waiting)
+		}
+	}
+	eng.dropOrdered(eng.known["e3"])
+	if _, ok := eng.lanes["w"].sandboxes["sb"]; ok {
+		t.Fatal("the sandbox's queue outlived its dropped head")
+	}
+	for _, id := range []string{"e10", "e20"} {
+		if _, ok := eng.known[id]; ok {
+			t.Fatalf("%s, held behind a dropped head, is still known: it could go before it", id)
 		}
 	}
 }
