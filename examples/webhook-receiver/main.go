@@ -3,6 +3,11 @@
 // creations per team per day (alerting over a daily limit), and reports,
 // and optionally kills, sandboxes still running after a deadline.
 //
+// sbx sends a sandbox's events in the order they happened, one at a time
+// (its killed after its created is delivered or has failed for good);
+// different sandboxes' events arrive in any order, and any event may come
+// twice (at least once), so the receiver dedupes on webhook-id.
+//
 //	go run ./examples/webhook-receiver --secret s3cret --port 8788 --daily-limit 100 --runaway-after 10m --kill
 //	sbx webhook create --name receiver --url http://127.0.0.1:8788/webhooks/e2b --secret s3cret
 //	curl localhost:8788/stats

@@ -109,9 +109,11 @@ func (rc *Receiver) handle(msgID string, ev *Event) {
 			rc.alerts = append(rc.alerts, msg)
 			rc.Log.Warn(msg)
 		}
-		// Deliveries arrive in any order (several are in flight at once,
-		// retries come later): a sandbox whose kill came first is not
-		// watched, or it would be reported a runaway after its death.
+		// sbx delivers a sandbox's events in order (its killed waits
+		// until its created is delivered or has failed for good), but a
+		// redelivery asked for by hand can bring a created after the
+		// killed: a sandbox whose kill came first is not watched, or it
+		// would be reported a runaway after its death.
 		if _, dead := rc.kills[ev.SandboxID]; rc.RunawayAfter > 0 && !dead {
 			id := ev.SandboxID
 			rc.timers[id] = time.AfterFunc(rc.RunawayAfter, func() { rc.runaway(id) })

@@ -136,9 +136,10 @@ func TestReceiverWithRealDeliveries(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// Deliveries run concurrently, so a sandbox's kill can arrive before its
-// creation; the receiver must not then report it a runaway (it did, and
-// killed it again, once the server delivered in parallel).
+// sbx delivers a sandbox's events in order, but a redelivery asked for by
+// hand can bring its creation after its kill; the receiver must not then
+// report it a runaway (it did, and killed it again, while the server
+// delivered a sandbox's events concurrently).
 func TestReceiverKillBeforeCreate(t *testing.T) {
 	rc := NewReceiver("whsec_c2VjcmV0LWJ5dGVzLWZvci10aGUtZXhhbXBsZQ==", 0, 20*time.Millisecond, slog.New(slog.DiscardHandler))
 	rc.handle("msg-2", &Event{Type: "sandbox.lifecycle.killed", SandboxID: "sb", SandboxTeamID: "t",

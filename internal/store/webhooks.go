@@ -73,6 +73,7 @@ type PendingDelivery struct {
 	ID          string
 	WebhookID   string
 	EventSeq    int64
+	SandboxID   string // the event's sandbox: its deliveries to a webhook go one at a time, in event order
 	Attempts    int
 	MaxAttempts int
 	Due         time.Time

@@ -61,54 +61,72 @@ func BenchmarkEventToDelivered(b *testing.B) {
 // waits until every event is delivered to each of the webhooks; it reports
 // deliveries per second from the engine's start to the last arrival (fan-out,
 // queue claims, sends and their records all included), and how fast the
-// log took the appends.
+// log took the appends. The events are sandboxes' created and killed, one
+// pair per sandbox (sandboxes=many), or all of one sandbox (sandboxes=1:
+// they go one at a time, each after the previous one's record).
 func BenchmarkSustained(b *testing.B) {
-	for _, hooks := range []int{1, 4, 16} {
-		b.Run("webhooks="+itoa(hooks), func(b *testing.B) {
-			e := newEnv(b, Config{AllowPrivate: true})
-			srv, n, _ := countingReceiver(b)
-			for range hooks {
-				createHook(b, e.eng, "t", srv.URL)
-			}
-			ctx := context.Background()
-			b.ResetTimer()
-			b.StopTimer()
-			start := time.Now()
-			for i := 0; i < b.N; i += 100 {
-				tx, err := e.db.BeginTx(ctx, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				for j := i; j < min(i+100, b.N); j++ {
-					if err := e.log.AppendTx(ctx, tx, &events.Event{Type: events.SandboxCreated, TeamID: "t", SandboxID: "sb"}); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if err := tx.Commit(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			appended := time.Since(start)
-			b.StartTimer()
-			start = time.Now()
-			run(b, e.eng)
-			want := int64(b.N * hooks)
-			deadline := time.Now().Add(5 * time.Minute)
-			for n.Load() < want {
-				if time.Now().After(deadline) {
-					b.Fatalf("delivered %d of %d", n.Load(), want)
-				}
-				time.Sleep(time.Millisecond)
-			}
-			elapsed := time.Since(start)
-			b.StopTimer()
-			if n.Load() != want {
-				b.Fatalf("delivered %d, want exactly %d", n.Load(), want)
-			}
-			b.ReportMetric(float64(want)/elapsed.Seconds(), "deliveries/s")
-			b.ReportMetric(float64(b.N)/appended.Seconds(), "appends/s")
-		})
+	for _, c := range []struct {
+		hooks int
+		many  bool
+	}{{1, true}, {4, true}, {16, true}, {1, false}} {
+		name := "webhooks=" + itoa(c.hooks) + "/sandboxes=1"
+		if c.many {
+			name = "webhooks=" + itoa(c.hooks) + "/sandboxes=many"
+		}
+		b.Run(name, func(b *testing.B) { benchSustained(b, c.hooks, c.many) })
 	}
+}
+
+func benchSustained(b *testing.B, hooks int, many bool) {
+	e := newEnv(b, Config{AllowPrivate: true})
+	srv, n, _ := countingReceiver(b)
+	for range hooks {
+		createHook(b, e.eng, "t", srv.URL)
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	b.StopTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i += 100 {
+		tx, err := e.db.BeginTx(ctx, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for j := i; j < min(i+100, b.N); j++ {
+			ev := &events.Event{Type: events.SandboxCreated, TeamID: "t", SandboxID: "sb"}
+			if many {
+				ev.SandboxID = "sb" + itoa(j/2)
+			}
+			if j%2 == 1 {
+				ev.Type = events.SandboxKilled
+			}
+			if err := e.log.AppendTx(ctx, tx, ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	appended := time.Since(start)
+	b.StartTimer()
+	start = time.Now()
+	run(b, e.eng)
+	want := int64(b.N * hooks)
+	deadline := time.Now().Add(5 * time.Minute)
+	for n.Load() < want {
+		if time.Now().After(deadline) {
+			b.Fatalf("delivered %d of %d", n.Load(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if n.Load() != want {
+		b.Fatalf("delivered %d, want exactly %d", n.Load(), want)
+	}
+	b.ReportMetric(float64(want)/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(b.N)/appended.Seconds(), "appends/s")
 }
 
 // BenchmarkBurstToLastDelivered measures what a node-lost sweep after a

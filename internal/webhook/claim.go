@@ -126,7 +126,7 @@ func (e *Engine) load(ctx context.Context, fresh, all []string, since int64) err
 	items := make([]*item, len(ds))
 	for i := range ds {
 		d := &ds[i]
-		items[i] = &item{id: d.ID, webhookID: d.WebhookID, seq: d.EventSeq, attempts: d.Attempts, maxAttempts: d.MaxAttempts,
+		items[i] = &item{id: d.ID, webhookID: d.WebhookID, seq: d.EventSeq, sandbox: d.SandboxID, attempts: d.Attempts, maxAttempts: d.MaxAttempts,
 			due: d.Due, force: d.Forced, body: d.Body}
 	}
 	e.mu.Lock()

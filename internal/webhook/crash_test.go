@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -109,4 +110,64 @@ func TestCrashDurability(t *testing.T) {
 	}
 	t.Logf("received %d before the kill; %d requests in all, %d duplicates (at-least-once), %d attempts logged",
 		atKill, len(rc.all()), dups, attempts)
+}
+
+// TestCrashKeepsSandboxOrder: kill -9 the engine while it delivers
+// created and killed events of many sandboxes; the next engine must
+// finish without ever sending a sandbox's created after its killed (a
+// repeat is allowed, only before the killed): a sandbox's next event
+// waits for the previous one's recorded outcome, so a crash can leave
+// unrecorded only the latest one sent.
+func TestCrashKeepsSandboxOrder(t *testing.T) {
+	if os.Getenv("SBX_TEST_DATABASE") == "postgres" {
+		t.Skip("the child process reopens a SQLite path; see TestSandboxOrderRestart for both dialects")
+	}
+	t.Parallel()
+	e := newEnv(t, fastConfig())
+	rc := newOrderReceiver(t, func(string, int) int {
+		time.Sleep(3 * time.Millisecond) // slow enough that deliveries are pending at the kill
+		return http.StatusOK
+	})
+	createHook(t, e.eng, "t", rc.srv.URL)
+	const sandboxes = 100
+	var evs [][2]string // each sandbox's created and killed next to each other: sent close together
+	for i := range sandboxes {
+		evs = append(evs, [2]string{"sb" + itoa(i), events.SandboxCreated}, [2]string{"sb" + itoa(i), events.SandboxKilled})
+	}
+	appendLifecycle(t, e, evs...)
+
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestHelperEngineProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), helperEnv+"="+e.path)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "child delivering", func() bool { return len(rc.snapshot()) >= 2*60 })
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	atKill := len(rc.snapshot()) / 2
+	if atKill >= 2*sandboxes {
+		t.Fatalf("the child delivered everything (%d) before the kill; the test proves nothing", atKill)
+	}
+	eng2, err := NewEngine(e.db, e.log, fastConfig(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, eng2)
+	waitFor(t, "every killed delivered", func() bool {
+		seen := map[string]bool{}
+		for _, s := range rc.snapshot() {
+			if strings.HasSuffix(s, "/killed done") {
+				seen[s] = true
+			}
+		}
+		return len(seen) == sandboxes
+	})
+	log := rc.snapshot()
+	for i := range sandboxes {
+		requireBefore(t, log, "sb"+itoa(i)+"/created done", "sb"+itoa(i)+"/killed")
+	}
+	t.Logf("%d requests before the kill, %d in all for %d events", atKill, len(log)/2, 2*sandboxes)
 }

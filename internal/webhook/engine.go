@@ -24,13 +24,15 @@
 // of the workers, so a webhook that times out holds at most its share and
 // delays neither the others nor more than its share of its own queue.
 //
-// Order: due deliveries start in event order, but concurrent ones finish
-// in any order, and a delivery waiting for a retry does not hold back
-// later ones (one bad event must not stall a webhook for a day): nothing
-// guarantees the order of arrival. Each delivery carries its event's
-// sequence number in the log (sbx-event-seq) and the body its timestamp;
-// receivers order by the sequence (per sandbox, ignore an event older than
-// one already applied).
+// Order: a sandbox's events reach a webhook in the order they happened:
+// its next delivery is not sent until the previous one is delivered, or
+// failed for good after its retries, and that outcome is recorded
+// (order.go). A delivery waiting for a retry holds back the later events
+// of its sandbox only; different sandboxes deliver concurrently and
+// arrive in any order. Each delivery carries its event's sequence number
+// in the log (sbx-event-seq) and the body its timestamp; after a crash a
+// receiver may get an event again (at-least-once), so it dedupes on
+// webhook-id.
 //
 // Signatures: every attempt carries E2B's headers (e2b-webhook-id,
 // e2b-delivery-id unique per attempt, e2b-signature-version, e2b-signature)
@@ -276,7 +278,9 @@ func (e *Engine) enqueue(items []*item) (skipped bool) {
 			continue // parked in the database until the webhook is enabled again
 		}
 		e.known[it.id] = it
-		e.waiting.put(it)
+		if e.admitOrdered(it) {
+			e.waiting.put(it)
+		}
 	}
 	e.mu.Unlock()
 	e.signal()
@@ -288,11 +292,13 @@ type doneEntry struct {
 	at time.Time
 }
 
-// finished records that delivery id is done here (e.mu held).
-func (e *Engine) finished(id string) {
-	delete(e.known, id)
-	e.done[id] = struct{}{}
-	e.doneOrder = append(e.doneOrder, doneEntry{id, time.Now()})
+// finished records that delivery it is done here (e.mu held); its
+// sandbox's next delivery waits for the record (writeResults).
+func (e *Engine) finished(it *item) {
+	it.where = inDone
+	delete(e.known, it.id)
+	e.done[it.id] = struct{}{}
+	e.doneOrder = append(e.doneOrder, doneEntry{it.id, time.Now()})
 }
 
 // forgetDone drops done entries old enough that their outcome is written
@@ -400,6 +406,7 @@ func (e *Engine) sendable(id string, ln *lane, now time.Time) *item {
 			// loads the queue afresh).
 			ln.ready.take()
 			delete(e.known, it.id)
+			e.dropOrdered(it)
 			if it.seq > 0 {
 				delete(e.owned, id)
 			}
@@ -474,6 +481,7 @@ func (e *Engine) admit(it *item) bool {
 		}
 	}
 	delete(e.known, it.id)
+	e.dropOrdered(it)
 	if it.seq > 0 {
 		delete(e.owned, it.webhookID)
 	}
@@ -531,6 +539,7 @@ func (e *Engine) complete(it *item, r *result) {
 		// Cut short by shutdown or deletion: not an attempt; the row stays
 		// pending and the next Run sends it again.
 		delete(e.known, it.id)
+		e.dropOrdered(it)
 		e.mu.Unlock()
 		e.signal()
 		return
@@ -538,10 +547,13 @@ func (e *Engine) complete(it *item, r *result) {
 	now := e.cfg.Now()
 	it.attempts++
 	r.attempt, r.deliveryID, r.webhookID, r.force = it.attempts, it.id, it.webhookID, it.force
+	if ordered(it) {
+		r.sandbox = it.sandbox
+	}
 	h := e.hooks[it.webhookID]
 	if r.ok {
 		r.state = stateSuccess
-		e.finished(it.id)
+		e.finished(it)
 		if h != nil && !it.force && (h.ConsecutiveFailures != 0 || !h.FailingSince.IsZero()) {
 			h.ConsecutiveFailures, h.FailingSince = 0, time.Time{}
 			r.countersChanged = true
@@ -576,7 +588,7 @@ func (e *Engine) complete(it *item, r *result) {
 			e.waiting.put(it)
 		} else {
 			r.state = stateFailed
-			e.finished(it.id)
+			e.finished(it)
 		}
 	}
 	if h != nil {
@@ -736,7 +748,8 @@ func (e *Engine) fanout(ctx context.Context) (int, error) {
 				d := store.NewDelivery{ID: uuid.NewString(), WebhookID: h.ID, TeamID: h.TeamID, EventID: ev.ID, EventSeq: ev.Seq,
 					EventType: ev.Type, SandboxID: ev.SandboxID, Body: body, MaxAttempts: maxAttempts, Due: now}
 				ds = append(ds, d)
-				items = append(items, &item{id: d.ID, webhookID: h.ID, seq: ev.Seq, maxAttempts: maxAttempts, due: now, body: body})
+				items = append(items, &item{id: d.ID, webhookID: h.ID, seq: ev.Seq, sandbox: ev.SandboxID, maxAttempts: maxAttempts,
+					due: now, body: body})
 			}
 		}
 		last = evs[len(evs)-1].Seq

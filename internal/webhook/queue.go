@@ -10,13 +10,14 @@ import (
 type item struct {
 	id          string
 	webhookID   string
-	seq         int64 // event sequence number: the order within a webhook
+	seq         int64  // event sequence number: the order within a webhook
+	sandbox     string // the event's sandbox: its deliveries go one at a time (order.go)
 	attempts    int
 	maxAttempts int
 	due         time.Time
 	body        []byte // nil: load from the database when sent
 	force       bool   // test pings and manual redeliveries go even to disabled webhooks
-	where       int    // inReady, inWaiting or inFlight
+	where       int    // inWaiting, inReady, inFlight, inHeld or inDone
 	index       int    // position in its heap
 }
 
@@ -24,6 +25,8 @@ const (
 	inWaiting = iota
 	inReady
 	inFlight
+	inHeld // behind an earlier delivery of its sandbox (order.go)
+	inDone // finished; its sandbox's next waits for the record
 )
 
 // readyHeap orders a webhook's due deliveries by event sequence, so a
@@ -55,13 +58,15 @@ func (h *waitHeap) Pop() any          { old := *h; it := old[len(old)-1]; *h = o
 func (h *waitHeap) put(it *item)      { it.where = inWaiting; heap.Push(h, it) }
 
 // lane is one webhook's queue. Up to a share of Config.PerWebhook of its
-// deliveries are in flight at once; they start in event order but may
-// finish in any order (receivers order by the sbx-event-seq header).
+// deliveries are in flight at once; they start in event order, one at a
+// time per sandbox (order.go), and deliveries of different sandboxes may
+// finish in any order.
 type lane struct {
 	ready      readyHeap
-	inflight   int // attempts started and not yet completed
-	unrecorded int // finished attempts whose outcome is not committed yet
-	disabling  int // of those, outcomes that disable the webhook
+	sandboxes  map[string]*sandboxQueue // by sandbox id: its pending deliveries, in event order
+	inflight   int                      // attempts started and not yet completed
+	unrecorded int                      // finished attempts whose outcome is not committed yet
+	disabling  int                      // of those, outcomes that disable the webhook
 }
 
 // RecordLag is how many finished attempts of a webhook may await their
@@ -102,6 +107,8 @@ func (l *lane) free(share int) bool { return l.inflight < share && l.unrecorded 
 func (l *lane) active() bool { return l.inflight > 0 || len(l.ready) > 0 }
 
 // gone reports whether the lane holds nothing and may be forgotten.
-func (l *lane) gone() bool { return l.inflight == 0 && l.unrecorded == 0 && len(l.ready) == 0 }
+func (l *lane) gone() bool {
+	return l.inflight == 0 && l.unrecorded == 0 && len(l.ready) == 0 && len(l.sandboxes) == 0
+}
 
 func heapFix(h *waitHeap, i int) { heap.Fix(h, i) }

@@ -33,6 +33,7 @@ type result struct {
 	id         string // the attempt, sent as e2b-delivery-id
 	deliveryID string
 	webhookID  string
+	sandbox    string // set when the delivery goes in its sandbox's order (order.go)
 	attempt    int
 	ok         bool
 	durationMs float64
@@ -206,6 +207,9 @@ func (e *Engine) writeResults() {
 				if r.disabled && ln.disabling > 0 {
 					ln.disabling--
 				}
+			}
+			if r.sandbox != "" && r.state != statePending {
+				e.advance(r.webhookID, r.sandbox, r.deliveryID)
 			}
 		}
 		e.mu.Unlock()

@@ -43,11 +43,15 @@ const (
 
 	// HeaderEventSeq is the event's position in the server's event log (a
 	// decimal integer, increasing with the order events were recorded;
-	// absent on test pings). Deliveries to one webhook run concurrently
-	// and retries come later, so they arrive in any order: a receiver
-	// that needs order keeps, per sandbox, the highest sequence it has
-	// applied and ignores older events. It is not covered by the
-	// signatures; the body's timestamp is, at a clock's precision.
+	// absent on test pings). A sandbox's events reach a webhook in this
+	// order, one at a time (the next after the previous one is delivered
+	// or failed for good); different sandboxes' deliveries run
+	// concurrently and arrive in any order. A redelivery a user asks for
+	// comes outside that order, and after a crash an event may come again
+	// (dedupe on webhook-id); a receiver that must never apply an older
+	// event keeps, per sandbox, the highest sequence it has applied. It is
+	// not covered by the signatures; the body's timestamp is, at a clock's
+	// precision.
 	HeaderEventSeq = "sbx-event-seq"
 )
 

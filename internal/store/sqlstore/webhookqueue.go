@@ -94,7 +94,7 @@ func (s *Webhooks) PendingDeliveries(ctx context.Context, fresh, all []string, s
 			for _, id := range chunk {
 				a = append(a, id)
 			}
-			rows, err := rtx.QueryContext(ctx, `SELECT id, webhook_id, event_seq, attempts, max_attempts, next_attempt_at, forced, body
+			rows, err := rtx.QueryContext(ctx, `SELECT id, webhook_id, event_seq, sandbox_id, attempts, max_attempts, next_attempt_at, forced, body
 				FROM webhook_deliveries WHERE state = 'pending' AND `+cond+` AND webhook_id IN (`+placeholders(len(chunk))+`)`, a...)
 			if err != nil {
 				return fmt.Errorf("load deliveries: %w", err)
@@ -102,7 +102,7 @@ func (s *Webhooks) PendingDeliveries(ctx context.Context, fresh, all []string, s
 			for rows.Next() {
 				var d store.PendingDelivery
 				var due int64
-				if err := rows.Scan(&d.ID, &d.WebhookID, &d.EventSeq, &d.Attempts, &d.MaxAttempts, &due, &d.Forced, &d.Body); err != nil {
+				if err := rows.Scan(&d.ID, &d.WebhookID, &d.EventSeq, &d.SandboxID, &d.Attempts, &d.MaxAttempts, &due, &d.Forced, &d.Body); err != nil {
 					rows.Close()
 					return fmt.Errorf("load deliveries: %w", err)
 				}

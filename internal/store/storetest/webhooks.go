@@ -107,7 +107,7 @@ func fanOut(t *testing.T, r store.Webhooks, hooks []string, seqs ...int64) (int6
 		for _, s := range seqs {
 			for _, h := range hooks {
 				ds = append(ds, store.NewDelivery{ID: fmt.Sprintf("%s-%d-%d", h, s, time.Now().UnixNano()), WebhookID: h, TeamID: "t1",
-					EventID: fmt.Sprint("ev", s), EventSeq: s, EventType: "sandbox.lifecycle.created", Body: []byte(`{}`), MaxAttempts: 3, Due: hookT0})
+					EventID: fmt.Sprint("ev", s), EventSeq: s, EventType: "sandbox.lifecycle.created", SandboxID: fmt.Sprint("sb", s), Body: []byte(`{}`), MaxAttempts: 3, Due: hookT0})
 			}
 		}
 		return ds, max(cursor, seqs[len(seqs)-1]), nil
@@ -149,6 +149,10 @@ func testFanOutOnce(t *testing.T, newRepos WebhooksFactory) {
 	seen := map[int64]int{}
 	for _, d := range ds {
 		seen[d.EventSeq]++
+		if d.SandboxID != fmt.Sprint("sb", d.EventSeq) {
+			// The engine orders a sandbox's deliveries by it.
+			t.Fatalf("delivery of event %d read back with sandbox %q", d.EventSeq, d.SandboxID)
+		}
 	}
 	if len(ds) != 4 || seen[1] != 1 || seen[2] != 1 || seen[3] != 1 || seen[4] != 1 {
 		t.Fatalf("deliveries by event: %v, want each of 1..4 once", seen)
