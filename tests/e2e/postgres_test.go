@@ -275,8 +275,8 @@ func streamEvents(t *testing.T, srv *Server) <-chan streamedEvent {
 // delivery queue is SIGKILLed and restarted midway; the restarted server
 // takes its queue back and sends what was pending, retries included. The
 // only repeats allowed are the deliveries sent but not yet recorded at the
-// kill: a webhook has one delivery in flight at a time, and at most
-// webhook.RecordLag more awaiting their record.
+// kill: at most webhook.DefaultPerWebhook deliveries of a webhook are in
+// flight at a time, and at most webhook.RecordLag more await their record.
 func TestWebhooksAcrossServers(t *testing.T) {
 	a, b, dsn := startPairDSN(t, "--webhook-allow-private")
 	const n = 2000
