@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -245,5 +246,43 @@ func TestCrunReusesCompiledSeccomp(t *testing.T) {
 	got, err := base64.StdEncoding.DecodeString(cfg.Annotations[annotationSeccompBPF])
 	if err != nil || !bytes.Equal(got, compiled) {
 		t.Errorf("second start's %s = %d bytes (%v); want the %d bytes crun compiled first", annotationSeccompBPF, len(got), err, len(compiled))
+	}
+}
+
+// TestUserNSCacheConcurrent asks for the namespaces of several ranges at
+// once, each range twice: every caller of one range gets the same
+// namespace, and different ranges get different ones.
+func TestUserNSCacheConcurrent(t *testing.T) {
+	runtimetest.RequireRoot(t)
+	var c usernsCache
+	t.Cleanup(func() {
+		for _, f := range c.ns {
+			f.Close()
+		}
+	})
+	const ranges = 6
+	got := make([]*os.File, 2*ranges)
+	errs := make([]error, 2*ranges)
+	var wg sync.WaitGroup
+	for i := range got {
+		wg.Go(func() { got[i], errs[i] = c.get(slotRange(i % ranges)) })
+	}
+	wg.Wait()
+	inodes := map[uint64]int{}
+	for i, f := range got {
+		if errs[i] != nil {
+			t.Fatalf("get(range %d): %v", i%ranges, errs[i])
+		}
+		if other := got[(i+ranges)%(2*ranges)]; other != f {
+			t.Errorf("range %d: two callers got different namespaces", i%ranges)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		inodes[st.Ino] = i % ranges
+	}
+	if len(inodes) != ranges {
+		t.Errorf("%d ranges got %d distinct namespaces, want one each", ranges, len(inodes))
 	}
 }
