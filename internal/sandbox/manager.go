@@ -382,9 +382,9 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		}
 	}()
 	t0 := time.Now()
-	var tNet, tStart, tReady, tNetWait time.Duration
+	var tNet, tFiles, tStart, tReady, tNetWait time.Duration
 	defer func() {
-		m.log.DebugContext(ctx, "sandbox start phases", "sandbox.id", sb.ID, "network", tNet, "runtime", tStart,
+		m.log.DebugContext(ctx, "sandbox start phases", "sandbox.id", sb.ID, "network", tNet, "files", tFiles, "runtime", tStart,
 			"agent_ready", tReady, "network_wait", tNetWait, "total", time.Since(t0), "from_snapshot", how.snapshot != "")
 	}()
 	runDir := m.runDir(sb.ID)
@@ -433,6 +433,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	if err := m.saveSpec(spec); err != nil {
 		return nil, err
 	}
+	tFiles = time.Since(t0) - tNet
 	var snapKey agentauth.Key // what a clone's envd holds until its first /init
 	rctx, span := telemetry.Start(ctx, "sandbox.runtime", attribute.String("runtime", m.driver.Name()),
 		attribute.Bool("from_snapshot", how.snapshot != ""))
@@ -470,7 +471,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	if err != nil {
 		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
 	}
-	tStart = time.Since(t0) - tNet
+	tStart = time.Since(t0) - tNet - tFiles
 	a := m.dial(sb.ID, runDir, key)
 	l = &live{sb: *sb, agent: a, snapshot: how.snapshot}
 	ectx, span := telemetry.Start(ctx, "sandbox.envd")
@@ -478,11 +479,11 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	if err := a.waitReady(ectx); err != nil {
 		return nil, err
 	}
-	tReady = time.Since(t0) - tNet - tStart
+	tReady = time.Since(t0) - tNet - tFiles - tStart
 	if err := joinNet(); err != nil {
 		return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
 	}
-	tNetWait = time.Since(t0) - tNet - tStart - tReady
+	tNetWait = time.Since(t0) - tNet - tFiles - tStart - tReady
 	req := initRequest{EnvVars: initVars(*sb), AccessToken: sb.AccessToken, DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir}
 	if how.snapshot != "" {
 		err = a.rekey(ectx, req, snapKey)
