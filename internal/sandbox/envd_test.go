@@ -207,12 +207,17 @@ func TestWaitReadyWakesOnTheSocket(t *testing.T) {
 	t.Parallel()
 	runDir := shortDir(t)
 	a := newAgent("sbxw", runDir, mustKey(t))
+	listening := make(chan net.Listener, 1)
 	go func() {
 		time.Sleep(30 * time.Millisecond) // envd still starting
-		serveUnix(t, filepath.Join(runDir, agentSocket), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		ln, _ := net.Listen("unix", filepath.Join(runDir, agentSocket))
+		listening <- ln
 	}()
 	if err := a.waitReady(t.Context()); err != nil {
 		t.Fatalf("waitReady: %v", err)
+	}
+	if ln := <-listening; ln != nil {
+		ln.Close()
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 	defer cancel()

@@ -401,9 +401,12 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		sb.Runtime = m.rt.main.Name()
 	}
 	nctx, netSpan := telemetry.Start(ctx, "sandbox.network")
-	// gVisor copies the namespace's interfaces into its own network stack
-	// when it starts: a runsc sandbox needs its link in place before.
-	nsPath, attached, err := m.beginNetwork(nctx, sb.ID, sb.AllowInternet, sb.Runtime != "runsc")
+	// Only a cold boot under a runtime that uses the kernel's namespace as
+	// it is overlaps: gVisor copies the namespace's interfaces into its own
+	// stack when it starts, and a restore may bring back sockets bound to
+	// the sandbox's address; both need the link in place before.
+	overlap := how.snapshot == "" && !how.snapRT && sb.Runtime != "runsc"
+	nsPath, attached, err := m.beginNetwork(nctx, sb.ID, sb.AllowInternet, overlap)
 	if err != nil {
 		telemetry.End(netSpan, err)
 		return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
