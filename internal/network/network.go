@@ -310,19 +310,45 @@ func (m *Manager) DirectPath(id string) (netip.Addr, string, bool) {
 
 // Setup creates the sandbox's network namespace and returns its path.
 func (m *Manager) Setup(ctx context.Context, id string, allowInternet bool) (nsPath string, err error) {
-	if err := validateID(id); err != nil {
+	path, attach, err := m.Begin(ctx, id, allowInternet)
+	if err != nil {
 		return "", err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := attach(ctx); err != nil {
+		if terr := m.Teardown(context.WithoutCancel(ctx), id); terr != nil {
+			m.log.Warn("clean up after failed network setup", "sandbox.id", id, "err", terr)
+		}
 		return "", err
+	}
+	return path, nil
+}
+
+// Begin creates the sandbox's network namespace (sysctls set, loopback up,
+// an address allocated when it may reach the internet) and returns its path
+// and attach, which plugs the veth pair in: the sandbox's end configured
+// inside, the host's end up and operational. The namespace is usable (by
+// path) at once, so a caller runs attach while the runtime starts the
+// sandbox in it, and must call it exactly once (it releases what Begin
+// holds) and wait for it before handing the sandbox out. This is the order
+// a CNI plugin has too: until attach ends the namespace has no link to
+// anything, and nothing inside can configure one (the sandbox's root holds
+// no capability over a namespace the host made), so no traffic passes
+// before every host-side rule applies. A failed attach leaves the
+// namespace to the caller's Teardown.
+func (m *Manager) Begin(ctx context.Context, id string, allowInternet bool) (nsPath string, attach func(context.Context) error, err error) {
+	if err := validateID(id); err != nil {
+		return "", nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", nil, err
 	}
 	path := m.nsPath(id)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return "", errdefs.Exists("network namespace for sandbox %s already exists", id)
+			return "", nil, errdefs.Exists("network namespace for sandbox %s already exists", id)
 		}
-		return "", fmt.Errorf("network setup for sandbox %s: %w", id, err)
+		return "", nil, fmt.Errorf("network setup for sandbox %s: %w", id, err)
 	}
 	f.Close()
 	defer func() {
@@ -336,37 +362,41 @@ func (m *Manager) Setup(ctx context.Context, id string, allowInternet bool) (nsP
 	if allowInternet {
 		addr, err := m.prepareInternet(ctx, id)
 		if err != nil {
-			return "", fmt.Errorf("network setup for sandbox %s: %w", id, err)
+			return "", nil, fmt.Errorf("network setup for sandbox %s: %w", id, err)
 		}
 		if v, err = m.newVeth(addr); err != nil {
-			return "", fmt.Errorf("network setup for sandbox %s: %w", id, err)
+			return "", nil, fmt.Errorf("network setup for sandbox %s: %w", id, err)
 		}
 	}
-	nh, err := m.inNewNS(path, func(nh *netlink.Handle, ns netns.NsHandle) error {
-		return m.configure(nh, ns, v)
+	nh, err := m.inNewNS(path, func(nh *netlink.Handle, _ netns.NsHandle) error {
+		return m.configure(nh)
 	})
-	if err == nil && v != nil {
-		err = m.finishHostSide(nh, v)
-	}
-	if nh != nil {
-		nh.Close()
-	}
 	if err != nil {
-		if allowInternet {
+		return "", nil, fmt.Errorf("network setup for sandbox %s: %w", id, err)
+	}
+	if v == nil {
+		nh.Close()
+		return path, func(context.Context) error { return nil }, nil
+	}
+	return path, func(ctx context.Context) error {
+		defer nh.Close()
+		err := m.plug(nh, path, v)
+		if err == nil {
+			err = m.finishHostSide(nh, v)
+		}
+		if err != nil {
 			// The firewall may have been removed behind our back: check
 			// the host side again on the next Setup.
 			m.mu.Lock()
 			m.hostReady = false
 			m.mu.Unlock()
+			return fmt.Errorf("network setup for sandbox %s: %w", id, err)
 		}
-		return "", fmt.Errorf("network setup for sandbox %s: %w", id, err)
-	}
-	if v != nil {
 		m.mu.Lock()
 		m.ifaces[id] = v.name
 		m.mu.Unlock()
-	}
-	return path, nil
+		return nil
+	}, nil
 }
 
 // prepareInternet makes sure the host side exists and allocates an address.
@@ -482,9 +512,9 @@ var sandboxSysctls = []struct{ path, value string }{
 	{"/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"},
 }
 
-// configure runs on a thread inside the new namespace: sysctls, loopback
-// and, when v is set, the veth pair with the sandbox's end configured.
-func (m *Manager) configure(nh *netlink.Handle, ns netns.NsHandle, v *veth) error {
+// configure runs on a thread inside the new namespace: sysctls (before any
+// interface but loopback exists: eth0 is made without IPv6) and loopback.
+func (m *Manager) configure(nh *netlink.Handle) error {
 	for _, s := range sandboxSysctls {
 		// /proc/sys/net belongs to the namespace of the calling thread.
 		if err := writeSysctl(s.path, s.value); err != nil {
@@ -498,9 +528,18 @@ func (m *Manager) configure(nh *netlink.Handle, ns netns.NsHandle, v *veth) erro
 	if err := nh.LinkSetUp(lo); err != nil {
 		return fmt.Errorf("bring up loopback: %w", err)
 	}
-	if v == nil {
-		return nil
+	return nil
+}
+
+// plug creates the veth pair into the namespace at path and configures the
+// sandbox's end through nh, a netlink handle inside it (usable from any
+// thread).
+func (m *Manager) plug(nh *netlink.Handle, path string, v *veth) error {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open network namespace %s: %w", path, err)
 	}
+	defer ns.Close()
 	link := &netlink.Veth{
 		LinkAttrs:        netlink.LinkAttrs{Name: v.name, MTU: 1500, HardwareAddr: v.hostMAC},
 		PeerName:         sandboxIf,
@@ -632,15 +671,10 @@ func hostNet(a netip.Addr) *net.IPNet {
 }
 
 // finishHostSide runs in the host namespace (its /proc/sys/net is the
-// host's): the host end up, with no IPv6 and no ARP answers.
+// host's): the host end up, with no IPv6 and no ARP answers. The sysctls
+// are written before the link comes up: the sandbox may already run
+// (Begin), so the host end must never hold a link-local address.
 func (m *Manager) finishHostSide(nh *netlink.Handle, v *veth) error {
-	if err := m.host.LinkSetUp(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: v.name, Index: v.hostIndex}}); err != nil {
-		return fmt.Errorf("bring up veth %s: %w", v.name, err)
-	}
-	// Written after the link is up, while the carrier comes up (these
-	// writes cost ~0.1 ms each on a busy host): nothing runs in the
-	// sandbox before Setup returns, so the link-local address the host end
-	// briefly gets is gone before anyone could use it.
 	for _, s := range []struct {
 		dir         confDir
 		name, value string
@@ -656,6 +690,9 @@ func (m *Manager) finishHostSide(nh *netlink.Handle, v *veth) error {
 		if err := s.dir.write(s.name, s.value); err != nil {
 			return err
 		}
+	}
+	if err := m.host.LinkSetUp(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: v.name, Index: v.hostIndex}}); err != nil {
+		return fmt.Errorf("bring up veth %s: %w", v.name, err)
 	}
 	// Until the kernel's link watcher has seen the carrier come up, a veth
 	// end has no queue and silently drops what it sends; the first packet

@@ -79,10 +79,19 @@ const readyPoll = time.Millisecond
 // waitReady waits until envd accepts connections on its socket: it looks
 // for the socket with one cheap syscall per try and dials only once it is
 // there (dialing costs an open of the dir, of the socket and a connect).
+// An inotify watch on the run dir wakes it as soon as the socket is made;
+// without one (or for a socket not yet listening) it looks again every
+// readyPoll at most.
 func (a *agent) waitReady(ctx context.Context) error {
 	delay := 250 * time.Microsecond
 	var d *hostfs.Dir
+	var w *hostfs.Watch
 	defer func() {
+		if w != nil {
+			// Releasing an inotify instance waits for an SRCU grace
+			// period (10-20 ms here): off the start's path.
+			go w.Close()
+		}
 		if d != nil {
 			d.Close()
 		}
@@ -90,7 +99,9 @@ func (a *agent) waitReady(ctx context.Context) error {
 	for {
 		var err error
 		if d == nil {
-			d, err = hostfs.OpenDir(a.runDir)
+			if d, err = hostfs.OpenDir(a.runDir); err == nil {
+				w, _ = d.Watch() // before the look below: no creation is missed
+			}
 		}
 		if d != nil {
 			var st unix.Stat_t
@@ -100,12 +111,21 @@ func (a *agent) waitReady(ctx context.Context) error {
 					c.Close()
 					return nil
 				}
+				// Bound, not listening yet: envd listens right after it
+				// binds, and no event tells when; look again soon.
+				delay = min(delay, 100*time.Microsecond)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("envd did not start listening on %s/%s (last error: %v): %w", a.runDir, agentSocket, err, ctx.Err())
-		case <-time.After(delay):
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("envd did not start listening on %s/%s (last error: %v): %w", a.runDir, agentSocket, err, cerr)
+		}
+		if w != nil {
+			w.Wait(delay)
+		} else {
+			select {
+			case <-ctx.Done():
+			case <-time.After(delay):
+			}
 		}
 		delay = min(2*delay, readyPoll)
 	}

@@ -200,3 +200,28 @@ func TestAgentBrokeIsAClientError(t *testing.T) {
 		}
 	}
 }
+
+// waitReady returns once envd's socket appears and accepts, and gives up
+// with the context.
+func TestWaitReadyWakesOnTheSocket(t *testing.T) {
+	t.Parallel()
+	runDir := shortDir(t)
+	a := newAgent("sbxw", runDir, mustKey(t))
+	listening := make(chan net.Listener, 1)
+	go func() {
+		time.Sleep(30 * time.Millisecond) // envd still starting
+		ln, _ := net.Listen("unix", filepath.Join(runDir, agentSocket))
+		listening <- ln
+	}()
+	if err := a.waitReady(t.Context()); err != nil {
+		t.Fatalf("waitReady: %v", err)
+	}
+	if ln := <-listening; ln != nil {
+		ln.Close()
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	if err := newAgent("sbxx", shortDir(t), mustKey(t)).waitReady(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("waitReady without envd = %v; want the context's deadline", err)
+	}
+}

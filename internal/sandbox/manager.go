@@ -74,6 +74,14 @@ type Network interface {
 	Teardown(ctx context.Context, id string) error
 }
 
+// networkBeginner is a Network that makes the namespace first and plugs
+// the rest in (attach) while the runtime starts the sandbox in it: the
+// link's setup then costs a create no wall-clock time (network.Manager).
+// attach must be called once, and awaited before the sandbox is used.
+type networkBeginner interface {
+	Begin(ctx context.Context, id string, allowInternet bool) (nsPath string, attach func(context.Context) error, err error)
+}
+
 // Templates resolves template references, waiting for ones being prepared.
 type Templates interface {
 	// Resolve finds a template by ID or name (any team: warm pools).
@@ -374,10 +382,10 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		}
 	}()
 	t0 := time.Now()
-	var tNet, tStart, tReady time.Duration
+	var tNet, tFiles, tStart, tReady, tNetWait time.Duration
 	defer func() {
-		m.log.DebugContext(ctx, "sandbox start phases", "sandbox.id", sb.ID, "network", tNet, "runtime", tStart,
-			"agent_ready", tReady, "total", time.Since(t0), "from_snapshot", how.snapshot != "")
+		m.log.DebugContext(ctx, "sandbox start phases", "sandbox.id", sb.ID, "network", tNet, "files", tFiles, "runtime", tStart,
+			"agent_ready", tReady, "network_wait", tNetWait, "total", time.Since(t0), "from_snapshot", how.snapshot != "")
 	}()
 	runDir := m.runDir(sb.ID)
 	if err := mkdirIn(runDir, 0o755); err != nil {
@@ -387,19 +395,35 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	if err != nil {
 		return nil, err
 	}
-	nctx, span := telemetry.Start(ctx, "sandbox.network")
-	nsPath, err := m.network.Setup(nctx, sb.ID, sb.AllowInternet)
-	telemetry.End(span, err)
-	if err != nil {
-		return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
-	}
-	sb.NetNS = nsPath
-	tNet = time.Since(t0)
 	if how.snapshot != "" || how.snapRT {
 		sb.Runtime = m.rt.snap.Name()
 	} else {
 		sb.Runtime = m.rt.main.Name()
 	}
+	nctx, netSpan := telemetry.Start(ctx, "sandbox.network")
+	// Only a cold boot under a runtime that uses the kernel's namespace as
+	// it is overlaps: gVisor copies the namespace's interfaces into its own
+	// stack when it starts, and a restore may bring back sockets bound to
+	// the sandbox's address; both need the link in place before.
+	overlap := how.snapshot == "" && !how.snapRT && sb.Runtime != "runsc"
+	nsPath, attached, err := m.beginNetwork(nctx, sb.ID, sb.AllowInternet, overlap)
+	if err != nil {
+		telemetry.End(netSpan, err)
+		return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
+	}
+	// Joined before anything is torn down or handed out.
+	joinNet := sync.OnceValue(func() error {
+		err := <-attached
+		telemetry.End(netSpan, err)
+		return err
+	})
+	defer func() { // runs before the teardown above, on every path
+		if jerr := joinNet(); jerr != nil && err == nil {
+			l, err = nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, jerr)
+		}
+	}()
+	sb.NetNS = nsPath
+	tNet = time.Since(t0)
 	if err := m.newBootID(sb.ID); err != nil {
 		return nil, err
 	}
@@ -412,6 +436,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	if err := m.saveSpec(spec); err != nil {
 		return nil, err
 	}
+	tFiles = time.Since(t0) - tNet
 	var snapKey agentauth.Key // what a clone's envd holds until its first /init
 	rctx, span := telemetry.Start(ctx, "sandbox.runtime", attribute.String("runtime", m.driver.Name()),
 		attribute.Bool("from_snapshot", how.snapshot != ""))
@@ -449,7 +474,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	if err != nil {
 		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
 	}
-	tStart = time.Since(t0) - tNet
+	tStart = time.Since(t0) - tNet - tFiles
 	a := m.dial(sb.ID, runDir, key)
 	l = &live{sb: *sb, agent: a, snapshot: how.snapshot}
 	ectx, span := telemetry.Start(ctx, "sandbox.envd")
@@ -457,7 +482,11 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	if err := a.waitReady(ectx); err != nil {
 		return nil, err
 	}
-	tReady = time.Since(t0) - tNet - tStart
+	tReady = time.Since(t0) - tNet - tFiles - tStart
+	if err := joinNet(); err != nil {
+		return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
+	}
+	tNetWait = time.Since(t0) - tNet - tFiles - tStart - tReady
 	req := initRequest{EnvVars: initVars(*sb), AccessToken: sb.AccessToken, DefaultUser: tpl.User, DefaultWorkdir: tpl.Workdir}
 	if how.snapshot != "" {
 		err = a.rekey(ectx, req, snapKey)
@@ -479,6 +508,25 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		m.logs.sandbox(sb.ID).system(m.now(), "info", "start command ready")
 	}
 	return l, nil
+}
+
+// beginNetwork makes the sandbox's network namespace and, with overlap,
+// plugs the rest of its network in concurrently (otherwise before it
+// returns); the channel gives that result.
+func (m *Manager) beginNetwork(ctx context.Context, id string, allowInternet, overlap bool) (string, <-chan error, error) {
+	done := make(chan error, 1)
+	b, ok := m.network.(networkBeginner)
+	if !ok || !overlap {
+		path, err := m.network.Setup(ctx, id, allowInternet)
+		done <- err
+		return path, done, err
+	}
+	path, attach, err := b.Begin(ctx, id, allowInternet)
+	if err != nil {
+		return "", nil, err
+	}
+	go func() { done <- attach(context.WithoutCancel(ctx)) }()
+	return path, done, nil
 }
 
 // agentBroke gives the errors which mean that what answers on the

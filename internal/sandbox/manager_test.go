@@ -123,6 +123,11 @@ type lifecycleDriver interface {
 
 func newLifecycleWith(t *testing.T, drv lifecycleDriver, initErr error, opts ...Option) *lifecycleEnv {
 	t.Helper()
+	return newLifecycleNet(t, drv, nopNetwork{}, initErr, opts...)
+}
+
+func newLifecycleNet(t *testing.T, drv lifecycleDriver, net Network, initErr error, opts ...Option) *lifecycleEnv {
+	t.Helper()
 	rec := &changes{}
 	st, err := sqlstore.Open(t.Context(), filepath.Join(t.TempDir(), "sbx.db"), rec)
 	if err != nil {
@@ -134,7 +139,7 @@ func newLifecycleWith(t *testing.T, drv lifecycleDriver, initErr error, opts ...
 	tpl := template.Template{ID: "base", Names: []string{"base"}, Rootfs: "/nonexistent", CPUCount: 1, MemoryMB: 256,
 		Env: map[string]string{"FROM_TPL": "1"}, StartCmd: "serve"}
 	e.m = New(Config{Data: e.data, AgentDir: t.TempDir(), NodeID: "n1"}, slog.New(slog.DiscardHandler), st, e.drv,
-		nopNetwork{}, oneTemplate{tpl}, opts...)
+		net, oneTemplate{tpl}, opts...)
 	e.m.dial = e.agents.dial
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

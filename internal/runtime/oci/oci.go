@@ -408,14 +408,18 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 			}
 		}
 	}()
+	tr := newPhaseTrace()
+	defer func() { d.log.Debug("oci start phases", append([]any{"sandbox.id", s.ID}, tr.attrs()...)...) }()
 	if d.userns {
 		if l.ids, l.userns, err = d.leaseIDs(p); err != nil {
 			return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 		}
 	}
+	tr.mark("userns")
 	if err := mountLayers(ctx, p, l); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
+	tr.mark("mounts")
 	bp, err := writeEtc(p, s, l.ids)
 	if err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
@@ -426,6 +430,7 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 	if bp.sysfs, err = d.prepareMounts(s, p, l.ids); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
+	tr.mark("prepare")
 	spec := buildSpec(s, bp, d.limits, l.ids)
 	if d.name == "crun" {
 		d.bpf.annotate(spec)
@@ -433,9 +438,11 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 	if err := writeConfig(p, spec); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
+	tr.mark("config")
 	if err := d.runDetached(ctx, s.ID, p, l.ids); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
+	tr.mark("run")
 	if d.name == "crun" {
 		d.bpf.learn(filepath.Join(d.cfg.StateDir, s.ID))
 	}
