@@ -62,17 +62,9 @@ type pool struct {
 	waiting  int
 	retryAt  time.Time
 	backoff  time.Duration
-	// starting holds the starts in progress that began in the background
-	// (bgStart), by sandbox ID.
-	starting map[string]*bgStart
-}
-
-// bgStart is a pool's start in progress begun in the background: its
-// sandbox at the least CPU weight, and the OS thread running it (and the
-// runtime it forks) below normal priority.
-type bgStart struct {
-	tid    int  // the thread running the start, locked to it
-	raised bool // a create waits for it: raised to the foreground
+	// starting holds the IDs of the starts in progress that began in the
+	// background (bgStart), true once a create waits for them.
+	starting map[string]bool
 }
 
 func newPool(size PoolSize) *pool {
@@ -157,38 +149,35 @@ func (p *pool) startDone(now time.Time, failed bool) {
 	p.retryAt = now.Add(p.backoff)
 }
 
-// bgStart says whether the start of sandbox id, run by the calling
-// goroutine on OS thread tid (locked to it for good), begins in the
-// background (runtime.Resources.Background, the thread's priority
-// lowered): while the pool holds a ready sandbox, the next create takes
-// that one, so nobody waits for this start and the creates and commands
-// users wait for should win the CPU from it. With none ready, a create may
-// soon wait for it: it starts at normal priority. A background start is
-// tracked until bgDone so a create that ends up waiting for it can raise
-// it (take).
-func (p *pool) bgStart(id string, tid int) bool {
+// bgStart says whether the start of sandbox id begins in the background
+// (runtime.Resources.Background): while the pool holds a ready sandbox,
+// the next create takes that one, so nobody waits for this start and the
+// creates and commands users wait for should win the CPU from it. With
+// none ready, a create may soon wait for it: it starts at normal weight.
+// A background start is tracked until startDone so a create that ends up
+// waiting for it can raise it (take).
+func (p *pool) bgStart(id string) bool {
 	if len(p.ready) == 0 {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.starting == nil {
-		p.starting = map[string]*bgStart{}
+		p.starting = map[string]bool{}
 	}
-	p.starting[id] = &bgStart{tid: tid}
-	lowerThread(tid)
+	p.starting[id] = false
 	return true
 }
 
 // bgDone forgets a background start and says whether a create waited for
-// it meanwhile (its sandbox must be raised now: the raise may have come
-// before its cgroup existed).
+// it meanwhile (it must be raised now: the raise may have come before its
+// cgroup existed).
 func (p *pool) bgDone(id string) (raised bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := p.starting[id]
+	raised = p.starting[id]
 	delete(p.starting, id)
-	return st != nil && st.raised
+	return raised
 }
 
 // take returns a ready sandbox of the pool, or nil. With none ready it
@@ -208,12 +197,9 @@ func (p *pool) take(ctx context.Context, raise func(id string)) *live {
 	}
 	p.waiting++
 	var bg []string
-	for id, st := range p.starting {
-		if !st.raised {
-			// Under p.mu: the start cannot end (bgDone) and its thread
-			// exit meanwhile, so tid is still that thread.
-			st.raised = true
-			raiseThread(st.tid)
+	for id, raised := range p.starting {
+		if !raised {
+			p.starting[id] = true
 			bg = append(bg, id)
 		}
 	}

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	goruntime "runtime"
 	"testing"
 	"time"
 
@@ -123,36 +122,16 @@ func TestPoolTakeWaitsForInflight(t *testing.T) {
 func noRaise(string) {}
 
 // A start begins in the background only while the pool holds a ready
-// sandbox, its thread below normal priority; a create that then finds the
-// pool empty and waits raises each background start once (its thread back
-// to normal priority), and the start learns of it when it ends.
+// sandbox; a create that then finds the pool empty and waits raises each
+// background start once, and the start learns of it when it ends.
 func TestPoolBackgroundStartsRaisedByWaiter(t *testing.T) {
 	p := newPool(PoolSize{Min: 2, Max: 4})
-	nice := func(tid int) int {
-		prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 20 - prio // the raw syscall returns 20 - nice
-	}
-	// The starts' threads: locked, and ended with their goroutines.
-	tids := make(chan int)
-	end := make(chan struct{})
-	defer close(end)
-	for range 2 {
-		go func() {
-			goruntime.LockOSThread()
-			tids <- unix.Gettid()
-			<-end
-		}()
-	}
-	ta, tb := <-tids, <-tids
-	if p.bgStart("a", ta) || nice(ta) != 0 {
-		t.Fatalf("a start with no ready sandbox began in the background (nice %d): a create may wait for it", nice(ta))
+	if p.bgStart("a") {
+		t.Fatal("a start with no ready sandbox began in the background: a create may wait for it")
 	}
 	p.ready <- &live{}
-	if !p.bgStart("b", tb) || nice(tb) != poolNice {
-		t.Fatalf("a start with a ready sandbox did not begin in the background (nice %d)", nice(tb))
+	if !p.bgStart("b") {
+		t.Fatal("a start with a ready sandbox did not begin in the background")
 	}
 	p.inflight = 2
 	if l := p.take(t.Context(), func(id string) { t.Errorf("raised %s while a sandbox was ready", id) }); l == nil {
@@ -162,8 +141,8 @@ func TestPoolBackgroundStartsRaisedByWaiter(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan *live)
 	go func() { done <- p.take(ctx, func(id string) { raised <- id }) }()
-	if id := <-raised; id != "b" || nice(tb) != 0 {
-		t.Fatalf("raised %q (its thread's nice %d), want the background start b at 0", id, nice(tb))
+	if id := <-raised; id != "b" {
+		t.Fatalf("raised %q, want the background start b", id)
 	}
 	cancel()
 	<-done

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	goruntime "runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"golang.org/x/sys/unix"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
@@ -222,13 +220,10 @@ func (ps *Pools) fillLoop(ctx context.Context, ref string, p *pool) {
 // pool moved to another build or stopped meanwhile.
 func (ps *Pools) refillOne(ctx context.Context, p *pool, tpl template.Template) {
 	defer p.kick()
-	// The goroutine ends with its thread locked, so the thread ends with
-	// it: a priority lowered for a background start goes with the thread.
-	goruntime.LockOSThread()
 	id, err := newID()
 	var l *live
 	if err == nil {
-		bg := p.bgStart(id, unix.Gettid())
+		bg := p.bgStart(id)
 		l, err = ps.host.prestart(ctx, tpl, id, bg)
 		if bg && p.bgDone(id) && err == nil {
 			ps.host.foreground(ctx, id)
