@@ -136,10 +136,13 @@ type Manager struct {
 type live struct {
 	mu       sync.Mutex
 	snapshot string // the template snapshot it was restored from, "" if started cold
-	sb       store.Sandbox
-	agent    agentConn
-	timer    *time.Timer
-	cpu      cpuSample
+	// background: a pooled sandbox started at the least CPU weight, until
+	// its claim raises it (Pools.claimFrom).
+	background bool
+	sb         store.Sandbox
+	agent      agentConn
+	timer      *time.Timer
+	cpu        cpuSample
 	// lifecycle: auto-pause without memory, auto-resume (lifecycle.go).
 	lifecycle Lifecycle
 }

@@ -228,6 +228,9 @@ func (ps *Pools) refillOne(ctx context.Context, p *pool, tpl template.Template) 
 		if bg && p.bgDone(id) && err == nil {
 			ps.host.foreground(ctx, id)
 		}
+		if l != nil {
+			l.background = bg
+		}
 	}
 	p.startDone(ps.now(), err != nil)
 	if err != nil {
@@ -279,8 +282,10 @@ func (ps *Pools) claimFrom(ctx context.Context, p *pool, tpl template.Template, 
 		if l == nil {
 			return nil
 		}
-		// Started in the background, maybe: a user waits for it now.
-		ps.host.foreground(ctx, l.sb.ID)
+		if l.background { // a user waits for it now
+			ps.host.foreground(ctx, l.sb.ID)
+			l.background = false
+		}
 		if l.snapshot != ps.host.launchFor(tpl).snapshot {
 			// Pooled before the template's snapshot existed (or after it
 			// went): every sandbox of a build must start the same way.
