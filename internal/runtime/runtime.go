@@ -40,6 +40,12 @@ type Resources struct {
 	MemoryMB int     // memory limit (and memory+swap limit); 0 = unlimited
 	PidsMax  int     // max tasks; 0 = unlimited
 	DiskMB   int     // size of the writable layer; 0 = driver default
+	// Background starts the sandbox with the least CPU weight among the
+	// sandboxes (a warm pool's: nobody waits for it yet), so the sandboxes
+	// users wait for win the CPU while it starts; Prioritizer.Foreground
+	// gives it the normal weight. Only Start reads it: it is not part of
+	// what a sandbox is restored with.
+	Background bool
 }
 
 // Spec describes one sandbox to start.
@@ -128,6 +134,15 @@ type Stopper interface {
 	// init already ended is not an error; an unknown sandbox is
 	// ErrNotFound. A paused sandbox must be resumed first.
 	Stop(ctx context.Context, id string) error
+}
+
+// Prioritizer is implemented by drivers that can start a sandbox in the
+// background (Resources.Background).
+type Prioritizer interface {
+	// Foreground gives a sandbox started in the background the normal CPU
+	// weight; a sandbox already there is left as it is. An unknown sandbox
+	// is ErrNotFound.
+	Foreground(ctx context.Context, id string) error
 }
 
 // Pauser is implemented by drivers that can freeze a sandbox in place.

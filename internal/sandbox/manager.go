@@ -144,10 +144,13 @@ type Manager struct {
 type live struct {
 	mu       sync.Mutex
 	snapshot string // the template snapshot it was restored from, "" if started cold
-	sb       store.Sandbox
-	agent    agentConn
-	timer    *time.Timer
-	cpu      cpuSample
+	// background: a pooled sandbox started at the least CPU weight, until
+	// its claim raises it (Pools.claimFrom).
+	background bool
+	sb         store.Sandbox
+	agent      agentConn
+	timer      *time.Timer
+	cpu        cpuSample
 	// lifecycle: auto-pause without memory, auto-resume (lifecycle.go).
 	lifecycle Lifecycle
 }
@@ -371,6 +374,9 @@ func (m *Manager) start(ctx context.Context, sb *store.Sandbox, tpl template.Tem
 type launch struct {
 	snapshot string // restore from this template snapshot dir; "" = start cold
 	snapRT   bool   // start cold under the snapshot runtime (to take a snapshot)
+	// background starts it at the least CPU weight (a pooled sandbox
+	// nobody waits for yet; runtime.Resources.Background).
+	background bool
 }
 
 func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template.Template, how launch) (l *live, err error) {
@@ -468,6 +474,7 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		sb.Runtime = m.rt.snap.Name()
 		err = m.rt.startOnSnapshotRuntime(rctx, spec)
 	default:
+		spec.Resources.Background = how.background // not in the saved spec: a restore starts in the foreground
 		err = m.driver.Start(rctx, spec)
 	}
 	telemetry.End(span, err)

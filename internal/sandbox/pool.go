@@ -62,6 +62,9 @@ type pool struct {
 	waiting  int
 	retryAt  time.Time
 	backoff  time.Duration
+	// starting holds the IDs of the starts in progress that began in the
+	// background (bgStart), true once a create waits for them.
+	starting map[string]bool
 }
 
 func newPool(size PoolSize) *pool {
@@ -146,10 +149,42 @@ func (p *pool) startDone(now time.Time, failed bool) {
 	p.retryAt = now.Add(p.backoff)
 }
 
+// bgStart says whether the start of sandbox id begins in the background
+// (runtime.Resources.Background): while the pool holds a ready sandbox,
+// the next create takes that one, so nobody waits for this start and the
+// creates and commands users wait for should win the CPU from it. With
+// none ready, a create may soon wait for it: it starts at normal weight.
+// A background start is tracked until startDone so a create that ends up
+// waiting for it can raise it (take).
+func (p *pool) bgStart(id string) bool {
+	if len(p.ready) == 0 {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.starting == nil {
+		p.starting = map[string]bool{}
+	}
+	p.starting[id] = false
+	return true
+}
+
+// bgDone forgets a background start and says whether a create waited for
+// it meanwhile (it must be raised now: the raise may have come before its
+// cgroup existed).
+func (p *pool) bgDone(id string) (raised bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	raised = p.starting[id]
+	delete(p.starting, id)
+	return raised
+}
+
 // take returns a ready sandbox of the pool, or nil. With none ready it
 // waits up to claimWait for one the pool is starting, when no other
-// create already waits for that one.
-func (p *pool) take(ctx context.Context) *live {
+// create already waits for that one; starts in progress that began in the
+// background are raised to the foreground first (raise, once each).
+func (p *pool) take(ctx context.Context, raise func(id string)) *live {
 	select {
 	case l := <-p.ready:
 		return l
@@ -161,7 +196,17 @@ func (p *pool) take(ctx context.Context) *live {
 		return nil
 	}
 	p.waiting++
+	var bg []string
+	for id, raised := range p.starting {
+		if !raised {
+			p.starting[id] = true
+			bg = append(bg, id)
+		}
+	}
 	p.mu.Unlock()
+	for _, id := range bg {
+		raise(id)
+	}
 	defer func() {
 		p.mu.Lock()
 		p.waiting--

@@ -88,13 +88,13 @@ func TestPoolStartBackoff(t *testing.T) {
 // more creates than starts: the others start their own at once.
 func TestPoolTakeWaitsForInflight(t *testing.T) {
 	p := newPool(PoolSize{Min: 1, Max: 2})
-	if l := p.take(t.Context()); l != nil {
+	if l := p.take(t.Context(), noRaise); l != nil {
 		t.Fatal("take from an empty pool with nothing starting returned a sandbox")
 	}
 	p.inflight = 1
 	want := &live{}
 	got := make(chan *live)
-	go func() { got <- p.take(t.Context()) }()
+	go func() { got <- p.take(t.Context(), noRaise) }()
 	// Wait until that take is waiting, then a second one must not.
 	for {
 		p.mu.Lock()
@@ -105,7 +105,7 @@ func TestPoolTakeWaitsForInflight(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if l := p.take(t.Context()); l != nil {
+	if l := p.take(t.Context(), noRaise); l != nil {
 		t.Fatal("a second waiter took a sandbox")
 	}
 	p.ready <- want
@@ -114,8 +114,50 @@ func TestPoolTakeWaitsForInflight(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if l := p.take(ctx); l != nil {
+	if l := p.take(ctx, noRaise); l != nil {
 		t.Fatal("take with a cancelled context returned a sandbox")
+	}
+}
+
+func noRaise(string) {}
+
+// A start begins in the background only while the pool holds a ready
+// sandbox; a create that then finds the pool empty and waits raises each
+// background start once, and the start learns of it when it ends.
+func TestPoolBackgroundStartsRaisedByWaiter(t *testing.T) {
+	p := newPool(PoolSize{Min: 2, Max: 4})
+	if p.bgStart("a") {
+		t.Fatal("a start with no ready sandbox began in the background: a create may wait for it")
+	}
+	p.ready <- &live{}
+	if !p.bgStart("b") {
+		t.Fatal("a start with a ready sandbox did not begin in the background")
+	}
+	p.inflight = 2
+	if l := p.take(t.Context(), func(id string) { t.Errorf("raised %s while a sandbox was ready", id) }); l == nil {
+		t.Fatal("take with a ready sandbox returned nil")
+	}
+	raised := make(chan string, 4)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan *live)
+	go func() { done <- p.take(ctx, func(id string) { raised <- id }) }()
+	if id := <-raised; id != "b" {
+		t.Fatalf("raised %q, want the background start b", id)
+	}
+	cancel()
+	<-done
+	go func() { done <- p.take(ctx, func(id string) { raised <- id }) }()
+	<-done
+	select {
+	case id := <-raised:
+		t.Fatalf("%s raised twice", id)
+	default:
+	}
+	if !p.bgDone("b") {
+		t.Fatal("the raised start was not told it was raised")
+	}
+	if p.bgDone("b") {
+		t.Fatal("a forgotten start still reads as raised")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/telemetry"
 	"github.com/sbxdev/sbx/internal/template"
@@ -26,7 +27,10 @@ const AnyTemplate = "*"
 // create would start it (no team yet), its teardown, and how the template
 // starts now (a pooled sandbox started otherwise is stale).
 type poolHost interface {
-	prestart(ctx context.Context, tpl template.Template) (*live, error)
+	// prestart starts sandbox id of tpl, in the background (at the least
+	// CPU weight) if asked; foreground raises it to the normal weight.
+	prestart(ctx context.Context, tpl template.Template, id string, background bool) (*live, error)
+	foreground(ctx context.Context, id string)
 	destroy(ctx context.Context, id string)
 	launchFor(tpl template.Template) launch
 }
@@ -216,7 +220,18 @@ func (ps *Pools) fillLoop(ctx context.Context, ref string, p *pool) {
 // pool moved to another build or stopped meanwhile.
 func (ps *Pools) refillOne(ctx context.Context, p *pool, tpl template.Template) {
 	defer p.kick()
-	l, err := ps.host.prestart(ctx, tpl)
+	id, err := newID()
+	var l *live
+	if err == nil {
+		bg := p.bgStart(id)
+		l, err = ps.host.prestart(ctx, tpl, id, bg)
+		if bg && p.bgDone(id) && err == nil {
+			ps.host.foreground(ctx, id)
+		}
+		if l != nil {
+			l.background = bg
+		}
+	}
 	p.startDone(ps.now(), err != nil)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -263,9 +278,13 @@ func (ps *Pools) claim(ctx context.Context, tpl template.Template, sb *store.San
 // returns nil when p has none (of the template's current build).
 func (ps *Pools) claimFrom(ctx context.Context, p *pool, tpl template.Template, sb *store.Sandbox, current bool) *live {
 	for current {
-		l := p.take(ctx)
+		l := p.take(ctx, func(id string) { ps.host.foreground(ctx, id) })
 		if l == nil {
 			return nil
+		}
+		if l.background { // a user waits for it now
+			ps.host.foreground(ctx, l.sb.ID)
+			l.background = false
 		}
 		if l.snapshot != ps.host.launchFor(tpl).snapshot {
 			// Pooled before the template's snapshot existed (or after it
@@ -363,15 +382,21 @@ func (m *Manager) StartPools(ctx context.Context, sizes map[string]PoolSize) {
 }
 
 // prestart starts a sandbox for the pool: no team, no token, no env vars yet.
-func (m *Manager) prestart(ctx context.Context, tpl template.Template) (*live, error) {
-	id, err := newID()
-	if err != nil {
-		return nil, err
-	}
+func (m *Manager) prestart(ctx context.Context, tpl template.Template, id string, background bool) (*live, error) {
 	sb := store.Sandbox{ID: id, TemplateID: tpl.ID, BuildID: tpl.BuildID, Alias: firstName(tpl),
 		State: store.StateRunning, CPUCount: tpl.CPUCount, MemoryMB: tpl.MemoryMB, DiskMB: tpl.DiskMB,
 		AllowInternet: true, Runtime: m.driver.Name(), NodeID: m.cfg.NodeID}
-	return m.start(ctx, &sb, tpl)
+	how := m.launchFor(tpl)
+	how.background = background
+	return m.startWith(ctx, &sb, tpl, how)
+}
+
+// foreground gives a pooled sandbox started in the background the normal
+// CPU weight (a create waits for it, or has claimed it).
+func (m *Manager) foreground(ctx context.Context, id string) {
+	if err := m.rt.foreground(ctx, id); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		m.log.WarnContext(ctx, "raise a pooled sandbox's CPU weight", "sandbox.id", id, "err", err)
+	}
 }
 
 // Close stops the pools and removes the pooled sandboxes (they belong to

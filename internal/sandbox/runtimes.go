@@ -124,6 +124,15 @@ func (r *runtimes) stop(ctx context.Context, id string) bool {
 	return ok && s.Stop(ctx, id) == nil
 }
 
+// foreground gives a sandbox started in the background the normal CPU
+// weight, when its driver starts any in the background.
+func (r *runtimes) foreground(ctx context.Context, id string) error {
+	if p, ok := r.of(ctx, id).(runtime.Prioritizer); ok {
+		return p.Foreground(ctx, id)
+	}
+	return nil
+}
+
 func (r *runtimes) Delete(ctx context.Context, id string) error {
 	err := r.of(ctx, id).Delete(ctx, id)
 	if err == nil || errors.Is(err, runtime.ErrNotFound) {

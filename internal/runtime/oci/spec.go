@@ -215,6 +215,13 @@ func buildResources(r runtime.Resources, memsw bool) *specs.LinuxResources {
 		period := uint64(cpuPeriod)
 		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
 	}
+	if r.Background {
+		if res.CPU == nil {
+			res.CPU = &specs.LinuxCPU{}
+		}
+		shares := uint64(backgroundShares)
+		res.CPU.Shares = &shares
+	}
 	if r.MemoryMB > 0 {
 		limit := int64(r.MemoryMB) << 20
 		res.Memory = &specs.LinuxMemory{Limit: &limit}

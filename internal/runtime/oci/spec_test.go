@@ -115,6 +115,20 @@ func TestBuildSpecVariants(t *testing.T) {
 					t.Errorf("a sandbox without ids got a user namespace: %+v", s.Linux)
 				}
 			}},
+		{"background", func(s *runtime.Spec) { s.Resources.Background = true }, hostLimits{nofile: 1},
+			func(t *testing.T, s *specs.Spec) {
+				c := s.Linux.Resources.CPU
+				if c == nil || c.Shares == nil || *c.Shares != backgroundShares || c.Quota == nil {
+					t.Errorf("background sandbox's CPU = %+v; want shares %d and its quota kept", c, backgroundShares)
+				}
+			}},
+		{"background, no CPU limit", func(s *runtime.Spec) { s.Resources = runtime.Resources{Background: true} }, hostLimits{nofile: 1},
+			func(t *testing.T, s *specs.Spec) {
+				c := s.Linux.Resources.CPU
+				if c == nil || c.Shares == nil || *c.Shares != backgroundShares || c.Quota != nil {
+					t.Errorf("background sandbox's CPU = %+v; want shares %d alone", c, backgroundShares)
+				}
+			}},
 		{"PATH kept", func(s *runtime.Spec) { s.Env = []string{"PATH=/x"} }, hostLimits{nofile: 1},
 			func(t *testing.T, s *specs.Spec) {
 				if !slices.Equal(s.Process.Env, []string{"PATH=/x"}) {
