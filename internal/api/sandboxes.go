@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/network"
 	"github.com/sbxdev/sbx/internal/request"
 	"github.com/sbxdev/sbx/internal/sandbox"
 	"github.com/sbxdev/sbx/internal/store"
@@ -209,6 +210,7 @@ func (s *Server) createHere(ctx context.Context, req sandbox.CreateRequest, body
 		return store.Sandbox{}, "", err
 	}
 	req.AllowInternet = internet
+	req.Egress = policy // the manager applies it before anything runs in the sandbox
 	if req.Mounts, err = s.mountsFor(ctx, req.TeamID, body.VolumeMounts); err != nil {
 		return store.Sandbox{}, "", err
 	}
@@ -221,7 +223,7 @@ func (s *Server) createHere(ctx context.Context, req sandbox.CreateRequest, body
 		s.creates.failed.Add(1)
 		return store.Sandbox{}, "", err
 	}
-	if err := n.apply(ctx, sb.ID, policy, netCfg, traffic); err != nil {
+	if err := n.apply(ctx, sb.ID, network.Policy{}, netCfg, traffic); err != nil {
 		// Never hand out a sandbox whose policy is not in force.
 		_ = s.sandboxes.Kill(context.WithoutCancel(ctx), sb.TeamID, sb.ID)
 		s.creates.failed.Add(1)

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/network"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/template"
@@ -52,6 +53,10 @@ const fsPausedFile = "paused.json"
 
 type fsPaused struct {
 	Lower []string `json:"lower"`
+	// Egress is the sandbox's egress policy: the teardown at the pause
+	// drops it from the firewall, and the next boot puts it back before
+	// anything runs.
+	Egress network.Policy `json:"egress,omitzero"`
 }
 
 // newBootID writes a fresh boot ID for the sandbox's next boot. A boot ID
@@ -218,7 +223,7 @@ func (m *Manager) dropMemory(ctx context.Context, l *live) error {
 	if err != nil {
 		return err
 	}
-	marker, _ := json.Marshal(fsPaused{Lower: append([]string{layer}, spec.Lower...)})
+	marker, _ := json.Marshal(fsPaused{Lower: append([]string{layer}, spec.Lower...), Egress: m.egressOf(id)})
 	if err := os.WriteFile(filepath.Join(m.layersDir(id), fsPausedFile), marker, 0o600); err != nil {
 		_ = os.RemoveAll(layer)
 		return fmt.Errorf("save filesystem of sandbox %s: %w", id, err)
@@ -265,7 +270,7 @@ func (m *Manager) reboot(ctx context.Context, l *live, st fsPaused) error {
 		tpl = template.Template{ID: sb.TemplateID, User: "user", Workdir: "/home/user"}
 	}
 	tpl.Layers = st.Lower
-	nl, err := m.startWith(ctx, &sb, tpl, launch{})
+	nl, err := m.startWith(ctx, &sb, tpl, launch{egress: st.Egress})
 	if err != nil {
 		return fmt.Errorf("boot paused sandbox %s again: %w", sb.ID, err)
 	}

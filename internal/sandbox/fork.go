@@ -66,7 +66,8 @@ func (m *Manager) Fork(ctx context.Context, teamID, id string, count int, timeou
 	tpl.ID, tpl.Layers, tpl.Rootfs, tpl.ContentKey = sb.TemplateID, stack, "", ""
 	tpl.Env = nil // the source's env vars already hold its template's
 	req := CreateRequest{TeamID: teamID, Template: sb.TemplateID, Timeout: timeout, Metadata: sb.Metadata,
-		EnvVars: sb.EnvVars, AllowInternet: sb.AllowInternet, AutoPause: sb.AutoPause, Secure: sb.AccessToken != ""}
+		EnvVars: sb.EnvVars, AllowInternet: sb.AllowInternet, AutoPause: sb.AutoPause, Secure: sb.AccessToken != "",
+		Egress: m.egressOf(id)} // in force before the clone's processes resume
 	if memory {
 		req.restoreFrom = tmp
 	}

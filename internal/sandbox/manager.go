@@ -28,6 +28,7 @@ import (
 	"github.com/sbxdev/sbx/internal/builder"
 	"github.com/sbxdev/sbx/internal/datadir"
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/network"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
 	"github.com/sbxdev/sbx/internal/telemetry"
@@ -202,6 +203,10 @@ type CreateRequest struct {
 	// A sandbox with mounts never comes from a warm pool: those started
 	// without them.
 	Mounts []runtime.Mount
+	// Egress is the sandbox's egress policy, in force before anything runs
+	// in it (applyEgress). A sandbox with one never comes from a warm
+	// pool either: those ran without it.
+	Egress network.Policy
 }
 
 // Validate checks a create request before any work is done (bounds in
@@ -267,7 +272,7 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 		ExecutionID: uuid.NewString(), Runtime: m.driver.Name(), NodeID: m.cfg.NodeID,
 	}
 	var l *live
-	if usePool && req.restoreFrom == "" && len(req.Mounts) == 0 {
+	if usePool && req.restoreFrom == "" && len(req.Mounts) == 0 && req.Egress.Empty() {
 		l = m.pools.claim(ctx, tpl, &sb)
 	}
 	pooled := l != nil
@@ -279,6 +284,7 @@ func (m *Manager) createWith(ctx context.Context, req CreateRequest, tpl templat
 		if req.restoreFrom != "" {
 			how = launch{snapshot: req.restoreFrom}
 		}
+		how.egress = req.Egress
 		m.setMounts(sb.ID, req.Mounts)
 		done := m.pools.coldStart()
 		l, err = m.startWith(ctx, &sb, tpl, how)
@@ -377,6 +383,7 @@ type launch struct {
 	// background starts it at the least CPU weight (a pooled sandbox
 	// nobody waits for yet; runtime.Resources.Background).
 	background bool
+	egress     network.Policy // applied before the runtime starts (applyEgress)
 }
 
 func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template.Template, how launch) (l *live, err error) {
@@ -411,7 +418,8 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	// it is overlaps: gVisor copies the namespace's interfaces into its own
 	// stack when it starts, and a restore may bring back sockets bound to
 	// the sandbox's address; both need the link in place before.
-	overlap := how.snapshot == "" && !how.snapRT && sb.Runtime != "runsc"
+	// A policy must be in force before anything runs: no overlap then.
+	overlap := how.snapshot == "" && !how.snapRT && sb.Runtime != "runsc" && how.egress.Empty()
 	nsPath, attached, err := m.beginNetwork(nctx, sb.ID, sb.AllowInternet, overlap)
 	if err != nil {
 		telemetry.End(netSpan, err)
@@ -428,6 +436,14 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 			l, err = nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, jerr)
 		}
 	}()
+	if !how.egress.Empty() {
+		if err := joinNet(); err != nil {
+			return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
+		}
+		if err := m.applyEgress(ctx, sb.ID, how.egress); err != nil {
+			return nil, err
+		}
+	}
 	sb.NetNS = nsPath
 	tNet = time.Since(t0)
 	if err := m.newBootID(sb.ID); err != nil {

@@ -126,3 +126,39 @@ func TestForkKeepsNetworkPolicy(t *testing.T) {
 		t.Errorf("the clone's network settings lost the source's denyOut: %s", d.Body)
 	}
 }
+
+// A sandbox paused without its memory and resumed keeps its egress
+// policy: the pause tears its network down (which drops its firewall
+// chain), and the resumed sandbox used to boot with open egress.
+func TestPolicySurvivesPauseWithoutMemory(t *testing.T) {
+	srv := startServer(t, harness.MirrorAllowFlags(t)...)
+	mirror, err := rootfs.HostMirror("bookworm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(mirror)
+	addrs, err := net.LookupHost(u.Hostname())
+	if err != nil || len(addrs) == 0 {
+		t.Fatalf("resolve %s: %v", u.Hostname(), err)
+	}
+	c := srv.Client(t)
+	s := create(t, c, sdk.CreateOptions{Timeout: 5 * time.Minute, Network: &sdk.NetworkOptions{DenyOut: []string{addrs[0]}}})
+	reach := func(s *sdk.Sandbox) bool {
+		t.Helper()
+		out := sh(t, s, "root", fmt.Sprintf(`python3 -c "import socket; socket.create_connection(('%s', 80), 2); print('open')"`, addrs[0]))
+		return strings.Contains(out.Stdout, "open")
+	}
+	if reach(s) {
+		t.Fatalf("the denied mirror %s is reachable before the pause", addrs[0])
+	}
+	if r := srv.Raw(t, "POST", "/sandboxes/"+s.ID+"/pause", `{"memory":false}`, map[string]string{"X-API-Key": srv.APIKey}); r.Status != 204 {
+		t.Fatalf("pause without memory = %d %s", r.Status, r.Body)
+	}
+	back, err := c.Connect(t.Context(), s.ID, sdk.ConnectOptions{})
+	if err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	if reach(back) {
+		t.Errorf("the denied mirror %s is reachable after a pause without memory and a resume", addrs[0])
+	}
+}
