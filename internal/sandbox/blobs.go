@@ -16,6 +16,7 @@ import (
 	"github.com/sbxdev/sbx/internal/blob"
 	"github.com/sbxdev/sbx/internal/blob/layer"
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/network"
 	"github.com/sbxdev/sbx/internal/store"
 )
 
@@ -214,6 +215,7 @@ func (m *Manager) adopt(ctx context.Context, teamID, id string) (*live, error) {
 		layer.WriteMemo(dst, d, ref.Size) // a later pause publishes it by its digest
 		lower = append(lower, dst)
 	}
+	var egress network.Policy // the lifecycle file carries it (keepEgress)
 	if lc, err := m.blobs.Layers.Layers(ctx, lifecycleOwner, id); err == nil && len(lc) == 1 {
 		if d, err := blob.ParseDigest(lc[0].Digest); err == nil {
 			if h, err := m.blobs.Puller.Cache.Get(ctx, d); err == nil {
@@ -222,13 +224,14 @@ func (m *Manager) adopt(ctx context.Context, teamID, id string) (*live, error) {
 					_, _ = b.ReadFrom(f)
 					f.Close()
 					_ = os.WriteFile(filepath.Join(dir, lifecycleFile), b.Bytes(), 0o600)
+					egress = egressIn(b.Bytes())
 				}
 				h.Release()
 			}
 		}
 	}
 	lower = append(lower, tpl.Lower()...)
-	marker, _ := json.Marshal(fsPaused{Lower: lower})
+	marker, _ := json.Marshal(fsPaused{Lower: lower, Egress: egress})
 	if err := os.WriteFile(filepath.Join(dir, fsPausedFile), marker, 0o600); err != nil {
 		return fail(err)
 	}

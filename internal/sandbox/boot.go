@@ -223,7 +223,12 @@ func (m *Manager) dropMemory(ctx context.Context, l *live) error {
 	if err != nil {
 		return err
 	}
-	marker, _ := json.Marshal(fsPaused{Lower: append([]string{layer}, spec.Lower...), Egress: m.egressOf(id)})
+	egress := m.egressOf(id)
+	if err := m.keepEgress(id, l.lifecycle, egress); err != nil {
+		_ = os.RemoveAll(layer)
+		return fmt.Errorf("save filesystem of sandbox %s: %w", id, err)
+	}
+	marker, _ := json.Marshal(fsPaused{Lower: append([]string{layer}, spec.Lower...), Egress: egress})
 	if err := os.WriteFile(filepath.Join(m.layersDir(id), fsPausedFile), marker, 0o600); err != nil {
 		_ = os.RemoveAll(layer)
 		return fmt.Errorf("save filesystem of sandbox %s: %w", id, err)

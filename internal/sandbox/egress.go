@@ -2,7 +2,11 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/network"
@@ -41,4 +45,34 @@ func (m *Manager) egressOf(id string) network.Policy {
 		return n.PolicyOf(id)
 	}
 	return network.Policy{}
+}
+
+// savedLifecycle is the lifecycle file with the egress policy of a sandbox
+// paused without its memory: the file is published with the paused
+// sandbox's layers, so a node that takes it over boots it with its policy.
+type savedLifecycle struct {
+	Lifecycle
+	Egress network.Policy `json:"egress,omitzero"`
+}
+
+// keepEgress writes the lifecycle file of a sandbox being paused without
+// its memory with its current egress policy (or without one, dropping a
+// stale policy an earlier pause wrote).
+func (m *Manager) keepEgress(id string, lc Lifecycle, p network.Policy) error {
+	path := filepath.Join(m.layersDir(id), lifecycleFile)
+	if p.Empty() && lc == (Lifecycle{}) {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	b, _ := json.Marshal(savedLifecycle{Lifecycle: lc, Egress: p})
+	return os.WriteFile(path, b, 0o600)
+}
+
+// egressIn reads the egress policy from a lifecycle file's bytes.
+func egressIn(b []byte) network.Policy {
+	var s savedLifecycle
+	_ = json.Unmarshal(b, &s)
+	return s.Egress
 }
