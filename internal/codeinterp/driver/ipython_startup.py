@@ -599,6 +599,8 @@ def _sbx_fast():
                 if callable(wrapped):
                     cls.__call__ = direct(wrapped)
 
+    _sbx_fast_shell(kernel, kernelbase)
+
     pub = getattr(kernel, "iopub_thread", None)
     out = getattr(iostream, "OutStream", None)
     pub_cls = getattr(iostream, "IOPubThread", None)
@@ -670,10 +672,104 @@ def _sbx_fast():
     pub.schedule(lambda: pub._event_puller.on_recv(pub._handle_event))
 
 
+def _sbx_fast_shell(kernel, kernelbase):
+    # What every shell request cost besides the code it runs. Like
+    # _sbx_fast's patches, each checks for the ipykernel 6 shape it was
+    # written against and is left out otherwise.
+    import inspect
+    import threading
+
+    import zmq
+    from zmq.eventloop.zmqstream import ZMQStream
+
+    main = threading.main_thread()
+    sndmore = int(zmq.SNDMORE)
+
+    # Before each request, dispatch_shell woke the control thread to flush
+    # its queue, and that thread's answer woke the main loop again (which
+    # does not even wait for it): two thread wake-ups and a fight for the
+    # GIL in the middle of every run, a third of a trivial run's CPU. Our
+    # server sends control messages only to shut a kernel down (interrupts
+    # are signals), never in a race with a request it waits for.
+    flush_control = getattr(type(kernel), "_flush_control_queue", None)
+    if inspect.iscoroutinefunction(flush_control) and getattr(kernel, "control_thread", None) is not None:
+
+        async def skip_flush_control_queue():
+            return None
+
+        kernel._flush_control_queue = skip_flush_control_queue
+
+    # The busy status that opens every request is a message (seven frames,
+    # two JSON dates, an HMAC) our server reads and drops: it waits for a
+    # run's idle status and the reply, never for busy. Idle, and busy on
+    # the control channel, are sent as before.
+    publish_status = getattr(kernel, "_publish_status", None)
+    try:
+        params = list(inspect.signature(publish_status).parameters)
+    except (TypeError, ValueError):
+        params = []
+    if params[:2] == ["status", "channel"]:
+
+        def publish_status_but_busy(status, channel, *args, **kwargs):
+            if status == "busy" and channel == "shell":
+                return
+            publish_status(status, channel, *args, **kwargs)
+
+        kernel._publish_status = publish_status_but_busy
+
+    # pyzmq's send_multipart checks every frame's type and ORs an IntFlag
+    # per frame (slow enum arithmetic): for the kernel's own sockets, which
+    # only ever send bytes from jupyter_client, frames go straight to the
+    # socket. Anything else takes the original path.
+    base_send = getattr(getattr(zmq, "backend", None), "Socket", None)
+    base_send = getattr(base_send, "send", None)
+
+    def plain_send_multipart(sock):
+        original = sock.send_multipart
+
+        def bytes_send_multipart(parts, flags=0, copy=True, track=False, **kwargs):
+            if kwargs or track or not parts or not all(type(p) is bytes for p in parts):
+                return original(parts, flags, copy=copy, track=track, **kwargs)
+            flags = int(flags)
+            more = flags | sndmore
+            for p in parts[:-1]:
+                base_send(sock, p, more, copy)
+            return base_send(sock, parts[-1], flags, copy)
+
+        return bytes_send_multipart
+
+    # Replies were queued on the shell stream and sent by the event loop
+    # only at the end of the request, after the idle status, with a poller
+    # update for each. With nothing queued before it, a reply now leaves at
+    # once from the loop's thread, ahead of idle (a ROUTER socket never
+    # blocks a send). ipykernel registers no send callback on this stream.
+    stream = getattr(kernel, "shell_stream", None)
+    if type(stream) is ZMQStream and hasattr(stream, "_send_queue") and isinstance(getattr(stream, "socket", None), zmq.Socket):
+        queued_send = stream.send_multipart
+        sock = stream.socket
+        send = plain_send_multipart(sock) if callable(base_send) else sock.send_multipart
+
+        def direct_stream_send(msg, flags=0, copy=True, track=False, callback=None, **kwargs):
+            if callback is None and not kwargs and not track and stream._send_queue.empty() and threading.current_thread() is main:
+                try:
+                    send(msg, flags, copy)
+                except zmq.ZMQError as e:
+                    kernel.log.error("shell send failed: %s", e)
+                return
+            queued_send(msg, flags, copy, track, callback, **kwargs)
+
+        stream.send_multipart = direct_stream_send
+
+    pub = getattr(getattr(kernel, "iopub_thread", None), "socket", None)
+    if callable(base_send) and isinstance(pub, zmq.Socket):
+        pub.send_multipart = plain_send_multipart(pub)
+
+
+
 _sbx_setup()
 del _sbx_setup
 try:
     _sbx_fast()
 except Exception:
     pass
-del _sbx_fast
+del _sbx_fast, _sbx_fast_shell
