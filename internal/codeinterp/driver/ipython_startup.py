@@ -599,7 +599,7 @@ def _sbx_fast():
                 if callable(wrapped):
                     cls.__call__ = direct(wrapped)
 
-    _sbx_fast_shell(kernel, kernelbase)
+    _sbx_fast_shell(ip, kernel, kernelbase)
 
     pub = getattr(kernel, "iopub_thread", None)
     out = getattr(iostream, "OutStream", None)
@@ -672,7 +672,7 @@ def _sbx_fast():
     pub.schedule(lambda: pub._event_puller.on_recv(pub._handle_event))
 
 
-def _sbx_fast_shell(kernel, kernelbase):
+def _sbx_fast_shell(ip, kernel, kernelbase):
     # What every shell request cost besides the code it runs. Like
     # _sbx_fast's patches, each checks for the ipykernel 6 shape it was
     # written against and is left out otherwise.
@@ -763,6 +763,51 @@ def _sbx_fast_shell(kernel, kernelbase):
     pub = getattr(getattr(kernel, "iopub_thread", None), "socket", None)
     if callable(base_send) and isinstance(pub, zmq.Socket):
         pub.send_multipart = plain_send_multipart(pub)
+
+    # ipykernel transforms a cell (tokenizing it twice) to choose between
+    # its async and sync paths, and the sync path, every plain cell's,
+    # transforms the same string again. The second call now gets the first
+    # one's result: a cache of one entry, for the very same string object,
+    # dropped when the cell starts (pre_execute), so no later run can see it.
+    transform = getattr(ip, "transform_cell", None)
+    events = getattr(ip, "events", None)
+    if callable(transform) and events is not None and "pre_execute" in getattr(events, "callbacks", {}):
+        last = []
+
+        def transform_cell_once(raw_cell):
+            if last:
+                cell, result = last.pop()
+                if cell is raw_cell:
+                    return result
+            result = transform(raw_cell)
+            last.append((raw_cell, result))
+            return result
+
+        ip.transform_cell = transform_cell_once
+        events.register("pre_execute", last.clear)
+
+    # Session.pack ran json.dumps with keyword arguments, which builds a new
+    # encoder for each of a message's four parts; one encoder with the very
+    # same settings now serves them all. Anything it refuses goes to the
+    # original packer, which cleans the object and warns as before.
+    try:
+        import json
+
+        import jupyter_client.session as jsession
+    except ImportError:
+        jsession = None
+    session = getattr(kernel, "session", None)
+    packer, default = getattr(jsession, "json_packer", None), getattr(jsession, "json_default", None)
+    if session is not None and callable(default) and getattr(session, "pack", None) is packer:
+        encode = json.JSONEncoder(default=default, ensure_ascii=False, allow_nan=False).encode
+
+        def json_packer_one_encoder(obj):
+            try:
+                return encode(obj).encode("utf8", errors="surrogateescape")
+            except (TypeError, ValueError):
+                return packer(obj)
+
+        session.pack = json_packer_one_encoder
 
 
 
