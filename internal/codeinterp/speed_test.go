@@ -16,10 +16,10 @@ func TestKernelSpeedupsApplied(t *testing.T) {
 		"k = get_ipython().kernel\n" +
 		"import IPython.core.formatters as f\n" +
 		"print(type(k.iopub_thread).send_multipart.__name__, type(sys.stdout).flush.__name__, k._execute_sleep, k.log.level > 10, hasattr(f.BaseFormatter.__call__, '__signature__'))\n" +
-		"print(k._flush_control_queue.__name__, k._publish_status.__name__, k.shell_stream.send_multipart.__name__, k.iopub_thread.socket.send_multipart.__name__, get_ipython().transform_cell.__name__, k.session.pack.__name__)\n" +
+		"print(k._flush_control_queue.__name__, k._publish_status.__name__, k.shell_stream.send_multipart.__name__, k.iopub_thread.socket.send_multipart.__name__, get_ipython().transform_cell.__name__, k.session.pack.__name__, k.session.send.__name__)\n" +
 		"del k, f"})
 	if got, want := strings.TrimSpace(stdout(lines)), "direct_send_multipart flush_if_written 0.0 True False\n"+
-		"skip_flush_control_queue publish_status_but_busy direct_stream_send bytes_send_multipart transform_cell_once json_packer_one_encoder"; got != want {
+		"skip_flush_control_queue publish_status_but_busy direct_stream_send bytes_send_multipart transform_cell_once json_packer_one_encoder send_execute_reply_last"; got != want {
 		t.Fatalf("speed-ups in the kernel: got %q, want %q (has ipykernel changed? see _sbx_fast in driver/ipython_startup.py)", got, want)
 	}
 }

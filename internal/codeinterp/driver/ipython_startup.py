@@ -699,22 +699,44 @@ def _sbx_fast_shell(ip, kernel, kernelbase):
 
         kernel._flush_control_queue = skip_flush_control_queue
 
-    # The busy status that opens every request is a message (seven frames,
-    # two JSON dates, an HMAC) our server reads and drops: it waits for a
-    # run's idle status and the reply, never for busy. Idle, and busy on
-    # the control channel, are sent as before.
+    # Of the five messages a run sent, two are gone. The busy status that
+    # opened every request (seven frames, two JSON dates, an HMAC each) was
+    # read and dropped by our server. And the execute_reply went out on
+    # the shell socket, with the idle status after it on iopub, because
+    # only iopub's order says a run's output is complete: the reply now
+    # travels on iopub as the request's last message, in the idle status's
+    # place (internal/codeinterp/jupyter's Execute takes either form).
+    # Other requests' replies, and busy on the control channel, are sent
+    # as before.
     publish_status = getattr(kernel, "_publish_status", None)
+    session = getattr(kernel, "session", None)
+    session_send = getattr(session, "send", None)
+    shell_stream = getattr(kernel, "shell_stream", None)
+    topic = getattr(kernel, "_topic", None)
     try:
         params = list(inspect.signature(publish_status).parameters)
+        send_params = list(inspect.signature(session_send).parameters)
     except (TypeError, ValueError):
-        params = []
-    if params[:2] == ["status", "channel"]:
+        params, send_params = [], []
+    if params[:2] == ["status", "channel"] and send_params[:5] == ["stream", "msg_or_type", "content", "parent", "ident"] and shell_stream is not None and callable(topic):
+        replies = []
+
+        def send_execute_reply_last(stream, msg_or_type, content=None, parent=None, ident=None, buffers=None, track=False, header=None, metadata=None):
+            if stream is shell_stream and msg_or_type == "execute_reply" and not buffers and threading.current_thread() is main:
+                msg = session.msg(msg_or_type, content=content, parent=parent, header=header, metadata=metadata)
+                replies[:] = [msg]
+                return msg
+            return session_send(stream, msg_or_type, content, parent, ident, buffers, track, header, metadata)
 
         def publish_status_but_busy(status, channel, *args, **kwargs):
-            if status == "busy" and channel == "shell":
+            if channel == "shell" and status == "busy":
+                return
+            if channel == "shell" and status == "idle" and replies and threading.current_thread() is main:
+                session_send(kernel.iopub_socket, replies.pop(), ident=topic("execute_reply"))
                 return
             publish_status(status, channel, *args, **kwargs)
 
+        session.send = send_execute_reply_last
         kernel._publish_status = publish_status_but_busy
 
     # pyzmq's send_multipart checks every frame's type and ORs an IntFlag
