@@ -7,7 +7,7 @@ import (
 )
 
 // The start-up file takes ipykernel's per-run overhead out
-// (driver/ipython_startup.py, _sbx_fast). Each patch leaves itself out
+// (driver/ipython_fast.py). Each patch leaves itself out
 // quietly on an ipykernel of another shape, so that a kernel upgrade can
 // never break runs; this test is what says the speed-up went with it.
 func TestKernelSpeedupsApplied(t *testing.T) {
@@ -20,7 +20,7 @@ func TestKernelSpeedupsApplied(t *testing.T) {
 		"del k, f"})
 	if got, want := strings.TrimSpace(stdout(lines)), "direct_send_multipart flush_if_written 0.0 True False\n"+
 		"skip_flush_control_queue publish_status_but_busy direct_stream_send bytes_send_multipart transform_cell_once json_packer_one_encoder send_execute_reply_last"; got != want {
-		t.Fatalf("speed-ups in the kernel: got %q, want %q (has ipykernel changed? see _sbx_fast in driver/ipython_startup.py)", got, want)
+		t.Fatalf("speed-ups in the kernel: got %q, want %q (has ipykernel changed? see driver/ipython_fast.py)", got, want)
 	}
 }
 
