@@ -71,6 +71,29 @@ def _sbx_fast():
                 if callable(wrapped):
                     cls.__call__ = direct(wrapped)
 
+        # A number's result went through ten MIME formatters (HTML, PNG,
+        # LaTeX...) that each walked int's MRO through three printer tables
+        # and looked for a _repr_*_ method, to find nothing. A builtin
+        # number has no such method (its type takes no new attributes), so
+        # the answer is None unless a printer was registered for it (or for
+        # object), which is what is checked instead.
+        base = formatters.BaseFormatter
+        generic = base.__dict__.get("__call__")
+        # Each number type's MRO (bool is an int), as types and as the
+        # (module, name) keys of deferred printers.
+        numbers = {t: (t.__mro__, [(c.__module__, c.__name__) for c in t.__mro__]) for t in (int, float, complex, bool)}
+        if callable(generic) and all(hasattr(base, a) for a in ("type_printers", "singleton_printers", "deferred_printers", "enabled")):
+
+            def call_no_printer_for_numbers(self, obj):
+                mro = numbers.get(type(obj))
+                if mro is not None:
+                    tp, dp = self.type_printers, self.deferred_printers
+                    if id(obj) not in self.singleton_printers and not any(c in tp for c in mro[0]) and not any(k in dp for k in mro[1]):
+                        return None
+                return generic(self, obj)
+
+            base.__call__ = call_no_printer_for_numbers
+
     _sbx_fast_shell(ip, kernel, kernelbase)
 
     pub = getattr(kernel, "iopub_thread", None)
