@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // The code the code interpreter runs inside its kernels, shipped in its
@@ -12,9 +13,15 @@ import (
 // rebuild when it changes).
 var (
 	//go:embed driver/ipython_startup.py
-	ipythonStartup []byte
+	ipythonRich []byte
+	//go:embed driver/ipython_fast.py
+	ipythonFast []byte
 	//go:embed driver/node_kernel.js
 	nodeKernel []byte
+
+	// ipythonStartup is the one start-up file an IPython kernel runs:
+	// rich results, then the speed-ups.
+	ipythonStartup = slices.Concat(ipythonRich, []byte("\n\n"), ipythonFast)
 )
 
 // drivers are the files above written to a directory every kernel user

@@ -7,7 +7,7 @@ import (
 )
 
 // The start-up file takes ipykernel's per-run overhead out
-// (driver/ipython_startup.py, _sbx_fast). Each patch leaves itself out
+// (driver/ipython_fast.py). Each patch leaves itself out
 // quietly on an ipykernel of another shape, so that a kernel upgrade can
 // never break runs; this test is what says the speed-up went with it.
 func TestKernelSpeedupsApplied(t *testing.T) {
@@ -16,9 +16,11 @@ func TestKernelSpeedupsApplied(t *testing.T) {
 		"k = get_ipython().kernel\n" +
 		"import IPython.core.formatters as f\n" +
 		"print(type(k.iopub_thread).send_multipart.__name__, type(sys.stdout).flush.__name__, k._execute_sleep, k.log.level > 10, hasattr(f.BaseFormatter.__call__, '__signature__'))\n" +
+		"print(k._flush_control_queue.__name__, k._publish_status.__name__, k.shell_stream.send_multipart.__name__, k.iopub_thread.socket.send_multipart.__name__, get_ipython().transform_cell.__name__, k.session.pack.__name__, k.session.send.__name__, f.BaseFormatter.__call__.__name__)\n" +
 		"del k, f"})
-	if got, want := strings.TrimSpace(stdout(lines)), "direct_send_multipart flush_if_written 0.0 True False"; got != want {
-		t.Fatalf("speed-ups in the kernel: got %q, want %q (has ipykernel changed? see _sbx_fast in driver/ipython_startup.py)", got, want)
+	if got, want := strings.TrimSpace(stdout(lines)), "direct_send_multipart flush_if_written 0.0 True False\n"+
+		"skip_flush_control_queue publish_status_but_busy direct_stream_send bytes_send_multipart transform_cell_once json_packer_one_encoder send_execute_reply_last call_no_printer_for_numbers"; got != want {
+		t.Fatalf("speed-ups in the kernel: got %q, want %q (has ipykernel changed? see driver/ipython_fast.py)", got, want)
 	}
 }
 
@@ -89,5 +91,73 @@ func TestForkWhileSendLockHeld(t *testing.T) {
 	}
 	if e := ofType(lines, "error"); len(e) > 0 {
 		t.Fatalf("error: %v", e)
+	}
+}
+
+// The start-up file hands ipykernel's second transform of a cell the
+// first one's result. Transforms depend on state earlier runs change
+// (magics, a failed transform): each run must still see its own.
+func TestTransformOncePerRun(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	steps := []struct {
+		code, text, stdout, errName string
+	}{
+		{code: "sbx_say hi", errName: "SyntaxError"},
+		{code: "%alias sbx_say echo"},
+		{code: "sbx_say hi", stdout: "hi"},
+		{code: "%sbx_shout hi", errName: "UsageError"},
+		{code: "from IPython.core.magic import register_line_magic\n@register_line_magic\ndef sbx_shout(line):\n    return line.upper()\ndel sbx_shout"},
+		{code: "%sbx_shout hi", text: "HI"},
+		{code: "%sbx_shout hi", text: "HI"},
+		{code: "import asyncio\nawait asyncio.sleep(0)\n%sbx_shout async", text: "ASYNC"},
+		{code: "s = 'sbx_say again'\nget_ipython().run_cell(s); get_ipython().run_cell(s);", stdout: "again\nagain"},
+		{code: "1 +", errName: "SyntaxError"},
+		{code: "1 + 1", text: "2"},
+	}
+	for i, st := range steps {
+		lines := execute(t, ts.URL, map[string]any{"code": st.code})
+		var text, errName string
+		for _, l := range lines {
+			switch l.str("type") {
+			case "result":
+				text += l.str("text")
+			case "error":
+				errName = l.str("name")
+			}
+		}
+		out := strings.TrimSpace(strings.ReplaceAll(stdout(lines), "\r\n", "\n")) // shell commands run on a terminal
+		if st.text != "" && text != st.text || errName != st.errName || st.stdout != "" && out != st.stdout {
+			t.Fatalf("step %d (%q): result %q, error %q, stdout %q; want %q, %q", i, st.code, text, errName, stdout(lines), st.text, st.errName)
+		}
+	}
+}
+
+// Numbers skip the MIME formatters' printer search unless a printer was
+// registered for their type (directly, deferred by name, or for object):
+// such printers must still be found, and forgotten when removed.
+func TestNumberPrinters(t *testing.T) {
+	_, ts := newTestServer(t, Config{})
+	steps := []struct{ code, field, want string }{
+		{"7", "html", ""},
+		{"html = get_ipython().display_formatter.formatters['text/html']\nhtml.for_type(int, lambda x: '<b>%d</b>' % x)\n7", "html", "<b>7</b>"},
+		{"True", "html", "<b>1</b>"}, // bool is an int
+		{"html.for_type_by_name('builtins', 'float', lambda x: '<i>%s</i>' % x)\n2.5", "html", "<i>2.5</i>"},
+		{"html.pop(int); html.pop(float)\n7", "html", ""},
+		{"md = get_ipython().display_formatter.formatters['text/markdown']\nmd.for_type(object, lambda x: '**x**')\n3j", "markdown", "**x**"},
+		{"md.pop(object)\n3j", "markdown", ""},
+	}
+	for i, st := range steps {
+		var got string
+		for _, l := range execute(t, ts.URL, map[string]any{"code": st.code}) {
+			if l.str("type") == "error" {
+				t.Fatalf("step %d: error %v", i, l)
+			}
+			if l.str("type") == "result" {
+				got = l.str(st.field)
+			}
+		}
+		if got != st.want {
+			t.Fatalf("step %d (%q): %s %q, want %q", i, st.code, st.field, got, st.want)
+		}
 	}
 }

@@ -46,9 +46,11 @@ const InterruptGrace = 5 * time.Second
 // Execute runs req and calls onIOPub, in order, for every iopub message
 // the execution produces except status messages. It returns when both the
 // execute_reply and the final idle status have arrived, so no output is
-// lost. If ctx ends first, the kernel is interrupted and Execute keeps
-// draining for up to InterruptGrace, then returns ctx's error. If the
-// kernel dies, it returns an error wrapping ErrKernelDied.
+// lost, or when the reply arrives on iopub (a kernel that sends it there,
+// after all the request's output, sends no idle status). If ctx ends
+// first, the kernel is interrupted and Execute keeps draining for up to
+// InterruptGrace, then returns ctx's error. If the kernel dies, it returns
+// an error wrapping ErrKernelDied.
 func (k *Kernel) Execute(ctx context.Context, req ExecuteRequest, onIOPub func(*Message)) (*ExecuteReply, error) {
 	if req.UserExpressions == nil {
 		req.UserExpressions = map[string]string{}
@@ -77,6 +79,18 @@ func (k *Kernel) Execute(ctx context.Context, req ExecuteRequest, onIOPub func(*
 			reply = &r
 		case <-c.notify:
 			for _, m := range c.drain() {
+				if m.Header.MsgType == "execute_reply" {
+					// The code interpreter's start-up file has the kernel
+					// publish the reply as the request's last iopub
+					// message, in place of the idle status: one message
+					// fewer per run.
+					var r ExecuteReply
+					if err := json.Unmarshal(m.Content, &r); err != nil {
+						return nil, fmt.Errorf("decode execute_reply: %w", err)
+					}
+					reply, idle = &r, true
+					continue
+				}
 				if m.Header.MsgType == "status" {
 					var s struct {
 						ExecutionState string `json:"execution_state"`
