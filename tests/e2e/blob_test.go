@@ -19,6 +19,7 @@ import (
 	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/sdk"
+	"github.com/sbxdev/sbx/tests/harness"
 )
 
 // TestBlobStoreTwoServers: two `--role all` servers with their own data
@@ -52,6 +53,7 @@ ENV BLOB_TEST=1
 `
 
 func testBlobPair(t *testing.T, url string, opts blob.Options, flags ...string) {
+	flags = append(flags, harness.MirrorAllowFlags(t)...)
 	a, b, dsn := startPairDSN(t, append([]string{"--blob-store", url, "--pool", "base=0", "--pool", "code-interpreter=0"}, flags...)...)
 	ca, cb := a.Client(t), b.Client(t)
 
@@ -116,8 +118,13 @@ func testBlobPair(t *testing.T, url string, opts blob.Options, flags ...string) 
 		t.Fatalf("sandbox on A from B's template FROM A's: %q; want built-on-a and no /etc/issue", got)
 	}
 
-	// A sandbox paused without memory on A resumes on B with its files.
-	sa := create(t, ca, sdk.CreateOptions{Timeout: 10 * time.Minute})
+	// A sandbox paused without memory on A resumes on B with its files
+	// and its egress policy.
+	mirror := mirrorAddr(t)
+	sa := create(t, ca, sdk.CreateOptions{Timeout: 10 * time.Minute, Network: &sdk.NetworkOptions{DenyOut: []string{mirror}}})
+	if reachesPort80(t, sa, mirror) {
+		t.Fatalf("the sandbox created with denyOut %s reaches it on A", mirror)
+	}
 	runIn(t, sa, `echo written-before-pause > /home/user/before.txt && sync`)
 	if res := run(t, sa, "rm /etc/issue.net", sdk.RunOptions{User: "root"}); res.ExitCode != 0 {
 		t.Fatalf("rm /etc/issue.net as root: %+v", res)
@@ -132,6 +139,12 @@ func testBlobPair(t *testing.T, url string, opts blob.Options, flags ...string) 
 	got = runIn(t, moved, `cat /home/user/before.txt; test -e /etc/issue.net && echo issue-net-present; hostname`)
 	if !strings.Contains(got, "written-before-pause") || strings.Contains(got, "issue-net-present") {
 		t.Fatalf("resumed on B: %q; want the file written before the pause, and the one deleted still gone", got)
+	}
+	if !reachesPort80(t, sbB, mirror) {
+		t.Fatalf("a sandbox on B without a policy cannot reach %s: nothing to compare with", mirror)
+	}
+	if reachesPort80(t, moved, mirror) {
+		t.Errorf("the sandbox resumed on B reaches %s, which its policy denies (taken over with open egress)", mirror)
 	}
 	db := openDB(t, dsn)
 	if row, err := db.Sandbox(opCtx(t), sa.ID); err != nil || row.NodeID != "node-b" || row.State != store.StateRunning {

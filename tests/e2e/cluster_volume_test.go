@@ -178,23 +178,8 @@ func TestClusterVolumesSecretsNetwork(t *testing.T) {
 // reaches the same destination; api-2 reads the policy back.
 func checkClusterEgress(t *testing.T, c *testCluster, a, b *sdk.Client, keep func(*sdk.Sandbox)) {
 	t.Helper()
-	mirror, err := rootfs.HostMirror("bookworm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, _ := url.Parse(mirror)
-	addrs, err := net.LookupHost(u.Hostname())
-	if err != nil || len(addrs) == 0 {
-		t.Fatalf("resolve %s: %v", u.Hostname(), err)
-	}
-	reach := func(s *sdk.Sandbox) bool {
-		t.Helper()
-		res, err := s.Commands.Run(opCtx(t), fmt.Sprintf(`python3 -c "import socket; socket.create_connection(('%s', 80), 3); print('open')" 2>/dev/null || true`, addrs[0]), sdk.RunOptions{})
-		if err != nil {
-			t.Fatalf("probe the mirror from %s: %v", s.ID, err)
-		}
-		return strings.Contains(res.Stdout, "open")
-	}
+	addrs := []string{mirrorAddr(t)}
+	reach := func(s *sdk.Sandbox) bool { return reachesPort80(t, s, addrs[0]) }
 	open, err := b.Create(opCtx(t), sdk.CreateOptions{Timeout: 5 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -329,4 +314,31 @@ try {
 	if !strings.Contains(out, `"back":"from js via api-1"`) || !strings.Contains(out, `"inSandbox":"from js via api-1"`) {
 		t.Fatalf("E2B JS SDK volume through api-1 then api-2: %s", out)
 	}
+}
+
+// mirrorAddr is an address of the host's Debian mirror, which servers
+// started with harness.MirrorAllowFlags let sandboxes reach.
+func mirrorAddr(t *testing.T) string {
+	t.Helper()
+	mirror, err := rootfs.HostMirror("bookworm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(mirror)
+	addrs, err := net.LookupHost(u.Hostname())
+	if err != nil || len(addrs) == 0 {
+		t.Fatalf("resolve %s: %v", u.Hostname(), err)
+	}
+	return addrs[0]
+}
+
+// reachesPort80 reports whether a TCP connection from the sandbox to
+// addr:80 opens.
+func reachesPort80(t *testing.T, s *sdk.Sandbox, addr string) bool {
+	t.Helper()
+	res, err := s.Commands.Run(opCtx(t), fmt.Sprintf(`python3 -c "import socket; socket.create_connection(('%s', 80), 3); print('open')" 2>/dev/null || true`, addr), sdk.RunOptions{})
+	if err != nil {
+		t.Fatalf("probe %s:80 from %s: %v", addr, s.ID, err)
+	}
+	return strings.Contains(res.Stdout, "open")
 }
