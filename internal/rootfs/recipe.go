@@ -162,6 +162,17 @@ if [ ! -e /etc/hosts ]; then
 fi
 [ -e /etc/mtab ] || ln -s ../proc/self/mounts /etc/mtab
 
+# Every command of the E2B SDKs runs in a login shell (bash -l -c), and
+# Debian's profiles fork twice per login: "$(id -u)" in /etc/profile and
+# "mesg n" in root's ~/.profile (6 ms of a command's time at load 13).
+# bash knows its EUID; sh still asks id. mesg only matters on a terminal.
+sed -i 's/"$(id -u)"/"${EUID:-$(id -u)}"/' /etc/profile
+sed -i 's/^mesg n 2> \/dev\/null || true$/[ -t 0 ] \&\& mesg n 2> \/dev\/null || true/' /root/.profile
+if grep -q '"$(id -u)"' /etc/profile || grep -q '^mesg' /root/.profile; then
+	echo "Debian's login profiles changed: the fork-free edits did not apply" >&2
+	exit 1
+fi
+
 # A regular file the runtime can bind over or rewrite in the upper layer.
 if [ -L /etc/resolv.conf ] || [ ! -e /etc/resolv.conf ]; then
 	rm -f /etc/resolv.conf

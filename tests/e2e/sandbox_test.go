@@ -73,6 +73,7 @@ func TestE2E(t *testing.T) {
 
 	t.Run("CreateRunKill", func(t *testing.T) { testCreateRunKill(t, c) })
 	t.Run("Commands", func(t *testing.T) { testCommands(t, c) })
+	t.Run("LoginShellForksNothing", func(t *testing.T) { testLoginShellForks(t, c) })
 	t.Run("BackgroundAndStdin", func(t *testing.T) { testBackground(t, c) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, c) })
 	t.Run("Files", func(t *testing.T) { testFiles(t, c) })
@@ -86,6 +87,32 @@ func TestE2E(t *testing.T) {
 	t.Run("Isolation", func(t *testing.T) { testIsolation(t, srv) })
 	t.Run("CLI", func(t *testing.T) { testCLI(t, srv) })
 	t.Run("NoContainersLeftAfterKill", func(t *testing.T) { testNoLeftovers(t, srv) })
+}
+
+// testLoginShellForks: every SDK command runs in a login shell
+// (bash -l -c); the base template's profiles must start no process of
+// their own (Debian's forked id and, for root, mesg at every command). The
+// spies sit first on the PATH the command is given, which the profiles
+// use until /etc/profile sets its own.
+func testLoginShellForks(t *testing.T, c *sdk.Client) {
+	s := create(t, c, sdk.CreateOptions{Template: "base", Timeout: 5 * time.Minute})
+	spy := `mkdir -p /tmp/spy && for p in id mesg tty; do
+printf '#!/bin/sh\necho %s >> /tmp/spy.log\nexec /usr/bin/%s "$@"\n' $p $p > /tmp/spy/$p; chmod 755 /tmp/spy/$p; done
+touch /tmp/spy.log && chmod 666 /tmp/spy.log`
+	if res := run(t, s, spy, sdk.RunOptions{User: "root"}); res.ExitCode != 0 {
+		t.Fatalf("set up the spies: %+v", res)
+	}
+	env := map[string]string{"PATH": "/tmp/spy:/usr/local/bin:/usr/bin:/bin"}
+	for _, user := range []string{"root", "user"} {
+		res := run(t, s, `echo "$PATH"`, sdk.RunOptions{User: user, Envs: env})
+		wantSbin := user == "root"
+		if strings.Contains(res.Stdout, "/usr/sbin") != wantSbin {
+			t.Errorf("PATH of a %s login shell = %q; /usr/sbin in it should be %v", user, res.Stdout, wantSbin)
+		}
+	}
+	if log := run(t, s, "cat /tmp/spy.log", sdk.RunOptions{}); log.Stdout != "" {
+		t.Errorf("login shells of the base template started %q", log.Stdout)
+	}
 }
 
 func testCreateRunKill(t *testing.T, c *sdk.Client) {
