@@ -393,8 +393,16 @@ func (m *Manager) Begin(ctx context.Context, id string, allowInternet bool) (nsP
 			return fmt.Errorf("network setup for sandbox %s: %w", id, err)
 		}
 		m.mu.Lock()
+		defer m.mu.Unlock()
 		m.ifaces[id] = v.name
-		m.mu.Unlock()
+		if _, ok := m.policies[id]; ok {
+			// A policy recorded while the sandbox had no veth (set while
+			// it was paused without its memory) has no chain yet: the
+			// table is written with the chains of sandboxes with a veth.
+			if err := m.reinstallLocked(); err != nil {
+				return fmt.Errorf("network setup for sandbox %s: %w", id, err)
+			}
+		}
 		return nil
 	}, nil
 }

@@ -275,7 +275,13 @@ func (m *Manager) reboot(ctx context.Context, l *live, st fsPaused) error {
 		tpl = template.Template{ID: sb.TemplateID, User: "user", Workdir: "/home/user"}
 	}
 	tpl.Layers = st.Lower
-	nl, err := m.startWith(ctx, &sb, tpl, launch{egress: st.Egress})
+	egress := st.Egress
+	if cur := m.egressOf(sb.ID); !cur.Empty() {
+		// Set (PUT /network) while it was paused: the pause's teardown
+		// dropped the one the marker recorded, so this one is newer.
+		egress = cur
+	}
+	nl, err := m.startWith(ctx, &sb, tpl, launch{egress: egress})
 	if err != nil {
 		return fmt.Errorf("boot paused sandbox %s again: %w", sb.ID, err)
 	}
