@@ -23,6 +23,12 @@ type NetworkPolicies interface {
 	SetPolicy(ctx context.Context, id string, p network.Policy) error
 }
 
+// pausedEgress records a policy set while a sandbox is paused without its
+// memory where its resume reads it (sandbox.Manager).
+type pausedEgress interface {
+	SetPausedEgress(ctx context.Context, id string, p network.Policy) error
+}
+
 // NetworkStore keeps each sandbox's network settings (sqlstore.Networks).
 type NetworkStore interface {
 	PutNetwork(ctx context.Context, sandboxID, config, trafficToken string) error
@@ -256,6 +262,12 @@ func (s *Server) updateNetwork(w http.ResponseWriter, r *http.Request) {
 	if err := s.net.policies.SetPolicy(r.Context(), sb.ID, p); err != nil {
 		s.fail(w, err)
 		return
+	}
+	if ps, ok := s.sandboxes.(pausedEgress); ok && sb.State == store.StatePaused {
+		if err := ps.SetPausedEgress(r.Context(), sb.ID, p); err != nil {
+			s.fail(w, err)
+			return
+		}
 	}
 	cfg, token, err := s.net.settings(r.Context(), sb.ID)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,10 +66,14 @@ func (m *Manager) publishPaused(ctx context.Context, sb store.Sandbox, lower []s
 		total += n
 	}
 	now := m.now().UTC()
-	if b, err := os.ReadFile(filepath.Join(m.layersDir(sb.ID), lifecycleFile)); err == nil {
-		if d, n, err := m.blobs.Store.Put(ctx, bytes.NewReader(b)); err == nil {
-			_ = m.blobs.Layers.SetLayers(ctx, lifecycleOwner, sb.ID, []store.LayerRef{{Digest: string(d), Size: n, Path: lifecycleFile}}, now)
-		}
+	// The lifecycle file carries the egress policy: a node that took the
+	// sandbox over without it would boot it with open egress, so a failure
+	// here keeps the sandbox on this server (fail closed).
+	if err := m.publishLifecycle(ctx, sb.ID); err != nil {
+		m.log.WarnContext(ctx, "publish paused sandbox's lifecycle to the blob store; it can resume on this server only",
+			"sandbox.id", sb.ID, "err", err)
+		_ = m.blobs.Layers.DeleteLayers(context.WithoutCancel(ctx), store.LayerOwnerSandbox, sb.ID)
+		return
 	}
 	if err := m.blobs.Layers.SetLayers(ctx, store.LayerOwnerSandbox, sb.ID, refs, now); err != nil {
 		m.log.WarnContext(ctx, "record paused sandbox's layers; it can resume on this server only", "sandbox.id", sb.ID, "err", err)
@@ -76,6 +81,24 @@ func (m *Manager) publishPaused(ctx context.Context, sb store.Sandbox, lower []s
 	}
 	m.log.InfoContext(ctx, "paused sandbox published to the blob store", "sandbox.id", sb.ID, "layers", len(refs),
 		"bytes", total, "elapsed", m.now().Sub(t0).Round(time.Millisecond))
+}
+
+// publishLifecycle records the sandbox's lifecycle file (its lifecycle and
+// egress policy) in the blob store, or drops the record of an earlier one
+// when the sandbox has no file now.
+func (m *Manager) publishLifecycle(ctx context.Context, id string) error {
+	b, err := os.ReadFile(filepath.Join(m.layersDir(id), lifecycleFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return m.blobs.Layers.DeleteLayers(ctx, lifecycleOwner, id)
+	}
+	if err != nil {
+		return err
+	}
+	d, n, err := m.blobs.Store.Put(ctx, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	return m.blobs.Layers.SetLayers(ctx, lifecycleOwner, id, []store.LayerRef{{Digest: string(d), Size: n, Path: lifecycleFile}}, m.now().UTC())
 }
 
 // forgetPublished drops the records of a killed sandbox's blobs (the blobs
@@ -215,20 +238,12 @@ func (m *Manager) adopt(ctx context.Context, teamID, id string) (*live, error) {
 		layer.WriteMemo(dst, d, ref.Size) // a later pause publishes it by its digest
 		lower = append(lower, dst)
 	}
-	var egress network.Policy // the lifecycle file carries it (keepEgress)
-	if lc, err := m.blobs.Layers.Layers(ctx, lifecycleOwner, id); err == nil && len(lc) == 1 {
-		if d, err := blob.ParseDigest(lc[0].Digest); err == nil {
-			if h, err := m.blobs.Puller.Cache.Get(ctx, d); err == nil {
-				if f, err := h.Open(); err == nil {
-					var b bytes.Buffer
-					_, _ = b.ReadFrom(f)
-					f.Close()
-					_ = os.WriteFile(filepath.Join(dir, lifecycleFile), b.Bytes(), 0o600)
-					egress = egressIn(b.Bytes())
-				}
-				h.Release()
-			}
-		}
+	// The lifecycle file carries the egress policy (keepEgress): one that
+	// is recorded but cannot be read fails the take-over, which would
+	// otherwise boot the sandbox with open egress.
+	egress, err := m.adoptLifecycle(ctx, id, dir)
+	if err != nil {
+		return fail(fmt.Errorf("read the lifecycle of paused sandbox %s from the blob store: %w", id, err))
 	}
 	lower = append(lower, tpl.Lower()...)
 	marker, _ := json.Marshal(fsPaused{Lower: lower, Egress: egress})
@@ -285,4 +300,47 @@ func (m *Manager) sweepMoved(ctx context.Context, known map[string]bool) {
 		_ = os.Remove(m.bootIDPath(id))
 		m.log.Info("removed local copy of a sandbox another node took over", "sandbox.id", id, "node", row.NodeID)
 	}
+}
+
+// adoptLifecycle copies the published lifecycle file of a paused sandbox
+// into dir and returns the egress policy it carries (zero when the sandbox
+// published none).
+func (m *Manager) adoptLifecycle(ctx context.Context, id, dir string) (network.Policy, error) {
+	lc, err := m.blobs.Layers.Layers(ctx, lifecycleOwner, id)
+	if err != nil {
+		return network.Policy{}, err
+	}
+	if len(lc) == 0 {
+		return network.Policy{}, nil
+	}
+	d, err := blob.ParseDigest(lc[0].Digest)
+	if err != nil {
+		return network.Policy{}, err
+	}
+	h, err := m.blobs.Puller.Cache.Get(ctx, d)
+	if err != nil {
+		return network.Policy{}, err
+	}
+	defer h.Release()
+	f, err := h.Open()
+	if err != nil {
+		return network.Policy{}, err
+	}
+	defer f.Close()
+	const maxLifecycle = 1 << 20
+	b, err := io.ReadAll(io.LimitReader(f, maxLifecycle+1))
+	if err != nil {
+		return network.Policy{}, err
+	}
+	var saved savedLifecycle
+	if len(b) > maxLifecycle {
+		return network.Policy{}, fmt.Errorf("lifecycle file over %d bytes", maxLifecycle)
+	}
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return network.Policy{}, fmt.Errorf("lifecycle file: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, lifecycleFile), b, 0o600); err != nil {
+		return network.Policy{}, err
+	}
+	return saved.Egress, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/network"
+	"github.com/sbxdev/sbx/internal/store"
 )
 
 // egressPolicies is a Network that applies egress policies
@@ -70,9 +71,43 @@ func (m *Manager) keepEgress(id string, lc Lifecycle, p network.Policy) error {
 	return os.WriteFile(path, b, 0o600)
 }
 
-// egressIn reads the egress policy from a lifecycle file's bytes.
-func egressIn(b []byte) network.Policy {
-	var s savedLifecycle
-	_ = json.Unmarshal(b, &s)
-	return s.Egress
+// SetPausedEgress records a new egress policy for a sandbox paused without
+// its memory, in its pause marker and its lifecycle file (published again
+// to the blob store), so that the boot that resumes it, here or on the
+// node that takes it over, applies this policy and not the one it had at
+// the pause. For any other sandbox it does nothing: the network manager's
+// policy is the one in force.
+func (m *Manager) SetPausedEgress(ctx context.Context, id string, p network.Policy) error {
+	l := m.lookup(id)
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st, ok := m.fsPausedState(id)
+	if !ok {
+		return nil
+	}
+	st.Egress = p
+	b, _ := json.Marshal(st)
+	marker := filepath.Join(m.layersDir(id), fsPausedFile)
+	// Replaced, not rewritten: a torn marker would lose the sandbox.
+	if err := os.WriteFile(marker+".tmp", b, 0o600); err != nil {
+		return fmt.Errorf("record the egress policy of paused sandbox %s: %w", id, err)
+	}
+	if err := os.Rename(marker+".tmp", marker); err != nil {
+		return fmt.Errorf("record the egress policy of paused sandbox %s: %w", id, err)
+	}
+	if err := m.keepEgress(id, l.lifecycle, p); err != nil {
+		return fmt.Errorf("record the egress policy of paused sandbox %s: %w", id, err)
+	}
+	if m.blobs == nil {
+		return nil
+	}
+	if err := m.publishLifecycle(ctx, id); err != nil {
+		// Fail closed: another node must not take it over with the old one.
+		_ = m.blobs.Layers.DeleteLayers(context.WithoutCancel(ctx), store.LayerOwnerSandbox, id)
+		return fmt.Errorf("publish the egress policy of paused sandbox %s: %w", id, err)
+	}
+	return nil
 }

@@ -163,9 +163,18 @@ func testBlobPair(t *testing.T, url string, opts blob.Options, flags ...string) 
 	// Pause on B, resume on A: the layers of both boots go along.
 	runIn(t, moved, `echo second-boot > /home/user/second.txt`)
 	pauseFS(t, b, sa.ID)
+	// A policy changed while it is paused goes with it: cleared through B,
+	// the sandbox resumed on A reaches the mirror again (it booted with the
+	// policy of the pause before).
+	if r := b.Raw(t, "PUT", "/sandboxes/"+sa.ID+"/network", `{}`, map[string]string{"X-API-Key": b.APIKey}); r.Status != http.StatusNoContent {
+		t.Fatalf("PUT network of the sandbox paused on B: %d %s", r.Status, r.Body)
+	}
 	back, err := ca.Connect(opCtx(t), sa.ID, sdk.ConnectOptions{Timeout: 10 * time.Minute})
 	if err != nil {
 		t.Fatalf("resume on A of the sandbox paused on B: %v\nA's log:\n%s", err, tail(a.Log()))
+	}
+	if !reachesPort80(t, back, mirror) {
+		t.Errorf("the policy cleared while the sandbox was paused on B still denies %s after its resume on A", mirror)
 	}
 	if got := runIn(t, back, "cat /home/user/before.txt /home/user/second.txt"); !strings.Contains(got, "written-before-pause") || !strings.Contains(got, "second-boot") {
 		t.Fatalf("back on A: %q; want the files of both boots", got)

@@ -25,21 +25,28 @@ func TestClusterPlacesOnPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	pooled := func(node string) string {
+	// pooled is what the node's heartbeat reports, and when it beat.
+	pooled := func(node string) (string, time.Time) {
 		var p string
-		if err := db.QueryRowContext(context.Background(), `SELECT pooled FROM nodes WHERE id = $1`, node).Scan(&p); err != nil {
+		var at int64
+		if err := db.QueryRowContext(context.Background(), `SELECT pooled, heartbeat_at FROM nodes WHERE id = $1`, node).Scan(&p, &at); err != nil {
 			t.Fatal(err)
 		}
-		return p
+		return p, time.UnixMilli(at)
 	}
+	since := time.Now()
 	for i := range 3 {
-		// The pool refills after each claim; wait for node-2 to report it
-		// again and for the api replica to read that.
-		waitFor(t, "node-2 to report a ready pooled sandbox of base", func() bool { return pooled("node-2") == "base=1" })
-		if p := pooled("node-1"); p != "" {
+		// The pool refills after each claim; wait for a heartbeat of
+		// node-2 from after the claim (the row says base=1 until then)
+		// that reports it again, and for the api replica to read that.
+		waitFor(t, "node-2 to report a ready pooled sandbox of base", func() bool {
+			p, at := pooled("node-2")
+			return p == "base=1" && at.After(since)
+		})
+		if p, _ := pooled("node-1"); p != "" {
 			t.Fatalf("node-1, which has no pool, reports %q", p)
 		}
-		time.Sleep(cluster.RefreshEvery + 300*time.Millisecond)
+		time.Sleep(2*cluster.RefreshEvery + 300*time.Millisecond)
 		s, err := client.Create(opCtx(t), sdk.CreateOptions{Timeout: 10 * time.Minute})
 		if err != nil {
 			t.Fatalf("create %d through the api replica: %v\napi log:\n%s", i, err, c.api.Log())
@@ -50,6 +57,7 @@ func TestClusterPlacesOnPool(t *testing.T) {
 			defer cancel()
 			_ = s.Kill(ctx)
 		})
+		since = time.Now()
 		if on := c.nodeOf(t, s.ID); on != 1 {
 			t.Fatalf("create %d went to node-%d; want node-2, the one with a pooled sandbox of base", i, on+1)
 		}
