@@ -5,9 +5,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/sdk"
 	"github.com/sbxdev/sbx/tests/harness"
 )
@@ -74,4 +79,29 @@ func randHex(t testing.TB, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// hostMirror is the host's Debian mirror, which servers started with
+// harness.MirrorAllowFlags let sandboxes reach: its host name and one of
+// its addresses.
+func hostMirror(t testing.TB) (host, addr string) {
+	t.Helper()
+	mirror, err := rootfs.HostMirror("bookworm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(mirror)
+	addrs, err := net.LookupHost(u.Hostname())
+	if err != nil || len(addrs) == 0 {
+		t.Fatalf("resolve %s: %v", u.Hostname(), err)
+	}
+	return u.Hostname(), addrs[0]
+}
+
+// reachesPort80 reports whether a TCP connection from the sandbox (as
+// root) to addr:80 opens.
+func reachesPort80(t testing.TB, s *sdk.Sandbox, addr string) bool {
+	t.Helper()
+	out := sh(t, s, "root", fmt.Sprintf(`python3 -c "import socket; socket.create_connection(('%s', 80), 2); print('open')"`, addr))
+	return strings.Contains(out.Stdout, "open")
 }
