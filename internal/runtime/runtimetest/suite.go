@@ -426,9 +426,15 @@ func testPidsLimit(t *testing.T, d runtime.Driver, rootfs string) {
 	// every 10 ms until the limit, then keeps pressing against it (a shell
 	// whose fork fails exits, freeing a slot for another). The init reports
 	// before the bomb starts and then becomes sleep, which never forks.
-	bomb := `touch /out/started; b() { while :; do b & usleep 10000; done; }; (b) 2>/dev/null & exec sleep 100000`
+	// The bomb waits for /out/go: under runsc it can take the whole sandbox
+	// (the sentry cannot make host threads), and one that ran at once could
+	// end it before Start had seen its init running.
+	bomb := `touch /out/started; while [ ! -e /out/go ]; do usleep 10000; done; b() { while :; do b & usleep 10000; done; }; (b) 2>/dev/null & exec sleep 100000`
 	sb := start(t, d, rootfs, bomb, func(s *runtime.Spec) { s.Resources.PidsMax = limit })
 	sb.wait(t, "started")
+	if err := os.WriteFile(filepath.Join(sb.out, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// Contained means: the sandbox's tasks stay within the limit, and either
 	// the bomb runs into it, or the runtime gives up on the sandbox (runsc's
 	// sentry cannot create host threads any more and exits). Either way the
