@@ -104,9 +104,12 @@ func TestClusterAdminTeamRoutes(t *testing.T) {
 	}
 	t.Logf("admin kill of %d sandboxes on 2 nodes through the api replica: %s", len(onA), time.Since(at).Round(time.Millisecond))
 	for id, n := range onA {
-		if _, ok := c.nodes[n].CrunStates(t)[id]; ok {
-			t.Errorf("sandbox %s of team A still has its container on node-%d", id, n+1)
-		}
+		// The kill answers once the sandbox's processes are gone; its
+		// container is removed by the teardown that follows.
+		waitFor(t, fmt.Sprintf("the container of team A's sandbox %s on node-%d to go", id, n+1), func() bool {
+			_, ok := c.nodes[n].CrunStates(t)[id]
+			return !ok
+		})
 		r := c.api.Raw(t, http.MethodGet, "/sandboxes/"+id+"/usage", "", keyA)
 		var u struct{ State, KillReason string }
 		if r.Status != http.StatusOK || json.Unmarshal([]byte(r.Body), &u) != nil || u.State != "killed" || u.KillReason != "admin" {
