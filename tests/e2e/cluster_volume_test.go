@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/internal/store/sqldb"
 	"github.com/sbxdev/sbx/sdk"
 	"github.com/sbxdev/sbx/tests/harness"
@@ -320,15 +317,7 @@ try {
 // started with harness.MirrorAllowFlags let sandboxes reach.
 func mirrorAddr(t *testing.T) string {
 	t.Helper()
-	mirror, err := rootfs.HostMirror("bookworm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, _ := url.Parse(mirror)
-	addrs, err := net.LookupHost(u.Hostname())
-	if err != nil || len(addrs) == 0 {
-		t.Fatalf("resolve %s: %v", u.Hostname(), err)
-	}
+	_, addrs := harness.Mirror(t)
 	return addrs[0]
 }
 

@@ -18,18 +18,7 @@ import (
 // public mirror needs none.
 func MirrorAllowFlags(t testing.TB) []string {
 	t.Helper()
-	mirror, err := rootfs.HostMirror("bookworm")
-	if err != nil {
-		t.Fatalf("find the host's Debian mirror: %v", err)
-	}
-	u, err := url.Parse(mirror)
-	if err != nil || u.Hostname() == "" {
-		t.Fatalf("host Debian mirror %q is not a URL: %v", mirror, err)
-	}
-	addrs, err := net.LookupHost(u.Hostname())
-	if err != nil {
-		t.Fatalf("resolve the host's Debian mirror %s: %v", u.Hostname(), err)
-	}
+	_, addrs := Mirror(t)
 	var flags []string
 	for _, s := range addrs {
 		a, err := netip.ParseAddr(s)
@@ -38,4 +27,24 @@ func MirrorAllowFlags(t testing.TB) []string {
 		}
 	}
 	return flags
+}
+
+// Mirror is the host's Debian mirror: its host name and its addresses
+// (at least one), which servers started with MirrorAllowFlags let
+// sandboxes reach.
+func Mirror(t testing.TB) (host string, addrs []string) {
+	t.Helper()
+	mirror, err := rootfs.HostMirror("bookworm")
+	if err != nil {
+		t.Fatalf("find the host's Debian mirror: %v", err)
+	}
+	u, err := url.Parse(mirror)
+	if err != nil || u.Hostname() == "" {
+		t.Fatalf("host Debian mirror %q is not a URL: %v", mirror, err)
+	}
+	addrs, err = net.LookupHost(u.Hostname())
+	if err != nil || len(addrs) == 0 {
+		t.Fatalf("resolve the host's Debian mirror %s: %v", u.Hostname(), err)
+	}
+	return u.Hostname(), addrs
 }

@@ -6,13 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sbxdev/sbx/internal/rootfs"
 	"github.com/sbxdev/sbx/sdk"
 	"github.com/sbxdev/sbx/tests/harness"
 )
@@ -81,21 +78,12 @@ func randHex(t testing.TB, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// hostMirror is the host's Debian mirror, which servers started with
-// harness.MirrorAllowFlags let sandboxes reach: its host name and one of
-// its addresses.
+// hostMirror is the host's Debian mirror (harness.Mirror): its host name
+// and one of its addresses.
 func hostMirror(t testing.TB) (host, addr string) {
 	t.Helper()
-	mirror, err := rootfs.HostMirror("bookworm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, _ := url.Parse(mirror)
-	addrs, err := net.LookupHost(u.Hostname())
-	if err != nil || len(addrs) == 0 {
-		t.Fatalf("resolve %s: %v", u.Hostname(), err)
-	}
-	return u.Hostname(), addrs[0]
+	host, addrs := harness.Mirror(t)
+	return host, addrs[0]
 }
 
 // reachesPort80 reports whether a TCP connection from the sandbox (as
