@@ -21,12 +21,26 @@ func CopyEntry(src *Dir, name string, dst *Dir, dstName string, skip func(string
 	if err != nil {
 		return err
 	}
-	return copyOne(src, name, st, dst, dstName, skip)
+	return copyOne(src, name, st, dst, dstName, skip, 0)
 }
+
+// MaxCopyDepth is how deep a tree CopyEntry and CopyTree copy. Each level
+// holds three descriptors while its subtree is copied, so a tree a tenant
+// nests a hundred thousand levels deep must fail with a clear error before
+// it exhausts the server's descriptors. PATH_MAX (4096) already keeps most
+// tools from working on deeper trees.
+const MaxCopyDepth = 256
+
+// ErrTooDeep is returned when a copied tree nests deeper than MaxCopyDepth.
+var ErrTooDeep = fmt.Errorf("directory tree nests deeper than %d levels", MaxCopyDepth)
 
 // CopyTree merges the contents of src into dst (as CopyEntry for each),
 // reading src a batch at a time so a wide directory is never held whole.
 func CopyTree(src, dst *Dir, skip func(string)) error {
+	return copyTree(src, dst, skip, 0)
+}
+
+func copyTree(src, dst *Dir, skip func(string), depth int) error {
 	r, err := src.Reader()
 	if err != nil {
 		return err
@@ -48,18 +62,21 @@ func CopyTree(src, dst *Dir, skip func(string)) error {
 			if err != nil {
 				return err
 			}
-			if err := copyOne(src, name, st, dst, name, skip); err != nil {
+			if err := copyOne(src, name, st, dst, name, skip, depth); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-func copyOne(src *Dir, name string, st unix.Stat_t, dst *Dir, dstName string, skip func(string)) error {
+func copyOne(src *Dir, name string, st unix.Stat_t, dst *Dir, dstName string, skip func(string), depth int) error {
 	mtime := timeOf(st.Mtim)
 	perm := permOf(st.Mode)
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
+		if depth >= MaxCopyDepth {
+			return fmt.Errorf("copy %s/%s: %w: flatten it", src.Path(), name, ErrTooDeep)
+		}
 		if err := replaceNonDir(dst, dstName); err != nil {
 			return err
 		}
@@ -76,7 +93,7 @@ func copyOne(src *Dir, name string, st unix.Stat_t, dst *Dir, dstName string, sk
 			return err
 		}
 		defer to.Close()
-		if err := CopyTree(from, to, skip); err != nil {
+		if err := copyTree(from, to, skip, depth+1); err != nil {
 			return err
 		}
 		if err := to.Chmod(perm); err != nil {
@@ -103,7 +120,7 @@ func copyOne(src *Dir, name string, st unix.Stat_t, dst *Dir, dstName string, sk
 			err = cerr
 		}
 		if err != nil {
-			return fmt.Errorf("copy %s: %w", src.path+"/"+name, err)
+			return fmt.Errorf("copy %s: %w", src.Path()+"/"+name, err)
 		}
 	case unix.S_IFLNK:
 		target, err := src.Readlink(name)
@@ -118,7 +135,7 @@ func copyOne(src *Dir, name string, st unix.Stat_t, dst *Dir, dstName string, sk
 		}
 	default:
 		if skip != nil {
-			skip(src.path + "/" + name)
+			skip(src.Path() + "/" + name)
 		}
 		return nil
 	}
@@ -136,7 +153,7 @@ func replace(dst *Dir, name string) error {
 		return err
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return &os.PathError{Op: "replace", Path: dst.path + "/" + name, Err: errors.New("is a directory and cannot be replaced by a file")}
+		return &os.PathError{Op: "replace", Path: dst.Path() + "/" + name, Err: errors.New("is a directory and cannot be replaced by a file")}
 	}
 	return dst.Remove(name)
 }

@@ -37,8 +37,13 @@ const resolve = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_N
 // The directory itself is opened by a path the host controls; what is
 // inside it may be anybody's.
 type Dir struct {
-	fd   int
-	path string // for messages only
+	fd int
+	// parent and name give the path, for messages only. A directory
+	// opened beneath another keeps a pointer instead of its whole path,
+	// so a deep tree costs memory linear in its depth, not quadratic.
+	// OpenDir's Dir has no parent and its full path as name.
+	parent *Dir
+	name   string
 }
 
 // OpenDir opens a directory whose own path the host controls (every
@@ -49,11 +54,26 @@ func OpenDir(path string) (*Dir, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	return &Dir{fd: fd, path: path}, nil
+	return &Dir{fd: fd, name: path}, nil
 }
 
 // Path is the path the directory was opened by (for messages).
-func (d *Dir) Path() string { return d.path }
+func (d *Dir) Path() string {
+	n := -1 // no separator before the first name
+	for p := d; p != nil; p = p.parent {
+		n += len(p.name) + 1
+	}
+	b := make([]byte, n)
+	for p := d; p != nil; p = p.parent {
+		n -= len(p.name)
+		copy(b[n:], p.name)
+		if n > 0 {
+			n--
+			b[n] = '/'
+		}
+	}
+	return string(b)
+}
 
 // Close releases the directory's descriptor.
 func (d *Dir) Close() error { return unix.Close(d.fd) }
@@ -82,7 +102,7 @@ func (d *Dir) openat2(name string, how *unix.OpenHow) (int, error) {
 		}
 		return fd, nil
 	}
-	return -1, &os.PathError{Op: "openat2", Path: d.path + "/" + name, Err: err}
+	return -1, &os.PathError{Op: "openat2", Path: d.Path() + "/" + name, Err: err}
 }
 
 // Stat returns the status of name without following anything.
@@ -94,7 +114,7 @@ func (d *Dir) Stat(name string) (unix.Stat_t, error) {
 	}
 	defer unix.Close(fd)
 	if err := unix.Fstat(fd, &st); err != nil {
-		return st, &os.PathError{Op: "fstat", Path: d.path + "/" + name, Err: err}
+		return st, &os.PathError{Op: "fstat", Path: d.Path() + "/" + name, Err: err}
 	}
 	return st, nil
 }
@@ -110,13 +130,13 @@ func (d *Dir) Open(name string) (*os.File, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return nil, &os.PathError{Op: "fstat", Path: d.path + "/" + name, Err: err}
+		return nil, &os.PathError{Op: "fstat", Path: d.Path() + "/" + name, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		return nil, &os.PathError{Op: "open", Path: d.path + "/" + name, Err: ErrNotRegular}
+		return nil, &os.PathError{Op: "open", Path: d.Path() + "/" + name, Err: ErrNotRegular}
 	}
-	return os.NewFile(uintptr(fd), d.path+"/"+name), nil
+	return os.NewFile(uintptr(fd), d.Path()+"/"+name), nil
 }
 
 // ReadFile reads a regular file beneath d, at most max bytes; a longer
@@ -143,7 +163,7 @@ func (d *Dir) ReadFile(name string, max int64) ([]byte, error) {
 // something else, a FIFO) is replaced, never written through.
 func (d *Dir) WriteFile(name string, data []byte, perm os.FileMode) error {
 	if err := singleName(name); err != nil {
-		return &os.PathError{Op: "write", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "write", Path: d.Path() + "/" + name, Err: err}
 	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
@@ -152,7 +172,7 @@ func (d *Dir) WriteFile(name string, data []byte, perm os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	f := os.NewFile(uintptr(fd), d.path+"/"+tmp)
+	f := os.NewFile(uintptr(fd), d.Path()+"/"+tmp)
 	_, werr := f.Write(data)
 	if werr == nil {
 		werr = f.Chmod(perm.Perm()) // the umask may have narrowed it
@@ -165,7 +185,7 @@ func (d *Dir) WriteFile(name string, data []byte, perm os.FileMode) error {
 	}
 	if werr != nil {
 		_ = unix.Unlinkat(d.fd, tmp, 0)
-		return &os.PathError{Op: "write", Path: d.path + "/" + name, Err: werr}
+		return &os.PathError{Op: "write", Path: d.Path() + "/" + name, Err: werr}
 	}
 	return nil
 }
@@ -174,14 +194,14 @@ func (d *Dir) WriteFile(name string, data []byte, perm os.FileMode) error {
 // without following it. A missing name is not an error.
 func (d *Dir) Remove(name string) error {
 	if err := singleName(name); err != nil {
-		return &os.PathError{Op: "unlinkat", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "unlinkat", Path: d.Path() + "/" + name, Err: err}
 	}
 	err := unix.Unlinkat(d.fd, name, 0)
 	if errors.Is(err, unix.EISDIR) {
 		err = unix.Unlinkat(d.fd, name, unix.AT_REMOVEDIR)
 	}
 	if err != nil && !errors.Is(err, unix.ENOENT) {
-		return &os.PathError{Op: "unlinkat", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "unlinkat", Path: d.Path() + "/" + name, Err: err}
 	}
 	return nil
 }
@@ -198,10 +218,10 @@ func (d *Dir) DialUnix(ctx context.Context, name string) (net.Conn, error) {
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, &os.PathError{Op: "fstat", Path: d.path + "/" + name, Err: err}
+		return nil, &os.PathError{Op: "fstat", Path: d.Path() + "/" + name, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return nil, &os.PathError{Op: "dial", Path: d.path + "/" + name, Err: errors.New("not a unix socket")}
+		return nil, &os.PathError{Op: "dial", Path: d.Path() + "/" + name, Err: errors.New("not a unix socket")}
 	}
 	var dialer net.Dialer
 	return dialer.DialContext(ctx, "unix", "/proc/self/fd/"+strconv.Itoa(fd))

@@ -17,7 +17,7 @@ func (d *Dir) OpenFile(name string, perm os.FileMode) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), d.path+"/"+name)
+	f := os.NewFile(uintptr(fd), d.Path()+"/"+name)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		f.Close()
@@ -68,9 +68,9 @@ func itoa(n int) string {
 func (d *Dir) ReadDirNames() ([]string, error) {
 	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: d.path, Err: err}
+		return nil, &os.PathError{Op: "open", Path: d.Path(), Err: err}
 	}
-	f := os.NewFile(uintptr(fd), d.path)
+	f := os.NewFile(uintptr(fd), d.Path())
 	defer f.Close()
 	return f.Readdirnames(-1)
 }

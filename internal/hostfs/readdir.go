@@ -29,9 +29,9 @@ type DirReader struct {
 func (d *Dir) Reader() (*DirReader, error) {
 	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: d.path, Err: err}
+		return nil, &os.PathError{Op: "open", Path: d.Path(), Err: err}
 	}
-	return &DirReader{d: d, f: os.NewFile(uintptr(fd), d.path)}, nil
+	return &DirReader{d: d, f: os.NewFile(uintptr(fd), d.Path())}, nil
 }
 
 // Names returns up to n (> 0) more names (no "." or ".."), in the

@@ -13,13 +13,13 @@ import (
 // published whole.
 func (d *Dir) Rename(oldName string, newDir *Dir, newName string) error {
 	if err := singleName(oldName); err != nil {
-		return &os.PathError{Op: "renameat", Path: d.path + "/" + oldName, Err: err}
+		return &os.PathError{Op: "renameat", Path: d.Path() + "/" + oldName, Err: err}
 	}
 	if err := singleName(newName); err != nil {
-		return &os.PathError{Op: "renameat", Path: newDir.path + "/" + newName, Err: err}
+		return &os.PathError{Op: "renameat", Path: newDir.Path() + "/" + newName, Err: err}
 	}
 	if err := unix.Renameat(d.fd, oldName, newDir.fd, newName); err != nil {
-		return &os.PathError{Op: "renameat", Path: d.path + "/" + oldName, Err: err}
+		return &os.PathError{Op: "renameat", Path: d.Path() + "/" + oldName, Err: err}
 	}
 	return nil
 }
@@ -33,7 +33,7 @@ func (d *Dir) Sync() error {
 	}
 	defer unix.Close(fd)
 	if err := unix.Fsync(fd); err != nil {
-		return &os.PathError{Op: "fsync", Path: d.path, Err: err}
+		return &os.PathError{Op: "fsync", Path: d.Path(), Err: err}
 	}
 	return nil
 }

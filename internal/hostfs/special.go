@@ -11,11 +11,11 @@ import (
 func (d *Dir) Setxattr(name string, value []byte) error {
 	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: d.path, Err: err}
+		return &os.PathError{Op: "open", Path: d.Path(), Err: err}
 	}
 	defer unix.Close(fd)
 	if err := unix.Fsetxattr(fd, name, value, 0); err != nil {
-		return &os.PathError{Op: "fsetxattr", Path: d.path, Err: err}
+		return &os.PathError{Op: "fsetxattr", Path: d.Path(), Err: err}
 	}
 	return nil
 }
@@ -25,10 +25,10 @@ func (d *Dir) Setxattr(name string, value []byte) error {
 // the only device node the host makes from content it did not create.
 func (d *Dir) MknodWhiteout(name string) error {
 	if err := singleName(name); err != nil {
-		return &os.PathError{Op: "mknodat", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "mknodat", Path: d.Path() + "/" + name, Err: err}
 	}
 	if err := unix.Mknodat(d.fd, name, unix.S_IFCHR, 0); err != nil {
-		return &os.PathError{Op: "mknodat", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "mknodat", Path: d.Path() + "/" + name, Err: err}
 	}
 	return nil
 }
@@ -36,7 +36,7 @@ func (d *Dir) MknodWhiteout(name string) error {
 // ChownSelf sets the owner of d itself.
 func (d *Dir) ChownSelf(uid, gid int) error {
 	if err := unix.Fchownat(d.fd, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
-		return &os.PathError{Op: "fchownat", Path: d.path, Err: err}
+		return &os.PathError{Op: "fchownat", Path: d.Path(), Err: err}
 	}
 	return nil
 }

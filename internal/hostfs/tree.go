@@ -37,7 +37,7 @@ func (d *Dir) Sub(name string) (*Dir, error) {
 	if err != nil {
 		return nil, classify(err)
 	}
-	return &Dir{fd: fd, path: d.path + "/" + name}, nil
+	return &Dir{fd: fd, parent: d, name: name}, nil
 }
 
 // SubInRoot opens the directory name resolved as if d were the root
@@ -52,15 +52,15 @@ func (d *Dir) SubInRoot(name string) (*Dir, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Dir{fd: fd, path: d.path + "/" + name}, nil
+	return &Dir{fd: fd, parent: d, name: name}, nil
 }
 
 func (d *Dir) dup() (*Dir, error) {
 	fd, err := unix.FcntlInt(uintptr(d.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "dup", Path: d.path, Err: err}
+		return nil, &os.PathError{Op: "dup", Path: d.Path(), Err: err}
 	}
-	return &Dir{fd: fd, path: d.path}, nil
+	return &Dir{fd: fd, parent: d.parent, name: d.name}, nil
 }
 
 func (d *Dir) openIn(name string, flags int, res uint64) (int, error) {
@@ -108,7 +108,7 @@ func (d *Dir) MkdirAll(name string, perm os.FileMode) (*Dir, error) {
 		if errors.Is(err, unix.ENOENT) {
 			if merr := unix.Mkdirat(cur.fd, comp, uint32(perm.Perm())); merr != nil && !errors.Is(merr, unix.EEXIST) {
 				cur.Close()
-				return nil, &os.PathError{Op: "mkdirat", Path: cur.path + "/" + comp, Err: merr}
+				return nil, &os.PathError{Op: "mkdirat", Path: cur.Path() + "/" + comp, Err: merr}
 			}
 			next, err = cur.Sub(comp)
 		}
@@ -129,7 +129,7 @@ func (d *Dir) MkdirAll(name string, perm os.FileMode) (*Dir, error) {
 // directory is fine.
 func (d *Dir) Mkdir(name string, perm os.FileMode) error {
 	if err := singleName(name); err != nil {
-		return &os.PathError{Op: "mkdirat", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "mkdirat", Path: d.Path() + "/" + name, Err: err}
 	}
 	err := unix.Mkdirat(d.fd, name, uint32(perm.Perm()))
 	if errors.Is(err, unix.EEXIST) {
@@ -138,7 +138,7 @@ func (d *Dir) Mkdir(name string, perm os.FileMode) error {
 		}
 	}
 	if err != nil {
-		return &os.PathError{Op: "mkdirat", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "mkdirat", Path: d.Path() + "/" + name, Err: err}
 	}
 	return nil
 }
@@ -147,23 +147,23 @@ func (d *Dir) Mkdir(name string, perm os.FileMode) error {
 // writing; it fails if anything exists there (O_EXCL, no link followed).
 func (d *Dir) Create(name string, perm os.FileMode) (*os.File, error) {
 	if err := singleName(name); err != nil {
-		return nil, &os.PathError{Op: "create", Path: d.path + "/" + name, Err: err}
+		return nil, &os.PathError{Op: "create", Path: d.Path() + "/" + name, Err: err}
 	}
 	fd, err := d.openat(name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, uint32(perm.Perm()))
 	if err != nil {
 		return nil, err
 	}
-	return os.NewFile(uintptr(fd), d.path+"/"+name), nil
+	return os.NewFile(uintptr(fd), d.Path()+"/"+name), nil
 }
 
 // Symlink creates name (one component) in d as a symlink to target. The
 // target is stored as given and never resolved by the host.
 func (d *Dir) Symlink(target, name string) error {
 	if err := singleName(name); err != nil {
-		return &os.PathError{Op: "symlinkat", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "symlinkat", Path: d.Path() + "/" + name, Err: err}
 	}
 	if err := unix.Symlinkat(target, d.fd, name); err != nil {
-		return &os.PathError{Op: "symlinkat", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "symlinkat", Path: d.Path() + "/" + name, Err: err}
 	}
 	return nil
 }
@@ -171,19 +171,19 @@ func (d *Dir) Symlink(target, name string) error {
 // Readlink returns the target of the symlink name (one component) in d.
 func (d *Dir) Readlink(name string) (string, error) {
 	if err := singleName(name); err != nil {
-		return "", &os.PathError{Op: "readlinkat", Path: d.path + "/" + name, Err: err}
+		return "", &os.PathError{Op: "readlinkat", Path: d.Path() + "/" + name, Err: err}
 	}
 	buf := make([]byte, 256)
 	for {
 		n, err := unix.Readlinkat(d.fd, name, buf)
 		if err != nil {
-			return "", &os.PathError{Op: "readlinkat", Path: d.path + "/" + name, Err: err}
+			return "", &os.PathError{Op: "readlinkat", Path: d.Path() + "/" + name, Err: err}
 		}
 		if n < len(buf) {
 			return string(buf[:n]), nil
 		}
 		if len(buf) >= unix.PathMax {
-			return "", &os.PathError{Op: "readlinkat", Path: d.path + "/" + name, Err: unix.ENAMETOOLONG}
+			return "", &os.PathError{Op: "readlinkat", Path: d.Path() + "/" + name, Err: unix.ENAMETOOLONG}
 		}
 		buf = make([]byte, 2*len(buf))
 	}
@@ -196,18 +196,18 @@ func (d *Dir) Readlink(name string) (string, error) {
 func (d *Dir) Link(old *Dir, oldName, newName string) error {
 	for _, n := range []string{oldName, newName} {
 		if err := singleName(n); err != nil {
-			return &os.PathError{Op: "linkat", Path: d.path + "/" + newName, Err: err}
+			return &os.PathError{Op: "linkat", Path: d.Path() + "/" + newName, Err: err}
 		}
 	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(old.fd, oldName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return &os.PathError{Op: "fstatat", Path: old.path + "/" + oldName, Err: err}
+		return &os.PathError{Op: "fstatat", Path: old.Path() + "/" + oldName, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return &os.PathError{Op: "linkat", Path: old.path + "/" + oldName, Err: ErrNotRegular}
+		return &os.PathError{Op: "linkat", Path: old.Path() + "/" + oldName, Err: ErrNotRegular}
 	}
 	if err := unix.Linkat(old.fd, oldName, d.fd, newName, 0); err != nil {
-		return &os.PathError{Op: "linkat", Path: d.path + "/" + newName, Err: err}
+		return &os.PathError{Op: "linkat", Path: d.Path() + "/" + newName, Err: err}
 	}
 	return nil
 }
@@ -217,10 +217,10 @@ func (d *Dir) Link(old *Dir, oldName, newName string) error {
 func (d *Dir) Lstat(name string) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	if err := singleName(name); err != nil {
-		return st, &os.PathError{Op: "fstatat", Path: d.path + "/" + name, Err: err}
+		return st, &os.PathError{Op: "fstatat", Path: d.Path() + "/" + name, Err: err}
 	}
 	if err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return st, &os.PathError{Op: "fstatat", Path: d.path + "/" + name, Err: err}
+		return st, &os.PathError{Op: "fstatat", Path: d.Path() + "/" + name, Err: err}
 	}
 	return st, nil
 }
@@ -229,11 +229,11 @@ func (d *Dir) Lstat(name string) (unix.Stat_t, error) {
 // in d, a symlink itself rather than its target.
 func (d *Dir) Chtimes(name string, atime, mtime time.Time) error {
 	if err := singleName(name); err != nil {
-		return &os.PathError{Op: "utimensat", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "utimensat", Path: d.Path() + "/" + name, Err: err}
 	}
 	ts := []unix.Timespec{unix.NsecToTimespec(atime.UnixNano()), unix.NsecToTimespec(mtime.UnixNano())}
 	if err := unix.UtimesNanoAt(d.fd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return &os.PathError{Op: "utimensat", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "utimensat", Path: d.Path() + "/" + name, Err: err}
 	}
 	return nil
 }
@@ -242,10 +242,10 @@ func (d *Dir) Chtimes(name string, atime, mtime time.Time) error {
 // rather than its target.
 func (d *Dir) Lchown(name string, uid, gid int) error {
 	if err := singleName(name); err != nil {
-		return &os.PathError{Op: "fchownat", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "fchownat", Path: d.Path() + "/" + name, Err: err}
 	}
 	if err := unix.Fchownat(d.fd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return &os.PathError{Op: "fchownat", Path: d.path + "/" + name, Err: err}
+		return &os.PathError{Op: "fchownat", Path: d.Path() + "/" + name, Err: err}
 	}
 	return nil
 }
@@ -254,11 +254,11 @@ func (d *Dir) Lchown(name string, uid, gid int) error {
 func (d *Dir) Chmod(mode os.FileMode) error {
 	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: d.path, Err: err}
+		return &os.PathError{Op: "open", Path: d.Path(), Err: err}
 	}
 	defer unix.Close(fd)
 	if err := unix.Fchmod(fd, unixMode(mode)); err != nil {
-		return &os.PathError{Op: "fchmod", Path: d.path, Err: err}
+		return &os.PathError{Op: "fchmod", Path: d.Path(), Err: err}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -105,5 +106,63 @@ func TestCopyTreeCopiesLinksAsLinks(t *testing.T) {
 	}
 	if len(skipped) != 0 {
 		t.Errorf("skipped %v", skipped)
+	}
+}
+
+// TestCopyTreeRefusesDeepTrees: a tenant's tree nested past MaxCopyDepth
+// fails with ErrTooDeep instead of holding three descriptors per level
+// until the server runs out; a tree at the limit copies.
+func TestCopyTreeRefusesDeepTrees(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		levels int
+		err    error
+	}{
+		{levels: MaxCopyDepth, err: nil},
+		{levels: MaxCopyDepth + 1, err: ErrTooDeep},
+	} {
+		src := t.TempDir()
+		d, _ := OpenDir(src)
+		defer d.Close()
+		nested, err := d.MkdirAll(strings.Repeat("d/", tc.levels-1)+"d", 0o755)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nested.Close()
+		to, _ := OpenDir(t.TempDir())
+		defer to.Close()
+		if err := CopyTree(d, to, nil); !errors.Is(err, tc.err) {
+			t.Errorf("%d levels: err = %v, want %v", tc.levels, err, tc.err)
+		}
+	}
+}
+
+// TestPath: a Dir's path for messages is its parent's plus its name.
+func TestPath(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	d, _ := OpenDir(root)
+	defer d.Close()
+	if _, err := d.MkdirAll("a/b/c", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := d.Sub("a")
+	defer a.Close()
+	bc, _ := a.Sub("b/c")
+	defer bc.Close()
+	same, _ := bc.Sub(".")
+	defer same.Close()
+	for _, tc := range []struct {
+		d    *Dir
+		want string
+	}{
+		{d, root},
+		{a, root + "/a"},
+		{bc, root + "/a/b/c"},
+		{same, root + "/a/b/c"},
+	} {
+		if got := tc.d.Path(); got != tc.want {
+			t.Errorf("Path() = %q, want %q", got, tc.want)
+		}
 	}
 }

@@ -26,7 +26,7 @@ func (d *Dir) Watch() (*Watch, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	return &Watch{f: os.NewFile(uintptr(fd), "inotify "+d.path)}, nil
+	return &Watch{f: os.NewFile(uintptr(fd), "inotify "+d.Path())}, nil
 }
 
 // Wait returns once an entry appeared since the last Wait, or after
