@@ -78,12 +78,7 @@ func (m *Manager) savedAgentKey(id string) (agentauth.Key, error) {
 
 // writeKey writes a key file, 0600, replacing what was there.
 func writeKey(path string, key agentauth.Key) error {
-	tmp := path + ".tmp"
-	_ = os.Remove(tmp)
-	if err := os.WriteFile(tmp, []byte(key.Hex()+"\n"), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return replaceFile(path, []byte(key.Hex()+"\n"), 0o600)
 }
 
 func readKey(path string) (agentauth.Key, error) {

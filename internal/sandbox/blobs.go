@@ -247,7 +247,7 @@ func (m *Manager) adopt(ctx context.Context, teamID, id string) (*live, error) {
 	}
 	lower = append(lower, tpl.Lower()...)
 	marker, _ := json.Marshal(fsPaused{Lower: lower, Egress: egress})
-	if err := os.WriteFile(filepath.Join(dir, fsPausedFile), marker, 0o600); err != nil {
+	if err := replaceFile(filepath.Join(dir, fsPausedFile), marker, 0o600); err != nil {
 		return fail(err)
 	}
 	if err := m.blobs.Layers.MoveSandbox(ctx, id, node, m.cfg.NodeID); err != nil {
@@ -339,7 +339,7 @@ func (m *Manager) adoptLifecycle(ctx context.Context, id, dir string) (network.P
 	if err := json.Unmarshal(b, &saved); err != nil {
 		return network.Policy{}, fmt.Errorf("lifecycle file: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, lifecycleFile), b, 0o600); err != nil {
+	if err := replaceFile(filepath.Join(dir, lifecycleFile), b, 0o600); err != nil {
 		return network.Policy{}, err
 	}
 	return saved.Egress, nil

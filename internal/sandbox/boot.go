@@ -229,7 +229,7 @@ func (m *Manager) dropMemory(ctx context.Context, l *live) error {
 		return fmt.Errorf("save filesystem of sandbox %s: %w", id, err)
 	}
 	marker, _ := json.Marshal(fsPaused{Lower: append([]string{layer}, spec.Lower...), Egress: egress})
-	if err := os.WriteFile(filepath.Join(m.layersDir(id), fsPausedFile), marker, 0o600); err != nil {
+	if err := replaceFile(filepath.Join(m.layersDir(id), fsPausedFile), marker, 0o600); err != nil {
 		_ = os.RemoveAll(layer)
 		return fmt.Errorf("save filesystem of sandbox %s: %w", id, err)
 	}

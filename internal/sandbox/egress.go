@@ -68,7 +68,7 @@ func (m *Manager) keepEgress(id string, lc Lifecycle, p network.Policy) error {
 		return nil
 	}
 	b, _ := json.Marshal(savedLifecycle{Lifecycle: lc, Egress: p})
-	return os.WriteFile(path, b, 0o600)
+	return replaceFile(path, b, 0o600)
 }
 
 // SetPausedEgress records a new egress policy for a sandbox paused without
@@ -92,10 +92,7 @@ func (m *Manager) SetPausedEgress(ctx context.Context, id string, p network.Poli
 	b, _ := json.Marshal(st)
 	marker := filepath.Join(m.layersDir(id), fsPausedFile)
 	// Replaced, not rewritten: a torn marker would lose the sandbox.
-	if err := os.WriteFile(marker+".tmp", b, 0o600); err != nil {
-		return fmt.Errorf("record the egress policy of paused sandbox %s: %w", id, err)
-	}
-	if err := os.Rename(marker+".tmp", marker); err != nil {
+	if err := replaceFile(marker, b, 0o600); err != nil {
 		return fmt.Errorf("record the egress policy of paused sandbox %s: %w", id, err)
 	}
 	if err := m.keepEgress(id, l.lifecycle, p); err != nil {

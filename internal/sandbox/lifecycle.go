@@ -43,7 +43,20 @@ func (m *Manager) saveLifecycle(id string, lc Lifecycle) error {
 		return err
 	}
 	b, _ := json.Marshal(lc)
-	return os.WriteFile(filepath.Join(m.layersDir(id), lifecycleFile), b, 0o600)
+	return replaceFile(filepath.Join(m.layersDir(id), lifecycleFile), b, 0o600)
+}
+
+// replaceFile puts data at path through a temporary file and a rename, so
+// a server killed in the middle leaves the old file or the new one, never
+// a torn one that a restart would misread (a lost timeout or egress
+// policy). The directory is the server's own.
+func replaceFile(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	_ = os.Remove(tmp)
+	if err := os.WriteFile(tmp, data, perm); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func (m *Manager) loadLifecycle(id string) Lifecycle {

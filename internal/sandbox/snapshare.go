@@ -413,7 +413,7 @@ func (m *Manager) reconcileSnapshot(ctx context.Context, meta *snapshotMeta, dir
 	}
 	meta.Recorded = true
 	if b, err := json.Marshal(meta); err == nil {
-		_ = os.WriteFile(filepath.Join(dir, "meta.json"), b, 0o600)
+		_ = replaceFile(filepath.Join(dir, "meta.json"), b, 0o600)
 	}
 	m.log.Info("sandbox snapshot recorded in the shared table", "snapshot.id", meta.ID, "layers", len(row.Layers))
 	return true, nil
