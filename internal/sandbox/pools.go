@@ -30,7 +30,7 @@ type poolHost interface {
 	// prestart starts sandbox id of tpl, in the background (at the least
 	// CPU weight) if asked; foreground raises it to the normal weight.
 	prestart(ctx context.Context, tpl template.Template, id string, background bool) (*live, error)
-	foreground(ctx context.Context, id string)
+	foreground(ctx context.Context, id string) error
 	destroy(ctx context.Context, id string)
 	launchFor(tpl template.Template) launch
 }
@@ -226,7 +226,7 @@ func (ps *Pools) refillOne(ctx context.Context, p *pool, tpl template.Template) 
 		bg := p.bgStart(id)
 		l, err = ps.host.prestart(ctx, tpl, id, bg)
 		if bg && p.bgDone(id) && err == nil {
-			ps.host.foreground(ctx, id)
+			_ = ps.host.foreground(ctx, id) // claimFrom raises it again if this failed
 		}
 		if l != nil {
 			l.background = bg
@@ -278,12 +278,17 @@ func (ps *Pools) claim(ctx context.Context, tpl template.Template, sb *store.San
 // returns nil when p has none (of the template's current build).
 func (ps *Pools) claimFrom(ctx context.Context, p *pool, tpl template.Template, sb *store.Sandbox, current bool) *live {
 	for current {
-		l := p.take(ctx, func(id string) { ps.host.foreground(ctx, id) })
+		l := p.take(ctx, func(id string) { _ = ps.host.foreground(ctx, id) })
 		if l == nil {
 			return nil
 		}
 		if l.background { // a user waits for it now
-			ps.host.foreground(ctx, l.sb.ID)
+			if err := ps.host.foreground(ctx, l.sb.ID); err != nil {
+				// Left at the least weight, it would lose the CPU to every
+				// refill for as long as it runs: not one to hand a user.
+				ps.host.destroy(context.WithoutCancel(ctx), l.sb.ID)
+				continue
+			}
 			l.background = false
 		}
 		if l.snapshot != ps.host.launchFor(tpl).snapshot {
@@ -393,10 +398,12 @@ func (m *Manager) prestart(ctx context.Context, tpl template.Template, id string
 
 // foreground gives a pooled sandbox started in the background the normal
 // CPU weight (a create waits for it, or has claimed it).
-func (m *Manager) foreground(ctx context.Context, id string) {
-	if err := m.rt.foreground(ctx, id); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+func (m *Manager) foreground(ctx context.Context, id string) error {
+	err := m.rt.foreground(ctx, id)
+	if err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		m.log.WarnContext(ctx, "raise a pooled sandbox's CPU weight", "sandbox.id", id, "err", err)
 	}
+	return err
 }
 
 // Close stops the pools and removes the pooled sandboxes (they belong to
