@@ -305,8 +305,14 @@ func (s *replSession) init(what string, start func() (*replProc, error)) error {
 }
 
 // begin returns the process to run the next cell in, starting a new one if
-// the last died, and the cell's execution count, which it emits.
+// the last died, and emits the cell's execution count.
 func (s *replSession) begin(out emitter) (*replProc, error) {
+	p, _, err := s.beginCount(out)
+	return p, err
+}
+
+// beginCount is begin also returning the execution count.
+func (s *replSession) beginCount(out emitter) (*replProc, int, error) {
 	s.mu.Lock()
 	select {
 	case <-s.proc.dead:
@@ -315,7 +321,7 @@ func (s *replSession) begin(out emitter) (*replProc, error) {
 		if err != nil {
 			s.mu.Unlock()
 			out.emit(errorLine("KernelStartError", err.Error(), nil))
-			return nil, err
+			return nil, 0, err
 		}
 		s.proc = p
 	default:
@@ -325,7 +331,7 @@ func (s *replSession) begin(out emitter) (*replProc, error) {
 	count := s.count
 	s.mu.Unlock()
 	out.emit(lineExecutionCount{Type: "number_of_executions", ExecutionCount: count})
-	return p, nil
+	return p, count, nil
 }
 
 // died reports a process that ended during a cell, as a restart when one

@@ -11,7 +11,7 @@ import (
 // quietly on an ipykernel of another shape, so that a kernel upgrade can
 // never break runs; this test is what says the speed-up went with it.
 func TestKernelSpeedupsApplied(t *testing.T) {
-	_, ts := newTestServer(t, Config{})
+	_, ts := newTestServer(t, Config{PythonDriver: PythonKernel})
 	lines := execute(t, ts.URL, map[string]any{"code": "import sys\n" +
 		"k = get_ipython().kernel\n" +
 		"import IPython.core.formatters as f\n" +
@@ -66,7 +66,7 @@ func TestOutputOrder(t *testing.T) {
 // flush would hang forever (multiprocessing forks by default on Linux).
 // The child must get a lock of its own.
 func TestForkWhileSendLockHeld(t *testing.T) {
-	_, ts := newTestServer(t, Config{})
+	_, ts := newTestServer(t, Config{PythonDriver: PythonKernel})
 	code := strings.Join([]string{
 		"import os, sys, threading, time",
 		"guard = next(c.cell_contents for c in type(sys.stdout)._flush.__closure__ if c.cell_contents.__name__ == 'Guard')",

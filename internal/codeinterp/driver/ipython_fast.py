@@ -17,6 +17,9 @@ def _sbx_fast():
     import threading
 
     ip = get_ipython()  # noqa: F821
+    # The formatters' speed-ups serve any IPython shell, the code
+    # interpreter's own Python runner (py_runner.py) included.
+    _sbx_fast_formatters()
     kernel = getattr(ip, "kernel", None)
     if kernel is None:
         return
@@ -46,53 +49,6 @@ def _sbx_fast():
     accepts = getattr(kernelbase, "_accepts_cell_id", None)
     if accepts is not None and getattr(ipkernel, "_accepts_cell_id", None) is accepts:
         kernelbase._accepts_cell_id = ipkernel._accepts_cell_id = functools.lru_cache(maxsize=32)(accepts)
-
-    # IPython wraps each formatter's __call__ with the decorator package,
-    # which binds every call's arguments to the signature with inspect:
-    # twelve formatters per result. Each is rewrapped to call IPython's own
-    # error handler (catch_format_error's undecorated body) directly.
-    try:
-        import IPython.core.formatters as formatters
-    except ImportError:
-        formatters = None
-    handler = getattr(getattr(formatters, "catch_format_error", None), "__wrapped__", None)
-    if callable(handler):
-
-        def direct(method):
-            @functools.wraps(method)
-            def call(self, *args, **kwargs):
-                return handler(method, self, *args, **kwargs)
-
-            return call
-
-        for cls in vars(formatters).values():
-            if isinstance(cls, type) and issubclass(cls, formatters.BaseFormatter):
-                wrapped = getattr(cls.__dict__.get("__call__"), "__wrapped__", None)
-                if callable(wrapped):
-                    cls.__call__ = direct(wrapped)
-
-        # A number's result went through ten MIME formatters (HTML, PNG,
-        # LaTeX...) that each walked int's MRO through three printer tables
-        # and looked for a _repr_*_ method, to find nothing. A builtin
-        # number has no such method (its type takes no new attributes), so
-        # the answer is None unless a printer was registered for it (or for
-        # object), which is what is checked instead.
-        base = formatters.BaseFormatter
-        generic = base.__dict__.get("__call__")
-        # Each number type's MRO (bool is an int), as types and as the
-        # (module, name) keys of deferred printers.
-        numbers = {t: (t.__mro__, [(c.__module__, c.__name__) for c in t.__mro__]) for t in (int, float, complex, bool)}
-        if callable(generic) and all(hasattr(base, a) for a in ("type_printers", "singleton_printers", "deferred_printers", "enabled")):
-
-            def call_no_printer_for_numbers(self, obj):
-                mro = numbers.get(type(obj))
-                if mro is not None:
-                    tp, dp = self.type_printers, self.deferred_printers
-                    if id(obj) not in self.singleton_printers and not any(c in tp for c in mro[0]) and not any(k in dp for k in mro[1]):
-                        return None
-                return generic(self, obj)
-
-            base.__call__ = call_no_printer_for_numbers
 
     _sbx_fast_shell(ip, kernel, kernelbase)
 
@@ -165,6 +121,57 @@ def _sbx_fast():
     # The event pipe's callback was bound before the patch; rebind it in
     # the IOPub thread, which owns the stream.
     pub.schedule(lambda: pub._event_puller.on_recv(pub._handle_event))
+
+
+def _sbx_fast_formatters():
+    import functools
+
+    # IPython wraps each formatter's __call__ with the decorator package,
+    # which binds every call's arguments to the signature with inspect:
+    # twelve formatters per result. Each is rewrapped to call IPython's own
+    # error handler (catch_format_error's undecorated body) directly.
+    try:
+        import IPython.core.formatters as formatters
+    except ImportError:
+        formatters = None
+    handler = getattr(getattr(formatters, "catch_format_error", None), "__wrapped__", None)
+    if callable(handler):
+
+        def direct(method):
+            @functools.wraps(method)
+            def call(self, *args, **kwargs):
+                return handler(method, self, *args, **kwargs)
+
+            return call
+
+        for cls in vars(formatters).values():
+            if isinstance(cls, type) and issubclass(cls, formatters.BaseFormatter):
+                wrapped = getattr(cls.__dict__.get("__call__"), "__wrapped__", None)
+                if callable(wrapped):
+                    cls.__call__ = direct(wrapped)
+
+        # A number's result went through ten MIME formatters (HTML, PNG,
+        # LaTeX...) that each walked int's MRO through three printer tables
+        # and looked for a _repr_*_ method, to find nothing. A builtin
+        # number has no such method (its type takes no new attributes), so
+        # the answer is None unless a printer was registered for it (or for
+        # object), which is what is checked instead.
+        base = formatters.BaseFormatter
+        generic = base.__dict__.get("__call__")
+        # Each number type's MRO (bool is an int), as types and as the
+        # (module, name) keys of deferred printers.
+        numbers = {t: (t.__mro__, [(c.__module__, c.__name__) for c in t.__mro__]) for t in (int, float, complex, bool)}
+        if callable(generic) and all(hasattr(base, a) for a in ("type_printers", "singleton_printers", "deferred_printers", "enabled")):
+
+            def call_no_printer_for_numbers(self, obj):
+                mro = numbers.get(type(obj))
+                if mro is not None:
+                    tp, dp = self.type_printers, self.deferred_printers
+                    if id(obj) not in self.singleton_printers and not any(c in tp for c in mro[0]) and not any(k in dp for k in mro[1]):
+                        return None
+                return generic(self, obj)
+
+            base.__call__ = call_no_printer_for_numbers
 
 
 def _sbx_fast_shell(ip, kernel, kernelbase):
@@ -331,4 +338,4 @@ try:
     _sbx_fast()
 except Exception:
     pass
-del _sbx_fast, _sbx_fast_shell
+del _sbx_fast, _sbx_fast_shell, _sbx_fast_formatters
