@@ -121,6 +121,7 @@ def _run(shell, req, status):
     try:
         shell.execution_count = int(req.get("count") or shell.execution_count)
         shell.errors_shown = 0
+        shell._last_traceback = None
         signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             res = shell.run_cell(req.get("code", ""), store_history=True)
