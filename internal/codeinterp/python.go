@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +33,10 @@ type pyRunner struct {
 	env                          []string
 	user                         *kernelUser
 	replSession
+	// kept are env vars set for good after the start (SetEnv, under
+	// replSession.mu): a process started later (a restart, or after the
+	// last one died) gets them in its environment.
+	kept map[string]string
 }
 
 // pyFrame is one line the runner writes on fd 3 (see py_runner.py).
@@ -65,6 +71,12 @@ func (r *pyRunner) start() (*replProc, error) {
 	}
 	cmd := exec.Command(r.python, args...)
 	cmd.Dir, cmd.Env = r.cwd, r.env
+	if len(r.kept) > 0 {
+		cmd.Env = slices.Clone(r.env)
+		for k, v := range r.kept {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.user.cred}
 	rp, wp, err := os.Pipe()
 	if err != nil {
@@ -176,13 +188,19 @@ func (r *pyRunner) Execute(ctx context.Context, code string, env map[string]stri
 // and reports its failure.
 func (r *pyRunner) call(ctx context.Context, op string, fields map[string]any) error {
 	r.mu.Lock()
-	p := r.proc
-	r.mu.Unlock()
 	select {
-	case <-p.dead:
-		return errors.New("python runner is not running")
+	case <-r.proc.dead:
+		r.proc.release()
+		p, err := r.start()
+		if err != nil {
+			r.mu.Unlock()
+			return err
+		}
+		r.proc = p
 	default:
 	}
+	p := r.proc
+	r.mu.Unlock()
 	id, marker := newMarker()
 	req := map[string]any{"op": op, "id": id, "marker": marker}
 	for k, v := range fields {
@@ -219,6 +237,9 @@ func (r *pyRunner) silentRun(ctx context.Context, code string) error {
 
 // SetEnv sets the sandbox's env vars in the runner for good.
 func (r *pyRunner) SetEnv(ctx context.Context, env map[string]string) error {
+	r.mu.Lock()
+	r.kept = maps.Clone(env)
+	r.mu.Unlock()
 	return r.call(ctx, "env", map[string]any{"env": env})
 }
 
