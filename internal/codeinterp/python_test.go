@@ -211,3 +211,19 @@ func TestPythonRunnerSIGINT(t *testing.T) {
 		t.Fatalf("state lost after the interrupt: %v", res)
 	}
 }
+
+// The formatter speed-ups of driver/ipython_fast.py serve both drivers;
+// each leaves itself out on an IPython of another shape, so this test is
+// what says they went with it.
+func TestFormatterSpeedupsApplied(t *testing.T) {
+	for _, driver := range []string{PythonRunner, PythonKernel} {
+		t.Run(driver, func(t *testing.T) {
+			_, ts := newTestServer(t, Config{PythonDriver: driver, DefaultLanguages: []string{"python"}})
+			code := "import IPython.core.formatters as f\n" +
+				"print(type(get_ipython().display_formatter).format.__name__, f.BaseFormatter.__call__.__name__)\ndel f"
+			if got, want := strings.TrimSpace(stdout(execute(t, ts.URL, map[string]any{"code": code}))), "format_number_plainly call_no_printer_for_numbers"; got != want {
+				t.Fatalf("got %q, want %q (has IPython changed? see driver/ipython_fast.py)", got, want)
+			}
+		})
+	}
+}

@@ -19,7 +19,7 @@ def _sbx_fast():
     ip = get_ipython()  # noqa: F821
     # The formatters' speed-ups serve any IPython shell, the code
     # interpreter's own Python runner (py_runner.py) included.
-    _sbx_fast_formatters()
+    _sbx_fast_formatters(ip)
     kernel = getattr(ip, "kernel", None)
     if kernel is None:
         return
@@ -123,7 +123,7 @@ def _sbx_fast():
     pub.schedule(lambda: pub._event_puller.on_recv(pub._handle_event))
 
 
-def _sbx_fast_formatters():
+def _sbx_fast_formatters(ip):
     import functools
 
     # IPython wraps each formatter's __call__ with the decorator package,
@@ -172,6 +172,50 @@ def _sbx_fast_formatters():
                 return generic(self, obj)
 
             base.__call__ = call_no_printer_for_numbers
+            _sbx_fast_number_results(ip, formatters, numbers, call_no_printer_for_numbers)
+
+
+def _sbx_fast_number_results(ip, formatters, numbers, generic_call):
+    # A number as a cell's value still went through the whole display
+    # formatter: twelve formatters called (each a traitlets-heavy call) to
+    # learn that only text/plain has something to say. When every other
+    # formatter is one whose answer for a builtin number is None (IPython's
+    # own, or one marked _sbx_none_for_numbers, like the start-up file's
+    # chart formatter) and none has a printer along the number's type's
+    # MRO, only text/plain is asked. Anything else takes the full path.
+    display = getattr(ip, "display_formatter", None)
+    cls = type(display)
+    full = getattr(cls, "format", None)
+    plain_cls = getattr(formatters, "PlainTextFormatter", None)
+    special = tuple(getattr(formatters, n, None) for n in ("IPythonDisplayFormatter", "MimeBundleFormatter"))
+    if not callable(full) or plain_cls is None or None in special:
+        return
+    own_calls = {generic_call, special[0].__call__, special[1].__call__}
+
+    def no_printer(f, obj, mro):
+        return id(obj) not in f.singleton_printers and not any(c in f.type_printers for c in mro[0]) and not any(k in f.deferred_printers for k in mro[1])
+
+    def format_number_plainly(self, obj, include=None, exclude=None):
+        mro = numbers.get(type(obj))
+        if mro is None or include or exclude:
+            return full(self, obj, include, exclude)
+        plain = None
+        for f in (self.ipython_display_formatter, self.mimebundle_formatter, *self.formatters.values()):
+            call = type(f).__call__
+            if type(f) is plain_cls and plain is None and f.format_type == "text/plain":
+                plain = f
+                continue
+            if not (call in own_calls or getattr(call, "_sbx_none_for_numbers", False)) or not no_printer(f, obj, mro):
+                return full(self, obj, include, exclude)
+        if plain is None or self.formatters.get("text/plain") is not plain:
+            return full(self, obj, include, exclude)
+        data = plain(obj)
+        md = None
+        if isinstance(data, tuple) and len(data) == 2:
+            data, md = data
+        return ({"text/plain": data} if data is not None else {}), ({"text/plain": md} if md is not None else {})
+
+    cls.format = format_number_plainly
 
 
 def _sbx_fast_shell(ip, kernel, kernelbase):
@@ -338,4 +382,4 @@ try:
     _sbx_fast()
 except Exception:
     pass
-del _sbx_fast, _sbx_fast_shell, _sbx_fast_formatters
+del _sbx_fast, _sbx_fast_shell, _sbx_fast_formatters, _sbx_fast_number_results
