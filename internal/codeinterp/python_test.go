@@ -227,3 +227,37 @@ func TestFormatterSpeedupsApplied(t *testing.T) {
 		})
 	}
 }
+
+// A process forked while another thread held the runner's frame lock
+// (multiprocessing forks on Linux) inherits it held by a thread it does
+// not have: its first print would hang. The child must get a lock of its
+// own, and its output still reaches the client.
+func TestPythonRunnerForkWhileFrameLockHeld(t *testing.T) {
+	_, ts := newTestServer(t, Config{DefaultLanguages: []string{"python"}})
+	code := strings.Join([]string{
+		"import os, sys, threading, time",
+		"held, done = threading.Event(), threading.Event()",
+		"def hold():",
+		"    with sys.stdout.wire.lock:",
+		"        held.set(); done.wait(5)",
+		"threading.Thread(target=hold).start(); held.wait(5)",
+		"pid = os.fork()",
+		"if pid == 0:",
+		"    print('child', end=''); sys.stdout.flush(); os._exit(0)",
+		"done.set()",
+		"for _ in range(200):",
+		"    if os.waitpid(pid, os.WNOHANG)[0]: break  # a hung child waits 20 s",
+		"    time.sleep(0.1)",
+		"else:",
+		"    os.kill(pid, 9); os.waitpid(pid, 0); print('child hung')",
+		"print('')",
+	}, "\n")
+	lines := execute(t, ts.URL, map[string]any{"code": code})
+	out := stdout(lines)
+	if strings.Contains(out, "child hung") || !strings.Contains(out, "child") {
+		t.Fatalf("forked child: stdout %q", out)
+	}
+	if e := ofType(lines, "error"); len(e) > 0 {
+		t.Fatalf("error: %v", e)
+	}
+}

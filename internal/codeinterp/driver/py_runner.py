@@ -190,6 +190,13 @@ class _Wire:
         self.lock = threading.RLock()
         self.held = b""
         self.encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+        # A process forked while another thread held the lock would
+        # inherit it held, by a thread it does not have (multiprocessing
+        # forks on Linux): a child gets a new lock.
+        os.register_at_fork(after_in_child=self.forked)
+
+    def forked(self):
+        self.lock = threading.RLock()
 
     def frame(self, obj):
         try:
@@ -268,6 +275,15 @@ class _Flusher:
         self.streams = []
         self.wake = threading.Event()
         self.thread = None
+        os.register_at_fork(after_in_child=self.forked)
+
+    def forked(self):
+        # The thread did not come along: a child starts its own on need.
+        # A partial line waiting in a buffer is the parent's to send.
+        self.wake = threading.Event()
+        self.thread = None
+        for s in self.streams:
+            s.buf, s.size = [], 0
 
     def soon(self):
         if self.thread is None:
