@@ -261,3 +261,16 @@ func TestPythonRunnerForkWhileFrameLockHeld(t *testing.T) {
 		t.Fatalf("error: %v", e)
 	}
 }
+
+// Large outputs go through whole: a pipe holds 64 KiB, a frame can be
+// megabytes.
+func TestPythonRunnerLargeOutput(t *testing.T) {
+	_, ts := newTestServer(t, Config{DefaultLanguages: []string{"python"}})
+	lines := execute(t, ts.URL, map[string]any{"code": "print('y' * 3_000_000)\nimport sys; sys.stdout.write('z' * 100_000)\n'x' * 2_000_000"})
+	if got := len(stdout(lines)); got != 3_100_001 {
+		t.Errorf("stdout of %d bytes, want 3100001", got)
+	}
+	if r := ofType(lines, "result"); len(r) != 1 || len(r[0].str("text")) != 2_000_000 {
+		t.Errorf("result lines %d", len(r))
+	}
+}
