@@ -106,6 +106,10 @@ func TestPythonDriversAgree(t *testing.T) {
 		{code: "In[1], Out[1], _"},
 		{code: "import sys; sys.exit(3)"},
 		{code: "get_ipython().execution_count"},
+		{code: "2 + 2;"},
+		{code: "'a;b'"},
+		{code: "x = 1; x + 1  # ;"},
+		{code: "x + 1;  # quiet"},
 	}
 	cwd := t.TempDir()
 	run := func(driver string) [][]string {

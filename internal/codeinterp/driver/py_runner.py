@@ -344,6 +344,15 @@ def _make_shell(wire):
         def finish_displayhook(self):
             pass
 
+        def quiet(self):
+            # IPython tokenizes the whole cell to look for a closing ';':
+            # a cell without any ';' is never quiet.
+            try:
+                cell = self.shell.history_manager.input_hist_parsed[-1]
+            except IndexError:
+                return False
+            return ";" in cell and super().quiet()
+
     class Shell(InteractiveShell):
         quiet = False  # a silent request: no error frames
         errors_shown = 0  # error frames sent during this request
