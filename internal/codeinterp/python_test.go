@@ -99,6 +99,8 @@ func TestPythonDriversAgree(t *testing.T) {
 		{code: "import os; os.environ.get('SBX_PARITY')", env: map[string]string{"SBX_PARITY": "set"}},
 		{code: "import os; os.environ.get('SBX_PARITY', 'gone')"},
 		{code: "import asyncio\nawait asyncio.sleep(0)\n'awaited'"},
+		{code: "async def g():\n    yield 1\n[x async for x in g()]"},
+		{code: "%time await asyncio.sleep(0)"},
 		{code: "for i in range(3): print(i)"},
 		{code: "print('no newline', end='')"},
 		{code: "import pandas as pd\npd.DataFrame({'a': [1, 2]})"},

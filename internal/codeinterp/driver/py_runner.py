@@ -369,6 +369,13 @@ def _make_shell(wire):
             self.errors_shown += 1
             wire.send({"t": "error", "ename": str(etype.__name__), "evalue": str(evalue), "traceback": stb})
 
+        def should_run_async(self, raw_cell, *, transformed_cell=None, preprocessing_exc_tuple=None):
+            # IPython compiles every cell once more to look for top-level
+            # await; without the words "await" and "async" it has none.
+            if transformed_cell is not None and "await" not in transformed_cell and "async" not in transformed_cell:
+                return False
+            return super().should_run_async(raw_cell, transformed_cell=transformed_cell, preprocessing_exc_tuple=preprocessing_exc_tuple)
+
         def enable_gui(self, gui=None):
             pass  # no GUI event loop in a sandbox; inline figures need none
 
