@@ -1,14 +1,16 @@
-package app
+package timerslack
 
 import (
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestStatStartTime(t *testing.T) {
@@ -74,33 +76,42 @@ func TestSysmonThreadLive(t *testing.T) {
 	}
 }
 
-// After relaxSysmon only sysmon sleeps with the long slack: the processes
-// the server starts (crun, and through it the sandboxes) keep the default.
-func TestRelaxSysmonLeavesChildrenTheDefault(t *testing.T) {
+// A thread the runtime made from sysmon carries sysmon's slack, and a
+// process forked from it would too: Default gives the forking thread the
+// process's default, so a sandbox started through it never sleeps longer
+// than it asked.
+func TestDefaultGivesChildrenTheDefault(t *testing.T) {
 	def, err := readSlack(os.Getpid())
 	if err != nil {
 		t.Skipf("no /proc/<pid>/timerslack_ns here: %v", err)
 	}
-	relaxSysmon(t.Context(), slog.New(slog.DiscardHandler))
+	RelaxSysmon(slog.New(slog.DiscardHandler))
 	tid, err := sysmonThread("/proc/self/task", os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := readSlack(tid); v != sysmonSlack {
-		t.Fatalf("sysmon thread %d has slack %d, want %d", tid, v, sysmonSlack)
+	if v, _ := readSlack(tid); v != SysmonSlack {
+		t.Fatalf("sysmon thread %d has slack %d, want %d", tid, v, SysmonSlack)
 	}
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			out, err := exec.Command("cat", "/proc/self/timerslack_ns").Output()
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			if got := strings.TrimSpace(string(out)); got != strconv.Itoa(def) {
-				t.Errorf("child's timer slack %s, want the default %d", got, def)
-			}
-		})
+	childSlack := func() string {
+		out, err := exec.Command("cat", "/proc/self/timerslack_ns").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out))
 	}
-	wg.Wait()
+	// This goroutine's thread stands for one made from sysmon.
+	goruntime.LockOSThread()
+	defer goruntime.UnlockOSThread()
+	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, SysmonSlack, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := childSlack(); got != strconv.Itoa(SysmonSlack) {
+		t.Fatalf("without Default a child got slack %s; the test expects sysmon's %d to leak", got, SysmonSlack)
+	}
+	var got string
+	_ = Default(func() error { got = childSlack(); return nil })
+	if got != strconv.Itoa(def) {
+		t.Fatalf("child started through Default has slack %s, want the default %d", got, def)
+	}
 }

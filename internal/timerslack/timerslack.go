@@ -1,7 +1,10 @@
-package app
+// Package timerslack sets the timer slack of the server's threads: a long
+// one for the Go runtime's sysmon thread (RelaxSysmon), and the process's
+// default for the thread that starts a sandbox (Default), whose processes
+// inherit it.
+package timerslack
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,11 +12,12 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
-// sysmonSlack is the timer slack given to the Go runtime's sysmon thread.
+// SysmonSlack is the timer slack given to the Go runtime's sysmon thread.
 //
 // Why: sysmon polls in usleep(20µs) steps for at least a millisecond
 // every time the server wakes from idle into a syscall, and for as long
@@ -27,30 +31,33 @@ import (
 // only done up to 1 ms later: taking a P from a goroutine stuck in a
 // syscall (the other P keeps running meanwhile), the 10 ms preemption
 // check and its netpoll fallback.
-const sysmonSlack = 1_000_000 // ns
+const SysmonSlack = 1_000_000 // ns
 
-// relaxSysmon sets sysmonSlack on the sysmon thread, until ctx ends. The
-// runtime starts that thread first of all, before any package's init, so
-// it is the oldest thread after the main one. Best effort: the server runs
-// the same without it.
+// defaultSlack is the process's slack before RelaxSysmon: what the main
+// thread has (the kernel's 50 µs unless sbx was started with another); 0
+// until RelaxSysmon changed sysmon's.
+var defaultSlack atomic.Int64
+
+// RelaxSysmon sets SysmonSlack on the sysmon thread. The runtime starts
+// that thread first of all, before any package's init, so it is the
+// oldest thread after the main one. Best effort: the server runs the same
+// without it.
 //
-// A thread inherits the slack of the thread that made it, and a process
-// that of the thread that forked it: crun, and through it every sandbox,
-// must not get sysmon's. The runtime makes a thread from sysmon when it
-// hands a P over and no idle thread is left, so relaxSysmon first makes
-// spareThreads idle ones (threads live on in the runtime's idle list),
-// then resets any thread that appears later and is not sysmon to the
-// default slack, within a second of its birth.
-func relaxSysmon(ctx context.Context, log *slog.Logger) {
+// A thread inherits the slack of the thread that made it, and the runtime
+// makes threads from sysmon too (when it hands a P over and no idle thread
+// is left): those keep 1 ms, so Go timers that fire on them may be up to
+// 1 ms late, and short helper processes forked from them (crun delete,
+// iptables) inherit it. Sandboxes must not: their processes would sleep
+// 1 ms longer than asked. Their start goes through Default.
+func RelaxSysmon(log *slog.Logger) {
 	pid := os.Getpid()
 	def, err := readSlack(pid)
 	if err == nil {
-		spareThreads(32)
 		var tid int
 		if tid, err = sysmonThread("/proc/self/task", pid); err == nil {
-			if err = writeSlack(tid, sysmonSlack); err == nil {
-				log.Debug("sysmon timer slack", "tid", tid, "ns", sysmonSlack)
-				go keepDefaultSlack(ctx, tid, def)
+			if err = writeSlack(tid, SysmonSlack); err == nil {
+				defaultSlack.Store(int64(def))
+				log.Debug("sysmon timer slack", "tid", tid, "ns", SysmonSlack)
 				return
 			}
 		}
@@ -58,54 +65,19 @@ func relaxSysmon(ctx context.Context, log *slog.Logger) {
 	log.Debug("sysmon timer slack left as is", "err", err)
 }
 
-// spareThreads leaves n more idle threads in the runtime: n goroutines
-// each hold a thread of their own at once, then let go of it.
-func spareThreads(n int) {
-	var held sync.WaitGroup
-	release := make(chan struct{})
-	var done sync.WaitGroup
-	for range n {
-		held.Add(1)
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			goruntime.LockOSThread()
-			held.Done()
-			<-release
-			goruntime.UnlockOSThread()
-		}()
+// Default runs fn on an OS thread of its own whose timer slack is the
+// process's default, so that a process fn forks (crun, and through it a
+// sandbox) inherits that and not sysmon's. fn must fork in its own
+// goroutine (os/exec's Start and Run do).
+func Default(fn func() error) error {
+	def := defaultSlack.Load()
+	if def == 0 { // RelaxSysmon did not run or failed: every thread has it
+		return fn()
 	}
-	held.Wait()
-	close(release)
-	done.Wait()
-}
-
-// keepDefaultSlack puts slack def back on every thread but sysmon whenever
-// the process gained threads, checked once a second.
-func keepDefaultSlack(ctx context.Context, sysmon, def int) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	seen := 0
-	for {
-		if n := numThreads(); n != seen {
-			seen = n
-			ents, _ := os.ReadDir("/proc/self/task")
-			for _, e := range ents {
-				tid, err := strconv.Atoi(e.Name())
-				if err != nil || tid == sysmon {
-					continue
-				}
-				if v, err := readSlack(tid); err == nil && v != def {
-					_ = writeSlack(tid, def)
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	goruntime.LockOSThread()
+	defer goruntime.UnlockOSThread()
+	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(def), 0, 0, 0)
+	return fn()
 }
 
 func readSlack(tid int) (int, error) {
@@ -118,25 +90,6 @@ func readSlack(tid int) (int, error) {
 
 func writeSlack(tid, ns int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/timerslack_ns", tid), []byte(strconv.Itoa(ns)), 0)
-}
-
-// numThreads is field 20 of /proc/self/stat (0 if unreadable).
-func numThreads() int {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 18 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[17])
-	return n
 }
 
 // sysmonThread returns the first thread started after the main one (pid):
