@@ -47,8 +47,8 @@ var defaultSlack atomic.Int64
 // makes threads from sysmon too (when it hands a P over and no idle thread
 // is left): those keep 1 ms, so Go timers that fire on them may be up to
 // 1 ms late, and short helper processes forked from them (crun delete,
-// iptables) inherit it. Sandboxes must not: their processes would sleep
-// 1 ms longer than asked. Their start goes through Default.
+// iptables) inherit it. Sandboxes must not: their processes' sleeps
+// would end up to 1 ms late. Their start goes through Default.
 func RelaxSysmon(log *slog.Logger) {
 	pid := os.Getpid()
 	def, err := readSlack(pid)
@@ -67,8 +67,9 @@ func RelaxSysmon(log *slog.Logger) {
 
 // Default runs fn on an OS thread of its own whose timer slack is the
 // process's default, so that a process fn forks (crun, and through it a
-// sandbox) inherits that and not sysmon's. fn must fork in its own
-// goroutine (os/exec's Start and Run do).
+// sandbox) inherits that and not sysmon's. fn must fork from the
+// goroutine it is called on, not from one it starts (os/exec's Start and
+// Run fork on the caller's).
 func Default(fn func() error) error {
 	def := defaultSlack.Load()
 	if def == 0 { // RelaxSysmon did not run or failed: every thread has it
