@@ -190,7 +190,10 @@ func legacyNS(t *testing.T, cfg Config, id string, addr netip.Addr) {
 	}
 	f.Close()
 	m := &Manager{}
-	nh, err := m.inNewNS(path, func(nh *netlink.Handle, ns netns.NsHandle) error {
+	pin := func(netns.NsHandle) error { // on its name, as those builds did
+		return unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, "")
+	}
+	nh, err := m.inNewNS(pin, func(nh *netlink.Handle, ns netns.NsHandle) error {
 		name := "sbt" + randHex(t, 12)
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: sandboxIf,
 			PeerNamespace: netlink.NsFd(int(ns))}); err != nil {
