@@ -101,8 +101,22 @@ func startPins(hostFile string) (*pinNS, error) {
 // it is never unlocked, so it ends with this goroutine instead of going
 // back to the Go scheduler.
 func (p *pinNS) loop(join bool, ready chan<- int, errc chan<- error) {
-	defer close(p.done)
 	goruntime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		// The main thread: /proc/self is its view, and Go never ends
+		// it. Hand over to another thread, which the locked main thread
+		// guarantees, and give this one back.
+		handed := make(chan struct{})
+		go func() {
+			goruntime.LockOSThread()
+			close(handed)
+			p.loop(join, ready, errc)
+		}()
+		<-handed
+		goruntime.UnlockOSThread()
+		return
+	}
+	defer close(p.done)
 	if err := p.enter(join); err != nil {
 		errc <- err
 		return
