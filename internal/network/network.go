@@ -101,8 +101,9 @@ type Manager struct {
 	stopWatch chan struct{}
 	watchDone chan struct{}
 
-	pinMu sync.Mutex
-	pins  *pinNS // started by the first namespace, or by New when pinned
+	pinMu    sync.Mutex
+	pins     *pinNS // started by the first namespace, or by New when pinned
+	hostPins bool   // the pins cannot last (errSharedPin): pin on the host
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
@@ -393,17 +394,17 @@ func (m *Manager) Begin(ctx context.Context, id string, allowInternet bool) (nsP
 			return "", nil, fmt.Errorf("network setup for sandbox %s: %w", id, err)
 		}
 	}
-	pins, err := m.startedPins()
+	pin, path, err := m.pinFor(id)
 	if err != nil {
 		return "", nil, fmt.Errorf("network setup for sandbox %s: %w", id, err)
 	}
-	nh, err := m.inNewNS(func(ns netns.NsHandle) error { return pins.pin(id, int(ns)) }, func(nh *netlink.Handle, _ netns.NsHandle) error {
+	nh, err := m.inNewNS(pin, func(nh *netlink.Handle, _ netns.NsHandle) error {
 		return m.configure(nh)
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("network setup for sandbox %s: %w", id, err)
 	}
-	path = pins.path(id)
+
 	if v == nil {
 		nh.Close()
 		return path, func(context.Context) error { return nil }, nil
@@ -727,7 +728,7 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 	// deleted by that Setup.
 	var errs []error
 	path := m.nsPath(id)
-	// Pinned on its name by an older build.
+	// Pinned on its name (older builds; errSharedPin).
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		errs = append(errs, fmt.Errorf("unmount %s: %w", path, err))
 	}

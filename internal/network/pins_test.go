@@ -180,3 +180,55 @@ func TestJoinPathOnlyFindsNamespaces(t *testing.T) {
 		t.Errorf("JoinPath(../x) = %v; want invalid argument", err)
 	}
 }
+
+// sharedDir returns a directory on a shared mount with a peer, as systemd
+// makes / and Kubernetes a Bidirectional volume: the kernel refuses to
+// propagate a mount namespace's pin there.
+func sharedDir(t *testing.T) string {
+	t.Helper()
+	dir, peer := t.TempDir(), t.TempDir()
+	must(t, unix.Mount("sbx-test", dir, "tmpfs", 0, "size=1m"))
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	must(t, unix.Mount("", dir, "", unix.MS_SHARED, ""))
+	must(t, unix.Mount(dir, peer, "none", unix.MS_BIND, ""))
+	t.Cleanup(func() { _ = unix.Unmount(peer, unix.MNT_DETACH) })
+	return dir
+}
+
+// TestPinsOnASharedMount: in the host's mount namespace the pin gets a
+// private mount of its own and the namespaces still stay out of the
+// host's table; in another (a container's, which may end before its
+// sandboxes) they are pinned on the host as before, and work.
+func TestPinsOnASharedMount(t *testing.T) {
+	requireRoot(t)
+	for _, host := range []bool{true, false} {
+		t.Run(map[bool]string{true: "host", false: "container"}[host], func(t *testing.T) {
+			// Whichever namespace the test runs in: the mechanism is the
+			// same, and the mounts made here are the test's.
+			was := inHostMountNS
+			inHostMountNS = func() bool { return host }
+			t.Cleanup(func() { inHostMountNS = was })
+			dir := sharedDir(t)
+			m, _ := newTestManager(t, func(c *Config) { c.NetnsDir = filepath.Join(dir, "netns") })
+			id, path := setup(t, m, true)
+			if !slices.Contains(links(t, path), sandboxIf) {
+				t.Errorf("namespace %s has no %s", id, sandboxIf)
+			}
+			inHost := len(mountLines(t, "/proc/thread-self/mountinfo", id)) > 0
+			if inHost == host {
+				t.Errorf("namespace %s in the host's mount table: %v; want %v", id, inHost, !host)
+			}
+			if got := joinPath(t, m, id); got != path {
+				t.Errorf("JoinPath = %s; want %s", got, path)
+			}
+			must(t, m.Teardown(t.Context(), id))
+			if l := mountLines(t, "/proc/thread-self/mountinfo", id); len(l) > 0 {
+				t.Errorf("namespace %s still mounted after Teardown: %q", id, l)
+			}
+			must(t, m.Uninstall(t.Context()))
+			if l := mountLines(t, "/proc/thread-self/mountinfo", " "+m.pinFile()+" "); len(l) > 0 {
+				t.Errorf("pin %s still mounted after Uninstall: %q", m.pinFile(), l)
+			}
+		})
+	}
+}
