@@ -480,10 +480,11 @@ func (m *Manager) newVeth(addr netip.Addr) (*veth, error) {
 	return &veth{name: m.vethName(addr), addr: addr, hostMAC: b[:6], sandboxMAC: b[6:]}, nil
 }
 
-// inNewNS creates a network namespace on a locked OS thread, pins it (pin
-// holds it open once the handle is closed), runs fn with a netlink handle inside it, and moves
-// the thread back. It returns that handle (the caller closes it), which
-// keeps working in the namespace from any thread. If the thread cannot
+// inNewNS creates a network namespace on a locked OS thread, runs fn with a
+// netlink handle inside it, moves the thread back, and pins the namespace
+// (pin holds it once its descriptor is closed). It returns that handle (the
+// caller closes it), which keeps working in the namespace from any thread.
+// If the thread cannot
 // return to the host namespace it is left locked, so the Go runtime
 // discards it instead of reusing it.
 func (m *Manager) inNewNS(pin func(netns.NsHandle) error, fn func(*netlink.Handle, netns.NsHandle) error) (*netlink.Handle, error) {
@@ -508,7 +509,7 @@ func (m *Manager) inNewNS(pin func(netns.NsHandle) error, fn func(*netlink.Handl
 			return
 		}
 		defer ns.Close()
-		nh, err := m.pinAndConfigure(pin, ns, fn)
+		nh, err := m.configureNew(ns, fn)
 		if serr := netns.Set(orig); serr != nil {
 			if nh != nil {
 				nh.Close()
@@ -517,16 +518,21 @@ func (m *Manager) inNewNS(pin func(netns.NsHandle) error, fn func(*netlink.Handl
 			return // thread stays locked and dies with this goroutine
 		}
 		goruntime.UnlockOSThread()
+		// Pinned off the locked thread: pins.go's hands it to another
+		// thread, and a locked thread waiting costs two more wake-ups.
+		if err == nil {
+			if err = pin(ns); err != nil {
+				nh.Close()
+				nh = nil
+			}
+		}
 		resc <- result{nh, err}
 	}()
 	r := <-resc
 	return r.nh, r.err
 }
 
-func (m *Manager) pinAndConfigure(pin func(netns.NsHandle) error, ns netns.NsHandle, fn func(*netlink.Handle, netns.NsHandle) error) (*netlink.Handle, error) {
-	if err := pin(ns); err != nil {
-		return nil, err
-	}
+func (m *Manager) configureNew(ns netns.NsHandle, fn func(*netlink.Handle, netns.NsHandle) error) (*netlink.Handle, error) {
 	nh, err := netlink.NewHandle(unix.NETLINK_ROUTE) // created in the new namespace
 	if err != nil {
 		return nil, fmt.Errorf("open netlink in the new namespace: %w", err)

@@ -338,8 +338,8 @@ func (m *Manager) pinFor(id string) (func(netns.NsHandle) error, string, error) 
 	pins, err := m.startedPins()
 	if errors.Is(err, errSharedPin) {
 		path := m.nsPath(id)
-		return func(netns.NsHandle) error { // on the thread inside the namespace
-			if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
+		return func(ns netns.NsHandle) error {
+			if err := unix.Mount("/proc/self/fd/"+strconv.Itoa(int(ns)), path, "none", unix.MS_BIND, ""); err != nil {
 				return fmt.Errorf("bind-mount network namespace at %s: %w", path, err)
 			}
 			return nil
