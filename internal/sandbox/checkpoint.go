@@ -125,6 +125,32 @@ func agentStamps(dir string) map[string]string {
 // one, or for sandboxes started before specs were saved, rebuilt from its
 // template. It refuses (precondition) when the agent files changed since.
 func (m *Manager) specFor(ctx context.Context, sb store.Sandbox) (runtime.Spec, error) {
+	spec, err := m.loadSpec(ctx, sb)
+	if spec.NetNS != "" {
+		spec.NetNS = m.joinPath(sb.ID, spec.NetNS)
+	}
+	return spec, err
+}
+
+// netnsJoiner is a Network whose namespace paths hold only while this
+// server process runs (network.Manager: see its JoinPath), so the one a
+// sandbox started with is looked up again before it is used.
+type netnsJoiner interface {
+	JoinPath(id string) (string, error)
+}
+
+// joinPath returns the current path of the sandbox's network namespace,
+// or saved when the network cannot say (the runtime then reports it gone).
+func (m *Manager) joinPath(id, saved string) string {
+	if j, ok := m.network.(netnsJoiner); ok {
+		if p, err := j.JoinPath(id); err == nil {
+			return p
+		}
+	}
+	return saved
+}
+
+func (m *Manager) loadSpec(ctx context.Context, sb store.Sandbox) (runtime.Spec, error) {
 	if b, err := os.ReadFile(m.specPath(sb.ID)); err == nil {
 		var saved savedSpec
 		if err := json.Unmarshal(b, &saved); err != nil {
