@@ -72,6 +72,8 @@ echo "bench-compare: load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPU
 # that of the processes it waited for (crun, ...), and the sandboxes' cgroups
 # (all servers' together: they share /sbx), over the scenarios' run.
 server_ms() { awk -v t="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); split($0, f, " "); print int((f[12]+f[13]+f[14]+f[15])*1000/t)}' "/proc/$1/stat"; }
+# The server process alone (its threads, not the runtime it waited for).
+own_ms() { awk -v t="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); split($0, f, " "); print int((f[12]+f[13])*1000/t)}' "/proc/$1/stat"; }
 sandboxes_ms() {
   if [ -r /sys/fs/cgroup/cpuacct/sbx/cpuacct.usage ]; then echo $(($(cat /sys/fs/cgroup/cpuacct/sbx/cpuacct.usage) / 1000000))
   elif [ -r /sys/fs/cgroup/sbx/cpu.stat ]; then awk '$1 == "usage_usec" {print int($2 / 1000)}' /sys/fs/cgroup/sbx/cpu.stat
@@ -90,7 +92,7 @@ if [ $needs_ci = 1 ]; then
   done
   echo "bench-compare: pools settled, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
-cpu0=(); made0=(); for i in "${!pids[@]}"; do cpu0+=("$(server_ms "${pids[$i]}")"); made0+=("$(creates "${dirs[$i]}")"); done
+cpu0=(); own0=(); made0=(); for i in "${!pids[@]}"; do cpu0+=("$(server_ms "${pids[$i]}")"); own0+=("$(own_ms "${pids[$i]}")"); made0+=("$(creates "${dirs[$i]}")"); done
 sbx0=$(sandboxes_ms)
 cd "$root/tests/e2b-js"
 SBX_COMPARE="$compare" node "${SBX_COMPARE_SCRIPT:-compare.mjs}" "${scenario_args[@]}"
@@ -98,6 +100,8 @@ all=0
 for i in "${!pids[@]}"; do
   b=${builds[$i]}; ms=$(($(server_ms "${pids[$i]}") - cpu0[i])); made=$(($(creates "${dirs[$i]}") - made0[i])); all=$((all + made))
   echo "cpu: ${b%%=*}: server + runtime ${ms} ms for ${made} creates ($(awk -v a="$ms" -v n="$made" 'BEGIN {printf "%.1f", n ? a / n : 0}') ms each, pool refills included)"
+  own=$(($(own_ms "${pids[$i]}") - own0[i]))
+  echo "cpu: ${b%%=*}: server alone ${own} ms ($(awk -v a="$own" -v n="$made" 'BEGIN {printf "%.1f", n ? a / n : 0}') ms each)"
 done
 ms=$(($(sandboxes_ms) - sbx0))
 echo "cpu: sandboxes (all servers): ${ms} ms for ${all} creates ($(awk -v a="$ms" -v n="$all" 'BEGIN {printf "%.1f", n ? a / n : 0}') ms each)"

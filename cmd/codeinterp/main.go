@@ -40,6 +40,7 @@ func run() error {
 		tokenFile = flag.String("access-token-file", "", "file holding the token required as X-Access-Token on /execute (default: env E2B_ACCESS_TOKEN; none = ask envd whether the sent token is valid)")
 		envdURL   = flag.String("envd-url", "http://127.0.0.1:49983", "envd base URL to fetch the sandbox's global env vars from (empty = don't)")
 		preload   = flag.String("preload", "numpy", "comma-separated Python modules to import into the default context in the background after start-up (empty = none)")
+		pyDriver  = flag.String("python-driver", codeinterp.PythonRunner, "what runs Python contexts: "+codeinterp.PythonRunner+" (our lean IPython runner) or "+codeinterp.PythonKernel+" (the Jupyter kernel)")
 		noDefault = flag.Bool("no-default-context", false, "do not start the default python and javascript contexts at start-up")
 		verbose   = flag.Bool("v", false, "debug logging")
 	)
@@ -70,7 +71,10 @@ func run() error {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	cfg := codeinterp.Config{DefaultCwd: *cwd, AccessToken: token, EnvdURL: *envdURL}
+	cfg := codeinterp.Config{DefaultCwd: *cwd, AccessToken: token, EnvdURL: *envdURL, PythonDriver: *pyDriver}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	for _, m := range strings.Split(*preload, ",") {
 		if m = strings.TrimSpace(m); m != "" {
 			cfg.Preload = append(cfg.Preload, m)

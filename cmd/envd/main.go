@@ -74,7 +74,7 @@ func main() {
 	if c.debug {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: utcTime}))
 	key, err := serverKey(c)
 	if err != nil {
 		log.Error("envd", "err", err)
@@ -111,4 +111,15 @@ func serverKey(c config) (agentauth.Key, error) {
 		err = nonDumpable()
 	}
 	return k, err
+}
+
+// utcTime logs times in UTC. slog's own formatting uses the local zone,
+// and the first line logged would load it from the template's
+// /etc/localtime at every sandbox start; the host reads these lines
+// (internal/sandbox's envdLog) and converts them to UTC anyway.
+func utcTime(groups []string, a slog.Attr) slog.Attr {
+	if a.Key == slog.TimeKey && len(groups) == 0 && a.Value.Kind() == slog.KindTime {
+		a.Value = slog.TimeValue(a.Value.Time().UTC())
+	}
+	return a
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -267,4 +268,19 @@ func childrenOf(pid int) []int {
 		}
 	}
 	return out
+}
+
+func TestUTCTime(t *testing.T) {
+	var b strings.Builder
+	log := slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{ReplaceAttr: utcTime}))
+	log.Info("hi", "at", time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("X", 3600)))
+	line := b.String()
+	ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+	got, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil || got.Location() != time.UTC {
+		t.Errorf("time %q is not in UTC (%v): %s", ts, err, line)
+	}
+	if !strings.Contains(line, "at=2026-01-02T03:04:05.000+01:00") {
+		t.Errorf("an attribute's time was changed too: %s", line)
+	}
 }

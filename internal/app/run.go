@@ -32,6 +32,7 @@ import (
 	"github.com/sbxdev/sbx/internal/store/sqlstore"
 	"github.com/sbxdev/sbx/internal/telemetry"
 	"github.com/sbxdev/sbx/internal/template"
+	"github.com/sbxdev/sbx/internal/timerslack"
 	"github.com/sbxdev/sbx/internal/volume"
 	"github.com/sbxdev/sbx/internal/webhook"
 )
@@ -51,6 +52,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// filesystems), and sandbox-visible files must stay readable; secrets
 	// are created 0600 and 0700 explicitly instead (internal/datadir).
 	syscall.Umask(0o022)
+	timerslack.RelaxSysmon(log)
 	var closers closerList
 	// A closure: `defer closers.run(log)` would evaluate the (still empty)
 	// list now and run none of the closers added below.

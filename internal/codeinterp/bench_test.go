@@ -17,14 +17,26 @@ import (
 // costs: the kernel process's (kernel-cpu-ms/op) and this process's, which
 // is the server and the HTTP client (go-cpu-ms/op).
 func BenchmarkExecute(b *testing.B) {
-	s, ts := newTestServer(b, Config{})
+	for _, driver := range []string{PythonRunner, PythonKernel} {
+		b.Run(driver, func(b *testing.B) { benchmarkExecute(b, driver) })
+	}
+}
+
+func benchmarkExecute(b *testing.B, driver string) {
+	s, ts := newTestServer(b, Config{PythonDriver: driver, DefaultLanguages: []string{"python"}})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	body := []byte(`{"code":"1+1"}`)
 	c, err := s.defaultContext(b.Context(), "python")
 	if err != nil {
 		b.Fatal(err)
 	}
-	kernelPid := c.run.(*kernelRunner).k.Pid()
+	var kernelPid int
+	switch r := c.run.(type) {
+	case *kernelRunner:
+		kernelPid = r.k.Pid()
+	case *pyRunner:
+		kernelPid = r.proc.cmd.Process.Pid
+	}
 	for range 10 { // the first runs import and compile more than the rest
 		resp, err := client.Post(ts.URL+"/execute", "application/json", bytes.NewReader(body))
 		if err != nil {

@@ -18,6 +18,8 @@ var (
 	ipythonFast []byte
 	//go:embed driver/node_kernel.js
 	nodeKernel []byte
+	//go:embed driver/py_runner.py
+	pyRunnerPy []byte
 
 	// ipythonStartup is the one start-up file an IPython kernel runs:
 	// rich results, then the speed-ups.
@@ -30,6 +32,7 @@ type drivers struct {
 	dir            string
 	ipythonStartup string
 	nodeKernel     string
+	pyRunner       string
 }
 
 func writeDrivers() (*drivers, error) {
@@ -37,13 +40,16 @@ func writeDrivers() (*drivers, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel driver dir: %w", err)
 	}
-	d := &drivers{dir: dir, ipythonStartup: filepath.Join(dir, "ipython_startup.py"), nodeKernel: filepath.Join(dir, "node_kernel.js")}
+	d := &drivers{dir: dir, ipythonStartup: filepath.Join(dir, "ipython_startup.py"), nodeKernel: filepath.Join(dir, "node_kernel.js"), pyRunner: filepath.Join(dir, "py_runner.py")}
 	err = os.Chmod(dir, 0o755)
 	if err == nil {
 		err = os.WriteFile(d.ipythonStartup, ipythonStartup, 0o644)
 	}
 	if err == nil {
 		err = os.WriteFile(d.nodeKernel, nodeKernel, 0o644)
+	}
+	if err == nil {
+		err = os.WriteFile(d.pyRunner, pyRunnerPy, 0o644)
 	}
 	if err != nil {
 		os.RemoveAll(dir)

@@ -84,10 +84,15 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 		go func() {
 			defer wg.Done()
 			defer side.Close()
-			sc := bufio.NewScanner(side)
-			sc.Buffer(make([]byte, 64<<10), 64<<20)
-			for sc.Scan() {
-				p.side <- append([]byte(nil), sc.Bytes()...)
+			rd := bufio.NewReaderSize(side, 64<<10)
+			for {
+				line, err := readSideLine(rd, maxSideLine)
+				if line != nil {
+					p.side <- line
+				}
+				if err != nil {
+					return
+				}
 			}
 		}()
 	}
@@ -97,6 +102,41 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 		close(p.dead)
 	}()
 	return p, nil
+}
+
+// maxSideLine bounds one line of a side channel (a frame of the Python
+// runner: a result with its images).
+const maxSideLine = 64 << 20
+
+// tooLong stands for a side line over maxSideLine, which is dropped: the
+// Python runner shows it as an error, the node driver ignores it. Reading
+// goes on, so the process never blocks on a pipe nobody reads.
+var tooLong = []byte(`{"t":"error","ename":"OutputTooLarge","evalue":"an output of more than 64 MiB was dropped","traceback":[]}`)
+
+// readSideLine returns the next line without its newline (tooLong for
+// one over max), or an error at the end.
+func readSideLine(rd *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	over := false
+	for {
+		frag, err := rd.ReadSlice('\n')
+		if !over {
+			if len(line)+len(frag) > max+1 {
+				over, line = true, nil
+			} else {
+				line = append(line, frag...)
+			}
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err != nil:
+			return nil, err // a last line without its newline is cut short
+		case over:
+			return tooLong, nil
+		}
+		return line[:len(line)-1], nil
+	}
 }
 
 // kill ends the process group and drains its output so the readers can
@@ -305,8 +345,14 @@ func (s *replSession) init(what string, start func() (*replProc, error)) error {
 }
 
 // begin returns the process to run the next cell in, starting a new one if
-// the last died, and the cell's execution count, which it emits.
+// the last died, and emits the cell's execution count.
 func (s *replSession) begin(out emitter) (*replProc, error) {
+	p, _, err := s.beginCount(out)
+	return p, err
+}
+
+// beginCount is begin also returning the execution count.
+func (s *replSession) beginCount(out emitter) (*replProc, int, error) {
 	s.mu.Lock()
 	select {
 	case <-s.proc.dead:
@@ -315,7 +361,7 @@ func (s *replSession) begin(out emitter) (*replProc, error) {
 		if err != nil {
 			s.mu.Unlock()
 			out.emit(errorLine("KernelStartError", err.Error(), nil))
-			return nil, err
+			return nil, 0, err
 		}
 		s.proc = p
 	default:
@@ -325,7 +371,7 @@ func (s *replSession) begin(out emitter) (*replProc, error) {
 	count := s.count
 	s.mu.Unlock()
 	out.emit(lineExecutionCount{Type: "number_of_executions", ExecutionCount: count})
-	return p, nil
+	return p, count, nil
 }
 
 // died reports a process that ended during a cell, as a restart when one

@@ -43,10 +43,22 @@ type Config struct {
 	// background once it is ready (e.g. numpy), so the first run using
 	// them is fast.
 	Preload []string
+	// PythonDriver is what runs Python contexts: PythonRunner (default)
+	// or PythonKernel.
+	PythonDriver string
 	// DefaultLanguages get their default context at start, as E2B starts
 	// Python and JavaScript (default: python, javascript; nil after
 	// withDefaults only when set to an empty non-nil slice).
 	DefaultLanguages []string
+}
+
+// Validate reports a configuration the server cannot run with.
+func (c Config) Validate() error {
+	switch c.PythonDriver {
+	case "", PythonRunner, PythonKernel:
+		return nil
+	}
+	return fmt.Errorf("python driver %q: want %q or %q: %w", c.PythonDriver, PythonRunner, PythonKernel, errInvalid)
 }
 
 func (c Config) withDefaults() Config {
@@ -66,6 +78,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 60 * time.Second
+	}
+	if c.PythonDriver == "" {
+		c.PythonDriver = PythonRunner
 	}
 	if c.DefaultLanguages == nil {
 		c.DefaultLanguages = []string{"python", "javascript"}
@@ -161,7 +176,7 @@ func (s *Server) Start(ctx context.Context) error {
 // preload imports cfg.Preload into the default Python context in the
 // background.
 func (s *Server) preload(ctx context.Context, c *execContext) {
-	kr, ok := c.run.(*kernelRunner)
+	kr, ok := c.run.(silentRunner)
 	if !ok || len(s.cfg.Preload) == 0 {
 		return
 	}
@@ -361,11 +376,19 @@ func (s *Server) startRunner(ctx context.Context, lang, cwd string, env []string
 		return nil, fmt.Errorf("language %q is not available in this sandbox (available: %s; installing a Jupyter kernelspec named %q adds it): %w",
 			lang, strings.Join(s.languages(), ", "), kernelName(lang), errInvalid)
 	}
-	startup := ""
+	startup, runner := "", ""
 	if d, err := s.kernelDrivers(); err == nil {
-		startup = d.ipythonStartup
+		startup, runner = d.ipythonStartup, d.pyRunner
 	} else {
 		s.log.Warn("kernels start without the rich-result start-up file", "err", err)
+	}
+	if lang == "python" && s.cfg.PythonDriver == PythonRunner && runner != "" {
+		if python, ok := ipykernelPython(spec); ok {
+			for k, v := range spec.Env {
+				env = append(env, k+"="+v)
+			}
+			return startPyRunner(python, runner, startup, cwd, env, user)
+		}
 	}
 	log := s.log.With("language", lang)
 	return startKernelRunner(ctx, spec, startup, jupyter.Options{Dir: cwd, Env: env, Output: kernelOutput{log}, Logger: log, Credential: user.cred}, log)

@@ -560,7 +560,7 @@ func TestEnvRefreshedAfterClaim(t *testing.T) {
 		_, _ = io.WriteString(w, env)
 	}))
 	defer envd.Close()
-	_, ts := newTestServer(t, Config{EnvdURL: envd.URL})
+	s, ts := newTestServer(t, Config{EnvdURL: envd.URL})
 	code := map[string]any{"code": "import os; print(os.environ.get('E2B_SANDBOX_ID'), os.environ.get('FOO'))"}
 	if got := stdout(execute(t, ts.URL, code)); got != "snapshot None\n" {
 		t.Fatalf("before the claim: %q", got)
@@ -587,6 +587,19 @@ func TestEnvRefreshedAfterClaim(t *testing.T) {
 	bash := map[string]any{"code": "echo $E2B_SANDBOX_ID $FOO", "language": "bash"}
 	if got := stdout(execute(t, ts.URL, bash, "X-Access-Token", "claimed-token")); got != "clone1 bar\n" {
 		t.Fatalf("bash after the claim sees %q", got)
+	}
+	// A restarted Python context keeps the sandbox's env.
+	c, err := s.defaultContext(t.Context(), "python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := post(t, ts.URL+"/contexts/"+c.ID+"/restart", nil)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("restart: %s", resp.Status)
+	}
+	if got := stdout(execute(t, ts.URL, code, "X-Access-Token", "claimed-token")); got != "clone1 bar\n" {
+		t.Errorf("after a restart: %q, want the sandbox's env", got)
 	}
 }
 

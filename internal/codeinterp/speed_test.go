@@ -11,7 +11,7 @@ import (
 // quietly on an ipykernel of another shape, so that a kernel upgrade can
 // never break runs; this test is what says the speed-up went with it.
 func TestKernelSpeedupsApplied(t *testing.T) {
-	_, ts := newTestServer(t, Config{})
+	_, ts := newTestServer(t, Config{PythonDriver: PythonKernel})
 	lines := execute(t, ts.URL, map[string]any{"code": "import sys\n" +
 		"k = get_ipython().kernel\n" +
 		"import IPython.core.formatters as f\n" +
@@ -66,7 +66,7 @@ func TestOutputOrder(t *testing.T) {
 // flush would hang forever (multiprocessing forks by default on Linux).
 // The child must get a lock of its own.
 func TestForkWhileSendLockHeld(t *testing.T) {
-	_, ts := newTestServer(t, Config{})
+	_, ts := newTestServer(t, Config{PythonDriver: PythonKernel})
 	code := strings.Join([]string{
 		"import os, sys, threading, time",
 		"guard = next(c.cell_contents for c in type(sys.stdout)._flush.__closure__ if c.cell_contents.__name__ == 'Guard')",
@@ -136,7 +136,13 @@ func TestTransformOncePerRun(t *testing.T) {
 // registered for their type (directly, deferred by name, or for object):
 // such printers must still be found, and forgotten when removed.
 func TestNumberPrinters(t *testing.T) {
-	_, ts := newTestServer(t, Config{})
+	for _, driver := range []string{PythonRunner, PythonKernel} {
+		t.Run(driver, func(t *testing.T) { testNumberPrinters(t, driver) })
+	}
+}
+
+func testNumberPrinters(t *testing.T, driver string) {
+	_, ts := newTestServer(t, Config{PythonDriver: driver, DefaultLanguages: []string{"python"}})
 	steps := []struct{ code, field, want string }{
 		{"7", "html", ""},
 		{"html = get_ipython().display_formatter.formatters['text/html']\nhtml.for_type(int, lambda x: '<b>%d</b>' % x)\n7", "html", "<b>7</b>"},
@@ -145,6 +151,13 @@ func TestNumberPrinters(t *testing.T) {
 		{"html.pop(int); html.pop(float)\n7", "html", ""},
 		{"md = get_ipython().display_formatter.formatters['text/markdown']\nmd.for_type(object, lambda x: '**x**')\n3j", "markdown", "**x**"},
 		{"md.pop(object)\n3j", "markdown", ""},
+		// A printer on a formatter only the full path asks: the mimebundle.
+		{"mb = get_ipython().display_formatter.mimebundle_formatter\nmb.for_type(int, lambda x: {'text/html': '<u>%d</u>' % x})\n7", "html", "<u>7</u>"},
+		{"mb.pop(int)\n7", "html", ""},
+		// A number held by a singleton printer, and a formatter of the user's.
+		{"from IPython.core.formatters import BaseFormatter\nclass F(BaseFormatter):\n    format_type = 'text/html'\n    def __call__(self, obj): return '<s>%r</s>' % (obj,)\nfmt = get_ipython().display_formatter.formatters\nold = fmt['text/html']\nfmt['text/html'] = F()\n7", "html", "<s>7</s>"},
+		{"fmt['text/html'] = old\n7", "html", ""},
+		{"8", "text", "8"},
 	}
 	for i, st := range steps {
 		var got string

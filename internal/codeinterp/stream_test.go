@@ -1,9 +1,11 @@
 package codeinterp
 
 import (
+	"bufio"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -87,5 +89,34 @@ func TestNDJSONMainResultNotHeldBack(t *testing.T) {
 	}
 	if f := w.flushes(); !strings.Contains(f[0], `"is_main_result":true`) {
 		t.Fatalf("flushed %q", f[0])
+	}
+}
+
+func TestReadSideLine(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     []string
+	}{
+		{"lines", "a\nbb\n", []string{"a", "bb"}},
+		{"empty line", "\nx\n", []string{"", "x"}},
+		{"at the limit", "12345678\nz\n", []string{"12345678", "z"}},
+		{"over the limit is dropped, reading goes on", "123456789\nz\n", []string{string(tooLong), "z"}},
+		{"much longer than the buffer", strings.Repeat("y", 100) + "\nz\n", []string{string(tooLong), "z"}},
+		{"unterminated last line", "a\nb", []string{"a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rd := bufio.NewReaderSize(strings.NewReader(tc.in), 16)
+			var got []string
+			for {
+				line, err := readSideLine(rd, 8)
+				if err != nil {
+					break
+				}
+				got = append(got, string(line))
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

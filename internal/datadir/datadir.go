@@ -19,6 +19,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"golang.org/x/sys/unix"
 )
 
 // Layout names the control plane's files in a data dir.
@@ -123,6 +125,10 @@ func Prepare(root string, log *slog.Logger) error {
 		p := filepath.Join(root, name)
 		switch {
 		case shared[name] || e.Type()&fs.ModeSymlink != 0:
+		case isNamespace(p):
+			// A pinned namespace (netns.mnt, internal/network): its
+			// mode is the kernel's (0444), and opening it grants
+			// nothing without CAP_SYS_ADMIN.
 		case slices.Contains(secretFiles, name):
 			err = tighten(p, SecretFile, log)
 		case slices.Contains(secretDirs, name):
@@ -190,4 +196,10 @@ func tightenFiles(dir string, max fs.FileMode, log *slog.Logger) error {
 		}
 	}
 	return nil
+}
+
+// isNamespace reports whether p is a namespace file (nsfs) mounted there.
+func isNamespace(p string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(p, &st) == nil && st.Type == unix.NSFS_MAGIC
 }

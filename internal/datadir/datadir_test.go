@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestPrepareTightens(t *testing.T) {
@@ -131,5 +133,29 @@ func TestLayoutNodePaths(t *testing.T) {
 		if got != want {
 			t.Errorf("got %s, want %s", got, want)
 		}
+	}
+}
+
+// TestPrepareLeavesNamespacePins: a namespace pinned in the data dir
+// (netns.mnt) has the kernel's mode, which cannot be changed; Prepare
+// must not fail on it, or a server with sandboxes could not restart.
+func TestPrepareLeavesNamespacePins(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to bind-mount a namespace")
+	}
+	root := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(root, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	pin := filepath.Join(root, "netns.mnt")
+	if err := os.WriteFile(pin, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("/proc/self/ns/net", pin, "none", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(pin, unix.MNT_DETACH) })
+	if err := Prepare(root, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("Prepare with a pinned namespace: %v", err)
 	}
 }

@@ -30,17 +30,15 @@ type Metrics struct {
 
 // metrics remembers the previous CPU sample: usage is the share of busy
 // time since the last scrape (like gopsutil's cpu.Percent(0)), so a scrape
-// never has to sleep.
+// never has to sleep. There is no sample taken at start-up: most sandboxes
+// are never scraped, and every one would pay for reading /proc/stat while
+// it starts. The first scrape reports the share since boot.
 type metrics struct {
 	mu              sync.Mutex
 	lastBusy, lastT uint64
 }
 
-func newMetrics() *metrics {
-	m := &metrics{}
-	m.lastBusy, m.lastT, _ = cpuTimes()
-	return m
-}
+func newMetrics() *metrics { return &metrics{} }
 
 func (m *metrics) read() (*Metrics, error) {
 	out := &Metrics{Timestamp: time.Now().Unix(), CPUCount: runtime.NumCPU()}

@@ -81,8 +81,11 @@ func New(log *slog.Logger, opts Options) *Server {
 	s.fs = filesystem.NewService(s.sess)
 
 	mux := http.NewServeMux()
-	process.NewService(s.procs, s.sess).Register(mux)
-	s.fs.Register(mux)
+	rpc := connect.Routes{}
+	process.NewService(s.procs, s.sess).Register(rpc)
+	s.fs.Register(rpc)
+	mux.Handle("/process.Process/", rpc)
+	mux.Handle("/filesystem.Filesystem/", rpc)
 	mux.Handle("/files", files.NewHandler(s.sess, log, opts.Now))
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /envs", s.handleEnvs)

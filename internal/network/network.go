@@ -1,6 +1,9 @@
 // Package network gives each sandbox its own network namespace, created by
-// sbx and bind-mounted at <NetnsDir>/<id> so that the OCI runtime can join
-// it by path (runtime.Spec.NetNS) and a restarted server can find it again.
+// sbx and named by the file <NetnsDir>/<id>, so that a restarted server can
+// find it again. It is pinned by a bind mount kept out of the host's mount
+// table (pins.go); JoinPath gives the path by which the OCI runtime joins
+// it (runtime.Spec.NetNS). Builds before that pinned it on the name itself,
+// and those namespaces are still found there.
 //
 // Without internet access a namespace has loopback only. With it, the
 // sandbox gets a point-to-point veth to the host and nothing else: eth0
@@ -39,7 +42,6 @@ import (
 	"path/filepath"
 	"regexp"
 	goruntime "runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -98,6 +100,10 @@ type Manager struct {
 	lookup    func(context.Context, string) ([]netip.Addr, error)
 	stopWatch chan struct{}
 	watchDone chan struct{}
+
+	pinMu    sync.Mutex
+	pins     *pinNS // started by the first namespace, or by New when pinned
+	hostPins bool   // the pins cannot last (errSharedPin): pin on the host
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
@@ -173,6 +179,12 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 		ip.leases = leases{dir: cfg.LeaseDir}
 	}
 	ip.owner = m.nsPath
+	if pinnedMountNS(m.pinFile()) {
+		if m.pins, err = startPins(m.pinFile()); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("network: %w", err)
+		}
+	}
 	if hostAddrs := allowedHostAddrs(cfg.AllowCIDRs); len(hostAddrs) > 0 {
 		log.Warn("allowed sandbox ranges include this host's own addresses: sandboxes reach services listening there",
 			"addrs", hostAddrs)
@@ -191,8 +203,16 @@ func (m *Manager) recover() error {
 	if err != nil {
 		return err
 	}
+	if err := m.dropOrphanPins(ids); err != nil {
+		m.log.Warn("cannot remove pins of network namespaces without a name", "err", err)
+	}
 	for _, id := range ids {
-		addr, hostIf, err := m.nsState(m.nsPath(id))
+		path, err := m.JoinPath(id)
+		if err != nil {
+			m.log.Warn("a sandbox namespace is gone", "sandbox.id", id, "err", err)
+			continue
+		}
+		addr, hostIf, err := m.nsState(path)
 		if err != nil {
 			m.log.Warn("cannot read a sandbox namespace's address", "sandbox.id", id, "err", err)
 			continue
@@ -267,11 +287,17 @@ func (m *Manager) Close() error {
 		close(stop)
 		<-done
 	}
+	m.pinMu.Lock()
+	if m.pins != nil {
+		m.pins.close()
+	}
+	m.pinMu.Unlock()
 	m.host.Close()
 	m.conf.close()
 	return m.nft.CloseLasting()
 }
 
+// nsPath names the namespace of id (the lease owner; see JoinPath).
 func (m *Manager) nsPath(id string) string { return filepath.Join(m.cfg.NetnsDir, id) }
 
 // vethName is the host end of the veth of the sandbox holding addr. Being
@@ -368,12 +394,17 @@ func (m *Manager) Begin(ctx context.Context, id string, allowInternet bool) (nsP
 			return "", nil, fmt.Errorf("network setup for sandbox %s: %w", id, err)
 		}
 	}
-	nh, err := m.inNewNS(path, func(nh *netlink.Handle, _ netns.NsHandle) error {
+	pin, path, err := m.pinFor(id)
+	if err != nil {
+		return "", nil, fmt.Errorf("network setup for sandbox %s: %w", id, err)
+	}
+	nh, err := m.inNewNS(pin, func(nh *netlink.Handle, _ netns.NsHandle) error {
 		return m.configure(nh)
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("network setup for sandbox %s: %w", id, err)
 	}
+
 	if v == nil {
 		nh.Close()
 		return path, func(context.Context) error { return nil }, nil
@@ -449,13 +480,14 @@ func (m *Manager) newVeth(addr netip.Addr) (*veth, error) {
 	return &veth{name: m.vethName(addr), addr: addr, hostMAC: b[:6], sandboxMAC: b[6:]}, nil
 }
 
-// inNewNS creates a network namespace on a locked OS thread, pins it with a
-// bind mount at path, runs fn with a netlink handle inside it, and moves
-// the thread back. It returns that handle (the caller closes it), which
-// keeps working in the namespace from any thread. If the thread cannot
+// inNewNS creates a network namespace on a locked OS thread, runs fn with a
+// netlink handle inside it, moves the thread back, and pins the namespace
+// (pin holds it once its descriptor is closed). It returns that handle (the
+// caller closes it), which keeps working in the namespace from any thread.
+// If the thread cannot
 // return to the host namespace it is left locked, so the Go runtime
 // discards it instead of reusing it.
-func (m *Manager) inNewNS(path string, fn func(*netlink.Handle, netns.NsHandle) error) (*netlink.Handle, error) {
+func (m *Manager) inNewNS(pin func(netns.NsHandle) error, fn func(*netlink.Handle, netns.NsHandle) error) (*netlink.Handle, error) {
 	type result struct {
 		nh  *netlink.Handle
 		err error
@@ -477,7 +509,7 @@ func (m *Manager) inNewNS(path string, fn func(*netlink.Handle, netns.NsHandle) 
 			return
 		}
 		defer ns.Close()
-		nh, err := m.pinAndConfigure(path, ns, fn)
+		nh, err := m.configureNew(ns, fn)
 		if serr := netns.Set(orig); serr != nil {
 			if nh != nil {
 				nh.Close()
@@ -486,17 +518,21 @@ func (m *Manager) inNewNS(path string, fn func(*netlink.Handle, netns.NsHandle) 
 			return // thread stays locked and dies with this goroutine
 		}
 		goruntime.UnlockOSThread()
+		// Pinned off the locked thread: pins.go's hands it to another
+		// thread, and a locked thread waiting costs two more wake-ups.
+		if err == nil {
+			if err = pin(ns); err != nil {
+				nh.Close()
+				nh = nil
+			}
+		}
 		resc <- result{nh, err}
 	}()
 	r := <-resc
 	return r.nh, r.err
 }
 
-func (m *Manager) pinAndConfigure(path string, ns netns.NsHandle, fn func(*netlink.Handle, netns.NsHandle) error) (*netlink.Handle, error) {
-	src := "/proc/self/task/" + strconv.Itoa(unix.Gettid()) + "/ns/net"
-	if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
-		return nil, fmt.Errorf("bind-mount network namespace at %s: %w", path, err)
-	}
+func (m *Manager) configureNew(ns netns.NsHandle, fn func(*netlink.Handle, netns.NsHandle) error) (*netlink.Handle, error) {
 	nh, err := netlink.NewHandle(unix.NETLINK_ROUTE) // created in the new namespace
 	if err != nil {
 		return nil, fmt.Errorf("open netlink in the new namespace: %w", err)
@@ -627,53 +663,6 @@ func writeSysctlAt(dir int, name, value, shown string) error {
 	return nil
 }
 
-// hostConf holds the host namespace's /proc/sys/net/ipv4/conf and
-// ipv6/conf, opened once, so the host-end sysctls of each new veth are
-// found from them. Looked up from /proc/sys, the ipv4 and ipv6 components
-// are compared against the same-named entry of every network namespace on
-// the host (proc_sys_compare, one dcache hash chain): with 250-380
-// sandboxes these two writes took 8% of the server's CPU in a density run
-// (pprof), 0.75 ms per create, and more with every sandbox.
-type hostConf struct {
-	ipv4, ipv6 confDir
-}
-
-// confDir is a directory: its fd, or AT_FDCWD when it could not be opened.
-type confDir struct {
-	fd   int
-	path string
-}
-
-// openHostConf opens the host's conf dirs; it must run in the host's
-// network namespace (New does). A dir that cannot be opened is used by
-// path, as before.
-func openHostConf() hostConf {
-	open := func(path string) confDir {
-		fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			fd = unix.AT_FDCWD
-		}
-		return confDir{fd: fd, path: path}
-	}
-	return hostConf{ipv4: open("/proc/sys/net/ipv4/conf"), ipv6: open("/proc/sys/net/ipv6/conf")}
-}
-
-// write sets the sysctl name (e.g. "eth0/arp_ignore") under the dir.
-func (d confDir) write(name, value string) error {
-	if d.fd == unix.AT_FDCWD {
-		return writeSysctl(d.path+"/"+name, value)
-	}
-	return writeSysctlAt(d.fd, name, value, d.path+"/"+name)
-}
-
-func (c hostConf) close() {
-	for _, d := range []confDir{c.ipv4, c.ipv6} {
-		if d.fd >= 0 {
-			unix.Close(d.fd)
-		}
-	}
-}
-
 func hostNet(a netip.Addr) *net.IPNet {
 	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}
 }
@@ -745,8 +734,17 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 	// deleted by that Setup.
 	var errs []error
 	path := m.nsPath(id)
+	// Pinned on its name (older builds; errSharedPin).
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		errs = append(errs, fmt.Errorf("unmount %s: %w", path, err))
+	}
+	m.pinMu.Lock()
+	pins := m.pins
+	m.pinMu.Unlock()
+	if pins != nil {
+		if err := pins.unpin(id); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("remove %s: %w", path, err))
@@ -793,6 +791,7 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 		<-done
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.fw.remove(m.nft)
+	err := m.fw.remove(m.nft)
+	m.mu.Unlock()
+	return errors.Join(err, m.removePins())
 }

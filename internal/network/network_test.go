@@ -520,7 +520,7 @@ func TestSetupErrors(t *testing.T) {
 	if _, err := m.Setup(t.Context(), id, false); !errors.Is(err, errdefs.ErrAlreadyExists) {
 		t.Errorf("second Setup(%s) = %v; want already exists", id, err)
 	}
-	if got := links(t, m.nsPath(id)); !slices.Equal(got, []string{"lo"}) {
+	if got := links(t, joinPath(t, m, id)); !slices.Equal(got, []string{"lo"}) {
 		t.Errorf("existing namespace is no longer a namespace: links %v", got)
 	}
 	for _, bad := range []string{"", "../x", "UPPER", "a/b"} {
@@ -636,4 +636,14 @@ func TestReusedAddressIsReachableAtOnce(t *testing.T) {
 	if len(seen) >= 12 {
 		t.Fatalf("no address was reused: %v", seen)
 	}
+}
+
+// joinPath is m.JoinPath(id), failing the test when the namespace is gone.
+func joinPath(t testing.TB, m *Manager, id string) string {
+	t.Helper()
+	p, err := m.JoinPath(id)
+	if err != nil {
+		t.Fatalf("JoinPath(%s): %v", id, err)
+	}
+	return p
 }

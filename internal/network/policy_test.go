@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -190,7 +191,10 @@ func legacyNS(t *testing.T, cfg Config, id string, addr netip.Addr) {
 	}
 	f.Close()
 	m := &Manager{}
-	nh, err := m.inNewNS(path, func(nh *netlink.Handle, ns netns.NsHandle) error {
+	pin := func(ns netns.NsHandle) error { // on its name, as those builds did
+		return unix.Mount("/proc/self/fd/"+strconv.Itoa(int(ns)), path, "none", unix.MS_BIND, "")
+	}
+	nh, err := m.inNewNS(pin, func(nh *netlink.Handle, ns netns.NsHandle) error {
 		name := "sbt" + randHex(t, 12)
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: sandboxIf,
 			PeerNamespace: netlink.NsFd(int(ns))}); err != nil {

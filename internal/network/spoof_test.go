@@ -363,5 +363,5 @@ func TestSpoofedSourceAddressIsDropped(t *testing.T) {
 func dialFrom(t testing.TB, m *Manager, id string, o outside) (string, error) {
 	t.Helper()
 	srv := listen(t, o.path, o.addr.String()+":0")
-	return dial(t, m.nsPath(id), srv.Addr().String())
+	return dial(t, joinPath(t, m, id), srv.Addr().String())
 }

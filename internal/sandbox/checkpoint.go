@@ -125,6 +125,32 @@ func agentStamps(dir string) map[string]string {
 // one, or for sandboxes started before specs were saved, rebuilt from its
 // template. It refuses (precondition) when the agent files changed since.
 func (m *Manager) specFor(ctx context.Context, sb store.Sandbox) (runtime.Spec, error) {
+	spec, err := m.loadSpec(ctx, sb)
+	if spec.NetNS != "" {
+		spec.NetNS = m.joinPath(sb.ID, spec.NetNS)
+	}
+	return spec, err
+}
+
+// netnsJoiner is a Network whose namespace paths hold only while this
+// server process runs (network.Manager: see its JoinPath), so the one a
+// sandbox started with is looked up again before it is used.
+type netnsJoiner interface {
+	JoinPath(id string) (string, error)
+}
+
+// joinPath returns the current path of the sandbox's network namespace,
+// or saved when the network cannot say (the runtime then reports it gone).
+func (m *Manager) joinPath(id, saved string) string {
+	if j, ok := m.network.(netnsJoiner); ok {
+		if p, err := j.JoinPath(id); err == nil {
+			return p
+		}
+	}
+	return saved
+}
+
+func (m *Manager) loadSpec(ctx context.Context, sb store.Sandbox) (runtime.Spec, error) {
 	if b, err := os.ReadFile(m.specPath(sb.ID)); err == nil {
 		var saved savedSpec
 		if err := json.Unmarshal(b, &saved); err != nil {
@@ -146,6 +172,9 @@ func (m *Manager) specFor(ctx context.Context, sb store.Sandbox) (runtime.Spec, 
 	return m.sandboxSpec(sb, tpl.Lower(), agentauth.Key{}), nil
 }
 
+// envdMaxProcs is the Go runtime's GOMAXPROCS for envd (see sandboxSpec).
+const envdMaxProcs = "GOMAXPROCS=1"
+
 // sandboxSpec is the runtime spec of a sandbox (see docs/architecture.md).
 // lower is the template's layer stack, not the overlay mount of it
 // (Template.Rootfs): with user namespaces each layer is mounted idmapped,
@@ -154,7 +183,15 @@ func (m *Manager) specFor(ctx context.Context, sb store.Sandbox) (runtime.Spec, 
 // (sandboxes started before keys) is left out.
 func (m *Manager) sandboxSpec(sb store.Sandbox, lower []string, key agentauth.Key) runtime.Spec {
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"E2B_SANDBOX=true", "E2B_SANDBOX_ID=" + sb.ID, "E2B_TEMPLATE_ID=" + sb.TemplateID}
+		"E2B_SANDBOX=true", "E2B_SANDBOX_ID=" + sb.ID, "E2B_TEMPLATE_ID=" + sb.TemplateID,
+		// envd serves a few requests at a time, each a relay of goroutines
+		// waking one another: with one P its runtime starts a thread less
+		// and faults ~60 pages less at every sandbox start, and no idle
+		// thread is woken to look for work at each step. Given here, not by
+		// envd itself: runtime.GOMAXPROCS in main stops the world once the
+		// runtime has already started for two. No process envd starts
+		// inherits it (their environment is built from scratch).
+		envdMaxProcs}
 	if !key.IsZero() {
 		env = append(env, agentauth.EnvVar+"="+key.Hex())
 	}

@@ -38,6 +38,9 @@ type diskHost interface {
 	Live() []store.Sandbox
 	// specFor is the runtime spec the sandbox must be restored with.
 	specFor(ctx context.Context, sb store.Sandbox) (runtime.Spec, error)
+	// joinPath is the current path of the sandbox's network namespace,
+	// saved being the one it was checkpointed with (see specFor).
+	joinPath(id, saved string) string
 	// kill records a sandbox that did not survive its checkpoint.
 	kill(ctx context.Context, id, reason string) error
 }
@@ -204,6 +207,9 @@ func (d *diskTier) restore(ctx context.Context, l *live) error {
 	var spec runtime.Spec
 	if err := json.Unmarshal(b, &spec); err != nil {
 		return fmt.Errorf("restore sandbox %s: parse %s/spec.json: %w", id, dir, err)
+	}
+	if spec.NetNS != "" { // saved by another server process, maybe
+		spec.NetNS = d.host.joinPath(id, spec.NetNS)
 	}
 	t0 := time.Now()
 	if err := c.Restore(ctx, spec, filepath.Join(dir, "state")); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
+	"github.com/sbxdev/sbx/internal/timerslack"
 )
 
 // Memory snapshots. A sandbox that runs under the snapshot runtime (runsc:
@@ -76,7 +77,10 @@ func (m *Manager) memorySnapshot(ctx context.Context, l *live, dir string) (lowe
 		return nil, false, m.lostInSnapshot(ctx, l, err)
 	}
 	tSave := time.Since(t0)
-	if err := c.Restore(ctx, spec, filepath.Join(dir, "state")); err != nil {
+	// Through Default, as runtimes.Restore does: the restored processes
+	// inherit the forking thread's timer slack.
+	restore := func() error { return c.Restore(ctx, spec, filepath.Join(dir, "state")) }
+	if err := timerslack.Default(restore); err != nil {
 		return nil, false, m.lostInSnapshot(ctx, l, err)
 	}
 	if err := l.agent.waitReady(ctx); err != nil {

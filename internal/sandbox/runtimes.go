@@ -8,6 +8,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
+	"github.com/sbxdev/sbx/internal/timerslack"
 )
 
 // runtimes routes every sandbox to the driver that runs it. Most sandboxes
@@ -15,6 +16,10 @@ import (
 // sandboxes restored from a template snapshot run under the snapshot
 // runtime (runsc: the only one here that checkpoints). The manager talks to
 // runtimes as to one driver; each method finds the sandbox's owner.
+//
+// Every call that forks a sandbox's first process (Start, Restore) runs
+// through timerslack.Default: the sandbox inherits the forking thread's
+// timer slack, which must not be the Go runtime's sysmon's.
 type runtimes struct {
 	main runtime.Driver
 	snap runtime.Driver // nil = no snapshots; may be main itself
@@ -94,7 +99,7 @@ func (r *runtimes) Name() string { return r.main.Name() }
 
 func (r *runtimes) Start(ctx context.Context, spec runtime.Spec) error {
 	r.remember(spec.ID, r.main)
-	return r.main.Start(ctx, spec)
+	return timerslack.Default(func() error { return r.main.Start(ctx, spec) })
 }
 
 // startOnSnapshotRuntime starts a sandbox under the snapshot runtime (the
@@ -104,7 +109,7 @@ func (r *runtimes) startOnSnapshotRuntime(ctx context.Context, spec runtime.Spec
 		return errdefs.Precondition("no snapshot runtime: start the server with --snapshot-runtime runsc")
 	}
 	r.remember(spec.ID, r.snap)
-	return r.snap.Start(ctx, spec)
+	return timerslack.Default(func() error { return r.snap.Start(ctx, spec) })
 }
 
 // clone restores a new sandbox from a template snapshot.
@@ -114,7 +119,7 @@ func (r *runtimes) clone(ctx context.Context, spec runtime.Spec, dir string) err
 		return errdefs.Precondition("no snapshot runtime: start the server with --snapshot-runtime runsc")
 	}
 	r.remember(spec.ID, r.snap)
-	return c.Restore(ctx, spec, dir)
+	return timerslack.Default(func() error { return c.Restore(ctx, spec, dir) })
 }
 
 // stop ends every process of the sandbox at once when its driver can
@@ -216,7 +221,7 @@ func (r *runtimes) Restore(ctx context.Context, spec runtime.Spec, dir string) e
 	if err != nil {
 		return err
 	}
-	return c.Restore(ctx, spec, dir)
+	return timerslack.Default(func() error { return c.Restore(ctx, spec, dir) })
 }
 
 // Wait waits for the sandbox's init through its driver.

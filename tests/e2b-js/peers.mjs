@@ -137,7 +137,7 @@ async function densityRun(t) {
     made.push(...batch)
     if (made.length % chunk === 0 || made.length === density) {
       const now = performance.now()
-      rates.push({ upTo: made.length, perSec: (made.length - (rates.at(-1)?.upTo ?? 0)) / ((now - t0) / 1000), p95: pct(lat, 0.95) })
+      rates.push({ upTo: made.length, perSec: (made.length - (rates.at(-1)?.upTo ?? 0)) / ((now - t0) / 1000), p50: pct(lat, 0.5), p95: pct(lat, 0.95) })
       t0 = now
       lat = []
     }
@@ -189,5 +189,10 @@ for (const t of targets) {
   const d = r.density
   const rate = d ? `${d.rates[0].perSec.toFixed(0)} → ${d.rates.at(-1).perSec.toFixed(0)}` : '-'
   console.log(`| ${t.name} | ${f(r.loop?.p50)} / ${f(r.loop?.p95)} | ${f(r.tti?.p50)} / ${f(r.tti?.p95)} | ${ratio(r.tti?.p50, first.tti?.p50)} | ${rate} | ${d ? f(d.rates.at(-1).p95) : '-'} | ${d ? `${f(d.perSandbox)} / ${f(d.cgroup)}` : '-'} |`)
+}
+for (const t of targets) {
+  const d = results.get(t.name).density
+  if (d) console.log(`${t.name} density, per chunk (up to: creates/s, create p50/p95 ms): ` +
+    d.rates.map((r) => `${r.upTo}: ${r.perSec.toFixed(1)}/s ${r.p50.toFixed(0)}/${r.p95.toFixed(0)}`).join('; '))
 }
 if (!targets.some((t) => t.name === 'docker')) console.log(`docker: ${docker}; install Debian's docker.io and run make bench-peers again to add it`)

@@ -17,6 +17,9 @@ def _sbx_fast():
     import threading
 
     ip = get_ipython()  # noqa: F821
+    # The formatters' speed-ups serve any IPython shell, the code
+    # interpreter's own Python runner (py_runner.py) included.
+    _sbx_fast_formatters(ip)
     kernel = getattr(ip, "kernel", None)
     if kernel is None:
         return
@@ -46,53 +49,6 @@ def _sbx_fast():
     accepts = getattr(kernelbase, "_accepts_cell_id", None)
     if accepts is not None and getattr(ipkernel, "_accepts_cell_id", None) is accepts:
         kernelbase._accepts_cell_id = ipkernel._accepts_cell_id = functools.lru_cache(maxsize=32)(accepts)
-
-    # IPython wraps each formatter's __call__ with the decorator package,
-    # which binds every call's arguments to the signature with inspect:
-    # twelve formatters per result. Each is rewrapped to call IPython's own
-    # error handler (catch_format_error's undecorated body) directly.
-    try:
-        import IPython.core.formatters as formatters
-    except ImportError:
-        formatters = None
-    handler = getattr(getattr(formatters, "catch_format_error", None), "__wrapped__", None)
-    if callable(handler):
-
-        def direct(method):
-            @functools.wraps(method)
-            def call(self, *args, **kwargs):
-                return handler(method, self, *args, **kwargs)
-
-            return call
-
-        for cls in vars(formatters).values():
-            if isinstance(cls, type) and issubclass(cls, formatters.BaseFormatter):
-                wrapped = getattr(cls.__dict__.get("__call__"), "__wrapped__", None)
-                if callable(wrapped):
-                    cls.__call__ = direct(wrapped)
-
-        # A number's result went through ten MIME formatters (HTML, PNG,
-        # LaTeX...) that each walked int's MRO through three printer tables
-        # and looked for a _repr_*_ method, to find nothing. A builtin
-        # number has no such method (its type takes no new attributes), so
-        # the answer is None unless a printer was registered for it (or for
-        # object), which is what is checked instead.
-        base = formatters.BaseFormatter
-        generic = base.__dict__.get("__call__")
-        # Each number type's MRO (bool is an int), as types and as the
-        # (module, name) keys of deferred printers.
-        numbers = {t: (t.__mro__, [(c.__module__, c.__name__) for c in t.__mro__]) for t in (int, float, complex, bool)}
-        if callable(generic) and all(hasattr(base, a) for a in ("type_printers", "singleton_printers", "deferred_printers", "enabled")):
-
-            def call_no_printer_for_numbers(self, obj):
-                mro = numbers.get(type(obj))
-                if mro is not None:
-                    tp, dp = self.type_printers, self.deferred_printers
-                    if id(obj) not in self.singleton_printers and not any(c in tp for c in mro[0]) and not any(k in dp for k in mro[1]):
-                        return None
-                return generic(self, obj)
-
-            base.__call__ = call_no_printer_for_numbers
 
     _sbx_fast_shell(ip, kernel, kernelbase)
 
@@ -165,6 +121,101 @@ def _sbx_fast():
     # The event pipe's callback was bound before the patch; rebind it in
     # the IOPub thread, which owns the stream.
     pub.schedule(lambda: pub._event_puller.on_recv(pub._handle_event))
+
+
+def _sbx_fast_formatters(ip):
+    import functools
+
+    # IPython wraps each formatter's __call__ with the decorator package,
+    # which binds every call's arguments to the signature with inspect:
+    # twelve formatters per result. Each is rewrapped to call IPython's own
+    # error handler (catch_format_error's undecorated body) directly.
+    try:
+        import IPython.core.formatters as formatters
+    except ImportError:
+        formatters = None
+    handler = getattr(getattr(formatters, "catch_format_error", None), "__wrapped__", None)
+    if callable(handler):
+
+        def direct(method):
+            @functools.wraps(method)
+            def call(self, *args, **kwargs):
+                return handler(method, self, *args, **kwargs)
+
+            return call
+
+        for cls in vars(formatters).values():
+            if isinstance(cls, type) and issubclass(cls, formatters.BaseFormatter):
+                wrapped = getattr(cls.__dict__.get("__call__"), "__wrapped__", None)
+                if callable(wrapped):
+                    cls.__call__ = direct(wrapped)
+
+        # A number's result went through ten MIME formatters (HTML, PNG,
+        # LaTeX...) that each walked int's MRO through three printer tables
+        # and looked for a _repr_*_ method, to find nothing. A builtin
+        # number has no such method (its type takes no new attributes), so
+        # the answer is None unless a printer was registered for it (or for
+        # object), which is what is checked instead.
+        base = formatters.BaseFormatter
+        generic = base.__dict__.get("__call__")
+        # Each number type's MRO (bool is an int), as types and as the
+        # (module, name) keys of deferred printers.
+        numbers = {t: (t.__mro__, [(c.__module__, c.__name__) for c in t.__mro__]) for t in (int, float, complex, bool)}
+        if callable(generic) and all(hasattr(base, a) for a in ("type_printers", "singleton_printers", "deferred_printers", "enabled")):
+
+            def call_no_printer_for_numbers(self, obj):
+                mro = numbers.get(type(obj))
+                if mro is not None:
+                    tp, dp = self.type_printers, self.deferred_printers
+                    if id(obj) not in self.singleton_printers and not any(c in tp for c in mro[0]) and not any(k in dp for k in mro[1]):
+                        return None
+                return generic(self, obj)
+
+            base.__call__ = call_no_printer_for_numbers
+            _sbx_fast_number_results(ip, formatters, numbers, call_no_printer_for_numbers)
+
+
+def _sbx_fast_number_results(ip, formatters, numbers, generic_call):
+    # A number as a cell's value still went through the whole display
+    # formatter: twelve formatters called (each a traitlets-heavy call) to
+    # learn that only text/plain has something to say. When every other
+    # formatter is one whose answer for a builtin number is None (IPython's
+    # own, or one marked _sbx_none_for_numbers, like the start-up file's
+    # chart formatter) and none has a printer along the number's type's
+    # MRO, only text/plain is asked. Anything else takes the full path.
+    display = getattr(ip, "display_formatter", None)
+    cls = type(display)
+    full = getattr(cls, "format", None)
+    plain_cls = getattr(formatters, "PlainTextFormatter", None)
+    special = tuple(getattr(formatters, n, None) for n in ("IPythonDisplayFormatter", "MimeBundleFormatter"))
+    if not callable(full) or plain_cls is None or None in special:
+        return
+    own_calls = {generic_call, special[0].__call__, special[1].__call__}
+
+    def no_printer(f, obj, mro):
+        return id(obj) not in f.singleton_printers and not any(c in f.type_printers for c in mro[0]) and not any(k in f.deferred_printers for k in mro[1])
+
+    def format_number_plainly(self, obj, include=None, exclude=None):
+        mro = numbers.get(type(obj))
+        if mro is None or include or exclude:
+            return full(self, obj, include, exclude)
+        plain = None
+        for f in (self.ipython_display_formatter, self.mimebundle_formatter, *self.formatters.values()):
+            call = type(f).__call__
+            if type(f) is plain_cls and plain is None and f.format_type == "text/plain":
+                plain = f
+                continue
+            if not (call in own_calls or getattr(call, "_sbx_none_for_numbers", False)) or not no_printer(f, obj, mro):
+                return full(self, obj, include, exclude)
+        if plain is None or self.formatters.get("text/plain") is not plain:
+            return full(self, obj, include, exclude)
+        data = plain(obj)
+        md = None
+        if isinstance(data, tuple) and len(data) == 2:
+            data, md = data
+        return ({"text/plain": data} if data is not None else {}), ({"text/plain": md} if md is not None else {})
+
+    cls.format = format_number_plainly
 
 
 def _sbx_fast_shell(ip, kernel, kernelbase):
@@ -331,4 +382,4 @@ try:
     _sbx_fast()
 except Exception:
     pass
-del _sbx_fast, _sbx_fast_shell
+del _sbx_fast, _sbx_fast_shell, _sbx_fast_formatters, _sbx_fast_number_results

@@ -505,6 +505,10 @@ def _sbx_setup():
                 return chart_or_none(obj)
             return super().__call__(obj)
 
+        # Numbers are no figures: ipython_fast.py may skip this formatter
+        # for them.
+        __call__._sbx_none_for_numbers = True
+
     # ------------------------------------------------------------------
     # pandas DataFrames as data
 

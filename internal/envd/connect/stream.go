@@ -59,14 +59,28 @@ type Stream struct {
 
 // Send writes msg as one envelope and flushes it to the client.
 func (s *Stream) Send(msg any) error {
+	if err := s.Queue(msg); err != nil {
+		return err
+	}
+	return s.Flush()
+}
+
+// Queue writes msg as one envelope without flushing it: it leaves with
+// the next Send or Flush, or at the end of the stream. For a message
+// followed at once by another: each flush is a write(2) for envd, a read
+// and a write for the host's proxy, and a read for the client.
+func (s *Stream) Queue(msg any) error {
 	payload, err := json.Marshal(msg)
 	if err != nil {
 		return fmt.Errorf("encode stream message: %w", err)
 	}
-	return s.write(0, payload)
+	return s.queue(0, payload)
 }
 
-func (s *Stream) write(flags byte, payload []byte) error {
+// Flush sends what Queue left behind.
+func (s *Stream) Flush() error { return s.rc.Flush() }
+
+func (s *Stream) queue(flags byte, payload []byte) error {
 	s.started = true
 	s.buf = AppendEnvelope(s.buf[:0], flags, payload)
 	if _, err := s.w.Write(s.buf); err != nil {
@@ -75,7 +89,14 @@ func (s *Stream) write(flags byte, payload []byte) error {
 	if s.ka != nil {
 		s.ka.Reset(s.kaEvery)
 	}
-	return s.rc.Flush()
+	return nil
+}
+
+func (s *Stream) write(flags byte, payload []byte) error {
+	if err := s.queue(flags, payload); err != nil {
+		return err
+	}
+	return s.Flush()
 }
 
 // Keepalive fires when nothing was sent for the client's
@@ -108,7 +129,9 @@ func ServerStream[Req any](fn func(ctx context.Context, r *http.Request, req *Re
 				Error *Error `json:"error"`
 			}{asError(err)})
 		}
-		_ = s.write(FlagEndStream, end)
+		// No flush: net/http sends it with the response's last chunk,
+		// and whatever fn queued before it, in one write.
+		_ = s.queue(FlagEndStream, end)
 	})
 }
 

@@ -35,7 +35,7 @@ func NewService(sess Session) *Service {
 func (s *Service) Close() { s.watchers.closeAll() }
 
 // Register adds the service's routes to mux.
-func (s *Service) Register(mux *http.ServeMux) {
+func (s *Service) Register(mux interface{ Handle(string, http.Handler) }) {
 	const p = "/filesystem.Filesystem/"
 	mux.Handle(p+"Stat", connect.Unary(s.stat))
 	mux.Handle(p+"MakeDir", connect.Unary(s.makeDir))

@@ -281,7 +281,10 @@ func (m *Manager) Close() {
 }
 
 // follow streams a process's events to send: start, data, keepalives and
-// end. It returns when the process ended or ctx is done.
+// end. It returns when the process ended or ctx is done. An event is
+// flushed unless another is ready to follow it; the last ones leave with
+// the stream's end (connect.ServerStream), so a short command's output,
+// end event and end of stream reach the client in one write.
 func follow(ctx context.Context, p *proc, sub *subscriber, s *connect.Stream) error {
 	defer p.unsubscribe(sub)
 	if err := s.Send(eventResponse{Event: Event{Start: &StartEvent{PID: p.pid}}}); err != nil {
@@ -290,8 +293,15 @@ func follow(ctx context.Context, p *proc, sub *subscriber, s *connect.Stream) er
 	for {
 		select {
 		case ev := <-sub.ch:
-			if err := s.Send(eventResponse{Event: Event{Data: ev}}); err != nil {
+			if err := s.Queue(eventResponse{Event: Event{Data: ev}}); err != nil {
 				return err
+			}
+			// Nothing is held back while this waits: it flushes unless
+			// more output or the end is already there.
+			if len(sub.ch) == 0 && !p.isDone() {
+				if err := s.Flush(); err != nil {
+					return err
+				}
 			}
 		case <-p.done:
 			// Pumps finished before done was closed, so whatever they
@@ -299,7 +309,7 @@ func follow(ctx context.Context, p *proc, sub *subscriber, s *connect.Stream) er
 			for {
 				select {
 				case ev := <-sub.ch:
-					if err := s.Send(eventResponse{Event: Event{Data: ev}}); err != nil {
+					if err := s.Queue(eventResponse{Event: Event{Data: ev}}); err != nil {
 						return err
 					}
 					continue
@@ -310,7 +320,7 @@ func follow(ctx context.Context, p *proc, sub *subscriber, s *connect.Stream) er
 			p.mu.Lock()
 			end := p.end
 			p.mu.Unlock()
-			return s.Send(eventResponse{Event: Event{End: end}})
+			return s.Queue(eventResponse{Event: Event{End: end}})
 		case <-s.Keepalive():
 			if err := s.Send(eventResponse{Event: Event{Keepalive: &struct{}{}}}); err != nil {
 				return err

@@ -38,7 +38,7 @@ type Service struct {
 func NewService(m *Manager, sess Session) *Service { return &Service{m: m, sess: sess} }
 
 // Register adds the service's routes to mux.
-func (s *Service) Register(mux *http.ServeMux) {
+func (s *Service) Register(mux interface{ Handle(string, http.Handler) }) {
 	const p = "/process.Process/"
 	mux.Handle(p+"Start", connect.ServerStream(s.startStream))
 	mux.Handle(p+"Connect", connect.ServerStream(s.connectStream))

@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -25,8 +26,66 @@ type User struct {
 // ErrUnknown is returned for a name that has no account.
 var ErrUnknown = errors.New("invalid username")
 
-// Lookup resolves name through the passwd and group databases.
+// Lookup resolves name through the passwd and group databases. Answers
+// are remembered while both files stay as they were: every command and
+// file operation resolves its user, and reading and parsing both files
+// cost more than the command's own start-up work in envd.
 func Lookup(name string) (*User, error) {
+	st, ok := stampNow()
+	if ok {
+		cache.mu.Lock()
+		u, hit := cache.users[name]
+		hit = hit && cache.stamp == st
+		cache.mu.Unlock()
+		if hit {
+			return &u, nil
+		}
+	}
+	// Stamped before reading: a change in between is seen at the next call.
+	u, err := lookupUncached(name)
+	if err == nil && ok {
+		cache.mu.Lock()
+		if cache.stamp != st || cache.users == nil {
+			cache.stamp, cache.users = st, map[string]User{}
+		}
+		cache.users[name] = *u
+		cache.mu.Unlock()
+	}
+	return u, err
+}
+
+// stampFiles are the databases whose change drops the cache (os/user's).
+var stampFiles = [2]string{"/etc/passwd", "/etc/group"}
+
+// fileStamp tells a file apart from its earlier versions: a new file
+// (useradd renames one into place) changes the inode, an edit in place
+// the size or the change time, which no one can set back.
+type fileStamp struct {
+	ino, size    int64
+	mtime, ctime syscall.Timespec
+}
+
+var cache struct {
+	mu    sync.Mutex
+	stamp [2]fileStamp
+	users map[string]User
+}
+
+// stampNow stats both databases; ok is false if either is missing.
+func stampNow() (st [2]fileStamp, ok bool) {
+	for i, p := range stampFiles {
+		var s syscall.Stat_t
+		if syscall.Stat(p, &s) != nil {
+			return st, false
+		}
+		st[i] = fileStamp{ino: int64(s.Ino), size: s.Size, mtime: s.Mtim, ctime: s.Ctim}
+	}
+	return st, true
+}
+
+var lookupUncached = lookup
+
+func lookup(name string) (*User, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
 		if name == "root" {

@@ -18,9 +18,10 @@ import (
 // BenchmarkStartDeleteAtDensity is BenchmarkStartDelete (crun) with
 // SBX_BENCH_IDLE sandboxes (default 300) left running beside it, or, with
 // SBX_BENCH_MOUNTS_ONLY=1, only as many host mounts as those sandboxes
-// would add (three each: the writable layer's tmpfs, the overlay root and
-// a network namespace pin), to tell the mount table's share of what a
-// start costs at density from everything else's:
+// would add (SBX_BENCH_MOUNTS_EACH, default two: the writable layer's
+// tmpfs and the overlay root; builds before network's pins.go added a
+// third, the network namespace pin), to tell the mount table's share of
+// what a start costs at density from everything else's:
 //
 //	SBX_BENCH_IDLE=300 go test ./internal/runtime/oci -run XXX -bench AtDensity -benchtime 60x
 func BenchmarkStartDeleteAtDensity(b *testing.B) {
@@ -43,7 +44,11 @@ func BenchmarkStartDeleteAtDensity(b *testing.B) {
 	}
 	if os.Getenv("SBX_BENCH_MOUNTS_ONLY") == "1" {
 		dir := b.TempDir()
-		for i := range idle * 3 {
+		each := 2
+		if v, err := strconv.Atoi(os.Getenv("SBX_BENCH_MOUNTS_EACH")); err == nil {
+			each = v
+		}
+		for i := range idle * each {
 			at := filepath.Join(dir, strconv.Itoa(i))
 			if err := os.Mkdir(at, 0o755); err != nil {
 				b.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -42,8 +43,84 @@ func PrepareHost(log *slog.Logger) error {
 			problems = append(problems, err.Error())
 		}
 	}
+	if err == nil && os.Geteuid() == 0 {
+		favorDynmods(log, layout)
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("host is not ready for sandboxes:\n  - %s", strings.Join(problems, "\n  - "))
+	}
+	return nil
+}
+
+// favorDynmods turns on cgroup2's favordynmods option (Linux 6.0 and
+// later), unless it is on already. Without it, every process moved into
+// a cgroup (the runtime moving each sandbox's init into its cgroups)
+// takes the kernel's global threadgroup lock for writing, which waits for
+// an RCU grace period whenever the lock was idle: 7.7 ms (p50, up to 20)
+// of wall time per sandbox start on this project's machines, against
+// 0.25 ms with the option on. The price is a little more work in fork and
+// exit. The lock is global, so the option of the cgroup2 hierarchy (the
+// empty one at unified/ on a hybrid host) speeds up cgroup v1 moves as
+// well. The kernel cannot turn the faster locking off again once on
+// (until reboot), which is why it is checked before it is set. A failure
+// costs only speed: it is logged, not returned.
+func favorDynmods(log *slog.Logger, layout cgroupLayout) {
+	if !strings.Contains(readString("/sys/kernel/cgroup/features"), "favordynmods") {
+		return // before Linux 6.0
+	}
+	dir := cgroupRoot
+	if !layout.unified {
+		dir = cgroupRoot + "/unified"
+	}
+	opts, ok := cgroup2Options(readString("/proc/self/mountinfo"), dir)
+	if !ok || slices.Contains(opts, "favordynmods") {
+		return // no cgroup2 hierarchy (pure v1), or on already
+	}
+	if err := reconfigureCgroup2(dir, append(opts, "favordynmods")); err != nil {
+		log.Warn("cannot turn on cgroup favordynmods: each sandbox start waits for the kernel's cgroup lock (milliseconds)",
+			"path", dir, "err", err)
+		return
+	}
+	log.Info("turned on cgroup favordynmods: moving a sandbox into its cgroups no longer waits for an RCU grace period", "path", dir)
+}
+
+// cgroup2Options returns the options of the cgroup2 hierarchy mounted
+// at dir, from mountinfo's super options, without rw/ro and labels; ok is
+// false when no cgroup2 is mounted there. A reconfigure turns off every
+// option it is not given, so they are all passed back: one the kernel
+// would not take back makes the reconfigure fail, and change nothing.
+func cgroup2Options(mountinfo, dir string) (opts []string, ok bool) {
+	for _, line := range strings.Split(mountinfo, "\n") {
+		pre, post, found := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !found || len(f) < 5 || f[4] != dir || len(g) < 3 || g[0] != "cgroup2" {
+			continue
+		}
+		opts, ok = nil, true // the last mount at dir is the visible one
+		for _, o := range strings.Split(g[2], ",") {
+			if o != "rw" && o != "ro" && o != "seclabel" && o != "" {
+				opts = append(opts, o)
+			}
+		}
+	}
+	return opts, ok
+}
+
+// reconfigureCgroup2 sets the cgroup2 hierarchy's options to exactly these
+// (fspick changes the superblock's options only, not the mount's own).
+func reconfigureCgroup2(dir string, flags []string) error {
+	fd, err := unix.Fspick(unix.AT_FDCWD, dir, unix.FSPICK_CLOEXEC|unix.FSPICK_NO_AUTOMOUNT)
+	if err != nil {
+		return fmt.Errorf("fspick %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	for _, f := range flags {
+		if err := unix.FsconfigSetFlag(fd, f); err != nil {
+			return fmt.Errorf("set %s on %s: %w", f, dir, err)
+		}
+	}
+	if err := unix.FsconfigReconfigure(fd); err != nil {
+		return fmt.Errorf("reconfigure %s: %w", dir, err)
 	}
 	return nil
 }

@@ -622,13 +622,18 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	}
 	// Frozen tasks cannot die; thaw first (a no-op when not paused).
 	_ = d.writeFreezer(id, "THAWED")
-	if known && !d.forgetCrun(id) {
+	// forgetCrun has just killed and removed the cgroups: a second pass
+	// would only look up a dozen missing dirs.
+	forgot := known && d.forgetCrun(id)
+	if known && !forgot {
 		if _, err := d.command(ctx, "delete", "--force", id); err != nil && d.runtimeKnows(id) {
 			return fmt.Errorf("delete sandbox %s: %w", id, err)
 		}
 	}
-	if err := d.killCgroup(id); err != nil {
-		return fmt.Errorf("delete sandbox %s: %w", id, err)
+	if !forgot {
+		if err := d.killCgroup(id); err != nil {
+			return fmt.Errorf("delete sandbox %s: %w", id, err)
+		}
 	}
 	if err := d.removeDir(id, p); err != nil {
 		return fmt.Errorf("delete sandbox %s: %w", id, err)

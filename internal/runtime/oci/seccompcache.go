@@ -28,7 +28,11 @@ type bpfCache struct {
 	data string // base64; "" until a first start compiled it
 }
 
-// annotate adds the compiled filter to a crun config, if there is one yet.
+// annotate adds the compiled filter to a crun config, if there is one yet,
+// and leaves the profile out: crun applies the filter of the annotation
+// when it is there (and the profile is not needed to), and the profile is
+// four fifths of a config.json that crun parses twice per start (in the
+// parent and in its detached child) and copies into its state dir.
 func (c *bpfCache) annotate(spec *specs.Spec) {
 	c.mu.Lock()
 	data := c.data
@@ -40,6 +44,9 @@ func (c *bpfCache) annotate(spec *specs.Spec) {
 		spec.Annotations = map[string]string{}
 	}
 	spec.Annotations[annotationSeccompBPF] = data
+	if spec.Linux != nil {
+		spec.Linux.Seccomp = nil
+	}
 }
 
 // learn keeps the filter crun compiled for the container whose state is in

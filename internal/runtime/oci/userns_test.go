@@ -220,8 +220,9 @@ func TestIdmappedLayersBothWays(t *testing.T) {
 }
 
 // crun compiles the seccomp profile once per driver: later starts carry the
-// filter the first one compiled (the conformance suite's SyscallSurface
-// checks such a later start still refuses what it must).
+// filter the first one compiled instead of the profile (the conformance
+// suite's SyscallSurface checks such a later start still refuses what it
+// must).
 func TestCrunReusesCompiledSeccomp(t *testing.T) {
 	requireRuntime(t, "crun")
 	t.Parallel()
@@ -238,6 +239,9 @@ func TestCrunReusesCompiledSeccomp(t *testing.T) {
 	second, _ := startIdle(t, d, rootfs, nil)
 	var cfg struct {
 		Annotations map[string]string `json:"annotations"`
+		Linux       struct {
+			Seccomp json.RawMessage `json:"seccomp"`
+		} `json:"linux"`
 	}
 	b, err := os.ReadFile(d.paths(second).config())
 	if err != nil || json.Unmarshal(b, &cfg) != nil {
@@ -246,6 +250,11 @@ func TestCrunReusesCompiledSeccomp(t *testing.T) {
 	got, err := base64.StdEncoding.DecodeString(cfg.Annotations[annotationSeccompBPF])
 	if err != nil || !bytes.Equal(got, compiled) {
 		t.Errorf("second start's %s = %d bytes (%v); want the %d bytes crun compiled first", annotationSeccompBPF, len(got), err, len(compiled))
+	}
+	// The filter alone: crun applies it without the profile (SyscallSurface
+	// checks a later start still refuses what it must).
+	if len(cfg.Linux.Seccomp) != 0 {
+		t.Errorf("second start's config.json still carries the %d-byte seccomp profile", len(cfg.Linux.Seccomp))
 	}
 }
 

@@ -1,0 +1,234 @@
+package network
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
+)
+
+// mountLines returns the lines of a mountinfo file that mention s.
+func mountLines(t *testing.T, file, s string) []string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// pinsMountinfo is the mountinfo of the pins' mount namespace.
+func pinsMountinfo(m *Manager) string {
+	return strings.TrimSuffix(m.pins.root, "/root") + "/mountinfo"
+}
+
+// TestPinsStayOutOfTheHostMountTable: sandbox namespaces add nothing to the
+// host's mount table but the one pin of their mount namespace, and each is
+// still reached (and holds its address) by the path JoinPath gives.
+func TestPinsStayOutOfTheHostMountTable(t *testing.T) {
+	m, cfg := newTestManager(t)
+	var ids []string
+	for i := range 5 {
+		id, path := setup(t, m, i%2 == 0)
+		ids = append(ids, id)
+		if got := joinPath(t, m, id); got != path {
+			t.Errorf("JoinPath(%s) = %s; want the path Setup gave, %s", id, got, path)
+		}
+		if i%2 == 0 && !slices.Contains(links(t, path), sandboxIf) {
+			t.Errorf("namespace %s has no %s", id, sandboxIf)
+		}
+	}
+	for _, id := range ids {
+		if l := mountLines(t, "/proc/thread-self/mountinfo", id); len(l) > 0 {
+			t.Errorf("sandbox %s's namespace is in the host's mount table: %q", id, l)
+		}
+		if l := mountLines(t, pinsMountinfo(m), "/n/"+id); len(l) != 1 {
+			t.Errorf("pins of %s in the pins' mount namespace = %q; want one", id, l)
+		}
+		if fi, err := os.Lstat(filepath.Join(cfg.NetnsDir, id)); err != nil || !fi.Mode().IsRegular() {
+			t.Errorf("name of %s: %v, %v; want a plain file", id, fi, err)
+		}
+	}
+	if l := mountLines(t, "/proc/thread-self/mountinfo", " "+m.pinFile()+" "); len(l) != 1 {
+		t.Errorf("host mounts of the pin %s = %q; want one", m.pinFile(), l)
+	}
+	// The pins' namespace holds nothing of the host's tree.
+	if l := slices.DeleteFunc(mountLines(t, pinsMountinfo(m), " - "), func(l string) bool {
+		return strings.Contains(l, " /n/")
+	}); len(l) != 2 {
+		t.Errorf("the pins' mount namespace holds %d mounts besides the pins; want its tmpfs and /proc:\n%s",
+			len(l), strings.Join(l, "\n"))
+	}
+}
+
+// TestPinsThreadIsNotTheMainThread: /proc/self (the main thread) stays in
+// the host's mount namespace, whichever thread the pins' one was.
+func TestPinsThreadIsNotTheMainThread(t *testing.T) {
+	m, _ := newTestManager(t)
+	setup(t, m, false)
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	host, _ := os.Readlink("/proc/thread-self/ns/mnt")
+	pins, _ := os.Readlink(strings.TrimSuffix(m.pins.root, "/root") + "/ns/mnt")
+	if self != host || pins == host || pins == "" {
+		t.Errorf("mount namespaces: main thread %s, this thread %s, pins' thread %s; want the first two equal and the pins' another",
+			self, host, pins)
+	}
+}
+
+// TestTeardownLetsTheNamespaceGo: no namespace outlives its sandbox, in
+// the host's table or the pins' one, and the pins' namespace itself goes
+// with Uninstall once it is empty.
+func TestTeardownLetsTheNamespaceGo(t *testing.T) {
+	m, cfg := newTestManager(t)
+	id, path := setup(t, m, true)
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	must(t, m.Teardown(t.Context(), id))
+	if _, err := m.JoinPath(id); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("JoinPath after Teardown = %v; want not found", err)
+	}
+	if l := mountLines(t, pinsMountinfo(m), "/n/"+id); len(l) > 0 {
+		t.Errorf("pin of %s left after Teardown: %q", id, l)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.NetnsDir, id)); !os.IsNotExist(err) {
+		t.Errorf("name of %s after Teardown: %v; want it gone", id, err)
+	}
+	if ns := procNetNSUsers(st.Ino); len(ns) > 0 {
+		t.Errorf("namespace of %s still held after Teardown by %v", id, ns)
+	}
+	must(t, m.Uninstall(t.Context()))
+	if l := mountLines(t, "/proc/thread-self/mountinfo", " "+m.pinFile()+" "); len(l) > 0 {
+		t.Errorf("the pins' namespace is still pinned after Uninstall: %q", l)
+	}
+	if _, err := os.Stat(m.pinFile()); !os.IsNotExist(err) {
+		t.Errorf("%s after Uninstall: %v; want it gone", m.pinFile(), err)
+	}
+}
+
+// procNetNSUsers lists the tasks of this machine in the network namespace
+// with inode ino.
+func procNetNSUsers(ino uint64) []string {
+	links, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*/ns/net")
+	var out []string
+	for _, l := range links {
+		var st unix.Stat_t
+		if unix.Stat(l, &st) == nil && st.Ino == ino {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestRestartJoinsThePins: a new manager (a restarted server: another
+// thread, another path) finds the namespaces of the old one, and drops a
+// pin whose name is gone (a crash inside Teardown).
+func TestRestartJoinsThePins(t *testing.T) {
+	m, cfg := newTestManager(t)
+	keep, _ := setup(t, m, true)
+	orphan, _ := setup(t, m, false)
+	addr, _ := m.Address(keep)
+	must(t, os.Remove(filepath.Join(cfg.NetnsDir, orphan)))
+	old := m.pins.root
+	// m stays open, as in TestRestartRecoversAddresses: its cleanup
+	// removes what is left.
+	m2, err := New(cfg, m.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m2.Close() })
+	path := joinPath(t, m2, keep)
+	if strings.HasPrefix(path, old) {
+		t.Errorf("JoinPath after the restart = %s; want one through the new process's thread, not %s", path, old)
+	}
+	if got, _ := m2.Address(keep); got != addr {
+		t.Errorf("address of %s after the restart = %v; want %v", keep, got, addr)
+	}
+	if !slices.Contains(links(t, path), sandboxIf) {
+		t.Errorf("namespace of %s after the restart has no %s", keep, sandboxIf)
+	}
+	if ids, _ := m2.pins.ids(); slices.Contains(ids, orphan) {
+		t.Errorf("pin of %s, whose name was gone, is still there after the restart", orphan)
+	}
+	must(t, m2.Teardown(t.Context(), keep))
+}
+
+// TestJoinPathOnlyFindsNamespaces: a name that is not a namespace (a plain
+// file, as a half-done Setup leaves it) is not handed to a runtime.
+func TestJoinPathOnlyFindsNamespaces(t *testing.T) {
+	m, cfg := newTestManager(t)
+	id := "n" + randHex(t, 15)
+	must(t, os.WriteFile(filepath.Join(cfg.NetnsDir, id), nil, 0o444))
+	t.Cleanup(func() { _ = os.Remove(filepath.Join(cfg.NetnsDir, id)) })
+	if p, err := m.JoinPath(id); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("JoinPath of a plain file = %q, %v; want not found", p, err)
+	}
+	if _, err := m.JoinPath("../x"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("JoinPath(../x) = %v; want invalid argument", err)
+	}
+}
+
+// sharedDir returns a directory on a shared mount with a peer, as systemd
+// makes / and Kubernetes a Bidirectional volume: the kernel refuses to
+// propagate a mount namespace's pin there.
+func sharedDir(t *testing.T) string {
+	t.Helper()
+	dir, peer := t.TempDir(), t.TempDir()
+	must(t, unix.Mount("sbx-test", dir, "tmpfs", 0, "size=1m"))
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	must(t, unix.Mount("", dir, "", unix.MS_SHARED, ""))
+	must(t, unix.Mount(dir, peer, "none", unix.MS_BIND, ""))
+	t.Cleanup(func() { _ = unix.Unmount(peer, unix.MNT_DETACH) })
+	return dir
+}
+
+// TestPinsOnASharedMount: in the host's mount namespace the pin gets a
+// private mount of its own and the namespaces still stay out of the
+// host's table; in another (a container's, which may end before its
+// sandboxes) they are pinned on the host as before, and work.
+func TestPinsOnASharedMount(t *testing.T) {
+	requireRoot(t)
+	for _, host := range []bool{true, false} {
+		t.Run(map[bool]string{true: "host", false: "container"}[host], func(t *testing.T) {
+			// Whichever namespace the test runs in: the mechanism is the
+			// same, and the mounts made here are the test's.
+			was := inHostMountNS
+			inHostMountNS = func() bool { return host }
+			t.Cleanup(func() { inHostMountNS = was })
+			dir := sharedDir(t)
+			m, _ := newTestManager(t, func(c *Config) { c.NetnsDir = filepath.Join(dir, "netns") })
+			id, path := setup(t, m, true)
+			if !slices.Contains(links(t, path), sandboxIf) {
+				t.Errorf("namespace %s has no %s", id, sandboxIf)
+			}
+			inHost := len(mountLines(t, "/proc/thread-self/mountinfo", id)) > 0
+			if inHost == host {
+				t.Errorf("namespace %s in the host's mount table: %v; want %v", id, inHost, !host)
+			}
+			if got := joinPath(t, m, id); got != path {
+				t.Errorf("JoinPath = %s; want %s", got, path)
+			}
+			must(t, m.Teardown(t.Context(), id))
+			if l := mountLines(t, "/proc/thread-self/mountinfo", id); len(l) > 0 {
+				t.Errorf("namespace %s still mounted after Teardown: %q", id, l)
+			}
+			must(t, m.Uninstall(t.Context()))
+			if l := mountLines(t, "/proc/thread-self/mountinfo", " "+m.pinFile()+" "); len(l) > 0 {
+				t.Errorf("pin %s still mounted after Uninstall: %q", m.pinFile(), l)
+			}
+		})
+	}
+}
