@@ -28,26 +28,74 @@ const reclaimConcurrency = 4
 // reclaimTimeout bounds one background teardown.
 const reclaimTimeout = 2 * time.Minute
 
+// reclaimIdle is how long a teardown worker waits for more work before it
+// ends (and its niced thread with it): a create/kill loop keeps the same
+// few threads, where a thread per kill cost a clone and an exit each.
+const reclaimIdle = time.Second
+
 type reclaimer struct {
-	once sync.Once
-	sem  chan struct{}
-	wg   sync.WaitGroup
+	mu      sync.Mutex
+	queue   []string
+	workers int
+	wake    chan struct{} // unbuffered: a send reaches a waiting worker or fails
+	wg      sync.WaitGroup
 }
 
 // reclaim tears down a stopped sandbox in the background.
-func (m *Manager) reclaim(id string) {
-	r := &m.reclaims
-	r.once.Do(func() { r.sem = make(chan struct{}, reclaimConcurrency) })
+func (m *Manager) reclaim(id string) { m.reclaims.add(id, m.destroy) }
+
+// add queues id for teardown by destroy on one of the workers.
+func (r *reclaimer) add(id string, destroy func(context.Context, string)) {
 	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.sem <- struct{}{}
-		defer func() { <-r.sem }()
-		politeThread()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.wake == nil {
+		r.wake = make(chan struct{})
+	}
+	r.queue = append(r.queue, id)
+	select {
+	case r.wake <- struct{}{}: // a worker waiting for work takes it
+		return
+	default:
+	}
+	// Every worker is busy (each takes the next one from the queue when
+	// it is done) or between its look at the queue and its wait, in which
+	// case it finds this one after reclaimIdle at the latest.
+	if r.workers < reclaimConcurrency {
+		r.workers++
+		go r.work(destroy)
+	}
+}
+
+// work tears down queued sandboxes on a niced thread of its own until the
+// queue stays empty for reclaimIdle.
+func (r *reclaimer) work(destroy func(context.Context, string)) {
+	politeThread()
+	for {
+		r.mu.Lock()
+		if len(r.queue) == 0 {
+			r.mu.Unlock()
+			select {
+			case <-r.wake:
+				continue
+			case <-time.After(reclaimIdle):
+			}
+			r.mu.Lock()
+			if len(r.queue) == 0 {
+				r.workers--
+				r.mu.Unlock()
+				return // the runtime ends the locked thread with it
+			}
+		}
+		id := r.queue[0]
+		r.queue[0] = ""
+		r.queue = r.queue[1:]
+		r.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), reclaimTimeout)
-		defer cancel()
-		m.destroy(ctx, id)
-	}()
+		destroy(ctx, id)
+		cancel()
+		r.wg.Done()
+	}
 }
 
 // reclaimNice is the scheduling priority of teardowns: below the creates
