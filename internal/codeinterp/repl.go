@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // replProc is one long-lived interpreter process (bash, node) whose stdout
@@ -97,11 +99,46 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 		}()
 	}
 	go func() {
-		wg.Wait() // all output read before we report the death
-		_ = cmd.Wait()
+		pumped := make(chan struct{})
+		go func() { wg.Wait(); close(pumped) }()
+		// All output read before we report the death; but a process
+		// the cell left in a session of its own may hold the pipes open
+		// for ever, and the death must still be seen: once the process
+		// is gone its pipes get a grace period, then they are closed.
+		exited := make(chan struct{})
+		go func() { waitExited(cmd.Process.Pid); close(exited) }()
+		select {
+		case <-pumped:
+		case <-exited:
+			select {
+			case <-pumped:
+			case <-time.After(pipeGrace):
+			}
+		}
+		_ = cmd.Wait() // closes stdout and stderr: their pumps end
+		if side != nil {
+			side.Close()
+		}
+		wg.Wait()
 		close(p.dead)
 	}()
 	return p, nil
+}
+
+// pipeGrace is how long the output of a process that ended is still read
+// while something else holds its pipes.
+const pipeGrace = time.Second
+
+// waitExited returns once the process pid has exited, leaving it to be
+// reaped (by exec.Cmd.Wait).
+func waitExited(pid int) {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return
+		}
+	}
 }
 
 // maxSideLine bounds one line of a side channel (a frame of the Python

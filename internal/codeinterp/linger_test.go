@@ -1,0 +1,48 @@
+package codeinterp
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A cell that leaves a process of its own session holding the runner's
+// stdout and stderr, and then kills the runner, must still end: the
+// server used to wait for those pipes to close before it saw the runner's
+// death, so the run never returned (not even when the client went away),
+// and the context's next run and its restart waited behind it for good.
+func TestRunnerDeathWithLingeringOutputHolder(t *testing.T) {
+	s, ts := newTestServer(t, Config{DefaultLanguages: []string{"python"}})
+	pidFile := filepath.Join(t.TempDir(), "holder.pid")
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	code := fmt.Sprintf("import os, subprocess\n"+
+		"p = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"+
+		"open(%q, 'w').write(str(p.pid))\n"+
+		"os.kill(os.getpid(), 9)", pidFile)
+	type result struct{ lines []line }
+	done := make(chan result, 1)
+	go func() { done <- result{execute(t, ts.URL, map[string]any{"code": code})} }()
+	select {
+	case r := <-done:
+		if e := ofType(r.lines, "error"); len(e) != 1 || e[0].str("name") != "UnexpectedEndOfExecution" {
+			t.Fatalf("run that killed its runner: %v", r.lines)
+		}
+	case <-time.After(60 * time.Second): // a hang, not a slow run
+		t.Fatal("the run whose runner died never ended")
+	}
+	if res := ofType(execute(t, ts.URL, map[string]any{"code": "1 + 1"}), "result"); len(res) != 1 || res[0].str("text") != "2" {
+		t.Fatalf("next run: %v", res)
+	}
+	_ = s
+}
