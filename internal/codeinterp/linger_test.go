@@ -1,7 +1,12 @@
 package codeinterp
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -45,4 +50,47 @@ func TestRunnerDeathWithLingeringOutputHolder(t *testing.T) {
 		t.Fatalf("next run: %v", res)
 	}
 	_ = s
+}
+
+// A cell may move its runner out of the process group the server made for
+// it (setpgid to a group of its own making, in the same session) and then
+// ignore SIGINT and never end. Signals sent to the old group reached
+// nobody: the run did not end when its client went away, and the
+// context's next run waited behind it for good. The runner itself must
+// still be interrupted and, 5 s on, killed.
+func TestRunnerThatLeftItsProcessGroupIsStillStopped(t *testing.T) {
+	_, ts := newTestServer(t, Config{DefaultLanguages: []string{"python"}})
+	pidFile := filepath.Join(t.TempDir(), "group.pid")
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	code := fmt.Sprintf("import os, signal, subprocess\n"+
+		"p = subprocess.Popen(['sleep', '300'], process_group=0)\n"+
+		"open(%q, 'w').write(str(p.pid))\n"+
+		"os.setpgid(0, p.pid)\n"+
+		"signal.signal(signal.SIGINT, signal.SIG_IGN)\n"+
+		"while True: pass", pidFile)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	b, _ := json.Marshal(map[string]any{"code": code})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/execute", bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body) // until the client gives up
+		resp.Body.Close()
+	}
+	done := make(chan []line, 1)
+	go func() { done <- execute(t, ts.URL, map[string]any{"code": "1 + 1"}) }()
+	select {
+	case lines := <-done:
+		if res := ofType(lines, "result"); len(res) != 1 || res[0].str("text") != "2" {
+			t.Fatalf("next run: %v", lines)
+		}
+	case <-time.After(60 * time.Second): // a hang, not a slow run
+		t.Fatal("the context's next run never started: the abandoned cell still holds it")
+	}
 }

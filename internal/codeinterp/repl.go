@@ -179,7 +179,7 @@ func readSideLine(rd *bufio.Reader, max int) ([]byte, error) {
 // kill ends the process group and drains its output so the readers can
 // finish and the process is reaped, then removes its cell files.
 func (p *replProc) kill() {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	signalGroup(p.cmd.Process.Pid, syscall.SIGKILL)
 	for {
 		select {
 		case <-p.chunks:
@@ -277,6 +277,14 @@ func scanMarker(buf *bytes.Buffer, marker string) (text string, status int, fini
 	return text, 0, false
 }
 
+// signalGroup sends sig to the process group the interpreter pid was
+// started in, and to the interpreter itself: code it runs may have moved
+// it to another group (setpgid), out of the first one's reach.
+func signalGroup(pid int, sig syscall.Signal) {
+	_ = syscall.Kill(-pid, sig)
+	_ = syscall.Kill(pid, sig)
+}
+
 // interruptUntil sends SIGINT to a process group until finished (a signal
 // may land before the cell started), and SIGKILL after 5 s.
 func interruptUntil(pid int, finished, dead <-chan struct{}) {
@@ -294,11 +302,11 @@ func interruptUntil(pid int, finished, dead <-chan struct{}) {
 			return
 		default:
 		}
-		_ = syscall.Kill(-pid, syscall.SIGINT)
+		signalGroup(pid, syscall.SIGINT)
 		select {
 		case <-tick.C:
 		case <-deadline:
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			signalGroup(pid, syscall.SIGKILL)
 			return
 		case <-finished:
 			return
