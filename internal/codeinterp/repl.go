@@ -106,7 +106,11 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 		// for ever, and the death must still be seen: once the process
 		// is gone its pipes get a grace period, then they are closed.
 		exited := make(chan struct{})
-		go func() { waitExited(cmd.Process.Pid); close(exited) }()
+		go func() {
+			if waitExited(cmd.Process.Pid) {
+				close(exited)
+			}
+		}()
 		select {
 		case <-pumped:
 		case <-exited:
@@ -129,14 +133,15 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 // while something else holds its pipes.
 const pipeGrace = time.Second
 
-// waitExited returns once the process pid has exited, leaving it to be
-// reaped (by exec.Cmd.Wait).
-func waitExited(pid int) {
+// waitExited returns true once the process pid has exited, leaving it to
+// be reaped (by exec.Cmd.Wait); false if that cannot be known, and then
+// the pipes alone tell.
+func waitExited(pid int) bool {
 	var info unix.Siginfo
 	for {
 		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
 		if err != unix.EINTR {
-			return
+			return err == nil
 		}
 	}
 }
