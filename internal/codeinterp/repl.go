@@ -283,11 +283,13 @@ func scanMarker(buf *bytes.Buffer, marker string) (text string, status int, fini
 }
 
 // signalGroup sends sig to the process group the interpreter pid was
-// started in, and to the interpreter itself: code it runs may have moved
-// it to another group (setpgid), out of the first one's reach.
+// started in, and to the interpreter itself when code it ran moved it to
+// another group (setpgid), out of the first one's reach.
 func signalGroup(pid int, sig syscall.Signal) {
 	_ = syscall.Kill(-pid, sig)
-	_ = syscall.Kill(pid, sig)
+	if pg, err := syscall.Getpgid(pid); err == nil && pg != pid {
+		_ = syscall.Kill(pid, sig)
+	}
 }
 
 // interruptUntil sends SIGINT to a process group until finished (a signal
