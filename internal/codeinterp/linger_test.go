@@ -73,7 +73,8 @@ func TestRunnerThatLeftItsProcessGroupIsStillStopped(t *testing.T) {
 		"open(%q, 'w').write(str(p.pid))\n"+
 		"os.setpgid(0, p.pid)\n"+
 		"signal.signal(signal.SIGINT, signal.SIG_IGN)\n"+
-		"while True: pass", pidFile)
+		"import time\n"+
+		"while True: time.sleep(0.05)", pidFile)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
 	b, _ := json.Marshal(map[string]any{"code": code})
