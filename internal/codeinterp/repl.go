@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // replProc is one long-lived interpreter process (bash, node) whose stdout
@@ -97,11 +99,51 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 		}()
 	}
 	go func() {
-		wg.Wait() // all output read before we report the death
-		_ = cmd.Wait()
+		pumped := make(chan struct{})
+		go func() { wg.Wait(); close(pumped) }()
+		// All output read before we report the death; but a process
+		// the cell left in a session of its own may hold the pipes open
+		// for ever, and the death must still be seen: once the process
+		// is gone its pipes get a grace period, then they are closed.
+		exited := make(chan struct{})
+		go func() {
+			if waitExited(cmd.Process.Pid) {
+				close(exited)
+			}
+		}()
+		select {
+		case <-pumped:
+		case <-exited:
+			select {
+			case <-pumped:
+			case <-time.After(pipeGrace):
+			}
+		}
+		_ = cmd.Wait() // closes stdout and stderr: their pumps end
+		if side != nil {
+			side.Close()
+		}
+		wg.Wait()
 		close(p.dead)
 	}()
 	return p, nil
+}
+
+// pipeGrace is how long the output of a process that ended is still read
+// while something else holds its pipes.
+const pipeGrace = time.Second
+
+// waitExited returns true once the process pid has exited, leaving it to
+// be reaped (by exec.Cmd.Wait); false if that cannot be known, and then
+// the pipes alone tell.
+func waitExited(pid int) bool {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return err == nil
+		}
+	}
 }
 
 // maxSideLine bounds one line of a side channel (a frame of the Python
@@ -142,7 +184,7 @@ func readSideLine(rd *bufio.Reader, max int) ([]byte, error) {
 // kill ends the process group and drains its output so the readers can
 // finish and the process is reaped, then removes its cell files.
 func (p *replProc) kill() {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	signalGroup(p.cmd.Process.Pid, syscall.SIGKILL)
 	for {
 		select {
 		case <-p.chunks:
@@ -240,6 +282,16 @@ func scanMarker(buf *bytes.Buffer, marker string) (text string, status int, fini
 	return text, 0, false
 }
 
+// signalGroup sends sig to the process group the interpreter pid was
+// started in, and to the interpreter itself when code it ran moved it to
+// another group (setpgid), out of the first one's reach.
+func signalGroup(pid int, sig syscall.Signal) {
+	_ = syscall.Kill(-pid, sig)
+	if pg, err := syscall.Getpgid(pid); err == nil && pg != pid {
+		_ = syscall.Kill(pid, sig)
+	}
+}
+
 // interruptUntil sends SIGINT to a process group until finished (a signal
 // may land before the cell started), and SIGKILL after 5 s.
 func interruptUntil(pid int, finished, dead <-chan struct{}) {
@@ -257,11 +309,11 @@ func interruptUntil(pid int, finished, dead <-chan struct{}) {
 			return
 		default:
 		}
-		_ = syscall.Kill(-pid, syscall.SIGINT)
+		signalGroup(pid, syscall.SIGINT)
 		select {
 		case <-tick.C:
 		case <-deadline:
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			signalGroup(pid, syscall.SIGKILL)
 			return
 		case <-finished:
 			return

@@ -127,7 +127,10 @@ func agentStamps(dir string) map[string]string {
 func (m *Manager) specFor(ctx context.Context, sb store.Sandbox) (runtime.Spec, error) {
 	spec, err := m.loadSpec(ctx, sb)
 	if spec.NetNS != "" {
-		spec.NetNS = m.joinPath(sb.ID, spec.NetNS)
+		var jerr error
+		if spec.NetNS, jerr = m.joinPath(sb.ID, spec.NetNS); jerr != nil {
+			err = errors.Join(err, jerr)
+		}
 	}
 	return spec, err
 }
@@ -140,14 +143,23 @@ type netnsJoiner interface {
 }
 
 // joinPath returns the current path of the sandbox's network namespace,
-// or saved when the network cannot say (the runtime then reports it gone).
-func (m *Manager) joinPath(id, saved string) string {
-	if j, ok := m.network.(netnsJoiner); ok {
-		if p, err := j.JoinPath(id); err == nil {
-			return p
-		}
+// or saved when the network does not move its paths. When the namespace
+// is gone it fails and gives no path: saved names a thread of an earlier
+// server process (/proc/<pid>/task/<tid>/root/n/<id>), and once that pid
+// is reused, by a sandbox's process too, the path resolves inside that
+// process's root, where its owner may have put a symlink to any namespace
+// (the host's: /proc/1/ns/net). The runtime would join it, and the server
+// would set sysctls in it first (prepareNetNS).
+func (m *Manager) joinPath(id, saved string) (string, error) {
+	j, ok := m.network.(netnsJoiner)
+	if !ok {
+		return saved, nil
 	}
-	return saved
+	p, err := j.JoinPath(id)
+	if err != nil {
+		return "", fmt.Errorf("network namespace of sandbox %s: %w", id, err)
+	}
+	return p, nil
 }
 
 func (m *Manager) loadSpec(ctx context.Context, sb store.Sandbox) (runtime.Spec, error) {

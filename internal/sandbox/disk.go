@@ -40,7 +40,7 @@ type diskHost interface {
 	specFor(ctx context.Context, sb store.Sandbox) (runtime.Spec, error)
 	// joinPath is the current path of the sandbox's network namespace,
 	// saved being the one it was checkpointed with (see specFor).
-	joinPath(id, saved string) string
+	joinPath(id, saved string) (string, error)
 	// kill records a sandbox that did not survive its checkpoint.
 	kill(ctx context.Context, id, reason string) error
 }
@@ -209,7 +209,9 @@ func (d *diskTier) restore(ctx context.Context, l *live) error {
 		return fmt.Errorf("restore sandbox %s: parse %s/spec.json: %w", id, dir, err)
 	}
 	if spec.NetNS != "" { // saved by another server process, maybe
-		spec.NetNS = d.host.joinPath(id, spec.NetNS)
+		if spec.NetNS, err = d.host.joinPath(id, spec.NetNS); err != nil {
+			return fmt.Errorf("restore sandbox %s: %w", id, err)
+		}
 	}
 	t0 := time.Now()
 	if err := c.Restore(ctx, spec, filepath.Join(dir, "state")); err != nil {
