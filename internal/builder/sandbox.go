@@ -13,6 +13,7 @@ import (
 
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/runtime"
+	"github.com/sbxdev/sbx/internal/timerslack"
 )
 
 // runScript is the init process of a build sandbox: it runs one command as
@@ -73,7 +74,9 @@ func (e *Executor) exec(ctx context.Context, id, scratch string, layers []string
 			PidsMax: e.cfg.Limits.PidsMax, DiskMB: e.cfg.Limits.DiskMB},
 		NetNS: nsPath,
 	}
-	if err := e.drv.Start(ctx, spec); err != nil {
+	// From a thread with the default timer slack, as sandboxes start: a
+	// step's sleeps must not end up to 1 ms late (timerslack.RelaxSysmon).
+	if err := timerslack.Default(func() error { return e.drv.Start(ctx, spec) }); err != nil {
 		return 0, "", fmt.Errorf("start build sandbox: %w", err)
 	}
 	defer func() {

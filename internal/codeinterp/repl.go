@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/codeinterp/jupyter"
 	"golang.org/x/sys/unix"
 )
 
@@ -184,7 +185,7 @@ func readSideLine(rd *bufio.Reader, max int) ([]byte, error) {
 // kill ends the process group and drains its output so the readers can
 // finish and the process is reaped, then removes its cell files.
 func (p *replProc) kill() {
-	signalGroup(p.cmd.Process.Pid, syscall.SIGKILL)
+	_ = jupyter.SignalGroup(p.cmd.Process.Pid, syscall.SIGKILL)
 	for {
 		select {
 		case <-p.chunks:
@@ -282,16 +283,6 @@ func scanMarker(buf *bytes.Buffer, marker string) (text string, status int, fini
 	return text, 0, false
 }
 
-// signalGroup sends sig to the process group the interpreter pid was
-// started in, and to the interpreter itself when code it ran moved it to
-// another group (setpgid), out of the first one's reach.
-func signalGroup(pid int, sig syscall.Signal) {
-	_ = syscall.Kill(-pid, sig)
-	if pg, err := syscall.Getpgid(pid); err == nil && pg != pid {
-		_ = syscall.Kill(pid, sig)
-	}
-}
-
 // interruptUntil sends SIGINT to a process group until finished (a signal
 // may land before the cell started), and SIGKILL after 5 s.
 func interruptUntil(pid int, finished, dead <-chan struct{}) {
@@ -309,11 +300,11 @@ func interruptUntil(pid int, finished, dead <-chan struct{}) {
 			return
 		default:
 		}
-		signalGroup(pid, syscall.SIGINT)
+		_ = jupyter.SignalGroup(pid, syscall.SIGINT)
 		select {
 		case <-tick.C:
 		case <-deadline:
-			signalGroup(pid, syscall.SIGKILL)
+			_ = jupyter.SignalGroup(pid, syscall.SIGKILL)
 			return
 		case <-finished:
 			return

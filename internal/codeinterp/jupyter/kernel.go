@@ -501,10 +501,24 @@ func (k *Kernel) Interrupt(ctx context.Context) error {
 		_, err := k.roundTrip(ctx, k.control, "interrupt_request", struct{}{})
 		return err
 	}
-	if err := syscall.Kill(-k.cmd.Process.Pid, syscall.SIGINT); err != nil {
+	if err := SignalGroup(k.cmd.Process.Pid, syscall.SIGINT); err != nil {
 		return fmt.Errorf("interrupt kernel: %w", err)
 	}
 	return nil
+}
+
+// SignalGroup sends sig to the process group an interpreter (a kernel, a
+// REPL process) was started in as its leader pid, and to the interpreter
+// itself when code it ran moved it to another group (setpgid), out of the
+// first one's reach: else an interrupt or a kill would miss it, and a
+// context would wait behind it for good. pid is the caller's unreaped
+// child, so it names the same process.
+func SignalGroup(pid int, sig syscall.Signal) error {
+	err := syscall.Kill(-pid, sig)
+	if pg, gerr := syscall.Getpgid(pid); gerr == nil && pg != pid {
+		err = syscall.Kill(pid, sig)
+	}
+	return err
 }
 
 // Shutdown asks the kernel to exit, kills it if it does not within the
@@ -535,7 +549,7 @@ func (k *Kernel) kill() {
 	k.closed = true
 	k.mu.Unlock()
 	if k.cmd != nil && k.cmd.Process != nil {
-		_ = syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
+		_ = SignalGroup(k.cmd.Process.Pid, syscall.SIGKILL)
 		<-k.dead
 	}
 	for _, c := range []*zmtpConn{k.shell, k.control, k.stdin, k.iopub, k.hb} {
