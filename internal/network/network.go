@@ -590,21 +590,9 @@ func (m *Manager) plug(nh *netlink.Handle, path string, v *veth) error {
 		PeerHardwareAddr: v.sandboxMAC,
 		PeerNamespace:    netlink.NsFd(int(ns)),
 	}
-	err = m.host.LinkAdd(link)
-	if errors.Is(err, unix.EEXIST) {
-		// Left by the namespace of this address's previous holder, still
-		// being destroyed (Teardown does not wait for it): the address is
-		// ours now (leases), so its old link is stale.
-		if stale, lerr := m.host.LinkByName(v.name); lerr == nil {
-			_ = m.host.LinkDel(stale)
-		}
-		link.Index = 0
-		err = m.host.LinkAdd(link)
+	if err := m.addHostVeth(link, v); err != nil {
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("create veth %s: %w", v.name, err)
-	}
-	v.hostIndex = link.Attrs().Index
 	gw := m.ipam.gateway
 	eth, err := nh.LinkByName(sandboxIf)
 	if err != nil {
