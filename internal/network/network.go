@@ -104,6 +104,8 @@ type Manager struct {
 	pinMu    sync.Mutex
 	pins     *pinNS // started by the first namespace, or by New when pinned
 	hostPins bool   // the pins cannot last (errSharedPin): pin on the host
+
+	closeOnce sync.Once
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
@@ -277,8 +279,15 @@ func (m *Manager) nsState(path string) (netip.Addr, string, error) {
 }
 
 // Close stops watching the firewall and releases the netlink sockets.
-// Namespaces and the firewall stay.
+// Namespaces and the firewall stay. Only the first call does anything (a
+// second would close descriptors by numbers that may be others' by then).
 func (m *Manager) Close() error {
+	var err error
+	m.closeOnce.Do(func() { err = m.close() })
+	return err
+}
+
+func (m *Manager) close() error {
 	m.mu.Lock()
 	stop, done := m.stopWatch, m.watchDone
 	m.stopWatch = nil

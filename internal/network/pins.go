@@ -42,8 +42,11 @@ type pinNS struct {
 	hostFile string // where the mount namespace is pinned on the host
 	root     string // /proc/<pid>/task/<tid>/root: the namespace's tree
 	ops      chan pinOp
-	done     chan struct{}
-	stop     sync.Once
+	// quit, not closing ops, ends the thread: do may still be sending
+	// (a Teardown racing Close), and a send on a closed channel panics.
+	quit chan struct{}
+	done chan struct{}
+	stop sync.Once
 }
 
 type pinOp struct {
@@ -68,7 +71,7 @@ func pinnedMountNS(path string) bool {
 // startPins joins the mount namespace pinned at hostFile or, when there is
 // none, makes one and pins it there.
 func startPins(hostFile string) (*pinNS, error) {
-	p := &pinNS{hostFile: hostFile, ops: make(chan pinOp), done: make(chan struct{})}
+	p := &pinNS{hostFile: hostFile, ops: make(chan pinOp), quit: make(chan struct{}), done: make(chan struct{})}
 	join := pinnedMountNS(hostFile)
 	if !join {
 		f, err := os.OpenFile(hostFile, os.O_CREATE|os.O_RDONLY, 0o444)
@@ -163,8 +166,13 @@ func (p *pinNS) loop(join bool, ready chan<- int, errc chan<- error) {
 		return
 	}
 	ready <- unix.Gettid()
-	for op := range p.ops {
-		op.res <- op.fn()
+	for {
+		select {
+		case op := <-p.ops:
+			op.res <- op.fn()
+		case <-p.quit:
+			return
+		}
 	}
 }
 
@@ -283,7 +291,7 @@ func (p *pinNS) ids() ([]string, error) {
 
 // close ends the thread; the namespace stays pinned on the host.
 func (p *pinNS) close() {
-	p.stop.Do(func() { close(p.ops) })
+	p.stop.Do(func() { close(p.quit) })
 	<-p.done
 }
 

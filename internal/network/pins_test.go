@@ -2,10 +2,15 @@ package network
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -231,4 +236,52 @@ func TestPinsOnASharedMount(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCloseRacesTeardown: Close while Teardowns run, a second Close, and
+// calls after Close return (errors are fine) instead of panicking on the
+// pins' thread being gone; a restarted manager then tears down what is left.
+func TestCloseRacesTeardown(t *testing.T) {
+	m, cfg := newUncleanedManager(t)
+	var ids []string
+	for range 4 {
+		id, _ := setup(t, m, false)
+		ids = append(ids, id)
+	}
+	var wg sync.WaitGroup
+	for _, id := range ids[:2] {
+		wg.Go(func() { _ = m.Teardown(t.Context(), id) })
+	}
+	wg.Go(func() { _ = m.Close() })
+	wg.Go(func() { _ = m.Close() })
+	wg.Wait()
+	_ = m.Teardown(t.Context(), ids[3])
+	_, _ = m.JoinPath(ids[3])
+	_ = m.Uninstall(t.Context())
+	_ = m.Close()
+
+	// A restarted server joins the pins and tears the rest down.
+	m2, _ := newTestManager(t, func(c *Config) { *c = cfg })
+	for _, id := range ids {
+		must(t, m2.Teardown(t.Context(), id))
+	}
+}
+
+// newUncleanedManager is newTestManager for a test that closes the
+// manager itself: newTestManager(t, func(c *Config) { *c = cfg }) then
+// cleans up after it.
+func newUncleanedManager(t *testing.T) (*Manager, Config) {
+	t.Helper()
+	requireRoot(t)
+	cfg := Config{
+		NetnsDir:   t.TempDir(),
+		Subnet:     fmt.Sprintf("10.%d.%d.0/24", 200+randByte(t)%50, randByte(t)),
+		AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")},
+		Resolvers:  func() []netip.Addr { return nil },
+	}
+	m, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return m, cfg
 }
