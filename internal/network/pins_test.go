@@ -1,6 +1,7 @@
 package network
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -8,10 +9,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -284,4 +288,166 @@ func newUncleanedManager(t *testing.T) (*Manager, Config) {
 		t.Fatalf("New: %v", err)
 	}
 	return m, cfg
+}
+
+// TestPinsFallBackToTheHost: whatever keeps the pins' mount namespace from
+// being pinned (EINVAL is what the kernel gave a server in a container in
+// CI), sandboxes are still created, pinned on their names in the host's
+// mount table, with one Warn line that says why and what to do.
+func TestPinsFallBackToTheHost(t *testing.T) {
+	requireRoot(t)
+	for _, tc := range []struct {
+		name, advice string
+		err          error
+	}{
+		{"kernel refuses", "remove its cause", fmt.Errorf("pin the namespaces' mount namespace at x: %w", unix.EINVAL)},
+		{"shared mount", "mount --make-private", errSharedPin},
+		{"mount namespace order", "every CPU", errMountNSOrder},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			was := pinMountNS
+			pinMountNS = func(string, string) error { return tc.err }
+			t.Cleanup(func() { pinMountNS = was })
+			m, _ := newTestManager(t)
+			var logs bytes.Buffer
+			m.log = slog.New(slog.NewTextHandler(&logs, nil))
+			id, path := setup(t, m, true)
+			setup(t, m, false)
+			if !slices.Contains(links(t, path), sandboxIf) {
+				t.Errorf("namespace %s has no %s", id, sandboxIf)
+			}
+			if l := mountLines(t, "/proc/thread-self/mountinfo", id); len(l) != 1 {
+				t.Errorf("host mounts of %s = %q; want its pin", id, l)
+			}
+			if got := joinPath(t, m, id); got != path {
+				t.Errorf("JoinPath = %s; want %s", got, path)
+			}
+			warns := slices.DeleteFunc(strings.Split(logs.String(), "\n"), func(l string) bool {
+				return !strings.Contains(l, "level=WARN")
+			})
+			if len(warns) != 1 || !strings.Contains(warns[0], tc.advice) || !strings.Contains(warns[0], "reason=") {
+				t.Errorf("warnings = %q; want one with the reason and %q", warns, tc.advice)
+			}
+			must(t, m.Teardown(t.Context(), id))
+			if l := mountLines(t, "/proc/thread-self/mountinfo", id); len(l) > 0 {
+				t.Errorf("namespace %s still mounted after Teardown: %q", id, l)
+			}
+		})
+	}
+}
+
+// TestPinsFromANewerMountNamespace: the pins' mount namespace is pinned
+// from a namespace with a larger id than the first one its thread gets.
+// Since Linux 6.18 mount namespace ids come from per-CPU batches, so a
+// namespace made on another CPU can have a smaller id than an older one,
+// and the kernel refused the pin (EINVAL): a server in a container failed
+// to create sandboxes. Here that namespace is made on one CPU once its
+// batch is past the other's, and every other thread of the process is
+// held on the other CPU, where the pins' thread starts.
+func TestPinsFromANewerMountNamespace(t *testing.T) {
+	requireRoot(t)
+	const self = "/proc/thread-self/ns/mnt"
+	if mountNSID(self) == 0 {
+		t.Skip("the kernel gives no mount namespace ids (NS_GET_MNTNS_ID): they are then in the order of creation")
+	}
+	var all unix.CPUSet
+	must(t, unix.SchedGetaffinity(0, &all))
+	var cpus []int
+	for c := range 8 * int(unsafe.Sizeof(all)) {
+		if all.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	if len(cpus) < 2 {
+		t.Skip("needs two CPUs, to make mount namespaces on both")
+	}
+	high, low := cpus[0], cpus[1]
+	t.Cleanup(func() { holdThreads(-1, all) })
+	file := filepath.Join(t.TempDir(), "netns.mnt")
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread ends with the goroutine, and the
+		// namespaces made on it with the thread.
+		goruntime.LockOSThread()
+		errc <- func() error {
+			lowID, err := newMountNSOn(low)
+			if err != nil {
+				return err
+			}
+			if err := onCPU(high); err != nil {
+				return err
+			}
+			host := uint64(0)
+			for range 2 * 4096 { // a batch is 4096 ids: the next one is the newest
+				if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+					return err
+				}
+				if host = mountNSID(self); host > lowID {
+					break
+				}
+			}
+			if host <= lowID {
+				return fmt.Errorf("no mount namespace on CPU %d got an id above %d, CPU %d's", high, lowID, low)
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return err
+			}
+			var one unix.CPUSet
+			one.Set(low)
+			holdThreads(unix.Gettid(), one)
+			p, err := startPins(file)
+			if err != nil {
+				return fmt.Errorf("startPins from a mount namespace with id %d (CPU %d's first: %d): %w", host, low, lowID, err)
+			}
+			defer p.remove()
+			pins := mountNSID(strings.TrimSuffix(p.root, "/root") + "/ns/mnt")
+			if !pinnedMountNS(file) || pins <= host {
+				return fmt.Errorf("pins' mount namespace %d pinned at %s: %v; want it pinned, with an id above %d",
+					pins, file, pinnedMountNS(file), host)
+			}
+			return nil
+		}()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newMountNSOn returns the id of a mount namespace made on cpu.
+func newMountNSOn(cpu int) (uint64, error) {
+	type res struct {
+		id  uint64
+		err error
+	}
+	c := make(chan res, 1)
+	go func() {
+		goruntime.LockOSThread() // never unlocked: see TestPinsFromANewerMountNamespace
+		if err := onCPU(cpu); err != nil {
+			c <- res{err: err}
+			return
+		}
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			c <- res{err: err}
+			return
+		}
+		c <- res{id: mountNSID("/proc/thread-self/ns/mnt")}
+	}()
+	r := <-c
+	return r.id, r.err
+}
+
+func onCPU(cpu int) error {
+	var one unix.CPUSet
+	one.Set(cpu)
+	return unix.SchedSetaffinity(0, &one)
+}
+
+// holdThreads sets the CPUs of every thread of this process but but.
+func holdThreads(but int, cpus unix.CPUSet) {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, e := range tasks {
+		if tid, err := strconv.Atoi(e.Name()); err == nil && tid != but {
+			_ = unix.SchedSetaffinity(tid, &cpus)
+		}
+	}
 }
