@@ -186,11 +186,25 @@ var errPinOnHost = errors.New("network namespaces are pinned in the host's mount
 // inHostMountNS reports whether this process is in the host's (pid 1's)
 // mount namespace, where a mount lasts until it is undone or the machine
 // reboots. A variable for tests.
+//
+// Pid 1 is the machine's init only in the initial pid namespace: in a
+// container with one of its own it is the container's (tini), in the
+// container's mount namespace, and a pin made private there ends with the
+// container, where pins on a shared (Bidirectional) data dir would have
+// reached the host.
 var inHostMountNS = func() bool {
+	var pid unix.Stat_t
+	if unix.Stat("/proc/self/ns/pid", &pid) != nil || pid.Ino != procPIDInitIno {
+		return false
+	}
 	self, err1 := os.Readlink("/proc/self/ns/mnt")
 	init, err2 := os.Readlink("/proc/1/ns/mnt")
 	return err1 == nil && err2 == nil && self == init
 }
+
+// procPIDInitIno is the inode of the initial pid namespace, fixed by the
+// kernel (PROC_PID_INIT_INO, include/linux/proc_ns.h).
+const procPIDInitIno = 0xeffffffc
 
 // pinMountNS bind-mounts the mount namespace src at file. The kernel
 // never propagates a mount namespace's file to other mounts, so on a

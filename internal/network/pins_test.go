@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"slices"
@@ -449,5 +450,26 @@ func holdThreads(but int, cpus unix.CPUSet) {
 		if tid, err := strconv.Atoi(e.Name()); err == nil && tid != but {
 			_ = unix.SchedSetaffinity(tid, &cpus)
 		}
+	}
+}
+
+// TestInHostMountNSNotInAPidNamespace: in a container with a pid
+// namespace of its own (tini as pid 1), pid 1's mount namespace is the
+// container's, not the host's.
+func TestInHostMountNSNotInAPidNamespace(t *testing.T) {
+	if os.Getenv("SBX_TEST_IN_HOST_MOUNT_NS") != "" {
+		fmt.Println("inHostMountNS:", inHostMountNS())
+		return
+	}
+	requireRoot(t)
+	cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", os.Args[0],
+		"-test.run=^TestInHostMountNSNotInAPidNamespace$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "SBX_TEST_IN_HOST_MOUNT_NS=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "inHostMountNS: false") {
+		t.Errorf("in a pid namespace of its own, as pid 1: %s; want inHostMountNS false", out)
 	}
 }
