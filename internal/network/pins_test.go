@@ -406,7 +406,20 @@ func TestPinsFromANewerMountNamespace(t *testing.T) {
 				return fmt.Errorf("pins' mount namespace %d pinned at %s: %v; want it pinned, with an id above %d",
 					pins, file, pinnedMountNS(file), host)
 			}
-			return nil
+			// It pins as before (this thread's network namespace).
+			ns, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(ns)
+			if err := p.pin("x", ns); err != nil {
+				return err
+			}
+			var st unix.Statfs_t
+			if err := unix.Statfs(p.path("x"), &st); err != nil || st.Type != unix.NSFS_MAGIC {
+				return fmt.Errorf("pin at %s: %v, type %#x; want a namespace", p.path("x"), err, st.Type)
+			}
+			return p.unpin("x")
 		}()
 	}()
 	if err := <-errc; err != nil {
