@@ -204,3 +204,31 @@ func (c hostConf) close() {
 		}
 	}
 }
+
+// Close stops watching the firewall and releases the netlink sockets.
+// Namespaces and the firewall stay. Only the first call does anything (a
+// second would close descriptors by numbers that may be others' by then).
+func (m *Manager) Close() error {
+	var err error
+	m.closeOnce.Do(func() { err = m.close() })
+	return err
+}
+
+func (m *Manager) close() error {
+	m.mu.Lock()
+	stop, done := m.stopWatch, m.watchDone
+	m.stopWatch = nil
+	m.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
+	m.pinMu.Lock()
+	if m.pins != nil {
+		m.pins.close()
+	}
+	m.pinMu.Unlock()
+	m.host.Close()
+	m.conf.close()
+	return m.nft.CloseLasting()
+}

@@ -103,7 +103,9 @@ type Manager struct {
 
 	pinMu    sync.Mutex
 	pins     *pinNS // started by the first namespace, or by New when pinned
-	hostPins bool   // the pins cannot last (errSharedPin): pin on the host
+	hostPins bool   // the pins cannot be made or last (errPinOnHost): pin on the host
+
+	closeOnce sync.Once // Close (host.go)
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
@@ -274,27 +276,6 @@ func (m *Manager) nsState(path string) (netip.Addr, string, error) {
 	}
 	a, _ := netip.AddrFromSlice(addrs[0].IP.To4())
 	return a, "", nil
-}
-
-// Close stops watching the firewall and releases the netlink sockets.
-// Namespaces and the firewall stay.
-func (m *Manager) Close() error {
-	m.mu.Lock()
-	stop, done := m.stopWatch, m.watchDone
-	m.stopWatch = nil
-	m.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-done
-	}
-	m.pinMu.Lock()
-	if m.pins != nil {
-		m.pins.close()
-	}
-	m.pinMu.Unlock()
-	m.host.Close()
-	m.conf.close()
-	return m.nft.CloseLasting()
 }
 
 // nsPath names the namespace of id (the lease owner; see JoinPath).
@@ -722,7 +703,7 @@ func (m *Manager) Teardown(ctx context.Context, id string) error {
 	// deleted by that Setup.
 	var errs []error
 	path := m.nsPath(id)
-	// Pinned on its name (older builds; errSharedPin).
+	// Pinned on its name (older builds; errPinOnHost).
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		errs = append(errs, fmt.Errorf("unmount %s: %w", path, err))
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"unsafe"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -42,8 +43,11 @@ type pinNS struct {
 	hostFile string // where the mount namespace is pinned on the host
 	root     string // /proc/<pid>/task/<tid>/root: the namespace's tree
 	ops      chan pinOp
-	done     chan struct{}
-	stop     sync.Once
+	// quit, not closing ops, ends the thread: do may still be sending
+	// (a Teardown racing Close), and a send on a closed channel panics.
+	quit chan struct{}
+	done chan struct{}
+	stop sync.Once
 }
 
 type pinOp struct {
@@ -51,8 +55,80 @@ type pinOp struct {
 	res chan error
 }
 
-// nsGetNSType is the ioctl NS_GET_NSTYPE (linux/nsfs.h).
-const nsGetNSType = 0xb703
+// nsGetNSType and nsGetMntNSID are the ioctls NS_GET_NSTYPE and
+// NS_GET_MNTNS_ID (linux/nsfs.h).
+const (
+	nsGetNSType  = 0xb703
+	nsGetMntNSID = 0x8008b705
+)
+
+// mountNSID returns the kernel's id of the mount namespace at path (a
+// /proc/.../ns/mnt file), or 0 where the kernel gives none.
+func mountNSID(path string) uint64 {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(fd)
+	var id uint64
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), nsGetMntNSID, uintptr(unsafe.Pointer(&id))); e != 0 {
+		return 0
+	}
+	return id
+}
+
+// errMountNSOrder: no CPU gave the pins' mount namespace an id above the
+// server's own, which the kernel needs to let it be pinned (orderAfter).
+var errMountNSOrder = errors.New("no CPU this server may use made a mount namespace the kernel lets it pin (Linux 6.18+ orders mount namespaces by per-CPU ids)")
+
+// orderAfter replaces this thread's mount namespace by a copy whose id is
+// above host's, the id of the namespace that pins it (0: unknown).
+//
+// The kernel refuses to bind-mount a mount namespace whose id is not above
+// the binder's own (mnt_ns_loop: that could be a loop) with EINVAL, and
+// since Linux 6.18 the ids come from per-CPU batches of 4096, so a
+// namespace made later on another CPU can have a smaller id than an older
+// one. A server in a container (its namespace made on whichever CPU) then
+// failed to pin its pins' namespace whenever that was made on a CPU whose
+// batch was older than the container's: the EINVAL was taken for a shared
+// mount, and the private-mount remedy failed the same way. The CPU that
+// made the host's namespace has handed out only larger ids since, and so
+// has any CPU whose batch is newer, so a copy is made on each CPU in turn
+// until one has a larger id. The tree is the small tmpfs, so a copy is
+// cheap, and the lower one goes as the thread leaves it.
+func orderAfter(host uint64) error {
+	const self = "/proc/thread-self/ns/mnt"
+	if id := mountNSID(self); host == 0 || id == 0 || id > host {
+		return nil
+	}
+	var was unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &was); err != nil {
+		return fmt.Errorf("read the thread's CPUs: %w", err)
+	}
+	defer unix.SchedSetaffinity(0, &was)
+	// The CPUs this thread may use first, then the others of the cpuset
+	// (the operator's taskset is the server's threads', not the kernel's
+	// batches'): one unshare on each is all this costs them.
+	for _, allowed := range []bool{true, false} {
+		for cpu := range 8 * int(unsafe.Sizeof(was)) {
+			if was.IsSet(cpu) != allowed {
+				continue
+			}
+			var one unix.CPUSet
+			one.Set(cpu)
+			if unix.SchedSetaffinity(0, &one) != nil {
+				continue // offline, or outside the cpuset
+			}
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("copy the mount namespace: %w", err)
+			}
+			if mountNSID(self) > host {
+				return nil
+			}
+		}
+	}
+	return errMountNSOrder
+}
 
 // pinnedMountNS reports whether path is a pinned mount namespace.
 func pinnedMountNS(path string) bool {
@@ -68,7 +144,7 @@ func pinnedMountNS(path string) bool {
 // startPins joins the mount namespace pinned at hostFile or, when there is
 // none, makes one and pins it there.
 func startPins(hostFile string) (*pinNS, error) {
-	p := &pinNS{hostFile: hostFile, ops: make(chan pinOp), done: make(chan struct{})}
+	p := &pinNS{hostFile: hostFile, ops: make(chan pinOp), quit: make(chan struct{}), done: make(chan struct{})}
 	join := pinnedMountNS(hostFile)
 	if !join {
 		f, err := os.OpenFile(hostFile, os.O_CREATE|os.O_RDONLY, 0o444)
@@ -77,9 +153,11 @@ func startPins(hostFile string) (*pinNS, error) {
 		}
 		f.Close()
 	}
+	// The id of the namespace pinMountNS binds from: this thread's.
+	host := mountNSID("/proc/thread-self/ns/mnt")
 	ready := make(chan int, 1)
 	errc := make(chan error, 1)
-	go p.loop(join, ready, errc)
+	go p.loop(join, host, ready, errc)
 	var tid int
 	select {
 	case tid = <-ready:
@@ -100,14 +178,33 @@ func startPins(hostFile string) (*pinNS, error) {
 // errSharedPin: the mount namespace cannot be pinned where it would last.
 var errSharedPin = errors.New("the data dir is on a shared mount (mount propagation) outside the host's mount namespace")
 
+// errPinOnHost: the pins' mount namespace could not be made or pinned, for
+// whatever reason (startedPins logs it): network namespaces are pinned on
+// their names in the host's mount table instead, as before pins.go.
+var errPinOnHost = errors.New("network namespaces are pinned in the host's mount table")
+
 // inHostMountNS reports whether this process is in the host's (pid 1's)
 // mount namespace, where a mount lasts until it is undone or the machine
 // reboots. A variable for tests.
+//
+// Pid 1 is the machine's init only in the initial pid namespace: in a
+// container with one of its own it is the container's (tini), in the
+// container's mount namespace, and a pin made private there ends with the
+// container, where pins on a shared (Bidirectional) data dir would have
+// reached the host.
 var inHostMountNS = func() bool {
+	var pid unix.Stat_t
+	if unix.Stat("/proc/self/ns/pid", &pid) != nil || pid.Ino != procPIDInitIno {
+		return false
+	}
 	self, err1 := os.Readlink("/proc/self/ns/mnt")
 	init, err2 := os.Readlink("/proc/1/ns/mnt")
 	return err1 == nil && err2 == nil && self == init
 }
+
+// procPIDInitIno is the inode of the initial pid namespace, fixed by the
+// kernel (PROC_PID_INIT_INO, include/linux/proc_ns.h).
+const procPIDInitIno = 0xeffffffc
 
 // pinMountNS bind-mounts the mount namespace src at file. The kernel
 // never propagates a mount namespace's file to other mounts, so on a
@@ -117,9 +214,16 @@ var inHostMountNS = func() bool {
 // as the pin must; elsewhere (a container, whose mount namespace may end
 // before the sandboxes do) errSharedPin tells the caller to pin each
 // network namespace on the host instead.
-func pinMountNS(src, file string) error {
+//
+// A variable for tests.
+var pinMountNS = func(src, file string) error {
 	err := unix.Mount(src, file, "none", unix.MS_BIND, "")
 	if errors.Is(err, unix.EINVAL) {
+		// Not sharing but the order of ids (orderAfter): say so.
+		if own, id := mountNSID("/proc/thread-self/ns/mnt"), mountNSID(src); id != 0 && id <= own {
+			return fmt.Errorf("pin the namespaces' mount namespace at %s: its id %d is not above this one's, %d: %w",
+				file, id, own, errMountNSOrder)
+		}
 		if !inHostMountNS() {
 			return errSharedPin
 		}
@@ -141,7 +245,7 @@ func pinMountNS(src, file string) error {
 // loop runs on a thread that leaves the host's mount namespace for good:
 // it is never unlocked, so it ends with this goroutine instead of going
 // back to the Go scheduler.
-func (p *pinNS) loop(join bool, ready chan<- int, errc chan<- error) {
+func (p *pinNS) loop(join bool, host uint64, ready chan<- int, errc chan<- error) {
 	goruntime.LockOSThread()
 	if unix.Gettid() == unix.Getpid() {
 		// The main thread: /proc/self is its view, and Go never ends
@@ -151,24 +255,29 @@ func (p *pinNS) loop(join bool, ready chan<- int, errc chan<- error) {
 		go func() {
 			goruntime.LockOSThread()
 			close(handed)
-			p.loop(join, ready, errc)
+			p.loop(join, host, ready, errc)
 		}()
 		<-handed
 		goruntime.UnlockOSThread()
 		return
 	}
 	defer close(p.done)
-	if err := p.enter(join); err != nil {
+	if err := p.enter(join, host); err != nil {
 		errc <- err
 		return
 	}
 	ready <- unix.Gettid()
-	for op := range p.ops {
-		op.res <- op.fn()
+	for {
+		select {
+		case op := <-p.ops:
+			op.res <- op.fn()
+		case <-p.quit:
+			return
+		}
 	}
 }
 
-func (p *pinNS) enter(join bool) error {
+func (p *pinNS) enter(join bool, host uint64) error {
 	var fd int
 	if join {
 		var err error
@@ -212,6 +321,7 @@ func (p *pinNS) enter(join bool) error {
 		{"drop the host's tree", func() error { return unix.Unmount("/old", unix.MNT_DETACH) }},
 		{"remove old", func() error { return unix.Rmdir("/old") }},
 		{"chdir /", func() error { return unix.Chdir("/") }},
+		{"order it after the host's", func() error { return orderAfter(host) }},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {
@@ -283,7 +393,7 @@ func (p *pinNS) ids() ([]string, error) {
 
 // close ends the thread; the namespace stays pinned on the host.
 func (p *pinNS) close() {
-	p.stop.Do(func() { close(p.ops) })
+	p.stop.Do(func() { close(p.quit) })
 	<-p.done
 }
 
@@ -313,30 +423,43 @@ func (m *Manager) startedPins() (*pinNS, error) {
 	m.pinMu.Lock()
 	defer m.pinMu.Unlock()
 	if m.hostPins {
-		return nil, errSharedPin
+		return nil, errPinOnHost
 	}
 	if m.pins == nil {
 		p, err := startPins(m.pinFile())
-		if errors.Is(err, errSharedPin) {
+		if err != nil {
+			// Sandboxes work either way: a pin that cannot be kept out
+			// of the host's table costs time, never a sandbox.
 			m.hostPins = true
 			m.log.Warn("network namespaces are pinned in the host's mount table, where each costs every later sandbox start "+
-				"about 4 µs per sandbox: make the data dir a private mount to keep them out of it "+
-				"(mount --bind DIR DIR && mount --make-private DIR)", "reason", err)
-		}
-		if err != nil {
-			return nil, err
+				"about 4 µs: "+pinAdvice(err), "reason", err)
+			return nil, errPinOnHost
 		}
 		m.pins = p
 	}
 	return m.pins, nil
 }
 
+// pinAdvice says what the operator can do about err from startPins.
+func pinAdvice(err error) string {
+	switch {
+	case errors.Is(err, errSharedPin):
+		return "make the data dir a private mount to keep them out of it (mount --bind DIR DIR && mount --make-private DIR)"
+	case errors.Is(err, errMountNSOrder):
+		return "let the server run on every CPU (taskset, cpuset) and restart it to keep them out of it"
+	default:
+		return "the reason says why the namespace that keeps them out of it could not be made or pinned; " +
+			"remove its cause and restart the server"
+	}
+}
+
 // pinFor returns how Begin pins the namespace of id, and the path by which
 // it is then joined: in the pins' mount namespace or, where that cannot be
-// pinned to last (errSharedPin), on its name in the host's, as before.
+// made or pinned to last (errPinOnHost), on its name in the host's, as
+// before.
 func (m *Manager) pinFor(id string) (func(netns.NsHandle) error, string, error) {
 	pins, err := m.startedPins()
-	if errors.Is(err, errSharedPin) {
+	if errors.Is(err, errPinOnHost) {
 		path := m.nsPath(id)
 		return func(ns netns.NsHandle) error {
 			if err := unix.Mount("/proc/self/fd/"+strconv.Itoa(int(ns)), path, "none", unix.MS_BIND, ""); err != nil {

@@ -1,12 +1,22 @@
 package network
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -230,5 +240,249 @@ func TestPinsOnASharedMount(t *testing.T) {
 				t.Errorf("pin %s still mounted after Uninstall: %q", m.pinFile(), l)
 			}
 		})
+	}
+}
+
+// TestCloseRacesTeardown: Close while Teardowns run, a second Close, and
+// calls after Close return (errors are fine) instead of panicking on the
+// pins' thread being gone; a restarted manager then tears down what is left.
+func TestCloseRacesTeardown(t *testing.T) {
+	m, cfg := newUncleanedManager(t)
+	var ids []string
+	for range 4 {
+		id, _ := setup(t, m, false)
+		ids = append(ids, id)
+	}
+	var wg sync.WaitGroup
+	for _, id := range ids[:2] {
+		wg.Go(func() { _ = m.Teardown(t.Context(), id) })
+	}
+	wg.Go(func() { _ = m.Close() })
+	wg.Go(func() { _ = m.Close() })
+	wg.Wait()
+	_ = m.Teardown(t.Context(), ids[3])
+	_, _ = m.JoinPath(ids[3])
+	_ = m.Uninstall(t.Context())
+	_ = m.Close()
+
+	// A restarted server joins the pins and tears the rest down.
+	m2, _ := newTestManager(t, func(c *Config) { *c = cfg })
+	for _, id := range ids {
+		must(t, m2.Teardown(t.Context(), id))
+	}
+}
+
+// newUncleanedManager is newTestManager for a test that closes the
+// manager itself: newTestManager(t, func(c *Config) { *c = cfg }) then
+// cleans up after it.
+func newUncleanedManager(t *testing.T) (*Manager, Config) {
+	t.Helper()
+	requireRoot(t)
+	cfg := Config{
+		NetnsDir:   t.TempDir(),
+		Subnet:     fmt.Sprintf("10.%d.%d.0/24", 200+randByte(t)%50, randByte(t)),
+		AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")},
+		Resolvers:  func() []netip.Addr { return nil },
+	}
+	m, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return m, cfg
+}
+
+// TestPinsFallBackToTheHost: whatever keeps the pins' mount namespace from
+// being pinned (EINVAL is what the kernel gave a server in a container in
+// CI), sandboxes are still created, pinned on their names in the host's
+// mount table, with one Warn line that says why and what to do.
+func TestPinsFallBackToTheHost(t *testing.T) {
+	requireRoot(t)
+	for _, tc := range []struct {
+		name, advice string
+		err          error
+	}{
+		{"kernel refuses", "remove its cause", fmt.Errorf("pin the namespaces' mount namespace at x: %w", unix.EINVAL)},
+		{"shared mount", "mount --make-private", errSharedPin},
+		{"mount namespace order", "every CPU", errMountNSOrder},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			was := pinMountNS
+			pinMountNS = func(string, string) error { return tc.err }
+			t.Cleanup(func() { pinMountNS = was })
+			m, _ := newTestManager(t)
+			var logs bytes.Buffer
+			m.log = slog.New(slog.NewTextHandler(&logs, nil))
+			id, path := setup(t, m, true)
+			setup(t, m, false)
+			if !slices.Contains(links(t, path), sandboxIf) {
+				t.Errorf("namespace %s has no %s", id, sandboxIf)
+			}
+			if l := mountLines(t, "/proc/thread-self/mountinfo", id); len(l) != 1 {
+				t.Errorf("host mounts of %s = %q; want its pin", id, l)
+			}
+			if got := joinPath(t, m, id); got != path {
+				t.Errorf("JoinPath = %s; want %s", got, path)
+			}
+			warns := slices.DeleteFunc(strings.Split(logs.String(), "\n"), func(l string) bool {
+				return !strings.Contains(l, "level=WARN")
+			})
+			if len(warns) != 1 || !strings.Contains(warns[0], tc.advice) || !strings.Contains(warns[0], "reason=") {
+				t.Errorf("warnings = %q; want one with the reason and %q", warns, tc.advice)
+			}
+			must(t, m.Teardown(t.Context(), id))
+			if l := mountLines(t, "/proc/thread-self/mountinfo", id); len(l) > 0 {
+				t.Errorf("namespace %s still mounted after Teardown: %q", id, l)
+			}
+		})
+	}
+}
+
+// TestPinsFromANewerMountNamespace: the pins' mount namespace is pinned
+// from a namespace with a larger id than the first one its thread gets.
+// Since Linux 6.18 mount namespace ids come from per-CPU batches, so a
+// namespace made on another CPU can have a smaller id than an older one,
+// and the kernel refused the pin (EINVAL): a server in a container failed
+// to create sandboxes. Here that namespace is made on one CPU once its
+// batch is past the other's, and every other thread of the process is
+// held on the other CPU, where the pins' thread starts.
+func TestPinsFromANewerMountNamespace(t *testing.T) {
+	requireRoot(t)
+	const self = "/proc/thread-self/ns/mnt"
+	if mountNSID(self) == 0 {
+		t.Skip("the kernel gives no mount namespace ids (NS_GET_MNTNS_ID): they are then in the order of creation")
+	}
+	var all unix.CPUSet
+	must(t, unix.SchedGetaffinity(0, &all))
+	var cpus []int
+	for c := range 8 * int(unsafe.Sizeof(all)) {
+		if all.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	if len(cpus) < 2 {
+		t.Skip("needs two CPUs, to make mount namespaces on both")
+	}
+	high, low := cpus[0], cpus[1]
+	t.Cleanup(func() { holdThreads(-1, all) })
+	file := filepath.Join(t.TempDir(), "netns.mnt")
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread ends with the goroutine, and the
+		// namespaces made on it with the thread.
+		goruntime.LockOSThread()
+		errc <- func() error {
+			lowID, err := newMountNSOn(low)
+			if err != nil {
+				return err
+			}
+			if err := onCPU(high); err != nil {
+				return err
+			}
+			host := uint64(0)
+			for range 2 * 4096 { // a batch is 4096 ids: the next one is the newest
+				if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+					return err
+				}
+				if host = mountNSID(self); host > lowID {
+					break
+				}
+			}
+			if host <= lowID {
+				return fmt.Errorf("no mount namespace on CPU %d got an id above %d, CPU %d's", high, lowID, low)
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return err
+			}
+			var one unix.CPUSet
+			one.Set(low)
+			holdThreads(unix.Gettid(), one)
+			p, err := startPins(file)
+			if err != nil {
+				return fmt.Errorf("startPins from a mount namespace with id %d (CPU %d's first: %d): %w", host, low, lowID, err)
+			}
+			defer p.remove()
+			pins := mountNSID(strings.TrimSuffix(p.root, "/root") + "/ns/mnt")
+			if !pinnedMountNS(file) || pins <= host {
+				return fmt.Errorf("pins' mount namespace %d pinned at %s: %v; want it pinned, with an id above %d",
+					pins, file, pinnedMountNS(file), host)
+			}
+			// It pins as before (this thread's network namespace).
+			ns, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(ns)
+			if err := p.pin("x", ns); err != nil {
+				return err
+			}
+			var st unix.Statfs_t
+			if err := unix.Statfs(p.path("x"), &st); err != nil || st.Type != unix.NSFS_MAGIC {
+				return fmt.Errorf("pin at %s: %v, type %#x; want a namespace", p.path("x"), err, st.Type)
+			}
+			return p.unpin("x")
+		}()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newMountNSOn returns the id of a mount namespace made on cpu.
+func newMountNSOn(cpu int) (uint64, error) {
+	type res struct {
+		id  uint64
+		err error
+	}
+	c := make(chan res, 1)
+	go func() {
+		goruntime.LockOSThread() // never unlocked: see TestPinsFromANewerMountNamespace
+		if err := onCPU(cpu); err != nil {
+			c <- res{err: err}
+			return
+		}
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			c <- res{err: err}
+			return
+		}
+		c <- res{id: mountNSID("/proc/thread-self/ns/mnt")}
+	}()
+	r := <-c
+	return r.id, r.err
+}
+
+func onCPU(cpu int) error {
+	var one unix.CPUSet
+	one.Set(cpu)
+	return unix.SchedSetaffinity(0, &one)
+}
+
+// holdThreads sets the CPUs of every thread of this process but but.
+func holdThreads(but int, cpus unix.CPUSet) {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, e := range tasks {
+		if tid, err := strconv.Atoi(e.Name()); err == nil && tid != but {
+			_ = unix.SchedSetaffinity(tid, &cpus)
+		}
+	}
+}
+
+// TestInHostMountNSNotInAPidNamespace: in a container with a pid
+// namespace of its own (tini as pid 1), pid 1's mount namespace is the
+// container's, not the host's.
+func TestInHostMountNSNotInAPidNamespace(t *testing.T) {
+	if os.Getenv("SBX_TEST_IN_HOST_MOUNT_NS") != "" {
+		fmt.Println("inHostMountNS:", inHostMountNS())
+		return
+	}
+	requireRoot(t)
+	cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", os.Args[0],
+		"-test.run=^TestInHostMountNSNotInAPidNamespace$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "SBX_TEST_IN_HOST_MOUNT_NS=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "inHostMountNS: false") {
+		t.Errorf("in a pid namespace of its own, as pid 1: %s; want inHostMountNS false", out)
 	}
 }
