@@ -185,7 +185,7 @@ func readSideLine(rd *bufio.Reader, max int) ([]byte, error) {
 // kill ends the process group and drains its output so the readers can
 // finish and the process is reaped, then removes its cell files.
 func (p *replProc) kill() {
-	_ = jupyter.SignalGroup(p.cmd.Process.Pid, syscall.SIGKILL)
+	_ = jupyter.SignalGroup(p.cmd.Process, syscall.SIGKILL)
 	for {
 		select {
 		case <-p.chunks:
@@ -285,7 +285,7 @@ func scanMarker(buf *bytes.Buffer, marker string) (text string, status int, fini
 
 // interruptUntil sends SIGINT to a process group until finished (a signal
 // may land before the cell started), and SIGKILL after 5 s.
-func interruptUntil(pid int, finished, dead <-chan struct{}) {
+func interruptUntil(proc *os.Process, finished, dead <-chan struct{}) {
 	deadline := time.After(5 * time.Second)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -300,11 +300,11 @@ func interruptUntil(pid int, finished, dead <-chan struct{}) {
 			return
 		default:
 		}
-		_ = jupyter.SignalGroup(pid, syscall.SIGINT)
+		_ = jupyter.SignalGroup(proc, syscall.SIGINT)
 		select {
 		case <-tick.C:
 		case <-deadline:
-			_ = jupyter.SignalGroup(pid, syscall.SIGKILL)
+			_ = jupyter.SignalGroup(proc, syscall.SIGKILL)
 			return
 		case <-finished:
 			return
@@ -357,7 +357,7 @@ func (p *replProc) wait(ctx context.Context, marker string, out emitter, sideDon
 			interrupter = make(chan struct{})
 			go func() {
 				defer close(interrupter)
-				interruptUntil(p.cmd.Process.Pid, finished, p.dead)
+				interruptUntil(p.cmd.Process, finished, p.dead)
 			}()
 		}
 	}
