@@ -431,6 +431,17 @@ func (s *replSession) died(out emitter) error {
 	return nil
 }
 
+// lost reports a process that cannot take a request (writing it
+// failed: the process is gone, or closed its end), after killing it. Its
+// death alone may never be seen: output it wrote after its last run, more
+// than the channels hold, keeps a pump waiting for a reader, so p.dead
+// would stay open and every later run would find the same process.
+// kill drains the channels until the pumps end.
+func (s *replSession) lost(p *replProc, out emitter) error {
+	p.kill()
+	return s.died(out)
+}
+
 func (s *replSession) Restart(ctx context.Context) error {
 	s.mu.Lock()
 	old := s.proc
