@@ -63,6 +63,7 @@ func (r *bashRunner) start() (*replProc, error) {
 	}
 	p.dir = dir
 	if _, err := io.WriteString(p.stdin, "trap : INT\n"); err != nil {
+		p.kill() // reaps it and removes dir
 		return nil, fmt.Errorf("start bash: %w", err)
 	}
 	return p, nil

@@ -31,6 +31,11 @@ type replProc struct {
 	side chan []byte
 	dead chan struct{}
 	dir  string // private dir for cell files; "" when there is none
+	// reap waits for the process (once). A process that died is left a
+	// zombie until release: its pid, and so its process group's id, stay
+	// its own, and kill may signal the group without hitting another that
+	// reused the number.
+	reap func()
 }
 
 type outChunk struct {
@@ -63,7 +68,8 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", what, err)
 	}
-	p := &replProc{cmd: cmd, stdin: stdin, chunks: make(chan outChunk, 64), dead: make(chan struct{})}
+	p := &replProc{cmd: cmd, stdin: stdin, chunks: make(chan outChunk, 64), dead: make(chan struct{}),
+		reap: sync.OnceFunc(func() { _ = cmd.Wait() })}
 	var wg sync.WaitGroup
 	pump := func(rd io.Reader, isErr bool) {
 		defer wg.Done()
@@ -106,21 +112,27 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 		// the cell left in a session of its own may hold the pipes open
 		// for ever, and the death must still be seen: once the process
 		// is gone its pipes get a grace period, then they are closed.
-		exited := make(chan struct{})
-		go func() {
-			if waitExited(cmd.Process.Pid) {
-				close(exited)
-			}
-		}()
+		exited := make(chan bool, 1)
+		go func() { exited <- waitExited(cmd.Process.Pid) }()
+		var seen bool
 		select {
 		case <-pumped:
-		case <-exited:
+			seen = <-exited
+		case seen = <-exited:
+			if !seen {
+				<-pumped
+				break
+			}
 			select {
 			case <-pumped:
 			case <-time.After(pipeGrace):
 			}
 		}
-		_ = cmd.Wait() // closes stdout and stderr: their pumps end
+		if !seen {
+			p.reap() // exit not seen without reaping: as before, the pipes told
+		}
+		stdout.Close() // the pumps end
+		stderr.Close()
 		if side != nil {
 			side.Close()
 		}
@@ -217,8 +229,9 @@ func (p *replProc) flush(out emitter) {
 	}
 }
 
-// release removes what a process that is gone left behind.
+// release reaps a process that is gone and removes what it left behind.
 func (p *replProc) release() {
+	p.reap()
 	if p.dir != "" {
 		os.RemoveAll(p.dir)
 	}
