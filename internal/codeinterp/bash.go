@@ -63,6 +63,7 @@ func (r *bashRunner) start() (*replProc, error) {
 	}
 	p.dir = dir
 	if _, err := io.WriteString(p.stdin, "trap : INT\n"); err != nil {
+		p.kill() // reaps it and removes dir
 		return nil, fmt.Errorf("start bash: %w", err)
 	}
 	return p, nil
@@ -97,7 +98,7 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 	fmt.Fprintf(&script, "trap 'return 130 2>/dev/null' INT; . %s </dev/null; __sbx_rc=$?; trap : INT; %s", shellQuote(cell), restore)
 	fmt.Fprintf(&script, "printf '%%s%%d\\036' %s \"$__sbx_rc\"; printf '%%s0\\036' %s >&2\n", shellQuote(marker), shellQuote(marker))
 	if _, err := io.WriteString(p.stdin, script.String()); err != nil {
-		return r.died(out)
+		return r.lost(p, out)
 	}
 
 	rc, died := p.wait(ctx, marker, out, nil)

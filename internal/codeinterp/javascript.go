@@ -72,7 +72,7 @@ func (r *jsRunner) Execute(ctx context.Context, code string, env map[string]stri
 	id, marker := newMarker()
 	req, _ := json.Marshal(map[string]any{"id": id, "code": code, "env": env, "marker": marker})
 	if _, err := p.stdin.Write(append(req, '\n')); err != nil {
-		return r.died(out)
+		return r.lost(p, out)
 	}
 	var reply *jsReply
 	_, died := p.wait(ctx, marker, out, func(line []byte) bool {

@@ -95,3 +95,42 @@ func TestRunnerThatLeftItsProcessGroupIsStillStopped(t *testing.T) {
 		t.Fatal("the context's next run never started: the abandoned cell still holds it")
 	}
 }
+
+// A runner that dies between two runs, after a thread of its own wrote
+// more frames than the side channel holds, must be replaced by the next
+// run but one: its side pump was stuck on a channel nobody read, so the
+// death was never reported, every later run failed to write its request
+// (the pipe's reader gone) and said the runner exited, for good.
+func TestRunnerDeathBetweenRunsWithPendingFrames(t *testing.T) {
+	_, ts := newTestServer(t, Config{DefaultLanguages: []string{"python"}})
+	pidFile := filepath.Join(t.TempDir(), "runner.pid")
+	code := fmt.Sprintf("import os, threading, time\n"+
+		"open(%q, 'w').write(str(os.getpid()))\n"+
+		"def f():\n"+
+		"    time.sleep(0.3)\n"+
+		"    for i in range(50): print(i)\n"+
+		"    os._exit(3)\n"+
+		"threading.Thread(target=f).start()", pidFile)
+	execute(t, ts.URL, map[string]any{"code": code})
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(b), ") Z ") {
+			break // exited (left unreaped until the context lets it go)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the runner never exited")
+		}
+	}
+	var last []line
+	for range 3 {
+		last = execute(t, ts.URL, map[string]any{"code": "1 + 1"})
+		if res := ofType(last, "result"); len(res) == 1 && res[0].str("text") == "2" {
+			return
+		}
+	}
+	t.Fatalf("the context never got a new runner; last run: %v", last)
+}

@@ -152,7 +152,7 @@ func (r *pyRunner) Execute(ctx context.Context, code string, env map[string]stri
 	id, marker := newMarker()
 	req, _ := json.Marshal(map[string]any{"op": "run", "id": id, "code": code, "count": count, "env": env, "marker": marker})
 	if _, err := p.stdin.Write(append(req, '\n')); err != nil {
-		return r.died(out)
+		return r.lost(p, out)
 	}
 	_, died := p.wait(ctx, marker, out, func(line []byte) bool {
 		var f pyFrame
@@ -208,6 +208,7 @@ func (r *pyRunner) call(ctx context.Context, op string, fields map[string]any) e
 	}
 	b, _ := json.Marshal(req)
 	if _, err := p.stdin.Write(append(b, '\n')); err != nil {
+		p.kill() // so the next request starts a new one (see lost)
 		return fmt.Errorf("python runner: %w", err)
 	}
 	var end *pyFrame

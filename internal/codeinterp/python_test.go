@@ -2,8 +2,12 @@ package codeinterp
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -298,5 +302,41 @@ func TestPythonRunnerSubprocessOutput(t *testing.T) {
 		if got, want := errText.String(), fmt.Sprintf("err-%d\n", i); got != want {
 			t.Fatalf("run %d: stderr %q, want %q", i, got, want)
 		}
+	}
+}
+
+// A cell may point the runner's own fd 1 or 2 elsewhere (silencing a C
+// library's output with dup2, or closing it) and never restore it. The
+// run must still end, and the next one too: the runner wrote each run's
+// end marker to fds 1 and 2, so the marker went to /dev/null (or nowhere)
+// and the server waited for it for good, holding the context.
+func TestPythonRunnerEndsAfterACellMovedItsStdout(t *testing.T) {
+	for _, tc := range []struct{ name, code string }{
+		{"dup2 devnull over 1", "import os\nos.dup2(os.open(os.devnull, os.O_WRONLY), 1)\n'moved'"},
+		{"close 2", "import os\nos.close(2)\n'moved'"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ts := newTestServer(t, Config{DefaultLanguages: []string{"python"}})
+			for i, code := range []string{tc.code, "1 + 1"} {
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				b, _ := json.Marshal(map[string]any{"code": code})
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/execute", bytes.NewReader(b))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					cancel()
+					t.Fatal(err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				cancel()
+				if err != nil { // a hang, not a slow run
+					t.Fatalf("run %d (%q) never ended: %v; got %s", i, code, err, body)
+				}
+				if !bytes.Contains(body, []byte(`"is_main_result":true`)) {
+					t.Fatalf("run %d (%q): no result in %s", i, code, body)
+				}
+			}
+		})
 	}
 }

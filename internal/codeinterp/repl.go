@@ -31,6 +31,11 @@ type replProc struct {
 	side chan []byte
 	dead chan struct{}
 	dir  string // private dir for cell files; "" when there is none
+	// reap waits for the process (once). A process that died is left a
+	// zombie until release: its pid, and so its process group's id, stay
+	// its own, and kill may signal the group without hitting another that
+	// reused the number.
+	reap func()
 }
 
 type outChunk struct {
@@ -63,7 +68,8 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", what, err)
 	}
-	p := &replProc{cmd: cmd, stdin: stdin, chunks: make(chan outChunk, 64), dead: make(chan struct{})}
+	p := &replProc{cmd: cmd, stdin: stdin, chunks: make(chan outChunk, 64), dead: make(chan struct{}),
+		reap: sync.OnceFunc(func() { _ = cmd.Wait() })}
 	var wg sync.WaitGroup
 	pump := func(rd io.Reader, isErr bool) {
 		defer wg.Done()
@@ -106,21 +112,27 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 		// the cell left in a session of its own may hold the pipes open
 		// for ever, and the death must still be seen: once the process
 		// is gone its pipes get a grace period, then they are closed.
-		exited := make(chan struct{})
-		go func() {
-			if waitExited(cmd.Process.Pid) {
-				close(exited)
-			}
-		}()
+		exited := make(chan bool, 1)
+		go func() { exited <- waitExited(cmd.Process.Pid) }()
+		var seen bool
 		select {
 		case <-pumped:
-		case <-exited:
+			seen = <-exited
+		case seen = <-exited:
+			if !seen {
+				<-pumped
+				break
+			}
 			select {
 			case <-pumped:
 			case <-time.After(pipeGrace):
 			}
 		}
-		_ = cmd.Wait() // closes stdout and stderr: their pumps end
+		if !seen {
+			p.reap() // exit not seen without reaping: as before, the pipes told
+		}
+		stdout.Close() // the pumps end
+		stderr.Close()
 		if side != nil {
 			side.Close()
 		}
@@ -185,7 +197,7 @@ func readSideLine(rd *bufio.Reader, max int) ([]byte, error) {
 // kill ends the process group and drains its output so the readers can
 // finish and the process is reaped, then removes its cell files.
 func (p *replProc) kill() {
-	_ = jupyter.SignalGroup(p.cmd.Process.Pid, syscall.SIGKILL)
+	_ = jupyter.SignalGroup(p.cmd.Process, syscall.SIGKILL)
 	for {
 		select {
 		case <-p.chunks:
@@ -217,8 +229,9 @@ func (p *replProc) flush(out emitter) {
 	}
 }
 
-// release removes what a process that is gone left behind.
+// release reaps a process that is gone and removes what it left behind.
 func (p *replProc) release() {
+	p.reap()
 	if p.dir != "" {
 		os.RemoveAll(p.dir)
 	}
@@ -285,7 +298,7 @@ func scanMarker(buf *bytes.Buffer, marker string) (text string, status int, fini
 
 // interruptUntil sends SIGINT to a process group until finished (a signal
 // may land before the cell started), and SIGKILL after 5 s.
-func interruptUntil(pid int, finished, dead <-chan struct{}) {
+func interruptUntil(proc *os.Process, finished, dead <-chan struct{}) {
 	deadline := time.After(5 * time.Second)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -300,11 +313,11 @@ func interruptUntil(pid int, finished, dead <-chan struct{}) {
 			return
 		default:
 		}
-		_ = jupyter.SignalGroup(pid, syscall.SIGINT)
+		_ = jupyter.SignalGroup(proc, syscall.SIGINT)
 		select {
 		case <-tick.C:
 		case <-deadline:
-			_ = jupyter.SignalGroup(pid, syscall.SIGKILL)
+			_ = jupyter.SignalGroup(proc, syscall.SIGKILL)
 			return
 		case <-finished:
 			return
@@ -357,7 +370,7 @@ func (p *replProc) wait(ctx context.Context, marker string, out emitter, sideDon
 			interrupter = make(chan struct{})
 			go func() {
 				defer close(interrupter)
-				interruptUntil(p.cmd.Process.Pid, finished, p.dead)
+				interruptUntil(p.cmd.Process, finished, p.dead)
 			}()
 		}
 	}
@@ -429,6 +442,17 @@ func (s *replSession) died(out emitter) error {
 		out.emit(errorLine("UnexpectedEndOfExecution", "The "+s.what+" process exited during execution; its state is lost and it restarts on the next run", nil))
 	}
 	return nil
+}
+
+// lost reports a process that cannot take a request (writing it
+// failed: the process is gone, or closed its end), after killing it. Its
+// death alone may never be seen: output it wrote after its last run, more
+// than the channels hold, keeps a pump waiting for a reader, so p.dead
+// would stay open and every later run would find the same process.
+// kill drains the channels until the pumps end.
+func (s *replSession) lost(p *replProc, out emitter) error {
+	p.kill()
+	return s.died(out)
 }
 
 func (s *replSession) Restart(ctx context.Context) error {

@@ -20,8 +20,8 @@
 #   {"t": "end", "id", "ok", "ename", "evalue"}     the request is over
 # Python's own sys.stdout and sys.stderr become stream frames; what
 # subprocesses write to fd 1 and 2 goes to the server directly, and each
-# request ends with its marker (then "0" and \x1e) on fd 1 and fd 2, so
-# the server knows it has read all of it.
+# request ends with its marker (then "0" and \x1e) on fd 1 and fd 2 (through
+# copies of them, see _sbx_main), so the server knows it has read all of it.
 #
 # SIGINT interrupts a cell (KeyboardInterrupt, as in a kernel) and is
 # ignored between cells, so a late interrupt never kills the runner.
@@ -42,6 +42,13 @@ def _sbx_main():
     os.dup2(null, 0)
     os.close(null)
     os.set_inheritable(3, False)
+    # The end markers go through copies of fd 1 and 2 (the same pipes, so
+    # after whatever a subprocess wrote to them): a cell may point fd 1 or
+    # 2 elsewhere for good (dup2 of /dev/null to silence a C library, a
+    # close), and a marker written there would never reach the server,
+    # which would wait for it for good.
+    global _marker_fds
+    _marker_fds = (os.dup(1), os.dup(2))
     startup = sys.argv[1] if len(sys.argv) > 1 else None
     # As in a kernel: the working directory first on the path, not ours;
     # inline figures unless the user chose a backend.
@@ -102,12 +109,15 @@ def _finish(wire, marker, status):
             pass
     if marker:
         end = (marker + "0\x1e").encode()
-        for fd in (1, 2):
+        for fd in _marker_fds:
             try:
                 _write_all(fd, end)
             except OSError:
                 pass
     wire.send(status, fresh_line=True)
+
+
+_marker_fds = (1, 2)
 
 
 def _ignore_sigint(signum, frame):

@@ -501,22 +501,23 @@ func (k *Kernel) Interrupt(ctx context.Context) error {
 		_, err := k.roundTrip(ctx, k.control, "interrupt_request", struct{}{})
 		return err
 	}
-	if err := SignalGroup(k.cmd.Process.Pid, syscall.SIGINT); err != nil {
+	if err := SignalGroup(k.cmd.Process, syscall.SIGINT); err != nil {
 		return fmt.Errorf("interrupt kernel: %w", err)
 	}
 	return nil
 }
 
 // SignalGroup sends sig to the process group an interpreter (a kernel, a
-// REPL process) was started in as its leader pid, and to the interpreter
+// REPL process) was started in as its leader, and to the interpreter
 // itself when code it ran moved it to another group (setpgid), out of the
 // first one's reach: else an interrupt or a kill would miss it, and a
-// context would wait behind it for good. pid is the caller's unreaped
-// child, so it names the same process.
-func SignalGroup(pid int, sig syscall.Signal) error {
-	err := syscall.Kill(-pid, sig)
-	if pg, gerr := syscall.Getpgid(pid); gerr == nil && pg != pid {
-		err = syscall.Kill(pid, sig)
+// context would wait behind it for good. The interpreter itself is
+// signalled through p (its pidfd), not by number: once it was reaped its
+// pid may name any other process, and a kill by number would hit that.
+func SignalGroup(p *os.Process, sig syscall.Signal) error {
+	err := syscall.Kill(-p.Pid, sig)
+	if pg, gerr := syscall.Getpgid(p.Pid); gerr == nil && pg != p.Pid {
+		err = p.Signal(sig)
 	}
 	return err
 }
@@ -549,7 +550,7 @@ func (k *Kernel) kill() {
 	k.closed = true
 	k.mu.Unlock()
 	if k.cmd != nil && k.cmd.Process != nil {
-		_ = SignalGroup(k.cmd.Process.Pid, syscall.SIGKILL)
+		_ = SignalGroup(k.cmd.Process, syscall.SIGKILL)
 		<-k.dead
 	}
 	for _, c := range []*zmtpConn{k.shell, k.control, k.stdin, k.iopub, k.hb} {
