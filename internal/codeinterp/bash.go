@@ -77,6 +77,7 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 	if err != nil {
 		return err
 	}
+	defer p.idle()
 	_, marker := newMarker()
 	cell := filepath.Join(p.dir, "cell.sh")
 	if err := os.WriteFile(cell, []byte(code), 0o644); err != nil {

@@ -69,6 +69,7 @@ func (r *jsRunner) Execute(ctx context.Context, code string, env map[string]stri
 	if err != nil {
 		return err
 	}
+	defer p.idle()
 	id, marker := newMarker()
 	req, _ := json.Marshal(map[string]any{"id": id, "code": code, "env": env, "marker": marker})
 	if _, err := p.stdin.Write(append(req, '\n')); err != nil {

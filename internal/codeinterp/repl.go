@@ -31,6 +31,10 @@ type replProc struct {
 	side chan []byte
 	dead chan struct{}
 	dir  string // private dir for cell files; "" when there is none
+
+	// The idle drainer (see idle) runs while idleStop is non-nil.
+	idleMu             sync.Mutex
+	idleStop, idleDone chan struct{}
 }
 
 type outChunk struct {
@@ -197,6 +201,48 @@ func (p *replProc) kill() {
 		break
 	}
 	p.release()
+}
+
+// idle discards the process's output until hold: what it writes between
+// runs (a thread's prints, a child's output after the cell ended) belongs
+// to no run, as ipykernel's output for a finished request reaches nobody.
+// Left unread, it filled the channels and blocked their pumps, and a
+// process that died then was never seen dead: every later run wrote to
+// its closed stdin and reported that the process had exited.
+func (p *replProc) idle() {
+	p.idleMu.Lock()
+	defer p.idleMu.Unlock()
+	if p.idleStop != nil {
+		return
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	p.idleStop, p.idleDone = stop, done
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-p.chunks:
+			case <-p.side:
+			case <-stop:
+				return
+			case <-p.dead:
+				return // the pumps are over; flush may want what is left
+			}
+		}
+	}()
+}
+
+// hold stops the idle drainer: a run reads the output from now on. It is
+// called before the run's request is written, so none of its output is
+// discarded.
+func (p *replProc) hold() {
+	p.idleMu.Lock()
+	defer p.idleMu.Unlock()
+	if p.idleStop != nil {
+		close(p.idleStop)
+		<-p.idleDone
+		p.idleStop, p.idleDone = nil, nil
+	}
 }
 
 // flush emits what the pumps delivered after the process died (its last
@@ -366,7 +412,7 @@ func (p *replProc) wait(ctx context.Context, marker string, out emitter, sideDon
 
 // replSession keeps one interpreter process per context, so state persists
 // between runs like in a kernel, and replaces it when it died or on
-// Restart. Embedded by the bash and JavaScript runners.
+// Restart. Embedded by the bash, JavaScript and Python runners.
 type replSession struct {
 	what  string // "bash" or "node", names the process in messages
 	start func() (*replProc, error)
@@ -379,7 +425,7 @@ type replSession struct {
 
 func (s *replSession) init(what string, start func() (*replProc, error)) error {
 	s.what, s.start = what, start
-	p, err := start()
+	p, err := s.launch()
 	if err != nil {
 		return err
 	}
@@ -387,8 +433,37 @@ func (s *replSession) init(what string, start func() (*replProc, error)) error {
 	return nil
 }
 
-// begin returns the process to run the next cell in, starting a new one if
-// the last died, and emits the cell's execution count.
+// launch starts a process whose output is discarded until a run holds it.
+func (s *replSession) launch() (*replProc, error) {
+	p, err := s.start()
+	if err != nil {
+		return nil, err
+	}
+	p.idle()
+	return p, nil
+}
+
+// live returns the process to run a request in, held (see hold), starting
+// a new one if the last died. The caller calls p.idle when done with it.
+func (s *replSession) live() (*replProc, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.proc.dead:
+		s.proc.release()
+		p, err := s.launch()
+		if err != nil {
+			return nil, err
+		}
+		s.proc = p
+	default:
+	}
+	s.proc.hold()
+	return s.proc, nil
+}
+
+// begin returns the process to run the next cell in, held, and emits the
+// cell's execution count; see beginCount.
 func (s *replSession) begin(out emitter) (*replProc, error) {
 	p, _, err := s.beginCount(out)
 	return p, err
@@ -396,20 +471,12 @@ func (s *replSession) begin(out emitter) (*replProc, error) {
 
 // beginCount is begin also returning the execution count.
 func (s *replSession) beginCount(out emitter) (*replProc, int, error) {
-	s.mu.Lock()
-	select {
-	case <-s.proc.dead:
-		s.proc.release()
-		p, err := s.start()
-		if err != nil {
-			s.mu.Unlock()
-			out.emit(errorLine("KernelStartError", err.Error(), nil))
-			return nil, 0, err
-		}
-		s.proc = p
-	default:
+	p, err := s.live()
+	if err != nil {
+		out.emit(errorLine("KernelStartError", err.Error(), nil))
+		return nil, 0, err
 	}
-	p := s.proc
+	s.mu.Lock()
 	s.count++
 	count := s.count
 	s.mu.Unlock()
@@ -437,7 +504,7 @@ func (s *replSession) Restart(ctx context.Context) error {
 	s.restarting = true
 	s.mu.Unlock()
 	old.kill()
-	p, err := s.start()
+	p, err := s.launch()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.restarting = false
