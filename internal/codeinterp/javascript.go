@@ -73,7 +73,7 @@ func (r *jsRunner) Execute(ctx context.Context, code string, env map[string]stri
 	id, marker := newMarker()
 	req, _ := json.Marshal(map[string]any{"id": id, "code": code, "env": env, "marker": marker})
 	if _, err := p.stdin.Write(append(req, '\n')); err != nil {
-		return r.died(out)
+		return r.died(ctx, p, out)
 	}
 	var reply *jsReply
 	_, died := p.wait(ctx, marker, out, func(line []byte) bool {
@@ -85,7 +85,7 @@ func (r *jsRunner) Execute(ctx context.Context, code string, env map[string]stri
 	})
 	if died {
 		p.flush(out)
-		return r.died(out)
+		return r.died(ctx, p, out)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -153,7 +153,7 @@ func (r *pyRunner) Execute(ctx context.Context, code string, env map[string]stri
 	id, marker := newMarker()
 	req, _ := json.Marshal(map[string]any{"op": "run", "id": id, "code": code, "count": count, "env": env, "marker": marker})
 	if _, err := p.stdin.Write(append(req, '\n')); err != nil {
-		return r.died(out)
+		return r.died(ctx, p, out)
 	}
 	_, died := p.wait(ctx, marker, out, func(line []byte) bool {
 		var f pyFrame
@@ -180,7 +180,7 @@ func (r *pyRunner) Execute(ctx context.Context, code string, env map[string]stri
 	})
 	if died {
 		p.flush(out)
-		return r.died(out)
+		return r.died(ctx, p, out)
 	}
 	return ctx.Err()
 }

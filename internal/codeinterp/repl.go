@@ -6,12 +6,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,6 +34,8 @@ type replProc struct {
 	dead chan struct{}
 	dir  string // private dir for cell files; "" when there is none
 
+	// killed is set when an interrupt gave way to SIGKILL.
+	killed atomic.Bool
 	// The idle drainer (see idle) runs while idleStop is non-nil.
 	idleMu             sync.Mutex
 	idleStop, idleDone chan struct{}
@@ -52,6 +56,8 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
+	// Killed with us, even by SIGKILL: no interpreter outlives the server.
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -330,8 +336,9 @@ func scanMarker(buf *bytes.Buffer, marker string) (text string, status int, fini
 }
 
 // interruptUntil sends SIGINT to a process group until finished (a signal
-// may land before the cell started), and SIGKILL after 5 s.
-func interruptUntil(pid int, finished, dead <-chan struct{}) {
+// may land before the cell started), and SIGKILL after 5 s (setting
+// killed), as jupyter.Kernel.Execute and the kernel runner do.
+func interruptUntil(pid int, finished, dead <-chan struct{}, killed *atomic.Bool) {
 	deadline := time.After(5 * time.Second)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -350,6 +357,7 @@ func interruptUntil(pid int, finished, dead <-chan struct{}) {
 		select {
 		case <-tick.C:
 		case <-deadline:
+			killed.Store(true)
 			_ = jupyter.SignalGroup(pid, syscall.SIGKILL)
 			return
 		case <-finished:
@@ -403,7 +411,7 @@ func (p *replProc) wait(ctx context.Context, marker string, out emitter, sideDon
 			interrupter = make(chan struct{})
 			go func() {
 				defer close(interrupter)
-				interruptUntil(p.cmd.Process.Pid, finished, p.dead)
+				interruptUntil(p.cmd.Process.Pid, finished, p.dead, &p.killed)
 			}()
 		}
 	}
@@ -421,7 +429,16 @@ type replSession struct {
 	proc       *replProc
 	count      int
 	restarting bool
+	closed     bool   // Close was called: no process is started again
+	lost       string // why the last process's state was lost unseen; told to the next run
 }
+
+// errToldLost ends a run that reported, in place of running its code,
+// that the context's state was lost after an abandoned run.
+var errToldLost = errors.New("context restarted after an abandoned run; code not run")
+
+// errContextClosed is returned by runs on a context that was closed.
+var errContextClosed = errors.New("context closed")
 
 func (s *replSession) init(what string, start func() (*replProc, error)) error {
 	s.what, s.start = what, start
@@ -448,6 +465,9 @@ func (s *replSession) launch() (*replProc, error) {
 func (s *replSession) live() (*replProc, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("%s: %w", s.what, errContextClosed)
+	}
 	select {
 	case <-s.proc.dead:
 		s.proc.release()
@@ -469,7 +489,9 @@ func (s *replSession) begin(out emitter) (*replProc, error) {
 	return p, err
 }
 
-// beginCount is begin also returning the execution count.
+// beginCount is begin also returning the execution count. After an
+// abandoned run cost the context its state, it reports that once instead
+// (errToldLost), with the process already started afresh.
 func (s *replSession) beginCount(out emitter) (*replProc, int, error) {
 	p, err := s.live()
 	if err != nil {
@@ -477,6 +499,13 @@ func (s *replSession) beginCount(out emitter) (*replProc, int, error) {
 		return nil, 0, err
 	}
 	s.mu.Lock()
+	if why := s.lost; why != "" {
+		s.lost = ""
+		s.mu.Unlock()
+		p.idle()
+		out.emit(errorLine("ContextRestarted", why, nil))
+		return nil, 0, errToldLost
+	}
 	s.count++
 	count := s.count
 	s.mu.Unlock()
@@ -485,10 +514,17 @@ func (s *replSession) beginCount(out emitter) (*replProc, int, error) {
 }
 
 // died reports a process that ended during a cell, as a restart when one
-// was asked for.
-func (s *replSession) died(out emitter) error {
+// was asked for. When the cell's client had gone (ctx ended), nobody reads
+// the report: the next run gets it (beginCount).
+func (s *replSession) died(ctx context.Context, p *replProc, out emitter) error {
 	s.mu.Lock()
 	restarting := s.restarting
+	if ctx.Err() != nil && !restarting {
+		s.lost = abandonedDied
+		if p.killed.Load() {
+			s.lost = abandonedKilled
+		}
+	}
 	s.mu.Unlock()
 	if restarting {
 		out.emit(errorLine("ContextRestarting", "Context was restarted during execution", nil))
@@ -500,8 +536,13 @@ func (s *replSession) died(out emitter) error {
 
 func (s *replSession) Restart(ctx context.Context) error {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("restart %s: %w", s.what, errContextClosed)
+	}
 	old := s.proc
 	s.restarting = true
+	s.lost = ""
 	s.mu.Unlock()
 	old.kill()
 	p, err := s.launch()
@@ -511,12 +552,17 @@ func (s *replSession) Restart(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.closed { // closed while this one started: it must not outlive us
+		p.kill()
+		return fmt.Errorf("restart %s: %w", s.what, errContextClosed)
+	}
 	s.proc, s.count = p, 0
 	return nil
 }
 
 func (s *replSession) Close(ctx context.Context) error {
 	s.mu.Lock()
+	s.closed = true
 	p := s.proc
 	s.mu.Unlock()
 	p.kill()
