@@ -72,7 +72,7 @@ func pidFromFile(path string) int {
 // abandon posts code and goes away once gate exists (the cell is in its
 // endless loop), as a client that timed out or disconnected does. It
 // returns once the server has seen the client leave.
-func abandon(t *testing.T, base, code, gate string) {
+func abandon(t *testing.T, base string, body map[string]any, gate string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), hangLimit)
 	defer cancel()
@@ -85,7 +85,7 @@ func abandon(t *testing.T, base, code, gate string) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	b, _ := json.Marshal(map[string]any{"code": code})
+	b, _ := json.Marshal(body)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/execute", bytes.NewReader(b))
 	req.Header.Set("Content-Type", "application/json")
 	if resp, err := http.DefaultClient.Do(req); err == nil {
@@ -160,7 +160,7 @@ func testAbandonedCellIgnoringSIGINT(t *testing.T, driver string, leaveGroup boo
 	code += fmt.Sprintf("signal.signal(signal.SIGINT, signal.SIG_IGN)\n"+
 		"open(%q, 'w').close()\n"+
 		"while True: time.sleep(0.05)", gate)
-	abandon(t, ts.URL, code, gate)
+	abandon(t, ts.URL, map[string]any{"code": code}, gate)
 
 	lines := executeOrHang(t, ts.URL, map[string]any{"code": "kept"}, "the run after the abandoned one")
 	e := ofType(lines, "error")
@@ -180,6 +180,27 @@ func testAbandonedCellIgnoringSIGINT(t *testing.T, driver string, leaveGroup boo
 	}
 }
 
+// Bash is stopped and reported the same way as the Python drivers.
+func TestAbandonedBashLoopIgnoringSIGINTIsKilled(t *testing.T) {
+	s, ts := newTestServer(t, Config{DefaultLanguages: []string{"bash"}})
+	c, err := s.defaultContext(t.Context(), "bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := interpreterPid(t, c)
+	killOnCleanup(t, func() []int { return []int{first} })
+	gate := filepath.Join(t.TempDir(), "looping")
+	execute(t, ts.URL, map[string]any{"code": "KEPT=yes", "language": "bash"})
+	abandon(t, ts.URL, map[string]any{"code": "trap '' INT; touch " + gate + "; while :; do sleep 0.05; done", "language": "bash"}, gate)
+	for i, want := range []string{"ContextRestarted", "unset\n"} {
+		lines := executeOrHang(t, ts.URL, map[string]any{"code": "echo ${KEPT-unset}", "language": "bash"}, "the run after the abandoned one")
+		e := ofType(lines, "error")
+		if ok := (i == 0 && len(e) == 1 && e[0].str("name") == want && stdout(lines) == "") || (i == 1 && len(e) == 0 && stdout(lines) == want); !ok {
+			t.Fatalf("run %d after the abandoned one: %v", i, lines)
+		}
+	}
+}
+
 // A context whose interpreter was killed after its client left, then
 // explicitly restarted, owes no notice: the user asked for a new state.
 func TestRestartClearsTheAbandonNotice(t *testing.T) {
@@ -191,7 +212,7 @@ func TestRestartClearsTheAbandonNotice(t *testing.T) {
 	gate := filepath.Join(t.TempDir(), "looping")
 	first := interpreterPid(t, c)
 	killOnCleanup(t, func() []int { return []int{first} })
-	abandon(t, ts.URL, fmt.Sprintf("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nopen(%q, 'w').close()\nwhile True: time.sleep(0.05)", gate), gate)
+	abandon(t, ts.URL, map[string]any{"code": fmt.Sprintf("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nopen(%q, 'w').close()\nwhile True: time.sleep(0.05)", gate)}, gate)
 	// The abandoned run holds the context until its kernel is killed.
 	c.lock <- struct{}{}
 	<-c.lock
