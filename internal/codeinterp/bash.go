@@ -78,6 +78,7 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 	if err != nil {
 		return err
 	}
+	defer p.idle()
 	_, marker := newMarker()
 	cell := filepath.Join(p.dir, "cell.sh")
 	if err := os.WriteFile(cell, []byte(code), 0o644); err != nil {
@@ -98,13 +99,13 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 	fmt.Fprintf(&script, "trap 'return 130 2>/dev/null' INT; . %s </dev/null; __sbx_rc=$?; trap : INT; %s", shellQuote(cell), restore)
 	fmt.Fprintf(&script, "printf '%%s%%d\\036' %s \"$__sbx_rc\"; printf '%%s0\\036' %s >&2\n", shellQuote(marker), shellQuote(marker))
 	if _, err := io.WriteString(p.stdin, script.String()); err != nil {
-		return r.lost(p, out)
+		return r.writeFailed(ctx, p, out)
 	}
 
 	rc, died := p.wait(ctx, marker, out, nil)
 	if died {
 		p.flush(out)
-		return r.died(out)
+		return r.died(ctx, p, out)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

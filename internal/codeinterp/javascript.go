@@ -69,10 +69,11 @@ func (r *jsRunner) Execute(ctx context.Context, code string, env map[string]stri
 	if err != nil {
 		return err
 	}
+	defer p.idle()
 	id, marker := newMarker()
 	req, _ := json.Marshal(map[string]any{"id": id, "code": code, "env": env, "marker": marker})
 	if _, err := p.stdin.Write(append(req, '\n')); err != nil {
-		return r.lost(p, out)
+		return r.writeFailed(ctx, p, out)
 	}
 	var reply *jsReply
 	_, died := p.wait(ctx, marker, out, func(line []byte) bool {
@@ -84,7 +85,7 @@ func (r *jsRunner) Execute(ctx context.Context, code string, env map[string]stri
 	})
 	if died {
 		p.flush(out)
-		return r.died(out)
+		return r.died(ctx, p, out)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -35,6 +35,8 @@ type kernelRunner struct {
 	mu         sync.Mutex
 	k          *jupyter.Kernel
 	restarting bool
+	closed     bool   // Close was called: no kernel is started again
+	lost       string // why the last kernel's state was lost unseen; told to the next run
 }
 
 // envSnippets builds the code that sets env vars before an execution and
@@ -68,6 +70,9 @@ func startKernelRunner(ctx context.Context, spec *jupyter.KernelSpec, startup st
 func (r *kernelRunner) kernel(ctx context.Context) (*jupyter.Kernel, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return nil, fmt.Errorf("context of kernel %s: %w", r.spec.Name, jupyter.ErrKernelClosed)
+	}
 	select {
 	case <-r.k.Dead():
 		r.log.Warn("kernel had died, starting a new one", "kernel", r.spec.Name)
@@ -88,6 +93,9 @@ func (r *kernelRunner) Execute(ctx context.Context, code string, env map[string]
 		out.emit(errorLine("KernelStartError", err.Error(), nil))
 		return err
 	}
+	if r.tellLost(out) {
+		return nil
+	}
 	if len(env) > 0 && r.envSet != nil {
 		set, restore := r.envSet(env)
 		if err := r.silent(ctx, k, set); err != nil {
@@ -97,6 +105,11 @@ func (r *kernelRunner) Execute(ctx context.Context, code string, env map[string]
 		// Restore even if the client went away, or the next run would see
 		// this run's variables.
 		defer func() {
+			select {
+			case <-k.Dead():
+				return // killed or died: its env went with it
+			default:
+			}
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
 			if err := r.silent(rctx, k, restore); err != nil {
@@ -107,6 +120,18 @@ func (r *kernelRunner) Execute(ctx context.Context, code string, env map[string]
 	t := &translator{out: out}
 	reply, err := k.Execute(ctx, jupyter.ExecuteRequest{Code: code, StoreHistory: true}, t.onIOPub)
 	switch {
+	case errors.Is(err, jupyter.ErrStillBusy):
+		// The client is gone and the cell outlived every interrupt: the
+		// kernel would answer nothing else, and the context's next run
+		// would wait behind it for good.
+		r.log.Warn("execution abandoned by its client ignored interrupts: killing the kernel", "kernel", r.spec.Name, "pid", k.Pid())
+		k.Kill()
+		r.markLost(abandonedKilled)
+		return err
+	case errors.Is(err, jupyter.ErrKernelDied) && ctx.Err() != nil:
+		// Died after its client left: nobody saw the error line.
+		r.markLost(abandonedDied)
+		return err
 	case errors.Is(err, jupyter.ErrKernelDied):
 		r.mu.Lock()
 		restarting := r.restarting
@@ -169,10 +194,41 @@ func (r *kernelRunner) silent(ctx context.Context, k *jupyter.Kernel, code strin
 	return nil
 }
 
+// markLost records, for the next run, that the kernel's state was lost
+// after a run's client had gone (unless a restart was asked for, which
+// the user knows about).
+func (r *kernelRunner) markLost(why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.restarting {
+		r.lost = why
+	}
+}
+
+// tellLost reports a loss markLost recorded, once, as the run's error, in
+// place of running its code: that code was written for the state that
+// is gone.
+func (r *kernelRunner) tellLost(out emitter) bool {
+	r.mu.Lock()
+	why := r.lost
+	r.lost = ""
+	r.mu.Unlock()
+	if why == "" {
+		return false
+	}
+	out.emit(errorLine("ContextRestarted", why, nil))
+	return true
+}
+
 func (r *kernelRunner) Restart(ctx context.Context) error {
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return fmt.Errorf("restart kernel %s: %w", r.spec.Name, jupyter.ErrKernelClosed)
+	}
 	old := r.k
 	r.restarting = true
+	r.lost = ""
 	r.mu.Unlock()
 	_ = old.Shutdown(ctx)
 	k, err := jupyter.Start(ctx, r.spec, r.opts)
@@ -182,16 +238,29 @@ func (r *kernelRunner) Restart(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("restart kernel %s: %w", r.spec.Name, err)
 	}
+	if r.closed { // closed while this one started: it must not outlive us
+		k.Kill()
+		return fmt.Errorf("restart kernel %s: %w", r.spec.Name, jupyter.ErrKernelClosed)
+	}
 	r.k = k
 	return nil
 }
 
 func (r *kernelRunner) Close(ctx context.Context) error {
 	r.mu.Lock()
+	r.closed = true
 	k := r.k
 	r.mu.Unlock()
 	return k.Shutdown(ctx)
 }
+
+// What the run after an abandoned one is told (as a ContextRestarted
+// error, in place of running its code), like Jupyter's "the kernel died
+// and was restarted".
+const (
+	abandonedKilled = "The previous execution in this context was abandoned by its client (it disconnected or timed out) and kept running after being interrupted, so its process was killed. The context starts afresh: its state (variables, imports, files it held open) is lost. This code was not run; run it again."
+	abandonedDied   = "The previous execution in this context was abandoned by its client (it disconnected or timed out) and its process then exited. The context starts afresh: its state (variables, imports, files it held open) is lost. This code was not run; run it again."
+)
 
 // pythonEnv sets os.environ for one execution and restores it afterwards.
 // The values travel as JSON, which is valid Python literal syntax for a

@@ -149,10 +149,11 @@ func (r *pyRunner) Execute(ctx context.Context, code string, env map[string]stri
 	if err != nil {
 		return err
 	}
+	defer p.idle()
 	id, marker := newMarker()
 	req, _ := json.Marshal(map[string]any{"op": "run", "id": id, "code": code, "count": count, "env": env, "marker": marker})
 	if _, err := p.stdin.Write(append(req, '\n')); err != nil {
-		return r.lost(p, out)
+		return r.writeFailed(ctx, p, out)
 	}
 	_, died := p.wait(ctx, marker, out, func(line []byte) bool {
 		var f pyFrame
@@ -179,7 +180,7 @@ func (r *pyRunner) Execute(ctx context.Context, code string, env map[string]stri
 	})
 	if died {
 		p.flush(out)
-		return r.died(out)
+		return r.died(ctx, p, out)
 	}
 	return ctx.Err()
 }
@@ -187,20 +188,11 @@ func (r *pyRunner) Execute(ctx context.Context, code string, env map[string]stri
 // call runs a request whose output nobody reads (setup code, env vars)
 // and reports its failure.
 func (r *pyRunner) call(ctx context.Context, op string, fields map[string]any) error {
-	r.mu.Lock()
-	select {
-	case <-r.proc.dead:
-		r.proc.release()
-		p, err := r.start()
-		if err != nil {
-			r.mu.Unlock()
-			return err
-		}
-		r.proc = p
-	default:
+	p, err := r.live()
+	if err != nil {
+		return err
 	}
-	p := r.proc
-	r.mu.Unlock()
+	defer p.idle()
 	id, marker := newMarker()
 	req := map[string]any{"op": op, "id": id, "marker": marker}
 	for k, v := range fields {

@@ -6,12 +6,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +38,12 @@ type replProc struct {
 	// its own, and kill may signal the group without hitting another that
 	// reused the number.
 	reap func()
+
+	// killed is set when an interrupt gave way to SIGKILL.
+	killed atomic.Bool
+	// The idle drainer (see idle) runs while idleStop is non-nil.
+	idleMu             sync.Mutex
+	idleStop, idleDone chan struct{}
 }
 
 type outChunk struct {
@@ -53,6 +61,8 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
+	// Killed with us, even by SIGKILL: no interpreter outlives the server.
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -211,6 +221,48 @@ func (p *replProc) kill() {
 	p.release()
 }
 
+// idle discards the process's output until hold: what it writes between
+// runs (a thread's prints, a child's output after the cell ended) belongs
+// to no run, as ipykernel's output for a finished request reaches nobody.
+// Left unread, it filled the channels and blocked their pumps, and a
+// process that died then was never seen dead: every later run wrote to
+// its closed stdin and reported that the process had exited.
+func (p *replProc) idle() {
+	p.idleMu.Lock()
+	defer p.idleMu.Unlock()
+	if p.idleStop != nil {
+		return
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	p.idleStop, p.idleDone = stop, done
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-p.chunks:
+			case <-p.side:
+			case <-stop:
+				return
+			case <-p.dead:
+				return // the pumps are over; flush may want what is left
+			}
+		}
+	}()
+}
+
+// hold stops the idle drainer: a run reads the output from now on. It is
+// called before the run's request is written, so none of its output is
+// discarded.
+func (p *replProc) hold() {
+	p.idleMu.Lock()
+	defer p.idleMu.Unlock()
+	if p.idleStop != nil {
+		close(p.idleStop)
+		<-p.idleDone
+		p.idleStop, p.idleDone = nil, nil
+	}
+}
+
 // flush emits what the pumps delivered after the process died (its last
 // words: a crash's message), so the error that follows can be understood.
 func (p *replProc) flush(out emitter) {
@@ -297,8 +349,9 @@ func scanMarker(buf *bytes.Buffer, marker string) (text string, status int, fini
 }
 
 // interruptUntil sends SIGINT to a process group until finished (a signal
-// may land before the cell started), and SIGKILL after 5 s.
-func interruptUntil(proc *os.Process, finished, dead <-chan struct{}) {
+// may land before the cell started), and SIGKILL after 5 s (setting
+// killed), as jupyter.Kernel.Execute and the kernel runner do.
+func interruptUntil(proc *os.Process, finished, dead <-chan struct{}, killed *atomic.Bool) {
 	deadline := time.After(5 * time.Second)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -317,6 +370,7 @@ func interruptUntil(proc *os.Process, finished, dead <-chan struct{}) {
 		select {
 		case <-tick.C:
 		case <-deadline:
+			killed.Store(true)
 			_ = jupyter.SignalGroup(proc, syscall.SIGKILL)
 			return
 		case <-finished:
@@ -370,7 +424,7 @@ func (p *replProc) wait(ctx context.Context, marker string, out emitter, sideDon
 			interrupter = make(chan struct{})
 			go func() {
 				defer close(interrupter)
-				interruptUntil(p.cmd.Process, finished, p.dead)
+				interruptUntil(p.cmd.Process, finished, p.dead, &p.killed)
 			}()
 		}
 	}
@@ -379,7 +433,7 @@ func (p *replProc) wait(ctx context.Context, marker string, out emitter, sideDon
 
 // replSession keeps one interpreter process per context, so state persists
 // between runs like in a kernel, and replaces it when it died or on
-// Restart. Embedded by the bash and JavaScript runners.
+// Restart. Embedded by the bash, JavaScript and Python runners.
 type replSession struct {
 	what  string // "bash" or "node", names the process in messages
 	start func() (*replProc, error)
@@ -388,11 +442,20 @@ type replSession struct {
 	proc       *replProc
 	count      int
 	restarting bool
+	closed     bool   // Close was called: no process is started again
+	lost       string // why the last process's state was lost unseen; told to the next run
 }
+
+// errToldLost ends a run that reported, in place of running its code,
+// that the context's state was lost after an abandoned run.
+var errToldLost = errors.New("context restarted after an abandoned run; code not run")
+
+// errContextClosed is returned by runs on a context that was closed.
+var errContextClosed = errors.New("context closed")
 
 func (s *replSession) init(what string, start func() (*replProc, error)) error {
 	s.what, s.start = what, start
-	p, err := start()
+	p, err := s.launch()
 	if err != nil {
 		return err
 	}
@@ -400,29 +463,62 @@ func (s *replSession) init(what string, start func() (*replProc, error)) error {
 	return nil
 }
 
-// begin returns the process to run the next cell in, starting a new one if
-// the last died, and emits the cell's execution count.
+// launch starts a process whose output is discarded until a run holds it.
+func (s *replSession) launch() (*replProc, error) {
+	p, err := s.start()
+	if err != nil {
+		return nil, err
+	}
+	p.idle()
+	return p, nil
+}
+
+// live returns the process to run a request in, held (see hold), starting
+// a new one if the last died. The caller calls p.idle when done with it.
+func (s *replSession) live() (*replProc, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("%s: %w", s.what, errContextClosed)
+	}
+	select {
+	case <-s.proc.dead:
+		s.proc.release()
+		p, err := s.launch()
+		if err != nil {
+			return nil, err
+		}
+		s.proc = p
+	default:
+	}
+	s.proc.hold()
+	return s.proc, nil
+}
+
+// begin returns the process to run the next cell in, held, and emits the
+// cell's execution count; see beginCount.
 func (s *replSession) begin(out emitter) (*replProc, error) {
 	p, _, err := s.beginCount(out)
 	return p, err
 }
 
-// beginCount is begin also returning the execution count.
+// beginCount is begin also returning the execution count. After an
+// abandoned run cost the context its state, it reports that once instead
+// (errToldLost), with the process already started afresh.
 func (s *replSession) beginCount(out emitter) (*replProc, int, error) {
-	s.mu.Lock()
-	select {
-	case <-s.proc.dead:
-		s.proc.release()
-		p, err := s.start()
-		if err != nil {
-			s.mu.Unlock()
-			out.emit(errorLine("KernelStartError", err.Error(), nil))
-			return nil, 0, err
-		}
-		s.proc = p
-	default:
+	p, err := s.live()
+	if err != nil {
+		out.emit(errorLine("KernelStartError", err.Error(), nil))
+		return nil, 0, err
 	}
-	p := s.proc
+	s.mu.Lock()
+	if why := s.lost; why != "" {
+		s.lost = ""
+		s.mu.Unlock()
+		p.idle()
+		out.emit(errorLine("ContextRestarted", why, nil))
+		return nil, 0, errToldLost
+	}
 	s.count++
 	count := s.count
 	s.mu.Unlock()
@@ -431,10 +527,17 @@ func (s *replSession) beginCount(out emitter) (*replProc, int, error) {
 }
 
 // died reports a process that ended during a cell, as a restart when one
-// was asked for.
-func (s *replSession) died(out emitter) error {
+// was asked for. When the cell's client had gone (ctx ended), nobody reads
+// the report: the next run gets it (beginCount).
+func (s *replSession) died(ctx context.Context, p *replProc, out emitter) error {
 	s.mu.Lock()
 	restarting := s.restarting
+	if ctx.Err() != nil && !restarting {
+		s.lost = abandonedDied
+		if p.killed.Load() {
+			s.lost = abandonedKilled
+		}
+	}
 	s.mu.Unlock()
 	if restarting {
 		out.emit(errorLine("ContextRestarting", "Context was restarted during execution", nil))
@@ -444,29 +547,37 @@ func (s *replSession) died(out emitter) error {
 	return nil
 }
 
-// lost reports a process that cannot take a request (writing it
-// failed: the process is gone, or closed its end), after killing it. Its
-// death alone may never be seen: output it wrote after its last run, more
-// than the channels hold, keeps a pump waiting for a reader, so p.dead
-// would stay open and every later run would find the same process.
-// kill drains the channels until the pumps end.
-func (s *replSession) lost(p *replProc, out emitter) error {
+// writeFailed reports a process that cannot take a request (writing it
+// failed: the process is gone, or closed its end), after killing it, so
+// the next run starts a new one even if its death was never seen (a pump
+// blocked on output nobody read). kill drains the channels until the
+// pumps end.
+func (s *replSession) writeFailed(ctx context.Context, p *replProc, out emitter) error {
 	p.kill()
-	return s.died(out)
+	return s.died(ctx, p, out)
 }
 
 func (s *replSession) Restart(ctx context.Context) error {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("restart %s: %w", s.what, errContextClosed)
+	}
 	old := s.proc
 	s.restarting = true
+	s.lost = ""
 	s.mu.Unlock()
 	old.kill()
-	p, err := s.start()
+	p, err := s.launch()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.restarting = false
 	if err != nil {
 		return err
+	}
+	if s.closed { // closed while this one started: it must not outlive us
+		p.kill()
+		return fmt.Errorf("restart %s: %w", s.what, errContextClosed)
 	}
 	s.proc, s.count = p, 0
 	return nil
@@ -474,6 +585,7 @@ func (s *replSession) Restart(ctx context.Context) error {
 
 func (s *replSession) Close(ctx context.Context) error {
 	s.mu.Lock()
+	s.closed = true
 	p := s.proc
 	s.mu.Unlock()
 	p.kill()

@@ -503,7 +503,7 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 		out.emit(errorLine("EnvVarsError", err.Error(), nil))
 		return
 	}
-	if err := c.run.Execute(r.Context(), req.Code, env, out); err != nil && r.Context().Err() == nil {
+	if err := c.run.Execute(r.Context(), req.Code, env, out); err != nil && r.Context().Err() == nil && !errors.Is(err, errToldLost) {
 		s.log.Warn("execution failed", "context.id", c.ID, "err", err)
 	}
 }

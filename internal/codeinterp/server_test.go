@@ -62,8 +62,10 @@ func newTestServer(t testing.TB, cfg Config) (*Server, *httptest.Server) {
 	}
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(func() {
-		ts.Close()
+		// The server first: a run stuck in a kernel would keep ts.Close
+		// waiting for its handler, and the kernel alive, for good.
 		s.Close(context.Background())
+		ts.Close()
 	})
 	return s, ts
 }

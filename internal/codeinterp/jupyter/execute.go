@@ -39,6 +39,12 @@ func (k *Kernel) interruptQuietly() {
 // did not finish within the grace period after the interrupt.
 var ErrInterrupted = errors.New("execution interrupted")
 
+// ErrStillBusy is returned (wrapped with ErrInterrupted) when the kernel
+// was still running the execution at the end of InterruptGrace: the cell
+// ignores or survives SIGINT, and the kernel will answer nothing else
+// until it is killed (Kill).
+var ErrStillBusy = errors.New("kernel still busy")
+
 // InterruptGrace is how long Execute waits for the kernel to wind down
 // after interrupting it because ctx was cancelled.
 const InterruptGrace = 5 * time.Second
@@ -128,7 +134,7 @@ func (k *Kernel) Execute(ctx context.Context, req ExecuteRequest, onIOPub func(*
 				k.interruptQuietly()
 			}
 		case <-grace:
-			return reply, fmt.Errorf("%w: %v; kernel still busy after %s", ErrInterrupted, ctxErr, InterruptGrace)
+			return reply, fmt.Errorf("%w: %v; %w after %s", ErrInterrupted, ctxErr, ErrStillBusy, InterruptGrace)
 		}
 	}
 	if ctxErr != nil {

@@ -183,7 +183,9 @@ func (k *Kernel) launch(opts Options) error {
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group: an interrupt or kill reaches the kernel's children
 	// (a `!sleep` or subprocess started by user code) and not us.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: opts.Credential}
+	// Killed with us, even by SIGKILL: a kernel must not outlive the
+	// server (or a test binary that timed out) and hold on to a busy cell.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: opts.Credential, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return fmt.Errorf("start kernel %s (%s): %w", k.spec.Name, argv[0], err)
@@ -543,6 +545,12 @@ func (k *Kernel) Shutdown(ctx context.Context) error {
 	k.kill()
 	return nil
 }
+
+// Kill kills the kernel at once, without asking it to shut down (a
+// kernel stuck in a cell that ignores SIGINT answers nothing): its process
+// group and, if it left that group, the kernel itself. It returns once the
+// process is gone; calls in flight then fail with ErrKernelDied.
+func (k *Kernel) Kill() { k.kill() }
 
 // kill SIGKILLs the process group, waits for exit and cleans up.
 func (k *Kernel) kill() {

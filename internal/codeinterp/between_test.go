@@ -1,0 +1,78 @@
+package codeinterp
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// What a cell's thread prints after the cell ended reaches the server
+// between runs, on the runner's side channel, where no run reads it. The
+// frames used to pile up until the channel's reader blocked; when the
+// runner then died, its death was never seen, and every later run of the
+// context wrote to a dead process and reported "the python process exited
+// during execution", for good. The next run must get a fresh runner and
+// none of the stale output.
+func TestOutputBetweenRunsThenDeath(t *testing.T) {
+	s, ts := newTestServer(t, Config{DefaultLanguages: []string{"python"}})
+	c, err := s.defaultContext(t.Context(), "python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := c.run.(*pyRunner)
+	if !ok {
+		t.Fatalf("default python runner is %T", c.run)
+	}
+	r.mu.Lock()
+	first := r.proc.cmd.Process.Pid
+	r.mu.Unlock()
+	t.Cleanup(func() { // before the server's cleanup, whatever happened
+		_ = syscall.Kill(-first, syscall.SIGKILL)
+		_ = syscall.Kill(first, syscall.SIGKILL)
+	})
+	gate := filepath.Join(t.TempDir(), "go")
+	code := fmt.Sprintf("import os, sys, threading, time\n"+
+		"def later():\n"+
+		"    while not os.path.exists(%q): time.sleep(0.02)\n"+
+		"    for i in range(50): print('between', i)\n"+ // a frame each
+		"    sys.stdout.flush()\n"+
+		"    os._exit(3)\n"+
+		"threading.Thread(target=later, daemon=True).start()", gate)
+	if lines := execute(t, ts.URL, map[string]any{"code": code}); len(ofType(lines, "error")) > 0 {
+		t.Fatalf("setup: %v", lines)
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The runner is gone (and reaped) before the next run starts.
+	for i := 0; ; i++ {
+		if err := syscall.Kill(first, 0); errors.Is(err, syscall.ESRCH) {
+			break
+		}
+		if i > 3000 { // a hang, not a slow exit
+			t.Fatal("the runner never exited")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := range 2 {
+		done := make(chan []line, 1)
+		go func() { done <- execute(t, ts.URL, map[string]any{"code": "1 + 1"}) }()
+		var lines []line
+		select {
+		case lines = <-done:
+		case <-time.After(90 * time.Second):
+			t.Fatalf("run %d after the death never ended", i)
+		}
+		if res := ofType(lines, "result"); len(res) != 1 || res[0].str("text") != "2" || len(ofType(lines, "error")) > 0 {
+			t.Fatalf("run %d after the runner died between runs: %v", i, lines)
+		}
+		if out := stdout(lines); strings.Contains(out, "between") {
+			t.Fatalf("run %d shows output of an earlier run's thread: %q", i, out)
+		}
+	}
+}
