@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,7 +72,7 @@ func (d *Driver) killCgroup(id string) error {
 		}
 		for _, f := range bytes.Fields(b) {
 			if pid, err := strconv.Atoi(string(f)); err == nil {
-				_ = unix.Kill(pid, unix.SIGKILL)
+				killMember(pid, d.cg.unified, cgroupPath(id))
 			}
 		}
 		time.Sleep(time.Millisecond)
@@ -184,4 +185,43 @@ func procStartTime(pid int) (uint64, error) {
 		return 0, fmt.Errorf("process %d has exited", pid)
 	}
 	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// killMember SIGKILLs pid if it is in the cgroup rel (or below it). A pid
+// read from cgroup.procs may have exited since and been given to a host
+// process, which a kill by number would hit: the pidfd holds one process,
+// and its membership is read while the pidfd holds it. Were the number
+// reused before the read, the pidfd's process is gone and the signal goes
+// nowhere.
+func killMember(pid int, unified bool, rel string) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return // gone already
+	}
+	defer unix.Close(fd)
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil || !inCgroup(b, unified, rel) {
+		return
+	}
+	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+}
+
+// inCgroup reports whether a /proc/<pid>/cgroup file puts the process in
+// rel or below it: in the unified hierarchy, or in v1's pids one (the one
+// whose cgroup.procs killCgroup reads).
+func inCgroup(procCgroup []byte, unified bool, rel string) bool {
+	for _, line := range bytes.Split(procCgroup, []byte("\n")) {
+		parts := bytes.SplitN(line, []byte(":"), 3)
+		if len(parts) != 3 {
+			continue
+		}
+		ours := string(parts[0]) == "0" && len(parts[1]) == 0
+		if !unified {
+			ours = slices.Contains(strings.Split(string(parts[1]), ","), "pids")
+		}
+		if path := string(parts[2]); ours && (path == rel || strings.HasPrefix(path, rel+"/")) {
+			return true
+		}
+	}
+	return false
 }
