@@ -18,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrKernelDied is returned by calls in flight when the kernel process exits.
@@ -73,6 +75,12 @@ type Kernel struct {
 	cmd     *exec.Cmd
 	dead    chan struct{} // closed when the process has exited
 	exitErr error
+	// reapMu orders signals to the kernel's group against its reaping:
+	// once reaped, its pid (the group's id) may name another process's
+	// group, so signals stop (reaped, set just before) and the group is
+	// killed while the zombie still holds the number.
+	reapMu  sync.Mutex
+	reaped  bool
 	outTail *tailBuffer // the process's last output, for error messages
 
 	shell, control, stdin, iopub, hb *zmtpConn
@@ -192,6 +200,14 @@ func (k *Kernel) launch(opts Options) error {
 	}
 	k.cmd = cmd
 	go func() {
+		waitExited(cmd.Process.Pid) // a zombie: its pid is still its own
+		k.reapMu.Lock()
+		// What a cell left in the group dies with the kernel, while the
+		// group's id cannot name another; it also lets go of the output
+		// pipe that Wait waits for. No signal follows the reaping.
+		_ = SignalGroup(cmd.Process, syscall.SIGKILL)
+		k.reaped = true
+		k.reapMu.Unlock()
 		k.exitErr = cmd.Wait()
 		k.log.Debug("kernel process exited", "pid", cmd.Process.Pid, "err", k.exitErr)
 		close(k.dead)
@@ -503,10 +519,28 @@ func (k *Kernel) Interrupt(ctx context.Context) error {
 		_, err := k.roundTrip(ctx, k.control, "interrupt_request", struct{}{})
 		return err
 	}
-	if err := SignalGroup(k.cmd.Process, syscall.SIGINT); err != nil {
+	if err := k.signal(syscall.SIGINT); err != nil {
 		return fmt.Errorf("interrupt kernel: %w", err)
 	}
 	return nil
+}
+
+// signal sends sig to the kernel's group (SignalGroup) unless the kernel
+// was reaped, when its number may be another's: ErrKernelDied.
+func (k *Kernel) signal(sig syscall.Signal) error {
+	k.reapMu.Lock()
+	defer k.reapMu.Unlock()
+	if k.reaped {
+		return ErrKernelDied
+	}
+	return SignalGroup(k.cmd.Process, sig)
+}
+
+// waitExited waits until pid exited, leaving it unreaped (WNOWAIT).
+func waitExited(pid int) {
+	var info unix.Siginfo
+	for unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
+	}
 }
 
 // SignalGroup sends sig to the process group an interpreter (a kernel, a
@@ -558,7 +592,7 @@ func (k *Kernel) kill() {
 	k.closed = true
 	k.mu.Unlock()
 	if k.cmd != nil && k.cmd.Process != nil {
-		_ = SignalGroup(k.cmd.Process, syscall.SIGKILL)
+		_ = k.signal(syscall.SIGKILL)
 		<-k.dead
 	}
 	for _, c := range []*zmtpConn{k.shell, k.control, k.stdin, k.iopub, k.hb} {

@@ -11,14 +11,17 @@ import (
 
 // startAtPid starts `sleep 300` as the process numbered pid, by setting
 // the kernel's last pid just below it (root only); nil if another fork
-// took the number first every time.
-func startAtPid(t *testing.T, pid int) *exec.Cmd {
+// took the number first every time. attr, if given, is the sleep's.
+func startAtPid(t *testing.T, pid int, attr ...*syscall.SysProcAttr) *exec.Cmd {
 	t.Helper()
 	for range 50 {
 		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
 			t.Skipf("cannot choose the next pid (needs root): %v", err)
 		}
 		cmd := exec.Command("sleep", "300")
+		if len(attr) > 0 {
+			cmd.SysProcAttr = attr[0]
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -64,5 +67,35 @@ func TestSignalGroupMissesAProcessThatReusedThePid(t *testing.T) {
 				t.Fatalf("the process that reused the pid ended by %v, not by the test's SIGTERM", ws)
 			}
 		})
+	}
+}
+
+// A kernel that died is closed (or interrupted) later, when its context
+// restarts or closes. Its number may lead another process's group by
+// then: a kill of the kernel's group by number hit that group.
+func TestDeadKernelsGroupIsNotSignalledAfterItsPidWasReused(t *testing.T) {
+	k := startKernel(t)
+	pid := k.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-k.Dead()
+	other := startAtPid(t, pid, &syscall.SysProcAttr{Setpgid: true})
+	if other == nil {
+		t.Skip("the pid was always taken by another fork")
+	}
+	t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
+	if err := k.Interrupt(t.Context()); err == nil {
+		t.Errorf("interrupting a dead kernel reported success")
+	}
+	k.Kill()
+	_ = other.Process.Signal(syscall.SIGTERM)
+	err := other.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("wait: %v", err)
+	}
+	if ws := ee.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Fatalf("the group that reused the dead kernel's pid ended by %v, not by the test's SIGTERM", ws)
 	}
 }
