@@ -8,30 +8,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-)
 
-// startAtPid starts `sleep 300` in a process group of its own as process
-// pid, by setting the kernel's last pid just below it (root only); nil if
-// the number was never free (another fork, or a process holding it).
-func startAtPid(t *testing.T, pid int) *exec.Cmd {
-	t.Helper()
-	for range 20 {
-		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
-			t.Skipf("cannot choose the next pid (needs root): %v", err)
-		}
-		cmd := exec.Command("sleep", "300")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		if cmd.Process.Pid == pid {
-			return cmd
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-	return nil
-}
+	"github.com/sbxdev/sbx/internal/testenv"
+)
 
 // A REPL process that died is killed again when its context is closed or
 // restarted, to end what is left of its process group. Its group was
@@ -47,7 +26,7 @@ func TestKillOfADeadREPLMissesAGroupThatReusedItsPid(t *testing.T) {
 	pid := p.cmd.Process.Pid
 	p.stdin.Close() // cat ends
 	<-p.dead
-	other := startAtPid(t, pid)
+	other := testenv.StartAtPid(t, pid, true)
 	if other == nil {
 		// The number was held: by the dead process, as it must be.
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")

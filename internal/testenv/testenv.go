@@ -185,3 +185,28 @@ func WithSpareFDs(t testing.TB, spare int, fn func()) {
 	}()
 	fn()
 }
+
+// StartAtPid starts `sleep 300` (leading a process group of its own if
+// ownGroup) as process pid, by setting the kernel's last pid just below it (root; skips
+// otherwise), to play a process that reused a dead one's number; nil if
+// the number was never free (another fork, or a process holding it). The
+// caller kills and waits for it.
+func StartAtPid(t testing.TB, pid int, ownGroup bool) *exec.Cmd {
+	t.Helper()
+	for range 50 {
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
+			Skip(t, "cannot choose the next pid (needs root): %v", err)
+		}
+		cmd := exec.Command("sleep", "300")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: ownGroup}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if cmd.Process.Pid == pid {
+			return cmd
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	return nil
+}

@@ -2,37 +2,12 @@ package jupyter
 
 import (
 	"errors"
-	"os"
 	"os/exec"
-	"strconv"
 	"syscall"
 	"testing"
-)
 
-// startAtPid starts `sleep 300` as the process numbered pid, by setting
-// the kernel's last pid just below it (root only); nil if another fork
-// took the number first every time. attr, if given, is the sleep's.
-func startAtPid(t *testing.T, pid int, attr ...*syscall.SysProcAttr) *exec.Cmd {
-	t.Helper()
-	for range 50 {
-		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
-			t.Skipf("cannot choose the next pid (needs root): %v", err)
-		}
-		cmd := exec.Command("sleep", "300")
-		if len(attr) > 0 {
-			cmd.SysProcAttr = attr[0]
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		if cmd.Process.Pid == pid {
-			return cmd
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-	return nil
-}
+	"github.com/sbxdev/sbx/internal/testenv"
+)
 
 // An interpreter may be signalled after it was reaped (a context closed
 // or restarted after its process died). Its pid may then name another
@@ -47,7 +22,7 @@ func TestSignalGroupMissesAProcessThatReusedThePid(t *testing.T) {
 			}
 			_ = old.Process.Kill()
 			_ = old.Wait() // reaped: its pid is free
-			other := startAtPid(t, old.Process.Pid)
+			other := testenv.StartAtPid(t, old.Process.Pid, false)
 			if other == nil {
 				t.Skip("the pid was always taken by another fork")
 			}
@@ -57,15 +32,7 @@ func TestSignalGroupMissesAProcessThatReusedThePid(t *testing.T) {
 			}
 			// Signals are delivered in order: if ours reached it, it ends
 			// by sig, not by the SIGTERM sent after.
-			_ = other.Process.Signal(syscall.SIGTERM)
-			err := other.Wait()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) {
-				t.Fatalf("wait: %v", err)
-			}
-			if ws := ee.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
-				t.Fatalf("the process that reused the pid ended by %v, not by the test's SIGTERM", ws)
-			}
+			endsByTestsSIGTERM(t, other)
 		})
 	}
 }
@@ -80,7 +47,7 @@ func TestDeadKernelsGroupIsNotSignalledAfterItsPidWasReused(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-k.Dead()
-	other := startAtPid(t, pid, &syscall.SysProcAttr{Setpgid: true})
+	other := testenv.StartAtPid(t, pid, true)
 	if other == nil {
 		t.Skip("the pid was always taken by another fork")
 	}
@@ -89,6 +56,14 @@ func TestDeadKernelsGroupIsNotSignalledAfterItsPidWasReused(t *testing.T) {
 		t.Errorf("interrupting a dead kernel reported success")
 	}
 	k.Kill()
+	endsByTestsSIGTERM(t, other)
+}
+
+// endsByTestsSIGTERM sends the process that reused a number SIGTERM and
+// fails unless that is what ended it: signals are delivered in order, so
+// one the code under test sent it would have ended it first.
+func endsByTestsSIGTERM(t *testing.T, other *exec.Cmd) {
+	t.Helper()
 	_ = other.Process.Signal(syscall.SIGTERM)
 	err := other.Wait()
 	var ee *exec.ExitError
@@ -96,6 +71,6 @@ func TestDeadKernelsGroupIsNotSignalledAfterItsPidWasReused(t *testing.T) {
 		t.Fatalf("wait: %v", err)
 	}
 	if ws := ee.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
-		t.Fatalf("the group that reused the dead kernel's pid ended by %v, not by the test's SIGTERM", ws)
+		t.Fatalf("the process that reused the pid ended by %v, not by the test's SIGTERM", ws)
 	}
 }
