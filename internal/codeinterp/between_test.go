@@ -19,15 +19,7 @@ import (
 // during execution", for good. The next run must get a fresh runner and
 // none of the stale output.
 func TestOutputBetweenRunsThenDeath(t *testing.T) {
-	s, ts := newTestServer(t, Config{DefaultLanguages: []string{"python"}})
-	c, err := s.defaultContext(t.Context(), "python")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, ok := c.run.(*pyRunner)
-	if !ok {
-		t.Fatalf("default python runner is %T", c.run)
-	}
+	ts, r := defaultPyRunner(t)
 	r.mu.Lock()
 	first := r.proc.cmd.Process.Pid
 	r.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -181,15 +182,7 @@ func TestPythonRunnerStreamsLive(t *testing.T) {
 // just ended) must not kill the runner or reach the next cell; SIGINT
 // during a cell interrupts it, and the state survives.
 func TestPythonRunnerSIGINT(t *testing.T) {
-	s, ts := newTestServer(t, Config{DefaultLanguages: []string{"python"}})
-	c, err := s.defaultContext(t.Context(), "python")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, ok := c.run.(*pyRunner)
-	if !ok {
-		t.Fatalf("default python runner is %T", c.run)
-	}
+	ts, r := defaultPyRunner(t)
 	execute(t, ts.URL, map[string]any{"code": "kept = 1"})
 	pid := r.proc.cmd.Process.Pid
 	for range 3 {
@@ -339,4 +332,20 @@ func TestPythonRunnerEndsAfterACellMovedItsStdout(t *testing.T) {
 			}
 		})
 	}
+}
+
+// defaultPyRunner starts a test server and returns it with the runner of
+// its default Python context.
+func defaultPyRunner(t *testing.T) (*httptest.Server, *pyRunner) {
+	t.Helper()
+	s, ts := newTestServer(t, Config{DefaultLanguages: []string{"python"}})
+	c, err := s.defaultContext(t.Context(), "python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := c.run.(*pyRunner)
+	if !ok {
+		t.Fatalf("default python runner is %T", c.run)
+	}
+	return ts, r
 }

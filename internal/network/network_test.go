@@ -51,6 +51,18 @@ func randByte(t testing.TB) int {
 	return int(b[0])
 }
 
+// testConfig is a config of the tests' own: a temporary namespace dir (so
+// its own firewall table and veth names), a random /24, and the tests'
+// stand-in for the internet allowed (newOutside).
+func testConfig(t testing.TB) Config {
+	return Config{
+		NetnsDir:   t.TempDir(),
+		Subnet:     fmt.Sprintf("10.%d.%d.0/24", 200+randByte(t)%50, randByte(t)),
+		AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")},
+		Resolvers:  func() []netip.Addr { return nil },
+	}
+}
+
 // newTestManager uses its own namespace directory (hence its own firewall
 // table and veth names) and subnet, and removes all of it at the end, so
 // tests neither see nor disturb a running sbx. Its sandboxes may reach
@@ -60,12 +72,7 @@ func randByte(t testing.TB) int {
 func newTestManager(t testing.TB, opts ...func(*Config)) (*Manager, Config) {
 	t.Helper()
 	requireRoot(t)
-	cfg := Config{
-		NetnsDir:   t.TempDir(),
-		Subnet:     fmt.Sprintf("10.%d.%d.0/24", 200+randByte(t)%50, randByte(t)),
-		AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")},
-		Resolvers:  func() []netip.Addr { return nil },
-	}
+	cfg := testConfig(t)
 	for _, o := range opts {
 		o(&cfg)
 	}

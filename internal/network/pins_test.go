@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -278,12 +277,7 @@ func TestCloseRacesTeardown(t *testing.T) {
 func newUncleanedManager(t *testing.T) (*Manager, Config) {
 	t.Helper()
 	requireRoot(t)
-	cfg := Config{
-		NetnsDir:   t.TempDir(),
-		Subnet:     fmt.Sprintf("10.%d.%d.0/24", 200+randByte(t)%50, randByte(t)),
-		AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")},
-		Resolvers:  func() []netip.Addr { return nil },
-	}
+	cfg := testConfig(t)
 	m, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatalf("New: %v", err)
