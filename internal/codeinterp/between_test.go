@@ -1,7 +1,6 @@
 package codeinterp
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,8 +20,9 @@ import (
 func TestOutputBetweenRunsThenDeath(t *testing.T) {
 	ts, r := defaultPyRunner(t)
 	r.mu.Lock()
-	first := r.proc.cmd.Process.Pid
+	proc := r.proc
 	r.mu.Unlock()
+	first := proc.cmd.Process.Pid
 	t.Cleanup(func() { // before the server's cleanup, whatever happened
 		_ = syscall.Kill(-first, syscall.SIGKILL)
 		_ = syscall.Kill(first, syscall.SIGKILL)
@@ -41,16 +41,12 @@ func TestOutputBetweenRunsThenDeath(t *testing.T) {
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// The runner is gone before the next run starts: reaped, or a zombie
-	// the context keeps until it lets the process go (repl.go, reap).
-	for i := 0; ; i++ {
-		if err := syscall.Kill(first, 0); errors.Is(err, syscall.ESRCH) || isZombie(first) {
-			break
-		}
-		if i > 3000 { // a hang, not a slow exit
-			t.Fatal("the runner never exited")
-		}
-		time.Sleep(20 * time.Millisecond)
+	// The context has seen the runner die before the next run starts (a
+	// run racing the death itself finds it exiting, which is another case).
+	select {
+	case <-proc.dead:
+	case <-time.After(60 * time.Second): // a hang, not a slow exit
+		t.Fatal("the runner's death was never seen")
 	}
 	for i := range 2 {
 		done := make(chan []line, 1)
@@ -68,15 +64,4 @@ func TestOutputBetweenRunsThenDeath(t *testing.T) {
 			t.Fatalf("run %d shows output of an earlier run's thread: %q", i, out)
 		}
 	}
-}
-
-// isZombie reports whether pid has exited but is not reaped yet.
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the command, which is in parentheses and may hold any byte.
-	i := strings.LastIndexByte(string(b), ')')
-	return i > 0 && len(b) > i+2 && b[i+2] == 'Z'
 }

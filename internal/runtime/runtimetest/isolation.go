@@ -202,7 +202,9 @@ func testExitOOM(t *testing.T, d runtime.Driver, rootfs string) {
 		t.Skipf("%s does not implement runtime.ExitWatcher", d.Name())
 	}
 	// /root, not /tmp: runsc mounts its own tmpfs on an empty /tmp.
-	hog := `touch /out/ready; dd if=/dev/zero of=/root/fill bs=1M count=96 2>/dev/null; x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done`
+	// The filling waits for /out/go: an OOM before Start had read the
+	// init's start time failed Start ("exited right after start").
+	hog := `touch /out/ready; while [ ! -e /out/go ]; do sleep 0.05; done; dd if=/dev/zero of=/root/fill bs=1M count=96 2>/dev/null; x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done`
 	sb := start(t, d, rootfs, hog, func(s *runtime.Spec) {
 		// Room for runsc's Sentry and gofer to start (they share the
 		// cgroup): at 48 MiB they sometimes died before the init ran.
@@ -210,6 +212,9 @@ func testExitOOM(t *testing.T, d runtime.Driver, rootfs string) {
 		s.Resources.DiskMB = 256
 	})
 	sb.wait(t, "ready")
+	if err := os.WriteFile(filepath.Join(sb.out, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	ex, err := w.Wait(ctx, sb.id)
