@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/sbxdev/sbx/internal/codeinterp/jupyter"
-	"golang.org/x/sys/unix"
 )
 
 // replProc is one long-lived interpreter process (bash, node) whose stdout
@@ -123,7 +122,7 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 		// for ever, and the death must still be seen: once the process
 		// is gone its pipes get a grace period, then they are closed.
 		exited := make(chan bool, 1)
-		go func() { exited <- waitExited(cmd.Process.Pid) }()
+		go func() { exited <- jupyter.WaitExited(cmd.Process.Pid) }()
 		var seen bool
 		select {
 		case <-pumped:
@@ -155,19 +154,6 @@ func startRepl(cmd *exec.Cmd, what string, side *os.File) (*replProc, error) {
 // pipeGrace is how long the output of a process that ended is still read
 // while something else holds its pipes.
 const pipeGrace = time.Second
-
-// waitExited returns true once the process pid has exited, leaving it to
-// be reaped (by exec.Cmd.Wait); false if that cannot be known, and then
-// the pipes alone tell.
-func waitExited(pid int) bool {
-	var info unix.Siginfo
-	for {
-		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			return err == nil
-		}
-	}
-}
 
 // maxSideLine bounds one line of a side channel (a frame of the Python
 // runner: a result with its images).

@@ -200,12 +200,14 @@ func (k *Kernel) launch(opts Options) error {
 	}
 	k.cmd = cmd
 	go func() {
-		waitExited(cmd.Process.Pid) // a zombie: its pid is still its own
+		exited := WaitExited(cmd.Process.Pid) // a zombie: its pid is still its own
 		k.reapMu.Lock()
 		// What a cell left in the group dies with the kernel, while the
 		// group's id cannot name another; it also lets go of the output
 		// pipe that Wait waits for. No signal follows the reaping.
-		_ = SignalGroup(cmd.Process, syscall.SIGKILL)
+		if exited {
+			_ = SignalGroup(cmd.Process, syscall.SIGKILL)
+		}
 		k.reaped = true
 		k.reapMu.Unlock()
 		k.exitErr = cmd.Wait()
@@ -536,10 +538,16 @@ func (k *Kernel) signal(sig syscall.Signal) error {
 	return SignalGroup(k.cmd.Process, sig)
 }
 
-// waitExited waits until pid exited, leaving it unreaped (WNOWAIT).
-func waitExited(pid int) {
+// WaitExited returns true once the child pid has exited, leaving it
+// unreaped (WNOWAIT: its number stays its own until exec.Cmd.Wait); false
+// if that cannot be known.
+func WaitExited(pid int) bool {
 	var info unix.Siginfo
-	for unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return err == nil
+		}
 	}
 }
 
