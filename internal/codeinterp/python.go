@@ -200,7 +200,7 @@ func (r *pyRunner) call(ctx context.Context, op string, fields map[string]any) e
 	}
 	b, _ := json.Marshal(req)
 	if _, err := p.stdin.Write(append(b, '\n')); err != nil {
-		p.kill() // so the next request starts a new one (see lost)
+		p.kill() // so the next request starts a new one (see writeFailed)
 		return fmt.Errorf("python runner: %w", err)
 	}
 	var end *pyFrame
