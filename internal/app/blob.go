@@ -20,7 +20,7 @@ import (
 
 // BlobConfig is the blob store templates' layers and paused sandboxes'
 // filesystems are published to, so that servers sharing a database and
-// this store can start and resume each other's (docs/cluster.md).
+// this store can start and resume each other's (docs/cluster-storage.md).
 type BlobConfig struct {
 	// URL is file:///DIR (one box; default file://<data dir>/blobs) or
 	// s3://BUCKET?endpoint=...&region=...&prefix=... (a cluster).

@@ -13,7 +13,7 @@ import (
 	"github.com/sbxdev/sbx/internal/store"
 )
 
-// Jobs makes builds cluster jobs (sbx serve --role api|node; docs/cluster.md
+// Jobs makes builds cluster jobs (sbx serve --role api|node; docs/cluster-storage.md
 // "Template builds as jobs"): a started build is queued in the database,
 // whichever api replica took the call, and exactly one node claims it,
 // builds it, publishes its layers to the blob store and records its status
