@@ -349,3 +349,101 @@ func defaultPyRunner(t *testing.T) (*httptest.Server, *pyRunner) {
 	}
 	return ts, r
 }
+
+// A cell may close the runner's own descriptors (its frames to the server,
+// its requests, its end markers) and open files that get their numbers:
+// daemon code closes every descriptor above 2, and a cell may close fd 3,
+// where the frames arrive. The runner's protocol must never go into the
+// cell's file: then the run never ended and the server waited for good.
+// Either the runner's descriptors are out of the way (the run goes on), or
+// the runner sees they are gone and the run ends with an error, the
+// context restarting as after any death.
+func TestPythonRunnerSurvivesACellClosingItsDescriptors(t *testing.T) {
+	for _, tc := range []struct {
+		name, code string
+		restarts   bool   // the runner lost its descriptors and restarted
+		stdout     string // what the cell printed that reaches the client
+	}{
+		{name: "close 3, open a file", code: "import os\ntry:\n    os.close(3)\nexcept OSError:\n    pass\nf = open(P, 'w')\nprint('after')",
+			stdout: "after\n"},
+		{name: "a file over every descriptor above 2", restarts: true,
+			code: "import os\nfd = os.open(P, os.O_WRONLY)\nfor n in os.listdir('/proc/self/fd'):\n" +
+				"    if int(n) > 2 and int(n) != fd:\n        try:\n            os.dup2(fd, int(n))\n        except OSError:\n            pass\nprint('after')"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ts := newTestServer(t, Config{DefaultLanguages: []string{"python"}})
+			file := filepath.Join(t.TempDir(), "cell-file")
+			if err := os.WriteFile(file, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			execute(t, ts.URL, map[string]any{"code": fmt.Sprintf("state = 1\nP = %q", file)})
+			lines, err := executeWithin(t, ts.URL, tc.code, 20*time.Second)
+			if err != nil {
+				t.Fatalf("the run never ended: %v; got %v", err, lines)
+			}
+			if b, _ := os.ReadFile(file); len(b) > 0 {
+				t.Errorf("the runner wrote into the cell's file: %q", b)
+			}
+			errs := ofType(lines, "error")
+			if got := stdout(lines); got != tc.stdout {
+				t.Errorf("stdout %q, want %q (errors %v)", got, tc.stdout, errs)
+			}
+			if !tc.restarts {
+				if len(errs) > 0 {
+					t.Fatalf("errors: %v", errs)
+				}
+				if r := ofType(execute(t, ts.URL, map[string]any{"code": "state"}), "result"); len(r) != 1 || r[0].str("text") != "1" {
+					t.Fatalf("state lost: %v", r)
+				}
+				return
+			}
+			if len(errs) != 1 || errs[0].str("name") != "UnexpectedEndOfExecution" {
+				t.Fatalf("errors %v, want UnexpectedEndOfExecution", errs)
+			}
+			var said strings.Builder
+			for _, l := range ofType(lines, "stderr") {
+				said.WriteString(l.str("text"))
+			}
+			if !strings.Contains(said.String(), "closed or replaced") {
+				t.Errorf("stderr %q does not say why the runner ended", said.String())
+			}
+			next := execute(t, ts.URL, map[string]any{"code": "'state' in dir()"})
+			if r := ofType(next, "result"); len(r) != 1 || r[0].str("text") != "False" {
+				t.Fatalf("run after the restart: %v", next)
+			}
+		})
+	}
+}
+
+// executeWithin runs code and returns its lines, or an error when the
+// run has not ended within d (a hang, not a slow run).
+func executeWithin(t *testing.T, base, code string, d time.Duration) ([]line, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	b, _ := json.Marshal(map[string]any{"code": code})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/execute", bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out []line
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var l line
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return out, fmt.Errorf("bad NDJSON line %q: %w", sc.Text(), err)
+		}
+		out = append(out, l)
+	}
+	if err := sc.Err(); err != nil {
+		return out, err
+	}
+	if len(out) == 0 || out[len(out)-1].str("type") != "end_of_execution" {
+		return out, fmt.Errorf("stream does not end with end_of_execution")
+	}
+	return out, nil
+}

@@ -8,10 +8,13 @@
 #
 # Requests arrive on stdin, one JSON object a line; the runner moves them
 # to a private descriptor and puts /dev/null on fd 0, as a kernel has it.
+# Private descriptors (requests, frames, end markers) sit at high numbers,
+# close-on-exec, and are checked before each use (see _Private).
 #   {"op": "run", "id", "code", "count", "env", "marker"}   a user's cell
 #   {"op": "silent", "id", "code", "marker"}                setup code
 #   {"op": "env", "id", "env", "marker"}                    env vars for good
-# Frames go out on fd 3, one JSON object a line, in the order they were made:
+# Frames go out on fd 3 (moved to a private descriptor at once), one JSON
+# object a line, in the order they were made:
 #   {"t": "ready"}                                  once, after start-up
 #   {"t": "stream", "name": "stdout"|"stderr", "text"}
 #   {"t": "display", "data": {mime: value}}         display(), figures
@@ -37,18 +40,19 @@ import threading
 
 
 def _sbx_main():
-    cmd_fd = os.dup(0)  # not inherited by the user's subprocesses
+    global _marker_fds
+    cmd = _Private(0, "requests")
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    os.set_inheritable(3, False)
+    wire_fd = _Private(3, "frames")
+    os.close(3)  # a cell's next file may get it, harmlessly
     # The end markers go through copies of fd 1 and 2 (the same pipes, so
     # after whatever a subprocess wrote to them): a cell may point fd 1 or
     # 2 elsewhere for good (dup2 of /dev/null to silence a C library, a
     # close), and a marker written there would never reach the server,
     # which would wait for it for good.
-    global _marker_fds
-    _marker_fds = (os.dup(1), os.dup(2))
+    _marker_fds = (_Private(1, "stdout markers"), _Private(2, "stderr markers"))
     startup = sys.argv[1] if len(sys.argv) > 1 else None
     # As in a kernel: the working directory first on the path, not ours;
     # inline figures unless the user chose a backend.
@@ -61,7 +65,7 @@ def _sbx_main():
 
     signal.signal(signal.SIGINT, ignore)
 
-    wire = _Wire(3)
+    wire = _Wire(wire_fd)
     shell = _make_shell(wire)
     if startup:
         try:
@@ -70,8 +74,9 @@ def _sbx_main():
             pass
     wire.send({"t": "ready"})
 
-    requests = io.open(cmd_fd, "rb", buffering=1 << 16)
+    requests = io.open(cmd.fd, "rb", buffering=1 << 16, closefd=False)
     while True:
+        cmd.check()
         line = requests.readline()
         if not line:
             return
@@ -110,14 +115,76 @@ def _finish(wire, marker, status):
     if marker:
         end = (marker + "0\x1e").encode()
         for fd in _marker_fds:
+            fd.check()
             try:
-                _write_all(fd, end)
+                _write_all(fd.fd, end)
             except OSError:
                 pass
     wire.send(status, fresh_line=True)
 
 
-_marker_fds = (1, 2)
+_marker_fds = ()
+
+
+class _Private:
+    """One of the runner's own descriptors, a copy of fd at a high number,
+    close-on-exec so no subprocess holds it. A cell may still close it
+    (daemon code closes every descriptor above 2) and open a file that gets
+    its number: the runner's protocol written there would never reach the
+    server, which would wait for it for good. check() sees that (the
+    number no longer names the pipe it named) and ends the runner, a death
+    the server reports and restarts the context after."""
+
+    def __init__(self, fd, what):
+        import fcntl
+
+        self.what = what
+        self.fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _high_fd())
+        self.id = _identity(self.fd)
+
+    def ok(self):
+        return _identity(self.fd) == self.id
+
+    def check(self):
+        if not self.ok():
+            _lost(self)
+
+
+def _identity(fd):
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _high_fd():
+    # High enough that a cell's files do not get there first, below the
+    # descriptor limit (or the copy fails).
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        soft = 1024
+    return max(10, min(soft, 1024) - 32)
+
+
+def _lost(private):
+    """Ends the runner after a cell took one of its descriptors, saying so
+    on stderr when the runner's stderr is still there: the run's error
+    (the process exited) then comes with its reason."""
+    msg = ("\nsbx: the cell closed or replaced the code interpreter's %s descriptor (%d); "
+           "the Python context ends here and restarts on the next run\n" % (private.what, private.fd)).encode()
+    if len(_marker_fds) == 2:
+        pipe = _marker_fds[1].id
+        for fd in (_marker_fds[1].fd, 2):  # the copy, or fd 2 if still the same pipe
+            if _identity(fd) == pipe:
+                try:
+                    _write_all(fd, msg)
+                    break
+                except OSError:
+                    pass
+    os._exit(70)
 
 
 def _ignore_sigint(signum, frame):
@@ -196,7 +263,7 @@ class _Wire:
     one write."""
 
     def __init__(self, fd):
-        self.fd = fd
+        self.fd = fd  # a _Private
         self.lock = threading.RLock()
         self.held = b""
         self.encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
@@ -226,7 +293,8 @@ class _Wire:
                 # to this one.
                 b = b"\n" + b
             b, self.held = self.held + b, b""
-            _write_all(self.fd, b)
+            self.fd.check()
+            _write_all(self.fd.fd, b)
 
 
 class _Stream(io.TextIOBase):
