@@ -2,6 +2,7 @@ package network
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
@@ -31,16 +32,28 @@ func newIPAM(subnet string) (*ipam, error) {
 		return nil, errdefs.Invalid("network subnet %q: use an IPv4 prefix between /8 and /29", subnet)
 	}
 	gw := p.Addr().Next()
+	// The search starts at a random usable address (all but the network,
+	// gateway and broadcast addresses). Starting at the first, every
+	// server on the host (and a server restarted) handed out the
+	// addresses another had just freed, whose stale veths and conntrack
+	// entries then reached the new sandbox.
+	usable := uint32(1)<<(32-p.Bits()) - 3
 	return &ipam{
-		prefix: p, gateway: gw, last: lastAddr(p), next: gw.Next(),
+		prefix: p, gateway: gw, last: lastAddr(p), next: addrFrom(u32(gw.Next()) + rand.Uint32N(usable)),
 		byID: map[string]netip.Addr{}, used: map[netip.Addr]string{},
 	}, nil
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Addr().As4()
-	host := uint32(1)<<(32-p.Bits()) - 1
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
+	return addrFrom(u32(p.Addr()) | (uint32(1)<<(32-p.Bits()) - 1))
+}
+
+func u32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func addrFrom(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
@@ -63,8 +76,8 @@ func (m *ipam) ownerOf(id string) string {
 	return m.owner(id)
 }
 
-// allocate returns a free address, searching round-robin from the last one
-// handed out so that a just-released address is not reused at once (a
+// allocate returns a free address, searching round-robin (wrapping at the
+// end of the range) from the last one handed out so that a just-released address is not reused at once (a
 // stale conntrack entry or ARP cache would otherwise hit the new owner).
 func (m *ipam) allocate(id string) (netip.Addr, error) {
 	if a, ok := m.byID[id]; ok {

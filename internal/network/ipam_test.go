@@ -2,6 +2,7 @@ package network
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -19,6 +20,7 @@ func TestIPAMAllocatesRoundRobinAndExhausts(t *testing.T) {
 	if m.gateway != netip.MustParseAddr("10.9.0.1") {
 		t.Errorf("gateway = %s; want 10.9.0.1", m.gateway)
 	}
+	m.next = netip.MustParseAddr("10.9.0.2") // not where newIPAM's search starts (at random)
 	var got []string
 	for _, id := range []string{"a", "b", "c", "d", "e"} {
 		a, err := m.allocate(id)
@@ -53,6 +55,73 @@ func TestIPAMDoesNotReuseAtOnce(t *testing.T) {
 	a2, _ := m.allocate("b")
 	if a1 == a2 {
 		t.Errorf("a released address %s was handed out again at once", a1)
+	}
+}
+
+// Every allocator starts its search at a random usable address: servers
+// on one host (and a server restarted) all starting at the first would
+// hand out the addresses just freed by another, whose stale veths and
+// conntrack entries then hit the new sandbox. A start anywhere in the
+// range, the last usable address too, must still wrap round to the free
+// one, and never land on the gateway or the broadcast address.
+func TestIPAMStartsAnywhereAndWraps(t *testing.T) {
+	t.Parallel()
+	const subnet = "10.9.0.0/29" // .1 gateway, .2-.6 usable, .7 broadcast
+	starts := map[string]int{}
+	for range 1000 {
+		m, err := newIPAM(subnet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := m.allocate("first")
+		if err != nil {
+			t.Fatal(err)
+		}
+		starts[a.String()]++
+	}
+	for _, want := range []string{"10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"} {
+		if starts[want] == 0 {
+			t.Errorf("no allocator of 1000 started at %s: starts %v", want, starts)
+		}
+	}
+	for a := range starts {
+		if p := netip.MustParseAddr(a); p.Compare(netip.MustParseAddr("10.9.0.2")) < 0 || p.Compare(netip.MustParseAddr("10.9.0.6")) > 0 {
+			t.Errorf("an allocator started at %s, outside the usable range", a)
+		}
+	}
+	for _, tc := range []struct {
+		taken []string
+		want  string // "" for none left
+	}{
+		{taken: []string{"10.9.0.2", "10.9.0.3", "10.9.0.5", "10.9.0.6"}, want: "10.9.0.4"},
+		{taken: []string{"10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"}, want: "10.9.0.2"},
+		{taken: []string{"10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5"}, want: "10.9.0.6"},
+		{taken: []string{"10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"}},
+	} {
+		for range 50 { // from many starts
+			m, _ := newIPAM(subnet)
+			for i, a := range tc.taken {
+				if err := m.reserve(fmt.Sprint("old", i), netip.MustParseAddr(a)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a, err := m.allocate("new")
+			if tc.want == "" {
+				if !errors.Is(err, errdefs.ErrResourceExhausted) {
+					t.Fatalf("taken %v: allocate = %s, %v; want resource exhausted", tc.taken, a, err)
+				}
+				continue
+			}
+			if err != nil || a.String() != tc.want {
+				t.Fatalf("taken %v: allocate = %s, %v; want %s", tc.taken, a, err, tc.want)
+			}
+		}
+	}
+	// Two servers on a large subnet: not the same first address.
+	a, _ := newIPAM("10.0.0.0/8")
+	b, _ := newIPAM("10.0.0.0/8")
+	if x, y := a.next, b.next; x == y {
+		t.Errorf("two allocators start at %s (1 in 16 million by chance)", x)
 	}
 }
 
