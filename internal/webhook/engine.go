@@ -551,35 +551,12 @@ func (e *Engine) complete(it *item, r *result) {
 		r.sandbox = it.sandbox
 	}
 	h := e.hooks[it.webhookID]
+	e.streak(h, it, r, now)
 	if r.ok {
 		r.state = stateSuccess
 		e.finished(it)
-		if h != nil && !it.force && (h.ConsecutiveFailures != 0 || !h.FailingSince.IsZero()) {
-			h.ConsecutiveFailures, h.FailingSince = 0, time.Time{}
-			r.countersChanged = true
-		}
 	} else {
 		gone := r.respStatus == http.StatusGone
-		if h != nil && !it.force {
-			h.ConsecutiveFailures++
-			r.countersChanged = true
-			if h.FailingSince.IsZero() {
-				h.FailingSince = now
-			}
-			reason := ""
-			switch {
-			case gone:
-				reason = "the endpoint answered 410 Gone"
-			case h.ConsecutiveFailures >= e.cfg.DisableAfterFailures && now.Sub(h.FailingSince) >= e.cfg.DisableAfter:
-				reason = fmt.Sprintf("%d consecutive failed attempts since %s", h.ConsecutiveFailures, h.FailingSince.Format(time.RFC3339))
-			}
-			if reason != "" && h.Enabled {
-				h.Enabled, h.DisabledReason, h.UpdatedAt = false, reason, now
-				r.disabled = true
-				r.disabledReason = reason
-				e.log.Warn("webhook disabled", "webhook.id", h.ID, "team.id", h.TeamID, "reason", reason)
-			}
-		}
 		delay, more := e.cfg.retryDelay(it.attempts)
 		if more && !gone && it.attempts < it.maxAttempts {
 			r.state = statePending

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -260,6 +261,49 @@ func TestAutoDisableAndReenable(t *testing.T) {
 		p, err := e.eng.Deliveries(t.Context(), "t", hook.ID, DeliveryQuery{})
 		return err == nil && len(p.Data) == 1 && p.Data[0].Status == stateSuccess
 	})
+}
+
+// Attempts in flight when their webhook is disabled fail after it: they
+// must not add to the failure streak that disabled it (a re-enabled
+// webhook's streak, or the reason's count, would otherwise say more than
+// the endpoint's failures while it was on). Four deliveries go out at
+// once; the second failure disables the webhook; the streak stays at 2.
+func TestAttemptsAfterDisableDoNotCount(t *testing.T) {
+	t.Parallel()
+	cfg := fastConfig()
+	cfg.Workers, cfg.PerWebhook = 8, 4
+	cfg.DisableAfter, cfg.DisableAfterFailures = time.Nanosecond, 2
+	cfg.RetrySchedule = []time.Duration{time.Hour} // no retry during the test
+	e := newEnv(t, cfg)
+	release := make(chan struct{})
+	rc := newReceiver(t, func(int) int {
+		<-release
+		return http.StatusInternalServerError
+	})
+	hook := createHook(t, e.eng, "t", rc.srv.URL)
+	run(t, e.eng)
+	const sent = 4
+	for i := range sent {
+		_ = e.log.Append(t.Context(), &events.Event{Type: events.SandboxCreated, TeamID: "t", SandboxID: fmt.Sprint("sb", i)})
+	}
+	waitFor(t, "all in flight", func() bool { return len(rc.all()) == sent })
+	close(release)
+	waitFor(t, "all attempts recorded", func() bool {
+		p, err := e.eng.Deliveries(t.Context(), "t", hook.ID, DeliveryQuery{})
+		n := 0
+		for _, d := range p.Data {
+			n += len(d.Attempts)
+		}
+		return err == nil && n == sent
+	})
+	h, err := e.eng.Get(t.Context(), "t", hook.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Enabled || h.ConsecutiveFailures != 2 || !strings.Contains(h.DisabledReason, "2 consecutive failed attempts") {
+		t.Fatalf("enabled %v, streak %d (want 2: the attempts that failed after the disable do not count), reason %q",
+			h.Enabled, h.ConsecutiveFailures, h.DisabledReason)
+	}
 }
 
 func TestSSRF(t *testing.T) {
