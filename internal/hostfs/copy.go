@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/sbxdev/sbx/internal/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,7 +33,9 @@ func CopyEntry(src *Dir, name string, dst *Dir, dstName string, skip func(string
 const MaxCopyDepth = 256
 
 // ErrTooDeep is returned when a copied tree nests deeper than MaxCopyDepth.
-var ErrTooDeep = fmt.Errorf("directory tree nests deeper than %d levels", MaxCopyDepth)
+// The tree is a tenant's (a build context), so it is invalid input (a 400)
+// whose message, without the host path wrapped around it, says what to do.
+var ErrTooDeep = errdefs.Invalid("directory tree nests deeper than %d levels; flatten it", MaxCopyDepth)
 
 // CopyTree merges the contents of src into dst (as CopyEntry for each),
 // reading src a batch at a time so a wide directory is never held whole.
@@ -75,7 +78,7 @@ func copyOne(src *Dir, name string, st unix.Stat_t, dst *Dir, dstName string, sk
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		if depth >= MaxCopyDepth {
-			return fmt.Errorf("copy %s/%s: %w: flatten it", src.Path(), name, ErrTooDeep)
+			return fmt.Errorf("copy %s/%s: %w", src.Path(), name, ErrTooDeep)
 		}
 		if err := replaceNonDir(dst, dstName); err != nil {
 			return err

@@ -2,10 +2,13 @@ package hostfs
 
 import (
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sbxdev/sbx/internal/errdefs"
 )
 
 func TestMkdirAllAndLinkRefuseSymlinks(t *testing.T) {
@@ -131,8 +134,20 @@ func TestCopyTreeRefusesDeepTrees(t *testing.T) {
 		nested.Close()
 		to, _ := OpenDir(t.TempDir())
 		defer to.Close()
-		if err := CopyTree(d, to, nil); !errors.Is(err, tc.err) {
+		err = CopyTree(d, to, nil)
+		if !errors.Is(err, tc.err) {
 			t.Errorf("%d levels: err = %v, want %v", tc.levels, err, tc.err)
+		}
+		if err == nil {
+			continue
+		}
+		// The tree is a tenant's (a build context): a 400 saying what to
+		// do, not a 500, and no host path in what the client sees.
+		if got := errdefs.HTTPStatus(err); got != http.StatusBadRequest {
+			t.Errorf("%d levels: HTTP status %d, want 400", tc.levels, got)
+		}
+		if msg := errdefs.Message(err); !strings.Contains(msg, "flatten") || strings.Contains(msg, src) {
+			t.Errorf("%d levels: client message %q", tc.levels, msg)
 		}
 	}
 }
