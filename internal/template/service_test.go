@@ -365,6 +365,59 @@ func TestUploadLimitsAndSafety(t *testing.T) {
 	}
 }
 
+// The upload cap (ServiceConfig.MaxUploadBytes) holds to the byte, for
+// the body as sent (gzip; with its length or chunked, when only reading
+// it tells) and for what it unpacks to: at the cap an upload is taken,
+// one byte over it is refused with 413.
+func TestUploadCapIsExact(t *testing.T) {
+	t.Parallel()
+	noise := make([]byte, 3000) // incompressible: the body is the larger
+	_, _ = rand.Read(noise)
+	sent := tarOf(t, map[string]string{"noise.bin": string(noise)})
+	zeros := tarOf(t, map[string]string{"zeros.bin": string(make([]byte, 64<<10))}) // unpacks to the larger
+	for _, tc := range []struct {
+		name    string
+		body    []byte
+		max     int64
+		chunked bool
+		want    int
+	}{
+		{"body at the cap", sent, int64(len(sent)), false, http.StatusOK},
+		{"body at the cap, chunked", sent, int64(len(sent)), true, http.StatusOK},
+		{"body a byte over", sent, int64(len(sent)) - 1, false, http.StatusRequestEntityTooLarge},
+		{"body a byte over, chunked", sent, int64(len(sent)) - 1, true, http.StatusRequestEntityTooLarge},
+		{"unpacked at the cap", zeros, 64 << 10, true, http.StatusOK},
+		{"unpacked a byte over", zeros, 64<<10 - 1, true, http.StatusRequestEntityTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := setup(t, filepath.Join(t.TempDir(), "sbx.db"), t.TempDir(), tc.max)
+			var r registered
+			e.call(t, "team1", "POST", "/v3/templates", map[string]any{"name": "cap"}, &r)
+			var fs struct {
+				URL string `json:"url"`
+			}
+			if code := e.call(t, "team1", "GET", "/templates/"+r.TemplateID+"/files/"+hashA, nil, &fs); code != http.StatusCreated {
+				t.Fatalf("files: HTTP %d", code)
+			}
+			var body io.Reader = bytes.NewReader(tc.body)
+			if tc.chunked {
+				body = io.MultiReader(body) // no length: sent chunked
+			}
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPut, fs.URL, body)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("%d bytes sent, cap %d: HTTP %d %s; want %d", len(tc.body), tc.max, resp.StatusCode, msg, tc.want)
+			}
+		})
+	}
+}
+
 func mustReq(t *testing.T, method, url string) *http.Request {
 	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader("x"))
 	if err != nil {
