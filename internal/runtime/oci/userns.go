@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/procsys"
 )
 
 // The root filesystem of a sandbox in a user namespace is an overlay whose
@@ -224,10 +225,17 @@ func lchownKeepMode(path string, e fs.DirEntry, uid, gid int) error {
 // from a thread inside it, for the runtime to bind at /sys.
 func prepareNetNS(nsPath, sysfsAt string) error {
 	return inNetNS(nsPath, func() error {
+		// A procfs of its own (procsys): through the host's /proc, the
+		// first lookup in a namespace costs more with every sandbox running.
+		root, err := procsys.Open()
+		if err != nil {
+			return fmt.Errorf("in %s: %w", nsPath, err)
+		}
+		defer root.Close()
 		var errs []error
 		for _, s := range netSysctls {
-			if err := os.WriteFile(s.path, []byte(s.value), 0); err != nil {
-				errs = append(errs, fmt.Errorf("set %s in %s: %w", s.path, nsPath, err))
+			if err := root.Write(s.path, s.value); err != nil {
+				errs = append(errs, fmt.Errorf("in %s: %w", nsPath, err))
 			}
 		}
 		if sysfsAt != "" {
@@ -242,8 +250,8 @@ func prepareNetNS(nsPath, sysfsAt string) error {
 }
 
 var netSysctls = []struct{ path, value string }{
-	{"/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"},
-	{"/proc/sys/net/ipv4/ping_group_range", "0 2147483647"},
+	{"sys/net/ipv4/ip_unprivileged_port_start", "0"},
+	{"sys/net/ipv4/ping_group_range", "0 2147483647"},
 }
 
 // inNetNS runs fn on a thread inside the network namespace at nsPath.
