@@ -127,14 +127,30 @@ func heldUserNS(r idRange) (*os.File, error) {
 type usernsCache struct {
 	mu sync.Mutex
 	ns map[idRange]*os.File
+
+	makerMu sync.Mutex // one request at a time to the helper
+	maker   usernsMaker
+}
+
+// make asks the helper (usernsMaker) for the namespace, or makes it here
+// where the helper cannot.
+func (c *usernsCache) make(r idRange) (*os.File, error) {
+	c.makerMu.Lock()
+	f, err := c.maker.make(r)
+	c.makerMu.Unlock()
+	if err == nil {
+		return f, nil
+	}
+	return newUserNS(r)
 }
 
 // get makes the namespace without holding the lock: a host filling up with
 // sandboxes needs a new one at every create, and concurrent creates waited
 // for each other's process starts here (at density 300, 10 at a time, the
-// lease step took p50 16-150 ms against 3 ms for one create alone). A range
-// is leased to one sandbox at a time, so two makers of the same range are
-// rare; the loser closes its copy.
+// lease step took p50 16-150 ms against 3 ms for one create alone; the
+// helper's requests, one at a time, are a fork of a small process each). A
+// range is leased to one sandbox at a time, so two makers of the same range
+// are rare; the loser closes its copy.
 func (c *usernsCache) get(r idRange) (*os.File, error) {
 	c.mu.Lock()
 	f := c.ns[r]
@@ -142,7 +158,7 @@ func (c *usernsCache) get(r idRange) (*os.File, error) {
 	if f != nil {
 		return f, nil
 	}
-	f, err := newUserNS(r)
+	f, err := c.make(r)
 	if err != nil {
 		return nil, err
 	}
