@@ -89,3 +89,50 @@ func readQuiet(path string) string {
 	b, _ := os.ReadFile(path)
 	return strings.TrimSpace(string(b))
 }
+
+// BenchmarkWrite: one namespace setup's three sysctls, through a private
+// procfs (its mount and unmount included) and through the host's /proc,
+// from a thread in a new network namespace each round.
+func BenchmarkWrite(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	for _, bc := range []struct {
+		name  string
+		mount func() (int, error)
+	}{
+		{"private", privateProc},
+		{"host", func() (int, error) { return -1, errors.New("refused") }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			mountPrivate = bc.mount
+			defer func() { mountPrivate = privateProc }()
+			done := make(chan error)
+			go func() {
+				goruntime.LockOSThread() // never unlocked: the thread changes namespace
+				for b.Loop() {
+					b.StopTimer()
+					if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+						done <- err
+						return
+					}
+					b.StartTimer()
+					r, err := Open()
+					if err == nil {
+						err = errors.Join(r.Write("sys/net/ipv4/ping_group_range", "0 2147483647"),
+							r.Write("sys/net/ipv4/ip_unprivileged_port_start", "0"),
+							r.Write("sys/net/ipv6/conf/default/disable_ipv6", "1"), r.Close())
+					}
+					if err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
