@@ -52,6 +52,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sbxdev/sbx/internal/errdefs"
+	"github.com/sbxdev/sbx/internal/procsys"
 )
 
 // Config says where namespaces live, which subnet to use and what sandbox
@@ -531,18 +532,27 @@ func (m *Manager) configureNew(ns netns.NsHandle, fn func(*netlink.Handle, netns
 // group, and servers need ports below 1024 without a capability. New
 // interfaces (eth0) get no IPv6: sandboxes have IPv4 only, and loopback
 // keeps ::1.
+// Paths are relative to a procfs root (procsys).
 var sandboxSysctls = []struct{ path, value string }{
-	{"/proc/sys/net/ipv4/ping_group_range", "0 2147483647"},
-	{"/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"},
-	{"/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"},
+	{"sys/net/ipv4/ping_group_range", "0 2147483647"},
+	{"sys/net/ipv4/ip_unprivileged_port_start", "0"},
+	{"sys/net/ipv6/conf/default/disable_ipv6", "1"},
 }
 
 // configure runs on a thread inside the new namespace: sysctls (before any
 // interface but loopback exists: eth0 is made without IPv6) and loopback.
+// The sysctls go through a procfs of their own (procsys: through the
+// host's /proc, each new namespace's first lookup costs more with every
+// sandbox running).
 func (m *Manager) configure(nh *netlink.Handle) error {
+	root, err := procsys.Open()
+	if err != nil {
+		return fmt.Errorf("in the sandbox namespace: %w", err)
+	}
+	defer root.Close()
 	for _, s := range sandboxSysctls {
 		// /proc/sys/net belongs to the namespace of the calling thread.
-		if err := writeSysctl(s.path, s.value); err != nil {
+		if err := root.Write(s.path, s.value); err != nil {
 			return fmt.Errorf("in the sandbox namespace: %w", err)
 		}
 	}

@@ -295,3 +295,66 @@ func TestUserNSCacheConcurrent(t *testing.T) {
 		t.Errorf("%d ranges got %d distinct namespaces, want one each", ranges, len(inodes))
 	}
 }
+
+// TestUserNSMaker: namespaces made by the helper map 0 to each range's
+// host ids (an idmapped mount of a root-owned file shows them), a
+// helper that died is replaced at the next request, and the helper exits
+// once its socket closes.
+func TestUserNSMaker(t *testing.T) {
+	runtimetest.RequireRoot(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var m usernsMaker
+	t.Cleanup(m.stop)
+	for _, tc := range []struct {
+		name   string
+		r      idRange
+		before func(t *testing.T)
+	}{
+		{"first range starts the helper", slotRange(3), nil},
+		{"another range", slotRange(7), nil},
+		{"after the helper was killed", slotRange(3), func(t *testing.T) {
+			if err := m.cmd.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.before != nil {
+				tc.before(t)
+			}
+			f, err := m.make(tc.r)
+			if err != nil && tc.before != nil {
+				f, err = m.make(tc.r) // the dead one is noticed by a request, then replaced
+			}
+			if err != nil {
+				t.Fatalf("make(%+v): %v", tc.r, err)
+			}
+			defer f.Close()
+			fd, err := idmapClone(dir, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, "f", &st, 0); err != nil {
+				t.Fatal(err)
+			}
+			if st.Uid != tc.r.UID || st.Gid != tc.r.GID {
+				t.Errorf("root's file shows %d:%d through the namespace, want %d:%d", st.Uid, st.Gid, tc.r.UID, tc.r.GID)
+			}
+		})
+	}
+	p := m.cmd.Process
+	m.stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Signal(syscall.Signal(0)) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the helper still runs after its socket closed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
