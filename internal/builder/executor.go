@@ -189,12 +189,12 @@ type Result struct {
 	Built   int      // steps executed
 }
 
-// Summary is the error without the step's output, for a log that showed
-// the output as it came.
+// Summary is the client's message without the step's output, for a log
+// that showed the output as it came.
 func (e *StepError) Summary() string {
 	c := *e
 	c.Output = ""
-	return c.Error()
+	return c.ClientMessage()
 }
 
 // StepError is a failed build step; Step is 1-based, 0 for finalize.
@@ -207,7 +207,29 @@ type StepError struct {
 	Err      error
 }
 
+// Error is the full text, for the server log: Err's host paths included.
 func (e *StepError) Error() string {
+	cause := ""
+	if e.Err != nil {
+		cause = e.Err.Error()
+	}
+	return e.text(cause)
+}
+
+// ClientMessage is the text a tenant reads in the build's status and log:
+// Err as errdefs lets a client see it (its message, or a pointer to the
+// server log for an internal error), never the host paths in its chain
+// (the upload, scratch and layer directories). The step's output is the
+// tenant's own, so it stays.
+func (e *StepError) ClientMessage() string {
+	cause := ""
+	if e.Err != nil {
+		cause = errdefs.Message(e.Err)
+	}
+	return e.text(cause)
+}
+
+func (e *StepError) text(cause string) string {
 	where := "finalize"
 	switch {
 	case e.Line > 0:
@@ -219,8 +241,8 @@ func (e *StepError) Error() string {
 	if e.ExitCode != 0 {
 		msg += fmt.Sprintf(" with exit code %d", e.ExitCode)
 	}
-	if e.Err != nil {
-		msg += ": " + e.Err.Error()
+	if cause != "" {
+		msg += ": " + cause
 	}
 	if e.Output != "" {
 		msg += "\noutput:\n" + e.Output

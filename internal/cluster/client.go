@@ -123,6 +123,8 @@ func nodeError(base string, resp *http.Response) error {
 		return errdefs.Precondition("%s", msg)
 	case http.StatusTooManyRequests:
 		return errdefs.Exhausted("%s", msg)
+	case http.StatusRequestEntityTooLarge:
+		return errdefs.TooLarge("%s", msg)
 	case http.StatusServiceUnavailable:
 		return errdefs.Unavailable("%s", msg)
 	case http.StatusGatewayTimeout:

@@ -377,7 +377,7 @@ func TestPythonRunnerSurvivesACellClosingItsDescriptors(t *testing.T) {
 				t.Fatal(err)
 			}
 			execute(t, ts.URL, map[string]any{"code": fmt.Sprintf("state = 1\nP = %q", file)})
-			lines, err := executeWithin(t, ts.URL, tc.code, 20*time.Second)
+			lines, err := executeWithin(t, ts.URL, map[string]any{"code": tc.code}, 20*time.Second)
 			if err != nil {
 				t.Fatalf("the run never ended: %v; got %v", err, lines)
 			}
@@ -415,13 +415,13 @@ func TestPythonRunnerSurvivesACellClosingItsDescriptors(t *testing.T) {
 	}
 }
 
-// executeWithin runs code and returns its lines, or an error when the
-// run has not ended within d (a hang, not a slow run).
-func executeWithin(t *testing.T, base, code string, d time.Duration) ([]line, error) {
+// executeWithin runs an /execute request and returns its lines, or an
+// error when the run has not ended within d (a hang, not a slow run).
+func executeWithin(t *testing.T, base string, body any, d time.Duration) ([]line, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	defer cancel()
-	b, _ := json.Marshal(map[string]any{"code": code})
+	b, _ := json.Marshal(body)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/execute", bytes.NewReader(b))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)

@@ -22,6 +22,9 @@ var (
 	ErrPermissionDenied   = errors.New("permission denied")
 	ErrResourceExhausted  = errors.New("resource exhausted")
 	ErrDeadlineExceeded   = errors.New("deadline exceeded")
+	// ErrTooLarge is a request body larger than the operation takes: unlike
+	// ErrResourceExhausted (429) a retry cannot help, only a smaller body.
+	ErrTooLarge = errors.New("too large")
 )
 
 // Error is a categorised error whose Message is safe to show to a client.
@@ -78,6 +81,9 @@ func Denied(format string, args ...any) error { return newf(ErrPermissionDenied,
 
 // Exhausted returns a resource-exhausted error (limits, budgets: HTTP 429).
 func Exhausted(format string, args ...any) error { return newf(ErrResourceExhausted, format, args...) }
+
+// TooLarge returns a request-too-large error (HTTP 413); say the limit.
+func TooLarge(format string, args ...any) error { return newf(ErrTooLarge, format, args...) }
 
 // Wrap attaches a client-safe message and a category to an internal error.
 func Wrap(kind, cause error, format string, args ...any) error {

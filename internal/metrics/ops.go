@@ -117,7 +117,7 @@ func failureReason(err error) string {
 	switch {
 	case errors.Is(err, context.Canceled):
 		return "canceled"
-	case errors.Is(err, errdefs.ErrInvalidArgument):
+	case errors.Is(err, errdefs.ErrInvalidArgument), errors.Is(err, errdefs.ErrTooLarge):
 		return "invalid_argument"
 	case errors.Is(err, errdefs.ErrNotFound):
 		return "not_found"

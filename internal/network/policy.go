@@ -43,6 +43,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 
+	"github.com/sbxdev/sbx/internal/atomicfile"
 	"github.com/sbxdev/sbx/internal/errdefs"
 )
 
@@ -229,12 +230,14 @@ func (m *Manager) savePolicy(id string, p Policy) error {
 	if err := os.MkdirAll(m.policyDir(), 0o700); err != nil {
 		return fmt.Errorf("save network policy: %w", err)
 	}
+	// Durable: the policy is what a restarted server (or one after a host
+	// crash, for a sandbox paused to disk) puts back; a torn one denies
+	// all of the sandbox's egress.
 	b, _ := json.Marshal(p)
-	tmp := m.policyPath(id) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := atomicfile.Write(m.policyPath(id), b, 0o600); err != nil {
 		return fmt.Errorf("save network policy of sandbox %s: %w", id, err)
 	}
-	return os.Rename(tmp, m.policyPath(id))
+	return nil
 }
 
 // loadPolicies reads the policies of the sandboxes found at start.

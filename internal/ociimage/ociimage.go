@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/sbxdev/sbx/internal/atomicfile"
 )
 
 // epoch is every file's modification time in the layers, so the same
@@ -96,12 +97,9 @@ func Write(path, ref string, img v1.Image) error {
 	if err != nil {
 		return fmt.Errorf("image name %q: %w", ref, err)
 	}
-	tmp := path + ".tmp"
-	if err := tarball.WriteToFile(tmp, tag, img); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFunc(path, 0o644, func(w io.Writer) error {
+		return tarball.Write(tag, img, w)
+	})
 }
 
 // dirTar streams dir as a tar of its tree, owners, modes and hard links

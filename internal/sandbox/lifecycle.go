@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/atomicfile"
 	"github.com/sbxdev/sbx/internal/errdefs"
 	"github.com/sbxdev/sbx/internal/store"
 )
@@ -47,52 +47,15 @@ func (m *Manager) saveLifecycle(id string, lc Lifecycle) error {
 	return replaceFile(filepath.Join(m.layersDir(id), lifecycleFile), b, 0o600)
 }
 
-// replaceFile puts data at path through a temporary file and a rename, so
-// a server killed in the middle leaves the old file or the new one, never
-// a torn one that a restart would misread (a lost timeout or egress
-// policy). The temporary file has a name of its own, so two writers of
-// one path (a pause marker and an egress update) never write or rename
-// each other's; it is synced before the rename, and the directory after,
-// so a host crash too leaves a whole file (a pause marker outlives the
-// host's reboot: a torn one would lose the sandbox). The directory is the
-// server's own.
+// replaceFile puts data at path whole and durably (internal/atomicfile),
+// so a server killed in the middle leaves the old file or the new one,
+// never a torn one that a restart would misread (a lost timeout or egress
+// policy), and two writers of one path (a pause marker and an egress
+// update) never write or rename each other's. A host crash too leaves a
+// whole file: a pause marker outlives the host's reboot, and a torn one
+// would lose the sandbox.
 func replaceFile(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if err := writeSynced(f, data, perm); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("replace %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// writeSynced writes data to f, sets its mode, syncs and closes it.
-func writeSynced(f *os.File, data []byte, perm os.FileMode) error {
-	_, err := f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm) // CreateTemp made it 0600
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	return errors.Join(err, f.Close())
-}
-
-// syncDir makes the entries of dir (a rename into it) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	return errors.Join(err, d.Close())
+	return atomicfile.Write(path, data, perm)
 }
 
 func (m *Manager) loadLifecycle(id string) Lifecycle {

@@ -614,7 +614,7 @@ func (s *Service) run(ctx context.Context, rec Record, b BuildRecord, req StartR
 			logLine(step, p.Level, p.Message)
 		}})
 	if err != nil {
-		step, msg := "", err.Error()
+		step, msg := "", clientReason(err)
 		var se *builder.StepError
 		if errors.As(err, &se) {
 			step = "finalize"
@@ -651,7 +651,7 @@ func (s *Service) run(ctx context.Context, rec Record, b BuildRecord, req StartR
 		return
 	}
 	if err := s.snapshot(ctx, t, req, logLine); err != nil {
-		logLine("finalize", "error", err.Error())
+		logLine("finalize", "error", clientReason(err))
 		s.fail(rec, b, "finalize", err)
 		return
 	}
@@ -732,7 +732,7 @@ func (s *Service) fail(rec Record, b BuildRecord, step string, err error) {
 	if s.releaseOnShutdown(ctx, b) {
 		return
 	}
-	b.Status, b.Reason, b.ReasonStep, b.FinishedAt = StatusError, err.Error(), step, s.now().UTC()
+	b.Status, b.Reason, b.ReasonStep, b.FinishedAt = StatusError, clientReason(err), step, s.now().UTC()
 	s.asCancelled(ctx, &b)
 	if uerr := s.record(ctx, b); uerr != nil {
 		s.log.Error("record failed build", "build.id", b.ID, "err", uerr)
@@ -742,6 +742,18 @@ func (s *Service) fail(rec Record, b BuildRecord, step string, err error) {
 	}
 	s.log.Warn("template build failed", "template.id", rec.ID, "build.id", b.ID, "step", step, "err", err)
 	s.event(ctx, EventBuildFailed, rec, b, map[string]any{"reason": b.Reason, "step": step})
+}
+
+// clientReason is what a tenant reads about a failed build (its status,
+// log and events): the client-safe message errdefs keeps, never err's
+// full text, which names host paths (the upload, data and cache
+// directories). The server log keeps the full error.
+func clientReason(err error) string {
+	var se *builder.StepError
+	if errors.As(err, &se) {
+		return se.ClientMessage()
+	}
+	return errdefs.Message(err)
 }
 
 func (s *Service) event(ctx context.Context, typ string, rec Record, b BuildRecord, data map[string]any) {

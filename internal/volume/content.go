@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path"
@@ -398,24 +399,22 @@ func (h *ContentHandler) write(w http.ResponseWriter, r *http.Request, root *hos
 	if err != nil {
 		return err
 	}
+	// No file can be larger than the volume: a body said to be is refused
+	// before a byte is written; one that turns out to be stops at the cap.
+	limit := h.svc.cfg.SizeMB << 20
+	if r.ContentLength > limit {
+		return tooLarge(limit)
+	}
 	parent, base, err := split(root, p, r.URL.Query().Get("force") == "true")
 	if err != nil {
 		return err
 	}
 	defer parent.Close()
-	f, err := parent.OpenFile(base, mode)
-	if err != nil {
-		return err
-	}
-	body := http.MaxBytesReader(w, r.Body, h.svc.cfg.SizeMB<<20)
-	_, err = io.Copy(f, body)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := errors.Join(parent.Lchown(base, uid, gid), parent.ChmodName(base, mode)); err != nil {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if err := replaceFile(parent, base, body, uid, gid, mode); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return tooLarge(limit)
+		}
 		return err
 	}
 	e, err := statEntry(parent, base, p)
@@ -424,6 +423,52 @@ func (h *ContentHandler) write(w http.ResponseWriter, r *http.Request, root *hos
 	}
 	writeJSON(w, http.StatusOK, e)
 	return nil
+}
+
+func tooLarge(limit int64) error {
+	return errdefs.TooLarge("the file is larger than the volume: a file may hold at most %d MiB; split it or use a larger volume", limit>>20)
+}
+
+// replaceFile writes body to a new file in dir under a temporary name,
+// owned and moded as asked, and renames it over name once body is whole:
+// a write that fails (the body too large, the volume full, the client
+// gone) leaves the old file as it was and no partial one. Until the
+// rename the volume holds both, so replacing a file needs room for the
+// two. An existing name that is not a regular file is refused, as
+// writing through it was before.
+func replaceFile(dir *hostfs.Dir, name string, body io.Reader, uid, gid int, mode os.FileMode) (err error) {
+	if st, err := dir.Lstat(name); err == nil {
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+		case unix.S_IFLNK:
+			return hostfs.ErrSymlink
+		default:
+			return hostfs.ErrNotRegular
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	tmp := ".sbx-write-" + strconv.FormatUint(rand.Uint64(), 36)
+	f, err := dir.Create(tmp, mode)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = dir.Remove(tmp)
+		}
+	}()
+	_, err = io.Copy(f, body)
+	if err == nil {
+		err = errors.Join(f.Chown(uid, gid), f.Chmod(mode)) // chmod after chown, which clears setuid bits
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return dir.Rename(tmp, dir, name)
 }
 
 func (h *ContentHandler) remove(w http.ResponseWriter, r *http.Request, root *hostfs.Dir, p string) error {

@@ -33,6 +33,8 @@ const { pathToFileURL } = require('url')
 
 // Captured before user code can replace them.
 const writeSync = fs.writeSync
+const fstatSync = fs.fstatSync
+const exit = process.exit.bind(process)
 const stringify = JSON.stringify
 const inspect = util.inspect
 const typescript = process.argv.includes('--typescript')
@@ -579,10 +581,41 @@ async function run(req) {
       if (v === undefined) delete process.env[k]
       else process.env[k] = v
     }
-    writeSync(3, `${stringify(out)}\n`)
+    reply(out)
     process.stdout.write(`${req.marker}0\x1e`)
     process.stderr.write(`${req.marker}0\x1e`)
   }
+}
+
+// The replies' pipe is fd 3, which node cannot move out of a cell's way
+// (it has no dup): a cell may close it and open a file that gets the
+// number, and a reply written there would never reach the server, which
+// would wait for it for good. So each reply first checks that fd 3 is
+// still the pipe it was (device and inode); when it is not, the driver
+// ends, saying why on stderr if that is still its pipe: a death the
+// server reports, restarting the context, instead of a hang.
+function identity(fd) {
+  try {
+    const st = fstatSync(fd, { bigint: true })
+    return `${st.dev}:${st.ino}`
+  } catch {
+    return null
+  }
+}
+const replyPipe = identity(3)
+const stderrPipe = identity(2)
+
+function reply(out) {
+  if (identity(3) !== replyPipe) {
+    if (identity(2) === stderrPipe) {
+      try {
+        writeSync(2, '\nsbx: the cell closed or replaced the code interpreter\'s reply descriptor (3); ' +
+          'the JavaScript context ends here and restarts on the next run\n')
+      } catch {}
+    }
+    exit(70)
+  }
+  writeSync(3, `${stringify(out)}\n`)
 }
 
 const queue = []
