@@ -514,8 +514,10 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		if sb.NetNS, err = ns.nsPath(); err != nil { // the driver saw it already
 			return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
 		}
-		spec.NetNS, spec.NetNSWait = sb.NetNS, nil
-		if err := m.saveSpec(spec); err != nil {
+		saved := spec
+		saved.NetNS, saved.NetNSWait = sb.NetNS, nil
+		saved.Resources.Background = false // as saved before a start: a restore starts in the foreground
+		if err := m.saveSpec(saved); err != nil {
 			return nil, err
 		}
 	}

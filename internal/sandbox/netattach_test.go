@@ -124,6 +124,7 @@ type startingDriver struct {
 	once    sync.Once
 	mu      sync.Mutex
 	netns   map[string]string
+	bg      map[string]bool // Resources.Background at Start
 }
 
 func (d *startingDriver) Start(ctx context.Context, s runtime.Spec) error {
@@ -135,6 +136,9 @@ func (d *startingDriver) Start(ctx context.Context, s runtime.Spec) error {
 		}
 		d.mu.Lock()
 		d.netns[s.ID] = p
+		if d.bg != nil {
+			d.bg[s.ID] = s.Resources.Background
+		}
 		d.mu.Unlock()
 		s.NetNSWait = nil
 	}
@@ -191,5 +195,38 @@ func TestCreateMakesTheNamespaceWhileTheRuntimeStarts(t *testing.T) {
 				t.Errorf("saved spec NetNS = %q, %v; want %q", spec.NetNS, err, net.path)
 			}
 		})
+	}
+}
+
+// A pool's sandbox starts in the background, but the spec saved for it
+// (what a restore starts from) says foreground, as it did when the spec
+// was saved before the start, and names the namespace made meanwhile.
+func TestLateNamespaceSavedSpecStartsInTheForeground(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{})
+	net := &lateNetwork{path: "/run/fake-netns/bg", started: started}
+	drv := &startingDriver{exitDriver: newExitDriver(), started: started, netns: map[string]string{}, bg: map[string]bool{}}
+	e := newLifecycleNet(t, drv, net, nil)
+	tpl, err := e.m.templates.Resolve(t.Context(), "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := store.Sandbox{ID: "bgstart1", TemplateID: tpl.ID, TeamID: "t1", AllowInternet: true, CPUCount: 1, MemoryMB: 256}
+	if _, err := e.m.startWith(t.Context(), &sb, tpl, launch{background: true}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.m.destroy(context.Background(), sb.ID) })
+	drv.mu.Lock()
+	bg := drv.bg[sb.ID]
+	drv.mu.Unlock()
+	if !bg {
+		t.Error("the pool's start did not run in the background")
+	}
+	spec, err := e.m.loadSpec(t.Context(), sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Resources.Background || spec.NetNS != net.path {
+		t.Errorf("saved spec: Background %v, NetNS %q; want false, %q", spec.Resources.Background, spec.NetNS, net.path)
 	}
 }
