@@ -61,6 +61,11 @@ type Spec struct {
 	// NetNS is the path of an existing network namespace to join.
 	// Empty means a fresh namespace with loopback only (no outside network).
 	NetNS string
+	// NetNSWait, when set, gives NetNS once that namespace exists: the
+	// caller makes it while the driver prepares the root filesystem, and
+	// the driver waits for it before it first uses the namespace. An error
+	// from it ends the start. Only Start reads it; it is never saved.
+	NetNSWait func() (string, error) `json:"-"`
 	// HostSocket is the host path of a unix socket the init process binds
 	// through a mount (runsc --host-uds=create), "" for none. gVisor cannot
 	// checkpoint a socket bound on the host, so a Checkpointer sends the

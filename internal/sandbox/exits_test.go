@@ -52,6 +52,11 @@ func (d *exitDriver) end(id string, st runtime.Status, ex runtime.Exit) {
 
 func (d *exitDriver) Name() string { return "fake" }
 func (d *exitDriver) Start(_ context.Context, s runtime.Spec) error {
+	if s.NetNSWait != nil { // as a real driver does before it uses the namespace
+		if _, err := s.NetNSWait(); err != nil {
+			return err
+		}
+	}
 	d.add(s.ID) // its init runs until deleted or ended
 	return nil
 }

@@ -396,18 +396,15 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	}()
 	t0 := time.Now()
 	var tNet, tFiles, tStart, tReady, tNetWait time.Duration
+	var ns *netStart
 	defer func() {
-		m.log.DebugContext(ctx, "sandbox start phases", "sandbox.id", sb.ID, "network", tNet, "files", tFiles, "runtime", tStart,
-			"agent_ready", tReady, "network_wait", tNetWait, "total", time.Since(t0), "from_snapshot", how.snapshot != "")
+		var tBegin time.Duration // off the path when late
+		if ns != nil && ns.late {
+			tBegin = ns.took
+		}
+		m.log.DebugContext(ctx, "sandbox start phases", "sandbox.id", sb.ID, "network", tNet, "network_begin", tBegin, "files", tFiles,
+			"runtime", tStart, "agent_ready", tReady, "network_wait", tNetWait, "total", time.Since(t0), "from_snapshot", how.snapshot != "")
 	}()
-	runDir := m.runDir(sb.ID)
-	if err := mkdirIn(runDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create run dir: %w", err)
-	}
-	key, err := m.newAgentKey(sb.ID)
-	if err != nil {
-		return nil, err
-	}
 	if how.snapshot != "" || how.snapRT {
 		sb.Runtime = m.rt.snap.Name()
 	} else {
@@ -420,14 +417,20 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	// the sandbox's address; both need the link in place before.
 	// A policy must be in force before anything runs: no overlap then.
 	overlap := how.snapshot == "" && !how.snapRT && sb.Runtime != "runsc" && how.egress.Empty()
-	nsPath, attached, err := m.beginNetwork(nctx, sb.ID, sb.AllowInternet, overlap)
-	if err != nil {
-		telemetry.End(netSpan, err)
-		return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
+	// With overlap the namespace itself is made concurrently too, while
+	// the runtime prepares the root filesystem (runtime.Spec.NetNSWait):
+	// on a free core the whole network step is then off the create's path.
+	ns = m.beginNetwork(nctx, sb.ID, sb.AllowInternet, overlap)
+	if !ns.late {
+		if _, err := ns.nsPath(); err != nil {
+			telemetry.End(netSpan, err)
+			return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
+		}
+		sb.NetNS = ns.path
 	}
 	// Joined before anything is torn down or handed out.
 	joinNet := sync.OnceValue(func() error {
-		err := <-attached
+		err := <-ns.attached
 		telemetry.End(netSpan, err)
 		return err
 	})
@@ -444,7 +447,14 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 			return nil, err
 		}
 	}
-	sb.NetNS = nsPath
+	runDir := m.runDir(sb.ID)
+	if err := mkdirIn(runDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create run dir: %w", err)
+	}
+	key, err := m.newAgentKey(sb.ID)
+	if err != nil {
+		return nil, err
+	}
 	tNet = time.Since(t0)
 	if err := m.newBootID(sb.ID); err != nil {
 		return nil, err
@@ -455,7 +465,9 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 	}
 	tpl.Layers = lower
 	spec := m.sandboxSpec(*sb, tpl.Lower(), key)
-	if err := m.saveSpec(spec); err != nil {
+	if ns.late {
+		spec.NetNSWait = ns.nsPath // the spec is saved once the path is known
+	} else if err := m.saveSpec(spec); err != nil {
 		return nil, err
 	}
 	tFiles = time.Since(t0) - tNet
@@ -498,6 +510,17 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		return nil, fmt.Errorf("start sandbox %s: %w", sb.ID, err)
 	}
 	tStart = time.Since(t0) - tNet - tFiles
+	if ns.late { // while envd starts in the sandbox
+		if sb.NetNS, err = ns.nsPath(); err != nil { // the driver saw it already
+			return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
+		}
+		saved := spec
+		saved.NetNS, saved.NetNSWait = sb.NetNS, nil
+		saved.Resources.Background = false // as saved before a start: a restore starts in the foreground
+		if err := m.saveSpec(saved); err != nil {
+			return nil, err
+		}
+	}
 	a := m.dial(sb.ID, runDir, key)
 	l = &live{sb: *sb, agent: a, snapshot: how.snapshot}
 	ectx, span := telemetry.Start(ctx, "sandbox.envd")
@@ -531,25 +554,6 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 		m.logs.sandbox(sb.ID).system(m.now(), "info", "start command ready")
 	}
 	return l, nil
-}
-
-// beginNetwork makes the sandbox's network namespace and, with overlap,
-// plugs the rest of its network in concurrently (otherwise before it
-// returns); the channel gives that result.
-func (m *Manager) beginNetwork(ctx context.Context, id string, allowInternet, overlap bool) (string, <-chan error, error) {
-	done := make(chan error, 1)
-	b, ok := m.network.(networkBeginner)
-	if !ok || !overlap {
-		path, err := m.network.Setup(ctx, id, allowInternet)
-		done <- err
-		return path, done, err
-	}
-	path, attach, err := b.Begin(ctx, id, allowInternet)
-	if err != nil {
-		return "", nil, err
-	}
-	go func() { done <- attach(context.WithoutCancel(ctx)) }()
-	return path, done, nil
 }
 
 // agentBroke gives the errors which mean that what answers on the

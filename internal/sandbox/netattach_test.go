@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sbxdev/sbx/internal/runtime"
 	"github.com/sbxdev/sbx/internal/store"
 )
 
@@ -86,5 +88,145 @@ func TestCreateFailsWhenTheNetworkAttachFails(t *testing.T) {
 	}
 	if sbs, err := e.m.List(t.Context(), store.ListFilter{TeamID: "t1"}); err != nil || len(sbs) != 0 {
 		t.Errorf("listed %v, %v; want no sandbox", sbs, err)
+	}
+}
+
+// lateNetwork is a fake Network whose Begin gives path, or fails with
+// err, only once the runtime has begun to start the sandbox (started is
+// closed): a create that made the namespace before it started the
+// runtime would see it fail.
+type lateNetwork struct {
+	beginNetwork
+	path    string
+	err     error
+	started chan struct{}
+}
+
+func (n *lateNetwork) Begin(ctx context.Context, id string, allowInternet bool) (string, func(context.Context) error, error) {
+	select {
+	case <-n.started:
+	case <-time.After(5 * time.Second):
+		return "", nil, errors.New("the runtime did not start while the namespace was being made")
+	}
+	if n.err != nil {
+		n.record("begin failed " + id)
+		return "", nil, n.err
+	}
+	_, attach, _ := n.beginNetwork.Begin(ctx, id, allowInternet)
+	return n.path, attach, nil
+}
+
+// startingDriver says when its Start is entered, before it waits for the
+// namespace (runtime.Spec.NetNSWait), and what it was given.
+type startingDriver struct {
+	*exitDriver
+	started chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	netns   map[string]string
+	bg      map[string]bool // Resources.Background at Start
+}
+
+func (d *startingDriver) Start(ctx context.Context, s runtime.Spec) error {
+	d.once.Do(func() { close(d.started) })
+	if s.NetNSWait != nil {
+		p, err := s.NetNSWait()
+		if err != nil {
+			return err
+		}
+		d.mu.Lock()
+		d.netns[s.ID] = p
+		if d.bg != nil {
+			d.bg[s.ID] = s.Resources.Background
+		}
+		d.mu.Unlock()
+		s.NetNSWait = nil
+	}
+	return d.exitDriver.Start(ctx, s)
+}
+
+// A cold create makes the network namespace while the runtime prepares
+// the sandbox, and the runtime, the stored sandbox and its saved spec
+// all get the namespace's path; a namespace that cannot be made fails
+// the create and leaves nothing behind.
+func TestCreateMakesTheNamespaceWhileTheRuntimeStarts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"made", nil},
+		{"fails", errors.New("no namespace today")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			started := make(chan struct{})
+			net := &lateNetwork{path: "/run/fake-netns/x", err: tc.err, started: started}
+			drv := &startingDriver{exitDriver: newExitDriver(), started: started, netns: map[string]string{}}
+			e := newLifecycleNet(t, drv, net, nil)
+			sb, err := e.m.Create(t.Context(), CreateRequest{TeamID: "t1", Template: "base"})
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("Create = %v; want %v", err, tc.err)
+				}
+				ev := net.log()
+				if len(ev) != 2 || !strings.HasPrefix(ev[0], "begin failed ") || !strings.HasPrefix(ev[1], "teardown ") {
+					t.Fatalf("network events = %v; want begin failed, teardown", ev)
+				}
+				if sbs, err := e.m.List(t.Context(), store.ListFilter{TeamID: "t1"}); err != nil || len(sbs) != 0 {
+					t.Errorf("listed %v, %v; want no sandbox", sbs, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := e.stored(t, sb.ID).NetNS; got != net.path {
+				t.Errorf("stored NetNS = %q; want %q", got, net.path)
+			}
+			drv.mu.Lock()
+			got := drv.netns[sb.ID]
+			drv.mu.Unlock()
+			if got != net.path {
+				t.Errorf("runtime joined %q; want %q", got, net.path)
+			}
+			spec, err := e.m.loadSpec(t.Context(), sb)
+			if err != nil || spec.NetNS != net.path {
+				t.Errorf("saved spec NetNS = %q, %v; want %q", spec.NetNS, err, net.path)
+			}
+		})
+	}
+}
+
+// A pool's sandbox starts in the background, but the spec saved for it
+// (what a restore starts from) says foreground, as it did when the spec
+// was saved before the start, and names the namespace made meanwhile.
+func TestLateNamespaceSavedSpecStartsInTheForeground(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{})
+	net := &lateNetwork{path: "/run/fake-netns/bg", started: started}
+	drv := &startingDriver{exitDriver: newExitDriver(), started: started, netns: map[string]string{}, bg: map[string]bool{}}
+	e := newLifecycleNet(t, drv, net, nil)
+	tpl, err := e.m.templates.Resolve(t.Context(), "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := store.Sandbox{ID: "bgstart1", TemplateID: tpl.ID, TeamID: "t1", AllowInternet: true, CPUCount: 1, MemoryMB: 256}
+	if _, err := e.m.startWith(t.Context(), &sb, tpl, launch{background: true}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.m.destroy(context.Background(), sb.ID) })
+	drv.mu.Lock()
+	bg := drv.bg[sb.ID]
+	drv.mu.Unlock()
+	if !bg {
+		t.Error("the pool's start did not run in the background")
+	}
+	spec, err := e.m.loadSpec(t.Context(), sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Resources.Background || spec.NetNS != net.path {
+		t.Errorf("saved spec: Background %v, NetNS %q; want false, %q", spec.Resources.Background, spec.NetNS, net.path)
 	}
 }

@@ -427,6 +427,13 @@ func (d *Driver) Start(ctx context.Context, s runtime.Spec) (err error) {
 	if s.Mounts, err = attachIDMapped(s.Mounts, p, l.userns); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}
+	if s.NetNSWait != nil { // made until now alongside the steps above
+		tr.mark("etc")
+		if s.NetNS, err = s.NetNSWait(); err != nil {
+			return fmt.Errorf("start sandbox %s: %w", s.ID, err)
+		}
+		tr.mark("netns_wait")
+	}
 	if bp.sysfs, err = d.prepareMounts(s, p, l.ids); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", s.ID, err)
 	}

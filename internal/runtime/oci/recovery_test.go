@@ -202,3 +202,56 @@ func TestJoinsNetworkNamespace(t *testing.T) {
 		})
 	}
 }
+
+// A namespace given late (runtime.Spec.NetNSWait, made while the driver
+// prepares the root filesystem) is joined as one given up front; one that
+// cannot be made fails the start, which leaves nothing behind.
+func TestJoinsLateNetworkNamespace(t *testing.T) {
+	requireRuntime(t, "crun")
+	rootfs := runtimetest.BusyboxRootfs(t)
+	nm, err := network.New(network.Config{NetnsDir: t.TempDir(), Subnet: "10.249.78.0/24"}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nm.Uninstall(context.Background()); nm.Close() })
+	d := newTestDriver(t, "crun")
+	t.Run("made", func(t *testing.T) {
+		nsID := runtimetest.NewID(t)
+		made := make(chan error, 1)
+		var nsPath string
+		go func() {
+			var err error
+			nsPath, err = nm.Setup(context.Background(), nsID, true)
+			made <- err
+		}()
+		t.Cleanup(func() { _ = nm.Teardown(context.Background(), nsID) })
+		_, out := startIdle(t, d, rootfs, func(s *runtime.Spec) {
+			s.NetNSWait = func() (string, error) {
+				err := <-made // before nsPath is read
+				return nsPath, err
+			}
+		})
+		netdev, err := os.ReadFile(filepath.Join(out, "netdev"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(netdev), "eth0:") {
+			t.Errorf("sandbox in the late namespace %s has no eth0:\n%s", nsPath, netdev)
+		}
+	})
+	t.Run("fails", func(t *testing.T) {
+		id := runtimetest.NewID(t)
+		refused := errors.New("no namespace")
+		err := d.Start(t.Context(), runtime.Spec{ID: id, Lower: []string{rootfs}, Args: []string{"/bin/true"},
+			NetNSWait: func() (string, error) { return "", refused }})
+		if !errors.Is(err, refused) {
+			t.Fatalf("Start = %v; want %v", err, refused)
+		}
+		if _, err := os.Stat(d.paths(id).dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("sandbox dir after the failed start: %v; want it gone", err)
+		}
+		if mounts, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mounts), d.paths(id).dir) {
+			t.Errorf("mounts under %s remain", d.paths(id).dir)
+		}
+	})
+}
