@@ -115,7 +115,19 @@ func (e *LimitError) Error() string {
 	if e.What == "entries" {
 		return fmt.Sprintf("%s: more than %d entries", e.Name, e.Max)
 	}
-	return fmt.Sprintf("%s: unpacks to more than %d MiB at entry %q", e.Name, e.Max>>20, e.Entry)
+	return fmt.Sprintf("%s: unpacks to more than %s at entry %q", e.Name, FormatSize(e.Max), e.Entry)
+}
+
+// FormatSize writes a limit the way a person reads it: whole MiB as MiB,
+// anything under 1 MiB in bytes (a cap of 3,000 bytes is not "0 MiB").
+func FormatSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // Is makes the error a resource-exhausted one.

@@ -323,3 +323,21 @@ func TestExtractOwners(t *testing.T) {
 		t.Errorf("/etc/passwd changed owner")
 	}
 }
+
+func TestFormatSize(t *testing.T) {
+	for _, tc := range []struct {
+		n    int64
+		want string
+	}{
+		{0, "0 bytes"},
+		{3000, "3000 bytes"},
+		{1<<20 - 1, "1048575 bytes"},
+		{1 << 20, "1 MiB"},
+		{3<<20 + 1<<19, "3.5 MiB"},
+		{2 << 30, "2048 MiB"},
+	} {
+		if got := FormatSize(tc.n); got != tc.want {
+			t.Errorf("FormatSize(%d) = %q, want %q", tc.n, got, tc.want)
+		}
+	}
+}

@@ -69,8 +69,8 @@ func unpack(f *os.File, name string, dir *hostfs.Dir, lim unpackLimits, note fun
 	case errors.As(err, &le) && le.What == "entries":
 		return res.Entries, errdefs.Exhausted("ADD %s: more than %d entries; unpack it with RUN tar in the build instead", name, le.Max)
 	case errors.As(err, &le):
-		return res.Entries, errdefs.Exhausted("ADD %s: unpacks to more than %d MiB (the build's disk limit) at entry %q; make the archive smaller or raise the disk limit (sbx serve --build-disk)",
-			name, le.Max>>20, le.Entry)
+		return res.Entries, errdefs.Exhausted("ADD %s: unpacks to more than %s (the build's disk limit) at entry %q; make the archive smaller or raise the disk limit (sbx serve --build-disk)",
+			name, archive.FormatSize(le.Max), le.Entry)
 	}
 	return res.Entries, err
 }

@@ -125,7 +125,7 @@ func (u *uploads) verify(team, hash, exp, sig string, now time.Time) error {
 type errTooLarge struct{ max int64 }
 
 func (e errTooLarge) Error() string {
-	return fmt.Sprintf("build context too large: more than %d MiB; leave big files out with .dockerignore or download them in a RUN step", e.max>>20)
+	return fmt.Sprintf("build context too large: more than %s; leave big files out with .dockerignore or download them in a RUN step", archive.FormatSize(e.max))
 }
 
 // maxUploadEntries bounds the entries of one upload (inodes).
@@ -159,6 +159,11 @@ func (u *uploads) store(ctx context.Context, team, hash string, body io.Reader) 
 	}
 	lim := &limitReader{r: body, n: u.max}
 	res, err := extract(lim, filepath.Join(tmp, "files"), u.max, reserve)
+	if err == nil {
+		// A tar's end may come before the body's: what follows still counts
+		// (bounded by the cap).
+		_, err = io.Copy(io.Discard, lim)
+	}
 	if lim.over {
 		return 0, errdefs.Exhausted("%v", errTooLarge{u.max})
 	}
@@ -188,6 +193,11 @@ func (u *uploads) store(ctx context.Context, team, hash string, body io.Reader) 
 	return res.Entries, nil
 }
 
+// limitReader passes at most n bytes of r through and records whether r
+// held more. It reads no byte of its own before the cap is reached: only a
+// read at the cap asks r for one byte more, so a body of exactly n bytes is
+// taken whether its end comes with the last bytes (a body with a length) or
+// with a read of its own (chunked).
 type limitReader struct {
 	r    io.Reader
 	n    int64
@@ -195,23 +205,23 @@ type limitReader struct {
 }
 
 func (l *limitReader) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		l.over = true
+	if l.over {
 		return 0, io.ErrUnexpectedEOF
+	}
+	if l.n <= 0 {
+		var one [1]byte
+		m, err := l.r.Read(one[:])
+		if m > 0 {
+			l.over = true
+			return 0, io.ErrUnexpectedEOF
+		}
+		return 0, err // io.EOF at the end; (0, nil) asks the caller to read again
 	}
 	if int64(len(p)) > l.n {
 		p = p[:l.n]
 	}
 	n, err := l.r.Read(p)
 	l.n -= int64(n)
-	if l.n <= 0 && err == nil {
-		// Peek: exactly max bytes is fine, one more is not.
-		var one [1]byte
-		if m, _ := l.r.Read(one[:]); m > 0 {
-			l.over = true
-			return n, io.ErrUnexpectedEOF
-		}
-	}
 	return n, err
 }
 
