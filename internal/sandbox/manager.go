@@ -427,6 +427,10 @@ func (m *Manager) startWith(ctx context.Context, sb *store.Sandbox, tpl template
 			return nil, fmt.Errorf("set up network for sandbox %s: %w", sb.ID, err)
 		}
 		sb.NetNS = ns.path
+	} else {
+		// The path comes from NetNSWait; one an earlier start left (a
+		// resume, a restart) names a thread of that server and is stale.
+		sb.NetNS = ""
 	}
 	// Joined before anything is torn down or handed out.
 	joinNet := sync.OnceValue(func() error {

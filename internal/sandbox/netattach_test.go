@@ -124,11 +124,17 @@ type startingDriver struct {
 	once    sync.Once
 	mu      sync.Mutex
 	netns   map[string]string
-	bg      map[string]bool // Resources.Background at Start
+	given   map[string]string // NetNS at Start, before the wait
+	bg      map[string]bool   // Resources.Background at Start
 }
 
 func (d *startingDriver) Start(ctx context.Context, s runtime.Spec) error {
 	d.once.Do(func() { close(d.started) })
+	if d.given != nil {
+		d.mu.Lock()
+		d.given[s.ID] = s.NetNS
+		d.mu.Unlock()
+	}
 	if s.NetNSWait != nil {
 		p, err := s.NetNSWait()
 		if err != nil {
@@ -228,5 +234,34 @@ func TestLateNamespaceSavedSpecStartsInTheForeground(t *testing.T) {
 	}
 	if spec.Resources.Background || spec.NetNS != net.path {
 		t.Errorf("saved spec: Background %v, NetNS %q; want false, %q", spec.Resources.Background, spec.NetNS, net.path)
+	}
+}
+
+// A sandbox started again (a resume from disk, after a restart) carries
+// the namespace path of its earlier start, which names a thread of an
+// earlier server process: the runtime must get the new namespace's path
+// only, never the stale one (the real driver refused it as missing, and a
+// reused pid could make it name another namespace).
+func TestLateNamespaceIgnoresAnEarlierStartsPath(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{})
+	net := &lateNetwork{path: "/run/fake-netns/again", started: started}
+	drv := &startingDriver{exitDriver: newExitDriver(), started: started, netns: map[string]string{}, given: map[string]string{}}
+	e := newLifecycleNet(t, drv, net, nil)
+	tpl, err := e.m.templates.Resolve(t.Context(), "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const stale = "/proc/1/task/1/root/n/again1"
+	sb := store.Sandbox{ID: "again1", TemplateID: tpl.ID, TeamID: "t1", AllowInternet: true, CPUCount: 1, MemoryMB: 256, NetNS: stale}
+	if _, err := e.m.startWith(t.Context(), &sb, tpl, launch{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.m.destroy(context.Background(), sb.ID) })
+	drv.mu.Lock()
+	given, joined := drv.given[sb.ID], drv.netns[sb.ID]
+	drv.mu.Unlock()
+	if given != "" || joined != net.path || sb.NetNS != net.path {
+		t.Errorf("runtime given NetNS %q then %q, sandbox %q; want \"\", then %q for both", given, joined, sb.NetNS, net.path)
 	}
 }
