@@ -48,7 +48,9 @@ func TestOutputBetweenRunsThenDeath(t *testing.T) {
 	case <-time.After(60 * time.Second): // a hang, not a slow exit
 		t.Fatal("the runner's death was never seen")
 	}
-	for i := range 2 {
+	// The first run is told the runner died and how, and runs nothing; the
+	// next runs in the fresh runner.
+	for i, want := range []string{"ContextRestarted", "2"} {
 		done := make(chan []line, 1)
 		go func() { done <- execute(t, ts.URL, map[string]any{"code": "1 + 1"}) }()
 		var lines []line
@@ -57,11 +59,57 @@ func TestOutputBetweenRunsThenDeath(t *testing.T) {
 		case <-time.After(90 * time.Second):
 			t.Fatalf("run %d after the death never ended", i)
 		}
-		if res := ofType(lines, "result"); len(res) != 1 || res[0].str("text") != "2" || len(ofType(lines, "error")) > 0 {
-			t.Fatalf("run %d after the runner died between runs: %v", i, lines)
-		}
 		if out := stdout(lines); strings.Contains(out, "between") {
 			t.Fatalf("run %d shows output of an earlier run's thread: %q", i, out)
 		}
+		checkToldOrRan(t, i, lines, want, "exit status 3")
+	}
+}
+
+// checkToldOrRan checks run i after a death: want "ContextRestarted" is
+// one such error saying how the process ended (said) and no result; any
+// other want is the run's only result, with no error.
+func checkToldOrRan(t *testing.T, i int, lines []line, want, said string) {
+	t.Helper()
+	errs, res := ofType(lines, "error"), ofType(lines, "result")
+	if want == "ContextRestarted" {
+		if len(errs) != 1 || errs[0].str("name") != want || len(res) > 0 ||
+			!strings.Contains(errs[0].str("value"), "exited between runs") || !strings.Contains(errs[0].str("value"), said) {
+			t.Fatalf("run %d after a death between runs: %v; want one ContextRestarted saying %q", i, lines, said)
+		}
+		return
+	}
+	if len(res) != 1 || res[0].str("text") != want || len(errs) > 0 {
+		t.Fatalf("run %d after a death between runs: %v; want %s", i, lines, want)
+	}
+}
+
+// A Jupyter kernel that dies between runs is replaced, and the next run is
+// told its state is gone instead of failing on missing variables: it used
+// to start afresh silently.
+func TestKernelDeathBetweenRunsIsTold(t *testing.T) {
+	s, ts := newTestServer(t, Config{PythonDriver: PythonKernel, DefaultLanguages: []string{"python"}})
+	c, err := s.defaultContext(t.Context(), "python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := c.run.(*kernelRunner)
+	if !ok {
+		t.Fatalf("python runner is %T, want a Jupyter kernel", c.run)
+	}
+	r.mu.Lock()
+	k := r.k
+	r.mu.Unlock()
+	code := "import os, threading\nstate = 1\nthreading.Timer(0.2, lambda: os._exit(3)).start()"
+	if lines := execute(t, ts.URL, map[string]any{"code": code}); len(ofType(lines, "error")) > 0 {
+		t.Fatalf("setup: %v", lines)
+	}
+	select {
+	case <-k.Dead():
+	case <-time.After(60 * time.Second):
+		t.Fatal("the kernel's death was never seen")
+	}
+	for i, want := range []string{"ContextRestarted", "False"} {
+		checkToldOrRan(t, i, execute(t, ts.URL, map[string]any{"code": "'state' in dir()"}), want, "it ended")
 	}
 }

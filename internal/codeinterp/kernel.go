@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +38,7 @@ type kernelRunner struct {
 	restarting bool
 	closed     bool   // Close was called: no kernel is started again
 	lost       string // why the last kernel's state was lost unseen; told to the next run
+	deathTold  bool   // the current kernel's death was reported to a run
 }
 
 // envSnippets builds the code that sets env vars before an execution and
@@ -76,12 +78,15 @@ func (r *kernelRunner) kernel(ctx context.Context) (*jupyter.Kernel, error) {
 	select {
 	case <-r.k.Dead():
 		r.log.Warn("kernel had died, starting a new one", "kernel", r.spec.Name)
+		if r.lost == "" && !r.deathTold {
+			r.lost = diedBetweenRuns("The kernel", "it ended")
+		}
 		_ = r.k.Shutdown(ctx)
 		k, err := jupyter.Start(ctx, r.spec, r.opts)
 		if err != nil {
 			return nil, err
 		}
-		r.k = k
+		r.k, r.deathTold = k, false
 	default:
 	}
 	return r.k, nil
@@ -119,6 +124,13 @@ func (r *kernelRunner) Execute(ctx context.Context, code string, env map[string]
 	}
 	t := &translator{out: out}
 	reply, err := k.Execute(ctx, jupyter.ExecuteRequest{Code: code, StoreHistory: true}, t.onIOPub)
+	if errors.Is(err, jupyter.ErrStillBusy) || errors.Is(err, jupyter.ErrKernelDied) {
+		r.mu.Lock()
+		if r.k == k {
+			r.deathTold = true // told below, or to the next run by markLost
+		}
+		r.mu.Unlock()
+	}
 	switch {
 	case errors.Is(err, jupyter.ErrStillBusy):
 		// The client is gone and the cell outlived every interrupt: the
@@ -242,7 +254,7 @@ func (r *kernelRunner) Restart(ctx context.Context) error {
 		k.Kill()
 		return fmt.Errorf("restart kernel %s: %w", r.spec.Name, jupyter.ErrKernelClosed)
 	}
-	r.k = k
+	r.k, r.deathTold = k, false
 	return nil
 }
 
@@ -261,6 +273,22 @@ const (
 	abandonedKilled = "The previous execution in this context was abandoned by its client (it disconnected or timed out) and kept running after being interrupted, so its process was killed. The context starts afresh: its state (variables, imports, files it held open) is lost. This code was not run; run it again."
 	abandonedDied   = "The previous execution in this context was abandoned by its client (it disconnected or timed out) and its process then exited. The context starts afresh: its state (variables, imports, files it held open) is lost. This code was not run; run it again."
 )
+
+// diedBetweenRuns is what the run after an unseen death is told: the
+// process ended while no run was in it (a thread or child of an earlier
+// cell ended it, or the out-of-memory killer did), so nobody saw it go.
+func diedBetweenRuns(what, how string) string {
+	return what + " of this context exited between runs (" + how + "): code an earlier run left running ended it, or it ran out of memory. " +
+		"The context starts afresh: its state (variables, imports, files it held open) is lost. This code was not run; run it again."
+}
+
+// exitText says how a process ended ("exit status 3", "signal: killed").
+func exitText(ps *os.ProcessState) string {
+	if ps == nil {
+		return "its exit status is unknown"
+	}
+	return ps.String()
+}
 
 // pythonEnv sets os.environ for one execution and restores it afterwards.
 // The values travel as JSON, which is valid Python literal syntax for a

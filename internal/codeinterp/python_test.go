@@ -429,21 +429,5 @@ func executeWithin(t *testing.T, base string, body any, d time.Duration) ([]line
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var out []line
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for sc.Scan() {
-		var l line
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			return out, fmt.Errorf("bad NDJSON line %q: %w", sc.Text(), err)
-		}
-		out = append(out, l)
-	}
-	if err := sc.Err(); err != nil {
-		return out, err
-	}
-	if len(out) == 0 || out[len(out)-1].str("type") != "end_of_execution" {
-		return out, fmt.Errorf("stream does not end with end_of_execution")
-	}
-	return out, nil
+	return readLines(resp.Body)
 }

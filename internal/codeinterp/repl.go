@@ -40,6 +40,9 @@ type replProc struct {
 
 	// killed is set when an interrupt gave way to SIGKILL.
 	killed atomic.Bool
+	// told is set once its death was reported to a run (or recorded for
+	// the next one): a death nobody was told of is told by the next run.
+	told atomic.Bool
 	// The idle drainer (see idle) runs while idleStop is non-nil.
 	idleMu             sync.Mutex
 	idleStop, idleDone chan struct{}
@@ -470,6 +473,9 @@ func (s *replSession) live() (*replProc, error) {
 	select {
 	case <-s.proc.dead:
 		s.proc.release()
+		if s.lost == "" && !s.restarting && !s.proc.told.Load() {
+			s.lost = diedBetweenRuns("The "+s.what+" process", exitText(s.proc.cmd.ProcessState))
+		}
 		p, err := s.launch()
 		if err != nil {
 			return nil, err
@@ -516,6 +522,7 @@ func (s *replSession) beginCount(out emitter) (*replProc, int, error) {
 // was asked for. When the cell's client had gone (ctx ended), nobody reads
 // the report: the next run gets it (beginCount).
 func (s *replSession) died(ctx context.Context, p *replProc, out emitter) error {
+	p.told.Store(true)
 	s.mu.Lock()
 	restarting := s.restarting
 	if ctx.Err() != nil && !restarting {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -83,20 +84,33 @@ func execute(t testing.TB, base string, body any, hdr ...string) []line {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("/execute: %s %s", resp.Status, b)
 	}
+	out, err := readLines(resp.Body)
+	if err != nil {
+		t.Fatalf("%v: %v", err, out)
+	}
+	return out
+}
+
+// readLines decodes an /execute stream, which must end with
+// end_of_execution; on an error it returns the lines read so far.
+func readLines(r io.Reader) ([]line, error) {
 	var out []line
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
 		var l line
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Fatalf("bad NDJSON line %q: %v", sc.Text(), err)
+			return out, fmt.Errorf("bad NDJSON line %q: %w", sc.Text(), err)
 		}
 		out = append(out, l)
 	}
-	if len(out) == 0 || out[len(out)-1].str("type") != "end_of_execution" {
-		t.Fatalf("stream does not end with end_of_execution: %v", out)
+	if err := sc.Err(); err != nil {
+		return out, err
 	}
-	return out
+	if len(out) == 0 || out[len(out)-1].str("type") != "end_of_execution" {
+		return out, fmt.Errorf("stream does not end with end_of_execution")
+	}
+	return out, nil
 }
 
 func post(t testing.TB, url string, body any, hdr ...string) *http.Response {
