@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -44,17 +43,7 @@ func TestNodeDriverSurvivesACellClosingItsReplies(t *testing.T) {
 			if got := stdout(lines); got != "after\n" {
 				t.Errorf("stdout %q, want the cell's %q", got, "after\n")
 			}
-			errs := ofType(lines, "error")
-			if len(errs) != 1 || errs[0].str("name") != "UnexpectedEndOfExecution" {
-				t.Fatalf("errors %v, want UnexpectedEndOfExecution", errs)
-			}
-			var said strings.Builder
-			for _, l := range ofType(lines, "stderr") {
-				said.WriteString(l.str("text"))
-			}
-			if !strings.Contains(said.String(), "closed or replaced") {
-				t.Errorf("stderr %q does not say why the driver ended", said.String())
-			}
+			checkEndedSaying(t, lines, "closed or replaced")
 			next := execute(t, ts.URL, map[string]any{"code": "typeof state", "language": "js"})
 			if r := ofType(next, "result"); len(r) != 1 || r[0].str("text") != "undefined" {
 				t.Fatalf("run after the restart: %v", next)

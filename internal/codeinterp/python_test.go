@@ -397,21 +397,28 @@ func TestPythonRunnerSurvivesACellClosingItsDescriptors(t *testing.T) {
 				}
 				return
 			}
-			if len(errs) != 1 || errs[0].str("name") != "UnexpectedEndOfExecution" {
-				t.Fatalf("errors %v, want UnexpectedEndOfExecution", errs)
-			}
-			var said strings.Builder
-			for _, l := range ofType(lines, "stderr") {
-				said.WriteString(l.str("text"))
-			}
-			if !strings.Contains(said.String(), "closed or replaced") {
-				t.Errorf("stderr %q does not say why the runner ended", said.String())
-			}
+			checkEndedSaying(t, lines, "closed or replaced")
 			next := execute(t, ts.URL, map[string]any{"code": "'state' in dir()"})
 			if r := ofType(next, "result"); len(r) != 1 || r[0].str("text") != "False" {
 				t.Fatalf("run after the restart: %v", next)
 			}
 		})
+	}
+}
+
+// checkEndedSaying checks a run that ended its interpreter: one
+// UnexpectedEndOfExecution error, and a reason on stderr containing why.
+func checkEndedSaying(t *testing.T, lines []line, why string) {
+	t.Helper()
+	if errs := ofType(lines, "error"); len(errs) != 1 || errs[0].str("name") != "UnexpectedEndOfExecution" {
+		t.Fatalf("errors %v, want UnexpectedEndOfExecution", errs)
+	}
+	var said strings.Builder
+	for _, l := range ofType(lines, "stderr") {
+		said.WriteString(l.str("text"))
+	}
+	if !strings.Contains(said.String(), why) {
+		t.Errorf("stderr %q does not say why the interpreter ended (%q)", said.String(), why)
 	}
 }
 
