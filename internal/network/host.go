@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sbxdev/sbx/internal/netguard"
+	"github.com/sbxdev/sbx/internal/procsys"
 	"github.com/sbxdev/sbx/internal/resolvconf"
 )
 
@@ -194,7 +195,7 @@ func (d confDir) write(name, value string) error {
 	if d.fd == unix.AT_FDCWD {
 		return writeSysctl(d.path+"/"+name, value)
 	}
-	return writeSysctlAt(d.fd, name, value, d.path+"/"+name)
+	return procsys.WriteAt(d.fd, name, value, d.path+"/"+name)
 }
 
 func (c hostConf) close() {

@@ -622,24 +622,9 @@ func (m *Manager) plug(nh *netlink.Handle, path string, v *veth) error {
 	return nil
 }
 
-// writeSysctl writes a /proc/sys file with plain system calls: it is on
-// the create path, and os.WriteFile's extra work doubles its cost here.
+// writeSysctl writes a /proc/sys file (procsys.WriteAt).
 func writeSysctl(path, value string) error {
-	return writeSysctlAt(unix.AT_FDCWD, path, value, path)
-}
-
-// writeSysctlAt writes value to name, relative to dir (a directory fd, or
-// AT_FDCWD); errors call the file shown.
-func writeSysctlAt(dir int, name, value, shown string) error {
-	fd, err := unix.Openat(dir, name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("set %s: %w", shown, err)
-	}
-	defer unix.Close(fd)
-	if _, err := unix.Write(fd, []byte(value)); err != nil {
-		return fmt.Errorf("set %s to %q: %w", shown, value, err)
-	}
-	return nil
+	return procsys.WriteAt(unix.AT_FDCWD, path, value, path)
 }
 
 func hostNet(a netip.Addr) *net.IPNet {
