@@ -78,7 +78,7 @@ func (m *usernsMaker) start() error {
 	}
 	child := os.NewFile(uintptr(fds[1]), "userns-helper")
 	defer child.Close()
-	cmd := exec.Command("/proc/self/exe") // the running binary, even if replaced on disk since
+	cmd := exec.Command("/proc/self/exe")    // the running binary, even if replaced on disk since
 	cmd.Args = []string{"sbx-userns-helper"} // what ps shows
 	cmd.Env = []string{usernsMakerEnv + "=1"}
 	cmd.ExtraFiles = []*os.File{child}
