@@ -355,6 +355,11 @@ func validateSpec(s runtime.Spec) error {
 	if r.CPUs < 0 || r.MemoryMB < 0 || r.PidsMax < 0 || r.DiskMB < 0 {
 		return errdefs.Invalid("sandbox %s: resource limits must not be negative", s.ID)
 	}
+	if s.NetNS != "" && s.NetNSWait != nil {
+		// Which would be joined? A caller that sets both carries a path
+		// from an earlier start: it names a thread of an older server.
+		return errdefs.Invalid("sandbox %s: both a network namespace path (%q) and a wait for one; give one", s.ID, s.NetNS)
+	}
 	if s.NetNS != "" {
 		if _, err := os.Stat(s.NetNS); err != nil {
 			return errdefs.Invalid("sandbox %s: network namespace %q does not exist", s.ID, s.NetNS)

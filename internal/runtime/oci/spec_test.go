@@ -212,6 +212,10 @@ func TestValidateSpec(t *testing.T) {
 		{"mount over root", func(s *runtime.Spec) { s.Mounts = []runtime.Mount{{Source: dir, Target: "/x/.."}} }, false},
 		{"negative memory", func(s *runtime.Spec) { s.Resources.MemoryMB = -1 }, false},
 		{"missing netns", func(s *runtime.Spec) { s.NetNS = "/nonexistent/netns" }, false},
+		{"netns wait", func(s *runtime.Spec) { s.NetNSWait = func() (string, error) { return dir, nil } }, true},
+		{"netns path and wait", func(s *runtime.Spec) {
+			s.NetNS, s.NetNSWait = dir, func() (string, error) { return dir, nil }
+		}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
