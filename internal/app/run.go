@@ -532,6 +532,14 @@ func startLiveness(ctx context.Context, cfg Config, log *slog.Logger, data *Data
 	})
 	c.beat.SetLoad(nodeLoad(cfg.AdvertiseURL, cfg.CPUOvercommit, c.mgr, c.reg, &c.serving))
 	c.beat.SetDraining(c.mgr.Draining) // api replicas stop placing on a draining node
+	// A drain outlives a restart, as a cordon does: the admin undoes it.
+	if was, err := c.beat.WasDraining(ctx); err != nil {
+		return err
+	} else if was {
+		c.mgr.SetDraining(true)
+		log.Info(`this node was draining before it started and stays draining; POST /nodes/{id} {"status": "ready"} (admin key) makes it take sandboxes again`,
+			"node", cfg.NodeName)
+	}
 	if err := c.beat.Beat(ctx); err != nil {
 		return fmt.Errorf("register node %s in the database: %w", cfg.NodeName, err)
 	}

@@ -34,6 +34,9 @@ func TestLeases(t *testing.T) {
 	t.Run("SweepRecordsLostNodesSandboxes", func(t *testing.T) { testSweepOverLeases(t, newLeases(t, 10*time.Second)) })
 	t.Run("SilentNodeIsLostBeatingNodeIsNot", func(t *testing.T) { testLeasesRealTime(t, newLeases(t, 2*time.Second)) })
 	t.Run("LeaseNames", testLeaseNames)
+	t.Run("DrainSurvivesRestart", func(t *testing.T) {
+		testDrainSurvivesRestart(t, WithNodes(sqlstore.New(sqldbtest.Open(t, sqldb.SQLite), nil), newLeases(t, 10*time.Second)))
+	})
 }
 
 // testSweepOverLeases: the sweep, on Leases for the registry and SQLite

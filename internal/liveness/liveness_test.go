@@ -2,6 +2,7 @@ package liveness
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -167,5 +168,36 @@ func TestSweepAfterOutageWaitsAGrace(t *testing.T) {
 	}
 	if lost, _ := st.LostNodes(ctx); len(lost) != 0 {
 		t.Fatalf("node-a, beating again after the outage, was declared lost: %v", lost)
+	}
+}
+
+// TestDrainSurvivesRestart: a node the admin drained, restarted (a new
+// Beater: a new boot), finds itself draining in the registry before its
+// first heartbeat, which would record it ready; a ready node and a node
+// never seen are not draining.
+func TestDrainSurvivesRestart(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, dialect sqldb.Dialect) {
+		testDrainSurvivesRestart(t, sqlstore.New(sqldbtest.Open(t, dialect), nil))
+	})
+}
+
+func testDrainSurvivesRestart(t *testing.T, repo Repo) {
+	ctx := t.Context()
+	log := slog.New(slog.DiscardHandler)
+	cfg := Config{Interval: time.Second, Grace: 10 * time.Second}
+	for _, drained := range []bool{true, false} {
+		id := fmt.Sprintf("node-drained-%v", drained)
+		before := NewBeater(repo, id, "a:1", cfg, log, nil)
+		before.SetDraining(func() bool { return drained })
+		if err := before.Beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		after := NewBeater(repo, id, "a:1", cfg, log, nil) // the restarted process
+		if got, err := after.WasDraining(ctx); err != nil || got != drained {
+			t.Errorf("%s after a restart: draining %v, %v; want %v", id, got, err, drained)
+		}
+	}
+	if got, err := NewBeater(repo, "never-seen", "b:1", cfg, log, nil).WasDraining(ctx); err != nil || got {
+		t.Errorf("a node never seen: draining %v, %v; want false", got, err)
 	}
 }

@@ -170,6 +170,19 @@ func TestClusterObservability(t *testing.T) {
 	if promValue(m, "sbx_cluster_nodes", `status="draining"`) != 1 {
 		t.Errorf("sbx_cluster_nodes{status=draining} != 1 after the drain")
 	}
+	// A drain outlives the node's restart (an upgrade, say): the new
+	// process's first heartbeat used to record it ready again.
+	c.nodes[0].Stop(syscall.SIGTERM)
+	c.nodes[0].Start(t) // answers /health after its first heartbeat
+	if err := db.QueryRowContext(t.Context(), `SELECT state FROM nodes WHERE id = 'node-1'`).Scan(&state); err != nil || state != "draining" {
+		t.Errorf("node-1's heartbeat row after its restart: state %q, %v; want draining", state, err)
+	}
+	time.Sleep(1500 * time.Millisecond) // the replica's node list refresh (1 s)
+	for range 2 {
+		if s := create(); c.nodeOf(t, s.ID) != 1 {
+			t.Errorf("sandbox %s was placed on node-1, draining before its restart", s.ID)
+		}
+	}
 	if r := c.api.Raw(t, http.MethodPost, "/nodes/node-1", `{"status":"ready"}`, admin); r.Status != http.StatusNoContent {
 		t.Fatalf("make node-1 ready again = %d %s", r.Status, r.Body)
 	}
