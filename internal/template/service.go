@@ -727,35 +727,6 @@ func (s *Service) envLayer(buildID string, env map[string]string) ([]string, err
 	return []string{dir}, nil
 }
 
-func (s *Service) fail(rec Record, b BuildRecord, step string, err error) {
-	ctx := context.WithoutCancel(s.buildCtx)
-	if s.releaseOnShutdown(ctx, b) {
-		return
-	}
-	b.Status, b.Reason, b.ReasonStep, b.FinishedAt = StatusError, clientReason(err), step, s.now().UTC()
-	s.asCancelled(ctx, &b)
-	if uerr := s.record(ctx, b); uerr != nil {
-		s.log.Error("record failed build", "build.id", b.ID, "err", uerr)
-		if errors.Is(uerr, store.ErrClaimLost) {
-			return // another node builds it now; its outcome counts
-		}
-	}
-	s.log.Warn("template build failed", "template.id", rec.ID, "build.id", b.ID, "step", step, "err", err)
-	s.event(ctx, EventBuildFailed, rec, b, map[string]any{"reason": b.Reason, "step": step})
-}
-
-// clientReason is what a tenant reads about a failed build (its status,
-// log and events): the client-safe message errdefs keeps, never err's
-// full text, which names host paths (the upload, data and cache
-// directories). The server log keeps the full error.
-func clientReason(err error) string {
-	var se *builder.StepError
-	if errors.As(err, &se) {
-		return se.ClientMessage()
-	}
-	return errdefs.Message(err)
-}
-
 func (s *Service) event(ctx context.Context, typ string, rec Record, b BuildRecord, data map[string]any) {
 	s.observer.event(typ, rec, b, s.now())
 	if s.events == nil {
