@@ -77,8 +77,9 @@ func (m *ipam) ownerOf(id string) string {
 }
 
 // allocate returns a free address, searching round-robin (wrapping at the
-// end of the range) from the last one handed out so that a just-released address is not reused at once (a
-// stale conntrack entry or ARP cache would otherwise hit the new owner).
+// end of the range) from the last one handed out so that a just-released
+// address is not reused at once (a stale conntrack entry or ARP cache
+// would otherwise hit the new owner).
 func (m *ipam) allocate(id string) (netip.Addr, error) {
 	if a, ok := m.byID[id]; ok {
 		return a, nil

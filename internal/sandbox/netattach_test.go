@@ -204,24 +204,35 @@ func TestCreateMakesTheNamespaceWhileTheRuntimeStarts(t *testing.T) {
 	}
 }
 
-// A pool's sandbox starts in the background, but the spec saved for it
-// (what a restore starts from) says foreground, as it did when the spec
-// was saved before the start, and names the namespace made meanwhile.
-func TestLateNamespaceSavedSpecStartsInTheForeground(t *testing.T) {
-	t.Parallel()
+// startLate starts sb (its template, team and limits filled in) through
+// startWith with a namespace made late at path, and gives the driver that
+// saw the start, the manager's env and sb as started.
+func startLate(t *testing.T, path string, sb store.Sandbox, how launch) (*startingDriver, *lifecycleEnv, store.Sandbox) {
+	t.Helper()
 	started := make(chan struct{})
-	net := &lateNetwork{path: "/run/fake-netns/bg", started: started}
-	drv := &startingDriver{exitDriver: newExitDriver(), started: started, netns: map[string]string{}, bg: map[string]bool{}}
+	net := &lateNetwork{path: path, started: started}
+	drv := &startingDriver{exitDriver: newExitDriver(), started: started,
+		netns: map[string]string{}, given: map[string]string{}, bg: map[string]bool{}}
 	e := newLifecycleNet(t, drv, net, nil)
 	tpl, err := e.m.templates.Resolve(t.Context(), "base")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb := store.Sandbox{ID: "bgstart1", TemplateID: tpl.ID, TeamID: "t1", AllowInternet: true, CPUCount: 1, MemoryMB: 256}
-	if _, err := e.m.startWith(t.Context(), &sb, tpl, launch{background: true}); err != nil {
+	sb.TemplateID, sb.TeamID, sb.AllowInternet, sb.CPUCount, sb.MemoryMB = tpl.ID, "t1", true, 1, 256
+	if _, err := e.m.startWith(t.Context(), &sb, tpl, how); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.m.destroy(context.Background(), sb.ID) })
+	return drv, e, sb
+}
+
+// A pool's sandbox starts in the background, but the spec saved for it
+// (what a restore starts from) says foreground, as it did when the spec
+// was saved before the start, and names the namespace made meanwhile.
+func TestLateNamespaceSavedSpecStartsInTheForeground(t *testing.T) {
+	t.Parallel()
+	const path = "/run/fake-netns/bg"
+	drv, e, sb := startLate(t, path, store.Sandbox{ID: "bgstart1"}, launch{background: true})
 	drv.mu.Lock()
 	bg := drv.bg[sb.ID]
 	drv.mu.Unlock()
@@ -232,8 +243,8 @@ func TestLateNamespaceSavedSpecStartsInTheForeground(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if spec.Resources.Background || spec.NetNS != net.path {
-		t.Errorf("saved spec: Background %v, NetNS %q; want false, %q", spec.Resources.Background, spec.NetNS, net.path)
+	if spec.Resources.Background || spec.NetNS != path {
+		t.Errorf("saved spec: Background %v, NetNS %q; want false, %q", spec.Resources.Background, spec.NetNS, path)
 	}
 }
 
@@ -244,24 +255,12 @@ func TestLateNamespaceSavedSpecStartsInTheForeground(t *testing.T) {
 // reused pid could make it name another namespace).
 func TestLateNamespaceIgnoresAnEarlierStartsPath(t *testing.T) {
 	t.Parallel()
-	started := make(chan struct{})
-	net := &lateNetwork{path: "/run/fake-netns/again", started: started}
-	drv := &startingDriver{exitDriver: newExitDriver(), started: started, netns: map[string]string{}, given: map[string]string{}}
-	e := newLifecycleNet(t, drv, net, nil)
-	tpl, err := e.m.templates.Resolve(t.Context(), "base")
-	if err != nil {
-		t.Fatal(err)
-	}
-	const stale = "/proc/1/task/1/root/n/again1"
-	sb := store.Sandbox{ID: "again1", TemplateID: tpl.ID, TeamID: "t1", AllowInternet: true, CPUCount: 1, MemoryMB: 256, NetNS: stale}
-	if _, err := e.m.startWith(t.Context(), &sb, tpl, launch{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.m.destroy(context.Background(), sb.ID) })
+	const path, stale = "/run/fake-netns/again", "/proc/1/task/1/root/n/again1"
+	drv, _, sb := startLate(t, path, store.Sandbox{ID: "again1", NetNS: stale}, launch{})
 	drv.mu.Lock()
 	given, joined := drv.given[sb.ID], drv.netns[sb.ID]
 	drv.mu.Unlock()
-	if given != "" || joined != net.path || sb.NetNS != net.path {
-		t.Errorf("runtime given NetNS %q then %q, sandbox %q; want \"\", then %q for both", given, joined, sb.NetNS, net.path)
+	if given != "" || joined != path || sb.NetNS != path {
+		t.Errorf("runtime given NetNS %q then %q, sandbox %q; want \"\", then %q for both", given, joined, sb.NetNS, path)
 	}
 }
