@@ -51,3 +51,26 @@ func TestNodeDriverSurvivesACellClosingItsReplies(t *testing.T) {
 		})
 	}
 }
+
+// A client that leaves a JavaScript cell printing in a loop interrupts it,
+// and the interrupt often lands inside console.log, between node's write
+// and its stream's bookkeeping. The stream then held every later write,
+// the end marker included, so the run never ended: it was killed after
+// 5 s and the context lost its state (about one round in two). Every
+// round must keep the context and the next run's output.
+func TestInterruptedPrintLoopKeepsTheContext(t *testing.T) {
+	if _, err := exec.LookPath("node"); err != nil {
+		testenv.Skip(t, "node not installed (apt-get install nodejs)")
+	}
+	_, ts := newTestServer(t, Config{})
+	execute(t, ts.URL, map[string]any{"code": "var kept = 'yes'", "language": "js"})
+	for round := range 6 {
+		abandonRun(t, ts.URL, map[string]any{"code": "let i = 0; while (true) console.log('spin', i++)", "language": "js"}, "spin")
+		code := fmt.Sprintf("console.log('after %d'); kept", round)
+		lines := executeOrHang(t, ts.URL, map[string]any{"code": code, "language": "js"}, "the run after the interrupt")
+		want := fmt.Sprintf("after %d\n", round)
+		if r := ofType(lines, "result"); stdout(lines) != want || len(r) != 1 || r[0].str("text") != "yes" {
+			t.Fatalf("round %d: the run after the interrupt gave %v, want stdout %q and result yes", round, lines, want)
+		}
+	}
+}

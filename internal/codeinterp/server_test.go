@@ -399,18 +399,7 @@ func TestAccessToken(t *testing.T) {
 func TestClientDisconnectInterrupts(t *testing.T) {
 	_, ts := newTestServer(t, Config{})
 	execute(t, ts.URL, map[string]any{"code": "kept = 'yes'"})
-	ctx, cancel := context.WithCancel(t.Context())
-	b, _ := json.Marshal(map[string]any{"code": "import time\nprint('loop', flush=True)\nwhile True: time.sleep(0.05)"})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/execute", bytes.NewReader(b))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() && !strings.Contains(sc.Text(), "loop") {
-	}
-	cancel()
-	resp.Body.Close()
+	abandonRun(t, ts.URL, map[string]any{"code": "import time\nprint('loop', flush=True)\nwhile True: time.sleep(0.05)"}, "loop")
 	// The next run waits for the interrupted one to finish, then works.
 	lines := execute(t, ts.URL, map[string]any{"code": "kept"})
 	if r := ofType(lines, "result"); len(r) != 1 || r[0].str("text") != "yes" {
@@ -634,18 +623,7 @@ func TestPreload(t *testing.T) {
 func TestBashClientDisconnectInterrupts(t *testing.T) {
 	_, ts := newTestServer(t, Config{})
 	execute(t, ts.URL, map[string]any{"code": "KEPT=yes", "language": "bash"})
-	ctx, cancel := context.WithCancel(t.Context())
-	b, _ := json.Marshal(map[string]any{"code": "echo started; for i in 1 2 3; do sleep 100; done; REACHED=1", "language": "bash"})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/execute", bytes.NewReader(b))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() && !strings.Contains(sc.Text(), "started") {
-	}
-	cancel()
-	resp.Body.Close()
+	abandonRun(t, ts.URL, map[string]any{"code": "echo started; for i in 1 2 3; do sleep 100; done; REACHED=1", "language": "bash"}, "started")
 	// The whole cell is aborted (not just one sleep: the loop and the rest
 	// never run) and the shell keeps its variables.
 	done := make(chan string, 1)
@@ -724,19 +702,26 @@ func TestJavaScript(t *testing.T) {
 	}
 
 	// A client that gives up interrupts even a busy loop; state survives.
+	abandonRun(t, ts.URL, map[string]any{"code": "console.log('spin'); while (true) {}", "language": "js"}, "spin")
+	if lines := run("x", nil); len(ofType(lines, "result")) != 1 || ofType(lines, "result")[0].str("text") != "40" {
+		t.Fatalf("after interrupt, x gave %v", lines)
+	}
+}
+
+// abandonRun starts a run and leaves it, as a client that gives up does,
+// once a line of its output contains seen.
+func abandonRun(t *testing.T, url string, body map[string]any, seen string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	b, _ := json.Marshal(map[string]any{"code": "console.log('spin'); while (true) {}", "language": "js"})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/execute", bytes.NewReader(b))
+	defer cancel()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/execute", bytes.NewReader(b))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() && !strings.Contains(sc.Text(), "spin") {
-	}
-	cancel()
-	resp.Body.Close()
-	if lines := run("x", nil); len(ofType(lines, "result")) != 1 || ofType(lines, "result")[0].str("text") != "40" {
-		t.Fatalf("after interrupt, x gave %v", lines)
+	for sc.Scan() && !strings.Contains(sc.Text(), seen) {
 	}
 }

@@ -30,6 +30,7 @@ const vm = require('vm')
 const Module = require('module')
 const readline = require('readline')
 const { pathToFileURL } = require('url')
+const { Writable } = require('stream')
 
 // Captured before user code can replace them.
 const writeSync = fs.writeSync
@@ -38,6 +39,55 @@ const exit = process.exit.bind(process)
 const stringify = JSON.stringify
 const inspect = util.inspect
 const typescript = process.argv.includes('--typescript')
+
+// ---------------------------------------------------------------------------
+// Standard output and error
+
+// process.stdout and process.stderr write straight to their descriptors.
+// Node's own streams set a "write in progress" flag that the write's
+// completion clears; an interrupt (breakOnSigint ends the cell wherever it
+// is) landing between the two leaves the flag set, and every later write,
+// the end marker included, queues behind a completion that never comes:
+// after about one interrupted console.log loop in two, the context hung
+// until it was killed. A synchronous write keeps no such state. The
+// descriptors stay blocking (node makes them non-blocking when it opens its
+// own pipe handle, which these replace before anything asks for it), so a
+// full pipe makes a write wait, as in Python, instead of queueing.
+const sleeper = new Int32Array(new SharedArrayBuffer(4))
+
+function writeAll(fd, buf) {
+  for (let off = 0; off < buf.length;) {
+    try {
+      off += writeSync(fd, buf, off)
+    } catch (e) {
+      if (e.code !== 'EAGAIN') throw e
+      Atomics.wait(sleeper, 0, 0, 1) // a child made it non-blocking
+    }
+  }
+}
+
+function directStream(fd) {
+  const stream = new Writable({
+    write(chunk, encoding, done) {
+      writeAll(fd, chunk)
+      done()
+    },
+  })
+  // Console and most code call write; end() and pipe() keep Writable's.
+  stream.write = function write(chunk, encoding, done) {
+    if (typeof encoding === 'function') [done, encoding] = [encoding, undefined]
+    writeAll(fd, typeof chunk === 'string' ? Buffer.from(chunk, encoding || 'utf8') : chunk)
+    if (typeof done === 'function') process.nextTick(done, null)
+    return true
+  }
+  return Object.assign(stream, { fd, isTTY: false, _type: 'pipe' })
+}
+
+const stdout = directStream(1)
+const stderr = directStream(2)
+for (const [name, stream] of [['stdout', stdout], ['stderr', stderr]]) {
+  Object.defineProperty(process, name, { configurable: true, enumerable: true, get: () => stream })
+}
 
 // ---------------------------------------------------------------------------
 // Libraries: Debian's node packages (node-acorn, node-babel7), found by path
@@ -582,8 +632,8 @@ async function run(req) {
       else process.env[k] = v
     }
     reply(out)
-    process.stdout.write(`${req.marker}0\x1e`)
-    process.stderr.write(`${req.marker}0\x1e`)
+    writeAll(1, Buffer.from(`${req.marker}0\x1e`))
+    writeAll(2, Buffer.from(`${req.marker}0\x1e`))
   }
 }
 
