@@ -1,10 +1,13 @@
 package codeinterp
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,5 +75,72 @@ func TestInterruptedPrintLoopKeepsTheContext(t *testing.T) {
 		if r := ofType(lines, "result"); stdout(lines) != want || len(r) != 1 || r[0].str("text") != "yes" {
 			t.Fatalf("round %d: the run after the interrupt gave %v, want stdout %q and result yes", round, lines, want)
 		}
+	}
+}
+
+// A node driver whose pipes close (the server's ends, here; a crashed
+// server kills it with the parent-death signal) stayed alive for good
+// while a cell's timer held its event loop, and a later uncaught error
+// spun it at full CPU: reporting the error failed asynchronously, which
+// was another uncaught error. The tenant's sandbox paid. It must end.
+func TestNodeDriverEndsWhenItsPipesAreGone(t *testing.T) {
+	if _, err := exec.LookPath("node"); err != nil {
+		testenv.Skip(t, "node not installed (apt-get install nodejs)")
+	}
+	for _, tc := range []struct {
+		name, code string
+		keepStdin  bool // the server's end of stdin stays open: only the reports fail
+	}{
+		{"a timer keeps the event loop", "setInterval(() => {}, 1000); 1", false},
+		{"an uncaught error with nowhere to go", "setTimeout(() => { throw new Error('late') }, 300); setInterval(() => {}, 1000); 1", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command("node", "driver/node_kernel.js")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ours, theirs []*os.File // read ends of stdout, stderr, replies; write ends
+			for range 3 {
+				r, w, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				ours, theirs = append(ours, r), append(theirs, w)
+			}
+			cmd.Stdout, cmd.Stderr, cmd.ExtraFiles = theirs[0], theirs[1], theirs[2:]
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+			for _, w := range theirs {
+				w.Close()
+			}
+			req, _ := json.Marshal(map[string]any{"id": "a", "code": tc.code, "marker": "M"})
+			if _, err := stdin.Write(append(req, '\n')); err != nil {
+				t.Fatal(err)
+			}
+			// The reply, then the end markers: the run is over.
+			for i, end := range []byte{'\n', 0x1e, 0x1e} {
+				if _, err := bufio.NewReader(ours[(i+2)%3]).ReadString(end); err != nil {
+					t.Fatalf("the cell did not end: %v", err)
+				}
+			}
+			for _, r := range ours {
+				r.Close()
+			}
+			if !tc.keepStdin {
+				stdin.Close()
+			}
+			ended := make(chan error, 1)
+			go func() { ended <- cmd.Wait() }()
+			select {
+			case err := <-ended:
+				t.Logf("the driver ended: %v", err)
+			case <-time.After(20 * time.Second): // a hang, not a slow exit
+				t.Fatal("the driver outlived its server's pipes")
+			}
+		})
 	}
 }

@@ -538,13 +538,24 @@ let onInterrupt = null
 process.on('SIGINT', () => {
   if (onInterrupt) onInterrupt()
 })
-// What a cell leaves running may fail later: report it, do not die.
-process.on('uncaughtException', (err) => process.stderr.write(`Uncaught ${errorOf(err).traceback}\n`))
-process.on('unhandledRejection', (err) => process.stderr.write(`Unhandled promise rejection: ${errorOf(err).traceback}\n`))
+// What a cell leaves running may fail later: report it, do not die. When
+// the report cannot be written either, the server is gone (its pipes are
+// closed): end. Node's own stream failed asynchronously, a new uncaught
+// error whose report failed again, and the driver spun at full CPU for
+// good, inside the sandbox, after its server died.
+function report(text) {
+  try {
+    writeAll(2, Buffer.from(text))
+  } catch {
+    exit(70)
+  }
+}
+process.on('uncaughtException', (err) => report(`Uncaught ${errorOf(err).traceback}\n`))
+process.on('unhandledRejection', (err) => report(`Unhandled promise rejection: ${errorOf(err).traceback}\n`))
 // Experimental-feature notices (vm's dynamic import) are not the user's.
 process.removeAllListeners('warning')
 process.on('warning', (w) => {
-  if (w.name !== 'ExperimentalWarning') process.stderr.write(`${w.name}: ${w.message}\n`)
+  if (w.name !== 'ExperimentalWarning') report(`${w.name}: ${w.message}\n`)
 })
 
 function errorOf(e) {
@@ -676,7 +687,9 @@ async function pump() {
   while (queue.length) await run(queue.shift())
   busy = false
 }
+// The end of stdin is the server's: nobody is left to run cells for, even
+// if one left timers or servers running that would keep node alive.
 readline.createInterface({ input: process.stdin }).on('line', (line) => {
   queue.push(JSON.parse(line))
   pump()
-})
+}).on('close', () => exit(0))
