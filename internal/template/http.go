@@ -2,7 +2,6 @@ package template
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -151,15 +150,11 @@ func (h *Handler) Upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.ContentLength > h.svc.uploads.max {
-		errdefs.WriteStatus(w, http.StatusRequestEntityTooLarge, errTooLarge{h.svc.uploads.max}.Error())
+		h.fail(w, errdefs.TooLarge("%v", errTooLarge{h.svc.uploads.max}))
 		return
 	}
 	n, err := h.svc.uploads.store(r.Context(), team, hash, r.Body)
 	if err != nil {
-		if errors.Is(err, errdefs.ErrResourceExhausted) {
-			errdefs.WriteStatus(w, http.StatusRequestEntityTooLarge, errdefs.Message(err))
-			return
-		}
 		h.fail(w, err)
 		return
 	}

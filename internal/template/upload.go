@@ -165,7 +165,7 @@ func (u *uploads) store(ctx context.Context, team, hash string, body io.Reader) 
 		_, err = io.Copy(io.Discard, lim)
 	}
 	if lim.over {
-		return 0, errdefs.Exhausted("%v", errTooLarge{u.max})
+		return 0, errdefs.TooLarge("%v", errTooLarge{u.max})
 	}
 	if err != nil {
 		return 0, err
@@ -245,9 +245,9 @@ func extract(r io.Reader, dst string, max int64, reserve func(int64) error) (arc
 	var le *archive.LimitError
 	switch {
 	case errors.As(err, &le) && le.What == "entries":
-		return res, errdefs.Exhausted("upload: more than %d files; leave some out with .dockerignore", le.Max)
+		return res, errdefs.TooLarge("upload: more than %d files; leave some out with .dockerignore", le.Max)
 	case errors.As(err, &le):
-		return res, errdefs.Exhausted("%v", errTooLarge{max})
+		return res, errdefs.TooLarge("%v", errTooLarge{max})
 	}
 	return res, err
 }

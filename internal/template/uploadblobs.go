@@ -233,7 +233,7 @@ func (sh *SharedUploads) checkCap(ctx context.Context, team string, n int64) err
 // overCap is the refusal of an upload that would make the team hold total
 // bytes.
 func (sh *SharedUploads) overCap(total int64) error {
-	return errdefs.Exhausted("build context upload refused: this team's uploads would hold %d MiB, over the cap of %d MiB per team; "+
+	return errdefs.TooLarge("build context upload refused: this team's uploads would hold %d MiB, over the cap of %d MiB per team; "+
 		"uploads are deleted %d h after they were made, so wait for older ones to expire, leave big files out with .dockerignore, "+
 		"or ask the operator to raise the cap (sbx serve %s)", (total+(1<<20)-1)>>20, sh.MaxTeamBytes>>20, int(PruneAge.Hours()), TeamUploadsFlag)
 }

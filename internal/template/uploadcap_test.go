@@ -276,7 +276,7 @@ func TestUploadReserveShared(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := res0(1001); !errors.Is(err, errdefs.ErrResourceExhausted) {
+	if err := res0(1001); !errors.Is(err, errdefs.ErrTooLarge) {
 		t.Fatalf("1001 of 1000: %v; want refused", err)
 	}
 	rel0()
@@ -296,7 +296,7 @@ func TestUploadReserveShared(t *testing.T) {
 	if err := resA(600); err != nil {
 		t.Fatalf("A's 600 of 1000: %v", err)
 	}
-	if err := resB(600); !errors.Is(err, errdefs.ErrResourceExhausted) {
+	if err := resB(600); !errors.Is(err, errdefs.ErrTooLarge) {
 		t.Fatalf("B's 600 while A unpacks 600 of 1000: %v; want refused", err)
 	}
 	if err := resC(1000); err != nil {
