@@ -32,7 +32,12 @@ integration(env, 'sandbox logs and refreshes', () => {
     assert.ok(sources.has('start-command') || sources.has('sbx'), `sources: ${[...sources]}`)
     assert.ok(res.json.logEntries.some((e) => e.message.startsWith('start command started')), res.text.slice(0, 2000))
     for (const e of res.json.logEntries) for (const k of ['timestamp', 'level', 'message', 'fields']) assert.ok(k in e, k)
-    for (let i = 1; i < res.json.logs.length; i++) assert.ok(res.json.logs[i].timestamp >= res.json.logs[i - 1].timestamp)
+    // As times, not strings: RFC 3339 drops a fraction's trailing zeros, so
+    // "…22.1234Z" sorts after "…22.12345678Z" as text.
+    const times = res.json.logs.map((l) => Date.parse(l.timestamp))
+    for (let i = 1; i < times.length; i++) {
+      assert.ok(times[i] >= times[i - 1], `not oldest first: ${res.json.logs[i - 1].timestamp} before ${res.json.logs[i].timestamp}`)
+    }
     const one = await api('GET', `/sandboxes/${ci.sandboxId}/logs?limit=1`)
     assert.equal(one.json.logs.length, 1)
     const future = await api('GET', `/sandboxes/${ci.sandboxId}/logs?start=${Date.now() + 3600_000}`)
