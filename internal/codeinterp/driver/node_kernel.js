@@ -37,6 +37,7 @@ const writeSync = fs.writeSync
 const fstatSync = fs.fstatSync
 const exit = process.exit.bind(process)
 const stringify = JSON.stringify
+const bufferFrom = Buffer.from.bind(Buffer)
 const inspect = util.inspect
 const typescript = process.argv.includes('--typescript')
 
@@ -76,7 +77,7 @@ function directStream(fd) {
   // Console and most code call write; end() and pipe() keep Writable's.
   stream.write = function write(chunk, encoding, done) {
     if (typeof encoding === 'function') [done, encoding] = [encoding, undefined]
-    writeAll(fd, typeof chunk === 'string' ? Buffer.from(chunk, encoding || 'utf8') : chunk)
+    writeAll(fd, typeof chunk === 'string' ? bufferFrom(chunk, encoding || 'utf8') : chunk)
     if (typeof done === 'function') process.nextTick(done, null)
     return true
   }
@@ -539,13 +540,13 @@ process.on('SIGINT', () => {
   if (onInterrupt) onInterrupt()
 })
 // What a cell leaves running may fail later: report it, do not die. When
-// the report cannot be written either, the server is gone (its pipes are
-// closed): end. Node's own stream failed asynchronously, a new uncaught
-// error whose report failed again, and the driver spun at full CPU for
-// good, inside the sandbox, after its server died.
+// the report cannot be written either, stderr is gone (the server closed
+// its end, or a cell closed fd 2): end. Node's own stream failed
+// asynchronously, a new uncaught error whose report failed again, and the
+// driver spun at full CPU for good, inside the sandbox.
 function report(text) {
   try {
-    writeAll(2, Buffer.from(text))
+    writeAll(2, bufferFrom(text))
   } catch {
     exit(70)
   }
@@ -642,19 +643,18 @@ async function run(req) {
       if (v === undefined) delete process.env[k]
       else process.env[k] = v
     }
-    reply(out)
-    writeAll(1, Buffer.from(`${req.marker}0\x1e`))
-    writeAll(2, Buffer.from(`${req.marker}0\x1e`))
+    finish(out, req.marker)
   }
 }
 
 // The replies' pipe is fd 3, which node cannot move out of a cell's way
 // (it has no dup): a cell may close it and open a file that gets the
 // number, and a reply written there would never reach the server, which
-// would wait for it for good. So each reply first checks that fd 3 is
-// still the pipe it was (device and inode); when it is not, the driver
-// ends, saying why on stderr if that is still its pipe: a death the
-// server reports, restarting the context, instead of a hang.
+// would wait for it for good. The same goes for the end markers on fd 1
+// and 2. So each run's end first checks that the three are still the pipes
+// they were (device and inode); when one is not, or writing to it fails,
+// the driver ends, saying why on stderr if that is still its pipe: a death
+// the server reports, restarting the context, instead of a hang.
 function identity(fd) {
   try {
     const st = fstatSync(fd, { bigint: true })
@@ -663,20 +663,32 @@ function identity(fd) {
     return null
   }
 }
-const replyPipe = identity(3)
-const stderrPipe = identity(2)
+const pipes = [
+  [3, identity(3), 'reply descriptor (3)'],
+  [1, identity(1), 'stdout (1)'],
+  [2, identity(2), 'stderr (2)'],
+]
 
-function reply(out) {
-  if (identity(3) !== replyPipe) {
-    if (identity(2) === stderrPipe) {
-      try {
-        writeSync(2, '\nsbx: the cell closed or replaced the code interpreter\'s reply descriptor (3); ' +
-          'the JavaScript context ends here and restarts on the next run\n')
-      } catch {}
+function finish(out, marker) {
+  const lost = pipes.filter(([fd, id]) => identity(fd) !== id).map(([, , name]) => name)
+  if (lost.length === 0) {
+    try {
+      writeSync(3, `${stringify(out)}\n`)
+      const end = bufferFrom(`${marker}0\x1e`)
+      writeAll(1, end)
+      writeAll(2, end)
+      return
+    } catch (e) {
+      lost.push(`pipes (${e.code || e})`)
     }
-    exit(70)
   }
-  writeSync(3, `${stringify(out)}\n`)
+  if (identity(2) === pipes[2][1]) {
+    try {
+      writeSync(2, `\nsbx: the cell closed or replaced the code interpreter's ${lost.join(', ')}; ` +
+        'the JavaScript context ends here and restarts on the next run\n')
+    } catch {}
+  }
+  exit(70)
 }
 
 const queue = []
