@@ -62,7 +62,13 @@ func (r *bashRunner) start() (*replProc, error) {
 		return nil, err
 	}
 	p.dir = dir
-	if _, err := io.WriteString(p.stdin, "trap : INT\n"); err != nil {
+	// Copies of stdout and stderr at fds no cell uses, from which each
+	// run's end restores them: a cell's `exec >log 2>&1` changed the
+	// shell's own descriptors for good, so the end markers went into the
+	// file and the run never ended. (A cell's `exec 0<file` is safe: bash
+	// moves the stream it reads commands from out of the way itself, and
+	// restoring fd 0 here crashed bash.)
+	if _, err := io.WriteString(p.stdin, "trap : INT; exec 251>&1 252>&2\n"); err != nil {
 		p.kill() // reaps it and removes dir
 		return nil, fmt.Errorf("start bash: %w", err)
 	}
@@ -96,7 +102,7 @@ func (r *bashRunner) Execute(ctx context.Context, code string, env map[string]st
 	// While the cell runs, SIGINT makes `.` return, which aborts the rest of
 	// the cell like Ctrl-C at a prompt; the shell itself survives. Outside
 	// cells the trap is a no-op.
-	fmt.Fprintf(&script, "trap 'return 130 2>/dev/null' INT; . %s </dev/null; __sbx_rc=$?; trap : INT; %s", shellQuote(cell), restore)
+	fmt.Fprintf(&script, "trap 'return 130 2>/dev/null' INT; . %s </dev/null; __sbx_rc=$?; trap : INT; exec 1>&251 2>&252; %s", shellQuote(cell), restore)
 	fmt.Fprintf(&script, "printf '%%s%%d\\036' %s \"$__sbx_rc\"; printf '%%s0\\036' %s >&2\n", shellQuote(marker), shellQuote(marker))
 	if _, err := io.WriteString(p.stdin, script.String()); err != nil {
 		return r.writeFailed(ctx, p, out)
