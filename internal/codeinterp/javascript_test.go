@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -44,7 +43,7 @@ func TestNodeDriverSurvivesACellClosingItsReplies(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the run never ended: %v; got %v", err, lines)
 			}
-			if b, _ := os.ReadFile(file); len(b) > 0 && !strings.HasPrefix(string(b), "in the file") {
+			if b, _ := os.ReadFile(file); len(b) > 0 && string(b) != "in the file\n" {
 				t.Errorf("the driver wrote into the cell's file: %q", b)
 			}
 			if got := stdout(lines); got != tc.stdout {
