@@ -16,7 +16,8 @@ import (
 // command and its container child), envd (a Go program) and, for the
 // SDK's first command, `bash -l -c`. Each sub-benchmark starts one
 // program and waits for it; cpu-ms/op is the user + system time of the
-// children, which on a machine where page-table work traps to the
+// child and of this process starting and reaping it (what the server
+// pays too), which on a machine where page-table work traps to the
 // hypervisor (PVM) is many times what bare metal pays:
 //
 //	go test ./internal/runtime/oci -run XXX -bench ProcessFloor -benchtime 100x
