@@ -41,44 +41,52 @@ func sealedBinary(path string, wantVersion []byte) (*os.File, string, error) {
 		return nil, "", err
 	}
 	defer src.Close()
-	// MFD_EXEC: executable even where vm.memfd_noexec=1 makes memfds
-	// noexec by default; kernels before 6.3 do not know the flag.
-	fd, err := unix.MemfdCreate("crun", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_EXEC)
-	if errors.Is(err, unix.EINVAL) {
-		fd, err = unix.MemfdCreate("crun", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	}
+	f, err := sealedMemfd("crun", src)
 	if err != nil {
-		return nil, "", fmt.Errorf("memfd_create: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "memfd:crun")
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-		}
-	}()
-	if _, err := io.Copy(f, src); err != nil {
-		return nil, "", fmt.Errorf("copy %s into a memfd: %w", path, err)
-	}
-	if err := unix.Fchmod(fd, 0o555); err != nil {
-		return nil, "", fmt.Errorf("chmod memfd: %w", err)
-	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, sealsCrunChecks); err != nil {
-		return nil, "", fmt.Errorf("seal memfd: %w", err)
+		return nil, "", fmt.Errorf("copy %s into a sealed memfd: %w", path, err)
 	}
 	// The path is resolved by the child after fork, in which the
 	// descriptor is still open (close-on-exec closes it only once crun
 	// runs, and crun finds its own image through /proc/self/exe).
-	exe := "/proc/self/fd/" + strconv.Itoa(fd)
+	exe := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	cmd := exec.Command(exe, "--version")
 	cmd.Args[0] = "crun"
 	out, err := cmd.CombinedOutput()
 	if err != nil {
+		f.Close()
 		return nil, "", fmt.Errorf("run crun from a sealed memfd: %w: %s", err, bytes.TrimSpace(out))
 	}
 	if !bytes.Equal(out, wantVersion) {
+		f.Close()
 		return nil, "", fmt.Errorf("crun from a sealed memfd answers %q, the file %q", firstLine(out), firstLine(wantVersion))
 	}
-	ok = true
 	return f, exe, nil
+}
+
+// sealedMemfd returns an executable memfd holding content, sealed against
+// any write, growth or shrink (the seal set crun checks for).
+func sealedMemfd(name string, content io.Reader) (*os.File, error) {
+	// MFD_EXEC: executable even where vm.memfd_noexec=1 makes memfds
+	// noexec by default; kernels before 6.3 do not know the flag.
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_EXEC)
+	if errors.Is(err, unix.EINVAL) {
+		fd, err = unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "memfd:"+name)
+	if _, err := io.Copy(f, content); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := unix.Fchmod(fd, 0o555); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("chmod memfd: %w", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, sealsCrunChecks); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seal memfd: %w", err)
+	}
+	return f, nil
 }
