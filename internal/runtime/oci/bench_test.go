@@ -230,3 +230,49 @@ func BenchmarkNetNS(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkUserNS measures making a uid range's user namespace (what a
+// create pays when the host fills up with sandboxes): with the unshare
+// program, and with the helper process that re-executes this binary
+// stopped at its exec. host-cpu-ms/op counts this process and all it
+// started, the helper included.
+//
+//	go test ./internal/runtime/oci -run XXX -bench UserNS -benchtime 300x
+func BenchmarkUserNS(b *testing.B) {
+	runtimetest.RequireRoot(b)
+	for _, tc := range []struct {
+		name string
+		make func(*usernsCache) (*os.File, error)
+	}{
+		{"program", func(c *usernsCache) (*os.File, error) { return c.prog.make(slotRange(3)) }},
+		{"helper", func(c *usernsCache) (*os.File, error) { return c.maker.make(slotRange(3)) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var c usernsCache
+			b.Cleanup(c.maker.stop)
+			// The cgroup first, so that the helper started below counts;
+			// the first make loads the program or starts the helper.
+			host := hostCPU(b)
+			if f, err := tc.make(&c); err != nil {
+				b.Skipf("%s: %v", tc.name, err)
+			} else {
+				f.Close()
+			}
+			base, _ := host()
+			var ds []time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				f, err := tc.make(&c)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ds = append(ds, time.Since(t0))
+				f.Close()
+			}
+			report(b, "make", ds)
+			if d, ok := host(); ok {
+				b.ReportMetric(float64((d-base).Microseconds())/1000/float64(len(ds)), "host-cpu-ms/op")
+			}
+		})
+	}
+}

@@ -128,15 +128,20 @@ type usernsCache struct {
 	mu sync.Mutex
 	ns map[idRange]*os.File
 
-	makerMu sync.Mutex // one request at a time to the helper
+	prog    unshareRunner // first choice: no helper, no copy of the server
+	makerMu sync.Mutex    // one request at a time to the helper
 	maker   usernsMaker
 }
 
-// make asks the helper (usernsMaker) for the namespace, or makes it here
-// where the helper cannot.
+// make runs unshareProgram for the namespace; where it cannot run, it asks
+// the helper (usernsMaker), or makes it here where the helper cannot.
 func (c *usernsCache) make(r idRange) (*os.File, error) {
+	f, err := c.prog.make(r)
+	if !errors.Is(err, errNoUnshareProgram) {
+		return f, err // made, or failed for a reason the others would meet too
+	}
 	c.makerMu.Lock()
-	f, err := c.maker.make(r)
+	f, err = c.maker.make(r)
 	c.makerMu.Unlock()
 	if err == nil {
 		return f, nil
