@@ -133,12 +133,13 @@ type usernsCache struct {
 	maker   usernsMaker
 }
 
-// make runs unshareProgram for the namespace; where it cannot run, it asks
-// the helper (usernsMaker), or makes it here where the helper cannot.
+// make runs unshareProgram for the namespace; where it cannot run or
+// fails, it asks the helper (usernsMaker), or makes it here where the
+// helper cannot.
 func (c *usernsCache) make(r idRange) (*os.File, error) {
 	f, err := c.prog.make(r)
-	if !errors.Is(err, errNoUnshareProgram) {
-		return f, err // made, or failed for a reason the others would meet too
+	if err == nil {
+		return f, nil
 	}
 	c.makerMu.Lock()
 	f, err = c.maker.make(r)
@@ -313,7 +314,7 @@ func inNetNS(nsPath string, fn func() error) error {
 // clearly instead of as a failed sandbox start.
 func (d *Driver) checkUserNS() error {
 	r := slotRange(0)
-	ns, err := newUserNS(r)
+	ns, err := d.nsc.make(r) // as sandboxes will
 	if err != nil {
 		return fmt.Errorf("cannot create a user namespace (%w): the kernel needs CONFIG_USER_NS and "+
 			"sysctl user.max_user_namespaces > 0", err)

@@ -122,14 +122,17 @@ func (u *unshareRunner) make(r idRange) (*os.File, error) {
 	cmd := exec.Command(u.path)
 	cmd.Args[0] = "sbx-userns"
 	cmd.Env = []string{}
-	// Should the server die meanwhile, the child goes too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No parent-death signal (Go ties it to the forking thread, which a
+	// goroutine locking and leaving it could end early): should the
+	// server die, its end of stdin closes and the program exits, or a
+	// write to its stdout kills it.
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
+		stdin.Close()
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
@@ -157,14 +160,18 @@ func (u *unshareRunner) make(r idRange) (*os.File, error) {
 		waited = true
 		return nil, fmt.Errorf("unshare a user namespace: the program ended without one (%v)", werr)
 	}
+	// The maps as Go's SysProcAttr writes them for the other makers:
+	// setgroups denied first (nothing runs in the namespace, which only
+	// shifts ids for idmapped mounts, but the same namespace either way).
 	proc := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/"
-	m := []byte(fmt.Sprintf("0 %d %d\n", r.UID, r.Size))
-	if err := os.WriteFile(proc+"uid_map", m, 0); err != nil {
-		return nil, fmt.Errorf("write the new user namespace's uid map: %w", err)
-	}
-	m = []byte(fmt.Sprintf("0 %d %d\n", r.GID, r.Size))
-	if err := os.WriteFile(proc+"gid_map", m, 0); err != nil {
-		return nil, fmt.Errorf("write the new user namespace's gid map: %w", err)
+	for _, w := range []struct{ file, text string }{
+		{"uid_map", fmt.Sprintf("0 %d %d\n", r.UID, r.Size)},
+		{"setgroups", "deny"},
+		{"gid_map", fmt.Sprintf("0 %d %d\n", r.GID, r.Size)},
+	} {
+		if err := os.WriteFile(proc+w.file, []byte(w.text), 0); err != nil {
+			return nil, fmt.Errorf("write the new user namespace's %s: %w", w.file, err)
+		}
 	}
 	ns, err := os.Open(proc + "ns/user")
 	if err != nil {

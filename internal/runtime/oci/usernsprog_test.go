@@ -47,49 +47,80 @@ func requireUnshareProgram(t *testing.T) {
 	}
 }
 
-// The namespaces it makes map the range: a root-owned file seen through
-// an idmapped mount belongs to the range's first ids. Each is a new
-// namespace, and the program is gone once it returns.
+// The namespaces it makes map the whole range and nothing else: through
+// an idmapped mount, a root-owned file belongs to the range's first ids,
+// a file of the range's last id to its last host id, and one just past
+// the range to nobody. Each is a new namespace.
 func TestUnshareProgramMakesTheRange(t *testing.T) {
 	requireUnshareProgram(t)
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "f"), nil, 0o644); err != nil {
-		t.Fatal(err)
+	for name, id := range map[string]int{"root": 0, "last": 65535, "outside": 65536} {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(f, id, id); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var u unshareRunner
+	self, _ := os.Readlink("/proc/self/ns/user")
 	seen := map[string]bool{}
 	for _, r := range []idRange{slotRange(3), slotRange(7), slotRange(3)} {
+		if r.Size != 65536 {
+			t.Fatalf("slot ranges hold %d ids; the files above assume 65536", r.Size)
+		}
 		f, err := u.make(r)
 		if err != nil {
 			t.Fatalf("make(%+v): %v", r, err)
 		}
+		// Kept open to the end: a freed namespace's inode number is reused.
+		t.Cleanup(func() { f.Close() })
 		ns, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd()))) // the program is gone
 		if err != nil {
 			t.Fatal(err)
 		}
-		self, _ := os.Readlink("/proc/self/ns/user")
 		if ns == self || seen[ns] {
 			t.Fatalf("namespace %s: ours is %s, made before: %v", ns, self, seen[ns])
 		}
 		seen[ns] = true
 		fd, err := idmapClone(dir, f)
-		f.Close()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var st unix.Stat_t
-		err = unix.Fstatat(fd, "f", &st, 0)
+		for name, want := range map[string]uint32{"root": r.UID, "last": r.UID + 65535, "outside": 65534} {
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, name, &st, 0); err != nil {
+				t.Fatal(err)
+			}
+			wantGID := want
+			if want != 65534 {
+				wantGID = r.GID + (want - r.UID)
+			}
+			if st.Uid != want || st.Gid != wantGID {
+				t.Errorf("range %+v: file %q shows %d:%d through the namespace, want %d:%d", r, name, st.Uid, st.Gid, want, wantGID)
+			}
+		}
 		unix.Close(fd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Uid != r.UID || st.Gid != r.GID {
-			t.Errorf("root's file shows %d:%d through the namespace, want %d:%d", st.Uid, st.Gid, r.UID, r.GID)
-		}
 	}
-	out, _ := exec.Command("pgrep", "-x", "sbx-userns").Output()
-	if len(bytes.TrimSpace(out)) > 0 {
-		t.Errorf("unshare programs still run: %s", out)
+}
+
+// Where the program cannot run, usernsCache falls back to the helper.
+func TestUserNSCacheFallsBackToTheHelper(t *testing.T) {
+	requireUnshareProgram(t)
+	var c usernsCache
+	t.Cleanup(c.maker.stop)
+	if err := c.prog.load(); err != nil {
+		t.Fatal(err)
+	}
+	c.prog.off.Store(true) // as after an exec refused
+	f, err := c.make(slotRange(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if c.maker.cmd == nil {
+		t.Fatal("the namespace was made without the helper although the program could not run")
 	}
 }
 
@@ -106,13 +137,16 @@ func TestUnshareProgramRefused(t *testing.T) {
 	}
 	// In a user namespace of its own that may have no child namespaces.
 	cmd := exec.Command("unshare", "--user", "--map-root-user", "sh", "-c",
-		`echo 0 > /proc/sys/user/max_user_namespaces && exec "$0"`, prog)
+		`echo 0 > /proc/sys/user/max_user_namespaces && echo running >&2 && exec "$0"`, prog)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	if stderr.String() != "running\n" {
+		t.Fatalf("the program did not run where intended (%v): %q", err, stderr.String())
+	}
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-		t.Fatalf("refused unshare: %v (stderr %q), want exit status 1", err, stderr.String())
+		t.Fatalf("refused unshare: %v, want exit status 1", err)
 	}
 	if stdout.Len() != 0 {
 		t.Fatalf("the program wrote %q although the unshare was refused", stdout.String())
