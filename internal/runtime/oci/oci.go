@@ -133,6 +133,7 @@ func New(cfg Config, log *slog.Logger) (*Driver, error) {
 		log:     log.With("runtime", cfg.Runtime),
 		userns:  cfg.UserNS && cfg.Runtime != "runsc",
 	}
+	d.nsc.log = d.log
 	if d.userns {
 		// Sandbox roots (unprivileged host users) must reach their sandbox
 		// dirs, whatever the umask made of it.

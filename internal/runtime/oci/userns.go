@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -131,6 +132,9 @@ type usernsCache struct {
 	prog    unshareRunner // first choice: no helper, no copy of the server
 	makerMu sync.Mutex    // one request at a time to the helper
 	maker   usernsMaker
+
+	log      *slog.Logger // says once that the program could not be used; nil: quiet
+	warnOnce sync.Once
 }
 
 // make runs unshareProgram for the namespace; where it cannot run or
@@ -140,6 +144,11 @@ func (c *usernsCache) make(r idRange) (*os.File, error) {
 	f, err := c.prog.make(r)
 	if err == nil {
 		return f, nil
+	}
+	if c.log != nil {
+		c.warnOnce.Do(func() {
+			c.log.Info("user namespaces come from the helper process (a few ms of CPU more per new uid range)", "err", err)
+		})
 	}
 	c.makerMu.Lock()
 	f, err = c.maker.make(r)

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"debug/elf"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -105,22 +107,29 @@ func TestUnshareProgramMakesTheRange(t *testing.T) {
 	}
 }
 
-// Where the program cannot run, usernsCache falls back to the helper.
+// Where the program cannot run, usernsCache falls back to the helper, and
+// says so once.
 func TestUserNSCacheFallsBackToTheHelper(t *testing.T) {
 	requireUnshareProgram(t)
-	var c usernsCache
+	var logs bytes.Buffer
+	c := usernsCache{log: slog.New(slog.NewTextHandler(&logs, nil))}
 	t.Cleanup(c.maker.stop)
 	if err := c.prog.load(); err != nil {
 		t.Fatal(err)
 	}
 	c.prog.off.Store(true) // as after an exec refused
-	f, err := c.make(slotRange(4))
-	if err != nil {
-		t.Fatal(err)
+	for _, slot := range []int{4, 5} {
+		f, err := c.make(slotRange(slot))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
 	}
-	f.Close()
 	if c.maker.cmd == nil {
 		t.Fatal("the namespace was made without the helper although the program could not run")
+	}
+	if n := strings.Count(logs.String(), "come from the helper process"); n != 1 {
+		t.Fatalf("the fallback was logged %d times, want once: %q", n, logs.String())
 	}
 }
 
