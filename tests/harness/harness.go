@@ -100,9 +100,9 @@ func StartServerPrepared(t testing.TB, prepare func(dataDir string), extra ...st
 }
 
 // StartNodeServer is StartServerPrepared for a cluster node (sbx serve
-// --role node), which refuses API keys: it waits for /health only, not
-// for the API or a template (creates through an api replica wait for the
-// node's templates themselves).
+// --role node), which refuses API keys: it waits until /health says the
+// server is wired, not for the API or a template (creates through an api
+// replica wait for the node's templates themselves).
 func StartNodeServer(t testing.TB, prepare func(dataDir string), extra ...string) *Server {
 	t.Helper()
 	return startServer(t, prepare, extra...)
@@ -178,8 +178,13 @@ func (s *Server) Start(t testing.TB) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/health", nil)
 		resp, err := s.httpClient().Do(req)
 		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNoContent {
+			// While it wires itself the server answers /health ("(starting)")
+			// and 503 to everything else: an api replica or a node is
+			// ready once that ends.
+			if (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNoContent) &&
+				!strings.Contains(string(body), "(starting)") {
 				if s.APIKey == "" || s.apiReady(ctx) {
 					return
 				}
